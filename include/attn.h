@@ -1,0 +1,260 @@
+/*
+ * attn.h — the public interface of attn, a C11 library of neural attention mechanisms.
+ *
+ * attn computes the classic attention family — dot-product, scaled dot-product, additive (Bahdanau),
+ * multi-head, self- and cross-attention — forward and backward, in fp32 on the CPU. This header holds
+ * the mechanisms; the trainable layers, file formats and pictures built on them live in the headers it
+ * includes at the bottom (attn/layers.h, attn/safetensors.h, attn/heatmap.h, ...).
+ *
+ * Dimension names, the same everywhere in attn:
+ *   B   batch                     H    query heads         Hkv  key/value heads (H % Hkv == 0)
+ *   T   query length              S    key/value length
+ *   D   query/key dimension       Dv   value dimension
+ * Tensors are row-major; a shape written (B,H,T,D) means D is the innermost, contiguous axis.
+ * "Weights" are the attention probabilities, after the softmax (and before dropout).
+ *
+ * Conventions (docs/DESIGN.md gives the reasons):
+ *   - Every call returns an attn_status: ATTN_OK (0) or a negative error; attn_status_string() names it.
+ *     The library never exits, aborts or prints on user input.
+ *   - The caller owns memory. Kernels never allocate: ask attn_*_workspace_size() first and pass a buffer
+ *     at least that large. Layers allocate once, at init, from one slab.
+ *   - Backward calls ACCUMULATE into gradients (+=); clear them first when that is not what you want.
+ *   - Masks: a key is excluded when any mask excludes it; a row whose keys are all excluded gives zero
+ *     weights, zero output and zero gradients, never NaN. Boolean masks: nonzero = may attend.
+ *
+ * Worked example — scaled dot-product attention with a causal mask, forward and backward:
+ *
+ *     attn_sdpa_desc d;
+ *     attn_sdpa_desc_init(&d, B, H, T, S, D, Dv);      // contiguous layouts, scale 1/sqrt(D), no mask
+ *     d.mask.causal = 1;
+ *     size_t fw, bw;
+ *     attn_sdpa_workspace_size(&d, ATTN_PASS_FORWARD, &fw);
+ *     attn_sdpa_workspace_size(&d, ATTN_PASS_BACKWARD, &bw);
+ *     void *work = malloc(fw > bw ? fw : bw);
+ *     float *lse = malloc(sizeof(float) * B * H * T);   // row log-sum-exp, saved for the backward
+ *     attn_status st = attn_sdpa_forward(&d, out, lse, NULL, q, k, v, work, fw);
+ *     if (st != ATTN_OK) fprintf(stderr, "attn: %s\n", attn_status_string(st));
+ *     // ... dq, dk, dv zeroed, dout filled ...
+ *     st = attn_sdpa_backward(&d, dq, dk, dv, dout, q, k, v, out, lse, work, bw);
+ *
+ * Threads: the fast kernels use OpenMP with attn_set_num_threads() threads; results are bitwise
+ * identical for any thread count.
+ */
+#ifndef ATTN_H
+#define ATTN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define ATTN_VERSION_MAJOR 0
+#define ATTN_VERSION_MINOR 1
+#define ATTN_VERSION_PATCH 0
+
+/* "0.1.0" — the version of the library actually linked. */
+const char *attn_version(void);
+
+/* ---------------------------------------------------------------------------------------------------
+ * Status codes. Appended only; never renumbered.
+ */
+typedef enum attn_status {
+    ATTN_OK              = 0,
+    ATTN_ERR_NULL        = -1,  /* a required pointer is NULL */
+    ATTN_ERR_SIZE        = -2,  /* a size is zero, negative or too large */
+    ATTN_ERR_SHAPE       = -3,  /* sizes that must agree do not (e.g. H not a multiple of Hkv) */
+    ATTN_ERR_STRIDE      = -4,  /* a stride is invalid (negative, or an output whose elements overlap) */
+    ATTN_ERR_WORKSPACE   = -5,  /* workspace NULL or smaller than the size asked for */
+    ATTN_ERR_ARG         = -6,  /* another argument out of range (NaN scale, dropout outside [0,1), ...) */
+    ATTN_ERR_NOMEM       = -7,  /* an allocation failed (layers, loaders; never kernels) */
+    ATTN_ERR_IO          = -8,  /* a file could not be opened, read or written */
+    ATTN_ERR_FORMAT      = -9,  /* a file is truncated, corrupt or not what was expected */
+    ATTN_ERR_UNSUPPORTED = -10, /* the request is valid but not available here (e.g. an ISA the CPU lacks) */
+} attn_status;
+
+/* A short, static, human-readable description of a status ("invalid stride", ...). Never NULL. */
+const char *attn_status_string(attn_status st);
+
+/* ---------------------------------------------------------------------------------------------------
+ * Configuration: threads and the kernel path. Process-wide; set it before starting work, not during.
+ */
+typedef enum attn_isa {
+    ATTN_ISA_AUTO = 0,   /* the best path the CPU supports (the default) */
+    ATTN_ISA_REF,        /* the plain reference kernels: the oracle, slow, single-threaded */
+    ATTN_ISA_SCALAR,     /* the fused (tiled) kernels in portable C */
+    ATTN_ISA_AVX2,       /* the fused kernels with AVX2 + FMA */
+    ATTN_ISA_AVX512,     /* the fused kernels with AVX-512F */
+    ATTN_ISA_COUNT
+} attn_isa;
+
+/* Number of threads the fast kernels use; n <= 0 means "all the cores OpenMP sees". */
+attn_status attn_set_num_threads(int n);
+int         attn_get_num_threads(void);
+
+/* Forces a kernel path. ATTN_ERR_UNSUPPORTED when the CPU lacks the ISA. The environment variable
+ * ATTN_ISA (auto, ref, scalar, avx2, avx512) sets the initial value. */
+attn_status attn_set_isa(attn_isa isa);
+attn_isa    attn_get_isa(void);           /* what is in force (never ATTN_ISA_AUTO: AUTO is resolved) */
+int         attn_cpu_supports(attn_isa isa);
+const char *attn_isa_name(attn_isa isa);  /* "ref", "scalar", "avx2", "avx512", "auto" */
+
+/* ---------------------------------------------------------------------------------------------------
+ * Masks. Every mechanism takes one; a zeroed attn_mask masks nothing. All parts combine: a key is
+ * excluded when any part excludes it, and the bias is added to the scores of the keys that remain.
+ *
+ *   valid lengths   keys s >= valid_lens[...] are excluded (d2l's masked_softmax convention). Lengths are
+ *                   clamped to [0, S]; negative lengths are an error. Per batch row: (B). Per query: (B,T).
+ *   causal          query t may attend keys s <= t + (S - T): the last query sees every key (bottom-right
+ *                   alignment, so a decoder step with a key/value cache is causal too). For T == S this is
+ *                   the usual lower triangle.
+ *   allow           boolean (B,H,T,S), nonzero = may attend, zero = excluded; given by element strides so a
+ *                   stride of 0 broadcasts (a (T,S) mask for every batch and head: b = h = 0, t = S).
+ *   bias            additive float (B,H,T,S), added to the scaled scores; -INFINITY excludes. Strides as
+ *                   for allow. It is an input to the softmax, not a parameter: no gradient is returned.
+ * Mechanisms without heads (additive attention) read the masks with H = 1.
+ */
+typedef enum attn_valid_lens_kind {
+    ATTN_VALID_LENS_NONE = 0,
+    ATTN_VALID_LENS_PER_BATCH,  /* valid_lens: (B)   */
+    ATTN_VALID_LENS_PER_QUERY,  /* valid_lens: (B,T) */
+    ATTN_VALID_LENS_COUNT
+} attn_valid_lens_kind;
+
+typedef struct attn_mask {
+    attn_valid_lens_kind valid_lens_kind;
+    const int32_t *valid_lens;   /* (B) or (B,T), by valid_lens_kind */
+    int causal;                  /* nonzero: causal, bottom-right aligned */
+    const uint8_t *allow;        /* (B,H,T,S) or NULL; nonzero = may attend */
+    int64_t allow_stride[3];     /* element strides of b, h, t; s is contiguous */
+    const float *bias;           /* (B,H,T,S) or NULL; added to the scaled scores */
+    int64_t bias_stride[3];      /* element strides of b, h, t; s is contiguous */
+} attn_mask;
+
+/* ---------------------------------------------------------------------------------------------------
+ * Strided 4-D operands. Each tensor argument of the scaled dot-product kernels is (batch, head, row, col)
+ * with element strides for the first three axes and a contiguous last axis. Inputs may use a stride of 0
+ * to broadcast; outputs (and gradients) must not overlap themselves.
+ */
+typedef struct attn_layout {
+    int64_t b, h, t;             /* element strides of the batch, head and row axes */
+} attn_layout;
+
+/* Which pass a workspace is for. */
+typedef enum attn_pass {
+    ATTN_PASS_FORWARD = 0,
+    ATTN_PASS_BACKWARD,
+    ATTN_PASS_COUNT
+} attn_pass;
+
+/* ---------------------------------------------------------------------------------------------------
+ * Scaled dot-product attention (and plain dot-product attention: scale = 1).
+ *
+ *   weights = softmax(scale · Q Kᵀ + bias, masked)     per (b, h): (T,S)
+ *   out     = dropout(weights) V
+ *
+ * Grouped-query heads: query head h reads key/value head h / (H / Hkv).
+ * Dropout drops each weight with probability `dropout` and scales the rest by 1/(1 - dropout); the mask
+ * is a pure function of (seed, b, h, t, s), so the backward regenerates it and every kernel path and thread
+ * count drops the same weights.
+ */
+typedef struct attn_sdpa_desc {
+    int B, H, Hkv, T, S, D, Dv;
+    float scale;                 /* multiplies Q Kᵀ; attn_sdpa_desc_init sets 1/sqrt(D) */
+    attn_layout q;               /* Q   (B,H,T,D)    dQ uses the same layout */
+    attn_layout k;               /* K   (B,Hkv,S,D)  dK uses the same layout */
+    attn_layout v;               /* V   (B,Hkv,S,Dv) dV uses the same layout */
+    attn_layout out;             /* out (B,H,T,Dv)   dout uses the same layout */
+    attn_mask mask;
+    float dropout;               /* in [0,1); 0 = no dropout */
+    uint64_t seed;               /* dropout's seed; change it every training step */
+} attn_sdpa_desc;
+
+/* Fills d for B,H,T,S,D,Dv with Hkv = H, contiguous layouts, scale 1/sqrt(D), no mask and no dropout. */
+attn_status attn_sdpa_desc_init(attn_sdpa_desc *d, int B, int H, int T, int S, int D, int Dv);
+
+/* Checks every field of d (sizes, strides, mask, dropout); the kernels call it too. */
+attn_status attn_sdpa_validate(const attn_sdpa_desc *d);
+
+/* Bytes of workspace the pass needs with the path and thread count now in force. */
+attn_status attn_sdpa_workspace_size(const attn_sdpa_desc *d, attn_pass pass, size_t *bytes);
+
+/* Forward pass.
+ *   out     (B,H,T,Dv)  layout d->out                       written
+ *   lse     (B,H,T)     contiguous, or NULL                 written: log Σ_s exp(score); -INFINITY for a
+ *                                                           fully masked row. The backward needs it.
+ *   weights (B,H,T,S)   contiguous, or NULL                 written when given: the softmax probabilities
+ *   q, k, v             layouts d->q, d->k, d->v
+ * Asking for weights makes the call materialize them (the reference path); without them the fused
+ * kernels run in memory that grows with T + S. */
+attn_status attn_sdpa_forward(const attn_sdpa_desc *d,
+                              float *out, float *lse, float *weights,
+                              const float *q, const float *k, const float *v,
+                              void *work, size_t work_bytes);
+
+/* Backward pass. Accumulates (+=) into dq, dk, dv (layouts of q, k, v).
+ *   dout  (B,H,T,Dv) layout d->out;  out and lse as written by attn_sdpa_forward with the same d. */
+attn_status attn_sdpa_backward(const attn_sdpa_desc *d,
+                               float *dq, float *dk, float *dv,
+                               const float *dout,
+                               const float *q, const float *k, const float *v,
+                               const float *out, const float *lse,
+                               void *work, size_t work_bytes);
+
+/* ---------------------------------------------------------------------------------------------------
+ * Additive (Bahdanau) attention, pairwise:
+ *
+ *   score(t, s) = w_vᵀ tanh(W_q q_t + W_k k_s)           scores (B,T,S), no biases
+ *   weights     = softmax(score, masked);  out = dropout(weights) V
+ *
+ * All tensors contiguous. The mask is read with H = 1. Parameters are inputs here (the layer that owns
+ * them is in attn/layers.h); the backward returns their gradients too.
+ */
+typedef struct attn_additive_desc {
+    int B, T, S, Dq, Dk, Dv;
+    int Dh;                      /* hidden units h of the scoring MLP */
+    attn_mask mask;
+    float dropout;               /* in [0,1) */
+    uint64_t seed;
+} attn_additive_desc;
+
+attn_status attn_additive_desc_init(attn_additive_desc *d, int B, int T, int S, int Dq, int Dk, int Dv, int Dh);
+attn_status attn_additive_validate(const attn_additive_desc *d);
+attn_status attn_additive_workspace_size(const attn_additive_desc *d, attn_pass pass, size_t *bytes);
+
+/*   out (B,T,Dv) written;  weights (B,T,S) or NULL, written when given.
+ *   q (B,T,Dq)  k (B,S,Dk)  v (B,S,Dv)  wq (Dh,Dq)  wk (Dh,Dk)  wv (Dh) */
+attn_status attn_additive_forward(const attn_additive_desc *d,
+                                  float *out, float *weights,
+                                  const float *q, const float *k, const float *v,
+                                  const float *wq, const float *wk, const float *wv,
+                                  void *work, size_t work_bytes);
+
+/* Accumulates (+=) into dq (B,T,Dq), dk (B,S,Dk), dv (B,S,Dv), dwq (Dh,Dq), dwk (Dh,Dk), dwv (Dh).
+ * Recomputes the scores from the inputs; nothing needs saving from the forward. */
+attn_status attn_additive_backward(const attn_additive_desc *d,
+                                   float *dq, float *dk, float *dv,
+                                   float *dwq, float *dwk, float *dwv,
+                                   const float *dout,
+                                   const float *q, const float *k, const float *v,
+                                   const float *wq, const float *wk, const float *wv,
+                                   void *work, size_t work_bytes);
+
+/* ---------------------------------------------------------------------------------------------------
+ * Numerically stable softmax of one row, in place: subtracts the max before exp, so scores such as
+ * 927 and 929 (whose exp overflows even in double) give finite weights. n >= 1.
+ */
+attn_status attn_softmax(float *x, int n);
+
+#ifdef __cplusplus
+}
+#endif
+
+#include "attn/layers.h"
+#include "attn/safetensors.h"
+#include "attn/heatmap.h"
+#include "attn/imdb.h"
+#include "attn/seq2seq.h"
+
+#endif /* ATTN_H */

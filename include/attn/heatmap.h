@@ -1,0 +1,44 @@
+/*
+ * attn/heatmap.h — pictures of attention: heatmaps as PNG files (through libpng) and as colored blocks in
+ * a terminal, with labelled axes (words, for text) and a color scale. Included by attn.h.
+ *
+ * A heatmap is a (rows, cols) matrix of values, usually weights in [0, 1]: rows are queries (output
+ * words), columns are keys (input words). Colors run from dark (vmin) to bright (vmax).
+ */
+#ifndef ATTN_HEATMAP_H
+#define ATTN_HEATMAP_H
+
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct attn_heatmap {
+    const float *values;         /* (rows, cols), rows row_stride elements apart */
+    int rows, cols;
+    int64_t row_stride;          /* 0 means cols */
+    const char *const *row_labels;  /* rows UTF-8 strings, or NULL */
+    const char *const *col_labels;  /* cols UTF-8 strings, or NULL */
+    const char *title;           /* or NULL */
+    const char *row_title;       /* axis names, e.g. "Queries", or NULL */
+    const char *col_title;       /* e.g. "Keys", or NULL */
+    float vmin, vmax;            /* color range; vmin == vmax: the data's min and max */
+} attn_heatmap;
+
+/* Writes one heatmap as a PNG, atomically (temporary file, then rename). err gets path and reason. */
+attn_status attn_heatmap_png(const attn_heatmap *h, const char *path, char *err, size_t err_size);
+
+/* Writes n heatmaps in a grid of grid_cols columns (e.g. one per head) as one PNG, atomically. */
+attn_status attn_heatmap_png_grid(const attn_heatmap *maps, int n, int grid_cols, const char *path,
+                                  char *err, size_t err_size);
+
+/* Draws the heatmap in a terminal: one colored block per cell (24-bit ANSI colors when color is
+ * nonzero, shaded characters otherwise), labels beside the rows and under the columns, and a scale. */
+attn_status attn_heatmap_term(const attn_heatmap *h, FILE *out, int color);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* ATTN_HEATMAP_H */

@@ -1,0 +1,200 @@
+/*
+ * attn/seq2seq.h — sequence to sequence with Bahdanau attention (the d2l book's English→French
+ * experiment): the GRU layer, the text pipeline (fra.txt pairs, vocabularies, BLEU) and the
+ * encoder–decoder model with its training step, greedy decoding and checkpoints.
+ * Included by attn.h; do not include it alone.
+ *
+ *     attn_nmt_pairs p;                         // lines 0..600 of fra.txt, preprocessed as d2l does
+ *     attn_nmt_read(&p, "fra.txt", 0, 600, err, sizeof err);
+ *     attn_vocab src, tgt;
+ *     attn_vocab_build(&src, (const char *const *)p.src, p.n, 2);
+ *     ...
+ *     attn_seq2seq m;  attn_seq2seq_config c = {src.n, tgt.n, 32, 32, 2, 0.1f, 10, 64};
+ *     attn_seq2seq_init(&m, &c, seed);
+ *     attn_seq2seq_step(&m, &loss, X, X_len, Y, Y_len, B, 1, seed);    // forward + backward, grads +=
+ */
+#ifndef ATTN_SEQ2SEQ_H
+#define ATTN_SEQ2SEQ_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------------------------------------------
+ * GRU, several layers, PyTorch's equations and parameter layout (gates r, z, n in that order):
+ *   r = σ(W_ir x + b_ir + W_hr h + b_hr)      z = σ(W_iz x + b_iz + W_hz h + b_hz)
+ *   n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))           h' = (1 - z) ⊙ n + z ⊙ h
+ * Layer l reads the output of layer l-1, through inverted dropout (training only, not after the last
+ * layer). Time-major tensors, as nn.GRU without batch_first: x (T,B,in), out (T,B,H), states (L,B,H).
+ * The parameters live in a caller's slab; per layer, in PyTorch's state_dict order:
+ *   weight_ih_l{k} (3H,in_k)  weight_hh_l{k} (3H,H)  bias_ih_l{k} (3H)  bias_hh_l{k} (3H),  in_0 = in,
+ *   in_k = H after. Gradients have the same layout in their own slab.
+ */
+#define ATTN_GRU_MAX_LAYERS 8
+
+typedef struct attn_gru {
+    int L, in, H;
+    float dropout;                                  /* between layers, in [0,1) */
+    float *w_ih[ATTN_GRU_MAX_LAYERS], *w_hh[ATTN_GRU_MAX_LAYERS];
+    float *b_ih[ATTN_GRU_MAX_LAYERS], *b_hh[ATTN_GRU_MAX_LAYERS];
+    float *dw_ih[ATTN_GRU_MAX_LAYERS], *dw_hh[ATTN_GRU_MAX_LAYERS];
+    float *db_ih[ATTN_GRU_MAX_LAYERS], *db_hh[ATTN_GRU_MAX_LAYERS];
+} attn_gru;
+
+/* Number of floats of parameters of an L-layer GRU. */
+size_t attn_gru_n_params(int L, int in, int H);
+
+/* Points g at params and grads (attn_gru_n_params floats each; grads may be NULL for inference). */
+attn_status attn_gru_bind(attn_gru *g, int L, int in, int H, float dropout, float *params, float *grads);
+
+/* Floats of cache one forward + backward over (T,B) needs (saved activations and backward scratch). */
+size_t attn_gru_cache_floats(const attn_gru *g, int T, int B);
+
+/* Forward over T steps. out (T,B,H) written; h_n (L,B,H) or NULL written; x (T,B,in); h0 (L,B,H) or
+ * NULL (zeros). train nonzero applies the dropout between layers, its masks a function of seed. */
+attn_status attn_gru_forward(const attn_gru *g, float *cache, size_t cache_floats,
+                             float *out, float *h_n, const float *x, const float *h0,
+                             int T, int B, int train, uint64_t seed);
+
+/* Backward of the forward that filled cache (same x, T, B, train, seed). Accumulates (+=) into dx
+ * (T,B,in) and dh0 (L,B,H) (each may be NULL) and into the gradient slab. dout (T,B,H) and dh_n (L,B,H)
+ * may be NULL (zero). */
+attn_status attn_gru_backward(const attn_gru *g, float *cache, size_t cache_floats,
+                              float *dx, float *dh0, const float *dout, const float *dh_n,
+                              const float *x, int T, int B, int train, uint64_t seed);
+
+/* ---------------------------------------------------------------------------------------------------
+ * Text: the d2l pipeline for fra.txt ("English<TAB>French" per line).
+ * Preprocessing: U+202F and U+00A0 become spaces; lowercase (ASCII, Latin-1 and Latin Extended-A
+ * letters: Ç→ç, À→à, É→é, Œ→œ; other scripts unchanged); a space is put before , . ! ? when the
+ * character before is not a space. Tokens are split on single spaces (as Python's split(' ')).
+ */
+typedef struct attn_nmt_pairs {
+    int n;                       /* pairs read */
+    char **src, **tgt;           /* n preprocessed lines each */
+    int *line;                   /* (n) 0-based line number of each pair in the file */
+} attn_nmt_pairs;
+
+/* Preprocesses one UTF-8 string into a new malloc'd string (*out). ATTN_ERR_FORMAT on invalid UTF-8. */
+attn_status attn_nmt_preprocess(const char *in, size_t len, char **out);
+
+/* Reads the pairs of lines first..last (0-based, inclusive; last < 0 = to the end) of path. A line
+ * without a tab, with an empty side or with invalid UTF-8 is an error naming the path and line number
+ * (1-based in the message); a missing file names the path. A final empty line is ignored. */
+attn_status attn_nmt_read(attn_nmt_pairs *p, const char *path, int first, int last,
+                          char *err, size_t err_size);
+void        attn_nmt_pairs_free(attn_nmt_pairs *p);
+
+/* Vocabulary: ids 0 <unk>, 1 <pad>, 2 <bos>, 3 <eos>, then tokens of count >= min_freq by count, most
+ * frequent first, ties in order of first appearance (what d2l's sorted(Counter) gives). */
+enum { ATTN_TOK_UNK = 0, ATTN_TOK_PAD = 1, ATTN_TOK_BOS = 2, ATTN_TOK_EOS = 3 };
+
+typedef struct attn_vocab {
+    int n;                       /* tokens */
+    char **tokens;               /* (n) */
+    int *table;                  /* open-addressing hash table of ids, table_size slots, -1 = empty */
+    int table_size;
+} attn_vocab;
+
+attn_status attn_vocab_build(attn_vocab *v, const char *const *lines, int n_lines, int min_freq);
+void        attn_vocab_free(attn_vocab *v);
+int         attn_vocab_id(const attn_vocab *v, const char *token, size_t len);   /* ATTN_TOK_UNK if absent */
+/* One token per line, in id order. */
+attn_status attn_vocab_save(const attn_vocab *v, const char *path, char *err, size_t err_size);
+attn_status attn_vocab_load(attn_vocab *v, const char *path, char *err, size_t err_size);
+
+/* Token ids of a preprocessed line, then <eos>, cut or padded with <pad> to num_steps:
+ *   ids (num_steps) written; *valid_len = non-pad count (the d2l valid length); *n_tokens = tokens in
+ *   the line (before <eos>, before cutting); *n_unk (or NULL) = tokens not in the vocabulary. */
+attn_status attn_vocab_encode(const attn_vocab *v, const char *line, int num_steps, int32_t *ids,
+                              int32_t *valid_len, int *n_tokens, int *n_unk);
+
+/* BLEU as d2l defines it: exp(min(0, 1 - len_label/len_pred)) · Π_{n=1..k} p_n^(1/2^n), p_n the clipped
+ * n-gram precision; tokens split on single spaces. A prediction with fewer than n tokens has p_n = 0
+ * (d2l divides by zero there). */
+double attn_bleu(const char *pred, const char *label, int k);
+
+/* ---------------------------------------------------------------------------------------------------
+ * The model: embedding → L-layer GRU encoder; decoder: at each step additive attention (query = the
+ * decoder's top hidden state, keys = values = encoder outputs, masked by the source valid lengths),
+ * the context concatenated with the input embedding ([context, embedding], as d2l), an L-layer GRU,
+ * a dense layer to the target vocabulary. Initialized as d2l: Xavier-uniform for every linear and GRU
+ * weight, PyTorch defaults for biases (U±1/sqrt(fan_in)) and embeddings (N(0,1)).
+ * Parameters in one slab, in the state_dict order of d2l's EncoderDecoder (the checkpoint names):
+ *   encoder.embedding.weight (Vs,E), encoder.rnn.* (in E), decoder.attention.W_k.weight (H,H),
+ *   decoder.attention.W_q.weight (H,H), decoder.attention.w_v.weight (1,H), decoder.embedding.weight
+ *   (Vt,E), decoder.rnn.* (in H+E), decoder.dense.weight (Vt,H), decoder.dense.bias (Vt).
+ */
+#define ATTN_SEQ2SEQ_MAX_STEPS 256
+#define ATTN_SEQ2SEQ_SHARDS 2
+
+typedef struct attn_seq2seq_config {
+    int src_vocab, tgt_vocab;    /* Vs, Vt */
+    int embed, hidden, layers;   /* E, H, L */
+    float dropout;               /* GRU between layers and attention weights */
+    int num_steps;               /* T: source and target length */
+    int max_batch;               /* largest batch the activations are sized for */
+} attn_seq2seq_config;
+
+typedef struct attn_seq2seq {
+    attn_seq2seq_config cfg;
+    float *params, *grads;       /* the slab: n_params each */
+    size_t n_params;
+    float *enc_emb, *att_wk, *att_wq, *att_wv, *dec_emb, *dense_w, *dense_b;       /* views */
+    float *d_enc_emb, *d_att_wk, *d_att_wq, *d_att_wv, *d_dec_emb, *d_dense_w, *d_dense_b;
+    attn_gru enc, dec;
+    float *acts;                 /* activations and scratch for max_batch, one allocation */
+    size_t acts_floats;
+    void *work;                  /* attention workspace */
+    size_t work_bytes;
+    int ref_attention;           /* 0 (default): the model's own attention loop, which projects the keys
+                                  * once per batch and keeps tanh values for the backward; 1: the
+                                  * library's attn_additive_forward/backward at every step (the same
+                                  * math and dropout masks, several times slower) */
+    struct attn_seq2seq *shards; /* ATTN_SEQ2SEQ_SHARDS views sharing params, each with its own gradients
+                                  * and activations: attn_seq2seq_train_epoch splits every batch in
+                                  * these fixed parts (run on up to that many threads) and sums their
+                                  * gradients in order, so results do not depend on the thread count */
+    int n_shards;
+} attn_seq2seq;
+
+/* Allocates (parameters + gradients, activations, attention workspace; then per shard gradients,
+ * activations and workspace) and initializes from seed. */
+attn_status attn_seq2seq_init(attn_seq2seq *m, const attn_seq2seq_config *cfg, uint64_t seed);
+void        attn_seq2seq_free(attn_seq2seq *m);
+
+/* One teacher-forced pass over a batch (decoder input = <bos> + Y[:, :-1]):
+ *   X, Y (B,T) ids;  X_len, Y_len (B) valid lengths.
+ *   *loss = Σ_b (Σ_{t < Y_len[b]} CE(b,t)) / T   (d2l's MaskedSoftmaxCELoss, summed over the batch).
+ * With backward nonzero, accumulates (+=) the gradient of *loss into m->grads. train nonzero applies
+ * dropout (masks a function of seed). */
+attn_status attn_seq2seq_step(attn_seq2seq *m, float *loss,
+                              const int32_t *X, const int32_t *X_len, const int32_t *Y, const int32_t *Y_len,
+                              int B, int train, int backward, uint64_t seed);
+
+/* Greedy decoding of one source (ids (T) and valid length, as attn_vocab_encode gives): out (T) gets
+ * the predicted ids up to, not including, <eos>; *n_out their number. weights (T,T) or NULL: row i the
+ * attention over the source positions at output step i (rows past *n_out + 1 zeroed; row *n_out is the
+ * step that produced <eos>, when it was produced). */
+attn_status attn_seq2seq_translate(attn_seq2seq *m, int32_t *out, int *n_out, float *weights,
+                                   const int32_t *src, int src_len);
+
+/* One epoch of d2l's training loop over N pairs: shuffled batches (order from rng), per batch zero the
+ * gradients, step (split in the model's shards, on up to attn_get_num_threads() threads), clip to norm
+ * clip, Adam. *loss_sum and *tokens get the epoch's totals (the printed
+ * loss is loss_sum / tokens); *seed advances once per batch (the dropout seed). */
+attn_status attn_seq2seq_train_epoch(attn_seq2seq *m, attn_adam *opt, attn_rng *rng,
+                                     const int32_t *X, const int32_t *X_len,
+                                     const int32_t *Y, const int32_t *Y_len, int N, int batch,
+                                     float clip, uint64_t *seed, double *loss_sum, int64_t *tokens);
+
+/* Checkpoint: every parameter under its state_dict name, the config in the metadata. Atomic. */
+attn_status attn_seq2seq_save(const attn_seq2seq *m, const char *path, char *err, size_t err_size);
+/* Reads a checkpoint written by attn_seq2seq_save into a new model (max_batch 1 unless larger). */
+attn_status attn_seq2seq_load(attn_seq2seq *m, const char *path, int max_batch, char *err, size_t err_size);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* ATTN_SEQ2SEQ_H */

@@ -1,0 +1,51 @@
+/*
+ * cli.h — the `attn` program's shared pieces: a tiny flag parser that prints a usage, and the
+ * subcommands' entry points. Uses only the public API.
+ */
+#ifndef ATTN_CLI_H
+#define ATTN_CLI_H
+
+#include "attn.h"
+
+#include <stdint.h>
+#include <stdio.h>
+
+/* Flag kinds: CLI_INT (int), CLI_FLOAT (float), CLI_U64 (uint64_t), CLI_STR (const char *), CLI_BOOL
+ * (int set to 1, takes no value). */
+typedef enum { CLI_INT, CLI_FLOAT, CLI_U64, CLI_STR, CLI_BOOL } cli_kind;
+
+typedef struct cli_opt {
+    const char *name;            /* without the dashes: "epochs" for --epochs */
+    cli_kind kind;
+    void *dst;
+    const char *arg;             /* the value's name in the usage ("N", "DIR"), NULL for CLI_BOOL */
+    const char *help;            /* one line; the default is printed after it */
+} cli_opt;
+
+typedef struct cli_cmd {
+    const char *usage;           /* "attn imdb train [options]" */
+    const char *about;           /* a paragraph on what the command does */
+    const cli_opt *opts;
+    int n_opts;
+    int min_pos, max_pos;        /* positional arguments accepted */
+} cli_cmd;
+
+/* Parses argv[1..argc) (argv[0] is the command name) into the options' destinations, which hold the
+ * defaults on entry. Accepts --name value, --name=value and -h/--help. Positional arguments go to pos
+ * (room for cmd->max_pos), their number to *n_pos.
+ * Returns -1 to go on, 0 after printing the help (exit 0), 2 after printing an error and the usage to
+ * stderr (exit 2). */
+int cli_parse(const cli_cmd *cmd, int argc, char **argv, const char **pos, int *n_pos);
+void cli_usage(const cli_cmd *cmd, FILE *out);
+
+/* Prints "attn: <what>: <status string>" to stderr and returns 1 when st is not ATTN_OK, else 0. */
+int cli_fail(attn_status st, const char *what);
+
+/* Subcommands: each takes the argv from its own name on and returns the exit status. */
+int cmd_demo(int argc, char **argv);
+int cmd_score(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+int cmd_imdb(int argc, char **argv);
+int cmd_translate(int argc, char **argv);
+
+#endif /* ATTN_CLI_H */

@@ -1,0 +1,483 @@
+/*
+ * cmd_bench.c — `attn bench`: times the fused scaled dot-product attention against the reference kernels
+ * in the same run, after checking that they agree.
+ *
+ * For each case (given by flags, or the default suite): validate fused against reference, time the fused
+ * kernel (best of N after a warm-up), report GFLOP/s, the fraction of the fp32 FMA peak measured in this
+ * run by an FMA loop on every thread, the speed-up over the reference, and memory (tensors + workspace
+ * accounted explicitly, and the process's peak RSS). Uses the public API only.
+ *
+ * FLOPs: forward 4·B·H·T·S·D (two products, 2 FLOPs per multiply-add; D·(QKᵀ) + Dv·(PV) counted as
+ * 2·B·H·T·S·(D + Dv)), halved when causal; backward counted as 2.5 x forward.
+ *
+ * Reference time: the reference kernels loop over (batch, kv head) groups independently, so when the whole
+ * problem is too slow for them we time one group and multiply by the number of groups (said in the output);
+ * when even one group is too slow, the reference runs only on a cropped problem to validate and no
+ * speed-up is given.
+ */
+#include "cli.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static double peak_rss_bytes(void) {
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0) return 0;
+    return (double)ru.ru_maxrss * 1024.0;   /* Linux: kilobytes */
+}
+
+/* ---- the FMA peak ------------------------------------------------------------------------------- */
+
+#define FMA_ITERS 4000000L
+
+#if defined(__x86_64__) && defined(__GNUC__)
+/* 12 independent chains of 16-lane FMAs: 384 FLOPs per iteration. */
+__attribute__((target("avx512f"))) static float fma_loop_avx512(long iters, float seed) {
+    __m512 a[12];
+    for (int i = 0; i < 12; i++) a[i] = _mm512_set1_ps(seed + (float)i);
+    const __m512 m = _mm512_set1_ps(0.999999f), c = _mm512_set1_ps(1e-7f);
+    for (long it = 0; it < iters; it++)
+        for (int i = 0; i < 12; i++) a[i] = _mm512_fmadd_ps(a[i], m, c);
+    __m512 s = a[0];
+    for (int i = 1; i < 12; i++) s = _mm512_add_ps(s, a[i]);
+    return _mm512_reduce_add_ps(s);
+}
+/* 12 chains of 8-lane FMAs: 192 FLOPs per iteration. */
+__attribute__((target("avx2,fma"))) static float fma_loop_avx2(long iters, float seed) {
+    __m256 a[12];
+    for (int i = 0; i < 12; i++) a[i] = _mm256_set1_ps(seed + (float)i);
+    const __m256 m = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-7f);
+    for (long it = 0; it < iters; it++)
+        for (int i = 0; i < 12; i++) a[i] = _mm256_fmadd_ps(a[i], m, c);
+    __m256 s = a[0];
+    for (int i = 1; i < 12; i++) s = _mm256_add_ps(s, a[i]);
+    float out[8];
+    _mm256_storeu_ps(out, s);
+    return out[0] + out[7];
+}
+#endif
+
+/* Scalar fallback: 8 chains, 16 FLOPs per iteration. */
+static float fma_loop_scalar(long iters, float seed) {
+    float a[8];
+    for (int i = 0; i < 8; i++) a[i] = seed + (float)i;
+    for (long it = 0; it < iters; it++)
+        for (int i = 0; i < 8; i++) a[i] = fmaf(a[i], 0.999999f, 1e-7f);
+    return a[0] + a[7];
+}
+
+static volatile float g_sink;
+
+/* Measured fp32 peak of nth threads in GFLOP/s (best of 3), and the loop's name. */
+static double measure_peak(int nth, const char **kind) {
+    int isa = 0;                          /* 2 avx512, 1 avx2, 0 scalar */
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (attn_cpu_supports(ATTN_ISA_AVX512)) isa = 2;
+    else if (attn_cpu_supports(ATTN_ISA_AVX2)) isa = 1;
+#endif
+    *kind = isa == 2 ? "avx512 fma" : isa == 1 ? "avx2 fma" : "scalar fmaf";
+    const long iters = isa == 0 ? FMA_ITERS / 8 : FMA_ITERS / (isa == 2 ? 4 : 2);
+    const double flops_per_iter = isa == 2 ? 384 : isa == 1 ? 192 : 16;
+    double best = 0;
+    for (int rep = 0; rep < 3; rep++) {
+        double t0 = now_s();
+        int used = 1;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nth)
+#endif
+        {
+            float r = 0;
+#if defined(__x86_64__) && defined(__GNUC__)
+            if (isa == 2) r = fma_loop_avx512(iters, 1.0f);
+            else if (isa == 1) r = fma_loop_avx2(iters, 1.0f);
+            else
+#endif
+                r = fma_loop_scalar(iters, 1.0f);
+            g_sink = r;
+#ifdef _OPENMP
+#pragma omp master
+            used = omp_get_num_threads();
+#endif
+        }
+        double dt = now_s() - t0;
+        double gf = flops_per_iter * (double)iters * used / dt * 1e-9;
+        if (gf > best) best = gf;
+    }
+    (void)nth;
+    return best;
+}
+
+/* ---- one case ----------------------------------------------------------------------------------- */
+
+typedef struct bcase {
+    int B, H, Hkv, T, S, D, Dv, causal, backward;
+} bcase;
+
+typedef struct bopts {
+    int repeat, threads, json;
+    attn_isa isa;
+    double peak;
+    const char *peak_kind;
+} bopts;
+
+static void fill(float *x, size_t n, uint64_t seed) {
+    uint64_t s = seed * 0x9e3779b97f4a7c15ULL + 1;
+    for (size_t i = 0; i < n; i++) {
+        s ^= s << 13; s ^= s >> 7; s ^= s << 17;
+        x[i] = (float)((s >> 40) * (1.0 / 16777216.0)) * 2.0f - 1.0f;
+    }
+}
+
+static float *falloc(size_t n) { return malloc(sizeof(float) * (n ? n : 1)); }
+
+/* Max |a - b| over n, and max |b|. */
+static void max_err(const float *a, const float *b, size_t n, double *err, double *mag) {
+    for (size_t i = 0; i < n; i++) {
+        if (!(isfinite(a[i]) == isfinite(b[i]))) { *err = INFINITY; continue; }
+        if (!isfinite(a[i])) continue;       /* both -inf (lse of a fully masked row) */
+        double e = fabs((double)a[i] - (double)b[i]);
+        if (!(e <= *err)) *err = e;
+        if (fabs(b[i]) > *mag) *mag = fabs(b[i]);
+    }
+}
+
+/* Tensors of a contiguous problem. */
+typedef struct tensors {
+    float *q, *k, *v, *out, *lse, *dout, *dq, *dk, *dv;
+    size_t nq, nk, nv, no, nl;
+} tensors;
+
+static int tensors_alloc(tensors *t, const attn_sdpa_desc *d) {
+    memset(t, 0, sizeof *t);
+    t->nq = (size_t)d->B * d->H * d->T * d->D;
+    t->nk = (size_t)d->B * d->Hkv * d->S * d->D;
+    t->nv = (size_t)d->B * d->Hkv * d->S * d->Dv;
+    t->no = (size_t)d->B * d->H * d->T * d->Dv;
+    t->nl = (size_t)d->B * d->H * d->T;
+    t->q = falloc(t->nq); t->k = falloc(t->nk); t->v = falloc(t->nv);
+    t->out = falloc(t->no); t->lse = falloc(t->nl); t->dout = falloc(t->no);
+    t->dq = falloc(t->nq); t->dk = falloc(t->nk); t->dv = falloc(t->nv);
+    if (!t->q || !t->k || !t->v || !t->out || !t->lse || !t->dout || !t->dq || !t->dk || !t->dv) return 0;
+    fill(t->q, t->nq, 1); fill(t->k, t->nk, 2); fill(t->v, t->nv, 3); fill(t->dout, t->no, 4);
+    memset(t->out, 0, sizeof(float) * t->no);
+    memset(t->dq, 0, sizeof(float) * t->nq);
+    memset(t->dk, 0, sizeof(float) * t->nk);
+    memset(t->dv, 0, sizeof(float) * t->nv);
+    return 1;
+}
+
+static size_t tensors_bytes(const tensors *t, int backward) {
+    size_t n = t->nq + t->nk + t->nv + t->no + t->nl;
+    if (backward) n += t->no + t->nq + t->nk + t->nv;
+    return n * sizeof(float);
+}
+
+static void tensors_free(tensors *t) {
+    free(t->q); free(t->k); free(t->v); free(t->out); free(t->lse); free(t->dout);
+    free(t->dq); free(t->dk); free(t->dv);
+}
+
+static void desc_for(attn_sdpa_desc *d, int B, int H, int Hkv, int T, int S, int D, int Dv, int causal) {
+    attn_sdpa_desc_init(d, B, H, T, S, D, Dv);
+    d->Hkv = Hkv;
+    d->k = (attn_layout){(int64_t)Hkv * S * D, (int64_t)S * D, D};
+    d->v = (attn_layout){(int64_t)Hkv * S * Dv, (int64_t)S * Dv, Dv};
+    d->mask.causal = causal;
+}
+
+/* Runs the pass on path isa; returns the status; *secs the wall time. */
+static attn_status run_pass(attn_isa isa, const attn_sdpa_desc *d, tensors *t, int backward, void *work,
+                            size_t wbytes, double *secs) {
+    attn_status st = attn_set_isa(isa);
+    if (st != ATTN_OK) return st;
+    double t0 = now_s();
+    if (!backward) st = attn_sdpa_forward(d, t->out, t->lse, NULL, t->q, t->k, t->v, work, wbytes);
+    else st = attn_sdpa_backward(d, t->dq, t->dk, t->dv, t->dout, t->q, t->k, t->v, t->out, t->lse, work, wbytes);
+    *secs = now_s() - t0;
+    return st;
+}
+
+static size_t work_size(attn_isa isa, const attn_sdpa_desc *d, int backward) {
+    size_t n = 0;
+    if (attn_set_isa(isa) != ATTN_OK) return 0;
+    if (attn_sdpa_workspace_size(d, backward ? ATTN_PASS_BACKWARD : ATTN_PASS_FORWARD, &n) != ATTN_OK) return 0;
+    return n;
+}
+
+/* Forward (and backward) of the sub-problem d on both paths; the largest error, scaled by max(1,|want|). */
+static int validate(const attn_sdpa_desc *d, attn_isa isa, int backward, double *err_out, double *ref_secs) {
+    tensors f, r;
+    if (!tensors_alloc(&f, d) || !tensors_alloc(&r, d)) { tensors_free(&f); tensors_free(&r); return -1; }
+    size_t wf = work_size(isa, d, 1), wf2 = work_size(isa, d, 0), wr = work_size(ATTN_ISA_REF, d, 1),
+           wr2 = work_size(ATTN_ISA_REF, d, 0);
+    size_t wmax = wf > wf2 ? wf : wf2;
+    if (wr > wmax) wmax = wr;
+    if (wr2 > wmax) wmax = wr2;
+    void *work = malloc(wmax ? wmax : 1);
+    double s = 0, rs = 0;
+    int ok = work != NULL;
+    ok = ok && run_pass(isa, d, &f, 0, work, wmax, &s) == ATTN_OK;
+    ok = ok && run_pass(ATTN_ISA_REF, d, &r, 0, work, wmax, &s) == ATTN_OK;
+    rs += s;
+    double err = 0, mag = 0, e2 = 0, m2 = 0;
+    if (ok && !backward) {
+        max_err(f.out, r.out, f.no, &err, &mag);
+        max_err(f.lse, r.lse, f.nl, &e2, &m2);
+        err = fmax(err / fmax(1, mag), e2 / fmax(1, m2));
+    }
+    if (ok && backward) {
+        rs = 0;
+        ok = ok && run_pass(isa, d, &f, 1, work, wmax, &s) == ATTN_OK;
+        ok = ok && run_pass(ATTN_ISA_REF, d, &r, 1, work, wmax, &s) == ATTN_OK;
+        rs += s;
+        double e, m;
+        e = 0; m = 0; max_err(f.dq, r.dq, f.nq, &e, &m); err = fmax(err, e / fmax(1, m));
+        e = 0; m = 0; max_err(f.dk, r.dk, f.nk, &e, &m); err = fmax(err, e / fmax(1, m));
+        e = 0; m = 0; max_err(f.dv, r.dv, f.nv, &e, &m); err = fmax(err, e / fmax(1, m));
+    }
+    free(work);
+    tensors_free(&f);
+    tensors_free(&r);
+    *err_out = err;
+    *ref_secs = rs;
+    return ok ? 1 : -1;
+}
+
+static double case_flops(const bcase *c) {
+    double f = 2.0 * c->B * c->H * (double)c->T * c->S * (c->D + c->Dv);
+    if (c->causal) f *= 0.5;
+    if (c->backward) f *= 2.5;
+    return f;
+}
+
+#define REF_FULL_FLOPS 0.3e9      /* time the reference on the whole problem below this */
+#define REF_GROUP_FLOPS 3.0e9     /* ... on one (batch, kv head) group below this, else crop */
+#define TOL 1e-4                  /* agreement: max |fused - ref| / max(1, max|ref|) */
+
+static int run_case(const bcase *c, const bopts *o, int idx, int n) {
+    const char *pass = c->backward ? "backward" : "forward";
+    attn_sdpa_desc d;
+    desc_for(&d, c->B, c->H, c->Hkv, c->T, c->S, c->D, c->Dv, c->causal);
+    if (attn_sdpa_validate(&d) != ATTN_OK) {
+        fprintf(stderr, "attn: bench: invalid shape (H must be a multiple of kv-heads, sizes >= 1)\n");
+        return 1;
+    }
+    const double flops = case_flops(c);
+    const int G = c->H / c->Hkv;
+    attn_isa isa = o->isa;
+
+    if (!o->json)
+        printf("case %d/%d: %s B=%d H=%d Hkv=%d T=%d S=%d D=%d Dv=%d causal=%d  isa=%s threads=%d\n", idx, n, pass,
+               c->B, c->H, c->Hkv, c->T, c->S, c->D, c->Dv, c->causal, attn_isa_name(isa), attn_get_num_threads());
+
+    /* 1. validate (and time the reference where affordable) */
+    const double ref_flops_one = case_flops(&(bcase){1, G, 1, c->T, c->S, c->D, c->Dv, c->causal, c->backward});
+    attn_sdpa_desc vd;
+    double err = 0, ref_secs = 0, ref_total = -1;
+    const char *ref_how;
+    char vwhat[160];
+    int vr;
+    fflush(stdout);
+    if (flops <= REF_FULL_FLOPS) {
+        vd = d;
+        snprintf(vwhat, sizeof vwhat, "the whole problem");
+        vr = validate(&vd, isa, c->backward, &err, &ref_secs);
+        ref_how = "measured on the whole problem";
+        /* best of a few for the reference too, it is cheap here */
+        for (int rep = 1; rep < o->repeat && vr > 0; rep++) {
+            double e2, s2;
+            if (validate(&vd, isa, c->backward, &e2, &s2) > 0 && s2 < ref_secs) ref_secs = s2;
+        }
+        ref_total = ref_secs;
+    } else if (ref_flops_one <= REF_GROUP_FLOPS) {
+        desc_for(&vd, 1, G, 1, c->T, c->S, c->D, c->Dv, c->causal);
+        snprintf(vwhat, sizeof vwhat, "one (batch, kv head) group: B=1 H=%d Hkv=1, same T, S, D", G);
+        vr = validate(&vd, isa, c->backward, &err, &ref_secs);
+        ref_total = ref_secs * c->B * c->Hkv;
+        ref_how = "extrapolated: one group timed once, x B·Hkv groups";
+    } else {
+        int Tc = c->T < 512 ? c->T : 512, Sc = c->S < 512 ? c->S : 512;
+        desc_for(&vd, 1, G, 1, Tc, Sc, c->D, c->Dv, c->causal);
+        snprintf(vwhat, sizeof vwhat, "a cropped problem B=1 H=%d Hkv=1 T=%d S=%d (the full one is too slow "
+                 "for the reference)", G, Tc, Sc);
+        vr = validate(&vd, isa, c->backward, &err, &ref_secs);
+        ref_how = "not measured (too slow on this shape)";
+    }
+    if (vr < 0) { fprintf(stderr, "attn: bench: validation run failed (out of memory?)\n"); return 1; }
+    const int agree = err <= TOL;
+    if (!o->json)
+        printf("  validate: fused vs reference on %s: max error %.2e (scaled by max(1,|ref|)), tolerance %.0e: %s\n",
+               vwhat, err, TOL, agree ? "agree" : "DISAGREE");
+
+    /* 2. time the fused kernel on the full problem, right after measuring the peak (the machine is shared:
+     * both see the same load) */
+    bopts oc = *o;
+    oc.peak = measure_peak(attn_get_num_threads(), &oc.peak_kind);
+    o = &oc;
+    tensors t;
+    if (!tensors_alloc(&t, &d)) { tensors_free(&t); fprintf(stderr, "attn: bench: out of memory\n"); return 1; }
+    size_t wbytes = work_size(isa, &d, c->backward);
+    size_t wfwd = c->backward ? work_size(isa, &d, 0) : wbytes;
+    size_t wmax = wbytes > wfwd ? wbytes : wfwd;
+    void *work = malloc(wmax ? wmax : 1);
+    if (!work) { tensors_free(&t); fprintf(stderr, "attn: bench: out of memory\n"); return 1; }
+    double secs, best = INFINITY;
+    attn_status st = ATTN_OK;
+    if (c->backward) st = run_pass(isa, &d, &t, 0, work, wmax, &secs);   /* out and lse for the backward */
+    /* rep -1 is the warm-up; a warm-up that takes over a second is warm enough and counts as a run */
+    int reps = o->repeat, timed = 0, warm_counted = 0;
+    for (int rep = -1; rep < reps && st == ATTN_OK; rep++) {
+        st = run_pass(isa, &d, &t, c->backward, work, wmax, &secs);
+        if (rep < 0 && secs > 1.0) { warm_counted = 1; rep++; }
+        if ((rep >= 0 || warm_counted) && secs < best) best = secs;
+        if (rep >= 0) timed++;
+    }
+    if (st != ATTN_OK) {
+        free(work); tensors_free(&t);
+        return cli_fail(st, "bench");
+    }
+    /* the peak again after timing; the larger of the two is kept (the conservative ratio) */
+    {
+        const char *kind2;
+        double p2 = measure_peak(attn_get_num_threads(), &kind2);
+        if (p2 > oc.peak) oc.peak = p2;
+    }
+    int finite = 1;
+    const float *chk = c->backward ? t.dq : t.out;
+    size_t nchk = c->backward ? t.nq : t.no;
+    for (size_t i = 0; i < nchk; i++) finite &= isfinite(chk[i]) != 0;
+
+    const double gflops = flops / best * 1e-9;
+    const double frac = o->peak > 0 ? gflops / o->peak : 0;
+    const double speedup = ref_total > 0 ? ref_total / best : 0;
+    const size_t mem = tensors_bytes(&t, c->backward) + wmax;
+    const double rss = peak_rss_bytes();
+    free(work);
+    tensors_free(&t);
+
+    if (o->json) {
+        printf("{\"B\":%d,\"H\":%d,\"Hkv\":%d,\"T\":%d,\"S\":%d,\"D\":%d,\"Dv\":%d,\"causal\":%d,\"pass\":\"%s\","
+               "\"isa\":\"%s\",\"threads\":%d,\"agree\":%s,\"max_err\":%.3e,\"ms\":%.4f,\"gflops\":%.2f,"
+               "\"peak_gflops\":%.2f,\"peak_fraction\":%.4f,\"ref_ms\":",
+               c->B, c->H, c->Hkv, c->T, c->S, c->D, c->Dv, c->causal, pass, attn_isa_name(isa),
+               attn_get_num_threads(), agree && finite ? "true" : "false", err, best * 1e3, gflops, o->peak, frac);
+        if (ref_total > 0) printf("%.4f,\"speedup_vs_ref\":%.2f", ref_total * 1e3, speedup);
+        else printf("null,\"speedup_vs_ref\":null");
+        printf(",\"ref_extrapolated\":%s,\"peak_mem_bytes\":%zu,\"rss_peak_bytes\":%.0f}\n",
+               ref_total > 0 && flops > REF_FULL_FLOPS ? "true" : "false", mem, rss);
+    } else {
+        printf("  time: best of %d %s: %.3f ms%s\n", timed,
+               warm_counted ? "(the warm-up took over 1 s and counts as the first)" : "after 1 warm-up", best * 1e3,
+               finite ? "" : "  (NON-FINITE VALUES IN THE OUTPUT)");
+        printf("  speed: %.1f GFLOP/s  (FLOPs = 2·B·H·T·S·(D+Dv) = 4·B·H·T·S·D when Dv = D%s%s = %.4g)\n", gflops,
+               c->causal ? ", x 1/2 causal" : "", c->backward ? ", x 2.5 backward" : "", flops);
+        printf("  peak: %.1f GFLOP/s measured just before and after (%s loop, %d threads, larger kept): %.1f%% of peak\n", o->peak, o->peak_kind,
+               attn_get_num_threads(), 100 * frac);
+        if (ref_total > 0)
+            printf("  reference: %.3f ms (%s): speed-up %.1fx\n", ref_total * 1e3, ref_how, speedup);
+        else
+            printf("  reference: %s: no speed-up given\n", ref_how);
+        printf("  memory: tensors + workspace %.2f MiB (workspace %.3f MiB); process peak RSS so far %.1f MiB\n",
+               mem / 1048576.0, wmax / 1048576.0, rss / 1048576.0);
+    }
+    fflush(stdout);
+    return agree && finite ? 0 : 1;
+}
+
+int cmd_bench(int argc, char **argv) {
+    int B = 0, H = 0, Hkv = 0, T = 0, S = 0, D = 0, Dv = 0, causal = 0, backward = 0, threads = 0, repeat = 5;
+    int json = 0;
+    const char *isa_name = "auto";
+    const cli_opt opts[] = {
+        {"batch", CLI_INT, &B, "N", "batch size B (default 1 when a case is given)"},
+        {"heads", CLI_INT, &H, "N", "query heads H (default 8)"},
+        {"kv-heads", CLI_INT, &Hkv, "N", "key/value heads Hkv, a divisor of H (default H)"},
+        {"tq", CLI_INT, &T, "N", "query length T (default 2048)"},
+        {"tk", CLI_INT, &S, "N", "key/value length S (default T)"},
+        {"dim", CLI_INT, &D, "N", "head dimension D (default 64)"},
+        {"dim-v", CLI_INT, &Dv, "N", "value dimension Dv (default D)"},
+        {"causal", CLI_BOOL, &causal, NULL, "causal mask"},
+        {"backward", CLI_BOOL, &backward, NULL, "time the backward pass too"},
+        {"threads", CLI_INT, &threads, "N", "threads, 0 = all cores"},
+        {"isa", CLI_STR, &isa_name, "PATH", "fused path: auto, scalar, avx2, avx512"},
+        {"repeat", CLI_INT, &repeat, "N", "timed runs (best is kept), after one warm-up"},
+        {"json", CLI_BOOL, &json, NULL, "one JSON object per line per case"},
+    };
+    const cli_cmd cmd = {
+        "attn bench [options]",
+        "Times the fused scaled dot-product attention (fp32) against the reference kernels. Without shape\n"
+        "flags it runs a default suite; any of --batch --heads --kv-heads --tq --tk --dim --dim-v --causal\n"
+        "--backward gives one case (forward, and backward with --backward).",
+        opts, (int)(sizeof opts / sizeof opts[0]), 0, 0};
+    int r = cli_parse(&cmd, argc, argv, NULL, NULL);
+    if (r >= 0) return r;
+
+    attn_isa isa = ATTN_ISA_COUNT;
+    for (int i = 0; i < ATTN_ISA_COUNT; i++)
+        if (strcmp(isa_name, attn_isa_name((attn_isa)i)) == 0) isa = (attn_isa)i;
+    if (isa == ATTN_ISA_COUNT || isa == ATTN_ISA_REF) {
+        fprintf(stderr, "attn: bench: --isa must be auto, scalar, avx2 or avx512\n\n");
+        cli_usage(&cmd, stderr);
+        return 2;
+    }
+    if (repeat < 1 || threads < 0 || B < 0 || H < 0 || Hkv < 0 || T < 0 || S < 0 || D < 0 || Dv < 0) {
+        fprintf(stderr, "attn: bench: sizes, --repeat and --threads must be positive\n\n");
+        cli_usage(&cmd, stderr);
+        return 2;
+    }
+    if (cli_fail(attn_set_isa(isa), "bench: --isa")) return 1;
+    isa = attn_get_isa();
+    attn_set_num_threads(threads);
+
+    bopts o = {repeat, threads, json, isa, 0, NULL};
+    o.peak = measure_peak(attn_get_num_threads(), &o.peak_kind);
+    if (!json)
+        printf("attn bench: fp32 FMA peak measured now: %.1f GFLOP/s (%s loop, %d threads)\n", o.peak, o.peak_kind,
+               attn_get_num_threads());
+
+    const int given = B || H || Hkv || T || S || D || Dv || causal || backward;
+    bcase cases[16];
+    int n = 0;
+    if (given) {
+        bcase c = {B ? B : 1, H ? H : 8, 0, T ? T : 2048, 0, D ? D : 64, 0, causal, 0};
+        c.Hkv = Hkv ? Hkv : c.H;
+        c.S = S ? S : c.T;
+        c.Dv = Dv ? Dv : c.D;
+        cases[n++] = c;
+        if (backward) { c.backward = 1; cases[n++] = c; }
+    } else {
+        /* the figures, then the other fast head dims, then grouped-query heads */
+        const bcase suite[] = {
+            {1, 8, 8, 2048, 2048, 64, 64, 0, 0}, {1, 8, 8, 2048, 2048, 64, 64, 1, 0},
+            {1, 8, 8, 2048, 2048, 64, 64, 0, 1}, {1, 8, 8, 2048, 2048, 64, 64, 1, 1},
+            {32, 4, 4, 10, 10, 32, 32, 0, 0},    {32, 4, 4, 10, 10, 32, 32, 0, 1},
+            {1, 8, 8, 1024, 1024, 32, 32, 0, 0}, {1, 8, 8, 1024, 1024, 80, 80, 0, 0},
+            {1, 8, 8, 1024, 1024, 96, 96, 0, 0}, {1, 8, 8, 1024, 1024, 128, 128, 0, 0},
+            {1, 8, 2, 1024, 1024, 64, 64, 1, 0}, {1, 8, 2, 1024, 1024, 64, 64, 1, 1},
+        };
+        for (size_t i = 0; i < sizeof suite / sizeof suite[0]; i++) cases[n++] = suite[i];
+    }
+    int bad = 0;
+    for (int i = 0; i < n; i++) bad += run_case(&cases[i], &o, i + 1, n) != 0;
+    attn_set_isa(isa);
+    if (bad) fprintf(stderr, "attn: bench: %d case(s) failed validation or did not run\n", bad);
+    return bad ? 1 : 0;
+}

@@ -1,0 +1,140 @@
+/*
+ * cmd_demo.c — `attn demo`, the shapes tour (SPEC §4.A): dot-product, additive and multi-head attention
+ * on random (B, T, D) inputs, printing the shapes of queries, keys, values, outputs and weights, plus a
+ * check that every row of weights sums to one.
+ */
+#include "cli.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+typedef struct {
+    int B, T, D, H;
+    uint64_t seed;
+} demo_opts;
+
+static float *random_tensor(attn_rng *r, size_t n) {
+    float *x = malloc(sizeof(float) * n);
+    if (x) attn_rng_fill_uniform(r, x, n, -1.0f, 1.0f);
+    return x;
+}
+
+/* Largest |Σ_s weights[row, s] - 1| over rows; rows that are all zero (fully masked) count as 0. */
+static double worst_row_sum_error(const float *w, size_t rows, int S) {
+    double worst = 0;
+    for (size_t r = 0; r < rows; r++) {
+        double sum = 0;
+        for (int s = 0; s < S; s++) sum += w[r * S + s];
+        double e = fabs(sum - 1.0);
+        if (e > worst) worst = e;
+    }
+    return worst;
+}
+
+static void print_shape3(const char *what, int a, int b, int c) {
+    printf("  %-8s (%d, %d, %d)\n", what, a, b, c);
+}
+
+static int dot_product(const demo_opts *o, const float *q, const float *k, const float *v) {
+    int B = o->B, T = o->T, D = o->D;
+    attn_sdpa_desc d;
+    attn_status st = attn_sdpa_desc_init(&d, B, 1, T, T, D, D);
+    d.scale = 1.0f;                       /* unscaled: plain dot-product attention */
+    size_t wb = 0;
+    if (!st) st = attn_sdpa_workspace_size(&d, ATTN_PASS_FORWARD, &wb);
+    float *out = malloc(sizeof(float) * B * T * D), *w = malloc(sizeof(float) * B * T * T);
+    void *work = malloc(wb ? wb : 1);
+    if (!st && (!out || !w || !work)) st = ATTN_ERR_NOMEM;
+    if (!st) st = attn_sdpa_forward(&d, out, NULL, w, q, k, v, work, wb);
+    if (!st) {
+        printf("dot-product attention: weights = softmax(Q Kᵀ), out = weights V\n");
+        print_shape3("queries", B, T, D); print_shape3("keys", B, T, D); print_shape3("values", B, T, D);
+        print_shape3("outputs", B, T, D); print_shape3("weights", B, T, T);
+        printf("  rows of weights sum to 1 within %.1e\n\n", worst_row_sum_error(w, (size_t)B * T, T));
+    }
+    free(out); free(w); free(work);
+    return cli_fail(st, "dot-product attention");
+}
+
+static int additive(const demo_opts *o, attn_rng *r, const float *q, const float *k, const float *v) {
+    int B = o->B, T = o->T, D = o->D, Dh = o->D;
+    attn_additive_desc d;
+    attn_status st = attn_additive_desc_init(&d, B, T, T, D, D, D, Dh);
+    size_t wb = 0;
+    if (!st) st = attn_additive_workspace_size(&d, ATTN_PASS_FORWARD, &wb);
+    float bound = 1.0f / sqrtf((float)D);
+    float *wq = malloc(sizeof(float) * Dh * D), *wk = malloc(sizeof(float) * Dh * D), *wv = malloc(sizeof(float) * Dh);
+    float *out = malloc(sizeof(float) * B * T * D), *w = malloc(sizeof(float) * B * T * T);
+    void *work = malloc(wb ? wb : 1);
+    if (!st && (!wq || !wk || !wv || !out || !w || !work)) st = ATTN_ERR_NOMEM;
+    if (!st) {
+        attn_rng_fill_uniform(r, wq, (size_t)Dh * D, -bound, bound);
+        attn_rng_fill_uniform(r, wk, (size_t)Dh * D, -bound, bound);
+        attn_rng_fill_uniform(r, wv, (size_t)Dh, -bound, bound);
+        st = attn_additive_forward(&d, out, w, q, k, v, wq, wk, wv, work, wb);
+    }
+    if (!st) {
+        printf("additive (Bahdanau) attention: score(q, k) = w_vᵀ tanh(W_q q + W_k k), %d hidden units\n", Dh);
+        print_shape3("queries", B, T, D); print_shape3("keys", B, T, D); print_shape3("values", B, T, D);
+        print_shape3("outputs", B, T, D); print_shape3("weights", B, T, T);
+        printf("  rows of weights sum to 1 within %.1e\n\n", worst_row_sum_error(w, (size_t)B * T, T));
+    }
+    free(wq); free(wk); free(wv); free(out); free(w); free(work);
+    return cli_fail(st, "additive attention");
+}
+
+static int multi_head(const demo_opts *o, const float *q, const float *k, const float *v) {
+    int B = o->B, T = o->T, D = o->D, H = o->H;
+    attn_mha m;
+    attn_status st = attn_mha_init(&m, D, D, D, D, H, o->seed + 1);
+    if (st) return cli_fail(st, "multi-head attention");
+    size_t cb = 0;
+    st = attn_mha_cache_size(&m, B, T, T, &cb);
+    float *out = malloc(sizeof(float) * B * T * D), *w = malloc(sizeof(float) * B * H * T * T);
+    void *cache = malloc(cb ? cb : 1);
+    if (!st && (!out || !w || !cache)) st = ATTN_ERR_NOMEM;
+    if (!st) st = attn_mha_forward(&m, cache, cb, out, w, q, k, v, B, T, T, NULL, 0.0f, 0);
+    if (!st) {
+        printf("multi-head attention: %d heads of %d, Q/K/V/output projections with bias (%zu parameters)\n",
+               H, D / H, m.n_params);
+        print_shape3("queries", B, T, D); print_shape3("keys", B, T, D); print_shape3("values", B, T, D);
+        print_shape3("outputs", B, T, D);
+        printf("  %-8s (%d, %d, %d, %d)\n", "weights", B, H, T, T);
+        printf("  rows of weights sum to 1 within %.1e\n", worst_row_sum_error(w, (size_t)B * H * T, T));
+    }
+    free(out); free(w); free(cache);
+    attn_mha_free(&m);
+    return cli_fail(st, "multi-head attention");
+}
+
+int cmd_demo(int argc, char **argv) {
+    demo_opts o = {32, 10, 128, 4, 42};
+    const cli_opt opts[] = {
+        {"batch", CLI_INT, &o.B, "N", "batch size B"},
+        {"len", CLI_INT, &o.T, "N", "sequence length T (queries and keys)"},
+        {"dim", CLI_INT, &o.D, "N", "feature dimension D"},
+        {"heads", CLI_INT, &o.H, "N", "heads of the multi-head layer (must divide --dim)"},
+        {"seed", CLI_U64, &o.seed, "N", "seed of the random inputs"},
+    };
+    const cli_cmd cmd = {"attn demo [options]",
+                         "Runs dot-product, additive and multi-head attention on random (B, T, D) inputs in\n"
+                         "[-1, 1) and prints the shapes of queries, keys, values, outputs and weights.",
+                         opts, (int)(sizeof opts / sizeof opts[0]), 0, 0};
+    int rc = cli_parse(&cmd, argc, argv, NULL, NULL);
+    if (rc >= 0) return rc;
+    if (o.B < 1 || o.T < 1 || o.D < 1 || o.H < 1 || o.D % o.H != 0 || o.B > 4096 || o.T > 4096 || o.D > 4096) {
+        fprintf(stderr, "attn demo: need 1 <= batch, len, dim <= 4096 and heads dividing dim\n\n");
+        cli_usage(&cmd, stderr);
+        return 2;
+    }
+    size_t n = (size_t)o.B * o.T * o.D;
+    attn_rng r;
+    attn_rng_seed(&r, o.seed);
+    float *q = random_tensor(&r, n), *k = random_tensor(&r, n), *v = random_tensor(&r, n);
+    int status = (!q || !k || !v) ? cli_fail(ATTN_ERR_NOMEM, "demo inputs") : 0;
+    if (!status) status = dot_product(&o, q, k, v);
+    if (!status) status = additive(&o, &r, q, k, v);
+    if (!status) status = multi_head(&o, q, k, v);
+    free(q); free(k); free(v);
+    return status;
+}

@@ -1,0 +1,104 @@
+/*
+ * internal.h — what the library's own files share and the public header does not show: the kernel
+ * dispatch table, validation helpers and index arithmetic. Never installed.
+ */
+#ifndef ATTN_INTERNAL_H
+#define ATTN_INTERNAL_H
+
+#include "attn.h"
+
+#include <math.h>
+
+/* Largest accepted size of any one dimension; keeps every product of two sizes inside int64. */
+#define ATTN_MAX_DIM (1 << 24)
+
+/* ---------------------------------------------------------------------------------------------------
+ * Kernel dispatch. One table per path; attn_sdpa_forward/backward validate, then call the table of the
+ * path in force (the reference path whenever weights are asked for). A path's entries receive a
+ * validated descriptor, a workspace of at least sdpa_workspace() bytes and the thread count nth.
+ */
+typedef struct attn_kernels {
+    attn_isa isa;
+    size_t (*sdpa_workspace)(const attn_sdpa_desc *d, attn_pass pass, int nth);
+    attn_status (*sdpa_forward)(const attn_sdpa_desc *d, float *out, float *lse,
+                                const float *q, const float *k, const float *v,
+                                void *work, int nth);
+    attn_status (*sdpa_backward)(const attn_sdpa_desc *d, float *dq, float *dk, float *dv,
+                                 const float *dout, const float *q, const float *k, const float *v,
+                                 const float *out, const float *lse, void *work, int nth);
+} attn_kernels;
+
+/* The table for a path, or NULL when the path is not built in. ATTN_ISA_REF always exists. */
+const attn_kernels *attn__kernels(attn_isa isa);
+
+/* The reference path's entries (src/ref/sdpa_ref.c): plain loops, single-threaded, materialize one row
+ * of scores at a time. */
+size_t attn__sdpa_ref_workspace(const attn_sdpa_desc *d, attn_pass pass, int nth);
+attn_status attn__sdpa_ref_forward(const attn_sdpa_desc *d, float *out, float *lse, float *weights,
+                                   const float *q, const float *k, const float *v, void *work);
+attn_status attn__sdpa_ref_backward(const attn_sdpa_desc *d, float *dq, float *dk, float *dv,
+                                    const float *dout, const float *q, const float *k, const float *v,
+                                    const float *out, const float *lse, void *work);
+
+/* Tables defined by each path's files (src/ref, src/kernels/<isa>). */
+extern const attn_kernels attn__kernels_ref;
+extern const attn_kernels attn__kernels_scalar;
+extern const attn_kernels attn__kernels_avx2;
+extern const attn_kernels attn__kernels_avx512;
+
+/* ---------------------------------------------------------------------------------------------------
+ * Masks, shared by every path so that they agree exactly.
+ */
+
+/* Number of keys query row t of batch b may see after valid lengths and causality: keys [0, n). The
+ * boolean mask and the bias may exclude more inside that range. */
+static inline int attn__key_limit(const attn_mask *m, int b, int t, int T, int S) {
+    int64_t n = S;
+    if (m->valid_lens_kind == ATTN_VALID_LENS_PER_BATCH) {
+        int64_t vl = m->valid_lens[b];
+        if (vl < n) n = vl;
+    } else if (m->valid_lens_kind == ATTN_VALID_LENS_PER_QUERY) {
+        int64_t vl = m->valid_lens[(int64_t)b * T + t];
+        if (vl < n) n = vl;
+    }
+    if (m->causal) {
+        int64_t c = (int64_t)t + (S - T) + 1;    /* keys s <= t + (S - T) */
+        if (c < n) n = c;
+    }
+    return n < 0 ? 0 : (int)n;
+}
+
+static inline const uint8_t *attn__allow_row(const attn_mask *m, int b, int h, int t) {
+    if (!m->allow) return NULL;
+    return m->allow + b * m->allow_stride[0] + h * m->allow_stride[1] + t * m->allow_stride[2];
+}
+
+static inline const float *attn__bias_row(const attn_mask *m, int b, int h, int t) {
+    if (!m->bias) return NULL;
+    return m->bias + b * m->bias_stride[0] + h * m->bias_stride[1] + t * m->bias_stride[2];
+}
+
+/* Validates a mask for sizes B,H,T,S (pointers, kinds, nonnegative lengths, nonnegative strides). */
+attn_status attn__validate_mask(const attn_mask *m, int B, int H, int T, int S);
+
+/* 1 if a (B,H,T,inner) tensor with these strides never maps two elements to one address. */
+int attn__layout_disjoint(const attn_layout *l, int B, int H, int T, int inner);
+
+/* ---------------------------------------------------------------------------------------------------
+ * Dropout: a pure function of (seed, index), the same in every kernel path. The index of weight
+ * (b, h, t, s) is ((b·H + h)·T + t)·S + s.
+ */
+static inline uint64_t attn__mix64(uint64_t x) {  /* splitmix64's finalizer */
+    x ^= x >> 30; x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27; x *= 0x94d049bb133111ebULL;
+    x ^= x >> 31;
+    return x;
+}
+
+/* Keep when the top 24 bits of the hash, as a fraction of 2^24, are >= p. */
+static inline int attn__dropout_keep(uint64_t seed, uint64_t i, float p) {
+    uint64_t h = attn__mix64(seed * 0x9e3779b97f4a7c15ULL + i + 0x632be59bd9b4e019ULL);
+    return (float)(h >> 40) * (1.0f / 16777216.0f) >= p;
+}
+
+#endif /* ATTN_INTERNAL_H */

@@ -1,0 +1,78 @@
+/*
+ * mask.c — validation shared by every mechanism: the attn_mask (pointers, kinds, lengths, strides) and
+ * the "does this strided layout ever map two elements to one address" test used for outputs.
+ *
+ * The mask itself is applied by the inline helpers of internal.h (attn__key_limit, attn__allow_row,
+ * attn__bias_row) so that the reference and the fused kernels read it exactly the same way.
+ */
+#include "internal.h"
+
+/* Checks m for sizes B,H,T,S.
+ *   ATTN_ERR_NULL    m is NULL, or a valid-lengths kind is set with valid_lens NULL
+ *   ATTN_ERR_ARG     unknown valid-lengths kind, or a negative length (lengths > S are fine: clamped)
+ *   ATTN_ERR_STRIDE  a negative stride on the boolean mask or the bias (only read when the pointer is set) */
+attn_status attn__validate_mask(const attn_mask *m, int B, int H, int T, int S) {
+    if (!m) return ATTN_ERR_NULL;
+    (void)H; (void)S;
+
+    /* valid lengths: (B) or (B,T), every entry >= 0 */
+    int64_t nlens = 0;
+    switch (m->valid_lens_kind) {
+    case ATTN_VALID_LENS_NONE:      nlens = 0; break;
+    case ATTN_VALID_LENS_PER_BATCH: nlens = B; break;
+    case ATTN_VALID_LENS_PER_QUERY: nlens = (int64_t)B * T; break;
+    default:                        return ATTN_ERR_ARG;
+    }
+    if (nlens > 0) {
+        if (!m->valid_lens) return ATTN_ERR_NULL;
+        for (int64_t i = 0; i < nlens; i++)
+            if (m->valid_lens[i] < 0) return ATTN_ERR_ARG;
+    }
+
+    /* boolean mask and bias: element strides of b, h, t; 0 broadcasts, negative is refused */
+    if (m->allow)
+        for (int i = 0; i < 3; i++)
+            if (m->allow_stride[i] < 0) return ATTN_ERR_STRIDE;
+    if (m->bias)
+        for (int i = 0; i < 3; i++)
+            if (m->bias_stride[i] < 0) return ATTN_ERR_STRIDE;
+    return ATTN_OK;
+}
+
+/* A sufficient test that a (B,H,T,inner) tensor with strides (l->b, l->h, l->t, 1) has no two elements at
+ * one address: sort the axes by stride and require every stride to reach past the whole block spanned by
+ * the axes below it (stride >= previous stride × previous extent). Axes of extent 1 are never stepped and
+ * are ignored. Some exotic interleaved layouts that are in fact disjoint are refused; every layout a
+ * permutation of a contiguous tensor (with or without padding) passes. */
+int attn__layout_disjoint(const attn_layout *l, int B, int H, int T, int inner) {
+    if (!l || B < 1 || H < 1 || T < 1 || inner < 1) return 0;
+    int64_t ext[4] = {B, H, T, inner};
+    int64_t str[4] = {l->b, l->h, l->t, 1};
+
+    /* keep the axes that are stepped, then insertion-sort them by stride */
+    int n = 0;
+    int64_t e[4], s[4];
+    for (int i = 0; i < 4; i++) {
+        if (ext[i] == 1) continue;
+        if (str[i] < 0) return 0;
+        e[n] = ext[i];
+        s[n] = str[i];
+        n++;
+    }
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && s[j - 1] > s[j]; j--) {
+            int64_t ts = s[j], te = e[j];
+            s[j] = s[j - 1]; e[j] = e[j - 1];
+            s[j - 1] = ts;   e[j - 1] = te;
+        }
+
+    /* span: the number of elements' worth of address space covered by the axes seen so far; a single
+     * element covers 1, so a stride of 0 on a stepped axis fails at once */
+    int64_t span = 1;
+    for (int i = 0; i < n; i++) {
+        if (s[i] < span) return 0;
+        if (s[i] > INT64_MAX / e[i]) return i == n - 1;   /* nothing above it can reach past it */
+        span = s[i] * e[i];
+    }
+    return 1;
+}

@@ -1,0 +1,207 @@
+/*
+ * sdpa.c — the public scaled dot-product attention calls: descriptor set-up, validation, workspace
+ * sizes and dispatch to a kernel path.
+ *
+ * Every call validates the whole descriptor first, then the pointers, then the workspace, and only then
+ * runs a kernel, so a kernel always receives a descriptor it can trust. Dispatch:
+ *
+ *   forward   weights asked for, or path REF   -> attn__sdpa_ref_forward (materializes weights)
+ *             otherwise                         -> attn__kernels(isa)->sdpa_forward (fused), with a
+ *                                                  scratch lse carved from the workspace when lse is NULL
+ *   backward  path REF                          -> attn__sdpa_ref_backward
+ *             otherwise                         -> attn__kernels(isa)->sdpa_backward
+ *
+ * Workspace layout handed out by this file (sizes from attn_sdpa_workspace_size):
+ *
+ *   [ up to 64 bytes to align the caller's pointer ]
+ *   [ forward on a fused path only: scratch lse (B,H,T) floats, rounded up to 64 bytes ]
+ *   [ the path's own workspace: kern->sdpa_workspace(d, pass, nth) bytes, 64-byte aligned ]
+ *
+ * The forward size is the max of what the reference path and the fused path need, since whether the
+ * caller asks for weights is only known at the call. No call allocates.
+ */
+#include "internal.h"
+
+#include <stdint.h>
+
+#define ATTN_WORK_ALIGN 64
+
+static size_t round_up_align(size_t n) {
+    return (n + (ATTN_WORK_ALIGN - 1)) & ~(size_t)(ATTN_WORK_ALIGN - 1);
+}
+
+static void *align_up(void *p) {
+    uintptr_t u = (uintptr_t)p;
+    u = (u + (ATTN_WORK_ALIGN - 1)) & ~(uintptr_t)(ATTN_WORK_ALIGN - 1);
+    return (void *)u;
+}
+
+static int size_ok(int n) { return n >= 1 && n <= ATTN_MAX_DIM; }
+
+/* Largest element offset of a (B,H,T,inner) tensor with layout l: 0 and ATTN_OK, or ATTN_ERR_STRIDE
+ * when a stride is negative or the offset does not fit in int64. */
+static attn_status layout_extent(const attn_layout *l, int B, int H, int T, int inner) {
+    const int64_t ext[3] = {B, H, T};
+    const int64_t str[3] = {l->b, l->h, l->t};
+    int64_t end = inner - 1;
+    for (int i = 0; i < 3; i++) {
+        if (str[i] < 0) return ATTN_ERR_STRIDE;
+        int64_t steps = ext[i] - 1;
+        if (steps > 0 && str[i] > (INT64_MAX - end) / steps) return ATTN_ERR_STRIDE;
+        end += steps * str[i];
+    }
+    return ATTN_OK;
+}
+
+/* An input operand: nonnegative strides; rows must not overlap within one (b,h) (t-stride >= the row
+ * width unless there is a single row); b and h may broadcast with stride 0. */
+static attn_status check_input_layout(const attn_layout *l, int B, int H, int T, int inner) {
+    attn_status st = layout_extent(l, B, H, T, inner);
+    if (st != ATTN_OK) return st;
+    if (T > 1 && l->t < inner) return ATTN_ERR_STRIDE;
+    return ATTN_OK;
+}
+
+/* An output operand: as an input, and no two elements at one address. */
+static attn_status check_output_layout(const attn_layout *l, int B, int H, int T, int inner) {
+    attn_status st = layout_extent(l, B, H, T, inner);
+    if (st != ATTN_OK) return st;
+    return attn__layout_disjoint(l, B, H, T, inner) ? ATTN_OK : ATTN_ERR_STRIDE;
+}
+
+attn_status attn_sdpa_desc_init(attn_sdpa_desc *d, int B, int H, int T, int S, int D, int Dv) {
+    if (!d) return ATTN_ERR_NULL;
+    *d = (attn_sdpa_desc){0};
+    d->B = B; d->H = H; d->Hkv = H; d->T = T; d->S = S; d->D = D; d->Dv = Dv;
+    if (!size_ok(B) || !size_ok(H) || !size_ok(T) || !size_ok(S) || !size_ok(D) || !size_ok(Dv))
+        return ATTN_ERR_SIZE;
+    /* the contiguous strides below must fit in int64 */
+    double elems = (double)B * H * (T > S ? T : S) * (D > Dv ? D : Dv);
+    if (elems > 4.0e18) return ATTN_ERR_SIZE;
+    d->scale = (float)(1.0 / sqrt((double)D));
+    /* contiguous (B,H,T,D), (B,H,S,D), (B,H,S,Dv), (B,H,T,Dv) */
+    d->q   = (attn_layout){(int64_t)H * T * D,  (int64_t)T * D,  D};
+    d->k   = (attn_layout){(int64_t)H * S * D,  (int64_t)S * D,  D};
+    d->v   = (attn_layout){(int64_t)H * S * Dv, (int64_t)S * Dv, Dv};
+    d->out = (attn_layout){(int64_t)H * T * Dv, (int64_t)T * Dv, Dv};
+    return ATTN_OK;
+}
+
+attn_status attn_sdpa_validate(const attn_sdpa_desc *d) {
+    if (!d) return ATTN_ERR_NULL;
+    if (!size_ok(d->B) || !size_ok(d->H) || !size_ok(d->Hkv) || !size_ok(d->T) || !size_ok(d->S) ||
+        !size_ok(d->D) || !size_ok(d->Dv))
+        return ATTN_ERR_SIZE;
+    if (d->H % d->Hkv != 0) return ATTN_ERR_SHAPE;
+    if (!isfinite(d->scale)) return ATTN_ERR_ARG;
+    if (!(d->dropout >= 0.0f && d->dropout < 1.0f)) return ATTN_ERR_ARG;   /* NaN fails too */
+
+    attn_status st;
+    if ((st = check_input_layout(&d->q, d->B, d->H, d->T, d->D)) != ATTN_OK) return st;
+    if ((st = check_input_layout(&d->k, d->B, d->Hkv, d->S, d->D)) != ATTN_OK) return st;
+    if ((st = check_input_layout(&d->v, d->B, d->Hkv, d->S, d->Dv)) != ATTN_OK) return st;
+    if ((st = check_output_layout(&d->out, d->B, d->H, d->T, d->Dv)) != ATTN_OK) return st;
+    return attn__validate_mask(&d->mask, d->B, d->H, d->T, d->S);
+}
+
+/* The fused path's table for isa, or NULL for the reference path (or a path not built in). */
+static const attn_kernels *fused_kernels(attn_isa isa) {
+    if (isa == ATTN_ISA_REF) return NULL;
+    const attn_kernels *kern = attn__kernels(isa);
+    if (!kern || !kern->sdpa_forward || !kern->sdpa_backward || !kern->sdpa_workspace) return NULL;
+    return kern;
+}
+
+/* Bytes of the scratch lse block, (B,H,T) floats rounded up to the alignment; ATTN_ERR_SIZE when it
+ * does not fit in size_t. */
+static attn_status lse_scratch_bytes(const attn_sdpa_desc *d, size_t *bytes) {
+    uint64_t rows = (uint64_t)d->B * (uint64_t)d->H;           /* < 2^48 */
+    if (rows > (SIZE_MAX / 2) / sizeof(float) / (uint64_t)d->T) return ATTN_ERR_SIZE;
+    *bytes = round_up_align((size_t)(rows * (uint64_t)d->T) * sizeof(float));
+    return ATTN_OK;
+}
+
+static attn_status workspace_for(const attn_sdpa_desc *d, attn_pass pass, const attn_kernels *kern, int nth,
+                                 size_t *bytes) {
+    size_t need = attn__sdpa_ref_workspace(d, pass, nth);
+    if (kern) {
+        size_t fused = kern->sdpa_workspace(d, pass, nth);
+        if (pass == ATTN_PASS_FORWARD) {
+            size_t lse_bytes;
+            attn_status st = lse_scratch_bytes(d, &lse_bytes);
+            if (st != ATTN_OK) return st;
+            if (fused > SIZE_MAX / 2 - lse_bytes) return ATTN_ERR_SIZE;
+            fused += lse_bytes;
+            need = need > fused ? need : fused;      /* weights asked for -> the reference path runs */
+        } else {
+            need = fused;                            /* the backward never falls back to the reference */
+        }
+    }
+    if (need > SIZE_MAX / 2) return ATTN_ERR_SIZE;
+    *bytes = round_up_align(need) + ATTN_WORK_ALIGN;   /* room to align the caller's pointer */
+    return ATTN_OK;
+}
+
+attn_status attn_sdpa_workspace_size(const attn_sdpa_desc *d, attn_pass pass, size_t *bytes) {
+    attn_status st = attn_sdpa_validate(d);
+    if (st != ATTN_OK) return st;
+    if (!bytes) return ATTN_ERR_NULL;
+    if ((int)pass < 0 || pass >= ATTN_PASS_COUNT) return ATTN_ERR_ARG;
+    return workspace_for(d, pass, fused_kernels(attn_get_isa()), attn_get_num_threads(), bytes);
+}
+
+static attn_status check_workspace(const attn_sdpa_desc *d, attn_pass pass, const attn_kernels *kern, int nth,
+                                   const void *work, size_t work_bytes) {
+    size_t need;
+    attn_status st = workspace_for(d, pass, kern, nth, &need);
+    if (st != ATTN_OK) return st;
+    if (need > 0 && (!work || work_bytes < need)) return ATTN_ERR_WORKSPACE;
+    return ATTN_OK;
+}
+
+attn_status attn_sdpa_forward(const attn_sdpa_desc *d,
+                              float *out, float *lse, float *weights,
+                              const float *q, const float *k, const float *v,
+                              void *work, size_t work_bytes) {
+    attn_status st = attn_sdpa_validate(d);
+    if (st != ATTN_OK) return st;
+    if (!out || !q || !k || !v) return ATTN_ERR_NULL;
+
+    const attn_kernels *kern = fused_kernels(attn_get_isa());
+    int nth = attn_get_num_threads();
+    if ((st = check_workspace(d, ATTN_PASS_FORWARD, kern, nth, work, work_bytes)) != ATTN_OK) return st;
+    char *base = align_up(work);
+
+    /* weights are only ever materialized by the reference kernel */
+    if (weights || !kern) return attn__sdpa_ref_forward(d, out, lse, weights, q, k, v, base);
+
+    /* fused: the kernel always writes an lse; give it scratch when the caller does not want one */
+    size_t lse_bytes;
+    if ((st = lse_scratch_bytes(d, &lse_bytes)) != ATTN_OK) return st;
+    float *lse_out = lse ? lse : (float *)base;
+    return kern->sdpa_forward(d, out, lse_out, q, k, v, base + lse_bytes, nth);
+}
+
+attn_status attn_sdpa_backward(const attn_sdpa_desc *d,
+                               float *dq, float *dk, float *dv,
+                               const float *dout,
+                               const float *q, const float *k, const float *v,
+                               const float *out, const float *lse,
+                               void *work, size_t work_bytes) {
+    attn_status st = attn_sdpa_validate(d);
+    if (st != ATTN_OK) return st;
+    /* dq, dk, dv are outputs with the layouts of q, k, v: they must not overlap themselves (a broadcast
+     * input has no gradient layout of its own) */
+    if ((st = check_output_layout(&d->q, d->B, d->H, d->T, d->D)) != ATTN_OK) return st;
+    if ((st = check_output_layout(&d->k, d->B, d->Hkv, d->S, d->D)) != ATTN_OK) return st;
+    if ((st = check_output_layout(&d->v, d->B, d->Hkv, d->S, d->Dv)) != ATTN_OK) return st;
+    if (!dq || !dk || !dv || !dout || !q || !k || !v || !out || !lse) return ATTN_ERR_NULL;
+
+    const attn_kernels *kern = fused_kernels(attn_get_isa());
+    int nth = attn_get_num_threads();
+    if ((st = check_workspace(d, ATTN_PASS_BACKWARD, kern, nth, work, work_bytes)) != ATTN_OK) return st;
+    char *base = align_up(work);
+
+    if (!kern) return attn__sdpa_ref_backward(d, dq, dk, dv, dout, q, k, v, out, lse, base);
+    return kern->sdpa_backward(d, dq, dk, dv, dout, q, k, v, out, lse, base, nth);
+}

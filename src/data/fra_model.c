@@ -1,0 +1,701 @@
+/*
+ * fra_model.c — the d2l seq2seq model with Bahdanau attention: encoder (embedding → GRU), decoder
+ * (additive attention over the encoder outputs → [context, embedding] → GRU → dense), the masked
+ * cross-entropy with teacher forcing, forward and backward, greedy decoding, the training epoch and
+ * checkpoints.
+ *
+ * Tensors are time-major inside (T,B,·) as nn.GRU; the attention reads batch-major keys (B,S,H).
+ * The decoder runs one step at a time (its query is the previous step's top hidden state), each step
+ * with its own GRU cache, and the backward walks the steps in reverse.
+ */
+#include "internal.h"
+#include "data/fra_fastmath.h"
+
+#include <cblas.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---------------------------------------------------------------------------------------------------
+ * Activations: one slab carved in this order for max_batch Bm.
+ */
+typedef struct acts {
+    int32_t *src_t, *dec_t, *tgt_t;  /* (T,B) ids, time-major */
+    float *wts;                  /* (T,B) cross-entropy weights: valid / T */
+    float *xe;                   /* (T,B,E) encoder embeddings */
+    float *enc_cache;            /* GRU cache (T,B) */
+    float *enc_out;              /* (T,B,H) */
+    float *keys;                 /* (B,S,H) encoder outputs, batch-major */
+    float *de;                   /* (T,B,E) decoder embeddings */
+    float *dec_x;                /* (T,B,H+E) decoder GRU inputs [context, embedding] */
+    float *dec_h;                /* (T+1,L,B,H) decoder states before each step */
+    float *dec_cache;            /* T GRU caches (1,B) */
+    float *dec_out;              /* (T,B,H) */
+    float *ctx;                  /* (B,H) one step's context */
+    float *logits, *probs;       /* (T·B,Vt) */
+    float *losses;               /* (T·B) */
+    float *d_dec_out;            /* (T,B,H) */
+    float *dh, *dhp;             /* (L,B,H) */
+    float *dxs;                  /* (B,H+E) one step's input gradient */
+    float *dq;                   /* (B,H) */
+    float *dkeys;                /* (B,S,H) */
+    float *dde;                  /* (T,B,E) */
+    float *d_enc_out;            /* (T,B,H) */
+    float *dxe;                  /* (T,B,E) */
+    float *attn_w;               /* (B,S) one step's weights */
+    float *kp;                   /* (B,S,H) keys projected by W_k, once per batch (own attention path) */
+    float *att_u;                /* (T,B,S,H) tanh(W_q q + W_k k) of every step, kept for the backward */
+    float *att_p;                /* (T,B,S) weights of every step */
+    float *qp, *dqp;             /* (B,H) */
+    float *dkp;                  /* (B,S,H) */
+    size_t enc_cache_n, dec_cache_n, total;
+} acts;
+
+static void carve(const attn_seq2seq *m, float *base, acts *a) {
+    const attn_seq2seq_config *c = &m->cfg;
+    const size_t T = (size_t)c->num_steps, B = (size_t)c->max_batch, E = (size_t)c->embed,
+                 H = (size_t)c->hidden, L = (size_t)c->layers, V = (size_t)c->tgt_vocab;
+    size_t off = 0;
+#define TAKE(ptr, n) do { ptr = base ? base + off : NULL; off += (n); } while (0)
+#define TAKE_I(ptr, n) do { ptr = base ? (int32_t *)(base + off) : NULL; off += (n); } while (0)
+    TAKE_I(a->src_t, T * B); TAKE_I(a->dec_t, T * B); TAKE_I(a->tgt_t, T * B);
+    TAKE(a->wts, T * B);
+    TAKE(a->xe, T * B * E);
+    a->enc_cache_n = attn_gru_cache_floats(&m->enc, (int)T, (int)B);
+    TAKE(a->enc_cache, a->enc_cache_n);
+    TAKE(a->enc_out, T * B * H);
+    TAKE(a->keys, B * T * H);
+    TAKE(a->de, T * B * E);
+    TAKE(a->dec_x, T * B * (H + E));
+    TAKE(a->dec_h, (T + 1) * L * B * H);
+    a->dec_cache_n = attn_gru_cache_floats(&m->dec, 1, (int)B);
+    TAKE(a->dec_cache, T * a->dec_cache_n);
+    TAKE(a->dec_out, T * B * H);
+    TAKE(a->ctx, B * H);
+    TAKE(a->logits, T * B * V); TAKE(a->probs, T * B * V);
+    TAKE(a->losses, T * B);
+    TAKE(a->d_dec_out, T * B * H);
+    TAKE(a->dh, L * B * H); TAKE(a->dhp, L * B * H);
+    TAKE(a->dxs, B * (H + E));
+    TAKE(a->dq, B * H);
+    TAKE(a->dkeys, B * T * H);
+    TAKE(a->dde, T * B * E);
+    TAKE(a->d_enc_out, T * B * H);
+    TAKE(a->dxe, T * B * E);
+    TAKE(a->attn_w, B * T);
+    TAKE(a->kp, B * T * H);
+    TAKE(a->att_u, T * B * T * H);
+    TAKE(a->att_p, T * B * T);
+    TAKE(a->qp, B * H); TAKE(a->dqp, B * H);
+    TAKE(a->dkp, B * T * H);
+#undef TAKE
+#undef TAKE_I
+    a->total = off;
+}
+
+/* ---------------------------------------------------------------------------------------------------
+ * Parameters.
+ */
+static size_t layout(attn_seq2seq *m, float *p, float *g) {
+    const attn_seq2seq_config *c = &m->cfg;
+    const size_t E = (size_t)c->embed, H = (size_t)c->hidden;
+    size_t off = 0;
+#define VIEW(name, n) do { m->name = p ? p + off : NULL; m->d_##name = g ? g + off : NULL; off += (n); } while (0)
+    VIEW(enc_emb, (size_t)c->src_vocab * E);
+    if (p) attn_gru_bind(&m->enc, c->layers, (int)E, (int)H, c->dropout, p + off, g ? g + off : NULL);
+    off += attn_gru_n_params(c->layers, (int)E, (int)H);
+    VIEW(att_wk, H * H);
+    VIEW(att_wq, H * H);
+    VIEW(att_wv, H);
+    VIEW(dec_emb, (size_t)c->tgt_vocab * E);
+    if (p) attn_gru_bind(&m->dec, c->layers, (int)(H + E), (int)H, c->dropout, p + off, g ? g + off : NULL);
+    off += attn_gru_n_params(c->layers, (int)(H + E), (int)H);
+    VIEW(dense_w, (size_t)c->tgt_vocab * H);
+    VIEW(dense_b, (size_t)c->tgt_vocab);
+#undef VIEW
+    return off;
+}
+
+static void xavier(attn_rng *r, float *w, int fan_out, int fan_in) {
+    float b = sqrtf(6.0f / (float)(fan_in + fan_out));
+    attn_rng_fill_uniform(r, w, (size_t)fan_out * fan_in, -b, b);
+}
+
+static void init_gru(attn_rng *r, attn_gru *g) {
+    float b = 1.0f / sqrtf((float)g->H);
+    for (int l = 0; l < g->L; l++) {
+        xavier(r, g->w_ih[l], 3 * g->H, l ? g->H : g->in);
+        xavier(r, g->w_hh[l], 3 * g->H, g->H);
+        attn_rng_fill_uniform(r, g->b_ih[l], 3 * (size_t)g->H, -b, b);
+        attn_rng_fill_uniform(r, g->b_hh[l], 3 * (size_t)g->H, -b, b);
+    }
+}
+
+static attn_status check_config(const attn_seq2seq_config *c) {
+    if (c->src_vocab < 5 || c->tgt_vocab < 5 || c->embed < 1 || c->hidden < 1 || c->layers < 1 ||
+        c->layers > ATTN_GRU_MAX_LAYERS || c->num_steps < 1 || c->max_batch < 1 ||
+        c->src_vocab > (1 << 22) || c->tgt_vocab > (1 << 22) || c->embed > 4096 || c->hidden > 4096 ||
+        c->num_steps > ATTN_SEQ2SEQ_MAX_STEPS || c->max_batch > 65536)
+        return ATTN_ERR_SIZE;
+    if (!(c->dropout >= 0.0f && c->dropout < 1.0f)) return ATTN_ERR_ARG;
+    return ATTN_OK;
+}
+
+static attn_additive_desc att_desc(const attn_seq2seq *m, int B, const int32_t *lens) {
+    attn_additive_desc d;
+    const int H = m->cfg.hidden;
+    attn_additive_desc_init(&d, B, 1, m->cfg.num_steps, H, H, H, H);
+    d.mask.valid_lens_kind = ATTN_VALID_LENS_PER_BATCH;
+    d.mask.valid_lens = lens;
+    return d;
+}
+
+static void free_shards(attn_seq2seq *m) {
+    for (int k = 0; k < m->n_shards; k++) {
+        free(m->shards[k].grads);            /* a shard's params belong to the model */
+        free(m->shards[k].acts);
+        free(m->shards[k].work);
+    }
+    free(m->shards);
+    m->shards = NULL;
+    m->n_shards = 0;
+}
+
+void attn_seq2seq_free(attn_seq2seq *m) {
+    if (!m) return;
+    free_shards(m);
+    free(m->params);
+    free(m->acts);
+    free(m->work);
+    memset(m, 0, sizeof *m);
+}
+
+static attn_status alloc_acts(attn_seq2seq *m);
+
+/* Allocation without initialization. */
+static attn_status alloc_model(attn_seq2seq *m, const attn_seq2seq_config *cfg) {
+    attn_status st = check_config(cfg);
+    if (st != ATTN_OK) return st;
+    memset(m, 0, sizeof *m);
+    m->cfg = *cfg;
+    m->n_params = layout(m, NULL, NULL);
+    m->params = calloc(2 * m->n_params, sizeof(float));
+    if (!m->params) return ATTN_ERR_NOMEM;
+    m->grads = m->params + m->n_params;
+    layout(m, m->params, m->grads);
+    if ((st = alloc_acts(m)) != ATTN_OK) { attn_seq2seq_free(m); return st; }
+    /* the shards: views of the same parameters with their own gradients and activations */
+    const int ns = ATTN_SEQ2SEQ_SHARDS;
+    m->shards = calloc(ns, sizeof *m->shards);
+    if (!m->shards) { attn_seq2seq_free(m); return ATTN_ERR_NOMEM; }
+    m->n_shards = ns;
+    for (int k = 0; k < ns; k++) {
+        attn_seq2seq *s = &m->shards[k];
+        s->cfg = *cfg;
+        s->cfg.max_batch = (cfg->max_batch + ns - 1) / ns;
+        s->n_params = m->n_params;
+        s->params = m->params;
+        s->grads = calloc(m->n_params, sizeof(float));
+        if (!s->grads) { attn_seq2seq_free(m); return ATTN_ERR_NOMEM; }
+        layout(s, s->params, s->grads);
+        if ((st = alloc_acts(s)) != ATTN_OK) { attn_seq2seq_free(m); return st; }
+    }
+    return ATTN_OK;
+}
+
+/* Activations and the attention workspace for m->cfg.max_batch. */
+static attn_status alloc_acts(attn_seq2seq *m) {
+    const attn_seq2seq_config *cfg = &m->cfg;
+    acts a;
+    carve(m, NULL, &a);
+    m->acts_floats = a.total;
+    m->acts = calloc(a.total, sizeof(float));
+    attn_additive_desc d = att_desc(m, cfg->max_batch, NULL);
+    d.mask.valid_lens_kind = ATTN_VALID_LENS_NONE;          /* the workspace does not depend on the mask */
+    size_t fw = 0, bw = 0;
+    attn_additive_workspace_size(&d, ATTN_PASS_FORWARD, &fw);
+    attn_additive_workspace_size(&d, ATTN_PASS_BACKWARD, &bw);
+    m->work_bytes = fw > bw ? fw : bw;
+    m->work = malloc(m->work_bytes ? m->work_bytes : 1);
+    return m->acts && m->work ? ATTN_OK : ATTN_ERR_NOMEM;
+}
+
+attn_status attn_seq2seq_init(attn_seq2seq *m, const attn_seq2seq_config *cfg, uint64_t seed) {
+    if (!m || !cfg) return ATTN_ERR_NULL;
+    attn_status st = alloc_model(m, cfg);
+    if (st != ATTN_OK) return st;
+    const int E = cfg->embed, H = cfg->hidden;
+    attn_rng r;
+    attn_rng_seed(&r, seed);
+    for (size_t i = 0; i < (size_t)cfg->src_vocab * E; i++) m->enc_emb[i] = attn_rng_normal(&r);
+    init_gru(&r, &m->enc);
+    xavier(&r, m->att_wk, H, H);
+    xavier(&r, m->att_wq, H, H);
+    xavier(&r, m->att_wv, 1, H);
+    for (size_t i = 0; i < (size_t)cfg->tgt_vocab * E; i++) m->dec_emb[i] = attn_rng_normal(&r);
+    init_gru(&r, &m->dec);
+    xavier(&r, m->dense_w, cfg->tgt_vocab, H);
+    float b = 1.0f / sqrtf((float)H);
+    attn_rng_fill_uniform(&r, m->dense_b, (size_t)cfg->tgt_vocab, -b, b);
+    return ATTN_OK;
+}
+
+/* ---------------------------------------------------------------------------------------------------
+ * Forward pieces shared by training and decoding.
+ */
+static uint64_t sub_seed(uint64_t seed, uint64_t what) { return attn__mix64(seed ^ (what * 0x9e3779b97f4a7c15ULL)); }
+
+/* Encoder over a (T,B) batch already in a->src_t: enc_out, keys (batch-major) and the initial decoder
+ * state dec_h[0]. */
+static attn_status encode(attn_seq2seq *m, acts *a, int B, int train, uint64_t seed) {
+    const int T = m->cfg.num_steps, E = m->cfg.embed, H = m->cfg.hidden, L = m->cfg.layers;
+    attn_status st = attn_embedding_forward(a->xe, a->src_t, m->enc_emb, T * B, m->cfg.src_vocab, E);
+    if (st != ATTN_OK) return st;
+    st = attn_gru_forward(&m->enc, a->enc_cache, a->enc_cache_n, a->enc_out, a->dec_h, a->xe, NULL,
+                          T, B, train, sub_seed(seed, 1));
+    if (st != ATTN_OK) return st;
+    for (int t = 0; t < T; t++)
+        for (int b = 0; b < B; b++)
+            memcpy(a->keys + ((size_t)b * T + t) * H, a->enc_out + ((size_t)t * B + b) * H, sizeof(float) * H);
+    if (!m->ref_attention)        /* own attention path: project the keys once, kp = keys W_kᵀ (B·S,H) */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B * T, H, H, 1.0f, a->keys, H, m->att_wk, H,
+                    0.0f, a->kp, H);
+    (void)L;
+    return ATTN_OK;
+}
+
+/* ---------------------------------------------------------------------------------------------------
+ * The model's own additive attention (m->ref_attention == 0): the same math, masks and dropout masks
+ * as attn_additive_forward/backward with T = 1 query per step, but the keys are projected once per
+ * batch, the tanh values are kept for the backward instead of recomputed, float throughout.
+ *   score(b,s) = w_vᵀ u_bs,  u_bs = tanh(W_q q_b + W_k k_bs);  P = softmax over s < len_b;
+ *   ctx_b = Σ_s m_bs P_bs k_bs  (values = keys), m the dropout factor of weight index b·S + s.
+ */
+static float att_drop(int train, float p, uint64_t seed, int b, int S, int s) {
+    if (!train || p <= 0.0f) return 1.0f;
+    return attn_dropout_keep(seed, (uint64_t)b * S + s, p) ? 1.0f / (1.0f - p) : 0.0f;
+}
+
+static int att_len(const int32_t *lens, int b, int S) { int n = lens[b]; return n < 0 ? 0 : n > S ? S : n; }
+
+static void att_forward(attn_seq2seq *m, acts *a, int t, int B, const int32_t *lens, float *weights,
+                        const float *q, int train, uint64_t seed) {
+    const int S = m->cfg.num_steps, H = m->cfg.hidden;
+    const float p = m->cfg.dropout;
+    float *U = a->att_u + (size_t)t * B * S * H, *P = a->att_p + (size_t)t * B * S;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, H, H, 1.0f, q, H, m->att_wq, H, 0.0f, a->qp, H);
+    for (int b = 0; b < B; b++) {
+        const int n = att_len(lens, b, S);
+        const float *qb = a->qp + (size_t)b * H;
+        float *Pb = P + (size_t)b * S, *cb = a->ctx + (size_t)b * H;
+        float mx = -INFINITY;
+        for (int s = 0; s < n; s++) {
+            const float *kb = a->kp + ((size_t)b * S + s) * H;
+            float *u = U + ((size_t)b * S + s) * H, acc = 0.0f;
+            for (int j = 0; j < H; j++) { u[j] = attn__ftanh(qb[j] + kb[j]); acc += m->att_wv[j] * u[j]; }
+            Pb[s] = acc;
+            mx = acc > mx ? acc : mx;
+        }
+        float sum = 0.0f;
+        for (int s = 0; s < n; s++) { Pb[s] = expf(Pb[s] - mx); sum += Pb[s]; }
+        for (int s = 0; s < S; s++) Pb[s] = s < n ? Pb[s] / sum : 0.0f;
+        memset(cb, 0, sizeof(float) * H);
+        for (int s = 0; s < n; s++) {
+            const float w = Pb[s] * att_drop(train, p, seed, b, S, s);
+            const float *v = a->keys + ((size_t)b * S + s) * H;
+            for (int j = 0; j < H; j++) cb[j] += w * v[j];
+        }
+        if (weights) memcpy(weights + (size_t)b * S, Pb, sizeof(float) * S);
+    }
+}
+
+/* dctx (B,H) in a->ctx; dq (B,H) +=; key gradients: values into a->dkeys, projections into a->dkp. */
+static void att_backward(attn_seq2seq *m, acts *a, int t, int B, const int32_t *lens, const float *q,
+                         float *dq, int train, uint64_t seed) {
+    const int S = m->cfg.num_steps, H = m->cfg.hidden;
+    const float p = m->cfg.dropout;
+    const float *U = a->att_u + (size_t)t * B * S * H, *P = a->att_p + (size_t)t * B * S;
+    memset(a->dqp, 0, sizeof(float) * (size_t)B * H);
+    for (int b = 0; b < B; b++) {
+        const int n = att_len(lens, b, S);
+        const float *Pb = P + (size_t)b * S, *g = a->ctx + (size_t)b * H;
+        float dP[ATTN_SEQ2SEQ_MAX_STEPS], mk[ATTN_SEQ2SEQ_MAX_STEPS], delta = 0.0f;
+        for (int s = 0; s < n; s++) {
+            const float *v = a->keys + ((size_t)b * S + s) * H;
+            float *dvs = a->dkeys + ((size_t)b * S + s) * H;
+            mk[s] = att_drop(train, p, seed, b, S, s);
+            float acc = 0.0f;
+            for (int j = 0; j < H; j++) acc += g[j] * v[j];
+            dP[s] = mk[s] * acc;
+            delta += Pb[s] * dP[s];
+            const float w = mk[s] * Pb[s];
+            for (int j = 0; j < H; j++) dvs[j] += w * g[j];
+        }
+        float *dqb = a->dqp + (size_t)b * H;
+        for (int s = 0; s < n; s++) {
+            const float dx = Pb[s] * (dP[s] - delta);
+            const float *u = U + ((size_t)b * S + s) * H;
+            float *dk = a->dkp + ((size_t)b * S + s) * H;
+            for (int j = 0; j < H; j++) {
+                const float du = dx * m->att_wv[j] * (1.0f - u[j] * u[j]);
+                m->d_att_wv[j] += dx * u[j];
+                dqb[j] += du;
+                dk[j] += du;
+            }
+        }
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, H, H, 1.0f, a->dqp, H, m->att_wq, H, 1.0f, dq, H);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, H, H, B, 1.0f, a->dqp, H, q, H, 1.0f, m->d_att_wq, H);
+}
+
+/* Decoder step t: attention with the top state of dec_h[t] as query, [context, embedding] into
+ * dec_x[t], the GRU into dec_h[t+1] and dec_out[t]. Embeddings of step t are in a->de. */
+static attn_status decode_step(attn_seq2seq *m, acts *a, int t, int B, const int32_t *src_len,
+                               float *weights, int train, uint64_t seed) {
+    const int E = m->cfg.embed, H = m->cfg.hidden, L = m->cfg.layers, HE = H + E;
+    const size_t LBH = (size_t)L * B * H;
+    const float *h = a->dec_h + (size_t)t * LBH;                   /* (L,B,H) */
+    if (m->ref_attention) {
+        attn_additive_desc d = att_desc(m, B, src_len);
+        if (train) { d.dropout = m->cfg.dropout; d.seed = sub_seed(seed, 1000 + (uint64_t)t); }
+        attn_status st = attn_additive_forward(&d, a->ctx, weights, h + (size_t)(L - 1) * B * H, a->keys, a->keys,
+                                               m->att_wq, m->att_wk, m->att_wv, m->work, m->work_bytes);
+        if (st != ATTN_OK) return st;
+    } else {
+        att_forward(m, a, t, B, src_len, weights, h + (size_t)(L - 1) * B * H, train, sub_seed(seed, 1000 + (uint64_t)t));
+    }
+    float *x = a->dec_x + (size_t)t * B * HE;                      /* (B,H+E) */
+    const float *emb = a->de + (size_t)t * B * E;
+    for (int b = 0; b < B; b++) {
+        memcpy(x + (size_t)b * HE, a->ctx + (size_t)b * H, sizeof(float) * H);
+        memcpy(x + (size_t)b * HE + H, emb + (size_t)b * E, sizeof(float) * E);
+    }
+    return attn_gru_forward(&m->dec, a->dec_cache + (size_t)t * a->dec_cache_n, a->dec_cache_n,
+                            a->dec_out + (size_t)t * B * H, a->dec_h + (size_t)(t + 1) * LBH, x, h,
+                            1, B, train, sub_seed(seed, 2000 + (uint64_t)t));
+}
+
+static attn_status check_ids(const int32_t *ids, size_t n, int V) {
+    for (size_t i = 0; i < n; i++) if (ids[i] < 0 || ids[i] >= V) return ATTN_ERR_ARG;
+    return ATTN_OK;
+}
+
+attn_status attn_seq2seq_step(attn_seq2seq *m, float *loss,
+                              const int32_t *X, const int32_t *X_len, const int32_t *Y, const int32_t *Y_len,
+                              int B, int train, int backward, uint64_t seed) {
+    if (!m || !m->params || !loss || !X || !X_len || !Y || !Y_len) return ATTN_ERR_NULL;
+    const int T = m->cfg.num_steps, E = m->cfg.embed, H = m->cfg.hidden, L = m->cfg.layers,
+              V = m->cfg.tgt_vocab, HE = H + E;
+    if (B < 1 || B > m->cfg.max_batch) return ATTN_ERR_SIZE;
+    attn_status st;
+    if ((st = check_ids(X, (size_t)B * T, m->cfg.src_vocab)) != ATTN_OK) return st;
+    if ((st = check_ids(Y, (size_t)B * T, V)) != ATTN_OK) return st;
+    for (int b = 0; b < B; b++) if (X_len[b] < 0 || Y_len[b] < 0) return ATTN_ERR_ARG;
+    acts a;
+    carve(m, m->acts, &a);
+    const size_t LBH = (size_t)L * B * H;
+
+    /* inputs, time-major: source, decoder input (<bos> + Y[:, :-1]), targets and their weights */
+    for (int t = 0; t < T; t++)
+        for (int b = 0; b < B; b++) {
+            size_t i = (size_t)t * B + b;
+            a.src_t[i] = X[(size_t)b * T + t];
+            a.dec_t[i] = t == 0 ? ATTN_TOK_BOS : Y[(size_t)b * T + t - 1];
+            a.tgt_t[i] = Y[(size_t)b * T + t];
+            a.wts[i] = t < Y_len[b] ? 1.0f / (float)T : 0.0f;
+        }
+
+    /* forward: encoder, decoder steps, dense, masked cross-entropy */
+    if ((st = encode(m, &a, B, train, seed)) != ATTN_OK) return st;
+    if ((st = attn_embedding_forward(a.de, a.dec_t, m->dec_emb, T * B, V, E)) != ATTN_OK) return st;
+    for (int t = 0; t < T; t++)
+        if ((st = decode_step(m, &a, t, B, X_len, NULL, train, seed)) != ATTN_OK) return st;
+    if ((st = attn_linear_forward(a.logits, a.dec_out, m->dense_w, m->dense_b, T * B, H, V)) != ATTN_OK) return st;
+    if ((st = attn_softmax_xent_forward(a.losses, a.probs, a.logits, a.tgt_t, a.wts, T * B, V)) != ATTN_OK) return st;
+    double sum = 0.0;
+    for (int i = 0; i < T * B; i++) sum += a.losses[i];
+    *loss = (float)sum;
+    if (!backward) return ATTN_OK;
+
+    /* backward: cross-entropy and dense */
+    float *dlogits = a.logits;                                     /* (T·B,V), reused */
+    memset(dlogits, 0, sizeof(float) * (size_t)T * B * V);
+    for (int i = 0; i < T * B; i++) a.losses[i] = 1.0f;            /* dloss of each row */
+    if ((st = attn_softmax_xent_backward(dlogits, a.losses, a.probs, a.tgt_t, a.wts, T * B, V)) != ATTN_OK) return st;
+    memset(a.d_dec_out, 0, sizeof(float) * (size_t)T * B * H);
+    if ((st = attn_linear_backward(a.d_dec_out, m->d_dense_w, m->d_dense_b, dlogits, a.dec_out, m->dense_w,
+                                   T * B, H, V)) != ATTN_OK) return st;
+
+    /* decoder steps in reverse: GRU, then the attention (query into the state, keys into dkeys) */
+    memset(a.dh, 0, sizeof(float) * LBH);
+    memset(a.dkeys, 0, sizeof(float) * (size_t)B * T * H);
+    memset(a.dkp, 0, sizeof(float) * (size_t)B * T * H);
+    for (int t = T - 1; t >= 0; t--) {
+        memset(a.dhp, 0, sizeof(float) * LBH);
+        memset(a.dxs, 0, sizeof(float) * (size_t)B * HE);
+        const float *h = a.dec_h + (size_t)t * LBH;
+        st = attn_gru_backward(&m->dec, a.dec_cache + (size_t)t * a.dec_cache_n, a.dec_cache_n, a.dxs, a.dhp,
+                               a.d_dec_out + (size_t)t * B * H, a.dh, a.dec_x + (size_t)t * B * HE,
+                               1, B, train, sub_seed(seed, 2000 + (uint64_t)t));
+        if (st != ATTN_OK) return st;
+        /* split dx into the context's gradient (into ctx) and the embedding's (into dde) */
+        float *dde = a.dde + (size_t)t * B * E;
+        for (int b = 0; b < B; b++) {
+            memcpy(a.ctx + (size_t)b * H, a.dxs + (size_t)b * HE, sizeof(float) * H);
+            memcpy(dde + (size_t)b * E, a.dxs + (size_t)b * HE + H, sizeof(float) * E);
+        }
+        memset(a.dq, 0, sizeof(float) * (size_t)B * H);
+        if (m->ref_attention) {
+            attn_additive_desc d = att_desc(m, B, X_len);
+            if (train) { d.dropout = m->cfg.dropout; d.seed = sub_seed(seed, 1000 + (uint64_t)t); }
+            st = attn_additive_backward(&d, a.dq, a.dkeys, a.dkeys, m->d_att_wq, m->d_att_wk, m->d_att_wv, a.ctx,
+                                        h + (size_t)(L - 1) * B * H, a.keys, a.keys, m->att_wq, m->att_wk,
+                                        m->att_wv, m->work, m->work_bytes);
+            if (st != ATTN_OK) return st;
+        } else {
+            att_backward(m, &a, t, B, X_len, h + (size_t)(L - 1) * B * H, a.dq, train,
+                         sub_seed(seed, 1000 + (uint64_t)t));
+        }
+        float *top = a.dhp + (size_t)(L - 1) * B * H;
+        for (size_t i = 0; i < (size_t)B * H; i++) top[i] += a.dq[i];
+        memcpy(a.dh, a.dhp, sizeof(float) * LBH);                  /* gradient of state t */
+    }
+    if ((st = attn_embedding_backward(m->d_dec_emb, a.dde, a.dec_t, T * B, V, E)) != ATTN_OK) return st;
+    if (!m->ref_attention) {      /* through the key projection: dkeys += dkp W_k, dW_k += dkpᵀ keys */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B * T, H, H, 1.0f, a.dkp, H, m->att_wk, H,
+                    1.0f, a.dkeys, H);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, H, H, B * T, 1.0f, a.dkp, H, a.keys, H,
+                    1.0f, m->d_att_wk, H);
+    }
+
+    /* encoder: outputs' gradient from the keys (back to time-major), final state's from dec_h[0] */
+    for (int t = 0; t < T; t++)
+        for (int b = 0; b < B; b++)
+            memcpy(a.d_enc_out + ((size_t)t * B + b) * H, a.dkeys + ((size_t)b * T + t) * H, sizeof(float) * H);
+    memset(a.dxe, 0, sizeof(float) * (size_t)T * B * E);
+    st = attn_gru_backward(&m->enc, a.enc_cache, a.enc_cache_n, a.dxe, NULL, a.d_enc_out, a.dh, a.xe,
+                           T, B, train, sub_seed(seed, 1));
+    if (st != ATTN_OK) return st;
+    return attn_embedding_backward(m->d_enc_emb, a.dxe, a.src_t, T * B, m->cfg.src_vocab, E);
+}
+
+/* ---------------------------------------------------------------------------------------------------
+ * Greedy decoding.
+ */
+attn_status attn_seq2seq_translate(attn_seq2seq *m, int32_t *out, int *n_out, float *weights,
+                                   const int32_t *src, int src_len) {
+    if (!m || !m->params || !out || !n_out || !src) return ATTN_ERR_NULL;
+    const int T = m->cfg.num_steps, E = m->cfg.embed, H = m->cfg.hidden, L = m->cfg.layers, V = m->cfg.tgt_vocab;
+    attn_status st;
+    if ((st = check_ids(src, (size_t)T, m->cfg.src_vocab)) != ATTN_OK) return st;
+    if (src_len < 0) return ATTN_ERR_ARG;
+    acts a;
+    carve(m, m->acts, &a);
+    const int B = 1;
+    const size_t LBH = (size_t)L * B * H;
+    int32_t lens[1] = {src_len};
+    memcpy(a.src_t, src, sizeof(int32_t) * T);                    /* (T,1) = (1,T) */
+    if ((st = encode(m, &a, B, 0, 0)) != ATTN_OK) return st;
+    if (weights) memset(weights, 0, sizeof(float) * (size_t)T * T);
+    int32_t tok = ATTN_TOK_BOS;
+    *n_out = 0;
+    for (int t = 0; t < T; t++) {
+        if ((st = attn_embedding_forward(a.de + (size_t)t * E, &tok, m->dec_emb, 1, V, E)) != ATTN_OK) return st;
+        if ((st = decode_step(m, &a, t, B, lens, a.attn_w, 0, 0)) != ATTN_OK) return st;
+        if (weights) memcpy(weights + (size_t)t * T, a.attn_w, sizeof(float) * T);
+        if ((st = attn_linear_forward(a.logits, a.dec_out + (size_t)t * H, m->dense_w, m->dense_b, 1, H, V)) != ATTN_OK)
+            return st;
+        int best = 0;
+        for (int v = 1; v < V; v++) if (a.logits[v] > a.logits[best]) best = v;
+        if (best == ATTN_TOK_EOS) break;
+        out[(*n_out)++] = best;
+        tok = best;
+    }
+    (void)LBH;
+    return ATTN_OK;
+}
+
+/* ---------------------------------------------------------------------------------------------------
+ * Training epoch.
+ */
+
+/* One training step split in the model's shards (fixed parts of the batch, whatever the thread count),
+ * run on up to that many threads; the gradients are summed in shard order into m->grads. */
+static attn_status step_sharded(attn_seq2seq *m, float *loss, const int32_t *X, const int32_t *X_len,
+                                const int32_t *Y, const int32_t *Y_len, int B, uint64_t seed) {
+    const int ns = m->n_shards, T = m->cfg.num_steps, per = (B + ns - 1) / ns;
+    attn_status sts[ATTN_SEQ2SEQ_SHARDS];
+    float losses[ATTN_SEQ2SEQ_SHARDS];
+    int nth = attn_get_num_threads();
+    nth = nth < 1 ? 1 : nth > ns ? ns : nth;
+    (void)nth;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nth) schedule(static, 1) if (nth > 1)
+#endif
+    for (int k = 0; k < ns; k++) {
+        const int lo = k * per, n = B - lo < per ? B - lo : per;
+        attn_seq2seq *s = &m->shards[k];
+        losses[k] = 0.0f;
+        sts[k] = ATTN_OK;
+        if (n <= 0) continue;
+        s->ref_attention = m->ref_attention;
+        memset(s->grads, 0, sizeof(float) * s->n_params);
+        sts[k] = attn_seq2seq_step(s, &losses[k], X + (size_t)lo * T, X_len + lo, Y + (size_t)lo * T, Y_len + lo,
+                                   n, 1, 1, attn__mix64(seed + (uint64_t)k));
+    }
+    memset(m->grads, 0, sizeof(float) * m->n_params);
+    double sum = 0.0;
+    for (int k = 0; k < ns; k++) {
+        if (sts[k] != ATTN_OK) return sts[k];
+        if (k * per >= B) continue;
+        const float *g = m->shards[k].grads;
+        for (size_t i = 0; i < m->n_params; i++) m->grads[i] += g[i];
+        sum += losses[k];
+    }
+    *loss = (float)sum;
+    return ATTN_OK;
+}
+attn_status attn_seq2seq_train_epoch(attn_seq2seq *m, attn_adam *opt, attn_rng *rng,
+                                     const int32_t *X, const int32_t *X_len,
+                                     const int32_t *Y, const int32_t *Y_len, int N, int batch,
+                                     float clip, uint64_t *seed, double *loss_sum, int64_t *tokens) {
+    if (!m || !opt || !rng || !X || !X_len || !Y || !Y_len || !seed || !loss_sum || !tokens) return ATTN_ERR_NULL;
+    if (N < 1 || batch < 1 || batch > m->cfg.max_batch) return ATTN_ERR_SIZE;
+    if (opt->n != m->n_params) return ATTN_ERR_SHAPE;
+    const int T = m->cfg.num_steps;
+    int32_t *idx = malloc(sizeof(int32_t) * (size_t)N);
+    int32_t *bx = malloc(sizeof(int32_t) * (size_t)batch * T * 2 + sizeof(int32_t) * (size_t)batch * 2);
+    if (!idx || !bx) { free(idx); free(bx); return ATTN_ERR_NOMEM; }
+    int32_t *by = bx + (size_t)batch * T, *bxl = by + (size_t)batch * T, *byl = bxl + batch;
+    for (int i = 0; i < N; i++) idx[i] = i;
+    attn_rng_shuffle(rng, idx, (size_t)N);
+    attn_status st = ATTN_OK;
+    *loss_sum = 0.0;
+    *tokens = 0;
+    for (int start = 0; start < N && st == ATTN_OK; start += batch) {
+        int B = N - start < batch ? N - start : batch;
+        for (int b = 0; b < B; b++) {
+            int i = idx[start + b];
+            memcpy(bx + (size_t)b * T, X + (size_t)i * T, sizeof(int32_t) * T);
+            memcpy(by + (size_t)b * T, Y + (size_t)i * T, sizeof(int32_t) * T);
+            bxl[b] = X_len[i];
+            byl[b] = Y_len[i];
+            *tokens += Y_len[i];
+        }
+        float loss = 0;
+        *seed = attn__mix64(*seed + 0x2545F4914F6CDD1DULL);
+        if ((st = step_sharded(m, &loss, bx, bxl, by, byl, B, *seed)) != ATTN_OK) break;
+        if ((st = attn_clip_grad_norm(m->grads, m->n_params, clip, NULL)) != ATTN_OK) break;
+        if ((st = attn_adam_step(opt, m->params, m->grads)) != ATTN_OK) break;
+        *loss_sum += loss;
+    }
+    free(idx);
+    free(bx);
+    return st;
+}
+
+/* ---------------------------------------------------------------------------------------------------
+ * Checkpoints.
+ */
+#define MAX_TENSORS (8 + 8 * ATTN_GRU_MAX_LAYERS)
+
+typedef struct named { char name[48]; float *p; int ndim; int64_t shape[2]; } named;
+
+static int list_tensors(const attn_seq2seq *m, named *t) {
+    const attn_seq2seq_config *c = &m->cfg;
+    int n = 0;
+#define ADD(nm, ptr, d, s0, s1) do { snprintf(t[n].name, sizeof t[n].name, "%s", nm); t[n].p = (ptr); \
+        t[n].ndim = (d); t[n].shape[0] = (s0); t[n].shape[1] = (s1); n++; } while (0)
+    ADD("encoder.embedding.weight", m->enc_emb, 2, c->src_vocab, c->embed);
+    const attn_gru *gs[2] = {&m->enc, &m->dec};
+    const char *pre[2] = {"encoder.rnn", "decoder.rnn"};
+    for (int k = 0; k < 2; k++) {
+        if (k == 1) {
+            ADD("decoder.attention.W_k.weight", m->att_wk, 2, c->hidden, c->hidden);
+            ADD("decoder.attention.W_q.weight", m->att_wq, 2, c->hidden, c->hidden);
+            ADD("decoder.attention.w_v.weight", m->att_wv, 2, 1, c->hidden);
+            ADD("decoder.embedding.weight", m->dec_emb, 2, c->tgt_vocab, c->embed);
+        }
+        const attn_gru *g = gs[k];
+        for (int l = 0; l < g->L; l++) {
+            char nm[48];
+            int in = l ? g->H : g->in;
+            snprintf(nm, sizeof nm, "%s.weight_ih_l%d", pre[k], l); ADD(nm, g->w_ih[l], 2, 3 * g->H, in);
+            snprintf(nm, sizeof nm, "%s.weight_hh_l%d", pre[k], l); ADD(nm, g->w_hh[l], 2, 3 * g->H, g->H);
+            snprintf(nm, sizeof nm, "%s.bias_ih_l%d", pre[k], l);   ADD(nm, g->b_ih[l], 1, 3 * g->H, 0);
+            snprintf(nm, sizeof nm, "%s.bias_hh_l%d", pre[k], l);   ADD(nm, g->b_hh[l], 1, 3 * g->H, 0);
+        }
+    }
+    ADD("decoder.dense.weight", m->dense_w, 2, c->tgt_vocab, c->hidden);
+    ADD("decoder.dense.bias", m->dense_b, 1, c->tgt_vocab, 0);
+#undef ADD
+    return n;
+}
+
+static const char *const meta_names[7] = {"src_vocab", "tgt_vocab", "embed", "hidden", "layers", "dropout", "num_steps"};
+
+attn_status attn_seq2seq_save(const attn_seq2seq *m, const char *path, char *err, size_t err_size) {
+    if (!m || !m->params || !path) return ATTN_ERR_NULL;
+    named t[MAX_TENSORS];
+    int n = list_tensors(m, t);
+    attn_st_tensor st_t[MAX_TENSORS];
+    for (int i = 0; i < n; i++) {
+        memset(&st_t[i], 0, sizeof st_t[i]);
+        st_t[i].name = t[i].name;
+        st_t[i].dtype = ATTN_DTYPE_F32;
+        st_t[i].ndim = t[i].ndim;
+        st_t[i].shape[0] = t[i].shape[0];
+        st_t[i].shape[1] = t[i].shape[1];
+        st_t[i].data = t[i].p;
+        st_t[i].nbytes = sizeof(float) * (size_t)t[i].shape[0] * (size_t)(t[i].ndim == 2 ? t[i].shape[1] : 1);
+    }
+    char vals[7][32];
+    const attn_seq2seq_config *c = &m->cfg;
+    snprintf(vals[0], 32, "%d", c->src_vocab); snprintf(vals[1], 32, "%d", c->tgt_vocab);
+    snprintf(vals[2], 32, "%d", c->embed);     snprintf(vals[3], 32, "%d", c->hidden);
+    snprintf(vals[4], 32, "%d", c->layers);    snprintf(vals[5], 32, "%.9g", (double)c->dropout);
+    snprintf(vals[6], 32, "%d", c->num_steps);
+    const char *vp[7];
+    for (int i = 0; i < 7; i++) vp[i] = vals[i];
+    return attn_st_write(path, st_t, n, meta_names, vp, 7, err, err_size);
+}
+
+attn_status attn_seq2seq_load(attn_seq2seq *m, const char *path, int max_batch, char *err, size_t err_size) {
+    if (!m || !path) return ATTN_ERR_NULL;
+    memset(m, 0, sizeof *m);
+    attn_st_file f;
+    attn_status st = attn_st_read(&f, path, 0, err, err_size);
+    if (st != ATTN_OK) return st;
+    double v[7];
+    for (int i = 0; i < 7; i++) {
+        const char *s = attn_st_meta(&f, meta_names[i]);
+        char *end = NULL;
+        v[i] = s ? strtod(s, &end) : 0;
+        if (!s || end == s || *end || !(v[i] >= 0 && v[i] < 1e8)) {
+            if (err && err_size) snprintf(err, err_size, "%s: metadata '%s' missing or not a number", path, meta_names[i]);
+            attn_st_free(&f);
+            return ATTN_ERR_FORMAT;
+        }
+    }
+    attn_seq2seq_config c;
+    memset(&c, 0, sizeof c);
+    c.src_vocab = (int)v[0]; c.tgt_vocab = (int)v[1]; c.embed = (int)v[2]; c.hidden = (int)v[3];
+    c.layers = (int)v[4]; c.dropout = (float)v[5]; c.num_steps = (int)v[6];
+    c.max_batch = max_batch > 1 ? max_batch : 1;
+    if ((st = alloc_model(m, &c)) != ATTN_OK) {
+        if (err && err_size) snprintf(err, err_size, "%s: the configuration in the metadata is invalid", path);
+        attn_st_free(&f);
+        return st == ATTN_ERR_NOMEM ? st : ATTN_ERR_FORMAT;
+    }
+    named t[MAX_TENSORS];
+    int n = list_tensors(m, t);
+    for (int i = 0; i < n && st == ATTN_OK; i++) {
+        const float *data = NULL;
+        st = attn_st_get_f32(&f, t[i].name, t[i].ndim, t[i].shape, &data, err, err_size);
+        if (st == ATTN_OK)
+            memcpy(t[i].p, data, sizeof(float) * (size_t)t[i].shape[0] * (size_t)(t[i].ndim == 2 ? t[i].shape[1] : 1));
+    }
+    attn_st_free(&f);
+    if (st != ATTN_OK) attn_seq2seq_free(m);
+    return st;
+}

@@ -1,0 +1,63 @@
+/*
+ * fused_avx512.c — the fused scaled dot-product attention with AVX-512F: 16 floats per vector, a
+ * 6 x 4-vector register tile (24 accumulators) in every product, and a vector exp2. The algorithm is
+ * fused_impl.h's; this file only supplies the vector operations. Compiled with -mavx512f/dq/bw/vl and
+ * run only when the CPU has them (config.c).
+ */
+#include "internal.h"
+
+#include <immintrin.h>
+#include <math.h>
+
+#define FZ_VW 16
+#define FZ_NVMAX 4
+#define FZ_RTMAX 6
+#define FZ_BC 96
+#define FZ_QB 96
+#define FZ_ISA ATTN_ISA_AVX512
+#define FZ_TABLE attn__kernels_avx512
+
+typedef __m512 fz_v;
+typedef __mmask16 fz_m;
+
+static inline fz_v fz_zero(void) { return _mm512_setzero_ps(); }
+static inline fz_v fz_set1(float a) { return _mm512_set1_ps(a); }
+static inline fz_v fz_load(const float *p) { return _mm512_loadu_ps(p); }
+static inline void fz_store(float *p, fz_v a) { _mm512_storeu_ps(p, a); }
+static inline fz_m fz_tailmask(int n) { return (fz_m)(n >= 16 ? 0xffff : (1u << n) - 1); }
+static inline fz_v fz_loadm(const float *p, fz_m m) { return _mm512_maskz_loadu_ps(m, p); }
+static inline void fz_storem(float *p, fz_v a, fz_m m) { _mm512_mask_storeu_ps(p, m, a); }
+static inline fz_v fz_add(fz_v a, fz_v b) { return _mm512_add_ps(a, b); }
+static inline fz_v fz_sub(fz_v a, fz_v b) { return _mm512_sub_ps(a, b); }
+static inline fz_v fz_mul(fz_v a, fz_v b) { return _mm512_mul_ps(a, b); }
+static inline fz_v fz_fma(fz_v a, fz_v b, fz_v c) { return _mm512_fmadd_ps(a, b, c); }
+static inline fz_v fz_max(fz_v a, fz_v b) { return _mm512_max_ps(a, b); }
+static inline fz_v fz_mask_lim(fz_v a, const int32_t *lim, int j) {
+    __mmask16 out = _mm512_cmple_epi32_mask(_mm512_loadu_si512(lim), _mm512_set1_epi32(j));
+    return _mm512_mask_mov_ps(a, out, _mm512_set1_ps(-INFINITY));
+}
+static inline fz_v fz_mask_iota(fz_v a, int j0, int lim) {
+    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    __mmask16 out = _mm512_cmpge_epi32_mask(_mm512_add_epi32(iota, _mm512_set1_epi32(j0)), _mm512_set1_epi32(lim));
+    return _mm512_mask_mov_ps(a, out, _mm512_set1_ps(-INFINITY));
+}
+
+/* 2^x: x = n + f, |f| <= 1/2, 2^f by its degree-7 Taylor series, scaled by 2^n with vscalefps (which
+ * underflows gracefully: x <= -150 and -inf give exactly 0). */
+static inline fz_v fz_exp2(fz_v x) {
+    x = _mm512_max_ps(x, _mm512_set1_ps(-150.0f));
+    x = _mm512_min_ps(x, _mm512_set1_ps(128.0f));
+    const fz_v n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const fz_v f = _mm512_sub_ps(x, n);
+    fz_v p = _mm512_set1_ps(1.5252733e-05f);
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.5403530e-04f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.3333558e-03f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.6181291e-03f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5504109e-02f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022651e-01f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.9314718e-01f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+#include "kernels/scalar/fused_impl.h"

@@ -1,0 +1,617 @@
+/*
+ * fused_impl.h — the fused (flash-style) scaled dot-product attention, forward and backward, written once
+ * for any vector width. Not a public header: each kernel path includes it after defining its vector type
+ * and a dozen small operations (fused_scalar.c in plain C, fused_avx2.c and fused_avx512.c with
+ * intrinsics). Everything here is static; the includer gets one table, FZ_TABLE, of type attn_kernels.
+ *
+ * The includer defines:
+ *   FZ_VW                  lanes per vector (fz_v)
+ *   FZ_NVMAX, FZ_RTMAX     register tile of the micro-kernel: FZ_RTMAX rows x FZ_NVMAX vectors
+ *   FZ_BC                  forward: keys per block
+ *   FZ_QB                  backward: query rows per block
+ *   FZ_ISA, FZ_TABLE       the path's attn_isa and the name of its table
+ *   fz_v, fz_m             vector and tail-mask types, and the operations used below (fz_load, ...)
+ *
+ * Layout idea: every vector runs along an axis we can pad, so any D and Dv run at full vector width.
+ *   forward   vectors along the query rows of a block (Qᵀ packed once per query block): scores are kept
+ *             transposed, Sᵀ (keys, queries), so the online-softmax max and sum are vertical (lane-wise)
+ *             and the output accumulator is Oᵀ (Dv, queries) with a per-lane rescale.
+ *   backward  vectors along the keys of a block (Kᵀ, Vᵀ packed once per key block): P, dS (queries, keys)
+ *             and the accumulators dKᵀ, dVᵀ (D or Dv, keys); dQ runs along D with masked tails.
+ * Every product is one micro-kernel, C (M,N) [=|+=|=α·C+] A (M,K) B (K,N): A read by broadcast through
+ * any two strides, B by vectors along N, C in registers (FZ_RTMAX x FZ_NVMAX vectors).
+ *
+ * Softmax runs in base 2: the scores are multiplied by scale·log2(e), exp2 is the path's own polynomial,
+ * and lse is turned back into natural log when stored.
+ *
+ * Threads: work items go to threads through a shared counter; each item's arithmetic is fixed, and the
+ * backward's dQ sums are formed per key chunk (a split of the keys that depends on the shape only) and
+ * reduced in chunk order, so any thread count gives bitwise-identical results.
+ */
+#ifndef FZ_TABLE
+#error "fused_impl.h: define the vector operations and FZ_TABLE before including"
+#endif
+
+#include <float.h>
+#include <stdint.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#define FZ_OMP(x) _Pragma(x)
+#else
+#define FZ_OMP(x)
+#endif
+
+#if defined(__GNUC__)
+#define FZ_INLINE static inline __attribute__((always_inline))
+#define FZ_UNROLL _Pragma("GCC unroll 8")
+#else
+#define FZ_INLINE static inline
+#define FZ_UNROLL
+#endif
+
+#define FZ_LOG2E 1.44269504088896340736f
+#define FZ_LN2 0.693147180559945309417f
+#define FZ_NCHUNK 4                       /* backward: key chunks per (b, kv head), fixed */
+#define FZ_ALIGN 64
+
+/* ---------------------------------------------------------------------------------------------------
+ * The micro-kernel. C (RT rows, NV vectors) with row stride ldc:
+ *   mode FZ_SET   C  = A·B
+ *   mode FZ_ACC   C += A·B
+ *   mode FZ_SCALE C  = alpha ∘ C + A·B     (alpha: one value per column, NV vectors)
+ * A (RT,K): element (r,k) at A[r·ar + k·ak], broadcast.  B (K, NV·FZ_VW): row k at B + k·ldb.
+ * The last vector of B and C holds `tail` valid lanes (masked loads and stores).
+ * cmax, when given (full vectors only): cmax[v] = max(cmax[v], max over the RT rows of the result). */
+enum { FZ_SET = 0, FZ_ACC = 1, FZ_SCALE = 2 };
+
+#define FZ_MK_ARGS float *C, int64_t ldc, const float *A, int64_t ar, int64_t ak, const float *B, \
+                   int64_t ldb, int K, int mode, const float *alpha, int tail, float *cmax
+
+FZ_INLINE void fz_mk(const int RT, const int NV, FZ_MK_ARGS) {
+    fz_v acc[6][4];                      /* RT <= FZ_RTMAX <= 6, NV <= FZ_NVMAX <= 4 */
+    const fz_m tm = fz_tailmask(tail);
+    if (mode == FZ_SET) {
+        FZ_UNROLL for (int r = 0; r < RT; r++)
+            FZ_UNROLL for (int v = 0; v < NV; v++) acc[r][v] = fz_zero();
+    } else {
+        FZ_UNROLL for (int r = 0; r < RT; r++)
+            FZ_UNROLL for (int v = 0; v < NV; v++) {
+                const float *c = C + r * ldc + v * FZ_VW;
+                acc[r][v] = v == NV - 1 ? fz_loadm(c, tm) : fz_load(c);
+                if (mode == FZ_SCALE) acc[r][v] = fz_mul(acc[r][v], fz_load(alpha + v * FZ_VW));
+            }
+    }
+    for (int k = 0; k < K; k++) {
+        const float *b = B + k * ldb;
+        const float *a = A + k * ak;
+        fz_v bv[4];
+        FZ_UNROLL for (int v = 0; v < NV; v++) bv[v] = v == NV - 1 ? fz_loadm(b + v * FZ_VW, tm) : fz_load(b + v * FZ_VW);
+        FZ_UNROLL for (int r = 0; r < RT; r++) {
+            const fz_v x = fz_set1(a[r * ar]);
+            FZ_UNROLL for (int v = 0; v < NV; v++) acc[r][v] = fz_fma(x, bv[v], acc[r][v]);
+        }
+    }
+    FZ_UNROLL for (int r = 0; r < RT; r++)
+        FZ_UNROLL for (int v = 0; v < NV; v++) {
+            float *c = C + r * ldc + v * FZ_VW;
+            if (v == NV - 1) fz_storem(c, acc[r][v], tm);
+            else fz_store(c, acc[r][v]);
+        }
+    if (cmax)
+        FZ_UNROLL for (int v = 0; v < NV; v++) {
+            fz_v mx = fz_load(cmax + v * FZ_VW);
+            FZ_UNROLL for (int r = 0; r < RT; r++) mx = fz_max(mx, acc[r][v]);
+            fz_store(cmax + v * FZ_VW, mx);
+        }
+}
+
+typedef void (*fz_mk_fn)(FZ_MK_ARGS);
+#define FZ_MK_DEF(RT, NV) \
+    static void fz_mk_##RT##_##NV(FZ_MK_ARGS) { fz_mk(RT, NV, C, ldc, A, ar, ak, B, ldb, K, mode, alpha, tail, cmax); }
+#define FZ_MK_ROW(RT) FZ_MK_DEF(RT, 1) FZ_MK_DEF(RT, 2) FZ_MK_DEF(RT, 3) FZ_MK_DEF(RT, 4)
+FZ_MK_ROW(1) FZ_MK_ROW(2) FZ_MK_ROW(3) FZ_MK_ROW(4) FZ_MK_ROW(5) FZ_MK_ROW(6)
+#define FZ_MK_PTR(RT) {fz_mk_##RT##_1, fz_mk_##RT##_2, fz_mk_##RT##_3, fz_mk_##RT##_4}
+static const fz_mk_fn fz_mk_tab[6][4] = {FZ_MK_PTR(1), FZ_MK_PTR(2), FZ_MK_PTR(3),
+                                         FZ_MK_PTR(4), FZ_MK_PTR(5), FZ_MK_PTR(6)};
+
+/* C (M,N) [=|+=|=α·C+] A (M,K) B (K,N), tiled over the micro-kernel. N need not be a multiple of the
+ * vector width (masked tail). cmax (N), when given: column maxima of C folded in (N <= FZ_NVMAX·FZ_VW,
+ * a multiple of FZ_VW). */
+static void fz_gemm_max(int M, int N, float *C, int64_t ldc, const float *A, int64_t ar, int64_t ak,
+                        const float *B, int64_t ldb, int K, int mode, const float *alpha, float *cmax) {
+    for (int c0 = 0; c0 < N; c0 += FZ_NVMAX * FZ_VW) {
+        int nvec = (N - c0 + FZ_VW - 1) / FZ_VW;
+        if (nvec > FZ_NVMAX) nvec = FZ_NVMAX;
+        const int tail = N - c0 - (nvec - 1) * FZ_VW < FZ_VW ? N - c0 - (nvec - 1) * FZ_VW : FZ_VW;
+        for (int r0 = 0; r0 < M; r0 += FZ_RTMAX) {
+            const int rt = M - r0 < FZ_RTMAX ? M - r0 : FZ_RTMAX;
+            fz_mk_tab[rt - 1][nvec - 1](C + r0 * ldc + c0, ldc, A + r0 * ar, ar, ak, B + c0, ldb, K, mode,
+                                        alpha ? alpha + c0 : NULL, tail, cmax ? cmax + c0 : NULL);
+        }
+    }
+}
+
+static void fz_gemm(int M, int N, float *C, int64_t ldc, const float *A, int64_t ar, int64_t ak,
+                    const float *B, int64_t ldb, int K, int mode, const float *alpha) {
+    fz_gemm_max(M, N, C, ldc, A, ar, ak, B, ldb, K, mode, alpha, NULL);
+}
+
+static size_t fz_round(size_t n) { return (n + FZ_ALIGN - 1) & ~(size_t)(FZ_ALIGN - 1); }
+
+/* The next work item from a shared counter (any order gives the same results: items are independent). */
+static int fz_next(int *counter) {
+    int i;
+#ifdef _OPENMP
+    FZ_OMP("omp atomic capture")
+    i = (*counter)++;
+#else
+    i = (*counter)++;
+#endif
+    return i;
+}
+
+/* ===================================================================================================
+ * Forward.
+ * Per thread: Qᵀ (D,BR) scaled by scale·log2e, Oᵀ (Dv,BR), Sᵀ (BC,BR), and per-query vectors: running max
+ * m, running sum l, the block's max, the rescale alpha, the key limits.
+ */
+#define FZ_BR (FZ_NVMAX * FZ_VW)          /* query rows per forward block */
+
+static size_t fz_fwd_thread_bytes(const attn_sdpa_desc *d) {
+    return fz_round(sizeof(float) * (size_t)d->D * FZ_BR) + fz_round(sizeof(float) * (size_t)d->Dv * FZ_BR) +
+           fz_round(sizeof(float) * (size_t)FZ_BC * FZ_BR) + 6 * fz_round(sizeof(float) * FZ_BR);
+}
+
+typedef struct fz_fwd_ctx {
+    const attn_sdpa_desc *d;
+    float *out, *lse;
+    const float *q, *k, *v;
+    char *work;
+    size_t thread_bytes;
+    int nqb, counter;
+} fz_fwd_ctx;
+
+/* One block of query rows (b, h, t0 .. t0+nr) against all the keys it may see. */
+static void fz_fwd_block(const fz_fwd_ctx *cx, char *tw, int b, int h, int t0, int nr) {
+    const attn_sdpa_desc *d = cx->d;
+    const int H = d->H, T = d->T, S = d->S, D = d->D, Dv = d->Dv, G = H / d->Hkv, hk = h / G;
+    const attn_mask *mk = &d->mask;
+    const int nv = (nr + FZ_VW - 1) / FZ_VW, BR = nv * FZ_VW;   /* vectors and padded rows in use */
+
+    float *Qt = (float *)tw;                                            /* (D,BR)  */
+    float *Ot = (float *)(tw + fz_round(sizeof(float) * (size_t)D * FZ_BR));          /* (Dv,BR) */
+    float *St = (float *)((char *)Ot + fz_round(sizeof(float) * (size_t)Dv * FZ_BR)); /* (BC,BR) */
+    float *m = (float *)((char *)St + fz_round(sizeof(float) * (size_t)FZ_BC * FZ_BR)); /* (BR) each */
+    float *l = m + FZ_BR, *bm = l + FZ_BR, *alpha = bm + FZ_BR, *base = alpha + FZ_BR;
+    int32_t *lim = (int32_t *)(base + FZ_BR);
+
+    const float *qb = cx->q + b * d->q.b + h * d->q.h + (int64_t)t0 * d->q.t;   /* (nr,D) rows q.t apart */
+    const float *kb = cx->k + b * d->k.b + hk * d->k.h;                         /* (S,D)  */
+    const float *vb = cx->v + b * d->v.b + hk * d->v.h;                         /* (S,Dv) */
+    const float c2 = d->scale * FZ_LOG2E;
+    const int generic = mk->allow || mk->bias;
+
+    /* pack Qᵀ scaled; key limits per row (padding rows copy the last row's) */
+    for (int i = 0; i < BR; i++) {
+        const int ii = i < nr ? i : nr - 1;
+        const float *qr = qb + (int64_t)ii * d->q.t;
+        for (int x = 0; x < D; x++) Qt[x * BR + i] = i < nr ? qr[x] * c2 : 0.0f;
+        lim[i] = attn__key_limit(mk, b, t0 + ii, T, S);
+    }
+    int minlim = S, maxlim = 0;
+    for (int i = 0; i < BR; i++) {
+        if (lim[i] < minlim) minlim = lim[i];
+        if (lim[i] > maxlim) maxlim = lim[i];
+    }
+    for (int v = 0; v < nv; v++) {
+        fz_store(m + v * FZ_VW, fz_set1(-INFINITY));
+        fz_store(l + v * FZ_VW, fz_zero());
+    }
+    memset(Ot, 0, sizeof(float) * (size_t)Dv * BR);
+
+    /* stream over the key blocks the rows may see; blocks past every row's limit are skipped */
+    for (int j0 = 0; j0 < maxlim; j0 += FZ_BC) {
+        const int nb = maxlim - j0 < FZ_BC ? maxlim - j0 : FZ_BC;
+
+        /* Sᵀ = K_blk Qᵀ (keys, queries), in log2 units; the column max comes with it when no mask
+         * touches the block */
+        const int plain = !generic && j0 + nb <= minlim;
+        if (plain) memcpy(bm, m, sizeof(float) * BR);
+        fz_gemm_max(nb, BR, St, BR, kb + (int64_t)j0 * d->k.t, d->k.t, 1, Qt, BR, D, FZ_SET, NULL,
+                    plain ? bm : NULL);
+
+        if (!plain) {
+            /* masks: key limits (vector compare), then boolean mask and bias element by element */
+            if (j0 + nb > minlim)
+                for (int j = (minlim > j0 ? minlim - j0 : 0); j < nb; j++)
+                    for (int v = 0; v < nv; v++)
+                        fz_store(St + j * BR + v * FZ_VW,
+                                 fz_mask_lim(fz_load(St + j * BR + v * FZ_VW), lim + v * FZ_VW, j0 + j));
+            if (generic)
+                for (int i = 0; i < nr; i++) {
+                    const uint8_t *al = attn__allow_row(mk, b, h, t0 + i);
+                    const float *bi = attn__bias_row(mk, b, h, t0 + i);
+                    for (int j = 0; j < nb; j++) {
+                        float *x = St + j * BR + i;
+                        if (al && !al[j0 + j]) *x = -INFINITY;
+                        else if (bi) *x += bi[j0 + j] * FZ_LOG2E;
+                    }
+                }
+            for (int v = 0; v < nv; v++) {
+                fz_v m0 = fz_load(m + v * FZ_VW), m1 = m0;
+                int j = 0;
+                for (; j + 1 < nb; j += 2) {
+                    m0 = fz_max(m0, fz_load(St + j * BR + v * FZ_VW));
+                    m1 = fz_max(m1, fz_load(St + (j + 1) * BR + v * FZ_VW));
+                }
+                if (j < nb) m0 = fz_max(m0, fz_load(St + j * BR + v * FZ_VW));
+                fz_store(bm + v * FZ_VW, fz_max(m0, m1));
+            }
+        }
+
+        /* online softmax: new running max, rescale factor, exponentials and their sum */
+        for (int v = 0; v < nv; v++) {
+            const fz_v mx = fz_load(bm + v * FZ_VW);
+            /* a lane with no key yet keeps max -inf: subtract -FLT_MAX instead so exp2 gives 0, not NaN */
+            const fz_v bs = fz_max(mx, fz_set1(-FLT_MAX));
+            const fz_v al = fz_exp2(fz_sub(fz_load(m + v * FZ_VW), bs));
+            fz_v s0 = fz_zero(), s1 = fz_zero();
+            int j = 0;
+            for (; j + 1 < nb; j += 2) {
+                float *x0 = St + j * BR + v * FZ_VW, *x1 = x0 + BR;
+                const fz_v p0 = fz_exp2(fz_sub(fz_load(x0), bs)), p1 = fz_exp2(fz_sub(fz_load(x1), bs));
+                s0 = fz_add(s0, p0);
+                s1 = fz_add(s1, p1);
+                fz_store(x0, p0);
+                fz_store(x1, p1);
+            }
+            if (j < nb) {
+                float *x0 = St + j * BR + v * FZ_VW;
+                const fz_v p0 = fz_exp2(fz_sub(fz_load(x0), bs));
+                s0 = fz_add(s0, p0);
+                fz_store(x0, p0);
+            }
+            fz_store(l + v * FZ_VW, fz_fma(fz_load(l + v * FZ_VW), al, fz_add(s0, s1)));
+            fz_store(m + v * FZ_VW, mx);
+            fz_store(alpha + v * FZ_VW, al);
+        }
+
+        /* dropout on the weights that multiply V (the sum above is before dropout) */
+        if (d->dropout > 0.0f) {
+            const float keep_scale = 1.0f / (1.0f - d->dropout);
+            for (int i = 0; i < nr; i++) {
+                const uint64_t row = ((uint64_t)b * H + h) * T + (uint64_t)(t0 + i);
+                for (int j = 0; j < nb; j++) {
+                    float *x = St + j * BR + i;
+                    *x = attn__dropout_keep(d->seed, row * S + (uint64_t)(j0 + j), d->dropout) ? *x * keep_scale
+                                                                                             : 0.0f;
+                }
+            }
+        }
+
+        /* Oᵀ = alpha ∘ Oᵀ + V_blkᵀ P_blk */
+        fz_gemm(Dv, BR, Ot, BR, vb + (int64_t)j0 * d->v.t, 1, d->v.t, St, BR, nb, FZ_SCALE, alpha);
+    }
+
+    /* out = Oᵀ / l, transposed back; lse = m·ln2 + log l; rows that saw no key: zeros and -inf */
+    for (int i = 0; i < nr; i++) {
+        float *orow = cx->out + b * d->out.b + h * d->out.h + (int64_t)(t0 + i) * d->out.t;   /* (Dv) */
+        const float li = l[i];
+        const float inv = li > 0.0f ? 1.0f / li : 0.0f;
+        for (int x = 0; x < Dv; x++) orow[x] = Ot[x * BR + i] * inv;
+        cx->lse[((int64_t)b * H + h) * T + t0 + i] = li > 0.0f ? m[i] * FZ_LN2 + logf(li) : -INFINITY;
+    }
+}
+
+static size_t fz_workspace(const attn_sdpa_desc *d, attn_pass pass, int nth);
+
+static attn_status fz_forward(const attn_sdpa_desc *d, float *out, float *lse, const float *q, const float *k,
+                              const float *v, void *work, int nth) {
+    fz_fwd_ctx cx = {d, out, lse, q, k, v, (char *)work, fz_fwd_thread_bytes(d), 0, 0};
+    cx.nqb = (d->T + FZ_BR - 1) / FZ_BR;
+    const int64_t items = (int64_t)d->B * d->H * cx.nqb;
+    if (nth < 1) nth = 1;
+    if (items < nth) nth = (int)items;
+    fz_fwd_ctx *c = &cx;
+    FZ_OMP("omp parallel num_threads(nth)")
+    {
+        int ith = 0;
+#ifdef _OPENMP
+        ith = omp_get_thread_num();
+#endif
+        char *tw = c->work + (size_t)ith * c->thread_bytes;
+        const int BH = c->d->B * c->d->H;
+        /* latest query blocks first: under a causal mask they are the longest */
+        for (int64_t it = fz_next(&c->counter); it < items; it = fz_next(&c->counter)) {
+            const int qblk = c->nqb - 1 - (int)(it / BH), bh = (int)(it % BH);
+            const int t0 = qblk * FZ_BR, nr = c->d->T - t0 < FZ_BR ? c->d->T - t0 : FZ_BR;
+            fz_fwd_block(c, tw, bh / c->d->H, bh % c->d->H, t0, nr);
+        }
+    }
+    return ATTN_OK;
+}
+
+/* ===================================================================================================
+ * Backward (FlashAttention-2 order). Work items are (b, kv head, key chunk); an item owns the dK, dV rows
+ * of its keys and writes its dQ contributions to its chunk's own slot; the slots are summed in chunk order
+ * afterwards. Per thread: Kᵀ, Vᵀ, dKᵀ, dVᵀ of one key block, P and dS of one query block, row vectors.
+ */
+#define FZ_KBC (FZ_NVMAX * FZ_VW)          /* keys per backward block */
+
+static size_t fz_bwd_thread_bytes(const attn_sdpa_desc *d) {
+    return 2 * fz_round(sizeof(float) * (size_t)d->D * FZ_KBC) + 2 * fz_round(sizeof(float) * (size_t)d->Dv * FZ_KBC) +
+           2 * fz_round(sizeof(float) * (size_t)FZ_QB * FZ_KBC) + 4 * fz_round(sizeof(float) * FZ_QB);
+}
+
+/* (b, kv head) pairs handled per round: the dQ slots of a round are FZ_NCHUNK·G·T·D floats per pair;
+ * keep a round's slots near 32 MiB (at least one pair). Depends on the shape only. */
+static int fz_bwd_pairs(const attn_sdpa_desc *d) {
+    const double per = (double)FZ_NCHUNK * (d->H / d->Hkv) * d->T * ((double)d->D + 1) * sizeof(float);
+    double n = (32.0 * 1024 * 1024) / per;
+    const int pairs = d->B * d->Hkv;
+    if (n < 1) n = 1;
+    return n > pairs ? pairs : (int)n;
+}
+
+static size_t fz_bwd_shared_bytes(const attn_sdpa_desc *d) {
+    const size_t G = (size_t)(d->H / d->Hkv), P = (size_t)fz_bwd_pairs(d);
+    return fz_round(sizeof(float) * P * FZ_NCHUNK * G * d->T * d->D) + fz_round(sizeof(float) * P * G * d->T);
+}
+
+typedef struct fz_bwd_ctx {
+    const attn_sdpa_desc *d;
+    float *dq, *dk, *dv;
+    const float *dout, *q, *k, *v, *out, *lse;
+    float *dqs;        /* (pairs, NCHUNK, G, T, D) dQ slots of the round */
+    float *delta;      /* (pairs, G, T) rowsum(dout ∘ out) */
+    char *thread_work;
+    size_t thread_bytes;
+    int nkb, nchunk, chunk_start[FZ_NCHUNK + 1];
+    int p0, np, counter;
+} fz_bwd_ctx;
+
+/* Work of backward key block kb, in query rows that may see it (+1 for the block's own cost). */
+static double fz_bwd_block_work(const attn_sdpa_desc *d, int kb) {
+    int64_t t_first = d->mask.causal ? (int64_t)kb * FZ_KBC - (d->S - d->T) : 0;
+    if (t_first < 0) t_first = 0;
+    if (t_first > d->T) t_first = d->T;
+    return (double)(d->T - t_first) + 1;
+}
+
+/* Key chunks: nchunk contiguous runs of key blocks of about equal work (under a causal mask the early
+ * keys are seen by more queries). A function of the shape only, never of the thread count. */
+static void fz_bwd_chunks(fz_bwd_ctx *cx) {
+    const attn_sdpa_desc *d = cx->d;
+    const int nkb = cx->nkb;
+    const int nc = nkb < FZ_NCHUNK ? nkb : FZ_NCHUNK;
+    double total = 0;
+    for (int kb = 0; kb < nkb; kb++) total += fz_bwd_block_work(d, kb);
+    cx->nchunk = nc;
+    cx->chunk_start[0] = 0;
+    double acc = 0;
+    int c = 1;
+    for (int kb = 0; kb < nkb && c < nc; kb++) {
+        acc += fz_bwd_block_work(d, kb);
+        /* close chunk c after block kb once the work so far reaches c/nc of the total, or when the
+         * chunks still to come need every block left */
+        if (acc >= total * c / nc || nkb - (kb + 1) == nc - c) cx->chunk_start[c++] = kb + 1;
+    }
+    cx->chunk_start[nc] = nkb;
+}
+
+/* One key block (keys j0 .. j0+nb) of pair (b, hk), every query head of its group and every query row
+ * that may see it. dQ contributions go to slot dqs (G,T,D). */
+static void fz_bwd_block(const fz_bwd_ctx *cx, char *tw, int b, int hk, int j0, int nb, float *dqs,
+                         const float *delta) {
+    const attn_sdpa_desc *d = cx->d;
+    const int H = d->H, T = d->T, S = d->S, D = d->D, Dv = d->Dv, G = H / d->Hkv;
+    const attn_mask *mk = &d->mask;
+    const int nvk = (nb + FZ_VW - 1) / FZ_VW, NB = nvk * FZ_VW;   /* padded keys in use */
+    const float c2 = d->scale * FZ_LOG2E;
+    const int generic = mk->allow || mk->bias;
+
+    float *Kt = (float *)tw;                                                          /* (D,NB)  */
+    float *dKt = (float *)((char *)Kt + fz_round(sizeof(float) * (size_t)D * FZ_KBC));  /* (D,NB)  */
+    float *Vt = (float *)((char *)dKt + fz_round(sizeof(float) * (size_t)D * FZ_KBC));  /* (Dv,NB) */
+    float *dVt = (float *)((char *)Vt + fz_round(sizeof(float) * (size_t)Dv * FZ_KBC)); /* (Dv,NB) */
+    float *P = (float *)((char *)dVt + fz_round(sizeof(float) * (size_t)Dv * FZ_KBC));  /* (QB,NB) */
+    float *dS = (float *)((char *)P + fz_round(sizeof(float) * (size_t)FZ_QB * FZ_KBC)); /* (QB,NB) */
+    float *lse2 = (float *)((char *)dS + fz_round(sizeof(float) * (size_t)FZ_QB * FZ_KBC)); /* (QB) */
+    float *dlt = lse2 + FZ_QB;                                                         /* (QB) */
+    int32_t *lim = (int32_t *)(dlt + FZ_QB);                                           /* (QB) */
+
+    const float *kb = cx->k + b * d->k.b + hk * d->k.h + (int64_t)j0 * d->k.t;   /* (nb,D)  */
+    const float *vb = cx->v + b * d->v.b + hk * d->v.h + (int64_t)j0 * d->v.t;   /* (nb,Dv) */
+
+    /* pack Kᵀ and Vᵀ, padding keys with zeros; clear the dKᵀ, dVᵀ sums */
+    for (int j = 0; j < NB; j++) {
+        const float *kr = kb + (int64_t)j * d->k.t, *vr = vb + (int64_t)j * d->v.t;
+        for (int x = 0; x < D; x++) Kt[x * NB + j] = j < nb ? kr[x] : 0.0f;
+        for (int x = 0; x < Dv; x++) Vt[x * NB + j] = j < nb ? vr[x] : 0.0f;
+    }
+    memset(dKt, 0, sizeof(float) * (size_t)D * NB);
+    memset(dVt, 0, sizeof(float) * (size_t)Dv * NB);
+
+    /* first query row that may see key j0 under causality */
+    int tstart = 0;
+    if (mk->causal) {
+        int64_t t = (int64_t)j0 - (S - T);
+        tstart = t < 0 ? 0 : (t > T ? T : (int)t);
+    }
+    for (int hh = 0; hh < G; hh++) {
+        const int h = hk * G + hh;
+        for (int t0 = tstart; t0 < T; t0 += FZ_QB) {
+            const int nr = T - t0 < FZ_QB ? T - t0 : FZ_QB;
+            const float *qr = cx->q + b * d->q.b + h * d->q.h + (int64_t)t0 * d->q.t;         /* (nr,D)  */
+            const float *gr = cx->dout + b * d->out.b + h * d->out.h + (int64_t)t0 * d->out.t; /* (nr,Dv) */
+            const int64_t row0 = ((int64_t)b * H + h) * T + t0;                               /* lse index */
+
+            int maxlim = 0, minlim = S;
+            for (int i = 0; i < nr; i++) {
+                lim[i] = attn__key_limit(mk, b, t0 + i, T, S);
+                const float ls = cx->lse[row0 + i];
+                lse2[i] = ls * FZ_LOG2E;
+                if (ls == -INFINITY) lim[i] = 0;             /* fully masked row: no gradient */
+                dlt[i] = delta[(int64_t)hh * T + t0 + i];
+                if (lim[i] > maxlim) maxlim = lim[i];
+                if (lim[i] < minlim) minlim = lim[i];
+            }
+            if (maxlim <= j0) continue;                      /* no row of the block sees these keys */
+
+            /* P = exp2(scale·log2e · Q Kᵀ (+ bias) - lse·log2e), masked keys 0 */
+            fz_gemm(nr, NB, P, NB, qr, d->q.t, 1, Kt, NB, D, FZ_SET, NULL);
+            for (int i = 0; i < nr; i++) {
+                float *pr = P + i * NB;
+                const int lj = lim[i] - j0;                  /* keys j >= lj are excluded */
+                if (lj <= 0) { memset(pr, 0, sizeof(float) * NB); continue; }
+                if (generic) {
+                    const uint8_t *al = attn__allow_row(mk, b, h, t0 + i);
+                    const float *bi = attn__bias_row(mk, b, h, t0 + i);
+                    for (int j = 0; j < NB; j++) {
+                        float x = pr[j] * c2;
+                        if (j >= lj || (al && !al[j0 + j])) x = -INFINITY;
+                        else if (bi) x += bi[j0 + j] * FZ_LOG2E;
+                        pr[j] = x;
+                    }
+                    const fz_v ls = fz_set1(lse2[i]);
+                    for (int v = 0; v < nvk; v++)
+                        fz_store(pr + v * FZ_VW, fz_exp2(fz_sub(fz_load(pr + v * FZ_VW), ls)));
+                } else {
+                    const fz_v cc = fz_set1(c2), ls = fz_set1(lse2[i]);
+                    for (int v = 0; v < nvk; v++) {
+                        fz_v x = fz_mul(fz_load(pr + v * FZ_VW), cc);
+                        if (lj < (v + 1) * FZ_VW) x = fz_mask_iota(x, v * FZ_VW, lj);
+                        fz_store(pr + v * FZ_VW, fz_exp2(fz_sub(x, ls)));
+                    }
+                }
+            }
+
+            /* dP = dO Vᵀ; dS = P ∘ (dP·m - Δ); with dropout, P becomes P·m for dV (m = keep/(1-p)) */
+            fz_gemm(nr, NB, dS, NB, gr, d->out.t, 1, Vt, NB, Dv, FZ_SET, NULL);
+            if (d->dropout > 0.0f) {
+                const float keep_scale = 1.0f / (1.0f - d->dropout);
+                for (int i = 0; i < nr; i++) {
+                    const uint64_t row = (uint64_t)(row0 + i);
+                    for (int j = 0; j < NB; j++) {
+                        const float mm = j < nb && attn__dropout_keep(d->seed, row * S + (uint64_t)(j0 + j), d->dropout)
+                                             ? keep_scale : 0.0f;
+                        const float p = P[i * NB + j];
+                        dS[i * NB + j] = p * (dS[i * NB + j] * mm - dlt[i]);
+                        P[i * NB + j] = p * mm;
+                    }
+                }
+            } else {
+                for (int i = 0; i < nr; i++) {
+                    const fz_v dl = fz_set1(dlt[i]);
+                    for (int v = 0; v < nvk; v++) {
+                        float *s = dS + i * NB + v * FZ_VW;
+                        fz_store(s, fz_mul(fz_load(P + i * NB + v * FZ_VW), fz_sub(fz_load(s), dl)));
+                    }
+                }
+            }
+
+            /* dVᵀ += dOᵀ P;  dKᵀ += Qᵀ dS (scale applied at the end);  dQ slot += dS K */
+            fz_gemm(Dv, NB, dVt, NB, gr, 1, d->out.t, P, NB, nr, FZ_ACC, NULL);
+            fz_gemm(D, NB, dKt, NB, qr, 1, d->q.t, dS, NB, nr, FZ_ACC, NULL);
+            fz_gemm(nr, D, dqs + ((int64_t)hh * T + t0) * D, D, dS, NB, 1, kb, d->k.t, nb, FZ_ACC, NULL);
+        }
+    }
+
+    /* dk += scale · dKᵀᵀ, dv += dVᵀᵀ for the block's keys */
+    for (int j = 0; j < nb; j++) {
+        float *dkr = cx->dk + b * d->k.b + hk * d->k.h + (int64_t)(j0 + j) * d->k.t;   /* (D)  */
+        float *dvr = cx->dv + b * d->v.b + hk * d->v.h + (int64_t)(j0 + j) * d->v.t;   /* (Dv) */
+        for (int x = 0; x < D; x++) dkr[x] += d->scale * dKt[x * NB + j];
+        for (int x = 0; x < Dv; x++) dvr[x] += dVt[x * NB + j];
+    }
+}
+
+static attn_status fz_backward(const attn_sdpa_desc *d, float *dq, float *dk, float *dv, const float *dout,
+                               const float *q, const float *k, const float *v, const float *out,
+                               const float *lse, void *work, int nth) {
+    fz_bwd_ctx cx;
+    memset(&cx, 0, sizeof cx);
+    cx.d = d; cx.dq = dq; cx.dk = dk; cx.dv = dv;
+    cx.dout = dout; cx.q = q; cx.k = k; cx.v = v; cx.out = out; cx.lse = lse;
+    const int G = d->H / d->Hkv, T = d->T, D = d->D;
+    const int PR = fz_bwd_pairs(d), pairs = d->B * d->Hkv;
+    cx.dqs = (float *)work;
+    cx.delta = (float *)((char *)work + fz_round(sizeof(float) * (size_t)PR * FZ_NCHUNK * G * T * D));
+    cx.thread_work = (char *)work + fz_bwd_shared_bytes(d);
+    cx.thread_bytes = fz_bwd_thread_bytes(d);
+    cx.nkb = (d->S + FZ_KBC - 1) / FZ_KBC;
+    fz_bwd_chunks(&cx);
+    if (nth < 1) nth = 1;
+    fz_bwd_ctx *c = &cx;
+
+    FZ_OMP("omp parallel num_threads(nth)")
+    {
+        int ith = 0, nt = 1;
+#ifdef _OPENMP
+        ith = omp_get_thread_num();
+        nt = omp_get_num_threads();
+#endif
+        char *tw = c->thread_work + (size_t)ith * c->thread_bytes;
+        const attn_sdpa_desc *dd = c->d;
+        const int nc = c->nchunk;
+        for (int p0 = 0; p0 < pairs; p0 += PR) {
+            const int np = pairs - p0 < PR ? pairs - p0 : PR;
+            const int64_t rows = (int64_t)np * G * T;        /* (pair, head in group, t) */
+
+            /* phase 1: Δ = rowsum(dout ∘ out), and clear the dQ slots (static split of rows) */
+            for (int64_t r = ith; r < rows; r += nt) {
+                const int pi = (int)(r / ((int64_t)G * T)), hh = (int)(r / T % G), t = (int)(r % T);
+                const int b = (p0 + pi) / dd->Hkv, h = (p0 + pi) % dd->Hkv * G + hh;
+                const float *o = c->out + b * dd->out.b + h * dd->out.h + (int64_t)t * dd->out.t;
+                const float *g = c->dout + b * dd->out.b + h * dd->out.h + (int64_t)t * dd->out.t;
+                float s = 0.0f;
+                for (int x = 0; x < dd->Dv; x++) s += o[x] * g[x];
+                c->delta[r] = s;
+                for (int ch = 0; ch < nc; ch++)
+                    memset(c->dqs + (((int64_t)pi * FZ_NCHUNK + ch) * G * T + (int64_t)hh * T + t) * D, 0,
+                           sizeof(float) * D);
+            }
+            FZ_OMP("omp single")
+            c->counter = 0;
+            /* (the single's implied barrier also ends phase 1) */
+
+            /* phase 2: items (pair, chunk), each owning its keys' dK, dV and its dQ slot */
+            for (int it = fz_next(&c->counter); it < np * nc; it = fz_next(&c->counter)) {
+                const int pi = it / nc, ch = it % nc;
+                const int b = (p0 + pi) / dd->Hkv, hk = (p0 + pi) % dd->Hkv;
+                float *slot = c->dqs + ((int64_t)pi * FZ_NCHUNK + ch) * G * T * D;
+                for (int kbk = c->chunk_start[ch]; kbk < c->chunk_start[ch + 1]; kbk++) {
+                    const int j0 = kbk * FZ_KBC, nb = dd->S - j0 < FZ_KBC ? dd->S - j0 : FZ_KBC;
+                    fz_bwd_block(c, tw, b, hk, j0, nb, slot, c->delta + (int64_t)pi * G * T);
+                }
+            }
+            FZ_OMP("omp barrier")
+
+            /* phase 3: dq += scale · Σ_chunk slot, chunks in order (static split of rows) */
+            for (int64_t r = ith; r < rows; r += nt) {
+                const int pi = (int)(r / ((int64_t)G * T)), hh = (int)(r / T % G), t = (int)(r % T);
+                const int b = (p0 + pi) / dd->Hkv, h = (p0 + pi) % dd->Hkv * G + hh;
+                float *dqr = c->dq + b * dd->q.b + h * dd->q.h + (int64_t)t * dd->q.t;
+                const float *s0 = c->dqs + ((int64_t)pi * FZ_NCHUNK * G * T + (int64_t)hh * T + t) * D;
+                for (int x = 0; x < D; x++) {
+                    float s = s0[x];
+                    for (int ch = 1; ch < nc; ch++) s += s0[(int64_t)ch * G * T * D + x];
+                    dqr[x] += dd->scale * s;
+                }
+            }
+            FZ_OMP("omp barrier")
+        }
+    }
+    return ATTN_OK;
+}
+
+/* Forward: per-thread tiles. Backward: the round's dQ slots and Δ, plus per-thread tiles. */
+static size_t fz_workspace(const attn_sdpa_desc *d, attn_pass pass, int nth) {
+    if (nth < 1) nth = 1;
+    if (pass == ATTN_PASS_FORWARD) return (size_t)nth * fz_fwd_thread_bytes(d) + FZ_ALIGN;
+    return fz_bwd_shared_bytes(d) + (size_t)nth * fz_bwd_thread_bytes(d) + FZ_ALIGN;
+}
+
+const attn_kernels FZ_TABLE = {FZ_ISA, fz_workspace, fz_forward, fz_backward};

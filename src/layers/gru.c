@@ -1,0 +1,240 @@
+/*
+ * gru.c — the multi-layer GRU, forward and backward, in PyTorch's form (gates r, z, n; weights (3H,in)
+ * and (3H,H); two biases), time-major. Dropout between layers (training only).
+ *
+ * Per layer the input projections of all T steps are one GEMM; each step then adds h W_hhᵀ (one small
+ * GEMM) and applies the gates. The backward runs the steps in reverse for dh, storing the gate gradients
+ * of every step, then does the weight and input gradients as three GEMMs over all T·B rows.
+ *
+ * Cache layout (floats), per layer l:   xin (T,B,H) the dropped input of layer l > 0
+ *                                       hs (T+1,B,H) h_0 .. h_T
+ *                                       gates (T,B,3H) r | z | n
+ *                                       ghn (T,B,H) W_hn h + b_hn
+ * then the scratch: gi (T,B,3H) input projections / input-gate gradients, gh (T,B,3H) hidden-gate
+ * gradients, dcur (T,B,H), dnext (T,B,max(in,H)), dh (B,H), dhp (B,H).
+ */
+#include "internal.h"
+#include "data/fra_fastmath.h"         /* attn__fsigmoid, attn__ftanh: libm's were half the time */
+
+#include <cblas.h>
+#include <string.h>
+
+/* One row of the recurrence. In: the input-side gate sums ir, iz, in (H) and the hidden-side sums
+ * gr, gz, gn (H), h_prev (H). Out: gr, gz, gn become r, z, n (saved for the backward), ghn = the
+ * hidden-side n sum (W_hn h + b_hn, saved), h_new (H). */
+static void gates_row(int H, const float *restrict ir, const float *restrict iz, const float *restrict in,
+                      float *restrict gr, float *restrict gz, float *restrict gn, const float *restrict hp,
+                      float *restrict hn, float *restrict ghn) {
+    for (int j = 0; j < H; j++) {
+        float r = attn__fsigmoid(ir[j] + gr[j]);
+        float z = attn__fsigmoid(iz[j] + gz[j]);
+        float a = gn[j];
+        float n = attn__ftanh(in[j] + r * a);
+        ghn[j] = a;
+        gr[j] = r; gz[j] = z; gn[j] = n;
+        hn[j] = (1.0f - z) * n + z * hp[j];
+    }
+}
+
+static int layer_in(const attn_gru *g, int l) { return l == 0 ? g->in : g->H; }
+
+size_t attn_gru_n_params(int L, int in, int H) {
+    if (L <= 0 || in <= 0 || H <= 0) return 0;
+    size_t per_hh = (size_t)3 * H * H + 6 * (size_t)H;
+    return (size_t)3 * H * in + (size_t)L * per_hh + (size_t)(L - 1) * 3 * H * H;
+}
+
+attn_status attn_gru_bind(attn_gru *g, int L, int in, int H, float dropout, float *params, float *grads) {
+    if (!g || !params) return ATTN_ERR_NULL;
+    if (L <= 0 || L > ATTN_GRU_MAX_LAYERS || in <= 0 || H <= 0 || in > ATTN_MAX_DIM || H > (1 << 20))
+        return ATTN_ERR_SIZE;
+    if (!(dropout >= 0.0f && dropout < 1.0f)) return ATTN_ERR_ARG;
+    memset(g, 0, sizeof *g);
+    g->L = L; g->in = in; g->H = H; g->dropout = dropout;
+    size_t off = 0;
+    for (int l = 0; l < L; l++) {
+        size_t nin = (size_t)layer_in(g, l);
+        size_t o_ih = off, o_hh = o_ih + 3 * (size_t)H * nin, o_bi = o_hh + 3 * (size_t)H * H, o_bh = o_bi + 3 * (size_t)H;
+        g->w_ih[l] = params + o_ih; g->w_hh[l] = params + o_hh;
+        g->b_ih[l] = params + o_bi; g->b_hh[l] = params + o_bh;
+        if (grads) {
+            g->dw_ih[l] = grads + o_ih; g->dw_hh[l] = grads + o_hh;
+            g->db_ih[l] = grads + o_bi; g->db_hh[l] = grads + o_bh;
+        }
+        off = o_bh + 3 * (size_t)H;
+    }
+    return ATTN_OK;
+}
+
+/* Offsets into the cache. */
+typedef struct gru_cache {
+    float *xin[ATTN_GRU_MAX_LAYERS], *hs[ATTN_GRU_MAX_LAYERS], *gates[ATTN_GRU_MAX_LAYERS], *ghn[ATTN_GRU_MAX_LAYERS];
+    float *gi, *gh, *dcur, *dnext, *dh, *dhp;
+    size_t total;
+} gru_cache;
+
+static void cache_carve(const attn_gru *g, float *base, int T, int B, gru_cache *c) {
+    const size_t TB = (size_t)T * B, H = (size_t)g->H;
+    const size_t inmax = (size_t)(g->in > g->H ? g->in : g->H);
+    size_t off = 0;
+    for (int l = 0; l < g->L; l++) {
+        c->xin[l] = l ? base + off : NULL; if (l) off += TB * H;
+        c->hs[l] = base + off;    off += (TB + B) * H;
+        c->gates[l] = base + off; off += TB * 3 * H;
+        c->ghn[l] = base + off;   off += TB * H;
+    }
+    c->gi = base + off;    off += TB * 3 * H;
+    c->gh = base + off;    off += TB * 3 * H;
+    c->dcur = base + off;  off += TB * H;
+    c->dnext = base + off; off += TB * inmax;
+    c->dh = base + off;    off += (size_t)B * H;
+    c->dhp = base + off;   off += (size_t)B * H;
+    c->total = off;
+}
+
+size_t attn_gru_cache_floats(const attn_gru *g, int T, int B) {
+    if (!g || T <= 0 || B <= 0) return 0;
+    gru_cache c;
+    cache_carve(g, NULL, T, B, &c);
+    return c.total;
+}
+
+static uint64_t layer_seed(uint64_t seed, int l) { return attn__mix64(seed + 0x51ed2701ULL * (uint64_t)(l + 1)); }
+
+static attn_status check(const attn_gru *g, const float *cache, size_t cache_floats, int T, int B) {
+    if (!g || !cache) return ATTN_ERR_NULL;
+    if (g->L <= 0 || g->L > ATTN_GRU_MAX_LAYERS || !g->w_ih[0]) return ATTN_ERR_ARG;
+    if (T <= 0 || B <= 0 || T > ATTN_MAX_DIM || B > ATTN_MAX_DIM) return ATTN_ERR_SIZE;
+    if (cache_floats < attn_gru_cache_floats(g, T, B)) return ATTN_ERR_WORKSPACE;
+    return ATTN_OK;
+}
+
+attn_status attn_gru_forward(const attn_gru *g, float *cache, size_t cache_floats,
+                             float *out, float *h_n, const float *x, const float *h0,
+                             int T, int B, int train, uint64_t seed) {
+    attn_status st = check(g, cache, cache_floats, T, B);
+    if (st != ATTN_OK) return st;
+    if (!out || !x) return ATTN_ERR_NULL;
+    gru_cache c;
+    cache_carve(g, cache, T, B, &c);
+    const int H = g->H, H3 = 3 * H;
+    const size_t BH = (size_t)B * H;
+    const int drop = train && g->dropout > 0.0f;
+
+    for (int l = 0; l < g->L; l++) {
+        const int nin = layer_in(g, l);
+        const float *xl = l == 0 ? x : c.xin[l];                    /* (T,B,nin) */
+        float *hs = c.hs[l];                                       /* (T+1,B,H) */
+        /* pass 1: input projections of every step, gi = x W_ihᵀ + b_ih   (T·B,3H) */
+        for (size_t r = 0; r < (size_t)T * B; r++) memcpy(c.gi + r * H3, g->b_ih[l], sizeof(float) * H3);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T * B, H3, nin, 1.0f, xl, nin,
+                    g->w_ih[l], nin, 1.0f, c.gi, H3);
+        if (h0) memcpy(hs, h0 + (size_t)l * BH, sizeof(float) * BH);
+        else memset(hs, 0, sizeof(float) * BH);
+        /* pass 2: the recurrence */
+        for (int t = 0; t < T; t++) {
+            const float *hp = hs + (size_t)t * BH;                 /* (B,H) */
+            float *hn = hs + (size_t)(t + 1) * BH;                 /* (B,H) */
+            float *gt = c.gates[l] + (size_t)t * B * H3;           /* (B,3H) r|z|n, first gh = h W_hhᵀ + b_hh */
+            for (int b = 0; b < B; b++) memcpy(gt + (size_t)b * H3, g->b_hh[l], sizeof(float) * H3);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, H3, H, 1.0f, hp, H,
+                        g->w_hh[l], H, 1.0f, gt, H3);
+            const float *gi = c.gi + (size_t)t * B * H3;
+            float *ghn = c.ghn[l] + (size_t)t * BH;
+            for (int b = 0; b < B; b++) {
+                const float *ib = gi + (size_t)b * H3;
+                float *gb = gt + (size_t)b * H3;
+                gates_row(H, ib, ib + H, ib + 2 * H, gb, gb + H, gb + 2 * H, hp + (size_t)b * H,
+                          hn + (size_t)b * H, ghn + (size_t)b * H);
+            }
+        }
+        /* the next layer's input: this layer's outputs, through dropout when training */
+        if (l + 1 < g->L) {
+            if (drop) attn_dropout_forward(c.xin[l + 1], hs + BH, (size_t)T * BH, g->dropout, layer_seed(seed, l));
+            else memcpy(c.xin[l + 1], hs + BH, sizeof(float) * (size_t)T * BH);
+        }
+        if (h_n) memcpy(h_n + (size_t)l * BH, hs + (size_t)T * BH, sizeof(float) * BH);
+    }
+    memcpy(out, c.hs[g->L - 1] + BH, sizeof(float) * (size_t)T * BH);
+    return ATTN_OK;
+}
+
+attn_status attn_gru_backward(const attn_gru *g, float *cache, size_t cache_floats,
+                              float *dx, float *dh0, const float *dout, const float *dh_n,
+                              const float *x, int T, int B, int train, uint64_t seed) {
+    attn_status st = check(g, cache, cache_floats, T, B);
+    if (st != ATTN_OK) return st;
+    if (!x || !g->dw_ih[0]) return ATTN_ERR_NULL;
+    gru_cache c;
+    cache_carve(g, cache, T, B, &c);
+    const int H = g->H, H3 = 3 * H;
+    const size_t BH = (size_t)B * H, TB = (size_t)T * B;
+    const int drop = train && g->dropout > 0.0f;
+
+    /* dcur (T,B,H): gradient of the top layer's outputs */
+    if (dout) memcpy(c.dcur, dout, sizeof(float) * TB * H);
+    else memset(c.dcur, 0, sizeof(float) * TB * H);
+
+    for (int l = g->L - 1; l >= 0; l--) {
+        const int nin = layer_in(g, l);
+        const float *xl = l == 0 ? x : c.xin[l];                    /* (T,B,nin) */
+        const float *hs = c.hs[l];                                 /* (T+1,B,H) */
+        if (dh_n) memcpy(c.dh, dh_n + (size_t)l * BH, sizeof(float) * BH);
+        else memset(c.dh, 0, sizeof(float) * BH);
+        /* pass 1: reverse recurrence; gate gradients of every step into gi (input side) and gh */
+        for (int t = T - 1; t >= 0; t--) {
+            const float *hp = hs + (size_t)t * BH;
+            const float *gt = c.gates[l] + (size_t)t * B * H3;
+            const float *ghn = c.ghn[l] + (size_t)t * BH;
+            const float *dct = c.dcur + (size_t)t * BH;
+            float *di = c.gi + (size_t)t * B * H3, *dg = c.gh + (size_t)t * B * H3;
+            for (int b = 0; b < B; b++) {
+                const float *gb = gt + (size_t)b * H3;
+                for (int j = 0; j < H; j++) {
+                    size_t bj = (size_t)b * H + j;
+                    float dhv = c.dh[bj] + dct[bj];
+                    float r = gb[j], z = gb[H + j], n = gb[2 * H + j];
+                    float dn = dhv * (1.0f - z);
+                    float dz = dhv * (hp[bj] - n);
+                    float dnp = dn * (1.0f - n * n);
+                    float drp = dnp * ghn[bj] * r * (1.0f - r);
+                    float dzp = dz * z * (1.0f - z);
+                    float *dib = di + (size_t)b * H3, *dgb = dg + (size_t)b * H3;
+                    dib[j] = drp; dib[H + j] = dzp; dib[2 * H + j] = dnp;
+                    dgb[j] = drp; dgb[H + j] = dzp; dgb[2 * H + j] = dnp * r;
+                    c.dhp[bj] = dhv * z;
+                }
+            }
+            /* dh_{t-1} = dhv·z + dgh W_hh */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, H, H3, 1.0f, dg, H3,
+                        g->w_hh[l], H, 1.0f, c.dhp, H);
+            memcpy(c.dh, c.dhp, sizeof(float) * BH);
+        }
+        if (dh0) for (size_t i = 0; i < BH; i++) dh0[(size_t)l * BH + i] += c.dh[i];
+        /* pass 2: weight and bias gradients over all T·B rows */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, H3, H, (int)TB, 1.0f, c.gh, H3,
+                    hs, H, 1.0f, g->dw_hh[l], H);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, H3, nin, (int)TB, 1.0f, c.gi, H3,
+                    xl, nin, 1.0f, g->dw_ih[l], nin);
+        for (size_t r = 0; r < TB; r++) {
+            const float *a = c.gi + r * H3, *bb = c.gh + r * H3;
+            for (int j = 0; j < H3; j++) { g->db_ih[l][j] += a[j]; g->db_hh[l][j] += bb[j]; }
+        }
+        /* pass 3: the input gradient, dx_l = dgi W_ih */
+        if (l > 0) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)TB, nin, H3, 1.0f, c.gi, H3,
+                        g->w_ih[l], nin, 0.0f, c.dnext, nin);
+            /* back through the dropout into the outputs of layer l-1 */
+            if (drop) {
+                memset(c.dcur, 0, sizeof(float) * TB * H);
+                attn_dropout_backward(c.dcur, c.dnext, TB * H, g->dropout, layer_seed(seed, l - 1));
+            } else {
+                memcpy(c.dcur, c.dnext, sizeof(float) * TB * H);
+            }
+        } else if (dx) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)TB, nin, H3, 1.0f, c.gi, H3,
+                        g->w_ih[0], nin, 1.0f, dx, nin);
+        }
+    }
+    return ATTN_OK;
+}

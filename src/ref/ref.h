@@ -1,0 +1,52 @@
+/*
+ * ref.h — the reference kernels' internal declarations beyond internal.h: the double-precision twins
+ * of the scaled dot-product kernels and the additive-attention kernels in float and double.
+ *
+ * Why double twins: gradients are checked against central finite differences, which need double
+ * precision to resolve ~1e-6 relative errors. Each kernel body is written once (sdpa_ref.inc,
+ * additive_ref.inc) and compiled for float and for double, so the double kernel that passes the
+ * finite-difference test is line for line the float kernel the library ships.
+ *
+ * All of these take a descriptor that already passed its attn_*_validate() and a workspace of at least
+ * the matching *_workspace() bytes (any alignment: the kernels align it themselves). Never installed.
+ */
+#ifndef ATTN_REF_H
+#define ATTN_REF_H
+
+#include "internal.h"
+
+/* ---- scaled dot-product attention, double precision (float versions are in internal.h) ---------- */
+attn_status attn__sdpa_ref_forward_f64(const attn_sdpa_desc *d, double *out, double *lse, double *weights,
+                                       const double *q, const double *k, const double *v, void *work);
+attn_status attn__sdpa_ref_backward_f64(const attn_sdpa_desc *d, double *dq, double *dk, double *dv,
+                                        const double *dout, const double *q, const double *k,
+                                        const double *v, const double *out, const double *lse, void *work);
+
+/* ---- additive (Bahdanau) attention --------------------------------------------------------------
+ *   out (B,T,Dv)  weights (B,T,S) or NULL  q (B,T,Dq)  k (B,S,Dk)  v (B,S,Dv)  wq (Dh,Dq)  wk (Dh,Dk)
+ *   wv (Dh); the backward accumulates into dq dk dv dwq dwk dwv (same shapes). Contiguous tensors. */
+size_t attn__additive_ref_workspace(const attn_additive_desc *d, attn_pass pass);
+
+attn_status attn__additive_ref_forward(const attn_additive_desc *d, float *out, float *weights,
+                                       const float *q, const float *k, const float *v,
+                                       const float *wq, const float *wk, const float *wv, void *work);
+attn_status attn__additive_ref_backward(const attn_additive_desc *d, float *dq, float *dk, float *dv,
+                                        float *dwq, float *dwk, float *dwv, const float *dout,
+                                        const float *q, const float *k, const float *v,
+                                        const float *wq, const float *wk, const float *wv, void *work);
+
+attn_status attn__additive_ref_forward_f64(const attn_additive_desc *d, double *out, double *weights,
+                                           const double *q, const double *k, const double *v,
+                                           const double *wq, const double *wk, const double *wv, void *work);
+attn_status attn__additive_ref_backward_f64(const attn_additive_desc *d, double *dq, double *dk, double *dv,
+                                            double *dwq, double *dwk, double *dwv, const double *dout,
+                                            const double *q, const double *k, const double *v,
+                                            const double *wq, const double *wk, const double *wv,
+                                            void *work);
+
+/* Aligns a caller's workspace pointer up to 64 bytes; the *_workspace() sizes include the slack. */
+static inline void *attn__ref_align(void *p) {
+    return (void *)(((uintptr_t)p + 63) & ~(uintptr_t)63);
+}
+
+#endif /* ATTN_REF_H */

@@ -1,0 +1,489 @@
+/*
+ * heatmap.c — pictures of attention. One heatmap is drawn into an RGB canvas: a title on top, the row
+ * labels (queries) on the left, the column labels (keys) under the grid written upward, the axis names,
+ * and a color scale bar with its min and max on the right. The canvas goes to a PNG through libpng,
+ * written to "<path>.tmp" and renamed over path. The terminal renderer draws the same matrix with 24-bit
+ * ANSI background colors (or shaded characters) and the column labels written vertically.
+ *
+ * Allocations: one canvas (width·height·3 bytes) and one row-pointer array per PNG; none in the
+ * terminal renderer.
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include "viz/heatmap_internal.h"
+
+#include <math.h>
+#include <png.h>
+#include <setjmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define HM_MARGIN 12
+#define HM_TEXT_SCALE 2          /* title, axis names and scale numbers: 12 px per character */
+#define HM_MAX_LABEL 40          /* characters of a label drawn; longer ones are cut with '~' */
+#define HM_MAX_CELLS 4096        /* per side */
+#define HM_MAX_PIXELS (64u << 20)
+
+/* ---------------------------------------------------------------------------------------------------
+ * Colormap: five anchors, linear in between.
+ */
+static const unsigned char cmap_anchor[5][3] = {
+    {12, 7, 46},      /* t = 0    dark indigo */
+    {72, 22, 112},    /* t = 0.25 purple */
+    {170, 46, 92},    /* t = 0.5  magenta-red */
+    {241, 125, 34},   /* t = 0.75 orange */
+    {252, 240, 140},  /* t = 1    pale yellow */
+};
+
+void attn__colormap(float t, unsigned char rgb[3]) {
+    if (isnan(t)) { rgb[0] = rgb[1] = rgb[2] = 128; return; }
+    if (t < 0) t = 0;
+    if (t > 1) t = 1;
+    float x = t * 4.0f;
+    int i = (int)x;
+    if (i > 3) i = 3;
+    float f = x - (float)i;
+    for (int c = 0; c < 3; c++) {
+        float a = cmap_anchor[i][c], b = cmap_anchor[i + 1][c];
+        rgb[c] = (unsigned char)floorf(a + (b - a) * f + 0.5f);
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------------
+ * Helpers on labels and values.
+ */
+
+/* Number of code points in s (at most max). */
+static int label_chars(const char *s, int max) {
+    if (!s) return 0;
+    size_t n = strlen(s), i = 0;
+    int k = 0;
+    while (i < n && k < max) { uint32_t cp; i += (size_t)attn__utf8_next(s + i, n - i, &cp); k++; }
+    if (i < n) k = max;          /* cut: the last one becomes '~' */
+    return k;
+}
+
+static const float *cell_ptr(const attn_heatmap *h, int r, int c) {
+    int64_t stride = h->row_stride ? h->row_stride : h->cols;
+    return h->values + (int64_t)r * stride + c;
+}
+
+/* The color range: [vmin, vmax] as given, or the finite data range when vmin == vmax. */
+static void value_range(const attn_heatmap *h, float *lo, float *hi) {
+    if (h->vmin != h->vmax) { *lo = h->vmin; *hi = h->vmax; return; }
+    float mn = INFINITY, mx = -INFINITY;
+    for (int r = 0; r < h->rows; r++)
+        for (int c = 0; c < h->cols; c++) {
+            float v = *cell_ptr(h, r, c);
+            if (!isfinite(v)) continue;
+            if (v < mn) mn = v;
+            if (v > mx) mx = v;
+        }
+    if (mn > mx) { mn = 0; mx = 1; }   /* no finite value at all */
+    *lo = mn; *hi = mx;
+}
+
+/* Position of v in [lo, hi] as t in [0,1]; a flat range puts everything at 0.5; NaN stays NaN. */
+static float value_t(float v, float lo, float hi) {
+    if (isnan(v)) return v;
+    if (!(hi > lo)) return 0.5f;
+    float t = (v - lo) / (hi - lo);
+    return t < 0 ? 0 : t > 1 ? 1 : t;
+}
+
+static void format_value(char *buf, size_t n, float v) { snprintf(buf, n, "%.3g", (double)v); }
+
+static attn_status validate(const attn_heatmap *h) {
+    if (!h || !h->values) return ATTN_ERR_NULL;
+    if (h->rows <= 0 || h->cols <= 0 || h->rows > HM_MAX_CELLS || h->cols > HM_MAX_CELLS) return ATTN_ERR_SIZE;
+    if (h->row_stride != 0 && h->row_stride < h->cols) return ATTN_ERR_STRIDE;
+    if (isnan(h->vmin) || isnan(h->vmax) || h->vmin > h->vmax) return ATTN_ERR_ARG;
+    if (h->row_labels)
+        for (int r = 0; r < h->rows; r++) if (!h->row_labels[r]) return ATTN_ERR_NULL;
+    if (h->col_labels)
+        for (int c = 0; c < h->cols; c++) if (!h->col_labels[c]) return ATTN_ERR_NULL;
+    return ATTN_OK;
+}
+
+/* ---------------------------------------------------------------------------------------------------
+ * Geometry.
+ */
+static int cell_size(const attn_heatmap *h) {
+    int n = h->rows > h->cols ? h->rows : h->cols;
+    int c = n <= 12 ? 32 : 400 / n;
+    return c < 4 ? 4 : c > 32 ? 32 : c;
+}
+
+static int label_scale(int cell) { return cell >= 20 ? 2 : 1; }
+
+static int max_label_chars(const char *const *labels, int n) {
+    int m = 0;
+    for (int i = 0; i < n; i++) {
+        int k;
+        if (labels) k = label_chars(labels[i], HM_MAX_LABEL);
+        else { char b[16]; k = snprintf(b, sizeof b, "%d", i); }
+        if (k > m) m = k;
+    }
+    return m;
+}
+
+attn_status attn__heatmap_geometry(const attn_heatmap *h, attn__heatmap_geom *g) {
+    attn_status st = validate(h);
+    if (st != ATTN_OK) return st;
+    if (!g) return ATTN_ERR_NULL;
+    memset(g, 0, sizeof *g);
+    const int ts = HM_TEXT_SCALE, adv = ATTN_FONT_ADVANCE, line = ATTN_FONT_H * ts + 6;
+    int c = cell_size(h), ls = label_scale(c);
+    value_range(h, &g->vmin, &g->vmax);
+
+    int title_h = h->title ? line + 4 : 0;
+    int row_title_w = h->row_title ? ATTN_FONT_H * ts + 6 : 0;
+    int row_label_w = max_label_chars(h->row_labels, h->rows) * adv * ls + 8;
+    int col_label_h = max_label_chars(h->col_labels, h->cols) * adv * ls + 8;
+    int col_title_h = h->col_title ? line : 0;
+
+    g->cell = c;
+    g->grid_x = HM_MARGIN + row_title_w + row_label_w;
+    g->grid_y = HM_MARGIN + title_h;
+    g->bar_x = g->grid_x + h->cols * c + 16;
+    g->bar_y = g->grid_y;
+    g->bar_w = 16;
+    g->bar_h = h->rows * c < 64 ? 64 : h->rows * c;
+
+    char lo[32], hi[32];
+    format_value(lo, sizeof lo, g->vmin);
+    format_value(hi, sizeof hi, g->vmax);
+    int num_w = (int)(strlen(lo) > strlen(hi) ? strlen(lo) : strlen(hi)) * adv * ts;
+    int w = g->bar_x + g->bar_w + 6 + num_w + HM_MARGIN;
+    int title_w = 2 * HM_MARGIN + label_chars(h->title, 200) * adv * ts;
+    int col_title_w = g->grid_x + label_chars(h->col_title, 200) * adv * ts + HM_MARGIN;
+    if (title_w > w) w = title_w;
+    if (col_title_w > w) w = col_title_w;
+    int below = g->grid_y + h->rows * c + col_label_h + col_title_h;
+    int bar_end = g->bar_y + g->bar_h;
+    g->width = w;
+    g->height = (below > bar_end ? below : bar_end) + HM_MARGIN;
+    if ((uint64_t)g->width * (uint64_t)g->height > HM_MAX_PIXELS) return ATTN_ERR_SIZE;
+    return ATTN_OK;
+}
+
+/* ---------------------------------------------------------------------------------------------------
+ * Canvas and drawing.
+ */
+typedef struct canvas {
+    int w, h;
+    unsigned char *rgb;          /* (h, w, 3) */
+} canvas;
+
+static void fill_rect(canvas *cv, int x, int y, int w, int h, const unsigned char col[3]) {
+    int x0 = x < 0 ? 0 : x, y0 = y < 0 ? 0 : y;
+    int x1 = x + w > cv->w ? cv->w : x + w, y1 = y + h > cv->h ? cv->h : y + h;
+    for (int yy = y0; yy < y1; yy++)
+        for (int xx = x0; xx < x1; xx++) memcpy(cv->rgb + ((size_t)yy * cv->w + xx) * 3, col, 3);
+}
+
+/* Draws up to max_chars code points of s at scale sc. rot 0: left to right, (x, y) the top-left corner.
+ * rot 1: bottom to top (turned 90° counter-clockwise), (x, y) the bottom-left corner of the run.
+ * A label cut short ends in '~'. */
+static void draw_text(canvas *cv, int x, int y, const char *s, int sc, int rot, int max_chars,
+                      const unsigned char col[3]) {
+    if (!s) return;
+    size_t n = strlen(s), i = 0;
+    int k = 0;
+    while (i < n && k < max_chars) {
+        uint32_t cp;
+        i += (size_t)attn__utf8_next(s + i, n - i, &cp);
+        if (k == max_chars - 1 && i < n) cp = '~';
+        unsigned char rows[ATTN_FONT_H];
+        attn__glyph(cp, rows);
+        for (int py = 0; py < ATTN_FONT_H; py++)
+            for (int px = 0; px < ATTN_FONT_W; px++) {
+                if (!(rows[py] >> (ATTN_FONT_W - 1 - px) & 1)) continue;
+                int along = k * ATTN_FONT_ADVANCE + px;
+                if (rot == 0) fill_rect(cv, x + along * sc, y + py * sc, sc, sc, col);
+                else fill_rect(cv, x + py * sc, y - (along + 1) * sc, sc, sc, col);
+            }
+        k++;
+    }
+}
+
+static const unsigned char ink[3] = {20, 20, 20};
+static const unsigned char paper[3] = {255, 255, 255};
+static const unsigned char frame[3] = {90, 90, 90};
+
+static void draw_heatmap(canvas *cv, int ox, int oy, const attn_heatmap *h, const attn__heatmap_geom *g) {
+    const int ts = HM_TEXT_SCALE, adv = ATTN_FONT_ADVANCE;
+    const int c = g->cell, ls = label_scale(c);
+    const int gx = ox + g->grid_x, gy = oy + g->grid_y;
+
+    /* title, centered over the grid when it fits */
+    if (h->title) {
+        int tw = label_chars(h->title, 200) * adv * ts;
+        int tx = gx + (h->cols * c - tw) / 2;
+        if (tx < ox + HM_MARGIN) tx = ox + HM_MARGIN;
+        draw_text(cv, tx, oy + HM_MARGIN, h->title, ts, 0, 200, ink);
+    }
+
+    /* cells */
+    for (int r = 0; r < h->rows; r++)
+        for (int cc = 0; cc < h->cols; cc++) {
+            unsigned char rgb[3];
+            attn__colormap(value_t(*cell_ptr(h, r, cc), g->vmin, g->vmax), rgb);
+            fill_rect(cv, gx + cc * c, gy + r * c, c, c, rgb);
+        }
+    /* a thin frame around the grid */
+    fill_rect(cv, gx - 1, gy - 1, h->cols * c + 2, 1, frame);
+    fill_rect(cv, gx - 1, gy + h->rows * c, h->cols * c + 2, 1, frame);
+    fill_rect(cv, gx - 1, gy - 1, 1, h->rows * c + 2, frame);
+    fill_rect(cv, gx + h->cols * c, gy - 1, 1, h->rows * c + 2, frame);
+
+    /* row labels: right-aligned against the grid, centered on their row */
+    for (int r = 0; r < h->rows; r++) {
+        char num[16];
+        const char *s = h->row_labels ? h->row_labels[r] : (snprintf(num, sizeof num, "%d", r), num);
+        int w = label_chars(s, HM_MAX_LABEL) * adv * ls;
+        int y = gy + r * c + (c - 7 * ls) / 2;
+        draw_text(cv, gx - 6 - w, y, s, ls, 0, HM_MAX_LABEL, ink);
+    }
+    /* column labels: written upward, ending just under the grid */
+    int col_label_len = 0;
+    for (int cc = 0; cc < h->cols; cc++) {
+        char num[16];
+        const char *s = h->col_labels ? h->col_labels[cc] : (snprintf(num, sizeof num, "%d", cc), num);
+        int len = label_chars(s, HM_MAX_LABEL) * adv * ls;
+        if (len > col_label_len) col_label_len = len;
+        int x = gx + cc * c + (c - 7 * ls) / 2;
+        draw_text(cv, x, gy + h->rows * c + 6 + len, s, ls, 1, HM_MAX_LABEL, ink);
+    }
+    /* axis names: the column title under the column labels, the row title upward on the far left */
+    if (h->col_title) {
+        int tw = label_chars(h->col_title, 200) * adv * ts;
+        int tx = gx + (h->cols * c - tw) / 2;
+        if (tx < ox + HM_MARGIN) tx = ox + HM_MARGIN;
+        draw_text(cv, tx, gy + h->rows * c + col_label_len + 12, h->col_title, ts, 0, 200, ink);
+    }
+    if (h->row_title) {
+        int tl = label_chars(h->row_title, 200) * adv * ts;
+        int by = gy + (h->rows * c + tl) / 2;
+        if (by > oy + g->height - HM_MARGIN) by = oy + g->height - HM_MARGIN;
+        draw_text(cv, ox + HM_MARGIN, by, h->row_title, ts, 1, 200, ink);
+    }
+
+    /* color scale: vmax at the top, vmin at the bottom, the numbers beside its ends */
+    int bx = ox + g->bar_x, by = oy + g->bar_y;
+    for (int y = 0; y < g->bar_h; y++) {
+        unsigned char rgb[3];
+        attn__colormap(g->bar_h > 1 ? 1.0f - (float)y / (float)(g->bar_h - 1) : 1.0f, rgb);
+        fill_rect(cv, bx, by + y, g->bar_w, 1, rgb);
+    }
+    fill_rect(cv, bx - 1, by - 1, g->bar_w + 2, 1, frame);
+    fill_rect(cv, bx - 1, by + g->bar_h, g->bar_w + 2, 1, frame);
+    fill_rect(cv, bx - 1, by - 1, 1, g->bar_h + 2, frame);
+    fill_rect(cv, bx + g->bar_w, by - 1, 1, g->bar_h + 2, frame);
+    char lo[32], hi[32];
+    format_value(lo, sizeof lo, g->vmin);
+    format_value(hi, sizeof hi, g->vmax);
+    draw_text(cv, bx + g->bar_w + 6, by, hi, ts, 0, 31, ink);
+    draw_text(cv, bx + g->bar_w + 6, by + g->bar_h - 7 * ts, lo, ts, 0, 31, ink);
+}
+
+/* ---------------------------------------------------------------------------------------------------
+ * PNG output, atomic.
+ */
+static void set_err(char *err, size_t n, const char *fmt, const char *a, const char *b) {
+    if (err && n) snprintf(err, n, fmt, a, b);
+}
+
+/* Writes the canvas to f; returns 0 on success. Kept apart so setjmp only guards libpng's calls. */
+static int png_write_canvas(FILE *f, const canvas *cv, png_bytep *rows) {
+    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
+    if (!png) return -1;
+    png_infop info = png_create_info_struct(png);
+    if (!info) { png_destroy_write_struct(&png, NULL); return -1; }
+    if (setjmp(png_jmpbuf(png))) { png_destroy_write_struct(&png, &info); return -1; }
+    png_init_io(png, f);
+    png_set_IHDR(png, info, (png_uint_32)cv->w, (png_uint_32)cv->h, 8, PNG_COLOR_TYPE_RGB,
+                 PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    png_write_info(png, info);
+    png_write_image(png, rows);
+    png_write_end(png, NULL);
+    png_destroy_write_struct(&png, &info);
+    return 0;
+}
+
+static attn_status save_png(const canvas *cv, const char *path, char *err, size_t err_size) {
+    size_t n = strlen(path);
+    char *tmp = malloc(n + 5);
+    png_bytep *rows = malloc(sizeof(png_bytep) * (size_t)cv->h);
+    if (!tmp || !rows) { free(tmp); free(rows); set_err(err, err_size, "%s: %s", path, "out of memory"); return ATTN_ERR_NOMEM; }
+    memcpy(tmp, path, n);
+    memcpy(tmp + n, ".tmp", 5);
+    for (int y = 0; y < cv->h; y++) rows[y] = cv->rgb + (size_t)y * cv->w * 3;
+
+    attn_status st = ATTN_OK;
+    FILE *f = fopen(tmp, "wb");
+    if (!f) {
+        set_err(err, err_size, "%s: cannot create: %s", tmp, "no such directory or no permission");
+        st = ATTN_ERR_IO;
+    } else {
+        int bad = png_write_canvas(f, cv, rows);
+        if (fflush(f) != 0) bad = 1;
+        if (!bad && fsync(fileno(f)) != 0) bad = 1;
+        if (fclose(f) != 0) bad = 1;
+        if (bad) {
+            set_err(err, err_size, "%s: %s", tmp, "write failed");
+            remove(tmp);
+            st = ATTN_ERR_IO;
+        } else if (rename(tmp, path) != 0) {
+            set_err(err, err_size, "%s: %s", path, "cannot rename the temporary file over it");
+            remove(tmp);
+            st = ATTN_ERR_IO;
+        }
+    }
+    free(rows);
+    free(tmp);
+    return st;
+}
+
+attn_status attn_heatmap_png(const attn_heatmap *h, const char *path, char *err, size_t err_size) {
+    return attn_heatmap_png_grid(h, 1, 1, path, err, err_size);
+}
+
+attn_status attn_heatmap_png_grid(const attn_heatmap *maps, int n, int grid_cols, const char *path,
+                                  char *err, size_t err_size) {
+    if (err && err_size) err[0] = 0;
+    if (!maps || !path) { set_err(err, err_size, "%s%s", "heatmap: NULL argument", ""); return ATTN_ERR_NULL; }
+    if (n <= 0 || grid_cols <= 0 || n > 1024) {
+        set_err(err, err_size, "%s: %s", path, "number of heatmaps or grid columns out of range");
+        return ATTN_ERR_SIZE;
+    }
+    if (grid_cols > n) grid_cols = n;
+    /* every panel gets the size of the largest */
+    int pw = 0, ph = 0;
+    for (int i = 0; i < n; i++) {
+        attn__heatmap_geom g;
+        attn_status st = attn__heatmap_geometry(&maps[i], &g);
+        if (st != ATTN_OK) {
+            set_err(err, err_size, "%s: invalid heatmap: %s", path, attn_status_string(st));
+            return st;
+        }
+        if (g.width > pw) pw = g.width;
+        if (g.height > ph) ph = g.height;
+    }
+    int grid_rows = (n + grid_cols - 1) / grid_cols;
+    if ((uint64_t)pw * grid_cols * (uint64_t)ph * grid_rows > HM_MAX_PIXELS) {
+        set_err(err, err_size, "%s: %s", path, "image too large");
+        return ATTN_ERR_SIZE;
+    }
+    canvas cv = {pw * grid_cols, ph * grid_rows, NULL};
+    cv.rgb = malloc((size_t)cv.w * cv.h * 3);
+    if (!cv.rgb) { set_err(err, err_size, "%s: %s", path, "out of memory"); return ATTN_ERR_NOMEM; }
+    fill_rect(&cv, 0, 0, cv.w, cv.h, paper);
+    for (int i = 0; i < n; i++) {
+        attn__heatmap_geom g;
+        attn__heatmap_geometry(&maps[i], &g);
+        draw_heatmap(&cv, (i % grid_cols) * pw, (i / grid_cols) * ph, &maps[i], &g);
+    }
+    attn_status st = save_png(&cv, path, err, err_size);
+    free(cv.rgb);
+    return st;
+}
+
+/* ---------------------------------------------------------------------------------------------------
+ * Terminal.
+ */
+
+/* Writes code point k of s (or a space when s is shorter), returns nothing. */
+static void put_char_k(FILE *out, const char *s, int k) {
+    size_t n = strlen(s), i = 0;
+    for (int j = 0; i < n; j++) {
+        uint32_t cp;
+        int len = attn__utf8_next(s + i, n - i, &cp);
+        if (j == k) {
+            if (cp == 0xFFFD || cp < 32) fputc('?', out);
+            else fwrite(s + i, 1, (size_t)len, out);
+            return;
+        }
+        i += (size_t)len;
+    }
+    fputc(' ', out);
+}
+
+/* Writes s padded with spaces to width code points (cut to width). */
+static void put_padded(FILE *out, const char *s, int width, int right) {
+    int k = label_chars(s, width);
+    if (right) for (int i = k; i < width; i++) fputc(' ', out);
+    for (int i = 0; i < k; i++) put_char_k(out, s, i);
+    if (!right) for (int i = k; i < width; i++) fputc(' ', out);
+}
+
+static const char *const shades[5] = {"  ", "\u2591\u2591", "\u2592\u2592", "\u2593\u2593", "\u2588\u2588"};
+
+static void put_cell(FILE *out, float t, int color) {
+    if (isnan(t)) { fputs(color ? "\x1b[48;2;128;128;128m??\x1b[0m" : "??", out); return; }
+    if (color) {
+        unsigned char rgb[3];
+        attn__colormap(t, rgb);
+        fprintf(out, "\x1b[48;2;%d;%d;%dm  \x1b[0m", rgb[0], rgb[1], rgb[2]);
+    } else {
+        int i = (int)(t * 4.0f + 0.5f);
+        fputs(shades[i < 0 ? 0 : i > 4 ? 4 : i], out);
+    }
+}
+
+attn_status attn_heatmap_term(const attn_heatmap *h, FILE *out, int color) {
+    attn_status st = validate(h);
+    if (st != ATTN_OK) return st;
+    if (!out) return ATTN_ERR_NULL;
+    float lo, hi;
+    value_range(h, &lo, &hi);
+    const int max_label = 20, max_col_label = 12;
+
+    if (h->title) fprintf(out, "%s\n", h->title);
+    if (h->row_title || h->col_title)
+        fprintf(out, "(rows: %s, columns: %s)\n", h->row_title ? h->row_title : "-",
+                h->col_title ? h->col_title : "-");
+    int lw = 0;
+    for (int r = 0; r < h->rows; r++) {
+        char num[16];
+        const char *s = h->row_labels ? h->row_labels[r] : (snprintf(num, sizeof num, "%d", r), num);
+        int k = label_chars(s, max_label);
+        if (k > lw) lw = k;
+    }
+    for (int r = 0; r < h->rows; r++) {
+        char num[16];
+        const char *s = h->row_labels ? h->row_labels[r] : (snprintf(num, sizeof num, "%d", r), num);
+        put_padded(out, s, lw, 1);
+        fputc(' ', out);
+        for (int c = 0; c < h->cols; c++) put_cell(out, value_t(*cell_ptr(h, r, c), lo, hi), color);
+        fputc('\n', out);
+    }
+    /* column labels, one character per line, each under its two-character cell */
+    int lines = 0;
+    for (int c = 0; c < h->cols; c++) {
+        char num[16];
+        const char *s = h->col_labels ? h->col_labels[c] : (snprintf(num, sizeof num, "%d", c), num);
+        int k = label_chars(s, max_col_label);
+        if (k > lines) lines = k;
+    }
+    for (int i = 0; i < lines; i++) {
+        for (int j = 0; j < lw + 1; j++) fputc(' ', out);
+        for (int c = 0; c < h->cols; c++) {
+            char num[16];
+            const char *s = h->col_labels ? h->col_labels[c] : (snprintf(num, sizeof num, "%d", c), num);
+            put_char_k(out, s, i);
+            fputc(' ', out);
+        }
+        fputc('\n', out);
+    }
+    /* the scale */
+    char a[32], b[32];
+    format_value(a, sizeof a, lo);
+    format_value(b, sizeof b, hi);
+    fprintf(out, "scale %s ", a);
+    for (int i = 0; i <= 8; i++) put_cell(out, (float)i / 8.0f, color);
+    fprintf(out, " %s\n", b);
+    return ferror(out) ? ATTN_ERR_IO : ATTN_OK;
+}

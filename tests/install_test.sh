@@ -1,0 +1,19 @@
+#!/bin/sh
+# Installs the build in $1 into a temporary prefix, then builds tests/install_consumer against it twice:
+# with pkg-config (static library) and with CMake's find_package (shared library). Both must run.
+set -eu
+build=$1; consumer=$2
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+cmake --install "$build" --prefix "$tmp/prefix" > "$tmp/install.log"
+for f in include/attn.h include/attn/layers.h lib/libattn.a lib/pkgconfig/attn.pc lib/cmake/attn/attnConfig.cmake; do
+  [ -e "$tmp/prefix/$f" ] || { echo "install: missing $f"; exit 1; }
+done
+ls "$tmp"/prefix/lib/libattn.so* > /dev/null || { echo "install: missing shared library"; exit 1; }
+export PKG_CONFIG_PATH="$tmp/prefix/lib/pkgconfig"
+cc -std=c11 -o "$tmp/consumer_pc" "$consumer/consumer.c" $(pkg-config --cflags attn) \
+   "$tmp/prefix/lib/libattn.a" $(pkg-config --static --libs-only-l attn | sed 's/-lattn//') -fopenmp
+"$tmp/consumer_pc"
+cmake -S "$consumer" -B "$tmp/cbuild" -DCMAKE_PREFIX_PATH="$tmp/prefix" > "$tmp/cmake.log"
+cmake --build "$tmp/cbuild" > "$tmp/build.log"
+LD_LIBRARY_PATH="$tmp/prefix/lib" "$tmp/cbuild/consumer"
+echo "install: 2 passed, 0 failed"

@@ -1,0 +1,247 @@
+/*
+ * test_fused.c — the fused scaled dot-product kernels (scalar, AVX2, AVX-512: each path this CPU runs)
+ * against the reference kernels, forward (out, lse) and backward (dq, dk, dv), over randomized shapes:
+ * odd T, S, D, Dv (1..130), T = 1, S = 1, T != S, Dv != D, every mask kind alone and combined, fully
+ * masked rows, grouped-query heads, strided (B,T,H,D) layouts with padded rows, dropout.
+ *
+ * Tolerances (fp32 kernels against the reference, which sums in double):
+ *   out, lse          |got - want| <= 2e-5 · max(1, max|want|) + 1e-4 · |want|
+ *   dq, dk, dv        the same, with max|want| taken over the whole gradient
+ * Gradients start from random values (not zero) so the test also checks that the backward accumulates.
+ */
+#include "attn.h"
+#include "testutil.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static uint64_t g_rng = 0x1234abcd5678ef01ULL;
+static uint64_t rnd_u64(void) {
+    g_rng += 0x9e3779b97f4a7c15ULL;
+    uint64_t z = g_rng;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+static int rnd_int(int lo, int hi) { return lo + (int)(rnd_u64() % (uint64_t)(hi - lo + 1)); }
+static float rnd_f(void) { return (float)((rnd_u64() >> 40) * (1.0 / 16777216.0)) * 2.0f - 1.0f; }
+
+typedef struct tcase {
+    int B, H, Hkv, T, S, D, Dv;
+    int causal, valid;        /* valid: 0 none, 1 per batch, 2 per query */
+    int allow;                /* 0 none, 1 full (B,H,T,S), 2 broadcast (T,S) */
+    int bias;                 /* 0 none, 1 (B,H,T,S) with some -inf */
+    int strided;              /* (B,T,H,D) order with padded rows */
+    float dropout;
+    float qscale;             /* spread of q (larger: peakier softmax) */
+} tcase;
+
+static double max_abs(const float *x, size_t n) {
+    double m = 0;
+    for (size_t i = 0; i < n; i++)
+        if (isfinite(x[i]) && fabs(x[i]) > m) m = fabs(x[i]);
+    return m;
+}
+
+static int close_scaled(const char *what, const float *got, const float *want, size_t n) {
+    double s = max_abs(want, n);
+    if (s < 1) s = 1;
+    return tu_close_f32(what, got, want, n, 2e-5 * s, 1e-4);
+}
+
+/* lse: -inf must match exactly; finite values within tolerance */
+static int close_lse(const char *what, const float *got, const float *want, size_t n) {
+    float *g = malloc(sizeof(float) * n), *w = malloc(sizeof(float) * n);
+    int inf_ok = 1;
+    for (size_t i = 0; i < n; i++) {
+        if ((got[i] == -INFINITY) != (want[i] == -INFINITY)) inf_ok = 0;
+        g[i] = got[i] == -INFINITY ? -1e30f : got[i];
+        w[i] = want[i] == -INFINITY ? -1e30f : want[i];
+    }
+    CHECK(inf_ok);
+    int ok = close_scaled(what, g, w, n) && inf_ok;
+    free(g); free(w);
+    return ok;
+}
+
+static float *alloc_fill(size_t n, float spread) {
+    float *x = malloc(sizeof(float) * (n ? n : 1));
+    for (size_t i = 0; i < n; i++) x[i] = rnd_f() * spread;
+    return x;
+}
+
+/* Elements a (B,H,T,inner) tensor spans with layout l. */
+static size_t span(const attn_layout *l, int B, int H, int T, int inner) {
+    return (size_t)((B - 1) * l->b + (H - 1) * l->h + (T - 1) * l->t + inner);
+}
+
+static void layout_bthd(attn_layout *l, int H, int T, int inner, int pad) {
+    l->t = (int64_t)H * (inner + pad);
+    l->h = inner + pad;
+    l->b = l->t * T;
+}
+
+static int run_case(attn_isa isa, const tcase *c, const char *label) {
+    attn_sdpa_desc d;
+    CHECK_STATUS(attn_sdpa_desc_init(&d, c->B, c->H, c->T, c->S, c->D, c->Dv), ATTN_OK);
+    const int B = c->B, H = c->H, Hkv = c->Hkv, T = c->T, S = c->S, D = c->D, Dv = c->Dv;
+    d.Hkv = Hkv;
+    if (c->strided) {
+        layout_bthd(&d.q, H, T, D, 3);
+        layout_bthd(&d.k, Hkv, S, D, 1);
+        layout_bthd(&d.v, Hkv, S, Dv, 2);
+        layout_bthd(&d.out, H, T, Dv, 5);
+    } else {
+        d.k = (attn_layout){(int64_t)Hkv * S * D, (int64_t)S * D, D};
+        d.v = (attn_layout){(int64_t)Hkv * S * Dv, (int64_t)S * Dv, Dv};
+    }
+    d.mask.causal = c->causal;
+    d.dropout = c->dropout;
+    d.seed = rnd_u64();
+
+    int32_t *vl = NULL;
+    uint8_t *allow = NULL;
+    float *bias = NULL;
+    if (c->valid) {
+        size_t n = c->valid == 1 ? (size_t)B : (size_t)B * T;
+        vl = malloc(sizeof(int32_t) * n);
+        for (size_t i = 0; i < n; i++) vl[i] = rnd_int(0, 5) == 0 ? 0 : rnd_int(1, S + 2);
+        d.mask.valid_lens_kind = c->valid == 1 ? ATTN_VALID_LENS_PER_BATCH : ATTN_VALID_LENS_PER_QUERY;
+        d.mask.valid_lens = vl;
+    }
+    if (c->allow) {
+        size_t n = c->allow == 1 ? (size_t)B * H * T * S : (size_t)T * S;
+        allow = malloc(n);
+        for (size_t i = 0; i < n; i++) allow[i] = rnd_int(0, 3) != 0;
+        /* a row with every key excluded */
+        for (int s = 0; s < S; s++) allow[(size_t)(T / 2) * S + s] = 0;
+        d.mask.allow = allow;
+        if (c->allow == 1) {
+            d.mask.allow_stride[0] = (int64_t)H * T * S; d.mask.allow_stride[1] = (int64_t)T * S;
+        }
+        d.mask.allow_stride[2] = S;
+    }
+    if (c->bias) {
+        size_t n = (size_t)B * H * T * S;
+        bias = alloc_fill(n, 2.0f);
+        for (size_t i = 0; i < n; i++) if (rnd_int(0, 9) == 0) bias[i] = -INFINITY;
+        d.mask.bias = bias;
+        d.mask.bias_stride[0] = (int64_t)H * T * S; d.mask.bias_stride[1] = (int64_t)T * S; d.mask.bias_stride[2] = S;
+    }
+
+    const size_t nq = span(&d.q, B, H, T, D), nk = span(&d.k, B, Hkv, S, D), nv = span(&d.v, B, Hkv, S, Dv);
+    const size_t no = span(&d.out, B, H, T, Dv), nl = (size_t)B * H * T;
+    float *q = alloc_fill(nq, c->qscale), *k = alloc_fill(nk, 1.0f), *v = alloc_fill(nv, 1.0f);
+    float *dout = alloc_fill(no, 1.0f);
+    float *out_r = alloc_fill(no, 0.0f), *out_f = alloc_fill(no, 0.0f);
+    float *lse_r = alloc_fill(nl, 0.0f), *lse_f = alloc_fill(nl, 0.0f);
+    float *dq_r = alloc_fill(nq, 0.5f), *dk_r = alloc_fill(nk, 0.5f), *dv_r = alloc_fill(nv, 0.5f);
+    float *dq_f = malloc(sizeof(float) * nq), *dk_f = malloc(sizeof(float) * nk), *dv_f = malloc(sizeof(float) * nv);
+    memcpy(dq_f, dq_r, sizeof(float) * nq);
+    memcpy(dk_f, dk_r, sizeof(float) * nk);
+    memcpy(dv_f, dv_r, sizeof(float) * nv);
+    /* padding between strided rows must stay untouched: same random bytes in both */
+    memcpy(out_f, out_r, sizeof(float) * no);
+
+    int ok = 1;
+    size_t wf = 0, wb = 0;
+    void *work = NULL;
+
+    /* reference */
+    CHECK_STATUS(attn_set_isa(ATTN_ISA_REF), ATTN_OK);
+    CHECK_STATUS(attn_sdpa_workspace_size(&d, ATTN_PASS_FORWARD, &wf), ATTN_OK);
+    CHECK_STATUS(attn_sdpa_workspace_size(&d, ATTN_PASS_BACKWARD, &wb), ATTN_OK);
+    work = malloc(wf > wb ? wf : wb);
+    CHECK_STATUS(attn_sdpa_forward(&d, out_r, lse_r, NULL, q, k, v, work, wf), ATTN_OK);
+    CHECK_STATUS(attn_sdpa_backward(&d, dq_r, dk_r, dv_r, dout, q, k, v, out_r, lse_r, work, wb), ATTN_OK);
+    free(work);
+
+    /* fused path; its backward takes the fused forward's out and lse */
+    CHECK_STATUS(attn_set_isa(isa), ATTN_OK);
+    CHECK_STATUS(attn_sdpa_workspace_size(&d, ATTN_PASS_FORWARD, &wf), ATTN_OK);
+    CHECK_STATUS(attn_sdpa_workspace_size(&d, ATTN_PASS_BACKWARD, &wb), ATTN_OK);
+    work = malloc(wf > wb ? wf : wb);
+    CHECK_STATUS(attn_sdpa_forward(&d, out_f, lse_f, NULL, q, k, v, work, wf), ATTN_OK);
+    CHECK_STATUS(attn_sdpa_backward(&d, dq_f, dk_f, dv_f, dout, q, k, v, out_f, lse_f, work, wb), ATTN_OK);
+    free(work);
+
+    char name[160];
+    printf("%s %s: B=%d H=%d Hkv=%d T=%d S=%d D=%d Dv=%d causal=%d valid=%d allow=%d bias=%d strided=%d "
+           "dropout=%g\n", attn_isa_name(isa), label, B, H, Hkv, T, S, D, Dv, c->causal, c->valid, c->allow,
+           c->bias, c->strided, c->dropout);
+    snprintf(name, sizeof name, "out");
+    ok &= close_scaled(name, out_f, out_r, no);
+    ok &= close_lse("lse", lse_f, lse_r, nl);
+    ok &= close_scaled("dq", dq_f, dq_r, nq);
+    ok &= close_scaled("dk", dk_f, dk_r, nk);
+    ok &= close_scaled("dv", dv_f, dv_r, nv);
+    /* never NaN anywhere */
+    int finite = 1;
+    for (size_t i = 0; i < no; i++) finite &= isfinite(out_f[i]) != 0;
+    for (size_t i = 0; i < nq; i++) finite &= isfinite(dq_f[i]) != 0;
+    for (size_t i = 0; i < nk; i++) finite &= isfinite(dk_f[i]) != 0;
+    for (size_t i = 0; i < nv; i++) finite &= isfinite(dv_f[i]) != 0;
+    CHECK(finite);
+
+    free(q); free(k); free(v); free(dout); free(out_r); free(out_f); free(lse_r); free(lse_f);
+    free(dq_r); free(dk_r); free(dv_r); free(dq_f); free(dk_f); free(dv_f);
+    free(vl); free(allow); free(bias);
+    return ok && finite;
+}
+
+int main(void) {
+    const attn_isa paths[] = {ATTN_ISA_SCALAR, ATTN_ISA_AVX2, ATTN_ISA_AVX512};
+    /* hand-picked cases: edges first */
+    const tcase fixed[] = {
+        /*  B  H Hkv  T    S    D   Dv  cau val all bia str drop  qs */
+        {1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0.0f, 1.0f},
+        {1, 1, 1, 1, 37, 64, 64, 0, 0, 0, 0, 0, 0.0f, 1.0f},
+        {1, 2, 2, 37, 1, 32, 32, 0, 0, 0, 0, 0, 0.0f, 1.0f},
+        {2, 4, 2, 70, 70, 64, 64, 1, 0, 0, 0, 0, 0.0f, 2.0f},
+        {1, 2, 1, 130, 97, 80, 96, 1, 0, 0, 0, 1, 0.0f, 1.0f},
+        {1, 2, 2, 50, 130, 96, 48, 1, 1, 0, 0, 0, 0.0f, 1.0f},
+        {2, 2, 2, 33, 65, 128, 128, 0, 2, 0, 0, 0, 0.0f, 1.0f},
+        {2, 3, 3, 17, 29, 13, 7, 0, 0, 1, 0, 0, 0.0f, 1.0f},
+        {2, 2, 2, 19, 23, 24, 40, 0, 0, 2, 0, 1, 0.0f, 1.0f},
+        {1, 2, 2, 21, 40, 130, 3, 0, 0, 0, 1, 0, 0.0f, 1.0f},
+        {2, 2, 1, 45, 45, 32, 32, 0, 0, 0, 0, 0, 0.3f, 1.0f},
+        {2, 4, 1, 31, 47, 33, 31, 1, 2, 1, 1, 1, 0.25f, 3.0f},
+        {1, 1, 1, 200, 200, 64, 64, 1, 0, 0, 0, 0, 0.0f, 8.0f},
+        {1, 1, 1, 100, 3, 16, 16, 1, 0, 0, 0, 0, 0.0f, 1.0f},   /* T > S causal: leading rows fully masked */
+    };
+    const int nfixed = (int)(sizeof fixed / sizeof fixed[0]);
+    int bad = 0;
+    for (size_t p = 0; p < sizeof paths / sizeof paths[0]; p++) {
+        if (!attn_cpu_supports(paths[p]) || attn_set_isa(paths[p]) != ATTN_OK) {
+            printf("%s: not supported here, skipped\n", attn_isa_name(paths[p]));
+            continue;
+        }
+        for (int i = 0; i < nfixed; i++) bad += !run_case(paths[p], &fixed[i], "fixed");
+        /* randomized sweep */
+        const int nrand = paths[p] == ATTN_ISA_SCALAR ? 12 : 20;
+        for (int i = 0; i < nrand; i++) {
+            tcase c;
+            c.Hkv = rnd_int(1, 2);
+            c.H = c.Hkv * rnd_int(1, 3);
+            c.B = rnd_int(1, 2);
+            c.T = rnd_int(0, 4) == 0 ? 1 : rnd_int(1, 90);
+            c.S = rnd_int(0, 4) == 0 ? 1 : rnd_int(1, 110);
+            c.D = rnd_int(1, 130);
+            c.Dv = rnd_int(0, 1) ? c.D : rnd_int(1, 130);
+            c.causal = rnd_int(0, 1);
+            c.valid = rnd_int(0, 3) == 0 ? rnd_int(1, 2) : 0;
+            c.allow = rnd_int(0, 3) == 0 ? rnd_int(1, 2) : 0;
+            c.bias = rnd_int(0, 3) == 0;
+            c.strided = rnd_int(0, 1);
+            c.dropout = rnd_int(0, 4) == 0 ? 0.2f : 0.0f;
+            c.qscale = (float)rnd_int(1, 4);
+            bad += !run_case(paths[p], &c, "random");
+        }
+    }
+    attn_set_isa(ATTN_ISA_AUTO);
+    if (bad) fprintf(stderr, "test_fused: %d cases off\n", bad);
+    return tu_finish("test_fused");
+}

@@ -1,0 +1,293 @@
+/*
+ * test_heatmap.c — the heatmap module: writes PNGs, reads them back with libpng and checks the image
+ * size, the exact colors of known cells and of the scale bar, that labels left ink, the grid layout, the
+ * terminal renderer (24-bit colors and shaded characters), the font's fallbacks, and bad input (NULL,
+ * empty, bad stride or range, a path in a missing directory: an error and no file left behind).
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include "attn.h"
+#include "testutil.h"
+#include "viz/heatmap_internal.h"
+
+#include <png.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Reads a PNG as RGB; returns the pixels (caller frees) and the size, or NULL. */
+static unsigned char *read_png(const char *path, int *w, int *h) {
+    png_image img;
+    memset(&img, 0, sizeof img);
+    img.version = PNG_IMAGE_VERSION;
+    if (!png_image_begin_read_from_file(&img, path)) return NULL;
+    img.format = PNG_FORMAT_RGB;
+    unsigned char *buf = malloc(PNG_IMAGE_SIZE(img));
+    if (!buf || !png_image_finish_read(&img, NULL, buf, 0, NULL)) { free(buf); png_image_free(&img); return NULL; }
+    *w = (int)img.width;
+    *h = (int)img.height;
+    return buf;
+}
+
+static const unsigned char *px(const unsigned char *img, int w, int x, int y) {
+    return img + ((size_t)y * w + x) * 3;
+}
+
+static int same_rgb(const unsigned char *a, const unsigned char *b) {
+    return a[0] == b[0] && a[1] == b[1] && a[2] == b[2];
+}
+
+static int file_exists(const char *p) { return access(p, F_OK) == 0; }
+
+static void test_colormap(void) {
+    unsigned char c[3];
+    attn__colormap(0.0f, c);
+    CHECK(c[0] == 12 && c[1] == 7 && c[2] == 46);
+    attn__colormap(1.0f, c);
+    CHECK(c[0] == 252 && c[1] == 240 && c[2] == 140);
+    attn__colormap(0.5f, c);
+    CHECK(c[0] == 170 && c[1] == 46 && c[2] == 92);
+    attn__colormap(0.125f, c);          /* halfway between the first two anchors: (42, 14.5→15, 79) */
+    CHECK(c[0] == 42 && c[1] == 15 && c[2] == 79);
+    attn__colormap(-3.0f, c);
+    CHECK(c[0] == 12);
+    attn__colormap(7.0f, c);
+    CHECK(c[0] == 252);
+    attn__colormap(NAN, c);
+    CHECK(c[0] == 128 && c[1] == 128 && c[2] == 128);
+    /* brightness rises along the map */
+    int prev = -1, mono = 1;
+    for (int i = 0; i <= 100; i++) {
+        attn__colormap((float)i / 100.0f, c);
+        int s = c[0] + c[1] + c[2];
+        if (s < prev) mono = 0;
+        prev = s;
+    }
+    CHECK(mono);
+}
+
+static void test_font(void) {
+    unsigned char e[ATTN_FONT_H], eacute[ATTN_FONT_H], q[ATTN_FONT_H], cjk[ATTN_FONT_H], bad[ATTN_FONT_H];
+    attn__glyph('e', e);
+    attn__glyph(0xE9, eacute);          /* é: the e, plus an acute accent in rows 0-1 */
+    CHECK(e[0] == 0 && e[1] == 0 && (eacute[0] | eacute[1]) != 0);
+    CHECK(memcmp(e + 2, eacute + 2, ATTN_FONT_H - 2) == 0);
+    unsigned char c[ATTN_FONT_H], cced[ATTN_FONT_H];
+    attn__glyph('c', c);
+    attn__glyph(0xE7, cced);            /* ç: cedilla below */
+    CHECK(memcmp(c, cced, 7) == 0 && (cced[7] | cced[8]) != 0);
+    attn__glyph('?', q);
+    attn__glyph(0x4E2D, cjk);           /* anything else: '?' */
+    attn__glyph(0xFFFD, bad);
+    CHECK(memcmp(q, cjk, ATTN_FONT_H) == 0 && memcmp(q, bad, ATTN_FONT_H) == 0);
+    unsigned char A[ATTN_FONT_H], Agrave[ATTN_FONT_H];
+    attn__glyph('A', A);
+    attn__glyph(0xC0, Agrave);          /* À: base letter */
+    CHECK(memcmp(A, Agrave, ATTN_FONT_H) == 0);
+    /* every printable ASCII glyph but the space has ink */
+    int blank = 0;
+    for (int ch = 33; ch < 127; ch++) {
+        unsigned char g[ATTN_FONT_H];
+        attn__glyph((uint32_t)ch, g);
+        int any = 0;
+        for (int r = 0; r < ATTN_FONT_H; r++) any |= g[r];
+        if (!any) blank++;
+    }
+    CHECK(blank == 0);
+    uint32_t cp;
+    CHECK(attn__utf8_next("\xC3\xA9", 2, &cp) == 2 && cp == 0xE9);
+    CHECK(attn__utf8_next("\xE2\x80\xAF", 3, &cp) == 3 && cp == 0x202F);
+    CHECK(attn__utf8_next("\xC3", 1, &cp) == 1 && cp == 0xFFFD);        /* truncated */
+    CHECK(attn__utf8_next("\xC0\xAF", 2, &cp) == 1 && cp == 0xFFFD);    /* overlong */
+    CHECK(attn__utf8_next("\xFF", 1, &cp) == 1 && cp == 0xFFFD);
+}
+
+static void test_png(const char *dir) {
+    /* 3 queries x 4 keys; max 0.9 at (1,2), min 0.0 at (2,0), 0.45 = the middle of the range */
+    float v[3 * 4] = {0.1f, 0.2f, 0.3f, 0.4f,
+                      0.05f, 0.45f, 0.9f, 0.2f,
+                      0.0f, 0.3f, 0.6f, 0.1f};
+    const char *rl[3] = {"va", "!", "<eos>"};
+    const char *cl[4] = {"go", ".", "<eos>", "\xC3\xA9t\xC3\xA9"};
+    attn_heatmap h = {v, 3, 4, 0, rl, cl, "Attention weights", "Queries", "Keys", 0, 0};
+    attn__heatmap_geom g;
+    CHECK_STATUS(attn__heatmap_geometry(&h, &g), ATTN_OK);
+    CHECK(g.vmin == 0.0f && g.vmax == 0.9f);
+
+    char path[512], err[256];
+    snprintf(path, sizeof path, "%s/map.png", dir);
+    CHECK_STATUS(attn_heatmap_png(&h, path, err, sizeof err), ATTN_OK);
+    char tmp[600];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    CHECK(!file_exists(tmp));
+    int w = 0, hh = 0;
+    unsigned char *img = read_png(path, &w, &hh);
+    CHECK(img != NULL);
+    if (!img) return;
+    CHECK(w == g.width && hh == g.height);
+    printf("  png %dx%d, cell %d px, grid at (%d,%d)\n", w, hh, g.cell, g.grid_x, g.grid_y);
+    CHECK(g.cell >= 8);
+    static const unsigned char bright[3] = {252, 240, 140}, dark[3] = {12, 7, 46}, mid[3] = {170, 46, 92};
+    int cx = g.grid_x + 2 * g.cell + g.cell / 2, cy = g.grid_y + 1 * g.cell + g.cell / 2;
+    CHECK(same_rgb(px(img, w, cx, cy), bright));                       /* max cell */
+    cx = g.grid_x + g.cell / 2; cy = g.grid_y + 2 * g.cell + g.cell / 2;
+    CHECK(same_rgb(px(img, w, cx, cy), dark));                         /* min cell */
+    cx = g.grid_x + 1 * g.cell + g.cell / 2; cy = g.grid_y + 1 * g.cell + g.cell / 2;
+    CHECK(same_rgb(px(img, w, cx, cy), mid));                          /* 0.45 of [0, 0.9] */
+    /* every cell: exactly the colormap at its value, corner to corner */
+    int cells_ok = 1;
+    for (int r = 0; r < 3; r++)
+        for (int c = 0; c < 4; c++) {
+            unsigned char want[3];
+            attn__colormap((v[r * 4 + c] - 0.0f) / 0.9f, want);
+            int x0 = g.grid_x + c * g.cell, y0 = g.grid_y + r * g.cell;
+            if (!same_rgb(px(img, w, x0, y0), want) || !same_rgb(px(img, w, x0 + g.cell - 1, y0 + g.cell - 1), want))
+                cells_ok = 0;
+        }
+    CHECK(cells_ok);
+    /* scale bar: bright at the top, dark at the bottom */
+    CHECK(same_rgb(px(img, w, g.bar_x + g.bar_w / 2, g.bar_y), bright));
+    CHECK(same_rgb(px(img, w, g.bar_x + g.bar_w / 2, g.bar_y + g.bar_h - 1), dark));
+    /* labels left ink left of the grid (row labels) and below it (column labels) */
+    int ink_left = 0, ink_below = 0;
+    for (int y = g.grid_y; y < g.grid_y + 3 * g.cell; y++)
+        for (int x = 0; x < g.grid_x - 2; x++) ink_left += px(img, w, x, y)[0] < 100;
+    for (int y = g.grid_y + 3 * g.cell + 2; y < hh; y++)
+        for (int x = g.grid_x; x < g.grid_x + 4 * g.cell; x++) ink_below += px(img, w, x, y)[0] < 100;
+    CHECK(ink_left > 50 && ink_below > 50);
+    free(img);
+
+    /* explicit range: 0.45 in [0, 0.9] as before, but in [0, 1] a value 1.0 would be bright */
+    h.vmin = 0; h.vmax = 1;
+    CHECK_STATUS(attn__heatmap_geometry(&h, &g), ATTN_OK);
+    CHECK_STATUS(attn_heatmap_png(&h, path, err, sizeof err), ATTN_OK);   /* replaces the file */
+    img = read_png(path, &w, &hh);
+    CHECK(img != NULL);
+    if (img) {
+        unsigned char want[3];
+        attn__colormap(0.9f, want);
+        CHECK(same_rgb(px(img, w, g.grid_x + 2 * g.cell + 1, g.grid_y + g.cell + 1), want));
+        free(img);
+    }
+
+    /* a grid of two maps side by side: twice the width of one panel */
+    attn_heatmap two[2] = {h, h};
+    two[1].title = "head 2";
+    snprintf(path, sizeof path, "%s/grid.png", dir);
+    CHECK_STATUS(attn_heatmap_png_grid(two, 2, 2, path, err, sizeof err), ATTN_OK);
+    img = read_png(path, &w, &hh);
+    CHECK(img != NULL && w == 2 * g.width && hh == g.height);
+    free(img);
+
+    /* a bigger map with strided rows and no labels (indices are drawn) */
+    float big[40 * 64];
+    for (int i = 0; i < 40 * 64; i++) big[i] = (float)(i % 64) / 63.0f;
+    attn_heatmap hb = {big, 40, 50, 64, NULL, NULL, NULL, NULL, NULL, 0, 0};
+    snprintf(path, sizeof path, "%s/big.png", dir);
+    CHECK_STATUS(attn_heatmap_png(&hb, path, err, sizeof err), ATTN_OK);
+    CHECK_STATUS(attn__heatmap_geometry(&hb, &g), ATTN_OK);
+    img = read_png(path, &w, &hh);
+    CHECK(img != NULL && w == g.width && hh == g.height);
+    if (img) {
+        unsigned char want[3];
+        attn__colormap(49.0f / 63.0f / (49.0f / 63.0f), want);   /* last column holds the max, 49/63 */
+        CHECK(same_rgb(px(img, w, g.grid_x + 49 * g.cell + g.cell / 2, g.grid_y + g.cell / 2), want));
+        free(img);
+    }
+    /* NaN cells are gray and do not disturb the range */
+    float vn[4] = {0.0f, NAN, 1.0f, 0.5f};
+    attn_heatmap hn = {vn, 2, 2, 0, NULL, NULL, NULL, NULL, NULL, 0, 0};
+    snprintf(path, sizeof path, "%s/nan.png", dir);
+    CHECK_STATUS(attn_heatmap_png(&hn, path, err, sizeof err), ATTN_OK);
+    CHECK_STATUS(attn__heatmap_geometry(&hn, &g), ATTN_OK);
+    CHECK(g.vmin == 0.0f && g.vmax == 1.0f);
+    img = read_png(path, &w, &hh);
+    if (img) {
+        static const unsigned char gray[3] = {128, 128, 128};
+        CHECK(same_rgb(px(img, w, g.grid_x + g.cell + 2, g.grid_y + 2), gray));
+        free(img);
+    } else CHECK(0);
+}
+
+static void test_bad_input(const char *dir) {
+    float v[4] = {0, 1, 2, 3};
+    attn_heatmap h = {v, 2, 2, 0, NULL, NULL, NULL, NULL, NULL, 0, 0};
+    char path[512], tmp[600], err[256];
+    snprintf(path, sizeof path, "%s/no/such/dir/x.png", dir);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    err[0] = 0;
+    CHECK_STATUS(attn_heatmap_png(&h, path, err, sizeof err), ATTN_ERR_IO);
+    CHECK(strstr(err, "no/such/dir") != NULL);
+    CHECK(!file_exists(path) && !file_exists(tmp));
+    printf("  missing directory: %s\n", err);
+
+    snprintf(path, sizeof path, "%s/bad.png", dir);
+    CHECK_STATUS(attn_heatmap_png(NULL, path, err, sizeof err), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_heatmap_png(&h, NULL, err, sizeof err), ATTN_ERR_NULL);
+    attn_heatmap b = h;
+    b.values = NULL;
+    CHECK_STATUS(attn_heatmap_png(&b, path, err, sizeof err), ATTN_ERR_NULL);
+    b = h; b.rows = 0;
+    CHECK_STATUS(attn_heatmap_png(&b, path, err, sizeof err), ATTN_ERR_SIZE);
+    b = h; b.cols = -1;
+    CHECK_STATUS(attn_heatmap_png(&b, path, err, sizeof err), ATTN_ERR_SIZE);
+    b = h; b.row_stride = 1;
+    CHECK_STATUS(attn_heatmap_png(&b, path, err, sizeof err), ATTN_ERR_STRIDE);
+    b = h; b.vmin = 2; b.vmax = 1;
+    CHECK_STATUS(attn_heatmap_png(&b, path, err, sizeof err), ATTN_ERR_ARG);
+    b = h; b.vmin = NAN;
+    CHECK_STATUS(attn_heatmap_png(&b, path, err, sizeof err), ATTN_ERR_ARG);
+    const char *labels[2] = {"a", NULL};
+    b = h; b.row_labels = labels;
+    CHECK_STATUS(attn_heatmap_png(&b, path, err, sizeof err), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_heatmap_png_grid(&h, 0, 1, path, err, sizeof err), ATTN_ERR_SIZE);
+    CHECK(!file_exists(path));
+    CHECK_STATUS(attn_heatmap_term(NULL, stdout, 1), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_heatmap_term(&h, NULL, 1), ATTN_ERR_NULL);
+    b = h; b.rows = 0;
+    CHECK_STATUS(attn_heatmap_term(&b, stdout, 0), ATTN_ERR_SIZE);
+}
+
+static void test_term(void) {
+    float v[2 * 3] = {0.0f, 0.5f, 1.0f, 0.25f, 0.75f, 0.1f};
+    const char *rl[2] = {"il", "\xC3\xA9t\xC3\xA9"};
+    const char *cl[3] = {"he", "is", "<eos>"};
+    attn_heatmap h = {v, 2, 3, 0, rl, cl, "weights", NULL, NULL, 0, 0};
+    for (int color = 1; color >= 0; color--) {
+        FILE *f = tmpfile();
+        CHECK(f != NULL);
+        if (!f) return;
+        CHECK_STATUS(attn_heatmap_term(&h, f, color), ATTN_OK);
+        long n = ftell(f);
+        rewind(f);
+        char *buf = calloc((size_t)n + 1, 1);
+        CHECK(fread(buf, 1, (size_t)n, f) == (size_t)n);
+        fclose(f);
+        CHECK(strstr(buf, "weights\n") != NULL);
+        CHECK(strstr(buf, "\xC3\xA9t\xC3\xA9 ") != NULL);              /* a UTF-8 row label, intact */
+        if (color) {
+            CHECK(strstr(buf, "\x1b[48;2;252;240;140m") != NULL);      /* the max cell */
+            CHECK(strstr(buf, "\x1b[48;2;12;7;46m") != NULL);          /* the min cell */
+            fputs(buf, stdout);
+        } else {
+            CHECK(strchr(buf, '\x1b') == NULL);
+            CHECK(strstr(buf, "\u2588\u2588") != NULL);                /* the max cell, full block */
+            fputs(buf, stdout);
+        }
+        CHECK(strstr(buf, "scale 0 ") != NULL && strstr(buf, " 1\n") != NULL);
+        free(buf);
+    }
+}
+
+int main(void) {
+    char dir[] = "/tmp/attn_heatmap_XXXXXX";
+    if (!mkdtemp(dir)) { fprintf(stderr, "mkdtemp failed\n"); return 1; }
+    test_colormap();
+    test_font();
+    test_png(dir);
+    test_bad_input(dir);
+    test_term();
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
+    return tu_finish("test_heatmap");
+}

@@ -1,0 +1,614 @@
+/*
+ * test_imdb.c — the IMDB data path and model: the tokenizer, the loader (folder and .tar.gz, on a
+ * fixture of a dozen short reviews this test writes itself), the vocabulary (ranking and ties), the
+ * encoding (pre-truncation, left padding), the cache (round trip, stale and corrupt ones), broken inputs
+ * (invalid UTF-8, empty review, truncated archive, missing data), the whole model's loss and gradients
+ * against PyTorch (tests/golden/imdb_model.safetensors from tools/golden/gen_imdb.py), and — when
+ * ../shared/data has the archive — a short training run that must clearly beat chance.
+ */
+#define _XOPEN_SOURCE 700
+#include "attn.h"
+#include "data/tar.h"
+#include "testutil.h"
+
+#include "../programs/attn/imdb_model.c"
+
+#include <string.h>
+#include <cblas.h>
+#include <ftw.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+static char g_dir[256];
+
+/* ---- tokenizer -------------------------------------------------------------------------------------- */
+typedef struct {
+    char out[1024];
+    int n;
+} tok_sink;
+
+static int sink(void *ctx, const char *w, size_t len) {
+    tok_sink *s = ctx;
+    size_t at = strlen(s->out);
+    snprintf(s->out + at, sizeof s->out - at, "%s%.*s", s->n ? "|" : "", (int)len, w);
+    s->n++;
+    return 0;
+}
+
+static void check_tokens(const char *text, const char *want) {
+    tok_sink s = {"", 0};
+    size_t bad = 0;
+    attn_status st = attn_imdb_tokenize(text, strlen(text), sink, &s, &bad);
+    tu_checks++;
+    if (st != ATTN_OK || strcmp(s.out, want) != 0) {
+        tu_failures++;
+        fprintf(stderr, "tokenize(\"%s\"): status %d, got \"%s\", want \"%s\"\n", text, st, s.out, want);
+    }
+}
+
+static void check_bad_utf8(const char *text, size_t want_offset) {
+    tok_sink s = {"", 0};
+    size_t bad = 999;
+    CHECK_STATUS(attn_imdb_tokenize(text, strlen(text), sink, &s, &bad), ATTN_ERR_FORMAT);
+    CHECK(bad == want_offset);
+}
+
+static void test_tokenizer(void) {
+    check_tokens("Hello, World!<br /><br />It's GREAT", "hello|world|it's|great");
+    check_tokens("a<br/>b<BR>c<br  />d", "a|b|c|d");
+    check_tokens("<b>bold</b> 1990s 7/10", "b|bold|b|1990s|7|10");
+    check_tokens("don\xe2\x80\x99t \xe2\x80\x98quoted\xe2\x80\x99 it\xc2\xb4s", "don't|'quoted'|it's");
+    check_tokens("\xc3\x89mile's caf\xc3\xa9 na\xc3\xafve", "\xc3\xa9mile's|caf\xc3\xa9|na\xc3\xafve");
+    check_tokens("x\xe2\x80\x94y 5\xc3\x97" "3 \xc2\x96z \xe4\xb8\xad", "x|y|5|3|z");   /* dash, ×, C1, CJK */
+    check_tokens("", "");
+    check_tokens(" ... !!! ", "");
+    char longw[200];
+    memset(longw, 'a', 150);
+    longw[150] = '\0';
+    tok_sink s = {"", 0};
+    CHECK_STATUS(attn_imdb_tokenize(longw, 150, sink, &s, NULL), ATTN_OK);
+    CHECK(s.n == 1 && strlen(s.out) == ATTN_IMDB_MAX_WORD);
+    check_bad_utf8("ab\xff" "cd", 2);
+    check_bad_utf8("ok \xc0\xaf", 3);             /* overlong '/' */
+    check_bad_utf8("end \xe2\x80", 4);            /* cut by the end */
+    check_bad_utf8("\xed\xa0\x80", 0);            /* surrogate */
+    check_bad_utf8("a\x80", 1);                   /* lone continuation */
+    check_bad_utf8("\xf4\x90\x80\x80", 0);        /* above U+10FFFF */
+}
+
+/* ---- fixture ---------------------------------------------------------------------------------------- */
+typedef struct {
+    const char *name;            /* under aclImdb/ */
+    const char *text;
+} fixture_file;
+
+/* Training word counts: the 9, bad 5, good 5, car 3, cars 3, apple 2, apricot 2, yak 1, zebra 1. */
+static const fixture_file k_fixture[] = {
+    {"README", "not a review"},
+    {"imdb.vocab", "the\nbad\n"},
+    {"train/urls_pos.txt", "http://example.com\n"},
+    {"train/neg/0_1.txt", "The bad car.<br /><br />THE bad cars"},
+    {"train/pos/0_9.txt", "the good good apple"},
+    {"train/neg/1_3.txt", "the the bad bad car cars yak"},
+    {"train/pos/1_8.txt", "The GOOD good apricot, apple!"},
+    {"train/neg/2_4.txt", "the bad car cars apricot"},
+    {"train/pos/2_10.txt", "the the good zebra"},
+    {"train/unsup/5_0.txt", "ignored ignored ignored ignored ignored ignored ignored ignored ignored ignored"},
+    {"test/neg/0_2.txt", "bad unseen the"},
+    {"test/pos/0_7.txt", "good good good the car cars apple apricot yak zebra"},
+    {"test/neg/1_1.txt", "\xc3\x89mile\xe2\x80\x99s caf\xc3\xa9"},
+    {"test/pos/1_10.txt", "the"},
+};
+#define N_FIXTURE (int)(sizeof k_fixture / sizeof k_fixture[0])
+
+static void mkdirs(const char *path) {
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++)
+        if (*p == '/') {
+            *p = '\0';
+            mkdir(buf, 0777);
+            *p = '/';
+        }
+    mkdir(buf, 0777);
+}
+
+static void write_file(const char *path, const char *data, size_t n) {
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash) {
+        *slash = '\0';
+        mkdirs(dir);
+    }
+    FILE *f = fopen(path, "wb");
+    if (!f) { perror(path); return; }
+    fwrite(data, 1, n, f);
+    fclose(f);
+}
+
+/* Writes the fixture as root/aclImdb/... and as root/data.tar.gz; override replaces one file's text. */
+static void make_fixture(const char *root, const char *override_name, const char *override_text) {
+    char path[1024], tgz[1024];
+    snprintf(tgz, sizeof tgz, "%s/data.tar.gz", root);
+    mkdirs(root);
+    attn__tar_writer *w;
+    if (attn__tar_writer_open(&w, tgz) != ATTN_OK) { fprintf(stderr, "cannot write %s\n", tgz); return; }
+    attn__tar_writer_add(w, "aclImdb/", '5', NULL, 0);
+    for (int i = 0; i < N_FIXTURE; i++) {
+        const char *text = k_fixture[i].text;
+        if (override_name && strcmp(override_name, k_fixture[i].name) == 0) text = override_text;
+        snprintf(path, sizeof path, "%s/aclImdb/%s", root, k_fixture[i].name);
+        write_file(path, text, strlen(text));
+        char name[256];
+        snprintf(name, sizeof name, "aclImdb/%s", k_fixture[i].name);
+        attn__tar_writer_add(w, name, '0', text, strlen(text));
+    }
+    attn__tar_writer_close(w);
+}
+
+static int ids_equal(const int32_t *a, const int32_t *b, int n) {
+    for (int i = 0; i < n; i++)
+        if (a[i] != b[i]) return 0;
+    return 1;
+}
+
+static void check_row(const char *what, const int32_t *got, const int32_t *want, int T) {
+    tu_checks++;
+    if (!ids_equal(got, want, T)) {
+        tu_failures++;
+        fprintf(stderr, "%s: got", what);
+        for (int i = 0; i < T; i++) fprintf(stderr, " %d", got[i]);
+        fprintf(stderr, ", want");
+        for (int i = 0; i < T; i++) fprintf(stderr, " %d", want[i]);
+        fprintf(stderr, "\n");
+    }
+}
+
+static void test_loader(void) {
+    char root[512], folder[600], tgz[600], found[1024], err[1024];
+    snprintf(root, sizeof root, "%s/good", g_dir);
+    make_fixture(root, NULL, NULL);
+    snprintf(folder, sizeof folder, "%s/aclImdb", root);
+    snprintf(tgz, sizeof tgz, "%s/data.tar.gz", root);
+
+    /* locate: the folder itself, and a folder holding aclImdb/ */
+    CHECK_STATUS(attn_imdb_locate(folder, found, sizeof found, err, sizeof err), ATTN_OK);
+    CHECK(strcmp(found, folder) == 0);
+    CHECK_STATUS(attn_imdb_locate(root, found, sizeof found, err, sizeof err), ATTN_OK);
+    CHECK(strcmp(found, folder) == 0);
+    CHECK_STATUS(attn_imdb_locate(tgz, found, sizeof found, err, sizeof err), ATTN_OK);
+    char missing[600];
+    snprintf(missing, sizeof missing, "%s/nowhere", g_dir);
+    err[0] = '\0';
+    CHECK_STATUS(attn_imdb_locate(missing, found, sizeof found, err, sizeof err), ATTN_ERR_IO);
+    printf("  missing data: %s\n", err);
+    CHECK(strstr(err, missing) != NULL);
+
+    attn_imdb_options o;
+    attn_imdb_options_default(&o);
+    CHECK(o.V == 20000 && o.T == 64 && o.limit == 0);
+    o.V = 10;
+    o.T = 6;
+    attn_imdb_data a, b;
+    err[0] = '\0';
+    CHECK_STATUS(attn_imdb_load(&a, folder, &o, err, sizeof err), ATTN_OK);
+    if (err[0]) printf("  %s\n", err);
+    CHECK_STATUS(attn_imdb_load(&b, tgz, &o, err, sizeof err), ATTN_OK);
+    CHECK(a.train.n == 6 && a.test.n == 4 && a.T == 6);
+
+    /* vocabulary: ranked by count, ties by bytes (a prefix first); V-3 words */
+    static const char *const want_words[10] = {"<pad>", "<start>", "<oov>", "the", "bad", "good", "car", "cars",
+                                               "apple", "apricot"};
+    CHECK(a.vocab.V == 10);
+    int words_ok = a.vocab.V == 10;
+    for (int i = 0; i < 10 && words_ok; i++) words_ok = strcmp(a.vocab.words[i], want_words[i]) == 0;
+    CHECK(words_ok);
+    if (!words_ok)
+        for (int i = 0; i < a.vocab.V; i++) fprintf(stderr, "  vocab[%d] = %s\n", i, a.vocab.words[i]);
+    CHECK(attn_imdb_vocab_lookup(&a.vocab, "cars", 4) == 7);
+    CHECK(attn_imdb_vocab_lookup(&a.vocab, "yak", 3) == ATTN_IMDB_OOV);
+    CHECK(attn_imdb_vocab_lookup(&a.vocab, "ca", 2) == ATTN_IMDB_OOV);
+
+    /* canonical order and labels: neg 0, pos 0, neg 1, ... */
+    static const int32_t want_train_labels[6] = {0, 1, 0, 1, 0, 1};
+    CHECK(ids_equal(a.train.labels, want_train_labels, 6));
+    static const int32_t want_test_labels[4] = {0, 1, 0, 1};
+    CHECK(ids_equal(a.test.labels, want_test_labels, 4));
+
+    /* encoding: left padding, start id, pre-truncation (the last T kept) */
+    static const int32_t r0[6] = {0, 0, 1, 4, 2, 3};        /* "bad unseen the" */
+    static const int32_t r1[6] = {6, 7, 8, 9, 2, 2};        /* 10 words: the last 6 of [1, ...] */
+    static const int32_t r2[6] = {0, 0, 0, 1, 2, 2};        /* "Émile’s café": two OOV words */
+    static const int32_t r3[6] = {0, 0, 0, 0, 1, 3};        /* "the" */
+    check_row("test review 0", a.test.ids + 0, r0, 6);
+    check_row("test review 1", a.test.ids + 6, r1, 6);
+    check_row("test review 2", a.test.ids + 12, r2, 6);
+    check_row("test review 3", a.test.ids + 18, r3, 6);
+    static const int32_t t0w[6] = {3, 4, 6, 3, 4, 7};       /* [1, the, bad, car, the, bad, cars] -> last 6 */
+    check_row("train review 0", a.train.ids, t0w, 6);
+
+    /* the folder and the archive give the same data set */
+    CHECK(a.vocab.crc == b.vocab.crc);
+    CHECK(ids_equal(a.train.ids, b.train.ids, 36) && ids_equal(a.test.ids, b.test.ids, 24));
+    CHECK(ids_equal(a.train.labels, b.train.labels, 6) && ids_equal(a.test.labels, b.test.labels, 4));
+
+    /* encode_text with the same vocabulary */
+    int32_t ids[6];
+    int nw = 0;
+    const char *txt = "bad unseen the";
+    CHECK_STATUS(attn_imdb_encode_text(ids, 6, &a.vocab, txt, strlen(txt), &nw, NULL), ATTN_OK);
+    check_row("encode_text", ids, r0, 6);
+    CHECK(nw == 3);
+    CHECK_STATUS(attn_imdb_encode_text(ids, 6, &a.vocab, " !? <br />", 10, &nw, NULL), ATTN_ERR_ARG);
+    size_t bad = 0;
+    CHECK_STATUS(attn_imdb_encode_text(ids, 6, &a.vocab, "ok \xfe", 4, &nw, &bad), ATTN_ERR_FORMAT);
+    CHECK(bad == 3);
+
+    /* a larger vocabulary than there are words: placeholders fill the ids no word has */
+    o.V = 13;
+    attn_imdb_data c;
+    CHECK_STATUS(attn_imdb_load(&c, folder, &o, err, sizeof err), ATTN_OK);
+    CHECK(c.vocab.V == 13 && strcmp(c.vocab.words[10], "yak") == 0 && strcmp(c.vocab.words[11], "zebra") == 0);
+    CHECK(strncmp(c.vocab.words[12], "<unused", 7) == 0);
+    attn_imdb_free(&c);
+
+    /* --limit: the first 2 of each split, the vocabulary from those 2 */
+    o.V = 10;
+    o.limit = 2;
+    CHECK_STATUS(attn_imdb_load(&c, tgz, &o, err, sizeof err), ATTN_OK);
+    CHECK(c.train.n == 2 && c.test.n == 2);
+    CHECK(strcmp(c.vocab.words[3], "the") == 0 && strcmp(c.vocab.words[6], "apple") == 0 &&
+          strcmp(c.vocab.words[7], "car") == 0 && strcmp(c.vocab.words[8], "cars") == 0);
+    attn_imdb_free(&c);
+    o.limit = 0;
+
+    /* ---- cache ---- */
+    char cache[600];
+    snprintf(cache, sizeof cache, "%s/cache.bin", root);
+    CHECK_STATUS(attn_imdb_cache_save(&a, &o, cache, err, sizeof err), ATTN_OK);
+    CHECK_STATUS(attn_imdb_cache_load(&c, &o, folder, cache, err, sizeof err), ATTN_OK);
+    CHECK(c.vocab.crc == a.vocab.crc && c.train.n == 6 && c.test.n == 4 && c.T == 6);
+    CHECK(ids_equal(c.train.ids, a.train.ids, 36) && ids_equal(c.test.ids, a.test.ids, 24));
+    CHECK(ids_equal(c.train.labels, a.train.labels, 6) && ids_equal(c.test.labels, a.test.labels, 4));
+    CHECK(strcmp(c.vocab.words[9], "apricot") == 0);
+    attn_imdb_free(&c);
+    attn_imdb_options o2 = o;
+    o2.T = 7;
+    CHECK_STATUS(attn_imdb_cache_load(&c, &o2, NULL, cache, err, sizeof err), ATTN_ERR_ARG);   /* stale */
+    o2 = o;
+    o2.limit = 3;
+    CHECK_STATUS(attn_imdb_cache_load(&c, &o2, NULL, cache, err, sizeof err), ATTN_ERR_ARG);
+    CHECK_STATUS(attn_imdb_cache_load(&c, &o, tgz, cache, err, sizeof err), ATTN_ERR_ARG);      /* other source */
+    /* corrupt: one payload byte, the header, truncation, trailing bytes */
+    FILE *f = fopen(cache, "rb");
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *raw = malloc((size_t)size + 8);
+    CHECK(fread(raw, 1, (size_t)size, f) == (size_t)size);
+    fclose(f);
+    char broken[600];
+    snprintf(broken, sizeof broken, "%s/broken.bin", root);
+    raw[size - 10] ^= 1;
+    write_file(broken, (const char *)raw, (size_t)size);
+    err[0] = '\0';
+    CHECK_STATUS(attn_imdb_cache_load(&c, &o, NULL, broken, err, sizeof err), ATTN_ERR_FORMAT);
+    printf("  corrupt cache: %s\n", err);
+    CHECK(strstr(err, "checksum") != NULL);
+    raw[size - 10] ^= 1;
+    raw[20] ^= 1;
+    write_file(broken, (const char *)raw, (size_t)size);
+    CHECK_STATUS(attn_imdb_cache_load(&c, &o, NULL, broken, err, sizeof err), ATTN_ERR_FORMAT);
+    raw[20] ^= 1;
+    write_file(broken, (const char *)raw, (size_t)size - 5);
+    err[0] = '\0';
+    CHECK_STATUS(attn_imdb_cache_load(&c, &o, NULL, broken, err, sizeof err), ATTN_ERR_FORMAT);
+    printf("  truncated cache: %s\n", err);
+    CHECK(strstr(err, "truncated") != NULL);
+    memset(raw + size, 0, 8);
+    write_file(broken, (const char *)raw, (size_t)size + 8);
+    CHECK_STATUS(attn_imdb_cache_load(&c, &o, NULL, broken, err, sizeof err), ATTN_ERR_FORMAT);
+    raw[0] = 'X';
+    write_file(broken, (const char *)raw, (size_t)size);
+    CHECK_STATUS(attn_imdb_cache_load(&c, &o, NULL, broken, err, sizeof err), ATTN_ERR_FORMAT);
+    write_file(broken, "", 0);
+    CHECK_STATUS(attn_imdb_cache_load(&c, &o, NULL, broken, err, sizeof err), ATTN_ERR_FORMAT);
+    free(raw);
+    attn_imdb_free(&a);
+    attn_imdb_free(&b);
+}
+
+static void test_broken_inputs(void) {
+    char root[512], path[700], err[1024];
+    attn_imdb_options o;
+    attn_imdb_options_default(&o);
+    o.V = 10;
+    o.T = 6;
+    attn_imdb_data d;
+
+    /* invalid UTF-8 in a review: named, with the byte offset, from the folder and from the archive */
+    snprintf(root, sizeof root, "%s/badutf8", g_dir);
+    make_fixture(root, "train/neg/1_3.txt", "the bad \xc3\x28 car");
+    snprintf(path, sizeof path, "%s/aclImdb", root);
+    err[0] = '\0';
+    CHECK_STATUS(attn_imdb_load(&d, path, &o, err, sizeof err), ATTN_ERR_FORMAT);
+    printf("  invalid UTF-8 (folder): %s\n", err);
+    CHECK(strstr(err, "1_3.txt") != NULL && strstr(err, "UTF-8") != NULL && strstr(err, "byte 8") != NULL);
+    snprintf(path, sizeof path, "%s/data.tar.gz", root);
+    err[0] = '\0';
+    CHECK_STATUS(attn_imdb_load(&d, path, &o, err, sizeof err), ATTN_ERR_FORMAT);
+    printf("  invalid UTF-8 (archive): %s\n", err);
+    CHECK(strstr(err, "aclImdb/train/neg/1_3.txt") != NULL && strstr(err, "UTF-8") != NULL);
+
+    /* an empty review (only markup and punctuation) */
+    snprintf(root, sizeof root, "%s/empty", g_dir);
+    make_fixture(root, "test/pos/1_10.txt", "<br /><br /> ... ");
+    snprintf(path, sizeof path, "%s/data.tar.gz", root);
+    err[0] = '\0';
+    CHECK_STATUS(attn_imdb_load(&d, path, &o, err, sizeof err), ATTN_ERR_FORMAT);
+    printf("  empty review: %s\n", err);
+    CHECK(strstr(err, "1_10.txt") != NULL && strstr(err, "empty") != NULL);
+
+    /* a truncated archive */
+    snprintf(root, sizeof root, "%s/good", g_dir);
+    snprintf(path, sizeof path, "%s/data.tar.gz", root);
+    FILE *f = fopen(path, "rb");
+    unsigned char buf[65536];
+    size_t n = f ? fread(buf, 1, sizeof buf, f) : 0;
+    if (f) fclose(f);
+    char cut[700];
+    snprintf(cut, sizeof cut, "%s/cut.tar.gz", g_dir);
+    write_file(cut, (const char *)buf, n * 2 / 3);
+    err[0] = '\0';
+    CHECK_STATUS(attn_imdb_load(&d, cut, &o, err, sizeof err), ATTN_ERR_FORMAT);
+    printf("  truncated archive: %s\n", err);
+    CHECK(strstr(err, "truncated") != NULL && strstr(err, "cut.tar.gz") != NULL);
+
+    /* a folder without the test split */
+    snprintf(root, sizeof root, "%s/notest/aclImdb", g_dir);
+    snprintf(path, sizeof path, "%s/train/pos/0_9.txt", root);
+    write_file(path, "good", 4);
+    snprintf(path, sizeof path, "%s/train/neg/0_1.txt", root);
+    write_file(path, "bad", 3);
+    snprintf(path, sizeof path, "%s/test", root);
+    mkdirs(path);
+    err[0] = '\0';
+    CHECK_STATUS(attn_imdb_load(&d, root, &o, err, sizeof err), ATTN_ERR_IO);
+    printf("  missing split: %s\n", err);
+    CHECK(strstr(err, "test/neg") != NULL);
+
+    /* bad options */
+    o.V = 3;
+    CHECK_STATUS(attn_imdb_load(&d, root, &o, err, sizeof err), ATTN_ERR_ARG);
+}
+
+/* ---- the model against PyTorch ---------------------------------------------------------------------- */
+static float *golden_f32(const attn_st_file *g, const char *name, size_t *n) {
+    const attn_st_tensor *t = attn_st_find(g, name);
+    if (!t || t->dtype != ATTN_DTYPE_F64) {
+        fprintf(stderr, "golden tensor %s missing or not F64\n", name);
+        tu_failures++;
+        return NULL;
+    }
+    size_t k = t->nbytes / 8;
+    float *out = malloc(sizeof(float) * k);
+    const double *src = t->data;
+    for (size_t i = 0; i < k; i++) out[i] = (float)src[i];
+    *n = k;
+    return out;
+}
+
+static void test_model_golden(void) {
+    char path[512], err[512] = "";
+    snprintf(path, sizeof path, "%s/imdb_model.safetensors", ATTN_GOLDEN_DIR);
+    attn_st_file g;
+    if (attn_st_read(&g, path, 0, err, sizeof err) != ATTN_OK) {
+        fprintf(stderr, "cannot read %s: %s\n", path, err);
+        tu_failures++;
+        return;
+    }
+    const int V = 50, D = 8, T = 6, B = 4, C = 2;
+    const attn_st_tensor *tid = attn_st_find(&g, "ids"), *tlab = attn_st_find(&g, "labels");
+    CHECK(tid && tid->dtype == ATTN_DTYPE_I32 && tid->nbytes == sizeof(int32_t) * B * T);
+    CHECK(tlab && tlab->dtype == ATTN_DTYPE_I32 && tlab->nbytes == sizeof(int32_t) * B);
+    if (!tid || !tlab) { attn_st_free(&g); return; }
+    int32_t ids[24], labels[4];
+    memcpy(ids, tid->data, sizeof ids);
+    memcpy(labels, tlab->data, sizeof labels);
+
+    imdb_config c = {V, D, T, C, 0.125f, 0.5f};
+    imdb_model m;
+    CHECK_STATUS(imdb_model_init(&m, &c, B, 7), ATTN_OK);
+    CHECK(m.n_params == (size_t)V * D + 3 * D * D + C * D + C);
+    const char *pn[4] = {"emb", "kernel", "dense_w", "dense_b"};
+    float *dst[4] = {m.emb, m.kernel, m.dense_w, m.dense_b};
+    size_t want_n[4] = {(size_t)V * D, 3 * (size_t)D * D, (size_t)C * D, (size_t)C};
+    for (int i = 0; i < 4; i++) {
+        size_t n = 0;
+        float *p = golden_f32(&g, pn[i], &n);
+        CHECK(p && n == want_n[i]);
+        if (p && n == want_n[i]) memcpy(dst[i], p, n * sizeof(float));
+        free(p);
+    }
+    /* forward, dropout off (train = 0), with the weights */
+    float weights[4 * 6 * 6];
+    double loss_sum = 0;
+    int correct = 0;
+    CHECK_STATUS(imdb_model_forward(&m, ids, labels, B, 0, 0, weights, &loss_sum, &correct), ATTN_OK);
+    size_t n;
+    float *want = golden_f32(&g, "loss", &n);
+    float got_loss = (float)(loss_sum / B);
+    if (want) tu_close_f32("model loss", &got_loss, want, 1, 1e-6, 1e-5);
+    free(want);
+    want = golden_f32(&g, "probs", &n);
+    if (want) tu_close_f32("model probs", m.probs, want, n, 1e-6, 1e-5);
+    free(want);
+    want = golden_f32(&g, "weights", &n);
+    if (want) tu_close_f32("attention weights", weights, want, n, 1e-6, 1e-5);
+    free(want);
+    /* the evaluation path: projections from the per-word tables */
+    loss_sum = 0;
+    CHECK_STATUS(imdb_model_eval_forward(&m, ids, labels, B, &loss_sum, &correct), ATTN_ERR_ARG);   /* unprepared */
+    CHECK_STATUS(imdb_model_eval_prepare(&m), ATTN_OK);
+    CHECK_STATUS(imdb_model_eval_forward(&m, ids, labels, B, &loss_sum, &correct), ATTN_OK);
+    got_loss = (float)(loss_sum / B);
+    want = golden_f32(&g, "loss", &n);
+    if (want) tu_close_f32("eval path loss", &got_loss, want, 1, 1e-6, 1e-5);
+    free(want);
+    want = golden_f32(&g, "probs", &n);
+    if (want) tu_close_f32("eval path probs", m.probs, want, n, 1e-6, 1e-5);
+    free(want);
+    /* backward (the same forward without weights first, as training runs it) */
+    loss_sum = 0;
+    CHECK_STATUS(imdb_model_forward(&m, ids, labels, B, 0, 0, NULL, &loss_sum, &correct), ATTN_OK);
+    imdb_model_zero_grad(&m, 1);
+    CHECK_STATUS(imdb_model_backward(&m, ids, labels, B, 0, 0), ATTN_OK);
+    const char *gn[4] = {"d_emb", "d_kernel", "d_dense_w", "d_dense_b"};
+    float *gd[4] = {m.d_emb, m.d_kernel, m.d_dense_w, m.d_dense_b};
+    for (int i = 0; i < 4; i++) {
+        want = golden_f32(&g, gn[i], &n);
+        if (want && n == want_n[i]) tu_close_f32(gn[i], gd[i], want, n, 1e-6, 1e-4);
+        free(want);
+    }
+    /* the sparse zeroing leaves a clean slab */
+    imdb_model_zero_grad(&m, 0);
+    double s = 0;
+    for (size_t i = 0; i < m.n_params; i++) s += fabs(m.grads[i]);
+    CHECK(s == 0.0);
+
+    /* two Keras-form Adam steps over the one slab */
+    attn_adam a;
+    CHECK_STATUS(attn_adam_init(&a, m.n_params, 0.01f), ATTN_OK);
+    a.eps = 1e-7f;
+    a.decay = 1e-5f;
+    a.keras_eps = 1;
+    for (int step = 0; step < 2; step++) {
+        CHECK_STATUS(imdb_model_forward(&m, ids, labels, B, 0, 0, NULL, &loss_sum, &correct), ATTN_OK);
+        imdb_model_zero_grad(&m, 0);
+        CHECK_STATUS(imdb_model_backward(&m, ids, labels, B, 0, 0), ATTN_OK);
+        CHECK_STATUS(attn_adam_step(&a, m.params, m.grads), ATTN_OK);
+    }
+    const char *an[4] = {"adam2_emb", "adam2_kernel", "adam2_dense_w", "adam2_dense_b"};
+    for (int i = 0; i < 4; i++) {
+        want = golden_f32(&g, an[i], &n);
+        if (want && n == want_n[i]) tu_close_f32(an[i], dst[i], want, n, 2e-5, 1e-4);
+        free(want);
+    }
+    attn_adam_free(&a);
+
+    /* dropout on: the forward differs from the eval forward, and the same seed repeats exactly */
+    float p_eval[8], p_a[8], p_b[8];
+    CHECK_STATUS(imdb_model_forward(&m, ids, labels, B, 0, 0, NULL, &loss_sum, &correct), ATTN_OK);
+    memcpy(p_eval, m.probs, sizeof p_eval);
+    CHECK_STATUS(imdb_model_forward(&m, ids, labels, B, 1, 42, NULL, &loss_sum, &correct), ATTN_OK);
+    memcpy(p_a, m.probs, sizeof p_a);
+    CHECK_STATUS(imdb_model_forward(&m, ids, labels, B, 1, 42, NULL, &loss_sum, &correct), ATTN_OK);
+    memcpy(p_b, m.probs, sizeof p_b);
+    CHECK(memcmp(p_a, p_b, sizeof p_a) == 0 && memcmp(p_a, p_eval, sizeof p_a) != 0);
+    /* an id outside the vocabulary is refused */
+    int32_t badids[24];
+    memcpy(badids, ids, sizeof badids);
+    badids[5] = V;
+    CHECK_STATUS(imdb_model_forward(&m, badids, labels, B, 0, 0, NULL, &loss_sum, &correct), ATTN_ERR_ARG);
+    CHECK_STATUS(imdb_model_forward(&m, ids, labels, B + 1, 0, 0, NULL, &loss_sum, &correct), ATTN_ERR_SIZE);
+    imdb_model_free(&m);
+
+    /* the full-size model has exactly the published parameter count */
+    imdb_config full;
+    imdb_config_default(&full);
+    CHECK_STATUS(imdb_model_init(&m, &full, 1, 1), ATTN_OK);
+    CHECK(m.n_params == 2609410);
+    imdb_model_free(&m);
+    attn_st_free(&g);
+}
+
+/* ---- a short training run on the real data ---------------------------------------------------------- */
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void test_short_training(void) {
+    char found[1024], err[1024] = "";
+    if (attn_imdb_locate(ATTN_DATA_DIR, found, sizeof found, err, sizeof err) != ATTN_OK) {
+        printf("  short training run skipped: %s\n", err);
+        return;
+    }
+    attn_imdb_options o;
+    attn_imdb_options_default(&o);
+    o.limit = 2000;
+    attn_imdb_data d;
+    double t0 = now_s();
+    /* one thread: without OMP_WAIT_POLICY=passive, spinning OpenMP threads and the BLAS threads fight
+     * over the cores (see cmd_imdb.c's tune_runtime); one thread is faster here than two fighting */
+    attn_set_num_threads(1);
+    openblas_set_num_threads(1);
+    CHECK_STATUS(attn_imdb_load(&d, found, &o, err, sizeof err), ATTN_OK);
+    if (d.train.n != 2000) { attn_imdb_free(&d); return; }
+    double t1 = now_s();
+    imdb_config c;
+    imdb_config_default(&c);
+    imdb_model m;
+    const int batch = 32;
+    CHECK_STATUS(imdb_model_init(&m, &c, 250, 1), ATTN_OK);
+    attn_adam a;
+    CHECK_STATUS(attn_adam_init(&a, m.n_params, 2e-3f), ATTN_OK);
+    a.eps = 1e-7f;
+    a.decay = 1e-5f;
+    a.keras_eps = 1;
+    int32_t perm[2000], bids[32 * 64], blab[32];
+    for (int i = 0; i < 2000; i++) perm[i] = i;
+    attn_rng r;
+    attn_rng_seed(&r, 1);
+    attn_rng_shuffle(&r, perm, 2000);
+    double loss = 0;
+    int correct = 0;
+    imdb_model_zero_grad(&m, 1);
+    for (int s = 0; s * batch < 2000; s++) {
+        int B = 2000 - s * batch < batch ? 2000 - s * batch : batch;
+        for (int b = 0; b < B; b++) {
+            memcpy(bids + b * 64, d.train.ids + (size_t)perm[s * batch + b] * 64, 64 * sizeof(int32_t));
+            blab[b] = d.train.labels[perm[s * batch + b]];
+        }
+        if (imdb_model_forward(&m, bids, blab, B, 1, 1000 + s, NULL, &loss, &correct) != ATTN_OK) break;
+        imdb_model_zero_grad(&m, 0);
+        if (imdb_model_backward(&m, bids, blab, B, 1, 1000 + s) != ATTN_OK) break;
+        if (attn_adam_step(&a, m.params, m.grads) != ATTN_OK) break;
+    }
+    double vl = 0;
+    int vc = 0;
+    for (int i = 0; i < d.test.n; i += 250)
+        CHECK_STATUS(imdb_model_forward(&m, d.test.ids + (size_t)i * 64, d.test.labels + i, 250, 0, 0, NULL, &vl, &vc),
+                     ATTN_OK);
+    double acc = (double)vc / d.test.n;
+    printf("  short run (--limit 2000, 1 epoch, lr 2e-3): train loss %.4f acc %.4f, val_loss %.4f val_acc %.4f "
+           "(load %.1f s, train+eval %.1f s); needs val_acc > 0.65\n", loss / 2000, (double)correct / 2000,
+           vl / d.test.n, acc, t1 - t0, now_s() - t1);
+    CHECK(acc > 0.65);
+    attn_adam_free(&a);
+    imdb_model_free(&m);
+    attn_imdb_free(&d);
+}
+
+static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+    (void)sb; (void)flag; (void)ftw;
+    return remove(path);
+}
+
+int main(void) {
+    snprintf(g_dir, sizeof g_dir, "/tmp/attn_test_imdb_XXXXXX");
+    if (!mkdtemp(g_dir)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    test_tokenizer();
+    test_loader();
+    test_broken_inputs();
+    test_model_golden();
+    test_short_training();
+    if (nftw(g_dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS) != 0) fprintf(stderr, "note: could not remove %s\n", g_dir);
+    return tu_finish("test_imdb");
+}

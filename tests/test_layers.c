@@ -1,0 +1,441 @@
+/*
+ * test_layers.c — the stateless layers (linear, embedding, dropout, layer norm, mean over time, softmax
+ * cross-entropy), Adam and gradient clipping, against PyTorch goldens written by
+ * tools/golden/gen_layers.py, plus finite differences and bad-input statuses.
+ *
+ * Tolerances: goldens are float64 results from float32-exact inputs, so the only error is the C code's
+ * float32 arithmetic: |got - want| <= 1e-5 + 1e-5·|want| (GOLD_ATOL/GOLD_RTOL). Finite differences are
+ * taken in float32 with a central step h = 1e-2 on smooth functions: 2e-3 + 1e-2·|want| (FD_ATOL/FD_RTOL).
+ */
+#include "attn.h"
+#include "testutil.h"
+
+#include <string.h>
+
+#define GOLD_ATOL 1e-5
+#define GOLD_RTOL 1e-5
+#define FD_ATOL 2e-3
+#define FD_RTOL 1e-2
+
+static attn_st_file F;
+
+/* A float32 golden tensor of exactly this shape (ndim <= 4); exits the test when it is missing. */
+static const float *gf(const char *name, int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3) {
+    const int64_t shape[4] = {d0, d1, d2, d3};
+    const float *p = NULL;
+    char err[256];
+    if (attn_st_get_f32(&F, name, ndim, shape, &p, err, sizeof err) != ATTN_OK) {
+        fprintf(stderr, "golden: %s\n", err);
+        exit(1);
+    }
+    return p;
+}
+
+static const int32_t *gi(const char *name, int64_t n) {
+    const attn_st_tensor *t = attn_st_find(&F, name);
+    if (!t || t->dtype != ATTN_DTYPE_I32 || t->nbytes != (size_t)n * 4) {
+        fprintf(stderr, "golden: %s missing or not int32 of %lld elements\n", name, (long long)n);
+        exit(1);
+    }
+    return (const int32_t *)t->data;
+}
+
+static void load(const char *file) {
+    char path[1024], err[512];
+    snprintf(path, sizeof path, "%s/%s", ATTN_GOLDEN_DIR, file);
+    if (attn_st_read(&F, path, 0, err, sizeof err) != ATTN_OK) {
+        fprintf(stderr, "cannot read golden file: %s\n", err);
+        exit(1);
+    }
+}
+
+static float *zeros(size_t n) { return calloc(n ? n : 1, sizeof(float)); }
+
+static double dot(const float *a, const float *b, size_t n) {
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += (double)a[i] * b[i];
+    return s;
+}
+
+/* ------------------------------------------------------------------------------------------------- */
+static void test_linear(void) {
+    printf("linear\n");
+    enum { N = 3, IN = 5, OUT = 4 };
+    const float *x = gf("linear.x", 2, N, IN, 0, 0), *w = gf("linear.w", 2, OUT, IN, 0, 0);
+    const float *b = gf("linear.b", 1, OUT, 0, 0, 0), *dy = gf("linear.dy", 2, N, OUT, 0, 0);
+    float y[N * OUT], dx[N * IN] = {0}, dw[OUT * IN] = {0}, db[OUT] = {0};
+    CHECK_STATUS(attn_linear_forward(y, x, w, b, N, IN, OUT), ATTN_OK);
+    tu_close_f32("linear y", y, gf("linear.y", 2, N, OUT, 0, 0), N * OUT, GOLD_ATOL, GOLD_RTOL);
+    CHECK_STATUS(attn_linear_backward(dx, dw, db, dy, x, w, N, IN, OUT), ATTN_OK);
+    tu_close_f32("linear dx", dx, gf("linear.dx", 2, N, IN, 0, 0), N * IN, GOLD_ATOL, GOLD_RTOL);
+    tu_close_f32("linear dw", dw, gf("linear.dw", 2, OUT, IN, 0, 0), OUT * IN, GOLD_ATOL, GOLD_RTOL);
+    tu_close_f32("linear db", db, gf("linear.db", 1, OUT, 0, 0, 0), OUT, GOLD_ATOL, GOLD_RTOL);
+
+    /* backward accumulates: a second call (without dx and db) doubles dw only */
+    float dw2[OUT * IN], want2[OUT * IN];
+    memcpy(dw2, dw, sizeof dw);
+    CHECK_STATUS(attn_linear_backward(NULL, dw2, NULL, dy, x, w, N, IN, OUT), ATTN_OK);
+    for (int i = 0; i < OUT * IN; i++) want2[i] = 2 * dw[i];
+    tu_close_f32("linear dw accumulates", dw2, want2, OUT * IN, 1e-6, 1e-6);
+
+    /* without a bias: y - b */
+    float y0[N * OUT], want0[N * OUT];
+    CHECK_STATUS(attn_linear_forward(y0, x, w, NULL, N, IN, OUT), ATTN_OK);
+    for (int n = 0; n < N; n++)
+        for (int o = 0; o < OUT; o++) want0[n * OUT + o] = y[n * OUT + o] - b[o];
+    tu_close_f32("linear y without bias", y0, want0, N * OUT, 1e-6, 1e-5);
+
+    /* bad input */
+    CHECK_STATUS(attn_linear_forward(NULL, x, w, b, N, IN, OUT), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_linear_forward(y, NULL, w, b, N, IN, OUT), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_linear_forward(y, x, NULL, b, N, IN, OUT), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_linear_forward(y, x, w, b, 0, IN, OUT), ATTN_ERR_SIZE);
+    CHECK_STATUS(attn_linear_forward(y, x, w, b, N, -1, OUT), ATTN_ERR_SIZE);
+    CHECK_STATUS(attn_linear_forward(y, x, w, b, N, IN, 0), ATTN_ERR_SIZE);
+    CHECK_STATUS(attn_linear_forward(y, x, w, b, 1 << 20, 1 << 20, OUT), ATTN_ERR_SIZE);
+    CHECK_STATUS(attn_linear_backward(dx, NULL, db, dy, x, w, N, IN, OUT), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_linear_backward(dx, dw, db, NULL, x, w, N, IN, OUT), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_linear_backward(dx, dw, db, dy, NULL, w, N, IN, OUT), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_linear_backward(dx, dw, db, dy, x, NULL, N, IN, OUT), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_linear_backward(dx, dw, db, dy, x, w, N, IN, -3), ATTN_ERR_SIZE);
+}
+
+/* ------------------------------------------------------------------------------------------------- */
+static void test_embedding(void) {
+    printf("embedding\n");
+    enum { V = 6, D = 3, N = 7 };
+    const int32_t *ids = gi("embedding.ids", N);
+    const float *table = gf("embedding.table", 2, V, D, 0, 0), *dy = gf("embedding.dy", 2, N, D, 0, 0);
+    float y[N * D], dtable[V * D] = {0};
+    CHECK_STATUS(attn_embedding_forward(y, ids, table, N, V, D), ATTN_OK);
+    tu_close_f32("embedding y", y, gf("embedding.y", 2, N, D, 0, 0), N * D, 0, 0);
+    CHECK_STATUS(attn_embedding_backward(dtable, dy, ids, N, V, D), ATTN_OK);
+    tu_close_f32("embedding dtable", dtable, gf("embedding.dtable", 2, V, D, 0, 0), V * D, GOLD_ATOL, GOLD_RTOL);
+
+    /* an id out of range: ATTN_ERR_ARG, nothing written (the bad id comes last) */
+    int32_t bad[3] = {1, 2, V};
+    float y2[3 * D], d2[V * D];
+    for (int i = 0; i < 3 * D; i++) y2[i] = 777.0f;
+    for (int i = 0; i < V * D; i++) d2[i] = 777.0f;
+    CHECK_STATUS(attn_embedding_forward(y2, bad, table, 3, V, D), ATTN_ERR_ARG);
+    CHECK_STATUS(attn_embedding_backward(d2, dy, bad, 3, V, D), ATTN_ERR_ARG);
+    int untouched = 1;
+    for (int i = 0; i < 3 * D; i++) untouched &= y2[i] == 777.0f;
+    for (int i = 0; i < V * D; i++) untouched &= d2[i] == 777.0f;
+    CHECK(untouched);
+    bad[2] = -1;
+    CHECK_STATUS(attn_embedding_forward(y2, bad, table, 3, V, D), ATTN_ERR_ARG);
+    CHECK_STATUS(attn_embedding_forward(NULL, ids, table, N, V, D), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_embedding_forward(y, NULL, table, N, V, D), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_embedding_forward(y, ids, NULL, N, V, D), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_embedding_forward(y, ids, table, 0, V, D), ATTN_ERR_SIZE);
+    CHECK_STATUS(attn_embedding_forward(y, ids, table, N, 0, D), ATTN_ERR_SIZE);
+    CHECK_STATUS(attn_embedding_forward(y, ids, table, N, V, -2), ATTN_ERR_SIZE);
+    CHECK_STATUS(attn_embedding_backward(NULL, dy, ids, N, V, D), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_embedding_backward(dtable, NULL, ids, N, V, D), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_embedding_backward(dtable, dy, NULL, N, V, D), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_embedding_backward(dtable, dy, ids, N, V, 0), ATTN_ERR_SIZE);
+}
+
+/* ------------------------------------------------------------------------------------------------- */
+static void test_dropout(void) {
+    printf("dropout\n");
+    enum { N = 1000 };
+    float x[N], y[N], dx[N], dy[N];
+    attn_rng r;
+    attn_rng_seed(&r, 3);
+    attn_rng_fill_uniform(&r, x, N, 0.5f, 1.5f);     /* nonzero, so zeros in y mean "dropped" */
+    attn_rng_fill_uniform(&r, dy, N, -1.0f, 1.0f);
+    const float p = 0.3f;
+    CHECK_STATUS(attn_dropout_forward(y, x, N, p, 99), ATTN_OK);
+    int ok = 1, dropped = 0;
+    for (int i = 0; i < N; i++) {
+        int keep = attn_dropout_keep(99, (uint64_t)i, p);
+        dropped += !keep;
+        ok &= keep ? y[i] == x[i] * (1.0f / (1.0f - p)) : y[i] == 0.0f;
+    }
+    CHECK(ok);
+    CHECK(dropped > 200 && dropped < 400);
+    /* backward accumulates dy·keep/(1-p); in place forward gives the same y */
+    for (int i = 0; i < N; i++) dx[i] = 1.0f;
+    CHECK_STATUS(attn_dropout_backward(dx, dy, N, p, 99), ATTN_OK);
+    ok = 1;
+    for (int i = 0; i < N; i++)
+        ok &= dx[i] == (attn_dropout_keep(99, (uint64_t)i, p) ? 1.0f + dy[i] * (1.0f / (1.0f - p)) : 1.0f);
+    CHECK(ok);
+    float z[N];
+    memcpy(z, x, sizeof z);
+    CHECK_STATUS(attn_dropout_forward(z, z, N, p, 99), ATTN_OK);
+    CHECK(memcmp(z, y, sizeof z) == 0);
+    /* p = 0 is the identity */
+    CHECK_STATUS(attn_dropout_forward(z, x, N, 0.0f, 5), ATTN_OK);
+    CHECK(memcmp(z, x, sizeof z) == 0);
+    /* bad input */
+    CHECK_STATUS(attn_dropout_forward(y, x, N, 1.0f, 1), ATTN_ERR_ARG);
+    CHECK_STATUS(attn_dropout_forward(y, x, N, -0.1f, 1), ATTN_ERR_ARG);
+    CHECK_STATUS(attn_dropout_forward(y, x, N, NAN, 1), ATTN_ERR_ARG);
+    CHECK_STATUS(attn_dropout_forward(NULL, x, N, p, 1), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_dropout_forward(y, NULL, N, p, 1), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_dropout_forward(y, x, 0, p, 1), ATTN_ERR_SIZE);
+    CHECK_STATUS(attn_dropout_backward(NULL, dy, N, p, 1), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_dropout_backward(dx, NULL, N, p, 1), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_dropout_backward(dx, dy, N, 2.0f, 1), ATTN_ERR_ARG);
+    CHECK_STATUS(attn_dropout_backward(dx, dy, 0, p, 1), ATTN_ERR_SIZE);
+}
+
+/* ------------------------------------------------------------------------------------------------- */
+static double layernorm_loss(const float *x, const float *gamma, const float *beta, const float *G, int N, int C) {
+    float y[64], mean[8], rstd[8];
+    attn_layernorm_forward(y, mean, rstd, x, gamma, beta, N, C, 1e-5f);
+    return dot(y, G, (size_t)N * C);
+}
+
+static void test_layernorm(void) {
+    printf("layernorm\n");
+    enum { N = 4, C = 7 };
+    const float *x = gf("layernorm.x", 2, N, C, 0, 0), *gamma = gf("layernorm.gamma", 1, C, 0, 0, 0);
+    const float *beta = gf("layernorm.beta", 1, C, 0, 0, 0), *dy = gf("layernorm.dy", 2, N, C, 0, 0);
+    float y[N * C], mean[N], rstd[N], dx[N * C] = {0}, dgamma[C] = {0}, dbeta[C] = {0};
+    CHECK_STATUS(attn_layernorm_forward(y, mean, rstd, x, gamma, beta, N, C, 1e-5f), ATTN_OK);
+    tu_close_f32("layernorm y", y, gf("layernorm.y", 2, N, C, 0, 0), N * C, GOLD_ATOL, GOLD_RTOL);
+    tu_close_f32("layernorm mean", mean, gf("layernorm.mean", 1, N, 0, 0, 0), N, GOLD_ATOL, GOLD_RTOL);
+    tu_close_f32("layernorm rstd", rstd, gf("layernorm.rstd", 1, N, 0, 0, 0), N, GOLD_ATOL, GOLD_RTOL);
+    CHECK_STATUS(attn_layernorm_backward(dx, dgamma, dbeta, dy, x, mean, rstd, gamma, N, C), ATTN_OK);
+    tu_close_f32("layernorm dx", dx, gf("layernorm.dx", 2, N, C, 0, 0), N * C, GOLD_ATOL, GOLD_RTOL);
+    tu_close_f32("layernorm dgamma", dgamma, gf("layernorm.dgamma", 1, C, 0, 0, 0), C, GOLD_ATOL, GOLD_RTOL);
+    tu_close_f32("layernorm dbeta", dbeta, gf("layernorm.dbeta", 1, C, 0, 0, 0), C, GOLD_ATOL, GOLD_RTOL);
+
+    /* finite differences of L = Σ y·dy with respect to x, gamma and beta */
+    const float h = 1e-2f;
+    float xp[N * C], gp[C], bp[C], fdx[N * C], fdg[C], fdb[C];
+    memcpy(xp, x, sizeof xp);
+    memcpy(gp, gamma, sizeof gp);
+    memcpy(bp, beta, sizeof bp);
+    for (int i = 0; i < N * C; i++) {
+        float s = xp[i];
+        xp[i] = s + h; double lp = layernorm_loss(xp, gp, bp, dy, N, C);
+        xp[i] = s - h; double lm = layernorm_loss(xp, gp, bp, dy, N, C);
+        xp[i] = s;
+        fdx[i] = (float)((lp - lm) / (2.0 * h));
+    }
+    for (int i = 0; i < C; i++) {
+        float s = gp[i];
+        gp[i] = s + h; double lp = layernorm_loss(xp, gp, bp, dy, N, C);
+        gp[i] = s - h; double lm = layernorm_loss(xp, gp, bp, dy, N, C);
+        gp[i] = s;
+        fdg[i] = (float)((lp - lm) / (2.0 * h));
+        s = bp[i];
+        bp[i] = s + h; lp = layernorm_loss(xp, gp, bp, dy, N, C);
+        bp[i] = s - h; lm = layernorm_loss(xp, gp, bp, dy, N, C);
+        bp[i] = s;
+        fdb[i] = (float)((lp - lm) / (2.0 * h));
+    }
+    tu_close_f32("layernorm dx vs finite differences", dx, fdx, N * C, FD_ATOL, FD_RTOL);
+    tu_close_f32("layernorm dgamma vs finite differences", dgamma, fdg, C, FD_ATOL, FD_RTOL);
+    tu_close_f32("layernorm dbeta vs finite differences", dbeta, fdb, C, FD_ATOL, FD_RTOL);
+
+    /* a constant row: finite output (beta), no NaN */
+    float cx[C], cy[C], cm, cr;
+    for (int i = 0; i < C; i++) cx[i] = 3.0f;
+    CHECK_STATUS(attn_layernorm_forward(cy, &cm, &cr, cx, gamma, beta, 1, C, 1e-5f), ATTN_OK);
+    tu_close_f32("layernorm constant row = beta", cy, beta, C, 1e-6, 0);
+
+    /* bad input */
+    CHECK_STATUS(attn_layernorm_forward(NULL, mean, rstd, x, gamma, beta, N, C, 1e-5f), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_layernorm_forward(y, NULL, rstd, x, gamma, beta, N, C, 1e-5f), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_layernorm_forward(y, mean, NULL, x, gamma, beta, N, C, 1e-5f), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_layernorm_forward(y, mean, rstd, NULL, gamma, beta, N, C, 1e-5f), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_layernorm_forward(y, mean, rstd, x, NULL, beta, N, C, 1e-5f), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_layernorm_forward(y, mean, rstd, x, gamma, NULL, N, C, 1e-5f), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_layernorm_forward(y, mean, rstd, x, gamma, beta, 0, C, 1e-5f), ATTN_ERR_SIZE);
+    CHECK_STATUS(attn_layernorm_forward(y, mean, rstd, x, gamma, beta, N, -1, 1e-5f), ATTN_ERR_SIZE);
+    CHECK_STATUS(attn_layernorm_forward(y, mean, rstd, x, gamma, beta, N, C, -1.0f), ATTN_ERR_ARG);
+    CHECK_STATUS(attn_layernorm_forward(y, mean, rstd, x, gamma, beta, N, C, NAN), ATTN_ERR_ARG);
+    CHECK_STATUS(attn_layernorm_backward(dx, NULL, dbeta, dy, x, mean, rstd, gamma, N, C), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_layernorm_backward(dx, dgamma, NULL, dy, x, mean, rstd, gamma, N, C), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_layernorm_backward(dx, dgamma, dbeta, NULL, x, mean, rstd, gamma, N, C), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_layernorm_backward(dx, dgamma, dbeta, dy, NULL, mean, rstd, gamma, N, C), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_layernorm_backward(dx, dgamma, dbeta, dy, x, NULL, rstd, gamma, N, C), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_layernorm_backward(dx, dgamma, dbeta, dy, x, mean, NULL, gamma, N, C), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_layernorm_backward(dx, dgamma, dbeta, dy, x, mean, rstd, NULL, N, C), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_layernorm_backward(dx, dgamma, dbeta, dy, x, mean, rstd, gamma, N, 0), ATTN_ERR_SIZE);
+    CHECK_STATUS(attn_layernorm_backward(NULL, dgamma, dbeta, dy, x, mean, rstd, gamma, N, C), ATTN_OK);
+}
+
+/* ------------------------------------------------------------------------------------------------- */
+static void test_mean_time(void) {
+    printf("mean over time\n");
+    enum { B = 2, T = 3, C = 4 };
+    const float *x = gf("mean_time.x", 3, B, T, C, 0), *dy = gf("mean_time.dy", 2, B, C, 0, 0);
+    float y[B * C], dx[B * T * C] = {0};
+    CHECK_STATUS(attn_mean_time_forward(y, x, B, T, C), ATTN_OK);
+    tu_close_f32("mean_time y", y, gf("mean_time.y", 2, B, C, 0, 0), B * C, GOLD_ATOL, GOLD_RTOL);
+    CHECK_STATUS(attn_mean_time_backward(dx, dy, B, T, C), ATTN_OK);
+    tu_close_f32("mean_time dx", dx, gf("mean_time.dx", 3, B, T, C, 0), B * T * C, GOLD_ATOL, GOLD_RTOL);
+    CHECK_STATUS(attn_mean_time_forward(NULL, x, B, T, C), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_mean_time_forward(y, NULL, B, T, C), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_mean_time_forward(y, x, 0, T, C), ATTN_ERR_SIZE);
+    CHECK_STATUS(attn_mean_time_forward(y, x, B, -1, C), ATTN_ERR_SIZE);
+    CHECK_STATUS(attn_mean_time_backward(NULL, dy, B, T, C), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_mean_time_backward(dx, NULL, B, T, C), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_mean_time_backward(dx, dy, B, T, 0), ATTN_ERR_SIZE);
+}
+
+/* ------------------------------------------------------------------------------------------------- */
+static double xent_loss(const float *logits, const int32_t *t, const float *w, const float *dl, int N, int C) {
+    float losses[16], probs[128];
+    attn_softmax_xent_forward(losses, probs, logits, t, w, N, C);
+    return dot(losses, dl, (size_t)N);
+}
+
+static void test_xent(void) {
+    printf("softmax cross-entropy\n");
+    enum { N = 5, C = 4 };
+    const float *logits = gf("xent.logits", 2, N, C, 0, 0), *w = gf("xent.weights", 1, N, 0, 0, 0);
+    const float *dl = gf("xent.dlosses", 1, N, 0, 0, 0);
+    const int32_t *t = gi("xent.targets", N);
+    float losses[N], probs[N * C], dlogits[N * C] = {0};
+    CHECK_STATUS(attn_softmax_xent_forward(losses, probs, logits, t, w, N, C), ATTN_OK);
+    tu_close_f32("xent losses", losses, gf("xent.losses", 1, N, 0, 0, 0), N, GOLD_ATOL, GOLD_RTOL);
+    tu_close_f32("xent probs", probs, gf("xent.probs", 2, N, C, 0, 0), N * C, GOLD_ATOL, GOLD_RTOL);
+    CHECK_STATUS(attn_softmax_xent_backward(dlogits, dl, probs, t, w, N, C), ATTN_OK);
+    tu_close_f32("xent dlogits", dlogits, gf("xent.dlogits", 2, N, C, 0, 0), N * C, GOLD_ATOL, GOLD_RTOL);
+    int finite = 1;
+    for (int i = 0; i < N; i++) finite &= isfinite(losses[i]);
+    CHECK(finite);
+
+    /* finite differences on moderate logits (the golden's row of 900s is too coarse in float32) */
+    enum { M = 3, K = 5 };
+    float lg[M * K], wt[M] = {1.0f, 0.5f, 0.0f}, dls[M] = {0.7f, -1.3f, 2.0f}, pr[M * K], ls[M];
+    int32_t tg[M] = {4, 0, 2};
+    attn_rng r;
+    attn_rng_seed(&r, 17);
+    attn_rng_fill_uniform(&r, lg, M * K, -2.0f, 2.0f);
+    float an[M * K] = {0}, fd[M * K];
+    CHECK_STATUS(attn_softmax_xent_forward(ls, pr, lg, tg, wt, M, K), ATTN_OK);
+    CHECK_STATUS(attn_softmax_xent_backward(an, dls, pr, tg, wt, M, K), ATTN_OK);
+    const float h = 1e-2f;
+    for (int i = 0; i < M * K; i++) {
+        float s = lg[i];
+        lg[i] = s + h; double lp = xent_loss(lg, tg, wt, dls, M, K);
+        lg[i] = s - h; double lm = xent_loss(lg, tg, wt, dls, M, K);
+        lg[i] = s;
+        fd[i] = (float)((lp - lm) / (2.0 * h));
+    }
+    tu_close_f32("xent dlogits vs finite differences", an, fd, M * K, FD_ATOL, FD_RTOL);
+    /* weights NULL = all ones */
+    float l1[M], l2[M], w1[M] = {1, 1, 1};
+    CHECK_STATUS(attn_softmax_xent_forward(l1, pr, lg, tg, NULL, M, K), ATTN_OK);
+    CHECK_STATUS(attn_softmax_xent_forward(l2, pr, lg, tg, w1, M, K), ATTN_OK);
+    CHECK(memcmp(l1, l2, sizeof l1) == 0);
+
+    /* bad input: a target out of range writes nothing */
+    int32_t bt[M] = {0, K, 1};
+    float sentinel[M] = {5, 5, 5};
+    CHECK_STATUS(attn_softmax_xent_forward(sentinel, pr, lg, bt, NULL, M, K), ATTN_ERR_ARG);
+    CHECK(sentinel[0] == 5 && sentinel[1] == 5 && sentinel[2] == 5);
+    bt[1] = -1;
+    CHECK_STATUS(attn_softmax_xent_backward(an, dls, pr, bt, NULL, M, K), ATTN_ERR_ARG);
+    CHECK_STATUS(attn_softmax_xent_forward(NULL, pr, lg, tg, NULL, M, K), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_softmax_xent_forward(ls, NULL, lg, tg, NULL, M, K), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_softmax_xent_forward(ls, pr, NULL, tg, NULL, M, K), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_softmax_xent_forward(ls, pr, lg, NULL, NULL, M, K), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_softmax_xent_forward(ls, pr, lg, tg, NULL, 0, K), ATTN_ERR_SIZE);
+    CHECK_STATUS(attn_softmax_xent_forward(ls, pr, lg, tg, NULL, M, -1), ATTN_ERR_SIZE);
+    CHECK_STATUS(attn_softmax_xent_backward(NULL, dls, pr, tg, NULL, M, K), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_softmax_xent_backward(an, NULL, pr, tg, NULL, M, K), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_softmax_xent_backward(an, dls, NULL, tg, NULL, M, K), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_softmax_xent_backward(an, dls, pr, NULL, NULL, M, K), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_softmax_xent_backward(an, dls, pr, tg, NULL, M, 0), ATTN_ERR_SIZE);
+}
+
+/* ------------------------------------------------------------------------------------------------- */
+static void test_optim(void) {
+    printf("adam and clipping\n");
+    enum { NP = 37, STEPS = 3 };
+    const float *p0 = gf("p0", 1, NP, 0, 0, 0), *grads = gf("grads", 2, STEPS, NP, 0, 0);
+    const char *forms[2] = {"torch", "keras"};
+    for (int keras = 0; keras < 2; keras++) {
+        attn_adam a;
+        CHECK_STATUS(attn_adam_init(&a, NP, 0.01f), ATTN_OK);
+        CHECK(a.beta1 == 0.9f && a.beta2 == 0.999f && a.eps == 1e-8f && a.decay == 0.0f && a.t == 0);
+        a.keras_eps = keras;
+        a.decay = 0.1f;
+        if (keras) a.eps = 1e-7f;
+        float p[NP];
+        memcpy(p, p0, sizeof p);
+        for (int t = 1; t <= STEPS; t++) {
+            CHECK_STATUS(attn_adam_step(&a, p, grads + (t - 1) * NP), ATTN_OK);
+            char name[64], what[64];
+            snprintf(name, sizeof name, "%s.p%d", forms[keras], t);
+            snprintf(what, sizeof what, "adam %s params step %d", forms[keras], t);
+            tu_close_f32(what, p, gf(name, 1, NP, 0, 0, 0), NP, GOLD_ATOL, GOLD_RTOL);
+        }
+        char name[64];
+        snprintf(name, sizeof name, "%s.m", forms[keras]);
+        tu_close_f32(keras ? "adam keras m" : "adam torch m", a.m, gf(name, 1, NP, 0, 0, 0), NP, GOLD_ATOL, GOLD_RTOL);
+        snprintf(name, sizeof name, "%s.v", forms[keras]);
+        tu_close_f32(keras ? "adam keras v" : "adam torch v", a.v, gf(name, 1, NP, 0, 0, 0), NP, 1e-7, GOLD_RTOL);
+        CHECK(p[5] == p0[5]);                        /* zero gradient every step: never moves */
+        /* bad input */
+        CHECK_STATUS(attn_adam_step(&a, NULL, grads), ATTN_ERR_NULL);
+        CHECK_STATUS(attn_adam_step(&a, p, NULL), ATTN_ERR_NULL);
+        CHECK_STATUS(attn_adam_step(NULL, p, grads), ATTN_ERR_NULL);
+        a.beta1 = 1.0f;
+        CHECK_STATUS(attn_adam_step(&a, p, grads), ATTN_ERR_ARG);
+        a.beta1 = 0.9f; a.lr = NAN;
+        CHECK_STATUS(attn_adam_step(&a, p, grads), ATTN_ERR_ARG);
+        a.lr = 0.01f; a.eps = -1.0f;
+        CHECK_STATUS(attn_adam_step(&a, p, grads), ATTN_ERR_ARG);
+        a.eps = 1e-8f; a.decay = -1.0f;
+        CHECK_STATUS(attn_adam_step(&a, p, grads), ATTN_ERR_ARG);
+        CHECK(a.t == STEPS);                         /* refused steps do not count */
+        attn_adam_free(&a);
+        CHECK(a.m == NULL && a.v == NULL);
+        CHECK_STATUS(attn_adam_step(&a, p, grads), ATTN_ERR_NULL);
+    }
+    attn_adam a;
+    CHECK_STATUS(attn_adam_init(NULL, NP, 0.01f), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_adam_init(&a, 0, 0.01f), ATTN_ERR_SIZE);
+    CHECK_STATUS(attn_adam_init(&a, NP, -1.0f), ATTN_ERR_ARG);
+    CHECK_STATUS(attn_adam_init(&a, SIZE_MAX, 0.01f), ATTN_ERR_SIZE);
+    attn_adam_free(NULL);
+
+    const char *cases[2] = {"clip_over", "clip_under"};
+    for (int c = 0; c < 2; c++) {
+        char name[64];
+        float g[NP], norm = -1;
+        memcpy(g, grads, sizeof g);
+        snprintf(name, sizeof name, "%s.max_norm", cases[c]);
+        float mx = gf(name, 1, 1, 0, 0, 0)[0];
+        CHECK_STATUS(attn_clip_grad_norm(g, NP, mx, &norm), ATTN_OK);
+        snprintf(name, sizeof name, "%s.norm", cases[c]);
+        tu_close_f32(c ? "clip under: norm" : "clip over: norm", &norm, gf(name, 1, 1, 0, 0, 0), 1, GOLD_ATOL, GOLD_RTOL);
+        snprintf(name, sizeof name, "%s.grads", cases[c]);
+        tu_close_f32(c ? "clip under: grads" : "clip over: grads", g, gf(name, 1, NP, 0, 0, 0), NP, GOLD_ATOL, GOLD_RTOL);
+    }
+    float g[NP];
+    memcpy(g, grads, sizeof g);
+    CHECK_STATUS(attn_clip_grad_norm(g, NP, 1.0f, NULL), ATTN_OK);
+    CHECK_STATUS(attn_clip_grad_norm(NULL, NP, 1.0f, NULL), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_clip_grad_norm(g, 0, 1.0f, NULL), ATTN_ERR_SIZE);
+    CHECK_STATUS(attn_clip_grad_norm(g, NP, 0.0f, NULL), ATTN_ERR_ARG);
+    CHECK_STATUS(attn_clip_grad_norm(g, NP, NAN, NULL), ATTN_ERR_ARG);
+    CHECK_STATUS(attn_clip_grad_norm(g, NP, INFINITY, NULL), ATTN_ERR_ARG);
+}
+
+int main(void) {
+    load("layers_basic.safetensors");
+    test_linear();
+    test_embedding();
+    test_dropout();
+    test_layernorm();
+    test_mean_time();
+    test_xent();
+    attn_st_free(&F);
+    load("layers_optim.safetensors");
+    test_optim();
+    attn_st_free(&F);
+    (void)zeros;
+    return tu_finish("test_layers");
+}

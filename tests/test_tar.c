@@ -1,0 +1,303 @@
+/*
+ * test_tar.c — the .tar.gz reader (src/data/tar.c) on archives this test builds itself: a good one
+ * (files, a directory, sizes at and around the 512-byte block, a GNU long name, two gzip members), then
+ * broken variants: truncated gzip, corrupt gzip data, a bad header checksum, a missing end of archive,
+ * a file that is not gzip, a missing file.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "attn.h"
+#include "data/tar.h"
+#include "testutil.h"
+
+#include <string.h>
+#include <unistd.h>
+#include <zlib.h>
+
+static char g_dir[256];
+
+static void path_in(char *buf, size_t n, const char *name) { snprintf(buf, n, "%s/%s", g_dir, name); }
+
+/* ---- a raw tar in memory, so the tests can break it before compressing ---------------------------- */
+typedef struct {
+    unsigned char *p;
+    size_t n, cap;
+} rawtar;
+
+static void raw_put(rawtar *t, const void *d, size_t n) {
+    if (t->n + n > t->cap) {
+        t->cap = (t->n + n) * 2;
+        t->p = realloc(t->p, t->cap);
+    }
+    memcpy(t->p + t->n, d, n);
+    t->n += n;
+}
+
+static void raw_entry(rawtar *t, const char *name, char type, const void *data, size_t n) {
+    unsigned char h[512];
+    memset(h, 0, sizeof h);
+    memcpy(h, name, strlen(name) < 100 ? strlen(name) : 100);
+    snprintf((char *)h + 100, 8, "%07o", 0644u);
+    snprintf((char *)h + 108, 8, "%07o", 0u);
+    snprintf((char *)h + 116, 8, "%07o", 0u);
+    snprintf((char *)h + 124, 12, "%011llo", (unsigned long long)n);
+    snprintf((char *)h + 136, 12, "%011o", 0u);
+    h[156] = (unsigned char)type;
+    memcpy(h + 257, "ustar  ", 8);                /* GNU magic "ustar  \0" */
+    memset(h + 148, ' ', 8);
+    unsigned sum = 0;
+    for (int i = 0; i < 512; i++) sum += h[i];
+    snprintf((char *)h + 148, 8, "%06o", sum);
+    h[155] = ' ';
+    raw_put(t, h, 512);
+    raw_put(t, data, n);
+    static const unsigned char zero[512];
+    raw_put(t, zero, (512 - n % 512) % 512);
+}
+
+static void raw_end(rawtar *t) {
+    static const unsigned char zero[1024];
+    raw_put(t, zero, 1024);
+}
+
+static void write_gz(const char *path, const void *d, size_t n) {
+    gzFile g = gzopen(path, "wb");
+    gzwrite(g, d, (unsigned)n);
+    gzclose(g);
+}
+
+static unsigned char *read_all(const char *path, size_t *n) {
+    *n = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long sz = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *b = malloc((size_t)sz + 1);
+    *n = fread(b, 1, (size_t)sz, f);
+    fclose(f);
+    return b;
+}
+
+static void write_all(const char *path, const void *d, size_t n) {
+    FILE *f = fopen(path, "wb");
+    fwrite(d, 1, n, f);
+    fclose(f);
+}
+
+/* Reads every entry of an archive; returns the status of the first failure, the entry count in *count
+ * and the error text in err. */
+static attn_status read_archive(const char *path, int *count, char *err, size_t es) {
+    attn__tar *t;
+    *count = 0;
+    attn_status st = attn__tar_open(&t, path, err, es);
+    if (st != ATTN_OK) return st;
+    for (;;) {
+        attn__tar_entry e;
+        int done;
+        st = attn__tar_next(t, &e, &done, err, es);
+        if (st != ATTN_OK || done) break;
+        if (e.size) {
+            char *b = malloc(e.size);
+            st = attn__tar_read(t, b, e.size, err, es);
+            free(b);
+            if (st != ATTN_OK) break;
+        }
+        (*count)++;
+    }
+    attn__tar_close(t);
+    return st;
+}
+
+static void test_good_archive(void) {
+    char path[512];
+    path_in(path, sizeof path, "good.tar.gz");
+    static char big[1500], exact[512];
+    for (size_t i = 0; i < sizeof big; i++) big[i] = (char)('a' + i % 26);
+    for (size_t i = 0; i < sizeof exact; i++) exact[i] = (char)('0' + i % 10);
+    const char *longname = "dir/a-name-that-is-longer-than-one-hundred-bytes-so-that-the-ustar-name-field-cannot-hold-it-whole.txt";
+
+    /* written by the library's writer */
+    attn__tar_writer *w;
+    CHECK_STATUS(attn__tar_writer_open(&w, path), ATTN_OK);
+    CHECK_STATUS(attn__tar_writer_add(w, "dir/", '5', NULL, 0), ATTN_OK);
+    CHECK_STATUS(attn__tar_writer_add(w, "dir/big.txt", '0', big, sizeof big), ATTN_OK);
+    CHECK_STATUS(attn__tar_writer_add(w, "dir/empty.txt", '0', NULL, 0), ATTN_OK);
+    CHECK_STATUS(attn__tar_writer_add(w, "dir/exact.txt", '0', exact, sizeof exact), ATTN_OK);
+    CHECK_STATUS(attn__tar_writer_add(w, "dir/skipped.txt", '0', big, 700), ATTN_OK);
+    CHECK_STATUS(attn__tar_writer_add(w, "dir/last.txt", '0', "end", 3), ATTN_OK);
+    CHECK_STATUS(attn__tar_writer_close(w), ATTN_OK);
+
+    attn__tar *t;
+    char err[512] = "";
+    CHECK_STATUS(attn__tar_open(&t, path, err, sizeof err), ATTN_OK);
+    attn__tar_entry e;
+    int done = 0;
+    CHECK_STATUS(attn__tar_next(t, &e, &done, err, sizeof err), ATTN_OK);
+    CHECK(!done && strcmp(e.name, "dir/") == 0 && e.type == '5' && e.size == 0);
+    CHECK_STATUS(attn__tar_next(t, &e, &done, err, sizeof err), ATTN_OK);
+    CHECK(!done && strcmp(e.name, "dir/big.txt") == 0 && e.type == '0' && e.size == sizeof big);
+    char buf[2000];
+    CHECK_STATUS(attn__tar_read(t, buf, 1000, err, sizeof err), ATTN_OK);      /* in two parts */
+    CHECK_STATUS(attn__tar_read(t, buf + 1000, 500, err, sizeof err), ATTN_OK);
+    CHECK(memcmp(buf, big, sizeof big) == 0);
+    CHECK_STATUS(attn__tar_read(t, buf, 1, err, sizeof err), ATTN_ERR_ARG);     /* past its end */
+    CHECK_STATUS(attn__tar_next(t, &e, &done, err, sizeof err), ATTN_OK);
+    CHECK(!done && strcmp(e.name, "dir/empty.txt") == 0 && e.size == 0);
+    CHECK_STATUS(attn__tar_next(t, &e, &done, err, sizeof err), ATTN_OK);
+    CHECK(!done && strcmp(e.name, "dir/exact.txt") == 0 && e.size == 512);
+    CHECK_STATUS(attn__tar_read(t, buf, 512, err, sizeof err), ATTN_OK);
+    CHECK(memcmp(buf, exact, 512) == 0);
+    CHECK_STATUS(attn__tar_next(t, &e, &done, err, sizeof err), ATTN_OK);
+    CHECK(!done && strcmp(e.name, "dir/skipped.txt") == 0 && e.size == 700);   /* not read: skipped */
+    CHECK_STATUS(attn__tar_next(t, &e, &done, err, sizeof err), ATTN_OK);
+    CHECK(!done && strcmp(e.name, "dir/last.txt") == 0 && e.size == 3);
+    CHECK_STATUS(attn__tar_read(t, buf, 3, err, sizeof err), ATTN_OK);
+    CHECK(memcmp(buf, "end", 3) == 0);
+    CHECK_STATUS(attn__tar_next(t, &e, &done, err, sizeof err), ATTN_OK);
+    CHECK(done == 1);
+    attn__tar_close(t);
+
+    /* GNU long name, and the archive split over two gzip members */
+    rawtar r = {0};
+    raw_entry(&r, "././@LongLink", 'L', longname, strlen(longname) + 1);
+    raw_entry(&r, "truncated-name", '0', "long", 4);
+    size_t half = r.n;
+    raw_entry(&r, "second.txt", '0', "two", 3);
+    raw_end(&r);
+    path_in(path, sizeof path, "members.tar.gz");
+    gzFile g = gzopen(path, "wb");
+    gzwrite(g, r.p, (unsigned)half);
+    gzclose(g);
+    g = gzopen(path, "ab");
+    gzwrite(g, r.p + half, (unsigned)(r.n - half));
+    gzclose(g);
+    CHECK_STATUS(attn__tar_open(&t, path, err, sizeof err), ATTN_OK);
+    CHECK_STATUS(attn__tar_next(t, &e, &done, err, sizeof err), ATTN_OK);
+    CHECK(!done && strcmp(e.name, longname) == 0 && e.size == 4);
+    CHECK_STATUS(attn__tar_next(t, &e, &done, err, sizeof err), ATTN_OK);
+    CHECK(!done && strcmp(e.name, "second.txt") == 0 && e.size == 3);
+    CHECK_STATUS(attn__tar_read(t, buf, 3, err, sizeof err), ATTN_OK);
+    CHECK(memcmp(buf, "two", 3) == 0);
+    CHECK_STATUS(attn__tar_next(t, &e, &done, err, sizeof err), ATTN_OK);
+    CHECK(done == 1);
+    attn__tar_close(t);
+    free(r.p);
+}
+
+static void test_broken(void) {
+    char good[512], path[512], err[512];
+    int count;
+    static char text[20000];
+    for (size_t i = 0; i < sizeof text; i++) text[i] = (char)(' ' + (i * 7919) % 90);
+    rawtar r = {0};
+    raw_entry(&r, "a.txt", '0', text, sizeof text);
+    raw_entry(&r, "b.txt", '0', "bee", 3);
+    raw_end(&r);
+    path_in(good, sizeof good, "ok.tar.gz");
+    write_gz(good, r.p, r.n);
+    CHECK_STATUS(read_archive(good, &count, err, sizeof err), ATTN_OK);
+    CHECK(count == 2);
+
+    /* truncated gzip: the first half of the compressed bytes */
+    size_t n = 0;
+    unsigned char *gz = read_all(good, &n);
+    path_in(path, sizeof path, "truncated.tar.gz");
+    write_all(path, gz, n / 2);
+    err[0] = '\0';
+    CHECK_STATUS(read_archive(path, &count, err, sizeof err), ATTN_ERR_FORMAT);
+    printf("  truncated gzip: %s\n", err);
+    CHECK(strstr(err, "truncated") != NULL && strstr(err, path) != NULL);
+
+    /* the trailer cut off (all data there, CRC and size missing) */
+    write_all(path, gz, n - 4);
+    err[0] = '\0';
+    CHECK_STATUS(read_archive(path, &count, err, sizeof err), ATTN_ERR_FORMAT);
+
+    /* corrupt compressed data: flip bytes in the middle */
+    unsigned char *bad = malloc(n);
+    memcpy(bad, gz, n);
+    for (size_t i = n / 3; i < n / 3 + 8; i++) bad[i] ^= 0x5a;
+    path_in(path, sizeof path, "corrupt.tar.gz");
+    write_all(path, bad, n);
+    err[0] = '\0';
+    CHECK_STATUS(read_archive(path, &count, err, sizeof err), ATTN_ERR_FORMAT);
+    printf("  corrupt gzip: %s\n", err);
+    CHECK(strstr(err, path) != NULL);
+    free(bad);
+    free(gz);
+
+    /* bad header checksum: change a byte of the second header's name */
+    unsigned char *tarb = malloc(r.n);
+    memcpy(tarb, r.p, r.n);
+    size_t second = 512 + ((sizeof text + 511) / 512) * 512;
+    tarb[second] = 'c';
+    path_in(path, sizeof path, "checksum.tar.gz");
+    write_gz(path, tarb, r.n);
+    err[0] = '\0';
+    CHECK_STATUS(read_archive(path, &count, err, sizeof err), ATTN_ERR_FORMAT);
+    printf("  bad checksum: %s\n", err);
+    CHECK(strstr(err, "checksum") != NULL && count == 1);
+
+    /* a size field that is not octal (checksum recomputed so only the size is wrong) */
+    memcpy(tarb, r.p, r.n);
+    memcpy(tarb + 124, "0000000009x\0", 12);
+    memset(tarb + 148, ' ', 8);
+    unsigned sum = 0;
+    for (int i = 0; i < 512; i++) sum += tarb[i];
+    snprintf((char *)tarb + 148, 8, "%06o", sum);
+    tarb[155] = ' ';
+    write_gz(path, tarb, r.n);
+    CHECK_STATUS(read_archive(path, &count, err, sizeof err), ATTN_ERR_FORMAT);
+
+    /* no end-of-archive blocks */
+    path_in(path, sizeof path, "noend.tar.gz");
+    write_gz(path, r.p, r.n - 1024);
+    err[0] = '\0';
+    CHECK_STATUS(read_archive(path, &count, err, sizeof err), ATTN_ERR_FORMAT);
+    printf("  no end blocks: %s\n", err);
+    CHECK(strstr(err, "end-of-archive") != NULL && count == 2);
+
+    /* content cut inside an entry (a valid gzip of a cut tar) */
+    path_in(path, sizeof path, "cut.tar.gz");
+    write_gz(path, r.p, 512 + 3000);
+    err[0] = '\0';
+    CHECK_STATUS(read_archive(path, &count, err, sizeof err), ATTN_ERR_FORMAT);
+    printf("  cut entry: %s\n", err);
+    CHECK(strstr(err, "a.txt") != NULL);
+
+    /* not gzip at all */
+    path_in(path, sizeof path, "plain.tar.gz");
+    write_all(path, r.p, r.n);
+    CHECK_STATUS(read_archive(path, &count, err, sizeof err), ATTN_ERR_FORMAT);
+    /* an empty file */
+    write_all(path, "", 0);
+    CHECK_STATUS(read_archive(path, &count, err, sizeof err), ATTN_ERR_FORMAT);
+    /* no file */
+    path_in(path, sizeof path, "missing.tar.gz");
+    err[0] = '\0';
+    CHECK_STATUS(read_archive(path, &count, err, sizeof err), ATTN_ERR_IO);
+    CHECK(strstr(err, "missing.tar.gz") != NULL);
+    free(tarb);
+    free(r.p);
+}
+
+int main(void) {
+    snprintf(g_dir, sizeof g_dir, "/tmp/attn_test_tar_XXXXXX");
+    if (!mkdtemp(g_dir)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    test_good_archive();
+    test_broken();
+    /* clean up the temporary files */
+    static const char *const names[] = {"good.tar.gz", "members.tar.gz", "ok.tar.gz", "truncated.tar.gz",
+                                        "corrupt.tar.gz", "checksum.tar.gz", "noend.tar.gz", "cut.tar.gz",
+                                        "plain.tar.gz"};
+    char p[512];
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        path_in(p, sizeof p, names[i]);
+        unlink(p);
+    }
+    rmdir(g_dir);
+    return tu_finish("test_tar");
+}

@@ -1,0 +1,223 @@
+/*
+ * test_translate.c — the seq2seq model with Bahdanau attention.
+ *  1. Against PyTorch (tests/golden/seq2seq_model.safetensors, tools/golden/gen_seq2seq.py): the d2l
+ *     model's teacher-forced masked loss on a padded batch, the gradient of every parameter (encoder,
+ *     attention, every decoder step, dense), and greedy decoding with its attention weights.
+ *  2. Checkpoints: save, load, same translation; a corrupt checkpoint is refused.
+ *  3. A short training run on the real data (skipped when ../shared/data is absent): 12 epochs must
+ *     lower the loss by a factor of at least 2.5.
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include "attn.h"
+#include "testutil.h"
+
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static attn_status load_golden_model(attn_st_file *f, attn_seq2seq *m) {
+    attn_seq2seq_config c = {7, 8, 4, 5, 2, 0.0f, 4, 3};
+    attn_status st = attn_seq2seq_init(m, &c, 1);
+    if (st != ATTN_OK) return st;
+    /* every parameter by name: the checkpoint loader's list is the same, so go through a save/load of
+     * the golden values instead: copy each golden tensor into the slab by its state_dict order */
+    const char *names = attn_st_meta(f, "names");
+    if (!names) return ATTN_ERR_FORMAT;
+    size_t off = 0;
+    const char *s = names;
+    for (;;) {
+        const char *e = strchr(s, ',');
+        char n[96];
+        size_t len = e ? (size_t)(e - s) : strlen(s);
+        if (len >= sizeof n) return ATTN_ERR_FORMAT;
+        memcpy(n, s, len); n[len] = 0;
+        const attn_st_tensor *t = attn_st_find(f, n);
+        if (!t || t->dtype != ATTN_DTYPE_F32 || off + t->nbytes / 4 > m->n_params) return ATTN_ERR_FORMAT;
+        memcpy(m->params + off, t->data, t->nbytes);
+        off += t->nbytes / 4;
+        if (!e) break;
+        s = e + 1;
+    }
+    return off == m->n_params ? ATTN_OK : ATTN_ERR_SHAPE;
+}
+
+static void test_golden(const char *dir, int ref) {
+    attn_st_file f;
+    char err[256];
+    attn_status st = attn_st_read(&f, ATTN_GOLDEN_DIR "/seq2seq_model.safetensors", 0, err, sizeof err);
+    CHECK_STATUS(st, ATTN_OK);
+    if (st != ATTN_OK) { fprintf(stderr, "%s\n", err); return; }
+    attn_seq2seq m;
+    CHECK_STATUS(load_golden_model(&f, &m), ATTN_OK);
+    m.ref_attention = ref;
+    printf(" attention path: %s\n", ref ? "the library's attn_additive_forward/backward" : "the model's own");
+    const attn_st_tensor *tx = attn_st_find(&f, "X"), *txl = attn_st_find(&f, "X_len"), *ty = attn_st_find(&f, "Y"),
+                         *tyl = attn_st_find(&f, "Y_len"), *tl = attn_st_find(&f, "loss"), *tp = attn_st_find(&f, "pred"),
+                         *tw = attn_st_find(&f, "pred_weights");
+    CHECK(tx && txl && ty && tyl && tl && tp && tw);
+    if (!(tx && txl && ty && tyl && tl && tp && tw) || !m.params) { attn_st_free(&f); attn_seq2seq_free(&m); return; }
+    const int32_t *X = tx->data, *X_len = txl->data, *Y = ty->data, *Y_len = tyl->data;
+
+    /* loss and gradients */
+    float loss = 0;
+    memset(m.grads, 0, sizeof(float) * m.n_params);
+    CHECK_STATUS(attn_seq2seq_step(&m, &loss, X, X_len, Y, Y_len, 3, 0, 1, 0), ATTN_OK);
+    tu_close_f32("model loss (masked CE, summed)", &loss, tl->data, 1, 1e-6, 1e-5);
+    float *want = calloc(m.n_params, sizeof(float));
+    const char *names = attn_st_meta(&f, "names");
+    size_t off = 0;
+    for (const char *s = names; s;) {
+        const char *e = strchr(s, ',');
+        char n[128];
+        size_t len = e ? (size_t)(e - s) : strlen(s);
+        snprintf(n, sizeof n, "grad.%.*s", (int)len, s);
+        const attn_st_tensor *t = attn_st_find(&f, n);
+        CHECK(t != NULL);
+        if (t) {
+            /* per tensor, so a failure names the layer */
+            tu_close_f32(n, m.grads + off, t->data, t->nbytes / 4, 2e-6, 1e-4);
+            memcpy(want + off, t->data, t->nbytes);
+            off += t->nbytes / 4;
+        }
+        s = e ? e + 1 : NULL;
+    }
+    tu_close_f32("model: every gradient", m.grads, want, m.n_params, 2e-6, 1e-4);
+    free(want);
+
+    /* the forward alone gives the same loss; training mode without dropout too */
+    float loss2 = 0;
+    CHECK_STATUS(attn_seq2seq_step(&m, &loss2, X, X_len, Y, Y_len, 3, 1, 0, 0), ATTN_OK);
+    CHECK(loss2 == loss);
+
+    /* greedy decoding of X[0] and its attention weights */
+    int32_t out[4];
+    float w[16];
+    int n_out = -1;
+    CHECK_STATUS(attn_seq2seq_translate(&m, out, &n_out, w, X, X_len[0]), ATTN_OK);
+    const int32_t *pred = tp->data;
+    int want_n = 0;
+    while (want_n < 4 && pred[want_n] >= 0) want_n++;
+    CHECK(n_out == want_n);
+    int same = n_out == want_n;
+    for (int i = 0; same && i < n_out; i++) same = out[i] == pred[i];
+    CHECK(same);
+    printf("  greedy: %d tokens (PyTorch %d)\n", n_out, want_n);
+    int rows = want_n < 4 ? want_n + 1 : 4;
+    tu_close_f32("greedy attention weights", w, tw->data, (size_t)rows * 4, 1e-5, 1e-4);
+
+    /* checkpoint round trip */
+    char path[512];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    CHECK_STATUS(attn_seq2seq_save(&m, path, err, sizeof err), ATTN_OK);
+    attn_seq2seq m2;
+    st = attn_seq2seq_load(&m2, path, 3, err, sizeof err);
+    CHECK_STATUS(st, ATTN_OK);
+    if (st == ATTN_OK) {
+        CHECK(m2.n_params == m.n_params && memcmp(m2.params, m.params, sizeof(float) * m.n_params) == 0);
+        CHECK(m2.cfg.hidden == 5 && m2.cfg.layers == 2 && m2.cfg.num_steps == 4 && m2.cfg.tgt_vocab == 8);
+        int32_t out2[4];
+        int n2 = -1;
+        CHECK_STATUS(attn_seq2seq_translate(&m2, out2, &n2, NULL, X, X_len[0]), ATTN_OK);
+        CHECK(n2 == n_out && memcmp(out2, out, sizeof(int32_t) * (size_t)n_out) == 0);
+        attn_seq2seq_free(&m2);
+    } else fprintf(stderr, "%s\n", err);
+    /* a truncated checkpoint is refused with a message */
+    FILE *fp = fopen(path, "r+b");
+    if (fp) { CHECK(ftruncate(fileno(fp), 100) == 0); fclose(fp); }
+    CHECK(attn_seq2seq_load(&m2, path, 1, err, sizeof err) != ATTN_OK);
+    printf("  truncated checkpoint: %s\n", err);
+    CHECK(strstr(err, "model.safetensors") != NULL);
+
+    /* bad input */
+    int32_t badX[12];
+    memcpy(badX, X, sizeof badX);
+    badX[5] = 99;
+    CHECK_STATUS(attn_seq2seq_step(&m, &loss, badX, X_len, Y, Y_len, 3, 0, 0, 0), ATTN_ERR_ARG);
+    CHECK_STATUS(attn_seq2seq_step(&m, &loss, X, X_len, Y, Y_len, 4, 0, 0, 0), ATTN_ERR_SIZE);
+    CHECK_STATUS(attn_seq2seq_step(&m, NULL, X, X_len, Y, Y_len, 3, 0, 0, 0), ATTN_ERR_NULL);
+    /* with dropout (GRU and attention), the model's attention path matches the library's exactly */
+    if (!ref) {
+        attn_seq2seq_config cd = m.cfg;
+        cd.dropout = 0.3f;
+        attn_seq2seq a[2];
+        float la[2];
+        for (int k = 0; k < 2; k++) {
+            CHECK_STATUS(attn_seq2seq_init(&a[k], &cd, 1), ATTN_OK);
+            memcpy(a[k].params, m.params, sizeof(float) * m.n_params);
+            a[k].ref_attention = k;
+            CHECK_STATUS(attn_seq2seq_step(&a[k], &la[k], X, X_len, Y, Y_len, 3, 1, 1, 77), ATTN_OK);
+        }
+        tu_close_f32("dropout 0.3: loss, own vs library attention", &la[0], &la[1], 1, 1e-6, 1e-5);
+        tu_close_f32("dropout 0.3: grads, own vs library attention", a[0].grads, a[1].grads, m.n_params, 2e-6, 1e-4);
+        CHECK(la[0] != loss);                                       /* dropout did something */
+        attn_seq2seq_free(&a[0]); attn_seq2seq_free(&a[1]);
+    }
+    attn_seq2seq_config bad = {7, 8, 4, 5, 2, 1.5f, 4, 3};
+    CHECK_STATUS(attn_seq2seq_init(&m2, &bad, 1), ATTN_ERR_ARG);
+    attn_seq2seq_free(&m);
+    attn_st_free(&f);
+}
+
+/* A few epochs on the book's 601 pairs: the loss must fall by the stated factor. */
+static void test_short_training(void) {
+    const char *path = ATTN_DATA_DIR "/fra-eng/fra.txt";
+    if (access(path, R_OK) != 0) { printf("  skipped: %s not found\n", path); return; }
+    attn_nmt_pairs p;
+    char err[256];
+    CHECK_STATUS(attn_nmt_read(&p, path, 0, 600, err, sizeof err), ATTN_OK);
+    if (p.n != 601) { CHECK(p.n == 601); attn_nmt_pairs_free(&p); return; }
+    attn_vocab vs, vt;
+    CHECK_STATUS(attn_vocab_build(&vs, (const char *const *)p.src, p.n, 2), ATTN_OK);
+    CHECK_STATUS(attn_vocab_build(&vt, (const char *const *)p.tgt, p.n, 2), ATTN_OK);
+    CHECK(vs.n == 184 && vt.n == 201);
+    const int T = 10, N = p.n;
+    int32_t *X = malloc(sizeof(int32_t) * N * T), *Y = malloc(sizeof(int32_t) * N * T);
+    int32_t *Xl = malloc(sizeof(int32_t) * N), *Yl = malloc(sizeof(int32_t) * N);
+    for (int i = 0; i < N; i++) {
+        int nt;
+        attn_vocab_encode(&vs, p.src[i], T, X + i * T, Xl + i, &nt, NULL);
+        attn_vocab_encode(&vt, p.tgt[i], T, Y + i * T, Yl + i, &nt, NULL);
+    }
+    attn_seq2seq m;
+    attn_seq2seq_config c = {vs.n, vt.n, 32, 32, 2, 0.1f, T, 64};
+    CHECK_STATUS(attn_seq2seq_init(&m, &c, 42), ATTN_OK);
+    attn_adam opt;
+    CHECK_STATUS(attn_adam_init(&opt, m.n_params, 0.005f), ATTN_OK);
+    attn_rng rng;
+    attn_rng_seed(&rng, 42);
+    uint64_t seed = 42;
+    double first = 0, last = 0;
+    const int epochs = 12;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int e = 0; e < epochs; e++) {
+        double ls;
+        int64_t tok;
+        CHECK_STATUS(attn_seq2seq_train_epoch(&m, &opt, &rng, X, Xl, Y, Yl, N, 64, 1.0f, &seed, &ls, &tok), ATTN_OK);
+        if (e == 0) first = ls / (double)tok;
+        last = ls / (double)tok;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double secs = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    printf("  %d epochs: loss %.4f -> %.4f (factor %.2f, need >= 2.5) in %.2f s\n", epochs, first, last,
+           first / last, secs);
+    CHECK(first / last >= 2.5);
+    attn_adam_free(&opt);
+    attn_seq2seq_free(&m);
+    attn_vocab_free(&vs); attn_vocab_free(&vt);
+    attn_nmt_pairs_free(&p);
+    free(X); free(Y); free(Xl); free(Yl);
+}
+
+int main(void) {
+    char dir[] = "/tmp/attn_translate_XXXXXX";
+    if (!mkdtemp(dir)) { fprintf(stderr, "mkdtemp failed\n"); return 1; }
+    test_golden(dir, 0);
+    test_golden(dir, 1);
+    test_short_training();
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
+    return tu_finish("test_translate");
+}

@@ -1,0 +1,74 @@
+/*
+ * testutil.h — the few helpers every test program shares: checks that count failures, array comparison
+ * that prints the worst absolute and relative error, and the closing summary line.
+ */
+#ifndef ATTN_TESTUTIL_H
+#define ATTN_TESTUTIL_H
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+static int tu_failures = 0;
+static int tu_checks = 0;
+
+#define CHECK(cond)                                                                      \
+    do {                                                                                 \
+        tu_checks++;                                                                     \
+        if (!(cond)) {                                                                   \
+            tu_failures++;                                                               \
+            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);     \
+        }                                                                                \
+    } while (0)
+
+#define CHECK_STATUS(expr, want)                                                         \
+    do {                                                                                 \
+        attn_status tu_got = (expr);                                                     \
+        tu_checks++;                                                                     \
+        if (tu_got != (want)) {                                                          \
+            tu_failures++;                                                               \
+            fprintf(stderr, "%s:%d: %s returned %d (%s), expected %d (%s)\n", __FILE__,  \
+                    __LINE__, #expr, (int)tu_got, attn_status_string(tu_got), (int)(want), \
+                    attn_status_string(want));                                           \
+        }                                                                                \
+    } while (0)
+
+/* Compares got against want (n values): passes when every |got - want| <= atol + rtol·|want|.
+ * Prints the worst absolute and relative error either way; NaN anywhere fails. */
+static inline int tu_close_f64(const char *what, const double *got, const double *want, size_t n,
+                               double atol, double rtol) {
+    double max_abs = 0, max_rel = 0;
+    size_t bad = 0, worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        double a = fabs(got[i] - want[i]);
+        double r = a / (fabs(want[i]) > 1e-30 ? fabs(want[i]) : 1e-30);
+        if (!(a <= atol + rtol * fabs(want[i]))) { if (!bad) worst = i; bad++; }
+        if (!(a <= max_abs)) max_abs = a;     /* catches NaN */
+        if (fabs(want[i]) > atol && r > max_rel) max_rel = r;
+    }
+    tu_checks++;
+    printf("  %-40s n=%-7zu max_abs=%.3g max_rel=%.3g %s\n", what, n, max_abs, max_rel, bad ? "FAIL" : "ok");
+    if (bad) {
+        tu_failures++;
+        fprintf(stderr, "  %s: %zu of %zu values off; first at %zu: got %.9g want %.9g\n", what, bad, n,
+                worst, got[worst], want[worst]);
+    }
+    return bad == 0;
+}
+
+static inline int tu_close_f32(const char *what, const float *got, const float *want, size_t n,
+                               double atol, double rtol) {
+    double *g = malloc(sizeof(double) * (n ? n : 1)), *w = malloc(sizeof(double) * (n ? n : 1));
+    for (size_t i = 0; i < n; i++) { g[i] = got[i]; w[i] = want[i]; }
+    int ok = tu_close_f64(what, g, w, n, atol, rtol);
+    free(g); free(w);
+    return ok;
+}
+
+/* Prints "N passed, N failed" and returns the exit status. */
+static inline int tu_finish(const char *name) {
+    printf("%s: %d passed, %d failed\n", name, tu_checks - tu_failures, tu_failures);
+    return tu_failures ? 1 : 0;
+}
+
+#endif /* ATTN_TESTUTIL_H */
