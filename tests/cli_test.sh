@@ -26,7 +26,7 @@ expect_rc 2 "score extra argument" "$attn" score extra
 
 # The walk-through's figures (SPEC §1.8).
 expect_rc 0 "attn score" "$attn" score --no-color
-for want in "= 927" "= 397" "= 148" "= 929" "0.1192" "0.8808" "3.8808, 4.0728, 45.2642" "inf"; do
+for want in "= 927" "= 397" "= 148" "= 929" "0.1192" "0.8808" "3.8808, 4.0728, 45.2642" "= inf" "NaN"; do
   grep -q -- "$want" /tmp/attn_cli_out.$$ || bad "attn score output lacks '$want'"
 done
 # The shapes tour.

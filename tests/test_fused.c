@@ -211,6 +211,7 @@ int main(void) {
         {2, 4, 1, 31, 47, 33, 31, 1, 2, 1, 1, 1, 0.25f, 3.0f},
         {1, 1, 1, 200, 200, 64, 64, 1, 0, 0, 0, 0, 0.0f, 8.0f},
         {1, 1, 1, 100, 3, 16, 16, 1, 0, 0, 0, 0, 0.0f, 1.0f},   /* T > S causal: leading rows fully masked */
+        {1, 2, 1, 40, 300, 64, 64, 1, 0, 0, 0, 0, 0.0f, 1.0f},  /* several key chunks in the backward */
     };
     const int nfixed = (int)(sizeof fixed / sizeof fixed[0]);
     int bad = 0;

@@ -12,6 +12,8 @@
 #include "attn.h"
 #include "testutil.h"
 
+#include <cblas.h>
+
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -181,6 +183,38 @@ static void test_short_training(void) {
     }
     attn_seq2seq m;
     attn_seq2seq_config c = {vs.n, vt.n, 32, 32, 2, 0.1f, T, 64};
+
+    /* the same two epochs on 1 and on 2 threads give bitwise the same parameters (with OpenBLAS on one
+     * thread, as `attn translate` runs it: OpenBLAS's own threading of the dense layer's GEMMs rounds
+     * differently from its single-threaded kernels) */
+    openblas_set_num_threads(1);
+    float *after[2] = {NULL, NULL};
+    for (int k = 0; k < 2; k++) {
+        attn_set_num_threads(k + 1);
+        CHECK_STATUS(attn_seq2seq_init(&m, &c, 7), ATTN_OK);
+        attn_adam o;
+        CHECK_STATUS(attn_adam_init(&o, m.n_params, 0.005f), ATTN_OK);
+        attn_rng r;
+        attn_rng_seed(&r, 7);
+        uint64_t sd = 7;
+        for (int e = 0; e < 2; e++) {
+            double ls;
+            int64_t tok;
+            CHECK_STATUS(attn_seq2seq_train_epoch(&m, &o, &r, X, Xl, Y, Yl, N, 64, 1.0f, &sd, &ls, &tok), ATTN_OK);
+        }
+        after[k] = malloc(sizeof(float) * m.n_params);
+        memcpy(after[k], m.params, sizeof(float) * m.n_params);
+        attn_adam_free(&o);
+        attn_seq2seq_free(&m);
+    }
+    CHECK_STATUS(attn_seq2seq_init(&m, &c, 7), ATTN_OK);
+    int same = memcmp(after[0], after[1], sizeof(float) * m.n_params) == 0;
+    CHECK(same);
+    printf("  2 epochs on 1 and 2 threads: parameters %s\n", same ? "bitwise identical" : "DIFFER");
+    free(after[0]); free(after[1]);
+    attn_seq2seq_free(&m);
+    attn_set_num_threads(1);      /* the timed run below: one thread, steady on a shared machine */
+
     CHECK_STATUS(attn_seq2seq_init(&m, &c, 42), ATTN_OK);
     attn_adam opt;
     CHECK_STATUS(attn_adam_init(&opt, m.n_params, 0.005f), ATTN_OK);

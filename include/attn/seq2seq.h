@@ -10,8 +10,11 @@
  *     attn_vocab_build(&src, (const char *const *)p.src, p.n, 2);
  *     ...
  *     attn_seq2seq m;  attn_seq2seq_config c = {src.n, tgt.n, 32, 32, 2, 0.1f, 10, 64};
- *     attn_seq2seq_init(&m, &c, seed);
- *     attn_seq2seq_step(&m, &loss, X, X_len, Y, Y_len, B, 1, seed);    // forward + backward, grads +=
+ *     attn_seq2seq_init(&m, &c, seed);          // X, Y (N,10) and lengths from attn_vocab_encode
+ *     attn_adam opt;  attn_adam_init(&opt, m.n_params, 0.005f);
+ *     for (int e = 0; e < 250; e++)
+ *         attn_seq2seq_train_epoch(&m, &opt, &rng, X, X_len, Y, Y_len, N, 64, 1.0f, &seed, &loss_sum, &tokens);
+ *     attn_seq2seq_translate(&m, out, &n_out, weights, src_ids, src_len);   // greedy, with attention
  */
 #ifndef ATTN_SEQ2SEQ_H
 #define ATTN_SEQ2SEQ_H

@@ -41,6 +41,10 @@ void cli_usage(const cli_cmd *cmd, FILE *out);
 /* Prints "attn: <what>: <status string>" to stderr and returns 1 when st is not ATTN_OK, else 0. */
 int cli_fail(attn_status st, const char *what);
 
+/* Sets OPENBLAS_CORETYPE and OMP_WAIT_POLICY when the defaults would be slow here and re-executes the
+ * program once (runtime.c says why). argv is main()'s. */
+void cli_tune_runtime(char **argv);
+
 /* Subcommands: each takes the argv from its own name on and returns the exit status. */
 int cmd_demo(int argc, char **argv);
 int cmd_score(int argc, char **argv);

@@ -38,6 +38,12 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+static double cpu_s(void) {      /* CPU time of the whole process (every thread) */
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 static double peak_rss_bytes(void) {
     struct rusage ru;
     if (getrusage(RUSAGE_SELF, &ru) != 0) return 0;
@@ -203,15 +209,19 @@ static void desc_for(attn_sdpa_desc *d, int B, int H, int Hkv, int T, int S, int
     d->mask.causal = causal;
 }
 
-/* Runs the pass on path isa; returns the status; *secs the wall time. */
+static double g_last_cpu;      /* CPU seconds of the last run_pass */
+
+/* Runs the pass on path isa; returns the status; *secs the wall time (g_last_cpu its CPU time). */
 static attn_status run_pass(attn_isa isa, const attn_sdpa_desc *d, tensors *t, int backward, void *work,
                             size_t wbytes, double *secs) {
     attn_status st = attn_set_isa(isa);
     if (st != ATTN_OK) return st;
+    double c0 = cpu_s();
     double t0 = now_s();
     if (!backward) st = attn_sdpa_forward(d, t->out, t->lse, NULL, t->q, t->k, t->v, work, wbytes);
     else st = attn_sdpa_backward(d, t->dq, t->dk, t->dv, t->dout, t->q, t->k, t->v, t->out, t->lse, work, wbytes);
     *secs = now_s() - t0;
+    g_last_cpu = cpu_s() - c0;
     return st;
 }
 
@@ -339,7 +349,7 @@ static int run_case(const bcase *c, const bopts *o, int idx, int n) {
     size_t wmax = wbytes > wfwd ? wbytes : wfwd;
     void *work = malloc(wmax ? wmax : 1);
     if (!work) { tensors_free(&t); fprintf(stderr, "attn: bench: out of memory\n"); return 1; }
-    double secs, best = INFINITY;
+    double secs, best = INFINITY, best_cpu = 0;
     attn_status st = ATTN_OK;
     if (c->backward) st = run_pass(isa, &d, &t, 0, work, wmax, &secs);   /* out and lse for the backward */
     /* rep -1 is the warm-up; a warm-up that takes over a second is warm enough and counts as a run */
@@ -347,7 +357,7 @@ static int run_case(const bcase *c, const bopts *o, int idx, int n) {
     for (int rep = -1; rep < reps && st == ATTN_OK; rep++) {
         st = run_pass(isa, &d, &t, c->backward, work, wmax, &secs);
         if (rep < 0 && secs > 1.0) { warm_counted = 1; rep++; }
-        if ((rep >= 0 || warm_counted) && secs < best) best = secs;
+        if ((rep >= 0 || warm_counted) && secs < best) { best = secs; best_cpu = g_last_cpu; }
         if (rep >= 0) timed++;
     }
     if (st != ATTN_OK) {
@@ -366,6 +376,8 @@ static int run_case(const bcase *c, const bopts *o, int idx, int n) {
     for (size_t i = 0; i < nchk; i++) finite &= isfinite(chk[i]) != 0;
 
     const double gflops = flops / best * 1e-9;
+    const double cores = best_cpu / best;                       /* cores the best run actually had */
+    const double core_gflops = best_cpu > 0 ? flops / best_cpu * 1e-9 : 0;
     const double frac = o->peak > 0 ? gflops / o->peak : 0;
     const double speedup = ref_total > 0 ? ref_total / best : 0;
     const size_t mem = tensors_bytes(&t, c->backward) + wmax;
@@ -376,9 +388,11 @@ static int run_case(const bcase *c, const bopts *o, int idx, int n) {
     if (o->json) {
         printf("{\"B\":%d,\"H\":%d,\"Hkv\":%d,\"T\":%d,\"S\":%d,\"D\":%d,\"Dv\":%d,\"causal\":%d,\"pass\":\"%s\","
                "\"isa\":\"%s\",\"threads\":%d,\"agree\":%s,\"max_err\":%.3e,\"ms\":%.4f,\"gflops\":%.2f,"
-               "\"peak_gflops\":%.2f,\"peak_fraction\":%.4f,\"ref_ms\":",
+               "\"peak_gflops\":%.2f,\"peak_fraction\":%.4f,\"cores_busy\":%.2f,\"gflops_per_busy_core\":%.2f,"
+               "\"ref_ms\":",
                c->B, c->H, c->Hkv, c->T, c->S, c->D, c->Dv, c->causal, pass, attn_isa_name(isa),
-               attn_get_num_threads(), agree && finite ? "true" : "false", err, best * 1e3, gflops, o->peak, frac);
+               attn_get_num_threads(), agree && finite ? "true" : "false", err, best * 1e3, gflops, o->peak, frac,
+               cores, core_gflops);
         if (ref_total > 0) printf("%.4f,\"speedup_vs_ref\":%.2f", ref_total * 1e3, speedup);
         else printf("null,\"speedup_vs_ref\":null");
         printf(",\"ref_extrapolated\":%s,\"peak_mem_bytes\":%zu,\"rss_peak_bytes\":%.0f}\n",
@@ -391,6 +405,8 @@ static int run_case(const bcase *c, const bopts *o, int idx, int n) {
                c->causal ? ", x 1/2 causal" : "", c->backward ? ", x 2.5 backward" : "", flops);
         printf("  peak: %.1f GFLOP/s measured just before and after (%s loop, %d threads, larger kept): %.1f%% of peak\n", o->peak, o->peak_kind,
                attn_get_num_threads(), 100 * frac);
+        printf("  CPU time of that run: %.1f cores busy on average (the machine is shared): %.1f GFLOP/s per "
+               "busy core\n", cores, core_gflops);
         if (ref_total > 0)
             printf("  reference: %.3f ms (%s): speed-up %.1fx\n", ref_total * 1e3, ref_how, speedup);
         else
@@ -404,22 +420,23 @@ static int run_case(const bcase *c, const bopts *o, int idx, int n) {
 
 int cmd_bench(int argc, char **argv) {
     int B = 0, H = 0, Hkv = 0, T = 0, S = 0, D = 0, Dv = 0, causal = 0, backward = 0, threads = 0, repeat = 5;
-    int json = 0;
+    int json = 0, long_case = 0;
     const char *isa_name = "auto";
     const cli_opt opts[] = {
-        {"batch", CLI_INT, &B, "N", "batch size B (default 1 when a case is given)"},
-        {"heads", CLI_INT, &H, "N", "query heads H (default 8)"},
-        {"kv-heads", CLI_INT, &Hkv, "N", "key/value heads Hkv, a divisor of H (default H)"},
-        {"tq", CLI_INT, &T, "N", "query length T (default 2048)"},
-        {"tk", CLI_INT, &S, "N", "key/value length S (default T)"},
-        {"dim", CLI_INT, &D, "N", "head dimension D (default 64)"},
-        {"dim-v", CLI_INT, &Dv, "N", "value dimension Dv (default D)"},
+        {"batch", CLI_INT, &B, "N", "batch size B; 0 means 1"},
+        {"heads", CLI_INT, &H, "N", "query heads H; 0 means 8"},
+        {"kv-heads", CLI_INT, &Hkv, "N", "key/value heads Hkv, a divisor of H; 0 means H"},
+        {"tq", CLI_INT, &T, "N", "query length T; 0 means 2048"},
+        {"tk", CLI_INT, &S, "N", "key/value length S; 0 means T"},
+        {"dim", CLI_INT, &D, "N", "head dimension D; 0 means 64"},
+        {"dim-v", CLI_INT, &Dv, "N", "value dimension Dv; 0 means D"},
         {"causal", CLI_BOOL, &causal, NULL, "causal mask"},
         {"backward", CLI_BOOL, &backward, NULL, "time the backward pass too"},
-        {"threads", CLI_INT, &threads, "N", "threads, 0 = all cores"},
+        {"threads", CLI_INT, &threads, "N", "threads; 0 means all cores"},
         {"isa", CLI_STR, &isa_name, "PATH", "fused path: auto, scalar, avx2, avx512"},
         {"repeat", CLI_INT, &repeat, "N", "timed runs (best is kept), after one warm-up"},
         {"json", CLI_BOOL, &json, NULL, "one JSON object per line per case"},
+        {"long", CLI_BOOL, &long_case, NULL, "suite only: add T=S=65536 H=1 D=64 causal, forward and backward"},
     };
     const cli_cmd cmd = {
         "attn bench [options]",
@@ -474,6 +491,10 @@ int cmd_bench(int argc, char **argv) {
             {1, 8, 2, 1024, 1024, 64, 64, 1, 0}, {1, 8, 2, 1024, 1024, 64, 64, 1, 1},
         };
         for (size_t i = 0; i < sizeof suite / sizeof suite[0]; i++) cases[n++] = suite[i];
+        if (long_case) {
+            cases[n++] = (bcase){1, 1, 1, 65536, 65536, 64, 64, 1, 0};
+            cases[n++] = (bcase){1, 1, 1, 65536, 65536, 64, 64, 1, 1};
+        }
     }
     int bad = 0;
     for (int i = 0; i < n; i++) bad += run_case(&cases[i], &o, i + 1, n) != 0;

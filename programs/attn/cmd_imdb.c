@@ -8,7 +8,8 @@
  *   predict  loads the checkpoint (it carries its vocabulary), prints the positive probability and a
  *            heatmap of the attention each word receives; --png writes the full word-by-word matrix.
  *
- * Files in --out: imdb.safetensors (checkpoint), imdb_cache.bin (the encoded data set).
+ * Files in --out: imdb.safetensors (checkpoint), imdb_cache.bin (the encoded data set; with --limit N,
+ * imdb_cache_limitN.bin). Nothing is written before the data has been read and checked.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "cli.h"
@@ -49,33 +50,6 @@ static uint64_t mix64(uint64_t x) {
     return x ^ (x >> 31);
 }
 
-/* The runtime settings that decide the speed, which OpenBLAS and libgomp read only when they load:
- *   - OpenBLAS 0.3.21 (Debian) does not know this CPU (family 6 model 207) and falls back to its
- *     Prescott (SSE3) kernels, about 4x slower here; OPENBLAS_CORETYPE=SkylakeX (AVX-512) or Haswell
- *     (AVX2) picks the right ones.
- *   - libgomp's default of spinning idle threads steals the two cores from the BLAS and attention
- *     threads between parallel regions (measured: a training step 5x slower); OMP_WAIT_POLICY=passive.
- * When either is unset, the program sets them and runs itself again (once: ATTN_IMDB_REEXEC guards).
- * argv is cmd_imdb's, which main() passes as its own argv + 1, so argv - 1 is the whole command line. */
-static void tune_runtime(char **argv) {
-    if (getenv("ATTN_IMDB_REEXEC")) return;
-    int changed = 0;
-    const char *core = openblas_get_corename();
-    if (!getenv("OPENBLAS_CORETYPE") && core && strcmp(core, "Prescott") == 0) {
-        if (attn_cpu_supports(ATTN_ISA_AVX512)) { setenv("OPENBLAS_CORETYPE", "SkylakeX", 1); changed = 1; }
-        else if (attn_cpu_supports(ATTN_ISA_AVX2)) { setenv("OPENBLAS_CORETYPE", "Haswell", 1); changed = 1; }
-    }
-    if (!getenv("OMP_WAIT_POLICY")) {
-        setenv("OMP_WAIT_POLICY", "passive", 1);
-        changed = 1;
-    }
-    if (!changed) return;
-    setenv("ATTN_IMDB_REEXEC", "1", 1);
-    fflush(NULL);
-    execv("/proc/self/exe", argv - 1);
-    /* exec failed: go on with the slower settings */
-}
-
 static void set_threads(int n) {
     attn_set_num_threads(n);
     int got = attn_get_num_threads();
@@ -113,7 +87,9 @@ static int make_dir(const char *path) {
 static int load_data(attn_imdb_data *d, const imdb_flags *f, const attn_imdb_options *o) {
     char src[4096], err[1024] = "", cache[4200];
     attn_status st = attn_imdb_locate(f->data, src, sizeof src, err, sizeof err);
-    snprintf(cache, sizeof cache, "%s/%s", f->out, CACHE_NAME);
+    /* one cache per --limit, so that runs with different limits in one folder do not replace each other's */
+    if (o->limit > 0) snprintf(cache, sizeof cache, "%s/imdb_cache_limit%d.bin", f->out, o->limit);
+    else snprintf(cache, sizeof cache, "%s/%s", f->out, CACHE_NAME);
     if (st != ATTN_OK) {
         /* No source: a cache alone is enough (e.g. the data was moved after the first run). */
         if (attn_imdb_cache_load(d, o, NULL, cache, NULL, 0) == ATTN_OK) {
@@ -141,7 +117,7 @@ static int load_data(attn_imdb_data *d, const imdb_flags *f, const attn_imdb_opt
     }
     fprintf(stderr, "attn: imdb: read %s in %.2f s: %d train, %d test reviews\n", src, now_s() - t0,
             d->train.n, d->test.n);
-    if (attn_imdb_cache_save(d, o, cache, err, sizeof err) != ATTN_OK)
+    if (make_dir(f->out) == 0 && attn_imdb_cache_save(d, o, cache, err, sizeof err) != ATTN_OK)
         fprintf(stderr, "attn: imdb: note: cache not written: %s\n", err);
     return 0;
 }
@@ -362,7 +338,6 @@ static int imdb_train(const imdb_flags *f) {
         fprintf(stderr, "attn: imdb: --epochs, --batch (1..4096) and --lr must be positive, --limit >= 0\n");
         return 2;
     }
-    if (make_dir(f->out)) return 1;
     set_threads(f->threads);
     char ckpt[4200];
     snprintf(ckpt, sizeof ckpt, "%s/%s", f->out, CKPT_NAME);
@@ -433,8 +408,8 @@ static int imdb_train(const imdb_flags *f) {
     adam.decay = 1e-5f;
     adam.keras_eps = 1;
     printf("IMDB self-attention: %d train, %d test reviews, vocabulary %d, maxlen %d; %zu parameters; batch %d, "
-           "lr %g, seed %" PRIu64 ", %d threads\n", d.train.n, d.test.n, c.V, c.T, m.n_params, batch, lr, seed,
-           attn_get_num_threads());
+           "lr %g, seed %" PRIu64 ", %d threads, %s kernels, BLAS %s\n", d.train.n, d.test.n, c.V, c.T, m.n_params, batch,
+           lr, seed, attn_get_num_threads(), attn_isa_name(attn_get_isa()), openblas_get_corename());
     fflush(stdout);
 
     const int n = d.train.n, T = c.T;
@@ -447,6 +422,7 @@ static int imdb_train(const imdb_flags *f) {
         cli_fail(ATTN_ERR_NOMEM, "imdb");
         goto out_adam;
     }
+    if (make_dir(f->out)) goto out_buf;
     const int tty = isatty(2);
     double best = 0;
     imdb_model_zero_grad(&m, 1);
@@ -458,7 +434,7 @@ static int imdb_train(const imdb_flags *f) {
         attn_rng_shuffle(&r, perm, (size_t)n);
         double t0 = now_s(), last = 0, loss_sum = 0;
         int correct = 0, seen = 0;
-        if (!tty) fprintf(stderr, "Epoch %d/%d\n", epoch + 1, f->epochs);
+        fprintf(stderr, "Epoch %d/%d\n", epoch + 1, f->epochs);
         for (int s = 0; s < steps; s++) {
             int B = n - s * batch < batch ? n - s * batch : batch;
             for (int b = 0; b < B; b++) {
@@ -548,7 +524,6 @@ static int imdb_eval(const imdb_flags *f) {
     attn_imdb_options_default(&o);
     o.limit = l ? atoi(l) : 0;
     attn_st_free(&probe);
-    if (make_dir(f->out)) return 1;
     attn_imdb_data d;
     if (load_data(&d, f, &o)) return 1;
     imdb_model m;
@@ -651,8 +626,9 @@ static int imdb_predict(const imdb_flags *f, const char *text) {
         for (int t = 0; t < k; t++) acc += w[(size_t)(first + t) * T + first + s];
         score[s] = (float)(acc / k);
     }
-    printf("positive probability: %.4f (%s); %d words, the last %d shown%s\n", pos,
-           pos >= 0.5f ? "positive" : "negative", n_words, k - 1, n_words > k - 1 ? " (pre-truncated)" : "");
+    const int shown = k - (ids[first] == ATTN_IMDB_START);
+    printf("positive probability: %.4f (%s); %d words%s\n", pos, pos >= 0.5f ? "positive" : "negative", n_words,
+           n_words > shown ? ", the model sees the last ones (pre-truncated)" : "");
     attn_heatmap h;
     memset(&h, 0, sizeof h);
     h.values = score;
@@ -755,7 +731,6 @@ int cmd_imdb(int argc, char **argv) {
     int n_pos = 0;
     int r = cli_parse(&cmds[which], argc - 1, argv + 1, pos, &n_pos);
     if (r >= 0) return r;
-    if (which != 2) tune_runtime(argv);
     if (which == 0) return imdb_train(&f);
     if (which == 1) return imdb_eval(&f);
     return imdb_predict(&f, pos[0]);

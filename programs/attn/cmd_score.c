@@ -79,8 +79,9 @@ int cmd_score(int argc, char **argv) {
     printf("\nStep 3. The naive softmax exp(x_i) / Σ exp(x_j) overflows:\n");
     volatile double big = scores[0];   /* volatile: computed at run time, as a user's code would */
     double e = exp(big);
-    printf("  exp(%g) = %g in double precision, so the weights would be inf/inf = %g\n", (double)big, e,
-           e / (e + exp((double)scores[3])));
+    double naive = e / (e + exp((double)scores[3]));
+    printf("  exp(%g) = %g in double precision, so the weights would be inf/inf = %s\n", (double)big, e,
+           isnan(naive) ? "NaN" : "a number (this machine did not overflow?)");
 
     printf("\nStep 4. The stable softmax subtracts the largest score (%g) first: exp(x_i - max) <= 1.\n",
            scores[3]);
@@ -92,9 +93,12 @@ int cmd_score(int argc, char **argv) {
         printf("  weight(%s) = exp(%g - %g) / Σ = %.4f\n", key_labels[i], scores[i], scores[3], weights[i]);
 
     printf("\nStep 5. The context vector is the weighted sum of the encoder states:\n");
-    float context[D] = {0, 0, 0};
-    for (int j = 0; j < D; j++)
-        for (int i = 0; i < S; i++) context[j] += weights[i] * encoder_states[i][j];
+    float context[D];
+    for (int j = 0; j < D; j++) {
+        double c = 0;
+        for (int i = 0; i < S; i++) c += (double)weights[i] * encoder_states[i][j];
+        context[j] = (float)c;
+    }
     print_vec("context", context, D, "%.4f");
 
     printf("\nStep 6. The library's dot-product attention on the same inputs gives:\n");

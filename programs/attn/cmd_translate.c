@@ -9,11 +9,13 @@
  *            heatmap; --png FILE for an image).
  *   bleu     mean BLEU (k = 2) on held-out pairs (lines 601..1599 by default) whose words are all in the
  *            vocabularies.
- * Uses only the public API.
+ * `--model transformer` hands the command to translate_transformer.c (SPEC §4.E); the default,
+ * `--model bahdanau`, is this file. Uses only the public API.
  */
 #define _POSIX_C_SOURCE 200809L
 
 #include "cli.h"
+#include "translate_transformer.h"
 
 #include <cblas.h>
 #include <errno.h>
@@ -31,24 +33,6 @@ static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-/* OpenBLAS 0.3.21 may not know this CPU and fall back to its SSE3 kernels, and libgomp's spinning idle
- * threads steal the cores on a shared machine: both are read when the libraries load, so set them and
- * run again once (the same fix as `attn imdb`). argv - 1 is the whole command line. */
-static void tune_runtime(char **argv) {
-    if (getenv("ATTN_TRANSLATE_REEXEC")) return;
-    int changed = 0;
-    const char *core = openblas_get_corename();
-    if (!getenv("OPENBLAS_CORETYPE") && core && strcmp(core, "Prescott") == 0) {
-        if (attn_cpu_supports(ATTN_ISA_AVX512)) { setenv("OPENBLAS_CORETYPE", "SkylakeX", 1); changed = 1; }
-        else if (attn_cpu_supports(ATTN_ISA_AVX2)) { setenv("OPENBLAS_CORETYPE", "Haswell", 1); changed = 1; }
-    }
-    if (!getenv("OMP_WAIT_POLICY")) { setenv("OMP_WAIT_POLICY", "passive", 1); changed = 1; }
-    if (!changed) return;
-    setenv("ATTN_TRANSLATE_REEXEC", "1", 1);
-    fflush(NULL);
-    execv("/proc/self/exe", argv - 1);
 }
 
 static int make_dir(const char *path) {
@@ -125,7 +109,7 @@ static attn_status translate_line(attn_seq2seq *m, const attn_vocab *vs, const a
     if (!quiet) {
         if (n_unk) {
             const char *s = line;
-            for (;;) {
+            for (int k = 0; k < T; k++) {            /* the tokens the model reads */
                 const char *e = strchr(s, ' ');
                 size_t n = e ? (size_t)(e - s) : strlen(s);
                 if (attn_vocab_id(vs, s, n) == ATTN_TOK_UNK)
@@ -135,8 +119,8 @@ static attn_status translate_line(attn_seq2seq *m, const attn_vocab *vs, const a
             }
         }
         if (n_tok + 1 > T)
-            fprintf(stderr, "attn: translate: warning: the input has %d tokens; the model reads %d (with <eos>): "
-                            "the rest is cut\n", n_tok, T);
+            fprintf(stderr, "attn: translate: warning: the input has %d tokens; the model reads the first %d "
+                            "(without <eos>, as the book cuts): the rest is ignored\n", n_tok, T);
     }
     st = attn_seq2seq_translate(m, pred, n_pred, weights, src, *src_len);
     if (st != ATTN_OK) return st;
@@ -163,7 +147,7 @@ static int cmd_train(int argc, char **argv) {
         {"lr", CLI_FLOAT, &lr, "X", "Adam learning rate"},
         {"every", CLI_INT, &every, "N", "print the loss every N epochs"},
     };
-    cli_cmd cmd = {"attn translate train [options]",
+    cli_cmd cmd = {"attn translate train [--model bahdanau|transformer] [options]",
                    "Trains the d2l English-French seq2seq model with Bahdanau attention (embedding 32, 2-layer\n"
                    "GRU 32, dropout 0.1, Adam, gradient clipping 1, batch 64), then translates the book's four\n"
                    "sentences and saves the model in --out.",
@@ -259,7 +243,7 @@ static int load_model(const char *dir, attn_seq2seq *m, attn_vocab *vs, attn_voc
     attn_status st = attn_seq2seq_load(m, path, 1, err, sizeof err);
     if (st != ATTN_OK) {
         fprintf(stderr, "attn: translate: %s\n", err[0] ? err : attn_status_string(st));
-        if (st == ATTN_ERR_IO) fprintf(stderr, "attn: translate: train a model first: attn translate train --out %s\n", dir);
+        if (st == ATTN_ERR_IO) fprintf(stderr, "attn: translate: train a model first (attn translate train --out %s), or set --dir\n", dir);
         return 1;
     }
     snprintf(path, sizeof path, "%s/%s", dir, SRC_VOCAB_FILE);
@@ -290,11 +274,11 @@ static int cmd_predict(int argc, char **argv) {
     const char *model = "fra_model", *png = NULL;
     int plain = 0;
     cli_opt opts[] = {
-        {"model", CLI_STR, &model, "DIR", "folder of a model saved by `attn translate train`"},
+        {"dir", CLI_STR, &model, "DIR", "folder of a model saved by `attn translate train`"},
         {"png", CLI_STR, &png, "FILE", "also write the attention as a PNG heatmap"},
         {"plain", CLI_BOOL, &plain, NULL, "shaded characters instead of colors in the terminal"},
     };
-    cli_cmd cmd = {"attn translate predict [options] \"english sentence\"",
+    cli_cmd cmd = {"attn translate predict [--model bahdanau|transformer] [options] \"english sentence\"",
                    "Translates one sentence greedily and shows the attention weights: rows are the French\n"
                    "words produced, columns the English words read.",
                    opts, (int)(sizeof opts / sizeof opts[0]), 1, 1};
@@ -359,13 +343,13 @@ static int cmd_bleu(int argc, char **argv) {
     const char *model = "fra_model", *data = "../shared/data";
     int first = 601, last = 1599, show = 0;
     cli_opt opts[] = {
-        {"model", CLI_STR, &model, "DIR", "folder of a model saved by `attn translate train`"},
+        {"dir", CLI_STR, &model, "DIR", "folder of a model saved by `attn translate train`"},
         {"data", CLI_STR, &data, "DIR", "folder holding fra-eng/fra.txt"},
         {"from", CLI_INT, &first, "LINE", "first line (0-based) of the held-out pairs"},
         {"to", CLI_INT, &last, "LINE", "last line (0-based, inclusive)"},
         {"show", CLI_INT, &show, "N", "print the first N translations"},
     };
-    cli_cmd cmd = {"attn translate bleu [options]",
+    cli_cmd cmd = {"attn translate bleu [--model bahdanau|transformer] [options]",
                    "Mean BLEU (k = 2, the book's definition) of greedy translations of held-out pairs whose\n"
                    "English and French words are all in the model's vocabularies.",
                    opts, (int)(sizeof opts / sizeof opts[0]), 0, 0};
@@ -411,17 +395,47 @@ static int cmd_bleu(int argc, char **argv) {
 
 int cmd_translate(int argc, char **argv) {
     static const char usage[] =
-        "usage: attn translate <train|predict|bleu> [options]\n"
-        "  train     train the English-French translator with Bahdanau attention (d2l, SPEC 4.D)\n"
+        "usage: attn translate <train|predict|bleu> [--model bahdanau|transformer] [options]\n"
+        "  train     train the English-French translator (default: the GRU encoder-decoder with Bahdanau\n"
+        "            attention, SPEC 4.D; --model transformer: the Transformer, SPEC 4.E)\n"
         "  predict   translate a sentence and show the attention\n"
         "  bleu      mean BLEU on held-out pairs\n"
         "run `attn translate <command> --help` for the options\n";
     if (argc < 2) { fputs(usage, stderr); return 2; }
     if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) { fputs(usage, stdout); return 0; }
-    if (strcmp(argv[1], "train") == 0) { tune_runtime(argv); return cmd_train(argc - 1, argv + 1); }
-    if (strcmp(argv[1], "predict") == 0) return cmd_predict(argc - 1, argv + 1);
-    if (strcmp(argv[1], "bleu") == 0) return cmd_bleu(argc - 1, argv + 1);
-    fprintf(stderr, "attn: translate: unknown command '%s'\n\n", argv[1]);
-    fputs(usage, stderr);
-    return 2;
+    const char *sub = argv[1];
+    if (strcmp(sub, "train") != 0 && strcmp(sub, "predict") != 0 && strcmp(sub, "bleu") != 0) {
+        fprintf(stderr, "attn: translate: unknown command '%s'\n\n", sub);
+        fputs(usage, stderr);
+        return 2;
+    }
+    /* take --model NAME (or --model=NAME) out; the rest goes to the subcommand (argv from its name on) */
+    const char *model = "bahdanau";
+    char **rest = malloc(sizeof(char *) * (size_t)(argc + 1));
+    if (!rest) { fprintf(stderr, "attn: translate: out of memory\n"); return 1; }
+    int n = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--") == 0) { while (i < argc) rest[n++] = argv[i++]; break; }
+        if (strcmp(argv[i], "--model") == 0) {
+            if (i + 1 >= argc) { fprintf(stderr, "attn: translate: option '--model' needs a value\n\n%s", usage); free(rest); return 2; }
+            model = argv[++i];
+            continue;
+        }
+        if (strncmp(argv[i], "--model=", 8) == 0) { model = argv[i] + 8; continue; }
+        rest[n++] = argv[i];
+    }
+    rest[n] = NULL;
+    int rc;
+    if (strcmp(model, "transformer") == 0) {
+        rc = strcmp(sub, "train") == 0 ? tt_train(n, rest) : strcmp(sub, "predict") == 0 ? tt_predict(n, rest)
+                                                                                       : tt_bleu(n, rest);
+    } else if (strcmp(model, "bahdanau") == 0) {
+        rc = strcmp(sub, "train") == 0 ? cmd_train(n, rest) : strcmp(sub, "predict") == 0 ? cmd_predict(n, rest)
+                                                                                       : cmd_bleu(n, rest);
+    } else {
+        fprintf(stderr, "attn: translate: unknown --model '%s' (bahdanau or transformer)\n\n%s", model, usage);
+        rc = 2;
+    }
+    free(rest);
+    return rc;
 }

@@ -179,8 +179,11 @@ attn_status imdb_model_eval_forward(imdb_model *m, const int32_t *ids, const int
     const int sub = 16;
     for (int b0 = 0; b0 < B; b0 += sub) {
         const int nb = B - b0 < sub ? B - b0 : sub;
-        const size_t n0 = (size_t)b0 * c->T, nn = (size_t)nb * c->T;
-        for (size_t n = 0; n < nn; n++) {
+        const int64_t n0 = (int64_t)b0 * c->T, nn = (int64_t)nb * c->T;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(attn_get_num_threads()) if(attn_get_num_threads() > 1)
+#endif
+        for (int64_t n = 0; n < nn; n++) {
             const size_t r = (size_t)ids[n0 + n] * D;
             memcpy(m->eq + n * D, m->tab + r, sizeof(float) * D);
             memcpy(m->ek + n * D, m->tab + V * D + r, sizeof(float) * D);
@@ -190,7 +193,7 @@ attn_status imdb_model_eval_forward(imdb_model *m, const int32_t *ids, const int
         attn_status st = attn_sdpa_desc_init(&d, nb, 1, c->T, c->T, c->D, c->D);
         if (st != ATTN_OK) return st;
         d.scale = c->scale;
-        if ((st = attn_sdpa_forward(&d, m->h + n0 * D, m->lse, NULL, m->eq, m->ek, m->ev, m->ework,
+        if ((st = attn_sdpa_forward(&d, m->h + (size_t)n0 * D, m->lse, NULL, m->eq, m->ek, m->ev, m->ework,
                                     m->ework_bytes)) != ATTN_OK)
             return st;
     }

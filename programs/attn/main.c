@@ -44,7 +44,10 @@ int main(int argc, char **argv) {
         return 0;
     }
     for (int i = 0; i < N_COMMANDS; i++)
-        if (strcmp(argv[1], commands[i].name) == 0) return commands[i].run(argc - 1, argv + 1);
+        if (strcmp(argv[1], commands[i].name) == 0) {
+            cli_tune_runtime(argv);
+            return commands[i].run(argc - 1, argv + 1);
+        }
     fprintf(stderr, "attn: unknown command '%s'\n\n", argv[1]);
     usage(stderr);
     return 2;

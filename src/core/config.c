@@ -7,6 +7,7 @@
  */
 #include "internal.h"
 
+#include <cblas.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,8 +25,11 @@ const char *attn_isa_name(attn_isa isa) {
     return isa_names[isa];
 }
 
+/* One knob for both thread pools: the fused kernels' OpenMP threads and OpenBLAS's (they never run at
+ * the same time, so they share the cores rather than compete for them). */
 attn_status attn_set_num_threads(int n) {
     g_threads = n < 0 ? 0 : n;
+    openblas_set_num_threads(attn_get_num_threads());
     return ATTN_OK;
 }
 

@@ -389,20 +389,28 @@ static int cmp_review(const void *pa, const void *pb) {
     return a->label - b->label;
 }
 
-typedef struct {
-    const intern_table *w;
-    const uint64_t *count;
-} rank_ctx;
-static rank_ctx g_rank;   /* qsort has no context argument in C11; the loader is not reentrant here */
-
-static int cmp_rank(const void *pa, const void *pb) {
-    uint32_t a = *(const uint32_t *)pa, b = *(const uint32_t *)pb;
-    if (g_rank.count[a] != g_rank.count[b]) return g_rank.count[a] > g_rank.count[b] ? -1 : 1;
-    const intern_table *w = g_rank.w;
+/* Word a ranks before word b: higher count, then the bytes in memcmp order (a prefix first). */
+static int rank_before(const intern_table *w, const uint64_t *count, uint32_t a, uint32_t b) {
+    if (count[a] != count[b]) return count[a] > count[b];
     size_t la = w->len[a], lb = w->len[b];
     int c = memcmp(w->arena + w->off[a], w->arena + w->off[b], la < lb ? la : lb);
-    if (c) return c;
-    return la < lb ? -1 : la > lb ? 1 : 0;
+    if (c) return c < 0;
+    return la < lb;
+}
+
+/* Merge sort of word numbers by rank (qsort has no context argument in C11; this keeps the loader
+ * reentrant). tmp has room for n. */
+static void rank_sort(uint32_t *v, uint32_t *tmp, size_t n, const intern_table *w, const uint64_t *count) {
+    for (size_t width = 1; width < n; width *= 2) {
+        for (size_t lo = 0; lo < n; lo += 2 * width) {
+            size_t mid = lo + width < n ? lo + width : n, hi = lo + 2 * width < n ? lo + 2 * width : n;
+            size_t i = lo, j = mid, k = lo;
+            while (i < mid && j < hi) tmp[k++] = rank_before(w, count, v[j], v[i]) ? v[j++] : v[i++];
+            while (i < mid) tmp[k++] = v[i++];
+            while (j < hi) tmp[k++] = v[j++];
+        }
+        memcpy(v, tmp, n * sizeof(uint32_t));
+    }
 }
 
 static void encode_review(int32_t *ids, int T, const review *r, const uint32_t *tokens, const int32_t *map) {
@@ -493,9 +501,8 @@ attn_status attn_imdb_load(attn_imdb_data *d, const char *path, const attn_imdb_
     uint32_t n_seen = 0;
     for (uint32_t i = 0; i < nw; i++)
         if (count[i]) order[n_seen++] = i;
-    g_rank.w = &L.words;
-    g_rank.count = count;
-    qsort(order, n_seen, sizeof(uint32_t), cmp_rank);
+    /* map doubles as the merge sort's scratch before it is filled */
+    rank_sort(order, (uint32_t *)map, n_seen, &L.words, count);
     uint32_t n_keep = n_seen < (uint32_t)(o->V - ATTN_IMDB_FIRST_WORD) ? n_seen : (uint32_t)(o->V - ATTN_IMDB_FIRST_WORD);
     for (uint32_t i = 0; i < nw; i++) map[i] = ATTN_IMDB_OOV;
     for (uint32_t r = 0; r < n_keep; r++) map[order[r]] = ATTN_IMDB_FIRST_WORD + (int32_t)r;

@@ -14,7 +14,7 @@
  * gradients, dcur (T,B,H), dnext (T,B,max(in,H)), dh (B,H), dhp (B,H).
  */
 #include "internal.h"
-#include "data/fra_fastmath.h"         /* attn__fsigmoid, attn__ftanh: libm's were half the time */
+#include "fastmath.h"         /* attn__fsigmoid, attn__ftanh: libm's were half the time */
 
 #include <cblas.h>
 #include <string.h>
@@ -22,6 +22,7 @@
 /* One row of the recurrence. In: the input-side gate sums ir, iz, in (H) and the hidden-side sums
  * gr, gz, gn (H), h_prev (H). Out: gr, gz, gn become r, z, n (saved for the backward), ghn = the
  * hidden-side n sum (W_hn h + b_hn, saved), h_new (H). */
+ATTN_FRA_CLONES
 static void gates_row(int H, const float *restrict ir, const float *restrict iz, const float *restrict in,
                       float *restrict gr, float *restrict gz, float *restrict gn, const float *restrict hp,
                       float *restrict hn, float *restrict ghn) {
@@ -33,6 +34,29 @@ static void gates_row(int H, const float *restrict ir, const float *restrict iz,
         ghn[j] = a;
         gr[j] = r; gz[j] = z; gn[j] = n;
         hn[j] = (1.0f - z) * n + z * hp[j];
+    }
+}
+
+/* Backward of one row. In: r, z, n, ghn, h_prev (H) from the forward; dh (H) from the next step and
+ * dout (H) from above. Out: the gate gradients, input side (dir, diz, din) and hidden side (dhr, dhz,
+ * dhn), and dhp = dh_total · z, the direct part of the previous state's gradient. */
+ATTN_FRA_CLONES
+static void gates_row_backward(int H, const float *restrict r_, const float *restrict z_, const float *restrict n_,
+                               const float *restrict ghn, const float *restrict hp, const float *restrict dh,
+                               const float *restrict dout, float *restrict dir, float *restrict diz,
+                               float *restrict din, float *restrict dhr, float *restrict dhz,
+                               float *restrict dhn, float *restrict dhp) {
+    for (int j = 0; j < H; j++) {
+        float dhv = dh[j] + dout[j];
+        float r = r_[j], z = z_[j], n = n_[j];
+        float dn = dhv * (1.0f - z);
+        float dz = dhv * (hp[j] - n);
+        float dnp = dn * (1.0f - n * n);
+        float drp = dnp * ghn[j] * r * (1.0f - r);
+        float dzp = dz * z * (1.0f - z);
+        dir[j] = drp; diz[j] = dzp; din[j] = dnp;
+        dhr[j] = drp; dhz[j] = dzp; dhn[j] = dnp * r;
+        dhp[j] = dhv * z;
     }
 }
 
@@ -190,20 +214,10 @@ attn_status attn_gru_backward(const attn_gru *g, float *cache, size_t cache_floa
             float *di = c.gi + (size_t)t * B * H3, *dg = c.gh + (size_t)t * B * H3;
             for (int b = 0; b < B; b++) {
                 const float *gb = gt + (size_t)b * H3;
-                for (int j = 0; j < H; j++) {
-                    size_t bj = (size_t)b * H + j;
-                    float dhv = c.dh[bj] + dct[bj];
-                    float r = gb[j], z = gb[H + j], n = gb[2 * H + j];
-                    float dn = dhv * (1.0f - z);
-                    float dz = dhv * (hp[bj] - n);
-                    float dnp = dn * (1.0f - n * n);
-                    float drp = dnp * ghn[bj] * r * (1.0f - r);
-                    float dzp = dz * z * (1.0f - z);
-                    float *dib = di + (size_t)b * H3, *dgb = dg + (size_t)b * H3;
-                    dib[j] = drp; dib[H + j] = dzp; dib[2 * H + j] = dnp;
-                    dgb[j] = drp; dgb[H + j] = dzp; dgb[2 * H + j] = dnp * r;
-                    c.dhp[bj] = dhv * z;
-                }
+                float *dib = di + (size_t)b * H3, *dgb = dg + (size_t)b * H3;
+                gates_row_backward(H, gb, gb + H, gb + 2 * H, ghn + (size_t)b * H, hp + (size_t)b * H,
+                                   c.dh + (size_t)b * H, dct + (size_t)b * H, dib, dib + H, dib + 2 * H,
+                                   dgb, dgb + H, dgb + 2 * H, c.dhp + (size_t)b * H);
             }
             /* dh_{t-1} = dhv·z + dgh W_hh */
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, H, H3, 1.0f, dg, H3,

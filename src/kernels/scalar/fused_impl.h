@@ -53,7 +53,7 @@
 
 #define FZ_LOG2E 1.44269504088896340736f
 #define FZ_LN2 0.693147180559945309417f
-#define FZ_NCHUNK 4                       /* backward: key chunks per (b, kv head), fixed */
+#define FZ_NCHUNK 4                       /* backward: at most this many key chunks per (b, kv head) */
 #define FZ_ALIGN 64
 
 /* ---------------------------------------------------------------------------------------------------
@@ -141,8 +141,8 @@ static void fz_gemm(int M, int N, float *C, int64_t ldc, const float *A, int64_t
 static size_t fz_round(size_t n) { return (n + FZ_ALIGN - 1) & ~(size_t)(FZ_ALIGN - 1); }
 
 /* The next work item from a shared counter (any order gives the same results: items are independent). */
-static int fz_next(int *counter) {
-    int i;
+static int64_t fz_next(int64_t *counter) {
+    int64_t i;
 #ifdef _OPENMP
     FZ_OMP("omp atomic capture")
     i = (*counter)++;
@@ -161,7 +161,7 @@ static int fz_next(int *counter) {
 
 static size_t fz_fwd_thread_bytes(const attn_sdpa_desc *d) {
     return fz_round(sizeof(float) * (size_t)d->D * FZ_BR) + fz_round(sizeof(float) * (size_t)d->Dv * FZ_BR) +
-           fz_round(sizeof(float) * (size_t)FZ_BC * FZ_BR) + 6 * fz_round(sizeof(float) * FZ_BR);
+           fz_round(sizeof(float) * (size_t)FZ_BC * FZ_BR) + 5 * fz_round(sizeof(float) * FZ_BR);
 }
 
 typedef struct fz_fwd_ctx {
@@ -170,8 +170,37 @@ typedef struct fz_fwd_ctx {
     const float *q, *k, *v;
     char *work;
     size_t thread_bytes;
-    int nqb, counter;
+    int nqb;
+    int64_t counter;
 } fz_fwd_ctx;
+
+/* The online-softmax step of one key block, over the NV query vectors of Sᵀ (nb rows, stride BR): with
+ * bm the block's max (already folded with the running max m), alpha = exp2(m - bm), Sᵀ = exp2(Sᵀ - bm),
+ * l = alpha·l + Σ_j Sᵀ, m = bm. Rows go in order, the vectors of a row together (contiguous). */
+FZ_INLINE void fz_softmax_block(const int NV, float *St, int BR, int nb, float *m, float *l, const float *bm,
+                                float *alpha) {
+    fz_v bs[FZ_NVMAX], s0[FZ_NVMAX];
+    FZ_UNROLL for (int v = 0; v < FZ_NVMAX; v++) bs[v] = s0[v] = fz_zero();
+    FZ_UNROLL for (int v = 0; v < NV; v++) {
+        /* a lane with no key yet keeps max -inf: subtract -FLT_MAX instead so exp2 gives 0, not NaN */
+        bs[v] = fz_max(fz_load(bm + v * FZ_VW), fz_set1(-FLT_MAX));
+        s0[v] = fz_zero();
+    }
+    for (int j = 0; j < nb; j++) {
+        float *x = St + j * BR;
+        FZ_UNROLL for (int v = 0; v < NV; v++) {
+            const fz_v p = fz_exp2(fz_sub(fz_load(x + v * FZ_VW), bs[v]));
+            s0[v] = fz_add(s0[v], p);
+            fz_store(x + v * FZ_VW, p);
+        }
+    }
+    FZ_UNROLL for (int v = 0; v < NV; v++) {
+        const fz_v al = fz_exp2(fz_sub(fz_load(m + v * FZ_VW), bs[v]));
+        fz_store(l + v * FZ_VW, fz_fma(fz_load(l + v * FZ_VW), al, s0[v]));
+        fz_store(m + v * FZ_VW, fz_load(bm + v * FZ_VW));
+        fz_store(alpha + v * FZ_VW, al);
+    }
+}
 
 /* One block of query rows (b, h, t0 .. t0+nr) against all the keys it may see. */
 static void fz_fwd_block(const fz_fwd_ctx *cx, char *tw, int b, int h, int t0, int nr) {
@@ -184,8 +213,8 @@ static void fz_fwd_block(const fz_fwd_ctx *cx, char *tw, int b, int h, int t0, i
     float *Ot = (float *)(tw + fz_round(sizeof(float) * (size_t)D * FZ_BR));          /* (Dv,BR) */
     float *St = (float *)((char *)Ot + fz_round(sizeof(float) * (size_t)Dv * FZ_BR)); /* (BC,BR) */
     float *m = (float *)((char *)St + fz_round(sizeof(float) * (size_t)FZ_BC * FZ_BR)); /* (BR) each */
-    float *l = m + FZ_BR, *bm = l + FZ_BR, *alpha = bm + FZ_BR, *base = alpha + FZ_BR;
-    int32_t *lim = (int32_t *)(base + FZ_BR);
+    float *l = m + FZ_BR, *bm = l + FZ_BR, *alpha = bm + FZ_BR;
+    int32_t *lim = (int32_t *)(alpha + FZ_BR);                                          /* (BR) */
 
     const float *qb = cx->q + b * d->q.b + h * d->q.h + (int64_t)t0 * d->q.t;   /* (nr,D) rows q.t apart */
     const float *kb = cx->k + b * d->k.b + hk * d->k.h;                         /* (S,D)  */
@@ -239,44 +268,15 @@ static void fz_fwd_block(const fz_fwd_ctx *cx, char *tw, int b, int h, int t0, i
                         else if (bi) *x += bi[j0 + j] * FZ_LOG2E;
                     }
                 }
-            for (int v = 0; v < nv; v++) {
-                fz_v m0 = fz_load(m + v * FZ_VW), m1 = m0;
-                int j = 0;
-                for (; j + 1 < nb; j += 2) {
-                    m0 = fz_max(m0, fz_load(St + j * BR + v * FZ_VW));
-                    m1 = fz_max(m1, fz_load(St + (j + 1) * BR + v * FZ_VW));
-                }
-                if (j < nb) m0 = fz_max(m0, fz_load(St + j * BR + v * FZ_VW));
-                fz_store(bm + v * FZ_VW, fz_max(m0, m1));
-            }
+            memcpy(bm, m, sizeof(float) * BR);
+            for (int j = 0; j < nb; j++)
+                for (int v = 0; v < nv; v++)
+                    fz_store(bm + v * FZ_VW, fz_max(fz_load(bm + v * FZ_VW), fz_load(St + j * BR + v * FZ_VW)));
         }
 
         /* online softmax: new running max, rescale factor, exponentials and their sum */
-        for (int v = 0; v < nv; v++) {
-            const fz_v mx = fz_load(bm + v * FZ_VW);
-            /* a lane with no key yet keeps max -inf: subtract -FLT_MAX instead so exp2 gives 0, not NaN */
-            const fz_v bs = fz_max(mx, fz_set1(-FLT_MAX));
-            const fz_v al = fz_exp2(fz_sub(fz_load(m + v * FZ_VW), bs));
-            fz_v s0 = fz_zero(), s1 = fz_zero();
-            int j = 0;
-            for (; j + 1 < nb; j += 2) {
-                float *x0 = St + j * BR + v * FZ_VW, *x1 = x0 + BR;
-                const fz_v p0 = fz_exp2(fz_sub(fz_load(x0), bs)), p1 = fz_exp2(fz_sub(fz_load(x1), bs));
-                s0 = fz_add(s0, p0);
-                s1 = fz_add(s1, p1);
-                fz_store(x0, p0);
-                fz_store(x1, p1);
-            }
-            if (j < nb) {
-                float *x0 = St + j * BR + v * FZ_VW;
-                const fz_v p0 = fz_exp2(fz_sub(fz_load(x0), bs));
-                s0 = fz_add(s0, p0);
-                fz_store(x0, p0);
-            }
-            fz_store(l + v * FZ_VW, fz_fma(fz_load(l + v * FZ_VW), al, fz_add(s0, s1)));
-            fz_store(m + v * FZ_VW, mx);
-            fz_store(alpha + v * FZ_VW, al);
-        }
+        if (nv == FZ_NVMAX) fz_softmax_block(FZ_NVMAX, St, BR, nb, m, l, bm, alpha);
+        else fz_softmax_block(nv, St, BR, nb, m, l, bm, alpha);
 
         /* dropout on the weights that multiply V (the sum above is before dropout) */
         if (d->dropout > 0.0f) {
@@ -307,12 +307,22 @@ static void fz_fwd_block(const fz_fwd_ctx *cx, char *tw, int b, int h, int t0, i
 
 static size_t fz_workspace(const attn_sdpa_desc *d, attn_pass pass, int nth);
 
+/* Threads worth starting: about 4 MFLOP of work each at least, since waking a thread costs microseconds
+ * (and, on a busy machine, can cost a scheduler time slice). Results never depend on it. */
+static int fz_threads(const attn_sdpa_desc *d, int nth) {
+    const double flops = 2.0 * d->B * d->H * (double)d->T * d->S * (d->D + d->Dv);
+    const double want = flops / 4e6;
+    if (nth < 1) nth = 1;
+    if (want < nth) nth = want < 1 ? 1 : (int)want;
+    return nth;
+}
+
 static attn_status fz_forward(const attn_sdpa_desc *d, float *out, float *lse, const float *q, const float *k,
                               const float *v, void *work, int nth) {
     fz_fwd_ctx cx = {d, out, lse, q, k, v, (char *)work, fz_fwd_thread_bytes(d), 0, 0};
     cx.nqb = (d->T + FZ_BR - 1) / FZ_BR;
     const int64_t items = (int64_t)d->B * d->H * cx.nqb;
-    if (nth < 1) nth = 1;
+    nth = fz_threads(d, nth);
     if (items < nth) nth = (int)items;
     fz_fwd_ctx *c = &cx;
     FZ_OMP("omp parallel num_threads(nth)")
@@ -345,10 +355,20 @@ static size_t fz_bwd_thread_bytes(const attn_sdpa_desc *d) {
            2 * fz_round(sizeof(float) * (size_t)FZ_QB * FZ_KBC) + 4 * fz_round(sizeof(float) * FZ_QB);
 }
 
-/* (b, kv head) pairs handled per round: the dQ slots of a round are FZ_NCHUNK·G·T·D floats per pair;
+/* Key chunks per (b, kv head): FZ_NCHUNK, fewer when there are fewer key blocks or when the chunks' dQ
+ * slots (nchunk·G·T·D floats) would pass 256 MiB. Depends on the shape only, never on the thread count. */
+static int fz_bwd_nchunk(const attn_sdpa_desc *d) {
+    const int nkb = (d->S + FZ_KBC - 1) / FZ_KBC;
+    int nc = nkb < FZ_NCHUNK ? nkb : FZ_NCHUNK;
+    const double slot = (double)(d->H / d->Hkv) * d->T * d->D * sizeof(float);
+    while (nc > 1 && nc * slot > 256.0 * 1024 * 1024) nc /= 2;
+    return nc;
+}
+
+/* (b, kv head) pairs handled per round: the dQ slots of a round are nchunk·G·T·D floats per pair;
  * keep a round's slots near 32 MiB (at least one pair). Depends on the shape only. */
 static int fz_bwd_pairs(const attn_sdpa_desc *d) {
-    const double per = (double)FZ_NCHUNK * (d->H / d->Hkv) * d->T * ((double)d->D + 1) * sizeof(float);
+    const double per = (double)fz_bwd_nchunk(d) * (d->H / d->Hkv) * d->T * ((double)d->D + 1) * sizeof(float);
     double n = (32.0 * 1024 * 1024) / per;
     const int pairs = d->B * d->Hkv;
     if (n < 1) n = 1;
@@ -357,7 +377,7 @@ static int fz_bwd_pairs(const attn_sdpa_desc *d) {
 
 static size_t fz_bwd_shared_bytes(const attn_sdpa_desc *d) {
     const size_t G = (size_t)(d->H / d->Hkv), P = (size_t)fz_bwd_pairs(d);
-    return fz_round(sizeof(float) * P * FZ_NCHUNK * G * d->T * d->D) + fz_round(sizeof(float) * P * G * d->T);
+    return fz_round(sizeof(float) * P * fz_bwd_nchunk(d) * G * d->T * d->D) + fz_round(sizeof(float) * P * G * d->T);
 }
 
 typedef struct fz_bwd_ctx {
@@ -369,7 +389,7 @@ typedef struct fz_bwd_ctx {
     char *thread_work;
     size_t thread_bytes;
     int nkb, nchunk, chunk_start[FZ_NCHUNK + 1];
-    int p0, np, counter;
+    int64_t counter;
 } fz_bwd_ctx;
 
 /* Work of backward key block kb, in query rows that may see it (+1 for the block's own cost). */
@@ -385,7 +405,7 @@ static double fz_bwd_block_work(const attn_sdpa_desc *d, int kb) {
 static void fz_bwd_chunks(fz_bwd_ctx *cx) {
     const attn_sdpa_desc *d = cx->d;
     const int nkb = cx->nkb;
-    const int nc = nkb < FZ_NCHUNK ? nkb : FZ_NCHUNK;
+    const int nc = fz_bwd_nchunk(d);
     double total = 0;
     for (int kb = 0; kb < nkb; kb++) total += fz_bwd_block_work(d, kb);
     cx->nchunk = nc;
@@ -538,12 +558,13 @@ static attn_status fz_backward(const attn_sdpa_desc *d, float *dq, float *dk, fl
     const int G = d->H / d->Hkv, T = d->T, D = d->D;
     const int PR = fz_bwd_pairs(d), pairs = d->B * d->Hkv;
     cx.dqs = (float *)work;
-    cx.delta = (float *)((char *)work + fz_round(sizeof(float) * (size_t)PR * FZ_NCHUNK * G * T * D));
+    const int NC = fz_bwd_nchunk(d);
+    cx.delta = (float *)((char *)work + fz_round(sizeof(float) * (size_t)PR * NC * G * T * D));
     cx.thread_work = (char *)work + fz_bwd_shared_bytes(d);
     cx.thread_bytes = fz_bwd_thread_bytes(d);
     cx.nkb = (d->S + FZ_KBC - 1) / FZ_KBC;
     fz_bwd_chunks(&cx);
-    if (nth < 1) nth = 1;
+    nth = fz_threads(d, nth);
     fz_bwd_ctx *c = &cx;
 
     FZ_OMP("omp parallel num_threads(nth)")
@@ -570,7 +591,7 @@ static attn_status fz_backward(const attn_sdpa_desc *d, float *dq, float *dk, fl
                 for (int x = 0; x < dd->Dv; x++) s += o[x] * g[x];
                 c->delta[r] = s;
                 for (int ch = 0; ch < nc; ch++)
-                    memset(c->dqs + (((int64_t)pi * FZ_NCHUNK + ch) * G * T + (int64_t)hh * T + t) * D, 0,
+                    memset(c->dqs + (((int64_t)pi * nc + ch) * G * T + (int64_t)hh * T + t) * D, 0,
                            sizeof(float) * D);
             }
             FZ_OMP("omp single")
@@ -578,10 +599,10 @@ static attn_status fz_backward(const attn_sdpa_desc *d, float *dq, float *dk, fl
             /* (the single's implied barrier also ends phase 1) */
 
             /* phase 2: items (pair, chunk), each owning its keys' dK, dV and its dQ slot */
-            for (int it = fz_next(&c->counter); it < np * nc; it = fz_next(&c->counter)) {
-                const int pi = it / nc, ch = it % nc;
+            for (int64_t it = fz_next(&c->counter); it < (int64_t)np * nc; it = fz_next(&c->counter)) {
+                const int pi = (int)(it / nc), ch = (int)(it % nc);
                 const int b = (p0 + pi) / dd->Hkv, hk = (p0 + pi) % dd->Hkv;
-                float *slot = c->dqs + ((int64_t)pi * FZ_NCHUNK + ch) * G * T * D;
+                float *slot = c->dqs + ((int64_t)pi * nc + ch) * G * T * D;
                 for (int kbk = c->chunk_start[ch]; kbk < c->chunk_start[ch + 1]; kbk++) {
                     const int j0 = kbk * FZ_KBC, nb = dd->S - j0 < FZ_KBC ? dd->S - j0 : FZ_KBC;
                     fz_bwd_block(c, tw, b, hk, j0, nb, slot, c->delta + (int64_t)pi * G * T);
@@ -594,7 +615,7 @@ static attn_status fz_backward(const attn_sdpa_desc *d, float *dq, float *dk, fl
                 const int pi = (int)(r / ((int64_t)G * T)), hh = (int)(r / T % G), t = (int)(r % T);
                 const int b = (p0 + pi) / dd->Hkv, h = (p0 + pi) % dd->Hkv * G + hh;
                 float *dqr = c->dq + b * dd->q.b + h * dd->q.h + (int64_t)t * dd->q.t;
-                const float *s0 = c->dqs + ((int64_t)pi * FZ_NCHUNK * G * T + (int64_t)hh * T + t) * D;
+                const float *s0 = c->dqs + ((int64_t)pi * nc * G * T + (int64_t)hh * T + t) * D;
                 for (int x = 0; x < D; x++) {
                     float s = s0[x];
                     for (int ch = 1; ch < nc; ch++) s += s0[(int64_t)ch * G * T * D + x];

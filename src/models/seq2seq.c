@@ -1,5 +1,5 @@
 /*
- * fra_model.c — the d2l seq2seq model with Bahdanau attention: encoder (embedding → GRU), decoder
+ * seq2seq.c — the d2l seq2seq model with Bahdanau attention: encoder (embedding → GRU), decoder
  * (additive attention over the encoder outputs → [context, embedding] → GRU → dense), the masked
  * cross-entropy with teacher forcing, forward and backward, greedy decoding, the training epoch and
  * checkpoints.
@@ -7,9 +7,15 @@
  * Tensors are time-major inside (T,B,·) as nn.GRU; the attention reads batch-major keys (B,S,H).
  * The decoder runs one step at a time (its query is the previous step's top hidden state), each step
  * with its own GRU cache, and the backward walks the steps in reverse.
+ *
+ * Speed: by default the attention is the model's own loop (att_forward/att_backward below: the keys are
+ * projected once per batch and the tanh values kept), checked against attn_additive_forward/backward,
+ * which m->ref_attention = 1 selects. Training splits each batch into ATTN_SEQ2SEQ_SHARDS fixed shards
+ * (own gradients and activations, shared parameters) that run on up to that many OpenMP threads and
+ * whose gradients are summed in order: the thread count does not change the result.
  */
 #include "internal.h"
-#include "data/fra_fastmath.h"
+#include "fastmath.h"
 
 #include <cblas.h>
 #include <stdio.h>
@@ -132,7 +138,7 @@ static void init_gru(attn_rng *r, attn_gru *g) {
 }
 
 static attn_status check_config(const attn_seq2seq_config *c) {
-    if (c->src_vocab < 5 || c->tgt_vocab < 5 || c->embed < 1 || c->hidden < 1 || c->layers < 1 ||
+    if (c->src_vocab < 4 || c->tgt_vocab < 4 || c->embed < 1 || c->hidden < 1 || c->layers < 1 ||
         c->layers > ATTN_GRU_MAX_LAYERS || c->num_steps < 1 || c->max_batch < 1 ||
         c->src_vocab > (1 << 22) || c->tgt_vocab > (1 << 22) || c->embed > 4096 || c->hidden > 4096 ||
         c->num_steps > ATTN_SEQ2SEQ_MAX_STEPS || c->max_batch > 65536)
@@ -248,7 +254,7 @@ static uint64_t sub_seed(uint64_t seed, uint64_t what) { return attn__mix64(seed
 /* Encoder over a (T,B) batch already in a->src_t: enc_out, keys (batch-major) and the initial decoder
  * state dec_h[0]. */
 static attn_status encode(attn_seq2seq *m, acts *a, int B, int train, uint64_t seed) {
-    const int T = m->cfg.num_steps, E = m->cfg.embed, H = m->cfg.hidden, L = m->cfg.layers;
+    const int T = m->cfg.num_steps, E = m->cfg.embed, H = m->cfg.hidden;
     attn_status st = attn_embedding_forward(a->xe, a->src_t, m->enc_emb, T * B, m->cfg.src_vocab, E);
     if (st != ATTN_OK) return st;
     st = attn_gru_forward(&m->enc, a->enc_cache, a->enc_cache_n, a->enc_out, a->dec_h, a->xe, NULL,
@@ -260,7 +266,6 @@ static attn_status encode(attn_seq2seq *m, acts *a, int B, int train, uint64_t s
     if (!m->ref_attention)        /* own attention path: project the keys once, kp = keys W_kᵀ (B·S,H) */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B * T, H, H, 1.0f, a->keys, H, m->att_wk, H,
                     0.0f, a->kp, H);
-    (void)L;
     return ATTN_OK;
 }
 
@@ -278,6 +283,7 @@ static float att_drop(int train, float p, uint64_t seed, int b, int S, int s) {
 
 static int att_len(const int32_t *lens, int b, int S) { int n = lens[b]; return n < 0 ? 0 : n > S ? S : n; }
 
+ATTN_FRA_CLONES
 static void att_forward(attn_seq2seq *m, acts *a, int t, int B, const int32_t *lens, float *weights,
                         const float *q, int train, uint64_t seed) {
     const int S = m->cfg.num_steps, H = m->cfg.hidden;
@@ -310,6 +316,7 @@ static void att_forward(attn_seq2seq *m, acts *a, int t, int B, const int32_t *l
 }
 
 /* dctx (B,H) in a->ctx; dq (B,H) +=; key gradients: values into a->dkeys, projections into a->dkp. */
+ATTN_FRA_CLONES
 static void att_backward(attn_seq2seq *m, acts *a, int t, int B, const int32_t *lens, const float *q,
                          float *dq, int train, uint64_t seed) {
     const int S = m->cfg.num_steps, H = m->cfg.hidden;
@@ -485,14 +492,13 @@ attn_status attn_seq2seq_step(attn_seq2seq *m, float *loss,
 attn_status attn_seq2seq_translate(attn_seq2seq *m, int32_t *out, int *n_out, float *weights,
                                    const int32_t *src, int src_len) {
     if (!m || !m->params || !out || !n_out || !src) return ATTN_ERR_NULL;
-    const int T = m->cfg.num_steps, E = m->cfg.embed, H = m->cfg.hidden, L = m->cfg.layers, V = m->cfg.tgt_vocab;
+    const int T = m->cfg.num_steps, E = m->cfg.embed, H = m->cfg.hidden, V = m->cfg.tgt_vocab;
     attn_status st;
     if ((st = check_ids(src, (size_t)T, m->cfg.src_vocab)) != ATTN_OK) return st;
     if (src_len < 0) return ATTN_ERR_ARG;
     acts a;
     carve(m, m->acts, &a);
     const int B = 1;
-    const size_t LBH = (size_t)L * B * H;
     int32_t lens[1] = {src_len};
     memcpy(a.src_t, src, sizeof(int32_t) * T);                    /* (T,1) = (1,T) */
     if ((st = encode(m, &a, B, 0, 0)) != ATTN_OK) return st;
@@ -511,7 +517,6 @@ attn_status attn_seq2seq_translate(attn_seq2seq *m, int32_t *out, int *n_out, fl
         out[(*n_out)++] = best;
         tok = best;
     }
-    (void)LBH;
     return ATTN_OK;
 }
 

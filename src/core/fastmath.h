@@ -1,6 +1,6 @@
 /*
- * fra_fastmath.h — exp, tanh and the logistic sigmoid in float for the recurrent and attention loops
- * of the seq2seq model (src/layers/gru.c, src/data/fra_model.c), where libm's tanhf and expf were most
+ * fastmath.h — exp, tanh and the logistic sigmoid in float for the recurrent and attention loops
+ * of the seq2seq model (src/layers/gru.c, src/models/seq2seq.c), where libm's tanhf and expf were most
  * of the time. Branch-free enough for the compiler to vectorize; no -ffast-math needed.
  *   expf:    Cody–Waite range reduction x = n·ln2 + r, a degree-6 polynomial for e^r, 2^n from the
  *            exponent bits; within 2 ulp on [-87, 88] (inputs are clamped there).
@@ -20,6 +20,15 @@
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("no-trapping-math")
+#endif
+
+/* The loops around these are compiled for AVX-512, AVX2 and the baseline and chosen when the program
+ * loads (GCC function multiversioning): the same IEEE operations in every version (no contraction into
+ * FMA under -std=c11), so the same results on every machine. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define ATTN_FRA_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define ATTN_FRA_CLONES
 #endif
 
 static inline float attn__fexp(float x) {

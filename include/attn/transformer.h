@@ -1,0 +1,190 @@
+/*
+ * attn/transformer.h — the Transformer encoder–decoder (the d2l book's chapter on the Transformer,
+ * SPEC §4.E): sinusoidal positional encoding, position-wise feed-forward, add & norm, encoder and
+ * decoder blocks built on multi-head scaled dot-product attention, and the translator that stacks them,
+ * trained with the English→French pipeline of attn/seq2seq.h (pairs, vocabularies, BLEU).
+ * Included by attn.h; do not include it alone.
+ *
+ *     attn_transformer m;
+ *     attn_transformer_config c = {src.n, tgt.n, 32, 64, 4, 2, 0.1f, 10, 64};  // hidden, ffn, heads, blocks
+ *     attn_transformer_init(&m, &c, seed);
+ *     attn_transformer_train_epoch(&m, &opt, &rng, X, X_len, Y, Y_len, N, 64, 1.0f, &seed, &loss, &tok);
+ *     attn_transformer_translate(&m, out, &n_out, weights, src, src_len, 1);   // greedy, key/value cache
+ *
+ * Sizes: B batch, T target (query) length, S source length, D hidden (model width), F feed-forward
+ * hidden, H heads (D % H == 0). Tensors are batch-major (B,T,D).
+ *
+ * The attention has no biases, as d2l's MultiHeadAttention(bias=False): Q = X Wqᵀ, K = Y Wkᵀ, V = Y Wvᵀ,
+ * head h reads columns [h·D/H, (h+1)·D/H), scale 1/sqrt(D/H), dropout on the weights, out = ctx Woᵀ.
+ * attn_mha is not used: it always carries biases (which would have to be held at zero) and its own slab,
+ * while the translator keeps every parameter in one slab for Adam, clipping and checkpoints. The blocks
+ * project with attn_linear_* and attend with a loop over (b, h, t) that follows attn_sdpa_*'s
+ * conventions (masks, dropout indices); with heads of D/H = 8 over 10 positions the fused kernels' tiles
+ * cost more than the arithmetic. Greedy decoding with the key/value cache attends with attn_sdpa_forward.
+ * Limits: T, S <= ATTN_TF_MAX_LEN (1024).
+ */
+#ifndef ATTN_TRANSFORMER_H
+#define ATTN_TRANSFORMER_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------------------------------------------
+ * Layers. Backward calls accumulate (+=) into every gradient; a NULL input gradient is skipped.
+ *
+ * Positional encoding table: P (T,D), P[t][2i] = sin(t / 10000^(2i/D)), P[t][2i+1] = cos(same).
+ */
+attn_status attn_posenc_table(float *P, int T, int D);
+
+/* y = dropout(scale · x + P), per batch row:  y (B,T,D) (may equal x)  x (B,T,D)  P (T,D) rows of the
+ * positions (pass P + t0·D for positions t0..). d2l scales the embeddings by sqrt(D) here. */
+attn_status attn_posenc_forward(float *y, const float *x, const float *P, float scale,
+                                int B, int T, int D, float dropout, uint64_t seed);
+/* dx (B,T,D) += scale · dropout'(dy) */
+attn_status attn_posenc_backward(float *dx, const float *dy, float scale,
+                                 int B, int T, int D, float dropout, uint64_t seed);
+
+/* Position-wise feed-forward: y = relu(x W1ᵀ + b1) W2ᵀ + b2.
+ *   y (N,D)  h (N,F) saved (after the ReLU)  x (N,D)  w1 (F,D)  b1 (F)  w2 (D,F)  b2 (D) */
+attn_status attn_ffn_forward(float *y, float *h, const float *x,
+                             const float *w1, const float *b1, const float *w2, const float *b2,
+                             int N, int D, int F);
+/* dx (N,D) or NULL, dw1 (F,D), db1 (F), dw2 (D,F), db2 (D);  dh (N,F) scratch, overwritten. */
+attn_status attn_ffn_backward(float *dx, float *dw1, float *db1, float *dw2, float *db2, float *dh,
+                              const float *dy, const float *x, const float *h,
+                              const float *w1, const float *w2, int N, int D, int F);
+
+/* Add & norm: z = x + dropout(s) (saved), y = LayerNorm(z) (eps 1e-5).
+ *   y (N,C)  z (N,C)  mean, rstd (N) saved;  x (N,C) the residual, s (N,C) the sublayer's output */
+attn_status attn_addnorm_forward(float *y, float *z, float *mean, float *rstd,
+                                 const float *x, const float *s, const float *gamma, const float *beta,
+                                 int N, int C, float dropout, uint64_t seed);
+/* dx (N,C) += dz, ds (N,C) += dropout'(dz) (each may be NULL);  dz (N,C) scratch, overwritten. */
+attn_status attn_addnorm_backward(float *dx, float *ds, float *dgamma, float *dbeta, float *dz,
+                                  const float *dy, const float *z, const float *mean, const float *rstd,
+                                  const float *gamma, int N, int C, float dropout, uint64_t seed);
+
+/* ---------------------------------------------------------------------------------------------------
+ * Blocks (post-norm, as d2l):
+ *   encoder  Y = addnorm(X, selfattn(X, masked by the source lengths));   out = addnorm(Y, ffn(Y))
+ *   decoder  Y = addnorm(X, selfattn(X, causal));  Z = addnorm(Y, crossattn(Y, enc, masked by the source
+ *            lengths));  out = addnorm(Z, ffn(Z))
+ * A block's parameters are views into a caller's slab, in d2l's state_dict order:
+ *   encoder  attention.W_q W_k W_v W_o (D,D), addnorm1.ln weight bias (D), ffn.dense1 weight (F,D) bias
+ *            (F), ffn.dense2 weight (D,F) bias (D), addnorm2.ln weight bias
+ *   decoder  attention1.W_q..W_o, addnorm1.ln, attention2.W_q..W_o, addnorm2.ln, ffn.dense1, ffn.dense2,
+ *            addnorm3.ln
+ * A second attn_tf_block bound to a gradient slab of the same layout receives the gradients.
+ */
+typedef struct attn_tf_block {
+    int D, F, H, decoder;
+    float dropout;               /* attention weights and every add & norm, in [0,1) */
+    float *wq, *wk, *wv, *wo;    /* (D,D) self-attention */
+    float *ln1_g, *ln1_b;        /* (D) after the self-attention */
+    float *xwq, *xwk, *xwv, *xwo;/* (D,D) cross-attention (decoder; NULL in an encoder block) */
+    float *ln2_g, *ln2_b;        /* (D) after the cross-attention (decoder; NULL in an encoder block) */
+    float *w1, *b1, *w2, *b2;    /* (F,D) (F) (D,F) (D) feed-forward */
+    float *ln3_g, *ln3_b;        /* (D) after the feed-forward */
+} attn_tf_block;
+
+/* Floats of parameters of one block. */
+size_t      attn_tf_block_n_params(int D, int F, int decoder);
+/* Points b at params (attn_tf_block_n_params floats). ATTN_ERR_SHAPE when D % H != 0. */
+attn_status attn_tf_block_bind(attn_tf_block *b, int D, int F, int H, int decoder, float dropout, float *params);
+/* Sets the LayerNorms to (1, 0), every weight matrix Xavier-uniform and the feed-forward biases
+ * U(±1/sqrt(fan_in)), as d2l's xavier_init_weights leaves them. */
+void        attn_tf_block_init(attn_tf_block *b, attn_rng *r);
+
+/* Floats of cache one forward + backward over (B,T) queries and (B,S) source positions needs (saved
+ * activations, attention weights and backward scratch). T, S <= ATTN_TF_MAX_LEN. */
+size_t      attn_tf_block_cache_floats(const attn_tf_block *b, int B, int T, int S);
+
+/* Forward. y (B,T,D) written; x (B,T,D); enc (B,S,D) the encoder's output (decoder only, else NULL);
+ * src_lens (B) the source valid lengths (the encoder's self-attention mask and the decoder's
+ * cross-attention mask). An encoder block needs S == T. cross_weights (B,H,T,S) or NULL: the decoder's
+ * cross-attention weights (asking for them runs the reference attention path). train nonzero applies
+ * dropout, its masks a function of seed. */
+attn_status attn_tf_block_forward(const attn_tf_block *b, float *cache, size_t cache_floats,
+                                  float *y, float *cross_weights,
+                                  const float *x, const float *enc, const int32_t *src_lens,
+                                  int B, int T, int S, int train, uint64_t seed);
+/* Backward of the forward that filled cache (same inputs, sizes, train and seed). Accumulates into dx
+ * (B,T,D) and denc (B,S,D) (each may be NULL) and into g's gradients. */
+attn_status attn_tf_block_backward(const attn_tf_block *b, const attn_tf_block *g, float *cache,
+                                   size_t cache_floats, float *dx, float *denc, const float *dy,
+                                   const float *x, const float *enc, const int32_t *src_lens,
+                                   int B, int T, int S, int train, uint64_t seed);
+
+/* ---------------------------------------------------------------------------------------------------
+ * The translator: embedding · sqrt(D) + positional encoding → encoder blocks; decoder: embedding ·
+ * sqrt(D) + positional encoding → decoder blocks → dense to the target vocabulary. Parameters in one
+ * slab, in d2l's state_dict order (the checkpoint names): encoder.embedding.weight (Vs,D),
+ * encoder.blks.block{i}.*, decoder.embedding.weight (Vt,D), decoder.blks.block{i}.*,
+ * decoder.dense.weight (Vt,D), decoder.dense.bias (Vt). Embeddings N(0,1), dense bias U(±1/sqrt(D)),
+ * the rest as attn_tf_block_init.
+ */
+#define ATTN_TF_MAX_BLOCKS 16
+#define ATTN_TF_MAX_LEN 1024      /* longest T and S a block takes */
+#define ATTN_TF_SHARDS 2
+
+typedef struct attn_transformer_config {
+    int src_vocab, tgt_vocab;    /* Vs, Vt */
+    int hidden, ffn, heads, blocks;  /* D, F, H, L */
+    float dropout;
+    int num_steps;               /* T: source and target length */
+    int max_batch;
+} attn_transformer_config;
+
+typedef struct attn_transformer {
+    attn_transformer_config cfg;
+    float *params, *grads;       /* the slab: n_params each */
+    size_t n_params;
+    float *enc_emb, *dec_emb, *dense_w, *dense_b;          /* views */
+    float *d_enc_emb, *d_dec_emb, *d_dense_w, *d_dense_b;
+    attn_tf_block enc[ATTN_TF_MAX_BLOCKS], dec[ATTN_TF_MAX_BLOCKS];      /* parameters */
+    attn_tf_block d_enc[ATTN_TF_MAX_BLOCKS], d_dec[ATTN_TF_MAX_BLOCKS];  /* their gradients */
+    float *pos;                  /* (T,D) positional encoding */
+    float *acts;                 /* activations, block caches and scratch for max_batch, one allocation */
+    size_t acts_floats;
+    struct attn_transformer *shards;  /* as attn_seq2seq: fixed parts of every batch, own gradients and
+                                       * activations, summed in order: results independent of threads */
+    int n_shards;
+} attn_transformer;
+
+attn_status attn_transformer_init(attn_transformer *m, const attn_transformer_config *cfg, uint64_t seed);
+void        attn_transformer_free(attn_transformer *m);
+
+/* One teacher-forced pass, as attn_seq2seq_step: X, Y (B,T), X_len, Y_len (B);
+ * *loss = Σ_b Σ_{t < Y_len[b]} CE(b,t) / T; backward nonzero accumulates its gradient into m->grads. */
+attn_status attn_transformer_step(attn_transformer *m, float *loss,
+                                  const int32_t *X, const int32_t *X_len, const int32_t *Y,
+                                  const int32_t *Y_len, int B, int train, int backward, uint64_t seed);
+
+/* Greedy decoding of one source (T ids, valid length): out (T) gets the ids before <eos>, *n_out their
+ * number. use_cache nonzero keeps every decoder block's projected keys and values, so a step computes
+ * only the new position's projections; 0 reruns the decoder over the whole prefix at each step (the
+ * check). Positions are the step's own (d2l's predict adds position 0's encoding at every step; this
+ * uses the positions training saw). weights (L,H,T,T) or NULL: [l][h][i] the cross-attention of decoder
+ * block l, head h at output step i over the source (rows past *n_out + 1 zeroed). logits (T,Vt) or NULL:
+ * each step's output scores (rows past the last step zeroed). */
+attn_status attn_transformer_translate(attn_transformer *m, int32_t *out, int *n_out, float *weights,
+                                       float *logits, const int32_t *src, int src_len, int use_cache);
+
+/* One epoch, as attn_seq2seq_train_epoch (shuffle from rng, per batch: zero, sharded step, clip, Adam). */
+attn_status attn_transformer_train_epoch(attn_transformer *m, attn_adam *opt, attn_rng *rng,
+                                         const int32_t *X, const int32_t *X_len,
+                                         const int32_t *Y, const int32_t *Y_len, int N, int batch,
+                                         float clip, uint64_t *seed, double *loss_sum, int64_t *tokens);
+
+/* Checkpoint: every parameter under its d2l state_dict name, the config in the metadata
+ * (model = "transformer"). Atomic. */
+attn_status attn_transformer_save(const attn_transformer *m, const char *path, char *err, size_t err_size);
+attn_status attn_transformer_load(attn_transformer *m, const char *path, int max_batch, char *err,
+                                  size_t err_size);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* ATTN_TRANSFORMER_H */

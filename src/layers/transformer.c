@@ -1,0 +1,1066 @@
+/*
+ * transformer.c — the d2l Transformer: positional encoding, position-wise feed-forward, add & norm, the
+ * encoder and decoder blocks (bias-free multi-head attention on attn_sdpa_*), and the translator built
+ * from them: teacher-forced training step with the masked cross-entropy, forward and backward, greedy
+ * decoding with or without a key/value cache, the sharded training epoch and checkpoints.
+ *
+ * Tensors are batch-major (B,T,D). The heads are never transposed: the attention descriptor reads a
+ * (B,T,D) projection as (B,H,T,D/H) with strides b = T·D, h = D/H, t = D (as mha.c).
+ */
+#include "util.h"
+#include "attn/transformer.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LN_EPS 1e-5f
+
+static uint64_t sub_seed(uint64_t seed, uint64_t what) { return attn__mix64(seed ^ (what * 0x9e3779b97f4a7c15ULL)); }
+
+/* ---------------------------------------------------------------------------------------------------
+ * Positional encoding.
+ */
+attn_status attn_posenc_table(float *P, int T, int D) {
+    if (!P) return ATTN_ERR_NULL;
+    if (!attn__dim_ok(T) || !attn__dim_ok(D)) return ATTN_ERR_SIZE;
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < D; i += 2) {
+            /* d2l computes t / 10000^(i/D) in float32 */
+            const float a = (float)t / powf(10000.0f, (float)i / (float)D);
+            P[(size_t)t * D + i] = sinf(a);
+            if (i + 1 < D) P[(size_t)t * D + i + 1] = cosf(a);
+        }
+    return ATTN_OK;
+}
+
+attn_status attn_posenc_forward(float *y, const float *x, const float *P, float scale,
+                                int B, int T, int D, float dropout, uint64_t seed) {
+    if (!y || !x || !P) return ATTN_ERR_NULL;
+    if (!attn__dim_ok(B) || !attn__dim_ok(T) || !attn__dim_ok(D)) return ATTN_ERR_SIZE;
+    if (!(dropout >= 0.0f && dropout < 1.0f)) return ATTN_ERR_ARG;
+    const float keep = 1.0f / (1.0f - dropout);
+    const size_t TD = (size_t)T * D;
+    for (size_t b = 0; b < (size_t)B; b++)
+        for (size_t i = 0; i < TD; i++) {
+            const size_t k = b * TD + i;
+            const float v = scale * x[k] + P[i];
+            y[k] = dropout <= 0.0f ? v : attn__dropout_keep(seed, k, dropout) ? v * keep : 0.0f;
+        }
+    return ATTN_OK;
+}
+
+attn_status attn_posenc_backward(float *dx, const float *dy, float scale,
+                                 int B, int T, int D, float dropout, uint64_t seed) {
+    if (!dx || !dy) return ATTN_ERR_NULL;
+    if (!attn__dim_ok(B) || !attn__dim_ok(T) || !attn__dim_ok(D)) return ATTN_ERR_SIZE;
+    if (!(dropout >= 0.0f && dropout < 1.0f)) return ATTN_ERR_ARG;
+    const float keep = scale / (1.0f - dropout);
+    const size_t n = (size_t)B * T * D;
+    for (size_t k = 0; k < n; k++)
+        if (dropout <= 0.0f) dx[k] += scale * dy[k];
+        else if (attn__dropout_keep(seed, k, dropout)) dx[k] += keep * dy[k];
+    return ATTN_OK;
+}
+
+/* ---------------------------------------------------------------------------------------------------
+ * Position-wise feed-forward.
+ */
+attn_status attn_ffn_forward(float *y, float *h, const float *x,
+                             const float *w1, const float *b1, const float *w2, const float *b2,
+                             int N, int D, int F) {
+    if (!y || !h || !x || !w1 || !w2) return ATTN_ERR_NULL;
+    attn_status st = attn_linear_forward(h, x, w1, b1, N, D, F);         /* (N,F) */
+    if (st != ATTN_OK) return st;
+    const size_t n = (size_t)N * F;
+    for (size_t i = 0; i < n; i++) h[i] = h[i] > 0.0f ? h[i] : 0.0f;   /* ReLU */
+    return attn_linear_forward(y, h, w2, b2, N, F, D);                  /* (N,D) */
+}
+
+attn_status attn_ffn_backward(float *dx, float *dw1, float *db1, float *dw2, float *db2, float *dh,
+                              const float *dy, const float *x, const float *h,
+                              const float *w1, const float *w2, int N, int D, int F) {
+    if (!dw1 || !dw2 || !dh || !dy || !x || !h || !w1 || !w2) return ATTN_ERR_NULL;
+    if (!attn__dim_ok(N) || !attn__dim_ok(F)) return ATTN_ERR_SIZE;
+    const size_t n = (size_t)N * F;
+    memset(dh, 0, sizeof(float) * n);
+    attn_status st = attn_linear_backward(dh, dw2, db2, dy, h, w2, N, F, D);
+    if (st != ATTN_OK) return st;
+    for (size_t i = 0; i < n; i++) if (!(h[i] > 0.0f)) dh[i] = 0.0f;   /* through the ReLU */
+    return attn_linear_backward(dx, dw1, db1, dh, x, w1, N, D, F);
+}
+
+/* ---------------------------------------------------------------------------------------------------
+ * Add & norm.
+ */
+attn_status attn_addnorm_forward(float *y, float *z, float *mean, float *rstd,
+                                 const float *x, const float *s, const float *gamma, const float *beta,
+                                 int N, int C, float dropout, uint64_t seed) {
+    if (!y || !z || !mean || !rstd || !x || !s || !gamma || !beta) return ATTN_ERR_NULL;
+    if (!attn__dim_ok(N) || !attn__dim_ok(C)) return ATTN_ERR_SIZE;
+    if (!(dropout >= 0.0f && dropout < 1.0f)) return ATTN_ERR_ARG;
+    const float keep = 1.0f / (1.0f - dropout);
+    const size_t n = (size_t)N * C;
+    if (dropout <= 0.0f)
+        for (size_t i = 0; i < n; i++) z[i] = x[i] + s[i];
+    else
+        for (size_t i = 0; i < n; i++) z[i] = x[i] + (attn__dropout_keep(seed, i, dropout) ? s[i] * keep : 0.0f);
+    return attn_layernorm_forward(y, mean, rstd, z, gamma, beta, N, C, LN_EPS);
+}
+
+attn_status attn_addnorm_backward(float *dx, float *ds, float *dgamma, float *dbeta, float *dz,
+                                  const float *dy, const float *z, const float *mean, const float *rstd,
+                                  const float *gamma, int N, int C, float dropout, uint64_t seed) {
+    if (!dgamma || !dbeta || !dz || !dy || !z || !mean || !rstd || !gamma) return ATTN_ERR_NULL;
+    if (!attn__dim_ok(N) || !attn__dim_ok(C)) return ATTN_ERR_SIZE;
+    if (!(dropout >= 0.0f && dropout < 1.0f)) return ATTN_ERR_ARG;
+    const size_t n = (size_t)N * C;
+    memset(dz, 0, sizeof(float) * n);
+    attn_status st = attn_layernorm_backward(dz, dgamma, dbeta, dy, z, mean, rstd, gamma, N, C);
+    if (st != ATTN_OK) return st;
+    if (dx) for (size_t i = 0; i < n; i++) dx[i] += dz[i];
+    if (ds) {
+        const float keep = 1.0f / (1.0f - dropout);
+        if (dropout <= 0.0f) for (size_t i = 0; i < n; i++) ds[i] += dz[i];
+        else for (size_t i = 0; i < n; i++) if (attn__dropout_keep(seed, i, dropout)) ds[i] += dz[i] * keep;
+    }
+    return ATTN_OK;
+}
+
+/* ---------------------------------------------------------------------------------------------------
+ * Bias-free multi-head attention on (B,T,D) / (B,S,D) tensors: Q = xq Wqᵀ, K = xkv Wkᵀ, V = xkv Wvᵀ,
+ * per-head scaled dot-product attention, out = ctx Woᵀ.
+ */
+
+/* The descriptor: q and out (B,T,D) read as (B,H,T,D/H); k and v rows kv_ld floats apart per batch row
+ * (S·D for a packed (B,S,D), more for a key/value cache). */
+static attn_status att_desc(attn_sdpa_desc *d, int B, int H, int T, int S, int D, int64_t kv_ld,
+                            const attn_mask *mask, float dropout, uint64_t seed) {
+    const int Dh = D / H;
+    attn_status st = attn_sdpa_desc_init(d, B, H, T, S, Dh, Dh);
+    if (st != ATTN_OK) return st;
+    d->q   = (attn_layout){(int64_t)T * D, Dh, D};
+    d->k   = (attn_layout){kv_ld, Dh, D};
+    d->v   = (attn_layout){kv_ld, Dh, D};
+    d->out = (attn_layout){(int64_t)T * D, Dh, D};
+    d->scale = (float)(1.0 / sqrt((double)Dh));
+    if (mask) d->mask = *mask;
+    d->dropout = dropout;
+    d->seed = seed;
+    return attn_sdpa_validate(d);
+}
+
+/* Bytes of attn_sdpa workspace for these sizes (the decoding step's). */
+static size_t att_work_bytes(int B, int H, int T, int S, int D) {
+    attn_sdpa_desc d;
+    size_t fw = 0, bw = 0;
+    if (att_desc(&d, B, H, T, S, D, (int64_t)S * D, NULL, 0.0f, 0) != ATTN_OK) return 0;
+    attn_sdpa_workspace_size(&d, ATTN_PASS_FORWARD, &fw);
+    attn_sdpa_workspace_size(&d, ATTN_PASS_BACKWARD, &bw);
+    return fw > bw ? fw : bw;
+}
+
+/* ---------------------------------------------------------------------------------------------------
+ * The blocks' attention kernel. The heads here are tiny (D/H = 8, T = S = 10 for the book's model), where
+ * the fused kernels' tiles cost more than the arithmetic (37% of a training step with them, a few % with
+ * this loop). The math and mask conventions of attn_sdpa_forward/backward, read from the same descriptor
+ * (att_desc: valid lengths per batch, causality, dropout of weight ((b·H + h)·T + t)·S + s with
+ * attn_dropout_keep); decoding with the key/value cache runs attn_sdpa_forward itself, and the test checks
+ * the two agree. It keeps the weights P (B,H,T,S) for the backward instead of the
+ * log-sum-exp.
+ */
+static void heads_forward(const attn_sdpa_desc *d, float *out, float *P, const float *q, const float *k,
+                          const float *v) {
+    const int B = d->B, H = d->H, T = d->T, S = d->S, Dh = d->D;
+    const float keep = d->dropout > 0.0f ? 1.0f / (1.0f - d->dropout) : 1.0f;
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++)
+            for (int t = 0; t < T; t++) {
+                const float *qr = q + b * d->q.b + h * d->q.h + t * d->q.t;
+                float *o = out + b * d->out.b + h * d->out.h + t * d->out.t;
+                float *p = P + (((size_t)b * H + h) * T + t) * S;
+                const int n = attn__key_limit(&d->mask, b, t, T, S);
+                float mx = -INFINITY, sum = 0.0f;
+                /* scores over the visible keys, softmax */
+                for (int s = 0; s < n; s++) {
+                    const float *kr = k + b * d->k.b + h * d->k.h + s * d->k.t;
+                    float acc = 0.0f;
+                    for (int j = 0; j < Dh; j++) acc += qr[j] * kr[j];
+                    p[s] = acc * d->scale;
+                    mx = p[s] > mx ? p[s] : mx;
+                }
+                for (int s = 0; s < n; s++) { p[s] = expf(p[s] - mx); sum += p[s]; }
+                for (int s = 0; s < S; s++) p[s] = s < n ? p[s] / sum : 0.0f;
+                /* out = dropout(P) V */
+                for (int j = 0; j < Dh; j++) o[j] = 0.0f;
+                const uint64_t base = (((uint64_t)b * H + h) * T + t) * S;
+                for (int s = 0; s < n; s++) {
+                    float w = p[s];
+                    if (d->dropout > 0.0f) w = attn__dropout_keep(d->seed, base + s, d->dropout) ? w * keep : 0.0f;
+                    const float *vr = v + b * d->v.b + h * d->v.h + s * d->v.t;
+                    for (int j = 0; j < Dh; j++) o[j] += w * vr[j];
+                }
+            }
+}
+
+/* dq, dk, dv += (layouts of q, k, v);  dout (layout out);  P the forward's weights. */
+static void heads_backward(const attn_sdpa_desc *d, float *dq, float *dk, float *dv, const float *dout,
+                           const float *P, const float *q, const float *k, const float *v) {
+    const int B = d->B, H = d->H, T = d->T, S = d->S, Dh = d->D;
+    const float keep = d->dropout > 0.0f ? 1.0f / (1.0f - d->dropout) : 1.0f;
+    float dp[ATTN_TF_MAX_LEN];
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++)
+            for (int t = 0; t < T; t++) {
+                const float *qr = q + b * d->q.b + h * d->q.h + t * d->q.t;
+                const float *g = dout + b * d->out.b + h * d->out.h + t * d->out.t;
+                float *dqr = dq + b * d->q.b + h * d->q.h + t * d->q.t;
+                const float *p = P + (((size_t)b * H + h) * T + t) * S;
+                const int n = attn__key_limit(&d->mask, b, t, T, S);
+                const uint64_t base = (((uint64_t)b * H + h) * T + t) * S;
+                /* through the dropped weights: dv += m·P·dout, dP = m·(dout · v) */
+                float delta = 0.0f;
+                for (int s = 0; s < n; s++) {
+                    float m = 1.0f;
+                    if (d->dropout > 0.0f) m = attn__dropout_keep(d->seed, base + s, d->dropout) ? keep : 0.0f;
+                    const float *vr = v + b * d->v.b + h * d->v.h + s * d->v.t;
+                    float *dvr = dv + b * d->v.b + h * d->v.h + s * d->v.t;
+                    const float w = m * p[s];
+                    float acc = 0.0f;
+                    for (int j = 0; j < Dh; j++) { acc += g[j] * vr[j]; dvr[j] += w * g[j]; }
+                    dp[s] = m * acc;
+                    delta += p[s] * dp[s];
+                }
+                /* through the softmax and the scale: dS = P (dP - Σ P dP) · scale */
+                for (int s = 0; s < n; s++) {
+                    const float ds = p[s] * (dp[s] - delta) * d->scale;
+                    const float *kr = k + b * d->k.b + h * d->k.h + s * d->k.t;
+                    float *dkr = dk + b * d->k.b + h * d->k.h + s * d->k.t;
+                    for (int j = 0; j < Dh; j++) { dqr[j] += ds * kr[j]; dkr[j] += ds * qr[j]; }
+                }
+            }
+}
+
+/* Activations one attention saves. */
+typedef struct att_acts {
+    float *qp, *kp, *vp, *ctx;   /* (B,T,D) (B,S,D) (B,S,D) (B,T,D) */
+    float *P;                    /* (B,H,T,S) weights */
+    float *a;                    /* (B,T,D) output, after Wo */
+} att_acts;
+
+/* a = attention(xq Wqᵀ, xkv Wkᵀ, xkv Wvᵀ) Woᵀ;  weights (B,H,T,S) or NULL gets a copy of P. */
+static attn_status att_forward(const float *wq, const float *wk, const float *wv, const float *wo,
+                               const att_acts *c, float *weights, const float *xq, const float *xkv,
+                               int B, int H, int T, int S, int D, const attn_mask *mask, float p,
+                               uint64_t seed) {
+    attn_sdpa_desc d;
+    attn_status st = att_desc(&d, B, H, T, S, D, (int64_t)S * D, mask, p, seed);
+    if (st != ATTN_OK) return st;
+    if ((st = attn_linear_forward(c->qp, xq, wq, NULL, B * T, D, D)) != ATTN_OK) return st;
+    if ((st = attn_linear_forward(c->kp, xkv, wk, NULL, B * S, D, D)) != ATTN_OK) return st;
+    if ((st = attn_linear_forward(c->vp, xkv, wv, NULL, B * S, D, D)) != ATTN_OK) return st;
+    heads_forward(&d, c->ctx, c->P, c->qp, c->kp, c->vp);
+    if (weights) memcpy(weights, c->P, sizeof(float) * (size_t)B * H * T * S);
+    return attn_linear_forward(c->a, c->ctx, wo, NULL, B * T, D, D);
+}
+
+/* Backward of att_forward: da (B,T,D) in; dxq (B,T,D), dxkv (B,S,D) += (each may be NULL, or the same
+ * buffer for self-attention); scratch dq, dctx (B,T,D), dk, dv (B,S,D). */
+static attn_status att_backward(const float *wq, const float *wk, const float *wv, const float *wo,
+                                float *dwq, float *dwk, float *dwv, float *dwo, const att_acts *c,
+                                float *dxq, float *dxkv, const float *da, const float *xq, const float *xkv,
+                                float *dq, float *dk, float *dv, float *dctx,
+                                int B, int H, int T, int S, int D, const attn_mask *mask, float p,
+                                uint64_t seed) {
+    attn_sdpa_desc d;
+    attn_status st = att_desc(&d, B, H, T, S, D, (int64_t)S * D, mask, p, seed);
+    if (st != ATTN_OK) return st;
+    const size_t nT = (size_t)B * T * D, nS = (size_t)B * S * D;
+    memset(dctx, 0, sizeof(float) * nT);
+    if ((st = attn_linear_backward(dctx, dwo, NULL, da, c->ctx, wo, B * T, D, D)) != ATTN_OK) return st;
+    memset(dq, 0, sizeof(float) * nT);
+    memset(dk, 0, sizeof(float) * nS);
+    memset(dv, 0, sizeof(float) * nS);
+    heads_backward(&d, dq, dk, dv, dctx, c->P, c->qp, c->kp, c->vp);
+    if ((st = attn_linear_backward(dxq, dwq, NULL, dq, xq, wq, B * T, D, D)) != ATTN_OK) return st;
+    if ((st = attn_linear_backward(dxkv, dwk, NULL, dk, xkv, wk, B * S, D, D)) != ATTN_OK) return st;
+    return attn_linear_backward(dxkv, dwv, NULL, dv, xkv, wv, B * S, D, D);
+}
+
+/* ---------------------------------------------------------------------------------------------------
+ * Blocks.
+ */
+size_t attn_tf_block_n_params(int D, int F, int decoder) {
+    const size_t d = (size_t)D, f = (size_t)F;
+    size_t att = 4 * d * d + 2 * d;                        /* W_q W_k W_v W_o + its add & norm */
+    return att * (decoder ? 2 : 1) + f * d + f + d * f + d + 2 * d;
+}
+
+attn_status attn_tf_block_bind(attn_tf_block *b, int D, int F, int H, int decoder, float dropout, float *p) {
+    if (!b || !p) return ATTN_ERR_NULL;
+    if (!attn__dim_ok(D) || !attn__dim_ok(F) || !attn__dim_ok(H)) return ATTN_ERR_SIZE;
+    if (D % H != 0) return ATTN_ERR_SHAPE;
+    if (!(dropout >= 0.0f && dropout < 1.0f)) return ATTN_ERR_ARG;
+    memset(b, 0, sizeof *b);
+    b->D = D; b->F = F; b->H = H; b->decoder = decoder ? 1 : 0; b->dropout = dropout;
+    const size_t dd = (size_t)D * D;
+#define NEXT(ptr, n) do { b->ptr = p; p += (n); } while (0)
+    NEXT(wq, dd); NEXT(wk, dd); NEXT(wv, dd); NEXT(wo, dd);
+    NEXT(ln1_g, D); NEXT(ln1_b, D);
+    if (decoder) {
+        NEXT(xwq, dd); NEXT(xwk, dd); NEXT(xwv, dd); NEXT(xwo, dd);
+        NEXT(ln2_g, D); NEXT(ln2_b, D);
+    }
+    NEXT(w1, (size_t)F * D); NEXT(b1, F); NEXT(w2, (size_t)D * F); NEXT(b2, D);
+    NEXT(ln3_g, D); NEXT(ln3_b, D);
+#undef NEXT
+    return ATTN_OK;
+}
+
+static void xavier(attn_rng *r, float *w, int fan_out, int fan_in) {
+    float a = sqrtf(6.0f / (float)(fan_in + fan_out));
+    attn_rng_fill_uniform(r, w, (size_t)fan_out * fan_in, -a, a);
+}
+
+void attn_tf_block_init(attn_tf_block *b, attn_rng *r) {
+    const int D = b->D, F = b->F;
+    float *ws[8] = {b->wq, b->wk, b->wv, b->wo, b->xwq, b->xwk, b->xwv, b->xwo};
+    for (int i = 0; i < (b->decoder ? 8 : 4); i++) xavier(r, ws[i], D, D);
+    xavier(r, b->w1, F, D);
+    attn_rng_fill_uniform(r, b->b1, (size_t)F, -1.0f / sqrtf((float)D), 1.0f / sqrtf((float)D));
+    xavier(r, b->w2, D, F);
+    attn_rng_fill_uniform(r, b->b2, (size_t)D, -1.0f / sqrtf((float)F), 1.0f / sqrtf((float)F));
+    float *g[3] = {b->ln1_g, b->ln2_g, b->ln3_g}, *be[3] = {b->ln1_b, b->ln2_b, b->ln3_b};
+    for (int k = 0; k < 3; k++) {
+        if (!g[k]) continue;
+        for (int i = 0; i < D; i++) { g[k][i] = 1.0f; be[k][i] = 0.0f; }
+    }
+}
+
+/* The block cache, carved in this order (each piece rounded up to 16 floats):
+ *   self  : qp kp vp ctx (N,D), P (B,H,T,T), a (N,D);  z1 (N,D) m1 r1 (N) y1 (N,D)
+ *   cross : qp (N,D) kp vp (M,D) ctx (N,D) P (B,H,T,S) a (N,D);  z2 (N,D) m2 r2 (N) y2 (N,D)  [decoder]
+ *   ffn   : h (N,F) f (N,D);  z3 (N,D) m3 r3 (N)
+ *   backward scratch: dz du df dy1 dq dctx (N,D), dk dv (max(N,M),D), dh (N,F)
+ * with N = B·T, M = B·S. */
+typedef struct blk_cache {
+    att_acts sa, ca;
+    float *z1, *m1, *r1, *y1, *z2, *m2, *r2, *y2, *h, *f, *z3, *m3, *r3;
+    float *dz, *du, *df, *dy1, *dq, *dctx, *dk, *dv, *dh;
+    size_t total;
+} blk_cache;
+
+static void blk_carve(const attn_tf_block *b, float *base, int B, int T, int S, blk_cache *c) {
+    const size_t D = (size_t)b->D, F = (size_t)b->F, N = (size_t)B * T, M = (size_t)B * S,
+                 L = (size_t)B * b->H * T, K = N > M ? N : M;
+    size_t off = 0;
+#define TAKE(ptr, n) do { c->ptr = base ? base + off : NULL; off += ((n) + 15) & ~(size_t)15; } while (0)
+    TAKE(sa.qp, N * D); TAKE(sa.kp, N * D); TAKE(sa.vp, N * D); TAKE(sa.ctx, N * D); TAKE(sa.P, L * T); TAKE(sa.a, N * D);
+    TAKE(z1, N * D); TAKE(m1, N); TAKE(r1, N); TAKE(y1, N * D);
+    if (b->decoder) {
+        TAKE(ca.qp, N * D); TAKE(ca.kp, M * D); TAKE(ca.vp, M * D); TAKE(ca.ctx, N * D); TAKE(ca.P, L * S);
+        TAKE(ca.a, N * D);
+        TAKE(z2, N * D); TAKE(m2, N); TAKE(r2, N); TAKE(y2, N * D);
+    }
+    TAKE(h, N * F); TAKE(f, N * D); TAKE(z3, N * D); TAKE(m3, N); TAKE(r3, N);
+    TAKE(dz, N * D); TAKE(du, N * D); TAKE(df, N * D); TAKE(dy1, N * D); TAKE(dq, N * D); TAKE(dctx, N * D);
+    TAKE(dk, K * D); TAKE(dv, K * D); TAKE(dh, N * F);
+#undef TAKE
+    c->total = off + 16;
+}
+
+size_t attn_tf_block_cache_floats(const attn_tf_block *b, int B, int T, int S) {
+    if (!b || B < 1 || T < 1 || S < 1 || b->D < 1 || b->H < 1) return 0;
+    blk_cache c;
+    blk_carve(b, NULL, B, T, S, &c);
+    return c.total;
+}
+
+static attn_status blk_check(const attn_tf_block *b, float *cache, size_t cache_floats, const float *x,
+                             const float *enc, const int32_t *src_lens, int B, int T, int S, blk_cache *c) {
+    if (!b || !b->wq || !b->w1 || !b->ln3_g || !x || !src_lens) return ATTN_ERR_NULL;
+    if (b->decoder && (!enc || !b->xwq || !b->ln2_g)) return ATTN_ERR_NULL;
+    if (!attn__dim_ok(B) || !attn__dim_ok(T) || !attn__dim_ok(S)) return ATTN_ERR_SIZE;
+    if (!b->decoder && S != T) return ATTN_ERR_SHAPE;
+    if (T > ATTN_TF_MAX_LEN || S > ATTN_TF_MAX_LEN) return ATTN_ERR_SIZE;
+    if ((int64_t)B * T * (b->F > b->D ? b->F : b->D) > INT_MAX || (int64_t)B * S * b->D > INT_MAX) return ATTN_ERR_SIZE;
+    blk_carve(b, NULL, B, T, S, c);
+    if (!cache || cache_floats < c->total) return ATTN_ERR_WORKSPACE;
+    /* align the caller's cache to 64 bytes (the +16 floats of slack in total) */
+    uintptr_t u = ((uintptr_t)cache + 63) & ~(uintptr_t)63;
+    blk_carve(b, (float *)u, B, T, S, c);
+    return ATTN_OK;
+}
+
+static void blk_masks(const attn_tf_block *b, const int32_t *src_lens, attn_mask *self, attn_mask *cross) {
+    memset(self, 0, sizeof *self);
+    memset(cross, 0, sizeof *cross);
+    cross->valid_lens_kind = ATTN_VALID_LENS_PER_BATCH;
+    cross->valid_lens = src_lens;
+    if (b->decoder) self->causal = 1;
+    else *self = *cross;
+}
+
+attn_status attn_tf_block_forward(const attn_tf_block *b, float *cache, size_t cache_floats,
+                                  float *y, float *cross_weights,
+                                  const float *x, const float *enc, const int32_t *src_lens,
+                                  int B, int T, int S, int train, uint64_t seed) {
+    blk_cache c;
+    attn_status st = blk_check(b, cache, cache_floats, x, enc, src_lens, B, T, S, &c);
+    if (st != ATTN_OK) return st;
+    if (!y) return ATTN_ERR_NULL;
+    const int D = b->D, H = b->H, N = B * T;
+    const float p = train ? b->dropout : 0.0f;
+    attn_mask ms, mc;
+    blk_masks(b, src_lens, &ms, &mc);
+
+    /* self-attention, add & norm: y1 (B,T,D) */
+    st = att_forward(b->wq, b->wk, b->wv, b->wo, &c.sa, NULL, x, x, B, H, T, T, D, &ms, p, sub_seed(seed, 1));
+    if (st != ATTN_OK) return st;
+    st = attn_addnorm_forward(c.y1, c.z1, c.m1, c.r1, x, c.sa.a, b->ln1_g, b->ln1_b, N, D, p, sub_seed(seed, 2));
+    if (st != ATTN_OK) return st;
+    const float *u = c.y1;
+    /* cross-attention on the encoder's output, add & norm: y2 (B,T,D) */
+    if (b->decoder) {
+        st = att_forward(b->xwq, b->xwk, b->xwv, b->xwo, &c.ca, cross_weights, c.y1, enc, B, H, T, S, D, &mc, p,
+                         sub_seed(seed, 3));
+        if (st != ATTN_OK) return st;
+        st = attn_addnorm_forward(c.y2, c.z2, c.m2, c.r2, c.y1, c.ca.a, b->ln2_g, b->ln2_b, N, D, p, sub_seed(seed, 4));
+        if (st != ATTN_OK) return st;
+        u = c.y2;
+    }
+    /* feed-forward, add & norm: y (B,T,D) */
+    if ((st = attn_ffn_forward(c.f, c.h, u, b->w1, b->b1, b->w2, b->b2, N, D, b->F)) != ATTN_OK) return st;
+    return attn_addnorm_forward(y, c.z3, c.m3, c.r3, u, c.f, b->ln3_g, b->ln3_b, N, D, p, sub_seed(seed, 5));
+}
+
+attn_status attn_tf_block_backward(const attn_tf_block *b, const attn_tf_block *g, float *cache,
+                                   size_t cache_floats, float *dx, float *denc, const float *dy,
+                                   const float *x, const float *enc, const int32_t *src_lens,
+                                   int B, int T, int S, int train, uint64_t seed) {
+    blk_cache c;
+    attn_status st = blk_check(b, cache, cache_floats, x, enc, src_lens, B, T, S, &c);
+    if (st != ATTN_OK) return st;
+    if (!g || !dy || !g->wq || !g->w1 || !g->ln3_g || (b->decoder && (!g->xwq || !g->ln2_g))) return ATTN_ERR_NULL;
+    const int D = b->D, H = b->H, N = B * T;
+    const size_t nT = (size_t)N * D;
+    const float p = train ? b->dropout : 0.0f;
+    attn_mask ms, mc;
+    blk_masks(b, src_lens, &ms, &mc);
+    const float *u = b->decoder ? c.y2 : c.y1;
+
+    /* feed-forward's add & norm, then the feed-forward: du = dL/du */
+    memset(c.du, 0, sizeof(float) * nT);
+    memset(c.df, 0, sizeof(float) * nT);
+    st = attn_addnorm_backward(c.du, c.df, g->ln3_g, g->ln3_b, c.dz, dy, c.z3, c.m3, c.r3, b->ln3_g, N, D, p,
+                               sub_seed(seed, 5));
+    if (st != ATTN_OK) return st;
+    st = attn_ffn_backward(c.du, g->w1, g->b1, g->w2, g->b2, c.dh, c.df, u, c.h, b->w1, b->w2, N, D, b->F);
+    if (st != ATTN_OK) return st;
+    float *dy1 = c.du;
+    /* cross-attention's add & norm, then the cross-attention: dy1, denc */
+    if (b->decoder) {
+        dy1 = c.dy1;
+        memset(dy1, 0, sizeof(float) * nT);
+        memset(c.df, 0, sizeof(float) * nT);
+        st = attn_addnorm_backward(dy1, c.df, g->ln2_g, g->ln2_b, c.dz, c.du, c.z2, c.m2, c.r2, b->ln2_g, N, D, p,
+                                   sub_seed(seed, 4));
+        if (st != ATTN_OK) return st;
+        st = att_backward(b->xwq, b->xwk, b->xwv, b->xwo, g->xwq, g->xwk, g->xwv, g->xwo, &c.ca, dy1, denc, c.df,
+                          c.y1, enc, c.dq, c.dk, c.dv, c.dctx, B, H, T, S, D, &mc, p, sub_seed(seed, 3));
+        if (st != ATTN_OK) return st;
+    }
+    /* self-attention's add & norm, then the self-attention: dx (q, k and v all read x) */
+    memset(c.df, 0, sizeof(float) * nT);
+    st = attn_addnorm_backward(dx, c.df, g->ln1_g, g->ln1_b, c.dz, dy1, c.z1, c.m1, c.r1, b->ln1_g, N, D, p,
+                               sub_seed(seed, 2));
+    if (st != ATTN_OK) return st;
+    return att_backward(b->wq, b->wk, b->wv, b->wo, g->wq, g->wk, g->wv, g->wo, &c.sa, dx, dx, c.df, x, x,
+                        c.dq, c.dk, c.dv, c.dctx, B, H, T, T, D, &ms, p, sub_seed(seed, 1));
+}
+
+/* ---------------------------------------------------------------------------------------------------
+ * The translator's activations, for max_batch Bm (N = Bm·T), carved in this order:
+ *   src dec tgt (N) ids, wts (N);  ex (L+1,N,D) encoder stream, dx (L+1,N,D) decoder stream;
+ *   enc caches, dec caches (L each);  emb (N,D);  logits probs (N,V);  losses (N);  g1 g2 denc (N,D);
+ *   decoding: kv (L,4,T,D) (self K, self V, encoder K, encoder V per decoder block), wscr (L,H,T,T),
+ *   step scratch (8·D + F + H + 16), step workspace.
+ */
+typedef struct tf_acts {
+    int32_t *src, *dec, *tgt;
+    float *wts, *ex, *dx, *enc_cache, *dec_cache, *emb, *logits, *probs, *losses, *g1, *g2, *denc;
+    float *kv, *wscr, *step;
+    void *step_work;
+    size_t enc_cache_n, dec_cache_n, step_work_bytes, total;
+} tf_acts;
+
+static void tf_carve(const attn_transformer *m, float *base, tf_acts *a) {
+    const attn_transformer_config *c = &m->cfg;
+    const size_t T = (size_t)c->num_steps, N = (size_t)c->max_batch * T, D = (size_t)c->hidden,
+                 L = (size_t)c->blocks, V = (size_t)c->tgt_vocab, H = (size_t)c->heads, F = (size_t)c->ffn;
+    size_t off = 0;
+#define TAKE(ptr, n) do { a->ptr = base ? base + off : NULL; off += ((n) + 15) & ~(size_t)15; } while (0)
+#define TAKE_I(ptr, n) do { a->ptr = base ? (int32_t *)(base + off) : NULL; off += ((n) + 15) & ~(size_t)15; } while (0)
+    TAKE_I(src, N); TAKE_I(dec, N); TAKE_I(tgt, N);
+    TAKE(wts, N);
+    TAKE(ex, (L + 1) * N * D); TAKE(dx, (L + 1) * N * D);
+    a->enc_cache_n = (attn_tf_block_cache_floats(&m->enc[0], c->max_batch, (int)T, (int)T) + 15) & ~(size_t)15;
+    a->dec_cache_n = (attn_tf_block_cache_floats(&m->dec[0], c->max_batch, (int)T, (int)T) + 15) & ~(size_t)15;
+    TAKE(enc_cache, L * a->enc_cache_n); TAKE(dec_cache, L * a->dec_cache_n);
+    TAKE(emb, N * D);
+    TAKE(logits, N * V); TAKE(probs, N * V); TAKE(losses, N);
+    TAKE(g1, N * D); TAKE(g2, N * D); TAKE(denc, N * D);
+    TAKE(kv, L * 4 * T * D); TAKE(wscr, L * H * T * T); TAKE(step, 8 * D + F + H + 16);
+    a->step_work_bytes = att_work_bytes(1, c->heads, 1, (int)T, c->hidden);
+    a->step_work = base ? (void *)(base + off) : NULL;
+    off += (a->step_work_bytes + sizeof(float) - 1) / sizeof(float) + 16;
+#undef TAKE
+#undef TAKE_I
+    a->total = off;
+}
+
+/* Parameter views (d2l's state_dict order); p NULL only counts. */
+static size_t tf_layout(attn_transformer *m, float *p, float *g) {
+    const attn_transformer_config *c = &m->cfg;
+    const size_t D = (size_t)c->hidden;
+    const size_t ne = attn_tf_block_n_params(c->hidden, c->ffn, 0), nd = attn_tf_block_n_params(c->hidden, c->ffn, 1);
+    size_t off = 0;
+#define VIEW(name, n) do { m->name = p ? p + off : NULL; m->d_##name = g ? g + off : NULL; off += (n); } while (0)
+    VIEW(enc_emb, (size_t)c->src_vocab * D);
+    for (int l = 0; l < c->blocks; l++, off += ne)
+        if (p) {
+            attn_tf_block_bind(&m->enc[l], c->hidden, c->ffn, c->heads, 0, c->dropout, p + off);
+            if (g) attn_tf_block_bind(&m->d_enc[l], c->hidden, c->ffn, c->heads, 0, c->dropout, g + off);
+        }
+    VIEW(dec_emb, (size_t)c->tgt_vocab * D);
+    for (int l = 0; l < c->blocks; l++, off += nd)
+        if (p) {
+            attn_tf_block_bind(&m->dec[l], c->hidden, c->ffn, c->heads, 1, c->dropout, p + off);
+            if (g) attn_tf_block_bind(&m->d_dec[l], c->hidden, c->ffn, c->heads, 1, c->dropout, g + off);
+        }
+    VIEW(dense_w, (size_t)c->tgt_vocab * D);
+    VIEW(dense_b, (size_t)c->tgt_vocab);
+#undef VIEW
+    return off;
+}
+
+static attn_status tf_check_config(const attn_transformer_config *c) {
+    if (c->src_vocab < 5 || c->tgt_vocab < 5 || c->hidden < 1 || c->ffn < 1 || c->heads < 1 || c->blocks < 1 ||
+        c->blocks > ATTN_TF_MAX_BLOCKS || c->num_steps < 1 || c->max_batch < 1 || c->src_vocab > (1 << 22) ||
+        c->tgt_vocab > (1 << 22) || c->hidden > 4096 || c->ffn > 16384 || c->num_steps > ATTN_TF_MAX_LEN ||
+        c->max_batch > 65536)
+        return ATTN_ERR_SIZE;
+    if (c->hidden % c->heads != 0) return ATTN_ERR_SHAPE;
+    if (!(c->dropout >= 0.0f && c->dropout < 1.0f)) return ATTN_ERR_ARG;
+    return ATTN_OK;
+}
+
+static void tf_free_shards(attn_transformer *m) {
+    for (int k = 0; k < m->n_shards; k++) {
+        free(m->shards[k].grads);            /* a shard's params and table belong to the model */
+        free(m->shards[k].acts);
+    }
+    free(m->shards);
+    m->shards = NULL;
+    m->n_shards = 0;
+}
+
+void attn_transformer_free(attn_transformer *m) {
+    if (!m) return;
+    tf_free_shards(m);
+    free(m->params);
+    free(m->acts);
+    free(m->pos);
+    memset(m, 0, sizeof *m);
+}
+
+static attn_status tf_alloc_acts(attn_transformer *m) {
+    tf_acts a;
+    tf_carve(m, NULL, &a);
+    m->acts_floats = a.total;
+    m->acts = calloc(a.total + 16, sizeof(float));
+    return m->acts ? ATTN_OK : ATTN_ERR_NOMEM;
+}
+
+static void tf_acts_get(const attn_transformer *m, tf_acts *a) {
+    uintptr_t u = ((uintptr_t)m->acts + 63) & ~(uintptr_t)63;
+    tf_carve(m, (float *)u, a);
+}
+
+static attn_status tf_alloc(attn_transformer *m, const attn_transformer_config *cfg) {
+    attn_status st = tf_check_config(cfg);
+    if (st != ATTN_OK) return st;
+    memset(m, 0, sizeof *m);
+    m->cfg = *cfg;
+    m->n_params = tf_layout(m, NULL, NULL);
+    m->params = calloc(2 * m->n_params, sizeof(float));
+    m->pos = malloc(sizeof(float) * (size_t)cfg->num_steps * cfg->hidden);
+    if (!m->params || !m->pos) { attn_transformer_free(m); return ATTN_ERR_NOMEM; }
+    m->grads = m->params + m->n_params;
+    tf_layout(m, m->params, m->grads);
+    attn_posenc_table(m->pos, cfg->num_steps, cfg->hidden);
+    if ((st = tf_alloc_acts(m)) != ATTN_OK) { attn_transformer_free(m); return st; }
+    const int ns = ATTN_TF_SHARDS;
+    m->shards = calloc(ns, sizeof *m->shards);
+    if (!m->shards) { attn_transformer_free(m); return ATTN_ERR_NOMEM; }
+    m->n_shards = ns;
+    for (int k = 0; k < ns; k++) {
+        attn_transformer *s = &m->shards[k];
+        s->cfg = *cfg;
+        s->cfg.max_batch = (cfg->max_batch + ns - 1) / ns;
+        s->n_params = m->n_params;
+        s->params = m->params;
+        s->pos = m->pos;
+        s->grads = calloc(m->n_params, sizeof(float));
+        if (!s->grads) { attn_transformer_free(m); return ATTN_ERR_NOMEM; }
+        tf_layout(s, s->params, s->grads);
+        if ((st = tf_alloc_acts(s)) != ATTN_OK) { attn_transformer_free(m); return st; }
+    }
+    return ATTN_OK;
+}
+
+attn_status attn_transformer_init(attn_transformer *m, const attn_transformer_config *cfg, uint64_t seed) {
+    if (!m || !cfg) return ATTN_ERR_NULL;
+    attn_status st = tf_alloc(m, cfg);
+    if (st != ATTN_OK) return st;
+    const size_t D = (size_t)cfg->hidden;
+    attn_rng r;
+    attn_rng_seed(&r, seed);
+    for (size_t i = 0; i < (size_t)cfg->src_vocab * D; i++) m->enc_emb[i] = attn_rng_normal(&r);
+    for (int l = 0; l < cfg->blocks; l++) attn_tf_block_init(&m->enc[l], &r);
+    for (size_t i = 0; i < (size_t)cfg->tgt_vocab * D; i++) m->dec_emb[i] = attn_rng_normal(&r);
+    for (int l = 0; l < cfg->blocks; l++) attn_tf_block_init(&m->dec[l], &r);
+    xavier(&r, m->dense_w, cfg->tgt_vocab, cfg->hidden);
+    float b = 1.0f / sqrtf((float)D);
+    attn_rng_fill_uniform(&r, m->dense_b, (size_t)cfg->tgt_vocab, -b, b);
+    return ATTN_OK;
+}
+
+/* ---------------------------------------------------------------------------------------------------
+ * Forward pieces.
+ */
+static attn_status check_ids(const int32_t *ids, size_t n, int V) {
+    for (size_t i = 0; i < n; i++) if (ids[i] < 0 || ids[i] >= V) return ATTN_ERR_ARG;
+    return ATTN_OK;
+}
+
+/* Encoder over a->src (B,T): ex[0..L], ex[L] (B,T,D) the output. */
+static attn_status tf_encode(const attn_transformer *m, const tf_acts *a, const int32_t *lens, int B, int train,
+                             uint64_t seed) {
+    const int T = m->cfg.num_steps, D = m->cfg.hidden, L = m->cfg.blocks;
+    const size_t stride = (size_t)m->cfg.max_batch * T * D;
+    const float p = train ? m->cfg.dropout : 0.0f;
+    attn_status st = attn_embedding_forward(a->emb, a->src, m->enc_emb, B * T, m->cfg.src_vocab, D);
+    if (st != ATTN_OK) return st;
+    if ((st = attn_posenc_forward(a->ex, a->emb, m->pos, sqrtf((float)D), B, T, D, p, sub_seed(seed, 11))) != ATTN_OK)
+        return st;
+    for (int l = 0; l < L; l++) {
+        st = attn_tf_block_forward(&m->enc[l], a->enc_cache + (size_t)l * a->enc_cache_n, a->enc_cache_n,
+                                   a->ex + (l + 1) * stride, NULL, a->ex + l * stride, NULL, lens, B, T, T, train,
+                                   sub_seed(seed, 100 + (uint64_t)l));
+        if (st != ATTN_OK) return st;
+    }
+    return ATTN_OK;
+}
+
+/* Decoder over a->dec (B,Tq) (Tq <= T) against the encoder output ex[L]: dx[0..L]. weights (L,H,Tq,T) or
+ * NULL: every block's cross-attention. */
+static attn_status tf_decode(const attn_transformer *m, const tf_acts *a, const int32_t *lens, int B, int Tq,
+                             float *weights, int train, uint64_t seed) {
+    const int T = m->cfg.num_steps, D = m->cfg.hidden, L = m->cfg.blocks, H = m->cfg.heads;
+    const size_t stride = (size_t)m->cfg.max_batch * T * D;
+    const float p = train ? m->cfg.dropout : 0.0f;
+    attn_status st = attn_embedding_forward(a->emb, a->dec, m->dec_emb, B * Tq, m->cfg.tgt_vocab, D);
+    if (st != ATTN_OK) return st;
+    if ((st = attn_posenc_forward(a->dx, a->emb, m->pos, sqrtf((float)D), B, Tq, D, p, sub_seed(seed, 12))) != ATTN_OK)
+        return st;
+    for (int l = 0; l < L; l++) {
+        st = attn_tf_block_forward(&m->dec[l], a->dec_cache + (size_t)l * a->dec_cache_n, a->dec_cache_n,
+                                   a->dx + (l + 1) * stride, weights ? weights + (size_t)l * H * Tq * T : NULL,
+                                   a->dx + l * stride, a->ex + L * stride, lens, B, Tq, T, train,
+                                   sub_seed(seed, 200 + (uint64_t)l));
+        if (st != ATTN_OK) return st;
+    }
+    return ATTN_OK;
+}
+
+attn_status attn_transformer_step(attn_transformer *m, float *loss,
+                                  const int32_t *X, const int32_t *X_len, const int32_t *Y,
+                                  const int32_t *Y_len, int B, int train, int backward, uint64_t seed) {
+    if (!m || !m->params || !m->acts || !loss || !X || !X_len || !Y || !Y_len) return ATTN_ERR_NULL;
+    const int T = m->cfg.num_steps, D = m->cfg.hidden, L = m->cfg.blocks, V = m->cfg.tgt_vocab;
+    if (B < 1 || B > m->cfg.max_batch) return ATTN_ERR_SIZE;
+    attn_status st;
+    if ((st = check_ids(X, (size_t)B * T, m->cfg.src_vocab)) != ATTN_OK) return st;
+    if ((st = check_ids(Y, (size_t)B * T, V)) != ATTN_OK) return st;
+    for (int b = 0; b < B; b++) if (X_len[b] < 0 || Y_len[b] < 0) return ATTN_ERR_ARG;
+    tf_acts a;
+    tf_acts_get(m, &a);
+    const int N = B * T;
+    const size_t nD = (size_t)N * D, stride = (size_t)m->cfg.max_batch * T * D;
+    const float p = train ? m->cfg.dropout : 0.0f, sc = sqrtf((float)D);
+
+    /* ids: decoder input <bos> + Y[:, :-1], targets Y, weights (t < Y_len) / T */
+    memcpy(a.src, X, sizeof(int32_t) * (size_t)N);
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            const size_t i = (size_t)b * T + t;
+            a.dec[i] = t == 0 ? ATTN_TOK_BOS : Y[i - 1];
+            a.tgt[i] = Y[i];
+            a.wts[i] = t < Y_len[b] ? 1.0f / (float)T : 0.0f;
+        }
+    if ((st = tf_encode(m, &a, X_len, B, train, seed)) != ATTN_OK) return st;
+    if ((st = tf_decode(m, &a, X_len, B, T, NULL, train, seed)) != ATTN_OK) return st;
+    const float *out = a.dx + (size_t)L * stride;
+    if ((st = attn_linear_forward(a.logits, out, m->dense_w, m->dense_b, N, D, V)) != ATTN_OK) return st;
+    if ((st = attn_softmax_xent_forward(a.losses, a.probs, a.logits, a.tgt, a.wts, N, V)) != ATTN_OK) return st;
+    double sum = 0.0;
+    for (int i = 0; i < N; i++) sum += a.losses[i];
+    *loss = (float)sum;
+    if (!backward) return ATTN_OK;
+
+    /* cross-entropy and dense: g1 = dL/d(decoder output) */
+    float *dlogits = a.logits;
+    memset(dlogits, 0, sizeof(float) * (size_t)N * V);
+    for (int i = 0; i < N; i++) a.losses[i] = 1.0f;
+    if ((st = attn_softmax_xent_backward(dlogits, a.losses, a.probs, a.tgt, a.wts, N, V)) != ATTN_OK) return st;
+    memset(a.g1, 0, sizeof(float) * nD);
+    if ((st = attn_linear_backward(a.g1, m->d_dense_w, m->d_dense_b, dlogits, out, m->dense_w, N, D, V)) != ATTN_OK)
+        return st;
+    /* decoder blocks in reverse; the encoder output's gradient gathers in denc */
+    memset(a.denc, 0, sizeof(float) * nD);
+    float *g = a.g1, *gn = a.g2;
+    const float *enc_out = a.ex + (size_t)L * stride;
+    for (int l = L - 1; l >= 0; l--) {
+        memset(gn, 0, sizeof(float) * nD);
+        st = attn_tf_block_backward(&m->dec[l], &m->d_dec[l], a.dec_cache + (size_t)l * a.dec_cache_n, a.dec_cache_n,
+                                    gn, a.denc, g, a.dx + l * stride, enc_out, X_len, B, T, T, train,
+                                    sub_seed(seed, 200 + (uint64_t)l));
+        if (st != ATTN_OK) return st;
+        float *tmp = g; g = gn; gn = tmp;
+    }
+    memset(a.emb, 0, sizeof(float) * nD);
+    if ((st = attn_posenc_backward(a.emb, g, sc, B, T, D, p, sub_seed(seed, 12))) != ATTN_OK) return st;
+    if ((st = attn_embedding_backward(m->d_dec_emb, a.emb, a.dec, N, V, D)) != ATTN_OK) return st;
+    /* encoder blocks in reverse */
+    memcpy(a.g1, a.denc, sizeof(float) * nD);
+    g = a.g1; gn = a.g2;
+    for (int l = L - 1; l >= 0; l--) {
+        memset(gn, 0, sizeof(float) * nD);
+        st = attn_tf_block_backward(&m->enc[l], &m->d_enc[l], a.enc_cache + (size_t)l * a.enc_cache_n, a.enc_cache_n,
+                                    gn, NULL, g, a.ex + l * stride, NULL, X_len, B, T, T, train,
+                                    sub_seed(seed, 100 + (uint64_t)l));
+        if (st != ATTN_OK) return st;
+        float *tmp = g; g = gn; gn = tmp;
+    }
+    memset(a.emb, 0, sizeof(float) * nD);
+    if ((st = attn_posenc_backward(a.emb, g, sc, B, T, D, p, sub_seed(seed, 11))) != ATTN_OK) return st;
+    return attn_embedding_backward(m->d_enc_emb, a.emb, a.src, N, m->cfg.src_vocab, D);
+}
+
+/* ---------------------------------------------------------------------------------------------------
+ * Greedy decoding.
+ *
+ * With the cache, decoder block l keeps its self-attention's projected keys and values of every position
+ * so far, kc, vc (T,D), and the encoder output projected once, ek, ev (S,D); a step projects only the new
+ * position and attends (one query, no mask: every cached key is in the past) over the t+1 cached keys.
+ */
+static attn_status tf_block_step(const attn_tf_block *b, float *kc, float *vc, const float *ek, const float *ev,
+                                 int Tmax, int S, int t, float *y, float *weights, const float *x,
+                                 const int32_t *src_len, float *s, void *work, size_t work_bytes) {
+    const int D = b->D, H = b->H;
+    float *q = s, *ctx = s + D, *at = s + 2 * D, *z = s + 3 * D, *y1 = s + 4 * D, *y2 = s + 5 * D, *f = s + 6 * D,
+          *mr = s + 7 * D, *lse = s + 7 * D + 2, *h = s + 7 * D + 2 + H;   /* mr: mean, rstd */
+    attn_sdpa_desc d;
+    attn_mask mc;
+    memset(&mc, 0, sizeof mc);
+    mc.valid_lens_kind = ATTN_VALID_LENS_PER_BATCH;
+    mc.valid_lens = src_len;
+    attn_status st;
+    /* self-attention over the cache */
+    if ((st = attn_linear_forward(q, x, b->wq, NULL, 1, D, D)) != ATTN_OK) return st;
+    if ((st = attn_linear_forward(kc + (size_t)t * D, x, b->wk, NULL, 1, D, D)) != ATTN_OK) return st;
+    if ((st = attn_linear_forward(vc + (size_t)t * D, x, b->wv, NULL, 1, D, D)) != ATTN_OK) return st;
+    if ((st = att_desc(&d, 1, H, 1, t + 1, D, (int64_t)Tmax * D, NULL, 0.0f, 0)) != ATTN_OK) return st;
+    if ((st = attn_sdpa_forward(&d, ctx, lse, NULL, q, kc, vc, work, work_bytes)) != ATTN_OK) return st;
+    if ((st = attn_linear_forward(at, ctx, b->wo, NULL, 1, D, D)) != ATTN_OK) return st;
+    if ((st = attn_addnorm_forward(y1, z, mr, mr + 1, x, at, b->ln1_g, b->ln1_b, 1, D, 0.0f, 0)) != ATTN_OK) return st;
+    /* cross-attention over the projected encoder output */
+    if ((st = attn_linear_forward(q, y1, b->xwq, NULL, 1, D, D)) != ATTN_OK) return st;
+    if ((st = att_desc(&d, 1, H, 1, S, D, (int64_t)S * D, &mc, 0.0f, 0)) != ATTN_OK) return st;
+    if ((st = attn_sdpa_forward(&d, ctx, lse, weights, q, ek, ev, work, work_bytes)) != ATTN_OK) return st;
+    if ((st = attn_linear_forward(at, ctx, b->xwo, NULL, 1, D, D)) != ATTN_OK) return st;
+    if ((st = attn_addnorm_forward(y2, z, mr, mr + 1, y1, at, b->ln2_g, b->ln2_b, 1, D, 0.0f, 0)) != ATTN_OK) return st;
+    /* feed-forward */
+    if ((st = attn_ffn_forward(f, h, y2, b->w1, b->b1, b->w2, b->b2, 1, D, b->F)) != ATTN_OK) return st;
+    return attn_addnorm_forward(y, z, mr, mr + 1, y2, f, b->ln3_g, b->ln3_b, 1, D, 0.0f, 0);
+}
+
+attn_status attn_transformer_translate(attn_transformer *m, int32_t *out, int *n_out, float *weights,
+                                       float *logits, const int32_t *src, int src_len, int use_cache) {
+    if (!m || !m->params || !m->acts || !out || !n_out || !src) return ATTN_ERR_NULL;
+    const int T = m->cfg.num_steps, D = m->cfg.hidden, L = m->cfg.blocks, V = m->cfg.tgt_vocab, H = m->cfg.heads;
+    attn_status st;
+    if ((st = check_ids(src, (size_t)T, m->cfg.src_vocab)) != ATTN_OK) return st;
+    if (src_len < 0) return ATTN_ERR_ARG;
+    tf_acts a;
+    tf_acts_get(m, &a);
+    const int32_t lens[1] = {src_len};
+    const size_t stride = (size_t)m->cfg.max_batch * T * D, TD = (size_t)T * D;
+    memcpy(a.src, src, sizeof(int32_t) * (size_t)T);
+    if ((st = tf_encode(m, &a, lens, 1, 0, 0)) != ATTN_OK) return st;
+    const float *enc_out = a.ex + (size_t)L * stride;
+    if (weights) memset(weights, 0, sizeof(float) * (size_t)L * H * T * T);
+    if (logits) memset(logits, 0, sizeof(float) * (size_t)T * V);
+    if (use_cache)       /* project the encoder output once per decoder block: ek, ev (S,D) */
+        for (int l = 0; l < L; l++) {
+            float *kv = a.kv + (size_t)l * 4 * TD;
+            if ((st = attn_linear_forward(kv + 2 * TD, enc_out, m->dec[l].xwk, NULL, T, D, D)) != ATTN_OK) return st;
+            if ((st = attn_linear_forward(kv + 3 * TD, enc_out, m->dec[l].xwv, NULL, T, D, D)) != ATTN_OK) return st;
+        }
+    float *x = a.g1, *y = a.g2, *row = a.logits, *xl = NULL;
+    int32_t tok = ATTN_TOK_BOS;
+    *n_out = 0;
+    for (int t = 0; t < T; t++) {
+        if (use_cache) {
+            if ((st = attn_embedding_forward(a.emb, &tok, m->dec_emb, 1, V, D)) != ATTN_OK) return st;
+            if ((st = attn_posenc_forward(x, a.emb, m->pos + (size_t)t * D, sqrtf((float)D), 1, 1, D, 0.0f, 0)) != ATTN_OK)
+                return st;
+            for (int l = 0; l < L; l++) {
+                float *kv = a.kv + (size_t)l * 4 * TD;
+                st = tf_block_step(&m->dec[l], kv, kv + TD, kv + 2 * TD, kv + 3 * TD, T, T, t, y,
+                                   weights ? a.wscr : NULL, x, lens, a.step, a.step_work, a.step_work_bytes);
+                if (st != ATTN_OK) return st;
+                if (weights)                                    /* (1,H,1,S) -> [l][h][t] */
+                    for (int h = 0; h < H; h++)
+                        memcpy(weights + (((size_t)l * H + h) * T + t) * T, a.wscr + (size_t)h * T, sizeof(float) * T);
+                float *tmp = x; x = y; y = tmp;
+            }
+            xl = x;
+        } else {          /* the whole prefix again: decoder over a.dec[0..t] with the causal mask */
+            a.dec[t] = tok;
+            if ((st = tf_decode(m, &a, lens, 1, t + 1, weights ? a.wscr : NULL, 0, 0)) != ATTN_OK) return st;
+            if (weights)    /* block l's (1,H,t+1,S) written at wscr + l·H·(t+1)·T: keep row t */
+                for (int l = 0; l < L; l++)
+                    for (int h = 0; h < H; h++)
+                        memcpy(weights + (((size_t)l * H + h) * T + t) * T,
+                               a.wscr + (((size_t)l * H + h) * (t + 1) + t) * T, sizeof(float) * T);
+            xl = a.dx + (size_t)L * stride + (size_t)t * D;
+        }
+        if ((st = attn_linear_forward(row, xl, m->dense_w, m->dense_b, 1, D, V)) != ATTN_OK) return st;
+        if (logits) memcpy(logits + (size_t)t * V, row, sizeof(float) * V);
+        int best = 0;
+        for (int v = 1; v < V; v++) if (row[v] > row[best]) best = v;
+        if (best == ATTN_TOK_EOS) break;
+        out[(*n_out)++] = best;
+        tok = best;
+    }
+    return ATTN_OK;
+}
+
+/* ---------------------------------------------------------------------------------------------------
+ * Training epoch: every batch split in the model's shards (fixed parts, whatever the thread count), run
+ * on up to that many threads, the gradients summed in shard order.
+ */
+static attn_status tf_step_sharded(attn_transformer *m, float *loss, const int32_t *X, const int32_t *X_len,
+                                   const int32_t *Y, const int32_t *Y_len, int B, uint64_t seed) {
+    const int ns = m->n_shards, T = m->cfg.num_steps, per = (B + ns - 1) / ns;
+    attn_status sts[ATTN_TF_SHARDS];
+    float losses[ATTN_TF_SHARDS];
+    int nth = attn_get_num_threads();
+    nth = nth < 1 ? 1 : nth > ns ? ns : nth;
+    (void)nth;
+    ATTN_OMP(omp parallel for num_threads(nth) schedule(static, 1) if (nth > 1))
+    for (int k = 0; k < ns; k++) {
+        const int lo = k * per, n = B - lo < per ? B - lo : per;
+        attn_transformer *s = &m->shards[k];
+        losses[k] = 0.0f;
+        sts[k] = ATTN_OK;
+        if (n <= 0) continue;
+        memset(s->grads, 0, sizeof(float) * s->n_params);
+        sts[k] = attn_transformer_step(s, &losses[k], X + (size_t)lo * T, X_len + lo, Y + (size_t)lo * T, Y_len + lo,
+                                       n, 1, 1, attn__mix64(seed + (uint64_t)k));
+    }
+    memset(m->grads, 0, sizeof(float) * m->n_params);
+    double sum = 0.0;
+    for (int k = 0; k < ns; k++) {
+        if (sts[k] != ATTN_OK) return sts[k];
+        if (k * per >= B) continue;
+        const float *g = m->shards[k].grads;
+        for (size_t i = 0; i < m->n_params; i++) m->grads[i] += g[i];
+        sum += losses[k];
+    }
+    *loss = (float)sum;
+    return ATTN_OK;
+}
+
+attn_status attn_transformer_train_epoch(attn_transformer *m, attn_adam *opt, attn_rng *rng,
+                                         const int32_t *X, const int32_t *X_len,
+                                         const int32_t *Y, const int32_t *Y_len, int N, int batch,
+                                         float clip, uint64_t *seed, double *loss_sum, int64_t *tokens) {
+    if (!m || !opt || !rng || !X || !X_len || !Y || !Y_len || !seed || !loss_sum || !tokens) return ATTN_ERR_NULL;
+    if (!m->shards) return ATTN_ERR_NULL;
+    if (N < 1 || batch < 1 || batch > m->cfg.max_batch) return ATTN_ERR_SIZE;
+    if (opt->n != m->n_params) return ATTN_ERR_SHAPE;
+    const int T = m->cfg.num_steps;
+    int32_t *idx = malloc(sizeof(int32_t) * (size_t)N);
+    int32_t *bx = malloc(sizeof(int32_t) * ((size_t)batch * T * 2 + (size_t)batch * 2));
+    if (!idx || !bx) { free(idx); free(bx); return ATTN_ERR_NOMEM; }
+    int32_t *by = bx + (size_t)batch * T, *bxl = by + (size_t)batch * T, *byl = bxl + batch;
+    for (int i = 0; i < N; i++) idx[i] = i;
+    attn_rng_shuffle(rng, idx, (size_t)N);
+    attn_status st = ATTN_OK;
+    *loss_sum = 0.0;
+    *tokens = 0;
+    for (int start = 0; start < N && st == ATTN_OK; start += batch) {
+        const int B = N - start < batch ? N - start : batch;
+        for (int b = 0; b < B; b++) {
+            const int i = idx[start + b];
+            memcpy(bx + (size_t)b * T, X + (size_t)i * T, sizeof(int32_t) * T);
+            memcpy(by + (size_t)b * T, Y + (size_t)i * T, sizeof(int32_t) * T);
+            bxl[b] = X_len[i];
+            byl[b] = Y_len[i];
+            *tokens += Y_len[i];
+        }
+        float loss = 0.0f;
+        *seed = attn__mix64(*seed + 0x2545F4914F6CDD1DULL);
+        if ((st = tf_step_sharded(m, &loss, bx, bxl, by, byl, B, *seed)) != ATTN_OK) break;
+        if ((st = attn_clip_grad_norm(m->grads, m->n_params, clip, NULL)) != ATTN_OK) break;
+        if ((st = attn_adam_step(opt, m->params, m->grads)) != ATTN_OK) break;
+        *loss_sum += loss;
+    }
+    free(idx);
+    free(bx);
+    return st;
+}
+
+/* ---------------------------------------------------------------------------------------------------
+ * Checkpoints.
+ */
+#define TF_MAX_TENSORS (5 + 22 * ATTN_TF_MAX_BLOCKS)
+
+typedef struct tf_named { char name[64]; float *p; int ndim; int64_t shape[2]; } tf_named;
+
+static int tf_add(tf_named *t, int n, const char *name, float *p, int ndim, int64_t s0, int64_t s1) {
+    snprintf(t[n].name, sizeof t[n].name, "%s", name);
+    t[n].p = p; t[n].ndim = ndim; t[n].shape[0] = s0; t[n].shape[1] = s1;
+    return n + 1;
+}
+
+static int tf_add_block(tf_named *t, int n, const char *pre, const attn_tf_block *b) {
+    const int D = b->D, F = b->F;
+    char nm[64];
+    const char *const att[2] = {b->decoder ? "attention1" : "attention", "attention2"};
+    const char *const wn[4] = {"W_q", "W_k", "W_v", "W_o"};
+    float *const sw[4] = {b->wq, b->wk, b->wv, b->wo}, *const xw[4] = {b->xwq, b->xwk, b->xwv, b->xwo};
+    for (int i = 0; i < 4; i++) { snprintf(nm, sizeof nm, "%s.%s.%s.weight", pre, att[0], wn[i]); n = tf_add(t, n, nm, sw[i], 2, D, D); }
+    snprintf(nm, sizeof nm, "%s.addnorm1.ln.weight", pre); n = tf_add(t, n, nm, b->ln1_g, 1, D, 0);
+    snprintf(nm, sizeof nm, "%s.addnorm1.ln.bias", pre);   n = tf_add(t, n, nm, b->ln1_b, 1, D, 0);
+    if (b->decoder) {
+        for (int i = 0; i < 4; i++) { snprintf(nm, sizeof nm, "%s.%s.%s.weight", pre, att[1], wn[i]); n = tf_add(t, n, nm, xw[i], 2, D, D); }
+        snprintf(nm, sizeof nm, "%s.addnorm2.ln.weight", pre); n = tf_add(t, n, nm, b->ln2_g, 1, D, 0);
+        snprintf(nm, sizeof nm, "%s.addnorm2.ln.bias", pre);   n = tf_add(t, n, nm, b->ln2_b, 1, D, 0);
+    }
+    snprintf(nm, sizeof nm, "%s.ffn.dense1.weight", pre); n = tf_add(t, n, nm, b->w1, 2, F, D);
+    snprintf(nm, sizeof nm, "%s.ffn.dense1.bias", pre);   n = tf_add(t, n, nm, b->b1, 1, F, 0);
+    snprintf(nm, sizeof nm, "%s.ffn.dense2.weight", pre); n = tf_add(t, n, nm, b->w2, 2, D, F);
+    snprintf(nm, sizeof nm, "%s.ffn.dense2.bias", pre);   n = tf_add(t, n, nm, b->b2, 1, D, 0);
+    const char *last = b->decoder ? "addnorm3" : "addnorm2";
+    snprintf(nm, sizeof nm, "%s.%s.ln.weight", pre, last); n = tf_add(t, n, nm, b->ln3_g, 1, D, 0);
+    snprintf(nm, sizeof nm, "%s.%s.ln.bias", pre, last);   n = tf_add(t, n, nm, b->ln3_b, 1, D, 0);
+    return n;
+}
+
+static int tf_list(const attn_transformer *m, tf_named *t) {
+    const attn_transformer_config *c = &m->cfg;
+    char pre[64];
+    int n = 0;
+    n = tf_add(t, n, "encoder.embedding.weight", m->enc_emb, 2, c->src_vocab, c->hidden);
+    for (int l = 0; l < c->blocks; l++) { snprintf(pre, sizeof pre, "encoder.blks.block%d", l); n = tf_add_block(t, n, pre, &m->enc[l]); }
+    n = tf_add(t, n, "decoder.embedding.weight", m->dec_emb, 2, c->tgt_vocab, c->hidden);
+    for (int l = 0; l < c->blocks; l++) { snprintf(pre, sizeof pre, "decoder.blks.block%d", l); n = tf_add_block(t, n, pre, &m->dec[l]); }
+    n = tf_add(t, n, "decoder.dense.weight", m->dense_w, 2, c->tgt_vocab, c->hidden);
+    n = tf_add(t, n, "decoder.dense.bias", m->dense_b, 1, c->tgt_vocab, 0);
+    return n;
+}
+
+static size_t tf_numel(const tf_named *t) { return (size_t)t->shape[0] * (size_t)(t->ndim == 2 ? t->shape[1] : 1); }
+
+#define TF_N_META 9
+static const char *const tf_meta_names[TF_N_META] = {"model", "src_vocab", "tgt_vocab", "hidden", "ffn", "heads",
+                                                     "blocks", "dropout", "num_steps"};
+
+attn_status attn_transformer_save(const attn_transformer *m, const char *path, char *err, size_t err_size) {
+    if (!m || !m->params || !path) return ATTN_ERR_NULL;
+    tf_named t[TF_MAX_TENSORS];
+    const int n = tf_list(m, t);
+    attn_st_tensor st_t[TF_MAX_TENSORS];
+    for (int i = 0; i < n; i++) {
+        memset(&st_t[i], 0, sizeof st_t[i]);
+        st_t[i].name = t[i].name;
+        st_t[i].dtype = ATTN_DTYPE_F32;
+        st_t[i].ndim = t[i].ndim;
+        st_t[i].shape[0] = t[i].shape[0];
+        st_t[i].shape[1] = t[i].shape[1];
+        st_t[i].data = t[i].p;
+        st_t[i].nbytes = sizeof(float) * tf_numel(&t[i]);
+    }
+    const attn_transformer_config *c = &m->cfg;
+    char vals[TF_N_META][32];
+    snprintf(vals[0], 32, "transformer");
+    snprintf(vals[1], 32, "%d", c->src_vocab); snprintf(vals[2], 32, "%d", c->tgt_vocab);
+    snprintf(vals[3], 32, "%d", c->hidden);    snprintf(vals[4], 32, "%d", c->ffn);
+    snprintf(vals[5], 32, "%d", c->heads);     snprintf(vals[6], 32, "%d", c->blocks);
+    snprintf(vals[7], 32, "%.9g", (double)c->dropout);
+    snprintf(vals[8], 32, "%d", c->num_steps);
+    const char *vp[TF_N_META];
+    for (int i = 0; i < TF_N_META; i++) vp[i] = vals[i];
+    return attn_st_write(path, st_t, n, tf_meta_names, vp, TF_N_META, err, err_size);
+}
+
+attn_status attn_transformer_load(attn_transformer *m, const char *path, int max_batch, char *err,
+                                  size_t err_size) {
+    if (!m || !path) return ATTN_ERR_NULL;
+    memset(m, 0, sizeof *m);
+    attn_st_file f;
+    attn_status st = attn_st_read(&f, path, 0, err, err_size);
+    if (st != ATTN_OK) return st;
+    const char *kind = attn_st_meta(&f, "model");
+    if (!kind || strcmp(kind, "transformer") != 0) {
+        if (err && err_size) snprintf(err, err_size, "%s: not a Transformer checkpoint (metadata 'model' is %s)", path,
+                                      kind ? kind : "missing");
+        attn_st_free(&f);
+        return ATTN_ERR_FORMAT;
+    }
+    double v[TF_N_META];
+    for (int i = 1; i < TF_N_META; i++) {
+        const char *s = attn_st_meta(&f, tf_meta_names[i]);
+        char *end = NULL;
+        v[i] = s ? strtod(s, &end) : 0;
+        if (!s || end == s || *end || !(v[i] >= 0 && v[i] < 1e8)) {
+            if (err && err_size) snprintf(err, err_size, "%s: metadata '%s' missing or not a number", path, tf_meta_names[i]);
+            attn_st_free(&f);
+            return ATTN_ERR_FORMAT;
+        }
+    }
+    attn_transformer_config c;
+    memset(&c, 0, sizeof c);
+    c.src_vocab = (int)v[1]; c.tgt_vocab = (int)v[2]; c.hidden = (int)v[3]; c.ffn = (int)v[4];
+    c.heads = (int)v[5]; c.blocks = (int)v[6]; c.dropout = (float)v[7]; c.num_steps = (int)v[8];
+    c.max_batch = max_batch > 1 ? max_batch : 1;
+    if ((st = tf_alloc(m, &c)) != ATTN_OK) {
+        if (err && err_size) snprintf(err, err_size, "%s: the configuration in the metadata is invalid", path);
+        attn_st_free(&f);
+        return st == ATTN_ERR_NOMEM ? st : ATTN_ERR_FORMAT;
+    }
+    tf_named t[TF_MAX_TENSORS];
+    const int n = tf_list(m, t);
+    for (int i = 0; i < n && st == ATTN_OK; i++) {
+        const float *data = NULL;
+        st = attn_st_get_f32(&f, t[i].name, t[i].ndim, t[i].shape, &data, err, err_size);
+        if (st == ATTN_OK) memcpy(t[i].p, data, sizeof(float) * tf_numel(&t[i]));
+    }
+    attn_st_free(&f);
+    if (st != ATTN_OK) attn_transformer_free(m);
+    return st;
+}

@@ -1,0 +1,264 @@
+"""gen_transformer.py — golden files for the Transformer's layers and blocks (the d2l book's chapter on the
+Transformer, d2l 0.17's PyTorch code, written out below as in the book).
+
+    /usr/bin/python3 tools/golden/gen_transformer.py tests/golden
+
+Writes
+  transformer_layers.safetensors  D=8, F=12, B=2, T=4:
+      posenc.P (T,D) the table; posenc.x, posenc.y = x·sqrt(D) + P (dropout 0)
+      ffn.x (B,T,D), ffn.dense1.weight (F,D) .bias, ffn.dense2.weight (D,F) .bias, ffn.y, ffn.g,
+          and grad.ffn.<x|param> of loss = Σ y·g
+      addnorm.x, addnorm.s (B,T,D), addnorm.ln.weight/.bias (D), addnorm.y, addnorm.g, grad.addnorm.*
+  transformer_blocks.safetensors  D=8, F=12, H=2, B=2, source S=5 with valid lengths src_lens = [3, 5],
+      target T=4:
+      enc.* a TransformerEncoderBlock under its state_dict names, enc.x (B,S,D), enc.y, enc.g,
+          grad.enc.x and grad.enc.<param>
+      dec.* a TransformerDecoderBlock (training mode: causal self-attention), dec.x (B,T,D), dec.enc
+          (B,S,D), dec.y, dec.g, dec.cross_weights (B,H,T,S), grad.dec.x, grad.dec.enc, grad.dec.<param>
+Dropout is 0 (PyTorch's masks cannot be reproduced); the C tests check dropout by finite differences.
+Parameters are drawn in float32, the math runs in float64 and results are stored as float32.
+"""
+import math
+import os
+import sys
+
+import torch
+from torch import nn
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import st  # noqa: E402
+
+torch.manual_seed(11)
+torch.set_default_dtype(torch.float64)
+
+
+def f32(t):
+    return t.detach().to(torch.float32).contiguous()
+
+
+def rnd(*shape):
+    return torch.randn(*shape, dtype=torch.float32).double()
+
+
+# ---------------------------------------------------------------------------------------------------
+# d2l 0.17, as in the book
+def sequence_mask(X, valid_len, value=0):
+    maxlen = X.size(1)
+    mask = torch.arange((maxlen), dtype=torch.float32, device=X.device)[None, :] < valid_len[:, None]
+    X[~mask] = value
+    return X
+
+
+def masked_softmax(X, valid_lens):
+    if valid_lens is None:
+        return nn.functional.softmax(X, dim=-1)
+    shape = X.shape
+    if valid_lens.dim() == 1:
+        valid_lens = torch.repeat_interleave(valid_lens, shape[1])
+    else:
+        valid_lens = valid_lens.reshape(-1)
+    X = sequence_mask(X.reshape(-1, shape[-1]), valid_lens, value=-1e6)
+    return nn.functional.softmax(X.reshape(shape), dim=-1)
+
+
+class DotProductAttention(nn.Module):
+    def __init__(self, dropout):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, queries, keys, values, valid_lens=None):
+        d = queries.shape[-1]
+        scores = torch.bmm(queries, keys.transpose(1, 2)) / math.sqrt(d)
+        self.attention_weights = masked_softmax(scores, valid_lens)
+        return torch.bmm(self.dropout(self.attention_weights), values)
+
+
+def transpose_qkv(X, num_heads):
+    X = X.reshape(X.shape[0], X.shape[1], num_heads, -1)
+    X = X.permute(0, 2, 1, 3)
+    return X.reshape(-1, X.shape[2], X.shape[3])
+
+
+def transpose_output(X, num_heads):
+    X = X.reshape(-1, num_heads, X.shape[1], X.shape[2])
+    X = X.permute(0, 2, 1, 3)
+    return X.reshape(X.shape[0], X.shape[1], -1)
+
+
+class MultiHeadAttention(nn.Module):
+    def __init__(self, key_size, query_size, value_size, num_hiddens, num_heads, dropout, bias=False):
+        super().__init__()
+        self.num_heads = num_heads
+        self.attention = DotProductAttention(dropout)
+        self.W_q = nn.Linear(query_size, num_hiddens, bias=bias)
+        self.W_k = nn.Linear(key_size, num_hiddens, bias=bias)
+        self.W_v = nn.Linear(value_size, num_hiddens, bias=bias)
+        self.W_o = nn.Linear(num_hiddens, num_hiddens, bias=bias)
+
+    def forward(self, queries, keys, values, valid_lens):
+        queries = transpose_qkv(self.W_q(queries), self.num_heads)
+        keys = transpose_qkv(self.W_k(keys), self.num_heads)
+        values = transpose_qkv(self.W_v(values), self.num_heads)
+        if valid_lens is not None:
+            valid_lens = torch.repeat_interleave(valid_lens, repeats=self.num_heads, dim=0)
+        output = self.attention(queries, keys, values, valid_lens)
+        return self.W_o(transpose_output(output, self.num_heads))
+
+
+class PositionalEncoding(nn.Module):
+    def __init__(self, num_hiddens, dropout, max_len=1000):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.P = torch.zeros((1, max_len, num_hiddens), dtype=torch.float32)
+        X = torch.arange(max_len, dtype=torch.float32).reshape(-1, 1) / torch.pow(
+            10000, torch.arange(0, num_hiddens, 2, dtype=torch.float32) / num_hiddens)
+        self.P[:, :, 0::2] = torch.sin(X)
+        self.P[:, :, 1::2] = torch.cos(X)
+
+    def forward(self, X):
+        X = X + self.P[:, :X.shape[1], :].to(X.dtype)
+        return self.dropout(X)
+
+
+class PositionWiseFFN(nn.Module):
+    def __init__(self, ffn_num_input, ffn_num_hiddens, ffn_num_outputs):
+        super().__init__()
+        self.dense1 = nn.Linear(ffn_num_input, ffn_num_hiddens)
+        self.relu = nn.ReLU()
+        self.dense2 = nn.Linear(ffn_num_hiddens, ffn_num_outputs)
+
+    def forward(self, X):
+        return self.dense2(self.relu(self.dense1(X)))
+
+
+class AddNorm(nn.Module):
+    def __init__(self, normalized_shape, dropout):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.ln = nn.LayerNorm(normalized_shape)
+
+    def forward(self, X, Y):
+        return self.ln(self.dropout(Y) + X)
+
+
+class EncoderBlock(nn.Module):
+    def __init__(self, D, F, H, dropout):
+        super().__init__()
+        self.attention = MultiHeadAttention(D, D, D, D, H, dropout)
+        self.addnorm1 = AddNorm([D], dropout)
+        self.ffn = PositionWiseFFN(D, F, D)
+        self.addnorm2 = AddNorm([D], dropout)
+
+    def forward(self, X, valid_lens):
+        Y = self.addnorm1(X, self.attention(X, X, X, valid_lens))
+        return self.addnorm2(Y, self.ffn(Y))
+
+
+class DecoderBlock(nn.Module):
+    def __init__(self, D, F, H, dropout):
+        super().__init__()
+        self.attention1 = MultiHeadAttention(D, D, D, D, H, dropout)
+        self.addnorm1 = AddNorm([D], dropout)
+        self.attention2 = MultiHeadAttention(D, D, D, D, H, dropout)
+        self.addnorm2 = AddNorm([D], dropout)
+        self.ffn = PositionWiseFFN(D, F, D)
+        self.addnorm3 = AddNorm([D], dropout)
+
+    def forward(self, X, enc_outputs, enc_valid_lens):
+        key_values = X
+        batch_size, num_steps, _ = X.shape
+        dec_valid_lens = torch.arange(1, num_steps + 1).repeat(batch_size, 1) if self.training else None
+        X2 = self.attention1(X, key_values, key_values, dec_valid_lens)
+        Y = self.addnorm1(X, X2)
+        Y2 = self.attention2(Y, enc_outputs, enc_outputs, enc_valid_lens)
+        Z = self.addnorm2(Y, Y2)
+        return self.addnorm3(Z, self.ffn(Z))
+
+
+# ---------------------------------------------------------------------------------------------------
+def randomize(mod):
+    with torch.no_grad():
+        for n, p in mod.named_parameters():
+            if n.endswith("ln.weight"):
+                p.copy_(1.0 + 0.2 * rnd(*p.shape))
+            elif n.endswith("ln.bias"):
+                p.copy_(0.2 * rnd(*p.shape))
+            else:
+                p.copy_(torch.empty(p.shape, dtype=torch.float32).uniform_(-0.6, 0.6).double())
+
+
+def gen_layers(out_dir):
+    D, F, B, T = 8, 12, 2, 4
+    d = {}
+    pe = PositionalEncoding(D, 0.0)
+    x = rnd(B, T, D)
+    d["posenc.P"] = f32(pe.P[0, :T])
+    d["posenc.x"] = f32(x)
+    d["posenc.y"] = f32(pe(x * math.sqrt(D)))
+
+    ffn = PositionWiseFFN(D, F, D)
+    randomize(ffn)
+    x = rnd(B, T, D).requires_grad_()
+    g = rnd(B, T, D)
+    y = ffn(x)
+    (y * g).sum().backward()
+    for n, p in ffn.named_parameters():
+        d["ffn." + n] = f32(p)
+        d["grad.ffn." + n] = f32(p.grad)
+    d.update({"ffn.x": f32(x), "ffn.y": f32(y), "ffn.g": f32(g), "grad.ffn.x": f32(x.grad)})
+
+    an = AddNorm([D], 0.0)
+    randomize(an)
+    x = rnd(B, T, D).requires_grad_()
+    s = rnd(B, T, D).requires_grad_()
+    g = rnd(B, T, D)
+    y = an(x, s)
+    (y * g).sum().backward()
+    for n, p in an.named_parameters():
+        d["addnorm." + n] = f32(p)
+        d["grad.addnorm." + n] = f32(p.grad)
+    d.update({"addnorm.x": f32(x), "addnorm.s": f32(s), "addnorm.y": f32(y), "addnorm.g": f32(g),
+              "grad.addnorm.x": f32(x.grad), "grad.addnorm.s": f32(s.grad)})
+    st.save(os.path.join(out_dir, "transformer_layers.safetensors"), d,
+            metadata={"D": D, "F": F, "B": B, "T": T})
+
+
+def gen_blocks(out_dir):
+    D, F, H, B, S, T = 8, 12, 2, 2, 5, 4
+    lens = torch.tensor([3, 5])
+    d = {"src_lens": lens.to(torch.int32)}
+
+    enc = EncoderBlock(D, F, H, 0.0)
+    randomize(enc)
+    enc.train()
+    x = rnd(B, S, D).requires_grad_()
+    g = rnd(B, S, D)
+    y = enc(x, lens)
+    (y * g).sum().backward()
+    for n, p in enc.named_parameters():
+        d["enc." + n] = f32(p)
+        d["grad.enc." + n] = f32(p.grad)
+    d.update({"enc.x": f32(x), "enc.y": f32(y), "enc.g": f32(g), "grad.enc.x": f32(x.grad)})
+
+    dec = DecoderBlock(D, F, H, 0.0)
+    randomize(dec)
+    dec.train()
+    x = rnd(B, T, D).requires_grad_()
+    e = rnd(B, S, D).requires_grad_()
+    g = rnd(B, T, D)
+    y = dec(x, e, lens)
+    (y * g).sum().backward()
+    for n, p in dec.named_parameters():
+        d["dec." + n] = f32(p)
+        d["grad.dec." + n] = f32(p.grad)
+    w = dec.attention2.attention.attention_weights.reshape(B, H, T, S)
+    d.update({"dec.x": f32(x), "dec.enc": f32(e), "dec.y": f32(y), "dec.g": f32(g), "dec.cross_weights": f32(w),
+              "grad.dec.x": f32(x.grad), "grad.dec.enc": f32(e.grad)})
+    st.save(os.path.join(out_dir, "transformer_blocks.safetensors"), d,
+            metadata={"D": D, "F": F, "H": H, "B": B, "S": S, "T": T})
+
+
+if __name__ == "__main__":
+    out = sys.argv[1] if len(sys.argv) > 1 else "tests/golden"
+    gen_layers(out)
+    gen_blocks(out)
