@@ -92,8 +92,9 @@ typedef enum attn_isa {
 /* Number of threads the fast kernels and OpenBLAS use; n <= 0 means "all the cores OpenMP sees".
  * The attention kernels give bitwise-identical results for any count; OpenBLAS's products (the layers'
  * projections) may round differently with a different count, so a layer is reproducible for a given
- * count. Performance note: Debian 12's OpenBLAS 0.3.21 does not recognise AMD Zen 4 and falls back to
- * slow SSE3 kernels unless OPENBLAS_CORETYPE=SkylakeX is set before the program starts. */
+ * count. Performance note: Debian 12's OpenBLAS 0.3.21 does not recognise CPUs newer than itself (Zen 4,
+ * recent Xeons) and falls back to slow SSE3 kernels unless OPENBLAS_CORETYPE=SkylakeX (or Haswell without
+ * AVX-512) is set before the program starts. */
 attn_status attn_set_num_threads(int n);
 int         attn_get_num_threads(void);
 

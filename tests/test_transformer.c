@@ -4,6 +4,8 @@
  *     encoding, the position-wise feed-forward and add & norm (forward and backward), a whole encoder
  *     block (masked by source lengths) and a whole decoder block (causal self-attention, cross-attention,
  *     its weights), every parameter's gradient and the inputs'.
+ *     The whole translator (d2l's EncoderDecoder, read as a checkpoint): the teacher-forced masked loss,
+ *     the gradient of every parameter, greedy decoding with and without the key/value cache.
  *  2. Finite differences through whole blocks with dropout on (the masks are a function of the seed) and
  *     through the whole translator's loss.
  *  3. Greedy decoding with and without the key/value cache: the same tokens, step scores and weights.
@@ -184,6 +186,68 @@ static void test_blocks(void) {
         free(cache); free(y); free(dx); free(denc); free(w); free(p); free(g); free(gw);
     }
     attn_st_free(&f);
+}
+
+/* the whole translator against d2l's EncoderDecoder: loss, every gradient, greedy decoding */
+static void test_model_golden(void) {
+    printf("translator vs PyTorch (d2l's EncoderDecoder)\n");
+    const char *path = ATTN_GOLDEN_DIR "/transformer_model.safetensors";
+    attn_transformer m;
+    char err[256] = "";
+    attn_status st = attn_transformer_load(&m, path, 3, err, sizeof err);   /* the golden is a checkpoint */
+    CHECK_STATUS(st, ATTN_OK);
+    if (st != ATTN_OK) { fprintf(stderr, "%s\n", err); return; }
+    attn_st_file f;
+    CHECK_STATUS(attn_st_read(&f, path, 0, err, sizeof err), ATTN_OK);
+    const int B = 3, T = m.cfg.num_steps;
+    const attn_st_tensor *tx = attn_st_find(&f, "X"), *txl = attn_st_find(&f, "X_len"), *ty = attn_st_find(&f, "Y"),
+                         *tyl = attn_st_find(&f, "Y_len"), *tp = attn_st_find(&f, "pred");
+    const float *gl = get(&f, "loss", 1);
+    const char *np_s = attn_st_meta(&f, "n_pred");
+    CHECK(tx && txl && ty && tyl && tp && gl && np_s && T == 5);
+    if (!tx || !txl || !ty || !tyl || !tp || !gl || !np_s || T != 5) { attn_st_free(&f); attn_transformer_free(&m); return; }
+    const int32_t *X = tx->data, *Xl = txl->data, *Y = ty->data, *Yl = tyl->data, *pred = tp->data;
+    float loss = 0;
+    memset(m.grads, 0, sizeof(float) * m.n_params);
+    CHECK_STATUS(attn_transformer_step(&m, &loss, X, Xl, Y, Yl, B, 1, 1, 3), ATTN_OK);
+    tu_close_f32("masked cross-entropy (teacher forcing)", &loss, gl, 1, 1e-5, 1e-5);
+    /* the golden gradients, concatenated in the slab's (state_dict) order */
+    float *want = calloc(m.n_params, sizeof(float));
+    size_t off = 0;
+    char nm[128];
+    const char *names[18];
+    for (int part = 0; part < 2; part++) {
+        const char *side = part ? "decoder" : "encoder";
+        snprintf(nm, sizeof nm, "grad.%s.embedding.weight", side);
+        const attn_st_tensor *t = attn_st_find(&f, nm);
+        if (t && off + t->nbytes / 4 <= m.n_params) { memcpy(want + off, t->data, t->nbytes); off += t->nbytes / 4; }
+        int n = block_names(part, names);
+        for (int l = 0; l < m.cfg.blocks; l++)
+            for (int i = 0; i < n; i++) {
+                snprintf(nm, sizeof nm, "grad.%s.blks.block%d.%s", side, l, names[i]);
+                t = attn_st_find(&f, nm);
+                if (t && off + t->nbytes / 4 <= m.n_params) { memcpy(want + off, t->data, t->nbytes); off += t->nbytes / 4; }
+            }
+    }
+    for (int i = 0; i < 2; i++) {
+        const attn_st_tensor *t = attn_st_find(&f, i ? "grad.decoder.dense.bias" : "grad.decoder.dense.weight");
+        if (t && off + t->nbytes / 4 <= m.n_params) { memcpy(want + off, t->data, t->nbytes); off += t->nbytes / 4; }
+    }
+    CHECK(off == m.n_params);
+    tu_close_f32("gradient of every parameter", m.grads, want, m.n_params, 1e-5, 1e-4);
+    /* greedy decoding of X[0], with and without the cache */
+    const int n_want = atoi(np_s);
+    for (int cache = 1; cache >= 0; cache--) {
+        int32_t out[5];
+        int n_out = -1;
+        CHECK_STATUS(attn_transformer_translate(&m, out, &n_out, NULL, NULL, X, Xl[0], cache), ATTN_OK);
+        CHECK(n_out == n_want && memcmp(out, pred, sizeof(int32_t) * (size_t)(n_want > 0 ? n_want : 0)) == 0);
+        printf("  greedy decoding (%s): %d tokens%s\n", cache ? "cache" : "prefix", n_out,
+               n_out == n_want ? ", as PyTorch" : ", DIFFERENT from PyTorch");
+    }
+    free(want);
+    attn_st_free(&f);
+    attn_transformer_free(&m);
 }
 
 /* ---------------------------------------------------------------------------------------------------
@@ -424,6 +488,7 @@ static void test_training(void) {
 int main(void) {
     test_layers();
     test_blocks();
+    test_model_golden();
     test_fd();
     test_model_fd();
     test_decoding();

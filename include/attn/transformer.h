@@ -9,7 +9,7 @@
  *     attn_transformer_config c = {src.n, tgt.n, 32, 64, 4, 2, 0.1f, 10, 64};  // hidden, ffn, heads, blocks
  *     attn_transformer_init(&m, &c, seed);
  *     attn_transformer_train_epoch(&m, &opt, &rng, X, X_len, Y, Y_len, N, 64, 1.0f, &seed, &loss, &tok);
- *     attn_transformer_translate(&m, out, &n_out, weights, src, src_len, 1);   // greedy, key/value cache
+ *     attn_transformer_translate(&m, out, &n_out, weights, NULL, src, src_len, 1);  // greedy, K/V cache
  *
  * Sizes: B batch, T target (query) length, S source length, D hidden (model width), F feed-forward
  * hidden, H heads (D % H == 0). Tensors are batch-major (B,T,D).
@@ -94,7 +94,7 @@ size_t      attn_tf_block_n_params(int D, int F, int decoder);
 attn_status attn_tf_block_bind(attn_tf_block *b, int D, int F, int H, int decoder, float dropout, float *params);
 /* Sets the LayerNorms to (1, 0), every weight matrix Xavier-uniform and the feed-forward biases
  * U(±1/sqrt(fan_in)), as d2l's xavier_init_weights leaves them. */
-void        attn_tf_block_init(attn_tf_block *b, attn_rng *r);
+void        attn_tf_block_init(attn_tf_block *b, attn_rng *r);   /* no-op on NULL or an unbound block */
 
 /* Floats of cache one forward + backward over (B,T) queries and (B,S) source positions needs (saved
  * activations, attention weights and backward scratch). T, S <= ATTN_TF_MAX_LEN. */

@@ -403,10 +403,11 @@ static int run_case(const bcase *c, const bopts *o, int idx, int n) {
                finite ? "" : "  (NON-FINITE VALUES IN THE OUTPUT)");
         printf("  speed: %.1f GFLOP/s  (FLOPs = 2·B·H·T·S·(D+Dv) = 4·B·H·T·S·D when Dv = D%s%s = %.4g)\n", gflops,
                c->causal ? ", x 1/2 causal" : "", c->backward ? ", x 2.5 backward" : "", flops);
-        printf("  peak: %.1f GFLOP/s measured just before and after (%s loop, %d threads, larger kept): %.1f%% of peak\n", o->peak, o->peak_kind,
-               attn_get_num_threads(), 100 * frac);
-        printf("  CPU time of that run: %.1f cores busy on average (the machine is shared): %.1f GFLOP/s per "
-               "busy core\n", cores, core_gflops);
+        printf("  peak: %.1f GFLOP/s measured just before and after (%s loop, %d threads, larger kept): "
+               "%.1f%% of peak\n", o->peak, o->peak_kind, attn_get_num_threads(), 100 * frac);
+        printf("  CPU time of that run: %.1f cores busy on average%s: %.1f GFLOP/s per busy core\n", cores,
+               cores < attn_get_num_threads() - 0.2 ? " (fewer than the threads: the machine is shared)" : "",
+               core_gflops);
         if (ref_total > 0)
             printf("  reference: %.3f ms (%s): speed-up %.1fx\n", ref_total * 1e3, ref_how, speedup);
         else

@@ -1,9 +1,9 @@
 /*
  * runtime.c — settings that decide the program's speed but that OpenBLAS and libgomp read only when they
  * load, before main() runs:
- *   - Debian 12's OpenBLAS 0.3.21 does not know Zen 4 (family 25 model 17 / family 6 model 207 as it reads
- *     them) and falls back to its Prescott (SSE3) kernels, about 4x slower here. OPENBLAS_CORETYPE=SkylakeX
- *     (AVX-512) or Haswell (AVX2) picks the right ones.
+ *   - Debian 12's OpenBLAS 0.3.21 does not know CPUs newer than it (our machines: Intel family 6 model 207;
+ *     AMD Zen 4 likewise) and falls back to its Prescott (SSE3) kernels, about 4x slower here.
+ *     OPENBLAS_CORETYPE=SkylakeX (AVX-512) or Haswell (AVX2) picks the right ones.
  *   - libgomp's idle threads spin between parallel regions and take the two cores from OpenBLAS's threads
  *     (measured: an IMDB training step 5x slower). OMP_WAIT_POLICY=passive puts them to sleep.
  * When either is unset, the program sets it and runs itself again, once (ATTN_REEXEC guards). A user's

@@ -86,26 +86,59 @@ attn_status attn_ffn_backward(float *dx, float *dw1, float *db1, float *dw2, flo
     memset(dh, 0, sizeof(float) * n);
     attn_status st = attn_linear_backward(dh, dw2, db2, dy, h, w2, N, F, D);
     if (st != ATTN_OK) return st;
-    for (size_t i = 0; i < n; i++) if (!(h[i] > 0.0f)) dh[i] = 0.0f;   /* through the ReLU */
+    for (size_t i = 0; i < n; i++) dh[i] = h[i] > 0.0f ? dh[i] : 0.0f;  /* through the ReLU (branch-free) */
     return attn_linear_backward(dx, dw1, db1, dh, x, w1, N, D, F);
 }
 
 /* ---------------------------------------------------------------------------------------------------
  * Add & norm.
  */
+/* Dropout masks as bytes, mask[i] = attn_dropout_keep(seed, i, p): the blocks draw them once in the
+ * forward and keep them for the backward (drawing costs more than the arithmetic around it). */
+static void drop_mask(uint8_t *mask, size_t n, float p, uint64_t seed) {
+    if (p <= 0.0f) { memset(mask, 1, n); return; }
+    for (size_t i = 0; i < n; i++) mask[i] = (uint8_t)attn__dropout_keep(seed, i, p);
+}
+
+/* The add & norm passes with the dropout mask given (mask) or drawn from (p, seed) (mask NULL). */
+static attn_status addnorm_fwd(float *y, float *z, float *mean, float *rstd, const float *x, const float *s,
+                               const float *gamma, const float *beta, int N, int C, float p, uint64_t seed,
+                               const uint8_t *mask) {
+    const float keep = 1.0f / (1.0f - p);
+    const size_t n = (size_t)N * C;
+    if (p <= 0.0f)
+        for (size_t i = 0; i < n; i++) z[i] = x[i] + s[i];
+    else if (mask)
+        for (size_t i = 0; i < n; i++) z[i] = x[i] + (mask[i] ? s[i] * keep : 0.0f);
+    else
+        for (size_t i = 0; i < n; i++) z[i] = x[i] + (attn__dropout_keep(seed, i, p) ? s[i] * keep : 0.0f);
+    return attn_layernorm_forward(y, mean, rstd, z, gamma, beta, N, C, LN_EPS);
+}
+
+static attn_status addnorm_bwd(float *dx, float *ds, float *dgamma, float *dbeta, float *dz, const float *dy,
+                               const float *z, const float *mean, const float *rstd, const float *gamma,
+                               int N, int C, float p, uint64_t seed, const uint8_t *mask) {
+    const size_t n = (size_t)N * C;
+    memset(dz, 0, sizeof(float) * n);
+    attn_status st = attn_layernorm_backward(dz, dgamma, dbeta, dy, z, mean, rstd, gamma, N, C);
+    if (st != ATTN_OK) return st;
+    if (dx) for (size_t i = 0; i < n; i++) dx[i] += dz[i];
+    if (ds) {
+        const float keep = 1.0f / (1.0f - p);
+        if (p <= 0.0f) for (size_t i = 0; i < n; i++) ds[i] += dz[i];
+        else if (mask) for (size_t i = 0; i < n; i++) ds[i] += mask[i] ? dz[i] * keep : 0.0f;
+        else for (size_t i = 0; i < n; i++) if (attn__dropout_keep(seed, i, p)) ds[i] += dz[i] * keep;
+    }
+    return ATTN_OK;
+}
+
 attn_status attn_addnorm_forward(float *y, float *z, float *mean, float *rstd,
                                  const float *x, const float *s, const float *gamma, const float *beta,
                                  int N, int C, float dropout, uint64_t seed) {
     if (!y || !z || !mean || !rstd || !x || !s || !gamma || !beta) return ATTN_ERR_NULL;
     if (!attn__dim_ok(N) || !attn__dim_ok(C)) return ATTN_ERR_SIZE;
     if (!(dropout >= 0.0f && dropout < 1.0f)) return ATTN_ERR_ARG;
-    const float keep = 1.0f / (1.0f - dropout);
-    const size_t n = (size_t)N * C;
-    if (dropout <= 0.0f)
-        for (size_t i = 0; i < n; i++) z[i] = x[i] + s[i];
-    else
-        for (size_t i = 0; i < n; i++) z[i] = x[i] + (attn__dropout_keep(seed, i, dropout) ? s[i] * keep : 0.0f);
-    return attn_layernorm_forward(y, mean, rstd, z, gamma, beta, N, C, LN_EPS);
+    return addnorm_fwd(y, z, mean, rstd, x, s, gamma, beta, N, C, dropout, seed, NULL);
 }
 
 attn_status attn_addnorm_backward(float *dx, float *ds, float *dgamma, float *dbeta, float *dz,
@@ -114,17 +147,7 @@ attn_status attn_addnorm_backward(float *dx, float *ds, float *dgamma, float *db
     if (!dgamma || !dbeta || !dz || !dy || !z || !mean || !rstd || !gamma) return ATTN_ERR_NULL;
     if (!attn__dim_ok(N) || !attn__dim_ok(C)) return ATTN_ERR_SIZE;
     if (!(dropout >= 0.0f && dropout < 1.0f)) return ATTN_ERR_ARG;
-    const size_t n = (size_t)N * C;
-    memset(dz, 0, sizeof(float) * n);
-    attn_status st = attn_layernorm_backward(dz, dgamma, dbeta, dy, z, mean, rstd, gamma, N, C);
-    if (st != ATTN_OK) return st;
-    if (dx) for (size_t i = 0; i < n; i++) dx[i] += dz[i];
-    if (ds) {
-        const float keep = 1.0f / (1.0f - dropout);
-        if (dropout <= 0.0f) for (size_t i = 0; i < n; i++) ds[i] += dz[i];
-        else for (size_t i = 0; i < n; i++) if (attn__dropout_keep(seed, i, dropout)) ds[i] += dz[i] * keep;
-    }
-    return ATTN_OK;
+    return addnorm_bwd(dx, ds, dgamma, dbeta, dz, dy, z, mean, rstd, gamma, N, C, dropout, seed, NULL);
 }
 
 /* ---------------------------------------------------------------------------------------------------
@@ -162,15 +185,15 @@ static size_t att_work_bytes(int B, int H, int T, int S, int D) {
 
 /* ---------------------------------------------------------------------------------------------------
  * The blocks' attention kernel. The heads here are tiny (D/H = 8, T = S = 10 for the book's model), where
- * the fused kernels' tiles cost more than the arithmetic (37% of a training step with them, a few % with
- * this loop). The math and mask conventions of attn_sdpa_forward/backward, read from the same descriptor
- * (att_desc: valid lengths per batch, causality, dropout of weight ((b·H + h)·T + t)·S + s with
- * attn_dropout_keep); decoding with the key/value cache runs attn_sdpa_forward itself, and the test checks
- * the two agree. It keeps the weights P (B,H,T,S) for the backward instead of the
- * log-sum-exp.
+ * the fused kernels' tiles cost more than the arithmetic: 10 epochs of the book's model took 1.40 s of CPU
+ * through attn_sdpa_forward/backward and 1.05 s with this loop. It follows their math and conventions,
+ * read from the same descriptor (att_desc: valid lengths per batch, causality, dropout of weight
+ * ((b·H + h)·T + t)·S + s with attn_dropout_keep); decoding with the key/value cache runs
+ * attn_sdpa_forward itself, and the test checks the two decodings agree. It keeps the weights P (B,H,T,S)
+ * and their dropout masks for the backward instead of the log-sum-exp.
  */
-static void heads_forward(const attn_sdpa_desc *d, float *out, float *P, const float *q, const float *k,
-                          const float *v) {
+static void heads_forward(const attn_sdpa_desc *d, float *out, float *P, uint8_t *pm, const float *q,
+                          const float *k, const float *v) {
     const int B = d->B, H = d->H, T = d->T, S = d->S, Dh = d->D;
     const float keep = d->dropout > 0.0f ? 1.0f / (1.0f - d->dropout) : 1.0f;
     for (int b = 0; b < B; b++)
@@ -196,16 +219,21 @@ static void heads_forward(const attn_sdpa_desc *d, float *out, float *P, const f
                 const uint64_t base = (((uint64_t)b * H + h) * T + t) * S;
                 for (int s = 0; s < n; s++) {
                     float w = p[s];
-                    if (d->dropout > 0.0f) w = attn__dropout_keep(d->seed, base + s, d->dropout) ? w * keep : 0.0f;
+                    if (d->dropout > 0.0f) {
+                        const int kept = attn__dropout_keep(d->seed, base + s, d->dropout);
+                        pm[base + s] = (uint8_t)kept;
+                        w = kept ? w * keep : 0.0f;
+                    }
                     const float *vr = v + b * d->v.b + h * d->v.h + s * d->v.t;
                     for (int j = 0; j < Dh; j++) o[j] += w * vr[j];
                 }
             }
 }
 
-/* dq, dk, dv += (layouts of q, k, v);  dout (layout out);  P the forward's weights. */
+/* dq, dk, dv += (layouts of q, k, v);  dout (layout out);  P the forward's weights, pm its dropout masks
+ * (B,H,T,S) (read only with dropout). */
 static void heads_backward(const attn_sdpa_desc *d, float *dq, float *dk, float *dv, const float *dout,
-                           const float *P, const float *q, const float *k, const float *v) {
+                           const float *P, const uint8_t *pm, const float *q, const float *k, const float *v) {
     const int B = d->B, H = d->H, T = d->T, S = d->S, Dh = d->D;
     const float keep = d->dropout > 0.0f ? 1.0f / (1.0f - d->dropout) : 1.0f;
     float dp[ATTN_TF_MAX_LEN];
@@ -222,7 +250,7 @@ static void heads_backward(const attn_sdpa_desc *d, float *dq, float *dk, float 
                 float delta = 0.0f;
                 for (int s = 0; s < n; s++) {
                     float m = 1.0f;
-                    if (d->dropout > 0.0f) m = attn__dropout_keep(d->seed, base + s, d->dropout) ? keep : 0.0f;
+                    if (d->dropout > 0.0f) m = pm[base + s] ? keep : 0.0f;
                     const float *vr = v + b * d->v.b + h * d->v.h + s * d->v.t;
                     float *dvr = dv + b * d->v.b + h * d->v.h + s * d->v.t;
                     const float w = m * p[s];
@@ -245,6 +273,7 @@ static void heads_backward(const attn_sdpa_desc *d, float *dq, float *dk, float 
 typedef struct att_acts {
     float *qp, *kp, *vp, *ctx;   /* (B,T,D) (B,S,D) (B,S,D) (B,T,D) */
     float *P;                    /* (B,H,T,S) weights */
+    uint8_t *pm;                 /* (B,H,T,S) their dropout masks */
     float *a;                    /* (B,T,D) output, after Wo */
 } att_acts;
 
@@ -259,7 +288,7 @@ static attn_status att_forward(const float *wq, const float *wk, const float *wv
     if ((st = attn_linear_forward(c->qp, xq, wq, NULL, B * T, D, D)) != ATTN_OK) return st;
     if ((st = attn_linear_forward(c->kp, xkv, wk, NULL, B * S, D, D)) != ATTN_OK) return st;
     if ((st = attn_linear_forward(c->vp, xkv, wv, NULL, B * S, D, D)) != ATTN_OK) return st;
-    heads_forward(&d, c->ctx, c->P, c->qp, c->kp, c->vp);
+    heads_forward(&d, c->ctx, c->P, c->pm, c->qp, c->kp, c->vp);
     if (weights) memcpy(weights, c->P, sizeof(float) * (size_t)B * H * T * S);
     return attn_linear_forward(c->a, c->ctx, wo, NULL, B * T, D, D);
 }
@@ -281,7 +310,7 @@ static attn_status att_backward(const float *wq, const float *wk, const float *w
     memset(dq, 0, sizeof(float) * nT);
     memset(dk, 0, sizeof(float) * nS);
     memset(dv, 0, sizeof(float) * nS);
-    heads_backward(&d, dq, dk, dv, dctx, c->P, c->qp, c->kp, c->vp);
+    heads_backward(&d, dq, dk, dv, dctx, c->P, c->pm, c->qp, c->kp, c->vp);
     if ((st = attn_linear_backward(dxq, dwq, NULL, dq, xq, wq, B * T, D, D)) != ATTN_OK) return st;
     if ((st = attn_linear_backward(dxkv, dwk, NULL, dk, xkv, wk, B * S, D, D)) != ATTN_OK) return st;
     return attn_linear_backward(dxkv, dwv, NULL, dv, xkv, wv, B * S, D, D);
@@ -323,6 +352,7 @@ static void xavier(attn_rng *r, float *w, int fan_out, int fan_in) {
 }
 
 void attn_tf_block_init(attn_tf_block *b, attn_rng *r) {
+    if (!b || !r || !b->wq || !b->w1 || !b->ln3_g || (b->decoder && !b->xwq)) return;
     const int D = b->D, F = b->F;
     float *ws[8] = {b->wq, b->wk, b->wv, b->wo, b->xwq, b->xwk, b->xwv, b->xwo};
     for (int i = 0; i < (b->decoder ? 8 : 4); i++) xavier(r, ws[i], D, D);
@@ -338,14 +368,16 @@ void attn_tf_block_init(attn_tf_block *b, attn_rng *r) {
 }
 
 /* The block cache, carved in this order (each piece rounded up to 16 floats):
- *   self  : qp kp vp ctx (N,D), P (B,H,T,T), a (N,D);  z1 (N,D) m1 r1 (N) y1 (N,D)
- *   cross : qp (N,D) kp vp (M,D) ctx (N,D) P (B,H,T,S) a (N,D);  z2 (N,D) m2 r2 (N) y2 (N,D)  [decoder]
- *   ffn   : h (N,F) f (N,D);  z3 (N,D) m3 r3 (N)
+ *   self  : qp kp vp ctx (N,D), P (B,H,T,T), a (N,D), pm (B,H,T,T) bytes;  z1 (N,D) m1 r1 (N) y1 (N,D) dm1
+ *   cross : qp (N,D) kp vp (M,D) ctx (N,D) P (B,H,T,S) a (N,D) pm;  z2 (N,D) m2 r2 (N) y2 (N,D) dm2  [decoder]
+ *   ffn   : h (N,F) f (N,D);  z3 (N,D) m3 r3 (N) dm3
+ * (dm1..dm3 (N,D) bytes: the add & norms' dropout masks)
  *   backward scratch: dz du df dy1 dq dctx (N,D), dk dv (max(N,M),D), dh (N,F)
  * with N = B·T, M = B·S. */
 typedef struct blk_cache {
     att_acts sa, ca;
     float *z1, *m1, *r1, *y1, *z2, *m2, *r2, *y2, *h, *f, *z3, *m3, *r3;
+    uint8_t *dm1, *dm2, *dm3;    /* (N,D) the add & norms' dropout masks */
     float *dz, *du, *df, *dy1, *dq, *dctx, *dk, *dv, *dh;
     size_t total;
 } blk_cache;
@@ -355,17 +387,20 @@ static void blk_carve(const attn_tf_block *b, float *base, int B, int T, int S, 
                  L = (size_t)B * b->H * T, K = N > M ? N : M;
     size_t off = 0;
 #define TAKE(ptr, n) do { c->ptr = base ? base + off : NULL; off += ((n) + 15) & ~(size_t)15; } while (0)
+#define TAKE_B(ptr, n) do { c->ptr = base ? (uint8_t *)(base + off) : NULL; off += ((n) / 4 + 16) & ~(size_t)15; } while (0)
     TAKE(sa.qp, N * D); TAKE(sa.kp, N * D); TAKE(sa.vp, N * D); TAKE(sa.ctx, N * D); TAKE(sa.P, L * T); TAKE(sa.a, N * D);
-    TAKE(z1, N * D); TAKE(m1, N); TAKE(r1, N); TAKE(y1, N * D);
+    TAKE_B(sa.pm, L * T);
+    TAKE(z1, N * D); TAKE(m1, N); TAKE(r1, N); TAKE(y1, N * D); TAKE_B(dm1, N * D);
     if (b->decoder) {
         TAKE(ca.qp, N * D); TAKE(ca.kp, M * D); TAKE(ca.vp, M * D); TAKE(ca.ctx, N * D); TAKE(ca.P, L * S);
-        TAKE(ca.a, N * D);
-        TAKE(z2, N * D); TAKE(m2, N); TAKE(r2, N); TAKE(y2, N * D);
+        TAKE(ca.a, N * D); TAKE_B(ca.pm, L * S);
+        TAKE(z2, N * D); TAKE(m2, N); TAKE(r2, N); TAKE(y2, N * D); TAKE_B(dm2, N * D);
     }
-    TAKE(h, N * F); TAKE(f, N * D); TAKE(z3, N * D); TAKE(m3, N); TAKE(r3, N);
+    TAKE(h, N * F); TAKE(f, N * D); TAKE(z3, N * D); TAKE(m3, N); TAKE(r3, N); TAKE_B(dm3, N * D);
     TAKE(dz, N * D); TAKE(du, N * D); TAKE(df, N * D); TAKE(dy1, N * D); TAKE(dq, N * D); TAKE(dctx, N * D);
     TAKE(dk, K * D); TAKE(dv, K * D); TAKE(dh, N * F);
 #undef TAKE
+#undef TAKE_B
     c->total = off + 16;
 }
 
@@ -417,7 +452,8 @@ attn_status attn_tf_block_forward(const attn_tf_block *b, float *cache, size_t c
     /* self-attention, add & norm: y1 (B,T,D) */
     st = att_forward(b->wq, b->wk, b->wv, b->wo, &c.sa, NULL, x, x, B, H, T, T, D, &ms, p, sub_seed(seed, 1));
     if (st != ATTN_OK) return st;
-    st = attn_addnorm_forward(c.y1, c.z1, c.m1, c.r1, x, c.sa.a, b->ln1_g, b->ln1_b, N, D, p, sub_seed(seed, 2));
+    drop_mask(c.dm1, (size_t)N * D, p, sub_seed(seed, 2));
+    st = addnorm_fwd(c.y1, c.z1, c.m1, c.r1, x, c.sa.a, b->ln1_g, b->ln1_b, N, D, p, 0, c.dm1);
     if (st != ATTN_OK) return st;
     const float *u = c.y1;
     /* cross-attention on the encoder's output, add & norm: y2 (B,T,D) */
@@ -425,13 +461,15 @@ attn_status attn_tf_block_forward(const attn_tf_block *b, float *cache, size_t c
         st = att_forward(b->xwq, b->xwk, b->xwv, b->xwo, &c.ca, cross_weights, c.y1, enc, B, H, T, S, D, &mc, p,
                          sub_seed(seed, 3));
         if (st != ATTN_OK) return st;
-        st = attn_addnorm_forward(c.y2, c.z2, c.m2, c.r2, c.y1, c.ca.a, b->ln2_g, b->ln2_b, N, D, p, sub_seed(seed, 4));
+        drop_mask(c.dm2, (size_t)N * D, p, sub_seed(seed, 4));
+        st = addnorm_fwd(c.y2, c.z2, c.m2, c.r2, c.y1, c.ca.a, b->ln2_g, b->ln2_b, N, D, p, 0, c.dm2);
         if (st != ATTN_OK) return st;
         u = c.y2;
     }
     /* feed-forward, add & norm: y (B,T,D) */
     if ((st = attn_ffn_forward(c.f, c.h, u, b->w1, b->b1, b->w2, b->b2, N, D, b->F)) != ATTN_OK) return st;
-    return attn_addnorm_forward(y, c.z3, c.m3, c.r3, u, c.f, b->ln3_g, b->ln3_b, N, D, p, sub_seed(seed, 5));
+    drop_mask(c.dm3, (size_t)N * D, p, sub_seed(seed, 5));
+    return addnorm_fwd(y, c.z3, c.m3, c.r3, u, c.f, b->ln3_g, b->ln3_b, N, D, p, 0, c.dm3);
 }
 
 attn_status attn_tf_block_backward(const attn_tf_block *b, const attn_tf_block *g, float *cache,
@@ -452,8 +490,7 @@ attn_status attn_tf_block_backward(const attn_tf_block *b, const attn_tf_block *
     /* feed-forward's add & norm, then the feed-forward: du = dL/du */
     memset(c.du, 0, sizeof(float) * nT);
     memset(c.df, 0, sizeof(float) * nT);
-    st = attn_addnorm_backward(c.du, c.df, g->ln3_g, g->ln3_b, c.dz, dy, c.z3, c.m3, c.r3, b->ln3_g, N, D, p,
-                               sub_seed(seed, 5));
+    st = addnorm_bwd(c.du, c.df, g->ln3_g, g->ln3_b, c.dz, dy, c.z3, c.m3, c.r3, b->ln3_g, N, D, p, 0, c.dm3);
     if (st != ATTN_OK) return st;
     st = attn_ffn_backward(c.du, g->w1, g->b1, g->w2, g->b2, c.dh, c.df, u, c.h, b->w1, b->w2, N, D, b->F);
     if (st != ATTN_OK) return st;
@@ -463,8 +500,7 @@ attn_status attn_tf_block_backward(const attn_tf_block *b, const attn_tf_block *
         dy1 = c.dy1;
         memset(dy1, 0, sizeof(float) * nT);
         memset(c.df, 0, sizeof(float) * nT);
-        st = attn_addnorm_backward(dy1, c.df, g->ln2_g, g->ln2_b, c.dz, c.du, c.z2, c.m2, c.r2, b->ln2_g, N, D, p,
-                                   sub_seed(seed, 4));
+        st = addnorm_bwd(dy1, c.df, g->ln2_g, g->ln2_b, c.dz, c.du, c.z2, c.m2, c.r2, b->ln2_g, N, D, p, 0, c.dm2);
         if (st != ATTN_OK) return st;
         st = att_backward(b->xwq, b->xwk, b->xwv, b->xwo, g->xwq, g->xwk, g->xwv, g->xwo, &c.ca, dy1, denc, c.df,
                           c.y1, enc, c.dq, c.dk, c.dv, c.dctx, B, H, T, S, D, &mc, p, sub_seed(seed, 3));
@@ -472,8 +508,7 @@ attn_status attn_tf_block_backward(const attn_tf_block *b, const attn_tf_block *
     }
     /* self-attention's add & norm, then the self-attention: dx (q, k and v all read x) */
     memset(c.df, 0, sizeof(float) * nT);
-    st = attn_addnorm_backward(dx, c.df, g->ln1_g, g->ln1_b, c.dz, dy1, c.z1, c.m1, c.r1, b->ln1_g, N, D, p,
-                               sub_seed(seed, 2));
+    st = addnorm_bwd(dx, c.df, g->ln1_g, g->ln1_b, c.dz, dy1, c.z1, c.m1, c.r1, b->ln1_g, N, D, p, 0, c.dm1);
     if (st != ATTN_OK) return st;
     return att_backward(b->wq, b->wk, b->wv, b->wo, g->wq, g->wk, g->wv, g->wo, &c.sa, dx, dx, c.df, x, x,
                         c.dq, c.dk, c.dv, c.dctx, B, H, T, T, D, &ms, p, sub_seed(seed, 1));

@@ -15,6 +15,13 @@ Writes
           grad.enc.x and grad.enc.<param>
       dec.* a TransformerDecoderBlock (training mode: causal self-attention), dec.x (B,T,D), dec.enc
           (B,S,D), dec.y, dec.g, dec.cross_weights (B,H,T,S), grad.dec.x, grad.dec.enc, grad.dec.<param>
+  transformer_model.safetensors  d2l's EncoderDecoder(TransformerEncoder, TransformerDecoder), Vs=9, Vt=10,
+      D=8, F=12, H=2, 2 blocks, T=5, B=3, written as an `attn translate` checkpoint (every parameter under
+      its state_dict name, the config in the metadata, so attn_transformer_load reads it), plus X, X_len,
+      Y, Y_len (I32), loss (the summed masked cross-entropy with teacher forcing, as d2l's train_seq2seq),
+      grad.<name> of every parameter, and pred (I32): the greedy translation of X[0] (each step runs the
+      decoder over the whole prefix with the causal mask, i.e. with the positions training saw;
+      d2l's predict_seq2seq adds position 0's encoding at every step instead).
 Dropout is 0 (PyTorch's masks cannot be reproduced); the C tests check dropout by finite differences.
 Parameters are drawn in float32, the math runs in float64 and results are stored as float32.
 """
@@ -258,7 +265,95 @@ def gen_blocks(out_dir):
             metadata={"D": D, "F": F, "H": H, "B": B, "S": S, "T": T})
 
 
+class TransformerEncoder(nn.Module):
+    def __init__(self, V, D, F, H, L, dropout):
+        super().__init__()
+        self.num_hiddens = D
+        self.embedding = nn.Embedding(V, D)
+        self.pos_encoding = PositionalEncoding(D, dropout)
+        self.blks = nn.Sequential()
+        for i in range(L):
+            self.blks.add_module("block" + str(i), EncoderBlock(D, F, H, dropout))
+
+    def forward(self, X, valid_lens):
+        X = self.pos_encoding(self.embedding(X) * math.sqrt(self.num_hiddens))
+        for blk in self.blks:
+            X = blk(X, valid_lens)
+        return X
+
+
+class TransformerDecoder(nn.Module):
+    def __init__(self, V, D, F, H, L, dropout):
+        super().__init__()
+        self.num_hiddens = D
+        self.embedding = nn.Embedding(V, D)
+        self.pos_encoding = PositionalEncoding(D, dropout)
+        self.blks = nn.Sequential()
+        for i in range(L):
+            self.blks.add_module("block" + str(i), DecoderBlock(D, F, H, dropout))
+        self.dense = nn.Linear(D, V)
+
+    def forward(self, X, enc_outputs, enc_valid_lens):
+        X = self.pos_encoding(self.embedding(X) * math.sqrt(self.num_hiddens))
+        for blk in self.blks:
+            X = blk(X, enc_outputs, enc_valid_lens)
+        return self.dense(X)
+
+
+class EncoderDecoder(nn.Module):
+    def __init__(self, encoder, decoder):
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+
+
+def gen_model(out_dir):
+    Vs, Vt, D, F, H, L, T, B = 9, 10, 8, 12, 2, 2, 5, 3
+    net = EncoderDecoder(TransformerEncoder(Vs, D, F, H, L, 0.0), TransformerDecoder(Vt, D, F, H, L, 0.0))
+    randomize(net)
+    with torch.no_grad():
+        net.encoder.embedding.weight.copy_(rnd(Vs, D))
+        net.decoder.embedding.weight.copy_(rnd(Vt, D))
+        net.decoder.dense.bias[2] -= 3.0          # <bos> is never a useful prediction: make the decoding vary
+    net.train()                                   # dropout 0; the decoder's self-attention causal
+    X = torch.tensor([[4, 5, 6, 3, 1], [7, 3, 1, 1, 1], [8, 4, 5, 6, 3]])
+    X_len = torch.tensor([4, 2, 5])
+    Y = torch.tensor([[5, 6, 3, 1, 1], [7, 8, 9, 4, 3], [9, 3, 1, 1, 1]])
+    Y_len = torch.tensor([3, 5, 2])
+    bos = torch.full((B, 1), 2)
+    dec_in = torch.cat([bos, Y[:, :-1]], 1)
+    enc = net.encoder(X, X_len)
+    Y_hat = net.decoder(dec_in, enc, X_len)
+    ce = nn.functional.cross_entropy(Y_hat.permute(0, 2, 1), Y, reduction="none")
+    w = (torch.arange(T)[None, :] < Y_len[:, None]).double()
+    loss = ((ce * w).mean(dim=1)).sum()
+    loss.backward()
+    d = {}
+    for n, p in net.named_parameters():
+        d[n] = f32(p)
+    for n, p in net.named_parameters():
+        d["grad." + n] = f32(p.grad)
+    d.update({"X": X.to(torch.int32), "X_len": X_len.to(torch.int32), "Y": Y.to(torch.int32),
+              "Y_len": Y_len.to(torch.int32), "loss": f32(loss.reshape(1))})
+    # greedy decoding of X[0], the decoder rerun over the prefix (causal) at every step
+    with torch.no_grad():
+        enc = net.encoder(X[:1], X_len[:1])
+        prefix, pred = [2], []
+        for _ in range(T):
+            out = net.decoder(torch.tensor([prefix]), enc, X_len[:1])
+            tok = int(out[0, -1].argmax())
+            if tok == 3:
+                break
+            pred.append(tok)
+            prefix.append(tok)
+    d["pred"] = torch.tensor(pred + [-1] * (T - len(pred)), dtype=torch.int32)
+    meta = {"model": "transformer", "src_vocab": Vs, "tgt_vocab": Vt, "hidden": D, "ffn": F, "heads": H,
+            "blocks": L, "dropout": 0, "num_steps": T, "n_pred": len(pred)}
+    st.save(os.path.join(out_dir, "transformer_model.safetensors"), d, metadata=meta)
+
+
 if __name__ == "__main__":
     out = sys.argv[1] if len(sys.argv) > 1 else "tests/golden"
     gen_layers(out)
     gen_blocks(out)
+    gen_model(out)

@@ -13,7 +13,7 @@
 #define FZ_NVMAX 4
 #define FZ_RTMAX 6
 #define FZ_BC 96
-#define FZ_QB 96
+#define FZ_QB 128
 #define FZ_ISA ATTN_ISA_AVX512
 #define FZ_TABLE attn__kernels_avx512
 

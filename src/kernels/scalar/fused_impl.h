@@ -27,6 +27,16 @@
  * Threads: work items go to threads through a shared counter; each item's arithmetic is fixed, and the
  * backward's dQ sums are formed per key chunk (a split of the keys that depends on the shape only) and
  * reduced in chunk order, so any thread count gives bitwise-identical results.
+ *   forward   items (b, h, block of 64 query rows on AVX-512), head by head, longest first.
+ *   backward  items (b, kv head, key chunk): the item owns its keys' dK, dV rows (no races) and writes
+ *             its dQ contributions to its chunk's slot; a fixed-order sum of the slots adds them to dq.
+ *
+ * Memory (the workspace; no call allocates, nothing grows with T·S):
+ *   forward   per thread (D + Dv + FZ_BC)·BR floats + a few BR vectors           (BR = FZ_NVMAX·FZ_VW)
+ *   backward  per thread (2·D + 2·Dv + 2·FZ_QB)·KBC floats + a few FZ_QB vectors (KBC = FZ_NVMAX·FZ_VW),
+ *             plus, shared, the dQ slots of one round: nchunk·G·T·D floats per (b, kv head) pair, with
+ *             as many pairs per round as fit in about 32 MiB (at least one; nchunk <= 8, fewer if the
+ *             slots of one pair would pass 256 MiB), and rowsum(dout ∘ out) per query row of the round.
  */
 #ifndef FZ_TABLE
 #error "fused_impl.h: define the vector operations and FZ_TABLE before including"
@@ -53,7 +63,7 @@
 
 #define FZ_LOG2E 1.44269504088896340736f
 #define FZ_LN2 0.693147180559945309417f
-#define FZ_NCHUNK 4                       /* backward: at most this many key chunks per (b, kv head) */
+#define FZ_NCHUNK 8                       /* backward: at most this many key chunks per (b, kv head) */
 #define FZ_ALIGN 64
 
 /* ---------------------------------------------------------------------------------------------------
@@ -87,7 +97,8 @@ FZ_INLINE void fz_mk(const int RT, const int NV, FZ_MK_ARGS) {
         const float *b = B + k * ldb;
         const float *a = A + k * ak;
         fz_v bv[4];
-        FZ_UNROLL for (int v = 0; v < NV; v++) bv[v] = v == NV - 1 ? fz_loadm(b + v * FZ_VW, tm) : fz_load(b + v * FZ_VW);
+        FZ_UNROLL for (int v = 0; v < NV; v++)
+            bv[v] = v == NV - 1 ? fz_loadm(b + v * FZ_VW, tm) : fz_load(b + v * FZ_VW);
         FZ_UNROLL for (int r = 0; r < RT; r++) {
             const fz_v x = fz_set1(a[r * ar]);
             FZ_UNROLL for (int v = 0; v < NV; v++) acc[r][v] = fz_fma(x, bv[v], acc[r][v]);
@@ -109,7 +120,9 @@ FZ_INLINE void fz_mk(const int RT, const int NV, FZ_MK_ARGS) {
 
 typedef void (*fz_mk_fn)(FZ_MK_ARGS);
 #define FZ_MK_DEF(RT, NV) \
-    static void fz_mk_##RT##_##NV(FZ_MK_ARGS) { fz_mk(RT, NV, C, ldc, A, ar, ak, B, ldb, K, mode, alpha, tail, cmax); }
+    static void fz_mk_##RT##_##NV(FZ_MK_ARGS) {                                             \
+        fz_mk(RT, NV, C, ldc, A, ar, ak, B, ldb, K, mode, alpha, tail, cmax);               \
+    }
 #define FZ_MK_ROW(RT) FZ_MK_DEF(RT, 1) FZ_MK_DEF(RT, 2) FZ_MK_DEF(RT, 3) FZ_MK_DEF(RT, 4)
 FZ_MK_ROW(1) FZ_MK_ROW(2) FZ_MK_ROW(3) FZ_MK_ROW(4) FZ_MK_ROW(5) FZ_MK_ROW(6)
 #define FZ_MK_PTR(RT) {fz_mk_##RT##_1, fz_mk_##RT##_2, fz_mk_##RT##_3, fz_mk_##RT##_4}
@@ -241,8 +254,11 @@ static void fz_fwd_block(const fz_fwd_ctx *cx, char *tw, int b, int h, int t0, i
     memset(Ot, 0, sizeof(float) * (size_t)Dv * BR);
 
     /* stream over the key blocks the rows may see; blocks past every row's limit are skipped */
-    for (int j0 = 0; j0 < maxlim; j0 += FZ_BC) {
-        const int nb = maxlim - j0 < FZ_BC ? maxlim - j0 : FZ_BC;
+    for (int j0 = 0, nb = 0; j0 < maxlim; j0 += nb) {
+        /* a block ends where the key limits start to differ across rows (causal diagonal, per-query
+         * lengths), so the blocks before need no mask and at most the ones after do */
+        nb = maxlim - j0 < FZ_BC ? maxlim - j0 : FZ_BC;
+        if (j0 < minlim && j0 + nb > minlim) nb = minlim - j0;
 
         /* Sᵀ = K_blk Qᵀ (keys, queries), in log2 units; the column max comes with it when no mask
          * touches the block */
@@ -333,9 +349,11 @@ static attn_status fz_forward(const attn_sdpa_desc *d, float *out, float *lse, c
 #endif
         char *tw = c->work + (size_t)ith * c->thread_bytes;
         const int BH = c->d->B * c->d->H;
-        /* latest query blocks first: under a causal mask they are the longest */
+        /* head by head (its K and V stay in cache), latest query blocks first: under a causal mask they
+         * are the longest, so the last items handed out are short */
+        (void)BH;
         for (int64_t it = fz_next(&c->counter); it < items; it = fz_next(&c->counter)) {
-            const int qblk = c->nqb - 1 - (int)(it / BH), bh = (int)(it % BH);
+            const int bh = (int)(it / c->nqb), qblk = c->nqb - 1 - (int)(it % c->nqb);
             const int t0 = qblk * FZ_BR, nr = c->d->T - t0 < FZ_BR ? c->d->T - t0 : FZ_BR;
             fz_fwd_block(c, tw, bh / c->d->H, bh % c->d->H, t0, nr);
         }
@@ -351,15 +369,18 @@ static attn_status fz_forward(const attn_sdpa_desc *d, float *out, float *lse, c
 #define FZ_KBC (FZ_NVMAX * FZ_VW)          /* keys per backward block */
 
 static size_t fz_bwd_thread_bytes(const attn_sdpa_desc *d) {
-    return 2 * fz_round(sizeof(float) * (size_t)d->D * FZ_KBC) + 2 * fz_round(sizeof(float) * (size_t)d->Dv * FZ_KBC) +
+    return 2 * fz_round(sizeof(float) * (size_t)d->D * FZ_KBC) +
+           2 * fz_round(sizeof(float) * (size_t)d->Dv * FZ_KBC) +
            2 * fz_round(sizeof(float) * (size_t)FZ_QB * FZ_KBC) + 4 * fz_round(sizeof(float) * FZ_QB);
 }
 
-/* Key chunks per (b, kv head): FZ_NCHUNK, fewer when there are fewer key blocks or when the chunks' dQ
- * slots (nchunk·G·T·D floats) would pass 256 MiB. Depends on the shape only, never on the thread count. */
+/* Key chunks per (b, kv head): FZ_NCHUNK with fewer than 4 (b, kv head) pairs, else half that (enough work
+ * items either way); fewer when there are fewer key blocks or when the chunks' dQ slots (nchunk·G·T·D
+ * floats) would pass 256 MiB. Depends on the shape only, never on the thread count. */
 static int fz_bwd_nchunk(const attn_sdpa_desc *d) {
     const int nkb = (d->S + FZ_KBC - 1) / FZ_KBC;
-    int nc = nkb < FZ_NCHUNK ? nkb : FZ_NCHUNK;
+    int nc = (int64_t)d->B * d->Hkv >= 4 ? FZ_NCHUNK / 2 : FZ_NCHUNK;   /* fewer pairs: more chunks */
+    if (nkb < nc) nc = nkb;
     const double slot = (double)(d->H / d->Hkv) * d->T * d->D * sizeof(float);
     while (nc > 1 && nc * slot > 256.0 * 1024 * 1024) nc /= 2;
     return nc;
@@ -377,7 +398,8 @@ static int fz_bwd_pairs(const attn_sdpa_desc *d) {
 
 static size_t fz_bwd_shared_bytes(const attn_sdpa_desc *d) {
     const size_t G = (size_t)(d->H / d->Hkv), P = (size_t)fz_bwd_pairs(d);
-    return fz_round(sizeof(float) * P * fz_bwd_nchunk(d) * G * d->T * d->D) + fz_round(sizeof(float) * P * G * d->T);
+    return fz_round(sizeof(float) * P * fz_bwd_nchunk(d) * G * d->T * d->D) +
+           fz_round(sizeof(float) * P * G * d->T);
 }
 
 typedef struct fz_bwd_ctx {
@@ -447,9 +469,14 @@ static void fz_bwd_block(const fz_bwd_ctx *cx, char *tw, int b, int hk, int j0, 
 
     /* pack Kᵀ and Vᵀ, padding keys with zeros; clear the dKᵀ, dVᵀ sums */
     for (int j = 0; j < NB; j++) {
-        const float *kr = kb + (int64_t)j * d->k.t, *vr = vb + (int64_t)j * d->v.t;
-        for (int x = 0; x < D; x++) Kt[x * NB + j] = j < nb ? kr[x] : 0.0f;
-        for (int x = 0; x < Dv; x++) Vt[x * NB + j] = j < nb ? vr[x] : 0.0f;
+        if (j < nb) {
+            const float *kr = kb + (int64_t)j * d->k.t, *vr = vb + (int64_t)j * d->v.t;   /* (D), (Dv) */
+            for (int x = 0; x < D; x++) Kt[x * NB + j] = kr[x];
+            for (int x = 0; x < Dv; x++) Vt[x * NB + j] = vr[x];
+        } else {
+            for (int x = 0; x < D; x++) Kt[x * NB + j] = 0.0f;
+            for (int x = 0; x < Dv; x++) Vt[x * NB + j] = 0.0f;
+        }
     }
     memset(dKt, 0, sizeof(float) * (size_t)D * NB);
     memset(dVt, 0, sizeof(float) * (size_t)Dv * NB);
@@ -515,8 +542,9 @@ static void fz_bwd_block(const fz_bwd_ctx *cx, char *tw, int b, int hk, int j0, 
                 for (int i = 0; i < nr; i++) {
                     const uint64_t row = (uint64_t)(row0 + i);
                     for (int j = 0; j < NB; j++) {
-                        const float mm = j < nb && attn__dropout_keep(d->seed, row * S + (uint64_t)(j0 + j), d->dropout)
-                                             ? keep_scale : 0.0f;
+                        const int keep =
+                            j < nb && attn__dropout_keep(d->seed, row * S + (uint64_t)(j0 + j), d->dropout);
+                        const float mm = keep ? keep_scale : 0.0f;
                         const float p = P[i * NB + j];
                         dS[i * NB + j] = p * (dS[i * NB + j] * mm - dlt[i]);
                         P[i * NB + j] = p * mm;
