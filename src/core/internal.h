@@ -101,4 +101,19 @@ static inline int attn__dropout_keep(uint64_t seed, uint64_t i, float p) {
     return (float)(h >> 40) * (1.0f / 16777216.0f) >= p;
 }
 
+/* ---------------------------------------------------------------------------------------------------
+ * Text helpers (text.c).
+ */
+
+/* printf into err (err_size bytes, NULL allowed): how loaders fill the caller's message buffer. */
+void attn__set_err(char *err, size_t err_size, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+/* Decodes one strict UTF-8 code point at s (n bytes left) into *cp and returns its length, or 0 when
+ * the bytes there are not valid UTF-8 (overlong, surrogate, truncated, > U+10FFFF) or n is 0. */
+size_t attn__utf8_decode(const char *s, size_t n, uint32_t *cp);
+
 #endif /* ATTN_INTERNAL_H */

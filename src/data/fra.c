@@ -11,18 +11,9 @@
 #include "internal.h"
 #include "viz/heatmap_internal.h"     /* attn__utf8_next */
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static void set_err(char *err, size_t n, const char *fmt, ...) {
-    if (!err || !n) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, n, fmt, ap);
-    va_end(ap);
-}
 
 /* ---------------------------------------------------------------------------------------------------
  * Preprocessing.
@@ -93,9 +84,9 @@ attn_status attn_nmt_read(attn_nmt_pairs *p, const char *path, int first, int la
                           char *err, size_t err_size) {
     if (!p || !path) return ATTN_ERR_NULL;
     memset(p, 0, sizeof *p);
-    if (first < 0 || (last >= 0 && last < first)) { set_err(err, err_size, "%s: bad line range", path); return ATTN_ERR_ARG; }
+    if (first < 0 || (last >= 0 && last < first)) { attn__set_err(err, err_size, "%s: bad line range", path); return ATTN_ERR_ARG; }
     FILE *f = fopen(path, "rb");
-    if (!f) { set_err(err, err_size, "%s: cannot open (does the file exist?)", path); return ATTN_ERR_IO; }
+    if (!f) { attn__set_err(err, err_size, "%s: cannot open (does the file exist?)", path); return ATTN_ERR_IO; }
     attn_status st = ATTN_OK;
     size_t cap = 0;
     char *buf = NULL;
@@ -111,19 +102,19 @@ attn_status attn_nmt_read(attn_nmt_pairs *p, const char *path, int first, int la
         if (len && buf[len - 1] == '\r') len--;
         if (len == 0 && !had_newline) break;                       /* the final empty line */
         if (memchr(buf, 0, len)) {
-            set_err(err, err_size, "%s: line %ld: NUL byte in the text", path, lineno + 1);
+            attn__set_err(err, err_size, "%s: line %ld: NUL byte in the text", path, lineno + 1);
             st = ATTN_ERR_FORMAT; break;
         }
         char *tab = memchr(buf, '\t', len);
         if (!tab) {
-            set_err(err, err_size, "%s: line %ld: no tab between the English and French sides", path, lineno + 1);
+            attn__set_err(err, err_size, "%s: line %ld: no tab between the English and French sides", path, lineno + 1);
             st = ATTN_ERR_FORMAT; break;
         }
         size_t ls = (size_t)(tab - buf), lt = len - ls - 1;
         char *tab2 = memchr(tab + 1, '\t', lt);
         if (tab2) lt = (size_t)(tab2 - tab - 1);                   /* later columns (attribution) ignored */
         if (ls == 0 || lt == 0) {
-            set_err(err, err_size, "%s: line %ld: empty %s side", path, lineno + 1, ls == 0 ? "English" : "French");
+            attn__set_err(err, err_size, "%s: line %ld: empty %s side", path, lineno + 1, ls == 0 ? "English" : "French");
             st = ATTN_ERR_FORMAT; break;
         }
         char *s = NULL, *t = NULL;
@@ -132,8 +123,8 @@ attn_status attn_nmt_read(attn_nmt_pairs *p, const char *path, int first, int la
         if (a != ATTN_OK || b != ATTN_OK) {
             free(s); free(t);
             st = a != ATTN_OK ? a : b;
-            if (st == ATTN_ERR_FORMAT) set_err(err, err_size, "%s: line %ld: invalid UTF-8", path, lineno + 1);
-            else set_err(err, err_size, "%s: out of memory", path);
+            if (st == ATTN_ERR_FORMAT) attn__set_err(err, err_size, "%s: line %ld: invalid UTF-8", path, lineno + 1);
+            else attn__set_err(err, err_size, "%s: out of memory", path);
             break;
         }
         if (p->n % 256 == 0) {
@@ -143,15 +134,15 @@ attn_status attn_nmt_read(attn_nmt_pairs *p, const char *path, int first, int la
             if (ns) p->src = ns;
             if (nt) p->tgt = nt;
             if (nl) p->line = nl;
-            if (!ns || !nt || !nl) { free(s); free(t); st = ATTN_ERR_NOMEM; set_err(err, err_size, "%s: out of memory", path); break; }
+            if (!ns || !nt || !nl) { free(s); free(t); st = ATTN_ERR_NOMEM; attn__set_err(err, err_size, "%s: out of memory", path); break; }
         }
         p->src[p->n] = s; p->tgt[p->n] = t; p->line[p->n] = (int)lineno;
         p->n++;
     }
-    if (st == ATTN_OK && ferror(f)) { set_err(err, err_size, "%s: read error", path); st = ATTN_ERR_IO; }
+    if (st == ATTN_OK && ferror(f)) { attn__set_err(err, err_size, "%s: read error", path); st = ATTN_ERR_IO; }
     free(buf);
     fclose(f);
-    if (st == ATTN_OK && p->n == 0) { set_err(err, err_size, "%s: no pairs in lines %d..%d", path, first + 1, last + 1); st = ATTN_ERR_FORMAT; }
+    if (st == ATTN_OK && p->n == 0) { attn__set_err(err, err_size, "%s: no pairs in lines %d..%d", path, first + 1, last + 1); st = ATTN_ERR_FORMAT; }
     if (st != ATTN_OK) attn_nmt_pairs_free(p);
     return st;
 }
@@ -298,13 +289,13 @@ attn_status attn_vocab_save(const attn_vocab *v, const char *path, char *err, si
     if (!tmp) return ATTN_ERR_NOMEM;
     memcpy(tmp, path, n); memcpy(tmp + n, ".tmp", 5);
     FILE *f = fopen(tmp, "wb");
-    if (!f) { set_err(err, err_size, "%s: cannot create", tmp); free(tmp); return ATTN_ERR_IO; }
+    if (!f) { attn__set_err(err, err_size, "%s: cannot create", tmp); free(tmp); return ATTN_ERR_IO; }
     int bad = 0;
     for (int i = 0; i < v->n; i++) bad |= fprintf(f, "%s\n", v->tokens[i]) < 0;
     bad |= fclose(f) != 0;
     if (bad || rename(tmp, path) != 0) {
         remove(tmp);
-        set_err(err, err_size, "%s: write failed", path);
+        attn__set_err(err, err_size, "%s: write failed", path);
         free(tmp);
         return ATTN_ERR_IO;
     }
@@ -316,7 +307,7 @@ attn_status attn_vocab_load(attn_vocab *v, const char *path, char *err, size_t e
     if (!v || !path) return ATTN_ERR_NULL;
     memset(v, 0, sizeof *v);
     FILE *f = fopen(path, "rb");
-    if (!f) { set_err(err, err_size, "%s: cannot open (does the file exist?)", path); return ATTN_ERR_IO; }
+    if (!f) { attn__set_err(err, err_size, "%s: cannot open (does the file exist?)", path); return ATTN_ERR_IO; }
     attn_status st = ATTN_OK;
     char *buf = NULL;
     size_t cap = 0;
@@ -334,14 +325,14 @@ attn_status attn_vocab_load(attn_vocab *v, const char *path, char *err, size_t e
         if (!(v->tokens[v->n] = dup_n(buf, len))) { st = ATTN_ERR_NOMEM; break; }
         v->n++;
         if (v->n <= 4 && strcmp(v->tokens[v->n - 1], reserved[v->n - 1]) != 0) {
-            set_err(err, err_size, "%s: line %d: expected %s", path, v->n, reserved[v->n - 1]);
+            attn__set_err(err, err_size, "%s: line %d: expected %s", path, v->n, reserved[v->n - 1]);
             st = ATTN_ERR_FORMAT;
             break;
         }
     }
     free(buf);
     fclose(f);
-    if (st == ATTN_OK && v->n < 4) { set_err(err, err_size, "%s: fewer than the 4 reserved tokens", path); st = ATTN_ERR_FORMAT; }
+    if (st == ATTN_OK && v->n < 4) { attn__set_err(err, err_size, "%s: fewer than the 4 reserved tokens", path); st = ATTN_ERR_FORMAT; }
     if (st == ATTN_OK) st = vocab_index(v);
     if (st != ATTN_OK) attn_vocab_free(v);
     return st;

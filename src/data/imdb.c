@@ -8,26 +8,17 @@
  * encoded result.
  */
 #define _POSIX_C_SOURCE 200809L
-#include "attn.h"
+#include "internal.h"
 #include "data/tar.h"
 
 #include <dirent.h>
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
-
-static void set_err(char *err, size_t n, const char *fmt, ...) {
-    if (!err || !n) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, n, fmt, ap);
-    va_end(ap);
-}
 
 void attn_imdb_options_default(attn_imdb_options *o) {
     if (!o) return;
@@ -77,7 +68,7 @@ attn_status attn_imdb_locate(const char *path, char *found, size_t found_size, c
             return ATTN_OK;
         }
     }
-    set_err(err, err_size, "no IMDB data at %s: looked for %s itself (a .tar.gz or a folder with train/ and "
+    attn__set_err(err, err_size, "no IMDB data at %s: looked for %s itself (a .tar.gz or a folder with train/ and "
             "test/), %s/aclImdb_v1_labeled.tar.gz, %s/aclImdb_v1.tar.gz and %s/aclImdb/", path, path, path,
             path, path);
     return ATTN_ERR_IO;
@@ -258,13 +249,13 @@ static attn_status add_review(loader *L, const char *where, const char *text, si
     attn_status st = attn_imdb_tokenize(text, n, on_token, L, &bad);
     if (L->failed_nomem) return ATTN_ERR_NOMEM;
     if (st == ATTN_ERR_FORMAT) {
-        set_err(err, es, "%s: byte %zu: invalid UTF-8 (expected UTF-8 text)", where, bad);
+        attn__set_err(err, es, "%s: byte %zu: invalid UTF-8 (expected UTF-8 text)", where, bad);
         return st;
     }
     if (st != ATTN_OK) return st;
     uint64_t k = L->n_tokens - r->tok_begin;
     if (k == 0) {
-        set_err(err, es, "%s: empty review (no word in its %zu bytes; expected at least one)", where, n);
+        attn__set_err(err, es, "%s: empty review (no word in its %zu bytes; expected at least one)", where, n);
         return ATTN_ERR_FORMAT;
     }
     if (k > 0xffffffffu) return ATTN_ERR_SIZE;
@@ -293,7 +284,7 @@ static attn_status load_tar(loader *L, const char *path, char *err, size_t es) {
         char where[1200];
         snprintf(where, sizeof where, "%s: entry %s (tar offset %llu)", path, e.name, (unsigned long long)e.offset);
         if (e.size > ATTN_IMDB_MAX_REVIEW) {
-            set_err(err, es, "%s: %llu bytes, more than the %d a review may have", where,
+            attn__set_err(err, es, "%s: %llu bytes, more than the %d a review may have", where,
                     (unsigned long long)e.size, ATTN_IMDB_MAX_REVIEW);
             st = ATTN_ERR_FORMAT;
             break;
@@ -324,7 +315,7 @@ static attn_status load_dir(loader *L, const char *root, char *err, size_t es) {
             snprintf(dir, sizeof dir, "%s/%s/%s", root, splits[s], labels[l]);
             DIR *d = opendir(dir);
             if (!d) {
-                set_err(err, es, "%s: cannot open folder: %s", dir, strerror(errno));
+                attn__set_err(err, es, "%s: cannot open folder: %s", dir, strerror(errno));
                 st = ATTN_ERR_IO;
                 break;
             }
@@ -354,7 +345,7 @@ static attn_status load_dir(loader *L, const char *root, char *err, size_t es) {
                 if (!parse_review_name(rel, &split, &label, &id)) continue;
                 FILE *f = fopen(file, "rb");
                 if (!f) {
-                    set_err(err, es, "%s: cannot open: %s", file, strerror(errno));
+                    attn__set_err(err, es, "%s: cannot open: %s", file, strerror(errno));
                     st = ATTN_ERR_IO;
                     break;
                 }
@@ -362,10 +353,10 @@ static attn_status load_dir(loader *L, const char *root, char *err, size_t es) {
                 int bad = ferror(f);
                 fclose(f);
                 if (bad) {
-                    set_err(err, es, "%s: read error", file);
+                    attn__set_err(err, es, "%s: read error", file);
                     st = ATTN_ERR_IO;
                 } else if (got > ATTN_IMDB_MAX_REVIEW) {
-                    set_err(err, es, "%s: more than the %d bytes a review may have", file, ATTN_IMDB_MAX_REVIEW);
+                    attn__set_err(err, es, "%s: more than the %d bytes a review may have", file, ATTN_IMDB_MAX_REVIEW);
                     st = ATTN_ERR_FORMAT;
                 } else {
                     st = add_review(L, file, buf, got, split, label, id, err, es);
@@ -463,7 +454,7 @@ attn_status attn_imdb_load(attn_imdb_data *d, const char *path, const attn_imdb_
     for (size_t i = 0; i < L.n_reviews; i++) n_split[L.reviews[i].split]++;
     for (int s = 0; s < 2; s++) {
         if (n_split[s] == 0) {
-            set_err(err, es, "%s: no %s review (expected files %s/{pos,neg}/<id>_<rating>.txt)", path,
+            attn__set_err(err, es, "%s: no %s review (expected files %s/{pos,neg}/<id>_<rating>.txt)", path,
                     s ? "test" : "train", s ? "test" : "train");
             loader_free(&L);
             return ATTN_ERR_FORMAT;
@@ -472,7 +463,7 @@ attn_status attn_imdb_load(attn_imdb_data *d, const char *path, const attn_imdb_
     for (size_t i = 1; i < L.n_reviews; i++) {
         const review *a = &L.reviews[i - 1], *b = &L.reviews[i];
         if (a->split == b->split && a->id == b->id && a->label == b->label) {
-            set_err(err, es, "%s: review %s/%s/%lld appears twice", path, a->split ? "test" : "train",
+            attn__set_err(err, es, "%s: review %s/%s/%lld appears twice", path, a->split ? "test" : "train",
                     a->label ? "pos" : "neg", (long long)a->id);
             loader_free(&L);
             return ATTN_ERR_FORMAT;
@@ -631,7 +622,7 @@ attn_status attn_imdb_cache_save(const attn_imdb_data *d, const attn_imdb_option
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     FILE *f = fopen(tmp, "wb");
     if (!f) {
-        set_err(err, es, "%s: cannot create: %s", tmp, strerror(errno));
+        attn__set_err(err, es, "%s: cannot create: %s", tmp, strerror(errno));
         return ATTN_ERR_IO;
     }
     int ok = fwrite(h, 1, sizeof h, f) == sizeof h;
@@ -639,7 +630,7 @@ attn_status attn_imdb_cache_save(const attn_imdb_data *d, const attn_imdb_option
     ok = ok && fflush(f) == 0 && fsync(fileno(f)) == 0;
     if (fclose(f) != 0) ok = 0;
     if (!ok || rename(tmp, path) != 0) {
-        set_err(err, es, "%s: cannot write: %s", ok ? path : tmp, strerror(errno));
+        attn__set_err(err, es, "%s: cannot write: %s", ok ? path : tmp, strerror(errno));
         remove(tmp);
         return ATTN_ERR_IO;
     }
@@ -653,24 +644,24 @@ attn_status attn_imdb_cache_load(attn_imdb_data *d, const attn_imdb_options *o, 
     if (!host_little_endian()) return ATTN_ERR_UNSUPPORTED;
     FILE *f = fopen(path, "rb");
     if (!f) {
-        set_err(err, es, "%s: cannot open: %s", path, strerror(errno));
+        attn__set_err(err, es, "%s: cannot open: %s", path, strerror(errno));
         return ATTN_ERR_IO;
     }
     unsigned char h[CACHE_HEADER];
     attn_status st = ATTN_OK;
     size_t got = fread(h, 1, sizeof h, f);
     if (got != sizeof h) {
-        set_err(err, es, "%s: offset %zu: truncated cache header (expected %d bytes)", path, got, CACHE_HEADER);
+        attn__set_err(err, es, "%s: offset %zu: truncated cache header (expected %d bytes)", path, got, CACHE_HEADER);
         fclose(f);
         return ATTN_ERR_FORMAT;
     }
     if (memcmp(h, CACHE_MAGIC, 8) != 0) {
-        set_err(err, es, "%s: offset 0: not an attn IMDB cache (expected magic \"ATTNIMDB\")", path);
+        attn__set_err(err, es, "%s: offset 0: not an attn IMDB cache (expected magic \"ATTNIMDB\")", path);
         fclose(f);
         return ATTN_ERR_FORMAT;
     }
     if (get_u32(h + 76) != (uint32_t)crc32(0L, h, 76)) {
-        set_err(err, es, "%s: offset 76: header checksum mismatch (corrupt cache)", path);
+        attn__set_err(err, es, "%s: offset 76: header checksum mismatch (corrupt cache)", path);
         fclose(f);
         return ATTN_ERR_FORMAT;
     }
@@ -682,12 +673,12 @@ attn_status attn_imdb_cache_load(attn_imdb_data *d, const attn_imdb_options *o, 
     uint64_t blob_size = get_u64(h + 56), total = get_u64(h + 64);
     uint32_t pcrc = get_u32(h + 72);
     if (version != CACHE_VERSION) {
-        set_err(err, es, "%s: offset 8: cache version %u, expected %u (stale cache)", path, version, CACHE_VERSION);
+        attn__set_err(err, es, "%s: offset 8: cache version %u, expected %u (stale cache)", path, version, CACHE_VERSION);
         fclose(f);
         return ATTN_ERR_ARG;
     }
     if ((int)T != o->T || (int)V != o->V || (int)limit != o->limit) {
-        set_err(err, es, "%s: cache made for maxlen %u, vocabulary %u, limit %u; expected %d, %d, %d (stale cache)",
+        attn__set_err(err, es, "%s: cache made for maxlen %u, vocabulary %u, limit %u; expected %d, %d, %d (stale cache)",
                 path, T, V, limit, o->T, o->V, o->limit);
         fclose(f);
         return ATTN_ERR_ARG;
@@ -697,7 +688,7 @@ attn_status attn_imdb_cache_load(attn_imdb_data *d, const attn_imdb_options *o, 
         int64_t m;
         source_identity(source, &s, &m);
         if (s != src_size || m != src_mtime) {
-            set_err(err, es, "%s: cache made from a source of %llu bytes, mtime %lld; %s has %llu bytes, mtime "
+            attn__set_err(err, es, "%s: cache made from a source of %llu bytes, mtime %lld; %s has %llu bytes, mtime "
                     "%lld (stale cache)", path, (unsigned long long)src_size, (long long)src_mtime, source,
                     (unsigned long long)s, (long long)m);
             fclose(f);
@@ -706,7 +697,7 @@ attn_status attn_imdb_cache_load(attn_imdb_data *d, const attn_imdb_options *o, 
     }
     uint64_t want = blob_size + 4ull * ((uint64_t)ntr * T + ntr + (uint64_t)nte * T + nte);
     if (T == 0 || ntr == 0 || nte == 0 || want != total || blob_size > (256u << 20) || total > (4ull << 30)) {
-        set_err(err, es, "%s: offset 24: inconsistent sizes in the cache header (corrupt cache)", path);
+        attn__set_err(err, es, "%s: offset 24: inconsistent sizes in the cache header (corrupt cache)", path);
         fclose(f);
         return ATTN_ERR_FORMAT;
     }
@@ -731,7 +722,7 @@ attn_status attn_imdb_cache_load(attn_imdb_data *d, const attn_imdb_options *o, 
     for (int i = 0; i < 5; i++) {
         size_t g = fread(parts[i], 1, sizes[i], f);
         if (g != sizes[i]) {
-            set_err(err, es, "%s: offset %llu: truncated cache (expected %llu payload bytes)", path,
+            attn__set_err(err, es, "%s: offset %llu: truncated cache (expected %llu payload bytes)", path,
                     (unsigned long long)(at + g), (unsigned long long)total);
             st = ATTN_ERR_FORMAT;
             break;
@@ -740,18 +731,18 @@ attn_status attn_imdb_cache_load(attn_imdb_data *d, const attn_imdb_options *o, 
         at += g;
     }
     if (st == ATTN_OK && fgetc(f) != EOF) {
-        set_err(err, es, "%s: offset %llu: trailing bytes after the cache payload", path, (unsigned long long)at);
+        attn__set_err(err, es, "%s: offset %llu: trailing bytes after the cache payload", path, (unsigned long long)at);
         st = ATTN_ERR_FORMAT;
     }
     fclose(f);
     if (st == ATTN_OK && crc != pcrc) {
-        set_err(err, es, "%s: payload checksum mismatch (stored %08x, computed %08x: corrupt cache)", path, pcrc, crc);
+        attn__set_err(err, es, "%s: payload checksum mismatch (stored %08x, computed %08x: corrupt cache)", path, pcrc, crc);
         st = ATTN_ERR_FORMAT;
     }
     if (st == ATTN_OK) {
         st = attn_imdb_vocab_from_blob(&d->vocab, blob, (size_t)blob_size, (int)V);
         if (st != ATTN_OK || d->vocab.crc != vcrc) {
-            set_err(err, es, "%s: offset %d: the vocabulary does not parse or its checksum differs (corrupt cache)",
+            attn__set_err(err, es, "%s: offset %d: the vocabulary does not parse or its checksum differs (corrupt cache)",
                     path, CACHE_HEADER);
             st = ATTN_ERR_FORMAT;
         }
@@ -761,14 +752,14 @@ attn_status attn_imdb_cache_load(attn_imdb_data *d, const attn_imdb_options *o, 
         const attn_imdb_split *sp = s ? &d->test : &d->train;
         for (size_t i = 0; i < (size_t)sp->n * T; i++)
             if (sp->ids[i] < 0 || (uint32_t)sp->ids[i] >= V) {
-                set_err(err, es, "%s: %s id %zu is %d, outside [0,%u) (corrupt cache)", path, s ? "test" : "train",
+                attn__set_err(err, es, "%s: %s id %zu is %d, outside [0,%u) (corrupt cache)", path, s ? "test" : "train",
                         i, sp->ids[i], V);
                 st = ATTN_ERR_FORMAT;
                 break;
             }
         for (int i = 0; i < sp->n && st == ATTN_OK; i++)
             if (sp->labels[i] != 0 && sp->labels[i] != 1) {
-                set_err(err, es, "%s: %s label %d is %d, expected 0 or 1 (corrupt cache)", path,
+                attn__set_err(err, es, "%s: %s label %d is %d, expected 0 or 1 (corrupt cache)", path,
                         s ? "test" : "train", i, sp->labels[i]);
                 st = ATTN_ERR_FORMAT;
             }

@@ -10,7 +10,6 @@
 #include "data/tar.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
@@ -32,14 +31,6 @@ struct attn__tar {
     char entry[1024];            /* current entry's name, for messages */
 };
 
-static void set_err(char *err, size_t n, const char *fmt, ...) {
-    if (!err || !n) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, n, fmt, ap);
-    va_end(ap);
-}
-
 attn_status attn__tar_open(attn__tar **out, const char *path, char *err, size_t err_size) {
     if (!out || !path) return ATTN_ERR_NULL;
     *out = NULL;
@@ -48,7 +39,7 @@ attn_status attn__tar_open(attn__tar **out, const char *path, char *err, size_t 
     snprintf(t->path, sizeof t->path, "%s", path);
     t->f = fopen(path, "rb");
     if (!t->f) {
-        set_err(err, err_size, "%s: cannot open: %s", path, strerror(errno));
+        attn__set_err(err, err_size, "%s: cannot open: %s", path, strerror(errno));
         free(t);
         return ATTN_ERR_IO;
     }
@@ -77,11 +68,11 @@ static attn_status z_read(attn__tar *t, unsigned char *dst, size_t n, size_t *go
             size_t r = fread(t->in, 1, TAR_IN_CHUNK, t->f);
             if (r == 0) {
                 if (ferror(t->f)) {
-                    set_err(err, es, "%s: read error at compressed offset %llu: %s", t->path,
+                    attn__set_err(err, es, "%s: read error at compressed offset %llu: %s", t->path,
                             (unsigned long long)t->in_read, strerror(errno));
                     return ATTN_ERR_IO;
                 }
-                set_err(err, es, "%s: truncated gzip stream: the file ends at compressed offset %llu "
+                attn__set_err(err, es, "%s: truncated gzip stream: the file ends at compressed offset %llu "
                         "(uncompressed offset %llu) before the end of the stream", t->path,
                         (unsigned long long)t->in_read, (unsigned long long)(t->pos + *got));
                 return ATTN_ERR_FORMAT;
@@ -106,7 +97,7 @@ static attn_status z_read(attn__tar *t, unsigned char *dst, size_t n, size_t *go
         } else if (rc == Z_BUF_ERROR && t->z.avail_in == 0) {
             continue;   /* needs more input */
         } else if (rc != Z_OK) {
-            set_err(err, es, "%s: corrupt gzip data near compressed offset %llu: %s", t->path,
+            attn__set_err(err, es, "%s: corrupt gzip data near compressed offset %llu: %s", t->path,
                     (unsigned long long)(t->in_read - t->z.avail_in),
                     t->z.msg ? t->z.msg : "inflate failed");
             return ATTN_ERR_FORMAT;
@@ -123,7 +114,7 @@ static attn_status z_read_exact(attn__tar *t, void *dst, size_t n, const char *w
     attn_status st = z_read(t, dst, n, &got, err, es);
     if (st != ATTN_OK) return st;
     if (got != n) {
-        set_err(err, es, "%s: truncated tar: %s at offset %llu needs %zu bytes, the archive ends after %zu",
+        attn__set_err(err, es, "%s: truncated tar: %s at offset %llu needs %zu bytes, the archive ends after %zu",
                 t->path, what, (unsigned long long)at, n, got);
         return ATTN_ERR_FORMAT;
     }
@@ -182,10 +173,10 @@ static attn_status read_header(attn__tar *t, unsigned char *h, int *zero, uint64
     if (st != ATTN_OK) return st;
     if (got != TAR_BLOCK) {
         if (got == 0)
-            set_err(err, es, "%s: truncated tar: the archive ends at offset %llu without its end-of-archive "
+            attn__set_err(err, es, "%s: truncated tar: the archive ends at offset %llu without its end-of-archive "
                     "blocks (last entry: %s)", t->path, (unsigned long long)*at, t->entry[0] ? t->entry : "none");
         else
-            set_err(err, es, "%s: truncated tar: header at offset %llu has %zu of 512 bytes", t->path,
+            attn__set_err(err, es, "%s: truncated tar: header at offset %llu has %zu of 512 bytes", t->path,
                     (unsigned long long)*at, got);
         return ATTN_ERR_FORMAT;
     }
@@ -193,7 +184,7 @@ static attn_status read_header(attn__tar *t, unsigned char *h, int *zero, uint64
     if (*zero) return ATTN_OK;
     uint64_t want;
     if (parse_number(h + 148, 8, &want) != 0) {
-        set_err(err, es, "%s: offset %llu: not a tar header (checksum field is not octal; after entry %s)",
+        attn__set_err(err, es, "%s: offset %llu: not a tar header (checksum field is not octal; after entry %s)",
                 t->path, (unsigned long long)*at, t->entry[0] ? t->entry : "none");
         return ATTN_ERR_FORMAT;
     }
@@ -205,7 +196,7 @@ static attn_status read_header(attn__tar *t, unsigned char *h, int *zero, uint64
         ssum += (signed char)c;
     }
     if (usum != want && (uint64_t)ssum != want) {
-        set_err(err, es, "%s: offset %llu: tar header checksum mismatch (stored %llu, computed %llu; after "
+        attn__set_err(err, es, "%s: offset %llu: tar header checksum mismatch (stored %llu, computed %llu; after "
                 "entry %s)", t->path, (unsigned long long)*at, (unsigned long long)want,
                 (unsigned long long)usum, t->entry[0] ? t->entry : "none");
         return ATTN_ERR_FORMAT;
@@ -217,7 +208,7 @@ static attn_status read_header(attn__tar *t, unsigned char *h, int *zero, uint64
 static attn_status read_meta(attn__tar *t, uint64_t n, char **out, uint64_t at, char *err, size_t es) {
     *out = NULL;
     if (n >= (1u << 20)) {
-        set_err(err, es, "%s: offset %llu: extended header of %llu bytes is too large", t->path,
+        attn__set_err(err, es, "%s: offset %llu: extended header of %llu bytes is too large", t->path,
                 (unsigned long long)at, (unsigned long long)n);
         return ATTN_ERR_FORMAT;
     }
@@ -282,7 +273,7 @@ attn_status attn__tar_next(attn__tar *t, attn__tar_entry *e, int *done, char *er
         }
         uint64_t size;
         if (parse_number(h + 124, 12, &size) != 0) {
-            set_err(err, es, "%s: offset %llu: tar header size field is not a number", t->path,
+            attn__set_err(err, es, "%s: offset %llu: tar header size field is not a number", t->path,
                     (unsigned long long)at);
             return ATTN_ERR_FORMAT;
         }
@@ -332,7 +323,7 @@ attn_status attn__tar_next(attn__tar *t, attn__tar_entry *e, int *done, char *er
 attn_status attn__tar_read(attn__tar *t, void *buf, size_t n, char *err, size_t es) {
     if (!t || (!buf && n)) return ATTN_ERR_NULL;
     if (n > t->remaining) {
-        set_err(err, es, "%s: entry %s: asked for %zu bytes, it has %llu left", t->path, t->entry, n,
+        attn__set_err(err, es, "%s: entry %s: asked for %zu bytes, it has %llu left", t->path, t->entry, n,
                 (unsigned long long)t->remaining);
         return ATTN_ERR_ARG;
     }

@@ -11,7 +11,7 @@
 #ifndef ATTN_DATA_TAR_H
 #define ATTN_DATA_TAR_H
 
-#include "attn.h"
+#include "internal.h"
 
 #include <stdio.h>
 

@@ -3,7 +3,7 @@
  * space, strict UTF-8), the vocabulary's lookup index, and the encoding of one text into T ids
  * (start id, words, last T kept, left-padded). The rules are written out in include/attn/imdb.h.
  */
-#include "attn.h"
+#include "internal.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -17,26 +17,6 @@ static size_t br_tag(const unsigned char *p, size_t n) {
     if (i < n && p[i] == '/') i++;
     if (i < n && p[i] == '>') return i + 1;
     return 0;
-}
-
-/* Decodes one UTF-8 sequence at p (n >= 1 bytes left, p[0] >= 0x80). Returns its length and the code
- * point in *cp, or 0 when it is invalid. */
-static size_t utf8_decode(const unsigned char *p, size_t n, uint32_t *cp) {
-    unsigned char c = p[0];
-    size_t len;
-    uint32_t v, min;
-    if (c >= 0xC2 && c <= 0xDF) { len = 2; v = c & 0x1F; min = 0x80; }
-    else if (c >= 0xE0 && c <= 0xEF) { len = 3; v = c & 0x0F; min = 0x800; }
-    else if (c >= 0xF0 && c <= 0xF4) { len = 4; v = c & 0x07; min = 0x10000; }
-    else return 0;                                 /* continuation byte, C0/C1 overlong lead, > F4 */
-    if (n < len) return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((p[i] & 0xC0) != 0x80) return 0;
-        v = (v << 6) | (p[i] & 0x3F);
-    }
-    if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF)) return 0;
-    *cp = v;
-    return len;
 }
 
 attn_status attn_imdb_tokenize(const char *text, size_t len, attn_imdb_token_fn fn, void *ctx,
@@ -68,7 +48,7 @@ attn_status attn_imdb_tokenize(const char *text, size_t len, attn_imdb_token_fn 
             continue;
         }
         uint32_t cp;
-        size_t k = utf8_decode(p + i, len - i, &cp);
+        size_t k = attn__utf8_decode((const char *)p + i, len - i, &cp);
         if (!k) {
             if (bad_offset) *bad_offset = i;
             return ATTN_ERR_FORMAT;

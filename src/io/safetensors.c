@@ -24,7 +24,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 
-#include "attn.h"
+#include "internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -41,14 +41,6 @@ static const size_t st_dtype_sizes[ATTN_DTYPE_COUNT] = {4, 8, 4, 8, 1, 1};
 
 /* Default size limit: 4 GiB (or what size_t can hold, on a 32-bit machine). */
 #define ST_DEFAULT_MAX ((uint64_t)SIZE_MAX < ((uint64_t)4 << 30) ? (size_t)SIZE_MAX : (size_t)((uint64_t)4 << 30))
-
-static void st_errf(char *err, size_t err_size, const char *fmt, ...) {
-    if (!err || err_size == 0) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_size, fmt, ap);
-    va_end(ap);
-}
 
 /* ---------------------------------------------------------------------------------------------------
  * UTF-8: length of the valid sequence starting at s (at most n bytes available), or 0 if invalid
@@ -129,7 +121,7 @@ static attn_status st_fail(st_parser *p, size_t at, const char *fmt, ...) {
 }
 
 static attn_status st_nomem(st_parser *p) {
-    st_errf(p->err, p->err_size, "%s: offset %zu: expected memory for the tensor table (out of memory)", p->path,
+    attn__set_err(p->err, p->err_size, "%s: offset %zu: expected memory for the tensor table (out of memory)", p->path,
             p->pos);
     return ATTN_ERR_NOMEM;
 }
@@ -468,27 +460,27 @@ void attn_st_free(attn_st_file *f) {
 attn_status attn_st_read(attn_st_file *f, const char *path, size_t max_bytes, char *err, size_t err_size) {
     if (err && err_size) err[0] = 0;
     if (!f) {
-        st_errf(err, err_size, "%s: offset 0: expected a file object (got NULL)", path ? path : "(null)");
+        attn__set_err(err, err_size, "%s: offset 0: expected a file object (got NULL)", path ? path : "(null)");
         return ATTN_ERR_NULL;
     }
     memset(f, 0, sizeof *f);
-    if (!path) { st_errf(err, err_size, "(null): offset 0: expected a path (got NULL)"); return ATTN_ERR_NULL; }
+    if (!path) { attn__set_err(err, err_size, "(null): offset 0: expected a path (got NULL)"); return ATTN_ERR_NULL; }
     if (max_bytes == 0) max_bytes = ST_DEFAULT_MAX;
 
     /* Pass 1: the file, in one read. */
     FILE *fp = fopen(path, "rb");
     if (!fp) {
-        st_errf(err, err_size, "%s: offset 0: expected a readable file (%s)", path, strerror(errno));
+        attn__set_err(err, err_size, "%s: offset 0: expected a readable file (%s)", path, strerror(errno));
         return ATTN_ERR_IO;
     }
     struct stat sb;
     if (fstat(fileno(fp), &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        st_errf(err, err_size, "%s: offset 0: expected a regular file", path);
+        attn__set_err(err, err_size, "%s: offset 0: expected a regular file", path);
         fclose(fp);
         return ATTN_ERR_IO;
     }
     if ((uint64_t)sb.st_size > (uint64_t)max_bytes) {
-        st_errf(err, err_size, "%s: offset 0: expected a file of at most %zu bytes, found %" PRIu64 " bytes", path,
+        attn__set_err(err, err_size, "%s: offset 0: expected a file of at most %zu bytes, found %" PRIu64 " bytes", path,
                 max_bytes, (uint64_t)sb.st_size);
         fclose(fp);
         return ATTN_ERR_FORMAT;
@@ -496,7 +488,7 @@ attn_status attn_st_read(attn_st_file *f, const char *path, size_t max_bytes, ch
     size_t size = (size_t)sb.st_size;
     unsigned char *buf = malloc(size + 8);          /* + 8: room to align the data area */
     if (!buf) {
-        st_errf(err, err_size, "%s: offset 0: expected memory for %zu bytes (out of memory)", path, size);
+        attn__set_err(err, err_size, "%s: offset 0: expected memory for %zu bytes (out of memory)", path, size);
         fclose(fp);
         return ATTN_ERR_NOMEM;
     }
@@ -504,7 +496,7 @@ attn_status attn_st_read(attn_st_file *f, const char *path, size_t max_bytes, ch
     int rerr = ferror(fp);
     fclose(fp);
     if (got != size) {
-        st_errf(err, err_size, "%s: offset %zu: expected %zu bytes (%s)", path, got, size,
+        attn__set_err(err, err_size, "%s: offset %zu: expected %zu bytes (%s)", path, got, size,
                 rerr ? "read error" : "file shrank while reading");
         free(buf);
         return ATTN_ERR_IO;
@@ -604,20 +596,20 @@ attn_status attn_st_get_f32(const attn_st_file *f, const char *name, int ndim, c
     if (err && err_size) err[0] = 0;
     if (data) *data = NULL;
     if (!f || !name || !data || (ndim > 0 && !shape)) {
-        st_errf(err, err_size, "attn_st_get_f32: a required pointer is NULL");
+        attn__set_err(err, err_size, "attn_st_get_f32: a required pointer is NULL");
         return ATTN_ERR_NULL;
     }
     if (ndim < 0 || ndim > ATTN_ST_MAX_DIMS) {
-        st_errf(err, err_size, "tensor \"%s\": ndim %d outside [0, %d]", name, ndim, ATTN_ST_MAX_DIMS);
+        attn__set_err(err, err_size, "tensor \"%s\": ndim %d outside [0, %d]", name, ndim, ATTN_ST_MAX_DIMS);
         return ATTN_ERR_ARG;
     }
     const attn_st_tensor *t = attn_st_find(f, name);
     if (!t) {
-        st_errf(err, err_size, "tensor \"%s\": expected in the file, not found", name);
+        attn__set_err(err, err_size, "tensor \"%s\": expected in the file, not found", name);
         return ATTN_ERR_FORMAT;
     }
     if (t->dtype != ATTN_DTYPE_F32) {
-        st_errf(err, err_size, "tensor \"%s\": expected dtype F32, found %s", name, st_dtype_names[t->dtype]);
+        attn__set_err(err, err_size, "tensor \"%s\": expected dtype F32, found %s", name, st_dtype_names[t->dtype]);
         return ATTN_ERR_FORMAT;
     }
     int same = t->ndim == ndim;
@@ -626,7 +618,7 @@ attn_status attn_st_get_f32(const attn_st_file *f, const char *name, int ndim, c
         char want[160], found[160];
         st_shape_str(want, sizeof want, ndim, shape);
         st_shape_str(found, sizeof found, t->ndim, t->shape);
-        st_errf(err, err_size, "tensor \"%s\": expected shape %s, found %s", name, want, found);
+        attn__set_err(err, err_size, "tensor \"%s\": expected shape %s, found %s", name, want, found);
         return ATTN_ERR_FORMAT;
     }
     *data = t->data;
@@ -688,35 +680,35 @@ static attn_status st_check_write_args(const char *path, const attn_st_tensor *t
                                        const char *const *meta_keys, const char *const *meta_values, int n_meta,
                                        char *err, size_t err_size) {
     if (n < 0 || n_meta < 0) {
-        st_errf(err, err_size, "%s: expected nonnegative counts, found %d tensors and %d metadata pairs", path, n,
+        attn__set_err(err, err_size, "%s: expected nonnegative counts, found %d tensors and %d metadata pairs", path, n,
                 n_meta);
         return ATTN_ERR_ARG;
     }
     if ((n > 0 && !tensors) || (n_meta > 0 && (!meta_keys || !meta_values))) {
-        st_errf(err, err_size, "%s: expected tensor and metadata arrays, found NULL", path);
+        attn__set_err(err, err_size, "%s: expected tensor and metadata arrays, found NULL", path);
         return ATTN_ERR_NULL;
     }
     for (int i = 0; i < n; i++) {
         const attn_st_tensor *t = &tensors[i];
         if (!t->name) {
-            st_errf(err, err_size, "%s: tensor %d: expected a name, found NULL", path, i);
+            attn__set_err(err, err_size, "%s: tensor %d: expected a name, found NULL", path, i);
             return ATTN_ERR_NULL;
         }
         if (!t->name[0] || strcmp(t->name, "__metadata__") == 0 || !st_valid_utf8(t->name)) {
-            st_errf(err, err_size, "%s: tensor %d: expected a nonempty UTF-8 name other than __metadata__", path, i);
+            attn__set_err(err, err_size, "%s: tensor %d: expected a nonempty UTF-8 name other than __metadata__", path, i);
             return ATTN_ERR_ARG;
         }
         for (int j = 0; j < i; j++)
             if (strcmp(tensors[j].name, t->name) == 0) {
-                st_errf(err, err_size, "%s: tensor \"%s\": expected unique names, found it twice", path, t->name);
+                attn__set_err(err, err_size, "%s: tensor \"%s\": expected unique names, found it twice", path, t->name);
                 return ATTN_ERR_ARG;
             }
         if ((int)t->dtype < 0 || t->dtype >= ATTN_DTYPE_COUNT) {
-            st_errf(err, err_size, "%s: tensor \"%s\": expected a valid dtype, found %d", path, t->name, (int)t->dtype);
+            attn__set_err(err, err_size, "%s: tensor \"%s\": expected a valid dtype, found %d", path, t->name, (int)t->dtype);
             return ATTN_ERR_ARG;
         }
         if (t->ndim < 0 || t->ndim > ATTN_ST_MAX_DIMS) {
-            st_errf(err, err_size, "%s: tensor \"%s\": expected ndim in [0, %d], found %d", path, t->name,
+            attn__set_err(err, err_size, "%s: tensor \"%s\": expected ndim in [0, %d], found %d", path, t->name,
                     ATTN_ST_MAX_DIMS, t->ndim);
             return ATTN_ERR_ARG;
         }
@@ -724,7 +716,7 @@ static attn_status st_check_write_args(const char *path, const attn_st_tensor *t
         int zero = 0;
         for (int k = 0; k < t->ndim; k++) {
             if (t->shape[k] < 0) {
-                st_errf(err, err_size, "%s: tensor \"%s\": expected nonnegative dims, found %" PRId64, path, t->name,
+                attn__set_err(err, err_size, "%s: tensor \"%s\": expected nonnegative dims, found %" PRId64, path, t->name,
                         t->shape[k]);
                 return ATTN_ERR_SHAPE;
             }
@@ -737,27 +729,27 @@ static attn_status st_check_write_args(const char *path, const attn_st_tensor *t
         if (zero) count = 0;
         uint64_t esz = st_dtype_sizes[t->dtype];
         if (count > UINT64_MAX / esz || count * esz != (uint64_t)t->nbytes) {
-            st_errf(err, err_size, "%s: tensor \"%s\": expected nbytes = elements × %u, found %zu", path, t->name,
+            attn__set_err(err, err_size, "%s: tensor \"%s\": expected nbytes = elements × %u, found %zu", path, t->name,
                     (unsigned)esz, t->nbytes);
             return ATTN_ERR_SHAPE;
         }
         if (t->nbytes && !t->data) {
-            st_errf(err, err_size, "%s: tensor \"%s\": expected data, found NULL", path, t->name);
+            attn__set_err(err, err_size, "%s: tensor \"%s\": expected data, found NULL", path, t->name);
             return ATTN_ERR_NULL;
         }
     }
     for (int i = 0; i < n_meta; i++) {
         if (!meta_keys[i] || !meta_values[i]) {
-            st_errf(err, err_size, "%s: metadata %d: expected a key and a value, found NULL", path, i);
+            attn__set_err(err, err_size, "%s: metadata %d: expected a key and a value, found NULL", path, i);
             return ATTN_ERR_NULL;
         }
         if (!st_valid_utf8(meta_keys[i]) || !st_valid_utf8(meta_values[i])) {
-            st_errf(err, err_size, "%s: metadata \"%s\": expected UTF-8 text", path, meta_keys[i]);
+            attn__set_err(err, err_size, "%s: metadata \"%s\": expected UTF-8 text", path, meta_keys[i]);
             return ATTN_ERR_ARG;
         }
         for (int j = 0; j < i; j++)
             if (strcmp(meta_keys[j], meta_keys[i]) == 0) {
-                st_errf(err, err_size, "%s: metadata \"%s\": expected unique keys, found it twice", path, meta_keys[i]);
+                attn__set_err(err, err_size, "%s: metadata \"%s\": expected unique keys, found it twice", path, meta_keys[i]);
                 return ATTN_ERR_ARG;
             }
     }
@@ -768,13 +760,13 @@ attn_status attn_st_write(const char *path, const attn_st_tensor *tensors, int n
                           const char *const *meta_keys, const char *const *meta_values, int n_meta,
                           char *err, size_t err_size) {
     if (err && err_size) err[0] = 0;
-    if (!path) { st_errf(err, err_size, "(null): expected a path, found NULL"); return ATTN_ERR_NULL; }
+    if (!path) { attn__set_err(err, err_size, "(null): expected a path, found NULL"); return ATTN_ERR_NULL; }
     attn_status st = st_check_write_args(path, tensors, n, meta_keys, meta_values, n_meta, err, err_size);
     if (st) return st;
 
     /* The header: tensors in the caller's order, their bytes placed by decreasing element size. */
     uint64_t *begin = malloc(sizeof(uint64_t) * (size_t)(n ? n : 1));
-    if (!begin) { st_errf(err, err_size, "%s: out of memory", path); return ATTN_ERR_NOMEM; }
+    if (!begin) { attn__set_err(err, err_size, "%s: out of memory", path); return ATTN_ERR_NOMEM; }
     uint64_t off = 0;
     for (int c = 0; c < 3; c++)
         for (int i = 0; i < n; i++)
@@ -813,7 +805,7 @@ attn_status attn_st_write(const char *path, const attn_st_tensor *tensors, int n
     char *tmp = malloc(tmp_len);
     if (h.oom || !tmp) {
         free(h.s); free(tmp); free(begin);
-        st_errf(err, err_size, "%s: out of memory", path);
+        attn__set_err(err, err_size, "%s: out of memory", path);
         return ATTN_ERR_NOMEM;
     }
     snprintf(tmp, tmp_len, "%s.tmp", path);
@@ -865,7 +857,7 @@ done:
     if (fp) fclose(fp);
     if (failed) {
         if (created) remove(tmp);
-        st_errf(err, err_size, "%s: %s (%s: %s); the previous file is unchanged", path, failed, tmp,
+        attn__set_err(err, err_size, "%s: %s (%s: %s); the previous file is unchanged", path, failed, tmp,
                 e ? strerror(e) : "error");
     }
     free(tmp);

@@ -168,20 +168,7 @@ void attn__glyph(uint32_t cp, unsigned char rows[ATTN_FONT_H]) {
 }
 
 int attn__utf8_next(const char *s, size_t n, uint32_t *cp) {
-    const unsigned char *u = (const unsigned char *)s;
-    if (n == 0) { *cp = 0xFFFD; return 1; }
-    if (u[0] < 0x80) { *cp = u[0]; return 1; }
-    int len; uint32_t c, min;
-    if ((u[0] & 0xE0) == 0xC0) { len = 2; c = u[0] & 0x1F; min = 0x80; }
-    else if ((u[0] & 0xF0) == 0xE0) { len = 3; c = u[0] & 0x0F; min = 0x800; }
-    else if ((u[0] & 0xF8) == 0xF0) { len = 4; c = u[0] & 0x07; min = 0x10000; }
-    else { *cp = 0xFFFD; return 1; }
-    if ((size_t)len > n) { *cp = 0xFFFD; return 1; }
-    for (int i = 1; i < len; i++) {
-        if ((u[i] & 0xC0) != 0x80) { *cp = 0xFFFD; return 1; }
-        c = c << 6 | (u[i] & 0x3F);
-    }
-    if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF)) { *cp = 0xFFFD; return 1; }
-    *cp = c;
-    return len;
+    size_t len = attn__utf8_decode(s, n, cp);
+    if (len == 0) { *cp = 0xFFFD; return 1; }       /* invalid: U+FFFD, one byte used */
+    return (int)len;
 }

@@ -292,10 +292,6 @@ static void draw_heatmap(canvas *cv, int ox, int oy, const attn_heatmap *h, cons
 /* ---------------------------------------------------------------------------------------------------
  * PNG output, atomic.
  */
-static void set_err(char *err, size_t n, const char *fmt, const char *a, const char *b) {
-    if (err && n) snprintf(err, n, fmt, a, b);
-}
-
 /* Writes the canvas to f; returns 0 on success. Kept apart so setjmp only guards libpng's calls. */
 static int png_write_canvas(FILE *f, const canvas *cv, png_bytep *rows) {
     png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
@@ -317,7 +313,7 @@ static attn_status save_png(const canvas *cv, const char *path, char *err, size_
     size_t n = strlen(path);
     char *tmp = malloc(n + 5);
     png_bytep *rows = malloc(sizeof(png_bytep) * (size_t)cv->h);
-    if (!tmp || !rows) { free(tmp); free(rows); set_err(err, err_size, "%s: %s", path, "out of memory"); return ATTN_ERR_NOMEM; }
+    if (!tmp || !rows) { free(tmp); free(rows); attn__set_err(err, err_size, "%s: %s", path, "out of memory"); return ATTN_ERR_NOMEM; }
     memcpy(tmp, path, n);
     memcpy(tmp + n, ".tmp", 5);
     for (int y = 0; y < cv->h; y++) rows[y] = cv->rgb + (size_t)y * cv->w * 3;
@@ -325,7 +321,7 @@ static attn_status save_png(const canvas *cv, const char *path, char *err, size_
     attn_status st = ATTN_OK;
     FILE *f = fopen(tmp, "wb");
     if (!f) {
-        set_err(err, err_size, "%s: cannot create: %s", tmp, "no such directory or no permission");
+        attn__set_err(err, err_size, "%s: cannot create: %s", tmp, "no such directory or no permission");
         st = ATTN_ERR_IO;
     } else {
         int bad = png_write_canvas(f, cv, rows);
@@ -333,11 +329,11 @@ static attn_status save_png(const canvas *cv, const char *path, char *err, size_
         if (!bad && fsync(fileno(f)) != 0) bad = 1;
         if (fclose(f) != 0) bad = 1;
         if (bad) {
-            set_err(err, err_size, "%s: %s", tmp, "write failed");
+            attn__set_err(err, err_size, "%s: %s", tmp, "write failed");
             remove(tmp);
             st = ATTN_ERR_IO;
         } else if (rename(tmp, path) != 0) {
-            set_err(err, err_size, "%s: %s", path, "cannot rename the temporary file over it");
+            attn__set_err(err, err_size, "%s: %s", path, "cannot rename the temporary file over it");
             remove(tmp);
             st = ATTN_ERR_IO;
         }
@@ -354,9 +350,9 @@ attn_status attn_heatmap_png(const attn_heatmap *h, const char *path, char *err,
 attn_status attn_heatmap_png_grid(const attn_heatmap *maps, int n, int grid_cols, const char *path,
                                   char *err, size_t err_size) {
     if (err && err_size) err[0] = 0;
-    if (!maps || !path) { set_err(err, err_size, "%s%s", "heatmap: NULL argument", ""); return ATTN_ERR_NULL; }
+    if (!maps || !path) { attn__set_err(err, err_size, "%s%s", "heatmap: NULL argument", ""); return ATTN_ERR_NULL; }
     if (n <= 0 || grid_cols <= 0 || n > 1024) {
-        set_err(err, err_size, "%s: %s", path, "number of heatmaps or grid columns out of range");
+        attn__set_err(err, err_size, "%s: %s", path, "number of heatmaps or grid columns out of range");
         return ATTN_ERR_SIZE;
     }
     if (grid_cols > n) grid_cols = n;
@@ -366,7 +362,7 @@ attn_status attn_heatmap_png_grid(const attn_heatmap *maps, int n, int grid_cols
         attn__heatmap_geom g;
         attn_status st = attn__heatmap_geometry(&maps[i], &g);
         if (st != ATTN_OK) {
-            set_err(err, err_size, "%s: invalid heatmap: %s", path, attn_status_string(st));
+            attn__set_err(err, err_size, "%s: invalid heatmap: %s", path, attn_status_string(st));
             return st;
         }
         if (g.width > pw) pw = g.width;
@@ -374,12 +370,12 @@ attn_status attn_heatmap_png_grid(const attn_heatmap *maps, int n, int grid_cols
     }
     int grid_rows = (n + grid_cols - 1) / grid_cols;
     if ((uint64_t)pw * grid_cols * (uint64_t)ph * grid_rows > HM_MAX_PIXELS) {
-        set_err(err, err_size, "%s: %s", path, "image too large");
+        attn__set_err(err, err_size, "%s: %s", path, "image too large");
         return ATTN_ERR_SIZE;
     }
     canvas cv = {pw * grid_cols, ph * grid_rows, NULL};
     cv.rgb = malloc((size_t)cv.w * cv.h * 3);
-    if (!cv.rgb) { set_err(err, err_size, "%s: %s", path, "out of memory"); return ATTN_ERR_NOMEM; }
+    if (!cv.rgb) { attn__set_err(err, err_size, "%s: %s", path, "out of memory"); return ATTN_ERR_NOMEM; }
     fill_rect(&cv, 0, 0, cv.w, cv.h, paper);
     for (int i = 0; i < n; i++) {
         attn__heatmap_geom g;

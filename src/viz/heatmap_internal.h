@@ -6,7 +6,7 @@
 #ifndef ATTN_HEATMAP_INTERNAL_H
 #define ATTN_HEATMAP_INTERNAL_H
 
-#include "attn.h"
+#include "internal.h"
 
 /* The colormap: t in [0,1] (clamped; NaN gives mid gray 128,128,128) to RGB, piecewise linear between
  * five anchors, dark indigo (t=0) → purple → magenta-red → orange → pale yellow (t=1), rounded to the
