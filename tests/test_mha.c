@@ -18,34 +18,12 @@
 
 static attn_st_file F;
 
+/* The golden file in use, and its tensors (tests/testutil.h). */
 static const float *gf(const char *name, int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3) {
-    const int64_t shape[4] = {d0, d1, d2, d3};
-    const float *p = NULL;
-    char err[256];
-    if (attn_st_get_f32(&F, name, ndim, shape, &p, err, sizeof err) != ATTN_OK) {
-        fprintf(stderr, "golden: %s\n", err);
-        exit(1);
-    }
-    return p;
+    return tu_golden_f32(&F, name, ndim, d0, d1, d2, d3);
 }
-
-static const int32_t *gi(const char *name, int64_t n) {
-    const attn_st_tensor *t = attn_st_find(&F, name);
-    if (!t || t->dtype != ATTN_DTYPE_I32 || t->nbytes != (size_t)n * 4) {
-        fprintf(stderr, "golden: %s missing or not int32 of %lld elements\n", name, (long long)n);
-        exit(1);
-    }
-    return (const int32_t *)t->data;
-}
-
-static void load(const char *file) {
-    char path[1024], err[512];
-    snprintf(path, sizeof path, "%s/%s", ATTN_GOLDEN_DIR, file);
-    if (attn_st_read(&F, path, 0, err, sizeof err) != ATTN_OK) {
-        fprintf(stderr, "cannot read golden file: %s\n", err);
-        exit(1);
-    }
-}
+static const int32_t *gi(const char *name, int64_t n) { return tu_golden_i32(&F, name, n); }
+static void load(const char *file) { tu_golden_open(&F, file); }
 
 static float *zeros(size_t n) { return calloc(n ? n : 1, sizeof(float)); }
 

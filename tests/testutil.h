@@ -65,6 +65,44 @@ static inline int tu_close_f32(const char *what, const float *got, const float *
     return ok;
 }
 
+/* ---------------------------------------------------------------------------------------------------
+ * Golden files: tests/golden/<file>, written by tools/golden/ with PyTorch. A missing or malformed golden
+ * tensor ends the test with a message (exit 1): the test cannot say anything without it.
+ */
+#ifdef ATTN_H
+static inline void tu_golden_open(attn_st_file *f, const char *file) {
+    char path[1024], err[512];
+    snprintf(path, sizeof path, "%s/%s", ATTN_GOLDEN_DIR, file);
+    if (attn_st_read(f, path, 0, err, sizeof err) != ATTN_OK) {
+        fprintf(stderr, "cannot read golden file: %s\n", err);
+        exit(1);
+    }
+}
+
+/* The float32 tensor `name` of exactly this shape (ndim <= 4; the unused sizes are ignored). */
+static inline const float *tu_golden_f32(const attn_st_file *f, const char *name, int ndim,
+                                         int64_t d0, int64_t d1, int64_t d2, int64_t d3) {
+    const int64_t shape[4] = {d0, d1, d2, d3};
+    const float *p = NULL;
+    char err[256];
+    if (attn_st_get_f32(f, name, ndim, shape, &p, err, sizeof err) != ATTN_OK) {
+        fprintf(stderr, "golden: %s\n", err);
+        exit(1);
+    }
+    return p;
+}
+
+/* The int32 tensor `name` of n elements. */
+static inline const int32_t *tu_golden_i32(const attn_st_file *f, const char *name, int64_t n) {
+    const attn_st_tensor *t = attn_st_find(f, name);
+    if (!t || t->dtype != ATTN_DTYPE_I32 || t->nbytes != (size_t)n * 4) {
+        fprintf(stderr, "golden: %s missing or not int32 of %lld elements\n", name, (long long)n);
+        exit(1);
+    }
+    return (const int32_t *)t->data;
+}
+#endif
+
 /* Prints "N passed, N failed" and returns the exit status. */
 static inline int tu_finish(const char *name) {
     printf("%s: %d passed, %d failed\n", name, tu_checks - tu_failures, tu_failures);
