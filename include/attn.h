@@ -261,5 +261,6 @@ attn_status attn_softmax(float *x, int n);
 #include "attn/heatmap.h"
 #include "attn/imdb.h"
 #include "attn/seq2seq.h"
+#include "attn/transformer.h"
 
 #endif /* ATTN_H */

@@ -13,7 +13,6 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include "cli.h"
-#include "attn/transformer.h"
 #include "translate_transformer.h"
 
 #include <cblas.h>

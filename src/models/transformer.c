@@ -7,8 +7,7 @@
  * Tensors are batch-major (B,T,D). The heads are never transposed: the attention descriptor reads a
  * (B,T,D) projection as (B,H,T,D/H) with strides b = T·D, h = D/H, t = D (as mha.c).
  */
-#include "util.h"
-#include "attn/transformer.h"
+#include "layers/util.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -192,8 +191,8 @@ static size_t att_work_bytes(int B, int H, int T, int S, int D) {
  * attn_sdpa_forward itself, and the test checks the two decodings agree. It keeps the weights P (B,H,T,S)
  * and their dropout masks for the backward instead of the log-sum-exp.
  */
-static void heads_forward(const attn_sdpa_desc *d, float *out, float *P, uint8_t *pm, const float *q,
-                          const float *k, const float *v) {
+static void heads_forward(const attn_sdpa_desc *d, float *restrict out, float *restrict P, uint8_t *restrict pm,
+                          const float *restrict q, const float *restrict k, const float *restrict v) {
     const int B = d->B, H = d->H, T = d->T, S = d->S, Dh = d->D;
     const float keep = d->dropout > 0.0f ? 1.0f / (1.0f - d->dropout) : 1.0f;
     for (int b = 0; b < B; b++)
@@ -232,8 +231,9 @@ static void heads_forward(const attn_sdpa_desc *d, float *out, float *P, uint8_t
 
 /* dq, dk, dv += (layouts of q, k, v);  dout (layout out);  P the forward's weights, pm its dropout masks
  * (B,H,T,S) (read only with dropout). */
-static void heads_backward(const attn_sdpa_desc *d, float *dq, float *dk, float *dv, const float *dout,
-                           const float *P, const uint8_t *pm, const float *q, const float *k, const float *v) {
+static void heads_backward(const attn_sdpa_desc *d, float *restrict dq, float *restrict dk, float *restrict dv,
+                           const float *restrict dout, const float *restrict P, const uint8_t *restrict pm,
+                           const float *restrict q, const float *restrict k, const float *restrict v) {
     const int B = d->B, H = d->H, T = d->T, S = d->S, Dh = d->D;
     const float keep = d->dropout > 0.0f ? 1.0f / (1.0f - d->dropout) : 1.0f;
     float dp[ATTN_TF_MAX_LEN];
