@@ -8,129 +8,93 @@
  *            decoder block averaged over its heads, --png FILE draws every head of it as a grid.
  *   bleu     mean BLEU (k = 2) on held-out pairs (lines 601..1599) whose words are all in the vocabularies,
  *            as the Bahdanau model's command does.
- * The text pipeline (pairs, vocabularies, BLEU) is the library's (attn/seq2seq.h). Uses only the public API.
+ * The text pipeline (pairs, vocabularies, BLEU) is the library's (attn/seq2seq.h); what this command shares
+ * with the Bahdanau model's (data, training loop, loading, bleu) is in translate_common.c. Uses only the
+ * public API.
  */
 #define _POSIX_C_SOURCE 200809L
 
 #include "cli.h"
+#include "translate_common.h"
 #include "translate_transformer.h"
 
-#include <cblas.h>
-#include <errno.h>
 #include <stdlib.h>
-#include <string.h>
-#include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
-#define SRC_VOCAB_FILE "vocab_en.txt"
-#define TGT_VOCAB_FILE "vocab_fr.txt"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int read_pairs(attn_nmt_pairs *p, const char *data_dir, int first, int last) {
-    char path[4096], err[1024] = "";
-    snprintf(path, sizeof path, "%s/fra-eng/fra.txt", data_dir);
-    attn_status st = attn_nmt_read(p, path, first, last, err, sizeof err);
-    if (st != ATTN_OK) {
-        fprintf(stderr, "attn: translate: %s\n", err[0] ? err : attn_status_string(st));
-        if (st == ATTN_ERR_IO)
-            fprintf(stderr, "attn: translate: looked for %s; set --data DIR to the folder holding fra-eng/fra.txt\n", path);
-        return 1;
-    }
-    return 0;
-}
-
-/* Joins the tokens of ids (n of them) with spaces into buf. */
-static void join_tokens(char *buf, size_t size, const attn_vocab *v, const int32_t *ids, int n) {
-    size_t k = 0;
-    buf[0] = 0;
-    for (int i = 0; i < n && k < size; i++)
-        k += (size_t)snprintf(buf + k, size - k, "%s%s", i ? " " : "", v->tokens[ids[i]]);
-}
-
-static int all_known(const attn_vocab *v, const char *line) {
-    const char *s = line;
-    for (;;) {
-        const char *e = strchr(s, ' ');
-        size_t n = e ? (size_t)(e - s) : strlen(s);
-        if (attn_vocab_id(v, s, n) == ATTN_TOK_UNK) return 0;
-        if (!e) return 1;
-        s = e + 1;
-    }
-}
-
-/* Translates a preprocessed line: src (T) and *src_len filled, pred (T) and *n_pred, weights (L,H,T,T) or
- * NULL. quiet = 0 warns about unknown words and cut input. */
-static attn_status translate_line(attn_transformer *m, const attn_vocab *vs, const attn_vocab *vt, const char *line,
-                                  char *out, size_t out_size, int32_t *src, int32_t *src_len, int32_t *pred,
-                                  int *n_pred, float *weights, int quiet) {
-    const int T = m->cfg.num_steps;
-    int n_tok = 0, n_unk = 0;
-    attn_status st = attn_vocab_encode(vs, line, T, src, src_len, &n_tok, &n_unk);
-    if (st != ATTN_OK) return st;
-    if (!quiet) {
-        const char *s = line;
-        while (n_unk) {
-            const char *e = strchr(s, ' ');
-            size_t n = e ? (size_t)(e - s) : strlen(s);
-            if (attn_vocab_id(vs, s, n) == ATTN_TOK_UNK)
-                fprintf(stderr, "attn: translate: warning: '%.*s' is not in the English vocabulary; read as <unk>\n", (int)n, s);
-            if (!e) break;
-            s = e + 1;
-        }
-        if (n_tok + 1 > T)
-            fprintf(stderr, "attn: translate: warning: the input has %d tokens; the model reads %d (with <eos>): "
-                            "the rest is cut\n", n_tok, T);
-    }
-    st = attn_transformer_translate(m, pred, n_pred, weights, NULL, src, *src_len, 1);
-    if (st != ATTN_OK) return st;
-    join_tokens(out, out_size, vt, pred, *n_pred);
+/* ---------------------------------------------------------------------------------------------------
+ * The model behind the translator (translate_common.h).
+ */
+static attn_status tf_load(translator *tr, const char *path, int *src_n, int *tgt_n, char *err, size_t err_size) {
+    attn_transformer *m = malloc(sizeof *m);
+    if (!m) return ATTN_ERR_NOMEM;
+    attn_status st = attn_transformer_load(m, path, 1, err, err_size);
+    if (st != ATTN_OK) { free(m); return st; }
+    tr->model = m;
+    tr->num_steps = m->cfg.num_steps;
+    *src_n = m->cfg.src_vocab;
+    *tgt_n = m->cfg.tgt_vocab;
     return ATTN_OK;
 }
 
-static int make_dir(const char *path) {
-    struct stat s;
-    if (stat(path, &s) == 0) {
-        if (S_ISDIR(s.st_mode)) return 0;
-        fprintf(stderr, "attn: translate: --out %s exists and is not a folder\n", path);
-        return 1;
-    }
-    if (mkdir(path, 0777) != 0 && errno != EEXIST) {
-        fprintf(stderr, "attn: translate: cannot create folder %s: %s\n", path, strerror(errno));
-        return 1;
-    }
-    return 0;
+/* weights (L,H,T,T): every decoder block's cross-attention; greedy with the key/value cache */
+static attn_status tf_translate(void *m, int32_t *pred, int *n_pred, float *weights, const int32_t *src, int src_len) {
+    return attn_transformer_translate(m, pred, n_pred, weights, NULL, src, src_len, 1);
 }
+
+static attn_status tf_train_epoch(void *m, attn_adam *opt, attn_rng *rng, const int32_t *X, const int32_t *X_len,
+                                  const int32_t *Y, const int32_t *Y_len, int N, int batch, float clip,
+                                  uint64_t *seed, double *loss_sum, int64_t *tokens) {
+    return attn_transformer_train_epoch(m, opt, rng, X, X_len, Y, Y_len, N, batch, clip, seed, loss_sum, tokens);
+}
+
+static attn_status tf_save(const void *m, const char *path, char *err, size_t err_size) {
+    return attn_transformer_save(m, path, err, err_size);
+}
+
+static void tf_free(void *m) { attn_transformer_free(m); }
+
+static const tr_kind tf_kind = {
+    TT_MODEL_FILE, TT_DEFAULT_DIR, "attn translate train --model transformer",
+    "folder of a model saved by `attn translate train --model transformer`",
+    "attn translate bleu --model transformer [options]",
+    tf_load, tf_translate, tf_train_epoch, tf_save, tf_free,
+};
 
 /* ---------------------------------------------------------------------------------------------------
  * train
  */
+/* The Transformer's own training options. */
+typedef struct tf_opts {
+    int hidden, ffn, heads, blocks;
+    float dropout;
+} tf_opts;
+
+static int tf_create(translator *tr, const tr_train_args *a, const void *opts, size_t *n_params) {
+    const tf_opts *o = opts;
+    attn_transformer *m = malloc(sizeof *m);
+    attn_transformer_config c = {tr->vs.n, tr->vt.n, o->hidden, o->ffn, o->heads, o->blocks, o->dropout,
+                                 tr->num_steps, a->batch};
+    if (!m) { fprintf(stderr, "attn: translate: out of memory\n"); return 1; }
+    if (cli_fail(attn_transformer_init(m, &c, a->seed), "creating the model")) { free(m); return 1; }
+    tr->model = m;
+    *n_params = m->n_params;
+    printf("model: Transformer, %d+%d blocks, width %d, %d heads, feed-forward %d, dropout %g: %zu parameters; "
+           "%d epochs, batch %d, Adam lr %g, %d thread%s\n", o->blocks, o->blocks, o->hidden, o->heads, o->ffn,
+           (double)o->dropout, m->n_params, a->epochs, a->batch, (double)a->lr, attn_get_num_threads(),
+           attn_get_num_threads() == 1 ? "" : "s");
+    return 0;
+}
+
 int tt_train(int argc, char **argv) {
-    const char *data = "../shared/data", *out = TT_DEFAULT_DIR;
-    int epochs = 200, threads = 0, examples = 600, batch = 64, every = 10, hidden = 32, ffn = 64, heads = 4,
-        blocks = 2;
-    uint64_t seed = 1;
-    float lr = 0.005f, dropout = 0.1f;
+    tr_train_args a = {"../shared/data", tf_kind.default_dir, 200, 0, 600, 64, 10, 1, 0.005f};
+    tf_opts o = {32, 64, 4, 2, 0.1f};
     cli_opt opts[] = {
-        {"data", CLI_STR, &data, "DIR", "folder holding fra-eng/fra.txt"},
-        {"out", CLI_STR, &out, "DIR", "folder for the checkpoint and the vocabularies"},
-        {"epochs", CLI_INT, &epochs, "N", "training epochs"},
-        {"seed", CLI_U64, &seed, "N", "seed of the initialization, shuffling and dropout"},
-        {"threads", CLI_INT, &threads, "N", "threads (0 = all cores)"},
-        {"examples", CLI_INT, &examples, "N", "read lines 0..N of fra.txt (N+1 pairs, as the book's loader)"},
-        {"batch", CLI_INT, &batch, "N", "batch size"},
-        {"lr", CLI_FLOAT, &lr, "X", "Adam learning rate"},
-        {"every", CLI_INT, &every, "N", "print the loss every N epochs"},
-        {"hidden", CLI_INT, &hidden, "N", "model width"},
-        {"ffn", CLI_INT, &ffn, "N", "hidden units of the position-wise feed-forward"},
-        {"heads", CLI_INT, &heads, "N", "attention heads (must divide --hidden)"},
-        {"blocks", CLI_INT, &blocks, "N", "encoder and decoder blocks"},
-        {"dropout", CLI_FLOAT, &dropout, "X", "dropout"},
+        TR_TRAIN_OPTS(a),
+        {"hidden", CLI_INT, &o.hidden, "N", "model width"},
+        {"ffn", CLI_INT, &o.ffn, "N", "hidden units of the position-wise feed-forward"},
+        {"heads", CLI_INT, &o.heads, "N", "attention heads (must divide --hidden)"},
+        {"blocks", CLI_INT, &o.blocks, "N", "encoder and decoder blocks"},
+        {"dropout", CLI_FLOAT, &o.dropout, "X", "dropout"},
     };
     cli_cmd cmd = {"attn translate train --model transformer [options]",
                    "Trains the d2l English-French Transformer (2 encoder and 2 decoder blocks, width 32, 4 heads,\n"
@@ -139,144 +103,25 @@ int tt_train(int argc, char **argv) {
                    opts, (int)(sizeof opts / sizeof opts[0]), 0, 0};
     int rc = cli_parse(&cmd, argc, argv, NULL, NULL);
     if (rc >= 0) return rc;
-    if (epochs < 1 || examples < 0 || batch < 1 || batch > 4096 || threads < 0 || every < 1 || !(lr > 0) ||
-        hidden < 1 || ffn < 1 || heads < 1 || blocks < 1 || blocks > ATTN_TF_MAX_BLOCKS || hidden % heads != 0 ||
-        !(dropout >= 0 && dropout < 1)) {
+    if (!tr_train_args_ok(&a) || o.hidden < 1 || o.ffn < 1 || o.heads < 1 || o.blocks < 1 ||
+        o.blocks > ATTN_TF_MAX_BLOCKS || o.hidden % o.heads != 0 || !(o.dropout >= 0 && o.dropout < 1)) {
         fprintf(stderr, "attn: translate: --epochs, --batch, --every, --hidden, --ffn, --heads, --blocks must be >= 1 "
                         "(--blocks <= %d, --heads dividing --hidden), --examples and --threads >= 0, --lr > 0, "
                         "--dropout in [0, 1)\n\n", ATTN_TF_MAX_BLOCKS);
         cli_usage(&cmd, stderr);
         return 2;
     }
-    attn_set_num_threads(threads);
-    int nth = attn_get_num_threads();     /* resolve "all cores" before OpenBLAS changes OpenMP's default */
-    openblas_set_num_threads(1);          /* the batch is split across threads instead */
-    attn_set_num_threads(nth);
-
-    attn_nmt_pairs p;
-    if (read_pairs(&p, data, 0, examples)) return 1;
-    attn_vocab vs, vt;
-    attn_status st = attn_vocab_build(&vs, (const char *const *)p.src, p.n, 2);
-    if (st == ATTN_OK) {
-        st = attn_vocab_build(&vt, (const char *const *)p.tgt, p.n, 2);
-        if (st != ATTN_OK) attn_vocab_free(&vs);
-    }
-    if (cli_fail(st, "building the vocabularies")) { attn_nmt_pairs_free(&p); return 1; }
-    const int T = 10, N = p.n;
-    int32_t *X = malloc(sizeof(int32_t) * (size_t)N * T), *Y = malloc(sizeof(int32_t) * (size_t)N * T),
-            *Xl = malloc(sizeof(int32_t) * (size_t)N), *Yl = malloc(sizeof(int32_t) * (size_t)N);
-    int ret = 1;
-    attn_transformer m = {0};
-    attn_adam opt = {0};
-    if (!X || !Y || !Xl || !Yl) { fprintf(stderr, "attn: translate: out of memory\n"); goto done; }
-    for (int i = 0; i < N; i++) {
-        int nt;
-        attn_vocab_encode(&vs, p.src[i], T, X + (size_t)i * T, Xl + i, &nt, NULL);
-        attn_vocab_encode(&vt, p.tgt[i], T, Y + (size_t)i * T, Yl + i, &nt, NULL);
-    }
-    printf("data: %s/fra-eng/fra.txt lines 1-%d: %d pairs; vocabularies: %d English, %d French tokens\n", data,
-           examples + 1, N, vs.n, vt.n);
-    attn_transformer_config c = {vs.n, vt.n, hidden, ffn, heads, blocks, dropout, T, batch};
-    if (cli_fail(attn_transformer_init(&m, &c, seed), "creating the model")) goto done;
-    if (cli_fail(attn_adam_init(&opt, m.n_params, lr), "creating the optimizer")) goto done;
-    printf("model: Transformer, %d+%d blocks, width %d, %d heads, feed-forward %d, dropout %g: %zu parameters; "
-           "%d epochs, batch %d, Adam lr %g, %d thread%s\n", blocks, blocks, hidden, heads, ffn, (double)dropout,
-           m.n_params, epochs, batch, (double)lr, attn_get_num_threads(), attn_get_num_threads() == 1 ? "" : "s");
-    fflush(stdout);
-
-    attn_rng rng;
-    attn_rng_seed(&rng, seed);
-    uint64_t step_seed = seed;
-    double loss_sum = 0, t_start = now_s(), t_epoch = 0;
-    int64_t tokens = 0, all_tokens = 0;
-    for (int e = 0; e < epochs; e++) {
-        double t0 = now_s();
-        st = attn_transformer_train_epoch(&m, &opt, &rng, X, Xl, Y, Yl, N, batch, 1.0f, &step_seed, &loss_sum, &tokens);
-        t_epoch = now_s() - t0;
-        if (cli_fail(st, "training")) goto done;
-        all_tokens += tokens;
-        if ((e + 1) % every == 0 || e + 1 == epochs) {
-            printf("epoch %4d/%d  loss %.4f  (%.1f s)\n", e + 1, epochs, loss_sum / (double)tokens, now_s() - t_start);
-            fflush(stdout);
-        }
-    }
-    double total = now_s() - t_start;
-    /* d2l's closing line: the last epoch's loss per token and its speed */
-    printf("loss %.3f, %.1f tokens/sec\n", loss_sum / (double)tokens, (double)tokens / t_epoch);
-    printf("trained in %.1f s (%.1f tokens/sec over all %d epochs)\n", total, (double)all_tokens / total, epochs);
-
-    static const char *const engs[4] = {"go .", "i lost .", "he's calm .", "i'm home ."};
-    static const char *const fras[4] = {"va !", "j'ai perdu .", "il est calme .", "je suis chez moi ."};
-    for (int i = 0; i < 4; i++) {
-        char buf[1024];
-        int32_t src[10], src_len, pred[10];
-        int n_pred;
-        st = translate_line(&m, &vs, &vt, engs[i], buf, sizeof buf, src, &src_len, pred, &n_pred, NULL, 0);
-        if (cli_fail(st, "translating")) goto done;
-        printf("%s => %s, bleu %.3f\n", engs[i], buf, attn_bleu(buf, fras[i], 2));
-    }
-    if (make_dir(out) != 0) goto done;
-    {
-        char path[4096], err[1024] = "";
-        snprintf(path, sizeof path, "%s/%s", out, TT_MODEL_FILE);
-        st = attn_transformer_save(&m, path, err, sizeof err);
-        if (st == ATTN_OK) { snprintf(path, sizeof path, "%s/%s", out, SRC_VOCAB_FILE); st = attn_vocab_save(&vs, path, err, sizeof err); }
-        if (st == ATTN_OK) { snprintf(path, sizeof path, "%s/%s", out, TGT_VOCAB_FILE); st = attn_vocab_save(&vt, path, err, sizeof err); }
-        if (st != ATTN_OK) { fprintf(stderr, "attn: translate: saving: %s\n", err[0] ? err : attn_status_string(st)); goto done; }
-        printf("saved %s/%s, %s, %s\n", out, TT_MODEL_FILE, SRC_VOCAB_FILE, TGT_VOCAB_FILE);
-    }
-    ret = 0;
-done:
-    attn_adam_free(&opt);
-    attn_transformer_free(&m);
-    free(X); free(Y); free(Xl); free(Yl);
-    attn_vocab_free(&vs); attn_vocab_free(&vt);
-    attn_nmt_pairs_free(&p);
-    return ret;
-}
-
-/* ---------------------------------------------------------------------------------------------------
- * Loading a saved model.
- */
-static int load_model(const char *dir, attn_transformer *m, attn_vocab *vs, attn_vocab *vt) {
-    char path[4096], err[1024] = "";
-    snprintf(path, sizeof path, "%s/%s", dir, TT_MODEL_FILE);
-    attn_status st = attn_transformer_load(m, path, 1, err, sizeof err);
-    if (st != ATTN_OK) {
-        fprintf(stderr, "attn: translate: %s\n", err[0] ? err : attn_status_string(st));
-        if (st == ATTN_ERR_IO)
-            fprintf(stderr, "attn: translate: train a model first: attn translate train --model transformer --out %s\n", dir);
-        return 1;
-    }
-    snprintf(path, sizeof path, "%s/%s", dir, SRC_VOCAB_FILE);
-    st = attn_vocab_load(vs, path, err, sizeof err);
-    if (st == ATTN_OK) {
-        snprintf(path, sizeof path, "%s/%s", dir, TGT_VOCAB_FILE);
-        st = attn_vocab_load(vt, path, err, sizeof err);
-        if (st != ATTN_OK) attn_vocab_free(vs);
-    }
-    if (st != ATTN_OK) {
-        fprintf(stderr, "attn: translate: %s\n", err[0] ? err : attn_status_string(st));
-        attn_transformer_free(m);
-        return 1;
-    }
-    if (vs->n != m->cfg.src_vocab || vt->n != m->cfg.tgt_vocab) {
-        fprintf(stderr, "attn: translate: %s: the vocabularies (%d, %d tokens) do not match the checkpoint (%d, %d)\n",
-                dir, vs->n, vt->n, m->cfg.src_vocab, m->cfg.tgt_vocab);
-        attn_vocab_free(vs); attn_vocab_free(vt); attn_transformer_free(m);
-        return 1;
-    }
-    return 0;
+    return tr_train(&tf_kind, &a, tf_create, &o);
 }
 
 /* ---------------------------------------------------------------------------------------------------
  * predict
  */
 int tt_predict(int argc, char **argv) {
-    const char *model = TT_DEFAULT_DIR, *png = NULL;
+    const char *model = tf_kind.default_dir, *png = NULL;
     int plain = 0, layer = 0, head = 0;
     cli_opt opts[] = {
-        {"dir", CLI_STR, &model, "DIR", "folder of a model saved by `attn translate train --model transformer`"},
+        {"dir", CLI_STR, &model, "DIR", tf_kind.dir_help},
         {"png", CLI_STR, &png, "FILE", "also write the cross-attention of every head as a grid of PNG heatmaps"},
         {"layer", CLI_INT, &layer, "N", "decoder block whose cross-attention is shown, 1.. (0 = the last)"},
         {"head", CLI_INT, &head, "N", "show only this head, 1.. (0 = the average in the terminal, all in the PNG)"},
@@ -295,124 +140,55 @@ int tt_predict(int argc, char **argv) {
         cli_usage(&cmd, stderr);
         return 2;
     }
-    char *line = NULL;
-    attn_status st = attn_nmt_preprocess(pos[0], strlen(pos[0]), &line);
-    if (st == ATTN_ERR_FORMAT) { fprintf(stderr, "attn: translate: the input is not valid UTF-8\n"); return 1; }
-    if (cli_fail(st, "reading the input")) return 1;
-    if (!line[0]) { fprintf(stderr, "attn: translate: the input is empty\n"); free(line); return 1; }
-    attn_transformer m;
-    attn_vocab vs, vt;
-    if (load_model(model, &m, &vs, &vt)) { free(line); return 1; }
-    const int T = m.cfg.num_steps, L = m.cfg.blocks, H = m.cfg.heads;
+    char *line;
+    if (tr_read_input(pos[0], &line)) return 1;
+    translator tr;
+    if (tr_load(&tr, &tf_kind, model)) { free(line); return 1; }
+    const attn_transformer *m = tr.model;
+    const int T = tr.num_steps, L = m->cfg.blocks, H = m->cfg.heads;
     if (layer > L || head > H) {
         fprintf(stderr, "attn: translate: this model has %d decoder blocks and %d heads (--layer %d, --head %d)\n",
                 L, H, layer, head);
-        free(line); attn_vocab_free(&vs); attn_vocab_free(&vt); attn_transformer_free(&m);
+        free(line); tr_free(&tr);
         return 2;
     }
     const int l = layer ? layer - 1 : L - 1;
-    int32_t *src = malloc(sizeof(int32_t) * (size_t)T * 2), src_len = 0;
-    int32_t *pred = src + T;
     float *w = malloc(sizeof(float) * (size_t)L * H * T * T), *avg = malloc(sizeof(float) * (size_t)T * T);
-    char out[4096];
-    int n_pred = 0, ret = 0;
-    st = translate_line(&m, &vs, &vt, line, out, sizeof out, src, &src_len, pred, &n_pred, w, 0);
-    if (!cli_fail(st, "translating")) {
-        printf("%s => %s\n", line, out);
-        /* output steps (with the <eos> step when it was produced) x source tokens read */
-        int rows = n_pred < T ? n_pred + 1 : T, cols = src_len < 1 ? 1 : src_len > T ? T : src_len;
-        const char **rl = malloc(sizeof(char *) * (size_t)rows), **cl = malloc(sizeof(char *) * (size_t)cols);
-        for (int i = 0; i < rows; i++) rl[i] = i < n_pred ? vt.tokens[pred[i]] : "<eos>";
-        for (int j = 0; j < cols; j++) cl[j] = vs.tokens[src[j]];
-        const float *wl = w + (size_t)l * H * T * T;            /* (H,T,T) of block l */
-        for (int i = 0; i < T * T; i++) {
-            double s = 0;
-            for (int h = 0; h < H; h++) s += wl[(size_t)h * T * T + i];
-            avg[i] = (float)(s / H);
+    int ret = 1, rows, cols;
+    const char **rl = NULL, **cl = NULL;
+    if (!w || !avg) { fprintf(stderr, "attn: translate: out of memory\n"); goto done; }
+    if (tr_predict_line(&tr, line, w, &rows, &cols, &rl, &cl)) goto done;
+    const float *wl = w + (size_t)l * H * T * T;            /* (H,T,T) of block l */
+    for (int i = 0; i < T * T; i++) {
+        double s = 0;
+        for (int h = 0; h < H; h++) s += wl[(size_t)h * T * T + i];
+        avg[i] = (float)(s / H);
+    }
+    char title[128];
+    if (head) snprintf(title, sizeof title, "Cross-attention, decoder block %d, head %d", l + 1, head);
+    else snprintf(title, sizeof title, "Cross-attention, decoder block %d, mean of %d heads", l + 1, H);
+    attn_heatmap hm = {head ? wl + (size_t)(head - 1) * T * T : avg, rows, cols, T, rl, cl, title,
+                       "French (produced)", "English (read)", 0, 1};
+    if (cli_fail(attn_heatmap_term(&hm, stdout, !plain && isatty(STDOUT_FILENO)), "drawing the heatmap")) goto done;
+    if (png) {
+        attn_heatmap maps[64];
+        char titles[64][48];
+        int n = 0;
+        for (int h = head ? head - 1 : 0; h < (head ? head : H) && n < 64; h++, n++) {
+            snprintf(titles[n], sizeof titles[n], "block %d, head %d", l + 1, h + 1);
+            maps[n] = (attn_heatmap){wl + (size_t)h * T * T, rows, cols, T, rl, cl, titles[n],
+                                     "French (produced)", "English (read)", 0, 1};
         }
-        char title[128];
-        if (head) snprintf(title, sizeof title, "Cross-attention, decoder block %d, head %d", l + 1, head);
-        else snprintf(title, sizeof title, "Cross-attention, decoder block %d, mean of %d heads", l + 1, H);
-        attn_heatmap hm = {head ? wl + (size_t)(head - 1) * T * T : avg, rows, cols, T, rl, cl, title,
-                           "French (produced)", "English (read)", 0, 1};
-        st = attn_heatmap_term(&hm, stdout, !plain && isatty(STDOUT_FILENO));
-        if (cli_fail(st, "drawing the heatmap")) ret = 1;
-        if (png && ret == 0) {
-            attn_heatmap maps[64];
-            char titles[64][48];
-            int n = 0;
-            for (int h = head ? head - 1 : 0; h < (head ? head : H) && n < 64; h++, n++) {
-                snprintf(titles[n], sizeof titles[n], "block %d, head %d", l + 1, h + 1);
-                maps[n] = (attn_heatmap){wl + (size_t)h * T * T, rows, cols, T, rl, cl, titles[n],
-                                         "French (produced)", "English (read)", 0, 1};
-            }
-            char err[1024] = "";
-            int gc = n < 2 ? 1 : 2;
-            st = attn_heatmap_png_grid(maps, n, gc, png, err, sizeof err);
-            if (st != ATTN_OK) { fprintf(stderr, "attn: translate: %s\n", err[0] ? err : attn_status_string(st)); ret = 1; }
-            else printf("wrote %s (%d heatmap%s)\n", png, n, n == 1 ? "" : "s");
-        }
-        free(rl); free(cl);
-    } else ret = 1;
-    free(src); free(w); free(avg); free(line);
-    attn_vocab_free(&vs); attn_vocab_free(&vt);
-    attn_transformer_free(&m);
+        char err[1024] = "";
+        if (tr_report(attn_heatmap_png_grid(maps, n, n < 2 ? 1 : 2, png, err, sizeof err), err)) goto done;
+        printf("wrote %s (%d heatmap%s)\n", png, n, n == 1 ? "" : "s");
+    }
+    ret = 0;
+done:
+    free(rl); free(cl);
+    free(w); free(avg); free(line);
+    tr_free(&tr);
     return ret;
 }
 
-/* ---------------------------------------------------------------------------------------------------
- * bleu
- */
-int tt_bleu(int argc, char **argv) {
-    const char *model = TT_DEFAULT_DIR, *data = "../shared/data";
-    int first = 601, last = 1599, show = 0;
-    cli_opt opts[] = {
-        {"dir", CLI_STR, &model, "DIR", "folder of a model saved by `attn translate train --model transformer`"},
-        {"data", CLI_STR, &data, "DIR", "folder holding fra-eng/fra.txt"},
-        {"from", CLI_INT, &first, "LINE", "first line (0-based) of the held-out pairs"},
-        {"to", CLI_INT, &last, "LINE", "last line (0-based, inclusive)"},
-        {"show", CLI_INT, &show, "N", "print the first N translations"},
-    };
-    cli_cmd cmd = {"attn translate bleu --model transformer [options]",
-                   "Mean BLEU (k = 2, the book's definition) of greedy translations of held-out pairs whose\n"
-                   "English and French words are all in the model's vocabularies.",
-                   opts, (int)(sizeof opts / sizeof opts[0]), 0, 0};
-    int rc = cli_parse(&cmd, argc, argv, NULL, NULL);
-    if (rc >= 0) return rc;
-    if (first < 0 || last < first || show < 0) {
-        fprintf(stderr, "attn: translate: need 0 <= --from <= --to and --show >= 0\n\n");
-        cli_usage(&cmd, stderr);
-        return 2;
-    }
-    attn_transformer m;
-    attn_vocab vs, vt;
-    if (load_model(model, &m, &vs, &vt)) return 1;
-    attn_nmt_pairs p;
-    if (read_pairs(&p, data, first, last)) { attn_vocab_free(&vs); attn_vocab_free(&vt); attn_transformer_free(&m); return 1; }
-    const int T = m.cfg.num_steps;
-    int32_t *src = malloc(sizeof(int32_t) * (size_t)T * 2), src_len;
-    int32_t *pred = src + T;
-    double sum = 0, t0 = now_s();
-    int used = 0, exact = 0, ret = 0;
-    for (int i = 0; i < p.n; i++) {
-        if (!all_known(&vs, p.src[i]) || !all_known(&vt, p.tgt[i])) continue;
-        char out[4096];
-        int n_pred;
-        attn_status st = translate_line(&m, &vs, &vt, p.src[i], out, sizeof out, src, &src_len, pred, &n_pred, NULL, 1);
-        if (cli_fail(st, "translating")) { ret = 1; break; }
-        double b = attn_bleu(out, p.tgt[i], 2);
-        sum += b;
-        exact += b == 1.0;
-        if (used < show) printf("line %d: %s => %s (reference %s), bleu %.3f\n", p.line[i] + 1, p.src[i], out, p.tgt[i], b);
-        used++;
-    }
-    if (!ret) {
-        printf("held-out lines %d-%d: %d pairs, %d with every word in the vocabularies\n", first + 1, last + 1, p.n, used);
-        if (used) printf("mean bleu %.3f (%d of %d translations exact) in %.2f s\n", sum / used, exact, used, now_s() - t0);
-    }
-    free(src);
-    attn_nmt_pairs_free(&p);
-    attn_vocab_free(&vs); attn_vocab_free(&vt);
-    attn_transformer_free(&m);
-    return ret;
-}
+int tt_bleu(int argc, char **argv) { return tr_bleu(&tf_kind, argc, argv); }

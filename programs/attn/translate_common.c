@@ -1,0 +1,362 @@
+/*
+ * translate_common.c — the parts of `attn translate` both models share (translate_common.h says which):
+ * data, training loop, saving, loading, one-sentence translation, heatmap labels and `bleu`. The
+ * models come in through their tr_kind. Uses only the public API.
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include "translate_common.h"
+
+#include <cblas.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+void tr_free(translator *tr) {
+    if (tr->model) {
+        tr->kind->free(tr->model);
+        free(tr->model);
+    }
+    attn_vocab_free(&tr->vs);
+    attn_vocab_free(&tr->vt);
+    memset(tr, 0, sizeof *tr);
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+int tr_report(attn_status st, const char *err) {
+    if (st == ATTN_OK) return 0;
+    fprintf(stderr, "attn: translate: %s\n", err && err[0] ? err : attn_status_string(st));
+    return 1;
+}
+
+static void set_threads(int threads) {
+    attn_set_num_threads(threads);
+    int nth = attn_get_num_threads();     /* resolve "all cores" before OpenBLAS changes OpenMP's default */
+    openblas_set_num_threads(1);          /* the batch is split across threads instead */
+    attn_set_num_threads(nth);
+}
+
+static int make_dir(const char *path) {
+    struct stat s;
+    if (stat(path, &s) == 0) {
+        if (S_ISDIR(s.st_mode)) return 0;
+        fprintf(stderr, "attn: translate: --out %s exists and is not a folder\n", path);
+        return 1;
+    }
+    if (mkdir(path, 0777) != 0 && errno != EEXIST) {
+        fprintf(stderr, "attn: translate: cannot create folder %s: %s\n", path, strerror(errno));
+        return 1;
+    }
+    return 0;
+}
+
+static int read_pairs(attn_nmt_pairs *p, const char *data_dir, int first, int last) {
+    char path[4096], err[1024] = "";
+    snprintf(path, sizeof path, "%s/fra-eng/fra.txt", data_dir);
+    attn_status st = attn_nmt_read(p, path, first, last, err, sizeof err);
+    if (tr_report(st, err)) {
+        if (st == ATTN_ERR_IO)
+            fprintf(stderr, "attn: translate: looked for %s; set --data DIR to the folder holding fra-eng/fra.txt\n", path);
+        return 1;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------------
+ * Training data and the training run.
+ */
+typedef struct train_data {
+    attn_nmt_pairs pairs;
+    int32_t *X, *Y, *X_len, *Y_len;   /* (N,T) (N,T) (N) (N) */
+} train_data;
+
+static void data_free(train_data *d) {
+    attn_nmt_pairs_free(&d->pairs);
+    free(d->X); free(d->Y); free(d->X_len); free(d->Y_len);
+    memset(d, 0, sizeof *d);
+}
+
+static int data_load(train_data *d, translator *tr, const char *data_dir, int examples) {
+    memset(d, 0, sizeof *d);
+    if (read_pairs(&d->pairs, data_dir, 0, examples)) return 1;
+    const int N = d->pairs.n, T = TR_NUM_STEPS;
+    attn_status st = attn_vocab_build(&tr->vs, (const char *const *)d->pairs.src, N, 2);
+    if (st == ATTN_OK) {
+        st = attn_vocab_build(&tr->vt, (const char *const *)d->pairs.tgt, N, 2);
+        if (st != ATTN_OK) attn_vocab_free(&tr->vs);
+    }
+    if (cli_fail(st, "building the vocabularies")) { data_free(d); return 1; }
+    d->X = malloc(sizeof(int32_t) * (size_t)N * T);
+    d->Y = malloc(sizeof(int32_t) * (size_t)N * T);
+    d->X_len = malloc(sizeof(int32_t) * (size_t)N);
+    d->Y_len = malloc(sizeof(int32_t) * (size_t)N);
+    if (!d->X || !d->Y || !d->X_len || !d->Y_len) {
+        fprintf(stderr, "attn: translate: out of memory\n");
+        data_free(d);
+        return 1;
+    }
+    for (int i = 0; i < N; i++) {
+        int nt;
+        attn_vocab_encode(&tr->vs, d->pairs.src[i], T, d->X + (size_t)i * T, d->X_len + i, &nt, NULL);
+        attn_vocab_encode(&tr->vt, d->pairs.tgt[i], T, d->Y + (size_t)i * T, d->Y_len + i, &nt, NULL);
+    }
+    tr->num_steps = T;
+    printf("data: %s/fra-eng/fra.txt lines 1-%d: %d pairs; vocabularies: %d English, %d French tokens\n", data_dir,
+           examples + 1, N, tr->vs.n, tr->vt.n);
+    return 0;
+}
+
+static int fit(translator *tr, attn_adam *opt, const train_data *d, int epochs, int batch, int every, uint64_t seed,
+               const char *out) {
+    const tr_kind *k = tr->kind;
+    attn_rng rng;
+    attn_rng_seed(&rng, seed);
+    uint64_t step_seed = seed;
+    double loss_sum = 0, t_start = now_s(), t_epoch = 0;
+    int64_t tokens = 0, all_tokens = 0;
+    for (int e = 0; e < epochs; e++) {
+        double t0 = now_s();
+        attn_status st = k->train_epoch(tr->model, opt, &rng, d->X, d->X_len, d->Y, d->Y_len, d->pairs.n, batch,
+                                        1.0f, &step_seed, &loss_sum, &tokens);
+        t_epoch = now_s() - t0;
+        if (cli_fail(st, "training")) return 1;
+        all_tokens += tokens;
+        if ((e + 1) % every == 0 || e + 1 == epochs) {
+            printf("epoch %4d/%d  loss %.4f  (%.1f s)\n", e + 1, epochs, loss_sum / (double)tokens, now_s() - t_start);
+            fflush(stdout);
+        }
+    }
+    double total = now_s() - t_start;
+    /* d2l's closing line: the last epoch's loss per token and its speed */
+    printf("loss %.3f, %.1f tokens/sec\n", loss_sum / (double)tokens, (double)tokens / t_epoch);
+    printf("trained in %.1f s (%.1f tokens/sec over all %d epochs)\n", total, (double)all_tokens / total, epochs);
+
+    static const char *const engs[4] = {"go .", "i lost .", "he's calm .", "i'm home ."};
+    static const char *const fras[4] = {"va !", "j'ai perdu .", "il est calme .", "je suis chez moi ."};
+    for (int i = 0; i < 4; i++) {
+        char buf[1024];
+        int32_t src[TR_NUM_STEPS], src_len, pred[TR_NUM_STEPS];
+        int n_pred;
+        attn_status st = tr_translate_line(tr, engs[i], buf, sizeof buf, src, &src_len, pred, &n_pred, NULL, 0);
+        if (cli_fail(st, "translating")) return 1;
+        printf("%s => %s, bleu %.3f\n", engs[i], buf, attn_bleu(buf, fras[i], 2));
+    }
+
+    if (make_dir(out) != 0) return 1;
+    char path[4096], err[1024] = "";
+    snprintf(path, sizeof path, "%s/%s", out, k->model_file);
+    attn_status st = k->save(tr->model, path, err, sizeof err);
+    if (st == ATTN_OK) { snprintf(path, sizeof path, "%s/%s", out, TR_SRC_VOCAB_FILE); st = attn_vocab_save(&tr->vs, path, err, sizeof err); }
+    if (st == ATTN_OK) { snprintf(path, sizeof path, "%s/%s", out, TR_TGT_VOCAB_FILE); st = attn_vocab_save(&tr->vt, path, err, sizeof err); }
+    if (st != ATTN_OK) { fprintf(stderr, "attn: translate: saving: %s\n", err[0] ? err : attn_status_string(st)); return 1; }
+    printf("saved %s/%s, %s, %s\n", out, k->model_file, TR_SRC_VOCAB_FILE, TR_TGT_VOCAB_FILE);
+    return 0;
+}
+
+int tr_train_args_ok(const tr_train_args *a) {
+    return a->epochs >= 1 && a->examples >= 0 && a->batch >= 1 && a->batch <= 4096 && a->threads >= 0 &&
+           a->every >= 1 && a->lr > 0;
+}
+
+int tr_train(const tr_kind *kind, const tr_train_args *a, tr_create_fn create, const void *opts) {
+    set_threads(a->threads);
+    translator tr = {.kind = kind};
+    train_data d;
+    if (data_load(&d, &tr, a->data, a->examples)) { tr_free(&tr); return 1; }
+    int ret = 1;
+    size_t n_params = 0;
+    attn_adam opt = {0};
+    if (create(&tr, a, opts, &n_params) == 0 && !cli_fail(attn_adam_init(&opt, n_params, a->lr), "creating the optimizer")) {
+        fflush(stdout);
+        ret = fit(&tr, &opt, &d, a->epochs, a->batch, a->every, a->seed, a->out);
+    }
+    attn_adam_free(&opt);
+    tr_free(&tr);
+    data_free(&d);
+    return ret;
+}
+
+/* ---------------------------------------------------------------------------------------------------
+ * Loading a saved model.
+ */
+int tr_load(translator *tr, const tr_kind *kind, const char *dir) {
+    char path[4096], err[1024] = "";
+    memset(tr, 0, sizeof *tr);
+    tr->kind = kind;
+    int src_n = 0, tgt_n = 0;
+    snprintf(path, sizeof path, "%s/%s", dir, kind->model_file);
+    attn_status st = kind->load(tr, path, &src_n, &tgt_n, err, sizeof err);
+    if (tr_report(st, err)) {
+        if (st == ATTN_ERR_IO) fprintf(stderr, "attn: translate: train a model first (%s --out %s), or set --dir\n", kind->train_cmd, dir);
+        tr_free(tr);
+        return 1;
+    }
+    snprintf(path, sizeof path, "%s/%s", dir, TR_SRC_VOCAB_FILE);
+    st = attn_vocab_load(&tr->vs, path, err, sizeof err);
+    if (st == ATTN_OK) {
+        snprintf(path, sizeof path, "%s/%s", dir, TR_TGT_VOCAB_FILE);
+        st = attn_vocab_load(&tr->vt, path, err, sizeof err);
+        if (st != ATTN_OK) attn_vocab_free(&tr->vs);
+    }
+    if (tr_report(st, err)) { tr_free(tr); return 1; }
+    if (tr->vs.n != src_n || tr->vt.n != tgt_n) {
+        fprintf(stderr, "attn: translate: %s: the vocabularies (%d, %d tokens) do not match the checkpoint (%d, %d)\n",
+                dir, tr->vs.n, tr->vt.n, src_n, tgt_n);
+        tr_free(tr);
+        return 1;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------------
+ * One sentence.
+ */
+int tr_read_input(const char *arg, char **line) {
+    *line = NULL;
+    attn_status st = attn_nmt_preprocess(arg, strlen(arg), line);
+    if (st == ATTN_ERR_FORMAT) { fprintf(stderr, "attn: translate: the input is not valid UTF-8\n"); return 1; }
+    if (cli_fail(st, "reading the input")) return 1;
+    if (!(*line)[0]) { fprintf(stderr, "attn: translate: the input is empty\n"); free(*line); *line = NULL; return 1; }
+    return 0;
+}
+
+/* Joins the tokens of ids (n of them) with spaces into buf. */
+static void join_tokens(char *buf, size_t size, const attn_vocab *v, const int32_t *ids, int n) {
+    size_t k = 0;
+    buf[0] = 0;
+    for (int i = 0; i < n && k < size; i++)
+        k += (size_t)snprintf(buf + k, size - k, "%s%s", i ? " " : "", v->tokens[ids[i]]);
+}
+
+attn_status tr_translate_line(const translator *tr, const char *line, char *out, size_t out_size, int32_t *src,
+                              int32_t *src_len, int32_t *pred, int *n_pred, float *weights, int quiet) {
+    const int T = tr->num_steps;
+    int n_tok = 0, n_unk = 0;
+    attn_status st = attn_vocab_encode(&tr->vs, line, T, src, src_len, &n_tok, &n_unk);
+    if (st != ATTN_OK) return st;
+    if (!quiet) {
+        if (n_unk) {
+            const char *s = line;
+            for (int k = 0; k < T; k++) {            /* the tokens the model reads */
+                const char *e = strchr(s, ' ');
+                size_t n = e ? (size_t)(e - s) : strlen(s);
+                if (attn_vocab_id(&tr->vs, s, n) == ATTN_TOK_UNK)
+                    fprintf(stderr, "attn: translate: warning: '%.*s' is not in the English vocabulary; read as <unk>\n", (int)n, s);
+                if (!e) break;
+                s = e + 1;
+            }
+        }
+        /* both models read ids cut as d2l's truncate_pad: the tokens, then <eos>, cut to T */
+        if (n_tok + 1 > T)
+            fprintf(stderr, "attn: translate: warning: the input has %d tokens; the model reads the first %d "
+                            "(without <eos>, as the book cuts): the rest is ignored\n", n_tok, T);
+    }
+    st = tr->kind->translate(tr->model, pred, n_pred, weights, src, *src_len);
+    if (st != ATTN_OK) return st;
+    join_tokens(out, out_size, &tr->vt, pred, *n_pred);
+    return ATTN_OK;
+}
+
+int tr_predict_line(const translator *tr, const char *line, float *weights, int *rows, int *cols, const char ***rl,
+                    const char ***cl) {
+    const int T = tr->num_steps;
+    int32_t *src = malloc(sizeof(int32_t) * (size_t)T * 2), src_len = 0;   /* (T) ids read, then (T) produced */
+    char out[4096];
+    int n_pred = 0, ret = 1;
+    *rl = *cl = NULL;
+    if (!src) { fprintf(stderr, "attn: translate: out of memory\n"); return 1; }
+    int32_t *pred = src + T;
+    attn_status st = tr_translate_line(tr, line, out, sizeof out, src, &src_len, pred, &n_pred, weights, 0);
+    if (cli_fail(st, "translating")) goto done;
+    printf("%s => %s\n", line, out);
+    *rows = n_pred < T ? n_pred + 1 : T;
+    *cols = src_len < 1 ? 1 : src_len > T ? T : src_len;
+    *rl = malloc(sizeof(char *) * (size_t)*rows);
+    *cl = malloc(sizeof(char *) * (size_t)*cols);
+    if (!*rl || !*cl) {
+        free(*rl); free(*cl);
+        *rl = *cl = NULL;
+        fprintf(stderr, "attn: translate: out of memory\n");
+        goto done;
+    }
+    for (int i = 0; i < *rows; i++) (*rl)[i] = i < n_pred ? tr->vt.tokens[pred[i]] : "<eos>";
+    for (int j = 0; j < *cols; j++) (*cl)[j] = tr->vs.tokens[src[j]];
+    ret = 0;
+done:
+    free(src);
+    return ret;
+}
+
+/* ---------------------------------------------------------------------------------------------------
+ * bleu
+ */
+static int all_known(const attn_vocab *v, const char *line) {
+    const char *s = line;
+    for (;;) {
+        const char *e = strchr(s, ' ');
+        size_t n = e ? (size_t)(e - s) : strlen(s);
+        if (attn_vocab_id(v, s, n) == ATTN_TOK_UNK) return 0;
+        if (!e) return 1;
+        s = e + 1;
+    }
+}
+
+int tr_bleu(const tr_kind *kind, int argc, char **argv) {
+    const char *model = kind->default_dir, *data = "../shared/data";
+    int first = 601, last = 1599, show = 0;
+    cli_opt opts[] = {
+        {"dir", CLI_STR, &model, "DIR", kind->dir_help},
+        {"data", CLI_STR, &data, "DIR", "folder holding fra-eng/fra.txt"},
+        {"from", CLI_INT, &first, "LINE", "first line (0-based) of the held-out pairs"},
+        {"to", CLI_INT, &last, "LINE", "last line (0-based, inclusive)"},
+        {"show", CLI_INT, &show, "N", "print the first N translations"},
+    };
+    cli_cmd cmd = {kind->bleu_usage,
+                   "Mean BLEU (k = 2, the book's definition) of greedy translations of held-out pairs whose\n"
+                   "English and French words are all in the model's vocabularies.",
+                   opts, (int)(sizeof opts / sizeof opts[0]), 0, 0};
+    int rc = cli_parse(&cmd, argc, argv, NULL, NULL);
+    if (rc >= 0) return rc;
+    if (first < 0 || last < first || show < 0) {
+        fprintf(stderr, "attn: translate: need 0 <= --from <= --to and --show >= 0\n\n");
+        cli_usage(&cmd, stderr);
+        return 2;
+    }
+    translator tr;
+    if (tr_load(&tr, kind, model)) return 1;
+    attn_nmt_pairs p;
+    if (read_pairs(&p, data, first, last)) { tr_free(&tr); return 1; }
+    const int T = tr.num_steps;
+    int32_t *src = malloc(sizeof(int32_t) * (size_t)T * 2), src_len;
+    if (!src) { fprintf(stderr, "attn: translate: out of memory\n"); attn_nmt_pairs_free(&p); tr_free(&tr); return 1; }
+    int32_t *pred = src + T;
+    double sum = 0, t0 = now_s();
+    int used = 0, exact = 0, ret = 0;
+    for (int i = 0; i < p.n; i++) {
+        if (!all_known(&tr.vs, p.src[i]) || !all_known(&tr.vt, p.tgt[i])) continue;
+        char out[4096];
+        int n_pred;
+        attn_status st = tr_translate_line(&tr, p.src[i], out, sizeof out, src, &src_len, pred, &n_pred, NULL, 1);
+        if (cli_fail(st, "translating")) { ret = 1; break; }
+        double b = attn_bleu(out, p.tgt[i], 2);
+        sum += b;
+        exact += b == 1.0;
+        if (used < show) printf("line %d: %s => %s (reference %s), bleu %.3f\n", p.line[i] + 1, p.src[i], out, p.tgt[i], b);
+        used++;
+    }
+    if (!ret) {
+        printf("held-out lines %d-%d: %d pairs, %d with every word in the vocabularies\n", first + 1, last + 1, p.n, used);
+        if (used) printf("mean bleu %.3f (%d of %d translations exact) in %.2f s\n", sum / used, exact, used, now_s() - t0);
+    }
+    free(src);
+    attn_nmt_pairs_free(&p);
+    tr_free(&tr);
+    return ret;
+}

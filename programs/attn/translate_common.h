@@ -1,0 +1,121 @@
+/*
+ * translate_common.h — what `attn translate` does the same way for both of its models (the Bahdanau
+ * seq2seq of cmd_translate.c, the Transformer of translate_transformer.c): reading fra.txt, vocabularies
+ * and id arrays, the training loop with d2l's closing line and four sentences, saving, loading, turning
+ * one sentence into French with warnings, the heatmap's labels, and the whole `bleu` subcommand.
+ *
+ * A model is reached through a translator: the model (heap-owned), its vocabularies, num_steps, and a
+ * tr_kind, the model's table of functions and strings. Each model file fills a static const tr_kind
+ * and keeps what is its own: the training options and the model's creation, the checkpoint loading,
+ * and `predict`'s attention plot. Uses only the public API.
+ */
+#ifndef ATTN_TRANSLATE_COMMON_H
+#define ATTN_TRANSLATE_COMMON_H
+
+#include "cli.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* num_steps T of the training data (d2l's 10) and the vocabularies' file names in a model folder */
+#define TR_NUM_STEPS 10
+#define TR_SRC_VOCAB_FILE "vocab_en.txt"
+#define TR_TGT_VOCAB_FILE "vocab_fr.txt"
+
+typedef struct translator translator;
+
+typedef struct tr_kind {
+    const char *model_file;      /* the checkpoint's file name in a model folder */
+    const char *default_dir;     /* --out / --dir default */
+    const char *train_cmd;       /* the command that trains one, for hints */
+    const char *dir_help;        /* --dir's help line */
+    const char *bleu_usage;      /* `bleu`'s usage line */
+    /* Loads the checkpoint at path into a new heap model: sets tr->model, tr->num_steps and the vocabulary
+     * sizes it expects (*src_n, *tgt_n). */
+    attn_status (*load)(translator *tr, const char *path, int *src_n, int *tgt_n, char *err, size_t err_size);
+    /* Greedy translation of src (src_len ids): pred (T) and *n_pred; weights the model's attention or NULL. */
+    attn_status (*translate)(void *model, int32_t *pred, int *n_pred, float *weights, const int32_t *src,
+                             int src_len);
+    /* One training epoch, as attn_seq2seq_train_epoch. */
+    attn_status (*train_epoch)(void *model, attn_adam *opt, attn_rng *rng, const int32_t *X, const int32_t *X_len,
+                               const int32_t *Y, const int32_t *Y_len, int N, int batch, float clip,
+                               uint64_t *seed, double *loss_sum, int64_t *tokens);
+    attn_status (*save)(const void *model, const char *path, char *err, size_t err_size);
+    void (*free)(void *model);   /* the model's own free (not the heap block) */
+} tr_kind;
+
+struct translator {
+    const tr_kind *kind;
+    void *model;                 /* attn_seq2seq * or attn_transformer *, malloc'ed; NULL before creation */
+    int num_steps;               /* T */
+    attn_vocab vs, vt;           /* English (source), French (target) */
+};
+
+/* Frees the model (kind->free, then the block) and the vocabularies; tr is zeroed. Safe on a zeroed tr
+ * and on one whose vocabularies are zeroed. */
+void tr_free(translator *tr);
+
+/* Prints "attn: translate: <err or status>" and returns 1 when st is not ATTN_OK, else 0. */
+int tr_report(attn_status st, const char *err);
+
+/* `train`'s options that both models take, and the run. A model's train fills a tr_train_args with its
+ * defaults, lists TR_TRAIN_OPTS(args) first in its cli_opt array (then its own options), checks the values,
+ * and calls tr_train. */
+typedef struct tr_train_args {
+    const char *data, *out;
+    int epochs, threads, examples, batch, every;
+    uint64_t seed;
+    float lr;
+} tr_train_args;
+
+#define TR_TRAIN_OPTS(a)                                                                                      \
+    {"data", CLI_STR, &(a).data, "DIR", "folder holding fra-eng/fra.txt"},                                      \
+    {"out", CLI_STR, &(a).out, "DIR", "folder for the checkpoint and the vocabularies"},                        \
+    {"epochs", CLI_INT, &(a).epochs, "N", "training epochs"},                                                   \
+    {"seed", CLI_U64, &(a).seed, "N", "seed of the initialization, shuffling and dropout"},                     \
+    {"threads", CLI_INT, &(a).threads, "N", "threads (0 = all cores)"},                                         \
+    {"examples", CLI_INT, &(a).examples, "N", "read lines 0..N of fra.txt (N+1 pairs, as the book's loader)"},  \
+    {"batch", CLI_INT, &(a).batch, "N", "batch size"},                                                          \
+    {"lr", CLI_FLOAT, &(a).lr, "X", "Adam learning rate"},                                                      \
+    {"every", CLI_INT, &(a).every, "N", "print the loss every N epochs"}
+
+/* 1 when the shared options are in range: --epochs, --batch (<= 4096), --every >= 1, --examples and
+ * --threads >= 0, --lr > 0; else 0 (the caller prints its usage). */
+int tr_train_args_ok(const tr_train_args *a);
+
+/* Creates the model for tr's vocabularies (tr->vs.n, tr->vt.n) and tr->num_steps with the run's batch and
+ * seed and the model's own options (opts): sets tr->model (heap) and *n_params, prints the "model:" line.
+ * Returns 0, or 1 after a message (tr->model left NULL). */
+typedef int (*tr_create_fn)(translator *tr, const tr_train_args *a, const void *opts, size_t *n_params);
+
+/* Sets the threads, reads pairs 0..a->examples, builds the vocabularies and ids (prints d2l's data line),
+ * creates the model, trains it printing the loss every a->every epochs, d2l's closing line and the timing,
+ * translates the book's four sentences with BLEU, and saves the checkpoint and vocabularies in a->out.
+ * Returns the exit status. */
+int tr_train(const tr_kind *kind, const tr_train_args *a, tr_create_fn create, const void *opts);
+
+/* Loads a saved model and its vocabularies from dir into tr (zeroed on failure). Returns 0, or 1 after a
+ * message. */
+int tr_load(translator *tr, const tr_kind *kind, const char *dir);
+
+/* Preprocesses a sentence given on the command line into *line (malloc'ed). Returns 0, or 1 after a
+ * message (invalid UTF-8, empty). */
+int tr_read_input(const char *arg, char **line);
+
+/* Translates a preprocessed line: src (T) and *src_len the ids read, pred (T) and *n_pred the output, out
+ * the French text, weights (the model's layout) or NULL. quiet = 0 warns about unknown words and cut
+ * input on stderr. */
+attn_status tr_translate_line(const translator *tr, const char *line, char *out, size_t out_size, int32_t *src,
+                              int32_t *src_len, int32_t *pred, int *n_pred, float *weights, int quiet);
+
+/* predict's common part: translates line (warning about unknown words and cut input), prints
+ * "line => French", and makes the heatmap's labels: *rows output steps (with the <eos> step when it was
+ * produced) x *cols source tokens read, *rl and *cl malloc'ed (the strings are tr's vocabularies').
+ * weights: the model's attention, (T,T) or (L,H,T,T). Returns 0, or 1 after a message. */
+int tr_predict_line(const translator *tr, const char *line, float *weights, int *rows, int *cols, const char ***rl,
+                    const char ***cl);
+
+/* `attn translate bleu` for a model kind; argv from the subcommand's name on. */
+int tr_bleu(const tr_kind *kind, int argc, char **argv);
+
+#endif /* ATTN_TRANSLATE_COMMON_H */
