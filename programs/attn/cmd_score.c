@@ -48,7 +48,7 @@ int cmd_score(int argc, char **argv) {
     int no_color = 0;
     const cli_opt opts[] = {
         {"png", CLI_STR, &png, "FILE", "also draw the weights and the context vector as a PNG image"},
-        {"no-color", CLI_BOOL, &no_color, NULL, "draw the terminal heatmap with shaded characters"},
+        {"no-color", CLI_BOOL, &no_color, NULL, "shaded characters instead of 24-bit colors"},
     };
     const cli_cmd cmd = {"attn score [options]",
                          "Walks through attention scoring: dot-product scores of a decoder state against four\n"

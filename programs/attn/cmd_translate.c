@@ -104,7 +104,7 @@ static int cmd_predict(int argc, char **argv) {
     cli_opt opts[] = {
         {"dir", CLI_STR, &model, "DIR", s2s_kind.dir_help},
         {"png", CLI_STR, &png, "FILE", "also write the attention as a PNG heatmap"},
-        {"plain", CLI_BOOL, &plain, NULL, "shaded characters instead of colors in the terminal"},
+        {"no-color", CLI_BOOL, &plain, NULL, "shaded characters instead of 24-bit colors"},
     };
     cli_cmd cmd = {"attn translate predict [--model bahdanau|transformer] [options] \"english sentence\"",
                    "Translates one sentence greedily and shows the attention weights: rows are the French\n"

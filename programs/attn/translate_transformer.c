@@ -125,7 +125,7 @@ int tt_predict(int argc, char **argv) {
         {"png", CLI_STR, &png, "FILE", "also write the cross-attention of every head as a grid of PNG heatmaps"},
         {"layer", CLI_INT, &layer, "N", "decoder block whose cross-attention is shown, 1.. (0 = the last)"},
         {"head", CLI_INT, &head, "N", "show only this head, 1.. (0 = the average in the terminal, all in the PNG)"},
-        {"plain", CLI_BOOL, &plain, NULL, "shaded characters instead of colors in the terminal"},
+        {"no-color", CLI_BOOL, &plain, NULL, "shaded characters instead of 24-bit colors"},
     };
     cli_cmd cmd = {"attn translate predict --model transformer [options] \"english sentence\"",
                    "Translates one sentence greedily (decoder keys and values cached) and shows the decoder's\n"
