@@ -513,6 +513,17 @@ static void test_model_golden(void) {
     badids[5] = V;
     CHECK_STATUS(imdb_model_forward(&m, badids, labels, B, 0, 0, NULL, &loss_sum, &correct), ATTN_ERR_ARG);
     CHECK_STATUS(imdb_model_forward(&m, ids, labels, B + 1, 0, 0, NULL, &loss_sum, &correct), ATTN_ERR_SIZE);
+    /* the backward reuses the last forward's state: other reviews, or an eval forward in between, are
+     * refused rather than giving wrong gradients */
+    CHECK_STATUS(imdb_model_forward(&m, ids, labels, B, 0, 0, NULL, &loss_sum, &correct), ATTN_OK);
+    int32_t other[24];
+    memcpy(other, ids, sizeof other);
+    other[7] = (ids[7] + 1) % V;
+    CHECK_STATUS(imdb_model_backward(&m, other, labels, B, 0, 0), ATTN_ERR_ARG);
+    CHECK_STATUS(imdb_model_backward(&m, ids, labels, B - 1, 0, 0), ATTN_ERR_ARG);
+    CHECK_STATUS(imdb_model_eval_prepare(&m), ATTN_OK);
+    CHECK_STATUS(imdb_model_eval_forward(&m, ids, labels, B, &loss_sum, &correct), ATTN_OK);
+    CHECK_STATUS(imdb_model_backward(&m, ids, labels, B, 0, 0), ATTN_ERR_ARG);
     imdb_model_free(&m);
 
     /* the full-size model has exactly the published parameter count */
@@ -602,6 +613,171 @@ static void test_short_training(void) {
     attn_imdb_free(&d);
 }
 
+/* A few training steps of the real shape (B=32, T=64, D=128, smaller vocabulary), where the
+ * self-attention layer cuts the batch into one part per thread: parameters, Adam state and
+ * probabilities must be bitwise identical with 1, 2 and 3 threads. */
+static void run_steps(int nth, float *params_out, float *m_out, float *probs_out, size_t np) {
+    attn_set_num_threads(nth);
+    openblas_set_num_threads(nth);
+    imdb_config c;
+    imdb_config_default(&c);
+    c.V = 600;
+    imdb_model m;
+    CHECK_STATUS(imdb_model_init(&m, &c, 32, 5), ATTN_OK);
+    CHECK(m.n_params == np);
+    attn_adam a;
+    CHECK_STATUS(attn_adam_init(&a, m.n_params, 2e-3f), ATTN_OK);
+    a.eps = 1e-7f;
+    a.decay = 1e-5f;
+    a.keras_eps = 1;
+    int32_t ids[32 * 64], labels[32];
+    attn_rng r;
+    attn_rng_seed(&r, 77);
+    imdb_model_zero_grad(&m, 1);
+    for (int step = 0; step < 3; step++) {
+        for (int i = 0; i < 32 * 64; i++) ids[i] = (int32_t)(attn_rng_u32(&r) % 600);
+        for (int b = 0; b < 32; b++) labels[b] = (int32_t)(attn_rng_u32(&r) & 1);
+        double ls = 0;
+        int ok = 0;
+        CHECK_STATUS(imdb_model_forward(&m, ids, labels, 32, 1, 100 + step, NULL, &ls, &ok), ATTN_OK);
+        imdb_model_zero_grad(&m, 0);
+        CHECK_STATUS(imdb_model_backward(&m, ids, labels, 32, 1, 100 + step), ATTN_OK);
+        CHECK_STATUS(attn_adam_step(&a, m.params, m.grads), ATTN_OK);
+    }
+    memcpy(params_out, m.params, sizeof(float) * np);
+    memcpy(m_out, a.m, sizeof(float) * np);
+    memcpy(probs_out, m.probs, sizeof(float) * 64);
+    attn_adam_free(&a);
+    imdb_model_free(&m);
+}
+
+/* 1 when this BLAS rounds every element of a product the same whether it computes all rows (or
+ * columns) at once or in the pieces the model cuts them into (rows at multiples of 16, columns in
+ * blocks of 32). OpenBLAS's Prescott and SkylakeX kernels do; its Haswell kernels do not. */
+static int blas_split_invariant(void) {
+    const int M = 640, K = 384, N = 128;
+    float *a = malloc(sizeof(float) * M * K), *b = malloc(sizeof(float) * K * N);
+    float *c1 = calloc((size_t)M * N, sizeof(float)), *c2 = calloc((size_t)M * N, sizeof(float));
+    int same = a && b && c1 && c2;
+    if (same) {
+        attn_rng r;
+        attn_rng_seed(&r, 4);
+        attn_rng_fill_uniform(&r, a, (size_t)M * K, -1.0f, 1.0f);
+        attn_rng_fill_uniform(&r, b, (size_t)K * N, -1.0f, 1.0f);
+        openblas_set_num_threads(1);
+        /* rows: (M,K)·(K,N) at once and in two pieces cut at row 208 (16·13) */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, a, K, b, N, 0.0f, c1, N);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 208, N, K, 1.0f, a, K, b, N, 0.0f, c2, N);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M - 208, N, K, 1.0f, a + 208 * K, K, b, N, 0.0f,
+                    c2 + 208 * N, N);
+        same = memcmp(c1, c2, sizeof(float) * M * N) == 0;
+        /* columns: (M,K)ᵀ·(M,N) at once and in blocks of 32 (c1's rows as the (M,N) operand) */
+        float *bm = c1, *d1 = malloc(sizeof(float) * K * N), *d2 = malloc(sizeof(float) * K * N);
+        if (d1 && d2) {
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, N, M, 1.0f, a, K, bm, N, 0.0f, d1, N);
+            for (int c0 = 0; c0 < N; c0 += 32)
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, 32, M, 1.0f, a, K, bm + c0, N, 0.0f, d2 + c0, N);
+            same = same && memcmp(d1, d2, sizeof(float) * K * N) == 0;
+        } else {
+            same = 0;
+        }
+        free(d1);
+        free(d2);
+    }
+    free(a); free(b); free(c1); free(c2);
+    return same;
+}
+
+static void test_threads_bitwise(void) {
+    const size_t np = 600 * 128 + 3 * 128 * 128 + 2 * 128 + 2;
+    float *p[4], *mm[4], pr[4][64];
+    const int nths[4] = {1, 2, 3, 2};
+    for (int k = 0; k < 4; k++) {
+        p[k] = malloc(sizeof(float) * np);
+        mm[k] = malloc(sizeof(float) * np);
+        CHECK(p[k] && mm[k]);
+        if (!p[k] || !mm[k]) return;
+        run_steps(nths[k], p[k], mm[k], pr[k], np);
+    }
+    /* the same thread count twice: the same bits, always */
+    CHECK(memcmp(p[1], p[3], sizeof(float) * np) == 0 && memcmp(mm[1], mm[3], sizeof(float) * np) == 0);
+    const int inv = blas_split_invariant();
+    if (inv) {
+        for (int k = 1; k < 3; k++) {
+            CHECK(memcmp(p[0], p[k], sizeof(float) * np) == 0);
+            CHECK(memcmp(mm[0], mm[k], sizeof(float) * np) == 0);
+            CHECK(memcmp(pr[0], pr[k], sizeof pr[0]) == 0);
+        }
+    } else {
+        for (int k = 1; k < 3; k++) tu_close_f32("params, 1 thread vs more", p[k], p[0], np, 1e-5, 1e-3);
+    }
+    /* the steps did change the parameters (the comparisons above are not vacuous) */
+    imdb_config c;
+    imdb_config_default(&c);
+    c.V = 600;
+    imdb_model m0;
+    CHECK_STATUS(imdb_model_init(&m0, &c, 32, 5), ATTN_OK);
+    CHECK(memcmp(m0.params, p[0], sizeof(float) * np) != 0);
+    imdb_model_free(&m0);
+    for (int k = 0; k < 4; k++) {
+        free(p[k]);
+        free(mm[k]);
+    }
+    attn_set_num_threads(0);
+    openblas_set_num_threads(attn_get_num_threads());
+    printf("  3 training steps at B=32, T=64, D=128: %s with 1, 2 and 3 threads (BLAS %s)\n",
+           inv ? "bitwise identical" : "reproducible per thread count, close across counts (this BLAS rounds a "
+           "product cut in pieces differently)", openblas_get_corename());
+}
+
+/* The self-attention layer with the batch cut into parts (no mask) against one call over the whole
+ * batch (an empty mask takes that path): the same bits, forward and backward, with 2 threads. */
+static void test_selfattn_split(void) {
+    attn_set_num_threads(2);
+    const int B = 7, T = 40, D = 96;     /* B odd: parts of unequal size */
+    attn_selfattn l;
+    CHECK_STATUS(attn_selfattn_init(&l, D, D, 3), ATTN_OK);
+    l.scale = 0.125f;
+    size_t cb = 0;
+    CHECK_STATUS(attn_selfattn_cache_size(&l, B, T, &cb), ATTN_OK);
+    const size_t nx = (size_t)B * T * D, nw = 3 * (size_t)D * D;
+    void *cache = malloc(cb);
+    float *x = malloc(sizeof(float) * nx), *dout = malloc(sizeof(float) * nx);
+    float *o1 = malloc(sizeof(float) * nx), *o2 = malloc(sizeof(float) * nx);
+    float *dx1 = calloc(nx, sizeof(float)), *dx2 = calloc(nx, sizeof(float));
+    float *dw1 = malloc(sizeof(float) * nw);
+    CHECK(cache && x && dout && o1 && o2 && dx1 && dx2 && dw1);
+    if (!cache || !x || !dout || !o1 || !o2 || !dx1 || !dx2 || !dw1) return;
+    attn_rng r;
+    attn_rng_seed(&r, 9);
+    attn_rng_fill_uniform(&r, x, nx, -1.0f, 1.0f);
+    attn_rng_fill_uniform(&r, dout, nx, -1.0f, 1.0f);
+    attn_mask none;
+    memset(&none, 0, sizeof none);
+    memset(l.dw, 0, sizeof(float) * nw);
+    CHECK_STATUS(attn_selfattn_forward(&l, cache, cb, o1, NULL, x, B, T, NULL), ATTN_OK);
+    CHECK_STATUS(attn_selfattn_backward(&l, cache, cb, dx1, dout, x, B, T, NULL), ATTN_OK);
+    memcpy(dw1, l.dw, sizeof(float) * nw);
+    memset(l.dw, 0, sizeof(float) * nw);
+    CHECK_STATUS(attn_selfattn_forward(&l, cache, cb, o2, NULL, x, B, T, &none), ATTN_OK);
+    CHECK_STATUS(attn_selfattn_backward(&l, cache, cb, dx2, dout, x, B, T, &none), ATTN_OK);
+    CHECK(memcmp(o1, o2, sizeof(float) * nx) == 0);
+    CHECK(memcmp(dx1, dx2, sizeof(float) * nx) == 0);
+    CHECK(memcmp(dw1, l.dw, sizeof(float) * nw) == 0);
+    double s = 0;
+    for (size_t i = 0; i < nw; i++) s += fabs(dw1[i]);
+    CHECK(s > 0);
+    /* a cache sized for 1 thread is too small for the 2-part plan: a clear error, not an overrun */
+    attn_set_num_threads(1);
+    size_t cb1 = 0;
+    CHECK_STATUS(attn_selfattn_cache_size(&l, B, T, &cb1), ATTN_OK);
+    attn_set_num_threads(2);
+    if (cb1 < cb) CHECK_STATUS(attn_selfattn_forward(&l, cache, cb1, o1, NULL, x, B, T, NULL), ATTN_ERR_WORKSPACE);
+    attn_selfattn_free(&l);
+    free(cache); free(x); free(dout); free(o1); free(o2); free(dx1); free(dx2); free(dw1);
+    attn_set_num_threads(0);
+}
+
 static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
     (void)sb; (void)flag; (void)ftw;
     return remove(path);
@@ -617,6 +793,8 @@ int main(void) {
     test_loader();
     test_broken_inputs();
     test_model_golden();
+    test_threads_bitwise();
+    test_selfattn_split();
     test_short_training();
     if (nftw(g_dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS) != 0) fprintf(stderr, "note: could not remove %s\n", g_dir);
     return tu_finish("test_imdb");

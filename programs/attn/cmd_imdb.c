@@ -10,6 +10,9 @@
  *
  * Files in --out: imdb.safetensors (checkpoint), imdb_cache.bin (the encoded data set; with --limit N,
  * imdb_cache_limitN.bin). Nothing is written before the data has been read and checked.
+ *
+ * ATTN_IMDB_PROFILE=1 makes train print, after each epoch, the mean time per step of the forward, the
+ * backward (with the gradient zeroing) and the Adam step, and the mean number of distinct words per batch.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "cli.h"
@@ -425,6 +428,9 @@ static int imdb_train(const imdb_flags *f) {
     if (make_dir(f->out)) goto out_buf;
     const int tty = isatty(2);
     double best = 0;
+    /* ATTN_IMDB_PROFILE=1: time per step of the forward, backward and Adam, per epoch, on stderr */
+    const char *pe = getenv("ATTN_IMDB_PROFILE");
+    const int prof = pe && *pe && strcmp(pe, "0") != 0;
     imdb_model_zero_grad(&m, 1);
     for (int epoch = cm.epoch; epoch < f->epochs; epoch++) {
         /* shuffle: a pure function of (seed, epoch) */
@@ -432,7 +438,7 @@ static int imdb_train(const imdb_flags *f) {
         attn_rng r;
         attn_rng_seed(&r, mix64(seed ^ mix64((uint64_t)epoch + 1)));
         attn_rng_shuffle(&r, perm, (size_t)n);
-        double t0 = now_s(), last = 0, loss_sum = 0;
+        double t0 = now_s(), last = 0, loss_sum = 0, prof_t[4] = {0, 0, 0, 0};
         int correct = 0, seen = 0;
         fprintf(stderr, "Epoch %d/%d\n", epoch + 1, f->epochs);
         for (int s = 0; s < steps; s++) {
@@ -443,12 +449,22 @@ static int imdb_train(const imdb_flags *f) {
                 blab[b] = d.train.labels[k];
             }
             uint64_t ds = mix64(seed * 0x2545f4914f6cdd1dULL + (uint64_t)adam.t + 1);
+            double p0 = prof ? now_s() : 0, p1 = 0, p2 = 0;
             st = imdb_model_forward(&m, bids, blab, B, 1, ds, NULL, &loss_sum, &correct);
             if (st == ATTN_OK) {
+                if (prof) p1 = now_s();
                 imdb_model_zero_grad(&m, 0);
                 st = imdb_model_backward(&m, bids, blab, B, 1, ds);
             }
+            if (prof) p2 = now_s();
             if (st == ATTN_OK) st = attn_adam_step(&adam, m.params, m.grads);
+            if (prof) {
+                double p3 = now_s();
+                prof_t[0] += p1 - p0;
+                prof_t[1] += p2 - p1;
+                prof_t[2] += p3 - p2;
+                prof_t[3] += m.n_words;
+            }
             if (st != ATTN_OK) {
                 if (tty) fputc('\n', stderr);
                 cli_fail(st, "imdb: training step");
@@ -469,6 +485,10 @@ static int imdb_train(const imdb_flags *f) {
         }
         double t_train = now_s() - t0;
         if (tty) fputc('\n', stderr);
+        if (prof)
+            fprintf(stderr, "attn: imdb: profile: forward %.3f, zero_grad+backward %.3f, adam %.3f ms per step; "
+                    "%.0f distinct words per batch\n", 1e3 * prof_t[0] / steps, 1e3 * prof_t[1] / steps,
+                    1e3 * prof_t[2] / steps, prof_t[3] / steps);
         double vl, va, t1 = now_s();
         if (evaluate(&m, &d.test, T, &vl, &va)) goto out_buf;
         double t_val = now_s() - t1;

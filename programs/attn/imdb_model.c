@@ -1,6 +1,7 @@
 /*
  * imdb_model.c — the IMDB self-attention classifier (see imdb_model.h): one parameter slab, one
- * gradient slab, forward and backward through the library's layers.
+ * gradient slab; the embedding and the attention projections per distinct word, the fused attention
+ * kernel, then the library's small layers (mean, dropout, dense, softmax cross-entropy).
  */
 #include "imdb_model.h"
 
@@ -8,6 +9,15 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#define IM_OMP(x) _Pragma(#x)
+#else
+#define IM_OMP(x)
+#endif
+
+#define IM_COLS 32       /* columns per dW job: fixed by the shape, not the threads */
 
 void imdb_config_default(imdb_config *c) {
     c->V = 20000;
@@ -20,16 +30,15 @@ void imdb_config_default(imdb_config *c) {
 
 void imdb_model_free(imdb_model *m) {
     if (!m) return;
-    attn_selfattn_free(&m->sa);   /* frees the layer's own slab (m->sa.params), not ours */
     free(m->params);
     free(m->grads);
-    free(m->cache);
     free(m->x);
+    free(m->words);
+    free(m->wc);
+    free(m->awork);
     free(m->targets);
     free(m->touched);
     free(m->tab);
-    free(m->eq);
-    free(m->ework);
     memset(m, 0, sizeof *m);
 }
 
@@ -43,10 +52,9 @@ attn_status imdb_model_init(imdb_model *m, const imdb_config *c, int Bmax, uint6
     m->n_params = V * D + 3 * D * D + C * D + C;
     m->params = calloc(m->n_params, sizeof(float));
     m->grads = calloc(m->n_params, sizeof(float));
-    attn_status st = attn_selfattn_init(&m->sa, c->D, c->D, seed ^ 0x5a5a5a5aULL);
-    if (!m->params || !m->grads || st != ATTN_OK) {
+    if (!m->params || !m->grads) {
         imdb_model_free(m);
-        return st != ATTN_OK ? st : ATTN_ERR_NOMEM;
+        return ATTN_ERR_NOMEM;
     }
     m->emb = m->params;
     m->kernel = m->emb + V * D;
@@ -56,9 +64,6 @@ attn_status imdb_model_init(imdb_model *m, const imdb_config *c, int Bmax, uint6
     m->d_kernel = m->d_emb + V * D;
     m->d_dense_w = m->d_kernel + 3 * D * D;
     m->d_dense_b = m->d_dense_w + C * D;
-    m->sa.scale = c->scale;
-    m->sa.w = m->kernel;        /* the layer now reads and writes our slabs */
-    m->sa.dw = m->d_kernel;
 
     /* init: one stream, in slab order */
     attn_rng r;
@@ -68,20 +73,27 @@ attn_status imdb_model_init(imdb_model *m, const imdb_config *c, int Bmax, uint6
     const float g = sqrtf(6.0f / (float)(D + C));    /* Glorot uniform: fan_in D, fan_out C */
     attn_rng_fill_uniform(&r, m->dense_w, C * D, -g, g);
 
-    if ((st = attn_selfattn_cache_size(&m->sa, Bmax, c->T, &m->cache_bytes)) != ATTN_OK) {
+    if ((int64_t)B * T * 3 * D > INT32_MAX || V > INT32_MAX / 2) {
         imdb_model_free(m);
-        return st;
+        return ATTN_ERR_SIZE;
     }
-    m->cache = malloc(m->cache_bytes);
-    /* activations: one allocation */
-    const size_t nact = 4 * B * T * D + 4 * B * D + 4 * B * C + 2 * B;
+    /* activations: one allocation (+ the projections: 4 (N,3D) and the lse (N)) */
+    const size_t N = B * T;
+    const size_t nact = 4 * N * D + 4 * B * D + 5 * B * C + 4 * N * 3 * D + N;
     m->x = malloc(sizeof(float) * nact);
     m->targets = calloc(B, sizeof(int32_t));
-    m->touched = malloc(sizeof(int32_t) * B * T);
-    if (!m->cache || !m->x || !m->targets || !m->touched) {
+    m->touched = malloc(sizeof(int32_t) * N);
+    m->words = malloc(sizeof(int32_t) * (4 * N + 1 + V));
+    m->wc = malloc(sizeof(float) * 3 * D * D);
+    if (!m->x || !m->targets || !m->touched || !m->words || !m->wc) {
         imdb_model_free(m);
         return ATTN_ERR_NOMEM;
     }
+    m->wpos = m->words + N;
+    m->wstart = m->wpos + N;
+    m->wlist = m->wstart + N + 1;
+    m->wmark = m->wlist + N;
+    for (size_t i = 0; i < V; i++) m->wmark[i] = -1;
     float *p = m->x;
     p += B * T * D;
     m->h = p;        p += B * T * D;
@@ -94,18 +106,23 @@ attn_status imdb_model_init(imdb_model *m, const imdb_config *c, int Bmax, uint6
     m->logits = p;   p += B * C;
     m->probs = p;    p += B * C;
     m->dlogits = p;  p += B * C;
-    m->losses = p;   p += B * C;   /* B used; C >= 2 keeps the carving simple */
-    m->dlosses = p;
+    m->losses = p;   p += B * C;   /* B used */
+    m->dlosses = p;  p += B * C;   /* B used */
+    m->pu = p;       p += N * 3 * D;
+    m->dpu = p;      p += N * 3 * D;
+    m->pp = p;       p += N * 3 * D;
+    m->dpp = p;      p += N * 3 * D;
+    m->alse = p;
     return ATTN_OK;
 }
 
 /* From h (B,T,D): mean over T, dropout when training, dense, softmax cross-entropy, loss and accuracy. */
 static attn_status head_forward(imdb_model *m, const int32_t *labels, int B, int train, uint64_t drop_seed,
-                                double *loss_sum, int *correct) {
+                                double *loss_sum, int *correct, int pooled_ready) {
     const imdb_config *c = &m->cfg;
     attn_status st;
-    /* pooled (B,D) = mean over T */
-    if ((st = attn_mean_time_forward(m->pooled, m->h, B, c->T, c->D)) != ATTN_OK) return st;
+    /* pooled (B,D) = mean over T (unless the attention's threads made it already) */
+    if (!pooled_ready && (st = attn_mean_time_forward(m->pooled, m->h, B, c->T, c->D)) != ATTN_OK) return st;
     /* dropped (B,D) */
     const float *feat = m->pooled;
     if (train && c->dropout > 0.0f) {
@@ -134,85 +151,340 @@ static attn_status head_forward(imdb_model *m, const int32_t *labels, int B, int
     return ATTN_OK;
 }
 
+static attn_status im_plan(imdb_model *m, int B, int want_full, int *np_out, size_t *part_bytes);
+static attn_status im_desc(const imdb_model *m, int nb, attn_sdpa_desc *d);
+static void im_pack(imdb_model *m);
+static void im_part(int n, int np, int p, int *lo, int *hi);
+
 attn_status imdb_model_eval_prepare(imdb_model *m) {
     if (!m || !m->params) return ATTN_ERR_NULL;
     const imdb_config *c = &m->cfg;
-    const size_t V = (size_t)c->V, D = (size_t)c->D, BT = (size_t)m->Bmax * c->T;
-    attn_sdpa_desc d;
-    attn_status st = attn_sdpa_desc_init(&d, m->Bmax, 1, c->T, c->T, c->D, c->D);
-    if (st != ATTN_OK) return st;
-    d.scale = c->scale;
-    size_t wb;
-    if ((st = attn_sdpa_workspace_size(&d, ATTN_PASS_FORWARD, &wb)) != ATTN_OK) return st;
+    const size_t V = (size_t)c->V, D = (size_t)c->D;
     if (!m->tab) {
         m->tab = malloc(sizeof(float) * 3 * V * D);
-        m->eq = malloc(sizeof(float) * (3 * BT * D + BT));
-        if (!m->tab || !m->eq) return ATTN_ERR_NOMEM;
-        m->ek = m->eq + BT * D;
-        m->ev = m->ek + BT * D;
-        m->lse = m->ev + BT * D;
+        if (!m->tab) return ATTN_ERR_NOMEM;
     }
-    if (!m->ework || m->ework_bytes < wb) {
-        free(m->ework);
-        m->ework = malloc(wb ? wb : 1);
-        if (!m->ework) return ATTN_ERR_NOMEM;
-        m->ework_bytes = wb;
-    }
-    /* tab[i] (V,D) = emb (V,D) · W[i] (D,D) */
-    for (int i = 0; i < 3; i++)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, c->V, c->D, c->D, 1.0f, m->emb, c->D,
-                    m->kernel + (size_t)i * D * D, c->D, 0.0f, m->tab + (size_t)i * V * D, c->D);
+    int np;
+    size_t pb;
+    attn_status st = im_plan(m, m->Bmax, 0, &np, &pb);     /* the attention workspaces, now */
+    if (st != ATTN_OK) return st;
+    /* tab (V,3D) = emb (V,D) · [W0 W1 W2] (D,3D): one product, OpenBLAS's threads */
+    im_pack(m);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, c->V, 3 * c->D, c->D, 1.0f, m->emb, c->D, m->wc,
+                3 * c->D, 0.0f, m->tab, 3 * c->D);
     return ATTN_OK;
 }
 
 attn_status imdb_model_eval_forward(imdb_model *m, const int32_t *ids, const int32_t *labels, int B,
                                     double *loss_sum, int *correct) {
     if (!m || !ids) return ATTN_ERR_NULL;
-    if (!m->tab || !m->ework) return ATTN_ERR_ARG;          /* imdb_model_eval_prepare first */
+    if (!m->tab) return ATTN_ERR_ARG;                         /* imdb_model_eval_prepare first */
     if (B < 1 || B > m->Bmax) return ATTN_ERR_SIZE;
     const imdb_config *c = &m->cfg;
-    const size_t V = (size_t)c->V, D = (size_t)c->D, N = (size_t)B * c->T;
-    for (size_t n = 0; n < N; n++)
+    const int T = c->T, D = c->D, D3 = 3 * D, N = B * T;
+    for (int n = 0; n < N; n++)
         if (ids[n] < 0 || ids[n] >= c->V) return ATTN_ERR_ARG;
-    /* q, k, v (b,T,D): rows of the tables, gathered for a few reviews at a time so that they are still
-     * in cache when the attention reads them; h (B,T,D) */
-    const int sub = 16;
-    for (int b0 = 0; b0 < B; b0 += sub) {
-        const int nb = B - b0 < sub ? B - b0 : sub;
-        const int64_t n0 = (int64_t)b0 * c->T, nn = (int64_t)nb * c->T;
+    int np;
+    size_t pb;
+    attn_status st = im_plan(m, B, 0, &np, &pb);
+    if (st != ATTN_OK) return st;
+    m->n_words = 0;          /* the buffers below are the training forward's: no backward after this */
+    attn_status pst = ATTN_OK;
+    /* one part of the reviews per thread, a few reviews at a time (their rows still in cache when the
+     * attention reads them): P rows (Q, K, V side by side) from the table, the attention, the mean */
+    IM_OMP(omp parallel num_threads(np) if(np > 1))
+    {
+        int ith = 0, nt = 1;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(attn_get_num_threads()) if(attn_get_num_threads() > 1)
+        ith = omp_get_thread_num();
+        nt = omp_get_num_threads();
 #endif
-        for (int64_t n = 0; n < nn; n++) {
-            const size_t r = (size_t)ids[n0 + n] * D;
-            memcpy(m->eq + n * D, m->tab + r, sizeof(float) * D);
-            memcpy(m->ek + n * D, m->tab + V * D + r, sizeof(float) * D);
-            memcpy(m->ev + n * D, m->tab + 2 * V * D + r, sizeof(float) * D);
+        for (int p = ith; p < np; p += nt) {
+            int b0, b1;
+            im_part(B, np, p, &b0, &b1);
+            for (int s0 = b0; s0 < b1; s0 += 16) {
+                const int nb = b1 - s0 < 16 ? b1 - s0 : 16;
+                const size_t r0 = (size_t)s0 * T;
+                for (size_t n = r0; n < r0 + (size_t)nb * T; n++)
+                    memcpy(m->pp + n * D3, m->tab + (size_t)ids[n] * D3, sizeof(float) * D3);
+                attn_sdpa_desc d;
+                float *pp = m->pp + r0 * D3;
+                attn_status s = im_desc(m, nb, &d);
+                if (s == ATTN_OK)
+                    s = attn_sdpa_forward(&d, m->h + r0 * D, m->alse + r0, NULL, pp, pp + D, pp + 2 * D,
+                                          (char *)m->awork + (size_t)p * pb, pb);
+                if (s != ATTN_OK) {
+                    IM_OMP(omp critical(imdb_status))
+                    pst = s;
+                }
+                const float inv = 1.0f / (float)T;
+                for (int b = s0; b < s0 + nb; b++) {
+                    float *yr = m->pooled + (size_t)b * D;
+                    const float *hb = m->h + (size_t)b * T * D;
+                    for (int x = 0; x < D; x++) yr[x] = 0.0f;
+                    for (int t = 0; t < T; t++)
+                        for (int x = 0; x < D; x++) yr[x] += hb[(size_t)t * D + x];
+                    for (int x = 0; x < D; x++) yr[x] *= inv;
+                }
+            }
         }
+    }
+    if (pst != ATTN_OK) return pst;
+    return head_forward(m, labels, B, 0, 0, loss_sum, correct, 1);
+}
+
+/* ---------------------------------------------------------------------------------------------------
+ * The embedding + self-attention block, per distinct word (see imdb_model.h).
+ */
+
+/* Part p of np of n items: [*lo, *hi). */
+static void im_part(int n, int np, int p, int *lo, int *hi) {
+    *lo = (int)((int64_t)n * p / np);
+    *hi = (int)((int64_t)n * (p + 1) / np);
+}
+
+/* The same for rows of a matrix product, with the cuts on multiples of IM_ROWS (a multiple of the row
+ * tile of OpenBLAS's SSE and AVX-512 single-precision kernels, 8 and 16): every row then sits at
+ * the same place in the BLAS kernel's row tiles as in one product over all rows, so it rounds the same
+ * (OpenBLAS's SSE kernels, unlike its AVX-512 ones, round a tail row differently). */
+#define IM_ROWS 16
+static void im_part_rows(int n, int np, int p, int *lo, int *hi) {
+    const int nb = (n + IM_ROWS - 1) / IM_ROWS;
+    int b0, b1;
+    im_part(nb, np, p, &b0, &b1);
+    *lo = b0 * IM_ROWS < n ? b0 * IM_ROWS : n;
+    *hi = b1 * IM_ROWS < n ? b1 * IM_ROWS : n;
+}
+
+/* The attention of reviews [b0, b1) as the fused kernel reads it: Q, K, V side by side in pp. */
+static attn_status im_desc(const imdb_model *m, int nb, attn_sdpa_desc *d) {
+    const imdb_config *c = &m->cfg;
+    attn_status st = attn_sdpa_desc_init(d, nb, 1, c->T, c->T, c->D, c->D);
+    if (st != ATTN_OK) return st;
+    d->scale = c->scale;
+    const int64_t row = 3 * (int64_t)c->D;
+    d->q = d->k = d->v = (attn_layout){(int64_t)c->T * row, (int64_t)c->T * row, row};
+    return attn_sdpa_validate(d);
+}
+
+/* Threads for B reviews: one part of reviews each. The workspace holds np per-part workspaces (and one
+ * for the whole batch when the weights are asked for); *part_bytes is the size of one. */
+static attn_status im_plan(imdb_model *m, int B, int want_full, int *np_out, size_t *part_bytes) {
+    int np = attn_get_num_threads();
+    if (np < 1) np = 1;
+    if (np > B) np = B;
+    attn_sdpa_desc d;
+    attn_status st;
+    size_t pb = 0, fb = 0, fw, bw;
+    if ((st = im_desc(m, (B + np - 1) / np, &d)) != ATTN_OK) return st;
+    if ((st = attn_sdpa_workspace_size(&d, ATTN_PASS_FORWARD, &fw)) != ATTN_OK) return st;
+    if ((st = attn_sdpa_workspace_size(&d, ATTN_PASS_BACKWARD, &bw)) != ATTN_OK) return st;
+    pb = ((fw > bw ? fw : bw) + 63) & ~(size_t)63;
+    if (want_full) {
+        if ((st = im_desc(m, B, &d)) != ATTN_OK) return st;
+        if ((st = attn_sdpa_workspace_size(&d, ATTN_PASS_FORWARD, &fb)) != ATTN_OK) return st;
+    }
+    size_t need = pb * (size_t)np > fb ? pb * (size_t)np : fb;
+    if (need == 0) need = 64;
+    if (!m->awork || m->awork_bytes < need) {
+        free(m->awork);
+        m->awork = malloc(need);
+        m->awork_bytes = m->awork ? need : 0;
+        if (!m->awork) return ATTN_ERR_NOMEM;
+    }
+    *np_out = np;
+    *part_bytes = pb;
+    return ATTN_OK;
+}
+
+/* wc (D,3D) = [W0 W1 W2] */
+static void im_pack(imdb_model *m) {
+    const size_t D = (size_t)m->cfg.D;
+    for (size_t r = 0; r < D; r++)
+        for (size_t i = 0; i < 3; i++) memcpy(m->wc + (r * 3 + i) * D, m->kernel + (i * D + r) * D, sizeof(float) * D);
+}
+
+/* h (B,T,D) from ids (B,T); weights (B,T,T) when given (the reference kernel, one call). */
+static attn_status im_attention_forward(imdb_model *m, const int32_t *ids, int B, float *weights) {
+    const imdb_config *c = &m->cfg;
+    const int T = c->T, D = c->D, D3 = 3 * D, N = B * T;
+    for (int n = 0; n < N; n++)
+        if (ids[n] < 0 || ids[n] >= c->V) return ATTN_ERR_ARG;
+    int np;
+    size_t pb;
+    attn_status st = im_plan(m, B, weights != NULL, &np, &pb);
+    if (st != ATTN_OK) return st;
+    /* the distinct words, in order of first use */
+    int nu = 0;
+    for (int n = 0; n < N; n++) {
+        int32_t w = ids[n], k = m->wmark[w];
+        if (k < 0) {
+            k = nu++;
+            m->wmark[w] = k;
+            m->words[k] = w;
+        }
+        m->wpos[n] = k;
+    }
+    for (int k = 0; k < nu; k++) m->wmark[m->words[k]] = -1;
+    m->n_words = 0;          /* set again once the forward has succeeded */
+    /* each word's positions, in increasing order: wlist[wstart[k] .. wstart[k+1]) */
+    for (int k = 0; k <= nu; k++) m->wstart[k] = 0;
+    for (int n = 0; n < N; n++) m->wstart[m->wpos[n] + 1]++;
+    for (int k = 0; k < nu; k++) m->wstart[k + 1] += m->wstart[k];
+    for (int n = 0; n < N; n++) m->wlist[m->wstart[m->wpos[n]]++] = n;
+    for (int k = nu; k > 0; k--) m->wstart[k] = m->wstart[k - 1];
+    m->wstart[0] = 0;
+    im_pack(m);
+    attn_status pst = ATTN_OK;
+    IM_OMP(omp parallel num_threads(np) if(np > 1))
+    {
+        int ith = 0, nt = 1;
+#ifdef _OPENMP
+        ith = omp_get_thread_num();
+        nt = omp_get_num_threads();
+#endif
+        /* x (U,D) = emb[words];  PU (U,3D) = x · Wc, rows cut among the threads */
+        for (int p = ith; p < np; p += nt) {
+            int u0, u1;
+            im_part_rows(nu, np, p, &u0, &u1);
+            for (int k = u0; k < u1; k++)
+                memcpy(m->x + (size_t)k * D, m->emb + (size_t)m->words[k] * D, sizeof(float) * D);
+            if (u1 > u0)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, u1 - u0, D3, D, 1.0f, m->x + (size_t)u0 * D, D,
+                            m->wc, D3, 0.0f, m->pu + (size_t)u0 * D3, D3);
+        }
+        IM_OMP(omp barrier)
+        /* each part of reviews: P rows from PU, then the attention (fused kernel, one thread each) */
+        for (int p = ith; p < np; p += nt) {
+            int b0, b1;
+            im_part(B, np, p, &b0, &b1);
+            for (int n = b0 * T; n < b1 * T; n++)
+                memcpy(m->pp + (size_t)n * D3, m->pu + (size_t)m->wpos[n] * D3, sizeof(float) * D3);
+            if (weights || b1 == b0) continue;
+            attn_sdpa_desc d;
+            float *pp = m->pp + (size_t)b0 * T * D3;
+            attn_status s = im_desc(m, b1 - b0, &d);
+            if (s == ATTN_OK)
+                s = attn_sdpa_forward(&d, m->h + (size_t)b0 * T * D, m->alse + (size_t)b0 * T, NULL, pp, pp + D,
+                                      pp + 2 * D, (char *)m->awork + (size_t)p * pb, pb);
+            if (s != ATTN_OK) {
+                IM_OMP(omp critical(imdb_status))
+                pst = s;
+            }
+            /* pooled (B,D) rows of the part = mean over T, as attn_mean_time_forward computes it */
+            const float inv = 1.0f / (float)T;
+            for (int b = b0; b < b1; b++) {
+                float *yr = m->pooled + (size_t)b * D;
+                const float *hb = m->h + (size_t)b * T * D;
+                for (int x = 0; x < D; x++) yr[x] = 0.0f;
+                for (int t = 0; t < T; t++)
+                    for (int x = 0; x < D; x++) yr[x] += hb[(size_t)t * D + x];
+                for (int x = 0; x < D; x++) yr[x] *= inv;
+            }
+        }
+    }
+    if (pst != ATTN_OK) return pst;
+    if (weights) {
         attn_sdpa_desc d;
-        attn_status st = attn_sdpa_desc_init(&d, nb, 1, c->T, c->T, c->D, c->D);
-        if (st != ATTN_OK) return st;
-        d.scale = c->scale;
-        if ((st = attn_sdpa_forward(&d, m->h + (size_t)n0 * D, m->lse, NULL, m->eq, m->ek, m->ev, m->ework,
-                                    m->ework_bytes)) != ATTN_OK)
+        if ((st = im_desc(m, B, &d)) != ATTN_OK) return st;
+        if ((st = attn_sdpa_forward(&d, m->h, m->alse, weights, m->pp, m->pp + D, m->pp + 2 * D, m->awork,
+                                    m->awork_bytes)) != ATTN_OK)
             return st;
     }
-    return head_forward(m, labels, B, 0, 0, loss_sum, correct);
+    m->n_words = nu;
+    m->fwd_B = B;
+    return ATTN_OK;
+}
+
+/* From dh (B,T,D) of the last forward: dW += xᵀ·dPU, d_emb[words] += dPU·Wcᵀ. dpooled (B,D) is the
+ * gradient of the mean over T, which gives dh (written here, part by part). */
+static attn_status im_attention_backward(imdb_model *m, int B) {
+    const imdb_config *c = &m->cfg;
+    const int T = c->T, D = c->D, D3 = 3 * D, nu = m->n_words;
+    const size_t wsz = (size_t)D * D;
+    int np;
+    size_t pb;
+    attn_status st = im_plan(m, B, 0, &np, &pb);
+    if (st != ATTN_OK) return st;
+    im_pack(m);
+    const float inv = 1.0f / (float)T;
+    const int nwc = (D + IM_COLS - 1) / IM_COLS, njob = 3 * nwc;   /* dW jobs */
+    attn_status pst = ATTN_OK;
+    IM_OMP(omp parallel num_threads(np) if(np > 1))
+    {
+        int ith = 0, nt = 1;
+#ifdef _OPENMP
+        ith = omp_get_thread_num();
+        nt = omp_get_num_threads();
+#endif
+        /* each part of reviews: dh = dpooled / T broadcast over T, then dP (zeroed) += attention backward */
+        for (int p = ith; p < np; p += nt) {
+            int b0, b1;
+            im_part(B, np, p, &b0, &b1);
+            if (b1 == b0) continue;
+            for (int b = b0; b < b1; b++) {
+                const float *g = m->dpooled + (size_t)b * D;
+                float *r = m->dh + (size_t)b * T * D;
+                for (int x = 0; x < D; x++) r[x] = g[x] * inv;
+                for (int t = 1; t < T; t++) memcpy(r + (size_t)t * D, r, sizeof(float) * D);
+            }
+            const size_t r0 = (size_t)b0 * T;
+            float *dpp = m->dpp + r0 * D3;
+            const float *pp = m->pp + r0 * D3;
+            memset(dpp, 0, sizeof(float) * (size_t)(b1 - b0) * T * D3);
+            attn_sdpa_desc d;
+            attn_status s = im_desc(m, b1 - b0, &d);
+            if (s == ATTN_OK)
+                s = attn_sdpa_backward(&d, dpp, dpp + D, dpp + 2 * D, m->dh + r0 * D, pp, pp + D, pp + 2 * D,
+                                       m->h + r0 * D, m->alse + r0, (char *)m->awork + (size_t)p * pb, pb);
+            if (s != ATTN_OK) {
+                IM_OMP(omp critical(imdb_status))
+                pst = s;
+            }
+        }
+        IM_OMP(omp barrier)
+        /* each part of the words: dPU rows = Σ over the word's positions of dP (in position order);
+         * dx (U,D) rows = dPU · Wcᵀ; d_emb[words] += dx (distinct rows: no two threads meet) */
+        for (int p = ith; p < np; p += nt) {
+            int u0, u1;
+            im_part_rows(nu, np, p, &u0, &u1);
+            if (u1 == u0) continue;
+            for (int k = u0; k < u1; k++) {
+                float *restrict dst = m->dpu + (size_t)k * D3;
+                const int32_t *pos = m->wlist + m->wstart[k], np_k = m->wstart[k + 1] - m->wstart[k];
+                memcpy(dst, m->dpp + (size_t)pos[0] * D3, sizeof(float) * D3);
+                for (int j = 1; j < np_k; j++) {
+                    const float *restrict src = m->dpp + (size_t)pos[j] * D3;
+                    for (int x = 0; x < D3; x++) dst[x] += src[x];
+                }
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, u1 - u0, D, D3, 1.0f, m->dpu + (size_t)u0 * D3, D3,
+                        m->wc, D3, 0.0f, m->dx + (size_t)u0 * D, D);
+            for (int k = u0; k < u1; k++) {
+                float *restrict dst = m->d_emb + (size_t)m->words[k] * D;
+                const float *restrict src = m->dx + (size_t)k * D;
+                for (int x = 0; x < D; x++) dst[x] += src[x];
+            }
+        }
+        IM_OMP(omp barrier)
+        /* dW[i] (D, cols) += xᵀ (D,U) · dPU_i (U, cols) */
+        for (int j = ith; j < njob; j += nt) {
+            const int i = j / nwc, c0 = (j % nwc) * IM_COLS, nc = D - c0 < IM_COLS ? D - c0 : IM_COLS;
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, D, nc, nu, 1.0f, m->x, D,
+                        m->dpu + (size_t)i * D + c0, D3, 1.0f, m->d_kernel + i * wsz + c0, D);
+        }
+    }
+    return pst;
 }
 
 attn_status imdb_model_forward(imdb_model *m, const int32_t *ids, const int32_t *labels, int B, int train,
                                uint64_t drop_seed, float *weights, double *loss_sum, int *correct) {
     if (!m || !ids) return ATTN_ERR_NULL;
     if (B < 1 || B > m->Bmax) return ATTN_ERR_SIZE;
-    const imdb_config *c = &m->cfg;
-    const int N = B * c->T;
     attn_status st;
-    /* x (B,T,D) = emb[ids] */
-    if ((st = attn_embedding_forward(m->x, ids, m->emb, N, c->V, c->D)) != ATTN_OK) return st;
-    /* h (B,T,D) = selfattn(x), no mask (the Keras model attends over the padding too) */
-    if ((st = attn_selfattn_forward(&m->sa, m->cache, m->cache_bytes, m->h, weights, m->x, B, c->T, NULL)) != ATTN_OK)
-        return st;
-    return head_forward(m, labels, B, train, drop_seed, loss_sum, correct);
+    /* h (B,T,D) = selfattn(emb[ids]), no mask (the Keras model attends over the padding too) */
+    if ((st = im_attention_forward(m, ids, B, weights)) != ATTN_OK) return st;
+    return head_forward(m, labels, B, train, drop_seed, loss_sum, correct, weights == NULL);
 }
 
 void imdb_model_zero_grad(imdb_model *m, int full) {
@@ -232,8 +504,12 @@ attn_status imdb_model_backward(imdb_model *m, const int32_t *ids, const int32_t
     if (B < 1 || B > m->Bmax) return ATTN_ERR_SIZE;
     const imdb_config *c = &m->cfg;
     const int N = B * c->T;
-    const size_t nBD = (size_t)B * c->D, nBTD = (size_t)N * c->D;
+    const size_t nBD = (size_t)B * c->D;
     attn_status st;
+    /* the same reviews as the last forward (its distinct words are reused) */
+    if (m->n_words < 1 || m->n_words > N || m->fwd_B != B) return ATTN_ERR_ARG;
+    for (int n = 0; n < N; n++)
+        if (m->wpos[n] < 0 || m->wpos[n] >= m->n_words || m->words[m->wpos[n]] != ids[n]) return ATTN_ERR_ARG;
     /* the mean loss: dlosses = 1/B */
     for (int b = 0; b < B; b++) m->dlosses[b] = 1.0f / (float)B;
     memset(m->dlogits, 0, sizeof(float) * (size_t)B * c->C);
@@ -249,15 +525,11 @@ attn_status imdb_model_backward(imdb_model *m, const int32_t *ids, const int32_t
         memset(m->dpooled, 0, sizeof(float) * nBD);
         if ((st = attn_dropout_backward(m->dpooled, m->ddropped, nBD, c->dropout, drop_seed)) != ATTN_OK) return st;
     }
-    memset(m->dh, 0, sizeof(float) * nBTD);
-    if ((st = attn_mean_time_backward(m->dh, m->dpooled, B, c->T, c->D)) != ATTN_OK) return st;
-    memset(m->dx, 0, sizeof(float) * nBTD);
-    if ((st = attn_selfattn_backward(&m->sa, m->cache, m->cache_bytes, m->dx, m->dh, m->x, B, c->T, NULL)) != ATTN_OK)
-        return st;
-    if ((st = attn_embedding_backward(m->d_emb, m->dx, ids, N, c->V, c->D)) != ATTN_OK) return st;
+    if ((st = im_attention_backward(m, B)) != ATTN_OK) return st;
     /* remember the rows to clear; when they no longer fit, the next zero_grad clears everything */
-    if (m->n_touched >= 0 && m->n_touched + N <= m->Bmax * c->T)
-        for (int i = 0; i < N; i++) m->touched[m->n_touched++] = ids[i];
+    const int nu = m->n_words;
+    if (m->n_touched >= 0 && m->n_touched + nu <= m->Bmax * c->T)
+        for (int i = 0; i < nu; i++) m->touched[m->n_touched++] = m->words[i];
     else
         m->n_touched = -1;
     return ATTN_OK;

@@ -2,19 +2,28 @@
  * optim.c — Adam (Keras and PyTorch forms) and gradient clipping by global norm.
  *
  * Adam is elementwise: each thread takes a contiguous block of parameters and nothing is reduced, so
- * the result is bitwise identical for any thread count (and the vector and scalar remainders compute the
- * same IEEE operations). The step-dependent scalars (decayed learning rate, bias corrections) are
- * computed once per step in double.
+ * the result is bitwise identical for any thread count. The inner loop is one pass over p, g, m, v, in
+ * the widest vector form the CPU runs (src/kernels/avx512/adam_avx512.c, src/kernels/avx2/adam_avx2.c,
+ * or the portable loop here), all computing the same IEEE operations (optim_kernels.h), so the ISA never
+ * changes a bit either. The step-dependent scalars (decayed learning rate, bias corrections) are computed
+ * once per step in double.
+ *
+ * The update runs with flush-to-zero and denormals-are-zero set on x86 (see adam_update): a subnormal
+ * moment or gradient counts as zero, as in TensorFlow's (Keras') CPU kernels.
  *
  * Clipping sums squares in double over a fixed set of chunks (independent of the thread count), then
  * adds the chunk sums in order: deterministic.
  */
 #include "util.h"
+#include "optim_kernels.h"
 
 #include <stdlib.h>
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
+#if defined(__SSE2__) && (defined(__x86_64__) || defined(__i386__))
+#include <xmmintrin.h>
+#define ATTN_ADAM_FTZ 1
+#else
+#define ATTN_ADAM_FTZ 0
 #endif
 
 attn_status attn_adam_init(attn_adam *a, size_t n, float lr) {
@@ -43,45 +52,15 @@ void attn_adam_free(attn_adam *a) {
     *a = (attn_adam){0};
 }
 
-/* The elementwise update of elements [lo, hi). GCC does not vectorize sqrtf without -fno-math-errno
- * (which the library does not assume), so the x86 path spells out the vector loop; every element sees
- * the same IEEE operations in the vector body and the scalar tail (no FMA contraction in ISO C mode),
- * so the result does not depend on where the blocks start. */
-static void adam_block(float *restrict p, const float *restrict g, float *restrict m, float *restrict v,
-                       int64_t lo, int64_t hi, float b1, float b2, float eps, float step, float vscale) {
+/* The elementwise update of elements [lo, hi), portable: the same IEEE operations as the vector loops of
+ * src/kernels/avx2 and src/kernels/avx512 (optim_kernels.h; no FMA contraction in ISO C mode), so every
+ * path gives the same bits. g == NULL: a zero gradient. */
+static void adam_block_portable(float *restrict p, const float *restrict g, float *restrict m,
+                                float *restrict v, int64_t lo, int64_t hi, float b1, float b2, float eps,
+                                float step, float vscale) {
     const float c1 = 1.0f - b1, c2 = 1.0f - b2;
-    int64_t i = lo;
-#if defined(__AVX__)
-    const __m256 vb1 = _mm256_set1_ps(b1), vb2 = _mm256_set1_ps(b2), vc1 = _mm256_set1_ps(c1),
-                 vc2 = _mm256_set1_ps(c2), veps = _mm256_set1_ps(eps), vstep = _mm256_set1_ps(step),
-                 vvs = _mm256_set1_ps(vscale);
-    for (; i + 8 <= hi; i += 8) {
-        __m256 gi = _mm256_loadu_ps(g + i);
-        __m256 mi = _mm256_add_ps(_mm256_mul_ps(vb1, _mm256_loadu_ps(m + i)), _mm256_mul_ps(vc1, gi));
-        __m256 vi = _mm256_add_ps(_mm256_mul_ps(vb2, _mm256_loadu_ps(v + i)),
-                                  _mm256_mul_ps(vc2, _mm256_mul_ps(gi, gi)));
-        _mm256_storeu_ps(m + i, mi);
-        _mm256_storeu_ps(v + i, vi);
-        __m256 den = _mm256_add_ps(_mm256_mul_ps(_mm256_sqrt_ps(vi), vvs), veps);
-        __m256 upd = _mm256_div_ps(_mm256_mul_ps(vstep, mi), den);
-        _mm256_storeu_ps(p + i, _mm256_sub_ps(_mm256_loadu_ps(p + i), upd));
-    }
-#elif defined(__SSE2__)
-    const __m128 vb1 = _mm_set1_ps(b1), vb2 = _mm_set1_ps(b2), vc1 = _mm_set1_ps(c1), vc2 = _mm_set1_ps(c2),
-                 veps = _mm_set1_ps(eps), vstep = _mm_set1_ps(step), vvs = _mm_set1_ps(vscale);
-    for (; i + 4 <= hi; i += 4) {
-        __m128 gi = _mm_loadu_ps(g + i);
-        __m128 mi = _mm_add_ps(_mm_mul_ps(vb1, _mm_loadu_ps(m + i)), _mm_mul_ps(vc1, gi));
-        __m128 vi = _mm_add_ps(_mm_mul_ps(vb2, _mm_loadu_ps(v + i)), _mm_mul_ps(vc2, _mm_mul_ps(gi, gi)));
-        _mm_storeu_ps(m + i, mi);
-        _mm_storeu_ps(v + i, vi);
-        __m128 den = _mm_add_ps(_mm_mul_ps(_mm_sqrt_ps(vi), vvs), veps);
-        __m128 upd = _mm_div_ps(_mm_mul_ps(vstep, mi), den);
-        _mm_storeu_ps(p + i, _mm_sub_ps(_mm_loadu_ps(p + i), upd));
-    }
-#endif
-    for (; i < hi; i++) {
-        float gi = g[i];
+    for (int64_t i = lo; i < hi; i++) {
+        float gi = g ? g[i] : 0.0f;
         float mi = b1 * m[i] + c1 * gi;
         float vi = b2 * v[i] + c2 * (gi * gi);
         m[i] = mi;
@@ -90,18 +69,50 @@ static void adam_block(float *restrict p, const float *restrict g, float *restri
     }
 }
 
+/* The loop of the kernel path in force (attn_get_isa: AVX-512 or AVX2 when the CPU has it, the portable
+ * loop for the scalar and reference paths). All give the same bits, so the choice never changes a
+ * result; test_rng checks it. */
+static attn__adam_block_fn adam_pick(void) {
+    const attn_isa isa = attn_get_isa();
+    (void)isa;
+#ifdef ATTN_HAVE_AVX512
+    if (isa == ATTN_ISA_AVX512 && attn_cpu_supports(ATTN_ISA_AVX512)) return attn__adam_block_avx512;
+#endif
+#ifdef ATTN_HAVE_AVX2
+    if ((isa == ATTN_ISA_AVX2 || isa == ATTN_ISA_AVX512) && attn_cpu_supports(ATTN_ISA_AVX2))
+        return attn__adam_block_avx2;
+#endif
+    return adam_block_portable;
+}
+
 #define ATTN_ADAM_BLOCK 4096
 
-/* Blocks of ATTN_ADAM_BLOCK parameters, shared out statically among the threads. */
+/* Blocks of ATTN_ADAM_BLOCK parameters, shared out statically among the threads. Each thread runs its
+ * blocks with flush-to-zero and denormals-are-zero set (and restores its MXCSR after): the first moment of
+ * an embedding row that sees no gradient for ~800 steps decays (×0.9 per step) into the subnormal range,
+ * where every multiply takes a microcode assist (~20× slower). TensorFlow runs its CPU kernels, Keras'
+ * Adam included, with the same flags, so this is also the reference behaviour; the flags are the same for
+ * every path and thread, so the results stay bitwise identical across ISAs and thread counts. */
 static void adam_update(float *p, const float *g, float *m, float *v, int64_t n,
                         float b1, float b2, float eps, float step, float vscale) {
+    const attn__adam_block_fn adam_block = adam_pick();
     const int64_t nblocks = (n + ATTN_ADAM_BLOCK - 1) / ATTN_ADAM_BLOCK;
     const int nth = attn__threads_for((size_t)n);
     (void)nth;
-    ATTN_OMP(omp parallel for schedule(static) num_threads(nth) if(nth > 1))
-    for (int64_t blk = 0; blk < nblocks; blk++) {
-        int64_t lo = blk * ATTN_ADAM_BLOCK, hi = lo + ATTN_ADAM_BLOCK < n ? lo + ATTN_ADAM_BLOCK : n;
-        adam_block(p, g, m, v, lo, hi, b1, b2, eps, step, vscale);
+    ATTN_OMP(omp parallel num_threads(nth) if(nth > 1))
+    {
+#if ATTN_ADAM_FTZ
+        const unsigned csr = _mm_getcsr();
+        _mm_setcsr(csr | 0x8040u);                     /* FTZ (bit 15) | DAZ (bit 6) */
+#endif
+        ATTN_OMP(omp for schedule(static))
+        for (int64_t blk = 0; blk < nblocks; blk++) {
+            int64_t lo = blk * ATTN_ADAM_BLOCK, hi = lo + ATTN_ADAM_BLOCK < n ? lo + ATTN_ADAM_BLOCK : n;
+            adam_block(p, g, m, v, lo, hi, b1, b2, eps, step, vscale);
+        }
+#if ATTN_ADAM_FTZ
+        _mm_setcsr(csr);
+#endif
     }
 }
 
