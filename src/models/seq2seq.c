@@ -12,10 +12,12 @@
  * projected once per batch and the tanh values kept), checked against attn_additive_forward/backward,
  * which m->ref_attention = 1 selects. Training splits each batch into ATTN_SEQ2SEQ_SHARDS fixed shards
  * (own gradients and activations, shared parameters) that run on up to that many OpenMP threads and
- * whose gradients are summed in order: the thread count does not change the result.
+ * whose gradients are summed in order: the thread count does not change the result. The epoch driver
+ * and the checkpoint I/O are shared with transformer.c in nmt_common.c.
  */
 #include "internal.h"
 #include "fastmath.h"
+#include "nmt_common.h"
 
 #include <cblas.h>
 #include <stdio.h>
@@ -122,16 +124,11 @@ static size_t layout(attn_seq2seq *m, float *p, float *g) {
     return off;
 }
 
-static void xavier(attn_rng *r, float *w, int fan_out, int fan_in) {
-    float b = sqrtf(6.0f / (float)(fan_in + fan_out));
-    attn_rng_fill_uniform(r, w, (size_t)fan_out * fan_in, -b, b);
-}
-
 static void init_gru(attn_rng *r, attn_gru *g) {
     float b = 1.0f / sqrtf((float)g->H);
     for (int l = 0; l < g->L; l++) {
-        xavier(r, g->w_ih[l], 3 * g->H, l ? g->H : g->in);
-        xavier(r, g->w_hh[l], 3 * g->H, g->H);
+        attn__nmt_xavier(r, g->w_ih[l], 3 * g->H, l ? g->H : g->in);
+        attn__nmt_xavier(r, g->w_hh[l], 3 * g->H, g->H);
         attn_rng_fill_uniform(r, g->b_ih[l], 3 * (size_t)g->H, -b, b);
         attn_rng_fill_uniform(r, g->b_hh[l], 3 * (size_t)g->H, -b, b);
     }
@@ -235,12 +232,12 @@ attn_status attn_seq2seq_init(attn_seq2seq *m, const attn_seq2seq_config *cfg, u
     attn_rng_seed(&r, seed);
     for (size_t i = 0; i < (size_t)cfg->src_vocab * E; i++) m->enc_emb[i] = attn_rng_normal(&r);
     init_gru(&r, &m->enc);
-    xavier(&r, m->att_wk, H, H);
-    xavier(&r, m->att_wq, H, H);
-    xavier(&r, m->att_wv, 1, H);
+    attn__nmt_xavier(&r, m->att_wk, H, H);
+    attn__nmt_xavier(&r, m->att_wq, H, H);
+    attn__nmt_xavier(&r, m->att_wv, 1, H);
     for (size_t i = 0; i < (size_t)cfg->tgt_vocab * E; i++) m->dec_emb[i] = attn_rng_normal(&r);
     init_gru(&r, &m->dec);
-    xavier(&r, m->dense_w, cfg->tgt_vocab, H);
+    attn__nmt_xavier(&r, m->dense_w, cfg->tgt_vocab, H);
     float b = 1.0f / sqrtf((float)H);
     attn_rng_fill_uniform(&r, m->dense_b, (size_t)cfg->tgt_vocab, -b, b);
     return ATTN_OK;
@@ -249,8 +246,6 @@ attn_status attn_seq2seq_init(attn_seq2seq *m, const attn_seq2seq_config *cfg, u
 /* ---------------------------------------------------------------------------------------------------
  * Forward pieces shared by training and decoding.
  */
-static uint64_t sub_seed(uint64_t seed, uint64_t what) { return attn__mix64(seed ^ (what * 0x9e3779b97f4a7c15ULL)); }
-
 /* Encoder over a (T,B) batch already in a->src_t: enc_out, keys (batch-major) and the initial decoder
  * state dec_h[0]. */
 static attn_status encode(attn_seq2seq *m, acts *a, int B, int train, uint64_t seed) {
@@ -258,7 +253,7 @@ static attn_status encode(attn_seq2seq *m, acts *a, int B, int train, uint64_t s
     attn_status st = attn_embedding_forward(a->xe, a->src_t, m->enc_emb, T * B, m->cfg.src_vocab, E);
     if (st != ATTN_OK) return st;
     st = attn_gru_forward(&m->enc, a->enc_cache, a->enc_cache_n, a->enc_out, a->dec_h, a->xe, NULL,
-                          T, B, train, sub_seed(seed, 1));
+                          T, B, train, attn__nmt_sub_seed(seed, 1));
     if (st != ATTN_OK) return st;
     for (int t = 0; t < T; t++)
         for (int b = 0; b < B; b++)
@@ -364,12 +359,13 @@ static attn_status decode_step(attn_seq2seq *m, acts *a, int t, int B, const int
     const float *h = a->dec_h + (size_t)t * LBH;                   /* (L,B,H) */
     if (m->ref_attention) {
         attn_additive_desc d = att_desc(m, B, src_len);
-        if (train) { d.dropout = m->cfg.dropout; d.seed = sub_seed(seed, 1000 + (uint64_t)t); }
+        if (train) { d.dropout = m->cfg.dropout; d.seed = attn__nmt_sub_seed(seed, 1000 + (uint64_t)t); }
         attn_status st = attn_additive_forward(&d, a->ctx, weights, h + (size_t)(L - 1) * B * H, a->keys, a->keys,
                                                m->att_wq, m->att_wk, m->att_wv, m->work, m->work_bytes);
         if (st != ATTN_OK) return st;
     } else {
-        att_forward(m, a, t, B, src_len, weights, h + (size_t)(L - 1) * B * H, train, sub_seed(seed, 1000 + (uint64_t)t));
+        att_forward(m, a, t, B, src_len, weights, h + (size_t)(L - 1) * B * H, train,
+                    attn__nmt_sub_seed(seed, 1000 + (uint64_t)t));
     }
     float *x = a->dec_x + (size_t)t * B * HE;                      /* (B,H+E) */
     const float *emb = a->de + (size_t)t * B * E;
@@ -379,12 +375,7 @@ static attn_status decode_step(attn_seq2seq *m, acts *a, int t, int B, const int
     }
     return attn_gru_forward(&m->dec, a->dec_cache + (size_t)t * a->dec_cache_n, a->dec_cache_n,
                             a->dec_out + (size_t)t * B * H, a->dec_h + (size_t)(t + 1) * LBH, x, h,
-                            1, B, train, sub_seed(seed, 2000 + (uint64_t)t));
-}
-
-static attn_status check_ids(const int32_t *ids, size_t n, int V) {
-    for (size_t i = 0; i < n; i++) if (ids[i] < 0 || ids[i] >= V) return ATTN_ERR_ARG;
-    return ATTN_OK;
+                            1, B, train, attn__nmt_sub_seed(seed, 2000 + (uint64_t)t));
 }
 
 attn_status attn_seq2seq_step(attn_seq2seq *m, float *loss,
@@ -395,8 +386,8 @@ attn_status attn_seq2seq_step(attn_seq2seq *m, float *loss,
               V = m->cfg.tgt_vocab, HE = H + E;
     if (B < 1 || B > m->cfg.max_batch) return ATTN_ERR_SIZE;
     attn_status st;
-    if ((st = check_ids(X, (size_t)B * T, m->cfg.src_vocab)) != ATTN_OK) return st;
-    if ((st = check_ids(Y, (size_t)B * T, V)) != ATTN_OK) return st;
+    if ((st = attn__nmt_check_ids(X, (size_t)B * T, m->cfg.src_vocab)) != ATTN_OK) return st;
+    if ((st = attn__nmt_check_ids(Y, (size_t)B * T, V)) != ATTN_OK) return st;
     for (int b = 0; b < B; b++) if (X_len[b] < 0 || Y_len[b] < 0) return ATTN_ERR_ARG;
     acts a;
     carve(m, m->acts, &a);
@@ -443,7 +434,7 @@ attn_status attn_seq2seq_step(attn_seq2seq *m, float *loss,
         const float *h = a.dec_h + (size_t)t * LBH;
         st = attn_gru_backward(&m->dec, a.dec_cache + (size_t)t * a.dec_cache_n, a.dec_cache_n, a.dxs, a.dhp,
                                a.d_dec_out + (size_t)t * B * H, a.dh, a.dec_x + (size_t)t * B * HE,
-                               1, B, train, sub_seed(seed, 2000 + (uint64_t)t));
+                               1, B, train, attn__nmt_sub_seed(seed, 2000 + (uint64_t)t));
         if (st != ATTN_OK) return st;
         /* split dx into the context's gradient (into ctx) and the embedding's (into dde) */
         float *dde = a.dde + (size_t)t * B * E;
@@ -454,14 +445,14 @@ attn_status attn_seq2seq_step(attn_seq2seq *m, float *loss,
         memset(a.dq, 0, sizeof(float) * (size_t)B * H);
         if (m->ref_attention) {
             attn_additive_desc d = att_desc(m, B, X_len);
-            if (train) { d.dropout = m->cfg.dropout; d.seed = sub_seed(seed, 1000 + (uint64_t)t); }
+            if (train) { d.dropout = m->cfg.dropout; d.seed = attn__nmt_sub_seed(seed, 1000 + (uint64_t)t); }
             st = attn_additive_backward(&d, a.dq, a.dkeys, a.dkeys, m->d_att_wq, m->d_att_wk, m->d_att_wv, a.ctx,
                                         h + (size_t)(L - 1) * B * H, a.keys, a.keys, m->att_wq, m->att_wk,
                                         m->att_wv, m->work, m->work_bytes);
             if (st != ATTN_OK) return st;
         } else {
             att_backward(m, &a, t, B, X_len, h + (size_t)(L - 1) * B * H, a.dq, train,
-                         sub_seed(seed, 1000 + (uint64_t)t));
+                         attn__nmt_sub_seed(seed, 1000 + (uint64_t)t));
         }
         float *top = a.dhp + (size_t)(L - 1) * B * H;
         for (size_t i = 0; i < (size_t)B * H; i++) top[i] += a.dq[i];
@@ -481,7 +472,7 @@ attn_status attn_seq2seq_step(attn_seq2seq *m, float *loss,
             memcpy(a.d_enc_out + ((size_t)t * B + b) * H, a.dkeys + ((size_t)b * T + t) * H, sizeof(float) * H);
     memset(a.dxe, 0, sizeof(float) * (size_t)T * B * E);
     st = attn_gru_backward(&m->enc, a.enc_cache, a.enc_cache_n, a.dxe, NULL, a.d_enc_out, a.dh, a.xe,
-                           T, B, train, sub_seed(seed, 1));
+                           T, B, train, attn__nmt_sub_seed(seed, 1));
     if (st != ATTN_OK) return st;
     return attn_embedding_backward(m->d_enc_emb, a.dxe, a.src_t, T * B, m->cfg.src_vocab, E);
 }
@@ -494,7 +485,7 @@ attn_status attn_seq2seq_translate(attn_seq2seq *m, int32_t *out, int *n_out, fl
     if (!m || !m->params || !out || !n_out || !src) return ATTN_ERR_NULL;
     const int T = m->cfg.num_steps, E = m->cfg.embed, H = m->cfg.hidden, V = m->cfg.tgt_vocab;
     attn_status st;
-    if ((st = check_ids(src, (size_t)T, m->cfg.src_vocab)) != ATTN_OK) return st;
+    if ((st = attn__nmt_check_ids(src, (size_t)T, m->cfg.src_vocab)) != ATTN_OK) return st;
     if (src_len < 0) return ATTN_ERR_ARG;
     acts a;
     carve(m, m->acts, &a);
@@ -524,42 +515,15 @@ attn_status attn_seq2seq_translate(attn_seq2seq *m, int32_t *out, int *n_out, fl
  * Training epoch.
  */
 
-/* One training step split in the model's shards (fixed parts of the batch, whatever the thread count),
- * run on up to that many threads; the gradients are summed in shard order into m->grads. */
-static attn_status step_sharded(attn_seq2seq *m, float *loss, const int32_t *X, const int32_t *X_len,
-                                const int32_t *Y, const int32_t *Y_len, int B, uint64_t seed) {
-    const int ns = m->n_shards, T = m->cfg.num_steps, per = (B + ns - 1) / ns;
-    attn_status sts[ATTN_SEQ2SEQ_SHARDS];
-    float losses[ATTN_SEQ2SEQ_SHARDS];
-    int nth = attn_get_num_threads();
-    nth = nth < 1 ? 1 : nth > ns ? ns : nth;
-    (void)nth;
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(nth) schedule(static, 1) if (nth > 1)
-#endif
-    for (int k = 0; k < ns; k++) {
-        const int lo = k * per, n = B - lo < per ? B - lo : per;
-        attn_seq2seq *s = &m->shards[k];
-        losses[k] = 0.0f;
-        sts[k] = ATTN_OK;
-        if (n <= 0) continue;
-        s->ref_attention = m->ref_attention;
-        memset(s->grads, 0, sizeof(float) * s->n_params);
-        sts[k] = attn_seq2seq_step(s, &losses[k], X + (size_t)lo * T, X_len + lo, Y + (size_t)lo * T, Y_len + lo,
-                                   n, 1, 1, attn__mix64(seed + (uint64_t)k));
-    }
-    memset(m->grads, 0, sizeof(float) * m->n_params);
-    double sum = 0.0;
-    for (int k = 0; k < ns; k++) {
-        if (sts[k] != ATTN_OK) return sts[k];
-        if (k * per >= B) continue;
-        const float *g = m->shards[k].grads;
-        for (size_t i = 0; i < m->n_params; i++) m->grads[i] += g[i];
-        sum += losses[k];
-    }
-    *loss = (float)sum;
-    return ATTN_OK;
+/* Shard k's step (the epoch driver in nmt_common.c splits the batch and sums the gradients in order). */
+static attn_status shard_step(void *model, int k, float *loss, const int32_t *X, const int32_t *X_len,
+                              const int32_t *Y, const int32_t *Y_len, int n, uint64_t seed) {
+    attn_seq2seq *m = model, *s = &m->shards[k];
+    s->ref_attention = m->ref_attention;
+    memset(s->grads, 0, sizeof(float) * s->n_params);
+    return attn_seq2seq_step(s, loss, X, X_len, Y, Y_len, n, 1, 1, seed);
 }
+
 attn_status attn_seq2seq_train_epoch(attn_seq2seq *m, attn_adam *opt, attn_rng *rng,
                                      const int32_t *X, const int32_t *X_len,
                                      const int32_t *Y, const int32_t *Y_len, int N, int batch,
@@ -567,36 +531,11 @@ attn_status attn_seq2seq_train_epoch(attn_seq2seq *m, attn_adam *opt, attn_rng *
     if (!m || !opt || !rng || !X || !X_len || !Y || !Y_len || !seed || !loss_sum || !tokens) return ATTN_ERR_NULL;
     if (N < 1 || batch < 1 || batch > m->cfg.max_batch) return ATTN_ERR_SIZE;
     if (opt->n != m->n_params) return ATTN_ERR_SHAPE;
-    const int T = m->cfg.num_steps;
-    int32_t *idx = malloc(sizeof(int32_t) * (size_t)N);
-    int32_t *bx = malloc(sizeof(int32_t) * (size_t)batch * T * 2 + sizeof(int32_t) * (size_t)batch * 2);
-    if (!idx || !bx) { free(idx); free(bx); return ATTN_ERR_NOMEM; }
-    int32_t *by = bx + (size_t)batch * T, *bxl = by + (size_t)batch * T, *byl = bxl + batch;
-    for (int i = 0; i < N; i++) idx[i] = i;
-    attn_rng_shuffle(rng, idx, (size_t)N);
-    attn_status st = ATTN_OK;
-    *loss_sum = 0.0;
-    *tokens = 0;
-    for (int start = 0; start < N && st == ATTN_OK; start += batch) {
-        int B = N - start < batch ? N - start : batch;
-        for (int b = 0; b < B; b++) {
-            int i = idx[start + b];
-            memcpy(bx + (size_t)b * T, X + (size_t)i * T, sizeof(int32_t) * T);
-            memcpy(by + (size_t)b * T, Y + (size_t)i * T, sizeof(int32_t) * T);
-            bxl[b] = X_len[i];
-            byl[b] = Y_len[i];
-            *tokens += Y_len[i];
-        }
-        float loss = 0;
-        *seed = attn__mix64(*seed + 0x2545F4914F6CDD1DULL);
-        if ((st = step_sharded(m, &loss, bx, bxl, by, byl, B, *seed)) != ATTN_OK) break;
-        if ((st = attn_clip_grad_norm(m->grads, m->n_params, clip, NULL)) != ATTN_OK) break;
-        if ((st = attn_adam_step(opt, m->params, m->grads)) != ATTN_OK) break;
-        *loss_sum += loss;
-    }
-    free(idx);
-    free(bx);
-    return st;
+    if (m->n_shards > ATTN__NMT_MAX_SHARDS) return ATTN_ERR_SIZE;
+    attn__nmt_trainer tr = {.model = m, .step = shard_step, .params = m->params, .grads = m->grads,
+                            .n_shards = m->n_shards, .n_params = m->n_params, .num_steps = m->cfg.num_steps};
+    for (int k = 0; k < m->n_shards; k++) tr.shard_grads[k] = m->shards[k].grads;
+    return attn__nmt_train_epoch(&tr, opt, rng, X, X_len, Y, Y_len, N, batch, clip, seed, loss_sum, tokens);
 }
 
 /* ---------------------------------------------------------------------------------------------------
@@ -604,65 +543,51 @@ attn_status attn_seq2seq_train_epoch(attn_seq2seq *m, attn_adam *opt, attn_rng *
  */
 #define MAX_TENSORS (8 + 8 * ATTN_GRU_MAX_LAYERS)
 
-typedef struct named { char name[48]; float *p; int ndim; int64_t shape[2]; } named;
-
-static int list_tensors(const attn_seq2seq *m, named *t) {
+static int list_tensors(const attn_seq2seq *m, attn__nmt_named *t) {
     const attn_seq2seq_config *c = &m->cfg;
     int n = 0;
-#define ADD(nm, ptr, d, s0, s1) do { snprintf(t[n].name, sizeof t[n].name, "%s", nm); t[n].p = (ptr); \
-        t[n].ndim = (d); t[n].shape[0] = (s0); t[n].shape[1] = (s1); n++; } while (0)
-    ADD("encoder.embedding.weight", m->enc_emb, 2, c->src_vocab, c->embed);
+    n = attn__nmt_add(t, n, "encoder.embedding.weight", m->enc_emb, 2, c->src_vocab, c->embed);
     const attn_gru *gs[2] = {&m->enc, &m->dec};
     const char *pre[2] = {"encoder.rnn", "decoder.rnn"};
     for (int k = 0; k < 2; k++) {
         if (k == 1) {
-            ADD("decoder.attention.W_k.weight", m->att_wk, 2, c->hidden, c->hidden);
-            ADD("decoder.attention.W_q.weight", m->att_wq, 2, c->hidden, c->hidden);
-            ADD("decoder.attention.w_v.weight", m->att_wv, 2, 1, c->hidden);
-            ADD("decoder.embedding.weight", m->dec_emb, 2, c->tgt_vocab, c->embed);
+            n = attn__nmt_add(t, n, "decoder.attention.W_k.weight", m->att_wk, 2, c->hidden, c->hidden);
+            n = attn__nmt_add(t, n, "decoder.attention.W_q.weight", m->att_wq, 2, c->hidden, c->hidden);
+            n = attn__nmt_add(t, n, "decoder.attention.w_v.weight", m->att_wv, 2, 1, c->hidden);
+            n = attn__nmt_add(t, n, "decoder.embedding.weight", m->dec_emb, 2, c->tgt_vocab, c->embed);
         }
         const attn_gru *g = gs[k];
         for (int l = 0; l < g->L; l++) {
             char nm[48];
             int in = l ? g->H : g->in;
-            snprintf(nm, sizeof nm, "%s.weight_ih_l%d", pre[k], l); ADD(nm, g->w_ih[l], 2, 3 * g->H, in);
-            snprintf(nm, sizeof nm, "%s.weight_hh_l%d", pre[k], l); ADD(nm, g->w_hh[l], 2, 3 * g->H, g->H);
-            snprintf(nm, sizeof nm, "%s.bias_ih_l%d", pre[k], l);   ADD(nm, g->b_ih[l], 1, 3 * g->H, 0);
-            snprintf(nm, sizeof nm, "%s.bias_hh_l%d", pre[k], l);   ADD(nm, g->b_hh[l], 1, 3 * g->H, 0);
+            snprintf(nm, sizeof nm, "%s.weight_ih_l%d", pre[k], l); n = attn__nmt_add(t, n, nm, g->w_ih[l], 2, 3 * g->H, in);
+            snprintf(nm, sizeof nm, "%s.weight_hh_l%d", pre[k], l); n = attn__nmt_add(t, n, nm, g->w_hh[l], 2, 3 * g->H, g->H);
+            snprintf(nm, sizeof nm, "%s.bias_ih_l%d", pre[k], l);   n = attn__nmt_add(t, n, nm, g->b_ih[l], 1, 3 * g->H, 0);
+            snprintf(nm, sizeof nm, "%s.bias_hh_l%d", pre[k], l);   n = attn__nmt_add(t, n, nm, g->b_hh[l], 1, 3 * g->H, 0);
         }
     }
-    ADD("decoder.dense.weight", m->dense_w, 2, c->tgt_vocab, c->hidden);
-    ADD("decoder.dense.bias", m->dense_b, 1, c->tgt_vocab, 0);
-#undef ADD
+    n = attn__nmt_add(t, n, "decoder.dense.weight", m->dense_w, 2, c->tgt_vocab, c->hidden);
+    n = attn__nmt_add(t, n, "decoder.dense.bias", m->dense_b, 1, c->tgt_vocab, 0);
     return n;
 }
 
-static const char *const meta_names[7] = {"src_vocab", "tgt_vocab", "embed", "hidden", "layers", "dropout", "num_steps"};
+#define N_META 7
+static const char *const meta_names[N_META] = {"src_vocab", "tgt_vocab", "embed", "hidden", "layers", "dropout",
+                                               "num_steps"};
 
 attn_status attn_seq2seq_save(const attn_seq2seq *m, const char *path, char *err, size_t err_size) {
     if (!m || !m->params || !path) return ATTN_ERR_NULL;
-    named t[MAX_TENSORS];
-    int n = list_tensors(m, t);
-    attn_st_tensor st_t[MAX_TENSORS];
-    for (int i = 0; i < n; i++) {
-        memset(&st_t[i], 0, sizeof st_t[i]);
-        st_t[i].name = t[i].name;
-        st_t[i].dtype = ATTN_DTYPE_F32;
-        st_t[i].ndim = t[i].ndim;
-        st_t[i].shape[0] = t[i].shape[0];
-        st_t[i].shape[1] = t[i].shape[1];
-        st_t[i].data = t[i].p;
-        st_t[i].nbytes = sizeof(float) * (size_t)t[i].shape[0] * (size_t)(t[i].ndim == 2 ? t[i].shape[1] : 1);
-    }
-    char vals[7][32];
+    attn__nmt_named t[MAX_TENSORS];
+    const int n = list_tensors(m, t);
+    char vals[N_META][32];
     const attn_seq2seq_config *c = &m->cfg;
     snprintf(vals[0], 32, "%d", c->src_vocab); snprintf(vals[1], 32, "%d", c->tgt_vocab);
     snprintf(vals[2], 32, "%d", c->embed);     snprintf(vals[3], 32, "%d", c->hidden);
     snprintf(vals[4], 32, "%d", c->layers);    snprintf(vals[5], 32, "%.9g", (double)c->dropout);
     snprintf(vals[6], 32, "%d", c->num_steps);
-    const char *vp[7];
-    for (int i = 0; i < 7; i++) vp[i] = vals[i];
-    return attn_st_write(path, st_t, n, meta_names, vp, 7, err, err_size);
+    const char *vp[N_META];
+    for (int i = 0; i < N_META; i++) vp[i] = vals[i];
+    return attn__nmt_save(path, t, n, meta_names, vp, N_META, err, err_size);
 }
 
 attn_status attn_seq2seq_load(attn_seq2seq *m, const char *path, int max_batch, char *err, size_t err_size) {
@@ -671,16 +596,10 @@ attn_status attn_seq2seq_load(attn_seq2seq *m, const char *path, int max_batch, 
     attn_st_file f;
     attn_status st = attn_st_read(&f, path, 0, err, err_size);
     if (st != ATTN_OK) return st;
-    double v[7];
-    for (int i = 0; i < 7; i++) {
-        const char *s = attn_st_meta(&f, meta_names[i]);
-        char *end = NULL;
-        v[i] = s ? strtod(s, &end) : 0;
-        if (!s || end == s || *end || !(v[i] >= 0 && v[i] < 1e8)) {
-            if (err && err_size) snprintf(err, err_size, "%s: metadata '%s' missing or not a number", path, meta_names[i]);
-            attn_st_free(&f);
-            return ATTN_ERR_FORMAT;
-        }
+    double v[N_META];
+    if ((st = attn__nmt_meta_numbers(&f, path, meta_names, N_META, v, err, err_size)) != ATTN_OK) {
+        attn_st_free(&f);
+        return st;
     }
     attn_seq2seq_config c;
     memset(&c, 0, sizeof c);
@@ -692,14 +611,9 @@ attn_status attn_seq2seq_load(attn_seq2seq *m, const char *path, int max_batch, 
         attn_st_free(&f);
         return st == ATTN_ERR_NOMEM ? st : ATTN_ERR_FORMAT;
     }
-    named t[MAX_TENSORS];
-    int n = list_tensors(m, t);
-    for (int i = 0; i < n && st == ATTN_OK; i++) {
-        const float *data = NULL;
-        st = attn_st_get_f32(&f, t[i].name, t[i].ndim, t[i].shape, &data, err, err_size);
-        if (st == ATTN_OK)
-            memcpy(t[i].p, data, sizeof(float) * (size_t)t[i].shape[0] * (size_t)(t[i].ndim == 2 ? t[i].shape[1] : 1));
-    }
+    attn__nmt_named t[MAX_TENSORS];
+    const int n = list_tensors(m, t);
+    st = attn__nmt_read_tensors(&f, t, n, err, err_size);
     attn_st_free(&f);
     if (st != ATTN_OK) attn_seq2seq_free(m);
     return st;

@@ -8,14 +8,13 @@
  * (B,T,D) projection as (B,H,T,D/H) with strides b = T·D, h = D/H, t = D (as mha.c).
  */
 #include "layers/util.h"
+#include "nmt_common.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define LN_EPS 1e-5f
-
-static uint64_t sub_seed(uint64_t seed, uint64_t what) { return attn__mix64(seed ^ (what * 0x9e3779b97f4a7c15ULL)); }
 
 /* ---------------------------------------------------------------------------------------------------
  * Positional encoding.
@@ -346,19 +345,14 @@ attn_status attn_tf_block_bind(attn_tf_block *b, int D, int F, int H, int decode
     return ATTN_OK;
 }
 
-static void xavier(attn_rng *r, float *w, int fan_out, int fan_in) {
-    float a = sqrtf(6.0f / (float)(fan_in + fan_out));
-    attn_rng_fill_uniform(r, w, (size_t)fan_out * fan_in, -a, a);
-}
-
 void attn_tf_block_init(attn_tf_block *b, attn_rng *r) {
     if (!b || !r || !b->wq || !b->w1 || !b->ln3_g || (b->decoder && !b->xwq)) return;
     const int D = b->D, F = b->F;
     float *ws[8] = {b->wq, b->wk, b->wv, b->wo, b->xwq, b->xwk, b->xwv, b->xwo};
-    for (int i = 0; i < (b->decoder ? 8 : 4); i++) xavier(r, ws[i], D, D);
-    xavier(r, b->w1, F, D);
+    for (int i = 0; i < (b->decoder ? 8 : 4); i++) attn__nmt_xavier(r, ws[i], D, D);
+    attn__nmt_xavier(r, b->w1, F, D);
     attn_rng_fill_uniform(r, b->b1, (size_t)F, -1.0f / sqrtf((float)D), 1.0f / sqrtf((float)D));
-    xavier(r, b->w2, D, F);
+    attn__nmt_xavier(r, b->w2, D, F);
     attn_rng_fill_uniform(r, b->b2, (size_t)D, -1.0f / sqrtf((float)F), 1.0f / sqrtf((float)F));
     float *g[3] = {b->ln1_g, b->ln2_g, b->ln3_g}, *be[3] = {b->ln1_b, b->ln2_b, b->ln3_b};
     for (int k = 0; k < 3; k++) {
@@ -450,25 +444,25 @@ attn_status attn_tf_block_forward(const attn_tf_block *b, float *cache, size_t c
     blk_masks(b, src_lens, &ms, &mc);
 
     /* self-attention, add & norm: y1 (B,T,D) */
-    st = att_forward(b->wq, b->wk, b->wv, b->wo, &c.sa, NULL, x, x, B, H, T, T, D, &ms, p, sub_seed(seed, 1));
+    st = att_forward(b->wq, b->wk, b->wv, b->wo, &c.sa, NULL, x, x, B, H, T, T, D, &ms, p, attn__nmt_sub_seed(seed, 1));
     if (st != ATTN_OK) return st;
-    drop_mask(c.dm1, (size_t)N * D, p, sub_seed(seed, 2));
+    drop_mask(c.dm1, (size_t)N * D, p, attn__nmt_sub_seed(seed, 2));
     st = addnorm_fwd(c.y1, c.z1, c.m1, c.r1, x, c.sa.a, b->ln1_g, b->ln1_b, N, D, p, 0, c.dm1);
     if (st != ATTN_OK) return st;
     const float *u = c.y1;
     /* cross-attention on the encoder's output, add & norm: y2 (B,T,D) */
     if (b->decoder) {
         st = att_forward(b->xwq, b->xwk, b->xwv, b->xwo, &c.ca, cross_weights, c.y1, enc, B, H, T, S, D, &mc, p,
-                         sub_seed(seed, 3));
+                         attn__nmt_sub_seed(seed, 3));
         if (st != ATTN_OK) return st;
-        drop_mask(c.dm2, (size_t)N * D, p, sub_seed(seed, 4));
+        drop_mask(c.dm2, (size_t)N * D, p, attn__nmt_sub_seed(seed, 4));
         st = addnorm_fwd(c.y2, c.z2, c.m2, c.r2, c.y1, c.ca.a, b->ln2_g, b->ln2_b, N, D, p, 0, c.dm2);
         if (st != ATTN_OK) return st;
         u = c.y2;
     }
     /* feed-forward, add & norm: y (B,T,D) */
     if ((st = attn_ffn_forward(c.f, c.h, u, b->w1, b->b1, b->w2, b->b2, N, D, b->F)) != ATTN_OK) return st;
-    drop_mask(c.dm3, (size_t)N * D, p, sub_seed(seed, 5));
+    drop_mask(c.dm3, (size_t)N * D, p, attn__nmt_sub_seed(seed, 5));
     return addnorm_fwd(y, c.z3, c.m3, c.r3, u, c.f, b->ln3_g, b->ln3_b, N, D, p, 0, c.dm3);
 }
 
@@ -503,7 +497,7 @@ attn_status attn_tf_block_backward(const attn_tf_block *b, const attn_tf_block *
         st = addnorm_bwd(dy1, c.df, g->ln2_g, g->ln2_b, c.dz, c.du, c.z2, c.m2, c.r2, b->ln2_g, N, D, p, 0, c.dm2);
         if (st != ATTN_OK) return st;
         st = att_backward(b->xwq, b->xwk, b->xwv, b->xwo, g->xwq, g->xwk, g->xwv, g->xwo, &c.ca, dy1, denc, c.df,
-                          c.y1, enc, c.dq, c.dk, c.dv, c.dctx, B, H, T, S, D, &mc, p, sub_seed(seed, 3));
+                          c.y1, enc, c.dq, c.dk, c.dv, c.dctx, B, H, T, S, D, &mc, p, attn__nmt_sub_seed(seed, 3));
         if (st != ATTN_OK) return st;
     }
     /* self-attention's add & norm, then the self-attention: dx (q, k and v all read x) */
@@ -511,7 +505,7 @@ attn_status attn_tf_block_backward(const attn_tf_block *b, const attn_tf_block *
     st = addnorm_bwd(dx, c.df, g->ln1_g, g->ln1_b, c.dz, dy1, c.z1, c.m1, c.r1, b->ln1_g, N, D, p, 0, c.dm1);
     if (st != ATTN_OK) return st;
     return att_backward(b->wq, b->wk, b->wv, b->wo, g->wq, g->wk, g->wv, g->wo, &c.sa, dx, dx, c.df, x, x,
-                        c.dq, c.dk, c.dv, c.dctx, B, H, T, T, D, &ms, p, sub_seed(seed, 1));
+                        c.dq, c.dk, c.dv, c.dctx, B, H, T, T, D, &ms, p, attn__nmt_sub_seed(seed, 1));
 }
 
 /* ---------------------------------------------------------------------------------------------------
@@ -665,7 +659,7 @@ attn_status attn_transformer_init(attn_transformer *m, const attn_transformer_co
     for (int l = 0; l < cfg->blocks; l++) attn_tf_block_init(&m->enc[l], &r);
     for (size_t i = 0; i < (size_t)cfg->tgt_vocab * D; i++) m->dec_emb[i] = attn_rng_normal(&r);
     for (int l = 0; l < cfg->blocks; l++) attn_tf_block_init(&m->dec[l], &r);
-    xavier(&r, m->dense_w, cfg->tgt_vocab, cfg->hidden);
+    attn__nmt_xavier(&r, m->dense_w, cfg->tgt_vocab, cfg->hidden);
     float b = 1.0f / sqrtf((float)D);
     attn_rng_fill_uniform(&r, m->dense_b, (size_t)cfg->tgt_vocab, -b, b);
     return ATTN_OK;
@@ -674,11 +668,6 @@ attn_status attn_transformer_init(attn_transformer *m, const attn_transformer_co
 /* ---------------------------------------------------------------------------------------------------
  * Forward pieces.
  */
-static attn_status check_ids(const int32_t *ids, size_t n, int V) {
-    for (size_t i = 0; i < n; i++) if (ids[i] < 0 || ids[i] >= V) return ATTN_ERR_ARG;
-    return ATTN_OK;
-}
-
 /* Encoder over a->src (B,T): ex[0..L], ex[L] (B,T,D) the output. */
 static attn_status tf_encode(const attn_transformer *m, const tf_acts *a, const int32_t *lens, int B, int train,
                              uint64_t seed) {
@@ -687,12 +676,12 @@ static attn_status tf_encode(const attn_transformer *m, const tf_acts *a, const 
     const float p = train ? m->cfg.dropout : 0.0f;
     attn_status st = attn_embedding_forward(a->emb, a->src, m->enc_emb, B * T, m->cfg.src_vocab, D);
     if (st != ATTN_OK) return st;
-    if ((st = attn_posenc_forward(a->ex, a->emb, m->pos, sqrtf((float)D), B, T, D, p, sub_seed(seed, 11))) != ATTN_OK)
+    if ((st = attn_posenc_forward(a->ex, a->emb, m->pos, sqrtf((float)D), B, T, D, p, attn__nmt_sub_seed(seed, 11))) != ATTN_OK)
         return st;
     for (int l = 0; l < L; l++) {
         st = attn_tf_block_forward(&m->enc[l], a->enc_cache + (size_t)l * a->enc_cache_n, a->enc_cache_n,
                                    a->ex + (l + 1) * stride, NULL, a->ex + l * stride, NULL, lens, B, T, T, train,
-                                   sub_seed(seed, 100 + (uint64_t)l));
+                                   attn__nmt_sub_seed(seed, 100 + (uint64_t)l));
         if (st != ATTN_OK) return st;
     }
     return ATTN_OK;
@@ -707,13 +696,13 @@ static attn_status tf_decode(const attn_transformer *m, const tf_acts *a, const 
     const float p = train ? m->cfg.dropout : 0.0f;
     attn_status st = attn_embedding_forward(a->emb, a->dec, m->dec_emb, B * Tq, m->cfg.tgt_vocab, D);
     if (st != ATTN_OK) return st;
-    if ((st = attn_posenc_forward(a->dx, a->emb, m->pos, sqrtf((float)D), B, Tq, D, p, sub_seed(seed, 12))) != ATTN_OK)
+    if ((st = attn_posenc_forward(a->dx, a->emb, m->pos, sqrtf((float)D), B, Tq, D, p, attn__nmt_sub_seed(seed, 12))) != ATTN_OK)
         return st;
     for (int l = 0; l < L; l++) {
         st = attn_tf_block_forward(&m->dec[l], a->dec_cache + (size_t)l * a->dec_cache_n, a->dec_cache_n,
                                    a->dx + (l + 1) * stride, weights ? weights + (size_t)l * H * Tq * T : NULL,
                                    a->dx + l * stride, a->ex + L * stride, lens, B, Tq, T, train,
-                                   sub_seed(seed, 200 + (uint64_t)l));
+                                   attn__nmt_sub_seed(seed, 200 + (uint64_t)l));
         if (st != ATTN_OK) return st;
     }
     return ATTN_OK;
@@ -726,8 +715,8 @@ attn_status attn_transformer_step(attn_transformer *m, float *loss,
     const int T = m->cfg.num_steps, D = m->cfg.hidden, L = m->cfg.blocks, V = m->cfg.tgt_vocab;
     if (B < 1 || B > m->cfg.max_batch) return ATTN_ERR_SIZE;
     attn_status st;
-    if ((st = check_ids(X, (size_t)B * T, m->cfg.src_vocab)) != ATTN_OK) return st;
-    if ((st = check_ids(Y, (size_t)B * T, V)) != ATTN_OK) return st;
+    if ((st = attn__nmt_check_ids(X, (size_t)B * T, m->cfg.src_vocab)) != ATTN_OK) return st;
+    if ((st = attn__nmt_check_ids(Y, (size_t)B * T, V)) != ATTN_OK) return st;
     for (int b = 0; b < B; b++) if (X_len[b] < 0 || Y_len[b] < 0) return ATTN_ERR_ARG;
     tf_acts a;
     tf_acts_get(m, &a);
@@ -770,12 +759,12 @@ attn_status attn_transformer_step(attn_transformer *m, float *loss,
         memset(gn, 0, sizeof(float) * nD);
         st = attn_tf_block_backward(&m->dec[l], &m->d_dec[l], a.dec_cache + (size_t)l * a.dec_cache_n, a.dec_cache_n,
                                     gn, a.denc, g, a.dx + l * stride, enc_out, X_len, B, T, T, train,
-                                    sub_seed(seed, 200 + (uint64_t)l));
+                                    attn__nmt_sub_seed(seed, 200 + (uint64_t)l));
         if (st != ATTN_OK) return st;
         float *tmp = g; g = gn; gn = tmp;
     }
     memset(a.emb, 0, sizeof(float) * nD);
-    if ((st = attn_posenc_backward(a.emb, g, sc, B, T, D, p, sub_seed(seed, 12))) != ATTN_OK) return st;
+    if ((st = attn_posenc_backward(a.emb, g, sc, B, T, D, p, attn__nmt_sub_seed(seed, 12))) != ATTN_OK) return st;
     if ((st = attn_embedding_backward(m->d_dec_emb, a.emb, a.dec, N, V, D)) != ATTN_OK) return st;
     /* encoder blocks in reverse */
     memcpy(a.g1, a.denc, sizeof(float) * nD);
@@ -784,12 +773,12 @@ attn_status attn_transformer_step(attn_transformer *m, float *loss,
         memset(gn, 0, sizeof(float) * nD);
         st = attn_tf_block_backward(&m->enc[l], &m->d_enc[l], a.enc_cache + (size_t)l * a.enc_cache_n, a.enc_cache_n,
                                     gn, NULL, g, a.ex + l * stride, NULL, X_len, B, T, T, train,
-                                    sub_seed(seed, 100 + (uint64_t)l));
+                                    attn__nmt_sub_seed(seed, 100 + (uint64_t)l));
         if (st != ATTN_OK) return st;
         float *tmp = g; g = gn; gn = tmp;
     }
     memset(a.emb, 0, sizeof(float) * nD);
-    if ((st = attn_posenc_backward(a.emb, g, sc, B, T, D, p, sub_seed(seed, 11))) != ATTN_OK) return st;
+    if ((st = attn_posenc_backward(a.emb, g, sc, B, T, D, p, attn__nmt_sub_seed(seed, 11))) != ATTN_OK) return st;
     return attn_embedding_backward(m->d_enc_emb, a.emb, a.src, N, m->cfg.src_vocab, D);
 }
 
@@ -836,7 +825,7 @@ attn_status attn_transformer_translate(attn_transformer *m, int32_t *out, int *n
     if (!m || !m->params || !m->acts || !out || !n_out || !src) return ATTN_ERR_NULL;
     const int T = m->cfg.num_steps, D = m->cfg.hidden, L = m->cfg.blocks, V = m->cfg.tgt_vocab, H = m->cfg.heads;
     attn_status st;
-    if ((st = check_ids(src, (size_t)T, m->cfg.src_vocab)) != ATTN_OK) return st;
+    if ((st = attn__nmt_check_ids(src, (size_t)T, m->cfg.src_vocab)) != ATTN_OK) return st;
     if (src_len < 0) return ATTN_ERR_ARG;
     tf_acts a;
     tf_acts_get(m, &a);
@@ -895,38 +884,13 @@ attn_status attn_transformer_translate(attn_transformer *m, int32_t *out, int *n
 
 /* ---------------------------------------------------------------------------------------------------
  * Training epoch: every batch split in the model's shards (fixed parts, whatever the thread count), run
- * on up to that many threads, the gradients summed in shard order.
+ * on up to that many threads, the gradients summed in shard order (the driver is nmt_common.c's).
  */
-static attn_status tf_step_sharded(attn_transformer *m, float *loss, const int32_t *X, const int32_t *X_len,
-                                   const int32_t *Y, const int32_t *Y_len, int B, uint64_t seed) {
-    const int ns = m->n_shards, T = m->cfg.num_steps, per = (B + ns - 1) / ns;
-    attn_status sts[ATTN_TF_SHARDS];
-    float losses[ATTN_TF_SHARDS];
-    int nth = attn_get_num_threads();
-    nth = nth < 1 ? 1 : nth > ns ? ns : nth;
-    (void)nth;
-    ATTN_OMP(omp parallel for num_threads(nth) schedule(static, 1) if (nth > 1))
-    for (int k = 0; k < ns; k++) {
-        const int lo = k * per, n = B - lo < per ? B - lo : per;
-        attn_transformer *s = &m->shards[k];
-        losses[k] = 0.0f;
-        sts[k] = ATTN_OK;
-        if (n <= 0) continue;
-        memset(s->grads, 0, sizeof(float) * s->n_params);
-        sts[k] = attn_transformer_step(s, &losses[k], X + (size_t)lo * T, X_len + lo, Y + (size_t)lo * T, Y_len + lo,
-                                       n, 1, 1, attn__mix64(seed + (uint64_t)k));
-    }
-    memset(m->grads, 0, sizeof(float) * m->n_params);
-    double sum = 0.0;
-    for (int k = 0; k < ns; k++) {
-        if (sts[k] != ATTN_OK) return sts[k];
-        if (k * per >= B) continue;
-        const float *g = m->shards[k].grads;
-        for (size_t i = 0; i < m->n_params; i++) m->grads[i] += g[i];
-        sum += losses[k];
-    }
-    *loss = (float)sum;
-    return ATTN_OK;
+static attn_status tf_shard_step(void *model, int k, float *loss, const int32_t *X, const int32_t *X_len,
+                                 const int32_t *Y, const int32_t *Y_len, int n, uint64_t seed) {
+    attn_transformer *s = &((attn_transformer *)model)->shards[k];
+    memset(s->grads, 0, sizeof(float) * s->n_params);
+    return attn_transformer_step(s, loss, X, X_len, Y, Y_len, n, 1, 1, seed);
 }
 
 attn_status attn_transformer_train_epoch(attn_transformer *m, attn_adam *opt, attn_rng *rng,
@@ -937,36 +901,11 @@ attn_status attn_transformer_train_epoch(attn_transformer *m, attn_adam *opt, at
     if (!m->shards) return ATTN_ERR_NULL;
     if (N < 1 || batch < 1 || batch > m->cfg.max_batch) return ATTN_ERR_SIZE;
     if (opt->n != m->n_params) return ATTN_ERR_SHAPE;
-    const int T = m->cfg.num_steps;
-    int32_t *idx = malloc(sizeof(int32_t) * (size_t)N);
-    int32_t *bx = malloc(sizeof(int32_t) * ((size_t)batch * T * 2 + (size_t)batch * 2));
-    if (!idx || !bx) { free(idx); free(bx); return ATTN_ERR_NOMEM; }
-    int32_t *by = bx + (size_t)batch * T, *bxl = by + (size_t)batch * T, *byl = bxl + batch;
-    for (int i = 0; i < N; i++) idx[i] = i;
-    attn_rng_shuffle(rng, idx, (size_t)N);
-    attn_status st = ATTN_OK;
-    *loss_sum = 0.0;
-    *tokens = 0;
-    for (int start = 0; start < N && st == ATTN_OK; start += batch) {
-        const int B = N - start < batch ? N - start : batch;
-        for (int b = 0; b < B; b++) {
-            const int i = idx[start + b];
-            memcpy(bx + (size_t)b * T, X + (size_t)i * T, sizeof(int32_t) * T);
-            memcpy(by + (size_t)b * T, Y + (size_t)i * T, sizeof(int32_t) * T);
-            bxl[b] = X_len[i];
-            byl[b] = Y_len[i];
-            *tokens += Y_len[i];
-        }
-        float loss = 0.0f;
-        *seed = attn__mix64(*seed + 0x2545F4914F6CDD1DULL);
-        if ((st = tf_step_sharded(m, &loss, bx, bxl, by, byl, B, *seed)) != ATTN_OK) break;
-        if ((st = attn_clip_grad_norm(m->grads, m->n_params, clip, NULL)) != ATTN_OK) break;
-        if ((st = attn_adam_step(opt, m->params, m->grads)) != ATTN_OK) break;
-        *loss_sum += loss;
-    }
-    free(idx);
-    free(bx);
-    return st;
+    if (m->n_shards > ATTN__NMT_MAX_SHARDS) return ATTN_ERR_SIZE;
+    attn__nmt_trainer tr = {.model = m, .step = tf_shard_step, .params = m->params, .grads = m->grads,
+                            .n_shards = m->n_shards, .n_params = m->n_params, .num_steps = m->cfg.num_steps};
+    for (int k = 0; k < m->n_shards; k++) tr.shard_grads[k] = m->shards[k].grads;
+    return attn__nmt_train_epoch(&tr, opt, rng, X, X_len, Y, Y_len, N, batch, clip, seed, loss_sum, tokens);
 }
 
 /* ---------------------------------------------------------------------------------------------------
@@ -974,52 +913,42 @@ attn_status attn_transformer_train_epoch(attn_transformer *m, attn_adam *opt, at
  */
 #define TF_MAX_TENSORS (5 + 22 * ATTN_TF_MAX_BLOCKS)
 
-typedef struct tf_named { char name[64]; float *p; int ndim; int64_t shape[2]; } tf_named;
-
-static int tf_add(tf_named *t, int n, const char *name, float *p, int ndim, int64_t s0, int64_t s1) {
-    snprintf(t[n].name, sizeof t[n].name, "%s", name);
-    t[n].p = p; t[n].ndim = ndim; t[n].shape[0] = s0; t[n].shape[1] = s1;
-    return n + 1;
-}
-
-static int tf_add_block(tf_named *t, int n, const char *pre, const attn_tf_block *b) {
+static int tf_add_block(attn__nmt_named *t, int n, const char *pre, const attn_tf_block *b) {
     const int D = b->D, F = b->F;
     char nm[64];
     const char *const att[2] = {b->decoder ? "attention1" : "attention", "attention2"};
     const char *const wn[4] = {"W_q", "W_k", "W_v", "W_o"};
     float *const sw[4] = {b->wq, b->wk, b->wv, b->wo}, *const xw[4] = {b->xwq, b->xwk, b->xwv, b->xwo};
-    for (int i = 0; i < 4; i++) { snprintf(nm, sizeof nm, "%s.%s.%s.weight", pre, att[0], wn[i]); n = tf_add(t, n, nm, sw[i], 2, D, D); }
-    snprintf(nm, sizeof nm, "%s.addnorm1.ln.weight", pre); n = tf_add(t, n, nm, b->ln1_g, 1, D, 0);
-    snprintf(nm, sizeof nm, "%s.addnorm1.ln.bias", pre);   n = tf_add(t, n, nm, b->ln1_b, 1, D, 0);
+    for (int i = 0; i < 4; i++) { snprintf(nm, sizeof nm, "%s.%s.%s.weight", pre, att[0], wn[i]); n = attn__nmt_add(t, n, nm, sw[i], 2, D, D); }
+    snprintf(nm, sizeof nm, "%s.addnorm1.ln.weight", pre); n = attn__nmt_add(t, n, nm, b->ln1_g, 1, D, 0);
+    snprintf(nm, sizeof nm, "%s.addnorm1.ln.bias", pre);   n = attn__nmt_add(t, n, nm, b->ln1_b, 1, D, 0);
     if (b->decoder) {
-        for (int i = 0; i < 4; i++) { snprintf(nm, sizeof nm, "%s.%s.%s.weight", pre, att[1], wn[i]); n = tf_add(t, n, nm, xw[i], 2, D, D); }
-        snprintf(nm, sizeof nm, "%s.addnorm2.ln.weight", pre); n = tf_add(t, n, nm, b->ln2_g, 1, D, 0);
-        snprintf(nm, sizeof nm, "%s.addnorm2.ln.bias", pre);   n = tf_add(t, n, nm, b->ln2_b, 1, D, 0);
+        for (int i = 0; i < 4; i++) { snprintf(nm, sizeof nm, "%s.%s.%s.weight", pre, att[1], wn[i]); n = attn__nmt_add(t, n, nm, xw[i], 2, D, D); }
+        snprintf(nm, sizeof nm, "%s.addnorm2.ln.weight", pre); n = attn__nmt_add(t, n, nm, b->ln2_g, 1, D, 0);
+        snprintf(nm, sizeof nm, "%s.addnorm2.ln.bias", pre);   n = attn__nmt_add(t, n, nm, b->ln2_b, 1, D, 0);
     }
-    snprintf(nm, sizeof nm, "%s.ffn.dense1.weight", pre); n = tf_add(t, n, nm, b->w1, 2, F, D);
-    snprintf(nm, sizeof nm, "%s.ffn.dense1.bias", pre);   n = tf_add(t, n, nm, b->b1, 1, F, 0);
-    snprintf(nm, sizeof nm, "%s.ffn.dense2.weight", pre); n = tf_add(t, n, nm, b->w2, 2, D, F);
-    snprintf(nm, sizeof nm, "%s.ffn.dense2.bias", pre);   n = tf_add(t, n, nm, b->b2, 1, D, 0);
+    snprintf(nm, sizeof nm, "%s.ffn.dense1.weight", pre); n = attn__nmt_add(t, n, nm, b->w1, 2, F, D);
+    snprintf(nm, sizeof nm, "%s.ffn.dense1.bias", pre);   n = attn__nmt_add(t, n, nm, b->b1, 1, F, 0);
+    snprintf(nm, sizeof nm, "%s.ffn.dense2.weight", pre); n = attn__nmt_add(t, n, nm, b->w2, 2, D, F);
+    snprintf(nm, sizeof nm, "%s.ffn.dense2.bias", pre);   n = attn__nmt_add(t, n, nm, b->b2, 1, D, 0);
     const char *last = b->decoder ? "addnorm3" : "addnorm2";
-    snprintf(nm, sizeof nm, "%s.%s.ln.weight", pre, last); n = tf_add(t, n, nm, b->ln3_g, 1, D, 0);
-    snprintf(nm, sizeof nm, "%s.%s.ln.bias", pre, last);   n = tf_add(t, n, nm, b->ln3_b, 1, D, 0);
+    snprintf(nm, sizeof nm, "%s.%s.ln.weight", pre, last); n = attn__nmt_add(t, n, nm, b->ln3_g, 1, D, 0);
+    snprintf(nm, sizeof nm, "%s.%s.ln.bias", pre, last);   n = attn__nmt_add(t, n, nm, b->ln3_b, 1, D, 0);
     return n;
 }
 
-static int tf_list(const attn_transformer *m, tf_named *t) {
+static int tf_list(const attn_transformer *m, attn__nmt_named *t) {
     const attn_transformer_config *c = &m->cfg;
     char pre[64];
     int n = 0;
-    n = tf_add(t, n, "encoder.embedding.weight", m->enc_emb, 2, c->src_vocab, c->hidden);
+    n = attn__nmt_add(t, n, "encoder.embedding.weight", m->enc_emb, 2, c->src_vocab, c->hidden);
     for (int l = 0; l < c->blocks; l++) { snprintf(pre, sizeof pre, "encoder.blks.block%d", l); n = tf_add_block(t, n, pre, &m->enc[l]); }
-    n = tf_add(t, n, "decoder.embedding.weight", m->dec_emb, 2, c->tgt_vocab, c->hidden);
+    n = attn__nmt_add(t, n, "decoder.embedding.weight", m->dec_emb, 2, c->tgt_vocab, c->hidden);
     for (int l = 0; l < c->blocks; l++) { snprintf(pre, sizeof pre, "decoder.blks.block%d", l); n = tf_add_block(t, n, pre, &m->dec[l]); }
-    n = tf_add(t, n, "decoder.dense.weight", m->dense_w, 2, c->tgt_vocab, c->hidden);
-    n = tf_add(t, n, "decoder.dense.bias", m->dense_b, 1, c->tgt_vocab, 0);
+    n = attn__nmt_add(t, n, "decoder.dense.weight", m->dense_w, 2, c->tgt_vocab, c->hidden);
+    n = attn__nmt_add(t, n, "decoder.dense.bias", m->dense_b, 1, c->tgt_vocab, 0);
     return n;
 }
-
-static size_t tf_numel(const tf_named *t) { return (size_t)t->shape[0] * (size_t)(t->ndim == 2 ? t->shape[1] : 1); }
 
 #define TF_N_META 9
 static const char *const tf_meta_names[TF_N_META] = {"model", "src_vocab", "tgt_vocab", "hidden", "ffn", "heads",
@@ -1027,19 +956,8 @@ static const char *const tf_meta_names[TF_N_META] = {"model", "src_vocab", "tgt_
 
 attn_status attn_transformer_save(const attn_transformer *m, const char *path, char *err, size_t err_size) {
     if (!m || !m->params || !path) return ATTN_ERR_NULL;
-    tf_named t[TF_MAX_TENSORS];
+    attn__nmt_named t[TF_MAX_TENSORS];
     const int n = tf_list(m, t);
-    attn_st_tensor st_t[TF_MAX_TENSORS];
-    for (int i = 0; i < n; i++) {
-        memset(&st_t[i], 0, sizeof st_t[i]);
-        st_t[i].name = t[i].name;
-        st_t[i].dtype = ATTN_DTYPE_F32;
-        st_t[i].ndim = t[i].ndim;
-        st_t[i].shape[0] = t[i].shape[0];
-        st_t[i].shape[1] = t[i].shape[1];
-        st_t[i].data = t[i].p;
-        st_t[i].nbytes = sizeof(float) * tf_numel(&t[i]);
-    }
     const attn_transformer_config *c = &m->cfg;
     char vals[TF_N_META][32];
     snprintf(vals[0], 32, "transformer");
@@ -1050,7 +968,7 @@ attn_status attn_transformer_save(const attn_transformer *m, const char *path, c
     snprintf(vals[8], 32, "%d", c->num_steps);
     const char *vp[TF_N_META];
     for (int i = 0; i < TF_N_META; i++) vp[i] = vals[i];
-    return attn_st_write(path, st_t, n, tf_meta_names, vp, TF_N_META, err, err_size);
+    return attn__nmt_save(path, t, n, tf_meta_names, vp, TF_N_META, err, err_size);
 }
 
 attn_status attn_transformer_load(attn_transformer *m, const char *path, int max_batch, char *err,
@@ -1068,15 +986,9 @@ attn_status attn_transformer_load(attn_transformer *m, const char *path, int max
         return ATTN_ERR_FORMAT;
     }
     double v[TF_N_META];
-    for (int i = 1; i < TF_N_META; i++) {
-        const char *s = attn_st_meta(&f, tf_meta_names[i]);
-        char *end = NULL;
-        v[i] = s ? strtod(s, &end) : 0;
-        if (!s || end == s || *end || !(v[i] >= 0 && v[i] < 1e8)) {
-            if (err && err_size) snprintf(err, err_size, "%s: metadata '%s' missing or not a number", path, tf_meta_names[i]);
-            attn_st_free(&f);
-            return ATTN_ERR_FORMAT;
-        }
+    if ((st = attn__nmt_meta_numbers(&f, path, tf_meta_names + 1, TF_N_META - 1, v + 1, err, err_size)) != ATTN_OK) {
+        attn_st_free(&f);
+        return st;
     }
     attn_transformer_config c;
     memset(&c, 0, sizeof c);
@@ -1088,13 +1000,9 @@ attn_status attn_transformer_load(attn_transformer *m, const char *path, int max
         attn_st_free(&f);
         return st == ATTN_ERR_NOMEM ? st : ATTN_ERR_FORMAT;
     }
-    tf_named t[TF_MAX_TENSORS];
+    attn__nmt_named t[TF_MAX_TENSORS];
     const int n = tf_list(m, t);
-    for (int i = 0; i < n && st == ATTN_OK; i++) {
-        const float *data = NULL;
-        st = attn_st_get_f32(&f, t[i].name, t[i].ndim, t[i].shape, &data, err, err_size);
-        if (st == ATTN_OK) memcpy(t[i].p, data, sizeof(float) * tf_numel(&t[i]));
-    }
+    st = attn__nmt_read_tensors(&f, t, n, err, err_size);
     attn_st_free(&f);
     if (st != ATTN_OK) attn_transformer_free(m);
     return st;

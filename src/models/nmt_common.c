@@ -1,0 +1,137 @@
+/*
+ * nmt_common.c — what the translation models share: the sharded training epoch and checkpoints as named
+ * float tensors with numeric metadata (see nmt_common.h).
+ *
+ * The sharded step splits a batch (B rows) into the model's n_shards fixed parts of ceil(B/n_shards) rows,
+ * runs them on up to that many OpenMP threads, and sums the shards' gradients and losses in shard order:
+ * the thread count does not change the result.
+ */
+#include "nmt_common.h"
+#include "layers/util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---------------------------------------------------------------------------------------------------
+ * Training epoch.
+ */
+static attn_status step_sharded(const attn__nmt_trainer *tr, float *loss, const int32_t *X, const int32_t *X_len,
+                                const int32_t *Y, const int32_t *Y_len, int B, uint64_t seed) {
+    const int ns = tr->n_shards, T = tr->num_steps, per = (B + ns - 1) / ns;
+    attn_status sts[ATTN__NMT_MAX_SHARDS];
+    float losses[ATTN__NMT_MAX_SHARDS];
+    int nth = attn_get_num_threads();
+    nth = nth < 1 ? 1 : nth > ns ? ns : nth;
+    (void)nth;
+    ATTN_OMP(omp parallel for num_threads(nth) schedule(static, 1) if (nth > 1))
+    for (int k = 0; k < ns; k++) {
+        const int lo = k * per, n = B - lo < per ? B - lo : per;
+        losses[k] = 0.0f;
+        sts[k] = ATTN_OK;
+        if (n <= 0) continue;
+        sts[k] = tr->step(tr->model, k, &losses[k], X + (size_t)lo * T, X_len + lo, Y + (size_t)lo * T, Y_len + lo,
+                          n, attn__mix64(seed + (uint64_t)k));
+    }
+    memset(tr->grads, 0, sizeof(float) * tr->n_params);
+    double sum = 0.0;
+    for (int k = 0; k < ns; k++) {
+        if (sts[k] != ATTN_OK) return sts[k];
+        if (k * per >= B) continue;
+        const float *g = tr->shard_grads[k];
+        for (size_t i = 0; i < tr->n_params; i++) tr->grads[i] += g[i];
+        sum += losses[k];
+    }
+    *loss = (float)sum;
+    return ATTN_OK;
+}
+
+attn_status attn__nmt_train_epoch(const attn__nmt_trainer *tr, attn_adam *opt, attn_rng *rng,
+                                  const int32_t *X, const int32_t *X_len, const int32_t *Y, const int32_t *Y_len,
+                                  int N, int batch, float clip, uint64_t *seed, double *loss_sum, int64_t *tokens) {
+    if (tr->n_shards < 1 || tr->n_shards > ATTN__NMT_MAX_SHARDS) return ATTN_ERR_SIZE;
+    const int T = tr->num_steps;
+    int32_t *idx = malloc(sizeof(int32_t) * (size_t)N);
+    int32_t *bx = malloc(sizeof(int32_t) * ((size_t)batch * T * 2 + (size_t)batch * 2));
+    if (!idx || !bx) { free(idx); free(bx); return ATTN_ERR_NOMEM; }
+    int32_t *by = bx + (size_t)batch * T, *bxl = by + (size_t)batch * T, *byl = bxl + batch;
+    for (int i = 0; i < N; i++) idx[i] = i;
+    attn_rng_shuffle(rng, idx, (size_t)N);
+    attn_status st = ATTN_OK;
+    *loss_sum = 0.0;
+    *tokens = 0;
+    for (int start = 0; start < N && st == ATTN_OK; start += batch) {
+        const int B = N - start < batch ? N - start : batch;
+        for (int b = 0; b < B; b++) {                       /* gather the batch: (B,T) ids, (B) lengths */
+            const int i = idx[start + b];
+            memcpy(bx + (size_t)b * T, X + (size_t)i * T, sizeof(int32_t) * T);
+            memcpy(by + (size_t)b * T, Y + (size_t)i * T, sizeof(int32_t) * T);
+            bxl[b] = X_len[i];
+            byl[b] = Y_len[i];
+            *tokens += Y_len[i];
+        }
+        float loss = 0.0f;
+        *seed = attn__mix64(*seed + 0x2545F4914F6CDD1DULL);
+        if ((st = step_sharded(tr, &loss, bx, bxl, by, byl, B, *seed)) != ATTN_OK) break;
+        if ((st = attn_clip_grad_norm(tr->grads, tr->n_params, clip, NULL)) != ATTN_OK) break;
+        if ((st = attn_adam_step(opt, tr->params, tr->grads)) != ATTN_OK) break;
+        *loss_sum += loss;
+    }
+    free(idx);
+    free(bx);
+    return st;
+}
+
+/* ---------------------------------------------------------------------------------------------------
+ * Checkpoints.
+ */
+static size_t numel(const attn__nmt_named *t) { return (size_t)t->shape[0] * (size_t)(t->ndim == 2 ? t->shape[1] : 1); }
+
+int attn__nmt_add(attn__nmt_named *t, int n, const char *name, float *p, int ndim, int64_t s0, int64_t s1) {
+    snprintf(t[n].name, sizeof t[n].name, "%s", name);
+    t[n].p = p; t[n].ndim = ndim; t[n].shape[0] = s0; t[n].shape[1] = s1;
+    return n + 1;
+}
+
+attn_status attn__nmt_save(const char *path, const attn__nmt_named *t, int n, const char *const *meta_names,
+                           const char *const *meta_vals, int n_meta, char *err, size_t err_size) {
+    attn_st_tensor *st_t = calloc(n > 0 ? (size_t)n : 1, sizeof *st_t);
+    if (!st_t) return ATTN_ERR_NOMEM;
+    for (int i = 0; i < n; i++) {
+        st_t[i].name = t[i].name;
+        st_t[i].dtype = ATTN_DTYPE_F32;
+        st_t[i].ndim = t[i].ndim;
+        st_t[i].shape[0] = t[i].shape[0];
+        st_t[i].shape[1] = t[i].shape[1];
+        st_t[i].data = t[i].p;
+        st_t[i].nbytes = sizeof(float) * numel(&t[i]);
+    }
+    attn_status st = attn_st_write(path, st_t, n, meta_names, meta_vals, n_meta, err, err_size);
+    free(st_t);
+    return st;
+}
+
+attn_status attn__nmt_meta_numbers(const attn_st_file *f, const char *path, const char *const *meta_names, int n,
+                                   double *v, char *err, size_t err_size) {
+    for (int i = 0; i < n; i++) {
+        const char *s = attn_st_meta(f, meta_names[i]);
+        char *end = NULL;
+        v[i] = s ? strtod(s, &end) : 0;
+        if (!s || end == s || *end || !(v[i] >= 0 && v[i] < 1e8)) {
+            if (err && err_size)
+                snprintf(err, err_size, "%s: metadata '%s' missing or not a number", path, meta_names[i]);
+            return ATTN_ERR_FORMAT;
+        }
+    }
+    return ATTN_OK;
+}
+
+attn_status attn__nmt_read_tensors(const attn_st_file *f, const attn__nmt_named *t, int n, char *err, size_t err_size) {
+    attn_status st = ATTN_OK;
+    for (int i = 0; i < n && st == ATTN_OK; i++) {
+        const float *data = NULL;
+        st = attn_st_get_f32(f, t[i].name, t[i].ndim, t[i].shape, &data, err, err_size);
+        if (st == ATTN_OK) memcpy(t[i].p, data, sizeof(float) * numel(&t[i]));
+    }
+    return st;
+}

@@ -1,0 +1,76 @@
+/*
+ * nmt_common.h — internal pieces shared by the translation models (seq2seq.c, transformer.c): the
+ * sharded training epoch (shuffle, gather a batch, step on the model's shards, clip, Adam) and
+ * checkpoints as a list of named float tensors plus numeric metadata. Not part of the public API.
+ */
+#ifndef ATTN_MODELS_NMT_COMMON_H
+#define ATTN_MODELS_NMT_COMMON_H
+
+#include "internal.h"
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* A seed derived from seed for one purpose (what), e.g. a dropout mask. */
+static inline uint64_t attn__nmt_sub_seed(uint64_t seed, uint64_t what) {
+    return attn__mix64(seed ^ (what * 0x9e3779b97f4a7c15ULL));
+}
+
+/* Xavier-uniform init of a (fan_out, fan_in) weight. */
+static inline void attn__nmt_xavier(attn_rng *r, float *w, int fan_out, int fan_in) {
+    float a = sqrtf(6.0f / (float)(fan_in + fan_out));
+    attn_rng_fill_uniform(r, w, (size_t)fan_out * fan_in, -a, a);
+}
+
+/* ATTN_ERR_ARG unless every one of the n ids is in [0, V). */
+static inline attn_status attn__nmt_check_ids(const int32_t *ids, size_t n, int V) {
+    for (size_t i = 0; i < n; i++) if (ids[i] < 0 || ids[i] >= V) return ATTN_ERR_ARG;
+    return ATTN_OK;
+}
+
+/* One shard's training step: zero shard k's gradients and run the model's step on rows (n of them) of
+ * the batch: X, Y (n,T) ids and their lengths (n). */
+typedef attn_status (*attn__nmt_shard_step)(void *model, int k, float *loss, const int32_t *X, const int32_t *X_len,
+                                            const int32_t *Y, const int32_t *Y_len, int n, uint64_t seed);
+
+/* What the epoch driver needs of a model: its parameter/gradient slabs (n_params each), its shards'
+ * gradients (n_shards ≤ ATTN__NMT_MAX_SHARDS) and the step of one shard. */
+#define ATTN__NMT_MAX_SHARDS 8
+typedef struct attn__nmt_trainer {
+    void *model;
+    attn__nmt_shard_step step;
+    float *params, *grads;              /* (n_params) */
+    float *shard_grads[ATTN__NMT_MAX_SHARDS]; /* (n_params) each */
+    int n_shards;
+    size_t n_params;
+    int num_steps;                      /* T */
+} attn__nmt_trainer;
+
+/* One epoch: shuffle the N pairs with rng, then per batch: step split in the shards (on up to
+ * attn_get_num_threads() threads, gradients summed in shard order), clip to clip, Adam. The caller has
+ * checked the arguments. Adds the summed losses to *loss_sum and the target tokens to *tokens (both
+ * reset first); *seed advances once per batch. */
+attn_status attn__nmt_train_epoch(const attn__nmt_trainer *tr, attn_adam *opt, attn_rng *rng,
+                                  const int32_t *X, const int32_t *X_len, const int32_t *Y, const int32_t *Y_len,
+                                  int N, int batch, float clip, uint64_t *seed, double *loss_sum, int64_t *tokens);
+
+/* A named float tensor of a checkpoint: ndim 1 (shape[0]) or 2 (shape[0], shape[1]). */
+typedef struct attn__nmt_named { char name[64]; float *p; int ndim; int64_t shape[2]; } attn__nmt_named;
+
+/* Appends a tensor to t[n]; returns n + 1. */
+int attn__nmt_add(attn__nmt_named *t, int n, const char *name, float *p, int ndim, int64_t s0, int64_t s1);
+
+/* Writes the n tensors and the n_meta metadata pairs to a safetensors file. */
+attn_status attn__nmt_save(const char *path, const attn__nmt_named *t, int n, const char *const *meta_names,
+                           const char *const *meta_vals, int n_meta, char *err, size_t err_size);
+
+/* Reads metadata meta_names[i] as numbers in [0, 1e8) into v[i]; ATTN_ERR_FORMAT (err filled) when one is
+ * missing or not a number. */
+attn_status attn__nmt_meta_numbers(const attn_st_file *f, const char *path, const char *const *meta_names, int n,
+                                   double *v, char *err, size_t err_size);
+
+/* Copies the n tensors from f into t[i].p, checking each one's shape. */
+attn_status attn__nmt_read_tensors(const attn_st_file *f, const attn__nmt_named *t, int n, char *err, size_t err_size);
+
+#endif
