@@ -155,6 +155,10 @@ static attn_status im_plan(imdb_model *m, int B, int want_full, int *np_out, siz
 static attn_status im_desc(const imdb_model *m, int nb, attn_sdpa_desc *d);
 static void im_pack(imdb_model *m);
 static void im_part(int n, int np, int p, int *lo, int *hi);
+static int im_thread(int *nt);
+static attn_status im_begin(imdb_model *m, const int32_t *ids, int B, int want_full, int *np, size_t *pb);
+static void im_part_forward(imdb_model *m, const float *src, const int32_t *idx, int B, int np, int p, size_t pb,
+                            int chunk, int attend, attn_status *pst);
 
 attn_status imdb_model_eval_prepare(imdb_model *m) {
     if (!m || !m->params) return ATTN_ERR_NULL;
@@ -180,54 +184,18 @@ attn_status imdb_model_eval_forward(imdb_model *m, const int32_t *ids, const int
     if (!m || !ids) return ATTN_ERR_NULL;
     if (!m->tab) return ATTN_ERR_ARG;                         /* imdb_model_eval_prepare first */
     if (B < 1 || B > m->Bmax) return ATTN_ERR_SIZE;
-    const imdb_config *c = &m->cfg;
-    const int T = c->T, D = c->D, D3 = 3 * D, N = B * T;
-    for (int n = 0; n < N; n++)
-        if (ids[n] < 0 || ids[n] >= c->V) return ATTN_ERR_ARG;
     int np;
     size_t pb;
-    attn_status st = im_plan(m, B, 0, &np, &pb);
+    /* the buffers below are the training forward's: no backward after this */
+    attn_status st = im_begin(m, ids, B, 0, &np, &pb);
     if (st != ATTN_OK) return st;
-    m->n_words = 0;          /* the buffers below are the training forward's: no backward after this */
     attn_status pst = ATTN_OK;
     /* one part of the reviews per thread, a few reviews at a time (their rows still in cache when the
      * attention reads them): P rows (Q, K, V side by side) from the table, the attention, the mean */
     IM_OMP(omp parallel num_threads(np) if(np > 1))
     {
-        int ith = 0, nt = 1;
-#ifdef _OPENMP
-        ith = omp_get_thread_num();
-        nt = omp_get_num_threads();
-#endif
-        for (int p = ith; p < np; p += nt) {
-            int b0, b1;
-            im_part(B, np, p, &b0, &b1);
-            for (int s0 = b0; s0 < b1; s0 += 16) {
-                const int nb = b1 - s0 < 16 ? b1 - s0 : 16;
-                const size_t r0 = (size_t)s0 * T;
-                for (size_t n = r0; n < r0 + (size_t)nb * T; n++)
-                    memcpy(m->pp + n * D3, m->tab + (size_t)ids[n] * D3, sizeof(float) * D3);
-                attn_sdpa_desc d;
-                float *pp = m->pp + r0 * D3;
-                attn_status s = im_desc(m, nb, &d);
-                if (s == ATTN_OK)
-                    s = attn_sdpa_forward(&d, m->h + r0 * D, m->alse + r0, NULL, pp, pp + D, pp + 2 * D,
-                                          (char *)m->awork + (size_t)p * pb, pb);
-                if (s != ATTN_OK) {
-                    IM_OMP(omp critical(imdb_status))
-                    pst = s;
-                }
-                const float inv = 1.0f / (float)T;
-                for (int b = s0; b < s0 + nb; b++) {
-                    float *yr = m->pooled + (size_t)b * D;
-                    const float *hb = m->h + (size_t)b * T * D;
-                    for (int x = 0; x < D; x++) yr[x] = 0.0f;
-                    for (int t = 0; t < T; t++)
-                        for (int x = 0; x < D; x++) yr[x] += hb[(size_t)t * D + x];
-                    for (int x = 0; x < D; x++) yr[x] *= inv;
-                }
-            }
-        }
+        int nt, ith = im_thread(&nt);
+        for (int p = ith; p < np; p += nt) im_part_forward(m, m->tab, ids, B, np, p, pb, 16, 1, &pst);
     }
     if (pst != ATTN_OK) return pst;
     return head_forward(m, labels, B, 0, 0, loss_sum, correct, 1);
@@ -236,6 +204,25 @@ attn_status imdb_model_eval_forward(imdb_model *m, const int32_t *ids, const int
 /* ---------------------------------------------------------------------------------------------------
  * The embedding + self-attention block, per distinct word (see imdb_model.h).
  */
+
+/* This thread's number, and *nt = the team's size (0 and 1 outside a parallel region). */
+static int im_thread(int *nt) {
+#ifdef _OPENMP
+    *nt = omp_get_num_threads();
+    return omp_get_thread_num();
+#else
+    *nt = 1;
+    return 0;
+#endif
+}
+
+/* Keeps a failure of one thread's part (any one of them). */
+static void im_fail(attn_status s, attn_status *pst) {
+    if (s != ATTN_OK) {
+        IM_OMP(omp critical(imdb_status))
+        *pst = s;
+    }
+}
 
 /* Part p of np of n items: [*lo, *hi). */
 static void im_part(int n, int np, int p, int *lo, int *hi) {
@@ -265,6 +252,45 @@ static attn_status im_desc(const imdb_model *m, int nb, attn_sdpa_desc *d) {
     const int64_t row = 3 * (int64_t)c->D;
     d->q = d->k = d->v = (attn_layout){(int64_t)c->T * row, (int64_t)c->T * row, row};
     return attn_sdpa_validate(d);
+}
+
+/* Reviews [b0, b1) by one thread, workspace part p (pb bytes): h (nb,T,D) and the lse (nb,T) from their
+ * P rows (fused kernel), then their pooled (nb,D) rows = mean over T, as attn_mean_time_forward
+ * computes it. A failure goes to *pst. */
+static void im_slice_forward(imdb_model *m, int b0, int b1, int p, size_t pb, attn_status *pst) {
+    const int T = m->cfg.T, D = m->cfg.D;
+    const size_t r0 = (size_t)b0 * T;
+    float *pp = m->pp + r0 * 3 * D;
+    attn_sdpa_desc d;
+    attn_status s = im_desc(m, b1 - b0, &d);
+    if (s == ATTN_OK)
+        s = attn_sdpa_forward(&d, m->h + r0 * D, m->alse + r0, NULL, pp, pp + D, pp + 2 * D,
+                              (char *)m->awork + (size_t)p * pb, pb);
+    im_fail(s, pst);
+    const float inv = 1.0f / (float)T;
+    for (int b = b0; b < b1; b++) {
+        float *yr = m->pooled + (size_t)b * D;
+        const float *hb = m->h + (size_t)b * T * D;
+        for (int x = 0; x < D; x++) yr[x] = 0.0f;
+        for (int t = 0; t < T; t++)
+            for (int x = 0; x < D; x++) yr[x] += hb[(size_t)t * D + x];
+        for (int x = 0; x < D; x++) yr[x] *= inv;
+    }
+}
+
+/* Part p of np of the B reviews, chunk reviews at a time: P rows (nb·T,3D) (Q, K, V side by side) = the
+ * rows idx[n] of src (·,3D), then (when attend) their attention and mean (im_slice_forward). */
+static void im_part_forward(imdb_model *m, const float *src, const int32_t *idx, int B, int np, int p, size_t pb,
+                            int chunk, int attend, attn_status *pst) {
+    const size_t T = (size_t)m->cfg.T, D3 = 3 * (size_t)m->cfg.D;
+    int b0, b1;
+    im_part(B, np, p, &b0, &b1);
+    for (int s0 = b0; s0 < b1; s0 += chunk) {
+        const int s1 = b1 - s0 < chunk ? b1 : s0 + chunk;
+        for (size_t n = (size_t)s0 * T; n < (size_t)s1 * T; n++)
+            memcpy(m->pp + n * D3, src + (size_t)idx[n] * D3, sizeof(float) * D3);
+        if (attend) im_slice_forward(m, s0, s1, p, pb, pst);
+    }
 }
 
 /* Threads for B reviews: one part of reviews each. The workspace holds np per-part workspaces (and one
@@ -297,6 +323,18 @@ static attn_status im_plan(imdb_model *m, int B, int want_full, int *np_out, siz
     return ATTN_OK;
 }
 
+/* The start of a forward over ids (B,T): the ids checked, the threads planned (see im_plan), and no
+ * backward allowed until the training forward has succeeded. */
+static attn_status im_begin(imdb_model *m, const int32_t *ids, int B, int want_full, int *np, size_t *pb) {
+    const int N = B * m->cfg.T;
+    for (int n = 0; n < N; n++)
+        if (ids[n] < 0 || ids[n] >= m->cfg.V) return ATTN_ERR_ARG;
+    attn_status st = im_plan(m, B, want_full, np, pb);
+    if (st != ATTN_OK) return st;
+    m->n_words = 0;
+    return ATTN_OK;
+}
+
 /* wc (D,3D) = [W0 W1 W2] */
 static void im_pack(imdb_model *m) {
     const size_t D = (size_t)m->cfg.D;
@@ -308,11 +346,9 @@ static void im_pack(imdb_model *m) {
 static attn_status im_attention_forward(imdb_model *m, const int32_t *ids, int B, float *weights) {
     const imdb_config *c = &m->cfg;
     const int T = c->T, D = c->D, D3 = 3 * D, N = B * T;
-    for (int n = 0; n < N; n++)
-        if (ids[n] < 0 || ids[n] >= c->V) return ATTN_ERR_ARG;
     int np;
     size_t pb;
-    attn_status st = im_plan(m, B, weights != NULL, &np, &pb);
+    attn_status st = im_begin(m, ids, B, weights != NULL, &np, &pb);   /* n_words set again once it succeeds */
     if (st != ATTN_OK) return st;
     /* the distinct words, in order of first use */
     int nu = 0;
@@ -326,7 +362,6 @@ static attn_status im_attention_forward(imdb_model *m, const int32_t *ids, int B
         m->wpos[n] = k;
     }
     for (int k = 0; k < nu; k++) m->wmark[m->words[k]] = -1;
-    m->n_words = 0;          /* set again once the forward has succeeded */
     /* each word's positions, in increasing order: wlist[wstart[k] .. wstart[k+1]) */
     for (int k = 0; k <= nu; k++) m->wstart[k] = 0;
     for (int n = 0; n < N; n++) m->wstart[m->wpos[n] + 1]++;
@@ -338,11 +373,7 @@ static attn_status im_attention_forward(imdb_model *m, const int32_t *ids, int B
     attn_status pst = ATTN_OK;
     IM_OMP(omp parallel num_threads(np) if(np > 1))
     {
-        int ith = 0, nt = 1;
-#ifdef _OPENMP
-        ith = omp_get_thread_num();
-        nt = omp_get_num_threads();
-#endif
+        int nt, ith = im_thread(&nt);
         /* x (U,D) = emb[words];  PU (U,3D) = x · Wc, rows cut among the threads */
         for (int p = ith; p < np; p += nt) {
             int u0, u1;
@@ -355,33 +386,7 @@ static attn_status im_attention_forward(imdb_model *m, const int32_t *ids, int B
         }
         IM_OMP(omp barrier)
         /* each part of reviews: P rows from PU, then the attention (fused kernel, one thread each) */
-        for (int p = ith; p < np; p += nt) {
-            int b0, b1;
-            im_part(B, np, p, &b0, &b1);
-            for (int n = b0 * T; n < b1 * T; n++)
-                memcpy(m->pp + (size_t)n * D3, m->pu + (size_t)m->wpos[n] * D3, sizeof(float) * D3);
-            if (weights || b1 == b0) continue;
-            attn_sdpa_desc d;
-            float *pp = m->pp + (size_t)b0 * T * D3;
-            attn_status s = im_desc(m, b1 - b0, &d);
-            if (s == ATTN_OK)
-                s = attn_sdpa_forward(&d, m->h + (size_t)b0 * T * D, m->alse + (size_t)b0 * T, NULL, pp, pp + D,
-                                      pp + 2 * D, (char *)m->awork + (size_t)p * pb, pb);
-            if (s != ATTN_OK) {
-                IM_OMP(omp critical(imdb_status))
-                pst = s;
-            }
-            /* pooled (B,D) rows of the part = mean over T, as attn_mean_time_forward computes it */
-            const float inv = 1.0f / (float)T;
-            for (int b = b0; b < b1; b++) {
-                float *yr = m->pooled + (size_t)b * D;
-                const float *hb = m->h + (size_t)b * T * D;
-                for (int x = 0; x < D; x++) yr[x] = 0.0f;
-                for (int t = 0; t < T; t++)
-                    for (int x = 0; x < D; x++) yr[x] += hb[(size_t)t * D + x];
-                for (int x = 0; x < D; x++) yr[x] *= inv;
-            }
-        }
+        for (int p = ith; p < np; p += nt) im_part_forward(m, m->pu, m->wpos, B, np, p, pb, B, !weights, &pst);
     }
     if (pst != ATTN_OK) return pst;
     if (weights) {
@@ -412,11 +417,7 @@ static attn_status im_attention_backward(imdb_model *m, int B) {
     attn_status pst = ATTN_OK;
     IM_OMP(omp parallel num_threads(np) if(np > 1))
     {
-        int ith = 0, nt = 1;
-#ifdef _OPENMP
-        ith = omp_get_thread_num();
-        nt = omp_get_num_threads();
-#endif
+        int nt, ith = im_thread(&nt);
         /* each part of reviews: dh = dpooled / T broadcast over T, then dP (zeroed) += attention backward */
         for (int p = ith; p < np; p += nt) {
             int b0, b1;
@@ -437,10 +438,7 @@ static attn_status im_attention_backward(imdb_model *m, int B) {
             if (s == ATTN_OK)
                 s = attn_sdpa_backward(&d, dpp, dpp + D, dpp + 2 * D, m->dh + r0 * D, pp, pp + D, pp + 2 * D,
                                        m->h + r0 * D, m->alse + r0, (char *)m->awork + (size_t)p * pb, pb);
-            if (s != ATTN_OK) {
-                IM_OMP(omp critical(imdb_status))
-                pst = s;
-            }
+            im_fail(s, &pst);
         }
         IM_OMP(omp barrier)
         /* each part of the words: dPU rows = Σ over the word's positions of dP (in position order);
