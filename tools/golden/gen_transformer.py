@@ -1,5 +1,5 @@
 """gen_transformer.py — golden files for the Transformer's layers and blocks (the d2l book's chapter on the
-Transformer, d2l 0.17's PyTorch code, written out below as in the book).
+Transformer, d2l 0.17's PyTorch code, restated in d2l.py).
 
     /usr/bin/python3 tools/golden/gen_transformer.py tests/golden
 
@@ -34,7 +34,8 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import st  # noqa: E402
-from d2l import masked_softmax  # noqa: E402  (the book's masking helpers)
+from d2l import (DecoderBlock, EncoderBlock, EncoderDecoder, PositionalEncoding,  # noqa: E402
+                 PositionWiseFFN, AddNorm, TransformerDecoder, TransformerEncoder)
 
 torch.manual_seed(11)
 torch.set_default_dtype(torch.float64)
@@ -46,124 +47,6 @@ def f32(t):
 
 def rnd(*shape):
     return torch.randn(*shape, dtype=torch.float32).double()
-
-
-# ---------------------------------------------------------------------------------------------------
-# d2l 0.17, as in the book
-
-
-class DotProductAttention(nn.Module):
-    def __init__(self, dropout):
-        super().__init__()
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, queries, keys, values, valid_lens=None):
-        d = queries.shape[-1]
-        scores = torch.bmm(queries, keys.transpose(1, 2)) / math.sqrt(d)
-        self.attention_weights = masked_softmax(scores, valid_lens)
-        return torch.bmm(self.dropout(self.attention_weights), values)
-
-
-def transpose_qkv(X, num_heads):
-    X = X.reshape(X.shape[0], X.shape[1], num_heads, -1)
-    X = X.permute(0, 2, 1, 3)
-    return X.reshape(-1, X.shape[2], X.shape[3])
-
-
-def transpose_output(X, num_heads):
-    X = X.reshape(-1, num_heads, X.shape[1], X.shape[2])
-    X = X.permute(0, 2, 1, 3)
-    return X.reshape(X.shape[0], X.shape[1], -1)
-
-
-class MultiHeadAttention(nn.Module):
-    def __init__(self, key_size, query_size, value_size, num_hiddens, num_heads, dropout, bias=False):
-        super().__init__()
-        self.num_heads = num_heads
-        self.attention = DotProductAttention(dropout)
-        self.W_q = nn.Linear(query_size, num_hiddens, bias=bias)
-        self.W_k = nn.Linear(key_size, num_hiddens, bias=bias)
-        self.W_v = nn.Linear(value_size, num_hiddens, bias=bias)
-        self.W_o = nn.Linear(num_hiddens, num_hiddens, bias=bias)
-
-    def forward(self, queries, keys, values, valid_lens):
-        queries = transpose_qkv(self.W_q(queries), self.num_heads)
-        keys = transpose_qkv(self.W_k(keys), self.num_heads)
-        values = transpose_qkv(self.W_v(values), self.num_heads)
-        if valid_lens is not None:
-            valid_lens = torch.repeat_interleave(valid_lens, repeats=self.num_heads, dim=0)
-        output = self.attention(queries, keys, values, valid_lens)
-        return self.W_o(transpose_output(output, self.num_heads))
-
-
-class PositionalEncoding(nn.Module):
-    def __init__(self, num_hiddens, dropout, max_len=1000):
-        super().__init__()
-        self.dropout = nn.Dropout(dropout)
-        self.P = torch.zeros((1, max_len, num_hiddens), dtype=torch.float32)
-        X = torch.arange(max_len, dtype=torch.float32).reshape(-1, 1) / torch.pow(
-            10000, torch.arange(0, num_hiddens, 2, dtype=torch.float32) / num_hiddens)
-        self.P[:, :, 0::2] = torch.sin(X)
-        self.P[:, :, 1::2] = torch.cos(X)
-
-    def forward(self, X):
-        X = X + self.P[:, :X.shape[1], :].to(X.dtype)
-        return self.dropout(X)
-
-
-class PositionWiseFFN(nn.Module):
-    def __init__(self, ffn_num_input, ffn_num_hiddens, ffn_num_outputs):
-        super().__init__()
-        self.dense1 = nn.Linear(ffn_num_input, ffn_num_hiddens)
-        self.relu = nn.ReLU()
-        self.dense2 = nn.Linear(ffn_num_hiddens, ffn_num_outputs)
-
-    def forward(self, X):
-        return self.dense2(self.relu(self.dense1(X)))
-
-
-class AddNorm(nn.Module):
-    def __init__(self, normalized_shape, dropout):
-        super().__init__()
-        self.dropout = nn.Dropout(dropout)
-        self.ln = nn.LayerNorm(normalized_shape)
-
-    def forward(self, X, Y):
-        return self.ln(self.dropout(Y) + X)
-
-
-class EncoderBlock(nn.Module):
-    def __init__(self, D, F, H, dropout):
-        super().__init__()
-        self.attention = MultiHeadAttention(D, D, D, D, H, dropout)
-        self.addnorm1 = AddNorm([D], dropout)
-        self.ffn = PositionWiseFFN(D, F, D)
-        self.addnorm2 = AddNorm([D], dropout)
-
-    def forward(self, X, valid_lens):
-        Y = self.addnorm1(X, self.attention(X, X, X, valid_lens))
-        return self.addnorm2(Y, self.ffn(Y))
-
-
-class DecoderBlock(nn.Module):
-    def __init__(self, D, F, H, dropout):
-        super().__init__()
-        self.attention1 = MultiHeadAttention(D, D, D, D, H, dropout)
-        self.addnorm1 = AddNorm([D], dropout)
-        self.attention2 = MultiHeadAttention(D, D, D, D, H, dropout)
-        self.addnorm2 = AddNorm([D], dropout)
-        self.ffn = PositionWiseFFN(D, F, D)
-        self.addnorm3 = AddNorm([D], dropout)
-
-    def forward(self, X, enc_outputs, enc_valid_lens):
-        key_values = X
-        batch_size, num_steps, _ = X.shape
-        dec_valid_lens = torch.arange(1, num_steps + 1).repeat(batch_size, 1) if self.training else None
-        X2 = self.attention1(X, key_values, key_values, dec_valid_lens)
-        Y = self.addnorm1(X, X2)
-        Y2 = self.attention2(Y, enc_outputs, enc_outputs, enc_valid_lens)
-        Z = self.addnorm2(Y, Y2)
-        return self.addnorm3(Z, self.ffn(Z))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -247,48 +130,6 @@ def gen_blocks(out_dir):
               "grad.dec.x": f32(x.grad), "grad.dec.enc": f32(e.grad)})
     st.save(os.path.join(out_dir, "transformer_blocks.safetensors"), d,
             metadata={"D": D, "F": F, "H": H, "B": B, "S": S, "T": T})
-
-
-class TransformerEncoder(nn.Module):
-    def __init__(self, V, D, F, H, L, dropout):
-        super().__init__()
-        self.num_hiddens = D
-        self.embedding = nn.Embedding(V, D)
-        self.pos_encoding = PositionalEncoding(D, dropout)
-        self.blks = nn.Sequential()
-        for i in range(L):
-            self.blks.add_module("block" + str(i), EncoderBlock(D, F, H, dropout))
-
-    def forward(self, X, valid_lens):
-        X = self.pos_encoding(self.embedding(X) * math.sqrt(self.num_hiddens))
-        for blk in self.blks:
-            X = blk(X, valid_lens)
-        return X
-
-
-class TransformerDecoder(nn.Module):
-    def __init__(self, V, D, F, H, L, dropout):
-        super().__init__()
-        self.num_hiddens = D
-        self.embedding = nn.Embedding(V, D)
-        self.pos_encoding = PositionalEncoding(D, dropout)
-        self.blks = nn.Sequential()
-        for i in range(L):
-            self.blks.add_module("block" + str(i), DecoderBlock(D, F, H, dropout))
-        self.dense = nn.Linear(D, V)
-
-    def forward(self, X, enc_outputs, enc_valid_lens):
-        X = self.pos_encoding(self.embedding(X) * math.sqrt(self.num_hiddens))
-        for blk in self.blks:
-            X = blk(X, enc_outputs, enc_valid_lens)
-        return self.dense(X)
-
-
-class EncoderDecoder(nn.Module):
-    def __init__(self, encoder, decoder):
-        super().__init__()
-        self.encoder = encoder
-        self.decoder = decoder
 
 
 def gen_model(out_dir):
