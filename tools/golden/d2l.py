@@ -1,7 +1,8 @@
 """d2l.py — the d2l book's code (d2l 0.17, PyTorch) that the scripts reproducing its models share: the
-masking helpers (gen_seq2seq.py, gen_transformer.py) and the Transformer's classes (gen_transformer.py and
+masking helpers and BLEU (gen_seq2seq.py, gen_transformer.py, tools/replica/) and the Transformer's classes (gen_transformer.py and
 tools/replica/transformer.py). Restated as in the book; the blocks take (D, F, H, dropout) where the book
 spells out key/query/value sizes, all equal to D there."""
+import collections
 import math
 
 import torch
@@ -25,6 +26,25 @@ def masked_softmax(X, valid_lens):
         valid_lens = valid_lens.reshape(-1)
     X = sequence_mask(X.reshape(-1, shape[-1]), valid_lens, value=-1e6)
     return nn.functional.softmax(X.reshape(shape), dim=-1)
+
+
+def bleu(pred_seq, label_seq, k):
+    """The book's BLEU; an empty prediction scores 0 (the book's function divides by zero there)."""
+    if not pred_seq:
+        return 0.0
+    pred_tokens, label_tokens = pred_seq.split(" "), label_seq.split(" ")
+    len_pred, len_label = len(pred_tokens), len(label_tokens)
+    score = math.exp(min(0, 1 - len_label / len_pred))
+    for n in range(1, k + 1):
+        num_matches, label_subs = 0, collections.defaultdict(int)
+        for i in range(len_label - n + 1):
+            label_subs[" ".join(label_tokens[i: i + n])] += 1
+        for i in range(len_pred - n + 1):
+            if label_subs[" ".join(pred_tokens[i: i + n])] > 0:
+                num_matches += 1
+                label_subs[" ".join(pred_tokens[i: i + n])] -= 1
+        score *= math.pow(num_matches / (len_pred - n + 1), math.pow(0.5, n))
+    return score
 
 
 # ---------------------------------------------------------------------------------------------------

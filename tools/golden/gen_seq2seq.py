@@ -14,7 +14,6 @@ Writes
                              (pred, pred_weights (T,T)).
 Parameters are drawn in float32 and the math runs in float64; results are stored as float32.
 """
-import math
 import os
 import sys
 
@@ -23,7 +22,7 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import st  # noqa: E402
-from d2l import masked_softmax, sequence_mask  # noqa: E402  (the book's masking helpers)
+from d2l import bleu, masked_softmax, sequence_mask  # noqa: E402  (the book's helpers)
 
 torch.manual_seed(5)
 
@@ -179,23 +178,6 @@ def gen_model(out_dir):
     st.save(os.path.join(out_dir, "seq2seq_model.safetensors"), d,
             metadata={"src_vocab": Vs, "tgt_vocab": Vt, "embed": E, "hidden": H, "layers": L,
                       "num_steps": T, "batch": B, "names": ",".join(names)})
-
-
-def bleu(pred_seq, label_seq, k):  # d2l's, for the printed check values
-    pred_tokens, label_tokens = pred_seq.split(' '), label_seq.split(' ')
-    len_pred, len_label = len(pred_tokens), len(label_tokens)
-    score = math.exp(min(0, 1 - len_label / len_pred))
-    import collections
-    for n in range(1, k + 1):
-        num_matches, label_subs = 0, collections.defaultdict(int)
-        for i in range(len_label - n + 1):
-            label_subs[' '.join(label_tokens[i: i + n])] += 1
-        for i in range(len_pred - n + 1):
-            if label_subs[' '.join(pred_tokens[i: i + n])] > 0:
-                num_matches += 1
-                label_subs[' '.join(pred_tokens[i: i + n])] -= 1
-        score *= math.pow(num_matches / (len_pred - n + 1), math.pow(0.5, n))
-    return score
 
 
 if __name__ == "__main__":

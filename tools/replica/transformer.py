@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "golden"))
-from d2l import EncoderDecoder, TransformerDecoder, TransformerEncoder, sequence_mask  # noqa: E402
+from d2l import EncoderDecoder, TransformerDecoder, TransformerEncoder, bleu, sequence_mask  # noqa: E402
 
 PAD, BOS, EOS = "<pad>", "<bos>", "<eos>"
 BOOK = [("go .", "va !"), ("i lost .", "j'ai perdu ."), ("he's calm .", "il est calme ."),
@@ -89,24 +89,6 @@ def build_array(lines, vocab, num_steps):
 
 # ---------------------------------------------------------------------------------------------------
 # the book's training loop (d2l 0.17 section 9.7) and decoding
-
-def bleu(pred_seq, label_seq, k):
-    if not pred_seq:
-        return 0.0                      # an empty translation (the book's function divides by zero)
-    pred_tokens, label_tokens = pred_seq.split(" "), label_seq.split(" ")
-    len_pred, len_label = len(pred_tokens), len(label_tokens)
-    score = math.exp(min(0, 1 - len_label / len_pred))
-    for n in range(1, k + 1):
-        num_matches, label_subs = 0, collections.defaultdict(int)
-        for i in range(len_label - n + 1):
-            label_subs[" ".join(label_tokens[i: i + n])] += 1
-        for i in range(len_pred - n + 1):
-            if label_subs[" ".join(pred_tokens[i: i + n])] > 0:
-                num_matches += 1
-                label_subs[" ".join(pred_tokens[i: i + n])] -= 1
-        score *= math.pow(num_matches / (len_pred - n + 1), math.pow(0.5, n))
-    return score
-
 
 def masked_ce(pred, label, valid_len):
     weights = sequence_mask(torch.ones_like(label), valid_len)
