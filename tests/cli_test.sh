@@ -23,6 +23,11 @@ expect_rc 2 "demo --batch 0" "$attn" demo --batch 0
 expect_rc 2 "demo --heads 3 (does not divide 128)" "$attn" demo --heads 3
 expect_rc 2 "demo --batch (missing value)" "$attn" demo --batch
 expect_rc 2 "score extra argument" "$attn" score extra
+# a value the command rejects after parsing: the usage still shows the default, not the rejected value
+expect_rc 2 "demo --batch 0 (usage)" "$attn" demo --batch 0
+grep -q -- "--batch N.*(default 32)" /tmp/attn_cli_out.$$ || bad "usage after --batch 0 lacks '(default 32)'"
+expect_rc 2 "translate train --dropout 1.5" "$attn" translate train --model transformer --dropout 1.5
+grep -q -- "--dropout X.*(default 0.1)" /tmp/attn_cli_out.$$ || bad "usage after --dropout 1.5 lacks '(default 0.1)'"
 
 # The walk-through's figures (SPEC §1.8).
 expect_rc 0 "attn score" "$attn" score --no-color

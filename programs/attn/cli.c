@@ -8,17 +8,29 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void print_default(const cli_opt *o, FILE *out) {
+/* The text of an option's value, as the usage prints it after "default"; empty when there is none. */
+static void value_text(const cli_opt *o, char *buf, size_t n) {
+    buf[0] = '\0';
     switch (o->kind) {
-    case CLI_INT:   fprintf(out, " (default %d)", *(int *)o->dst); break;
-    case CLI_FLOAT: fprintf(out, " (default %g)", *(float *)o->dst); break;
-    case CLI_U64:   fprintf(out, " (default %llu)", (unsigned long long)*(uint64_t *)o->dst); break;
+    case CLI_INT:   snprintf(buf, n, "%d", *(int *)o->dst); break;
+    case CLI_FLOAT: snprintf(buf, n, "%g", (double)*(float *)o->dst); break;
+    case CLI_U64:   snprintf(buf, n, "%llu", (unsigned long long)*(uint64_t *)o->dst); break;
     case CLI_STR:
-        if (*(const char **)o->dst) fprintf(out, " (default %s)", *(const char **)o->dst);
+        if (*(const char **)o->dst) snprintf(buf, n, "%s", *(const char **)o->dst);
         break;
     case CLI_BOOL:  break;
     }
 }
+
+/* The defaults as they were before cli_parse wrote the user's values over them, so that a usage printed
+ * after a value is rejected (by cli_parse or by the command's own checks) still shows the defaults. The
+ * program parses one command per run, so one snapshot is enough. */
+enum { CLI_MAX_OPTS = 48, CLI_DEFAULT_LEN = 96 };
+static struct {
+    const cli_opt *opts;
+    int n;
+    char text[CLI_MAX_OPTS][CLI_DEFAULT_LEN];
+} g_defaults;
 
 void cli_usage(const cli_cmd *cmd, FILE *out) {
     fprintf(out, "usage: %s\n", cmd->usage);
@@ -26,10 +38,12 @@ void cli_usage(const cli_cmd *cmd, FILE *out) {
     fprintf(out, "\noptions:\n");
     for (int i = 0; i < cmd->n_opts; i++) {
         const cli_opt *o = &cmd->opts[i];
-        char left[64];
+        char left[64], now[CLI_DEFAULT_LEN];
         snprintf(left, sizeof left, "--%s%s%s", o->name, o->arg ? " " : "", o->arg ? o->arg : "");
         fprintf(out, "  %-22s %s", left, o->help);
-        print_default(o, out);
+        value_text(o, now, sizeof now);
+        const char *def = g_defaults.opts == cmd->opts && i < g_defaults.n ? g_defaults.text[i] : now;
+        if (*def) fprintf(out, " (default %s)", def);
         fputc('\n', out);
     }
     fprintf(out, "  %-22s %s\n", "-h, --help", "show this help and exit");
@@ -78,6 +92,9 @@ static int fail(const cli_cmd *cmd, const char *fmt, const char *a) {
 
 int cli_parse(const cli_cmd *cmd, int argc, char **argv, const char **pos, int *n_pos) {
     int np = 0, only_pos = 0;
+    g_defaults.opts = cmd->opts;
+    g_defaults.n = cmd->n_opts < CLI_MAX_OPTS ? cmd->n_opts : CLI_MAX_OPTS;
+    for (int i = 0; i < g_defaults.n; i++) value_text(&cmd->opts[i], g_defaults.text[i], CLI_DEFAULT_LEN);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!only_pos && (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0)) {

@@ -93,6 +93,15 @@ static int data_load(train_data *d, translator *tr, const char *data_dir, int ex
         if (st != ATTN_OK) attn_vocab_free(&tr->vs);
     }
     if (cli_fail(st, "building the vocabularies")) { data_free(d); return 1; }
+    if (tr->vs.n <= ATTN_TOK_EOS + 1 || tr->vt.n <= ATTN_TOK_EOS + 1) {
+        fprintf(stderr, "attn: translate: the %d pairs of lines 1-%d give no %s word seen twice (the vocabularies "
+                "keep words of frequency >= 2): read more pairs with --examples\n", N, examples + 1,
+                tr->vs.n <= ATTN_TOK_EOS + 1 ? "English" : "French");
+        attn_vocab_free(&tr->vs);
+        attn_vocab_free(&tr->vt);
+        data_free(d);
+        return 1;
+    }
     d->X = malloc(sizeof(int32_t) * (size_t)N * T);
     d->Y = malloc(sizeof(int32_t) * (size_t)N * T);
     d->X_len = malloc(sizeof(int32_t) * (size_t)N);
