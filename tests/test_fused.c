@@ -212,6 +212,11 @@ int main(void) {
         {1, 1, 1, 200, 200, 64, 64, 1, 0, 0, 0, 0, 0.0f, 8.0f},
         {1, 1, 1, 100, 3, 16, 16, 1, 0, 0, 0, 0, 0.0f, 1.0f},   /* T > S causal: leading rows fully masked */
         {1, 2, 1, 40, 300, 64, 64, 1, 0, 0, 0, 0, 0.0f, 1.0f},  /* several key chunks in the backward */
+        /* the forward's row-by-row path (blocks of few query rows: decoding) */
+        {1, 4, 1, 1, 6200, 37, 70, 0, 0, 0, 0, 0, 0.0f, 2.0f},  /* T = 1, GQA, past one key block, D/Dv tails */
+        {2, 2, 2, 3, 6200, 64, 64, 1, 2, 1, 1, 0, 0.2f, 3.0f},  /* every mask and dropout over several key blocks */
+        {1, 1, 1, 4, 5, 16, 130, 1, 1, 0, 0, 1, 0.0f, 1.0f},    /* Dv of several register chunks, strided */
+        {1, 2, 2, 2, 1, 8, 8, 0, 0, 0, 1, 0, 0.0f, 1.0f},       /* one key, its bias -inf or not */
     };
     const int nfixed = (int)(sizeof fixed / sizeof fixed[0]);
     int bad = 0;

@@ -381,6 +381,10 @@ static int run_case(const bcase *c, const bopts *o, int idx, int n) {
     const double frac = o->peak > 0 ? gflops / o->peak : 0;
     const double speedup = ref_total > 0 ? ref_total / best : 0;
     const size_t mem = tensors_bytes(&t, c->backward) + wmax;
+    /* the least memory traffic of a forward: q, k, v read once and out written once; with one query row
+     * (decoding) this, not the FLOPs, is what bounds the time */
+    const double traffic = 4.0 * ((double)c->B * c->H * c->T * (c->D + c->Dv) + (double)c->B * c->Hkv * c->S * (c->D + c->Dv));
+    const double gbs = traffic / best * 1e-9;
     const double rss = peak_rss_bytes();
     free(work);
     tensors_free(&t);
@@ -395,14 +399,18 @@ static int run_case(const bcase *c, const bopts *o, int idx, int n) {
                cores, core_gflops);
         if (ref_total > 0) printf("%.4f,\"speedup_vs_ref\":%.2f", ref_total * 1e3, speedup);
         else printf("null,\"speedup_vs_ref\":null");
-        printf(",\"ref_extrapolated\":%s,\"peak_mem_bytes\":%zu,\"rss_peak_bytes\":%.0f}\n",
+        printf(",\"ref_extrapolated\":%s,\"peak_mem_bytes\":%zu,\"rss_peak_bytes\":%.0f",
                ref_total > 0 && flops > REF_FULL_FLOPS ? "true" : "false", mem, rss);
+        if (!c->backward) printf(",\"min_traffic_bytes\":%.0f,\"min_traffic_gbs\":%.2f", traffic, gbs);
+        printf("}\n");
     } else {
         printf("  time: best of %d %s: %.3f ms%s\n", timed,
                warm_counted ? "(the warm-up took over 1 s and counts as the first)" : "after 1 warm-up", best * 1e3,
                finite ? "" : "  (NON-FINITE VALUES IN THE OUTPUT)");
         printf("  speed: %.1f GFLOP/s  (FLOPs = 2·B·H·T·S·(D+Dv) = 4·B·H·T·S·D when Dv = D%s%s = %.4g)\n", gflops,
                c->causal ? ", x 1/2 causal" : "", c->backward ? ", x 2.5 backward" : "", flops);
+        if (!c->backward && c->T <= 16)     /* decoding-like: memory-bound */
+            printf("  traffic: q, k, v read and out written once = %.2f MiB: %.1f GB/s\n", traffic / 1048576.0, gbs);
         printf("  peak: %.1f GFLOP/s measured just before and after (%s loop, %d threads, larger kept): "
                "%.1f%% of peak\n", o->peak, o->peak_kind, attn_get_num_threads(), 100 * frac);
         printf("  CPU time of that run: %.1f cores busy on average%s: %.1f GFLOP/s per busy core\n", cores,
@@ -472,7 +480,7 @@ int cmd_bench(int argc, char **argv) {
                attn_get_num_threads());
 
     const int given = B || H || Hkv || T || S || D || Dv || causal || backward;
-    bcase cases[16];
+    bcase cases[20];
     int n = 0;
     if (given) {
         bcase c = {B ? B : 1, H ? H : 8, 0, T ? T : 2048, 0, D ? D : 64, 0, causal, 0};
@@ -482,7 +490,8 @@ int cmd_bench(int argc, char **argv) {
         cases[n++] = c;
         if (backward) { c.backward = 1; cases[n++] = c; }
     } else {
-        /* the figures, then the other fast head dims, then grouped-query heads */
+        /* the issue's figures, then the other fast head dims, then grouped-query heads, then decoding (one
+         * query row per head against a cache of 4,096 keys: bound by memory traffic, not FLOPs) */
         const bcase suite[] = {
             {1, 8, 8, 2048, 2048, 64, 64, 0, 0}, {1, 8, 8, 2048, 2048, 64, 64, 1, 0},
             {1, 8, 8, 2048, 2048, 64, 64, 0, 1}, {1, 8, 8, 2048, 2048, 64, 64, 1, 1},
@@ -490,6 +499,7 @@ int cmd_bench(int argc, char **argv) {
             {1, 8, 8, 1024, 1024, 32, 32, 0, 0}, {1, 8, 8, 1024, 1024, 80, 80, 0, 0},
             {1, 8, 8, 1024, 1024, 96, 96, 0, 0}, {1, 8, 8, 1024, 1024, 128, 128, 0, 0},
             {1, 8, 2, 1024, 1024, 64, 64, 1, 0}, {1, 8, 2, 1024, 1024, 64, 64, 1, 1},
+            {1, 32, 32, 1, 4096, 128, 128, 0, 0}, {1, 32, 8, 1, 4096, 128, 128, 0, 0},
         };
         for (size_t i = 0; i < sizeof suite / sizeof suite[0]; i++) cases[n++] = suite[i];
         if (long_case) {

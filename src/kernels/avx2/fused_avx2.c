@@ -33,6 +33,16 @@ static inline fz_v fz_sub(fz_v a, fz_v b) { return _mm256_sub_ps(a, b); }
 static inline fz_v fz_mul(fz_v a, fz_v b) { return _mm256_mul_ps(a, b); }
 static inline fz_v fz_fma(fz_v a, fz_v b, fz_v c) { return _mm256_fmadd_ps(a, b, c); }
 static inline fz_v fz_max(fz_v a, fz_v b) { return _mm256_max_ps(a, b); }
+static inline float fz_hsum(fz_v a) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+static inline float fz_hmax(fz_v a) {
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_max_ss(s, _mm_movehdup_ps(s)));
+}
 static inline fz_v fz_mask_lim(fz_v a, const int32_t *lim, int j) {
     /* excluded where lim <= j, i.e. not (lim > j) */
     __m256i keep = _mm256_cmpgt_epi32(_mm256_loadu_si256((const __m256i *)lim), _mm256_set1_epi32(j));

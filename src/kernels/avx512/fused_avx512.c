@@ -32,6 +32,8 @@ static inline fz_v fz_sub(fz_v a, fz_v b) { return _mm512_sub_ps(a, b); }
 static inline fz_v fz_mul(fz_v a, fz_v b) { return _mm512_mul_ps(a, b); }
 static inline fz_v fz_fma(fz_v a, fz_v b, fz_v c) { return _mm512_fmadd_ps(a, b, c); }
 static inline fz_v fz_max(fz_v a, fz_v b) { return _mm512_max_ps(a, b); }
+static inline float fz_hsum(fz_v a) { return _mm512_reduce_add_ps(a); }
+static inline float fz_hmax(fz_v a) { return _mm512_reduce_max_ps(a); }
 static inline fz_v fz_mask_lim(fz_v a, const int32_t *lim, int j) {
     __mmask16 out = _mm512_cmple_epi32_mask(_mm512_loadu_si512(lim), _mm512_set1_epi32(j));
     return _mm512_mask_mov_ps(a, out, _mm512_set1_ps(-INFINITY));

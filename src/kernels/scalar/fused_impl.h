@@ -321,6 +321,164 @@ static void fz_fwd_block(const fz_fwd_ctx *cx, char *tw, int b, int h, int t0, i
     }
 }
 
+/* ---------------------------------------------------------------------------------------------------
+ * Forward, row by row, for blocks of few query rows (decoding: T = 1 or a few, or a short last block).
+ * The block path above runs its vectors along the query rows, so a lone row would use one lane of FZ_VW;
+ * here the vectors run along D for the scores (one horizontal sum per key) and along Dv for the output.
+ * Same online softmax in base 2, over key blocks of up to FZ_ROW_NB keys whose scores live in the block
+ * path's Sᵀ buffer (so the workspace is the same). Each row's arithmetic depends on the shape only.
+ */
+#define FZ_ROW_MAX (FZ_VW / 2)            /* blocks of at most this many rows go row by row */
+#define FZ_ROW_NB (FZ_BC * FZ_BR)         /* keys per block of the row path (a multiple of FZ_VW) */
+_Static_assert(FZ_NVMAX == 4, "fz_row_pv dispatches on 1..4 vectors");
+
+/* s[j] = k_j · q for nb keys (rows of k, kt apart), four keys at a time; q padded with zeros to whole
+ * vectors, the rows of k read with a masked tail. */
+FZ_INLINE void fz_row_scores(float *s, const float *k, int64_t kt, const float *q, int D, int nb) {
+    const int nv = D / FZ_VW, tail = D - nv * FZ_VW;
+    const fz_m tm = fz_tailmask(tail);
+    int j = 0;
+    for (; j + 4 <= nb; j += 4) {
+        const float *k0 = k + j * kt, *k1 = k0 + kt, *k2 = k1 + kt, *k3 = k2 + kt;
+        fz_v a0 = fz_zero(), a1 = fz_zero(), a2 = fz_zero(), a3 = fz_zero();
+        for (int v = 0; v < nv; v++) {
+            const fz_v qv = fz_load(q + v * FZ_VW);
+            a0 = fz_fma(fz_load(k0 + v * FZ_VW), qv, a0);
+            a1 = fz_fma(fz_load(k1 + v * FZ_VW), qv, a1);
+            a2 = fz_fma(fz_load(k2 + v * FZ_VW), qv, a2);
+            a3 = fz_fma(fz_load(k3 + v * FZ_VW), qv, a3);
+        }
+        if (tail) {
+            const fz_v qv = fz_load(q + nv * FZ_VW);
+            a0 = fz_fma(fz_loadm(k0 + nv * FZ_VW, tm), qv, a0);
+            a1 = fz_fma(fz_loadm(k1 + nv * FZ_VW, tm), qv, a1);
+            a2 = fz_fma(fz_loadm(k2 + nv * FZ_VW, tm), qv, a2);
+            a3 = fz_fma(fz_loadm(k3 + nv * FZ_VW, tm), qv, a3);
+        }
+        s[j] = fz_hsum(a0);
+        s[j + 1] = fz_hsum(a1);
+        s[j + 2] = fz_hsum(a2);
+        s[j + 3] = fz_hsum(a3);
+    }
+    for (; j < nb; j++) {
+        const float *k0 = k + j * kt;
+        fz_v a0 = fz_zero();
+        for (int v = 0; v < nv; v++) a0 = fz_fma(fz_load(k0 + v * FZ_VW), fz_load(q + v * FZ_VW), a0);
+        if (tail) a0 = fz_fma(fz_loadm(k0 + nv * FZ_VW, tm), fz_load(q + nv * FZ_VW), a0);
+        s[j] = fz_hsum(a0);
+    }
+}
+
+/* o[0 .. NV vectors, the last `tail` lanes wide) = alpha·o + Σ_j p[j]·v_j over nb rows of v (vt apart),
+ * the accumulators in registers, two keys at a time into two sets (two independent FMA chains). */
+FZ_INLINE void fz_row_pv_chunk(const int NV, float *o, fz_v alpha, const float *p, const float *v, int64_t vt,
+                               int nb, int tail) {
+    const fz_m tm = fz_tailmask(tail);
+    fz_v a[FZ_NVMAX], c[FZ_NVMAX];
+    FZ_UNROLL for (int u = 0; u < FZ_NVMAX; u++) a[u] = c[u] = fz_zero();
+    FZ_UNROLL for (int u = 0; u < NV; u++)
+        a[u] = fz_mul(u == NV - 1 ? fz_loadm(o + u * FZ_VW, tm) : fz_load(o + u * FZ_VW), alpha);
+    int j = 0;
+    for (; j + 2 <= nb; j += 2) {
+        const fz_v p0 = fz_set1(p[j]), p1 = fz_set1(p[j + 1]);
+        const float *v0 = v + j * vt, *v1 = v0 + vt;
+        FZ_UNROLL for (int u = 0; u < NV; u++) {
+            a[u] = fz_fma(p0, u == NV - 1 ? fz_loadm(v0 + u * FZ_VW, tm) : fz_load(v0 + u * FZ_VW), a[u]);
+            c[u] = fz_fma(p1, u == NV - 1 ? fz_loadm(v1 + u * FZ_VW, tm) : fz_load(v1 + u * FZ_VW), c[u]);
+        }
+    }
+    if (j < nb) {
+        const fz_v p0 = fz_set1(p[j]);
+        const float *v0 = v + j * vt;
+        FZ_UNROLL for (int u = 0; u < NV; u++)
+            a[u] = fz_fma(p0, u == NV - 1 ? fz_loadm(v0 + u * FZ_VW, tm) : fz_load(v0 + u * FZ_VW), a[u]);
+    }
+    FZ_UNROLL for (int u = 0; u < NV; u++) {
+        if (u == NV - 1) fz_storem(o + u * FZ_VW, fz_add(a[u], c[u]), tm);
+        else fz_store(o + u * FZ_VW, fz_add(a[u], c[u]));
+    }
+}
+
+/* o (Dv) = alpha·o + Σ_j p[j]·v_j, in chunks of FZ_NVMAX vectors. */
+static void fz_row_pv(float *o, float alpha, const float *p, const float *v, int64_t vt, int Dv, int nb) {
+    const fz_v al = fz_set1(alpha);
+    for (int c0 = 0; c0 < Dv; c0 += FZ_NVMAX * FZ_VW) {
+        const int n = Dv - c0 < FZ_NVMAX * FZ_VW ? Dv - c0 : FZ_NVMAX * FZ_VW;
+        const int nv = (n + FZ_VW - 1) / FZ_VW, tail = n - (nv - 1) * FZ_VW;
+        switch (nv) {                      /* the register count must be a constant */
+        case 1: fz_row_pv_chunk(1, o + c0, al, p, v + c0, vt, nb, tail); break;
+        case 2: fz_row_pv_chunk(2, o + c0, al, p, v + c0, vt, nb, tail); break;
+        case 3: fz_row_pv_chunk(3, o + c0, al, p, v + c0, vt, nb, tail); break;
+        default: fz_row_pv_chunk(FZ_NVMAX, o + c0, al, p, v + c0, vt, nb, tail); break;
+        }
+    }
+}
+
+/* One query row (b, h, t) against all the keys it may see. */
+static void fz_fwd_row(const fz_fwd_ctx *cx, char *tw, int b, int h, int t) {
+    const attn_sdpa_desc *d = cx->d;
+    const int H = d->H, T = d->T, S = d->S, D = d->D, Dv = d->Dv, G = H / d->Hkv, hk = h / G;
+    const attn_mask *mk = &d->mask;
+    float *q = (float *)tw;                                                             /* D, padded */
+    float *o = (float *)(tw + fz_round(sizeof(float) * (size_t)D * FZ_BR));            /* Dv */
+    float *s = (float *)((char *)o + fz_round(sizeof(float) * (size_t)Dv * FZ_BR));   /* FZ_ROW_NB */
+    const float *qr = cx->q + b * d->q.b + h * d->q.h + (int64_t)t * d->q.t;
+    const float *kb = cx->k + b * d->k.b + hk * d->k.h;
+    const float *vb = cx->v + b * d->v.b + hk * d->v.h;
+    const float c2 = d->scale * FZ_LOG2E;
+    const int Dp = (D + FZ_VW - 1) / FZ_VW * FZ_VW;
+    for (int x = 0; x < Dp; x++) q[x] = x < D ? qr[x] * c2 : 0.0f;
+    memset(o, 0, sizeof(float) * (size_t)Dv);
+
+    const int lim = attn__key_limit(mk, b, t, T, S);
+    const uint8_t *al = attn__allow_row(mk, b, h, t);
+    const float *bi = attn__bias_row(mk, b, h, t);
+    const uint64_t row = ((uint64_t)b * H + h) * T + (uint64_t)t;
+    float m = -INFINITY, l = 0.0f;
+    for (int j0 = 0; j0 < lim; j0 += FZ_ROW_NB) {
+        const int nb = lim - j0 < FZ_ROW_NB ? lim - j0 : FZ_ROW_NB, nfull = nb / FZ_VW * FZ_VW;
+        fz_row_scores(s, kb + (int64_t)j0 * d->k.t, d->k.t, q, D, nb);
+        if (al || bi)
+            for (int j = 0; j < nb; j++) {
+                if (al && !al[j0 + j]) s[j] = -INFINITY;
+                else if (bi) s[j] += bi[j0 + j] * FZ_LOG2E;
+            }
+        /* the block's max; a block with every key masked so far changes nothing */
+        fz_v mx = fz_set1(-INFINITY);
+        for (int j = 0; j < nfull; j += FZ_VW) mx = fz_max(mx, fz_load(s + j));
+        float bm = fz_hmax(mx);
+        for (int j = nfull; j < nb; j++) bm = s[j] > bm ? s[j] : bm;
+        if (m > bm) bm = m;
+        if (bm == -INFINITY) continue;
+        const float alpha = m == -INFINITY ? 0.0f : exp2f(m - bm);
+        /* exponentials and their sum (before dropout, as the block path) */
+        const fz_v bv = fz_set1(bm);
+        fz_v sum = fz_zero();
+        for (int j = 0; j < nfull; j += FZ_VW) {
+            const fz_v p = fz_exp2(fz_sub(fz_load(s + j), bv));
+            fz_store(s + j, p);
+            sum = fz_add(sum, p);
+        }
+        float lsum = fz_hsum(sum);
+        for (int j = nfull; j < nb; j++) {
+            s[j] = s[j] == -INFINITY ? 0.0f : exp2f(s[j] - bm);
+            lsum += s[j];
+        }
+        l = alpha * l + lsum;
+        m = bm;
+        if (d->dropout > 0.0f) {
+            const float keep_scale = 1.0f / (1.0f - d->dropout);
+            for (int j = 0; j < nb; j++)
+                s[j] = attn__dropout_keep(d->seed, row * S + (uint64_t)(j0 + j), d->dropout) ? s[j] * keep_scale : 0.0f;
+        }
+        fz_row_pv(o, alpha, s, vb + (int64_t)j0 * d->v.t, d->v.t, Dv, nb);
+    }
+    float *orow = cx->out + b * d->out.b + h * d->out.h + (int64_t)t * d->out.t;
+    const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+    for (int x = 0; x < Dv; x++) orow[x] = o[x] * inv;
+    cx->lse[row] = l > 0.0f ? m * FZ_LN2 + logf(l) : -INFINITY;
+}
+
 static size_t fz_workspace(const attn_sdpa_desc *d, attn_pass pass, int nth);
 
 /* Threads worth starting: about 4 MFLOP of work each at least, since waking a thread costs microseconds
@@ -355,7 +513,10 @@ static attn_status fz_forward(const attn_sdpa_desc *d, float *out, float *lse, c
         for (int64_t it = fz_next(&c->counter); it < items; it = fz_next(&c->counter)) {
             const int bh = (int)(it / c->nqb), qblk = c->nqb - 1 - (int)(it % c->nqb);
             const int t0 = qblk * FZ_BR, nr = c->d->T - t0 < FZ_BR ? c->d->T - t0 : FZ_BR;
-            fz_fwd_block(c, tw, bh / c->d->H, bh % c->d->H, t0, nr);
+            if (nr <= FZ_ROW_MAX)
+                for (int i = 0; i < nr; i++) fz_fwd_row(c, tw, bh / c->d->H, bh % c->d->H, t0 + i);
+            else
+                fz_fwd_block(c, tw, bh / c->d->H, bh % c->d->H, t0, nr);
         }
     }
     return ATTN_OK;

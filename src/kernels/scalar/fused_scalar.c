@@ -39,6 +39,12 @@ static inline fz_v fz_max(fz_v a, fz_v b) {
     for (int i = 0; i < FZ_VW; i++) a.x[i] = a.x[i] > b.x[i] ? a.x[i] : b.x[i];
     return a;
 }
+static inline float fz_hsum(fz_v a) { float s = 0.0f; for (int i = 0; i < FZ_VW; i++) s += a.x[i]; return s; }
+static inline float fz_hmax(fz_v a) {
+    float m = a.x[0];
+    for (int i = 1; i < FZ_VW; i++) m = a.x[i] > m ? a.x[i] : m;
+    return m;
+}
 /* lanes whose key limit lim[lane] <= j (key j excluded) become -inf */
 static inline fz_v fz_mask_lim(fz_v a, const int32_t *lim, int j) {
     for (int i = 0; i < FZ_VW; i++) if (lim[i] <= j) a.x[i] = -INFINITY;
