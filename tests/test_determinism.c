@@ -74,6 +74,7 @@ int main(void) {
         {2, 4, 2, 37, 301, 33, 20, 0, 0, 0.0f},        /* GQA, odd sizes, 4 key chunks */
         {1, 2, 1, 100, 400, 48, 40, 1, 1, 0.1f},       /* causal T < S, boolean mask, dropout */
         {3, 1, 1, 5, 9, 8, 8, 0, 0, 0.0f},            /* tiny */
+        {2, 8, 2, 1, 700, 64, 64, 0, 0, 0.1f},         /* decoding: T = 1, packs of grouped heads, dropout */
     };
     const attn_isa paths[] = {ATTN_ISA_SCALAR, ATTN_ISA_AVX2, ATTN_ISA_AVX512};
     for (size_t p = 0; p < sizeof paths / sizeof paths[0]; p++) {

@@ -217,6 +217,8 @@ int main(void) {
         {2, 2, 2, 3, 6200, 64, 64, 1, 2, 1, 1, 0, 0.2f, 3.0f},  /* every mask and dropout over several key blocks */
         {1, 1, 1, 4, 5, 16, 130, 1, 1, 0, 0, 1, 0.0f, 1.0f},    /* Dv of several register chunks, strided */
         {1, 2, 2, 2, 1, 8, 8, 0, 0, 0, 1, 0, 0.0f, 1.0f},       /* one key, its bias -inf or not */
+        {1, 3, 3, 1, 700, 24, 40, 1, 1, 0, 0, 0, 0.0f, 1.0f},   /* one row per head, causal T < S, lengths */
+        {2, 6, 2, 1, 300, 40, 40, 0, 0, 1, 1, 1, 0.2f, 2.0f},   /* packs of 3 heads: masks, dropout, strided */
     };
     const int nfixed = (int)(sizeof fixed / sizeof fixed[0]);
     int bad = 0;

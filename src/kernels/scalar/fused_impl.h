@@ -322,161 +322,205 @@ static void fz_fwd_block(const fz_fwd_ctx *cx, char *tw, int b, int h, int t0, i
 }
 
 /* ---------------------------------------------------------------------------------------------------
- * Forward, row by row, for blocks of few query rows (decoding: T = 1 or a few, or a short last block).
+ * Forward by rows, for few query rows (decoding: T = 1 or a few, or the short last block of a long T).
  * The block path above runs its vectors along the query rows, so a lone row would use one lane of FZ_VW;
- * here the vectors run along D for the scores (one horizontal sum per key) and along Dv for the output.
- * Same online softmax in base 2, over key blocks of up to FZ_ROW_NB keys whose scores live in the block
- * path's Sᵀ buffer (so the workspace is the same). Each row's arithmetic depends on the shape only.
+ * here the vectors run along D for the scores (one horizontal sum per key and row) and along Dv for the
+ * output. Up to FZ_ROW_R rows that share K and V (the heads of one grouped-query group, or the rows of
+ * one head) go together, so each K and V row is read once for all of them. Same online softmax in base 2,
+ * over key blocks of FZ_ROW_NB keys whose scores live in the block path's Sᵀ buffer (the workspace is the
+ * same). A row's arithmetic depends on the shape only, not on the thread count.
  */
-#define FZ_ROW_MAX (FZ_VW / 2)            /* blocks of at most this many rows go row by row */
-#define FZ_ROW_NB (FZ_BC * FZ_BR)         /* keys per block of the row path (a multiple of FZ_VW) */
-_Static_assert(FZ_NVMAX == 4, "fz_row_pv dispatches on 1..4 vectors");
+#define FZ_ROW_R (FZ_VW >= 16 ? 4 : 2)          /* rows that share one pass over K and V */
+#define FZ_ROW_MAX FZ_ROW_R                     /* blocks of at most this many rows go by rows: past it, one
+                                                   pass of the block path beat two passes here (measured) */
+#define FZ_ROW_NB (FZ_BC * FZ_BR / FZ_ROW_R)    /* keys per block and row (a multiple of FZ_VW) */
+_Static_assert(FZ_NVMAX == 4, "fz_rows_pv dispatches on 1..4 vectors");
 
-/* s[j] = k_j · q for nb keys (rows of k, kt apart), four keys at a time; q padded with zeros to whole
- * vectors, the rows of k read with a masked tail. */
-FZ_INLINE void fz_row_scores(float *s, const float *k, int64_t kt, const float *q, int D, int nb) {
+/* s[r·ls + j + u] = k_{j+u} · q_r for R rows (q_r at q + r·lq, padded with zeros to whole vectors) and the
+ * KU keys from j (rows of k, kt apart; the last vector of each read with a masked tail). */
+FZ_INLINE void fz_rows_scores_at(const int R, const int KU, float *s, int ls, const float *k, int64_t kt,
+                                 const float *q, int lq, int nv, int tail, fz_m tm, int j) {
+    fz_v acc[4][FZ_ROW_R];
+    FZ_UNROLL for (int u = 0; u < 4; u++)
+        FZ_UNROLL for (int r = 0; r < FZ_ROW_R; r++) acc[u][r] = fz_zero();
+    for (int v = 0; v < nv + (tail > 0); v++) {
+        fz_v x[4];
+        FZ_UNROLL for (int u = 0; u < KU; u++) {
+            const float *kr = k + (int64_t)(j + u) * kt + v * FZ_VW;
+            x[u] = v < nv ? fz_load(kr) : fz_loadm(kr, tm);
+        }
+        FZ_UNROLL for (int r = 0; r < R; r++) {
+            const fz_v qv = fz_load(q + r * lq + v * FZ_VW);
+            FZ_UNROLL for (int u = 0; u < KU; u++) acc[u][r] = fz_fma(x[u], qv, acc[u][r]);
+        }
+    }
+    FZ_UNROLL for (int u = 0; u < KU; u++)
+        FZ_UNROLL for (int r = 0; r < R; r++) s[r * ls + j + u] = fz_hsum(acc[u][r]);
+}
+
+/* The scores of R rows against nb keys, KU keys at a time (independent FMA chains), then one by one. */
+FZ_INLINE void fz_rows_scores(const int R, const int KU, float *s, int ls, const float *k, int64_t kt,
+                              const float *q, int lq, int D, int nb) {
     const int nv = D / FZ_VW, tail = D - nv * FZ_VW;
     const fz_m tm = fz_tailmask(tail);
     int j = 0;
-    for (; j + 4 <= nb; j += 4) {
-        const float *k0 = k + j * kt, *k1 = k0 + kt, *k2 = k1 + kt, *k3 = k2 + kt;
-        fz_v a0 = fz_zero(), a1 = fz_zero(), a2 = fz_zero(), a3 = fz_zero();
-        for (int v = 0; v < nv; v++) {
-            const fz_v qv = fz_load(q + v * FZ_VW);
-            a0 = fz_fma(fz_load(k0 + v * FZ_VW), qv, a0);
-            a1 = fz_fma(fz_load(k1 + v * FZ_VW), qv, a1);
-            a2 = fz_fma(fz_load(k2 + v * FZ_VW), qv, a2);
-            a3 = fz_fma(fz_load(k3 + v * FZ_VW), qv, a3);
-        }
-        if (tail) {
-            const fz_v qv = fz_load(q + nv * FZ_VW);
-            a0 = fz_fma(fz_loadm(k0 + nv * FZ_VW, tm), qv, a0);
-            a1 = fz_fma(fz_loadm(k1 + nv * FZ_VW, tm), qv, a1);
-            a2 = fz_fma(fz_loadm(k2 + nv * FZ_VW, tm), qv, a2);
-            a3 = fz_fma(fz_loadm(k3 + nv * FZ_VW, tm), qv, a3);
-        }
-        s[j] = fz_hsum(a0);
-        s[j + 1] = fz_hsum(a1);
-        s[j + 2] = fz_hsum(a2);
-        s[j + 3] = fz_hsum(a3);
-    }
-    for (; j < nb; j++) {
-        const float *k0 = k + j * kt;
-        fz_v a0 = fz_zero();
-        for (int v = 0; v < nv; v++) a0 = fz_fma(fz_load(k0 + v * FZ_VW), fz_load(q + v * FZ_VW), a0);
-        if (tail) a0 = fz_fma(fz_loadm(k0 + nv * FZ_VW, tm), fz_load(q + nv * FZ_VW), a0);
-        s[j] = fz_hsum(a0);
-    }
+    for (; j + KU <= nb; j += KU) fz_rows_scores_at(R, KU, s, ls, k, kt, q, lq, nv, tail, tm, j);
+    for (; j < nb; j++) fz_rows_scores_at(R, 1, s, ls, k, kt, q, lq, nv, tail, tm, j);
 }
 
-/* o[0 .. NV vectors, the last `tail` lanes wide) = alpha·o + Σ_j p[j]·v_j over nb rows of v (vt apart),
- * the accumulators in registers, two keys at a time into two sets (two independent FMA chains). */
-FZ_INLINE void fz_row_pv_chunk(const int NV, float *o, fz_v alpha, const float *p, const float *v, int64_t vt,
-                               int nb, int tail) {
+/* o_r (NV vectors, the last `tail` lanes wide) = alpha_r·o_r + Σ_j p_r[j]·v_j for R rows (o_r at o + r·lo,
+ * p_r at p + r·lp) over nb rows of v (vt apart): each v row is loaded once for all R rows; one row alone
+ * takes two keys at a time into two sets of accumulators (two independent FMA chains). */
+FZ_INLINE void fz_rows_pv_chunk(const int R, const int NV, float *o, int lo, const float *alpha, const float *p,
+                                int lp, const float *v, int64_t vt, int nb, int tail) {
+    const int KS = R == 1 ? 2 : 1;
     const fz_m tm = fz_tailmask(tail);
-    fz_v a[FZ_NVMAX], c[FZ_NVMAX];
-    FZ_UNROLL for (int u = 0; u < FZ_NVMAX; u++) a[u] = c[u] = fz_zero();
-    FZ_UNROLL for (int u = 0; u < NV; u++)
-        a[u] = fz_mul(u == NV - 1 ? fz_loadm(o + u * FZ_VW, tm) : fz_load(o + u * FZ_VW), alpha);
-    int j = 0;
-    for (; j + 2 <= nb; j += 2) {
-        const fz_v p0 = fz_set1(p[j]), p1 = fz_set1(p[j + 1]);
-        const float *v0 = v + j * vt, *v1 = v0 + vt;
+    fz_v acc[2][FZ_ROW_R][FZ_NVMAX];
+    FZ_UNROLL for (int r = 0; r < R; r++)
         FZ_UNROLL for (int u = 0; u < NV; u++) {
-            a[u] = fz_fma(p0, u == NV - 1 ? fz_loadm(v0 + u * FZ_VW, tm) : fz_load(v0 + u * FZ_VW), a[u]);
-            c[u] = fz_fma(p1, u == NV - 1 ? fz_loadm(v1 + u * FZ_VW, tm) : fz_load(v1 + u * FZ_VW), c[u]);
+            const float *orow = o + r * lo + u * FZ_VW;
+            acc[0][r][u] = fz_mul(u == NV - 1 ? fz_loadm(orow, tm) : fz_load(orow), fz_set1(alpha[r]));
+            if (KS == 2) acc[1][r][u] = fz_zero();
+        }
+    int j = 0;
+    for (; j + KS <= nb; j += KS)
+        FZ_UNROLL for (int w = 0; w < KS; w++) {
+            const float *vr = v + (int64_t)(j + w) * vt;
+            fz_v x[FZ_NVMAX];
+            FZ_UNROLL for (int u = 0; u < NV; u++) x[u] = u == NV - 1 ? fz_loadm(vr + u * FZ_VW, tm) : fz_load(vr + u * FZ_VW);
+            FZ_UNROLL for (int r = 0; r < R; r++) {
+                const fz_v pr = fz_set1(p[r * lp + j + w]);
+                FZ_UNROLL for (int u = 0; u < NV; u++) acc[w][r][u] = fz_fma(pr, x[u], acc[w][r][u]);
+            }
+        }
+    if (j < nb) {                                       /* KS = 2 and nb odd: the last key */
+        const float *vr = v + (int64_t)j * vt;
+        FZ_UNROLL for (int u = 0; u < NV; u++) {
+            const fz_v x = u == NV - 1 ? fz_loadm(vr + u * FZ_VW, tm) : fz_load(vr + u * FZ_VW);
+            acc[0][0][u] = fz_fma(fz_set1(p[j]), x, acc[0][0][u]);
         }
     }
-    if (j < nb) {
-        const fz_v p0 = fz_set1(p[j]);
-        const float *v0 = v + j * vt;
-        FZ_UNROLL for (int u = 0; u < NV; u++)
-            a[u] = fz_fma(p0, u == NV - 1 ? fz_loadm(v0 + u * FZ_VW, tm) : fz_load(v0 + u * FZ_VW), a[u]);
-    }
-    FZ_UNROLL for (int u = 0; u < NV; u++) {
-        if (u == NV - 1) fz_storem(o + u * FZ_VW, fz_add(a[u], c[u]), tm);
-        else fz_store(o + u * FZ_VW, fz_add(a[u], c[u]));
-    }
+    FZ_UNROLL for (int r = 0; r < R; r++)
+        FZ_UNROLL for (int u = 0; u < NV; u++) {
+            const fz_v y = KS == 2 ? fz_add(acc[0][r][u], acc[1][r][u]) : acc[0][r][u];
+            if (u == NV - 1) fz_storem(o + r * lo + u * FZ_VW, y, tm);
+            else fz_store(o + r * lo + u * FZ_VW, y);
+        }
 }
 
-/* o (Dv) = alpha·o + Σ_j p[j]·v_j, in chunks of FZ_NVMAX vectors. */
-static void fz_row_pv(float *o, float alpha, const float *p, const float *v, int64_t vt, int Dv, int nb) {
-    const fz_v al = fz_set1(alpha);
+/* o_r (Dv) = alpha_r·o_r + Σ_j p_r[j]·v_j, in chunks of FZ_NVMAX vectors. */
+FZ_INLINE void fz_rows_pv(const int R, float *o, int lo, const float *alpha, const float *p, int lp, const float *v,
+                          int64_t vt, int Dv, int nb) {
     for (int c0 = 0; c0 < Dv; c0 += FZ_NVMAX * FZ_VW) {
         const int n = Dv - c0 < FZ_NVMAX * FZ_VW ? Dv - c0 : FZ_NVMAX * FZ_VW;
         const int nv = (n + FZ_VW - 1) / FZ_VW, tail = n - (nv - 1) * FZ_VW;
         switch (nv) {                      /* the register count must be a constant */
-        case 1: fz_row_pv_chunk(1, o + c0, al, p, v + c0, vt, nb, tail); break;
-        case 2: fz_row_pv_chunk(2, o + c0, al, p, v + c0, vt, nb, tail); break;
-        case 3: fz_row_pv_chunk(3, o + c0, al, p, v + c0, vt, nb, tail); break;
-        default: fz_row_pv_chunk(FZ_NVMAX, o + c0, al, p, v + c0, vt, nb, tail); break;
+        case 1: fz_rows_pv_chunk(R, 1, o + c0, lo, alpha, p, lp, v + c0, vt, nb, tail); break;
+        case 2: fz_rows_pv_chunk(R, 2, o + c0, lo, alpha, p, lp, v + c0, vt, nb, tail); break;
+        case 3: fz_rows_pv_chunk(R, 3, o + c0, lo, alpha, p, lp, v + c0, vt, nb, tail); break;
+        default: fz_rows_pv_chunk(R, FZ_NVMAX, o + c0, lo, alpha, p, lp, v + c0, vt, nb, tail); break;
         }
     }
 }
 
-/* One query row (b, h, t) against all the keys it may see. */
-static void fz_fwd_row(const fz_fwd_ctx *cx, char *tw, int b, int h, int t) {
+/* R query rows (b, hs[r], ts[r]) of one kv head hk against all the keys they may see. */
+FZ_INLINE void fz_fwd_rows_r(const int R, const fz_fwd_ctx *cx, char *tw, int b, int hk, const int *hs,
+                             const int *ts) {
     const attn_sdpa_desc *d = cx->d;
-    const int H = d->H, T = d->T, S = d->S, D = d->D, Dv = d->Dv, G = H / d->Hkv, hk = h / G;
+    const int H = d->H, T = d->T, S = d->S, D = d->D, Dv = d->Dv;
+    const int Dp = (D + FZ_VW - 1) / FZ_VW * FZ_VW;
     const attn_mask *mk = &d->mask;
-    float *q = (float *)tw;                                                             /* D, padded */
-    float *o = (float *)(tw + fz_round(sizeof(float) * (size_t)D * FZ_BR));            /* Dv */
-    float *s = (float *)((char *)o + fz_round(sizeof(float) * (size_t)Dv * FZ_BR));   /* FZ_ROW_NB */
-    const float *qr = cx->q + b * d->q.b + h * d->q.h + (int64_t)t * d->q.t;
+    float *q = (float *)tw;                                                             /* R x Dp */
+    float *o = (float *)(tw + fz_round(sizeof(float) * (size_t)D * FZ_BR));            /* R x Dv */
+    float *s = (float *)((char *)o + fz_round(sizeof(float) * (size_t)Dv * FZ_BR));   /* R x FZ_ROW_NB */
     const float *kb = cx->k + b * d->k.b + hk * d->k.h;
     const float *vb = cx->v + b * d->v.b + hk * d->v.h;
     const float c2 = d->scale * FZ_LOG2E;
-    const int Dp = (D + FZ_VW - 1) / FZ_VW * FZ_VW;
-    for (int x = 0; x < Dp; x++) q[x] = x < D ? qr[x] * c2 : 0.0f;
-    memset(o, 0, sizeof(float) * (size_t)Dv);
-
-    const int lim = attn__key_limit(mk, b, t, T, S);
-    const uint8_t *al = attn__allow_row(mk, b, h, t);
-    const float *bi = attn__bias_row(mk, b, h, t);
-    const uint64_t row = ((uint64_t)b * H + h) * T + (uint64_t)t;
-    float m = -INFINITY, l = 0.0f;
-    for (int j0 = 0; j0 < lim; j0 += FZ_ROW_NB) {
-        const int nb = lim - j0 < FZ_ROW_NB ? lim - j0 : FZ_ROW_NB, nfull = nb / FZ_VW * FZ_VW;
-        fz_row_scores(s, kb + (int64_t)j0 * d->k.t, d->k.t, q, D, nb);
-        if (al || bi)
-            for (int j = 0; j < nb; j++) {
-                if (al && !al[j0 + j]) s[j] = -INFINITY;
-                else if (bi) s[j] += bi[j0 + j] * FZ_LOG2E;
-            }
-        /* the block's max; a block with every key masked so far changes nothing */
-        fz_v mx = fz_set1(-INFINITY);
-        for (int j = 0; j < nfull; j += FZ_VW) mx = fz_max(mx, fz_load(s + j));
-        float bm = fz_hmax(mx);
-        for (int j = nfull; j < nb; j++) bm = s[j] > bm ? s[j] : bm;
-        if (m > bm) bm = m;
-        if (bm == -INFINITY) continue;
-        const float alpha = m == -INFINITY ? 0.0f : exp2f(m - bm);
-        /* exponentials and their sum (before dropout, as the block path) */
-        const fz_v bv = fz_set1(bm);
-        fz_v sum = fz_zero();
-        for (int j = 0; j < nfull; j += FZ_VW) {
-            const fz_v p = fz_exp2(fz_sub(fz_load(s + j), bv));
-            fz_store(s + j, p);
-            sum = fz_add(sum, p);
-        }
-        float lsum = fz_hsum(sum);
-        for (int j = nfull; j < nb; j++) {
-            s[j] = s[j] == -INFINITY ? 0.0f : exp2f(s[j] - bm);
-            lsum += s[j];
-        }
-        l = alpha * l + lsum;
-        m = bm;
-        if (d->dropout > 0.0f) {
-            const float keep_scale = 1.0f / (1.0f - d->dropout);
-            for (int j = 0; j < nb; j++)
-                s[j] = attn__dropout_keep(d->seed, row * S + (uint64_t)(j0 + j), d->dropout) ? s[j] * keep_scale : 0.0f;
-        }
-        fz_row_pv(o, alpha, s, vb + (int64_t)j0 * d->v.t, d->v.t, Dv, nb);
+    int lim[FZ_ROW_R], maxlim = 0;
+    const uint8_t *al[FZ_ROW_R];
+    const float *bi[FZ_ROW_R];
+    uint64_t row[FZ_ROW_R];
+    float m[FZ_ROW_R], l[FZ_ROW_R], alpha[FZ_ROW_R];
+    for (int r = 0; r < R; r++) {
+        const float *qr = cx->q + b * d->q.b + hs[r] * d->q.h + (int64_t)ts[r] * d->q.t;
+        for (int x = 0; x < Dp; x++) q[r * Dp + x] = x < D ? qr[x] * c2 : 0.0f;
+        lim[r] = attn__key_limit(mk, b, ts[r], T, S);
+        if (lim[r] > maxlim) maxlim = lim[r];
+        al[r] = attn__allow_row(mk, b, hs[r], ts[r]);
+        bi[r] = attn__bias_row(mk, b, hs[r], ts[r]);
+        row[r] = ((uint64_t)b * H + hs[r]) * T + (uint64_t)ts[r];
+        m[r] = -INFINITY;
+        l[r] = 0.0f;
     }
-    float *orow = cx->out + b * d->out.b + h * d->out.h + (int64_t)t * d->out.t;
-    const float inv = l > 0.0f ? 1.0f / l : 0.0f;
-    for (int x = 0; x < Dv; x++) orow[x] = o[x] * inv;
-    cx->lse[row] = l > 0.0f ? m * FZ_LN2 + logf(l) : -INFINITY;
+    memset(o, 0, sizeof(float) * (size_t)R * Dv);
+
+    for (int j0 = 0; j0 < maxlim; j0 += FZ_ROW_NB) {
+        const int nb = maxlim - j0 < FZ_ROW_NB ? maxlim - j0 : FZ_ROW_NB, nfull = nb / FZ_VW * FZ_VW;
+        if (R == 1) fz_rows_scores(1, 4, s, FZ_ROW_NB, kb + (int64_t)j0 * d->k.t, d->k.t, q, Dp, D, nb);
+        else fz_rows_scores(R, 2, s, FZ_ROW_NB, kb + (int64_t)j0 * d->k.t, d->k.t, q, Dp, D, nb);
+        for (int r = 0; r < R; r++) {
+            float *sr = s + r * FZ_ROW_NB;
+            /* masks: the row's key limit, then boolean mask and bias */
+            for (int j = lim[r] - j0 > 0 ? lim[r] - j0 : 0; j < nb; j++) sr[j] = -INFINITY;
+            if (al[r] || bi[r])
+                for (int j = 0; j < nb && j0 + j < lim[r]; j++) {
+                    if (al[r] && !al[r][j0 + j]) sr[j] = -INFINITY;
+                    else if (bi[r]) sr[j] += bi[r][j0 + j] * FZ_LOG2E;
+                }
+            /* the block's max; a row with every key masked so far keeps o = 0 and l = 0 */
+            fz_v mx = fz_set1(-INFINITY);
+            for (int j = 0; j < nfull; j += FZ_VW) mx = fz_max(mx, fz_load(sr + j));
+            float bm = fz_hmax(mx);
+            for (int j = nfull; j < nb; j++) bm = sr[j] > bm ? sr[j] : bm;
+            if (m[r] > bm) bm = m[r];
+            if (bm == -INFINITY) {
+                memset(sr, 0, sizeof(float) * (size_t)nb);
+                alpha[r] = 1.0f;
+                continue;
+            }
+            alpha[r] = m[r] == -INFINITY ? 0.0f : exp2f(m[r] - bm);
+            /* exponentials and their sum (before dropout, as the block path); masked keys exactly 0 */
+            const fz_v bv = fz_set1(bm);
+            fz_v sum = fz_zero();
+            for (int j = 0; j < nfull; j += FZ_VW) {
+                const fz_v e = fz_exp2(fz_sub(fz_load(sr + j), bv));
+                fz_store(sr + j, e);
+                sum = fz_add(sum, e);
+            }
+            float lsum = fz_hsum(sum);
+            for (int j = nfull; j < nb; j++) {
+                sr[j] = sr[j] == -INFINITY ? 0.0f : exp2f(sr[j] - bm);
+                lsum += sr[j];
+            }
+            l[r] = alpha[r] * l[r] + lsum;
+            m[r] = bm;
+            if (d->dropout > 0.0f) {
+                const float keep_scale = 1.0f / (1.0f - d->dropout);
+                for (int j = 0; j < nb; j++)
+                    sr[j] = attn__dropout_keep(d->seed, row[r] * S + (uint64_t)(j0 + j), d->dropout) ? sr[j] * keep_scale
+                                                                                                      : 0.0f;
+            }
+        }
+        fz_rows_pv(R, o, Dv, alpha, s, FZ_ROW_NB, vb + (int64_t)j0 * d->v.t, d->v.t, Dv, nb);
+    }
+    for (int r = 0; r < R; r++) {
+        float *orow = cx->out + b * d->out.b + hs[r] * d->out.h + (int64_t)ts[r] * d->out.t;
+        const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+        for (int x = 0; x < Dv; x++) orow[x] = o[r * Dv + x] * inv;
+        cx->lse[row[r]] = l[r] > 0.0f ? m[r] * FZ_LN2 + logf(l[r]) : -INFINITY;
+    }
+}
+
+static void fz_fwd_rows(const fz_fwd_ctx *cx, char *tw, int b, int hk, const int *hs, const int *ts, int R) {
+    switch (R) {                           /* the register count must be a constant */
+    case 1: fz_fwd_rows_r(1, cx, tw, b, hk, hs, ts); break;
+    case 2: fz_fwd_rows_r(2, cx, tw, b, hk, hs, ts); break;
+#if FZ_VW >= 16
+    case 3: fz_fwd_rows_r(3, cx, tw, b, hk, hs, ts); break;
+    case 4: fz_fwd_rows_r(4, cx, tw, b, hk, hs, ts); break;
+#endif
+    default: break;
+    }
 }
 
 static size_t fz_workspace(const attn_sdpa_desc *d, attn_pass pass, int nth);
@@ -494,8 +538,11 @@ static int fz_threads(const attn_sdpa_desc *d, int nth) {
 static attn_status fz_forward(const attn_sdpa_desc *d, float *out, float *lse, const float *q, const float *k,
                               const float *v, void *work, int nth) {
     fz_fwd_ctx cx = {d, out, lse, q, k, v, (char *)work, fz_fwd_thread_bytes(d), 0, 0};
-    cx.nqb = (d->T + FZ_BR - 1) / FZ_BR;
-    const int64_t items = (int64_t)d->B * d->H * cx.nqb;
+    /* few rows per head (decoding): items are (b, kv head, pack of FZ_ROW_R of the group's G·T rows);
+     * otherwise (b, h, block of FZ_BR query rows) */
+    const int G = d->H / d->Hkv, by_rows = d->T <= FZ_ROW_MAX, group_rows = G * d->T;
+    cx.nqb = by_rows ? (group_rows + FZ_ROW_R - 1) / FZ_ROW_R : (d->T + FZ_BR - 1) / FZ_BR;
+    const int64_t items = (int64_t)d->B * (by_rows ? d->Hkv : d->H) * cx.nqb;
     nth = fz_threads(d, nth);
     if (items < nth) nth = (int)items;
     fz_fwd_ctx *c = &cx;
@@ -506,17 +553,36 @@ static attn_status fz_forward(const attn_sdpa_desc *d, float *out, float *lse, c
         ith = omp_get_thread_num();
 #endif
         char *tw = c->work + (size_t)ith * c->thread_bytes;
-        const int BH = c->d->B * c->d->H;
+        const int H = c->d->H, T = c->d->T;
+        int hs[FZ_ROW_R], ts[FZ_ROW_R];
         /* head by head (its K and V stay in cache), latest query blocks first: under a causal mask they
          * are the longest, so the last items handed out are short */
-        (void)BH;
         for (int64_t it = fz_next(&c->counter); it < items; it = fz_next(&c->counter)) {
-            const int bh = (int)(it / c->nqb), qblk = c->nqb - 1 - (int)(it % c->nqb);
-            const int t0 = qblk * FZ_BR, nr = c->d->T - t0 < FZ_BR ? c->d->T - t0 : FZ_BR;
-            if (nr <= FZ_ROW_MAX)
-                for (int i = 0; i < nr; i++) fz_fwd_row(c, tw, bh / c->d->H, bh % c->d->H, t0 + i);
-            else
-                fz_fwd_block(c, tw, bh / c->d->H, bh % c->d->H, t0, nr);
+            const int bh = (int)(it / c->nqb), blk = (int)(it % c->nqb);
+            if (by_rows) {                  /* bh is (b, kv head); the pack's rows are (g, t), g-major */
+                const int b = bh / c->d->Hkv, hk = bh % c->d->Hkv, r0 = blk * FZ_ROW_R;
+                const int R = group_rows - r0 < FZ_ROW_R ? group_rows - r0 : FZ_ROW_R;
+                for (int r = 0; r < R; r++) {
+                    hs[r] = hk * G + (r0 + r) / T;
+                    ts[r] = (r0 + r) % T;
+                }
+                fz_fwd_rows(c, tw, b, hk, hs, ts, R);
+                continue;
+            }
+            const int qblk = c->nqb - 1 - blk, b = bh / H, h = bh % H;
+            const int t0 = qblk * FZ_BR, nr = T - t0 < FZ_BR ? T - t0 : FZ_BR;
+            if (nr > FZ_ROW_MAX) {
+                fz_fwd_block(c, tw, b, h, t0, nr);
+                continue;
+            }
+            for (int i = 0; i < nr; i += FZ_ROW_R) {    /* a short last block: packs of the head's rows */
+                const int R = nr - i < FZ_ROW_R ? nr - i : FZ_ROW_R;
+                for (int r = 0; r < R; r++) {
+                    hs[r] = h;
+                    ts[r] = t0 + i + r;
+                }
+                fz_fwd_rows(c, tw, b, h / G, hs, ts, R);
+            }
         }
     }
     return ATTN_OK;
