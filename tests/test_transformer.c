@@ -434,29 +434,16 @@ static double now_s(void) {
 
 static void test_training(void) {
     printf("short training\n");
-    char dir[] = "/tmp/attn_transformer_XXXXXX", path[600];
+    char dir[] = "/tmp/attn_transformer_XXXXXX", fixture[600];
     if (!mkdtemp(dir)) { CHECK(!"mkdtemp"); return; }
-    int real = nmt_training_file(dir, path, sizeof path);
-    CHECK(real >= 0);
-    if (real < 0) return;
+    nmt_train_set ds;
+    CHECK(nmt_train_set_load(&ds, dir) == 0);
+    if (!ds.X) { rmdir(dir); return; }
     openblas_set_num_threads(1);
-    attn_nmt_pairs p;
-    char err[256] = "";
-    CHECK_STATUS(attn_nmt_read(&p, path, 0, 600, err, sizeof err), ATTN_OK);
-    if (p.n != 601) { fprintf(stderr, "%s\n", err); return; }
-    attn_vocab vs, vt;
-    CHECK_STATUS(attn_vocab_build(&vs, (const char *const *)p.src, p.n, 2), ATTN_OK);
-    CHECK_STATUS(attn_vocab_build(&vt, (const char *const *)p.tgt, p.n, 2), ATTN_OK);
-    const int T = 10, N = p.n;
-    int32_t *X = malloc(sizeof(int32_t) * N * T), *Y = malloc(sizeof(int32_t) * N * T),
-            *Xl = malloc(sizeof(int32_t) * N), *Yl = malloc(sizeof(int32_t) * N);
-    for (int i = 0; i < N; i++) {
-        int nt;
-        attn_vocab_encode(&vs, p.src[i], T, X + (size_t)i * T, Xl + i, &nt, NULL);
-        attn_vocab_encode(&vt, p.tgt[i], T, Y + (size_t)i * T, Yl + i, &nt, NULL);
-    }
+    const int T = ds.T, N = ds.n;
+    const int32_t *X = ds.X, *Y = ds.Y, *Xl = ds.X_len, *Yl = ds.Y_len;
     attn_transformer m;
-    attn_transformer_config c = {vs.n, vt.n, 32, 64, 4, 2, 0.1f, T, 64};
+    attn_transformer_config c = {ds.vs.n, ds.vt.n, 32, 64, 4, 2, 0.1f, T, 64};
     CHECK_STATUS(attn_transformer_init(&m, &c, 1), ATTN_OK);
     attn_adam opt;
     CHECK_STATUS(attn_adam_init(&opt, m.n_params, 0.005f), ATTN_OK);
@@ -484,10 +471,9 @@ static void test_training(void) {
     CHECK(last * factor <= first);
     attn_adam_free(&opt);
     attn_transformer_free(&m);
-    free(X); free(Y); free(Xl); free(Yl);
-    attn_vocab_free(&vs); attn_vocab_free(&vt);
-    attn_nmt_pairs_free(&p);
-    if (!real) unlink(path);
+    nmt_train_set_free(&ds);
+    snprintf(fixture, sizeof fixture, "%s/fra.txt", dir);
+    unlink(fixture);                       /* written only when the real data was missing */
     rmdir(dir);
 }
 

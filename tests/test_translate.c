@@ -165,29 +165,15 @@ static void test_golden(const char *dir, int ref) {
 /* A few epochs on the book's 601 pairs (or the fixture): the loss must fall by the stated factor. */
 static void test_short_training(const char *dir) {
     printf("short training\n");
-    char path[600];
-    int real = nmt_training_file(dir, path, sizeof path);
-    CHECK(real >= 0);
-    if (real < 0) return;
-    attn_nmt_pairs p;
-    char err[256];
-    CHECK_STATUS(attn_nmt_read(&p, path, 0, 600, err, sizeof err), ATTN_OK);
-    if (p.n != 601) { CHECK(p.n == 601); attn_nmt_pairs_free(&p); return; }
-    attn_vocab vs, vt;
-    CHECK_STATUS(attn_vocab_build(&vs, (const char *const *)p.src, p.n, 2), ATTN_OK);
-    CHECK_STATUS(attn_vocab_build(&vt, (const char *const *)p.tgt, p.n, 2), ATTN_OK);
-    if (real) CHECK(vs.n == 184 && vt.n == 201);
-    else CHECK(vs.n == 17 && vt.n == 17);
-    const int T = 10, N = p.n;
-    int32_t *X = malloc(sizeof(int32_t) * N * T), *Y = malloc(sizeof(int32_t) * N * T);
-    int32_t *Xl = malloc(sizeof(int32_t) * N), *Yl = malloc(sizeof(int32_t) * N);
-    for (int i = 0; i < N; i++) {
-        int nt;
-        attn_vocab_encode(&vs, p.src[i], T, X + i * T, Xl + i, &nt, NULL);
-        attn_vocab_encode(&vt, p.tgt[i], T, Y + i * T, Yl + i, &nt, NULL);
-    }
+    nmt_train_set ds;
+    CHECK(nmt_train_set_load(&ds, dir) == 0);
+    if (!ds.X) return;
+    if (ds.real) CHECK(ds.vs.n == 184 && ds.vt.n == 201);
+    else CHECK(ds.vs.n == 17 && ds.vt.n == 17);
+    const int T = ds.T, N = ds.n;
+    const int32_t *X = ds.X, *Y = ds.Y, *Xl = ds.X_len, *Yl = ds.Y_len;
     attn_seq2seq m;
-    attn_seq2seq_config c = {vs.n, vt.n, 32, 32, 2, 0.1f, T, 64};
+    attn_seq2seq_config c = {ds.vs.n, ds.vt.n, 32, 32, 2, 0.1f, T, 64};
 
     /* the same two epochs on 1 and on 2 threads give bitwise the same parameters (with OpenBLAS on one
      * thread, as `attn translate` runs it: OpenBLAS's own threading of the dense layer's GEMMs rounds
@@ -244,9 +230,7 @@ static void test_short_training(const char *dir) {
     CHECK(first / last >= 2.5);
     attn_adam_free(&opt);
     attn_seq2seq_free(&m);
-    attn_vocab_free(&vs); attn_vocab_free(&vt);
-    attn_nmt_pairs_free(&p);
-    free(X); free(Y); free(Xl); free(Yl);
+    nmt_train_set_free(&ds);
 }
 
 int main(void) {
