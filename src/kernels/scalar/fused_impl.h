@@ -27,7 +27,8 @@
  * Threads: work items go to threads through a shared counter; each item's arithmetic is fixed, and the
  * backward's dQ sums are formed per key chunk (a split of the keys that depends on the shape only) and
  * reduced in chunk order, so any thread count gives bitwise-identical results.
- *   forward   items (b, h, block of 64 query rows on AVX-512), head by head, longest first.
+ *   forward   items (b, h, block of 64 query rows on AVX-512), head by head, longest first; with
+ *             T <= FZ_ROW_R (decoding), items (b, kv head, pack of FZ_ROW_R of the group's rows) instead.
  *   backward  items (b, kv head, key chunk): the item owns its keys' dK, dV rows (no races) and writes
  *             its dQ contributions to its chunk's slot; a fixed-order sum of the slots adds them to dq.
  *
