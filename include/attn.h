@@ -78,7 +78,13 @@ typedef enum attn_status {
 const char *attn_status_string(attn_status st);
 
 /* ---------------------------------------------------------------------------------------------------
- * Configuration: threads and the kernel path. Process-wide; set it before starting work, not during.
+ * Execution context: which kernel path runs and on how many threads.
+ *
+ * Every call that sizes or runs a kernel takes a `const attn_ctx *` first. A context is a plain value:
+ * make one with attn_ctx_init and keep it; a workspace size asked for with a context stays valid for
+ * every call made with that context (and the same descriptor). NULL means the default context: the
+ * process-wide knobs below (attn_set_isa, attn_set_num_threads, the ATTN_ISA environment variable), read
+ * at the time of the call.
  */
 typedef enum attn_isa {
     ATTN_ISA_AUTO = 0,   /* the best path the CPU supports (the default) */
@@ -89,21 +95,46 @@ typedef enum attn_isa {
     ATTN_ISA_COUNT
 } attn_isa;
 
-/* Number of threads the fast kernels and OpenBLAS use; n <= 0 means "all the cores OpenMP sees".
- * The attention kernels give bitwise-identical results for any count; OpenBLAS's products (the layers'
- * projections) may round differently with a different count, so a layer is reproducible for a given
- * count. Performance note: Debian 12's OpenBLAS 0.3.21 does not recognise CPUs newer than itself (Zen 4,
- * recent Xeons) and falls back to slow SSE3 kernels unless OPENBLAS_CORETYPE=SkylakeX (or Haswell without
- * AVX-512) is set before the program starts. */
+#define ATTN_MAX_THREADS 256     /* more threads than this are refused (ATTN_ERR_ARG) */
+
+typedef struct attn_ctx {
+    attn_isa isa;                /* the path; never ATTN_ISA_AUTO in a context attn_ctx_init filled */
+    int threads;                 /* 1 .. ATTN_MAX_THREADS */
+} attn_ctx;
+
+/* Fills c: isa ATTN_ISA_AUTO picks the best path built in and supported by the CPU; threads <= 0 means
+ * every core OpenMP sees. ATTN_ERR_UNSUPPORTED when the CPU lacks the ISA, ATTN_ERR_ARG when threads >
+ * ATTN_MAX_THREADS or isa is out of range. */
+attn_status attn_ctx_init(attn_ctx *c, attn_isa isa, int threads);
+
+/* The default context as it is now (what a NULL context means at this moment). */
+attn_ctx attn_ctx_default(void);
+
+/* Process-wide knobs behind the default context. Set them before starting work, not during.
+ * attn_set_num_threads: n <= 0 means all the cores OpenMP sees; n > ATTN_MAX_THREADS is ATTN_ERR_ARG.
+ * The attention kernels give bitwise-identical results for any count. */
 attn_status attn_set_num_threads(int n);
 int         attn_get_num_threads(void);
 
 /* Forces a kernel path. ATTN_ERR_UNSUPPORTED when the CPU lacks the ISA. The environment variable
- * ATTN_ISA (auto, ref, scalar, avx2, avx512) sets the initial value. */
+ * ATTN_ISA (auto, ref, scalar, avx2, avx512) sets the initial value; attn_isa_from_env reports a value
+ * it could not use. */
 attn_status attn_set_isa(attn_isa isa);
 attn_isa    attn_get_isa(void);           /* what is in force (never ATTN_ISA_AUTO: AUTO is resolved) */
 int         attn_cpu_supports(attn_isa isa);
 const char *attn_isa_name(attn_isa isa);  /* "ref", "scalar", "avx2", "avx512", "auto" */
+/* Parses an ISA name ("auto", "ref", ...): ATTN_OK, or ATTN_ERR_ARG for an unknown name. */
+attn_status attn_isa_parse(const char *name, attn_isa *isa);
+
+/* OpenBLAS, which runs the layers' plain matrix products, has its own thread pool: its count is set
+ * here, separately from the attention kernels' (a program that splits batches across its own threads
+ * wants OpenBLAS on one thread). n in 1 .. ATTN_MAX_THREADS. */
+attn_status attn_blas_set_num_threads(int n);
+/* The CPU kernel set OpenBLAS chose ("SkylakeX", "Haswell", "Prescott", ...). Performance note: Debian
+ * 12's OpenBLAS 0.3.21 does not recognise CPUs newer than itself (Zen 4, recent Xeons) and falls back to
+ * slow SSE3 kernels ("Prescott") unless OPENBLAS_CORETYPE=SkylakeX (or Haswell without AVX-512) is set
+ * before the program starts. */
+const char *attn_blas_core_name(void);
 
 /* ---------------------------------------------------------------------------------------------------
  * Masks. Every mechanism takes one; a zeroed attn_mask masks nothing. All parts combine: a key is
@@ -182,8 +213,10 @@ attn_status attn_sdpa_desc_init(attn_sdpa_desc *d, int B, int H, int T, int S, i
 /* Checks every field of d (sizes, strides, mask, dropout); the kernels call it too. */
 attn_status attn_sdpa_validate(const attn_sdpa_desc *d);
 
-/* Bytes of workspace the pass needs with the path and thread count now in force. */
-attn_status attn_sdpa_workspace_size(const attn_sdpa_desc *d, attn_pass pass, size_t *bytes);
+/* Bytes of workspace the pass needs with context ctx (NULL: the default context now). The size is what
+ * the calls with the same ctx and descriptor will use, and stays valid for them. */
+attn_status attn_sdpa_workspace_size(const attn_ctx *ctx, const attn_sdpa_desc *d, attn_pass pass,
+                                     size_t *bytes);
 
 /* Forward pass.
  *   out     (B,H,T,Dv)  layout d->out                       written
@@ -193,19 +226,38 @@ attn_status attn_sdpa_workspace_size(const attn_sdpa_desc *d, attn_pass pass, si
  *   q, k, v             layouts d->q, d->k, d->v
  * Asking for weights makes the call materialize them (the reference path); without them the fused
  * kernels run in memory that grows with T + S. */
-attn_status attn_sdpa_forward(const attn_sdpa_desc *d,
+attn_status attn_sdpa_forward(const attn_ctx *ctx, const attn_sdpa_desc *d,
                               float *out, float *lse, float *weights,
                               const float *q, const float *k, const float *v,
                               void *work, size_t work_bytes);
 
 /* Backward pass. Accumulates (+=) into dq, dk, dv (layouts of q, k, v).
  *   dout  (B,H,T,Dv) layout d->out;  out and lse as written by attn_sdpa_forward with the same d. */
-attn_status attn_sdpa_backward(const attn_sdpa_desc *d,
+attn_status attn_sdpa_backward(const attn_ctx *ctx, const attn_sdpa_desc *d,
                                float *dq, float *dk, float *dv,
                                const float *dout,
                                const float *q, const float *k, const float *v,
                                const float *out, const float *lse,
                                void *work, size_t work_bytes);
+
+/* The same passes run by the caller's own threads (an inference engine's pool, say) instead of OpenMP.
+ * A pass is cut into *n_stages stages (a function of the descriptor only). Stage s is run by ctx->threads
+ * calls, one per ith in [0, ctx->threads), which may run at the same time in any threads; every call of
+ * stage s must have returned before any call of stage s + 1 starts (a barrier between stages). All calls
+ * share one workspace of attn_sdpa_workspace_size(ctx, d, pass) bytes and the same arguments. The result
+ * is bitwise what attn_sdpa_forward/backward give with the same ctx. Weights cannot be asked for here.
+ * A call checks its arguments as the whole-pass calls do; a failing call means the pass is not done. */
+attn_status attn_sdpa_stages(const attn_ctx *ctx, const attn_sdpa_desc *d, attn_pass pass, int *n_stages);
+attn_status attn_sdpa_forward_part(const attn_ctx *ctx, const attn_sdpa_desc *d,
+                                   float *out, float *lse,
+                                   const float *q, const float *k, const float *v,
+                                   void *work, size_t work_bytes, int stage, int ith);
+attn_status attn_sdpa_backward_part(const attn_ctx *ctx, const attn_sdpa_desc *d,
+                                    float *dq, float *dk, float *dv,
+                                    const float *dout,
+                                    const float *q, const float *k, const float *v,
+                                    const float *out, const float *lse,
+                                    void *work, size_t work_bytes, int stage, int ith);
 
 /* ---------------------------------------------------------------------------------------------------
  * Additive (Bahdanau) attention, pairwise:
@@ -226,11 +278,12 @@ typedef struct attn_additive_desc {
 
 attn_status attn_additive_desc_init(attn_additive_desc *d, int B, int T, int S, int Dq, int Dk, int Dv, int Dh);
 attn_status attn_additive_validate(const attn_additive_desc *d);
-attn_status attn_additive_workspace_size(const attn_additive_desc *d, attn_pass pass, size_t *bytes);
+attn_status attn_additive_workspace_size(const attn_ctx *ctx, const attn_additive_desc *d, attn_pass pass,
+                                         size_t *bytes);
 
 /*   out (B,T,Dv) written;  weights (B,T,S) or NULL, written when given.
  *   q (B,T,Dq)  k (B,S,Dk)  v (B,S,Dv)  wq (Dh,Dq)  wk (Dh,Dk)  wv (Dh) */
-attn_status attn_additive_forward(const attn_additive_desc *d,
+attn_status attn_additive_forward(const attn_ctx *ctx, const attn_additive_desc *d,
                                   float *out, float *weights,
                                   const float *q, const float *k, const float *v,
                                   const float *wq, const float *wk, const float *wv,
@@ -238,13 +291,38 @@ attn_status attn_additive_forward(const attn_additive_desc *d,
 
 /* Accumulates (+=) into dq (B,T,Dq), dk (B,S,Dk), dv (B,S,Dv), dwq (Dh,Dq), dwk (Dh,Dk), dwv (Dh).
  * Recomputes the scores from the inputs; nothing needs saving from the forward. */
-attn_status attn_additive_backward(const attn_additive_desc *d,
+attn_status attn_additive_backward(const attn_ctx *ctx, const attn_additive_desc *d,
                                    float *dq, float *dk, float *dv,
                                    float *dwq, float *dwk, float *dwv,
                                    const float *dout,
                                    const float *q, const float *k, const float *v,
                                    const float *wq, const float *wk, const float *wv,
                                    void *work, size_t work_bytes);
+
+/* Split form, for a decoder that attends over the same keys at every step (the Bahdanau translator):
+ * project the keys once, kp = k W_kᵀ (B,S,Dh), run each step against kp, and turn the summed gradient of
+ * kp into dk and dW_k once at the end. The same math, masks and dropout as the calls above (the
+ * descriptor's T is the step's query count). The step calls take the workspace of
+ * attn_additive_workspace_size.
+ *   kp (B,S,Dh) written;  k (B,S,Dk)  wk (Dh,Dk) */
+attn_status attn_additive_keys_forward(const attn_ctx *ctx, const attn_additive_desc *d, float *kp,
+                                       const float *k, const float *wk);
+/* dk (B,S,Dk) and dwk (Dh,Dk) += from dkp (B,S,Dh) */
+attn_status attn_additive_keys_backward(const attn_ctx *ctx, const attn_additive_desc *d, float *dk, float *dwk,
+                                        const float *dkp, const float *k, const float *wk);
+/*   out (B,T,Dv) written;  weights (B,T,S) or NULL;  q (B,T,Dq)  kp (B,S,Dh)  v (B,S,Dv)  wq (Dh,Dq)  wv (Dh) */
+attn_status attn_additive_step_forward(const attn_ctx *ctx, const attn_additive_desc *d,
+                                       float *out, float *weights,
+                                       const float *q, const float *kp, const float *v,
+                                       const float *wq, const float *wv,
+                                       void *work, size_t work_bytes);
+/* Accumulates (+=) into dq (B,T,Dq), dkp (B,S,Dh), dv (B,S,Dv), dwq (Dh,Dq), dwv (Dh). */
+attn_status attn_additive_step_backward(const attn_ctx *ctx, const attn_additive_desc *d,
+                                        float *dq, float *dkp, float *dv, float *dwq, float *dwv,
+                                        const float *dout,
+                                        const float *q, const float *kp, const float *v,
+                                        const float *wq, const float *wv,
+                                        void *work, size_t work_bytes);
 
 /* ---------------------------------------------------------------------------------------------------
  * Numerically stable softmax of one row, in place: subtracts the max before exp, so scores such as

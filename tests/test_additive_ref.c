@@ -125,7 +125,7 @@ static void naive_forward(const attn_additive_desc *d, double *out, double *weig
 
 static double loss(problem *p, double *out, void *work) {
     double *const *x = p->x;
-    attn__additive_ref_forward_f64(&p->d, out, NULL, x[Q], x[K], x[V], x[WQ], x[WK], x[WV], work);
+    attn__additive_ref_forward_f64(&p->d, out, NULL, x[Q], x[K], NULL, x[V], x[WQ], x[WK], x[WV], work);
     double L = 0;
     for (size_t i = 0; i < p->no; i++) L += p->g[i] * out[i];
     return L;
@@ -144,7 +144,7 @@ static void check_problem(const char *name, problem *p) {
     /* 1-2. forward against the oracle; weight rows */
     double *out = calloc(p->no, sizeof(double)), *w = calloc(p->nw, sizeof(double));
     double *out_n = calloc(p->no, sizeof(double)), *w_n = calloc(p->nw, sizeof(double));
-    CHECK_STATUS(attn__additive_ref_forward_f64(d, out, w, x[Q], x[K], x[V], x[WQ], x[WK], x[WV], fwork), ATTN_OK);
+    CHECK_STATUS(attn__additive_ref_forward_f64(d, out, w, x[Q], x[K], NULL, x[V], x[WQ], x[WK], x[WV], fwork), ATTN_OK);
     naive_forward(d, out_n, w_n, x);
     snprintf(what, sizeof what, "%s out vs naive", name);
     tu_close_f64(what, out, out_n, p->no, 1e-12, 1e-10);
@@ -165,8 +165,8 @@ static void check_problem(const char *name, problem *p) {
         grad[i] = malloc(sizeof(double) * p->n[i]);
         for (size_t j = 0; j < p->n[i]; j++) grad[i][j] = -0.25;
     }
-    CHECK_STATUS(attn__additive_ref_backward_f64(d, grad[Q], grad[K], grad[V], grad[WQ], grad[WK], grad[WV], p->g,
-                                                 x[Q], x[K], x[V], x[WQ], x[WK], x[WV], bwork), ATTN_OK);
+    CHECK_STATUS(attn__additive_ref_backward_f64(d, grad[Q], grad[K], NULL, grad[V], grad[WQ], grad[WK], grad[WV], p->g,
+                                                 x[Q], x[K], NULL, x[V], x[WQ], x[WK], x[WV], bwork), ATTN_OK);
     const double h = 1e-6;
     for (int i = 0; i < NT; i++) {
         CHECK(!any_nan(grad[i], p->n[i]));
@@ -196,15 +196,15 @@ static void check_problem(const char *name, problem *p) {
     float *gf = to_f32(p->g, p->no), *outf = calloc(p->no, sizeof(float)), *wf = calloc(p->nw, sizeof(float));
     double *gr = to_f64(gf, p->no);
     size_t fw = 0, bw = 0;
-    CHECK_STATUS(attn_additive_workspace_size(d, ATTN_PASS_FORWARD, &fw), ATTN_OK);
-    CHECK_STATUS(attn_additive_workspace_size(d, ATTN_PASS_BACKWARD, &bw), ATTN_OK);
+    CHECK_STATUS(attn_additive_workspace_size(NULL, d, ATTN_PASS_FORWARD, &fw), ATTN_OK);
+    CHECK_STATUS(attn_additive_workspace_size(NULL, d, ATTN_PASS_BACKWARD, &bw), ATTN_OK);
     void *work = malloc(fw > bw ? fw : bw);
-    CHECK_STATUS(attn_additive_forward(d, outf, wf, xf[Q], xf[K], xf[V], xf[WQ], xf[WK], xf[WV], work, fw), ATTN_OK);
-    CHECK_STATUS(attn_additive_backward(d, gradf[Q], gradf[K], gradf[V], gradf[WQ], gradf[WK], gradf[WV], gf,
+    CHECK_STATUS(attn_additive_forward(NULL, d, outf, wf, xf[Q], xf[K], xf[V], xf[WQ], xf[WK], xf[WV], work, fw), ATTN_OK);
+    CHECK_STATUS(attn_additive_backward(NULL, d, gradf[Q], gradf[K], gradf[V], gradf[WQ], gradf[WK], gradf[WV], gf,
                                         xf[Q], xf[K], xf[V], xf[WQ], xf[WK], xf[WV], work, bw), ATTN_OK);
-    attn__additive_ref_forward_f64(d, out, w, xr[Q], xr[K], xr[V], xr[WQ], xr[WK], xr[WV], fwork);
-    attn__additive_ref_backward_f64(d, gradr[Q], gradr[K], gradr[V], gradr[WQ], gradr[WK], gradr[WV], gr,
-                                    xr[Q], xr[K], xr[V], xr[WQ], xr[WK], xr[WV], bwork);
+    attn__additive_ref_forward_f64(d, out, w, xr[Q], xr[K], NULL, xr[V], xr[WQ], xr[WK], xr[WV], fwork);
+    attn__additive_ref_backward_f64(d, gradr[Q], gradr[K], NULL, gradr[V], gradr[WQ], gradr[WK], gradr[WV], gr,
+                                    xr[Q], xr[K], NULL, xr[V], xr[WQ], xr[WK], xr[WV], bwork);
     float *t;
     snprintf(what, sizeof what, "%s float out vs double", name);
     t = to_f32(out, p->no); tu_close_f32(what, outf, t, p->no, 1e-6, 1e-5); free(t);
@@ -294,9 +294,9 @@ static void test_d2l_example(void) {
     for (int i = 0; i < 8; i++) wv[i] = (float)urand();
     float out[8], w[20];
     size_t fw;
-    CHECK_STATUS(attn_additive_workspace_size(&d, ATTN_PASS_FORWARD, &fw), ATTN_OK);
+    CHECK_STATUS(attn_additive_workspace_size(NULL, &d, ATTN_PASS_FORWARD, &fw), ATTN_OK);
     void *work = malloc(fw);
-    CHECK_STATUS(attn_additive_forward(&d, out, w, q, k, v, wq, wk, wv, work, fw), ATTN_OK);
+    CHECK_STATUS(attn_additive_forward(NULL, &d, out, w, q, k, v, wq, wk, wv, work, fw), ATTN_OK);
     printf("d2l example: out %g %g %g %g | %g %g %g %g\n", out[0], out[1], out[2], out[3], out[4], out[5], out[6],
            out[7]);
     const float want[8] = {2, 3, 4, 5, 10, 11, 12, 13};
@@ -320,7 +320,7 @@ static void test_dropout_mask(void) {
     double *out = calloc(p.no, sizeof(double)), *out2 = calloc(p.no, sizeof(double)), *w = calloc(p.nw, sizeof(double));
     void *work = malloc(attn__additive_ref_workspace(&p.d, ATTN_PASS_FORWARD));
     double *const *x = p.x;
-    attn__additive_ref_forward_f64(&p.d, out, w, x[Q], x[K], x[V], x[WQ], x[WK], x[WV], work);
+    attn__additive_ref_forward_f64(&p.d, out, w, x[Q], x[K], NULL, x[V], x[WQ], x[WK], x[WV], work);
     size_t agree = 0, dropped = 0, n = (size_t)B * T * S;
     for (size_t i = 0; i < n; i++) {
         int keep = attn__dropout_keep(5, i, 0.3f);
@@ -332,10 +332,10 @@ static void test_dropout_mask(void) {
            (double)dropped / n, agree, n);
     CHECK(agree == n);
     CHECK(fabs((double)dropped / n - 0.3) < 0.06);
-    attn__additive_ref_forward_f64(&p.d, out2, NULL, x[Q], x[K], x[V], x[WQ], x[WK], x[WV], work);
+    attn__additive_ref_forward_f64(&p.d, out2, NULL, x[Q], x[K], NULL, x[V], x[WQ], x[WK], x[WV], work);
     CHECK(memcmp(out, out2, sizeof(double) * p.no) == 0);
     p.d.seed = 6;
-    attn__additive_ref_forward_f64(&p.d, out2, NULL, x[Q], x[K], x[V], x[WQ], x[WK], x[WV], work);
+    attn__additive_ref_forward_f64(&p.d, out2, NULL, x[Q], x[K], NULL, x[V], x[WQ], x[WK], x[WV], work);
     CHECK(memcmp(out, out2, sizeof(double) * p.no) != 0);
     free(out); free(out2); free(w); free(work);
     problem_free(&p);
@@ -356,10 +356,10 @@ static void test_alias_kv(void) {
     for (int i = 0; i < 8; i++) dout[i] = (float)urand();
     float dq[6] = {0}, dk[40] = {0}, dv[40] = {0}, dkv[40] = {0}, dwq[9] = {0}, dwk[12] = {0}, dwv[3] = {0};
     size_t bw;
-    attn_additive_workspace_size(&d, ATTN_PASS_BACKWARD, &bw);
+    attn_additive_workspace_size(NULL, &d, ATTN_PASS_BACKWARD, &bw);
     void *work = malloc(bw);
-    CHECK_STATUS(attn_additive_backward(&d, dq, dk, dv, dwq, dwk, dwv, dout, q, kv, kv, wq, wk, wv, work, bw), ATTN_OK);
-    CHECK_STATUS(attn_additive_backward(&d, dq, dkv, dkv, dwq, dwk, dwv, dout, q, kv, kv, wq, wk, wv, work, bw),
+    CHECK_STATUS(attn_additive_backward(NULL, &d, dq, dk, dv, dwq, dwk, dwv, dout, q, kv, kv, wq, wk, wv, work, bw), ATTN_OK);
+    CHECK_STATUS(attn_additive_backward(NULL, &d, dq, dkv, dkv, dwq, dwk, dwv, dout, q, kv, kv, wq, wk, wv, work, bw),
                  ATTN_OK);
     float sum[40];
     for (int i = 0; i < 40; i++) sum[i] = dk[i] + dv[i];

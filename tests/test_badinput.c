@@ -158,72 +158,72 @@ static void test_sdpa_desc(void) {
 static void test_sdpa_calls(void) {
     attn_sdpa_desc d = good();
     size_t fw = 0, bw = 0;
-    CHECK_STATUS(attn_sdpa_workspace_size(NULL, ATTN_PASS_FORWARD, &fw), ATTN_ERR_NULL);
-    CHECK_STATUS(attn_sdpa_workspace_size(&d, ATTN_PASS_FORWARD, NULL), ATTN_ERR_NULL);
-    CHECK_STATUS(attn_sdpa_workspace_size(&d, ATTN_PASS_COUNT, &fw), ATTN_ERR_ARG);
-    CHECK_STATUS(attn_sdpa_workspace_size(&d, (attn_pass)-1, &fw), ATTN_ERR_ARG);
+    CHECK_STATUS(attn_sdpa_workspace_size(NULL, NULL, ATTN_PASS_FORWARD, &fw), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_sdpa_workspace_size(NULL, &d, ATTN_PASS_FORWARD, NULL), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_sdpa_workspace_size(NULL, &d, ATTN_PASS_COUNT, &fw), ATTN_ERR_ARG);
+    CHECK_STATUS(attn_sdpa_workspace_size(NULL, &d, (attn_pass)-1, &fw), ATTN_ERR_ARG);
     d.H = 3;
-    CHECK_STATUS(attn_sdpa_workspace_size(&d, ATTN_PASS_FORWARD, &fw), ATTN_ERR_SHAPE);
+    CHECK_STATUS(attn_sdpa_workspace_size(NULL, &d, ATTN_PASS_FORWARD, &fw), ATTN_ERR_SHAPE);
     d = good();
 
     for (int isa = ATTN_ISA_REF; isa < ATTN_ISA_COUNT; isa++) {
         if (attn_set_isa((attn_isa)isa) != ATTN_OK) continue;
         printf("path %s\n", attn_isa_name((attn_isa)isa));
         fill();
-        CHECK_STATUS(attn_sdpa_workspace_size(&d, ATTN_PASS_FORWARD, &fw), ATTN_OK);
-        CHECK_STATUS(attn_sdpa_workspace_size(&d, ATTN_PASS_BACKWARD, &bw), ATTN_OK);
+        CHECK_STATUS(attn_sdpa_workspace_size(NULL, &d, ATTN_PASS_FORWARD, &fw), ATTN_OK);
+        CHECK_STATUS(attn_sdpa_workspace_size(NULL, &d, ATTN_PASS_BACKWARD, &bw), ATTN_OK);
         CHECK(fw > 0 && bw > 0);
         need(fw > bw ? fw : bw);
         printf("  workspace: forward %zu bytes, backward %zu bytes\n", fw, bw);
 
         /* forward: required pointers, workspace; nothing written on error */
         for (int i = 0; i < NO; i++) out[i] = 42;
-        CHECK_STATUS(attn_sdpa_forward(NULL, out, lse, w, q, k, v, work, fw), ATTN_ERR_NULL);
-        CHECK_STATUS(attn_sdpa_forward(&d, NULL, lse, w, q, k, v, work, fw), ATTN_ERR_NULL);
-        CHECK_STATUS(attn_sdpa_forward(&d, out, lse, w, NULL, k, v, work, fw), ATTN_ERR_NULL);
-        CHECK_STATUS(attn_sdpa_forward(&d, out, lse, w, q, NULL, v, work, fw), ATTN_ERR_NULL);
-        CHECK_STATUS(attn_sdpa_forward(&d, out, lse, w, q, k, NULL, work, fw), ATTN_ERR_NULL);
-        CHECK_STATUS(attn_sdpa_forward(&d, out, lse, w, q, k, v, NULL, fw), ATTN_ERR_WORKSPACE);
-        CHECK_STATUS(attn_sdpa_forward(&d, out, lse, w, q, k, v, NULL, 0), ATTN_ERR_WORKSPACE);
-        CHECK_STATUS(attn_sdpa_forward(&d, out, lse, w, q, k, v, work, 0), ATTN_ERR_WORKSPACE);
-        CHECK_STATUS(attn_sdpa_forward(&d, out, lse, w, q, k, v, work, fw - 1), ATTN_ERR_WORKSPACE);
-        CHECK_STATUS(attn_sdpa_forward(&d, out, lse, NULL, q, k, v, work, fw - 1), ATTN_ERR_WORKSPACE);
+        CHECK_STATUS(attn_sdpa_forward(NULL, NULL, out, lse, w, q, k, v, work, fw), ATTN_ERR_NULL);
+        CHECK_STATUS(attn_sdpa_forward(NULL, &d, NULL, lse, w, q, k, v, work, fw), ATTN_ERR_NULL);
+        CHECK_STATUS(attn_sdpa_forward(NULL, &d, out, lse, w, NULL, k, v, work, fw), ATTN_ERR_NULL);
+        CHECK_STATUS(attn_sdpa_forward(NULL, &d, out, lse, w, q, NULL, v, work, fw), ATTN_ERR_NULL);
+        CHECK_STATUS(attn_sdpa_forward(NULL, &d, out, lse, w, q, k, NULL, work, fw), ATTN_ERR_NULL);
+        CHECK_STATUS(attn_sdpa_forward(NULL, &d, out, lse, w, q, k, v, NULL, fw), ATTN_ERR_WORKSPACE);
+        CHECK_STATUS(attn_sdpa_forward(NULL, &d, out, lse, w, q, k, v, NULL, 0), ATTN_ERR_WORKSPACE);
+        CHECK_STATUS(attn_sdpa_forward(NULL, &d, out, lse, w, q, k, v, work, 0), ATTN_ERR_WORKSPACE);
+        CHECK_STATUS(attn_sdpa_forward(NULL, &d, out, lse, w, q, k, v, work, fw - 1), ATTN_ERR_WORKSPACE);
+        CHECK_STATUS(attn_sdpa_forward(NULL, &d, out, lse, NULL, q, k, v, work, fw - 1), ATTN_ERR_WORKSPACE);
         attn_sdpa_desc bad = d;
         bad.dropout = 1.0f;
-        CHECK_STATUS(attn_sdpa_forward(&bad, out, lse, w, q, k, v, work, fw), ATTN_ERR_ARG);
+        CHECK_STATUS(attn_sdpa_forward(NULL, &bad, out, lse, w, q, k, v, work, fw), ATTN_ERR_ARG);
         bad = d;
         bad.out.t = 0;
-        CHECK_STATUS(attn_sdpa_forward(&bad, out, lse, w, q, k, v, work, fw), ATTN_ERR_STRIDE);
+        CHECK_STATUS(attn_sdpa_forward(NULL, &bad, out, lse, w, q, k, v, work, fw), ATTN_ERR_STRIDE);
         CHECK(all_equal(out, NO, 42));
         /* and the good calls: with and without lse and weights, an unaligned workspace */
-        CHECK_STATUS(attn_sdpa_forward(&d, out, NULL, NULL, q, k, v, work, fw), ATTN_OK);
-        CHECK_STATUS(attn_sdpa_forward(&d, out, lse, NULL, q, k, v, work + 3, fw), ATTN_OK);
-        CHECK_STATUS(attn_sdpa_forward(&d, out, lse, w, q, k, v, work + 1, fw), ATTN_OK);
+        CHECK_STATUS(attn_sdpa_forward(NULL, &d, out, NULL, NULL, q, k, v, work, fw), ATTN_OK);
+        CHECK_STATUS(attn_sdpa_forward(NULL, &d, out, lse, NULL, q, k, v, work + 3, fw), ATTN_OK);
+        CHECK_STATUS(attn_sdpa_forward(NULL, &d, out, lse, w, q, k, v, work + 1, fw), ATTN_OK);
         CHECK(!all_equal(out, NO, 42));
 
         /* backward: every pointer required (lse too); workspace; gradients' layouts must not overlap */
         memset(dq, 0, sizeof dq); memset(dk, 0, sizeof dk); memset(dv, 0, sizeof dv);
-        CHECK_STATUS(attn_sdpa_backward(NULL, dq, dk, dv, dout, q, k, v, out, lse, work, bw), ATTN_ERR_NULL);
-        CHECK_STATUS(attn_sdpa_backward(&d, NULL, dk, dv, dout, q, k, v, out, lse, work, bw), ATTN_ERR_NULL);
-        CHECK_STATUS(attn_sdpa_backward(&d, dq, NULL, dv, dout, q, k, v, out, lse, work, bw), ATTN_ERR_NULL);
-        CHECK_STATUS(attn_sdpa_backward(&d, dq, dk, NULL, dout, q, k, v, out, lse, work, bw), ATTN_ERR_NULL);
-        CHECK_STATUS(attn_sdpa_backward(&d, dq, dk, dv, NULL, q, k, v, out, lse, work, bw), ATTN_ERR_NULL);
-        CHECK_STATUS(attn_sdpa_backward(&d, dq, dk, dv, dout, NULL, k, v, out, lse, work, bw), ATTN_ERR_NULL);
-        CHECK_STATUS(attn_sdpa_backward(&d, dq, dk, dv, dout, q, NULL, v, out, lse, work, bw), ATTN_ERR_NULL);
-        CHECK_STATUS(attn_sdpa_backward(&d, dq, dk, dv, dout, q, k, NULL, out, lse, work, bw), ATTN_ERR_NULL);
-        CHECK_STATUS(attn_sdpa_backward(&d, dq, dk, dv, dout, q, k, v, NULL, lse, work, bw), ATTN_ERR_NULL);
-        CHECK_STATUS(attn_sdpa_backward(&d, dq, dk, dv, dout, q, k, v, out, NULL, work, bw), ATTN_ERR_NULL);
-        CHECK_STATUS(attn_sdpa_backward(&d, dq, dk, dv, dout, q, k, v, out, lse, NULL, bw), ATTN_ERR_WORKSPACE);
-        CHECK_STATUS(attn_sdpa_backward(&d, dq, dk, dv, dout, q, k, v, out, lse, work, bw - 1), ATTN_ERR_WORKSPACE);
-        CHECK_STATUS(attn_sdpa_backward(&d, dq, dk, dv, dout, q, k, v, out, lse, work, 0), ATTN_ERR_WORKSPACE);
+        CHECK_STATUS(attn_sdpa_backward(NULL, NULL, dq, dk, dv, dout, q, k, v, out, lse, work, bw), ATTN_ERR_NULL);
+        CHECK_STATUS(attn_sdpa_backward(NULL, &d, NULL, dk, dv, dout, q, k, v, out, lse, work, bw), ATTN_ERR_NULL);
+        CHECK_STATUS(attn_sdpa_backward(NULL, &d, dq, NULL, dv, dout, q, k, v, out, lse, work, bw), ATTN_ERR_NULL);
+        CHECK_STATUS(attn_sdpa_backward(NULL, &d, dq, dk, NULL, dout, q, k, v, out, lse, work, bw), ATTN_ERR_NULL);
+        CHECK_STATUS(attn_sdpa_backward(NULL, &d, dq, dk, dv, NULL, q, k, v, out, lse, work, bw), ATTN_ERR_NULL);
+        CHECK_STATUS(attn_sdpa_backward(NULL, &d, dq, dk, dv, dout, NULL, k, v, out, lse, work, bw), ATTN_ERR_NULL);
+        CHECK_STATUS(attn_sdpa_backward(NULL, &d, dq, dk, dv, dout, q, NULL, v, out, lse, work, bw), ATTN_ERR_NULL);
+        CHECK_STATUS(attn_sdpa_backward(NULL, &d, dq, dk, dv, dout, q, k, NULL, out, lse, work, bw), ATTN_ERR_NULL);
+        CHECK_STATUS(attn_sdpa_backward(NULL, &d, dq, dk, dv, dout, q, k, v, NULL, lse, work, bw), ATTN_ERR_NULL);
+        CHECK_STATUS(attn_sdpa_backward(NULL, &d, dq, dk, dv, dout, q, k, v, out, NULL, work, bw), ATTN_ERR_NULL);
+        CHECK_STATUS(attn_sdpa_backward(NULL, &d, dq, dk, dv, dout, q, k, v, out, lse, NULL, bw), ATTN_ERR_WORKSPACE);
+        CHECK_STATUS(attn_sdpa_backward(NULL, &d, dq, dk, dv, dout, q, k, v, out, lse, work, bw - 1), ATTN_ERR_WORKSPACE);
+        CHECK_STATUS(attn_sdpa_backward(NULL, &d, dq, dk, dv, dout, q, k, v, out, lse, work, 0), ATTN_ERR_WORKSPACE);
         bad = d;
         bad.k.b = 0;                                     /* a broadcast K has no dK layout */
-        CHECK_STATUS(attn_sdpa_backward(&bad, dq, dk, dv, dout, q, k, v, out, lse, work, bw), ATTN_ERR_STRIDE);
+        CHECK_STATUS(attn_sdpa_backward(NULL, &bad, dq, dk, dv, dout, q, k, v, out, lse, work, bw), ATTN_ERR_STRIDE);
         bad = d;
         bad.Hkv = 0;
-        CHECK_STATUS(attn_sdpa_backward(&bad, dq, dk, dv, dout, q, k, v, out, lse, work, bw), ATTN_ERR_SIZE);
+        CHECK_STATUS(attn_sdpa_backward(NULL, &bad, dq, dk, dv, dout, q, k, v, out, lse, work, bw), ATTN_ERR_SIZE);
         CHECK(all_equal(dq, NQ, 0) && all_equal(dk, NK, 0) && all_equal(dv, NV, 0));
-        CHECK_STATUS(attn_sdpa_backward(&d, dq, dk, dv, dout, q, k, v, out, lse, work + 5, bw), ATTN_OK);
+        CHECK_STATUS(attn_sdpa_backward(NULL, &d, dq, dk, dv, dout, q, k, v, out, lse, work + 5, bw), ATTN_OK);
         CHECK(!all_equal(dq, NQ, 0));
     }
     attn_set_isa(ATTN_ISA_AUTO);
@@ -261,13 +261,13 @@ static void test_additive(void) {
     CHECK_STATUS(attn_additive_validate(&d), ATTN_ERR_STRIDE);
 
     size_t fw, bw;
-    CHECK_STATUS(attn_additive_workspace_size(NULL, ATTN_PASS_FORWARD, &fw), ATTN_ERR_NULL);
-    CHECK_STATUS(attn_additive_workspace_size(&g, ATTN_PASS_FORWARD, NULL), ATTN_ERR_NULL);
-    CHECK_STATUS(attn_additive_workspace_size(&g, (attn_pass)7, &fw), ATTN_ERR_ARG);
+    CHECK_STATUS(attn_additive_workspace_size(NULL, NULL, ATTN_PASS_FORWARD, &fw), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_additive_workspace_size(NULL, &g, ATTN_PASS_FORWARD, NULL), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_additive_workspace_size(NULL, &g, (attn_pass)7, &fw), ATTN_ERR_ARG);
     d = g; d.T = 0;
-    CHECK_STATUS(attn_additive_workspace_size(&d, ATTN_PASS_FORWARD, &fw), ATTN_ERR_SIZE);
-    CHECK_STATUS(attn_additive_workspace_size(&g, ATTN_PASS_FORWARD, &fw), ATTN_OK);
-    CHECK_STATUS(attn_additive_workspace_size(&g, ATTN_PASS_BACKWARD, &bw), ATTN_OK);
+    CHECK_STATUS(attn_additive_workspace_size(NULL, &d, ATTN_PASS_FORWARD, &fw), ATTN_ERR_SIZE);
+    CHECK_STATUS(attn_additive_workspace_size(NULL, &g, ATTN_PASS_FORWARD, &fw), ATTN_OK);
+    CHECK_STATUS(attn_additive_workspace_size(NULL, &g, ATTN_PASS_BACKWARD, &bw), ATTN_OK);
     CHECK(fw > 0 && bw > 0);
     need(fw > bw ? fw : bw);
 
@@ -281,26 +281,26 @@ static void test_additive(void) {
         if (i < 12) { wq[i] = (float)(i % 4) / 4 - 0.3f; wk[i] = 0.1f * (float)(i % 3); adout[i] = 1; ao[i] = 42; }
         if (i < 4) wv[i] = 1.0f - 0.5f * (float)i;
     }
-    CHECK_STATUS(attn_additive_forward(NULL, ao, aw, aq, ak, av, wq, wk, wv, work, fw), ATTN_ERR_NULL);
-    CHECK_STATUS(attn_additive_forward(&g, NULL, aw, aq, ak, av, wq, wk, wv, work, fw), ATTN_ERR_NULL);
-    CHECK_STATUS(attn_additive_forward(&g, ao, aw, NULL, ak, av, wq, wk, wv, work, fw), ATTN_ERR_NULL);
-    CHECK_STATUS(attn_additive_forward(&g, ao, aw, aq, NULL, av, wq, wk, wv, work, fw), ATTN_ERR_NULL);
-    CHECK_STATUS(attn_additive_forward(&g, ao, aw, aq, ak, NULL, wq, wk, wv, work, fw), ATTN_ERR_NULL);
-    CHECK_STATUS(attn_additive_forward(&g, ao, aw, aq, ak, av, NULL, wk, wv, work, fw), ATTN_ERR_NULL);
-    CHECK_STATUS(attn_additive_forward(&g, ao, aw, aq, ak, av, wq, NULL, wv, work, fw), ATTN_ERR_NULL);
-    CHECK_STATUS(attn_additive_forward(&g, ao, aw, aq, ak, av, wq, wk, NULL, work, fw), ATTN_ERR_NULL);
-    CHECK_STATUS(attn_additive_forward(&g, ao, aw, aq, ak, av, wq, wk, wv, NULL, fw), ATTN_ERR_WORKSPACE);
-    CHECK_STATUS(attn_additive_forward(&g, ao, aw, aq, ak, av, wq, wk, wv, work, fw - 1), ATTN_ERR_WORKSPACE);
+    CHECK_STATUS(attn_additive_forward(NULL, NULL, ao, aw, aq, ak, av, wq, wk, wv, work, fw), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_additive_forward(NULL, &g, NULL, aw, aq, ak, av, wq, wk, wv, work, fw), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_additive_forward(NULL, &g, ao, aw, NULL, ak, av, wq, wk, wv, work, fw), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_additive_forward(NULL, &g, ao, aw, aq, NULL, av, wq, wk, wv, work, fw), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_additive_forward(NULL, &g, ao, aw, aq, ak, NULL, wq, wk, wv, work, fw), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_additive_forward(NULL, &g, ao, aw, aq, ak, av, NULL, wk, wv, work, fw), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_additive_forward(NULL, &g, ao, aw, aq, ak, av, wq, NULL, wv, work, fw), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_additive_forward(NULL, &g, ao, aw, aq, ak, av, wq, wk, NULL, work, fw), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_additive_forward(NULL, &g, ao, aw, aq, ak, av, wq, wk, wv, NULL, fw), ATTN_ERR_WORKSPACE);
+    CHECK_STATUS(attn_additive_forward(NULL, &g, ao, aw, aq, ak, av, wq, wk, wv, work, fw - 1), ATTN_ERR_WORKSPACE);
     d = g; d.dropout = -0.1f;
-    CHECK_STATUS(attn_additive_forward(&d, ao, aw, aq, ak, av, wq, wk, wv, work, fw), ATTN_ERR_ARG);
+    CHECK_STATUS(attn_additive_forward(NULL, &d, ao, aw, aq, ak, av, wq, wk, wv, work, fw), ATTN_ERR_ARG);
     CHECK(all_equal(ao, 12, 42));
-    CHECK_STATUS(attn_additive_forward(&g, ao, NULL, aq, ak, av, wq, wk, wv, work + 7, fw), ATTN_OK);
-    CHECK_STATUS(attn_additive_forward(&g, ao, aw, aq, ak, av, wq, wk, wv, work, fw), ATTN_OK);
+    CHECK_STATUS(attn_additive_forward(NULL, &g, ao, NULL, aq, ak, av, wq, wk, wv, work + 7, fw), ATTN_OK);
+    CHECK_STATUS(attn_additive_forward(NULL, &g, ao, aw, aq, ak, av, wq, wk, wv, work, fw), ATTN_OK);
     CHECK(!all_equal(ao, 12, 42));
 
 #define BWD(a, b, c, e, f, h, i, wk_, n) \
-    attn_additive_backward(&g, a, b, c, e, f, h, i, aq, ak, av, wq, wk, wv, wk_, n)
-    CHECK_STATUS(attn_additive_backward(NULL, gq, gk, gv, gwq, gwk, gwv, adout, aq, ak, av, wq, wk, wv, work, bw),
+    attn_additive_backward(NULL, &g, a, b, c, e, f, h, i, aq, ak, av, wq, wk, wv, wk_, n)
+    CHECK_STATUS(attn_additive_backward(NULL, NULL, gq, gk, gv, gwq, gwk, gwv, adout, aq, ak, av, wq, wk, wv, work, bw),
                  ATTN_ERR_NULL);
     CHECK_STATUS(BWD(NULL, gk, gv, gwq, gwk, gwv, adout, work, bw), ATTN_ERR_NULL);
     CHECK_STATUS(BWD(gq, NULL, gv, gwq, gwk, gwv, adout, work, bw), ATTN_ERR_NULL);
@@ -309,9 +309,9 @@ static void test_additive(void) {
     CHECK_STATUS(BWD(gq, gk, gv, gwq, NULL, gwv, adout, work, bw), ATTN_ERR_NULL);
     CHECK_STATUS(BWD(gq, gk, gv, gwq, gwk, NULL, adout, work, bw), ATTN_ERR_NULL);
     CHECK_STATUS(BWD(gq, gk, gv, gwq, gwk, gwv, NULL, work, bw), ATTN_ERR_NULL);
-    CHECK_STATUS(attn_additive_backward(&g, gq, gk, gv, gwq, gwk, gwv, adout, NULL, ak, av, wq, wk, wv, work, bw),
+    CHECK_STATUS(attn_additive_backward(NULL, &g, gq, gk, gv, gwq, gwk, gwv, adout, NULL, ak, av, wq, wk, wv, work, bw),
                  ATTN_ERR_NULL);
-    CHECK_STATUS(attn_additive_backward(&g, gq, gk, gv, gwq, gwk, gwv, adout, aq, ak, av, wq, wk, NULL, work, bw),
+    CHECK_STATUS(attn_additive_backward(NULL, &g, gq, gk, gv, gwq, gwk, gwv, adout, aq, ak, av, wq, wk, NULL, work, bw),
                  ATTN_ERR_NULL);
     CHECK_STATUS(BWD(gq, gk, gv, gwq, gwk, gwv, adout, NULL, bw), ATTN_ERR_WORKSPACE);
     CHECK_STATUS(BWD(gq, gk, gv, gwq, gwk, gwv, adout, work, bw - 1), ATTN_ERR_WORKSPACE);
@@ -363,14 +363,14 @@ static void test_nonfinite(void) {
     size_t fw, bw;
     for (int isa = ATTN_ISA_REF; isa < ATTN_ISA_COUNT; isa++) {
         if (attn_set_isa((attn_isa)isa) != ATTN_OK) continue;
-        attn_sdpa_workspace_size(&d, ATTN_PASS_FORWARD, &fw);
-        attn_sdpa_workspace_size(&d, ATTN_PASS_BACKWARD, &bw);
+        attn_sdpa_workspace_size(NULL, &d, ATTN_PASS_FORWARD, &fw);
+        attn_sdpa_workspace_size(NULL, &d, ATTN_PASS_BACKWARD, &bw);
         need(fw > bw ? fw : bw);
 
         /* NaN in one query row (b=0,h=0,t=1): that row is NaN, every other row finite */
         fill();
         q[3] = NAN;
-        CHECK_STATUS(attn_sdpa_forward(&d, out, lse, NULL, q, k, v, work, fw), ATTN_OK);
+        CHECK_STATUS(attn_sdpa_forward(NULL, &d, out, lse, NULL, q, k, v, work, fw), ATTN_OK);
         int nan_row = isnan(out[2]) && isnan(out[3]) && isnan(lse[1]), others = 1;
         for (int i = 0; i < NO; i++)
             if (i != 2 && i != 3 && !isfinite(out[i])) others = 0;
@@ -381,15 +381,15 @@ static void test_nonfinite(void) {
         else if (!nan_row) printf("  note: path %s gives %g %g, lse %g for a NaN query row\n",
                                   attn_isa_name((attn_isa)isa), out[2], out[3], lse[1]);
         memset(dq, 0, sizeof dq); memset(dk, 0, sizeof dk); memset(dv, 0, sizeof dv);
-        CHECK_STATUS(attn_sdpa_backward(&d, dq, dk, dv, dout, q, k, v, out, lse, work, bw), ATTN_OK);
+        CHECK_STATUS(attn_sdpa_backward(NULL, &d, dq, dk, dv, dout, q, k, v, out, lse, work, bw), ATTN_OK);
         CHECK(isfinite(dq[NQ - 1]) && isfinite(dk[NK - 1]) && isfinite(dv[NV - 1]));   /* batch 1 untouched */
 
         /* Inf in K: the rows of (b=1, kv head 1) are NaN or finite, batch 0 finite */
         fill();
         k[NK - 1] = INFINITY;
-        CHECK_STATUS(attn_sdpa_forward(&d, out, lse, NULL, q, k, v, work, fw), ATTN_OK);
+        CHECK_STATUS(attn_sdpa_forward(NULL, &d, out, lse, NULL, q, k, v, work, fw), ATTN_OK);
         CHECK(isfinite(out[0]) && isfinite(out[11]));
-        CHECK_STATUS(attn_sdpa_backward(&d, dq, dk, dv, dout, q, k, v, out, lse, work, bw), ATTN_OK);
+        CHECK_STATUS(attn_sdpa_backward(NULL, &d, dq, dk, dv, dout, q, k, v, out, lse, work, bw), ATTN_OK);
 
         /* NaN and Inf in the values of excluded keys change nothing */
         fill();
@@ -398,24 +398,24 @@ static void test_nonfinite(void) {
         m.mask.valid_lens_kind = ATTN_VALID_LENS_PER_BATCH;
         m.mask.valid_lens = lens;
         float out_ref[NO];
-        CHECK_STATUS(attn_sdpa_forward(&m, out_ref, lse, NULL, q, k, v, work, fw), ATTN_OK);
+        CHECK_STATUS(attn_sdpa_forward(NULL, &m, out_ref, lse, NULL, q, k, v, work, fw), ATTN_OK);
         v[2 * 2] = NAN;                                   /* b=0, h=0, s=2: excluded */
         v[3 * 2 + 1] = INFINITY;                          /* b=0, h=0, s=3: excluded */
-        CHECK_STATUS(attn_sdpa_forward(&m, out, lse, NULL, q, k, v, work, fw), ATTN_OK);
+        CHECK_STATUS(attn_sdpa_forward(NULL, &m, out, lse, NULL, q, k, v, work, fw), ATTN_OK);
         CHECK(memcmp(out, out_ref, sizeof out) == 0);
 
         /* huge inputs: scores overflow to ±Inf; OK, and no crash in the backward */
         fill();
         for (int i = 0; i < NQ; i++) q[i] *= 1e30f;
         for (int i = 0; i < NK; i++) k[i] *= 1e30f;
-        CHECK_STATUS(attn_sdpa_forward(&d, out, lse, NULL, q, k, v, work, fw), ATTN_OK);
-        CHECK_STATUS(attn_sdpa_backward(&d, dq, dk, dv, dout, q, k, v, out, lse, work, bw), ATTN_OK);
+        CHECK_STATUS(attn_sdpa_forward(NULL, &d, out, lse, NULL, q, k, v, work, fw), ATTN_OK);
+        CHECK_STATUS(attn_sdpa_backward(NULL, &d, dq, dk, dv, dout, q, k, v, out, lse, work, bw), ATTN_OK);
 
         /* NaN in dout: the backward returns OK */
         fill();
-        CHECK_STATUS(attn_sdpa_forward(&d, out, lse, NULL, q, k, v, work, fw), ATTN_OK);
+        CHECK_STATUS(attn_sdpa_forward(NULL, &d, out, lse, NULL, q, k, v, work, fw), ATTN_OK);
         dout[0] = NAN;
-        CHECK_STATUS(attn_sdpa_backward(&d, dq, dk, dv, dout, q, k, v, out, lse, work, bw), ATTN_OK);
+        CHECK_STATUS(attn_sdpa_backward(NULL, &d, dq, dk, dv, dout, q, k, v, out, lse, work, bw), ATTN_OK);
     }
     attn_set_isa(ATTN_ISA_AUTO);
 
@@ -428,9 +428,9 @@ static void test_nonfinite(void) {
     attn_sdpa_desc bd = d;
     bd.mask.bias = bias;
     bd.mask.bias_stride[0] = 24; bd.mask.bias_stride[1] = 12; bd.mask.bias_stride[2] = 4;
-    attn_sdpa_workspace_size(&bd, ATTN_PASS_FORWARD, &fw);
+    attn_sdpa_workspace_size(NULL, &bd, ATTN_PASS_FORWARD, &fw);
     need(fw);
-    CHECK_STATUS(attn_sdpa_forward(&bd, out, lse, w, q, k, v, work, fw), ATTN_OK);
+    CHECK_STATUS(attn_sdpa_forward(NULL, &bd, out, lse, w, q, k, v, work, fw), ATTN_OK);
     CHECK(out[0] == 0 && out[1] == 0 && lse[0] == -INFINITY && all_equal(w, 4, 0));
     CHECK(isnan(out[(1 * 3 + 1) * 2]) && isfinite(out[NO - 1]));
 
@@ -439,14 +439,14 @@ static void test_nonfinite(void) {
     attn_additive_desc_init(&a, 1, 2, 3, 2, 2, 2, 2);
     float aq[4] = {NAN, 1, 0.5f, 0.25f}, ak[6] = {1, 2, 3, 4, 5, 6}, av[6] = {1, 0, 0, 1, 1, 1};
     float wq[4] = {1, 0, 0, 1}, wk[4] = {0.1f, 0.2f, 0.3f, 0.4f}, wv[2] = {1, -1}, ao[4];
-    attn_additive_workspace_size(&a, ATTN_PASS_FORWARD, &fw);
+    attn_additive_workspace_size(NULL, &a, ATTN_PASS_FORWARD, &fw);
     need(fw);
-    CHECK_STATUS(attn_additive_forward(&a, ao, NULL, aq, ak, av, wq, wk, wv, work, fw), ATTN_OK);
+    CHECK_STATUS(attn_additive_forward(NULL, &a, ao, NULL, aq, ak, av, wq, wk, wv, work, fw), ATTN_OK);
     CHECK(isnan(ao[0]) && isnan(ao[1]) && isfinite(ao[2]) && isfinite(ao[3]));
     float gq[4] = {0}, gk[6] = {0}, gv[6] = {0}, gwq[4] = {0}, gwk[4] = {0}, gwv[2] = {0}, gout[4] = {1, 1, 1, 1};
-    attn_additive_workspace_size(&a, ATTN_PASS_BACKWARD, &bw);
+    attn_additive_workspace_size(NULL, &a, ATTN_PASS_BACKWARD, &bw);
     need(bw);
-    CHECK_STATUS(attn_additive_backward(&a, gq, gk, gv, gwq, gwk, gwv, gout, aq, ak, av, wq, wk, wv, work, bw),
+    CHECK_STATUS(attn_additive_backward(NULL, &a, gq, gk, gv, gwq, gwk, gwv, gout, aq, ak, av, wq, wk, wv, work, bw),
                  ATTN_OK);
     CHECK(isfinite(gq[2]) && isfinite(gq[3]));
 

@@ -55,11 +55,11 @@ static int run(const dcase *c, int nth, result *r, const uint8_t *allow) {
 
     attn_set_num_threads(nth);
     size_t wf = 0, wb = 0;
-    int ok = attn_sdpa_workspace_size(&d, ATTN_PASS_FORWARD, &wf) == ATTN_OK &&
-             attn_sdpa_workspace_size(&d, ATTN_PASS_BACKWARD, &wb) == ATTN_OK;
+    int ok = attn_sdpa_workspace_size(NULL, &d, ATTN_PASS_FORWARD, &wf) == ATTN_OK &&
+             attn_sdpa_workspace_size(NULL, &d, ATTN_PASS_BACKWARD, &wb) == ATTN_OK;
     void *work = malloc(wf > wb ? wf : wb);
-    ok = ok && attn_sdpa_forward(&d, r->out, r->lse, NULL, q, k, v, work, wf) == ATTN_OK;
-    ok = ok && attn_sdpa_backward(&d, r->dq, r->dk, r->dv, dout, q, k, v, r->out, r->lse, work, wb) == ATTN_OK;
+    ok = ok && attn_sdpa_forward(NULL, &d, r->out, r->lse, NULL, q, k, v, work, wf) == ATTN_OK;
+    ok = ok && attn_sdpa_backward(NULL, &d, r->dq, r->dk, r->dv, dout, q, k, v, r->out, r->lse, work, wb) == ATTN_OK;
     free(work); free(q); free(k); free(v); free(dout);
     return ok;
 }

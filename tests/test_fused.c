@@ -152,20 +152,20 @@ static int run_case(attn_isa isa, const tcase *c, const char *label) {
 
     /* reference */
     CHECK_STATUS(attn_set_isa(ATTN_ISA_REF), ATTN_OK);
-    CHECK_STATUS(attn_sdpa_workspace_size(&d, ATTN_PASS_FORWARD, &wf), ATTN_OK);
-    CHECK_STATUS(attn_sdpa_workspace_size(&d, ATTN_PASS_BACKWARD, &wb), ATTN_OK);
+    CHECK_STATUS(attn_sdpa_workspace_size(NULL, &d, ATTN_PASS_FORWARD, &wf), ATTN_OK);
+    CHECK_STATUS(attn_sdpa_workspace_size(NULL, &d, ATTN_PASS_BACKWARD, &wb), ATTN_OK);
     work = malloc(wf > wb ? wf : wb);
-    CHECK_STATUS(attn_sdpa_forward(&d, out_r, lse_r, NULL, q, k, v, work, wf), ATTN_OK);
-    CHECK_STATUS(attn_sdpa_backward(&d, dq_r, dk_r, dv_r, dout, q, k, v, out_r, lse_r, work, wb), ATTN_OK);
+    CHECK_STATUS(attn_sdpa_forward(NULL, &d, out_r, lse_r, NULL, q, k, v, work, wf), ATTN_OK);
+    CHECK_STATUS(attn_sdpa_backward(NULL, &d, dq_r, dk_r, dv_r, dout, q, k, v, out_r, lse_r, work, wb), ATTN_OK);
     free(work);
 
     /* fused path; its backward takes the fused forward's out and lse */
     CHECK_STATUS(attn_set_isa(isa), ATTN_OK);
-    CHECK_STATUS(attn_sdpa_workspace_size(&d, ATTN_PASS_FORWARD, &wf), ATTN_OK);
-    CHECK_STATUS(attn_sdpa_workspace_size(&d, ATTN_PASS_BACKWARD, &wb), ATTN_OK);
+    CHECK_STATUS(attn_sdpa_workspace_size(NULL, &d, ATTN_PASS_FORWARD, &wf), ATTN_OK);
+    CHECK_STATUS(attn_sdpa_workspace_size(NULL, &d, ATTN_PASS_BACKWARD, &wb), ATTN_OK);
     work = malloc(wf > wb ? wf : wb);
-    CHECK_STATUS(attn_sdpa_forward(&d, out_f, lse_f, NULL, q, k, v, work, wf), ATTN_OK);
-    CHECK_STATUS(attn_sdpa_backward(&d, dq_f, dk_f, dv_f, dout, q, k, v, out_f, lse_f, work, wb), ATTN_OK);
+    CHECK_STATUS(attn_sdpa_forward(NULL, &d, out_f, lse_f, NULL, q, k, v, work, wf), ATTN_OK);
+    CHECK_STATUS(attn_sdpa_backward(NULL, &d, dq_f, dk_f, dv_f, dout, q, k, v, out_f, lse_f, work, wb), ATTN_OK);
     free(work);
 
     char name[160];

@@ -196,18 +196,18 @@ static void run_sdpa(golden *g, attn_isa pass, int with_weights) {
     d.scale = (float)*(const double *)tsc->data;
     d.mask = mp.m;
     size_t fw = 0, bw = 0;
-    CHECK_STATUS(attn_sdpa_workspace_size(&d, ATTN_PASS_FORWARD, &fw), ATTN_OK);
-    CHECK_STATUS(attn_sdpa_workspace_size(&d, ATTN_PASS_BACKWARD, &bw), ATTN_OK);
+    CHECK_STATUS(attn_sdpa_workspace_size(NULL, &d, ATTN_PASS_FORWARD, &fw), ATTN_OK);
+    CHECK_STATUS(attn_sdpa_workspace_size(NULL, &d, ATTN_PASS_BACKWARD, &bw), ATTN_OK);
     size_t wb = fw > bw ? fw : bw;
     void *work = malloc(wb ? wb : 1);
 
-    attn_status st = attn_sdpa_forward(&d, out, lse, w, q, k, v, work, fw);
+    attn_status st = attn_sdpa_forward(NULL, &d, out, lse, w, q, k, v, work, fw);
     CHECK_STATUS(st, ATTN_OK);
     if (st == ATTN_OK) {
         compare(g, pass, Q_OUT, out, tout);
         if (w) compare(g, pass, Q_WEIGHTS, w, tw);
         compare(g, pass, Q_LSE, lse, tlse);
-        st = attn_sdpa_backward(&d, dq, dk, dv, dout, q, k, v, out, lse, work, bw);
+        st = attn_sdpa_backward(NULL, &d, dq, dk, dv, dout, q, k, v, out, lse, work, bw);
         CHECK_STATUS(st, ATTN_OK);
         if (st == ATTN_OK) {
             compare(g, pass, Q_DQ, dq, tdq);
@@ -258,17 +258,17 @@ static void run_additive(golden *g, attn_isa pass, int with_weights) {
     CHECK_STATUS(attn_additive_desc_init(&d, B, T, S, Dq, Dk, Dv, Dh), ATTN_OK);
     d.mask = mp.m;
     size_t fw = 0, bw = 0;
-    CHECK_STATUS(attn_additive_workspace_size(&d, ATTN_PASS_FORWARD, &fw), ATTN_OK);
-    CHECK_STATUS(attn_additive_workspace_size(&d, ATTN_PASS_BACKWARD, &bw), ATTN_OK);
+    CHECK_STATUS(attn_additive_workspace_size(NULL, &d, ATTN_PASS_FORWARD, &fw), ATTN_OK);
+    CHECK_STATUS(attn_additive_workspace_size(NULL, &d, ATTN_PASS_BACKWARD, &bw), ATTN_OK);
     size_t wb = fw > bw ? fw : bw;
     void *work = malloc(wb ? wb : 1);
 
-    attn_status st = attn_additive_forward(&d, out, w, q, k, v, wq, wk, wv, work, fw);
+    attn_status st = attn_additive_forward(NULL, &d, out, w, q, k, v, wq, wk, wv, work, fw);
     CHECK_STATUS(st, ATTN_OK);
     if (st == ATTN_OK) {
         compare(g, pass, Q_OUT, out, tout);
         if (w) compare(g, pass, Q_WEIGHTS, w, tw);
-        st = attn_additive_backward(&d, dq, dk, dv, dwq, dwk, dwv, dout, q, k, v, wq, wk, wv, work, bw);
+        st = attn_additive_backward(NULL, &d, dq, dk, dv, dwq, dwk, dwv, dout, q, k, v, wq, wk, wv, work, bw);
         CHECK_STATUS(st, ATTN_OK);
         if (st == ATTN_OK) {
             compare(g, pass, Q_DQ, dq, tdq);

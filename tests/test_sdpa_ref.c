@@ -250,11 +250,11 @@ static void check_problem(const char *name, problem *p) {
     float *outf = calloc(p->no, sizeof(float)), *lsef = calloc(nrow, sizeof(float)), *wf = calloc(nw, sizeof(float));
     float *dqf = calloc(p->nq, sizeof(float)), *dkf = calloc(p->nk, sizeof(float)), *dvf = calloc(p->nv, sizeof(float));
     size_t fw = 0, bw = 0;
-    CHECK_STATUS(attn_sdpa_workspace_size(d, ATTN_PASS_FORWARD, &fw), ATTN_OK);
-    CHECK_STATUS(attn_sdpa_workspace_size(d, ATTN_PASS_BACKWARD, &bw), ATTN_OK);
+    CHECK_STATUS(attn_sdpa_workspace_size(NULL, d, ATTN_PASS_FORWARD, &fw), ATTN_OK);
+    CHECK_STATUS(attn_sdpa_workspace_size(NULL, d, ATTN_PASS_BACKWARD, &bw), ATTN_OK);
     void *work = malloc(fw > bw ? fw : bw);
-    CHECK_STATUS(attn_sdpa_forward(d, outf, lsef, wf, qf, kf, vf, work, fw), ATTN_OK);
-    CHECK_STATUS(attn_sdpa_backward(d, dqf, dkf, dvf, gf, qf, kf, vf, outf, lsef, work, bw), ATTN_OK);
+    CHECK_STATUS(attn_sdpa_forward(NULL, d, outf, lsef, wf, qf, kf, vf, work, fw), ATTN_OK);
+    CHECK_STATUS(attn_sdpa_backward(NULL, d, dqf, dkf, dvf, gf, qf, kf, vf, outf, lsef, work, bw), ATTN_OK);
     /* the double kernels on the float-rounded inputs, so only the arithmetic differs */
     double *qr = to_f64(qf, p->nq), *kr = to_f64(kf, p->nk), *vr = to_f64(vf, p->nv), *gr = to_f64(gf, p->no);
     double *dqr = calloc(p->nq, sizeof(double)), *dkr = calloc(p->nk, sizeof(double)), *dvr = calloc(p->nv, sizeof(double));
@@ -284,16 +284,16 @@ static void check_problem(const char *name, problem *p) {
     for (int isa = ATTN_ISA_SCALAR; isa < ATTN_ISA_COUNT; isa++) {
         if (attn_set_isa((attn_isa)isa) != ATTN_OK) continue;
         size_t fw2 = 0, bw2 = 0;
-        CHECK_STATUS(attn_sdpa_workspace_size(d, ATTN_PASS_FORWARD, &fw2), ATTN_OK);
-        CHECK_STATUS(attn_sdpa_workspace_size(d, ATTN_PASS_BACKWARD, &bw2), ATTN_OK);
+        CHECK_STATUS(attn_sdpa_workspace_size(NULL, d, ATTN_PASS_FORWARD, &fw2), ATTN_OK);
+        CHECK_STATUS(attn_sdpa_workspace_size(NULL, d, ATTN_PASS_BACKWARD, &bw2), ATTN_OK);
         void *work2 = malloc(fw2 > bw2 ? fw2 : bw2);
         float *o2 = calloc(p->no, sizeof(float)), *o3 = calloc(p->no, sizeof(float));
         float *l2 = calloc(nrow, sizeof(float));
         float *dq2 = calloc(p->nq, sizeof(float)), *dk2 = calloc(p->nk, sizeof(float)), *dv2 = calloc(p->nv, sizeof(float));
-        CHECK_STATUS(attn_sdpa_forward(d, o2, l2, NULL, qf, kf, vf, work2, fw2), ATTN_OK);
-        CHECK_STATUS(attn_sdpa_forward(d, o3, NULL, NULL, qf, kf, vf, work2, fw2), ATTN_OK);
+        CHECK_STATUS(attn_sdpa_forward(NULL, d, o2, l2, NULL, qf, kf, vf, work2, fw2), ATTN_OK);
+        CHECK_STATUS(attn_sdpa_forward(NULL, d, o3, NULL, NULL, qf, kf, vf, work2, fw2), ATTN_OK);
         CHECK(memcmp(o2, o3, sizeof(float) * p->no) == 0);
-        CHECK_STATUS(attn_sdpa_backward(d, dq2, dk2, dv2, gf, qf, kf, vf, o2, l2, work2, bw2), ATTN_OK);
+        CHECK_STATUS(attn_sdpa_backward(NULL, d, dq2, dk2, dv2, gf, qf, kf, vf, o2, l2, work2, bw2), ATTN_OK);
         float *t;
         snprintf(what, sizeof what, "%s [%s] out", name, attn_isa_name((attn_isa)isa));
         t = to_f32(out, p->no); tu_close_f32(what, o2, t, p->no, 1e-5, 1e-4); free(t);
@@ -426,11 +426,11 @@ static void test_fully_masked(void) {
     float out[18], lse[6], w[24], dq[18] = {0}, dk[24] = {0}, dv[24] = {0};
     size_t fw, bw;
     attn_set_isa(ATTN_ISA_REF);
-    attn_sdpa_workspace_size(d, ATTN_PASS_FORWARD, &fw);
-    attn_sdpa_workspace_size(d, ATTN_PASS_BACKWARD, &bw);
+    attn_sdpa_workspace_size(NULL, d, ATTN_PASS_FORWARD, &fw);
+    attn_sdpa_workspace_size(NULL, d, ATTN_PASS_BACKWARD, &bw);
     void *work = malloc(fw > bw ? fw : bw);
-    CHECK_STATUS(attn_sdpa_forward(d, out, lse, w, qf, kf, vf, work, fw), ATTN_OK);
-    CHECK_STATUS(attn_sdpa_backward(d, dq, dk, dv, gf, qf, kf, vf, out, lse, work, bw), ATTN_OK);
+    CHECK_STATUS(attn_sdpa_forward(NULL, d, out, lse, w, qf, kf, vf, work, fw), ATTN_OK);
+    CHECK_STATUS(attn_sdpa_backward(NULL, d, dq, dk, dv, gf, qf, kf, vf, out, lse, work, bw), ATTN_OK);
     CHECK(lse[1] == -INFINITY && isfinite(lse[0]) && isfinite(lse[2]));
     int zeros = 1, nan = 0;
     for (int j = 0; j < 3; j++) zeros &= out[3 + j] == 0.0f && dq[3 + j] == 0.0f;
@@ -533,11 +533,11 @@ static void test_layouts(void) {
     float *qf = to_f32(p.q, p.nq), *kf = to_f32(p.k, p.nk), *vf = to_f32(p.v, p.nv), *of = calloc(p.no, sizeof(float));
     float *lf = calloc((size_t)B * H * T, sizeof(float));
     size_t fw, bw;
-    CHECK_STATUS(attn_sdpa_workspace_size(&d, ATTN_PASS_FORWARD, &fw), ATTN_OK);
-    CHECK_STATUS(attn_sdpa_workspace_size(&d, ATTN_PASS_BACKWARD, &bw), ATTN_OK);
+    CHECK_STATUS(attn_sdpa_workspace_size(NULL, &d, ATTN_PASS_FORWARD, &fw), ATTN_OK);
+    CHECK_STATUS(attn_sdpa_workspace_size(NULL, &d, ATTN_PASS_BACKWARD, &bw), ATTN_OK);
     void *w2 = malloc(fw > bw ? fw : bw);
-    CHECK_STATUS(attn_sdpa_forward(&d, of, lf, NULL, qf, kf, vf, w2, fw), ATTN_OK);
-    CHECK_STATUS(attn_sdpa_backward(&d, qf, kf, vf, of, qf, kf, vf, of, lf, w2, bw), ATTN_ERR_STRIDE);
+    CHECK_STATUS(attn_sdpa_forward(NULL, &d, of, lf, NULL, qf, kf, vf, w2, fw), ATTN_OK);
+    CHECK_STATUS(attn_sdpa_backward(NULL, &d, qf, kf, vf, of, qf, kf, vf, of, lf, w2, bw), ATTN_ERR_STRIDE);
     free(w2); free(qf); free(kf); free(vf); free(of); free(lf);
     free(kc); free(vc); free(o1); free(o2); free(work);
     problem_free(&p);
@@ -641,9 +641,9 @@ static void test_walkthrough(void) {
     d.scale = 1.0f;
     float out[3], lse, w[4];
     size_t fw;
-    CHECK_STATUS(attn_sdpa_workspace_size(&d, ATTN_PASS_FORWARD, &fw), ATTN_OK);
+    CHECK_STATUS(attn_sdpa_workspace_size(NULL, &d, ATTN_PASS_FORWARD, &fw), ATTN_OK);
     void *work = malloc(fw);
-    CHECK_STATUS(attn_sdpa_forward(&d, out, &lse, w, q, kv, kv, work, fw), ATTN_OK);
+    CHECK_STATUS(attn_sdpa_forward(NULL, &d, out, &lse, w, q, kv, kv, work, fw), ATTN_OK);
     printf("walk-through: weights %.4f %.4f %.4f %.4f  context %.4f %.4f %.4f  lse %.6f\n", w[0], w[1], w[2], w[3],
            out[0], out[1], out[2], lse);
     const float w_want[4] = {0.119203f, 0.0f, 0.0f, 0.880797f};
@@ -658,7 +658,7 @@ static void test_walkthrough(void) {
     d1.scale = 1.0f;
     for (int s = 0; s < 4; s++) {
         float o[3];
-        CHECK_STATUS(attn_sdpa_forward(&d1, o, &scores[s], NULL, q, kv + 3 * s, kv + 3 * s, work, fw), ATTN_OK);
+        CHECK_STATUS(attn_sdpa_forward(NULL, &d1, o, &scores[s], NULL, q, kv + 3 * s, kv + 3 * s, work, fw), ATTN_OK);
     }
     printf("walk-through: scores %.1f %.1f %.1f %.1f\n", scores[0], scores[1], scores[2], scores[3]);
     const float s_want[4] = {927, 397, 148, 929};

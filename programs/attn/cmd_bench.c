@@ -218,8 +218,8 @@ static attn_status run_pass(attn_isa isa, const attn_sdpa_desc *d, tensors *t, i
     if (st != ATTN_OK) return st;
     double c0 = cpu_s();
     double t0 = now_s();
-    if (!backward) st = attn_sdpa_forward(d, t->out, t->lse, NULL, t->q, t->k, t->v, work, wbytes);
-    else st = attn_sdpa_backward(d, t->dq, t->dk, t->dv, t->dout, t->q, t->k, t->v, t->out, t->lse, work, wbytes);
+    if (!backward) st = attn_sdpa_forward(NULL, d, t->out, t->lse, NULL, t->q, t->k, t->v, work, wbytes);
+    else st = attn_sdpa_backward(NULL, d, t->dq, t->dk, t->dv, t->dout, t->q, t->k, t->v, t->out, t->lse, work, wbytes);
     *secs = now_s() - t0;
     g_last_cpu = cpu_s() - c0;
     return st;
@@ -228,7 +228,7 @@ static attn_status run_pass(attn_isa isa, const attn_sdpa_desc *d, tensors *t, i
 static size_t work_size(attn_isa isa, const attn_sdpa_desc *d, int backward) {
     size_t n = 0;
     if (attn_set_isa(isa) != ATTN_OK) return 0;
-    if (attn_sdpa_workspace_size(d, backward ? ATTN_PASS_BACKWARD : ATTN_PASS_FORWARD, &n) != ATTN_OK) return 0;
+    if (attn_sdpa_workspace_size(NULL, d, backward ? ATTN_PASS_BACKWARD : ATTN_PASS_FORWARD, &n) != ATTN_OK) return 0;
     return n;
 }
 

@@ -41,11 +41,11 @@ static int dot_product(const demo_opts *o, const float *q, const float *k, const
     attn_status st = attn_sdpa_desc_init(&d, B, 1, T, T, D, D);
     d.scale = 1.0f;                       /* unscaled: plain dot-product attention */
     size_t wb = 0;
-    if (!st) st = attn_sdpa_workspace_size(&d, ATTN_PASS_FORWARD, &wb);
+    if (!st) st = attn_sdpa_workspace_size(NULL, &d, ATTN_PASS_FORWARD, &wb);
     float *out = malloc(sizeof(float) * B * T * D), *w = malloc(sizeof(float) * B * T * T);
     void *work = malloc(wb ? wb : 1);
     if (!st && (!out || !w || !work)) st = ATTN_ERR_NOMEM;
-    if (!st) st = attn_sdpa_forward(&d, out, NULL, w, q, k, v, work, wb);
+    if (!st) st = attn_sdpa_forward(NULL, &d, out, NULL, w, q, k, v, work, wb);
     if (!st) {
         printf("dot-product attention: weights = softmax(Q Kᵀ), out = weights V\n");
         print_shape3("queries", B, T, D); print_shape3("keys", B, T, D); print_shape3("values", B, T, D);
@@ -61,7 +61,7 @@ static int additive(const demo_opts *o, attn_rng *r, const float *q, const float
     attn_additive_desc d;
     attn_status st = attn_additive_desc_init(&d, B, T, T, D, D, D, Dh);
     size_t wb = 0;
-    if (!st) st = attn_additive_workspace_size(&d, ATTN_PASS_FORWARD, &wb);
+    if (!st) st = attn_additive_workspace_size(NULL, &d, ATTN_PASS_FORWARD, &wb);
     float bound = 1.0f / sqrtf((float)D);
     float *wq = malloc(sizeof(float) * Dh * D), *wk = malloc(sizeof(float) * Dh * D), *wv = malloc(sizeof(float) * Dh);
     float *out = malloc(sizeof(float) * B * T * D), *w = malloc(sizeof(float) * B * T * T);
@@ -71,7 +71,7 @@ static int additive(const demo_opts *o, attn_rng *r, const float *q, const float
         attn_rng_fill_uniform(r, wq, (size_t)Dh * D, -bound, bound);
         attn_rng_fill_uniform(r, wk, (size_t)Dh * D, -bound, bound);
         attn_rng_fill_uniform(r, wv, (size_t)Dh, -bound, bound);
-        st = attn_additive_forward(&d, out, w, q, k, v, wq, wk, wv, work, wb);
+        st = attn_additive_forward(NULL, &d, out, w, q, k, v, wq, wk, wv, work, wb);
     }
     if (!st) {
         printf("additive (Bahdanau) attention: score(q, k) = w_vᵀ tanh(W_q q + W_k k), %d hidden units\n", Dh);

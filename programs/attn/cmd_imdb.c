@@ -18,7 +18,6 @@
 #include "cli.h"
 #include "imdb_model.h"
 
-#include <cblas.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -56,7 +55,7 @@ static uint64_t mix64(uint64_t x) {
 static void set_threads(int n) {
     attn_set_num_threads(n);
     int got = attn_get_num_threads();
-    openblas_set_num_threads(got > 0 ? got : 1);
+    attn_blas_set_num_threads(got > 0 ? got : 1);
 }
 
 static int make_dir(const char *path) {
@@ -412,7 +411,7 @@ static int imdb_train(const imdb_flags *f) {
     adam.keras_eps = 1;
     printf("IMDB self-attention: %d train, %d test reviews, vocabulary %d, maxlen %d; %zu parameters; batch %d, "
            "lr %g, seed %" PRIu64 ", %d threads, %s kernels, BLAS %s\n", d.train.n, d.test.n, c.V, c.T, m.n_params, batch,
-           lr, seed, attn_get_num_threads(), attn_isa_name(attn_get_isa()), openblas_get_corename());
+           lr, seed, attn_get_num_threads(), attn_isa_name(attn_get_isa()), attn_blas_core_name());
     fflush(stdout);
 
     const int n = d.train.n, T = c.T;

@@ -34,10 +34,10 @@ static attn_status library_context(float *context, float *weights) {
     if (st) return st;
     d.scale = 1.0f;
     size_t wb = 0;
-    if ((st = attn_sdpa_workspace_size(&d, ATTN_PASS_FORWARD, &wb))) return st;
+    if ((st = attn_sdpa_workspace_size(NULL, &d, ATTN_PASS_FORWARD, &wb))) return st;
     void *work = malloc(wb ? wb : 1);
     if (!work) return ATTN_ERR_NOMEM;
-    st = attn_sdpa_forward(&d, context, NULL, weights, decoder_state, &encoder_states[0][0],
+    st = attn_sdpa_forward(NULL, &d, context, NULL, weights, decoder_state, &encoder_states[0][0],
                            &encoder_states[0][0], work, wb);
     free(work);
     return st;

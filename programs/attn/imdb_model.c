@@ -264,7 +264,7 @@ static void im_slice_forward(imdb_model *m, int b0, int b1, int p, size_t pb, at
     attn_sdpa_desc d;
     attn_status s = im_desc(m, b1 - b0, &d);
     if (s == ATTN_OK)
-        s = attn_sdpa_forward(&d, m->h + r0 * D, m->alse + r0, NULL, pp, pp + D, pp + 2 * D,
+        s = attn_sdpa_forward(NULL, &d, m->h + r0 * D, m->alse + r0, NULL, pp, pp + D, pp + 2 * D,
                               (char *)m->awork + (size_t)p * pb, pb);
     im_fail(s, pst);
     const float inv = 1.0f / (float)T;
@@ -303,12 +303,12 @@ static attn_status im_plan(imdb_model *m, int B, int want_full, int *np_out, siz
     attn_status st;
     size_t pb = 0, fb = 0, fw, bw;
     if ((st = im_desc(m, (B + np - 1) / np, &d)) != ATTN_OK) return st;
-    if ((st = attn_sdpa_workspace_size(&d, ATTN_PASS_FORWARD, &fw)) != ATTN_OK) return st;
-    if ((st = attn_sdpa_workspace_size(&d, ATTN_PASS_BACKWARD, &bw)) != ATTN_OK) return st;
+    if ((st = attn_sdpa_workspace_size(NULL, &d, ATTN_PASS_FORWARD, &fw)) != ATTN_OK) return st;
+    if ((st = attn_sdpa_workspace_size(NULL, &d, ATTN_PASS_BACKWARD, &bw)) != ATTN_OK) return st;
     pb = ((fw > bw ? fw : bw) + 63) & ~(size_t)63;
     if (want_full) {
         if ((st = im_desc(m, B, &d)) != ATTN_OK) return st;
-        if ((st = attn_sdpa_workspace_size(&d, ATTN_PASS_FORWARD, &fb)) != ATTN_OK) return st;
+        if ((st = attn_sdpa_workspace_size(NULL, &d, ATTN_PASS_FORWARD, &fb)) != ATTN_OK) return st;
     }
     size_t need = pb * (size_t)np > fb ? pb * (size_t)np : fb;
     if (need == 0) need = 64;
@@ -392,7 +392,7 @@ static attn_status im_attention_forward(imdb_model *m, const int32_t *ids, int B
     if (weights) {
         attn_sdpa_desc d;
         if ((st = im_desc(m, B, &d)) != ATTN_OK) return st;
-        if ((st = attn_sdpa_forward(&d, m->h, m->alse, weights, m->pp, m->pp + D, m->pp + 2 * D, m->awork,
+        if ((st = attn_sdpa_forward(NULL, &d, m->h, m->alse, weights, m->pp, m->pp + D, m->pp + 2 * D, m->awork,
                                     m->awork_bytes)) != ATTN_OK)
             return st;
     }
@@ -436,7 +436,7 @@ static attn_status im_attention_backward(imdb_model *m, int B) {
             attn_sdpa_desc d;
             attn_status s = im_desc(m, b1 - b0, &d);
             if (s == ATTN_OK)
-                s = attn_sdpa_backward(&d, dpp, dpp + D, dpp + 2 * D, m->dh + r0 * D, pp, pp + D, pp + 2 * D,
+                s = attn_sdpa_backward(NULL, &d, dpp, dpp + D, dpp + 2 * D, m->dh + r0 * D, pp, pp + D, pp + 2 * D,
                                        m->h + r0 * D, m->alse + r0, (char *)m->awork + (size_t)p * pb, pb);
             im_fail(s, &pst);
         }

@@ -12,7 +12,6 @@
 #define _POSIX_C_SOURCE 200809L   /* setenv, execv */
 #include "cli.h"
 
-#include <cblas.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -20,8 +19,8 @@
 void cli_tune_runtime(char **argv) {
     if (getenv("ATTN_REEXEC")) return;
     int changed = 0;
-    const char *core = openblas_get_corename();
-    if (!getenv("OPENBLAS_CORETYPE") && core && strcmp(core, "Prescott") == 0) {
+    const char *core = attn_blas_core_name();
+    if (!getenv("OPENBLAS_CORETYPE") && strcmp(core, "Prescott") == 0) {
         if (attn_cpu_supports(ATTN_ISA_AVX512)) { setenv("OPENBLAS_CORETYPE", "SkylakeX", 1); changed = 1; }
         else if (attn_cpu_supports(ATTN_ISA_AVX2)) { setenv("OPENBLAS_CORETYPE", "Haswell", 1); changed = 1; }
     }

@@ -7,7 +7,6 @@
 
 #include "translate_common.h"
 
-#include <cblas.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,9 +37,7 @@ int tr_report(attn_status st, const char *err) {
 
 static void set_threads(int threads) {
     attn_set_num_threads(threads);
-    int nth = attn_get_num_threads();     /* resolve "all cores" before OpenBLAS changes OpenMP's default */
-    openblas_set_num_threads(1);          /* the batch is split across threads instead */
-    attn_set_num_threads(nth);
+    attn_blas_set_num_threads(1);         /* the batch is split across threads instead */
 }
 
 static int make_dir(const char *path) {

@@ -1,13 +1,25 @@
 /*
  * additive.c — the public additive (Bahdanau) attention calls: descriptor set-up, validation, workspace
- * sizes and the call into the reference kernels (src/ref/additive_ref.c; there is no fused path).
+ * sizes, the split form (keys projected once, then steps against them) and dispatch.
  *
- * As in sdpa.c, each call validates the descriptor, then the pointers, then the workspace, then runs.
- * No call allocates. The backward adds into each gradient separately, so when the keys are also the
- * values (Dk == Dv) dk and dv may be one buffer: it receives dk + dv (tests/test_additive_ref.c).
+ * As in sdpa.c, each call resolves its context, validates the descriptor, then the pointers, then the
+ * workspace, then runs. No call allocates. Dispatch:
+ *   whole call, path REF   -> the reference kernels with k and W_k (they project in double)
+ *   whole call, other path -> kp = k W_kᵀ (CBLAS) into the workspace, the path's step entry, and for the
+ *                             backward dk, dW_k from the step's dkp (CBLAS)
+ *   split calls            -> the path's step entries (the reference path's read kp in double)
+ * The backward adds into each gradient separately, so when the keys are also the values (Dk == Dv) dk
+ * and dv may be one buffer: it receives dk + dv (tests/test_additive_ref.c).
+ *
+ * Workspace (bytes from attn_additive_workspace_size), after up to 64 bytes of alignment:
+ *   REF path     the reference kernels' (attn__additive_ref_workspace)
+ *   other paths  [ kp, dkp (B,S,Dh) floats, for the whole calls ] [ the step entries' scratch ]
  */
 #include "internal.h"
 #include "ref/ref.h"
+
+#include <cblas.h>
+#include <string.h>
 
 static int size_ok(int n) { return n >= 1 && n <= ATTN_MAX_DIM; }
 
@@ -35,44 +47,152 @@ attn_status attn_additive_validate(const attn_additive_desc *d) {
     return attn__validate_mask(&d->mask, d->B, 1, d->T, d->S);
 }
 
-attn_status attn_additive_workspace_size(const attn_additive_desc *d, attn_pass pass, size_t *bytes) {
-    attn_status st = attn_additive_validate(d);
+/* Bytes of the fused paths' step scratch: projected queries and their gradient (B,T,Dh), and per row the
+ * scores, their gradient and the tanh values (S·(Dh + 2)). */
+static size_t step_bytes(const attn_additive_desc *d) {
+    const size_t B = (size_t)d->B, T = (size_t)d->T, S = (size_t)d->S, Dh = (size_t)d->Dh;
+    return sizeof(float) * (2 * B * T * Dh + S * (Dh + 2) + 16) + 64;
+}
+
+static size_t kp_bytes(const attn_additive_desc *d) {
+    return ((sizeof(float) * (size_t)d->B * d->S * d->Dh + 63) & ~(size_t)63);
+}
+
+static size_t workspace_for(const attn_additive_desc *d, attn_pass pass, attn_isa isa) {
+    const size_t ref = attn__additive_ref_workspace(d, pass);
+    if (isa == ATTN_ISA_REF) return ref + 64;
+    /* a path without its own step entries runs the reference ones against kp */
+    const size_t step = step_bytes(d) > ref ? step_bytes(d) : ref;
+    return 2 * kp_bytes(d) + step + 64;
+}
+
+static attn_status begin(const attn_ctx *ctx, const attn_additive_desc *d, attn_ctx *c, const attn_kernels **kern) {
+    attn_status st = attn__ctx_resolve(ctx, c, kern);
+    if (st != ATTN_OK) return st;
+    return attn_additive_validate(d);
+}
+
+static char *aligned(void *p) { return (char *)(((uintptr_t)p + 63) & ~(uintptr_t)63); }
+
+static attn_status check_workspace(const attn_additive_desc *d, attn_pass pass, attn_isa isa, const void *work,
+                                   size_t work_bytes) {
+    if (!work || work_bytes < workspace_for(d, pass, isa)) return ATTN_ERR_WORKSPACE;
+    return ATTN_OK;
+}
+
+attn_status attn_additive_workspace_size(const attn_ctx *ctx, const attn_additive_desc *d, attn_pass pass,
+                                         size_t *bytes) {
+    attn_ctx c;
+    const attn_kernels *kern;
+    attn_status st = begin(ctx, d, &c, &kern);
     if (st != ATTN_OK) return st;
     if (!bytes) return ATTN_ERR_NULL;
     if ((int)pass < 0 || pass >= ATTN_PASS_COUNT) return ATTN_ERR_ARG;
-    *bytes = attn__additive_ref_workspace(d, pass);
+    *bytes = workspace_for(d, pass, c.isa);
     return ATTN_OK;
 }
 
-static attn_status check_workspace(const attn_additive_desc *d, attn_pass pass, const void *work,
-                                   size_t work_bytes) {
-    if (!work || work_bytes < attn__additive_ref_workspace(d, pass)) return ATTN_ERR_WORKSPACE;
+attn_status attn_additive_keys_forward(const attn_ctx *ctx, const attn_additive_desc *d, float *kp,
+                                       const float *k, const float *wk) {
+    attn_ctx c;
+    const attn_kernels *kern;
+    attn_status st = begin(ctx, d, &c, &kern);
+    if (st != ATTN_OK) return st;
+    if (!kp || !k || !wk) return ATTN_ERR_NULL;
+    if ((int64_t)d->B * d->S > INT32_MAX) return ATTN_ERR_SIZE;           /* BLAS takes int sizes */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, d->B * d->S, d->Dh, d->Dk, 1.0f, k, d->Dk, wk, d->Dk,
+                0.0f, kp, d->Dh);
     return ATTN_OK;
 }
 
-attn_status attn_additive_forward(const attn_additive_desc *d,
+attn_status attn_additive_keys_backward(const attn_ctx *ctx, const attn_additive_desc *d, float *dk, float *dwk,
+                                        const float *dkp, const float *k, const float *wk) {
+    attn_ctx c;
+    const attn_kernels *kern;
+    attn_status st = begin(ctx, d, &c, &kern);
+    if (st != ATTN_OK) return st;
+    if (!dk || !dwk || !dkp || !k || !wk) return ATTN_ERR_NULL;
+    if ((int64_t)d->B * d->S > INT32_MAX) return ATTN_ERR_SIZE;
+    const int n = d->B * d->S;
+    /* dk += dkp W_k;  dW_k += dkpᵀ k */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, d->Dk, d->Dh, 1.0f, dkp, d->Dh, wk, d->Dk, 1.0f, dk,
+                d->Dk);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d->Dh, d->Dk, n, 1.0f, dkp, d->Dh, k, d->Dk, 1.0f, dwk,
+                d->Dk);
+    return ATTN_OK;
+}
+
+attn_status attn_additive_step_forward(const attn_ctx *ctx, const attn_additive_desc *d,
+                                       float *out, float *weights,
+                                       const float *q, const float *kp, const float *v,
+                                       const float *wq, const float *wv,
+                                       void *work, size_t work_bytes) {
+    attn_ctx c;
+    const attn_kernels *kern;
+    attn_status st = begin(ctx, d, &c, &kern);
+    if (st != ATTN_OK) return st;
+    if (!out || !q || !kp || !v || !wq || !wv) return ATTN_ERR_NULL;
+    if ((st = check_workspace(d, ATTN_PASS_FORWARD, c.isa, work, work_bytes)) != ATTN_OK) return st;
+    kern->additive_forward(d, out, weights, q, kp, v, wq, wv, aligned(work) + (c.isa == ATTN_ISA_REF ? 0 : 2 * kp_bytes(d)));
+    return ATTN_OK;
+}
+
+attn_status attn_additive_step_backward(const attn_ctx *ctx, const attn_additive_desc *d,
+                                        float *dq, float *dkp, float *dv, float *dwq, float *dwv,
+                                        const float *dout,
+                                        const float *q, const float *kp, const float *v,
+                                        const float *wq, const float *wv,
+                                        void *work, size_t work_bytes) {
+    attn_ctx c;
+    const attn_kernels *kern;
+    attn_status st = begin(ctx, d, &c, &kern);
+    if (st != ATTN_OK) return st;
+    if (!dq || !dkp || !dv || !dwq || !dwv || !dout || !q || !kp || !v || !wq || !wv) return ATTN_ERR_NULL;
+    if ((st = check_workspace(d, ATTN_PASS_BACKWARD, c.isa, work, work_bytes)) != ATTN_OK) return st;
+    kern->additive_backward(d, dq, dkp, dv, dwq, dwv, dout, q, kp, v, wq, wv,
+                            aligned(work) + (c.isa == ATTN_ISA_REF ? 0 : 2 * kp_bytes(d)));
+    return ATTN_OK;
+}
+
+attn_status attn_additive_forward(const attn_ctx *ctx, const attn_additive_desc *d,
                                   float *out, float *weights,
                                   const float *q, const float *k, const float *v,
                                   const float *wq, const float *wk, const float *wv,
                                   void *work, size_t work_bytes) {
-    attn_status st = attn_additive_validate(d);
+    attn_ctx c;
+    const attn_kernels *kern;
+    attn_status st = begin(ctx, d, &c, &kern);
     if (st != ATTN_OK) return st;
     if (!out || !q || !k || !v || !wq || !wk || !wv) return ATTN_ERR_NULL;
-    if ((st = check_workspace(d, ATTN_PASS_FORWARD, work, work_bytes)) != ATTN_OK) return st;
-    return attn__additive_ref_forward(d, out, weights, q, k, v, wq, wk, wv, work);
+    if ((st = check_workspace(d, ATTN_PASS_FORWARD, c.isa, work, work_bytes)) != ATTN_OK) return st;
+    char *w = aligned(work);
+    if (c.isa == ATTN_ISA_REF) return attn__additive_ref_forward(d, out, weights, q, k, NULL, v, wq, wk, wv, w);
+    float *kp = (float *)w;
+    if ((st = attn_additive_keys_forward(&c, d, kp, k, wk)) != ATTN_OK) return st;
+    kern->additive_forward(d, out, weights, q, kp, v, wq, wv, w + 2 * kp_bytes(d));
+    return ATTN_OK;
 }
 
-attn_status attn_additive_backward(const attn_additive_desc *d,
+attn_status attn_additive_backward(const attn_ctx *ctx, const attn_additive_desc *d,
                                    float *dq, float *dk, float *dv,
                                    float *dwq, float *dwk, float *dwv,
                                    const float *dout,
                                    const float *q, const float *k, const float *v,
                                    const float *wq, const float *wk, const float *wv,
                                    void *work, size_t work_bytes) {
-    attn_status st = attn_additive_validate(d);
+    attn_ctx c;
+    const attn_kernels *kern;
+    attn_status st = begin(ctx, d, &c, &kern);
     if (st != ATTN_OK) return st;
     if (!dq || !dk || !dv || !dwq || !dwk || !dwv || !dout || !q || !k || !v || !wq || !wk || !wv)
         return ATTN_ERR_NULL;
-    if ((st = check_workspace(d, ATTN_PASS_BACKWARD, work, work_bytes)) != ATTN_OK) return st;
-    return attn__additive_ref_backward(d, dq, dk, dv, dwq, dwk, dwv, dout, q, k, v, wq, wk, wv, work);
+    if ((st = check_workspace(d, ATTN_PASS_BACKWARD, c.isa, work, work_bytes)) != ATTN_OK) return st;
+    char *w = aligned(work);
+    if (c.isa == ATTN_ISA_REF)
+        return attn__additive_ref_backward(d, dq, dk, NULL, dv, dwq, dwk, dwv, dout, q, k, NULL, v, wq, wk, wv, w);
+    float *kp = (float *)w, *dkp = (float *)(w + kp_bytes(d));
+    if ((st = attn_additive_keys_forward(&c, d, kp, k, wk)) != ATTN_OK) return st;
+    memset(dkp, 0, sizeof(float) * (size_t)d->B * d->S * d->Dh);
+    kern->additive_backward(d, dq, dkp, dv, dwq, dwv, dout, q, kp, v, wq, wv, w + 2 * kp_bytes(d));
+    return attn_additive_keys_backward(&c, d, dk, dwk, dkp, k, wk);
 }

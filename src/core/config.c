@@ -1,13 +1,18 @@
 /*
- * config.c — process-wide settings: the thread count, the kernel path (ISA) and CPU detection.
+ * config.c — execution contexts and the process-wide defaults behind them (thread count, kernel path),
+ * CPU detection, the dispatch tables and OpenBLAS's own thread knob.
  *
- * The path starts from the ATTN_ISA environment variable (auto, ref, scalar, avx2, avx512) the first time
- * it is read; attn_set_isa() overrides it. AUTO resolves to the best path that is both built in and
- * supported by the CPU.
+ * The default context's path starts from the ATTN_ISA environment variable (auto, ref, scalar, avx2,
+ * avx512) the first time it is read; attn_set_isa() overrides it. AUTO resolves to the best path that is
+ * both built in and supported by the CPU. Explicit contexts (attn_ctx_init) never read the globals.
+ *
+ * The dispatch tables live here too: one complete table per path, composed once from the reference
+ * entries and each path's overrides (see internal.h).
  */
 #include "internal.h"
 
 #include <cblas.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,21 +30,43 @@ const char *attn_isa_name(attn_isa isa) {
     return isa_names[isa];
 }
 
-/* One knob for both thread pools: the fused kernels' OpenMP threads and OpenBLAS's (they never run at
- * the same time, so they share the cores rather than compete for them). */
-attn_status attn_set_num_threads(int n) {
-    g_threads = n < 0 ? 0 : n;
-    openblas_set_num_threads(attn_get_num_threads());
-    return ATTN_OK;
+attn_status attn_isa_parse(const char *name, attn_isa *isa) {
+    if (!name || !isa) return ATTN_ERR_NULL;
+    for (int i = 0; i < ATTN_ISA_COUNT; i++)
+        if (strcmp(name, isa_names[i]) == 0) {
+            *isa = (attn_isa)i;
+            return ATTN_OK;
+        }
+    return ATTN_ERR_ARG;
 }
 
-int attn_get_num_threads(void) {
-    if (g_threads > 0) return g_threads;
+static int all_cores(void) {
 #ifdef _OPENMP
-    return omp_get_max_threads();
+    int n = omp_get_max_threads();
+    return n < 1 ? 1 : n > ATTN_MAX_THREADS ? ATTN_MAX_THREADS : n;
 #else
     return 1;
 #endif
+}
+
+/* The attention kernels' thread count only; OpenBLAS has its own knob (attn_blas_set_num_threads). */
+attn_status attn_set_num_threads(int n) {
+    if (n > ATTN_MAX_THREADS) return ATTN_ERR_ARG;
+    g_threads = n < 0 ? 0 : n;
+    return ATTN_OK;
+}
+
+int attn_get_num_threads(void) { return g_threads > 0 ? g_threads : all_cores(); }
+
+attn_status attn_blas_set_num_threads(int n) {
+    if (n < 1 || n > ATTN_MAX_THREADS) return ATTN_ERR_ARG;
+    openblas_set_num_threads(n);
+    return ATTN_OK;
+}
+
+const char *attn_blas_core_name(void) {
+    const char *s = openblas_get_corename();
+    return s ? s : "unknown";
 }
 
 int attn_cpu_supports(attn_isa isa) {
@@ -52,39 +79,86 @@ int attn_cpu_supports(attn_isa isa) {
     case ATTN_ISA_AVX2:
         return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     case ATTN_ISA_AVX512:
-        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2") &&
-               __builtin_cpu_supports("fma");
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+               __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+               __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 #endif
     default:
         return 0;
     }
 }
 
-const attn_kernels *attn__kernels(attn_isa isa) {
+/* 1 when the path's code is in this build. */
+static int built_in(attn_isa isa) {
     switch (isa) {
-    case ATTN_ISA_REF:    return &attn__kernels_ref;
-    case ATTN_ISA_SCALAR: return &attn__kernels_scalar;
+    case ATTN_ISA_REF:
+    case ATTN_ISA_SCALAR:
+        return 1;
 #ifdef ATTN_HAVE_AVX2
-    case ATTN_ISA_AVX2:   return &attn__kernels_avx2;
+    case ATTN_ISA_AVX2:
+        return 1;
 #endif
 #ifdef ATTN_HAVE_AVX512
-    case ATTN_ISA_AVX512: return &attn__kernels_avx512;
+    case ATTN_ISA_AVX512:
+        return 1;
 #endif
-    default:              return NULL;
+    default:
+        return 0;
     }
 }
 
 static attn_isa resolve_auto(void) {
     static const attn_isa order[] = {ATTN_ISA_AVX512, ATTN_ISA_AVX2, ATTN_ISA_SCALAR};
     for (size_t i = 0; i < sizeof order / sizeof order[0]; i++)
-        if (attn__kernels(order[i]) && attn_cpu_supports(order[i])) return order[i];
+        if (built_in(order[i]) && attn_cpu_supports(order[i])) return order[i];
     return ATTN_ISA_REF;
+}
+
+/* ---------------------------------------------------------------------------------------------------
+ * The dispatch tables, composed once: the reference entries, then each path's own entries over those of
+ * the path below it (scalar over ref, AVX2 over scalar, AVX-512 over AVX2), so every table is complete.
+ */
+static attn_kernels g_tables[ATTN_ISA_COUNT];
+static pthread_once_t g_tables_once = PTHREAD_ONCE_INIT;
+
+static void overlay(attn_kernels *t, const attn_kernels *over) {
+    if (over->sdpa_workspace) t->sdpa_workspace = over->sdpa_workspace;
+    if (over->sdpa_stages) t->sdpa_stages = over->sdpa_stages;
+    if (over->sdpa_threads) t->sdpa_threads = over->sdpa_threads;
+    if (over->sdpa_forward) t->sdpa_forward = over->sdpa_forward;
+    if (over->sdpa_backward) t->sdpa_backward = over->sdpa_backward;
+    if (over->additive_forward) t->additive_forward = over->additive_forward;
+    if (over->additive_backward) t->additive_backward = over->additive_backward;
+    if (over->gru_gates) t->gru_gates = over->gru_gates;
+    if (over->gru_gates_backward) t->gru_gates_backward = over->gru_gates_backward;
+    if (over->adam_block) t->adam_block = over->adam_block;
+}
+
+static void compose_tables(void) {
+    g_tables[ATTN_ISA_REF] = attn__kernels_ref;
+    g_tables[ATTN_ISA_SCALAR] = g_tables[ATTN_ISA_REF];
+    overlay(&g_tables[ATTN_ISA_SCALAR], &attn__kernels_scalar);
+    g_tables[ATTN_ISA_AVX2] = g_tables[ATTN_ISA_SCALAR];
+#ifdef ATTN_HAVE_AVX2
+    overlay(&g_tables[ATTN_ISA_AVX2], &attn__kernels_avx2);
+#endif
+    g_tables[ATTN_ISA_AVX512] = g_tables[ATTN_ISA_AVX2];
+#ifdef ATTN_HAVE_AVX512
+    overlay(&g_tables[ATTN_ISA_AVX512], &attn__kernels_avx512);
+#endif
+    for (int i = ATTN_ISA_REF; i < ATTN_ISA_COUNT; i++) g_tables[i].isa = (attn_isa)i;
+}
+
+const attn_kernels *attn__kernels(attn_isa isa) {
+    if ((int)isa <= ATTN_ISA_AUTO || isa >= ATTN_ISA_COUNT || !built_in(isa)) return NULL;
+    pthread_once(&g_tables_once, compose_tables);
+    return &g_tables[isa];
 }
 
 attn_status attn_set_isa(attn_isa isa) {
     if ((int)isa < 0 || isa >= ATTN_ISA_COUNT) return ATTN_ERR_ARG;
     if (isa == ATTN_ISA_AUTO) isa = resolve_auto();
-    if (!attn__kernels(isa) || !attn_cpu_supports(isa)) return ATTN_ERR_UNSUPPORTED;
+    if (!built_in(isa) || !attn_cpu_supports(isa)) return ATTN_ERR_UNSUPPORTED;
     g_isa = (int)isa;
     return ATTN_OK;
 }
@@ -93,10 +167,36 @@ attn_isa attn_get_isa(void) {
     if (g_isa < 0) {
         attn_isa isa = ATTN_ISA_AUTO;
         const char *env = getenv("ATTN_ISA");
-        if (env)
-            for (int i = 0; i < ATTN_ISA_COUNT; i++)
-                if (strcmp(env, isa_names[i]) == 0) isa = (attn_isa)i;
+        if (env && attn_isa_parse(env, &isa) != ATTN_OK) isa = ATTN_ISA_AUTO;
         if (attn_set_isa(isa) != ATTN_OK) attn_set_isa(ATTN_ISA_AUTO);
     }
     return (attn_isa)g_isa;
+}
+
+attn_status attn_ctx_init(attn_ctx *c, attn_isa isa, int threads) {
+    if (!c) return ATTN_ERR_NULL;
+    if ((int)isa < 0 || isa >= ATTN_ISA_COUNT || threads > ATTN_MAX_THREADS) return ATTN_ERR_ARG;
+    if (isa == ATTN_ISA_AUTO) isa = resolve_auto();
+    if (!built_in(isa) || !attn_cpu_supports(isa)) return ATTN_ERR_UNSUPPORTED;
+    c->isa = isa;
+    c->threads = threads > 0 ? threads : all_cores();
+    return ATTN_OK;
+}
+
+attn_ctx attn_ctx_default(void) {
+    attn_ctx c = {attn_get_isa(), attn_get_num_threads()};
+    return c;
+}
+
+attn_status attn__ctx_resolve(const attn_ctx *in, attn_ctx *out, const attn_kernels **kern) {
+    if (!in) *out = attn_ctx_default();
+    else {
+        if ((int)in->isa <= ATTN_ISA_AUTO || in->isa >= ATTN_ISA_COUNT || in->threads < 1 ||
+            in->threads > ATTN_MAX_THREADS)
+            return ATTN_ERR_ARG;
+        if (!built_in(in->isa) || !attn_cpu_supports(in->isa)) return ATTN_ERR_UNSUPPORTED;
+        *out = *in;
+    }
+    *kern = attn__kernels(out->isa);
+    return *kern ? ATTN_OK : ATTN_ERR_UNSUPPORTED;
 }

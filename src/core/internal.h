@@ -13,26 +13,75 @@
 #define ATTN_MAX_DIM (1 << 24)
 
 /* ---------------------------------------------------------------------------------------------------
- * Kernel dispatch. One table per path; attn_sdpa_forward/backward validate, then call the table of the
- * path in force (the reference path whenever weights are asked for). A path's entries receive a
- * validated descriptor, a workspace of at least sdpa_workspace() bytes and the thread count nth.
+ * Kernel dispatch: one table per path, every entry filled. config.c composes the tables once: the
+ * reference entries (src/ref), then the portable fused path's (src/kernels/scalar) over them, AVX2's over
+ * those, AVX-512's over those; a path leaves NULL what it does not do better. Calls resolve their context
+ * (attn__ctx_resolve), validate, and call the table of the context's path.
+ *
+ * Partitioned passes: an SDPA pass is cut into stages (sdpa_stages, a function of the descriptor only);
+ * within a stage the items are shared among nth threads, either through a shared counter (the OpenMP
+ * driver in sdpa.c: dynamic, adapts to a busy machine) or statically (items ith, ith + nth, ...: a
+ * caller's own pool). Which thread runs an item never changes what it computes.
  */
+typedef struct attn__part {
+    int stage;                   /* 0 .. stages-1 */
+    int ith, nth;                /* this thread, of nth */
+    int64_t *counter;            /* shared item counter, zeroed before the stage; NULL: static split */
+} attn__part;
+
+/* The next work item of this thread: *local starts at -1. */
+static inline int64_t attn__part_next(const attn__part *p, int64_t *local) {
+    if (p->counter) {
+        int64_t i;
+#ifdef _OPENMP
+#pragma omp atomic capture
+#endif
+        i = (*p->counter)++;
+        return i;
+    }
+    *local = *local < 0 ? p->ith : *local + p->nth;
+    return *local;
+}
+
 typedef struct attn_kernels {
     attn_isa isa;
+    /* scaled dot-product attention. Forward and backward receive a validated descriptor, a workspace of
+     * at least sdpa_workspace(d, pass, nth) bytes (64-byte aligned) and their part. sdpa_threads: how many
+     * of nth threads are worth waking for d (the OpenMP driver's choice; results never depend on it). */
     size_t (*sdpa_workspace)(const attn_sdpa_desc *d, attn_pass pass, int nth);
-    attn_status (*sdpa_forward)(const attn_sdpa_desc *d, float *out, float *lse,
-                                const float *q, const float *k, const float *v,
-                                void *work, int nth);
-    attn_status (*sdpa_backward)(const attn_sdpa_desc *d, float *dq, float *dk, float *dv,
-                                 const float *dout, const float *q, const float *k, const float *v,
-                                 const float *out, const float *lse, void *work, int nth);
+    int (*sdpa_stages)(const attn_sdpa_desc *d, attn_pass pass);
+    int (*sdpa_threads)(const attn_sdpa_desc *d, attn_pass pass, int nth);
+    void (*sdpa_forward)(const attn_sdpa_desc *d, float *out, float *lse, const float *q, const float *k,
+                         const float *v, void *work, const attn__part *part);
+    void (*sdpa_backward)(const attn_sdpa_desc *d, float *dq, float *dk, float *dv, const float *dout,
+                          const float *q, const float *k, const float *v, const float *out, const float *lse,
+                          void *work, const attn__part *part);
+    /* additive attention against projected keys kp = k W_kᵀ (B,S,Dh); work as additive.c sizes it.
+     * The backward accumulates into dq, dkp, dv, dwq, dwv. */
+    void (*additive_forward)(const attn_additive_desc *d, float *out, float *weights, const float *q,
+                             const float *kp, const float *v, const float *wq, const float *wv, void *work);
+    void (*additive_backward)(const attn_additive_desc *d, float *dq, float *dkp, float *dv, float *dwq,
+                              float *dwv, const float *dout, const float *q, const float *kp, const float *v,
+                              const float *wq, const float *wv, void *work);
+    /* one row of GRU gates (src/layers/gru.c says what they compute) */
+    void (*gru_gates)(int H, const float *ir, const float *iz, const float *in, float *gr, float *gz, float *gn,
+                      const float *hp, float *hn, float *ghn);
+    void (*gru_gates_backward)(int H, const float *r, const float *z, const float *n, const float *ghn,
+                               const float *hp, const float *dh, const float *dout, float *dir, float *diz,
+                               float *din, float *dhr, float *dhz, float *dhn, float *dhp);
+    /* Adam's elementwise update of [lo, hi) (src/layers/optim_kernels.h: the same bits on every path) */
+    void (*adam_block)(float *p, const float *g, float *m, float *v, int64_t lo, int64_t hi, float b1, float b2,
+                       float eps, float step, float vscale);
 } attn_kernels;
 
-/* The table for a path, or NULL when the path is not built in. ATTN_ISA_REF always exists. */
+/* The complete table of a path, or NULL when the path is not built in (ATTN_ISA_REF always is). */
 const attn_kernels *attn__kernels(attn_isa isa);
 
-/* The reference path's entries (src/ref/sdpa_ref.c): plain loops, single-threaded, materialize one row
- * of scores at a time. */
+/* The context a call runs with (NULL: the default context now), checked, and its table. */
+attn_status attn__ctx_resolve(const attn_ctx *in, attn_ctx *out, const attn_kernels **kern);
+
+/* The reference path's SDPA entries (src/ref/sdpa_ref.c): plain loops, single-threaded, materialize one
+ * row of scores at a time. */
 size_t attn__sdpa_ref_workspace(const attn_sdpa_desc *d, attn_pass pass, int nth);
 attn_status attn__sdpa_ref_forward(const attn_sdpa_desc *d, float *out, float *lse, float *weights,
                                    const float *q, const float *k, const float *v, void *work);
@@ -40,7 +89,7 @@ attn_status attn__sdpa_ref_backward(const attn_sdpa_desc *d, float *dq, float *d
                                     const float *dout, const float *q, const float *k, const float *v,
                                     const float *out, const float *lse, void *work);
 
-/* Tables defined by each path's files (src/ref, src/kernels/<isa>). */
+/* Each path's own entries (NULL where it keeps the path below's). */
 extern const attn_kernels attn__kernels_ref;
 extern const attn_kernels attn__kernels_scalar;
 extern const attn_kernels attn__kernels_avx2;

@@ -2,14 +2,19 @@
  * sdpa.c — the public scaled dot-product attention calls: descriptor set-up, validation, workspace
  * sizes and dispatch to a kernel path.
  *
- * Every call validates the whole descriptor first, then the pointers, then the workspace, and only then
- * runs a kernel, so a kernel always receives a descriptor it can trust. Dispatch:
+ * Every call resolves its context, validates the whole descriptor, then the pointers, then the workspace,
+ * and only then runs a kernel, so a kernel always receives a descriptor it can trust. Dispatch:
  *
- *   forward   weights asked for, or path REF   -> attn__sdpa_ref_forward (materializes weights)
- *             otherwise                         -> attn__kernels(isa)->sdpa_forward (fused), with a
- *                                                  scratch lse carved from the workspace when lse is NULL
- *   backward  path REF                          -> attn__sdpa_ref_backward
- *             otherwise                         -> attn__kernels(isa)->sdpa_backward
+ *   forward   weights asked for                 -> attn__sdpa_ref_forward (materializes weights)
+ *             otherwise                         -> the context's table, sdpa_forward (the reference path's
+ *                                                  entry on REF), with a scratch lse carved from the
+ *                                                  workspace when lse is NULL on a fused path
+ *   backward                                    -> the context's table, sdpa_backward
+ *
+ * Threads: a pass is a sequence of stages (the path says how many); attn_sdpa_forward/backward run them
+ * in one OpenMP region with a barrier between stages and a shared item counter, and the *_part entries
+ * let a caller's own threads run the same stages (one call per thread and stage, items split statically).
+ * Which thread runs an item never changes its arithmetic, so both give the same bits.
  *
  * Workspace layout handed out by this file (sizes from attn_sdpa_workspace_size):
  *
@@ -23,6 +28,10 @@
 #include "internal.h"
 
 #include <stdint.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #define ATTN_WORK_ALIGN 64
 
@@ -104,14 +113,6 @@ attn_status attn_sdpa_validate(const attn_sdpa_desc *d) {
     return attn__validate_mask(&d->mask, d->B, d->H, d->T, d->S);
 }
 
-/* The fused path's table for isa, or NULL for the reference path (or a path not built in). */
-static const attn_kernels *fused_kernels(attn_isa isa) {
-    if (isa == ATTN_ISA_REF) return NULL;
-    const attn_kernels *kern = attn__kernels(isa);
-    if (!kern || !kern->sdpa_forward || !kern->sdpa_backward || !kern->sdpa_workspace) return NULL;
-    return kern;
-}
-
 /* Bytes of the scratch lse block, (B,H,T) floats rounded up to the alignment; ATTN_ERR_SIZE when it
  * does not fit in size_t. */
 static attn_status lse_scratch_bytes(const attn_sdpa_desc *d, size_t *bytes) {
@@ -121,11 +122,13 @@ static attn_status lse_scratch_bytes(const attn_sdpa_desc *d, size_t *bytes) {
     return ATTN_OK;
 }
 
-static attn_status workspace_for(const attn_sdpa_desc *d, attn_pass pass, const attn_kernels *kern, int nth,
-                                 size_t *bytes) {
-    size_t need = attn__sdpa_ref_workspace(d, pass, nth);
-    if (kern) {
-        size_t fused = kern->sdpa_workspace(d, pass, nth);
+/* The workspace of a pass for context c: the path's own, plus on a fused path's forward the scratch lse;
+ * the forward also covers the reference kernel (weights asked for). */
+static attn_status workspace_for(const attn_sdpa_desc *d, attn_pass pass, const attn_ctx *c,
+                                 const attn_kernels *kern, size_t *bytes) {
+    size_t need = attn__sdpa_ref_workspace(d, pass, 1);
+    if (c->isa != ATTN_ISA_REF) {
+        size_t fused = kern->sdpa_workspace(d, pass, c->threads);
         if (pass == ATTN_PASS_FORWARD) {
             size_t lse_bytes;
             attn_status st = lse_scratch_bytes(d, &lse_bytes);
@@ -142,66 +145,205 @@ static attn_status workspace_for(const attn_sdpa_desc *d, attn_pass pass, const 
     return ATTN_OK;
 }
 
-attn_status attn_sdpa_workspace_size(const attn_sdpa_desc *d, attn_pass pass, size_t *bytes) {
-    attn_status st = attn_sdpa_validate(d);
+/* What every call does first: resolve the context, validate the descriptor. */
+static attn_status begin(const attn_ctx *ctx, const attn_sdpa_desc *d, attn_ctx *c, const attn_kernels **kern) {
+    attn_status st = attn__ctx_resolve(ctx, c, kern);
+    if (st != ATTN_OK) return st;
+    return attn_sdpa_validate(d);
+}
+
+attn_status attn_sdpa_workspace_size(const attn_ctx *ctx, const attn_sdpa_desc *d, attn_pass pass,
+                                     size_t *bytes) {
+    attn_ctx c;
+    const attn_kernels *kern;
+    attn_status st = begin(ctx, d, &c, &kern);
     if (st != ATTN_OK) return st;
     if (!bytes) return ATTN_ERR_NULL;
     if ((int)pass < 0 || pass >= ATTN_PASS_COUNT) return ATTN_ERR_ARG;
-    return workspace_for(d, pass, fused_kernels(attn_get_isa()), attn_get_num_threads(), bytes);
+    return workspace_for(d, pass, &c, kern, bytes);
 }
 
-static attn_status check_workspace(const attn_sdpa_desc *d, attn_pass pass, const attn_kernels *kern, int nth,
-                                   const void *work, size_t work_bytes) {
+static attn_status check_workspace(const attn_sdpa_desc *d, attn_pass pass, const attn_ctx *c,
+                                   const attn_kernels *kern, const void *work, size_t work_bytes) {
     size_t need;
-    attn_status st = workspace_for(d, pass, kern, nth, &need);
+    attn_status st = workspace_for(d, pass, c, kern, &need);
     if (st != ATTN_OK) return st;
     if (need > 0 && (!work || work_bytes < need)) return ATTN_ERR_WORKSPACE;
     return ATTN_OK;
 }
 
-attn_status attn_sdpa_forward(const attn_sdpa_desc *d,
+/* The arguments of one pass, so that the OpenMP driver and the partition entries run the same code. */
+typedef struct pass_args {
+    const attn_sdpa_desc *d;
+    const attn_kernels *kern;
+    attn_pass pass;
+    float *out, *lse, *dq, *dk, *dv;
+    const float *dout, *q, *k, *v, *cout, *clse;
+    char *work;                  /* the path's workspace (after the scratch lse) */
+} pass_args;
+
+static void run_part(const pass_args *a, const attn__part *p) {
+    if (a->pass == ATTN_PASS_FORWARD) a->kern->sdpa_forward(a->d, a->out, a->lse, a->q, a->k, a->v, a->work, p);
+    else a->kern->sdpa_backward(a->d, a->dq, a->dk, a->dv, a->dout, a->q, a->k, a->v, a->cout, a->clse, a->work, p);
+}
+
+/* Every stage of the pass on the context's threads (or fewer when the pass is small: the path says how
+ * many are worth waking), items handed out by a shared counter; a barrier between stages. */
+static void run_openmp(const pass_args *a, int nth) {
+    const int stages = a->kern->sdpa_stages(a->d, a->pass);
+    nth = a->kern->sdpa_threads(a->d, a->pass, nth);
+    if (nth <= 1) {
+        int64_t counter = 0;
+        for (int s = 0; s < stages; s++) {
+            attn__part p = {s, 0, 1, &counter};
+            counter = 0;
+            run_part(a, &p);
+        }
+        return;
+    }
+    int64_t counter = 0;
+    int64_t *cnt = &counter;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nth)
+#endif
+    {
+        int ith = 0, nt = 1;
+#ifdef _OPENMP
+        ith = omp_get_thread_num();
+        nt = omp_get_num_threads();
+#endif
+        for (int s = 0; s < stages; s++) {
+#ifdef _OPENMP
+#pragma omp single
+#endif
+            *cnt = 0;
+            /* (the single's implied barrier ends the previous stage too) */
+            attn__part p = {s, ith, nt, cnt};
+            run_part(a, &p);
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
+        }
+    }
+}
+
+/* Sets up the forward's arguments: pointers checked, workspace checked, scratch lse carved. */
+static attn_status forward_args(const attn_sdpa_desc *d, const attn_ctx *c, const attn_kernels *kern, float *out,
+                                float *lse, const float *q, const float *k, const float *v, void *work,
+                                size_t work_bytes, pass_args *a) {
+    if (!out || !q || !k || !v) return ATTN_ERR_NULL;
+    attn_status st = check_workspace(d, ATTN_PASS_FORWARD, c, kern, work, work_bytes);
+    if (st != ATTN_OK) return st;
+    size_t lse_bytes;
+    if ((st = lse_scratch_bytes(d, &lse_bytes)) != ATTN_OK) return st;
+    char *base = align_up(work);
+    /* the fused kernels always write an lse: scratch when the caller does not want one */
+    const int ref = c->isa == ATTN_ISA_REF;
+    *a = (pass_args){.d = d, .kern = kern, .pass = ATTN_PASS_FORWARD, .out = out,
+                     .lse = lse || ref ? lse : (float *)base, .q = q, .k = k, .v = v,
+                     .work = ref ? base : base + lse_bytes};
+    return ATTN_OK;
+}
+
+static attn_status backward_args(const attn_sdpa_desc *d, const attn_ctx *c, const attn_kernels *kern, float *dq,
+                                 float *dk, float *dv, const float *dout, const float *q, const float *k,
+                                 const float *v, const float *out, const float *lse, void *work, size_t work_bytes,
+                                 pass_args *a) {
+    /* dq, dk, dv are outputs with the layouts of q, k, v: they must not overlap themselves (a broadcast
+     * input has no gradient layout of its own) */
+    attn_status st;
+    if ((st = check_output_layout(&d->q, d->B, d->H, d->T, d->D)) != ATTN_OK) return st;
+    if ((st = check_output_layout(&d->k, d->B, d->Hkv, d->S, d->D)) != ATTN_OK) return st;
+    if ((st = check_output_layout(&d->v, d->B, d->Hkv, d->S, d->Dv)) != ATTN_OK) return st;
+    if (!dq || !dk || !dv || !dout || !q || !k || !v || !out || !lse) return ATTN_ERR_NULL;
+    if ((st = check_workspace(d, ATTN_PASS_BACKWARD, c, kern, work, work_bytes)) != ATTN_OK) return st;
+    *a = (pass_args){.d = d, .kern = kern, .pass = ATTN_PASS_BACKWARD, .dq = dq, .dk = dk, .dv = dv, .dout = dout,
+                     .q = q, .k = k, .v = v, .cout = out, .clse = lse, .work = align_up(work)};
+    return ATTN_OK;
+}
+
+attn_status attn_sdpa_forward(const attn_ctx *ctx, const attn_sdpa_desc *d,
                               float *out, float *lse, float *weights,
                               const float *q, const float *k, const float *v,
                               void *work, size_t work_bytes) {
-    attn_status st = attn_sdpa_validate(d);
+    attn_ctx c;
+    const attn_kernels *kern;
+    pass_args a;
+    attn_status st = begin(ctx, d, &c, &kern);
     if (st != ATTN_OK) return st;
-    if (!out || !q || !k || !v) return ATTN_ERR_NULL;
-
-    const attn_kernels *kern = fused_kernels(attn_get_isa());
-    int nth = attn_get_num_threads();
-    if ((st = check_workspace(d, ATTN_PASS_FORWARD, kern, nth, work, work_bytes)) != ATTN_OK) return st;
-    char *base = align_up(work);
-
+    if ((st = forward_args(d, &c, kern, out, lse, q, k, v, work, work_bytes, &a)) != ATTN_OK) return st;
     /* weights are only ever materialized by the reference kernel */
-    if (weights || !kern) return attn__sdpa_ref_forward(d, out, lse, weights, q, k, v, base);
-
-    /* fused: the kernel always writes an lse; give it scratch when the caller does not want one */
-    size_t lse_bytes;
-    if ((st = lse_scratch_bytes(d, &lse_bytes)) != ATTN_OK) return st;
-    float *lse_out = lse ? lse : (float *)base;
-    return kern->sdpa_forward(d, out, lse_out, q, k, v, base + lse_bytes, nth);
+    if (weights) return attn__sdpa_ref_forward(d, out, lse, weights, q, k, v, align_up(work));
+    run_openmp(&a, c.threads);
+    return ATTN_OK;
 }
 
-attn_status attn_sdpa_backward(const attn_sdpa_desc *d,
+attn_status attn_sdpa_backward(const attn_ctx *ctx, const attn_sdpa_desc *d,
                                float *dq, float *dk, float *dv,
                                const float *dout,
                                const float *q, const float *k, const float *v,
                                const float *out, const float *lse,
                                void *work, size_t work_bytes) {
-    attn_status st = attn_sdpa_validate(d);
+    attn_ctx c;
+    const attn_kernels *kern;
+    pass_args a;
+    attn_status st = begin(ctx, d, &c, &kern);
     if (st != ATTN_OK) return st;
-    /* dq, dk, dv are outputs with the layouts of q, k, v: they must not overlap themselves (a broadcast
-     * input has no gradient layout of its own) */
-    if ((st = check_output_layout(&d->q, d->B, d->H, d->T, d->D)) != ATTN_OK) return st;
-    if ((st = check_output_layout(&d->k, d->B, d->Hkv, d->S, d->D)) != ATTN_OK) return st;
-    if ((st = check_output_layout(&d->v, d->B, d->Hkv, d->S, d->Dv)) != ATTN_OK) return st;
-    if (!dq || !dk || !dv || !dout || !q || !k || !v || !out || !lse) return ATTN_ERR_NULL;
+    if ((st = backward_args(d, &c, kern, dq, dk, dv, dout, q, k, v, out, lse, work, work_bytes, &a)) != ATTN_OK)
+        return st;
+    run_openmp(&a, c.threads);
+    return ATTN_OK;
+}
 
-    const attn_kernels *kern = fused_kernels(attn_get_isa());
-    int nth = attn_get_num_threads();
-    if ((st = check_workspace(d, ATTN_PASS_BACKWARD, kern, nth, work, work_bytes)) != ATTN_OK) return st;
-    char *base = align_up(work);
+attn_status attn_sdpa_stages(const attn_ctx *ctx, const attn_sdpa_desc *d, attn_pass pass, int *n_stages) {
+    attn_ctx c;
+    const attn_kernels *kern;
+    attn_status st = begin(ctx, d, &c, &kern);
+    if (st != ATTN_OK) return st;
+    if (!n_stages) return ATTN_ERR_NULL;
+    if ((int)pass < 0 || pass >= ATTN_PASS_COUNT) return ATTN_ERR_ARG;
+    *n_stages = kern->sdpa_stages(d, pass);
+    return ATTN_OK;
+}
 
-    if (!kern) return attn__sdpa_ref_backward(d, dq, dk, dv, dout, q, k, v, out, lse, base);
-    return kern->sdpa_backward(d, dq, dk, dv, dout, q, k, v, out, lse, base, nth);
+static attn_status check_part(const attn_sdpa_desc *d, const attn_kernels *kern, attn_pass pass, const attn_ctx *c,
+                              int stage, int ith) {
+    if (ith < 0 || ith >= c->threads) return ATTN_ERR_ARG;
+    if (stage < 0 || stage >= kern->sdpa_stages(d, pass)) return ATTN_ERR_ARG;
+    return ATTN_OK;
+}
+
+attn_status attn_sdpa_forward_part(const attn_ctx *ctx, const attn_sdpa_desc *d,
+                                   float *out, float *lse,
+                                   const float *q, const float *k, const float *v,
+                                   void *work, size_t work_bytes, int stage, int ith) {
+    attn_ctx c;
+    const attn_kernels *kern;
+    pass_args a;
+    attn_status st = begin(ctx, d, &c, &kern);
+    if (st != ATTN_OK) return st;
+    if ((st = check_part(d, kern, ATTN_PASS_FORWARD, &c, stage, ith)) != ATTN_OK) return st;
+    if ((st = forward_args(d, &c, kern, out, lse, q, k, v, work, work_bytes, &a)) != ATTN_OK) return st;
+    const attn__part p = {stage, ith, c.threads, NULL};
+    run_part(&a, &p);
+    return ATTN_OK;
+}
+
+attn_status attn_sdpa_backward_part(const attn_ctx *ctx, const attn_sdpa_desc *d,
+                                    float *dq, float *dk, float *dv,
+                                    const float *dout,
+                                    const float *q, const float *k, const float *v,
+                                    const float *out, const float *lse,
+                                    void *work, size_t work_bytes, int stage, int ith) {
+    attn_ctx c;
+    const attn_kernels *kern;
+    pass_args a;
+    attn_status st = begin(ctx, d, &c, &kern);
+    if (st != ATTN_OK) return st;
+    if ((st = check_part(d, kern, ATTN_PASS_BACKWARD, &c, stage, ith)) != ATTN_OK) return st;
+    if ((st = backward_args(d, &c, kern, dq, dk, dv, dout, q, k, v, out, lse, work, work_bytes, &a)) != ATTN_OK)
+        return st;
+    const attn__part p = {stage, ith, c.threads, NULL};
+    run_part(&a, &p);
+    return ATTN_OK;
 }

@@ -78,8 +78,8 @@ static attn_status mha_plan(const attn_mha *m, int B, int T, int S, const attn_m
     attn_status st = mha_desc(m, B, T, S, mask, dropout, seed, d);
     if (st != ATTN_OK) return st;
     size_t fw, bw;
-    if ((st = attn_sdpa_workspace_size(d, ATTN_PASS_FORWARD, &fw)) != ATTN_OK) return st;
-    if ((st = attn_sdpa_workspace_size(d, ATTN_PASS_BACKWARD, &bw)) != ATTN_OK) return st;
+    if ((st = attn_sdpa_workspace_size(NULL, d, ATTN_PASS_FORWARD, &fw)) != ATTN_OK) return st;
+    if ((st = attn_sdpa_workspace_size(NULL, d, ATTN_PASS_BACKWARD, &bw)) != ATTN_OK) return st;
     *work_bytes = fw > bw ? fw : bw;
 
     const size_t f = sizeof(float);
@@ -191,7 +191,7 @@ attn_status attn_mha_forward(attn_mha *m, void *cache, size_t cache_bytes,
     if ((st = attn_linear_forward(c.kp, k, m->wk, m->bk, NS, m->Dk, Dm)) != ATTN_OK) return st;
     if ((st = attn_linear_forward(c.vp, v, m->wv, m->bv, NS, m->Dv, Dm)) != ATTN_OK) return st;
     /* attention per head, in place in the (B,T,Dm) layout; lse (B,H,T) saved */
-    if ((st = attn_sdpa_forward(&d, c.ctx, c.lse, weights, c.qp, c.kp, c.vp, c.work, c.work_bytes)) != ATTN_OK)
+    if ((st = attn_sdpa_forward(NULL, &d, c.ctx, c.lse, weights, c.qp, c.kp, c.vp, c.work, c.work_bytes)) != ATTN_OK)
         return st;
     /* output projection (B,T,Dm) -> (B,T,Dm) */
     return attn_linear_forward(out, c.ctx, m->wo, m->bo, NT, Dm, Dm);
@@ -220,7 +220,7 @@ attn_status attn_mha_backward(attn_mha *m, void *cache, size_t cache_bytes,
     memset(c.dqp, 0, sizeof(float) * nT);
     memset(c.dkp, 0, sizeof(float) * nS);
     memset(c.dvp, 0, sizeof(float) * nS);
-    if ((st = attn_sdpa_backward(&d, c.dqp, c.dkp, c.dvp, c.dctx, c.qp, c.kp, c.vp, c.ctx, c.lse,
+    if ((st = attn_sdpa_backward(NULL, &d, c.dqp, c.dkp, c.dvp, c.dctx, c.qp, c.kp, c.vp, c.ctx, c.lse,
                                  c.work, c.work_bytes)) != ATTN_OK)
         return st;
     /* input projections; dq, dk, dv may be one buffer (self-attention): each call adds its part */

@@ -52,38 +52,10 @@ void attn_adam_free(attn_adam *a) {
     *a = (attn_adam){0};
 }
 
-/* The elementwise update of elements [lo, hi), portable: the same IEEE operations as the vector loops of
- * src/kernels/avx2 and src/kernels/avx512 (optim_kernels.h; no FMA contraction in ISO C mode), so every
- * path gives the same bits. g == NULL: a zero gradient. */
-static void adam_block_portable(float *restrict p, const float *restrict g, float *restrict m,
-                                float *restrict v, int64_t lo, int64_t hi, float b1, float b2, float eps,
-                                float step, float vscale) {
-    const float c1 = 1.0f - b1, c2 = 1.0f - b2;
-    for (int64_t i = lo; i < hi; i++) {
-        float gi = g ? g[i] : 0.0f;
-        float mi = b1 * m[i] + c1 * gi;
-        float vi = b2 * v[i] + c2 * (gi * gi);
-        m[i] = mi;
-        v[i] = vi;
-        p[i] -= (step * mi) / (sqrtf(vi) * vscale + eps);
-    }
-}
-
-/* The loop of the kernel path in force (attn_get_isa: AVX-512 or AVX2 when the CPU has it, the portable
- * loop for the scalar and reference paths). All give the same bits, so the choice never changes a
- * result; test_rng checks it. */
-static attn__adam_block_fn adam_pick(void) {
-    const attn_isa isa = attn_get_isa();
-    (void)isa;
-#ifdef ATTN_HAVE_AVX512
-    if (isa == ATTN_ISA_AVX512 && attn_cpu_supports(ATTN_ISA_AVX512)) return attn__adam_block_avx512;
-#endif
-#ifdef ATTN_HAVE_AVX2
-    if ((isa == ATTN_ISA_AVX2 || isa == ATTN_ISA_AVX512) && attn_cpu_supports(ATTN_ISA_AVX2))
-        return attn__adam_block_avx2;
-#endif
-    return adam_block_portable;
-}
+/* The loop of the kernel path in force (the dispatch table's: AVX-512 or AVX2 when the CPU has it, the
+ * portable loop for the scalar and reference paths). All give the same bits (optim_kernels.h), so the
+ * choice never changes a result; test_rng checks it. */
+static attn__adam_block_fn adam_pick(void) { return attn__kernels(attn_get_isa())->adam_block; }
 
 #define ATTN_ADAM_BLOCK 4096
 

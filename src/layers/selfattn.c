@@ -71,8 +71,8 @@ static attn_status sa_desc(const attn_selfattn *l, int nb, int T, const attn_mas
 static attn_status sa_work_bytes(const attn_sdpa_desc *d, size_t *bytes) {
     size_t fw, bw;
     attn_status st;
-    if ((st = attn_sdpa_workspace_size(d, ATTN_PASS_FORWARD, &fw)) != ATTN_OK) return st;
-    if ((st = attn_sdpa_workspace_size(d, ATTN_PASS_BACKWARD, &bw)) != ATTN_OK) return st;
+    if ((st = attn_sdpa_workspace_size(NULL, d, ATTN_PASS_FORWARD, &fw)) != ATTN_OK) return st;
+    if ((st = attn_sdpa_workspace_size(NULL, d, ATTN_PASS_BACKWARD, &bw)) != ATTN_OK) return st;
     *bytes = align_bytes(fw > bw ? fw : bw);
     return ATTN_OK;
 }
@@ -225,7 +225,7 @@ attn_status attn_selfattn_forward(attn_selfattn *l, void *cache, size_t cache_by
             char *w = np > 1 ? c.work + (size_t)p * c.part_bytes : c.work;
             attn_status s = sa_desc(l, b1 - b0, T, NULL, &dp);
             if (s == ATTN_OK)
-                s = attn_sdpa_forward(&dp, c.ctx + n0 * Dout, c.lse + n0, NULL, pp, pp + Dout, pp + 2 * Dout, w,
+                s = attn_sdpa_forward(NULL, &dp, c.ctx + n0 * Dout, c.lse + n0, NULL, pp, pp + Dout, pp + 2 * Dout, w,
                                       np > 1 ? c.part_bytes : c.full_bytes);
             if (s != ATTN_OK) {
                 ATTN_OMP(omp critical(attn_selfattn_status))
@@ -237,7 +237,7 @@ attn_status attn_selfattn_forward(attn_selfattn *l, void *cache, size_t cache_by
     if (pst != ATTN_OK) return pst;
     if (!split) {
         /* attention over the whole batch, one head; the output is kept for the backward */
-        if ((st = attn_sdpa_forward(&d, c.ctx, c.lse, weights, c.p, c.p + Dout, c.p + 2 * Dout, c.work,
+        if ((st = attn_sdpa_forward(NULL, &d, c.ctx, c.lse, weights, c.p, c.p + Dout, c.p + 2 * Dout, c.work,
                                     c.full_bytes)) != ATTN_OK)
             return st;
         memcpy(out, c.ctx, sizeof(float) * (size_t)B * T * Dout);
@@ -261,7 +261,7 @@ attn_status attn_selfattn_backward(attn_selfattn *l, void *cache, size_t cache_b
     if (!split) {
         /* attention over the whole batch: into zeroed dP (N,3·Dout) */
         memset(c.dp, 0, sizeof(float) * (size_t)N * D3);
-        if ((st = attn_sdpa_backward(&d, c.dp, c.dp + Dout, c.dp + 2 * Dout, dout, c.p, c.p + Dout, c.p + 2 * Dout,
+        if ((st = attn_sdpa_backward(NULL, &d, c.dp, c.dp + Dout, c.dp + 2 * Dout, dout, c.p, c.p + Dout, c.p + 2 * Dout,
                                      c.ctx, c.lse, c.work, c.full_bytes)) != ATTN_OK)
             return st;
     }
@@ -292,7 +292,7 @@ attn_status attn_selfattn_backward(attn_selfattn *l, void *cache, size_t cache_b
                 memset(dpp, 0, sizeof(float) * (size_t)nn * D3);
                 attn_status s = sa_desc(l, b1 - b0, T, NULL, &dd);
                 if (s == ATTN_OK)
-                    s = attn_sdpa_backward(&dd, dpp, dpp + Dout, dpp + 2 * Dout, dout + n0 * Dout, pp, pp + Dout,
+                    s = attn_sdpa_backward(NULL, &dd, dpp, dpp + Dout, dpp + 2 * Dout, dout + n0 * Dout, pp, pp + Dout,
                                            pp + 2 * Dout, c.ctx + n0 * Dout, c.lse + n0, w,
                                            np > 1 ? c.part_bytes : c.full_bytes);
                 if (s != ATTN_OK) {

@@ -216,8 +216,8 @@ static attn_status alloc_acts(attn_seq2seq *m) {
     attn_additive_desc d = att_desc(m, cfg->max_batch, NULL);
     d.mask.valid_lens_kind = ATTN_VALID_LENS_NONE;          /* the workspace does not depend on the mask */
     size_t fw = 0, bw = 0;
-    attn_additive_workspace_size(&d, ATTN_PASS_FORWARD, &fw);
-    attn_additive_workspace_size(&d, ATTN_PASS_BACKWARD, &bw);
+    attn_additive_workspace_size(NULL, &d, ATTN_PASS_FORWARD, &fw);
+    attn_additive_workspace_size(NULL, &d, ATTN_PASS_BACKWARD, &bw);
     m->work_bytes = fw > bw ? fw : bw;
     m->work = malloc(m->work_bytes ? m->work_bytes : 1);
     return m->acts && m->work ? ATTN_OK : ATTN_ERR_NOMEM;
@@ -360,7 +360,7 @@ static attn_status decode_step(attn_seq2seq *m, acts *a, int t, int B, const int
     if (m->ref_attention) {
         attn_additive_desc d = att_desc(m, B, src_len);
         if (train) { d.dropout = m->cfg.dropout; d.seed = attn__nmt_sub_seed(seed, 1000 + (uint64_t)t); }
-        attn_status st = attn_additive_forward(&d, a->ctx, weights, h + (size_t)(L - 1) * B * H, a->keys, a->keys,
+        attn_status st = attn_additive_forward(NULL, &d, a->ctx, weights, h + (size_t)(L - 1) * B * H, a->keys, a->keys,
                                                m->att_wq, m->att_wk, m->att_wv, m->work, m->work_bytes);
         if (st != ATTN_OK) return st;
     } else {
@@ -446,7 +446,7 @@ attn_status attn_seq2seq_step(attn_seq2seq *m, float *loss,
         if (m->ref_attention) {
             attn_additive_desc d = att_desc(m, B, X_len);
             if (train) { d.dropout = m->cfg.dropout; d.seed = attn__nmt_sub_seed(seed, 1000 + (uint64_t)t); }
-            st = attn_additive_backward(&d, a.dq, a.dkeys, a.dkeys, m->d_att_wq, m->d_att_wk, m->d_att_wv, a.ctx,
+            st = attn_additive_backward(NULL, &d, a.dq, a.dkeys, a.dkeys, m->d_att_wq, m->d_att_wk, m->d_att_wv, a.ctx,
                                         h + (size_t)(L - 1) * B * H, a.keys, a.keys, m->att_wq, m->att_wk,
                                         m->att_wv, m->work, m->work_bytes);
             if (st != ATTN_OK) return st;

@@ -176,8 +176,8 @@ static size_t att_work_bytes(int B, int H, int T, int S, int D) {
     attn_sdpa_desc d;
     size_t fw = 0, bw = 0;
     if (att_desc(&d, B, H, T, S, D, (int64_t)S * D, NULL, 0.0f, 0) != ATTN_OK) return 0;
-    attn_sdpa_workspace_size(&d, ATTN_PASS_FORWARD, &fw);
-    attn_sdpa_workspace_size(&d, ATTN_PASS_BACKWARD, &bw);
+    attn_sdpa_workspace_size(NULL, &d, ATTN_PASS_FORWARD, &fw);
+    attn_sdpa_workspace_size(NULL, &d, ATTN_PASS_BACKWARD, &bw);
     return fw > bw ? fw : bw;
 }
 
@@ -806,13 +806,13 @@ static attn_status tf_block_step(const attn_tf_block *b, float *kc, float *vc, c
     if ((st = attn_linear_forward(kc + (size_t)t * D, x, b->wk, NULL, 1, D, D)) != ATTN_OK) return st;
     if ((st = attn_linear_forward(vc + (size_t)t * D, x, b->wv, NULL, 1, D, D)) != ATTN_OK) return st;
     if ((st = att_desc(&d, 1, H, 1, t + 1, D, (int64_t)Tmax * D, NULL, 0.0f, 0)) != ATTN_OK) return st;
-    if ((st = attn_sdpa_forward(&d, ctx, lse, NULL, q, kc, vc, work, work_bytes)) != ATTN_OK) return st;
+    if ((st = attn_sdpa_forward(NULL, &d, ctx, lse, NULL, q, kc, vc, work, work_bytes)) != ATTN_OK) return st;
     if ((st = attn_linear_forward(at, ctx, b->wo, NULL, 1, D, D)) != ATTN_OK) return st;
     if ((st = attn_addnorm_forward(y1, z, mr, mr + 1, x, at, b->ln1_g, b->ln1_b, 1, D, 0.0f, 0)) != ATTN_OK) return st;
     /* cross-attention over the projected encoder output */
     if ((st = attn_linear_forward(q, y1, b->xwq, NULL, 1, D, D)) != ATTN_OK) return st;
     if ((st = att_desc(&d, 1, H, 1, S, D, (int64_t)S * D, &mc, 0.0f, 0)) != ATTN_OK) return st;
-    if ((st = attn_sdpa_forward(&d, ctx, lse, weights, q, ek, ev, work, work_bytes)) != ATTN_OK) return st;
+    if ((st = attn_sdpa_forward(NULL, &d, ctx, lse, weights, q, ek, ev, work, work_bytes)) != ATTN_OK) return st;
     if ((st = attn_linear_forward(at, ctx, b->xwo, NULL, 1, D, D)) != ATTN_OK) return st;
     if ((st = attn_addnorm_forward(y2, z, mr, mr + 1, y1, at, b->ln2_g, b->ln2_b, 1, D, 0.0f, 0)) != ATTN_OK) return st;
     /* feed-forward */

@@ -24,25 +24,36 @@ attn_status attn__sdpa_ref_backward_f64(const attn_sdpa_desc *d, double *dq, dou
 
 /* ---- additive (Bahdanau) attention --------------------------------------------------------------
  *   out (B,T,Dv)  weights (B,T,S) or NULL  q (B,T,Dq)  k (B,S,Dk)  v (B,S,Dv)  wq (Dh,Dq)  wk (Dh,Dk)
- *   wv (Dh); the backward accumulates into dq dk dv dwq dwk dwv (same shapes). Contiguous tensors. */
+ *   wv (Dh); the backward accumulates into dq dk dv dwq dwk dwv (same shapes). Contiguous tensors.
+ *   kp (B,S,Dh) or NULL: projected keys (then k and wk are not read, and the backward adds into dkp
+ *   (B,S,Dh) instead of dk and dwk). */
 size_t attn__additive_ref_workspace(const attn_additive_desc *d, attn_pass pass);
 
 attn_status attn__additive_ref_forward(const attn_additive_desc *d, float *out, float *weights,
-                                       const float *q, const float *k, const float *v,
+                                       const float *q, const float *k, const float *kp, const float *v,
                                        const float *wq, const float *wk, const float *wv, void *work);
-attn_status attn__additive_ref_backward(const attn_additive_desc *d, float *dq, float *dk, float *dv,
+attn_status attn__additive_ref_backward(const attn_additive_desc *d, float *dq, float *dk, float *dkp, float *dv,
                                         float *dwq, float *dwk, float *dwv, const float *dout,
-                                        const float *q, const float *k, const float *v,
+                                        const float *q, const float *k, const float *kp, const float *v,
                                         const float *wq, const float *wk, const float *wv, void *work);
 
 attn_status attn__additive_ref_forward_f64(const attn_additive_desc *d, double *out, double *weights,
-                                           const double *q, const double *k, const double *v,
+                                           const double *q, const double *k, const double *kp, const double *v,
                                            const double *wq, const double *wk, const double *wv, void *work);
-attn_status attn__additive_ref_backward_f64(const attn_additive_desc *d, double *dq, double *dk, double *dv,
-                                            double *dwq, double *dwk, double *dwv, const double *dout,
-                                            const double *q, const double *k, const double *v,
+attn_status attn__additive_ref_backward_f64(const attn_additive_desc *d, double *dq, double *dk, double *dkp,
+                                            double *dv, double *dwq, double *dwk, double *dwv, const double *dout,
+                                            const double *q, const double *k, const double *kp, const double *v,
                                             const double *wq, const double *wk, const double *wv,
                                             void *work);
+
+/* ---- the layers' per-ISA loops, reference versions (layers_ref.c): libm's expf and tanhf ---------- */
+void attn__gru_gates_ref(int H, const float *ir, const float *iz, const float *in, float *gr, float *gz, float *gn,
+                         const float *hp, float *hn, float *ghn);
+void attn__gru_gates_backward_ref(int H, const float *r, const float *z, const float *n, const float *ghn,
+                                  const float *hp, const float *dh, const float *dout, float *dir, float *diz,
+                                  float *din, float *dhr, float *dhz, float *dhn, float *dhp);
+void attn__adam_block_ref(float *p, const float *g, float *m, float *v, int64_t lo, int64_t hi, float b1, float b2,
+                          float eps, float step, float vscale);
 
 /* Aligns a caller's workspace pointer up to 64 bytes; the *_workspace() sizes include the slack. */
 static inline void *attn__ref_align(void *p) {

@@ -24,7 +24,9 @@
  * Softmax runs in base 2: the scores are multiplied by scale·log2(e), exp2 is the path's own polynomial,
  * and lse is turned back into natural log when stored.
  *
- * Threads: work items go to threads through a shared counter; each item's arithmetic is fixed, and the
+ * Threads: a pass is run in stages (the forward one, the backward three per round of (b, kv head)
+ * pairs); in a stage, work items go to threads by the caller's attn__part (a shared counter under OpenMP,
+ * a static split for a caller's pool: sdpa.c drives both). Each item's arithmetic is fixed, and the
  * backward's dQ sums are formed per key chunk (a split of the keys that depends on the shape only) and
  * reduced in chunk order, so any thread count gives bitwise-identical results.
  *   forward   items (b, h, block of 64 query rows on AVX-512), head by head, longest first; with
@@ -46,13 +48,6 @@
 #include <float.h>
 #include <stdint.h>
 #include <string.h>
-
-#ifdef _OPENMP
-#include <omp.h>
-#define FZ_OMP(x) _Pragma(x)
-#else
-#define FZ_OMP(x)
-#endif
 
 #if defined(__GNUC__)
 #define FZ_INLINE static inline __attribute__((always_inline))
@@ -154,18 +149,6 @@ static void fz_gemm(int M, int N, float *C, int64_t ldc, const float *A, int64_t
 
 static size_t fz_round(size_t n) { return (n + FZ_ALIGN - 1) & ~(size_t)(FZ_ALIGN - 1); }
 
-/* The next work item from a shared counter (any order gives the same results: items are independent). */
-static int64_t fz_next(int64_t *counter) {
-    int64_t i;
-#ifdef _OPENMP
-    FZ_OMP("omp atomic capture")
-    i = (*counter)++;
-#else
-    i = (*counter)++;
-#endif
-    return i;
-}
-
 /* ===================================================================================================
  * Forward.
  * Per thread: Qᵀ (D,BR) scaled by scale·log2e, Oᵀ (Dv,BR), Sᵀ (BC,BR), and per-query vectors: running max
@@ -184,8 +167,6 @@ typedef struct fz_fwd_ctx {
     const float *q, *k, *v;
     char *work;
     size_t thread_bytes;
-    int nqb;
-    int64_t counter;
 } fz_fwd_ctx;
 
 /* The online-softmax step of one key block, over the NV query vectors of Sᵀ (nb rows, stride BR): with
@@ -524,69 +505,60 @@ static void fz_fwd_rows(const fz_fwd_ctx *cx, char *tw, int b, int hk, const int
     }
 }
 
-static size_t fz_workspace(const attn_sdpa_desc *d, attn_pass pass, int nth);
 
-/* Threads worth starting: about 4 MFLOP of work each at least, since waking a thread costs microseconds
- * (and, on a busy machine, can cost a scheduler time slice). Results never depend on it. */
-static int fz_threads(const attn_sdpa_desc *d, int nth) {
-    const double flops = 2.0 * d->B * d->H * (double)d->T * d->S * (d->D + d->Dv);
-    const double want = flops / 4e6;
-    if (nth < 1) nth = 1;
-    if (want < nth) nth = want < 1 ? 1 : (int)want;
-    return nth;
+/* Forward work items: few rows per head (decoding) go by (b, kv head, pack of FZ_ROW_R of the group's
+ * G·T rows); otherwise (b, h, block of FZ_BR query rows). */
+static int fz_fwd_by_rows(const attn_sdpa_desc *d) { return d->T <= FZ_ROW_MAX; }
+
+static int64_t fz_fwd_nqb(const attn_sdpa_desc *d) {
+    const int64_t group_rows = (int64_t)(d->H / d->Hkv) * d->T;
+    return fz_fwd_by_rows(d) ? (group_rows + FZ_ROW_R - 1) / FZ_ROW_R : (d->T + FZ_BR - 1) / FZ_BR;
 }
 
-static attn_status fz_forward(const attn_sdpa_desc *d, float *out, float *lse, const float *q, const float *k,
-                              const float *v, void *work, int nth) {
-    fz_fwd_ctx cx = {d, out, lse, q, k, v, (char *)work, fz_fwd_thread_bytes(d), 0, 0};
-    /* few rows per head (decoding): items are (b, kv head, pack of FZ_ROW_R of the group's G·T rows);
-     * otherwise (b, h, block of FZ_BR query rows) */
-    const int G = d->H / d->Hkv, by_rows = d->T <= FZ_ROW_MAX, group_rows = G * d->T;
-    cx.nqb = by_rows ? (group_rows + FZ_ROW_R - 1) / FZ_ROW_R : (d->T + FZ_BR - 1) / FZ_BR;
-    const int64_t items = (int64_t)d->B * (by_rows ? d->Hkv : d->H) * cx.nqb;
-    nth = fz_threads(d, nth);
-    if (items < nth) nth = (int)items;
-    fz_fwd_ctx *c = &cx;
-    FZ_OMP("omp parallel num_threads(nth)")
-    {
-        int ith = 0;
-#ifdef _OPENMP
-        ith = omp_get_thread_num();
-#endif
-        char *tw = c->work + (size_t)ith * c->thread_bytes;
-        const int H = c->d->H, T = c->d->T;
-        int hs[FZ_ROW_R], ts[FZ_ROW_R];
-        /* head by head (its K and V stay in cache), latest query blocks first: under a causal mask they
-         * are the longest, so the last items handed out are short */
-        for (int64_t it = fz_next(&c->counter); it < items; it = fz_next(&c->counter)) {
-            const int bh = (int)(it / c->nqb), blk = (int)(it % c->nqb);
-            if (by_rows) {                  /* bh is (b, kv head); the pack's rows are (g, t), g-major */
-                const int b = bh / c->d->Hkv, hk = bh % c->d->Hkv, r0 = blk * FZ_ROW_R;
-                const int R = group_rows - r0 < FZ_ROW_R ? group_rows - r0 : FZ_ROW_R;
-                for (int r = 0; r < R; r++) {
-                    hs[r] = hk * G + (r0 + r) / T;
-                    ts[r] = (r0 + r) % T;
-                }
-                fz_fwd_rows(c, tw, b, hk, hs, ts, R);
-                continue;
+static int64_t fz_fwd_items(const attn_sdpa_desc *d) {
+    return (int64_t)d->B * (fz_fwd_by_rows(d) ? d->Hkv : d->H) * fz_fwd_nqb(d);
+}
+
+/* One stage; thread part->ith's items. */
+static void fz_forward(const attn_sdpa_desc *d, float *out, float *lse, const float *q, const float *k,
+                       const float *v, void *work, const attn__part *part) {
+    fz_fwd_ctx cx = {d, out, lse, q, k, v, (char *)work, fz_fwd_thread_bytes(d)};
+    const int G = d->H / d->Hkv, by_rows = fz_fwd_by_rows(d), group_rows = G * d->T;
+    const int64_t nqb = fz_fwd_nqb(d), items = fz_fwd_items(d);
+    char *tw = cx.work + (size_t)part->ith * cx.thread_bytes;
+    const int H = d->H, T = d->T;
+    int hs[FZ_ROW_R], ts[FZ_ROW_R];
+    int64_t local = -1;
+    /* head by head (its K and V stay in cache), latest query blocks first: under a causal mask they are
+     * the longest, so the last items handed out are short */
+    for (int64_t it = attn__part_next(part, &local); it < items; it = attn__part_next(part, &local)) {
+        const int64_t bh = it / nqb;
+        const int blk = (int)(it % nqb);
+        if (by_rows) {                  /* bh is (b, kv head); the pack's rows are (g, t), g-major */
+            const int b = (int)(bh / d->Hkv), hk = (int)(bh % d->Hkv), r0 = blk * FZ_ROW_R;
+            const int R = group_rows - r0 < FZ_ROW_R ? group_rows - r0 : FZ_ROW_R;
+            for (int r = 0; r < R; r++) {
+                hs[r] = hk * G + (r0 + r) / T;
+                ts[r] = (r0 + r) % T;
             }
-            const int qblk = c->nqb - 1 - blk, b = bh / H, h = bh % H;
-            const int t0 = qblk * FZ_BR, nr = T - t0 < FZ_BR ? T - t0 : FZ_BR;
-            if (nr > FZ_ROW_MAX) {
-                fz_fwd_block(c, tw, b, h, t0, nr);
-                continue;
+            fz_fwd_rows(&cx, tw, b, hk, hs, ts, R);
+            continue;
+        }
+        const int qblk = (int)nqb - 1 - blk, b = (int)(bh / H), h = (int)(bh % H);
+        const int t0 = qblk * FZ_BR, nr = T - t0 < FZ_BR ? T - t0 : FZ_BR;
+        if (nr > FZ_ROW_MAX) {
+            fz_fwd_block(&cx, tw, b, h, t0, nr);
+            continue;
+        }
+        for (int i = 0; i < nr; i += FZ_ROW_R) {    /* a short last block: packs of the head's rows */
+            const int R = nr - i < FZ_ROW_R ? nr - i : FZ_ROW_R;
+            for (int r = 0; r < R; r++) {
+                hs[r] = h;
+                ts[r] = t0 + i + r;
             }
-            for (int i = 0; i < nr; i += FZ_ROW_R) {    /* a short last block: packs of the head's rows */
-                const int R = nr - i < FZ_ROW_R ? nr - i : FZ_ROW_R;
-                for (int r = 0; r < R; r++) {
-                    hs[r] = h;
-                    ts[r] = t0 + i + r;
-                }
-                fz_fwd_rows(c, tw, b, h / G, hs, ts, R);
-            }
+            fz_fwd_rows(&cx, tw, b, h / G, hs, ts, R);
         }
     }
-    return ATTN_OK;
 }
 
 /* ===================================================================================================
@@ -619,9 +591,9 @@ static int fz_bwd_nchunk(const attn_sdpa_desc *d) {
 static int fz_bwd_pairs(const attn_sdpa_desc *d) {
     const double per = (double)fz_bwd_nchunk(d) * (d->H / d->Hkv) * d->T * ((double)d->D + 1) * sizeof(float);
     double n = (32.0 * 1024 * 1024) / per;
-    const int pairs = d->B * d->Hkv;
+    const double pairs = (double)d->B * d->Hkv;
     if (n < 1) n = 1;
-    return n > pairs ? pairs : (int)n;
+    return (int)(n > pairs ? pairs : n);
 }
 
 static size_t fz_bwd_shared_bytes(const attn_sdpa_desc *d) {
@@ -639,7 +611,6 @@ typedef struct fz_bwd_ctx {
     char *thread_work;
     size_t thread_bytes;
     int nkb, nchunk, chunk_start[FZ_NCHUNK + 1];
-    int64_t counter;
 } fz_bwd_ctx;
 
 /* Work of backward key block kb, in query rows that may see it (+1 for the block's own cost). */
@@ -804,84 +775,94 @@ static void fz_bwd_block(const fz_bwd_ctx *cx, char *tw, int b, int hk, int j0, 
     }
 }
 
-static attn_status fz_backward(const attn_sdpa_desc *d, float *dq, float *dk, float *dv, const float *dout,
-                               const float *q, const float *k, const float *v, const float *out,
-                               const float *lse, void *work, int nth) {
+/* (b, kv head) pairs and rounds of the backward: the pairs go round by round (fz_bwd_pairs per round). */
+static int64_t fz_bwd_rounds(const attn_sdpa_desc *d) {
+    const int64_t pairs = (int64_t)d->B * d->Hkv, PR = fz_bwd_pairs(d);
+    return (pairs + PR - 1) / PR;
+}
+
+/* Stage s of the backward: round s / 3, phase s % 3:
+ *   phase 0  Δ = rowsum(dout ∘ out) and cleared dQ slots for the round's query rows (static split)
+ *   phase 1  items (pair, chunk), each owning its keys' dK, dV and its dQ slot
+ *   phase 2  dq += scale · Σ_chunk slot, chunks in order (static split of rows) */
+static void fz_backward(const attn_sdpa_desc *d, float *dq, float *dk, float *dv, const float *dout,
+                        const float *q, const float *k, const float *v, const float *out, const float *lse,
+                        void *work, const attn__part *part) {
     fz_bwd_ctx cx;
     memset(&cx, 0, sizeof cx);
     cx.d = d; cx.dq = dq; cx.dk = dk; cx.dv = dv;
     cx.dout = dout; cx.q = q; cx.k = k; cx.v = v; cx.out = out; cx.lse = lse;
     const int G = d->H / d->Hkv, T = d->T, D = d->D;
-    const int PR = fz_bwd_pairs(d), pairs = d->B * d->Hkv;
-    cx.dqs = (float *)work;
+    const int64_t PR = fz_bwd_pairs(d), pairs = (int64_t)d->B * d->Hkv;
     const int NC = fz_bwd_nchunk(d);
+    cx.dqs = (float *)work;
     cx.delta = (float *)((char *)work + fz_round(sizeof(float) * (size_t)PR * NC * G * T * D));
     cx.thread_work = (char *)work + fz_bwd_shared_bytes(d);
     cx.thread_bytes = fz_bwd_thread_bytes(d);
     cx.nkb = (d->S + FZ_KBC - 1) / FZ_KBC;
     fz_bwd_chunks(&cx);
-    nth = fz_threads(d, nth);
-    fz_bwd_ctx *c = &cx;
+    const fz_bwd_ctx *c = &cx;
+    char *tw = c->thread_work + (size_t)part->ith * c->thread_bytes;
+    const int ith = part->ith, nt = part->nth, nc = c->nchunk, phase = part->stage % 3;
+    const int64_t p0 = (int64_t)(part->stage / 3) * PR;
+    const int64_t np = pairs - p0 < PR ? pairs - p0 : PR;
+    const int64_t rows = np * G * T;                     /* (pair, head in group, t) */
 
-    FZ_OMP("omp parallel num_threads(nth)")
-    {
-        int ith = 0, nt = 1;
-#ifdef _OPENMP
-        ith = omp_get_thread_num();
-        nt = omp_get_num_threads();
-#endif
-        char *tw = c->thread_work + (size_t)ith * c->thread_bytes;
-        const attn_sdpa_desc *dd = c->d;
-        const int nc = c->nchunk;
-        for (int p0 = 0; p0 < pairs; p0 += PR) {
-            const int np = pairs - p0 < PR ? pairs - p0 : PR;
-            const int64_t rows = (int64_t)np * G * T;        /* (pair, head in group, t) */
-
-            /* phase 1: Δ = rowsum(dout ∘ out), and clear the dQ slots (static split of rows) */
-            for (int64_t r = ith; r < rows; r += nt) {
-                const int pi = (int)(r / ((int64_t)G * T)), hh = (int)(r / T % G), t = (int)(r % T);
-                const int b = (p0 + pi) / dd->Hkv, h = (p0 + pi) % dd->Hkv * G + hh;
-                const float *o = c->out + b * dd->out.b + h * dd->out.h + (int64_t)t * dd->out.t;
-                const float *g = c->dout + b * dd->out.b + h * dd->out.h + (int64_t)t * dd->out.t;
-                float s = 0.0f;
-                for (int x = 0; x < dd->Dv; x++) s += o[x] * g[x];
-                c->delta[r] = s;
-                for (int ch = 0; ch < nc; ch++)
-                    memset(c->dqs + (((int64_t)pi * nc + ch) * G * T + (int64_t)hh * T + t) * D, 0,
-                           sizeof(float) * D);
+    if (phase == 0) {
+        for (int64_t r = ith; r < rows; r += nt) {
+            const int64_t pi = r / ((int64_t)G * T);
+            const int hh = (int)(r / T % G), t = (int)(r % T);
+            const int b = (int)((p0 + pi) / d->Hkv), h = (int)((p0 + pi) % d->Hkv) * G + hh;
+            const float *o = c->out + b * d->out.b + h * d->out.h + (int64_t)t * d->out.t;
+            const float *g = c->dout + b * d->out.b + h * d->out.h + (int64_t)t * d->out.t;
+            float s = 0.0f;
+            for (int x = 0; x < d->Dv; x++) s += o[x] * g[x];
+            c->delta[r] = s;
+            for (int ch = 0; ch < nc; ch++)
+                memset(c->dqs + ((pi * nc + ch) * G * T + (int64_t)hh * T + t) * D, 0, sizeof(float) * D);
+        }
+    } else if (phase == 1) {
+        int64_t local = -1;
+        for (int64_t it = attn__part_next(part, &local); it < np * nc; it = attn__part_next(part, &local)) {
+            const int64_t pi = it / nc;
+            const int ch = (int)(it % nc);
+            const int b = (int)((p0 + pi) / d->Hkv), hk = (int)((p0 + pi) % d->Hkv);
+            float *slot = c->dqs + (pi * nc + ch) * G * T * D;
+            for (int kbk = c->chunk_start[ch]; kbk < c->chunk_start[ch + 1]; kbk++) {
+                const int j0 = kbk * FZ_KBC, nb = d->S - j0 < FZ_KBC ? d->S - j0 : FZ_KBC;
+                fz_bwd_block(c, tw, b, hk, j0, nb, slot, c->delta + pi * G * T);
             }
-            FZ_OMP("omp single")
-            c->counter = 0;
-            /* (the single's implied barrier also ends phase 1) */
-
-            /* phase 2: items (pair, chunk), each owning its keys' dK, dV and its dQ slot */
-            for (int64_t it = fz_next(&c->counter); it < (int64_t)np * nc; it = fz_next(&c->counter)) {
-                const int pi = (int)(it / nc), ch = (int)(it % nc);
-                const int b = (p0 + pi) / dd->Hkv, hk = (p0 + pi) % dd->Hkv;
-                float *slot = c->dqs + ((int64_t)pi * nc + ch) * G * T * D;
-                for (int kbk = c->chunk_start[ch]; kbk < c->chunk_start[ch + 1]; kbk++) {
-                    const int j0 = kbk * FZ_KBC, nb = dd->S - j0 < FZ_KBC ? dd->S - j0 : FZ_KBC;
-                    fz_bwd_block(c, tw, b, hk, j0, nb, slot, c->delta + (int64_t)pi * G * T);
-                }
+        }
+    } else {
+        for (int64_t r = ith; r < rows; r += nt) {
+            const int64_t pi = r / ((int64_t)G * T);
+            const int hh = (int)(r / T % G), t = (int)(r % T);
+            const int b = (int)((p0 + pi) / d->Hkv), h = (int)((p0 + pi) % d->Hkv) * G + hh;
+            float *dqr = c->dq + b * d->q.b + h * d->q.h + (int64_t)t * d->q.t;
+            const float *s0 = c->dqs + (pi * nc * G * T + (int64_t)hh * T + t) * D;
+            for (int x = 0; x < D; x++) {
+                float s = s0[x];
+                for (int ch = 1; ch < nc; ch++) s += s0[(int64_t)ch * G * T * D + x];
+                dqr[x] += d->scale * s;
             }
-            FZ_OMP("omp barrier")
-
-            /* phase 3: dq += scale · Σ_chunk slot, chunks in order (static split of rows) */
-            for (int64_t r = ith; r < rows; r += nt) {
-                const int pi = (int)(r / ((int64_t)G * T)), hh = (int)(r / T % G), t = (int)(r % T);
-                const int b = (p0 + pi) / dd->Hkv, h = (p0 + pi) % dd->Hkv * G + hh;
-                float *dqr = c->dq + b * dd->q.b + h * dd->q.h + (int64_t)t * dd->q.t;
-                const float *s0 = c->dqs + ((int64_t)pi * nc * G * T + (int64_t)hh * T + t) * D;
-                for (int x = 0; x < D; x++) {
-                    float s = s0[x];
-                    for (int ch = 1; ch < nc; ch++) s += s0[(int64_t)ch * G * T * D + x];
-                    dqr[x] += dd->scale * s;
-                }
-            }
-            FZ_OMP("omp barrier")
         }
     }
-    return ATTN_OK;
+}
+
+static int fz_stages(const attn_sdpa_desc *d, attn_pass pass) {
+    return pass == ATTN_PASS_FORWARD ? 1 : (int)(3 * fz_bwd_rounds(d));
+}
+
+/* Threads worth starting: about 4 MFLOP of work each at least, since waking a thread costs microseconds
+ * (and, on a busy machine, can cost a scheduler time slice); never more than there are items. Results
+ * never depend on it. */
+static int fz_threads(const attn_sdpa_desc *d, attn_pass pass, int nth) {
+    const double flops = 2.0 * d->B * d->H * (double)d->T * d->S * (d->D + d->Dv);
+    const double want = flops / 4e6;
+    if (nth < 1) nth = 1;
+    if (want < nth) nth = want < 1 ? 1 : (int)want;
+    if (pass == ATTN_PASS_FORWARD && fz_fwd_items(d) < nth) nth = (int)fz_fwd_items(d);
+    return nth;
 }
 
 /* Forward: per-thread tiles. Backward: the round's dQ slots and Δ, plus per-thread tiles. */
@@ -891,4 +872,14 @@ static size_t fz_workspace(const attn_sdpa_desc *d, attn_pass pass, int nth) {
     return fz_bwd_shared_bytes(d) + (size_t)nth * fz_bwd_thread_bytes(d) + FZ_ALIGN;
 }
 
-const attn_kernels FZ_TABLE = {FZ_ISA, fz_workspace, fz_forward, fz_backward};
+const attn_kernels FZ_TABLE = {
+    .isa = FZ_ISA,
+    .sdpa_workspace = fz_workspace,
+    .sdpa_stages = fz_stages,
+    .sdpa_threads = fz_threads,
+    .sdpa_forward = fz_forward,
+    .sdpa_backward = fz_backward,
+#ifdef FZ_ADAM
+    .adam_block = FZ_ADAM,
+#endif
+};
