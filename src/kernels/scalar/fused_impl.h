@@ -155,6 +155,7 @@ static size_t fz_round(size_t n) { return (n + FZ_ALIGN - 1) & ~(size_t)(FZ_ALIG
  * m, running sum l, the block's max, the rescale alpha, the key limits.
  */
 #define FZ_BR (FZ_NVMAX * FZ_VW)          /* query rows per forward block */
+#define FZ_KBC (FZ_NVMAX * FZ_VW)         /* keys per backward block */
 
 static size_t fz_fwd_thread_bytes(const attn_sdpa_desc *d) {
     return fz_round(sizeof(float) * (size_t)d->D * FZ_BR) + fz_round(sizeof(float) * (size_t)d->Dv * FZ_BR) +
@@ -506,6 +507,187 @@ static void fz_fwd_rows(const fz_fwd_ctx *cx, char *tw, int b, int hk, const int
 }
 
 
+/* ===================================================================================================
+ * Small heads: few keys and narrow heads (the d2l translators: heads of 8 over 10 positions; their
+ * decoding steps: one query over up to 10 keys). There the tiles above cost more than the arithmetic, so
+ * an item is a whole (b, kv head): its keys packed once as Kᵀ (D, SP) (SP = S rounded up to vectors,
+ * at most FZ_SMALL_S), then every row of the group's heads in turn, with vectors along the keys for the
+ * scores and along D or Dv for the products with K and V. The backward's item owns its kv head's dK, dV
+ * and its heads' dq rows, so it needs no dQ slots and runs in one stage. Same base-2 softmax, masks and
+ * dropout indices as the paths above; a row's arithmetic depends on the shape only.
+ */
+#define FZ_SMALL_S (2 * FZ_VW)
+#define FZ_SMALL_D (2 * FZ_VW)
+_Static_assert(FZ_SMALL_S <= FZ_KBC && FZ_SMALL_S <= FZ_BR, "small path: Kᵀ must fit the tiles' buffers");
+
+static int fz_small(const attn_sdpa_desc *d) {
+    return d->S <= FZ_SMALL_S && d->D <= FZ_SMALL_D && d->Dv <= FZ_SMALL_D;
+}
+
+/* Kᵀ (D, SP) of keys [0, S) of (b, hk), zero-padded. */
+static void fz_small_pack(float *Kt, int SP, const float *kb, int64_t kt, int S, int D) {
+    for (int x = 0; x < D; x++)
+        for (int j = 0; j < SP; j++) Kt[x * SP + j] = j < S ? kb[(int64_t)j * kt + x] : 0.0f;
+}
+
+/* Scores of one row in log2 units into s (SP): c2 · q·k_j, masked keys -inf. Returns the row's max. */
+static float fz_small_scores(const attn_sdpa_desc *d, float *s, const float *Kt, int SP, const float *qr, int lim,
+                             int b, int h, int t) {
+    const int nks = SP / FZ_VW;
+    const float c2 = d->scale * FZ_LOG2E;
+    fz_v acc[FZ_SMALL_S / FZ_VW];
+    for (int u = 0; u < nks; u++) acc[u] = fz_zero();
+    for (int x = 0; x < d->D; x++) {
+        const fz_v qx = fz_set1(qr[x] * c2);
+        for (int u = 0; u < nks; u++) acc[u] = fz_fma(qx, fz_load(Kt + x * SP + u * FZ_VW), acc[u]);
+    }
+    for (int u = 0; u < nks; u++) fz_store(s + u * FZ_VW, fz_mask_iota(acc[u], u * FZ_VW, lim));
+    const uint8_t *al = attn__allow_row(&d->mask, b, h, t);
+    const float *bi = attn__bias_row(&d->mask, b, h, t);
+    if (al || bi)
+        for (int j = 0; j < lim; j++) {
+            if (al && !al[j]) s[j] = -INFINITY;
+            else if (bi) s[j] += bi[j] * FZ_LOG2E;
+        }
+    fz_v mx = fz_load(s);
+    for (int u = 1; u < nks; u++) mx = fz_max(mx, fz_load(s + u * FZ_VW));
+    return fz_hmax(mx);
+}
+
+/* o (n floats, vectors along it) = Σ_{j<nb} p[j] · rows[j] (rows rt apart). */
+static void fz_small_combine(float *o, int n, const float *p, const float *rows, int64_t rt, int nb) {
+    for (int c0 = 0; c0 < n; c0 += FZ_VW) {
+        const int w = n - c0 < FZ_VW ? n - c0 : FZ_VW;
+        const fz_m tm = fz_tailmask(w);
+        fz_v acc = fz_zero();
+        for (int j = 0; j < nb; j++)
+            if (p[j] != 0.0f) acc = fz_fma(fz_set1(p[j]), fz_loadm(rows + (int64_t)j * rt + c0, tm), acc);
+        fz_storem(o + c0, acc, tm);
+    }
+}
+
+static void fz_small_fwd(const attn_sdpa_desc *d, float *out, float *lse, const float *q, const float *k,
+                         const float *v, char *tw, int b, int hk) {
+    const int T = d->T, S = d->S, G = d->H / d->Hkv, SP = (S + FZ_VW - 1) / FZ_VW * FZ_VW, nks = SP / FZ_VW;
+    float *Kt = (float *)tw;                                                   /* (D,SP) */
+    float *s = (float *)(tw + fz_round(sizeof(float) * (size_t)d->D * FZ_BR)); /* (SP)   */
+    float *o = s + FZ_SMALL_S;                                                 /* (Dv)   */
+    const float *vb = v + b * d->v.b + hk * d->v.h;                            /* (S,Dv) */
+    fz_small_pack(Kt, SP, k + b * d->k.b + hk * d->k.h, d->k.t, S, d->D);
+    for (int hh = 0; hh < G; hh++) {
+        const int h = hk * G + hh;
+        for (int t = 0; t < T; t++) {
+            float *orow = out + b * d->out.b + h * d->out.h + (int64_t)t * d->out.t;   /* (Dv) */
+            const int64_t row = ((int64_t)b * d->H + h) * T + t;
+            const int lim = attn__key_limit(&d->mask, b, t, T, S);
+            const float mx = lim > 0 ? fz_small_scores(d, s, Kt, SP, q + b * d->q.b + h * d->q.h + (int64_t)t * d->q.t,
+                                                       lim, b, h, t)
+                                     : -INFINITY;
+            if (mx == -INFINITY) {                       /* every key masked: zeros, lse -inf */
+                for (int x = 0; x < d->Dv; x++) orow[x] = 0.0f;
+                lse[row] = -INFINITY;
+                continue;
+            }
+            const fz_v bm = fz_set1(mx);
+            fz_v sum = fz_zero();
+            for (int u = 0; u < nks; u++) {
+                const fz_v e = fz_exp2(fz_sub(fz_load(s + u * FZ_VW), bm));
+                fz_store(s + u * FZ_VW, e);
+                sum = fz_add(sum, e);
+            }
+            const float l = fz_hsum(sum);
+            if (d->dropout > 0.0f) {                     /* after the sum: dropout acts on the weights */
+                const float keep_scale = 1.0f / (1.0f - d->dropout);
+                for (int j = 0; j < lim; j++)
+                    s[j] = attn__dropout_keep(d->seed, (uint64_t)row * S + (uint64_t)j, d->dropout) ? s[j] * keep_scale
+                                                                                                   : 0.0f;
+            }
+            fz_small_combine(o, d->Dv, s, vb, d->v.t, lim);
+            const float inv = 1.0f / l;
+            for (int x = 0; x < d->Dv; x++) orow[x] = o[x] * inv;
+            lse[row] = mx * FZ_LN2 + logf(l);
+        }
+    }
+}
+
+static void fz_small_bwd(const attn_sdpa_desc *d, float *dq, float *dk, float *dv, const float *dout, const float *q,
+                         const float *k, const float *v, const float *out, const float *lse, char *tw, int b, int hk) {
+    const int T = d->T, S = d->S, D = d->D, Dv = d->Dv, G = d->H / d->Hkv;
+    const int SP = (S + FZ_VW - 1) / FZ_VW * FZ_VW, nks = SP / FZ_VW;
+    float *Kt = (float *)tw;                                                       /* (D,SP)  */
+    float *Vt = (float *)(tw + fz_round(sizeof(float) * (size_t)D * FZ_KBC));     /* (Dv,SP) */
+    float *dKt = (float *)((char *)Vt + fz_round(sizeof(float) * (size_t)Dv * FZ_KBC));  /* (D,SP)  */
+    float *dVt = (float *)((char *)dKt + fz_round(sizeof(float) * (size_t)D * FZ_KBC)); /* (Dv,SP) */
+    float *s = (float *)((char *)dVt + fz_round(sizeof(float) * (size_t)Dv * FZ_KBC));  /* (SP) P     */
+    float *pm = s + FZ_SMALL_S, *ds = pm + FZ_SMALL_S, *gq = ds + FZ_SMALL_S;           /* (SP) (SP) (D) */
+    const float *kb = k + b * d->k.b + hk * d->k.h, *vb = v + b * d->v.b + hk * d->v.h;
+    fz_small_pack(Kt, SP, kb, d->k.t, S, D);
+    fz_small_pack(Vt, SP, vb, d->v.t, S, Dv);
+    memset(dKt, 0, sizeof(float) * (size_t)D * SP);
+    memset(dVt, 0, sizeof(float) * (size_t)Dv * SP);
+    const float keep_scale = d->dropout > 0.0f ? 1.0f / (1.0f - d->dropout) : 1.0f;
+    for (int hh = 0; hh < G; hh++) {
+        const int h = hk * G + hh;
+        for (int t = 0; t < T; t++) {
+            const int64_t row = ((int64_t)b * d->H + h) * T + t;
+            const int lim = attn__key_limit(&d->mask, b, t, T, S);
+            if (lim == 0 || lse[row] == -INFINITY) continue;        /* fully masked row: no gradient */
+            const float *qr = q + b * d->q.b + h * d->q.h + (int64_t)t * d->q.t;          /* (D)  */
+            const float *gr = dout + b * d->out.b + h * d->out.h + (int64_t)t * d->out.t; /* (Dv) */
+            const float *orow = out + b * d->out.b + h * d->out.h + (int64_t)t * d->out.t;
+            /* P = exp2(scores - lse·log2e) */
+            fz_small_scores(d, s, Kt, SP, qr, lim, b, h, t);
+            const fz_v ls = fz_set1(lse[row] * FZ_LOG2E);
+            for (int u = 0; u < nks; u++) fz_store(s + u * FZ_VW, fz_exp2(fz_sub(fz_load(s + u * FZ_VW), ls)));
+            /* dP = dout·v_j (vectors along the keys), Δ = rowsum(dout ∘ out) */
+            fz_v dp[FZ_SMALL_S / FZ_VW];
+            for (int u = 0; u < nks; u++) dp[u] = fz_zero();
+            float delta = 0.0f;
+            for (int x = 0; x < Dv; x++) {
+                const fz_v g = fz_set1(gr[x]);
+                for (int u = 0; u < nks; u++) dp[u] = fz_fma(g, fz_load(Vt + x * SP + u * FZ_VW), dp[u]);
+                delta += orow[x] * gr[x];
+            }
+            /* with dropout m_j: dS = P ∘ (dP·m - Δ), and P·m goes to dV */
+            for (int u = 0; u < nks; u++) {
+                fz_store(ds + u * FZ_VW, dp[u]);
+                fz_store(pm + u * FZ_VW, fz_load(s + u * FZ_VW));
+            }
+            if (d->dropout > 0.0f)
+                for (int j = 0; j < lim; j++) {
+                    const float mm = attn__dropout_keep(d->seed, (uint64_t)row * S + (uint64_t)j, d->dropout) ? keep_scale
+                                                                                                             : 0.0f;
+                    ds[j] *= mm;
+                    pm[j] *= mm;
+                }
+            const fz_v dl = fz_set1(delta);
+            for (int u = 0; u < nks; u++)
+                fz_store(ds + u * FZ_VW, fz_mul(fz_load(s + u * FZ_VW), fz_sub(fz_load(ds + u * FZ_VW), dl)));
+            for (int j = lim; j < SP; j++) ds[j] = pm[j] = 0.0f;
+            /* dVᵀ += dout ⊗ P·m;  dKᵀ += q ⊗ dS;  dq += scale · Σ_j dS_j k_j */
+            for (int x = 0; x < Dv; x++) {
+                const fz_v g = fz_set1(gr[x]);
+                for (int u = 0; u < nks; u++)
+                    fz_store(dVt + x * SP + u * FZ_VW, fz_fma(g, fz_load(pm + u * FZ_VW), fz_load(dVt + x * SP + u * FZ_VW)));
+            }
+            for (int x = 0; x < D; x++) {
+                const fz_v qx = fz_set1(qr[x]);
+                for (int u = 0; u < nks; u++)
+                    fz_store(dKt + x * SP + u * FZ_VW, fz_fma(qx, fz_load(ds + u * FZ_VW), fz_load(dKt + x * SP + u * FZ_VW)));
+            }
+            fz_small_combine(gq, D, ds, kb, d->k.t, lim);
+            float *dqr = dq + b * d->q.b + h * d->q.h + (int64_t)t * d->q.t;
+            for (int x = 0; x < D; x++) dqr[x] += d->scale * gq[x];
+        }
+    }
+    for (int j = 0; j < S; j++) {
+        float *dkr = dk + b * d->k.b + hk * d->k.h + (int64_t)j * d->k.t;   /* (D)  */
+        float *dvr = dv + b * d->v.b + hk * d->v.h + (int64_t)j * d->v.t;   /* (Dv) */
+        for (int x = 0; x < D; x++) dkr[x] += d->scale * dKt[x * SP + j];
+        for (int x = 0; x < Dv; x++) dvr[x] += dVt[x * SP + j];
+    }
+}
+
 /* Forward work items: few rows per head (decoding) go by (b, kv head, pack of FZ_ROW_R of the group's
  * G·T rows); otherwise (b, h, block of FZ_BR query rows). */
 static int fz_fwd_by_rows(const attn_sdpa_desc *d) { return d->T <= FZ_ROW_MAX; }
@@ -516,6 +698,7 @@ static int64_t fz_fwd_nqb(const attn_sdpa_desc *d) {
 }
 
 static int64_t fz_fwd_items(const attn_sdpa_desc *d) {
+    if (fz_small(d)) return (int64_t)d->B * d->Hkv;
     return (int64_t)d->B * (fz_fwd_by_rows(d) ? d->Hkv : d->H) * fz_fwd_nqb(d);
 }
 
@@ -529,6 +712,11 @@ static void fz_forward(const attn_sdpa_desc *d, float *out, float *lse, const fl
     const int H = d->H, T = d->T;
     int hs[FZ_ROW_R], ts[FZ_ROW_R];
     int64_t local = -1;
+    if (fz_small(d)) {                  /* items (b, kv head) */
+        for (int64_t it = attn__part_next(part, &local); it < items; it = attn__part_next(part, &local))
+            fz_small_fwd(d, out, lse, q, k, v, tw, (int)(it / d->Hkv), (int)(it % d->Hkv));
+        return;
+    }
     /* head by head (its K and V stay in cache), latest query blocks first: under a causal mask they are
      * the longest, so the last items handed out are short */
     for (int64_t it = attn__part_next(part, &local); it < items; it = attn__part_next(part, &local)) {
@@ -566,7 +754,6 @@ static void fz_forward(const attn_sdpa_desc *d, float *out, float *lse, const fl
  * of its keys and writes its dQ contributions to its chunk's own slot; the slots are summed in chunk order
  * afterwards. Per thread: Kᵀ, Vᵀ, dKᵀ, dVᵀ of one key block, P and dS of one query block, row vectors.
  */
-#define FZ_KBC (FZ_NVMAX * FZ_VW)          /* keys per backward block */
 
 static size_t fz_bwd_thread_bytes(const attn_sdpa_desc *d) {
     return 2 * fz_round(sizeof(float) * (size_t)d->D * FZ_KBC) +
@@ -803,6 +990,12 @@ static void fz_backward(const attn_sdpa_desc *d, float *dq, float *dk, float *dv
     fz_bwd_chunks(&cx);
     const fz_bwd_ctx *c = &cx;
     char *tw = c->thread_work + (size_t)part->ith * c->thread_bytes;
+    if (fz_small(d)) {                  /* one stage, items (b, kv head) */
+        int64_t local = -1;
+        for (int64_t it = attn__part_next(part, &local); it < pairs; it = attn__part_next(part, &local))
+            fz_small_bwd(d, dq, dk, dv, dout, q, k, v, out, lse, tw, (int)(it / d->Hkv), (int)(it % d->Hkv));
+        return;
+    }
     const int ith = part->ith, nt = part->nth, nc = c->nchunk, phase = part->stage % 3;
     const int64_t p0 = (int64_t)(part->stage / 3) * PR;
     const int64_t np = pairs - p0 < PR ? pairs - p0 : PR;
@@ -850,7 +1043,7 @@ static void fz_backward(const attn_sdpa_desc *d, float *dq, float *dk, float *dv
 }
 
 static int fz_stages(const attn_sdpa_desc *d, attn_pass pass) {
-    return pass == ATTN_PASS_FORWARD ? 1 : (int)(3 * fz_bwd_rounds(d));
+    return pass == ATTN_PASS_FORWARD || fz_small(d) ? 1 : (int)(3 * fz_bwd_rounds(d));
 }
 
 /* Threads worth starting: about 4 MFLOP of work each at least, since waking a thread costs microseconds
@@ -869,6 +1062,7 @@ static int fz_threads(const attn_sdpa_desc *d, attn_pass pass, int nth) {
 static size_t fz_workspace(const attn_sdpa_desc *d, attn_pass pass, int nth) {
     if (nth < 1) nth = 1;
     if (pass == ATTN_PASS_FORWARD) return (size_t)nth * fz_fwd_thread_bytes(d) + FZ_ALIGN;
+    if (fz_small(d)) return (size_t)nth * fz_bwd_thread_bytes(d) + FZ_ALIGN;     /* no dQ slots */
     return fz_bwd_shared_bytes(d) + (size_t)nth * fz_bwd_thread_bytes(d) + FZ_ALIGN;
 }
 
