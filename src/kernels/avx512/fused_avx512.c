@@ -46,11 +46,13 @@ static inline fz_v fz_mask_iota(fz_v a, int j0, int lim) {
     return _mm512_mask_mov_ps(a, out, _mm512_set1_ps(-INFINITY));
 }
 
-/* 2^x: x = n + f, |f| <= 1/2, 2^f by its degree-7 Taylor series, scaled by 2^n with vscalefps (which
- * underflows gracefully: x <= -150 and -inf give exactly 0). */
+/* 2^x: x = n + f, |f| <= 1/2, 2^f by its degree-7 Taylor series, times 2^n built from exponent bits.
+ * x <= -127 (and -inf) gives exactly 0 with no subnormal in between: a subnormal result (vscalefps down
+ * to 2^-149) costs a microcode assist per vector, and masked keys are -inf on every row of a short key
+ * block. */
 static inline fz_v fz_exp2(fz_v x) {
-    x = _mm512_max_ps(x, _mm512_set1_ps(-150.0f));
-    x = _mm512_min_ps(x, _mm512_set1_ps(128.0f));
+    x = _mm512_max_ps(x, _mm512_set1_ps(-127.0f));
+    x = _mm512_min_ps(x, _mm512_set1_ps(127.0f));
     const fz_v n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     const fz_v f = _mm512_sub_ps(x, n);
     fz_v p = _mm512_set1_ps(1.5252733e-05f);
@@ -61,7 +63,8 @@ static inline fz_v fz_exp2(fz_v x) {
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022651e-01f));
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.9314718e-01f));
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, n);
+    const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+    return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
 }
 
 #include "kernels/scalar/fused_impl.h"
