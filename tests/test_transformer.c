@@ -170,17 +170,18 @@ static void test_blocks(void) {
         const float *genc = decoder ? get(&f, "grad.dec.enc", (size_t)B * S * D) : NULL;
         const float *cw = decoder ? get(&f, "dec.cross_weights", (size_t)B * H * T * S) : NULL;
         if (!x || !yw || !gy || !gx || (decoder && (!enc || !genc || !cw))) { free(p); free(g); free(gw); continue; }
-        size_t cn = attn_tf_block_cache_floats(&b, B, Tq, S);
-        float *cache = malloc(sizeof(float) * cn), *y = malloc(sizeof(float) * B * Tq * D),
+        size_t cn = 0;
+        CHECK_STATUS(attn_tf_block_cache_bytes(NULL, &b, B, Tq, S, &cn), ATTN_OK);
+        float *cache = malloc(cn), *y = malloc(sizeof(float) * B * Tq * D),
               *dx = calloc((size_t)B * Tq * D, sizeof(float)), *denc = calloc((size_t)B * S * D, sizeof(float)),
               *w = calloc((size_t)B * H * T * S, sizeof(float));
         /* the golden ran without dropout: train = 0 (the decoder's self-attention is causal either way) */
-        CHECK_STATUS(attn_tf_block_forward(&b, cache, cn - 1, y, NULL, x, enc, lens, B, Tq, S, 0, 7),
+        CHECK_STATUS(attn_tf_block_forward(NULL, &b, cache, cn - 1, y, NULL, x, enc, lens, B, Tq, S, 0, 7),
                      ATTN_ERR_WORKSPACE);
-        CHECK_STATUS(attn_tf_block_forward(&b, cache, cn, y, decoder ? w : NULL, x, enc, lens, B, Tq, S, 0, 7), ATTN_OK);
+        CHECK_STATUS(attn_tf_block_forward(NULL, &b, cache, cn, y, decoder ? w : NULL, x, enc, lens, B, Tq, S, 0, 7), ATTN_OK);
         tu_close_f32(decoder ? "decoder block forward" : "encoder block forward", y, yw, (size_t)B * Tq * D, 1e-5, 1e-4);
         if (decoder) tu_close_f32("decoder cross-attention weights", w, cw, (size_t)B * H * T * S, 1e-6, 1e-4);
-        CHECK_STATUS(attn_tf_block_backward(&b, &gb, cache, cn, dx, denc, gy, x, enc, lens, B, Tq, S, 0, 7), ATTN_OK);
+        CHECK_STATUS(attn_tf_block_backward(NULL, &b, &gb, cache, cn, dx, denc, gy, x, enc, lens, B, Tq, S, 0, 7), ATTN_OK);
         tu_close_f32(decoder ? "decoder block dx" : "encoder block dx", dx, gx, (size_t)B * Tq * D, 1e-5, 1e-4);
         if (decoder) tu_close_f32("decoder block denc", denc, genc, (size_t)B * S * D, 1e-5, 1e-4);
         tu_close_f32(decoder ? "decoder block dparams (all 18)" : "encoder block dparams (all 12)", g, gw, np, 1e-5, 1e-4);
@@ -195,7 +196,7 @@ static void test_model_golden(void) {
     const char *path = ATTN_GOLDEN_DIR "/transformer_model.safetensors";
     attn_transformer m;
     char err[256] = "";
-    attn_status st = attn_transformer_load(&m, path, 3, err, sizeof err);   /* the golden is a checkpoint */
+    attn_status st = attn_transformer_load(&m, NULL, path, 3, err, sizeof err);   /* the golden is a checkpoint */
     CHECK_STATUS(st, ATTN_OK);
     if (st != ATTN_OK) { fprintf(stderr, "%s\n", err); return; }
     attn_st_file f;
@@ -256,7 +257,7 @@ static void test_model_golden(void) {
  */
 static double block_loss(const attn_tf_block *b, float *cache, size_t cn, float *y, const float *x, const float *enc,
                          const int32_t *lens, const float *gy, int B, int T, int S) {
-    attn_tf_block_forward(b, cache, cn, y, NULL, x, enc, lens, B, T, S, 1, 99);
+    attn_tf_block_forward(NULL, b, cache, cn, y, NULL, x, enc, lens, B, T, S, 1, 99);
     double s = 0;
     for (int i = 0; i < B * T * b->D; i++) s += (double)y[i] * gy[i];
     return s;
@@ -302,10 +303,11 @@ static void test_fd(void) {
               *y = malloc(sizeof(float) * nx), *dx = calloc(nx, sizeof(float)), *denc = calloc(ne, sizeof(float));
         for (size_t i = 0; i < nx; i++) { x[i] = attn_rng_normal(&r); gy[i] = attn_rng_normal(&r); }
         for (size_t i = 0; i < ne; i++) enc[i] = attn_rng_normal(&r);
-        size_t cn = attn_tf_block_cache_floats(&b, B, Tq, S);
-        float *cache = malloc(sizeof(float) * cn);
+        size_t cn = 0;
+        CHECK_STATUS(attn_tf_block_cache_bytes(NULL, &b, B, Tq, S, &cn), ATTN_OK);
+        float *cache = malloc(cn);
         block_loss(&b, cache, cn, y, x, decoder ? enc : NULL, lens, gy, B, Tq, S);
-        CHECK_STATUS(attn_tf_block_backward(&b, &gb, cache, cn, dx, decoder ? denc : NULL, gy, x, decoder ? enc : NULL,
+        CHECK_STATUS(attn_tf_block_backward(NULL, &b, &gb, cache, cn, dx, decoder ? denc : NULL, gy, x, decoder ? enc : NULL,
                                             lens, B, Tq, S, 1, 99), ATTN_OK);
         const float *ae = decoder ? enc : NULL;
         fd_check(decoder ? "decoder block: every parameter" : "encoder block: every parameter", p, np, g, 1, &b, cache,
@@ -322,7 +324,7 @@ static void test_model_fd(void) {
     printf("finite differences through the whole translator (dropout 0.1)\n");
     attn_transformer m;
     attn_transformer_config c = {11, 13, 8, 12, 2, 2, 0.1f, 5, 3};
-    CHECK_STATUS(attn_transformer_init(&m, &c, 5), ATTN_OK);
+    CHECK_STATUS(attn_transformer_init(&m, NULL, &c, 5), ATTN_OK);
     const int32_t X[15] = {4, 5, 6, 3, 1, 7, 3, 1, 1, 1, 8, 9, 10, 4, 3}, Xl[3] = {4, 2, 5};
     const int32_t Y[15] = {5, 6, 3, 1, 1, 7, 8, 9, 10, 3, 11, 3, 1, 1, 1}, Yl[3] = {3, 5, 2};
     float loss = 0;
@@ -360,7 +362,7 @@ static void test_decoding(void) {
     printf("greedy decoding: key/value cache vs the whole prefix; checkpoints\n");
     attn_transformer m;
     attn_transformer_config c = {15, 17, 16, 24, 4, 2, 0.1f, 8, 2};
-    CHECK_STATUS(attn_transformer_init(&m, &c, 21), ATTN_OK);
+    CHECK_STATUS(attn_transformer_init(&m, NULL, &c, 21), ATTN_OK);
     /* make <eos> unlikely so the decoding runs all 8 steps */
     m.dense_b[ATTN_TOK_EOS] -= 5.0f;
     const int T = 8, V = 17, L = 2, H = 4;
@@ -398,7 +400,7 @@ static void test_decoding(void) {
     char err[256] = "";
     CHECK_STATUS(attn_transformer_save(&m, path, err, sizeof err), ATTN_OK);
     attn_transformer m2;
-    CHECK_STATUS(attn_transformer_load(&m2, path, 1, err, sizeof err), ATTN_OK);
+    CHECK_STATUS(attn_transformer_load(&m2, NULL, path, 1, err, sizeof err), ATTN_OK);
     if (m2.params) {
         CHECK(m2.n_params == m.n_params && memcmp(m2.params, m.params, sizeof(float) * m.n_params) == 0);
         CHECK_STATUS(attn_transformer_translate(&m2, o3, &n3, NULL, l3, src, 5, 1), ATTN_OK);
@@ -412,7 +414,7 @@ static void test_decoding(void) {
     attn_seq2seq_config sc = {7, 8, 4, 5, 1, 0.0f, 4, 1};
     CHECK_STATUS(attn_seq2seq_init(&s, &sc, 1), ATTN_OK);
     CHECK_STATUS(attn_seq2seq_save(&s, path, err, sizeof err), ATTN_OK);
-    CHECK_STATUS(attn_transformer_load(&m2, path, 1, err, sizeof err), ATTN_ERR_FORMAT);
+    CHECK_STATUS(attn_transformer_load(&m2, NULL, path, 1, err, sizeof err), ATTN_ERR_FORMAT);
     printf("  refused: %s\n", err);
     attn_seq2seq_free(&s);
     unlink(path);
@@ -444,7 +446,7 @@ static void test_training(void) {
     const int32_t *X = ds.X, *Y = ds.Y, *Xl = ds.X_len, *Yl = ds.Y_len;
     attn_transformer m;
     attn_transformer_config c = {ds.vs.n, ds.vt.n, 32, 64, 4, 2, 0.1f, T, 64};
-    CHECK_STATUS(attn_transformer_init(&m, &c, 1), ATTN_OK);
+    CHECK_STATUS(attn_transformer_init(&m, NULL, &c, 1), ATTN_OK);
     attn_adam opt;
     CHECK_STATUS(attn_adam_init(&opt, m.n_params, 0.005f), ATTN_OK);
     attn_rng rng;

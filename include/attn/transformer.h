@@ -18,9 +18,9 @@
  * head h reads columns [h·D/H, (h+1)·D/H), scale 1/sqrt(D/H), dropout on the weights, out = ctx Woᵀ.
  * attn_mha is not used: it always carries biases (which would have to be held at zero) and its own slab,
  * while the translator keeps every parameter in one slab for Adam, clipping and checkpoints. The blocks
- * project with attn_linear_* and attend with a loop over (b, h, t) that follows attn_sdpa_*'s
- * conventions (masks, dropout indices); with heads of D/H = 8 over 10 positions the fused kernels' tiles
- * cost more than the arithmetic. Greedy decoding with the key/value cache attends with attn_sdpa_forward.
+ * project with attn_linear_* and attend with attn_sdpa_forward/backward on the model's context (the
+ * kernels' small-head path takes the book's heads of 8 over 10 positions), saving the log-sum-exp for the
+ * backward. Greedy decoding with the key/value cache attends with attn_sdpa_forward too.
  * Limits: T, S <= ATTN_TF_MAX_LEN (1024).
  */
 #ifndef ATTN_TRANSFORMER_H
@@ -96,23 +96,24 @@ attn_status attn_tf_block_bind(attn_tf_block *b, int D, int F, int H, int decode
  * U(±1/sqrt(fan_in)), as d2l's xavier_init_weights leaves them. */
 void        attn_tf_block_init(attn_tf_block *b, attn_rng *r);   /* no-op on NULL or an unbound block */
 
-/* Floats of cache one forward + backward over (B,T) queries and (B,S) source positions needs (saved
- * activations, attention weights and backward scratch). T, S <= ATTN_TF_MAX_LEN. */
-size_t      attn_tf_block_cache_floats(const attn_tf_block *b, int B, int T, int S);
+/* Bytes of cache one forward + backward over (B,T) queries and (B,S) source positions needs with context
+ * ctx (saved activations, the attention's workspace and backward scratch). T, S <= ATTN_TF_MAX_LEN. */
+attn_status attn_tf_block_cache_bytes(const attn_ctx *ctx, const attn_tf_block *b, int B, int T, int S,
+                                      size_t *bytes);
 
 /* Forward. y (B,T,D) written; x (B,T,D); enc (B,S,D) the encoder's output (decoder only, else NULL);
  * src_lens (B) the source valid lengths (the encoder's self-attention mask and the decoder's
  * cross-attention mask). An encoder block needs S == T. cross_weights (B,H,T,S) or NULL: the decoder's
  * cross-attention weights (asking for them runs the reference attention path). train nonzero applies
  * dropout, its masks a function of seed. */
-attn_status attn_tf_block_forward(const attn_tf_block *b, float *cache, size_t cache_floats,
+attn_status attn_tf_block_forward(const attn_ctx *ctx, const attn_tf_block *b, void *cache, size_t cache_bytes,
                                   float *y, float *cross_weights,
                                   const float *x, const float *enc, const int32_t *src_lens,
                                   int B, int T, int S, int train, uint64_t seed);
 /* Backward of the forward that filled cache (same inputs, sizes, train and seed). Accumulates into dx
  * (B,T,D) and denc (B,S,D) (each may be NULL) and into g's gradients. */
-attn_status attn_tf_block_backward(const attn_tf_block *b, const attn_tf_block *g, float *cache,
-                                   size_t cache_floats, float *dx, float *denc, const float *dy,
+attn_status attn_tf_block_backward(const attn_ctx *ctx, const attn_tf_block *b, const attn_tf_block *g, void *cache,
+                                   size_t cache_bytes, float *dx, float *denc, const float *dy,
                                    const float *x, const float *enc, const int32_t *src_lens,
                                    int B, int T, int S, int train, uint64_t seed);
 
@@ -138,6 +139,7 @@ typedef struct attn_transformer_config {
 
 typedef struct attn_transformer {
     attn_transformer_config cfg;
+    attn_ctx ctx;                /* the path and threads every call runs with */
     float *params, *grads;       /* the slab: n_params each */
     size_t n_params;
     float *enc_emb, *dec_emb, *dense_w, *dense_b;          /* views */
@@ -152,7 +154,10 @@ typedef struct attn_transformer {
     int n_shards;
 } attn_transformer;
 
-attn_status attn_transformer_init(attn_transformer *m, const attn_transformer_config *cfg, uint64_t seed);
+/* Allocates and initializes from seed. ctx (NULL: the default context now) is copied into the model and
+ * runs every call on it; the training shards run with its path on one thread each. */
+attn_status attn_transformer_init(attn_transformer *m, const attn_ctx *ctx, const attn_transformer_config *cfg,
+                                  uint64_t seed);
 void        attn_transformer_free(attn_transformer *m);
 
 /* One teacher-forced pass, as attn_seq2seq_step: X, Y (B,T), X_len, Y_len (B);
@@ -180,7 +185,7 @@ attn_status attn_transformer_train_epoch(attn_transformer *m, attn_adam *opt, at
 /* Checkpoint: every parameter under its d2l state_dict name, the config in the metadata
  * (model = "transformer"). Atomic. */
 attn_status attn_transformer_save(const attn_transformer *m, const char *path, char *err, size_t err_size);
-attn_status attn_transformer_load(attn_transformer *m, const char *path, int max_batch, char *err,
+attn_status attn_transformer_load(attn_transformer *m, const attn_ctx *ctx, const char *path, int max_batch, char *err,
                                   size_t err_size);
 
 #ifdef __cplusplus

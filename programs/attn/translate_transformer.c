@@ -27,7 +27,7 @@
 static attn_status tf_load(translator *tr, const char *path, int *src_n, int *tgt_n, char *err, size_t err_size) {
     attn_transformer *m = malloc(sizeof *m);
     if (!m) return ATTN_ERR_NOMEM;
-    attn_status st = attn_transformer_load(m, path, 1, err, err_size);
+    attn_status st = attn_transformer_load(m, NULL, path, 1, err, err_size);
     if (st != ATTN_OK) { free(m); return st; }
     tr->model = m;
     tr->num_steps = m->cfg.num_steps;
@@ -75,7 +75,7 @@ static int tf_create(translator *tr, const tr_train_args *a, const void *opts, s
     attn_transformer_config c = {tr->vs.n, tr->vt.n, o->hidden, o->ffn, o->heads, o->blocks, o->dropout,
                                  tr->num_steps, a->batch};
     if (!m) { fprintf(stderr, "attn: translate: out of memory\n"); return 1; }
-    if (cli_fail(attn_transformer_init(m, &c, a->seed), "creating the model")) { free(m); return 1; }
+    if (cli_fail(attn_transformer_init(m, NULL, &c, a->seed), "creating the model")) { free(m); return 1; }
     tr->model = m;
     *n_params = m->n_params;
     printf("model: Transformer, %d+%d blocks, width %d, %d heads, feed-forward %d, dropout %g: %zu parameters; "

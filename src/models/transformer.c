@@ -171,113 +171,29 @@ static attn_status att_desc(attn_sdpa_desc *d, int B, int H, int T, int S, int D
     return attn_sdpa_validate(d);
 }
 
-/* Bytes of attn_sdpa workspace for these sizes (the decoding step's). */
-static size_t att_work_bytes(int B, int H, int T, int S, int D) {
+/* Bytes of attn_sdpa workspace for these sizes with context ctx, forward and backward (0 on an invalid
+ * shape: the calls then fail with the descriptor's status). */
+static size_t att_work_bytes(const attn_ctx *ctx, int B, int H, int T, int S, int D) {
     attn_sdpa_desc d;
     size_t fw = 0, bw = 0;
     if (att_desc(&d, B, H, T, S, D, (int64_t)S * D, NULL, 0.0f, 0) != ATTN_OK) return 0;
-    attn_sdpa_workspace_size(NULL, &d, ATTN_PASS_FORWARD, &fw);
-    attn_sdpa_workspace_size(NULL, &d, ATTN_PASS_BACKWARD, &bw);
+    attn_sdpa_workspace_size(ctx, &d, ATTN_PASS_FORWARD, &fw);
+    attn_sdpa_workspace_size(ctx, &d, ATTN_PASS_BACKWARD, &bw);
     return fw > bw ? fw : bw;
-}
-
-/* ---------------------------------------------------------------------------------------------------
- * The blocks' attention kernel. The heads here are tiny (D/H = 8, T = S = 10 for the book's model), where
- * the fused kernels' tiles cost more than the arithmetic: 10 epochs of the book's model took 1.40 s of CPU
- * through attn_sdpa_forward/backward and 1.05 s with this loop. It follows their math and conventions,
- * read from the same descriptor (att_desc: valid lengths per batch, causality, dropout of weight
- * ((b·H + h)·T + t)·S + s with attn_dropout_keep); decoding with the key/value cache runs
- * attn_sdpa_forward itself, and the test checks the two decodings agree. It keeps the weights P (B,H,T,S)
- * and their dropout masks for the backward instead of the log-sum-exp.
- */
-static void heads_forward(const attn_sdpa_desc *d, float *restrict out, float *restrict P, uint8_t *restrict pm,
-                          const float *restrict q, const float *restrict k, const float *restrict v) {
-    const int B = d->B, H = d->H, T = d->T, S = d->S, Dh = d->D;
-    const float keep = d->dropout > 0.0f ? 1.0f / (1.0f - d->dropout) : 1.0f;
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < H; h++)
-            for (int t = 0; t < T; t++) {
-                const float *qr = q + b * d->q.b + h * d->q.h + t * d->q.t;
-                float *o = out + b * d->out.b + h * d->out.h + t * d->out.t;
-                float *p = P + (((size_t)b * H + h) * T + t) * S;
-                const int n = attn__key_limit(&d->mask, b, t, T, S);
-                float mx = -INFINITY, sum = 0.0f;
-                /* scores over the visible keys, softmax */
-                for (int s = 0; s < n; s++) {
-                    const float *kr = k + b * d->k.b + h * d->k.h + s * d->k.t;
-                    float acc = 0.0f;
-                    for (int j = 0; j < Dh; j++) acc += qr[j] * kr[j];
-                    p[s] = acc * d->scale;
-                    mx = p[s] > mx ? p[s] : mx;
-                }
-                for (int s = 0; s < n; s++) { p[s] = expf(p[s] - mx); sum += p[s]; }
-                for (int s = 0; s < S; s++) p[s] = s < n ? p[s] / sum : 0.0f;
-                /* out = dropout(P) V */
-                for (int j = 0; j < Dh; j++) o[j] = 0.0f;
-                const uint64_t base = (((uint64_t)b * H + h) * T + t) * S;
-                for (int s = 0; s < n; s++) {
-                    float w = p[s];
-                    if (d->dropout > 0.0f) {
-                        const int kept = attn__dropout_keep(d->seed, base + s, d->dropout);
-                        pm[base + s] = (uint8_t)kept;
-                        w = kept ? w * keep : 0.0f;
-                    }
-                    const float *vr = v + b * d->v.b + h * d->v.h + s * d->v.t;
-                    for (int j = 0; j < Dh; j++) o[j] += w * vr[j];
-                }
-            }
-}
-
-/* dq, dk, dv += (layouts of q, k, v);  dout (layout out);  P the forward's weights, pm its dropout masks
- * (B,H,T,S) (read only with dropout). */
-static void heads_backward(const attn_sdpa_desc *d, float *restrict dq, float *restrict dk, float *restrict dv,
-                           const float *restrict dout, const float *restrict P, const uint8_t *restrict pm,
-                           const float *restrict q, const float *restrict k, const float *restrict v) {
-    const int B = d->B, H = d->H, T = d->T, S = d->S, Dh = d->D;
-    const float keep = d->dropout > 0.0f ? 1.0f / (1.0f - d->dropout) : 1.0f;
-    float dp[ATTN_TF_MAX_LEN];
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < H; h++)
-            for (int t = 0; t < T; t++) {
-                const float *qr = q + b * d->q.b + h * d->q.h + t * d->q.t;
-                const float *g = dout + b * d->out.b + h * d->out.h + t * d->out.t;
-                float *dqr = dq + b * d->q.b + h * d->q.h + t * d->q.t;
-                const float *p = P + (((size_t)b * H + h) * T + t) * S;
-                const int n = attn__key_limit(&d->mask, b, t, T, S);
-                const uint64_t base = (((uint64_t)b * H + h) * T + t) * S;
-                /* through the dropped weights: dv += m·P·dout, dP = m·(dout · v) */
-                float delta = 0.0f;
-                for (int s = 0; s < n; s++) {
-                    float m = 1.0f;
-                    if (d->dropout > 0.0f) m = pm[base + s] ? keep : 0.0f;
-                    const float *vr = v + b * d->v.b + h * d->v.h + s * d->v.t;
-                    float *dvr = dv + b * d->v.b + h * d->v.h + s * d->v.t;
-                    const float w = m * p[s];
-                    float acc = 0.0f;
-                    for (int j = 0; j < Dh; j++) { acc += g[j] * vr[j]; dvr[j] += w * g[j]; }
-                    dp[s] = m * acc;
-                    delta += p[s] * dp[s];
-                }
-                /* through the softmax and the scale: dS = P (dP - Σ P dP) · scale */
-                for (int s = 0; s < n; s++) {
-                    const float ds = p[s] * (dp[s] - delta) * d->scale;
-                    const float *kr = k + b * d->k.b + h * d->k.h + s * d->k.t;
-                    float *dkr = dk + b * d->k.b + h * d->k.h + s * d->k.t;
-                    for (int j = 0; j < Dh; j++) { dqr[j] += ds * kr[j]; dkr[j] += ds * qr[j]; }
-                }
-            }
 }
 
 /* Activations one attention saves. */
 typedef struct att_acts {
     float *qp, *kp, *vp, *ctx;   /* (B,T,D) (B,S,D) (B,S,D) (B,T,D) */
-    float *P;                    /* (B,H,T,S) weights */
-    uint8_t *pm;                 /* (B,H,T,S) their dropout masks */
+    float *lse;                  /* (B,H,T) the attention's log-sum-exp, for its backward */
     float *a;                    /* (B,T,D) output, after Wo */
+    void *work;                  /* the block's attn_sdpa workspace (shared by its attentions) */
+    size_t work_bytes;
 } att_acts;
 
-/* a = attention(xq Wqᵀ, xkv Wkᵀ, xkv Wvᵀ) Woᵀ;  weights (B,H,T,S) or NULL gets a copy of P. */
-static attn_status att_forward(const float *wq, const float *wk, const float *wv, const float *wo,
+/* a = attention(xq Wqᵀ, xkv Wkᵀ, xkv Wvᵀ) Woᵀ, the attention by attn_sdpa_forward;  weights (B,H,T,S) or
+ * NULL: the attention weights (asking for them runs the reference path). */
+static attn_status att_forward(const attn_ctx *ctx, const float *wq, const float *wk, const float *wv, const float *wo,
                                const att_acts *c, float *weights, const float *xq, const float *xkv,
                                int B, int H, int T, int S, int D, const attn_mask *mask, float p,
                                uint64_t seed) {
@@ -287,14 +203,14 @@ static attn_status att_forward(const float *wq, const float *wk, const float *wv
     if ((st = attn_linear_forward(c->qp, xq, wq, NULL, B * T, D, D)) != ATTN_OK) return st;
     if ((st = attn_linear_forward(c->kp, xkv, wk, NULL, B * S, D, D)) != ATTN_OK) return st;
     if ((st = attn_linear_forward(c->vp, xkv, wv, NULL, B * S, D, D)) != ATTN_OK) return st;
-    heads_forward(&d, c->ctx, c->P, c->pm, c->qp, c->kp, c->vp);
-    if (weights) memcpy(weights, c->P, sizeof(float) * (size_t)B * H * T * S);
+    st = attn_sdpa_forward(ctx, &d, c->ctx, c->lse, weights, c->qp, c->kp, c->vp, c->work, c->work_bytes);
+    if (st != ATTN_OK) return st;
     return attn_linear_forward(c->a, c->ctx, wo, NULL, B * T, D, D);
 }
 
 /* Backward of att_forward: da (B,T,D) in; dxq (B,T,D), dxkv (B,S,D) += (each may be NULL, or the same
  * buffer for self-attention); scratch dq, dctx (B,T,D), dk, dv (B,S,D). */
-static attn_status att_backward(const float *wq, const float *wk, const float *wv, const float *wo,
+static attn_status att_backward(const attn_ctx *ctx, const float *wq, const float *wk, const float *wv, const float *wo,
                                 float *dwq, float *dwk, float *dwv, float *dwo, const att_acts *c,
                                 float *dxq, float *dxkv, const float *da, const float *xq, const float *xkv,
                                 float *dq, float *dk, float *dv, float *dctx,
@@ -309,7 +225,8 @@ static attn_status att_backward(const float *wq, const float *wk, const float *w
     memset(dq, 0, sizeof(float) * nT);
     memset(dk, 0, sizeof(float) * nS);
     memset(dv, 0, sizeof(float) * nS);
-    heads_backward(&d, dq, dk, dv, dctx, c->P, c->pm, c->qp, c->kp, c->vp);
+    st = attn_sdpa_backward(ctx, &d, dq, dk, dv, dctx, c->qp, c->kp, c->vp, c->ctx, c->lse, c->work, c->work_bytes);
+    if (st != ATTN_OK) return st;
     if ((st = attn_linear_backward(dxq, dwq, NULL, dq, xq, wq, B * T, D, D)) != ATTN_OK) return st;
     if ((st = attn_linear_backward(dxkv, dwk, NULL, dk, xkv, wk, B * S, D, D)) != ATTN_OK) return st;
     return attn_linear_backward(dxkv, dwv, NULL, dv, xkv, wv, B * S, D, D);
@@ -362,8 +279,9 @@ void attn_tf_block_init(attn_tf_block *b, attn_rng *r) {
 }
 
 /* The block cache, carved in this order (each piece rounded up to 16 floats):
- *   self  : qp kp vp ctx (N,D), P (B,H,T,T), a (N,D), pm (B,H,T,T) bytes;  z1 (N,D) m1 r1 (N) y1 (N,D) dm1
- *   cross : qp (N,D) kp vp (M,D) ctx (N,D) P (B,H,T,S) a (N,D) pm;  z2 (N,D) m2 r2 (N) y2 (N,D) dm2  [decoder]
+ *   self  : qp kp vp ctx (N,D), lse (B,H,T), a (N,D), the attention workspace (for both attentions);
+ *           z1 (N,D) m1 r1 (N) y1 (N,D) dm1
+ *   cross : qp (N,D) kp vp (M,D) ctx (N,D) lse (B,H,T) a (N,D);  z2 (N,D) m2 r2 (N) y2 (N,D) dm2  [decoder]
  *   ffn   : h (N,F) f (N,D);  z3 (N,D) m3 r3 (N) dm3
  * (dm1..dm3 (N,D) bytes: the add & norms' dropout masks)
  *   backward scratch: dz du df dy1 dq dctx (N,D), dk dv (max(N,M),D), dh (N,F)
@@ -376,18 +294,24 @@ typedef struct blk_cache {
     size_t total;
 } blk_cache;
 
-static void blk_carve(const attn_tf_block *b, float *base, int B, int T, int S, blk_cache *c) {
+static void blk_carve(const attn_ctx *ctx, const attn_tf_block *b, float *base, int B, int T, int S, blk_cache *c) {
     const size_t D = (size_t)b->D, F = (size_t)b->F, N = (size_t)B * T, M = (size_t)B * S,
                  L = (size_t)B * b->H * T, K = N > M ? N : M;
+    const size_t ws = att_work_bytes(ctx, B, b->H, T, T, b->D), wc = b->decoder ? att_work_bytes(ctx, B, b->H, T, S, b->D) : 0;
+    const size_t work_bytes = ws > wc ? ws : wc;
     size_t off = 0;
 #define TAKE(ptr, n) do { c->ptr = base ? base + off : NULL; off += ((n) + 15) & ~(size_t)15; } while (0)
 #define TAKE_B(ptr, n) do { c->ptr = base ? (uint8_t *)(base + off) : NULL; off += ((n) / 4 + 16) & ~(size_t)15; } while (0)
-    TAKE(sa.qp, N * D); TAKE(sa.kp, N * D); TAKE(sa.vp, N * D); TAKE(sa.ctx, N * D); TAKE(sa.P, L * T); TAKE(sa.a, N * D);
-    TAKE_B(sa.pm, L * T);
+    TAKE(sa.qp, N * D); TAKE(sa.kp, N * D); TAKE(sa.vp, N * D); TAKE(sa.ctx, N * D); TAKE(sa.lse, L); TAKE(sa.a, N * D);
+    c->sa.work = base ? base + off : NULL;
+    c->sa.work_bytes = work_bytes;
+    off += (work_bytes + sizeof(float) - 1) / sizeof(float);
     TAKE(z1, N * D); TAKE(m1, N); TAKE(r1, N); TAKE(y1, N * D); TAKE_B(dm1, N * D);
     if (b->decoder) {
-        TAKE(ca.qp, N * D); TAKE(ca.kp, M * D); TAKE(ca.vp, M * D); TAKE(ca.ctx, N * D); TAKE(ca.P, L * S);
-        TAKE(ca.a, N * D); TAKE_B(ca.pm, L * S);
+        TAKE(ca.qp, N * D); TAKE(ca.kp, M * D); TAKE(ca.vp, M * D); TAKE(ca.ctx, N * D); TAKE(ca.lse, L);
+        TAKE(ca.a, N * D);
+        c->ca.work = c->sa.work;
+        c->ca.work_bytes = work_bytes;
         TAKE(z2, N * D); TAKE(m2, N); TAKE(r2, N); TAKE(y2, N * D); TAKE_B(dm2, N * D);
     }
     TAKE(h, N * F); TAKE(f, N * D); TAKE(z3, N * D); TAKE(m3, N); TAKE(r3, N); TAKE_B(dm3, N * D);
@@ -398,26 +322,35 @@ static void blk_carve(const attn_tf_block *b, float *base, int B, int T, int S, 
     c->total = off + 16;
 }
 
-size_t attn_tf_block_cache_floats(const attn_tf_block *b, int B, int T, int S) {
-    if (!b || B < 1 || T < 1 || S < 1 || b->D < 1 || b->H < 1) return 0;
-    blk_cache c;
-    blk_carve(b, NULL, B, T, S, &c);
-    return c.total;
+attn_status attn_tf_block_cache_bytes(const attn_ctx *ctx, const attn_tf_block *b, int B, int T, int S,
+                                      size_t *bytes) {
+    if (!b || !bytes) return ATTN_ERR_NULL;
+    if (!attn__dim_ok(B) || !attn__dim_ok(T) || !attn__dim_ok(S) || b->D < 1 || b->H < 1) return ATTN_ERR_SIZE;
+    if (T > ATTN_TF_MAX_LEN || S > ATTN_TF_MAX_LEN) return ATTN_ERR_SIZE;
+    attn_ctx c;
+    const attn_kernels *kern;
+    attn_status st = attn__ctx_resolve(ctx, &c, &kern);
+    if (st != ATTN_OK) return st;
+    blk_cache bc;
+    blk_carve(&c, b, NULL, B, T, S, &bc);
+    *bytes = bc.total * sizeof(float);
+    return ATTN_OK;
 }
 
-static attn_status blk_check(const attn_tf_block *b, float *cache, size_t cache_floats, const float *x,
-                             const float *enc, const int32_t *src_lens, int B, int T, int S, blk_cache *c) {
+static attn_status blk_check(const attn_ctx *ctx, const attn_tf_block *b, void *cache, size_t cache_bytes,
+                             const float *x, const float *enc, const int32_t *src_lens, int B, int T, int S,
+                             blk_cache *c) {
     if (!b || !b->wq || !b->w1 || !b->ln3_g || !x || !src_lens) return ATTN_ERR_NULL;
     if (b->decoder && (!enc || !b->xwq || !b->ln2_g)) return ATTN_ERR_NULL;
     if (!attn__dim_ok(B) || !attn__dim_ok(T) || !attn__dim_ok(S)) return ATTN_ERR_SIZE;
     if (!b->decoder && S != T) return ATTN_ERR_SHAPE;
     if (T > ATTN_TF_MAX_LEN || S > ATTN_TF_MAX_LEN) return ATTN_ERR_SIZE;
     if ((int64_t)B * T * (b->F > b->D ? b->F : b->D) > INT_MAX || (int64_t)B * S * b->D > INT_MAX) return ATTN_ERR_SIZE;
-    blk_carve(b, NULL, B, T, S, c);
-    if (!cache || cache_floats < c->total) return ATTN_ERR_WORKSPACE;
+    blk_carve(ctx, b, NULL, B, T, S, c);
+    if (!cache || cache_bytes < c->total * sizeof(float)) return ATTN_ERR_WORKSPACE;
     /* align the caller's cache to 64 bytes (the +16 floats of slack in total) */
     uintptr_t u = ((uintptr_t)cache + 63) & ~(uintptr_t)63;
-    blk_carve(b, (float *)u, B, T, S, c);
+    blk_carve(ctx, b, (float *)u, B, T, S, c);
     return ATTN_OK;
 }
 
@@ -430,13 +363,16 @@ static void blk_masks(const attn_tf_block *b, const int32_t *src_lens, attn_mask
     else *self = *cross;
 }
 
-attn_status attn_tf_block_forward(const attn_tf_block *b, float *cache, size_t cache_floats,
+attn_status attn_tf_block_forward(const attn_ctx *ctx, const attn_tf_block *b, void *cache, size_t cache_bytes,
                                   float *y, float *cross_weights,
                                   const float *x, const float *enc, const int32_t *src_lens,
                                   int B, int T, int S, int train, uint64_t seed) {
     blk_cache c;
-    attn_status st = blk_check(b, cache, cache_floats, x, enc, src_lens, B, T, S, &c);
+    attn_ctx cx;
+    const attn_kernels *kern;
+    attn_status st = attn__ctx_resolve(ctx, &cx, &kern);
     if (st != ATTN_OK) return st;
+    if ((st = blk_check(&cx, b, cache, cache_bytes, x, enc, src_lens, B, T, S, &c)) != ATTN_OK) return st;
     if (!y) return ATTN_ERR_NULL;
     const int D = b->D, H = b->H, N = B * T;
     const float p = train ? b->dropout : 0.0f;
@@ -444,7 +380,7 @@ attn_status attn_tf_block_forward(const attn_tf_block *b, float *cache, size_t c
     blk_masks(b, src_lens, &ms, &mc);
 
     /* self-attention, add & norm: y1 (B,T,D) */
-    st = att_forward(b->wq, b->wk, b->wv, b->wo, &c.sa, NULL, x, x, B, H, T, T, D, &ms, p, attn__nmt_sub_seed(seed, 1));
+    st = att_forward(&cx, b->wq, b->wk, b->wv, b->wo, &c.sa, NULL, x, x, B, H, T, T, D, &ms, p, attn__nmt_sub_seed(seed, 1));
     if (st != ATTN_OK) return st;
     drop_mask(c.dm1, (size_t)N * D, p, attn__nmt_sub_seed(seed, 2));
     st = addnorm_fwd(c.y1, c.z1, c.m1, c.r1, x, c.sa.a, b->ln1_g, b->ln1_b, N, D, p, 0, c.dm1);
@@ -452,7 +388,7 @@ attn_status attn_tf_block_forward(const attn_tf_block *b, float *cache, size_t c
     const float *u = c.y1;
     /* cross-attention on the encoder's output, add & norm: y2 (B,T,D) */
     if (b->decoder) {
-        st = att_forward(b->xwq, b->xwk, b->xwv, b->xwo, &c.ca, cross_weights, c.y1, enc, B, H, T, S, D, &mc, p,
+        st = att_forward(&cx, b->xwq, b->xwk, b->xwv, b->xwo, &c.ca, cross_weights, c.y1, enc, B, H, T, S, D, &mc, p,
                          attn__nmt_sub_seed(seed, 3));
         if (st != ATTN_OK) return st;
         drop_mask(c.dm2, (size_t)N * D, p, attn__nmt_sub_seed(seed, 4));
@@ -466,13 +402,16 @@ attn_status attn_tf_block_forward(const attn_tf_block *b, float *cache, size_t c
     return addnorm_fwd(y, c.z3, c.m3, c.r3, u, c.f, b->ln3_g, b->ln3_b, N, D, p, 0, c.dm3);
 }
 
-attn_status attn_tf_block_backward(const attn_tf_block *b, const attn_tf_block *g, float *cache,
-                                   size_t cache_floats, float *dx, float *denc, const float *dy,
+attn_status attn_tf_block_backward(const attn_ctx *ctx, const attn_tf_block *b, const attn_tf_block *g, void *cache,
+                                   size_t cache_bytes, float *dx, float *denc, const float *dy,
                                    const float *x, const float *enc, const int32_t *src_lens,
                                    int B, int T, int S, int train, uint64_t seed) {
     blk_cache c;
-    attn_status st = blk_check(b, cache, cache_floats, x, enc, src_lens, B, T, S, &c);
+    attn_ctx cx;
+    const attn_kernels *kern;
+    attn_status st = attn__ctx_resolve(ctx, &cx, &kern);
     if (st != ATTN_OK) return st;
+    if ((st = blk_check(&cx, b, cache, cache_bytes, x, enc, src_lens, B, T, S, &c)) != ATTN_OK) return st;
     if (!g || !dy || !g->wq || !g->w1 || !g->ln3_g || (b->decoder && (!g->xwq || !g->ln2_g))) return ATTN_ERR_NULL;
     const int D = b->D, H = b->H, N = B * T;
     const size_t nT = (size_t)N * D;
@@ -496,7 +435,7 @@ attn_status attn_tf_block_backward(const attn_tf_block *b, const attn_tf_block *
         memset(c.df, 0, sizeof(float) * nT);
         st = addnorm_bwd(dy1, c.df, g->ln2_g, g->ln2_b, c.dz, c.du, c.z2, c.m2, c.r2, b->ln2_g, N, D, p, 0, c.dm2);
         if (st != ATTN_OK) return st;
-        st = att_backward(b->xwq, b->xwk, b->xwv, b->xwo, g->xwq, g->xwk, g->xwv, g->xwo, &c.ca, dy1, denc, c.df,
+        st = att_backward(&cx, b->xwq, b->xwk, b->xwv, b->xwo, g->xwq, g->xwk, g->xwv, g->xwo, &c.ca, dy1, denc, c.df,
                           c.y1, enc, c.dq, c.dk, c.dv, c.dctx, B, H, T, S, D, &mc, p, attn__nmt_sub_seed(seed, 3));
         if (st != ATTN_OK) return st;
     }
@@ -504,7 +443,7 @@ attn_status attn_tf_block_backward(const attn_tf_block *b, const attn_tf_block *
     memset(c.df, 0, sizeof(float) * nT);
     st = addnorm_bwd(dx, c.df, g->ln1_g, g->ln1_b, c.dz, dy1, c.z1, c.m1, c.r1, b->ln1_g, N, D, p, 0, c.dm1);
     if (st != ATTN_OK) return st;
-    return att_backward(b->wq, b->wk, b->wv, b->wo, g->wq, g->wk, g->wv, g->wo, &c.sa, dx, dx, c.df, x, x,
+    return att_backward(&cx, b->wq, b->wk, b->wv, b->wo, g->wq, g->wk, g->wv, g->wo, &c.sa, dx, dx, c.df, x, x,
                         c.dq, c.dk, c.dv, c.dctx, B, H, T, T, D, &ms, p, attn__nmt_sub_seed(seed, 1));
 }
 
@@ -533,14 +472,17 @@ static void tf_carve(const attn_transformer *m, float *base, tf_acts *a) {
     TAKE_I(src, N); TAKE_I(dec, N); TAKE_I(tgt, N);
     TAKE(wts, N);
     TAKE(ex, (L + 1) * N * D); TAKE(dx, (L + 1) * N * D);
-    a->enc_cache_n = (attn_tf_block_cache_floats(&m->enc[0], c->max_batch, (int)T, (int)T) + 15) & ~(size_t)15;
-    a->dec_cache_n = (attn_tf_block_cache_floats(&m->dec[0], c->max_batch, (int)T, (int)T) + 15) & ~(size_t)15;
+    size_t eb = 0, db = 0;      /* checked configuration: the sizes are valid */
+    attn_tf_block_cache_bytes(&m->ctx, &m->enc[0], c->max_batch, (int)T, (int)T, &eb);
+    attn_tf_block_cache_bytes(&m->ctx, &m->dec[0], c->max_batch, (int)T, (int)T, &db);
+    a->enc_cache_n = (eb / sizeof(float) + 15) & ~(size_t)15;
+    a->dec_cache_n = (db / sizeof(float) + 15) & ~(size_t)15;
     TAKE(enc_cache, L * a->enc_cache_n); TAKE(dec_cache, L * a->dec_cache_n);
     TAKE(emb, N * D);
     TAKE(logits, N * V); TAKE(probs, N * V); TAKE(losses, N);
     TAKE(g1, N * D); TAKE(g2, N * D); TAKE(denc, N * D);
     TAKE(kv, L * 4 * T * D); TAKE(wscr, L * H * T * T); TAKE(step, 8 * D + F + H + 16);
-    a->step_work_bytes = att_work_bytes(1, c->heads, 1, (int)T, c->hidden);
+    a->step_work_bytes = att_work_bytes(&m->ctx, 1, c->heads, 1, (int)T, c->hidden);
     a->step_work = base ? (void *)(base + off) : NULL;
     off += (a->step_work_bytes + sizeof(float) - 1) / sizeof(float) + 16;
 #undef TAKE
@@ -616,10 +558,12 @@ static void tf_acts_get(const attn_transformer *m, tf_acts *a) {
     tf_carve(m, (float *)u, a);
 }
 
-static attn_status tf_alloc(attn_transformer *m, const attn_transformer_config *cfg) {
+static attn_status tf_alloc(attn_transformer *m, const attn_ctx *ctx, const attn_transformer_config *cfg) {
     attn_status st = tf_check_config(cfg);
     if (st != ATTN_OK) return st;
     memset(m, 0, sizeof *m);
+    const attn_kernels *kern;
+    if ((st = attn__ctx_resolve(ctx, &m->ctx, &kern)) != ATTN_OK) return st;
     m->cfg = *cfg;
     m->n_params = tf_layout(m, NULL, NULL);
     m->params = calloc(2 * m->n_params, sizeof(float));
@@ -637,6 +581,8 @@ static attn_status tf_alloc(attn_transformer *m, const attn_transformer_config *
         attn_transformer *s = &m->shards[k];
         s->cfg = *cfg;
         s->cfg.max_batch = (cfg->max_batch + ns - 1) / ns;
+        s->ctx = m->ctx;
+        s->ctx.threads = 1;                  /* the shards themselves run in parallel */
         s->n_params = m->n_params;
         s->params = m->params;
         s->pos = m->pos;
@@ -648,9 +594,10 @@ static attn_status tf_alloc(attn_transformer *m, const attn_transformer_config *
     return ATTN_OK;
 }
 
-attn_status attn_transformer_init(attn_transformer *m, const attn_transformer_config *cfg, uint64_t seed) {
+attn_status attn_transformer_init(attn_transformer *m, const attn_ctx *ctx, const attn_transformer_config *cfg,
+                                  uint64_t seed) {
     if (!m || !cfg) return ATTN_ERR_NULL;
-    attn_status st = tf_alloc(m, cfg);
+    attn_status st = tf_alloc(m, ctx, cfg);
     if (st != ATTN_OK) return st;
     const size_t D = (size_t)cfg->hidden;
     attn_rng r;
@@ -679,7 +626,8 @@ static attn_status tf_encode(const attn_transformer *m, const tf_acts *a, const 
     if ((st = attn_posenc_forward(a->ex, a->emb, m->pos, sqrtf((float)D), B, T, D, p, attn__nmt_sub_seed(seed, 11))) != ATTN_OK)
         return st;
     for (int l = 0; l < L; l++) {
-        st = attn_tf_block_forward(&m->enc[l], a->enc_cache + (size_t)l * a->enc_cache_n, a->enc_cache_n,
+        st = attn_tf_block_forward(&m->ctx, &m->enc[l], a->enc_cache + (size_t)l * a->enc_cache_n,
+                                   a->enc_cache_n * sizeof(float),
                                    a->ex + (l + 1) * stride, NULL, a->ex + l * stride, NULL, lens, B, T, T, train,
                                    attn__nmt_sub_seed(seed, 100 + (uint64_t)l));
         if (st != ATTN_OK) return st;
@@ -699,7 +647,8 @@ static attn_status tf_decode(const attn_transformer *m, const tf_acts *a, const 
     if ((st = attn_posenc_forward(a->dx, a->emb, m->pos, sqrtf((float)D), B, Tq, D, p, attn__nmt_sub_seed(seed, 12))) != ATTN_OK)
         return st;
     for (int l = 0; l < L; l++) {
-        st = attn_tf_block_forward(&m->dec[l], a->dec_cache + (size_t)l * a->dec_cache_n, a->dec_cache_n,
+        st = attn_tf_block_forward(&m->ctx, &m->dec[l], a->dec_cache + (size_t)l * a->dec_cache_n,
+                                   a->dec_cache_n * sizeof(float),
                                    a->dx + (l + 1) * stride, weights ? weights + (size_t)l * H * Tq * T : NULL,
                                    a->dx + l * stride, a->ex + L * stride, lens, B, Tq, T, train,
                                    attn__nmt_sub_seed(seed, 200 + (uint64_t)l));
@@ -757,7 +706,8 @@ attn_status attn_transformer_step(attn_transformer *m, float *loss,
     const float *enc_out = a.ex + (size_t)L * stride;
     for (int l = L - 1; l >= 0; l--) {
         memset(gn, 0, sizeof(float) * nD);
-        st = attn_tf_block_backward(&m->dec[l], &m->d_dec[l], a.dec_cache + (size_t)l * a.dec_cache_n, a.dec_cache_n,
+        st = attn_tf_block_backward(&m->ctx, &m->dec[l], &m->d_dec[l], a.dec_cache + (size_t)l * a.dec_cache_n,
+                                    a.dec_cache_n * sizeof(float),
                                     gn, a.denc, g, a.dx + l * stride, enc_out, X_len, B, T, T, train,
                                     attn__nmt_sub_seed(seed, 200 + (uint64_t)l));
         if (st != ATTN_OK) return st;
@@ -771,7 +721,8 @@ attn_status attn_transformer_step(attn_transformer *m, float *loss,
     g = a.g1; gn = a.g2;
     for (int l = L - 1; l >= 0; l--) {
         memset(gn, 0, sizeof(float) * nD);
-        st = attn_tf_block_backward(&m->enc[l], &m->d_enc[l], a.enc_cache + (size_t)l * a.enc_cache_n, a.enc_cache_n,
+        st = attn_tf_block_backward(&m->ctx, &m->enc[l], &m->d_enc[l], a.enc_cache + (size_t)l * a.enc_cache_n,
+                                    a.enc_cache_n * sizeof(float),
                                     gn, NULL, g, a.ex + l * stride, NULL, X_len, B, T, T, train,
                                     attn__nmt_sub_seed(seed, 100 + (uint64_t)l));
         if (st != ATTN_OK) return st;
@@ -789,7 +740,7 @@ attn_status attn_transformer_step(attn_transformer *m, float *loss,
  * so far, kc, vc (T,D), and the encoder output projected once, ek, ev (S,D); a step projects only the new
  * position and attends (one query, no mask: every cached key is in the past) over the t+1 cached keys.
  */
-static attn_status tf_block_step(const attn_tf_block *b, float *kc, float *vc, const float *ek, const float *ev,
+static attn_status tf_block_step(const attn_ctx *cx, const attn_tf_block *b, float *kc, float *vc, const float *ek, const float *ev,
                                  int Tmax, int S, int t, float *y, float *weights, const float *x,
                                  const int32_t *src_len, float *s, void *work, size_t work_bytes) {
     const int D = b->D, H = b->H;
@@ -806,13 +757,13 @@ static attn_status tf_block_step(const attn_tf_block *b, float *kc, float *vc, c
     if ((st = attn_linear_forward(kc + (size_t)t * D, x, b->wk, NULL, 1, D, D)) != ATTN_OK) return st;
     if ((st = attn_linear_forward(vc + (size_t)t * D, x, b->wv, NULL, 1, D, D)) != ATTN_OK) return st;
     if ((st = att_desc(&d, 1, H, 1, t + 1, D, (int64_t)Tmax * D, NULL, 0.0f, 0)) != ATTN_OK) return st;
-    if ((st = attn_sdpa_forward(NULL, &d, ctx, lse, NULL, q, kc, vc, work, work_bytes)) != ATTN_OK) return st;
+    if ((st = attn_sdpa_forward(cx, &d, ctx, lse, NULL, q, kc, vc, work, work_bytes)) != ATTN_OK) return st;
     if ((st = attn_linear_forward(at, ctx, b->wo, NULL, 1, D, D)) != ATTN_OK) return st;
     if ((st = attn_addnorm_forward(y1, z, mr, mr + 1, x, at, b->ln1_g, b->ln1_b, 1, D, 0.0f, 0)) != ATTN_OK) return st;
     /* cross-attention over the projected encoder output */
     if ((st = attn_linear_forward(q, y1, b->xwq, NULL, 1, D, D)) != ATTN_OK) return st;
     if ((st = att_desc(&d, 1, H, 1, S, D, (int64_t)S * D, &mc, 0.0f, 0)) != ATTN_OK) return st;
-    if ((st = attn_sdpa_forward(NULL, &d, ctx, lse, weights, q, ek, ev, work, work_bytes)) != ATTN_OK) return st;
+    if ((st = attn_sdpa_forward(cx, &d, ctx, lse, weights, q, ek, ev, work, work_bytes)) != ATTN_OK) return st;
     if ((st = attn_linear_forward(at, ctx, b->xwo, NULL, 1, D, D)) != ATTN_OK) return st;
     if ((st = attn_addnorm_forward(y2, z, mr, mr + 1, y1, at, b->ln2_g, b->ln2_b, 1, D, 0.0f, 0)) != ATTN_OK) return st;
     /* feed-forward */
@@ -852,7 +803,7 @@ attn_status attn_transformer_translate(attn_transformer *m, int32_t *out, int *n
                 return st;
             for (int l = 0; l < L; l++) {
                 float *kv = a.kv + (size_t)l * 4 * TD;
-                st = tf_block_step(&m->dec[l], kv, kv + TD, kv + 2 * TD, kv + 3 * TD, T, T, t, y,
+                st = tf_block_step(&m->ctx, &m->dec[l], kv, kv + TD, kv + 2 * TD, kv + 3 * TD, T, T, t, y,
                                    weights ? a.wscr : NULL, x, lens, a.step, a.step_work, a.step_work_bytes);
                 if (st != ATTN_OK) return st;
                 if (weights)                                    /* (1,H,1,S) -> [l][h][t] */
@@ -971,7 +922,7 @@ attn_status attn_transformer_save(const attn_transformer *m, const char *path, c
     return attn__nmt_save(path, t, n, tf_meta_names, vp, TF_N_META, err, err_size);
 }
 
-attn_status attn_transformer_load(attn_transformer *m, const char *path, int max_batch, char *err,
+attn_status attn_transformer_load(attn_transformer *m, const attn_ctx *ctx, const char *path, int max_batch, char *err,
                                   size_t err_size) {
     if (!m || !path) return ATTN_ERR_NULL;
     memset(m, 0, sizeof *m);
@@ -995,7 +946,7 @@ attn_status attn_transformer_load(attn_transformer *m, const char *path, int max
     c.src_vocab = (int)v[1]; c.tgt_vocab = (int)v[2]; c.hidden = (int)v[3]; c.ffn = (int)v[4];
     c.heads = (int)v[5]; c.blocks = (int)v[6]; c.dropout = (float)v[7]; c.num_steps = (int)v[8];
     c.max_batch = max_batch > 1 ? max_batch : 1;
-    if ((st = tf_alloc(m, &c)) != ATTN_OK) {
+    if ((st = tf_alloc(m, ctx, &c)) != ATTN_OK) {
         if (err && err_size) snprintf(err, err_size, "%s: the configuration in the metadata is invalid", path);
         attn_st_free(&f);
         return st == ATTN_ERR_NOMEM ? st : ATTN_ERR_FORMAT;
