@@ -19,9 +19,17 @@
 #include <time.h>
 #include <unistd.h>
 
-static attn_status load_golden_model(attn_st_file *f, attn_seq2seq *m) {
+/* The reference context (every kernel on the reference path) and the default one (the best path). */
+static const attn_ctx *path_ctx(int ref) {
+    static attn_ctx c;
+    if (!ref) return NULL;
+    attn_ctx_init(&c, ATTN_ISA_REF, 1);
+    return &c;
+}
+
+static attn_status load_golden_model(attn_st_file *f, attn_seq2seq *m, const attn_ctx *ctx) {
     attn_seq2seq_config c = {7, 8, 4, 5, 2, 0.0f, 4, 3};
-    attn_status st = attn_seq2seq_init(m, &c, 1);
+    attn_status st = attn_seq2seq_init(m, ctx, &c, 1);
     if (st != ATTN_OK) return st;
     /* every parameter by name: the checkpoint loader's list is the same, so go through a save/load of
      * the golden values instead: copy each golden tensor into the slab by its state_dict order */
@@ -52,9 +60,8 @@ static void test_golden(const char *dir, int ref) {
     CHECK_STATUS(st, ATTN_OK);
     if (st != ATTN_OK) { fprintf(stderr, "%s\n", err); return; }
     attn_seq2seq m;
-    CHECK_STATUS(load_golden_model(&f, &m), ATTN_OK);
-    m.ref_attention = ref;
-    printf(" attention path: %s\n", ref ? "the library's attn_additive_forward/backward" : "the model's own");
+    CHECK_STATUS(load_golden_model(&f, &m, path_ctx(ref)), ATTN_OK);
+    printf(" kernel path: %s\n", attn_isa_name(m.ctx.isa));
     const attn_st_tensor *tx = attn_st_find(&f, "X"), *txl = attn_st_find(&f, "X_len"), *ty = attn_st_find(&f, "Y"),
                          *tyl = attn_st_find(&f, "Y_len"), *tl = attn_st_find(&f, "loss"), *tp = attn_st_find(&f, "pred"),
                          *tw = attn_st_find(&f, "pred_weights");
@@ -114,7 +121,7 @@ static void test_golden(const char *dir, int ref) {
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     CHECK_STATUS(attn_seq2seq_save(&m, path, err, sizeof err), ATTN_OK);
     attn_seq2seq m2;
-    st = attn_seq2seq_load(&m2, path, 3, err, sizeof err);
+    st = attn_seq2seq_load(&m2, NULL, path, 3, err, sizeof err);
     CHECK_STATUS(st, ATTN_OK);
     if (st == ATTN_OK) {
         CHECK(m2.n_params == m.n_params && memcmp(m2.params, m.params, sizeof(float) * m.n_params) == 0);
@@ -128,7 +135,7 @@ static void test_golden(const char *dir, int ref) {
     /* a truncated checkpoint is refused with a message */
     FILE *fp = fopen(path, "r+b");
     if (fp) { CHECK(ftruncate(fileno(fp), 100) == 0); fclose(fp); }
-    CHECK(attn_seq2seq_load(&m2, path, 1, err, sizeof err) != ATTN_OK);
+    CHECK(attn_seq2seq_load(&m2, NULL, path, 1, err, sizeof err) != ATTN_OK);
     printf("  truncated checkpoint: %s\n", err);
     CHECK(strstr(err, "model.safetensors") != NULL);
 
@@ -139,25 +146,25 @@ static void test_golden(const char *dir, int ref) {
     CHECK_STATUS(attn_seq2seq_step(&m, &loss, badX, X_len, Y, Y_len, 3, 0, 0, 0), ATTN_ERR_ARG);
     CHECK_STATUS(attn_seq2seq_step(&m, &loss, X, X_len, Y, Y_len, 4, 0, 0, 0), ATTN_ERR_SIZE);
     CHECK_STATUS(attn_seq2seq_step(&m, NULL, X, X_len, Y, Y_len, 3, 0, 0, 0), ATTN_ERR_NULL);
-    /* with dropout (GRU and attention), the model's attention path matches the library's exactly */
+    /* with dropout (GRU and attention), the fast path matches the reference path (every kernel of the
+     * model: additive attention, GRU gates, Adam) */
     if (!ref) {
         attn_seq2seq_config cd = m.cfg;
         cd.dropout = 0.3f;
         attn_seq2seq a[2];
         float la[2];
         for (int k = 0; k < 2; k++) {
-            CHECK_STATUS(attn_seq2seq_init(&a[k], &cd, 1), ATTN_OK);
+            CHECK_STATUS(attn_seq2seq_init(&a[k], path_ctx(k), &cd, 1), ATTN_OK);
             memcpy(a[k].params, m.params, sizeof(float) * m.n_params);
-            a[k].ref_attention = k;
             CHECK_STATUS(attn_seq2seq_step(&a[k], &la[k], X, X_len, Y, Y_len, 3, 1, 1, 77), ATTN_OK);
         }
-        tu_close_f32("dropout 0.3: loss, own vs library attention", &la[0], &la[1], 1, 1e-6, 1e-5);
-        tu_close_f32("dropout 0.3: grads, own vs library attention", a[0].grads, a[1].grads, m.n_params, 2e-6, 1e-4);
+        tu_close_f32("dropout 0.3: loss, fast vs reference path", &la[0], &la[1], 1, 1e-6, 1e-5);
+        tu_close_f32("dropout 0.3: grads, fast vs reference path", a[0].grads, a[1].grads, m.n_params, 2e-6, 1e-4);
         CHECK(la[0] != loss);                                       /* dropout did something */
         attn_seq2seq_free(&a[0]); attn_seq2seq_free(&a[1]);
     }
     attn_seq2seq_config bad = {7, 8, 4, 5, 2, 1.5f, 4, 3};
-    CHECK_STATUS(attn_seq2seq_init(&m2, &bad, 1), ATTN_ERR_ARG);
+    CHECK_STATUS(attn_seq2seq_init(&m2, NULL, &bad, 1), ATTN_ERR_ARG);
     attn_seq2seq_free(&m);
     attn_st_free(&f);
 }
@@ -182,7 +189,7 @@ static void test_short_training(const char *dir) {
     float *after[2] = {NULL, NULL};
     for (int k = 0; k < 2; k++) {
         attn_set_num_threads(k + 1);
-        CHECK_STATUS(attn_seq2seq_init(&m, &c, 7), ATTN_OK);
+        CHECK_STATUS(attn_seq2seq_init(&m, NULL, &c, 7), ATTN_OK);
         attn_adam o;
         CHECK_STATUS(attn_adam_init(&o, m.n_params, 0.005f), ATTN_OK);
         attn_rng r;
@@ -198,7 +205,7 @@ static void test_short_training(const char *dir) {
         attn_adam_free(&o);
         attn_seq2seq_free(&m);
     }
-    CHECK_STATUS(attn_seq2seq_init(&m, &c, 7), ATTN_OK);
+    CHECK_STATUS(attn_seq2seq_init(&m, NULL, &c, 7), ATTN_OK);
     int same = memcmp(after[0], after[1], sizeof(float) * m.n_params) == 0;
     CHECK(same);
     printf("  2 epochs on 1 and 2 threads: parameters %s\n", same ? "bitwise identical" : "DIFFER");
@@ -206,7 +213,7 @@ static void test_short_training(const char *dir) {
     attn_seq2seq_free(&m);
     attn_set_num_threads(1);      /* the timed run below: one thread, steady on a shared machine */
 
-    CHECK_STATUS(attn_seq2seq_init(&m, &c, 42), ATTN_OK);
+    CHECK_STATUS(attn_seq2seq_init(&m, NULL, &c, 42), ATTN_OK);
     attn_adam opt;
     CHECK_STATUS(attn_adam_init(&opt, m.n_params, 0.005f), ATTN_OK);
     attn_rng rng;

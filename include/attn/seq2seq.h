@@ -150,10 +150,7 @@ typedef struct attn_seq2seq {
     size_t acts_floats;
     void *work;                  /* attention workspace */
     size_t work_bytes;
-    int ref_attention;           /* 0 (default): the model's own attention loop, which projects the keys
-                                  * once per batch and keeps tanh values for the backward; 1: the
-                                  * library's attn_additive_forward/backward at every step (the same
-                                  * math and dropout masks, several times slower) */
+    attn_ctx ctx;                /* the path and threads every call runs with */
     struct attn_seq2seq *shards; /* ATTN_SEQ2SEQ_SHARDS views sharing params, each with its own gradients
                                   * and activations: attn_seq2seq_train_epoch splits every batch in
                                   * these fixed parts (run on up to that many threads) and sums their
@@ -163,7 +160,9 @@ typedef struct attn_seq2seq {
 
 /* Allocates (parameters + gradients, activations, attention workspace; then per shard gradients,
  * activations and workspace) and initializes from seed. */
-attn_status attn_seq2seq_init(attn_seq2seq *m, const attn_seq2seq_config *cfg, uint64_t seed);
+/* ctx (NULL: the default context now) is copied into the model; the training shards run with its path on
+ * one thread each. */
+attn_status attn_seq2seq_init(attn_seq2seq *m, const attn_ctx *ctx, const attn_seq2seq_config *cfg, uint64_t seed);
 void        attn_seq2seq_free(attn_seq2seq *m);
 
 /* One teacher-forced pass over a batch (decoder input = <bos> + Y[:, :-1]):
@@ -194,7 +193,8 @@ attn_status attn_seq2seq_train_epoch(attn_seq2seq *m, attn_adam *opt, attn_rng *
 /* Checkpoint: every parameter under its state_dict name, the config in the metadata. Atomic. */
 attn_status attn_seq2seq_save(const attn_seq2seq *m, const char *path, char *err, size_t err_size);
 /* Reads a checkpoint written by attn_seq2seq_save into a new model (max_batch 1 unless larger). */
-attn_status attn_seq2seq_load(attn_seq2seq *m, const char *path, int max_batch, char *err, size_t err_size);
+attn_status attn_seq2seq_load(attn_seq2seq *m, const attn_ctx *ctx, const char *path, int max_batch, char *err,
+                              size_t err_size);
 
 #ifdef __cplusplus
 }

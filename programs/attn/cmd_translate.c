@@ -30,7 +30,7 @@
 static attn_status s2s_load(translator *tr, const char *path, int *src_n, int *tgt_n, char *err, size_t err_size) {
     attn_seq2seq *m = malloc(sizeof *m);
     if (!m) return ATTN_ERR_NOMEM;
-    attn_status st = attn_seq2seq_load(m, path, 1, err, err_size);
+    attn_status st = attn_seq2seq_load(m, NULL, path, 1, err, err_size);
     if (st != ATTN_OK) { free(m); return st; }
     tr->model = m;
     tr->num_steps = m->cfg.num_steps;
@@ -68,7 +68,7 @@ static int s2s_create(translator *tr, const tr_train_args *a, const void *opts, 
     attn_seq2seq *m = malloc(sizeof *m);
     attn_seq2seq_config c = {tr->vs.n, tr->vt.n, 32, 32, 2, 0.1f, tr->num_steps, a->batch};
     if (!m) { fprintf(stderr, "attn: translate: out of memory\n"); return 1; }
-    if (cli_fail(attn_seq2seq_init(m, &c, a->seed), "creating the model")) { free(m); return 1; }
+    if (cli_fail(attn_seq2seq_init(m, NULL, &c, a->seed), "creating the model")) { free(m); return 1; }
     tr->model = m;
     *n_params = m->n_params;
     printf("model: embedding 32, 2-layer GRU 32, additive attention 32, dropout 0.1: %zu parameters; "

@@ -47,11 +47,11 @@ attn_status attn_additive_validate(const attn_additive_desc *d) {
     return attn__validate_mask(&d->mask, d->B, 1, d->T, d->S);
 }
 
-/* Bytes of the fused paths' step scratch: projected queries and their gradient (B,T,Dh), and per row the
- * scores, their gradient and the tanh values (S·(Dh + 2)). */
+/* Bytes of the fused paths' step scratch (src/kernels/scalar/layers_impl.h): projected queries and their
+ * gradient (B,T,Dh), and two rows of S floats padded by a vector, after 64 bytes of alignment. */
 static size_t step_bytes(const attn_additive_desc *d) {
     const size_t B = (size_t)d->B, T = (size_t)d->T, S = (size_t)d->S, Dh = (size_t)d->Dh;
-    return sizeof(float) * (2 * B * T * Dh + S * (Dh + 2) + 16) + 64;
+    return sizeof(float) * (2 * B * T * Dh + 2 * (S + 16)) + 64;
 }
 
 static size_t kp_bytes(const attn_additive_desc *d) {
@@ -59,11 +59,8 @@ static size_t kp_bytes(const attn_additive_desc *d) {
 }
 
 static size_t workspace_for(const attn_additive_desc *d, attn_pass pass, attn_isa isa) {
-    const size_t ref = attn__additive_ref_workspace(d, pass);
-    if (isa == ATTN_ISA_REF) return ref + 64;
-    /* a path without its own step entries runs the reference ones against kp */
-    const size_t step = step_bytes(d) > ref ? step_bytes(d) : ref;
-    return 2 * kp_bytes(d) + step + 64;
+    if (isa == ATTN_ISA_REF) return attn__additive_ref_workspace(d, pass) + 64;
+    return 2 * kp_bytes(d) + step_bytes(d) + 64;
 }
 
 static attn_status begin(const attn_ctx *ctx, const attn_additive_desc *d, attn_ctx *c, const attn_kernels **kern) {

@@ -14,51 +14,12 @@
  * gradients, dcur (T,B,H), dnext (T,B,max(in,H)), dh (B,H), dhp (B,H).
  */
 #include "internal.h"
-#include "fastmath.h"         /* attn__fsigmoid, attn__ftanh: libm's were half the time */
-
 #include <cblas.h>
 #include <string.h>
 
-/* One row of the recurrence. In: the input-side gate sums ir, iz, in (H) and the hidden-side sums
- * gr, gz, gn (H), h_prev (H). Out: gr, gz, gn become r, z, n (saved for the backward), ghn = the
- * hidden-side n sum (W_hn h + b_hn, saved), h_new (H). */
-ATTN_FRA_CLONES
-static void gates_row(int H, const float *restrict ir, const float *restrict iz, const float *restrict in,
-                      float *restrict gr, float *restrict gz, float *restrict gn, const float *restrict hp,
-                      float *restrict hn, float *restrict ghn) {
-    for (int j = 0; j < H; j++) {
-        float r = attn__fsigmoid(ir[j] + gr[j]);
-        float z = attn__fsigmoid(iz[j] + gz[j]);
-        float a = gn[j];
-        float n = attn__ftanh(in[j] + r * a);
-        ghn[j] = a;
-        gr[j] = r; gz[j] = z; gn[j] = n;
-        hn[j] = (1.0f - z) * n + z * hp[j];
-    }
-}
-
-/* Backward of one row. In: r, z, n, ghn, h_prev (H) from the forward; dh (H) from the next step and
- * dout (H) from above. Out: the gate gradients, input side (dir, diz, din) and hidden side (dhr, dhz,
- * dhn), and dhp = dh_total · z, the direct part of the previous state's gradient. */
-ATTN_FRA_CLONES
-static void gates_row_backward(int H, const float *restrict r_, const float *restrict z_, const float *restrict n_,
-                               const float *restrict ghn, const float *restrict hp, const float *restrict dh,
-                               const float *restrict dout, float *restrict dir, float *restrict diz,
-                               float *restrict din, float *restrict dhr, float *restrict dhz,
-                               float *restrict dhn, float *restrict dhp) {
-    for (int j = 0; j < H; j++) {
-        float dhv = dh[j] + dout[j];
-        float r = r_[j], z = z_[j], n = n_[j];
-        float dn = dhv * (1.0f - z);
-        float dz = dhv * (hp[j] - n);
-        float dnp = dn * (1.0f - n * n);
-        float drp = dnp * ghn[j] * r * (1.0f - r);
-        float dzp = dz * z * (1.0f - z);
-        dir[j] = drp; diz[j] = dzp; din[j] = dnp;
-        dhr[j] = drp; dhz[j] = dzp; dhn[j] = dnp * r;
-        dhp[j] = dhv * z;
-    }
-}
+/* The gates of one row are the dispatch table's (gru_gates, gru_gates_backward): the reference path's use
+ * libm, the fused paths their own exp2 (src/kernels/scalar/layers_impl.h). */
+static const attn_kernels *gates_kernels(void) { return attn__kernels(attn_get_isa()); }
 
 static int layer_in(const attn_gru *g, int l) { return l == 0 ? g->in : g->H; }
 
@@ -141,6 +102,7 @@ attn_status attn_gru_forward(const attn_gru *g, float *cache, size_t cache_float
     if (!out || !x) return ATTN_ERR_NULL;
     gru_cache c;
     cache_carve(g, cache, T, B, &c);
+    const attn_kernels *kern = gates_kernels();
     const int H = g->H, H3 = 3 * H;
     const size_t BH = (size_t)B * H;
     const int drop = train && g->dropout > 0.0f;
@@ -168,7 +130,7 @@ attn_status attn_gru_forward(const attn_gru *g, float *cache, size_t cache_float
             for (int b = 0; b < B; b++) {
                 const float *ib = gi + (size_t)b * H3;
                 float *gb = gt + (size_t)b * H3;
-                gates_row(H, ib, ib + H, ib + 2 * H, gb, gb + H, gb + 2 * H, hp + (size_t)b * H,
+                kern->gru_gates(H, ib, ib + H, ib + 2 * H, gb, gb + H, gb + 2 * H, hp + (size_t)b * H,
                           hn + (size_t)b * H, ghn + (size_t)b * H);
             }
         }
@@ -191,6 +153,7 @@ attn_status attn_gru_backward(const attn_gru *g, float *cache, size_t cache_floa
     if (!x || !g->dw_ih[0]) return ATTN_ERR_NULL;
     gru_cache c;
     cache_carve(g, cache, T, B, &c);
+    const attn_kernels *kern = gates_kernels();
     const int H = g->H, H3 = 3 * H;
     const size_t BH = (size_t)B * H, TB = (size_t)T * B;
     const int drop = train && g->dropout > 0.0f;
@@ -215,7 +178,7 @@ attn_status attn_gru_backward(const attn_gru *g, float *cache, size_t cache_floa
             for (int b = 0; b < B; b++) {
                 const float *gb = gt + (size_t)b * H3;
                 float *dib = di + (size_t)b * H3, *dgb = dg + (size_t)b * H3;
-                gates_row_backward(H, gb, gb + H, gb + 2 * H, ghn + (size_t)b * H, hp + (size_t)b * H,
+                kern->gru_gates_backward(H, gb, gb + H, gb + 2 * H, ghn + (size_t)b * H, hp + (size_t)b * H,
                                    c.dh + (size_t)b * H, dct + (size_t)b * H, dib, dib + H, dib + 2 * H,
                                    dgb, dgb + H, dgb + 2 * H, c.dhp + (size_t)b * H);
             }

@@ -8,18 +8,17 @@
  * The decoder runs one step at a time (its query is the previous step's top hidden state), each step
  * with its own GRU cache, and the backward walks the steps in reverse.
  *
- * Speed: by default the attention is the model's own loop (att_forward/att_backward below: the keys are
- * projected once per batch and the tanh values kept), checked against attn_additive_forward/backward,
- * which m->ref_attention = 1 selects. Training splits each batch into ATTN_SEQ2SEQ_SHARDS fixed shards
+ * The attention is the library's split additive attention on the model's context: the keys are projected
+ * once per batch (attn_additive_keys_forward), each decoder step attends against them
+ * (attn_additive_step_forward/backward), and the projection's gradient is taken once at the end
+ * (attn_additive_keys_backward). Training splits each batch into ATTN_SEQ2SEQ_SHARDS fixed shards
  * (own gradients and activations, shared parameters) that run on up to that many OpenMP threads and
  * whose gradients are summed in order: the thread count does not change the result. The epoch driver
  * and the checkpoint I/O are shared with transformer.c in nmt_common.c.
  */
 #include "internal.h"
-#include "fastmath.h"
 #include "nmt_common.h"
 
-#include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,11 +50,8 @@ typedef struct acts {
     float *d_enc_out;            /* (T,B,H) */
     float *dxe;                  /* (T,B,E) */
     float *attn_w;               /* (B,S) one step's weights */
-    float *kp;                   /* (B,S,H) keys projected by W_k, once per batch (own attention path) */
-    float *att_u;                /* (T,B,S,H) tanh(W_q q + W_k k) of every step, kept for the backward */
-    float *att_p;                /* (T,B,S) weights of every step */
-    float *qp, *dqp;             /* (B,H) */
-    float *dkp;                  /* (B,S,H) */
+    float *kp;                   /* (B,S,H) keys projected by W_k, once per batch */
+    float *dkp;                  /* (B,S,H) their gradient, summed over the steps */
     size_t enc_cache_n, dec_cache_n, total;
 } acts;
 
@@ -92,9 +88,6 @@ static void carve(const attn_seq2seq *m, float *base, acts *a) {
     TAKE(a->dxe, T * B * E);
     TAKE(a->attn_w, B * T);
     TAKE(a->kp, B * T * H);
-    TAKE(a->att_u, T * B * T * H);
-    TAKE(a->att_p, T * B * T);
-    TAKE(a->qp, B * H); TAKE(a->dqp, B * H);
     TAKE(a->dkp, B * T * H);
 #undef TAKE
 #undef TAKE_I
@@ -144,12 +137,16 @@ static attn_status check_config(const attn_seq2seq_config *c) {
     return ATTN_OK;
 }
 
+/* One decoder step's attention: B queries (T = 1) over the S = num_steps encoder outputs, masked by the
+ * source lengths lens (B) (NULL: no mask, for the key projection, which the mask does not touch). */
 static attn_additive_desc att_desc(const attn_seq2seq *m, int B, const int32_t *lens) {
     attn_additive_desc d;
     const int H = m->cfg.hidden;
     attn_additive_desc_init(&d, B, 1, m->cfg.num_steps, H, H, H, H);
-    d.mask.valid_lens_kind = ATTN_VALID_LENS_PER_BATCH;
-    d.mask.valid_lens = lens;
+    if (lens) {
+        d.mask.valid_lens_kind = ATTN_VALID_LENS_PER_BATCH;
+        d.mask.valid_lens = lens;
+    }
     return d;
 }
 
@@ -176,10 +173,12 @@ void attn_seq2seq_free(attn_seq2seq *m) {
 static attn_status alloc_acts(attn_seq2seq *m);
 
 /* Allocation without initialization. */
-static attn_status alloc_model(attn_seq2seq *m, const attn_seq2seq_config *cfg) {
+static attn_status alloc_model(attn_seq2seq *m, const attn_ctx *ctx, const attn_seq2seq_config *cfg) {
     attn_status st = check_config(cfg);
     if (st != ATTN_OK) return st;
     memset(m, 0, sizeof *m);
+    const attn_kernels *kern;
+    if ((st = attn__ctx_resolve(ctx, &m->ctx, &kern)) != ATTN_OK) return st;
     m->cfg = *cfg;
     m->n_params = layout(m, NULL, NULL);
     m->params = calloc(2 * m->n_params, sizeof(float));
@@ -196,6 +195,8 @@ static attn_status alloc_model(attn_seq2seq *m, const attn_seq2seq_config *cfg) 
         attn_seq2seq *s = &m->shards[k];
         s->cfg = *cfg;
         s->cfg.max_batch = (cfg->max_batch + ns - 1) / ns;
+        s->ctx = m->ctx;
+        s->ctx.threads = 1;                  /* the shards themselves run in parallel */
         s->n_params = m->n_params;
         s->params = m->params;
         s->grads = calloc(m->n_params, sizeof(float));
@@ -213,19 +214,19 @@ static attn_status alloc_acts(attn_seq2seq *m) {
     carve(m, NULL, &a);
     m->acts_floats = a.total;
     m->acts = calloc(a.total, sizeof(float));
-    attn_additive_desc d = att_desc(m, cfg->max_batch, NULL);
-    d.mask.valid_lens_kind = ATTN_VALID_LENS_NONE;          /* the workspace does not depend on the mask */
+    attn_additive_desc d = att_desc(m, cfg->max_batch, NULL);   /* the workspace does not depend on the mask */
     size_t fw = 0, bw = 0;
-    attn_additive_workspace_size(NULL, &d, ATTN_PASS_FORWARD, &fw);
-    attn_additive_workspace_size(NULL, &d, ATTN_PASS_BACKWARD, &bw);
+    attn_additive_workspace_size(&m->ctx, &d, ATTN_PASS_FORWARD, &fw);
+    attn_additive_workspace_size(&m->ctx, &d, ATTN_PASS_BACKWARD, &bw);
     m->work_bytes = fw > bw ? fw : bw;
+    if (!m->work_bytes) return ATTN_ERR_SIZE;
     m->work = malloc(m->work_bytes ? m->work_bytes : 1);
     return m->acts && m->work ? ATTN_OK : ATTN_ERR_NOMEM;
 }
 
-attn_status attn_seq2seq_init(attn_seq2seq *m, const attn_seq2seq_config *cfg, uint64_t seed) {
+attn_status attn_seq2seq_init(attn_seq2seq *m, const attn_ctx *ctx, const attn_seq2seq_config *cfg, uint64_t seed) {
     if (!m || !cfg) return ATTN_ERR_NULL;
-    attn_status st = alloc_model(m, cfg);
+    attn_status st = alloc_model(m, ctx, cfg);
     if (st != ATTN_OK) return st;
     const int E = cfg->embed, H = cfg->hidden;
     attn_rng r;
@@ -258,96 +259,8 @@ static attn_status encode(attn_seq2seq *m, acts *a, int B, int train, uint64_t s
     for (int t = 0; t < T; t++)
         for (int b = 0; b < B; b++)
             memcpy(a->keys + ((size_t)b * T + t) * H, a->enc_out + ((size_t)t * B + b) * H, sizeof(float) * H);
-    if (!m->ref_attention)        /* own attention path: project the keys once, kp = keys W_kᵀ (B·S,H) */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B * T, H, H, 1.0f, a->keys, H, m->att_wk, H,
-                    0.0f, a->kp, H);
-    return ATTN_OK;
-}
-
-/* ---------------------------------------------------------------------------------------------------
- * The model's own additive attention (m->ref_attention == 0): the same math, masks and dropout masks
- * as attn_additive_forward/backward with T = 1 query per step, but the keys are projected once per
- * batch, the tanh values are kept for the backward instead of recomputed, float throughout.
- *   score(b,s) = w_vᵀ u_bs,  u_bs = tanh(W_q q_b + W_k k_bs);  P = softmax over s < len_b;
- *   ctx_b = Σ_s m_bs P_bs k_bs  (values = keys), m the dropout factor of weight index b·S + s.
- */
-static float att_drop(int train, float p, uint64_t seed, int b, int S, int s) {
-    if (!train || p <= 0.0f) return 1.0f;
-    return attn_dropout_keep(seed, (uint64_t)b * S + s, p) ? 1.0f / (1.0f - p) : 0.0f;
-}
-
-static int att_len(const int32_t *lens, int b, int S) { int n = lens[b]; return n < 0 ? 0 : n > S ? S : n; }
-
-ATTN_FRA_CLONES
-static void att_forward(attn_seq2seq *m, acts *a, int t, int B, const int32_t *lens, float *weights,
-                        const float *q, int train, uint64_t seed) {
-    const int S = m->cfg.num_steps, H = m->cfg.hidden;
-    const float p = m->cfg.dropout;
-    float *U = a->att_u + (size_t)t * B * S * H, *P = a->att_p + (size_t)t * B * S;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, H, H, 1.0f, q, H, m->att_wq, H, 0.0f, a->qp, H);
-    for (int b = 0; b < B; b++) {
-        const int n = att_len(lens, b, S);
-        const float *qb = a->qp + (size_t)b * H;
-        float *Pb = P + (size_t)b * S, *cb = a->ctx + (size_t)b * H;
-        float mx = -INFINITY;
-        for (int s = 0; s < n; s++) {
-            const float *kb = a->kp + ((size_t)b * S + s) * H;
-            float *u = U + ((size_t)b * S + s) * H, acc = 0.0f;
-            for (int j = 0; j < H; j++) { u[j] = attn__ftanh(qb[j] + kb[j]); acc += m->att_wv[j] * u[j]; }
-            Pb[s] = acc;
-            mx = acc > mx ? acc : mx;
-        }
-        float sum = 0.0f;
-        for (int s = 0; s < n; s++) { Pb[s] = expf(Pb[s] - mx); sum += Pb[s]; }
-        for (int s = 0; s < S; s++) Pb[s] = s < n ? Pb[s] / sum : 0.0f;
-        memset(cb, 0, sizeof(float) * H);
-        for (int s = 0; s < n; s++) {
-            const float w = Pb[s] * att_drop(train, p, seed, b, S, s);
-            const float *v = a->keys + ((size_t)b * S + s) * H;
-            for (int j = 0; j < H; j++) cb[j] += w * v[j];
-        }
-        if (weights) memcpy(weights + (size_t)b * S, Pb, sizeof(float) * S);
-    }
-}
-
-/* dctx (B,H) in a->ctx; dq (B,H) +=; key gradients: values into a->dkeys, projections into a->dkp. */
-ATTN_FRA_CLONES
-static void att_backward(attn_seq2seq *m, acts *a, int t, int B, const int32_t *lens, const float *q,
-                         float *dq, int train, uint64_t seed) {
-    const int S = m->cfg.num_steps, H = m->cfg.hidden;
-    const float p = m->cfg.dropout;
-    const float *U = a->att_u + (size_t)t * B * S * H, *P = a->att_p + (size_t)t * B * S;
-    memset(a->dqp, 0, sizeof(float) * (size_t)B * H);
-    for (int b = 0; b < B; b++) {
-        const int n = att_len(lens, b, S);
-        const float *Pb = P + (size_t)b * S, *g = a->ctx + (size_t)b * H;
-        float dP[ATTN_SEQ2SEQ_MAX_STEPS], mk[ATTN_SEQ2SEQ_MAX_STEPS], delta = 0.0f;
-        for (int s = 0; s < n; s++) {
-            const float *v = a->keys + ((size_t)b * S + s) * H;
-            float *dvs = a->dkeys + ((size_t)b * S + s) * H;
-            mk[s] = att_drop(train, p, seed, b, S, s);
-            float acc = 0.0f;
-            for (int j = 0; j < H; j++) acc += g[j] * v[j];
-            dP[s] = mk[s] * acc;
-            delta += Pb[s] * dP[s];
-            const float w = mk[s] * Pb[s];
-            for (int j = 0; j < H; j++) dvs[j] += w * g[j];
-        }
-        float *dqb = a->dqp + (size_t)b * H;
-        for (int s = 0; s < n; s++) {
-            const float dx = Pb[s] * (dP[s] - delta);
-            const float *u = U + ((size_t)b * S + s) * H;
-            float *dk = a->dkp + ((size_t)b * S + s) * H;
-            for (int j = 0; j < H; j++) {
-                const float du = dx * m->att_wv[j] * (1.0f - u[j] * u[j]);
-                m->d_att_wv[j] += dx * u[j];
-                dqb[j] += du;
-                dk[j] += du;
-            }
-        }
-    }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, H, H, 1.0f, a->dqp, H, m->att_wq, H, 1.0f, dq, H);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, H, H, B, 1.0f, a->dqp, H, q, H, 1.0f, m->d_att_wq, H);
+    attn_additive_desc d = att_desc(m, B, NULL);
+    return attn_additive_keys_forward(&m->ctx, &d, a->kp, a->keys, m->att_wk);  /* once per batch */
 }
 
 /* Decoder step t: attention with the top state of dec_h[t] as query, [context, embedding] into
@@ -357,16 +270,11 @@ static attn_status decode_step(attn_seq2seq *m, acts *a, int t, int B, const int
     const int E = m->cfg.embed, H = m->cfg.hidden, L = m->cfg.layers, HE = H + E;
     const size_t LBH = (size_t)L * B * H;
     const float *h = a->dec_h + (size_t)t * LBH;                   /* (L,B,H) */
-    if (m->ref_attention) {
-        attn_additive_desc d = att_desc(m, B, src_len);
-        if (train) { d.dropout = m->cfg.dropout; d.seed = attn__nmt_sub_seed(seed, 1000 + (uint64_t)t); }
-        attn_status st = attn_additive_forward(NULL, &d, a->ctx, weights, h + (size_t)(L - 1) * B * H, a->keys, a->keys,
-                                               m->att_wq, m->att_wk, m->att_wv, m->work, m->work_bytes);
-        if (st != ATTN_OK) return st;
-    } else {
-        att_forward(m, a, t, B, src_len, weights, h + (size_t)(L - 1) * B * H, train,
-                    attn__nmt_sub_seed(seed, 1000 + (uint64_t)t));
-    }
+    attn_additive_desc d = att_desc(m, B, src_len);
+    if (train) { d.dropout = m->cfg.dropout; d.seed = attn__nmt_sub_seed(seed, 1000 + (uint64_t)t); }
+    attn_status st = attn_additive_step_forward(&m->ctx, &d, a->ctx, weights, h + (size_t)(L - 1) * B * H, a->kp,
+                                                a->keys, m->att_wq, m->att_wv, m->work, m->work_bytes);
+    if (st != ATTN_OK) return st;
     float *x = a->dec_x + (size_t)t * B * HE;                      /* (B,H+E) */
     const float *emb = a->de + (size_t)t * B * E;
     for (int b = 0; b < B; b++) {
@@ -443,27 +351,21 @@ attn_status attn_seq2seq_step(attn_seq2seq *m, float *loss,
             memcpy(dde + (size_t)b * E, a.dxs + (size_t)b * HE + H, sizeof(float) * E);
         }
         memset(a.dq, 0, sizeof(float) * (size_t)B * H);
-        if (m->ref_attention) {
-            attn_additive_desc d = att_desc(m, B, X_len);
-            if (train) { d.dropout = m->cfg.dropout; d.seed = attn__nmt_sub_seed(seed, 1000 + (uint64_t)t); }
-            st = attn_additive_backward(NULL, &d, a.dq, a.dkeys, a.dkeys, m->d_att_wq, m->d_att_wk, m->d_att_wv, a.ctx,
-                                        h + (size_t)(L - 1) * B * H, a.keys, a.keys, m->att_wq, m->att_wk,
-                                        m->att_wv, m->work, m->work_bytes);
-            if (st != ATTN_OK) return st;
-        } else {
-            att_backward(m, &a, t, B, X_len, h + (size_t)(L - 1) * B * H, a.dq, train,
-                         attn__nmt_sub_seed(seed, 1000 + (uint64_t)t));
-        }
+        attn_additive_desc d = att_desc(m, B, X_len);
+        if (train) { d.dropout = m->cfg.dropout; d.seed = attn__nmt_sub_seed(seed, 1000 + (uint64_t)t); }
+        st = attn_additive_step_backward(&m->ctx, &d, a.dq, a.dkp, a.dkeys, m->d_att_wq, m->d_att_wv, a.ctx,
+                                         h + (size_t)(L - 1) * B * H, a.kp, a.keys, m->att_wq, m->att_wv,
+                                         m->work, m->work_bytes);
+        if (st != ATTN_OK) return st;
         float *top = a.dhp + (size_t)(L - 1) * B * H;
         for (size_t i = 0; i < (size_t)B * H; i++) top[i] += a.dq[i];
         memcpy(a.dh, a.dhp, sizeof(float) * LBH);                  /* gradient of state t */
     }
     if ((st = attn_embedding_backward(m->d_dec_emb, a.dde, a.dec_t, T * B, V, E)) != ATTN_OK) return st;
-    if (!m->ref_attention) {      /* through the key projection: dkeys += dkp W_k, dW_k += dkpᵀ keys */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B * T, H, H, 1.0f, a.dkp, H, m->att_wk, H,
-                    1.0f, a.dkeys, H);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, H, H, B * T, 1.0f, a.dkp, H, a.keys, H,
-                    1.0f, m->d_att_wk, H);
+    {                             /* through the key projection: dkeys += dkp W_k, dW_k += dkpᵀ keys */
+        attn_additive_desc d = att_desc(m, B, NULL);
+        if ((st = attn_additive_keys_backward(&m->ctx, &d, a.dkeys, m->d_att_wk, a.dkp, a.keys, m->att_wk)) != ATTN_OK)
+            return st;
     }
 
     /* encoder: outputs' gradient from the keys (back to time-major), final state's from dec_h[0] */
@@ -519,7 +421,6 @@ attn_status attn_seq2seq_translate(attn_seq2seq *m, int32_t *out, int *n_out, fl
 static attn_status shard_step(void *model, int k, float *loss, const int32_t *X, const int32_t *X_len,
                               const int32_t *Y, const int32_t *Y_len, int n, uint64_t seed) {
     attn_seq2seq *m = model, *s = &m->shards[k];
-    s->ref_attention = m->ref_attention;
     memset(s->grads, 0, sizeof(float) * s->n_params);
     return attn_seq2seq_step(s, loss, X, X_len, Y, Y_len, n, 1, 1, seed);
 }
@@ -590,7 +491,8 @@ attn_status attn_seq2seq_save(const attn_seq2seq *m, const char *path, char *err
     return attn__nmt_save(path, t, n, meta_names, vp, N_META, err, err_size);
 }
 
-attn_status attn_seq2seq_load(attn_seq2seq *m, const char *path, int max_batch, char *err, size_t err_size) {
+attn_status attn_seq2seq_load(attn_seq2seq *m, const attn_ctx *ctx, const char *path, int max_batch, char *err,
+                              size_t err_size) {
     if (!m || !path) return ATTN_ERR_NULL;
     memset(m, 0, sizeof *m);
     attn_st_file f;
@@ -606,7 +508,7 @@ attn_status attn_seq2seq_load(attn_seq2seq *m, const char *path, int max_batch, 
     c.src_vocab = (int)v[0]; c.tgt_vocab = (int)v[1]; c.embed = (int)v[2]; c.hidden = (int)v[3];
     c.layers = (int)v[4]; c.dropout = (float)v[5]; c.num_steps = (int)v[6];
     c.max_batch = max_batch > 1 ? max_batch : 1;
-    if ((st = alloc_model(m, &c)) != ATTN_OK) {
+    if ((st = alloc_model(m, ctx, &c)) != ATTN_OK) {
         if (err && err_size) snprintf(err, err_size, "%s: the configuration in the metadata is invalid", path);
         attn_st_free(&f);
         return st == ATTN_ERR_NOMEM ? st : ATTN_ERR_FORMAT;

@@ -2,7 +2,7 @@
  * fused_impl.h — the fused (flash-style) scaled dot-product attention, forward and backward, written once
  * for any vector width. Not a public header: each kernel path includes it after defining its vector type
  * and a dozen small operations (fused_scalar.c in plain C, fused_avx2.c and fused_avx512.c with
- * intrinsics). Everything here is static; the includer gets one table, FZ_TABLE, of type attn_kernels.
+ * intrinsics). Everything here is static; kernels_impl.h puts it in the path's table.
  *
  * The includer defines:
  *   FZ_VW                  lanes per vector (fz_v)
@@ -1070,15 +1070,3 @@ static size_t fz_workspace(const attn_sdpa_desc *d, attn_pass pass, int nth) {
     if (fz_small(d, pass)) return (size_t)nth * fz_bwd_thread_bytes(d) + FZ_ALIGN;     /* no dQ slots */
     return fz_bwd_shared_bytes(d) + (size_t)nth * fz_bwd_thread_bytes(d) + FZ_ALIGN;
 }
-
-const attn_kernels FZ_TABLE = {
-    .isa = FZ_ISA,
-    .sdpa_workspace = fz_workspace,
-    .sdpa_stages = fz_stages,
-    .sdpa_threads = fz_threads,
-    .sdpa_forward = fz_forward,
-    .sdpa_backward = fz_backward,
-#ifdef FZ_ADAM
-    .adam_block = FZ_ADAM,
-#endif
-};

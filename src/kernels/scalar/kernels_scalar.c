@@ -1,7 +1,7 @@
 /*
- * fused_scalar.c — the fused (tiled, online-softmax) scaled dot-product attention in portable C: the
- * fallback path for CPUs without AVX2, and the same algorithm as the SIMD paths (fused_impl.h) with a
- * "vector" of 8 floats handled by plain loops, which compilers vectorize for the baseline ISA.
+ * kernels_scalar.c — the portable path: the fallback for CPUs without AVX2, the same algorithms as the
+ * SIMD paths (kernels_impl.h: fused attention, GRU gates, additive attention) with a "vector" of 8 floats
+ * handled by plain loops, which compilers vectorize for the baseline ISA.
  * No intrinsics here.
  */
 #include "internal.h"
@@ -35,6 +35,7 @@ static inline fz_v fz_fma(fz_v a, fz_v b, fz_v c) {
     for (int i = 0; i < FZ_VW; i++) c.x[i] += a.x[i] * b.x[i];
     return c;
 }
+static inline fz_v fz_div(fz_v a, fz_v b) { for (int i = 0; i < FZ_VW; i++) a.x[i] /= b.x[i]; return a; }
 static inline fz_v fz_max(fz_v a, fz_v b) {
     for (int i = 0; i < FZ_VW; i++) a.x[i] = a.x[i] > b.x[i] ? a.x[i] : b.x[i];
     return a;
@@ -74,4 +75,4 @@ static inline float fz_exp2_1(float x) {
 }
 static inline fz_v fz_exp2(fz_v a) { for (int i = 0; i < FZ_VW; i++) a.x[i] = fz_exp2_1(a.x[i]); return a; }
 
-#include "kernels/scalar/fused_impl.h"
+#include "kernels/scalar/kernels_impl.h"

@@ -1,7 +1,7 @@
 /*
- * fused_avx512.c — the fused scaled dot-product attention with AVX-512F: 16 floats per vector, a
- * 6 x 4-vector register tile (24 accumulators) in every product, and a vector exp2. The algorithm is
- * fused_impl.h's; this file only supplies the vector operations. Compiled with -mavx512f/dq/bw/vl and
+ * kernels_avx512.c — the AVX-512 path: 16 floats per vector, a 6 x 4-vector register tile (24
+ * accumulators) in every product, and the path's exp2. The algorithms are kernels_impl.h's (fused
+ * attention, GRU gates, additive attention); this file only supplies the vector operations. Compiled with -mavx512f/dq/bw/vl and
  * run only when the CPU has them (config.c).
  */
 #include "internal.h"
@@ -34,6 +34,7 @@ static inline fz_v fz_sub(fz_v a, fz_v b) { return _mm512_sub_ps(a, b); }
 static inline fz_v fz_mul(fz_v a, fz_v b) { return _mm512_mul_ps(a, b); }
 static inline fz_v fz_fma(fz_v a, fz_v b, fz_v c) { return _mm512_fmadd_ps(a, b, c); }
 static inline fz_v fz_max(fz_v a, fz_v b) { return _mm512_max_ps(a, b); }
+static inline fz_v fz_div(fz_v a, fz_v b) { return _mm512_div_ps(a, b); }
 static inline float fz_hsum(fz_v a) { return _mm512_reduce_add_ps(a); }
 static inline float fz_hmax(fz_v a) { return _mm512_reduce_max_ps(a); }
 static inline fz_v fz_mask_lim(fz_v a, const int32_t *lim, int j) {
@@ -51,8 +52,8 @@ static inline fz_v fz_mask_iota(fz_v a, int j0, int lim) {
  * to 2^-149) costs a microcode assist per vector, and masked keys are -inf on every row of a short key
  * block. */
 static inline fz_v fz_exp2(fz_v x) {
-    x = _mm512_max_ps(x, _mm512_set1_ps(-127.0f));
-    x = _mm512_min_ps(x, _mm512_set1_ps(127.0f));
+    x = _mm512_max_ps(_mm512_set1_ps(-127.0f), x);       /* NaN in x stays NaN (max/min return the second */
+    x = _mm512_min_ps(_mm512_set1_ps(127.0f), x);        /* operand when either is NaN) */
     const fz_v n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     const fz_v f = _mm512_sub_ps(x, n);
     fz_v p = _mm512_set1_ps(1.5252733e-05f);
@@ -67,4 +68,4 @@ static inline fz_v fz_exp2(fz_v x) {
     return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
 }
 
-#include "kernels/scalar/fused_impl.h"
+#include "kernels/scalar/kernels_impl.h"

@@ -1,7 +1,7 @@
 /*
- * fused_avx2.c — the fused scaled dot-product attention with AVX2 + FMA: 8 floats per vector, a
- * 3 x 4-vector register tile, and a vector exp2. The algorithm is fused_impl.h's; this file only supplies
- * the vector operations. Compiled with -mavx2 -mfma and run only when the CPU has them (config.c).
+ * kernels_avx2.c — the AVX2 + FMA path: 8 floats per vector, a 3 x 4-vector register tile, and the path's
+ * exp2. The algorithms are kernels_impl.h's (fused attention, GRU gates, additive attention); this file
+ * only supplies the vector operations. Compiled with -mavx2 -mfma and run only when the CPU has them (config.c).
  */
 #include "internal.h"
 #include "layers/optim_kernels.h"
@@ -35,6 +35,7 @@ static inline fz_v fz_sub(fz_v a, fz_v b) { return _mm256_sub_ps(a, b); }
 static inline fz_v fz_mul(fz_v a, fz_v b) { return _mm256_mul_ps(a, b); }
 static inline fz_v fz_fma(fz_v a, fz_v b, fz_v c) { return _mm256_fmadd_ps(a, b, c); }
 static inline fz_v fz_max(fz_v a, fz_v b) { return _mm256_max_ps(a, b); }
+static inline fz_v fz_div(fz_v a, fz_v b) { return _mm256_div_ps(a, b); }
 static inline float fz_hsum(fz_v a) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -59,8 +60,8 @@ static inline fz_v fz_mask_iota(fz_v a, int j0, int lim) {
 /* 2^x: x = n + f, |f| <= 1/2, 2^f by its degree-7 Taylor series, times 2^n built in the exponent bits.
  * x is clamped to [-127, 127]; n = -127 builds the bit pattern of +0, so x <= -127 (and -inf) gives 0. */
 static inline fz_v fz_exp2(fz_v x) {
-    x = _mm256_max_ps(x, _mm256_set1_ps(-127.0f));
-    x = _mm256_min_ps(x, _mm256_set1_ps(127.0f));
+    x = _mm256_max_ps(_mm256_set1_ps(-127.0f), x);       /* NaN in x stays NaN (max/min return the second */
+    x = _mm256_min_ps(_mm256_set1_ps(127.0f), x);        /* operand when either is NaN) */
     const fz_v n = _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     const fz_v f = _mm256_sub_ps(x, n);
     fz_v p = _mm256_set1_ps(1.5252733e-05f);
@@ -75,4 +76,4 @@ static inline fz_v fz_exp2(fz_v x) {
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
 
-#include "kernels/scalar/fused_impl.h"
+#include "kernels/scalar/kernels_impl.h"
