@@ -491,7 +491,9 @@ int cmd_bench(int argc, char **argv) {
         if (backward) { c.backward = 1; cases[n++] = c; }
     } else {
         /* the issue's figures, then the other fast head dims, then grouped-query heads, then decoding (one
-         * query row per head against a cache of 4,096 keys: bound by memory traffic, not FLOPs) */
+         * query row per head against a cache of 4,096 keys: bound by memory traffic, not FLOPs), then the
+         * d2l translators' shapes (heads of 8 over 10 steps, and a decoding step against 10 keys: the
+         * small-head path) */
         const bcase suite[] = {
             {1, 8, 8, 2048, 2048, 64, 64, 0, 0}, {1, 8, 8, 2048, 2048, 64, 64, 1, 0},
             {1, 8, 8, 2048, 2048, 64, 64, 0, 1}, {1, 8, 8, 2048, 2048, 64, 64, 1, 1},
@@ -500,6 +502,8 @@ int cmd_bench(int argc, char **argv) {
             {1, 8, 8, 1024, 1024, 96, 96, 0, 0}, {1, 8, 8, 1024, 1024, 128, 128, 0, 0},
             {1, 8, 2, 1024, 1024, 64, 64, 1, 0}, {1, 8, 2, 1024, 1024, 64, 64, 1, 1},
             {1, 32, 32, 1, 4096, 128, 128, 0, 0}, {1, 32, 8, 1, 4096, 128, 128, 0, 0},
+            {64, 4, 4, 10, 10, 8, 8, 0, 0},      {64, 4, 4, 10, 10, 8, 8, 0, 1},
+            {1, 4, 4, 1, 10, 8, 8, 0, 0},
         };
         for (size_t i = 0; i < sizeof suite / sizeof suite[0]; i++) cases[n++] = suite[i];
         if (long_case) {
