@@ -171,7 +171,8 @@ typedef struct attn_mask {
 /* ---------------------------------------------------------------------------------------------------
  * Strided 4-D operands. Each tensor argument of the scaled dot-product kernels is (batch, head, row, col)
  * with element strides for the first three axes and a contiguous last axis. Inputs may use a stride of 0
- * to broadcast; outputs (and gradients) must not overlap themselves.
+ * on any of the three axes to broadcast (a row stride between 0 and the row width is refused: rows that
+ * partly overlap); outputs (and gradients) must not overlap themselves.
  */
 typedef struct attn_layout {
     int64_t b, h, t;             /* element strides of the batch, head and row axes */

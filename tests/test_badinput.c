@@ -17,6 +17,7 @@
 #include "testutil.h"
 
 #include <stdint.h>
+#include <float.h>
 #include <string.h>
 
 #define MAXDIM (1 << 24)
@@ -112,7 +113,13 @@ static void test_sdpa_desc(void) {
             CHECK_STATUS(attn_sdpa_validate(&d), ATTN_ERR_STRIDE);
         }
     d = good(); d.q.t = 2;           CHECK_STATUS(attn_sdpa_validate(&d), ATTN_ERR_STRIDE);  /* < D */
-    d = good(); d.k.t = 0;           CHECK_STATUS(attn_sdpa_validate(&d), ATTN_ERR_STRIDE);
+    d = good(); d.k.t = 0;           CHECK_STATUS(attn_sdpa_validate(&d), ATTN_OK);   /* broadcast rows, as the header says */
+    {   /* ... for the forward only: the backward's dk would have overlapping rows */
+        size_t wb = 0;
+        CHECK_STATUS(attn_sdpa_workspace_size(NULL, &d, ATTN_PASS_BACKWARD, &wb), ATTN_OK);
+        need(wb);
+        CHECK_STATUS(attn_sdpa_backward(NULL, &d, dq, dk, dv, dout, q, k, v, out, lse, work, wb), ATTN_ERR_STRIDE);
+    }
     d = good(); d.v.t = 1;           CHECK_STATUS(attn_sdpa_validate(&d), ATTN_ERR_STRIDE);
     d = good(); d.q.b = 0; d.k.h = 0; d.v.b = 0;                                           /* broadcast */
     CHECK_STATUS(attn_sdpa_validate(&d), ATTN_OK);
@@ -458,12 +465,99 @@ static void test_nonfinite(void) {
     CHECK(isnan(s1[0]) && isnan(s1[2]) && isnan(s2[0]) && s3[0] == 0 && s3[1] == 0);
 }
 
+
+/* Finite biases near FLT_MAX, forward, on every path this CPU runs (and the reference): +3e38 on one key
+ * takes all the weight; -FLT_MAX (PyTorch's finfo.min) on every key gives uniform weights; a fully masked
+ * causal row with a +3e38 bias gives zeros. Before the bias saturated in the fused kernels these gave NaN
+ * (scalar, AVX-512), 0 (AVX2) and zeros instead of uniform weights. */
+static void test_huge_bias(void) {
+    const attn_isa isas[] = {ATTN_ISA_REF, ATTN_ISA_SCALAR, ATTN_ISA_AVX2, ATTN_ISA_AVX512};
+    for (size_t ii = 0; ii < sizeof isas / sizeof isas[0]; ii++) {
+        attn_ctx c;
+        if (attn_ctx_init(&c, isas[ii], 1) != ATTN_OK) continue;
+        for (int rows = 1; rows <= 9; rows += 8) {        /* 1 row: the decoding path; 9: the block path */
+            attn_sdpa_desc d;
+            attn_sdpa_desc_init(&d, 1, 1, rows, 4, 3, 2);
+            float qq[9 * 3], kk[12], vv[8], oo[9 * 2], ll[9], bias[9 * 4];
+            for (int i = 0; i < 27; i++) qq[i] = 0.1f * (float)(i % 5);
+            for (int i = 0; i < 12; i++) kk[i] = 0.2f * (float)(i % 3);
+            for (int i = 0; i < 8; i++) vv[i] = (float)i;
+            d.mask.bias = bias;
+            d.mask.bias_stride[2] = 4;
+            size_t fw = 0;
+            CHECK_STATUS(attn_sdpa_workspace_size(&c, &d, ATTN_PASS_FORWARD, &fw), ATTN_OK);
+            need(fw);
+            /* +3e38 on key 1 of every row: out = v[1] */
+            for (int i = 0; i < rows * 4; i++) bias[i] = i % 4 == 1 ? 3e38f : 0.0f;
+            CHECK_STATUS(attn_sdpa_forward(&c, &d, oo, ll, NULL, qq, kk, vv, work, fw), ATTN_OK);
+            int ok = 1;
+            for (int t = 0; t < rows; t++) ok &= oo[2 * t] == vv[2] && oo[2 * t + 1] == vv[3];
+            CHECK(ok);
+            if (!ok) printf("  %s: +3e38 bias gives %g %g\n", attn_isa_name(isas[ii]), oo[0], oo[1]);
+            /* -FLT_MAX on every key: uniform weights, out = mean of v */
+            for (int i = 0; i < rows * 4; i++) bias[i] = -FLT_MAX;
+            CHECK_STATUS(attn_sdpa_forward(&c, &d, oo, ll, NULL, qq, kk, vv, work, fw), ATTN_OK);
+            ok = 1;
+            for (int t = 0; t < rows; t++) ok &= fabsf(oo[2 * t] - 3.0f) < 1e-5f && fabsf(oo[2 * t + 1] - 4.0f) < 1e-5f;
+            CHECK(ok);
+            if (!ok) printf("  %s: -FLT_MAX bias gives %g %g (want 3 4)\n", attn_isa_name(isas[ii]), oo[0], oo[1]);
+            /* a causal row that sees no key (T > S: rows before the first key), with +3e38 on every key */
+            attn_sdpa_desc dc;
+            attn_sdpa_desc_init(&dc, 1, 1, rows + 4, 4, 3, 2);
+            dc.mask.causal = 1;
+            dc.mask.bias = bias;
+            dc.mask.bias_stride[2] = 0;
+            for (int i = 0; i < 4; i++) bias[i] = 3e38f;
+            float q2[13 * 3], o2[13 * 2], l2[13];
+            for (int i = 0; i < (rows + 4) * 3; i++) q2[i] = 0.1f * (float)(i % 7);
+            CHECK_STATUS(attn_sdpa_workspace_size(&c, &dc, ATTN_PASS_FORWARD, &fw), ATTN_OK);
+            need(fw);
+            CHECK_STATUS(attn_sdpa_forward(&c, &dc, o2, l2, NULL, q2, kk, vv, work, fw), ATTN_OK);
+            CHECK(o2[0] == 0.0f && o2[1] == 0.0f && l2[0] == -INFINITY);   /* row 0 sees no key */
+            CHECK(isfinite(o2[2 * (rows + 3)]) && isfinite(o2[2 * (rows + 3) + 1]));
+        }
+    }
+}
+
+/* Size arithmetic that must not wrap: a backward workspace whose dQ slots alone need more than 2^64 bytes
+ * is ATTN_ERR_SIZE (it used to wrap to about 2^48), and B·Hkv past 2^31 (an int pair count) sizes or refuses
+ * but never asks for a workspace too small for one pair. */
+static void test_huge_sizes(void) {
+    const attn_isa isas[] = {ATTN_ISA_SCALAR, ATTN_ISA_AVX2, ATTN_ISA_AVX512};
+    for (size_t ii = 0; ii < sizeof isas / sizeof isas[0]; ii++) {
+        attn_ctx c;
+        if (attn_ctx_init(&c, isas[ii], 2) != ATTN_OK) continue;
+        attn_sdpa_desc d;
+        attn_sdpa_desc_init(&d, 1, 1, 1, 1, 1, 1);
+        d.B = 1; d.H = 1 << 22; d.Hkv = 1; d.T = 1 << 24; d.S = 1; d.D = 1 << 16; d.Dv = 1;
+        d.q = (attn_layout){0, (int64_t)d.T * d.D, d.D};
+        d.k = (attn_layout){0, 0, d.D};
+        d.v = (attn_layout){0, 0, 1};
+        d.out = (attn_layout){0, (int64_t)d.T, 1};
+        size_t bytes = 0;
+        const attn_status st = attn_sdpa_workspace_size(&c, &d, ATTN_PASS_BACKWARD, &bytes);
+        CHECK(st == ATTN_ERR_SIZE || st == ATTN_ERR_STRIDE);
+        if (st == ATTN_OK) printf("  %s: a 2^64-byte backward asked for %zu bytes\n", attn_isa_name(isas[ii]), bytes);
+        /* B·Hkv = 2^32 pairs of one row each: any size returned must hold at least one pair's slots */
+        attn_sdpa_desc e;
+        attn_sdpa_desc_init(&e, 1, 1, 1, 1, 1, 1);
+        e.B = 4096; e.H = e.Hkv = 1 << 20; e.T = 1000; e.S = 1; e.D = 1; e.Dv = 1;
+        e.q = e.out = (attn_layout){(int64_t)e.H * e.T, e.T, 1};
+        e.k = e.v = (attn_layout){(int64_t)e.H, 1, 1};
+        bytes = 0;
+        const attn_status s2 = attn_sdpa_workspace_size(&c, &e, ATTN_PASS_BACKWARD, &bytes);
+        CHECK(s2 == ATTN_ERR_SIZE || (s2 == ATTN_OK && bytes >= sizeof(float) * 1000));
+    }
+}
+
 int main(void) {
     test_sdpa_desc();
     test_sdpa_calls();
     test_additive();
     test_misc();
     test_nonfinite();
+    test_huge_bias();
+    test_huge_sizes();
     free(work);
     return tu_finish("test_badinput");
 }

@@ -62,12 +62,13 @@ static attn_status layout_extent(const attn_layout *l, int B, int H, int T, int 
     return ATTN_OK;
 }
 
-/* An input operand: nonnegative strides; rows must not overlap within one (b,h) (t-stride >= the row
- * width unless there is a single row); b and h may broadcast with stride 0. */
+/* An input operand: nonnegative strides; any axis may broadcast with stride 0 (every row the same); a
+ * t-stride between 0 and the row width (rows that partly overlap) is refused as the mistake it
+ * almost certainly is. */
 static attn_status check_input_layout(const attn_layout *l, int B, int H, int T, int inner) {
     attn_status st = layout_extent(l, B, H, T, inner);
     if (st != ATTN_OK) return st;
-    if (T > 1 && l->t < inner) return ATTN_ERR_STRIDE;
+    if (T > 1 && l->t != 0 && l->t < inner) return ATTN_ERR_STRIDE;
     return ATTN_OK;
 }
 

@@ -60,6 +60,19 @@
 #define FZ_LOG2E 1.44269504088896340736f
 #define FZ_LN2 0.693147180559945309417f
 #define FZ_NCHUNK 8                       /* backward: at most this many key chunks per (b, kv head) */
+
+/* A score x (log2 units) plus an additive bias b (natural units): -inf stays -inf (a masked key), a bias of
+ * -inf excludes, and everything else saturates at ±FLT_MAX. Without the saturation a finite bias beyond
+ * FLT_MAX / log2 e (2.4e38) became inf in log2 units, and inf - inf NaN; saturated, a bias of +3e38 takes
+ * all the weight and -FLT_MAX on every key (PyTorch's finfo.min, a common mask value) gives uniform
+ * weights, as on the reference path. (Two biases both beyond 2.4e38 compare equal here.) */
+static inline float fz_add_bias(float x, float b) {
+    if (x == -INFINITY || b == -INFINITY) return -INFINITY;
+    float b2 = b * FZ_LOG2E;
+    b2 = b2 > FLT_MAX ? FLT_MAX : b2 < -FLT_MAX ? -FLT_MAX : b2;
+    const float y = x + b2;
+    return y > FLT_MAX ? FLT_MAX : y < -FLT_MAX ? -FLT_MAX : y;
+}
 #define FZ_ALIGN 64
 
 /* ---------------------------------------------------------------------------------------------------
@@ -147,7 +160,14 @@ static void fz_gemm(int M, int N, float *C, int64_t ldc, const float *A, int64_t
     fz_gemm_max(M, N, C, ldc, A, ar, ak, B, ldb, K, mode, alpha, NULL);
 }
 
-static size_t fz_round(size_t n) { return (n + FZ_ALIGN - 1) & ~(size_t)(FZ_ALIGN - 1); }
+/* Size arithmetic saturates at SIZE_MAX, so a size that does not fit reaches sdpa.c as too large
+ * (ATTN_ERR_SIZE) instead of wrapping to a small number. */
+static size_t fz_size_mul(size_t a, size_t b) {
+    size_t r;
+    return __builtin_mul_overflow(a, b, &r) ? SIZE_MAX : r;
+}
+static size_t fz_size_add(size_t a, size_t b) { return a > SIZE_MAX - b ? SIZE_MAX : a + b; }
+static size_t fz_round(size_t n) { return n > SIZE_MAX - FZ_ALIGN ? SIZE_MAX : (n + FZ_ALIGN - 1) & ~(size_t)(FZ_ALIGN - 1); }
 
 /* ===================================================================================================
  * Forward.
@@ -264,7 +284,7 @@ static void fz_fwd_block(const fz_fwd_ctx *cx, char *tw, int b, int h, int t0, i
                     for (int j = 0; j < nb; j++) {
                         float *x = St + j * BR + i;
                         if (al && !al[j0 + j]) *x = -INFINITY;
-                        else if (bi) *x += bi[j0 + j] * FZ_LOG2E;
+                        else if (bi) *x = fz_add_bias(*x, bi[j0 + j]);
                     }
                 }
             memcpy(bm, m, sizeof(float) * BR);
@@ -448,7 +468,7 @@ FZ_INLINE void fz_fwd_rows_r(const int R, const fz_fwd_ctx *cx, char *tw, int b,
             if (al[r] || bi[r])
                 for (int j = 0; j < nb && j0 + j < lim[r]; j++) {
                     if (al[r] && !al[r][j0 + j]) sr[j] = -INFINITY;
-                    else if (bi[r]) sr[j] += bi[r][j0 + j] * FZ_LOG2E;
+                    else if (bi[r]) sr[j] = fz_add_bias(sr[j], bi[r][j0 + j]);
                 }
             /* the block's max; a row with every key masked so far keeps o = 0 and l = 0 */
             fz_v mx = fz_set1(-INFINITY);
@@ -552,7 +572,7 @@ static float fz_small_scores(const attn_sdpa_desc *d, float *s, const float *Kt,
     if (al || bi)
         for (int j = 0; j < lim; j++) {
             if (al && !al[j]) s[j] = -INFINITY;
-            else if (bi) s[j] += bi[j] * FZ_LOG2E;
+            else if (bi) s[j] = fz_add_bias(s[j], bi[j]);
         }
     fz_v mx = fz_load(s);
     for (int u = 1; u < nks; u++) mx = fz_max(mx, fz_load(s + u * FZ_VW));
@@ -780,18 +800,19 @@ static int fz_bwd_nchunk(const attn_sdpa_desc *d) {
 
 /* (b, kv head) pairs handled per round: the dQ slots of a round are nchunk·G·T·D floats per pair;
  * keep a round's slots near 32 MiB (at least one pair). Depends on the shape only. */
-static int fz_bwd_pairs(const attn_sdpa_desc *d) {
+static int64_t fz_bwd_pairs(const attn_sdpa_desc *d) {
     const double per = (double)fz_bwd_nchunk(d) * (d->H / d->Hkv) * d->T * ((double)d->D + 1) * sizeof(float);
     double n = (32.0 * 1024 * 1024) / per;
-    const double pairs = (double)d->B * d->Hkv;
+    const double pairs = (double)d->B * d->Hkv;                 /* < 2^48: exact in a double */
     if (n < 1) n = 1;
-    return (int)(n > pairs ? pairs : n);
+    return (int64_t)(n > pairs ? pairs : n);
 }
 
 static size_t fz_bwd_shared_bytes(const attn_sdpa_desc *d) {
     const size_t G = (size_t)(d->H / d->Hkv), P = (size_t)fz_bwd_pairs(d);
-    return fz_round(sizeof(float) * P * fz_bwd_nchunk(d) * G * d->T * d->D) +
-           fz_round(sizeof(float) * P * G * d->T);
+    const size_t rows = fz_size_mul(fz_size_mul(P, G), (size_t)d->T);        /* query rows of a round */
+    return fz_size_add(fz_round(fz_size_mul(fz_size_mul(rows, (size_t)fz_bwd_nchunk(d)), sizeof(float) * (size_t)d->D)),
+                       fz_round(fz_size_mul(rows, sizeof(float))));
 }
 
 typedef struct fz_bwd_ctx {
@@ -910,7 +931,7 @@ static void fz_bwd_block(const fz_bwd_ctx *cx, char *tw, int b, int hk, int j0, 
                     for (int j = 0; j < NB; j++) {
                         float x = pr[j] * c2;
                         if (j >= lj || (al && !al[j0 + j])) x = -INFINITY;
-                        else if (bi) x += bi[j0 + j] * FZ_LOG2E;
+                        else if (bi) x = fz_add_bias(x, bi[j0 + j]);
                         pr[j] = x;
                     }
                     const fz_v ls = fz_set1(lse2[i]);
@@ -1068,5 +1089,5 @@ static size_t fz_workspace(const attn_sdpa_desc *d, attn_pass pass, int nth) {
     if (nth < 1) nth = 1;
     if (pass == ATTN_PASS_FORWARD) return (size_t)nth * fz_fwd_thread_bytes(d) + FZ_ALIGN;
     if (fz_small(d, pass)) return (size_t)nth * fz_bwd_thread_bytes(d) + FZ_ALIGN;     /* no dQ slots */
-    return fz_bwd_shared_bytes(d) + (size_t)nth * fz_bwd_thread_bytes(d) + FZ_ALIGN;
+    return fz_size_add(fz_bwd_shared_bytes(d), (size_t)nth * fz_bwd_thread_bytes(d) + FZ_ALIGN);
 }
