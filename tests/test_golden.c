@@ -279,6 +279,34 @@ static void run_additive(golden *g, attn_isa pass, int with_weights) {
             compare(g, pass, Q_DWV, dwv, tdwv);
         }
     }
+    /* the split form (keys projected once, a step against them, the projection's gradient at the end)
+     * against the same golden values: what the Bahdanau translator runs */
+    const size_t nkp = (size_t)B * S * Dh;
+    float *kp = malloc(sizeof(float) * nkp), *dkp = calloc(nkp, sizeof(float));
+    memset(out, 0, sizeof(float) * (size_t)numel(tout));
+    memset(dq, 0, sizeof(float) * (size_t)numel(tq)); memset(dk, 0, sizeof(float) * (size_t)numel(tk));
+    memset(dv, 0, sizeof(float) * (size_t)numel(tv)); memset(dwq, 0, sizeof(float) * (size_t)numel(twq));
+    memset(dwk, 0, sizeof(float) * (size_t)numel(twk)); memset(dwv, 0, sizeof(float) * (size_t)numel(twv));
+    st = attn_additive_keys_forward(NULL, &d, kp, k, wk);
+    CHECK_STATUS(st, ATTN_OK);
+    if (st == ATTN_OK) st = attn_additive_step_forward(NULL, &d, out, NULL, q, kp, v, wq, wv, work, fw);
+    CHECK_STATUS(st, ATTN_OK);
+    if (st == ATTN_OK) {
+        compare(g, pass, Q_OUT, out, tout);
+        st = attn_additive_step_backward(NULL, &d, dq, dkp, dv, dwq, dwv, dout, q, kp, v, wq, wv, work, bw);
+        CHECK_STATUS(st, ATTN_OK);
+        if (st == ATTN_OK) st = attn_additive_keys_backward(NULL, &d, dk, dwk, dkp, k, wk);
+        CHECK_STATUS(st, ATTN_OK);
+        if (st == ATTN_OK) {
+            compare(g, pass, Q_DQ, dq, tdq);
+            compare(g, pass, Q_DK, dk, tdk);
+            compare(g, pass, Q_DV, dv, tdv);
+            compare(g, pass, Q_DWQ, dwq, tdwq);
+            compare(g, pass, Q_DWK, dwk, tdwk);
+            compare(g, pass, Q_DWV, dwv, tdwv);
+        }
+    }
+    free(kp); free(dkp);
     g_cases_run[pass]++;
     free(work); free(q); free(k); free(v); free(wq); free(wk); free(wv); free(dout); free(out); free(w);
     free(dq); free(dk); free(dv); free(dwq); free(dwk); free(dwv); free(mp.bias);
