@@ -479,12 +479,45 @@ static void test_training(void) {
     rmdir(dir);
 }
 
+
+/* The same model on the reference path and on the default (fastest) path: every kernel the model runs
+ * (attention, through the model's context) is the library's, so ATTN_ISA=ref reaches all of it and both paths agree
+ * to rounding, forward and backward, with dropout. */
+static void test_paths(void) {
+    printf("the model on the reference path and on the fast path\n");
+    attn_ctx ref;
+    CHECK_STATUS(attn_ctx_init(&ref, ATTN_ISA_REF, 1), ATTN_OK);
+    attn_transformer_config c = {11, 13, 8, 12, 2, 2, 0.1f, 5, 3};
+    attn_transformer a, b;
+    CHECK_STATUS(attn_transformer_init(&a, NULL, &c, 5), ATTN_OK);
+    CHECK_STATUS(attn_transformer_init(&b, &ref, &c, 5), ATTN_OK);
+    CHECK(b.ctx.isa == ATTN_ISA_REF && a.ctx.isa != ATTN_ISA_REF);
+    const int32_t X[15] = {4, 5, 6, 3, 1, 7, 3, 1, 1, 1, 8, 9, 10, 4, 3}, Xl[3] = {4, 2, 5};
+    const int32_t Y[15] = {5, 6, 3, 1, 1, 7, 8, 9, 10, 3, 11, 3, 1, 1, 1}, Yl[3] = {3, 5, 2};
+    float la = 0, lb = 0;
+    memset(a.grads, 0, sizeof(float) * a.n_params);
+    memset(b.grads, 0, sizeof(float) * b.n_params);
+    CHECK_STATUS(attn_transformer_step(&a, &la, X, Xl, Y, Yl, 3, 1, 1, 42), ATTN_OK);
+    CHECK_STATUS(attn_transformer_step(&b, &lb, X, Xl, Y, Yl, 3, 1, 1, 42), ATTN_OK);
+    printf("  paths: %s and %s\n", attn_isa_name(a.ctx.isa), attn_isa_name(b.ctx.isa));
+    tu_close_f32("loss, fast vs reference path (dropout 0.1)", &la, &lb, 1, 1e-6, 1e-5);
+    tu_close_f32("every gradient, fast vs reference path", a.grads, b.grads, a.n_params, 2e-6, 1e-3);
+    int32_t oa[5], ob[5];
+    int na = 0, nb = 0;
+    CHECK_STATUS(attn_transformer_translate(&a, oa, &na, NULL, NULL, X, 4, 1), ATTN_OK);
+    CHECK_STATUS(attn_transformer_translate(&b, ob, &nb, NULL, NULL, X, 4, 1), ATTN_OK);
+    CHECK(na == nb && memcmp(oa, ob, sizeof(int32_t) * (size_t)na) == 0);
+    attn_transformer_free(&a);
+    attn_transformer_free(&b);
+}
+
 int main(void) {
     test_layers();
     test_blocks();
     test_model_golden();
     test_fd();
     test_model_fd();
+    test_paths();
     test_decoding();
     test_training();
     return tu_finish("test_transformer");
