@@ -16,7 +16,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "cli.h"
-#include "imdb_model.h"
+#include "attn/imdb_model.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -134,9 +134,9 @@ typedef struct ckpt_meta {
     uint64_t seed;
 } ckpt_meta;
 
-static attn_status ckpt_save(const char *path, const imdb_model *m, const attn_adam *a, const attn_imdb_vocab *v,
+static attn_status ckpt_save(const char *path, const attn_imdb_model *m, const attn_adam *a, const attn_imdb_vocab *v,
                              const ckpt_meta *cm, char *err, size_t es) {
-    const imdb_config *c = &m->cfg;
+    const attn_imdb_config *c = &m->cfg;
     attn_st_tensor t[7];
     memset(t, 0, sizeof t);
     const char *names[7] = {"embedding.weight", "selfattn.kernel", "dense.weight", "dense.bias", "adam.m", "adam.v", "vocab"};
@@ -201,7 +201,7 @@ static int meta_int(const attn_st_file *f, const char *key, int64_t *out, const 
 
 /* Reads a checkpoint: config, vocabulary, meta; parameters into m (which it initializes) and, when a is
  * given, the Adam moments. expect_crc != 0: the data's vocabulary, which must match. */
-static int ckpt_load(const char *path, imdb_model *m, int Bmax, attn_adam *a, attn_imdb_vocab *v, ckpt_meta *cm,
+static int ckpt_load(const char *path, attn_imdb_model *m, int Bmax, attn_adam *a, attn_imdb_vocab *v, ckpt_meta *cm,
                      uint32_t expect_crc) {
     attn_st_file f;
     char err[1024] = "";
@@ -222,8 +222,8 @@ static int ckpt_load(const char *path, imdb_model *m, int Bmax, attn_adam *a, at
         meta_int(&f, "epoch", &epoch, path) || meta_int(&f, "adam_t", &adam_t, path) ||
         meta_int(&f, "batch", &batch, path) || meta_int(&f, "limit", &limit, path))
         goto done;
-    imdb_config c;
-    imdb_config_default(&c);
+    attn_imdb_config c;
+    attn_imdb_config_default(&c);
     if (V != c.V || T != c.T || D != c.D) {
         fprintf(stderr, "attn: imdb: %s: a model of vocabulary %lld, maxlen %lld, width %lld; this program builds "
                 "%d, %d, %d\n", path, (long long)V, (long long)T, (long long)D, c.V, c.T, c.D);
@@ -253,7 +253,7 @@ static int ckpt_load(const char *path, imdb_model *m, int Bmax, attn_adam *a, at
         attn_imdb_vocab_free(v);
         goto done;
     }
-    if ((st = imdb_model_init(m, &c, Bmax, 1)) != ATTN_OK) {
+    if ((st = attn_imdb_model_init(m, NULL, &c, Bmax, 1)) != ATTN_OK) {
         cli_fail(st, "imdb: model");
         attn_imdb_vocab_free(v);
         goto done;
@@ -295,7 +295,7 @@ static int ckpt_load(const char *path, imdb_model *m, int Bmax, attn_adam *a, at
     rc = 0;
     goto done;
 fail_model:
-    imdb_model_free(m);
+    attn_imdb_model_free(m);
     attn_imdb_vocab_free(v);
 done:
     attn_st_free(&f);
@@ -305,14 +305,14 @@ done:
 /* ---------------------------------------------------------------------------------------------------
  * Evaluation over a split in batches of EVAL_BATCH.
  */
-static int evaluate(imdb_model *m, const attn_imdb_split *s, int T, double *loss, double *acc) {
+static int evaluate(attn_imdb_model *m, const attn_imdb_split *s, int T, double *loss, double *acc) {
     double ls = 0;
     int ok = 0;
-    attn_status st = imdb_model_eval_prepare(m);
+    attn_status st = attn_imdb_model_eval_prepare(m);
     if (st != ATTN_OK) return cli_fail(st, "imdb: evaluation");
     for (int i = 0; i < s->n; i += m->Bmax) {
         int B = s->n - i < m->Bmax ? s->n - i : m->Bmax;
-        st = imdb_model_eval_forward(m, s->ids + (size_t)i * T, s->labels + i, B, &ls, &ok);
+        st = attn_imdb_model_eval_forward(m, s->ids + (size_t)i * T, s->labels + i, B, &ls, &ok);
         if (st != ATTN_OK) return cli_fail(st, "imdb: forward");
     }
     *loss = ls / s->n;
@@ -351,7 +351,7 @@ static int imdb_train(const imdb_flags *f) {
     float lr = f->lr;
     uint64_t seed = f->seed;
     ckpt_meta cm = {0, f->limit, batch, 0, lr, seed};
-    imdb_model m;
+    attn_imdb_model m;
     attn_adam adam;
     memset(&adam, 0, sizeof adam);
     attn_imdb_vocab cv;
@@ -379,8 +379,8 @@ static int imdb_train(const imdb_flags *f) {
     }
     attn_imdb_data d;
     if (load_data(&d, f, &o)) return 1;
-    imdb_config c;
-    imdb_config_default(&c);
+    attn_imdb_config c;
+    attn_imdb_config_default(&c);
     int Bmax = batch > EVAL_BATCH ? batch : EVAL_BATCH;
     int rc = 1;
     attn_status st;
@@ -400,7 +400,7 @@ static int imdb_train(const imdb_flags *f) {
         }
         fprintf(stderr, "attn: imdb: resuming %s after epoch %d (step %" PRId64 "; seed %" PRIu64 ", lr %g, batch %d "
                 "from the checkpoint)\n", ckpt, cm.epoch, cm.adam_t, seed, lr, batch);
-    } else if ((st = imdb_model_init(&m, &c, Bmax, seed)) != ATTN_OK) {
+    } else if ((st = attn_imdb_model_init(&m, NULL, &c, Bmax, seed)) != ATTN_OK) {
         cli_fail(st, "imdb: model");
         goto out_adam_only;
     }
@@ -430,7 +430,7 @@ static int imdb_train(const imdb_flags *f) {
     /* ATTN_IMDB_PROFILE=1: time per step of the forward, backward and Adam, per epoch, on stderr */
     const char *pe = getenv("ATTN_IMDB_PROFILE");
     const int prof = pe && *pe && strcmp(pe, "0") != 0;
-    imdb_model_zero_grad(&m, 1);
+    attn_imdb_model_zero_grad(&m, 1);
     for (int epoch = cm.epoch; epoch < f->epochs; epoch++) {
         /* shuffle: a pure function of (seed, epoch) */
         for (int i = 0; i < n; i++) perm[i] = i;
@@ -449,11 +449,11 @@ static int imdb_train(const imdb_flags *f) {
             }
             uint64_t ds = mix64(seed * 0x2545f4914f6cdd1dULL + (uint64_t)adam.t + 1);
             double p0 = prof ? now_s() : 0, p1 = 0, p2 = 0;
-            st = imdb_model_forward(&m, bids, blab, B, 1, ds, NULL, &loss_sum, &correct);
+            st = attn_imdb_model_forward(&m, bids, blab, B, 1, ds, NULL, &loss_sum, &correct);
             if (st == ATTN_OK) {
                 if (prof) p1 = now_s();
-                imdb_model_zero_grad(&m, 0);
-                st = imdb_model_backward(&m, bids, blab, B, 1, ds);
+                attn_imdb_model_zero_grad(&m, 0);
+                st = attn_imdb_model_backward(&m, bids, blab, B, 1, ds);
             }
             if (prof) p2 = now_s();
             if (st == ATTN_OK) st = attn_adam_step(&adam, m.params, m.grads);
@@ -510,7 +510,7 @@ out_buf:
     free(bids);
     free(blab);
 out_adam:
-    imdb_model_free(&m);
+    attn_imdb_model_free(&m);
 out_adam_only:
     attn_adam_free(&adam);
 out_data:
@@ -545,7 +545,7 @@ static int imdb_eval(const imdb_flags *f) {
     attn_st_free(&probe);
     attn_imdb_data d;
     if (load_data(&d, f, &o)) return 1;
-    imdb_model m;
+    attn_imdb_model m;
     attn_imdb_vocab v;
     ckpt_meta cm;
     if (ckpt_load(ckpt, &m, EVAL_BATCH, NULL, &v, &cm, d.vocab.crc)) {
@@ -558,7 +558,7 @@ static int imdb_eval(const imdb_flags *f) {
     if (!rc)
         printf("%s (epoch %d): %d test reviews - loss: %.4f - acc: %.4f - %.2fs (%d threads)\n", ckpt, cm.epoch,
                d.test.n, loss, acc, dt, attn_get_num_threads());
-    imdb_model_free(&m);
+    attn_imdb_model_free(&m);
     attn_imdb_vocab_free(&v);
     attn_imdb_free(&d);
     return rc;
@@ -587,7 +587,7 @@ static int imdb_predict(const imdb_flags *f, const char *text) {
     set_threads(f->threads);
     char pbuf[4200];
     const char *ckpt = ckpt_path(f, pbuf, sizeof pbuf);
-    imdb_model m;
+    attn_imdb_model m;
     attn_imdb_vocab v;
     ckpt_meta cm;
     if (ckpt_load(ckpt, &m, 1, NULL, &v, &cm, 0)) return 1;
@@ -618,7 +618,7 @@ static int imdb_predict(const imdb_flags *f, const char *text) {
         cli_fail(st, "imdb: encode");
         goto out;
     }
-    if ((st = imdb_model_forward(&m, ids, NULL, 1, 0, 0, w, NULL, NULL)) != ATTN_OK) {
+    if ((st = attn_imdb_model_forward(&m, ids, NULL, 1, 0, 0, w, NULL, NULL)) != ATTN_OK) {
         cli_fail(st, "imdb: forward");
         goto out;
     }
@@ -687,7 +687,7 @@ out:
     free(labels);
     free(lab);
     free(lab2);
-    imdb_model_free(&m);
+    attn_imdb_model_free(&m);
     attn_imdb_vocab_free(&v);
     return rc;
 }

@@ -1,5 +1,5 @@
 /*
- * imdb_model.h — the IMDB self-attention classifier of SPEC §4.C:
+ * attn/imdb_model.h — the IMDB self-attention classifier of SPEC §4.C (src/models/imdb.c):
  *
  *   ids (B,T) -> Embedding(V,D) -> x (B,T,D) -> self-attention W (3,D,D), scale 1/8 -> h (B,T,D)
  *   -> mean over T -> pooled (B,D) -> Dropout(p) -> Dense(C) -> logits (B,C) -> softmax cross-entropy
@@ -21,20 +21,39 @@
  * one thread and no sum's order depends on the thread count, so results are reproducible for a given
  * count, and bitwise identical for any count with OpenBLAS's SkylakeX (and Prescott) kernels, which round
  * a row of a product the same whatever rows are computed with it (test_imdb probes the BLAS and checks).
+ *
+ * Execution context: the model keeps a copy of the attn_ctx given to attn_imdb_model_init (NULL: the
+ * default context as it is at that moment) and runs every attention kernel, and cuts its batches into
+ * parts, with it; later changes of the process-wide knobs do not affect a model already made. Its plain
+ * matrix products go through OpenBLAS with OpenBLAS's own thread count (attn_blas_set_num_threads).
+ *
+ * Allocations: init makes seven (the two slabs, activations, targets, touched rows, word index arrays,
+ * packed kernel); the attention workspace is grown on demand by the first forward, and eval_prepare
+ * adds its (V,3D) table once; the passes allocate nothing else.
+ *
+ * Checkpoints (attn_imdb_model_save / attn_imdb_model_load) are safetensors files holding the four
+ * parameter tensors under Keras-like names, the Adam moments, the vocabulary (so that predict needs no
+ * data set), and the run's settings in the metadata (format "attn-imdb-1").
  */
 #ifndef ATTN_IMDB_MODEL_H
 #define ATTN_IMDB_MODEL_H
 
 #include "attn.h"
+#include "attn/imdb.h"
 
-typedef struct imdb_config {
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct attn_imdb_config {
     int V, D, T, C;              /* vocabulary ids, width, maxlen, classes */
     float scale;                 /* attention scale (1/8 in the experiment) */
     float dropout;               /* on the pooled vector, training only */
-} imdb_config;
+} attn_imdb_config;
 
-typedef struct imdb_model {
-    imdb_config cfg;
+typedef struct attn_imdb_model {
+    attn_imdb_config cfg;
+    attn_ctx ctx;                /* the context every pass runs with (a copy, taken at init) */
     int Bmax;                    /* largest batch the activations hold */
     size_t n_params;
     float *params, *grads;       /* (n_params) each */
@@ -64,39 +83,45 @@ typedef struct imdb_model {
     float *alse;                 /* (N) the attention's log-sum-exp */
     void *awork;                 /* attention workspaces, grown on demand */
     size_t awork_bytes;
-    /* the evaluation path (imdb_model_eval_prepare / imdb_model_eval_forward) */
+    /* the evaluation path (attn_imdb_model_eval_prepare / attn_imdb_model_eval_forward) */
     float *tab;                  /* (V,3D): emb · [W0 W1 W2], the projections of every word */
-} imdb_model;
+} attn_imdb_model;
 
-void        imdb_config_default(imdb_config *c);
-/* Allocates everything and initializes: embedding and kernel Uniform(-0.05,0.05), dense weight
- * Glorot-uniform, bias 0, all from seed; gradients zero. */
-attn_status imdb_model_init(imdb_model *m, const imdb_config *c, int Bmax, uint64_t seed);
-void        imdb_model_free(imdb_model *m);
+/* The experiment's model: V 20000, D 128, T 64, C 2, scale 1/8, dropout 0.5. */
+void        attn_imdb_config_default(attn_imdb_config *c);
+/* Allocates everything for batches of up to Bmax reviews and initializes: embedding and kernel
+ * Uniform(-0.05,0.05), dense weight Glorot-uniform, bias 0, all from seed; gradients zero. ctx: the
+ * context every later call runs with (copied; NULL = attn_ctx_default() now). */
+attn_status attn_imdb_model_init(attn_imdb_model *m, const attn_ctx *ctx, const attn_imdb_config *c, int Bmax,
+                                 uint64_t seed);
+void        attn_imdb_model_free(attn_imdb_model *m);
 
 /* Forward on B <= Bmax reviews. ids (B,T). labels (B) or NULL (then no loss). train: apply dropout with
  * drop_seed. weights (B,T,T) or NULL: the attention weights. *loss_sum (Σ of per-review losses) and
- * *correct (argmax == label) when labels are given. Probabilities are in m->probs (B,C). */
-attn_status imdb_model_forward(imdb_model *m, const int32_t *ids, const int32_t *labels, int B, int train,
-                               uint64_t drop_seed, float *weights, double *loss_sum, int *correct);
+ * *correct (argmax == label) are added to when labels are given. Probabilities are in m->probs (B,C). */
+attn_status attn_imdb_model_forward(attn_imdb_model *m, const int32_t *ids, const int32_t *labels, int B,
+                                    int train, uint64_t drop_seed, float *weights, double *loss_sum, int *correct);
 /* Backward of the last forward (with labels, the same ids and B), for the mean loss over the B reviews:
  * accumulates into the gradient slab. */
-attn_status imdb_model_backward(imdb_model *m, const int32_t *ids, const int32_t *labels, int B, int train,
-                                uint64_t drop_seed);
+attn_status attn_imdb_model_backward(attn_imdb_model *m, const int32_t *ids, const int32_t *labels, int B,
+                                     int train, uint64_t drop_seed);
 /* Evaluation without gradients, faster: the projections Q, K, V of a word do not depend on its position,
- * so imdb_model_eval_prepare computes them once for the whole vocabulary (one product (V,D)·(D,3D), about
- * 2 GFLOP for the full model) and imdb_model_eval_forward gathers them instead of multiplying 2·3·T·D²
- * FLOP per review; then the same fused attention, mean, dense and softmax (one thread per part of the
- * reviews). Prepare again after any change
- * of the parameters. Same arguments and results as imdb_model_forward with train = 0 (up to rounding).
- * It reuses the training forward's buffers: imdb_model_backward then refuses (ATTN_ERR_ARG) until the
- * next imdb_model_forward. */
-attn_status imdb_model_eval_prepare(imdb_model *m);
-attn_status imdb_model_eval_forward(imdb_model *m, const int32_t *ids, const int32_t *labels, int B,
-                                    double *loss_sum, int *correct);
+ * so attn_imdb_model_eval_prepare computes them once for the whole vocabulary (one product (V,D)·(D,3D),
+ * about 2 GFLOP for the full model) and attn_imdb_model_eval_forward gathers them instead of multiplying
+ * 2·3·T·D² FLOP per review; then the same fused attention, mean, dense and softmax (one thread per part of
+ * the reviews). Prepare again after any change of the parameters. Same arguments and results as
+ * attn_imdb_model_forward with train = 0 (up to rounding). It reuses the training forward's buffers:
+ * attn_imdb_model_backward then refuses (ATTN_ERR_ARG) until the next attn_imdb_model_forward. */
+attn_status attn_imdb_model_eval_prepare(attn_imdb_model *m);
+attn_status attn_imdb_model_eval_forward(attn_imdb_model *m, const int32_t *ids, const int32_t *labels, int B,
+                                         double *loss_sum, int *correct);
 
 /* Zeroes the gradients: the small layers whole, the embedding only in the rows touched since the last
  * call (the others are zero already). full != 0 clears everything. */
-void        imdb_model_zero_grad(imdb_model *m, int full);
+void        attn_imdb_model_zero_grad(attn_imdb_model *m, int full);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* ATTN_IMDB_MODEL_H */

@@ -1,9 +1,10 @@
 /*
- * imdb_model.c — the IMDB self-attention classifier (see imdb_model.h): one parameter slab, one
+ * imdb.c — the IMDB self-attention classifier (see attn/imdb_model.h): one parameter slab, one
  * gradient slab; the embedding and the attention projections per distinct word, the fused attention
  * kernel, then the library's small layers (mean, dropout, dense, softmax cross-entropy).
  */
-#include "imdb_model.h"
+#include "attn.h"
+#include "attn/imdb_model.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -19,7 +20,7 @@
 
 #define IM_COLS 32       /* columns per dW job: fixed by the shape, not the threads */
 
-void imdb_config_default(imdb_config *c) {
+void attn_imdb_config_default(attn_imdb_config *c) {
     c->V = 20000;
     c->D = 128;
     c->T = 64;
@@ -28,7 +29,7 @@ void imdb_config_default(imdb_config *c) {
     c->dropout = 0.5f;
 }
 
-void imdb_model_free(imdb_model *m) {
+void attn_imdb_model_free(attn_imdb_model *m) {
     if (!m) return;
     free(m->params);
     free(m->grads);
@@ -42,18 +43,20 @@ void imdb_model_free(imdb_model *m) {
     memset(m, 0, sizeof *m);
 }
 
-attn_status imdb_model_init(imdb_model *m, const imdb_config *c, int Bmax, uint64_t seed) {
+attn_status attn_imdb_model_init(attn_imdb_model *m, const attn_ctx *ctx, const attn_imdb_config *c, int Bmax,
+                                 uint64_t seed) {
     if (!m || !c) return ATTN_ERR_NULL;
     memset(m, 0, sizeof *m);
     if (c->V < 1 || c->D < 1 || c->T < 1 || c->C < 2 || Bmax < 1) return ATTN_ERR_SIZE;
     m->cfg = *c;
+    m->ctx = ctx ? *ctx : attn_ctx_default();
     m->Bmax = Bmax;
     const size_t V = (size_t)c->V, D = (size_t)c->D, T = (size_t)c->T, C = (size_t)c->C, B = (size_t)Bmax;
     m->n_params = V * D + 3 * D * D + C * D + C;
     m->params = calloc(m->n_params, sizeof(float));
     m->grads = calloc(m->n_params, sizeof(float));
     if (!m->params || !m->grads) {
-        imdb_model_free(m);
+        attn_imdb_model_free(m);
         return ATTN_ERR_NOMEM;
     }
     m->emb = m->params;
@@ -74,7 +77,7 @@ attn_status imdb_model_init(imdb_model *m, const imdb_config *c, int Bmax, uint6
     attn_rng_fill_uniform(&r, m->dense_w, C * D, -g, g);
 
     if ((int64_t)B * T * 3 * D > INT32_MAX || V > INT32_MAX / 2) {
-        imdb_model_free(m);
+        attn_imdb_model_free(m);
         return ATTN_ERR_SIZE;
     }
     /* activations: one allocation (+ the projections: 4 (N,3D) and the lse (N)) */
@@ -86,7 +89,7 @@ attn_status imdb_model_init(imdb_model *m, const imdb_config *c, int Bmax, uint6
     m->words = malloc(sizeof(int32_t) * (4 * N + 1 + V));
     m->wc = malloc(sizeof(float) * 3 * D * D);
     if (!m->x || !m->targets || !m->touched || !m->words || !m->wc) {
-        imdb_model_free(m);
+        attn_imdb_model_free(m);
         return ATTN_ERR_NOMEM;
     }
     m->wpos = m->words + N;
@@ -117,9 +120,9 @@ attn_status imdb_model_init(imdb_model *m, const imdb_config *c, int Bmax, uint6
 }
 
 /* From h (B,T,D): mean over T, dropout when training, dense, softmax cross-entropy, loss and accuracy. */
-static attn_status head_forward(imdb_model *m, const int32_t *labels, int B, int train, uint64_t drop_seed,
+static attn_status head_forward(attn_imdb_model *m, const int32_t *labels, int B, int train, uint64_t drop_seed,
                                 double *loss_sum, int *correct, int pooled_ready) {
-    const imdb_config *c = &m->cfg;
+    const attn_imdb_config *c = &m->cfg;
     attn_status st;
     /* pooled (B,D) = mean over T (unless the attention's threads made it already) */
     if (!pooled_ready && (st = attn_mean_time_forward(m->pooled, m->h, B, c->T, c->D)) != ATTN_OK) return st;
@@ -151,18 +154,18 @@ static attn_status head_forward(imdb_model *m, const int32_t *labels, int B, int
     return ATTN_OK;
 }
 
-static attn_status im_plan(imdb_model *m, int B, int want_full, int *np_out, size_t *part_bytes);
-static attn_status im_desc(const imdb_model *m, int nb, attn_sdpa_desc *d);
-static void im_pack(imdb_model *m);
+static attn_status im_plan(attn_imdb_model *m, int B, int want_full, int *np_out, size_t *part_bytes);
+static attn_status im_desc(const attn_imdb_model *m, int nb, attn_sdpa_desc *d);
+static void im_pack(attn_imdb_model *m);
 static void im_part(int n, int np, int p, int *lo, int *hi);
 static int im_thread(int *nt);
-static attn_status im_begin(imdb_model *m, const int32_t *ids, int B, int want_full, int *np, size_t *pb);
-static void im_part_forward(imdb_model *m, const float *src, const int32_t *idx, int B, int np, int p, size_t pb,
+static attn_status im_begin(attn_imdb_model *m, const int32_t *ids, int B, int want_full, int *np, size_t *pb);
+static void im_part_forward(attn_imdb_model *m, const float *src, const int32_t *idx, int B, int np, int p, size_t pb,
                             int chunk, int attend, attn_status *pst);
 
-attn_status imdb_model_eval_prepare(imdb_model *m) {
+attn_status attn_imdb_model_eval_prepare(attn_imdb_model *m) {
     if (!m || !m->params) return ATTN_ERR_NULL;
-    const imdb_config *c = &m->cfg;
+    const attn_imdb_config *c = &m->cfg;
     const size_t V = (size_t)c->V, D = (size_t)c->D;
     if (!m->tab) {
         m->tab = malloc(sizeof(float) * 3 * V * D);
@@ -179,10 +182,10 @@ attn_status imdb_model_eval_prepare(imdb_model *m) {
     return ATTN_OK;
 }
 
-attn_status imdb_model_eval_forward(imdb_model *m, const int32_t *ids, const int32_t *labels, int B,
+attn_status attn_imdb_model_eval_forward(attn_imdb_model *m, const int32_t *ids, const int32_t *labels, int B,
                                     double *loss_sum, int *correct) {
     if (!m || !ids) return ATTN_ERR_NULL;
-    if (!m->tab) return ATTN_ERR_ARG;                         /* imdb_model_eval_prepare first */
+    if (!m->tab) return ATTN_ERR_ARG;                         /* attn_imdb_model_eval_prepare first */
     if (B < 1 || B > m->Bmax) return ATTN_ERR_SIZE;
     int np;
     size_t pb;
@@ -202,7 +205,7 @@ attn_status imdb_model_eval_forward(imdb_model *m, const int32_t *ids, const int
 }
 
 /* ---------------------------------------------------------------------------------------------------
- * The embedding + self-attention block, per distinct word (see imdb_model.h).
+ * The embedding + self-attention block, per distinct word (see attn/imdb_model.h).
  */
 
 /* This thread's number, and *nt = the team's size (0 and 1 outside a parallel region). */
@@ -244,8 +247,8 @@ static void im_part_rows(int n, int np, int p, int *lo, int *hi) {
 }
 
 /* The attention of reviews [b0, b1) as the fused kernel reads it: Q, K, V side by side in pp. */
-static attn_status im_desc(const imdb_model *m, int nb, attn_sdpa_desc *d) {
-    const imdb_config *c = &m->cfg;
+static attn_status im_desc(const attn_imdb_model *m, int nb, attn_sdpa_desc *d) {
+    const attn_imdb_config *c = &m->cfg;
     attn_status st = attn_sdpa_desc_init(d, nb, 1, c->T, c->T, c->D, c->D);
     if (st != ATTN_OK) return st;
     d->scale = c->scale;
@@ -257,14 +260,14 @@ static attn_status im_desc(const imdb_model *m, int nb, attn_sdpa_desc *d) {
 /* Reviews [b0, b1) by one thread, workspace part p (pb bytes): h (nb,T,D) and the lse (nb,T) from their
  * P rows (fused kernel), then their pooled (nb,D) rows = mean over T, as attn_mean_time_forward
  * computes it. A failure goes to *pst. */
-static void im_slice_forward(imdb_model *m, int b0, int b1, int p, size_t pb, attn_status *pst) {
+static void im_slice_forward(attn_imdb_model *m, int b0, int b1, int p, size_t pb, attn_status *pst) {
     const int T = m->cfg.T, D = m->cfg.D;
     const size_t r0 = (size_t)b0 * T;
     float *pp = m->pp + r0 * 3 * D;
     attn_sdpa_desc d;
     attn_status s = im_desc(m, b1 - b0, &d);
     if (s == ATTN_OK)
-        s = attn_sdpa_forward(NULL, &d, m->h + r0 * D, m->alse + r0, NULL, pp, pp + D, pp + 2 * D,
+        s = attn_sdpa_forward(&m->ctx, &d, m->h + r0 * D, m->alse + r0, NULL, pp, pp + D, pp + 2 * D,
                               (char *)m->awork + (size_t)p * pb, pb);
     im_fail(s, pst);
     const float inv = 1.0f / (float)T;
@@ -280,7 +283,7 @@ static void im_slice_forward(imdb_model *m, int b0, int b1, int p, size_t pb, at
 
 /* Part p of np of the B reviews, chunk reviews at a time: P rows (nb·T,3D) (Q, K, V side by side) = the
  * rows idx[n] of src (·,3D), then (when attend) their attention and mean (im_slice_forward). */
-static void im_part_forward(imdb_model *m, const float *src, const int32_t *idx, int B, int np, int p, size_t pb,
+static void im_part_forward(attn_imdb_model *m, const float *src, const int32_t *idx, int B, int np, int p, size_t pb,
                             int chunk, int attend, attn_status *pst) {
     const size_t T = (size_t)m->cfg.T, D3 = 3 * (size_t)m->cfg.D;
     int b0, b1;
@@ -295,20 +298,20 @@ static void im_part_forward(imdb_model *m, const float *src, const int32_t *idx,
 
 /* Threads for B reviews: one part of reviews each. The workspace holds np per-part workspaces (and one
  * for the whole batch when the weights are asked for); *part_bytes is the size of one. */
-static attn_status im_plan(imdb_model *m, int B, int want_full, int *np_out, size_t *part_bytes) {
-    int np = attn_get_num_threads();
+static attn_status im_plan(attn_imdb_model *m, int B, int want_full, int *np_out, size_t *part_bytes) {
+    int np = m->ctx.threads;
     if (np < 1) np = 1;
     if (np > B) np = B;
     attn_sdpa_desc d;
     attn_status st;
     size_t pb = 0, fb = 0, fw, bw;
     if ((st = im_desc(m, (B + np - 1) / np, &d)) != ATTN_OK) return st;
-    if ((st = attn_sdpa_workspace_size(NULL, &d, ATTN_PASS_FORWARD, &fw)) != ATTN_OK) return st;
-    if ((st = attn_sdpa_workspace_size(NULL, &d, ATTN_PASS_BACKWARD, &bw)) != ATTN_OK) return st;
+    if ((st = attn_sdpa_workspace_size(&m->ctx, &d, ATTN_PASS_FORWARD, &fw)) != ATTN_OK) return st;
+    if ((st = attn_sdpa_workspace_size(&m->ctx, &d, ATTN_PASS_BACKWARD, &bw)) != ATTN_OK) return st;
     pb = ((fw > bw ? fw : bw) + 63) & ~(size_t)63;
     if (want_full) {
         if ((st = im_desc(m, B, &d)) != ATTN_OK) return st;
-        if ((st = attn_sdpa_workspace_size(NULL, &d, ATTN_PASS_FORWARD, &fb)) != ATTN_OK) return st;
+        if ((st = attn_sdpa_workspace_size(&m->ctx, &d, ATTN_PASS_FORWARD, &fb)) != ATTN_OK) return st;
     }
     size_t need = pb * (size_t)np > fb ? pb * (size_t)np : fb;
     if (need == 0) need = 64;
@@ -325,7 +328,7 @@ static attn_status im_plan(imdb_model *m, int B, int want_full, int *np_out, siz
 
 /* The start of a forward over ids (B,T): the ids checked, the threads planned (see im_plan), and no
  * backward allowed until the training forward has succeeded. */
-static attn_status im_begin(imdb_model *m, const int32_t *ids, int B, int want_full, int *np, size_t *pb) {
+static attn_status im_begin(attn_imdb_model *m, const int32_t *ids, int B, int want_full, int *np, size_t *pb) {
     const int N = B * m->cfg.T;
     for (int n = 0; n < N; n++)
         if (ids[n] < 0 || ids[n] >= m->cfg.V) return ATTN_ERR_ARG;
@@ -336,15 +339,15 @@ static attn_status im_begin(imdb_model *m, const int32_t *ids, int B, int want_f
 }
 
 /* wc (D,3D) = [W0 W1 W2] */
-static void im_pack(imdb_model *m) {
+static void im_pack(attn_imdb_model *m) {
     const size_t D = (size_t)m->cfg.D;
     for (size_t r = 0; r < D; r++)
         for (size_t i = 0; i < 3; i++) memcpy(m->wc + (r * 3 + i) * D, m->kernel + (i * D + r) * D, sizeof(float) * D);
 }
 
 /* h (B,T,D) from ids (B,T); weights (B,T,T) when given (the reference kernel, one call). */
-static attn_status im_attention_forward(imdb_model *m, const int32_t *ids, int B, float *weights) {
-    const imdb_config *c = &m->cfg;
+static attn_status im_attention_forward(attn_imdb_model *m, const int32_t *ids, int B, float *weights) {
+    const attn_imdb_config *c = &m->cfg;
     const int T = c->T, D = c->D, D3 = 3 * D, N = B * T;
     int np;
     size_t pb;
@@ -392,7 +395,7 @@ static attn_status im_attention_forward(imdb_model *m, const int32_t *ids, int B
     if (weights) {
         attn_sdpa_desc d;
         if ((st = im_desc(m, B, &d)) != ATTN_OK) return st;
-        if ((st = attn_sdpa_forward(NULL, &d, m->h, m->alse, weights, m->pp, m->pp + D, m->pp + 2 * D, m->awork,
+        if ((st = attn_sdpa_forward(&m->ctx, &d, m->h, m->alse, weights, m->pp, m->pp + D, m->pp + 2 * D, m->awork,
                                     m->awork_bytes)) != ATTN_OK)
             return st;
     }
@@ -403,8 +406,8 @@ static attn_status im_attention_forward(imdb_model *m, const int32_t *ids, int B
 
 /* From dh (B,T,D) of the last forward: dW += xᵀ·dPU, d_emb[words] += dPU·Wcᵀ. dpooled (B,D) is the
  * gradient of the mean over T, which gives dh (written here, part by part). */
-static attn_status im_attention_backward(imdb_model *m, int B) {
-    const imdb_config *c = &m->cfg;
+static attn_status im_attention_backward(attn_imdb_model *m, int B) {
+    const attn_imdb_config *c = &m->cfg;
     const int T = c->T, D = c->D, D3 = 3 * D, nu = m->n_words;
     const size_t wsz = (size_t)D * D;
     int np;
@@ -436,7 +439,7 @@ static attn_status im_attention_backward(imdb_model *m, int B) {
             attn_sdpa_desc d;
             attn_status s = im_desc(m, b1 - b0, &d);
             if (s == ATTN_OK)
-                s = attn_sdpa_backward(NULL, &d, dpp, dpp + D, dpp + 2 * D, m->dh + r0 * D, pp, pp + D, pp + 2 * D,
+                s = attn_sdpa_backward(&m->ctx, &d, dpp, dpp + D, dpp + 2 * D, m->dh + r0 * D, pp, pp + D, pp + 2 * D,
                                        m->h + r0 * D, m->alse + r0, (char *)m->awork + (size_t)p * pb, pb);
             im_fail(s, &pst);
         }
@@ -475,7 +478,7 @@ static attn_status im_attention_backward(imdb_model *m, int B) {
     return pst;
 }
 
-attn_status imdb_model_forward(imdb_model *m, const int32_t *ids, const int32_t *labels, int B, int train,
+attn_status attn_imdb_model_forward(attn_imdb_model *m, const int32_t *ids, const int32_t *labels, int B, int train,
                                uint64_t drop_seed, float *weights, double *loss_sum, int *correct) {
     if (!m || !ids) return ATTN_ERR_NULL;
     if (B < 1 || B > m->Bmax) return ATTN_ERR_SIZE;
@@ -485,7 +488,7 @@ attn_status imdb_model_forward(imdb_model *m, const int32_t *ids, const int32_t 
     return head_forward(m, labels, B, train, drop_seed, loss_sum, correct, weights == NULL);
 }
 
-void imdb_model_zero_grad(imdb_model *m, int full) {
+void attn_imdb_model_zero_grad(attn_imdb_model *m, int full) {
     const size_t D = (size_t)m->cfg.D, V = (size_t)m->cfg.V;
     if (full || m->n_touched < 0) {
         memset(m->grads, 0, sizeof(float) * m->n_params);
@@ -496,11 +499,11 @@ void imdb_model_zero_grad(imdb_model *m, int full) {
     m->n_touched = 0;
 }
 
-attn_status imdb_model_backward(imdb_model *m, const int32_t *ids, const int32_t *labels, int B, int train,
+attn_status attn_imdb_model_backward(attn_imdb_model *m, const int32_t *ids, const int32_t *labels, int B, int train,
                                 uint64_t drop_seed) {
     if (!m || !ids || !labels) return ATTN_ERR_NULL;
     if (B < 1 || B > m->Bmax) return ATTN_ERR_SIZE;
-    const imdb_config *c = &m->cfg;
+    const attn_imdb_config *c = &m->cfg;
     const int N = B * c->T;
     const size_t nBD = (size_t)B * c->D;
     attn_status st;
