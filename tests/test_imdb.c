@@ -535,6 +535,92 @@ static void test_model_golden(void) {
     attn_st_free(&g);
 }
 
+/* ---- checkpoints: save, load, read_run, and the errors ------------------------------------------------ */
+static void test_checkpoint(void) {
+    const int V = 50, D = 8, T = 6, B = 4;
+    attn_imdb_config c;
+    attn_imdb_config_default(&c);
+    c.V = V;
+    c.D = D;
+    c.T = T;
+    attn_imdb_model m, l;
+    CHECK_STATUS(attn_imdb_model_init(&m, NULL, &c, B, 3), ATTN_OK);
+    /* a vocabulary of V words: the reserved ids' names, then w4 .. w49 */
+    char blob[1024];
+    size_t n = 0;
+    for (int i = 0; i < V; i++)       /* each word and its NUL */
+        n += (size_t)snprintf(blob + n, sizeof blob - n, i < ATTN_IMDB_FIRST_WORD ? "<r%d>" : "w%d", i) + 1;
+    attn_imdb_vocab v, lv;
+    CHECK_STATUS(attn_imdb_vocab_from_blob(&v, blob, n, V), ATTN_OK);
+    attn_adam a, la;
+    CHECK_STATUS(attn_adam_init(&a, m.n_params, 0.01f), ATTN_OK);
+    CHECK_STATUS(attn_adam_init(&la, m.n_params, 0.01f), ATTN_OK);
+    for (size_t i = 0; i < m.n_params; i++) {
+        a.m[i] = 0.001f * (float)i;
+        a.v[i] = 0.002f * (float)i;
+    }
+    a.t = 17;
+    attn_imdb_run_info run = {3, 2000, 32, 17, 2e-4f, 99}, got;
+    char path[512], err[512] = "";
+    snprintf(path, sizeof path, "%s/model.safetensors", g_dir);
+    CHECK_STATUS(attn_imdb_model_save(&m, &a, &v, &run, path, err, sizeof err), ATTN_OK);
+    /* round trip: parameters, moments, step, vocabulary, run */
+    CHECK_STATUS(attn_imdb_model_load(&l, NULL, 2, &la, &lv, &got, path, err, sizeof err), ATTN_OK);
+    CHECK(l.cfg.V == V && l.cfg.T == T && l.cfg.D == D && l.Bmax == 2 && l.n_params == m.n_params);
+    CHECK(memcmp(l.params, m.params, sizeof(float) * m.n_params) == 0);
+    CHECK(memcmp(la.m, a.m, sizeof(float) * m.n_params) == 0 && memcmp(la.v, a.v, sizeof(float) * m.n_params) == 0);
+    CHECK(la.t == 17 && lv.crc == v.crc && lv.V == V);
+    CHECK(got.epoch == 3 && got.limit == 2000 && got.batch == 32 && got.adam_t == 17 && got.lr == 2e-4f && got.seed == 99);
+    attn_imdb_model_free(&l);
+    attn_imdb_vocab_free(&lv);
+    /* without the optional parts */
+    CHECK_STATUS(attn_imdb_model_load(&l, NULL, 1, NULL, NULL, NULL, path, err, sizeof err), ATTN_OK);
+    attn_imdb_model_free(&l);
+    attn_imdb_run_info only = {0, -1, -1, 0, 0.0f, 0};
+    CHECK_STATUS(attn_imdb_model_read_run(path, &only, err, sizeof err), ATTN_OK);
+    CHECK(only.limit == 2000 && only.batch == 32 && only.lr == 2e-4f && only.seed == 99 && only.epoch == 3);
+    /* an optimizer of another size: refused, and left alone */
+    attn_adam small;
+    CHECK_STATUS(attn_adam_init(&small, 10, 0.01f), ATTN_OK);
+    CHECK_STATUS(attn_imdb_model_load(&l, NULL, 1, &small, NULL, NULL, path, err, sizeof err), ATTN_ERR_SHAPE);
+    CHECK(small.t == 0 && l.params == NULL);
+    attn_adam_free(&small);
+    /* errors name the file */
+    char missing[512];
+    snprintf(missing, sizeof missing, "%s/none.safetensors", g_dir);
+    CHECK_STATUS(attn_imdb_model_load(&l, NULL, 1, NULL, NULL, NULL, missing, err, sizeof err), ATTN_ERR_IO);
+    CHECK(strstr(err, missing) != NULL);
+    CHECK_STATUS(attn_imdb_model_read_run(missing, &only, err, sizeof err), ATTN_ERR_IO);
+    char golden[512];
+    snprintf(golden, sizeof golden, "%s/imdb_model.safetensors", ATTN_GOLDEN_DIR);
+    CHECK_STATUS(attn_imdb_model_load(&l, NULL, 1, NULL, NULL, NULL, golden, err, sizeof err), ATTN_ERR_FORMAT);
+    CHECK(strstr(err, golden) != NULL && strstr(err, "attn-imdb-1") != NULL);
+    /* a model the format cannot describe, a vocabulary of another size */
+    attn_imdb_model o;
+    attn_imdb_config c3 = c;
+    c3.C = 3;
+    CHECK_STATUS(attn_imdb_model_init(&o, NULL, &c3, 1, 1), ATTN_OK);
+    attn_adam oa;
+    CHECK_STATUS(attn_adam_init(&oa, o.n_params, 0.01f), ATTN_OK);
+    CHECK_STATUS(attn_imdb_model_save(&o, &oa, &v, &run, path, err, sizeof err), ATTN_ERR_ARG);
+    attn_adam_free(&oa);
+    attn_imdb_model_free(&o);
+    c3 = c;
+    c3.V = V + 1;
+    CHECK_STATUS(attn_imdb_model_init(&o, NULL, &c3, 1, 1), ATTN_OK);
+    CHECK_STATUS(attn_adam_init(&oa, o.n_params, 0.01f), ATTN_OK);
+    CHECK_STATUS(attn_imdb_model_save(&o, &oa, &v, &run, path, err, sizeof err), ATTN_ERR_SHAPE);
+    attn_adam_free(&oa);
+    attn_imdb_model_free(&o);
+    /* the failed saves left the earlier file whole */
+    CHECK_STATUS(attn_imdb_model_load(&l, NULL, 1, NULL, NULL, NULL, path, err, sizeof err), ATTN_OK);
+    attn_imdb_model_free(&l);
+    attn_adam_free(&a);
+    attn_adam_free(&la);
+    attn_imdb_vocab_free(&v);
+    attn_imdb_model_free(&m);
+}
+
 /* ---- a short training run on the real data ---------------------------------------------------------- */
 static double now_s(void) {
     struct timespec ts;
@@ -793,6 +879,7 @@ int main(void) {
     test_loader();
     test_broken_inputs();
     test_model_golden();
+    test_checkpoint();
     test_threads_bitwise();
     test_selfattn_split();
     test_short_training();

@@ -120,6 +120,44 @@ attn_status attn_imdb_model_eval_forward(attn_imdb_model *m, const int32_t *ids,
  * call (the others are zero already). full != 0 clears everything. */
 void        attn_imdb_model_zero_grad(attn_imdb_model *m, int full);
 
+/* ---------------------------------------------------------------------------------------------------
+ * Checkpoints. One safetensors file: embedding.weight (V,D), selfattn.kernel (3,D,D), dense.weight (C,D),
+ * dense.bias (C), adam.m and adam.v (n_params), vocab (U8: the V words, NUL-terminated, in id order), and
+ * metadata format "attn-imdb-1", vocab_size, maxlen, dim, vocab_crc32, n_params and the run's settings
+ * below. The format records V, T and D only: C, scale and dropout are the experiment's
+ * (attn_imdb_config_default), and a model with others cannot be saved (ATTN_ERR_ARG).
+ * Errors: a status, and err (err_size bytes, may be NULL) gets "path: what was expected".
+ */
+/* The training run a checkpoint belongs to, so that a resumed run continues exactly. */
+typedef struct attn_imdb_run_info {
+    int epoch;                   /* epochs done */
+    int limit;                   /* the data set's limit (reviews per split, 0 = all) */
+    int batch;                   /* batch size */
+    int64_t adam_t;              /* Adam steps taken */
+    float lr;                    /* Adam learning rate */
+    uint64_t seed;               /* seed of the initialization, shuffling and dropout */
+} attn_imdb_run_info;
+
+/* Writes m's parameters, adam's moments (adam->n == m->n_params), the vocabulary and run to path,
+ * atomically (attn_st_write: a temporary file renamed over path). */
+attn_status attn_imdb_model_save(const attn_imdb_model *m, const attn_adam *adam, const attn_imdb_vocab *vocab,
+                                 const attn_imdb_run_info *run, const char *path, char *err, size_t err_size);
+
+/* Reads a checkpoint: initializes m for batches of up to Bmax reviews with context ctx (as
+ * attn_imdb_model_init) and the checkpoint's V, T, D, and fills its parameters; the vocabulary goes to
+ * *vocab (free it with attn_imdb_vocab_free) and the run to *run. adam, when not NULL, must have been made
+ * with attn_adam_init for the model's n_params (else ATTN_ERR_SHAPE): it gets the moments and step count.
+ * vocab, run and adam may be NULL. On failure m (and *vocab) are left empty and adam unchanged.
+ * ATTN_ERR_IO when the file cannot be read, ATTN_ERR_FORMAT when it is not such a checkpoint. */
+attn_status attn_imdb_model_load(attn_imdb_model *m, const attn_ctx *ctx, int Bmax, attn_adam *adam,
+                                 attn_imdb_vocab *vocab, attn_imdb_run_info *run, const char *path, char *err,
+                                 size_t err_size);
+
+/* Reads only the run's settings from a checkpoint's metadata, e.g. to load the data set it was trained
+ * on before the model. A field whose metadata is missing keeps the value *run holds on entry; nothing
+ * else in the file is checked (attn_imdb_model_load does that). */
+attn_status attn_imdb_model_read_run(const char *path, attn_imdb_run_info *run, char *err, size_t err_size);
+
 #ifdef __cplusplus
 }
 #endif

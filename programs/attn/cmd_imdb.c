@@ -29,7 +29,6 @@
 
 #define CKPT_NAME "imdb.safetensors"
 #define CACHE_NAME "imdb_cache.bin"
-#define CKPT_FORMAT "attn-imdb-1"
 #define EVAL_BATCH 250
 
 typedef struct imdb_flags {
@@ -125,180 +124,33 @@ static int load_data(attn_imdb_data *d, const imdb_flags *f, const attn_imdb_opt
 }
 
 /* ---------------------------------------------------------------------------------------------------
- * Checkpoints.
+ * Checkpoints: the library reads and writes them (attn_imdb_model_save/load); this program also wants
+ * the experiment's sizes and, when it has the data, the data's vocabulary.
  */
-typedef struct ckpt_meta {
-    int epoch, limit, batch;
-    int64_t adam_t;
-    float lr;
-    uint64_t seed;
-} ckpt_meta;
-
-static attn_status ckpt_save(const char *path, const attn_imdb_model *m, const attn_adam *a, const attn_imdb_vocab *v,
-                             const ckpt_meta *cm, char *err, size_t es) {
-    const attn_imdb_config *c = &m->cfg;
-    attn_st_tensor t[7];
-    memset(t, 0, sizeof t);
-    const char *names[7] = {"embedding.weight", "selfattn.kernel", "dense.weight", "dense.bias", "adam.m", "adam.v", "vocab"};
-    const float *data[6] = {m->emb, m->kernel, m->dense_w, m->dense_b, a->m, a->v};
-    int64_t shapes[6][3] = {{c->V, c->D, 0}, {3, c->D, c->D}, {c->C, c->D, 0}, {c->C, 0, 0},
-                            {(int64_t)m->n_params, 0, 0}, {(int64_t)m->n_params, 0, 0}};
-    int ndims[6] = {2, 3, 2, 1, 1, 1};
-    for (int i = 0; i < 6; i++) {
-        t[i].name = names[i];
-        t[i].dtype = ATTN_DTYPE_F32;
-        t[i].ndim = ndims[i];
-        size_t n = 1;
-        for (int k = 0; k < ndims[i]; k++) {
-            t[i].shape[k] = shapes[i][k];
-            n *= (size_t)shapes[i][k];
-        }
-        t[i].data = data[i];
-        t[i].nbytes = n * sizeof(float);
-    }
-    t[6].name = names[6];
-    t[6].dtype = ATTN_DTYPE_U8;
-    t[6].ndim = 1;
-    t[6].shape[0] = (int64_t)v->blob_size;
-    t[6].data = v->blob;
-    t[6].nbytes = v->blob_size;
-    char s[12][64];
-    snprintf(s[0], 64, "%s", CKPT_FORMAT);
-    snprintf(s[1], 64, "%d", c->V);
-    snprintf(s[2], 64, "%d", c->T);
-    snprintf(s[3], 64, "%d", c->D);
-    snprintf(s[4], 64, "%08x", v->crc);
-    snprintf(s[5], 64, "%d", cm->epoch);
-    snprintf(s[6], 64, "%" PRId64, cm->adam_t);
-    snprintf(s[7], 64, "%" PRIu64, cm->seed);
-    snprintf(s[8], 64, "%.9g", cm->lr);
-    snprintf(s[9], 64, "%d", cm->batch);
-    snprintf(s[10], 64, "%d", cm->limit);
-    snprintf(s[11], 64, "%zu", m->n_params);
-    const char *keys[12] = {"format", "vocab_size", "maxlen", "dim", "vocab_crc32", "epoch", "adam_t", "seed",
-                            "lr", "batch", "limit", "n_params"};
-    const char *vals[12];
-    for (int i = 0; i < 12; i++) vals[i] = s[i];
-    return attn_st_write(path, t, 7, keys, vals, 12, err, es);
-}
-
-static int meta_int(const attn_st_file *f, const char *key, int64_t *out, const char *path) {
-    const char *s = attn_st_meta(f, key);
-    char *end;
-    if (!s || !*s) {
-        fprintf(stderr, "attn: imdb: %s: metadata \"%s\" missing (not an attn imdb checkpoint?)\n", path, key);
-        return 1;
-    }
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno || *end) {
-        fprintf(stderr, "attn: imdb: %s: metadata \"%s\" = \"%s\" is not an integer\n", path, key, s);
-        return 1;
-    }
-    *out = v;
-    return 0;
-}
-
-/* Reads a checkpoint: config, vocabulary, meta; parameters into m (which it initializes) and, when a is
- * given, the Adam moments. expect_crc != 0: the data's vocabulary, which must match. */
-static int ckpt_load(const char *path, attn_imdb_model *m, int Bmax, attn_adam *a, attn_imdb_vocab *v, ckpt_meta *cm,
-                     uint32_t expect_crc) {
-    attn_st_file f;
+static int load_checkpoint(const char *path, attn_imdb_model *m, int Bmax, attn_adam *a, attn_imdb_vocab *v,
+                           attn_imdb_run_info *run, uint32_t expect_crc) {
     char err[1024] = "";
-    attn_status st = attn_st_read(&f, path, 0, err, sizeof err);
+    attn_status st = attn_imdb_model_load(m, NULL, Bmax, a, v, run, path, err, sizeof err);
     if (st != ATTN_OK) {
         fprintf(stderr, "attn: imdb: %s\n", err[0] ? err : attn_status_string(st));
         return 1;
     }
-    int rc = 1;
-    const char *fmt = attn_st_meta(&f, "format");
-    int64_t V, T, D, epoch, adam_t, batch, limit;
-    if (!fmt || strcmp(fmt, CKPT_FORMAT) != 0) {
-        fprintf(stderr, "attn: imdb: %s: not an attn imdb checkpoint (metadata format is %s, expected %s)\n", path,
-                fmt ? fmt : "missing", CKPT_FORMAT);
-        goto done;
-    }
-    if (meta_int(&f, "vocab_size", &V, path) || meta_int(&f, "maxlen", &T, path) || meta_int(&f, "dim", &D, path) ||
-        meta_int(&f, "epoch", &epoch, path) || meta_int(&f, "adam_t", &adam_t, path) ||
-        meta_int(&f, "batch", &batch, path) || meta_int(&f, "limit", &limit, path))
-        goto done;
     attn_imdb_config c;
     attn_imdb_config_default(&c);
-    if (V != c.V || T != c.T || D != c.D) {
-        fprintf(stderr, "attn: imdb: %s: a model of vocabulary %lld, maxlen %lld, width %lld; this program builds "
-                "%d, %d, %d\n", path, (long long)V, (long long)T, (long long)D, c.V, c.T, c.D);
-        goto done;
-    }
-    const attn_st_tensor *vt = attn_st_find(&f, "vocab");
-    if (!vt || vt->dtype != ATTN_DTYPE_U8 || vt->ndim != 1) {
-        fprintf(stderr, "attn: imdb: %s: tensor \"vocab\" (U8, 1-D) missing\n", path);
-        goto done;
-    }
-    if (attn_imdb_vocab_from_blob(v, vt->data, vt->nbytes, (int)V) != ATTN_OK) {
-        fprintf(stderr, "attn: imdb: %s: tensor \"vocab\" does not hold %lld words\n", path, (long long)V);
-        goto done;
-    }
-    const char *crc_s = attn_st_meta(&f, "vocab_crc32");
-    char want[16];
-    snprintf(want, sizeof want, "%08x", v->crc);
-    if (!crc_s || strcmp(crc_s, want) != 0) {
-        fprintf(stderr, "attn: imdb: %s: vocabulary checksum %s does not match its vocab tensor (%s)\n", path,
-                crc_s ? crc_s : "missing", want);
-        attn_imdb_vocab_free(v);
-        goto done;
-    }
-    if (expect_crc && v->crc != expect_crc) {
+    int rc = 0;
+    if (m->cfg.V != c.V || m->cfg.T != c.T || m->cfg.D != c.D) {
+        fprintf(stderr, "attn: imdb: %s: a model of vocabulary %d, maxlen %d, width %d; this program builds "
+                "%d, %d, %d\n", path, m->cfg.V, m->cfg.T, m->cfg.D, c.V, c.T, c.D);
+        rc = 1;
+    } else if (expect_crc && v->crc != expect_crc) {
         fprintf(stderr, "attn: imdb: %s: trained with another vocabulary (crc %08x) than the data's (crc %08x); "
                 "was it trained with another --limit or data set?\n", path, v->crc, expect_crc);
+        rc = 1;
+    }
+    if (rc) {
+        attn_imdb_model_free(m);
         attn_imdb_vocab_free(v);
-        goto done;
     }
-    if ((st = attn_imdb_model_init(m, NULL, &c, Bmax, 1)) != ATTN_OK) {
-        cli_fail(st, "imdb: model");
-        attn_imdb_vocab_free(v);
-        goto done;
-    }
-    const char *names[4] = {"embedding.weight", "selfattn.kernel", "dense.weight", "dense.bias"};
-    float *dst[4] = {m->emb, m->kernel, m->dense_w, m->dense_b};
-    int64_t shapes[4][3] = {{c.V, c.D, 0}, {3, c.D, c.D}, {c.C, c.D, 0}, {c.C, 0, 0}};
-    int ndims[4] = {2, 3, 2, 1};
-    for (int i = 0; i < 4; i++) {
-        const float *p;
-        if (attn_st_get_f32(&f, names[i], ndims[i], shapes[i], &p, err, sizeof err) != ATTN_OK) {
-            fprintf(stderr, "attn: imdb: %s\n", err);
-            goto fail_model;
-        }
-        size_t n = 1;
-        for (int k = 0; k < ndims[i]; k++) n *= (size_t)shapes[i][k];
-        memcpy(dst[i], p, n * sizeof(float));
-    }
-    if (a) {
-        int64_t np = (int64_t)m->n_params;
-        const float *pm, *pv;
-        if (attn_st_get_f32(&f, "adam.m", 1, &np, &pm, err, sizeof err) != ATTN_OK ||
-            attn_st_get_f32(&f, "adam.v", 1, &np, &pv, err, sizeof err) != ATTN_OK) {
-            fprintf(stderr, "attn: imdb: %s\n", err);
-            goto fail_model;
-        }
-        memcpy(a->m, pm, m->n_params * sizeof(float));
-        memcpy(a->v, pv, m->n_params * sizeof(float));
-        a->t = adam_t;
-    }
-    cm->epoch = (int)epoch;
-    cm->adam_t = adam_t;
-    cm->batch = (int)batch;
-    cm->limit = (int)limit;
-    const char *s = attn_st_meta(&f, "lr");
-    cm->lr = s ? strtof(s, NULL) : 2e-4f;
-    s = attn_st_meta(&f, "seed");
-    cm->seed = s ? strtoull(s, NULL, 10) : 0;
-    rc = 0;
-    goto done;
-fail_model:
-    attn_imdb_model_free(m);
-    attn_imdb_vocab_free(v);
-done:
-    attn_st_free(&f);
     return rc;
 }
 
@@ -350,7 +202,7 @@ static int imdb_train(const imdb_flags *f) {
     int batch = f->batch;
     float lr = f->lr;
     uint64_t seed = f->seed;
-    ckpt_meta cm = {0, f->limit, batch, 0, lr, seed};
+    attn_imdb_run_info cm = {0, f->limit, batch, 0, lr, seed};
     attn_imdb_model m;
     attn_adam adam;
     memset(&adam, 0, sizeof adam);
@@ -359,19 +211,16 @@ static int imdb_train(const imdb_flags *f) {
 
     if (f->resume) {
         /* The run's settings come from the checkpoint so that it continues exactly. */
-        attn_st_file probe;
+        attn_imdb_run_info r = {0, 0, batch, 0, lr, seed};
         char err[1024] = "";
-        if (attn_st_read(&probe, ckpt, 0, err, sizeof err) != ATTN_OK) {
+        if (attn_imdb_model_read_run(ckpt, &r, err, sizeof err) != ATTN_OK) {
             fprintf(stderr, "attn: imdb: --resume: %s\n", err);
             return 1;
         }
-        const char *ms[4] = {attn_st_meta(&probe, "limit"), attn_st_meta(&probe, "batch"), attn_st_meta(&probe, "lr"),
-                             attn_st_meta(&probe, "seed")};
-        o.limit = ms[0] ? atoi(ms[0]) : 0;
-        batch = ms[1] ? atoi(ms[1]) : batch;
-        lr = ms[2] ? strtof(ms[2], NULL) : lr;
-        seed = ms[3] ? strtoull(ms[3], NULL, 10) : seed;
-        attn_st_free(&probe);
+        o.limit = r.limit;
+        batch = r.batch;
+        lr = r.lr;
+        seed = r.seed;
         if (batch < 1 || batch > 4096 || !(lr > 0)) {
             fprintf(stderr, "attn: imdb: %s: batch %d or lr %g in the metadata out of range\n", ckpt, batch, lr);
             return 1;
@@ -390,7 +239,7 @@ static int imdb_train(const imdb_flags *f) {
         goto out_data;
     }
     if (f->resume) {
-        if (ckpt_load(ckpt, &m, Bmax, &adam, &cv, &cm, d.vocab.crc)) goto out_adam_only;
+        if (load_checkpoint(ckpt, &m, Bmax, &adam, &cv, &cm, d.vocab.crc)) goto out_adam_only;
         attn_imdb_vocab_free(&cv);
         if (cm.epoch >= f->epochs) {
             fprintf(stderr, "attn: imdb: %s has %d epochs already (--epochs %d): nothing to do\n", ckpt, cm.epoch,
@@ -496,9 +345,9 @@ static int imdb_train(const imdb_flags *f) {
                "val_acc: %.4f\n", epoch + 1, f->epochs, seen, n, t_train + t_val, t_train, t_val, loss_sum / seen,
                (double)correct / seen, vl, va);
         fflush(stdout);
-        ckpt_meta sm = {epoch + 1, o.limit, batch, adam.t, lr, seed};
+        attn_imdb_run_info sm = {epoch + 1, o.limit, batch, adam.t, lr, seed};
         char err[1024] = "";
-        if ((st = ckpt_save(ckpt, &m, &adam, &d.vocab, &sm, err, sizeof err)) != ATTN_OK) {
+        if ((st = attn_imdb_model_save(&m, &adam, &d.vocab, &sm, ckpt, err, sizeof err)) != ATTN_OK) {
             fprintf(stderr, "attn: imdb: saving the checkpoint: %s\n", err[0] ? err : attn_status_string(st));
             goto out_buf;
         }
@@ -532,23 +381,21 @@ static int imdb_eval(const imdb_flags *f) {
     char pbuf[4200];
     const char *ckpt = ckpt_path(f, pbuf, sizeof pbuf);
     /* the data must be encoded the way the checkpoint was trained: its --limit */
-    attn_st_file probe;
+    attn_imdb_run_info r = {0};
     char err[1024] = "";
-    if (attn_st_read(&probe, ckpt, 0, err, sizeof err) != ATTN_OK) {
+    if (attn_imdb_model_read_run(ckpt, &r, err, sizeof err) != ATTN_OK) {
         fprintf(stderr, "attn: imdb: %s\n", err);
         return 1;
     }
-    const char *l = attn_st_meta(&probe, "limit");
     attn_imdb_options o;
     attn_imdb_options_default(&o);
-    o.limit = l ? atoi(l) : 0;
-    attn_st_free(&probe);
+    o.limit = r.limit;
     attn_imdb_data d;
     if (load_data(&d, f, &o)) return 1;
     attn_imdb_model m;
     attn_imdb_vocab v;
-    ckpt_meta cm;
-    if (ckpt_load(ckpt, &m, EVAL_BATCH, NULL, &v, &cm, d.vocab.crc)) {
+    attn_imdb_run_info cm;
+    if (load_checkpoint(ckpt, &m, EVAL_BATCH, NULL, &v, &cm, d.vocab.crc)) {
         attn_imdb_free(&d);
         return 1;
     }
@@ -589,8 +436,8 @@ static int imdb_predict(const imdb_flags *f, const char *text) {
     const char *ckpt = ckpt_path(f, pbuf, sizeof pbuf);
     attn_imdb_model m;
     attn_imdb_vocab v;
-    ckpt_meta cm;
-    if (ckpt_load(ckpt, &m, 1, NULL, &v, &cm, 0)) return 1;
+    attn_imdb_run_info cm;
+    if (load_checkpoint(ckpt, &m, 1, NULL, &v, &cm, 0)) return 1;
     const int T = m.cfg.T;
     int rc = 1;
     int32_t *ids = malloc(sizeof(int32_t) * (size_t)T);

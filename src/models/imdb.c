@@ -7,7 +7,11 @@
 #include "attn/imdb_model.h"
 
 #include <cblas.h>
+#include <errno.h>
+#include <inttypes.h>
 #include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -533,5 +537,251 @@ attn_status attn_imdb_model_backward(attn_imdb_model *m, const int32_t *ids, con
         for (int i = 0; i < nu; i++) m->touched[m->n_touched++] = m->words[i];
     else
         m->n_touched = -1;
+    return ATTN_OK;
+}
+
+/* ---------------------------------------------------------------------------------------------------
+ * Checkpoints (see attn/imdb_model.h for the format).
+ */
+#define IM_FORMAT "attn-imdb-1"
+#define IM_N_PARAM_TENSORS 4
+
+static const char *const im_param_names[IM_N_PARAM_TENSORS] = {"embedding.weight", "selfattn.kernel",
+                                                               "dense.weight", "dense.bias"};
+
+/* The four parameter tensors' ndim and shapes for config c. */
+static void im_param_shapes(const attn_imdb_config *c, int ndims[IM_N_PARAM_TENSORS],
+                            int64_t shapes[IM_N_PARAM_TENSORS][3]) {
+    const int nd[IM_N_PARAM_TENSORS] = {2, 3, 2, 1};
+    const int64_t sh[IM_N_PARAM_TENSORS][3] = {{c->V, c->D, 0}, {3, c->D, c->D}, {c->C, c->D, 0}, {c->C, 0, 0}};
+    memcpy(ndims, nd, sizeof nd);
+    memcpy(shapes, sh, sizeof sh);
+}
+
+static attn_status im_fail_msg(attn_status st, char *err, size_t err_size, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static attn_status im_fail_msg(attn_status st, char *err, size_t err_size, const char *fmt, ...) {
+    if (err && err_size) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, err_size, fmt, ap);
+        va_end(ap);
+    }
+    return st;
+}
+
+attn_status attn_imdb_model_save(const attn_imdb_model *m, const attn_adam *adam, const attn_imdb_vocab *vocab,
+                                 const attn_imdb_run_info *run, const char *path, char *err, size_t err_size) {
+    if (!m || !m->params || !adam || !adam->m || !vocab || !vocab->blob || !run || !path) return ATTN_ERR_NULL;
+    const attn_imdb_config *c = &m->cfg;
+    attn_imdb_config def;
+    attn_imdb_config_default(&def);
+    if (c->C != def.C || c->scale != def.scale || c->dropout != def.dropout)
+        return im_fail_msg(ATTN_ERR_ARG, err, err_size, "%s: the " IM_FORMAT " format records vocabulary, maxlen and "
+                           "width only; this model's classes, scale or dropout are not the experiment's", path);
+    if (adam->n != m->n_params)
+        return im_fail_msg(ATTN_ERR_SHAPE, err, err_size, "%s: the optimizer holds %zu parameters, the model %zu",
+                           path, adam->n, m->n_params);
+    if (vocab->V != c->V)
+        return im_fail_msg(ATTN_ERR_SHAPE, err, err_size, "%s: the vocabulary has %d words, the model %d", path,
+                           vocab->V, c->V);
+    /* tensors: the parameters, the Adam moments, the vocabulary */
+    attn_st_tensor t[7];
+    memset(t, 0, sizeof t);
+    int ndims[7];
+    int64_t shapes[7][3];
+    im_param_shapes(c, ndims, shapes);
+    const char *names[7] = {im_param_names[0], im_param_names[1], im_param_names[2], im_param_names[3], "adam.m",
+                            "adam.v", "vocab"};
+    const float *data[6] = {m->emb, m->kernel, m->dense_w, m->dense_b, adam->m, adam->v};
+    for (int i = 4; i < 6; i++) {
+        ndims[i] = 1;
+        shapes[i][0] = (int64_t)m->n_params;
+    }
+    for (int i = 0; i < 6; i++) {
+        t[i].name = names[i];
+        t[i].dtype = ATTN_DTYPE_F32;
+        t[i].ndim = ndims[i];
+        size_t n = 1;
+        for (int k = 0; k < ndims[i]; k++) {
+            t[i].shape[k] = shapes[i][k];
+            n *= (size_t)shapes[i][k];
+        }
+        t[i].data = data[i];
+        t[i].nbytes = n * sizeof(float);
+    }
+    t[6].name = names[6];
+    t[6].dtype = ATTN_DTYPE_U8;
+    t[6].ndim = 1;
+    t[6].shape[0] = (int64_t)vocab->blob_size;
+    t[6].data = vocab->blob;
+    t[6].nbytes = vocab->blob_size;
+    /* metadata: the model, then the run */
+    char s[12][64];
+    snprintf(s[0], 64, "%s", IM_FORMAT);
+    snprintf(s[1], 64, "%d", c->V);
+    snprintf(s[2], 64, "%d", c->T);
+    snprintf(s[3], 64, "%d", c->D);
+    snprintf(s[4], 64, "%08x", vocab->crc);
+    snprintf(s[5], 64, "%d", run->epoch);
+    snprintf(s[6], 64, "%" PRId64, run->adam_t);
+    snprintf(s[7], 64, "%" PRIu64, run->seed);
+    snprintf(s[8], 64, "%.9g", run->lr);
+    snprintf(s[9], 64, "%d", run->batch);
+    snprintf(s[10], 64, "%d", run->limit);
+    snprintf(s[11], 64, "%zu", m->n_params);
+    const char *keys[12] = {"format", "vocab_size", "maxlen", "dim", "vocab_crc32", "epoch", "adam_t", "seed",
+                            "lr", "batch", "limit", "n_params"};
+    const char *vals[12];
+    for (int i = 0; i < 12; i++) vals[i] = s[i];
+    return attn_st_write(path, t, 7, keys, vals, 12, err, err_size);
+}
+
+/* Metadata key as an integer: ATTN_ERR_FORMAT (err filled) when missing or not an integer. */
+static attn_status im_meta_int(const attn_st_file *f, const char *key, int64_t *out, const char *path, char *err,
+                               size_t err_size) {
+    const char *s = attn_st_meta(f, key);
+    char *end;
+    if (!s || !*s)
+        return im_fail_msg(ATTN_ERR_FORMAT, err, err_size,
+                           "%s: metadata \"%s\" missing (not an attn imdb checkpoint?)", path, key);
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || *end)
+        return im_fail_msg(ATTN_ERR_FORMAT, err, err_size, "%s: metadata \"%s\" = \"%s\" is not an integer", path,
+                           key, s);
+    *out = v;
+    return ATTN_OK;
+}
+
+/* The checkpoint's config (V, T, D from the metadata; the rest the experiment's) and its run. */
+static attn_status im_read_header(const attn_st_file *f, const char *path, attn_imdb_config *c,
+                                  attn_imdb_run_info *run, char *err, size_t err_size) {
+    const char *fmt = attn_st_meta(f, "format");
+    if (!fmt || strcmp(fmt, IM_FORMAT) != 0)
+        return im_fail_msg(ATTN_ERR_FORMAT, err, err_size,
+                           "%s: not an attn imdb checkpoint (metadata format is %s, expected %s)", path,
+                           fmt ? fmt : "missing", IM_FORMAT);
+    const char *const keys[7] = {"vocab_size", "maxlen", "dim", "epoch", "adam_t", "batch", "limit"};
+    int64_t v[7];
+    for (int i = 0; i < 7; i++) {
+        attn_status st = im_meta_int(f, keys[i], &v[i], path, err, err_size);
+        if (st != ATTN_OK) return st;
+    }
+    attn_imdb_config_default(c);
+    if (v[0] < 1 || v[0] > INT32_MAX / 2 || v[1] < 1 || v[1] > 65536 || v[2] < 1 || v[2] > 65536)
+        return im_fail_msg(ATTN_ERR_FORMAT, err, err_size, "%s: a model of vocabulary %lld, maxlen %lld, width %lld "
+                           "is out of range", path, (long long)v[0], (long long)v[1], (long long)v[2]);
+    c->V = (int)v[0];
+    c->T = (int)v[1];
+    c->D = (int)v[2];
+    run->epoch = (int)v[3];
+    run->adam_t = v[4];
+    run->batch = (int)v[5];
+    run->limit = (int)v[6];
+    const char *s = attn_st_meta(f, "lr");
+    run->lr = s ? strtof(s, NULL) : 2e-4f;
+    s = attn_st_meta(f, "seed");
+    run->seed = s ? strtoull(s, NULL, 10) : 0;
+    return ATTN_OK;
+}
+
+/* The vocabulary tensor, checked against its checksum in the metadata. */
+static attn_status im_read_vocab(const attn_st_file *f, const char *path, int V, attn_imdb_vocab *v, char *err,
+                                 size_t err_size) {
+    const attn_st_tensor *vt = attn_st_find(f, "vocab");
+    if (!vt || vt->dtype != ATTN_DTYPE_U8 || vt->ndim != 1)
+        return im_fail_msg(ATTN_ERR_FORMAT, err, err_size, "%s: tensor \"vocab\" (U8, 1-D) missing", path);
+    attn_status st = attn_imdb_vocab_from_blob(v, vt->data, vt->nbytes, V);
+    if (st == ATTN_ERR_NOMEM) return st;
+    if (st != ATTN_OK)
+        return im_fail_msg(ATTN_ERR_FORMAT, err, err_size, "%s: tensor \"vocab\" does not hold %d words", path, V);
+    const char *crc_s = attn_st_meta(f, "vocab_crc32");
+    char want[16];
+    snprintf(want, sizeof want, "%08x", v->crc);
+    if (!crc_s || strcmp(crc_s, want) != 0) {
+        attn_imdb_vocab_free(v);
+        return im_fail_msg(ATTN_ERR_FORMAT, err, err_size,
+                           "%s: vocabulary checksum %s does not match its vocab tensor (%s)", path,
+                           crc_s ? crc_s : "missing", want);
+    }
+    return ATTN_OK;
+}
+
+/* The parameter tensors (and the Adam moments when adam is given) into m, whose config they must fit. */
+static attn_status im_read_tensors(const attn_st_file *f, attn_imdb_model *m, attn_adam *adam, char *err,
+                                   size_t err_size) {
+    int ndims[IM_N_PARAM_TENSORS];
+    int64_t shapes[IM_N_PARAM_TENSORS][3];
+    im_param_shapes(&m->cfg, ndims, shapes);
+    float *dst[IM_N_PARAM_TENSORS] = {m->emb, m->kernel, m->dense_w, m->dense_b};
+    attn_status st;
+    for (int i = 0; i < IM_N_PARAM_TENSORS; i++) {
+        const float *p;
+        if ((st = attn_st_get_f32(f, im_param_names[i], ndims[i], shapes[i], &p, err, err_size)) != ATTN_OK) return st;
+        size_t n = 1;
+        for (int k = 0; k < ndims[i]; k++) n *= (size_t)shapes[i][k];
+        memcpy(dst[i], p, n * sizeof(float));
+    }
+    if (!adam) return ATTN_OK;
+    const int64_t np = (int64_t)m->n_params;
+    const float *pm, *pv;
+    if ((st = attn_st_get_f32(f, "adam.m", 1, &np, &pm, err, err_size)) != ATTN_OK) return st;
+    if ((st = attn_st_get_f32(f, "adam.v", 1, &np, &pv, err, err_size)) != ATTN_OK) return st;
+    memcpy(adam->m, pm, m->n_params * sizeof(float));
+    memcpy(adam->v, pv, m->n_params * sizeof(float));
+    return ATTN_OK;
+}
+
+attn_status attn_imdb_model_load(attn_imdb_model *m, const attn_ctx *ctx, int Bmax, attn_adam *adam,
+                                 attn_imdb_vocab *vocab, attn_imdb_run_info *run, const char *path, char *err,
+                                 size_t err_size) {
+    if (!m || !path) return ATTN_ERR_NULL;
+    memset(m, 0, sizeof *m);
+    if (vocab) memset(vocab, 0, sizeof *vocab);
+    if (err && err_size) err[0] = '\0';
+    attn_st_file f;
+    attn_status st = attn_st_read(&f, path, 0, err, err_size);
+    if (st != ATTN_OK) return st;
+    attn_imdb_config c;
+    attn_imdb_run_info r;
+    attn_imdb_vocab v;
+    memset(&v, 0, sizeof v);
+    if ((st = im_read_header(&f, path, &c, &r, err, err_size)) != ATTN_OK) goto done;
+    if ((st = im_read_vocab(&f, path, c.V, &v, err, err_size)) != ATTN_OK) goto done;
+    if ((st = attn_imdb_model_init(m, ctx, &c, Bmax, 1)) != ATTN_OK) goto done;
+    if (adam && adam->n != m->n_params) {
+        st = im_fail_msg(ATTN_ERR_SHAPE, err, err_size, "%s: the optimizer holds %zu parameters, the model %zu", path,
+                         adam->n, m->n_params);
+        goto done;
+    }
+    /* im_read_tensors finds both moments before it copies either: a failure leaves adam as it was */
+    if ((st = im_read_tensors(&f, m, adam, err, err_size)) == ATTN_OK && adam) adam->t = r.adam_t;
+done:
+    attn_st_free(&f);
+    if (st != ATTN_OK) {
+        attn_imdb_model_free(m);
+        attn_imdb_vocab_free(&v);
+        return st;
+    }
+    if (vocab) *vocab = v;
+    else attn_imdb_vocab_free(&v);
+    if (run) *run = r;
+    return ATTN_OK;
+}
+
+attn_status attn_imdb_model_read_run(const char *path, attn_imdb_run_info *run, char *err, size_t err_size) {
+    if (!path || !run) return ATTN_ERR_NULL;
+    attn_st_file f;
+    attn_status st = attn_st_read(&f, path, 0, err, err_size);
+    if (st != ATTN_OK) return st;
+    const char *s;
+    if ((s = attn_st_meta(&f, "epoch"))) run->epoch = atoi(s);
+    if ((s = attn_st_meta(&f, "limit"))) run->limit = atoi(s);
+    if ((s = attn_st_meta(&f, "batch"))) run->batch = atoi(s);
+    if ((s = attn_st_meta(&f, "adam_t"))) run->adam_t = strtoll(s, NULL, 10);
+    if ((s = attn_st_meta(&f, "lr"))) run->lr = strtof(s, NULL);
+    if ((s = attn_st_meta(&f, "seed"))) run->seed = strtoull(s, NULL, 10);
+    attn_st_free(&f);
     return ATTN_OK;
 }
