@@ -38,12 +38,6 @@ typedef struct imdb_flags {
     uint64_t seed;
 } imdb_flags;
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static uint64_t mix64(uint64_t x) {
     x += 0x9e3779b97f4a7c15ULL;
     x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
@@ -51,36 +45,8 @@ static uint64_t mix64(uint64_t x) {
     return x ^ (x >> 31);
 }
 
-static void set_threads(int n) {
-    attn_set_num_threads(n);
-    int got = attn_get_num_threads();
-    attn_blas_set_num_threads(got > 0 ? got : 1);
-}
-
-static int make_dir(const char *path) {
-    struct stat s;
-    if (stat(path, &s) == 0) {
-        if (S_ISDIR(s.st_mode)) return 0;
-        fprintf(stderr, "attn: imdb: --out %s exists and is not a folder\n", path);
-        return 1;
-    }
-    char buf[4096];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (stat(buf, &s) != 0 && mkdir(buf, 0777) != 0 && errno != EEXIST) {
-            fprintf(stderr, "attn: imdb: cannot create folder %s: %s\n", buf, strerror(errno));
-            return 1;
-        }
-        *p = '/';
-    }
-    if (mkdir(buf, 0777) != 0 && errno != EEXIST) {
-        fprintf(stderr, "attn: imdb: cannot create folder %s: %s\n", buf, strerror(errno));
-        return 1;
-    }
-    return 0;
-}
+/* The attention kernels on --threads, OpenBLAS on as many (the model's products are cut per thread). */
+static void set_threads(int n) { cli_set_threads(n, 0); }
 
 /* ---------------------------------------------------------------------------------------------------
  * Data: the cache in --out when it matches, else the archive/folder (then the cache is written).
@@ -100,25 +66,25 @@ static int load_data(attn_imdb_data *d, const imdb_flags *f, const attn_imdb_opt
         fprintf(stderr, "attn: imdb: %s\n", err);
         return 1;
     }
-    double t0 = now_s();
+    double t0 = cli_now();
     st = attn_imdb_cache_load(d, o, src, cache, err, sizeof err);
     if (st == ATTN_OK) {
         fprintf(stderr, "attn: imdb: data from the cache %s (%.2f s): %d train, %d test reviews\n", cache,
-                now_s() - t0, d->train.n, d->test.n);
+                cli_now() - t0, d->train.n, d->test.n);
         return 0;
     }
     if (st == ATTN_ERR_FORMAT) fprintf(stderr, "attn: imdb: note: ignoring a corrupt cache: %s\n", err);
     else if (st == ATTN_ERR_ARG) fprintf(stderr, "attn: imdb: note: rebuilding a stale cache: %s\n", err);
-    t0 = now_s();
+    t0 = cli_now();
     err[0] = '\0';
     st = attn_imdb_load(d, src, o, err, sizeof err);
     if (st != ATTN_OK) {
         fprintf(stderr, "attn: imdb: %s\n", err[0] ? err : attn_status_string(st));
         return 1;
     }
-    fprintf(stderr, "attn: imdb: read %s in %.2f s: %d train, %d test reviews\n", src, now_s() - t0,
+    fprintf(stderr, "attn: imdb: read %s in %.2f s: %d train, %d test reviews\n", src, cli_now() - t0,
             d->train.n, d->test.n);
-    if (make_dir(f->out) == 0 && attn_imdb_cache_save(d, o, cache, err, sizeof err) != ATTN_OK)
+    if (cli_make_dir("imdb", f->out) == 0 && attn_imdb_cache_save(d, o, cache, err, sizeof err) != ATTN_OK)
         fprintf(stderr, "attn: imdb: note: cache not written: %s\n", err);
     return 0;
 }
@@ -178,192 +144,242 @@ static void progress(int done, int total, double t0, double loss, double acc) {
     char bar[40];
     for (int i = 0; i < width; i++) bar[i] = i < fill ? '=' : (i == fill ? '>' : '.');
     bar[width] = '\0';
-    double el = now_s() - t0, eta = done ? el * (total - done) / done : 0;
+    double el = cli_now() - t0, eta = done ? el * (total - done) / done : 0;
     fprintf(stderr, "\r%5d/%d [%s] - %s %4.1fs - loss: %.4f - acc: %.4f   ", done, total, bar,
             done < total ? "ETA" : "in", done < total ? eta : el, loss, acc);
     fflush(stderr);
 }
 
 /* ---------------------------------------------------------------------------------------------------
- * train
+ * train: settings (from the flags, or the checkpoint with --resume), data, model and optimizer, then
+ * per epoch the training steps, the evaluation and the checkpoint.
  */
+typedef struct train_run {
+    attn_imdb_options o;         /* the data set's options: --limit, or the checkpoint's */
+    int batch, epochs;
+    float lr;
+    uint64_t seed;
+    char ckpt[4200];             /* --out/imdb.safetensors */
+    attn_imdb_run_info resumed;  /* the checkpoint's run with --resume; epoch 0 otherwise */
+    attn_imdb_data d;
+    attn_imdb_model m;
+    attn_adam adam;
+    int32_t *perm, *bids, *blab; /* (n) the epoch's order; (batch,T) ids and (batch) labels of a step */
+    int tty, prof;               /* stderr is a terminal; ATTN_IMDB_PROFILE is set */
+} train_run;
+
+static void train_run_free(train_run *r) {
+    free(r->perm);
+    free(r->bids);
+    free(r->blab);
+    attn_imdb_model_free(&r->m);
+    attn_adam_free(&r->adam);
+    attn_imdb_free(&r->d);
+}
+
+/* The run's settings: the flags', or with --resume the checkpoint's (so that it continues exactly).
+ * Returns 0, or 1 after a message. */
+static int train_settings(const imdb_flags *f, train_run *r) {
+    snprintf(r->ckpt, sizeof r->ckpt, "%s/%s", f->out, CKPT_NAME);
+    attn_imdb_options_default(&r->o);
+    r->o.limit = f->limit;
+    r->batch = f->batch;
+    r->epochs = f->epochs;
+    r->lr = f->lr;
+    r->seed = f->seed;
+    if (!f->resume) return 0;
+    attn_imdb_run_info info = {0, 0, r->batch, 0, r->lr, r->seed};
+    char err[1024] = "";
+    if (attn_imdb_model_read_run(r->ckpt, &info, err, sizeof err) != ATTN_OK) {
+        fprintf(stderr, "attn: imdb: --resume: %s\n", err);
+        return 1;
+    }
+    r->o.limit = info.limit;
+    r->batch = info.batch;
+    r->lr = info.lr;
+    r->seed = info.seed;
+    if (r->batch < 1 || r->batch > 4096 || !(r->lr > 0)) {
+        fprintf(stderr, "attn: imdb: %s: batch %d or lr %g in the metadata out of range\n", r->ckpt, r->batch, r->lr);
+        return 1;
+    }
+    return 0;
+}
+
+/* The model and Keras' Adam: new from the seed, or the checkpoint's with --resume. Returns 0, or 1 after a
+ * message; *nothing_to_do when the checkpoint has every epoch asked for already. */
+static int train_build(const imdb_flags *f, train_run *r, int *nothing_to_do) {
+    attn_imdb_config c;
+    attn_imdb_config_default(&c);
+    const int Bmax = r->batch > EVAL_BATCH ? r->batch : EVAL_BATCH;
+    const size_t n_params = (size_t)c.V * c.D + 3 * (size_t)c.D * c.D + (size_t)c.C * c.D + (size_t)c.C;
+    attn_status st;
+    *nothing_to_do = 0;
+    if ((st = attn_adam_init(&r->adam, n_params, r->lr)) != ATTN_OK) return cli_fail(st, "imdb: adam");
+    if (f->resume) {
+        attn_imdb_vocab cv;
+        if (load_checkpoint(r->ckpt, &r->m, Bmax, &r->adam, &cv, &r->resumed, r->d.vocab.crc)) return 1;
+        attn_imdb_vocab_free(&cv);
+        if (r->resumed.epoch >= r->epochs) {
+            fprintf(stderr, "attn: imdb: %s has %d epochs already (--epochs %d): nothing to do\n", r->ckpt,
+                    r->resumed.epoch, r->epochs);
+            *nothing_to_do = 1;
+            return 0;
+        }
+        fprintf(stderr, "attn: imdb: resuming %s after epoch %d (step %" PRId64 "; seed %" PRIu64 ", lr %g, batch %d "
+                "from the checkpoint)\n", r->ckpt, r->resumed.epoch, r->resumed.adam_t, r->seed, r->lr, r->batch);
+    } else if ((st = attn_imdb_model_init(&r->m, NULL, &c, Bmax, r->seed)) != ATTN_OK) {
+        return cli_fail(st, "imdb: model");
+    }
+    r->adam.beta1 = 0.9f;
+    r->adam.beta2 = 0.999f;
+    r->adam.eps = 1e-7f;
+    r->adam.decay = 1e-5f;
+    r->adam.keras_eps = 1;
+    return 0;
+}
+
+/* What one epoch's steps add up: Σ per-review loss, correct answers, reviews seen; and with
+ * ATTN_IMDB_PROFILE the seconds of forward, backward (with the zeroing), Adam and the distinct words. */
+typedef struct epoch_sums {
+    double loss_sum, prof[4];
+    int correct, seen;
+} epoch_sums;
+
+/* One step on reviews perm[s·batch ...]: gather the batch, forward, backward, Adam. */
+static attn_status train_step(train_run *r, int s, epoch_sums *e) {
+    const int n = r->d.train.n, T = r->m.cfg.T;
+    const int B = n - s * r->batch < r->batch ? n - s * r->batch : r->batch;
+    for (int b = 0; b < B; b++) {
+        int k = r->perm[s * r->batch + b];
+        memcpy(r->bids + (size_t)b * T, r->d.train.ids + (size_t)k * T, sizeof(int32_t) * (size_t)T);
+        r->blab[b] = r->d.train.labels[k];
+    }
+    /* dropout: a pure function of (seed, step) */
+    uint64_t ds = mix64(r->seed * 0x2545f4914f6cdd1dULL + (uint64_t)r->adam.t + 1);
+    double p0 = r->prof ? cli_now() : 0, p1 = 0, p2 = 0;
+    attn_status st = attn_imdb_model_forward(&r->m, r->bids, r->blab, B, 1, ds, NULL, &e->loss_sum, &e->correct);
+    if (st == ATTN_OK) {
+        if (r->prof) p1 = cli_now();
+        attn_imdb_model_zero_grad(&r->m, 0);
+        st = attn_imdb_model_backward(&r->m, r->bids, r->blab, B, 1, ds);
+    }
+    if (r->prof) p2 = cli_now();
+    if (st == ATTN_OK) st = attn_adam_step(&r->adam, r->m.params, r->m.grads);
+    if (r->prof) {
+        double p3 = cli_now();
+        e->prof[0] += p1 - p0;
+        e->prof[1] += p2 - p1;
+        e->prof[2] += p3 - p2;
+        e->prof[3] += r->m.n_words;
+    }
+    e->seen += B;
+    return st;
+}
+
+/* The training steps of one epoch, with Keras' progress bar on a terminal. Returns 0, or 1 after a
+ * message. */
+static int train_epoch(train_run *r, int epoch, epoch_sums *e) {
+    const int n = r->d.train.n, steps = (n + r->batch - 1) / r->batch;
+    /* shuffle: a pure function of (seed, epoch) */
+    for (int i = 0; i < n; i++) r->perm[i] = i;
+    attn_rng rng;
+    attn_rng_seed(&rng, mix64(r->seed ^ mix64((uint64_t)epoch + 1)));
+    attn_rng_shuffle(&rng, r->perm, (size_t)n);
+    double t0 = cli_now(), last = 0;
+    fprintf(stderr, "Epoch %d/%d\n", epoch + 1, r->epochs);
+    for (int s = 0; s < steps; s++) {
+        attn_status st = train_step(r, s, e);
+        if (st != ATTN_OK) {
+            if (r->tty) fputc('\n', stderr);
+            return cli_fail(st, "imdb: training step");
+        }
+        if (!isfinite(e->loss_sum)) {
+            if (r->tty) fputc('\n', stderr);
+            fprintf(stderr, "attn: imdb: the loss is not finite at step %" PRId64 "; stopping (lr too high?)\n",
+                    r->adam.t);
+            return 1;
+        }
+        double tn = cli_now();
+        if (r->tty && (tn - last > 0.1 || s == steps - 1)) {
+            progress(s + 1, steps, t0, e->loss_sum / e->seen, (double)e->correct / e->seen);
+            last = tn;
+        }
+    }
+    if (r->tty) fputc('\n', stderr);
+    if (r->prof)
+        fprintf(stderr, "attn: imdb: profile: forward %.3f, zero_grad+backward %.3f, adam %.3f ms per step; "
+                "%.0f distinct words per batch\n", 1e3 * e->prof[0] / steps, 1e3 * e->prof[1] / steps,
+                1e3 * e->prof[2] / steps, e->prof[3] / steps);
+    return 0;
+}
+
+/* After an epoch's steps: evaluate on the test split, print the epoch's line, save the checkpoint.
+ * Returns 0, or 1 after a message; *val_acc the accuracy. */
+static int train_end_epoch(train_run *r, int epoch, const epoch_sums *e, double t_train, double *val_acc) {
+    double vl, t1 = cli_now();
+    if (evaluate(&r->m, &r->d.test, r->m.cfg.T, &vl, val_acc)) return 1;
+    double t_val = cli_now() - t1;
+    printf("Epoch %d/%d - %d/%d - %.1fs (train %.2fs, val %.2fs) - loss: %.4f - acc: %.4f - val_loss: %.4f - "
+           "val_acc: %.4f\n", epoch + 1, r->epochs, e->seen, r->d.train.n, t_train + t_val, t_train, t_val,
+           e->loss_sum / e->seen, (double)e->correct / e->seen, vl, *val_acc);
+    fflush(stdout);
+    attn_imdb_run_info info = {epoch + 1, r->o.limit, r->batch, r->adam.t, r->lr, r->seed};
+    char err[1024] = "";
+    attn_status st = attn_imdb_model_save(&r->m, &r->adam, &r->d.vocab, &info, r->ckpt, err, sizeof err);
+    if (st != ATTN_OK) {
+        fprintf(stderr, "attn: imdb: saving the checkpoint: %s\n", err[0] ? err : attn_status_string(st));
+        return 1;
+    }
+    return 0;
+}
+
+/* The epochs, from the first one not done; prints the best validation accuracy. Returns the exit status. */
+static int train_loop(const imdb_flags *f, train_run *r) {
+    const int n = r->d.train.n, T = r->m.cfg.T;
+    r->perm = malloc(sizeof(int32_t) * (size_t)n);
+    r->bids = malloc(sizeof(int32_t) * (size_t)r->batch * T);
+    r->blab = malloc(sizeof(int32_t) * (size_t)r->batch);
+    if (!r->perm || !r->bids || !r->blab) return cli_fail(ATTN_ERR_NOMEM, "imdb");
+    if (cli_make_dir("imdb", f->out)) return 1;
+    r->tty = isatty(2);
+    /* ATTN_IMDB_PROFILE=1: time per step of the forward, backward and Adam, per epoch, on stderr */
+    const char *pe = getenv("ATTN_IMDB_PROFILE");
+    r->prof = pe && *pe && strcmp(pe, "0") != 0;
+    double best = 0;
+    attn_imdb_model_zero_grad(&r->m, 1);
+    for (int epoch = r->resumed.epoch; epoch < r->epochs; epoch++) {
+        epoch_sums e = {0};
+        double t0 = cli_now(), va;
+        if (train_epoch(r, epoch, &e)) return 1;
+        if (train_end_epoch(r, epoch, &e, cli_now() - t0, &va)) return 1;
+        if (va > best) best = va;
+    }
+    printf("best val_acc: %.4f; checkpoint %s\n", best, r->ckpt);
+    return 0;
+}
+
 static int imdb_train(const imdb_flags *f) {
     if (f->epochs < 1 || f->batch < 1 || f->batch > 4096 || !(f->lr > 0) || f->limit < 0) {
         fprintf(stderr, "attn: imdb: --epochs, --batch (1..4096) and --lr must be positive, --limit >= 0\n");
         return 2;
     }
     set_threads(f->threads);
-    char ckpt[4200];
-    snprintf(ckpt, sizeof ckpt, "%s/%s", f->out, CKPT_NAME);
-
-    attn_imdb_options o;
-    attn_imdb_options_default(&o);
-    o.limit = f->limit;
-    int batch = f->batch;
-    float lr = f->lr;
-    uint64_t seed = f->seed;
-    attn_imdb_run_info cm = {0, f->limit, batch, 0, lr, seed};
-    attn_imdb_model m;
-    attn_adam adam;
-    memset(&adam, 0, sizeof adam);
-    attn_imdb_vocab cv;
-    memset(&cv, 0, sizeof cv);
-
-    if (f->resume) {
-        /* The run's settings come from the checkpoint so that it continues exactly. */
-        attn_imdb_run_info r = {0, 0, batch, 0, lr, seed};
-        char err[1024] = "";
-        if (attn_imdb_model_read_run(ckpt, &r, err, sizeof err) != ATTN_OK) {
-            fprintf(stderr, "attn: imdb: --resume: %s\n", err);
-            return 1;
-        }
-        o.limit = r.limit;
-        batch = r.batch;
-        lr = r.lr;
-        seed = r.seed;
-        if (batch < 1 || batch > 4096 || !(lr > 0)) {
-            fprintf(stderr, "attn: imdb: %s: batch %d or lr %g in the metadata out of range\n", ckpt, batch, lr);
-            return 1;
-        }
-    }
-    attn_imdb_data d;
-    if (load_data(&d, f, &o)) return 1;
-    attn_imdb_config c;
-    attn_imdb_config_default(&c);
-    int Bmax = batch > EVAL_BATCH ? batch : EVAL_BATCH;
-    int rc = 1;
-    attn_status st;
-    const size_t n_params = (size_t)c.V * c.D + 3 * (size_t)c.D * c.D + (size_t)c.C * c.D + (size_t)c.C;
-    if ((st = attn_adam_init(&adam, n_params, lr)) != ATTN_OK) {
-        cli_fail(st, "imdb: adam");
-        goto out_data;
-    }
-    if (f->resume) {
-        if (load_checkpoint(ckpt, &m, Bmax, &adam, &cv, &cm, d.vocab.crc)) goto out_adam_only;
-        attn_imdb_vocab_free(&cv);
-        if (cm.epoch >= f->epochs) {
-            fprintf(stderr, "attn: imdb: %s has %d epochs already (--epochs %d): nothing to do\n", ckpt, cm.epoch,
-                    f->epochs);
+    train_run r;
+    memset(&r, 0, sizeof r);
+    int rc = 1, nothing_to_do = 0;
+    if (train_settings(f, &r) == 0 && load_data(&r.d, f, &r.o) == 0 && train_build(f, &r, &nothing_to_do) == 0) {
+        if (nothing_to_do) {
             rc = 0;
-            goto out_adam;
-        }
-        fprintf(stderr, "attn: imdb: resuming %s after epoch %d (step %" PRId64 "; seed %" PRIu64 ", lr %g, batch %d "
-                "from the checkpoint)\n", ckpt, cm.epoch, cm.adam_t, seed, lr, batch);
-    } else if ((st = attn_imdb_model_init(&m, NULL, &c, Bmax, seed)) != ATTN_OK) {
-        cli_fail(st, "imdb: model");
-        goto out_adam_only;
-    }
-    adam.beta1 = 0.9f;
-    adam.beta2 = 0.999f;
-    adam.eps = 1e-7f;
-    adam.decay = 1e-5f;
-    adam.keras_eps = 1;
-    printf("IMDB self-attention: %d train, %d test reviews, vocabulary %d, maxlen %d; %zu parameters; batch %d, "
-           "lr %g, seed %" PRIu64 ", %d threads, %s kernels, BLAS %s\n", d.train.n, d.test.n, c.V, c.T, m.n_params, batch,
-           lr, seed, attn_get_num_threads(), attn_isa_name(attn_get_isa()), attn_blas_core_name());
-    fflush(stdout);
-
-    const int n = d.train.n, T = c.T;
-    const int steps = (n + batch - 1) / batch;
-    int32_t *perm = malloc(sizeof(int32_t) * (size_t)n);
-    int32_t *bids = malloc(sizeof(int32_t) * (size_t)batch * T);
-    int32_t *blab = malloc(sizeof(int32_t) * (size_t)batch);
-    if (!perm || !bids || !blab) {
-        free(perm); free(bids); free(blab);
-        cli_fail(ATTN_ERR_NOMEM, "imdb");
-        goto out_adam;
-    }
-    if (make_dir(f->out)) goto out_buf;
-    const int tty = isatty(2);
-    double best = 0;
-    /* ATTN_IMDB_PROFILE=1: time per step of the forward, backward and Adam, per epoch, on stderr */
-    const char *pe = getenv("ATTN_IMDB_PROFILE");
-    const int prof = pe && *pe && strcmp(pe, "0") != 0;
-    attn_imdb_model_zero_grad(&m, 1);
-    for (int epoch = cm.epoch; epoch < f->epochs; epoch++) {
-        /* shuffle: a pure function of (seed, epoch) */
-        for (int i = 0; i < n; i++) perm[i] = i;
-        attn_rng r;
-        attn_rng_seed(&r, mix64(seed ^ mix64((uint64_t)epoch + 1)));
-        attn_rng_shuffle(&r, perm, (size_t)n);
-        double t0 = now_s(), last = 0, loss_sum = 0, prof_t[4] = {0, 0, 0, 0};
-        int correct = 0, seen = 0;
-        fprintf(stderr, "Epoch %d/%d\n", epoch + 1, f->epochs);
-        for (int s = 0; s < steps; s++) {
-            int B = n - s * batch < batch ? n - s * batch : batch;
-            for (int b = 0; b < B; b++) {
-                int k = perm[s * batch + b];
-                memcpy(bids + (size_t)b * T, d.train.ids + (size_t)k * T, sizeof(int32_t) * (size_t)T);
-                blab[b] = d.train.labels[k];
-            }
-            uint64_t ds = mix64(seed * 0x2545f4914f6cdd1dULL + (uint64_t)adam.t + 1);
-            double p0 = prof ? now_s() : 0, p1 = 0, p2 = 0;
-            st = attn_imdb_model_forward(&m, bids, blab, B, 1, ds, NULL, &loss_sum, &correct);
-            if (st == ATTN_OK) {
-                if (prof) p1 = now_s();
-                attn_imdb_model_zero_grad(&m, 0);
-                st = attn_imdb_model_backward(&m, bids, blab, B, 1, ds);
-            }
-            if (prof) p2 = now_s();
-            if (st == ATTN_OK) st = attn_adam_step(&adam, m.params, m.grads);
-            if (prof) {
-                double p3 = now_s();
-                prof_t[0] += p1 - p0;
-                prof_t[1] += p2 - p1;
-                prof_t[2] += p3 - p2;
-                prof_t[3] += m.n_words;
-            }
-            if (st != ATTN_OK) {
-                if (tty) fputc('\n', stderr);
-                cli_fail(st, "imdb: training step");
-                goto out_buf;
-            }
-            seen += B;
-            if (!isfinite(loss_sum)) {
-                if (tty) fputc('\n', stderr);
-                fprintf(stderr, "attn: imdb: the loss is not finite at step %" PRId64 "; stopping (lr too high?)\n",
-                        adam.t);
-                goto out_buf;
-            }
-            double tn = now_s();
-            if (tty && (tn - last > 0.1 || s == steps - 1)) {
-                progress(s + 1, steps, t0, loss_sum / seen, (double)correct / seen);
-                last = tn;
-            }
-        }
-        double t_train = now_s() - t0;
-        if (tty) fputc('\n', stderr);
-        if (prof)
-            fprintf(stderr, "attn: imdb: profile: forward %.3f, zero_grad+backward %.3f, adam %.3f ms per step; "
-                    "%.0f distinct words per batch\n", 1e3 * prof_t[0] / steps, 1e3 * prof_t[1] / steps,
-                    1e3 * prof_t[2] / steps, prof_t[3] / steps);
-        double vl, va, t1 = now_s();
-        if (evaluate(&m, &d.test, T, &vl, &va)) goto out_buf;
-        double t_val = now_s() - t1;
-        if (va > best) best = va;
-        printf("Epoch %d/%d - %d/%d - %.1fs (train %.2fs, val %.2fs) - loss: %.4f - acc: %.4f - val_loss: %.4f - "
-               "val_acc: %.4f\n", epoch + 1, f->epochs, seen, n, t_train + t_val, t_train, t_val, loss_sum / seen,
-               (double)correct / seen, vl, va);
-        fflush(stdout);
-        attn_imdb_run_info sm = {epoch + 1, o.limit, batch, adam.t, lr, seed};
-        char err[1024] = "";
-        if ((st = attn_imdb_model_save(&m, &adam, &d.vocab, &sm, ckpt, err, sizeof err)) != ATTN_OK) {
-            fprintf(stderr, "attn: imdb: saving the checkpoint: %s\n", err[0] ? err : attn_status_string(st));
-            goto out_buf;
+        } else {
+            printf("IMDB self-attention: %d train, %d test reviews, vocabulary %d, maxlen %d; %zu parameters; "
+                   "batch %d, lr %g, seed %" PRIu64 ", %d threads, %s kernels, BLAS %s\n", r.d.train.n, r.d.test.n,
+                   r.m.cfg.V, r.m.cfg.T, r.m.n_params, r.batch, r.lr, r.seed, attn_get_num_threads(),
+                   attn_isa_name(attn_get_isa()), attn_blas_core_name());
+            fflush(stdout);
+            rc = train_loop(f, &r);
         }
     }
-    printf("best val_acc: %.4f; checkpoint %s\n", best, ckpt);
-    rc = 0;
-out_buf:
-    free(perm);
-    free(bids);
-    free(blab);
-out_adam:
-    attn_imdb_model_free(&m);
-out_adam_only:
-    attn_adam_free(&adam);
-out_data:
-    attn_imdb_free(&d);
+    train_run_free(&r);
     return rc;
 }
 
@@ -399,9 +415,9 @@ static int imdb_eval(const imdb_flags *f) {
         attn_imdb_free(&d);
         return 1;
     }
-    double t0 = now_s(), loss, acc;
+    double t0 = cli_now(), loss, acc;
     int rc = evaluate(&m, &d.test, d.T, &loss, &acc);
-    double dt = now_s() - t0;
+    double dt = cli_now() - t0;
     if (!rc)
         printf("%s (epoch %d): %d test reviews - loss: %.4f - acc: %.4f - %.2fs (%d threads)\n", ckpt, cm.epoch,
                d.test.n, loss, acc, dt, attn_get_num_threads());
