@@ -446,6 +446,129 @@ static int ring_word(void *ctx, const char *w, size_t len) {
     return 0;
 }
 
+/* One review's prediction: its ids, the attention weights, and the kept positions' labels and scores. */
+typedef struct review {
+    int T;
+    int32_t *ids;                /* (T) left-padded */
+    float *w;                    /* (T,T) attention weights */
+    int first, k;                /* the review's positions (start and words): [first, T), k of them */
+    float *score;                /* (k) attention each position receives */
+    const char **labels;         /* (k) pointers into lab */
+    char (*lab)[96], (*ring)[96];/* (T) label texts; the last T tokens as written */
+    int n_words;                 /* words in the text (before the cut to T) */
+} review;
+
+static int review_alloc(review *r, int T) {
+    memset(r, 0, sizeof *r);
+    r->T = T;
+    r->ids = malloc(sizeof(int32_t) * (size_t)T);
+    r->w = malloc(sizeof(float) * (size_t)T * T);
+    r->score = malloc(sizeof(float) * (size_t)T);
+    r->labels = malloc(sizeof(char *) * (size_t)T);
+    r->lab = malloc(96 * (size_t)T);
+    r->ring = malloc(96 * (size_t)T);
+    if (r->ids && r->w && r->score && r->labels && r->lab && r->ring) return 0;
+    return cli_fail(ATTN_ERR_NOMEM, "imdb");
+}
+
+static void review_free(review *r) {
+    free(r->ids);
+    free(r->w);
+    free(r->score);
+    free(r->labels);
+    free(r->lab);
+    free(r->ring);
+}
+
+/* The text as the model reads it (r->ids), with messages for what cannot be classified. Returns 0 or 1. */
+static int review_encode(review *r, const attn_imdb_vocab *v, const char *text) {
+    size_t bad = 0;
+    attn_status st = attn_imdb_encode_text(r->ids, r->T, v, text, strlen(text), &r->n_words, &bad);
+    if (st == ATTN_ERR_FORMAT) {
+        fprintf(stderr, "attn: imdb: the text is not valid UTF-8 (byte %zu)\n", bad);
+        return 1;
+    }
+    if (st == ATTN_ERR_ARG) {
+        fprintf(stderr, "attn: imdb: the text has no word to classify\n");
+        return 1;
+    }
+    return cli_fail(st, "imdb: encode");
+}
+
+/* After the forward: the positions that hold the review (not the padding), labelled with the words as
+ * written (an out-of-vocabulary word gets a '?'), and the attention each receives: the mean over the
+ * review's query rows. */
+static void review_explain(review *r, const char *text) {
+    const int T = r->T;
+    r->first = 0;
+    while (r->first < T && r->ids[r->first] == ATTN_IMDB_PAD) r->first++;
+    const int first = r->first, k = T - first;
+    r->k = k;
+    word_ring wr = {r->ring, T, 0};
+    attn_imdb_tokenize(text, strlen(text), ring_word, &wr, NULL);
+    for (int j = 0; j < k; j++) {
+        if (j == 0 && r->ids[first] == ATTN_IMDB_START) {
+            snprintf(r->lab[j], 96, "<start>");
+        } else {
+            int64_t tok = wr.n - (k - j);           /* token index of position j */
+            snprintf(r->lab[j], 96, "%.90s%s", r->ring[(tok % T + T) % T], r->ids[first + j] == ATTN_IMDB_OOV ? "?" : "");
+        }
+        r->labels[j] = r->lab[j];
+    }
+    for (int s = 0; s < k; s++) {
+        double acc = 0;
+        for (int t = 0; t < k; t++) acc += r->w[(size_t)(first + t) * T + first + s];
+        r->score[s] = (float)(acc / k);
+    }
+}
+
+/* The terminal heatmap of the attention received, and with --png the word-by-word weights. Returns 0 or 1. */
+static int review_show(const review *r, const imdb_flags *f) {
+    attn_heatmap h;
+    memset(&h, 0, sizeof h);
+    h.values = r->score;
+    h.rows = r->k;
+    h.cols = 1;
+    h.row_labels = r->labels;
+    h.title = "attention received (mean over the review's positions)";
+    h.row_title = "words";
+    attn_status st = attn_heatmap_term(&h, stdout, !f->no_color && isatty(1));
+    if (st != ATTN_OK) return cli_fail(st, "imdb: heatmap");
+    if (!f->png) return 0;
+    attn_heatmap hp;
+    memset(&hp, 0, sizeof hp);
+    hp.values = r->w + (size_t)r->first * r->T + r->first;
+    hp.rows = r->k;
+    hp.cols = r->k;
+    hp.row_stride = r->T;
+    hp.row_labels = r->labels;
+    hp.col_labels = r->labels;
+    hp.title = "IMDB self-attention weights";
+    hp.row_title = "Queries";
+    hp.col_title = "Keys";
+    char err[1024] = "";
+    if ((st = attn_heatmap_png(&hp, f->png, err, sizeof err)) != ATTN_OK) {
+        fprintf(stderr, "attn: imdb: %s\n", err[0] ? err : attn_status_string(st));
+        return 1;
+    }
+    printf("wrote %s\n", f->png);
+    return 0;
+}
+
+/* Classifies the text: the probability, then the attention. Returns 0 or 1. */
+static int predict_text(attn_imdb_model *m, const attn_imdb_vocab *v, review *r, const imdb_flags *f,
+                        const char *text) {
+    if (review_alloc(r, m->cfg.T) || review_encode(r, v, text)) return 1;
+    attn_status st = attn_imdb_model_forward(m, r->ids, NULL, 1, 0, 0, r->w, NULL, NULL);
+    if (st != ATTN_OK) return cli_fail(st, "imdb: forward");
+    const float pos = m->probs[1];
+    review_explain(r, text);
+    const int shown = r->k - (r->ids[r->first] == ATTN_IMDB_START);
+    printf("positive probability: %.4f (%s); %d words%s\n", pos, pos >= 0.5f ? "positive" : "negative", r->n_words,
+           r->n_words > shown ? ", the model sees the last ones (pre-truncated)" : "");
+    return review_show(r, f);
+}
+
 static int imdb_predict(const imdb_flags *f, const char *text) {
     set_threads(f->threads);
     char pbuf[4200];
@@ -454,102 +577,9 @@ static int imdb_predict(const imdb_flags *f, const char *text) {
     attn_imdb_vocab v;
     attn_imdb_run_info cm;
     if (load_checkpoint(ckpt, &m, 1, NULL, &v, &cm, 0)) return 1;
-    const int T = m.cfg.T;
-    int rc = 1;
-    int32_t *ids = malloc(sizeof(int32_t) * (size_t)T);
-    float *w = malloc(sizeof(float) * (size_t)T * T);
-    float *score = malloc(sizeof(float) * (size_t)T);
-    const char **labels = malloc(sizeof(char *) * (size_t)T);
-    char (*lab)[96] = malloc(96 * (size_t)T);
-    char (*lab2)[96] = malloc(96 * (size_t)T);
-    if (!ids || !w || !score || !labels || !lab || !lab2) {
-        cli_fail(ATTN_ERR_NOMEM, "imdb");
-        goto out;
-    }
-    int n_words = 0;
-    size_t bad = 0;
-    attn_status st = attn_imdb_encode_text(ids, T, &v, text, strlen(text), &n_words, &bad);
-    if (st == ATTN_ERR_FORMAT) {
-        fprintf(stderr, "attn: imdb: the text is not valid UTF-8 (byte %zu)\n", bad);
-        goto out;
-    }
-    if (st == ATTN_ERR_ARG) {
-        fprintf(stderr, "attn: imdb: the text has no word to classify\n");
-        goto out;
-    }
-    if (st != ATTN_OK) {
-        cli_fail(st, "imdb: encode");
-        goto out;
-    }
-    if ((st = attn_imdb_model_forward(&m, ids, NULL, 1, 0, 0, w, NULL, NULL)) != ATTN_OK) {
-        cli_fail(st, "imdb: forward");
-        goto out;
-    }
-    float pos = m.probs[1];
-    /* the positions that hold the review (start and words), not the padding */
-    int first = 0;
-    while (first < T && ids[first] == ATTN_IMDB_PAD) first++;
-    int k = T - first;
-    /* label the kept positions with the words as written (an out-of-vocabulary word gets a '?') */
-    word_ring wr = {lab2, T, 0};
-    attn_imdb_tokenize(text, strlen(text), ring_word, &wr, NULL);
-    for (int j = 0; j < k; j++) {
-        if (j == 0 && ids[first] == ATTN_IMDB_START) {
-            snprintf(lab[j], 96, "<start>");
-        } else {
-            int64_t tok = wr.n - (k - j);           /* token index of position j */
-            snprintf(lab[j], 96, "%.90s%s", lab2[(tok % T + T) % T], ids[first + j] == ATTN_IMDB_OOV ? "?" : "");
-        }
-        labels[j] = lab[j];
-    }
-    /* attention each word receives: the mean over the review's query rows */
-    for (int s = 0; s < k; s++) {
-        double acc = 0;
-        for (int t = 0; t < k; t++) acc += w[(size_t)(first + t) * T + first + s];
-        score[s] = (float)(acc / k);
-    }
-    const int shown = k - (ids[first] == ATTN_IMDB_START);
-    printf("positive probability: %.4f (%s); %d words%s\n", pos, pos >= 0.5f ? "positive" : "negative", n_words,
-           n_words > shown ? ", the model sees the last ones (pre-truncated)" : "");
-    attn_heatmap h;
-    memset(&h, 0, sizeof h);
-    h.values = score;
-    h.rows = k;
-    h.cols = 1;
-    h.row_labels = labels;
-    h.title = "attention received (mean over the review's positions)";
-    h.row_title = "words";
-    if ((st = attn_heatmap_term(&h, stdout, !f->no_color && isatty(1))) != ATTN_OK) {
-        cli_fail(st, "imdb: heatmap");
-        goto out;
-    }
-    if (f->png) {
-        attn_heatmap hp;
-        memset(&hp, 0, sizeof hp);
-        hp.values = w + (size_t)first * T + first;
-        hp.rows = k;
-        hp.cols = k;
-        hp.row_stride = T;
-        hp.row_labels = labels;
-        hp.col_labels = labels;
-        hp.title = "IMDB self-attention weights";
-        hp.row_title = "Queries";
-        hp.col_title = "Keys";
-        char err[1024] = "";
-        if ((st = attn_heatmap_png(&hp, f->png, err, sizeof err)) != ATTN_OK) {
-            fprintf(stderr, "attn: imdb: %s\n", err[0] ? err : attn_status_string(st));
-            goto out;
-        }
-        printf("wrote %s\n", f->png);
-    }
-    rc = 0;
-out:
-    free(ids);
-    free(w);
-    free(score);
-    free(labels);
-    free(lab);
-    free(lab2);
+    review r;
+    const int rc = predict_text(&m, &v, &r, f, text);
+    review_free(&r);
     attn_imdb_model_free(&m);
     attn_imdb_vocab_free(&v);
     return rc;
