@@ -25,7 +25,9 @@
  * Execution context: the model keeps a copy of the attn_ctx given to attn_imdb_model_init (NULL: the
  * default context as it is at that moment) and runs every attention kernel, and cuts its batches into
  * parts, with it; later changes of the process-wide knobs do not affect a model already made. Its plain
- * matrix products go through OpenBLAS with OpenBLAS's own thread count (attn_blas_set_num_threads).
+ * matrix products go through OpenBLAS with OpenBLAS's own thread count (attn_blas_set_num_threads), and
+ * the small layers of its head (mean, dropout, dense, softmax cross-entropy: attn/layers.h) take no
+ * context yet and follow attn_get_num_threads() at the time of the call.
  *
  * Allocations: init makes seven (the two slabs, activations, targets, touched rows, word index arrays,
  * packed kernel); the attention workspace is grown on demand by the first forward, and eval_prepare
@@ -34,6 +36,23 @@
  * Checkpoints (attn_imdb_model_save / attn_imdb_model_load) are safetensors files holding the four
  * parameter tensors under Keras-like names, the Adam moments, the vocabulary (so that predict needs no
  * data set), and the run's settings in the metadata (format "attn-imdb-1").
+ *
+ * Training, as `attn imdb train` runs it (error checks left out):
+ *
+ *     attn_imdb_config c;
+ *     attn_imdb_config_default(&c);
+ *     attn_imdb_model m;
+ *     attn_imdb_model_init(&m, NULL, &c, 32, seed);        // the default context, batches up to 32
+ *     attn_adam a;
+ *     attn_adam_init(&a, m.n_params, 2e-4f);
+ *     attn_imdb_model_zero_grad(&m, 1);
+ *     for (each batch of B reviews: ids (B,T), labels (B)) {
+ *         attn_imdb_model_forward(&m, ids, labels, B, 1, drop_seed, NULL, &loss_sum, &correct);
+ *         attn_imdb_model_zero_grad(&m, 0);
+ *         attn_imdb_model_backward(&m, ids, labels, B, 1, drop_seed);
+ *         attn_adam_step(&a, m.params, m.grads);
+ *     }
+ *     attn_imdb_model_save(&m, &a, &data.vocab, &run, "imdb.safetensors", err, sizeof err);
  */
 #ifndef ATTN_IMDB_MODEL_H
 #define ATTN_IMDB_MODEL_H

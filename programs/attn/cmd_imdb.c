@@ -18,13 +18,10 @@
 #include "cli.h"
 #include "attn/imdb_model.h"
 
-#include <errno.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #define CKPT_NAME "imdb.safetensors"

@@ -22,7 +22,7 @@
 static const tr_kind *const models[] = {&tr_bahdanau, &tr_transformer};
 #define N_MODELS (int)(sizeof models / sizeof models[0])
 
-/* The subcommands, as the index of the model's entry they run. */
+/* The subcommands; subcommand i runs the model's entry i of command_of. */
 static const char *const subcommands[] = {"train", "predict", "bleu"};
 #define N_SUBCOMMANDS (int)(sizeof subcommands / sizeof subcommands[0])
 

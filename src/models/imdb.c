@@ -558,8 +558,10 @@ static void im_param_shapes(const attn_imdb_config *c, int ndims[IM_N_PARAM_TENS
     memcpy(shapes, sh, sizeof sh);
 }
 
-static attn_status im_fail_msg(attn_status st, char *err, size_t err_size, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
+/* Returns st after writing the message into err (when err is given). */
+#if defined(__GNUC__)
+__attribute__((format(printf, 4, 5)))
+#endif
 static attn_status im_fail_msg(attn_status st, char *err, size_t err_size, const char *fmt, ...) {
     if (err && err_size) {
         va_list ap;
