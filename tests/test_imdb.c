@@ -595,6 +595,20 @@ static void test_checkpoint(void) {
     snprintf(golden, sizeof golden, "%s/imdb_model.safetensors", ATTN_GOLDEN_DIR);
     CHECK_STATUS(attn_imdb_model_load(&l, NULL, 1, NULL, NULL, NULL, golden, err, sizeof err), ATTN_ERR_FORMAT);
     CHECK(strstr(err, golden) != NULL && strstr(err, "attn-imdb-1") != NULL);
+    /* the same file without dense.bias: refused before the model is allocated, and the error names it */
+    attn_st_file sf;
+    CHECK_STATUS(attn_st_read(&sf, path, 0, err, sizeof err), ATTN_OK);
+    attn_st_tensor keep[8];
+    int nk = 0;
+    for (int i = 0; i < sf.n && nk < 8; i++)
+        if (strcmp(sf.tensors[i].name, "dense.bias") != 0) keep[nk++] = sf.tensors[i];
+    char cut[512];
+    snprintf(cut, sizeof cut, "%s/cut.safetensors", g_dir);
+    CHECK_STATUS(attn_st_write(cut, keep, nk, (const char *const *)sf.meta_keys, (const char *const *)sf.meta_values,
+                               sf.n_meta, err, sizeof err), ATTN_OK);
+    attn_st_free(&sf);
+    CHECK_STATUS(attn_imdb_model_load(&l, NULL, 1, NULL, NULL, NULL, cut, err, sizeof err), ATTN_ERR_FORMAT);
+    CHECK(strstr(err, "dense.bias") != NULL && l.params == NULL);
     /* a model the format cannot describe, a vocabulary of another size */
     attn_imdb_model o;
     attn_imdb_config c3 = c;

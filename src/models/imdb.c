@@ -710,6 +710,21 @@ static attn_status im_read_vocab(const attn_st_file *f, const char *path, int V,
     return ATTN_OK;
 }
 
+/* The parameter tensors of config c in f: their data (src) when each is there with its shape, else
+ * ATTN_ERR_FORMAT. Checked before the model is allocated, so a file cannot make it allocate much more than
+ * its own size. */
+static attn_status im_find_params(const attn_st_file *f, const attn_imdb_config *c,
+                                  const float *src[IM_N_PARAM_TENSORS], char *err, size_t err_size) {
+    int ndims[IM_N_PARAM_TENSORS];
+    int64_t shapes[IM_N_PARAM_TENSORS][3];
+    im_param_shapes(c, ndims, shapes);
+    for (int i = 0; i < IM_N_PARAM_TENSORS; i++) {
+        attn_status st = attn_st_get_f32(f, im_param_names[i], ndims[i], shapes[i], &src[i], err, err_size);
+        if (st != ATTN_OK) return st;
+    }
+    return ATTN_OK;
+}
+
 /* The parameter tensors (and the Adam moments when adam is given) into m, whose config they must fit. */
 static attn_status im_read_tensors(const attn_st_file *f, attn_imdb_model *m, attn_adam *adam, char *err,
                                    size_t err_size) {
@@ -717,10 +732,11 @@ static attn_status im_read_tensors(const attn_st_file *f, attn_imdb_model *m, at
     int64_t shapes[IM_N_PARAM_TENSORS][3];
     im_param_shapes(&m->cfg, ndims, shapes);
     float *dst[IM_N_PARAM_TENSORS] = {m->emb, m->kernel, m->dense_w, m->dense_b};
-    attn_status st;
+    const float *src[IM_N_PARAM_TENSORS];
+    attn_status st = im_find_params(f, &m->cfg, src, err, err_size);
+    if (st != ATTN_OK) return st;
     for (int i = 0; i < IM_N_PARAM_TENSORS; i++) {
-        const float *p;
-        if ((st = attn_st_get_f32(f, im_param_names[i], ndims[i], shapes[i], &p, err, err_size)) != ATTN_OK) return st;
+        const float *p = src[i];
         size_t n = 1;
         for (int k = 0; k < ndims[i]; k++) n *= (size_t)shapes[i][k];
         memcpy(dst[i], p, n * sizeof(float));
@@ -749,14 +765,18 @@ attn_status attn_imdb_model_load(attn_imdb_model *m, const attn_ctx *ctx, int Bm
     attn_imdb_run_info r;
     attn_imdb_vocab v;
     memset(&v, 0, sizeof v);
+    const float *src[IM_N_PARAM_TENSORS];
+    /* everything checked in the file first, then the one allocation of the model, then the copies */
     if ((st = im_read_header(&f, path, &c, &r, err, err_size)) != ATTN_OK) goto done;
     if ((st = im_read_vocab(&f, path, c.V, &v, err, err_size)) != ATTN_OK) goto done;
-    if ((st = attn_imdb_model_init(m, ctx, &c, Bmax, 1)) != ATTN_OK) goto done;
-    if (adam && adam->n != m->n_params) {
+    if ((st = im_find_params(&f, &c, src, err, err_size)) != ATTN_OK) goto done;
+    const size_t n_params = (size_t)c.V * c.D + 3 * (size_t)c.D * c.D + (size_t)c.C * c.D + (size_t)c.C;
+    if (adam && adam->n != n_params) {
         st = im_fail_msg(ATTN_ERR_SHAPE, err, err_size, "%s: the optimizer holds %zu parameters, the model %zu", path,
-                         adam->n, m->n_params);
+                         adam->n, n_params);
         goto done;
     }
+    if ((st = attn_imdb_model_init(m, ctx, &c, Bmax, 1)) != ATTN_OK) goto done;
     /* im_read_tensors finds both moments before it copies either: a failure leaves adam as it was */
     if ((st = im_read_tensors(&f, m, adam, err, err_size)) == ATTN_OK && adam) adam->t = r.adam_t;
 done:
