@@ -11,7 +11,7 @@
 #include "data/tar.h"
 #include "testutil.h"
 
-#include "../programs/attn/imdb_model.c"
+#include "attn/imdb_model.h"
 
 #include <string.h>
 #include <cblas.h>
@@ -418,9 +418,9 @@ static void test_model_golden(void) {
     memcpy(ids, tid->data, sizeof ids);
     memcpy(labels, tlab->data, sizeof labels);
 
-    imdb_config c = {V, D, T, C, 0.125f, 0.5f};
-    imdb_model m;
-    CHECK_STATUS(imdb_model_init(&m, &c, B, 7), ATTN_OK);
+    attn_imdb_config c = {V, D, T, C, 0.125f, 0.5f};
+    attn_imdb_model m;
+    CHECK_STATUS(attn_imdb_model_init(&m, NULL, &c, B, 7), ATTN_OK);
     CHECK(m.n_params == (size_t)V * D + 3 * D * D + C * D + C);
     const char *pn[4] = {"emb", "kernel", "dense_w", "dense_b"};
     float *dst[4] = {m.emb, m.kernel, m.dense_w, m.dense_b};
@@ -436,7 +436,7 @@ static void test_model_golden(void) {
     float weights[4 * 6 * 6];
     double loss_sum = 0;
     int correct = 0;
-    CHECK_STATUS(imdb_model_forward(&m, ids, labels, B, 0, 0, weights, &loss_sum, &correct), ATTN_OK);
+    CHECK_STATUS(attn_imdb_model_forward(&m, ids, labels, B, 0, 0, weights, &loss_sum, &correct), ATTN_OK);
     size_t n;
     float *want = golden_f32(&g, "loss", &n);
     float got_loss = (float)(loss_sum / B);
@@ -450,9 +450,9 @@ static void test_model_golden(void) {
     free(want);
     /* the evaluation path: projections from the per-word tables */
     loss_sum = 0;
-    CHECK_STATUS(imdb_model_eval_forward(&m, ids, labels, B, &loss_sum, &correct), ATTN_ERR_ARG);   /* unprepared */
-    CHECK_STATUS(imdb_model_eval_prepare(&m), ATTN_OK);
-    CHECK_STATUS(imdb_model_eval_forward(&m, ids, labels, B, &loss_sum, &correct), ATTN_OK);
+    CHECK_STATUS(attn_imdb_model_eval_forward(&m, ids, labels, B, &loss_sum, &correct), ATTN_ERR_ARG);   /* unprepared */
+    CHECK_STATUS(attn_imdb_model_eval_prepare(&m), ATTN_OK);
+    CHECK_STATUS(attn_imdb_model_eval_forward(&m, ids, labels, B, &loss_sum, &correct), ATTN_OK);
     got_loss = (float)(loss_sum / B);
     want = golden_f32(&g, "loss", &n);
     if (want) tu_close_f32("eval path loss", &got_loss, want, 1, 1e-6, 1e-5);
@@ -462,9 +462,9 @@ static void test_model_golden(void) {
     free(want);
     /* backward (the same forward without weights first, as training runs it) */
     loss_sum = 0;
-    CHECK_STATUS(imdb_model_forward(&m, ids, labels, B, 0, 0, NULL, &loss_sum, &correct), ATTN_OK);
-    imdb_model_zero_grad(&m, 1);
-    CHECK_STATUS(imdb_model_backward(&m, ids, labels, B, 0, 0), ATTN_OK);
+    CHECK_STATUS(attn_imdb_model_forward(&m, ids, labels, B, 0, 0, NULL, &loss_sum, &correct), ATTN_OK);
+    attn_imdb_model_zero_grad(&m, 1);
+    CHECK_STATUS(attn_imdb_model_backward(&m, ids, labels, B, 0, 0), ATTN_OK);
     const char *gn[4] = {"d_emb", "d_kernel", "d_dense_w", "d_dense_b"};
     float *gd[4] = {m.d_emb, m.d_kernel, m.d_dense_w, m.d_dense_b};
     for (int i = 0; i < 4; i++) {
@@ -473,7 +473,7 @@ static void test_model_golden(void) {
         free(want);
     }
     /* the sparse zeroing leaves a clean slab */
-    imdb_model_zero_grad(&m, 0);
+    attn_imdb_model_zero_grad(&m, 0);
     double s = 0;
     for (size_t i = 0; i < m.n_params; i++) s += fabs(m.grads[i]);
     CHECK(s == 0.0);
@@ -485,9 +485,9 @@ static void test_model_golden(void) {
     a.decay = 1e-5f;
     a.keras_eps = 1;
     for (int step = 0; step < 2; step++) {
-        CHECK_STATUS(imdb_model_forward(&m, ids, labels, B, 0, 0, NULL, &loss_sum, &correct), ATTN_OK);
-        imdb_model_zero_grad(&m, 0);
-        CHECK_STATUS(imdb_model_backward(&m, ids, labels, B, 0, 0), ATTN_OK);
+        CHECK_STATUS(attn_imdb_model_forward(&m, ids, labels, B, 0, 0, NULL, &loss_sum, &correct), ATTN_OK);
+        attn_imdb_model_zero_grad(&m, 0);
+        CHECK_STATUS(attn_imdb_model_backward(&m, ids, labels, B, 0, 0), ATTN_OK);
         CHECK_STATUS(attn_adam_step(&a, m.params, m.grads), ATTN_OK);
     }
     const char *an[4] = {"adam2_emb", "adam2_kernel", "adam2_dense_w", "adam2_dense_b"};
@@ -500,39 +500,139 @@ static void test_model_golden(void) {
 
     /* dropout on: the forward differs from the eval forward, and the same seed repeats exactly */
     float p_eval[8], p_a[8], p_b[8];
-    CHECK_STATUS(imdb_model_forward(&m, ids, labels, B, 0, 0, NULL, &loss_sum, &correct), ATTN_OK);
+    CHECK_STATUS(attn_imdb_model_forward(&m, ids, labels, B, 0, 0, NULL, &loss_sum, &correct), ATTN_OK);
     memcpy(p_eval, m.probs, sizeof p_eval);
-    CHECK_STATUS(imdb_model_forward(&m, ids, labels, B, 1, 42, NULL, &loss_sum, &correct), ATTN_OK);
+    CHECK_STATUS(attn_imdb_model_forward(&m, ids, labels, B, 1, 42, NULL, &loss_sum, &correct), ATTN_OK);
     memcpy(p_a, m.probs, sizeof p_a);
-    CHECK_STATUS(imdb_model_forward(&m, ids, labels, B, 1, 42, NULL, &loss_sum, &correct), ATTN_OK);
+    CHECK_STATUS(attn_imdb_model_forward(&m, ids, labels, B, 1, 42, NULL, &loss_sum, &correct), ATTN_OK);
     memcpy(p_b, m.probs, sizeof p_b);
     CHECK(memcmp(p_a, p_b, sizeof p_a) == 0 && memcmp(p_a, p_eval, sizeof p_a) != 0);
     /* an id outside the vocabulary is refused */
     int32_t badids[24];
     memcpy(badids, ids, sizeof badids);
     badids[5] = V;
-    CHECK_STATUS(imdb_model_forward(&m, badids, labels, B, 0, 0, NULL, &loss_sum, &correct), ATTN_ERR_ARG);
-    CHECK_STATUS(imdb_model_forward(&m, ids, labels, B + 1, 0, 0, NULL, &loss_sum, &correct), ATTN_ERR_SIZE);
+    CHECK_STATUS(attn_imdb_model_forward(&m, badids, labels, B, 0, 0, NULL, &loss_sum, &correct), ATTN_ERR_ARG);
+    CHECK_STATUS(attn_imdb_model_forward(&m, ids, labels, B + 1, 0, 0, NULL, &loss_sum, &correct), ATTN_ERR_SIZE);
     /* the backward reuses the last forward's state: other reviews, or an eval forward in between, are
      * refused rather than giving wrong gradients */
-    CHECK_STATUS(imdb_model_forward(&m, ids, labels, B, 0, 0, NULL, &loss_sum, &correct), ATTN_OK);
+    CHECK_STATUS(attn_imdb_model_forward(&m, ids, labels, B, 0, 0, NULL, &loss_sum, &correct), ATTN_OK);
     int32_t other[24];
     memcpy(other, ids, sizeof other);
     other[7] = (ids[7] + 1) % V;
-    CHECK_STATUS(imdb_model_backward(&m, other, labels, B, 0, 0), ATTN_ERR_ARG);
-    CHECK_STATUS(imdb_model_backward(&m, ids, labels, B - 1, 0, 0), ATTN_ERR_ARG);
-    CHECK_STATUS(imdb_model_eval_prepare(&m), ATTN_OK);
-    CHECK_STATUS(imdb_model_eval_forward(&m, ids, labels, B, &loss_sum, &correct), ATTN_OK);
-    CHECK_STATUS(imdb_model_backward(&m, ids, labels, B, 0, 0), ATTN_ERR_ARG);
-    imdb_model_free(&m);
+    CHECK_STATUS(attn_imdb_model_backward(&m, other, labels, B, 0, 0), ATTN_ERR_ARG);
+    CHECK_STATUS(attn_imdb_model_backward(&m, ids, labels, B - 1, 0, 0), ATTN_ERR_ARG);
+    CHECK_STATUS(attn_imdb_model_eval_prepare(&m), ATTN_OK);
+    CHECK_STATUS(attn_imdb_model_eval_forward(&m, ids, labels, B, &loss_sum, &correct), ATTN_OK);
+    CHECK_STATUS(attn_imdb_model_backward(&m, ids, labels, B, 0, 0), ATTN_ERR_ARG);
+    attn_imdb_model_free(&m);
 
     /* the full-size model has exactly the published parameter count */
-    imdb_config full;
-    imdb_config_default(&full);
-    CHECK_STATUS(imdb_model_init(&m, &full, 1, 1), ATTN_OK);
+    attn_imdb_config full;
+    attn_imdb_config_default(&full);
+    CHECK_STATUS(attn_imdb_model_init(&m, NULL, &full, 1, 1), ATTN_OK);
     CHECK(m.n_params == 2609410);
-    imdb_model_free(&m);
+    attn_imdb_model_free(&m);
     attn_st_free(&g);
+}
+
+/* ---- checkpoints: save, load, read_run, and the errors ------------------------------------------------ */
+static void test_checkpoint(void) {
+    const int V = 50, D = 8, T = 6, B = 4;
+    attn_imdb_config c;
+    attn_imdb_config_default(&c);
+    c.V = V;
+    c.D = D;
+    c.T = T;
+    attn_imdb_model m, l;
+    CHECK_STATUS(attn_imdb_model_init(&m, NULL, &c, B, 3), ATTN_OK);
+    /* a vocabulary of V words: the reserved ids' names, then w4 .. w49 */
+    char blob[1024];
+    size_t n = 0;
+    for (int i = 0; i < V; i++)       /* each word and its NUL */
+        n += (size_t)snprintf(blob + n, sizeof blob - n, i < ATTN_IMDB_FIRST_WORD ? "<r%d>" : "w%d", i) + 1;
+    attn_imdb_vocab v, lv;
+    CHECK_STATUS(attn_imdb_vocab_from_blob(&v, blob, n, V), ATTN_OK);
+    attn_adam a, la;
+    CHECK_STATUS(attn_adam_init(&a, m.n_params, 0.01f), ATTN_OK);
+    CHECK_STATUS(attn_adam_init(&la, m.n_params, 0.01f), ATTN_OK);
+    for (size_t i = 0; i < m.n_params; i++) {
+        a.m[i] = 0.001f * (float)i;
+        a.v[i] = 0.002f * (float)i;
+    }
+    a.t = 17;
+    attn_imdb_run_info run = {3, 2000, 32, 17, 2e-4f, 99}, got;
+    char path[512], err[512] = "";
+    snprintf(path, sizeof path, "%s/model.safetensors", g_dir);
+    CHECK_STATUS(attn_imdb_model_save(&m, &a, &v, &run, path, err, sizeof err), ATTN_OK);
+    /* round trip: parameters, moments, step, vocabulary, run */
+    CHECK_STATUS(attn_imdb_model_load(&l, NULL, 2, &la, &lv, &got, path, err, sizeof err), ATTN_OK);
+    CHECK(l.cfg.V == V && l.cfg.T == T && l.cfg.D == D && l.Bmax == 2 && l.n_params == m.n_params);
+    CHECK(memcmp(l.params, m.params, sizeof(float) * m.n_params) == 0);
+    CHECK(memcmp(la.m, a.m, sizeof(float) * m.n_params) == 0 && memcmp(la.v, a.v, sizeof(float) * m.n_params) == 0);
+    CHECK(la.t == 17 && lv.crc == v.crc && lv.V == V);
+    CHECK(got.epoch == 3 && got.limit == 2000 && got.batch == 32 && got.adam_t == 17 && got.lr == 2e-4f && got.seed == 99);
+    attn_imdb_model_free(&l);
+    attn_imdb_vocab_free(&lv);
+    /* without the optional parts */
+    CHECK_STATUS(attn_imdb_model_load(&l, NULL, 1, NULL, NULL, NULL, path, err, sizeof err), ATTN_OK);
+    attn_imdb_model_free(&l);
+    attn_imdb_run_info only = {0, -1, -1, 0, 0.0f, 0};
+    CHECK_STATUS(attn_imdb_model_read_run(path, &only, err, sizeof err), ATTN_OK);
+    CHECK(only.limit == 2000 && only.batch == 32 && only.lr == 2e-4f && only.seed == 99 && only.epoch == 3);
+    /* an optimizer of another size: refused, and left alone */
+    attn_adam small;
+    CHECK_STATUS(attn_adam_init(&small, 10, 0.01f), ATTN_OK);
+    CHECK_STATUS(attn_imdb_model_load(&l, NULL, 1, &small, NULL, NULL, path, err, sizeof err), ATTN_ERR_SHAPE);
+    CHECK(small.t == 0 && l.params == NULL);
+    attn_adam_free(&small);
+    /* errors name the file */
+    char missing[512];
+    snprintf(missing, sizeof missing, "%s/none.safetensors", g_dir);
+    CHECK_STATUS(attn_imdb_model_load(&l, NULL, 1, NULL, NULL, NULL, missing, err, sizeof err), ATTN_ERR_IO);
+    CHECK(strstr(err, missing) != NULL);
+    CHECK_STATUS(attn_imdb_model_read_run(missing, &only, err, sizeof err), ATTN_ERR_IO);
+    char golden[512];
+    snprintf(golden, sizeof golden, "%s/imdb_model.safetensors", ATTN_GOLDEN_DIR);
+    CHECK_STATUS(attn_imdb_model_load(&l, NULL, 1, NULL, NULL, NULL, golden, err, sizeof err), ATTN_ERR_FORMAT);
+    CHECK(strstr(err, golden) != NULL && strstr(err, "attn-imdb-1") != NULL);
+    /* the same file without dense.bias: refused before the model is allocated, and the error names it */
+    attn_st_file sf;
+    CHECK_STATUS(attn_st_read(&sf, path, 0, err, sizeof err), ATTN_OK);
+    attn_st_tensor keep[8];
+    int nk = 0;
+    for (int i = 0; i < sf.n && nk < 8; i++)
+        if (strcmp(sf.tensors[i].name, "dense.bias") != 0) keep[nk++] = sf.tensors[i];
+    char cut[512];
+    snprintf(cut, sizeof cut, "%s/cut.safetensors", g_dir);
+    CHECK_STATUS(attn_st_write(cut, keep, nk, (const char *const *)sf.meta_keys, (const char *const *)sf.meta_values,
+                               sf.n_meta, err, sizeof err), ATTN_OK);
+    attn_st_free(&sf);
+    CHECK_STATUS(attn_imdb_model_load(&l, NULL, 1, NULL, NULL, NULL, cut, err, sizeof err), ATTN_ERR_FORMAT);
+    CHECK(strstr(err, "dense.bias") != NULL && l.params == NULL);
+    /* a model the format cannot describe, a vocabulary of another size */
+    attn_imdb_model o;
+    attn_imdb_config c3 = c;
+    c3.C = 3;
+    CHECK_STATUS(attn_imdb_model_init(&o, NULL, &c3, 1, 1), ATTN_OK);
+    attn_adam oa;
+    CHECK_STATUS(attn_adam_init(&oa, o.n_params, 0.01f), ATTN_OK);
+    CHECK_STATUS(attn_imdb_model_save(&o, &oa, &v, &run, path, err, sizeof err), ATTN_ERR_ARG);
+    attn_adam_free(&oa);
+    attn_imdb_model_free(&o);
+    c3 = c;
+    c3.V = V + 1;
+    CHECK_STATUS(attn_imdb_model_init(&o, NULL, &c3, 1, 1), ATTN_OK);
+    CHECK_STATUS(attn_adam_init(&oa, o.n_params, 0.01f), ATTN_OK);
+    CHECK_STATUS(attn_imdb_model_save(&o, &oa, &v, &run, path, err, sizeof err), ATTN_ERR_SHAPE);
+    attn_adam_free(&oa);
+    attn_imdb_model_free(&o);
+    /* the failed saves left the earlier file whole */
+    CHECK_STATUS(attn_imdb_model_load(&l, NULL, 1, NULL, NULL, NULL, path, err, sizeof err), ATTN_OK);
+    attn_imdb_model_free(&l);
+    attn_adam_free(&a);
+    attn_adam_free(&la);
+    attn_imdb_vocab_free(&v);
+    attn_imdb_model_free(&m);
 }
 
 /* ---- a short training run on the real data ---------------------------------------------------------- */
@@ -565,15 +665,15 @@ static void test_short_training(void) {
     /* one thread: without OMP_WAIT_POLICY=passive, spinning OpenMP threads and the BLAS threads fight
      * over the cores (see programs/attn/runtime.c); one thread is faster here than two fighting */
     attn_set_num_threads(1);
-    openblas_set_num_threads(1);
+    attn_blas_set_num_threads(1);
     CHECK_STATUS(attn_imdb_load(&d, found, &o, err, sizeof err), ATTN_OK);
     if (d.train.n != 2000) { attn_imdb_free(&d); return; }
     double t1 = now_s();
-    imdb_config c;
-    imdb_config_default(&c);
-    imdb_model m;
+    attn_imdb_config c;
+    attn_imdb_config_default(&c);
+    attn_imdb_model m;
     const int batch = 32;
-    CHECK_STATUS(imdb_model_init(&m, &c, 250, 1), ATTN_OK);
+    CHECK_STATUS(attn_imdb_model_init(&m, NULL, &c, 250, 1), ATTN_OK);
     attn_adam a;
     CHECK_STATUS(attn_adam_init(&a, m.n_params, 2e-3f), ATTN_OK);
     a.eps = 1e-7f;
@@ -586,22 +686,22 @@ static void test_short_training(void) {
     attn_rng_shuffle(&r, perm, 2000);
     double loss = 0;
     int correct = 0;
-    imdb_model_zero_grad(&m, 1);
+    attn_imdb_model_zero_grad(&m, 1);
     for (int s = 0; s * batch < 2000; s++) {
         int B = 2000 - s * batch < batch ? 2000 - s * batch : batch;
         for (int b = 0; b < B; b++) {
             memcpy(bids + b * 64, d.train.ids + (size_t)perm[s * batch + b] * 64, 64 * sizeof(int32_t));
             blab[b] = d.train.labels[perm[s * batch + b]];
         }
-        if (imdb_model_forward(&m, bids, blab, B, 1, 1000 + s, NULL, &loss, &correct) != ATTN_OK) break;
-        imdb_model_zero_grad(&m, 0);
-        if (imdb_model_backward(&m, bids, blab, B, 1, 1000 + s) != ATTN_OK) break;
+        if (attn_imdb_model_forward(&m, bids, blab, B, 1, 1000 + s, NULL, &loss, &correct) != ATTN_OK) break;
+        attn_imdb_model_zero_grad(&m, 0);
+        if (attn_imdb_model_backward(&m, bids, blab, B, 1, 1000 + s) != ATTN_OK) break;
         if (attn_adam_step(&a, m.params, m.grads) != ATTN_OK) break;
     }
     double vl = 0;
     int vc = 0;
     for (int i = 0; i < d.test.n; i += 250)
-        CHECK_STATUS(imdb_model_forward(&m, d.test.ids + (size_t)i * 64, d.test.labels + i, 250, 0, 0, NULL, &vl, &vc),
+        CHECK_STATUS(attn_imdb_model_forward(&m, d.test.ids + (size_t)i * 64, d.test.labels + i, 250, 0, 0, NULL, &vl, &vc),
                      ATTN_OK);
     double acc = (double)vc / d.test.n;
     printf("  short run (--limit 2000, 1 epoch, lr 2e-3): train loss %.4f acc %.4f, val_loss %.4f val_acc %.4f "
@@ -609,7 +709,7 @@ static void test_short_training(void) {
            vl / d.test.n, acc, t1 - t0, now_s() - t1);
     CHECK(acc > 0.65);
     attn_adam_free(&a);
-    imdb_model_free(&m);
+    attn_imdb_model_free(&m);
     attn_imdb_free(&d);
 }
 
@@ -618,12 +718,12 @@ static void test_short_training(void) {
  * probabilities must be bitwise identical with 1, 2 and 3 threads. */
 static void run_steps(int nth, float *params_out, float *m_out, float *probs_out, size_t np) {
     attn_set_num_threads(nth);
-    openblas_set_num_threads(nth);
-    imdb_config c;
-    imdb_config_default(&c);
+    attn_blas_set_num_threads(nth);
+    attn_imdb_config c;
+    attn_imdb_config_default(&c);
     c.V = 600;
-    imdb_model m;
-    CHECK_STATUS(imdb_model_init(&m, &c, 32, 5), ATTN_OK);
+    attn_imdb_model m;
+    CHECK_STATUS(attn_imdb_model_init(&m, NULL, &c, 32, 5), ATTN_OK);
     CHECK(m.n_params == np);
     attn_adam a;
     CHECK_STATUS(attn_adam_init(&a, m.n_params, 2e-3f), ATTN_OK);
@@ -633,22 +733,22 @@ static void run_steps(int nth, float *params_out, float *m_out, float *probs_out
     int32_t ids[32 * 64], labels[32];
     attn_rng r;
     attn_rng_seed(&r, 77);
-    imdb_model_zero_grad(&m, 1);
+    attn_imdb_model_zero_grad(&m, 1);
     for (int step = 0; step < 3; step++) {
         for (int i = 0; i < 32 * 64; i++) ids[i] = (int32_t)(attn_rng_u32(&r) % 600);
         for (int b = 0; b < 32; b++) labels[b] = (int32_t)(attn_rng_u32(&r) & 1);
         double ls = 0;
         int ok = 0;
-        CHECK_STATUS(imdb_model_forward(&m, ids, labels, 32, 1, 100 + step, NULL, &ls, &ok), ATTN_OK);
-        imdb_model_zero_grad(&m, 0);
-        CHECK_STATUS(imdb_model_backward(&m, ids, labels, 32, 1, 100 + step), ATTN_OK);
+        CHECK_STATUS(attn_imdb_model_forward(&m, ids, labels, 32, 1, 100 + step, NULL, &ls, &ok), ATTN_OK);
+        attn_imdb_model_zero_grad(&m, 0);
+        CHECK_STATUS(attn_imdb_model_backward(&m, ids, labels, 32, 1, 100 + step), ATTN_OK);
         CHECK_STATUS(attn_adam_step(&a, m.params, m.grads), ATTN_OK);
     }
     memcpy(params_out, m.params, sizeof(float) * np);
     memcpy(m_out, a.m, sizeof(float) * np);
     memcpy(probs_out, m.probs, sizeof(float) * 64);
     attn_adam_free(&a);
-    imdb_model_free(&m);
+    attn_imdb_model_free(&m);
 }
 
 /* 1 when this BLAS rounds every element of a product the same whether it computes all rows (or
@@ -664,7 +764,7 @@ static int blas_split_invariant(void) {
         attn_rng_seed(&r, 4);
         attn_rng_fill_uniform(&r, a, (size_t)M * K, -1.0f, 1.0f);
         attn_rng_fill_uniform(&r, b, (size_t)K * N, -1.0f, 1.0f);
-        openblas_set_num_threads(1);
+        attn_blas_set_num_threads(1);
         /* rows: (M,K)·(K,N) at once and in two pieces cut at row 208 (16·13) */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, a, K, b, N, 0.0f, c1, N);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 208, N, K, 1.0f, a, K, b, N, 0.0f, c2, N);
@@ -712,22 +812,22 @@ static void test_threads_bitwise(void) {
         for (int k = 1; k < 3; k++) tu_close_f32("params, 1 thread vs more", p[k], p[0], np, 1e-5, 1e-3);
     }
     /* the steps did change the parameters (the comparisons above are not vacuous) */
-    imdb_config c;
-    imdb_config_default(&c);
+    attn_imdb_config c;
+    attn_imdb_config_default(&c);
     c.V = 600;
-    imdb_model m0;
-    CHECK_STATUS(imdb_model_init(&m0, &c, 32, 5), ATTN_OK);
+    attn_imdb_model m0;
+    CHECK_STATUS(attn_imdb_model_init(&m0, NULL, &c, 32, 5), ATTN_OK);
     CHECK(memcmp(m0.params, p[0], sizeof(float) * np) != 0);
-    imdb_model_free(&m0);
+    attn_imdb_model_free(&m0);
     for (int k = 0; k < 4; k++) {
         free(p[k]);
         free(mm[k]);
     }
     attn_set_num_threads(0);
-    openblas_set_num_threads(attn_get_num_threads());
+    attn_blas_set_num_threads(attn_get_num_threads());
     printf("  3 training steps at B=32, T=64, D=128: %s with 1, 2 and 3 threads (BLAS %s)\n",
            inv ? "bitwise identical" : "reproducible per thread count, close across counts (this BLAS rounds a "
-           "product cut in pieces differently)", openblas_get_corename());
+           "product cut in pieces differently)", attn_blas_core_name());
 }
 
 /* The self-attention layer with the batch cut into parts (no mask) against one call over the whole
@@ -793,6 +893,7 @@ int main(void) {
     test_loader();
     test_broken_inputs();
     test_model_golden();
+    test_checkpoint();
     test_threads_bitwise();
     test_selfattn_split();
     test_short_training();

@@ -1,6 +1,7 @@
 /*
- * cli.h — the `attn` program's shared pieces: a tiny flag parser that prints a usage, and the
- * subcommands' entry points. Uses only the public API.
+ * cli.h — the `attn` program's shared pieces: a tiny flag parser that prints a usage (cli.c), a clock,
+ * output folders and thread set-up (common.c), and the subcommands' entry points. Uses only the public
+ * API.
  */
 #ifndef ATTN_CLI_H
 #define ATTN_CLI_H
@@ -40,6 +41,18 @@ void cli_usage(const cli_cmd *cmd, FILE *out);
 
 /* Prints "attn: <what>: <status string>" to stderr and returns 1 when st is not ATTN_OK, else 0. */
 int cli_fail(attn_status st, const char *what);
+
+/* Seconds on a monotonic clock (for durations). */
+double cli_now(void);
+
+/* Creates the folder path and any missing parents; nothing to do when it exists. Returns 0, or 1 after
+ * a message "attn: <who>: ..." (path is an --out flag's value, or one of its parents). */
+int cli_make_dir(const char *who, const char *path);
+
+/* Threads: the attention kernels' count (attn_set_num_threads; threads <= 0 means every core) and
+ * OpenBLAS's: blas_threads of them, or with blas_threads <= 0 as many as the kernels have. A program
+ * that splits batches across its own threads wants OpenBLAS on 1. */
+void cli_set_threads(int threads, int blas_threads);
 
 /* Sets OPENBLAS_CORETYPE and OMP_WAIT_POLICY when the defaults would be slow here and re-executes the
  * program once (runtime.c says why). argv is main()'s. */

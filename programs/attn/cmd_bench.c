@@ -32,12 +32,6 @@
 #include <immintrin.h>
 #endif
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static double cpu_s(void) {      /* CPU time of the whole process (every thread) */
     struct timespec ts;
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
@@ -104,7 +98,7 @@ static double measure_peak(int nth, const char **kind) {
     const double flops_per_iter = isa == 2 ? 384 : isa == 1 ? 192 : 16;
     double best = 0;
     for (int rep = 0; rep < 3; rep++) {
-        double t0 = now_s();
+        double t0 = cli_now();
         int used = 1;
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nth)
@@ -123,7 +117,7 @@ static double measure_peak(int nth, const char **kind) {
             used = omp_get_num_threads();
 #endif
         }
-        double dt = now_s() - t0;
+        double dt = cli_now() - t0;
         double gf = flops_per_iter * (double)iters * used / dt * 1e-9;
         if (gf > best) best = gf;
     }
@@ -139,7 +133,8 @@ typedef struct bcase {
 
 typedef struct bopts {
     int repeat, threads, json;
-    attn_isa isa;
+    attn_ctx ctx;                /* the fused path timed, on the bench's threads */
+    attn_ctx ref;                /* the reference path, on the same threads */
     double peak;
     const char *peak_kind;
 } bopts;
@@ -211,41 +206,39 @@ static void desc_for(attn_sdpa_desc *d, int B, int H, int Hkv, int T, int S, int
 
 static double g_last_cpu;      /* CPU seconds of the last run_pass */
 
-/* Runs the pass on path isa; returns the status; *secs the wall time (g_last_cpu its CPU time). */
-static attn_status run_pass(attn_isa isa, const attn_sdpa_desc *d, tensors *t, int backward, void *work,
+/* Runs the pass with context ctx; returns the status; *secs the wall time (g_last_cpu its CPU time). */
+static attn_status run_pass(const attn_ctx *ctx, const attn_sdpa_desc *d, tensors *t, int backward, void *work,
                             size_t wbytes, double *secs) {
-    attn_status st = attn_set_isa(isa);
-    if (st != ATTN_OK) return st;
+    attn_status st;
     double c0 = cpu_s();
-    double t0 = now_s();
-    if (!backward) st = attn_sdpa_forward(NULL, d, t->out, t->lse, NULL, t->q, t->k, t->v, work, wbytes);
-    else st = attn_sdpa_backward(NULL, d, t->dq, t->dk, t->dv, t->dout, t->q, t->k, t->v, t->out, t->lse, work, wbytes);
-    *secs = now_s() - t0;
+    double t0 = cli_now();
+    if (!backward) st = attn_sdpa_forward(ctx, d, t->out, t->lse, NULL, t->q, t->k, t->v, work, wbytes);
+    else st = attn_sdpa_backward(ctx, d, t->dq, t->dk, t->dv, t->dout, t->q, t->k, t->v, t->out, t->lse, work, wbytes);
+    *secs = cli_now() - t0;
     g_last_cpu = cpu_s() - c0;
     return st;
 }
 
-static size_t work_size(attn_isa isa, const attn_sdpa_desc *d, int backward) {
+static size_t work_size(const attn_ctx *ctx, const attn_sdpa_desc *d, int backward) {
     size_t n = 0;
-    if (attn_set_isa(isa) != ATTN_OK) return 0;
-    if (attn_sdpa_workspace_size(NULL, d, backward ? ATTN_PASS_BACKWARD : ATTN_PASS_FORWARD, &n) != ATTN_OK) return 0;
+    if (attn_sdpa_workspace_size(ctx, d, backward ? ATTN_PASS_BACKWARD : ATTN_PASS_FORWARD, &n) != ATTN_OK) return 0;
     return n;
 }
 
 /* Forward (and backward) of the sub-problem d on both paths; the largest error, scaled by max(1,|want|). */
-static int validate(const attn_sdpa_desc *d, attn_isa isa, int backward, double *err_out, double *ref_secs) {
+static int validate(const attn_sdpa_desc *d, const bopts *o, int backward, double *err_out, double *ref_secs) {
     tensors f, r;
     if (!tensors_alloc(&f, d) || !tensors_alloc(&r, d)) { tensors_free(&f); tensors_free(&r); return -1; }
-    size_t wf = work_size(isa, d, 1), wf2 = work_size(isa, d, 0), wr = work_size(ATTN_ISA_REF, d, 1),
-           wr2 = work_size(ATTN_ISA_REF, d, 0);
+    size_t wf = work_size(&o->ctx, d, 1), wf2 = work_size(&o->ctx, d, 0), wr = work_size(&o->ref, d, 1),
+           wr2 = work_size(&o->ref, d, 0);
     size_t wmax = wf > wf2 ? wf : wf2;
     if (wr > wmax) wmax = wr;
     if (wr2 > wmax) wmax = wr2;
     void *work = malloc(wmax ? wmax : 1);
     double s = 0, rs = 0;
     int ok = work != NULL;
-    ok = ok && run_pass(isa, d, &f, 0, work, wmax, &s) == ATTN_OK;
-    ok = ok && run_pass(ATTN_ISA_REF, d, &r, 0, work, wmax, &s) == ATTN_OK;
+    ok = ok && run_pass(&o->ctx, d, &f, 0, work, wmax, &s) == ATTN_OK;
+    ok = ok && run_pass(&o->ref, d, &r, 0, work, wmax, &s) == ATTN_OK;
     rs += s;
     double err = 0, mag = 0, e2 = 0, m2 = 0;
     if (ok && !backward) {
@@ -255,8 +248,8 @@ static int validate(const attn_sdpa_desc *d, attn_isa isa, int backward, double 
     }
     if (ok && backward) {
         rs = 0;
-        ok = ok && run_pass(isa, d, &f, 1, work, wmax, &s) == ATTN_OK;
-        ok = ok && run_pass(ATTN_ISA_REF, d, &r, 1, work, wmax, &s) == ATTN_OK;
+        ok = ok && run_pass(&o->ctx, d, &f, 1, work, wmax, &s) == ATTN_OK;
+        ok = ok && run_pass(&o->ref, d, &r, 1, work, wmax, &s) == ATTN_OK;
         rs += s;
         double e, m;
         e = 0; m = 0; max_err(f.dq, r.dq, f.nq, &e, &m); err = fmax(err, e / fmax(1, m));
@@ -282,149 +275,186 @@ static double case_flops(const bcase *c) {
 #define REF_GROUP_FLOPS 3.0e9     /* ... on one (batch, kv head) group below this, else crop */
 #define TOL 1e-4                  /* agreement: max |fused - ref| / max(1, max|ref|) */
 
-static int run_case(const bcase *c, const bopts *o, int idx, int n) {
+/* What validating a case found: the largest scaled error, and the reference's time on the whole problem
+ * (measured, extrapolated from one group, or not known: -1). */
+typedef struct case_check {
+    double err, ref_total;
+    const char *ref_how;         /* how ref_total was had */
+    char what[160];              /* the problem the two paths were compared on */
+} case_check;
+
+/* 1. Validates fused against reference on the whole problem when the reference can afford it, else on
+ * one (batch, kv head) group, else on a cropped one; times the reference where it ran on a meaningful
+ * part. Returns 0, or 1 after a message. */
+static int case_validate(const bcase *c, const attn_sdpa_desc *d, const bopts *o, case_check *k) {
+    const int G = c->H / c->Hkv;
+    const double ref_flops_one = case_flops(&(bcase){1, G, 1, c->T, c->S, c->D, c->Dv, c->causal, c->backward});
+    attn_sdpa_desc vd;
+    double ref_secs = 0;
+    int vr;
+    k->err = 0;
+    k->ref_total = -1;
+    if (case_flops(c) <= REF_FULL_FLOPS) {
+        vd = *d;
+        snprintf(k->what, sizeof k->what, "the whole problem");
+        vr = validate(&vd, o, c->backward, &k->err, &ref_secs);
+        k->ref_how = "measured on the whole problem";
+        /* best of a few for the reference too, it is cheap here */
+        for (int rep = 1; rep < o->repeat && vr > 0; rep++) {
+            double e2, s2;
+            if (validate(&vd, o, c->backward, &e2, &s2) > 0 && s2 < ref_secs) ref_secs = s2;
+        }
+        k->ref_total = ref_secs;
+    } else if (ref_flops_one <= REF_GROUP_FLOPS) {
+        desc_for(&vd, 1, G, 1, c->T, c->S, c->D, c->Dv, c->causal);
+        snprintf(k->what, sizeof k->what, "one (batch, kv head) group: B=1 H=%d Hkv=1, same T, S, D", G);
+        vr = validate(&vd, o, c->backward, &k->err, &ref_secs);
+        k->ref_total = ref_secs * c->B * c->Hkv;
+        k->ref_how = "extrapolated: one group timed once, x B·Hkv groups";
+    } else {
+        int Tc = c->T < 512 ? c->T : 512, Sc = c->S < 512 ? c->S : 512;
+        desc_for(&vd, 1, G, 1, Tc, Sc, c->D, c->Dv, c->causal);
+        snprintf(k->what, sizeof k->what, "a cropped problem B=1 H=%d Hkv=1 T=%d S=%d (the full one is too slow "
+                 "for the reference)", G, Tc, Sc);
+        vr = validate(&vd, o, c->backward, &k->err, &ref_secs);
+        k->ref_how = "not measured (too slow on this shape)";
+    }
+    if (vr < 0) { fprintf(stderr, "attn: bench: validation run failed (out of memory?)\n"); return 1; }
+    return 0;
+}
+
+/* What timing a case measured. */
+typedef struct case_time {
+    double best, best_cpu;       /* wall and CPU seconds of the best run */
+    int timed, warm_counted;     /* runs timed; the warm-up counted as one */
+    int finite;                  /* the output had no NaN or infinity */
+    double peak;                 /* the FMA peak, the larger of before and after */
+    const char *peak_kind;
+    size_t mem, work;            /* tensors + workspace, workspace (bytes) */
+} case_time;
+
+/* The warm-up and the timed runs of the pass on t (for a backward, a forward first for out and lse). */
+static attn_status time_runs(const bcase *c, const attn_sdpa_desc *d, const bopts *o, tensors *t, void *work,
+                             case_time *m) {
+    double secs;
+    m->best = INFINITY;
+    attn_status st = ATTN_OK;
+    if (c->backward) st = run_pass(&o->ctx, d, t, 0, work, m->work, &secs);
+    /* rep -1 is the warm-up; a warm-up that takes over a second is warm enough and counts as a run */
+    for (int rep = -1; rep < o->repeat && st == ATTN_OK; rep++) {
+        st = run_pass(&o->ctx, d, t, c->backward, work, m->work, &secs);
+        if (rep < 0 && secs > 1.0) { m->warm_counted = 1; rep++; }
+        if ((rep >= 0 || m->warm_counted) && secs < m->best) { m->best = secs; m->best_cpu = g_last_cpu; }
+        if (rep >= 0) m->timed++;
+    }
+    return st;
+}
+
+/* 2. Times the fused kernel on the full problem, right between two measures of the peak (the machine is
+ * shared: both see the same load). Returns 0, or 1 after a message. */
+static int case_measure(const bcase *c, const attn_sdpa_desc *d, const bopts *o, case_time *m) {
+    memset(m, 0, sizeof *m);
+    m->peak = measure_peak(attn_get_num_threads(), &m->peak_kind);
+    tensors t;
+    const int have = tensors_alloc(&t, d);
+    const size_t wbytes = work_size(&o->ctx, d, c->backward);
+    const size_t wfwd = c->backward ? work_size(&o->ctx, d, 0) : wbytes;
+    m->work = wbytes > wfwd ? wbytes : wfwd;
+    void *work = have ? malloc(m->work ? m->work : 1) : NULL;
+    attn_status st = work ? time_runs(c, d, o, &t, work, m) : ATTN_ERR_NOMEM;
+    if (st == ATTN_OK) {
+        /* the peak again after timing; the larger of the two is kept (the conservative ratio) */
+        const char *kind2;
+        double p2 = measure_peak(attn_get_num_threads(), &kind2);
+        if (p2 > m->peak) m->peak = p2;
+        m->finite = 1;
+        const float *chk = c->backward ? t.dq : t.out;
+        const size_t nchk = c->backward ? t.nq : t.no;
+        for (size_t i = 0; i < nchk; i++) m->finite &= isfinite(chk[i]) != 0;
+        m->mem = tensors_bytes(&t, c->backward) + m->work;
+    }
+    free(work);
+    tensors_free(&t);
+    if (!work) {
+        fprintf(stderr, "attn: bench: out of memory\n");
+        return 1;
+    }
+    return cli_fail(st, "bench");
+}
+
+/* 3. Prints the case's results: one JSON object, or the lines for a reader. */
+static void case_report(const bcase *c, const bopts *o, const case_check *k, const case_time *m) {
     const char *pass = c->backward ? "backward" : "forward";
+    const int agree = k->err <= TOL, nth = attn_get_num_threads();
+    const double flops = case_flops(c);
+    const double gflops = flops / m->best * 1e-9;
+    const double cores = m->best_cpu / m->best;                 /* cores the best run actually had */
+    const double core_gflops = m->best_cpu > 0 ? flops / m->best_cpu * 1e-9 : 0;
+    const double frac = m->peak > 0 ? gflops / m->peak : 0;
+    const double speedup = k->ref_total > 0 ? k->ref_total / m->best : 0;
+    /* the least memory traffic of a forward: q, k, v read once and out written once; with one query row
+     * (decoding) this, not the FLOPs, is what bounds the time */
+    const double traffic = 4.0 * ((double)c->B * c->H * c->T * (c->D + c->Dv) + (double)c->B * c->Hkv * c->S * (c->D + c->Dv));
+    const double gbs = traffic / m->best * 1e-9;
+    const double rss = peak_rss_bytes();
+    if (o->json) {
+        printf("{\"B\":%d,\"H\":%d,\"Hkv\":%d,\"T\":%d,\"S\":%d,\"D\":%d,\"Dv\":%d,\"causal\":%d,\"pass\":\"%s\","
+               "\"isa\":\"%s\",\"threads\":%d,\"agree\":%s,\"max_err\":%.3e,\"ms\":%.4f,\"gflops\":%.2f,"
+               "\"peak_gflops\":%.2f,\"peak_fraction\":%.4f,\"cores_busy\":%.2f,\"gflops_per_busy_core\":%.2f,"
+               "\"ref_ms\":",
+               c->B, c->H, c->Hkv, c->T, c->S, c->D, c->Dv, c->causal, pass, attn_isa_name(o->ctx.isa), nth,
+               agree && m->finite ? "true" : "false", k->err, m->best * 1e3, gflops, m->peak, frac, cores,
+               core_gflops);
+        if (k->ref_total > 0) printf("%.4f,\"speedup_vs_ref\":%.2f", k->ref_total * 1e3, speedup);
+        else printf("null,\"speedup_vs_ref\":null");
+        printf(",\"ref_extrapolated\":%s,\"peak_mem_bytes\":%zu,\"rss_peak_bytes\":%.0f",
+               k->ref_total > 0 && flops > REF_FULL_FLOPS ? "true" : "false", m->mem, rss);
+        if (!c->backward) printf(",\"min_traffic_bytes\":%.0f,\"min_traffic_gbs\":%.2f", traffic, gbs);
+        printf("}\n");
+    } else {
+        printf("  time: best of %d %s: %.3f ms%s\n", m->timed,
+               m->warm_counted ? "(the warm-up took over 1 s and counts as the first)" : "after 1 warm-up",
+               m->best * 1e3, m->finite ? "" : "  (NON-FINITE VALUES IN THE OUTPUT)");
+        printf("  speed: %.1f GFLOP/s  (FLOPs = 2·B·H·T·S·(D+Dv) = 4·B·H·T·S·D when Dv = D%s%s = %.4g)\n", gflops,
+               c->causal ? ", x 1/2 causal" : "", c->backward ? ", x 2.5 backward" : "", flops);
+        if (!c->backward && c->T <= 16)     /* decoding-like: memory-bound */
+            printf("  traffic: q, k, v read and out written once = %.2f MiB: %.1f GB/s\n", traffic / 1048576.0, gbs);
+        printf("  peak: %.1f GFLOP/s measured just before and after (%s loop, %d threads, larger kept): "
+               "%.1f%% of peak\n", m->peak, m->peak_kind, nth, 100 * frac);
+        printf("  CPU time of that run: %.1f cores busy on average%s: %.1f GFLOP/s per busy core\n", cores,
+               cores < nth - 0.2 ? " (fewer than the threads: the machine is shared)" : "", core_gflops);
+        if (k->ref_total > 0)
+            printf("  reference: %.3f ms (%s): speed-up %.1fx\n", k->ref_total * 1e3, k->ref_how, speedup);
+        else
+            printf("  reference: %s: no speed-up given\n", k->ref_how);
+        printf("  memory: tensors + workspace %.2f MiB (workspace %.3f MiB); process peak RSS so far %.1f MiB\n",
+               m->mem / 1048576.0, m->work / 1048576.0, rss / 1048576.0);
+    }
+    fflush(stdout);
+}
+
+/* One case: validate, time, report. Returns 0 when the paths agree and the output is finite, else 1. */
+static int run_case(const bcase *c, const bopts *o, int idx, int n) {
     attn_sdpa_desc d;
     desc_for(&d, c->B, c->H, c->Hkv, c->T, c->S, c->D, c->Dv, c->causal);
     if (attn_sdpa_validate(&d) != ATTN_OK) {
         fprintf(stderr, "attn: bench: invalid shape (H must be a multiple of kv-heads, sizes >= 1)\n");
         return 1;
     }
-    const double flops = case_flops(c);
-    const int G = c->H / c->Hkv;
-    attn_isa isa = o->isa;
-
     if (!o->json)
-        printf("case %d/%d: %s B=%d H=%d Hkv=%d T=%d S=%d D=%d Dv=%d causal=%d  isa=%s threads=%d\n", idx, n, pass,
-               c->B, c->H, c->Hkv, c->T, c->S, c->D, c->Dv, c->causal, attn_isa_name(isa), attn_get_num_threads());
-
-    /* 1. validate (and time the reference where affordable) */
-    const double ref_flops_one = case_flops(&(bcase){1, G, 1, c->T, c->S, c->D, c->Dv, c->causal, c->backward});
-    attn_sdpa_desc vd;
-    double err = 0, ref_secs = 0, ref_total = -1;
-    const char *ref_how;
-    char vwhat[160];
-    int vr;
+        printf("case %d/%d: %s B=%d H=%d Hkv=%d T=%d S=%d D=%d Dv=%d causal=%d  isa=%s threads=%d\n", idx, n,
+               c->backward ? "backward" : "forward", c->B, c->H, c->Hkv, c->T, c->S, c->D, c->Dv, c->causal,
+               attn_isa_name(o->ctx.isa), attn_get_num_threads());
     fflush(stdout);
-    if (flops <= REF_FULL_FLOPS) {
-        vd = d;
-        snprintf(vwhat, sizeof vwhat, "the whole problem");
-        vr = validate(&vd, isa, c->backward, &err, &ref_secs);
-        ref_how = "measured on the whole problem";
-        /* best of a few for the reference too, it is cheap here */
-        for (int rep = 1; rep < o->repeat && vr > 0; rep++) {
-            double e2, s2;
-            if (validate(&vd, isa, c->backward, &e2, &s2) > 0 && s2 < ref_secs) ref_secs = s2;
-        }
-        ref_total = ref_secs;
-    } else if (ref_flops_one <= REF_GROUP_FLOPS) {
-        desc_for(&vd, 1, G, 1, c->T, c->S, c->D, c->Dv, c->causal);
-        snprintf(vwhat, sizeof vwhat, "one (batch, kv head) group: B=1 H=%d Hkv=1, same T, S, D", G);
-        vr = validate(&vd, isa, c->backward, &err, &ref_secs);
-        ref_total = ref_secs * c->B * c->Hkv;
-        ref_how = "extrapolated: one group timed once, x B·Hkv groups";
-    } else {
-        int Tc = c->T < 512 ? c->T : 512, Sc = c->S < 512 ? c->S : 512;
-        desc_for(&vd, 1, G, 1, Tc, Sc, c->D, c->Dv, c->causal);
-        snprintf(vwhat, sizeof vwhat, "a cropped problem B=1 H=%d Hkv=1 T=%d S=%d (the full one is too slow "
-                 "for the reference)", G, Tc, Sc);
-        vr = validate(&vd, isa, c->backward, &err, &ref_secs);
-        ref_how = "not measured (too slow on this shape)";
-    }
-    if (vr < 0) { fprintf(stderr, "attn: bench: validation run failed (out of memory?)\n"); return 1; }
-    const int agree = err <= TOL;
+    case_check k;
+    if (case_validate(c, &d, o, &k)) return 1;
     if (!o->json)
         printf("  validate: fused vs reference on %s: max error %.2e (scaled by max(1,|ref|)), tolerance %.0e: %s\n",
-               vwhat, err, TOL, agree ? "agree" : "DISAGREE");
-
-    /* 2. time the fused kernel on the full problem, right after measuring the peak (the machine is shared:
-     * both see the same load) */
-    bopts oc = *o;
-    oc.peak = measure_peak(attn_get_num_threads(), &oc.peak_kind);
-    o = &oc;
-    tensors t;
-    if (!tensors_alloc(&t, &d)) { tensors_free(&t); fprintf(stderr, "attn: bench: out of memory\n"); return 1; }
-    size_t wbytes = work_size(isa, &d, c->backward);
-    size_t wfwd = c->backward ? work_size(isa, &d, 0) : wbytes;
-    size_t wmax = wbytes > wfwd ? wbytes : wfwd;
-    void *work = malloc(wmax ? wmax : 1);
-    if (!work) { tensors_free(&t); fprintf(stderr, "attn: bench: out of memory\n"); return 1; }
-    double secs, best = INFINITY, best_cpu = 0;
-    attn_status st = ATTN_OK;
-    if (c->backward) st = run_pass(isa, &d, &t, 0, work, wmax, &secs);   /* out and lse for the backward */
-    /* rep -1 is the warm-up; a warm-up that takes over a second is warm enough and counts as a run */
-    int reps = o->repeat, timed = 0, warm_counted = 0;
-    for (int rep = -1; rep < reps && st == ATTN_OK; rep++) {
-        st = run_pass(isa, &d, &t, c->backward, work, wmax, &secs);
-        if (rep < 0 && secs > 1.0) { warm_counted = 1; rep++; }
-        if ((rep >= 0 || warm_counted) && secs < best) { best = secs; best_cpu = g_last_cpu; }
-        if (rep >= 0) timed++;
-    }
-    if (st != ATTN_OK) {
-        free(work); tensors_free(&t);
-        return cli_fail(st, "bench");
-    }
-    /* the peak again after timing; the larger of the two is kept (the conservative ratio) */
-    {
-        const char *kind2;
-        double p2 = measure_peak(attn_get_num_threads(), &kind2);
-        if (p2 > oc.peak) oc.peak = p2;
-    }
-    int finite = 1;
-    const float *chk = c->backward ? t.dq : t.out;
-    size_t nchk = c->backward ? t.nq : t.no;
-    for (size_t i = 0; i < nchk; i++) finite &= isfinite(chk[i]) != 0;
-
-    const double gflops = flops / best * 1e-9;
-    const double cores = best_cpu / best;                       /* cores the best run actually had */
-    const double core_gflops = best_cpu > 0 ? flops / best_cpu * 1e-9 : 0;
-    const double frac = o->peak > 0 ? gflops / o->peak : 0;
-    const double speedup = ref_total > 0 ? ref_total / best : 0;
-    const size_t mem = tensors_bytes(&t, c->backward) + wmax;
-    /* the least memory traffic of a forward: q, k, v read once and out written once; with one query row
-     * (decoding) this, not the FLOPs, is what bounds the time */
-    const double traffic = 4.0 * ((double)c->B * c->H * c->T * (c->D + c->Dv) + (double)c->B * c->Hkv * c->S * (c->D + c->Dv));
-    const double gbs = traffic / best * 1e-9;
-    const double rss = peak_rss_bytes();
-    free(work);
-    tensors_free(&t);
-
-    if (o->json) {
-        printf("{\"B\":%d,\"H\":%d,\"Hkv\":%d,\"T\":%d,\"S\":%d,\"D\":%d,\"Dv\":%d,\"causal\":%d,\"pass\":\"%s\","
-               "\"isa\":\"%s\",\"threads\":%d,\"agree\":%s,\"max_err\":%.3e,\"ms\":%.4f,\"gflops\":%.2f,"
-               "\"peak_gflops\":%.2f,\"peak_fraction\":%.4f,\"cores_busy\":%.2f,\"gflops_per_busy_core\":%.2f,"
-               "\"ref_ms\":",
-               c->B, c->H, c->Hkv, c->T, c->S, c->D, c->Dv, c->causal, pass, attn_isa_name(isa),
-               attn_get_num_threads(), agree && finite ? "true" : "false", err, best * 1e3, gflops, o->peak, frac,
-               cores, core_gflops);
-        if (ref_total > 0) printf("%.4f,\"speedup_vs_ref\":%.2f", ref_total * 1e3, speedup);
-        else printf("null,\"speedup_vs_ref\":null");
-        printf(",\"ref_extrapolated\":%s,\"peak_mem_bytes\":%zu,\"rss_peak_bytes\":%.0f",
-               ref_total > 0 && flops > REF_FULL_FLOPS ? "true" : "false", mem, rss);
-        if (!c->backward) printf(",\"min_traffic_bytes\":%.0f,\"min_traffic_gbs\":%.2f", traffic, gbs);
-        printf("}\n");
-    } else {
-        printf("  time: best of %d %s: %.3f ms%s\n", timed,
-               warm_counted ? "(the warm-up took over 1 s and counts as the first)" : "after 1 warm-up", best * 1e3,
-               finite ? "" : "  (NON-FINITE VALUES IN THE OUTPUT)");
-        printf("  speed: %.1f GFLOP/s  (FLOPs = 2·B·H·T·S·(D+Dv) = 4·B·H·T·S·D when Dv = D%s%s = %.4g)\n", gflops,
-               c->causal ? ", x 1/2 causal" : "", c->backward ? ", x 2.5 backward" : "", flops);
-        if (!c->backward && c->T <= 16)     /* decoding-like: memory-bound */
-            printf("  traffic: q, k, v read and out written once = %.2f MiB: %.1f GB/s\n", traffic / 1048576.0, gbs);
-        printf("  peak: %.1f GFLOP/s measured just before and after (%s loop, %d threads, larger kept): "
-               "%.1f%% of peak\n", o->peak, o->peak_kind, attn_get_num_threads(), 100 * frac);
-        printf("  CPU time of that run: %.1f cores busy on average%s: %.1f GFLOP/s per busy core\n", cores,
-               cores < attn_get_num_threads() - 0.2 ? " (fewer than the threads: the machine is shared)" : "",
-               core_gflops);
-        if (ref_total > 0)
-            printf("  reference: %.3f ms (%s): speed-up %.1fx\n", ref_total * 1e3, ref_how, speedup);
-        else
-            printf("  reference: %s: no speed-up given\n", ref_how);
-        printf("  memory: tensors + workspace %.2f MiB (workspace %.3f MiB); process peak RSS so far %.1f MiB\n",
-               mem / 1048576.0, wmax / 1048576.0, rss / 1048576.0);
-    }
-    fflush(stdout);
-    return agree && finite ? 0 : 1;
+               k.what, k.err, TOL, k.err <= TOL ? "agree" : "DISAGREE");
+    case_time m;
+    if (case_measure(c, &d, o, &m)) return 1;
+    case_report(c, o, &k, &m);
+    return k.err <= TOL && m.finite ? 0 : 1;
 }
 
 int cmd_bench(int argc, char **argv) {
@@ -469,11 +499,12 @@ int cmd_bench(int argc, char **argv) {
         cli_usage(&cmd, stderr);
         return 2;
     }
-    if (cli_fail(attn_set_isa(isa), "bench: --isa")) return 1;
-    isa = attn_get_isa();
-    attn_set_num_threads(threads);
-
-    bopts o = {repeat, threads, json, isa, 0, NULL};
+    bopts o = {repeat, threads, json, {0}, {0}, 0, NULL};
+    if (cli_fail(attn_ctx_init(&o.ctx, isa, 0), "bench: --isa")) return 1;
+    cli_set_threads(threads, 0);
+    /* both paths on the threads in force (attn_ctx_init resolved auto to the best path) */
+    o.ctx.threads = attn_get_num_threads();
+    if (cli_fail(attn_ctx_init(&o.ref, ATTN_ISA_REF, o.ctx.threads), "bench")) return 1;
     o.peak = measure_peak(attn_get_num_threads(), &o.peak_kind);
     if (!json)
         printf("attn bench: fp32 FMA peak measured now: %.1f GFLOP/s (%s loop, %d threads)\n", o.peak, o.peak_kind,
@@ -513,7 +544,6 @@ int cmd_bench(int argc, char **argv) {
     }
     int bad = 0;
     for (int i = 0; i < n; i++) bad += run_case(&cases[i], &o, i + 1, n) != 0;
-    attn_set_isa(isa);
     if (bad) fprintf(stderr, "attn: bench: %d case(s) failed validation or did not run\n", bad);
     return bad ? 1 : 0;
 }

@@ -16,20 +16,16 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "cli.h"
-#include "imdb_model.h"
+#include "attn/imdb_model.h"
 
-#include <errno.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #define CKPT_NAME "imdb.safetensors"
 #define CACHE_NAME "imdb_cache.bin"
-#define CKPT_FORMAT "attn-imdb-1"
 #define EVAL_BATCH 250
 
 typedef struct imdb_flags {
@@ -39,12 +35,6 @@ typedef struct imdb_flags {
     uint64_t seed;
 } imdb_flags;
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static uint64_t mix64(uint64_t x) {
     x += 0x9e3779b97f4a7c15ULL;
     x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
@@ -52,36 +42,8 @@ static uint64_t mix64(uint64_t x) {
     return x ^ (x >> 31);
 }
 
-static void set_threads(int n) {
-    attn_set_num_threads(n);
-    int got = attn_get_num_threads();
-    attn_blas_set_num_threads(got > 0 ? got : 1);
-}
-
-static int make_dir(const char *path) {
-    struct stat s;
-    if (stat(path, &s) == 0) {
-        if (S_ISDIR(s.st_mode)) return 0;
-        fprintf(stderr, "attn: imdb: --out %s exists and is not a folder\n", path);
-        return 1;
-    }
-    char buf[4096];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (stat(buf, &s) != 0 && mkdir(buf, 0777) != 0 && errno != EEXIST) {
-            fprintf(stderr, "attn: imdb: cannot create folder %s: %s\n", buf, strerror(errno));
-            return 1;
-        }
-        *p = '/';
-    }
-    if (mkdir(buf, 0777) != 0 && errno != EEXIST) {
-        fprintf(stderr, "attn: imdb: cannot create folder %s: %s\n", buf, strerror(errno));
-        return 1;
-    }
-    return 0;
-}
+/* The attention kernels on --threads, OpenBLAS on as many (the model's products are cut per thread). */
+static void set_threads(int n) { cli_set_threads(n, 0); }
 
 /* ---------------------------------------------------------------------------------------------------
  * Data: the cache in --out when it matches, else the archive/folder (then the cache is written).
@@ -101,218 +63,71 @@ static int load_data(attn_imdb_data *d, const imdb_flags *f, const attn_imdb_opt
         fprintf(stderr, "attn: imdb: %s\n", err);
         return 1;
     }
-    double t0 = now_s();
+    double t0 = cli_now();
     st = attn_imdb_cache_load(d, o, src, cache, err, sizeof err);
     if (st == ATTN_OK) {
         fprintf(stderr, "attn: imdb: data from the cache %s (%.2f s): %d train, %d test reviews\n", cache,
-                now_s() - t0, d->train.n, d->test.n);
+                cli_now() - t0, d->train.n, d->test.n);
         return 0;
     }
     if (st == ATTN_ERR_FORMAT) fprintf(stderr, "attn: imdb: note: ignoring a corrupt cache: %s\n", err);
     else if (st == ATTN_ERR_ARG) fprintf(stderr, "attn: imdb: note: rebuilding a stale cache: %s\n", err);
-    t0 = now_s();
+    t0 = cli_now();
     err[0] = '\0';
     st = attn_imdb_load(d, src, o, err, sizeof err);
     if (st != ATTN_OK) {
         fprintf(stderr, "attn: imdb: %s\n", err[0] ? err : attn_status_string(st));
         return 1;
     }
-    fprintf(stderr, "attn: imdb: read %s in %.2f s: %d train, %d test reviews\n", src, now_s() - t0,
+    fprintf(stderr, "attn: imdb: read %s in %.2f s: %d train, %d test reviews\n", src, cli_now() - t0,
             d->train.n, d->test.n);
-    if (make_dir(f->out) == 0 && attn_imdb_cache_save(d, o, cache, err, sizeof err) != ATTN_OK)
+    if (cli_make_dir("imdb", f->out) == 0 && attn_imdb_cache_save(d, o, cache, err, sizeof err) != ATTN_OK)
         fprintf(stderr, "attn: imdb: note: cache not written: %s\n", err);
     return 0;
 }
 
 /* ---------------------------------------------------------------------------------------------------
- * Checkpoints.
+ * Checkpoints: the library reads and writes them (attn_imdb_model_save/load); this program also wants
+ * the experiment's sizes and, when it has the data, the data's vocabulary.
  */
-typedef struct ckpt_meta {
-    int epoch, limit, batch;
-    int64_t adam_t;
-    float lr;
-    uint64_t seed;
-} ckpt_meta;
-
-static attn_status ckpt_save(const char *path, const imdb_model *m, const attn_adam *a, const attn_imdb_vocab *v,
-                             const ckpt_meta *cm, char *err, size_t es) {
-    const imdb_config *c = &m->cfg;
-    attn_st_tensor t[7];
-    memset(t, 0, sizeof t);
-    const char *names[7] = {"embedding.weight", "selfattn.kernel", "dense.weight", "dense.bias", "adam.m", "adam.v", "vocab"};
-    const float *data[6] = {m->emb, m->kernel, m->dense_w, m->dense_b, a->m, a->v};
-    int64_t shapes[6][3] = {{c->V, c->D, 0}, {3, c->D, c->D}, {c->C, c->D, 0}, {c->C, 0, 0},
-                            {(int64_t)m->n_params, 0, 0}, {(int64_t)m->n_params, 0, 0}};
-    int ndims[6] = {2, 3, 2, 1, 1, 1};
-    for (int i = 0; i < 6; i++) {
-        t[i].name = names[i];
-        t[i].dtype = ATTN_DTYPE_F32;
-        t[i].ndim = ndims[i];
-        size_t n = 1;
-        for (int k = 0; k < ndims[i]; k++) {
-            t[i].shape[k] = shapes[i][k];
-            n *= (size_t)shapes[i][k];
-        }
-        t[i].data = data[i];
-        t[i].nbytes = n * sizeof(float);
-    }
-    t[6].name = names[6];
-    t[6].dtype = ATTN_DTYPE_U8;
-    t[6].ndim = 1;
-    t[6].shape[0] = (int64_t)v->blob_size;
-    t[6].data = v->blob;
-    t[6].nbytes = v->blob_size;
-    char s[12][64];
-    snprintf(s[0], 64, "%s", CKPT_FORMAT);
-    snprintf(s[1], 64, "%d", c->V);
-    snprintf(s[2], 64, "%d", c->T);
-    snprintf(s[3], 64, "%d", c->D);
-    snprintf(s[4], 64, "%08x", v->crc);
-    snprintf(s[5], 64, "%d", cm->epoch);
-    snprintf(s[6], 64, "%" PRId64, cm->adam_t);
-    snprintf(s[7], 64, "%" PRIu64, cm->seed);
-    snprintf(s[8], 64, "%.9g", cm->lr);
-    snprintf(s[9], 64, "%d", cm->batch);
-    snprintf(s[10], 64, "%d", cm->limit);
-    snprintf(s[11], 64, "%zu", m->n_params);
-    const char *keys[12] = {"format", "vocab_size", "maxlen", "dim", "vocab_crc32", "epoch", "adam_t", "seed",
-                            "lr", "batch", "limit", "n_params"};
-    const char *vals[12];
-    for (int i = 0; i < 12; i++) vals[i] = s[i];
-    return attn_st_write(path, t, 7, keys, vals, 12, err, es);
-}
-
-static int meta_int(const attn_st_file *f, const char *key, int64_t *out, const char *path) {
-    const char *s = attn_st_meta(f, key);
-    char *end;
-    if (!s || !*s) {
-        fprintf(stderr, "attn: imdb: %s: metadata \"%s\" missing (not an attn imdb checkpoint?)\n", path, key);
-        return 1;
-    }
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno || *end) {
-        fprintf(stderr, "attn: imdb: %s: metadata \"%s\" = \"%s\" is not an integer\n", path, key, s);
-        return 1;
-    }
-    *out = v;
-    return 0;
-}
-
-/* Reads a checkpoint: config, vocabulary, meta; parameters into m (which it initializes) and, when a is
- * given, the Adam moments. expect_crc != 0: the data's vocabulary, which must match. */
-static int ckpt_load(const char *path, imdb_model *m, int Bmax, attn_adam *a, attn_imdb_vocab *v, ckpt_meta *cm,
-                     uint32_t expect_crc) {
-    attn_st_file f;
+static int load_checkpoint(const char *path, attn_imdb_model *m, int Bmax, attn_adam *a, attn_imdb_vocab *v,
+                           attn_imdb_run_info *run, uint32_t expect_crc) {
     char err[1024] = "";
-    attn_status st = attn_st_read(&f, path, 0, err, sizeof err);
+    attn_status st = attn_imdb_model_load(m, NULL, Bmax, a, v, run, path, err, sizeof err);
     if (st != ATTN_OK) {
         fprintf(stderr, "attn: imdb: %s\n", err[0] ? err : attn_status_string(st));
         return 1;
     }
-    int rc = 1;
-    const char *fmt = attn_st_meta(&f, "format");
-    int64_t V, T, D, epoch, adam_t, batch, limit;
-    if (!fmt || strcmp(fmt, CKPT_FORMAT) != 0) {
-        fprintf(stderr, "attn: imdb: %s: not an attn imdb checkpoint (metadata format is %s, expected %s)\n", path,
-                fmt ? fmt : "missing", CKPT_FORMAT);
-        goto done;
-    }
-    if (meta_int(&f, "vocab_size", &V, path) || meta_int(&f, "maxlen", &T, path) || meta_int(&f, "dim", &D, path) ||
-        meta_int(&f, "epoch", &epoch, path) || meta_int(&f, "adam_t", &adam_t, path) ||
-        meta_int(&f, "batch", &batch, path) || meta_int(&f, "limit", &limit, path))
-        goto done;
-    imdb_config c;
-    imdb_config_default(&c);
-    if (V != c.V || T != c.T || D != c.D) {
-        fprintf(stderr, "attn: imdb: %s: a model of vocabulary %lld, maxlen %lld, width %lld; this program builds "
-                "%d, %d, %d\n", path, (long long)V, (long long)T, (long long)D, c.V, c.T, c.D);
-        goto done;
-    }
-    const attn_st_tensor *vt = attn_st_find(&f, "vocab");
-    if (!vt || vt->dtype != ATTN_DTYPE_U8 || vt->ndim != 1) {
-        fprintf(stderr, "attn: imdb: %s: tensor \"vocab\" (U8, 1-D) missing\n", path);
-        goto done;
-    }
-    if (attn_imdb_vocab_from_blob(v, vt->data, vt->nbytes, (int)V) != ATTN_OK) {
-        fprintf(stderr, "attn: imdb: %s: tensor \"vocab\" does not hold %lld words\n", path, (long long)V);
-        goto done;
-    }
-    const char *crc_s = attn_st_meta(&f, "vocab_crc32");
-    char want[16];
-    snprintf(want, sizeof want, "%08x", v->crc);
-    if (!crc_s || strcmp(crc_s, want) != 0) {
-        fprintf(stderr, "attn: imdb: %s: vocabulary checksum %s does not match its vocab tensor (%s)\n", path,
-                crc_s ? crc_s : "missing", want);
-        attn_imdb_vocab_free(v);
-        goto done;
-    }
-    if (expect_crc && v->crc != expect_crc) {
+    attn_imdb_config c;
+    attn_imdb_config_default(&c);
+    int rc = 0;
+    if (m->cfg.V != c.V || m->cfg.T != c.T || m->cfg.D != c.D) {
+        fprintf(stderr, "attn: imdb: %s: a model of vocabulary %d, maxlen %d, width %d; this program builds "
+                "%d, %d, %d\n", path, m->cfg.V, m->cfg.T, m->cfg.D, c.V, c.T, c.D);
+        rc = 1;
+    } else if (expect_crc && v->crc != expect_crc) {
         fprintf(stderr, "attn: imdb: %s: trained with another vocabulary (crc %08x) than the data's (crc %08x); "
                 "was it trained with another --limit or data set?\n", path, v->crc, expect_crc);
+        rc = 1;
+    }
+    if (rc) {
+        attn_imdb_model_free(m);
         attn_imdb_vocab_free(v);
-        goto done;
     }
-    if ((st = imdb_model_init(m, &c, Bmax, 1)) != ATTN_OK) {
-        cli_fail(st, "imdb: model");
-        attn_imdb_vocab_free(v);
-        goto done;
-    }
-    const char *names[4] = {"embedding.weight", "selfattn.kernel", "dense.weight", "dense.bias"};
-    float *dst[4] = {m->emb, m->kernel, m->dense_w, m->dense_b};
-    int64_t shapes[4][3] = {{c.V, c.D, 0}, {3, c.D, c.D}, {c.C, c.D, 0}, {c.C, 0, 0}};
-    int ndims[4] = {2, 3, 2, 1};
-    for (int i = 0; i < 4; i++) {
-        const float *p;
-        if (attn_st_get_f32(&f, names[i], ndims[i], shapes[i], &p, err, sizeof err) != ATTN_OK) {
-            fprintf(stderr, "attn: imdb: %s\n", err);
-            goto fail_model;
-        }
-        size_t n = 1;
-        for (int k = 0; k < ndims[i]; k++) n *= (size_t)shapes[i][k];
-        memcpy(dst[i], p, n * sizeof(float));
-    }
-    if (a) {
-        int64_t np = (int64_t)m->n_params;
-        const float *pm, *pv;
-        if (attn_st_get_f32(&f, "adam.m", 1, &np, &pm, err, sizeof err) != ATTN_OK ||
-            attn_st_get_f32(&f, "adam.v", 1, &np, &pv, err, sizeof err) != ATTN_OK) {
-            fprintf(stderr, "attn: imdb: %s\n", err);
-            goto fail_model;
-        }
-        memcpy(a->m, pm, m->n_params * sizeof(float));
-        memcpy(a->v, pv, m->n_params * sizeof(float));
-        a->t = adam_t;
-    }
-    cm->epoch = (int)epoch;
-    cm->adam_t = adam_t;
-    cm->batch = (int)batch;
-    cm->limit = (int)limit;
-    const char *s = attn_st_meta(&f, "lr");
-    cm->lr = s ? strtof(s, NULL) : 2e-4f;
-    s = attn_st_meta(&f, "seed");
-    cm->seed = s ? strtoull(s, NULL, 10) : 0;
-    rc = 0;
-    goto done;
-fail_model:
-    imdb_model_free(m);
-    attn_imdb_vocab_free(v);
-done:
-    attn_st_free(&f);
     return rc;
 }
 
 /* ---------------------------------------------------------------------------------------------------
  * Evaluation over a split in batches of EVAL_BATCH.
  */
-static int evaluate(imdb_model *m, const attn_imdb_split *s, int T, double *loss, double *acc) {
+static int evaluate(attn_imdb_model *m, const attn_imdb_split *s, int T, double *loss, double *acc) {
     double ls = 0;
     int ok = 0;
-    attn_status st = imdb_model_eval_prepare(m);
+    attn_status st = attn_imdb_model_eval_prepare(m);
     if (st != ATTN_OK) return cli_fail(st, "imdb: evaluation");
     for (int i = 0; i < s->n; i += m->Bmax) {
         int B = s->n - i < m->Bmax ? s->n - i : m->Bmax;
-        st = imdb_model_eval_forward(m, s->ids + (size_t)i * T, s->labels + i, B, &ls, &ok);
+        st = attn_imdb_model_eval_forward(m, s->ids + (size_t)i * T, s->labels + i, B, &ls, &ok);
         if (st != ATTN_OK) return cli_fail(st, "imdb: forward");
     }
     *loss = ls / s->n;
@@ -326,195 +141,242 @@ static void progress(int done, int total, double t0, double loss, double acc) {
     char bar[40];
     for (int i = 0; i < width; i++) bar[i] = i < fill ? '=' : (i == fill ? '>' : '.');
     bar[width] = '\0';
-    double el = now_s() - t0, eta = done ? el * (total - done) / done : 0;
+    double el = cli_now() - t0, eta = done ? el * (total - done) / done : 0;
     fprintf(stderr, "\r%5d/%d [%s] - %s %4.1fs - loss: %.4f - acc: %.4f   ", done, total, bar,
             done < total ? "ETA" : "in", done < total ? eta : el, loss, acc);
     fflush(stderr);
 }
 
 /* ---------------------------------------------------------------------------------------------------
- * train
+ * train: settings (from the flags, or the checkpoint with --resume), data, model and optimizer, then
+ * per epoch the training steps, the evaluation and the checkpoint.
  */
+typedef struct train_run {
+    attn_imdb_options o;         /* the data set's options: --limit, or the checkpoint's */
+    int batch, epochs;
+    float lr;
+    uint64_t seed;
+    char ckpt[4200];             /* --out/imdb.safetensors */
+    attn_imdb_run_info resumed;  /* the checkpoint's run with --resume; epoch 0 otherwise */
+    attn_imdb_data d;
+    attn_imdb_model m;
+    attn_adam adam;
+    int32_t *perm, *bids, *blab; /* (n) the epoch's order; (batch,T) ids and (batch) labels of a step */
+    int tty, prof;               /* stderr is a terminal; ATTN_IMDB_PROFILE is set */
+} train_run;
+
+static void train_run_free(train_run *r) {
+    free(r->perm);
+    free(r->bids);
+    free(r->blab);
+    attn_imdb_model_free(&r->m);
+    attn_adam_free(&r->adam);
+    attn_imdb_free(&r->d);
+}
+
+/* The run's settings: the flags', or with --resume the checkpoint's (so that it continues exactly).
+ * Returns 0, or 1 after a message. */
+static int train_settings(const imdb_flags *f, train_run *r) {
+    snprintf(r->ckpt, sizeof r->ckpt, "%s/%s", f->out, CKPT_NAME);
+    attn_imdb_options_default(&r->o);
+    r->o.limit = f->limit;
+    r->batch = f->batch;
+    r->epochs = f->epochs;
+    r->lr = f->lr;
+    r->seed = f->seed;
+    if (!f->resume) return 0;
+    attn_imdb_run_info info = {0, 0, r->batch, 0, r->lr, r->seed};
+    char err[1024] = "";
+    if (attn_imdb_model_read_run(r->ckpt, &info, err, sizeof err) != ATTN_OK) {
+        fprintf(stderr, "attn: imdb: --resume: %s\n", err);
+        return 1;
+    }
+    r->o.limit = info.limit;
+    r->batch = info.batch;
+    r->lr = info.lr;
+    r->seed = info.seed;
+    if (r->batch < 1 || r->batch > 4096 || !(r->lr > 0)) {
+        fprintf(stderr, "attn: imdb: %s: batch %d or lr %g in the metadata out of range\n", r->ckpt, r->batch, r->lr);
+        return 1;
+    }
+    return 0;
+}
+
+/* The model and Keras' Adam: new from the seed, or the checkpoint's with --resume. Returns 0, or 1 after a
+ * message; *nothing_to_do when the checkpoint has every epoch asked for already. */
+static int train_build(const imdb_flags *f, train_run *r, int *nothing_to_do) {
+    attn_imdb_config c;
+    attn_imdb_config_default(&c);
+    const int Bmax = r->batch > EVAL_BATCH ? r->batch : EVAL_BATCH;
+    const size_t n_params = (size_t)c.V * c.D + 3 * (size_t)c.D * c.D + (size_t)c.C * c.D + (size_t)c.C;
+    attn_status st;
+    *nothing_to_do = 0;
+    if ((st = attn_adam_init(&r->adam, n_params, r->lr)) != ATTN_OK) return cli_fail(st, "imdb: adam");
+    if (f->resume) {
+        attn_imdb_vocab cv;
+        if (load_checkpoint(r->ckpt, &r->m, Bmax, &r->adam, &cv, &r->resumed, r->d.vocab.crc)) return 1;
+        attn_imdb_vocab_free(&cv);
+        if (r->resumed.epoch >= r->epochs) {
+            fprintf(stderr, "attn: imdb: %s has %d epochs already (--epochs %d): nothing to do\n", r->ckpt,
+                    r->resumed.epoch, r->epochs);
+            *nothing_to_do = 1;
+            return 0;
+        }
+        fprintf(stderr, "attn: imdb: resuming %s after epoch %d (step %" PRId64 "; seed %" PRIu64 ", lr %g, batch %d "
+                "from the checkpoint)\n", r->ckpt, r->resumed.epoch, r->resumed.adam_t, r->seed, r->lr, r->batch);
+    } else if ((st = attn_imdb_model_init(&r->m, NULL, &c, Bmax, r->seed)) != ATTN_OK) {
+        return cli_fail(st, "imdb: model");
+    }
+    r->adam.beta1 = 0.9f;
+    r->adam.beta2 = 0.999f;
+    r->adam.eps = 1e-7f;
+    r->adam.decay = 1e-5f;
+    r->adam.keras_eps = 1;
+    return 0;
+}
+
+/* What one epoch's steps add up: Σ per-review loss, correct answers, reviews seen; and with
+ * ATTN_IMDB_PROFILE the seconds of forward, backward (with the zeroing), Adam and the distinct words. */
+typedef struct epoch_sums {
+    double loss_sum, prof[4];
+    int correct, seen;
+} epoch_sums;
+
+/* One step on reviews perm[s·batch ...]: gather the batch, forward, backward, Adam. */
+static attn_status train_step(train_run *r, int s, epoch_sums *e) {
+    const int n = r->d.train.n, T = r->m.cfg.T;
+    const int B = n - s * r->batch < r->batch ? n - s * r->batch : r->batch;
+    for (int b = 0; b < B; b++) {
+        int k = r->perm[s * r->batch + b];
+        memcpy(r->bids + (size_t)b * T, r->d.train.ids + (size_t)k * T, sizeof(int32_t) * (size_t)T);
+        r->blab[b] = r->d.train.labels[k];
+    }
+    /* dropout: a pure function of (seed, step) */
+    uint64_t ds = mix64(r->seed * 0x2545f4914f6cdd1dULL + (uint64_t)r->adam.t + 1);
+    double p0 = r->prof ? cli_now() : 0, p1 = 0, p2 = 0;
+    attn_status st = attn_imdb_model_forward(&r->m, r->bids, r->blab, B, 1, ds, NULL, &e->loss_sum, &e->correct);
+    if (st == ATTN_OK) {
+        if (r->prof) p1 = cli_now();
+        attn_imdb_model_zero_grad(&r->m, 0);
+        st = attn_imdb_model_backward(&r->m, r->bids, r->blab, B, 1, ds);
+    }
+    if (r->prof) p2 = cli_now();
+    if (st == ATTN_OK) st = attn_adam_step(&r->adam, r->m.params, r->m.grads);
+    if (r->prof) {
+        double p3 = cli_now();
+        e->prof[0] += p1 - p0;
+        e->prof[1] += p2 - p1;
+        e->prof[2] += p3 - p2;
+        e->prof[3] += r->m.n_words;
+    }
+    e->seen += B;
+    return st;
+}
+
+/* The training steps of one epoch, with Keras' progress bar on a terminal. Returns 0, or 1 after a
+ * message. */
+static int train_epoch(train_run *r, int epoch, epoch_sums *e) {
+    const int n = r->d.train.n, steps = (n + r->batch - 1) / r->batch;
+    /* shuffle: a pure function of (seed, epoch) */
+    for (int i = 0; i < n; i++) r->perm[i] = i;
+    attn_rng rng;
+    attn_rng_seed(&rng, mix64(r->seed ^ mix64((uint64_t)epoch + 1)));
+    attn_rng_shuffle(&rng, r->perm, (size_t)n);
+    double t0 = cli_now(), last = 0;
+    fprintf(stderr, "Epoch %d/%d\n", epoch + 1, r->epochs);
+    for (int s = 0; s < steps; s++) {
+        attn_status st = train_step(r, s, e);
+        if (st != ATTN_OK) {
+            if (r->tty) fputc('\n', stderr);
+            return cli_fail(st, "imdb: training step");
+        }
+        if (!isfinite(e->loss_sum)) {
+            if (r->tty) fputc('\n', stderr);
+            fprintf(stderr, "attn: imdb: the loss is not finite at step %" PRId64 "; stopping (lr too high?)\n",
+                    r->adam.t);
+            return 1;
+        }
+        double tn = cli_now();
+        if (r->tty && (tn - last > 0.1 || s == steps - 1)) {
+            progress(s + 1, steps, t0, e->loss_sum / e->seen, (double)e->correct / e->seen);
+            last = tn;
+        }
+    }
+    if (r->tty) fputc('\n', stderr);
+    if (r->prof)
+        fprintf(stderr, "attn: imdb: profile: forward %.3f, zero_grad+backward %.3f, adam %.3f ms per step; "
+                "%.0f distinct words per batch\n", 1e3 * e->prof[0] / steps, 1e3 * e->prof[1] / steps,
+                1e3 * e->prof[2] / steps, e->prof[3] / steps);
+    return 0;
+}
+
+/* After an epoch's steps: evaluate on the test split, print the epoch's line, save the checkpoint.
+ * Returns 0, or 1 after a message; *val_acc the accuracy. */
+static int train_end_epoch(train_run *r, int epoch, const epoch_sums *e, double t_train, double *val_acc) {
+    double vl, t1 = cli_now();
+    if (evaluate(&r->m, &r->d.test, r->m.cfg.T, &vl, val_acc)) return 1;
+    double t_val = cli_now() - t1;
+    printf("Epoch %d/%d - %d/%d - %.1fs (train %.2fs, val %.2fs) - loss: %.4f - acc: %.4f - val_loss: %.4f - "
+           "val_acc: %.4f\n", epoch + 1, r->epochs, e->seen, r->d.train.n, t_train + t_val, t_train, t_val,
+           e->loss_sum / e->seen, (double)e->correct / e->seen, vl, *val_acc);
+    fflush(stdout);
+    attn_imdb_run_info info = {epoch + 1, r->o.limit, r->batch, r->adam.t, r->lr, r->seed};
+    char err[1024] = "";
+    attn_status st = attn_imdb_model_save(&r->m, &r->adam, &r->d.vocab, &info, r->ckpt, err, sizeof err);
+    if (st != ATTN_OK) {
+        fprintf(stderr, "attn: imdb: saving the checkpoint: %s\n", err[0] ? err : attn_status_string(st));
+        return 1;
+    }
+    return 0;
+}
+
+/* The epochs, from the first one not done; prints the best validation accuracy. Returns the exit status. */
+static int train_loop(const imdb_flags *f, train_run *r) {
+    const int n = r->d.train.n, T = r->m.cfg.T;
+    r->perm = malloc(sizeof(int32_t) * (size_t)n);
+    r->bids = malloc(sizeof(int32_t) * (size_t)r->batch * T);
+    r->blab = malloc(sizeof(int32_t) * (size_t)r->batch);
+    if (!r->perm || !r->bids || !r->blab) return cli_fail(ATTN_ERR_NOMEM, "imdb");
+    if (cli_make_dir("imdb", f->out)) return 1;
+    r->tty = isatty(2);
+    /* ATTN_IMDB_PROFILE=1: time per step of the forward, backward and Adam, per epoch, on stderr */
+    const char *pe = getenv("ATTN_IMDB_PROFILE");
+    r->prof = pe && *pe && strcmp(pe, "0") != 0;
+    double best = 0;
+    attn_imdb_model_zero_grad(&r->m, 1);
+    for (int epoch = r->resumed.epoch; epoch < r->epochs; epoch++) {
+        epoch_sums e = {0};
+        double t0 = cli_now(), va;
+        if (train_epoch(r, epoch, &e)) return 1;
+        if (train_end_epoch(r, epoch, &e, cli_now() - t0, &va)) return 1;
+        if (va > best) best = va;
+    }
+    printf("best val_acc: %.4f; checkpoint %s\n", best, r->ckpt);
+    return 0;
+}
+
 static int imdb_train(const imdb_flags *f) {
     if (f->epochs < 1 || f->batch < 1 || f->batch > 4096 || !(f->lr > 0) || f->limit < 0) {
         fprintf(stderr, "attn: imdb: --epochs, --batch (1..4096) and --lr must be positive, --limit >= 0\n");
         return 2;
     }
     set_threads(f->threads);
-    char ckpt[4200];
-    snprintf(ckpt, sizeof ckpt, "%s/%s", f->out, CKPT_NAME);
-
-    attn_imdb_options o;
-    attn_imdb_options_default(&o);
-    o.limit = f->limit;
-    int batch = f->batch;
-    float lr = f->lr;
-    uint64_t seed = f->seed;
-    ckpt_meta cm = {0, f->limit, batch, 0, lr, seed};
-    imdb_model m;
-    attn_adam adam;
-    memset(&adam, 0, sizeof adam);
-    attn_imdb_vocab cv;
-    memset(&cv, 0, sizeof cv);
-
-    if (f->resume) {
-        /* The run's settings come from the checkpoint so that it continues exactly. */
-        attn_st_file probe;
-        char err[1024] = "";
-        if (attn_st_read(&probe, ckpt, 0, err, sizeof err) != ATTN_OK) {
-            fprintf(stderr, "attn: imdb: --resume: %s\n", err);
-            return 1;
-        }
-        const char *ms[4] = {attn_st_meta(&probe, "limit"), attn_st_meta(&probe, "batch"), attn_st_meta(&probe, "lr"),
-                             attn_st_meta(&probe, "seed")};
-        o.limit = ms[0] ? atoi(ms[0]) : 0;
-        batch = ms[1] ? atoi(ms[1]) : batch;
-        lr = ms[2] ? strtof(ms[2], NULL) : lr;
-        seed = ms[3] ? strtoull(ms[3], NULL, 10) : seed;
-        attn_st_free(&probe);
-        if (batch < 1 || batch > 4096 || !(lr > 0)) {
-            fprintf(stderr, "attn: imdb: %s: batch %d or lr %g in the metadata out of range\n", ckpt, batch, lr);
-            return 1;
-        }
-    }
-    attn_imdb_data d;
-    if (load_data(&d, f, &o)) return 1;
-    imdb_config c;
-    imdb_config_default(&c);
-    int Bmax = batch > EVAL_BATCH ? batch : EVAL_BATCH;
-    int rc = 1;
-    attn_status st;
-    const size_t n_params = (size_t)c.V * c.D + 3 * (size_t)c.D * c.D + (size_t)c.C * c.D + (size_t)c.C;
-    if ((st = attn_adam_init(&adam, n_params, lr)) != ATTN_OK) {
-        cli_fail(st, "imdb: adam");
-        goto out_data;
-    }
-    if (f->resume) {
-        if (ckpt_load(ckpt, &m, Bmax, &adam, &cv, &cm, d.vocab.crc)) goto out_adam_only;
-        attn_imdb_vocab_free(&cv);
-        if (cm.epoch >= f->epochs) {
-            fprintf(stderr, "attn: imdb: %s has %d epochs already (--epochs %d): nothing to do\n", ckpt, cm.epoch,
-                    f->epochs);
+    train_run r;
+    memset(&r, 0, sizeof r);
+    int rc = 1, nothing_to_do = 0;
+    if (train_settings(f, &r) == 0 && load_data(&r.d, f, &r.o) == 0 && train_build(f, &r, &nothing_to_do) == 0) {
+        if (nothing_to_do) {
             rc = 0;
-            goto out_adam;
-        }
-        fprintf(stderr, "attn: imdb: resuming %s after epoch %d (step %" PRId64 "; seed %" PRIu64 ", lr %g, batch %d "
-                "from the checkpoint)\n", ckpt, cm.epoch, cm.adam_t, seed, lr, batch);
-    } else if ((st = imdb_model_init(&m, &c, Bmax, seed)) != ATTN_OK) {
-        cli_fail(st, "imdb: model");
-        goto out_adam_only;
-    }
-    adam.beta1 = 0.9f;
-    adam.beta2 = 0.999f;
-    adam.eps = 1e-7f;
-    adam.decay = 1e-5f;
-    adam.keras_eps = 1;
-    printf("IMDB self-attention: %d train, %d test reviews, vocabulary %d, maxlen %d; %zu parameters; batch %d, "
-           "lr %g, seed %" PRIu64 ", %d threads, %s kernels, BLAS %s\n", d.train.n, d.test.n, c.V, c.T, m.n_params, batch,
-           lr, seed, attn_get_num_threads(), attn_isa_name(attn_get_isa()), attn_blas_core_name());
-    fflush(stdout);
-
-    const int n = d.train.n, T = c.T;
-    const int steps = (n + batch - 1) / batch;
-    int32_t *perm = malloc(sizeof(int32_t) * (size_t)n);
-    int32_t *bids = malloc(sizeof(int32_t) * (size_t)batch * T);
-    int32_t *blab = malloc(sizeof(int32_t) * (size_t)batch);
-    if (!perm || !bids || !blab) {
-        free(perm); free(bids); free(blab);
-        cli_fail(ATTN_ERR_NOMEM, "imdb");
-        goto out_adam;
-    }
-    if (make_dir(f->out)) goto out_buf;
-    const int tty = isatty(2);
-    double best = 0;
-    /* ATTN_IMDB_PROFILE=1: time per step of the forward, backward and Adam, per epoch, on stderr */
-    const char *pe = getenv("ATTN_IMDB_PROFILE");
-    const int prof = pe && *pe && strcmp(pe, "0") != 0;
-    imdb_model_zero_grad(&m, 1);
-    for (int epoch = cm.epoch; epoch < f->epochs; epoch++) {
-        /* shuffle: a pure function of (seed, epoch) */
-        for (int i = 0; i < n; i++) perm[i] = i;
-        attn_rng r;
-        attn_rng_seed(&r, mix64(seed ^ mix64((uint64_t)epoch + 1)));
-        attn_rng_shuffle(&r, perm, (size_t)n);
-        double t0 = now_s(), last = 0, loss_sum = 0, prof_t[4] = {0, 0, 0, 0};
-        int correct = 0, seen = 0;
-        fprintf(stderr, "Epoch %d/%d\n", epoch + 1, f->epochs);
-        for (int s = 0; s < steps; s++) {
-            int B = n - s * batch < batch ? n - s * batch : batch;
-            for (int b = 0; b < B; b++) {
-                int k = perm[s * batch + b];
-                memcpy(bids + (size_t)b * T, d.train.ids + (size_t)k * T, sizeof(int32_t) * (size_t)T);
-                blab[b] = d.train.labels[k];
-            }
-            uint64_t ds = mix64(seed * 0x2545f4914f6cdd1dULL + (uint64_t)adam.t + 1);
-            double p0 = prof ? now_s() : 0, p1 = 0, p2 = 0;
-            st = imdb_model_forward(&m, bids, blab, B, 1, ds, NULL, &loss_sum, &correct);
-            if (st == ATTN_OK) {
-                if (prof) p1 = now_s();
-                imdb_model_zero_grad(&m, 0);
-                st = imdb_model_backward(&m, bids, blab, B, 1, ds);
-            }
-            if (prof) p2 = now_s();
-            if (st == ATTN_OK) st = attn_adam_step(&adam, m.params, m.grads);
-            if (prof) {
-                double p3 = now_s();
-                prof_t[0] += p1 - p0;
-                prof_t[1] += p2 - p1;
-                prof_t[2] += p3 - p2;
-                prof_t[3] += m.n_words;
-            }
-            if (st != ATTN_OK) {
-                if (tty) fputc('\n', stderr);
-                cli_fail(st, "imdb: training step");
-                goto out_buf;
-            }
-            seen += B;
-            if (!isfinite(loss_sum)) {
-                if (tty) fputc('\n', stderr);
-                fprintf(stderr, "attn: imdb: the loss is not finite at step %" PRId64 "; stopping (lr too high?)\n",
-                        adam.t);
-                goto out_buf;
-            }
-            double tn = now_s();
-            if (tty && (tn - last > 0.1 || s == steps - 1)) {
-                progress(s + 1, steps, t0, loss_sum / seen, (double)correct / seen);
-                last = tn;
-            }
-        }
-        double t_train = now_s() - t0;
-        if (tty) fputc('\n', stderr);
-        if (prof)
-            fprintf(stderr, "attn: imdb: profile: forward %.3f, zero_grad+backward %.3f, adam %.3f ms per step; "
-                    "%.0f distinct words per batch\n", 1e3 * prof_t[0] / steps, 1e3 * prof_t[1] / steps,
-                    1e3 * prof_t[2] / steps, prof_t[3] / steps);
-        double vl, va, t1 = now_s();
-        if (evaluate(&m, &d.test, T, &vl, &va)) goto out_buf;
-        double t_val = now_s() - t1;
-        if (va > best) best = va;
-        printf("Epoch %d/%d - %d/%d - %.1fs (train %.2fs, val %.2fs) - loss: %.4f - acc: %.4f - val_loss: %.4f - "
-               "val_acc: %.4f\n", epoch + 1, f->epochs, seen, n, t_train + t_val, t_train, t_val, loss_sum / seen,
-               (double)correct / seen, vl, va);
-        fflush(stdout);
-        ckpt_meta sm = {epoch + 1, o.limit, batch, adam.t, lr, seed};
-        char err[1024] = "";
-        if ((st = ckpt_save(ckpt, &m, &adam, &d.vocab, &sm, err, sizeof err)) != ATTN_OK) {
-            fprintf(stderr, "attn: imdb: saving the checkpoint: %s\n", err[0] ? err : attn_status_string(st));
-            goto out_buf;
+        } else {
+            printf("IMDB self-attention: %d train, %d test reviews, vocabulary %d, maxlen %d; %zu parameters; "
+                   "batch %d, lr %g, seed %" PRIu64 ", %d threads, %s kernels, BLAS %s\n", r.d.train.n, r.d.test.n,
+                   r.m.cfg.V, r.m.cfg.T, r.m.n_params, r.batch, r.lr, r.seed, attn_get_num_threads(),
+                   attn_isa_name(attn_get_isa()), attn_blas_core_name());
+            fflush(stdout);
+            rc = train_loop(f, &r);
         }
     }
-    printf("best val_acc: %.4f; checkpoint %s\n", best, ckpt);
-    rc = 0;
-out_buf:
-    free(perm);
-    free(bids);
-    free(blab);
-out_adam:
-    imdb_model_free(&m);
-out_adam_only:
-    attn_adam_free(&adam);
-out_data:
-    attn_imdb_free(&d);
+    train_run_free(&r);
     return rc;
 }
 
@@ -532,33 +394,31 @@ static int imdb_eval(const imdb_flags *f) {
     char pbuf[4200];
     const char *ckpt = ckpt_path(f, pbuf, sizeof pbuf);
     /* the data must be encoded the way the checkpoint was trained: its --limit */
-    attn_st_file probe;
+    attn_imdb_run_info r = {0};
     char err[1024] = "";
-    if (attn_st_read(&probe, ckpt, 0, err, sizeof err) != ATTN_OK) {
+    if (attn_imdb_model_read_run(ckpt, &r, err, sizeof err) != ATTN_OK) {
         fprintf(stderr, "attn: imdb: %s\n", err);
         return 1;
     }
-    const char *l = attn_st_meta(&probe, "limit");
     attn_imdb_options o;
     attn_imdb_options_default(&o);
-    o.limit = l ? atoi(l) : 0;
-    attn_st_free(&probe);
+    o.limit = r.limit;
     attn_imdb_data d;
     if (load_data(&d, f, &o)) return 1;
-    imdb_model m;
+    attn_imdb_model m;
     attn_imdb_vocab v;
-    ckpt_meta cm;
-    if (ckpt_load(ckpt, &m, EVAL_BATCH, NULL, &v, &cm, d.vocab.crc)) {
+    attn_imdb_run_info cm;
+    if (load_checkpoint(ckpt, &m, EVAL_BATCH, NULL, &v, &cm, d.vocab.crc)) {
         attn_imdb_free(&d);
         return 1;
     }
-    double t0 = now_s(), loss, acc;
+    double t0 = cli_now(), loss, acc;
     int rc = evaluate(&m, &d.test, d.T, &loss, &acc);
-    double dt = now_s() - t0;
+    double dt = cli_now() - t0;
     if (!rc)
         printf("%s (epoch %d): %d test reviews - loss: %.4f - acc: %.4f - %.2fs (%d threads)\n", ckpt, cm.epoch,
                d.test.n, loss, acc, dt, attn_get_num_threads());
-    imdb_model_free(&m);
+    attn_imdb_model_free(&m);
     attn_imdb_vocab_free(&v);
     attn_imdb_free(&d);
     return rc;
@@ -583,111 +443,141 @@ static int ring_word(void *ctx, const char *w, size_t len) {
     return 0;
 }
 
+/* One review's prediction: its ids, the attention weights, and the kept positions' labels and scores. */
+typedef struct review {
+    int T;
+    int32_t *ids;                /* (T) left-padded */
+    float *w;                    /* (T,T) attention weights */
+    int first, k;                /* the review's positions (start and words): [first, T), k of them */
+    float *score;                /* (k) attention each position receives */
+    const char **labels;         /* (k) pointers into lab */
+    char (*lab)[96], (*ring)[96];/* (T) label texts; the last T tokens as written */
+    int n_words;                 /* words in the text (before the cut to T) */
+} review;
+
+static int review_alloc(review *r, int T) {
+    memset(r, 0, sizeof *r);
+    r->T = T;
+    r->ids = malloc(sizeof(int32_t) * (size_t)T);
+    r->w = malloc(sizeof(float) * (size_t)T * T);
+    r->score = malloc(sizeof(float) * (size_t)T);
+    r->labels = malloc(sizeof(char *) * (size_t)T);
+    r->lab = malloc(96 * (size_t)T);
+    r->ring = malloc(96 * (size_t)T);
+    if (r->ids && r->w && r->score && r->labels && r->lab && r->ring) return 0;
+    return cli_fail(ATTN_ERR_NOMEM, "imdb");
+}
+
+static void review_free(review *r) {
+    free(r->ids);
+    free(r->w);
+    free(r->score);
+    free(r->labels);
+    free(r->lab);
+    free(r->ring);
+}
+
+/* The text as the model reads it (r->ids), with messages for what cannot be classified. Returns 0 or 1. */
+static int review_encode(review *r, const attn_imdb_vocab *v, const char *text) {
+    size_t bad = 0;
+    attn_status st = attn_imdb_encode_text(r->ids, r->T, v, text, strlen(text), &r->n_words, &bad);
+    if (st == ATTN_ERR_FORMAT) {
+        fprintf(stderr, "attn: imdb: the text is not valid UTF-8 (byte %zu)\n", bad);
+        return 1;
+    }
+    if (st == ATTN_ERR_ARG) {
+        fprintf(stderr, "attn: imdb: the text has no word to classify\n");
+        return 1;
+    }
+    return cli_fail(st, "imdb: encode");
+}
+
+/* After the forward: the positions that hold the review (not the padding), labelled with the words as
+ * written (an out-of-vocabulary word gets a '?'), and the attention each receives: the mean over the
+ * review's query rows. */
+static void review_explain(review *r, const char *text) {
+    const int T = r->T;
+    r->first = 0;
+    while (r->first < T && r->ids[r->first] == ATTN_IMDB_PAD) r->first++;
+    const int first = r->first, k = T - first;
+    r->k = k;
+    word_ring wr = {r->ring, T, 0};
+    attn_imdb_tokenize(text, strlen(text), ring_word, &wr, NULL);
+    for (int j = 0; j < k; j++) {
+        if (j == 0 && r->ids[first] == ATTN_IMDB_START) {
+            snprintf(r->lab[j], 96, "<start>");
+        } else {
+            int64_t tok = wr.n - (k - j);           /* token index of position j */
+            snprintf(r->lab[j], 96, "%.90s%s", r->ring[(tok % T + T) % T], r->ids[first + j] == ATTN_IMDB_OOV ? "?" : "");
+        }
+        r->labels[j] = r->lab[j];
+    }
+    for (int s = 0; s < k; s++) {
+        double acc = 0;
+        for (int t = 0; t < k; t++) acc += r->w[(size_t)(first + t) * T + first + s];
+        r->score[s] = (float)(acc / k);
+    }
+}
+
+/* The terminal heatmap of the attention received, and with --png the word-by-word weights. Returns 0 or 1. */
+static int review_show(const review *r, const imdb_flags *f) {
+    attn_heatmap h;
+    memset(&h, 0, sizeof h);
+    h.values = r->score;
+    h.rows = r->k;
+    h.cols = 1;
+    h.row_labels = r->labels;
+    h.title = "attention received (mean over the review's positions)";
+    h.row_title = "words";
+    attn_status st = attn_heatmap_term(&h, stdout, !f->no_color && isatty(1));
+    if (st != ATTN_OK) return cli_fail(st, "imdb: heatmap");
+    if (!f->png) return 0;
+    attn_heatmap hp;
+    memset(&hp, 0, sizeof hp);
+    hp.values = r->w + (size_t)r->first * r->T + r->first;
+    hp.rows = r->k;
+    hp.cols = r->k;
+    hp.row_stride = r->T;
+    hp.row_labels = r->labels;
+    hp.col_labels = r->labels;
+    hp.title = "IMDB self-attention weights";
+    hp.row_title = "Queries";
+    hp.col_title = "Keys";
+    char err[1024] = "";
+    if ((st = attn_heatmap_png(&hp, f->png, err, sizeof err)) != ATTN_OK) {
+        fprintf(stderr, "attn: imdb: %s\n", err[0] ? err : attn_status_string(st));
+        return 1;
+    }
+    printf("wrote %s\n", f->png);
+    return 0;
+}
+
+/* Classifies the text: the probability, then the attention. Returns 0 or 1. */
+static int predict_text(attn_imdb_model *m, const attn_imdb_vocab *v, review *r, const imdb_flags *f,
+                        const char *text) {
+    if (review_alloc(r, m->cfg.T) || review_encode(r, v, text)) return 1;
+    attn_status st = attn_imdb_model_forward(m, r->ids, NULL, 1, 0, 0, r->w, NULL, NULL);
+    if (st != ATTN_OK) return cli_fail(st, "imdb: forward");
+    const float pos = m->probs[1];
+    review_explain(r, text);
+    const int shown = r->k - (r->ids[r->first] == ATTN_IMDB_START);
+    printf("positive probability: %.4f (%s); %d words%s\n", pos, pos >= 0.5f ? "positive" : "negative", r->n_words,
+           r->n_words > shown ? ", the model sees the last ones (pre-truncated)" : "");
+    return review_show(r, f);
+}
+
 static int imdb_predict(const imdb_flags *f, const char *text) {
     set_threads(f->threads);
     char pbuf[4200];
     const char *ckpt = ckpt_path(f, pbuf, sizeof pbuf);
-    imdb_model m;
+    attn_imdb_model m;
     attn_imdb_vocab v;
-    ckpt_meta cm;
-    if (ckpt_load(ckpt, &m, 1, NULL, &v, &cm, 0)) return 1;
-    const int T = m.cfg.T;
-    int rc = 1;
-    int32_t *ids = malloc(sizeof(int32_t) * (size_t)T);
-    float *w = malloc(sizeof(float) * (size_t)T * T);
-    float *score = malloc(sizeof(float) * (size_t)T);
-    const char **labels = malloc(sizeof(char *) * (size_t)T);
-    char (*lab)[96] = malloc(96 * (size_t)T);
-    char (*lab2)[96] = malloc(96 * (size_t)T);
-    if (!ids || !w || !score || !labels || !lab || !lab2) {
-        cli_fail(ATTN_ERR_NOMEM, "imdb");
-        goto out;
-    }
-    int n_words = 0;
-    size_t bad = 0;
-    attn_status st = attn_imdb_encode_text(ids, T, &v, text, strlen(text), &n_words, &bad);
-    if (st == ATTN_ERR_FORMAT) {
-        fprintf(stderr, "attn: imdb: the text is not valid UTF-8 (byte %zu)\n", bad);
-        goto out;
-    }
-    if (st == ATTN_ERR_ARG) {
-        fprintf(stderr, "attn: imdb: the text has no word to classify\n");
-        goto out;
-    }
-    if (st != ATTN_OK) {
-        cli_fail(st, "imdb: encode");
-        goto out;
-    }
-    if ((st = imdb_model_forward(&m, ids, NULL, 1, 0, 0, w, NULL, NULL)) != ATTN_OK) {
-        cli_fail(st, "imdb: forward");
-        goto out;
-    }
-    float pos = m.probs[1];
-    /* the positions that hold the review (start and words), not the padding */
-    int first = 0;
-    while (first < T && ids[first] == ATTN_IMDB_PAD) first++;
-    int k = T - first;
-    /* label the kept positions with the words as written (an out-of-vocabulary word gets a '?') */
-    word_ring wr = {lab2, T, 0};
-    attn_imdb_tokenize(text, strlen(text), ring_word, &wr, NULL);
-    for (int j = 0; j < k; j++) {
-        if (j == 0 && ids[first] == ATTN_IMDB_START) {
-            snprintf(lab[j], 96, "<start>");
-        } else {
-            int64_t tok = wr.n - (k - j);           /* token index of position j */
-            snprintf(lab[j], 96, "%.90s%s", lab2[(tok % T + T) % T], ids[first + j] == ATTN_IMDB_OOV ? "?" : "");
-        }
-        labels[j] = lab[j];
-    }
-    /* attention each word receives: the mean over the review's query rows */
-    for (int s = 0; s < k; s++) {
-        double acc = 0;
-        for (int t = 0; t < k; t++) acc += w[(size_t)(first + t) * T + first + s];
-        score[s] = (float)(acc / k);
-    }
-    const int shown = k - (ids[first] == ATTN_IMDB_START);
-    printf("positive probability: %.4f (%s); %d words%s\n", pos, pos >= 0.5f ? "positive" : "negative", n_words,
-           n_words > shown ? ", the model sees the last ones (pre-truncated)" : "");
-    attn_heatmap h;
-    memset(&h, 0, sizeof h);
-    h.values = score;
-    h.rows = k;
-    h.cols = 1;
-    h.row_labels = labels;
-    h.title = "attention received (mean over the review's positions)";
-    h.row_title = "words";
-    if ((st = attn_heatmap_term(&h, stdout, !f->no_color && isatty(1))) != ATTN_OK) {
-        cli_fail(st, "imdb: heatmap");
-        goto out;
-    }
-    if (f->png) {
-        attn_heatmap hp;
-        memset(&hp, 0, sizeof hp);
-        hp.values = w + (size_t)first * T + first;
-        hp.rows = k;
-        hp.cols = k;
-        hp.row_stride = T;
-        hp.row_labels = labels;
-        hp.col_labels = labels;
-        hp.title = "IMDB self-attention weights";
-        hp.row_title = "Queries";
-        hp.col_title = "Keys";
-        char err[1024] = "";
-        if ((st = attn_heatmap_png(&hp, f->png, err, sizeof err)) != ATTN_OK) {
-            fprintf(stderr, "attn: imdb: %s\n", err[0] ? err : attn_status_string(st));
-            goto out;
-        }
-        printf("wrote %s\n", f->png);
-    }
-    rc = 0;
-out:
-    free(ids);
-    free(w);
-    free(score);
-    free(labels);
-    free(lab);
-    free(lab2);
-    imdb_model_free(&m);
+    attn_imdb_run_info cm;
+    if (load_checkpoint(ckpt, &m, 1, NULL, &v, &cm, 0)) return 1;
+    review r;
+    const int rc = predict_text(&m, &v, &r, f, text);
+    review_free(&r);
+    attn_imdb_model_free(&m);
     attn_imdb_vocab_free(&v);
     return rc;
 }

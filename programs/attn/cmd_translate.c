@@ -1,186 +1,96 @@
 /*
- * cmd_translate.c — `attn translate train|predict|bleu`: the d2l book's English→French translator with
- * Bahdanau attention (SPEC §4.D).
+ * cmd_translate.c — `attn translate train|predict|bleu [--model bahdanau|transformer]`: the d2l book's
+ * English→French translators, with Bahdanau attention (SPEC §4.D, translate_bahdanau.c) or the
+ * Transformer (SPEC §4.E, translate_transformer.c).
  *
  *   train    reads the first pairs of fra.txt (lines 0..600 by default, the book's 601 pairs), builds the
- *            vocabularies, trains 250 epochs, prints d2l's closing line and the four sentences, and saves
- *            the checkpoint and vocabularies in --out.
+ *            vocabularies, trains, prints d2l's closing line and the four sentences, and saves the
+ *            checkpoint and vocabularies in --out.
  *   predict  translates one English sentence with a saved model and shows the attention (terminal
  *            heatmap; --png FILE for an image).
  *   bleu     mean BLEU (k = 2) on held-out pairs (lines 601..1599 by default) whose words are all in the
  *            vocabularies.
- * `--model transformer` hands the command to translate_transformer.c (SPEC §4.E); the default,
- * `--model bahdanau`, is this file; what both share is in translate_common.c. Uses only the public API.
+ * This file only picks the model (its tr_kind table) and the subcommand; what both models share is in
+ * translate_common.c. Uses only the public API.
  */
-#define _POSIX_C_SOURCE 200809L
-
 #include "cli.h"
 #include "translate_common.h"
-#include "translate_transformer.h"
 
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
-#define MODEL_FILE "seq2seq.safetensors"
+static const tr_kind *const models[] = {&tr_bahdanau, &tr_transformer};
+#define N_MODELS (int)(sizeof models / sizeof models[0])
 
-/* ---------------------------------------------------------------------------------------------------
- * The model behind the translator (translate_common.h).
- */
-static attn_status s2s_load(translator *tr, const char *path, int *src_n, int *tgt_n, char *err, size_t err_size) {
-    attn_seq2seq *m = malloc(sizeof *m);
-    if (!m) return ATTN_ERR_NOMEM;
-    attn_status st = attn_seq2seq_load(m, NULL, path, 1, err, err_size);
-    if (st != ATTN_OK) { free(m); return st; }
-    tr->model = m;
-    tr->num_steps = m->cfg.num_steps;
-    *src_n = m->cfg.src_vocab;
-    *tgt_n = m->cfg.tgt_vocab;
-    return ATTN_OK;
+/* The subcommands; subcommand i runs the model's entry i of command_of. */
+static const char *const subcommands[] = {"train", "predict", "bleu"};
+#define N_SUBCOMMANDS (int)(sizeof subcommands / sizeof subcommands[0])
+
+static tr_command_fn command_of(const tr_kind *k, int sub) {
+    const tr_command_fn fns[N_SUBCOMMANDS] = {k->train, k->predict, k->bleu};
+    return fns[sub];
 }
 
-static attn_status s2s_translate(void *m, int32_t *pred, int *n_pred, float *weights, const int32_t *src, int src_len) {
-    return attn_seq2seq_translate(m, pred, n_pred, weights, src, src_len);     /* weights (T,T) */
-}
+static const char usage[] =
+    "usage: attn translate <train|predict|bleu> [--model bahdanau|transformer] [options]\n"
+    "  train     train the English-French translator (default: the GRU encoder-decoder with Bahdanau\n"
+    "            attention, SPEC 4.D; --model transformer: the Transformer, SPEC 4.E)\n"
+    "  predict   translate a sentence and show the attention\n"
+    "  bleu      mean BLEU on held-out pairs\n"
+    "run `attn translate <command> --help` for the options\n";
 
-static attn_status s2s_train_epoch(void *m, attn_adam *opt, attn_rng *rng, const int32_t *X, const int32_t *X_len,
-                                   const int32_t *Y, const int32_t *Y_len, int N, int batch, float clip,
-                                   uint64_t *seed, double *loss_sum, int64_t *tokens) {
-    return attn_seq2seq_train_epoch(m, opt, rng, X, X_len, Y, Y_len, N, batch, clip, seed, loss_sum, tokens);
-}
-
-static attn_status s2s_save(const void *m, const char *path, char *err, size_t err_size) {
-    return attn_seq2seq_save(m, path, err, err_size);
-}
-
-static void s2s_free(void *m) { attn_seq2seq_free(m); }
-
-static const tr_kind s2s_kind = {
-    MODEL_FILE, "fra_model", "attn translate train", "folder of a model saved by `attn translate train`",
-    "attn translate bleu [--model bahdanau|transformer] [options]",
-    s2s_load, s2s_translate, s2s_train_epoch, s2s_save, s2s_free,
-};
-
-/* ---------------------------------------------------------------------------------------------------
- * train
- */
-static int s2s_create(translator *tr, const tr_train_args *a, const void *opts, size_t *n_params) {
-    attn_seq2seq *m = malloc(sizeof *m);
-    attn_seq2seq_config c = {tr->vs.n, tr->vt.n, 32, 32, 2, 0.1f, tr->num_steps, a->batch};
-    if (!m) { fprintf(stderr, "attn: translate: out of memory\n"); return 1; }
-    if (cli_fail(attn_seq2seq_init(m, NULL, &c, a->seed), "creating the model")) { free(m); return 1; }
-    tr->model = m;
-    *n_params = m->n_params;
-    printf("model: embedding 32, 2-layer GRU 32, additive attention 32, dropout 0.1: %zu parameters; "
-           "%d epochs, batch %d, Adam lr %g, %d thread%s\n", m->n_params, a->epochs, a->batch, (double)a->lr,
-           attn_get_num_threads(), attn_get_num_threads() == 1 ? "" : "s");
+/* Takes --model NAME (or --model=NAME) out of argv[1..argc): *model gets NAME (unchanged when absent), rest
+ * the other arguments (argc of room plus a NULL), *n their number. Returns 0, or 2 after a message. */
+static int take_model(int argc, char **argv, const char **model, char **rest, int *n) {
+    *n = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--") == 0) {
+            while (i < argc) rest[(*n)++] = argv[i++];
+            break;
+        }
+        if (strcmp(argv[i], "--model") == 0) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "attn: translate: option '--model' needs a value\n\n%s", usage);
+                return 2;
+            }
+            *model = argv[++i];
+            continue;
+        }
+        if (strncmp(argv[i], "--model=", 8) == 0) {
+            *model = argv[i] + 8;
+            continue;
+        }
+        rest[(*n)++] = argv[i];
+    }
+    rest[*n] = NULL;
     return 0;
 }
 
-static int cmd_train(int argc, char **argv) {
-    tr_train_args a = {"../shared/data", s2s_kind.default_dir, 250, 0, 600, 64, 10, 1, 0.005f};
-    cli_opt opts[] = {TR_TRAIN_OPTS(a)};
-    cli_cmd cmd = {"attn translate train [--model bahdanau|transformer] [options]",
-                   "Trains the d2l English-French seq2seq model with Bahdanau attention (embedding 32, 2-layer\n"
-                   "GRU 32, dropout 0.1, Adam, gradient clipping 1, batch 64), then translates the book's four\n"
-                   "sentences and saves the model in --out.",
-                   opts, (int)(sizeof opts / sizeof opts[0]), 0, 0};
-    int rc = cli_parse(&cmd, argc, argv, NULL, NULL);
-    if (rc >= 0) return rc;
-    if (!tr_train_args_ok(&a)) {
-        fprintf(stderr, "attn: translate: --epochs, --batch, --every must be >= 1, --examples and --threads >= 0, --lr > 0\n\n");
-        cli_usage(&cmd, stderr);
-        return 2;
-    }
-    return tr_train(&s2s_kind, &a, s2s_create, NULL);
-}
-
-/* ---------------------------------------------------------------------------------------------------
- * predict
- */
-static int cmd_predict(int argc, char **argv) {
-    const char *model = s2s_kind.default_dir, *png = NULL;
-    int plain = 0;
-    cli_opt opts[] = {
-        {"dir", CLI_STR, &model, "DIR", s2s_kind.dir_help},
-        {"png", CLI_STR, &png, "FILE", "also write the attention as a PNG heatmap"},
-        {"no-color", CLI_BOOL, &plain, NULL, "shaded characters instead of 24-bit colors"},
-    };
-    cli_cmd cmd = {"attn translate predict [--model bahdanau|transformer] [options] \"english sentence\"",
-                   "Translates one sentence greedily and shows the attention weights: rows are the French\n"
-                   "words produced, columns the English words read.",
-                   opts, (int)(sizeof opts / sizeof opts[0]), 1, 1};
-    const char *pos[1] = {NULL};
-    int np = 0;
-    int rc = cli_parse(&cmd, argc, argv, pos, &np);
-    if (rc >= 0) return rc;
-    char *line;
-    if (tr_read_input(pos[0], &line)) return 1;
-    translator tr;
-    if (tr_load(&tr, &s2s_kind, model)) { free(line); return 1; }
-    const int T = tr.num_steps;
-    float *w = malloc(sizeof(float) * (size_t)T * T);     /* (T,T) */
-    int ret = 1, rows, cols;
-    const char **rl = NULL, **cl = NULL;
-    if (!w) { fprintf(stderr, "attn: translate: out of memory\n"); goto done; }
-    if (tr_predict_line(&tr, line, w, &rows, &cols, &rl, &cl)) goto done;
-    attn_heatmap h = {w, rows, cols, T, rl, cl, "Attention weights", "French (produced)", "English (read)", 0, 1};
-    if (cli_fail(attn_heatmap_term(&h, stdout, !plain && isatty(STDOUT_FILENO)), "drawing the heatmap")) goto done;
-    if (png) {
-        char err[1024] = "";
-        if (tr_report(attn_heatmap_png(&h, png, err, sizeof err), err)) goto done;
-        printf("wrote %s\n", png);
-    }
-    ret = 0;
-done:
-    free(rl); free(cl);
-    free(w); free(line);
-    tr_free(&tr);
-    return ret;
-}
-
 int cmd_translate(int argc, char **argv) {
-    static const char usage[] =
-        "usage: attn translate <train|predict|bleu> [--model bahdanau|transformer] [options]\n"
-        "  train     train the English-French translator (default: the GRU encoder-decoder with Bahdanau\n"
-        "            attention, SPEC 4.D; --model transformer: the Transformer, SPEC 4.E)\n"
-        "  predict   translate a sentence and show the attention\n"
-        "  bleu      mean BLEU on held-out pairs\n"
-        "run `attn translate <command> --help` for the options\n";
     if (argc < 2) { fputs(usage, stderr); return 2; }
     if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) { fputs(usage, stdout); return 0; }
-    const char *sub = argv[1];
-    if (strcmp(sub, "train") != 0 && strcmp(sub, "predict") != 0 && strcmp(sub, "bleu") != 0) {
-        fprintf(stderr, "attn: translate: unknown command '%s'\n\n", sub);
+    int sub = 0;
+    while (sub < N_SUBCOMMANDS && strcmp(argv[1], subcommands[sub]) != 0) sub++;
+    if (sub == N_SUBCOMMANDS) {
+        fprintf(stderr, "attn: translate: unknown command '%s'\n\n", argv[1]);
         fputs(usage, stderr);
         return 2;
     }
-    /* take --model NAME (or --model=NAME) out; the rest goes to the subcommand (argv from its name on) */
-    const char *model = "bahdanau";
+    /* the subcommand gets argv from its name on, without --model */
     char **rest = malloc(sizeof(char *) * (size_t)(argc + 1));
     if (!rest) { fprintf(stderr, "attn: translate: out of memory\n"); return 1; }
-    int n = 0;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--") == 0) { while (i < argc) rest[n++] = argv[i++]; break; }
-        if (strcmp(argv[i], "--model") == 0) {
-            if (i + 1 >= argc) { fprintf(stderr, "attn: translate: option '--model' needs a value\n\n%s", usage); free(rest); return 2; }
-            model = argv[++i];
-            continue;
+    const char *name = tr_bahdanau.name;
+    int n = 0, rc = take_model(argc, argv, &name, rest, &n);
+    if (rc == 0) {
+        const tr_kind *kind = NULL;
+        for (int i = 0; i < N_MODELS; i++)
+            if (strcmp(name, models[i]->name) == 0) kind = models[i];
+        if (kind) {
+            rc = command_of(kind, sub)(kind, n, rest);
+        } else {
+            fprintf(stderr, "attn: translate: unknown --model '%s' (bahdanau or transformer)\n\n%s", name, usage);
+            rc = 2;
         }
-        if (strncmp(argv[i], "--model=", 8) == 0) { model = argv[i] + 8; continue; }
-        rest[n++] = argv[i];
-    }
-    rest[n] = NULL;
-    int rc;
-    if (strcmp(model, "transformer") == 0) {
-        rc = strcmp(sub, "train") == 0 ? tt_train(n, rest) : strcmp(sub, "predict") == 0 ? tt_predict(n, rest)
-                                                                                       : tt_bleu(n, rest);
-    } else if (strcmp(model, "bahdanau") == 0) {
-        rc = strcmp(sub, "train") == 0 ? cmd_train(n, rest) : strcmp(sub, "predict") == 0 ? cmd_predict(n, rest)
-                                                                                       : tr_bleu(&s2s_kind, n, rest);
-    } else {
-        fprintf(stderr, "attn: translate: unknown --model '%s' (bahdanau or transformer)\n\n%s", model, usage);
-        rc = 2;
     }
     free(rest);
     return rc;

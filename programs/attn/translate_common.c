@@ -7,11 +7,8 @@
 
 #include "translate_common.h"
 
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <time.h>
 
 void tr_free(translator *tr) {
     if (tr->model) {
@@ -23,35 +20,10 @@ void tr_free(translator *tr) {
     memset(tr, 0, sizeof *tr);
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 int tr_report(attn_status st, const char *err) {
     if (st == ATTN_OK) return 0;
     fprintf(stderr, "attn: translate: %s\n", err && err[0] ? err : attn_status_string(st));
     return 1;
-}
-
-static void set_threads(int threads) {
-    attn_set_num_threads(threads);
-    attn_blas_set_num_threads(1);         /* the batch is split across threads instead */
-}
-
-static int make_dir(const char *path) {
-    struct stat s;
-    if (stat(path, &s) == 0) {
-        if (S_ISDIR(s.st_mode)) return 0;
-        fprintf(stderr, "attn: translate: --out %s exists and is not a folder\n", path);
-        return 1;
-    }
-    if (mkdir(path, 0777) != 0 && errno != EEXIST) {
-        fprintf(stderr, "attn: translate: cannot create folder %s: %s\n", path, strerror(errno));
-        return 1;
-    }
-    return 0;
 }
 
 static int read_pairs(attn_nmt_pairs *p, const char *data_dir, int first, int last) {
@@ -125,21 +97,21 @@ static int fit(translator *tr, attn_adam *opt, const train_data *d, int epochs, 
     attn_rng rng;
     attn_rng_seed(&rng, seed);
     uint64_t step_seed = seed;
-    double loss_sum = 0, t_start = now_s(), t_epoch = 0;
+    double loss_sum = 0, t_start = cli_now(), t_epoch = 0;
     int64_t tokens = 0, all_tokens = 0;
     for (int e = 0; e < epochs; e++) {
-        double t0 = now_s();
+        double t0 = cli_now();
         attn_status st = k->train_epoch(tr->model, opt, &rng, d->X, d->X_len, d->Y, d->Y_len, d->pairs.n, batch,
                                         1.0f, &step_seed, &loss_sum, &tokens);
-        t_epoch = now_s() - t0;
+        t_epoch = cli_now() - t0;
         if (cli_fail(st, "training")) return 1;
         all_tokens += tokens;
         if ((e + 1) % every == 0 || e + 1 == epochs) {
-            printf("epoch %4d/%d  loss %.4f  (%.1f s)\n", e + 1, epochs, loss_sum / (double)tokens, now_s() - t_start);
+            printf("epoch %4d/%d  loss %.4f  (%.1f s)\n", e + 1, epochs, loss_sum / (double)tokens, cli_now() - t_start);
             fflush(stdout);
         }
     }
-    double total = now_s() - t_start;
+    double total = cli_now() - t_start;
     /* d2l's closing line: the last epoch's loss per token and its speed */
     printf("loss %.3f, %.1f tokens/sec\n", loss_sum / (double)tokens, (double)tokens / t_epoch);
     printf("trained in %.1f s (%.1f tokens/sec over all %d epochs)\n", total, (double)all_tokens / total, epochs);
@@ -155,7 +127,7 @@ static int fit(translator *tr, attn_adam *opt, const train_data *d, int epochs, 
         printf("%s => %s, bleu %.3f\n", engs[i], buf, attn_bleu(buf, fras[i], 2));
     }
 
-    if (make_dir(out) != 0) return 1;
+    if (cli_make_dir("translate", out) != 0) return 1;
     char path[4096], err[1024] = "";
     snprintf(path, sizeof path, "%s/%s", out, k->model_file);
     attn_status st = k->save(tr->model, path, err, sizeof err);
@@ -172,7 +144,7 @@ int tr_train_args_ok(const tr_train_args *a) {
 }
 
 int tr_train(const tr_kind *kind, const tr_train_args *a, tr_create_fn create, const void *opts) {
-    set_threads(a->threads);
+    cli_set_threads(a->threads, 1);       /* OpenBLAS on 1: the batch is split across threads instead */
     translator tr = {.kind = kind};
     train_data d;
     if (data_load(&d, &tr, a->data, a->examples)) { tr_free(&tr); return 1; }
@@ -343,7 +315,7 @@ int tr_bleu(const tr_kind *kind, int argc, char **argv) {
     int32_t *src = malloc(sizeof(int32_t) * (size_t)T * 2), src_len;
     if (!src) { fprintf(stderr, "attn: translate: out of memory\n"); attn_nmt_pairs_free(&p); tr_free(&tr); return 1; }
     int32_t *pred = src + T;
-    double sum = 0, t0 = now_s();
+    double sum = 0, t0 = cli_now();
     int used = 0, exact = 0, ret = 0;
     for (int i = 0; i < p.n; i++) {
         if (!all_known(&tr.vs, p.src[i]) || !all_known(&tr.vt, p.tgt[i])) continue;
@@ -359,7 +331,7 @@ int tr_bleu(const tr_kind *kind, int argc, char **argv) {
     }
     if (!ret) {
         printf("held-out lines %d-%d: %d pairs, %d with every word in the vocabularies\n", first + 1, last + 1, p.n, used);
-        if (used) printf("mean bleu %.3f (%d of %d translations exact) in %.2f s\n", sum / used, exact, used, now_s() - t0);
+        if (used) printf("mean bleu %.3f (%d of %d translations exact) in %.2f s\n", sum / used, exact, used, cli_now() - t0);
     }
     free(src);
     attn_nmt_pairs_free(&p);

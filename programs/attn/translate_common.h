@@ -1,13 +1,13 @@
 /*
  * translate_common.h — what `attn translate` does the same way for both of its models (the Bahdanau
- * seq2seq of cmd_translate.c, the Transformer of translate_transformer.c): reading fra.txt, vocabularies
+ * seq2seq of translate_bahdanau.c, the Transformer of translate_transformer.c): reading fra.txt, vocabularies
  * and id arrays, the training loop with d2l's closing line and four sentences, saving, loading, turning
  * one sentence into French with warnings, the heatmap's labels, and the whole `bleu` subcommand.
  *
  * A model is reached through a translator: the model (heap-owned), its vocabularies, num_steps, and a
- * tr_kind, the model's table of functions and strings. Each model file fills a static const tr_kind
- * and keeps what is its own: the training options and the model's creation, the checkpoint loading,
- * and `predict`'s attention plot. Uses only the public API.
+ * tr_kind, the model's table of subcommands, operations and strings. Each model file defines its
+ * tr_kind and keeps what is its own: the training options and the model's creation, the checkpoint
+ * loading, and `predict`'s attention plot. Uses only the public API.
  */
 #ifndef ATTN_TRANSLATE_COMMON_H
 #define ATTN_TRANSLATE_COMMON_H
@@ -24,12 +24,23 @@
 
 typedef struct translator translator;
 
-typedef struct tr_kind {
+typedef struct tr_kind tr_kind;
+
+/* A subcommand for one model: argv from the subcommand's name on (--model already taken out); returns
+ * the exit status. */
+typedef int (*tr_command_fn)(const tr_kind *kind, int argc, char **argv);
+
+/* One model of `attn translate`: its names, its subcommands, and the operations the shared code runs it
+ * with. Each model file defines one (tr_bahdanau, tr_transformer); cmd_translate.c picks it by --model. */
+struct tr_kind {
+    const char *name;            /* the --model value: "bahdanau", "transformer" */
     const char *model_file;      /* the checkpoint's file name in a model folder */
     const char *default_dir;     /* --out / --dir default */
     const char *train_cmd;       /* the command that trains one, for hints */
     const char *dir_help;        /* --dir's help line */
     const char *bleu_usage;      /* `bleu`'s usage line */
+    /* the subcommands: the model's own options and output, then the shared parts below */
+    tr_command_fn train, predict, bleu;
     /* Loads the checkpoint at path into a new heap model: sets tr->model, tr->num_steps and the vocabulary
      * sizes it expects (*src_n, *tgt_n). */
     attn_status (*load)(translator *tr, const char *path, int *src_n, int *tgt_n, char *err, size_t err_size);
@@ -42,7 +53,10 @@ typedef struct tr_kind {
                                uint64_t *seed, double *loss_sum, int64_t *tokens);
     attn_status (*save)(const void *model, const char *path, char *err, size_t err_size);
     void (*free)(void *model);   /* the model's own free (not the heap block) */
-} tr_kind;
+};
+
+/* The two models (translate_bahdanau.c, translate_transformer.c). */
+extern const tr_kind tr_bahdanau, tr_transformer;
 
 struct translator {
     const tr_kind *kind;
@@ -115,7 +129,7 @@ attn_status tr_translate_line(const translator *tr, const char *line, char *out,
 int tr_predict_line(const translator *tr, const char *line, float *weights, int *rows, int *cols, const char ***rl,
                     const char ***cl);
 
-/* `attn translate bleu` for a model kind; argv from the subcommand's name on. */
+/* `attn translate bleu` for a model kind (both models' bleu); argv from the subcommand's name on. */
 int tr_bleu(const tr_kind *kind, int argc, char **argv);
 
 #endif /* ATTN_TRANSLATE_COMMON_H */

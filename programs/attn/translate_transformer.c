@@ -8,15 +8,14 @@
  *            decoder block averaged over its heads, --png FILE draws every head of it as a grid.
  *   bleu     mean BLEU (k = 2) on held-out pairs (lines 601..1599) whose words are all in the vocabularies,
  *            as the Bahdanau model's command does.
- * The text pipeline (pairs, vocabularies, BLEU) is the library's (attn/seq2seq.h); what this command shares
- * with the Bahdanau model's (data, training loop, loading, bleu) is in translate_common.c. Uses only the
- * public API.
+ * cmd_translate.c dispatches to this file's tr_transformer table. The text pipeline (pairs, vocabularies,
+ * BLEU) is the library's (attn/seq2seq.h); what this command shares with the Bahdanau model's (data,
+ * training loop, loading, bleu) is in translate_common.c. Uses only the public API.
  */
 #define _POSIX_C_SOURCE 200809L
 
 #include "cli.h"
 #include "translate_common.h"
-#include "translate_transformer.h"
 
 #include <stdlib.h>
 #include <unistd.h>
@@ -53,12 +52,9 @@ static attn_status tf_save(const void *m, const char *path, char *err, size_t er
 
 static void tf_free(void *m) { attn_transformer_free(m); }
 
-static const tr_kind tf_kind = {
-    TT_MODEL_FILE, TT_DEFAULT_DIR, "attn translate train --model transformer",
-    "folder of a model saved by `attn translate train --model transformer`",
-    "attn translate bleu --model transformer [options]",
-    tf_load, tf_translate, tf_train_epoch, tf_save, tf_free,
-};
+/* Folder the checkpoint and vocabularies go to by default, and the checkpoint's name in it. */
+#define TF_DEFAULT_DIR "fra_transformer"
+#define TF_MODEL_FILE "transformer.safetensors"
 
 /* ---------------------------------------------------------------------------------------------------
  * train
@@ -85,8 +81,8 @@ static int tf_create(translator *tr, const tr_train_args *a, const void *opts, s
     return 0;
 }
 
-int tt_train(int argc, char **argv) {
-    tr_train_args a = {"../shared/data", tf_kind.default_dir, 200, 0, 600, 64, 10, 1, 0.005f};
+static int tf_train(const tr_kind *kind, int argc, char **argv) {
+    tr_train_args a = {"../shared/data", kind->default_dir, 200, 0, 600, 64, 10, 1, 0.005f};
     tf_opts o = {32, 64, 4, 2, 0.1f};
     cli_opt opts[] = {
         TR_TRAIN_OPTS(a),
@@ -111,17 +107,17 @@ int tt_train(int argc, char **argv) {
         cli_usage(&cmd, stderr);
         return 2;
     }
-    return tr_train(&tf_kind, &a, tf_create, &o);
+    return tr_train(kind, &a, tf_create, &o);
 }
 
 /* ---------------------------------------------------------------------------------------------------
  * predict
  */
-int tt_predict(int argc, char **argv) {
-    const char *model = tf_kind.default_dir, *png = NULL;
+static int tf_predict(const tr_kind *kind, int argc, char **argv) {
+    const char *model = kind->default_dir, *png = NULL;
     int plain = 0, layer = 0, head = 0;
     cli_opt opts[] = {
-        {"dir", CLI_STR, &model, "DIR", tf_kind.dir_help},
+        {"dir", CLI_STR, &model, "DIR", kind->dir_help},
         {"png", CLI_STR, &png, "FILE", "also write the cross-attention of every head as a grid of PNG heatmaps"},
         {"layer", CLI_INT, &layer, "N", "decoder block whose cross-attention is shown, 1.. (0 = the last)"},
         {"head", CLI_INT, &head, "N", "show only this head, 1.. (0 = the average in the terminal, all in the PNG)"},
@@ -143,7 +139,7 @@ int tt_predict(int argc, char **argv) {
     char *line;
     if (tr_read_input(pos[0], &line)) return 1;
     translator tr;
-    if (tr_load(&tr, &tf_kind, model)) { free(line); return 1; }
+    if (tr_load(&tr, kind, model)) { free(line); return 1; }
     const attn_transformer *m = tr.model;
     const int T = tr.num_steps, L = m->cfg.blocks, H = m->cfg.heads;
     if (layer > L || head > H) {
@@ -191,4 +187,22 @@ done:
     return ret;
 }
 
-int tt_bleu(int argc, char **argv) { return tr_bleu(&tf_kind, argc, argv); }
+/* ---------------------------------------------------------------------------------------------------
+ * The table cmd_translate.c dispatches through.
+ */
+const tr_kind tr_transformer = {
+    .name = "transformer",
+    .model_file = TF_MODEL_FILE,
+    .default_dir = TF_DEFAULT_DIR,
+    .train_cmd = "attn translate train --model transformer",
+    .dir_help = "folder of a model saved by `attn translate train --model transformer`",
+    .bleu_usage = "attn translate bleu --model transformer [options]",
+    .train = tf_train,
+    .predict = tf_predict,
+    .bleu = tr_bleu,
+    .load = tf_load,
+    .translate = tf_translate,
+    .train_epoch = tf_train_epoch,
+    .save = tf_save,
+    .free = tf_free,
+};

@@ -3,7 +3,7 @@
 
     python3 tools/golden/gen_imdb.py            # writes tests/golden/imdb_model.safetensors
 
-Model (as programs/attn/imdb_model.c): ids (B,T) -> Embedding(V,D) -> self-attention with one kernel
+Model (as src/models/imdb.c): ids (B,T) -> Embedding(V,D) -> self-attention with one kernel
 W (3,D,D) (Q = X W[0], K = X W[1], V = X W[2], softmax(scale Q K^T) V, no mask) -> mean over T -> Dropout
 (off here) -> Dense(C) (weight (C,D), PyTorch layout) -> softmax cross-entropy, mean over the batch.
 Sizes: V 50, D 8, T 6, B 4, C 2, scale 1/8.

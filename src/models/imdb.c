@@ -1,12 +1,17 @@
 /*
- * imdb_model.c — the IMDB self-attention classifier (see imdb_model.h): one parameter slab, one
+ * imdb.c — the IMDB self-attention classifier (see attn/imdb_model.h): one parameter slab, one
  * gradient slab; the embedding and the attention projections per distinct word, the fused attention
  * kernel, then the library's small layers (mean, dropout, dense, softmax cross-entropy).
  */
-#include "imdb_model.h"
+#include "attn.h"
+#include "attn/imdb_model.h"
 
 #include <cblas.h>
+#include <errno.h>
+#include <inttypes.h>
 #include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,7 +24,7 @@
 
 #define IM_COLS 32       /* columns per dW job: fixed by the shape, not the threads */
 
-void imdb_config_default(imdb_config *c) {
+void attn_imdb_config_default(attn_imdb_config *c) {
     c->V = 20000;
     c->D = 128;
     c->T = 64;
@@ -28,7 +33,7 @@ void imdb_config_default(imdb_config *c) {
     c->dropout = 0.5f;
 }
 
-void imdb_model_free(imdb_model *m) {
+void attn_imdb_model_free(attn_imdb_model *m) {
     if (!m) return;
     free(m->params);
     free(m->grads);
@@ -42,18 +47,20 @@ void imdb_model_free(imdb_model *m) {
     memset(m, 0, sizeof *m);
 }
 
-attn_status imdb_model_init(imdb_model *m, const imdb_config *c, int Bmax, uint64_t seed) {
+attn_status attn_imdb_model_init(attn_imdb_model *m, const attn_ctx *ctx, const attn_imdb_config *c, int Bmax,
+                                 uint64_t seed) {
     if (!m || !c) return ATTN_ERR_NULL;
     memset(m, 0, sizeof *m);
     if (c->V < 1 || c->D < 1 || c->T < 1 || c->C < 2 || Bmax < 1) return ATTN_ERR_SIZE;
     m->cfg = *c;
+    m->ctx = ctx ? *ctx : attn_ctx_default();
     m->Bmax = Bmax;
     const size_t V = (size_t)c->V, D = (size_t)c->D, T = (size_t)c->T, C = (size_t)c->C, B = (size_t)Bmax;
     m->n_params = V * D + 3 * D * D + C * D + C;
     m->params = calloc(m->n_params, sizeof(float));
     m->grads = calloc(m->n_params, sizeof(float));
     if (!m->params || !m->grads) {
-        imdb_model_free(m);
+        attn_imdb_model_free(m);
         return ATTN_ERR_NOMEM;
     }
     m->emb = m->params;
@@ -74,7 +81,7 @@ attn_status imdb_model_init(imdb_model *m, const imdb_config *c, int Bmax, uint6
     attn_rng_fill_uniform(&r, m->dense_w, C * D, -g, g);
 
     if ((int64_t)B * T * 3 * D > INT32_MAX || V > INT32_MAX / 2) {
-        imdb_model_free(m);
+        attn_imdb_model_free(m);
         return ATTN_ERR_SIZE;
     }
     /* activations: one allocation (+ the projections: 4 (N,3D) and the lse (N)) */
@@ -86,7 +93,7 @@ attn_status imdb_model_init(imdb_model *m, const imdb_config *c, int Bmax, uint6
     m->words = malloc(sizeof(int32_t) * (4 * N + 1 + V));
     m->wc = malloc(sizeof(float) * 3 * D * D);
     if (!m->x || !m->targets || !m->touched || !m->words || !m->wc) {
-        imdb_model_free(m);
+        attn_imdb_model_free(m);
         return ATTN_ERR_NOMEM;
     }
     m->wpos = m->words + N;
@@ -117,9 +124,9 @@ attn_status imdb_model_init(imdb_model *m, const imdb_config *c, int Bmax, uint6
 }
 
 /* From h (B,T,D): mean over T, dropout when training, dense, softmax cross-entropy, loss and accuracy. */
-static attn_status head_forward(imdb_model *m, const int32_t *labels, int B, int train, uint64_t drop_seed,
+static attn_status head_forward(attn_imdb_model *m, const int32_t *labels, int B, int train, uint64_t drop_seed,
                                 double *loss_sum, int *correct, int pooled_ready) {
-    const imdb_config *c = &m->cfg;
+    const attn_imdb_config *c = &m->cfg;
     attn_status st;
     /* pooled (B,D) = mean over T (unless the attention's threads made it already) */
     if (!pooled_ready && (st = attn_mean_time_forward(m->pooled, m->h, B, c->T, c->D)) != ATTN_OK) return st;
@@ -151,18 +158,18 @@ static attn_status head_forward(imdb_model *m, const int32_t *labels, int B, int
     return ATTN_OK;
 }
 
-static attn_status im_plan(imdb_model *m, int B, int want_full, int *np_out, size_t *part_bytes);
-static attn_status im_desc(const imdb_model *m, int nb, attn_sdpa_desc *d);
-static void im_pack(imdb_model *m);
+static attn_status im_plan(attn_imdb_model *m, int B, int want_full, int *np_out, size_t *part_bytes);
+static attn_status im_desc(const attn_imdb_model *m, int nb, attn_sdpa_desc *d);
+static void im_pack(attn_imdb_model *m);
 static void im_part(int n, int np, int p, int *lo, int *hi);
 static int im_thread(int *nt);
-static attn_status im_begin(imdb_model *m, const int32_t *ids, int B, int want_full, int *np, size_t *pb);
-static void im_part_forward(imdb_model *m, const float *src, const int32_t *idx, int B, int np, int p, size_t pb,
+static attn_status im_begin(attn_imdb_model *m, const int32_t *ids, int B, int want_full, int *np, size_t *pb);
+static void im_part_forward(attn_imdb_model *m, const float *src, const int32_t *idx, int B, int np, int p, size_t pb,
                             int chunk, int attend, attn_status *pst);
 
-attn_status imdb_model_eval_prepare(imdb_model *m) {
+attn_status attn_imdb_model_eval_prepare(attn_imdb_model *m) {
     if (!m || !m->params) return ATTN_ERR_NULL;
-    const imdb_config *c = &m->cfg;
+    const attn_imdb_config *c = &m->cfg;
     const size_t V = (size_t)c->V, D = (size_t)c->D;
     if (!m->tab) {
         m->tab = malloc(sizeof(float) * 3 * V * D);
@@ -179,10 +186,10 @@ attn_status imdb_model_eval_prepare(imdb_model *m) {
     return ATTN_OK;
 }
 
-attn_status imdb_model_eval_forward(imdb_model *m, const int32_t *ids, const int32_t *labels, int B,
+attn_status attn_imdb_model_eval_forward(attn_imdb_model *m, const int32_t *ids, const int32_t *labels, int B,
                                     double *loss_sum, int *correct) {
     if (!m || !ids) return ATTN_ERR_NULL;
-    if (!m->tab) return ATTN_ERR_ARG;                         /* imdb_model_eval_prepare first */
+    if (!m->tab) return ATTN_ERR_ARG;                         /* attn_imdb_model_eval_prepare first */
     if (B < 1 || B > m->Bmax) return ATTN_ERR_SIZE;
     int np;
     size_t pb;
@@ -202,7 +209,7 @@ attn_status imdb_model_eval_forward(imdb_model *m, const int32_t *ids, const int
 }
 
 /* ---------------------------------------------------------------------------------------------------
- * The embedding + self-attention block, per distinct word (see imdb_model.h).
+ * The embedding + self-attention block, per distinct word (see attn/imdb_model.h).
  */
 
 /* This thread's number, and *nt = the team's size (0 and 1 outside a parallel region). */
@@ -244,8 +251,8 @@ static void im_part_rows(int n, int np, int p, int *lo, int *hi) {
 }
 
 /* The attention of reviews [b0, b1) as the fused kernel reads it: Q, K, V side by side in pp. */
-static attn_status im_desc(const imdb_model *m, int nb, attn_sdpa_desc *d) {
-    const imdb_config *c = &m->cfg;
+static attn_status im_desc(const attn_imdb_model *m, int nb, attn_sdpa_desc *d) {
+    const attn_imdb_config *c = &m->cfg;
     attn_status st = attn_sdpa_desc_init(d, nb, 1, c->T, c->T, c->D, c->D);
     if (st != ATTN_OK) return st;
     d->scale = c->scale;
@@ -257,14 +264,14 @@ static attn_status im_desc(const imdb_model *m, int nb, attn_sdpa_desc *d) {
 /* Reviews [b0, b1) by one thread, workspace part p (pb bytes): h (nb,T,D) and the lse (nb,T) from their
  * P rows (fused kernel), then their pooled (nb,D) rows = mean over T, as attn_mean_time_forward
  * computes it. A failure goes to *pst. */
-static void im_slice_forward(imdb_model *m, int b0, int b1, int p, size_t pb, attn_status *pst) {
+static void im_slice_forward(attn_imdb_model *m, int b0, int b1, int p, size_t pb, attn_status *pst) {
     const int T = m->cfg.T, D = m->cfg.D;
     const size_t r0 = (size_t)b0 * T;
     float *pp = m->pp + r0 * 3 * D;
     attn_sdpa_desc d;
     attn_status s = im_desc(m, b1 - b0, &d);
     if (s == ATTN_OK)
-        s = attn_sdpa_forward(NULL, &d, m->h + r0 * D, m->alse + r0, NULL, pp, pp + D, pp + 2 * D,
+        s = attn_sdpa_forward(&m->ctx, &d, m->h + r0 * D, m->alse + r0, NULL, pp, pp + D, pp + 2 * D,
                               (char *)m->awork + (size_t)p * pb, pb);
     im_fail(s, pst);
     const float inv = 1.0f / (float)T;
@@ -280,7 +287,7 @@ static void im_slice_forward(imdb_model *m, int b0, int b1, int p, size_t pb, at
 
 /* Part p of np of the B reviews, chunk reviews at a time: P rows (nb·T,3D) (Q, K, V side by side) = the
  * rows idx[n] of src (·,3D), then (when attend) their attention and mean (im_slice_forward). */
-static void im_part_forward(imdb_model *m, const float *src, const int32_t *idx, int B, int np, int p, size_t pb,
+static void im_part_forward(attn_imdb_model *m, const float *src, const int32_t *idx, int B, int np, int p, size_t pb,
                             int chunk, int attend, attn_status *pst) {
     const size_t T = (size_t)m->cfg.T, D3 = 3 * (size_t)m->cfg.D;
     int b0, b1;
@@ -295,20 +302,20 @@ static void im_part_forward(imdb_model *m, const float *src, const int32_t *idx,
 
 /* Threads for B reviews: one part of reviews each. The workspace holds np per-part workspaces (and one
  * for the whole batch when the weights are asked for); *part_bytes is the size of one. */
-static attn_status im_plan(imdb_model *m, int B, int want_full, int *np_out, size_t *part_bytes) {
-    int np = attn_get_num_threads();
+static attn_status im_plan(attn_imdb_model *m, int B, int want_full, int *np_out, size_t *part_bytes) {
+    int np = m->ctx.threads;
     if (np < 1) np = 1;
     if (np > B) np = B;
     attn_sdpa_desc d;
     attn_status st;
     size_t pb = 0, fb = 0, fw, bw;
     if ((st = im_desc(m, (B + np - 1) / np, &d)) != ATTN_OK) return st;
-    if ((st = attn_sdpa_workspace_size(NULL, &d, ATTN_PASS_FORWARD, &fw)) != ATTN_OK) return st;
-    if ((st = attn_sdpa_workspace_size(NULL, &d, ATTN_PASS_BACKWARD, &bw)) != ATTN_OK) return st;
+    if ((st = attn_sdpa_workspace_size(&m->ctx, &d, ATTN_PASS_FORWARD, &fw)) != ATTN_OK) return st;
+    if ((st = attn_sdpa_workspace_size(&m->ctx, &d, ATTN_PASS_BACKWARD, &bw)) != ATTN_OK) return st;
     pb = ((fw > bw ? fw : bw) + 63) & ~(size_t)63;
     if (want_full) {
         if ((st = im_desc(m, B, &d)) != ATTN_OK) return st;
-        if ((st = attn_sdpa_workspace_size(NULL, &d, ATTN_PASS_FORWARD, &fb)) != ATTN_OK) return st;
+        if ((st = attn_sdpa_workspace_size(&m->ctx, &d, ATTN_PASS_FORWARD, &fb)) != ATTN_OK) return st;
     }
     size_t need = pb * (size_t)np > fb ? pb * (size_t)np : fb;
     if (need == 0) need = 64;
@@ -325,7 +332,7 @@ static attn_status im_plan(imdb_model *m, int B, int want_full, int *np_out, siz
 
 /* The start of a forward over ids (B,T): the ids checked, the threads planned (see im_plan), and no
  * backward allowed until the training forward has succeeded. */
-static attn_status im_begin(imdb_model *m, const int32_t *ids, int B, int want_full, int *np, size_t *pb) {
+static attn_status im_begin(attn_imdb_model *m, const int32_t *ids, int B, int want_full, int *np, size_t *pb) {
     const int N = B * m->cfg.T;
     for (int n = 0; n < N; n++)
         if (ids[n] < 0 || ids[n] >= m->cfg.V) return ATTN_ERR_ARG;
@@ -336,15 +343,15 @@ static attn_status im_begin(imdb_model *m, const int32_t *ids, int B, int want_f
 }
 
 /* wc (D,3D) = [W0 W1 W2] */
-static void im_pack(imdb_model *m) {
+static void im_pack(attn_imdb_model *m) {
     const size_t D = (size_t)m->cfg.D;
     for (size_t r = 0; r < D; r++)
         for (size_t i = 0; i < 3; i++) memcpy(m->wc + (r * 3 + i) * D, m->kernel + (i * D + r) * D, sizeof(float) * D);
 }
 
 /* h (B,T,D) from ids (B,T); weights (B,T,T) when given (the reference kernel, one call). */
-static attn_status im_attention_forward(imdb_model *m, const int32_t *ids, int B, float *weights) {
-    const imdb_config *c = &m->cfg;
+static attn_status im_attention_forward(attn_imdb_model *m, const int32_t *ids, int B, float *weights) {
+    const attn_imdb_config *c = &m->cfg;
     const int T = c->T, D = c->D, D3 = 3 * D, N = B * T;
     int np;
     size_t pb;
@@ -392,7 +399,7 @@ static attn_status im_attention_forward(imdb_model *m, const int32_t *ids, int B
     if (weights) {
         attn_sdpa_desc d;
         if ((st = im_desc(m, B, &d)) != ATTN_OK) return st;
-        if ((st = attn_sdpa_forward(NULL, &d, m->h, m->alse, weights, m->pp, m->pp + D, m->pp + 2 * D, m->awork,
+        if ((st = attn_sdpa_forward(&m->ctx, &d, m->h, m->alse, weights, m->pp, m->pp + D, m->pp + 2 * D, m->awork,
                                     m->awork_bytes)) != ATTN_OK)
             return st;
     }
@@ -403,8 +410,8 @@ static attn_status im_attention_forward(imdb_model *m, const int32_t *ids, int B
 
 /* From dh (B,T,D) of the last forward: dW += xᵀ·dPU, d_emb[words] += dPU·Wcᵀ. dpooled (B,D) is the
  * gradient of the mean over T, which gives dh (written here, part by part). */
-static attn_status im_attention_backward(imdb_model *m, int B) {
-    const imdb_config *c = &m->cfg;
+static attn_status im_attention_backward(attn_imdb_model *m, int B) {
+    const attn_imdb_config *c = &m->cfg;
     const int T = c->T, D = c->D, D3 = 3 * D, nu = m->n_words;
     const size_t wsz = (size_t)D * D;
     int np;
@@ -436,7 +443,7 @@ static attn_status im_attention_backward(imdb_model *m, int B) {
             attn_sdpa_desc d;
             attn_status s = im_desc(m, b1 - b0, &d);
             if (s == ATTN_OK)
-                s = attn_sdpa_backward(NULL, &d, dpp, dpp + D, dpp + 2 * D, m->dh + r0 * D, pp, pp + D, pp + 2 * D,
+                s = attn_sdpa_backward(&m->ctx, &d, dpp, dpp + D, dpp + 2 * D, m->dh + r0 * D, pp, pp + D, pp + 2 * D,
                                        m->h + r0 * D, m->alse + r0, (char *)m->awork + (size_t)p * pb, pb);
             im_fail(s, &pst);
         }
@@ -475,7 +482,7 @@ static attn_status im_attention_backward(imdb_model *m, int B) {
     return pst;
 }
 
-attn_status imdb_model_forward(imdb_model *m, const int32_t *ids, const int32_t *labels, int B, int train,
+attn_status attn_imdb_model_forward(attn_imdb_model *m, const int32_t *ids, const int32_t *labels, int B, int train,
                                uint64_t drop_seed, float *weights, double *loss_sum, int *correct) {
     if (!m || !ids) return ATTN_ERR_NULL;
     if (B < 1 || B > m->Bmax) return ATTN_ERR_SIZE;
@@ -485,7 +492,7 @@ attn_status imdb_model_forward(imdb_model *m, const int32_t *ids, const int32_t 
     return head_forward(m, labels, B, train, drop_seed, loss_sum, correct, weights == NULL);
 }
 
-void imdb_model_zero_grad(imdb_model *m, int full) {
+void attn_imdb_model_zero_grad(attn_imdb_model *m, int full) {
     const size_t D = (size_t)m->cfg.D, V = (size_t)m->cfg.V;
     if (full || m->n_touched < 0) {
         memset(m->grads, 0, sizeof(float) * m->n_params);
@@ -496,11 +503,11 @@ void imdb_model_zero_grad(imdb_model *m, int full) {
     m->n_touched = 0;
 }
 
-attn_status imdb_model_backward(imdb_model *m, const int32_t *ids, const int32_t *labels, int B, int train,
+attn_status attn_imdb_model_backward(attn_imdb_model *m, const int32_t *ids, const int32_t *labels, int B, int train,
                                 uint64_t drop_seed) {
     if (!m || !ids || !labels) return ATTN_ERR_NULL;
     if (B < 1 || B > m->Bmax) return ATTN_ERR_SIZE;
-    const imdb_config *c = &m->cfg;
+    const attn_imdb_config *c = &m->cfg;
     const int N = B * c->T;
     const size_t nBD = (size_t)B * c->D;
     attn_status st;
@@ -530,5 +537,273 @@ attn_status imdb_model_backward(imdb_model *m, const int32_t *ids, const int32_t
         for (int i = 0; i < nu; i++) m->touched[m->n_touched++] = m->words[i];
     else
         m->n_touched = -1;
+    return ATTN_OK;
+}
+
+/* ---------------------------------------------------------------------------------------------------
+ * Checkpoints (see attn/imdb_model.h for the format).
+ */
+#define IM_FORMAT "attn-imdb-1"
+#define IM_N_PARAM_TENSORS 4
+
+static const char *const im_param_names[IM_N_PARAM_TENSORS] = {"embedding.weight", "selfattn.kernel",
+                                                               "dense.weight", "dense.bias"};
+
+/* The four parameter tensors' ndim and shapes for config c. */
+static void im_param_shapes(const attn_imdb_config *c, int ndims[IM_N_PARAM_TENSORS],
+                            int64_t shapes[IM_N_PARAM_TENSORS][3]) {
+    const int nd[IM_N_PARAM_TENSORS] = {2, 3, 2, 1};
+    const int64_t sh[IM_N_PARAM_TENSORS][3] = {{c->V, c->D, 0}, {3, c->D, c->D}, {c->C, c->D, 0}, {c->C, 0, 0}};
+    memcpy(ndims, nd, sizeof nd);
+    memcpy(shapes, sh, sizeof sh);
+}
+
+/* Returns st after writing the message into err (when err is given). */
+#if defined(__GNUC__)
+__attribute__((format(printf, 4, 5)))
+#endif
+static attn_status im_fail_msg(attn_status st, char *err, size_t err_size, const char *fmt, ...) {
+    if (err && err_size) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, err_size, fmt, ap);
+        va_end(ap);
+    }
+    return st;
+}
+
+attn_status attn_imdb_model_save(const attn_imdb_model *m, const attn_adam *adam, const attn_imdb_vocab *vocab,
+                                 const attn_imdb_run_info *run, const char *path, char *err, size_t err_size) {
+    if (!m || !m->params || !adam || !adam->m || !vocab || !vocab->blob || !run || !path) return ATTN_ERR_NULL;
+    const attn_imdb_config *c = &m->cfg;
+    attn_imdb_config def;
+    attn_imdb_config_default(&def);
+    if (c->C != def.C || c->scale != def.scale || c->dropout != def.dropout)
+        return im_fail_msg(ATTN_ERR_ARG, err, err_size, "%s: the " IM_FORMAT " format records vocabulary, maxlen and "
+                           "width only; this model's classes, scale or dropout are not the experiment's", path);
+    if (adam->n != m->n_params)
+        return im_fail_msg(ATTN_ERR_SHAPE, err, err_size, "%s: the optimizer holds %zu parameters, the model %zu",
+                           path, adam->n, m->n_params);
+    if (vocab->V != c->V)
+        return im_fail_msg(ATTN_ERR_SHAPE, err, err_size, "%s: the vocabulary has %d words, the model %d", path,
+                           vocab->V, c->V);
+    /* tensors: the parameters, the Adam moments, the vocabulary */
+    attn_st_tensor t[7];
+    memset(t, 0, sizeof t);
+    int ndims[7];
+    int64_t shapes[7][3];
+    im_param_shapes(c, ndims, shapes);
+    const char *names[7] = {im_param_names[0], im_param_names[1], im_param_names[2], im_param_names[3], "adam.m",
+                            "adam.v", "vocab"};
+    const float *data[6] = {m->emb, m->kernel, m->dense_w, m->dense_b, adam->m, adam->v};
+    for (int i = 4; i < 6; i++) {
+        ndims[i] = 1;
+        shapes[i][0] = (int64_t)m->n_params;
+    }
+    for (int i = 0; i < 6; i++) {
+        t[i].name = names[i];
+        t[i].dtype = ATTN_DTYPE_F32;
+        t[i].ndim = ndims[i];
+        size_t n = 1;
+        for (int k = 0; k < ndims[i]; k++) {
+            t[i].shape[k] = shapes[i][k];
+            n *= (size_t)shapes[i][k];
+        }
+        t[i].data = data[i];
+        t[i].nbytes = n * sizeof(float);
+    }
+    t[6].name = names[6];
+    t[6].dtype = ATTN_DTYPE_U8;
+    t[6].ndim = 1;
+    t[6].shape[0] = (int64_t)vocab->blob_size;
+    t[6].data = vocab->blob;
+    t[6].nbytes = vocab->blob_size;
+    /* metadata: the model, then the run */
+    char s[12][64];
+    snprintf(s[0], 64, "%s", IM_FORMAT);
+    snprintf(s[1], 64, "%d", c->V);
+    snprintf(s[2], 64, "%d", c->T);
+    snprintf(s[3], 64, "%d", c->D);
+    snprintf(s[4], 64, "%08x", vocab->crc);
+    snprintf(s[5], 64, "%d", run->epoch);
+    snprintf(s[6], 64, "%" PRId64, run->adam_t);
+    snprintf(s[7], 64, "%" PRIu64, run->seed);
+    snprintf(s[8], 64, "%.9g", run->lr);
+    snprintf(s[9], 64, "%d", run->batch);
+    snprintf(s[10], 64, "%d", run->limit);
+    snprintf(s[11], 64, "%zu", m->n_params);
+    const char *keys[12] = {"format", "vocab_size", "maxlen", "dim", "vocab_crc32", "epoch", "adam_t", "seed",
+                            "lr", "batch", "limit", "n_params"};
+    const char *vals[12];
+    for (int i = 0; i < 12; i++) vals[i] = s[i];
+    return attn_st_write(path, t, 7, keys, vals, 12, err, err_size);
+}
+
+/* Metadata key as an integer: ATTN_ERR_FORMAT (err filled) when missing or not an integer. */
+static attn_status im_meta_int(const attn_st_file *f, const char *key, int64_t *out, const char *path, char *err,
+                               size_t err_size) {
+    const char *s = attn_st_meta(f, key);
+    char *end;
+    if (!s || !*s)
+        return im_fail_msg(ATTN_ERR_FORMAT, err, err_size,
+                           "%s: metadata \"%s\" missing (not an attn imdb checkpoint?)", path, key);
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || *end)
+        return im_fail_msg(ATTN_ERR_FORMAT, err, err_size, "%s: metadata \"%s\" = \"%s\" is not an integer", path,
+                           key, s);
+    *out = v;
+    return ATTN_OK;
+}
+
+/* The checkpoint's config (V, T, D from the metadata; the rest the experiment's) and its run. */
+static attn_status im_read_header(const attn_st_file *f, const char *path, attn_imdb_config *c,
+                                  attn_imdb_run_info *run, char *err, size_t err_size) {
+    const char *fmt = attn_st_meta(f, "format");
+    if (!fmt || strcmp(fmt, IM_FORMAT) != 0)
+        return im_fail_msg(ATTN_ERR_FORMAT, err, err_size,
+                           "%s: not an attn imdb checkpoint (metadata format is %s, expected %s)", path,
+                           fmt ? fmt : "missing", IM_FORMAT);
+    const char *const keys[7] = {"vocab_size", "maxlen", "dim", "epoch", "adam_t", "batch", "limit"};
+    int64_t v[7];
+    for (int i = 0; i < 7; i++) {
+        attn_status st = im_meta_int(f, keys[i], &v[i], path, err, err_size);
+        if (st != ATTN_OK) return st;
+    }
+    attn_imdb_config_default(c);
+    if (v[0] < 1 || v[0] > INT32_MAX / 2 || v[1] < 1 || v[1] > 65536 || v[2] < 1 || v[2] > 65536)
+        return im_fail_msg(ATTN_ERR_FORMAT, err, err_size, "%s: a model of vocabulary %lld, maxlen %lld, width %lld "
+                           "is out of range", path, (long long)v[0], (long long)v[1], (long long)v[2]);
+    c->V = (int)v[0];
+    c->T = (int)v[1];
+    c->D = (int)v[2];
+    run->epoch = (int)v[3];
+    run->adam_t = v[4];
+    run->batch = (int)v[5];
+    run->limit = (int)v[6];
+    const char *s = attn_st_meta(f, "lr");
+    run->lr = s ? strtof(s, NULL) : 2e-4f;
+    s = attn_st_meta(f, "seed");
+    run->seed = s ? strtoull(s, NULL, 10) : 0;
+    return ATTN_OK;
+}
+
+/* The vocabulary tensor, checked against its checksum in the metadata. */
+static attn_status im_read_vocab(const attn_st_file *f, const char *path, int V, attn_imdb_vocab *v, char *err,
+                                 size_t err_size) {
+    const attn_st_tensor *vt = attn_st_find(f, "vocab");
+    if (!vt || vt->dtype != ATTN_DTYPE_U8 || vt->ndim != 1)
+        return im_fail_msg(ATTN_ERR_FORMAT, err, err_size, "%s: tensor \"vocab\" (U8, 1-D) missing", path);
+    attn_status st = attn_imdb_vocab_from_blob(v, vt->data, vt->nbytes, V);
+    if (st == ATTN_ERR_NOMEM) return st;
+    if (st != ATTN_OK)
+        return im_fail_msg(ATTN_ERR_FORMAT, err, err_size, "%s: tensor \"vocab\" does not hold %d words", path, V);
+    const char *crc_s = attn_st_meta(f, "vocab_crc32");
+    char want[16];
+    snprintf(want, sizeof want, "%08x", v->crc);
+    if (!crc_s || strcmp(crc_s, want) != 0) {
+        attn_imdb_vocab_free(v);
+        return im_fail_msg(ATTN_ERR_FORMAT, err, err_size,
+                           "%s: vocabulary checksum %s does not match its vocab tensor (%s)", path,
+                           crc_s ? crc_s : "missing", want);
+    }
+    return ATTN_OK;
+}
+
+/* The parameter tensors of config c in f: their data (src) when each is there with its shape, else
+ * ATTN_ERR_FORMAT. Checked before the model is allocated, so a file cannot make it allocate much more than
+ * its own size. */
+static attn_status im_find_params(const attn_st_file *f, const attn_imdb_config *c,
+                                  const float *src[IM_N_PARAM_TENSORS], char *err, size_t err_size) {
+    int ndims[IM_N_PARAM_TENSORS];
+    int64_t shapes[IM_N_PARAM_TENSORS][3];
+    im_param_shapes(c, ndims, shapes);
+    for (int i = 0; i < IM_N_PARAM_TENSORS; i++) {
+        attn_status st = attn_st_get_f32(f, im_param_names[i], ndims[i], shapes[i], &src[i], err, err_size);
+        if (st != ATTN_OK) return st;
+    }
+    return ATTN_OK;
+}
+
+/* The parameter tensors (and the Adam moments when adam is given) into m, whose config they must fit. */
+static attn_status im_read_tensors(const attn_st_file *f, attn_imdb_model *m, attn_adam *adam, char *err,
+                                   size_t err_size) {
+    int ndims[IM_N_PARAM_TENSORS];
+    int64_t shapes[IM_N_PARAM_TENSORS][3];
+    im_param_shapes(&m->cfg, ndims, shapes);
+    float *dst[IM_N_PARAM_TENSORS] = {m->emb, m->kernel, m->dense_w, m->dense_b};
+    const float *src[IM_N_PARAM_TENSORS];
+    attn_status st = im_find_params(f, &m->cfg, src, err, err_size);
+    if (st != ATTN_OK) return st;
+    for (int i = 0; i < IM_N_PARAM_TENSORS; i++) {
+        const float *p = src[i];
+        size_t n = 1;
+        for (int k = 0; k < ndims[i]; k++) n *= (size_t)shapes[i][k];
+        memcpy(dst[i], p, n * sizeof(float));
+    }
+    if (!adam) return ATTN_OK;
+    const int64_t np = (int64_t)m->n_params;
+    const float *pm, *pv;
+    if ((st = attn_st_get_f32(f, "adam.m", 1, &np, &pm, err, err_size)) != ATTN_OK) return st;
+    if ((st = attn_st_get_f32(f, "adam.v", 1, &np, &pv, err, err_size)) != ATTN_OK) return st;
+    memcpy(adam->m, pm, m->n_params * sizeof(float));
+    memcpy(adam->v, pv, m->n_params * sizeof(float));
+    return ATTN_OK;
+}
+
+attn_status attn_imdb_model_load(attn_imdb_model *m, const attn_ctx *ctx, int Bmax, attn_adam *adam,
+                                 attn_imdb_vocab *vocab, attn_imdb_run_info *run, const char *path, char *err,
+                                 size_t err_size) {
+    if (!m || !path) return ATTN_ERR_NULL;
+    memset(m, 0, sizeof *m);
+    if (vocab) memset(vocab, 0, sizeof *vocab);
+    if (err && err_size) err[0] = '\0';
+    attn_st_file f;
+    attn_status st = attn_st_read(&f, path, 0, err, err_size);
+    if (st != ATTN_OK) return st;
+    attn_imdb_config c;
+    attn_imdb_run_info r;
+    attn_imdb_vocab v;
+    memset(&v, 0, sizeof v);
+    const float *src[IM_N_PARAM_TENSORS];
+    /* everything checked in the file first, then the one allocation of the model, then the copies */
+    if ((st = im_read_header(&f, path, &c, &r, err, err_size)) != ATTN_OK) goto done;
+    if ((st = im_read_vocab(&f, path, c.V, &v, err, err_size)) != ATTN_OK) goto done;
+    if ((st = im_find_params(&f, &c, src, err, err_size)) != ATTN_OK) goto done;
+    const size_t n_params = (size_t)c.V * c.D + 3 * (size_t)c.D * c.D + (size_t)c.C * c.D + (size_t)c.C;
+    if (adam && adam->n != n_params) {
+        st = im_fail_msg(ATTN_ERR_SHAPE, err, err_size, "%s: the optimizer holds %zu parameters, the model %zu", path,
+                         adam->n, n_params);
+        goto done;
+    }
+    if ((st = attn_imdb_model_init(m, ctx, &c, Bmax, 1)) != ATTN_OK) goto done;
+    /* im_read_tensors finds both moments before it copies either: a failure leaves adam as it was */
+    if ((st = im_read_tensors(&f, m, adam, err, err_size)) == ATTN_OK && adam) adam->t = r.adam_t;
+done:
+    attn_st_free(&f);
+    if (st != ATTN_OK) {
+        attn_imdb_model_free(m);
+        attn_imdb_vocab_free(&v);
+        return st;
+    }
+    if (vocab) *vocab = v;
+    else attn_imdb_vocab_free(&v);
+    if (run) *run = r;
+    return ATTN_OK;
+}
+
+attn_status attn_imdb_model_read_run(const char *path, attn_imdb_run_info *run, char *err, size_t err_size) {
+    if (!path || !run) return ATTN_ERR_NULL;
+    attn_st_file f;
+    attn_status st = attn_st_read(&f, path, 0, err, err_size);
+    if (st != ATTN_OK) return st;
+    const char *s;
+    if ((s = attn_st_meta(&f, "epoch"))) run->epoch = atoi(s);
+    if ((s = attn_st_meta(&f, "limit"))) run->limit = atoi(s);
+    if ((s = attn_st_meta(&f, "batch"))) run->batch = atoi(s);
+    if ((s = attn_st_meta(&f, "adam_t"))) run->adam_t = strtoll(s, NULL, 10);
+    if ((s = attn_st_meta(&f, "lr"))) run->lr = strtof(s, NULL);
+    if ((s = attn_st_meta(&f, "seed"))) run->seed = strtoull(s, NULL, 10);
+    attn_st_free(&f);
     return ATTN_OK;
 }

@@ -1,0 +1,154 @@
+/*
+ * translate_bahdanau.c — the Bahdanau side of `attn translate` (SPEC §4.D), `--model bahdanau` (the
+ * default): the d2l book's English→French GRU encoder-decoder with additive attention.
+ *
+ *   train    reads the first pairs of fra.txt (lines 0..600 by default, the book's 601 pairs), builds the
+ *            vocabularies, trains 250 epochs, prints d2l's closing line and the four sentences, and saves
+ *            the checkpoint and vocabularies in --out.
+ *   predict  translates one English sentence with a saved model and shows the attention (terminal
+ *            heatmap; --png FILE for an image).
+ *   bleu     mean BLEU (k = 2) on held-out pairs (lines 601..1599 by default) whose words are all in the
+ *            vocabularies.
+ * cmd_translate.c dispatches to this file's tr_bahdanau table (or translate_transformer.c's); what both
+ * models share is in translate_common.c. Uses only the public API.
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include "cli.h"
+#include "translate_common.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define MODEL_FILE "seq2seq.safetensors"
+
+/* ---------------------------------------------------------------------------------------------------
+ * The model behind the translator (translate_common.h).
+ */
+static attn_status s2s_load(translator *tr, const char *path, int *src_n, int *tgt_n, char *err, size_t err_size) {
+    attn_seq2seq *m = malloc(sizeof *m);
+    if (!m) return ATTN_ERR_NOMEM;
+    attn_status st = attn_seq2seq_load(m, NULL, path, 1, err, err_size);
+    if (st != ATTN_OK) { free(m); return st; }
+    tr->model = m;
+    tr->num_steps = m->cfg.num_steps;
+    *src_n = m->cfg.src_vocab;
+    *tgt_n = m->cfg.tgt_vocab;
+    return ATTN_OK;
+}
+
+static attn_status s2s_translate(void *m, int32_t *pred, int *n_pred, float *weights, const int32_t *src, int src_len) {
+    return attn_seq2seq_translate(m, pred, n_pred, weights, src, src_len);     /* weights (T,T) */
+}
+
+static attn_status s2s_train_epoch(void *m, attn_adam *opt, attn_rng *rng, const int32_t *X, const int32_t *X_len,
+                                   const int32_t *Y, const int32_t *Y_len, int N, int batch, float clip,
+                                   uint64_t *seed, double *loss_sum, int64_t *tokens) {
+    return attn_seq2seq_train_epoch(m, opt, rng, X, X_len, Y, Y_len, N, batch, clip, seed, loss_sum, tokens);
+}
+
+static attn_status s2s_save(const void *m, const char *path, char *err, size_t err_size) {
+    return attn_seq2seq_save(m, path, err, err_size);
+}
+
+static void s2s_free(void *m) { attn_seq2seq_free(m); }
+
+
+/* ---------------------------------------------------------------------------------------------------
+ * train
+ */
+static int s2s_create(translator *tr, const tr_train_args *a, const void *opts, size_t *n_params) {
+    attn_seq2seq *m = malloc(sizeof *m);
+    attn_seq2seq_config c = {tr->vs.n, tr->vt.n, 32, 32, 2, 0.1f, tr->num_steps, a->batch};
+    if (!m) { fprintf(stderr, "attn: translate: out of memory\n"); return 1; }
+    if (cli_fail(attn_seq2seq_init(m, NULL, &c, a->seed), "creating the model")) { free(m); return 1; }
+    tr->model = m;
+    *n_params = m->n_params;
+    printf("model: embedding 32, 2-layer GRU 32, additive attention 32, dropout 0.1: %zu parameters; "
+           "%d epochs, batch %d, Adam lr %g, %d thread%s\n", m->n_params, a->epochs, a->batch, (double)a->lr,
+           attn_get_num_threads(), attn_get_num_threads() == 1 ? "" : "s");
+    return 0;
+}
+
+static int s2s_train(const tr_kind *kind, int argc, char **argv) {
+    tr_train_args a = {"../shared/data", kind->default_dir, 250, 0, 600, 64, 10, 1, 0.005f};
+    cli_opt opts[] = {TR_TRAIN_OPTS(a)};
+    cli_cmd cmd = {"attn translate train [--model bahdanau|transformer] [options]",
+                   "Trains the d2l English-French seq2seq model with Bahdanau attention (embedding 32, 2-layer\n"
+                   "GRU 32, dropout 0.1, Adam, gradient clipping 1, batch 64), then translates the book's four\n"
+                   "sentences and saves the model in --out.",
+                   opts, (int)(sizeof opts / sizeof opts[0]), 0, 0};
+    int rc = cli_parse(&cmd, argc, argv, NULL, NULL);
+    if (rc >= 0) return rc;
+    if (!tr_train_args_ok(&a)) {
+        fprintf(stderr, "attn: translate: --epochs, --batch, --every must be >= 1, --examples and --threads >= 0, --lr > 0\n\n");
+        cli_usage(&cmd, stderr);
+        return 2;
+    }
+    return tr_train(kind, &a, s2s_create, NULL);
+}
+
+/* ---------------------------------------------------------------------------------------------------
+ * predict
+ */
+static int s2s_predict(const tr_kind *kind, int argc, char **argv) {
+    const char *model = kind->default_dir, *png = NULL;
+    int plain = 0;
+    cli_opt opts[] = {
+        {"dir", CLI_STR, &model, "DIR", kind->dir_help},
+        {"png", CLI_STR, &png, "FILE", "also write the attention as a PNG heatmap"},
+        {"no-color", CLI_BOOL, &plain, NULL, "shaded characters instead of 24-bit colors"},
+    };
+    cli_cmd cmd = {"attn translate predict [--model bahdanau|transformer] [options] \"english sentence\"",
+                   "Translates one sentence greedily and shows the attention weights: rows are the French\n"
+                   "words produced, columns the English words read.",
+                   opts, (int)(sizeof opts / sizeof opts[0]), 1, 1};
+    const char *pos[1] = {NULL};
+    int np = 0;
+    int rc = cli_parse(&cmd, argc, argv, pos, &np);
+    if (rc >= 0) return rc;
+    char *line;
+    if (tr_read_input(pos[0], &line)) return 1;
+    translator tr;
+    if (tr_load(&tr, kind, model)) { free(line); return 1; }
+    const int T = tr.num_steps;
+    float *w = malloc(sizeof(float) * (size_t)T * T);     /* (T,T) */
+    int ret = 1, rows, cols;
+    const char **rl = NULL, **cl = NULL;
+    if (!w) { fprintf(stderr, "attn: translate: out of memory\n"); goto done; }
+    if (tr_predict_line(&tr, line, w, &rows, &cols, &rl, &cl)) goto done;
+    attn_heatmap h = {w, rows, cols, T, rl, cl, "Attention weights", "French (produced)", "English (read)", 0, 1};
+    if (cli_fail(attn_heatmap_term(&h, stdout, !plain && isatty(STDOUT_FILENO)), "drawing the heatmap")) goto done;
+    if (png) {
+        char err[1024] = "";
+        if (tr_report(attn_heatmap_png(&h, png, err, sizeof err), err)) goto done;
+        printf("wrote %s\n", png);
+    }
+    ret = 0;
+done:
+    free(rl); free(cl);
+    free(w); free(line);
+    tr_free(&tr);
+    return ret;
+}
+
+/* ---------------------------------------------------------------------------------------------------
+ * The table cmd_translate.c dispatches through.
+ */
+const tr_kind tr_bahdanau = {
+    .name = "bahdanau",
+    .model_file = MODEL_FILE,
+    .default_dir = "fra_model",
+    .train_cmd = "attn translate train",
+    .dir_help = "folder of a model saved by `attn translate train`",
+    .bleu_usage = "attn translate bleu [--model bahdanau|transformer] [options]",
+    .train = s2s_train,
+    .predict = s2s_predict,
+    .bleu = tr_bleu,
+    .load = s2s_load,
+    .translate = s2s_translate,
+    .train_epoch = s2s_train_epoch,
+    .save = s2s_save,
+    .free = s2s_free,
+};
