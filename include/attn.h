@@ -24,21 +24,24 @@
  *
  * Worked example — scaled dot-product attention with a causal mask, forward and backward:
  *
+ *     attn_ctx ctx;
+ *     attn_ctx_init(&ctx, ATTN_ISA_AUTO, 0);            // the best path this CPU has, every core
  *     attn_sdpa_desc d;
  *     attn_sdpa_desc_init(&d, B, H, T, S, D, Dv);      // contiguous layouts, scale 1/sqrt(D), no mask
  *     d.mask.causal = 1;
  *     size_t fw, bw;
- *     attn_sdpa_workspace_size(&d, ATTN_PASS_FORWARD, &fw);
- *     attn_sdpa_workspace_size(&d, ATTN_PASS_BACKWARD, &bw);
+ *     attn_sdpa_workspace_size(&ctx, &d, ATTN_PASS_FORWARD, &fw);
+ *     attn_sdpa_workspace_size(&ctx, &d, ATTN_PASS_BACKWARD, &bw);
  *     void *work = malloc(fw > bw ? fw : bw);
  *     float *lse = malloc(sizeof(float) * B * H * T);   // row log-sum-exp, saved for the backward
- *     attn_status st = attn_sdpa_forward(&d, out, lse, NULL, q, k, v, work, fw);
+ *     attn_status st = attn_sdpa_forward(&ctx, &d, out, lse, NULL, q, k, v, work, fw);
  *     if (st != ATTN_OK) fprintf(stderr, "attn: %s\n", attn_status_string(st));
  *     // ... dq, dk, dv zeroed, dout filled ...
- *     st = attn_sdpa_backward(&d, dq, dk, dv, dout, q, k, v, out, lse, work, bw);
+ *     st = attn_sdpa_backward(&ctx, &d, dq, dk, dv, dout, q, k, v, out, lse, work, bw);
  *
- * Threads: the fast kernels use OpenMP with attn_set_num_threads() threads; results are bitwise
- * identical for any thread count.
+ * Threads: the fast kernels use OpenMP with ctx.threads threads (NULL for ctx: attn_set_num_threads's);
+ * results are bitwise identical for any thread count. A caller with its own thread pool runs the same
+ * passes through attn_sdpa_forward_part / attn_sdpa_backward_part instead (same bits).
  */
 #ifndef ATTN_H
 #define ATTN_H
