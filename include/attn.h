@@ -17,7 +17,8 @@
  *   - Every call returns an attn_status: ATTN_OK (0) or a negative error; attn_status_string() names it.
  *     The library never exits, aborts or prints on user input.
  *   - The caller owns memory. Kernels never allocate: ask attn_*_workspace_size() first and pass a buffer
- *     at least that large. Layers allocate once, at init, from one slab.
+ *     at least that large. Layers never allocate: their parameters are views into a caller's slab
+ *     (attn/layers.h) and their activations live in a cache the caller provides.
  *   - Backward calls ACCUMULATE into gradients (+=); clear them first when that is not what you want.
  *   - Masks: a key is excluded when any mask excludes it; a row whose keys are all excluded gives zero
  *     weights, zero output and zero gradients, never NaN. Boolean masks: nonzero = may attend.

@@ -736,10 +736,16 @@ static void test_selfattn_split(void) {
     attn_set_num_threads(2);
     const int B = 7, T = 40, D = 96;     /* B odd: parts of unequal size */
     attn_selfattn l;
-    CHECK_STATUS(attn_selfattn_init(&l, D, D, 3), ATTN_OK);
+    float *slab = calloc(2 * attn_selfattn_n_params(D, D), sizeof(float));   /* parameters, gradients */
+    CHECK(slab != NULL);
+    if (!slab) return;
+    CHECK_STATUS(attn_selfattn_bind(&l, D, D, slab, slab + attn_selfattn_n_params(D, D)), ATTN_OK);
+    attn_rng ri;
+    attn_rng_seed(&ri, 3);
+    CHECK_STATUS(attn_selfattn_init_weights(&l, &ri), ATTN_OK);
     l.scale = 0.125f;
     size_t cb = 0;
-    CHECK_STATUS(attn_selfattn_cache_size(&l, B, T, &cb), ATTN_OK);
+    CHECK_STATUS(attn_selfattn_cache_bytes(NULL, &l, B, T, &cb), ATTN_OK);
     const size_t nx = (size_t)B * T * D, nw = 3 * (size_t)D * D;
     void *cache = malloc(cb);
     float *x = malloc(sizeof(float) * nx), *dout = malloc(sizeof(float) * nx);
@@ -755,12 +761,12 @@ static void test_selfattn_split(void) {
     attn_mask none;
     memset(&none, 0, sizeof none);
     memset(l.dw, 0, sizeof(float) * nw);
-    CHECK_STATUS(attn_selfattn_forward(&l, cache, cb, o1, NULL, x, B, T, NULL), ATTN_OK);
-    CHECK_STATUS(attn_selfattn_backward(&l, cache, cb, dx1, dout, x, B, T, NULL), ATTN_OK);
+    CHECK_STATUS(attn_selfattn_forward(NULL, &l, cache, cb, o1, NULL, x, B, T, NULL), ATTN_OK);
+    CHECK_STATUS(attn_selfattn_backward(NULL, &l, cache, cb, dx1, dout, x, B, T, NULL), ATTN_OK);
     memcpy(dw1, l.dw, sizeof(float) * nw);
     memset(l.dw, 0, sizeof(float) * nw);
-    CHECK_STATUS(attn_selfattn_forward(&l, cache, cb, o2, NULL, x, B, T, &none), ATTN_OK);
-    CHECK_STATUS(attn_selfattn_backward(&l, cache, cb, dx2, dout, x, B, T, &none), ATTN_OK);
+    CHECK_STATUS(attn_selfattn_forward(NULL, &l, cache, cb, o2, NULL, x, B, T, &none), ATTN_OK);
+    CHECK_STATUS(attn_selfattn_backward(NULL, &l, cache, cb, dx2, dout, x, B, T, &none), ATTN_OK);
     CHECK(memcmp(o1, o2, sizeof(float) * nx) == 0);
     CHECK(memcmp(dx1, dx2, sizeof(float) * nx) == 0);
     CHECK(memcmp(dw1, l.dw, sizeof(float) * nw) == 0);
@@ -770,10 +776,10 @@ static void test_selfattn_split(void) {
     /* a cache sized for 1 thread is too small for the 2-part plan: a clear error, not an overrun */
     attn_set_num_threads(1);
     size_t cb1 = 0;
-    CHECK_STATUS(attn_selfattn_cache_size(&l, B, T, &cb1), ATTN_OK);
+    CHECK_STATUS(attn_selfattn_cache_bytes(NULL, &l, B, T, &cb1), ATTN_OK);
     attn_set_num_threads(2);
-    if (cb1 < cb) CHECK_STATUS(attn_selfattn_forward(&l, cache, cb1, o1, NULL, x, B, T, NULL), ATTN_ERR_WORKSPACE);
-    attn_selfattn_free(&l);
+    if (cb1 < cb) CHECK_STATUS(attn_selfattn_forward(NULL, &l, cache, cb1, o1, NULL, x, B, T, NULL), ATTN_ERR_WORKSPACE);
+    free(slab);
     free(cache); free(x); free(dout); free(o1); free(o2); free(dx1); free(dx2); free(dw1);
     attn_set_num_threads(0);
 }

@@ -1,7 +1,7 @@
 /*
  * attn/seq2seq.h — sequence to sequence with Bahdanau attention (the d2l book's English→French
- * experiment): the GRU layer, the text pipeline (fra.txt pairs, vocabularies, BLEU) and the
- * encoder–decoder model with its training step, greedy decoding and checkpoints.
+ * experiment): the text pipeline (fra.txt pairs, vocabularies, BLEU) and the encoder–decoder model
+ * with its training step, greedy decoding and checkpoints. Its GRU is in attn/layers.h.
  * Included by attn.h; do not include it alone.
  *
  *     attn_nmt_pairs p;                         // lines 0..600 of fra.txt, preprocessed as d2l does
@@ -22,49 +22,6 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-/* ---------------------------------------------------------------------------------------------------
- * GRU, several layers, PyTorch's equations and parameter layout (gates r, z, n in that order):
- *   r = σ(W_ir x + b_ir + W_hr h + b_hr)      z = σ(W_iz x + b_iz + W_hz h + b_hz)
- *   n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))           h' = (1 - z) ⊙ n + z ⊙ h
- * Layer l reads the output of layer l-1, through inverted dropout (training only, not after the last
- * layer). Time-major tensors, as nn.GRU without batch_first: x (T,B,in), out (T,B,H), states (L,B,H).
- * The parameters live in a caller's slab; per layer, in PyTorch's state_dict order:
- *   weight_ih_l{k} (3H,in_k)  weight_hh_l{k} (3H,H)  bias_ih_l{k} (3H)  bias_hh_l{k} (3H),  in_0 = in,
- *   in_k = H after. Gradients have the same layout in their own slab.
- */
-#define ATTN_GRU_MAX_LAYERS 8
-
-typedef struct attn_gru {
-    int L, in, H;
-    float dropout;                                  /* between layers, in [0,1) */
-    float *w_ih[ATTN_GRU_MAX_LAYERS], *w_hh[ATTN_GRU_MAX_LAYERS];
-    float *b_ih[ATTN_GRU_MAX_LAYERS], *b_hh[ATTN_GRU_MAX_LAYERS];
-    float *dw_ih[ATTN_GRU_MAX_LAYERS], *dw_hh[ATTN_GRU_MAX_LAYERS];
-    float *db_ih[ATTN_GRU_MAX_LAYERS], *db_hh[ATTN_GRU_MAX_LAYERS];
-} attn_gru;
-
-/* Number of floats of parameters of an L-layer GRU. */
-size_t attn_gru_n_params(int L, int in, int H);
-
-/* Points g at params and grads (attn_gru_n_params floats each; grads may be NULL for inference). */
-attn_status attn_gru_bind(attn_gru *g, int L, int in, int H, float dropout, float *params, float *grads);
-
-/* Floats of cache one forward + backward over (T,B) needs (saved activations and backward scratch). */
-size_t attn_gru_cache_floats(const attn_gru *g, int T, int B);
-
-/* Forward over T steps. out (T,B,H) written; h_n (L,B,H) or NULL written; x (T,B,in); h0 (L,B,H) or
- * NULL (zeros). train nonzero applies the dropout between layers, its masks a function of seed. */
-attn_status attn_gru_forward(const attn_gru *g, float *cache, size_t cache_floats,
-                             float *out, float *h_n, const float *x, const float *h0,
-                             int T, int B, int train, uint64_t seed);
-
-/* Backward of the forward that filled cache (same x, T, B, train, seed). Accumulates (+=) into dx
- * (T,B,in) and dh0 (L,B,H) (each may be NULL) and into the gradient slab. dout (T,B,H) and dh_n (L,B,H)
- * may be NULL (zero). */
-attn_status attn_gru_backward(const attn_gru *g, float *cache, size_t cache_floats,
-                              float *dx, float *dh0, const float *dout, const float *dh_n,
-                              const float *x, int T, int B, int train, uint64_t seed);
 
 /* ---------------------------------------------------------------------------------------------------
  * Text: the d2l pipeline for fra.txt ("English<TAB>French" per line).
