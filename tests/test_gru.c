@@ -6,6 +6,7 @@
  * bad arguments.
  */
 #include "attn.h"
+#include "attn/layers.h"
 #include "testutil.h"
 
 #include <string.h>

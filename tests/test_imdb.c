@@ -8,6 +8,8 @@
  */
 #define _XOPEN_SOURCE 700
 #include "attn.h"
+#include "attn/layers.h"
+#include "attn/data.h"
 #include "data/tar.h"
 #include "testutil.h"
 

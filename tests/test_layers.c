@@ -8,6 +8,7 @@
  * taken in float32 with a central step h = 1e-2 on smooth functions: 2e-3 + 1e-2·|want| (FD_ATOL/FD_RTOL).
  */
 #include "attn.h"
+#include "attn/layers.h"
 #include "testutil.h"
 
 #include <string.h>

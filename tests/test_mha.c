@@ -9,6 +9,7 @@
  * (GOLD_ATOL/GOLD_RTOL). Finite differences in float32 with h = 1e-2: 3e-3 + 2e-2·|want|.
  */
 #include "attn.h"
+#include "attn/layers.h"
 #include "testutil.h"
 
 #include <string.h>

@@ -3,6 +3,7 @@
  * kernel paths (portable, AVX2, AVX-512 loops), with its flush-to-zero of subnormal moments.
  */
 #include "attn.h"
+#include "attn/layers.h"
 #include "testutil.h"
 
 #include <math.h>

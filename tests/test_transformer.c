@@ -17,6 +17,8 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include "attn.h"
+#include "attn/seq2seq.h"
+#include "attn/transformer.h"
 #include "testutil.h"
 #include "nmt_fixture.h"
 

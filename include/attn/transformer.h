@@ -1,10 +1,9 @@
 /*
  * attn/transformer.h — the Transformer encoder–decoder (the d2l book's chapter on the Transformer,
- * SPEC §4.E): encoder and decoder blocks built on multi-head scaled dot-product attention (with the
- * positional encoding, position-wise feed-forward and add & norm of attn/layers.h), and the translator
- * that stacks them, trained with the English→French pipeline of attn/seq2seq.h (pairs, vocabularies,
- * BLEU).
- * Included by attn.h; do not include it alone.
+ * SPEC §4.E): encoder and decoder blocks built on multi-head scaled dot-product attention, and the
+ * translator that stacks them, trained with the English→French pipeline of attn/data.h (pairs,
+ * vocabularies, BLEU). Its layers (positional encoding, position-wise feed-forward, add & norm) are in
+ * attn/layers.h; this header includes layers.h and data.h.
  *
  *     attn_transformer m;
  *     attn_transformer_config c = {src.n, tgt.n, 32, 64, 4, 2, 0.1f, 10, 64};  // hidden, ffn, heads, blocks
@@ -26,6 +25,9 @@
  */
 #ifndef ATTN_TRANSFORMER_H
 #define ATTN_TRANSFORMER_H
+
+#include "layers.h"
+#include "data.h"
 
 #ifdef __cplusplus
 extern "C" {

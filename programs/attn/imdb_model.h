@@ -25,7 +25,7 @@
 #ifndef ATTN_IMDB_MODEL_H
 #define ATTN_IMDB_MODEL_H
 
-#include "attn.h"
+#include "attn/layers.h"
 
 typedef struct imdb_config {
     int V, D, T, C;              /* vocabulary ids, width, maxlen, classes */
