@@ -1,6 +1,7 @@
 /*
- * basic.c — the stateless layers: linear, embedding, dropout, layer norm, mean over time and softmax
- * cross-entropy, forward and backward.
+ * basic.c — the simple layers: linear, embedding, dropout, layer norm, mean over time and softmax
+ * cross-entropy, forward and backward. All but layer norm are plain functions on pointers; layer norm is
+ * also a layer with the lifecycle of attn/layers.h (bind, init_weights, cache_bytes) around its raw form.
  *
  * Conventions (attn/layers.h): arguments go outputs, saved-for-backward, inputs, parameters, sizes; every
  * backward accumulates (+=); a NULL input gradient is skipped. Each call checks all its arguments before
