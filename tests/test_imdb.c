@@ -482,7 +482,7 @@ static void test_model_golden(void) {
 
     /* two Keras-form Adam steps over the one slab */
     attn_adam a;
-    CHECK_STATUS(attn_adam_init(&a, m.n_params, 0.01f), ATTN_OK);
+    CHECK_STATUS(attn_adam_alloc(&a, m.n_params, 0.01f), ATTN_OK);
     a.eps = 1e-7f;
     a.decay = 1e-5f;
     a.keras_eps = 1;
@@ -577,7 +577,7 @@ static void test_short_training(void) {
     const int batch = 32;
     CHECK_STATUS(imdb_model_init(&m, &c, 250, 1), ATTN_OK);
     attn_adam a;
-    CHECK_STATUS(attn_adam_init(&a, m.n_params, 2e-3f), ATTN_OK);
+    CHECK_STATUS(attn_adam_alloc(&a, m.n_params, 2e-3f), ATTN_OK);
     a.eps = 1e-7f;
     a.decay = 1e-5f;
     a.keras_eps = 1;
@@ -628,7 +628,7 @@ static void run_steps(int nth, float *params_out, float *m_out, float *probs_out
     CHECK_STATUS(imdb_model_init(&m, &c, 32, 5), ATTN_OK);
     CHECK(m.n_params == np);
     attn_adam a;
-    CHECK_STATUS(attn_adam_init(&a, m.n_params, 2e-3f), ATTN_OK);
+    CHECK_STATUS(attn_adam_alloc(&a, m.n_params, 2e-3f), ATTN_OK);
     a.eps = 1e-7f;
     a.decay = 1e-5f;
     a.keras_eps = 1;

@@ -353,7 +353,7 @@ static void test_optim(void) {
     const char *forms[2] = {"torch", "keras"};
     for (int keras = 0; keras < 2; keras++) {
         attn_adam a;
-        CHECK_STATUS(attn_adam_init(&a, NP, 0.01f), ATTN_OK);
+        CHECK_STATUS(attn_adam_alloc(&a, NP, 0.01f), ATTN_OK);
         CHECK(a.beta1 == 0.9f && a.beta2 == 0.999f && a.eps == 1e-8f && a.decay == 0.0f && a.t == 0);
         a.keras_eps = keras;
         a.decay = 0.1f;
@@ -391,10 +391,10 @@ static void test_optim(void) {
         CHECK_STATUS(attn_adam_step(&a, p, grads), ATTN_ERR_NULL);
     }
     attn_adam a;
-    CHECK_STATUS(attn_adam_init(NULL, NP, 0.01f), ATTN_ERR_NULL);
-    CHECK_STATUS(attn_adam_init(&a, 0, 0.01f), ATTN_ERR_SIZE);
-    CHECK_STATUS(attn_adam_init(&a, NP, -1.0f), ATTN_ERR_ARG);
-    CHECK_STATUS(attn_adam_init(&a, SIZE_MAX, 0.01f), ATTN_ERR_SIZE);
+    CHECK_STATUS(attn_adam_alloc(NULL, NP, 0.01f), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_adam_alloc(&a, 0, 0.01f), ATTN_ERR_SIZE);
+    CHECK_STATUS(attn_adam_alloc(&a, NP, -1.0f), ATTN_ERR_ARG);
+    CHECK_STATUS(attn_adam_alloc(&a, SIZE_MAX, 0.01f), ATTN_ERR_SIZE);
     attn_adam_free(NULL);
 
     const char *cases[2] = {"clip_over", "clip_under"};

@@ -464,7 +464,7 @@ static void test_training(void) {
     attn_transformer_config c = {ds.vs.n, ds.vt.n, 32, 64, 4, 2, 0.1f, T, 64};
     CHECK_STATUS(attn_transformer_init(&m, &c, 1), ATTN_OK);
     attn_adam opt;
-    CHECK_STATUS(attn_adam_init(&opt, m.n_params, 0.005f), ATTN_OK);
+    CHECK_STATUS(attn_adam_alloc(&opt, m.n_params, 0.005f), ATTN_OK);
     attn_rng rng;
     attn_rng_seed(&rng, 1);
     uint64_t seed = 1;

@@ -135,8 +135,9 @@ typedef struct attn_adam {
     float *m, *v;                /* (n) moments, one allocation */
 } attn_adam;
 
-/* Sets β1 0.9, β2 0.999, eps 1e-8 (PyTorch), decay 0, and allocates the moments. */
-attn_status attn_adam_init(attn_adam *a, size_t n, float lr);
+/* Allocates the moments (2n floats, zeroed) and sets β1 0.9, β2 0.999, eps 1e-8 (PyTorch), decay 0.
+ * (Named alloc, not init: in attn an *_init only fills.) attn_adam_free releases them. */
+attn_status attn_adam_alloc(attn_adam *a, size_t n, float lr);
 void        attn_adam_free(attn_adam *a);
 attn_status attn_adam_step(attn_adam *a, float *params, const float *grads);
 

@@ -11,7 +11,7 @@
  *     ...
  *     attn_seq2seq m;  attn_seq2seq_config c = {src.n, tgt.n, 32, 32, 2, 0.1f, 10, 64};
  *     attn_seq2seq_init(&m, &c, seed);          // X, Y (N,10) and lengths from attn_vocab_encode
- *     attn_adam opt;  attn_adam_init(&opt, m.n_params, 0.005f);
+ *     attn_adam opt;  attn_adam_alloc(&opt, m.n_params, 0.005f);
  *     for (int e = 0; e < 250; e++)
  *         attn_seq2seq_train_epoch(&m, &opt, &rng, X, X_len, Y, Y_len, N, 64, 1.0f, &seed, &loss_sum, &tokens);
  *     attn_seq2seq_translate(&m, out, &n_out, weights, src_ids, src_len);   // greedy, with attention

@@ -385,7 +385,7 @@ static int imdb_train(const imdb_flags *f) {
     int rc = 1;
     attn_status st;
     const size_t n_params = (size_t)c.V * c.D + 3 * (size_t)c.D * c.D + (size_t)c.C * c.D + (size_t)c.C;
-    if ((st = attn_adam_init(&adam, n_params, lr)) != ATTN_OK) {
+    if ((st = attn_adam_alloc(&adam, n_params, lr)) != ATTN_OK) {
         cli_fail(st, "imdb: adam");
         goto out_data;
     }
