@@ -296,9 +296,9 @@ attn_status attn_ffn_forward(const attn_ffn *l, void *cache, size_t cache_bytes,
 attn_status attn_ffn_backward(const attn_ffn *l, void *cache, size_t cache_bytes,
                               float *dx, const float *dy, const float *x, int N);
 
-/* Add & norm: z = x + dropout(s), y = LayerNorm(z) (eps 1e-5), over rows of C. Parameters: the layer
- * norm's (weight (C), bias (C)); init_weights as attn_layernorm's. The cache keeps z and the row
- * statistics. */
+/* Add & norm: z = x + dropout(s), y = LayerNorm(z) over rows of C, eps 1e-5 (d2l's; ln.eps is not
+ * read here). Parameters: the layer norm's (weight (C), bias (C)); init_weights as attn_layernorm's.
+ * The cache keeps z and the row statistics. */
 typedef struct attn_addnorm {
     attn_layernorm ln;
 } attn_addnorm;
