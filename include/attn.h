@@ -3,8 +3,12 @@
  *
  * attn computes the classic attention family — dot-product, scaled dot-product, additive (Bahdanau),
  * multi-head, self- and cross-attention — forward and backward, in fp32 on the CPU. This header holds
- * the mechanisms; the trainable layers, file formats and pictures built on them live in the headers it
- * includes at the bottom (attn/layers.h, attn/safetensors.h, attn/heatmap.h, ...).
+ * the mechanisms and what every user needs (status, version, context, masks, SDPA, additive, softmax).
+ * The rest is in one header per room, each including this one:
+ *   attn/layers.h       every layer (linear ... multi-head, GRU, feed-forward), RNG, Adam, clipping
+ *   attn/data.h         the data sets and text pipelines (IMDB, fra.txt pairs, vocabularies, BLEU)
+ *   attn/seq2seq.h      the Bahdanau translator          attn/transformer.h   the Transformer
+ *   attn/safetensors.h  checkpoints and golden files     attn/heatmap.h       attention pictures
  *
  * Dimension names, the same everywhere in attn:
  *   B   batch                     H    query heads         Hkv  key/value heads (H % Hkv == 0)
@@ -17,7 +21,8 @@
  *   - Every call returns an attn_status: ATTN_OK (0) or a negative error; attn_status_string() names it.
  *     The library never exits, aborts or prints on user input.
  *   - The caller owns memory. Kernels never allocate: ask attn_*_workspace_size() first and pass a buffer
- *     at least that large. Layers allocate once, at init, from one slab.
+ *     at least that large. Layers never allocate: their parameters are views into a caller's slab
+ *     (attn/layers.h) and their activations live in a cache the caller provides.
  *   - Backward calls ACCUMULATE into gradients (+=); clear them first when that is not what you want.
  *   - Masks: a key is excluded when any mask excludes it; a row whose keys are all excluded gives zero
  *     weights, zero output and zero gradients, never NaN. Boolean masks: nonzero = may attend.
@@ -337,12 +342,5 @@ attn_status attn_softmax(float *x, int n);
 #ifdef __cplusplus
 }
 #endif
-
-#include "attn/layers.h"
-#include "attn/safetensors.h"
-#include "attn/heatmap.h"
-#include "attn/imdb.h"
-#include "attn/seq2seq.h"
-#include "attn/transformer.h"
 
 #endif /* ATTN_H */

@@ -11,6 +11,7 @@
 #define ATTN_TESTS_NMT_FIXTURE_H
 
 #include "attn.h"
+#include "attn/data.h"
 
 #include <stdint.h>
 #include <stdio.h>

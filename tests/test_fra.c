@@ -9,6 +9,7 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include "attn.h"
+#include "attn/seq2seq.h"
 #include "testutil.h"
 
 #include <string.h>

@@ -6,6 +6,7 @@
  * bad arguments.
  */
 #include "attn.h"
+#include "attn/layers.h"
 #include "testutil.h"
 
 #include <string.h>
@@ -60,13 +61,14 @@ static void test_golden(void) {
                 *want_dx = get(&f, "grad.x", 3, sx), *want_dh0 = get(&f, "grad.h0", 3, sh);
     CHECK(x && h0 && gout && ghn && want_out && want_hn && want_dx && want_dh0);
     if (!(x && h0 && gout && ghn && want_out && want_hn && want_dx && want_dh0)) { attn_st_free(&f); return; }
-    size_t nc = attn_gru_cache_floats(&g, T, B);
-    float *cache = malloc(sizeof(float) * nc);
+    size_t nc = 0;                                                 /* bytes */
+    CHECK_STATUS(attn_gru_cache_bytes(&g, T, B, &nc), ATTN_OK);
+    void *cache = malloc(nc);
     float out[3 * 2 * 4], hn[2 * 2 * 4], dx[3 * 2 * 3] = {0}, dh0[2 * 2 * 4] = {0};
-    CHECK_STATUS(attn_gru_forward(&g, cache, nc, out, hn, x, h0, T, B, 0, 0), ATTN_OK);
+    CHECK_STATUS(attn_gru_forward(NULL, &g, cache, nc, out, hn, x, h0, T, B, 0, 0), ATTN_OK);
     tu_close_f32("gru out", out, want_out, T * B * H, 1e-6, 1e-5);
     tu_close_f32("gru h_n", hn, want_hn, L * B * H, 1e-6, 1e-5);
-    CHECK_STATUS(attn_gru_backward(&g, cache, nc, dx, dh0, gout, ghn, x, T, B, 0, 0), ATTN_OK);
+    CHECK_STATUS(attn_gru_backward(NULL, &g, cache, nc, dx, dh0, gout, ghn, x, T, B, 0, 0), ATTN_OK);
     tu_close_f32("gru grad x", dx, want_dx, T * B * I, 1e-5, 1e-4);
     tu_close_f32("gru grad h0", dh0, want_dh0, L * B * H, 1e-5, 1e-4);
     /* the parameter gradients, in the slab's order = the golden names' order */
@@ -87,26 +89,28 @@ static void test_golden(void) {
     CHECK(ok);
     tu_close_f32("gru grad params", grads, want, np, 1e-5, 1e-4);
     /* backward accumulates: a second call doubles the gradients */
-    CHECK_STATUS(attn_gru_backward(&g, cache, nc, dx, dh0, gout, ghn, x, T, B, 0, 0), ATTN_OK);
+    CHECK_STATUS(attn_gru_backward(NULL, &g, cache, nc, dx, dh0, gout, ghn, x, T, B, 0, 0), ATTN_OK);
     for (size_t i = 0; i < np; i++) want[i] *= 2;
     tu_close_f32("gru grad params, accumulated twice", grads, want, np, 2e-5, 1e-4);
 
     /* chained T = 1 calls (the decoder's use) give the T-step outputs */
     float state[2 * 2 * 4], step_out[3 * 2 * 4];
     memcpy(state, h0, sizeof state);
-    float *c1 = malloc(sizeof(float) * attn_gru_cache_floats(&g, 1, B));
+    size_t nc1 = 0;
+    CHECK_STATUS(attn_gru_cache_bytes(&g, 1, B, &nc1), ATTN_OK);
+    void *c1 = malloc(nc1);
     for (int t = 0; t < T; t++) {
         float next[2 * 2 * 4];
-        CHECK_STATUS(attn_gru_forward(&g, c1, attn_gru_cache_floats(&g, 1, B), step_out + t * B * H, next,
+        CHECK_STATUS(attn_gru_forward(NULL, &g, c1, nc1, step_out + t * B * H, next,
                                       x + t * B * I, state, 1, B, 0, 0), ATTN_OK);
         memcpy(state, next, sizeof state);
     }
     tu_close_f32("gru stepwise out", step_out, want_out, T * B * H, 1e-6, 1e-5);
 
     /* bad arguments */
-    CHECK_STATUS(attn_gru_forward(&g, cache, nc - 1, out, hn, x, h0, T, B, 0, 0), ATTN_ERR_WORKSPACE);
-    CHECK_STATUS(attn_gru_forward(&g, cache, nc, NULL, hn, x, h0, T, B, 0, 0), ATTN_ERR_NULL);
-    CHECK_STATUS(attn_gru_forward(&g, cache, nc, out, hn, x, h0, 0, B, 0, 0), ATTN_ERR_SIZE);
+    CHECK_STATUS(attn_gru_forward(NULL, &g, cache, nc - 1, out, hn, x, h0, T, B, 0, 0), ATTN_ERR_WORKSPACE);
+    CHECK_STATUS(attn_gru_forward(NULL, &g, cache, nc, NULL, hn, x, h0, T, B, 0, 0), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_gru_forward(NULL, &g, cache, nc, out, hn, x, h0, 0, B, 0, 0), ATTN_ERR_SIZE);
     CHECK_STATUS(attn_gru_bind(&gw, 0, I, H, 0.0f, want, NULL), ATTN_ERR_SIZE);
     CHECK_STATUS(attn_gru_bind(&gw, L, I, H, 1.0f, want, NULL), ATTN_ERR_ARG);
     CHECK_STATUS(attn_gru_bind(&gw, L, I, H, 0.0f, NULL, NULL), ATTN_ERR_NULL);
@@ -115,10 +119,10 @@ static void test_golden(void) {
 }
 
 /* loss = Σ out·w for the finite differences, in double */
-static double fd_loss(const attn_gru *g, float *cache, size_t nc, const float *x, const float *w,
+static double fd_loss(const attn_gru *g, void *cache, size_t nc, const float *x, const float *w,
                       int T, int B, uint64_t seed) {
     float out[4 * 3 * 5];
-    attn_gru_forward(g, cache, nc, out, NULL, x, NULL, T, B, 1, seed);
+    attn_gru_forward(NULL, g, cache, nc, out, NULL, x, NULL, T, B, 1, seed);
     double s = 0;
     for (int i = 0; i < T * B * g->H; i++) s += (double)out[i] * w[i];
     return s;
@@ -136,15 +140,16 @@ static void test_dropout_fd(void) {
     float x[4 * 3 * 2], w[4 * 3 * 5], dx[4 * 3 * 2] = {0};
     attn_rng_fill_uniform(&r, x, T * B * I, -1, 1);
     attn_rng_fill_uniform(&r, w, T * B * H, -1, 1);
-    size_t nc = attn_gru_cache_floats(&g, T, B);
-    float *cache = malloc(sizeof(float) * nc);
+    size_t nc = 0;                                                 /* bytes */
+    CHECK_STATUS(attn_gru_cache_bytes(&g, T, B, &nc), ATTN_OK);
+    void *cache = malloc(nc);
     const uint64_t seed = 1234;
     float out[4 * 3 * 5], out0[4 * 3 * 5];
-    attn_gru_forward(&g, cache, nc, out, NULL, x, NULL, T, B, 1, seed);
-    attn_gru_forward(&g, cache, nc, out0, NULL, x, NULL, T, B, 0, seed);
+    attn_gru_forward(NULL, &g, cache, nc, out, NULL, x, NULL, T, B, 1, seed);
+    attn_gru_forward(NULL, &g, cache, nc, out0, NULL, x, NULL, T, B, 0, seed);
     CHECK(memcmp(out, out0, sizeof out) != 0);                     /* dropout changed something */
-    attn_gru_forward(&g, cache, nc, out, NULL, x, NULL, T, B, 1, seed);
-    CHECK_STATUS(attn_gru_backward(&g, cache, nc, dx, NULL, w, NULL, x, T, B, 1, seed), ATTN_OK);
+    attn_gru_forward(NULL, &g, cache, nc, out, NULL, x, NULL, T, B, 1, seed);
+    CHECK_STATUS(attn_gru_backward(NULL, &g, cache, nc, dx, NULL, w, NULL, x, T, B, 1, seed), ATTN_OK);
     /* central differences over x and a sample of parameters */
     const float eps = 1e-2f;
     double got[24 + 40], num[24 + 40];

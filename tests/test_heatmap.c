@@ -7,6 +7,7 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include "attn.h"
+#include "attn/heatmap.h"
 #include "testutil.h"
 #include "viz/heatmap_internal.h"
 

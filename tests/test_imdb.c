@@ -8,6 +8,8 @@
  */
 #define _XOPEN_SOURCE 700
 #include "attn.h"
+#include "attn/layers.h"
+#include "attn/data.h"
 #include "data/tar.h"
 #include "testutil.h"
 
@@ -480,7 +482,7 @@ static void test_model_golden(void) {
 
     /* two Keras-form Adam steps over the one slab */
     attn_adam a;
-    CHECK_STATUS(attn_adam_init(&a, m.n_params, 0.01f), ATTN_OK);
+    CHECK_STATUS(attn_adam_alloc(&a, m.n_params, 0.01f), ATTN_OK);
     a.eps = 1e-7f;
     a.decay = 1e-5f;
     a.keras_eps = 1;
@@ -553,8 +555,8 @@ static void test_checkpoint(void) {
     attn_imdb_vocab v, lv;
     CHECK_STATUS(attn_imdb_vocab_from_blob(&v, blob, n, V), ATTN_OK);
     attn_adam a, la;
-    CHECK_STATUS(attn_adam_init(&a, m.n_params, 0.01f), ATTN_OK);
-    CHECK_STATUS(attn_adam_init(&la, m.n_params, 0.01f), ATTN_OK);
+    CHECK_STATUS(attn_adam_alloc(&a, m.n_params, 0.01f), ATTN_OK);
+    CHECK_STATUS(attn_adam_alloc(&la, m.n_params, 0.01f), ATTN_OK);
     for (size_t i = 0; i < m.n_params; i++) {
         a.m[i] = 0.001f * (float)i;
         a.v[i] = 0.002f * (float)i;
@@ -581,7 +583,7 @@ static void test_checkpoint(void) {
     CHECK(only.limit == 2000 && only.batch == 32 && only.lr == 2e-4f && only.seed == 99 && only.epoch == 3);
     /* an optimizer of another size: refused, and left alone */
     attn_adam small;
-    CHECK_STATUS(attn_adam_init(&small, 10, 0.01f), ATTN_OK);
+    CHECK_STATUS(attn_adam_alloc(&small, 10, 0.01f), ATTN_OK);
     CHECK_STATUS(attn_imdb_model_load(&l, NULL, 1, &small, NULL, NULL, path, err, sizeof err), ATTN_ERR_SHAPE);
     CHECK(small.t == 0 && l.params == NULL);
     attn_adam_free(&small);
@@ -615,14 +617,14 @@ static void test_checkpoint(void) {
     c3.C = 3;
     CHECK_STATUS(attn_imdb_model_init(&o, NULL, &c3, 1, 1), ATTN_OK);
     attn_adam oa;
-    CHECK_STATUS(attn_adam_init(&oa, o.n_params, 0.01f), ATTN_OK);
+    CHECK_STATUS(attn_adam_alloc(&oa, o.n_params, 0.01f), ATTN_OK);
     CHECK_STATUS(attn_imdb_model_save(&o, &oa, &v, &run, path, err, sizeof err), ATTN_ERR_ARG);
     attn_adam_free(&oa);
     attn_imdb_model_free(&o);
     c3 = c;
     c3.V = V + 1;
     CHECK_STATUS(attn_imdb_model_init(&o, NULL, &c3, 1, 1), ATTN_OK);
-    CHECK_STATUS(attn_adam_init(&oa, o.n_params, 0.01f), ATTN_OK);
+    CHECK_STATUS(attn_adam_alloc(&oa, o.n_params, 0.01f), ATTN_OK);
     CHECK_STATUS(attn_imdb_model_save(&o, &oa, &v, &run, path, err, sizeof err), ATTN_ERR_SHAPE);
     attn_adam_free(&oa);
     attn_imdb_model_free(&o);
@@ -675,7 +677,7 @@ static void test_short_training(void) {
     const int batch = 32;
     CHECK_STATUS(attn_imdb_model_init(&m, NULL, &c, 250, 1), ATTN_OK);
     attn_adam a;
-    CHECK_STATUS(attn_adam_init(&a, m.n_params, 2e-3f), ATTN_OK);
+    CHECK_STATUS(attn_adam_alloc(&a, m.n_params, 2e-3f), ATTN_OK);
     a.eps = 1e-7f;
     a.decay = 1e-5f;
     a.keras_eps = 1;
@@ -726,7 +728,7 @@ static void run_steps(int nth, float *params_out, float *m_out, float *probs_out
     CHECK_STATUS(attn_imdb_model_init(&m, NULL, &c, 32, 5), ATTN_OK);
     CHECK(m.n_params == np);
     attn_adam a;
-    CHECK_STATUS(attn_adam_init(&a, m.n_params, 2e-3f), ATTN_OK);
+    CHECK_STATUS(attn_adam_alloc(&a, m.n_params, 2e-3f), ATTN_OK);
     a.eps = 1e-7f;
     a.decay = 1e-5f;
     a.keras_eps = 1;
@@ -836,10 +838,16 @@ static void test_selfattn_split(void) {
     attn_set_num_threads(2);
     const int B = 7, T = 40, D = 96;     /* B odd: parts of unequal size */
     attn_selfattn l;
-    CHECK_STATUS(attn_selfattn_init(&l, D, D, 3), ATTN_OK);
+    float *slab = calloc(2 * attn_selfattn_n_params(D, D), sizeof(float));   /* parameters, gradients */
+    CHECK(slab != NULL);
+    if (!slab) return;
+    CHECK_STATUS(attn_selfattn_bind(&l, D, D, slab, slab + attn_selfattn_n_params(D, D)), ATTN_OK);
+    attn_rng ri;
+    attn_rng_seed(&ri, 3);
+    CHECK_STATUS(attn_selfattn_init_weights(&l, &ri), ATTN_OK);
     l.scale = 0.125f;
     size_t cb = 0;
-    CHECK_STATUS(attn_selfattn_cache_size(&l, B, T, &cb), ATTN_OK);
+    CHECK_STATUS(attn_selfattn_cache_bytes(NULL, &l, B, T, &cb), ATTN_OK);
     const size_t nx = (size_t)B * T * D, nw = 3 * (size_t)D * D;
     void *cache = malloc(cb);
     float *x = malloc(sizeof(float) * nx), *dout = malloc(sizeof(float) * nx);
@@ -855,12 +863,12 @@ static void test_selfattn_split(void) {
     attn_mask none;
     memset(&none, 0, sizeof none);
     memset(l.dw, 0, sizeof(float) * nw);
-    CHECK_STATUS(attn_selfattn_forward(&l, cache, cb, o1, NULL, x, B, T, NULL), ATTN_OK);
-    CHECK_STATUS(attn_selfattn_backward(&l, cache, cb, dx1, dout, x, B, T, NULL), ATTN_OK);
+    CHECK_STATUS(attn_selfattn_forward(NULL, &l, cache, cb, o1, NULL, x, B, T, NULL), ATTN_OK);
+    CHECK_STATUS(attn_selfattn_backward(NULL, &l, cache, cb, dx1, dout, x, B, T, NULL), ATTN_OK);
     memcpy(dw1, l.dw, sizeof(float) * nw);
     memset(l.dw, 0, sizeof(float) * nw);
-    CHECK_STATUS(attn_selfattn_forward(&l, cache, cb, o2, NULL, x, B, T, &none), ATTN_OK);
-    CHECK_STATUS(attn_selfattn_backward(&l, cache, cb, dx2, dout, x, B, T, &none), ATTN_OK);
+    CHECK_STATUS(attn_selfattn_forward(NULL, &l, cache, cb, o2, NULL, x, B, T, &none), ATTN_OK);
+    CHECK_STATUS(attn_selfattn_backward(NULL, &l, cache, cb, dx2, dout, x, B, T, &none), ATTN_OK);
     CHECK(memcmp(o1, o2, sizeof(float) * nx) == 0);
     CHECK(memcmp(dx1, dx2, sizeof(float) * nx) == 0);
     CHECK(memcmp(dw1, l.dw, sizeof(float) * nw) == 0);
@@ -870,10 +878,10 @@ static void test_selfattn_split(void) {
     /* a cache sized for 1 thread is too small for the 2-part plan: a clear error, not an overrun */
     attn_set_num_threads(1);
     size_t cb1 = 0;
-    CHECK_STATUS(attn_selfattn_cache_size(&l, B, T, &cb1), ATTN_OK);
+    CHECK_STATUS(attn_selfattn_cache_bytes(NULL, &l, B, T, &cb1), ATTN_OK);
     attn_set_num_threads(2);
-    if (cb1 < cb) CHECK_STATUS(attn_selfattn_forward(&l, cache, cb1, o1, NULL, x, B, T, NULL), ATTN_ERR_WORKSPACE);
-    attn_selfattn_free(&l);
+    if (cb1 < cb) CHECK_STATUS(attn_selfattn_forward(NULL, &l, cache, cb1, o1, NULL, x, B, T, NULL), ATTN_ERR_WORKSPACE);
+    free(slab);
     free(cache); free(x); free(dout); free(o1); free(o2); free(dx1); free(dx2); free(dw1);
     attn_set_num_threads(0);
 }

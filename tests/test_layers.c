@@ -8,6 +8,7 @@
  * taken in float32 with a central step h = 1e-2 on smooth functions: 2e-3 + 1e-2·|want| (FD_ATOL/FD_RTOL).
  */
 #include "attn.h"
+#include "attn/layers.h"
 #include "testutil.h"
 
 #include <string.h>
@@ -161,9 +162,13 @@ static void test_dropout(void) {
 }
 
 /* ------------------------------------------------------------------------------------------------- */
-static double layernorm_loss(const float *x, const float *gamma, const float *beta, const float *G, int N, int C) {
-    float y[64], mean[8], rstd[8];
-    attn_layernorm_forward(y, mean, rstd, x, gamma, beta, N, C, 1e-5f);
+/* The layer over a slab p = [gamma (C), beta (C)] and its gradients g; cache of cb bytes. */
+static double layernorm_loss(float *p, const float *x, const float *G, int N, int C) {
+    float y[64];
+    char cache[512];
+    attn_layernorm l;
+    if (attn_layernorm_bind(&l, C, p, NULL) != ATTN_OK) return NAN;
+    if (attn_layernorm_forward(&l, cache, sizeof cache, y, x, N) != ATTN_OK) return NAN;
     return dot(y, G, (size_t)N * C);
 }
 
@@ -172,71 +177,85 @@ static void test_layernorm(void) {
     enum { N = 4, C = 7 };
     const float *x = gf("layernorm.x", 2, N, C, 0, 0), *gamma = gf("layernorm.gamma", 1, C, 0, 0, 0);
     const float *beta = gf("layernorm.beta", 1, C, 0, 0, 0), *dy = gf("layernorm.dy", 2, N, C, 0, 0);
-    float y[N * C], mean[N], rstd[N], dx[N * C] = {0}, dgamma[C] = {0}, dbeta[C] = {0};
-    CHECK_STATUS(attn_layernorm_forward(y, mean, rstd, x, gamma, beta, N, C, 1e-5f), ATTN_OK);
+    float p[2 * C], g[2 * C] = {0}, y[N * C], dx[N * C] = {0};
+    CHECK(attn_layernorm_n_params(C) == 2 * C);
+    attn_layernorm l;
+    CHECK_STATUS(attn_layernorm_bind(&l, C, p, g), ATTN_OK);
+    CHECK(l.gamma == p && l.beta == p + C && l.dgamma == g && l.dbeta == g + C && l.eps == 1e-5f);
+    CHECK_STATUS(attn_layernorm_init_weights(&l, NULL), ATTN_OK);
+    int ones = 1;
+    for (int i = 0; i < C; i++) ones &= p[i] == 1.0f && p[C + i] == 0.0f;
+    CHECK(ones);
+    memcpy(l.gamma, gamma, sizeof(float) * C);
+    memcpy(l.beta, beta, sizeof(float) * C);
+    size_t cb = 0;
+    CHECK_STATUS(attn_layernorm_cache_bytes(&l, N, &cb), ATTN_OK);
+    void *cache = malloc(cb);
+    CHECK_STATUS(attn_layernorm_forward(&l, cache, cb, y, x, N), ATTN_OK);
     tu_close_f32("layernorm y", y, gf("layernorm.y", 2, N, C, 0, 0), N * C, GOLD_ATOL, GOLD_RTOL);
-    tu_close_f32("layernorm mean", mean, gf("layernorm.mean", 1, N, 0, 0, 0), N, GOLD_ATOL, GOLD_RTOL);
-    tu_close_f32("layernorm rstd", rstd, gf("layernorm.rstd", 1, N, 0, 0, 0), N, GOLD_ATOL, GOLD_RTOL);
-    CHECK_STATUS(attn_layernorm_backward(dx, dgamma, dbeta, dy, x, mean, rstd, gamma, N, C), ATTN_OK);
+    CHECK_STATUS(attn_layernorm_backward(&l, cache, cb, dx, dy, x, N), ATTN_OK);
     tu_close_f32("layernorm dx", dx, gf("layernorm.dx", 2, N, C, 0, 0), N * C, GOLD_ATOL, GOLD_RTOL);
-    tu_close_f32("layernorm dgamma", dgamma, gf("layernorm.dgamma", 1, C, 0, 0, 0), C, GOLD_ATOL, GOLD_RTOL);
-    tu_close_f32("layernorm dbeta", dbeta, gf("layernorm.dbeta", 1, C, 0, 0, 0), C, GOLD_ATOL, GOLD_RTOL);
+    tu_close_f32("layernorm dgamma", l.dgamma, gf("layernorm.dgamma", 1, C, 0, 0, 0), C, GOLD_ATOL, GOLD_RTOL);
+    tu_close_f32("layernorm dbeta", l.dbeta, gf("layernorm.dbeta", 1, C, 0, 0, 0), C, GOLD_ATOL, GOLD_RTOL);
 
     /* finite differences of L = Σ y·dy with respect to x, gamma and beta */
     const float h = 1e-2f;
-    float xp[N * C], gp[C], bp[C], fdx[N * C], fdg[C], fdb[C];
+    float xp[N * C], pp[2 * C], fdx[N * C], fdp[2 * C];
     memcpy(xp, x, sizeof xp);
-    memcpy(gp, gamma, sizeof gp);
-    memcpy(bp, beta, sizeof bp);
+    memcpy(pp, p, sizeof pp);
     for (int i = 0; i < N * C; i++) {
         float s = xp[i];
-        xp[i] = s + h; double lp = layernorm_loss(xp, gp, bp, dy, N, C);
-        xp[i] = s - h; double lm = layernorm_loss(xp, gp, bp, dy, N, C);
+        xp[i] = s + h; double lp = layernorm_loss(pp, xp, dy, N, C);
+        xp[i] = s - h; double lm = layernorm_loss(pp, xp, dy, N, C);
         xp[i] = s;
         fdx[i] = (float)((lp - lm) / (2.0 * h));
     }
-    for (int i = 0; i < C; i++) {
-        float s = gp[i];
-        gp[i] = s + h; double lp = layernorm_loss(xp, gp, bp, dy, N, C);
-        gp[i] = s - h; double lm = layernorm_loss(xp, gp, bp, dy, N, C);
-        gp[i] = s;
-        fdg[i] = (float)((lp - lm) / (2.0 * h));
-        s = bp[i];
-        bp[i] = s + h; lp = layernorm_loss(xp, gp, bp, dy, N, C);
-        bp[i] = s - h; lm = layernorm_loss(xp, gp, bp, dy, N, C);
-        bp[i] = s;
-        fdb[i] = (float)((lp - lm) / (2.0 * h));
+    for (int i = 0; i < 2 * C; i++) {
+        float s = pp[i];
+        pp[i] = s + h; double lp = layernorm_loss(pp, xp, dy, N, C);
+        pp[i] = s - h; double lm = layernorm_loss(pp, xp, dy, N, C);
+        pp[i] = s;
+        fdp[i] = (float)((lp - lm) / (2.0 * h));
     }
     tu_close_f32("layernorm dx vs finite differences", dx, fdx, N * C, FD_ATOL, FD_RTOL);
-    tu_close_f32("layernorm dgamma vs finite differences", dgamma, fdg, C, FD_ATOL, FD_RTOL);
-    tu_close_f32("layernorm dbeta vs finite differences", dbeta, fdb, C, FD_ATOL, FD_RTOL);
+    tu_close_f32("layernorm dgamma vs finite differences", g, fdp, C, FD_ATOL, FD_RTOL);
+    tu_close_f32("layernorm dbeta vs finite differences", g + C, fdp + C, C, FD_ATOL, FD_RTOL);
 
     /* a constant row: finite output (beta), no NaN */
-    float cx[C], cy[C], cm, cr;
+    float cx[C], cy[C];
     for (int i = 0; i < C; i++) cx[i] = 3.0f;
-    CHECK_STATUS(attn_layernorm_forward(cy, &cm, &cr, cx, gamma, beta, 1, C, 1e-5f), ATTN_OK);
+    CHECK_STATUS(attn_layernorm_forward(&l, cache, cb, cy, cx, 1), ATTN_OK);
     tu_close_f32("layernorm constant row = beta", cy, beta, C, 1e-6, 0);
 
     /* bad input */
-    CHECK_STATUS(attn_layernorm_forward(NULL, mean, rstd, x, gamma, beta, N, C, 1e-5f), ATTN_ERR_NULL);
-    CHECK_STATUS(attn_layernorm_forward(y, NULL, rstd, x, gamma, beta, N, C, 1e-5f), ATTN_ERR_NULL);
-    CHECK_STATUS(attn_layernorm_forward(y, mean, NULL, x, gamma, beta, N, C, 1e-5f), ATTN_ERR_NULL);
-    CHECK_STATUS(attn_layernorm_forward(y, mean, rstd, NULL, gamma, beta, N, C, 1e-5f), ATTN_ERR_NULL);
-    CHECK_STATUS(attn_layernorm_forward(y, mean, rstd, x, NULL, beta, N, C, 1e-5f), ATTN_ERR_NULL);
-    CHECK_STATUS(attn_layernorm_forward(y, mean, rstd, x, gamma, NULL, N, C, 1e-5f), ATTN_ERR_NULL);
-    CHECK_STATUS(attn_layernorm_forward(y, mean, rstd, x, gamma, beta, 0, C, 1e-5f), ATTN_ERR_SIZE);
-    CHECK_STATUS(attn_layernorm_forward(y, mean, rstd, x, gamma, beta, N, -1, 1e-5f), ATTN_ERR_SIZE);
-    CHECK_STATUS(attn_layernorm_forward(y, mean, rstd, x, gamma, beta, N, C, -1.0f), ATTN_ERR_ARG);
-    CHECK_STATUS(attn_layernorm_forward(y, mean, rstd, x, gamma, beta, N, C, NAN), ATTN_ERR_ARG);
-    CHECK_STATUS(attn_layernorm_backward(dx, NULL, dbeta, dy, x, mean, rstd, gamma, N, C), ATTN_ERR_NULL);
-    CHECK_STATUS(attn_layernorm_backward(dx, dgamma, NULL, dy, x, mean, rstd, gamma, N, C), ATTN_ERR_NULL);
-    CHECK_STATUS(attn_layernorm_backward(dx, dgamma, dbeta, NULL, x, mean, rstd, gamma, N, C), ATTN_ERR_NULL);
-    CHECK_STATUS(attn_layernorm_backward(dx, dgamma, dbeta, dy, NULL, mean, rstd, gamma, N, C), ATTN_ERR_NULL);
-    CHECK_STATUS(attn_layernorm_backward(dx, dgamma, dbeta, dy, x, NULL, rstd, gamma, N, C), ATTN_ERR_NULL);
-    CHECK_STATUS(attn_layernorm_backward(dx, dgamma, dbeta, dy, x, mean, NULL, gamma, N, C), ATTN_ERR_NULL);
-    CHECK_STATUS(attn_layernorm_backward(dx, dgamma, dbeta, dy, x, mean, rstd, NULL, N, C), ATTN_ERR_NULL);
-    CHECK_STATUS(attn_layernorm_backward(dx, dgamma, dbeta, dy, x, mean, rstd, gamma, N, 0), ATTN_ERR_SIZE);
-    CHECK_STATUS(attn_layernorm_backward(NULL, dgamma, dbeta, dy, x, mean, rstd, gamma, N, C), ATTN_OK);
+    attn_layernorm inf;                                    /* bound without gradients: inference only */
+    CHECK_STATUS(attn_layernorm_bind(&inf, C, p, NULL), ATTN_OK);
+    CHECK_STATUS(attn_layernorm_bind(NULL, C, p, g), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_layernorm_bind(&inf, C, NULL, g), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_layernorm_bind(&inf, 0, p, g), ATTN_ERR_SIZE);
+    CHECK(attn_layernorm_n_params(-1) == 0);
+    CHECK_STATUS(attn_layernorm_cache_bytes(&l, N, NULL), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_layernorm_cache_bytes(NULL, N, &cb), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_layernorm_cache_bytes(&l, 0, &cb), ATTN_ERR_SIZE);
+    CHECK_STATUS(attn_layernorm_forward(&l, cache, cb, NULL, x, N), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_layernorm_forward(&l, cache, cb, y, NULL, N), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_layernorm_forward(NULL, cache, cb, y, x, N), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_layernorm_forward(&l, cache, cb, y, x, 0), ATTN_ERR_SIZE);
+    CHECK_STATUS(attn_layernorm_forward(&l, cache, cb - 1, y, x, N), ATTN_ERR_WORKSPACE);
+    CHECK_STATUS(attn_layernorm_forward(&l, NULL, cb, y, x, N), ATTN_ERR_WORKSPACE);
+    l.eps = -1.0f;
+    CHECK_STATUS(attn_layernorm_forward(&l, cache, cb, y, x, N), ATTN_ERR_ARG);
+    l.eps = NAN;
+    CHECK_STATUS(attn_layernorm_forward(&l, cache, cb, y, x, N), ATTN_ERR_ARG);
+    l.eps = 1e-5f;
+    CHECK_STATUS(attn_layernorm_forward(&l, cache, cb, y, x, N), ATTN_OK);
+    CHECK_STATUS(attn_layernorm_backward(&inf, cache, cb, dx, dy, x, N), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_layernorm_backward(&l, cache, cb, dx, NULL, x, N), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_layernorm_backward(&l, cache, cb, dx, dy, NULL, N), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_layernorm_backward(&l, cache, cb - 1, dx, dy, x, N), ATTN_ERR_WORKSPACE);
+    CHECK_STATUS(attn_layernorm_backward(&l, cache, cb, dx, dy, x, 0), ATTN_ERR_SIZE);
+    CHECK_STATUS(attn_layernorm_backward(&l, cache, cb, NULL, dy, x, N), ATTN_OK);
+    free(cache);
 }
 
 /* ------------------------------------------------------------------------------------------------- */
@@ -334,7 +353,7 @@ static void test_optim(void) {
     const char *forms[2] = {"torch", "keras"};
     for (int keras = 0; keras < 2; keras++) {
         attn_adam a;
-        CHECK_STATUS(attn_adam_init(&a, NP, 0.01f), ATTN_OK);
+        CHECK_STATUS(attn_adam_alloc(&a, NP, 0.01f), ATTN_OK);
         CHECK(a.beta1 == 0.9f && a.beta2 == 0.999f && a.eps == 1e-8f && a.decay == 0.0f && a.t == 0);
         a.keras_eps = keras;
         a.decay = 0.1f;
@@ -372,10 +391,10 @@ static void test_optim(void) {
         CHECK_STATUS(attn_adam_step(&a, p, grads), ATTN_ERR_NULL);
     }
     attn_adam a;
-    CHECK_STATUS(attn_adam_init(NULL, NP, 0.01f), ATTN_ERR_NULL);
-    CHECK_STATUS(attn_adam_init(&a, 0, 0.01f), ATTN_ERR_SIZE);
-    CHECK_STATUS(attn_adam_init(&a, NP, -1.0f), ATTN_ERR_ARG);
-    CHECK_STATUS(attn_adam_init(&a, SIZE_MAX, 0.01f), ATTN_ERR_SIZE);
+    CHECK_STATUS(attn_adam_alloc(NULL, NP, 0.01f), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_adam_alloc(&a, 0, 0.01f), ATTN_ERR_SIZE);
+    CHECK_STATUS(attn_adam_alloc(&a, NP, -1.0f), ATTN_ERR_ARG);
+    CHECK_STATUS(attn_adam_alloc(&a, SIZE_MAX, 0.01f), ATTN_ERR_SIZE);
     attn_adam_free(NULL);
 
     const char *cases[2] = {"clip_over", "clip_under"};

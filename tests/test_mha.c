@@ -9,6 +9,7 @@
  * (GOLD_ATOL/GOLD_RTOL). Finite differences in float32 with h = 1e-2: 3e-3 + 2e-2·|want|.
  */
 #include "attn.h"
+#include "attn/layers.h"
 #include "testutil.h"
 
 #include <string.h>
@@ -26,6 +27,44 @@ static const int32_t *gi(const char *name, int64_t n) { return tu_golden_i32(&F,
 static void load(const char *file) { tu_golden_open(&F, file); }
 
 static float *zeros(size_t n) { return calloc(n ? n : 1, sizeof(float)); }
+
+/* A layer on a slab of its own (parameters, then zeroed gradients) with its weights drawn from a
+ * generator seeded with seed: what the layers' old *_init did, made of bind + init_weights. */
+static attn_status mha_new(attn_mha *m, int Dq, int Dk, int Dv, int Dm, int H, uint64_t seed) {
+    const size_t n = attn_mha_n_params(Dq, Dk, Dv, Dm);
+    float *slab = calloc(2 * (n ? n : 1), sizeof(float));
+    if (!slab) return ATTN_ERR_NOMEM;
+    attn_status st = attn_mha_bind(m, Dq, Dk, Dv, Dm, H, slab, slab + n);
+    attn_rng r;
+    attn_rng_seed(&r, seed);
+    if (st == ATTN_OK) st = attn_mha_init_weights(m, &r);
+    if (st != ATTN_OK) free(slab);
+    return st;
+}
+
+static void mha_del(attn_mha *m) {
+    if (!m) return;
+    free(m->params);
+    memset(m, 0, sizeof *m);
+}
+
+static attn_status sa_new(attn_selfattn *l, int Din, int Dout, uint64_t seed) {
+    const size_t n = attn_selfattn_n_params(Din, Dout);
+    float *slab = calloc(2 * (n ? n : 1), sizeof(float));
+    if (!slab) return ATTN_ERR_NOMEM;
+    attn_status st = attn_selfattn_bind(l, Din, Dout, slab, slab + n);
+    attn_rng r;
+    attn_rng_seed(&r, seed);
+    if (st == ATTN_OK) st = attn_selfattn_init_weights(l, &r);
+    if (st != ATTN_OK) free(slab);
+    return st;
+}
+
+static void sa_del(attn_selfattn *l) {
+    if (!l) return;
+    free(l->params);
+    memset(l, 0, sizeof *l);
+}
 
 static void label(char *buf, size_t n, const char *isa, const char *cas, const char *what) {
     snprintf(buf, n, "%s %s %s", isa, cas, what);
@@ -67,11 +106,11 @@ static void check_param_grads(const attn_mha *m, const char *isa, const char *pr
 static void test_cross(const char *isa) {
     enum { B = 2, T = 3, S = 4, H = 2, Dq = 5, Dk = 6, Dv = 7, Dm = 8 };
     attn_mha m;
-    CHECK_STATUS(attn_mha_init(&m, Dq, Dk, Dv, Dm, H, 1), ATTN_OK);
+    CHECK_STATUS(mha_new(&m, Dq, Dk, Dv, Dm, H, 1), ATTN_OK);
     const float *q = gf("cross.q", 3, B, T, Dq, 0), *k = gf("cross.k", 3, B, S, Dk, 0);
     const float *v = gf("cross.v", 3, B, S, Dv, 0);
     size_t cb;
-    CHECK_STATUS(attn_mha_cache_size(&m, B, T, S, &cb), ATTN_OK);
+    CHECK_STATUS(attn_mha_cache_bytes(NULL, &m, B, T, S, &cb), ATTN_OK);
     void *cache = malloc(cb);
     const char *cases[2] = {"vl_batch", "vl_query"};
     for (int c = 0; c < 2; c++) {
@@ -86,7 +125,7 @@ static void test_cross(const char *isa) {
             float *dq = zeros(B * T * Dq), *dk = zeros(B * S * Dk), *dv = zeros(B * S * Dv);
             char cas[64];
             snprintf(cas, sizeof cas, "%s%s", cases[c], with_weights ? "+weights" : "");
-            CHECK_STATUS(attn_mha_forward(&m, cache, cb, out, with_weights ? weights : NULL, q, k, v, B, T, S,
+            CHECK_STATUS(attn_mha_forward(NULL, &m, cache, cb, out, with_weights ? weights : NULL, q, k, v, B, T, S,
                                           &mask, 0.0f, 0), ATTN_OK);
             snprintf(name, sizeof name, "%s.out", cases[c]);
             label(lab, sizeof lab, isa, cas, "out");
@@ -98,7 +137,7 @@ static void test_cross(const char *isa) {
             }
             snprintf(name, sizeof name, "%s.dout", cases[c]);
             const float *dout = gf(name, 3, B, T, Dm, 0);
-            CHECK_STATUS(attn_mha_backward(&m, cache, cb, dq, dk, dv, dout, q, k, v, B, T, S, &mask, 0.0f, 0),
+            CHECK_STATUS(attn_mha_backward(NULL, &m, cache, cb, dq, dk, dv, dout, q, k, v, B, T, S, &mask, 0.0f, 0),
                          ATTN_OK);
             snprintf(name, sizeof name, "%s.dq", cases[c]);
             label(lab, sizeof lab, isa, cas, "dq");
@@ -113,7 +152,7 @@ static void test_cross(const char *isa) {
             /* NULL input gradients are skipped; parameter gradients still accumulate (doubled) */
             float dwo1[Dm * Dm];
             memcpy(dwo1, m.dwo, sizeof dwo1);
-            CHECK_STATUS(attn_mha_backward(&m, cache, cb, NULL, NULL, NULL, dout, q, k, v, B, T, S, &mask, 0.0f, 0),
+            CHECK_STATUS(attn_mha_backward(NULL, &m, cache, cb, NULL, NULL, NULL, dout, q, k, v, B, T, S, &mask, 0.0f, 0),
                          ATTN_OK);
             int doubled = 1;
             for (int i = 0; i < Dm * Dm; i++) doubled &= fabsf(m.dwo[i] - 2 * dwo1[i]) <= 1e-6f + 1e-6f * fabsf(dwo1[i]);
@@ -122,7 +161,7 @@ static void test_cross(const char *isa) {
         }
     }
     free(cache);
-    attn_mha_free(&m);
+    mha_del(&m);
 }
 
 /* ------------------------------------------------------------------------------------------------- */
@@ -130,35 +169,35 @@ static void test_cross(const char *isa) {
 static void test_causal_self(const char *isa) {
     enum { B = 2, T = 4, D = 8, H = 2 };
     attn_mha m;
-    CHECK_STATUS(attn_mha_init(&m, D, D, D, D, H, 2), ATTN_OK);
+    CHECK_STATUS(mha_new(&m, D, D, D, D, H, 2), ATTN_OK);
     set_params(&m, "causal");
     const float *x = gf("causal.x", 3, B, T, D, 0), *dout = gf("causal.dout", 3, B, T, D, 0);
     size_t cb;
-    CHECK_STATUS(attn_mha_cache_size(&m, B, T, T, &cb), ATTN_OK);
+    CHECK_STATUS(attn_mha_cache_bytes(NULL, &m, B, T, T, &cb), ATTN_OK);
     void *cache = malloc(cb);
     attn_mask mask = {0};
     mask.causal = 1;
     float out[B * T * D], weights[B * H * T * T], dx[B * T * D] = {0};
     char lab[128];
-    CHECK_STATUS(attn_mha_forward(&m, cache, cb, out, weights, x, x, x, B, T, T, &mask, 0.0f, 0), ATTN_OK);
+    CHECK_STATUS(attn_mha_forward(NULL, &m, cache, cb, out, weights, x, x, x, B, T, T, &mask, 0.0f, 0), ATTN_OK);
     label(lab, sizeof lab, isa, "causal", "out");
     tu_close_f32(lab, out, gf("causal.out", 3, B, T, D, 0), B * T * D, GOLD_ATOL, GOLD_RTOL);
     label(lab, sizeof lab, isa, "causal", "weights");
     tu_close_f32(lab, weights, gf("causal.weights", 4, B, H, T, T), B * H * T * T, GOLD_ATOL, GOLD_RTOL);
-    CHECK_STATUS(attn_mha_backward(&m, cache, cb, dx, dx, dx, dout, x, x, x, B, T, T, &mask, 0.0f, 0), ATTN_OK);
+    CHECK_STATUS(attn_mha_backward(NULL, &m, cache, cb, dx, dx, dx, dout, x, x, x, B, T, T, &mask, 0.0f, 0), ATTN_OK);
     label(lab, sizeof lab, isa, "causal", "dx (one buffer for dq, dk, dv)");
     tu_close_f32(lab, dx, gf("causal.dx", 3, B, T, D, 0), B * T * D, GOLD_ATOL, GOLD_RTOL);
     check_param_grads(&m, isa, "causal", "causal");
 
     /* the same through three buffers, summed */
     float dq[B * T * D] = {0}, dk[B * T * D] = {0}, dv[B * T * D] = {0}, sum[B * T * D];
-    CHECK_STATUS(attn_mha_forward(&m, cache, cb, out, NULL, x, x, x, B, T, T, &mask, 0.0f, 0), ATTN_OK);
-    CHECK_STATUS(attn_mha_backward(&m, cache, cb, dq, dk, dv, dout, x, x, x, B, T, T, &mask, 0.0f, 0), ATTN_OK);
+    CHECK_STATUS(attn_mha_forward(NULL, &m, cache, cb, out, NULL, x, x, x, B, T, T, &mask, 0.0f, 0), ATTN_OK);
+    CHECK_STATUS(attn_mha_backward(NULL, &m, cache, cb, dq, dk, dv, dout, x, x, x, B, T, T, &mask, 0.0f, 0), ATTN_OK);
     for (int i = 0; i < B * T * D; i++) sum[i] = dq[i] + dk[i] + dv[i];
     label(lab, sizeof lab, isa, "causal", "dq + dk + dv (three buffers)");
     tu_close_f32(lab, sum, dx, B * T * D, 1e-6, 1e-5);
     free(cache);
-    attn_mha_free(&m);
+    mha_del(&m);
 }
 
 /* ------------------------------------------------------------------------------------------------- */
@@ -167,7 +206,7 @@ static void test_causal_self(const char *isa) {
 static double mha_loss(attn_mha *m, void *cache, size_t cb, const float *q, const float *k, const float *v,
                        const float *g, int B, int T, int S, float p, uint64_t seed) {
     float out[64];
-    if (attn_mha_forward(m, cache, cb, out, NULL, q, k, v, B, T, S, NULL, p, seed) != ATTN_OK) return NAN;
+    if (attn_mha_forward(NULL, m, cache, cb, out, NULL, q, k, v, B, T, S, NULL, p, seed) != ATTN_OK) return NAN;
     double s = 0;
     for (int i = 0; i < B * T * m->Dm; i++) s += (double)out[i] * g[i];
     return s;
@@ -176,7 +215,7 @@ static double mha_loss(attn_mha *m, void *cache, size_t cb, const float *q, cons
 static void test_dropout(void) {
     enum { B = 1, T = 3, S = 4, H = 2, Dq = 3, Dk = 4, Dv = 2, Dm = 4 };
     attn_mha m;
-    CHECK_STATUS(attn_mha_init(&m, Dq, Dk, Dv, Dm, H, 5), ATTN_OK);
+    CHECK_STATUS(mha_new(&m, Dq, Dk, Dv, Dm, H, 5), ATTN_OK);
     float q[B * T * Dq], k[B * S * Dk], v[B * S * Dv], g[B * T * Dm];
     attn_rng r;
     attn_rng_seed(&r, 21);
@@ -185,20 +224,20 @@ static void test_dropout(void) {
     attn_rng_fill_uniform(&r, v, B * S * Dv, -1.5f, 1.5f);
     attn_rng_fill_uniform(&r, g, B * T * Dm, -1.0f, 1.0f);
     size_t cb;
-    CHECK_STATUS(attn_mha_cache_size(&m, B, T, S, &cb), ATTN_OK);
+    CHECK_STATUS(attn_mha_cache_bytes(NULL, &m, B, T, S, &cb), ATTN_OK);
     void *cache = malloc(cb);
     const float p = 0.4f;
     const uint64_t seed = 77;
     float o1[B * T * Dm], o2[B * T * Dm], o0[B * T * Dm];
-    CHECK_STATUS(attn_mha_forward(&m, cache, cb, o1, NULL, q, k, v, B, T, S, NULL, p, seed), ATTN_OK);
-    CHECK_STATUS(attn_mha_forward(&m, cache, cb, o2, NULL, q, k, v, B, T, S, NULL, p, seed), ATTN_OK);
-    CHECK_STATUS(attn_mha_forward(&m, cache, cb, o0, NULL, q, k, v, B, T, S, NULL, 0.0f, seed), ATTN_OK);
+    CHECK_STATUS(attn_mha_forward(NULL, &m, cache, cb, o1, NULL, q, k, v, B, T, S, NULL, p, seed), ATTN_OK);
+    CHECK_STATUS(attn_mha_forward(NULL, &m, cache, cb, o2, NULL, q, k, v, B, T, S, NULL, p, seed), ATTN_OK);
+    CHECK_STATUS(attn_mha_forward(NULL, &m, cache, cb, o0, NULL, q, k, v, B, T, S, NULL, 0.0f, seed), ATTN_OK);
     CHECK(memcmp(o1, o2, sizeof o1) == 0);
     CHECK(memcmp(o1, o0, sizeof o1) != 0);
 
     float dq[B * T * Dq] = {0}, dk[B * S * Dk] = {0}, dv[B * S * Dv] = {0};
-    CHECK_STATUS(attn_mha_forward(&m, cache, cb, o1, NULL, q, k, v, B, T, S, NULL, p, seed), ATTN_OK);
-    CHECK_STATUS(attn_mha_backward(&m, cache, cb, dq, dk, dv, g, q, k, v, B, T, S, NULL, p, seed), ATTN_OK);
+    CHECK_STATUS(attn_mha_forward(NULL, &m, cache, cb, o1, NULL, q, k, v, B, T, S, NULL, p, seed), ATTN_OK);
+    CHECK_STATUS(attn_mha_backward(NULL, &m, cache, cb, dq, dk, dv, g, q, k, v, B, T, S, NULL, p, seed), ATTN_OK);
     const float h = 1e-2f;
     float *xs[3] = {q, k, v}, *ds[3] = {dq, dk, dv};
     const int ns[3] = {B * T * Dq, B * S * Dk, B * S * Dv};
@@ -226,15 +265,15 @@ static void test_dropout(void) {
     }
     tu_close_f32("dropout 0.4: dwo vs finite differences", m.dwo, fdw, Dm * Dm, 3e-3, 2e-2);
     free(cache);
-    attn_mha_free(&m);
+    mha_del(&m);
 }
 
 /* ------------------------------------------------------------------------------------------------- */
 static void test_init_and_bad_input(void) {
     enum { B = 2, T = 3, S = 4, H = 2, Dq = 5, Dk = 6, Dv = 7, Dm = 8 };
     attn_mha m, m2;
-    CHECK_STATUS(attn_mha_init(&m, Dq, Dk, Dv, Dm, H, 123), ATTN_OK);
-    CHECK_STATUS(attn_mha_init(&m2, Dq, Dk, Dv, Dm, H, 123), ATTN_OK);
+    CHECK_STATUS(mha_new(&m, Dq, Dk, Dv, Dm, H, 123), ATTN_OK);
+    CHECK_STATUS(mha_new(&m2, Dq, Dk, Dv, Dm, H, 123), ATTN_OK);
     CHECK(m.n_params == (size_t)Dm * (Dq + Dk + Dv + Dm) + 4 * Dm);
     CHECK(memcmp(m.params, m2.params, sizeof(float) * m.n_params) == 0);
     CHECK(m.grads == m.params + m.n_params && m.wq == m.params && m.dwq == m.grads && m.bo + Dm == m.params + m.n_params);
@@ -253,70 +292,70 @@ static void test_init_and_bad_input(void) {
     CHECK(in_range);
     CHECK(grads_zero);
     CHECK(nonzero > (int)m.n_params - 3);
-    attn_mha_free(&m2);
-    CHECK_STATUS(attn_mha_init(&m2, Dq, Dk, Dv, Dm, H, 124), ATTN_OK);
+    mha_del(&m2);
+    CHECK_STATUS(mha_new(&m2, Dq, Dk, Dv, Dm, H, 124), ATTN_OK);
     CHECK(memcmp(m.params, m2.params, sizeof(float) * m.n_params) != 0);
-    attn_mha_free(&m2);
+    mha_del(&m2);
     CHECK(m2.params == NULL);
-    attn_mha_free(NULL);
+    mha_del(NULL);
 
-    CHECK_STATUS(attn_mha_init(NULL, Dq, Dk, Dv, Dm, H, 1), ATTN_ERR_NULL);
-    CHECK_STATUS(attn_mha_init(&m2, Dq, Dk, Dv, 9, H, 1), ATTN_ERR_SHAPE);
-    CHECK_STATUS(attn_mha_init(&m2, 0, Dk, Dv, Dm, H, 1), ATTN_ERR_SIZE);
-    CHECK_STATUS(attn_mha_init(&m2, Dq, -1, Dv, Dm, H, 1), ATTN_ERR_SIZE);
-    CHECK_STATUS(attn_mha_init(&m2, Dq, Dk, 0, Dm, H, 1), ATTN_ERR_SIZE);
-    CHECK_STATUS(attn_mha_init(&m2, Dq, Dk, Dv, 0, H, 1), ATTN_ERR_SIZE);
-    CHECK_STATUS(attn_mha_init(&m2, Dq, Dk, Dv, Dm, 0, 1), ATTN_ERR_SIZE);
-    CHECK_STATUS(attn_mha_init(&m2, 1 << 20, Dk, Dv, 1 << 20, 1, 1), ATTN_ERR_SIZE);
+    CHECK_STATUS(mha_new(NULL, Dq, Dk, Dv, Dm, H, 1), ATTN_ERR_NULL);
+    CHECK_STATUS(mha_new(&m2, Dq, Dk, Dv, 9, H, 1), ATTN_ERR_SHAPE);
+    CHECK_STATUS(mha_new(&m2, 0, Dk, Dv, Dm, H, 1), ATTN_ERR_SIZE);
+    CHECK_STATUS(mha_new(&m2, Dq, -1, Dv, Dm, H, 1), ATTN_ERR_SIZE);
+    CHECK_STATUS(mha_new(&m2, Dq, Dk, 0, Dm, H, 1), ATTN_ERR_SIZE);
+    CHECK_STATUS(mha_new(&m2, Dq, Dk, Dv, 0, H, 1), ATTN_ERR_SIZE);
+    CHECK_STATUS(mha_new(&m2, Dq, Dk, Dv, Dm, 0, 1), ATTN_ERR_SIZE);
+    CHECK_STATUS(mha_new(&m2, 1 << 20, Dk, Dv, 1 << 20, 1, 1), ATTN_ERR_SIZE);
 
     size_t cb;
-    CHECK_STATUS(attn_mha_cache_size(&m, B, T, S, &cb), ATTN_OK);
-    CHECK_STATUS(attn_mha_cache_size(&m, B, T, S, NULL), ATTN_ERR_NULL);
-    CHECK_STATUS(attn_mha_cache_size(NULL, B, T, S, &cb), ATTN_ERR_NULL);
-    CHECK_STATUS(attn_mha_cache_size(&m, 0, T, S, &cb), ATTN_ERR_SIZE);
-    CHECK_STATUS(attn_mha_cache_size(&m, B, -1, S, &cb), ATTN_ERR_SIZE);
-    CHECK_STATUS(attn_mha_cache_size(&m, B, T, 0, &cb), ATTN_ERR_SIZE);
+    CHECK_STATUS(attn_mha_cache_bytes(NULL, &m, B, T, S, &cb), ATTN_OK);
+    CHECK_STATUS(attn_mha_cache_bytes(NULL, &m, B, T, S, NULL), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_mha_cache_bytes(NULL, NULL, B, T, S, &cb), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_mha_cache_bytes(NULL, &m, 0, T, S, &cb), ATTN_ERR_SIZE);
+    CHECK_STATUS(attn_mha_cache_bytes(NULL, &m, B, -1, S, &cb), ATTN_ERR_SIZE);
+    CHECK_STATUS(attn_mha_cache_bytes(NULL, &m, B, T, 0, &cb), ATTN_ERR_SIZE);
     char *cache = malloc(cb + 1);
     float q[B * T * Dq] = {0}, k[B * S * Dk] = {0}, v[B * S * Dv] = {0}, out[B * T * Dm], dout[B * T * Dm] = {0};
     float dq[B * T * Dq] = {0};
     /* any alignment of the caller's cache works */
-    CHECK_STATUS(attn_mha_forward(&m, cache + 1, cb, out, NULL, q, k, v, B, T, S, NULL, 0.0f, 0), ATTN_OK);
-    CHECK_STATUS(attn_mha_backward(&m, cache + 1, cb, dq, NULL, NULL, dout, q, k, v, B, T, S, NULL, 0.0f, 0), ATTN_OK);
-    CHECK_STATUS(attn_mha_forward(&m, cache, cb - 1, out, NULL, q, k, v, B, T, S, NULL, 0.0f, 0), ATTN_ERR_WORKSPACE);
-    CHECK_STATUS(attn_mha_forward(&m, NULL, cb, out, NULL, q, k, v, B, T, S, NULL, 0.0f, 0), ATTN_ERR_WORKSPACE);
-    CHECK_STATUS(attn_mha_backward(&m, cache, cb - 1, dq, NULL, NULL, dout, q, k, v, B, T, S, NULL, 0.0f, 0),
+    CHECK_STATUS(attn_mha_forward(NULL, &m, cache + 1, cb, out, NULL, q, k, v, B, T, S, NULL, 0.0f, 0), ATTN_OK);
+    CHECK_STATUS(attn_mha_backward(NULL, &m, cache + 1, cb, dq, NULL, NULL, dout, q, k, v, B, T, S, NULL, 0.0f, 0), ATTN_OK);
+    CHECK_STATUS(attn_mha_forward(NULL, &m, cache, cb - 1, out, NULL, q, k, v, B, T, S, NULL, 0.0f, 0), ATTN_ERR_WORKSPACE);
+    CHECK_STATUS(attn_mha_forward(NULL, &m, NULL, cb, out, NULL, q, k, v, B, T, S, NULL, 0.0f, 0), ATTN_ERR_WORKSPACE);
+    CHECK_STATUS(attn_mha_backward(NULL, &m, cache, cb - 1, dq, NULL, NULL, dout, q, k, v, B, T, S, NULL, 0.0f, 0),
                  ATTN_ERR_WORKSPACE);
-    CHECK_STATUS(attn_mha_forward(NULL, cache, cb, out, NULL, q, k, v, B, T, S, NULL, 0.0f, 0), ATTN_ERR_NULL);
-    CHECK_STATUS(attn_mha_forward(&m, cache, cb, NULL, NULL, q, k, v, B, T, S, NULL, 0.0f, 0), ATTN_ERR_NULL);
-    CHECK_STATUS(attn_mha_forward(&m, cache, cb, out, NULL, NULL, k, v, B, T, S, NULL, 0.0f, 0), ATTN_ERR_NULL);
-    CHECK_STATUS(attn_mha_forward(&m, cache, cb, out, NULL, q, NULL, v, B, T, S, NULL, 0.0f, 0), ATTN_ERR_NULL);
-    CHECK_STATUS(attn_mha_forward(&m, cache, cb, out, NULL, q, k, NULL, B, T, S, NULL, 0.0f, 0), ATTN_ERR_NULL);
-    CHECK_STATUS(attn_mha_forward(&m, cache, cb, out, NULL, q, k, v, 0, T, S, NULL, 0.0f, 0), ATTN_ERR_SIZE);
-    CHECK_STATUS(attn_mha_forward(&m, cache, cb, out, NULL, q, k, v, B, T, S, NULL, 1.0f, 0), ATTN_ERR_ARG);
-    CHECK_STATUS(attn_mha_forward(&m, cache, cb, out, NULL, q, k, v, B, T, S, NULL, NAN, 0), ATTN_ERR_ARG);
-    CHECK_STATUS(attn_mha_backward(&m, cache, cb, dq, NULL, NULL, NULL, q, k, v, B, T, S, NULL, 0.0f, 0), ATTN_ERR_NULL);
-    CHECK_STATUS(attn_mha_backward(&m, cache, cb, dq, NULL, NULL, dout, NULL, k, v, B, T, S, NULL, 0.0f, 0), ATTN_ERR_NULL);
-    CHECK_STATUS(attn_mha_backward(NULL, cache, cb, dq, NULL, NULL, dout, q, k, v, B, T, S, NULL, 0.0f, 0), ATTN_ERR_NULL);
-    CHECK_STATUS(attn_mha_backward(&m, cache, cb, dq, NULL, NULL, dout, q, k, v, B, T, S, NULL, -0.5f, 0), ATTN_ERR_ARG);
+    CHECK_STATUS(attn_mha_forward(NULL, NULL, cache, cb, out, NULL, q, k, v, B, T, S, NULL, 0.0f, 0), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_mha_forward(NULL, &m, cache, cb, NULL, NULL, q, k, v, B, T, S, NULL, 0.0f, 0), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_mha_forward(NULL, &m, cache, cb, out, NULL, NULL, k, v, B, T, S, NULL, 0.0f, 0), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_mha_forward(NULL, &m, cache, cb, out, NULL, q, NULL, v, B, T, S, NULL, 0.0f, 0), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_mha_forward(NULL, &m, cache, cb, out, NULL, q, k, NULL, B, T, S, NULL, 0.0f, 0), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_mha_forward(NULL, &m, cache, cb, out, NULL, q, k, v, 0, T, S, NULL, 0.0f, 0), ATTN_ERR_SIZE);
+    CHECK_STATUS(attn_mha_forward(NULL, &m, cache, cb, out, NULL, q, k, v, B, T, S, NULL, 1.0f, 0), ATTN_ERR_ARG);
+    CHECK_STATUS(attn_mha_forward(NULL, &m, cache, cb, out, NULL, q, k, v, B, T, S, NULL, NAN, 0), ATTN_ERR_ARG);
+    CHECK_STATUS(attn_mha_backward(NULL, &m, cache, cb, dq, NULL, NULL, NULL, q, k, v, B, T, S, NULL, 0.0f, 0), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_mha_backward(NULL, &m, cache, cb, dq, NULL, NULL, dout, NULL, k, v, B, T, S, NULL, 0.0f, 0), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_mha_backward(NULL, NULL, cache, cb, dq, NULL, NULL, dout, q, k, v, B, T, S, NULL, 0.0f, 0), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_mha_backward(NULL, &m, cache, cb, dq, NULL, NULL, dout, q, k, v, B, T, S, NULL, -0.5f, 0), ATTN_ERR_ARG);
     /* a bad mask is refused before anything runs */
     int32_t neg[B] = {2, -1};
     attn_mask bad = {0};
     bad.valid_lens_kind = ATTN_VALID_LENS_PER_BATCH;
     bad.valid_lens = neg;
-    CHECK(attn_mha_forward(&m, cache, cb, out, NULL, q, k, v, B, T, S, &bad, 0.0f, 0) < 0);
+    CHECK(attn_mha_forward(NULL, &m, cache, cb, out, NULL, q, k, v, B, T, S, &bad, 0.0f, 0) < 0);
     bad.valid_lens = NULL;
-    CHECK(attn_mha_forward(&m, cache, cb, out, NULL, q, k, v, B, T, S, &bad, 0.0f, 0) < 0);
+    CHECK(attn_mha_forward(NULL, &m, cache, cb, out, NULL, q, k, v, B, T, S, &bad, 0.0f, 0) < 0);
     /* a layer whose sizes were changed after init */
     m.H = 0;
-    CHECK_STATUS(attn_mha_forward(&m, cache, cb, out, NULL, q, k, v, B, T, S, NULL, 0.0f, 0), ATTN_ERR_SIZE);
+    CHECK_STATUS(attn_mha_forward(NULL, &m, cache, cb, out, NULL, q, k, v, B, T, S, NULL, 0.0f, 0), ATTN_ERR_SIZE);
     m.H = 3;
-    CHECK_STATUS(attn_mha_backward(&m, cache, cb, dq, NULL, NULL, dout, q, k, v, B, T, S, NULL, 0.0f, 0), ATTN_ERR_SHAPE);
+    CHECK_STATUS(attn_mha_backward(NULL, &m, cache, cb, dq, NULL, NULL, dout, q, k, v, B, T, S, NULL, 0.0f, 0), ATTN_ERR_SHAPE);
     m.H = H;
     /* a layer that was freed (or never made) */
     attn_mha dead = {0};
-    CHECK_STATUS(attn_mha_forward(&dead, cache, cb, out, NULL, q, k, v, B, T, S, NULL, 0.0f, 0), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_mha_forward(NULL, &dead, cache, cb, out, NULL, q, k, v, B, T, S, NULL, 0.0f, 0), ATTN_ERR_NULL);
     free(cache);
-    attn_mha_free(&m);
+    mha_del(&m);
 }
 
 /* ------------------------------------------------------------------------------------------------- */
@@ -324,13 +363,13 @@ static void test_init_and_bad_input(void) {
 static void test_selfattn(const char *isa) {
     enum { B = 2, T = 5, Din = 6, Dout = 4 };
     attn_selfattn l;
-    CHECK_STATUS(attn_selfattn_init(&l, Din, Dout, 3), ATTN_OK);
+    CHECK_STATUS(sa_new(&l, Din, Dout, 3), ATTN_OK);
     CHECK(l.scale == 0.5f);                              /* 1/sqrt(4) by default */
     l.scale = 1.0f / 8.0f;
     memcpy(l.w, gf("w", 3, 3, Din, Dout, 0), sizeof(float) * 3 * Din * Dout);
     const float *x = gf("x", 3, B, T, Din, 0);
     size_t cb;
-    CHECK_STATUS(attn_selfattn_cache_size(&l, B, T, &cb), ATTN_OK);
+    CHECK_STATUS(attn_selfattn_cache_bytes(NULL, &l, B, T, &cb), ATTN_OK);
     void *cache = malloc(cb);
     const char *cases[2] = {"plain", "masked"};
     for (int c = 0; c < 2; c++) {
@@ -345,7 +384,7 @@ static void test_selfattn(const char *isa) {
             snprintf(cas, sizeof cas, "selfattn %s%s", cases[c], with_weights ? "+weights" : "");
             memset(l.dw, 0, sizeof(float) * l.n_params);
             float out[B * T * Dout], weights[B * T * T], dx[B * T * Din] = {0};
-            CHECK_STATUS(attn_selfattn_forward(&l, cache, cb, out, with_weights ? weights : NULL, x, B, T, &mask),
+            CHECK_STATUS(attn_selfattn_forward(NULL, &l, cache, cb, out, with_weights ? weights : NULL, x, B, T, &mask),
                          ATTN_OK);
             snprintf(name, sizeof name, "%s.out", cases[c]);
             label(lab, sizeof lab, isa, cas, "out");
@@ -359,7 +398,7 @@ static void test_selfattn(const char *isa) {
             const float *dout = gf(name, 3, B, T, Dout, 0);
             /* the caller's out may be overwritten between forward and backward */
             memset(out, 0, sizeof out);
-            CHECK_STATUS(attn_selfattn_backward(&l, cache, cb, dx, dout, x, B, T, &mask), ATTN_OK);
+            CHECK_STATUS(attn_selfattn_backward(NULL, &l, cache, cb, dx, dout, x, B, T, &mask), ATTN_OK);
             snprintf(name, sizeof name, "%s.dx", cases[c]);
             label(lab, sizeof lab, isa, cas, "dx");
             tu_close_f32(lab, dx, gf(name, 3, B, T, Din, 0), B * T * Din, GOLD_ATOL, GOLD_RTOL);
@@ -369,13 +408,13 @@ static void test_selfattn(const char *isa) {
         }
     }
     free(cache);
-    attn_selfattn_free(&l);
+    sa_del(&l);
 }
 
 static void test_selfattn_init_and_bad_input(void) {
     enum { B = 2, T = 5, Din = 6, Dout = 4 };
     attn_selfattn l;
-    CHECK_STATUS(attn_selfattn_init(&l, 128, 128, 9), ATTN_OK);
+    CHECK_STATUS(sa_new(&l, 128, 128, 9), ATTN_OK);
     CHECK(l.n_params == 3 * 128 * 128 && l.dw == l.w + l.n_params);
     int in_range = 1, zero = 1;
     double s = 0;
@@ -386,45 +425,45 @@ static void test_selfattn_init_and_bad_input(void) {
     }
     CHECK(in_range && zero);
     CHECK(fabs(s / l.n_params - 0.025) < 0.001);       /* mean |U(-0.05,0.05)| */
-    attn_selfattn_free(&l);
+    sa_del(&l);
     CHECK(l.w == NULL);
-    attn_selfattn_free(NULL);
+    sa_del(NULL);
 
-    CHECK_STATUS(attn_selfattn_init(NULL, Din, Dout, 1), ATTN_ERR_NULL);
-    CHECK_STATUS(attn_selfattn_init(&l, 0, Dout, 1), ATTN_ERR_SIZE);
-    CHECK_STATUS(attn_selfattn_init(&l, Din, -4, 1), ATTN_ERR_SIZE);
-    CHECK_STATUS(attn_selfattn_init(&l, Din, Dout, 1), ATTN_OK);
+    CHECK_STATUS(sa_new(NULL, Din, Dout, 1), ATTN_ERR_NULL);
+    CHECK_STATUS(sa_new(&l, 0, Dout, 1), ATTN_ERR_SIZE);
+    CHECK_STATUS(sa_new(&l, Din, -4, 1), ATTN_ERR_SIZE);
+    CHECK_STATUS(sa_new(&l, Din, Dout, 1), ATTN_OK);
     size_t cb;
-    CHECK_STATUS(attn_selfattn_cache_size(&l, B, T, &cb), ATTN_OK);
-    CHECK_STATUS(attn_selfattn_cache_size(&l, B, T, NULL), ATTN_ERR_NULL);
-    CHECK_STATUS(attn_selfattn_cache_size(NULL, B, T, &cb), ATTN_ERR_NULL);
-    CHECK_STATUS(attn_selfattn_cache_size(&l, 0, T, &cb), ATTN_ERR_SIZE);
-    CHECK_STATUS(attn_selfattn_cache_size(&l, B, 0, &cb), ATTN_ERR_SIZE);
+    CHECK_STATUS(attn_selfattn_cache_bytes(NULL, &l, B, T, &cb), ATTN_OK);
+    CHECK_STATUS(attn_selfattn_cache_bytes(NULL, &l, B, T, NULL), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_selfattn_cache_bytes(NULL, NULL, B, T, &cb), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_selfattn_cache_bytes(NULL, &l, 0, T, &cb), ATTN_ERR_SIZE);
+    CHECK_STATUS(attn_selfattn_cache_bytes(NULL, &l, B, 0, &cb), ATTN_ERR_SIZE);
     void *cache = malloc(cb);
     float x[B * T * Din] = {0}, out[B * T * Dout], dx[B * T * Din] = {0}, dout[B * T * Dout] = {0};
-    CHECK_STATUS(attn_selfattn_forward(&l, cache, cb, out, NULL, x, B, T, NULL), ATTN_OK);
-    CHECK_STATUS(attn_selfattn_backward(&l, cache, cb, NULL, dout, x, B, T, NULL), ATTN_OK);
-    CHECK_STATUS(attn_selfattn_forward(&l, cache, cb - 1, out, NULL, x, B, T, NULL), ATTN_ERR_WORKSPACE);
-    CHECK_STATUS(attn_selfattn_forward(&l, NULL, cb, out, NULL, x, B, T, NULL), ATTN_ERR_WORKSPACE);
-    CHECK_STATUS(attn_selfattn_backward(&l, cache, 16, dx, dout, x, B, T, NULL), ATTN_ERR_WORKSPACE);
-    CHECK_STATUS(attn_selfattn_forward(NULL, cache, cb, out, NULL, x, B, T, NULL), ATTN_ERR_NULL);
-    CHECK_STATUS(attn_selfattn_forward(&l, cache, cb, NULL, NULL, x, B, T, NULL), ATTN_ERR_NULL);
-    CHECK_STATUS(attn_selfattn_forward(&l, cache, cb, out, NULL, NULL, B, T, NULL), ATTN_ERR_NULL);
-    CHECK_STATUS(attn_selfattn_forward(&l, cache, cb, out, NULL, x, -1, T, NULL), ATTN_ERR_SIZE);
-    CHECK_STATUS(attn_selfattn_backward(&l, cache, cb, dx, NULL, x, B, T, NULL), ATTN_ERR_NULL);
-    CHECK_STATUS(attn_selfattn_backward(&l, cache, cb, dx, dout, NULL, B, T, NULL), ATTN_ERR_NULL);
-    CHECK_STATUS(attn_selfattn_backward(NULL, cache, cb, dx, dout, x, B, T, NULL), ATTN_ERR_NULL);
-    CHECK_STATUS(attn_selfattn_backward(&l, cache, cb, dx, dout, x, B, 0, NULL), ATTN_ERR_SIZE);
+    CHECK_STATUS(attn_selfattn_forward(NULL, &l, cache, cb, out, NULL, x, B, T, NULL), ATTN_OK);
+    CHECK_STATUS(attn_selfattn_backward(NULL, &l, cache, cb, NULL, dout, x, B, T, NULL), ATTN_OK);
+    CHECK_STATUS(attn_selfattn_forward(NULL, &l, cache, cb - 1, out, NULL, x, B, T, NULL), ATTN_ERR_WORKSPACE);
+    CHECK_STATUS(attn_selfattn_forward(NULL, &l, NULL, cb, out, NULL, x, B, T, NULL), ATTN_ERR_WORKSPACE);
+    CHECK_STATUS(attn_selfattn_backward(NULL, &l, cache, 16, dx, dout, x, B, T, NULL), ATTN_ERR_WORKSPACE);
+    CHECK_STATUS(attn_selfattn_forward(NULL, NULL, cache, cb, out, NULL, x, B, T, NULL), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_selfattn_forward(NULL, &l, cache, cb, NULL, NULL, x, B, T, NULL), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_selfattn_forward(NULL, &l, cache, cb, out, NULL, NULL, B, T, NULL), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_selfattn_forward(NULL, &l, cache, cb, out, NULL, x, -1, T, NULL), ATTN_ERR_SIZE);
+    CHECK_STATUS(attn_selfattn_backward(NULL, &l, cache, cb, dx, NULL, x, B, T, NULL), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_selfattn_backward(NULL, &l, cache, cb, dx, dout, NULL, B, T, NULL), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_selfattn_backward(NULL, NULL, cache, cb, dx, dout, x, B, T, NULL), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_selfattn_backward(NULL, &l, cache, cb, dx, dout, x, B, 0, NULL), ATTN_ERR_SIZE);
     l.scale = NAN;
-    CHECK_STATUS(attn_selfattn_forward(&l, cache, cb, out, NULL, x, B, T, NULL), ATTN_ERR_ARG);
+    CHECK_STATUS(attn_selfattn_forward(NULL, &l, cache, cb, out, NULL, x, B, T, NULL), ATTN_ERR_ARG);
     l.scale = 0.125f;
     int32_t neg[B] = {-3, 1};
     attn_mask bad = {0};
     bad.valid_lens_kind = ATTN_VALID_LENS_PER_BATCH;
     bad.valid_lens = neg;
-    CHECK(attn_selfattn_forward(&l, cache, cb, out, NULL, x, B, T, &bad) < 0);
+    CHECK(attn_selfattn_forward(NULL, &l, cache, cb, out, NULL, x, B, T, &bad) < 0);
     free(cache);
-    attn_selfattn_free(&l);
+    sa_del(&l);
 }
 
 int main(void) {

@@ -3,6 +3,7 @@
  * kernel paths (portable, AVX2, AVX-512 loops), with its flush-to-zero of subnormal moments.
  */
 #include "attn.h"
+#include "attn/layers.h"
 #include "testutil.h"
 
 #include <math.h>
@@ -103,8 +104,8 @@ int main(void) {
         attn_rng_fill_uniform(&a, p1, np, -1.0f, 1.0f);
         memcpy(p2, p1, sizeof(float) * np);
         attn_adam o1, o2;
-        CHECK_STATUS(attn_adam_init(&o1, np, 1e-3f), ATTN_OK);
-        CHECK_STATUS(attn_adam_init(&o2, np, 1e-3f), ATTN_OK);
+        CHECK_STATUS(attn_adam_alloc(&o1, np, 1e-3f), ATTN_OK);
+        CHECK_STATUS(attn_adam_alloc(&o2, np, 1e-3f), ATTN_OK);
         o1.keras_eps = o2.keras_eps = form;
         o1.decay = o2.decay = 1e-2f;
         for (int step = 0; step < 3; step++) {
@@ -135,7 +136,7 @@ int main(void) {
             pp[k] = mp[k] = vp[k] = NULL;
             if (!attn_cpu_supports(paths[k]) || attn_set_isa(paths[k]) != ATTN_OK) continue;
             attn_adam o;
-            CHECK_STATUS(attn_adam_init(&o, na, 2e-4f), ATTN_OK);
+            CHECK_STATUS(attn_adam_alloc(&o, na, 2e-4f), ATTN_OK);
             o.keras_eps = 1;
             o.eps = 1e-7f;
             o.decay = 1e-5f;

@@ -17,6 +17,8 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include "attn.h"
+#include "attn/seq2seq.h"
+#include "attn/transformer.h"
 #include "testutil.h"
 #include "nmt_fixture.h"
 
@@ -46,7 +48,9 @@ static void test_layers(void) {
     CHECK_STATUS(st, ATTN_OK);
     if (st != ATTN_OK) { fprintf(stderr, "%s\n", err); return; }
     enum { D = 8, F = 12, B = 2, T = 4, N = B * T };
-    float y[N * D], P[T * D], h[N * F], dh[N * F], dx[N * D], ds[N * D], dz[N * D], mean[N], rstd[N];
+    float y[N * D], P[T * D], dx[N * D], ds[N * D];
+    char cache[4096];                           /* the layers' caches (asked for below, and checked) */
+    size_t cb = 0;
 
     /* positional encoding: table, forward with the sqrt(D) scale, backward */
     const float *gP = get(&f, "posenc.P", T * D), *px = get(&f, "posenc.x", N * D), *py = get(&f, "posenc.y", N * D);
@@ -68,16 +72,24 @@ static void test_layers(void) {
                 *gb1 = get(&f, "grad.ffn.dense1.bias", F), *gw2 = get(&f, "grad.ffn.dense2.weight", D * F),
                 *gb2 = get(&f, "grad.ffn.dense2.bias", D);
     if (fx && w1 && b1 && w2 && b2 && fy && fg && gfx && gw1 && gb1 && gw2 && gb2) {
-        float dw1[F * D] = {0}, db1[F] = {0}, dw2[D * F] = {0}, db2[D] = {0};
-        CHECK_STATUS(attn_ffn_forward(y, h, fx, w1, b1, w2, b2, N, D, F), ATTN_OK);
+        float fp[2 * F * D + F + D], fgr[2 * F * D + F + D] = {0};
+        attn_ffn l;
+        CHECK(attn_ffn_n_params(D, F) == sizeof fp / sizeof fp[0]);
+        CHECK_STATUS(attn_ffn_bind(&l, D, F, fp, fgr), ATTN_OK);
+        memcpy(l.w1, w1, sizeof(float) * F * D); memcpy(l.b1, b1, sizeof(float) * F);
+        memcpy(l.w2, w2, sizeof(float) * D * F); memcpy(l.b2, b2, sizeof(float) * D);
+        CHECK_STATUS(attn_ffn_cache_bytes(&l, N, &cb), ATTN_OK);
+        CHECK(cb <= sizeof cache);
+        CHECK_STATUS(attn_ffn_forward(&l, cache, cb, y, fx, N), ATTN_OK);
         tu_close_f32("ffn forward", y, fy, N * D, 1e-5, 1e-5);
         memset(dx, 0, sizeof dx);
-        CHECK_STATUS(attn_ffn_backward(dx, dw1, db1, dw2, db2, dh, fg, fx, h, w1, w2, N, D, F), ATTN_OK);
+        CHECK_STATUS(attn_ffn_backward(&l, cache, cb, dx, fg, fx, N), ATTN_OK);
         tu_close_f32("ffn dx", dx, gfx, N * D, 1e-5, 1e-4);
-        tu_close_f32("ffn dW1", dw1, gw1, F * D, 1e-5, 1e-4);
-        tu_close_f32("ffn db1", db1, gb1, F, 1e-5, 1e-4);
-        tu_close_f32("ffn dW2", dw2, gw2, D * F, 1e-5, 1e-4);
-        tu_close_f32("ffn db2", db2, gb2, D, 1e-5, 1e-4);
+        tu_close_f32("ffn dW1", l.dw1, gw1, F * D, 1e-5, 1e-4);
+        tu_close_f32("ffn db1", l.db1, gb1, F, 1e-5, 1e-4);
+        tu_close_f32("ffn dW2", l.dw2, gw2, D * F, 1e-5, 1e-4);
+        tu_close_f32("ffn db2", l.db2, gb2, D, 1e-5, 1e-4);
+        CHECK_STATUS(attn_ffn_forward(&l, cache, cb, y, fx, 0), ATTN_ERR_SIZE);
     }
 
     /* add & norm */
@@ -87,21 +99,27 @@ static void test_layers(void) {
                 *gax = get(&f, "grad.addnorm.x", N * D), *gas = get(&f, "grad.addnorm.s", N * D),
                 *gag = get(&f, "grad.addnorm.ln.weight", D), *gab = get(&f, "grad.addnorm.ln.bias", D);
     if (ax && as && ag && ab && ay && agr && gax && gas && gag && gab) {
-        float z[N * D], dg[D] = {0}, db[D] = {0};
-        CHECK_STATUS(attn_addnorm_forward(y, z, mean, rstd, ax, as, ag, ab, N, D, 0.0f, 0), ATTN_OK);
+        float ap[2 * D], agd[2 * D] = {0};
+        attn_addnorm l;
+        CHECK(attn_addnorm_n_params(D) == 2 * D);
+        CHECK_STATUS(attn_addnorm_bind(&l, D, ap, agd), ATTN_OK);
+        memcpy(l.ln.gamma, ag, sizeof(float) * D);
+        memcpy(l.ln.beta, ab, sizeof(float) * D);
+        CHECK_STATUS(attn_addnorm_cache_bytes(&l, N, &cb), ATTN_OK);
+        CHECK(cb <= sizeof cache);
+        CHECK_STATUS(attn_addnorm_forward(&l, cache, cb, y, ax, as, N, 0.0f, 0), ATTN_OK);
         tu_close_f32("addnorm forward", y, ay, N * D, 1e-5, 1e-5);
         memset(dx, 0, sizeof dx);
         memset(ds, 0, sizeof ds);
-        CHECK_STATUS(attn_addnorm_backward(dx, ds, dg, db, dz, agr, z, mean, rstd, ag, N, D, 0.0f, 0), ATTN_OK);
+        CHECK_STATUS(attn_addnorm_backward(&l, cache, cb, dx, ds, agr, N, 0.0f, 0), ATTN_OK);
         tu_close_f32("addnorm dx", dx, gax, N * D, 1e-5, 1e-4);
         tu_close_f32("addnorm ds", ds, gas, N * D, 1e-5, 1e-4);
-        tu_close_f32("addnorm dgamma", dg, gag, D, 1e-5, 1e-4);
-        tu_close_f32("addnorm dbeta", db, gab, D, 1e-5, 1e-4);
+        tu_close_f32("addnorm dgamma", l.ln.dgamma, gag, D, 1e-5, 1e-4);
+        tu_close_f32("addnorm dbeta", l.ln.dbeta, gab, D, 1e-5, 1e-4);
+        /* bad arguments are statuses */
+        CHECK_STATUS(attn_addnorm_forward(&l, cache, cb, y, ax, as, N, 1.0f, 0), ATTN_ERR_ARG);
     }
-    /* bad arguments are statuses */
-    CHECK_STATUS(attn_addnorm_forward(y, dz, mean, rstd, ax, as, ag, ab, N, D, 1.0f, 0), ATTN_ERR_ARG);
     CHECK_STATUS(attn_posenc_forward(y, px, NULL, 1.0f, B, T, D, 0.0f, 0), ATTN_ERR_NULL);
-    CHECK_STATUS(attn_ffn_forward(y, h, fx, w1, b1, w2, b2, 0, D, F), ATTN_ERR_SIZE);
     attn_st_free(&f);
 }
 
@@ -448,7 +466,7 @@ static void test_training(void) {
     attn_transformer_config c = {ds.vs.n, ds.vt.n, 32, 64, 4, 2, 0.1f, T, 64};
     CHECK_STATUS(attn_transformer_init(&m, NULL, &c, 1), ATTN_OK);
     attn_adam opt;
-    CHECK_STATUS(attn_adam_init(&opt, m.n_params, 0.005f), ATTN_OK);
+    CHECK_STATUS(attn_adam_alloc(&opt, m.n_params, 0.005f), ATTN_OK);
     attn_rng rng;
     attn_rng_seed(&rng, 1);
     uint64_t seed = 1;

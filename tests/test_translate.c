@@ -10,6 +10,7 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include "attn.h"
+#include "attn/seq2seq.h"
 #include "testutil.h"
 #include "nmt_fixture.h"
 
@@ -191,7 +192,7 @@ static void test_short_training(const char *dir) {
         attn_set_num_threads(k + 1);
         CHECK_STATUS(attn_seq2seq_init(&m, NULL, &c, 7), ATTN_OK);
         attn_adam o;
-        CHECK_STATUS(attn_adam_init(&o, m.n_params, 0.005f), ATTN_OK);
+        CHECK_STATUS(attn_adam_alloc(&o, m.n_params, 0.005f), ATTN_OK);
         attn_rng r;
         attn_rng_seed(&r, 7);
         uint64_t sd = 7;
@@ -215,7 +216,7 @@ static void test_short_training(const char *dir) {
 
     CHECK_STATUS(attn_seq2seq_init(&m, NULL, &c, 42), ATTN_OK);
     attn_adam opt;
-    CHECK_STATUS(attn_adam_init(&opt, m.n_params, 0.005f), ATTN_OK);
+    CHECK_STATUS(attn_adam_alloc(&opt, m.n_params, 0.005f), ATTN_OK);
     attn_rng rng;
     attn_rng_seed(&rng, 42);
     uint64_t seed = 42;

@@ -5,6 +5,7 @@
 #ifndef ATTN_TESTUTIL_H
 #define ATTN_TESTUTIL_H
 
+#include "attn/safetensors.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,12 +1,14 @@
 /*
  * attn/heatmap.h — pictures of attention: heatmaps as PNG files (through libpng) and as colored blocks in
- * a terminal, with labelled axes (words, for text) and a color scale. Included by attn.h.
+ * a terminal, with labelled axes (words, for text) and a color scale.
  *
  * A heatmap is a (rows, cols) matrix of values, usually weights in [0, 1]: rows are queries (output
  * words), columns are keys (input words). Colors run from dark (vmin) to bright (vmax).
  */
 #ifndef ATTN_HEATMAP_H
 #define ATTN_HEATMAP_H
+
+#include "../attn.h"
 
 #include <stdio.h>
 

@@ -44,7 +44,7 @@
  *     attn_imdb_model m;
  *     attn_imdb_model_init(&m, NULL, &c, 32, seed);        // the default context, batches up to 32
  *     attn_adam a;
- *     attn_adam_init(&a, m.n_params, 2e-4f);
+ *     attn_adam_alloc(&a, m.n_params, 2e-4f);
  *     attn_imdb_model_zero_grad(&m, 1);
  *     for (each batch of B reviews: ids (B,T), labels (B)) {
  *         attn_imdb_model_forward(&m, ids, labels, B, 1, drop_seed, NULL, &loss_sum, &correct);
@@ -57,8 +57,9 @@
 #ifndef ATTN_IMDB_MODEL_H
 #define ATTN_IMDB_MODEL_H
 
-#include "attn.h"
-#include "attn/imdb.h"
+#include "../attn.h"
+#include "data.h"
+#include "layers.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -165,7 +166,7 @@ attn_status attn_imdb_model_save(const attn_imdb_model *m, const attn_adam *adam
 /* Reads a checkpoint: initializes m for batches of up to Bmax reviews with context ctx (as
  * attn_imdb_model_init) and the checkpoint's V, T, D, and fills its parameters; the vocabulary goes to
  * *vocab (free it with attn_imdb_vocab_free) and the run to *run. adam, when not NULL, must have been made
- * with attn_adam_init for the model's n_params (else ATTN_ERR_SHAPE): it gets the moments and step count.
+ * with attn_adam_alloc for the model's n_params (else ATTN_ERR_SHAPE): it gets the moments and step count.
  * vocab, run and adam may be NULL. On failure m (and *vocab) are left empty and adam unchanged.
  * ATTN_ERR_IO when the file cannot be read, ATTN_ERR_FORMAT when it is not such a checkpoint. */
 attn_status attn_imdb_model_load(attn_imdb_model *m, const attn_ctx *ctx, int Bmax, attn_adam *adam,

@@ -1,17 +1,40 @@
 /*
- * attn/layers.h — the trainable layers around the mechanisms, and what training needs.
- * Included by attn.h; do not include it alone.
+ * attn/layers.h — every layer around the mechanisms, and what training needs: RNG, linear, embedding,
+ * dropout, layer norm, mean over time, softmax cross-entropy, Adam, gradient clipping, multi-head
+ * attention, one-kernel self-attention, GRU, positional encoding, position-wise feed-forward, add & norm.
+ * Includes attn.h.
  *
- * Style (after llm.c): layers are free functions <layer>_forward / <layer>_backward whose arguments go
- * outputs, saved-for-backward, inputs, parameters, then sizes. Backward calls accumulate (+=) into every
- * gradient, input gradients included; a NULL input gradient is skipped. Weight matrices use PyTorch's
- * layout (out, in), so checkpoints read the same in both. Plain matrix products go through CBLAS.
- * Layers that keep state between forward and backward (multi-head and self-attention) are objects with
- * init/free; they allocate once, at init, from one slab, and the per-call activations live in a cache the
- * caller provides (its size is asked for first).
+ * Style (after llm.c): forward / backward are free functions whose arguments go outputs, inputs, then
+ * sizes. Backward calls accumulate (+=) into every gradient, input gradients included; a NULL input
+ * gradient is skipped. Weight matrices use PyTorch's layout (out, in), so checkpoints read the same in
+ * both. Plain matrix products go through CBLAS.
+ *
+ * One lifecycle for every layer with parameters (docs/DESIGN.md, "Layers"):
+ *
+ *     size_t n = attn_<layer>_n_params(sizes...);                    // floats of parameters
+ *     attn_<layer>_bind(&l, sizes..., params, grads);                // views into the caller's slabs
+ *     attn_<layer>_init_weights(&l, &rng);                           // fills the weights from rng
+ *     attn_<layer>_cache_bytes([ctx,] &l, batch sizes..., &bytes);   // BYTES one forward + backward needs
+ *     attn_<layer>_forward([ctx,] &l, cache, bytes, outputs..., inputs..., batch sizes...);
+ *     attn_<layer>_backward([ctx,] &l, cache, bytes, input grads..., output grads..., inputs..., ...);
+ *
+ *   - Layers never allocate. params and grads are slabs the caller owns (a model carves every layer from
+ *     one slab: one Adam, one clipping pass, one checkpoint); bind only points the layer's named arrays
+ *     into them, in PyTorch's state_dict order. grads may be NULL (inference): backward is then
+ *     ATTN_ERR_NULL. The struct records what bind was given (params, grads, n_params).
+ *   - init_weights is the only "init": it fills the weights (gradients untouched) from the caller's
+ *     generator, drawing in a fixed order, so a model seeded the same way gets the same weights.
+ *   - The cache holds what the forward saves for the backward and the backward's scratch. It is any
+ *     pointer (the layer aligns it to 64 bytes inside the size asked for) and valid from a forward until
+ *     the next forward with it. Sizes are always bytes.
+ *   - Layers whose passes run attention kernels or per-ISA loops (multi-head, self-attention, GRU) take
+ *     an attn_ctx first (NULL: the default context); a cache size asked for with a context is valid for
+ *     the calls made with that context.
  */
 #ifndef ATTN_LAYERS_H
 #define ATTN_LAYERS_H
+
+#include "../attn.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -57,13 +80,28 @@ attn_status attn_embedding_backward(float *dtable, const float *dy, const int32_
 attn_status attn_dropout_forward(float *y, const float *x, size_t n, float p, uint64_t seed);
 attn_status attn_dropout_backward(float *dx, const float *dy, size_t n, float p, uint64_t seed);
 
-/* LayerNorm over the last axis.  y (N,C)  mean (N)  rstd (N) saved;  x (N,C)  gamma (C)  beta (C) */
-attn_status attn_layernorm_forward(float *y, float *mean, float *rstd,
-                                   const float *x, const float *gamma, const float *beta,
-                                   int N, int C, float eps);
-attn_status attn_layernorm_backward(float *dx, float *dgamma, float *dbeta,
-                                    const float *dy, const float *x, const float *mean, const float *rstd,
-                                    const float *gamma, int N, int C);
+/* LayerNorm over the last axis: y = (x - mean) / sqrt(var + eps) · gamma + beta, per row of C.
+ * Parameters: weight gamma (C), bias beta (C) (nn.LayerNorm's order). init_weights sets gamma 1, beta 0
+ * and draws nothing (rng may be NULL). The cache keeps each row's mean and 1/std. */
+typedef struct attn_layernorm {
+    int C;
+    float eps;                   /* 1e-5 after bind (PyTorch's default); change it before a forward */
+    float *gamma, *beta;         /* (C) (C) */
+    float *dgamma, *dbeta;       /* gradients, same shapes, or NULL */
+    float *params, *grads;       /* what bind was given: n_params floats each */
+    size_t n_params;
+} attn_layernorm;
+
+size_t      attn_layernorm_n_params(int C);
+attn_status attn_layernorm_bind(attn_layernorm *l, int C, float *params, float *grads);
+attn_status attn_layernorm_init_weights(attn_layernorm *l, attn_rng *rng);
+attn_status attn_layernorm_cache_bytes(const attn_layernorm *l, int N, size_t *bytes);
+/*   y (N,C) written;  x (N,C) */
+attn_status attn_layernorm_forward(const attn_layernorm *l, void *cache, size_t cache_bytes,
+                                   float *y, const float *x, int N);
+/*   dx (N,C) += (or NULL);  dy (N,C);  x (N,C) the forward's input */
+attn_status attn_layernorm_backward(const attn_layernorm *l, void *cache, size_t cache_bytes,
+                                    float *dx, const float *dy, const float *x, int N);
 
 /* Mean over time (global average pooling).  y (B,C)  x (B,T,C) */
 attn_status attn_mean_time_forward(float *y, const float *x, int B, int T, int C);
@@ -97,8 +135,9 @@ typedef struct attn_adam {
     float *m, *v;                /* (n) moments, one allocation */
 } attn_adam;
 
-/* Sets β1 0.9, β2 0.999, eps 1e-8 (PyTorch), decay 0, and allocates the moments. */
-attn_status attn_adam_init(attn_adam *a, size_t n, float lr);
+/* Allocates the moments (2n floats, zeroed) and sets β1 0.9, β2 0.999, eps 1e-8 (PyTorch), decay 0.
+ * (Named alloc, not init: in attn an *_init only fills.) attn_adam_free releases them. */
+attn_status attn_adam_alloc(attn_adam *a, size_t n, float lr);
 void        attn_adam_free(attn_adam *a);
 attn_status attn_adam_step(attn_adam *a, float *params, const float *grads);
 
@@ -111,6 +150,8 @@ attn_status attn_clip_grad_norm(float *grads, size_t n, float max_norm, float *n
  *   q (B,T,Dq)  k (B,S,Dk)  v (B,S,Dv)  ->  out (B,T,Dm),  weights (B,H,T,S) on request
  * Self-attention passes the same tensor as q, k and v (and the same gradient buffer as dq, dk, dv:
  * backward accumulates, so that adds the three contributions).
+ * Parameters, in this order: wq (Dm,Dq) bq (Dm) wk (Dm,Dk) bk (Dm) wv (Dm,Dv) bv (Dm) wo (Dm,Dm) bo (Dm).
+ * init_weights: like PyTorch's nn.Linear, weight and bias uniform in ±1/sqrt(in), in the order q, k, v, o.
  */
 typedef struct attn_mha {
     int Dq, Dk, Dv, Dm, H;
@@ -118,28 +159,28 @@ typedef struct attn_mha {
     float *wk, *bk;              /* (Dm,Dk) (Dm) */
     float *wv, *bv;              /* (Dm,Dv) (Dm) */
     float *wo, *bo;              /* (Dm,Dm) (Dm) */
-    float *dwq, *dbq, *dwk, *dbk, *dwv, *dbv, *dwo, *dbo;  /* gradients, same shapes */
-    float *params, *grads;       /* the slab: n_params parameters, then n_params gradients */
+    float *dwq, *dbq, *dwk, *dbk, *dwv, *dbv, *dwo, *dbo;  /* gradients, same shapes, or NULL */
+    float *params, *grads;       /* what bind was given: n_params floats each */
     size_t n_params;
 } attn_mha;
 
-/* Allocates the slab and initializes like PyTorch's nn.Linear (uniform ±1/sqrt(in)) from seed;
- * gradients zeroed. Dm must be a multiple of H. */
-attn_status attn_mha_init(attn_mha *m, int Dq, int Dk, int Dv, int Dm, int H, uint64_t seed);
-void        attn_mha_free(attn_mha *m);
-
-/* Bytes of cache one forward + backward at these sizes needs (activations saved for the backward and
- * scratch); a cache is valid from a forward until the next forward with it. */
-attn_status attn_mha_cache_size(const attn_mha *m, int B, int T, int S, size_t *bytes);
+/* Floats of parameters (0 for invalid sizes). */
+size_t      attn_mha_n_params(int Dq, int Dk, int Dv, int Dm);
+/* Dm must be a multiple of H (ATTN_ERR_SHAPE). */
+attn_status attn_mha_bind(attn_mha *m, int Dq, int Dk, int Dv, int Dm, int H, float *params, float *grads);
+attn_status attn_mha_init_weights(attn_mha *m, attn_rng *rng);
+/* Bytes of cache one forward + backward at these sizes needs with ctx (projections and attention
+ * output saved for the backward, backward scratch, the attention workspace). */
+attn_status attn_mha_cache_bytes(const attn_ctx *ctx, const attn_mha *m, int B, int T, int S, size_t *bytes);
 
 /* mask and dropout as for attn_sdpa_desc (mask read with this layer's B, H, T, S). */
-attn_status attn_mha_forward(attn_mha *m, void *cache, size_t cache_bytes,
+attn_status attn_mha_forward(const attn_ctx *ctx, const attn_mha *m, void *cache, size_t cache_bytes,
                              float *out, float *weights,
                              const float *q, const float *k, const float *v,
                              int B, int T, int S, const attn_mask *mask, float dropout, uint64_t seed);
-/* Accumulates into dq, dk, dv (each may be NULL) and into m's gradients. Same sizes, mask, dropout and
- * seed as the forward that filled the cache. */
-attn_status attn_mha_backward(attn_mha *m, void *cache, size_t cache_bytes,
+/* Accumulates into dq, dk, dv (each may be NULL) and into m's gradients. Same ctx, sizes, mask, dropout
+ * and seed as the forward that filled the cache. */
+attn_status attn_mha_backward(const attn_ctx *ctx, const attn_mha *m, void *cache, size_t cache_bytes,
                               float *dq, float *dk, float *dv, const float *dout,
                               const float *q, const float *k, const float *v,
                               int B, int T, int S, const attn_mask *mask, float dropout, uint64_t seed);
@@ -148,26 +189,131 @@ attn_status attn_mha_backward(attn_mha *m, void *cache, size_t cache_bytes,
  * Self-attention with one kernel W (3,Din,Dout), no bias (the layer of the IMDB experiment):
  *   Q = X W[0],  K = X W[1],  V = X W[2],  out = softmax(scale · Q Kᵀ, masked) V
  *   x (B,T,Din)  ->  out (B,T,Dout),  weights (B,T,T) on request.  W in Keras' (in, out) layout.
+ * init_weights: uniform(-0.05, 0.05) (Keras' RandomUniform default). The batch is split among ctx's
+ * threads (see selfattn.c), so a cache size is valid for the context it was asked with.
  */
 typedef struct attn_selfattn {
     int Din, Dout;
-    float scale;                 /* 1/sqrt(Dout) unless set */
+    float scale;                 /* 1/sqrt(Dout) after bind; change it before a forward */
     float *w;                    /* (3,Din,Dout) */
-    float *dw;                   /* (3,Din,Dout) */
-    float *params, *grads;       /* the slab */
+    float *dw;                   /* (3,Din,Dout), or NULL */
+    float *params, *grads;       /* what bind was given: n_params floats each */
     size_t n_params;
 } attn_selfattn;
 
-/* Uniform(-0.05, 0.05) init from seed (Keras' RandomUniform default), gradients zeroed. */
-attn_status attn_selfattn_init(attn_selfattn *l, int Din, int Dout, uint64_t seed);
-void        attn_selfattn_free(attn_selfattn *l);
-attn_status attn_selfattn_cache_size(const attn_selfattn *l, int B, int T, size_t *bytes);
-attn_status attn_selfattn_forward(attn_selfattn *l, void *cache, size_t cache_bytes,
+size_t      attn_selfattn_n_params(int Din, int Dout);
+attn_status attn_selfattn_bind(attn_selfattn *l, int Din, int Dout, float *params, float *grads);
+attn_status attn_selfattn_init_weights(attn_selfattn *l, attn_rng *rng);
+attn_status attn_selfattn_cache_bytes(const attn_ctx *ctx, const attn_selfattn *l, int B, int T, size_t *bytes);
+attn_status attn_selfattn_forward(const attn_ctx *ctx, const attn_selfattn *l, void *cache, size_t cache_bytes,
                                   float *out, float *weights, const float *x,
                                   int B, int T, const attn_mask *mask);
-attn_status attn_selfattn_backward(attn_selfattn *l, void *cache, size_t cache_bytes,
+/* Accumulates into dx (or NULL) and dw. */
+attn_status attn_selfattn_backward(const attn_ctx *ctx, const attn_selfattn *l, void *cache, size_t cache_bytes,
                                    float *dx, const float *dout, const float *x,
                                    int B, int T, const attn_mask *mask);
+
+/* ---------------------------------------------------------------------------------------------------
+ * GRU, several layers, PyTorch's equations and parameter layout (gates r, z, n in that order):
+ *   r = σ(W_ir x + b_ir + W_hr h + b_hr)      z = σ(W_iz x + b_iz + W_hz h + b_hz)
+ *   n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))           h' = (1 - z) ⊙ n + z ⊙ h
+ * Layer l reads the output of layer l-1, through inverted dropout (training only, not after the last
+ * layer). Time-major tensors, as nn.GRU without batch_first: x (T,B,in), out (T,B,H), states (L,B,H).
+ * Parameters, per layer, in PyTorch's state_dict order:
+ *   weight_ih_l{k} (3H,in_k)  weight_hh_l{k} (3H,H)  bias_ih_l{k} (3H)  bias_hh_l{k} (3H),  in_0 = in,
+ *   in_k = H after. Gradients have the same layout in their own slab.
+ * init_weights: as d2l's xavier_init_weights leaves an nn.GRU — per layer, weight_ih and weight_hh
+ * Xavier-uniform, then both biases U(±1/sqrt(H)) (PyTorch's default).
+ */
+#define ATTN_GRU_MAX_LAYERS 8
+
+typedef struct attn_gru {
+    int L, in, H;
+    float dropout;                                  /* between layers, in [0,1) */
+    float *w_ih[ATTN_GRU_MAX_LAYERS], *w_hh[ATTN_GRU_MAX_LAYERS];
+    float *b_ih[ATTN_GRU_MAX_LAYERS], *b_hh[ATTN_GRU_MAX_LAYERS];
+    float *dw_ih[ATTN_GRU_MAX_LAYERS], *dw_hh[ATTN_GRU_MAX_LAYERS];   /* NULL without gradients */
+    float *db_ih[ATTN_GRU_MAX_LAYERS], *db_hh[ATTN_GRU_MAX_LAYERS];
+    float *params, *grads;                          /* what bind was given: n_params floats each */
+    size_t n_params;
+} attn_gru;
+
+/* Floats of parameters of an L-layer GRU (0 for invalid sizes). */
+size_t      attn_gru_n_params(int L, int in, int H);
+attn_status attn_gru_bind(attn_gru *g, int L, int in, int H, float dropout, float *params, float *grads);
+attn_status attn_gru_init_weights(attn_gru *g, attn_rng *rng);
+/* Bytes of cache one forward + backward over (T,B) needs (saved activations and backward scratch). */
+attn_status attn_gru_cache_bytes(const attn_gru *g, int T, int B, size_t *bytes);
+
+/* Forward over T steps. out (T,B,H) written; h_n (L,B,H) or NULL written; x (T,B,in); h0 (L,B,H) or
+ * NULL (zeros). train nonzero applies the dropout between layers, its masks a function of seed. */
+attn_status attn_gru_forward(const attn_ctx *ctx, const attn_gru *g, void *cache, size_t cache_bytes,
+                             float *out, float *h_n, const float *x, const float *h0,
+                             int T, int B, int train, uint64_t seed);
+
+/* Backward of the forward that filled cache (same x, T, B, train, seed). Accumulates (+=) into dx
+ * (T,B,in) and dh0 (L,B,H) (each may be NULL) and into the gradient slab. dout (T,B,H) and dh_n (L,B,H)
+ * may be NULL (zero). */
+attn_status attn_gru_backward(const attn_ctx *ctx, const attn_gru *g, void *cache, size_t cache_bytes,
+                              float *dx, float *dh0, const float *dout, const float *dh_n,
+                              const float *x, int T, int B, int train, uint64_t seed);
+
+/* ---------------------------------------------------------------------------------------------------
+ * The Transformer's layers (attn/transformer.h builds its blocks from them).
+ *
+ * Positional encoding (no parameters). Table P (T,D): P[t][2i] = sin(t / 10000^(2i/D)),
+ * P[t][2i+1] = cos(same).
+ */
+attn_status attn_posenc_table(float *P, int T, int D);
+
+/* y = dropout(scale · x + P), per batch row:  y (B,T,D) (may equal x)  x (B,T,D)  P (T,D) rows of the
+ * positions (pass P + t0·D for positions t0..). d2l scales the embeddings by sqrt(D) here. */
+attn_status attn_posenc_forward(float *y, const float *x, const float *P, float scale,
+                                int B, int T, int D, float dropout, uint64_t seed);
+/* dx (B,T,D) += scale · dropout'(dy) */
+attn_status attn_posenc_backward(float *dx, const float *dy, float scale,
+                                 int B, int T, int D, float dropout, uint64_t seed);
+
+/* Position-wise feed-forward: y = relu(x W1ᵀ + b1) W2ᵀ + b2, over rows of D.
+ * Parameters, in d2l's state_dict order: dense1 w1 (F,D) b1 (F), dense2 w2 (D,F) b2 (D).
+ * init_weights: w1 Xavier-uniform, b1 U(±1/sqrt(D)), w2 Xavier-uniform, b2 U(±1/sqrt(F)) (in that order,
+ * as d2l's xavier_init_weights leaves it). The cache keeps the hidden activations (N,F). */
+typedef struct attn_ffn {
+    int D, F;
+    float *w1, *b1, *w2, *b2;    /* (F,D) (F) (D,F) (D) */
+    float *dw1, *db1, *dw2, *db2;/* gradients, same shapes, or NULL */
+    float *params, *grads;       /* what bind was given: n_params floats each */
+    size_t n_params;
+} attn_ffn;
+
+size_t      attn_ffn_n_params(int D, int F);
+attn_status attn_ffn_bind(attn_ffn *l, int D, int F, float *params, float *grads);
+attn_status attn_ffn_init_weights(attn_ffn *l, attn_rng *rng);
+attn_status attn_ffn_cache_bytes(const attn_ffn *l, int N, size_t *bytes);
+/*   y (N,D) written;  x (N,D) */
+attn_status attn_ffn_forward(const attn_ffn *l, void *cache, size_t cache_bytes, float *y, const float *x, int N);
+/*   dx (N,D) += (or NULL);  dy (N,D);  x (N,D) the forward's input */
+attn_status attn_ffn_backward(const attn_ffn *l, void *cache, size_t cache_bytes,
+                              float *dx, const float *dy, const float *x, int N);
+
+/* Add & norm: z = x + dropout(s), y = LayerNorm(z) over rows of C, eps 1e-5 (d2l's; ln.eps is not
+ * read here). Parameters: the layer norm's (weight (C), bias (C)); init_weights as attn_layernorm's.
+ * The cache keeps z and the row statistics. */
+typedef struct attn_addnorm {
+    attn_layernorm ln;
+} attn_addnorm;
+
+size_t      attn_addnorm_n_params(int C);
+attn_status attn_addnorm_bind(attn_addnorm *l, int C, float *params, float *grads);
+attn_status attn_addnorm_init_weights(attn_addnorm *l, attn_rng *rng);
+attn_status attn_addnorm_cache_bytes(const attn_addnorm *l, int N, size_t *bytes);
+/*   y (N,C) written;  x (N,C) the residual, s (N,C) the sublayer's output */
+attn_status attn_addnorm_forward(const attn_addnorm *l, void *cache, size_t cache_bytes,
+                                 float *y, const float *x, const float *s, int N, float dropout, uint64_t seed);
+/*   dx (N,C) += dz, ds (N,C) += dropout'(dz) (each may be NULL), dz the gradient of z;  dy (N,C).
+ * Same dropout and seed as the forward. */
+attn_status attn_addnorm_backward(const attn_addnorm *l, void *cache, size_t cache_bytes,
+                                  float *dx, float *ds, const float *dy, int N, float dropout, uint64_t seed);
 
 #ifdef __cplusplus
 }

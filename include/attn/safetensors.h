@@ -1,6 +1,6 @@
 /*
  * attn/safetensors.h — reading and writing safetensors files, the format of checkpoints and of the
- * PyTorch golden files the tests compare against. Included by attn.h.
+ * PyTorch golden files the tests compare against.
  *
  * Format: an 8-byte little-endian header length N, N bytes of JSON
  *   {"name": {"dtype": "F32", "shape": [2, 3], "data_offsets": [begin, end]}, ..., "__metadata__": {...}}
@@ -11,6 +11,8 @@
  */
 #ifndef ATTN_SAFETENSORS_H
 #define ATTN_SAFETENSORS_H
+
+#include "../attn.h"
 
 #ifdef __cplusplus
 extern "C" {

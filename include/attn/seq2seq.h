@@ -1,8 +1,8 @@
 /*
  * attn/seq2seq.h — sequence to sequence with Bahdanau attention (the d2l book's English→French
- * experiment): the GRU layer, the text pipeline (fra.txt pairs, vocabularies, BLEU) and the
- * encoder–decoder model with its training step, greedy decoding and checkpoints.
- * Included by attn.h; do not include it alone.
+ * experiment): the encoder–decoder model with its training step, greedy decoding and checkpoints. Its
+ * layers (GRU, embedding, ...) are in attn/layers.h, the text pipeline (fra.txt pairs, vocabularies,
+ * BLEU) in attn/data.h; this header includes both.
  *
  *     attn_nmt_pairs p;                         // lines 0..600 of fra.txt, preprocessed as d2l does
  *     attn_nmt_read(&p, "fra.txt", 0, 600, err, sizeof err);
@@ -11,7 +11,7 @@
  *     ...
  *     attn_seq2seq m;  attn_seq2seq_config c = {src.n, tgt.n, 32, 32, 2, 0.1f, 10, 64};
  *     attn_seq2seq_init(&m, &c, seed);          // X, Y (N,10) and lengths from attn_vocab_encode
- *     attn_adam opt;  attn_adam_init(&opt, m.n_params, 0.005f);
+ *     attn_adam opt;  attn_adam_alloc(&opt, m.n_params, 0.005f);
  *     for (int e = 0; e < 250; e++)
  *         attn_seq2seq_train_epoch(&m, &opt, &rng, X, X_len, Y, Y_len, N, 64, 1.0f, &seed, &loss_sum, &tokens);
  *     attn_seq2seq_translate(&m, out, &n_out, weights, src_ids, src_len);   // greedy, with attention
@@ -19,103 +19,12 @@
 #ifndef ATTN_SEQ2SEQ_H
 #define ATTN_SEQ2SEQ_H
 
+#include "layers.h"
+#include "data.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-/* ---------------------------------------------------------------------------------------------------
- * GRU, several layers, PyTorch's equations and parameter layout (gates r, z, n in that order):
- *   r = σ(W_ir x + b_ir + W_hr h + b_hr)      z = σ(W_iz x + b_iz + W_hz h + b_hz)
- *   n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))           h' = (1 - z) ⊙ n + z ⊙ h
- * Layer l reads the output of layer l-1, through inverted dropout (training only, not after the last
- * layer). Time-major tensors, as nn.GRU without batch_first: x (T,B,in), out (T,B,H), states (L,B,H).
- * The parameters live in a caller's slab; per layer, in PyTorch's state_dict order:
- *   weight_ih_l{k} (3H,in_k)  weight_hh_l{k} (3H,H)  bias_ih_l{k} (3H)  bias_hh_l{k} (3H),  in_0 = in,
- *   in_k = H after. Gradients have the same layout in their own slab.
- */
-#define ATTN_GRU_MAX_LAYERS 8
-
-typedef struct attn_gru {
-    int L, in, H;
-    float dropout;                                  /* between layers, in [0,1) */
-    float *w_ih[ATTN_GRU_MAX_LAYERS], *w_hh[ATTN_GRU_MAX_LAYERS];
-    float *b_ih[ATTN_GRU_MAX_LAYERS], *b_hh[ATTN_GRU_MAX_LAYERS];
-    float *dw_ih[ATTN_GRU_MAX_LAYERS], *dw_hh[ATTN_GRU_MAX_LAYERS];
-    float *db_ih[ATTN_GRU_MAX_LAYERS], *db_hh[ATTN_GRU_MAX_LAYERS];
-} attn_gru;
-
-/* Number of floats of parameters of an L-layer GRU. */
-size_t attn_gru_n_params(int L, int in, int H);
-
-/* Points g at params and grads (attn_gru_n_params floats each; grads may be NULL for inference). */
-attn_status attn_gru_bind(attn_gru *g, int L, int in, int H, float dropout, float *params, float *grads);
-
-/* Floats of cache one forward + backward over (T,B) needs (saved activations and backward scratch). */
-size_t attn_gru_cache_floats(const attn_gru *g, int T, int B);
-
-/* Forward over T steps. out (T,B,H) written; h_n (L,B,H) or NULL written; x (T,B,in); h0 (L,B,H) or
- * NULL (zeros). train nonzero applies the dropout between layers, its masks a function of seed. */
-attn_status attn_gru_forward(const attn_gru *g, float *cache, size_t cache_floats,
-                             float *out, float *h_n, const float *x, const float *h0,
-                             int T, int B, int train, uint64_t seed);
-
-/* Backward of the forward that filled cache (same x, T, B, train, seed). Accumulates (+=) into dx
- * (T,B,in) and dh0 (L,B,H) (each may be NULL) and into the gradient slab. dout (T,B,H) and dh_n (L,B,H)
- * may be NULL (zero). */
-attn_status attn_gru_backward(const attn_gru *g, float *cache, size_t cache_floats,
-                              float *dx, float *dh0, const float *dout, const float *dh_n,
-                              const float *x, int T, int B, int train, uint64_t seed);
-
-/* ---------------------------------------------------------------------------------------------------
- * Text: the d2l pipeline for fra.txt ("English<TAB>French" per line).
- * Preprocessing: U+202F and U+00A0 become spaces; lowercase (ASCII, Latin-1 and Latin Extended-A
- * letters: Ç→ç, À→à, É→é, Œ→œ; other scripts unchanged); a space is put before , . ! ? when the
- * character before is not a space. Tokens are split on single spaces (as Python's split(' ')).
- */
-typedef struct attn_nmt_pairs {
-    int n;                       /* pairs read */
-    char **src, **tgt;           /* n preprocessed lines each */
-    int *line;                   /* (n) 0-based line number of each pair in the file */
-} attn_nmt_pairs;
-
-/* Preprocesses one UTF-8 string into a new malloc'd string (*out). ATTN_ERR_FORMAT on invalid UTF-8. */
-attn_status attn_nmt_preprocess(const char *in, size_t len, char **out);
-
-/* Reads the pairs of lines first..last (0-based, inclusive; last < 0 = to the end) of path. A line
- * without a tab, with an empty side or with invalid UTF-8 is an error naming the path and line number
- * (1-based in the message); a missing file names the path. A final empty line is ignored. */
-attn_status attn_nmt_read(attn_nmt_pairs *p, const char *path, int first, int last,
-                          char *err, size_t err_size);
-void        attn_nmt_pairs_free(attn_nmt_pairs *p);
-
-/* Vocabulary: ids 0 <unk>, 1 <pad>, 2 <bos>, 3 <eos>, then tokens of count >= min_freq by count, most
- * frequent first, ties in order of first appearance (what d2l's sorted(Counter) gives). */
-enum { ATTN_TOK_UNK = 0, ATTN_TOK_PAD = 1, ATTN_TOK_BOS = 2, ATTN_TOK_EOS = 3 };
-
-typedef struct attn_vocab {
-    int n;                       /* tokens */
-    char **tokens;               /* (n) */
-    int *table;                  /* open-addressing hash table of ids, table_size slots, -1 = empty */
-    int table_size;
-} attn_vocab;
-
-attn_status attn_vocab_build(attn_vocab *v, const char *const *lines, int n_lines, int min_freq);
-void        attn_vocab_free(attn_vocab *v);
-int         attn_vocab_id(const attn_vocab *v, const char *token, size_t len);   /* ATTN_TOK_UNK if absent */
-/* One token per line, in id order. */
-attn_status attn_vocab_save(const attn_vocab *v, const char *path, char *err, size_t err_size);
-attn_status attn_vocab_load(attn_vocab *v, const char *path, char *err, size_t err_size);
-
-/* Token ids of a preprocessed line, then <eos>, cut or padded with <pad> to num_steps:
- *   ids (num_steps) written; *valid_len = non-pad count (the d2l valid length); *n_tokens = tokens in
- *   the line (before <eos>, before cutting); *n_unk (or NULL) = tokens not in the vocabulary. */
-attn_status attn_vocab_encode(const attn_vocab *v, const char *line, int num_steps, int32_t *ids,
-                              int32_t *valid_len, int *n_tokens, int *n_unk);
-
-/* BLEU as d2l defines it: exp(min(0, 1 - len_label/len_pred)) · Π_{n=1..k} p_n^(1/2^n), p_n the clipped
- * n-gram precision; tokens split on single spaces. A prediction with fewer than n tokens has p_n = 0
- * (d2l divides by zero there). */
-double attn_bleu(const char *pred, const char *label, int k);
 
 /* ---------------------------------------------------------------------------------------------------
  * The model: embedding → L-layer GRU encoder; decoder: at each step additive attention (query = the

@@ -1,9 +1,9 @@
 /*
  * attn/transformer.h — the Transformer encoder–decoder (the d2l book's chapter on the Transformer,
- * SPEC §4.E): sinusoidal positional encoding, position-wise feed-forward, add & norm, encoder and
- * decoder blocks built on multi-head scaled dot-product attention, and the translator that stacks them,
- * trained with the English→French pipeline of attn/seq2seq.h (pairs, vocabularies, BLEU).
- * Included by attn.h; do not include it alone.
+ * SPEC §4.E): encoder and decoder blocks built on multi-head scaled dot-product attention, and the
+ * translator that stacks them, trained with the English→French pipeline of attn/data.h (pairs,
+ * vocabularies, BLEU). Its layers (positional encoding, position-wise feed-forward, add & norm) are in
+ * attn/layers.h; this header includes layers.h and data.h.
  *
  *     attn_transformer m;
  *     attn_transformer_config c = {src.n, tgt.n, 32, 64, 4, 2, 0.1f, 10, 64};  // hidden, ffn, heads, blocks
@@ -26,44 +26,12 @@
 #ifndef ATTN_TRANSFORMER_H
 #define ATTN_TRANSFORMER_H
 
+#include "layers.h"
+#include "data.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-/* ---------------------------------------------------------------------------------------------------
- * Layers. Backward calls accumulate (+=) into every gradient; a NULL input gradient is skipped.
- *
- * Positional encoding table: P (T,D), P[t][2i] = sin(t / 10000^(2i/D)), P[t][2i+1] = cos(same).
- */
-attn_status attn_posenc_table(float *P, int T, int D);
-
-/* y = dropout(scale · x + P), per batch row:  y (B,T,D) (may equal x)  x (B,T,D)  P (T,D) rows of the
- * positions (pass P + t0·D for positions t0..). d2l scales the embeddings by sqrt(D) here. */
-attn_status attn_posenc_forward(float *y, const float *x, const float *P, float scale,
-                                int B, int T, int D, float dropout, uint64_t seed);
-/* dx (B,T,D) += scale · dropout'(dy) */
-attn_status attn_posenc_backward(float *dx, const float *dy, float scale,
-                                 int B, int T, int D, float dropout, uint64_t seed);
-
-/* Position-wise feed-forward: y = relu(x W1ᵀ + b1) W2ᵀ + b2.
- *   y (N,D)  h (N,F) saved (after the ReLU)  x (N,D)  w1 (F,D)  b1 (F)  w2 (D,F)  b2 (D) */
-attn_status attn_ffn_forward(float *y, float *h, const float *x,
-                             const float *w1, const float *b1, const float *w2, const float *b2,
-                             int N, int D, int F);
-/* dx (N,D) or NULL, dw1 (F,D), db1 (F), dw2 (D,F), db2 (D);  dh (N,F) scratch, overwritten. */
-attn_status attn_ffn_backward(float *dx, float *dw1, float *db1, float *dw2, float *db2, float *dh,
-                              const float *dy, const float *x, const float *h,
-                              const float *w1, const float *w2, int N, int D, int F);
-
-/* Add & norm: z = x + dropout(s) (saved), y = LayerNorm(z) (eps 1e-5).
- *   y (N,C)  z (N,C)  mean, rstd (N) saved;  x (N,C) the residual, s (N,C) the sublayer's output */
-attn_status attn_addnorm_forward(float *y, float *z, float *mean, float *rstd,
-                                 const float *x, const float *s, const float *gamma, const float *beta,
-                                 int N, int C, float dropout, uint64_t seed);
-/* dx (N,C) += dz, ds (N,C) += dropout'(dz) (each may be NULL);  dz (N,C) scratch, overwritten. */
-attn_status attn_addnorm_backward(float *dx, float *ds, float *dgamma, float *dbeta, float *dz,
-                                  const float *dy, const float *z, const float *mean, const float *rstd,
-                                  const float *gamma, int N, int C, float dropout, uint64_t seed);
 
 /* ---------------------------------------------------------------------------------------------------
  * Blocks (post-norm, as d2l):

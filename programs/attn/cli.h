@@ -7,6 +7,12 @@
 #define ATTN_CLI_H
 
 #include "attn.h"
+#include "attn/layers.h"
+#include "attn/data.h"
+#include "attn/safetensors.h"
+#include "attn/heatmap.h"
+#include "attn/seq2seq.h"
+#include "attn/transformer.h"
 
 #include <stdint.h>
 #include <stdio.h>

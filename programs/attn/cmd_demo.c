@@ -86,14 +86,19 @@ static int additive(const demo_opts *o, attn_rng *r, const float *q, const float
 static int multi_head(const demo_opts *o, const float *q, const float *k, const float *v) {
     int B = o->B, T = o->T, D = o->D, H = o->H;
     attn_mha m;
-    attn_status st = attn_mha_init(&m, D, D, D, D, H, o->seed + 1);
-    if (st) return cli_fail(st, "multi-head attention");
+    const size_t np = attn_mha_n_params(D, D, D, D);
+    float *params = malloc(sizeof(float) * (np ? np : 1));       /* inference: no gradients */
+    if (!params) return cli_fail(ATTN_ERR_NOMEM, "multi-head attention");
+    attn_status st = attn_mha_bind(&m, D, D, D, D, H, params, NULL);
+    attn_rng r;
+    attn_rng_seed(&r, o->seed + 1);
+    if (!st) st = attn_mha_init_weights(&m, &r);
     size_t cb = 0;
-    st = attn_mha_cache_size(&m, B, T, T, &cb);
+    if (!st) st = attn_mha_cache_bytes(NULL, &m, B, T, T, &cb);
     float *out = malloc(sizeof(float) * B * T * D), *w = malloc(sizeof(float) * B * H * T * T);
     void *cache = malloc(cb ? cb : 1);
     if (!st && (!out || !w || !cache)) st = ATTN_ERR_NOMEM;
-    if (!st) st = attn_mha_forward(&m, cache, cb, out, w, q, k, v, B, T, T, NULL, 0.0f, 0);
+    if (!st) st = attn_mha_forward(NULL, &m, cache, cb, out, w, q, k, v, B, T, T, NULL, 0.0f, 0);
     if (!st) {
         printf("multi-head attention: %d heads of %d, Q/K/V/output projections with bias (%zu parameters)\n",
                H, D / H, m.n_params);
@@ -102,8 +107,7 @@ static int multi_head(const demo_opts *o, const float *q, const float *k, const 
         printf("  %-8s (%d, %d, %d, %d)\n", "weights", B, H, T, T);
         printf("  rows of weights sum to 1 within %.1e\n", worst_row_sum_error(w, (size_t)B * H * T, T));
     }
-    free(out); free(w); free(cache);
-    attn_mha_free(&m);
+    free(out); free(w); free(cache); free(params);
     return cli_fail(st, "multi-head attention");
 }
 

@@ -211,7 +211,7 @@ static int train_build(const imdb_flags *f, train_run *r, int *nothing_to_do) {
     const size_t n_params = (size_t)c.V * c.D + 3 * (size_t)c.D * c.D + (size_t)c.C * c.D + (size_t)c.C;
     attn_status st;
     *nothing_to_do = 0;
-    if ((st = attn_adam_init(&r->adam, n_params, r->lr)) != ATTN_OK) return cli_fail(st, "imdb: adam");
+    if ((st = attn_adam_alloc(&r->adam, n_params, r->lr)) != ATTN_OK) return cli_fail(st, "imdb: adam");
     if (f->resume) {
         attn_imdb_vocab cv;
         if (load_checkpoint(r->ckpt, &r->m, Bmax, &r->adam, &cv, &r->resumed, r->d.vocab.crc)) return 1;

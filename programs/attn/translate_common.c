@@ -151,7 +151,7 @@ int tr_train(const tr_kind *kind, const tr_train_args *a, tr_create_fn create, c
     int ret = 1;
     size_t n_params = 0;
     attn_adam opt = {0};
-    if (create(&tr, a, opts, &n_params) == 0 && !cli_fail(attn_adam_init(&opt, n_params, a->lr), "creating the optimizer")) {
+    if (create(&tr, a, opts, &n_params) == 0 && !cli_fail(attn_adam_alloc(&opt, n_params, a->lr), "creating the optimizer")) {
         fflush(stdout);
         ret = fit(&tr, &opt, &d, a->epochs, a->batch, a->every, a->seed, a->out);
     }

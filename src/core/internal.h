@@ -6,6 +6,12 @@
 #define ATTN_INTERNAL_H
 
 #include "attn.h"
+#include "attn/layers.h"
+#include "attn/data.h"
+#include "attn/safetensors.h"
+#include "attn/heatmap.h"
+#include "attn/seq2seq.h"
+#include "attn/transformer.h"
 
 #include <math.h>
 

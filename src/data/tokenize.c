@@ -1,7 +1,7 @@
 /*
  * tokenize.c — the IMDB tokenizer (lowercase words of letters, digits and apostrophes, "<br />" as a
  * space, strict UTF-8), the vocabulary's lookup index, and the encoding of one text into T ids
- * (start id, words, last T kept, left-padded). The rules are written out in include/attn/imdb.h.
+ * (start id, words, last T kept, left-padded). The rules are written out in include/attn/data.h.
  */
 #include "internal.h"
 

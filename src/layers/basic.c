@@ -1,6 +1,7 @@
 /*
- * basic.c — the stateless layers: linear, embedding, dropout, layer norm, mean over time and softmax
- * cross-entropy, forward and backward.
+ * basic.c — the simple layers: linear, embedding, dropout, layer norm, mean over time and softmax
+ * cross-entropy, forward and backward. All but layer norm are plain functions on pointers; layer norm is
+ * also a layer with the lifecycle of attn/layers.h (bind, init_weights, cache_bytes) around its raw form.
  *
  * Conventions (attn/layers.h): arguments go outputs, saved-for-backward, inputs, parameters, sizes; every
  * backward accumulates (+=); a NULL input gradient is skipped. Each call checks all its arguments before
@@ -132,7 +133,7 @@ attn_status attn_dropout_backward(float *dx, const float *dy, size_t n, float p,
 }
 
 /* ---------------------------------------------------------------------------------------------------
- * LayerNorm over the last axis: y = (x - mean) · rstd · gamma + beta, rstd = 1/sqrt(var + eps), with the
+ * LayerNorm over the last axis (the raw form on pointers, then the layer): y = (x - mean) · rstd · gamma + beta, rstd = 1/sqrt(var + eps), with the
  * biased variance (as PyTorch). Row statistics are accumulated in double.
  */
 static attn_status layernorm_check(int N, int C) {
@@ -140,9 +141,9 @@ static attn_status layernorm_check(int N, int C) {
     return ATTN_OK;
 }
 
-attn_status attn_layernorm_forward(float *y, float *mean, float *rstd,
-                                   const float *x, const float *gamma, const float *beta,
-                                   int N, int C, float eps) {
+attn_status attn__layernorm_forward(float *y, float *mean, float *rstd,
+                                    const float *x, const float *gamma, const float *beta,
+                                    int N, int C, float eps) {
     if (!y || !mean || !rstd || !x || !gamma || !beta) return ATTN_ERR_NULL;
     attn_status st = layernorm_check(N, C);
     if (st != ATTN_OK) return st;
@@ -174,9 +175,9 @@ attn_status attn_layernorm_forward(float *y, float *mean, float *rstd,
 
 /* With xhat = (x - mean)·rstd and g = dy·gamma:
  *   dx = rstd · (g - mean(g) - xhat · mean(g · xhat)),  dgamma += Σ_n dy·xhat,  dbeta += Σ_n dy. */
-attn_status attn_layernorm_backward(float *dx, float *dgamma, float *dbeta,
-                                    const float *dy, const float *x, const float *mean, const float *rstd,
-                                    const float *gamma, int N, int C) {
+attn_status attn__layernorm_backward(float *dx, float *dgamma, float *dbeta,
+                                     const float *dy, const float *x, const float *mean, const float *rstd,
+                                     const float *gamma, int N, int C) {
     if (!dgamma || !dbeta || !dy || !x || !mean || !rstd || !gamma) return ATTN_ERR_NULL;
     attn_status st = layernorm_check(N, C);
     if (st != ATTN_OK) return st;
@@ -212,6 +213,75 @@ attn_status attn_layernorm_backward(float *dx, float *dgamma, float *dbeta,
         }
     }
     return ATTN_OK;
+}
+
+/* The layer: gamma, beta views; the cache holds mean (N) and rstd (N). */
+size_t attn_layernorm_n_params(int C) {
+    return attn__dim_ok(C) ? 2 * (size_t)C : 0;
+}
+
+attn_status attn_layernorm_bind(attn_layernorm *l, int C, float *params, float *grads) {
+    if (!l || !params) return ATTN_ERR_NULL;
+    if (!attn__dim_ok(C)) return ATTN_ERR_SIZE;
+    *l = (attn_layernorm){0};
+    l->C = C;
+    l->eps = 1e-5f;
+    l->gamma = params;
+    l->beta = params + C;
+    if (grads) {
+        l->dgamma = grads;
+        l->dbeta = grads + C;
+    }
+    l->params = params;
+    l->grads = grads;
+    l->n_params = 2 * (size_t)C;
+    return ATTN_OK;
+}
+
+attn_status attn_layernorm_init_weights(attn_layernorm *l, attn_rng *rng) {
+    (void)rng;                                   /* nothing is random: gamma 1, beta 0 */
+    if (!l || !l->gamma || !l->beta) return ATTN_ERR_NULL;
+    for (int c = 0; c < l->C; c++) {
+        l->gamma[c] = 1.0f;
+        l->beta[c] = 0.0f;
+    }
+    return ATTN_OK;
+}
+
+static attn_status ln_plan(const attn_layernorm *l, int N, size_t off[2], size_t *total) {
+    if (!l || !l->gamma || !l->beta) return ATTN_ERR_NULL;
+    if (!attn__dim_ok(l->C) || !attn__dim_ok(N)) return ATTN_ERR_SIZE;
+    const size_t sizes[2] = {sizeof(float) * (size_t)N, sizeof(float) * (size_t)N};
+    return attn__cache_plan(sizes, 2, off, total);
+}
+
+attn_status attn_layernorm_cache_bytes(const attn_layernorm *l, int N, size_t *bytes) {
+    if (!bytes) return ATTN_ERR_NULL;
+    return ln_plan(l, N, NULL, bytes);
+}
+
+attn_status attn_layernorm_forward(const attn_layernorm *l, void *cache, size_t cache_bytes,
+                                   float *y, const float *x, int N) {
+    size_t off[2], need;
+    attn_status st = ln_plan(l, N, off, &need);
+    if (st != ATTN_OK) return st;
+    if (!y || !x) return ATTN_ERR_NULL;
+    if (!cache || cache_bytes < need) return ATTN_ERR_WORKSPACE;
+    char *base = attn__cache_base(cache);
+    return attn__layernorm_forward(y, (float *)(base + off[0]), (float *)(base + off[1]), x, l->gamma, l->beta,
+                                   N, l->C, l->eps);
+}
+
+attn_status attn_layernorm_backward(const attn_layernorm *l, void *cache, size_t cache_bytes,
+                                    float *dx, const float *dy, const float *x, int N) {
+    size_t off[2], need;
+    attn_status st = ln_plan(l, N, off, &need);
+    if (st != ATTN_OK) return st;
+    if (!l->dgamma || !l->dbeta || !dy || !x) return ATTN_ERR_NULL;
+    if (!cache || cache_bytes < need) return ATTN_ERR_WORKSPACE;
+    char *base = attn__cache_base(cache);
+    return attn__layernorm_backward(dx, l->dgamma, l->dbeta, dy, x, (const float *)(base + off[0]),
+                                    (const float *)(base + off[1]), l->gamma, N, l->C);
 }
 
 /* ---------------------------------------------------------------------------------------------------

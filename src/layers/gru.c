@@ -6,20 +6,18 @@
  * GEMM) and applies the gates. The backward runs the steps in reverse for dh, storing the gate gradients
  * of every step, then does the weight and input gradients as three GEMMs over all T·B rows.
  *
- * Cache layout (floats), per layer l:   xin (T,B,H) the dropped input of layer l > 0
+ * Cache layout (floats, from the caller's pointer aligned to 64 bytes), per layer l:   xin (T,B,H) the dropped input of layer l > 0
  *                                       hs (T+1,B,H) h_0 .. h_T
  *                                       gates (T,B,3H) r | z | n
  *                                       ghn (T,B,H) W_hn h + b_hn
  * then the scratch: gi (T,B,3H) input projections / input-gate gradients, gh (T,B,3H) hidden-gate
  * gradients, dcur (T,B,H), dnext (T,B,max(in,H)), dh (B,H), dhp (B,H).
  */
-#include "internal.h"
+#include "util.h"
+
 #include <cblas.h>
 #include <string.h>
 
-/* The gates of one row are the dispatch table's (gru_gates, gru_gates_backward): the reference path's use
- * libm, the fused paths their own exp2 (src/kernels/scalar/layers_impl.h). */
-static const attn_kernels *gates_kernels(void) { return attn__kernels(attn_get_isa()); }
 
 static int layer_in(const attn_gru *g, int l) { return l == 0 ? g->in : g->H; }
 
@@ -36,6 +34,9 @@ attn_status attn_gru_bind(attn_gru *g, int L, int in, int H, float dropout, floa
     if (!(dropout >= 0.0f && dropout < 1.0f)) return ATTN_ERR_ARG;
     memset(g, 0, sizeof *g);
     g->L = L; g->in = in; g->H = H; g->dropout = dropout;
+    g->params = params;
+    g->grads = grads;
+    g->n_params = attn_gru_n_params(L, in, H);
     size_t off = 0;
     for (int l = 0; l < L; l++) {
         size_t nin = (size_t)layer_in(g, l);
@@ -47,6 +48,20 @@ attn_status attn_gru_bind(attn_gru *g, int L, int in, int H, float dropout, floa
             g->db_ih[l] = grads + o_bi; g->db_hh[l] = grads + o_bh;
         }
         off = o_bh + 3 * (size_t)H;
+    }
+    return ATTN_OK;
+}
+
+attn_status attn_gru_init_weights(attn_gru *g, attn_rng *rng) {
+    if (!g || !rng) return ATTN_ERR_NULL;
+    if (g->L <= 0 || g->L > ATTN_GRU_MAX_LAYERS || !g->w_ih[0]) return ATTN_ERR_ARG;
+    /* per layer: Xavier-uniform weights, then PyTorch's default biases U(±1/sqrt(H)) */
+    const float b = 1.0f / sqrtf((float)g->H);
+    for (int l = 0; l < g->L; l++) {
+        attn__xavier_uniform(rng, g->w_ih[l], 3 * g->H, layer_in(g, l));
+        attn__xavier_uniform(rng, g->w_hh[l], 3 * g->H, g->H);
+        attn_rng_fill_uniform(rng, g->b_ih[l], 3 * (size_t)g->H, -b, b);
+        attn_rng_fill_uniform(rng, g->b_hh[l], 3 * (size_t)g->H, -b, b);
     }
     return ATTN_OK;
 }
@@ -77,32 +92,49 @@ static void cache_carve(const attn_gru *g, float *base, int T, int B, gru_cache 
     c->total = off;
 }
 
-size_t attn_gru_cache_floats(const attn_gru *g, int T, int B) {
-    if (!g || T <= 0 || B <= 0) return 0;
+/* Bytes of cache, the alignment slack included; 0 for a bad layer or sizes. */
+static size_t cache_need(const attn_gru *g, int T, int B) {
+    if (!g || g->L <= 0 || g->L > ATTN_GRU_MAX_LAYERS || g->H <= 0 || g->in <= 0) return 0;
+    if (T <= 0 || B <= 0 || T > ATTN_MAX_DIM || B > ATTN_MAX_DIM) return 0;
     gru_cache c;
     cache_carve(g, NULL, T, B, &c);
-    return c.total;
+    return sizeof(float) * c.total + ATTN__CACHE_ALIGN;
+}
+
+attn_status attn_gru_cache_bytes(const attn_gru *g, int T, int B, size_t *bytes) {
+    if (!g || !bytes) return ATTN_ERR_NULL;
+    if (g->L <= 0 || g->L > ATTN_GRU_MAX_LAYERS || !g->w_ih[0]) return ATTN_ERR_ARG;
+    if (T <= 0 || B <= 0 || T > ATTN_MAX_DIM || B > ATTN_MAX_DIM) return ATTN_ERR_SIZE;
+    *bytes = cache_need(g, T, B);
+    return ATTN_OK;
 }
 
 static uint64_t layer_seed(uint64_t seed, int l) { return attn__mix64(seed + 0x51ed2701ULL * (uint64_t)(l + 1)); }
 
-static attn_status check(const attn_gru *g, const float *cache, size_t cache_floats, int T, int B) {
-    if (!g || !cache) return ATTN_ERR_NULL;
+/* Checks the context, the layer, the sizes and the cache; *kern gets the context's table, whose gate loops
+ * (gru_gates, gru_gates_backward) the passes run: libm on the reference path, the path's own exp2 on the
+ * fused paths (src/kernels/scalar/layers_impl.h). */
+static attn_status check(const attn_ctx *ctx, const attn_gru *g, const void *cache, size_t cache_bytes, int T, int B,
+                         const attn_kernels **kern) {
+    attn_ctx rc;
+    attn_status st = attn__ctx_resolve(ctx, &rc, kern);
+    if (st != ATTN_OK) return st;
+    if (!g) return ATTN_ERR_NULL;
     if (g->L <= 0 || g->L > ATTN_GRU_MAX_LAYERS || !g->w_ih[0]) return ATTN_ERR_ARG;
     if (T <= 0 || B <= 0 || T > ATTN_MAX_DIM || B > ATTN_MAX_DIM) return ATTN_ERR_SIZE;
-    if (cache_floats < attn_gru_cache_floats(g, T, B)) return ATTN_ERR_WORKSPACE;
+    if (!cache || cache_bytes < cache_need(g, T, B)) return ATTN_ERR_WORKSPACE;
     return ATTN_OK;
 }
 
-attn_status attn_gru_forward(const attn_gru *g, float *cache, size_t cache_floats,
+attn_status attn_gru_forward(const attn_ctx *ctx, const attn_gru *g, void *cache, size_t cache_bytes,
                              float *out, float *h_n, const float *x, const float *h0,
                              int T, int B, int train, uint64_t seed) {
-    attn_status st = check(g, cache, cache_floats, T, B);
+    const attn_kernels *kern;
+    attn_status st = check(ctx, g, cache, cache_bytes, T, B, &kern);
     if (st != ATTN_OK) return st;
     if (!out || !x) return ATTN_ERR_NULL;
     gru_cache c;
-    cache_carve(g, cache, T, B, &c);
-    const attn_kernels *kern = gates_kernels();
+    cache_carve(g, (float *)attn__cache_base(cache), T, B, &c);
     const int H = g->H, H3 = 3 * H;
     const size_t BH = (size_t)B * H;
     const int drop = train && g->dropout > 0.0f;
@@ -145,15 +177,15 @@ attn_status attn_gru_forward(const attn_gru *g, float *cache, size_t cache_float
     return ATTN_OK;
 }
 
-attn_status attn_gru_backward(const attn_gru *g, float *cache, size_t cache_floats,
+attn_status attn_gru_backward(const attn_ctx *ctx, const attn_gru *g, void *cache, size_t cache_bytes,
                               float *dx, float *dh0, const float *dout, const float *dh_n,
                               const float *x, int T, int B, int train, uint64_t seed) {
-    attn_status st = check(g, cache, cache_floats, T, B);
+    const attn_kernels *kern;
+    attn_status st = check(ctx, g, cache, cache_bytes, T, B, &kern);
     if (st != ATTN_OK) return st;
     if (!x || !g->dw_ih[0]) return ATTN_ERR_NULL;
     gru_cache c;
-    cache_carve(g, cache, T, B, &c);
-    const attn_kernels *kern = gates_kernels();
+    cache_carve(g, (float *)attn__cache_base(cache), T, B, &c);
     const int H = g->H, H3 = 3 * H;
     const size_t BH = (size_t)B * H, TB = (size_t)T * B;
     const int drop = train && g->dropout > 0.0f;

@@ -7,7 +7,7 @@
  *   out = ctx Woᵀ + bo            (B,T,Dm)
  *
  * The heads are never transposed in memory: the attention descriptor reads (B,T,Dm) as (B,H,T,Dh) with
- * strides b = T·Dm, h = Dh, t = Dm. Parameters and gradients are one allocation (the slab, made at init);
+ * strides b = T·Dm, h = Dh, t = Dm. Parameters and gradients are views into the caller's slabs (bind);
  * forward and backward allocate nothing and carve their activations from the caller's cache:
  *
  *   [ up to 64 bytes to align the caller's pointer ]
@@ -18,7 +18,6 @@
  */
 #include "util.h"
 
-#include <stdlib.h>
 #include <string.h>
 
 #define ATTN_CACHE_ALIGN 64
@@ -53,17 +52,20 @@ static attn_status mha_desc(const attn_mha *m, int B, int T, int S, const attn_m
 }
 
 static int mha_ok(const attn_mha *m) {
-    return m && m->params && m->grads && m->wq && m->bq && m->wk && m->bk && m->wv && m->bv && m->wo &&
-           m->bo && m->dwq && m->dbq && m->dwk && m->dbk && m->dwv && m->dbv && m->dwo && m->dbo;
+    return m && m->wq && m->bq && m->wk && m->bk && m->wv && m->bv && m->wo && m->bo;
+}
+
+static int mha_grads_ok(const attn_mha *m) {
+    return m->dwq && m->dbq && m->dwk && m->dbk && m->dwv && m->dbv && m->dwo && m->dbo;
 }
 
 /* Checks the layer and sizes, builds the descriptor and computes the cache layout (offsets from the
  * aligned start; total bytes including the alignment slack). */
-static attn_status mha_plan(const attn_mha *m, int B, int T, int S, const attn_mask *mask, float dropout,
-                            uint64_t seed, attn_sdpa_desc *d, size_t off[10], size_t *work_bytes,
+static attn_status mha_plan(const attn_ctx *ctx, const attn_mha *m, int B, int T, int S, const attn_mask *mask,
+                            float dropout, uint64_t seed, attn_sdpa_desc *d, size_t off[10], size_t *work_bytes,
                             size_t *total) {
     if (!mha_ok(m)) return ATTN_ERR_NULL;
-    /* the layer's own sizes, in case the struct was changed after init */
+    /* the layer's own sizes, in case the struct was changed after bind */
     if (!attn__dim_ok(m->Dq) || !attn__dim_ok(m->Dk) || !attn__dim_ok(m->Dv) || !attn__dim_ok(m->Dm) ||
         !attn__dim_ok(m->H))
         return ATTN_ERR_SIZE;
@@ -78,8 +80,8 @@ static attn_status mha_plan(const attn_mha *m, int B, int T, int S, const attn_m
     attn_status st = mha_desc(m, B, T, S, mask, dropout, seed, d);
     if (st != ATTN_OK) return st;
     size_t fw, bw;
-    if ((st = attn_sdpa_workspace_size(NULL, d, ATTN_PASS_FORWARD, &fw)) != ATTN_OK) return st;
-    if ((st = attn_sdpa_workspace_size(NULL, d, ATTN_PASS_BACKWARD, &bw)) != ATTN_OK) return st;
+    if ((st = attn_sdpa_workspace_size(ctx, d, ATTN_PASS_FORWARD, &fw)) != ATTN_OK) return st;
+    if ((st = attn_sdpa_workspace_size(ctx, d, ATTN_PASS_BACKWARD, &bw)) != ATTN_OK) return st;
     *work_bytes = fw > bw ? fw : bw;
 
     const size_t f = sizeof(float);
@@ -112,73 +114,68 @@ static void mha_carve(void *cache, const size_t off[10], size_t work_bytes, mha_
     c->work_bytes = work_bytes;
 }
 
-/* Points the named parameter and gradient arrays into the slab. */
-static void mha_point(attn_mha *m) {
-    const size_t Dm = (size_t)m->Dm;
-    float *p = m->params, *g = m->grads;
-    float **pp[8] = {&m->wq, &m->bq, &m->wk, &m->bk, &m->wv, &m->bv, &m->wo, &m->bo};
-    float **gg[8] = {&m->dwq, &m->dbq, &m->dwk, &m->dbk, &m->dwv, &m->dbv, &m->dwo, &m->dbo};
-    const size_t n[8] = {Dm * m->Dq, Dm, Dm * m->Dk, Dm, Dm * m->Dv, Dm, Dm * Dm, Dm};
-    for (int i = 0; i < 8; i++) {
-        *pp[i] = p;
-        *gg[i] = g;
-        p += n[i];
-        g += n[i];
-    }
+static int mha_sizes_ok(int Dq, int Dk, int Dv, int Dm) {
+    if (!attn__dim_ok(Dq) || !attn__dim_ok(Dk) || !attn__dim_ok(Dv) || !attn__dim_ok(Dm)) return 0;
+    /* weights are BLAS matrices: (Dm,Din) must have an int count of elements */
+    return attn__prod_fits_int(Dm, Dq) && attn__prod_fits_int(Dm, Dk) && attn__prod_fits_int(Dm, Dv) &&
+           attn__prod_fits_int(Dm, Dm);
 }
 
-attn_status attn_mha_init(attn_mha *m, int Dq, int Dk, int Dv, int Dm, int H, uint64_t seed) {
-    if (!m) return ATTN_ERR_NULL;
-    *m = (attn_mha){0};
-    if (!attn__dim_ok(Dq) || !attn__dim_ok(Dk) || !attn__dim_ok(Dv) || !attn__dim_ok(Dm) || !attn__dim_ok(H))
-        return ATTN_ERR_SIZE;
-    if (Dm % H != 0) return ATTN_ERR_SHAPE;
-    /* weights are BLAS matrices: (Dm,Din) must have an int count of elements */
-    if (!attn__prod_fits_int(Dm, Dq) || !attn__prod_fits_int(Dm, Dk) || !attn__prod_fits_int(Dm, Dv) ||
-        !attn__prod_fits_int(Dm, Dm))
-        return ATTN_ERR_SIZE;
-    const size_t n = (size_t)Dm * ((size_t)Dq + Dk + Dv + Dm) + 4 * (size_t)Dm;
-    float *slab = calloc(2 * n, sizeof(float));        /* parameters (n), then gradients (n): zeroed */
-    if (!slab) return ATTN_ERR_NOMEM;
-    m->Dq = Dq; m->Dk = Dk; m->Dv = Dv; m->Dm = Dm; m->H = H;
-    m->params = slab;
-    m->grads = slab + n;
-    m->n_params = n;
-    mha_point(m);
+size_t attn_mha_n_params(int Dq, int Dk, int Dv, int Dm) {
+    if (!mha_sizes_ok(Dq, Dk, Dv, Dm)) return 0;
+    return (size_t)Dm * ((size_t)Dq + Dk + Dv + Dm) + 4 * (size_t)Dm;
+}
 
-    /* like nn.Linear: weight and bias uniform in ±1/sqrt(in), in the order q, k, v, o */
-    attn_rng r;
-    attn_rng_seed(&r, seed);
-    const int ins[4] = {Dq, Dk, Dv, Dm};
-    float *w[4] = {m->wq, m->wk, m->wv, m->wo}, *b[4] = {m->bq, m->bk, m->bv, m->bo};
-    for (int i = 0; i < 4; i++) {
-        float bound = (float)(1.0 / sqrt((double)ins[i]));
-        attn_rng_fill_uniform(&r, w[i], (size_t)Dm * ins[i], -bound, bound);
-        attn_rng_fill_uniform(&r, b[i], (size_t)Dm, -bound, bound);
+/* Points the named parameter (and gradient) arrays into the slabs, in the order wq bq wk bk wv bv wo bo. */
+attn_status attn_mha_bind(attn_mha *m, int Dq, int Dk, int Dv, int Dm, int H, float *params, float *grads) {
+    if (!m || !params) return ATTN_ERR_NULL;
+    if (!mha_sizes_ok(Dq, Dk, Dv, Dm) || !attn__dim_ok(H)) return ATTN_ERR_SIZE;
+    if (Dm % H != 0) return ATTN_ERR_SHAPE;
+    *m = (attn_mha){0};
+    m->Dq = Dq; m->Dk = Dk; m->Dv = Dv; m->Dm = Dm; m->H = H;
+    m->params = params;
+    m->grads = grads;
+    m->n_params = attn_mha_n_params(Dq, Dk, Dv, Dm);
+    const size_t dm = (size_t)Dm;
+    float **pp[8] = {&m->wq, &m->bq, &m->wk, &m->bk, &m->wv, &m->bv, &m->wo, &m->bo};
+    float **gg[8] = {&m->dwq, &m->dbq, &m->dwk, &m->dbk, &m->dwv, &m->dbv, &m->dwo, &m->dbo};
+    const size_t n[8] = {dm * Dq, dm, dm * Dk, dm, dm * Dv, dm, dm * dm, dm};
+    size_t off = 0;
+    for (int i = 0; i < 8; i++) {
+        *pp[i] = params + off;
+        if (grads) *gg[i] = grads + off;
+        off += n[i];
     }
     return ATTN_OK;
 }
 
-void attn_mha_free(attn_mha *m) {
-    if (!m) return;
-    free(m->params);                                   /* the slab; grads live in it */
-    *m = (attn_mha){0};
+attn_status attn_mha_init_weights(attn_mha *m, attn_rng *rng) {
+    if (!mha_ok(m) || !rng) return ATTN_ERR_NULL;
+    /* like nn.Linear: weight and bias uniform in ±1/sqrt(in), in the order q, k, v, o */
+    const int ins[4] = {m->Dq, m->Dk, m->Dv, m->Dm};
+    float *w[4] = {m->wq, m->wk, m->wv, m->wo}, *b[4] = {m->bq, m->bk, m->bv, m->bo};
+    for (int i = 0; i < 4; i++) {
+        float bound = (float)(1.0 / sqrt((double)ins[i]));
+        attn_rng_fill_uniform(rng, w[i], (size_t)m->Dm * ins[i], -bound, bound);
+        attn_rng_fill_uniform(rng, b[i], (size_t)m->Dm, -bound, bound);
+    }
+    return ATTN_OK;
 }
 
-attn_status attn_mha_cache_size(const attn_mha *m, int B, int T, int S, size_t *bytes) {
+attn_status attn_mha_cache_bytes(const attn_ctx *ctx, const attn_mha *m, int B, int T, int S, size_t *bytes) {
     if (!bytes) return ATTN_ERR_NULL;
     attn_sdpa_desc d;
     size_t off[10], wb;
-    return mha_plan(m, B, T, S, NULL, 0.0f, 0, &d, off, &wb, bytes);
+    return mha_plan(ctx, m, B, T, S, NULL, 0.0f, 0, &d, off, &wb, bytes);
 }
 
-attn_status attn_mha_forward(attn_mha *m, void *cache, size_t cache_bytes,
+attn_status attn_mha_forward(const attn_ctx *ctx, const attn_mha *m, void *cache, size_t cache_bytes,
                              float *out, float *weights,
                              const float *q, const float *k, const float *v,
                              int B, int T, int S, const attn_mask *mask, float dropout, uint64_t seed) {
     attn_sdpa_desc d;
     size_t off[10], wb, need;
-    attn_status st = mha_plan(m, B, T, S, mask, dropout, seed, &d, off, &wb, &need);
+    attn_status st = mha_plan(ctx, m, B, T, S, mask, dropout, seed, &d, off, &wb, &need);
     if (st != ATTN_OK) return st;
     if (!out || !q || !k || !v) return ATTN_ERR_NULL;
     if (!cache || cache_bytes < need) return ATTN_ERR_WORKSPACE;
@@ -191,21 +188,21 @@ attn_status attn_mha_forward(attn_mha *m, void *cache, size_t cache_bytes,
     if ((st = attn_linear_forward(c.kp, k, m->wk, m->bk, NS, m->Dk, Dm)) != ATTN_OK) return st;
     if ((st = attn_linear_forward(c.vp, v, m->wv, m->bv, NS, m->Dv, Dm)) != ATTN_OK) return st;
     /* attention per head, in place in the (B,T,Dm) layout; lse (B,H,T) saved */
-    if ((st = attn_sdpa_forward(NULL, &d, c.ctx, c.lse, weights, c.qp, c.kp, c.vp, c.work, c.work_bytes)) != ATTN_OK)
+    if ((st = attn_sdpa_forward(ctx, &d, c.ctx, c.lse, weights, c.qp, c.kp, c.vp, c.work, c.work_bytes)) != ATTN_OK)
         return st;
     /* output projection (B,T,Dm) -> (B,T,Dm) */
     return attn_linear_forward(out, c.ctx, m->wo, m->bo, NT, Dm, Dm);
 }
 
-attn_status attn_mha_backward(attn_mha *m, void *cache, size_t cache_bytes,
+attn_status attn_mha_backward(const attn_ctx *ctx, const attn_mha *m, void *cache, size_t cache_bytes,
                               float *dq, float *dk, float *dv, const float *dout,
                               const float *q, const float *k, const float *v,
                               int B, int T, int S, const attn_mask *mask, float dropout, uint64_t seed) {
     attn_sdpa_desc d;
     size_t off[10], wb, need;
-    attn_status st = mha_plan(m, B, T, S, mask, dropout, seed, &d, off, &wb, &need);
+    attn_status st = mha_plan(ctx, m, B, T, S, mask, dropout, seed, &d, off, &wb, &need);
     if (st != ATTN_OK) return st;
-    if (!dout || !q || !k || !v) return ATTN_ERR_NULL;
+    if (!mha_grads_ok(m) || !dout || !q || !k || !v) return ATTN_ERR_NULL;
     if (!cache || cache_bytes < need) return ATTN_ERR_WORKSPACE;
     mha_cache c;
     mha_carve(cache, off, wb, &c);
@@ -220,7 +217,7 @@ attn_status attn_mha_backward(attn_mha *m, void *cache, size_t cache_bytes,
     memset(c.dqp, 0, sizeof(float) * nT);
     memset(c.dkp, 0, sizeof(float) * nS);
     memset(c.dvp, 0, sizeof(float) * nS);
-    if ((st = attn_sdpa_backward(NULL, &d, c.dqp, c.dkp, c.dvp, c.dctx, c.qp, c.kp, c.vp, c.ctx, c.lse,
+    if ((st = attn_sdpa_backward(ctx, &d, c.dqp, c.dkp, c.dvp, c.dctx, c.qp, c.kp, c.vp, c.ctx, c.lse,
                                  c.work, c.work_bytes)) != ATTN_OK)
         return st;
     /* input projections; dq, dk, dv may be one buffer (self-attention): each call adds its part */

@@ -26,7 +26,7 @@
 #define ATTN_ADAM_FTZ 0
 #endif
 
-attn_status attn_adam_init(attn_adam *a, size_t n, float lr) {
+attn_status attn_adam_alloc(attn_adam *a, size_t n, float lr) {
     if (!a) return ATTN_ERR_NULL;
     *a = (attn_adam){0};
     if (n == 0 || n > (SIZE_MAX / 2) / sizeof(float) || n > (size_t)INT64_MAX / 2) return ATTN_ERR_SIZE;

@@ -5,7 +5,7 @@
  *   Q = X W[0],  K = X W[1],  V = X W[2]      (B,T,Dout) each, one CBLAS product X · [W0 W1 W2]
  *   out = softmax(scale · Q Kᵀ, masked) V     (B,T,Dout), one head
  *
- * Parameters and gradients are one allocation (the slab, made at init). The cache the caller provides:
+ * Parameters and gradients are views into the caller's slabs (bind). The cache the caller provides:
  *
  *   [ up to 64 bytes to align the caller's pointer ]
  *   P (B,T,3·Dout)     Q, K, V side by side in each row (the attention reads them through strides)
@@ -15,7 +15,9 @@
  *   attention workspaces: one per part (see below), or one for the whole batch, whichever is larger
  * each block starting on a 64-byte boundary.
  *
- * Threads: one OpenMP region per pass. The batch is cut into parts of whole sequences, one per thread;
+ * Threads: one OpenMP region per pass, with the context's thread count (the cache's layout depends on it,
+ * so a cache size is valid for the context it was asked with). The batch is cut into parts of whole
+ * sequences, one per thread;
  * each thread runs its part's products through single-threaded OpenBLAS (it is inside a parallel region)
  * and its part's attention through the fused kernel (one thread, its own workspace). The backward's
  * dW = Xᵀ dP, a sum over every row, is cut by output columns instead, in blocks of 32 fixed by the shape
@@ -29,7 +31,6 @@
 #include "util.h"
 
 #include <cblas.h>
-#include <stdlib.h>
 #include <string.h>
 
 #ifdef _OPENMP
@@ -54,7 +55,7 @@ typedef struct sa_cache {
 } sa_cache;
 
 static int sa_ok(const attn_selfattn *l) {
-    return l && l->w && l->dw && l->params && l->grads;
+    return l && l->w;
 }
 
 /* Q, K, V (or dQ, dK, dV) of reviews [b0, b0+nb) as the attention reads them in P (B,T,3·Dout). */
@@ -68,11 +69,11 @@ static attn_status sa_desc(const attn_selfattn *l, int nb, int T, const attn_mas
     return attn_sdpa_validate(d);
 }
 
-static attn_status sa_work_bytes(const attn_sdpa_desc *d, size_t *bytes) {
+static attn_status sa_work_bytes(const attn_ctx *ctx, const attn_sdpa_desc *d, size_t *bytes) {
     size_t fw, bw;
     attn_status st;
-    if ((st = attn_sdpa_workspace_size(NULL, d, ATTN_PASS_FORWARD, &fw)) != ATTN_OK) return st;
-    if ((st = attn_sdpa_workspace_size(NULL, d, ATTN_PASS_BACKWARD, &bw)) != ATTN_OK) return st;
+    if ((st = attn_sdpa_workspace_size(ctx, d, ATTN_PASS_FORWARD, &fw)) != ATTN_OK) return st;
+    if ((st = attn_sdpa_workspace_size(ctx, d, ATTN_PASS_BACKWARD, &bw)) != ATTN_OK) return st;
     *bytes = align_bytes(fw > bw ? fw : bw);
     return ATTN_OK;
 }
@@ -85,8 +86,8 @@ static int sa_nparts(const attn_selfattn *l, int B, int T, int nth) {
     return nth < B ? nth : B;
 }
 
-/* The cache layout for B, T and nparts parts. */
-static attn_status sa_plan(const attn_selfattn *l, int B, int T, const attn_mask *mask, int nparts,
+/* The cache layout for B, T and nparts parts; ctx resolved. */
+static attn_status sa_plan(const attn_ctx *ctx, const attn_selfattn *l, int B, int T, const attn_mask *mask, int nparts,
                            attn_sdpa_desc *d, size_t off[SA_BLOCKS], size_t *part_bytes, size_t *full_bytes,
                            size_t *total) {
     if (!sa_ok(l)) return ATTN_ERR_NULL;
@@ -98,12 +99,12 @@ static attn_status sa_plan(const attn_selfattn *l, int B, int T, const attn_mask
         return ATTN_ERR_SIZE;
     attn_status st = sa_desc(l, B, T, mask, d);
     if (st != ATTN_OK) return st;
-    if ((st = sa_work_bytes(d, full_bytes)) != ATTN_OK) return st;
+    if ((st = sa_work_bytes(ctx, d, full_bytes)) != ATTN_OK) return st;
     *part_bytes = 0;
     if (nparts > 1) {
         attn_sdpa_desc dp;
         if ((st = sa_desc(l, (B + nparts - 1) / nparts, T, NULL, &dp)) != ATTN_OK) return st;
-        if ((st = sa_work_bytes(&dp, part_bytes)) != ATTN_OK) return st;
+        if ((st = sa_work_bytes(ctx, &dp, part_bytes)) != ATTN_OK) return st;
     }
     size_t work = *full_bytes;
     if (*part_bytes > 0 && *part_bytes > SIZE_MAX / 4 / (size_t)nparts) return ATTN_ERR_SIZE;
@@ -122,15 +123,19 @@ static attn_status sa_plan(const attn_selfattn *l, int B, int T, const attn_mask
     return ATTN_OK;
 }
 
-/* Plans for the threads in force (as attn_selfattn_cache_size does: the cache must come from a call
- * made with the same thread count, as for any attention workspace) and carves the cache. */
-static attn_status sa_prepare(const attn_selfattn *l, void *cache, size_t cache_bytes, int B, int T,
-                              const attn_mask *mask, attn_sdpa_desc *d, sa_cache *c) {
+/* Plans for the context's threads (as attn_selfattn_cache_bytes does: the cache must come from a call
+ * made with the same context, as for any attention workspace) and carves the cache. rc gets the
+ * resolved context. */
+static attn_status sa_prepare(const attn_ctx *ctx, const attn_selfattn *l, void *cache, size_t cache_bytes,
+                              int B, int T, const attn_mask *mask, attn_ctx *rc, attn_sdpa_desc *d, sa_cache *c) {
     size_t off[SA_BLOCKS], pb, fb, need;
+    const attn_kernels *kern;
     if (!sa_ok(l)) return ATTN_ERR_NULL;
     if (!attn__dim_ok(B) || !attn__dim_ok(T)) return ATTN_ERR_SIZE;
-    const int np = sa_nparts(l, B, T, attn_get_num_threads());
-    attn_status st = sa_plan(l, B, T, mask, np, d, off, &pb, &fb, &need);
+    attn_status st = attn__ctx_resolve(ctx, rc, &kern);
+    if (st != ATTN_OK) return st;
+    const int np = sa_nparts(l, B, T, rc->threads);
+    st = sa_plan(rc, l, B, T, mask, np, d, off, &pb, &fb, &need);
     if (st != ATTN_OK) return st;
     if (!cache || cache_bytes < need) return ATTN_ERR_WORKSPACE;
     uintptr_t u = ((uintptr_t)cache + (ATTN_CACHE_ALIGN - 1)) & ~(uintptr_t)(ATTN_CACHE_ALIGN - 1);
@@ -161,46 +166,50 @@ static void sa_part(int B, int np, int p, int *b0, int *b1) {
     *b1 = (int)((int64_t)B * (p + 1) / np);
 }
 
-attn_status attn_selfattn_init(attn_selfattn *l, int Din, int Dout, uint64_t seed) {
-    if (!l) return ATTN_ERR_NULL;
-    *l = (attn_selfattn){0};
+size_t attn_selfattn_n_params(int Din, int Dout) {
+    if (!attn__dim_ok(Din) || !attn__dim_ok(Dout) || !attn__prod_fits_int(Din, Dout)) return 0;
+    return 3 * (size_t)Din * Dout;
+}
+
+attn_status attn_selfattn_bind(attn_selfattn *l, int Din, int Dout, float *params, float *grads) {
+    if (!l || !params) return ATTN_ERR_NULL;
     if (!attn__dim_ok(Din) || !attn__dim_ok(Dout) || !attn__prod_fits_int(Din, Dout)) return ATTN_ERR_SIZE;
-    const size_t n = 3 * (size_t)Din * Dout;
-    float *slab = calloc(2 * n, sizeof(float));        /* parameters (n), then gradients (n): zeroed */
-    if (!slab) return ATTN_ERR_NOMEM;
+    *l = (attn_selfattn){0};
     l->Din = Din;
     l->Dout = Dout;
     l->scale = (float)(1.0 / sqrt((double)Dout));
-    l->params = l->w = slab;
-    l->grads = l->dw = slab + n;
-    l->n_params = n;
-    attn_rng r;
-    attn_rng_seed(&r, seed);
-    attn_rng_fill_uniform(&r, l->w, n, -0.05f, 0.05f);
+    l->params = l->w = params;
+    l->grads = l->dw = grads;
+    l->n_params = attn_selfattn_n_params(Din, Dout);
     return ATTN_OK;
 }
 
-void attn_selfattn_free(attn_selfattn *l) {
-    if (!l) return;
-    free(l->params);
-    *l = (attn_selfattn){0};
+attn_status attn_selfattn_init_weights(attn_selfattn *l, attn_rng *rng) {
+    if (!sa_ok(l) || !rng) return ATTN_ERR_NULL;
+    attn_rng_fill_uniform(rng, l->w, 3 * (size_t)l->Din * l->Dout, -0.05f, 0.05f);
+    return ATTN_OK;
 }
 
-attn_status attn_selfattn_cache_size(const attn_selfattn *l, int B, int T, size_t *bytes) {
+attn_status attn_selfattn_cache_bytes(const attn_ctx *ctx, const attn_selfattn *l, int B, int T, size_t *bytes) {
     if (!bytes) return ATTN_ERR_NULL;
     attn_sdpa_desc d;
     size_t off[SA_BLOCKS], pb, fb;
+    attn_ctx rc;
+    const attn_kernels *kern;
     if (!sa_ok(l)) return ATTN_ERR_NULL;
     if (!attn__dim_ok(B) || !attn__dim_ok(T)) return ATTN_ERR_SIZE;
-    return sa_plan(l, B, T, NULL, sa_nparts(l, B, T, attn_get_num_threads()), &d, off, &pb, &fb, bytes);
+    attn_status st = attn__ctx_resolve(ctx, &rc, &kern);
+    if (st != ATTN_OK) return st;
+    return sa_plan(&rc, l, B, T, NULL, sa_nparts(l, B, T, rc.threads), &d, off, &pb, &fb, bytes);
 }
 
-attn_status attn_selfattn_forward(attn_selfattn *l, void *cache, size_t cache_bytes,
+attn_status attn_selfattn_forward(const attn_ctx *ctx, const attn_selfattn *l, void *cache, size_t cache_bytes,
                                   float *out, float *weights, const float *x,
                                   int B, int T, const attn_mask *mask) {
     attn_sdpa_desc d;
     sa_cache c;
-    attn_status st = sa_prepare(l, cache, cache_bytes, B, T, mask, &d, &c);
+    attn_ctx rc;
+    attn_status st = sa_prepare(ctx, l, cache, cache_bytes, B, T, mask, &rc, &d, &c);
     if (st != ATTN_OK) return st;
     if (!out || !x) return ATTN_ERR_NULL;
     const int Din = l->Din, Dout = l->Dout, D3 = 3 * Dout;
@@ -225,7 +234,7 @@ attn_status attn_selfattn_forward(attn_selfattn *l, void *cache, size_t cache_by
             char *w = np > 1 ? c.work + (size_t)p * c.part_bytes : c.work;
             attn_status s = sa_desc(l, b1 - b0, T, NULL, &dp);
             if (s == ATTN_OK)
-                s = attn_sdpa_forward(NULL, &dp, c.ctx + n0 * Dout, c.lse + n0, NULL, pp, pp + Dout, pp + 2 * Dout, w,
+                s = attn_sdpa_forward(&rc, &dp, c.ctx + n0 * Dout, c.lse + n0, NULL, pp, pp + Dout, pp + 2 * Dout, w,
                                       np > 1 ? c.part_bytes : c.full_bytes);
             if (s != ATTN_OK) {
                 ATTN_OMP(omp critical(attn_selfattn_status))
@@ -237,7 +246,7 @@ attn_status attn_selfattn_forward(attn_selfattn *l, void *cache, size_t cache_by
     if (pst != ATTN_OK) return pst;
     if (!split) {
         /* attention over the whole batch, one head; the output is kept for the backward */
-        if ((st = attn_sdpa_forward(NULL, &d, c.ctx, c.lse, weights, c.p, c.p + Dout, c.p + 2 * Dout, c.work,
+        if ((st = attn_sdpa_forward(&rc, &d, c.ctx, c.lse, weights, c.p, c.p + Dout, c.p + 2 * Dout, c.work,
                                     c.full_bytes)) != ATTN_OK)
             return st;
         memcpy(out, c.ctx, sizeof(float) * (size_t)B * T * Dout);
@@ -245,14 +254,15 @@ attn_status attn_selfattn_forward(attn_selfattn *l, void *cache, size_t cache_by
     return ATTN_OK;
 }
 
-attn_status attn_selfattn_backward(attn_selfattn *l, void *cache, size_t cache_bytes,
+attn_status attn_selfattn_backward(const attn_ctx *ctx, const attn_selfattn *l, void *cache, size_t cache_bytes,
                                    float *dx, const float *dout, const float *x,
                                    int B, int T, const attn_mask *mask) {
     attn_sdpa_desc d;
     sa_cache c;
-    attn_status st = sa_prepare(l, cache, cache_bytes, B, T, mask, &d, &c);
+    attn_ctx rc;
+    attn_status st = sa_prepare(ctx, l, cache, cache_bytes, B, T, mask, &rc, &d, &c);
     if (st != ATTN_OK) return st;
-    if (!dout || !x) return ATTN_ERR_NULL;
+    if (!l->dw || !dout || !x) return ATTN_ERR_NULL;
     const int N = B * T, Din = l->Din, Dout = l->Dout, D3 = 3 * Dout;
     const size_t wsz = (size_t)Din * Dout;
     const int split = !mask;
@@ -261,7 +271,7 @@ attn_status attn_selfattn_backward(attn_selfattn *l, void *cache, size_t cache_b
     if (!split) {
         /* attention over the whole batch: into zeroed dP (N,3·Dout) */
         memset(c.dp, 0, sizeof(float) * (size_t)N * D3);
-        if ((st = attn_sdpa_backward(NULL, &d, c.dp, c.dp + Dout, c.dp + 2 * Dout, dout, c.p, c.p + Dout, c.p + 2 * Dout,
+        if ((st = attn_sdpa_backward(&rc, &d, c.dp, c.dp + Dout, c.dp + 2 * Dout, dout, c.p, c.p + Dout, c.p + 2 * Dout,
                                      c.ctx, c.lse, c.work, c.full_bytes)) != ATTN_OK)
             return st;
     }
@@ -292,7 +302,7 @@ attn_status attn_selfattn_backward(attn_selfattn *l, void *cache, size_t cache_b
                 memset(dpp, 0, sizeof(float) * (size_t)nn * D3);
                 attn_status s = sa_desc(l, b1 - b0, T, NULL, &dd);
                 if (s == ATTN_OK)
-                    s = attn_sdpa_backward(NULL, &dd, dpp, dpp + Dout, dpp + 2 * Dout, dout + n0 * Dout, pp, pp + Dout,
+                    s = attn_sdpa_backward(&rc, &dd, dpp, dpp + Dout, dpp + 2 * Dout, dout + n0 * Dout, pp, pp + Dout,
                                            pp + 2 * Dout, c.ctx + n0 * Dout, c.lse + n0, w,
                                            np > 1 ? c.part_bytes : c.full_bytes);
                 if (s != ATTN_OK) {

@@ -5,6 +5,7 @@
  */
 #include "attn.h"
 #include "attn/imdb_model.h"
+#include "attn/safetensors.h"
 
 #include <cblas.h>
 #include <errno.h>

@@ -55,6 +55,13 @@ typedef struct acts {
     size_t enc_cache_n, dec_cache_n, total;
 } acts;
 
+/* Floats of a GRU cache (its size in bytes, rounded up). */
+static size_t gru_cache_floats(const attn_gru *g, int T, int B) {
+    size_t bytes = 0;
+    if (attn_gru_cache_bytes(g, T, B, &bytes) != ATTN_OK) return 0;
+    return (bytes + sizeof(float) - 1) / sizeof(float);
+}
+
 static void carve(const attn_seq2seq *m, float *base, acts *a) {
     const attn_seq2seq_config *c = &m->cfg;
     const size_t T = (size_t)c->num_steps, B = (size_t)c->max_batch, E = (size_t)c->embed,
@@ -65,14 +72,14 @@ static void carve(const attn_seq2seq *m, float *base, acts *a) {
     TAKE_I(a->src_t, T * B); TAKE_I(a->dec_t, T * B); TAKE_I(a->tgt_t, T * B);
     TAKE(a->wts, T * B);
     TAKE(a->xe, T * B * E);
-    a->enc_cache_n = attn_gru_cache_floats(&m->enc, (int)T, (int)B);
+    a->enc_cache_n = gru_cache_floats(&m->enc, (int)T, (int)B);
     TAKE(a->enc_cache, a->enc_cache_n);
     TAKE(a->enc_out, T * B * H);
     TAKE(a->keys, B * T * H);
     TAKE(a->de, T * B * E);
     TAKE(a->dec_x, T * B * (H + E));
     TAKE(a->dec_h, (T + 1) * L * B * H);
-    a->dec_cache_n = attn_gru_cache_floats(&m->dec, 1, (int)B);
+    a->dec_cache_n = gru_cache_floats(&m->dec, 1, (int)B);
     TAKE(a->dec_cache, T * a->dec_cache_n);
     TAKE(a->dec_out, T * B * H);
     TAKE(a->ctx, B * H);
@@ -115,16 +122,6 @@ static size_t layout(attn_seq2seq *m, float *p, float *g) {
     VIEW(dense_b, (size_t)c->tgt_vocab);
 #undef VIEW
     return off;
-}
-
-static void init_gru(attn_rng *r, attn_gru *g) {
-    float b = 1.0f / sqrtf((float)g->H);
-    for (int l = 0; l < g->L; l++) {
-        attn__nmt_xavier(r, g->w_ih[l], 3 * g->H, l ? g->H : g->in);
-        attn__nmt_xavier(r, g->w_hh[l], 3 * g->H, g->H);
-        attn_rng_fill_uniform(r, g->b_ih[l], 3 * (size_t)g->H, -b, b);
-        attn_rng_fill_uniform(r, g->b_hh[l], 3 * (size_t)g->H, -b, b);
-    }
 }
 
 static attn_status check_config(const attn_seq2seq_config *c) {
@@ -232,12 +229,12 @@ attn_status attn_seq2seq_init(attn_seq2seq *m, const attn_ctx *ctx, const attn_s
     attn_rng r;
     attn_rng_seed(&r, seed);
     for (size_t i = 0; i < (size_t)cfg->src_vocab * E; i++) m->enc_emb[i] = attn_rng_normal(&r);
-    init_gru(&r, &m->enc);
+    attn_gru_init_weights(&m->enc, &r);
     attn__nmt_xavier(&r, m->att_wk, H, H);
     attn__nmt_xavier(&r, m->att_wq, H, H);
     attn__nmt_xavier(&r, m->att_wv, 1, H);
     for (size_t i = 0; i < (size_t)cfg->tgt_vocab * E; i++) m->dec_emb[i] = attn_rng_normal(&r);
-    init_gru(&r, &m->dec);
+    attn_gru_init_weights(&m->dec, &r);
     attn__nmt_xavier(&r, m->dense_w, cfg->tgt_vocab, H);
     float b = 1.0f / sqrtf((float)H);
     attn_rng_fill_uniform(&r, m->dense_b, (size_t)cfg->tgt_vocab, -b, b);
@@ -253,7 +250,7 @@ static attn_status encode(attn_seq2seq *m, acts *a, int B, int train, uint64_t s
     const int T = m->cfg.num_steps, E = m->cfg.embed, H = m->cfg.hidden;
     attn_status st = attn_embedding_forward(a->xe, a->src_t, m->enc_emb, T * B, m->cfg.src_vocab, E);
     if (st != ATTN_OK) return st;
-    st = attn_gru_forward(&m->enc, a->enc_cache, a->enc_cache_n, a->enc_out, a->dec_h, a->xe, NULL,
+    st = attn_gru_forward(&m->ctx, &m->enc, a->enc_cache, sizeof(float) * a->enc_cache_n, a->enc_out, a->dec_h, a->xe, NULL,
                           T, B, train, attn__nmt_sub_seed(seed, 1));
     if (st != ATTN_OK) return st;
     for (int t = 0; t < T; t++)
@@ -281,7 +278,7 @@ static attn_status decode_step(attn_seq2seq *m, acts *a, int t, int B, const int
         memcpy(x + (size_t)b * HE, a->ctx + (size_t)b * H, sizeof(float) * H);
         memcpy(x + (size_t)b * HE + H, emb + (size_t)b * E, sizeof(float) * E);
     }
-    return attn_gru_forward(&m->dec, a->dec_cache + (size_t)t * a->dec_cache_n, a->dec_cache_n,
+    return attn_gru_forward(&m->ctx, &m->dec, a->dec_cache + (size_t)t * a->dec_cache_n, sizeof(float) * a->dec_cache_n,
                             a->dec_out + (size_t)t * B * H, a->dec_h + (size_t)(t + 1) * LBH, x, h,
                             1, B, train, attn__nmt_sub_seed(seed, 2000 + (uint64_t)t));
 }
@@ -340,7 +337,7 @@ attn_status attn_seq2seq_step(attn_seq2seq *m, float *loss,
         memset(a.dhp, 0, sizeof(float) * LBH);
         memset(a.dxs, 0, sizeof(float) * (size_t)B * HE);
         const float *h = a.dec_h + (size_t)t * LBH;
-        st = attn_gru_backward(&m->dec, a.dec_cache + (size_t)t * a.dec_cache_n, a.dec_cache_n, a.dxs, a.dhp,
+        st = attn_gru_backward(&m->ctx, &m->dec, a.dec_cache + (size_t)t * a.dec_cache_n, sizeof(float) * a.dec_cache_n, a.dxs, a.dhp,
                                a.d_dec_out + (size_t)t * B * H, a.dh, a.dec_x + (size_t)t * B * HE,
                                1, B, train, attn__nmt_sub_seed(seed, 2000 + (uint64_t)t));
         if (st != ATTN_OK) return st;
@@ -373,7 +370,7 @@ attn_status attn_seq2seq_step(attn_seq2seq *m, float *loss,
         for (int b = 0; b < B; b++)
             memcpy(a.d_enc_out + ((size_t)t * B + b) * H, a.dkeys + ((size_t)b * T + t) * H, sizeof(float) * H);
     memset(a.dxe, 0, sizeof(float) * (size_t)T * B * E);
-    st = attn_gru_backward(&m->enc, a.enc_cache, a.enc_cache_n, a.dxe, NULL, a.d_enc_out, a.dh, a.xe,
+    st = attn_gru_backward(&m->ctx, &m->enc, a.enc_cache, sizeof(float) * a.enc_cache_n, a.dxe, NULL, a.d_enc_out, a.dh, a.xe,
                            T, B, train, attn__nmt_sub_seed(seed, 1));
     if (st != ATTN_OK) return st;
     return attn_embedding_backward(m->d_enc_emb, a.dxe, a.src_t, T * B, m->cfg.src_vocab, E);

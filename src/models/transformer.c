@@ -1,6 +1,6 @@
 /*
- * transformer.c — the d2l Transformer: positional encoding, position-wise feed-forward, add & norm, the
- * encoder and decoder blocks (bias-free multi-head attention on attn_sdpa_*), and the translator built
+ * transformer.c — the d2l Transformer: the encoder and decoder blocks (bias-free multi-head attention on
+ * attn_sdpa_*; feed-forward and add & norm from src/layers/transformer_layers.c), and the translator built
  * from them: teacher-forced training step with the masked cross-entropy, forward and backward, greedy
  * decoding with or without a key/value cache, the sharded training epoch and checkpoints.
  *
@@ -13,140 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define LN_EPS 1e-5f
-
-/* ---------------------------------------------------------------------------------------------------
- * Positional encoding.
- */
-attn_status attn_posenc_table(float *P, int T, int D) {
-    if (!P) return ATTN_ERR_NULL;
-    if (!attn__dim_ok(T) || !attn__dim_ok(D)) return ATTN_ERR_SIZE;
-    for (int t = 0; t < T; t++)
-        for (int i = 0; i < D; i += 2) {
-            /* d2l computes t / 10000^(i/D) in float32 */
-            const float a = (float)t / powf(10000.0f, (float)i / (float)D);
-            P[(size_t)t * D + i] = sinf(a);
-            if (i + 1 < D) P[(size_t)t * D + i + 1] = cosf(a);
-        }
-    return ATTN_OK;
-}
-
-attn_status attn_posenc_forward(float *y, const float *x, const float *P, float scale,
-                                int B, int T, int D, float dropout, uint64_t seed) {
-    if (!y || !x || !P) return ATTN_ERR_NULL;
-    if (!attn__dim_ok(B) || !attn__dim_ok(T) || !attn__dim_ok(D)) return ATTN_ERR_SIZE;
-    if (!(dropout >= 0.0f && dropout < 1.0f)) return ATTN_ERR_ARG;
-    const float keep = 1.0f / (1.0f - dropout);
-    const size_t TD = (size_t)T * D;
-    for (size_t b = 0; b < (size_t)B; b++)
-        for (size_t i = 0; i < TD; i++) {
-            const size_t k = b * TD + i;
-            const float v = scale * x[k] + P[i];
-            y[k] = dropout <= 0.0f ? v : attn__dropout_keep(seed, k, dropout) ? v * keep : 0.0f;
-        }
-    return ATTN_OK;
-}
-
-attn_status attn_posenc_backward(float *dx, const float *dy, float scale,
-                                 int B, int T, int D, float dropout, uint64_t seed) {
-    if (!dx || !dy) return ATTN_ERR_NULL;
-    if (!attn__dim_ok(B) || !attn__dim_ok(T) || !attn__dim_ok(D)) return ATTN_ERR_SIZE;
-    if (!(dropout >= 0.0f && dropout < 1.0f)) return ATTN_ERR_ARG;
-    const float keep = scale / (1.0f - dropout);
-    const size_t n = (size_t)B * T * D;
-    for (size_t k = 0; k < n; k++)
-        if (dropout <= 0.0f) dx[k] += scale * dy[k];
-        else if (attn__dropout_keep(seed, k, dropout)) dx[k] += keep * dy[k];
-    return ATTN_OK;
-}
-
-/* ---------------------------------------------------------------------------------------------------
- * Position-wise feed-forward.
- */
-attn_status attn_ffn_forward(float *y, float *h, const float *x,
-                             const float *w1, const float *b1, const float *w2, const float *b2,
-                             int N, int D, int F) {
-    if (!y || !h || !x || !w1 || !w2) return ATTN_ERR_NULL;
-    attn_status st = attn_linear_forward(h, x, w1, b1, N, D, F);         /* (N,F) */
-    if (st != ATTN_OK) return st;
-    const size_t n = (size_t)N * F;
-    for (size_t i = 0; i < n; i++) h[i] = h[i] > 0.0f ? h[i] : 0.0f;   /* ReLU */
-    return attn_linear_forward(y, h, w2, b2, N, F, D);                  /* (N,D) */
-}
-
-attn_status attn_ffn_backward(float *dx, float *dw1, float *db1, float *dw2, float *db2, float *dh,
-                              const float *dy, const float *x, const float *h,
-                              const float *w1, const float *w2, int N, int D, int F) {
-    if (!dw1 || !dw2 || !dh || !dy || !x || !h || !w1 || !w2) return ATTN_ERR_NULL;
-    if (!attn__dim_ok(N) || !attn__dim_ok(F)) return ATTN_ERR_SIZE;
-    const size_t n = (size_t)N * F;
-    memset(dh, 0, sizeof(float) * n);
-    attn_status st = attn_linear_backward(dh, dw2, db2, dy, h, w2, N, F, D);
-    if (st != ATTN_OK) return st;
-    for (size_t i = 0; i < n; i++) dh[i] = h[i] > 0.0f ? dh[i] : 0.0f;  /* through the ReLU (branch-free) */
-    return attn_linear_backward(dx, dw1, db1, dh, x, w1, N, D, F);
-}
-
-/* ---------------------------------------------------------------------------------------------------
- * Add & norm.
- */
-/* Dropout masks as bytes, mask[i] = attn_dropout_keep(seed, i, p): the blocks draw them once in the
- * forward and keep them for the backward (drawing costs more than the arithmetic around it). */
-static void drop_mask(uint8_t *mask, size_t n, float p, uint64_t seed) {
-    if (p <= 0.0f) { memset(mask, 1, n); return; }
-    for (size_t i = 0; i < n; i++) mask[i] = (uint8_t)attn__dropout_keep(seed, i, p);
-}
-
-/* The add & norm passes with the dropout mask given (mask) or drawn from (p, seed) (mask NULL). */
-static attn_status addnorm_fwd(float *y, float *z, float *mean, float *rstd, const float *x, const float *s,
-                               const float *gamma, const float *beta, int N, int C, float p, uint64_t seed,
-                               const uint8_t *mask) {
-    const float keep = 1.0f / (1.0f - p);
-    const size_t n = (size_t)N * C;
-    if (p <= 0.0f)
-        for (size_t i = 0; i < n; i++) z[i] = x[i] + s[i];
-    else if (mask)
-        for (size_t i = 0; i < n; i++) z[i] = x[i] + (mask[i] ? s[i] * keep : 0.0f);
-    else
-        for (size_t i = 0; i < n; i++) z[i] = x[i] + (attn__dropout_keep(seed, i, p) ? s[i] * keep : 0.0f);
-    return attn_layernorm_forward(y, mean, rstd, z, gamma, beta, N, C, LN_EPS);
-}
-
-static attn_status addnorm_bwd(float *dx, float *ds, float *dgamma, float *dbeta, float *dz, const float *dy,
-                               const float *z, const float *mean, const float *rstd, const float *gamma,
-                               int N, int C, float p, uint64_t seed, const uint8_t *mask) {
-    const size_t n = (size_t)N * C;
-    memset(dz, 0, sizeof(float) * n);
-    attn_status st = attn_layernorm_backward(dz, dgamma, dbeta, dy, z, mean, rstd, gamma, N, C);
-    if (st != ATTN_OK) return st;
-    if (dx) for (size_t i = 0; i < n; i++) dx[i] += dz[i];
-    if (ds) {
-        const float keep = 1.0f / (1.0f - p);
-        if (p <= 0.0f) for (size_t i = 0; i < n; i++) ds[i] += dz[i];
-        else if (mask) for (size_t i = 0; i < n; i++) ds[i] += mask[i] ? dz[i] * keep : 0.0f;
-        else for (size_t i = 0; i < n; i++) if (attn__dropout_keep(seed, i, p)) ds[i] += dz[i] * keep;
-    }
-    return ATTN_OK;
-}
-
-attn_status attn_addnorm_forward(float *y, float *z, float *mean, float *rstd,
-                                 const float *x, const float *s, const float *gamma, const float *beta,
-                                 int N, int C, float dropout, uint64_t seed) {
-    if (!y || !z || !mean || !rstd || !x || !s || !gamma || !beta) return ATTN_ERR_NULL;
-    if (!attn__dim_ok(N) || !attn__dim_ok(C)) return ATTN_ERR_SIZE;
-    if (!(dropout >= 0.0f && dropout < 1.0f)) return ATTN_ERR_ARG;
-    return addnorm_fwd(y, z, mean, rstd, x, s, gamma, beta, N, C, dropout, seed, NULL);
-}
-
-attn_status attn_addnorm_backward(float *dx, float *ds, float *dgamma, float *dbeta, float *dz,
-                                  const float *dy, const float *z, const float *mean, const float *rstd,
-                                  const float *gamma, int N, int C, float dropout, uint64_t seed) {
-    if (!dgamma || !dbeta || !dz || !dy || !z || !mean || !rstd || !gamma) return ATTN_ERR_NULL;
-    if (!attn__dim_ok(N) || !attn__dim_ok(C)) return ATTN_ERR_SIZE;
-    if (!(dropout >= 0.0f && dropout < 1.0f)) return ATTN_ERR_ARG;
-    return addnorm_bwd(dx, ds, dgamma, dbeta, dz, dy, z, mean, rstd, gamma, N, C, dropout, seed, NULL);
-}
 
 /* ---------------------------------------------------------------------------------------------------
  * Bias-free multi-head attention on (B,T,D) / (B,S,D) tensors: Q = xq Wqᵀ, K = xkv Wkᵀ, V = xkv Wvᵀ,
@@ -382,8 +248,8 @@ attn_status attn_tf_block_forward(const attn_ctx *ctx, const attn_tf_block *b, v
     /* self-attention, add & norm: y1 (B,T,D) */
     st = att_forward(&cx, b->wq, b->wk, b->wv, b->wo, &c.sa, NULL, x, x, B, H, T, T, D, &ms, p, attn__nmt_sub_seed(seed, 1));
     if (st != ATTN_OK) return st;
-    drop_mask(c.dm1, (size_t)N * D, p, attn__nmt_sub_seed(seed, 2));
-    st = addnorm_fwd(c.y1, c.z1, c.m1, c.r1, x, c.sa.a, b->ln1_g, b->ln1_b, N, D, p, 0, c.dm1);
+    attn__dropout_mask(c.dm1, (size_t)N * D, p, attn__nmt_sub_seed(seed, 2));
+    st = attn__addnorm_forward(c.y1, c.z1, c.m1, c.r1, x, c.sa.a, b->ln1_g, b->ln1_b, N, D, p, 0, c.dm1);
     if (st != ATTN_OK) return st;
     const float *u = c.y1;
     /* cross-attention on the encoder's output, add & norm: y2 (B,T,D) */
@@ -391,15 +257,15 @@ attn_status attn_tf_block_forward(const attn_ctx *ctx, const attn_tf_block *b, v
         st = att_forward(&cx, b->xwq, b->xwk, b->xwv, b->xwo, &c.ca, cross_weights, c.y1, enc, B, H, T, S, D, &mc, p,
                          attn__nmt_sub_seed(seed, 3));
         if (st != ATTN_OK) return st;
-        drop_mask(c.dm2, (size_t)N * D, p, attn__nmt_sub_seed(seed, 4));
-        st = addnorm_fwd(c.y2, c.z2, c.m2, c.r2, c.y1, c.ca.a, b->ln2_g, b->ln2_b, N, D, p, 0, c.dm2);
+        attn__dropout_mask(c.dm2, (size_t)N * D, p, attn__nmt_sub_seed(seed, 4));
+        st = attn__addnorm_forward(c.y2, c.z2, c.m2, c.r2, c.y1, c.ca.a, b->ln2_g, b->ln2_b, N, D, p, 0, c.dm2);
         if (st != ATTN_OK) return st;
         u = c.y2;
     }
     /* feed-forward, add & norm: y (B,T,D) */
-    if ((st = attn_ffn_forward(c.f, c.h, u, b->w1, b->b1, b->w2, b->b2, N, D, b->F)) != ATTN_OK) return st;
-    drop_mask(c.dm3, (size_t)N * D, p, attn__nmt_sub_seed(seed, 5));
-    return addnorm_fwd(y, c.z3, c.m3, c.r3, u, c.f, b->ln3_g, b->ln3_b, N, D, p, 0, c.dm3);
+    if ((st = attn__ffn_forward(c.f, c.h, u, b->w1, b->b1, b->w2, b->b2, N, D, b->F)) != ATTN_OK) return st;
+    attn__dropout_mask(c.dm3, (size_t)N * D, p, attn__nmt_sub_seed(seed, 5));
+    return attn__addnorm_forward(y, c.z3, c.m3, c.r3, u, c.f, b->ln3_g, b->ln3_b, N, D, p, 0, c.dm3);
 }
 
 attn_status attn_tf_block_backward(const attn_ctx *ctx, const attn_tf_block *b, const attn_tf_block *g, void *cache,
@@ -423,9 +289,9 @@ attn_status attn_tf_block_backward(const attn_ctx *ctx, const attn_tf_block *b, 
     /* feed-forward's add & norm, then the feed-forward: du = dL/du */
     memset(c.du, 0, sizeof(float) * nT);
     memset(c.df, 0, sizeof(float) * nT);
-    st = addnorm_bwd(c.du, c.df, g->ln3_g, g->ln3_b, c.dz, dy, c.z3, c.m3, c.r3, b->ln3_g, N, D, p, 0, c.dm3);
+    st = attn__addnorm_backward(c.du, c.df, g->ln3_g, g->ln3_b, c.dz, dy, c.z3, c.m3, c.r3, b->ln3_g, N, D, p, 0, c.dm3);
     if (st != ATTN_OK) return st;
-    st = attn_ffn_backward(c.du, g->w1, g->b1, g->w2, g->b2, c.dh, c.df, u, c.h, b->w1, b->w2, N, D, b->F);
+    st = attn__ffn_backward(c.du, g->w1, g->b1, g->w2, g->b2, c.dh, c.df, u, c.h, b->w1, b->w2, N, D, b->F);
     if (st != ATTN_OK) return st;
     float *dy1 = c.du;
     /* cross-attention's add & norm, then the cross-attention: dy1, denc */
@@ -433,7 +299,7 @@ attn_status attn_tf_block_backward(const attn_ctx *ctx, const attn_tf_block *b, 
         dy1 = c.dy1;
         memset(dy1, 0, sizeof(float) * nT);
         memset(c.df, 0, sizeof(float) * nT);
-        st = addnorm_bwd(dy1, c.df, g->ln2_g, g->ln2_b, c.dz, c.du, c.z2, c.m2, c.r2, b->ln2_g, N, D, p, 0, c.dm2);
+        st = attn__addnorm_backward(dy1, c.df, g->ln2_g, g->ln2_b, c.dz, c.du, c.z2, c.m2, c.r2, b->ln2_g, N, D, p, 0, c.dm2);
         if (st != ATTN_OK) return st;
         st = att_backward(&cx, b->xwq, b->xwk, b->xwv, b->xwo, g->xwq, g->xwk, g->xwv, g->xwo, &c.ca, dy1, denc, c.df,
                           c.y1, enc, c.dq, c.dk, c.dv, c.dctx, B, H, T, S, D, &mc, p, attn__nmt_sub_seed(seed, 3));
@@ -441,7 +307,7 @@ attn_status attn_tf_block_backward(const attn_ctx *ctx, const attn_tf_block *b, 
     }
     /* self-attention's add & norm, then the self-attention: dx (q, k and v all read x) */
     memset(c.df, 0, sizeof(float) * nT);
-    st = addnorm_bwd(dx, c.df, g->ln1_g, g->ln1_b, c.dz, dy1, c.z1, c.m1, c.r1, b->ln1_g, N, D, p, 0, c.dm1);
+    st = attn__addnorm_backward(dx, c.df, g->ln1_g, g->ln1_b, c.dz, dy1, c.z1, c.m1, c.r1, b->ln1_g, N, D, p, 0, c.dm1);
     if (st != ATTN_OK) return st;
     return att_backward(&cx, b->wq, b->wk, b->wv, b->wo, g->wq, g->wk, g->wv, g->wo, &c.sa, dx, dx, c.df, x, x,
                         c.dq, c.dk, c.dv, c.dctx, B, H, T, T, D, &ms, p, attn__nmt_sub_seed(seed, 1));
@@ -759,16 +625,16 @@ static attn_status tf_block_step(const attn_ctx *cx, const attn_tf_block *b, flo
     if ((st = att_desc(&d, 1, H, 1, t + 1, D, (int64_t)Tmax * D, NULL, 0.0f, 0)) != ATTN_OK) return st;
     if ((st = attn_sdpa_forward(cx, &d, ctx, lse, NULL, q, kc, vc, work, work_bytes)) != ATTN_OK) return st;
     if ((st = attn_linear_forward(at, ctx, b->wo, NULL, 1, D, D)) != ATTN_OK) return st;
-    if ((st = attn_addnorm_forward(y1, z, mr, mr + 1, x, at, b->ln1_g, b->ln1_b, 1, D, 0.0f, 0)) != ATTN_OK) return st;
+    if ((st = attn__addnorm_forward(y1, z, mr, mr + 1, x, at, b->ln1_g, b->ln1_b, 1, D, 0.0f, 0, NULL)) != ATTN_OK) return st;
     /* cross-attention over the projected encoder output */
     if ((st = attn_linear_forward(q, y1, b->xwq, NULL, 1, D, D)) != ATTN_OK) return st;
     if ((st = att_desc(&d, 1, H, 1, S, D, (int64_t)S * D, &mc, 0.0f, 0)) != ATTN_OK) return st;
     if ((st = attn_sdpa_forward(cx, &d, ctx, lse, weights, q, ek, ev, work, work_bytes)) != ATTN_OK) return st;
     if ((st = attn_linear_forward(at, ctx, b->xwo, NULL, 1, D, D)) != ATTN_OK) return st;
-    if ((st = attn_addnorm_forward(y2, z, mr, mr + 1, y1, at, b->ln2_g, b->ln2_b, 1, D, 0.0f, 0)) != ATTN_OK) return st;
+    if ((st = attn__addnorm_forward(y2, z, mr, mr + 1, y1, at, b->ln2_g, b->ln2_b, 1, D, 0.0f, 0, NULL)) != ATTN_OK) return st;
     /* feed-forward */
-    if ((st = attn_ffn_forward(f, h, y2, b->w1, b->b1, b->w2, b->b2, 1, D, b->F)) != ATTN_OK) return st;
-    return attn_addnorm_forward(y, z, mr, mr + 1, y2, f, b->ln3_g, b->ln3_b, 1, D, 0.0f, 0);
+    if ((st = attn__ffn_forward(f, h, y2, b->w1, b->b1, b->w2, b->b2, 1, D, b->F)) != ATTN_OK) return st;
+    return attn__addnorm_forward(y, z, mr, mr + 1, y2, f, b->ln3_g, b->ln3_b, 1, D, 0.0f, 0, NULL);
 }
 
 attn_status attn_transformer_translate(attn_transformer *m, int32_t *out, int *n_out, float *weights,

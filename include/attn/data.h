@@ -1,8 +1,15 @@
 /*
- * attn/imdb.h — the IMDB sentiment data set (Maas et al. 2011, "aclImdb"): reading the official split
- * straight from the .tar.gz (or an unpacked aclImdb/ folder), the tokenizer, the vocabulary, the
- * fixed-length encoding the self-attention classifier trains on, and a binary cache of the result.
- * Included by attn.h.
+ * attn/data.h — the data sets and their text pipelines: everything between a file on disk and the token
+ * ids a model trains on. Includes attn.h.
+ *
+ *   IMDB       the sentiment data set (Maas et al. 2011, "aclImdb"), its tokenizer, vocabulary, the
+ *              fixed-length encoding the self-attention classifier trains on and a binary cache
+ *   fra.txt    the English–French pairs of the d2l book (the translators'), their preprocessing,
+ *              vocabularies, token ids and BLEU
+ *
+ * ---------------------------------------------------------------------------------------------------
+ * IMDB: the official split read straight from the .tar.gz (or an unpacked aclImdb/ folder), the
+ * tokenizer, the vocabulary, the fixed-length encoding and a binary cache of the result.
  *
  * Tokenizer (attn_imdb_tokenize), byte by byte over UTF-8 text:
  *   - "<br />" (also "<br/>" and "<br>", any case) is a space;
@@ -28,11 +35,10 @@
  *
  * Errors: every call that reads a file fills err with "path: entry/offset: what was expected".
  */
-#ifndef ATTN_IMDB_H
-#define ATTN_IMDB_H
+#ifndef ATTN_DATA_H
+#define ATTN_DATA_H
 
-#include <stddef.h>
-#include <stdint.h>
+#include "../attn.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -130,8 +136,59 @@ attn_status attn_imdb_cache_save(const attn_imdb_data *d, const attn_imdb_option
 attn_status attn_imdb_cache_load(attn_imdb_data *d, const attn_imdb_options *o, const char *source,
                                  const char *path, char *err, size_t err_size);
 
+/* ---------------------------------------------------------------------------------------------------
+ * Text: the d2l pipeline for fra.txt ("English<TAB>French" per line).
+ * Preprocessing: U+202F and U+00A0 become spaces; lowercase (ASCII, Latin-1 and Latin Extended-A
+ * letters: Ç→ç, À→à, É→é, Œ→œ; other scripts unchanged); a space is put before , . ! ? when the
+ * character before is not a space. Tokens are split on single spaces (as Python's split(' ')).
+ */
+typedef struct attn_nmt_pairs {
+    int n;                       /* pairs read */
+    char **src, **tgt;           /* n preprocessed lines each */
+    int *line;                   /* (n) 0-based line number of each pair in the file */
+} attn_nmt_pairs;
+
+/* Preprocesses one UTF-8 string into a new malloc'd string (*out). ATTN_ERR_FORMAT on invalid UTF-8. */
+attn_status attn_nmt_preprocess(const char *in, size_t len, char **out);
+
+/* Reads the pairs of lines first..last (0-based, inclusive; last < 0 = to the end) of path. A line
+ * without a tab, with an empty side or with invalid UTF-8 is an error naming the path and line number
+ * (1-based in the message); a missing file names the path. A final empty line is ignored. */
+attn_status attn_nmt_read(attn_nmt_pairs *p, const char *path, int first, int last,
+                          char *err, size_t err_size);
+void        attn_nmt_pairs_free(attn_nmt_pairs *p);
+
+/* Vocabulary: ids 0 <unk>, 1 <pad>, 2 <bos>, 3 <eos>, then tokens of count >= min_freq by count, most
+ * frequent first, ties in order of first appearance (what d2l's sorted(Counter) gives). */
+enum { ATTN_TOK_UNK = 0, ATTN_TOK_PAD = 1, ATTN_TOK_BOS = 2, ATTN_TOK_EOS = 3 };
+
+typedef struct attn_vocab {
+    int n;                       /* tokens */
+    char **tokens;               /* (n) */
+    int *table;                  /* open-addressing hash table of ids, table_size slots, -1 = empty */
+    int table_size;
+} attn_vocab;
+
+attn_status attn_vocab_build(attn_vocab *v, const char *const *lines, int n_lines, int min_freq);
+void        attn_vocab_free(attn_vocab *v);
+int         attn_vocab_id(const attn_vocab *v, const char *token, size_t len);   /* ATTN_TOK_UNK if absent */
+/* One token per line, in id order. */
+attn_status attn_vocab_save(const attn_vocab *v, const char *path, char *err, size_t err_size);
+attn_status attn_vocab_load(attn_vocab *v, const char *path, char *err, size_t err_size);
+
+/* Token ids of a preprocessed line, then <eos>, cut or padded with <pad> to num_steps:
+ *   ids (num_steps) written; *valid_len = non-pad count (the d2l valid length); *n_tokens = tokens in
+ *   the line (before <eos>, before cutting); *n_unk (or NULL) = tokens not in the vocabulary. */
+attn_status attn_vocab_encode(const attn_vocab *v, const char *line, int num_steps, int32_t *ids,
+                              int32_t *valid_len, int *n_tokens, int *n_unk);
+
+/* BLEU as d2l defines it: exp(min(0, 1 - len_label/len_pred)) · Π_{n=1..k} p_n^(1/2^n), p_n the clipped
+ * n-gram precision; tokens split on single spaces. A prediction with fewer than n tokens has p_n = 0
+ * (d2l divides by zero there). */
+double attn_bleu(const char *pred, const char *label, int k);
+
 #ifdef __cplusplus
 }
 #endif
 
-#endif /* ATTN_IMDB_H */
+#endif /* ATTN_DATA_H */
