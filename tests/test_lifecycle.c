@@ -390,14 +390,14 @@ static void test_ffn(void) {
     const size_t nb = attn_tf_block_n_params(FD, FF, 0);
     float *bp = slab(nb), *skip = slab(4 * FD * FD);
     attn_tf_block blk;
-    CHECK_STATUS(attn_tf_block_bind(&blk, FD, FF, 2, 0, 0.0f, bp), ATTN_OK);
+    CHECK_STATUS(attn_tf_block_bind(&blk, FD, FF, 2, 0, 0.0f, bp, NULL), ATTN_OK);
     attn_rng r1, r2;
     attn_rng_seed(&r1, 11);
     attn_rng_seed(&r2, 11);
-    attn_tf_block_init(&blk, &r1);
+    attn_tf_block_init_weights(&blk, &r1);
     attn_rng_fill_uniform(&r2, skip, 4 * FD * FD, -1.0f, 1.0f);
     CHECK_STATUS(attn_ffn_init_weights(&l2, &r2), ATTN_OK);
-    CHECK(memcmp(blk.w1, l2.w1, sizeof(float) * n) == 0);              /* w1 b1 w2 b2 are contiguous in both */
+    CHECK(memcmp(blk.w.w1, l2.w1, sizeof(float) * n) == 0);              /* w1 b1 w2 b2 are contiguous in both */
     CHECK(r1.state == r2.state);
     free(bp); free(skip);
 

@@ -174,9 +174,8 @@ static void test_blocks(void) {
         const int Tq = decoder ? T : S;
         const size_t np = attn_tf_block_n_params(D, F, decoder);
         float *p = calloc(np, sizeof(float)), *g = calloc(np, sizeof(float)), *gw = calloc(np, sizeof(float));
-        attn_tf_block b, gb;
-        CHECK_STATUS(attn_tf_block_bind(&b, D, F, H, decoder, 0.1f, p), ATTN_OK);
-        CHECK_STATUS(attn_tf_block_bind(&gb, D, F, H, decoder, 0.1f, g), ATTN_OK);
+        attn_tf_block b;
+        CHECK_STATUS(attn_tf_block_bind(&b, D, F, H, decoder, 0.1f, p, g), ATTN_OK);
         CHECK(load_block(&f, pre, "", decoder, p) == np);
         CHECK(load_block(&f, pre, "grad.", decoder, gw) == np);
         char nm[64];
@@ -199,7 +198,7 @@ static void test_blocks(void) {
         CHECK_STATUS(attn_tf_block_forward(NULL, &b, cache, cn, y, decoder ? w : NULL, x, enc, lens, B, Tq, S, 0, 7), ATTN_OK);
         tu_close_f32(decoder ? "decoder block forward" : "encoder block forward", y, yw, (size_t)B * Tq * D, 1e-5, 1e-4);
         if (decoder) tu_close_f32("decoder cross-attention weights", w, cw, (size_t)B * H * T * S, 1e-6, 1e-4);
-        CHECK_STATUS(attn_tf_block_backward(NULL, &b, &gb, cache, cn, dx, denc, gy, x, enc, lens, B, Tq, S, 0, 7), ATTN_OK);
+        CHECK_STATUS(attn_tf_block_backward(NULL, &b, cache, cn, dx, denc, gy, x, enc, lens, B, Tq, S, 0, 7), ATTN_OK);
         tu_close_f32(decoder ? "decoder block dx" : "encoder block dx", dx, gx, (size_t)B * Tq * D, 1e-5, 1e-4);
         if (decoder) tu_close_f32("decoder block denc", denc, genc, (size_t)B * S * D, 1e-5, 1e-4);
         tu_close_f32(decoder ? "decoder block dparams (all 18)" : "encoder block dparams (all 12)", g, gw, np, 1e-5, 1e-4);
@@ -312,10 +311,9 @@ static void test_fd(void) {
         const int Tq = decoder ? T : S;
         const size_t np = attn_tf_block_n_params(D, F, decoder), nx = (size_t)B * Tq * D, ne = (size_t)B * S * D;
         float *p = calloc(np, sizeof(float)), *g = calloc(np, sizeof(float));
-        attn_tf_block b, gb;
-        attn_tf_block_bind(&b, D, F, H, decoder, 0.2f, p);
-        attn_tf_block_bind(&gb, D, F, H, decoder, 0.2f, g);
-        attn_tf_block_init(&b, &r);
+        attn_tf_block b;
+        attn_tf_block_bind(&b, D, F, H, decoder, 0.2f, p, g);
+        attn_tf_block_init_weights(&b, &r);
         for (size_t i = 0; i < np; i++) p[i] += 0.1f * attn_rng_normal(&r);   /* LayerNorms away from (1, 0) */
         float *x = malloc(sizeof(float) * nx), *enc = malloc(sizeof(float) * ne), *gy = malloc(sizeof(float) * nx),
               *y = malloc(sizeof(float) * nx), *dx = calloc(nx, sizeof(float)), *denc = calloc(ne, sizeof(float));
@@ -325,7 +323,7 @@ static void test_fd(void) {
         CHECK_STATUS(attn_tf_block_cache_bytes(NULL, &b, B, Tq, S, &cn), ATTN_OK);
         float *cache = malloc(cn);
         block_loss(&b, cache, cn, y, x, decoder ? enc : NULL, lens, gy, B, Tq, S);
-        CHECK_STATUS(attn_tf_block_backward(NULL, &b, &gb, cache, cn, dx, decoder ? denc : NULL, gy, x, decoder ? enc : NULL,
+        CHECK_STATUS(attn_tf_block_backward(NULL, &b, cache, cn, dx, decoder ? denc : NULL, gy, x, decoder ? enc : NULL,
                                             lens, B, Tq, S, 1, 99), ATTN_OK);
         const float *ae = decoder ? enc : NULL;
         fd_check(decoder ? "decoder block: every parameter" : "encoder block: every parameter", p, np, g, 1, &b, cache,

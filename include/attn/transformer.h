@@ -16,8 +16,8 @@
  *
  * The attention has no biases, as d2l's MultiHeadAttention(bias=False): Q = X Wqᵀ, K = Y Wkᵀ, V = Y Wvᵀ,
  * head h reads columns [h·D/H, (h+1)·D/H), scale 1/sqrt(D/H), dropout on the weights, out = ctx Woᵀ.
- * attn_mha is not used: it always carries biases (which would have to be held at zero) and its own slab,
- * while the translator keeps every parameter in one slab for Adam, clipping and checkpoints. The blocks
+ * attn_mha is not used: it always carries biases, which would have to be held at zero and would change
+ * the checkpoint's tensors (d2l's state_dict has none). The blocks
  * project with attn_linear_* and attend with attn_sdpa_forward/backward on the model's context (the
  * kernels' small-head path takes the book's heads of 8 over 10 positions), saving the log-sum-exp for the
  * backward. Greedy decoding with the key/value cache attends with attn_sdpa_forward too.
@@ -43,26 +43,36 @@ extern "C" {
  *            (F), ffn.dense2 weight (D,F) bias (D), addnorm2.ln weight bias
  *   decoder  attention1.W_q..W_o, addnorm1.ln, attention2.W_q..W_o, addnorm2.ln, ffn.dense1, ffn.dense2,
  *            addnorm3.ln
- * A second attn_tf_block bound to a gradient slab of the same layout receives the gradients.
+ * The lifecycle is every layer's (attn/layers.h): _n_params, _bind(params, grads) (views into the caller's
+ * slabs, grads NULL for inference), _init_weights(rng), _cache_bytes.
  */
-typedef struct attn_tf_block {
-    int D, F, H, decoder;
-    float dropout;               /* attention weights and every add & norm, in [0,1) */
+typedef struct attn_tf_block_tensors {
     float *wq, *wk, *wv, *wo;    /* (D,D) self-attention */
     float *ln1_g, *ln1_b;        /* (D) after the self-attention */
     float *xwq, *xwk, *xwv, *xwo;/* (D,D) cross-attention (decoder; NULL in an encoder block) */
     float *ln2_g, *ln2_b;        /* (D) after the cross-attention (decoder; NULL in an encoder block) */
     float *w1, *b1, *w2, *b2;    /* (F,D) (F) (D,F) (D) feed-forward */
     float *ln3_g, *ln3_b;        /* (D) after the feed-forward */
+} attn_tf_block_tensors;
+
+typedef struct attn_tf_block {
+    int D, F, H, decoder;
+    float dropout;               /* attention weights and every add & norm, in [0,1) */
+    attn_tf_block_tensors w;     /* the parameters: views into params */
+    attn_tf_block_tensors g;     /* their gradients: views into grads at the same offsets (NULL without) */
+    float *params, *grads;       /* the slabs bound */
+    size_t n_params;
 } attn_tf_block;
 
 /* Floats of parameters of one block. */
 size_t      attn_tf_block_n_params(int D, int F, int decoder);
-/* Points b at params (attn_tf_block_n_params floats). ATTN_ERR_SHAPE when D % H != 0. */
-attn_status attn_tf_block_bind(attn_tf_block *b, int D, int F, int H, int decoder, float dropout, float *params);
+/* Points b's views at params and grads (attn_tf_block_n_params floats each; grads may be NULL for
+ * inference). ATTN_ERR_SHAPE when D % H != 0. */
+attn_status attn_tf_block_bind(attn_tf_block *b, int D, int F, int H, int decoder, float dropout, float *params,
+                               float *grads);
 /* Sets the LayerNorms to (1, 0), every weight matrix Xavier-uniform and the feed-forward biases
  * U(±1/sqrt(fan_in)), as d2l's xavier_init_weights leaves them. */
-void        attn_tf_block_init(attn_tf_block *b, attn_rng *r);   /* no-op on NULL or an unbound block */
+attn_status attn_tf_block_init_weights(attn_tf_block *b, attn_rng *r);   /* ATTN_ERR_ARG when not bound */
 
 /* Bytes of cache one forward + backward over (B,T) queries and (B,S) source positions needs with context
  * ctx (saved activations, the attention's workspace and backward scratch). T, S <= ATTN_TF_MAX_LEN. */
@@ -79,8 +89,8 @@ attn_status attn_tf_block_forward(const attn_ctx *ctx, const attn_tf_block *b, v
                                   const float *x, const float *enc, const int32_t *src_lens,
                                   int B, int T, int S, int train, uint64_t seed);
 /* Backward of the forward that filled cache (same inputs, sizes, train and seed). Accumulates into dx
- * (B,T,D) and denc (B,S,D) (each may be NULL) and into g's gradients. */
-attn_status attn_tf_block_backward(const attn_ctx *ctx, const attn_tf_block *b, const attn_tf_block *g, void *cache,
+ * (B,T,D) and denc (B,S,D) (each may be NULL) and into b's gradient slab (ATTN_ERR_NULL without one). */
+attn_status attn_tf_block_backward(const attn_ctx *ctx, const attn_tf_block *b, void *cache,
                                    size_t cache_bytes, float *dx, float *denc, const float *dy,
                                    const float *x, const float *enc, const int32_t *src_lens,
                                    int B, int T, int S, int train, uint64_t seed);
@@ -91,7 +101,7 @@ attn_status attn_tf_block_backward(const attn_ctx *ctx, const attn_tf_block *b, 
  * slab, in d2l's state_dict order (the checkpoint names): encoder.embedding.weight (Vs,D),
  * encoder.blks.block{i}.*, decoder.embedding.weight (Vt,D), decoder.blks.block{i}.*,
  * decoder.dense.weight (Vt,D), decoder.dense.bias (Vt). Embeddings N(0,1), dense bias U(±1/sqrt(D)),
- * the rest as attn_tf_block_init.
+ * the rest as attn_tf_block_init_weights.
  */
 #define ATTN_TF_MAX_BLOCKS 16
 #define ATTN_TF_MAX_LEN 1024      /* longest T and S a block takes */
@@ -112,8 +122,7 @@ typedef struct attn_transformer {
     size_t n_params;
     float *enc_emb, *dec_emb, *dense_w, *dense_b;          /* views */
     float *d_enc_emb, *d_dec_emb, *d_dense_w, *d_dense_b;
-    attn_tf_block enc[ATTN_TF_MAX_BLOCKS], dec[ATTN_TF_MAX_BLOCKS];      /* parameters */
-    attn_tf_block d_enc[ATTN_TF_MAX_BLOCKS], d_dec[ATTN_TF_MAX_BLOCKS];  /* their gradients */
+    attn_tf_block enc[ATTN_TF_MAX_BLOCKS], dec[ATTN_TF_MAX_BLOCKS];      /* parameters and gradients */
     float *pos;                  /* (T,D) positional encoding */
     float *acts;                 /* activations, block caches and scratch for max_batch, one allocation */
     size_t acts_floats;

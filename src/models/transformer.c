@@ -107,15 +107,21 @@ size_t attn_tf_block_n_params(int D, int F, int decoder) {
     return att * (decoder ? 2 : 1) + f * d + f + d * f + d + 2 * d;
 }
 
-attn_status attn_tf_block_bind(attn_tf_block *b, int D, int F, int H, int decoder, float dropout, float *p) {
-    if (!b || !p) return ATTN_ERR_NULL;
+attn_status attn_tf_block_bind(attn_tf_block *b, int D, int F, int H, int decoder, float dropout, float *params,
+                               float *grads) {
+    if (!b || !params) return ATTN_ERR_NULL;
     if (!attn__dim_ok(D) || !attn__dim_ok(F) || !attn__dim_ok(H)) return ATTN_ERR_SIZE;
     if (D % H != 0) return ATTN_ERR_SHAPE;
     if (!(dropout >= 0.0f && dropout < 1.0f)) return ATTN_ERR_ARG;
     memset(b, 0, sizeof *b);
     b->D = D; b->F = F; b->H = H; b->decoder = decoder ? 1 : 0; b->dropout = dropout;
+    b->n_params = attn_tf_block_n_params(D, F, decoder);
+    b->params = params;
+    b->grads = grads;
     const size_t dd = (size_t)D * D;
-#define NEXT(ptr, n) do { b->ptr = p; p += (n); } while (0)
+    size_t off = 0;
+    /* the same offsets in both slabs; no gradient views without a gradient slab */
+#define NEXT(name, n) do { b->w.name = params + off; b->g.name = grads ? grads + off : NULL; off += (n); } while (0)
     NEXT(wq, dd); NEXT(wk, dd); NEXT(wv, dd); NEXT(wo, dd);
     NEXT(ln1_g, D); NEXT(ln1_b, D);
     if (decoder) {
@@ -128,20 +134,22 @@ attn_status attn_tf_block_bind(attn_tf_block *b, int D, int F, int H, int decode
     return ATTN_OK;
 }
 
-void attn_tf_block_init(attn_tf_block *b, attn_rng *r) {
-    if (!b || !r || !b->wq || !b->w1 || !b->ln3_g || (b->decoder && !b->xwq)) return;
+attn_status attn_tf_block_init_weights(attn_tf_block *b, attn_rng *r) {
+    if (!b || !r) return ATTN_ERR_NULL;
+    if (!b->w.wq || !b->w.w1 || !b->w.ln3_g || (b->decoder && !b->w.xwq)) return ATTN_ERR_ARG;   /* not bound */
     const int D = b->D, F = b->F;
-    float *ws[8] = {b->wq, b->wk, b->wv, b->wo, b->xwq, b->xwk, b->xwv, b->xwo};
+    float *ws[8] = {b->w.wq, b->w.wk, b->w.wv, b->w.wo, b->w.xwq, b->w.xwk, b->w.xwv, b->w.xwo};
     for (int i = 0; i < (b->decoder ? 8 : 4); i++) attn__nmt_xavier(r, ws[i], D, D);
-    attn__nmt_xavier(r, b->w1, F, D);
-    attn_rng_fill_uniform(r, b->b1, (size_t)F, -1.0f / sqrtf((float)D), 1.0f / sqrtf((float)D));
-    attn__nmt_xavier(r, b->w2, D, F);
-    attn_rng_fill_uniform(r, b->b2, (size_t)D, -1.0f / sqrtf((float)F), 1.0f / sqrtf((float)F));
-    float *g[3] = {b->ln1_g, b->ln2_g, b->ln3_g}, *be[3] = {b->ln1_b, b->ln2_b, b->ln3_b};
+    attn__nmt_xavier(r, b->w.w1, F, D);
+    attn_rng_fill_uniform(r, b->w.b1, (size_t)F, -1.0f / sqrtf((float)D), 1.0f / sqrtf((float)D));
+    attn__nmt_xavier(r, b->w.w2, D, F);
+    attn_rng_fill_uniform(r, b->w.b2, (size_t)D, -1.0f / sqrtf((float)F), 1.0f / sqrtf((float)F));
+    float *g[3] = {b->w.ln1_g, b->w.ln2_g, b->w.ln3_g}, *be[3] = {b->w.ln1_b, b->w.ln2_b, b->w.ln3_b};
     for (int k = 0; k < 3; k++) {
         if (!g[k]) continue;
         for (int i = 0; i < D; i++) { g[k][i] = 1.0f; be[k][i] = 0.0f; }
     }
+    return ATTN_OK;
 }
 
 /* The block cache, carved in this order (each piece rounded up to 16 floats):
@@ -206,8 +214,8 @@ attn_status attn_tf_block_cache_bytes(const attn_ctx *ctx, const attn_tf_block *
 static attn_status blk_check(const attn_ctx *ctx, const attn_tf_block *b, void *cache, size_t cache_bytes,
                              const float *x, const float *enc, const int32_t *src_lens, int B, int T, int S,
                              blk_cache *c) {
-    if (!b || !b->wq || !b->w1 || !b->ln3_g || !x || !src_lens) return ATTN_ERR_NULL;
-    if (b->decoder && (!enc || !b->xwq || !b->ln2_g)) return ATTN_ERR_NULL;
+    if (!b || !b->w.wq || !b->w.w1 || !b->w.ln3_g || !x || !src_lens) return ATTN_ERR_NULL;
+    if (b->decoder && (!enc || !b->w.xwq || !b->w.ln2_g)) return ATTN_ERR_NULL;
     if (!attn__dim_ok(B) || !attn__dim_ok(T) || !attn__dim_ok(S)) return ATTN_ERR_SIZE;
     if (!b->decoder && S != T) return ATTN_ERR_SHAPE;
     if (T > ATTN_TF_MAX_LEN || S > ATTN_TF_MAX_LEN) return ATTN_ERR_SIZE;
@@ -246,29 +254,29 @@ attn_status attn_tf_block_forward(const attn_ctx *ctx, const attn_tf_block *b, v
     blk_masks(b, src_lens, &ms, &mc);
 
     /* self-attention, add & norm: y1 (B,T,D) */
-    st = att_forward(&cx, b->wq, b->wk, b->wv, b->wo, &c.sa, NULL, x, x, B, H, T, T, D, &ms, p, attn__nmt_sub_seed(seed, 1));
+    st = att_forward(&cx, b->w.wq, b->w.wk, b->w.wv, b->w.wo, &c.sa, NULL, x, x, B, H, T, T, D, &ms, p, attn__nmt_sub_seed(seed, 1));
     if (st != ATTN_OK) return st;
     attn__dropout_mask(c.dm1, (size_t)N * D, p, attn__nmt_sub_seed(seed, 2));
-    st = attn__addnorm_forward(c.y1, c.z1, c.m1, c.r1, x, c.sa.a, b->ln1_g, b->ln1_b, N, D, p, 0, c.dm1);
+    st = attn__addnorm_forward(c.y1, c.z1, c.m1, c.r1, x, c.sa.a, b->w.ln1_g, b->w.ln1_b, N, D, p, 0, c.dm1);
     if (st != ATTN_OK) return st;
     const float *u = c.y1;
     /* cross-attention on the encoder's output, add & norm: y2 (B,T,D) */
     if (b->decoder) {
-        st = att_forward(&cx, b->xwq, b->xwk, b->xwv, b->xwo, &c.ca, cross_weights, c.y1, enc, B, H, T, S, D, &mc, p,
+        st = att_forward(&cx, b->w.xwq, b->w.xwk, b->w.xwv, b->w.xwo, &c.ca, cross_weights, c.y1, enc, B, H, T, S, D, &mc, p,
                          attn__nmt_sub_seed(seed, 3));
         if (st != ATTN_OK) return st;
         attn__dropout_mask(c.dm2, (size_t)N * D, p, attn__nmt_sub_seed(seed, 4));
-        st = attn__addnorm_forward(c.y2, c.z2, c.m2, c.r2, c.y1, c.ca.a, b->ln2_g, b->ln2_b, N, D, p, 0, c.dm2);
+        st = attn__addnorm_forward(c.y2, c.z2, c.m2, c.r2, c.y1, c.ca.a, b->w.ln2_g, b->w.ln2_b, N, D, p, 0, c.dm2);
         if (st != ATTN_OK) return st;
         u = c.y2;
     }
     /* feed-forward, add & norm: y (B,T,D) */
-    if ((st = attn__ffn_forward(c.f, c.h, u, b->w1, b->b1, b->w2, b->b2, N, D, b->F)) != ATTN_OK) return st;
+    if ((st = attn__ffn_forward(c.f, c.h, u, b->w.w1, b->w.b1, b->w.w2, b->w.b2, N, D, b->F)) != ATTN_OK) return st;
     attn__dropout_mask(c.dm3, (size_t)N * D, p, attn__nmt_sub_seed(seed, 5));
-    return attn__addnorm_forward(y, c.z3, c.m3, c.r3, u, c.f, b->ln3_g, b->ln3_b, N, D, p, 0, c.dm3);
+    return attn__addnorm_forward(y, c.z3, c.m3, c.r3, u, c.f, b->w.ln3_g, b->w.ln3_b, N, D, p, 0, c.dm3);
 }
 
-attn_status attn_tf_block_backward(const attn_ctx *ctx, const attn_tf_block *b, const attn_tf_block *g, void *cache,
+attn_status attn_tf_block_backward(const attn_ctx *ctx, const attn_tf_block *b, void *cache,
                                    size_t cache_bytes, float *dx, float *denc, const float *dy,
                                    const float *x, const float *enc, const int32_t *src_lens,
                                    int B, int T, int S, int train, uint64_t seed) {
@@ -278,7 +286,7 @@ attn_status attn_tf_block_backward(const attn_ctx *ctx, const attn_tf_block *b, 
     attn_status st = attn__ctx_resolve(ctx, &cx, &kern);
     if (st != ATTN_OK) return st;
     if ((st = blk_check(&cx, b, cache, cache_bytes, x, enc, src_lens, B, T, S, &c)) != ATTN_OK) return st;
-    if (!g || !dy || !g->wq || !g->w1 || !g->ln3_g || (b->decoder && (!g->xwq || !g->ln2_g))) return ATTN_ERR_NULL;
+    if (!dy || !b->g.wq || !b->g.w1 || !b->g.ln3_g || (b->decoder && (!b->g.xwq || !b->g.ln2_g))) return ATTN_ERR_NULL;
     const int D = b->D, H = b->H, N = B * T;
     const size_t nT = (size_t)N * D;
     const float p = train ? b->dropout : 0.0f;
@@ -289,9 +297,9 @@ attn_status attn_tf_block_backward(const attn_ctx *ctx, const attn_tf_block *b, 
     /* feed-forward's add & norm, then the feed-forward: du = dL/du */
     memset(c.du, 0, sizeof(float) * nT);
     memset(c.df, 0, sizeof(float) * nT);
-    st = attn__addnorm_backward(c.du, c.df, g->ln3_g, g->ln3_b, c.dz, dy, c.z3, c.m3, c.r3, b->ln3_g, N, D, p, 0, c.dm3);
+    st = attn__addnorm_backward(c.du, c.df, b->g.ln3_g, b->g.ln3_b, c.dz, dy, c.z3, c.m3, c.r3, b->w.ln3_g, N, D, p, 0, c.dm3);
     if (st != ATTN_OK) return st;
-    st = attn__ffn_backward(c.du, g->w1, g->b1, g->w2, g->b2, c.dh, c.df, u, c.h, b->w1, b->w2, N, D, b->F);
+    st = attn__ffn_backward(c.du, b->g.w1, b->g.b1, b->g.w2, b->g.b2, c.dh, c.df, u, c.h, b->w.w1, b->w.w2, N, D, b->F);
     if (st != ATTN_OK) return st;
     float *dy1 = c.du;
     /* cross-attention's add & norm, then the cross-attention: dy1, denc */
@@ -299,17 +307,17 @@ attn_status attn_tf_block_backward(const attn_ctx *ctx, const attn_tf_block *b, 
         dy1 = c.dy1;
         memset(dy1, 0, sizeof(float) * nT);
         memset(c.df, 0, sizeof(float) * nT);
-        st = attn__addnorm_backward(dy1, c.df, g->ln2_g, g->ln2_b, c.dz, c.du, c.z2, c.m2, c.r2, b->ln2_g, N, D, p, 0, c.dm2);
+        st = attn__addnorm_backward(dy1, c.df, b->g.ln2_g, b->g.ln2_b, c.dz, c.du, c.z2, c.m2, c.r2, b->w.ln2_g, N, D, p, 0, c.dm2);
         if (st != ATTN_OK) return st;
-        st = att_backward(&cx, b->xwq, b->xwk, b->xwv, b->xwo, g->xwq, g->xwk, g->xwv, g->xwo, &c.ca, dy1, denc, c.df,
+        st = att_backward(&cx, b->w.xwq, b->w.xwk, b->w.xwv, b->w.xwo, b->g.xwq, b->g.xwk, b->g.xwv, b->g.xwo, &c.ca, dy1, denc, c.df,
                           c.y1, enc, c.dq, c.dk, c.dv, c.dctx, B, H, T, S, D, &mc, p, attn__nmt_sub_seed(seed, 3));
         if (st != ATTN_OK) return st;
     }
     /* self-attention's add & norm, then the self-attention: dx (q, k and v all read x) */
     memset(c.df, 0, sizeof(float) * nT);
-    st = attn__addnorm_backward(dx, c.df, g->ln1_g, g->ln1_b, c.dz, dy1, c.z1, c.m1, c.r1, b->ln1_g, N, D, p, 0, c.dm1);
+    st = attn__addnorm_backward(dx, c.df, b->g.ln1_g, b->g.ln1_b, c.dz, dy1, c.z1, c.m1, c.r1, b->w.ln1_g, N, D, p, 0, c.dm1);
     if (st != ATTN_OK) return st;
-    return att_backward(&cx, b->wq, b->wk, b->wv, b->wo, g->wq, g->wk, g->wv, g->wo, &c.sa, dx, dx, c.df, x, x,
+    return att_backward(&cx, b->w.wq, b->w.wk, b->w.wv, b->w.wo, b->g.wq, b->g.wk, b->g.wv, b->g.wo, &c.sa, dx, dx, c.df, x, x,
                         c.dq, c.dk, c.dv, c.dctx, B, H, T, T, D, &ms, p, attn__nmt_sub_seed(seed, 1));
 }
 
@@ -366,14 +374,12 @@ static size_t tf_layout(attn_transformer *m, float *p, float *g) {
     VIEW(enc_emb, (size_t)c->src_vocab * D);
     for (int l = 0; l < c->blocks; l++, off += ne)
         if (p) {
-            attn_tf_block_bind(&m->enc[l], c->hidden, c->ffn, c->heads, 0, c->dropout, p + off);
-            if (g) attn_tf_block_bind(&m->d_enc[l], c->hidden, c->ffn, c->heads, 0, c->dropout, g + off);
+            attn_tf_block_bind(&m->enc[l], c->hidden, c->ffn, c->heads, 0, c->dropout, p + off, g ? g + off : NULL);
         }
     VIEW(dec_emb, (size_t)c->tgt_vocab * D);
     for (int l = 0; l < c->blocks; l++, off += nd)
         if (p) {
-            attn_tf_block_bind(&m->dec[l], c->hidden, c->ffn, c->heads, 1, c->dropout, p + off);
-            if (g) attn_tf_block_bind(&m->d_dec[l], c->hidden, c->ffn, c->heads, 1, c->dropout, g + off);
+            attn_tf_block_bind(&m->dec[l], c->hidden, c->ffn, c->heads, 1, c->dropout, p + off, g ? g + off : NULL);
         }
     VIEW(dense_w, (size_t)c->tgt_vocab * D);
     VIEW(dense_b, (size_t)c->tgt_vocab);
@@ -469,9 +475,9 @@ attn_status attn_transformer_init(attn_transformer *m, const attn_ctx *ctx, cons
     attn_rng r;
     attn_rng_seed(&r, seed);
     for (size_t i = 0; i < (size_t)cfg->src_vocab * D; i++) m->enc_emb[i] = attn_rng_normal(&r);
-    for (int l = 0; l < cfg->blocks; l++) attn_tf_block_init(&m->enc[l], &r);
+    for (int l = 0; l < cfg->blocks; l++) attn_tf_block_init_weights(&m->enc[l], &r);
     for (size_t i = 0; i < (size_t)cfg->tgt_vocab * D; i++) m->dec_emb[i] = attn_rng_normal(&r);
-    for (int l = 0; l < cfg->blocks; l++) attn_tf_block_init(&m->dec[l], &r);
+    for (int l = 0; l < cfg->blocks; l++) attn_tf_block_init_weights(&m->dec[l], &r);
     attn__nmt_xavier(&r, m->dense_w, cfg->tgt_vocab, cfg->hidden);
     float b = 1.0f / sqrtf((float)D);
     attn_rng_fill_uniform(&r, m->dense_b, (size_t)cfg->tgt_vocab, -b, b);
@@ -572,7 +578,7 @@ attn_status attn_transformer_step(attn_transformer *m, float *loss,
     const float *enc_out = a.ex + (size_t)L * stride;
     for (int l = L - 1; l >= 0; l--) {
         memset(gn, 0, sizeof(float) * nD);
-        st = attn_tf_block_backward(&m->ctx, &m->dec[l], &m->d_dec[l], a.dec_cache + (size_t)l * a.dec_cache_n,
+        st = attn_tf_block_backward(&m->ctx, &m->dec[l], a.dec_cache + (size_t)l * a.dec_cache_n,
                                     a.dec_cache_n * sizeof(float),
                                     gn, a.denc, g, a.dx + l * stride, enc_out, X_len, B, T, T, train,
                                     attn__nmt_sub_seed(seed, 200 + (uint64_t)l));
@@ -587,7 +593,7 @@ attn_status attn_transformer_step(attn_transformer *m, float *loss,
     g = a.g1; gn = a.g2;
     for (int l = L - 1; l >= 0; l--) {
         memset(gn, 0, sizeof(float) * nD);
-        st = attn_tf_block_backward(&m->ctx, &m->enc[l], &m->d_enc[l], a.enc_cache + (size_t)l * a.enc_cache_n,
+        st = attn_tf_block_backward(&m->ctx, &m->enc[l], a.enc_cache + (size_t)l * a.enc_cache_n,
                                     a.enc_cache_n * sizeof(float),
                                     gn, NULL, g, a.ex + l * stride, NULL, X_len, B, T, T, train,
                                     attn__nmt_sub_seed(seed, 100 + (uint64_t)l));
@@ -619,22 +625,22 @@ static attn_status tf_block_step(const attn_ctx *cx, const attn_tf_block *b, flo
     mc.valid_lens = src_len;
     attn_status st;
     /* self-attention over the cache */
-    if ((st = attn_linear_forward(q, x, b->wq, NULL, 1, D, D)) != ATTN_OK) return st;
-    if ((st = attn_linear_forward(kc + (size_t)t * D, x, b->wk, NULL, 1, D, D)) != ATTN_OK) return st;
-    if ((st = attn_linear_forward(vc + (size_t)t * D, x, b->wv, NULL, 1, D, D)) != ATTN_OK) return st;
+    if ((st = attn_linear_forward(q, x, b->w.wq, NULL, 1, D, D)) != ATTN_OK) return st;
+    if ((st = attn_linear_forward(kc + (size_t)t * D, x, b->w.wk, NULL, 1, D, D)) != ATTN_OK) return st;
+    if ((st = attn_linear_forward(vc + (size_t)t * D, x, b->w.wv, NULL, 1, D, D)) != ATTN_OK) return st;
     if ((st = att_desc(&d, 1, H, 1, t + 1, D, (int64_t)Tmax * D, NULL, 0.0f, 0)) != ATTN_OK) return st;
     if ((st = attn_sdpa_forward(cx, &d, ctx, lse, NULL, q, kc, vc, work, work_bytes)) != ATTN_OK) return st;
-    if ((st = attn_linear_forward(at, ctx, b->wo, NULL, 1, D, D)) != ATTN_OK) return st;
-    if ((st = attn__addnorm_forward(y1, z, mr, mr + 1, x, at, b->ln1_g, b->ln1_b, 1, D, 0.0f, 0, NULL)) != ATTN_OK) return st;
+    if ((st = attn_linear_forward(at, ctx, b->w.wo, NULL, 1, D, D)) != ATTN_OK) return st;
+    if ((st = attn__addnorm_forward(y1, z, mr, mr + 1, x, at, b->w.ln1_g, b->w.ln1_b, 1, D, 0.0f, 0, NULL)) != ATTN_OK) return st;
     /* cross-attention over the projected encoder output */
-    if ((st = attn_linear_forward(q, y1, b->xwq, NULL, 1, D, D)) != ATTN_OK) return st;
+    if ((st = attn_linear_forward(q, y1, b->w.xwq, NULL, 1, D, D)) != ATTN_OK) return st;
     if ((st = att_desc(&d, 1, H, 1, S, D, (int64_t)S * D, &mc, 0.0f, 0)) != ATTN_OK) return st;
     if ((st = attn_sdpa_forward(cx, &d, ctx, lse, weights, q, ek, ev, work, work_bytes)) != ATTN_OK) return st;
-    if ((st = attn_linear_forward(at, ctx, b->xwo, NULL, 1, D, D)) != ATTN_OK) return st;
-    if ((st = attn__addnorm_forward(y2, z, mr, mr + 1, y1, at, b->ln2_g, b->ln2_b, 1, D, 0.0f, 0, NULL)) != ATTN_OK) return st;
+    if ((st = attn_linear_forward(at, ctx, b->w.xwo, NULL, 1, D, D)) != ATTN_OK) return st;
+    if ((st = attn__addnorm_forward(y2, z, mr, mr + 1, y1, at, b->w.ln2_g, b->w.ln2_b, 1, D, 0.0f, 0, NULL)) != ATTN_OK) return st;
     /* feed-forward */
-    if ((st = attn__ffn_forward(f, h, y2, b->w1, b->b1, b->w2, b->b2, 1, D, b->F)) != ATTN_OK) return st;
-    return attn__addnorm_forward(y, z, mr, mr + 1, y2, f, b->ln3_g, b->ln3_b, 1, D, 0.0f, 0, NULL);
+    if ((st = attn__ffn_forward(f, h, y2, b->w.w1, b->w.b1, b->w.w2, b->w.b2, 1, D, b->F)) != ATTN_OK) return st;
+    return attn__addnorm_forward(y, z, mr, mr + 1, y2, f, b->w.ln3_g, b->w.ln3_b, 1, D, 0.0f, 0, NULL);
 }
 
 attn_status attn_transformer_translate(attn_transformer *m, int32_t *out, int *n_out, float *weights,
@@ -656,8 +662,8 @@ attn_status attn_transformer_translate(attn_transformer *m, int32_t *out, int *n
     if (use_cache)       /* project the encoder output once per decoder block: ek, ev (S,D) */
         for (int l = 0; l < L; l++) {
             float *kv = a.kv + (size_t)l * 4 * TD;
-            if ((st = attn_linear_forward(kv + 2 * TD, enc_out, m->dec[l].xwk, NULL, T, D, D)) != ATTN_OK) return st;
-            if ((st = attn_linear_forward(kv + 3 * TD, enc_out, m->dec[l].xwv, NULL, T, D, D)) != ATTN_OK) return st;
+            if ((st = attn_linear_forward(kv + 2 * TD, enc_out, m->dec[l].w.xwk, NULL, T, D, D)) != ATTN_OK) return st;
+            if ((st = attn_linear_forward(kv + 3 * TD, enc_out, m->dec[l].w.xwv, NULL, T, D, D)) != ATTN_OK) return st;
         }
     float *x = a.g1, *y = a.g2, *row = a.logits, *xl = NULL;
     int32_t tok = ATTN_TOK_BOS;
@@ -735,22 +741,22 @@ static int tf_add_block(attn__nmt_named *t, int n, const char *pre, const attn_t
     char nm[64];
     const char *const att[2] = {b->decoder ? "attention1" : "attention", "attention2"};
     const char *const wn[4] = {"W_q", "W_k", "W_v", "W_o"};
-    float *const sw[4] = {b->wq, b->wk, b->wv, b->wo}, *const xw[4] = {b->xwq, b->xwk, b->xwv, b->xwo};
+    float *const sw[4] = {b->w.wq, b->w.wk, b->w.wv, b->w.wo}, *const xw[4] = {b->w.xwq, b->w.xwk, b->w.xwv, b->w.xwo};
     for (int i = 0; i < 4; i++) { snprintf(nm, sizeof nm, "%s.%s.%s.weight", pre, att[0], wn[i]); n = attn__nmt_add(t, n, nm, sw[i], 2, D, D); }
-    snprintf(nm, sizeof nm, "%s.addnorm1.ln.weight", pre); n = attn__nmt_add(t, n, nm, b->ln1_g, 1, D, 0);
-    snprintf(nm, sizeof nm, "%s.addnorm1.ln.bias", pre);   n = attn__nmt_add(t, n, nm, b->ln1_b, 1, D, 0);
+    snprintf(nm, sizeof nm, "%s.addnorm1.ln.weight", pre); n = attn__nmt_add(t, n, nm, b->w.ln1_g, 1, D, 0);
+    snprintf(nm, sizeof nm, "%s.addnorm1.ln.bias", pre);   n = attn__nmt_add(t, n, nm, b->w.ln1_b, 1, D, 0);
     if (b->decoder) {
         for (int i = 0; i < 4; i++) { snprintf(nm, sizeof nm, "%s.%s.%s.weight", pre, att[1], wn[i]); n = attn__nmt_add(t, n, nm, xw[i], 2, D, D); }
-        snprintf(nm, sizeof nm, "%s.addnorm2.ln.weight", pre); n = attn__nmt_add(t, n, nm, b->ln2_g, 1, D, 0);
-        snprintf(nm, sizeof nm, "%s.addnorm2.ln.bias", pre);   n = attn__nmt_add(t, n, nm, b->ln2_b, 1, D, 0);
+        snprintf(nm, sizeof nm, "%s.addnorm2.ln.weight", pre); n = attn__nmt_add(t, n, nm, b->w.ln2_g, 1, D, 0);
+        snprintf(nm, sizeof nm, "%s.addnorm2.ln.bias", pre);   n = attn__nmt_add(t, n, nm, b->w.ln2_b, 1, D, 0);
     }
-    snprintf(nm, sizeof nm, "%s.ffn.dense1.weight", pre); n = attn__nmt_add(t, n, nm, b->w1, 2, F, D);
-    snprintf(nm, sizeof nm, "%s.ffn.dense1.bias", pre);   n = attn__nmt_add(t, n, nm, b->b1, 1, F, 0);
-    snprintf(nm, sizeof nm, "%s.ffn.dense2.weight", pre); n = attn__nmt_add(t, n, nm, b->w2, 2, D, F);
-    snprintf(nm, sizeof nm, "%s.ffn.dense2.bias", pre);   n = attn__nmt_add(t, n, nm, b->b2, 1, D, 0);
+    snprintf(nm, sizeof nm, "%s.ffn.dense1.weight", pre); n = attn__nmt_add(t, n, nm, b->w.w1, 2, F, D);
+    snprintf(nm, sizeof nm, "%s.ffn.dense1.bias", pre);   n = attn__nmt_add(t, n, nm, b->w.b1, 1, F, 0);
+    snprintf(nm, sizeof nm, "%s.ffn.dense2.weight", pre); n = attn__nmt_add(t, n, nm, b->w.w2, 2, D, F);
+    snprintf(nm, sizeof nm, "%s.ffn.dense2.bias", pre);   n = attn__nmt_add(t, n, nm, b->w.b2, 1, D, 0);
     const char *last = b->decoder ? "addnorm3" : "addnorm2";
-    snprintf(nm, sizeof nm, "%s.%s.ln.weight", pre, last); n = attn__nmt_add(t, n, nm, b->ln3_g, 1, D, 0);
-    snprintf(nm, sizeof nm, "%s.%s.ln.bias", pre, last);   n = attn__nmt_add(t, n, nm, b->ln3_b, 1, D, 0);
+    snprintf(nm, sizeof nm, "%s.%s.ln.weight", pre, last); n = attn__nmt_add(t, n, nm, b->w.ln3_g, 1, D, 0);
+    snprintf(nm, sizeof nm, "%s.%s.ln.bias", pre, last);   n = attn__nmt_add(t, n, nm, b->w.ln3_b, 1, D, 0);
     return n;
 }
 
