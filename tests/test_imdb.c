@@ -891,6 +891,38 @@ static int remove_entry(const char *path, const struct stat *sb, int flag, struc
     return remove(path);
 }
 
+
+/* The model on the reference path and on the fast path: its attention (the only kernel with per-path code
+ * it runs) goes through the model's context, so a reference context puts the whole model on the oracle;
+ * forward (with dropout) and backward agree to rounding. */
+static void test_model_paths(void) {
+    printf("the model on the reference path and on the fast path\n");
+    attn_ctx ref;
+    CHECK_STATUS(attn_ctx_init(&ref, ATTN_ISA_REF, 1), ATTN_OK);
+    attn_imdb_config c = {60, 16, 9, 2, 0.125f, 0.5f};
+    attn_imdb_model a, b;
+    CHECK_STATUS(attn_imdb_model_init(&a, NULL, &c, 5, 3), ATTN_OK);
+    CHECK_STATUS(attn_imdb_model_init(&b, &ref, &c, 5, 3), ATTN_OK);
+    CHECK(b.ctx.isa == ATTN_ISA_REF && a.ctx.isa != ATTN_ISA_REF);
+    int32_t ids[5 * 9], labels[5] = {0, 1, 1, 0, 1};
+    for (int i = 0; i < 5 * 9; i++) ids[i] = i % 9 < 2 ? 0 : (i * 7 + 3) % 60;    /* left padding */
+    double la = 0, lb = 0;
+    int ca = 0, cb = 0;
+    CHECK_STATUS(attn_imdb_model_forward(&a, ids, labels, 5, 1, 11, NULL, &la, &ca), ATTN_OK);
+    CHECK_STATUS(attn_imdb_model_forward(&b, ids, labels, 5, 1, 11, NULL, &lb, &cb), ATTN_OK);
+    printf("  paths: %s and %s\n", attn_isa_name(a.ctx.isa), attn_isa_name(b.ctx.isa));
+    float fa = (float)la, fb = (float)lb;
+    tu_close_f32("loss, fast vs reference path (dropout 0.5)", &fa, &fb, 1, 1e-6, 1e-5);
+    tu_close_f32("probabilities, fast vs reference path", a.probs, b.probs, 10, 1e-6, 1e-5);
+    attn_imdb_model_zero_grad(&a, 1);
+    attn_imdb_model_zero_grad(&b, 1);
+    CHECK_STATUS(attn_imdb_model_backward(&a, ids, labels, 5, 1, 11), ATTN_OK);
+    CHECK_STATUS(attn_imdb_model_backward(&b, ids, labels, 5, 1, 11), ATTN_OK);
+    tu_close_f32("every gradient, fast vs reference path", a.grads, b.grads, a.n_params, 1e-6, 1e-3);
+    attn_imdb_model_free(&a);
+    attn_imdb_model_free(&b);
+}
+
 int main(void) {
     snprintf(g_dir, sizeof g_dir, "/tmp/attn_test_imdb_XXXXXX");
     if (!mkdtemp(g_dir)) {
@@ -901,6 +933,7 @@ int main(void) {
     test_loader();
     test_broken_inputs();
     test_model_golden();
+    test_model_paths();
     test_checkpoint();
     test_threads_bitwise();
     test_selfattn_split();
