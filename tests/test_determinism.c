@@ -17,14 +17,6 @@ typedef struct dcase {
     float dropout;
 } dcase;
 
-static void fill(float *x, size_t n, uint64_t seed) {
-    uint64_t s = seed * 0x9e3779b97f4a7c15ULL + 7;
-    for (size_t i = 0; i < n; i++) {
-        s ^= s << 13; s ^= s >> 7; s ^= s << 17;
-        x[i] = (float)((s >> 40) * (1.0 / 16777216.0)) * 2.0f - 1.0f;
-    }
-}
-
 typedef struct result {
     float *out, *lse, *dq, *dk, *dv;
 } result;
@@ -46,7 +38,7 @@ static int run(const dcase *c, int nth, result *r, const uint8_t *allow) {
     const size_t nv = (size_t)c->B * c->Hkv * c->S * c->Dv, no = (size_t)c->B * c->H * c->T * c->Dv;
     float *q = malloc(sizeof(float) * nq), *k = malloc(sizeof(float) * nk), *v = malloc(sizeof(float) * nv);
     float *dout = malloc(sizeof(float) * no);
-    fill(q, nq, 1); fill(k, nk, 2); fill(v, nv, 3); fill(dout, no, 4);
+    tu_fill(q, nq, 1); tu_fill(k, nk, 2); tu_fill(v, nv, 3); tu_fill(dout, no, 4);
     r->out = malloc(sizeof(float) * no);
     r->lse = malloc(sizeof(float) * c->B * c->H * c->T);
     r->dq = calloc(nq, sizeof(float));

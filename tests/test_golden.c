@@ -233,6 +233,8 @@ static void run_additive(golden *g, attn_isa pass, int with_weights) {
                          *tdwq = gt(g, "dwq", ATTN_DTYPE_F64, 2, 1), *tdwk = gt(g, "dwk", ATTN_DTYPE_F64, 2, 1),
                          *tdwv = gt(g, "dwv", ATTN_DTYPE_F64, 1, 1);
     if (!g->ok) { CHECK(g->ok); return; }
+    const int grad_q[6] = {Q_DQ, Q_DK, Q_DV, Q_DWQ, Q_DWK, Q_DWV};
+    const attn_st_tensor *grad_t[6] = {tdq, tdk, tdv, tdwq, tdwk, tdwv};
     const int B = (int)tq->shape[0], T = (int)tq->shape[1], Dq = (int)tq->shape[2];
     const int S = (int)tk->shape[1], Dk = (int)tk->shape[2], Dv = (int)tv->shape[2], Dh = (int)twq->shape[0];
     int shapes_ok = shape_is(tk, B, S, Dk, 0) && shape_is(tv, B, S, Dv, 0) && shape_is(twq, Dh, Dq, 0, 0) &&
@@ -271,12 +273,8 @@ static void run_additive(golden *g, attn_isa pass, int with_weights) {
         st = attn_additive_backward(NULL, &d, dq, dk, dv, dwq, dwk, dwv, dout, q, k, v, wq, wk, wv, work, bw);
         CHECK_STATUS(st, ATTN_OK);
         if (st == ATTN_OK) {
-            compare(g, pass, Q_DQ, dq, tdq);
-            compare(g, pass, Q_DK, dk, tdk);
-            compare(g, pass, Q_DV, dv, tdv);
-            compare(g, pass, Q_DWQ, dwq, tdwq);
-            compare(g, pass, Q_DWK, dwk, tdwk);
-            compare(g, pass, Q_DWV, dwv, tdwv);
+            const float *got[6] = {dq, dk, dv, dwq, dwk, dwv};
+            for (int i = 0; i < 6; i++) compare(g, pass, grad_q[i], got[i], grad_t[i]);
         }
     }
     /* the split form (keys projected once, a step against them, the projection's gradient at the end)
@@ -298,12 +296,8 @@ static void run_additive(golden *g, attn_isa pass, int with_weights) {
         if (st == ATTN_OK) st = attn_additive_keys_backward(NULL, &d, dk, dwk, dkp, k, wk);
         CHECK_STATUS(st, ATTN_OK);
         if (st == ATTN_OK) {
-            compare(g, pass, Q_DQ, dq, tdq);
-            compare(g, pass, Q_DK, dk, tdk);
-            compare(g, pass, Q_DV, dv, tdv);
-            compare(g, pass, Q_DWQ, dwq, tdwq);
-            compare(g, pass, Q_DWK, dwk, tdwk);
-            compare(g, pass, Q_DWV, dwv, tdwv);
+            const float *got[6] = {dq, dk, dv, dwq, dwk, dwv};
+            for (int i = 0; i < 6; i++) compare(g, pass, grad_q[i], got[i], grad_t[i]);
         }
     }
     free(kp); free(dkp);

@@ -21,14 +21,6 @@ typedef struct pcase {
     float dropout;
 } pcase;
 
-static void fill(float *x, size_t n, uint64_t seed) {
-    uint64_t s = seed * 0x9e3779b97f4a7c15ULL + 7;
-    for (size_t i = 0; i < n; i++) {
-        s ^= s << 13; s ^= s >> 7; s ^= s << 17;
-        x[i] = (float)((s >> 40) * (1.0 / 16777216.0)) * 2.0f - 1.0f;
-    }
-}
-
 /* One problem: inputs, outputs and gradients. */
 typedef struct prob {
     attn_sdpa_desc d;
@@ -60,7 +52,7 @@ static int prob_make(prob *p, const pcase *c) {
     p->nl = (size_t)c->B * c->H * c->T;
     p->q = malloc(sizeof(float) * p->nq); p->k = malloc(sizeof(float) * p->nk);
     p->v = malloc(sizeof(float) * p->nv); p->dout = malloc(sizeof(float) * p->no);
-    fill(p->q, p->nq, 1); fill(p->k, p->nk, 2); fill(p->v, p->nv, 3); fill(p->dout, p->no, 4);
+    tu_fill(p->q, p->nq, 1); tu_fill(p->k, p->nk, 2); tu_fill(p->v, p->nv, 3); tu_fill(p->dout, p->no, 4);
     p->out = calloc(p->no, sizeof(float)); p->lse = calloc(p->nl, sizeof(float));
     p->dq = calloc(p->nq, sizeof(float)); p->dk = calloc(p->nk, sizeof(float)); p->dv = calloc(p->nv, sizeof(float));
     return p->q && p->k && p->v && p->dout && p->out && p->lse && p->dq && p->dk && p->dv;

@@ -104,6 +104,15 @@ static inline const int32_t *tu_golden_i32(const attn_st_file *f, const char *na
 }
 #endif
 
+/* x (n) = uniform values in [-1, 1) from a xorshift stream of seed: the same inputs on every machine. */
+static inline void tu_fill(float *x, size_t n, unsigned long long seed) {
+    unsigned long long s = seed * 0x9e3779b97f4a7c15ULL + 7;
+    for (size_t i = 0; i < n; i++) {
+        s ^= s << 13; s ^= s >> 7; s ^= s << 17;
+        x[i] = (float)((s >> 40) * (1.0 / 16777216.0)) * 2.0f - 1.0f;
+    }
+}
+
 /* Prints "N passed, N failed" and returns the exit status. */
 static inline int tu_finish(const char *name) {
     printf("%s: %d passed, %d failed\n", name, tu_checks - tu_failures, tu_failures);
