@@ -77,18 +77,22 @@ static void cache_carve(const attn_gru *g, float *base, int T, int B, gru_cache 
     const size_t TB = (size_t)T * B, H = (size_t)g->H;
     const size_t inmax = (size_t)(g->in > g->H ? g->in : g->H);
     size_t off = 0;
+    /* base NULL only counts (cache_need): no arithmetic on a null pointer */
+#define TAKE(ptr, n) do { (ptr) = base ? base + off : NULL; off += (n); } while (0)
     for (int l = 0; l < g->L; l++) {
-        c->xin[l] = l ? base + off : NULL; if (l) off += TB * H;
-        c->hs[l] = base + off;    off += (TB + B) * H;
-        c->gates[l] = base + off; off += TB * 3 * H;
-        c->ghn[l] = base + off;   off += TB * H;
+        c->xin[l] = NULL;
+        if (l) TAKE(c->xin[l], TB * H);
+        TAKE(c->hs[l], (TB + B) * H);
+        TAKE(c->gates[l], TB * 3 * H);
+        TAKE(c->ghn[l], TB * H);
     }
-    c->gi = base + off;    off += TB * 3 * H;
-    c->gh = base + off;    off += TB * 3 * H;
-    c->dcur = base + off;  off += TB * H;
-    c->dnext = base + off; off += TB * inmax;
-    c->dh = base + off;    off += (size_t)B * H;
-    c->dhp = base + off;   off += (size_t)B * H;
+    TAKE(c->gi, TB * 3 * H);
+    TAKE(c->gh, TB * 3 * H);
+    TAKE(c->dcur, TB * H);
+    TAKE(c->dnext, TB * inmax);
+    TAKE(c->dh, (size_t)B * H);
+    TAKE(c->dhp, (size_t)B * H);
+#undef TAKE
     c->total = off;
 }
 
