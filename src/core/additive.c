@@ -33,6 +33,8 @@ attn_status attn_additive_desc_init(attn_additive_desc *d, int B, int T, int S, 
 /* The workspace holds (B,T,Dh), (B,S,Dh) and (B,S,Dv) blocks: refuse sizes whose blocks do not fit. */
 static int products_fit(const attn_additive_desc *d) {
     const double lim = 1.0e15;                    /* elements; far beyond any real memory, inside size_t */
+    /* the projections are CBLAS products over B·T and B·S rows, whose sizes are ints */
+    if ((int64_t)d->B * d->T > INT32_MAX || (int64_t)d->B * d->S > INT32_MAX) return 0;
     return (double)d->B * d->T * d->Dh < lim && (double)d->B * d->S * d->Dh < lim &&
            (double)d->B * d->S * d->Dv < lim && (double)d->B * d->T * d->Dq < lim &&
            (double)d->B * d->S * d->Dk < lim && (double)d->B * d->T * d->S < lim;
@@ -96,7 +98,6 @@ attn_status attn_additive_keys_forward(const attn_ctx *ctx, const attn_additive_
     attn_status st = begin(ctx, d, &c, &kern);
     if (st != ATTN_OK) return st;
     if (!kp || !k || !wk) return ATTN_ERR_NULL;
-    if ((int64_t)d->B * d->S > INT32_MAX) return ATTN_ERR_SIZE;           /* BLAS takes int sizes */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, d->B * d->S, d->Dh, d->Dk, 1.0f, k, d->Dk, wk, d->Dk,
                 0.0f, kp, d->Dh);
     return ATTN_OK;
@@ -109,7 +110,6 @@ attn_status attn_additive_keys_backward(const attn_ctx *ctx, const attn_additive
     attn_status st = begin(ctx, d, &c, &kern);
     if (st != ATTN_OK) return st;
     if (!dk || !dwk || !dkp || !k || !wk) return ATTN_ERR_NULL;
-    if ((int64_t)d->B * d->S > INT32_MAX) return ATTN_ERR_SIZE;
     const int n = d->B * d->S;
     /* dk += dkp W_k;  dW_k += dkpᵀ k */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, d->Dk, d->Dh, 1.0f, dkp, d->Dh, wk, d->Dk, 1.0f, dk,
