@@ -1,6 +1,6 @@
 /*
- * attn/transformer.h — the Transformer encoder–decoder (the d2l book's chapter on the Transformer,
- * SPEC §4.E): sinusoidal positional encoding, position-wise feed-forward, add & norm, encoder and
+ * attn/transformer.h — the Transformer encoder–decoder (the d2l book's chapter on the Transformer):
+ * sinusoidal positional encoding, position-wise feed-forward, add & norm, encoder and
  * decoder blocks built on multi-head scaled dot-product attention, and the translator that stacks them,
  * trained with the English→French pipeline of attn/seq2seq.h (pairs, vocabularies, BLEU).
  * Included by attn.h; do not include it alone.

@@ -1,5 +1,5 @@
 """gen_imdb.py — golden values for tests/test_imdb.c: a tiny instance of the IMDB self-attention classifier
-(SPEC 4.C), forward and backward in float64 with PyTorch, plus two Keras-form Adam steps.
+(embedding, self-attention, mean, dense), forward and backward in float64 with PyTorch, plus two Keras-form Adam steps.
 
     python3 tools/golden/gen_imdb.py            # writes tests/golden/imdb_model.safetensors
 
