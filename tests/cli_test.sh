@@ -127,6 +127,29 @@ fi
 expect_rc 1 "imdb predict --out nowhere" "$attn" imdb predict --out "$tmp/nowhere" "good"
 grep -q "attn imdb train" $out || bad "imdb predict --out nowhere does not say how to train a model"
 
+# 15. imdb train says which epoch the checkpoint holds; --keep-best keeps the best one too (an aclImdb
+# folder of 24 one-line reviews)
+for split in train test; do
+  for label in pos neg; do
+    mkdir -p "$tmp/imdb/aclImdb/$split/$label"
+    for i in 0 1 2 3 4 5; do
+      if [ $label = pos ]; then w="good great"; else w="bad awful"; fi
+      echo "the $w film $i $w" > "$tmp/imdb/aclImdb/$split/$label/${i}_5.txt"
+    done
+  done
+done
+iq="--data $tmp/imdb --out $tmp/io --batch 4 --threads 1 --lr 0.01"
+expect_rc 0 "imdb train (small)" "$attn" imdb train $iq --epochs 2
+grep -q "imdb.safetensors holds epoch 2 (the last)" $out || bad "imdb train does not say which epoch the checkpoint holds"
+expect_rc 0 "imdb train --keep-best" "$attn" imdb train $iq --epochs 2 --keep-best --out "$tmp/io2"
+grep -q "imdb_best.safetensors holds epoch" $out || bad "imdb train --keep-best does not say where the best epoch is"
+[ -f "$tmp/io2/imdb_best.safetensors" ] || bad "imdb train --keep-best wrote no imdb_best.safetensors"
+echo "a good great film" > "$tmp/review.txt"
+expect_rc 0 "imdb predict --file" "$attn" imdb predict --dir "$tmp/io" --no-color --file "$tmp/review.txt"
+grep -q "positive probability" $out || bad "imdb predict --file gives no probability"
+echo "a good great film" | "$attn" imdb predict --out "$tmp/io" --no-color - > $out 2>&1 || bad "imdb predict - failed"
+grep -q "4 words" $out || bad "imdb predict - did not read the text from standard input"
+
 # 16. bleu: 1-based lines, ranges outside the file, overlap with the training lines, nothing scored
 expect_rc 2 "bleu --from 0" "$attn" translate bleu --dir "$tmp/m" --data "$tmp/data" --from 0 --to 5
 expect_rc 2 "bleu --from past the end" "$attn" translate bleu --dir "$tmp/m" --data "$tmp/data" --from 1000 --to 2000

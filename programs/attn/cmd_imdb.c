@@ -386,8 +386,10 @@ static int train_loop(const imdb_flags *f, train_run *r) {
         if (va > best) { best = va; best_epoch = epoch + 1; }
     }
     /* the checkpoint is the last epoch's, which need not be the best one: say which is which */
-    printf("best val_acc: %.4f at epoch %d of %d; %s holds epoch %d (the last)\n", best, best_epoch, r->epochs,
-           r->ckpt, r->epochs);
+    char run_now[64] = "";
+    if (r->resumed.epoch > 0) snprintf(run_now, sizeof run_now, " (of epochs %d-%d, run now)", r->resumed.epoch + 1, r->epochs);
+    printf("best val_acc: %.4f at epoch %d of %d%s; %s holds epoch %d (the last)\n", best, best_epoch, r->epochs,
+           run_now, r->ckpt, r->epochs);
     if (f->keep_best) {
         if (kept > best) printf("%s holds epoch %d (val_acc %.4f, from an earlier run), still the best\n", r->best,
                                 kept_epoch, kept);
