@@ -1,6 +1,7 @@
 /*
  * cli.h — the `attn` program's shared pieces: a tiny flag parser that prints a usage (cli.c), a clock,
- * output folders and thread set-up (common.c), and the subcommands' entry points. Uses only the public
+ * checks of output locations, flag values and threads, colour, data folder and input text, and thread
+ * set-up (common.c), and the subcommands' entry points. Uses only the public
  * API.
  */
 #ifndef ATTN_CLI_H

@@ -1,6 +1,8 @@
 /*
- * common.c — helpers every `attn` subcommand would otherwise write again: a clock, making an output
- * folder, and setting up the threads of the attention kernels and of OpenBLAS. Uses only the public API.
+ * common.c — helpers every `attn` subcommand would otherwise write again: a clock, output locations
+ * checked before any long work, flag ranges named one by one, --threads checked, colour only where it
+ * belongs, the data folder (--data, ATTN_DATA, the default), predict's text (argument, - or --file), and
+ * setting up the threads of the attention kernels and of OpenBLAS. Uses only the public API.
  */
 #define _POSIX_C_SOURCE 200809L   /* clock_gettime, mkdir */
 #include "cli.h"
