@@ -62,6 +62,8 @@ grep -q -- "--out" $out || bad "translate train --out under a file: the message 
 grep -q "epoch" $out && bad "translate train --out under a file: trained before failing"
 expect_rc 1 "imdb train --out under a file" "$attn" imdb train --data "$tmp/nodata" --out "$tmp/afile/x"
 grep -q -- "--out" $out || bad "imdb train --out under a file: the message does not name --out"
+expect_rc 1 "translate train --out ''" "$attn" translate train --data "$tmp/nodata" --out ""
+grep -q "empty folder name" $out || bad "translate train --out '': no message on the empty name"
 expect_rc 1 "score --png under a file" "$attn" score --png "$tmp/afile/x.png"
 grep -q "Step 1" $out && bad "score --png under a file: ran before failing"
 

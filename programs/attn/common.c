@@ -22,6 +22,10 @@ double cli_now(void) {
 
 int cli_make_dir(const char *who, const char *path) {
     struct stat s;
+    if (!path[0]) {
+        fprintf(stderr, "attn: %s: an empty folder name\n", who);
+        return 1;
+    }
     if (stat(path, &s) == 0) {
         if (S_ISDIR(s.st_mode)) return 0;
         fprintf(stderr, "attn: %s: --out %s exists and is not a folder\n", who, path);
