@@ -29,7 +29,7 @@ grep -q -- "--batch N.*(default 32)" /tmp/attn_cli_out.$$ || bad "usage after --
 expect_rc 2 "translate train --dropout 1.5" "$attn" translate train --model transformer --dropout 1.5
 grep -q -- "--dropout X.*(default 0.1)" /tmp/attn_cli_out.$$ || bad "usage after --dropout 1.5 lacks '(default 0.1)'"
 
-# The walk-through's figures (SPEC §1.8).
+# The walk-through's figures.
 expect_rc 0 "attn score" "$attn" score --no-color
 for want in "= 927" "= 397" "= 148" "= 929" "0.1192" "0.8808" "3.8808, 4.0728, 45.2642" "= inf" "NaN"; do
   grep -q -- "$want" /tmp/attn_cli_out.$$ || bad "attn score output lacks '$want'"
@@ -39,6 +39,157 @@ expect_rc 0 "attn demo" "$attn" demo
 for want in "(32, 10, 128)" "(32, 10, 10)" "(32, 4, 10, 10)"; do
   grep -qF -- "$want" /tmp/attn_cli_out.$$ || bad "attn demo output lacks '$want'"
 done
+# ---- Hardening: the defects users met, each checked on small data made here --------------------------
+tmp=$(mktemp -d /tmp/attn_cli.XXXXXX)
+trap 'rm -rf "$tmp"' EXIT
+out=/tmp/attn_cli_out.$$
+# a fra.txt of 60 pairs over twelve words, and one line whose words appear nowhere else
+mkdir -p "$tmp/data/fra-eng"
+awk 'BEGIN { split("one two three four five six seven eight nine ten eleven twelve", en, " ");
+             split("un deux trois quatre cinq six sept huit neuf dix onze douze", fr, " ");
+             s = 7;
+             for (i = 0; i < 60; i++) {
+               a = (s % 12) + 1; s = (s * 31 + 11) % 997; b = (s % 12) + 1; s = (s * 31 + 11) % 997;
+               printf "%s%s %s.\t%s%s %s.\tfixture\n", toupper(substr(en[a],1,1)), substr(en[a],2), en[b],
+                      toupper(substr(fr[a],1,1)), substr(fr[a],2), fr[b] } }' > "$tmp/data/fra-eng/fra.txt"
+printf 'Zebra.\tZebre.\tfixture\n' >> "$tmp/data/fra-eng/fra.txt"
+: > "$tmp/afile"
+quick="--data $tmp/data --examples 59 --batch 16 --every 1 --threads 1"
+
+# 7. an output location that cannot be made is refused before any work
+expect_rc 1 "translate train --out under a file" "$attn" translate train $quick --epochs 1 --out "$tmp/afile/deep/a/b"
+grep -q -- "--out" $out || bad "translate train --out under a file: the message does not name --out"
+grep -q "epoch" $out && bad "translate train --out under a file: trained before failing"
+expect_rc 1 "imdb train --out under a file" "$attn" imdb train --data "$tmp/nodata" --out "$tmp/afile/x"
+grep -q -- "--out" $out || bad "imdb train --out under a file: the message does not name --out"
+expect_rc 1 "translate train --out ''" "$attn" translate train --data "$tmp/nodata" --out ""
+grep -q "empty folder name" $out || bad "translate train --out '': no message on the empty name"
+expect_rc 1 "score --png under a file" "$attn" score --png "$tmp/afile/x.png"
+grep -q "Step 1" $out && bad "score --png under a file: ran before failing"
+
+# a small Bahdanau model and a small Transformer
+expect_rc 0 "translate train (small)" "$attn" translate train $quick --epochs 3 --out "$tmp/m"
+expect_rc 0 "translate train --model transformer (small)" "$attn" translate train --model transformer $quick --epochs 1 --out "$tmp/tf"
+
+# 8. runs of whitespace in the input are one separator
+"$attn" translate predict --dir "$tmp/m" --no-color "one two ." > "$tmp/p1" 2>&1
+for input in "one  two ." " one two ." "one	two ." "one two .  "; do
+  expect_rc 0 "translate predict '$input'" "$attn" translate predict --dir "$tmp/m" --no-color "$input"
+  grep -q "unk\|not in the" $out && bad "translate predict '$input' reads an unknown word"
+  [ "$(grep '=>' $out)" = "$(grep '=>' "$tmp/p1")" ] || bad "translate predict '$input' differs from 'one two .'"
+done
+
+# 9. predict and bleu read which model a folder holds; train refuses to overwrite another model's folder
+expect_rc 0 "translate predict --dir <transformer> without --model" "$attn" translate predict --dir "$tmp/tf" --no-color "one two ."
+expect_rc 0 "translate bleu --dir <transformer> without --model" "$attn" translate bleu --dir "$tmp/tf" --data "$tmp/data" --from 1 --to 60
+expect_rc 1 "translate train (bahdanau) --out <transformer>" "$attn" translate train $quick --epochs 1 --out "$tmp/tf"
+grep -q "holds a transformer" $out || bad "translate train over a Transformer's folder does not say what it holds"
+expect_rc 1 "translate predict --model bahdanau --dir <transformer>" "$attn" translate predict --model bahdanau --dir "$tmp/tf" "one ."
+grep -q "holds a transformer" $out || bad "predict --model bahdanau on a Transformer's folder does not say what it holds"
+grep -q "train one first" $out && bad "predict --model bahdanau on a Transformer's folder advises training over it"
+
+# 10. a long input: the => line echoes what was read, and says it was cut
+long=$(awk 'BEGIN { for (i = 0; i < 2000; i++) printf "one "; }')
+expect_rc 0 "translate predict (2,000 words)" "$attn" translate predict --dir "$tmp/m" --no-color "$long"
+n=$(grep "=>" $out | sed 's/=>.*//' | wc -w)
+[ "$n" -le 20 ] || bad "translate predict (2,000 words) echoes $n words"
+grep "=>" $out | grep -q "cut" || bad "translate predict (2,000 words) does not say the input was cut"
+
+# 11. a bench case larger than the memory is refused at once
+expect_rc 1 "bench larger than the memory" timeout 20 "$attn" bench --tq 100000 --tk 100000 --heads 64 --dim 256
+grep -q "GiB" $out || bad "bench larger than the memory: no message on the memory needed"
+
+# 12. no help text cites a file the repository does not have
+for c in "imdb --help" "imdb train --help" "translate --help" "translate train --help" "demo --help" "score --help"; do
+  "$attn" $c > $out 2>&1
+  grep -q "SPEC" $out && bad "attn $c cites SPEC"
+done
+
+# 13. settings that used to be ignored
+ATTN_ISA=bogus "$attn" demo > $out 2>&1; rc=$?
+[ $rc = 2 ] || bad "ATTN_ISA=bogus: exit $rc, expected 2"
+grep -q "avx2" $out || bad "ATTN_ISA=bogus: the valid paths are not listed"
+# (tiny sizes and no data: a binary that accepted the count would not run long)
+for t in "bench --threads 100000 --tq 8 --dim 8" "translate train --threads 100000 --data $tmp/nodata --out $tmp/t1" \
+         "imdb train --threads 1000 --data $tmp/nodata --out $tmp/i1"; do
+  expect_rc 2 "$t" "$attn" $t
+  grep -q -- "--threads 1000" $out || bad "$t: the message does not name --threads"
+done
+if command -v script > /dev/null 2>&1; then
+  esc=$(printf '\033')
+  TERM=xterm script -qec "$attn score" /dev/null > $out 2>&1
+  grep -q "${esc}\[48;2" $out || echo "note: no colour codes on a pseudo-terminal here: the NO_COLOR checks prove little"
+  NO_COLOR=1 TERM=xterm script -qec "$attn score" /dev/null > $out 2>&1
+  grep -q "${esc}\[48;2" $out && bad "NO_COLOR=1: colour codes written"
+  TERM=dumb script -qec "$attn score" /dev/null > $out 2>&1
+  grep -q "${esc}\[48;2" $out && bad "TERM=dumb: colour codes written"
+fi
+
+# 14. predict without a model says how to train one
+expect_rc 1 "imdb predict --out nowhere" "$attn" imdb predict --out "$tmp/nowhere" "good"
+grep -q "attn imdb train" $out || bad "imdb predict --out nowhere does not say how to train a model"
+
+# 15. imdb train says which epoch the checkpoint holds; --keep-best keeps the best one too (an aclImdb
+# folder of 24 one-line reviews)
+for split in train test; do
+  for label in pos neg; do
+    mkdir -p "$tmp/imdb/aclImdb/$split/$label"
+    for i in 0 1 2 3 4 5; do
+      if [ $label = pos ]; then w="good great"; else w="bad awful"; fi
+      echo "the $w film $i $w" > "$tmp/imdb/aclImdb/$split/$label/${i}_5.txt"
+    done
+  done
+done
+iq="--data $tmp/imdb --out $tmp/io --batch 4 --threads 1 --lr 0.01"
+expect_rc 0 "imdb train (small)" "$attn" imdb train $iq --epochs 2
+grep -q "imdb.safetensors holds epoch 2 (the last)" $out || bad "imdb train does not say which epoch the checkpoint holds"
+expect_rc 0 "imdb train --keep-best" "$attn" imdb train $iq --epochs 2 --keep-best --out "$tmp/io2"
+grep -q "imdb_best.safetensors holds epoch" $out || bad "imdb train --keep-best does not say where the best epoch is"
+[ -f "$tmp/io2/imdb_best.safetensors" ] || bad "imdb train --keep-best wrote no imdb_best.safetensors"
+echo "a good great film" > "$tmp/review.txt"
+expect_rc 0 "imdb predict --file" "$attn" imdb predict --dir "$tmp/io" --no-color --file "$tmp/review.txt"
+grep -q "positive probability" $out || bad "imdb predict --file gives no probability"
+echo "a good great film" | "$attn" imdb predict --out "$tmp/io" --no-color - > $out 2>&1 || bad "imdb predict - failed"
+grep -q "4 words" $out || bad "imdb predict - did not read the text from standard input"
+
+# 16. bleu: 1-based lines, ranges outside the file, overlap with the training lines, nothing scored
+expect_rc 2 "bleu --from 0" "$attn" translate bleu --dir "$tmp/m" --data "$tmp/data" --from 0 --to 5
+expect_rc 2 "bleu --from past the end" "$attn" translate bleu --dir "$tmp/m" --data "$tmp/data" --from 1000 --to 2000
+grep -q "61 lines" $out || bad "bleu --from past the end does not give the file's length"
+expect_rc 0 "bleu --to past the end" "$attn" translate bleu --dir "$tmp/m" --data "$tmp/data" --from 55 --to 999999
+grep -q "lines 55-61:" $out || bad "bleu --to past the end is not clamped to the last line"
+grep -q "overlap" $out || bad "bleu on training lines gives no warning"
+expect_rc 1 "bleu, nothing scored" "$attn" translate bleu --dir "$tmp/m" --data "$tmp/data" --from 61 --to 61
+expect_rc 0 "bleu --show" "$attn" translate bleu --dir "$tmp/m" --data "$tmp/data" --from 1 --to 1 --show 1
+head -1 "$tmp/data/fra-eng/fra.txt" | cut -f1 | tr 'A-Z' 'a-z' | sed 's/\./ ./' > "$tmp/first"
+grep -q "line 1: $(cat "$tmp/first") =>" $out || bad "bleu --from 1: line 1 is not the file's first line"
+
+# 17. a bad value names its flag and range
+expect_rc 2 "demo --batch 0 (message)" "$attn" demo --batch 0
+grep -q -- "--batch 0: must be in 1..4096" $out || bad "demo --batch 0 does not name the flag and its range"
+expect_rc 2 "translate train --heads 3" "$attn" translate train --model transformer --heads 3
+grep -q -- "--heads 3: must divide --hidden 32" $out || bad "translate train --heads 3 does not name the flag"
+grep -q -- "--epochs, --batch" $out && bad "translate train --heads 3 lists every constraint"
+
+# 19. --out and --dir everywhere, --file and - for the text, ATTN_DATA
+expect_rc 1 "imdb predict --dir nowhere" "$attn" imdb predict --dir "$tmp/nowhere" "good"
+expect_rc 0 "translate predict --out" "$attn" translate predict --out "$tmp/m" --no-color "one two ."
+printf 'one two .\n' > "$tmp/in.txt"
+expect_rc 0 "translate predict --file" "$attn" translate predict --dir "$tmp/m" --no-color --file "$tmp/in.txt"
+[ "$(grep '=>' $out)" = "$(grep '=>' "$tmp/p1")" ] || bad "translate predict --file differs from the argument"
+printf 'one two .\n' | "$attn" translate predict --dir "$tmp/m" --no-color - > $out 2>&1 || bad "translate predict - failed"
+[ "$(grep '=>' $out)" = "$(grep '=>' "$tmp/p1")" ] || bad "translate predict - (stdin) differs from the argument"
+expect_rc 2 "translate predict without a text" "$attn" translate predict --dir "$tmp/m"
+ATTN_DATA="$tmp/data" "$attn" translate bleu --dir "$tmp/m" --from 50 --to 60 > $out 2>&1 || bad "ATTN_DATA is not used"
+ATTN_DATA="$tmp/nodata" "$attn" translate bleu --dir "$tmp/m" > $out 2>&1
+grep -q "ATTN_DATA" $out || bad "a missing data folder from ATTN_DATA is not said"
+(cd "$tmp" && "$attn" translate bleu --dir m > $out 2>&1)
+grep -q "working directory" $out || bad "a missing default data folder does not say it is relative to the working directory"
+
+# Under an address-space limit OpenBLAS hung instead of failing: the program goes single-threaded.
+if [ -z "$ATTN_SANITIZED" ]; then
+  expect_rc 0 "demo under ulimit -v 350000" sh -c "ulimit -v 350000 && exec timeout 60 '$attn' demo"
+fi
 rm -f /tmp/attn_cli_out.$$
 echo "cli: $pass passed, $fail failed"
 [ "$fail" = 0 ]

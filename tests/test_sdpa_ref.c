@@ -10,7 +10,7 @@
  *      the gaps of strided buffers alone;
  *   3. the public float API (path REF) against the double kernels within ~1e-5;
  *   4. the public API on every other path built in (dispatch, the scratch lse of a forward without lse);
- * then dropout's mask itself, the scoring walk-through of SPEC §1.8, and attn_softmax.
+ * then dropout's mask itself, the scoring walk-through of `attn score`, and attn_softmax.
  */
 #include "attn.h"
 #include "internal.h"
@@ -632,7 +632,7 @@ static void test_sweep(void) {
     }
 }
 
-/* SPEC §1.8: decoder state [5,1,20]; encoder states as keys and values; scale 1. */
+/* The walk-through of `attn score`: decoder state [5,1,20]; encoder states as keys and values; scale 1. */
 static void test_walkthrough(void) {
     const float q[3] = {5, 1, 20};
     const float kv[12] = {3, 12, 45, 59, 2, 5, 1, 43, 5, 4, 3, 45.3f};

@@ -1,5 +1,5 @@
 /*
- * attn/imdb_model.h — the IMDB self-attention classifier of SPEC §4.C (src/models/imdb.c):
+ * attn/imdb_model.h — the IMDB self-attention sentiment classifier (src/models/imdb.c):
  *
  *   ids (B,T) -> Embedding(V,D) -> x (B,T,D) -> self-attention W (3,D,D), scale 1/8 -> h (B,T,D)
  *   -> mean over T -> pooled (B,D) -> Dropout(p) -> Dense(C) -> logits (B,C) -> softmax cross-entropy

@@ -1,9 +1,9 @@
 /*
- * attn/transformer.h — the Transformer encoder–decoder (the d2l book's chapter on the Transformer,
- * SPEC §4.E): encoder and decoder blocks built on multi-head scaled dot-product attention, and the
- * translator that stacks them, trained with the English→French pipeline of attn/data.h (pairs,
- * vocabularies, BLEU). Its layers (positional encoding, position-wise feed-forward, add & norm) are in
- * attn/layers.h; this header includes layers.h and data.h.
+ * attn/transformer.h — the Transformer encoder–decoder (the d2l book's chapter on the Transformer):
+ * encoder and decoder blocks built on multi-head scaled dot-product attention, and the translator that
+ * stacks them, trained with the English→French pipeline of attn/data.h (pairs, vocabularies, BLEU). Its
+ * layers (positional encoding, position-wise feed-forward, add & norm) are in attn/layers.h; this header
+ * includes layers.h and data.h.
  *
  *     attn_transformer m;
  *     attn_transformer_config c = {src.n, tgt.n, 32, 64, 4, 2, 0.1f, 10, 64};  // hidden, ffn, heads, blocks

@@ -1,6 +1,7 @@
 /*
  * cli.h — the `attn` program's shared pieces: a tiny flag parser that prints a usage (cli.c), a clock,
- * output folders and thread set-up (common.c), and the subcommands' entry points. Uses only the public
+ * checks of output locations, flag values and threads, colour, data folder and input text, and thread
+ * set-up (common.c), and the subcommands' entry points. Uses only the public
  * API.
  */
 #ifndef ATTN_CLI_H
@@ -54,6 +55,44 @@ double cli_now(void);
 /* Creates the folder path and any missing parents; nothing to do when it exists. Returns 0, or 1 after
  * a message "attn: <who>: ..." (path is an --out flag's value, or one of its parents). */
 int cli_make_dir(const char *who, const char *path);
+
+/* Checks an output folder before any long work: creates it (and its parents) when missing and checks
+ * that files can be written in it. flag names the option ("--out"). Returns 0, or 1 after a message. */
+int cli_check_out_dir(const char *who, const char *flag, const char *path);
+
+/* The same for an output file (--png FILE): its folder must exist or be creatable, and be writable, and
+ * path itself must not be a folder. Returns 0, or 1 after a message. */
+int cli_check_out_file(const char *who, const char *flag, const char *path);
+
+/* Checks a --threads value: 0 (every core) .. ATTN_MAX_THREADS; warns on stderr when it exceeds the cores
+ * online. flag names the option. Returns 0, or 2 after a message (the caller exits 2). */
+int cli_check_threads(const char *who, const char *flag, int n);
+
+/* Checks an integer flag against lo..hi (hi < lo: no upper bound). Returns 0, or 2 after the message
+ * "attn: <who>: --flag V: must be ...". */
+int cli_check_int(const char *who, const char *flag, int v, int lo, int hi);
+
+/* 1 when 24-bit colour codes may go to stdout: no --no-color (no_color_flag 0), stdout a terminal,
+ * NO_COLOR unset or empty, and TERM not "dumb". */
+int cli_use_color(int no_color_flag);
+
+/* The data folder: --data when given (flag_value non-NULL), else $ATTN_DATA when set and non-empty, else
+ * the built-in default. *from says which ("--data", "ATTN_DATA", "default"). */
+const char *cli_data_dir(const char *flag_value, const char **from);
+#define CLI_DATA_DEFAULT "../shared/data"
+
+/* Reads a whole text: from the file path, or stdin when path is "-". *text malloc'ed, NUL-terminated.
+ * Returns 0, or 1 after a message. */
+int cli_read_text(const char *who, const char *path, char **text);
+
+/* After a data set was not found: says where the data folder came from (from: cli_data_dir's) and how
+ * to set it. */
+void cli_data_hint(const char *who, const char *data, const char *from);
+
+/* predict's text: the positional argument arg (NULL when absent; "-" reads standard input) or --file FILE
+ * (NULL when absent), exactly one of them. *text malloc'ed. Returns 0, 1 after a read error, 2 after a
+ * usage error (message and cmd's usage printed). */
+int cli_predict_text(const char *who, const cli_cmd *cmd, const char *arg, const char *file, char **text);
 
 /* Threads: the attention kernels' count (attn_set_num_threads; threads <= 0 means every core) and
  * OpenBLAS's: blas_threads of them, or with blas_threads <= 0 as many as the kernels have. A program

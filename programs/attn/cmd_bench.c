@@ -15,6 +15,7 @@
  * when even one group is too slow, the reference runs only on a cropped problem to validate and no
  * speed-up is given.
  */
+#define _POSIX_C_SOURCE 200809L   /* sysconf */
 #include "cli.h"
 
 #include <math.h>
@@ -24,6 +25,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -433,6 +435,62 @@ static void case_report(const bcase *c, const bopts *o, const case_check *k, con
     fflush(stdout);
 }
 
+/* Bytes of the tensors tensors_alloc makes for d (every one, forward or not), in double: no overflow. */
+static double tensors_need(const attn_sdpa_desc *d) {
+    const double nq = (double)d->B * d->H * d->T * d->D, nk = (double)d->B * d->Hkv * d->S * d->D,
+                 nv = (double)d->B * d->Hkv * d->S * d->Dv, no = (double)d->B * d->H * d->T * d->Dv,
+                 nl = (double)d->B * d->H * d->T;
+    return 4.0 * (2 * nq + 2 * nk + 2 * nv + 2 * no + nl);
+}
+
+/* The largest workspace ctx asks for d, forward or backward; -1 when it cannot be sized (too large). */
+static double work_need(const attn_ctx *ctx, const attn_sdpa_desc *d) {
+    size_t f = 0, b = 0;
+    if (attn_sdpa_workspace_size(ctx, d, ATTN_PASS_FORWARD, &f) != ATTN_OK ||
+        attn_sdpa_workspace_size(ctx, d, ATTN_PASS_BACKWARD, &b) != ATTN_OK)
+        return -1;
+    return (double)(f > b ? f : b);
+}
+
+/* The memory a case needs at its peak — validation (two sets of tensors and the larger of both paths'
+ * workspaces, on the part case_validate compares) or timing (one set and the fused workspace) — against
+ * the physical memory (and RLIMIT_AS when lower). Returns 0, or 1 after a message: a case that does not
+ * fit is refused before anything is allocated, not left to the kernel's out-of-memory killer. */
+static int case_memory_ok(const bcase *c, const attn_sdpa_desc *d, const bopts *o) {
+    attn_sdpa_desc vd = *d;
+    if (case_flops(c) > REF_FULL_FLOPS) {
+        const int G = c->H / c->Hkv;
+        desc_for(&vd, 1, G, 1, c->T, c->S, c->D, c->Dv, c->causal);   /* one group: the crop is smaller */
+    }
+    const double wf = work_need(&o->ctx, d), wvf = work_need(&o->ctx, &vd), wvr = work_need(&o->ref, &vd);
+    const double tens = tensors_need(d);
+    const double time_need = tens + (wf > 0 ? wf : 0);
+    const double val_need = 2 * tensors_need(&vd) + fmax(wvf, wvr);
+    const double need = fmax(time_need, val_need);
+    const double pages = (double)sysconf(_SC_PHYS_PAGES), page = (double)sysconf(_SC_PAGESIZE);
+    double have = pages > 0 && page > 0 ? pages * page : 0;
+    const char *what = "physical memory";
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && (have == 0 || (double)rl.rlim_cur < have)) {
+        have = (double)rl.rlim_cur;
+        what = "address-space limit (ulimit -v)";
+    }
+    if (wf < 0 || wvf < 0 || wvr < 0) {
+        fprintf(stderr, "attn: bench: B=%d H=%d T=%d S=%d D=%d: the workspace is too large to size: refusing the "
+                "case\n", c->B, c->H, c->T, c->S, c->D);
+        return 1;
+    }
+    if (have > 0 && need > have) {
+        const double gib = 1024.0 * 1024 * 1024;
+        fprintf(stderr, "attn: bench: B=%d H=%d Hkv=%d T=%d S=%d D=%d Dv=%d needs %.2f GiB (tensors %.2f GiB, "
+                "workspace %.2f GiB; validating against the reference %.2f GiB) but the %s is %.2f GiB: refusing "
+                "the case; make --tq, --tk, --heads, --dim or --batch smaller\n", c->B, c->H, c->Hkv, c->T, c->S,
+                c->D, c->Dv, need / gib, tens / gib, wf / gib, val_need / gib, what, have / gib);
+        return 1;
+    }
+    return 0;
+}
+
 /* One case: validate, time, report. Returns 0 when the paths agree and the output is finite, else 1. */
 static int run_case(const bcase *c, const bopts *o, int idx, int n) {
     attn_sdpa_desc d;
@@ -441,6 +499,7 @@ static int run_case(const bcase *c, const bopts *o, int idx, int n) {
         fprintf(stderr, "attn: bench: invalid shape (H must be a multiple of kv-heads, sizes >= 1)\n");
         return 1;
     }
+    if (case_memory_ok(c, &d, o)) return 1;
     if (!o->json)
         printf("case %d/%d: %s B=%d H=%d Hkv=%d T=%d S=%d D=%d Dv=%d causal=%d  isa=%s threads=%d\n", idx, n,
                c->backward ? "backward" : "forward", c->B, c->H, c->Hkv, c->T, c->S, c->D, c->Dv, c->causal,
@@ -490,15 +549,21 @@ int cmd_bench(int argc, char **argv) {
     for (int i = 0; i < ATTN_ISA_COUNT; i++)
         if (strcmp(isa_name, attn_isa_name((attn_isa)i)) == 0) isa = (attn_isa)i;
     if (isa == ATTN_ISA_COUNT || isa == ATTN_ISA_REF) {
-        fprintf(stderr, "attn: bench: --isa must be auto, scalar, avx2 or avx512\n\n");
+        fprintf(stderr, "attn: bench: --isa %s: must be auto, scalar, avx2 or avx512\n\n", isa_name);
         cli_usage(&cmd, stderr);
         return 2;
     }
-    if (repeat < 1 || threads < 0 || B < 0 || H < 0 || Hkv < 0 || T < 0 || S < 0 || D < 0 || Dv < 0) {
-        fprintf(stderr, "attn: bench: sizes, --repeat and --threads must be positive\n\n");
-        cli_usage(&cmd, stderr);
-        return 2;
-    }
+    const struct { const char *flag; int v, lo; } sizes[] = {
+        {"--repeat", repeat, 1}, {"--batch", B, 0}, {"--heads", H, 0}, {"--kv-heads", Hkv, 0}, {"--tq", T, 0},
+        {"--tk", S, 0}, {"--dim", D, 0}, {"--dim-v", Dv, 0},
+    };
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
+        if (cli_check_int("bench", sizes[i].flag, sizes[i].v, sizes[i].lo, sizes[i].lo - 1)) {
+            fputc('\n', stderr);
+            cli_usage(&cmd, stderr);
+            return 2;
+        }
+    if (cli_check_threads("bench", "--threads", threads)) return 2;
     bopts o = {repeat, threads, json, {0}, {0}, 0, NULL};
     if (cli_fail(attn_ctx_init(&o.ctx, isa, 0), "bench: --isa")) return 1;
     cli_set_threads(threads, 0);

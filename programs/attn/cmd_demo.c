@@ -1,5 +1,5 @@
 /*
- * cmd_demo.c — `attn demo`, the shapes tour (SPEC §4.A): dot-product, additive and multi-head attention
+ * cmd_demo.c — `attn demo`, the shapes tour: dot-product, additive and multi-head attention
  * on random (B, T, D) inputs, printing the shapes of queries, keys, values, outputs and weights, plus a
  * check that every row of weights sums to one.
  */
@@ -126,8 +126,14 @@ int cmd_demo(int argc, char **argv) {
                          opts, (int)(sizeof opts / sizeof opts[0]), 0, 0};
     int rc = cli_parse(&cmd, argc, argv, NULL, NULL);
     if (rc >= 0) return rc;
-    if (o.B < 1 || o.T < 1 || o.D < 1 || o.H < 1 || o.D % o.H != 0 || o.B > 4096 || o.T > 4096 || o.D > 4096) {
-        fprintf(stderr, "attn demo: need 1 <= batch, len, dim <= 4096 and heads dividing dim\n\n");
+    int bad = cli_check_int("demo", "--batch", o.B, 1, 4096) || cli_check_int("demo", "--len", o.T, 1, 4096) ||
+              cli_check_int("demo", "--dim", o.D, 1, 4096) || cli_check_int("demo", "--heads", o.H, 1, o.D);
+    if (!bad && o.D % o.H != 0) {
+        fprintf(stderr, "attn: demo: --heads %d: must divide --dim %d\n", o.H, o.D);
+        bad = 1;
+    }
+    if (bad) {
+        fputc('\n', stderr);
         cli_usage(&cmd, stderr);
         return 2;
     }

@@ -1,5 +1,6 @@
 /*
- * cmd_imdb.c — `attn imdb train|eval|predict`: the IMDB sentiment experiment of SPEC §4.C.
+ * cmd_imdb.c — `attn imdb train|eval|predict`: the IMDB sentiment experiment: a self-attention
+ * classifier of movie reviews (embedding, one self-attention layer, mean over the words, dense softmax).
  *
  *   train    reads the data (or the cache in --out), trains, prints a Keras-like line per epoch, and
  *            saves --out/imdb.safetensors after every epoch (atomically), with the Adam state so
@@ -18,6 +19,7 @@
 #include "cli.h"
 #include "attn/imdb_model.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdlib.h>
@@ -25,12 +27,14 @@
 #include <unistd.h>
 
 #define CKPT_NAME "imdb.safetensors"
+#define BEST_NAME "imdb_best.safetensors"   /* --keep-best */
 #define CACHE_NAME "imdb_cache.bin"
 #define EVAL_BATCH 250
 
 typedef struct imdb_flags {
-    const char *data, *out, *ckpt, *png;
-    int epochs, batch, threads, limit, resume, no_color;
+    const char *data, *out, *ckpt, *png, *file;
+    const char *data_from;       /* where data came from: "--data", "ATTN_DATA" or "default" */
+    int epochs, batch, threads, limit, resume, no_color, keep_best;
     float lr;
     uint64_t seed;
 } imdb_flags;
@@ -61,6 +65,7 @@ static int load_data(attn_imdb_data *d, const imdb_flags *f, const attn_imdb_opt
             return 0;
         }
         fprintf(stderr, "attn: imdb: %s\n", err);
+        cli_data_hint("imdb", f->data, f->data_from);
         return 1;
     }
     double t0 = cli_now();
@@ -157,6 +162,7 @@ typedef struct train_run {
     float lr;
     uint64_t seed;
     char ckpt[4200];             /* --out/imdb.safetensors */
+    char best[4200];             /* --out/imdb_best.safetensors (--keep-best) */
     attn_imdb_run_info resumed;  /* the checkpoint's run with --resume; epoch 0 otherwise */
     attn_imdb_data d;
     attn_imdb_model m;
@@ -178,6 +184,7 @@ static void train_run_free(train_run *r) {
  * Returns 0, or 1 after a message. */
 static int train_settings(const imdb_flags *f, train_run *r) {
     snprintf(r->ckpt, sizeof r->ckpt, "%s/%s", f->out, CKPT_NAME);
+    snprintf(r->best, sizeof r->best, "%s/%s", f->out, BEST_NAME);
     attn_imdb_options_default(&r->o);
     r->o.limit = f->limit;
     r->batch = f->batch;
@@ -312,7 +319,8 @@ static int train_epoch(train_run *r, int epoch, epoch_sums *e) {
 
 /* After an epoch's steps: evaluate on the test split, print the epoch's line, save the checkpoint.
  * Returns 0, or 1 after a message; *val_acc the accuracy. */
-static int train_end_epoch(train_run *r, int epoch, const epoch_sums *e, double t_train, double *val_acc) {
+static int train_end_epoch(train_run *r, int epoch, const epoch_sums *e, double t_train, double *val_acc,
+                           int keep_best, double best_so_far) {
     double vl, t1 = cli_now();
     if (evaluate(&r->m, &r->d.test, r->m.cfg.T, &vl, val_acc)) return 1;
     double t_val = cli_now() - t1;
@@ -323,11 +331,30 @@ static int train_end_epoch(train_run *r, int epoch, const epoch_sums *e, double 
     attn_imdb_run_info info = {epoch + 1, r->o.limit, r->batch, r->adam.t, r->lr, r->seed};
     char err[1024] = "";
     attn_status st = attn_imdb_model_save(&r->m, &r->adam, &r->d.vocab, &info, r->ckpt, err, sizeof err);
+    if (st == ATTN_OK && keep_best && *val_acc > best_so_far)
+        st = attn_imdb_model_save(&r->m, &r->adam, &r->d.vocab, &info, r->best, err, sizeof err);
     if (st != ATTN_OK) {
         fprintf(stderr, "attn: imdb: saving the checkpoint: %s\n", err[0] ? err : attn_status_string(st));
         return 1;
     }
     return 0;
+}
+
+/* With --resume --keep-best: the validation accuracy of the best checkpoint kept so far (-1 when there is
+ * none), so that a worse epoch of this run does not replace it; *epoch its epoch. */
+static double kept_best_acc(train_run *r, int *epoch) {
+    attn_imdb_model bm;
+    attn_imdb_vocab bv;
+    attn_imdb_run_info bi;
+    double loss, acc = -1;
+    *epoch = 0;
+    if (access(r->best, R_OK) != 0) return -1;
+    if (load_checkpoint(r->best, &bm, EVAL_BATCH, NULL, &bv, &bi, r->d.vocab.crc)) return -1;
+    if (evaluate(&bm, &r->d.test, bm.cfg.T, &loss, &acc)) acc = -1;
+    *epoch = bi.epoch;
+    attn_imdb_model_free(&bm);
+    attn_imdb_vocab_free(&bv);
+    return acc;
 }
 
 /* The epochs, from the first one not done; prints the best validation accuracy. Returns the exit status. */
@@ -342,24 +369,47 @@ static int train_loop(const imdb_flags *f, train_run *r) {
     /* ATTN_IMDB_PROFILE=1: time per step of the forward, backward and Adam, per epoch, on stderr */
     const char *pe = getenv("ATTN_IMDB_PROFILE");
     r->prof = pe && *pe && strcmp(pe, "0") != 0;
-    double best = 0;
+    double best = -1, kept = -1;
+    int best_epoch = 0, kept_epoch = 0;
+    if (f->keep_best && f->resume) {
+        kept = kept_best_acc(r, &kept_epoch);
+        if (kept >= 0)
+            fprintf(stderr, "attn: imdb: %s holds epoch %d, val_acc %.4f: a later epoch replaces it only if better\n",
+                    r->best, kept_epoch, kept);
+    }
     attn_imdb_model_zero_grad(&r->m, 1);
     for (int epoch = r->resumed.epoch; epoch < r->epochs; epoch++) {
         epoch_sums e = {0};
         double t0 = cli_now(), va;
         if (train_epoch(r, epoch, &e)) return 1;
-        if (train_end_epoch(r, epoch, &e, cli_now() - t0, &va)) return 1;
-        if (va > best) best = va;
+        if (train_end_epoch(r, epoch, &e, cli_now() - t0, &va, f->keep_best, best > kept ? best : kept)) return 1;
+        if (va > best) { best = va; best_epoch = epoch + 1; }
     }
-    printf("best val_acc: %.4f; checkpoint %s\n", best, r->ckpt);
+    /* the checkpoint is the last epoch's, which need not be the best one: say which is which */
+    char run_now[64] = "";
+    if (r->resumed.epoch > 0) snprintf(run_now, sizeof run_now, " (of epochs %d-%d, run now)", r->resumed.epoch + 1, r->epochs);
+    printf("best val_acc: %.4f at epoch %d of %d%s; %s holds epoch %d (the last)\n", best, best_epoch, r->epochs,
+           run_now, r->ckpt, r->epochs);
+    if (f->keep_best) {
+        if (kept > best) printf("%s holds epoch %d (val_acc %.4f, from an earlier run), still the best\n", r->best,
+                                kept_epoch, kept);
+        else printf("%s holds epoch %d, the best\n", r->best, best_epoch);
+    } else if (best_epoch != r->epochs) {
+        printf("(--keep-best would also keep epoch %d's checkpoint, as %s)\n", best_epoch, r->best);
+    }
     return 0;
 }
 
 static int imdb_train(const imdb_flags *f) {
-    if (f->epochs < 1 || f->batch < 1 || f->batch > 4096 || !(f->lr > 0) || f->limit < 0) {
-        fprintf(stderr, "attn: imdb: --epochs, --batch (1..4096) and --lr must be positive, --limit >= 0\n");
+    if (cli_check_int("imdb", "--epochs", f->epochs, 1, 0) || cli_check_int("imdb", "--batch", f->batch, 1, 4096) ||
+        cli_check_int("imdb", "--limit", f->limit, 0, -1))
+        return 2;
+    if (!(f->lr > 0)) {
+        fprintf(stderr, "attn: imdb: --lr %g: must be > 0\n", (double)f->lr);
         return 2;
     }
+    /* a checkpoint is saved after each epoch: the folder must be usable before the data is read */
+    if (cli_check_out_dir("imdb", "--out", f->out)) return 1;
     set_threads(f->threads);
     train_run r;
     memset(&r, 0, sizeof r);
@@ -389,10 +439,22 @@ static const char *ckpt_path(const imdb_flags *f, char *buf, size_t n) {
     return buf;
 }
 
+/* 1 after a message when there is no readable checkpoint at ckpt: says how to train one. */
+static int ckpt_missing(const imdb_flags *f, const char *ckpt) {
+    if (access(ckpt, R_OK) == 0) return 0;
+    if (f->ckpt)
+        fprintf(stderr, "attn: imdb: no model at --ckpt %s (%s)\n", ckpt, strerror(errno));
+    else
+        fprintf(stderr, "attn: imdb: no model in --out %s (%s: %s); train one with `attn imdb train --out %s`, "
+                "or give the checkpoint with --ckpt FILE\n", f->out, ckpt, strerror(errno), f->out);
+    return 1;
+}
+
 static int imdb_eval(const imdb_flags *f) {
     set_threads(f->threads);
     char pbuf[4200];
     const char *ckpt = ckpt_path(f, pbuf, sizeof pbuf);
+    if (ckpt_missing(f, ckpt)) return 1;
     /* the data must be encoded the way the checkpoint was trained: its --limit */
     attn_imdb_run_info r = {0};
     char err[1024] = "";
@@ -529,7 +591,7 @@ static int review_show(const review *r, const imdb_flags *f) {
     h.row_labels = r->labels;
     h.title = "attention received (mean over the review's positions)";
     h.row_title = "words";
-    attn_status st = attn_heatmap_term(&h, stdout, !f->no_color && isatty(1));
+    attn_status st = attn_heatmap_term(&h, stdout, cli_use_color(f->no_color));
     if (st != ATTN_OK) return cli_fail(st, "imdb: heatmap");
     if (!f->png) return 0;
     attn_heatmap hp;
@@ -567,9 +629,11 @@ static int predict_text(attn_imdb_model *m, const attn_imdb_vocab *v, review *r,
 }
 
 static int imdb_predict(const imdb_flags *f, const char *text) {
+    if (f->png && cli_check_out_file("imdb", "--png", f->png)) return 1;
     set_threads(f->threads);
     char pbuf[4200];
     const char *ckpt = ckpt_path(f, pbuf, sizeof pbuf);
+    if (ckpt_missing(f, ckpt)) return 1;
     attn_imdb_model m;
     attn_imdb_vocab v;
     attn_imdb_run_info cm;
@@ -586,11 +650,13 @@ static int imdb_predict(const imdb_flags *f, const char *text) {
  * Entry.
  */
 int cmd_imdb(int argc, char **argv) {
-    imdb_flags f = {"../shared/data", "imdb_out", NULL, NULL, 5, 32, 0, 0, 0, 0, 2e-4f, 1};
+    imdb_flags f = {NULL, "imdb_out", NULL, NULL, NULL, NULL, 5, 32, 0, 0, 0, 0, 0, 2e-4f, 1};
     const char *sub = argc >= 2 ? argv[1] : NULL;
     const cli_opt train_opts[] = {
-        {"data", CLI_STR, &f.data, "DIR", "the .tar.gz, the aclImdb folder, or a folder holding either"},
+        {"data", CLI_STR, &f.data, "DIR", "the .tar.gz, the aclImdb folder, or a folder holding either (default "
+                                          "$ATTN_DATA, else " CLI_DATA_DEFAULT ")"},
         {"out", CLI_STR, &f.out, "DIR", "where the checkpoint and the data cache go"},
+        {"dir", CLI_STR, &f.out, "DIR", "the same as --out"},
         {"epochs", CLI_INT, &f.epochs, "N", "epochs in all (with --resume: up to this many)"},
         {"batch", CLI_INT, &f.batch, "N", "batch size"},
         {"lr", CLI_FLOAT, &f.lr, "X", "Adam learning rate (Keras decay 1e-5, eps 1e-7)"},
@@ -598,15 +664,20 @@ int cmd_imdb(int argc, char **argv) {
         {"threads", CLI_INT, &f.threads, "N", "threads (0 = all cores)"},
         {"limit", CLI_INT, &f.limit, "N", "only the first N reviews of each split (0 = all)"},
         {"resume", CLI_BOOL, &f.resume, NULL, "continue from the checkpoint in --out"},
+        {"keep-best", CLI_BOOL, &f.keep_best, NULL, "also keep the best epoch's checkpoint as --out/" BEST_NAME},
     };
     const cli_opt eval_opts[] = {
-        {"data", CLI_STR, &f.data, "DIR", "the .tar.gz, the aclImdb folder, or a folder holding either"},
+        {"data", CLI_STR, &f.data, "DIR", "the .tar.gz, the aclImdb folder, or a folder holding either (default "
+                                          "$ATTN_DATA, else " CLI_DATA_DEFAULT ")"},
         {"out", CLI_STR, &f.out, "DIR", "where the checkpoint and the data cache are"},
+        {"dir", CLI_STR, &f.out, "DIR", "the same as --out"},
         {"ckpt", CLI_STR, &f.ckpt, "FILE", "the checkpoint (default --out/" CKPT_NAME ")"},
         {"threads", CLI_INT, &f.threads, "N", "threads (0 = all cores)"},
     };
     const cli_opt predict_opts[] = {
         {"out", CLI_STR, &f.out, "DIR", "where the checkpoint is"},
+        {"dir", CLI_STR, &f.out, "DIR", "the same as --out"},
+        {"file", CLI_STR, &f.file, "FILE", "read the text from FILE (- for standard input) instead of the argument"},
         {"ckpt", CLI_STR, &f.ckpt, "FILE", "the checkpoint (default --out/" CKPT_NAME ")"},
         {"png", CLI_STR, &f.png, "FILE", "also write the word-by-word attention weights as a PNG"},
         {"no-color", CLI_BOOL, &f.no_color, NULL, "shaded characters instead of 24-bit colors"},
@@ -614,14 +685,15 @@ int cmd_imdb(int argc, char **argv) {
     };
     const cli_cmd cmds[3] = {
         {"attn imdb train [options]",
-         "Trains the self-attention sentiment classifier of SPEC 4.C on the IMDB reviews (25,000 train, 25,000 "
+         "Trains the self-attention sentiment classifier (embedding, one self-attention layer, mean, dense) on the IMDB reviews (25,000 train, 25,000 "
          "test), printing one line per epoch and saving a checkpoint after each.",
          train_opts, (int)(sizeof train_opts / sizeof train_opts[0]), 0, 0},
         {"attn imdb eval [options]", "Evaluates a checkpoint on the test reviews.", eval_opts,
          (int)(sizeof eval_opts / sizeof eval_opts[0]), 0, 0},
-        {"attn imdb predict [options] \"text\"",
-         "Classifies a text and shows the attention over its words.", predict_opts,
-         (int)(sizeof predict_opts / sizeof predict_opts[0]), 1, 1},
+        {"attn imdb predict [options] \"text\" | -   (or --file FILE)",
+         "Classifies a text and shows the attention over its words. The text is the argument, or\n"
+         "standard input when the argument is -, or the file given with --file.", predict_opts,
+         (int)(sizeof predict_opts / sizeof predict_opts[0]), 0, 1},
     };
     int which = !sub ? -1 : strcmp(sub, "train") == 0 ? 0 : strcmp(sub, "eval") == 0 ? 1
                               : strcmp(sub, "predict") == 0 ? 2 : -1;
@@ -630,7 +702,7 @@ int cmd_imdb(int argc, char **argv) {
         FILE *o = help ? stdout : stderr;
         if (sub && !help) fprintf(stderr, "attn: imdb: unknown subcommand '%s'\n\n", sub);
         fprintf(o, "usage: attn imdb train|eval|predict [options]\n\n"
-                   "  train    train the self-attention classifier (SPEC 4.C)\n"
+                   "  train    train the self-attention sentiment classifier\n"
                    "  eval     evaluate a checkpoint on the test reviews\n"
                    "  predict  classify a text and show the attention over its words\n\n"
                    "'attn imdb <subcommand> --help' lists the options.\n");
@@ -640,7 +712,13 @@ int cmd_imdb(int argc, char **argv) {
     int n_pos = 0;
     int r = cli_parse(&cmds[which], argc - 1, argv + 1, pos, &n_pos);
     if (r >= 0) return r;
+    if (cli_check_threads("imdb", "--threads", f.threads)) return 2;
+    f.data = cli_data_dir(f.data, &f.data_from);
     if (which == 0) return imdb_train(&f);
     if (which == 1) return imdb_eval(&f);
-    return imdb_predict(&f, pos[0]);
+    char *text = NULL;
+    if ((r = cli_predict_text("imdb", &cmds[2], n_pos ? pos[0] : NULL, f.file, &text))) return r;
+    r = imdb_predict(&f, text);
+    free(text);
+    return r;
 }

@@ -1,5 +1,5 @@
 /*
- * cmd_score.c — `attn score`, the scoring walk-through (SPEC §1.8, §4.B): one decoder state scored
+ * cmd_score.c — `attn score`, the scoring walk-through: one decoder state scored
  * against four encoder states by dot products, the naive softmax that overflows, the stable one that does
  * not, the weights and the context vector — by hand, step by step, then once more through the library's
  * dot-product attention to show it gives the same numbers. The weights are drawn in the terminal, and
@@ -56,6 +56,7 @@ int cmd_score(int argc, char **argv) {
                          opts, (int)(sizeof opts / sizeof opts[0]), 0, 0};
     int rc = cli_parse(&cmd, argc, argv, NULL, NULL);
     if (rc >= 0) return rc;
+    if (png && cli_check_out_file("score", "--png", png)) return 1;
 
     printf("Step 1. The decoder state (the query) and the encoder states (keys and values):\n");
     print_vec("decoder state s", decoder_state, D, "%g");
@@ -116,7 +117,7 @@ int cmd_score(int argc, char **argv) {
         {weights, 1, S, 0, row_label, key_labels, "attention weights", "query", "keys", 0.0f, 1.0f},
         {context, 1, D, 0, row_label, dim_labels, "context vector", "query", "dimensions", 0.0f, 0.0f},
     };
-    int color = !no_color && isatty(STDOUT_FILENO);
+    int color = cli_use_color(no_color);
     if ((st = attn_heatmap_term(&maps[0], stdout, color))) return cli_fail(st, "terminal heatmap");
     if (png) {
         char err[512] = "";

@@ -1,14 +1,18 @@
 /*
- * common.c — helpers every `attn` subcommand would otherwise write again: a clock, making an output
- * folder, and setting up the threads of the attention kernels and of OpenBLAS. Uses only the public API.
+ * common.c — helpers every `attn` subcommand would otherwise write again: a clock, output locations
+ * checked before any long work, flag ranges named one by one, --threads checked, colour only where it
+ * belongs, the data folder (--data, ATTN_DATA, the default), predict's text (argument, - or --file), and
+ * setting up the threads of the attention kernels and of OpenBLAS. Uses only the public API.
  */
 #define _POSIX_C_SOURCE 200809L   /* clock_gettime, mkdir */
 #include "cli.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 double cli_now(void) {
     struct timespec ts;
@@ -18,6 +22,10 @@ double cli_now(void) {
 
 int cli_make_dir(const char *who, const char *path) {
     struct stat s;
+    if (!path[0]) {
+        fprintf(stderr, "attn: %s: an empty folder name\n", who);
+        return 1;
+    }
     if (stat(path, &s) == 0) {
         if (S_ISDIR(s.st_mode)) return 0;
         fprintf(stderr, "attn: %s: --out %s exists and is not a folder\n", who, path);
@@ -37,6 +45,145 @@ int cli_make_dir(const char *who, const char *path) {
         if (c == '\0') return 0;
         *p = c;
     }
+}
+
+int cli_check_out_dir(const char *who, const char *flag, const char *path) {
+    struct stat s;
+    if (stat(path, &s) == 0 && !S_ISDIR(s.st_mode)) {
+        fprintf(stderr, "attn: %s: %s %s exists and is not a folder\n", who, flag, path);
+        return 1;
+    }
+    if (cli_make_dir(who, path)) {
+        fprintf(stderr, "attn: %s: %s %s cannot be created: choose another %s\n", who, flag, path, flag);
+        return 1;
+    }
+    if (access(path, W_OK | X_OK) != 0) {
+        fprintf(stderr, "attn: %s: %s %s is not writable: %s\n", who, flag, path, strerror(errno));
+        return 1;
+    }
+    return 0;
+}
+
+int cli_check_out_file(const char *who, const char *flag, const char *path) {
+    struct stat s;
+    if (!path[0]) {
+        fprintf(stderr, "attn: %s: %s is empty: give a file name\n", who, flag);
+        return 1;
+    }
+    if (stat(path, &s) == 0 && S_ISDIR(s.st_mode)) {
+        fprintf(stderr, "attn: %s: %s %s is a folder: give a file name\n", who, flag, path);
+        return 1;
+    }
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else if (slash == dir) dir[1] = '\0';
+    else *slash = '\0';
+    if (cli_make_dir(who, dir)) {
+        fprintf(stderr, "attn: %s: the folder of %s %s cannot be created\n", who, flag, path);
+        return 1;
+    }
+    if (access(dir, W_OK | X_OK) != 0 || (stat(path, &s) == 0 && access(path, W_OK) != 0)) {
+        fprintf(stderr, "attn: %s: %s %s cannot be written: %s\n", who, flag, path, strerror(errno));
+        return 1;
+    }
+    return 0;
+}
+
+int cli_check_threads(const char *who, const char *flag, int n) {
+    if (n < 0 || n > ATTN_MAX_THREADS) {
+        fprintf(stderr, "attn: %s: %s %d: must be 0 (every core) to %d\n", who, flag, n, ATTN_MAX_THREADS);
+        return 2;
+    }
+    const long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    if (cores > 0 && n > cores)
+        fprintf(stderr, "attn: %s: warning: %s %d is more than the %ld cores online: expect it to be slower than "
+                "%s %ld\n", who, flag, n, cores, flag, cores);
+    return 0;
+}
+
+int cli_check_int(const char *who, const char *flag, int v, int lo, int hi) {
+    if (v >= lo && (hi < lo || v <= hi)) return 0;
+    if (hi < lo) fprintf(stderr, "attn: %s: %s %d: must be >= %d\n", who, flag, v, lo);
+    else fprintf(stderr, "attn: %s: %s %d: must be in %d..%d\n", who, flag, v, lo, hi);
+    return 2;
+}
+
+int cli_use_color(int no_color_flag) {
+    if (no_color_flag || !isatty(STDOUT_FILENO)) return 0;
+    const char *nc = getenv("NO_COLOR"), *term = getenv("TERM");
+    if (nc && nc[0]) return 0;                      /* https://no-color.org */
+    if (term && strcmp(term, "dumb") == 0) return 0;
+    return 1;
+}
+
+const char *cli_data_dir(const char *flag_value, const char **from) {
+    const char *env = getenv("ATTN_DATA");
+    if (flag_value) { *from = "--data"; return flag_value; }
+    if (env && env[0]) { *from = "ATTN_DATA"; return env; }
+    *from = "default";
+    return CLI_DATA_DEFAULT;
+}
+
+int cli_read_text(const char *who, const char *path, char **text) {
+    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+    const char *name = f == stdin ? "standard input" : path;
+    *text = NULL;
+    if (!f) {
+        fprintf(stderr, "attn: %s: cannot read %s: %s\n", who, path, strerror(errno));
+        return 1;
+    }
+    size_t n = 0, cap = 4096;
+    char *buf = malloc(cap);
+    for (;;) {
+        if (!buf) break;
+        if (n + 1 >= cap) {
+            char *nb = cap < ((size_t)1 << 30) ? realloc(buf, cap * 2) : NULL;
+            if (!nb) { free(buf); buf = NULL; break; }
+            buf = nb;
+            cap *= 2;
+        }
+        size_t got = fread(buf + n, 1, cap - 1 - n, f);
+        n += got;
+        if (got == 0) break;
+    }
+    const int bad = ferror(f), oom = !buf;
+    if (f != stdin) fclose(f);
+    if (oom || bad) {
+        free(buf);
+        fprintf(stderr, "attn: %s: cannot read %s%s\n", who, name, oom ? ": out of memory (1 GiB at most)" : "");
+        return 1;
+    }
+    buf[n] = '\0';
+    *text = buf;
+    return 0;
+}
+
+void cli_data_hint(const char *who, const char *data, const char *from) {
+    char cwd[4096];
+    if (!getcwd(cwd, sizeof cwd)) snprintf(cwd, sizeof cwd, "?");
+    if (strcmp(from, "default") == 0)
+        fprintf(stderr, "attn: %s: the data folder is the default %s, relative to the working directory %s; give "
+                "--data DIR or set ATTN_DATA=DIR\n", who, data, cwd);
+    else
+        fprintf(stderr, "attn: %s: the data folder %s came from %s (working directory %s)%s\n", who, data, from, cwd,
+                strcmp(from, "ATTN_DATA") == 0 ? "; --data DIR overrides it" : "");
+}
+
+int cli_predict_text(const char *who, const cli_cmd *cmd, const char *arg, const char *file, char **text) {
+    *text = NULL;
+    if ((arg != NULL) == (file != NULL)) {
+        fprintf(stderr, "attn: %s: %s\n\n", who, arg ? "give the text as the argument or with --file, not both"
+                                                  : "missing the text: give it as the argument, - for standard "
+                                                    "input, or --file FILE");
+        cli_usage(cmd, stderr);
+        return 2;
+    }
+    if (file || strcmp(arg, "-") == 0) return cli_read_text(who, file ? file : "-", text);
+    *text = strdup(arg);
+    if (!*text) return cli_fail(ATTN_ERR_NOMEM, who);
+    return 0;
 }
 
 void cli_set_threads(int threads, int blas_threads) {

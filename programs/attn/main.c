@@ -4,6 +4,7 @@
 #include "cli.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef struct {
@@ -27,7 +28,35 @@ static void usage(FILE *out) {
             attn_version());
     for (int i = 0; i < N_COMMANDS; i++) fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].about);
     fprintf(out, "\n'attn <command> --help' describes a command's options.\n"
-                 "Environment: ATTN_ISA=auto|ref|scalar|avx2|avx512 forces a kernel path.\n");
+                 "Environment:\n"
+                 "  ATTN_ISA=auto|ref|scalar|avx2|avx512  forces a kernel path (an unknown one is an error)\n"
+                 "  ATTN_DATA=DIR  the data folder when --data is not given (default " CLI_DATA_DEFAULT ",\n"
+                 "                 relative to the working directory)\n"
+                 "  NO_COLOR=1, TERM=dumb  no colour codes (neither when stdout is not a terminal)\n");
+}
+
+/* ATTN_ISA names a kernel path the library would otherwise ignore quietly when unknown or unsupported.
+ * Returns 0, or 2 after a message. */
+static int check_isa_env(void) {
+    const char *env = getenv("ATTN_ISA");
+    attn_isa isa;
+    if (!env) return 0;
+    if (attn_isa_parse(env, &isa) != ATTN_OK) {
+        fprintf(stderr, "attn: ATTN_ISA=%s: unknown kernel path; the valid ones are", env);
+        for (int i = 0; i < ATTN_ISA_COUNT; i++) fprintf(stderr, "%s %s", i ? "," : "", attn_isa_name((attn_isa)i));
+        fprintf(stderr, " (or unset ATTN_ISA)\n");
+        return 2;
+    }
+    attn_ctx c;
+    if (attn_ctx_init(&c, isa, 1) != ATTN_OK) {
+        fprintf(stderr, "attn: ATTN_ISA=%s: this CPU (or this build) does not support that path; the supported "
+                "ones are", env);
+        for (int i = 0; i < ATTN_ISA_COUNT; i++)
+            if (attn_ctx_init(&c, (attn_isa)i, 1) == ATTN_OK) fprintf(stderr, " %s", attn_isa_name((attn_isa)i));
+        fputc('\n', stderr);
+        return 2;
+    }
+    return 0;
 }
 
 int main(int argc, char **argv) {
@@ -45,6 +74,7 @@ int main(int argc, char **argv) {
     }
     for (int i = 0; i < N_COMMANDS; i++)
         if (strcmp(argv[1], commands[i].name) == 0) {
+            if (check_isa_env()) return 2;
             cli_tune_runtime(argv);
             return commands[i].run(argc - 1, argv + 1);
         }

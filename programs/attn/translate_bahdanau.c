@@ -1,13 +1,13 @@
 /*
- * translate_bahdanau.c — the Bahdanau side of `attn translate` (SPEC §4.D), `--model bahdanau` (the
+ * translate_bahdanau.c — the Bahdanau side of `attn translate`, `--model bahdanau` (the
  * default): the d2l book's English→French GRU encoder-decoder with additive attention.
  *
- *   train    reads the first pairs of fra.txt (lines 0..600 by default, the book's 601 pairs), builds the
+ *   train    reads the first pairs of fra.txt (lines 1-601 by default, the book's 601 pairs), builds the
  *            vocabularies, trains 250 epochs, prints d2l's closing line and the four sentences, and saves
  *            the checkpoint and vocabularies in --out.
  *   predict  translates one English sentence with a saved model and shows the attention (terminal
  *            heatmap; --png FILE for an image).
- *   bleu     mean BLEU (k = 2) on held-out pairs (lines 601..1599 by default) whose words are all in the
+ *   bleu     mean BLEU (k = 2) on held-out pairs (lines 602-1600 by default, 1-based) whose words are all in the
  *            vocabularies.
  * cmd_translate.c dispatches to this file's tr_bahdanau table (or translate_transformer.c's); what both
  * models share is in translate_common.c. Uses only the public API.
@@ -72,7 +72,7 @@ static int s2s_create(translator *tr, const tr_train_args *a, const void *opts, 
 }
 
 static int s2s_train(const tr_kind *kind, int argc, char **argv) {
-    tr_train_args a = {"../shared/data", kind->default_dir, 250, 0, 600, 64, 10, 1, 0.005f};
+    tr_train_args a = {NULL, kind->default_dir, 250, 0, 600, 64, 10, 1, 0.005f};
     cli_opt opts[] = {TR_TRAIN_OPTS(a)};
     cli_cmd cmd = {"attn translate train [--model bahdanau|transformer] [options]",
                    "Trains the d2l English-French seq2seq model with Bahdanau attention (embedding 32, 2-layer\n"
@@ -81,8 +81,8 @@ static int s2s_train(const tr_kind *kind, int argc, char **argv) {
                    opts, (int)(sizeof opts / sizeof opts[0]), 0, 0};
     int rc = cli_parse(&cmd, argc, argv, NULL, NULL);
     if (rc >= 0) return rc;
-    if (!tr_train_args_ok(&a)) {
-        fprintf(stderr, "attn: translate: --epochs, --batch, --every must be >= 1, --examples and --threads >= 0, --lr > 0\n\n");
+    if (tr_train_args_check(&a)) {
+        fputc('\n', stderr);
         cli_usage(&cmd, stderr);
         return 2;
     }
@@ -93,23 +93,26 @@ static int s2s_train(const tr_kind *kind, int argc, char **argv) {
  * predict
  */
 static int s2s_predict(const tr_kind *kind, int argc, char **argv) {
-    const char *model = kind->default_dir, *png = NULL;
+    const char *model = kind->default_dir, *png = NULL, *file = NULL;
     int plain = 0;
     cli_opt opts[] = {
         {"dir", CLI_STR, &model, "DIR", kind->dir_help},
+        {"out", CLI_STR, &model, "DIR", "the same as --dir"},
+        {"file", CLI_STR, &file, "FILE", "read the sentence from FILE (- for standard input) instead of the argument"},
         {"png", CLI_STR, &png, "FILE", "also write the attention as a PNG heatmap"},
         {"no-color", CLI_BOOL, &plain, NULL, "shaded characters instead of 24-bit colors"},
     };
-    cli_cmd cmd = {"attn translate predict [--model bahdanau|transformer] [options] \"english sentence\"",
+    cli_cmd cmd = {"attn translate predict [--model bahdanau|transformer] [options] \"english sentence\" | -   (or --file FILE)",
                    "Translates one sentence greedily and shows the attention weights: rows are the French\n"
                    "words produced, columns the English words read.",
-                   opts, (int)(sizeof opts / sizeof opts[0]), 1, 1};
+                   opts, (int)(sizeof opts / sizeof opts[0]), 0, 1};
     const char *pos[1] = {NULL};
     int np = 0;
     int rc = cli_parse(&cmd, argc, argv, pos, &np);
     if (rc >= 0) return rc;
+    if (png && cli_check_out_file("translate", "--png", png)) return 1;
     char *line;
-    if (tr_read_input(pos[0], &line)) return 1;
+    if ((rc = tr_predict_input(&cmd, np ? pos[0] : NULL, file, &line))) return rc;
     translator tr;
     if (tr_load(&tr, kind, model)) { free(line); return 1; }
     const int T = tr.num_steps;
@@ -119,7 +122,7 @@ static int s2s_predict(const tr_kind *kind, int argc, char **argv) {
     if (!w) { fprintf(stderr, "attn: translate: out of memory\n"); goto done; }
     if (tr_predict_line(&tr, line, w, &rows, &cols, &rl, &cl)) goto done;
     attn_heatmap h = {w, rows, cols, T, rl, cl, "Attention weights", "French (produced)", "English (read)", 0, 1};
-    if (cli_fail(attn_heatmap_term(&h, stdout, !plain && isatty(STDOUT_FILENO)), "drawing the heatmap")) goto done;
+    if (cli_fail(attn_heatmap_term(&h, stdout, cli_use_color(plain)), "drawing the heatmap")) goto done;
     if (png) {
         char err[1024] = "";
         if (tr_report(attn_heatmap_png(&h, png, err, sizeof err), err)) goto done;

@@ -7,8 +7,10 @@
 
 #include "translate_common.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 void tr_free(translator *tr) {
     if (tr->model) {
@@ -26,16 +28,38 @@ int tr_report(attn_status st, const char *err) {
     return 1;
 }
 
-static int read_pairs(attn_nmt_pairs *p, const char *data_dir, int first, int last) {
-    char path[4096], err[1024] = "";
-    snprintf(path, sizeof path, "%s/fra-eng/fra.txt", data_dir);
+/* The path of fra.txt under the data folder (data_flag: --data's value, NULL when not given); *data the
+ * folder. Returns 0, or 1 after a message saying where it looked when the file is not there. */
+static int fra_path(char *path, size_t size, const char *data_flag, const char **data) {
+    const char *from;
+    *data = cli_data_dir(data_flag, &from);
+    snprintf(path, size, "%s/fra-eng/fra.txt", *data);
+    FILE *f = fopen(path, "rb");
+    if (f) { fclose(f); return 0; }
+    fprintf(stderr, "attn: translate: %s: %s\n", path, strerror(errno));
+    cli_data_hint("translate", *data, from);
+    return 1;
+}
+
+static int read_pairs(attn_nmt_pairs *p, const char *path, int first, int last) {
+    char err[1024] = "";
     attn_status st = attn_nmt_read(p, path, first, last, err, sizeof err);
-    if (tr_report(st, err)) {
-        if (st == ATTN_ERR_IO)
-            fprintf(stderr, "attn: translate: looked for %s; set --data DIR to the folder holding fra-eng/fra.txt\n", path);
-        return 1;
-    }
-    return 0;
+    return tr_report(st, err);
+}
+
+/* Lines of a text file (a last line without its newline counts; a final empty one does not); -1 when it
+ * cannot be read. */
+static long count_lines(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return -1;
+    char buf[65536];
+    long n = 0;
+    size_t got;
+    int last = '\n';
+    while ((got = fread(buf, 1, sizeof buf, f)) > 0)
+        for (size_t i = 0; i < got; i++) { n += buf[i] == '\n'; last = (unsigned char)buf[i]; }
+    fclose(f);
+    return n + (last != '\n');
 }
 
 /* ---------------------------------------------------------------------------------------------------
@@ -52,9 +76,11 @@ static void data_free(train_data *d) {
     memset(d, 0, sizeof *d);
 }
 
-static int data_load(train_data *d, translator *tr, const char *data_dir, int examples) {
+static int data_load(train_data *d, translator *tr, const char *data_flag, int examples) {
     memset(d, 0, sizeof *d);
-    if (read_pairs(&d->pairs, data_dir, 0, examples)) return 1;
+    char path[4096];
+    const char *data_dir;
+    if (fra_path(path, sizeof path, data_flag, &data_dir) || read_pairs(&d->pairs, path, 0, examples)) return 1;
     const int N = d->pairs.n, T = TR_NUM_STEPS;
     attn_status st = attn_vocab_build(&tr->vs, (const char *const *)d->pairs.src, N, 2);
     if (st == ATTN_OK) {
@@ -134,16 +160,38 @@ static int fit(translator *tr, attn_adam *opt, const train_data *d, int epochs, 
     if (st == ATTN_OK) { snprintf(path, sizeof path, "%s/%s", out, TR_SRC_VOCAB_FILE); st = attn_vocab_save(&tr->vs, path, err, sizeof err); }
     if (st == ATTN_OK) { snprintf(path, sizeof path, "%s/%s", out, TR_TGT_VOCAB_FILE); st = attn_vocab_save(&tr->vt, path, err, sizeof err); }
     if (st != ATTN_OK) { fprintf(stderr, "attn: translate: saving: %s\n", err[0] ? err : attn_status_string(st)); return 1; }
+    /* the lines trained on, for bleu's warning when a "held-out" range overlaps them */
+    snprintf(path, sizeof path, "%s/%s", out, TR_TRAIN_LINES_FILE);
+    FILE *tl = fopen(path, "w");
+    if (tl) {
+        fprintf(tl, "lines 1-%d\n", d->pairs.n > 0 ? d->pairs.line[d->pairs.n - 1] + 1 : 0);
+        fclose(tl);
+    }
     printf("saved %s/%s, %s, %s\n", out, k->model_file, TR_SRC_VOCAB_FILE, TR_TGT_VOCAB_FILE);
     return 0;
 }
 
-int tr_train_args_ok(const tr_train_args *a) {
-    return a->epochs >= 1 && a->examples >= 0 && a->batch >= 1 && a->batch <= 4096 && a->threads >= 0 &&
-           a->every >= 1 && a->lr > 0;
+int tr_train_args_check(const tr_train_args *a) {
+    if (cli_check_int("translate", "--epochs", a->epochs, 1, 0) || cli_check_int("translate", "--examples", a->examples, 0, -1) ||
+        cli_check_int("translate", "--batch", a->batch, 1, 4096) || cli_check_int("translate", "--every", a->every, 1, 0) ||
+        cli_check_threads("translate", "--threads", a->threads))
+        return 2;
+    if (!(a->lr > 0)) {
+        fprintf(stderr, "attn: translate: --lr %g: must be > 0\n", (double)a->lr);
+        return 2;
+    }
+    return 0;
 }
 
 int tr_train(const tr_kind *kind, const tr_train_args *a, tr_create_fn create, const void *opts) {
+    /* the model is saved at the end: the folder must be usable before the training starts */
+    if (cli_check_out_dir("translate", "--out", a->out)) return 1;
+    const tr_kind *held = tr_detect(a->out);
+    if (held && held != kind) {
+        fprintf(stderr, "attn: translate: --out %s holds a %s model: training a %s model there would replace its "
+                "vocabularies; choose another --out\n", a->out, held->name, kind->name);
+        return 1;
+    }
     cli_set_threads(a->threads, 1);       /* OpenBLAS on 1: the batch is split across threads instead */
     translator tr = {.kind = kind};
     train_data d;
@@ -164,6 +212,22 @@ int tr_train(const tr_kind *kind, const tr_train_args *a, tr_create_fn create, c
 /* ---------------------------------------------------------------------------------------------------
  * Loading a saved model.
  */
+const tr_kind *tr_detect(const char *dir) {
+    static const tr_kind *const kinds[] = {&tr_transformer, &tr_bahdanau};
+    for (int i = 0; i < (int)(sizeof kinds / sizeof kinds[0]); i++) {
+        char path[4096], err[256];
+        snprintf(path, sizeof path, "%s/%s", dir, kinds[i]->model_file);
+        if (access(path, R_OK) != 0) continue;
+        attn_st_file f;
+        if (attn_st_read(&f, path, (size_t)1 << 30, err, sizeof err) != ATTN_OK) return kinds[i];
+        const char *m = attn_st_meta(&f, "model");
+        const tr_kind *k = m && strcmp(m, tr_transformer.name) == 0 ? &tr_transformer : &tr_bahdanau;
+        attn_st_free(&f);
+        return k;
+    }
+    return NULL;
+}
+
 int tr_load(translator *tr, const tr_kind *kind, const char *dir) {
     char path[4096], err[1024] = "";
     memset(tr, 0, sizeof *tr);
@@ -172,7 +236,13 @@ int tr_load(translator *tr, const tr_kind *kind, const char *dir) {
     snprintf(path, sizeof path, "%s/%s", dir, kind->model_file);
     attn_status st = kind->load(tr, path, &src_n, &tgt_n, err, sizeof err);
     if (tr_report(st, err)) {
-        if (st == ATTN_ERR_IO) fprintf(stderr, "attn: translate: train a model first (%s --out %s), or set --dir\n", kind->train_cmd, dir);
+        const tr_kind *held = st == ATTN_ERR_IO ? tr_detect(dir) : NULL;
+        if (held && held != kind)
+            fprintf(stderr, "attn: translate: %s holds a %s model, not a %s one: leave out --model (the folder says "
+                    "which model it holds) or give --model %s\n", dir, held->name, kind->name, held->name);
+        else if (st == ATTN_ERR_IO)
+            fprintf(stderr, "attn: translate: no model in %s: train one first (%s --out %s), or give the folder of "
+                    "one with --dir\n", dir, kind->train_cmd, dir);
         tr_free(tr);
         return 1;
     }
@@ -196,11 +266,39 @@ int tr_load(translator *tr, const tr_kind *kind, const char *dir) {
 /* ---------------------------------------------------------------------------------------------------
  * One sentence.
  */
+/* Collapses every run of whitespace (spaces, tabs, line ends) into one space and trims both ends, in
+ * place: the vocabularies split on single spaces, so "i'm  home ." would read an empty word. */
+static void squeeze_spaces(char *s) {
+    char *w = s;
+    int pending = 0;
+    for (const char *r = s; *r; r++) {
+        if (*r == ' ' || *r == '\t' || *r == '\n' || *r == '\r' || *r == '\v' || *r == '\f') {
+            pending = w > s;
+            continue;
+        }
+        if (pending) *w++ = ' ';
+        pending = 0;
+        *w++ = *r;
+    }
+    *w = '\0';
+}
+
+int tr_predict_input(const cli_cmd *cmd, const char *arg, const char *file, char **line) {
+    char *text = NULL;
+    int rc = cli_predict_text("translate", cmd, arg, file, &text);
+    *line = NULL;
+    if (rc) return rc;
+    rc = tr_read_input(text, line);
+    free(text);
+    return rc;
+}
+
 int tr_read_input(const char *arg, char **line) {
     *line = NULL;
     attn_status st = attn_nmt_preprocess(arg, strlen(arg), line);
     if (st == ATTN_ERR_FORMAT) { fprintf(stderr, "attn: translate: the input is not valid UTF-8\n"); return 1; }
     if (cli_fail(st, "reading the input")) return 1;
+    squeeze_spaces(*line);
     if (!(*line)[0]) { fprintf(stderr, "attn: translate: the input is empty\n"); free(*line); *line = NULL; return 1; }
     return 0;
 }
@@ -253,7 +351,20 @@ int tr_predict_line(const translator *tr, const char *line, float *weights, int 
     int32_t *pred = src + T;
     attn_status st = tr_translate_line(tr, line, out, sizeof out, src, &src_len, pred, &n_pred, weights, 0);
     if (cli_fail(st, "translating")) goto done;
-    printf("%s => %s\n", line, out);
+    /* echo the words the model read, not the whole input: a cut input says so */
+    {
+        const int read = src_len > 0 && src[src_len - 1] == ATTN_TOK_EOS ? src_len - 1 : src_len;
+        const char *s = line;
+        int words = 0;
+        for (const char *c = line; *c; c++) words += (c == line || c[-1] == ' ') && *c != ' ';
+        for (int k = 0; k < read && s; k++) {
+            const char *e = strchr(s, ' ');
+            printf("%s%.*s", k ? " " : "", e ? (int)(e - s) : (int)strlen(s), s);
+            s = e ? e + 1 : NULL;
+        }
+        if (words > read) printf(" [cut: %d more word%s not read]", words - read, words - read == 1 ? "" : "s");
+        printf(" => %s\n", out);
+    }
     *rows = n_pred < T ? n_pred + 1 : T;
     *cols = src_len < 1 ? 1 : src_len > T ? T : src_len;
     *rl = malloc(sizeof(char *) * (size_t)*rows);
@@ -286,31 +397,70 @@ static int all_known(const attn_vocab *v, const char *line) {
     }
 }
 
+/* The lines a model in dir was trained on (train_lines.txt, written by train): *first..*last, 1-based.
+ * Returns 1 when the file says, 0 when it is absent (older models: the default, lines 1-601, assumed). */
+static int trained_lines(const char *dir, int *first, int *last) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, TR_TRAIN_LINES_FILE);
+    FILE *f = fopen(path, "r");
+    *first = 1;
+    *last = 601;
+    if (!f) return 0;
+    int ok = fscanf(f, "lines %d-%d", first, last) == 2;
+    fclose(f);
+    if (!ok) { *first = 1; *last = 601; }
+    return ok;
+}
+
 int tr_bleu(const tr_kind *kind, int argc, char **argv) {
-    const char *model = kind->default_dir, *data = "../shared/data";
-    int first = 601, last = 1599, show = 0;
+    const char *model = kind->default_dir, *data = NULL;
+    int first = 602, last = 1600, show = 0;
     cli_opt opts[] = {
         {"dir", CLI_STR, &model, "DIR", kind->dir_help},
-        {"data", CLI_STR, &data, "DIR", "folder holding fra-eng/fra.txt"},
-        {"from", CLI_INT, &first, "LINE", "first line (0-based) of the held-out pairs"},
-        {"to", CLI_INT, &last, "LINE", "last line (0-based, inclusive)"},
+        {"out", CLI_STR, &model, "DIR", "the same as --dir"},
+        {"data", CLI_STR, &data, "DIR", "folder holding fra-eng/fra.txt (default $ATTN_DATA, else " CLI_DATA_DEFAULT ")"},
+        {"from", CLI_INT, &first, "LINE", "first line of the held-out pairs (lines are numbered from 1, as in an editor)"},
+        {"to", CLI_INT, &last, "LINE", "last line, included (past the end of the file: up to its last line)"},
         {"show", CLI_INT, &show, "N", "print the first N translations"},
     };
     cli_cmd cmd = {kind->bleu_usage,
                    "Mean BLEU (k = 2, the book's definition) of greedy translations of held-out pairs whose\n"
-                   "English and French words are all in the model's vocabularies.",
+                   "English and French words are all in the model's vocabularies. Line numbers are 1-based\n"
+                   "(line 1 is the file's first line), in the flags and in the output; training reads lines\n"
+                   "1-601 by default, so the default held-out range starts after them.",
                    opts, (int)(sizeof opts / sizeof opts[0]), 0, 0};
     int rc = cli_parse(&cmd, argc, argv, NULL, NULL);
     if (rc >= 0) return rc;
-    if (first < 0 || last < first || show < 0) {
-        fprintf(stderr, "attn: translate: need 0 <= --from <= --to and --show >= 0\n\n");
+    if (cli_check_int("translate", "--from", first, 1, -1) || cli_check_int("translate", "--to", last, first, -1) ||
+        cli_check_int("translate", "--show", show, 0, -1)) {
+        fputc('\n', stderr);
         cli_usage(&cmd, stderr);
         return 2;
     }
+    char path[4096];
+    const char *data_dir;
+    if (fra_path(path, sizeof path, data, &data_dir)) return 1;
+    const long n_lines = count_lines(path);
+    if (n_lines >= 0 && first > n_lines) {
+        fprintf(stderr, "attn: translate: --from %d is past the end of %s (%ld lines): nothing to score\n", first, path,
+                n_lines);
+        return 2;
+    }
+    if (n_lines >= 0 && last > n_lines) {
+        fprintf(stderr, "attn: translate: note: --to %d is past the end of %s: scoring lines %d-%ld\n", last, path,
+                first, n_lines);
+        last = (int)n_lines;
+    }
+    int t_first, t_last;
+    const int said = trained_lines(model, &t_first, &t_last);
+    if (first <= t_last && last >= t_first)
+        fprintf(stderr, "attn: translate: warning: lines %d-%d overlap the lines the model was trained on (%d-%d%s): "
+                "those pairs are not held out and score too high\n", first, last, t_first, t_last,
+                said ? "" : ", the default; the model folder does not say");
     translator tr;
     if (tr_load(&tr, kind, model)) return 1;
     attn_nmt_pairs p;
-    if (read_pairs(&p, data, first, last)) { tr_free(&tr); return 1; }
+    if (read_pairs(&p, path, first - 1, last - 1)) { tr_free(&tr); return 1; }
     const int T = tr.num_steps;
     int32_t *src = malloc(sizeof(int32_t) * (size_t)T * 2), src_len;
     if (!src) { fprintf(stderr, "attn: translate: out of memory\n"); attn_nmt_pairs_free(&p); tr_free(&tr); return 1; }
@@ -330,8 +480,14 @@ int tr_bleu(const tr_kind *kind, int argc, char **argv) {
         used++;
     }
     if (!ret) {
-        printf("held-out lines %d-%d: %d pairs, %d with every word in the vocabularies\n", first + 1, last + 1, p.n, used);
-        if (used) printf("mean bleu %.3f (%d of %d translations exact) in %.2f s\n", sum / used, exact, used, cli_now() - t0);
+        printf("lines %d-%d: %d pairs, %d with every word in the vocabularies\n", first, last, p.n, used);
+        if (used) {
+            printf("mean bleu %.3f (%d of %d translations exact) in %.2f s\n", sum / used, exact, used, cli_now() - t0);
+        } else {
+            fprintf(stderr, "attn: translate: no pair of lines %d-%d has every word in the vocabularies: nothing "
+                    "scored\n", first, last);
+            ret = 1;
+        }
     }
     free(src);
     attn_nmt_pairs_free(&p);

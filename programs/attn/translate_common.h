@@ -21,6 +21,8 @@
 #define TR_NUM_STEPS 10
 #define TR_SRC_VOCAB_FILE "vocab_en.txt"
 #define TR_TGT_VOCAB_FILE "vocab_fr.txt"
+/* the lines of fra.txt a model was trained on ("lines FIRST-LAST", 1-based), for bleu's overlap warning */
+#define TR_TRAIN_LINES_FILE "train_lines.txt"
 
 typedef struct translator translator;
 
@@ -83,19 +85,22 @@ typedef struct tr_train_args {
 } tr_train_args;
 
 #define TR_TRAIN_OPTS(a)                                                                                      \
-    {"data", CLI_STR, &(a).data, "DIR", "folder holding fra-eng/fra.txt"},                                      \
+    {"data", CLI_STR, &(a).data, "DIR", "folder holding fra-eng/fra.txt (default $ATTN_DATA, else "            \
+                                        CLI_DATA_DEFAULT ")"},                                                  \
     {"out", CLI_STR, &(a).out, "DIR", "folder for the checkpoint and the vocabularies"},                        \
+    {"dir", CLI_STR, &(a).out, "DIR", "the same as --out"},                                                     \
     {"epochs", CLI_INT, &(a).epochs, "N", "training epochs"},                                                   \
     {"seed", CLI_U64, &(a).seed, "N", "seed of the initialization, shuffling and dropout"},                     \
     {"threads", CLI_INT, &(a).threads, "N", "threads (0 = all cores)"},                                         \
-    {"examples", CLI_INT, &(a).examples, "N", "read lines 0..N of fra.txt (N+1 pairs, as the book's loader)"},  \
+    {"examples", CLI_INT, &(a).examples, "N", "read lines 1..N+1 of fra.txt (N+1 pairs, as the book's loader)"}, \
     {"batch", CLI_INT, &(a).batch, "N", "batch size"},                                                          \
     {"lr", CLI_FLOAT, &(a).lr, "X", "Adam learning rate"},                                                      \
     {"every", CLI_INT, &(a).every, "N", "print the loss every N epochs"}
 
-/* 1 when the shared options are in range: --epochs, --batch (<= 4096), --every >= 1, --examples and
- * --threads >= 0, --lr > 0; else 0 (the caller prints its usage). */
-int tr_train_args_ok(const tr_train_args *a);
+/* Checks the shared options: --epochs, --batch (<= 4096), --every >= 1, --examples >= 0, --threads 0 ..
+ * ATTN_MAX_THREADS, --lr > 0. Returns 0, or 2 after a message naming the flag (the caller prints its
+ * usage). */
+int tr_train_args_check(const tr_train_args *a);
 
 /* Creates the model for tr's vocabularies (tr->vs.n, tr->vt.n) and tr->num_steps with the run's batch and
  * seed and the model's own options (opts): sets tr->model (heap) and *n_params, prints the "model:" line.
@@ -128,6 +133,15 @@ attn_status tr_translate_line(const translator *tr, const char *line, char *out,
  * weights: the model's attention, (T,T) or (L,H,T,T). Returns 0, or 1 after a message. */
 int tr_predict_line(const translator *tr, const char *line, float *weights, int *rows, int *cols, const char ***rl,
                     const char ***cl);
+
+/* The model a folder holds, from the checkpoint found there and its metadata "model" (a Transformer's
+ * says "transformer"; the Bahdanau model's has none): &tr_bahdanau, &tr_transformer, or NULL when the
+ * folder holds no checkpoint of either. */
+const tr_kind *tr_detect(const char *dir);
+
+/* predict's text: the argument (arg; "-" for standard input) or --file FILE; preprocessed into *line.
+ * Returns 0, 1 after a read error, 2 after a usage error. */
+int tr_predict_input(const cli_cmd *cmd, const char *arg, const char *file, char **line);
 
 /* `attn translate bleu` for a model kind (both models' bleu); argv from the subcommand's name on. */
 int tr_bleu(const tr_kind *kind, int argc, char **argv);

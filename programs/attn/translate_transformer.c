@@ -1,12 +1,12 @@
 /*
- * translate_transformer.c — the Transformer side of `attn translate` (SPEC §4.E), reached with
+ * translate_transformer.c — the Transformer side of `attn translate`, reached with
  * `--model transformer`:
  *   train    the book's 601 pairs, d2l's Transformer (2 blocks, 32 hidden, 4 heads, feed-forward 64,
  *            dropout 0.1), Adam lr 0.005, 200 epochs, batch 64; prints the loss, d2l's closing line with
  *            tokens/sec, the four sentences with BLEU, and saves the checkpoint and vocabularies.
  *   predict  one sentence, greedy with the key/value cache; the terminal shows the cross-attention of a
  *            decoder block averaged over its heads, --png FILE draws every head of it as a grid.
- *   bleu     mean BLEU (k = 2) on held-out pairs (lines 601..1599) whose words are all in the vocabularies,
+ *   bleu     mean BLEU (k = 2) on held-out pairs (lines 602-1600, 1-based) whose words are all in the vocabularies,
  *            as the Bahdanau model's command does.
  * cmd_translate.c dispatches to this file's tr_transformer table. The text pipeline (pairs, vocabularies,
  * BLEU) is the library's (attn/seq2seq.h); what this command shares with the Bahdanau model's (data,
@@ -82,7 +82,7 @@ static int tf_create(translator *tr, const tr_train_args *a, const void *opts, s
 }
 
 static int tf_train(const tr_kind *kind, int argc, char **argv) {
-    tr_train_args a = {"../shared/data", kind->default_dir, 200, 0, 600, 64, 10, 1, 0.005f};
+    tr_train_args a = {NULL, kind->default_dir, 200, 0, 600, 64, 10, 1, 0.005f};
     tf_opts o = {32, 64, 4, 2, 0.1f};
     cli_opt opts[] = {
         TR_TRAIN_OPTS(a),
@@ -99,11 +99,19 @@ static int tf_train(const tr_kind *kind, int argc, char **argv) {
                    opts, (int)(sizeof opts / sizeof opts[0]), 0, 0};
     int rc = cli_parse(&cmd, argc, argv, NULL, NULL);
     if (rc >= 0) return rc;
-    if (!tr_train_args_ok(&a) || o.hidden < 1 || o.ffn < 1 || o.heads < 1 || o.blocks < 1 ||
-        o.blocks > ATTN_TF_MAX_BLOCKS || o.hidden % o.heads != 0 || !(o.dropout >= 0 && o.dropout < 1)) {
-        fprintf(stderr, "attn: translate: --epochs, --batch, --every, --hidden, --ffn, --heads, --blocks must be >= 1 "
-                        "(--blocks <= %d, --heads dividing --hidden), --examples and --threads >= 0, --lr > 0, "
-                        "--dropout in [0, 1)\n\n", ATTN_TF_MAX_BLOCKS);
+    int bad = tr_train_args_check(&a) || cli_check_int("translate", "--hidden", o.hidden, 1, 0) ||
+              cli_check_int("translate", "--ffn", o.ffn, 1, 0) || cli_check_int("translate", "--heads", o.heads, 1, o.hidden) ||
+              cli_check_int("translate", "--blocks", o.blocks, 1, ATTN_TF_MAX_BLOCKS);
+    if (!bad && o.hidden % o.heads != 0) {
+        fprintf(stderr, "attn: translate: --heads %d: must divide --hidden %d\n", o.heads, o.hidden);
+        bad = 1;
+    }
+    if (!bad && !(o.dropout >= 0 && o.dropout < 1)) {
+        fprintf(stderr, "attn: translate: --dropout %g: must be in [0, 1)\n", (double)o.dropout);
+        bad = 1;
+    }
+    if (bad) {
+        fputc('\n', stderr);
         cli_usage(&cmd, stderr);
         return 2;
     }
@@ -114,30 +122,33 @@ static int tf_train(const tr_kind *kind, int argc, char **argv) {
  * predict
  */
 static int tf_predict(const tr_kind *kind, int argc, char **argv) {
-    const char *model = kind->default_dir, *png = NULL;
+    const char *model = kind->default_dir, *png = NULL, *file = NULL;
     int plain = 0, layer = 0, head = 0;
     cli_opt opts[] = {
         {"dir", CLI_STR, &model, "DIR", kind->dir_help},
+        {"out", CLI_STR, &model, "DIR", "the same as --dir"},
+        {"file", CLI_STR, &file, "FILE", "read the sentence from FILE (- for standard input) instead of the argument"},
         {"png", CLI_STR, &png, "FILE", "also write the cross-attention of every head as a grid of PNG heatmaps"},
         {"layer", CLI_INT, &layer, "N", "decoder block whose cross-attention is shown, 1.. (0 = the last)"},
         {"head", CLI_INT, &head, "N", "show only this head, 1.. (0 = the average in the terminal, all in the PNG)"},
         {"no-color", CLI_BOOL, &plain, NULL, "shaded characters instead of 24-bit colors"},
     };
-    cli_cmd cmd = {"attn translate predict --model transformer [options] \"english sentence\"",
+    cli_cmd cmd = {"attn translate predict --model transformer [options] \"english sentence\" | -   (or --file FILE)",
                    "Translates one sentence greedily (decoder keys and values cached) and shows the decoder's\n"
                    "cross-attention: rows are the French words produced, columns the English words read.",
-                   opts, (int)(sizeof opts / sizeof opts[0]), 1, 1};
+                   opts, (int)(sizeof opts / sizeof opts[0]), 0, 1};
     const char *pos[1] = {NULL};
     int np = 0;
     int rc = cli_parse(&cmd, argc, argv, pos, &np);
     if (rc >= 0) return rc;
-    if (layer < 0 || head < 0) {
-        fprintf(stderr, "attn: translate: --layer and --head must be >= 0\n\n");
+    if (cli_check_int("translate", "--layer", layer, 0, -1) || cli_check_int("translate", "--head", head, 0, -1)) {
+        fputc('\n', stderr);
         cli_usage(&cmd, stderr);
         return 2;
     }
+    if (png && cli_check_out_file("translate", "--png", png)) return 1;
     char *line;
-    if (tr_read_input(pos[0], &line)) return 1;
+    if ((rc = tr_predict_input(&cmd, np ? pos[0] : NULL, file, &line))) return rc;
     translator tr;
     if (tr_load(&tr, kind, model)) { free(line); return 1; }
     const attn_transformer *m = tr.model;
@@ -165,7 +176,7 @@ static int tf_predict(const tr_kind *kind, int argc, char **argv) {
     else snprintf(title, sizeof title, "Cross-attention, decoder block %d, mean of %d heads", l + 1, H);
     attn_heatmap hm = {head ? wl + (size_t)(head - 1) * T * T : avg, rows, cols, T, rl, cl, title,
                        "French (produced)", "English (read)", 0, 1};
-    if (cli_fail(attn_heatmap_term(&hm, stdout, !plain && isatty(STDOUT_FILENO)), "drawing the heatmap")) goto done;
+    if (cli_fail(attn_heatmap_term(&hm, stdout, cli_use_color(plain)), "drawing the heatmap")) goto done;
     if (png) {
         attn_heatmap maps[64];
         char titles[64][48];

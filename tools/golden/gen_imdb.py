@@ -1,5 +1,5 @@
 """gen_imdb.py — golden values for tests/test_imdb.c: a tiny instance of the IMDB self-attention classifier
-(SPEC 4.C), forward and backward in float64 with PyTorch, plus two Keras-form Adam steps.
+(embedding, self-attention, mean, dense), forward and backward in float64 with PyTorch, plus two Keras-form Adam steps.
 
     python3 tools/golden/gen_imdb.py            # writes tests/golden/imdb_model.safetensors
 
@@ -11,7 +11,16 @@ Sizes: V 50, D 8, T 6, B 4, C 2, scale 1/8.
 import os
 import sys
 
-import torch
+# Byte-reproducible output: one SIMD path for torch's CPU kernels (its vectorized randn and exp give other
+# bits on the scalar path than on the AVX2/AVX-512 ones, and those two agree) and one thread, set before
+# torch loads.
+os.environ["ATEN_CPU_CAPABILITY"] = "avx2"
+os.environ["OMP_NUM_THREADS"] = "1"
+os.environ["MKL_NUM_THREADS"] = "1"
+
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import st  # noqa: E402

@@ -26,8 +26,17 @@ import math
 import os
 import sys
 
-import numpy as np
-import torch
+# Byte-reproducible output: one SIMD path for torch's CPU kernels (its vectorized randn and exp give other
+# bits on the scalar path than on the AVX2/AVX-512 ones, and those two agree) and one thread, set before
+# torch loads.
+os.environ["ATEN_CPU_CAPABILITY"] = "avx2"
+os.environ["OMP_NUM_THREADS"] = "1"
+os.environ["MKL_NUM_THREADS"] = "1"
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import st  # noqa: E402
