@@ -25,6 +25,7 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include "internal.h"
+#include "io/safetensors_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -501,6 +502,13 @@ attn_status attn_st_read(attn_st_file *f, const char *path, size_t max_bytes, ch
         free(buf);
         return ATTN_ERR_IO;
     }
+    return attn__st_parse(f, buf, size, path, err, err_size);
+}
+
+attn_status attn__st_parse(attn_st_file *f, unsigned char *buf, size_t size, const char *path, char *err,
+                           size_t err_size) {
+    if (err && err_size) err[0] = 0;
+    memset(f, 0, sizeof *f);
     f->buffer = buf;
     f->size = size;
 
