@@ -13,6 +13,7 @@
 
 #include <signal.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -397,6 +398,21 @@ static void test_memory(void) {
     free(r.p);
 }
 
+/* A FIFO where the archive should be: refused at once, not waited on. */
+static void test_fifo(void) {
+    char path[512], err[512];
+    int count;
+    path_in(path, sizeof path, "fifo.tar.gz");
+    CHECK(mkfifo(path, 0600) == 0);
+    signal(SIGALRM, on_alarm);
+    alarm(10);
+    err[0] = '\0';
+    CHECK_STATUS(read_archive(path, &count, err, sizeof err), ATTN_ERR_IO);
+    printf("  a FIFO: %s\n", err);
+    CHECK(strstr(err, "fifo.tar.gz") != NULL && strstr(err, "FIFO") != NULL);
+    alarm(0);
+}
+
 int main(void) {
     snprintf(g_dir, sizeof g_dir, "/tmp/attn_test_tar_XXXXXX");
     if (!mkdtemp(g_dir)) {
@@ -407,10 +423,11 @@ int main(void) {
     test_broken();
     test_pax();
     test_memory();
+    test_fifo();
     /* clean up the temporary files */
     static const char *const names[] = {"good.tar.gz", "members.tar.gz", "ok.tar.gz", "truncated.tar.gz",
                                         "corrupt.tar.gz", "checksum.tar.gz", "noend.tar.gz", "cut.tar.gz",
-                                        "plain.tar.gz", "pax.tar.gz", "mem.tar.gz"};
+                                        "plain.tar.gz", "pax.tar.gz", "mem.tar.gz", "fifo.tar.gz"};
     char p[512];
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         path_in(p, sizeof p, names[i]);

@@ -10,6 +10,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "internal.h"
 #include "data/tar.h"
+#include "io/files.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -343,9 +344,11 @@ static attn_status load_dir(loader *L, const char *root, char *err, size_t es) {
                 int split, label;
                 int64_t id;
                 if (!parse_review_name(rel, &split, &label, &id)) continue;
-                FILE *f = fopen(file, "rb");
+                const char *kind;
+                FILE *f = attn__fopen_read(file, &kind);
                 if (!f) {
-                    attn__set_err(err, es, "%s: cannot open: %s", file, strerror(errno));
+                    if (kind) attn__set_err(err, es, "%s: expected a review (a regular file), found %s", file, kind);
+                    else attn__set_err(err, es, "%s: cannot open: %s", file, strerror(errno));
                     st = ATTN_ERR_IO;
                     break;
                 }
@@ -620,9 +623,15 @@ attn_status attn_imdb_cache_save(const attn_imdb_data *d, const attn_imdb_option
 
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "wb");
+    const char *kind = attn__not_replaceable(path);
+    if (kind) {
+        attn__set_err(err, es, "%s: exists and is %s, not a regular file: refusing to replace it (write to another path)", path, kind);
+        return ATTN_ERR_IO;
+    }
+    FILE *f = attn__fopen_tmp(tmp, &kind);
     if (!f) {
-        attn__set_err(err, es, "%s: cannot create: %s", tmp, strerror(errno));
+        if (kind) attn__set_err(err, es, "%s: cannot create: it is %s, not a regular file", tmp, kind);
+        else attn__set_err(err, es, "%s: cannot create: %s", tmp, strerror(errno));
         return ATTN_ERR_IO;
     }
     int ok = fwrite(h, 1, sizeof h, f) == sizeof h;
@@ -642,9 +651,11 @@ attn_status attn_imdb_cache_load(attn_imdb_data *d, const attn_imdb_options *o, 
     if (!d || !o || !path) return ATTN_ERR_NULL;
     memset(d, 0, sizeof *d);
     if (!host_little_endian()) return ATTN_ERR_UNSUPPORTED;
-    FILE *f = fopen(path, "rb");
+    const char *kind;
+    FILE *f = attn__fopen_read(path, &kind);
     if (!f) {
-        attn__set_err(err, es, "%s: cannot open: %s", path, strerror(errno));
+        if (kind) attn__set_err(err, es, "%s: offset 0: expected a cache file (a regular file), found %s", path, kind);
+        else attn__set_err(err, es, "%s: cannot open: %s", path, strerror(errno));
         return ATTN_ERR_IO;
     }
     unsigned char h[CACHE_HEADER];
@@ -698,6 +709,21 @@ attn_status attn_imdb_cache_load(attn_imdb_data *d, const attn_imdb_options *o, 
     uint64_t want = blob_size + 4ull * ((uint64_t)ntr * T + ntr + (uint64_t)nte * T + nte);
     if (T == 0 || ntr == 0 || nte == 0 || want != total || blob_size > (256u << 20) || total > (4ull << 30)) {
         attn__set_err(err, es, "%s: offset 24: inconsistent sizes in the cache header (corrupt cache)", path);
+        fclose(f);
+        return ATTN_ERR_FORMAT;
+    }
+    /* The header's sizes against the file's before anything is allocated for them. */
+    struct stat fs;
+    uint64_t have = fstat(fileno(f), &fs) == 0 ? (uint64_t)fs.st_size : 0, whole = CACHE_HEADER + total;
+    if (have != whole) {
+        if (have < whole)
+            attn__set_err(err, es, "%s: offset %llu: truncated cache: expected %llu bytes (the header and the %llu "
+                    "payload bytes it promises), the file has %llu", path, (unsigned long long)have,
+                    (unsigned long long)whole, (unsigned long long)total, (unsigned long long)have);
+        else
+            attn__set_err(err, es, "%s: offset %llu: trailing bytes after the cache payload (expected %llu bytes, the "
+                    "file has %llu)", path, (unsigned long long)whole, (unsigned long long)whole,
+                    (unsigned long long)have);
         fclose(f);
         return ATTN_ERR_FORMAT;
     }

@@ -9,6 +9,7 @@
  */
 #define _POSIX_C_SOURCE 200809L   /* fmemopen */
 #include "data/tar.h"
+#include "io/files.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -32,7 +33,7 @@ struct attn__tar {
     char entry[1024];            /* current entry's name, for messages */
 };
 
-/* Takes f (NULL: fopen failed with errno) and starts inflating; shared by the two openers. */
+/* Takes f and starts inflating; shared by the two openers. */
 static attn_status tar_start(attn__tar **out, FILE *f, const char *path, char *err, size_t err_size) {
     if (!f) {
         attn__set_err(err, err_size, "%s: cannot open: %s", path, strerror(errno));
@@ -58,7 +59,13 @@ static attn_status tar_start(attn__tar **out, FILE *f, const char *path, char *e
 attn_status attn__tar_open(attn__tar **out, const char *path, char *err, size_t err_size) {
     if (!out || !path) return ATTN_ERR_NULL;
     *out = NULL;
-    return tar_start(out, fopen(path, "rb"), path, err, err_size);
+    const char *kind;
+    FILE *f = attn__fopen_read(path, &kind);
+    if (!f && kind) {
+        attn__set_err(err, err_size, "%s: offset 0: expected a .tar.gz (a regular file), found %s", path, kind);
+        return ATTN_ERR_IO;
+    }
+    return tar_start(out, f, path, err, err_size);
 }
 
 attn_status attn__tar_open_mem(attn__tar **out, const void *data, size_t n, const char *name, char *err,
