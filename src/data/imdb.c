@@ -115,7 +115,7 @@ static uint64_t fnv1a(const char *s, size_t n) {
 }
 
 static int intern_grow_hash(intern_table *t) {
-    size_t hs = t->hash_size ? t->hash_size * 2 : 1 << 16;
+    size_t hs = t->hash_size ? t->hash_size * 2 : 1 << 10;
     int32_t *h = malloc(sizeof(int32_t) * hs);
     if (!h) return -1;
     for (size_t i = 0; i < hs; i++) h[i] = -1;
@@ -140,7 +140,7 @@ static int64_t intern(intern_table *t, const char *w, size_t len) {
         s = (s + 1) & (t->hash_size - 1);
     }
     if (t->n == t->cap) {
-        uint32_t cap = t->cap ? t->cap * 2 : 1 << 15;
+        uint32_t cap = t->cap ? t->cap * 2 : 1 << 9;
         uint64_t *o = realloc(t->off, sizeof(uint64_t) * cap);
         if (!o) return -1;
         t->off = o;
@@ -150,7 +150,7 @@ static int64_t intern(intern_table *t, const char *w, size_t len) {
         t->cap = cap;
     }
     if (t->arena_len + len + 1 > t->arena_cap) {
-        size_t cap = t->arena_cap ? t->arena_cap * 2 : 1 << 20;
+        size_t cap = t->arena_cap ? t->arena_cap * 2 : 1 << 12;
         while (cap < t->arena_len + len + 1) cap *= 2;
         char *a = realloc(t->arena, cap);
         if (!a) return -1;
@@ -181,7 +181,7 @@ static int on_token(void *ctx, const char *w, size_t len) {
     int64_t id = intern(&L->words, w, len);
     if (id < 0) { L->failed_nomem = 1; return 1; }
     if (L->n_tokens == L->cap_tokens) {
-        uint64_t cap = L->cap_tokens ? L->cap_tokens * 2 : 1 << 20;
+        uint64_t cap = L->cap_tokens ? L->cap_tokens * 2 : 1 << 12;
         uint32_t *p = realloc(L->tokens, sizeof(uint32_t) * cap);
         if (!p) { L->failed_nomem = 1; return 1; }
         L->tokens = p;
@@ -235,7 +235,7 @@ static int parse_review_name(const char *name, int *split, int *label, int64_t *
 static attn_status add_review(loader *L, const char *where, const char *text, size_t n, int split, int label,
                               int64_t id, char *err, size_t es) {
     if (L->n_reviews == L->cap_reviews) {
-        size_t cap = L->cap_reviews ? L->cap_reviews * 2 : 1024;
+        size_t cap = L->cap_reviews ? L->cap_reviews * 2 : 64;
         review *r = realloc(L->reviews, sizeof(review) * cap);
         if (!r) return ATTN_ERR_NOMEM;
         L->reviews = r;
@@ -269,11 +269,8 @@ static attn_status load_tar(loader *L, const char *path, char *err, size_t es) {
     attn__tar *t;
     attn_status st = attn__tar_open(&t, path, err, es);
     if (st != ATTN_OK) return st;
-    char *buf = malloc(ATTN_IMDB_MAX_REVIEW);
-    if (!buf) {
-        attn__tar_close(t);
-        return ATTN_ERR_NOMEM;
-    }
+    char *buf = NULL;                /* grown to the largest review so far */
+    size_t buf_cap = 0;
     for (;;) {
         attn__tar_entry e;
         int done;
@@ -289,6 +286,14 @@ static attn_status load_tar(loader *L, const char *path, char *err, size_t es) {
                     (unsigned long long)e.size, ATTN_IMDB_MAX_REVIEW);
             st = ATTN_ERR_FORMAT;
             break;
+        }
+        if (e.size > buf_cap) {
+            size_t cap = buf_cap ? buf_cap : 4096;
+            while (cap < e.size) cap *= 2;
+            char *b = realloc(buf, cap);
+            if (!b) { st = ATTN_ERR_NOMEM; break; }
+            buf = b;
+            buf_cap = cap;
         }
         st = attn__tar_read(t, buf, (size_t)e.size, err, es);
         if (st != ATTN_OK) break;
