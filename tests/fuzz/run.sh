@@ -7,6 +7,7 @@
 # Corpora: BUILD_DIR/fuzz-seeds/<target> is rewritten by fuzz_seeds first (small generated inputs, the
 # reproducers of past defects among them); what the fuzzer adds goes to BUILD_DIR/fuzz-corpus/<target>,
 # which later runs start from. Findings are saved as BUILD_DIR/fuzz-artifacts/<target>-<kind>-<sha1>.
+# FUZZ_RUNS=N in the environment also stops each target after N executions (SECONDS stays the limit).
 set -u
 B=${1:?usage: run.sh BUILD_DIR SECONDS [TARGET...]}
 S=${2:?usage: run.sh BUILD_DIR SECONDS [TARGET...]}
@@ -34,7 +35,8 @@ for t in $T; do
   mkdir -p "$corpus"
   extra=""
   [ "$t" = cli ] && extra="-close_fd_mask=3"      # the parser prints a usage for every bad flag
-  echo "== fuzz_$t: $S s"
+  echo "== fuzz_$t: $S s${FUZZ_RUNS:+ or $FUZZ_RUNS executions}"
+  [ -n "${FUZZ_RUNS:-}" ] && extra="$extra -runs=$FUZZ_RUNS"
   "$exe" -max_total_time="$S" -timeout=1 -rss_limit_mb=2048 -print_final_stats=1 \
     -artifact_prefix="$B/fuzz-artifacts/$t-" $extra "$corpus" "$B/fuzz-seeds/$t" >"$log" 2>&1
   rc=$?
