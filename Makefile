@@ -2,22 +2,27 @@
 #   make run            install missing Debian packages, build, run `attn demo` and `attn score`
 #   make test           install missing Debian packages, build, run every test
 #   make test-sanitize  the tests again, built with AddressSanitizer + UndefinedBehaviorSanitizer
+#   make fuzz           build the libFuzzer targets (clang) and run each FUZZ_SECONDS (default 60)
 #   make install PREFIX=/usr/local
 BUILD      ?= build
 BUILD_ASAN ?= build-asan
+BUILD_FUZZ ?= build-fuzz
+FUZZ_SECONDS ?= 60
 PREFIX     ?= /usr/local
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
+comma := ,
 DEBIAN_PACKAGES = build-essential cmake pkg-config libopenblas-openmp-dev libpng-dev zlib1g-dev
+FUZZ_PACKAGES   = clang libclang-rt-14-dev
 
-.PHONY: all deps build run test test-sanitize install golden clean
+.PHONY: all deps fuzz-deps build run test test-sanitize fuzz install golden clean
 
 all: build
 
 # Installs what is missing (as root through apt-get; otherwise says what to install).
-deps:
+define install_missing
 	@if command -v dpkg >/dev/null 2>&1; then \
 	  missing=""; \
-	  for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	  for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	  if [ -n "$$missing" ]; then \
 	    if [ "$$(id -u)" = 0 ]; then \
 	      echo "installing Debian packages:$$missing"; \
@@ -27,8 +32,16 @@ deps:
 	    fi; \
 	  fi; \
 	else \
-	  echo "not a Debian system: make sure a C compiler, CMake, pkg-config, OpenBLAS, libpng and zlib are installed"; \
+	  echo "not a Debian system: make sure $(2) are installed"; \
 	fi
+endef
+
+deps:
+	$(call install_missing,$(DEBIAN_PACKAGES),a C compiler$(comma) CMake$(comma) pkg-config$(comma) OpenBLAS$(comma) libpng and zlib)
+
+# Only for fuzzing: clang and its libFuzzer/sanitizer runtimes.
+fuzz-deps:
+	$(call install_missing,$(FUZZ_PACKAGES),clang with libFuzzer (compiler-rt))
 
 $(BUILD)/CMakeCache.txt: | deps
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release
@@ -49,6 +62,13 @@ test-sanitize: deps
 	cmake --build $(BUILD_ASAN) -j $(JOBS)
 	ATTN_SANITIZED=1 ASAN_OPTIONS=detect_leaks=1 ctest --test-dir $(BUILD_ASAN) --output-on-failure -j $(JOBS)
 
+# libFuzzer targets (tests/fuzz/), one at a time, FUZZ_SECONDS each; non-zero on any finding.
+fuzz: deps fuzz-deps
+	cmake -S . -B $(BUILD_FUZZ) -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo -DATTN_FUZZ=ON \
+	  -DATTN_TESTS=OFF -DATTN_OPENMP=OFF
+	cmake --build $(BUILD_FUZZ) --target fuzz_all -j $(JOBS)
+	sh tests/fuzz/run.sh $(BUILD_FUZZ) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
 install: build
 	cmake --install $(BUILD) --prefix $(PREFIX)
 
@@ -57,4 +77,4 @@ golden:
 	for g in tools/golden/gen_*.py; do /usr/bin/python3 $$g || exit 1; done
 
 clean:
-	rm -rf $(BUILD) $(BUILD_ASAN)
+	rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_FUZZ)

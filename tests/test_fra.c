@@ -13,6 +13,7 @@
 #include "testutil.h"
 
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static int pre_is(const char *in, const char *want) {
@@ -137,6 +138,31 @@ static void test_vocab(const char *dir) {
     attn_vocab_free(&v);
 }
 
+/* Not regular files: reading a FIFO must not wait for a writer, and saving a vocabulary must not replace
+ * a FIFO with a plain file. */
+static void test_special_files(const char *dir) {
+    char fifo[512], err[512];
+    snprintf(fifo, sizeof fifo, "%s/fifo.txt", dir);
+    CHECK(mkfifo(fifo, 0600) == 0);
+    alarm(20);
+    attn_nmt_pairs p;
+    err[0] = '\0';
+    CHECK_STATUS(attn_nmt_read(&p, fifo, 0, -1, err, sizeof err), ATTN_ERR_IO);
+    printf("  pairs from a FIFO: %s\n", err);
+    CHECK(strstr(err, "fifo.txt") != NULL && strstr(err, "FIFO") != NULL);
+    attn_vocab v;
+    CHECK_STATUS(attn_vocab_load(&v, fifo, err, sizeof err), ATTN_ERR_IO);
+    CHECK(strstr(err, "FIFO") != NULL);
+    const char *lines[1] = {"a b"};
+    CHECK_STATUS(attn_vocab_build(&v, lines, 1, 1), ATTN_OK);
+    CHECK_STATUS(attn_vocab_save(&v, fifo, err, sizeof err), ATTN_ERR_IO);
+    printf("  vocabulary over a FIFO: %s\n", err);
+    struct stat sb;
+    CHECK(lstat(fifo, &sb) == 0 && S_ISFIFO(sb.st_mode) && strstr(err, "not a regular file") != NULL);
+    attn_vocab_free(&v);
+    alarm(0);
+}
+
 static void test_bleu(void) {
     /* the book's four sentences and more, against d2l's bleu() (values from tools/golden/gen_seq2seq.py) */
     double got[6] = {
@@ -218,6 +244,7 @@ int main(void) {
     test_preprocess();
     test_read(dir);
     test_vocab(dir);
+    test_special_files(dir);
     test_bleu();
     test_masked_xent();
     test_real_data();

@@ -13,6 +13,7 @@
 
 #include <png.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* Reads a PNG as RGB; returns the pixels (caller frees) and the size, or NULL. */
@@ -248,6 +249,27 @@ static void test_bad_input(const char *dir) {
     CHECK_STATUS(attn_heatmap_term(&b, stdout, 0), ATTN_ERR_SIZE);
 }
 
+/* The PNG writer renames "<path>.tmp" over path: a FIFO or a symbolic link there is refused and left as
+ * it was (as root, `--png /dev/null` once replaced the device with a plain file). */
+static void test_special_targets(const char *dir) {
+    float v[4] = {0, 1, 2, 3};
+    attn_heatmap h = {v, 2, 2, 0, NULL, NULL, NULL, NULL, NULL, 0, 0};
+    char fifo[512], link[512], good[512], err[256];
+    struct stat sb;
+    snprintf(fifo, sizeof fifo, "%s/fifo.png", dir);
+    CHECK(mkfifo(fifo, 0600) == 0);
+    err[0] = 0;
+    CHECK_STATUS(attn_heatmap_png(&h, fifo, err, sizeof err), ATTN_ERR_IO);
+    printf("  PNG over a FIFO: %s\n", err);
+    CHECK(lstat(fifo, &sb) == 0 && S_ISFIFO(sb.st_mode) && strstr(err, "not a regular file") != NULL);
+    snprintf(good, sizeof good, "%s/good.png", dir);
+    snprintf(link, sizeof link, "%s/link.png", dir);
+    CHECK_STATUS(attn_heatmap_png(&h, good, err, sizeof err), ATTN_OK);
+    CHECK(symlink(good, link) == 0);
+    CHECK_STATUS(attn_heatmap_png_grid(&h, 1, 1, link, err, sizeof err), ATTN_ERR_IO);
+    CHECK(lstat(link, &sb) == 0 && S_ISLNK(sb.st_mode) && strstr(err, "symbolic link") != NULL);
+}
+
 static void test_term(void) {
     float v[2 * 3] = {0.0f, 0.5f, 1.0f, 0.25f, 0.75f, 0.1f};
     const char *rl[2] = {"il", "\xC3\xA9t\xC3\xA9"};
@@ -286,6 +308,7 @@ int main(void) {
     test_font();
     test_png(dir);
     test_bad_input(dir);
+    test_special_targets(dir);
     test_term();
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);

@@ -2,7 +2,9 @@
  * test_imdb.c — the IMDB data path and model: the tokenizer, the loader (folder and .tar.gz, on a
  * fixture of a dozen short reviews this test writes itself), the vocabulary (ranking and ties), the
  * encoding (pre-truncation, left padding), the cache (round trip, stale and corrupt ones), broken inputs
- * (invalid UTF-8, empty review, truncated archive, missing data), the whole model's loss and gradients
+ * (invalid UTF-8, empty review, truncated archive, missing data), files that are not regular files (a FIFO
+ * among the reviews, as the cache or the archive; a FIFO, a link or a device where the cache is written),
+ * a cache header promising more than its file holds, the whole model's loss and gradients
  * against PyTorch (tests/golden/imdb_model.safetensors from tools/golden/gen_imdb.py), and — when
  * ../shared/data has the archive — a short training run that must clearly beat chance.
  */
@@ -18,7 +20,11 @@
 #include <string.h>
 #include <cblas.h>
 #include <ftw.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <zlib.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -384,6 +390,148 @@ static void test_broken_inputs(void) {
     /* bad options */
     o.V = 3;
     CHECK_STATUS(attn_imdb_load(&d, root, &o, err, sizeof err), ATTN_ERR_ARG);
+}
+
+/* ---- files that are not regular files, and a cache that promises too much -------------------------- */
+static int is_fifo(const char *p) {
+    struct stat s;
+    return lstat(p, &s) == 0 && S_ISFIFO(s.st_mode);
+}
+
+/* Forks. The child gets an address space capped at what it maps now plus extra bytes (so an allocation
+ * the input does not justify fails) and 0 is returned there; the parent gets the child's pid. */
+static pid_t fork_limited(size_t extra) {
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid != 0) return pid;
+    long pages = 0;
+    FILE *sm = fopen("/proc/self/statm", "r");
+    if (sm && fscanf(sm, "%ld", &pages) != 1) pages = 0;
+    if (sm) fclose(sm);
+    struct rlimit rl;
+    rl.rlim_cur = rl.rlim_max = (rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE) + (rlim_t)extra;
+    setrlimit(RLIMIT_AS, &rl);
+    return 0;
+}
+
+static int child_ok(pid_t pid) {
+    int ws = 0;
+    return pid > 0 && waitpid(pid, &ws, 0) == pid && WIFEXITED(ws) && WEXITSTATUS(ws) == 0;
+}
+
+static void test_special_files(void) {
+    char root[512], path[700], err[1024];
+    attn_imdb_options o;
+    attn_imdb_options_default(&o);
+    o.V = 10;
+    o.T = 6;
+    attn_imdb_data d;
+    /* Each call below must come back: a FIFO with no writer blocks an open forever. */
+    alarm(20);
+
+    /* a FIFO named like a review in the folder */
+    snprintf(root, sizeof root, "%s/fifo", g_dir);
+    make_fixture(root, NULL, NULL);
+    snprintf(path, sizeof path, "%s/aclImdb/train/pos/3_9.txt", root);
+    CHECK(mkfifo(path, 0600) == 0);
+    snprintf(path, sizeof path, "%s/aclImdb", root);
+    err[0] = '\0';
+    CHECK_STATUS(attn_imdb_load(&d, path, &o, err, sizeof err), ATTN_ERR_IO);
+    printf("  FIFO among the reviews: %s\n", err);
+    CHECK(strstr(err, "3_9.txt") != NULL && strstr(err, "FIFO") != NULL);
+
+    /* a FIFO as the archive and as the cache */
+    snprintf(path, sizeof path, "%s/data.fifo", root);
+    CHECK(mkfifo(path, 0600) == 0);
+    err[0] = '\0';
+    CHECK_STATUS(attn_imdb_load(&d, path, &o, err, sizeof err), ATTN_ERR_IO);
+    printf("  FIFO as the archive: %s\n", err);
+    CHECK(strstr(err, "data.fifo") != NULL && strstr(err, "FIFO") != NULL);
+    err[0] = '\0';
+    CHECK_STATUS(attn_imdb_cache_load(&d, &o, NULL, path, err, sizeof err), ATTN_ERR_IO);
+    printf("  FIFO as the cache: %s\n", err);
+    CHECK(strstr(err, "FIFO") != NULL);
+
+    /* writing the cache over a FIFO, a symbolic link or a device: refused, the thing left as it was */
+    attn_imdb_data good;
+    snprintf(path, sizeof path, "%s/data.tar.gz", root);
+    CHECK_STATUS(attn_imdb_load(&good, path, &o, err, sizeof err), ATTN_OK);
+    snprintf(path, sizeof path, "%s/data.fifo", root);
+    err[0] = '\0';
+    CHECK_STATUS(attn_imdb_cache_save(&good, &o, path, err, sizeof err), ATTN_ERR_IO);
+    printf("  cache written over a FIFO: %s\n", err);
+    CHECK(is_fifo(path) && strstr(err, "FIFO") != NULL && strstr(err, "not a regular file") != NULL);
+    char link[700];
+    snprintf(link, sizeof link, "%s/cache.link", root);
+    snprintf(path, sizeof path, "%s/cache.bin", root);
+    CHECK_STATUS(attn_imdb_cache_save(&good, &o, path, err, sizeof err), ATTN_OK);
+    CHECK(symlink(path, link) == 0);
+    CHECK_STATUS(attn_imdb_cache_save(&good, &o, link, err, sizeof err), ATTN_ERR_IO);
+    struct stat sb;
+    CHECK(lstat(link, &sb) == 0 && S_ISLNK(sb.st_mode) && strstr(err, "symbolic link") != NULL);
+    if (geteuid() == 0) {                        /* a null device of our own, in the test's folder */
+        snprintf(path, sizeof path, "%s/null", root);
+        if (mknod(path, S_IFCHR | 0666, makedev(1, 3)) == 0) {
+            CHECK_STATUS(attn_imdb_cache_save(&good, &o, path, err, sizeof err), ATTN_ERR_IO);
+            CHECK(lstat(path, &sb) == 0 && S_ISCHR(sb.st_mode));
+        }
+    }
+    /* a temporary file's name taken by a FIFO: refused too, not waited on */
+    snprintf(path, sizeof path, "%s/other.bin.tmp", root);
+    CHECK(mkfifo(path, 0600) == 0);
+    snprintf(path, sizeof path, "%s/other.bin", root);
+    CHECK_STATUS(attn_imdb_cache_save(&good, &o, path, err, sizeof err), ATTN_ERR_IO);
+    alarm(0);
+
+    /* A header promising 2.4 GB of ids in a file of a few hundred bytes: refused before anything is
+     * allocated. Checked in a child under a 1 GB address-space allowance (not under AddressSanitizer,
+     * whose shadow memory needs far more). */
+    snprintf(path, sizeof path, "%s/cache.bin", root);
+    FILE *f = fopen(path, "rb");
+    unsigned char h[96];
+    CHECK(f && fread(h, 1, 96, f) == 96);
+    if (f) fclose(f);
+    uint32_t ntr = 100000000u, T = 6;
+    uint64_t blob = 0, total;
+    for (int i = 7; i >= 0; i--) blob = (blob << 8) | h[56 + i];
+    total = blob + 4ull * ((uint64_t)ntr * T + ntr + 4ull * T + 4);
+    for (int i = 0; i < 4; i++) h[24 + i] = (unsigned char)(ntr >> (8 * i));
+    for (int i = 0; i < 8; i++) h[64 + i] = (unsigned char)(total >> (8 * i));
+    uint32_t crc = (uint32_t)crc32(0L, h, 76);
+    for (int i = 0; i < 4; i++) h[76 + i] = (unsigned char)(crc >> (8 * i));
+    snprintf(path, sizeof path, "%s/huge.cache", root);
+    write_file(path, (const char *)h, 96);
+    err[0] = '\0';
+    if (getenv("ATTN_SANITIZED")) {
+        CHECK_STATUS(attn_imdb_cache_load(&d, &o, NULL, path, err, sizeof err), ATTN_ERR_FORMAT);
+    } else {
+        pid_t pid = fork_limited(1ull << 30);
+        if (pid == 0) {
+            attn_status st = attn_imdb_cache_load(&d, &o, NULL, path, err, sizeof err);
+            printf("  cache promising 2.4 GB: %s (%s)\n", attn_status_string(st), err);
+            fflush(stdout);
+            _exit(st == ATTN_ERR_FORMAT && strstr(err, "truncated") != NULL ? 0 : 1);
+        }
+        CHECK(child_ok(pid));
+    }
+
+    /* A vocabulary blob of 4 words claiming V = 2^24 (what a corrupt cache header said): refused before
+     * 2 × 128 MB are allocated for the claim. */
+    static const char words4[] = "<pad>\0<start>\0<oov>\0the";
+    attn_imdb_vocab v;
+    if (getenv("ATTN_SANITIZED")) {
+        CHECK_STATUS(attn_imdb_vocab_from_blob(&v, words4, sizeof words4, 1 << 24), ATTN_ERR_FORMAT);
+    } else {
+        pid_t pid = fork_limited(64u << 20);
+        if (pid == 0) {
+            attn_status st = attn_imdb_vocab_from_blob(&v, words4, sizeof words4, 1 << 24);
+            printf("  vocabulary of 4 words claiming 2^24: %s\n", attn_status_string(st));
+            fflush(stdout);
+            _exit(st == ATTN_ERR_FORMAT ? 0 : 1);
+        }
+        CHECK(child_ok(pid));
+    }
+    attn_imdb_free(&good);
 }
 
 /* ---- the model against PyTorch ---------------------------------------------------------------------- */
@@ -932,6 +1080,7 @@ int main(void) {
     test_tokenizer();
     test_loader();
     test_broken_inputs();
+    test_special_files();
     test_model_golden();
     test_model_paths();
     test_checkpoint();

@@ -5,7 +5,7 @@
  * overlapping or leaving holes, oversize, missing files), each of which must fail with the right status and
  * an error naming the path and an offset; and writes that fail, which must leave the previous file intact.
  */
-#define _POSIX_C_SOURCE 200809L
+#define _XOPEN_SOURCE 700
 
 #include "attn.h"
 #include "testutil.h"
@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 static char g_dir[256];
@@ -436,6 +437,66 @@ static void test_failed_writes(void) {
     free(after);
 }
 
+/* Paths that are not regular files. Reading a FIFO must not wait for a writer; writing must not replace a
+ * FIFO, a symbolic link or a device with a plain file (as root, renaming over /dev/null did), nor wait on
+ * a FIFO sitting at "<path>.tmp". alarm() turns a wait into a failure instead of a hung test. */
+static void test_special_files(void) {
+    printf("special files\n");
+    char fifo[300], link[300], good[300], path[300], err[512];
+    float a[3] = {1, 2, 3};
+    attn_st_tensor t = {"a", ATTN_DTYPE_F32, 1, {3}, a, sizeof a};
+    struct stat sb;
+    alarm(20);
+    path_in(fifo, sizeof fifo, "fifo.safetensors");
+    CHECK(mkfifo(fifo, 0600) == 0);
+    attn_st_file f;
+    err[0] = '\0';
+    CHECK_STATUS(attn_st_read(&f, fifo, 0, err, sizeof err), ATTN_ERR_IO);
+    printf("  read a FIFO       -> %s\n", err);
+    CHECK(strstr(err, fifo) == err && strstr(err, "FIFO") != NULL);
+
+    err[0] = '\0';
+    CHECK_STATUS(attn_st_write(fifo, &t, 1, NULL, NULL, 0, err, sizeof err), ATTN_ERR_IO);
+    printf("  write over a FIFO -> %s\n", err);
+    CHECK(strstr(err, fifo) == err && strstr(err, "not a regular file") != NULL);
+    CHECK(lstat(fifo, &sb) == 0 && S_ISFIFO(sb.st_mode));
+
+    path_in(good, sizeof good, "linked.safetensors");
+    path_in(link, sizeof link, "link.safetensors");
+    CHECK_STATUS(attn_st_write(good, &t, 1, NULL, NULL, 0, err, sizeof err), ATTN_OK);
+    CHECK(symlink(good, link) == 0);
+    CHECK_STATUS(attn_st_write(link, &t, 1, NULL, NULL, 0, err, sizeof err), ATTN_ERR_IO);
+    CHECK(lstat(link, &sb) == 0 && S_ISLNK(sb.st_mode) && strstr(err, "symbolic link") != NULL);
+    CHECK_STATUS(attn_st_read(&f, link, 0, err, sizeof err), ATTN_OK);   /* reading through a link is fine */
+    attn_st_free(&f);
+
+    if (geteuid() == 0) {                        /* a null device of our own, in the test's folder */
+        path_in(path, sizeof path, "null");
+        if (mknod(path, S_IFCHR | 0666, makedev(1, 3)) == 0) {
+            CHECK_STATUS(attn_st_write(path, &t, 1, NULL, NULL, 0, err, sizeof err), ATTN_ERR_IO);
+            printf("  write over a device -> %s\n", err);
+            CHECK(lstat(path, &sb) == 0 && S_ISCHR(sb.st_mode));
+            CHECK_STATUS(attn_st_read(&f, path, 0, err, sizeof err), ATTN_ERR_IO);
+            remove(path);
+        }
+    }
+
+    /* a FIFO where the temporary file goes: refused, left alone, the target untouched */
+    char tmp[320];
+    snprintf(tmp, sizeof tmp, "%s.tmp", good);
+    CHECK(mkfifo(tmp, 0600) == 0);
+    CHECK_STATUS(attn_st_write(good, &t, 1, NULL, NULL, 0, err, sizeof err), ATTN_ERR_IO);
+    printf("  FIFO at the .tmp  -> %s\n", err);
+    CHECK(lstat(tmp, &sb) == 0 && S_ISFIFO(sb.st_mode));
+    CHECK_STATUS(attn_st_read(&f, good, 0, err, sizeof err), ATTN_OK);
+    attn_st_free(&f);
+    alarm(0);
+    remove(tmp);
+    remove(link);
+    remove(good);
+    remove(fifo);
+}
+
 /* Random byte changes to a good file's header and length: the reader must answer OK or FORMAT, never crash
  * (run under ASan), and a file it accepts must describe tensors inside its buffer. Also NULL and tiny err
  * buffers. */
@@ -505,6 +566,7 @@ int main(void) {
     test_corrupt();
     test_failed_writes();
     test_mutations();
+    test_special_files();
     const char *names[] = {"rt.safetensors", "empty.safetensors", "foreign.safetensors", "good.safetensors",
                            "bad.safetensors", "keep.safetensors"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {

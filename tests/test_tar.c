@@ -2,14 +2,18 @@
  * test_tar.c — the .tar.gz reader (src/data/tar.c) on archives this test builds itself: a good one
  * (files, a directory, sizes at and around the 512-byte block, a GNU long name, two gzip members), then
  * broken variants: truncated gzip, corrupt gzip data, a bad header checksum, a missing end of archive,
- * a file that is not gzip, a missing file.
+ * a file that is not gzip, a missing file; pax records that are malformed, negative, or whose length
+ * would step backwards (each must be an error, not a loop or a read past the buffer); the reader over
+ * bytes in memory.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "attn.h"
 #include "data/tar.h"
 #include "testutil.h"
 
+#include <signal.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -281,6 +285,134 @@ static void test_broken(void) {
     free(r.p);
 }
 
+/* A pax record "<len> <body>\n" with its length computed (the length counts its own digits). */
+static size_t pax_record(char *out, size_t cap, const char *body) {
+    size_t b = strlen(body) + 2, len = b + 1;
+    while ((size_t)snprintf(NULL, 0, "%zu", len) + b != len) len++;
+    return (size_t)snprintf(out, cap, "%zu %s\n", len, body);
+}
+
+/* Reading must end within a few seconds: a loop is a failure, not a hang of the test run. */
+static void on_alarm(int sig) {
+    (void)sig;
+    static const char msg[] = "test_tar: the reader did not finish within 10 s (a loop)\n";
+    ssize_t w = write(2, msg, sizeof msg - 1);
+    (void)w;
+    _exit(1);
+}
+
+/* An archive whose first entry is a pax header with these records, then file.txt. */
+static attn_status read_with_pax(const char *recs, size_t n, int *count, char *name, char *err, size_t es) {
+    char path[512];
+    rawtar r = {0};
+    raw_entry(&r, "PaxHeaders/file.txt", 'x', recs, n);
+    raw_entry(&r, "file.txt", '0', "data", 4);
+    raw_end(&r);
+    path_in(path, sizeof path, "pax.tar.gz");
+    write_gz(path, r.p, r.n);
+    free(r.p);
+    attn__tar *t;
+    attn__tar_entry e;
+    int done = 0;
+    *count = 0;
+    name[0] = '\0';
+    err[0] = '\0';
+    attn_status st = attn__tar_open(&t, path, err, es);
+    if (st != ATTN_OK) return st;
+    while ((st = attn__tar_next(t, &e, &done, err, es)) == ATTN_OK && !done) {
+        if (*count == 0) snprintf(name, 1024, "%s", e.name);
+        (*count)++;
+    }
+    attn__tar_close(t);
+    return st;
+}
+
+static void test_pax(void) {
+    char recs[4096], name[1024], err[512];
+    int count;
+    signal(SIGALRM, on_alarm);
+    alarm(10);
+
+    /* well-formed: mtime and path records; the path is taken */
+    size_t n = pax_record(recs, sizeof recs, "mtime=1700000000.5");
+    n += pax_record(recs + n, sizeof recs - n, "path=a/long/pax/name.txt");
+    CHECK_STATUS(read_with_pax(recs, n, &count, name, err, sizeof err), ATTN_OK);
+    CHECK(count == 1 && strcmp(name, "a/long/pax/name.txt") == 0);
+
+    /* each malformed record is an error naming the path and an offset, read after nothing else */
+    static const struct { const char *recs; const char *what; } bad[] = {
+        {"1 path=x\n", "a length shorter than its own prefix"},
+        {"6 a=b\n-6 x\n", "a negative length that steps back to the first record"},
+        {"-1 path=x\n", "a negative length"},
+        {"18446744073709551615 path=x\n", "a length that wraps around"},
+        {"19 path=x\n", "a length past the end of the header"},
+        {"+9 path=x\n", "a signed length"},
+        {" 9 path=x\n", "a length after a space"},
+        {"9 path=xy\r", "a record without its newline"},
+        {"6 abc\n", "a record without '='"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        CHECK_STATUS(read_with_pax(bad[i].recs, strlen(bad[i].recs), &count, name, err, sizeof err), ATTN_ERR_FORMAT);
+        printf("  pax, %s: %s\n", bad[i].what, err);
+        CHECK(count == 0 && strstr(err, "pax.tar.gz: offset 5") && strstr(err, "expected a pax record") != NULL);
+    }
+    alarm(0);
+}
+
+/* The reader over bytes in memory gives the same entries as over the file. */
+static void test_memory(void) {
+    char path[512], err[512];
+    rawtar r = {0};
+    raw_entry(&r, "a.txt", '0', "alpha", 5);
+    raw_entry(&r, "b/", '5', "", 0);
+    raw_end(&r);
+    path_in(path, sizeof path, "mem.tar.gz");
+    write_gz(path, r.p, r.n);
+    size_t n;
+    unsigned char *gz = read_all(path, &n);
+    attn__tar *t;
+    attn__tar_entry e;
+    int done;
+    char buf[8];
+    CHECK_STATUS(attn__tar_open_mem(&t, gz, n, "in-memory", err, sizeof err), ATTN_OK);
+    CHECK_STATUS(attn__tar_next(t, &e, &done, err, sizeof err), ATTN_OK);
+    CHECK(!done && strcmp(e.name, "a.txt") == 0 && e.size == 5);
+    CHECK_STATUS(attn__tar_read(t, buf, 5, err, sizeof err), ATTN_OK);
+    CHECK(memcmp(buf, "alpha", 5) == 0);
+    CHECK_STATUS(attn__tar_next(t, &e, &done, err, sizeof err), ATTN_OK);
+    CHECK(!done && strcmp(e.name, "b/") == 0 && e.type == '5');
+    CHECK_STATUS(attn__tar_next(t, &e, &done, err, sizeof err), ATTN_OK);
+    CHECK(done == 1);
+    attn__tar_close(t);
+    /* cut short in memory: an error naming the given name */
+    CHECK_STATUS(attn__tar_open_mem(&t, gz, n / 2, "in-memory", err, sizeof err), ATTN_OK);
+    attn_status st;
+    while ((st = attn__tar_next(t, &e, &done, err, sizeof err)) == ATTN_OK && !done) {}
+    CHECK(st == ATTN_ERR_FORMAT && strstr(err, "in-memory") != NULL);
+    attn__tar_close(t);
+    /* nothing at all */
+    CHECK_STATUS(attn__tar_open_mem(&t, gz, 0, "in-memory", err, sizeof err), ATTN_OK);
+    CHECK_STATUS(attn__tar_next(t, &e, &done, err, sizeof err), ATTN_ERR_FORMAT);
+    attn__tar_close(t);
+    free(gz);
+    free(r.p);
+}
+
+/* A FIFO where the archive should be: refused at once, not waited on. */
+static void test_fifo(void) {
+    char path[512], err[512];
+    int count;
+    path_in(path, sizeof path, "fifo.tar.gz");
+    CHECK(mkfifo(path, 0600) == 0);
+    signal(SIGALRM, on_alarm);
+    alarm(10);
+    err[0] = '\0';
+    CHECK_STATUS(read_archive(path, &count, err, sizeof err), ATTN_ERR_IO);
+    printf("  a FIFO: %s\n", err);
+    CHECK(strstr(err, "fifo.tar.gz") != NULL && strstr(err, "FIFO") != NULL);
+    alarm(0);
+}
+
 int main(void) {
     snprintf(g_dir, sizeof g_dir, "/tmp/attn_test_tar_XXXXXX");
     if (!mkdtemp(g_dir)) {
@@ -289,10 +421,13 @@ int main(void) {
     }
     test_good_archive();
     test_broken();
+    test_pax();
+    test_memory();
+    test_fifo();
     /* clean up the temporary files */
     static const char *const names[] = {"good.tar.gz", "members.tar.gz", "ok.tar.gz", "truncated.tar.gz",
                                         "corrupt.tar.gz", "checksum.tar.gz", "noend.tar.gz", "cut.tar.gz",
-                                        "plain.tar.gz"};
+                                        "plain.tar.gz", "pax.tar.gz", "mem.tar.gz", "fifo.tar.gz"};
     char p[512];
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         path_in(p, sizeof p, names[i]);

@@ -10,7 +10,9 @@
 
 #include "internal.h"
 #include "viz/heatmap_internal.h"     /* attn__utf8_next */
+#include "io/files.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,8 +87,13 @@ attn_status attn_nmt_read(attn_nmt_pairs *p, const char *path, int first, int la
     if (!p || !path) return ATTN_ERR_NULL;
     memset(p, 0, sizeof *p);
     if (first < 0 || (last >= 0 && last < first)) { attn__set_err(err, err_size, "%s: bad line range", path); return ATTN_ERR_ARG; }
-    FILE *f = fopen(path, "rb");
-    if (!f) { attn__set_err(err, err_size, "%s: cannot open (does the file exist?)", path); return ATTN_ERR_IO; }
+    const char *kind;
+    FILE *f = attn__fopen_read(path, &kind);
+    if (!f) {
+        if (kind) attn__set_err(err, err_size, "%s: expected a text file (a regular file), found %s", path, kind);
+        else attn__set_err(err, err_size, "%s: cannot open: %s", path, strerror(errno));
+        return ATTN_ERR_IO;
+    }
     attn_status st = ATTN_OK;
     size_t cap = 0;
     char *buf = NULL;
@@ -288,8 +295,19 @@ attn_status attn_vocab_save(const attn_vocab *v, const char *path, char *err, si
     char *tmp = malloc(n + 5);
     if (!tmp) return ATTN_ERR_NOMEM;
     memcpy(tmp, path, n); memcpy(tmp + n, ".tmp", 5);
-    FILE *f = fopen(tmp, "wb");
-    if (!f) { attn__set_err(err, err_size, "%s: cannot create", tmp); free(tmp); return ATTN_ERR_IO; }
+    const char *kind = attn__not_replaceable(path);
+    if (kind) {
+        attn__set_err(err, err_size, "%s: exists and is %s, not a regular file: refusing to replace it (write to another path)", path, kind);
+        free(tmp);
+        return ATTN_ERR_IO;
+    }
+    FILE *f = attn__fopen_tmp(tmp, &kind);
+    if (!f) {
+        if (kind) attn__set_err(err, err_size, "%s: cannot create: it is %s, not a regular file", tmp, kind);
+        else attn__set_err(err, err_size, "%s: cannot create: %s", tmp, strerror(errno));
+        free(tmp);
+        return ATTN_ERR_IO;
+    }
     int bad = 0;
     for (int i = 0; i < v->n; i++) bad |= fprintf(f, "%s\n", v->tokens[i]) < 0;
     bad |= fclose(f) != 0;
@@ -306,8 +324,13 @@ attn_status attn_vocab_save(const attn_vocab *v, const char *path, char *err, si
 attn_status attn_vocab_load(attn_vocab *v, const char *path, char *err, size_t err_size) {
     if (!v || !path) return ATTN_ERR_NULL;
     memset(v, 0, sizeof *v);
-    FILE *f = fopen(path, "rb");
-    if (!f) { attn__set_err(err, err_size, "%s: cannot open (does the file exist?)", path); return ATTN_ERR_IO; }
+    const char *kind;
+    FILE *f = attn__fopen_read(path, &kind);
+    if (!f) {
+        if (kind) attn__set_err(err, err_size, "%s: expected a vocabulary file (a regular file), found %s", path, kind);
+        else attn__set_err(err, err_size, "%s: cannot open: %s", path, strerror(errno));
+        return ATTN_ERR_IO;
+    }
     attn_status st = ATTN_OK;
     char *buf = NULL;
     size_t cap = 0;

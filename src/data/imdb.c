@@ -10,6 +10,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "internal.h"
 #include "data/tar.h"
+#include "io/files.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -114,7 +115,7 @@ static uint64_t fnv1a(const char *s, size_t n) {
 }
 
 static int intern_grow_hash(intern_table *t) {
-    size_t hs = t->hash_size ? t->hash_size * 2 : 1 << 16;
+    size_t hs = t->hash_size ? t->hash_size * 2 : 1 << 10;
     int32_t *h = malloc(sizeof(int32_t) * hs);
     if (!h) return -1;
     for (size_t i = 0; i < hs; i++) h[i] = -1;
@@ -139,7 +140,7 @@ static int64_t intern(intern_table *t, const char *w, size_t len) {
         s = (s + 1) & (t->hash_size - 1);
     }
     if (t->n == t->cap) {
-        uint32_t cap = t->cap ? t->cap * 2 : 1 << 15;
+        uint32_t cap = t->cap ? t->cap * 2 : 1 << 9;
         uint64_t *o = realloc(t->off, sizeof(uint64_t) * cap);
         if (!o) return -1;
         t->off = o;
@@ -149,7 +150,7 @@ static int64_t intern(intern_table *t, const char *w, size_t len) {
         t->cap = cap;
     }
     if (t->arena_len + len + 1 > t->arena_cap) {
-        size_t cap = t->arena_cap ? t->arena_cap * 2 : 1 << 20;
+        size_t cap = t->arena_cap ? t->arena_cap * 2 : 1 << 12;
         while (cap < t->arena_len + len + 1) cap *= 2;
         char *a = realloc(t->arena, cap);
         if (!a) return -1;
@@ -180,7 +181,7 @@ static int on_token(void *ctx, const char *w, size_t len) {
     int64_t id = intern(&L->words, w, len);
     if (id < 0) { L->failed_nomem = 1; return 1; }
     if (L->n_tokens == L->cap_tokens) {
-        uint64_t cap = L->cap_tokens ? L->cap_tokens * 2 : 1 << 20;
+        uint64_t cap = L->cap_tokens ? L->cap_tokens * 2 : 1 << 12;
         uint32_t *p = realloc(L->tokens, sizeof(uint32_t) * cap);
         if (!p) { L->failed_nomem = 1; return 1; }
         L->tokens = p;
@@ -234,7 +235,7 @@ static int parse_review_name(const char *name, int *split, int *label, int64_t *
 static attn_status add_review(loader *L, const char *where, const char *text, size_t n, int split, int label,
                               int64_t id, char *err, size_t es) {
     if (L->n_reviews == L->cap_reviews) {
-        size_t cap = L->cap_reviews ? L->cap_reviews * 2 : 1024;
+        size_t cap = L->cap_reviews ? L->cap_reviews * 2 : 64;
         review *r = realloc(L->reviews, sizeof(review) * cap);
         if (!r) return ATTN_ERR_NOMEM;
         L->reviews = r;
@@ -268,11 +269,8 @@ static attn_status load_tar(loader *L, const char *path, char *err, size_t es) {
     attn__tar *t;
     attn_status st = attn__tar_open(&t, path, err, es);
     if (st != ATTN_OK) return st;
-    char *buf = malloc(ATTN_IMDB_MAX_REVIEW);
-    if (!buf) {
-        attn__tar_close(t);
-        return ATTN_ERR_NOMEM;
-    }
+    char *buf = NULL;                /* grown to the largest review so far */
+    size_t buf_cap = 0;
     for (;;) {
         attn__tar_entry e;
         int done;
@@ -288,6 +286,14 @@ static attn_status load_tar(loader *L, const char *path, char *err, size_t es) {
                     (unsigned long long)e.size, ATTN_IMDB_MAX_REVIEW);
             st = ATTN_ERR_FORMAT;
             break;
+        }
+        if (e.size > buf_cap) {
+            size_t cap = buf_cap ? buf_cap : 4096;
+            while (cap < e.size) cap *= 2;
+            char *b = realloc(buf, cap);
+            if (!b) { st = ATTN_ERR_NOMEM; break; }
+            buf = b;
+            buf_cap = cap;
         }
         st = attn__tar_read(t, buf, (size_t)e.size, err, es);
         if (st != ATTN_OK) break;
@@ -343,9 +349,11 @@ static attn_status load_dir(loader *L, const char *root, char *err, size_t es) {
                 int split, label;
                 int64_t id;
                 if (!parse_review_name(rel, &split, &label, &id)) continue;
-                FILE *f = fopen(file, "rb");
+                const char *kind;
+                FILE *f = attn__fopen_read(file, &kind);
                 if (!f) {
-                    attn__set_err(err, es, "%s: cannot open: %s", file, strerror(errno));
+                    if (kind) attn__set_err(err, es, "%s: expected a review (a regular file), found %s", file, kind);
+                    else attn__set_err(err, es, "%s: cannot open: %s", file, strerror(errno));
                     st = ATTN_ERR_IO;
                     break;
                 }
@@ -620,9 +628,15 @@ attn_status attn_imdb_cache_save(const attn_imdb_data *d, const attn_imdb_option
 
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "wb");
+    const char *kind = attn__not_replaceable(path);
+    if (kind) {
+        attn__set_err(err, es, "%s: exists and is %s, not a regular file: refusing to replace it (write to another path)", path, kind);
+        return ATTN_ERR_IO;
+    }
+    FILE *f = attn__fopen_tmp(tmp, &kind);
     if (!f) {
-        attn__set_err(err, es, "%s: cannot create: %s", tmp, strerror(errno));
+        if (kind) attn__set_err(err, es, "%s: cannot create: it is %s, not a regular file", tmp, kind);
+        else attn__set_err(err, es, "%s: cannot create: %s", tmp, strerror(errno));
         return ATTN_ERR_IO;
     }
     int ok = fwrite(h, 1, sizeof h, f) == sizeof h;
@@ -642,9 +656,11 @@ attn_status attn_imdb_cache_load(attn_imdb_data *d, const attn_imdb_options *o, 
     if (!d || !o || !path) return ATTN_ERR_NULL;
     memset(d, 0, sizeof *d);
     if (!host_little_endian()) return ATTN_ERR_UNSUPPORTED;
-    FILE *f = fopen(path, "rb");
+    const char *kind;
+    FILE *f = attn__fopen_read(path, &kind);
     if (!f) {
-        attn__set_err(err, es, "%s: cannot open: %s", path, strerror(errno));
+        if (kind) attn__set_err(err, es, "%s: offset 0: expected a cache file (a regular file), found %s", path, kind);
+        else attn__set_err(err, es, "%s: cannot open: %s", path, strerror(errno));
         return ATTN_ERR_IO;
     }
     unsigned char h[CACHE_HEADER];
@@ -698,6 +714,21 @@ attn_status attn_imdb_cache_load(attn_imdb_data *d, const attn_imdb_options *o, 
     uint64_t want = blob_size + 4ull * ((uint64_t)ntr * T + ntr + (uint64_t)nte * T + nte);
     if (T == 0 || ntr == 0 || nte == 0 || want != total || blob_size > (256u << 20) || total > (4ull << 30)) {
         attn__set_err(err, es, "%s: offset 24: inconsistent sizes in the cache header (corrupt cache)", path);
+        fclose(f);
+        return ATTN_ERR_FORMAT;
+    }
+    /* The header's sizes against the file's before anything is allocated for them. */
+    struct stat fs;
+    uint64_t have = fstat(fileno(f), &fs) == 0 ? (uint64_t)fs.st_size : 0, whole = CACHE_HEADER + total;
+    if (have != whole) {
+        if (have < whole)
+            attn__set_err(err, es, "%s: offset %llu: truncated cache: expected %llu bytes (the header and the %llu "
+                    "payload bytes it promises), the file has %llu", path, (unsigned long long)have,
+                    (unsigned long long)whole, (unsigned long long)total, (unsigned long long)have);
+        else
+            attn__set_err(err, es, "%s: offset %llu: trailing bytes after the cache payload (expected %llu bytes, the "
+                    "file has %llu)", path, (unsigned long long)whole, (unsigned long long)whole,
+                    (unsigned long long)have);
         fclose(f);
         return ATTN_ERR_FORMAT;
     }

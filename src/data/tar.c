@@ -7,7 +7,9 @@
  * accepted too), octal fields, the size (octal or GNU base-256), and that the archive ends with a zero
  * block. GNU long names ('L') and pax path records ('x') are understood; other pax/GNU extras are skipped.
  */
+#define _POSIX_C_SOURCE 200809L   /* fmemopen */
 #include "data/tar.h"
+#include "io/files.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -31,26 +33,47 @@ struct attn__tar {
     char entry[1024];            /* current entry's name, for messages */
 };
 
-attn_status attn__tar_open(attn__tar **out, const char *path, char *err, size_t err_size) {
-    if (!out || !path) return ATTN_ERR_NULL;
-    *out = NULL;
-    attn__tar *t = calloc(1, sizeof *t);
-    if (!t) return ATTN_ERR_NOMEM;
-    snprintf(t->path, sizeof t->path, "%s", path);
-    t->f = fopen(path, "rb");
-    if (!t->f) {
+/* Takes f and starts inflating; shared by the two openers. */
+static attn_status tar_start(attn__tar **out, FILE *f, const char *path, char *err, size_t err_size) {
+    if (!f) {
         attn__set_err(err, err_size, "%s: cannot open: %s", path, strerror(errno));
-        free(t);
         return ATTN_ERR_IO;
     }
+    attn__tar *t = calloc(1, sizeof *t);
+    if (!t) {
+        fclose(f);
+        return ATTN_ERR_NOMEM;
+    }
+    snprintf(t->path, sizeof t->path, "%s", path);
+    t->f = f;
     if (inflateInit2(&t->z, 15 + 16) != Z_OK) {
-        fclose(t->f);
+        fclose(f);
         free(t);
         return ATTN_ERR_NOMEM;
     }
     t->z_open = 1;
     *out = t;
     return ATTN_OK;
+}
+
+attn_status attn__tar_open(attn__tar **out, const char *path, char *err, size_t err_size) {
+    if (!out || !path) return ATTN_ERR_NULL;
+    *out = NULL;
+    const char *kind;
+    FILE *f = attn__fopen_read(path, &kind);
+    if (!f && kind) {
+        attn__set_err(err, err_size, "%s: offset 0: expected a .tar.gz (a regular file), found %s", path, kind);
+        return ATTN_ERR_IO;
+    }
+    return tar_start(out, f, path, err, err_size);
+}
+
+attn_status attn__tar_open_mem(attn__tar **out, const void *data, size_t n, const char *name, char *err,
+                               size_t err_size) {
+    if (!out || !name || (!data && n)) return ATTN_ERR_NULL;
+    *out = NULL;
+    static const char empty[1];
+    return tar_start(out, fmemopen((void *)(n ? data : empty), n, "rb"), name, err, err_size);
 }
 
 void attn__tar_close(attn__tar *t) {
@@ -225,24 +248,36 @@ static attn_status read_meta(attn__tar *t, uint64_t n, char **out, uint64_t at, 
     return ATTN_OK;
 }
 
-/* Finds "path=" in pax records ("<len> path=<value>\n"). */
-static void pax_path(const char *rec, size_t n, char *name, size_t cap) {
+/* Reads the records of a pax extended header (rec, n bytes; its content starts at tar offset at):
+ * "<len> <key>=<value>\n", len the decimal length of the whole record. Takes the path= value into name.
+ * A length that is not plain decimal digits, does not cover its own "<len> " prefix and the newline, or
+ * runs past the header is an error: the reader never steps backwards or stays in place. */
+static attn_status pax_records(attn__tar *t, const char *rec, size_t n, uint64_t at, char *name, size_t cap,
+                               char *err, size_t es) {
     size_t i = 0;
     while (i < n) {
-        char *end;
-        unsigned long len = strtoul(rec + i, &end, 10);
-        if (end == rec + i || len == 0 || i + len > n || *end != ' ') return;
-        const char *kv = end + 1;
-        size_t kvlen = (size_t)(rec + i + len - kv);
-        if (kvlen > 5 && strncmp(kv, "path=", 5) == 0) {
-            size_t k = kvlen - 5;
-            if (k && kv[5 + k - 1] == '\n') k--;
-            if (k >= cap) k = cap - 1;
-            memcpy(name, kv + 5, k);
+        if (rec[i] == '\0') break;                  /* NUL padding after the last record */
+        size_t d = i, len = 0;
+        while (d < n && rec[d] >= '0' && rec[d] <= '9' && len <= n) len = len * 10 + (size_t)(rec[d++] - '0');
+        const char *eq = NULL;
+        int ok = d > i && d < n && rec[d] == ' ' && len <= n - i && len >= d - i + 4 && rec[i + len - 1] == '\n';
+        if (ok) eq = memchr(rec + d + 1, '=', i + len - 1 - (d + 1));
+        if (!ok || !eq || eq == rec + d + 1) {
+            attn__set_err(err, es, "%s: offset %llu: expected a pax record \"<length> <key>=<value>\\n\" whose "
+                    "decimal length covers the record and stays inside the %zu-byte extended header (record at "
+                    "byte %zu of it)", t->path, (unsigned long long)(at + i), n, i);
+            return ATTN_ERR_FORMAT;
+        }
+        const char *key = rec + d + 1, *val = eq + 1;
+        size_t vlen = (size_t)(rec + i + len - 1 - val);
+        if (eq - key == 4 && memcmp(key, "path", 4) == 0) {
+            size_t k = vlen < cap ? vlen : cap - 1;
+            memcpy(name, val, k);
             name[k] = '\0';
         }
         i += len;
     }
+    return ATTN_OK;
 }
 
 attn_status attn__tar_next(attn__tar *t, attn__tar_entry *e, int *done, char *err, size_t es) {
@@ -283,8 +318,9 @@ attn_status attn__tar_next(attn__tar *t, attn__tar_entry *e, int *done, char *er
             st = read_meta(t, size, &rec, at, err, es);
             if (st != ATTN_OK) return st;
             if (type == 'L') snprintf(long_name, sizeof long_name, "%s", rec);
-            else pax_path(rec, (size_t)size, long_name, sizeof long_name);
+            else st = pax_records(t, rec, (size_t)size, at + TAR_BLOCK, long_name, sizeof long_name, err, es);
             free(rec);
+            if (st != ATTN_OK) return st;
             continue;
         }
         if (type == 'g' || type == 'K') {   /* global pax header, GNU long link: not needed */

@@ -6,7 +6,8 @@
  * attn__tar_read for the bytes of the current entry (what is not read is skipped by the next
  * attn__tar_next). Every header's checksum, octal fields, sizes and the archive's end are checked; a
  * gzip stream cut short, a bad CRC, or a tar that ends without its two zero blocks is ATTN_ERR_FORMAT
- * with a message naming the path, the entry and the offset.
+ * with a message naming the path, the entry and the offset. Every step reads forward: a malformed pax record
+ * is an error, never a loop.
  */
 #ifndef ATTN_DATA_TAR_H
 #define ATTN_DATA_TAR_H
@@ -26,6 +27,9 @@ typedef struct attn__tar_entry {
 
 /* Opens a gzip-compressed tar. ATTN_ERR_IO when the file cannot be opened. */
 attn_status attn__tar_open(attn__tar **t, const char *path, char *err, size_t err_size);
+/* The same over n bytes in memory (not copied: data must outlive the reader); name is for messages. */
+attn_status attn__tar_open_mem(attn__tar **t, const void *data, size_t n, const char *name, char *err,
+                               size_t err_size);
 /* Next entry: ATTN_OK with *done = 0 and e filled, or ATTN_OK with *done = 1 at the end of the archive. */
 attn_status attn__tar_next(attn__tar *t, attn__tar_entry *e, int *done, char *err, size_t err_size);
 /* Reads the whole content of the current entry into buf (at least e->size bytes). */

@@ -95,6 +95,11 @@ attn_status attn_imdb_vocab_from_blob(attn_imdb_vocab *v, const char *blob, size
     if (!v || !blob) return ATTN_ERR_NULL;
     memset(v, 0, sizeof *v);
     if (V <= ATTN_IMDB_FIRST_WORD || V > (1 << 24) || size == 0 || blob[size - 1] != '\0') return ATTN_ERR_FORMAT;
+    /* V words are V NULs: checked before anything is allocated for V (a corrupt count must not cost
+     * hundreds of megabytes). */
+    size_t words = 0;
+    for (const char *p = blob, *end = blob + size; (p = memchr(p, '\0', (size_t)(end - p))) != NULL; p++) words++;
+    if (words != (size_t)V) return ATTN_ERR_FORMAT;
     v->blob = malloc(size);
     v->words = malloc(sizeof(char *) * (size_t)V);
     size_t hs = 1;

@@ -25,6 +25,8 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include "internal.h"
+#include "io/safetensors_internal.h"
+#include "io/files.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -468,14 +470,16 @@ attn_status attn_st_read(attn_st_file *f, const char *path, size_t max_bytes, ch
     if (max_bytes == 0) max_bytes = ST_DEFAULT_MAX;
 
     /* Pass 1: the file, in one read. */
-    FILE *fp = fopen(path, "rb");
+    const char *kind;
+    FILE *fp = attn__fopen_read(path, &kind);
     if (!fp) {
-        attn__set_err(err, err_size, "%s: offset 0: expected a readable file (%s)", path, strerror(errno));
+        if (kind) attn__set_err(err, err_size, "%s: offset 0: expected a regular file, found %s", path, kind);
+        else attn__set_err(err, err_size, "%s: offset 0: expected a readable file (%s)", path, strerror(errno));
         return ATTN_ERR_IO;
     }
     struct stat sb;
-    if (fstat(fileno(fp), &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        attn__set_err(err, err_size, "%s: offset 0: expected a regular file", path);
+    if (fstat(fileno(fp), &sb) != 0) {
+        attn__set_err(err, err_size, "%s: offset 0: expected a file whose size can be read (%s)", path, strerror(errno));
         fclose(fp);
         return ATTN_ERR_IO;
     }
@@ -501,6 +505,13 @@ attn_status attn_st_read(attn_st_file *f, const char *path, size_t max_bytes, ch
         free(buf);
         return ATTN_ERR_IO;
     }
+    return attn__st_parse(f, buf, size, path, err, err_size);
+}
+
+attn_status attn__st_parse(attn_st_file *f, unsigned char *buf, size_t size, const char *path, char *err,
+                           size_t err_size) {
+    if (err && err_size) err[0] = 0;
+    memset(f, 0, sizeof *f);
     f->buffer = buf;
     f->size = size;
 
@@ -813,9 +824,21 @@ attn_status attn_st_write(const char *path, const attn_st_tensor *tensors, int n
     /* The temporary file: length, header, data by size class; flush, fsync, close, rename. */
     const char *failed = NULL;
     int e = 0;
-    FILE *fp = fopen(tmp, "wb");                  /* only a file we created is ever removed */
+    const char *kind = attn__not_replaceable(path);
+    FILE *fp = NULL;
+    if (kind) {
+        free(tmp); free(h.s); free(begin);
+        attn__set_err(err, err_size, "%s: exists and is %s, not a regular file: refusing to replace it (write to another path)", path, kind);
+        return ATTN_ERR_IO;
+    }
+    fp = attn__fopen_tmp(tmp, &kind);             /* only a file we created is ever removed */
     int created = fp != NULL;
-    if (!fp) { failed = "cannot create the temporary file"; e = errno; goto done; }
+    if (!fp) {
+        failed = kind ? "cannot create the temporary file: its path is taken by something that is not a regular file"
+                      : "cannot create the temporary file";
+        e = errno;
+        goto done;
+    }
     unsigned char len8[8];
     for (int i = 0; i < 8; i++) len8[i] = (unsigned char)((uint64_t)h.len >> (8 * i));
     if (fwrite(len8, 1, 8, fp) != 8 || fwrite(h.s, 1, h.len, fp) != h.len) {
@@ -858,7 +881,7 @@ done:
     if (failed) {
         if (created) remove(tmp);
         attn__set_err(err, err_size, "%s: %s (%s: %s); the previous file is unchanged", path, failed, tmp,
-                e ? strerror(e) : "error");
+                e ? strerror(e) : kind ? kind : "error");
     }
     free(tmp);
     free(h.s);

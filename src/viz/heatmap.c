@@ -11,7 +11,9 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include "viz/heatmap_internal.h"
+#include "io/files.h"
 
+#include <errno.h>
 #include <math.h>
 #include <png.h>
 #include <setjmp.h>
@@ -319,9 +321,15 @@ static attn_status save_png(const canvas *cv, const char *path, char *err, size_
     for (int y = 0; y < cv->h; y++) rows[y] = cv->rgb + (size_t)y * cv->w * 3;
 
     attn_status st = ATTN_OK;
-    FILE *f = fopen(tmp, "wb");
+    const char *target_kind = attn__not_replaceable(path), *kind = NULL;
+    FILE *f = target_kind ? NULL : attn__fopen_tmp(tmp, &kind);
     if (!f) {
-        attn__set_err(err, err_size, "%s: cannot create: %s", tmp, "no such directory or no permission");
+        if (target_kind)
+            attn__set_err(err, err_size, "%s: exists and is %s, not a regular file: refusing to replace it (write to another path)", path, target_kind);
+        else if (kind)
+            attn__set_err(err, err_size, "%s: cannot create: it is %s, not a regular file", tmp, kind);
+        else
+            attn__set_err(err, err_size, "%s: cannot create: %s", tmp, strerror(errno));
         st = ATTN_ERR_IO;
     } else {
         int bad = png_write_canvas(f, cv, rows);
