@@ -8,6 +8,8 @@
 
 #define _GNU_SOURCE          /* memfd_create */
 #include "attn.h"
+#include "attn/data.h"
+#include "attn/safetensors.h"
 
 #include <stddef.h>
 #include <stdint.h>

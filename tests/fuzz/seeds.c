@@ -6,6 +6,8 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "attn.h"
+#include "attn/data.h"
+#include "attn/safetensors.h"
 #include "data/tar.h"
 
 #include <errno.h>
