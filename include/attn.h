@@ -136,7 +136,8 @@ attn_status attn_isa_parse(const char *name, attn_isa *isa);
 
 /* OpenBLAS, which runs the layers' plain matrix products, has its own thread pool: its count is set
  * here, separately from the attention kernels' (a program that splits batches across its own threads
- * wants OpenBLAS on one thread). n in 1 .. ATTN_MAX_THREADS. */
+ * wants OpenBLAS on one thread). n in 1 .. ATTN_MAX_THREADS. It leaves OpenMP's default thread count as
+ * it was (OpenBLAS's OpenMP build would otherwise set it to n). */
 attn_status attn_blas_set_num_threads(int n);
 /* The CPU kernel set OpenBLAS chose ("SkylakeX", "Haswell", "Prescott", ...). Performance note: Debian
  * 12's OpenBLAS 0.3.21 does not recognise CPUs newer than itself (Zen 4, recent Xeons) and falls back to

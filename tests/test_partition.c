@@ -193,5 +193,15 @@ int main(void) {
         free(w);
         prob_free(&p);
     }
+    /* OpenBLAS's own knob leaves the attention kernels' "every core" alone (Debian's OpenMP OpenBLAS sets
+     * OpenMP's default in openblas_set_num_threads: the translators' shards once ran on one thread) */
+    {
+        attn_set_num_threads(0);
+        const int before = attn_get_num_threads();
+        CHECK_STATUS(attn_blas_set_num_threads(1), ATTN_OK);
+        CHECK(attn_get_num_threads() == before);
+        CHECK_STATUS(attn_blas_set_num_threads(0), ATTN_ERR_ARG);
+        printf("  every core before and after attn_blas_set_num_threads(1): %d and %d\n", before, attn_get_num_threads());
+    }
     return tu_finish("test_partition");
 }

@@ -58,9 +58,18 @@ attn_status attn_set_num_threads(int n) {
 
 int attn_get_num_threads(void) { return g_threads > 0 ? g_threads : all_cores(); }
 
+/* OpenBLAS built on OpenMP (Debian's libopenblas-openmp) implements openblas_set_num_threads with
+ * omp_set_num_threads, which would change what "all cores" means for the attention kernels (and for every
+ * OpenMP region of the caller): the OpenMP default is put back after it. */
 attn_status attn_blas_set_num_threads(int n) {
     if (n < 1 || n > ATTN_MAX_THREADS) return ATTN_ERR_ARG;
+#ifdef _OPENMP
+    const int omp_default = omp_get_max_threads();
+#endif
     openblas_set_num_threads(n);
+#ifdef _OPENMP
+    omp_set_num_threads(omp_default);
+#endif
     return ATTN_OK;
 }
 
