@@ -119,7 +119,7 @@ attn_status attn_ctx_init(attn_ctx *c, attn_isa isa, int threads);
 attn_ctx attn_ctx_default(void);
 
 /* Process-wide knobs behind the default context. Set them before starting work, not during.
- * attn_set_num_threads: n <= 0 means all the cores OpenMP sees; n > ATTN_MAX_THREADS is ATTN_ERR_ARG.
+ * attn_set_num_threads: n <= 0 means all the cores OpenMP sees (resolved at the call); n > ATTN_MAX_THREADS is ATTN_ERR_ARG.
  * The attention kernels give bitwise-identical results for any count. */
 attn_status attn_set_num_threads(int n);
 int         attn_get_num_threads(void);
@@ -136,8 +136,9 @@ attn_status attn_isa_parse(const char *name, attn_isa *isa);
 
 /* OpenBLAS, which runs the layers' plain matrix products, has its own thread pool: its count is set
  * here, separately from the attention kernels' (a program that splits batches across its own threads
- * wants OpenBLAS on one thread). n in 1 .. ATTN_MAX_THREADS. It leaves OpenMP's default thread count as
- * it was (OpenBLAS's OpenMP build would otherwise set it to n). */
+ * wants OpenBLAS on one thread). n in 1 .. ATTN_MAX_THREADS. With Debian's OpenMP build of OpenBLAS this
+ * also sets OpenMP's default thread count (OpenBLAS follows it); the attention kernels' count is unaffected:
+ * "every core" is resolved when attn_set_num_threads is called, or when first read. */
 attn_status attn_blas_set_num_threads(int n);
 /* The CPU kernel set OpenBLAS chose ("SkylakeX", "Haswell", "Prescott", ...). Performance note: Debian
  * 12's OpenBLAS 0.3.21 does not recognise CPUs newer than itself (Zen 4, recent Xeons) and falls back to

@@ -20,7 +20,7 @@
 #include <omp.h>
 #endif
 
-static int g_threads = 0;           /* 0: all cores */
+static int g_threads = 0;           /* 0: not resolved yet (every core) */
 static int g_isa = -1;              /* -1: not read yet */
 
 static const char *const isa_names[ATTN_ISA_COUNT] = {"auto", "ref", "scalar", "avx2", "avx512"};
@@ -49,27 +49,27 @@ static int all_cores(void) {
 #endif
 }
 
-/* The attention kernels' thread count only; OpenBLAS has its own knob (attn_blas_set_num_threads). */
+/* The attention kernels' thread count only; OpenBLAS has its own knob (attn_blas_set_num_threads). "Every
+ * core" (n <= 0) is resolved here, from OpenMP's default now, and kept. */
 attn_status attn_set_num_threads(int n) {
     if (n > ATTN_MAX_THREADS) return ATTN_ERR_ARG;
-    g_threads = n < 0 ? 0 : n;
+    g_threads = n > 0 ? n : all_cores();
     return ATTN_OK;
 }
 
-int attn_get_num_threads(void) { return g_threads > 0 ? g_threads : all_cores(); }
+int attn_get_num_threads(void) {
+    if (g_threads <= 0) g_threads = all_cores();   /* never set: every core, resolved once */
+    return g_threads;
+}
 
 /* OpenBLAS built on OpenMP (Debian's libopenblas-openmp) implements openblas_set_num_threads with
- * omp_set_num_threads, which would change what "all cores" means for the attention kernels (and for every
- * OpenMP region of the caller): the OpenMP default is put back after it. */
+ * omp_set_num_threads, and follows OpenMP's default at every call: its count and OpenMP's default are one
+ * knob there. The attention kernels' "every core" is therefore resolved when it is set (and the first time
+ * it is read), never read back from OpenMP's default afterwards (attn_get_num_threads). */
 attn_status attn_blas_set_num_threads(int n) {
     if (n < 1 || n > ATTN_MAX_THREADS) return ATTN_ERR_ARG;
-#ifdef _OPENMP
-    const int omp_default = omp_get_max_threads();
-#endif
+    (void)attn_get_num_threads();            /* resolve "every core" before OpenBLAS changes OpenMP's default */
     openblas_set_num_threads(n);
-#ifdef _OPENMP
-    omp_set_num_threads(omp_default);
-#endif
     return ATTN_OK;
 }
 
