@@ -119,7 +119,8 @@ attn_status attn_ctx_init(attn_ctx *c, attn_isa isa, int threads);
 attn_ctx attn_ctx_default(void);
 
 /* Process-wide knobs behind the default context. Set them before starting work, not during.
- * attn_set_num_threads: n <= 0 means all the cores OpenMP sees (resolved at the call); n > ATTN_MAX_THREADS is ATTN_ERR_ARG.
+ * attn_set_num_threads: n <= 0 means all the cores OpenMP sees (resolved at the call); n > ATTN_MAX_THREADS
+ * is ATTN_ERR_ARG.
  * The attention kernels give bitwise-identical results for any count. */
 attn_status attn_set_num_threads(int n);
 int         attn_get_num_threads(void);
