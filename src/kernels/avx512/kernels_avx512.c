@@ -47,13 +47,15 @@ static inline fz_v fz_mask_iota(fz_v a, int j0, int lim) {
     return _mm512_mask_mov_ps(a, out, _mm512_set1_ps(-INFINITY));
 }
 
-/* 2^x: x = n + f, |f| <= 1/2, 2^f by its degree-7 Taylor series, times 2^n built from exponent bits.
- * x <= -127 (and -inf) gives exactly 0 with no subnormal in between: a subnormal result (vscalefps down
- * to 2^-149) costs a microcode assist per vector, and masked keys are -inf on every row of a short key
- * block. */
+/* 2^x: x = n + f, |f| <= 1/2, 2^f by its degree-7 Taylor series, scaled by 2^n with vscalefps. x below
+ * -125 (and -inf) gives exactly 0 without a subnormal in between: the scaling runs on x clamped to -125
+ * (the product stays normal) and the lanes below are zeroed by the mask of the same instruction — a
+ * subnormal result costs a microcode assist per vector, and masked keys are -inf on every row of a short
+ * key block. NaN stays NaN (the comparison is unordered-true, max/min return their second operand). */
 static inline fz_v fz_exp2(fz_v x) {
-    x = _mm512_max_ps(_mm512_set1_ps(-127.0f), x);       /* NaN in x stays NaN (max/min return the second */
-    x = _mm512_min_ps(_mm512_set1_ps(127.0f), x);        /* operand when either is NaN) */
+    const __mmask16 keep = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-125.0f), _CMP_NLT_UQ);
+    x = _mm512_max_ps(_mm512_set1_ps(-125.0f), x);
+    x = _mm512_min_ps(_mm512_set1_ps(128.0f), x);
     const fz_v n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     const fz_v f = _mm512_sub_ps(x, n);
     fz_v p = _mm512_set1_ps(1.5252733e-05f);
@@ -64,8 +66,7 @@ static inline fz_v fz_exp2(fz_v x) {
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022651e-01f));
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.9314718e-01f));
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
-    const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
-    return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
+    return _mm512_maskz_scalef_ps(keep, p, n);
 }
 
 #include "kernels/scalar/kernels_impl.h"
