@@ -759,6 +759,21 @@ static void test_checkpoint(void) {
     attn_st_free(&sf);
     CHECK_STATUS(attn_imdb_model_load(&l, NULL, 1, NULL, NULL, NULL, cut, err, sizeof err), ATTN_ERR_FORMAT);
     CHECK(strstr(err, "dense.bias") != NULL && l.params == NULL);
+    /* the same file with a NaN in dense.bias: a diverged or corrupt checkpoint, refused before allocating */
+    CHECK_STATUS(attn_st_read(&sf, path, 0, err, sizeof err), ATTN_OK);
+    nk = 0;
+    float nanbias[2] = {NAN, 0.0f};
+    for (int i = 0; i < sf.n && nk < 8; i++) {
+        keep[nk] = sf.tensors[i];
+        if (strcmp(sf.tensors[i].name, "dense.bias") == 0) keep[nk].data = nanbias;
+        nk++;
+    }
+    CHECK_STATUS(attn_st_write(cut, keep, nk, (const char *const *)sf.meta_keys, (const char *const *)sf.meta_values,
+                               sf.n_meta, err, sizeof err), ATTN_OK);
+    attn_st_free(&sf);
+    CHECK_STATUS(attn_imdb_model_load(&l, NULL, 1, NULL, NULL, NULL, cut, err, sizeof err), ATTN_ERR_FORMAT);
+    CHECK(strstr(err, "finite") != NULL && strstr(err, "dense.bias") != NULL && l.params == NULL);
+    printf("  refused: %s\n", err);
     /* a model the format cannot describe, a vocabulary of another size */
     attn_imdb_model o;
     attn_imdb_config c3 = c;

@@ -425,6 +425,21 @@ static void test_decoding(void) {
         attn_transformer_free(&m2);
     }
     unlink(path);
+    /* a checkpoint holding a NaN or an infinite parameter is refused, naming the tensor (and so is the
+     * Bahdanau model's: the two share the reader) */
+    {
+        const float keep = m.params[7];
+        m.params[7] = NAN;
+        CHECK_STATUS(attn_transformer_save(&m, path, err, sizeof err), ATTN_OK);
+        CHECK_STATUS(attn_transformer_load(&m2, NULL, path, 1, err, sizeof err), ATTN_ERR_FORMAT);
+        CHECK(strstr(err, "expected a finite parameter") != NULL && m2.params == NULL);
+        printf("  refused: %s\n", err);
+        m.params[7] = INFINITY;
+        CHECK_STATUS(attn_transformer_save(&m, path, err, sizeof err), ATTN_OK);
+        CHECK_STATUS(attn_transformer_load(&m2, NULL, path, 1, err, sizeof err), ATTN_ERR_FORMAT);
+        m.params[7] = keep;
+        unlink(path);
+    }
     /* a Bahdanau checkpoint is not a Transformer's */
     attn_seq2seq s;
     attn_seq2seq_config sc = {7, 8, 4, 5, 1, 0.0f, 4, 1};

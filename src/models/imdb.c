@@ -722,6 +722,16 @@ static attn_status im_find_params(const attn_st_file *f, const attn_imdb_config 
     for (int i = 0; i < IM_N_PARAM_TENSORS; i++) {
         attn_status st = attn_st_get_f32(f, im_param_names[i], ndims[i], shapes[i], &src[i], err, err_size);
         if (st != ATTN_OK) return st;
+        /* a NaN or infinite parameter: a corrupt or diverged checkpoint, refused */
+        size_t cnt = 1;
+        for (int k = 0; k < ndims[i]; k++) cnt *= (size_t)shapes[i][k];
+        for (size_t j = 0; j < cnt; j++)
+            if (!isfinite(src[i][j])) {
+                if (err && err_size)
+                    snprintf(err, err_size, "tensor %s: element %zu is %g, expected a finite parameter",
+                             im_param_names[i], j, (double)src[i][j]);
+                return ATTN_ERR_FORMAT;
+            }
     }
     return ATTN_OK;
 }

@@ -126,12 +126,24 @@ attn_status attn__nmt_meta_numbers(const attn_st_file *f, const char *path, cons
     return ATTN_OK;
 }
 
-attn_status attn__nmt_read_tensors(const attn_st_file *f, const attn__nmt_named *t, int n, char *err, size_t err_size) {
+/* A parameter that is NaN or infinite is refused: training cannot recover from it, and every math helper
+ * downstream would only pass it on (a checkpoint holding one is corrupt or diverged). */
+attn_status attn__nmt_read_tensors(const attn_st_file *f, const char *path, const attn__nmt_named *t, int n, char *err,
+                                   size_t err_size) {
     attn_status st = ATTN_OK;
     for (int i = 0; i < n && st == ATTN_OK; i++) {
         const float *data = NULL;
         st = attn_st_get_f32(f, t[i].name, t[i].ndim, t[i].shape, &data, err, err_size);
-        if (st == ATTN_OK) memcpy(t[i].p, data, sizeof(float) * numel(&t[i]));
+        if (st != ATTN_OK) break;
+        const size_t cnt = numel(&t[i]);
+        for (size_t j = 0; j < cnt; j++)
+            if (!isfinite(data[j])) {
+                if (err && err_size)
+                    snprintf(err, err_size, "%s: tensor %s: element %zu is %g, expected a finite parameter", path,
+                             t[i].name, j, (double)data[j]);
+                return ATTN_ERR_FORMAT;
+            }
+        memcpy(t[i].p, data, sizeof(float) * cnt);
     }
     return st;
 }

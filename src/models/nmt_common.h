@@ -70,7 +70,9 @@ attn_status attn__nmt_save(const char *path, const attn__nmt_named *t, int n, co
 attn_status attn__nmt_meta_numbers(const attn_st_file *f, const char *path, const char *const *meta_names, int n,
                                    double *v, char *err, size_t err_size);
 
-/* Copies the n tensors from f into t[i].p, checking each one's shape. */
-attn_status attn__nmt_read_tensors(const attn_st_file *f, const attn__nmt_named *t, int n, char *err, size_t err_size);
+/* Copies the n tensors from f (read from path) into t[i].p, checking each one's shape, and that every value
+ * is finite: ATTN_ERR_FORMAT naming the path, the tensor and the element otherwise. */
+attn_status attn__nmt_read_tensors(const attn_st_file *f, const char *path, const attn__nmt_named *t, int n, char *err,
+                                   size_t err_size);
 
 #endif

@@ -512,7 +512,7 @@ attn_status attn_seq2seq_load(attn_seq2seq *m, const attn_ctx *ctx, const char *
     }
     attn__nmt_named t[MAX_TENSORS];
     const int n = list_tensors(m, t);
-    st = attn__nmt_read_tensors(&f, t, n, err, err_size);
+    st = attn__nmt_read_tensors(&f, path, t, n, err, err_size);
     attn_st_free(&f);
     if (st != ATTN_OK) attn_seq2seq_free(m);
     return st;

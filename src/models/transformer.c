@@ -825,7 +825,7 @@ attn_status attn_transformer_load(attn_transformer *m, const attn_ctx *ctx, cons
     }
     attn__nmt_named t[TF_MAX_TENSORS];
     const int n = tf_list(m, t);
-    st = attn__nmt_read_tensors(&f, t, n, err, err_size);
+    st = attn__nmt_read_tensors(&f, path, t, n, err, err_size);
     attn_st_free(&f);
     if (st != ATTN_OK) attn_transformer_free(m);
     return st;
