@@ -38,11 +38,11 @@
  *     attn_sdpa_workspace_size(&ctx, &d, ATTN_PASS_FORWARD, &fw);
  *     attn_sdpa_workspace_size(&ctx, &d, ATTN_PASS_BACKWARD, &bw);
  *     void *work = malloc(fw > bw ? fw : bw);
- *     float *lse = malloc(sizeof(float) * B * H * T);   // row log-sum-exp, saved for the backward
- *     attn_status st = attn_sdpa_forward(&ctx, &d, out, lse, NULL, q, k, v, work, fw);
+ *     float *stats = malloc(sizeof(float) * B * H * T * ATTN_SDPA_STATS);   // saved for the backward
+ *     attn_status st = attn_sdpa_forward(&ctx, &d, out, stats, NULL, q, k, v, work, fw);
  *     if (st != ATTN_OK) fprintf(stderr, "attn: %s\n", attn_status_string(st));
  *     // ... dq, dk, dv zeroed, dout filled ...
- *     st = attn_sdpa_backward(&ctx, &d, dq, dk, dv, dout, q, k, v, out, lse, work, bw);
+ *     st = attn_sdpa_backward(&ctx, &d, dq, dk, dv, dout, q, k, v, out, stats, work, bw);
  *
  * Threads: the fast kernels use OpenMP with ctx.threads threads (NULL for ctx: attn_set_num_threads's);
  * results are bitwise identical for any thread count. A caller with its own thread pool runs the same
@@ -230,26 +230,44 @@ attn_status attn_sdpa_validate(const attn_sdpa_desc *d);
 attn_status attn_sdpa_workspace_size(const attn_ctx *ctx, const attn_sdpa_desc *d, attn_pass pass,
                                      size_t *bytes);
 
+/* Row statistics: what the forward saves for the backward, ATTN_SDPA_STATS floats per query row,
+ * (B,H,T,2) contiguous. With x_s = (scale·q·k_s + bias_s)·log2(e), a row's scores in base 2 as the kernel
+ * path computes them:
+ *   stats[2r]      m = max_s x_s, the row's largest score (one of the x_s, bit for bit)
+ *   stats[2r + 1]  L = log2 Σ_s exp2(x_s - m)
+ * A fully masked row has (-INFINITY, 0). The backward recomputes each x_s exactly as the forward did and
+ * forms the weights as exp2(x_s - m - L), so they stay normalised at any logit size: the natural
+ * log-sum-exp m·ln2 + L·ln2 would lose its small part in float once |m| is large. Give the backward the
+ * stats of a forward on the same kernel path (the same ctx isa); attn_sdpa_logsumexp gives the natural
+ * log-sum-exp (PyTorch's logsumexp) when you want it. */
+#define ATTN_SDPA_STATS 2
+
+/* lse[r] = (stats[2r] + stats[2r+1])·ln 2 for r in [0, rows): the natural log-sum-exp of each row,
+ * -INFINITY for a fully masked row. */
+attn_status attn_sdpa_logsumexp(const float *stats, int64_t rows, float *lse);
+
 /* Forward pass.
  *   out     (B,H,T,Dv)  layout d->out                       written
- *   lse     (B,H,T)     contiguous, or NULL                 written: log Σ_s exp(score); -INFINITY for a
- *                                                           fully masked row. The backward needs it.
+ *   stats   (B,H,T,2)   contiguous, or NULL                 written: the row statistics above; the
+ *                                                           backward needs them.
  *   weights (B,H,T,S)   contiguous, or NULL                 written when given: the softmax probabilities
  *   q, k, v             layouts d->q, d->k, d->v
  * Asking for weights makes the call materialize them (the reference path); without them the fused
  * kernels run in memory that grows with T + S. */
 attn_status attn_sdpa_forward(const attn_ctx *ctx, const attn_sdpa_desc *d,
-                              float *out, float *lse, float *weights,
+                              float *out, float *stats, float *weights,
                               const float *q, const float *k, const float *v,
                               void *work, size_t work_bytes);
 
 /* Backward pass. Accumulates (+=) into dq, dk, dv (layouts of q, k, v).
- *   dout  (B,H,T,Dv) layout d->out;  out and lse as written by attn_sdpa_forward with the same d. */
+ *   dout  (B,H,T,Dv) layout d->out;  out and stats as written by attn_sdpa_forward with the same ctx
+ *   and d. A key the mask excludes from a row takes no part in that row's gradients, whatever its K and V
+ *   hold (NaN or Inf included), as in the forward. */
 attn_status attn_sdpa_backward(const attn_ctx *ctx, const attn_sdpa_desc *d,
                                float *dq, float *dk, float *dv,
                                const float *dout,
                                const float *q, const float *k, const float *v,
-                               const float *out, const float *lse,
+                               const float *out, const float *stats,
                                void *work, size_t work_bytes);
 
 /* The same passes run by the caller's own threads (an inference engine's pool, say) instead of OpenMP.
@@ -261,14 +279,14 @@ attn_status attn_sdpa_backward(const attn_ctx *ctx, const attn_sdpa_desc *d,
  * A call checks its arguments as the whole-pass calls do; a failing call means the pass is not done. */
 attn_status attn_sdpa_stages(const attn_ctx *ctx, const attn_sdpa_desc *d, attn_pass pass, int *n_stages);
 attn_status attn_sdpa_forward_part(const attn_ctx *ctx, const attn_sdpa_desc *d,
-                                   float *out, float *lse,
+                                   float *out, float *stats,
                                    const float *q, const float *k, const float *v,
                                    void *work, size_t work_bytes, int stage, int ith);
 attn_status attn_sdpa_backward_part(const attn_ctx *ctx, const attn_sdpa_desc *d,
                                     float *dq, float *dk, float *dv,
                                     const float *dout,
                                     const float *q, const float *k, const float *v,
-                                    const float *out, const float *lse,
+                                    const float *out, const float *stats,
                                     void *work, size_t work_bytes, int stage, int ith);
 
 /* ---------------------------------------------------------------------------------------------------

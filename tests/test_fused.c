@@ -133,11 +133,11 @@ static int run_case(attn_isa isa, const tcase *c, const char *label) {
     }
 
     const size_t nq = span(&d.q, B, H, T, D), nk = span(&d.k, B, Hkv, S, D), nv = span(&d.v, B, Hkv, S, Dv);
-    const size_t no = span(&d.out, B, H, T, Dv), nl = (size_t)B * H * T;
+    const size_t no = span(&d.out, B, H, T, Dv), nl = (size_t)B * H * T;   /* rows: the stats are nl pairs */
     float *q = alloc_fill(nq, c->qscale), *k = alloc_fill(nk, 1.0f), *v = alloc_fill(nv, 1.0f);
     float *dout = alloc_fill(no, 1.0f);
     float *out_r = alloc_fill(no, 0.0f), *out_f = alloc_fill(no, 0.0f);
-    float *lse_r = alloc_fill(nl, 0.0f), *lse_f = alloc_fill(nl, 0.0f);
+    float *lse_r = alloc_fill(2 * nl, 0.0f), *lse_f = alloc_fill(2 * nl, 0.0f);
     float *dq_r = alloc_fill(nq, 0.5f), *dk_r = alloc_fill(nk, 0.5f), *dv_r = alloc_fill(nv, 0.5f);
     float *dq_f = malloc(sizeof(float) * nq), *dk_f = malloc(sizeof(float) * nk), *dv_f = malloc(sizeof(float) * nv);
     memcpy(dq_f, dq_r, sizeof(float) * nq);
@@ -159,7 +159,7 @@ static int run_case(attn_isa isa, const tcase *c, const char *label) {
     CHECK_STATUS(attn_sdpa_backward(NULL, &d, dq_r, dk_r, dv_r, dout, q, k, v, out_r, lse_r, work, wb), ATTN_OK);
     free(work);
 
-    /* fused path; its backward takes the fused forward's out and lse */
+    /* fused path; its backward takes the fused forward's out and stats */
     CHECK_STATUS(attn_set_isa(isa), ATTN_OK);
     CHECK_STATUS(attn_sdpa_workspace_size(NULL, &d, ATTN_PASS_FORWARD, &wf), ATTN_OK);
     CHECK_STATUS(attn_sdpa_workspace_size(NULL, &d, ATTN_PASS_BACKWARD, &wb), ATTN_OK);
@@ -174,6 +174,9 @@ static int run_case(attn_isa isa, const tcase *c, const char *label) {
            c->bias, c->strided, c->dropout);
     snprintf(name, sizeof name, "out");
     ok &= close_scaled(name, out_f, out_r, no);
+    /* the row statistics as natural log-sum-exp (the paths' maxima may differ by a rounding) */
+    CHECK_STATUS(attn_sdpa_logsumexp(lse_f, (int64_t)nl, lse_f), ATTN_OK);
+    CHECK_STATUS(attn_sdpa_logsumexp(lse_r, (int64_t)nl, lse_r), ATTN_OK);
     ok &= close_lse("lse", lse_f, lse_r, nl);
     ok &= close_scaled("dq", dq_f, dq_r, nq);
     ok &= close_scaled("dk", dk_f, dk_r, nk);

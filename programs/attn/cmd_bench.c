@@ -155,7 +155,7 @@ static float *falloc(size_t n) { return malloc(sizeof(float) * (n ? n : 1)); }
 static void max_err(const float *a, const float *b, size_t n, double *err, double *mag) {
     for (size_t i = 0; i < n; i++) {
         if (!(isfinite(a[i]) == isfinite(b[i]))) { *err = INFINITY; continue; }
-        if (!isfinite(a[i])) continue;       /* both -inf (lse of a fully masked row) */
+        if (!isfinite(a[i])) continue;       /* both -inf (a fully masked row) */
         double e = fabs((double)a[i] - (double)b[i]);
         if (!(e <= *err)) *err = e;
         if (fabs(b[i]) > *mag) *mag = fabs(b[i]);
@@ -164,7 +164,7 @@ static void max_err(const float *a, const float *b, size_t n, double *err, doubl
 
 /* Tensors of a contiguous problem. */
 typedef struct tensors {
-    float *q, *k, *v, *out, *lse, *dout, *dq, *dk, *dv;
+    float *q, *k, *v, *out, *stats, *dout, *dq, *dk, *dv;
     size_t nq, nk, nv, no, nl;
 } tensors;
 
@@ -174,11 +174,11 @@ static int tensors_alloc(tensors *t, const attn_sdpa_desc *d) {
     t->nk = (size_t)d->B * d->Hkv * d->S * d->D;
     t->nv = (size_t)d->B * d->Hkv * d->S * d->Dv;
     t->no = (size_t)d->B * d->H * d->T * d->Dv;
-    t->nl = (size_t)d->B * d->H * d->T;
+    t->nl = (size_t)d->B * d->H * d->T * ATTN_SDPA_STATS;
     t->q = falloc(t->nq); t->k = falloc(t->nk); t->v = falloc(t->nv);
-    t->out = falloc(t->no); t->lse = falloc(t->nl); t->dout = falloc(t->no);
+    t->out = falloc(t->no); t->stats = falloc(t->nl); t->dout = falloc(t->no);
     t->dq = falloc(t->nq); t->dk = falloc(t->nk); t->dv = falloc(t->nv);
-    if (!t->q || !t->k || !t->v || !t->out || !t->lse || !t->dout || !t->dq || !t->dk || !t->dv) return 0;
+    if (!t->q || !t->k || !t->v || !t->out || !t->stats || !t->dout || !t->dq || !t->dk || !t->dv) return 0;
     fill(t->q, t->nq, 1); fill(t->k, t->nk, 2); fill(t->v, t->nv, 3); fill(t->dout, t->no, 4);
     memset(t->out, 0, sizeof(float) * t->no);
     memset(t->dq, 0, sizeof(float) * t->nq);
@@ -194,7 +194,7 @@ static size_t tensors_bytes(const tensors *t, int backward) {
 }
 
 static void tensors_free(tensors *t) {
-    free(t->q); free(t->k); free(t->v); free(t->out); free(t->lse); free(t->dout);
+    free(t->q); free(t->k); free(t->v); free(t->out); free(t->stats); free(t->dout);
     free(t->dq); free(t->dk); free(t->dv);
 }
 
@@ -214,8 +214,8 @@ static attn_status run_pass(const attn_ctx *ctx, const attn_sdpa_desc *d, tensor
     attn_status st;
     double c0 = cpu_s();
     double t0 = cli_now();
-    if (!backward) st = attn_sdpa_forward(ctx, d, t->out, t->lse, NULL, t->q, t->k, t->v, work, wbytes);
-    else st = attn_sdpa_backward(ctx, d, t->dq, t->dk, t->dv, t->dout, t->q, t->k, t->v, t->out, t->lse, work, wbytes);
+    if (!backward) st = attn_sdpa_forward(ctx, d, t->out, t->stats, NULL, t->q, t->k, t->v, work, wbytes);
+    else st = attn_sdpa_backward(ctx, d, t->dq, t->dk, t->dv, t->dout, t->q, t->k, t->v, t->out, t->stats, work, wbytes);
     *secs = cli_now() - t0;
     g_last_cpu = cpu_s() - c0;
     return st;
@@ -245,7 +245,10 @@ static int validate(const attn_sdpa_desc *d, const bopts *o, int backward, doubl
     double err = 0, mag = 0, e2 = 0, m2 = 0;
     if (ok && !backward) {
         max_err(f.out, r.out, f.no, &err, &mag);
-        max_err(f.lse, r.lse, f.nl, &e2, &m2);
+        /* the row statistics compared as natural log-sum-exp (the paths' maxima may differ by a rounding) */
+        attn_sdpa_logsumexp(f.stats, (int64_t)(f.nl / ATTN_SDPA_STATS), f.stats);
+        attn_sdpa_logsumexp(r.stats, (int64_t)(r.nl / ATTN_SDPA_STATS), r.stats);
+        max_err(f.stats, r.stats, f.nl / ATTN_SDPA_STATS, &e2, &m2);
         err = fmax(err / fmax(1, mag), e2 / fmax(1, m2));
     }
     if (ok && backward) {
@@ -335,7 +338,7 @@ typedef struct case_time {
     size_t mem, work;            /* tensors + workspace, workspace (bytes) */
 } case_time;
 
-/* The warm-up and the timed runs of the pass on t (for a backward, a forward first for out and lse). */
+/* The warm-up and the timed runs of the pass on t (for a backward, a forward first for out and stats). */
 static attn_status time_runs(const bcase *c, const attn_sdpa_desc *d, const bopts *o, tensors *t, void *work,
                              case_time *m) {
     double secs;
@@ -439,7 +442,7 @@ static void case_report(const bcase *c, const bopts *o, const case_check *k, con
 static double tensors_need(const attn_sdpa_desc *d) {
     const double nq = (double)d->B * d->H * d->T * d->D, nk = (double)d->B * d->Hkv * d->S * d->D,
                  nv = (double)d->B * d->Hkv * d->S * d->Dv, no = (double)d->B * d->H * d->T * d->Dv,
-                 nl = (double)d->B * d->H * d->T;
+                 nl = (double)d->B * d->H * d->T * ATTN_SDPA_STATS;
     return 4.0 * (2 * nq + 2 * nk + 2 * nv + 2 * no + nl);
 }
 

@@ -7,8 +7,8 @@
  *
  *   forward   weights asked for                 -> attn__sdpa_ref_forward (materializes weights)
  *             otherwise                         -> the context's table, sdpa_forward (the reference path's
- *                                                  entry on REF), with a scratch lse carved from the
- *                                                  workspace when lse is NULL on a fused path
+ *                                                  entry on REF), with scratch row statistics carved
+ *                                                  from the workspace when stats is NULL on a fused path
  *   backward                                    -> the context's table, sdpa_backward
  *
  * Threads: a pass is a sequence of stages (the path says how many); attn_sdpa_forward/backward run them
@@ -19,7 +19,7 @@
  * Workspace layout handed out by this file (sizes from attn_sdpa_workspace_size):
  *
  *   [ up to 64 bytes to align the caller's pointer ]
- *   [ forward on a fused path only: scratch lse (B,H,T) floats, rounded up to 64 bytes ]
+ *   [ forward on a fused path only: scratch stats (B,H,T,2) floats, rounded up to 64 bytes ]
  *   [ the path's own workspace: kern->sdpa_workspace(d, pass, nth) bytes, 64-byte aligned ]
  *
  * The forward size is the max of what the reference path and the fused path need, since whether the
@@ -114,16 +114,16 @@ attn_status attn_sdpa_validate(const attn_sdpa_desc *d) {
     return attn__validate_mask(&d->mask, d->B, d->H, d->T, d->S);
 }
 
-/* Bytes of the scratch lse block, (B,H,T) floats rounded up to the alignment; ATTN_ERR_SIZE when it
- * does not fit in size_t. */
-static attn_status lse_scratch_bytes(const attn_sdpa_desc *d, size_t *bytes) {
+/* Bytes of the scratch row statistics, (B,H,T,2) floats rounded up to the alignment; ATTN_ERR_SIZE when
+ * it does not fit in size_t. */
+static attn_status stats_scratch_bytes(const attn_sdpa_desc *d, size_t *bytes) {
     uint64_t rows = (uint64_t)d->B * (uint64_t)d->H;           /* < 2^48 */
-    if (rows > (SIZE_MAX / 2) / sizeof(float) / (uint64_t)d->T) return ATTN_ERR_SIZE;
-    *bytes = round_up_align((size_t)(rows * (uint64_t)d->T) * sizeof(float));
+    if (rows > (SIZE_MAX / 2) / (sizeof(float) * ATTN_SDPA_STATS) / (uint64_t)d->T) return ATTN_ERR_SIZE;
+    *bytes = round_up_align((size_t)(rows * (uint64_t)d->T) * sizeof(float) * ATTN_SDPA_STATS);
     return ATTN_OK;
 }
 
-/* The workspace of a pass for context c: the path's own, plus on a fused path's forward the scratch lse;
+/* The workspace of a pass for context c: the path's own, plus on a fused path's forward the scratch stats;
  * the forward also covers the reference kernel (weights asked for). */
 static attn_status workspace_for(const attn_sdpa_desc *d, attn_pass pass, const attn_ctx *c,
                                  const attn_kernels *kern, size_t *bytes) {
@@ -131,11 +131,11 @@ static attn_status workspace_for(const attn_sdpa_desc *d, attn_pass pass, const 
     if (c->isa != ATTN_ISA_REF) {
         size_t fused = kern->sdpa_workspace(d, pass, c->threads);
         if (pass == ATTN_PASS_FORWARD) {
-            size_t lse_bytes;
-            attn_status st = lse_scratch_bytes(d, &lse_bytes);
+            size_t stats_bytes;
+            attn_status st = stats_scratch_bytes(d, &stats_bytes);
             if (st != ATTN_OK) return st;
-            if (fused > SIZE_MAX / 2 - lse_bytes) return ATTN_ERR_SIZE;
-            fused += lse_bytes;
+            if (fused > SIZE_MAX / 2 - stats_bytes) return ATTN_ERR_SIZE;
+            fused += stats_bytes;
             need = need > fused ? need : fused;      /* weights asked for -> the reference path runs */
         } else {
             need = fused;                            /* the backward never falls back to the reference */
@@ -178,14 +178,14 @@ typedef struct pass_args {
     const attn_sdpa_desc *d;
     const attn_kernels *kern;
     attn_pass pass;
-    float *out, *lse, *dq, *dk, *dv;
-    const float *dout, *q, *k, *v, *cout, *clse;
-    char *work;                  /* the path's workspace (after the scratch lse) */
+    float *out, *stats, *dq, *dk, *dv;
+    const float *dout, *q, *k, *v, *cout, *cstats;
+    char *work;                  /* the path's workspace (after the scratch stats) */
 } pass_args;
 
 static void run_part(const pass_args *a, const attn__part *p) {
-    if (a->pass == ATTN_PASS_FORWARD) a->kern->sdpa_forward(a->d, a->out, a->lse, a->q, a->k, a->v, a->work, p);
-    else a->kern->sdpa_backward(a->d, a->dq, a->dk, a->dv, a->dout, a->q, a->k, a->v, a->cout, a->clse, a->work, p);
+    if (a->pass == ATTN_PASS_FORWARD) a->kern->sdpa_forward(a->d, a->out, a->stats, a->q, a->k, a->v, a->work, p);
+    else a->kern->sdpa_backward(a->d, a->dq, a->dk, a->dv, a->dout, a->q, a->k, a->v, a->cout, a->cstats, a->work, p);
 }
 
 /* Every stage of the pass on the context's threads (or fewer when the pass is small: the path says how
@@ -228,27 +228,27 @@ static void run_openmp(const pass_args *a, int nth) {
     }
 }
 
-/* Sets up the forward's arguments: pointers checked, workspace checked, scratch lse carved. */
+/* Sets up the forward's arguments: pointers checked, workspace checked, scratch stats carved. */
 static attn_status forward_args(const attn_sdpa_desc *d, const attn_ctx *c, const attn_kernels *kern, float *out,
-                                float *lse, const float *q, const float *k, const float *v, void *work,
+                                float *stats, const float *q, const float *k, const float *v, void *work,
                                 size_t work_bytes, pass_args *a) {
     if (!out || !q || !k || !v) return ATTN_ERR_NULL;
     attn_status st = check_workspace(d, ATTN_PASS_FORWARD, c, kern, work, work_bytes);
     if (st != ATTN_OK) return st;
-    size_t lse_bytes;
-    if ((st = lse_scratch_bytes(d, &lse_bytes)) != ATTN_OK) return st;
+    size_t stats_bytes;
+    if ((st = stats_scratch_bytes(d, &stats_bytes)) != ATTN_OK) return st;
     char *base = align_up(work);
-    /* the fused kernels always write an lse: scratch when the caller does not want one */
+    /* the fused kernels always write their row statistics: scratch when the caller does not want them */
     const int ref = c->isa == ATTN_ISA_REF;
     *a = (pass_args){.d = d, .kern = kern, .pass = ATTN_PASS_FORWARD, .out = out,
-                     .lse = lse || ref ? lse : (float *)base, .q = q, .k = k, .v = v,
-                     .work = ref ? base : base + lse_bytes};
+                     .stats = stats || ref ? stats : (float *)base, .q = q, .k = k, .v = v,
+                     .work = ref ? base : base + stats_bytes};
     return ATTN_OK;
 }
 
 static attn_status backward_args(const attn_sdpa_desc *d, const attn_ctx *c, const attn_kernels *kern, float *dq,
                                  float *dk, float *dv, const float *dout, const float *q, const float *k,
-                                 const float *v, const float *out, const float *lse, void *work, size_t work_bytes,
+                                 const float *v, const float *out, const float *stats, void *work, size_t work_bytes,
                                  pass_args *a) {
     /* dq, dk, dv are outputs with the layouts of q, k, v: they must not overlap themselves (a broadcast
      * input has no gradient layout of its own) */
@@ -256,15 +256,15 @@ static attn_status backward_args(const attn_sdpa_desc *d, const attn_ctx *c, con
     if ((st = check_output_layout(&d->q, d->B, d->H, d->T, d->D)) != ATTN_OK) return st;
     if ((st = check_output_layout(&d->k, d->B, d->Hkv, d->S, d->D)) != ATTN_OK) return st;
     if ((st = check_output_layout(&d->v, d->B, d->Hkv, d->S, d->Dv)) != ATTN_OK) return st;
-    if (!dq || !dk || !dv || !dout || !q || !k || !v || !out || !lse) return ATTN_ERR_NULL;
+    if (!dq || !dk || !dv || !dout || !q || !k || !v || !out || !stats) return ATTN_ERR_NULL;
     if ((st = check_workspace(d, ATTN_PASS_BACKWARD, c, kern, work, work_bytes)) != ATTN_OK) return st;
     *a = (pass_args){.d = d, .kern = kern, .pass = ATTN_PASS_BACKWARD, .dq = dq, .dk = dk, .dv = dv, .dout = dout,
-                     .q = q, .k = k, .v = v, .cout = out, .clse = lse, .work = align_up(work)};
+                     .q = q, .k = k, .v = v, .cout = out, .cstats = stats, .work = align_up(work)};
     return ATTN_OK;
 }
 
 attn_status attn_sdpa_forward(const attn_ctx *ctx, const attn_sdpa_desc *d,
-                              float *out, float *lse, float *weights,
+                              float *out, float *stats, float *weights,
                               const float *q, const float *k, const float *v,
                               void *work, size_t work_bytes) {
     attn_ctx c;
@@ -272,9 +272,9 @@ attn_status attn_sdpa_forward(const attn_ctx *ctx, const attn_sdpa_desc *d,
     pass_args a;
     attn_status st = begin(ctx, d, &c, &kern);
     if (st != ATTN_OK) return st;
-    if ((st = forward_args(d, &c, kern, out, lse, q, k, v, work, work_bytes, &a)) != ATTN_OK) return st;
+    if ((st = forward_args(d, &c, kern, out, stats, q, k, v, work, work_bytes, &a)) != ATTN_OK) return st;
     /* weights are only ever materialized by the reference kernel */
-    if (weights) return attn__sdpa_ref_forward(d, out, lse, weights, q, k, v, align_up(work));
+    if (weights) return attn__sdpa_ref_forward(d, out, stats, weights, q, k, v, align_up(work));
     run_openmp(&a, c.threads);
     return ATTN_OK;
 }
@@ -283,14 +283,14 @@ attn_status attn_sdpa_backward(const attn_ctx *ctx, const attn_sdpa_desc *d,
                                float *dq, float *dk, float *dv,
                                const float *dout,
                                const float *q, const float *k, const float *v,
-                               const float *out, const float *lse,
+                               const float *out, const float *stats,
                                void *work, size_t work_bytes) {
     attn_ctx c;
     const attn_kernels *kern;
     pass_args a;
     attn_status st = begin(ctx, d, &c, &kern);
     if (st != ATTN_OK) return st;
-    if ((st = backward_args(d, &c, kern, dq, dk, dv, dout, q, k, v, out, lse, work, work_bytes, &a)) != ATTN_OK)
+    if ((st = backward_args(d, &c, kern, dq, dk, dv, dout, q, k, v, out, stats, work, work_bytes, &a)) != ATTN_OK)
         return st;
     run_openmp(&a, c.threads);
     return ATTN_OK;
@@ -315,7 +315,7 @@ static attn_status check_part(const attn_sdpa_desc *d, const attn_kernels *kern,
 }
 
 attn_status attn_sdpa_forward_part(const attn_ctx *ctx, const attn_sdpa_desc *d,
-                                   float *out, float *lse,
+                                   float *out, float *stats,
                                    const float *q, const float *k, const float *v,
                                    void *work, size_t work_bytes, int stage, int ith) {
     attn_ctx c;
@@ -324,7 +324,7 @@ attn_status attn_sdpa_forward_part(const attn_ctx *ctx, const attn_sdpa_desc *d,
     attn_status st = begin(ctx, d, &c, &kern);
     if (st != ATTN_OK) return st;
     if ((st = check_part(d, kern, ATTN_PASS_FORWARD, &c, stage, ith)) != ATTN_OK) return st;
-    if ((st = forward_args(d, &c, kern, out, lse, q, k, v, work, work_bytes, &a)) != ATTN_OK) return st;
+    if ((st = forward_args(d, &c, kern, out, stats, q, k, v, work, work_bytes, &a)) != ATTN_OK) return st;
     const attn__part p = {stage, ith, c.threads, NULL};
     run_part(&a, &p);
     return ATTN_OK;
@@ -334,7 +334,7 @@ attn_status attn_sdpa_backward_part(const attn_ctx *ctx, const attn_sdpa_desc *d
                                     float *dq, float *dk, float *dv,
                                     const float *dout,
                                     const float *q, const float *k, const float *v,
-                                    const float *out, const float *lse,
+                                    const float *out, const float *stats,
                                     void *work, size_t work_bytes, int stage, int ith) {
     attn_ctx c;
     const attn_kernels *kern;
@@ -342,9 +342,19 @@ attn_status attn_sdpa_backward_part(const attn_ctx *ctx, const attn_sdpa_desc *d
     attn_status st = begin(ctx, d, &c, &kern);
     if (st != ATTN_OK) return st;
     if ((st = check_part(d, kern, ATTN_PASS_BACKWARD, &c, stage, ith)) != ATTN_OK) return st;
-    if ((st = backward_args(d, &c, kern, dq, dk, dv, dout, q, k, v, out, lse, work, work_bytes, &a)) != ATTN_OK)
+    if ((st = backward_args(d, &c, kern, dq, dk, dv, dout, q, k, v, out, stats, work, work_bytes, &a)) != ATTN_OK)
         return st;
     const attn__part p = {stage, ith, c.threads, NULL};
     run_part(&a, &p);
+    return ATTN_OK;
+}
+
+attn_status attn_sdpa_logsumexp(const float *stats, int64_t rows, float *lse) {
+    if (!stats || !lse) return ATTN_ERR_NULL;
+    if (rows < 0) return ATTN_ERR_ARG;
+    for (int64_t r = 0; r < rows; r++) {
+        const float m = stats[2 * r], l = stats[2 * r + 1];
+        lse[r] = m == -INFINITY ? -INFINITY : (float)(((double)m + (double)l) * 0.69314718055994530942);
+    }
     return ATTN_OK;
 }

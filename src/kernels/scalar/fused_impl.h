@@ -21,8 +21,17 @@
  * Every product is one micro-kernel, C (M,N) [=|+=|=α·C+] A (M,K) B (K,N): A read by broadcast through
  * any two strides, B by vectors along N, C in registers (FZ_RTMAX x FZ_NVMAX vectors).
  *
- * Softmax runs in base 2: the scores are multiplied by scale·log2(e), exp2 is the path's own polynomial,
- * and lse is turned back into natural log when stored.
+ * Softmax runs in base 2: the scores are multiplied by scale·log2(e), exp2 is the path's own polynomial.
+ * The forward saves per row (attn.h's row statistics) the largest score m and L = log2 of the sum of
+ * exp2(x - m); the backward forms P = exp2(x - m - L) (with x - m clamped at 0). For that to stay exact at
+ * any logit size, every route computes a score the one canonical way: x = Σ_d (q_d·c2)·k_d (c2 =
+ * scale·log2 e, q_d·c2 rounded first) summed by FMA in order d = 0 .. D-1 from 0, then the bias; and m
+ * is one of those x bit for bit (the by-rows forward sums its scores another way for speed, so it
+ * recomputes the canonical score of its row's argmax at the end). The max then gives exp2(0 - L) = 1/l
+ * exactly in both passes, and the other weights differ from the forward's only by each score's rounding.
+ *
+ * Keys a row does not see (masked, or weight 0) never touch its results even when their K or V rows hold
+ * NaN or Inf (0·NaN would): blocks whose K or V rows are not all finite take careful loops that skip them.
  *
  * Threads: a pass is run in stages (the forward one, the backward three per round of (b, kv head)
  * pairs); in a stage, work items go to threads by the caller's attn__part (a shared counter under OpenMP,
@@ -58,7 +67,6 @@
 #endif
 
 #define FZ_LOG2E 1.44269504088896340736f
-#define FZ_LN2 0.693147180559945309417f
 #define FZ_NCHUNK 8                       /* backward: at most this many key chunks per (b, kv head) */
 
 /* A score x (log2 units) plus an additive bias b (natural units): -inf stays -inf (a masked key), a bias of
@@ -74,6 +82,49 @@ static inline float fz_add_bias(float x, float b) {
     return y > FLT_MAX ? FLT_MAX : y < -FLT_MAX ? -FLT_MAX : y;
 }
 #define FZ_ALIGN 64
+
+/* a·b + c rounded as one lane of fz_fma (a scalar FMA on the SIMD paths, as the scalar path's vectors) */
+FZ_INLINE float fz_fma1(float a, float b, float c) {
+    float t[FZ_VW];
+    fz_store(t, fz_fma(fz_set1(a), fz_set1(b), fz_set1(c)));
+    return t[0];
+}
+
+/* The canonical score of query row qs (already times c2) and key row k: Σ_d qs_d·k_d in order from 0. */
+static float fz_score1(const float *qs, const float *k, int D) {
+    float acc = 0.0f;
+    for (int x = 0; x < D; x++) acc = fz_fma1(qs[x], k[x], acc);
+    return acc;
+}
+
+/* Are n rows of w floats (rt apart) all finite? (x·0 is 0 for finite x, NaN for NaN and ±Inf.) */
+static int fz_rows_finite(const float *a, int64_t rt, int n, int w) {
+    const int nv = w / FZ_VW, tail = w - nv * FZ_VW;
+    const fz_m tm = fz_tailmask(tail);
+    fz_v acc = fz_zero();
+    const fz_v z = fz_zero();
+    for (int j = 0; j < n; j++) {
+        const float *r = a + (int64_t)j * rt;
+        for (int v = 0; v < nv; v++) acc = fz_add(acc, fz_mul(fz_load(r + v * FZ_VW), z));
+        if (tail) acc = fz_add(acc, fz_mul(fz_loadm(r + nv * FZ_VW, tm), z));
+    }
+    const float s = fz_hsum(acc);
+    return s == 0.0f;
+}
+
+/* exp2(x - m - L) with x - m clamped at 0 (written -(max(0, m - x) + L): max returns its second operand
+ * when one is NaN, so a NaN score stays NaN) */
+FZ_INLINE fz_v fz_exp2_rel(fz_v x, fz_v m, fz_v L) {
+    const fz_v z = fz_zero();
+    return fz_exp2(fz_sub(z, fz_add(fz_max(z, fz_sub(m, x)), L)));
+}
+
+/* The row statistics of a row with running max m and sum l: (m, log2 l); a row that saw no key has l = 0
+ * and gets (-inf, 0). NaN stays NaN. */
+static void fz_put_stats(float *st, float m, float l) {
+    st[0] = l == 0.0f ? -INFINITY : m;
+    st[1] = l == 0.0f ? 0.0f : log2f(l);
+}
 
 /* ---------------------------------------------------------------------------------------------------
  * The micro-kernel. C (RT rows, NV vectors) with row stride ldc:
@@ -184,7 +235,7 @@ static size_t fz_fwd_thread_bytes(const attn_sdpa_desc *d) {
 
 typedef struct fz_fwd_ctx {
     const attn_sdpa_desc *d;
-    float *out, *lse;
+    float *out, *stats;
     const float *q, *k, *v;
     char *work;
     size_t thread_bytes;
@@ -310,17 +361,30 @@ static void fz_fwd_block(const fz_fwd_ctx *cx, char *tw, int b, int h, int t0, i
             }
         }
 
-        /* Oᵀ = alpha ∘ Oᵀ + V_blkᵀ P_blk */
-        fz_gemm(Dv, BR, Ot, BR, vb + (int64_t)j0 * d->v.t, 1, d->v.t, St, BR, nb, FZ_SCALE, alpha);
+        /* Oᵀ = alpha ∘ Oᵀ + V_blkᵀ P_blk; a masked block whose V rows are not all finite skips the zero
+         * weights one by one */
+        const float *vj = vb + (int64_t)j0 * d->v.t;
+        if (plain || fz_rows_finite(vj, d->v.t, nb, Dv)) {
+            fz_gemm(Dv, BR, Ot, BR, vj, 1, d->v.t, St, BR, nb, FZ_SCALE, alpha);
+        } else {
+            for (int x = 0; x < Dv; x++)
+                for (int i = 0; i < BR; i++) Ot[x * BR + i] *= alpha[i];
+            for (int j = 0; j < nb; j++)
+                for (int i = 0; i < nr; i++) {
+                    const float pj = St[j * BR + i];
+                    if (pj != 0.0f)
+                        for (int x = 0; x < Dv; x++) Ot[x * BR + i] += pj * vj[(int64_t)j * d->v.t + x];
+                }
+        }
     }
 
-    /* out = Oᵀ / l, transposed back; lse = m·ln2 + log l; rows that saw no key: zeros and -inf */
+    /* out = Oᵀ / l, transposed back; the row statistics; rows that saw no key: zeros and (-inf, 0) */
     for (int i = 0; i < nr; i++) {
         float *orow = cx->out + b * d->out.b + h * d->out.h + (int64_t)(t0 + i) * d->out.t;   /* (Dv) */
         const float li = l[i];
         const float inv = li > 0.0f ? 1.0f / li : 0.0f;
         for (int x = 0; x < Dv; x++) orow[x] = Ot[x * BR + i] * inv;
-        cx->lse[((int64_t)b * H + h) * T + t0 + i] = li > 0.0f ? m[i] * FZ_LN2 + logf(li) : -INFINITY;
+        fz_put_stats(cx->stats + 2 * (((int64_t)b * H + h) * T + t0 + i), m[i], li);
     }
 }
 
@@ -444,6 +508,7 @@ FZ_INLINE void fz_fwd_rows_r(const int R, const fz_fwd_ctx *cx, char *tw, int b,
     const float *bi[FZ_ROW_R];
     uint64_t row[FZ_ROW_R];
     float m[FZ_ROW_R], l[FZ_ROW_R], alpha[FZ_ROW_R];
+    int jm[FZ_ROW_R];                   /* the key of each row's running max (for its canonical score) */
     for (int r = 0; r < R; r++) {
         const float *qr = cx->q + b * d->q.b + hs[r] * d->q.h + (int64_t)ts[r] * d->q.t;
         for (int x = 0; x < Dp; x++) q[r * Dp + x] = x < D ? qr[x] * c2 : 0.0f;
@@ -454,6 +519,7 @@ FZ_INLINE void fz_fwd_rows_r(const int R, const fz_fwd_ctx *cx, char *tw, int b,
         row[r] = ((uint64_t)b * H + hs[r]) * T + (uint64_t)ts[r];
         m[r] = -INFINITY;
         l[r] = 0.0f;
+        jm[r] = -1;
     }
     memset(o, 0, sizeof(float) * (size_t)R * Dv);
 
@@ -461,9 +527,11 @@ FZ_INLINE void fz_fwd_rows_r(const int R, const fz_fwd_ctx *cx, char *tw, int b,
         const int nb = maxlim - j0 < FZ_ROW_NB ? maxlim - j0 : FZ_ROW_NB, nfull = nb / FZ_VW * FZ_VW;
         if (R == 1) fz_rows_scores(1, 4, s, FZ_ROW_NB, kb + (int64_t)j0 * d->k.t, d->k.t, q, Dp, D, nb);
         else fz_rows_scores(R, 2, s, FZ_ROW_NB, kb + (int64_t)j0 * d->k.t, d->k.t, q, Dp, D, nb);
+        int masked = 0;                 /* does some row of the pack not see some key of the block? */
         for (int r = 0; r < R; r++) {
             float *sr = s + r * FZ_ROW_NB;
             /* masks: the row's key limit, then boolean mask and bias */
+            if (lim[r] < j0 + nb || al[r] || bi[r]) masked = 1;
             for (int j = lim[r] - j0 > 0 ? lim[r] - j0 : 0; j < nb; j++) sr[j] = -INFINITY;
             if (al[r] || bi[r])
                 for (int j = 0; j < nb && j0 + j < lim[r]; j++) {
@@ -475,6 +543,11 @@ FZ_INLINE void fz_fwd_rows_r(const int R, const fz_fwd_ctx *cx, char *tw, int b,
             for (int j = 0; j < nfull; j += FZ_VW) mx = fz_max(mx, fz_load(sr + j));
             float bm = fz_hmax(mx);
             for (int j = nfull; j < nb; j++) bm = sr[j] > bm ? sr[j] : bm;
+            if (bm > m[r]) {            /* a new running max: remember its key */
+                int j = 0;
+                while (j < nb - 1 && !(sr[j] == bm)) j++;
+                jm[r] = j0 + j;
+            }
             if (m[r] > bm) bm = m[r];
             if (bm == -INFINITY) {
                 memset(sr, 0, sizeof(float) * (size_t)nb);
@@ -504,13 +577,32 @@ FZ_INLINE void fz_fwd_rows_r(const int R, const fz_fwd_ctx *cx, char *tw, int b,
                                                                                                       : 0.0f;
             }
         }
-        fz_rows_pv(R, o, Dv, alpha, s, FZ_ROW_NB, vb + (int64_t)j0 * d->v.t, d->v.t, Dv, nb);
+        const float *vj = vb + (int64_t)j0 * d->v.t;
+        if (!masked || fz_rows_finite(vj, d->v.t, nb, Dv)) {
+            fz_rows_pv(R, o, Dv, alpha, s, FZ_ROW_NB, vj, d->v.t, Dv, nb);
+        } else {                        /* V rows not all finite: the zero weights skip theirs */
+            for (int r = 0; r < R; r++) {
+                float *orow = o + r * Dv;
+                const float *sr = s + r * FZ_ROW_NB;
+                for (int x = 0; x < Dv; x++) orow[x] *= alpha[r];
+                for (int j = 0; j < nb; j++)
+                    if (sr[j] != 0.0f)
+                        for (int x = 0; x < Dv; x++) orow[x] += sr[j] * vj[(int64_t)j * d->v.t + x];
+            }
+        }
     }
     for (int r = 0; r < R; r++) {
         float *orow = cx->out + b * d->out.b + hs[r] * d->out.h + (int64_t)ts[r] * d->out.t;
         const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
         for (int x = 0; x < Dv; x++) orow[x] = o[r * Dv + x] * inv;
-        cx->lse[row[r]] = l[r] > 0.0f ? m[r] * FZ_LN2 + logf(l[r]) : -INFINITY;
+        /* the running max was summed another way than the canonical score: save the canonical score of
+         * its key (the backward recomputes exactly that), and the sum as it is (see the top of the file) */
+        float mc = m[r];
+        if (l[r] > 0.0f && jm[r] >= 0 && m[r] == m[r]) {
+            mc = fz_score1(q + r * Dp, kb + (int64_t)jm[r] * d->k.t, D);
+            if (bi[r]) mc = fz_add_bias(mc, bi[r][jm[r]]);
+        }
+        fz_put_stats(cx->stats + 2 * row[r], mc, l[r]);
     }
 }
 
@@ -591,7 +683,7 @@ static void fz_small_combine(float *o, int n, const float *p, const float *rows,
     }
 }
 
-static void fz_small_fwd(const attn_sdpa_desc *d, float *out, float *lse, const float *q, const float *k,
+static void fz_small_fwd(const attn_sdpa_desc *d, float *out, float *stats, const float *q, const float *k,
                          const float *v, char *tw, int b, int hk) {
     const int T = d->T, S = d->S, G = d->H / d->Hkv, SP = (S + FZ_VW - 1) / FZ_VW * FZ_VW, nks = SP / FZ_VW;
     float *Kt = (float *)tw;                                                   /* (D,SP) */
@@ -608,9 +700,9 @@ static void fz_small_fwd(const attn_sdpa_desc *d, float *out, float *lse, const 
             const float mx = lim > 0 ? fz_small_scores(d, s, Kt, SP, q + b * d->q.b + h * d->q.h + (int64_t)t * d->q.t,
                                                        lim, b, h, t)
                                      : -INFINITY;
-            if (mx == -INFINITY) {                       /* every key masked: zeros, lse -inf */
+            if (mx == -INFINITY) {                       /* every key masked: zeros, stats (-inf, 0) */
                 for (int x = 0; x < d->Dv; x++) orow[x] = 0.0f;
-                lse[row] = -INFINITY;
+                fz_put_stats(stats + 2 * row, mx, 0.0f);
                 continue;
             }
             const fz_v bm = fz_set1(mx);
@@ -630,13 +722,13 @@ static void fz_small_fwd(const attn_sdpa_desc *d, float *out, float *lse, const 
             fz_small_combine(o, d->Dv, s, vb, d->v.t, lim);
             const float inv = 1.0f / l;
             for (int x = 0; x < d->Dv; x++) orow[x] = o[x] * inv;
-            lse[row] = mx * FZ_LN2 + logf(l);
+            fz_put_stats(stats + 2 * row, mx, l);
         }
     }
 }
 
 static void fz_small_bwd(const attn_sdpa_desc *d, float *dq, float *dk, float *dv, const float *dout, const float *q,
-                         const float *k, const float *v, const float *out, const float *lse, char *tw, int b, int hk) {
+                         const float *k, const float *v, const float *out, const float *stats, char *tw, int b, int hk) {
     const int T = d->T, S = d->S, D = d->D, Dv = d->Dv, G = d->H / d->Hkv;
     const int SP = (S + FZ_VW - 1) / FZ_VW * FZ_VW, nks = SP / FZ_VW;
     float *Kt = (float *)tw;                                                       /* (D,SP)  */
@@ -656,14 +748,14 @@ static void fz_small_bwd(const attn_sdpa_desc *d, float *dq, float *dk, float *d
         for (int t = 0; t < T; t++) {
             const int64_t row = ((int64_t)b * d->H + h) * T + t;
             const int lim = attn__key_limit(&d->mask, b, t, T, S);
-            if (lim == 0 || lse[row] == -INFINITY) continue;        /* fully masked row: no gradient */
+            if (lim == 0 || stats[2 * row] == -INFINITY) continue;  /* fully masked row: no gradient */
             const float *qr = q + b * d->q.b + h * d->q.h + (int64_t)t * d->q.t;          /* (D)  */
             const float *gr = dout + b * d->out.b + h * d->out.h + (int64_t)t * d->out.t; /* (Dv) */
             const float *orow = out + b * d->out.b + h * d->out.h + (int64_t)t * d->out.t;
-            /* P = exp2(scores - lse·log2e) */
+            /* P = exp2(x - m - L), x - m clamped at 0 */
             fz_small_scores(d, s, Kt, SP, qr, lim, b, h, t);
-            const fz_v ls = fz_set1(lse[row] * FZ_LOG2E);
-            for (int u = 0; u < nks; u++) fz_store(s + u * FZ_VW, fz_exp2(fz_sub(fz_load(s + u * FZ_VW), ls)));
+            const fz_v mv = fz_set1(stats[2 * row]), lv = fz_set1(stats[2 * row + 1]);
+            for (int u = 0; u < nks; u++) fz_store(s + u * FZ_VW, fz_exp2_rel(fz_load(s + u * FZ_VW), mv, lv));
             /* dP = dout·v_j (vectors along the keys), Δ = rowsum(dout ∘ out) */
             fz_v dp[FZ_SMALL_S / FZ_VW];
             for (int u = 0; u < nks; u++) dp[u] = fz_zero();
@@ -688,7 +780,8 @@ static void fz_small_bwd(const attn_sdpa_desc *d, float *dq, float *dk, float *d
             const fz_v dl = fz_set1(delta);
             for (int u = 0; u < nks; u++)
                 fz_store(ds + u * FZ_VW, fz_mul(fz_load(s + u * FZ_VW), fz_sub(fz_load(ds + u * FZ_VW), dl)));
-            for (int j = lim; j < SP; j++) ds[j] = pm[j] = 0.0f;
+            for (int j = 0; j < SP; j++)            /* keys of weight 0 (masked): nothing, even from NaN V */
+                if (j >= lim || s[j] == 0.0f) ds[j] = pm[j] = 0.0f;
             /* dVᵀ += dout ⊗ P·m;  dKᵀ += q ⊗ dS;  dq += scale · Σ_j dS_j k_j */
             for (int x = 0; x < Dv; x++) {
                 const fz_v g = fz_set1(gr[x]);
@@ -728,9 +821,9 @@ static int64_t fz_fwd_items(const attn_sdpa_desc *d) {
 }
 
 /* One stage; thread part->ith's items. */
-static void fz_forward(const attn_sdpa_desc *d, float *out, float *lse, const float *q, const float *k,
+static void fz_forward(const attn_sdpa_desc *d, float *out, float *stats, const float *q, const float *k,
                        const float *v, void *work, const attn__part *part) {
-    fz_fwd_ctx cx = {d, out, lse, q, k, v, (char *)work, fz_fwd_thread_bytes(d)};
+    fz_fwd_ctx cx = {d, out, stats, q, k, v, (char *)work, fz_fwd_thread_bytes(d)};
     const int G = d->H / d->Hkv, by_rows = fz_fwd_by_rows(d), group_rows = G * d->T;
     const int64_t nqb = fz_fwd_nqb(d), items = fz_fwd_items(d);
     char *tw = cx.work + (size_t)part->ith * cx.thread_bytes;
@@ -739,7 +832,7 @@ static void fz_forward(const attn_sdpa_desc *d, float *out, float *lse, const fl
     int64_t local = -1;
     if (fz_small(d, ATTN_PASS_FORWARD)) {   /* items (b, kv head) */
         for (int64_t it = attn__part_next(part, &local); it < items; it = attn__part_next(part, &local))
-            fz_small_fwd(d, out, lse, q, k, v, tw, (int)(it / d->Hkv), (int)(it % d->Hkv));
+            fz_small_fwd(d, out, stats, q, k, v, tw, (int)(it / d->Hkv), (int)(it % d->Hkv));
         return;
     }
     /* head by head (its K and V stay in cache), latest query blocks first: under a causal mask they are
@@ -781,7 +874,7 @@ static void fz_forward(const attn_sdpa_desc *d, float *out, float *lse, const fl
  */
 
 static size_t fz_bwd_thread_bytes(const attn_sdpa_desc *d) {
-    return 2 * fz_round(sizeof(float) * (size_t)d->D * FZ_KBC) +
+    return 2 * fz_round(sizeof(float) * (size_t)d->D * FZ_KBC) + fz_round(sizeof(float) * (size_t)d->D * FZ_QB) +
            2 * fz_round(sizeof(float) * (size_t)d->Dv * FZ_KBC) +
            2 * fz_round(sizeof(float) * (size_t)FZ_QB * FZ_KBC) + 4 * fz_round(sizeof(float) * FZ_QB);
 }
@@ -818,7 +911,7 @@ static size_t fz_bwd_shared_bytes(const attn_sdpa_desc *d) {
 typedef struct fz_bwd_ctx {
     const attn_sdpa_desc *d;
     float *dq, *dk, *dv;
-    const float *dout, *q, *k, *v, *out, *lse;
+    const float *dout, *q, *k, *v, *out, *stats;
     float *dqs;        /* (pairs, NCHUNK, G, T, D) dQ slots of the round */
     float *delta;      /* (pairs, G, T) rowsum(dout ∘ out) */
     char *thread_work;
@@ -872,19 +965,21 @@ static void fz_bwd_block(const fz_bwd_ctx *cx, char *tw, int b, int hk, int j0, 
     float *dVt = (float *)((char *)Vt + fz_round(sizeof(float) * (size_t)Dv * FZ_KBC)); /* (Dv,NB) */
     float *P = (float *)((char *)dVt + fz_round(sizeof(float) * (size_t)Dv * FZ_KBC));  /* (QB,NB) */
     float *dS = (float *)((char *)P + fz_round(sizeof(float) * (size_t)FZ_QB * FZ_KBC)); /* (QB,NB) */
-    float *lse2 = (float *)((char *)dS + fz_round(sizeof(float) * (size_t)FZ_QB * FZ_KBC)); /* (QB) */
-    float *dlt = lse2 + FZ_QB;                                                         /* (QB) */
-    int32_t *lim = (int32_t *)(dlt + FZ_QB);                                           /* (QB) */
+    float *Qs = (float *)((char *)dS + fz_round(sizeof(float) * (size_t)FZ_QB * FZ_KBC));  /* (QB,D)  */
+    float *rm = (float *)((char *)Qs + fz_round(sizeof(float) * (size_t)FZ_QB * D));     /* (QB) m  */
+    float *rl = rm + FZ_QB, *dlt = rl + FZ_QB;                                          /* (QB) L, Δ */
+    int32_t *lim = (int32_t *)(dlt + FZ_QB);                                            /* (QB) */
 
     const float *kb = cx->k + b * d->k.b + hk * d->k.h + (int64_t)j0 * d->k.t;   /* (nb,D)  */
     const float *vb = cx->v + b * d->v.b + hk * d->v.h + (int64_t)j0 * d->v.t;   /* (nb,Dv) */
 
-    /* pack Kᵀ and Vᵀ, padding keys with zeros; clear the dKᵀ, dVᵀ sums */
+    /* pack Kᵀ and Vᵀ, padding keys with zeros; clear the dKᵀ, dVᵀ sums; are K and V finite? */
+    float nf = 0.0f;                    /* Σ x·0: 0 when every K and V value is finite, else NaN */
     for (int j = 0; j < NB; j++) {
         if (j < nb) {
             const float *kr = kb + (int64_t)j * d->k.t, *vr = vb + (int64_t)j * d->v.t;   /* (D), (Dv) */
-            for (int x = 0; x < D; x++) Kt[x * NB + j] = kr[x];
-            for (int x = 0; x < Dv; x++) Vt[x * NB + j] = vr[x];
+            for (int x = 0; x < D; x++) nf += (Kt[x * NB + j] = kr[x]) * 0.0f;
+            for (int x = 0; x < Dv; x++) nf += (Vt[x * NB + j] = vr[x]) * 0.0f;
         } else {
             for (int x = 0; x < D; x++) Kt[x * NB + j] = 0.0f;
             for (int x = 0; x < Dv; x++) Vt[x * NB + j] = 0.0f;
@@ -905,44 +1000,45 @@ static void fz_bwd_block(const fz_bwd_ctx *cx, char *tw, int b, int hk, int j0, 
             const int nr = T - t0 < FZ_QB ? T - t0 : FZ_QB;
             const float *qr = cx->q + b * d->q.b + h * d->q.h + (int64_t)t0 * d->q.t;         /* (nr,D)  */
             const float *gr = cx->dout + b * d->out.b + h * d->out.h + (int64_t)t0 * d->out.t; /* (nr,Dv) */
-            const int64_t row0 = ((int64_t)b * H + h) * T + t0;                               /* lse index */
+            const int64_t row0 = ((int64_t)b * H + h) * T + t0;                               /* stats row */
 
             int maxlim = 0, minlim = S;
             for (int i = 0; i < nr; i++) {
                 lim[i] = attn__key_limit(mk, b, t0 + i, T, S);
-                const float ls = cx->lse[row0 + i];
-                lse2[i] = ls * FZ_LOG2E;
-                if (ls == -INFINITY) lim[i] = 0;             /* fully masked row: no gradient */
+                rm[i] = cx->stats[2 * (row0 + i)];
+                rl[i] = cx->stats[2 * (row0 + i) + 1];
+                if (rm[i] == -INFINITY) lim[i] = 0;          /* fully masked row: no gradient */
                 dlt[i] = delta[(int64_t)hh * T + t0 + i];
                 if (lim[i] > maxlim) maxlim = lim[i];
                 if (lim[i] < minlim) minlim = lim[i];
             }
             if (maxlim <= j0) continue;                      /* no row of the block sees these keys */
 
-            /* P = exp2(scale·log2e · Q Kᵀ (+ bias) - lse·log2e), masked keys 0 */
-            fz_gemm(nr, NB, P, NB, qr, d->q.t, 1, Kt, NB, D, FZ_SET, NULL);
+            /* P = exp2(x - m - L), x = (c2·Q) Kᵀ (+ bias) summed as the forward did; masked keys 0 */
+            for (int i = 0; i < nr; i++)
+                for (int x = 0; x < D; x++) Qs[i * D + x] = qr[(int64_t)i * d->q.t + x] * c2;
+            fz_gemm(nr, NB, P, NB, Qs, D, 1, Kt, NB, D, FZ_SET, NULL);
             for (int i = 0; i < nr; i++) {
                 float *pr = P + i * NB;
                 const int lj = lim[i] - j0;                  /* keys j >= lj are excluded */
                 if (lj <= 0) { memset(pr, 0, sizeof(float) * NB); continue; }
+                const fz_v mv = fz_set1(rm[i]), lv = fz_set1(rl[i]);
                 if (generic) {
                     const uint8_t *al = attn__allow_row(mk, b, h, t0 + i);
                     const float *bi = attn__bias_row(mk, b, h, t0 + i);
                     for (int j = 0; j < NB; j++) {
-                        float x = pr[j] * c2;
+                        float x = pr[j];
                         if (j >= lj || (al && !al[j0 + j])) x = -INFINITY;
                         else if (bi) x = fz_add_bias(x, bi[j0 + j]);
                         pr[j] = x;
                     }
-                    const fz_v ls = fz_set1(lse2[i]);
                     for (int v = 0; v < nvk; v++)
-                        fz_store(pr + v * FZ_VW, fz_exp2(fz_sub(fz_load(pr + v * FZ_VW), ls)));
+                        fz_store(pr + v * FZ_VW, fz_exp2_rel(fz_load(pr + v * FZ_VW), mv, lv));
                 } else {
-                    const fz_v cc = fz_set1(c2), ls = fz_set1(lse2[i]);
                     for (int v = 0; v < nvk; v++) {
-                        fz_v x = fz_mul(fz_load(pr + v * FZ_VW), cc);
+                        fz_v x = fz_load(pr + v * FZ_VW);
                         if (lj < (v + 1) * FZ_VW) x = fz_mask_iota(x, v * FZ_VW, lj);
-                        fz_store(pr + v * FZ_VW, fz_exp2(fz_sub(x, ls)));
+                        fz_store(pr + v * FZ_VW, fz_exp2_rel(x, mv, lv));
                     }
                 }
             }
@@ -972,10 +1068,26 @@ static void fz_bwd_block(const fz_bwd_ctx *cx, char *tw, int b, int hk, int j0, 
                 }
             }
 
+            /* K or V not all finite: the keys of weight 0 (masked) take no part (0·NaN would) */
+            if (nf != 0.0f)
+                for (int i = 0; i < nr; i++)
+                    for (int j = 0; j < NB; j++)
+                        if (P[i * NB + j] == 0.0f) dS[i * NB + j] = 0.0f;
+
             /* dVᵀ += dOᵀ P;  dKᵀ += Qᵀ dS (scale applied at the end);  dQ slot += dS K */
             fz_gemm(Dv, NB, dVt, NB, gr, 1, d->out.t, P, NB, nr, FZ_ACC, NULL);
             fz_gemm(D, NB, dKt, NB, qr, 1, d->q.t, dS, NB, nr, FZ_ACC, NULL);
-            fz_gemm(nr, D, dqs + ((int64_t)hh * T + t0) * D, D, dS, NB, 1, kb, d->k.t, nb, FZ_ACC, NULL);
+            float *dqb = dqs + ((int64_t)hh * T + t0) * D;
+            if (nf == 0.0f) {
+                fz_gemm(nr, D, dqb, D, dS, NB, 1, kb, d->k.t, nb, FZ_ACC, NULL);
+            } else {
+                for (int i = 0; i < nr; i++)
+                    for (int j = 0; j < nb; j++) {
+                        const float g = dS[i * NB + j];
+                        if (g != 0.0f)
+                            for (int x = 0; x < D; x++) dqb[(int64_t)i * D + x] += g * kb[(int64_t)j * d->k.t + x];
+                    }
+            }
         }
     }
 
@@ -999,12 +1111,12 @@ static int64_t fz_bwd_rounds(const attn_sdpa_desc *d) {
  *   phase 1  items (pair, chunk), each owning its keys' dK, dV and its dQ slot
  *   phase 2  dq += scale · Σ_chunk slot, chunks in order (static split of rows) */
 static void fz_backward(const attn_sdpa_desc *d, float *dq, float *dk, float *dv, const float *dout,
-                        const float *q, const float *k, const float *v, const float *out, const float *lse,
+                        const float *q, const float *k, const float *v, const float *out, const float *stats,
                         void *work, const attn__part *part) {
     fz_bwd_ctx cx;
     memset(&cx, 0, sizeof cx);
     cx.d = d; cx.dq = dq; cx.dk = dk; cx.dv = dv;
-    cx.dout = dout; cx.q = q; cx.k = k; cx.v = v; cx.out = out; cx.lse = lse;
+    cx.dout = dout; cx.q = q; cx.k = k; cx.v = v; cx.out = out; cx.stats = stats;
     const int G = d->H / d->Hkv, T = d->T, D = d->D;
     const int64_t PR = fz_bwd_pairs(d), pairs = (int64_t)d->B * d->Hkv;
     const int NC = fz_bwd_nchunk(d);
@@ -1019,7 +1131,7 @@ static void fz_backward(const attn_sdpa_desc *d, float *dq, float *dk, float *dv
     if (fz_small(d, ATTN_PASS_BACKWARD)) {  /* one stage, items (b, kv head) */
         int64_t local = -1;
         for (int64_t it = attn__part_next(part, &local); it < pairs; it = attn__part_next(part, &local))
-            fz_small_bwd(d, dq, dk, dv, dout, q, k, v, out, lse, tw, (int)(it / d->Hkv), (int)(it % d->Hkv));
+            fz_small_bwd(d, dq, dk, dv, dout, q, k, v, out, stats, tw, (int)(it / d->Hkv), (int)(it % d->Hkv));
         return;
     }
     const int ith = part->ith, nt = part->nth, nc = c->nchunk, phase = part->stage % 3;
