@@ -231,19 +231,18 @@ attn_status attn_sdpa_workspace_size(const attn_ctx *ctx, const attn_sdpa_desc *
                                      size_t *bytes);
 
 /* Row statistics: what the forward saves for the backward, ATTN_SDPA_STATS floats per query row,
- * (B,H,T,2) contiguous. With x_s = (scale·q·k_s + bias_s)·log2(e), a row's scores in base 2 as the kernel
- * path computes them:
+ * (B,H,T,2) contiguous. With x_s = scale·q·k_s + bias_s, a row's scores as the kernel path computes them:
  *   stats[2r]      m = max_s x_s, the row's largest score (one of the x_s, bit for bit)
- *   stats[2r + 1]  L = log2 Σ_s exp2(x_s - m)
- * A fully masked row has (-INFINITY, 0). The backward recomputes each x_s exactly as the forward did and
- * forms the weights as exp2(x_s - m - L), so they stay normalised at any logit size: the natural
- * log-sum-exp m·ln2 + L·ln2 would lose its small part in float once |m| is large. Give the backward the
- * stats of a forward on the same kernel path (the same ctx isa); attn_sdpa_logsumexp gives the natural
+ *   stats[2r + 1]  log Σ_s exp(x_s - m)       (between 0 and log S)
+ * A fully masked row has (-INFINITY, 0). The log-sum-exp is the sum of the two; it is kept in two parts
+ * because one float loses the small part once |m| is large, and the backward's weights exp(x_s - m - log l)
+ * then stop summing to 1. The backward recomputes each x_s exactly as the forward did, so give it the
+ * stats of a forward on the same kernel path (the same ctx isa). attn_sdpa_logsumexp gives the one-float
  * log-sum-exp (PyTorch's logsumexp) when you want it. */
 #define ATTN_SDPA_STATS 2
 
-/* lse[r] = (stats[2r] + stats[2r+1])·ln 2 for r in [0, rows): the natural log-sum-exp of each row,
- * -INFINITY for a fully masked row. */
+/* lse[r] = stats[2r] + stats[2r+1] for r in [0, rows): the log-sum-exp of each row, -INFINITY for a fully
+ * masked row. lse may be stats itself (converted in place). */
 attn_status attn_sdpa_logsumexp(const float *stats, int64_t rows, float *lse);
 
 /* Forward pass.

@@ -74,10 +74,10 @@ static int naive_allowed(const attn_sdpa_desc *d, int b, int h, int t, int s) {
     return 1;
 }
 
-/* Natural log-sum-exp of n rows of row statistics (attn.h: (max·log2 e, log2 of the sum)) in double. */
+/* The log-sum-exp of n rows of row statistics (attn.h: (max, log of the sum)) in double. */
 static void stats_lse_f64(const double *st, size_t n, double *lse) {
     for (size_t r = 0; r < n; r++)
-        lse[r] = st[2 * r] == -INFINITY ? -INFINITY : (st[2 * r] + st[2 * r + 1]) * 0.69314718055994530942;
+        lse[r] = st[2 * r] == -INFINITY ? -INFINITY : st[2 * r] + st[2 * r + 1];
 }
 
 static void naive_forward(const attn_sdpa_desc *d, double *out, double *lse, double *weights,

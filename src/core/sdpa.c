@@ -354,7 +354,7 @@ attn_status attn_sdpa_logsumexp(const float *stats, int64_t rows, float *lse) {
     if (rows < 0) return ATTN_ERR_ARG;
     for (int64_t r = 0; r < rows; r++) {
         const float m = stats[2 * r], l = stats[2 * r + 1];
-        lse[r] = m == -INFINITY ? -INFINITY : (float)(((double)m + (double)l) * 0.69314718055994530942);
+        lse[r] = m == -INFINITY ? -INFINITY : m + l;
     }
     return ATTN_OK;
 }

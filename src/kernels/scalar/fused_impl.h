@@ -21,14 +21,16 @@
  * Every product is one micro-kernel, C (M,N) [=|+=|=α·C+] A (M,K) B (K,N): A read by broadcast through
  * any two strides, B by vectors along N, C in registers (FZ_RTMAX x FZ_NVMAX vectors).
  *
- * Softmax runs in base 2: the scores are multiplied by scale·log2(e), exp2 is the path's own polynomial.
- * The forward saves per row (attn.h's row statistics) the largest score m and L = log2 of the sum of
- * exp2(x - m); the backward forms P = exp2(x - m - L) (with x - m clamped at 0). For that to stay exact at
- * any logit size, every route computes a score the one canonical way: x = Σ_d (q_d·c2)·k_d (c2 =
- * scale·log2 e, q_d·c2 rounded first) summed by FMA in order d = 0 .. D-1 from 0, then the bias; and m
- * is one of those x bit for bit (the by-rows forward sums its scores another way for speed, so it
- * recomputes the canonical score of its row's argmax at the end). The max then gives exp2(0 - L) = 1/l
- * exactly in both passes, and the other weights differ from the forward's only by each score's rounding.
+ * Softmax: scores stay in natural units and exp(x - m) is computed as exp2((x - m)·log2 e) by the path's
+ * own polynomial; subtracting first keeps the max's exponent exactly 0 at any logit size (scaling the
+ * scores by log2 e up front would save a multiply but round m, and saturate biases past 2.4e38). The
+ * forward saves per row (attn.h's row statistics) the largest score m and log l, l = Σ exp(x - m); the
+ * backward forms P = exp(x - m - log l) (with x - m clamped at 0). For that to stay exact at any logit
+ * size, every route computes a score the one canonical way: x = Σ_d (q_d·scale)·k_d (q_d·scale rounded
+ * first) summed by FMA in order d = 0 .. D-1 from 0, then the bias; and m is one of those x bit for bit
+ * (the by-rows forward sums its scores another way for speed, so it recomputes the canonical score of its
+ * row's argmax at the end). The max then gives exp(0 - log l) = 1/l in both passes, and the other weights
+ * differ from the forward's only by each score's rounding.
  *
  * Keys a row does not see (masked, or weight 0) never touch its results even when their K or V rows hold
  * NaN or Inf (0·NaN would): blocks whose K or V rows are not all finite take careful loops that skip them.
@@ -69,16 +71,13 @@
 #define FZ_LOG2E 1.44269504088896340736f
 #define FZ_NCHUNK 8                       /* backward: at most this many key chunks per (b, kv head) */
 
-/* A score x (log2 units) plus an additive bias b (natural units): -inf stays -inf (a masked key), a bias of
- * -inf excludes, and everything else saturates at ±FLT_MAX. Without the saturation a finite bias beyond
- * FLT_MAX / log2 e (2.4e38) became inf in log2 units, and inf - inf NaN; saturated, a bias of +3e38 takes
- * all the weight and -FLT_MAX on every key (PyTorch's finfo.min, a common mask value) gives uniform
- * weights, as on the reference path. (Two biases both beyond 2.4e38 compare equal here.) */
+/* A score x plus an additive bias b: -inf stays -inf (a masked key), a bias of -inf excludes, and
+ * everything else saturates at ±FLT_MAX (a sum past FLT_MAX would be inf, and inf - inf NaN). So a bias of
+ * +3e38 takes all the weight and -FLT_MAX on every key (PyTorch's finfo.min, a common mask value) gives
+ * uniform weights, as on the reference path. */
 static inline float fz_add_bias(float x, float b) {
     if (x == -INFINITY || b == -INFINITY) return -INFINITY;
-    float b2 = b * FZ_LOG2E;
-    b2 = b2 > FLT_MAX ? FLT_MAX : b2 < -FLT_MAX ? -FLT_MAX : b2;
-    const float y = x + b2;
+    const float y = x + b;
     return y > FLT_MAX ? FLT_MAX : y < -FLT_MAX ? -FLT_MAX : y;
 }
 #define FZ_ALIGN 64
@@ -90,7 +89,7 @@ FZ_INLINE float fz_fma1(float a, float b, float c) {
     return t[0];
 }
 
-/* The canonical score of query row qs (already times c2) and key row k: Σ_d qs_d·k_d in order from 0. */
+/* The canonical score of query row qs (already times scale) and key row k: Σ_d qs_d·k_d in order from 0. */
 static float fz_score1(const float *qs, const float *k, int D) {
     float acc = 0.0f;
     for (int x = 0; x < D; x++) acc = fz_fma1(qs[x], k[x], acc);
@@ -112,18 +111,32 @@ static int fz_rows_finite(const float *a, int64_t rt, int n, int w) {
     return s == 0.0f;
 }
 
-/* exp2(x - m - L) with x - m clamped at 0 (written -(max(0, m - x) + L): max returns its second operand
- * when one is NaN, so a NaN score stays NaN) */
-FZ_INLINE fz_v fz_exp2_rel(fz_v x, fz_v m, fz_v L) {
+/* exp(x - m) = exp2((x - m)·log2 e): the difference first, so x = m gives exactly 1 */
+FZ_INLINE fz_v fz_exp_rel(fz_v x, fz_v m) {
+    return fz_exp2(fz_mul(fz_sub(x, m), fz_set1(FZ_LOG2E)));
+}
+static inline float fz_exp_rel1(float x, float m) { return exp2f((x - m) * FZ_LOG2E); }
+
+/* The backward's weight exp(x - m - log l) with x - m clamped at 0, given L2 = log2 l: written
+ * exp2(-(max(0, m - x)·log2 e + L2)) (max returns its second operand when one is NaN, so a NaN score
+ * stays NaN) */
+FZ_INLINE fz_v fz_weight(fz_v x, fz_v m, fz_v L2) {
     const fz_v z = fz_zero();
-    return fz_exp2(fz_sub(z, fz_add(fz_max(z, fz_sub(m, x)), L)));
+    return fz_exp2(fz_sub(z, fz_fma(fz_max(z, fz_sub(m, x)), fz_set1(FZ_LOG2E), L2)));
 }
 
-/* The row statistics of a row with running max m and sum l: (m, log2 l); a row that saw no key has l = 0
+/* The backward's weights of a row whose max m is NaN or +Inf (a score was), from its scores p (nb keys):
+ * 0 for the keys from lim on, the masked ones (score -inf) and those infinitely below m, as exp(x - m)
+ * gives; NaN for the others. */
+static void fz_nan_row(float *p, int nb, int lim, float m) {
+    for (int j = 0; j < nb; j++) p[j] = j >= lim || p[j] == -INFINITY || p[j] - m == -INFINITY ? 0.0f : NAN;
+}
+
+/* The row statistics of a row with running max m and sum l: (m, log l); a row that saw no key has l = 0
  * and gets (-inf, 0). NaN stays NaN. */
 static void fz_put_stats(float *st, float m, float l) {
     st[0] = l == 0.0f ? -INFINITY : m;
-    st[1] = l == 0.0f ? 0.0f : log2f(l);
+    st[1] = l == 0.0f ? 0.0f : logf(l);
 }
 
 /* ---------------------------------------------------------------------------------------------------
@@ -242,7 +255,7 @@ typedef struct fz_fwd_ctx {
 } fz_fwd_ctx;
 
 /* The online-softmax step of one key block, over the NV query vectors of Sᵀ (nb rows, stride BR): with
- * bm the block's max (already folded with the running max m), alpha = exp2(m - bm), Sᵀ = exp2(Sᵀ - bm),
+ * bm the block's max (already folded with the running max m), alpha = exp(m - bm), Sᵀ = exp(Sᵀ - bm),
  * l = alpha·l + Σ_j Sᵀ, m = bm. Rows go in order, the vectors of a row together (contiguous). */
 FZ_INLINE void fz_softmax_block(const int NV, float *St, int BR, int nb, float *m, float *l, const float *bm,
                                 float *alpha) {
@@ -256,13 +269,13 @@ FZ_INLINE void fz_softmax_block(const int NV, float *St, int BR, int nb, float *
     for (int j = 0; j < nb; j++) {
         float *x = St + j * BR;
         FZ_UNROLL for (int v = 0; v < NV; v++) {
-            const fz_v p = fz_exp2(fz_sub(fz_load(x + v * FZ_VW), bs[v]));
+            const fz_v p = fz_exp_rel(fz_load(x + v * FZ_VW), bs[v]);
             s0[v] = fz_add(s0[v], p);
             fz_store(x + v * FZ_VW, p);
         }
     }
     FZ_UNROLL for (int v = 0; v < NV; v++) {
-        const fz_v al = fz_exp2(fz_sub(fz_load(m + v * FZ_VW), bs[v]));
+        const fz_v al = fz_exp_rel(fz_load(m + v * FZ_VW), bs[v]);
         fz_store(l + v * FZ_VW, fz_fma(fz_load(l + v * FZ_VW), al, s0[v]));
         fz_store(m + v * FZ_VW, fz_load(bm + v * FZ_VW));
         fz_store(alpha + v * FZ_VW, al);
@@ -286,14 +299,13 @@ static void fz_fwd_block(const fz_fwd_ctx *cx, char *tw, int b, int h, int t0, i
     const float *qb = cx->q + b * d->q.b + h * d->q.h + (int64_t)t0 * d->q.t;   /* (nr,D) rows q.t apart */
     const float *kb = cx->k + b * d->k.b + hk * d->k.h;                         /* (S,D)  */
     const float *vb = cx->v + b * d->v.b + hk * d->v.h;                         /* (S,Dv) */
-    const float c2 = d->scale * FZ_LOG2E;
     const int generic = mk->allow || mk->bias;
 
     /* pack Qᵀ scaled; key limits per row (padding rows copy the last row's) */
     for (int i = 0; i < BR; i++) {
         const int ii = i < nr ? i : nr - 1;
         const float *qr = qb + (int64_t)ii * d->q.t;
-        for (int x = 0; x < D; x++) Qt[x * BR + i] = i < nr ? qr[x] * c2 : 0.0f;
+        for (int x = 0; x < D; x++) Qt[x * BR + i] = i < nr ? qr[x] * d->scale : 0.0f;
         lim[i] = attn__key_limit(mk, b, t0 + ii, T, S);
     }
     int minlim = S, maxlim = 0;
@@ -314,7 +326,7 @@ static void fz_fwd_block(const fz_fwd_ctx *cx, char *tw, int b, int h, int t0, i
         nb = maxlim - j0 < FZ_BC ? maxlim - j0 : FZ_BC;
         if (j0 < minlim && j0 + nb > minlim) nb = minlim - j0;
 
-        /* Sᵀ = K_blk Qᵀ (keys, queries), in log2 units; the column max comes with it when no mask
+        /* Sᵀ = K_blk Qᵀ (keys, queries); the column max comes with it when no mask
          * touches the block */
         const int plain = !generic && j0 + nb <= minlim;
         if (plain) memcpy(bm, m, sizeof(float) * BR);
@@ -502,7 +514,6 @@ FZ_INLINE void fz_fwd_rows_r(const int R, const fz_fwd_ctx *cx, char *tw, int b,
     float *s = (float *)((char *)o + fz_round(sizeof(float) * (size_t)Dv * FZ_BR));   /* R x FZ_ROW_NB */
     const float *kb = cx->k + b * d->k.b + hk * d->k.h;
     const float *vb = cx->v + b * d->v.b + hk * d->v.h;
-    const float c2 = d->scale * FZ_LOG2E;
     int lim[FZ_ROW_R], maxlim = 0;
     const uint8_t *al[FZ_ROW_R];
     const float *bi[FZ_ROW_R];
@@ -511,7 +522,7 @@ FZ_INLINE void fz_fwd_rows_r(const int R, const fz_fwd_ctx *cx, char *tw, int b,
     int jm[FZ_ROW_R];                   /* the key of each row's running max (for its canonical score) */
     for (int r = 0; r < R; r++) {
         const float *qr = cx->q + b * d->q.b + hs[r] * d->q.h + (int64_t)ts[r] * d->q.t;
-        for (int x = 0; x < Dp; x++) q[r * Dp + x] = x < D ? qr[x] * c2 : 0.0f;
+        for (int x = 0; x < Dp; x++) q[r * Dp + x] = x < D ? qr[x] * d->scale : 0.0f;
         lim[r] = attn__key_limit(mk, b, ts[r], T, S);
         if (lim[r] > maxlim) maxlim = lim[r];
         al[r] = attn__allow_row(mk, b, hs[r], ts[r]);
@@ -554,18 +565,18 @@ FZ_INLINE void fz_fwd_rows_r(const int R, const fz_fwd_ctx *cx, char *tw, int b,
                 alpha[r] = 1.0f;
                 continue;
             }
-            alpha[r] = m[r] == -INFINITY ? 0.0f : exp2f(m[r] - bm);
+            alpha[r] = m[r] == -INFINITY ? 0.0f : fz_exp_rel1(m[r], bm);
             /* exponentials and their sum (before dropout, as the block path); masked keys exactly 0 */
             const fz_v bv = fz_set1(bm);
             fz_v sum = fz_zero();
             for (int j = 0; j < nfull; j += FZ_VW) {
-                const fz_v e = fz_exp2(fz_sub(fz_load(sr + j), bv));
+                const fz_v e = fz_exp_rel(fz_load(sr + j), bv);
                 fz_store(sr + j, e);
                 sum = fz_add(sum, e);
             }
             float lsum = fz_hsum(sum);
             for (int j = nfull; j < nb; j++) {
-                sr[j] = sr[j] == -INFINITY ? 0.0f : exp2f(sr[j] - bm);
+                sr[j] = sr[j] == -INFINITY ? 0.0f : fz_exp_rel1(sr[j], bm);
                 lsum += sr[j];
             }
             l[r] = alpha[r] * l[r] + lsum;
@@ -647,15 +658,14 @@ static void fz_small_pack(float *Kt, int SP, const float *kb, int64_t kt, int S,
         for (int j = 0; j < SP; j++) Kt[x * SP + j] = j < S ? kb[(int64_t)j * kt + x] : 0.0f;
 }
 
-/* Scores of one row in log2 units into s (SP): c2 · q·k_j, masked keys -inf. Returns the row's max. */
+/* Scores of one row into s (SP): (scale·q)·k_j, masked keys -inf. Returns the row's max. */
 static float fz_small_scores(const attn_sdpa_desc *d, float *s, const float *Kt, int SP, const float *qr, int lim,
                              int b, int h, int t) {
     const int nks = SP / FZ_VW;
-    const float c2 = d->scale * FZ_LOG2E;
     fz_v acc[FZ_SMALL_S / FZ_VW];
     for (int u = 0; u < nks; u++) acc[u] = fz_zero();
     for (int x = 0; x < d->D; x++) {
-        const fz_v qx = fz_set1(qr[x] * c2);
+        const fz_v qx = fz_set1(qr[x] * d->scale);
         for (int u = 0; u < nks; u++) acc[u] = fz_fma(qx, fz_load(Kt + x * SP + u * FZ_VW), acc[u]);
     }
     for (int u = 0; u < nks; u++) fz_store(s + u * FZ_VW, fz_mask_iota(acc[u], u * FZ_VW, lim));
@@ -708,7 +718,7 @@ static void fz_small_fwd(const attn_sdpa_desc *d, float *out, float *stats, cons
             const fz_v bm = fz_set1(mx);
             fz_v sum = fz_zero();
             for (int u = 0; u < nks; u++) {
-                const fz_v e = fz_exp2(fz_sub(fz_load(s + u * FZ_VW), bm));
+                const fz_v e = fz_exp_rel(fz_load(s + u * FZ_VW), bm);
                 fz_store(s + u * FZ_VW, e);
                 sum = fz_add(sum, e);
             }
@@ -752,10 +762,12 @@ static void fz_small_bwd(const attn_sdpa_desc *d, float *dq, float *dk, float *d
             const float *qr = q + b * d->q.b + h * d->q.h + (int64_t)t * d->q.t;          /* (D)  */
             const float *gr = dout + b * d->out.b + h * d->out.h + (int64_t)t * d->out.t; /* (Dv) */
             const float *orow = out + b * d->out.b + h * d->out.h + (int64_t)t * d->out.t;
-            /* P = exp2(x - m - L), x - m clamped at 0 */
+            /* P = exp(x - m - log l), x - m clamped at 0 */
             fz_small_scores(d, s, Kt, SP, qr, lim, b, h, t);
-            const fz_v mv = fz_set1(stats[2 * row]), lv = fz_set1(stats[2 * row + 1]);
-            for (int u = 0; u < nks; u++) fz_store(s + u * FZ_VW, fz_exp2_rel(fz_load(s + u * FZ_VW), mv, lv));
+            const float rmax = stats[2 * row];
+            const fz_v mv = fz_set1(rmax), lv = fz_set1(stats[2 * row + 1] * FZ_LOG2E);
+            if (!(rmax - rmax == 0.0f)) fz_nan_row(s, SP, lim, rmax);
+            else for (int u = 0; u < nks; u++) fz_store(s + u * FZ_VW, fz_weight(fz_load(s + u * FZ_VW), mv, lv));
             /* dP = dout·v_j (vectors along the keys), Δ = rowsum(dout ∘ out) */
             fz_v dp[FZ_SMALL_S / FZ_VW];
             for (int u = 0; u < nks; u++) dp[u] = fz_zero();
@@ -782,16 +794,26 @@ static void fz_small_bwd(const attn_sdpa_desc *d, float *dq, float *dk, float *d
                 fz_store(ds + u * FZ_VW, fz_mul(fz_load(s + u * FZ_VW), fz_sub(fz_load(ds + u * FZ_VW), dl)));
             for (int j = 0; j < SP; j++)            /* keys of weight 0 (masked): nothing, even from NaN V */
                 if (j >= lim || s[j] == 0.0f) ds[j] = pm[j] = 0.0f;
-            /* dVᵀ += dout ⊗ P·m;  dKᵀ += q ⊗ dS;  dq += scale · Σ_j dS_j k_j */
-            for (int x = 0; x < Dv; x++) {
-                const fz_v g = fz_set1(gr[x]);
-                for (int u = 0; u < nks; u++)
-                    fz_store(dVt + x * SP + u * FZ_VW, fz_fma(g, fz_load(pm + u * FZ_VW), fz_load(dVt + x * SP + u * FZ_VW)));
-            }
-            for (int x = 0; x < D; x++) {
-                const fz_v qx = fz_set1(qr[x]);
-                for (int u = 0; u < nks; u++)
-                    fz_store(dKt + x * SP + u * FZ_VW, fz_fma(qx, fz_load(ds + u * FZ_VW), fz_load(dKt + x * SP + u * FZ_VW)));
+            /* dVᵀ += dout ⊗ P·m;  dKᵀ += q ⊗ dS;  dq += scale · Σ_j dS_j k_j. A row whose dout, out or q is
+             * not finite skips the zero weights (0·NaN would reach the keys it does not see). */
+            if (delta - delta == 0.0f && rmax - rmax == 0.0f) {
+                for (int x = 0; x < Dv; x++) {
+                    const fz_v g = fz_set1(gr[x]);
+                    for (int u = 0; u < nks; u++)
+                        fz_store(dVt + x * SP + u * FZ_VW, fz_fma(g, fz_load(pm + u * FZ_VW), fz_load(dVt + x * SP + u * FZ_VW)));
+                }
+                for (int x = 0; x < D; x++) {
+                    const fz_v qx = fz_set1(qr[x]);
+                    for (int u = 0; u < nks; u++)
+                        fz_store(dKt + x * SP + u * FZ_VW, fz_fma(qx, fz_load(ds + u * FZ_VW), fz_load(dKt + x * SP + u * FZ_VW)));
+                }
+            } else {
+                for (int j = 0; j < SP; j++) {
+                    if (pm[j] != 0.0f)
+                        for (int x = 0; x < Dv; x++) dVt[x * SP + j] += gr[x] * pm[j];
+                    if (ds[j] != 0.0f)
+                        for (int x = 0; x < D; x++) dKt[x * SP + j] += qr[x] * ds[j];
+                }
             }
             fz_small_combine(gq, D, ds, kb, d->k.t, lim);
             float *dqr = dq + b * d->q.b + h * d->q.h + (int64_t)t * d->q.t;
@@ -956,7 +978,6 @@ static void fz_bwd_block(const fz_bwd_ctx *cx, char *tw, int b, int hk, int j0, 
     const int H = d->H, T = d->T, S = d->S, D = d->D, Dv = d->Dv, G = H / d->Hkv;
     const attn_mask *mk = &d->mask;
     const int nvk = (nb + FZ_VW - 1) / FZ_VW, NB = nvk * FZ_VW;   /* padded keys in use */
-    const float c2 = d->scale * FZ_LOG2E;
     const int generic = mk->allow || mk->bias;
 
     float *Kt = (float *)tw;                                                          /* (D,NB)  */
@@ -1006,7 +1027,7 @@ static void fz_bwd_block(const fz_bwd_ctx *cx, char *tw, int b, int hk, int j0, 
             for (int i = 0; i < nr; i++) {
                 lim[i] = attn__key_limit(mk, b, t0 + i, T, S);
                 rm[i] = cx->stats[2 * (row0 + i)];
-                rl[i] = cx->stats[2 * (row0 + i) + 1];
+                rl[i] = cx->stats[2 * (row0 + i) + 1] * FZ_LOG2E;      /* log2 l */
                 if (rm[i] == -INFINITY) lim[i] = 0;          /* fully masked row: no gradient */
                 dlt[i] = delta[(int64_t)hh * T + t0 + i];
                 if (lim[i] > maxlim) maxlim = lim[i];
@@ -1014,9 +1035,9 @@ static void fz_bwd_block(const fz_bwd_ctx *cx, char *tw, int b, int hk, int j0, 
             }
             if (maxlim <= j0) continue;                      /* no row of the block sees these keys */
 
-            /* P = exp2(x - m - L), x = (c2·Q) Kᵀ (+ bias) summed as the forward did; masked keys 0 */
+            /* P = exp(x - m - log l), x = (scale·Q) Kᵀ (+ bias) summed as the forward did; masked keys 0 */
             for (int i = 0; i < nr; i++)
-                for (int x = 0; x < D; x++) Qs[i * D + x] = qr[(int64_t)i * d->q.t + x] * c2;
+                for (int x = 0; x < D; x++) Qs[i * D + x] = qr[(int64_t)i * d->q.t + x] * d->scale;
             fz_gemm(nr, NB, P, NB, Qs, D, 1, Kt, NB, D, FZ_SET, NULL);
             for (int i = 0; i < nr; i++) {
                 float *pr = P + i * NB;
@@ -1032,13 +1053,17 @@ static void fz_bwd_block(const fz_bwd_ctx *cx, char *tw, int b, int hk, int j0, 
                         else if (bi) x = fz_add_bias(x, bi[j0 + j]);
                         pr[j] = x;
                     }
-                    for (int v = 0; v < nvk; v++)
-                        fz_store(pr + v * FZ_VW, fz_exp2_rel(fz_load(pr + v * FZ_VW), mv, lv));
+                    if (!(rm[i] - rm[i] == 0.0f)) fz_nan_row(pr, NB, NB, rm[i]);
+                    else
+                        for (int v = 0; v < nvk; v++)
+                            fz_store(pr + v * FZ_VW, fz_weight(fz_load(pr + v * FZ_VW), mv, lv));
+                } else if (!(rm[i] - rm[i] == 0.0f)) {
+                    fz_nan_row(pr, NB, lj, rm[i]);
                 } else {
                     for (int v = 0; v < nvk; v++) {
                         fz_v x = fz_load(pr + v * FZ_VW);
                         if (lj < (v + 1) * FZ_VW) x = fz_mask_iota(x, v * FZ_VW, lj);
-                        fz_store(pr + v * FZ_VW, fz_exp2_rel(x, mv, lv));
+                        fz_store(pr + v * FZ_VW, fz_weight(x, mv, lv));
                     }
                 }
             }
@@ -1054,7 +1079,7 @@ static void fz_bwd_block(const fz_bwd_ctx *cx, char *tw, int b, int hk, int j0, 
                             j < nb && attn__dropout_keep(d->seed, row * S + (uint64_t)(j0 + j), d->dropout);
                         const float mm = keep ? keep_scale : 0.0f;
                         const float p = P[i * NB + j];
-                        dS[i * NB + j] = p * (dS[i * NB + j] * mm - dlt[i]);
+                        dS[i * NB + j] = p == 0.0f ? 0.0f : p * (dS[i * NB + j] * mm - dlt[i]);
                         P[i * NB + j] = p * mm;
                     }
                 }
@@ -1068,24 +1093,31 @@ static void fz_bwd_block(const fz_bwd_ctx *cx, char *tw, int b, int hk, int j0, 
                 }
             }
 
-            /* K or V not all finite: the keys of weight 0 (masked) take no part (0·NaN would) */
-            if (nf != 0.0f)
+            /* Careful when some value is not finite (K or V of the block; Δ, dout or the scores of a row): keys
+             * of weight 0 (masked) then take no part, as 0·NaN would make them */
+            int careful = nf != 0.0f;
+            for (int i = 0; i < nr; i++) careful |= !(dlt[i] - dlt[i] == 0.0f) || !(rm[i] - rm[i] == 0.0f);
+            if (careful && !(d->dropout > 0.0f))
                 for (int i = 0; i < nr; i++)
                     for (int j = 0; j < NB; j++)
                         if (P[i * NB + j] == 0.0f) dS[i * NB + j] = 0.0f;
 
             /* dVᵀ += dOᵀ P;  dKᵀ += Qᵀ dS (scale applied at the end);  dQ slot += dS K */
-            fz_gemm(Dv, NB, dVt, NB, gr, 1, d->out.t, P, NB, nr, FZ_ACC, NULL);
-            fz_gemm(D, NB, dKt, NB, qr, 1, d->q.t, dS, NB, nr, FZ_ACC, NULL);
             float *dqb = dqs + ((int64_t)hh * T + t0) * D;
-            if (nf == 0.0f) {
+            if (!careful) {
+                fz_gemm(Dv, NB, dVt, NB, gr, 1, d->out.t, P, NB, nr, FZ_ACC, NULL);
+                fz_gemm(D, NB, dKt, NB, qr, 1, d->q.t, dS, NB, nr, FZ_ACC, NULL);
                 fz_gemm(nr, D, dqb, D, dS, NB, 1, kb, d->k.t, nb, FZ_ACC, NULL);
             } else {
                 for (int i = 0; i < nr; i++)
                     for (int j = 0; j < nb; j++) {
-                        const float g = dS[i * NB + j];
-                        if (g != 0.0f)
+                        const float pj = P[i * NB + j], g = dS[i * NB + j];
+                        if (pj != 0.0f)
+                            for (int x = 0; x < Dv; x++) dVt[x * NB + j] += gr[(int64_t)i * d->out.t + x] * pj;
+                        if (g != 0.0f) {
+                            for (int x = 0; x < D; x++) dKt[x * NB + j] += qr[(int64_t)i * d->q.t + x] * g;
                             for (int x = 0; x < D; x++) dqb[(int64_t)i * D + x] += g * kb[(int64_t)j * d->k.t + x];
+                        }
                     }
             }
         }
