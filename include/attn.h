@@ -251,8 +251,8 @@ attn_status attn_sdpa_logsumexp(const float *stats, int64_t rows, float *lse);
  *                                                           backward needs them.
  *   weights (B,H,T,S)   contiguous, or NULL                 written when given: the softmax probabilities
  *   q, k, v             layouts d->q, d->k, d->v
- * Asking for weights makes the call materialize them (the reference path); without them the fused
- * kernels run in memory that grows with T + S. */
+ * The fused kernels run in memory that grows with T + S; asked for weights, they write them in one more
+ * pass from the row statistics (the weights the backward will use, bit for bit). */
 attn_status attn_sdpa_forward(const attn_ctx *ctx, const attn_sdpa_desc *d,
                               float *out, float *stats, float *weights,
                               const float *q, const float *k, const float *v,

@@ -135,6 +135,7 @@ typedef struct bcase {
 
 typedef struct bopts {
     int repeat, threads, json;
+    int weights;                 /* forwards also write the weights (B,H,T,S) */
     attn_ctx ctx;                /* the fused path timed, on the bench's threads */
     attn_ctx ref;                /* the reference path, on the same threads */
     double peak;
@@ -165,11 +166,16 @@ static void max_err(const float *a, const float *b, size_t n, double *err, doubl
 /* Tensors of a contiguous problem. */
 typedef struct tensors {
     float *q, *k, *v, *out, *stats, *dout, *dq, *dk, *dv;
-    size_t nq, nk, nv, no, nl;
+    float *w;                    /* the weights, when the forward writes them (else NULL) */
+    size_t nq, nk, nv, no, nl, nw;
 } tensors;
 
-static int tensors_alloc(tensors *t, const attn_sdpa_desc *d) {
+static int tensors_alloc(tensors *t, const attn_sdpa_desc *d, int weights) {
     memset(t, 0, sizeof *t);
+    if (weights) {
+        t->nw = (size_t)d->B * d->H * d->T * d->S;
+        if (!(t->w = falloc(t->nw))) return 0;
+    }
     t->nq = (size_t)d->B * d->H * d->T * d->D;
     t->nk = (size_t)d->B * d->Hkv * d->S * d->D;
     t->nv = (size_t)d->B * d->Hkv * d->S * d->Dv;
@@ -188,13 +194,13 @@ static int tensors_alloc(tensors *t, const attn_sdpa_desc *d) {
 }
 
 static size_t tensors_bytes(const tensors *t, int backward) {
-    size_t n = t->nq + t->nk + t->nv + t->no + t->nl;
+    size_t n = t->nq + t->nk + t->nv + t->no + t->nl + t->nw;
     if (backward) n += t->no + t->nq + t->nk + t->nv;
     return n * sizeof(float);
 }
 
 static void tensors_free(tensors *t) {
-    free(t->q); free(t->k); free(t->v); free(t->out); free(t->stats); free(t->dout);
+    free(t->q); free(t->k); free(t->v); free(t->out); free(t->stats); free(t->dout); free(t->w);
     free(t->dq); free(t->dk); free(t->dv);
 }
 
@@ -214,7 +220,7 @@ static attn_status run_pass(const attn_ctx *ctx, const attn_sdpa_desc *d, tensor
     attn_status st;
     double c0 = cpu_s();
     double t0 = cli_now();
-    if (!backward) st = attn_sdpa_forward(ctx, d, t->out, t->stats, NULL, t->q, t->k, t->v, work, wbytes);
+    if (!backward) st = attn_sdpa_forward(ctx, d, t->out, t->stats, t->w, t->q, t->k, t->v, work, wbytes);
     else st = attn_sdpa_backward(ctx, d, t->dq, t->dk, t->dv, t->dout, t->q, t->k, t->v, t->out, t->stats, work, wbytes);
     *secs = cli_now() - t0;
     g_last_cpu = cpu_s() - c0;
@@ -230,7 +236,7 @@ static size_t work_size(const attn_ctx *ctx, const attn_sdpa_desc *d, int backwa
 /* Forward (and backward) of the sub-problem d on both paths; the largest error, scaled by max(1,|want|). */
 static int validate(const attn_sdpa_desc *d, const bopts *o, int backward, double *err_out, double *ref_secs) {
     tensors f, r;
-    if (!tensors_alloc(&f, d) || !tensors_alloc(&r, d)) { tensors_free(&f); tensors_free(&r); return -1; }
+    if (!tensors_alloc(&f, d, o->weights) || !tensors_alloc(&r, d, o->weights)) { tensors_free(&f); tensors_free(&r); return -1; }
     size_t wf = work_size(&o->ctx, d, 1), wf2 = work_size(&o->ctx, d, 0), wr = work_size(&o->ref, d, 1),
            wr2 = work_size(&o->ref, d, 0);
     size_t wmax = wf > wf2 ? wf : wf2;
@@ -250,6 +256,11 @@ static int validate(const attn_sdpa_desc *d, const bopts *o, int backward, doubl
         attn_sdpa_logsumexp(r.stats, (int64_t)(r.nl / ATTN_SDPA_STATS), r.stats);
         max_err(f.stats, r.stats, f.nl / ATTN_SDPA_STATS, &e2, &m2);
         err = fmax(err / fmax(1, mag), e2 / fmax(1, m2));
+        if (f.w) {
+            double e3 = 0, m3 = 0;
+            max_err(f.w, r.w, f.nw, &e3, &m3);
+            err = fmax(err, e3);
+        }
     }
     if (ok && backward) {
         rs = 0;
@@ -336,6 +347,7 @@ typedef struct case_time {
     double peak;                 /* the FMA peak, the larger of before and after */
     const char *peak_kind;
     size_t mem, work;            /* tensors + workspace, workspace (bytes) */
+    double best_plain;           /* with --weights: the best forward without them, in the same run */
 } case_time;
 
 /* The warm-up and the timed runs of the pass on t (for a backward, a forward first for out and stats). */
@@ -361,12 +373,21 @@ static int case_measure(const bcase *c, const attn_sdpa_desc *d, const bopts *o,
     memset(m, 0, sizeof *m);
     m->peak = measure_peak(attn_get_num_threads(), &m->peak_kind);
     tensors t;
-    const int have = tensors_alloc(&t, d);
+    const int have = tensors_alloc(&t, d, o->weights);
     const size_t wbytes = work_size(&o->ctx, d, c->backward);
     const size_t wfwd = c->backward ? work_size(&o->ctx, d, 0) : wbytes;
     m->work = wbytes > wfwd ? wbytes : wfwd;
     void *work = have ? malloc(m->work ? m->work : 1) : NULL;
     attn_status st = work ? time_runs(c, d, o, &t, work, m) : ATTN_ERR_NOMEM;
+    if (st == ATTN_OK && t.w && !c->backward) {
+        /* the same forward without weights, right after: what writing them costs, in one run */
+        case_time plain = *m;
+        float *w = t.w;
+        t.w = NULL;
+        st = time_runs(c, d, o, &t, work, &plain);
+        t.w = w;
+        m->best_plain = plain.best;
+    }
     if (st == ATTN_OK) {
         /* the peak again after timing; the larger of the two is kept (the conservative ratio) */
         const char *kind2;
@@ -415,6 +436,9 @@ static void case_report(const bcase *c, const bopts *o, const case_check *k, con
         printf(",\"ref_extrapolated\":%s,\"peak_mem_bytes\":%zu,\"rss_peak_bytes\":%.0f",
                k->ref_total > 0 && flops > REF_FULL_FLOPS ? "true" : "false", m->mem, rss);
         if (!c->backward) printf(",\"min_traffic_bytes\":%.0f,\"min_traffic_gbs\":%.2f", traffic, gbs);
+        if (o->weights && !c->backward)
+            printf(",\"weights\":true,\"ms_without_weights\":%.4f,\"weights_cost\":%.3f", m->best_plain * 1e3,
+                   m->best_plain > 0 ? m->best / m->best_plain : 0);
         printf("}\n");
     } else {
         printf("  time: best of %d %s: %.3f ms%s\n", m->timed,
@@ -422,6 +446,9 @@ static void case_report(const bcase *c, const bopts *o, const case_check *k, con
                m->best * 1e3, m->finite ? "" : "  (NON-FINITE VALUES IN THE OUTPUT)");
         printf("  speed: %.1f GFLOP/s  (FLOPs = 2·B·H·T·S·(D+Dv) = 4·B·H·T·S·D when Dv = D%s%s = %.4g)\n", gflops,
                c->causal ? ", x 1/2 causal" : "", c->backward ? ", x 2.5 backward" : "", flops);
+        if (o->weights && !c->backward)
+            printf("  weights (B,H,T,S) written too: %.3f ms without them in the same run, %.2fx with\n",
+                   m->best_plain * 1e3, m->best_plain > 0 ? m->best / m->best_plain : 0);
         if (!c->backward && c->T <= 16)     /* decoding-like: memory-bound */
             printf("  traffic: q, k, v read and out written once = %.2f MiB: %.1f GB/s\n", traffic / 1048576.0, gbs);
         printf("  peak: %.1f GFLOP/s measured just before and after (%s loop, %d threads, larger kept): "
@@ -439,11 +466,12 @@ static void case_report(const bcase *c, const bopts *o, const case_check *k, con
 }
 
 /* Bytes of the tensors tensors_alloc makes for d (every one, forward or not), in double: no overflow. */
-static double tensors_need(const attn_sdpa_desc *d) {
+static double tensors_need(const attn_sdpa_desc *d, int weights) {
+    const double nw = weights ? (double)d->B * d->H * d->T * d->S : 0;
     const double nq = (double)d->B * d->H * d->T * d->D, nk = (double)d->B * d->Hkv * d->S * d->D,
                  nv = (double)d->B * d->Hkv * d->S * d->Dv, no = (double)d->B * d->H * d->T * d->Dv,
                  nl = (double)d->B * d->H * d->T * ATTN_SDPA_STATS;
-    return 4.0 * (2 * nq + 2 * nk + 2 * nv + 2 * no + nl);
+    return 4.0 * (2 * nq + 2 * nk + 2 * nv + 2 * no + nl + nw);
 }
 
 /* The largest workspace ctx asks for d, forward or backward; -1 when it cannot be sized (too large). */
@@ -466,9 +494,9 @@ static int case_memory_ok(const bcase *c, const attn_sdpa_desc *d, const bopts *
         desc_for(&vd, 1, G, 1, c->T, c->S, c->D, c->Dv, c->causal);   /* one group: the crop is smaller */
     }
     const double wf = work_need(&o->ctx, d), wvf = work_need(&o->ctx, &vd), wvr = work_need(&o->ref, &vd);
-    const double tens = tensors_need(d);
+    const double tens = tensors_need(d, o->weights);
     const double time_need = tens + (wf > 0 ? wf : 0);
-    const double val_need = 2 * tensors_need(&vd) + fmax(wvf, wvr);
+    const double val_need = 2 * tensors_need(&vd, o->weights) + fmax(wvf, wvr);
     const double need = fmax(time_need, val_need);
     const double pages = (double)sysconf(_SC_PHYS_PAGES), page = (double)sysconf(_SC_PAGESIZE);
     double have = pages > 0 && page > 0 ? pages * page : 0;
@@ -521,7 +549,7 @@ static int run_case(const bcase *c, const bopts *o, int idx, int n) {
 
 int cmd_bench(int argc, char **argv) {
     int B = 0, H = 0, Hkv = 0, T = 0, S = 0, D = 0, Dv = 0, causal = 0, backward = 0, threads = 0, repeat = 5;
-    int json = 0, long_case = 0;
+    int json = 0, long_case = 0, weights = 0;
     const char *isa_name = "auto";
     const cli_opt opts[] = {
         {"batch", CLI_INT, &B, "N", "batch size B; 0 means 1"},
@@ -537,6 +565,8 @@ int cmd_bench(int argc, char **argv) {
         {"isa", CLI_STR, &isa_name, "PATH", "fused path: auto, scalar, avx2, avx512"},
         {"repeat", CLI_INT, &repeat, "N", "timed runs (best is kept), after one warm-up"},
         {"json", CLI_BOOL, &json, NULL, "one JSON object per line per case"},
+        {"weights", CLI_BOOL, &weights, NULL,
+         "forwards also write the weights (B,H,T,S); the same forward without them is timed too"},
         {"long", CLI_BOOL, &long_case, NULL, "suite only: add T=S=65536 H=1 D=64 causal, forward and backward"},
     };
     const cli_cmd cmd = {
@@ -567,7 +597,7 @@ int cmd_bench(int argc, char **argv) {
             return 2;
         }
     if (cli_check_threads("bench", "--threads", threads)) return 2;
-    bopts o = {repeat, threads, json, {0}, {0}, 0, NULL};
+    bopts o = {repeat, threads, json, weights, {0}, {0}, 0, NULL};
     if (cli_fail(attn_ctx_init(&o.ctx, isa, 0), "bench: --isa")) return 1;
     cli_set_threads(threads, 0);
     /* both paths on the threads in force (attn_ctx_init resolved auto to the best path) */

@@ -62,6 +62,10 @@ typedef struct attn_kernels {
     void (*sdpa_backward)(const attn_sdpa_desc *d, float *dq, float *dk, float *dv, const float *dout,
                           const float *q, const float *k, const float *v, const float *out, const float *stats,
                           void *work, const attn__part *part);
+    /* the weights (B,H,T,S) from the forward's row statistics: one stage run after the forward's, in the
+     * forward's workspace (NULL on the reference path, whose forward writes them itself) */
+    void (*sdpa_weights)(const attn_sdpa_desc *d, float *weights, const float *stats, const float *q,
+                         const float *k, void *work, const attn__part *part);
     /* additive attention against projected keys kp = k W_kᵀ (B,S,Dh); work as additive.c sizes it.
      * The backward accumulates into dq, dkp, dv, dwq, dwv. */
     void (*additive_forward)(const attn_additive_desc *d, float *out, float *weights, const float *q,

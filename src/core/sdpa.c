@@ -5,10 +5,10 @@
  * Every call resolves its context, validates the whole descriptor, then the pointers, then the workspace,
  * and only then runs a kernel, so a kernel always receives a descriptor it can trust. Dispatch:
  *
- *   forward   weights asked for                 -> attn__sdpa_ref_forward (materializes weights)
- *             otherwise                         -> the context's table, sdpa_forward (the reference path's
- *                                                  entry on REF), with scratch row statistics carved
- *                                                  from the workspace when stats is NULL on a fused path
+ *   forward   the context's table, sdpa_forward (the reference path's entry on REF), with scratch row
+ *             statistics carved from the workspace when stats is NULL on a fused path; weights asked
+ *             for: one more stage, sdpa_weights, from those statistics (on REF, attn__sdpa_ref_forward
+ *             materializes them itself)
  *   backward                                    -> the context's table, sdpa_backward
  *
  * Threads: a pass is a sequence of stages (the path says how many); attn_sdpa_forward/backward run them
@@ -22,8 +22,8 @@
  *   [ forward on a fused path only: scratch stats (B,H,T,2) floats, rounded up to 64 bytes ]
  *   [ the path's own workspace: kern->sdpa_workspace(d, pass, nth) bytes, 64-byte aligned ]
  *
- * The forward size is the max of what the reference path and the fused path need, since whether the
- * caller asks for weights is only known at the call. No call allocates.
+ * A fused path's forward size covers its weights stage too, since whether the caller asks for weights is
+ * only known at the call. No call allocates.
  */
 #include "internal.h"
 
@@ -129,16 +129,13 @@ static attn_status workspace_for(const attn_sdpa_desc *d, attn_pass pass, const 
                                  const attn_kernels *kern, size_t *bytes) {
     size_t need = attn__sdpa_ref_workspace(d, pass, 1);
     if (c->isa != ATTN_ISA_REF) {
-        size_t fused = kern->sdpa_workspace(d, pass, c->threads);
+        need = kern->sdpa_workspace(d, pass, c->threads);
         if (pass == ATTN_PASS_FORWARD) {
             size_t stats_bytes;
             attn_status st = stats_scratch_bytes(d, &stats_bytes);
             if (st != ATTN_OK) return st;
-            if (fused > SIZE_MAX / 2 - stats_bytes) return ATTN_ERR_SIZE;
-            fused += stats_bytes;
-            need = need > fused ? need : fused;      /* weights asked for -> the reference path runs */
-        } else {
-            need = fused;                            /* the backward never falls back to the reference */
+            if (need > SIZE_MAX / 2 - stats_bytes) return ATTN_ERR_SIZE;
+            need += stats_bytes;
         }
     }
     if (need > SIZE_MAX / 2) return ATTN_ERR_SIZE;
@@ -178,20 +175,23 @@ typedef struct pass_args {
     const attn_sdpa_desc *d;
     const attn_kernels *kern;
     attn_pass pass;
-    float *out, *stats, *dq, *dk, *dv;
+    float *out, *stats, *weights, *dq, *dk, *dv;
     const float *dout, *q, *k, *v, *cout, *cstats;
     char *work;                  /* the path's workspace (after the scratch stats) */
 } pass_args;
 
+/* Stage p->stage of the pass; a forward asked for weights has one more stage at the end, the weights. */
 static void run_part(const pass_args *a, const attn__part *p) {
-    if (a->pass == ATTN_PASS_FORWARD) a->kern->sdpa_forward(a->d, a->out, a->stats, a->q, a->k, a->v, a->work, p);
+    if (a->pass == ATTN_PASS_FORWARD && a->weights && p->stage == a->kern->sdpa_stages(a->d, a->pass))
+        a->kern->sdpa_weights(a->d, a->weights, a->stats, a->q, a->k, a->work, p);
+    else if (a->pass == ATTN_PASS_FORWARD) a->kern->sdpa_forward(a->d, a->out, a->stats, a->q, a->k, a->v, a->work, p);
     else a->kern->sdpa_backward(a->d, a->dq, a->dk, a->dv, a->dout, a->q, a->k, a->v, a->cout, a->cstats, a->work, p);
 }
 
 /* Every stage of the pass on the context's threads (or fewer when the pass is small: the path says how
  * many are worth waking), items handed out by a shared counter; a barrier between stages. */
 static void run_openmp(const pass_args *a, int nth) {
-    const int stages = a->kern->sdpa_stages(a->d, a->pass);
+    const int stages = a->kern->sdpa_stages(a->d, a->pass) + (a->weights ? 1 : 0);
     nth = a->kern->sdpa_threads(a->d, a->pass, nth);
     if (nth <= 1) {
         int64_t counter = 0;
@@ -273,8 +273,10 @@ attn_status attn_sdpa_forward(const attn_ctx *ctx, const attn_sdpa_desc *d,
     attn_status st = begin(ctx, d, &c, &kern);
     if (st != ATTN_OK) return st;
     if ((st = forward_args(d, &c, kern, out, stats, q, k, v, work, work_bytes, &a)) != ATTN_OK) return st;
-    /* weights are only ever materialized by the reference kernel */
-    if (weights) return attn__sdpa_ref_forward(d, out, stats, weights, q, k, v, align_up(work));
+    /* the reference path materializes weights in its forward; a fused path in one more stage */
+    if (weights && (c.isa == ATTN_ISA_REF || !kern->sdpa_weights))
+        return attn__sdpa_ref_forward(d, out, stats, weights, q, k, v, align_up(work));
+    a.weights = weights;
     run_openmp(&a, c.threads);
     return ATTN_OK;
 }

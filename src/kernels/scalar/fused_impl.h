@@ -71,13 +71,14 @@
 #define FZ_LOG2E 1.44269504088896340736f
 #define FZ_NCHUNK 8                       /* backward: at most this many key chunks per (b, kv head) */
 
-/* A score x plus an additive bias b: -inf stays -inf (a masked key), a bias of -inf excludes, and
- * everything else saturates at ±FLT_MAX (a sum past FLT_MAX would be inf, and inf - inf NaN). So a bias of
- * +3e38 takes all the weight and -FLT_MAX on every key (PyTorch's finfo.min, a common mask value) gives
- * uniform weights, as on the reference path. */
+/* A score x plus an additive bias b: -inf stays -inf (a masked key), a bias of -inf excludes, +Inf and NaN
+ * propagate (the row becomes NaN, as on the reference path and in PyTorch), and a sum of finite values
+ * past FLT_MAX saturates there (inf - inf would be NaN). So a bias of +3e38 takes all the weight and
+ * -FLT_MAX on every key (PyTorch's finfo.min, a common mask value) gives uniform weights. */
 static inline float fz_add_bias(float x, float b) {
     if (x == -INFINITY || b == -INFINITY) return -INFINITY;
     const float y = x + b;
+    if (x - x != 0.0f || b - b != 0.0f) return y;     /* +Inf or NaN in: +Inf or NaN out */
     return y > FLT_MAX ? FLT_MAX : y < -FLT_MAX ? -FLT_MAX : y;
 }
 #define FZ_ALIGN 64
@@ -1212,6 +1213,111 @@ static void fz_backward(const attn_sdpa_desc *d, float *dq, float *dk, float *dv
     }
 }
 
+/* ===================================================================================================
+ * Weights (a forward asked for them): after the forward, one more stage writes P = exp(x - m - log l) for
+ * every (b, h, t, s) from the row statistics, exactly as the backward forms P (the same canonical scores,
+ * masks and formula), so what a caller sees is what the gradients use. Items (b, h, block of FZ_WQ query
+ * rows); per thread Qs = scale·Q of the block, Kᵀ of a key block (packed once for FZ_WQ / FZ_QB blocks of
+ * P: the packing is a transposition, as dear as a quarter of the products when done per FZ_QB rows) and
+ * one block of P.
+ */
+#define FZ_WQ (4 * FZ_QB)
+static size_t fz_wts_thread_bytes(const attn_sdpa_desc *d) {
+    return fz_round(sizeof(float) * (size_t)d->D * FZ_KBC) + fz_round(sizeof(float) * (size_t)FZ_WQ * d->D) +
+           fz_round(sizeof(float) * (size_t)FZ_QB * FZ_KBC) + 3 * fz_round(sizeof(float) * FZ_WQ);
+}
+
+/* Row t of head (b, h): its scores pr (nb keys from j0, NB padded) become weights, written to w (nb). lj:
+ * the keys from j0 + lj on are past the row's limit; m, L2: its max and log2 of its sum. */
+static void fz_weights_row(const attn_sdpa_desc *d, float *pr, float *w, int nb, int NB, int j0, int lj, float m,
+                           float L2, int b, int h, int t) {
+    const int nvk = NB / FZ_VW;
+    if (lj <= 0) {
+        memset(w, 0, sizeof(float) * (size_t)nb);
+        return;
+    }
+    const fz_v mv = fz_set1(m), lv = fz_set1(L2);
+    if (d->mask.allow || d->mask.bias) {
+        const uint8_t *al = attn__allow_row(&d->mask, b, h, t);
+        const float *bi = attn__bias_row(&d->mask, b, h, t);
+        for (int j = 0; j < NB; j++) {
+            float x = pr[j];
+            if (j >= lj || (al && !al[j0 + j])) x = -INFINITY;
+            else if (bi) x = fz_add_bias(x, bi[j0 + j]);
+            pr[j] = x;
+        }
+        if (!(m - m == 0.0f)) fz_nan_row(pr, NB, NB, m);
+        else
+            for (int v = 0; v < nvk; v++) fz_store(pr + v * FZ_VW, fz_weight(fz_load(pr + v * FZ_VW), mv, lv));
+    } else if (!(m - m == 0.0f)) {
+        fz_nan_row(pr, NB, lj, m);
+    } else {                            /* straight to w: x <= m here, so no clamp (same bits as the backward) */
+        const fz_v nl = fz_sub(fz_zero(), lv), l2e = fz_set1(FZ_LOG2E);
+        const int nfull = nb / FZ_VW;
+        for (int v = 0; v < nvk; v++) {
+            fz_v x = fz_load(pr + v * FZ_VW);
+            if (lj < (v + 1) * FZ_VW) x = fz_mask_iota(x, v * FZ_VW, lj);
+            const fz_v p = fz_exp2(fz_fma(fz_sub(x, mv), l2e, nl));
+            if (v < nfull) fz_store(w + v * FZ_VW, p);
+            else fz_storem(w + v * FZ_VW, p, fz_tailmask(nb - v * FZ_VW));
+        }
+        return;
+    }
+    memcpy(w, pr, sizeof(float) * (size_t)nb);
+}
+
+/* Rows t0 .. t0+nr (nr <= FZ_WQ) of head (b, h). */
+static void fz_weights_block(const attn_sdpa_desc *d, float *weights, const float *stats, const float *q,
+                             const float *k, char *tw, int b, int h, int t0, int nr) {
+    const int H = d->H, T = d->T, S = d->S, D = d->D, hk = h / (H / d->Hkv);
+    float *Kt = (float *)tw;                                                            /* (D,KBC)  */
+    float *Qs = (float *)(tw + fz_round(sizeof(float) * (size_t)D * FZ_KBC));          /* (WQ,D)   */
+    float *P = (float *)((char *)Qs + fz_round(sizeof(float) * (size_t)FZ_WQ * D));    /* (QB,KBC) */
+    float *rm = (float *)((char *)P + fz_round(sizeof(float) * (size_t)FZ_QB * FZ_KBC));
+    float *rl = rm + FZ_WQ;                                                             /* (WQ) each */
+    int32_t *lim = (int32_t *)(rl + FZ_WQ);
+    const float *qr = q + b * d->q.b + h * d->q.h + (int64_t)t0 * d->q.t;   /* (nr,D) */
+    const float *kb = k + b * d->k.b + hk * d->k.h;                          /* (S,D)  */
+    const int64_t row0 = ((int64_t)b * H + h) * T + t0;
+    int maxlim = 0;
+    for (int i = 0; i < nr; i++) {
+        for (int x = 0; x < D; x++) Qs[i * D + x] = qr[(int64_t)i * d->q.t + x] * d->scale;
+        rm[i] = stats[2 * (row0 + i)];
+        rl[i] = stats[2 * (row0 + i) + 1] * FZ_LOG2E;
+        lim[i] = rm[i] == -INFINITY ? 0 : attn__key_limit(&d->mask, b, t0 + i, T, S);
+        if (lim[i] > maxlim) maxlim = lim[i];
+    }
+    for (int j0 = 0; j0 < S; j0 += FZ_KBC) {
+        const int nb = S - j0 < FZ_KBC ? S - j0 : FZ_KBC, NB = (nb + FZ_VW - 1) / FZ_VW * FZ_VW;
+        if (maxlim > j0)                        /* Kᵀ of the block, zero-padded, once for every row */
+            for (int x = 0; x < D; x++)
+                for (int j = 0; j < NB; j++) Kt[x * NB + j] = j < nb ? kb[(int64_t)(j0 + j) * d->k.t + x] : 0.0f;
+        for (int i0 = 0; i0 < nr; i0 += FZ_QB) {
+            const int nq = nr - i0 < FZ_QB ? nr - i0 : FZ_QB;
+            int seen = 0;
+            for (int i = i0; i < i0 + nq; i++) seen |= lim[i] > j0;
+            if (seen) fz_gemm(nq, NB, P, NB, Qs + (size_t)i0 * D, D, 1, Kt, NB, D, FZ_SET, NULL);
+            for (int i = i0; i < i0 + nq; i++)
+                fz_weights_row(d, P + (i - i0) * NB, weights + (row0 + i) * S + j0, nb, NB, j0, lim[i] - j0, rm[i],
+                               rl[i], b, h, t0 + i);
+        }
+    }
+}
+
+/* The weights stage: thread part->ith's items of (b, h, query block). */
+static void fz_weights(const attn_sdpa_desc *d, float *weights, const float *stats, const float *q, const float *k,
+                       void *work, const attn__part *part) {
+    const int64_t nqb = (d->T + FZ_WQ - 1) / FZ_WQ, items = (int64_t)d->B * d->H * nqb;
+    const size_t tb = fz_fwd_thread_bytes(d) > fz_wts_thread_bytes(d) ? fz_fwd_thread_bytes(d) : fz_wts_thread_bytes(d);
+    char *tw = (char *)work + (size_t)part->ith * tb;
+    int64_t local = -1;
+    for (int64_t it = attn__part_next(part, &local); it < items; it = attn__part_next(part, &local)) {
+        const int64_t bh = it / nqb;
+        const int t0 = (int)(it % nqb) * FZ_WQ, nr = d->T - t0 < FZ_WQ ? d->T - t0 : FZ_WQ;
+        fz_weights_block(d, weights, stats, q, k, tw, (int)(bh / d->H), (int)(bh % d->H), t0, nr);
+    }
+}
+
 static int fz_stages(const attn_sdpa_desc *d, attn_pass pass) {
     return pass == ATTN_PASS_FORWARD || fz_small(d, pass) ? 1 : (int)(3 * fz_bwd_rounds(d));
 }
@@ -1231,7 +1337,10 @@ static int fz_threads(const attn_sdpa_desc *d, attn_pass pass, int nth) {
 /* Forward: per-thread tiles. Backward: the round's dQ slots and Δ, plus per-thread tiles. */
 static size_t fz_workspace(const attn_sdpa_desc *d, attn_pass pass, int nth) {
     if (nth < 1) nth = 1;
-    if (pass == ATTN_PASS_FORWARD) return (size_t)nth * fz_fwd_thread_bytes(d) + FZ_ALIGN;
+    if (pass == ATTN_PASS_FORWARD) {          /* the forward's tiles, or the weights stage's when larger */
+        const size_t f = fz_fwd_thread_bytes(d), w = fz_wts_thread_bytes(d);
+        return fz_size_add(fz_size_mul((size_t)nth, f > w ? f : w), FZ_ALIGN);
+    }
     if (fz_small(d, pass)) return (size_t)nth * fz_bwd_thread_bytes(d) + FZ_ALIGN;     /* no dQ slots */
     return fz_size_add(fz_bwd_shared_bytes(d), (size_t)nth * fz_bwd_thread_bytes(d) + FZ_ALIGN);
 }
