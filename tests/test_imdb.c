@@ -2,11 +2,11 @@
  * test_imdb.c — the IMDB data path and model: the tokenizer, the loader (folder and .tar.gz, on a
  * fixture of a dozen short reviews this test writes itself), the vocabulary (ranking and ties), the
  * encoding (pre-truncation, left padding), the cache (round trip, stale and corrupt ones), broken inputs
- * (invalid UTF-8, empty review, truncated archive, missing data), reviews at and one byte past the size
- * limit, files that are not regular files (a FIFO among the reviews, as the cache or the archive; a FIFO,
- * a link or a device where the cache is written), a cache header promising more than its file holds,
- * the whole model's loss and gradients
- * against PyTorch (tests/golden/imdb_model.safetensors from tools/golden/gen_imdb.py), and — when
+ * (invalid UTF-8, empty review, truncated archive, missing data, empty folders, no review at all),
+ * reviews at and one byte past the size limit, files that are not regular files (a FIFO among the
+ * reviews, as the cache or the archive; a FIFO, a link or a device where the cache is written), a cache
+ * header promising more than its file holds, the whole model's loss and gradients against PyTorch
+ * (tests/golden/imdb_model.safetensors from tools/golden/gen_imdb.py), and — when
  * ../shared/data has the archive — a short training run that must clearly beat chance.
  */
 #define _XOPEN_SOURCE 700
@@ -391,6 +391,45 @@ static void test_broken_inputs(void) {
     /* bad options */
     o.V = 3;
     CHECK_STATUS(attn_imdb_load(&d, root, &o, err, sizeof err), ATTN_ERR_ARG);
+}
+
+/* Folders and archives with nothing to sort: a label folder without a review still loads (the other
+ * label has some); no review in a split, or none at all, is an error naming the split. Under the
+ * sanitizers these once passed NULL to qsort. */
+static void test_empty_folders(void) {
+    char root[512], path[700], err[1024];
+    attn_imdb_options o;
+    attn_imdb_options_default(&o);
+    o.V = 10;
+    o.T = 6;
+    attn_imdb_data d;
+    static const char *const sub[4] = {"train/neg", "train/pos", "test/neg", "test/pos"};
+    snprintf(root, sizeof root, "%s/emptylabel/aclImdb", g_dir);
+    for (int i = 0; i < 4; i++) {
+        snprintf(path, sizeof path, "%s/%s", root, sub[i]);
+        mkdirs(path);
+    }
+    err[0] = '\0';
+    CHECK_STATUS(attn_imdb_load(&d, root, &o, err, sizeof err), ATTN_ERR_FORMAT);
+    printf("  no review at all (folder): %s\n", err);
+    CHECK(strstr(err, "no train review") != NULL);
+    snprintf(path, sizeof path, "%s/train/pos/0_9.txt", root);
+    write_file(path, "good", 4);
+    snprintf(path, sizeof path, "%s/test/neg/0_1.txt", root);
+    write_file(path, "bad", 3);
+    CHECK_STATUS(attn_imdb_load(&d, root, &o, err, sizeof err), ATTN_OK);
+    CHECK(d.train.n == 1 && d.test.n == 1 && d.train.labels && d.train.labels[0] == 1);
+    attn_imdb_free(&d);
+
+    snprintf(path, sizeof path, "%s/emptylabel/none.tar.gz", g_dir);
+    attn__tar_writer *w;
+    CHECK_STATUS(attn__tar_writer_open(&w, path), ATTN_OK);
+    attn__tar_writer_add(w, "aclImdb/README", '0', "no review here", 14);
+    CHECK_STATUS(attn__tar_writer_close(w), ATTN_OK);
+    err[0] = '\0';
+    CHECK_STATUS(attn_imdb_load(&d, path, &o, err, sizeof err), ATTN_ERR_FORMAT);
+    printf("  no review at all (archive): %s\n", err);
+    CHECK(strstr(err, "no train review") != NULL);
 }
 
 /* A review of exactly ATTN_IMDB_MAX_REVIEW bytes loads, the same from the folder (whose read buffer grows
@@ -1144,6 +1183,7 @@ int main(void) {
     test_tokenizer();
     test_loader();
     test_broken_inputs();
+    test_empty_folders();
     test_review_size();
     test_special_files();
     test_model_golden();

@@ -361,7 +361,7 @@ static attn_status load_dir(loader *L, const char *root, char *err, size_t es) {
                 n++;
             }
             closedir(d);
-            if (st == ATTN_OK) qsort(names, n, sizeof(char *), cmp_str);
+            if (st == ATTN_OK && n) qsort(names, n, sizeof(char *), cmp_str);   /* names is NULL when n = 0 */
             for (size_t i = 0; i < n && st == ATTN_OK; i++) {
                 char file[4400], rel[512];
                 snprintf(file, sizeof file, "%s/%s", dir, names[i]);
@@ -478,7 +478,7 @@ attn_status attn_imdb_load(attn_imdb_data *d, const char *path, const attn_imdb_
         loader_free(&L);
         return st;
     }
-    qsort(L.reviews, L.n_reviews, sizeof(review), cmp_review);
+    if (L.n_reviews) qsort(L.reviews, L.n_reviews, sizeof(review), cmp_review);   /* NULL when none */
 
     /* Split boundaries and --limit. */
     size_t n_split[2] = {0, 0};
