@@ -138,8 +138,20 @@ static void seeds_tar(void) {
     raw_finish(&r, "tar", "pax-short.tar.gz");
 }
 
+/* DIR/<target>/<to>: the tar inside DIR/<target>/<from> (a .tar.gz), for the targets that take either. */
+static void gunzip_seed(const char *target, const char *from, const char *to) {
+    gzFile g = gzopen(seed_path(target, from), "rb");
+    if (!g) die(from, "cannot read back");
+    static unsigned char b[1 << 16];
+    int n = gzread(g, b, sizeof b);
+    gzclose(g);
+    if (n <= 0 || n == (int)sizeof b) die(from, "cannot read back");
+    put(target, to, b, (size_t)n);
+}
+
 static void seeds_imdb(void) {
     imdb_archive("imdb_archive", "small.tar.gz");
+    gunzip_seed("imdb_archive", "small.tar.gz", "small.tar");
     raw r = {0};
     for (int i = 0; i < 4; i++) {
         char rec[256];
@@ -151,6 +163,11 @@ static void seeds_imdb(void) {
         raw_entry(&r, "r", '0', reviews[i][1], strlen(reviews[i][1]));
     }
     raw_finish(&r, "imdb_archive", "pax.tar.gz");
+    gunzip_seed("imdb_archive", "pax.tar.gz", "pax.tar");
+    /* past defect: an archive without any review (the loader sorted a NULL list) */
+    raw_entry(&r, "aclImdb/README", '0', "no review", 9);
+    raw_finish(&r, "imdb_archive", "noreview.tar.gz");
+    gunzip_seed("imdb_archive", "noreview.tar.gz", "noreview.tar");
 
     /* the cache of the small archive, with the options the cache target reads from its header */
     attn_imdb_options o;
