@@ -1,10 +1,10 @@
 /*
  * test_fra.c — the text side of the translator: d2l's preprocessing, reading pairs from a fixture file
  * the test writes (with the bad cases: a line without a tab, an empty side, invalid UTF-8, a missing
- * file), vocabularies (min frequency, reserved ids, order of ties, save/load), encoding with <eos>,
- * cut and padding, BLEU on the book's examples, and the masked cross-entropy on padded batches (the
- * book's example, and the model's loss unchanged by whatever sits in the padding). With the real data
- * present: the book's 601 pairs and vocabulary sizes 184 / 201.
+ * file), vocabularies (min frequency, reserved ids, order of ties, thousands of tokens, save/load),
+ * encoding with <eos>, cut and padding, BLEU on the book's examples, and the masked cross-entropy on
+ * padded batches (the book's example, and the model's loss unchanged by whatever sits in the padding).
+ * With the real data present: the book's 601 pairs and vocabulary sizes 184 / 201.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -138,6 +138,35 @@ static void test_vocab(const char *dir) {
     attn_vocab_free(&v);
 }
 
+/* Thousands of distinct tokens (the counting index grows several times): ranked by count, ties in order
+ * of first appearance, a reserved name in the lines not repeated, each id found again. */
+static void test_vocab_many(void) {
+    enum { N = 3000 };
+    char **lines = malloc(sizeof(char *) * N);
+    for (int i = 0; i < N; i++) {
+        lines[i] = malloc(64);
+        int k = snprintf(lines[i], 64, "w%d", i);
+        for (int r = 0; r < i % 3; r++) k += snprintf(lines[i] + k, 64 - (size_t)k, " w%d", i);
+        if (i % 1000 == 0) snprintf(lines[i] + k, 64 - (size_t)k, " <eos>");
+    }
+    attn_vocab v;
+    CHECK_STATUS(attn_vocab_build(&v, (const char *const *)lines, N, 1), ATTN_OK);
+    CHECK(v.n == 4 + N);
+    int bad = v.n == 4 + N ? -1 : 0;
+    for (int r = 0; bad < 0 && r < N; r++) {
+        /* count 3: w2, w5, ...; then count 2: w1, w4, ...; then count 1: w0, w3, ... */
+        int group = r / (N / 3), i = (2 - group) + 3 * (r % (N / 3));
+        char want[16];
+        snprintf(want, sizeof want, "w%d", i);
+        if (strcmp(v.tokens[4 + r], want) != 0 || attn_vocab_id(&v, want, strlen(want)) != 4 + r) bad = r;
+    }
+    if (bad >= 0) printf("  many tokens: rank %d is wrong\n", bad);
+    CHECK(bad < 0);
+    attn_vocab_free(&v);
+    for (int i = 0; i < N; i++) free(lines[i]);
+    free(lines);
+}
+
 /* Not regular files: reading a FIFO must not wait for a writer, and saving a vocabulary must not replace
  * a FIFO with a plain file. */
 static void test_special_files(const char *dir) {
@@ -244,6 +273,7 @@ int main(void) {
     test_preprocess();
     test_read(dir);
     test_vocab(dir);
+    test_vocab_many();
     test_special_files(dir);
     test_bleu();
     test_masked_xent();
