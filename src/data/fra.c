@@ -164,13 +164,22 @@ static uint64_t hash_bytes(const char *s, size_t n) {
     return h;
 }
 
+/* Token t (NUL-terminated) is (s, n). Reads t only as far as it agrees with s: taking strlen(t) first
+ * would make every lookup pay the whole length of each long token its probe passes, quadratic over a
+ * line of many words and a vocabulary with a long token. */
+static int token_is(const char *t, const char *s, size_t n) {
+    size_t k = 0;
+    while (k < n && t[k] != '\0' && t[k] == s[k]) k++;
+    return k == n && t[n] == '\0';
+}
+
 /* Slot of token (s, n) in a table of size (power of 2) over tokens; its id or -1 there. */
 static int find_slot(char *const *tokens, const int *table, int size, const char *s, size_t n) {
     size_t mask = (size_t)size - 1, i = (size_t)hash_bytes(s, n) & mask;
     for (;;) {
         int id = table[i];
         if (id < 0) return (int)i;
-        if (strlen(tokens[id]) == n && memcmp(tokens[id], s, n) == 0) return (int)i;
+        if (token_is(tokens[id], s, n)) return (int)i;
         i = (i + 1) & mask;
     }
 }
