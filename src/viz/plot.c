@@ -139,11 +139,11 @@ attn_status attn__plot_geometry(const attn_plot *p, attn__plot_geom *g) {
     g->area_h = p->height ? p->height : 320;
     g->pad = 10;
 
-    /* y: round ticks about every 60 px; the axis runs from a tick to a tick */
+    /* y: round ticks about every 50 px; the axis runs from a tick to a tick */
     double lo, hi;
     int whole;
     data_range(p, 1, &lo, &hi, &whole);
-    int target = g->area_h / 60 < 2 ? 2 : g->area_h / 60;
+    int target = g->area_h / 50 < 2 ? 2 : g->area_h / 50;
     double step = nice_at_least((hi - lo) / target);
     while (floor(hi / step + 1e-9) - ceil(lo / step - 1e-9) + 1 > ATTN__PLOT_MAX_TICKS - 2) step = nice_next(step);
     g->y_step = step;
@@ -157,7 +157,7 @@ attn_status attn__plot_geometry(const attn_plot *p, attn__plot_geom *g) {
     g->x0 = lo;
     g->x1 = hi;
     const double px_per = (g->area_w - 1 - 2 * g->pad) / (hi - lo);
-    step = nice_at_least((hi - lo) / (g->area_w / 80 < 2 ? 2 : g->area_w / 80));
+    step = nice_at_least((hi - lo) / (g->area_w / 60 < 2 ? 2 : g->area_w / 60));
     if (whole && step < 1) step = 1;
     for (;;) {
         double t[ATTN__PLOT_MAX_TICKS];
