@@ -12,7 +12,7 @@ expect_rc() {  # expected-rc description command...
 expect_rc 0 "attn --help" "$attn" --help
 expect_rc 2 "attn with no command" "$attn"
 expect_rc 2 "unknown command" "$attn" frobnicate
-for c in demo score bench imdb translate; do
+for c in demo score bench imdb translate plot; do
   expect_rc 0 "attn $c --help" "$attn" $c --help
   grep -q "usage: attn $c" /tmp/attn_cli_out.$$ || bad "attn $c --help prints no usage"
 done
@@ -185,6 +185,69 @@ ATTN_DATA="$tmp/nodata" "$attn" translate bleu --dir "$tmp/m" > $out 2>&1
 grep -q "ATTN_DATA" $out || bad "a missing data folder from ATTN_DATA is not said"
 (cd "$tmp" && "$attn" translate bleu --dir m > $out 2>&1)
 grep -q "working directory" $out || bad "a missing default data folder does not say it is relative to the working directory"
+
+# 20. training histories beside the checkpoints, their curves, and `attn plot`
+png_size() {  # prints "W H" of a PNG (its IHDR), or nothing
+  od -An -tu1 -j16 -N8 "$1" 2>/dev/null | awk '{ print $1*16777216+$2*65536+$3*256+$4, $5*16777216+$6*65536+$7*256+$8 }'
+}
+h="$tmp/io/imdb_history.csv"
+[ "$(head -1 "$h")" = "epoch,loss,acc,val_loss,val_acc,seconds" ] || bad "imdb history header: $(head -1 "$h")"
+[ "$(wc -l < "$h")" = 3 ] || bad "imdb history after 2 epochs has $(wc -l < "$h") lines, expected 3"
+[ "$(cut -d, -f1 "$h" | tr '\n' ' ')" = "epoch 1 2 " ] || bad "imdb history epochs: $(cut -d, -f1 "$h" | tr '\n' ' ')"
+awk -F, 'NR > 1 && ($2 <= 0 || $3 < 0 || $3 > 1 || $5 < 0 || $5 > 1 || $6 <= 0) { exit 1 }' "$h" || bad "imdb history values out of range"
+ls "$tmp/io" | grep -q "\.tmp$" && bad "a temporary file is left in the imdb folder"
+# resumed: the rows up to the checkpoint's epoch are kept, a row past it (written before a crash) is replaced
+cp "$h" "$tmp/h2"
+echo "3,9,9,9,9,9" >> "$h"
+expect_rc 0 "imdb train --resume (history)" "$attn" imdb train $iq --epochs 3 --resume --plot "$tmp/imdb_curves.png"
+grep -q "past the checkpoint's epoch 2" $out || bad "imdb train --resume does not say it drops the history's row past the checkpoint"
+[ "$(head -3 "$h")" = "$(cat "$tmp/h2")" ] || bad "imdb train --resume changed the history's first rows"
+[ "$(wc -l < "$h")" = 4 ] && ! grep -q "^3,9," "$h" || bad "imdb train --resume: history $(cat "$h")"
+set -- $(png_size "$tmp/imdb_curves.png")
+[ "${1:-0}" -gt 1000 ] && [ "${2:-0}" -gt 300 ] || bad "imdb train --plot: image size ${1:-?}x${2:-?}"
+printf 'epoch,loss,acc,val_loss,val_acc,seconds\n1,x,1,1,1,1\n' > "$tmp/io/imdb_history.csv"
+expect_rc 1 "imdb train --resume over a malformed history" "$attn" imdb train $iq --epochs 4 --resume
+grep -q "imdb_history.csv: line 2" $out || bad "imdb train --resume over a malformed history does not name the file and line"
+echo "other,columns" > "$tmp/io/imdb_history.csv"
+expect_rc 1 "imdb train --resume over another history" "$attn" imdb train $iq --epochs 4 --resume
+grep -q "other columns" $out || bad "imdb train --resume over another history does not say so"
+# the translators: one row per epoch, written even without --plot
+for m in "m seq2seq" "tf transformer"; do
+  set -- $m
+  h="$tmp/$1/$2_history.csv"
+  [ "$(head -1 "$h" 2>/dev/null)" = "epoch,loss,tokens_per_sec,seconds" ] || bad "$2 history header: $(head -1 "$h" 2>&1)"
+done
+[ "$(wc -l < "$tmp/m/seq2seq_history.csv")" = 4 ] || bad "seq2seq history after 3 epochs: $(wc -l < "$tmp/m/seq2seq_history.csv") lines"
+expect_rc 0 "translate train --plot" "$attn" translate train $quick --epochs 3 --out "$tmp/m3" --plot "$tmp/loss.png"
+grep -q "history: $tmp/m3/seq2seq_history.csv, curve: $tmp/loss.png" $out || bad "translate train --plot does not say where the history and curve are"
+set -- $(png_size "$tmp/loss.png")
+[ "${1:-0}" -gt 500 ] && [ "${2:-0}" -gt 300 ] || bad "translate train --plot: image size ${1:-?}x${2:-?}"
+expect_rc 1 "translate train --plot a folder" "$attn" translate train $quick --epochs 1 --out "$tmp/m4" --plot "$tmp"
+grep -q "epoch" $out && bad "translate train --plot a folder: trained before failing"
+# attn plot
+expect_rc 0 "plot history" "$attn" plot "$tmp/m/seq2seq_history.csv" --out "$tmp/p.png"
+grep -q "wrote $tmp/p.png (3 epochs)" $out || bad "attn plot does not say what it wrote"
+expect_rc 0 "plot --columns" "$attn" plot "$tmp/io2/imdb_history.csv" --out "$tmp/p2.png" --columns loss,val_loss --title T
+expect_rc 2 "plot without --out" "$attn" plot "$tmp/m/seq2seq_history.csv"
+grep -q "usage: attn plot" $out || bad "plot without --out prints no usage"
+expect_rc 2 "plot --out x.jpg" "$attn" plot "$tmp/m/seq2seq_history.csv" --out "$tmp/x.jpg"
+expect_rc 2 "plot --bogus" "$attn" plot "$tmp/m/seq2seq_history.csv" --out "$tmp/p.png" --bogus
+expect_rc 2 "plot without a file" "$attn" plot --out "$tmp/p.png"
+expect_rc 2 "plot --columns nosuch" "$attn" plot "$tmp/m/seq2seq_history.csv" --out "$tmp/p.png" --columns nosuch
+grep -q "no column 'nosuch'" $out && grep -q "epoch loss tokens_per_sec seconds" $out || bad "plot --columns nosuch does not list the columns"
+printf 'epoch,loss\n1,0.5\n2,zero\n' > "$tmp/bad.csv"
+expect_rc 1 "plot a malformed CSV" "$attn" plot "$tmp/bad.csv" --out "$tmp/p.png"
+grep -q "bad.csv: line 3: field 2 (loss): 'zero' is not a number" $out || bad "plot a malformed CSV: $(cat $out)"
+printf 'epoch,loss\n1,0.5\n2\n' > "$tmp/bad.csv"
+expect_rc 1 "plot a short row" "$attn" plot "$tmp/bad.csv" --out "$tmp/p.png"
+grep -q "bad.csv: line 3: 1 fields, expected 2" $out || bad "plot a short row: $(cat $out)"
+: > "$tmp/empty.csv"
+expect_rc 1 "plot an empty file" "$attn" plot "$tmp/empty.csv" --out "$tmp/p.png"
+grep -q "empty" $out || bad "plot an empty file: no message"
+printf 'epoch,loss\n' > "$tmp/norows.csv"
+expect_rc 1 "plot a history without rows" "$attn" plot "$tmp/norows.csv" --out "$tmp/p.png"
+expect_rc 1 "plot a missing file" "$attn" plot "$tmp/nosuch.csv" --out "$tmp/p.png"
+grep -q "nosuch.csv" $out || bad "plot a missing file does not name it"
 
 # Under an address-space limit OpenBLAS hung instead of failing: the program goes single-threaded.
 if [ -z "$ATTN_SANITIZED" ]; then
