@@ -65,6 +65,14 @@ int cli_check_out_dir(const char *who, const char *flag, const char *path);
  * path itself must not be a folder. Returns 0, or 1 after a message. */
 int cli_check_out_file(const char *who, const char *flag, const char *path);
 
+/* Checks --weights-out FILE: the name ends in .npy, .csv or .json (else 2 after a message and cmd's usage),
+ * and the file can be written (else 1 after a message). Returns 0 when fine. */
+int cli_check_weights_out(const char *who, const cli_cmd *cmd, const char *path);
+
+/* Writes the maps' numbers to --weights-out path (attn_heatmap_save_values) and says so. Returns 0, or 1
+ * after a message. */
+int cli_write_weights(const char *who, const attn_heatmap *maps, int n, const char *path);
+
 /* Checks a --threads value: 0 (every core) .. ATTN_MAX_THREADS; warns on stderr when it exceeds the cores
  * online. flag names the option. Returns 0, or 2 after a message (the caller exits 2). */
 int cli_check_threads(const char *who, const char *flag, int n);

@@ -34,7 +34,7 @@
 #define EVAL_BATCH 250
 
 typedef struct imdb_flags {
-    const char *data, *out, *ckpt, *png, *file, *plot;
+    const char *data, *out, *ckpt, *png, *file, *plot, *weights_out;
     const char *data_from;       /* where data came from: "--data", "ATTN_DATA" or "default" */
     int epochs, batch, threads, limit, resume, no_color, keep_best;
     float lr;
@@ -607,7 +607,7 @@ static int review_show(const review *r, const imdb_flags *f) {
     h.row_title = "words";
     attn_status st = attn_heatmap_term(&h, stdout, cli_use_color(f->no_color));
     if (st != ATTN_OK) return cli_fail(st, "imdb: heatmap");
-    if (!f->png) return 0;
+    if (!f->png && !f->weights_out) return 0;
     attn_heatmap hp;
     memset(&hp, 0, sizeof hp);
     hp.values = r->w + (size_t)r->first * r->T + r->first;
@@ -620,12 +620,12 @@ static int review_show(const review *r, const imdb_flags *f) {
     hp.row_title = "Queries";
     hp.col_title = "Keys";
     char err[1024] = "";
-    if ((st = attn_heatmap_png(&hp, f->png, err, sizeof err)) != ATTN_OK) {
+    if (f->png && (st = attn_heatmap_png(&hp, f->png, err, sizeof err)) != ATTN_OK) {
         fprintf(stderr, "attn: imdb: %s\n", err[0] ? err : attn_status_string(st));
         return 1;
     }
-    printf("wrote %s\n", f->png);
-    return 0;
+    if (f->png) printf("wrote %s\n", f->png);
+    return f->weights_out ? cli_write_weights("imdb", &hp, 1, f->weights_out) : 0;
 }
 
 /* Classifies the text: the probability, then the attention. Returns 0 or 1. */
@@ -664,7 +664,7 @@ static int imdb_predict(const imdb_flags *f, const char *text) {
  * Entry.
  */
 int cmd_imdb(int argc, char **argv) {
-    imdb_flags f = {NULL, "imdb_out", NULL, NULL, NULL, NULL, NULL, 5, 32, 0, 0, 0, 0, 0, 2e-4f, 1};
+    imdb_flags f = {NULL, "imdb_out", NULL, NULL, NULL, NULL, NULL, NULL, 5, 32, 0, 0, 0, 0, 0, 2e-4f, 1};
     const char *sub = argc >= 2 ? argv[1] : NULL;
     const cli_opt train_opts[] = {
         {"data", CLI_STR, &f.data, "DIR", "the .tar.gz, the aclImdb folder, or a folder holding either (default "
@@ -696,6 +696,8 @@ int cmd_imdb(int argc, char **argv) {
         {"file", CLI_STR, &f.file, "FILE", "read the text from FILE (- for standard input) instead of the argument"},
         {"ckpt", CLI_STR, &f.ckpt, "FILE", "the checkpoint (default --out/" CKPT_NAME ")"},
         {"png", CLI_STR, &f.png, "FILE", "also write the word-by-word attention weights as a PNG"},
+        {"weights-out", CLI_STR, &f.weights_out, "FILE", "also write those weights as numbers with the words: .npy "
+                                                         "(words in FILE's .labels.json), .csv or .json"},
         {"no-color", CLI_BOOL, &f.no_color, NULL, "shaded characters instead of 24-bit colors"},
         {"threads", CLI_INT, &f.threads, "N", "threads (0 = all cores)"},
     };
@@ -732,6 +734,7 @@ int cmd_imdb(int argc, char **argv) {
     f.data = cli_data_dir(f.data, &f.data_from);
     if (which == 0) return imdb_train(&f);
     if (which == 1) return imdb_eval(&f);
+    if (f.weights_out && (r = cli_check_weights_out("imdb", &cmds[2], f.weights_out))) return r;
     char *text = NULL;
     if ((r = cli_predict_text("imdb", &cmds[2], n_pos ? pos[0] : NULL, f.file, &text))) return r;
     r = imdb_predict(&f, text);

@@ -93,13 +93,15 @@ static int s2s_train(const tr_kind *kind, int argc, char **argv) {
  * predict
  */
 static int s2s_predict(const tr_kind *kind, int argc, char **argv) {
-    const char *model = kind->default_dir, *png = NULL, *file = NULL;
+    const char *model = kind->default_dir, *png = NULL, *file = NULL, *weights_out = NULL;
     int plain = 0;
     cli_opt opts[] = {
         {"dir", CLI_STR, &model, "DIR", kind->dir_help},
         {"out", CLI_STR, &model, "DIR", "the same as --dir"},
         {"file", CLI_STR, &file, "FILE", "read the sentence from FILE (- for standard input) instead of the argument"},
         {"png", CLI_STR, &png, "FILE", "also write the attention as a PNG heatmap"},
+        {"weights-out", CLI_STR, &weights_out, "FILE", "also write the attention as numbers with the words: .npy "
+                                                       "(words in FILE's .labels.json), .csv or .json"},
         {"no-color", CLI_BOOL, &plain, NULL, "shaded characters instead of 24-bit colors"},
     };
     cli_cmd cmd = {"attn translate predict [--model bahdanau|transformer] [options] \"english sentence\" | -   (or --file FILE)",
@@ -111,6 +113,7 @@ static int s2s_predict(const tr_kind *kind, int argc, char **argv) {
     int rc = cli_parse(&cmd, argc, argv, pos, &np);
     if (rc >= 0) return rc;
     if (png && cli_check_out_file("translate", "--png", png)) return 1;
+    if (weights_out && (rc = cli_check_weights_out("translate", &cmd, weights_out))) return rc;
     char *line;
     if ((rc = tr_predict_input(&cmd, np ? pos[0] : NULL, file, &line))) return rc;
     translator tr;
@@ -128,6 +131,7 @@ static int s2s_predict(const tr_kind *kind, int argc, char **argv) {
         if (tr_report(attn_heatmap_png(&h, png, err, sizeof err), err)) goto done;
         printf("wrote %s\n", png);
     }
+    if (weights_out && cli_write_weights("translate", &h, 1, weights_out)) goto done;
     ret = 0;
 done:
     free(rl); free(cl);

@@ -122,13 +122,16 @@ static int tf_train(const tr_kind *kind, int argc, char **argv) {
  * predict
  */
 static int tf_predict(const tr_kind *kind, int argc, char **argv) {
-    const char *model = kind->default_dir, *png = NULL, *file = NULL;
+    const char *model = kind->default_dir, *png = NULL, *file = NULL, *weights_out = NULL;
     int plain = 0, layer = 0, head = 0;
     cli_opt opts[] = {
         {"dir", CLI_STR, &model, "DIR", kind->dir_help},
         {"out", CLI_STR, &model, "DIR", "the same as --dir"},
         {"file", CLI_STR, &file, "FILE", "read the sentence from FILE (- for standard input) instead of the argument"},
         {"png", CLI_STR, &png, "FILE", "also write the cross-attention of every head as a grid of PNG heatmaps"},
+        {"weights-out", CLI_STR, &weights_out, "FILE", "also write the cross-attention of every head (or --head) as "
+                                                       "numbers with the words: .npy (words in FILE's .labels.json), "
+                                                       ".csv or .json"},
         {"layer", CLI_INT, &layer, "N", "decoder block whose cross-attention is shown, 1.. (0 = the last)"},
         {"head", CLI_INT, &head, "N", "show only this head, 1.. (0 = the average in the terminal, all in the PNG)"},
         {"no-color", CLI_BOOL, &plain, NULL, "shaded characters instead of 24-bit colors"},
@@ -147,6 +150,7 @@ static int tf_predict(const tr_kind *kind, int argc, char **argv) {
         return 2;
     }
     if (png && cli_check_out_file("translate", "--png", png)) return 1;
+    if (weights_out && (rc = cli_check_weights_out("translate", &cmd, weights_out))) return rc;
     char *line;
     if ((rc = tr_predict_input(&cmd, np ? pos[0] : NULL, file, &line))) return rc;
     translator tr;
@@ -177,7 +181,7 @@ static int tf_predict(const tr_kind *kind, int argc, char **argv) {
     attn_heatmap hm = {head ? wl + (size_t)(head - 1) * T * T : avg, rows, cols, T, rl, cl, title,
                        "French (produced)", "English (read)", 0, 1};
     if (cli_fail(attn_heatmap_term(&hm, stdout, cli_use_color(plain)), "drawing the heatmap")) goto done;
-    if (png) {
+    if (png || weights_out) {
         attn_heatmap maps[64];
         char titles[64][48];
         int n = 0;
@@ -187,8 +191,11 @@ static int tf_predict(const tr_kind *kind, int argc, char **argv) {
                                      "French (produced)", "English (read)", 0, 1};
         }
         char err[1024] = "";
-        if (tr_report(attn_heatmap_png_grid(maps, n, n < 2 ? 1 : 2, png, err, sizeof err), err)) goto done;
-        printf("wrote %s (%d heatmap%s)\n", png, n, n == 1 ? "" : "s");
+        if (png) {
+            if (tr_report(attn_heatmap_png_grid(maps, n, n < 2 ? 1 : 2, png, err, sizeof err), err)) goto done;
+            printf("wrote %s (%d heatmap%s)\n", png, n, n == 1 ? "" : "s");
+        }
+        if (weights_out && cli_write_weights("translate", maps, n, weights_out)) goto done;
     }
     ret = 0;
 done:
