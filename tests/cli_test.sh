@@ -249,6 +249,26 @@ expect_rc 1 "plot a history without rows" "$attn" plot "$tmp/norows.csv" --out "
 expect_rc 1 "plot a missing file" "$attn" plot "$tmp/nosuch.csv" --out "$tmp/p.png"
 grep -q "nosuch.csv" $out || bad "plot a missing file does not name it"
 
+# 21. predict --weights-out: the numbers it draws, with the words
+expect_rc 0 "translate predict --weights-out .npy" "$attn" translate predict --dir "$tmp/m" --no-color --weights-out "$tmp/w.npy" "one two ."
+[ "$(head -c 6 "$tmp/w.npy" | tail -c 5)" = "NUMPY" ] || bad "--weights-out .npy: no NumPy magic"
+head -c 128 "$tmp/w.npy" | grep -q "'shape': (" || bad "--weights-out .npy: no shape in the header"
+grep -q '"cols": \["one", "two", ".", "<eos>"\]' "$tmp/w.labels.json" || bad "--weights-out .npy: labels file $(cat "$tmp/w.labels.json" 2>&1)"
+expect_rc 0 "translate predict --weights-out .csv" "$attn" translate predict --dir "$tmp/m" --no-color --weights-out "$tmp/w.csv" "one two ."
+[ "$(head -1 "$tmp/w.csv")" = "map,row,col,row_label,col_label,weight" ] || bad "--weights-out .csv header"
+# every row of weights sums to 1
+awk -F, 'NR > 1 { s[$2] += $NF } END { for (r in s) if (s[r] < 0.999 || s[r] > 1.001) exit 1 }' "$tmp/w.csv" || bad "--weights-out .csv rows do not sum to 1"
+expect_rc 0 "transformer predict --weights-out .json" "$attn" translate predict --dir "$tmp/tf" --no-color --weights-out "$tmp/tw.json" "one two ."
+[ "$(grep -c '"title": "block 2, head' "$tmp/tw.json")" = 4 ] || bad "transformer --weights-out .json does not hold the 4 heads"
+expect_rc 0 "imdb predict --weights-out .json" "$attn" imdb predict --dir "$tmp/io2" --no-color --weights-out "$tmp/iw.json" "a good great film"
+grep -q '"rows": \["<start>", "a?", "good", "great", "film"\]' "$tmp/iw.json" || bad "imdb --weights-out .json: $(head -c 300 "$tmp/iw.json")"
+expect_rc 2 "predict --weights-out .txt" "$attn" translate predict --dir "$tmp/m" --weights-out "$tmp/w.txt" "one ."
+grep -q "must end in .npy, .csv or .json" $out || bad "--weights-out .txt: no message on the format"
+expect_rc 2 "imdb predict --weights-out .txt" "$attn" imdb predict --dir "$tmp/io2" --weights-out "$tmp/w.txt" "good"
+mkdir -p "$tmp/d.json"
+expect_rc 1 "predict --weights-out a folder" "$attn" translate predict --dir "$tmp/m" --weights-out "$tmp/d.json" "one ."
+grep -q "is a folder" $out || bad "predict --weights-out a folder: no message"
+
 # Under an address-space limit OpenBLAS hung instead of failing: the program goes single-threaded.
 if [ -z "$ATTN_SANITIZED" ]; then
   expect_rc 0 "demo under ulimit -v 350000" sh -c "ulimit -v 350000 && exec timeout 60 '$attn' demo"

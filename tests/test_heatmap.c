@@ -301,6 +301,103 @@ static void test_term(void) {
     }
 }
 
+static char *slurp(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    char *buf = calloc(1, 1 << 16);
+    *n = buf ? fread(buf, 1, (1 << 16) - 1, f) : 0;
+    fclose(f);
+    return buf;
+}
+
+/* The numbers behind the pictures: .npy (header, shape, exact floats) with its labels file, CSV, JSON. */
+static void test_values(const char *dir) {
+    const float v[2 * 3] = {0.25f, 0.5f, 0.25f, 1.0f / 3.0f, NAN, 0.125f};
+    const float v2[2 * 3] = {1, 0, 0, 0, 0, 1};
+    const char *rl[2] = {"il", "est \"calme\""}, *cl[3] = {"he's", "calm", "\xC3\xA9t\xC3\xA9"};
+    attn_heatmap maps[2] = {{v, 2, 3, 0, rl, cl, "head 1", "French", "English", 0, 1},
+                            {v2, 2, 3, 0, rl, NULL, "head 2", NULL, NULL, 0, 1}};
+    char path[600], err[256];
+    size_t n = 0;
+    /* .npy of one map: (2, 3) */
+    snprintf(path, sizeof path, "%s/w.npy", dir);
+    CHECK_STATUS(attn_heatmap_save_values(maps, 1, path, err, sizeof err), ATTN_OK);
+    char *b = slurp(path, &n);
+    CHECK(b != NULL);
+    if (b) {
+        CHECK(memcmp(b, "\x93NUMPY\x01\x00", 8) == 0);
+        size_t hl = (unsigned char)b[8] | (size_t)(unsigned char)b[9] << 8;
+        CHECK((10 + hl) % 64 == 0 && b[10 + hl - 1] == '\n');
+        CHECK(strstr(b + 10, "'descr': '<f4'") && strstr(b + 10, "'fortran_order': False") &&
+              strstr(b + 10, "'shape': (2, 3)"));
+        CHECK(n == 10 + hl + 6 * 4);
+        if (n == 10 + hl + 6 * 4) {
+            float got[6];
+            memcpy(got, b + 10 + hl, sizeof got);           /* little-endian machine */
+            CHECK(got[0] == 0.25f && got[3] == 1.0f / 3.0f && isnan(got[4]) && got[5] == 0.125f);
+        }
+        free(b);
+    }
+    snprintf(path, sizeof path, "%s/w.labels.json", dir);
+    b = slurp(path, &n);
+    CHECK(b && strstr(b, "\"title\": \"head 1\"") && strstr(b, "\"rows\": [\"il\", \"est \\\"calme\\\"\"]") &&
+          strstr(b, "\"cols\": [\"he's\", \"calm\", \"\xC3\xA9t\xC3\xA9\"]") && !strstr(b, "values"));
+    free(b);
+    /* .npy of two maps: (2, 2, 3); different sizes are refused */
+    snprintf(path, sizeof path, "%s/heads.npy", dir);
+    CHECK_STATUS(attn_heatmap_save_values(maps, 2, path, err, sizeof err), ATTN_OK);
+    b = slurp(path, &n);
+    CHECK(b && strstr(b + 10, "'shape': (2, 2, 3)") && n == 128 + 12 * 4);
+    if (b && n == 128 + 12 * 4) {
+        float got[12];
+        memcpy(got, b + 128, sizeof got);
+        CHECK(got[6] == 1 && got[11] == 1 && got[7] == 0);
+    }
+    free(b);
+    attn_heatmap other = maps[1];
+    other.cols = 2;
+    attn_heatmap mixed[2] = {maps[0], other};
+    CHECK_STATUS(attn_heatmap_save_values(mixed, 2, path, err, sizeof err), ATTN_ERR_SIZE);
+    CHECK(strstr(err, "differ in size") != NULL);
+    /* CSV: one line per cell, labels quoted, NaN as nan, indices for missing labels */
+    snprintf(path, sizeof path, "%s/w.csv", dir);
+    CHECK_STATUS(attn_heatmap_save_values(maps, 2, path, err, sizeof err), ATTN_OK);
+    b = slurp(path, &n);
+    CHECK(b && strncmp(b, "map,row,col,row_label,col_label,weight\n0,0,0,\"il\",\"he's\",0.25\n", 62) == 0);
+    CHECK(b && strstr(b, "\n0,1,0,\"est \"\"calme\"\"\",\"he's\",0.333333343\n") != NULL);
+    CHECK(b && strstr(b, "\n0,1,1,\"est \"\"calme\"\"\",\"calm\",nan\n") != NULL);
+    CHECK(b && strstr(b, "\n1,1,2,\"est \"\"calme\"\"\",\"2\",1\n") != NULL);
+    int lines = 0;
+    for (size_t i = 0; b && i < n; i++) lines += b[i] == '\n';
+    CHECK(lines == 1 + 12);
+    free(b);
+    /* JSON: values by row, NaN as null, titles */
+    snprintf(path, sizeof path, "%s/w.json", dir);
+    CHECK_STATUS(attn_heatmap_save_values(maps, 2, path, err, sizeof err), ATTN_OK);
+    b = slurp(path, &n);
+    CHECK(b && strstr(b, "[0.25, 0.5, 0.25]") && strstr(b, "[0.333333343, null, 0.125]") &&
+          strstr(b, "\"row_title\": \"French\"") && strstr(b, "\"col_title\": null") &&
+          strstr(b, "\"cols\": [\"0\", \"1\", \"2\"]") && strstr(b, "\"shape\": [2, 3]"));
+    free(b);
+    /* errors: another extension, NULL, a FIFO target, a missing folder; nothing left behind */
+    snprintf(path, sizeof path, "%s/w.txt", dir);
+    CHECK_STATUS(attn_heatmap_save_values(maps, 1, path, err, sizeof err), ATTN_ERR_ARG);
+    CHECK(strstr(err, ".npy, .csv or .json") != NULL && !file_exists(path));
+    CHECK_STATUS(attn_heatmap_save_values(NULL, 1, path, err, sizeof err), ATTN_ERR_NULL);
+    attn_heatmap nolab = maps[0];
+    const char *holes[2] = {"a", NULL};
+    nolab.row_labels = holes;
+    snprintf(path, sizeof path, "%s/h.json", dir);
+    CHECK_STATUS(attn_heatmap_save_values(&nolab, 1, path, err, sizeof err), ATTN_ERR_NULL);
+    snprintf(path, sizeof path, "%s/fifo.csv", dir);
+    if (mkfifo(path, 0600) == 0) {
+        CHECK_STATUS(attn_heatmap_save_values(maps, 1, path, err, sizeof err), ATTN_ERR_IO);
+        CHECK(strstr(err, "FIFO") != NULL);
+    }
+    snprintf(path, sizeof path, "%s/nope/w.npy", dir);
+    CHECK_STATUS(attn_heatmap_save_values(maps, 1, path, err, sizeof err), ATTN_ERR_IO);
+}
+
 int main(void) {
     char dir[] = "/tmp/attn_heatmap_XXXXXX";
     if (!mkdtemp(dir)) { fprintf(stderr, "mkdtemp failed\n"); return 1; }
@@ -310,6 +407,7 @@ int main(void) {
     test_bad_input(dir);
     test_special_targets(dir);
     test_term();
+    test_values(dir);
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
