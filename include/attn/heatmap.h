@@ -27,9 +27,16 @@ typedef struct attn_heatmap {
     const char *row_title;       /* axis names, e.g. "Queries", or NULL */
     const char *col_title;       /* e.g. "Keys", or NULL */
     float vmin, vmax;            /* color range; vmin == vmax: the data's min and max */
+    int annotate;                /* nonzero: each cell's value written in it, when neither side has more
+                                    than ATTN_HEATMAP_ANNOTATE_MAX cells (the cells grow to fit them) */
 } attn_heatmap;
 
-/* Writes one heatmap as a PNG, atomically (temporary file, then rename). err gets path and reason. */
+#define ATTN_HEATMAP_ANNOTATE_MAX 32
+
+/* Writes one heatmap as a PNG, atomically (temporary file, then rename). err gets path and reason.
+ * The size follows the labels: cells are at least as tall as a label (10 px), so no two labels touch;
+ * on maps of more than 100 cells a side, whose cells are smaller, every k-th label is drawn. Column
+ * labels are written across when the widest fits its cell, upward otherwise. */
 attn_status attn_heatmap_png(const attn_heatmap *h, const char *path, char *err, size_t err_size);
 
 /* Writes n heatmaps in a grid of grid_cols columns (e.g. one per head) as one PNG, atomically. */

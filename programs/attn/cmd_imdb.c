@@ -36,7 +36,7 @@
 typedef struct imdb_flags {
     const char *data, *out, *ckpt, *png, *file, *plot, *weights_out;
     const char *data_from;       /* where data came from: "--data", "ATTN_DATA" or "default" */
-    int epochs, batch, threads, limit, resume, no_color, keep_best;
+    int epochs, batch, threads, limit, resume, no_color, keep_best, annotate;
     float lr;
     uint64_t seed;
 } imdb_flags;
@@ -619,6 +619,7 @@ static int review_show(const review *r, const imdb_flags *f) {
     hp.title = "IMDB self-attention weights";
     hp.row_title = "Queries";
     hp.col_title = "Keys";
+    hp.annotate = f->annotate;
     char err[1024] = "";
     if (f->png && (st = attn_heatmap_png(&hp, f->png, err, sizeof err)) != ATTN_OK) {
         fprintf(stderr, "attn: imdb: %s\n", err[0] ? err : attn_status_string(st));
@@ -664,7 +665,7 @@ static int imdb_predict(const imdb_flags *f, const char *text) {
  * Entry.
  */
 int cmd_imdb(int argc, char **argv) {
-    imdb_flags f = {NULL, "imdb_out", NULL, NULL, NULL, NULL, NULL, NULL, 5, 32, 0, 0, 0, 0, 0, 2e-4f, 1};
+    imdb_flags f = {NULL, "imdb_out", NULL, NULL, NULL, NULL, NULL, NULL, 5, 32, 0, 0, 0, 0, 0, 0, 2e-4f, 1};
     const char *sub = argc >= 2 ? argv[1] : NULL;
     const cli_opt train_opts[] = {
         {"data", CLI_STR, &f.data, "DIR", "the .tar.gz, the aclImdb folder, or a folder holding either (default "
@@ -698,6 +699,8 @@ int cmd_imdb(int argc, char **argv) {
         {"png", CLI_STR, &f.png, "FILE", "also write the word-by-word attention weights as a PNG"},
         {"weights-out", CLI_STR, &f.weights_out, "FILE", "also write those weights as numbers with the words: .npy "
                                                          "(words in FILE's .labels.json), .csv or .json"},
+        {"annotate", CLI_BOOL, &f.annotate, NULL, "write each weight in its cell in the PNG (texts of up to "
+                                                  "31 words)"},
         {"no-color", CLI_BOOL, &f.no_color, NULL, "shaded characters instead of 24-bit colors"},
         {"threads", CLI_INT, &f.threads, "N", "threads (0 = all cores)"},
     };

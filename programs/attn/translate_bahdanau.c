@@ -94,7 +94,7 @@ static int s2s_train(const tr_kind *kind, int argc, char **argv) {
  */
 static int s2s_predict(const tr_kind *kind, int argc, char **argv) {
     const char *model = kind->default_dir, *png = NULL, *file = NULL, *weights_out = NULL;
-    int plain = 0;
+    int plain = 0, annotate = 0;
     cli_opt opts[] = {
         {"dir", CLI_STR, &model, "DIR", kind->dir_help},
         {"out", CLI_STR, &model, "DIR", "the same as --dir"},
@@ -102,6 +102,7 @@ static int s2s_predict(const tr_kind *kind, int argc, char **argv) {
         {"png", CLI_STR, &png, "FILE", "also write the attention as a PNG heatmap"},
         {"weights-out", CLI_STR, &weights_out, "FILE", "also write the attention as numbers with the words: .npy "
                                                        "(words in FILE's .labels.json), .csv or .json"},
+        {"annotate", CLI_BOOL, &annotate, NULL, "write each weight in its cell in the PNG"},
         {"no-color", CLI_BOOL, &plain, NULL, "shaded characters instead of 24-bit colors"},
     };
     cli_cmd cmd = {"attn translate predict [--model bahdanau|transformer] [options] \"english sentence\" | -   (or --file FILE)",
@@ -124,7 +125,7 @@ static int s2s_predict(const tr_kind *kind, int argc, char **argv) {
     const char **rl = NULL, **cl = NULL;
     if (!w) { fprintf(stderr, "attn: translate: out of memory\n"); goto done; }
     if (tr_predict_line(&tr, line, w, &rows, &cols, &rl, &cl)) goto done;
-    attn_heatmap h = {w, rows, cols, T, rl, cl, "Attention weights", "French (produced)", "English (read)", 0, 1};
+    attn_heatmap h = {w, rows, cols, T, rl, cl, "Attention weights", "French (produced)", "English (read)", 0, 1, annotate};
     if (cli_fail(attn_heatmap_term(&h, stdout, cli_use_color(plain)), "drawing the heatmap")) goto done;
     if (png) {
         char err[1024] = "";

@@ -123,7 +123,7 @@ static int tf_train(const tr_kind *kind, int argc, char **argv) {
  */
 static int tf_predict(const tr_kind *kind, int argc, char **argv) {
     const char *model = kind->default_dir, *png = NULL, *file = NULL, *weights_out = NULL;
-    int plain = 0, layer = 0, head = 0;
+    int plain = 0, layer = 0, head = 0, annotate = 0;
     cli_opt opts[] = {
         {"dir", CLI_STR, &model, "DIR", kind->dir_help},
         {"out", CLI_STR, &model, "DIR", "the same as --dir"},
@@ -134,6 +134,7 @@ static int tf_predict(const tr_kind *kind, int argc, char **argv) {
                                                        ".csv or .json"},
         {"layer", CLI_INT, &layer, "N", "decoder block whose cross-attention is shown, 1.. (0 = the last)"},
         {"head", CLI_INT, &head, "N", "show only this head, 1.. (0 = the average in the terminal, all in the PNG)"},
+        {"annotate", CLI_BOOL, &annotate, NULL, "write each weight in its cell in the PNG"},
         {"no-color", CLI_BOOL, &plain, NULL, "shaded characters instead of 24-bit colors"},
     };
     cli_cmd cmd = {"attn translate predict --model transformer [options] \"english sentence\" | -   (or --file FILE)",
@@ -179,7 +180,7 @@ static int tf_predict(const tr_kind *kind, int argc, char **argv) {
     if (head) snprintf(title, sizeof title, "Cross-attention, decoder block %d, head %d", l + 1, head);
     else snprintf(title, sizeof title, "Cross-attention, decoder block %d, mean of %d heads", l + 1, H);
     attn_heatmap hm = {head ? wl + (size_t)(head - 1) * T * T : avg, rows, cols, T, rl, cl, title,
-                       "French (produced)", "English (read)", 0, 1};
+                       "French (produced)", "English (read)", 0, 1, 0};
     if (cli_fail(attn_heatmap_term(&hm, stdout, cli_use_color(plain)), "drawing the heatmap")) goto done;
     if (png || weights_out) {
         attn_heatmap maps[64];
@@ -188,7 +189,7 @@ static int tf_predict(const tr_kind *kind, int argc, char **argv) {
         for (int h = head ? head - 1 : 0; h < (head ? head : H) && n < 64; h++, n++) {
             snprintf(titles[n], sizeof titles[n], "block %d, head %d", l + 1, h + 1);
             maps[n] = (attn_heatmap){wl + (size_t)h * T * T, rows, cols, T, rl, cl, titles[n],
-                                     "French (produced)", "English (read)", 0, 1};
+                                     "French (produced)", "English (read)", 0, 1, annotate};
         }
         char err[1024] = "";
         if (png) {

@@ -102,13 +102,43 @@ static attn_status validate(const attn_heatmap *h) {
 /* ---------------------------------------------------------------------------------------------------
  * Geometry.
  */
+/* The number written in a cell with --annotate. */
+static void format_cell(char *buf, size_t n, float v) {
+    snprintf(buf, n, "%.2g", (double)v);           /* two significant digits, as seaborn's annotations */
+}
+
+static int annotating(const attn_heatmap *h) {
+    return h->annotate && h->rows <= ATTN_HEATMAP_ANNOTATE_MAX && h->cols <= ATTN_HEATMAP_ANNOTATE_MAX;
+}
+
+/* Widest number of the cells, in characters. */
+static int widest_number(const attn_heatmap *h) {
+    int m = 0;
+    for (int r = 0; r < h->rows; r++)
+        for (int c = 0; c < h->cols; c++) {
+            char b[32];
+            format_cell(b, sizeof b, *cell_ptr(h, r, c));
+            int k = (int)strlen(b);
+            if (k > m) m = k;
+        }
+    return m;
+}
+
+/* Cells: 32 px on small maps, shrinking with the size but never shorter than a label at scale 1 (so
+ * labels never touch) up to 100 cells a side; wide enough for the numbers when annotating. */
 static int cell_size(const attn_heatmap *h) {
     int n = h->rows > h->cols ? h->rows : h->cols;
     int c = n <= 12 ? 32 : 400 / n;
-    return c < 4 ? 4 : c > 32 ? 32 : c;
+    c = c < 4 ? 4 : c > 32 ? 32 : c;
+    if (n <= 100 && c < ATTN_FONT_H + 1) c = ATTN_FONT_H + 1;
+    if (annotating(h)) {
+        int need = widest_number(h) * ATTN_FONT_ADVANCE + 6;
+        if (c < need) c = need;
+    }
+    return c;
 }
 
-static int label_scale(int cell) { return cell >= 20 ? 2 : 1; }
+static int label_scale(int cell) { return cell >= 2 * ATTN_FONT_H + 2 ? 2 : 1; }
 
 static int max_label_chars(const char *const *labels, int n) {
     int m = 0;
@@ -121,42 +151,83 @@ static int max_label_chars(const char *const *labels, int n) {
     return m;
 }
 
+/* Places a horizontal text of width tw centred over [x0, x0 + span), inside [HM_MARGIN, w - HM_MARGIN). */
+static int centred_x(int x0, int span, int tw, int w) {
+    int x = x0 + (span - tw) / 2;
+    if (x + tw > w - HM_MARGIN) x = w - HM_MARGIN - tw;
+    return x < HM_MARGIN ? HM_MARGIN : x;
+}
+
 attn_status attn__heatmap_geometry(const attn_heatmap *h, attn__heatmap_geom *g) {
     attn_status st = validate(h);
     if (st != ATTN_OK) return st;
     if (!g) return ATTN_ERR_NULL;
     memset(g, 0, sizeof *g);
-    const int ts = HM_TEXT_SCALE, adv = ATTN_FONT_ADVANCE, line = ATTN_FONT_H * ts + 6;
-    int c = cell_size(h), ls = label_scale(c);
+    const int ts = HM_TEXT_SCALE, adv = ATTN_FONT_ADVANCE, text_h = ATTN_FONT_H * ts, line = text_h + 6;
+    const int c = cell_size(h), ls = label_scale(c);
     value_range(h, &g->vmin, &g->vmax);
-
-    int title_h = h->title ? line + 4 : 0;
-    int row_title_w = h->row_title ? ATTN_FONT_H * ts + 6 : 0;
-    int row_label_w = max_label_chars(h->row_labels, h->rows) * adv * ls + 8;
-    int col_label_h = max_label_chars(h->col_labels, h->cols) * adv * ls + 8;
-    int col_title_h = h->col_title ? line : 0;
-
     g->cell = c;
+    g->label_scale = ls;
+    g->label_step = c >= ATTN_FONT_H * ls + 1 ? 1 : (ATTN_FONT_H * ls + 1 + c - 1) / c;
+    if (annotating(h)) {
+        int wn = widest_number(h) * adv;
+        g->number_scale = 2 * wn + 6 <= c && 2 * 7 + 4 <= c ? 2 : 1;
+    }
+    const int col_chars = max_label_chars(h->col_labels, h->cols);
+    g->col_across = col_chars * adv * ls + 2 <= c * g->label_step;
+
+    const int title_h = h->title ? line + 4 : 0;
+    const int row_title_w = h->row_title ? text_h + 6 : 0;
+    const int row_label_w = max_label_chars(h->row_labels, h->rows) * adv * ls + 8;
+    const int col_label_h = (g->col_across ? ATTN_FONT_H * ls : col_chars * adv * ls) + 8;
+    const int col_title_h = h->col_title ? line : 0;
+    const int grid_h = h->rows * c, grid_w = h->cols * c;
+    const int row_title_len = label_chars(h->row_title, 200) * adv * ts;
+
     g->grid_x = HM_MARGIN + row_title_w + row_label_w;
     g->grid_y = HM_MARGIN + title_h;
-    g->bar_x = g->grid_x + h->cols * c + 16;
+    /* the row title, upward and centred on the grid, starts under the title: the grid moves down when
+     * the title is taller than the grid */
+    if (h->row_title && row_title_len > grid_h) g->grid_y += (row_title_len - grid_h + 1) / 2;
+    g->bar_x = g->grid_x + grid_w + 16;
     g->bar_y = g->grid_y;
     g->bar_w = 16;
-    g->bar_h = h->rows * c < 64 ? 64 : h->rows * c;
+    g->bar_h = grid_h < 64 ? 64 : grid_h;
 
     char lo[32], hi[32];
     format_value(lo, sizeof lo, g->vmin);
     format_value(hi, sizeof hi, g->vmax);
     int num_w = (int)(strlen(lo) > strlen(hi) ? strlen(lo) : strlen(hi)) * adv * ts;
     int w = g->bar_x + g->bar_w + 6 + num_w + HM_MARGIN;
-    int title_w = 2 * HM_MARGIN + label_chars(h->title, 200) * adv * ts;
-    int col_title_w = g->grid_x + label_chars(h->col_title, 200) * adv * ts + HM_MARGIN;
-    if (title_w > w) w = title_w;
-    if (col_title_w > w) w = col_title_w;
-    int below = g->grid_y + h->rows * c + col_label_h + col_title_h;
+    const int title_w = label_chars(h->title, 200) * adv * ts, col_title_w = label_chars(h->col_title, 200) * adv * ts;
+    if (title_w + 2 * HM_MARGIN > w) w = title_w + 2 * HM_MARGIN;
+    if (g->grid_x + col_title_w + HM_MARGIN > w) w = g->grid_x + col_title_w + HM_MARGIN;
+    int below = g->grid_y + grid_h + col_label_h + col_title_h;
     int bar_end = g->bar_y + g->bar_h;
+    if (h->row_title) {
+        int rt_end = g->grid_y + (grid_h + row_title_len) / 2;
+        if (rt_end > below) below = rt_end;
+    }
     g->width = w;
     g->height = (below > bar_end ? below : bar_end) + HM_MARGIN;
+    if (h->title) {
+        g->title_box.x = centred_x(g->grid_x, grid_w, title_w, w);
+        g->title_box.y = HM_MARGIN;
+        g->title_box.w = title_w;
+        g->title_box.h = text_h;
+    }
+    if (h->col_title) {
+        g->col_title_box.x = centred_x(g->grid_x, grid_w, col_title_w, w);
+        g->col_title_box.y = g->grid_y + grid_h + col_label_h + 4;
+        g->col_title_box.w = col_title_w;
+        g->col_title_box.h = text_h;
+    }
+    if (h->row_title) {
+        g->row_title_box.x = HM_MARGIN;
+        g->row_title_box.y = g->grid_y + (grid_h - row_title_len) / 2;
+        g->row_title_box.w = text_h;
+        g->row_title_box.h = row_title_len;
+    }
     if ((uint64_t)g->width * (uint64_t)g->height > HM_MAX_PIXELS) return ATTN_ERR_SIZE;
     return ATTN_OK;
 }
@@ -168,23 +239,26 @@ static const unsigned char *const ink = attn__ink, *const paper = attn__paper, *
 
 static void draw_heatmap(attn__canvas *cv, int ox, int oy, const attn_heatmap *h, const attn__heatmap_geom *g) {
     const int ts = HM_TEXT_SCALE, adv = ATTN_FONT_ADVANCE;
-    const int c = g->cell, ls = label_scale(c);
+    const int c = g->cell, ls = g->label_scale, step = g->label_step;
     const int gx = ox + g->grid_x, gy = oy + g->grid_y;
 
-    /* title, centered over the grid when it fits */
-    if (h->title) {
-        int tw = label_chars(h->title, 200) * adv * ts;
-        int tx = gx + (h->cols * c - tw) / 2;
-        if (tx < ox + HM_MARGIN) tx = ox + HM_MARGIN;
-        attn__draw_text(cv, tx, oy + HM_MARGIN, h->title, ts, 0, 200, ink);
-    }
+    if (h->title) attn__draw_text(cv, ox + g->title_box.x, oy + g->title_box.y, h->title, ts, 0, 200, ink);
 
-    /* cells */
+    /* cells, and with annotate their values: dark ink on bright cells, white on dark ones */
     for (int r = 0; r < h->rows; r++)
         for (int cc = 0; cc < h->cols; cc++) {
             unsigned char rgb[3];
-            attn__colormap(value_t(*cell_ptr(h, r, cc), g->vmin, g->vmax), rgb);
+            const float v = *cell_ptr(h, r, cc);
+            attn__colormap(value_t(v, g->vmin, g->vmax), rgb);
             attn__fill_rect(cv, gx + cc * c, gy + r * c, c, c, rgb);
+            if (g->number_scale) {
+                char num[32];
+                format_cell(num, sizeof num, v);
+                const int ns = g->number_scale, tw = (int)strlen(num) * adv * ns - ns;
+                const int lum = (299 * rgb[0] + 587 * rgb[1] + 114 * rgb[2]) / 1000;
+                attn__draw_text(cv, gx + cc * c + (c - tw) / 2, gy + r * c + (c - 7 * ns) / 2, num, ns, 0, 31,
+                                lum > 128 ? ink : paper);
+            }
         }
     /* a thin frame around the grid */
     attn__fill_rect(cv, gx - 1, gy - 1, h->cols * c + 2, 1, frame);
@@ -192,37 +266,33 @@ static void draw_heatmap(attn__canvas *cv, int ox, int oy, const attn_heatmap *h
     attn__fill_rect(cv, gx - 1, gy - 1, 1, h->rows * c + 2, frame);
     attn__fill_rect(cv, gx + h->cols * c, gy - 1, 1, h->rows * c + 2, frame);
 
-    /* row labels: right-aligned against the grid, centered on their row */
-    for (int r = 0; r < h->rows; r++) {
+    /* row labels: right-aligned against the grid, centered on their row (every step-th) */
+    for (int r = 0; r < h->rows; r += step) {
         char num[16];
         const char *s = h->row_labels ? h->row_labels[r] : (snprintf(num, sizeof num, "%d", r), num);
         int w = label_chars(s, HM_MAX_LABEL) * adv * ls;
         int y = gy + r * c + (c - 7 * ls) / 2;
         attn__draw_text(cv, gx - 6 - w, y, s, ls, 0, HM_MAX_LABEL, ink);
     }
-    /* column labels: written upward, ending just under the grid */
-    int col_label_len = 0;
-    for (int cc = 0; cc < h->cols; cc++) {
+    /* column labels: across, centred under their column, when they fit; else upward, ending just under
+     * the grid */
+    for (int cc = 0; cc < h->cols; cc += step) {
         char num[16];
         const char *s = h->col_labels ? h->col_labels[cc] : (snprintf(num, sizeof num, "%d", cc), num);
         int len = label_chars(s, HM_MAX_LABEL) * adv * ls;
-        if (len > col_label_len) col_label_len = len;
-        int x = gx + cc * c + (c - 7 * ls) / 2;
-        attn__draw_text(cv, x, gy + h->rows * c + 6 + len, s, ls, 1, HM_MAX_LABEL, ink);
+        if (g->col_across) {
+            attn__draw_text(cv, gx + cc * c + (c - len + ls) / 2, gy + h->rows * c + 6, s, ls, 0, HM_MAX_LABEL, ink);
+        } else {
+            int x = gx + cc * c + (c - 7 * ls) / 2;
+            attn__draw_text(cv, x, gy + h->rows * c + 6 + len, s, ls, 1, HM_MAX_LABEL, ink);
+        }
     }
     /* axis names: the column title under the column labels, the row title upward on the far left */
-    if (h->col_title) {
-        int tw = label_chars(h->col_title, 200) * adv * ts;
-        int tx = gx + (h->cols * c - tw) / 2;
-        if (tx < ox + HM_MARGIN) tx = ox + HM_MARGIN;
-        attn__draw_text(cv, tx, gy + h->rows * c + col_label_len + 12, h->col_title, ts, 0, 200, ink);
-    }
-    if (h->row_title) {
-        int tl = label_chars(h->row_title, 200) * adv * ts;
-        int by = gy + (h->rows * c + tl) / 2;
-        if (by > oy + g->height - HM_MARGIN) by = oy + g->height - HM_MARGIN;
-        attn__draw_text(cv, ox + HM_MARGIN, by, h->row_title, ts, 1, 200, ink);
-    }
+    if (h->col_title)
+        attn__draw_text(cv, ox + g->col_title_box.x, oy + g->col_title_box.y, h->col_title, ts, 0, 200, ink);
+    if (h->row_title)
+        attn__draw_text(cv, ox + g->row_title_box.x, oy + g->row_title_box.y + g->row_title_box.h, h->row_title, ts,
+                        1, 200, ink);
 
     /* color scale: vmax at the top, vmin at the bottom, the numbers beside its ends */
     int bx = ox + g->bar_x, by = oy + g->bar_y;

@@ -64,6 +64,11 @@ typedef struct attn__heatmap_geom {
     int cell;                    /* cells are cell x cell pixels */
     int bar_x, bar_y, bar_w, bar_h;  /* the color scale bar: vmax at the top, vmin at the bottom */
     float vmin, vmax;            /* the color range in force */
+    int label_scale;             /* labels' text scale (1: 6 x 9 px per character, 2: 12 x 18) */
+    int label_step;              /* every label_step-th row and column label is drawn */
+    int col_across;              /* column labels written across (1) or upward (0) */
+    int number_scale;            /* text scale of the numbers in the cells; 0: none */
+    struct { int x, y, w, h; } title_box, row_title_box, col_title_box;  /* w == 0: none */
 } attn__heatmap_geom;
 
 /* Validates h and computes its geometry. */
