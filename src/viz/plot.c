@@ -41,6 +41,9 @@ void attn__plot_color(int i, unsigned char rgb[3]) {
 
 static double point_x(const attn_plot_series *s, int i) { return s->x ? s->x[i] : (double)(i + 1); }
 
+/* A point is drawn when both coordinates are finite and within PL_MAX_ABS. */
+static int drawable(double x, double y);
+
 static attn_status validate(const attn_plot *p) {
     if (!p || !p->series) return ATTN_ERR_NULL;
     if (p->n_series < 1 || p->n_series > ATTN_PLOT_MAX_SERIES) return ATTN_ERR_SIZE;
@@ -73,9 +76,16 @@ static int decimals_of(double step) {
     return d > 12 ? 12 : d;
 }
 
+/* A tick's value: fixed decimals as the step needs; in exponent form (with the digits the step needs)
+ * when that would be long: values of 1e7 and more, steps finer than 1e-6. */
 static void format_tick(char *buf, size_t n, double v, double step) {
     if (fabs(v) < step * 1e-6) v = 0;          /* no "-0" */
-    snprintf(buf, n, "%.*f", decimals_of(step), v);
+    if (fabs(v) >= 1e7 || (step < 1e-6 && v != 0)) {
+        int digits = (int)ceil(log10(fabs(v) / step) + 1e-9) + 1;
+        snprintf(buf, n, "%.*g", digits < 1 ? 1 : digits > 17 ? 17 : digits, v);
+    } else {
+        snprintf(buf, n, "%.*f", decimals_of(step), v);
+    }
 }
 
 /* The ticks k*step inside [lo, hi] (at most ATTN__PLOT_MAX_TICKS). */
@@ -92,7 +102,11 @@ static int tick_label_w(double v, double step) {
     return (int)strlen(b) * PL_CW;
 }
 
-/* The data's finite range over every series, x or y. */
+/* Points beyond this magnitude are not drawn (as NaN): the axes' arithmetic stays finite. */
+#define PL_MAX_ABS 1e150
+
+/* The data's finite range over every series, x or y; a range too narrow to divide is widened around
+ * its value. */
 static void data_range(const attn_plot *p, int want_y, double *lo, double *hi, int *all_whole) {
     *lo = INFINITY;
     *hi = -INFINITY;
@@ -101,7 +115,7 @@ static void data_range(const attn_plot *p, int want_y, double *lo, double *hi, i
         const attn_plot_series *s = &p->series[k];
         for (int i = 0; i < s->n; i++) {
             double x = point_x(s, i), y = s->y[i];
-            if (!isfinite(x) || !isfinite(y)) continue;
+            if (!(fabs(x) <= PL_MAX_ABS) || !(fabs(y) <= PL_MAX_ABS)) continue;
             double v = want_y ? y : x;
             if (v < *lo) *lo = v;
             if (v > *hi) *hi = v;
@@ -109,13 +123,18 @@ static void data_range(const attn_plot *p, int want_y, double *lo, double *hi, i
         }
     }
     if (*lo > *hi) { *lo = 0; *hi = 1; }
-    if (*lo == *hi) {
-        double d = fabs(*lo) > 0 ? fabs(*lo) * 0.1 : 1;
+    const double mag = fmax(fabs(*lo), fabs(*hi));
+    if (!(*hi - *lo > 1e-9 * mag) || *hi - *lo < 1e-100) {
+        double mid = 0.5 * (*lo + *hi);
+        *lo = *hi = mid;
+        double d = fabs(mid) > 1e-99 ? fabs(mid) * 0.1 : 1;
         if (*all_whole && d < 1) d = 1;
         *lo -= d;
         *hi += d;
     }
 }
+
+static int drawable(double x, double y) { return fabs(x) <= PL_MAX_ABS && fabs(y) <= PL_MAX_ABS; }
 
 /* ---------------------------------------------------------------------------------------------------
  * Layout.
@@ -145,7 +164,8 @@ attn_status attn__plot_geometry(const attn_plot *p, attn__plot_geom *g) {
     data_range(p, 1, &lo, &hi, &whole);
     int target = g->area_h / 50 < 2 ? 2 : g->area_h / 50;
     double step = nice_at_least((hi - lo) / target);
-    while (floor(hi / step + 1e-9) - ceil(lo / step - 1e-9) + 1 > ATTN__PLOT_MAX_TICKS - 2) step = nice_next(step);
+    for (int it = 0; it < 64 && floor(hi / step + 1e-9) - ceil(lo / step - 1e-9) + 1 > ATTN__PLOT_MAX_TICKS - 2; it++)
+        step = nice_next(step);
     g->y_step = step;
     g->y0 = floor(lo / step + 1e-9) * step;
     g->y1 = ceil(hi / step - 1e-9) * step;
@@ -159,7 +179,8 @@ attn_status attn__plot_geometry(const attn_plot *p, attn__plot_geom *g) {
     const double px_per = (g->area_w - 1 - 2 * g->pad) / (hi - lo);
     step = nice_at_least((hi - lo) / (g->area_w / 60 < 2 ? 2 : g->area_w / 60));
     if (whole && step < 1) step = 1;
-    for (;;) {
+    int fit = 0;
+    for (int it = 0; it < 64 && !fit; it++) {     /* 64 steps up cover any range left finite */
         double t[ATTN__PLOT_MAX_TICKS];
         int n = ticks_in(lo, hi, step, t), widest = 0;
         for (int i = 0; i < n; i++) {
@@ -167,11 +188,12 @@ attn_status attn__plot_geometry(const attn_plot *p, attn__plot_geom *g) {
             if (w > widest) widest = w;
         }
         int full = floor(hi / step + 1e-9) - ceil(lo / step - 1e-9) + 1 <= ATTN__PLOT_MAX_TICKS;
-        if (full && step * px_per >= widest + PL_CW) break;
-        step = nice_next(step);
+        if (full && (n < 2 || step * px_per >= widest + PL_CW)) fit = 1;
+        else step = nice_next(step);
     }
     g->x_step = step;
     g->n_xticks = ticks_in(lo, hi, step, g->xticks);
+    if (!fit && g->n_xticks > 1) g->n_xticks = 1;   /* values too wide to stand apart: one of them */
 
     /* widths of the things left of the chart, and of the x tick values at the ends */
     int ytick_w = 0;
@@ -184,7 +206,8 @@ attn_status attn__plot_geometry(const attn_plot *p, attn__plot_geom *g) {
     const int ylab_w = p->y_label ? PL_TH + 10 : 0;
     const int title_h = p->title ? PL_TH + 12 : 0;
     g->area_x = PL_MARGIN + ylab_w + ytick_w + 8;
-    if (g->area_x < PL_MARGIN + first_xw / 2) g->area_x = PL_MARGIN + first_xw / 2;
+    if (g->area_x + g->pad < PL_MARGIN + ylab_w + first_xw / 2 + 2)   /* the first x value clear of the y name */
+        g->area_x = PL_MARGIN + ylab_w + first_xw / 2 + 2 - g->pad;
     g->area_y = PL_MARGIN + title_h + PL_BODY / 2;
 
     /* the legend, right of the chart and clear of the last x tick value */
@@ -212,17 +235,23 @@ attn_status attn__plot_geometry(const attn_plot *p, attn__plot_geom *g) {
         attn__plot_map(g, g->xticks[i], g->y0, &px, &py);
         add_box(g, px - w / 2, xtick_y, w, PL_TH);
     }
-    int y_after = xtick_y + PL_TH + 6;
+    int y_after = xtick_y + PL_TH + 6, x_label_right = 0;
+    const int legend_bottom = g->legend_y + p->n_series * g->legend_dy;
     if (p->x_label) {
+        /* centred under the chart, right of the y name's column; below the legend when wider than the chart */
         int w = attn__text_chars(p->x_label, PL_MAX_TEXT) * PL_CW;
         int x = g->area_x + (g->area_w - w) / 2;
-        add_box(g, x < PL_MARGIN ? PL_MARGIN : x, y_after, w, PL_TH);
+        if (x < PL_MARGIN + ylab_w) x = PL_MARGIN + ylab_w;
+        if (x + w > g->area_x + g->area_w && y_after < legend_bottom + 4) y_after = legend_bottom + 4;
+        add_box(g, x, y_after, w, PL_TH);
+        x_label_right = x + w;
         y_after += PL_TH + 4;
     }
     if (p->y_label) {
+        /* upward, centred on the chart, but never above it (the title is there) */
         int len = attn__text_chars(p->y_label, PL_MAX_TEXT) * PL_CW;
         int yb = g->area_y + (g->area_h + len) / 2;       /* the bottom end of the upward text */
-        if (yb - len < PL_MARGIN) yb = PL_MARGIN + len;
+        if (yb - len < g->area_y) yb = g->area_y + len;
         add_box(g, PL_MARGIN, yb - len, PL_TH, len);
         if (yb > y_after) y_after = yb;
     }
@@ -230,8 +259,8 @@ attn_status attn__plot_geometry(const attn_plot *p, attn__plot_geom *g) {
         int w = attn__text_chars(p->series[k].name ? p->series[k].name : "", PL_MAX_TEXT) * PL_CW;
         add_box(g, g->legend_x + 30, g->legend_y + k * g->legend_dy - PL_BODY / 2 + 2, w, PL_TH);
     }
-    int legend_bottom = g->legend_y + p->n_series * g->legend_dy;
     g->width = g->legend_x + legend_w + PL_MARGIN;
+    if (x_label_right + PL_MARGIN > g->width) g->width = x_label_right + PL_MARGIN;
     g->height = (y_after > legend_bottom ? y_after : legend_bottom) + PL_MARGIN;
     if (p->title) {
         int w = attn__text_chars(p->title, PL_MAX_TEXT) * PL_CW;
@@ -292,10 +321,10 @@ static void draw_plot(attn__canvas *cv, int ox, int oy, const attn_plot *p, cons
         unsigned char col[3];
         attn__plot_color(k, col);
         int have = 0, lx = 0, ly = 0, finite = 0;
-        for (int i = 0; i < s->n; i++) finite += isfinite(point_x(s, i)) && isfinite(s->y[i]);
+        for (int i = 0; i < s->n; i++) finite += drawable(point_x(s, i), s->y[i]);
         for (int i = 0; i < s->n; i++) {
             double x = point_x(s, i), y = s->y[i];
-            if (!isfinite(x) || !isfinite(y)) { have = 0; continue; }
+            if (!drawable(x, y)) { have = 0; continue; }
             int px, py;
             attn__plot_map(g, x, y, &px, &py);
             if (have) attn__draw_line(cv, ox + lx, oy + ly, ox + px, oy + py, 2, col);
@@ -305,7 +334,7 @@ static void draw_plot(attn__canvas *cv, int ox, int oy, const attn_plot *p, cons
         if (finite <= PL_MARKS_UPTO)
             for (int i = 0; i < s->n; i++) {
                 double x = point_x(s, i), y = s->y[i];
-                if (!isfinite(x) || !isfinite(y)) continue;
+                if (!drawable(x, y)) continue;
                 int px, py;
                 attn__plot_map(g, x, y, &px, &py);
                 attn__fill_rect(cv, ox + px - 3, oy + py - 3, 7, 7, col);
