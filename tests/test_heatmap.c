@@ -297,8 +297,24 @@ static void test_term(void) {
             fputs(buf, stdout);
         }
         CHECK(strstr(buf, "scale 0 ") != NULL && strstr(buf, " 1\n") != NULL);
+        CHECK(strstr(buf, "\n    h i < \n") != NULL);          /* "<eos>" does not fit 2 characters: upward */
         free(buf);
     }
+    /* labels of up to 2 characters go across, under their cells */
+    const char *shortl[3] = {"he", "is", "."};
+    h.col_labels = shortl;
+    FILE *f = tmpfile();
+    CHECK(f != NULL);
+    if (!f) return;
+    CHECK_STATUS(attn_heatmap_term(&h, f, 0), ATTN_OK);
+    long n = ftell(f);
+    rewind(f);
+    char *buf = calloc((size_t)n + 1, 1);
+    CHECK(buf && fread(buf, 1, (size_t)n, f) == (size_t)n);
+    fclose(f);
+    CHECK(buf && strstr(buf, "\n    heis. \nscale") != NULL);
+    if (buf) fputs(buf, stdout);
+    free(buf);
 }
 
 static char *slurp(const char *path, size_t *n) {

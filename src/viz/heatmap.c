@@ -3,7 +3,8 @@
  * labels (queries) on the left, the column labels (keys) under the grid written upward, the axis names,
  * and a color scale bar with its min and max on the right. The canvas goes to a PNG through libpng,
  * written to "<path>.tmp" and renamed over path (canvas.c). The terminal renderer draws the same matrix with 24-bit
- * ANSI background colors (or shaded characters) and the column labels written vertically.
+ * ANSI background colors (or shaded characters), the column labels across when they fit their two
+ * characters, written vertically otherwise.
  *
  * Allocations: one canvas (width·height·3 bytes) and one row-pointer array per PNG; none in the
  * terminal renderer.
@@ -428,13 +429,24 @@ attn_status attn_heatmap_term(const attn_heatmap *h, FILE *out, int color) {
         for (int c = 0; c < h->cols; c++) put_cell(out, value_t(*cell_ptr(h, r, c), lo, hi), color);
         fputc('\n', out);
     }
-    /* column labels, one character per line, each under its two-character cell */
+    /* column labels: across, under their two-character cells, when none is longer than 2 characters;
+     * else one character per line, each under its cell */
     int lines = 0;
     for (int c = 0; c < h->cols; c++) {
         char num[16];
         const char *s = h->col_labels ? h->col_labels[c] : (snprintf(num, sizeof num, "%d", c), num);
         int k = label_chars(s, max_col_label);
         if (k > lines) lines = k;
+    }
+    if (lines <= 2) {
+        for (int j = 0; j < lw + 1; j++) fputc(' ', out);
+        for (int c = 0; c < h->cols; c++) {
+            char num[16];
+            const char *s = h->col_labels ? h->col_labels[c] : (snprintf(num, sizeof num, "%d", c), num);
+            put_padded(out, s, 2, 0);
+        }
+        fputc('\n', out);
+        lines = 0;
     }
     for (int i = 0; i < lines; i++) {
         for (int j = 0; j < lw + 1; j++) fputc(' ', out);
