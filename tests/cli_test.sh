@@ -269,6 +269,17 @@ mkdir -p "$tmp/d.json"
 expect_rc 1 "predict --weights-out a folder" "$attn" translate predict --dir "$tmp/m" --weights-out "$tmp/d.json" "one ."
 grep -q "is a folder" $out || bad "predict --weights-out a folder: no message"
 
+# 22. --annotate: numbers in the cells (the cells grow to hold them)
+expect_rc 0 "score --png" "$attn" score --no-color --png "$tmp/s1.png"
+expect_rc 0 "score --annotate --png" "$attn" score --no-color --annotate --png "$tmp/s2.png"
+set -- $(png_size "$tmp/s1.png") $(png_size "$tmp/s2.png")
+[ "${1:-0}" -gt 0 ] && [ "${3:-0}" -ge "${1:-0}" ] || bad "score --annotate: sizes ${1:-?} and ${3:-?}"
+expect_rc 0 "translate predict --annotate" "$attn" translate predict --dir "$tmp/m" --no-color --annotate --png "$tmp/a.png" "one two ."
+expect_rc 0 "transformer predict --annotate" "$attn" translate predict --dir "$tmp/tf" --no-color --annotate --png "$tmp/ta.png" "one two ."
+expect_rc 0 "imdb predict --annotate" "$attn" imdb predict --dir "$tmp/io2" --no-color --annotate --png "$tmp/ia.png" "a good great film"
+"$attn" plot --help > $out 2>&1
+grep -q "SPEC" $out && bad "attn plot --help cites SPEC"
+
 # Under an address-space limit OpenBLAS hung instead of failing: the program goes single-threaded.
 if [ -z "$ATTN_SANITIZED" ]; then
   expect_rc 0 "demo under ulimit -v 350000" sh -c "ulimit -v 350000 && exec timeout 60 '$attn' demo"
