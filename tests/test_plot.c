@@ -11,6 +11,7 @@
 #include "attn/plot.h"
 #include "testutil.h"
 #include "viz/heatmap_internal.h"
+#include "nmt_fixture.h"
 
 #include <math.h>
 #include <png.h>
@@ -317,6 +318,55 @@ static void test_chart(const char *dir) {
     CHECK_STATUS(attn_plot_png(&pn, path, err, sizeof err), ATTN_OK);
 }
 
+/* A tiny training through the program, on the translators' counting fixture: its history has one row
+ * per epoch with the translator's columns, and `attn plot` draws it. */
+static void test_training_history(const char *dir) {
+    char data[500], fra[560], out[600], cmd[3000], path[700], err[512];
+    (void)nmt_train_set_load;                      /* the header's other helper, not needed here */
+    snprintf(data, sizeof data, "%.400s/data", dir);
+    snprintf(fra, sizeof fra, "%s/fra-eng", data);
+    mkdir(data, 0777);
+    mkdir(fra, 0777);
+    CHECK(nmt_fixture_write(fra, path, sizeof path) == 0);
+    snprintf(out, sizeof out, "%s/model", dir);
+    snprintf(cmd, sizeof cmd, "'%s' translate train --data '%s' --out '%s' --epochs 3 --threads 1 --every 1 "
+             "--plot '%s/curve.png' > '%s/train.log' 2>&1", ATTN_PROGRAM, data, out, dir, dir);
+    CHECK(system(cmd) == 0);
+    snprintf(path, sizeof path, "%s/seq2seq_history.csv", out);
+    attn_table t;
+    CHECK_STATUS(attn_table_read_csv(&t, path, err, sizeof err), ATTN_OK);
+    CHECK(t.n_cols == 4 && t.n_rows == 3);
+    if (t.n_cols == 4 && t.n_rows == 3) {
+        CHECK(strcmp(t.names[0], "epoch") == 0 && strcmp(t.names[1], "loss") == 0 &&
+              strcmp(t.names[2], "tokens_per_sec") == 0 && strcmp(t.names[3], "seconds") == 0);
+        int ok = 1;
+        for (int r = 0; r < 3; r++) {
+            const double *row = t.values + r * 4;
+            ok &= row[0] == r + 1 && row[1] > 0 && isfinite(row[1]) && row[2] > 0 && row[3] > 0;
+        }
+        CHECK(ok);
+        CHECK(t.values[2 * 4 + 1] < t.values[1]);      /* the loss falls over three epochs */
+        printf("  history: loss %.4f -> %.4f over 3 epochs\n", t.values[1], t.values[2 * 4 + 1]);
+    }
+    attn_table_free(&t);
+    int w = 0, h = 0;
+    snprintf(path, sizeof path, "%s/curve.png", dir);
+    unsigned char *img = read_png(path, &w, &h);
+    CHECK(img && w > 400 && h > 300);
+    free(img);
+    /* `attn plot` on it, and on a file broken at line 3 */
+    snprintf(cmd, sizeof cmd, "'%s' plot '%s/seq2seq_history.csv' --out '%s/plot.png' > /dev/null", ATTN_PROGRAM, out, dir);
+    CHECK(system(cmd) == 0);
+    snprintf(path, sizeof path, "%s/broken.csv", dir);
+    write_text(path, "epoch,loss\n1,0.5\n2,0.4,9\n");
+    snprintf(cmd, sizeof cmd, "'%s' plot '%s' --out '%s/plot2.png' 2> '%s/plot.err'", ATTN_PROGRAM, path, dir, dir);
+    CHECK(system(cmd) != 0);
+    snprintf(path, sizeof path, "%s/plot.err", dir);
+    char *msg = read_text(path);
+    CHECK(msg && strstr(msg, "broken.csv: line 3: 3 fields, expected 2") != NULL);
+    free(msg);
+}
+
 int main(void) {
     const char *keep = getenv("ATTN_TEST_KEEP");
     char dir[600] = "/tmp/attn_plot_XXXXXX";
@@ -329,6 +379,7 @@ int main(void) {
     }
     test_table(dir);
     test_chart(dir);
+    test_training_history(dir);
     if (!(keep && *keep)) {
         char cmd[700];
         snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
