@@ -139,6 +139,12 @@ static int drawable(double x, double y) { return fabs(x) <= PL_MAX_ABS && fabs(y
 /* ---------------------------------------------------------------------------------------------------
  * Layout.
  */
+/* Characters of the y axis's name drawn: as many as the chart is tall. */
+static int y_label_chars(const attn__plot_geom *g) {
+    int k = g->area_h / PL_CW;
+    return k < 3 ? 3 : k > PL_MAX_TEXT ? PL_MAX_TEXT : k;
+}
+
 static void add_box(attn__plot_geom *g, int x, int y, int w, int h) {
     if (g->n_boxes < ATTN__PLOT_MAX_BOXES) g->boxes[g->n_boxes++] = (attn__box){x, y, w, h};
 }
@@ -248,8 +254,8 @@ attn_status attn__plot_geometry(const attn_plot *p, attn__plot_geom *g) {
         y_after += PL_TH + 4;
     }
     if (p->y_label) {
-        /* upward, centred on the chart, but never above it (the title is there) */
-        int len = attn__text_chars(p->y_label, PL_MAX_TEXT) * PL_CW;
+        /* upward, centred on the chart, but never above it (the title is there); cut to the chart's height */
+        int len = attn__text_chars(p->y_label, y_label_chars(g)) * PL_CW;
         int yb = g->area_y + (g->area_h + len) / 2;       /* the bottom end of the upward text */
         if (yb - len < g->area_y) yb = g->area_y + len;
         add_box(g, PL_MARGIN, yb - len, PL_TH, len);
@@ -278,7 +284,7 @@ attn_status attn__plot_geometry(const attn_plot *p, attn__plot_geom *g) {
  * Drawing.
  */
 static void draw_box_text(attn__canvas *cv, int ox, int oy, const attn__box *b, const char *s, int rot) {
-    if (rot) attn__draw_text(cv, ox + b->x, oy + b->y + b->h, s, PL_TS, 1, PL_MAX_TEXT, attn__ink);
+    if (rot) attn__draw_text(cv, ox + b->x, oy + b->y + b->h, s, PL_TS, 1, b->h / PL_CW, attn__ink);
     else attn__draw_text(cv, ox + b->x, oy + b->y, s, PL_TS, 0, PL_MAX_TEXT, attn__ink);
 }
 
