@@ -12,7 +12,7 @@ expect_rc() {  # expected-rc description command...
 expect_rc 0 "attn --help" "$attn" --help
 expect_rc 2 "attn with no command" "$attn"
 expect_rc 2 "unknown command" "$attn" frobnicate
-for c in demo score bench imdb translate; do
+for c in demo score bench imdb translate plot; do
   expect_rc 0 "attn $c --help" "$attn" $c --help
   grep -q "usage: attn $c" /tmp/attn_cli_out.$$ || bad "attn $c --help prints no usage"
 done
@@ -185,6 +185,100 @@ ATTN_DATA="$tmp/nodata" "$attn" translate bleu --dir "$tmp/m" > $out 2>&1
 grep -q "ATTN_DATA" $out || bad "a missing data folder from ATTN_DATA is not said"
 (cd "$tmp" && "$attn" translate bleu --dir m > $out 2>&1)
 grep -q "working directory" $out || bad "a missing default data folder does not say it is relative to the working directory"
+
+# 20. training histories beside the checkpoints, their curves, and `attn plot`
+png_size() {  # prints "W H" of a PNG (its IHDR), or nothing
+  od -An -tu1 -j16 -N8 "$1" 2>/dev/null | awk '{ print $1*16777216+$2*65536+$3*256+$4, $5*16777216+$6*65536+$7*256+$8 }'
+}
+h="$tmp/io/imdb_history.csv"
+[ "$(head -1 "$h")" = "epoch,loss,acc,val_loss,val_acc,seconds" ] || bad "imdb history header: $(head -1 "$h")"
+[ "$(wc -l < "$h")" = 3 ] || bad "imdb history after 2 epochs has $(wc -l < "$h") lines, expected 3"
+[ "$(cut -d, -f1 "$h" | tr '\n' ' ')" = "epoch 1 2 " ] || bad "imdb history epochs: $(cut -d, -f1 "$h" | tr '\n' ' ')"
+awk -F, 'NR > 1 && ($2 <= 0 || $3 < 0 || $3 > 1 || $5 < 0 || $5 > 1 || $6 <= 0) { exit 1 }' "$h" || bad "imdb history values out of range"
+ls "$tmp/io" | grep -q "\.tmp$" && bad "a temporary file is left in the imdb folder"
+# resumed: the rows up to the checkpoint's epoch are kept, a row past it (written before a crash) is replaced
+cp "$h" "$tmp/h2"
+echo "3,9,9,9,9,9" >> "$h"
+expect_rc 0 "imdb train --resume (history)" "$attn" imdb train $iq --epochs 3 --resume --plot "$tmp/imdb_curves.png"
+grep -q "past the checkpoint's epoch 2" $out || bad "imdb train --resume does not say it drops the history's row past the checkpoint"
+[ "$(head -3 "$h")" = "$(cat "$tmp/h2")" ] || bad "imdb train --resume changed the history's first rows"
+[ "$(wc -l < "$h")" = 4 ] && ! grep -q "^3,9," "$h" || bad "imdb train --resume: history $(cat "$h")"
+set -- $(png_size "$tmp/imdb_curves.png")
+[ "${1:-0}" -gt 1000 ] && [ "${2:-0}" -gt 300 ] || bad "imdb train --plot: image size ${1:-?}x${2:-?}"
+printf 'epoch,loss,acc,val_loss,val_acc,seconds\n1,x,1,1,1,1\n' > "$tmp/io/imdb_history.csv"
+expect_rc 1 "imdb train --resume over a malformed history" "$attn" imdb train $iq --epochs 4 --resume
+grep -q "imdb_history.csv: line 2" $out || bad "imdb train --resume over a malformed history does not name the file and line"
+echo "other,columns" > "$tmp/io/imdb_history.csv"
+expect_rc 1 "imdb train --resume over another history" "$attn" imdb train $iq --epochs 4 --resume
+grep -q "other columns" $out || bad "imdb train --resume over another history does not say so"
+# the translators: one row per epoch, written even without --plot
+for m in "m seq2seq" "tf transformer"; do
+  set -- $m
+  h="$tmp/$1/$2_history.csv"
+  [ "$(head -1 "$h" 2>/dev/null)" = "epoch,loss,tokens_per_sec,seconds" ] || bad "$2 history header: $(head -1 "$h" 2>&1)"
+done
+[ "$(wc -l < "$tmp/m/seq2seq_history.csv")" = 4 ] || bad "seq2seq history after 3 epochs: $(wc -l < "$tmp/m/seq2seq_history.csv") lines"
+expect_rc 0 "translate train --plot" "$attn" translate train $quick --epochs 3 --out "$tmp/m3" --plot "$tmp/loss.png"
+grep -q "history: $tmp/m3/seq2seq_history.csv, curve: $tmp/loss.png" $out || bad "translate train --plot does not say where the history and curve are"
+set -- $(png_size "$tmp/loss.png")
+[ "${1:-0}" -gt 500 ] && [ "${2:-0}" -gt 300 ] || bad "translate train --plot: image size ${1:-?}x${2:-?}"
+expect_rc 1 "translate train --plot a folder" "$attn" translate train $quick --epochs 1 --out "$tmp/m4" --plot "$tmp"
+grep -q "epoch" $out && bad "translate train --plot a folder: trained before failing"
+# attn plot
+expect_rc 0 "plot history" "$attn" plot "$tmp/m/seq2seq_history.csv" --out "$tmp/p.png"
+grep -q "wrote $tmp/p.png (3 epochs)" $out || bad "attn plot does not say what it wrote"
+expect_rc 0 "plot --columns" "$attn" plot "$tmp/io2/imdb_history.csv" --out "$tmp/p2.png" --columns loss,val_loss --title T
+expect_rc 2 "plot without --out" "$attn" plot "$tmp/m/seq2seq_history.csv"
+grep -q "usage: attn plot" $out || bad "plot without --out prints no usage"
+expect_rc 2 "plot --out x.jpg" "$attn" plot "$tmp/m/seq2seq_history.csv" --out "$tmp/x.jpg"
+expect_rc 2 "plot --bogus" "$attn" plot "$tmp/m/seq2seq_history.csv" --out "$tmp/p.png" --bogus
+expect_rc 2 "plot without a file" "$attn" plot --out "$tmp/p.png"
+expect_rc 2 "plot --columns nosuch" "$attn" plot "$tmp/m/seq2seq_history.csv" --out "$tmp/p.png" --columns nosuch
+grep -q "no column 'nosuch'" $out && grep -q "epoch loss tokens_per_sec seconds" $out || bad "plot --columns nosuch does not list the columns"
+printf 'epoch,loss\n1,0.5\n2,zero\n' > "$tmp/bad.csv"
+expect_rc 1 "plot a malformed CSV" "$attn" plot "$tmp/bad.csv" --out "$tmp/p.png"
+grep -q "bad.csv: line 3: field 2 (loss): 'zero' is not a number" $out || bad "plot a malformed CSV: $(cat $out)"
+printf 'epoch,loss\n1,0.5\n2\n' > "$tmp/bad.csv"
+expect_rc 1 "plot a short row" "$attn" plot "$tmp/bad.csv" --out "$tmp/p.png"
+grep -q "bad.csv: line 3: 1 fields, expected 2" $out || bad "plot a short row: $(cat $out)"
+: > "$tmp/empty.csv"
+expect_rc 1 "plot an empty file" "$attn" plot "$tmp/empty.csv" --out "$tmp/p.png"
+grep -q "empty" $out || bad "plot an empty file: no message"
+printf 'epoch,loss\n' > "$tmp/norows.csv"
+expect_rc 1 "plot a history without rows" "$attn" plot "$tmp/norows.csv" --out "$tmp/p.png"
+expect_rc 1 "plot a missing file" "$attn" plot "$tmp/nosuch.csv" --out "$tmp/p.png"
+grep -q "nosuch.csv" $out || bad "plot a missing file does not name it"
+
+# 21. predict --weights-out: the numbers it draws, with the words
+expect_rc 0 "translate predict --weights-out .npy" "$attn" translate predict --dir "$tmp/m" --no-color --weights-out "$tmp/w.npy" "one two ."
+[ "$(head -c 6 "$tmp/w.npy" | tail -c 5)" = "NUMPY" ] || bad "--weights-out .npy: no NumPy magic"
+head -c 128 "$tmp/w.npy" | grep -q "'shape': (" || bad "--weights-out .npy: no shape in the header"
+grep -q '"cols": \["one", "two", ".", "<eos>"\]' "$tmp/w.labels.json" || bad "--weights-out .npy: labels file $(cat "$tmp/w.labels.json" 2>&1)"
+expect_rc 0 "translate predict --weights-out .csv" "$attn" translate predict --dir "$tmp/m" --no-color --weights-out "$tmp/w.csv" "one two ."
+[ "$(head -1 "$tmp/w.csv")" = "map,row,col,row_label,col_label,weight" ] || bad "--weights-out .csv header"
+# every row of weights sums to 1
+awk -F, 'NR > 1 { s[$2] += $NF } END { for (r in s) if (s[r] < 0.999 || s[r] > 1.001) exit 1 }' "$tmp/w.csv" || bad "--weights-out .csv rows do not sum to 1"
+expect_rc 0 "transformer predict --weights-out .json" "$attn" translate predict --dir "$tmp/tf" --no-color --weights-out "$tmp/tw.json" "one two ."
+[ "$(grep -c '"title": "block 2, head' "$tmp/tw.json")" = 4 ] || bad "transformer --weights-out .json does not hold the 4 heads"
+expect_rc 0 "imdb predict --weights-out .json" "$attn" imdb predict --dir "$tmp/io2" --no-color --weights-out "$tmp/iw.json" "a good great film"
+grep -q '"rows": \["<start>", "a?", "good", "great", "film"\]' "$tmp/iw.json" || bad "imdb --weights-out .json: $(head -c 300 "$tmp/iw.json")"
+expect_rc 2 "predict --weights-out .txt" "$attn" translate predict --dir "$tmp/m" --weights-out "$tmp/w.txt" "one ."
+grep -q "must end in .npy, .csv or .json" $out || bad "--weights-out .txt: no message on the format"
+expect_rc 2 "imdb predict --weights-out .txt" "$attn" imdb predict --dir "$tmp/io2" --weights-out "$tmp/w.txt" "good"
+mkdir -p "$tmp/d.json"
+expect_rc 1 "predict --weights-out a folder" "$attn" translate predict --dir "$tmp/m" --weights-out "$tmp/d.json" "one ."
+grep -q "is a folder" $out || bad "predict --weights-out a folder: no message"
+
+# 22. --annotate: numbers in the cells (the cells grow to hold them)
+expect_rc 0 "score --png" "$attn" score --no-color --png "$tmp/s1.png"
+expect_rc 0 "score --annotate --png" "$attn" score --no-color --annotate --png "$tmp/s2.png"
+set -- $(png_size "$tmp/s1.png") $(png_size "$tmp/s2.png")
+[ "${1:-0}" -gt 0 ] && [ "${3:-0}" -ge "${1:-0}" ] || bad "score --annotate: sizes ${1:-?} and ${3:-?}"
+expect_rc 0 "translate predict --annotate" "$attn" translate predict --dir "$tmp/m" --no-color --annotate --png "$tmp/a.png" "one two ."
+expect_rc 0 "transformer predict --annotate" "$attn" translate predict --dir "$tmp/tf" --no-color --annotate --png "$tmp/ta.png" "one two ."
+expect_rc 0 "imdb predict --annotate" "$attn" imdb predict --dir "$tmp/io2" --no-color --annotate --png "$tmp/ia.png" "a good great film"
+"$attn" plot --help > $out 2>&1
+grep -q "SPEC" $out && bad "attn plot --help cites SPEC"
 
 # Under an address-space limit OpenBLAS hung instead of failing: the program goes single-threaded.
 if [ -z "$ATTN_SANITIZED" ]; then

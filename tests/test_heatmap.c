@@ -110,7 +110,7 @@ static void test_png(const char *dir) {
                       0.0f, 0.3f, 0.6f, 0.1f};
     const char *rl[3] = {"va", "!", "<eos>"};
     const char *cl[4] = {"go", ".", "<eos>", "\xC3\xA9t\xC3\xA9"};
-    attn_heatmap h = {v, 3, 4, 0, rl, cl, "Attention weights", "Queries", "Keys", 0, 0};
+    attn_heatmap h = {v, 3, 4, 0, rl, cl, "Attention weights", "Queries", "Keys", 0, 0, 0};
     attn__heatmap_geom g;
     CHECK_STATUS(attn__heatmap_geometry(&h, &g), ATTN_OK);
     CHECK(g.vmin == 0.0f && g.vmax == 0.9f);
@@ -183,7 +183,7 @@ static void test_png(const char *dir) {
     /* a bigger map with strided rows and no labels (indices are drawn) */
     float big[40 * 64];
     for (int i = 0; i < 40 * 64; i++) big[i] = (float)(i % 64) / 63.0f;
-    attn_heatmap hb = {big, 40, 50, 64, NULL, NULL, NULL, NULL, NULL, 0, 0};
+    attn_heatmap hb = {big, 40, 50, 64, NULL, NULL, NULL, NULL, NULL, 0, 0, 0};
     snprintf(path, sizeof path, "%s/big.png", dir);
     CHECK_STATUS(attn_heatmap_png(&hb, path, err, sizeof err), ATTN_OK);
     CHECK_STATUS(attn__heatmap_geometry(&hb, &g), ATTN_OK);
@@ -197,7 +197,7 @@ static void test_png(const char *dir) {
     }
     /* NaN cells are gray and do not disturb the range */
     float vn[4] = {0.0f, NAN, 1.0f, 0.5f};
-    attn_heatmap hn = {vn, 2, 2, 0, NULL, NULL, NULL, NULL, NULL, 0, 0};
+    attn_heatmap hn = {vn, 2, 2, 0, NULL, NULL, NULL, NULL, NULL, 0, 0, 0};
     snprintf(path, sizeof path, "%s/nan.png", dir);
     CHECK_STATUS(attn_heatmap_png(&hn, path, err, sizeof err), ATTN_OK);
     CHECK_STATUS(attn__heatmap_geometry(&hn, &g), ATTN_OK);
@@ -212,7 +212,7 @@ static void test_png(const char *dir) {
 
 static void test_bad_input(const char *dir) {
     float v[4] = {0, 1, 2, 3};
-    attn_heatmap h = {v, 2, 2, 0, NULL, NULL, NULL, NULL, NULL, 0, 0};
+    attn_heatmap h = {v, 2, 2, 0, NULL, NULL, NULL, NULL, NULL, 0, 0, 0};
     char path[512], tmp[600], err[256];
     snprintf(path, sizeof path, "%s/no/such/dir/x.png", dir);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
@@ -253,7 +253,7 @@ static void test_bad_input(const char *dir) {
  * it was (as root, `--png /dev/null` once replaced the device with a plain file). */
 static void test_special_targets(const char *dir) {
     float v[4] = {0, 1, 2, 3};
-    attn_heatmap h = {v, 2, 2, 0, NULL, NULL, NULL, NULL, NULL, 0, 0};
+    attn_heatmap h = {v, 2, 2, 0, NULL, NULL, NULL, NULL, NULL, 0, 0, 0};
     char fifo[512], link[512], good[512], err[256];
     struct stat sb;
     snprintf(fifo, sizeof fifo, "%s/fifo.png", dir);
@@ -274,7 +274,7 @@ static void test_term(void) {
     float v[2 * 3] = {0.0f, 0.5f, 1.0f, 0.25f, 0.75f, 0.1f};
     const char *rl[2] = {"il", "\xC3\xA9t\xC3\xA9"};
     const char *cl[3] = {"he", "is", "<eos>"};
-    attn_heatmap h = {v, 2, 3, 0, rl, cl, "weights", NULL, NULL, 0, 0};
+    attn_heatmap h = {v, 2, 3, 0, rl, cl, "weights", NULL, NULL, 0, 0, 0};
     for (int color = 1; color >= 0; color--) {
         FILE *f = tmpfile();
         CHECK(f != NULL);
@@ -297,8 +297,214 @@ static void test_term(void) {
             fputs(buf, stdout);
         }
         CHECK(strstr(buf, "scale 0 ") != NULL && strstr(buf, " 1\n") != NULL);
+        CHECK(strstr(buf, "\n    h i < \n") != NULL);          /* "<eos>" does not fit 2 characters: upward */
         free(buf);
     }
+    /* labels of up to 2 characters go across, under their cells */
+    const char *shortl[3] = {"he", "is", "."};
+    h.col_labels = shortl;
+    FILE *f = tmpfile();
+    CHECK(f != NULL);
+    if (!f) return;
+    CHECK_STATUS(attn_heatmap_term(&h, f, 0), ATTN_OK);
+    long n = ftell(f);
+    rewind(f);
+    char *buf = calloc((size_t)n + 1, 1);
+    CHECK(buf && fread(buf, 1, (size_t)n, f) == (size_t)n);
+    fclose(f);
+    CHECK(buf && strstr(buf, "\n    heis. \nscale") != NULL);
+    if (buf) fputs(buf, stdout);
+    free(buf);
+}
+
+static char *slurp(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    char *buf = calloc(1, 1 << 16);
+    *n = buf ? fread(buf, 1, (1 << 16) - 1, f) : 0;
+    fclose(f);
+    return buf;
+}
+
+/* The numbers behind the pictures: .npy (header, shape, exact floats) with its labels file, CSV, JSON. */
+static void test_values(const char *dir) {
+    const float v[2 * 3] = {0.25f, 0.5f, 0.25f, 1.0f / 3.0f, NAN, 0.125f};
+    const float v2[2 * 3] = {1, 0, 0, 0, 0, 1};
+    const char *rl[2] = {"il", "est \"calme\""}, *cl[3] = {"he's", "calm", "\xC3\xA9t\xC3\xA9"};
+    attn_heatmap maps[2] = {{v, 2, 3, 0, rl, cl, "head 1", "French", "English", 0, 1, 0},
+                            {v2, 2, 3, 0, rl, NULL, "head 2", NULL, NULL, 0, 1, 0}};
+    char path[600], err[256];
+    size_t n = 0;
+    /* .npy of one map: (2, 3) */
+    snprintf(path, sizeof path, "%s/w.npy", dir);
+    CHECK_STATUS(attn_heatmap_save_values(maps, 1, path, err, sizeof err), ATTN_OK);
+    char *b = slurp(path, &n);
+    CHECK(b != NULL);
+    if (b) {
+        CHECK(memcmp(b, "\x93NUMPY\x01\x00", 8) == 0);
+        size_t hl = (unsigned char)b[8] | (size_t)(unsigned char)b[9] << 8;
+        CHECK((10 + hl) % 64 == 0 && b[10 + hl - 1] == '\n');
+        CHECK(strstr(b + 10, "'descr': '<f4'") && strstr(b + 10, "'fortran_order': False") &&
+              strstr(b + 10, "'shape': (2, 3)"));
+        CHECK(n == 10 + hl + 6 * 4);
+        if (n == 10 + hl + 6 * 4) {
+            float got[6];
+            memcpy(got, b + 10 + hl, sizeof got);           /* little-endian machine */
+            CHECK(got[0] == 0.25f && got[3] == 1.0f / 3.0f && isnan(got[4]) && got[5] == 0.125f);
+        }
+        free(b);
+    }
+    snprintf(path, sizeof path, "%s/w.labels.json", dir);
+    b = slurp(path, &n);
+    CHECK(b && strstr(b, "\"title\": \"head 1\"") && strstr(b, "\"rows\": [\"il\", \"est \\\"calme\\\"\"]") &&
+          strstr(b, "\"cols\": [\"he's\", \"calm\", \"\xC3\xA9t\xC3\xA9\"]") && !strstr(b, "values"));
+    free(b);
+    /* .npy of two maps: (2, 2, 3); different sizes are refused */
+    snprintf(path, sizeof path, "%s/heads.npy", dir);
+    CHECK_STATUS(attn_heatmap_save_values(maps, 2, path, err, sizeof err), ATTN_OK);
+    b = slurp(path, &n);
+    CHECK(b && strstr(b + 10, "'shape': (2, 2, 3)") && n == 128 + 12 * 4);
+    if (b && n == 128 + 12 * 4) {
+        float got[12];
+        memcpy(got, b + 128, sizeof got);
+        CHECK(got[6] == 1 && got[11] == 1 && got[7] == 0);
+    }
+    free(b);
+    attn_heatmap other = maps[1];
+    other.cols = 2;
+    attn_heatmap mixed[2] = {maps[0], other};
+    CHECK_STATUS(attn_heatmap_save_values(mixed, 2, path, err, sizeof err), ATTN_ERR_SIZE);
+    CHECK(strstr(err, "differ in size") != NULL);
+    /* CSV: one line per cell, labels quoted, NaN as nan, indices for missing labels */
+    snprintf(path, sizeof path, "%s/w.csv", dir);
+    CHECK_STATUS(attn_heatmap_save_values(maps, 2, path, err, sizeof err), ATTN_OK);
+    b = slurp(path, &n);
+    CHECK(b && strncmp(b, "map,row,col,row_label,col_label,weight\n0,0,0,\"il\",\"he's\",0.25\n", 62) == 0);
+    CHECK(b && strstr(b, "\n0,1,0,\"est \"\"calme\"\"\",\"he's\",0.333333343\n") != NULL);
+    CHECK(b && strstr(b, "\n0,1,1,\"est \"\"calme\"\"\",\"calm\",nan\n") != NULL);
+    CHECK(b && strstr(b, "\n1,1,2,\"est \"\"calme\"\"\",\"2\",1\n") != NULL);
+    int lines = 0;
+    for (size_t i = 0; b && i < n; i++) lines += b[i] == '\n';
+    CHECK(lines == 1 + 12);
+    free(b);
+    /* JSON: values by row, NaN as null, titles */
+    snprintf(path, sizeof path, "%s/w.json", dir);
+    CHECK_STATUS(attn_heatmap_save_values(maps, 2, path, err, sizeof err), ATTN_OK);
+    b = slurp(path, &n);
+    CHECK(b && strstr(b, "[0.25, 0.5, 0.25]") && strstr(b, "[0.333333343, null, 0.125]") &&
+          strstr(b, "\"row_title\": \"French\"") && strstr(b, "\"col_title\": null") &&
+          strstr(b, "\"cols\": [\"0\", \"1\", \"2\"]") && strstr(b, "\"shape\": [2, 3]"));
+    free(b);
+    /* errors: another extension, NULL, a FIFO target, a missing folder; nothing left behind */
+    snprintf(path, sizeof path, "%s/w.txt", dir);
+    CHECK_STATUS(attn_heatmap_save_values(maps, 1, path, err, sizeof err), ATTN_ERR_ARG);
+    CHECK(strstr(err, ".npy, .csv or .json") != NULL && !file_exists(path));
+    CHECK_STATUS(attn_heatmap_save_values(NULL, 1, path, err, sizeof err), ATTN_ERR_NULL);
+    attn_heatmap nolab = maps[0];
+    const char *holes[2] = {"a", NULL};
+    nolab.row_labels = holes;
+    snprintf(path, sizeof path, "%s/h.json", dir);
+    CHECK_STATUS(attn_heatmap_save_values(&nolab, 1, path, err, sizeof err), ATTN_ERR_NULL);
+    snprintf(path, sizeof path, "%s/fifo.csv", dir);
+    if (mkfifo(path, 0600) == 0) {
+        CHECK_STATUS(attn_heatmap_save_values(maps, 1, path, err, sizeof err), ATTN_ERR_IO);
+        CHECK(strstr(err, "FIFO") != NULL);
+    }
+    snprintf(path, sizeof path, "%s/nope/w.npy", dir);
+    CHECK_STATUS(attn_heatmap_save_values(maps, 1, path, err, sizeof err), ATTN_ERR_IO);
+}
+
+typedef struct { int x, y, w, h; } hbox;
+static int hbox_overlap(hbox a, hbox b) {
+    return a.w && b.w && a.x < b.x + b.w && b.x < a.x + a.w && a.y < b.y + b.h && b.y < a.y + a.h;
+}
+
+/* Layout: sizes from the labels, labels that never touch, titles apart, column labels across when they
+ * fit, numbers in the cells. */
+static void test_layout(const char *dir) {
+    static float v64[64 * 64];
+    static char lab_buf[64][16];
+    const char *lab[64];
+    for (int i = 0; i < 64; i++) {
+        snprintf(lab_buf[i], sizeof lab_buf[i], i % 3 ? "word%d" : "gyp%d", i);
+        lab[i] = lab_buf[i];
+        for (int j = 0; j < 64; j++) v64[i * 64 + j] = (float)((i * 7 + j * 3) % 11) / 10.0f;
+    }
+    attn_heatmap h = {v64, 64, 64, 0, lab, lab, "IMDB self-attention weights", "Queries", "Keys", 0, 1, 0};
+    attn__heatmap_geom g;
+    CHECK_STATUS(attn__heatmap_geometry(&h, &g), ATTN_OK);
+    /* a 64-word picture: every label drawn, a label's height apart (the old layout: 6 px cells, 9 px labels) */
+    CHECK(g.label_step == 1 && g.cell >= ATTN_FONT_H * g.label_scale + 1);
+    CHECK(!g.col_across);
+    hbox t = {g.title_box.x, g.title_box.y, g.title_box.w, g.title_box.h};
+    hbox rt = {g.row_title_box.x, g.row_title_box.y, g.row_title_box.w, g.row_title_box.h};
+    hbox ct = {g.col_title_box.x, g.col_title_box.y, g.col_title_box.w, g.col_title_box.h};
+    hbox grid = {g.grid_x, g.grid_y, 64 * g.cell, 64 * g.cell};
+    CHECK(!hbox_overlap(t, rt) && !hbox_overlap(t, ct) && !hbox_overlap(rt, ct));
+    CHECK(!hbox_overlap(t, grid) && !hbox_overlap(rt, grid) && !hbox_overlap(ct, grid));
+    printf("  64 words: %dx%d, cell %d, labels at scale %d\n", g.width, g.height, g.cell, g.label_scale);
+    char path[600], err[256];
+    snprintf(path, sizeof path, "%s/words64.png", dir);
+    CHECK_STATUS(attn_heatmap_png(&h, path, err, sizeof err), ATTN_OK);
+    int w, hh;
+    unsigned char *img = read_png(path, &w, &hh);
+    CHECK(img && w == g.width && hh == g.height);
+    if (img) {
+        /* between two row labels' bands there is a blank pixel row left of the grid: they never touch */
+        int touching = 0;
+        for (int r = 0; r + 1 < 64; r++) {
+            int y_end = g.grid_y + r * g.cell + (g.cell - 7 * g.label_scale) / 2 + ATTN_FONT_H * g.label_scale;
+            int y_next = g.grid_y + (r + 1) * g.cell + (g.cell - 7 * g.label_scale) / 2;
+            if (y_end > y_next) touching++;
+        }
+        CHECK(touching == 0);
+        free(img);
+    }
+
+    /* a short, wide map with a long axis name (the walk-through's): the title stays above it */
+    static const float v4[4] = {0.1192f, 0, 0, 0.8808f};
+    static const char *const one[1] = {"s"}, *keys[4] = {"h1", "h2", "h3", "h4"};
+    attn_heatmap s = {v4, 1, 4, 0, one, keys, "attention weights", "decoder state", "keys", 0, 1, 0};
+    CHECK_STATUS(attn__heatmap_geometry(&s, &g), ATTN_OK);
+    t = (hbox){g.title_box.x, g.title_box.y, g.title_box.w, g.title_box.h};
+    rt = (hbox){g.row_title_box.x, g.row_title_box.y, g.row_title_box.w, g.row_title_box.h};
+    ct = (hbox){g.col_title_box.x, g.col_title_box.y, g.col_title_box.w, g.col_title_box.h};
+    CHECK(!hbox_overlap(t, rt) && !hbox_overlap(t, ct) && !hbox_overlap(rt, ct));
+    CHECK(rt.y >= 0 && rt.y + rt.h <= g.height && t.x >= 0 && t.x + t.w <= g.width && ct.x + ct.w <= g.width);
+    CHECK(g.col_across);                       /* "h1" fits its 32 px cell */
+
+    /* numbers in the cells: dark ink on bright cells, paper on dark ones, the corners still the colour */
+    s.annotate = 1;
+    CHECK_STATUS(attn__heatmap_geometry(&s, &g), ATTN_OK);
+    CHECK(g.number_scale >= 1);
+    snprintf(path, sizeof path, "%s/annotated.png", dir);
+    CHECK_STATUS(attn_heatmap_png(&s, path, err, sizeof err), ATTN_OK);
+    img = read_png(path, &w, &hh);
+    CHECK(img != NULL);
+    if (img) {
+        static const unsigned char white[3] = {255, 255, 255}, dark[3] = {20, 20, 20};
+        unsigned char c0[3], c3[3];
+        attn__colormap(0.1192f, c0);
+        attn__colormap(0.8808f, c3);
+        int ink0 = 0, ink3 = 0;
+        for (int y = g.grid_y; y < g.grid_y + g.cell; y++)
+            for (int x = 0; x < g.cell; x++) {
+                ink0 += same_rgb(px(img, w, g.grid_x + x, y), white);
+                ink3 += same_rgb(px(img, w, g.grid_x + 3 * g.cell + x, y), dark);
+            }
+        CHECK(ink0 > 10 && ink3 > 10);
+        CHECK(same_rgb(px(img, w, g.grid_x, g.grid_y), c0) && same_rgb(px(img, w, g.grid_x + 4 * g.cell - 1, g.grid_y), c3));
+        free(img);
+    }
+    /* too many cells to write numbers in: none */
+    h.annotate = 1;
+    CHECK_STATUS(attn__heatmap_geometry(&h, &g), ATTN_OK);
+    CHECK(g.number_scale == 0);
+    /* more than 100 a side: small cells, every k-th label, still apart */
+    static float v300[300 * 300];
+    attn_heatmap big = {v300, 300, 300, 0, NULL, NULL, NULL, NULL, NULL, 0, 1, 0};
+    CHECK_STATUS(attn__heatmap_geometry(&big, &g), ATTN_OK);
+    CHECK(g.cell * g.label_step >= ATTN_FONT_H * g.label_scale + 1 && g.label_step > 1);
 }
 
 int main(void) {
@@ -310,6 +516,8 @@ int main(void) {
     test_bad_input(dir);
     test_special_targets(dir);
     test_term();
+    test_values(dir);
+    test_layout(dir);
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);

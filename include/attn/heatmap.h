@@ -1,6 +1,7 @@
 /*
  * attn/heatmap.h — pictures of attention: heatmaps as PNG files (through libpng) and as colored blocks in
- * a terminal, with labelled axes (words, for text) and a color scale.
+ * a terminal, with labelled axes (words, for text) and a color scale; and the numbers behind them as
+ * .npy, CSV or JSON files.
  *
  * A heatmap is a (rows, cols) matrix of values, usually weights in [0, 1]: rows are queries (output
  * words), columns are keys (input words). Colors run from dark (vmin) to bright (vmax).
@@ -26,14 +27,33 @@ typedef struct attn_heatmap {
     const char *row_title;       /* axis names, e.g. "Queries", or NULL */
     const char *col_title;       /* e.g. "Keys", or NULL */
     float vmin, vmax;            /* color range; vmin == vmax: the data's min and max */
+    int annotate;                /* nonzero: each cell's value written in it, when neither side has more
+                                    than ATTN_HEATMAP_ANNOTATE_MAX cells (the cells grow to fit them) */
 } attn_heatmap;
 
-/* Writes one heatmap as a PNG, atomically (temporary file, then rename). err gets path and reason. */
+#define ATTN_HEATMAP_ANNOTATE_MAX 32
+
+/* Writes one heatmap as a PNG, atomically (temporary file, then rename). err gets path and reason.
+ * The size follows the labels: cells are at least as tall as a label (10 px), so no two labels touch;
+ * on maps of more than 100 cells a side, whose cells are smaller, every k-th label is drawn. Column
+ * labels are written across when the widest fits its cell, upward otherwise. */
 attn_status attn_heatmap_png(const attn_heatmap *h, const char *path, char *err, size_t err_size);
 
 /* Writes n heatmaps in a grid of grid_cols columns (e.g. one per head) as one PNG, atomically. */
 attn_status attn_heatmap_png_grid(const attn_heatmap *maps, int n, int grid_cols, const char *path,
                                   char *err, size_t err_size);
+
+/* Writes the numbers of n maps (e.g. one per head) with their labels, in the format of path's extension,
+ * atomically:
+ *   .npy   float32 little-endian, shape (rows, cols) for one map, (n, rows, cols) for several (which must
+ *          share their size, else ATTN_ERR_SIZE); NumPy arrays hold no strings, so the titles and labels go
+ *          to a sibling JSON file: "w.labels.json" for "w.npy" (the .json layout below, without values).
+ *   .csv   one line per cell: map,row,col,row_label,col_label,weight (indices from 0, labels quoted).
+ *   .json  {"maps": [{"title", "row_title", "col_title", "shape": [rows, cols], "rows": [labels],
+ *          "cols": [labels], "values": [[...], ...]}]}; NaN and infinities as null.
+ * Missing labels are the indices. Numbers carry 9 significant digits (the same float32 back). Another
+ * extension is ATTN_ERR_ARG. */
+attn_status attn_heatmap_save_values(const attn_heatmap *maps, int n, const char *path, char *err, size_t err_size);
 
 /* Draws the heatmap in a terminal: one colored block per cell (24-bit ANSI colors when color is
  * nonzero, shaded characters otherwise), labels beside the rows and under the columns, and a scale. */

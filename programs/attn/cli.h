@@ -12,6 +12,7 @@
 #include "attn/data.h"
 #include "attn/safetensors.h"
 #include "attn/heatmap.h"
+#include "attn/plot.h"
 #include "attn/seq2seq.h"
 #include "attn/transformer.h"
 
@@ -64,6 +65,14 @@ int cli_check_out_dir(const char *who, const char *flag, const char *path);
  * path itself must not be a folder. Returns 0, or 1 after a message. */
 int cli_check_out_file(const char *who, const char *flag, const char *path);
 
+/* Checks --weights-out FILE: the name ends in .npy, .csv or .json (else 2 after a message and cmd's usage),
+ * and the file can be written (else 1 after a message). Returns 0 when fine. */
+int cli_check_weights_out(const char *who, const cli_cmd *cmd, const char *path);
+
+/* Writes the maps' numbers to --weights-out path (attn_heatmap_save_values) and says so. Returns 0, or 1
+ * after a message. */
+int cli_write_weights(const char *who, const attn_heatmap *maps, int n, const char *path);
+
 /* Checks a --threads value: 0 (every core) .. ATTN_MAX_THREADS; warns on stderr when it exceeds the cores
  * online. flag names the option. Returns 0, or 2 after a message (the caller exits 2). */
 int cli_check_threads(const char *who, const char *flag, int n);
@@ -103,11 +112,41 @@ void cli_set_threads(int threads, int blas_threads);
  * program once (runtime.c says why). argv is main()'s. */
 void cli_tune_runtime(char **argv);
 
+/* A training's history (history.c): the CSV beside the checkpoint, rewritten atomically after every epoch,
+ * and with --plot its curves redrawn. */
+typedef struct cli_history {
+    attn_table t;
+    char path[4200];             /* the CSV */
+    char who[32];                /* "imdb", "translate": messages start "attn: <who>: " */
+    const char *plot;            /* --plot FILE, or NULL */
+    const char *title;           /* the charts' title prefix, or NULL */
+} cli_history;
+
+/* Starts the history at path with these columns (one must be "epoch"). resume_epoch > 0: a resumed
+ * training whose checkpoint holds that many epochs: the rows of the history there up to that epoch are
+ * kept (a missing file is a note; a malformed one, or one with other columns, an error). Returns 0, or 1
+ * after a message. */
+int cli_history_start(cli_history *h, const char *who, const char *path, int n_cols, const char *const *names,
+                      int resume_epoch, const char *plot, const char *title);
+
+/* Appends one epoch's row, rewrites the CSV, and with draw and --plot redraws the curves. Returns 0, or 1
+ * after a message. */
+int cli_history_add(cli_history *h, const double *row, int draw);
+void cli_history_free(cli_history *h);
+
+/* Draws a history's curves as one PNG: x the "epoch" column (else the first), one chart per quantity (a
+ * column and its "val_" twin share one), every column but x and time unless columns (n_columns > 0)
+ * names them. title prefixes the charts' titles (NULL: none). Returns 0, or 1 (failure) or 2 (a column
+ * asked for is not there) with the reason in err. */
+int cli_history_plot(const attn_table *t, const char *png, const char *title, const char *const *columns,
+                     int n_columns, char *err, size_t err_size);
+
 /* Subcommands: each takes the argv from its own name on and returns the exit status. */
 int cmd_demo(int argc, char **argv);
 int cmd_score(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_imdb(int argc, char **argv);
 int cmd_translate(int argc, char **argv);
+int cmd_plot(int argc, char **argv);
 
 #endif /* ATTN_CLI_H */

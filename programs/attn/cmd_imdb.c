@@ -9,7 +9,8 @@
  *   predict  loads the checkpoint (it carries its vocabulary), prints the positive probability and a
  *            heatmap of the attention each word receives; --png writes the full word-by-word matrix.
  *
- * Files in --out: imdb.safetensors (checkpoint), imdb_cache.bin (the encoded data set; with --limit N,
+ * Files in --out: imdb.safetensors (checkpoint), imdb_history.csv (epoch, loss, acc, val_loss, val_acc,
+ * seconds: one row per epoch, written before each checkpoint; --plot FILE draws it), imdb_cache.bin (the encoded data set; with --limit N,
  * imdb_cache_limitN.bin). Nothing is written before the data has been read and checked.
  *
  * ATTN_IMDB_PROFILE=1 makes train print, after each epoch, the mean time per step of the forward, the
@@ -29,12 +30,13 @@
 #define CKPT_NAME "imdb.safetensors"
 #define BEST_NAME "imdb_best.safetensors"   /* --keep-best */
 #define CACHE_NAME "imdb_cache.bin"
+#define HISTORY_NAME "imdb_history.csv"
 #define EVAL_BATCH 250
 
 typedef struct imdb_flags {
-    const char *data, *out, *ckpt, *png, *file;
+    const char *data, *out, *ckpt, *png, *file, *plot, *weights_out;
     const char *data_from;       /* where data came from: "--data", "ATTN_DATA" or "default" */
-    int epochs, batch, threads, limit, resume, no_color, keep_best;
+    int epochs, batch, threads, limit, resume, no_color, keep_best, annotate;
     float lr;
     uint64_t seed;
 } imdb_flags;
@@ -169,6 +171,7 @@ typedef struct train_run {
     attn_adam adam;
     int32_t *perm, *bids, *blab; /* (n) the epoch's order; (batch,T) ids and (batch) labels of a step */
     int tty, prof;               /* stderr is a terminal; ATTN_IMDB_PROFILE is set */
+    cli_history hist;            /* --out/imdb_history.csv */
 } train_run;
 
 static void train_run_free(train_run *r) {
@@ -178,6 +181,7 @@ static void train_run_free(train_run *r) {
     attn_imdb_model_free(&r->m);
     attn_adam_free(&r->adam);
     attn_imdb_free(&r->d);
+    cli_history_free(&r->hist);
 }
 
 /* The run's settings: the flags', or with --resume the checkpoint's (so that it continues exactly).
@@ -328,6 +332,10 @@ static int train_end_epoch(train_run *r, int epoch, const epoch_sums *e, double 
            "val_acc: %.4f\n", epoch + 1, r->epochs, e->seen, r->d.train.n, t_train + t_val, t_train, t_val,
            e->loss_sum / e->seen, (double)e->correct / e->seen, vl, *val_acc);
     fflush(stdout);
+    /* the history first: a crash before the checkpoint leaves a row that --resume drops and redoes */
+    const double row[6] = {epoch + 1, e->loss_sum / e->seen, (double)e->correct / e->seen, vl, *val_acc,
+                           t_train + t_val};
+    if (cli_history_add(&r->hist, row, 1)) return 1;
     attn_imdb_run_info info = {epoch + 1, r->o.limit, r->batch, r->adam.t, r->lr, r->seed};
     char err[1024] = "";
     attn_status st = attn_imdb_model_save(&r->m, &r->adam, &r->d.vocab, &info, r->ckpt, err, sizeof err);
@@ -377,6 +385,10 @@ static int train_loop(const imdb_flags *f, train_run *r) {
             fprintf(stderr, "attn: imdb: %s holds epoch %d, val_acc %.4f: a later epoch replaces it only if better\n",
                     r->best, kept_epoch, kept);
     }
+    char hpath[4200];
+    static const char *const hcols[6] = {"epoch", "loss", "acc", "val_loss", "val_acc", "seconds"};
+    snprintf(hpath, sizeof hpath, "%s/%s", f->out, HISTORY_NAME);
+    if (cli_history_start(&r->hist, "imdb", hpath, 6, hcols, r->resumed.epoch, f->plot, "IMDB")) return 1;
     attn_imdb_model_zero_grad(&r->m, 1);
     for (int epoch = r->resumed.epoch; epoch < r->epochs; epoch++) {
         epoch_sums e = {0};
@@ -390,6 +402,7 @@ static int train_loop(const imdb_flags *f, train_run *r) {
     if (r->resumed.epoch > 0) snprintf(run_now, sizeof run_now, " (of epochs %d-%d, run now)", r->resumed.epoch + 1, r->epochs);
     printf("best val_acc: %.4f at epoch %d of %d%s; %s holds epoch %d (the last)\n", best, best_epoch, r->epochs,
            run_now, r->ckpt, r->epochs);
+    printf("history: %s%s%s\n", r->hist.path, f->plot ? ", curves: " : "", f->plot ? f->plot : "");
     if (f->keep_best) {
         if (kept > best) printf("%s holds epoch %d (val_acc %.4f, from an earlier run), still the best\n", r->best,
                                 kept_epoch, kept);
@@ -410,6 +423,7 @@ static int imdb_train(const imdb_flags *f) {
     }
     /* a checkpoint is saved after each epoch: the folder must be usable before the data is read */
     if (cli_check_out_dir("imdb", "--out", f->out)) return 1;
+    if (f->plot && cli_check_out_file("imdb", "--plot", f->plot)) return 1;
     set_threads(f->threads);
     train_run r;
     memset(&r, 0, sizeof r);
@@ -593,7 +607,7 @@ static int review_show(const review *r, const imdb_flags *f) {
     h.row_title = "words";
     attn_status st = attn_heatmap_term(&h, stdout, cli_use_color(f->no_color));
     if (st != ATTN_OK) return cli_fail(st, "imdb: heatmap");
-    if (!f->png) return 0;
+    if (!f->png && !f->weights_out) return 0;
     attn_heatmap hp;
     memset(&hp, 0, sizeof hp);
     hp.values = r->w + (size_t)r->first * r->T + r->first;
@@ -605,13 +619,14 @@ static int review_show(const review *r, const imdb_flags *f) {
     hp.title = "IMDB self-attention weights";
     hp.row_title = "Queries";
     hp.col_title = "Keys";
+    hp.annotate = f->annotate;
     char err[1024] = "";
-    if ((st = attn_heatmap_png(&hp, f->png, err, sizeof err)) != ATTN_OK) {
+    if (f->png && (st = attn_heatmap_png(&hp, f->png, err, sizeof err)) != ATTN_OK) {
         fprintf(stderr, "attn: imdb: %s\n", err[0] ? err : attn_status_string(st));
         return 1;
     }
-    printf("wrote %s\n", f->png);
-    return 0;
+    if (f->png) printf("wrote %s\n", f->png);
+    return f->weights_out ? cli_write_weights("imdb", &hp, 1, f->weights_out) : 0;
 }
 
 /* Classifies the text: the probability, then the attention. Returns 0 or 1. */
@@ -650,7 +665,7 @@ static int imdb_predict(const imdb_flags *f, const char *text) {
  * Entry.
  */
 int cmd_imdb(int argc, char **argv) {
-    imdb_flags f = {NULL, "imdb_out", NULL, NULL, NULL, NULL, 5, 32, 0, 0, 0, 0, 0, 2e-4f, 1};
+    imdb_flags f = {NULL, "imdb_out", NULL, NULL, NULL, NULL, NULL, NULL, 5, 32, 0, 0, 0, 0, 0, 0, 2e-4f, 1};
     const char *sub = argc >= 2 ? argv[1] : NULL;
     const cli_opt train_opts[] = {
         {"data", CLI_STR, &f.data, "DIR", "the .tar.gz, the aclImdb folder, or a folder holding either (default "
@@ -665,6 +680,8 @@ int cmd_imdb(int argc, char **argv) {
         {"limit", CLI_INT, &f.limit, "N", "only the first N reviews of each split (0 = all)"},
         {"resume", CLI_BOOL, &f.resume, NULL, "continue from the checkpoint in --out"},
         {"keep-best", CLI_BOOL, &f.keep_best, NULL, "also keep the best epoch's checkpoint as --out/" BEST_NAME},
+        {"plot", CLI_STR, &f.plot, "FILE", "draw the loss and accuracy curves as a PNG after every epoch (the history "
+                                           "itself is always in --out/" HISTORY_NAME ")"},
     };
     const cli_opt eval_opts[] = {
         {"data", CLI_STR, &f.data, "DIR", "the .tar.gz, the aclImdb folder, or a folder holding either (default "
@@ -680,6 +697,10 @@ int cmd_imdb(int argc, char **argv) {
         {"file", CLI_STR, &f.file, "FILE", "read the text from FILE (- for standard input) instead of the argument"},
         {"ckpt", CLI_STR, &f.ckpt, "FILE", "the checkpoint (default --out/" CKPT_NAME ")"},
         {"png", CLI_STR, &f.png, "FILE", "also write the word-by-word attention weights as a PNG"},
+        {"weights-out", CLI_STR, &f.weights_out, "FILE", "also write those weights as numbers with the words: .npy "
+                                                         "(words in FILE's .labels.json), .csv or .json"},
+        {"annotate", CLI_BOOL, &f.annotate, NULL, "write each weight in its cell in the PNG (texts of up to "
+                                                  "31 words)"},
         {"no-color", CLI_BOOL, &f.no_color, NULL, "shaded characters instead of 24-bit colors"},
         {"threads", CLI_INT, &f.threads, "N", "threads (0 = all cores)"},
     };
@@ -716,6 +737,7 @@ int cmd_imdb(int argc, char **argv) {
     f.data = cli_data_dir(f.data, &f.data_from);
     if (which == 0) return imdb_train(&f);
     if (which == 1) return imdb_eval(&f);
+    if (f.weights_out && (r = cli_check_weights_out("imdb", &cmds[2], f.weights_out))) return r;
     char *text = NULL;
     if ((r = cli_predict_text("imdb", &cmds[2], n_pos ? pos[0] : NULL, f.file, &text))) return r;
     r = imdb_predict(&f, text);

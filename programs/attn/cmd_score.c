@@ -45,10 +45,11 @@ static attn_status library_context(float *context, float *weights) {
 
 int cmd_score(int argc, char **argv) {
     const char *png = NULL;
-    int no_color = 0;
+    int no_color = 0, annotate = 0;
     const cli_opt opts[] = {
         {"png", CLI_STR, &png, "FILE", "also draw the weights and the context vector as a PNG image"},
         {"no-color", CLI_BOOL, &no_color, NULL, "shaded characters instead of 24-bit colors"},
+        {"annotate", CLI_BOOL, &annotate, NULL, "write each value in its cell in the PNG"},
     };
     const cli_cmd cmd = {"attn score [options]",
                          "Walks through attention scoring: dot-product scores of a decoder state against four\n"
@@ -114,9 +115,10 @@ int cmd_score(int argc, char **argv) {
     printf("\nThe weights (rows: the decoder state; columns: the encoder states):\n");
     static const char *const row_label[1] = {"s"};
     attn_heatmap maps[2] = {
-        {weights, 1, S, 0, row_label, key_labels, "attention weights", "query", "keys", 0.0f, 1.0f},
-        {context, 1, D, 0, row_label, dim_labels, "context vector", "query", "dimensions", 0.0f, 0.0f},
+        {weights, 1, S, 0, row_label, key_labels, "attention weights", "query", "keys", 0.0f, 1.0f, 0},
+        {context, 1, D, 0, row_label, dim_labels, "context vector", "query", "dimensions", 0.0f, 0.0f, 0},
     };
+    maps[0].annotate = maps[1].annotate = annotate;
     int color = cli_use_color(no_color);
     if ((st = attn_heatmap_term(&maps[0], stdout, color))) return cli_fail(st, "terminal heatmap");
     if (png) {

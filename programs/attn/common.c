@@ -91,6 +91,34 @@ int cli_check_out_file(const char *who, const char *flag, const char *path) {
     return 0;
 }
 
+int cli_check_weights_out(const char *who, const cli_cmd *cmd, const char *path) {
+    size_t n = strlen(path);
+    const char *dot = strrchr(path, '.');
+    if (!dot || (strcmp(dot, ".npy") != 0 && strcmp(dot, ".csv") != 0 && strcmp(dot, ".json") != 0) || n < 5) {
+        fprintf(stderr, "attn: %s: --weights-out %s: the name must end in .npy, .csv or .json (the format)\n\n", who,
+                path);
+        cli_usage(cmd, stderr);
+        return 2;
+    }
+    return cli_check_out_file(who, "--weights-out", path);
+}
+
+int cli_write_weights(const char *who, const attn_heatmap *maps, int n, const char *path) {
+    char err[1024] = "";
+    attn_status st = attn_heatmap_save_values(maps, n, path, err, sizeof err);
+    if (st != ATTN_OK) {
+        fprintf(stderr, "attn: %s: %s\n", who, err[0] ? err : attn_status_string(st));
+        return 1;
+    }
+    size_t len = strlen(path);
+    if (len > 4 && strcmp(path + len - 4, ".npy") == 0)
+        printf("wrote %s (%d map%s of %dx%d) and its labels %.*s.labels.json\n", path, n, n == 1 ? "" : "s",
+               maps[0].rows, maps[0].cols, (int)(len - 4), path);
+    else
+        printf("wrote %s (%d map%s of %dx%d)\n", path, n, n == 1 ? "" : "s", maps[0].rows, maps[0].cols);
+    return 0;
+}
+
 int cli_check_threads(const char *who, const char *flag, int n) {
     if (n < 0 || n > ATTN_MAX_THREADS) {
         fprintf(stderr, "attn: %s: %s %d: must be 0 (every core) to %d\n", who, flag, n, ATTN_MAX_THREADS);

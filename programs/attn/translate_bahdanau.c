@@ -72,7 +72,7 @@ static int s2s_create(translator *tr, const tr_train_args *a, const void *opts, 
 }
 
 static int s2s_train(const tr_kind *kind, int argc, char **argv) {
-    tr_train_args a = {NULL, kind->default_dir, 250, 0, 600, 64, 10, 1, 0.005f};
+    tr_train_args a = {NULL, kind->default_dir, 250, 0, 600, 64, 10, 1, 0.005f, NULL};
     cli_opt opts[] = {TR_TRAIN_OPTS(a)};
     cli_cmd cmd = {"attn translate train [--model bahdanau|transformer] [options]",
                    "Trains the d2l English-French seq2seq model with Bahdanau attention (embedding 32, 2-layer\n"
@@ -93,13 +93,16 @@ static int s2s_train(const tr_kind *kind, int argc, char **argv) {
  * predict
  */
 static int s2s_predict(const tr_kind *kind, int argc, char **argv) {
-    const char *model = kind->default_dir, *png = NULL, *file = NULL;
-    int plain = 0;
+    const char *model = kind->default_dir, *png = NULL, *file = NULL, *weights_out = NULL;
+    int plain = 0, annotate = 0;
     cli_opt opts[] = {
         {"dir", CLI_STR, &model, "DIR", kind->dir_help},
         {"out", CLI_STR, &model, "DIR", "the same as --dir"},
         {"file", CLI_STR, &file, "FILE", "read the sentence from FILE (- for standard input) instead of the argument"},
         {"png", CLI_STR, &png, "FILE", "also write the attention as a PNG heatmap"},
+        {"weights-out", CLI_STR, &weights_out, "FILE", "also write the attention as numbers with the words: .npy "
+                                                       "(words in FILE's .labels.json), .csv or .json"},
+        {"annotate", CLI_BOOL, &annotate, NULL, "write each weight in its cell in the PNG"},
         {"no-color", CLI_BOOL, &plain, NULL, "shaded characters instead of 24-bit colors"},
     };
     cli_cmd cmd = {"attn translate predict [--model bahdanau|transformer] [options] \"english sentence\" | -   (or --file FILE)",
@@ -111,6 +114,7 @@ static int s2s_predict(const tr_kind *kind, int argc, char **argv) {
     int rc = cli_parse(&cmd, argc, argv, pos, &np);
     if (rc >= 0) return rc;
     if (png && cli_check_out_file("translate", "--png", png)) return 1;
+    if (weights_out && (rc = cli_check_weights_out("translate", &cmd, weights_out))) return rc;
     char *line;
     if ((rc = tr_predict_input(&cmd, np ? pos[0] : NULL, file, &line))) return rc;
     translator tr;
@@ -121,13 +125,14 @@ static int s2s_predict(const tr_kind *kind, int argc, char **argv) {
     const char **rl = NULL, **cl = NULL;
     if (!w) { fprintf(stderr, "attn: translate: out of memory\n"); goto done; }
     if (tr_predict_line(&tr, line, w, &rows, &cols, &rl, &cl)) goto done;
-    attn_heatmap h = {w, rows, cols, T, rl, cl, "Attention weights", "French (produced)", "English (read)", 0, 1};
+    attn_heatmap h = {w, rows, cols, T, rl, cl, "Attention weights", "French (produced)", "English (read)", 0, 1, annotate};
     if (cli_fail(attn_heatmap_term(&h, stdout, cli_use_color(plain)), "drawing the heatmap")) goto done;
     if (png) {
         char err[1024] = "";
         if (tr_report(attn_heatmap_png(&h, png, err, sizeof err), err)) goto done;
         printf("wrote %s\n", png);
     }
+    if (weights_out && cli_write_weights("translate", &h, 1, weights_out)) goto done;
     ret = 0;
 done:
     free(rl); free(cl);

@@ -117,9 +117,23 @@ static int data_load(train_data *d, translator *tr, const char *data_flag, int e
     return 0;
 }
 
+/* The history's path: the checkpoint's name with "_history.csv" for ".safetensors". */
+static void history_path(char *buf, size_t size, const char *out, const char *model_file) {
+    const char *dot = strrchr(model_file, '.');
+    int stem = dot ? (int)(dot - model_file) : (int)strlen(model_file);
+    snprintf(buf, size, "%s/%.*s_history.csv", out, stem, model_file);
+}
+
 static int fit(translator *tr, attn_adam *opt, const train_data *d, int epochs, int batch, int every, uint64_t seed,
-               const char *out) {
+               const char *out, const char *plot) {
     const tr_kind *k = tr->kind;
+    static const char *const hcols[4] = {"epoch", "loss", "tokens_per_sec", "seconds"};
+    char hpath[4200];
+    history_path(hpath, sizeof hpath, out, k->model_file);
+    cli_history hist;
+    char htitle[64];
+    snprintf(htitle, sizeof htitle, "%s", k == &tr_transformer ? "Transformer" : "Bahdanau");
+    if (cli_history_start(&hist, "translate", hpath, 4, hcols, 0, plot, htitle)) return 1;
     attn_rng rng;
     attn_rng_seed(&rng, seed);
     uint64_t step_seed = seed;
@@ -130,8 +144,10 @@ static int fit(translator *tr, attn_adam *opt, const train_data *d, int epochs, 
         attn_status st = k->train_epoch(tr->model, opt, &rng, d->X, d->X_len, d->Y, d->Y_len, d->pairs.n, batch,
                                         1.0f, &step_seed, &loss_sum, &tokens);
         t_epoch = cli_now() - t0;
-        if (cli_fail(st, "training")) return 1;
+        if (cli_fail(st, "training")) { cli_history_free(&hist); return 1; }
         all_tokens += tokens;
+        const double row[4] = {e + 1, loss_sum / (double)tokens, (double)tokens / t_epoch, t_epoch};
+        if (cli_history_add(&hist, row, (e + 1) % every == 0 || e + 1 == epochs)) { cli_history_free(&hist); return 1; }
         if ((e + 1) % every == 0 || e + 1 == epochs) {
             printf("epoch %4d/%d  loss %.4f  (%.1f s)\n", e + 1, epochs, loss_sum / (double)tokens, cli_now() - t_start);
             fflush(stdout);
@@ -141,6 +157,8 @@ static int fit(translator *tr, attn_adam *opt, const train_data *d, int epochs, 
     /* d2l's closing line: the last epoch's loss per token and its speed */
     printf("loss %.3f, %.1f tokens/sec\n", loss_sum / (double)tokens, (double)tokens / t_epoch);
     printf("trained in %.1f s (%.1f tokens/sec over all %d epochs)\n", total, (double)all_tokens / total, epochs);
+    printf("history: %s%s%s\n", hpath, plot ? ", curve: " : "", plot ? plot : "");
+    cli_history_free(&hist);
 
     static const char *const engs[4] = {"go .", "i lost .", "he's calm .", "i'm home ."};
     static const char *const fras[4] = {"va !", "j'ai perdu .", "il est calme .", "je suis chez moi ."};
@@ -186,6 +204,7 @@ int tr_train_args_check(const tr_train_args *a) {
 int tr_train(const tr_kind *kind, const tr_train_args *a, tr_create_fn create, const void *opts) {
     /* the model is saved at the end: the folder must be usable before the training starts */
     if (cli_check_out_dir("translate", "--out", a->out)) return 1;
+    if (a->plot && cli_check_out_file("translate", "--plot", a->plot)) return 1;
     const tr_kind *held = tr_detect(a->out);
     if (held && held != kind) {
         fprintf(stderr, "attn: translate: --out %s holds a %s model: training a %s model there would replace its "
@@ -201,7 +220,7 @@ int tr_train(const tr_kind *kind, const tr_train_args *a, tr_create_fn create, c
     attn_adam opt = {0};
     if (create(&tr, a, opts, &n_params) == 0 && !cli_fail(attn_adam_alloc(&opt, n_params, a->lr), "creating the optimizer")) {
         fflush(stdout);
-        ret = fit(&tr, &opt, &d, a->epochs, a->batch, a->every, a->seed, a->out);
+        ret = fit(&tr, &opt, &d, a->epochs, a->batch, a->every, a->seed, a->out, a->plot);
     }
     attn_adam_free(&opt);
     tr_free(&tr);

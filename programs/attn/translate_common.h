@@ -82,6 +82,7 @@ typedef struct tr_train_args {
     int epochs, threads, examples, batch, every;
     uint64_t seed;
     float lr;
+    const char *plot;            /* --plot FILE or NULL */
 } tr_train_args;
 
 #define TR_TRAIN_OPTS(a)                                                                                      \
@@ -95,7 +96,9 @@ typedef struct tr_train_args {
     {"examples", CLI_INT, &(a).examples, "N", "read lines 1..N+1 of fra.txt (N+1 pairs, as the book's loader)"}, \
     {"batch", CLI_INT, &(a).batch, "N", "batch size"},                                                          \
     {"lr", CLI_FLOAT, &(a).lr, "X", "Adam learning rate"},                                                      \
-    {"every", CLI_INT, &(a).every, "N", "print the loss every N epochs"}
+    {"every", CLI_INT, &(a).every, "N", "print the loss every N epochs"},                                      \
+    {"plot", CLI_STR, &(a).plot, "FILE", "draw the loss curve as a PNG every N epochs and at the end (the "       \
+                                         "history itself is always in --out, beside the checkpoint)"}
 
 /* Checks the shared options: --epochs, --batch (<= 4096), --every >= 1, --examples >= 0, --threads 0 ..
  * ATTN_MAX_THREADS, --lr > 0. Returns 0, or 2 after a message naming the flag (the caller prints its
@@ -108,7 +111,8 @@ int tr_train_args_check(const tr_train_args *a);
 typedef int (*tr_create_fn)(translator *tr, const tr_train_args *a, const void *opts, size_t *n_params);
 
 /* Sets the threads, reads pairs 0..a->examples, builds the vocabularies and ids (prints d2l's data line),
- * creates the model, trains it printing the loss every a->every epochs, d2l's closing line and the timing,
+ * creates the model, trains it printing the loss every a->every epochs (and writing the history
+ * <checkpoint stem>_history.csv in a->out after every epoch: epoch, loss, tokens_per_sec, seconds), d2l's closing line and the timing,
  * translates the book's four sentences with BLEU, and saves the checkpoint and vocabularies in a->out.
  * Returns the exit status. */
 int tr_train(const tr_kind *kind, const tr_train_args *a, tr_create_fn create, const void *opts);

@@ -82,7 +82,7 @@ static int tf_create(translator *tr, const tr_train_args *a, const void *opts, s
 }
 
 static int tf_train(const tr_kind *kind, int argc, char **argv) {
-    tr_train_args a = {NULL, kind->default_dir, 200, 0, 600, 64, 10, 1, 0.005f};
+    tr_train_args a = {NULL, kind->default_dir, 200, 0, 600, 64, 10, 1, 0.005f, NULL};
     tf_opts o = {32, 64, 4, 2, 0.1f};
     cli_opt opts[] = {
         TR_TRAIN_OPTS(a),
@@ -122,15 +122,19 @@ static int tf_train(const tr_kind *kind, int argc, char **argv) {
  * predict
  */
 static int tf_predict(const tr_kind *kind, int argc, char **argv) {
-    const char *model = kind->default_dir, *png = NULL, *file = NULL;
-    int plain = 0, layer = 0, head = 0;
+    const char *model = kind->default_dir, *png = NULL, *file = NULL, *weights_out = NULL;
+    int plain = 0, layer = 0, head = 0, annotate = 0;
     cli_opt opts[] = {
         {"dir", CLI_STR, &model, "DIR", kind->dir_help},
         {"out", CLI_STR, &model, "DIR", "the same as --dir"},
         {"file", CLI_STR, &file, "FILE", "read the sentence from FILE (- for standard input) instead of the argument"},
         {"png", CLI_STR, &png, "FILE", "also write the cross-attention of every head as a grid of PNG heatmaps"},
+        {"weights-out", CLI_STR, &weights_out, "FILE", "also write the cross-attention of every head (or --head) as "
+                                                       "numbers with the words: .npy (words in FILE's .labels.json), "
+                                                       ".csv or .json"},
         {"layer", CLI_INT, &layer, "N", "decoder block whose cross-attention is shown, 1.. (0 = the last)"},
         {"head", CLI_INT, &head, "N", "show only this head, 1.. (0 = the average in the terminal, all in the PNG)"},
+        {"annotate", CLI_BOOL, &annotate, NULL, "write each weight in its cell in the PNG"},
         {"no-color", CLI_BOOL, &plain, NULL, "shaded characters instead of 24-bit colors"},
     };
     cli_cmd cmd = {"attn translate predict --model transformer [options] \"english sentence\" | -   (or --file FILE)",
@@ -147,6 +151,7 @@ static int tf_predict(const tr_kind *kind, int argc, char **argv) {
         return 2;
     }
     if (png && cli_check_out_file("translate", "--png", png)) return 1;
+    if (weights_out && (rc = cli_check_weights_out("translate", &cmd, weights_out))) return rc;
     char *line;
     if ((rc = tr_predict_input(&cmd, np ? pos[0] : NULL, file, &line))) return rc;
     translator tr;
@@ -175,20 +180,23 @@ static int tf_predict(const tr_kind *kind, int argc, char **argv) {
     if (head) snprintf(title, sizeof title, "Cross-attention, decoder block %d, head %d", l + 1, head);
     else snprintf(title, sizeof title, "Cross-attention, decoder block %d, mean of %d heads", l + 1, H);
     attn_heatmap hm = {head ? wl + (size_t)(head - 1) * T * T : avg, rows, cols, T, rl, cl, title,
-                       "French (produced)", "English (read)", 0, 1};
+                       "French (produced)", "English (read)", 0, 1, 0};
     if (cli_fail(attn_heatmap_term(&hm, stdout, cli_use_color(plain)), "drawing the heatmap")) goto done;
-    if (png) {
+    if (png || weights_out) {
         attn_heatmap maps[64];
         char titles[64][48];
         int n = 0;
         for (int h = head ? head - 1 : 0; h < (head ? head : H) && n < 64; h++, n++) {
             snprintf(titles[n], sizeof titles[n], "block %d, head %d", l + 1, h + 1);
             maps[n] = (attn_heatmap){wl + (size_t)h * T * T, rows, cols, T, rl, cl, titles[n],
-                                     "French (produced)", "English (read)", 0, 1};
+                                     "French (produced)", "English (read)", 0, 1, annotate};
         }
         char err[1024] = "";
-        if (tr_report(attn_heatmap_png_grid(maps, n, n < 2 ? 1 : 2, png, err, sizeof err), err)) goto done;
-        printf("wrote %s (%d heatmap%s)\n", png, n, n == 1 ? "" : "s");
+        if (png) {
+            if (tr_report(attn_heatmap_png_grid(maps, n, n < 2 ? 1 : 2, png, err, sizeof err), err)) goto done;
+            printf("wrote %s (%d heatmap%s)\n", png, n, n == 1 ? "" : "s");
+        }
+        if (weights_out && cli_write_weights("translate", maps, n, weights_out)) goto done;
     }
     ret = 0;
 done:

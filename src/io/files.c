@@ -7,6 +7,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -68,4 +70,42 @@ FILE *attn__fopen_tmp(const char *tmp, const char **kind) {
     }
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0666);
     return fd < 0 ? NULL : regular_or_close(fd, "wb", kind);
+}
+
+int attn__write_file_atomic(const char *path, const void *data, size_t n, char *msg, size_t msg_size) {
+    const char *target_kind = attn__not_replaceable(path), *kind = NULL;
+    if (target_kind) {
+        snprintf(msg, msg_size, "exists and is %s, not a regular file: refusing to replace it (write to another path)",
+                 target_kind);
+        return -1;
+    }
+    size_t len = strlen(path);
+    char *tmp = malloc(len + 5);
+    if (!tmp) { snprintf(msg, msg_size, "out of memory"); return -1; }
+    memcpy(tmp, path, len);
+    memcpy(tmp + len, ".tmp", 5);
+    FILE *f = attn__fopen_tmp(tmp, &kind);
+    if (!f) {
+        if (kind) snprintf(msg, msg_size, "cannot create %s: it is %s, not a regular file", tmp, kind);
+        else snprintf(msg, msg_size, "cannot create %s: %s", tmp, strerror(errno));
+        free(tmp);
+        return -1;
+    }
+    int bad = n && fwrite(data, 1, n, f) != n;
+    int e = bad ? errno : 0;
+    if (fflush(f) != 0 && !bad) { bad = 1; e = errno; }
+    if (!bad && fsync(fileno(f)) != 0) { bad = 1; e = errno; }
+    if (fclose(f) != 0 && !bad) { bad = 1; e = errno; }
+    if (!bad && rename(tmp, path) != 0) {
+        snprintf(msg, msg_size, "cannot rename %s over it: %s", tmp, strerror(errno));
+        remove(tmp);
+        free(tmp);
+        return -1;
+    }
+    if (bad) {
+        snprintf(msg, msg_size, "cannot write %s: %s; the previous file is unchanged", tmp, e ? strerror(e) : "error");
+        remove(tmp);
+    }
+    free(tmp);
+    return bad ? -1 : 0;
 }

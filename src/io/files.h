@@ -22,4 +22,8 @@ const char *attn__not_replaceable(const char *path);
  * *kind set, errno 0) anything that is not a regular file; a symbolic link is not followed (errno ELOOP). */
 FILE *attn__fopen_tmp(const char *tmp, const char **kind);
 
+/* Writes n bytes of data to "<path>.tmp", syncs it and renames it over path, refusing a path that is not a
+ * regular file. Returns 0, or -1 with msg (msg_size bytes) saying why, without the path. */
+int attn__write_file_atomic(const char *path, const void *data, size_t n, char *msg, size_t msg_size);
+
 #endif /* ATTN_IO_FILES_H */

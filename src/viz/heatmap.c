@@ -2,8 +2,9 @@
  * heatmap.c — pictures of attention. One heatmap is drawn into an RGB canvas: a title on top, the row
  * labels (queries) on the left, the column labels (keys) under the grid written upward, the axis names,
  * and a color scale bar with its min and max on the right. The canvas goes to a PNG through libpng,
- * written to "<path>.tmp" and renamed over path. The terminal renderer draws the same matrix with 24-bit
- * ANSI background colors (or shaded characters) and the column labels written vertically.
+ * written to "<path>.tmp" and renamed over path (canvas.c). The terminal renderer draws the same matrix with 24-bit
+ * ANSI background colors (or shaded characters), the column labels across when they fit their two
+ * characters, written vertically otherwise.
  *
  * Allocations: one canvas (width·height·3 bytes) and one row-pointer array per PNG; none in the
  * terminal renderer.
@@ -15,8 +16,6 @@
 
 #include <errno.h>
 #include <math.h>
-#include <png.h>
-#include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,15 +56,7 @@ void attn__colormap(float t, unsigned char rgb[3]) {
  * Helpers on labels and values.
  */
 
-/* Number of code points in s (at most max). */
-static int label_chars(const char *s, int max) {
-    if (!s) return 0;
-    size_t n = strlen(s), i = 0;
-    int k = 0;
-    while (i < n && k < max) { uint32_t cp; i += (size_t)attn__utf8_next(s + i, n - i, &cp); k++; }
-    if (i < n) k = max;          /* cut: the last one becomes '~' */
-    return k;
-}
+static int label_chars(const char *s, int max) { return attn__text_chars(s, max); }
 
 static const float *cell_ptr(const attn_heatmap *h, int r, int c) {
     int64_t stride = h->row_stride ? h->row_stride : h->cols;
@@ -112,13 +103,43 @@ static attn_status validate(const attn_heatmap *h) {
 /* ---------------------------------------------------------------------------------------------------
  * Geometry.
  */
+/* The number written in a cell with --annotate. */
+static void format_cell(char *buf, size_t n, float v) {
+    snprintf(buf, n, "%.2g", (double)v);           /* two significant digits, as seaborn's annotations */
+}
+
+static int annotating(const attn_heatmap *h) {
+    return h->annotate && h->rows <= ATTN_HEATMAP_ANNOTATE_MAX && h->cols <= ATTN_HEATMAP_ANNOTATE_MAX;
+}
+
+/* Widest number of the cells, in characters. */
+static int widest_number(const attn_heatmap *h) {
+    int m = 0;
+    for (int r = 0; r < h->rows; r++)
+        for (int c = 0; c < h->cols; c++) {
+            char b[32];
+            format_cell(b, sizeof b, *cell_ptr(h, r, c));
+            int k = (int)strlen(b);
+            if (k > m) m = k;
+        }
+    return m;
+}
+
+/* Cells: 32 px on small maps, shrinking with the size but never shorter than a label at scale 1 (so
+ * labels never touch) up to 100 cells a side; wide enough for the numbers when annotating. */
 static int cell_size(const attn_heatmap *h) {
     int n = h->rows > h->cols ? h->rows : h->cols;
     int c = n <= 12 ? 32 : 400 / n;
-    return c < 4 ? 4 : c > 32 ? 32 : c;
+    c = c < 4 ? 4 : c > 32 ? 32 : c;
+    if (n <= 100 && c < ATTN_FONT_H + 1) c = ATTN_FONT_H + 1;
+    if (annotating(h)) {
+        int need = widest_number(h) * ATTN_FONT_ADVANCE + 6;
+        if (c < need) c = need;
+    }
+    return c;
 }
 
-static int label_scale(int cell) { return cell >= 20 ? 2 : 1; }
+static int label_scale(int cell) { return cell >= 2 * ATTN_FONT_H + 2 ? 2 : 1; }
 
 static int max_label_chars(const char *const *labels, int n) {
     int m = 0;
@@ -131,42 +152,83 @@ static int max_label_chars(const char *const *labels, int n) {
     return m;
 }
 
+/* Places a horizontal text of width tw centred over [x0, x0 + span), inside [HM_MARGIN, w - HM_MARGIN). */
+static int centred_x(int x0, int span, int tw, int w) {
+    int x = x0 + (span - tw) / 2;
+    if (x + tw > w - HM_MARGIN) x = w - HM_MARGIN - tw;
+    return x < HM_MARGIN ? HM_MARGIN : x;
+}
+
 attn_status attn__heatmap_geometry(const attn_heatmap *h, attn__heatmap_geom *g) {
     attn_status st = validate(h);
     if (st != ATTN_OK) return st;
     if (!g) return ATTN_ERR_NULL;
     memset(g, 0, sizeof *g);
-    const int ts = HM_TEXT_SCALE, adv = ATTN_FONT_ADVANCE, line = ATTN_FONT_H * ts + 6;
-    int c = cell_size(h), ls = label_scale(c);
+    const int ts = HM_TEXT_SCALE, adv = ATTN_FONT_ADVANCE, text_h = ATTN_FONT_H * ts, line = text_h + 6;
+    const int c = cell_size(h), ls = label_scale(c);
     value_range(h, &g->vmin, &g->vmax);
-
-    int title_h = h->title ? line + 4 : 0;
-    int row_title_w = h->row_title ? ATTN_FONT_H * ts + 6 : 0;
-    int row_label_w = max_label_chars(h->row_labels, h->rows) * adv * ls + 8;
-    int col_label_h = max_label_chars(h->col_labels, h->cols) * adv * ls + 8;
-    int col_title_h = h->col_title ? line : 0;
-
     g->cell = c;
+    g->label_scale = ls;
+    g->label_step = c >= ATTN_FONT_H * ls + 1 ? 1 : (ATTN_FONT_H * ls + 1 + c - 1) / c;
+    if (annotating(h)) {
+        int wn = widest_number(h) * adv;
+        g->number_scale = 2 * wn + 6 <= c && 2 * 7 + 4 <= c ? 2 : 1;
+    }
+    const int col_chars = max_label_chars(h->col_labels, h->cols);
+    g->col_across = col_chars * adv * ls + 2 <= c * g->label_step;
+
+    const int title_h = h->title ? line + 4 : 0;
+    const int row_title_w = h->row_title ? text_h + 6 : 0;
+    const int row_label_w = max_label_chars(h->row_labels, h->rows) * adv * ls + 8;
+    const int col_label_h = (g->col_across ? ATTN_FONT_H * ls : col_chars * adv * ls) + 8;
+    const int col_title_h = h->col_title ? line : 0;
+    const int grid_h = h->rows * c, grid_w = h->cols * c;
+    const int row_title_len = label_chars(h->row_title, 200) * adv * ts;
+
     g->grid_x = HM_MARGIN + row_title_w + row_label_w;
     g->grid_y = HM_MARGIN + title_h;
-    g->bar_x = g->grid_x + h->cols * c + 16;
+    /* the row title, upward and centred on the grid, starts under the title: the grid moves down when
+     * the title is taller than the grid */
+    if (h->row_title && row_title_len > grid_h) g->grid_y += (row_title_len - grid_h + 1) / 2;
+    g->bar_x = g->grid_x + grid_w + 16;
     g->bar_y = g->grid_y;
     g->bar_w = 16;
-    g->bar_h = h->rows * c < 64 ? 64 : h->rows * c;
+    g->bar_h = grid_h < 64 ? 64 : grid_h;
 
     char lo[32], hi[32];
     format_value(lo, sizeof lo, g->vmin);
     format_value(hi, sizeof hi, g->vmax);
     int num_w = (int)(strlen(lo) > strlen(hi) ? strlen(lo) : strlen(hi)) * adv * ts;
     int w = g->bar_x + g->bar_w + 6 + num_w + HM_MARGIN;
-    int title_w = 2 * HM_MARGIN + label_chars(h->title, 200) * adv * ts;
-    int col_title_w = g->grid_x + label_chars(h->col_title, 200) * adv * ts + HM_MARGIN;
-    if (title_w > w) w = title_w;
-    if (col_title_w > w) w = col_title_w;
-    int below = g->grid_y + h->rows * c + col_label_h + col_title_h;
+    const int title_w = label_chars(h->title, 200) * adv * ts, col_title_w = label_chars(h->col_title, 200) * adv * ts;
+    if (title_w + 2 * HM_MARGIN > w) w = title_w + 2 * HM_MARGIN;
+    if (g->grid_x + col_title_w + HM_MARGIN > w) w = g->grid_x + col_title_w + HM_MARGIN;
+    int below = g->grid_y + grid_h + col_label_h + col_title_h;
     int bar_end = g->bar_y + g->bar_h;
+    if (h->row_title) {
+        int rt_end = g->grid_y + (grid_h + row_title_len) / 2;
+        if (rt_end > below) below = rt_end;
+    }
     g->width = w;
     g->height = (below > bar_end ? below : bar_end) + HM_MARGIN;
+    if (h->title) {
+        g->title_box.x = centred_x(g->grid_x, grid_w, title_w, w);
+        g->title_box.y = HM_MARGIN;
+        g->title_box.w = title_w;
+        g->title_box.h = text_h;
+    }
+    if (h->col_title) {
+        g->col_title_box.x = centred_x(g->grid_x, grid_w, col_title_w, w);
+        g->col_title_box.y = g->grid_y + grid_h + col_label_h + 4;
+        g->col_title_box.w = col_title_w;
+        g->col_title_box.h = text_h;
+    }
+    if (h->row_title) {
+        g->row_title_box.x = HM_MARGIN;
+        g->row_title_box.y = g->grid_y + (grid_h - row_title_len) / 2;
+        g->row_title_box.w = text_h;
+        g->row_title_box.h = row_title_len;
+    }
     if ((uint64_t)g->width * (uint64_t)g->height > HM_MAX_PIXELS) return ATTN_ERR_SIZE;
     return ATTN_OK;
 }
@@ -174,183 +236,86 @@ attn_status attn__heatmap_geometry(const attn_heatmap *h, attn__heatmap_geom *g)
 /* ---------------------------------------------------------------------------------------------------
  * Canvas and drawing.
  */
-typedef struct canvas {
-    int w, h;
-    unsigned char *rgb;          /* (h, w, 3) */
-} canvas;
+static const unsigned char *const ink = attn__ink, *const paper = attn__paper, *const frame = attn__frame;
 
-static void fill_rect(canvas *cv, int x, int y, int w, int h, const unsigned char col[3]) {
-    int x0 = x < 0 ? 0 : x, y0 = y < 0 ? 0 : y;
-    int x1 = x + w > cv->w ? cv->w : x + w, y1 = y + h > cv->h ? cv->h : y + h;
-    for (int yy = y0; yy < y1; yy++)
-        for (int xx = x0; xx < x1; xx++) memcpy(cv->rgb + ((size_t)yy * cv->w + xx) * 3, col, 3);
-}
-
-/* Draws up to max_chars code points of s at scale sc. rot 0: left to right, (x, y) the top-left corner.
- * rot 1: bottom to top (turned 90° counter-clockwise), (x, y) the bottom-left corner of the run.
- * A label cut short ends in '~'. */
-static void draw_text(canvas *cv, int x, int y, const char *s, int sc, int rot, int max_chars,
-                      const unsigned char col[3]) {
-    if (!s) return;
-    size_t n = strlen(s), i = 0;
-    int k = 0;
-    while (i < n && k < max_chars) {
-        uint32_t cp;
-        i += (size_t)attn__utf8_next(s + i, n - i, &cp);
-        if (k == max_chars - 1 && i < n) cp = '~';
-        unsigned char rows[ATTN_FONT_H];
-        attn__glyph(cp, rows);
-        for (int py = 0; py < ATTN_FONT_H; py++)
-            for (int px = 0; px < ATTN_FONT_W; px++) {
-                if (!(rows[py] >> (ATTN_FONT_W - 1 - px) & 1)) continue;
-                int along = k * ATTN_FONT_ADVANCE + px;
-                if (rot == 0) fill_rect(cv, x + along * sc, y + py * sc, sc, sc, col);
-                else fill_rect(cv, x + py * sc, y - (along + 1) * sc, sc, sc, col);
-            }
-        k++;
-    }
-}
-
-static const unsigned char ink[3] = {20, 20, 20};
-static const unsigned char paper[3] = {255, 255, 255};
-static const unsigned char frame[3] = {90, 90, 90};
-
-static void draw_heatmap(canvas *cv, int ox, int oy, const attn_heatmap *h, const attn__heatmap_geom *g) {
+static void draw_heatmap(attn__canvas *cv, int ox, int oy, const attn_heatmap *h, const attn__heatmap_geom *g) {
     const int ts = HM_TEXT_SCALE, adv = ATTN_FONT_ADVANCE;
-    const int c = g->cell, ls = label_scale(c);
+    const int c = g->cell, ls = g->label_scale, step = g->label_step;
     const int gx = ox + g->grid_x, gy = oy + g->grid_y;
 
-    /* title, centered over the grid when it fits */
-    if (h->title) {
-        int tw = label_chars(h->title, 200) * adv * ts;
-        int tx = gx + (h->cols * c - tw) / 2;
-        if (tx < ox + HM_MARGIN) tx = ox + HM_MARGIN;
-        draw_text(cv, tx, oy + HM_MARGIN, h->title, ts, 0, 200, ink);
-    }
+    if (h->title) attn__draw_text(cv, ox + g->title_box.x, oy + g->title_box.y, h->title, ts, 0, 200, ink);
 
-    /* cells */
+    /* cells, and with annotate their values: dark ink on bright cells, white on dark ones */
     for (int r = 0; r < h->rows; r++)
         for (int cc = 0; cc < h->cols; cc++) {
             unsigned char rgb[3];
-            attn__colormap(value_t(*cell_ptr(h, r, cc), g->vmin, g->vmax), rgb);
-            fill_rect(cv, gx + cc * c, gy + r * c, c, c, rgb);
+            const float v = *cell_ptr(h, r, cc);
+            attn__colormap(value_t(v, g->vmin, g->vmax), rgb);
+            attn__fill_rect(cv, gx + cc * c, gy + r * c, c, c, rgb);
+            if (g->number_scale) {
+                char num[32];
+                format_cell(num, sizeof num, v);
+                const int ns = g->number_scale, tw = (int)strlen(num) * adv * ns - ns;
+                const int lum = (299 * rgb[0] + 587 * rgb[1] + 114 * rgb[2]) / 1000;
+                attn__draw_text(cv, gx + cc * c + (c - tw) / 2, gy + r * c + (c - 7 * ns) / 2, num, ns, 0, 31,
+                                lum > 128 ? ink : paper);
+            }
         }
     /* a thin frame around the grid */
-    fill_rect(cv, gx - 1, gy - 1, h->cols * c + 2, 1, frame);
-    fill_rect(cv, gx - 1, gy + h->rows * c, h->cols * c + 2, 1, frame);
-    fill_rect(cv, gx - 1, gy - 1, 1, h->rows * c + 2, frame);
-    fill_rect(cv, gx + h->cols * c, gy - 1, 1, h->rows * c + 2, frame);
+    attn__fill_rect(cv, gx - 1, gy - 1, h->cols * c + 2, 1, frame);
+    attn__fill_rect(cv, gx - 1, gy + h->rows * c, h->cols * c + 2, 1, frame);
+    attn__fill_rect(cv, gx - 1, gy - 1, 1, h->rows * c + 2, frame);
+    attn__fill_rect(cv, gx + h->cols * c, gy - 1, 1, h->rows * c + 2, frame);
 
-    /* row labels: right-aligned against the grid, centered on their row */
-    for (int r = 0; r < h->rows; r++) {
+    /* row labels: right-aligned against the grid, centered on their row (every step-th) */
+    for (int r = 0; r < h->rows; r += step) {
         char num[16];
         const char *s = h->row_labels ? h->row_labels[r] : (snprintf(num, sizeof num, "%d", r), num);
         int w = label_chars(s, HM_MAX_LABEL) * adv * ls;
         int y = gy + r * c + (c - 7 * ls) / 2;
-        draw_text(cv, gx - 6 - w, y, s, ls, 0, HM_MAX_LABEL, ink);
+        attn__draw_text(cv, gx - 6 - w, y, s, ls, 0, HM_MAX_LABEL, ink);
     }
-    /* column labels: written upward, ending just under the grid */
-    int col_label_len = 0;
-    for (int cc = 0; cc < h->cols; cc++) {
+    /* column labels: across, centred under their column, when they fit; else upward, ending just under
+     * the grid */
+    for (int cc = 0; cc < h->cols; cc += step) {
         char num[16];
         const char *s = h->col_labels ? h->col_labels[cc] : (snprintf(num, sizeof num, "%d", cc), num);
         int len = label_chars(s, HM_MAX_LABEL) * adv * ls;
-        if (len > col_label_len) col_label_len = len;
-        int x = gx + cc * c + (c - 7 * ls) / 2;
-        draw_text(cv, x, gy + h->rows * c + 6 + len, s, ls, 1, HM_MAX_LABEL, ink);
+        if (g->col_across) {
+            attn__draw_text(cv, gx + cc * c + (c - len + ls) / 2, gy + h->rows * c + 6, s, ls, 0, HM_MAX_LABEL, ink);
+        } else {
+            int x = gx + cc * c + (c - 7 * ls) / 2;
+            attn__draw_text(cv, x, gy + h->rows * c + 6 + len, s, ls, 1, HM_MAX_LABEL, ink);
+        }
     }
     /* axis names: the column title under the column labels, the row title upward on the far left */
-    if (h->col_title) {
-        int tw = label_chars(h->col_title, 200) * adv * ts;
-        int tx = gx + (h->cols * c - tw) / 2;
-        if (tx < ox + HM_MARGIN) tx = ox + HM_MARGIN;
-        draw_text(cv, tx, gy + h->rows * c + col_label_len + 12, h->col_title, ts, 0, 200, ink);
-    }
-    if (h->row_title) {
-        int tl = label_chars(h->row_title, 200) * adv * ts;
-        int by = gy + (h->rows * c + tl) / 2;
-        if (by > oy + g->height - HM_MARGIN) by = oy + g->height - HM_MARGIN;
-        draw_text(cv, ox + HM_MARGIN, by, h->row_title, ts, 1, 200, ink);
-    }
+    if (h->col_title)
+        attn__draw_text(cv, ox + g->col_title_box.x, oy + g->col_title_box.y, h->col_title, ts, 0, 200, ink);
+    if (h->row_title)
+        attn__draw_text(cv, ox + g->row_title_box.x, oy + g->row_title_box.y + g->row_title_box.h, h->row_title, ts,
+                        1, 200, ink);
 
     /* color scale: vmax at the top, vmin at the bottom, the numbers beside its ends */
     int bx = ox + g->bar_x, by = oy + g->bar_y;
     for (int y = 0; y < g->bar_h; y++) {
         unsigned char rgb[3];
         attn__colormap(g->bar_h > 1 ? 1.0f - (float)y / (float)(g->bar_h - 1) : 1.0f, rgb);
-        fill_rect(cv, bx, by + y, g->bar_w, 1, rgb);
+        attn__fill_rect(cv, bx, by + y, g->bar_w, 1, rgb);
     }
-    fill_rect(cv, bx - 1, by - 1, g->bar_w + 2, 1, frame);
-    fill_rect(cv, bx - 1, by + g->bar_h, g->bar_w + 2, 1, frame);
-    fill_rect(cv, bx - 1, by - 1, 1, g->bar_h + 2, frame);
-    fill_rect(cv, bx + g->bar_w, by - 1, 1, g->bar_h + 2, frame);
+    attn__fill_rect(cv, bx - 1, by - 1, g->bar_w + 2, 1, frame);
+    attn__fill_rect(cv, bx - 1, by + g->bar_h, g->bar_w + 2, 1, frame);
+    attn__fill_rect(cv, bx - 1, by - 1, 1, g->bar_h + 2, frame);
+    attn__fill_rect(cv, bx + g->bar_w, by - 1, 1, g->bar_h + 2, frame);
     char lo[32], hi[32];
     format_value(lo, sizeof lo, g->vmin);
     format_value(hi, sizeof hi, g->vmax);
-    draw_text(cv, bx + g->bar_w + 6, by, hi, ts, 0, 31, ink);
-    draw_text(cv, bx + g->bar_w + 6, by + g->bar_h - 7 * ts, lo, ts, 0, 31, ink);
+    attn__draw_text(cv, bx + g->bar_w + 6, by, hi, ts, 0, 31, ink);
+    attn__draw_text(cv, bx + g->bar_w + 6, by + g->bar_h - 7 * ts, lo, ts, 0, 31, ink);
 }
 
 /* ---------------------------------------------------------------------------------------------------
  * PNG output, atomic.
  */
-/* Writes the canvas to f; returns 0 on success. Kept apart so setjmp only guards libpng's calls. */
-static int png_write_canvas(FILE *f, const canvas *cv, png_bytep *rows) {
-    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
-    if (!png) return -1;
-    png_infop info = png_create_info_struct(png);
-    if (!info) { png_destroy_write_struct(&png, NULL); return -1; }
-    if (setjmp(png_jmpbuf(png))) { png_destroy_write_struct(&png, &info); return -1; }
-    png_init_io(png, f);
-    png_set_IHDR(png, info, (png_uint_32)cv->w, (png_uint_32)cv->h, 8, PNG_COLOR_TYPE_RGB,
-                 PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
-    png_write_info(png, info);
-    png_write_image(png, rows);
-    png_write_end(png, NULL);
-    png_destroy_write_struct(&png, &info);
-    return 0;
-}
-
-static attn_status save_png(const canvas *cv, const char *path, char *err, size_t err_size) {
-    size_t n = strlen(path);
-    char *tmp = malloc(n + 5);
-    png_bytep *rows = malloc(sizeof(png_bytep) * (size_t)cv->h);
-    if (!tmp || !rows) { free(tmp); free(rows); attn__set_err(err, err_size, "%s: %s", path, "out of memory"); return ATTN_ERR_NOMEM; }
-    memcpy(tmp, path, n);
-    memcpy(tmp + n, ".tmp", 5);
-    for (int y = 0; y < cv->h; y++) rows[y] = cv->rgb + (size_t)y * cv->w * 3;
-
-    attn_status st = ATTN_OK;
-    const char *target_kind = attn__not_replaceable(path), *kind = NULL;
-    FILE *f = target_kind ? NULL : attn__fopen_tmp(tmp, &kind);
-    if (!f) {
-        if (target_kind)
-            attn__set_err(err, err_size, "%s: exists and is %s, not a regular file: refusing to replace it (write to another path)", path, target_kind);
-        else if (kind)
-            attn__set_err(err, err_size, "%s: cannot create: it is %s, not a regular file", tmp, kind);
-        else
-            attn__set_err(err, err_size, "%s: cannot create: %s", tmp, strerror(errno));
-        st = ATTN_ERR_IO;
-    } else {
-        int bad = png_write_canvas(f, cv, rows);
-        if (fflush(f) != 0) bad = 1;
-        if (!bad && fsync(fileno(f)) != 0) bad = 1;
-        if (fclose(f) != 0) bad = 1;
-        if (bad) {
-            attn__set_err(err, err_size, "%s: %s", tmp, "write failed");
-            remove(tmp);
-            st = ATTN_ERR_IO;
-        } else if (rename(tmp, path) != 0) {
-            attn__set_err(err, err_size, "%s: %s", path, "cannot rename the temporary file over it");
-            remove(tmp);
-            st = ATTN_ERR_IO;
-        }
-    }
-    free(rows);
-    free(tmp);
-    return st;
-}
-
 attn_status attn_heatmap_png(const attn_heatmap *h, const char *path, char *err, size_t err_size) {
     return attn_heatmap_png_grid(h, 1, 1, path, err, err_size);
 }
@@ -381,16 +346,16 @@ attn_status attn_heatmap_png_grid(const attn_heatmap *maps, int n, int grid_cols
         attn__set_err(err, err_size, "%s: %s", path, "image too large");
         return ATTN_ERR_SIZE;
     }
-    canvas cv = {pw * grid_cols, ph * grid_rows, NULL};
+    attn__canvas cv = {pw * grid_cols, ph * grid_rows, NULL};
     cv.rgb = malloc((size_t)cv.w * cv.h * 3);
     if (!cv.rgb) { attn__set_err(err, err_size, "%s: %s", path, "out of memory"); return ATTN_ERR_NOMEM; }
-    fill_rect(&cv, 0, 0, cv.w, cv.h, paper);
+    attn__fill_rect(&cv, 0, 0, cv.w, cv.h, paper);
     for (int i = 0; i < n; i++) {
         attn__heatmap_geom g;
         attn__heatmap_geometry(&maps[i], &g);
         draw_heatmap(&cv, (i % grid_cols) * pw, (i / grid_cols) * ph, &maps[i], &g);
     }
-    attn_status st = save_png(&cv, path, err, err_size);
+    attn_status st = attn__canvas_save_png(&cv, path, err, err_size);
     free(cv.rgb);
     return st;
 }
@@ -464,13 +429,24 @@ attn_status attn_heatmap_term(const attn_heatmap *h, FILE *out, int color) {
         for (int c = 0; c < h->cols; c++) put_cell(out, value_t(*cell_ptr(h, r, c), lo, hi), color);
         fputc('\n', out);
     }
-    /* column labels, one character per line, each under its two-character cell */
+    /* column labels: across, under their two-character cells, when none is longer than 2 characters;
+     * else one character per line, each under its cell */
     int lines = 0;
     for (int c = 0; c < h->cols; c++) {
         char num[16];
         const char *s = h->col_labels ? h->col_labels[c] : (snprintf(num, sizeof num, "%d", c), num);
         int k = label_chars(s, max_col_label);
         if (k > lines) lines = k;
+    }
+    if (lines <= 2) {
+        for (int j = 0; j < lw + 1; j++) fputc(' ', out);
+        for (int c = 0; c < h->cols; c++) {
+            char num[16];
+            const char *s = h->col_labels ? h->col_labels[c] : (snprintf(num, sizeof num, "%d", c), num);
+            put_padded(out, s, 2, 0);
+        }
+        fputc('\n', out);
+        lines = 0;
     }
     for (int i = 0; i < lines; i++) {
         for (int j = 0; j < lw + 1; j++) fputc(' ', out);

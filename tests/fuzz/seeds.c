@@ -292,6 +292,13 @@ static void seeds_text(void) {
     put_text("nmt_vocab", "vocab", -1, "<unk>\n<pad>\n<bos>\n<eos>\nva\n!\nsalut\ncours\n");
     put_text("nmt_vocab", "lines", -1, "va ! <unk>\nsalut  !\n\n je suis chez moi .");
 
+    put_text("csv", "history", -1, "epoch,loss,acc,val_loss,val_acc,seconds\n1,0.5244,0.7514,0.3834,0.8278,15.2\n"
+                                    "2,0.3257,,0.3689,0.8368,14.9\n");
+    put_text("csv", "hand", -1, " epoch , loss \r\n\r\n1, 1e-30\r\n2 , -inf\r\n3,nan\n");
+    put_text("csv", "bad", -1, "epoch,loss\n1,0.5\n2,zero\n3\n");
+    /* a past defect: one long column name as title and both axis names, the y name ran into the title */
+    put_text("csv", "long_name", -1, "xrrrrrrrrrrrrrrrrrrepoQQrrrrrrrrrrrrrrrrrrrrrrrrrrepeghQQQQ34\n3333");
+    put_text("csv", "huge", -1, "x,y\n-1e308,1e308\n1e308,-1e308\n0,5e-324\n");
     static const char cli[] = "--int\0-5\0--float=1e3\0pos\0--flag\0--u64\0000018446744073709551615\0--str=x\0"
                               "--\0--int\0-";
     put_text("cli", "good", 0x12, "");
