@@ -140,10 +140,9 @@ static double measure_peak(int nth, const char **kind) {
 /* 4 independent accumulators, 2 A and 2 B tiles, each step 4 tile products of 16 x 16 x 32: 4·16384
  * FLOPs. The library asked the OS for the tile state already (attn_cpu_supports). */
 __attribute__((target("amx-tile,amx-bf16"))) static float amx_loop(long iters) {
-    struct { uint8_t palette, start; uint8_t res[14]; uint16_t colsb[16]; uint8_t rows[16]; } cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.palette = 1;
-    for (int i = 0; i < 8; i++) { cfg.colsb[i] = 64; cfg.rows[i] = 16; }
+    /* the configuration as a constant: built on the stack, GCC 12 may drop the stores ldtilecfg reads */
+    static const struct { uint8_t palette, start; uint8_t res[14]; uint16_t colsb[16]; uint8_t rows[16]; }
+        cfg __attribute__((aligned(64))) = {1, 0, {0}, {64, 64, 64, 64, 64, 64, 64, 64}, {16, 16, 16, 16, 16, 16, 16, 16}};
     static _Alignas(64) uint16_t ab[2][16 * 32];
     _Alignas(64) float c[16 * 16];
     for (int i = 0; i < 16 * 32; i++) ab[0][i] = ab[1][i] = 0x3c00;   /* 1/128 */

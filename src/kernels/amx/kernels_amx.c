@@ -9,7 +9,8 @@
  * The forward, per (b, h, block of AX_BR = 32 query rows), in two stages:
  *   stage 0  pack, once per (b, kv head) and shared by every query block: K as bf16 rows (SP, DP) for
  *            the A tiles of the scores, Vᵀ as bf16 (DvP, SP) for the A tiles of P·V; zero padded to
- *            tile multiples (DP, DvP: 32; SP: 32), converted from fp32 when the tensors are fp32.
+ *            tile multiples (DP, DvP: 32; SP: 32), converted from fp32 when the tensors are fp32; Vᵀ rows
+ *            64 bytes further apart than they need, so a tile's rows spread over L1's sets.
  *   stage 1  per query block: Qᵀ packed as the B tiles of the scores (pairs of dims interleaved, 16
  *            queries a tile), then for each block of AX_BC keys:
  *              Sᵀ (keys, queries) = K_blk Qᵀ            tiles: 2 x 2 accumulators, D in steps of 32
@@ -34,12 +35,12 @@
 
 #include "kernels/avx512/exp2_avx512.h"
 
-#define AX_BR 32                 /* query rows per block: two tiles of 16 */
+#define AX_BR 64                 /* query rows per block: four tiles of 16 */
 #define AX_ALIGN 64
 #define AX_LOG2E 1.44269504088896340736f
 #define AX_LN2 0.693147180559945309417f
 
-/* Keys per softmax block: Sᵀ, Pᵀ and Oᵀ of a block stay in L1 (48 KiB) for heads up to 64 wide. */
+/* Keys per softmax block: Sᵀ and Pᵀ of a block (BC·BR·(4 + 2·2) bytes) stay in L1 and L2's share. */
 static int ax_bc(const attn_sdpa_desc *d) { return d->D > 64 || d->Dv > 64 ? 64 : 128; }
 
 static int ax_up32(int n) { return (n + 31) / 32 * 32; }
@@ -65,13 +66,24 @@ static inline uint16_t ax_get(const void *row, int dt, int x) {
 }
 
 /* ---------------------------------------------------------------------------------------------------
- * Sizes of the packs and of a thread's buffers.
+ * Layouts. Every tile operand is stored as one contiguous 1 KiB block (16 rows of 64 bytes), so a tile
+ * load streams one run of memory (16 rows of a row-major Vᵀ were 16 streams: more than the L2
+ * prefetchers follow):
+ *   K   (per b, kv head)   [key tile of 16][D chunk of 32][16 keys][32 dims]            A of the scores
+ *   Vᵀ  (per b, kv head)   [key chunk of 32][Dv tile of 16][16 dims][32 keys]           A of P·V
+ *   Qᵀ  (per thread)       [D chunk][query tile][16 dim pairs][16 queries][2]           B of the scores
+ *   Pᵀ  (per thread, x2)   [key chunk][query tile][16 key pairs][16 queries][2]         B of P·V
+ *   Sᵀ  (per thread)       (BC keys, BR queries) fp32, row-major: tile results, then x, then P
+ *   Oᵀ  (per thread)       (DvP, BR) fp32
+ * A block has AX_NQ = 4 query tiles: each K and V tile brought from L2 serves 64 queries.
  */
+#define AX_NQ (AX_BR / 16)
+
 typedef struct ax_dims {
-    int DP, DvP, SP, BC;
-    size_t kpack, vpack;         /* bytes of one (b, kv head)'s packed K and Vᵀ */
-    size_t shared;               /* bytes of all packs */
-    size_t qt, st, pt, ot, vec;  /* a thread's buffers */
+    int DP, DvP, SP, BC, NC, NXT;  /* padded sizes; NC = DP/32 chunks, NXT = DvP/16 tiles */
+    size_t kpack, vpack;           /* bytes of one (b, kv head)'s packed K and Vᵀ */
+    size_t shared;                 /* bytes of all packs */
+    size_t qt, st, pt, ot, vec;    /* a thread's buffers */
     size_t thread;
 } ax_dims;
 
@@ -81,15 +93,17 @@ static ax_dims ax_dims_of(const attn_sdpa_desc *d) {
     z.DvP = ax_up32(d->Dv);
     z.SP = ax_up32(d->S);
     z.BC = ax_bc(d);
+    z.NC = z.DP / 32;
+    z.NXT = z.DvP / 16;
     z.kpack = ax_round((size_t)z.SP * z.DP * 2);
     z.vpack = ax_round((size_t)z.DvP * z.SP * 2);
     z.shared = (size_t)d->B * d->Hkv * (z.kpack + z.vpack);
-    z.qt = ax_round((size_t)z.DP * AX_BR * 2);           /* (DP/32, 2, 16, 16, 2) bf16 */
-    z.st = ax_round((size_t)z.BC * AX_BR * 4);           /* (BC, 32) fp32 */
-    z.pt = ax_round((size_t)z.BC * AX_BR * 2);           /* (BC/32, 2, 16, 16, 2) bf16 */
-    z.ot = ax_round((size_t)z.DvP * AX_BR * 4);          /* (DvP, 32) fp32 */
-    z.vec = 5 * ax_round(AX_BR * 4);                     /* m, l, bm, alpha, lim */
-    z.thread = z.qt + z.st + z.pt + z.ot + z.vec;
+    z.qt = ax_round((size_t)z.DP * AX_BR * 2);
+    z.st = ax_round((size_t)z.BC * AX_BR * 4);
+    z.pt = ax_round((size_t)z.BC * AX_BR * 2);
+    z.ot = ax_round((size_t)z.DvP * AX_BR * 4);
+    z.vec = 4 * ax_round(AX_BR * 4);                     /* mu, mt, l, lim */
+    z.thread = z.qt + z.st + 2 * z.pt + z.ot + z.vec;
     return z;
 }
 
@@ -104,16 +118,15 @@ typedef struct ax_tilecfg {
     uint8_t rows[16];
 } ax_tilecfg;
 
-static void ax_tiles_on(void) {
-    ax_tilecfg c;
-    memset(&c, 0, sizeof c);
-    c.palette = 1;
-    for (int i = 0; i < 8; i++) {
-        c.colsb[i] = 64;
-        c.rows[i] = 16;
-    }
-    _tile_loadconfig(&c);
-}
+/* A constant in memory: built on the stack, GCC 12 dropped the stores of colsb and rows before
+ * ldtilecfg (it does not see the instruction read them), and ldtilecfg faulted on the garbage. */
+static const ax_tilecfg ax_cfg __attribute__((aligned(64))) = {
+    .palette = 1,
+    .colsb = {64, 64, 64, 64, 64, 64, 64, 64},
+    .rows = {16, 16, 16, 16, 16, 16, 16, 16},
+};
+
+static void ax_tiles_on(void) { _tile_loadconfig(&ax_cfg); }
 
 /* ---------------------------------------------------------------------------------------------------
  * Stage 0: packs of (b, kv head), a chunk of 32 keys per item.
@@ -122,23 +135,29 @@ static void ax_pack_chunk(const attn_sdpa_desc *d, const ax_dims *z, char *share
                           int b, int hk, int j0) {
     const int dt = d->dtype, es = dt == ATTN_DTYPE_BF16 ? 2 : 4;
     const int64_t pair = (int64_t)b * d->Hkv + hk;
-    uint16_t *kp = (uint16_t *)(shared + pair * (z->kpack + z->vpack));      /* (SP, DP)  */
-    uint16_t *vt = (uint16_t *)((char *)kp + z->kpack);                      /* (DvP, SP) */
+    uint16_t *kp = (uint16_t *)(shared + pair * (z->kpack + z->vpack));
+    uint16_t *vt = (uint16_t *)((char *)kp + z->kpack);
     const char *kb = (const char *)k + (b * d->k.b + hk * d->k.h) * es;
     const char *vb = (const char *)v + (b * d->v.b + hk * d->v.h) * es;
+    /* K: tiles (j0/16 + u, c), row j % 16 */
     for (int j = j0; j < j0 + 32; j++) {
-        uint16_t *kr = kp + (int64_t)j * z->DP;
-        if (j < d->S) {
-            const char *src = kb + (int64_t)j * d->k.t * es;
-            for (int x = 0; x < d->D; x++) kr[x] = ax_get(src, dt, x);
-            for (int x = d->D; x < z->DP; x++) kr[x] = 0;
-            const char *vs = vb + (int64_t)j * d->v.t * es;
-            for (int x = 0; x < d->Dv; x++) vt[(int64_t)x * z->SP + j] = ax_get(vs, dt, x);
-            for (int x = d->Dv; x < z->DvP; x++) vt[(int64_t)x * z->SP + j] = 0;
-        } else {
-            memset(kr, 0, sizeof(uint16_t) * z->DP);
-            for (int x = 0; x < z->DvP; x++) vt[(int64_t)x * z->SP + j] = 0;
+        const char *src = kb + (int64_t)j * d->k.t * es;
+        for (int c = 0; c < z->NC; c++) {
+            uint16_t *dst = kp + (((int64_t)(j / 16) * z->NC + c) * 16 + j % 16) * 32;
+            for (int x = 0; x < 32; x++) dst[x] = j < d->S && 32 * c + x < d->D ? ax_get(src, dt, 32 * c + x) : 0;
         }
+    }
+    /* Vᵀ: tiles (j0/32, xt), row = dim % 16, column = key - j0; read by squares of 32 keys x 16 dims */
+    uint16_t tmp[32 * 16];
+    for (int xt = 0; xt < z->NXT; xt++) {
+        for (int j = 0; j < 32; j++) {
+            const char *vs = vb + (int64_t)(j0 + j) * d->v.t * es;
+            for (int x = 0; x < 16; x++)
+                tmp[j * 16 + x] = j0 + j < d->S && 16 * xt + x < d->Dv ? ax_get(vs, dt, 16 * xt + x) : 0;
+        }
+        uint16_t *dst = vt + ((int64_t)(j0 / 32) * z->NXT + xt) * 512;
+        for (int x = 0; x < 16; x++)
+            for (int j = 0; j < 32; j++) dst[x * 32 + j] = tmp[j * 16 + x];
     }
 }
 
@@ -154,10 +173,12 @@ typedef struct ax_fwd {
 } ax_fwd;
 
 /* The row statistics saved for the backward: m, the row's largest score x in log2 units (one of the x
- * values, as the backward recomputes them), and l = Σ exp2(x - m); a row with no key has m = -inf, l = 0.
- * Stored as the natural log-sum-exp (m + log2 l)·ln 2 that the backward of this tree reads. */
-static inline void ax_put_stats(float *lse, int64_t row, float m, float l) {
-    lse[row] = l > 0.0f ? (m + log2f(l)) * AX_LN2 : -INFINITY;
+ * values, as the backward recomputes them), and L = log2 Σ exp2(x - m) = log2 l + (mu - m), l being the
+ * sum against mu; a row with no key has (-inf, 0). Stored as the natural log-sum-exp (m + L)·ln 2 that
+ * the backward of this tree reads. */
+static inline void ax_put_stats(float *lse, int64_t row, float m, float mu, float l) {
+    const float L = l > 0.0f ? log2f(l) + (mu - m) : 0.0f;
+    lse[row] = l > 0.0f ? (m + L) * AX_LN2 : -INFINITY;
 }
 
 /* Two fp32 rows (keys 2r and 2r+1, 16 query lanes each) as one B-tile row: bf16 pairs interleaved. */
@@ -168,199 +189,72 @@ static inline __m512i ax_pair(__m512 e0, __m512 e1) {
     return _mm512_permutexvar_epi16(idx, both);
 }
 
-static void ax_block(const ax_fwd *cx, char *tw, int b, int h, int t0, int nr) {
-    const attn_sdpa_desc *d = cx->d;
-    const ax_dims *z = &cx->z;
-    const int H = d->H, T = d->T, S = d->S, D = d->D, Dv = d->Dv, G = H / d->Hkv, hk = h / G;
-    const int DP = z->DP, DvP = z->DvP, SP = z->SP, BC = z->BC;
-    const attn_mask *mk = &d->mask;
-    const int dt = d->dtype, es = dt == ATTN_DTYPE_BF16 ? 2 : 4;
+/* The state of one query block while its key blocks stream past. */
+typedef struct ax_blk {
+    const attn_sdpa_desc *d;
+    int b, h, t0, nr, NC, NXT, generic;
+    float c2;
+    const uint16_t *kp, *vt;     /* packed K and Vᵀ of the kv head */
+    uint16_t *Qt;
+    float *St;                   /* (BC, BR) */
+    uint16_t *Pt[2];             /* two: P·V of a block overlaps the next block's softmax */
+    float *Ot;                   /* (DvP, BR) */
+    float *mu, *mt, *l;          /* (BR) each: the max the exponentials use, the true max, the sum */
+    int32_t *lim;                /* (BR) */
+    int minlim;
+} ax_blk;
 
-    uint16_t *Qt = (uint16_t *)tw;                                  /* (DP/32, 2, 16, 16, 2) */
-    float *St = (float *)(tw + z->qt);                              /* (BC, 32)  */
-    uint16_t *Pt = (uint16_t *)((char *)St + z->st);                /* (BC/32, 2, 16, 16, 2) */
-    float *Ot = (float *)((char *)Pt + z->pt);                      /* (DvP, 32) */
-    float *m = (float *)((char *)Ot + z->ot);                       /* (32) each */
-    float *l = m + 32, *bm = l + 32, *alpha = bm + 32;
-    int32_t *lim = (int32_t *)(alpha + 32);
+/* A lane's exponentials are taken against mu, which moves only when the block's max passes it by more
+ * than AX_LAZY (log2 units): exponentials up to 2^AX_LAZY are fine in fp32 and bf16, and Oᵀ is rescaled
+ * only when some lane's mu moved, instead of at almost every block. */
+#define AX_LAZY 8.0f
 
-    const int64_t pair = (int64_t)b * d->Hkv + hk;
-    const uint16_t *kp = (const uint16_t *)(cx->shared + pair * (z->kpack + z->vpack));   /* (SP, DP)  */
-    const uint16_t *vt = (const uint16_t *)((const char *)kp + z->kpack);                 /* (DvP, SP) */
-    const char *qb = (const char *)cx->q + (b * d->q.b + h * d->q.h + (int64_t)t0 * d->q.t) * es;
-    const float c2 = d->scale * AX_LOG2E;
-    const int generic = mk->allow || mk->bias;
-
-    /* Qᵀ as B tiles: Qt[c][qt][r][n][e] = q[16·qt + n][32·c + 2·r + e], zero padded; key limits per row
-     * (padding rows copy the last row's) */
-    for (int c = 0; c < DP / 32; c++)
-        for (int qt = 0; qt < 2; qt++)
-            for (int n = 0; n < 16; n++) {
-                const int i = 16 * qt + n;
-                uint16_t *dst = Qt + ((int64_t)(c * 2 + qt) * 16) * 32 + n * 2;
-                const char *src = qb + (int64_t)i * d->q.t * es;
-                for (int r = 0; r < 16; r++)
-                    for (int e = 0; e < 2; e++) {
-                        const int x = 32 * c + 2 * r + e;
-                        dst[r * 32 + e] = i < nr && x < D ? ax_get(src, dt, x) : 0;
-                    }
-            }
-    int minlim = S, maxlim = 0;
-    for (int i = 0; i < AX_BR; i++) {
-        lim[i] = attn__key_limit(mk, b, t0 + (i < nr ? i : nr - 1), T, S);
-        if (lim[i] < minlim) minlim = lim[i];
-        if (lim[i] > maxlim) maxlim = lim[i];
-        m[i] = -INFINITY;
-        l[i] = 0.0f;
-    }
-    memset(Ot, 0, sizeof(float) * (size_t)DvP * AX_BR);
-
-    const __m512 vc2 = _mm512_set1_ps(c2), one = _mm512_set1_ps(1.0f), ninf = _mm512_set1_ps(-INFINITY);
-    const __m512i lim0 = _mm512_loadu_si512(lim), lim1 = _mm512_loadu_si512(lim + 16);
-
-    for (int j0 = 0; j0 < maxlim; j0 += BC) {
-        const int nb = maxlim - j0 < BC ? maxlim - j0 : BC, nbp = ax_up32(nb);
-        /* plain: every key of the (padded) block is visible to every row and no mask touches it */
-        const int plain = !generic && j0 + nbp <= minlim && c2 > 0.0f;
-
-        /* Sᵀ = K_blk Qᵀ, 32 keys x 32 queries at a time */
-        for (int kc = 0; kc < nbp / 32; kc++) {
-            const uint16_t *a0 = kp + (int64_t)(j0 + 32 * kc) * DP;
+/* Sᵀ = K_blk Qᵀ for keys [j0, j0 + nbp) (j0 a multiple of 32): per 32 keys and pair of query tiles, the
+ * tile sums over D in steps of 32, from zero. */
+static inline void ax_scores(const ax_blk *x, int j0, int nbp) {
+    const int NC = x->NC;
+    for (int kc = 0; kc < nbp / 32; kc++) {
+        const uint16_t *a0 = x->kp + (int64_t)((j0 + 32 * kc) / 16) * NC * 512;   /* key tile, chunk 0 */
+        for (int qp = 0; qp < AX_NQ; qp += 2) {
             _tile_zero(0);
             _tile_zero(1);
             _tile_zero(2);
             _tile_zero(3);
-            for (int c = 0; c < DP / 32; c++) {
-                _tile_loadd(4, a0 + 32 * c, DP * 2);
-                _tile_loadd(5, a0 + (int64_t)16 * DP + 32 * c, DP * 2);
-                _tile_loadd(6, Qt + (int64_t)(c * 2 + 0) * 512, 64);
-                _tile_loadd(7, Qt + (int64_t)(c * 2 + 1) * 512, 64);
+            for (int c = 0; c < NC; c++) {
+                _tile_loadd(4, a0 + (int64_t)c * 512, 64);
+                _tile_loadd(5, a0 + (int64_t)(NC + c) * 512, 64);
+                _tile_loadd(6, x->Qt + (int64_t)(c * AX_NQ + qp) * 512, 64);
+                _tile_loadd(7, x->Qt + (int64_t)(c * AX_NQ + qp + 1) * 512, 64);
                 _tile_dpbf16ps(0, 4, 6);
                 _tile_dpbf16ps(1, 4, 7);
                 _tile_dpbf16ps(2, 5, 6);
                 _tile_dpbf16ps(3, 5, 7);
             }
-            float *s0 = St + (int64_t)(32 * kc) * AX_BR;
+            float *s0 = x->St + (int64_t)(32 * kc) * AX_BR + 16 * qp;
             _tile_stored(0, s0, AX_BR * 4);
             _tile_stored(1, s0 + 16, AX_BR * 4);
             _tile_stored(2, s0 + 16 * AX_BR, AX_BR * 4);
             _tile_stored(3, s0 + 16 * AX_BR + 16, AX_BR * 4);
         }
+    }
+}
 
-        /* the block's max per query lane (folded with the running max); x in log2 units. A plain block
-         * keeps the raw sums and scales them in the exponential below (c2 > 0 keeps the order, so the
-         * max scaled is the max of the scaled: the same bits) */
-        __m512 mx0 = _mm512_loadu_ps(m), mx1 = _mm512_loadu_ps(m + 16);
-        __m512 cc = one;
-        if (plain) {
-            __m512 r0 = ninf, r1 = ninf;
-            for (int j = 0; j < nbp; j++) {
-                r0 = _mm512_max_ps(r0, _mm512_loadu_ps(St + j * AX_BR));
-                r1 = _mm512_max_ps(r1, _mm512_loadu_ps(St + j * AX_BR + 16));
-            }
-            mx0 = _mm512_max_ps(mx0, _mm512_mul_ps(r0, vc2));
-            mx1 = _mm512_max_ps(mx1, _mm512_mul_ps(r1, vc2));
-            cc = vc2;
-        } else {
-            for (int j = 0; j < nbp; j++) {
-                float *x = St + j * AX_BR;
-                __m512 x0 = _mm512_mul_ps(_mm512_loadu_ps(x), vc2), x1 = _mm512_mul_ps(_mm512_loadu_ps(x + 16), vc2);
-                const __m512i jj = _mm512_set1_epi32(j0 + j);
-                x0 = _mm512_mask_mov_ps(x0, _mm512_cmple_epi32_mask(lim0, jj), ninf);
-                x1 = _mm512_mask_mov_ps(x1, _mm512_cmple_epi32_mask(lim1, jj), ninf);
-                _mm512_storeu_ps(x, x0);
-                _mm512_storeu_ps(x + 16, x1);
-            }
-            if (generic)
-                for (int i = 0; i < nr; i++) {
-                    const uint8_t *al = attn__allow_row(mk, b, h, t0 + i);
-                    const float *bi = attn__bias_row(mk, b, h, t0 + i);
-                    for (int j = 0; j < nb; j++) {
-                        float *x = St + j * AX_BR + i;
-                        if (al && !al[j0 + j]) *x = -INFINITY;
-                        else if (bi) *x = ax_add_bias(*x, bi[j0 + j]);
-                    }
-                }
-            for (int j = 0; j < nbp; j++) {
-                mx0 = _mm512_max_ps(mx0, _mm512_loadu_ps(St + j * AX_BR));
-                mx1 = _mm512_max_ps(mx1, _mm512_loadu_ps(St + j * AX_BR + 16));
-            }
-        }
-        _mm512_storeu_ps(bm, mx0);
-        _mm512_storeu_ps(bm + 16, mx1);
-
-        /* exponentials, their sum, and Pᵀ in bf16; a lane with no key yet keeps max -inf: subtract
-         * -FLT_MAX instead so exp2 gives 0, not NaN */
-        const __m512 bs0 = _mm512_max_ps(mx0, _mm512_set1_ps(-FLT_MAX));
-        const __m512 bs1 = _mm512_max_ps(mx1, _mm512_set1_ps(-FLT_MAX));
-        __m512 sum0 = _mm512_setzero_ps(), sum1 = _mm512_setzero_ps();
-        const int drop = d->dropout > 0.0f;
-        for (int j = 0; j < nbp; j += 2) {
-            float *x = St + j * AX_BR;
-            const __m512 e00 = attn__exp2_avx512(_mm512_sub_ps(_mm512_mul_ps(_mm512_loadu_ps(x), cc), bs0));
-            const __m512 e01 = attn__exp2_avx512(_mm512_sub_ps(_mm512_mul_ps(_mm512_loadu_ps(x + 16), cc), bs1));
-            const __m512 e10 = attn__exp2_avx512(_mm512_sub_ps(_mm512_mul_ps(_mm512_loadu_ps(x + AX_BR), cc), bs0));
-            const __m512 e11 =
-                attn__exp2_avx512(_mm512_sub_ps(_mm512_mul_ps(_mm512_loadu_ps(x + AX_BR + 16), cc), bs1));
-            sum0 = _mm512_add_ps(_mm512_add_ps(sum0, e00), e10);
-            sum1 = _mm512_add_ps(_mm512_add_ps(sum1, e01), e11);
-            if (drop) {
-                _mm512_storeu_ps(x, e00);
-                _mm512_storeu_ps(x + 16, e01);
-                _mm512_storeu_ps(x + AX_BR, e10);
-                _mm512_storeu_ps(x + AX_BR + 16, e11);
-            } else {
-                uint16_t *p = Pt + (int64_t)((j / 32) * 2) * 512 + (j % 32 / 2) * 32;
-                _mm512_storeu_si512(p, ax_pair(e00, e10));
-                _mm512_storeu_si512(p + 512, ax_pair(e01, e11));
-            }
-        }
-        if (drop) {
-            /* dropout on the weights that multiply V (the sum above is before dropout) */
-            const float keep_scale = 1.0f / (1.0f - d->dropout);
-            for (int i = 0; i < nr; i++) {
-                const uint64_t row = ((uint64_t)b * H + h) * T + (uint64_t)(t0 + i);
-                for (int j = 0; j < nb; j++) {
-                    float *x = St + j * AX_BR + i;
-                    *x = attn__dropout_keep(d->seed, row * S + (uint64_t)(j0 + j), d->dropout) ? *x * keep_scale
-                                                                                             : 0.0f;
-                }
-            }
-            for (int j = 0; j < nbp; j += 2) {
-                const float *x = St + j * AX_BR;
-                uint16_t *p = Pt + (int64_t)((j / 32) * 2) * 512 + (j % 32 / 2) * 32;
-                _mm512_storeu_si512(p, ax_pair(_mm512_loadu_ps(x), _mm512_loadu_ps(x + AX_BR)));
-                _mm512_storeu_si512(p + 512, ax_pair(_mm512_loadu_ps(x + 16), _mm512_loadu_ps(x + AX_BR + 16)));
-            }
-        }
-
-        /* rescale: alpha = exp2(m - bm), l = alpha·l + Σ, m = bm; Oᵀ ∘= alpha unless every alpha is 1 */
-        const __m512 al0 = attn__exp2_avx512(_mm512_sub_ps(_mm512_loadu_ps(m), bs0));
-        const __m512 al1 = attn__exp2_avx512(_mm512_sub_ps(_mm512_loadu_ps(m + 16), bs1));
-        _mm512_storeu_ps(l, _mm512_fmadd_ps(_mm512_loadu_ps(l), al0, sum0));
-        _mm512_storeu_ps(l + 16, _mm512_fmadd_ps(_mm512_loadu_ps(l + 16), al1, sum1));
-        _mm512_storeu_ps(m, mx0);
-        _mm512_storeu_ps(m + 16, mx1);
-        if (_mm512_cmp_ps_mask(al0, one, _CMP_NEQ_UQ) | _mm512_cmp_ps_mask(al1, one, _CMP_NEQ_UQ))
-            for (int x = 0; x < DvP; x++) {
-                float *o = Ot + x * AX_BR;
-                _mm512_storeu_ps(o, _mm512_mul_ps(_mm512_loadu_ps(o), al0));
-                _mm512_storeu_ps(o + 16, _mm512_mul_ps(_mm512_loadu_ps(o + 16), al1));
-            }
-
-        /* Oᵀ += Vᵀ_blk Pᵀ, 32 value dims x 32 queries at a time */
-        for (int x0 = 0; x0 < DvP; x0 += 32) {
-            float *o = Ot + (int64_t)x0 * AX_BR;
+/* Oᵀ += Vᵀ_blk Pᵀ for keys [j0, j0 + nbp), 32 value dims x 2 query tiles at a time. */
+static inline void ax_pv(const ax_blk *x, const uint16_t *Pt, int j0, int nbp) {
+    const int NXT = x->NXT;
+    for (int xt = 0; xt < NXT; xt += 2)
+        for (int qp = 0; qp < AX_NQ; qp += 2) {
+            float *o = x->Ot + (int64_t)(16 * xt) * AX_BR + 16 * qp;
             _tile_loadd(0, o, AX_BR * 4);
             _tile_loadd(1, o + 16, AX_BR * 4);
             _tile_loadd(2, o + 16 * AX_BR, AX_BR * 4);
             _tile_loadd(3, o + 16 * AX_BR + 16, AX_BR * 4);
-            const uint16_t *a0 = vt + (int64_t)x0 * SP + j0;
             for (int kc = 0; kc < nbp / 32; kc++) {
-                _tile_loadd(4, a0 + 32 * kc, SP * 2);
-                _tile_loadd(5, a0 + (int64_t)16 * SP + 32 * kc, SP * 2);
-                _tile_loadd(6, Pt + (int64_t)(kc * 2 + 0) * 512, 64);
-                _tile_loadd(7, Pt + (int64_t)(kc * 2 + 1) * 512, 64);
+                const uint16_t *a = x->vt + ((int64_t)(j0 / 32 + kc) * NXT + xt) * 512;
+                _tile_loadd(4, a, 64);
+                _tile_loadd(5, a + 512, 64);
+                _tile_loadd(6, Pt + (int64_t)(kc * AX_NQ + qp) * 512, 64);
+                _tile_loadd(7, Pt + (int64_t)(kc * AX_NQ + qp + 1) * 512, 64);
                 _tile_dpbf16ps(0, 4, 6);
                 _tile_dpbf16ps(1, 4, 7);
                 _tile_dpbf16ps(2, 5, 6);
@@ -371,21 +265,206 @@ static void ax_block(const ax_fwd *cx, char *tw, int b, int h, int t0, int nr) {
             _tile_stored(2, o + 16 * AX_BR, AX_BR * 4);
             _tile_stored(3, o + 16 * AX_BR + 16, AX_BR * 4);
         }
+}
+
+/* The softmax step of keys [j0, j0 + nb) (nbp padded) whose scores are in Sᵀ: x in log2 units, masks,
+ * the maxima, exponentials into Pt and their sum, and Oᵀ rescaled when a lane's mu moved (Oᵀ must hold
+ * every block before this one). first: no block before (Oᵀ is zero: nothing to rescale). */
+static inline void ax_softmax(const ax_blk *x, uint16_t *Pt, int j0, int nb, int nbp, int first) {
+    const attn_sdpa_desc *d = x->d;
+    const attn_mask *mk = &d->mask;
+    float *St = x->St;
+    const __m512 vc2 = _mm512_set1_ps(x->c2), ninf = _mm512_set1_ps(-INFINITY);
+    /* plain: every key of the (padded) block visible to every row, no mask touches it, and c2 > 0 */
+    const int plain = !x->generic && j0 + nbp <= x->minlim && x->c2 > 0.0f;
+
+    /* the block's max per query lane; x in log2 units. A plain block keeps the raw sums and scales them
+     * in the exponential (c2 > 0 keeps the order, so the max scaled is the max of the scaled: the same
+     * bits as x computed one by one) */
+    __m512 mx[AX_NQ], cc = _mm512_set1_ps(1.0f);
+    for (int q = 0; q < AX_NQ; q++) mx[q] = ninf;
+    if (plain) {
+        for (int j = 0; j < nbp; j++)
+            for (int q = 0; q < AX_NQ; q++) mx[q] = _mm512_max_ps(mx[q], _mm512_loadu_ps(St + j * AX_BR + 16 * q));
+        for (int q = 0; q < AX_NQ; q++) mx[q] = _mm512_mul_ps(mx[q], vc2);
+        cc = vc2;
+    } else {
+        __m512i lim[AX_NQ];
+        for (int q = 0; q < AX_NQ; q++) lim[q] = _mm512_loadu_si512(x->lim + 16 * q);
+        for (int j = 0; j < nbp; j++) {
+            const __m512i jj = _mm512_set1_epi32(j0 + j);
+            for (int q = 0; q < AX_NQ; q++) {
+                float *s = St + j * AX_BR + 16 * q;
+                const __m512 y = _mm512_mul_ps(_mm512_loadu_ps(s), vc2);
+                _mm512_storeu_ps(s, _mm512_mask_mov_ps(y, _mm512_cmple_epi32_mask(lim[q], jj), ninf));
+            }
+        }
+        if (x->generic)
+            for (int i = 0; i < x->nr; i++) {
+                const uint8_t *al = attn__allow_row(mk, x->b, x->h, x->t0 + i);
+                const float *bi = attn__bias_row(mk, x->b, x->h, x->t0 + i);
+                for (int j = 0; j < nb; j++) {
+                    float *s = St + j * AX_BR + i;
+                    if (al && !al[j0 + j]) *s = -INFINITY;
+                    else if (bi) *s = ax_add_bias(*s, bi[j0 + j]);
+                }
+            }
+        for (int j = 0; j < nbp; j++)
+            for (int q = 0; q < AX_NQ; q++) mx[q] = _mm512_max_ps(mx[q], _mm512_loadu_ps(St + j * AX_BR + 16 * q));
+    }
+
+    /* mu moves where the block's max passes it by more than AX_LAZY (always from -inf) */
+    const __m512 lazy = _mm512_set1_ps(AX_LAZY);
+    __m512 mu[AX_NQ], nbs[AX_NQ], bs[AX_NQ];
+    __mmask16 mv[AX_NQ];
+    int moved = 0;
+    for (int q = 0; q < AX_NQ; q++) {
+        _mm512_storeu_ps(x->mt + 16 * q, _mm512_max_ps(_mm512_loadu_ps(x->mt + 16 * q), mx[q]));
+        mu[q] = _mm512_loadu_ps(x->mu + 16 * q);
+        mv[q] = _mm512_cmp_ps_mask(mx[q], _mm512_add_ps(mu[q], lazy), _CMP_GT_OQ);
+        moved |= mv[q];
+        /* a lane with no key yet keeps -inf: subtract -FLT_MAX instead so exp2 gives 0, not NaN */
+        bs[q] = _mm512_max_ps(_mm512_mask_mov_ps(mu[q], mv[q], mx[q]), _mm512_set1_ps(-FLT_MAX));
+        nbs[q] = _mm512_sub_ps(_mm512_setzero_ps(), bs[q]);
+    }
+
+    /* exponentials, their sum, and Pᵀ in bf16 pairs of keys */
+    __m512 sum[AX_NQ];
+    for (int q = 0; q < AX_NQ; q++) sum[q] = _mm512_setzero_ps();
+    const int drop = d->dropout > 0.0f;
+    for (int j = 0; j < nbp; j += 2) {
+        float *s = St + j * AX_BR;
+        uint16_t *p = Pt + (int64_t)((j / 32) * AX_NQ) * 512 + (j % 32 / 2) * 32;
+        for (int q = 0; q < AX_NQ; q++) {
+            const __m512 e0 = attn__exp2_avx512(_mm512_fmadd_ps(_mm512_loadu_ps(s + 16 * q), cc, nbs[q]));
+            const __m512 e1 = attn__exp2_avx512(_mm512_fmadd_ps(_mm512_loadu_ps(s + AX_BR + 16 * q), cc, nbs[q]));
+            sum[q] = _mm512_add_ps(_mm512_add_ps(sum[q], e0), e1);
+            if (drop) {
+                _mm512_storeu_ps(s + 16 * q, e0);
+                _mm512_storeu_ps(s + AX_BR + 16 * q, e1);
+            } else {
+                _mm512_storeu_si512(p + q * 512, ax_pair(e0, e1));
+            }
+        }
+    }
+    if (drop) {
+        /* dropout on the weights that multiply V (the sum above is before dropout) */
+        const float keep_scale = 1.0f / (1.0f - d->dropout);
+        for (int i = 0; i < x->nr; i++) {
+            const uint64_t row = ((uint64_t)x->b * d->H + x->h) * d->T + (uint64_t)(x->t0 + i);
+            for (int j = 0; j < nb; j++) {
+                float *s = St + j * AX_BR + i;
+                *s = attn__dropout_keep(d->seed, row * d->S + (uint64_t)(j0 + j), d->dropout) ? *s * keep_scale : 0.0f;
+            }
+        }
+        for (int j = 0; j < nbp; j += 2) {
+            const float *s = St + j * AX_BR;
+            uint16_t *p = Pt + (int64_t)((j / 32) * AX_NQ) * 512 + (j % 32 / 2) * 32;
+            for (int q = 0; q < AX_NQ; q++)
+                _mm512_storeu_si512(p + q * 512, ax_pair(_mm512_loadu_ps(s + 16 * q), _mm512_loadu_ps(s + AX_BR + 16 * q)));
+        }
+    }
+
+    /* alpha = exp2(mu - mu_new) where mu moved (1 elsewhere); l = alpha·l + Σ; Oᵀ ∘= alpha */
+    if (moved) {
+        __m512 al[AX_NQ];
+        for (int q = 0; q < AX_NQ; q++) {
+            al[q] = _mm512_mask_blend_ps(mv[q], _mm512_set1_ps(1.0f), attn__exp2_avx512(_mm512_sub_ps(mu[q], bs[q])));
+            _mm512_storeu_ps(x->l + 16 * q, _mm512_fmadd_ps(_mm512_loadu_ps(x->l + 16 * q), al[q], sum[q]));
+            _mm512_storeu_ps(x->mu + 16 * q, _mm512_mask_mov_ps(mu[q], mv[q], mx[q]));
+        }
+        if (!first)
+            for (int r = 0; r < 16 * x->NXT; r++)
+                for (int q = 0; q < AX_NQ; q++) {
+                    float *o = x->Ot + r * AX_BR + 16 * q;
+                    _mm512_storeu_ps(o, _mm512_mul_ps(_mm512_loadu_ps(o), al[q]));
+                }
+    } else {
+        for (int q = 0; q < AX_NQ; q++)
+            _mm512_storeu_ps(x->l + 16 * q, _mm512_add_ps(_mm512_loadu_ps(x->l + 16 * q), sum[q]));
+    }
+}
+
+static void ax_block(const ax_fwd *cx, char *tw, int b, int h, int t0, int nr) {
+    const attn_sdpa_desc *d = cx->d;
+    const ax_dims *z = &cx->z;
+    const int H = d->H, T = d->T, S = d->S, D = d->D, Dv = d->Dv, G = H / d->Hkv, hk = h / G;
+    const int DvP = z->DvP, BC = z->BC;
+    const attn_mask *mk = &d->mask;
+    const int dt = d->dtype, es = dt == ATTN_DTYPE_BF16 ? 2 : 4;
+
+    ax_blk x;
+    x.d = d; x.b = b; x.h = h; x.t0 = t0; x.nr = nr; x.NC = z->NC; x.NXT = z->NXT;
+    x.generic = mk->allow || mk->bias;
+    x.c2 = d->scale * AX_LOG2E;
+    const int64_t pair = (int64_t)b * d->Hkv + hk;
+    x.kp = (const uint16_t *)(cx->shared + pair * (z->kpack + z->vpack));
+    x.vt = (const uint16_t *)((const char *)x.kp + z->kpack);
+    x.Qt = (uint16_t *)tw;
+    x.St = (float *)(tw + z->qt);
+    x.Pt[0] = (uint16_t *)((char *)x.St + z->st);
+    x.Pt[1] = (uint16_t *)((char *)x.Pt[0] + z->pt);
+    x.Ot = (float *)((char *)x.Pt[1] + z->pt);
+    x.mu = (float *)((char *)x.Ot + z->ot);
+    x.mt = x.mu + AX_BR;
+    x.l = x.mt + AX_BR;
+    x.lim = (int32_t *)(x.l + AX_BR);
+
+    /* Qᵀ as B tiles: tile (c, qt), row r, query n: q[16·qt + n][32·c + 2·r + {0,1}], zero padded; key
+     * limits per row (padding rows copy the last row's) */
+    const char *qb = (const char *)cx->q + (b * d->q.b + h * d->q.h + (int64_t)t0 * d->q.t) * es;
+    for (int i = 0; i < AX_BR; i++) {
+        const char *src = qb + (int64_t)(i < nr ? i : 0) * d->q.t * es;
+        for (int c = 0; c < z->NC; c++) {
+            uint16_t *dst = x.Qt + ((int64_t)(c * AX_NQ + i / 16) * 16) * 32 + (i % 16) * 2;
+            for (int r = 0; r < 16; r++)
+                for (int e = 0; e < 2; e++) {
+                    const int xx = 32 * c + 2 * r + e;
+                    dst[r * 32 + e] = i < nr && xx < D ? ax_get(src, dt, xx) : 0;
+                }
+        }
+    }
+    int minlim = S, maxlim = 0;
+    for (int i = 0; i < AX_BR; i++) {
+        x.lim[i] = attn__key_limit(mk, b, t0 + (i < nr ? i : nr - 1), T, S);
+        if (x.lim[i] < minlim) minlim = x.lim[i];
+        if (x.lim[i] > maxlim) maxlim = x.lim[i];
+        x.mu[i] = x.mt[i] = -INFINITY;
+        x.l[i] = 0.0f;
+    }
+    x.minlim = minlim;
+    memset(x.Ot, 0, sizeof(float) * (size_t)DvP * AX_BR);
+
+    /* the key blocks, software-pipelined: the scores of block j+1 and P·V of block j go to the tiles
+     * before the softmax of block j+1 runs on AVX-512, so the tile unit works while the vector units do
+     * and P of block j is in memory well before its tiles are loaded */
+    const int nblk = (maxlim + BC - 1) / BC;
+    if (nblk > 0) {
+        const int nb0 = maxlim < BC ? maxlim : BC;
+        ax_scores(&x, 0, ax_up32(nb0));
+        ax_softmax(&x, x.Pt[0], 0, nb0, ax_up32(nb0), 1);
+    }
+    for (int j = 0; j < nblk; j++) {
+        const int j0 = j * BC, nb = maxlim - j0 < BC ? maxlim - j0 : BC;
+        const int j1 = j0 + BC, nb1 = maxlim - j1 < BC ? maxlim - j1 : BC;
+        if (j + 1 < nblk) ax_scores(&x, j1, ax_up32(nb1));
+        ax_pv(&x, x.Pt[j & 1], j0, ax_up32(nb));
+        if (j + 1 < nblk) ax_softmax(&x, x.Pt[(j + 1) & 1], j1, nb1, ax_up32(nb1), 0);
     }
 
     /* out = Oᵀᵀ / l; the row statistics; rows that saw no key: zeros */
     for (int i = 0; i < nr; i++) {
         const int64_t row = ((int64_t)b * H + h) * T + t0 + i;
-        const float inv = l[i] > 0.0f ? 1.0f / l[i] : 0.0f;
+        const float inv = x.l[i] > 0.0f ? 1.0f / x.l[i] : 0.0f;
         const int64_t off = b * d->out.b + h * d->out.h + (int64_t)(t0 + i) * d->out.t;
         if (dt == ATTN_DTYPE_BF16) {
             uint16_t *orow = (uint16_t *)cx->out + off;
-            for (int x = 0; x < Dv; x++) orow[x] = attn__bf16(Ot[x * AX_BR + i] * inv);
+            for (int xx = 0; xx < Dv; xx++) orow[xx] = attn__bf16(x.Ot[xx * AX_BR + i] * inv);
         } else {
             float *orow = cx->out + off;
-            for (int x = 0; x < Dv; x++) orow[x] = Ot[x * AX_BR + i] * inv;
+            for (int xx = 0; xx < Dv; xx++) orow[xx] = x.Ot[xx * AX_BR + i] * inv;
         }
-        ax_put_stats(cx->lse, row, m[i], l[i]);
+        ax_put_stats(cx->lse, row, x.mt[i], x.mu[i], x.l[i]);
     }
 }
 
