@@ -103,7 +103,7 @@ static ax_dims ax_dims_of(const attn_sdpa_desc *d) {
     z.pt = ax_round((size_t)z.BC * AX_BR * 2);
     z.ot = ax_round((size_t)z.DvP * AX_BR * 4);
     z.vec = 4 * ax_round(AX_BR * 4);                     /* mu, mt, l, lim */
-    z.thread = z.qt + z.st + 2 * z.pt + z.ot + z.vec;
+    z.thread = z.qt + 2 * z.st + 2 * z.pt + z.ot + z.vec;
     return z;
 }
 
@@ -181,6 +181,24 @@ static inline void ax_put_stats(float *lse, int64_t row, float m, float mu, floa
     lse[row] = l > 0.0f ? (m + L) * AX_LN2 : -INFINITY;
 }
 
+/* 2^x for the softmax: the AVX-512 path's polynomial and its exact 0 below 2^-125, without its upper
+ * clamp (x <= AX_LAZY here). */
+static inline __m512 ax_exp2(__m512 x) {
+    const __mmask16 keep = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-125.0f), _CMP_NLT_UQ);
+    x = _mm512_max_ps(_mm512_set1_ps(-125.0f), x);
+    const __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512 f = _mm512_sub_ps(x, n);
+    __m512 p = _mm512_set1_ps(1.5252733e-05f);
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.5403530e-04f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.3333558e-03f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.6181291e-03f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5504109e-02f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022651e-01f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.9314718e-01f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+    return _mm512_maskz_scalef_ps(keep, p, n);
+}
+
 /* Two fp32 rows (keys 2r and 2r+1, 16 query lanes each) as one B-tile row: bf16 pairs interleaved. */
 static inline __m512i ax_pair(__m512 e0, __m512 e1) {
     const __m512i idx = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
@@ -196,7 +214,7 @@ typedef struct ax_blk {
     float c2;
     const uint16_t *kp, *vt;     /* packed K and Vᵀ of the kv head */
     uint16_t *Qt;
-    float *St;                   /* (BC, BR) */
+    float *St[2];                /* (BC, BR), two: the scores of block j+2 are made during block j+1's softmax */
     uint16_t *Pt[2];             /* two: P·V of a block overlaps the next block's softmax */
     float *Ot;                   /* (DvP, BR) */
     float *mu, *mt, *l;          /* (BR) each: the max the exponentials use, the true max, the sum */
@@ -209,71 +227,106 @@ typedef struct ax_blk {
  * only when some lane's mu moved, instead of at almost every block. */
 #define AX_LAZY 8.0f
 
-/* Sᵀ = K_blk Qᵀ for keys [j0, j0 + nbp) (j0 a multiple of 32): per 32 keys and pair of query tiles, the
- * tile sums over D in steps of 32, from zero. */
-static inline void ax_scores(const ax_blk *x, int j0, int nbp) {
-    const int NC = x->NC;
-    for (int kc = 0; kc < nbp / 32; kc++) {
-        const uint16_t *a0 = x->kp + (int64_t)((j0 + 32 * kc) / 16) * NC * 512;   /* key tile, chunk 0 */
-        for (int qp = 0; qp < AX_NQ; qp += 2) {
-            _tile_zero(0);
-            _tile_zero(1);
-            _tile_zero(2);
-            _tile_zero(3);
-            for (int c = 0; c < NC; c++) {
-                _tile_loadd(4, a0 + (int64_t)c * 512, 64);
-                _tile_loadd(5, a0 + (int64_t)(NC + c) * 512, 64);
-                _tile_loadd(6, x->Qt + (int64_t)(c * AX_NQ + qp) * 512, 64);
-                _tile_loadd(7, x->Qt + (int64_t)(c * AX_NQ + qp + 1) * 512, 64);
-                _tile_dpbf16ps(0, 4, 6);
-                _tile_dpbf16ps(1, 4, 7);
-                _tile_dpbf16ps(2, 5, 6);
-                _tile_dpbf16ps(3, 5, 7);
-            }
-            float *s0 = x->St + (int64_t)(32 * kc) * AX_BR + 16 * qp;
-            _tile_stored(0, s0, AX_BR * 4);
-            _tile_stored(1, s0 + 16, AX_BR * 4);
-            _tile_stored(2, s0 + 16 * AX_BR, AX_BR * 4);
-            _tile_stored(3, s0 + 16 * AX_BR + 16, AX_BR * 4);
-        }
-    }
+/* ---------------------------------------------------------------------------------------------------
+ * The tile work of a block as a list of steps of 4 tile products each, so that the softmax can issue
+ * one step every row pair: a core retires in order, so a long run of tile products ahead of the softmax
+ * would fill the reorder buffer and stall it; products spread through the vector code run alongside.
+ *   P·V    Oᵀ += Vᵀ_blk Pᵀ: per pair of Dv tiles and pair of query tiles, Oᵀ's 4 tiles loaded, one step
+ *          per 32 keys, stored back
+ *   scores Sᵀ = K_blk Qᵀ: per 32 keys and pair of query tiles, 4 tiles from zero, one step per 32
+ *          dims (the sum over D in that order: a score's bits depend on D only), stored
+ */
+typedef struct ax_tasks {
+    /* P·V of keys [pv_j0, + pv_nbp) from pv_P; then the scores of keys [sc_j0, + sc_nbp) into sc_S */
+    const uint16_t *pv_P;
+    int pv_j0, pv_nkc;           /* pv_nkc = 0: none */
+    float *sc_S;
+    int sc_j0, sc_nkc;           /* sc_nkc = 0: none */
+    int step, pv_steps, total;   /* next step, steps of P·V, all steps */
+} ax_tasks;
+
+static inline void ax_tasks_init(ax_tasks *t, const ax_blk *x, const uint16_t *pvP, int pvj0, int pvnbp, float *scS,
+                                 int scj0, int scnbp) {
+    t->pv_P = pvP;
+    t->pv_j0 = pvj0;
+    t->pv_nkc = pvnbp / 32;
+    t->sc_S = scS;
+    t->sc_j0 = scj0;
+    t->sc_nkc = scnbp / 32;
+    t->step = 0;
+    t->pv_steps = (x->NXT / 2) * (AX_NQ / 2) * t->pv_nkc;
+    t->total = t->pv_steps + t->sc_nkc * (AX_NQ / 2) * x->NC;
 }
 
-/* Oᵀ += Vᵀ_blk Pᵀ for keys [j0, j0 + nbp), 32 value dims x 2 query tiles at a time. */
-static inline void ax_pv(const ax_blk *x, const uint16_t *Pt, int j0, int nbp) {
-    const int NXT = x->NXT;
-    for (int xt = 0; xt < NXT; xt += 2)
-        for (int qp = 0; qp < AX_NQ; qp += 2) {
-            float *o = x->Ot + (int64_t)(16 * xt) * AX_BR + 16 * qp;
+/* Runs step t->step. */
+static inline void ax_step(const ax_blk *x, ax_tasks *t) {
+    int s = t->step++;
+    if (s < t->pv_steps) {
+        const int nkc = t->pv_nkc, kc = s % nkc, g = s / nkc;     /* g: (Dv tile pair, query tile pair) */
+        const int qp = 2 * (g % (AX_NQ / 2)), xt = 2 * (g / (AX_NQ / 2));
+        float *o = x->Ot + (int64_t)(16 * xt) * AX_BR + 16 * qp;
+        if (kc == 0) {
             _tile_loadd(0, o, AX_BR * 4);
             _tile_loadd(1, o + 16, AX_BR * 4);
             _tile_loadd(2, o + 16 * AX_BR, AX_BR * 4);
             _tile_loadd(3, o + 16 * AX_BR + 16, AX_BR * 4);
-            for (int kc = 0; kc < nbp / 32; kc++) {
-                const uint16_t *a = x->vt + ((int64_t)(j0 / 32 + kc) * NXT + xt) * 512;
-                _tile_loadd(4, a, 64);
-                _tile_loadd(5, a + 512, 64);
-                _tile_loadd(6, Pt + (int64_t)(kc * AX_NQ + qp) * 512, 64);
-                _tile_loadd(7, Pt + (int64_t)(kc * AX_NQ + qp + 1) * 512, 64);
-                _tile_dpbf16ps(0, 4, 6);
-                _tile_dpbf16ps(1, 4, 7);
-                _tile_dpbf16ps(2, 5, 6);
-                _tile_dpbf16ps(3, 5, 7);
-            }
+        }
+        const uint16_t *a = x->vt + ((int64_t)(t->pv_j0 / 32 + kc) * x->NXT + xt) * 512;
+        _tile_loadd(4, a, 64);
+        _tile_loadd(5, a + 512, 64);
+        _tile_loadd(6, t->pv_P + (int64_t)(kc * AX_NQ + qp) * 512, 64);
+        _tile_loadd(7, t->pv_P + (int64_t)(kc * AX_NQ + qp + 1) * 512, 64);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+        if (kc == nkc - 1) {
             _tile_stored(0, o, AX_BR * 4);
             _tile_stored(1, o + 16, AX_BR * 4);
             _tile_stored(2, o + 16 * AX_BR, AX_BR * 4);
             _tile_stored(3, o + 16 * AX_BR + 16, AX_BR * 4);
         }
+        return;
+    }
+    s -= t->pv_steps;
+    const int NC = x->NC, c = s % NC, g = s / NC;                 /* g: (32 keys, query tile pair) */
+    const int qp = 2 * (g % (AX_NQ / 2)), kc = g / (AX_NQ / 2);
+    const uint16_t *a0 = x->kp + (int64_t)((t->sc_j0 + 32 * kc) / 16) * NC * 512;   /* key tile, chunk 0 */
+    if (c == 0) {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+    }
+    _tile_loadd(4, a0 + (int64_t)c * 512, 64);
+    _tile_loadd(5, a0 + (int64_t)(NC + c) * 512, 64);
+    _tile_loadd(6, x->Qt + (int64_t)(c * AX_NQ + qp) * 512, 64);
+    _tile_loadd(7, x->Qt + (int64_t)(c * AX_NQ + qp + 1) * 512, 64);
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 4, 7);
+    _tile_dpbf16ps(2, 5, 6);
+    _tile_dpbf16ps(3, 5, 7);
+    if (c == NC - 1) {
+        float *s0 = t->sc_S + (int64_t)(32 * kc) * AX_BR + 16 * qp;
+        _tile_stored(0, s0, AX_BR * 4);
+        _tile_stored(1, s0 + 16, AX_BR * 4);
+        _tile_stored(2, s0 + 16 * AX_BR, AX_BR * 4);
+        _tile_stored(3, s0 + 16 * AX_BR + 16, AX_BR * 4);
+    }
 }
 
-/* The softmax step of keys [j0, j0 + nb) (nbp padded) whose scores are in Sᵀ: x in log2 units, masks,
+static inline void ax_steps_all(const ax_blk *x, ax_tasks *t) {
+    while (t->step < t->total) ax_step(x, t);
+}
+
+/* The softmax step of keys [j0, j0 + nb) (nbp padded) whose scores are in St: x in log2 units, masks,
  * the maxima, exponentials into Pt and their sum, and Oᵀ rescaled when a lane's mu moved (Oᵀ must hold
- * every block before this one). first: no block before (Oᵀ is zero: nothing to rescale). */
-static inline void ax_softmax(const ax_blk *x, uint16_t *Pt, int j0, int nb, int nbp, int first) {
+ * every block before this one: the tasks, which hold P·V of the block before, are all issued first).
+ * One tile step of tk per row pair of the exponentials. first: no block before (Oᵀ is zero). */
+static inline void ax_softmax(const ax_blk *x, float *St, uint16_t *Pt, int j0, int nb, int nbp, int first,
+                              ax_tasks *tk) {
     const attn_sdpa_desc *d = x->d;
     const attn_mask *mk = &d->mask;
-    float *St = x->St;
     const __m512 vc2 = _mm512_set1_ps(x->c2), ninf = _mm512_set1_ps(-INFINITY);
     /* plain: every key of the (padded) block visible to every row, no mask touches it, and c2 > 0 */
     const int plain = !x->generic && j0 + nbp <= x->minlim && x->c2 > 0.0f;
@@ -328,24 +381,30 @@ static inline void ax_softmax(const ax_blk *x, uint16_t *Pt, int j0, int nb, int
         nbs[q] = _mm512_sub_ps(_mm512_setzero_ps(), bs[q]);
     }
 
-    /* exponentials, their sum, and Pᵀ in bf16 pairs of keys */
+    /* exponentials, their sum, and Pᵀ in bf16 pairs of keys (everything the loop reads in locals: the
+     * vector stores may alias any memory, and fields read through x would be reloaded after each) */
     __m512 sum[AX_NQ];
     for (int q = 0; q < AX_NQ; q++) sum[q] = _mm512_setzero_ps();
     const int drop = d->dropout > 0.0f;
+    float *const S0 = St;
+    uint16_t *const P0 = Pt;
     for (int j = 0; j < nbp; j += 2) {
-        float *s = St + j * AX_BR;
-        uint16_t *p = Pt + (int64_t)((j / 32) * AX_NQ) * 512 + (j % 32 / 2) * 32;
+        if (tk->step < tk->total) ax_step(x, tk);
+        const float *s = S0 + j * AX_BR;
+        uint16_t *p = P0 + (int64_t)((j / 32) * AX_NQ) * 512 + (j % 32 / 2) * 32;
+        __m512 e0[AX_NQ], e1[AX_NQ];
         for (int q = 0; q < AX_NQ; q++) {
-            const __m512 e0 = attn__exp2_avx512(_mm512_fmadd_ps(_mm512_loadu_ps(s + 16 * q), cc, nbs[q]));
-            const __m512 e1 = attn__exp2_avx512(_mm512_fmadd_ps(_mm512_loadu_ps(s + AX_BR + 16 * q), cc, nbs[q]));
-            sum[q] = _mm512_add_ps(_mm512_add_ps(sum[q], e0), e1);
-            if (drop) {
-                _mm512_storeu_ps(s + 16 * q, e0);
-                _mm512_storeu_ps(s + AX_BR + 16 * q, e1);
-            } else {
-                _mm512_storeu_si512(p + q * 512, ax_pair(e0, e1));
-            }
+            e0[q] = ax_exp2(_mm512_fmadd_ps(_mm512_loadu_ps(s + 16 * q), cc, nbs[q]));
+            e1[q] = ax_exp2(_mm512_fmadd_ps(_mm512_loadu_ps(s + AX_BR + 16 * q), cc, nbs[q]));
+            sum[q] = _mm512_add_ps(sum[q], _mm512_add_ps(e0[q], e1[q]));
         }
+        if (drop)
+            for (int q = 0; q < AX_NQ; q++) {
+                _mm512_storeu_ps(S0 + j * AX_BR + 16 * q, e0[q]);
+                _mm512_storeu_ps(S0 + j * AX_BR + AX_BR + 16 * q, e1[q]);
+            }
+        else
+            for (int q = 0; q < AX_NQ; q++) _mm512_storeu_si512(p + q * 512, ax_pair(e0[q], e1[q]));
     }
     if (drop) {
         /* dropout on the weights that multiply V (the sum above is before dropout) */
@@ -364,6 +423,8 @@ static inline void ax_softmax(const ax_blk *x, uint16_t *Pt, int j0, int nb, int
                 _mm512_storeu_si512(p + q * 512, ax_pair(_mm512_loadu_ps(s + 16 * q), _mm512_loadu_ps(s + AX_BR + 16 * q)));
         }
     }
+
+    ax_steps_all(x, tk);
 
     /* alpha = exp2(mu - mu_new) where mu moved (1 elsewhere); l = alpha·l + Σ; Oᵀ ∘= alpha */
     if (moved) {
@@ -401,8 +462,9 @@ static void ax_block(const ax_fwd *cx, char *tw, int b, int h, int t0, int nr) {
     x.kp = (const uint16_t *)(cx->shared + pair * (z->kpack + z->vpack));
     x.vt = (const uint16_t *)((const char *)x.kp + z->kpack);
     x.Qt = (uint16_t *)tw;
-    x.St = (float *)(tw + z->qt);
-    x.Pt[0] = (uint16_t *)((char *)x.St + z->st);
+    x.St[0] = (float *)(tw + z->qt);
+    x.St[1] = (float *)((char *)x.St[0] + z->st);
+    x.Pt[0] = (uint16_t *)((char *)x.St[1] + z->st);
     x.Pt[1] = (uint16_t *)((char *)x.Pt[0] + z->pt);
     x.Ot = (float *)((char *)x.Pt[1] + z->pt);
     x.mu = (float *)((char *)x.Ot + z->ot);
@@ -435,22 +497,27 @@ static void ax_block(const ax_fwd *cx, char *tw, int b, int h, int t0, int nr) {
     x.minlim = minlim;
     memset(x.Ot, 0, sizeof(float) * (size_t)DvP * AX_BR);
 
-    /* the key blocks, software-pipelined: the scores of block j+1 and P·V of block j go to the tiles
-     * before the softmax of block j+1 runs on AVX-512, so the tile unit works while the vector units do
-     * and P of block j is in memory well before its tiles are loaded */
+    /* the key blocks, software-pipelined: while the softmax of block j+1 runs on AVX-512, the tiles do
+     * P·V of block j and the scores of block j+2 (two Sᵀ and two Pᵀ buffers) */
     const int nblk = (maxlim + BC - 1) / BC;
+#define AX_NB(j) (maxlim - (j) * BC < BC ? maxlim - (j) * BC : BC)
+    ax_tasks tk;
     if (nblk > 0) {
-        const int nb0 = maxlim < BC ? maxlim : BC;
-        ax_scores(&x, 0, ax_up32(nb0));
-        ax_softmax(&x, x.Pt[0], 0, nb0, ax_up32(nb0), 1);
+        ax_tasks_init(&tk, &x, NULL, 0, 0, x.St[0], 0, ax_up32(AX_NB(0)));
+        ax_steps_all(&x, &tk);
+        ax_tasks_init(&tk, &x, NULL, 0, 0, x.St[1], BC, nblk > 1 ? ax_up32(AX_NB(1)) : 0);
+        ax_softmax(&x, x.St[0], x.Pt[0], 0, AX_NB(0), ax_up32(AX_NB(0)), 1, &tk);
     }
     for (int j = 0; j < nblk; j++) {
-        const int j0 = j * BC, nb = maxlim - j0 < BC ? maxlim - j0 : BC;
-        const int j1 = j0 + BC, nb1 = maxlim - j1 < BC ? maxlim - j1 : BC;
-        if (j + 1 < nblk) ax_scores(&x, j1, ax_up32(nb1));
-        ax_pv(&x, x.Pt[j & 1], j0, ax_up32(nb));
-        if (j + 1 < nblk) ax_softmax(&x, x.Pt[(j + 1) & 1], j1, nb1, ax_up32(nb1), 0);
+        ax_tasks_init(&tk, &x, x.Pt[j & 1], j * BC, ax_up32(AX_NB(j)), x.St[j & 1], (j + 2) * BC,
+                      j + 2 < nblk ? ax_up32(AX_NB(j + 2)) : 0);
+        if (j + 1 < nblk)
+            ax_softmax(&x, x.St[(j + 1) & 1], x.Pt[(j + 1) & 1], (j + 1) * BC, AX_NB(j + 1), ax_up32(AX_NB(j + 1)), 0,
+                       &tk);
+        else
+            ax_steps_all(&x, &tk);
     }
+#undef AX_NB
 
     /* out = Oᵀᵀ / l; the row statistics; rows that saw no key: zeros */
     for (int i = 0; i < nr; i++) {
