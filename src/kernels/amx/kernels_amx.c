@@ -181,22 +181,21 @@ static inline void ax_put_stats(float *lse, int64_t row, float m, float mu, floa
     lse[row] = l > 0.0f ? (m + L) * AX_LN2 : -INFINITY;
 }
 
-/* 2^x for the softmax: the AVX-512 path's polynomial and its exact 0 below 2^-125, without its upper
- * clamp (x <= AX_LAZY here). */
+/* 2^x for the softmax, x <= AX_LAZY: n = round(x), 2^(x - n) by its Taylor series to degree 5 (relative
+ * error below 2.5e-6: P is rounded to bf16, 2^-9, right after), scaled by 2^n. Runs under MXCSR's
+ * flush-to-zero (ax_forward sets it): x is clamped at -200, so -inf (a masked key) gives exactly 0 and a
+ * result below 2^-126 is 0, never a subnormal (which would cost a microcode assist per vector). */
 static inline __m512 ax_exp2(__m512 x) {
-    const __mmask16 keep = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-125.0f), _CMP_NLT_UQ);
-    x = _mm512_max_ps(_mm512_set1_ps(-125.0f), x);
+    x = _mm512_max_ps(_mm512_set1_ps(-200.0f), x);
     const __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     const __m512 f = _mm512_sub_ps(x, n);
-    __m512 p = _mm512_set1_ps(1.5252733e-05f);
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.5403530e-04f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.3333558e-03f));
+    __m512 p = _mm512_set1_ps(1.3333558e-03f);
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.6181291e-03f));
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5504109e-02f));
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022651e-01f));
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.9314718e-01f));
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
-    return _mm512_maskz_scalef_ps(keep, p, n);
+    return _mm512_scalef_ps(p, n);
 }
 
 /* Two fp32 rows (keys 2r and 2r+1, 16 query lanes each) as one B-tile row: bf16 pairs interleaved. */
@@ -554,6 +553,9 @@ static void ax_forward(const attn_sdpa_desc *d, float *out, float *lse, const fl
         return;
     }
     char *tw = cx.shared + ax_round(cx.z.shared) + (size_t)part->ith * cx.z.thread;
+    /* flush-to-zero for ax_exp2 (the tiles flush anyway); the caller's MXCSR is restored below */
+    const unsigned csr = _mm_getcsr();
+    _mm_setcsr(csr | 0x8000);
     const int64_t nqb = ax_nqb(d), items = (int64_t)d->B * d->H * nqb;
     int on = 0;
     /* head by head, latest query blocks first: under a causal mask they are the longest */
@@ -568,6 +570,7 @@ static void ax_forward(const attn_sdpa_desc *d, float *out, float *lse, const fl
         ax_block(&cx, tw, b, h, t0, nr);
     }
     if (on) _tile_release();
+    _mm_setcsr(csr);
 }
 
 /* ---------------------------------------------------------------------------------------------------
