@@ -55,9 +55,14 @@ static inline float ax_add_bias(float x, float b) {
     return y > FLT_MAX ? FLT_MAX : y < -FLT_MAX ? -FLT_MAX : y;
 }
 
-/* The descriptors this path computes itself: bf16 tensors or bf16 compute, forward. */
+/* The descriptors this path computes itself: bf16 tensors or bf16 compute, forward, with at least
+ * AX_MIN_T query rows per head. A block is 64 rows: with fewer (decoding: T = 1 against a long cache) the
+ * tiles and the softmax would do up to 64 times the work, and repacking the whole K/V cache at every call
+ * would cost more than that; those go to the AVX-512 path (by rows), through fp32. */
+#define AX_MIN_T 16
 static int ax_native(const attn_sdpa_desc *d, attn_pass pass) {
-    return pass == ATTN_PASS_FORWARD && (d->dtype == ATTN_DTYPE_BF16 || d->compute == ATTN_DTYPE_BF16);
+    return pass == ATTN_PASS_FORWARD && (d->dtype == ATTN_DTYPE_BF16 || d->compute == ATTN_DTYPE_BF16) &&
+           d->T >= AX_MIN_T;
 }
 
 /* Element x of a row of a tensor of type dt, as bf16 bits. */
