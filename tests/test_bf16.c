@@ -3,8 +3,8 @@
  * every path this CPU runs (ref, scalar, AVX2, AVX-512 by conversion to fp32; AMX with tiles), against
  * the fp32 reference on the same bf16-rounded inputs. Randomized shapes: odd T, S, D, Dv, T = 1, S = 1,
  * every mask kind alone and combined, fully masked rows, grouped-query heads, strided (B,T,H,D) layouts
- * with padded rows, dropout. Then: bitwise identity for any thread count and for the partition entries
- * (AMX), and the AMX-refused fall-back (run again by ctest with ATTN_NO_AMX=1; `refused` as argument).
+ * with padded rows, dropout; forward and backward. Then: bitwise identity of both passes for any thread
+ * count and for the partition entries, and the AMX-refused fall-back (run again by ctest with ATTN_NO_AMX=1; `refused` as argument).
  *
  * Tolerances (the reference sums in double on the rounded inputs; a bf16 path rounds P to bf16, about
  * 2^-9 relative, and rounds the output to bf16):
@@ -237,9 +237,27 @@ static int run_case(attn_isa isa, const tcase *c, const char *label) {
     float *out_c = calloc(no, sizeof(float)), *lse_c = calloc(nl, sizeof(float));
     work = work_for(&ctx, &f, &wbytes);
     CHECK_STATUS(attn_sdpa_forward(&ctx, &f, out_c, lse_c, NULL, p.q, p.k, p.v, work, wbytes), ATTN_OK);
-    free(work);
     ok &= close_tol("out (fp32, bf16 compute)", out_c, out_r, no, 1e-2, 1e-2);
     ok &= close_lse(lse_c, lse_r, nl);
+    /* its backward from zero against the reference's from zero, both reading this out */
+    {
+        float *g[6];
+        const size_t gn[3] = {nq, nk, nv};
+        for (int i = 0; i < 6; i++) g[i] = calloc(gn[i % 3], sizeof(float));
+        attn_ctx r1;
+        CHECK_STATUS(attn_ctx_init(&r1, ATTN_ISA_REF, 1), ATTN_OK);
+        size_t rb;
+        void *rw = work_for(&r1, d, &rb);
+        CHECK_STATUS(attn_sdpa_backward(&r1, d, g[0], g[1], g[2], p.dout, p.q, p.k, p.v, out_c, lse_c, rw, rb), ATTN_OK);
+        CHECK_STATUS(attn_sdpa_backward(&ctx, &f, g[3], g[4], g[5], p.dout, p.q, p.k, p.v, out_c, lse_c, work, wbytes),
+                     ATTN_OK);
+        ok &= close_tol("dq (fp32, bf16 compute)", g[3], g[0], nq, 2e-2, 0);
+        ok &= close_tol("dk (fp32, bf16 compute)", g[4], g[1], nk, 2e-2, 0);
+        ok &= close_tol("dv (fp32, bf16 compute)", g[5], g[2], nv, 2e-2, 0);
+        free(rw);
+        for (int i = 0; i < 6; i++) free(g[i]);
+    }
+    free(work);
 
     free(out_r); free(lse_r); free(dq_r); free(dk_r); free(dv_r); free(dqh); free(dkh); free(dvh);
     free(outh); free(lse_f); free(got); free(out_c); free(lse_c);
@@ -254,8 +272,9 @@ static void check_threads(attn_isa isa) {
     problem_make(&p, &c);
     attn_sdpa_desc e = p.d;
     e.dtype = ATTN_DTYPE_BF16;
-    uint16_t *o[4];
+    uint16_t *o[4], *g[4][3];
     float *l[4];
+    const size_t gn[3] = {p.nq, p.nk, p.nv};
     for (int r = 0; r < 4; r++) {
         const int nth = r < 3 ? r + 1 : 3;
         attn_ctx ctx;
@@ -264,8 +283,12 @@ static void check_threads(attn_isa isa) {
         l[r] = calloc(p.nl, sizeof(float));
         size_t wbytes;
         void *work = work_for(&ctx, &e, &wbytes);
+        for (int i = 0; i < 3; i++) g[r][i] = calloc(gn[i], 2);
         if (r < 3) {
             CHECK_STATUS(attn_sdpa_forward(&ctx, &e, o[r], l[r], NULL, p.qh, p.kh, p.vh, work, wbytes), ATTN_OK);
+            CHECK_STATUS(attn_sdpa_backward(&ctx, &e, g[r][0], g[r][1], g[r][2], p.douth, p.qh, p.kh, p.vh, o[r], l[r],
+                                            work, wbytes),
+                         ATTN_OK);
         } else {   /* the caller's own threads: stages in order, calls of a stage in reverse order */
             int ns = 0;
             CHECK_STATUS(attn_sdpa_stages(&ctx, &e, ATTN_PASS_FORWARD, &ns), ATTN_OK);
@@ -273,15 +296,26 @@ static void check_threads(attn_isa isa) {
                 for (int ith = nth - 1; ith >= 0; ith--)
                     CHECK_STATUS(attn_sdpa_forward_part(&ctx, &e, o[r], l[r], p.qh, p.kh, p.vh, work, wbytes, s, ith),
                                  ATTN_OK);
+            CHECK_STATUS(attn_sdpa_stages(&ctx, &e, ATTN_PASS_BACKWARD, &ns), ATTN_OK);
+            for (int s = 0; s < ns; s++)
+                for (int ith = nth - 1; ith >= 0; ith--)
+                    CHECK_STATUS(attn_sdpa_backward_part(&ctx, &e, g[r][0], g[r][1], g[r][2], p.douth, p.qh, p.kh, p.vh,
+                                                         o[r], l[r], work, wbytes, s, ith),
+                                 ATTN_OK);
         }
         free(work);
     }
     for (int r = 1; r < 4; r++) {
         CHECK(memcmp(o[0], o[r], 2 * p.no) == 0);
         CHECK(memcmp(l[0], l[r], sizeof(float) * p.nl) == 0);
+        for (int i = 0; i < 3; i++) CHECK(memcmp(g[0][i], g[r][i], 2 * gn[i]) == 0);
     }
-    printf("%s: bf16 forward bitwise identical for 1, 2, 3 threads and the partition entries\n", attn_isa_name(isa));
-    for (int r = 0; r < 4; r++) { free(o[r]); free(l[r]); }
+    printf("%s: bf16 forward and backward bitwise identical for 1, 2, 3 threads and the partition entries\n",
+           attn_isa_name(isa));
+    for (int r = 0; r < 4; r++) {
+        free(o[r]); free(l[r]);
+        for (int i = 0; i < 3; i++) free(g[r][i]);
+    }
     problem_free(&p);
 }
 

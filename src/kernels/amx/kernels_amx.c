@@ -1,8 +1,8 @@
 /*
- * kernels_amx.c — the AMX path: the fused scaled dot-product forward with bf16 products on AMX tiles
- * (fp32 accumulation) and the online softmax on AVX-512, for bf16 tensors, and for fp32 tensors whose
- * descriptor asks for bf16 compute. Everything else (fp32 tensors, the backward for now) is the AVX-512
- * path's: this table's entries hand those descriptors to attn__kernels_avx512. Compiled with
+ * kernels_amx.c — the AMX path: the fused scaled dot-product forward and backward with bf16 products on
+ * AMX tiles (fp32 accumulation) and the softmax on AVX-512, for bf16 tensors, and for fp32 tensors whose
+ * descriptor asks for bf16 compute. Everything else (fp32 tensors, fewer than 16 query rows per head) is
+ * the AVX-512 path's: this table's entries hand those descriptors to attn__kernels_avx512. Compiled with
  * -mamx-tile -mamx-bf16 -mavx512bf16 and the AVX-512 flags; reached only when the CPU has AMX and the OS
  * granted the tile state (config.c).
  *
@@ -61,8 +61,8 @@ static inline float ax_add_bias(float x, float b) {
  * would cost more than that; those go to the AVX-512 path (by rows), through fp32. */
 #define AX_MIN_T 16
 static int ax_native(const attn_sdpa_desc *d, attn_pass pass) {
-    return pass == ATTN_PASS_FORWARD && (d->dtype == ATTN_DTYPE_BF16 || d->compute == ATTN_DTYPE_BF16) &&
-           d->T >= AX_MIN_T;
+    (void)pass;
+    return (d->dtype == ATTN_DTYPE_BF16 || d->compute == ATTN_DTYPE_BF16) && d->T >= AX_MIN_T;
 }
 
 /* Element x of a row of a tensor of type dt, as bf16 bits. */
@@ -578,19 +578,469 @@ static void ax_forward(const attn_sdpa_desc *d, float *out, float *lse, const fl
     _mm_setcsr(csr);
 }
 
+/* ===================================================================================================
+ * Backward, on tiles: the five products (the scores and dP recomputed, dV, dK, dQ) in bf16 with fp32
+ * accumulation; P, dS and the masks on AVX-512. Three stages:
+ *   stage 0  packs, as tile blocks: per (b, kv head) K (the scores' A, the same blocks and values as the
+ *            forward's), V (dP's A) and Kᵀ (dQ's A); per (b, h) Qᵀ and dOᵀ (B of the scores and of dP,
+ *            the forward's Qᵀ layout), Q and dO as query pairs (B of dK and dV), lse·log2e and
+ *            Δ = rowsum(dout ∘ out) per row; the dQ slots cleared
+ *   stage 1  items (b, kv head, chunk of key blocks): per block of 64 keys, every head of the group and
+ *            block of 64 query rows that sees it: Sᵀ and dPᵀ on tiles, P = exp2(x - lse·log2e),
+ *            dS = P ∘ (dP - Δ) (dropout: dP·m and P·m), dV += (P·m)ᵀ dO, dK += dSᵀ Q on tiles into the
+ *            block's fp32 sums, dQᵀ += Kᵀ dSᵀ into the chunk's slot; the block's dk, dv rows written
+ *   stage 2  dq += scale · Σ_chunk slot, chunks in order
+ * x is recomputed with the forward's tiles, values and order (the same bits). Items own their keys' dK, dV
+ * and their chunk's slot: bitwise the same result for any thread count.
+ */
+#define AXB_B 64                 /* keys per block and query rows per block (4 tiles each) */
+#define AXB_NCH 4                /* at most this many key chunks (dQ slots) per (b, kv head) */
+
+typedef struct axb_dims {
+    int DP, DvP, NC, NCv, NXd, NXv, SPb, TPb, nkb, nqb, nch;
+    size_t kside;                /* bytes per (b, kv head): K, V, Kᵀ */
+    size_t ka, va;               /* offsets of V and Kᵀ in it (K first) */
+    size_t qside;                /* bytes per (b, h): Qᵀ, dOᵀ, Q pairs, dO pairs, lse2, Δ */
+    size_t dot, qp, dop, rows;   /* offsets in it (Qᵀ first) */
+    size_t kall, qall, slots;    /* totals */
+    size_t thread;
+} axb_dims;
+
+static int axb_up64(int n) { return (n + 63) / 64 * 64; }
+
+static axb_dims axb_dims_of(const attn_sdpa_desc *d) {
+    axb_dims z;
+    z.DP = ax_up32(d->D);
+    z.DvP = ax_up32(d->Dv);
+    z.NC = z.DP / 32;
+    z.NCv = z.DvP / 32;
+    z.NXd = z.DP / 16;
+    z.NXv = z.DvP / 16;
+    z.SPb = axb_up64(d->S);
+    z.TPb = axb_up64(d->T);
+    z.nkb = z.SPb / AXB_B;
+    z.nqb = z.TPb / AXB_B;
+    /* chunks: more when there are few (b, kv head) pairs; the slots (nch·B·H·TPb·DP floats) under 512 MiB */
+    z.nch = (int64_t)d->B * d->Hkv >= 4 ? 2 : AXB_NCH;
+    if (z.nch > z.nkb) z.nch = z.nkb;
+    while (z.nch > 1 && (double)z.nch * d->B * d->H * z.TPb * z.DP * 4 > 512.0 * 1024 * 1024) z.nch /= 2;
+    z.ka = ax_round((size_t)z.SPb * z.DP * 2);
+    z.va = z.ka + ax_round((size_t)z.SPb * z.DvP * 2);
+    z.kside = z.va + ax_round((size_t)z.SPb * z.DP * 2);
+    z.dot = ax_round((size_t)z.TPb * z.DP * 2);
+    z.qp = z.dot + ax_round((size_t)z.TPb * z.DvP * 2);
+    z.dop = z.qp + ax_round((size_t)z.TPb * z.DP * 2);
+    z.rows = z.dop + ax_round((size_t)z.TPb * z.DvP * 2);
+    z.qside = z.rows + 2 * ax_round((size_t)z.TPb * 4);
+    z.kall = (size_t)d->B * d->Hkv * z.kside;
+    z.qall = (size_t)d->B * d->H * z.qside;
+    z.slots = ax_round((size_t)z.nch * d->B * d->H * z.TPb * z.DP * 4);
+    /* St, dPᵀ (64 x 64 fp32); (P·m)ᵀ, dSᵀ as A blocks and dSᵀ as pairs (64 x 64 bf16); dK, dV sums; lim */
+    z.thread = 2 * ax_round(AXB_B * AXB_B * 4) + 3 * ax_round(AXB_B * AXB_B * 2) +
+               ax_round((size_t)AXB_B * z.DP * 4) + ax_round((size_t)AXB_B * z.DvP * 4) + ax_round(AXB_B * 4);
+    return z;
+}
+
+typedef struct axb_ctx {
+    const attn_sdpa_desc *d;
+    axb_dims z;
+    char *kall, *qall;
+    float *slots;
+    char *threads;
+} axb_ctx;
+
+static axb_ctx axb_ctx_of(const attn_sdpa_desc *d, void *work) {
+    axb_ctx c;
+    c.d = d;
+    c.z = axb_dims_of(d);
+    c.kall = (char *)work;
+    c.qall = c.kall + c.z.kall;
+    c.slots = (float *)(c.qall + c.z.qall);
+    c.threads = (char *)c.slots + c.z.slots;
+    return c;
+}
+
+/* Element x of row r of a tensor of type dt as fp32. */
+static inline float axb_f32(const void *row, int dt, int x) {
+    return dt == ATTN_DTYPE_BF16 ? attn__f32(((const uint16_t *)row)[x]) : ((const float *)row)[x];
+}
+
+/* dst (n) += src (n)·scale into a row of type dt. */
+static inline void axb_acc_row(void *row, int dt, const float *src, int n, float scale) {
+    if (dt == ATTN_DTYPE_BF16) {
+        uint16_t *r = (uint16_t *)row;
+        for (int x = 0; x < n; x++) r[x] = attn__bf16(attn__f32(r[x]) + scale * src[x]);
+    } else {
+        float *r = (float *)row;
+        for (int x = 0; x < n; x++) r[x] += scale * src[x];
+    }
+}
+
+/* Stage 0, K side: keys [j0, j0 + 32) of (b, hk). */
+static void axb_pack_keys(const axb_ctx *cx, const void *k, const void *v, int b, int hk, int j0) {
+    const attn_sdpa_desc *d = cx->d;
+    const axb_dims *z = &cx->z;
+    const int dt = d->dtype, es = dt == ATTN_DTYPE_BF16 ? 2 : 4;
+    char *base = cx->kall + ((size_t)b * d->Hkv + hk) * z->kside;
+    uint16_t *ka = (uint16_t *)base, *va = (uint16_t *)(base + z->ka), *kt = (uint16_t *)(base + z->va);
+    const char *kb = (const char *)k + (b * d->k.b + hk * d->k.h) * es;
+    const char *vb = (const char *)v + (b * d->v.b + hk * d->v.h) * es;
+    for (int j = j0; j < j0 + 32; j++) {
+        const char *ks = kb + (int64_t)j * d->k.t * es, *vs = vb + (int64_t)j * d->v.t * es;
+        for (int c = 0; c < z->NC; c++) {
+            uint16_t *dst = ka + (((int64_t)(j / 16) * z->NC + c) * 16 + j % 16) * 32;
+            for (int x = 0; x < 32; x++) dst[x] = j < d->S && 32 * c + x < d->D ? ax_get(ks, dt, 32 * c + x) : 0;
+        }
+        for (int c = 0; c < z->NCv; c++) {
+            uint16_t *dst = va + (((int64_t)(j / 16) * z->NCv + c) * 16 + j % 16) * 32;
+            for (int x = 0; x < 32; x++) dst[x] = j < d->S && 32 * c + x < d->Dv ? ax_get(vs, dt, 32 * c + x) : 0;
+        }
+        /* Kᵀ: block (j0/32, dim tile), row = dim % 16, column = key - j0 */
+        for (int x = 0; x < z->DP; x++)
+            kt[(((int64_t)(j0 / 32) * z->NXd + x / 16) * 16 + x % 16) * 32 + (j - j0)] =
+                j < d->S && x < d->D ? ax_get(ks, dt, x) : 0;
+    }
+}
+
+/* Stage 0, Q side: query rows [t0, t0 + 32) of (b, h), and the dQ slots of their block when t0 starts it. */
+static void axb_pack_rows(const axb_ctx *cx, const void *q, const void *dout, const void *out, const float *lse,
+                          int b, int h, int t0) {
+    const attn_sdpa_desc *d = cx->d;
+    const axb_dims *z = &cx->z;
+    const int dt = d->dtype, es = dt == ATTN_DTYPE_BF16 ? 2 : 4;
+    const int64_t bh = (int64_t)b * d->H + h;
+    char *base = cx->qall + (size_t)bh * z->qside;
+    uint16_t *qt = (uint16_t *)base, *dot = (uint16_t *)(base + z->dot);
+    uint16_t *qp = (uint16_t *)(base + z->qp), *dop = (uint16_t *)(base + z->dop);
+    float *lse2 = (float *)(base + z->rows), *delta = lse2 + z->TPb;
+    for (int t = t0; t < t0 + 32; t++) {
+        const int real = t < d->T;
+        const int tt = real ? t : 0;
+        const char *qs = (const char *)q + (b * d->q.b + h * d->q.h + (int64_t)tt * d->q.t) * es;
+        const char *gs = (const char *)dout + (b * d->out.b + h * d->out.h + (int64_t)tt * d->out.t) * es;
+        const char *os = (const char *)out + (b * d->out.b + h * d->out.h + (int64_t)tt * d->out.t) * es;
+        const int qb = t / 64, i = t % 64, qti = i / 16, n = i % 16;
+        for (int c = 0; c < z->NC; c++)
+            for (int r = 0; r < 16; r++)
+                for (int e = 0; e < 2; e++) {
+                    const int x = 32 * c + 2 * r + e;
+                    qt[(((int64_t)qb * z->NC + c) * 4 + qti) * 512 + r * 32 + n * 2 + e] =
+                        real && x < d->D ? ax_get(qs, dt, x) : 0;
+                }
+        for (int c = 0; c < z->NCv; c++)
+            for (int r = 0; r < 16; r++)
+                for (int e = 0; e < 2; e++) {
+                    const int x = 32 * c + 2 * r + e;
+                    dot[(((int64_t)qb * z->NCv + c) * 4 + qti) * 512 + r * 32 + n * 2 + e] =
+                        real && x < d->Dv ? ax_get(gs, dt, x) : 0;
+                }
+        const int qc = t / 32, pr = (t % 32) / 2, e = t % 2;
+        for (int x = 0; x < z->DP; x++)
+            qp[((int64_t)qc * z->NXd + x / 16) * 512 + pr * 32 + (x % 16) * 2 + e] = real && x < d->D ? ax_get(qs, dt, x) : 0;
+        for (int x = 0; x < z->DvP; x++)
+            dop[((int64_t)qc * z->NXv + x / 16) * 512 + pr * 32 + (x % 16) * 2 + e] =
+                real && x < d->Dv ? ax_get(gs, dt, x) : 0;
+        float s = 0.0f;
+        if (real)
+            for (int x = 0; x < d->Dv; x++) s += axb_f32(os, dt, x) * axb_f32(gs, dt, x);
+        delta[t] = s;
+        const float ls = real ? lse[bh * d->T + t] : -INFINITY;
+        lse2[t] = ls == -INFINITY ? INFINITY : ls * AX_LOG2E;   /* no key: P = 0 everywhere */
+    }
+    if (t0 % 64 == 0)
+        for (int ch = 0; ch < z->nch; ch++)
+            memset(cx->slots + (((size_t)ch * d->B * d->H + bh) * z->nqb + t0 / 64) * z->DP * 64, 0,
+                   sizeof(float) * z->DP * 64);
+}
+
+/* One block of 64 keys (j0, nb real) of (b, hk) against one block of 64 query rows (t0) of head h. */
+static void axb_block(const axb_ctx *cx, char *tw, float *dKs, float *dVs, int b, int hk, int h, int j0, int nb,
+                      int t0, int ch) {
+    const attn_sdpa_desc *d = cx->d;
+    const axb_dims *z = &cx->z;
+    const attn_mask *mk = &d->mask;
+    const int T = d->T, S = d->S, NC = z->NC, NCv = z->NCv, NXd = z->NXd, NXv = z->NXv, DP = z->DP, DvP = z->DvP;
+    const int nr = T - t0 < AXB_B ? T - t0 : AXB_B, qb = t0 / 64, kb = j0 / 64;
+    const int64_t bh = (int64_t)b * d->H + h;
+    const char *kbase = cx->kall + ((size_t)b * d->Hkv + hk) * z->kside;
+    const uint16_t *KA = (const uint16_t *)kbase, *VA = (const uint16_t *)(kbase + z->ka);
+    const uint16_t *KtA = (const uint16_t *)(kbase + z->va);
+    const char *qbase = cx->qall + (size_t)bh * z->qside;
+    const uint16_t *QtB = (const uint16_t *)qbase, *dOtB = (const uint16_t *)(qbase + z->dot);
+    const uint16_t *QB = (const uint16_t *)(qbase + z->qp), *dOB = (const uint16_t *)(qbase + z->dop);
+    const float *lse2 = (const float *)(qbase + z->rows) + t0, *delta = (const float *)(qbase + z->rows) + z->TPb + t0;
+    float *St = (float *)tw;                                                   /* (64 keys, 64 queries) */
+    float *dPt = (float *)(tw + ax_round(AXB_B * AXB_B * 4));                  /* (64, 64) */
+    uint16_t *PdA = (uint16_t *)((char *)dPt + ax_round(AXB_B * AXB_B * 4));  /* [key tile][q chunk][16][32] */
+    uint16_t *dSA = (uint16_t *)((char *)PdA + ax_round(AXB_B * AXB_B * 2));  /* the same for dS */
+    uint16_t *dSB = (uint16_t *)((char *)dSA + ax_round(AXB_B * AXB_B * 2));  /* [key chunk][qt][16][16][2] */
+    int32_t *lim = (int32_t *)((char *)dSB + ax_round(AXB_B * AXB_B * 2) + ax_round((size_t)AXB_B * DP * 4) +
+                               ax_round((size_t)AXB_B * DvP * 4));
+    for (int i = 0; i < AXB_B; i++) lim[i] = i < nr ? attn__key_limit(mk, b, t0 + i, T, S) : 0;
+
+    /* Sᵀ = K Qᵀ (as the forward: the same blocks, from zero, D in steps of 32) and dPᵀ = V dOᵀ */
+    for (int kp = 0; kp < 4; kp += 2)
+        for (int qp = 0; qp < 4; qp += 2) {
+            for (int w = 0; w < 2; w++) {
+                const uint16_t *A = w ? VA : KA, *Bm = w ? dOtB : QtB;
+                const int nc = w ? NCv : NC;
+                float *dst = (w ? dPt : St) + (16 * kp) * AXB_B + 16 * qp;
+                _tile_zero(0);
+                _tile_zero(1);
+                _tile_zero(2);
+                _tile_zero(3);
+                for (int c = 0; c < nc; c++) {
+                    _tile_loadd(4, A + (((int64_t)(kb * 4 + kp) * nc + c) * 512), 64);
+                    _tile_loadd(5, A + (((int64_t)(kb * 4 + kp + 1) * nc + c) * 512), 64);
+                    _tile_loadd(6, Bm + (((int64_t)qb * nc + c) * 4 + qp) * 512, 64);
+                    _tile_loadd(7, Bm + (((int64_t)qb * nc + c) * 4 + qp + 1) * 512, 64);
+                    _tile_dpbf16ps(0, 4, 6);
+                    _tile_dpbf16ps(1, 4, 7);
+                    _tile_dpbf16ps(2, 5, 6);
+                    _tile_dpbf16ps(3, 5, 7);
+                }
+                _tile_stored(0, dst, AXB_B * 4);
+                _tile_stored(1, dst + 16, AXB_B * 4);
+                _tile_stored(2, dst + 16 * AXB_B, AXB_B * 4);
+                _tile_stored(3, dst + 16 * AXB_B + 16, AXB_B * 4);
+            }
+        }
+
+    /* x = scale·log2e·S with the masks (as the forward), P, and dS; lanes are queries */
+    const __m512 vc2 = _mm512_set1_ps(d->scale * AX_LOG2E), ninf = _mm512_set1_ps(-INFINITY);
+    __m512i lv[4];
+    __m512 ls[4], dl[4];
+    for (int q = 0; q < 4; q++) {
+        lv[q] = _mm512_loadu_si512(lim + 16 * q);
+        ls[q] = _mm512_loadu_ps(lse2 + 16 * q);
+        dl[q] = _mm512_loadu_ps(delta + 16 * q);
+    }
+    for (int j = 0; j < AXB_B; j++) {
+        const __m512i jj = _mm512_set1_epi32(j0 + j);
+        for (int q = 0; q < 4; q++) {
+            float *s = St + j * AXB_B + 16 * q;
+            const __m512 x = _mm512_mul_ps(_mm512_loadu_ps(s), vc2);
+            _mm512_storeu_ps(s, _mm512_mask_mov_ps(x, _mm512_cmple_epi32_mask(lv[q], jj), ninf));
+        }
+    }
+    if (mk->allow || mk->bias)
+        for (int i = 0; i < nr; i++) {
+            const uint8_t *al = attn__allow_row(mk, b, h, t0 + i);
+            const float *bi = attn__bias_row(mk, b, h, t0 + i);
+            for (int j = 0; j < nb; j++) {
+                float *s = St + j * AXB_B + i;
+                if (al && !al[j0 + j]) *s = -INFINITY;
+                else if (bi) *s = ax_add_bias(*s, bi[j0 + j]);
+            }
+        }
+    for (int j = 0; j < AXB_B; j++)
+        for (int q = 0; q < 4; q++) {
+            float *s = St + j * AXB_B + 16 * q;
+            _mm512_storeu_ps(s, attn__exp2_avx512(_mm512_sub_ps(_mm512_loadu_ps(s), ls[q])));   /* P */
+        }
+    if (d->dropout > 0.0f) {
+        /* dP·m into dPt, P·m kept for dV below (in St's place once dS is formed) */
+        const float keep_scale = 1.0f / (1.0f - d->dropout);
+        for (int i = 0; i < nr; i++) {
+            const uint64_t row = (uint64_t)bh * T + (uint64_t)(t0 + i);
+            for (int j = 0; j < AXB_B; j++) {
+                const float mm = j < nb && attn__dropout_keep(d->seed, row * S + (uint64_t)(j0 + j), d->dropout)
+                                     ? keep_scale : 0.0f;
+                float *p = St + j * AXB_B + i, *g = dPt + j * AXB_B + i;
+                const float pv = *p;
+                *g = pv * (*g * mm - delta[i]);      /* dS */
+                *p = pv * mm;                        /* P·m */
+            }
+        }
+    } else {
+        for (int j = 0; j < AXB_B; j++)
+            for (int q = 0; q < 4; q++) {
+                float *g = dPt + j * AXB_B + 16 * q;
+                _mm512_storeu_ps(g, _mm512_mul_ps(_mm512_loadu_ps(St + j * AXB_B + 16 * q),
+                                                  _mm512_sub_ps(_mm512_loadu_ps(g), dl[q])));   /* dS */
+            }
+    }
+    /* to bf16: (P·m)ᵀ and dSᵀ as A blocks (a key row of 32 queries), dSᵀ as B pairs of keys */
+    for (int j = 0; j < AXB_B; j += 2) {
+        for (int u = 0; u < 2; u++) {
+            const float *p = St + (j + u) * AXB_B, *g = dPt + (j + u) * AXB_B;
+            for (int qc = 0; qc < 2; qc++) {
+                const size_t off = ((size_t)((j + u) / 16) * 2 + qc) * 512 + ((j + u) % 16) * 32;
+                _mm512_storeu_si512(PdA + off, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(p + 32 * qc + 16),
+                                                                           _mm512_loadu_ps(p + 32 * qc)));
+                _mm512_storeu_si512(dSA + off, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(g + 32 * qc + 16),
+                                                                           _mm512_loadu_ps(g + 32 * qc)));
+            }
+        }
+        for (int q = 0; q < 4; q++)
+            _mm512_storeu_si512(dSB + ((size_t)(j / 32) * 4 + q) * 512 + (j % 32 / 2) * 32,
+                                ax_pair(_mm512_loadu_ps(dPt + j * AXB_B + 16 * q),
+                                        _mm512_loadu_ps(dPt + (j + 1) * AXB_B + 16 * q)));
+    }
+
+    /* dV += (P·m)ᵀ dO and dK += dSᵀ Q: per 2 key tiles x 2 value (or key) dim tiles, 2 chunks of 32 queries */
+    for (int w = 0; w < 2; w++) {
+        const uint16_t *A = w ? dSA : PdA, *Bm = w ? QB : dOB;
+        float *acc = w ? dKs : dVs;
+        const int nx = w ? NXd : NXv, ld = w ? DP : DvP;
+        for (int kp = 0; kp < 4; kp += 2)
+            for (int xt = 0; xt < nx; xt += 2) {
+                float *c0 = acc + (16 * kp) * ld + 16 * xt;
+                _tile_loadd(0, c0, ld * 4);
+                _tile_loadd(1, c0 + 16, ld * 4);
+                _tile_loadd(2, c0 + 16 * ld, ld * 4);
+                _tile_loadd(3, c0 + 16 * ld + 16, ld * 4);
+                for (int qc = 0; qc < 2; qc++) {
+                    _tile_loadd(4, A + ((size_t)kp * 2 + qc) * 512, 64);
+                    _tile_loadd(5, A + ((size_t)(kp + 1) * 2 + qc) * 512, 64);
+                    _tile_loadd(6, Bm + ((size_t)(qb * 2 + qc) * nx + xt) * 512, 64);
+                    _tile_loadd(7, Bm + ((size_t)(qb * 2 + qc) * nx + xt + 1) * 512, 64);
+                    _tile_dpbf16ps(0, 4, 6);
+                    _tile_dpbf16ps(1, 4, 7);
+                    _tile_dpbf16ps(2, 5, 6);
+                    _tile_dpbf16ps(3, 5, 7);
+                }
+                _tile_stored(0, c0, ld * 4);
+                _tile_stored(1, c0 + 16, ld * 4);
+                _tile_stored(2, c0 + 16 * ld, ld * 4);
+                _tile_stored(3, c0 + 16 * ld + 16, ld * 4);
+            }
+    }
+
+    /* dQᵀ (DP, 64 queries) of the chunk's slot += Kᵀ dSᵀ: per 2 dim tiles x 2 query tiles, 2 chunks of 32 keys */
+    float *slot = cx->slots + (((size_t)ch * d->B * d->H + bh) * z->nqb + qb) * DP * 64;
+    for (int xt = 0; xt < NXd; xt += 2)
+        for (int qp = 0; qp < 4; qp += 2) {
+            float *c0 = slot + (16 * xt) * 64 + 16 * qp;
+            _tile_loadd(0, c0, 64 * 4);
+            _tile_loadd(1, c0 + 16, 64 * 4);
+            _tile_loadd(2, c0 + 16 * 64, 64 * 4);
+            _tile_loadd(3, c0 + 16 * 64 + 16, 64 * 4);
+            for (int kc = 0; kc < 2; kc++) {
+                _tile_loadd(4, KtA + ((size_t)(kb * 2 + kc) * NXd + xt) * 512, 64);
+                _tile_loadd(5, KtA + ((size_t)(kb * 2 + kc) * NXd + xt + 1) * 512, 64);
+                _tile_loadd(6, dSB + ((size_t)kc * 4 + qp) * 512, 64);
+                _tile_loadd(7, dSB + ((size_t)kc * 4 + qp + 1) * 512, 64);
+                _tile_dpbf16ps(0, 4, 6);
+                _tile_dpbf16ps(1, 4, 7);
+                _tile_dpbf16ps(2, 5, 6);
+                _tile_dpbf16ps(3, 5, 7);
+            }
+            _tile_stored(0, c0, 64 * 4);
+            _tile_stored(1, c0 + 16, 64 * 4);
+            _tile_stored(2, c0 + 16 * 64, 64 * 4);
+            _tile_stored(3, c0 + 16 * 64 + 16, 64 * 4);
+        }
+}
+
+/* Key blocks of chunk ch: [ch·nkb/nch, (ch+1)·nkb/nch), a function of the shape only. */
+static int axb_chunk_start(const axb_dims *z, int ch) { return (int)((int64_t)ch * z->nkb / z->nch); }
+
+static void ax_backward(const attn_sdpa_desc *d, float *dq, float *dk, float *dv, const float *dout, const float *q,
+                        const float *k, const float *v, const float *out, const float *lse, void *work,
+                        const attn__part *part) {
+    const axb_ctx cx = axb_ctx_of(d, work);
+    const axb_dims *z = &cx.z;
+    const int G = d->H / d->Hkv, dt = d->dtype, es = dt == ATTN_DTYPE_BF16 ? 2 : 4;
+    int64_t local = -1;
+    if (part->stage == 0) {
+        const int64_t kper = z->SPb / 32, kitems = (int64_t)d->B * d->Hkv * kper;
+        const int64_t qper = z->TPb / 32, items = kitems + (int64_t)d->B * d->H * qper;
+        for (int64_t it = attn__part_next(part, &local); it < items; it = attn__part_next(part, &local)) {
+            if (it < kitems) {
+                const int64_t pr = it / kper;
+                axb_pack_keys(&cx, k, v, (int)(pr / d->Hkv), (int)(pr % d->Hkv), (int)(it % kper) * 32);
+            } else {
+                const int64_t r = it - kitems, bh = r / qper;
+                axb_pack_rows(&cx, q, dout, out, lse, (int)(bh / d->H), (int)(bh % d->H), (int)(r % qper) * 32);
+            }
+        }
+        return;
+    }
+    if (part->stage == 2) {
+        const int64_t rows = (int64_t)d->B * d->H * d->T;
+        float acc[1024];
+        for (int64_t r = part->ith; r < rows; r += part->nth) {
+            const int64_t bh = r / d->T;
+            const int t = (int)(r % d->T), b = (int)(bh / d->H), h = (int)(bh % d->H);
+            for (int x0 = 0; x0 < d->D; x0 += 1024) {
+                const int n = d->D - x0 < 1024 ? d->D - x0 : 1024;
+                for (int x = 0; x < n; x++) {
+                    float s = 0.0f;
+                    for (int ch = 0; ch < z->nch; ch++)
+                        s += cx.slots[(((size_t)ch * d->B * d->H + bh) * z->nqb + t / 64) * z->DP * 64 +
+                                      (size_t)(x0 + x) * 64 + t % 64];
+                    acc[x] = s;
+                }
+                axb_acc_row((char *)dq + (b * d->q.b + h * d->q.h + (int64_t)t * d->q.t + x0) * es, dt, acc, n,
+                            d->scale);
+            }
+        }
+        return;
+    }
+    /* stage 1: items (b, kv head, chunk) */
+    char *tw = cx.threads + (size_t)part->ith * z->thread;
+    float *dKs = (float *)(tw + 2 * ax_round(AXB_B * AXB_B * 4) + 3 * ax_round(AXB_B * AXB_B * 2));
+    float *dVs = (float *)((char *)dKs + ax_round((size_t)AXB_B * z->DP * 4));
+    const int64_t items = (int64_t)d->B * d->Hkv * z->nch;
+    int on = 0;
+    for (int64_t it = attn__part_next(part, &local); it < items; it = attn__part_next(part, &local)) {
+        if (!on) {
+            ax_tiles_on();
+            on = 1;
+        }
+        const int64_t pr = it / z->nch;
+        const int ch = (int)(it % z->nch), b = (int)(pr / d->Hkv), hk = (int)(pr % d->Hkv);
+        for (int kbk = axb_chunk_start(z, ch); kbk < axb_chunk_start(z, ch + 1); kbk++) {
+            const int j0 = kbk * AXB_B, nb = d->S - j0 < AXB_B ? d->S - j0 : AXB_B;
+            memset(dKs, 0, sizeof(float) * AXB_B * z->DP);
+            memset(dVs, 0, sizeof(float) * AXB_B * z->DvP);
+            int tstart = 0;
+            if (d->mask.causal) {
+                const int64_t t = (int64_t)j0 - (d->S - d->T);
+                tstart = t < 0 ? 0 : t > d->T ? d->T : (int)t;
+            }
+            for (int hh = 0; hh < G; hh++)
+                for (int t0 = tstart / 64 * 64; t0 < d->T; t0 += 64) {
+                    /* skip the block when no row of it sees these keys */
+                    int seen = 0;
+                    for (int i = t0; i < t0 + 64 && i < d->T && !seen; i++)
+                        seen = attn__key_limit(&d->mask, b, i, d->T, d->S) > j0;
+                    if (seen) axb_block(&cx, tw, dKs, dVs, b, hk, hk * G + hh, j0, nb, t0, ch);
+                }
+            for (int j = 0; j < nb; j++) {
+                axb_acc_row((char *)dk + (b * d->k.b + hk * d->k.h + (int64_t)(j0 + j) * d->k.t) * es, dt,
+                            dKs + (size_t)j * z->DP, d->D, d->scale);
+                axb_acc_row((char *)dv + (b * d->v.b + hk * d->v.h + (int64_t)(j0 + j) * d->v.t) * es, dt,
+                            dVs + (size_t)j * z->DvP, d->Dv, 1.0f);
+            }
+        }
+    }
+    if (on) _tile_release();
+}
+
+static size_t axb_workspace(const attn_sdpa_desc *d, int nth) {
+    const axb_dims z = axb_dims_of(d);
+    const double total = (double)z.kall + (double)z.qall + (double)z.slots + (double)nth * z.thread + AX_ALIGN;
+    if (total > (double)(SIZE_MAX / 4)) return SIZE_MAX;
+    return z.kall + z.qall + z.slots + (size_t)nth * z.thread + AX_ALIGN;
+}
+
 /* ---------------------------------------------------------------------------------------------------
  * The table: this path's entries for the descriptors it computes, AVX-512's for the rest.
  */
 static size_t amx_workspace(const attn_sdpa_desc *d, attn_pass pass, int nth) {
     if (!ax_native(d, pass)) return attn__kernels_avx512.sdpa_workspace(d, pass, nth);
     if (nth < 1) nth = 1;
+    if (pass == ATTN_PASS_BACKWARD) return axb_workspace(d, nth);
     const ax_dims z = ax_dims_of(d);
     const double total = (double)ax_round(z.shared) + (double)nth * z.thread + AX_ALIGN;
     return total > (double)(SIZE_MAX / 4) ? SIZE_MAX : ax_round(z.shared) + (size_t)nth * z.thread + AX_ALIGN;
 }
 
 static int amx_stages(const attn_sdpa_desc *d, attn_pass pass) {
-    return ax_native(d, pass) ? 2 : attn__kernels_avx512.sdpa_stages(d, pass);
+    if (!ax_native(d, pass)) return attn__kernels_avx512.sdpa_stages(d, pass);
+    return pass == ATTN_PASS_FORWARD ? 2 : 3;
 }
 
 /* Threads worth waking: about 8 MFLOP each at least; never more than there are query blocks. */
@@ -598,7 +1048,8 @@ static int amx_threads(const attn_sdpa_desc *d, attn_pass pass, int nth) {
     if (!ax_native(d, pass)) return attn__kernels_avx512.sdpa_threads(d, pass, nth);
     const double flops = 2.0 * d->B * d->H * (double)d->T * d->S * (d->D + d->Dv);
     const double want = flops / 8e6;
-    const int64_t items = (int64_t)d->B * d->H * ax_nqb(d);
+    const int64_t items = pass == ATTN_PASS_FORWARD ? (int64_t)d->B * d->H * ax_nqb(d)
+                                                    : (int64_t)d->B * d->Hkv * axb_dims_of(d).nch;
     if (nth < 1) nth = 1;
     if (want < nth) nth = want < 1 ? 1 : (int)want;
     if (items < nth) nth = (int)items;
@@ -611,6 +1062,13 @@ static void amx_forward(const attn_sdpa_desc *d, float *out, float *lse, const f
     else attn__kernels_avx512.sdpa_forward(d, out, lse, q, k, v, work, part);
 }
 
+static void amx_backward(const attn_sdpa_desc *d, float *dq, float *dk, float *dv, const float *dout,
+                         const float *q, const float *k, const float *v, const float *out, const float *lse,
+                         void *work, const attn__part *part) {
+    if (ax_native(d, ATTN_PASS_BACKWARD)) ax_backward(d, dq, dk, dv, dout, q, k, v, out, lse, work, part);
+    else attn__kernels_avx512.sdpa_backward(d, dq, dk, dv, dout, q, k, v, out, lse, work, part);
+}
+
 const attn_kernels attn__kernels_amx = {
     .isa = ATTN_ISA_AMX,
     .sdpa_native = ax_native,
@@ -618,4 +1076,5 @@ const attn_kernels attn__kernels_amx = {
     .sdpa_stages = amx_stages,
     .sdpa_threads = amx_threads,
     .sdpa_forward = amx_forward,
+    .sdpa_backward = amx_backward,
 };
