@@ -583,10 +583,10 @@ static void ax_forward(const attn_sdpa_desc *d, float *out, float *lse, const fl
  * accumulation; P, dS and the masks on AVX-512. Three stages:
  *   stage 0  packs, as tile blocks: per (b, kv head) K (the scores' A, the same blocks and values as the
  *            forward's), V (dP's A) and Kᵀ (dQ's A); per (b, h) Qᵀ and dOᵀ (B of the scores and of dP,
- *            the forward's Qᵀ layout), Q and dO as query pairs (B of dK and dV), lse·log2e and
+ *            the forward's Qᵀ layout), Q and dO as query pairs (B of dK and dV), the row statistics (m, L) and
  *            Δ = rowsum(dout ∘ out) per row; the dQ slots cleared
  *   stage 1  items (b, kv head, chunk of key blocks): per block of 64 keys, every head of the group and
- *            block of 64 query rows that sees it: Sᵀ and dPᵀ on tiles, P = exp2(x - lse·log2e),
+ *            block of 64 query rows that sees it: Sᵀ and dPᵀ on tiles, P = exp2(min(x - m, 0) - L),
  *            dS = P ∘ (dP - Δ) (dropout: dP·m and P·m), dV += (P·m)ᵀ dO, dK += dSᵀ Q on tiles into the
  *            block's fp32 sums, dQᵀ += Kᵀ dSᵀ into the chunk's slot; the block's dk, dv rows written
  *   stage 2  dq += scale · Σ_chunk slot, chunks in order
@@ -631,7 +631,7 @@ static axb_dims axb_dims_of(const attn_sdpa_desc *d) {
     z.qp = z.dot + ax_round((size_t)z.TPb * z.DvP * 2);
     z.dop = z.qp + ax_round((size_t)z.TPb * z.DP * 2);
     z.rows = z.dop + ax_round((size_t)z.TPb * z.DvP * 2);
-    z.qside = z.rows + 2 * ax_round((size_t)z.TPb * 4);
+    z.qside = z.rows + 3 * (size_t)z.TPb * 4;             /* m, L, Δ (TPb is a multiple of 64) */
     z.kall = (size_t)d->B * d->Hkv * z.kside;
     z.qall = (size_t)d->B * d->H * z.qside;
     z.slots = ax_round((size_t)z.nch * d->B * d->H * z.TPb * z.DP * 4);
@@ -702,6 +702,15 @@ static void axb_pack_keys(const axb_ctx *cx, const void *k, const void *v, int b
     }
 }
 
+/* The backward's row statistics (m, L): P = exp2(min(x - m, 0) - L). Read here from the natural
+ * log-sum-exp of this tree's forward (m = lse·log2e, L = 0); a row with no key (or a padding row: row < 0)
+ * gets m = +inf, so that every P of it is 0. */
+static inline void axb_row_stats(const float *lse, int64_t row, float *m, float *L) {
+    const float ls = row >= 0 ? lse[row] : -INFINITY;
+    *m = ls == -INFINITY ? INFINITY : ls * AX_LOG2E;
+    *L = 0.0f;
+}
+
 /* Stage 0, Q side: query rows [t0, t0 + 32) of (b, h), and the dQ slots of their block when t0 starts it. */
 static void axb_pack_rows(const axb_ctx *cx, const void *q, const void *dout, const void *out, const float *lse,
                           int b, int h, int t0) {
@@ -712,7 +721,7 @@ static void axb_pack_rows(const axb_ctx *cx, const void *q, const void *dout, co
     char *base = cx->qall + (size_t)bh * z->qside;
     uint16_t *qt = (uint16_t *)base, *dot = (uint16_t *)(base + z->dot);
     uint16_t *qp = (uint16_t *)(base + z->qp), *dop = (uint16_t *)(base + z->dop);
-    float *lse2 = (float *)(base + z->rows), *delta = lse2 + z->TPb;
+    float *rm = (float *)(base + z->rows), *rl = rm + z->TPb, *delta = rl + z->TPb;
     for (int t = t0; t < t0 + 32; t++) {
         const int real = t < d->T;
         const int tt = real ? t : 0;
@@ -744,8 +753,7 @@ static void axb_pack_rows(const axb_ctx *cx, const void *q, const void *dout, co
         if (real)
             for (int x = 0; x < d->Dv; x++) s += axb_f32(os, dt, x) * axb_f32(gs, dt, x);
         delta[t] = s;
-        const float ls = real ? lse[bh * d->T + t] : -INFINITY;
-        lse2[t] = ls == -INFINITY ? INFINITY : ls * AX_LOG2E;   /* no key: P = 0 everywhere */
+        axb_row_stats(lse, real ? bh * d->T + t : -1, &rm[t], &rl[t]);
     }
     if (t0 % 64 == 0)
         for (int ch = 0; ch < z->nch; ch++)
@@ -768,7 +776,7 @@ static void axb_block(const axb_ctx *cx, char *tw, float *dKs, float *dVs, int b
     const char *qbase = cx->qall + (size_t)bh * z->qside;
     const uint16_t *QtB = (const uint16_t *)qbase, *dOtB = (const uint16_t *)(qbase + z->dot);
     const uint16_t *QB = (const uint16_t *)(qbase + z->qp), *dOB = (const uint16_t *)(qbase + z->dop);
-    const float *lse2 = (const float *)(qbase + z->rows) + t0, *delta = (const float *)(qbase + z->rows) + z->TPb + t0;
+    const float *rm = (const float *)(qbase + z->rows) + t0, *rl = rm + z->TPb, *delta = rl + z->TPb;
     float *St = (float *)tw;                                                   /* (64 keys, 64 queries) */
     float *dPt = (float *)(tw + ax_round(AXB_B * AXB_B * 4));                  /* (64, 64) */
     uint16_t *PdA = (uint16_t *)((char *)dPt + ax_round(AXB_B * AXB_B * 4));  /* [key tile][q chunk][16][32] */
@@ -809,10 +817,11 @@ static void axb_block(const axb_ctx *cx, char *tw, float *dKs, float *dVs, int b
     /* x = scale·log2e·S with the masks (as the forward), P, and dS; lanes are queries */
     const __m512 vc2 = _mm512_set1_ps(d->scale * AX_LOG2E), ninf = _mm512_set1_ps(-INFINITY);
     __m512i lv[4];
-    __m512 ls[4], dl[4];
+    __m512 mv[4], lv2[4], dl[4];
     for (int q = 0; q < 4; q++) {
         lv[q] = _mm512_loadu_si512(lim + 16 * q);
-        ls[q] = _mm512_loadu_ps(lse2 + 16 * q);
+        mv[q] = _mm512_loadu_ps(rm + 16 * q);
+        lv2[q] = _mm512_loadu_ps(rl + 16 * q);
         dl[q] = _mm512_loadu_ps(delta + 16 * q);
     }
     for (int j = 0; j < AXB_B; j++) {
@@ -836,7 +845,8 @@ static void axb_block(const axb_ctx *cx, char *tw, float *dKs, float *dVs, int b
     for (int j = 0; j < AXB_B; j++)
         for (int q = 0; q < 4; q++) {
             float *s = St + j * AXB_B + 16 * q;
-            _mm512_storeu_ps(s, attn__exp2_avx512(_mm512_sub_ps(_mm512_loadu_ps(s), ls[q])));   /* P */
+            const __m512 y = _mm512_min_ps(_mm512_sub_ps(_mm512_loadu_ps(s), mv[q]), _mm512_setzero_ps());
+            _mm512_storeu_ps(s, attn__exp2_avx512(_mm512_sub_ps(y, lv2[q])));   /* P */
         }
     if (d->dropout > 0.0f) {
         /* dP·m into dPt, P·m kept for dV below (in St's place once dS is formed) */
