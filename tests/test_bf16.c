@@ -4,7 +4,8 @@
  * the fp32 reference on the same bf16-rounded inputs. Randomized shapes: odd T, S, D, Dv, T = 1, S = 1,
  * every mask kind alone and combined, fully masked rows, grouped-query heads, strided (B,T,H,D) layouts
  * with padded rows, dropout; forward and backward. Then: bitwise identity of both passes for any thread
- * count and for the partition entries, and the AMX-refused fall-back (run again by ctest with ATTN_NO_AMX=1; `refused` as argument).
+ * count and for the partition entries, and the AMX-refused fall-back (run again by ctest with
+ * ATTN_NO_AMX=1 and `refused` as argument).
  *
  * Tolerances (the reference sums in double on the rounded inputs; a bf16 path rounds P to bf16, about
  * 2^-9 relative, and rounds the output to bf16):
@@ -248,7 +249,8 @@ static int run_case(attn_isa isa, const tcase *c, const char *label) {
         CHECK_STATUS(attn_ctx_init(&r1, ATTN_ISA_REF, 1), ATTN_OK);
         size_t rb;
         void *rw = work_for(&r1, d, &rb);
-        CHECK_STATUS(attn_sdpa_backward(&r1, d, g[0], g[1], g[2], p.dout, p.q, p.k, p.v, out_c, lse_c, rw, rb), ATTN_OK);
+        CHECK_STATUS(attn_sdpa_backward(&r1, d, g[0], g[1], g[2], p.dout, p.q, p.k, p.v, out_c, lse_c, rw, rb),
+                     ATTN_OK);
         CHECK_STATUS(attn_sdpa_backward(&ctx, &f, g[3], g[4], g[5], p.dout, p.q, p.k, p.v, out_c, lse_c, work, wbytes),
                      ATTN_OK);
         ok &= close_tol("dq (fp32, bf16 compute)", g[3], g[0], nq, 2e-2, 0);

@@ -142,7 +142,8 @@ static double measure_peak(int nth, const char **kind) {
 __attribute__((target("amx-tile,amx-bf16"))) static float amx_loop(long iters) {
     /* the configuration as a constant: built on the stack, GCC 12 may drop the stores ldtilecfg reads */
     static const struct { uint8_t palette, start; uint8_t res[14]; uint16_t colsb[16]; uint8_t rows[16]; }
-        cfg __attribute__((aligned(64))) = {1, 0, {0}, {64, 64, 64, 64, 64, 64, 64, 64}, {16, 16, 16, 16, 16, 16, 16, 16}};
+        cfg __attribute__((aligned(64))) = {1, 0, {0}, {64, 64, 64, 64, 64, 64, 64, 64},
+                                            {16, 16, 16, 16, 16, 16, 16, 16}};
     static _Alignas(64) uint16_t ab[2][16 * 32];
     _Alignas(64) float c[16 * 16];
     for (int i = 0; i < 16 * 32; i++) ab[0][i] = ab[1][i] = 0x3c00;   /* 1/128 */
@@ -239,8 +240,12 @@ typedef struct tensors {
 } tensors;
 
 static uint16_t *halloc(size_t n) { return malloc(sizeof(uint16_t) * (n ? n : 1)); }
-static void to_bf16(uint16_t *h, const float *x, size_t n) { for (size_t i = 0; i < n; i++) h[i] = attn_bf16_from_f32(x[i]); }
-static void from_bf16(float *x, const uint16_t *h, size_t n) { for (size_t i = 0; i < n; i++) x[i] = attn_bf16_to_f32(h[i]); }
+static void to_bf16(uint16_t *h, const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) h[i] = attn_bf16_from_f32(x[i]);
+}
+static void from_bf16(float *x, const uint16_t *h, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] = attn_bf16_to_f32(h[i]);
+}
 
 static int tensors_alloc(tensors *t, const attn_sdpa_desc *d) {
     memset(t, 0, sizeof *t);
@@ -515,7 +520,9 @@ static void case_report(const bcase *c, const bopts *o, const case_check *k, con
     const double speedup = k->ref_total > 0 ? k->ref_total / m->best : 0;
     /* the least memory traffic of a forward: q, k, v read once and out written once; with one query row
      * (decoding) this, not the FLOPs, is what bounds the time */
-    const double traffic = (g_dtype == ATTN_DTYPE_BF16 ? 2.0 : 4.0) * ((double)c->B * c->H * c->T * (c->D + c->Dv) + (double)c->B * c->Hkv * c->S * (c->D + c->Dv));
+    const double es = g_dtype == ATTN_DTYPE_BF16 ? 2.0 : 4.0;
+    const double traffic =
+        es * ((double)c->B * c->H * c->T * (c->D + c->Dv) + (double)c->B * c->Hkv * c->S * (c->D + c->Dv));
     const double gbs = traffic / m->best * 1e-9;
     const double rss = peak_rss_bytes();
     if (o->json) {

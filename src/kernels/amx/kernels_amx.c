@@ -424,7 +424,8 @@ static inline void ax_softmax(const ax_blk *x, float *St, uint16_t *Pt, int j0, 
             const float *s = St + j * AX_BR;
             uint16_t *p = Pt + (int64_t)((j / 32) * AX_NQ) * 512 + (j % 32 / 2) * 32;
             for (int q = 0; q < AX_NQ; q++)
-                _mm512_storeu_si512(p + q * 512, ax_pair(_mm512_loadu_ps(s + 16 * q), _mm512_loadu_ps(s + AX_BR + 16 * q)));
+                _mm512_storeu_si512(p + q * 512,
+                                    ax_pair(_mm512_loadu_ps(s + 16 * q), _mm512_loadu_ps(s + AX_BR + 16 * q)));
         }
     }
 
@@ -745,7 +746,8 @@ static void axb_pack_rows(const axb_ctx *cx, const void *q, const void *dout, co
                 }
         const int qc = t / 32, pr = (t % 32) / 2, e = t % 2;
         for (int x = 0; x < z->DP; x++)
-            qp[((int64_t)qc * z->NXd + x / 16) * 512 + pr * 32 + (x % 16) * 2 + e] = real && x < d->D ? ax_get(qs, dt, x) : 0;
+            qp[((int64_t)qc * z->NXd + x / 16) * 512 + pr * 32 + (x % 16) * 2 + e] =
+                real && x < d->D ? ax_get(qs, dt, x) : 0;
         for (int x = 0; x < z->DvP; x++)
             dop[((int64_t)qc * z->NXv + x / 16) * 512 + pr * 32 + (x % 16) * 2 + e] =
                 real && x < d->Dv ? ax_get(gs, dt, x) : 0;
@@ -1030,9 +1032,15 @@ static void ax_backward(const attn_sdpa_desc *d, float *dq, float *dk, float *dv
 }
 
 static size_t axb_workspace(const attn_sdpa_desc *d, int nth) {
+    /* the size in double first, from the dimensions (the size_t products of a huge shape would wrap):
+     * too large reaches sdpa.c as SIZE_MAX, ATTN_ERR_SIZE */
+    const double DP = ax_up32(d->D), DvP = ax_up32(d->Dv), S = axb_up64(d->S), T = axb_up64(d->T);
+    const double est = (double)d->B * d->Hkv * S * (2 * DP + DvP) * 2 +
+                       (double)d->B * d->H * T * (2 * DP + 2 * DvP + 6) * 2 +
+                       (double)AXB_NCH * d->B * d->H * T * DP * 4 +
+                       (double)nth * (65536.0 + 256.0 * (DP + DvP)) + 1e6;
+    if (est > (double)(SIZE_MAX / 8)) return SIZE_MAX;
     const axb_dims z = axb_dims_of(d);
-    const double total = (double)z.kall + (double)z.qall + (double)z.slots + (double)nth * z.thread + AX_ALIGN;
-    if (total > (double)(SIZE_MAX / 4)) return SIZE_MAX;
     return z.kall + z.qall + z.slots + (size_t)nth * z.thread + AX_ALIGN;
 }
 
@@ -1043,9 +1051,13 @@ static size_t amx_workspace(const attn_sdpa_desc *d, attn_pass pass, int nth) {
     if (!ax_native(d, pass)) return attn__kernels_avx512.sdpa_workspace(d, pass, nth);
     if (nth < 1) nth = 1;
     if (pass == ATTN_PASS_BACKWARD) return axb_workspace(d, nth);
+    /* in double first, from the dimensions (see axb_workspace) */
+    const double DP = ax_up32(d->D), DvP = ax_up32(d->Dv), S = ax_up32(d->S);
+    const double est =
+        (double)d->B * d->Hkv * S * (DP + DvP) * 2 + (double)nth * (131072.0 + 256.0 * (DP + DvP)) + 1e6;
+    if (est > (double)(SIZE_MAX / 8)) return SIZE_MAX;
     const ax_dims z = ax_dims_of(d);
-    const double total = (double)ax_round(z.shared) + (double)nth * z.thread + AX_ALIGN;
-    return total > (double)(SIZE_MAX / 4) ? SIZE_MAX : ax_round(z.shared) + (size_t)nth * z.thread + AX_ALIGN;
+    return ax_round(z.shared) + (size_t)nth * z.thread + AX_ALIGN;
 }
 
 static int amx_stages(const attn_sdpa_desc *d, attn_pass pass) {
