@@ -413,6 +413,19 @@ int main(int argc, char **argv) {
         CHECK_STATUS(attn_sdpa_validate(&d), ATTN_ERR_ARG);
     }
 
+    {   /* a shape whose workspace does not fit in size_t is refused, not wrapped, on every path */
+        attn_sdpa_desc d;
+        CHECK_STATUS(attn_sdpa_desc_init(&d, 1 << 24, 1 << 24, 64, 64, 64, 64), ATTN_OK);
+        d.dtype = ATTN_DTYPE_BF16;
+        for (size_t pi = 0; pi < sizeof paths / sizeof paths[0]; pi++) {
+            attn_ctx c;
+            size_t n = 0;
+            if (attn_ctx_init(&c, paths[pi], 2) != ATTN_OK) continue;
+            CHECK_STATUS(attn_sdpa_workspace_size(&c, &d, ATTN_PASS_FORWARD, &n), ATTN_ERR_SIZE);
+            CHECK_STATUS(attn_sdpa_workspace_size(&c, &d, ATTN_PASS_BACKWARD, &n), ATTN_ERR_SIZE);
+        }
+    }
+
     for (size_t pi = 0; pi < sizeof paths / sizeof paths[0]; pi++) {
         const attn_isa isa = paths[pi];
         attn_ctx probe;
