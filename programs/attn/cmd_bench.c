@@ -533,7 +533,7 @@ static void case_report(const bcase *c, const bopts *o, const case_check *k, con
                "\"ref_ms\":",
                c->B, c->H, c->Hkv, c->T, c->S, c->D, c->Dv, c->causal, pass,
                g_dtype == ATTN_DTYPE_BF16 ? "bf16" : "f32",
-               g_dtype == ATTN_DTYPE_BF16 || g_compute == ATTN_DTYPE_BF16 ? "bf16" : "f32",
+               o->bf16_units ? "bf16" : "f32",
                m->peak_kind, attn_isa_name(o->ctx.isa), nth,
                agree && m->finite ? "true" : "false", k->err, m->best * 1e3, gflops, m->peak, frac, cores,
                core_gflops);
