@@ -368,6 +368,8 @@ static const tcase g_fixed[] = {
     {1, 4, 1, 1, 1500, 37, 70, 0, 0, 0, 0, 0, 0.0f, 2.0f},  /* T = 1, GQA, many key blocks, D/Dv tails */
     {2, 2, 2, 3, 700, 64, 64, 1, 2, 1, 1, 0, 0.2f, 3.0f},   /* every mask and dropout over several blocks */
     {1, 2, 2, 2, 1, 8, 8, 0, 0, 0, 1, 0, 0.0f, 1.0f},       /* one key, its bias -inf or not */
+    {1, 2, 1, 64, 300, 64, 64, 0, 0, 0, 0, 0, 0.0f, 2000.0f}, /* scores past 1000: exponents by subtraction */
+    {1, 2, 2, 70, 200, 48, 40, 1, 2, 0, 1, 1, 0.1f, 2000.0f},  /* the same with masks, bias and dropout */
 };
 
 int main(int argc, char **argv) {

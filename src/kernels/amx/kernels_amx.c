@@ -46,12 +46,10 @@ static int ax_bc(const attn_sdpa_desc *d) { return d->D > 64 || d->Dv > 64 ? 64 
 static int ax_up32(int n) { return (n + 31) / 32 * 32; }
 static size_t ax_round(size_t n) { return (n + AX_ALIGN - 1) & ~(size_t)(AX_ALIGN - 1); }
 
-/* A score plus an additive bias, as the other paths (fused_impl.h's fz_add_bias): saturating. */
+/* A score plus an additive bias, in natural units, saturating at ±FLT_MAX; -inf excludes. */
 static inline float ax_add_bias(float x, float b) {
     if (x == -INFINITY || b == -INFINITY) return -INFINITY;
-    float b2 = b * AX_LOG2E;
-    b2 = b2 > FLT_MAX ? FLT_MAX : b2 < -FLT_MAX ? -FLT_MAX : b2;
-    const float y = x + b2;
+    const float y = x + b;
     return y > FLT_MAX ? FLT_MAX : y < -FLT_MAX ? -FLT_MAX : y;
 }
 
@@ -177,22 +175,22 @@ typedef struct ax_fwd {
     char *shared;
 } ax_fwd;
 
-/* The row statistics saved for the backward: m, the row's largest score x in log2 units (one of the x
- * values, as the backward recomputes them), and L = log2 Σ exp2(x - m) = log2 l + (mu - m), l being the
- * sum against mu; a row with no key has (-inf, 0). Stored as the natural log-sum-exp (m + L)·ln 2 that
- * the backward of this tree reads. */
+/* The row statistics saved for the backward: m, the row's largest score x (one of the x values, as the
+ * backward recomputes them), and log l = log Σ exp(x - m) = log(Σ exp(x - mu)) + (mu - m), the sum having
+ * been taken against mu; a row with no key has (-inf, 0). Stored as the log-sum-exp m + log l that the
+ * backward of this tree reads. */
 static inline void ax_put_stats(float *lse, int64_t row, float m, float mu, float l) {
-    const float L = l > 0.0f ? log2f(l) + (mu - m) : 0.0f;
-    lse[row] = l > 0.0f ? (m + L) * AX_LN2 : -INFINITY;
+    const float logl = l > 0.0f ? logf(l) + (mu - m) : 0.0f;
+    lse[row] = l > 0.0f ? m + logl : -INFINITY;
 }
 
-/* 2^x for the softmax, x <= AX_LAZY: n = round(x), 2^(x - n) by its Taylor series to degree 4 (relative
+/* 2^x for the softmax, x <= AX_LAZY·log2e: n = round(x), 2^(x - n) by its Taylor series to degree 4 (relative
  * error below 4.3e-5: P is rounded to bf16, 2^-9, right after, and a row's sum of them is off by as much
  * at most), scaled by 2^n. Runs under MXCSR's flush-to-zero (ax_forward sets it): a result below 2^-126
- * is 0, never a subnormal (which would cost a microcode assist per vector). clamp: x may be -inf (a
- * masked key), clamped at -200 so that it gives exactly 0; blocks without masks skip the clamp. */
-static inline __m512 ax_exp2(__m512 x, const int clamp) {
-    if (clamp) x = _mm512_max_ps(_mm512_set1_ps(-200.0f), x);
+ * is 0, never a subnormal (which would cost a microcode assist per vector). x may be -inf (a masked key,
+ * or a finite score far below the max): clamped at -200, it gives exactly 0. */
+static inline __m512 ax_exp2(__m512 x) {
+    x = _mm512_max_ps(_mm512_set1_ps(-200.0f), x);
     const __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     const __m512 f = _mm512_sub_ps(x, n);
     __m512 p = _mm512_set1_ps(9.6181291e-03f);
@@ -215,7 +213,7 @@ static inline __m512i ax_pair(__m512 e0, __m512 e1) {
 typedef struct ax_blk {
     const attn_sdpa_desc *d;
     int b, h, t0, nr, NC, NXT, generic;
-    float c2;
+    float sc;                    /* the descriptor's scale: x = scale · (tile sum), natural units */
     const uint16_t *kp, *vt;     /* packed K and Vᵀ of the kv head */
     uint16_t *Qt;
     float *St[2];                /* (BC, BR), two: the scores of block j+2 are made during block j+1's softmax */
@@ -227,9 +225,13 @@ typedef struct ax_blk {
 } ax_blk;
 
 /* A lane's exponentials are taken against mu, which moves only when the block's max passes it by more
- * than AX_LAZY (log2 units): exponentials up to 2^AX_LAZY are fine in fp32 and bf16, and Oᵀ is rescaled
- * only when some lane's mu moved, instead of at almost every block. */
-#define AX_LAZY 8.0f
+ * than AX_LAZY (natural units): exponentials up to e^5 are fine in fp32 and bf16, and Oᵀ is rescaled only
+ * when some lane's mu moved, instead of at almost every block. */
+#define AX_LAZY 5.0f
+/* Exponentials of scores whose lane maxima are all within ±AX_FAST take exp2(x·log2e - mu·log2e) in one
+ * FMA; past it the product's rounding would matter and they take exp2((x - mu)·log2e) (subtract first,
+ * the backward's form). */
+#define AX_FAST 1024.0f
 
 /* ---------------------------------------------------------------------------------------------------
  * The tile work of a block as a list of steps of 4 tile products each, so that the softmax can issue
@@ -323,28 +325,29 @@ static inline void ax_steps_all(const ax_blk *x, ax_tasks *t) {
     while (t->step < t->total) ax_step(x, t);
 }
 
-/* The softmax step of keys [j0, j0 + nb) (nbp padded) whose scores are in St: x in log2 units, masks,
- * the maxima, exponentials into Pt and their sum, and Oᵀ rescaled when a lane's mu moved (Oᵀ must hold
- * every block before this one: the tasks, which hold P·V of the block before, are all issued first).
- * One tile step of tk per row pair of the exponentials. first: no block before (Oᵀ is zero). */
+/* The softmax step of keys [j0, j0 + nb) (nbp padded) whose scores are in St: x = scale · S in natural
+ * units, masks, the maxima, exponentials into Pt and their sum, and Oᵀ rescaled when a lane's mu moved
+ * (Oᵀ must hold every block before this one: the tasks, which hold P·V of the block before, are all
+ * issued first). One tile step of tk per row pair of the exponentials. first: no block before (Oᵀ is
+ * zero). */
 static inline void ax_softmax(const ax_blk *x, float *St, uint16_t *Pt, int j0, int nb, int nbp, int first,
                               ax_tasks *tk) {
     const attn_sdpa_desc *d = x->d;
     const attn_mask *mk = &d->mask;
-    const __m512 vc2 = _mm512_set1_ps(x->c2), ninf = _mm512_set1_ps(-INFINITY);
-    /* plain: every key of the (padded) block visible to every row, no mask touches it, and c2 > 0 */
-    const int plain = !x->generic && j0 + nbp <= x->minlim && x->c2 > 0.0f;
+    const __m512 vsc = _mm512_set1_ps(x->sc), ninf = _mm512_set1_ps(-INFINITY);
+    const __m512 l2e = _mm512_set1_ps(AX_LOG2E);
+    /* plain: every key of the (padded) block visible to every row, no mask touches it, and scale > 0 */
+    const int plain = !x->generic && j0 + nbp <= x->minlim && x->sc > 0.0f;
 
-    /* the block's max per query lane; x in log2 units. A plain block keeps the raw sums and scales them
-     * in the exponential (c2 > 0 keeps the order, so the max scaled is the max of the scaled: the same
-     * bits as x computed one by one) */
+    /* the block's max per query lane. A plain block keeps the raw sums and scales them in the exponential
+     * (scale > 0 keeps the order, so the max scaled is the max of the scaled: the same bits as each x) */
     __m512 mx[AX_NQ], cc = _mm512_set1_ps(1.0f);
     for (int q = 0; q < AX_NQ; q++) mx[q] = ninf;
     if (plain) {
         for (int j = 0; j < nbp; j++)
             for (int q = 0; q < AX_NQ; q++) mx[q] = _mm512_max_ps(mx[q], _mm512_loadu_ps(St + j * AX_BR + 16 * q));
-        for (int q = 0; q < AX_NQ; q++) mx[q] = _mm512_mul_ps(mx[q], vc2);
-        cc = vc2;
+        for (int q = 0; q < AX_NQ; q++) mx[q] = _mm512_mul_ps(mx[q], vsc);
+        cc = vsc;
     } else {
         __m512i lim[AX_NQ];
         for (int q = 0; q < AX_NQ; q++) lim[q] = _mm512_loadu_si512(x->lim + 16 * q);
@@ -352,7 +355,7 @@ static inline void ax_softmax(const ax_blk *x, float *St, uint16_t *Pt, int j0, 
             const __m512i jj = _mm512_set1_epi32(j0 + j);
             for (int q = 0; q < AX_NQ; q++) {
                 float *s = St + j * AX_BR + 16 * q;
-                const __m512 y = _mm512_mul_ps(_mm512_loadu_ps(s), vc2);
+                const __m512 y = _mm512_mul_ps(_mm512_loadu_ps(s), vsc);
                 _mm512_storeu_ps(s, _mm512_mask_mov_ps(y, _mm512_cmple_epi32_mask(lim[q], jj), ninf));
             }
         }
@@ -372,9 +375,9 @@ static inline void ax_softmax(const ax_blk *x, float *St, uint16_t *Pt, int j0, 
 
     /* mu moves where the block's max passes it by more than AX_LAZY (always from -inf) */
     const __m512 lazy = _mm512_set1_ps(AX_LAZY);
-    __m512 mu[AX_NQ], nbs[AX_NQ], bs[AX_NQ];
+    __m512 mu[AX_NQ], nbs[AX_NQ], bs[AX_NQ], ccl = _mm512_mul_ps(cc, l2e);
     __mmask16 mv[AX_NQ];
-    int moved = 0;
+    int moved = 0, fast = 1;
     for (int q = 0; q < AX_NQ; q++) {
         _mm512_storeu_ps(x->mt + 16 * q, _mm512_max_ps(_mm512_loadu_ps(x->mt + 16 * q), mx[q]));
         mu[q] = _mm512_loadu_ps(x->mu + 16 * q);
@@ -382,8 +385,10 @@ static inline void ax_softmax(const ax_blk *x, float *St, uint16_t *Pt, int j0, 
         moved |= mv[q];
         /* a lane with no key yet keeps -inf: subtract -FLT_MAX instead so exp2 gives 0, not NaN */
         bs[q] = _mm512_max_ps(_mm512_mask_mov_ps(mu[q], mv[q], mx[q]), _mm512_set1_ps(-FLT_MAX));
-        nbs[q] = _mm512_sub_ps(_mm512_setzero_ps(), bs[q]);
+        fast &= _mm512_cmp_ps_mask(_mm512_abs_ps(bs[q]), _mm512_set1_ps(AX_FAST), _CMP_LE_OQ) == 0xffff;
     }
+    for (int q = 0; q < AX_NQ; q++)   /* fast: the exponent is x·log2e - mu·log2e; else (x - mu)·log2e */
+        nbs[q] = fast ? _mm512_mul_ps(_mm512_sub_ps(_mm512_setzero_ps(), bs[q]), l2e) : bs[q];
 
     /* exponentials, their sum, and Pᵀ in bf16 pairs of keys (everything the loop reads in locals: the
      * vector stores may alias any memory, and fields read through x would be reloaded after each) */
@@ -392,16 +397,18 @@ static inline void ax_softmax(const ax_blk *x, float *St, uint16_t *Pt, int j0, 
     const int drop = d->dropout > 0.0f;
     float *const S0 = St;
     uint16_t *const P0 = Pt;
-    /* a plain block has no -inf and every lane a finite max: its exponentials need no clamp */
-#define AX_EXP_LOOP(CLAMP)                                                                                    \
+    /* (the clamp stays even without masks: a finite score far below its max makes the exponent -inf) */
+#define AX_ARG(v, q, PLAIN, FAST) ((FAST) ? _mm512_fmadd_ps((v), ccl, nbs[q])                                             \
+                           : _mm512_mul_ps(_mm512_sub_ps((PLAIN) ? _mm512_mul_ps((v), cc) : (v), nbs[q]), l2e))
+#define AX_EXP_LOOP(PLAIN, FAST)                                                                              \
     for (int j = 0; j < nbp; j += 2) {                                                                        \
         if (tk->step < tk->total) ax_step(x, tk);                                                             \
         const float *s = S0 + j * AX_BR;                                                                      \
         uint16_t *p = P0 + (int64_t)((j / 32) * AX_NQ) * 512 + (j % 32 / 2) * 32;                             \
         __m512 e0[AX_NQ], e1[AX_NQ];                                                                          \
         for (int q = 0; q < AX_NQ; q++) {                                                                     \
-            e0[q] = ax_exp2(_mm512_fmadd_ps(_mm512_loadu_ps(s + 16 * q), cc, nbs[q]), CLAMP);                 \
-            e1[q] = ax_exp2(_mm512_fmadd_ps(_mm512_loadu_ps(s + AX_BR + 16 * q), cc, nbs[q]), CLAMP);         \
+            e0[q] = ax_exp2(AX_ARG(_mm512_loadu_ps(s + 16 * q), q, PLAIN, FAST));                             \
+            e1[q] = ax_exp2(AX_ARG(_mm512_loadu_ps(s + AX_BR + 16 * q), q, PLAIN, FAST));                     \
             sum[q] = _mm512_add_ps(sum[q], _mm512_add_ps(e0[q], e1[q]));                                      \
         }                                                                                                     \
         if (drop)                                                                                             \
@@ -412,8 +419,11 @@ static inline void ax_softmax(const ax_blk *x, float *St, uint16_t *Pt, int j0, 
         else                                                                                                  \
             for (int q = 0; q < AX_NQ; q++) _mm512_storeu_si512(p + q * 512, ax_pair(e0[q], e1[q]));          \
     }
-    if (plain) AX_EXP_LOOP(0)
-    else AX_EXP_LOOP(1)
+    if (plain && fast) AX_EXP_LOOP(1, 1)
+    else if (plain) AX_EXP_LOOP(1, 0)
+    else if (fast) AX_EXP_LOOP(0, 1)
+    else AX_EXP_LOOP(0, 0)
+#undef AX_ARG
 #undef AX_EXP_LOOP
     if (drop) {
         /* dropout on the weights that multiply V (the sum above is before dropout) */
@@ -440,7 +450,8 @@ static inline void ax_softmax(const ax_blk *x, float *St, uint16_t *Pt, int j0, 
     if (moved) {
         __m512 al[AX_NQ];
         for (int q = 0; q < AX_NQ; q++) {
-            al[q] = _mm512_mask_blend_ps(mv[q], _mm512_set1_ps(1.0f), attn__exp2_avx512(_mm512_sub_ps(mu[q], bs[q])));
+            al[q] = _mm512_mask_blend_ps(mv[q], _mm512_set1_ps(1.0f),
+                                         attn__exp2_avx512(_mm512_mul_ps(_mm512_sub_ps(mu[q], bs[q]), l2e)));
             _mm512_storeu_ps(x->l + 16 * q, _mm512_fmadd_ps(_mm512_loadu_ps(x->l + 16 * q), al[q], sum[q]));
             _mm512_storeu_ps(x->mu + 16 * q, _mm512_mask_mov_ps(mu[q], mv[q], mx[q]));
         }
@@ -467,7 +478,7 @@ static void ax_block(const ax_fwd *cx, char *tw, int b, int h, int t0, int nr) {
     ax_blk x;
     x.d = d; x.b = b; x.h = h; x.t0 = t0; x.nr = nr; x.NC = z->NC; x.NXT = z->NXT;
     x.generic = mk->allow || mk->bias;
-    x.c2 = d->scale * AX_LOG2E;
+    x.sc = d->scale;
     const int64_t pair = (int64_t)b * d->Hkv + hk;
     x.kp = (const uint16_t *)(cx->shared + pair * (z->kpack + z->vpack));
     x.vt = (const uint16_t *)((const char *)x.kp + z->kpack);
@@ -592,7 +603,7 @@ static void ax_forward(const attn_sdpa_desc *d, float *out, float *lse, const fl
  *            the forward's Qᵀ layout), Q and dO as query pairs (B of dK and dV), the row statistics (m, L) and
  *            Δ = rowsum(dout ∘ out) per row; the dQ slots cleared
  *   stage 1  items (b, kv head, chunk of key blocks): per block of 64 keys, every head of the group and
- *            block of 64 query rows that sees it: Sᵀ and dPᵀ on tiles, P = exp2(min(x - m, 0) - L),
+ *            block of 64 query rows that sees it: Sᵀ and dPᵀ on tiles, P = exp2(-(max(0, m - x)·log2e + L)),
  *            dS = P ∘ (dP - Δ) (dropout: dP·m and P·m), dV += (P·m)ᵀ dO, dK += dSᵀ Q on tiles into the
  *            block's fp32 sums, dQᵀ += Kᵀ dSᵀ into the chunk's slot; the block's dk, dv rows written
  *   stage 2  dq += scale · Σ_chunk slot, chunks in order
@@ -708,12 +719,12 @@ static void axb_pack_keys(const axb_ctx *cx, const void *k, const void *v, int b
     }
 }
 
-/* The backward's row statistics (m, L): P = exp2(min(x - m, 0) - L). Read here from the natural
- * log-sum-exp of this tree's forward (m = lse·log2e, L = 0); a row with no key (or a padding row: row < 0)
- * gets m = +inf, so that every P of it is 0. */
+/* The backward's row statistics: m and L = log2 l, for P = exp2(-(max(0, m - x)·log2e + L)) (subtract
+ * first: exact at any logit size). Read here from the log-sum-exp of this tree's forward (m = lse, l = 1);
+ * a row with no key (or a padding row: row < 0) gets m = +inf, so that every P of it is 0. */
 static inline void axb_row_stats(const float *lse, int64_t row, float *m, float *L) {
     const float ls = row >= 0 ? lse[row] : -INFINITY;
-    *m = ls == -INFINITY ? INFINITY : ls * AX_LOG2E;
+    *m = ls == -INFINITY ? INFINITY : ls;
     *L = 0.0f;
 }
 
@@ -822,7 +833,7 @@ static void axb_block(const axb_ctx *cx, char *tw, float *dKs, float *dVs, int b
         }
 
     /* x = scale·log2e·S with the masks (as the forward), P, and dS; lanes are queries */
-    const __m512 vc2 = _mm512_set1_ps(d->scale * AX_LOG2E), ninf = _mm512_set1_ps(-INFINITY);
+    const __m512 vsc = _mm512_set1_ps(d->scale), ninf = _mm512_set1_ps(-INFINITY), l2e = _mm512_set1_ps(AX_LOG2E);
     __m512i lv[4];
     __m512 mv[4], lv2[4], dl[4];
     for (int q = 0; q < 4; q++) {
@@ -835,7 +846,7 @@ static void axb_block(const axb_ctx *cx, char *tw, float *dKs, float *dVs, int b
         const __m512i jj = _mm512_set1_epi32(j0 + j);
         for (int q = 0; q < 4; q++) {
             float *s = St + j * AXB_B + 16 * q;
-            const __m512 x = _mm512_mul_ps(_mm512_loadu_ps(s), vc2);
+            const __m512 x = _mm512_mul_ps(_mm512_loadu_ps(s), vsc);
             _mm512_storeu_ps(s, _mm512_mask_mov_ps(x, _mm512_cmple_epi32_mask(lv[q], jj), ninf));
         }
     }
@@ -852,8 +863,9 @@ static void axb_block(const axb_ctx *cx, char *tw, float *dKs, float *dVs, int b
     for (int j = 0; j < AXB_B; j++)
         for (int q = 0; q < 4; q++) {
             float *s = St + j * AXB_B + 16 * q;
-            const __m512 y = _mm512_min_ps(_mm512_sub_ps(_mm512_loadu_ps(s), mv[q]), _mm512_setzero_ps());
-            _mm512_storeu_ps(s, attn__exp2_avx512(_mm512_sub_ps(y, lv2[q])));   /* P */
+            const __m512 y = _mm512_max_ps(_mm512_sub_ps(mv[q], _mm512_loadu_ps(s)), _mm512_setzero_ps());
+            const __m512 e = _mm512_fmadd_ps(y, l2e, lv2[q]);
+            _mm512_storeu_ps(s, attn__exp2_avx512(_mm512_sub_ps(_mm512_setzero_ps(), e)));   /* P */
         }
     if (d->dropout > 0.0f) {
         /* dP·m into dPt, P·m kept for dV below (in St's place once dS is formed) */
