@@ -39,11 +39,11 @@
  *     attn_sdpa_workspace_size(&ctx, &d, ATTN_PASS_FORWARD, &fw);
  *     attn_sdpa_workspace_size(&ctx, &d, ATTN_PASS_BACKWARD, &bw);
  *     void *work = malloc(fw > bw ? fw : bw);
- *     float *lse = malloc(sizeof(float) * B * H * T);   // row log-sum-exp, saved for the backward
- *     attn_status st = attn_sdpa_forward(&ctx, &d, out, lse, NULL, q, k, v, work, fw);
+ *     float *stats = malloc(sizeof(float) * B * H * T * ATTN_SDPA_STATS);   // saved for the backward
+ *     attn_status st = attn_sdpa_forward(&ctx, &d, out, stats, NULL, q, k, v, work, fw);
  *     if (st != ATTN_OK) fprintf(stderr, "attn: %s\n", attn_status_string(st));
  *     // ... dq, dk, dv zeroed, dout filled ...
- *     st = attn_sdpa_backward(&ctx, &d, dq, dk, dv, dout, q, k, v, out, lse, work, bw);
+ *     st = attn_sdpa_backward(&ctx, &d, dq, dk, dv, dout, q, k, v, out, stats, work, bw);
  *
  * Threads: the fast kernels use OpenMP with ctx.threads threads (NULL for ctx: attn_set_num_threads's);
  * results are bitwise identical for any thread count. A caller with its own thread pool runs the same
@@ -245,7 +245,7 @@ typedef struct attn_sdpa_desc {
     float dropout;               /* in [0,1); 0 = no dropout */
     uint64_t seed;               /* dropout's seed; change it every training step */
     attn_dtype dtype;            /* element type of q, k, v, out and of dq, dk, dv, dout: F32 (0) or BF16
-                                    (the tensor arguments are then uint16_t arrays). lse stays fp32. */
+                                    (the tensor arguments are then uint16_t arrays). the row statistics stay fp32. * */
     attn_dtype compute;          /* F32 (0): multiply in the tensors' own precision. BF16: fp32 tensors may
                                     be rounded to bf16 for the products (fp32 accumulation) on a path that
                                     has bf16 units (ATTN_ISA_AMX); other paths compute in fp32. */
@@ -263,28 +263,45 @@ attn_status attn_sdpa_validate(const attn_sdpa_desc *d);
 attn_status attn_sdpa_workspace_size(const attn_ctx *ctx, const attn_sdpa_desc *d, attn_pass pass,
                                      size_t *bytes);
 
+/* Row statistics: what the forward saves for the backward, ATTN_SDPA_STATS floats per query row,
+ * (B,H,T,2) contiguous. With x_s = scale·q·k_s + bias_s, a row's scores as the kernel path computes them:
+ *   stats[2r]      m = max_s x_s, the row's largest score (one of the x_s, bit for bit)
+ *   stats[2r + 1]  log Σ_s exp(x_s - m)       (between 0 and log S)
+ * A fully masked row has (-INFINITY, 0). The log-sum-exp is the sum of the two; it is kept in two parts
+ * because one float loses the small part once |m| is large, and the backward's weights exp(x_s - m - log l)
+ * then stop summing to 1. The backward recomputes each x_s exactly as the forward did, so give it the
+ * stats of a forward on the same kernel path (the same ctx isa). attn_sdpa_logsumexp gives the one-float
+ * log-sum-exp (PyTorch's logsumexp) when you want it. */
+#define ATTN_SDPA_STATS 2
+
+/* lse[r] = stats[2r] + stats[2r+1] for r in [0, rows): the log-sum-exp of each row, -INFINITY for a fully
+ * masked row. lse may be stats itself (converted in place). */
+attn_status attn_sdpa_logsumexp(const float *stats, int64_t rows, float *lse);
+
 /* Forward pass. The tensors q, k, v, out (and dq, dk, dv, dout below) are `void *`: float arrays when
  * d->dtype is ATTN_DTYPE_F32, uint16_t arrays of bf16 bits when it is ATTN_DTYPE_BF16. Strides count
  * elements of that type.
  *   out     (B,H,T,Dv)  layout d->out                       written
- *   lse     (B,H,T)     contiguous, or NULL                 written: log Σ_s exp(score); -INFINITY for a
- *                                                           fully masked row. The backward needs it.
+ *   stats   (B,H,T,2)   contiguous, or NULL                 written: the row statistics above; the
+ *                                                           backward needs them.
  *   weights (B,H,T,S)   contiguous, or NULL                 written when given: the softmax probabilities
  *   q, k, v             layouts d->q, d->k, d->v
- * Asking for weights makes the call materialize them (the reference path); without them the fused
- * kernels run in memory that grows with T + S. */
+ * The fused kernels run in memory that grows with T + S; asked for weights, they write them in one more
+ * pass from the row statistics (the weights the backward will use, bit for bit). */
 attn_status attn_sdpa_forward(const attn_ctx *ctx, const attn_sdpa_desc *d,
-                              void *out, float *lse, float *weights,
+                              void *out, float *stats, float *weights,
                               const void *q, const void *k, const void *v,
                               void *work, size_t work_bytes);
 
 /* Backward pass. Accumulates (+=) into dq, dk, dv (layouts of q, k, v).
- *   dout  (B,H,T,Dv) layout d->out;  out and lse as written by attn_sdpa_forward with the same d. */
+ *   dout  (B,H,T,Dv) layout d->out;  out and stats as written by attn_sdpa_forward with the same ctx
+ *   and d. A key the mask excludes from a row takes no part in that row's gradients, whatever its K and V
+ *   hold (NaN or Inf included), as in the forward. */
 attn_status attn_sdpa_backward(const attn_ctx *ctx, const attn_sdpa_desc *d,
                                void *dq, void *dk, void *dv,
                                const void *dout,
                                const void *q, const void *k, const void *v,
-                               const void *out, const float *lse,
+                               const void *out, const float *stats,
                                void *work, size_t work_bytes);
 
 /* The same passes run by the caller's own threads (an inference engine's pool, say) instead of OpenMP.
@@ -296,14 +313,14 @@ attn_status attn_sdpa_backward(const attn_ctx *ctx, const attn_sdpa_desc *d,
  * A call checks its arguments as the whole-pass calls do; a failing call means the pass is not done. */
 attn_status attn_sdpa_stages(const attn_ctx *ctx, const attn_sdpa_desc *d, attn_pass pass, int *n_stages);
 attn_status attn_sdpa_forward_part(const attn_ctx *ctx, const attn_sdpa_desc *d,
-                                   void *out, float *lse,
+                                   void *out, float *stats,
                                    const void *q, const void *k, const void *v,
                                    void *work, size_t work_bytes, int stage, int ith);
 attn_status attn_sdpa_backward_part(const attn_ctx *ctx, const attn_sdpa_desc *d,
                                     void *dq, void *dk, void *dv,
                                     const void *dout,
                                     const void *q, const void *k, const void *v,
-                                    const void *out, const float *lse,
+                                    const void *out, const float *stats,
                                     void *work, size_t work_bytes, int stage, int ith);
 
 /* ---------------------------------------------------------------------------------------------------

@@ -6,10 +6,10 @@
  *
  * Then inputs holding NaN or Inf: the calls return ATTN_OK and the result is defined as follows
  * (checked below):
- *   - a NaN (or +Inf) reaching a row's scores makes that row's output, lse and gradients NaN; other rows
+ *   - a NaN (or +Inf) reaching a row's scores makes that row's output, stats and gradients NaN; other rows
  *     are untouched (finite);
  *   - a score of -Inf (from the bias, or overflow) excludes its key, like a mask; a row with no key left
- *     is a fully masked row: zeros and lse = -Inf;
+ *     is a fully masked row: zeros and stats (-Inf, 0);
  *   - values (V) of keys the mask excludes are never read into the sum: NaN or Inf there changes nothing;
  *   - attn_softmax: any NaN or +Inf gives NaN everywhere; all -Inf gives zeros.
  */
@@ -28,9 +28,9 @@ static attn_sdpa_desc good(void) {
     attn_sdpa_desc_init(&d, 2, 2, 3, 4, 3, 2);
     return d;
 }
-enum { NQ = 2 * 2 * 3 * 3, NK = 2 * 2 * 4 * 3, NV = 2 * 2 * 4 * 2, NO = 2 * 2 * 3 * 2, NL = 2 * 2 * 3, NW = 2 * 2 * 3 * 4 };
+enum { NQ = 2 * 2 * 3 * 3, NK = 2 * 2 * 4 * 3, NV = 2 * 2 * 4 * 2, NO = 2 * 2 * 3 * 2, NL = 2 * 2 * 3 * ATTN_SDPA_STATS, NW = 2 * 2 * 3 * 4 };
 
-static float q[NQ], k[NK], v[NV], out[NO], lse[NL], w[NW], dq[NQ], dk[NK], dv[NV], dout[NO];
+static float q[NQ], k[NK], v[NV], out[NO], stats[NL], w[NW], dq[NQ], dk[NK], dv[NV], dout[NO];
 static unsigned char *work;                      /* the workspace, grown by need() */
 static size_t work_cap;
 
@@ -118,7 +118,7 @@ static void test_sdpa_desc(void) {
         size_t wb = 0;
         CHECK_STATUS(attn_sdpa_workspace_size(NULL, &d, ATTN_PASS_BACKWARD, &wb), ATTN_OK);
         need(wb);
-        CHECK_STATUS(attn_sdpa_backward(NULL, &d, dq, dk, dv, dout, q, k, v, out, lse, work, wb), ATTN_ERR_STRIDE);
+        CHECK_STATUS(attn_sdpa_backward(NULL, &d, dq, dk, dv, dout, q, k, v, out, stats, work, wb), ATTN_ERR_STRIDE);
     }
     d = good(); d.v.t = 1;           CHECK_STATUS(attn_sdpa_validate(&d), ATTN_ERR_STRIDE);
     d = good(); d.q.b = 0; d.k.h = 0; d.v.b = 0;                                           /* broadcast */
@@ -185,52 +185,52 @@ static void test_sdpa_calls(void) {
 
         /* forward: required pointers, workspace; nothing written on error */
         for (int i = 0; i < NO; i++) out[i] = 42;
-        CHECK_STATUS(attn_sdpa_forward(NULL, NULL, out, lse, w, q, k, v, work, fw), ATTN_ERR_NULL);
-        CHECK_STATUS(attn_sdpa_forward(NULL, &d, NULL, lse, w, q, k, v, work, fw), ATTN_ERR_NULL);
-        CHECK_STATUS(attn_sdpa_forward(NULL, &d, out, lse, w, NULL, k, v, work, fw), ATTN_ERR_NULL);
-        CHECK_STATUS(attn_sdpa_forward(NULL, &d, out, lse, w, q, NULL, v, work, fw), ATTN_ERR_NULL);
-        CHECK_STATUS(attn_sdpa_forward(NULL, &d, out, lse, w, q, k, NULL, work, fw), ATTN_ERR_NULL);
-        CHECK_STATUS(attn_sdpa_forward(NULL, &d, out, lse, w, q, k, v, NULL, fw), ATTN_ERR_WORKSPACE);
-        CHECK_STATUS(attn_sdpa_forward(NULL, &d, out, lse, w, q, k, v, NULL, 0), ATTN_ERR_WORKSPACE);
-        CHECK_STATUS(attn_sdpa_forward(NULL, &d, out, lse, w, q, k, v, work, 0), ATTN_ERR_WORKSPACE);
-        CHECK_STATUS(attn_sdpa_forward(NULL, &d, out, lse, w, q, k, v, work, fw - 1), ATTN_ERR_WORKSPACE);
-        CHECK_STATUS(attn_sdpa_forward(NULL, &d, out, lse, NULL, q, k, v, work, fw - 1), ATTN_ERR_WORKSPACE);
+        CHECK_STATUS(attn_sdpa_forward(NULL, NULL, out, stats, w, q, k, v, work, fw), ATTN_ERR_NULL);
+        CHECK_STATUS(attn_sdpa_forward(NULL, &d, NULL, stats, w, q, k, v, work, fw), ATTN_ERR_NULL);
+        CHECK_STATUS(attn_sdpa_forward(NULL, &d, out, stats, w, NULL, k, v, work, fw), ATTN_ERR_NULL);
+        CHECK_STATUS(attn_sdpa_forward(NULL, &d, out, stats, w, q, NULL, v, work, fw), ATTN_ERR_NULL);
+        CHECK_STATUS(attn_sdpa_forward(NULL, &d, out, stats, w, q, k, NULL, work, fw), ATTN_ERR_NULL);
+        CHECK_STATUS(attn_sdpa_forward(NULL, &d, out, stats, w, q, k, v, NULL, fw), ATTN_ERR_WORKSPACE);
+        CHECK_STATUS(attn_sdpa_forward(NULL, &d, out, stats, w, q, k, v, NULL, 0), ATTN_ERR_WORKSPACE);
+        CHECK_STATUS(attn_sdpa_forward(NULL, &d, out, stats, w, q, k, v, work, 0), ATTN_ERR_WORKSPACE);
+        CHECK_STATUS(attn_sdpa_forward(NULL, &d, out, stats, w, q, k, v, work, fw - 1), ATTN_ERR_WORKSPACE);
+        CHECK_STATUS(attn_sdpa_forward(NULL, &d, out, stats, NULL, q, k, v, work, fw - 1), ATTN_ERR_WORKSPACE);
         attn_sdpa_desc bad = d;
         bad.dropout = 1.0f;
-        CHECK_STATUS(attn_sdpa_forward(NULL, &bad, out, lse, w, q, k, v, work, fw), ATTN_ERR_ARG);
+        CHECK_STATUS(attn_sdpa_forward(NULL, &bad, out, stats, w, q, k, v, work, fw), ATTN_ERR_ARG);
         bad = d;
         bad.out.t = 0;
-        CHECK_STATUS(attn_sdpa_forward(NULL, &bad, out, lse, w, q, k, v, work, fw), ATTN_ERR_STRIDE);
+        CHECK_STATUS(attn_sdpa_forward(NULL, &bad, out, stats, w, q, k, v, work, fw), ATTN_ERR_STRIDE);
         CHECK(all_equal(out, NO, 42));
-        /* and the good calls: with and without lse and weights, an unaligned workspace */
+        /* and the good calls: with and without stats and weights, an unaligned workspace */
         CHECK_STATUS(attn_sdpa_forward(NULL, &d, out, NULL, NULL, q, k, v, work, fw), ATTN_OK);
-        CHECK_STATUS(attn_sdpa_forward(NULL, &d, out, lse, NULL, q, k, v, work + 3, fw), ATTN_OK);
-        CHECK_STATUS(attn_sdpa_forward(NULL, &d, out, lse, w, q, k, v, work + 1, fw), ATTN_OK);
+        CHECK_STATUS(attn_sdpa_forward(NULL, &d, out, stats, NULL, q, k, v, work + 3, fw), ATTN_OK);
+        CHECK_STATUS(attn_sdpa_forward(NULL, &d, out, stats, w, q, k, v, work + 1, fw), ATTN_OK);
         CHECK(!all_equal(out, NO, 42));
 
-        /* backward: every pointer required (lse too); workspace; gradients' layouts must not overlap */
+        /* backward: every pointer required (stats too); workspace; gradients' layouts must not overlap */
         memset(dq, 0, sizeof dq); memset(dk, 0, sizeof dk); memset(dv, 0, sizeof dv);
-        CHECK_STATUS(attn_sdpa_backward(NULL, NULL, dq, dk, dv, dout, q, k, v, out, lse, work, bw), ATTN_ERR_NULL);
-        CHECK_STATUS(attn_sdpa_backward(NULL, &d, NULL, dk, dv, dout, q, k, v, out, lse, work, bw), ATTN_ERR_NULL);
-        CHECK_STATUS(attn_sdpa_backward(NULL, &d, dq, NULL, dv, dout, q, k, v, out, lse, work, bw), ATTN_ERR_NULL);
-        CHECK_STATUS(attn_sdpa_backward(NULL, &d, dq, dk, NULL, dout, q, k, v, out, lse, work, bw), ATTN_ERR_NULL);
-        CHECK_STATUS(attn_sdpa_backward(NULL, &d, dq, dk, dv, NULL, q, k, v, out, lse, work, bw), ATTN_ERR_NULL);
-        CHECK_STATUS(attn_sdpa_backward(NULL, &d, dq, dk, dv, dout, NULL, k, v, out, lse, work, bw), ATTN_ERR_NULL);
-        CHECK_STATUS(attn_sdpa_backward(NULL, &d, dq, dk, dv, dout, q, NULL, v, out, lse, work, bw), ATTN_ERR_NULL);
-        CHECK_STATUS(attn_sdpa_backward(NULL, &d, dq, dk, dv, dout, q, k, NULL, out, lse, work, bw), ATTN_ERR_NULL);
-        CHECK_STATUS(attn_sdpa_backward(NULL, &d, dq, dk, dv, dout, q, k, v, NULL, lse, work, bw), ATTN_ERR_NULL);
+        CHECK_STATUS(attn_sdpa_backward(NULL, NULL, dq, dk, dv, dout, q, k, v, out, stats, work, bw), ATTN_ERR_NULL);
+        CHECK_STATUS(attn_sdpa_backward(NULL, &d, NULL, dk, dv, dout, q, k, v, out, stats, work, bw), ATTN_ERR_NULL);
+        CHECK_STATUS(attn_sdpa_backward(NULL, &d, dq, NULL, dv, dout, q, k, v, out, stats, work, bw), ATTN_ERR_NULL);
+        CHECK_STATUS(attn_sdpa_backward(NULL, &d, dq, dk, NULL, dout, q, k, v, out, stats, work, bw), ATTN_ERR_NULL);
+        CHECK_STATUS(attn_sdpa_backward(NULL, &d, dq, dk, dv, NULL, q, k, v, out, stats, work, bw), ATTN_ERR_NULL);
+        CHECK_STATUS(attn_sdpa_backward(NULL, &d, dq, dk, dv, dout, NULL, k, v, out, stats, work, bw), ATTN_ERR_NULL);
+        CHECK_STATUS(attn_sdpa_backward(NULL, &d, dq, dk, dv, dout, q, NULL, v, out, stats, work, bw), ATTN_ERR_NULL);
+        CHECK_STATUS(attn_sdpa_backward(NULL, &d, dq, dk, dv, dout, q, k, NULL, out, stats, work, bw), ATTN_ERR_NULL);
+        CHECK_STATUS(attn_sdpa_backward(NULL, &d, dq, dk, dv, dout, q, k, v, NULL, stats, work, bw), ATTN_ERR_NULL);
         CHECK_STATUS(attn_sdpa_backward(NULL, &d, dq, dk, dv, dout, q, k, v, out, NULL, work, bw), ATTN_ERR_NULL);
-        CHECK_STATUS(attn_sdpa_backward(NULL, &d, dq, dk, dv, dout, q, k, v, out, lse, NULL, bw), ATTN_ERR_WORKSPACE);
-        CHECK_STATUS(attn_sdpa_backward(NULL, &d, dq, dk, dv, dout, q, k, v, out, lse, work, bw - 1), ATTN_ERR_WORKSPACE);
-        CHECK_STATUS(attn_sdpa_backward(NULL, &d, dq, dk, dv, dout, q, k, v, out, lse, work, 0), ATTN_ERR_WORKSPACE);
+        CHECK_STATUS(attn_sdpa_backward(NULL, &d, dq, dk, dv, dout, q, k, v, out, stats, NULL, bw), ATTN_ERR_WORKSPACE);
+        CHECK_STATUS(attn_sdpa_backward(NULL, &d, dq, dk, dv, dout, q, k, v, out, stats, work, bw - 1), ATTN_ERR_WORKSPACE);
+        CHECK_STATUS(attn_sdpa_backward(NULL, &d, dq, dk, dv, dout, q, k, v, out, stats, work, 0), ATTN_ERR_WORKSPACE);
         bad = d;
         bad.k.b = 0;                                     /* a broadcast K has no dK layout */
-        CHECK_STATUS(attn_sdpa_backward(NULL, &bad, dq, dk, dv, dout, q, k, v, out, lse, work, bw), ATTN_ERR_STRIDE);
+        CHECK_STATUS(attn_sdpa_backward(NULL, &bad, dq, dk, dv, dout, q, k, v, out, stats, work, bw), ATTN_ERR_STRIDE);
         bad = d;
         bad.Hkv = 0;
-        CHECK_STATUS(attn_sdpa_backward(NULL, &bad, dq, dk, dv, dout, q, k, v, out, lse, work, bw), ATTN_ERR_SIZE);
+        CHECK_STATUS(attn_sdpa_backward(NULL, &bad, dq, dk, dv, dout, q, k, v, out, stats, work, bw), ATTN_ERR_SIZE);
         CHECK(all_equal(dq, NQ, 0) && all_equal(dk, NK, 0) && all_equal(dv, NV, 0));
-        CHECK_STATUS(attn_sdpa_backward(NULL, &d, dq, dk, dv, dout, q, k, v, out, lse, work + 5, bw), ATTN_OK);
+        CHECK_STATUS(attn_sdpa_backward(NULL, &d, dq, dk, dv, dout, q, k, v, out, stats, work + 5, bw), ATTN_OK);
         CHECK(!all_equal(dq, NQ, 0));
     }
     attn_set_isa(ATTN_ISA_AUTO);
@@ -377,26 +377,25 @@ static void test_nonfinite(void) {
         /* NaN in one query row (b=0,h=0,t=1): that row is NaN, every other row finite */
         fill();
         q[3] = NAN;
-        CHECK_STATUS(attn_sdpa_forward(NULL, &d, out, lse, NULL, q, k, v, work, fw), ATTN_OK);
-        int nan_row = isnan(out[2]) && isnan(out[3]) && isnan(lse[1]), others = 1;
+        CHECK_STATUS(attn_sdpa_forward(NULL, &d, out, stats, NULL, q, k, v, work, fw), ATTN_OK);
+        int nan_row = isnan(out[2]) && isnan(out[3]) && isnan(stats[2]), others = 1;
         for (int i = 0; i < NO; i++)
             if (i != 2 && i != 3 && !isfinite(out[i])) others = 0;
         CHECK(others);
-        /* the reference path propagates the NaN into its row; the fused paths are only required not to
-         * spread it (they currently give 0 with lse = -inf on AVX2/AVX-512: reported to the lead) */
-        if (isa == ATTN_ISA_REF) CHECK(nan_row);
-        else if (!nan_row) printf("  note: path %s gives %g %g, lse %g for a NaN query row\n",
-                                  attn_isa_name((attn_isa)isa), out[2], out[3], lse[1]);
+        /* every path propagates the NaN into its row (the fused paths used to give 0 and -inf) */
+        CHECK(nan_row);
+        if (!nan_row) printf("  %s gives %g %g, stats %g for a NaN query row\n", attn_isa_name((attn_isa)isa),
+                             out[2], out[3], stats[2]);
         memset(dq, 0, sizeof dq); memset(dk, 0, sizeof dk); memset(dv, 0, sizeof dv);
-        CHECK_STATUS(attn_sdpa_backward(NULL, &d, dq, dk, dv, dout, q, k, v, out, lse, work, bw), ATTN_OK);
+        CHECK_STATUS(attn_sdpa_backward(NULL, &d, dq, dk, dv, dout, q, k, v, out, stats, work, bw), ATTN_OK);
         CHECK(isfinite(dq[NQ - 1]) && isfinite(dk[NK - 1]) && isfinite(dv[NV - 1]));   /* batch 1 untouched */
 
         /* Inf in K: the rows of (b=1, kv head 1) are NaN or finite, batch 0 finite */
         fill();
         k[NK - 1] = INFINITY;
-        CHECK_STATUS(attn_sdpa_forward(NULL, &d, out, lse, NULL, q, k, v, work, fw), ATTN_OK);
+        CHECK_STATUS(attn_sdpa_forward(NULL, &d, out, stats, NULL, q, k, v, work, fw), ATTN_OK);
         CHECK(isfinite(out[0]) && isfinite(out[11]));
-        CHECK_STATUS(attn_sdpa_backward(NULL, &d, dq, dk, dv, dout, q, k, v, out, lse, work, bw), ATTN_OK);
+        CHECK_STATUS(attn_sdpa_backward(NULL, &d, dq, dk, dv, dout, q, k, v, out, stats, work, bw), ATTN_OK);
 
         /* NaN and Inf in the values of excluded keys change nothing */
         fill();
@@ -405,24 +404,24 @@ static void test_nonfinite(void) {
         m.mask.valid_lens_kind = ATTN_VALID_LENS_PER_BATCH;
         m.mask.valid_lens = lens;
         float out_ref[NO];
-        CHECK_STATUS(attn_sdpa_forward(NULL, &m, out_ref, lse, NULL, q, k, v, work, fw), ATTN_OK);
+        CHECK_STATUS(attn_sdpa_forward(NULL, &m, out_ref, stats, NULL, q, k, v, work, fw), ATTN_OK);
         v[2 * 2] = NAN;                                   /* b=0, h=0, s=2: excluded */
         v[3 * 2 + 1] = INFINITY;                          /* b=0, h=0, s=3: excluded */
-        CHECK_STATUS(attn_sdpa_forward(NULL, &m, out, lse, NULL, q, k, v, work, fw), ATTN_OK);
+        CHECK_STATUS(attn_sdpa_forward(NULL, &m, out, stats, NULL, q, k, v, work, fw), ATTN_OK);
         CHECK(memcmp(out, out_ref, sizeof out) == 0);
 
         /* huge inputs: scores overflow to ±Inf; OK, and no crash in the backward */
         fill();
         for (int i = 0; i < NQ; i++) q[i] *= 1e30f;
         for (int i = 0; i < NK; i++) k[i] *= 1e30f;
-        CHECK_STATUS(attn_sdpa_forward(NULL, &d, out, lse, NULL, q, k, v, work, fw), ATTN_OK);
-        CHECK_STATUS(attn_sdpa_backward(NULL, &d, dq, dk, dv, dout, q, k, v, out, lse, work, bw), ATTN_OK);
+        CHECK_STATUS(attn_sdpa_forward(NULL, &d, out, stats, NULL, q, k, v, work, fw), ATTN_OK);
+        CHECK_STATUS(attn_sdpa_backward(NULL, &d, dq, dk, dv, dout, q, k, v, out, stats, work, bw), ATTN_OK);
 
         /* NaN in dout: the backward returns OK */
         fill();
-        CHECK_STATUS(attn_sdpa_forward(NULL, &d, out, lse, NULL, q, k, v, work, fw), ATTN_OK);
+        CHECK_STATUS(attn_sdpa_forward(NULL, &d, out, stats, NULL, q, k, v, work, fw), ATTN_OK);
         dout[0] = NAN;
-        CHECK_STATUS(attn_sdpa_backward(NULL, &d, dq, dk, dv, dout, q, k, v, out, lse, work, bw), ATTN_OK);
+        CHECK_STATUS(attn_sdpa_backward(NULL, &d, dq, dk, dv, dout, q, k, v, out, stats, work, bw), ATTN_OK);
     }
     attn_set_isa(ATTN_ISA_AUTO);
 
@@ -437,8 +436,8 @@ static void test_nonfinite(void) {
     bd.mask.bias_stride[0] = 24; bd.mask.bias_stride[1] = 12; bd.mask.bias_stride[2] = 4;
     attn_sdpa_workspace_size(NULL, &bd, ATTN_PASS_FORWARD, &fw);
     need(fw);
-    CHECK_STATUS(attn_sdpa_forward(NULL, &bd, out, lse, w, q, k, v, work, fw), ATTN_OK);
-    CHECK(out[0] == 0 && out[1] == 0 && lse[0] == -INFINITY && all_equal(w, 4, 0));
+    CHECK_STATUS(attn_sdpa_forward(NULL, &bd, out, stats, w, q, k, v, work, fw), ATTN_OK);
+    CHECK(out[0] == 0 && out[1] == 0 && stats[0] == -INFINITY && all_equal(w, 4, 0));
     CHECK(isnan(out[(1 * 3 + 1) * 2]) && isfinite(out[NO - 1]));
 
     /* additive: NaN in a query row makes that row NaN; other rows finite */
@@ -478,7 +477,7 @@ static void test_huge_bias(void) {
         for (int rows = 1; rows <= 9; rows += 8) {        /* 1 row: the decoding path; 9: the block path */
             attn_sdpa_desc d;
             attn_sdpa_desc_init(&d, 1, 1, rows, 4, 3, 2);
-            float qq[9 * 3], kk[12], vv[8], oo[9 * 2], ll[9], bias[9 * 4];
+            float qq[9 * 3], kk[12], vv[8], oo[9 * 2], ll[9 * 2], bias[9 * 4];
             for (int i = 0; i < 27; i++) qq[i] = 0.1f * (float)(i % 5);
             for (int i = 0; i < 12; i++) kk[i] = 0.2f * (float)(i % 3);
             for (int i = 0; i < 8; i++) vv[i] = (float)i;
@@ -508,7 +507,7 @@ static void test_huge_bias(void) {
             dc.mask.bias = bias;
             dc.mask.bias_stride[2] = 0;
             for (int i = 0; i < 4; i++) bias[i] = 3e38f;
-            float q2[13 * 3], o2[13 * 2], l2[13];
+            float q2[13 * 3], o2[13 * 2], l2[13 * 2];
             for (int i = 0; i < (rows + 4) * 3; i++) q2[i] = 0.1f * (float)(i % 7);
             CHECK_STATUS(attn_sdpa_workspace_size(&c, &dc, ATTN_PASS_FORWARD, &fw), ATTN_OK);
             need(fw);

@@ -10,7 +10,8 @@
  * Tolerances (the reference sums in double on the rounded inputs; a bf16 path rounds P to bf16, about
  * 2^-9 relative, and rounds the output to bf16):
  *   out            |got - want| <= 1e-2 · max(1, max|want|) + 1e-2 · |want|
- *   lse            2e-4 · max(1, max|want|) + 1e-4 · |want|   (scores are exact products summed in fp32)
+ *   lse            2e-4 · max(1, max|want|) + 1e-4 · |want|   (the row statistics as log-sum-exp; scores are
+ *                  exact products summed in fp32)
  *   dq, dk, dv     2e-2 · max(1, max|want|) over the gradient  (the backward runs in fp32 on the rounded
  *                  inputs and rounds the gradients once; the reference's backward reads the path's bf16
  *                  out, an input of the backward)
@@ -54,8 +55,11 @@ static int close_tol(const char *what, const float *got, const float *want, size
     return tu_close_f32(what, got, want, n, a * s, r);
 }
 
-/* lse: -inf must match exactly */
-static int close_lse(const float *got, const float *want, size_t n) {
+/* Row statistics (n rows of (m, log l)) compared as log-sum-exp: -inf must match exactly. */
+static int close_lse(const float *got_stats, const float *want_stats, size_t n) {
+    float *got = malloc(sizeof(float) * n), *want = malloc(sizeof(float) * n);
+    CHECK_STATUS(attn_sdpa_logsumexp(got_stats, (int64_t)n, got), ATTN_OK);
+    CHECK_STATUS(attn_sdpa_logsumexp(want_stats, (int64_t)n, want), ATTN_OK);
     float *g = malloc(sizeof(float) * n), *w = malloc(sizeof(float) * n);
     int inf_ok = 1;
     for (size_t i = 0; i < n; i++) {
@@ -63,6 +67,7 @@ static int close_lse(const float *got, const float *want, size_t n) {
         g[i] = got[i] == -INFINITY ? -1e30f : got[i];
         w[i] = want[i] == -INFINITY ? -1e30f : want[i];
     }
+    free(got); free(want);
     CHECK(inf_ok);
     int ok = close_tol("lse", g, w, n, 2e-4, 1e-4) && inf_ok;
     free(g); free(w);
@@ -187,7 +192,7 @@ static int run_case(attn_isa isa, const tcase *c, const char *label) {
     CHECK_STATUS(attn_ctx_init(&ctx, isa, 0), ATTN_OK);
 
     /* the fp32 reference on the rounded inputs; gradients start from rounded random values */
-    float *out_r = calloc(no, sizeof(float)), *lse_r = calloc(nl, sizeof(float));
+    float *out_r = calloc(no, sizeof(float)), *lse_r = calloc(2 * nl, sizeof(float));   /* row statistics */
     float *dq_r = malloc(sizeof(float) * nq), *dk_r = malloc(sizeof(float) * nk), *dv_r = malloc(sizeof(float) * nv);
     uint16_t *dqh = malloc(2 * nq), *dkh = malloc(2 * nk), *dvh = malloc(2 * nv);
     fill_bf16(dq_r, dqh, nq, 0.5f);
@@ -202,7 +207,7 @@ static int run_case(attn_isa isa, const tcase *c, const char *label) {
     e.dtype = ATTN_DTYPE_BF16;
     uint16_t *outh = malloc(2 * no);
     memset(outh, 0, 2 * no);     /* as out_r: the gaps between strided rows must stay 0 */
-    float *lse_f = calloc(nl, sizeof(float));
+    float *lse_f = calloc(2 * nl, sizeof(float));
     size_t wbytes2;
     void *work2 = work_for(&ctx, &e, &wbytes2);
     CHECK_STATUS(attn_sdpa_forward(&ctx, &e, outh, lse_f, NULL, p.qh, p.kh, p.vh, work2, wbytes2), ATTN_OK);
@@ -235,12 +240,13 @@ static int run_case(attn_isa isa, const tcase *c, const char *label) {
     /* fp32 tensors (already bf16 values) with bf16 compute: what the path rounds is what the reference saw */
     attn_sdpa_desc f = *d;
     f.compute = ATTN_DTYPE_BF16;
-    float *out_c = calloc(no, sizeof(float)), *lse_c = calloc(nl, sizeof(float));
+    float *out_c = calloc(no, sizeof(float)), *lse_c = calloc(2 * nl, sizeof(float));
     work = work_for(&ctx, &f, &wbytes);
     CHECK_STATUS(attn_sdpa_forward(&ctx, &f, out_c, lse_c, NULL, p.q, p.k, p.v, work, wbytes), ATTN_OK);
     ok &= close_tol("out (fp32, bf16 compute)", out_c, out_r, no, 1e-2, 1e-2);
     ok &= close_lse(lse_c, lse_r, nl);
-    /* its backward from zero against the reference's from zero, both reading this out */
+    /* its backward from zero against the reference's from zero, both reading this out (each with the row
+     * statistics of its own path's forward) */
     {
         float *g[6];
         const size_t gn[3] = {nq, nk, nv};
@@ -249,7 +255,7 @@ static int run_case(attn_isa isa, const tcase *c, const char *label) {
         CHECK_STATUS(attn_ctx_init(&r1, ATTN_ISA_REF, 1), ATTN_OK);
         size_t rb;
         void *rw = work_for(&r1, d, &rb);
-        CHECK_STATUS(attn_sdpa_backward(&r1, d, g[0], g[1], g[2], p.dout, p.q, p.k, p.v, out_c, lse_c, rw, rb),
+        CHECK_STATUS(attn_sdpa_backward(&r1, d, g[0], g[1], g[2], p.dout, p.q, p.k, p.v, out_c, lse_r, rw, rb),
                      ATTN_OK);
         CHECK_STATUS(attn_sdpa_backward(&ctx, &f, g[3], g[4], g[5], p.dout, p.q, p.k, p.v, out_c, lse_c, work, wbytes),
                      ATTN_OK);
@@ -282,7 +288,7 @@ static void check_threads(attn_isa isa) {
         attn_ctx ctx;
         CHECK_STATUS(attn_ctx_init(&ctx, isa, nth), ATTN_OK);
         o[r] = calloc(p.no, 2);
-        l[r] = calloc(p.nl, sizeof(float));
+        l[r] = calloc(2 * p.nl, sizeof(float));
         size_t wbytes;
         void *work = work_for(&ctx, &e, &wbytes);
         for (int i = 0; i < 3; i++) g[r][i] = calloc(gn[i], 2);
@@ -309,7 +315,7 @@ static void check_threads(attn_isa isa) {
     }
     for (int r = 1; r < 4; r++) {
         CHECK(memcmp(o[0], o[r], 2 * p.no) == 0);
-        CHECK(memcmp(l[0], l[r], sizeof(float) * p.nl) == 0);
+        CHECK(memcmp(l[0], l[r], sizeof(float) * 2 * p.nl) == 0);
         for (int i = 0; i < 3; i++) CHECK(memcmp(g[0][i], g[r][i], 2 * gn[i]) == 0);
     }
     printf("%s: bf16 forward and backward bitwise identical for 1, 2, 3 threads and the partition entries\n",
@@ -321,7 +327,7 @@ static void check_threads(attn_isa isa) {
     problem_free(&p);
 }
 
-/* Fully masked rows give zeros and lse -inf on every path, bf16 too. */
+/* Fully masked rows give zeros and row statistics (-inf, 0) on every path, bf16 too. */
 static void check_masked_rows(attn_isa isa) {
     const tcase c = {1, 2, 1, 40, 33, 64, 64, 0, 0, 0, 0, 0, 0.0f, 1.0f};
     problem p;
@@ -335,16 +341,44 @@ static void check_masked_rows(attn_isa isa) {
     CHECK_STATUS(attn_ctx_init(&ctx, isa, 2), ATTN_OK);
     uint16_t *o = malloc(2 * p.no);
     memset(o, 0xff, 2 * p.no);
-    float *l = calloc(p.nl, sizeof(float));
+    float *l = calloc(2 * p.nl, sizeof(float));
     size_t wbytes;
     void *work = work_for(&ctx, &e, &wbytes);
     CHECK_STATUS(attn_sdpa_forward(&ctx, &e, o, l, NULL, p.qh, p.kh, p.vh, work, wbytes), ATTN_OK);
     int zeros = 1, infs = 1;
     for (size_t i = 0; i < p.no; i++) zeros &= o[i] == 0;
-    for (size_t i = 0; i < p.nl; i++) infs &= l[i] == -INFINITY;
+    for (size_t i = 0; i < p.nl; i++) infs &= l[2 * i] == -INFINITY && l[2 * i + 1] == 0.0f;
     CHECK(zeros && infs);
-    printf("%s: every key masked: zeros and lse -inf %s\n", attn_isa_name(isa), zeros && infs ? "ok" : "FAIL");
+    printf("%s: every key masked: zeros and statistics (-inf, 0) %s\n", attn_isa_name(isa), zeros && infs ? "ok" : "FAIL");
     free(work); free(o); free(l);
+    problem_free(&p);
+}
+
+/* Weights asked for with bf16 tensors: the path's weights stage (through fp32) against the reference's. */
+static void check_weights(attn_isa isa) {
+    const tcase c = {2, 4, 2, 40, 53, 24, 16, 1, 1, 0, 1, 0, 0.0f, 2.0f};
+    problem p;
+    problem_make(&p, &c);
+    attn_sdpa_desc e = p.d;
+    e.dtype = ATTN_DTYPE_BF16;
+    const size_t nw = (size_t)c.B * c.H * c.T * c.S;
+    float *w[2], *st[2];
+    uint16_t *o[2];
+    for (int r = 0; r < 2; r++) {
+        attn_ctx ctx;
+        CHECK_STATUS(attn_ctx_init(&ctx, r ? isa : ATTN_ISA_REF, 2), ATTN_OK);
+        w[r] = calloc(nw, sizeof(float));
+        st[r] = calloc(2 * p.nl, sizeof(float));
+        o[r] = calloc(p.no, 2);
+        size_t wbytes;
+        void *work = work_for(&ctx, &e, &wbytes);
+        CHECK_STATUS(attn_sdpa_forward(&ctx, &e, o[r], st[r], w[r], p.qh, p.kh, p.vh, work, wbytes), ATTN_OK);
+        free(work);
+    }
+    printf("%s: weights of a bf16 forward\n", attn_isa_name(isa));
+    close_tol("weights", w[1], w[0], nw, 1e-5, 1e-4);
+    close_lse(st[1], st[0], p.nl);
+    for (int r = 0; r < 2; r++) { free(w[r]); free(st[r]); free(o[r]); }
     problem_free(&p);
 }
 
@@ -460,6 +494,7 @@ int main(int argc, char **argv) {
             bad += !run_case(isa, &c, "random");
         }
         if (isa != ATTN_ISA_REF) check_threads(isa);
+        if (isa != ATTN_ISA_REF) check_weights(isa);
         check_masked_rows(isa);
     }
     if (bad) fprintf(stderr, "test_bf16: %d cases off\n", bad);

@@ -1,10 +1,11 @@
 /*
  * test_fra.c — the text side of the translator: d2l's preprocessing, reading pairs from a fixture file
  * the test writes (with the bad cases: a line without a tab, an empty side, invalid UTF-8, a missing
- * file), vocabularies (min frequency, reserved ids, order of ties, save/load), encoding with <eos>,
- * cut and padding, BLEU on the book's examples, and the masked cross-entropy on padded batches (the
- * book's example, and the model's loss unchanged by whatever sits in the padding). With the real data
- * present: the book's 601 pairs and vocabulary sizes 184 / 201.
+ * file), vocabularies (min frequency, reserved ids, order of ties, thousands of tokens, save/load, a
+ * 4 MB token that lookups of other words must not pay for), encoding with <eos>, cut and padding, BLEU
+ * on the book's examples, and the masked cross-entropy on padded batches (the book's example, and the
+ * model's loss unchanged by whatever sits in the padding). With the real data present: the book's 601
+ * pairs and vocabulary sizes 184 / 201.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -14,6 +15,7 @@
 
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 static int pre_is(const char *in, const char *want) {
@@ -138,6 +140,76 @@ static void test_vocab(const char *dir) {
     attn_vocab_free(&v);
 }
 
+/* Thousands of distinct tokens (the counting index grows several times): ranked by count, ties in order
+ * of first appearance, a reserved name in the lines not repeated, each id found again. */
+static void test_vocab_many(void) {
+    enum { N = 3000 };
+    char **lines = malloc(sizeof(char *) * N);
+    for (int i = 0; i < N; i++) {
+        lines[i] = malloc(64);
+        int k = snprintf(lines[i], 64, "w%d", i);
+        for (int r = 0; r < i % 3; r++) k += snprintf(lines[i] + k, 64 - (size_t)k, " w%d", i);
+        if (i % 1000 == 0) snprintf(lines[i] + k, 64 - (size_t)k, " <eos>");
+    }
+    attn_vocab v;
+    CHECK_STATUS(attn_vocab_build(&v, (const char *const *)lines, N, 1), ATTN_OK);
+    CHECK(v.n == 4 + N);
+    int bad = v.n == 4 + N ? -1 : 0;
+    for (int r = 0; bad < 0 && r < N; r++) {
+        /* count 3: w2, w5, ...; then count 2: w1, w4, ...; then count 1: w0, w3, ... */
+        int group = r / (N / 3), i = (2 - group) + 3 * (r % (N / 3));
+        char want[16];
+        snprintf(want, sizeof want, "w%d", i);
+        if (strcmp(v.tokens[4 + r], want) != 0 || attn_vocab_id(&v, want, strlen(want)) != 4 + r) bad = r;
+    }
+    if (bad >= 0) printf("  many tokens: rank %d is wrong\n", bad);
+    CHECK(bad < 0);
+    attn_vocab_free(&v);
+    for (int i = 0; i < N; i++) free(lines[i]);
+    free(lines);
+}
+
+/* A long token in a vocabulary file does not make looking up other words cost its length: 200,000
+ * distinct words against a vocabulary holding a 4 MB token take milliseconds (when every probe that met
+ * the token measured it, about 80 GB of strlen: many seconds). Lookups stay exact around prefixes, and
+ * a query with a NUL inside does not read past a shorter token. */
+static void test_vocab_long_token(const char *dir) {
+    char path[512], err[512];
+    snprintf(path, sizeof path, "%s/long.vocab", dir);
+    size_t L = (size_t)4 << 20;
+    FILE *f = fopen(path, "wb");
+    CHECK(f != NULL);
+    if (!f) return;
+    fputs("<unk>\n<pad>\n<bos>\n<eos>\nab\nabc\n", f);
+    for (size_t i = 0; i < L; i++) fputc('x', f);
+    fputc('\n', f);
+    fclose(f);
+    attn_vocab v;
+    CHECK_STATUS(attn_vocab_load(&v, path, err, sizeof err), ATTN_OK);
+    if (v.n != 7) { CHECK(v.n == 7); attn_vocab_free(&v); return; }
+    CHECK(attn_vocab_id(&v, "ab", 2) == 4 && attn_vocab_id(&v, "abc", 3) == 5);
+    CHECK(attn_vocab_id(&v, "a", 1) == ATTN_TOK_UNK && attn_vocab_id(&v, "abcd", 4) == ATTN_TOK_UNK);
+    CHECK(attn_vocab_id(&v, "ab\0c", 4) == ATTN_TOK_UNK && attn_vocab_id(&v, "xx", 2) == ATTN_TOK_UNK);
+    CHECK(attn_vocab_id(&v, v.tokens[6], L) == 6);
+
+    enum { WORDS = 200000 };
+    char *line = malloc((size_t)WORDS * 8);
+    size_t k = 0;
+    for (int i = 0; i < WORDS; i++) k += (size_t)sprintf(line + k, i ? " w%d" : "w%d", i);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int32_t ids[8], vl;
+    int nt, nu;
+    CHECK_STATUS(attn_vocab_encode(&v, line, 8, ids, &vl, &nt, &nu), ATTN_OK);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double s = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    printf("  %d words against a vocabulary with a %zu-byte token: %.3f s\n", WORDS, L, s);
+    CHECK(nt == WORDS && nu == WORDS && s < 2.0);
+    free(line);
+    attn_vocab_free(&v);
+    remove(path);
+}
+
 /* Not regular files: reading a FIFO must not wait for a writer, and saving a vocabulary must not replace
  * a FIFO with a plain file. */
 static void test_special_files(const char *dir) {
@@ -244,6 +316,8 @@ int main(void) {
     test_preprocess();
     test_read(dir);
     test_vocab(dir);
+    test_vocab_many();
+    test_vocab_long_token(dir);
     test_special_files(dir);
     test_bleu();
     test_masked_xent();

@@ -1,6 +1,6 @@
 /*
  * test_fused.c — the fused scaled dot-product kernels (scalar, AVX2, AVX-512: each path this CPU runs)
- * against the reference kernels, forward (out, lse) and backward (dq, dk, dv), over randomized shapes:
+ * against the reference kernels, forward (out, lse, and the weights when asked for) and backward (dq, dk, dv), over randomized shapes:
  * odd T, S, D, Dv (1..130), T = 1, S = 1, T != S, Dv != D, every mask kind alone and combined, fully
  * masked rows, grouped-query heads, strided (B,T,H,D) layouts with padded rows, dropout.
  *
@@ -133,11 +133,15 @@ static int run_case(attn_isa isa, const tcase *c, const char *label) {
     }
 
     const size_t nq = span(&d.q, B, H, T, D), nk = span(&d.k, B, Hkv, S, D), nv = span(&d.v, B, Hkv, S, Dv);
-    const size_t no = span(&d.out, B, H, T, Dv), nl = (size_t)B * H * T;
+    const size_t no = span(&d.out, B, H, T, Dv), nl = (size_t)B * H * T;   /* rows: the stats are nl pairs */
     float *q = alloc_fill(nq, c->qscale), *k = alloc_fill(nk, 1.0f), *v = alloc_fill(nv, 1.0f);
     float *dout = alloc_fill(no, 1.0f);
     float *out_r = alloc_fill(no, 0.0f), *out_f = alloc_fill(no, 0.0f);
-    float *lse_r = alloc_fill(nl, 0.0f), *lse_f = alloc_fill(nl, 0.0f);
+    float *lse_r = alloc_fill(2 * nl, 0.0f), *lse_f = alloc_fill(2 * nl, 0.0f);
+    const size_t nw = nl * (size_t)S;
+    float *w_r = alloc_fill(nw, 0.0f), *w_f = alloc_fill(nw, 0.0f);
+    float *out_w = alloc_fill(no, 0.0f), *lse_w = alloc_fill(2 * nl, 0.0f);
+    memcpy(out_w, out_r, sizeof(float) * no);
     float *dq_r = alloc_fill(nq, 0.5f), *dk_r = alloc_fill(nk, 0.5f), *dv_r = alloc_fill(nv, 0.5f);
     float *dq_f = malloc(sizeof(float) * nq), *dk_f = malloc(sizeof(float) * nk), *dv_f = malloc(sizeof(float) * nv);
     memcpy(dq_f, dq_r, sizeof(float) * nq);
@@ -155,16 +159,20 @@ static int run_case(attn_isa isa, const tcase *c, const char *label) {
     CHECK_STATUS(attn_sdpa_workspace_size(NULL, &d, ATTN_PASS_FORWARD, &wf), ATTN_OK);
     CHECK_STATUS(attn_sdpa_workspace_size(NULL, &d, ATTN_PASS_BACKWARD, &wb), ATTN_OK);
     work = malloc(wf > wb ? wf : wb);
-    CHECK_STATUS(attn_sdpa_forward(NULL, &d, out_r, lse_r, NULL, q, k, v, work, wf), ATTN_OK);
+    CHECK_STATUS(attn_sdpa_forward(NULL, &d, out_r, lse_r, w_r, q, k, v, work, wf), ATTN_OK);
     CHECK_STATUS(attn_sdpa_backward(NULL, &d, dq_r, dk_r, dv_r, dout, q, k, v, out_r, lse_r, work, wb), ATTN_OK);
     free(work);
 
-    /* fused path; its backward takes the fused forward's out and lse */
+    /* fused path; its backward takes the fused forward's out and stats */
     CHECK_STATUS(attn_set_isa(isa), ATTN_OK);
     CHECK_STATUS(attn_sdpa_workspace_size(NULL, &d, ATTN_PASS_FORWARD, &wf), ATTN_OK);
     CHECK_STATUS(attn_sdpa_workspace_size(NULL, &d, ATTN_PASS_BACKWARD, &wb), ATTN_OK);
     work = malloc(wf > wb ? wf : wb);
     CHECK_STATUS(attn_sdpa_forward(NULL, &d, out_f, lse_f, NULL, q, k, v, work, wf), ATTN_OK);
+    /* with weights: one more pass; out and stats bitwise what the call without weights gave */
+    CHECK_STATUS(attn_sdpa_forward(NULL, &d, out_w, lse_w, w_f, q, k, v, work, wf), ATTN_OK);
+    CHECK(memcmp(out_w, out_f, sizeof(float) * no) == 0);
+    CHECK(memcmp(lse_w, lse_f, sizeof(float) * 2 * nl) == 0);
     CHECK_STATUS(attn_sdpa_backward(NULL, &d, dq_f, dk_f, dv_f, dout, q, k, v, out_f, lse_f, work, wb), ATTN_OK);
     free(work);
 
@@ -174,7 +182,11 @@ static int run_case(attn_isa isa, const tcase *c, const char *label) {
            c->bias, c->strided, c->dropout);
     snprintf(name, sizeof name, "out");
     ok &= close_scaled(name, out_f, out_r, no);
+    /* the row statistics as natural log-sum-exp (the paths' maxima may differ by a rounding) */
+    CHECK_STATUS(attn_sdpa_logsumexp(lse_f, (int64_t)nl, lse_f), ATTN_OK);
+    CHECK_STATUS(attn_sdpa_logsumexp(lse_r, (int64_t)nl, lse_r), ATTN_OK);
     ok &= close_lse("lse", lse_f, lse_r, nl);
+    ok &= close_scaled("weights", w_f, w_r, nw);
     ok &= close_scaled("dq", dq_f, dq_r, nq);
     ok &= close_scaled("dk", dk_f, dk_r, nk);
     ok &= close_scaled("dv", dv_f, dv_r, nv);
@@ -186,7 +198,7 @@ static int run_case(attn_isa isa, const tcase *c, const char *label) {
     for (size_t i = 0; i < nv; i++) finite &= isfinite(dv_f[i]) != 0;
     CHECK(finite);
 
-    free(q); free(k); free(v); free(dout); free(out_r); free(out_f); free(lse_r); free(lse_f);
+    free(q); free(k); free(v); free(dout); free(out_r); free(out_f); free(lse_r); free(lse_f); free(w_r); free(w_f); free(out_w); free(lse_w);
     free(dq_r); free(dk_r); free(dv_r); free(dq_f); free(dk_f); free(dv_f);
     free(vl); free(allow); free(bias);
     return ok && finite;

@@ -183,7 +183,8 @@ static void run_sdpa(golden *g, attn_isa pass, int with_weights) {
 
     float *q = to_f32(tq), *k = to_f32(tk), *v = to_f32(tv), *dout = to_f32(tdout);
     size_t n_out = (size_t)B * H * T * Dv, n_w = (size_t)B * H * T * S, n_lse = (size_t)B * H * T;
-    float *out = calloc(n_out, sizeof(float)), *lse = calloc(n_lse, sizeof(float));
+    float *out = calloc(n_out, sizeof(float)), *stats = calloc(2 * n_lse, sizeof(float)),
+          *lse = calloc(n_lse, sizeof(float));
     float *w = with_weights ? calloc(n_w, sizeof(float)) : NULL;
     float *dq = calloc((size_t)numel(tq), sizeof(float)), *dk = calloc((size_t)numel(tk), sizeof(float)),
           *dv = calloc((size_t)numel(tv), sizeof(float));
@@ -201,13 +202,14 @@ static void run_sdpa(golden *g, attn_isa pass, int with_weights) {
     size_t wb = fw > bw ? fw : bw;
     void *work = malloc(wb ? wb : 1);
 
-    attn_status st = attn_sdpa_forward(NULL, &d, out, lse, w, q, k, v, work, fw);
+    attn_status st = attn_sdpa_forward(NULL, &d, out, stats, w, q, k, v, work, fw);
     CHECK_STATUS(st, ATTN_OK);
     if (st == ATTN_OK) {
         compare(g, pass, Q_OUT, out, tout);
         if (w) compare(g, pass, Q_WEIGHTS, w, tw);
+        CHECK_STATUS(attn_sdpa_logsumexp(stats, (int64_t)n_lse, lse), ATTN_OK);   /* PyTorch's logsumexp */
         compare(g, pass, Q_LSE, lse, tlse);
-        st = attn_sdpa_backward(NULL, &d, dq, dk, dv, dout, q, k, v, out, lse, work, bw);
+        st = attn_sdpa_backward(NULL, &d, dq, dk, dv, dout, q, k, v, out, stats, work, bw);
         CHECK_STATUS(st, ATTN_OK);
         if (st == ATTN_OK) {
             compare(g, pass, Q_DQ, dq, tdq);
@@ -216,7 +218,7 @@ static void run_sdpa(golden *g, attn_isa pass, int with_weights) {
         }
     }
     g_cases_run[pass]++;
-    free(work); free(q); free(k); free(v); free(dout); free(out); free(lse); free(w);
+    free(work); free(q); free(k); free(v); free(dout); free(out); free(stats); free(lse); free(w);
     free(dq); free(dk); free(dv); free(mp.bias);
 }
 

@@ -2,10 +2,11 @@
  * test_imdb.c — the IMDB data path and model: the tokenizer, the loader (folder and .tar.gz, on a
  * fixture of a dozen short reviews this test writes itself), the vocabulary (ranking and ties), the
  * encoding (pre-truncation, left padding), the cache (round trip, stale and corrupt ones), broken inputs
- * (invalid UTF-8, empty review, truncated archive, missing data), files that are not regular files (a FIFO
- * among the reviews, as the cache or the archive; a FIFO, a link or a device where the cache is written),
- * a cache header promising more than its file holds, the whole model's loss and gradients
- * against PyTorch (tests/golden/imdb_model.safetensors from tools/golden/gen_imdb.py), and — when
+ * (invalid UTF-8, empty review, truncated archive, missing data, empty folders, no review at all),
+ * reviews at and one byte past the size limit, files that are not regular files (a FIFO among the
+ * reviews, as the cache or the archive; a FIFO, a link or a device where the cache is written), a cache
+ * header promising more than its file holds, the whole model's loss and gradients against PyTorch
+ * (tests/golden/imdb_model.safetensors from tools/golden/gen_imdb.py), and — when
  * ../shared/data has the archive — a short training run that must clearly beat chance.
  */
 #define _XOPEN_SOURCE 700
@@ -218,6 +219,16 @@ static void test_loader(void) {
     CHECK(attn_imdb_vocab_lookup(&a.vocab, "cars", 4) == 7);
     CHECK(attn_imdb_vocab_lookup(&a.vocab, "yak", 3) == ATTN_IMDB_OOV);
     CHECK(attn_imdb_vocab_lookup(&a.vocab, "ca", 2) == ATTN_IMDB_OOV);
+    /* a word with a NUL inside is no word of the vocabulary, and its lookup does not read past the last
+     * word ("apricot"; 676 suffixes, so that some probes meet it: under ASan, once an overread) */
+    int nul_ok = attn_imdb_vocab_lookup(&a.vocab, "apricot\0", 8) == ATTN_IMDB_OOV;
+    for (int i = 0; i < 26 * 26; i++) {
+        char q[10] = "apricot";
+        q[8] = (char)('a' + i / 26);
+        q[9] = (char)('a' + i % 26);
+        nul_ok &= attn_imdb_vocab_lookup(&a.vocab, q, 10) == ATTN_IMDB_OOV;
+    }
+    CHECK(nul_ok);
 
     /* canonical order and labels: neg 0, pos 0, neg 1, ... */
     static const int32_t want_train_labels[6] = {0, 1, 0, 1, 0, 1};
@@ -390,6 +401,93 @@ static void test_broken_inputs(void) {
     /* bad options */
     o.V = 3;
     CHECK_STATUS(attn_imdb_load(&d, root, &o, err, sizeof err), ATTN_ERR_ARG);
+}
+
+/* Folders and archives with nothing to sort: a label folder without a review still loads (the other
+ * label has some); no review in a split, or none at all, is an error naming the split. Under the
+ * sanitizers these once passed NULL to qsort. */
+static void test_empty_folders(void) {
+    char root[512], path[700], err[1024];
+    attn_imdb_options o;
+    attn_imdb_options_default(&o);
+    o.V = 10;
+    o.T = 6;
+    attn_imdb_data d;
+    static const char *const sub[4] = {"train/neg", "train/pos", "test/neg", "test/pos"};
+    snprintf(root, sizeof root, "%s/emptylabel/aclImdb", g_dir);
+    for (int i = 0; i < 4; i++) {
+        snprintf(path, sizeof path, "%s/%s", root, sub[i]);
+        mkdirs(path);
+    }
+    err[0] = '\0';
+    CHECK_STATUS(attn_imdb_load(&d, root, &o, err, sizeof err), ATTN_ERR_FORMAT);
+    printf("  no review at all (folder): %s\n", err);
+    CHECK(strstr(err, "no train review") != NULL);
+    snprintf(path, sizeof path, "%s/train/pos/0_9.txt", root);
+    write_file(path, "good", 4);
+    snprintf(path, sizeof path, "%s/test/neg/0_1.txt", root);
+    write_file(path, "bad", 3);
+    CHECK_STATUS(attn_imdb_load(&d, root, &o, err, sizeof err), ATTN_OK);
+    CHECK(d.train.n == 1 && d.test.n == 1 && d.train.labels && d.train.labels[0] == 1);
+    attn_imdb_free(&d);
+
+    snprintf(path, sizeof path, "%s/emptylabel/none.tar.gz", g_dir);
+    attn__tar_writer *w;
+    CHECK_STATUS(attn__tar_writer_open(&w, path), ATTN_OK);
+    attn__tar_writer_add(w, "aclImdb/README", '0', "no review here", 14);
+    CHECK_STATUS(attn__tar_writer_close(w), ATTN_OK);
+    err[0] = '\0';
+    CHECK_STATUS(attn_imdb_load(&d, path, &o, err, sizeof err), ATTN_ERR_FORMAT);
+    printf("  no review at all (archive): %s\n", err);
+    CHECK(strstr(err, "no train review") != NULL);
+}
+
+/* A review of exactly ATTN_IMDB_MAX_REVIEW bytes loads, the same from the folder (whose read buffer grows
+ * to it from 4 KB) as from the archive; one byte more is refused by both, naming the file. */
+static void test_review_size(void) {
+    char root[512], path[700], err[1024];
+    attn_imdb_options o;
+    attn_imdb_options_default(&o);
+    o.V = 10;
+    o.T = 6;
+    size_t n = ATTN_IMDB_MAX_REVIEW;
+    char *big = malloc(n + 2);
+    for (size_t i = 0; i < n + 1; i++) big[i] = "ab "[i % 3];
+    memcpy(big + n - 6, " yy zz", 6);          /* the last words, which only a whole read sees */
+    big[n] = '\0';
+    snprintf(root, sizeof root, "%s/bigreview", g_dir);
+    make_fixture(root, "train/pos/0_9.txt", big);
+    attn_imdb_data a, b;
+    snprintf(path, sizeof path, "%s/aclImdb", root);
+    CHECK_STATUS(attn_imdb_load(&a, path, &o, err, sizeof err), ATTN_OK);
+    snprintf(path, sizeof path, "%s/data.tar.gz", root);
+    CHECK_STATUS(attn_imdb_load(&b, path, &o, err, sizeof err), ATTN_OK);
+    if (a.train.ids && b.train.ids) {
+        CHECK(a.train.n == b.train.n && a.vocab.crc == b.vocab.crc);
+        CHECK(ids_equal(a.train.ids, b.train.ids, a.train.n * o.T) && ids_equal(a.test.ids, b.test.ids, a.test.n * o.T));
+        /* 0_9 is the second training review (neg 0, pos 0, ...); its row ends with "yy zz" */
+        int32_t zz = attn_imdb_vocab_lookup(&a.vocab, "zz", 2), yy = attn_imdb_vocab_lookup(&a.vocab, "yy", 2);
+        CHECK(a.train.ids[1 * o.T + 5] == zz && a.train.ids[1 * o.T + 4] == yy);
+    }
+    attn_imdb_free(&a);
+    attn_imdb_free(&b);
+
+    big[n - 6] = 'x';                               /* one more byte: "... abx yy zz" */
+    memcpy(big + n - 5, " yy zz", 6);
+    big[n + 1] = '\0';
+    snprintf(root, sizeof root, "%s/hugereview", g_dir);
+    make_fixture(root, "train/pos/0_9.txt", big);
+    snprintf(path, sizeof path, "%s/aclImdb", root);
+    err[0] = '\0';
+    CHECK_STATUS(attn_imdb_load(&a, path, &o, err, sizeof err), ATTN_ERR_FORMAT);
+    printf("  review too large (folder): %s\n", err);
+    CHECK(strstr(err, "0_9.txt") != NULL && strstr(err, "more than") != NULL);
+    snprintf(path, sizeof path, "%s/data.tar.gz", root);
+    err[0] = '\0';
+    CHECK_STATUS(attn_imdb_load(&a, path, &o, err, sizeof err), ATTN_ERR_FORMAT);
+    printf("  review too large (archive): %s\n", err);
+    CHECK(strstr(err, "0_9.txt") != NULL && strstr(err, "more than") != NULL);
+    free(big);
 }
 
 /* ---- files that are not regular files, and a cache that promises too much -------------------------- */
@@ -1095,6 +1193,8 @@ int main(void) {
     test_tokenizer();
     test_loader();
     test_broken_inputs();
+    test_empty_folders();
+    test_review_size();
     test_special_files();
     test_model_golden();
     test_model_paths();

@@ -49,7 +49,7 @@ static int prob_make(prob *p, const pcase *c) {
     p->nk = (size_t)c->B * c->Hkv * c->S * c->D;
     p->nv = (size_t)c->B * c->Hkv * c->S * c->Dv;
     p->no = (size_t)c->B * c->H * c->T * c->Dv;
-    p->nl = (size_t)c->B * c->H * c->T;
+    p->nl = (size_t)c->B * c->H * c->T * ATTN_SDPA_STATS;
     p->q = malloc(sizeof(float) * p->nq); p->k = malloc(sizeof(float) * p->nk);
     p->v = malloc(sizeof(float) * p->nv); p->dout = malloc(sizeof(float) * p->no);
     tu_fill(p->q, p->nq, 1); tu_fill(p->k, p->nk, 2); tu_fill(p->v, p->nv, 3); tu_fill(p->dout, p->no, 4);

@@ -74,6 +74,12 @@ static int naive_allowed(const attn_sdpa_desc *d, int b, int h, int t, int s) {
     return 1;
 }
 
+/* The log-sum-exp of n rows of row statistics (attn.h: (max, log of the sum)) in double. */
+static void stats_lse_f64(const double *st, size_t n, double *lse) {
+    for (size_t r = 0; r < n; r++)
+        lse[r] = st[2 * r] == -INFINITY ? -INFINITY : st[2 * r] + st[2 * r + 1];
+}
+
 static void naive_forward(const attn_sdpa_desc *d, double *out, double *lse, double *weights,
                           const double *q, const double *k, const double *v) {
     const int B = d->B, H = d->H, T = d->T, S = d->S, D = d->D, Dv = d->Dv;
@@ -189,12 +195,14 @@ static void check_problem(const char *name, problem *p) {
     CHECK_STATUS(attn_sdpa_validate(d), ATTN_OK);
 
     /* 1. reference forward (double) against the naive oracle */
-    double *out = calloc(p->no, sizeof(double)), *lse = calloc(nrow, sizeof(double));
+    double *out = calloc(p->no, sizeof(double)), *st = calloc(2 * nrow, sizeof(double)),
+           *lse = calloc(nrow, sizeof(double));
     double *w = calloc(nw, sizeof(double));
     double *out_n = calloc(p->no, sizeof(double)), *lse_n = calloc(nrow, sizeof(double));
     double *w_n = calloc(nw, sizeof(double));
     void *fwork = ref_work(d, ATTN_PASS_FORWARD), *bwork = ref_work(d, ATTN_PASS_BACKWARD);
-    CHECK_STATUS(attn__sdpa_ref_forward_f64(d, out, lse, w, p->q, p->k, p->v, fwork), ATTN_OK);
+    CHECK_STATUS(attn__sdpa_ref_forward_f64(d, out, st, w, p->q, p->k, p->v, fwork), ATTN_OK);
+    stats_lse_f64(st, nrow, lse);
     naive_forward(d, out_n, lse_n, w_n, p->q, p->k, p->v);
     snprintf(what, sizeof what, "%s out vs naive", name);
     tu_close_f64(what, out, out_n, p->no, 1e-12, 1e-10);
@@ -217,7 +225,7 @@ static void check_problem(const char *name, problem *p) {
 
     /* 2. backward (double): accumulates onto 0.5, leaves gaps alone; gradients against FD */
     double *dq = alloc_fill(p->nq, 0.5), *dk = alloc_fill(p->nk, 0.5), *dv = alloc_fill(p->nv, 0.5);
-    CHECK_STATUS(attn__sdpa_ref_backward_f64(d, dq, dk, dv, p->g, p->q, p->k, p->v, out, lse, bwork), ATTN_OK);
+    CHECK_STATUS(attn__sdpa_ref_backward_f64(d, dq, dk, dv, p->g, p->q, p->k, p->v, out, st, bwork), ATTN_OK);
     CHECK(!any_nan(dq, p->nq) && !any_nan(dk, p->nk) && !any_nan(dv, p->nv));
     for (size_t i = 0; i < p->nq; i++) dq[i] -= 0.5;
     for (size_t i = 0; i < p->nk; i++) dk[i] -= 0.5;
@@ -247,7 +255,7 @@ static void check_problem(const char *name, problem *p) {
     CHECK_STATUS(attn_set_isa(ATTN_ISA_REF), ATTN_OK);
     float *qf = to_f32(p->q, p->nq), *kf = to_f32(p->k, p->nk), *vf = to_f32(p->v, p->nv);
     float *gf = to_f32(p->g, p->no);
-    float *outf = calloc(p->no, sizeof(float)), *lsef = calloc(nrow, sizeof(float)), *wf = calloc(nw, sizeof(float));
+    float *outf = calloc(p->no, sizeof(float)), *lsef = calloc(2 * nrow, sizeof(float)), *wf = calloc(nw, sizeof(float));
     float *dqf = calloc(p->nq, sizeof(float)), *dkf = calloc(p->nk, sizeof(float)), *dvf = calloc(p->nv, sizeof(float));
     size_t fw = 0, bw = 0;
     CHECK_STATUS(attn_sdpa_workspace_size(NULL, d, ATTN_PASS_FORWARD, &fw), ATTN_OK);
@@ -258,8 +266,10 @@ static void check_problem(const char *name, problem *p) {
     /* the double kernels on the float-rounded inputs, so only the arithmetic differs */
     double *qr = to_f64(qf, p->nq), *kr = to_f64(kf, p->nk), *vr = to_f64(vf, p->nv), *gr = to_f64(gf, p->no);
     double *dqr = calloc(p->nq, sizeof(double)), *dkr = calloc(p->nk, sizeof(double)), *dvr = calloc(p->nv, sizeof(double));
-    attn__sdpa_ref_forward_f64(d, out, lse, w, qr, kr, vr, fwork);
-    attn__sdpa_ref_backward_f64(d, dqr, dkr, dvr, gr, qr, kr, vr, out, lse, bwork);
+    attn__sdpa_ref_forward_f64(d, out, st, w, qr, kr, vr, fwork);
+    attn__sdpa_ref_backward_f64(d, dqr, dkr, dvr, gr, qr, kr, vr, out, st, bwork);
+    stats_lse_f64(st, nrow, lse);
+    CHECK_STATUS(attn_sdpa_logsumexp(lsef, (int64_t)nrow, lsef), ATTN_OK);
     {
         float *t;
         snprintf(what, sizeof what, "%s float out vs double", name);
@@ -288,7 +298,7 @@ static void check_problem(const char *name, problem *p) {
         CHECK_STATUS(attn_sdpa_workspace_size(NULL, d, ATTN_PASS_BACKWARD, &bw2), ATTN_OK);
         void *work2 = malloc(fw2 > bw2 ? fw2 : bw2);
         float *o2 = calloc(p->no, sizeof(float)), *o3 = calloc(p->no, sizeof(float));
-        float *l2 = calloc(nrow, sizeof(float));
+        float *l2 = calloc(2 * nrow, sizeof(float));
         float *dq2 = calloc(p->nq, sizeof(float)), *dk2 = calloc(p->nk, sizeof(float)), *dv2 = calloc(p->nv, sizeof(float));
         CHECK_STATUS(attn_sdpa_forward(NULL, d, o2, l2, NULL, qf, kf, vf, work2, fw2), ATTN_OK);
         CHECK_STATUS(attn_sdpa_forward(NULL, d, o3, NULL, NULL, qf, kf, vf, work2, fw2), ATTN_OK);
@@ -307,7 +317,7 @@ static void check_problem(const char *name, problem *p) {
     }
     attn_set_isa(ATTN_ISA_AUTO);
 
-    free(out); free(lse); free(w); free(out_n); free(lse_n); free(w_n); free(fwork); free(bwork);
+    free(out); free(st); free(lse); free(w); free(out_n); free(lse_n); free(w_n); free(fwork); free(bwork);
     free(dq); free(dk); free(dv);
     free(qf); free(kf); free(vf); free(gf); free(outf); free(lsef); free(wf); free(dqf); free(dkf); free(dvf);
     free(work); free(qr); free(kr); free(vr); free(gr); free(dqr); free(dkr); free(dvr);
@@ -409,7 +419,7 @@ static void test_mask_cases(void) {
 }
 
 /* A row with every key excluded (by the boolean mask here; by a 0 length and by causality in the mask
- * cases): zero weights, zero output, lse = -inf, zero gradients, no NaN — even with huge inputs. */
+ * cases): zero weights, zero output, stats (-inf, 0), zero gradients, no NaN — even with huge inputs. */
 static void test_fully_masked(void) {
     uint8_t allow[2 * 3 * 4];
     memset(allow, 1, sizeof allow);
@@ -423,15 +433,15 @@ static void test_fully_masked(void) {
     const attn_sdpa_desc *d = &p.d;
     float *qf = to_f32(p.q, p.nq), *kf = to_f32(p.k, p.nk), *vf = to_f32(p.v, p.nv), *gf = to_f32(p.g, p.no);
     for (size_t i = 0; i < p.nv; i++) vf[i] *= 1e30f;    /* masked keys must not turn 0 into NaN */
-    float out[18], lse[6], w[24], dq[18] = {0}, dk[24] = {0}, dv[24] = {0};
+    float out[18], st[12], w[24], dq[18] = {0}, dk[24] = {0}, dv[24] = {0};
     size_t fw, bw;
     attn_set_isa(ATTN_ISA_REF);
     attn_sdpa_workspace_size(NULL, d, ATTN_PASS_FORWARD, &fw);
     attn_sdpa_workspace_size(NULL, d, ATTN_PASS_BACKWARD, &bw);
     void *work = malloc(fw > bw ? fw : bw);
-    CHECK_STATUS(attn_sdpa_forward(NULL, d, out, lse, w, qf, kf, vf, work, fw), ATTN_OK);
-    CHECK_STATUS(attn_sdpa_backward(NULL, d, dq, dk, dv, gf, qf, kf, vf, out, lse, work, bw), ATTN_OK);
-    CHECK(lse[1] == -INFINITY && isfinite(lse[0]) && isfinite(lse[2]));
+    CHECK_STATUS(attn_sdpa_forward(NULL, d, out, st, w, qf, kf, vf, work, fw), ATTN_OK);
+    CHECK_STATUS(attn_sdpa_backward(NULL, d, dq, dk, dv, gf, qf, kf, vf, out, st, work, bw), ATTN_OK);
+    CHECK(st[2] == -INFINITY && st[3] == 0.0f && isfinite(st[0]) && isfinite(st[4]));
     int zeros = 1, nan = 0;
     for (int j = 0; j < 3; j++) zeros &= out[3 + j] == 0.0f && dq[3 + j] == 0.0f;
     for (int s = 0; s < 4; s++) zeros &= w[4 + s] == 0.0f;
@@ -531,7 +541,7 @@ static void test_layouts(void) {
     tu_close_f64("broadcast K,V (b stride 0) vs copies", o1, o2, p.no, 0, 0);
     /* and the public forward accepts it, while the backward refuses: dK would overlap itself */
     float *qf = to_f32(p.q, p.nq), *kf = to_f32(p.k, p.nk), *vf = to_f32(p.v, p.nv), *of = calloc(p.no, sizeof(float));
-    float *lf = calloc((size_t)B * H * T, sizeof(float));
+    float *lf = calloc((size_t)B * H * T * ATTN_SDPA_STATS, sizeof(float));
     size_t fw, bw;
     CHECK_STATUS(attn_sdpa_workspace_size(NULL, &d, ATTN_PASS_FORWARD, &fw), ATTN_OK);
     CHECK_STATUS(attn_sdpa_workspace_size(NULL, &d, ATTN_PASS_BACKWARD, &bw), ATTN_OK);
@@ -639,11 +649,12 @@ static void test_walkthrough(void) {
     attn_sdpa_desc d;
     CHECK_STATUS(attn_sdpa_desc_init(&d, 1, 1, 1, 4, 3, 3), ATTN_OK);
     d.scale = 1.0f;
-    float out[3], lse, w[4];
+    float out[3], st[2], lse, w[4];
     size_t fw;
     CHECK_STATUS(attn_sdpa_workspace_size(NULL, &d, ATTN_PASS_FORWARD, &fw), ATTN_OK);
     void *work = malloc(fw);
-    CHECK_STATUS(attn_sdpa_forward(NULL, &d, out, &lse, w, q, kv, kv, work, fw), ATTN_OK);
+    CHECK_STATUS(attn_sdpa_forward(NULL, &d, out, st, w, q, kv, kv, work, fw), ATTN_OK);
+    CHECK_STATUS(attn_sdpa_logsumexp(st, 1, &lse), ATTN_OK);
     printf("walk-through: weights %.4f %.4f %.4f %.4f  context %.4f %.4f %.4f  lse %.6f\n", w[0], w[1], w[2], w[3],
            out[0], out[1], out[2], lse);
     const float w_want[4] = {0.119203f, 0.0f, 0.0f, 0.880797f};
@@ -652,13 +663,14 @@ static void test_walkthrough(void) {
     tu_close_f32("walk-through context", out, c_want, 3, 1e-5, 1e-5);
 
     /* the scores themselves: with a single key, lse = log exp(score) = score */
-    float scores[4];
+    float scores[4], sst[2];
     attn_sdpa_desc d1;
     attn_sdpa_desc_init(&d1, 1, 1, 1, 1, 3, 3);
     d1.scale = 1.0f;
     for (int s = 0; s < 4; s++) {
         float o[3];
-        CHECK_STATUS(attn_sdpa_forward(NULL, &d1, o, &scores[s], NULL, q, kv + 3 * s, kv + 3 * s, work, fw), ATTN_OK);
+        CHECK_STATUS(attn_sdpa_forward(NULL, &d1, o, sst, NULL, q, kv + 3 * s, kv + 3 * s, work, fw), ATTN_OK);
+        CHECK_STATUS(attn_sdpa_logsumexp(sst, 1, &scores[s]), ATTN_OK);
     }
     printf("walk-through: scores %.1f %.1f %.1f %.1f\n", scores[0], scores[1], scores[2], scores[3]);
     const float s_want[4] = {927, 397, 148, 929};

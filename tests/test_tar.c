@@ -3,8 +3,8 @@
  * (files, a directory, sizes at and around the 512-byte block, a GNU long name, two gzip members), then
  * broken variants: truncated gzip, corrupt gzip data, a bad header checksum, a missing end of archive,
  * a file that is not gzip, a missing file; pax records that are malformed, negative, or whose length
- * would step backwards (each must be an error, not a loop or a read past the buffer); the reader over
- * bytes in memory.
+ * would step backwards (each must be an error, not a loop or a read past the buffer); header checksums
+ * over bytes >= 128 (unsigned and signed sums); the reader over bytes in memory.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "attn.h"
@@ -359,6 +359,38 @@ static void test_pax(void) {
     alarm(0);
 }
 
+/* Header checksums over bytes >= 128: the unsigned sum (POSIX) and the historic signed sum are both
+ * accepted, and a sum that is neither is refused; the checksum field itself counts as eight spaces. */
+static void test_checksum_sums(void) {
+    char path[512], err[512];
+    static const char name[] = "caf\xc3\xa9-\xff\x80.txt";
+    rawtar r = {0};
+    raw_entry(&r, name, '0', "x", 1);
+    raw_end(&r);
+    unsigned long usum = 0;
+    long ssum = 0;
+    for (int i = 0; i < 512; i++) {
+        unsigned char c = i >= 148 && i < 156 ? ' ' : r.p[i];
+        usum += c;
+        ssum += (signed char)c;
+    }
+    const long sums[3] = {(long)usum, ssum, (long)usum + 1};
+    const attn_status want[3] = {ATTN_OK, ATTN_OK, ATTN_ERR_FORMAT};
+    for (int k = 0; k < 3; k++) {
+        snprintf((char *)r.p + 148, 8, "%06lo", (unsigned long)sums[k] & 0777777ul);
+        r.p[155] = ' ';
+        path_in(path, sizeof path, "sums.tar.gz");
+        write_gz(path, r.p, r.n);
+        int count;
+        err[0] = '\0';
+        CHECK_STATUS(read_archive(path, &count, err, sizeof err), want[k]);
+        CHECK(want[k] != ATTN_OK || count == 1);
+        CHECK(want[k] == ATTN_OK || strstr(err, "checksum") != NULL);
+    }
+    CHECK(ssum != (long)usum);
+    free(r.p);
+}
+
 /* The reader over bytes in memory gives the same entries as over the file. */
 static void test_memory(void) {
     char path[512], err[512];
@@ -422,12 +454,13 @@ int main(void) {
     test_good_archive();
     test_broken();
     test_pax();
+    test_checksum_sums();
     test_memory();
     test_fifo();
     /* clean up the temporary files */
     static const char *const names[] = {"good.tar.gz", "members.tar.gz", "ok.tar.gz", "truncated.tar.gz",
                                         "corrupt.tar.gz", "checksum.tar.gz", "noend.tar.gz", "cut.tar.gz",
-                                        "plain.tar.gz", "pax.tar.gz", "mem.tar.gz", "fifo.tar.gz"};
+                                        "plain.tar.gz", "pax.tar.gz", "sums.tar.gz", "mem.tar.gz", "fifo.tar.gz"};
     char p[512];
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         path_in(p, sizeof p, names[i]);

@@ -100,7 +100,7 @@ typedef struct attn_imdb_model {
     float *wc;                   /* (D,3D) [W0 W1 W2] */
     float *pu, *dpu;             /* (U,3D) projections of the distinct words and their gradient */
     float *pp, *dpp;             /* (N,3D) Q, K, V of every position side by side, and dQ, dK, dV */
-    float *alse;                 /* (N) the attention's log-sum-exp */
+    float *astats;               /* (N,2) the attention's row statistics */
     void *awork;                 /* attention workspaces, grown on demand */
     size_t awork_bytes;
     /* the evaluation path (attn_imdb_model_eval_prepare / attn_imdb_model_eval_forward) */

@@ -19,7 +19,7 @@
  * attn_mha is not used: it always carries biases, which would have to be held at zero and would change
  * the checkpoint's tensors (d2l's state_dict has none). The blocks
  * project with attn_linear_* and attend with attn_sdpa_forward/backward on the model's context (the
- * kernels' small-head path takes the book's heads of 8 over 10 positions), saving the log-sum-exp for the
+ * kernels' small-head path takes the book's heads of 8 over 10 positions), saving the row statistics for the
  * backward. Greedy decoding with the key/value cache attends with attn_sdpa_forward too.
  * Limits: T, S <= ATTN_TF_MAX_LEN (1024).
  */

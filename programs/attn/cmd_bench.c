@@ -201,6 +201,7 @@ typedef struct bcase {
 
 typedef struct bopts {
     int repeat, threads, json;
+    int weights;                 /* forwards also write the weights (B,H,T,S) */
     attn_ctx ctx;                /* the fused path timed, on the bench's threads */
     attn_ctx ref;                /* the reference path, on the same threads */
     double peak;
@@ -225,7 +226,7 @@ static float *falloc(size_t n) { return malloc(sizeof(float) * (n ? n : 1)); }
 static void max_err(const float *a, const float *b, size_t n, double *err, double *mag) {
     for (size_t i = 0; i < n; i++) {
         if (!(isfinite(a[i]) == isfinite(b[i]))) { *err = INFINITY; continue; }
-        if (!isfinite(a[i])) continue;       /* both -inf (lse of a fully masked row) */
+        if (!isfinite(a[i])) continue;       /* both -inf (a fully masked row) */
         double e = fabs((double)a[i] - (double)b[i]);
         if (!(e <= *err)) *err = e;
         if (fabs(b[i]) > *mag) *mag = fabs(b[i]);
@@ -234,9 +235,10 @@ static void max_err(const float *a, const float *b, size_t n, double *err, doubl
 
 /* Tensors of a contiguous problem. */
 typedef struct tensors {
-    float *q, *k, *v, *out, *lse, *dout, *dq, *dk, *dv;
+    float *q, *k, *v, *out, *stats, *dout, *dq, *dk, *dv;
+    float *w;                    /* the weights, when the forward writes them (else NULL) */
     uint16_t *qh, *kh, *vh, *outh, *douth, *dqh, *dkh, *dvh;   /* bf16 tensors (--dtype bf16) */
-    size_t nq, nk, nv, no, nl;
+    size_t nq, nk, nv, no, nl, nw;
 } tensors;
 
 static uint16_t *halloc(size_t n) { return malloc(sizeof(uint16_t) * (n ? n : 1)); }
@@ -247,17 +249,21 @@ static void from_bf16(float *x, const uint16_t *h, size_t n) {
     for (size_t i = 0; i < n; i++) x[i] = attn_bf16_to_f32(h[i]);
 }
 
-static int tensors_alloc(tensors *t, const attn_sdpa_desc *d) {
+static int tensors_alloc(tensors *t, const attn_sdpa_desc *d, int weights) {
     memset(t, 0, sizeof *t);
+    if (weights) {
+        t->nw = (size_t)d->B * d->H * d->T * d->S;
+        if (!(t->w = falloc(t->nw))) return 0;
+    }
     t->nq = (size_t)d->B * d->H * d->T * d->D;
     t->nk = (size_t)d->B * d->Hkv * d->S * d->D;
     t->nv = (size_t)d->B * d->Hkv * d->S * d->Dv;
     t->no = (size_t)d->B * d->H * d->T * d->Dv;
-    t->nl = (size_t)d->B * d->H * d->T;
+    t->nl = (size_t)d->B * d->H * d->T * ATTN_SDPA_STATS;
     t->q = falloc(t->nq); t->k = falloc(t->nk); t->v = falloc(t->nv);
-    t->out = falloc(t->no); t->lse = falloc(t->nl); t->dout = falloc(t->no);
+    t->out = falloc(t->no); t->stats = falloc(t->nl); t->dout = falloc(t->no);
     t->dq = falloc(t->nq); t->dk = falloc(t->nk); t->dv = falloc(t->nv);
-    if (!t->q || !t->k || !t->v || !t->out || !t->lse || !t->dout || !t->dq || !t->dk || !t->dv) return 0;
+    if (!t->q || !t->k || !t->v || !t->out || !t->stats || !t->dout || !t->dq || !t->dk || !t->dv) return 0;
     fill(t->q, t->nq, 1); fill(t->k, t->nk, 2); fill(t->v, t->nv, 3); fill(t->dout, t->no, 4);
     memset(t->out, 0, sizeof(float) * t->no);
     memset(t->dq, 0, sizeof(float) * t->nq);
@@ -286,11 +292,11 @@ static size_t tensors_bytes(const tensors *t, int backward) {
     const size_t es = g_dtype == ATTN_DTYPE_BF16 ? 2 : sizeof(float);
     size_t n = t->nq + t->nk + t->nv + t->no;
     if (backward) n += t->no + t->nq + t->nk + t->nv;
-    return n * es + t->nl * sizeof(float);
+    return n * es + (t->nl + t->nw) * sizeof(float);
 }
 
 static void tensors_free(tensors *t) {
-    free(t->q); free(t->k); free(t->v); free(t->out); free(t->lse); free(t->dout);
+    free(t->q); free(t->k); free(t->v); free(t->out); free(t->stats); free(t->dout); free(t->w);
     free(t->dq); free(t->dk); free(t->dv);
     free(t->qh); free(t->kh); free(t->vh); free(t->outh); free(t->douth); free(t->dqh); free(t->dkh); free(t->dvh);
 }
@@ -314,13 +320,14 @@ static attn_status run_pass(const attn_ctx *ctx, const attn_sdpa_desc *d, tensor
     double c0 = cpu_s();
     double t0 = cli_now();
     if (d->dtype == ATTN_DTYPE_BF16) {
-        if (!backward) st = attn_sdpa_forward(ctx, d, t->outh, t->lse, NULL, t->qh, t->kh, t->vh, work, wbytes);
-        else st = attn_sdpa_backward(ctx, d, t->dqh, t->dkh, t->dvh, t->douth, t->qh, t->kh, t->vh, t->outh, t->lse,
-                                     work, wbytes);
+        if (!backward) st = attn_sdpa_forward(ctx, d, t->outh, t->stats, t->w, t->qh, t->kh, t->vh, work, wbytes);
+        else st = attn_sdpa_backward(ctx, d, t->dqh, t->dkh, t->dvh, t->douth, t->qh, t->kh, t->vh, t->outh,
+                                     t->stats, work, wbytes);
     } else if (!backward) {
-        st = attn_sdpa_forward(ctx, d, t->out, t->lse, NULL, t->q, t->k, t->v, work, wbytes);
+        st = attn_sdpa_forward(ctx, d, t->out, t->stats, t->w, t->q, t->k, t->v, work, wbytes);
     } else {
-        st = attn_sdpa_backward(ctx, d, t->dq, t->dk, t->dv, t->dout, t->q, t->k, t->v, t->out, t->lse, work, wbytes);
+        st = attn_sdpa_backward(ctx, d, t->dq, t->dk, t->dv, t->dout, t->q, t->k, t->v, t->out, t->stats, work,
+                                wbytes);
     }
     *secs = cli_now() - t0;
     g_last_cpu = cpu_s() - c0;
@@ -336,7 +343,7 @@ static size_t work_size(const attn_ctx *ctx, const attn_sdpa_desc *d, int backwa
 /* Forward (and backward) of the sub-problem d on both paths; the largest error, scaled by max(1,|want|). */
 static int validate(const attn_sdpa_desc *d, const bopts *o, int backward, double *err_out, double *ref_secs) {
     tensors f, r;
-    if (!tensors_alloc(&f, d) || !tensors_alloc(&r, d)) { tensors_free(&f); tensors_free(&r); return -1; }
+    if (!tensors_alloc(&f, d, o->weights) || !tensors_alloc(&r, d, o->weights)) { tensors_free(&f); tensors_free(&r); return -1; }
     size_t wf = work_size(&o->ctx, d, 1), wf2 = work_size(&o->ctx, d, 0), wr = work_size(&o->ref, d, 1),
            wr2 = work_size(&o->ref, d, 0);
     size_t wmax = wf > wf2 ? wf : wf2;
@@ -353,8 +360,16 @@ static int validate(const attn_sdpa_desc *d, const bopts *o, int backward, doubl
         tensors_sync(&f);
         tensors_sync(&r);
         max_err(f.out, r.out, f.no, &err, &mag);
-        max_err(f.lse, r.lse, f.nl, &e2, &m2);
+        /* the row statistics compared as natural log-sum-exp (the paths' maxima may differ by a rounding) */
+        attn_sdpa_logsumexp(f.stats, (int64_t)(f.nl / ATTN_SDPA_STATS), f.stats);
+        attn_sdpa_logsumexp(r.stats, (int64_t)(r.nl / ATTN_SDPA_STATS), r.stats);
+        max_err(f.stats, r.stats, f.nl / ATTN_SDPA_STATS, &e2, &m2);
         err = fmax(err / fmax(1, mag), e2 / fmax(1, m2));
+        if (f.w) {
+            double e3 = 0, m3 = 0;
+            max_err(f.w, r.w, f.nw, &e3, &m3);
+            err = fmax(err, e3);
+        }
     }
     if (ok && backward) {
         /* the reference's backward reads the path's out (an input of the backward: rounded when bf16) */
@@ -448,9 +463,10 @@ typedef struct case_time {
     double peak;                 /* the FMA peak, the larger of before and after */
     const char *peak_kind;
     size_t mem, work;            /* tensors + workspace, workspace (bytes) */
+    double best_plain;           /* with --weights: the best forward without them, in the same run */
 } case_time;
 
-/* The warm-up and the timed runs of the pass on t (for a backward, a forward first for out and lse). */
+/* The warm-up and the timed runs of the pass on t (for a backward, a forward first for out and stats). */
 static attn_status time_runs(const bcase *c, const attn_sdpa_desc *d, const bopts *o, tensors *t, void *work,
                              case_time *m) {
     double secs;
@@ -482,12 +498,21 @@ static int case_measure(const bcase *c, const attn_sdpa_desc *d, const bopts *o,
     memset(m, 0, sizeof *m);
     m->peak = case_peak(o, &m->peak_kind);
     tensors t;
-    const int have = tensors_alloc(&t, d);
+    const int have = tensors_alloc(&t, d, o->weights);
     const size_t wbytes = work_size(&o->ctx, d, c->backward);
     const size_t wfwd = c->backward ? work_size(&o->ctx, d, 0) : wbytes;
     m->work = wbytes > wfwd ? wbytes : wfwd;
     void *work = have ? malloc(m->work ? m->work : 1) : NULL;
     attn_status st = work ? time_runs(c, d, o, &t, work, m) : ATTN_ERR_NOMEM;
+    if (st == ATTN_OK && t.w && !c->backward) {
+        /* the same forward without weights, right after: what writing them costs, in one run */
+        case_time plain = *m;
+        float *w = t.w;
+        t.w = NULL;
+        st = time_runs(c, d, o, &t, work, &plain);
+        t.w = w;
+        m->best_plain = plain.best;
+    }
     if (st == ATTN_OK) {
         /* the peak again after timing; the larger of the two is kept (the conservative ratio) */
         const char *kind2;
@@ -542,6 +567,9 @@ static void case_report(const bcase *c, const bopts *o, const case_check *k, con
         printf(",\"ref_extrapolated\":%s,\"peak_mem_bytes\":%zu,\"rss_peak_bytes\":%.0f",
                k->ref_total > 0 && flops > REF_FULL_FLOPS ? "true" : "false", m->mem, rss);
         if (!c->backward) printf(",\"min_traffic_bytes\":%.0f,\"min_traffic_gbs\":%.2f", traffic, gbs);
+        if (o->weights && !c->backward)
+            printf(",\"weights\":true,\"ms_without_weights\":%.4f,\"weights_cost\":%.3f", m->best_plain * 1e3,
+                   m->best_plain > 0 ? m->best / m->best_plain : 0);
         printf("}\n");
     } else {
         printf("  time: best of %d %s: %.3f ms%s\n", m->timed,
@@ -549,6 +577,9 @@ static void case_report(const bcase *c, const bopts *o, const case_check *k, con
                m->best * 1e3, m->finite ? "" : "  (NON-FINITE VALUES IN THE OUTPUT)");
         printf("  speed: %.1f GFLOP/s  (FLOPs = 2·B·H·T·S·(D+Dv) = 4·B·H·T·S·D when Dv = D%s%s = %.4g)\n", gflops,
                c->causal ? ", x 1/2 causal" : "", c->backward ? ", x 2.5 backward" : "", flops);
+        if (o->weights && !c->backward)
+            printf("  weights (B,H,T,S) written too: %.3f ms without them in the same run, %.2fx with\n",
+                   m->best_plain * 1e3, m->best_plain > 0 ? m->best / m->best_plain : 0);
         if (!c->backward && c->T <= 16)     /* decoding-like: memory-bound */
             printf("  traffic: q, k, v read and out written once = %.2f MiB: %.1f GB/s\n", traffic / 1048576.0, gbs);
         printf("  peak: %.1f GFLOP/s measured just before and after (%s loop, %d threads, larger kept): "
@@ -568,11 +599,12 @@ static void case_report(const bcase *c, const bopts *o, const case_check *k, con
 }
 
 /* Bytes of the tensors tensors_alloc makes for d (every one, forward or not), in double: no overflow. */
-static double tensors_need(const attn_sdpa_desc *d) {
+static double tensors_need(const attn_sdpa_desc *d, int weights) {
+    const double nw = weights ? (double)d->B * d->H * d->T * d->S : 0;
     const double nq = (double)d->B * d->H * d->T * d->D, nk = (double)d->B * d->Hkv * d->S * d->D,
                  nv = (double)d->B * d->Hkv * d->S * d->Dv, no = (double)d->B * d->H * d->T * d->Dv,
-                 nl = (double)d->B * d->H * d->T;
-    return 4.0 * (2 * nq + 2 * nk + 2 * nv + 2 * no + nl);
+                 nl = (double)d->B * d->H * d->T * ATTN_SDPA_STATS;
+    return 4.0 * (2 * nq + 2 * nk + 2 * nv + 2 * no + nl + nw);
 }
 
 /* The largest workspace ctx asks for d, forward or backward; -1 when it cannot be sized (too large). */
@@ -595,9 +627,9 @@ static int case_memory_ok(const bcase *c, const attn_sdpa_desc *d, const bopts *
         desc_for(&vd, 1, G, 1, c->T, c->S, c->D, c->Dv, c->causal);   /* one group: the crop is smaller */
     }
     const double wf = work_need(&o->ctx, d), wvf = work_need(&o->ctx, &vd), wvr = work_need(&o->ref, &vd);
-    const double tens = tensors_need(d);
+    const double tens = tensors_need(d, o->weights);
     const double time_need = tens + (wf > 0 ? wf : 0);
-    const double val_need = 2 * tensors_need(&vd) + fmax(wvf, wvr);
+    const double val_need = 2 * tensors_need(&vd, o->weights) + fmax(wvf, wvr);
     const double need = fmax(time_need, val_need);
     const double pages = (double)sysconf(_SC_PHYS_PAGES), page = (double)sysconf(_SC_PAGESIZE);
     double have = pages > 0 && page > 0 ? pages * page : 0;
@@ -650,7 +682,7 @@ static int run_case(const bcase *c, const bopts *o, int idx, int n) {
 
 int cmd_bench(int argc, char **argv) {
     int B = 0, H = 0, Hkv = 0, T = 0, S = 0, D = 0, Dv = 0, causal = 0, backward = 0, threads = 0, repeat = 5;
-    int json = 0, long_case = 0;
+    int json = 0, long_case = 0, weights = 0;
     const char *isa_name = "auto", *dtype_name = "f32", *compute_name = "f32";
     const cli_opt opts[] = {
         {"batch", CLI_INT, &B, "N", "batch size B; 0 means 1"},
@@ -668,6 +700,8 @@ int cmd_bench(int argc, char **argv) {
         {"compute", CLI_STR, &compute_name, "TYPE", "f32, or bf16: fp32 tensors computed in bf16 (amx)"},
         {"repeat", CLI_INT, &repeat, "N", "timed runs (best is kept), after one warm-up"},
         {"json", CLI_BOOL, &json, NULL, "one JSON object per line per case"},
+        {"weights", CLI_BOOL, &weights, NULL,
+         "forwards also write the weights (B,H,T,S); the same forward without them is timed too"},
         {"long", CLI_BOOL, &long_case, NULL, "suite only: add T=S=65536 H=1 D=64 causal, forward and backward"},
     };
     const cli_cmd cmd = {
@@ -712,7 +746,7 @@ int cmd_bench(int argc, char **argv) {
             return 2;
         }
     if (cli_check_threads("bench", "--threads", threads)) return 2;
-    bopts o = {repeat, threads, json, {0}, {0}, 0, NULL, 0};
+    bopts o = {repeat, threads, json, weights, {0}, {0}, 0, NULL, 0};
     if (cli_fail(attn_ctx_init(&o.ctx, isa, 0), "bench: --isa")) return 1;
     cli_set_threads(threads, 0);
     /* both paths on the threads in force (attn_ctx_init resolved auto to the best path) */

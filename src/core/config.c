@@ -189,6 +189,7 @@ static void overlay(attn_kernels *t, const attn_kernels *over) {
     if (over->sdpa_threads) t->sdpa_threads = over->sdpa_threads;
     if (over->sdpa_forward) t->sdpa_forward = over->sdpa_forward;
     if (over->sdpa_backward) t->sdpa_backward = over->sdpa_backward;
+    if (over->sdpa_weights) t->sdpa_weights = over->sdpa_weights;
     if (over->additive_forward) t->additive_forward = over->additive_forward;
     if (over->additive_backward) t->additive_backward = over->additive_backward;
     if (over->gru_gates) t->gru_gates = over->gru_gates;

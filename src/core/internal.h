@@ -63,11 +63,15 @@ typedef struct attn_kernels {
     size_t (*sdpa_workspace)(const attn_sdpa_desc *d, attn_pass pass, int nth);
     int (*sdpa_stages)(const attn_sdpa_desc *d, attn_pass pass);
     int (*sdpa_threads)(const attn_sdpa_desc *d, attn_pass pass, int nth);
-    void (*sdpa_forward)(const attn_sdpa_desc *d, float *out, float *lse, const float *q, const float *k,
+    void (*sdpa_forward)(const attn_sdpa_desc *d, float *out, float *stats, const float *q, const float *k,
                          const float *v, void *work, const attn__part *part);
     void (*sdpa_backward)(const attn_sdpa_desc *d, float *dq, float *dk, float *dv, const float *dout,
-                          const float *q, const float *k, const float *v, const float *out, const float *lse,
+                          const float *q, const float *k, const float *v, const float *out, const float *stats,
                           void *work, const attn__part *part);
+    /* the weights (B,H,T,S) from the forward's row statistics: one stage run after the forward's, in the
+     * forward's workspace (NULL on the reference path, whose forward writes them itself) */
+    void (*sdpa_weights)(const attn_sdpa_desc *d, float *weights, const float *stats, const float *q,
+                         const float *k, void *work, const attn__part *part);
     /* additive attention against projected keys kp = k W_kᵀ (B,S,Dh); work as additive.c sizes it.
      * The backward accumulates into dq, dkp, dv, dwq, dwv. */
     void (*additive_forward)(const attn_additive_desc *d, float *out, float *weights, const float *q,
@@ -95,11 +99,11 @@ attn_status attn__ctx_resolve(const attn_ctx *in, attn_ctx *out, const attn_kern
 /* The reference path's SDPA entries (src/ref/sdpa_ref.c): plain loops, single-threaded, materialize one
  * row of scores at a time. */
 size_t attn__sdpa_ref_workspace(const attn_sdpa_desc *d, attn_pass pass, int nth);
-attn_status attn__sdpa_ref_forward(const attn_sdpa_desc *d, float *out, float *lse, float *weights,
+attn_status attn__sdpa_ref_forward(const attn_sdpa_desc *d, float *out, float *stats, float *weights,
                                    const float *q, const float *k, const float *v, void *work);
 attn_status attn__sdpa_ref_backward(const attn_sdpa_desc *d, float *dq, float *dk, float *dv,
                                     const float *dout, const float *q, const float *k, const float *v,
-                                    const float *out, const float *lse, void *work);
+                                    const float *out, const float *stats, void *work);
 
 /* Each path's own entries (NULL where it keeps the path below's). */
 extern const attn_kernels attn__kernels_ref;

@@ -5,10 +5,10 @@
  * Every call resolves its context, validates the whole descriptor, then the pointers, then the workspace,
  * and only then runs a kernel, so a kernel always receives a descriptor it can trust. Dispatch:
  *
- *   forward   weights asked for                 -> attn__sdpa_ref_forward (materializes weights)
- *             otherwise                         -> the context's table, sdpa_forward (the reference path's
- *                                                  entry on REF), with a scratch lse carved from the
- *                                                  workspace when lse is NULL on a fused path
+ *   forward   the context's table, sdpa_forward (the reference path's entry on REF), with scratch row
+ *             statistics carved from the workspace when stats is NULL on a fused path; weights asked
+ *             for: one more stage, sdpa_weights, from those statistics (on REF, attn__sdpa_ref_forward
+ *             materializes them itself)
  *   backward                                    -> the context's table, sdpa_backward
  *
  * Threads: a pass is a sequence of stages (the path says how many); attn_sdpa_forward/backward run them
@@ -19,12 +19,12 @@
  * Workspace layout handed out by this file (sizes from attn_sdpa_workspace_size):
  *
  *   [ up to 64 bytes to align the caller's pointer ]
- *   [ forward on a fused path only: scratch lse (B,H,T) floats, rounded up to 64 bytes ]
+ *   [ forward on a fused path only: scratch stats (B,H,T,2) floats, rounded up to 64 bytes ]
  *   [ bf16 tensors on a path that takes fp32 only: their fp32 copies, each 64-byte aligned ]
  *   [ the path's own workspace: kern->sdpa_workspace(d, pass, nth) bytes, 64-byte aligned ]
  *
- * The forward size is the max of what the reference path and the fused path need, since whether the
- * caller asks for weights is only known at the call. No call allocates.
+ * A fused path's forward size covers its weights stage too, since whether the caller asks for weights is
+ * only known at the call. No call allocates.
  */
 #include "internal.h"
 
@@ -117,12 +117,12 @@ attn_status attn_sdpa_validate(const attn_sdpa_desc *d) {
     return attn__validate_mask(&d->mask, d->B, d->H, d->T, d->S);
 }
 
-/* Bytes of the scratch lse block, (B,H,T) floats rounded up to the alignment; ATTN_ERR_SIZE when it
- * does not fit in size_t. */
-static attn_status lse_scratch_bytes(const attn_sdpa_desc *d, size_t *bytes) {
+/* Bytes of the scratch row statistics, (B,H,T,2) floats rounded up to the alignment; ATTN_ERR_SIZE when
+ * it does not fit in size_t. */
+static attn_status stats_scratch_bytes(const attn_sdpa_desc *d, size_t *bytes) {
     uint64_t rows = (uint64_t)d->B * (uint64_t)d->H;           /* < 2^48 */
-    if (rows > (SIZE_MAX / 2) / sizeof(float) / (uint64_t)d->T) return ATTN_ERR_SIZE;
-    *bytes = round_up_align((size_t)(rows * (uint64_t)d->T) * sizeof(float));
+    if (rows > (SIZE_MAX / 2) / (sizeof(float) * ATTN_SDPA_STATS) / (uint64_t)d->T) return ATTN_ERR_SIZE;
+    *bytes = round_up_align((size_t)(rows * (uint64_t)d->T) * sizeof(float) * ATTN_SDPA_STATS);
     return ATTN_OK;
 }
 
@@ -186,38 +186,66 @@ static attn_sdpa_desc conv_desc(const attn_sdpa_desc *d) {
     return c;
 }
 
-/* Does the pass on context c need the fp32 copies? (The reference kernel, asked for weights, always
- * does for bf16.) */
-static int needs_convert(const attn_sdpa_desc *d, attn_pass pass, const attn_ctx *c, const attn_kernels *kern) {
-    if (d->dtype == ATTN_DTYPE_F32) return 0;
-    return c->isa == ATTN_ISA_REF || !kern->sdpa_native || !kern->sdpa_native(d, pass);
+/* Does the path take d as it is for this pass (its tensors' type and compute type)? Weights asked for: a
+ * weights stage recomputes the scores as the fp32 paths do, so the forward must have run as they do. */
+static int takes_native(const attn_sdpa_desc *d, attn_pass pass, const attn_ctx *c, const attn_kernels *kern,
+                        int weights) {
+    if (d->dtype == ATTN_DTYPE_F32 && d->compute == ATTN_DTYPE_F32) return 1;
+    return c->isa != ATTN_ISA_REF && !weights && kern->sdpa_native && kern->sdpa_native(d, pass);
 }
 
-/* The workspace of a pass for context c: the path's own, plus on a fused path's forward the scratch lse,
- * plus the fp32 copies when converting; the forward also covers the reference kernel (weights asked for). */
+/* Does the pass on context c need the fp32 copies? */
+static int needs_convert(const attn_sdpa_desc *d, attn_pass pass, const attn_ctx *c, const attn_kernels *kern,
+                         int weights) {
+    return d->dtype != ATTN_DTYPE_F32 && !takes_native(d, pass, c, kern, weights);
+}
+
+/* The descriptor the path runs: d, the fp32 copies' (converting), or d computed in fp32 (fp32 tensors the
+ * path does not take with bf16 compute: its entries then run as the fp32 path's). */
+static attn_sdpa_desc run_desc(const attn_sdpa_desc *d, attn_pass pass, const attn_ctx *c, const attn_kernels *kern,
+                               int weights) {
+    if (takes_native(d, pass, c, kern, weights)) return *d;
+    if (d->dtype != ATTN_DTYPE_F32) return conv_desc(d);
+    attn_sdpa_desc e = *d;
+    e.compute = ATTN_DTYPE_F32;
+    return e;
+}
+
+/* The path's part of a pass run with (or without) weights: its own workspace for the descriptor it runs,
+ * plus the fp32 copies when converting. */
+static attn_status fused_need(const attn_sdpa_desc *d, attn_pass pass, const attn_ctx *c, const attn_kernels *kern,
+                              int weights, size_t conv, size_t *need) {
+    const attn_sdpa_desc e = run_desc(d, pass, c, kern, weights);
+    size_t n = kern->sdpa_workspace(&e, pass, c->threads);
+    if (n > SIZE_MAX / 4) return ATTN_ERR_SIZE;
+    *need = round_up_align(n) + (needs_convert(d, pass, c, kern, weights) ? conv : 0);
+    return ATTN_OK;
+}
+
+/* The workspace of a pass for context c: the path's own, plus on a fused path's forward the scratch stats,
+ * plus the fp32 copies when converting; the forward covers a call with weights too (which may run another
+ * way: see takes_native). */
 static attn_status workspace_for(const attn_sdpa_desc *d, attn_pass pass, const attn_ctx *c,
                                  const attn_kernels *kern, size_t *bytes) {
     const attn_sdpa_desc dd = conv_desc(d);
-    size_t conv = 0;
+    size_t conv = 0, need;
     attn_status st;
     if (d->dtype != ATTN_DTYPE_F32 && (st = cv_bytes(d, pass, &conv)) != ATTN_OK) return st;
-    const int convert = needs_convert(d, pass, c, kern);
-    const attn_sdpa_desc *kd = convert ? &dd : d;
-    size_t need = attn__sdpa_ref_workspace(&dd, pass, 1);
-    if (need > SIZE_MAX / 4) return ATTN_ERR_SIZE;
-    need = round_up_align(need) + conv;              /* the reference path converts bf16 too */
-    if (c->isa != ATTN_ISA_REF) {
-        size_t fused = kern->sdpa_workspace(kd, pass, c->threads);
-        if (fused > SIZE_MAX / 4) return ATTN_ERR_SIZE;
-        fused = round_up_align(fused) + (convert ? conv : 0);
+    if (c->isa == ATTN_ISA_REF) {
+        need = attn__sdpa_ref_workspace(&dd, pass, 1);
+        if (need > SIZE_MAX / 4) return ATTN_ERR_SIZE;
+        need = round_up_align(need) + conv;
+    } else {
+        if ((st = fused_need(d, pass, c, kern, 0, conv, &need)) != ATTN_OK) return st;
         if (pass == ATTN_PASS_FORWARD) {
-            size_t lse_bytes;
-            if ((st = lse_scratch_bytes(d, &lse_bytes)) != ATTN_OK) return st;
-            if (fused > SIZE_MAX / 2 - lse_bytes) return ATTN_ERR_SIZE;
-            fused += lse_bytes;
-            need = need > fused ? need : fused;      /* weights asked for -> the reference path runs */
-        } else {
-            need = fused;                            /* the backward never falls back to the reference */
+            size_t with_weights, ref = attn__sdpa_ref_workspace(&dd, pass, 1), stats_bytes;
+            if ((st = fused_need(d, pass, c, kern, 1, conv, &with_weights)) != ATTN_OK) return st;
+            if (with_weights > need) need = with_weights;
+            if (!kern->sdpa_weights && ref > SIZE_MAX / 4) return ATTN_ERR_SIZE;
+            if (!kern->sdpa_weights && round_up_align(ref) + conv > need) need = round_up_align(ref) + conv;
+            if ((st = stats_scratch_bytes(d, &stats_bytes)) != ATTN_OK) return st;
+            if (need > SIZE_MAX / 2 - stats_bytes) return ATTN_ERR_SIZE;
+            need += stats_bytes;
         }
     }
     if (need > SIZE_MAX / 2) return ATTN_ERR_SIZE;
@@ -256,21 +284,22 @@ static attn_status check_workspace(const attn_sdpa_desc *d, attn_pass pass, cons
  * With conversion, the kernel's pointers are the fp32 copies and `user` holds the caller's tensors. */
 typedef struct pass_args {
     const attn_sdpa_desc *d;     /* the caller's descriptor */
-    attn_sdpa_desc dd;           /* what the kernel runs: *d, or the fp32 copies' descriptor */
+    attn_sdpa_desc dd;           /* what the kernel runs (run_desc) */
     const attn_kernels *kern;
     attn_pass pass;
     int convert;                 /* 1: stage 0 converts in, the last stage converts out */
-    float *out, *lse, *dq, *dk, *dv;
-    const float *dout, *q, *k, *v, *cout, *clse;
-    char *work;                  /* the path's workspace (after the scratch lse and the copies) */
+    float *out, *stats, *weights, *dq, *dk, *dv;
+    const float *dout, *q, *k, *v, *cout, *cstats;
+    char *work;                  /* the path's workspace (after the scratch stats and the copies) */
     void *user[CV_COUNT];        /* the caller's tensors (converting) */
     float *copy[CV_COUNT];       /* their fp32 copies (converting) */
 } pass_args;
 
+/* Stages: [inputs in] the path's stages [weights] [outputs back], the bracketed ones when converting or
+ * asked for weights. */
 static int pass_stages(const pass_args *a) {
-    return a->kern->sdpa_stages(&a->dd, a->pass) + (a->convert ? 2 : 0);
+    return a->kern->sdpa_stages(&a->dd, a->pass) + (a->weights ? 1 : 0) + (a->convert ? 2 : 0);
 }
-
 /* Rows converted per work item. */
 #define CV_ROWS 64
 
@@ -310,20 +339,22 @@ static void convert_stage(const pass_args *a, const attn__part *p, int dir) {
     }
 }
 
+/* Stage p->stage of the pass. */
 static void run_part(const pass_args *a, const attn__part *p) {
     attn__part kp = *p;
     if (a->convert) {
-        const int last = pass_stages(a) - 1;
-        if (p->stage == 0 || p->stage == last) {
+        if (p->stage == 0 || p->stage == pass_stages(a) - 1) {
             convert_stage(a, p, p->stage == 0 ? 0 : 1);
             return;
         }
         kp.stage = p->stage - 1;
     }
-    if (a->pass == ATTN_PASS_FORWARD)
-        a->kern->sdpa_forward(&a->dd, a->out, a->lse, a->q, a->k, a->v, a->work, &kp);
+    if (a->pass == ATTN_PASS_FORWARD && a->weights && kp.stage == a->kern->sdpa_stages(&a->dd, a->pass))
+        a->kern->sdpa_weights(&a->dd, a->weights, a->stats, a->q, a->k, a->work, &kp);
+    else if (a->pass == ATTN_PASS_FORWARD)
+        a->kern->sdpa_forward(&a->dd, a->out, a->stats, a->q, a->k, a->v, a->work, &kp);
     else
-        a->kern->sdpa_backward(&a->dd, a->dq, a->dk, a->dv, a->dout, a->q, a->k, a->v, a->cout, a->clse, a->work,
+        a->kern->sdpa_backward(&a->dd, a->dq, a->dk, a->dv, a->dout, a->q, a->k, a->v, a->cout, a->cstats, a->work,
                                &kp);
 }
 
@@ -386,22 +417,24 @@ static void carve_copies(pass_args *a, char **base) {
     }
 }
 
-/* Sets up the forward's arguments: pointers checked, workspace checked, scratch lse and copies carved.
- * ref: the reference kernel will run (a REF context, or weights asked for). */
+/* Sets up the forward's arguments: pointers checked, workspace checked, scratch stats and copies carved.
+ * ref: the reference kernel runs (a REF context, or weights on a path without a weights stage). */
 static attn_status forward_args(const attn_sdpa_desc *d, const attn_ctx *c, const attn_kernels *kern, void *out,
-                                float *lse, const void *q, const void *k, const void *v, void *work,
-                                size_t work_bytes, int ref, pass_args *a) {
+                                float *stats, const void *q, const void *k, const void *v, float *weights,
+                                void *work, size_t work_bytes, int ref, pass_args *a) {
     if (!out || !q || !k || !v) return ATTN_ERR_NULL;
     attn_status st = check_workspace(d, ATTN_PASS_FORWARD, c, kern, work, work_bytes);
     if (st != ATTN_OK) return st;
-    size_t lse_bytes;
-    if ((st = lse_scratch_bytes(d, &lse_bytes)) != ATTN_OK) return st;
+    size_t stats_bytes;
+    if ((st = stats_scratch_bytes(d, &stats_bytes)) != ATTN_OK) return st;
     char *base = align_up(work);
-    /* the fused kernels always write an lse: scratch when the caller does not want one */
-    *a = (pass_args){.d = d, .dd = *d, .kern = kern, .pass = ATTN_PASS_FORWARD, .out = out,
-                     .lse = lse || ref ? lse : (float *)base, .q = q, .k = k, .v = v};
-    if (!ref) base += lse_bytes;
-    a->convert = d->dtype != ATTN_DTYPE_F32 && (ref || needs_convert(d, ATTN_PASS_FORWARD, c, kern));
+    /* the fused kernels always write their row statistics: scratch when the caller does not want them */
+    *a = (pass_args){.d = d, .kern = kern, .pass = ATTN_PASS_FORWARD, .out = out,
+                     .stats = stats || ref ? stats : (float *)base, .q = q, .k = k, .v = v};
+    if (!ref) base += stats_bytes;
+    const int w = weights != NULL;
+    a->dd = run_desc(d, ATTN_PASS_FORWARD, c, kern, w || ref);
+    a->convert = ref ? d->dtype != ATTN_DTYPE_F32 : needs_convert(d, ATTN_PASS_FORWARD, c, kern, w);
     if (a->convert) {
         a->dd = conv_desc(d);
         a->user[CV_Q] = (void *)q; a->user[CV_K] = (void *)k; a->user[CV_V] = (void *)v; a->user[CV_OUT] = out;
@@ -413,7 +446,7 @@ static attn_status forward_args(const attn_sdpa_desc *d, const attn_ctx *c, cons
 
 static attn_status backward_args(const attn_sdpa_desc *d, const attn_ctx *c, const attn_kernels *kern, void *dq,
                                  void *dk, void *dv, const void *dout, const void *q, const void *k,
-                                 const void *v, const void *out, const float *lse, void *work, size_t work_bytes,
+                                 const void *v, const void *out, const float *stats, void *work, size_t work_bytes,
                                  pass_args *a) {
     /* dq, dk, dv are outputs with the layouts of q, k, v: they must not overlap themselves (a broadcast
      * input has no gradient layout of its own) */
@@ -421,14 +454,14 @@ static attn_status backward_args(const attn_sdpa_desc *d, const attn_ctx *c, con
     if ((st = check_output_layout(&d->q, d->B, d->H, d->T, d->D)) != ATTN_OK) return st;
     if ((st = check_output_layout(&d->k, d->B, d->Hkv, d->S, d->D)) != ATTN_OK) return st;
     if ((st = check_output_layout(&d->v, d->B, d->Hkv, d->S, d->Dv)) != ATTN_OK) return st;
-    if (!dq || !dk || !dv || !dout || !q || !k || !v || !out || !lse) return ATTN_ERR_NULL;
+    if (!dq || !dk || !dv || !dout || !q || !k || !v || !out || !stats) return ATTN_ERR_NULL;
     if ((st = check_workspace(d, ATTN_PASS_BACKWARD, c, kern, work, work_bytes)) != ATTN_OK) return st;
     char *base = align_up(work);
-    *a = (pass_args){.d = d, .dd = *d, .kern = kern, .pass = ATTN_PASS_BACKWARD, .dq = dq, .dk = dk, .dv = dv,
-                     .dout = dout, .q = q, .k = k, .v = v, .cout = out, .clse = lse};
-    a->convert = needs_convert(d, ATTN_PASS_BACKWARD, c, kern);
+    *a = (pass_args){.d = d, .kern = kern, .pass = ATTN_PASS_BACKWARD, .dq = dq, .dk = dk, .dv = dv,
+                     .dout = dout, .q = q, .k = k, .v = v, .cout = out, .cstats = stats};
+    a->dd = run_desc(d, ATTN_PASS_BACKWARD, c, kern, 0);
+    a->convert = needs_convert(d, ATTN_PASS_BACKWARD, c, kern, 0);
     if (a->convert) {
-        a->dd = conv_desc(d);
         void *const user[CV_COUNT] = {(void *)q, (void *)k, (void *)v, (void *)out, (void *)dout, dq, dk, dv};
         memcpy(a->user, user, sizeof user);
         carve_copies(a, &base);
@@ -438,7 +471,7 @@ static attn_status backward_args(const attn_sdpa_desc *d, const attn_ctx *c, con
 }
 
 attn_status attn_sdpa_forward(const attn_ctx *ctx, const attn_sdpa_desc *d,
-                              void *out, float *lse, float *weights,
+                              void *out, float *stats, float *weights,
                               const void *q, const void *k, const void *v,
                               void *work, size_t work_bytes) {
     attn_ctx c;
@@ -446,18 +479,20 @@ attn_status attn_sdpa_forward(const attn_ctx *ctx, const attn_sdpa_desc *d,
     pass_args a;
     attn_status st = begin(ctx, d, &c, &kern);
     if (st != ATTN_OK) return st;
-    const int ref = weights != NULL || c.isa == ATTN_ISA_REF;
-    if ((st = forward_args(d, &c, kern, out, lse, q, k, v, work, work_bytes, ref, &a)) != ATTN_OK) return st;
-    /* weights are only ever materialized by the reference kernel */
-    if (weights) {
+    /* the reference path materializes weights in its forward; a fused path in one more stage */
+    const int ref = c.isa == ATTN_ISA_REF || (weights && !kern->sdpa_weights);
+    if ((st = forward_args(d, &c, kern, out, stats, q, k, v, weights, work, work_bytes, ref, &a)) != ATTN_OK)
+        return st;
+    if (weights && ref) {
         int64_t counter = 0;
         attn__part p = {0, 0, 1, &counter};
         if (a.convert) convert_stage(&a, &p, 0);
-        st = attn__sdpa_ref_forward(&a.dd, a.out, lse, weights, a.q, a.k, a.v, a.work);
+        st = attn__sdpa_ref_forward(&a.dd, a.out, stats, weights, a.q, a.k, a.v, a.work);
         counter = 0;
         if (a.convert && st == ATTN_OK) convert_stage(&a, &p, 1);
         return st;
     }
+    a.weights = weights;
     run_openmp(&a, c.threads);
     return ATTN_OK;
 }
@@ -466,17 +501,25 @@ attn_status attn_sdpa_backward(const attn_ctx *ctx, const attn_sdpa_desc *d,
                                void *dq, void *dk, void *dv,
                                const void *dout,
                                const void *q, const void *k, const void *v,
-                               const void *out, const float *lse,
+                               const void *out, const float *stats,
                                void *work, size_t work_bytes) {
     attn_ctx c;
     const attn_kernels *kern;
     pass_args a;
     attn_status st = begin(ctx, d, &c, &kern);
     if (st != ATTN_OK) return st;
-    if ((st = backward_args(d, &c, kern, dq, dk, dv, dout, q, k, v, out, lse, work, work_bytes, &a)) != ATTN_OK)
+    if ((st = backward_args(d, &c, kern, dq, dk, dv, dout, q, k, v, out, stats, work, work_bytes, &a)) != ATTN_OK)
         return st;
     run_openmp(&a, c.threads);
     return ATTN_OK;
+}
+
+/* Stages of a pass run by the partition entries (never with weights). */
+static int part_stages(const attn_sdpa_desc *d, attn_pass pass, const attn_ctx *c, const attn_kernels *kern) {
+    const int ref = c->isa == ATTN_ISA_REF;
+    const attn_sdpa_desc dd = run_desc(d, pass, c, kern, ref);
+    const int convert = ref ? d->dtype != ATTN_DTYPE_F32 : needs_convert(d, pass, c, kern, 0);
+    return kern->sdpa_stages(&dd, pass) + (convert ? 2 : 0);
 }
 
 attn_status attn_sdpa_stages(const attn_ctx *ctx, const attn_sdpa_desc *d, attn_pass pass, int *n_stages) {
@@ -486,20 +529,19 @@ attn_status attn_sdpa_stages(const attn_ctx *ctx, const attn_sdpa_desc *d, attn_
     if (st != ATTN_OK) return st;
     if (!n_stages) return ATTN_ERR_NULL;
     if ((int)pass < 0 || pass >= ATTN_PASS_COUNT) return ATTN_ERR_ARG;
-    const int convert = needs_convert(d, pass, &c, kern);
-    const attn_sdpa_desc dd = convert ? conv_desc(d) : *d;
-    *n_stages = kern->sdpa_stages(&dd, pass) + (convert ? 2 : 0);
+    *n_stages = part_stages(d, pass, &c, kern);
     return ATTN_OK;
 }
 
-static attn_status check_part(const pass_args *a, const attn_ctx *c, int stage, int ith) {
+static attn_status check_part(const attn_sdpa_desc *d, const attn_kernels *kern, attn_pass pass, const attn_ctx *c,
+                              int stage, int ith) {
     if (ith < 0 || ith >= c->threads) return ATTN_ERR_ARG;
-    if (stage < 0 || stage >= pass_stages(a)) return ATTN_ERR_ARG;
+    if (stage < 0 || stage >= part_stages(d, pass, c, kern)) return ATTN_ERR_ARG;
     return ATTN_OK;
 }
 
 attn_status attn_sdpa_forward_part(const attn_ctx *ctx, const attn_sdpa_desc *d,
-                                   void *out, float *lse,
+                                   void *out, float *stats,
                                    const void *q, const void *k, const void *v,
                                    void *work, size_t work_bytes, int stage, int ith) {
     attn_ctx c;
@@ -507,9 +549,10 @@ attn_status attn_sdpa_forward_part(const attn_ctx *ctx, const attn_sdpa_desc *d,
     pass_args a;
     attn_status st = begin(ctx, d, &c, &kern);
     if (st != ATTN_OK) return st;
-    if ((st = forward_args(d, &c, kern, out, lse, q, k, v, work, work_bytes, c.isa == ATTN_ISA_REF, &a)) != ATTN_OK)
+    if ((st = check_part(d, kern, ATTN_PASS_FORWARD, &c, stage, ith)) != ATTN_OK) return st;
+    if ((st = forward_args(d, &c, kern, out, stats, q, k, v, NULL, work, work_bytes, c.isa == ATTN_ISA_REF, &a)) !=
+        ATTN_OK)
         return st;
-    if ((st = check_part(&a, &c, stage, ith)) != ATTN_OK) return st;
     const attn__part p = {stage, ith, c.threads, NULL};
     run_part(&a, &p);
     return ATTN_OK;
@@ -519,18 +562,28 @@ attn_status attn_sdpa_backward_part(const attn_ctx *ctx, const attn_sdpa_desc *d
                                     void *dq, void *dk, void *dv,
                                     const void *dout,
                                     const void *q, const void *k, const void *v,
-                                    const void *out, const float *lse,
+                                    const void *out, const float *stats,
                                     void *work, size_t work_bytes, int stage, int ith) {
     attn_ctx c;
     const attn_kernels *kern;
     pass_args a;
     attn_status st = begin(ctx, d, &c, &kern);
     if (st != ATTN_OK) return st;
-    if ((st = backward_args(d, &c, kern, dq, dk, dv, dout, q, k, v, out, lse, work, work_bytes, &a)) != ATTN_OK)
+    if ((st = check_part(d, kern, ATTN_PASS_BACKWARD, &c, stage, ith)) != ATTN_OK) return st;
+    if ((st = backward_args(d, &c, kern, dq, dk, dv, dout, q, k, v, out, stats, work, work_bytes, &a)) != ATTN_OK)
         return st;
-    if ((st = check_part(&a, &c, stage, ith)) != ATTN_OK) return st;
     const attn__part p = {stage, ith, c.threads, NULL};
     run_part(&a, &p);
+    return ATTN_OK;
+}
+
+attn_status attn_sdpa_logsumexp(const float *stats, int64_t rows, float *lse) {
+    if (!stats || !lse) return ATTN_ERR_NULL;
+    if (rows < 0) return ATTN_ERR_ARG;
+    for (int64_t r = 0; r < rows; r++) {
+        const float m = stats[2 * r], l = stats[2 * r + 1];
+        lse[r] = m == -INFINITY ? -INFINITY : m + l;
+    }
     return ATTN_OK;
 }
 

@@ -13,6 +13,7 @@
 #include "io/files.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -163,13 +164,22 @@ static uint64_t hash_bytes(const char *s, size_t n) {
     return h;
 }
 
+/* Token t (NUL-terminated) is (s, n). Reads t only as far as it agrees with s: taking strlen(t) first
+ * would make every lookup pay the whole length of each long token its probe passes, quadratic over a
+ * line of many words and a vocabulary with a long token. */
+static int token_is(const char *t, const char *s, size_t n) {
+    size_t k = 0;
+    while (k < n && t[k] != '\0' && t[k] == s[k]) k++;
+    return k == n && t[n] == '\0';
+}
+
 /* Slot of token (s, n) in a table of size (power of 2) over tokens; its id or -1 there. */
 static int find_slot(char *const *tokens, const int *table, int size, const char *s, size_t n) {
     size_t mask = (size_t)size - 1, i = (size_t)hash_bytes(s, n) & mask;
     for (;;) {
         int id = table[i];
         if (id < 0) return (int)i;
-        if (strlen(tokens[id]) == n && memcmp(tokens[id], s, n) == 0) return (int)i;
+        if (token_is(tokens[id], s, n)) return (int)i;
         i = (i + 1) & mask;
     }
 }
@@ -219,44 +229,87 @@ static int by_count(const void *a, const void *b) {
     return (x->first > y->first) - (x->first < y->first);
 }
 
+/* The distinct tokens of the lines, in order of first appearance: spans into the lines (nothing copied),
+ * with their counts and an open-addressing index (size a power of 2, -1 = empty). */
+typedef struct seen_tokens {
+    const char **s;              /* (n) first byte of each token, inside the lines */
+    size_t *len;                 /* (n) */
+    uint64_t *hash;              /* (n) hash_bytes of each, kept for growing the index */
+    int *count;                  /* (n) */
+    int n, cap;
+    int *table;
+    size_t table_size;
+} seen_tokens;
+
+static void seen_free(seen_tokens *t) {
+    free(t->s); free(t->len); free(t->hash); free(t->count); free(t->table);
+    memset(t, 0, sizeof *t);
+}
+
+static int seen_grow_table(seen_tokens *t) {
+    size_t size = t->table_size ? t->table_size * 2 : 1024, mask = size - 1;
+    int *table = malloc(sizeof(int) * size);
+    if (!table) return -1;
+    for (size_t i = 0; i < size; i++) table[i] = -1;
+    for (int id = 0; id < t->n; id++) {
+        size_t i = (size_t)t->hash[id] & mask;
+        while (table[i] >= 0) i = (i + 1) & mask;
+        table[i] = id;
+    }
+    free(t->table);
+    t->table = table;
+    t->table_size = size;
+    return 0;
+}
+
+/* Counts one occurrence of the token (s, n), adding it when new; -1 when out of memory. */
+static int seen_add(seen_tokens *t, const char *s, size_t n) {
+    if (2 * (size_t)t->n + 2 > t->table_size && seen_grow_table(t) != 0) return -1;
+    uint64_t h = hash_bytes(s, n);
+    size_t mask = t->table_size - 1, i = (size_t)h & mask;
+    for (int id; (id = t->table[i]) >= 0; i = (i + 1) & mask)
+        if (t->len[id] == n && memcmp(t->s[id], s, n) == 0) {
+            t->count[id]++;
+            return 0;
+        }
+    if (t->n == t->cap) {
+        if (t->cap > INT_MAX / 2) return -1;
+        int cap = t->cap ? t->cap * 2 : 256;
+        const char **ns = realloc(t->s, sizeof(char *) * (size_t)cap);
+        if (ns) t->s = ns;
+        size_t *nl = realloc(t->len, sizeof(size_t) * (size_t)cap);
+        if (nl) t->len = nl;
+        uint64_t *nh = realloc(t->hash, sizeof(uint64_t) * (size_t)cap);
+        if (nh) t->hash = nh;
+        int *nc = realloc(t->count, sizeof(int) * (size_t)cap);
+        if (nc) t->count = nc;
+        if (!ns || !nl || !nh || !nc) return -1;
+        t->cap = cap;
+    }
+    t->s[t->n] = s;
+    t->len[t->n] = n;
+    t->hash[t->n] = h;
+    t->count[t->n] = 1;
+    t->table[i] = t->n++;
+    return 0;
+}
+
+/* Allocations: the distinct tokens are not copied while counting (spans into the lines); only the kept
+ * ones are, once each, into v. */
 attn_status attn_vocab_build(attn_vocab *v, const char *const *lines, int n_lines, int min_freq) {
     if (!v || (!lines && n_lines)) return ATTN_ERR_NULL;
     if (n_lines < 0) return ATTN_ERR_SIZE;
     memset(v, 0, sizeof *v);
     /* pass 1: every distinct token in order of first appearance, with its count */
-    attn_vocab all = {0};
-    int cap = 0;
-    int *counts = NULL;
-    attn_status st = ATTN_OK;
-    all.table_size = 1024;
-    all.table = malloc(sizeof(int) * 1024);
-    if (!all.table) return ATTN_ERR_NOMEM;
-    for (int i = 0; i < 1024; i++) all.table[i] = -1;
+    seen_tokens all = {0};
+    attn_status st = seen_grow_table(&all) == 0 ? ATTN_OK : ATTN_ERR_NOMEM;
     for (int li = 0; li < n_lines && st == ATTN_OK; li++) {
         const char *s = lines[li];
         if (!s) { st = ATTN_ERR_NULL; break; }
         for (;;) {
             const char *e = strchr(s, ' ');
             size_t n = e ? (size_t)(e - s) : strlen(s);
-            int slot = find_slot(all.tokens, all.table, all.table_size, s, n);
-            int id = all.table[slot];
-            if (id < 0) {
-                if (all.n == cap) {
-                    cap = cap ? cap * 2 : 256;
-                    char **nt = realloc(all.tokens, sizeof(char *) * (size_t)cap);
-                    int *nc = nt ? realloc(counts, sizeof(int) * (size_t)cap) : NULL;
-                    if (nt) all.tokens = nt;
-                    if (nc) counts = nc;
-                    if (!nt || !nc) { st = ATTN_ERR_NOMEM; break; }
-                }
-                if (!(all.tokens[all.n] = dup_n(s, n))) { st = ATTN_ERR_NOMEM; break; }
-                counts[all.n] = 0;
-                all.table[slot] = id = all.n++;
-                if (2 * all.n + 2 > all.table_size) {
-                    if ((st = vocab_index(&all)) != ATTN_OK) break;
-                }
-            }
-            counts[id]++;
+            if (seen_add(&all, s, n) != 0) { st = ATTN_ERR_NOMEM; break; }
             if (!e) break;
             s = e + 1;
         }
@@ -265,7 +318,7 @@ attn_status attn_vocab_build(attn_vocab *v, const char *const *lines, int n_line
     tok_count *order = st == ATTN_OK ? malloc(sizeof(tok_count) * (size_t)(all.n + 1)) : NULL;
     if (st == ATTN_OK && !order) st = ATTN_ERR_NOMEM;
     if (st == ATTN_OK) {
-        for (int i = 0; i < all.n; i++) { order[i].first = i; order[i].count = counts[i]; }
+        for (int i = 0; i < all.n; i++) { order[i].first = i; order[i].count = all.count[i]; }
         qsort(order, (size_t)all.n, sizeof *order, by_count);
         v->tokens = malloc(sizeof(char *) * (size_t)(all.n + 4));
         if (!v->tokens) st = ATTN_ERR_NOMEM;
@@ -273,18 +326,18 @@ attn_status attn_vocab_build(attn_vocab *v, const char *const *lines, int n_line
             if (!(v->tokens[v->n++] = dup_n(reserved[i], strlen(reserved[i])))) st = ATTN_ERR_NOMEM;
         for (int i = 0; st == ATTN_OK && i < all.n; i++) {
             if (order[i].count < min_freq) break;
-            const char *t = all.tokens[order[i].first];
+            const char *t = all.s[order[i].first];
+            size_t n = all.len[order[i].first];
             int is_reserved = 0;
-            for (int r = 0; r < 4; r++) is_reserved |= strcmp(t, reserved[r]) == 0;
+            for (int r = 0; r < 4; r++) is_reserved |= strlen(reserved[r]) == n && memcmp(t, reserved[r], n) == 0;
             if (is_reserved) continue;
-            if (!(v->tokens[v->n] = dup_n(t, strlen(t)))) { st = ATTN_ERR_NOMEM; break; }
+            if (!(v->tokens[v->n] = dup_n(t, n))) { st = ATTN_ERR_NOMEM; break; }
             v->n++;
         }
         if (st == ATTN_OK) st = vocab_index(v);
     }
     free(order);
-    free(counts);
-    attn_vocab_free(&all);
+    seen_free(&all);
     if (st != ATTN_OK) attn_vocab_free(v);
     return st;
 }

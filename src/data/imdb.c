@@ -309,11 +309,31 @@ static int cmp_str(const void *a, const void *b) {
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* Reads f to its end, or to one byte past ATTN_IMDB_MAX_REVIEW, into *buf (grown by doubling from 4 KB,
+ * *cap bytes); *got = bytes read. */
+static attn_status read_review(FILE *f, char **buf, size_t *cap, size_t *got) {
+    *got = 0;
+    for (;;) {
+        if (*got == *cap) {
+            if (*cap > ATTN_IMDB_MAX_REVIEW) return ATTN_OK;
+            size_t c = *cap ? *cap * 2 : 4096;
+            if (c > ATTN_IMDB_MAX_REVIEW + 1) c = ATTN_IMDB_MAX_REVIEW + 1;
+            char *b = realloc(*buf, c);
+            if (!b) return ATTN_ERR_NOMEM;
+            *buf = b;
+            *cap = c;
+        }
+        size_t r = fread(*buf + *got, 1, *cap - *got, f);
+        *got += r;
+        if (*got < *cap) return ATTN_OK;              /* the end, or an error (ferror tells) */
+    }
+}
+
 static attn_status load_dir(loader *L, const char *root, char *err, size_t es) {
     static const char *const splits[2] = {"train", "test"};
     static const char *const labels[2] = {"neg", "pos"};
-    char *buf = malloc(ATTN_IMDB_MAX_REVIEW + 1);
-    if (!buf) return ATTN_ERR_NOMEM;
+    char *buf = NULL;                /* grown to the largest review so far */
+    size_t buf_cap = 0;
     attn_status st = ATTN_OK;
     for (int s = 0; s < 2 && st == ATTN_OK; s++) {
         for (int l = 0; l < 2 && st == ATTN_OK; l++) {
@@ -341,7 +361,7 @@ static attn_status load_dir(loader *L, const char *root, char *err, size_t es) {
                 n++;
             }
             closedir(d);
-            if (st == ATTN_OK) qsort(names, n, sizeof(char *), cmp_str);
+            if (st == ATTN_OK && n) qsort(names, n, sizeof(char *), cmp_str);   /* names is NULL when n = 0 */
             for (size_t i = 0; i < n && st == ATTN_OK; i++) {
                 char file[4400], rel[512];
                 snprintf(file, sizeof file, "%s/%s", dir, names[i]);
@@ -357,10 +377,13 @@ static attn_status load_dir(loader *L, const char *root, char *err, size_t es) {
                     st = ATTN_ERR_IO;
                     break;
                 }
-                size_t got = fread(buf, 1, ATTN_IMDB_MAX_REVIEW + 1, f);
+                size_t got = 0;
+                st = read_review(f, &buf, &buf_cap, &got);
                 int bad = ferror(f);
                 fclose(f);
-                if (bad) {
+                if (st != ATTN_OK) {
+                    break;
+                } else if (bad) {
                     attn__set_err(err, es, "%s: read error", file);
                     st = ATTN_ERR_IO;
                 } else if (got > ATTN_IMDB_MAX_REVIEW) {
@@ -455,7 +478,7 @@ attn_status attn_imdb_load(attn_imdb_data *d, const char *path, const attn_imdb_
         loader_free(&L);
         return st;
     }
-    qsort(L.reviews, L.n_reviews, sizeof(review), cmp_review);
+    if (L.n_reviews) qsort(L.reviews, L.n_reviews, sizeof(review), cmp_review);   /* NULL when none */
 
     /* Split boundaries and --limit. */
     size_t n_split[2] = {0, 0};

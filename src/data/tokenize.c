@@ -152,7 +152,9 @@ int32_t attn_imdb_vocab_lookup(const attn_imdb_vocab *v, const char *word, size_
     size_t slot = fnv1a(word, len) & (v->hash_size - 1);
     while (v->hash[slot] >= 0) {
         const char *w = v->words[v->hash[slot]];
-        if (strncmp(w, word, len) == 0 && w[len] == '\0') return v->hash[slot];
+        size_t k = 0;                /* w is word when they agree on len bytes, none of them NUL, and w ends */
+        while (k < len && w[k] != '\0' && w[k] == word[k]) k++;
+        if (k == len && w[len] == '\0') return v->hash[slot];
         slot = (slot + 1) & (v->hash_size - 1);
     }
     return ATTN_IMDB_OOV;

@@ -11,7 +11,7 @@
  * forward and backward allocate nothing and carve their activations from the caller's cache:
  *
  *   [ up to 64 bytes to align the caller's pointer ]
- *   Qp (B,T,Dm)  Kp (B,S,Dm)  Vp (B,S,Dm)  ctx (B,T,Dm)  lse (B,H,T)        saved by the forward
+ *   Qp (B,T,Dm)  Kp (B,S,Dm)  Vp (B,S,Dm)  ctx (B,T,Dm)  stats (B,H,T,2)    saved by the forward
  *   dQp (B,T,Dm) dKp (B,S,Dm) dVp (B,S,Dm) dctx (B,T,Dm)                    backward scratch
  *   attention workspace: max of the forward and backward sizes
  * each block starting on a 64-byte boundary.
@@ -28,7 +28,7 @@ static size_t align_bytes(size_t n) {
 
 /* The blocks of a cache, as offsets from its aligned start and as pointers once carved. */
 typedef struct mha_cache {
-    float *qp, *kp, *vp, *ctx, *lse;        /* (B,T,Dm) (B,S,Dm) (B,S,Dm) (B,T,Dm) (B,H,T) */
+    float *qp, *kp, *vp, *ctx, *stats;      /* (B,T,Dm) (B,S,Dm) (B,S,Dm) (B,T,Dm) (B,H,T,2) */
     float *dqp, *dkp, *dvp, *dctx;          /* (B,T,Dm) (B,S,Dm) (B,S,Dm) (B,T,Dm) */
     void *work;
     size_t work_bytes;
@@ -85,7 +85,7 @@ static attn_status mha_plan(const attn_ctx *ctx, const attn_mha *m, int B, int T
     *work_bytes = fw > bw ? fw : bw;
 
     const size_t f = sizeof(float);
-    const size_t nT = (size_t)B * T * m->Dm, nS = (size_t)B * S * m->Dm, nL = (size_t)B * m->H * T;
+    const size_t nT = (size_t)B * T * m->Dm, nS = (size_t)B * S * m->Dm, nL = (size_t)B * m->H * T * ATTN_SDPA_STATS;
     const size_t sizes[10] = {nT * f, nS * f, nS * f, nT * f, nL * f, nT * f, nS * f, nS * f, nT * f,
                               *work_bytes};
     size_t at = 0;
@@ -105,7 +105,7 @@ static void mha_carve(void *cache, const size_t off[10], size_t work_bytes, mha_
     c->kp = (float *)(base + off[1]);
     c->vp = (float *)(base + off[2]);
     c->ctx = (float *)(base + off[3]);
-    c->lse = (float *)(base + off[4]);
+    c->stats = (float *)(base + off[4]);
     c->dqp = (float *)(base + off[5]);
     c->dkp = (float *)(base + off[6]);
     c->dvp = (float *)(base + off[7]);
@@ -187,8 +187,8 @@ attn_status attn_mha_forward(const attn_ctx *ctx, const attn_mha *m, void *cache
     if ((st = attn_linear_forward(c.qp, q, m->wq, m->bq, NT, m->Dq, Dm)) != ATTN_OK) return st;
     if ((st = attn_linear_forward(c.kp, k, m->wk, m->bk, NS, m->Dk, Dm)) != ATTN_OK) return st;
     if ((st = attn_linear_forward(c.vp, v, m->wv, m->bv, NS, m->Dv, Dm)) != ATTN_OK) return st;
-    /* attention per head, in place in the (B,T,Dm) layout; lse (B,H,T) saved */
-    if ((st = attn_sdpa_forward(ctx, &d, c.ctx, c.lse, weights, c.qp, c.kp, c.vp, c.work, c.work_bytes)) != ATTN_OK)
+    /* attention per head, in place in the (B,T,Dm) layout; its row statistics saved */
+    if ((st = attn_sdpa_forward(ctx, &d, c.ctx, c.stats, weights, c.qp, c.kp, c.vp, c.work, c.work_bytes)) != ATTN_OK)
         return st;
     /* output projection (B,T,Dm) -> (B,T,Dm) */
     return attn_linear_forward(out, c.ctx, m->wo, m->bo, NT, Dm, Dm);
@@ -217,7 +217,7 @@ attn_status attn_mha_backward(const attn_ctx *ctx, const attn_mha *m, void *cach
     memset(c.dqp, 0, sizeof(float) * nT);
     memset(c.dkp, 0, sizeof(float) * nS);
     memset(c.dvp, 0, sizeof(float) * nS);
-    if ((st = attn_sdpa_backward(ctx, &d, c.dqp, c.dkp, c.dvp, c.dctx, c.qp, c.kp, c.vp, c.ctx, c.lse,
+    if ((st = attn_sdpa_backward(ctx, &d, c.dqp, c.dkp, c.dvp, c.dctx, c.qp, c.kp, c.vp, c.ctx, c.stats,
                                  c.work, c.work_bytes)) != ATTN_OK)
         return st;
     /* input projections; dq, dk, dv may be one buffer (self-attention): each call adds its part */

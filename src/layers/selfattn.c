@@ -9,7 +9,7 @@
  *
  *   [ up to 64 bytes to align the caller's pointer ]
  *   P (B,T,3·Dout)     Q, K, V side by side in each row (the attention reads them through strides)
- *   ctx (B,T,Dout), lse (B,T)                            saved by the forward (ctx = a copy of out)
+ *   ctx (B,T,Dout), stats (B,T,2)                        saved by the forward (ctx = a copy of out)
  *   dP (B,T,3·Dout)    dQ, dK, dV side by side                backward scratch
  *   Wc (Din,3·Dout)    [W0 W1 W2], packed by each pass
  *   attention workspaces: one per part (see below), or one for the whole batch, whichever is larger
@@ -46,7 +46,7 @@ static size_t align_bytes(size_t n) {
 }
 
 typedef struct sa_cache {
-    float *p, *ctx, *lse;                   /* (B,T,3·Dout), (B,T,Dout), (B,T) */
+    float *p, *ctx, *stats;                 /* (B,T,3·Dout), (B,T,Dout), (B,T,2) */
     float *dp;                              /* (B,T,3·Dout) */
     float *wc;                              /* (Din,3·Dout) */
     char *work;                             /* nparts workspaces of part_bytes, or one of full_bytes */
@@ -111,7 +111,7 @@ static attn_status sa_plan(const attn_ctx *ctx, const attn_selfattn *l, int B, i
     if (*part_bytes * nparts > work) work = *part_bytes * nparts;
 
     const size_t nP = (size_t)B * T * 3 * l->Dout * sizeof(float), nX = (size_t)B * T * l->Dout * sizeof(float),
-                 nL = (size_t)B * T * sizeof(float), nW = (size_t)l->Din * 3 * l->Dout * sizeof(float);
+                 nL = (size_t)B * T * ATTN_SDPA_STATS * sizeof(float), nW = (size_t)l->Din * 3 * l->Dout * sizeof(float);
     const size_t sizes[SA_BLOCKS] = {nP, nX, nL, nP, nW, work};
     size_t at = 0;
     for (int i = 0; i < SA_BLOCKS; i++) {
@@ -142,7 +142,7 @@ static attn_status sa_prepare(const attn_ctx *ctx, const attn_selfattn *l, void 
     char *base = (char *)u;
     c->p = (float *)(base + off[0]);
     c->ctx = (float *)(base + off[1]);
-    c->lse = (float *)(base + off[2]);
+    c->stats = (float *)(base + off[2]);
     c->dp = (float *)(base + off[3]);
     c->wc = (float *)(base + off[4]);
     c->work = base + off[5];
@@ -234,7 +234,7 @@ attn_status attn_selfattn_forward(const attn_ctx *ctx, const attn_selfattn *l, v
             char *w = np > 1 ? c.work + (size_t)p * c.part_bytes : c.work;
             attn_status s = sa_desc(l, b1 - b0, T, NULL, &dp);
             if (s == ATTN_OK)
-                s = attn_sdpa_forward(&rc, &dp, c.ctx + n0 * Dout, c.lse + n0, NULL, pp, pp + Dout, pp + 2 * Dout, w,
+                s = attn_sdpa_forward(&rc, &dp, c.ctx + n0 * Dout, c.stats + ATTN_SDPA_STATS * n0, NULL, pp, pp + Dout, pp + 2 * Dout, w,
                                       np > 1 ? c.part_bytes : c.full_bytes);
             if (s != ATTN_OK) {
                 ATTN_OMP(omp critical(attn_selfattn_status))
@@ -246,7 +246,7 @@ attn_status attn_selfattn_forward(const attn_ctx *ctx, const attn_selfattn *l, v
     if (pst != ATTN_OK) return pst;
     if (!split) {
         /* attention over the whole batch, one head; the output is kept for the backward */
-        if ((st = attn_sdpa_forward(&rc, &d, c.ctx, c.lse, weights, c.p, c.p + Dout, c.p + 2 * Dout, c.work,
+        if ((st = attn_sdpa_forward(&rc, &d, c.ctx, c.stats, weights, c.p, c.p + Dout, c.p + 2 * Dout, c.work,
                                     c.full_bytes)) != ATTN_OK)
             return st;
         memcpy(out, c.ctx, sizeof(float) * (size_t)B * T * Dout);
@@ -272,7 +272,7 @@ attn_status attn_selfattn_backward(const attn_ctx *ctx, const attn_selfattn *l, 
         /* attention over the whole batch: into zeroed dP (N,3·Dout) */
         memset(c.dp, 0, sizeof(float) * (size_t)N * D3);
         if ((st = attn_sdpa_backward(&rc, &d, c.dp, c.dp + Dout, c.dp + 2 * Dout, dout, c.p, c.p + Dout, c.p + 2 * Dout,
-                                     c.ctx, c.lse, c.work, c.full_bytes)) != ATTN_OK)
+                                     c.ctx, c.stats, c.work, c.full_bytes)) != ATTN_OK)
             return st;
     }
     /* dW jobs: each W[i] cut into blocks of SA_COLS columns, whatever the thread count, so that every
@@ -303,7 +303,7 @@ attn_status attn_selfattn_backward(const attn_ctx *ctx, const attn_selfattn *l, 
                 attn_status s = sa_desc(l, b1 - b0, T, NULL, &dd);
                 if (s == ATTN_OK)
                     s = attn_sdpa_backward(&rc, &dd, dpp, dpp + Dout, dpp + 2 * Dout, dout + n0 * Dout, pp, pp + Dout,
-                                           pp + 2 * Dout, c.ctx + n0 * Dout, c.lse + n0, w,
+                                           pp + 2 * Dout, c.ctx + n0 * Dout, c.stats + ATTN_SDPA_STATS * n0, w,
                                            np > 1 ? c.part_bytes : c.full_bytes);
                 if (s != ATTN_OK) {
                     ATTN_OMP(omp critical(attn_selfattn_status))

@@ -85,9 +85,9 @@ attn_status attn_imdb_model_init(attn_imdb_model *m, const attn_ctx *ctx, const 
         attn_imdb_model_free(m);
         return ATTN_ERR_SIZE;
     }
-    /* activations: one allocation (+ the projections: 4 (N,3D) and the lse (N)) */
+    /* activations: one allocation (+ the projections: 4 (N,3D) and the attention's row statistics (N,2)) */
     const size_t N = B * T;
-    const size_t nact = 4 * N * D + 4 * B * D + 5 * B * C + 4 * N * 3 * D + N;
+    const size_t nact = 4 * N * D + 4 * B * D + 5 * B * C + 4 * N * 3 * D + 2 * N;
     m->x = malloc(sizeof(float) * nact);
     m->targets = calloc(B, sizeof(int32_t));
     m->touched = malloc(sizeof(int32_t) * N);
@@ -120,7 +120,7 @@ attn_status attn_imdb_model_init(attn_imdb_model *m, const attn_ctx *ctx, const 
     m->dpu = p;      p += N * 3 * D;
     m->pp = p;       p += N * 3 * D;
     m->dpp = p;      p += N * 3 * D;
-    m->alse = p;
+    m->astats = p;
     return ATTN_OK;
 }
 
@@ -262,7 +262,7 @@ static attn_status im_desc(const attn_imdb_model *m, int nb, attn_sdpa_desc *d) 
     return attn_sdpa_validate(d);
 }
 
-/* Reviews [b0, b1) by one thread, workspace part p (pb bytes): h (nb,T,D) and the lse (nb,T) from their
+/* Reviews [b0, b1) by one thread, workspace part p (pb bytes): h (nb,T,D) and the row statistics (nb,T,2) from their
  * P rows (fused kernel), then their pooled (nb,D) rows = mean over T, as attn_mean_time_forward
  * computes it. A failure goes to *pst. */
 static void im_slice_forward(attn_imdb_model *m, int b0, int b1, int p, size_t pb, attn_status *pst) {
@@ -272,7 +272,7 @@ static void im_slice_forward(attn_imdb_model *m, int b0, int b1, int p, size_t p
     attn_sdpa_desc d;
     attn_status s = im_desc(m, b1 - b0, &d);
     if (s == ATTN_OK)
-        s = attn_sdpa_forward(&m->ctx, &d, m->h + r0 * D, m->alse + r0, NULL, pp, pp + D, pp + 2 * D,
+        s = attn_sdpa_forward(&m->ctx, &d, m->h + r0 * D, m->astats + 2 * r0, NULL, pp, pp + D, pp + 2 * D,
                               (char *)m->awork + (size_t)p * pb, pb);
     im_fail(s, pst);
     const float inv = 1.0f / (float)T;
@@ -400,7 +400,7 @@ static attn_status im_attention_forward(attn_imdb_model *m, const int32_t *ids, 
     if (weights) {
         attn_sdpa_desc d;
         if ((st = im_desc(m, B, &d)) != ATTN_OK) return st;
-        if ((st = attn_sdpa_forward(&m->ctx, &d, m->h, m->alse, weights, m->pp, m->pp + D, m->pp + 2 * D, m->awork,
+        if ((st = attn_sdpa_forward(&m->ctx, &d, m->h, m->astats, weights, m->pp, m->pp + D, m->pp + 2 * D, m->awork,
                                     m->awork_bytes)) != ATTN_OK)
             return st;
     }
@@ -445,7 +445,7 @@ static attn_status im_attention_backward(attn_imdb_model *m, int B) {
             attn_status s = im_desc(m, b1 - b0, &d);
             if (s == ATTN_OK)
                 s = attn_sdpa_backward(&m->ctx, &d, dpp, dpp + D, dpp + 2 * D, m->dh + r0 * D, pp, pp + D, pp + 2 * D,
-                                       m->h + r0 * D, m->alse + r0, (char *)m->awork + (size_t)p * pb, pb);
+                                       m->h + r0 * D, m->astats + 2 * r0, (char *)m->awork + (size_t)p * pb, pb);
             im_fail(s, &pst);
         }
         IM_OMP(omp barrier)

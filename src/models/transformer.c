@@ -51,7 +51,7 @@ static size_t att_work_bytes(const attn_ctx *ctx, int B, int H, int T, int S, in
 /* Activations one attention saves. */
 typedef struct att_acts {
     float *qp, *kp, *vp, *ctx;   /* (B,T,D) (B,S,D) (B,S,D) (B,T,D) */
-    float *lse;                  /* (B,H,T) the attention's log-sum-exp, for its backward */
+    float *stats;                /* (B,H,T,2) the attention's row statistics, for its backward */
     float *a;                    /* (B,T,D) output, after Wo */
     void *work;                  /* the block's attn_sdpa workspace (shared by its attentions) */
     size_t work_bytes;
@@ -69,7 +69,7 @@ static attn_status att_forward(const attn_ctx *ctx, const float *wq, const float
     if ((st = attn_linear_forward(c->qp, xq, wq, NULL, B * T, D, D)) != ATTN_OK) return st;
     if ((st = attn_linear_forward(c->kp, xkv, wk, NULL, B * S, D, D)) != ATTN_OK) return st;
     if ((st = attn_linear_forward(c->vp, xkv, wv, NULL, B * S, D, D)) != ATTN_OK) return st;
-    st = attn_sdpa_forward(ctx, &d, c->ctx, c->lse, weights, c->qp, c->kp, c->vp, c->work, c->work_bytes);
+    st = attn_sdpa_forward(ctx, &d, c->ctx, c->stats, weights, c->qp, c->kp, c->vp, c->work, c->work_bytes);
     if (st != ATTN_OK) return st;
     return attn_linear_forward(c->a, c->ctx, wo, NULL, B * T, D, D);
 }
@@ -91,7 +91,7 @@ static attn_status att_backward(const attn_ctx *ctx, const float *wq, const floa
     memset(dq, 0, sizeof(float) * nT);
     memset(dk, 0, sizeof(float) * nS);
     memset(dv, 0, sizeof(float) * nS);
-    st = attn_sdpa_backward(ctx, &d, dq, dk, dv, dctx, c->qp, c->kp, c->vp, c->ctx, c->lse, c->work, c->work_bytes);
+    st = attn_sdpa_backward(ctx, &d, dq, dk, dv, dctx, c->qp, c->kp, c->vp, c->ctx, c->stats, c->work, c->work_bytes);
     if (st != ATTN_OK) return st;
     if ((st = attn_linear_backward(dxq, dwq, NULL, dq, xq, wq, B * T, D, D)) != ATTN_OK) return st;
     if ((st = attn_linear_backward(dxkv, dwk, NULL, dk, xkv, wk, B * S, D, D)) != ATTN_OK) return st;
@@ -153,9 +153,9 @@ attn_status attn_tf_block_init_weights(attn_tf_block *b, attn_rng *r) {
 }
 
 /* The block cache, carved in this order (each piece rounded up to 16 floats):
- *   self  : qp kp vp ctx (N,D), lse (B,H,T), a (N,D), the attention workspace (for both attentions);
+ *   self  : qp kp vp ctx (N,D), stats (B,H,T,2), a (N,D), the attention workspace (for both attentions);
  *           z1 (N,D) m1 r1 (N) y1 (N,D) dm1
- *   cross : qp (N,D) kp vp (M,D) ctx (N,D) lse (B,H,T) a (N,D);  z2 (N,D) m2 r2 (N) y2 (N,D) dm2  [decoder]
+ *   cross : qp (N,D) kp vp (M,D) ctx (N,D) stats (B,H,T,2) a (N,D);  z2 (N,D) m2 r2 (N) y2 (N,D) dm2  [decoder]
  *   ffn   : h (N,F) f (N,D);  z3 (N,D) m3 r3 (N) dm3
  * (dm1..dm3 (N,D) bytes: the add & norms' dropout masks)
  *   backward scratch: dz du df dy1 dq dctx (N,D), dk dv (max(N,M),D), dh (N,F)
@@ -170,19 +170,19 @@ typedef struct blk_cache {
 
 static void blk_carve(const attn_ctx *ctx, const attn_tf_block *b, float *base, int B, int T, int S, blk_cache *c) {
     const size_t D = (size_t)b->D, F = (size_t)b->F, N = (size_t)B * T, M = (size_t)B * S,
-                 L = (size_t)B * b->H * T, K = N > M ? N : M;
+                 L = (size_t)B * b->H * T * ATTN_SDPA_STATS, K = N > M ? N : M;
     const size_t ws = att_work_bytes(ctx, B, b->H, T, T, b->D), wc = b->decoder ? att_work_bytes(ctx, B, b->H, T, S, b->D) : 0;
     const size_t work_bytes = ws > wc ? ws : wc;
     size_t off = 0;
 #define TAKE(ptr, n) do { c->ptr = base ? base + off : NULL; off += ((n) + 15) & ~(size_t)15; } while (0)
 #define TAKE_B(ptr, n) do { c->ptr = base ? (uint8_t *)(base + off) : NULL; off += ((n) / 4 + 16) & ~(size_t)15; } while (0)
-    TAKE(sa.qp, N * D); TAKE(sa.kp, N * D); TAKE(sa.vp, N * D); TAKE(sa.ctx, N * D); TAKE(sa.lse, L); TAKE(sa.a, N * D);
+    TAKE(sa.qp, N * D); TAKE(sa.kp, N * D); TAKE(sa.vp, N * D); TAKE(sa.ctx, N * D); TAKE(sa.stats, L); TAKE(sa.a, N * D);
     c->sa.work = base ? base + off : NULL;
     c->sa.work_bytes = work_bytes;
     off += (work_bytes + sizeof(float) - 1) / sizeof(float);
     TAKE(z1, N * D); TAKE(m1, N); TAKE(r1, N); TAKE(y1, N * D); TAKE_B(dm1, N * D);
     if (b->decoder) {
-        TAKE(ca.qp, N * D); TAKE(ca.kp, M * D); TAKE(ca.vp, M * D); TAKE(ca.ctx, N * D); TAKE(ca.lse, L);
+        TAKE(ca.qp, N * D); TAKE(ca.kp, M * D); TAKE(ca.vp, M * D); TAKE(ca.ctx, N * D); TAKE(ca.stats, L);
         TAKE(ca.a, N * D);
         c->ca.work = c->sa.work;
         c->ca.work_bytes = work_bytes;
@@ -355,7 +355,7 @@ static void tf_carve(const attn_transformer *m, float *base, tf_acts *a) {
     TAKE(emb, N * D);
     TAKE(logits, N * V); TAKE(probs, N * V); TAKE(losses, N);
     TAKE(g1, N * D); TAKE(g2, N * D); TAKE(denc, N * D);
-    TAKE(kv, L * 4 * T * D); TAKE(wscr, L * H * T * T); TAKE(step, 8 * D + F + H + 16);
+    TAKE(kv, L * 4 * T * D); TAKE(wscr, L * H * T * T); TAKE(step, 8 * D + F + 2 * H + 16);
     a->step_work_bytes = att_work_bytes(&m->ctx, 1, c->heads, 1, (int)T, c->hidden);
     a->step_work = base ? (void *)(base + off) : NULL;
     off += (a->step_work_bytes + sizeof(float) - 1) / sizeof(float) + 16;
@@ -617,7 +617,7 @@ static attn_status tf_block_step(const attn_ctx *cx, const attn_tf_block *b, flo
                                  const int32_t *src_len, float *s, void *work, size_t work_bytes) {
     const int D = b->D, H = b->H;
     float *q = s, *ctx = s + D, *at = s + 2 * D, *z = s + 3 * D, *y1 = s + 4 * D, *y2 = s + 5 * D, *f = s + 6 * D,
-          *mr = s + 7 * D, *lse = s + 7 * D + 2, *h = s + 7 * D + 2 + H;   /* mr: mean, rstd */
+          *mr = s + 7 * D, *stats = s + 7 * D + 2, *h = s + 7 * D + 2 + 2 * H;   /* mr: mean, rstd */
     attn_sdpa_desc d;
     attn_mask mc;
     memset(&mc, 0, sizeof mc);
@@ -629,13 +629,13 @@ static attn_status tf_block_step(const attn_ctx *cx, const attn_tf_block *b, flo
     if ((st = attn_linear_forward(kc + (size_t)t * D, x, b->w.wk, NULL, 1, D, D)) != ATTN_OK) return st;
     if ((st = attn_linear_forward(vc + (size_t)t * D, x, b->w.wv, NULL, 1, D, D)) != ATTN_OK) return st;
     if ((st = att_desc(&d, 1, H, 1, t + 1, D, (int64_t)Tmax * D, NULL, 0.0f, 0)) != ATTN_OK) return st;
-    if ((st = attn_sdpa_forward(cx, &d, ctx, lse, NULL, q, kc, vc, work, work_bytes)) != ATTN_OK) return st;
+    if ((st = attn_sdpa_forward(cx, &d, ctx, stats, NULL, q, kc, vc, work, work_bytes)) != ATTN_OK) return st;
     if ((st = attn_linear_forward(at, ctx, b->w.wo, NULL, 1, D, D)) != ATTN_OK) return st;
     if ((st = attn__addnorm_forward(y1, z, mr, mr + 1, x, at, b->w.ln1_g, b->w.ln1_b, 1, D, 0.0f, 0, NULL)) != ATTN_OK) return st;
     /* cross-attention over the projected encoder output */
     if ((st = attn_linear_forward(q, y1, b->w.xwq, NULL, 1, D, D)) != ATTN_OK) return st;
     if ((st = att_desc(&d, 1, H, 1, S, D, (int64_t)S * D, &mc, 0.0f, 0)) != ATTN_OK) return st;
-    if ((st = attn_sdpa_forward(cx, &d, ctx, lse, weights, q, ek, ev, work, work_bytes)) != ATTN_OK) return st;
+    if ((st = attn_sdpa_forward(cx, &d, ctx, stats, weights, q, ek, ev, work, work_bytes)) != ATTN_OK) return st;
     if ((st = attn_linear_forward(at, ctx, b->w.xwo, NULL, 1, D, D)) != ATTN_OK) return st;
     if ((st = attn__addnorm_forward(y2, z, mr, mr + 1, y1, at, b->w.ln2_g, b->w.ln2_b, 1, D, 0.0f, 0, NULL)) != ATTN_OK) return st;
     /* feed-forward */

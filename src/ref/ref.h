@@ -16,11 +16,11 @@
 #include "internal.h"
 
 /* ---- scaled dot-product attention, double precision (float versions are in internal.h) ---------- */
-attn_status attn__sdpa_ref_forward_f64(const attn_sdpa_desc *d, double *out, double *lse, double *weights,
+attn_status attn__sdpa_ref_forward_f64(const attn_sdpa_desc *d, double *out, double *stats, double *weights,
                                        const double *q, const double *k, const double *v, void *work);
 attn_status attn__sdpa_ref_backward_f64(const attn_sdpa_desc *d, double *dq, double *dk, double *dv,
                                         const double *dout, const double *q, const double *k,
-                                        const double *v, const double *out, const double *lse, void *work);
+                                        const double *v, const double *out, const double *stats, void *work);
 
 /* ---- additive (Bahdanau) attention --------------------------------------------------------------
  *   out (B,T,Dv)  weights (B,T,S) or NULL  q (B,T,Dq)  k (B,S,Dk)  v (B,S,Dv)  wq (Dh,Dq)  wk (Dh,Dk)

@@ -170,18 +170,17 @@ static void ax_pack_chunk(const attn_sdpa_desc *d, const ax_dims *z, char *share
 typedef struct ax_fwd {
     const attn_sdpa_desc *d;
     ax_dims z;
-    float *out, *lse;
+    float *out, *stats;
     const void *q;
     char *shared;
 } ax_fwd;
 
-/* The row statistics saved for the backward: m, the row's largest score x (one of the x values, as the
- * backward recomputes them), and log l = log Σ exp(x - m) = log(Σ exp(x - mu)) + (mu - m), the sum having
- * been taken against mu; a row with no key has (-inf, 0). Stored as the log-sum-exp m + log l that the
- * backward of this tree reads. */
-static inline void ax_put_stats(float *lse, int64_t row, float m, float mu, float l) {
-    const float logl = l > 0.0f ? logf(l) + (mu - m) : 0.0f;
-    lse[row] = l > 0.0f ? m + logl : -INFINITY;
+/* The row statistics saved for the backward (attn.h): m, the row's largest score x (one of the x values,
+ * as the backward recomputes them), and log l = log Σ exp(x - m) = log(Σ exp(x - mu)) + (mu - m), the sum
+ * having been taken against mu; a row with no key has (-inf, 0). */
+static inline void ax_put_stats(float *stats, int64_t row, float m, float mu, float l) {
+    stats[2 * row] = l > 0.0f ? m : -INFINITY;
+    stats[2 * row + 1] = l > 0.0f ? logf(l) + (mu - m) : 0.0f;
 }
 
 /* 2^x for the softmax, x <= AX_LAZY·log2e: n = round(x), 2^(x - n) by its Taylor series to degree 4 (relative
@@ -552,7 +551,7 @@ static void ax_block(const ax_fwd *cx, char *tw, int b, int h, int t0, int nr) {
             float *orow = cx->out + off;
             for (int xx = 0; xx < Dv; xx++) orow[xx] = x.Ot[xx * AX_BR + i] * inv;
         }
-        ax_put_stats(cx->lse, row, x.mt[i], x.mu[i], x.l[i]);
+        ax_put_stats(cx->stats, row, x.mt[i], x.mu[i], x.l[i]);
     }
 }
 
@@ -562,9 +561,9 @@ static void ax_block(const ax_fwd *cx, char *tw, int b, int h, int t0, int nr) {
 static int64_t ax_nqb(const attn_sdpa_desc *d) { return (d->T + AX_BR - 1) / AX_BR; }
 static int64_t ax_pack_items(const attn_sdpa_desc *d) { return (int64_t)d->B * d->Hkv * (ax_up32(d->S) / 32); }
 
-static void ax_forward(const attn_sdpa_desc *d, float *out, float *lse, const float *q, const float *k,
+static void ax_forward(const attn_sdpa_desc *d, float *out, float *stats, const float *q, const float *k,
                        const float *v, void *work, const attn__part *part) {
-    ax_fwd cx = {d, ax_dims_of(d), out, lse, q, (char *)work};
+    ax_fwd cx = {d, ax_dims_of(d), out, stats, q, (char *)work};
     int64_t local = -1;
     if (part->stage == 0) {
         const int64_t per = ax_up32(d->S) / 32, items = ax_pack_items(d);
@@ -617,7 +616,7 @@ typedef struct axb_dims {
     int DP, DvP, NC, NCv, NXd, NXv, SPb, TPb, nkb, nqb, nch;
     size_t kside;                /* bytes per (b, kv head): K, V, Kᵀ */
     size_t ka, va;               /* offsets of V and Kᵀ in it (K first) */
-    size_t qside;                /* bytes per (b, h): Qᵀ, dOᵀ, Q pairs, dO pairs, lse2, Δ */
+    size_t qside;                /* bytes per (b, h): Qᵀ, dOᵀ, Q pairs, dO pairs, m, L, Δ */
     size_t dot, qp, dop, rows;   /* offsets in it (Qᵀ first) */
     size_t kall, qall, slots;    /* totals */
     size_t thread;
@@ -720,16 +719,16 @@ static void axb_pack_keys(const axb_ctx *cx, const void *k, const void *v, int b
 }
 
 /* The backward's row statistics: m and L = log2 l, for P = exp2(-(max(0, m - x)·log2e + L)) (subtract
- * first: exact at any logit size). Read here from the log-sum-exp of this tree's forward (m = lse, l = 1);
- * a row with no key (or a padding row: row < 0) gets m = +inf, so that every P of it is 0. */
-static inline void axb_row_stats(const float *lse, int64_t row, float *m, float *L) {
-    const float ls = row >= 0 ? lse[row] : -INFINITY;
-    *m = ls == -INFINITY ? INFINITY : ls;
-    *L = 0.0f;
+ * first: exact at any logit size), from the forward's (m, log l); a row with no key (m = -inf) or a padding
+ * row (row < 0) gets m = +inf, so that every P of it is 0. */
+static inline void axb_row_stats(const float *stats, int64_t row, float *m, float *L) {
+    const float mm = row >= 0 ? stats[2 * row] : -INFINITY;
+    *m = mm == -INFINITY ? INFINITY : mm;
+    *L = mm == -INFINITY ? 0.0f : stats[2 * row + 1] * AX_LOG2E;
 }
 
 /* Stage 0, Q side: query rows [t0, t0 + 32) of (b, h), and the dQ slots of their block when t0 starts it. */
-static void axb_pack_rows(const axb_ctx *cx, const void *q, const void *dout, const void *out, const float *lse,
+static void axb_pack_rows(const axb_ctx *cx, const void *q, const void *dout, const void *out, const float *stats,
                           int b, int h, int t0) {
     const attn_sdpa_desc *d = cx->d;
     const axb_dims *z = &cx->z;
@@ -771,7 +770,7 @@ static void axb_pack_rows(const axb_ctx *cx, const void *q, const void *dout, co
         if (real)
             for (int x = 0; x < d->Dv; x++) s += axb_f32(os, dt, x) * axb_f32(gs, dt, x);
         delta[t] = s;
-        axb_row_stats(lse, real ? bh * d->T + t : -1, &rm[t], &rl[t]);
+        axb_row_stats(stats, real ? bh * d->T + t : -1, &rm[t], &rl[t]);
     }
     if (t0 % 64 == 0)
         for (int ch = 0; ch < z->nch; ch++)
@@ -966,7 +965,7 @@ static void axb_block(const axb_ctx *cx, char *tw, float *dKs, float *dVs, int b
 static int axb_chunk_start(const axb_dims *z, int ch) { return (int)((int64_t)ch * z->nkb / z->nch); }
 
 static void ax_backward(const attn_sdpa_desc *d, float *dq, float *dk, float *dv, const float *dout, const float *q,
-                        const float *k, const float *v, const float *out, const float *lse, void *work,
+                        const float *k, const float *v, const float *out, const float *stats, void *work,
                         const attn__part *part) {
     const axb_ctx cx = axb_ctx_of(d, work);
     const axb_dims *z = &cx.z;
@@ -981,7 +980,7 @@ static void ax_backward(const attn_sdpa_desc *d, float *dq, float *dk, float *dv
                 axb_pack_keys(&cx, k, v, (int)(pr / d->Hkv), (int)(pr % d->Hkv), (int)(it % kper) * 32);
             } else {
                 const int64_t r = it - kitems, bh = r / qper;
-                axb_pack_rows(&cx, q, dout, out, lse, (int)(bh / d->H), (int)(bh % d->H), (int)(r % qper) * 32);
+                axb_pack_rows(&cx, q, dout, out, stats, (int)(bh / d->H), (int)(bh % d->H), (int)(r % qper) * 32);
             }
         }
         return;
@@ -1095,17 +1094,17 @@ static int amx_threads(const attn_sdpa_desc *d, attn_pass pass, int nth) {
     return nth;
 }
 
-static void amx_forward(const attn_sdpa_desc *d, float *out, float *lse, const float *q, const float *k,
+static void amx_forward(const attn_sdpa_desc *d, float *out, float *stats, const float *q, const float *k,
                         const float *v, void *work, const attn__part *part) {
-    if (ax_native(d, ATTN_PASS_FORWARD)) ax_forward(d, out, lse, q, k, v, work, part);
-    else attn__kernels_avx512.sdpa_forward(d, out, lse, q, k, v, work, part);
+    if (ax_native(d, ATTN_PASS_FORWARD)) ax_forward(d, out, stats, q, k, v, work, part);
+    else attn__kernels_avx512.sdpa_forward(d, out, stats, q, k, v, work, part);
 }
 
 static void amx_backward(const attn_sdpa_desc *d, float *dq, float *dk, float *dv, const float *dout,
-                         const float *q, const float *k, const float *v, const float *out, const float *lse,
+                         const float *q, const float *k, const float *v, const float *out, const float *stats,
                          void *work, const attn__part *part) {
-    if (ax_native(d, ATTN_PASS_BACKWARD)) ax_backward(d, dq, dk, dv, dout, q, k, v, out, lse, work, part);
-    else attn__kernels_avx512.sdpa_backward(d, dq, dk, dv, dout, q, k, v, out, lse, work, part);
+    if (ax_native(d, ATTN_PASS_BACKWARD)) ax_backward(d, dq, dk, dv, dout, q, k, v, out, stats, work, part);
+    else attn__kernels_avx512.sdpa_backward(d, dq, dk, dv, dout, q, k, v, out, stats, work, part);
 }
 
 const attn_kernels attn__kernels_amx = {

@@ -21,8 +21,19 @@
  * Every product is one micro-kernel, C (M,N) [=|+=|=α·C+] A (M,K) B (K,N): A read by broadcast through
  * any two strides, B by vectors along N, C in registers (FZ_RTMAX x FZ_NVMAX vectors).
  *
- * Softmax runs in base 2: the scores are multiplied by scale·log2(e), exp2 is the path's own polynomial,
- * and lse is turned back into natural log when stored.
+ * Softmax: scores stay in natural units and exp(x - m) is computed as exp2((x - m)·log2 e) by the path's
+ * own polynomial; subtracting first keeps the max's exponent exactly 0 at any logit size (scaling the
+ * scores by log2 e up front would save a multiply but round m, and saturate biases past 2.4e38). The
+ * forward saves per row (attn.h's row statistics) the largest score m and log l, l = Σ exp(x - m); the
+ * backward forms P = exp(x - m - log l) (with x - m clamped at 0). For that to stay exact at any logit
+ * size, every route computes a score the one canonical way: x = Σ_d (q_d·scale)·k_d (q_d·scale rounded
+ * first) summed by FMA in order d = 0 .. D-1 from 0, then the bias; and m is one of those x bit for bit
+ * (the by-rows forward sums its scores another way for speed, so it recomputes the canonical score of its
+ * row's argmax at the end). The max then gives exp(0 - log l) = 1/l in both passes, and the other weights
+ * differ from the forward's only by each score's rounding.
+ *
+ * Keys a row does not see (masked, or weight 0) never touch its results even when their K or V rows hold
+ * NaN or Inf (0·NaN would): blocks whose K or V rows are not all finite take careful loops that skip them.
  *
  * Threads: a pass is run in stages (the forward one, the backward three per round of (b, kv head)
  * pairs); in a stage, work items go to threads by the caller's attn__part (a shared counter under OpenMP,
@@ -58,22 +69,76 @@
 #endif
 
 #define FZ_LOG2E 1.44269504088896340736f
-#define FZ_LN2 0.693147180559945309417f
 #define FZ_NCHUNK 8                       /* backward: at most this many key chunks per (b, kv head) */
 
-/* A score x (log2 units) plus an additive bias b (natural units): -inf stays -inf (a masked key), a bias of
- * -inf excludes, and everything else saturates at ±FLT_MAX. Without the saturation a finite bias beyond
- * FLT_MAX / log2 e (2.4e38) became inf in log2 units, and inf - inf NaN; saturated, a bias of +3e38 takes
- * all the weight and -FLT_MAX on every key (PyTorch's finfo.min, a common mask value) gives uniform
- * weights, as on the reference path. (Two biases both beyond 2.4e38 compare equal here.) */
+/* A score x plus an additive bias b: -inf stays -inf (a masked key), a bias of -inf excludes, +Inf and NaN
+ * propagate (the row becomes NaN, as on the reference path and in PyTorch), and a sum of finite values
+ * past FLT_MAX saturates there (inf - inf would be NaN). So a bias of +3e38 takes all the weight and
+ * -FLT_MAX on every key (PyTorch's finfo.min, a common mask value) gives uniform weights. */
 static inline float fz_add_bias(float x, float b) {
     if (x == -INFINITY || b == -INFINITY) return -INFINITY;
-    float b2 = b * FZ_LOG2E;
-    b2 = b2 > FLT_MAX ? FLT_MAX : b2 < -FLT_MAX ? -FLT_MAX : b2;
-    const float y = x + b2;
+    const float y = x + b;
+    if (x - x != 0.0f || b - b != 0.0f) return y;     /* +Inf or NaN in: +Inf or NaN out */
     return y > FLT_MAX ? FLT_MAX : y < -FLT_MAX ? -FLT_MAX : y;
 }
 #define FZ_ALIGN 64
+
+/* a·b + c rounded as one lane of fz_fma (a scalar FMA on the SIMD paths, as the scalar path's vectors) */
+FZ_INLINE float fz_fma1(float a, float b, float c) {
+    float t[FZ_VW];
+    fz_store(t, fz_fma(fz_set1(a), fz_set1(b), fz_set1(c)));
+    return t[0];
+}
+
+/* The canonical score of query row qs (already times scale) and key row k: Σ_d qs_d·k_d in order from 0. */
+static float fz_score1(const float *qs, const float *k, int D) {
+    float acc = 0.0f;
+    for (int x = 0; x < D; x++) acc = fz_fma1(qs[x], k[x], acc);
+    return acc;
+}
+
+/* Are n rows of w floats (rt apart) all finite? (x·0 is 0 for finite x, NaN for NaN and ±Inf.) */
+static int fz_rows_finite(const float *a, int64_t rt, int n, int w) {
+    const int nv = w / FZ_VW, tail = w - nv * FZ_VW;
+    const fz_m tm = fz_tailmask(tail);
+    fz_v acc = fz_zero();
+    const fz_v z = fz_zero();
+    for (int j = 0; j < n; j++) {
+        const float *r = a + (int64_t)j * rt;
+        for (int v = 0; v < nv; v++) acc = fz_add(acc, fz_mul(fz_load(r + v * FZ_VW), z));
+        if (tail) acc = fz_add(acc, fz_mul(fz_loadm(r + nv * FZ_VW, tm), z));
+    }
+    const float s = fz_hsum(acc);
+    return s == 0.0f;
+}
+
+/* exp(x - m) = exp2((x - m)·log2 e): the difference first, so x = m gives exactly 1 */
+FZ_INLINE fz_v fz_exp_rel(fz_v x, fz_v m) {
+    return fz_exp2(fz_mul(fz_sub(x, m), fz_set1(FZ_LOG2E)));
+}
+static inline float fz_exp_rel1(float x, float m) { return exp2f((x - m) * FZ_LOG2E); }
+
+/* The backward's weight exp(x - m - log l) with x - m clamped at 0, given L2 = log2 l: written
+ * exp2(-(max(0, m - x)·log2 e + L2)) (max returns its second operand when one is NaN, so a NaN score
+ * stays NaN) */
+FZ_INLINE fz_v fz_weight(fz_v x, fz_v m, fz_v L2) {
+    const fz_v z = fz_zero();
+    return fz_exp2(fz_sub(z, fz_fma(fz_max(z, fz_sub(m, x)), fz_set1(FZ_LOG2E), L2)));
+}
+
+/* The backward's weights of a row whose max m is NaN or +Inf (a score was), from its scores p (nb keys):
+ * 0 for the keys from lim on, the masked ones (score -inf) and those infinitely below m, as exp(x - m)
+ * gives; NaN for the others. */
+static void fz_nan_row(float *p, int nb, int lim, float m) {
+    for (int j = 0; j < nb; j++) p[j] = j >= lim || p[j] == -INFINITY || p[j] - m == -INFINITY ? 0.0f : NAN;
+}
+
+/* The row statistics of a row with running max m and sum l: (m, log l); a row that saw no key has l = 0
+ * and gets (-inf, 0). NaN stays NaN. */
+static void fz_put_stats(float *st, float m, float l) {
+    st[0] = l == 0.0f ? -INFINITY : m;
+    st[1] = l == 0.0f ? 0.0f : logf(l);
+}
 
 /* ---------------------------------------------------------------------------------------------------
  * The micro-kernel. C (RT rows, NV vectors) with row stride ldc:
@@ -184,14 +249,14 @@ static size_t fz_fwd_thread_bytes(const attn_sdpa_desc *d) {
 
 typedef struct fz_fwd_ctx {
     const attn_sdpa_desc *d;
-    float *out, *lse;
+    float *out, *stats;
     const float *q, *k, *v;
     char *work;
     size_t thread_bytes;
 } fz_fwd_ctx;
 
 /* The online-softmax step of one key block, over the NV query vectors of Sᵀ (nb rows, stride BR): with
- * bm the block's max (already folded with the running max m), alpha = exp2(m - bm), Sᵀ = exp2(Sᵀ - bm),
+ * bm the block's max (already folded with the running max m), alpha = exp(m - bm), Sᵀ = exp(Sᵀ - bm),
  * l = alpha·l + Σ_j Sᵀ, m = bm. Rows go in order, the vectors of a row together (contiguous). */
 FZ_INLINE void fz_softmax_block(const int NV, float *St, int BR, int nb, float *m, float *l, const float *bm,
                                 float *alpha) {
@@ -205,13 +270,13 @@ FZ_INLINE void fz_softmax_block(const int NV, float *St, int BR, int nb, float *
     for (int j = 0; j < nb; j++) {
         float *x = St + j * BR;
         FZ_UNROLL for (int v = 0; v < NV; v++) {
-            const fz_v p = fz_exp2(fz_sub(fz_load(x + v * FZ_VW), bs[v]));
+            const fz_v p = fz_exp_rel(fz_load(x + v * FZ_VW), bs[v]);
             s0[v] = fz_add(s0[v], p);
             fz_store(x + v * FZ_VW, p);
         }
     }
     FZ_UNROLL for (int v = 0; v < NV; v++) {
-        const fz_v al = fz_exp2(fz_sub(fz_load(m + v * FZ_VW), bs[v]));
+        const fz_v al = fz_exp_rel(fz_load(m + v * FZ_VW), bs[v]);
         fz_store(l + v * FZ_VW, fz_fma(fz_load(l + v * FZ_VW), al, s0[v]));
         fz_store(m + v * FZ_VW, fz_load(bm + v * FZ_VW));
         fz_store(alpha + v * FZ_VW, al);
@@ -235,14 +300,13 @@ static void fz_fwd_block(const fz_fwd_ctx *cx, char *tw, int b, int h, int t0, i
     const float *qb = cx->q + b * d->q.b + h * d->q.h + (int64_t)t0 * d->q.t;   /* (nr,D) rows q.t apart */
     const float *kb = cx->k + b * d->k.b + hk * d->k.h;                         /* (S,D)  */
     const float *vb = cx->v + b * d->v.b + hk * d->v.h;                         /* (S,Dv) */
-    const float c2 = d->scale * FZ_LOG2E;
     const int generic = mk->allow || mk->bias;
 
     /* pack Qᵀ scaled; key limits per row (padding rows copy the last row's) */
     for (int i = 0; i < BR; i++) {
         const int ii = i < nr ? i : nr - 1;
         const float *qr = qb + (int64_t)ii * d->q.t;
-        for (int x = 0; x < D; x++) Qt[x * BR + i] = i < nr ? qr[x] * c2 : 0.0f;
+        for (int x = 0; x < D; x++) Qt[x * BR + i] = i < nr ? qr[x] * d->scale : 0.0f;
         lim[i] = attn__key_limit(mk, b, t0 + ii, T, S);
     }
     int minlim = S, maxlim = 0;
@@ -263,7 +327,7 @@ static void fz_fwd_block(const fz_fwd_ctx *cx, char *tw, int b, int h, int t0, i
         nb = maxlim - j0 < FZ_BC ? maxlim - j0 : FZ_BC;
         if (j0 < minlim && j0 + nb > minlim) nb = minlim - j0;
 
-        /* Sᵀ = K_blk Qᵀ (keys, queries), in log2 units; the column max comes with it when no mask
+        /* Sᵀ = K_blk Qᵀ (keys, queries); the column max comes with it when no mask
          * touches the block */
         const int plain = !generic && j0 + nb <= minlim;
         if (plain) memcpy(bm, m, sizeof(float) * BR);
@@ -310,17 +374,30 @@ static void fz_fwd_block(const fz_fwd_ctx *cx, char *tw, int b, int h, int t0, i
             }
         }
 
-        /* Oᵀ = alpha ∘ Oᵀ + V_blkᵀ P_blk */
-        fz_gemm(Dv, BR, Ot, BR, vb + (int64_t)j0 * d->v.t, 1, d->v.t, St, BR, nb, FZ_SCALE, alpha);
+        /* Oᵀ = alpha ∘ Oᵀ + V_blkᵀ P_blk; a masked block whose V rows are not all finite skips the zero
+         * weights one by one */
+        const float *vj = vb + (int64_t)j0 * d->v.t;
+        if (plain || fz_rows_finite(vj, d->v.t, nb, Dv)) {
+            fz_gemm(Dv, BR, Ot, BR, vj, 1, d->v.t, St, BR, nb, FZ_SCALE, alpha);
+        } else {
+            for (int x = 0; x < Dv; x++)
+                for (int i = 0; i < BR; i++) Ot[x * BR + i] *= alpha[i];
+            for (int j = 0; j < nb; j++)
+                for (int i = 0; i < nr; i++) {
+                    const float pj = St[j * BR + i];
+                    if (pj != 0.0f)
+                        for (int x = 0; x < Dv; x++) Ot[x * BR + i] += pj * vj[(int64_t)j * d->v.t + x];
+                }
+        }
     }
 
-    /* out = Oᵀ / l, transposed back; lse = m·ln2 + log l; rows that saw no key: zeros and -inf */
+    /* out = Oᵀ / l, transposed back; the row statistics; rows that saw no key: zeros and (-inf, 0) */
     for (int i = 0; i < nr; i++) {
         float *orow = cx->out + b * d->out.b + h * d->out.h + (int64_t)(t0 + i) * d->out.t;   /* (Dv) */
         const float li = l[i];
         const float inv = li > 0.0f ? 1.0f / li : 0.0f;
         for (int x = 0; x < Dv; x++) orow[x] = Ot[x * BR + i] * inv;
-        cx->lse[((int64_t)b * H + h) * T + t0 + i] = li > 0.0f ? m[i] * FZ_LN2 + logf(li) : -INFINITY;
+        fz_put_stats(cx->stats + 2 * (((int64_t)b * H + h) * T + t0 + i), m[i], li);
     }
 }
 
@@ -438,15 +515,15 @@ FZ_INLINE void fz_fwd_rows_r(const int R, const fz_fwd_ctx *cx, char *tw, int b,
     float *s = (float *)((char *)o + fz_round(sizeof(float) * (size_t)Dv * FZ_BR));   /* R x FZ_ROW_NB */
     const float *kb = cx->k + b * d->k.b + hk * d->k.h;
     const float *vb = cx->v + b * d->v.b + hk * d->v.h;
-    const float c2 = d->scale * FZ_LOG2E;
     int lim[FZ_ROW_R], maxlim = 0;
     const uint8_t *al[FZ_ROW_R];
     const float *bi[FZ_ROW_R];
     uint64_t row[FZ_ROW_R];
     float m[FZ_ROW_R], l[FZ_ROW_R], alpha[FZ_ROW_R];
+    int jm[FZ_ROW_R];                   /* the key of each row's running max (for its canonical score) */
     for (int r = 0; r < R; r++) {
         const float *qr = cx->q + b * d->q.b + hs[r] * d->q.h + (int64_t)ts[r] * d->q.t;
-        for (int x = 0; x < Dp; x++) q[r * Dp + x] = x < D ? qr[x] * c2 : 0.0f;
+        for (int x = 0; x < Dp; x++) q[r * Dp + x] = x < D ? qr[x] * d->scale : 0.0f;
         lim[r] = attn__key_limit(mk, b, ts[r], T, S);
         if (lim[r] > maxlim) maxlim = lim[r];
         al[r] = attn__allow_row(mk, b, hs[r], ts[r]);
@@ -454,6 +531,7 @@ FZ_INLINE void fz_fwd_rows_r(const int R, const fz_fwd_ctx *cx, char *tw, int b,
         row[r] = ((uint64_t)b * H + hs[r]) * T + (uint64_t)ts[r];
         m[r] = -INFINITY;
         l[r] = 0.0f;
+        jm[r] = -1;
     }
     memset(o, 0, sizeof(float) * (size_t)R * Dv);
 
@@ -461,9 +539,11 @@ FZ_INLINE void fz_fwd_rows_r(const int R, const fz_fwd_ctx *cx, char *tw, int b,
         const int nb = maxlim - j0 < FZ_ROW_NB ? maxlim - j0 : FZ_ROW_NB, nfull = nb / FZ_VW * FZ_VW;
         if (R == 1) fz_rows_scores(1, 4, s, FZ_ROW_NB, kb + (int64_t)j0 * d->k.t, d->k.t, q, Dp, D, nb);
         else fz_rows_scores(R, 2, s, FZ_ROW_NB, kb + (int64_t)j0 * d->k.t, d->k.t, q, Dp, D, nb);
+        int masked = 0;                 /* does some row of the pack not see some key of the block? */
         for (int r = 0; r < R; r++) {
             float *sr = s + r * FZ_ROW_NB;
             /* masks: the row's key limit, then boolean mask and bias */
+            if (lim[r] < j0 + nb || al[r] || bi[r]) masked = 1;
             for (int j = lim[r] - j0 > 0 ? lim[r] - j0 : 0; j < nb; j++) sr[j] = -INFINITY;
             if (al[r] || bi[r])
                 for (int j = 0; j < nb && j0 + j < lim[r]; j++) {
@@ -475,24 +555,29 @@ FZ_INLINE void fz_fwd_rows_r(const int R, const fz_fwd_ctx *cx, char *tw, int b,
             for (int j = 0; j < nfull; j += FZ_VW) mx = fz_max(mx, fz_load(sr + j));
             float bm = fz_hmax(mx);
             for (int j = nfull; j < nb; j++) bm = sr[j] > bm ? sr[j] : bm;
+            if (bm > m[r]) {            /* a new running max: remember its key */
+                int j = 0;
+                while (j < nb - 1 && !(sr[j] == bm)) j++;
+                jm[r] = j0 + j;
+            }
             if (m[r] > bm) bm = m[r];
             if (bm == -INFINITY) {
                 memset(sr, 0, sizeof(float) * (size_t)nb);
                 alpha[r] = 1.0f;
                 continue;
             }
-            alpha[r] = m[r] == -INFINITY ? 0.0f : exp2f(m[r] - bm);
+            alpha[r] = m[r] == -INFINITY ? 0.0f : fz_exp_rel1(m[r], bm);
             /* exponentials and their sum (before dropout, as the block path); masked keys exactly 0 */
             const fz_v bv = fz_set1(bm);
             fz_v sum = fz_zero();
             for (int j = 0; j < nfull; j += FZ_VW) {
-                const fz_v e = fz_exp2(fz_sub(fz_load(sr + j), bv));
+                const fz_v e = fz_exp_rel(fz_load(sr + j), bv);
                 fz_store(sr + j, e);
                 sum = fz_add(sum, e);
             }
             float lsum = fz_hsum(sum);
             for (int j = nfull; j < nb; j++) {
-                sr[j] = sr[j] == -INFINITY ? 0.0f : exp2f(sr[j] - bm);
+                sr[j] = sr[j] == -INFINITY ? 0.0f : fz_exp_rel1(sr[j], bm);
                 lsum += sr[j];
             }
             l[r] = alpha[r] * l[r] + lsum;
@@ -504,13 +589,32 @@ FZ_INLINE void fz_fwd_rows_r(const int R, const fz_fwd_ctx *cx, char *tw, int b,
                                                                                                       : 0.0f;
             }
         }
-        fz_rows_pv(R, o, Dv, alpha, s, FZ_ROW_NB, vb + (int64_t)j0 * d->v.t, d->v.t, Dv, nb);
+        const float *vj = vb + (int64_t)j0 * d->v.t;
+        if (!masked || fz_rows_finite(vj, d->v.t, nb, Dv)) {
+            fz_rows_pv(R, o, Dv, alpha, s, FZ_ROW_NB, vj, d->v.t, Dv, nb);
+        } else {                        /* V rows not all finite: the zero weights skip theirs */
+            for (int r = 0; r < R; r++) {
+                float *orow = o + r * Dv;
+                const float *sr = s + r * FZ_ROW_NB;
+                for (int x = 0; x < Dv; x++) orow[x] *= alpha[r];
+                for (int j = 0; j < nb; j++)
+                    if (sr[j] != 0.0f)
+                        for (int x = 0; x < Dv; x++) orow[x] += sr[j] * vj[(int64_t)j * d->v.t + x];
+            }
+        }
     }
     for (int r = 0; r < R; r++) {
         float *orow = cx->out + b * d->out.b + hs[r] * d->out.h + (int64_t)ts[r] * d->out.t;
         const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
         for (int x = 0; x < Dv; x++) orow[x] = o[r * Dv + x] * inv;
-        cx->lse[row[r]] = l[r] > 0.0f ? m[r] * FZ_LN2 + logf(l[r]) : -INFINITY;
+        /* the running max was summed another way than the canonical score: save the canonical score of
+         * its key (the backward recomputes exactly that), and the sum as it is (see the top of the file) */
+        float mc = m[r];
+        if (l[r] > 0.0f && jm[r] >= 0 && m[r] == m[r]) {
+            mc = fz_score1(q + r * Dp, kb + (int64_t)jm[r] * d->k.t, D);
+            if (bi[r]) mc = fz_add_bias(mc, bi[r][jm[r]]);
+        }
+        fz_put_stats(cx->stats + 2 * row[r], mc, l[r]);
     }
 }
 
@@ -555,15 +659,14 @@ static void fz_small_pack(float *Kt, int SP, const float *kb, int64_t kt, int S,
         for (int j = 0; j < SP; j++) Kt[x * SP + j] = j < S ? kb[(int64_t)j * kt + x] : 0.0f;
 }
 
-/* Scores of one row in log2 units into s (SP): c2 · q·k_j, masked keys -inf. Returns the row's max. */
+/* Scores of one row into s (SP): (scale·q)·k_j, masked keys -inf. Returns the row's max. */
 static float fz_small_scores(const attn_sdpa_desc *d, float *s, const float *Kt, int SP, const float *qr, int lim,
                              int b, int h, int t) {
     const int nks = SP / FZ_VW;
-    const float c2 = d->scale * FZ_LOG2E;
     fz_v acc[FZ_SMALL_S / FZ_VW];
     for (int u = 0; u < nks; u++) acc[u] = fz_zero();
     for (int x = 0; x < d->D; x++) {
-        const fz_v qx = fz_set1(qr[x] * c2);
+        const fz_v qx = fz_set1(qr[x] * d->scale);
         for (int u = 0; u < nks; u++) acc[u] = fz_fma(qx, fz_load(Kt + x * SP + u * FZ_VW), acc[u]);
     }
     for (int u = 0; u < nks; u++) fz_store(s + u * FZ_VW, fz_mask_iota(acc[u], u * FZ_VW, lim));
@@ -591,7 +694,7 @@ static void fz_small_combine(float *o, int n, const float *p, const float *rows,
     }
 }
 
-static void fz_small_fwd(const attn_sdpa_desc *d, float *out, float *lse, const float *q, const float *k,
+static void fz_small_fwd(const attn_sdpa_desc *d, float *out, float *stats, const float *q, const float *k,
                          const float *v, char *tw, int b, int hk) {
     const int T = d->T, S = d->S, G = d->H / d->Hkv, SP = (S + FZ_VW - 1) / FZ_VW * FZ_VW, nks = SP / FZ_VW;
     float *Kt = (float *)tw;                                                   /* (D,SP) */
@@ -608,15 +711,15 @@ static void fz_small_fwd(const attn_sdpa_desc *d, float *out, float *lse, const 
             const float mx = lim > 0 ? fz_small_scores(d, s, Kt, SP, q + b * d->q.b + h * d->q.h + (int64_t)t * d->q.t,
                                                        lim, b, h, t)
                                      : -INFINITY;
-            if (mx == -INFINITY) {                       /* every key masked: zeros, lse -inf */
+            if (mx == -INFINITY) {                       /* every key masked: zeros, stats (-inf, 0) */
                 for (int x = 0; x < d->Dv; x++) orow[x] = 0.0f;
-                lse[row] = -INFINITY;
+                fz_put_stats(stats + 2 * row, mx, 0.0f);
                 continue;
             }
             const fz_v bm = fz_set1(mx);
             fz_v sum = fz_zero();
             for (int u = 0; u < nks; u++) {
-                const fz_v e = fz_exp2(fz_sub(fz_load(s + u * FZ_VW), bm));
+                const fz_v e = fz_exp_rel(fz_load(s + u * FZ_VW), bm);
                 fz_store(s + u * FZ_VW, e);
                 sum = fz_add(sum, e);
             }
@@ -630,13 +733,13 @@ static void fz_small_fwd(const attn_sdpa_desc *d, float *out, float *lse, const 
             fz_small_combine(o, d->Dv, s, vb, d->v.t, lim);
             const float inv = 1.0f / l;
             for (int x = 0; x < d->Dv; x++) orow[x] = o[x] * inv;
-            lse[row] = mx * FZ_LN2 + logf(l);
+            fz_put_stats(stats + 2 * row, mx, l);
         }
     }
 }
 
 static void fz_small_bwd(const attn_sdpa_desc *d, float *dq, float *dk, float *dv, const float *dout, const float *q,
-                         const float *k, const float *v, const float *out, const float *lse, char *tw, int b, int hk) {
+                         const float *k, const float *v, const float *out, const float *stats, char *tw, int b, int hk) {
     const int T = d->T, S = d->S, D = d->D, Dv = d->Dv, G = d->H / d->Hkv;
     const int SP = (S + FZ_VW - 1) / FZ_VW * FZ_VW, nks = SP / FZ_VW;
     float *Kt = (float *)tw;                                                       /* (D,SP)  */
@@ -656,14 +759,16 @@ static void fz_small_bwd(const attn_sdpa_desc *d, float *dq, float *dk, float *d
         for (int t = 0; t < T; t++) {
             const int64_t row = ((int64_t)b * d->H + h) * T + t;
             const int lim = attn__key_limit(&d->mask, b, t, T, S);
-            if (lim == 0 || lse[row] == -INFINITY) continue;        /* fully masked row: no gradient */
+            if (lim == 0 || stats[2 * row] == -INFINITY) continue;  /* fully masked row: no gradient */
             const float *qr = q + b * d->q.b + h * d->q.h + (int64_t)t * d->q.t;          /* (D)  */
             const float *gr = dout + b * d->out.b + h * d->out.h + (int64_t)t * d->out.t; /* (Dv) */
             const float *orow = out + b * d->out.b + h * d->out.h + (int64_t)t * d->out.t;
-            /* P = exp2(scores - lse·log2e) */
+            /* P = exp(x - m - log l), x - m clamped at 0 */
             fz_small_scores(d, s, Kt, SP, qr, lim, b, h, t);
-            const fz_v ls = fz_set1(lse[row] * FZ_LOG2E);
-            for (int u = 0; u < nks; u++) fz_store(s + u * FZ_VW, fz_exp2(fz_sub(fz_load(s + u * FZ_VW), ls)));
+            const float rmax = stats[2 * row];
+            const fz_v mv = fz_set1(rmax), lv = fz_set1(stats[2 * row + 1] * FZ_LOG2E);
+            if (!(rmax - rmax == 0.0f)) fz_nan_row(s, SP, lim, rmax);
+            else for (int u = 0; u < nks; u++) fz_store(s + u * FZ_VW, fz_weight(fz_load(s + u * FZ_VW), mv, lv));
             /* dP = dout·v_j (vectors along the keys), Δ = rowsum(dout ∘ out) */
             fz_v dp[FZ_SMALL_S / FZ_VW];
             for (int u = 0; u < nks; u++) dp[u] = fz_zero();
@@ -688,17 +793,28 @@ static void fz_small_bwd(const attn_sdpa_desc *d, float *dq, float *dk, float *d
             const fz_v dl = fz_set1(delta);
             for (int u = 0; u < nks; u++)
                 fz_store(ds + u * FZ_VW, fz_mul(fz_load(s + u * FZ_VW), fz_sub(fz_load(ds + u * FZ_VW), dl)));
-            for (int j = lim; j < SP; j++) ds[j] = pm[j] = 0.0f;
-            /* dVᵀ += dout ⊗ P·m;  dKᵀ += q ⊗ dS;  dq += scale · Σ_j dS_j k_j */
-            for (int x = 0; x < Dv; x++) {
-                const fz_v g = fz_set1(gr[x]);
-                for (int u = 0; u < nks; u++)
-                    fz_store(dVt + x * SP + u * FZ_VW, fz_fma(g, fz_load(pm + u * FZ_VW), fz_load(dVt + x * SP + u * FZ_VW)));
-            }
-            for (int x = 0; x < D; x++) {
-                const fz_v qx = fz_set1(qr[x]);
-                for (int u = 0; u < nks; u++)
-                    fz_store(dKt + x * SP + u * FZ_VW, fz_fma(qx, fz_load(ds + u * FZ_VW), fz_load(dKt + x * SP + u * FZ_VW)));
+            for (int j = 0; j < SP; j++)            /* keys of weight 0 (masked): nothing, even from NaN V */
+                if (j >= lim || s[j] == 0.0f) ds[j] = pm[j] = 0.0f;
+            /* dVᵀ += dout ⊗ P·m;  dKᵀ += q ⊗ dS;  dq += scale · Σ_j dS_j k_j. A row whose dout, out or q is
+             * not finite skips the zero weights (0·NaN would reach the keys it does not see). */
+            if (delta - delta == 0.0f && rmax - rmax == 0.0f) {
+                for (int x = 0; x < Dv; x++) {
+                    const fz_v g = fz_set1(gr[x]);
+                    for (int u = 0; u < nks; u++)
+                        fz_store(dVt + x * SP + u * FZ_VW, fz_fma(g, fz_load(pm + u * FZ_VW), fz_load(dVt + x * SP + u * FZ_VW)));
+                }
+                for (int x = 0; x < D; x++) {
+                    const fz_v qx = fz_set1(qr[x]);
+                    for (int u = 0; u < nks; u++)
+                        fz_store(dKt + x * SP + u * FZ_VW, fz_fma(qx, fz_load(ds + u * FZ_VW), fz_load(dKt + x * SP + u * FZ_VW)));
+                }
+            } else {
+                for (int j = 0; j < SP; j++) {
+                    if (pm[j] != 0.0f)
+                        for (int x = 0; x < Dv; x++) dVt[x * SP + j] += gr[x] * pm[j];
+                    if (ds[j] != 0.0f)
+                        for (int x = 0; x < D; x++) dKt[x * SP + j] += qr[x] * ds[j];
+                }
             }
             fz_small_combine(gq, D, ds, kb, d->k.t, lim);
             float *dqr = dq + b * d->q.b + h * d->q.h + (int64_t)t * d->q.t;
@@ -728,9 +844,9 @@ static int64_t fz_fwd_items(const attn_sdpa_desc *d) {
 }
 
 /* One stage; thread part->ith's items. */
-static void fz_forward(const attn_sdpa_desc *d, float *out, float *lse, const float *q, const float *k,
+static void fz_forward(const attn_sdpa_desc *d, float *out, float *stats, const float *q, const float *k,
                        const float *v, void *work, const attn__part *part) {
-    fz_fwd_ctx cx = {d, out, lse, q, k, v, (char *)work, fz_fwd_thread_bytes(d)};
+    fz_fwd_ctx cx = {d, out, stats, q, k, v, (char *)work, fz_fwd_thread_bytes(d)};
     const int G = d->H / d->Hkv, by_rows = fz_fwd_by_rows(d), group_rows = G * d->T;
     const int64_t nqb = fz_fwd_nqb(d), items = fz_fwd_items(d);
     char *tw = cx.work + (size_t)part->ith * cx.thread_bytes;
@@ -739,7 +855,7 @@ static void fz_forward(const attn_sdpa_desc *d, float *out, float *lse, const fl
     int64_t local = -1;
     if (fz_small(d, ATTN_PASS_FORWARD)) {   /* items (b, kv head) */
         for (int64_t it = attn__part_next(part, &local); it < items; it = attn__part_next(part, &local))
-            fz_small_fwd(d, out, lse, q, k, v, tw, (int)(it / d->Hkv), (int)(it % d->Hkv));
+            fz_small_fwd(d, out, stats, q, k, v, tw, (int)(it / d->Hkv), (int)(it % d->Hkv));
         return;
     }
     /* head by head (its K and V stay in cache), latest query blocks first: under a causal mask they are
@@ -781,7 +897,7 @@ static void fz_forward(const attn_sdpa_desc *d, float *out, float *lse, const fl
  */
 
 static size_t fz_bwd_thread_bytes(const attn_sdpa_desc *d) {
-    return 2 * fz_round(sizeof(float) * (size_t)d->D * FZ_KBC) +
+    return 2 * fz_round(sizeof(float) * (size_t)d->D * FZ_KBC) + fz_round(sizeof(float) * (size_t)d->D * FZ_QB) +
            2 * fz_round(sizeof(float) * (size_t)d->Dv * FZ_KBC) +
            2 * fz_round(sizeof(float) * (size_t)FZ_QB * FZ_KBC) + 4 * fz_round(sizeof(float) * FZ_QB);
 }
@@ -818,7 +934,7 @@ static size_t fz_bwd_shared_bytes(const attn_sdpa_desc *d) {
 typedef struct fz_bwd_ctx {
     const attn_sdpa_desc *d;
     float *dq, *dk, *dv;
-    const float *dout, *q, *k, *v, *out, *lse;
+    const float *dout, *q, *k, *v, *out, *stats;
     float *dqs;        /* (pairs, NCHUNK, G, T, D) dQ slots of the round */
     float *delta;      /* (pairs, G, T) rowsum(dout ∘ out) */
     char *thread_work;
@@ -863,7 +979,6 @@ static void fz_bwd_block(const fz_bwd_ctx *cx, char *tw, int b, int hk, int j0, 
     const int H = d->H, T = d->T, S = d->S, D = d->D, Dv = d->Dv, G = H / d->Hkv;
     const attn_mask *mk = &d->mask;
     const int nvk = (nb + FZ_VW - 1) / FZ_VW, NB = nvk * FZ_VW;   /* padded keys in use */
-    const float c2 = d->scale * FZ_LOG2E;
     const int generic = mk->allow || mk->bias;
 
     float *Kt = (float *)tw;                                                          /* (D,NB)  */
@@ -872,19 +987,21 @@ static void fz_bwd_block(const fz_bwd_ctx *cx, char *tw, int b, int hk, int j0, 
     float *dVt = (float *)((char *)Vt + fz_round(sizeof(float) * (size_t)Dv * FZ_KBC)); /* (Dv,NB) */
     float *P = (float *)((char *)dVt + fz_round(sizeof(float) * (size_t)Dv * FZ_KBC));  /* (QB,NB) */
     float *dS = (float *)((char *)P + fz_round(sizeof(float) * (size_t)FZ_QB * FZ_KBC)); /* (QB,NB) */
-    float *lse2 = (float *)((char *)dS + fz_round(sizeof(float) * (size_t)FZ_QB * FZ_KBC)); /* (QB) */
-    float *dlt = lse2 + FZ_QB;                                                         /* (QB) */
-    int32_t *lim = (int32_t *)(dlt + FZ_QB);                                           /* (QB) */
+    float *Qs = (float *)((char *)dS + fz_round(sizeof(float) * (size_t)FZ_QB * FZ_KBC));  /* (QB,D)  */
+    float *rm = (float *)((char *)Qs + fz_round(sizeof(float) * (size_t)FZ_QB * D));     /* (QB) m  */
+    float *rl = rm + FZ_QB, *dlt = rl + FZ_QB;                                          /* (QB) L, Δ */
+    int32_t *lim = (int32_t *)(dlt + FZ_QB);                                            /* (QB) */
 
     const float *kb = cx->k + b * d->k.b + hk * d->k.h + (int64_t)j0 * d->k.t;   /* (nb,D)  */
     const float *vb = cx->v + b * d->v.b + hk * d->v.h + (int64_t)j0 * d->v.t;   /* (nb,Dv) */
 
-    /* pack Kᵀ and Vᵀ, padding keys with zeros; clear the dKᵀ, dVᵀ sums */
+    /* pack Kᵀ and Vᵀ, padding keys with zeros; clear the dKᵀ, dVᵀ sums; are K and V finite? */
+    float nf = 0.0f;                    /* Σ x·0: 0 when every K and V value is finite, else NaN */
     for (int j = 0; j < NB; j++) {
         if (j < nb) {
             const float *kr = kb + (int64_t)j * d->k.t, *vr = vb + (int64_t)j * d->v.t;   /* (D), (Dv) */
-            for (int x = 0; x < D; x++) Kt[x * NB + j] = kr[x];
-            for (int x = 0; x < Dv; x++) Vt[x * NB + j] = vr[x];
+            for (int x = 0; x < D; x++) nf += (Kt[x * NB + j] = kr[x]) * 0.0f;
+            for (int x = 0; x < Dv; x++) nf += (Vt[x * NB + j] = vr[x]) * 0.0f;
         } else {
             for (int x = 0; x < D; x++) Kt[x * NB + j] = 0.0f;
             for (int x = 0; x < Dv; x++) Vt[x * NB + j] = 0.0f;
@@ -905,44 +1022,49 @@ static void fz_bwd_block(const fz_bwd_ctx *cx, char *tw, int b, int hk, int j0, 
             const int nr = T - t0 < FZ_QB ? T - t0 : FZ_QB;
             const float *qr = cx->q + b * d->q.b + h * d->q.h + (int64_t)t0 * d->q.t;         /* (nr,D)  */
             const float *gr = cx->dout + b * d->out.b + h * d->out.h + (int64_t)t0 * d->out.t; /* (nr,Dv) */
-            const int64_t row0 = ((int64_t)b * H + h) * T + t0;                               /* lse index */
+            const int64_t row0 = ((int64_t)b * H + h) * T + t0;                               /* stats row */
 
             int maxlim = 0, minlim = S;
             for (int i = 0; i < nr; i++) {
                 lim[i] = attn__key_limit(mk, b, t0 + i, T, S);
-                const float ls = cx->lse[row0 + i];
-                lse2[i] = ls * FZ_LOG2E;
-                if (ls == -INFINITY) lim[i] = 0;             /* fully masked row: no gradient */
+                rm[i] = cx->stats[2 * (row0 + i)];
+                rl[i] = cx->stats[2 * (row0 + i) + 1] * FZ_LOG2E;      /* log2 l */
+                if (rm[i] == -INFINITY) lim[i] = 0;          /* fully masked row: no gradient */
                 dlt[i] = delta[(int64_t)hh * T + t0 + i];
                 if (lim[i] > maxlim) maxlim = lim[i];
                 if (lim[i] < minlim) minlim = lim[i];
             }
             if (maxlim <= j0) continue;                      /* no row of the block sees these keys */
 
-            /* P = exp2(scale·log2e · Q Kᵀ (+ bias) - lse·log2e), masked keys 0 */
-            fz_gemm(nr, NB, P, NB, qr, d->q.t, 1, Kt, NB, D, FZ_SET, NULL);
+            /* P = exp(x - m - log l), x = (scale·Q) Kᵀ (+ bias) summed as the forward did; masked keys 0 */
+            for (int i = 0; i < nr; i++)
+                for (int x = 0; x < D; x++) Qs[i * D + x] = qr[(int64_t)i * d->q.t + x] * d->scale;
+            fz_gemm(nr, NB, P, NB, Qs, D, 1, Kt, NB, D, FZ_SET, NULL);
             for (int i = 0; i < nr; i++) {
                 float *pr = P + i * NB;
                 const int lj = lim[i] - j0;                  /* keys j >= lj are excluded */
                 if (lj <= 0) { memset(pr, 0, sizeof(float) * NB); continue; }
+                const fz_v mv = fz_set1(rm[i]), lv = fz_set1(rl[i]);
                 if (generic) {
                     const uint8_t *al = attn__allow_row(mk, b, h, t0 + i);
                     const float *bi = attn__bias_row(mk, b, h, t0 + i);
                     for (int j = 0; j < NB; j++) {
-                        float x = pr[j] * c2;
+                        float x = pr[j];
                         if (j >= lj || (al && !al[j0 + j])) x = -INFINITY;
                         else if (bi) x = fz_add_bias(x, bi[j0 + j]);
                         pr[j] = x;
                     }
-                    const fz_v ls = fz_set1(lse2[i]);
-                    for (int v = 0; v < nvk; v++)
-                        fz_store(pr + v * FZ_VW, fz_exp2(fz_sub(fz_load(pr + v * FZ_VW), ls)));
+                    if (!(rm[i] - rm[i] == 0.0f)) fz_nan_row(pr, NB, NB, rm[i]);
+                    else
+                        for (int v = 0; v < nvk; v++)
+                            fz_store(pr + v * FZ_VW, fz_weight(fz_load(pr + v * FZ_VW), mv, lv));
+                } else if (!(rm[i] - rm[i] == 0.0f)) {
+                    fz_nan_row(pr, NB, lj, rm[i]);
                 } else {
-                    const fz_v cc = fz_set1(c2), ls = fz_set1(lse2[i]);
                     for (int v = 0; v < nvk; v++) {
-                        fz_v x = fz_mul(fz_load(pr + v * FZ_VW), cc);
+                        fz_v x = fz_load(pr + v * FZ_VW);
                         if (lj < (v + 1) * FZ_VW) x = fz_mask_iota(x, v * FZ_VW, lj);
-                        fz_store(pr + v * FZ_VW, fz_exp2(fz_sub(x, ls)));
+                        fz_store(pr + v * FZ_VW, fz_weight(x, mv, lv));
                     }
                 }
             }
@@ -958,7 +1080,7 @@ static void fz_bwd_block(const fz_bwd_ctx *cx, char *tw, int b, int hk, int j0, 
                             j < nb && attn__dropout_keep(d->seed, row * S + (uint64_t)(j0 + j), d->dropout);
                         const float mm = keep ? keep_scale : 0.0f;
                         const float p = P[i * NB + j];
-                        dS[i * NB + j] = p * (dS[i * NB + j] * mm - dlt[i]);
+                        dS[i * NB + j] = p == 0.0f ? 0.0f : p * (dS[i * NB + j] * mm - dlt[i]);
                         P[i * NB + j] = p * mm;
                     }
                 }
@@ -972,10 +1094,33 @@ static void fz_bwd_block(const fz_bwd_ctx *cx, char *tw, int b, int hk, int j0, 
                 }
             }
 
+            /* Careful when some value is not finite (K or V of the block; Δ, dout or the scores of a row): keys
+             * of weight 0 (masked) then take no part, as 0·NaN would make them */
+            int careful = nf != 0.0f;
+            for (int i = 0; i < nr; i++) careful |= !(dlt[i] - dlt[i] == 0.0f) || !(rm[i] - rm[i] == 0.0f);
+            if (careful && !(d->dropout > 0.0f))
+                for (int i = 0; i < nr; i++)
+                    for (int j = 0; j < NB; j++)
+                        if (P[i * NB + j] == 0.0f) dS[i * NB + j] = 0.0f;
+
             /* dVᵀ += dOᵀ P;  dKᵀ += Qᵀ dS (scale applied at the end);  dQ slot += dS K */
-            fz_gemm(Dv, NB, dVt, NB, gr, 1, d->out.t, P, NB, nr, FZ_ACC, NULL);
-            fz_gemm(D, NB, dKt, NB, qr, 1, d->q.t, dS, NB, nr, FZ_ACC, NULL);
-            fz_gemm(nr, D, dqs + ((int64_t)hh * T + t0) * D, D, dS, NB, 1, kb, d->k.t, nb, FZ_ACC, NULL);
+            float *dqb = dqs + ((int64_t)hh * T + t0) * D;
+            if (!careful) {
+                fz_gemm(Dv, NB, dVt, NB, gr, 1, d->out.t, P, NB, nr, FZ_ACC, NULL);
+                fz_gemm(D, NB, dKt, NB, qr, 1, d->q.t, dS, NB, nr, FZ_ACC, NULL);
+                fz_gemm(nr, D, dqb, D, dS, NB, 1, kb, d->k.t, nb, FZ_ACC, NULL);
+            } else {
+                for (int i = 0; i < nr; i++)
+                    for (int j = 0; j < nb; j++) {
+                        const float pj = P[i * NB + j], g = dS[i * NB + j];
+                        if (pj != 0.0f)
+                            for (int x = 0; x < Dv; x++) dVt[x * NB + j] += gr[(int64_t)i * d->out.t + x] * pj;
+                        if (g != 0.0f) {
+                            for (int x = 0; x < D; x++) dKt[x * NB + j] += qr[(int64_t)i * d->q.t + x] * g;
+                            for (int x = 0; x < D; x++) dqb[(int64_t)i * D + x] += g * kb[(int64_t)j * d->k.t + x];
+                        }
+                    }
+            }
         }
     }
 
@@ -999,12 +1144,12 @@ static int64_t fz_bwd_rounds(const attn_sdpa_desc *d) {
  *   phase 1  items (pair, chunk), each owning its keys' dK, dV and its dQ slot
  *   phase 2  dq += scale · Σ_chunk slot, chunks in order (static split of rows) */
 static void fz_backward(const attn_sdpa_desc *d, float *dq, float *dk, float *dv, const float *dout,
-                        const float *q, const float *k, const float *v, const float *out, const float *lse,
+                        const float *q, const float *k, const float *v, const float *out, const float *stats,
                         void *work, const attn__part *part) {
     fz_bwd_ctx cx;
     memset(&cx, 0, sizeof cx);
     cx.d = d; cx.dq = dq; cx.dk = dk; cx.dv = dv;
-    cx.dout = dout; cx.q = q; cx.k = k; cx.v = v; cx.out = out; cx.lse = lse;
+    cx.dout = dout; cx.q = q; cx.k = k; cx.v = v; cx.out = out; cx.stats = stats;
     const int G = d->H / d->Hkv, T = d->T, D = d->D;
     const int64_t PR = fz_bwd_pairs(d), pairs = (int64_t)d->B * d->Hkv;
     const int NC = fz_bwd_nchunk(d);
@@ -1019,7 +1164,7 @@ static void fz_backward(const attn_sdpa_desc *d, float *dq, float *dk, float *dv
     if (fz_small(d, ATTN_PASS_BACKWARD)) {  /* one stage, items (b, kv head) */
         int64_t local = -1;
         for (int64_t it = attn__part_next(part, &local); it < pairs; it = attn__part_next(part, &local))
-            fz_small_bwd(d, dq, dk, dv, dout, q, k, v, out, lse, tw, (int)(it / d->Hkv), (int)(it % d->Hkv));
+            fz_small_bwd(d, dq, dk, dv, dout, q, k, v, out, stats, tw, (int)(it / d->Hkv), (int)(it % d->Hkv));
         return;
     }
     const int ith = part->ith, nt = part->nth, nc = c->nchunk, phase = part->stage % 3;
@@ -1068,6 +1213,111 @@ static void fz_backward(const attn_sdpa_desc *d, float *dq, float *dk, float *dv
     }
 }
 
+/* ===================================================================================================
+ * Weights (a forward asked for them): after the forward, one more stage writes P = exp(x - m - log l) for
+ * every (b, h, t, s) from the row statistics, exactly as the backward forms P (the same canonical scores,
+ * masks and formula), so what a caller sees is what the gradients use. Items (b, h, block of FZ_WQ query
+ * rows); per thread Qs = scale·Q of the block, Kᵀ of a key block (packed once for FZ_WQ / FZ_QB blocks of
+ * P: the packing is a transposition, as dear as a quarter of the products when done per FZ_QB rows) and
+ * one block of P.
+ */
+#define FZ_WQ (4 * FZ_QB)
+static size_t fz_wts_thread_bytes(const attn_sdpa_desc *d) {
+    return fz_round(sizeof(float) * (size_t)d->D * FZ_KBC) + fz_round(sizeof(float) * (size_t)FZ_WQ * d->D) +
+           fz_round(sizeof(float) * (size_t)FZ_QB * FZ_KBC) + 3 * fz_round(sizeof(float) * FZ_WQ);
+}
+
+/* Row t of head (b, h): its scores pr (nb keys from j0, NB padded) become weights, written to w (nb). lj:
+ * the keys from j0 + lj on are past the row's limit; m, L2: its max and log2 of its sum. */
+static void fz_weights_row(const attn_sdpa_desc *d, float *pr, float *w, int nb, int NB, int j0, int lj, float m,
+                           float L2, int b, int h, int t) {
+    const int nvk = NB / FZ_VW;
+    if (lj <= 0) {
+        memset(w, 0, sizeof(float) * (size_t)nb);
+        return;
+    }
+    const fz_v mv = fz_set1(m), lv = fz_set1(L2);
+    if (d->mask.allow || d->mask.bias) {
+        const uint8_t *al = attn__allow_row(&d->mask, b, h, t);
+        const float *bi = attn__bias_row(&d->mask, b, h, t);
+        for (int j = 0; j < NB; j++) {
+            float x = pr[j];
+            if (j >= lj || (al && !al[j0 + j])) x = -INFINITY;
+            else if (bi) x = fz_add_bias(x, bi[j0 + j]);
+            pr[j] = x;
+        }
+        if (!(m - m == 0.0f)) fz_nan_row(pr, NB, NB, m);
+        else
+            for (int v = 0; v < nvk; v++) fz_store(pr + v * FZ_VW, fz_weight(fz_load(pr + v * FZ_VW), mv, lv));
+    } else if (!(m - m == 0.0f)) {
+        fz_nan_row(pr, NB, lj, m);
+    } else {                            /* straight to w: x <= m here, so no clamp (same bits as the backward) */
+        const fz_v nl = fz_sub(fz_zero(), lv), l2e = fz_set1(FZ_LOG2E);
+        const int nfull = nb / FZ_VW;
+        for (int v = 0; v < nvk; v++) {
+            fz_v x = fz_load(pr + v * FZ_VW);
+            if (lj < (v + 1) * FZ_VW) x = fz_mask_iota(x, v * FZ_VW, lj);
+            const fz_v p = fz_exp2(fz_fma(fz_sub(x, mv), l2e, nl));
+            if (v < nfull) fz_store(w + v * FZ_VW, p);
+            else fz_storem(w + v * FZ_VW, p, fz_tailmask(nb - v * FZ_VW));
+        }
+        return;
+    }
+    memcpy(w, pr, sizeof(float) * (size_t)nb);
+}
+
+/* Rows t0 .. t0+nr (nr <= FZ_WQ) of head (b, h). */
+static void fz_weights_block(const attn_sdpa_desc *d, float *weights, const float *stats, const float *q,
+                             const float *k, char *tw, int b, int h, int t0, int nr) {
+    const int H = d->H, T = d->T, S = d->S, D = d->D, hk = h / (H / d->Hkv);
+    float *Kt = (float *)tw;                                                            /* (D,KBC)  */
+    float *Qs = (float *)(tw + fz_round(sizeof(float) * (size_t)D * FZ_KBC));          /* (WQ,D)   */
+    float *P = (float *)((char *)Qs + fz_round(sizeof(float) * (size_t)FZ_WQ * D));    /* (QB,KBC) */
+    float *rm = (float *)((char *)P + fz_round(sizeof(float) * (size_t)FZ_QB * FZ_KBC));
+    float *rl = rm + FZ_WQ;                                                             /* (WQ) each */
+    int32_t *lim = (int32_t *)(rl + FZ_WQ);
+    const float *qr = q + b * d->q.b + h * d->q.h + (int64_t)t0 * d->q.t;   /* (nr,D) */
+    const float *kb = k + b * d->k.b + hk * d->k.h;                          /* (S,D)  */
+    const int64_t row0 = ((int64_t)b * H + h) * T + t0;
+    int maxlim = 0;
+    for (int i = 0; i < nr; i++) {
+        for (int x = 0; x < D; x++) Qs[i * D + x] = qr[(int64_t)i * d->q.t + x] * d->scale;
+        rm[i] = stats[2 * (row0 + i)];
+        rl[i] = stats[2 * (row0 + i) + 1] * FZ_LOG2E;
+        lim[i] = rm[i] == -INFINITY ? 0 : attn__key_limit(&d->mask, b, t0 + i, T, S);
+        if (lim[i] > maxlim) maxlim = lim[i];
+    }
+    for (int j0 = 0; j0 < S; j0 += FZ_KBC) {
+        const int nb = S - j0 < FZ_KBC ? S - j0 : FZ_KBC, NB = (nb + FZ_VW - 1) / FZ_VW * FZ_VW;
+        if (maxlim > j0)                        /* Kᵀ of the block, zero-padded, once for every row */
+            for (int x = 0; x < D; x++)
+                for (int j = 0; j < NB; j++) Kt[x * NB + j] = j < nb ? kb[(int64_t)(j0 + j) * d->k.t + x] : 0.0f;
+        for (int i0 = 0; i0 < nr; i0 += FZ_QB) {
+            const int nq = nr - i0 < FZ_QB ? nr - i0 : FZ_QB;
+            int seen = 0;
+            for (int i = i0; i < i0 + nq; i++) seen |= lim[i] > j0;
+            if (seen) fz_gemm(nq, NB, P, NB, Qs + (size_t)i0 * D, D, 1, Kt, NB, D, FZ_SET, NULL);
+            for (int i = i0; i < i0 + nq; i++)
+                fz_weights_row(d, P + (i - i0) * NB, weights + (row0 + i) * S + j0, nb, NB, j0, lim[i] - j0, rm[i],
+                               rl[i], b, h, t0 + i);
+        }
+    }
+}
+
+/* The weights stage: thread part->ith's items of (b, h, query block). */
+static void fz_weights(const attn_sdpa_desc *d, float *weights, const float *stats, const float *q, const float *k,
+                       void *work, const attn__part *part) {
+    const int64_t nqb = (d->T + FZ_WQ - 1) / FZ_WQ, items = (int64_t)d->B * d->H * nqb;
+    const size_t tb = fz_fwd_thread_bytes(d) > fz_wts_thread_bytes(d) ? fz_fwd_thread_bytes(d) : fz_wts_thread_bytes(d);
+    char *tw = (char *)work + (size_t)part->ith * tb;
+    int64_t local = -1;
+    for (int64_t it = attn__part_next(part, &local); it < items; it = attn__part_next(part, &local)) {
+        const int64_t bh = it / nqb;
+        const int t0 = (int)(it % nqb) * FZ_WQ, nr = d->T - t0 < FZ_WQ ? d->T - t0 : FZ_WQ;
+        fz_weights_block(d, weights, stats, q, k, tw, (int)(bh / d->H), (int)(bh % d->H), t0, nr);
+    }
+}
+
 static int fz_stages(const attn_sdpa_desc *d, attn_pass pass) {
     return pass == ATTN_PASS_FORWARD || fz_small(d, pass) ? 1 : (int)(3 * fz_bwd_rounds(d));
 }
@@ -1087,7 +1337,10 @@ static int fz_threads(const attn_sdpa_desc *d, attn_pass pass, int nth) {
 /* Forward: per-thread tiles. Backward: the round's dQ slots and Δ, plus per-thread tiles. */
 static size_t fz_workspace(const attn_sdpa_desc *d, attn_pass pass, int nth) {
     if (nth < 1) nth = 1;
-    if (pass == ATTN_PASS_FORWARD) return (size_t)nth * fz_fwd_thread_bytes(d) + FZ_ALIGN;
+    if (pass == ATTN_PASS_FORWARD) {          /* the forward's tiles, or the weights stage's when larger */
+        const size_t f = fz_fwd_thread_bytes(d), w = fz_wts_thread_bytes(d);
+        return fz_size_add(fz_size_mul((size_t)nth, f > w ? f : w), FZ_ALIGN);
+    }
     if (fz_small(d, pass)) return (size_t)nth * fz_bwd_thread_bytes(d) + FZ_ALIGN;     /* no dQ slots */
     return fz_size_add(fz_bwd_shared_bytes(d), (size_t)nth * fz_bwd_thread_bytes(d) + FZ_ALIGN);
 }

@@ -17,6 +17,7 @@ const attn_kernels FZ_TABLE = {
     .sdpa_threads = fz_threads,
     .sdpa_forward = fz_forward,
     .sdpa_backward = fz_backward,
+    .sdpa_weights = fz_weights,
     .additive_forward = fz_additive_forward,
     .additive_backward = fz_additive_backward,
     .gru_gates = fz_gru_gates,
