@@ -382,6 +382,62 @@ static void check_weights(attn_isa isa) {
     problem_free(&p);
 }
 
+/* NaN and Inf in K and V at keys the mask hides from every row, inside blocks the rows see: nothing of
+ * them reaches any output or gradient (as on the reference). */
+static void check_hidden_nonfinite(attn_isa isa) {
+    const tcase c = {1, 2, 1, 70, 150, 64, 48, 0, 0, 0, 0, 0, 0.0f, 1.0f};
+    problem p;
+    problem_make(&p, &c);
+    attn_sdpa_desc e = p.d;
+    e.dtype = ATTN_DTYPE_BF16;
+    uint8_t *allow = malloc((size_t)c.T * c.S);
+    for (int t = 0; t < c.T; t++)
+        for (int j = 0; j < c.S; j++) allow[(size_t)t * c.S + j] = j % 37 != 5;   /* keys 5, 42, 79, 116 */
+    e.mask.allow = allow;
+    e.mask.allow_stride[2] = c.S;
+    for (int j = 5; j < c.S; j += 37) {
+        p.kh[(size_t)j * c.D + 3] = 0x7fc0;                 /* NaN */
+        p.vh[(size_t)j * c.Dv + 7] = 0x7f80;                /* +Inf */
+        p.vh[(size_t)j * c.Dv + 8] = 0x7fc0;                /* NaN */
+    }
+    uint16_t *o[2], *g[2][3];
+    float *st[2];
+    const size_t gn[3] = {p.nq, p.nk, p.nv};
+    for (int r = 0; r < 2; r++) {
+        attn_ctx ctx;
+        CHECK_STATUS(attn_ctx_init(&ctx, r ? isa : ATTN_ISA_REF, 2), ATTN_OK);
+        o[r] = calloc(p.no, 2);
+        st[r] = calloc(2 * p.nl, sizeof(float));
+        for (int i = 0; i < 3; i++) g[r][i] = calloc(gn[i], 2);
+        size_t wbytes;
+        void *work = work_for(&ctx, &e, &wbytes);
+        CHECK_STATUS(attn_sdpa_forward(&ctx, &e, o[r], st[r], NULL, p.qh, p.kh, p.vh, work, wbytes), ATTN_OK);
+        CHECK_STATUS(attn_sdpa_backward(&ctx, &e, g[r][0], g[r][1], g[r][2], p.douth, p.qh, p.kh, p.vh, o[r], st[r],
+                                        work, wbytes),
+                     ATTN_OK);
+        free(work);
+    }
+    printf("%s: NaN and Inf in K and V at hidden keys\n", attn_isa_name(isa));
+    float *a = malloc(sizeof(float) * p.nk * 2), *b = a + p.nk;
+    const char *names[4] = {"out", "dq", "dk", "dv"};
+    for (int i = 0; i < 4; i++) {
+        const size_t n = i == 0 ? p.no : gn[i - 1];
+        to_f32(a, i == 0 ? o[1] : g[1][i - 1], n);
+        to_f32(b, i == 0 ? o[0] : g[0][i - 1], n);
+        int finite = 1;
+        for (size_t x = 0; x < n; x++) finite &= isfinite(a[x]) != 0;
+        CHECK(finite);
+        close_tol(names[i], a, b, n, 2e-2, 0);
+    }
+    free(a);
+    for (int r = 0; r < 2; r++) {
+        free(o[r]); free(st[r]);
+        for (int i = 0; i < 3; i++) free(g[r][i]);
+    }
+    free(allow);
+    problem_free(&p);
+}
+
 static const tcase g_fixed[] = {
     /*  B  H Hkv  T    S    D   Dv  cau val all bia str drop  qs */
     {1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0.0f, 1.0f},
@@ -495,6 +551,7 @@ int main(int argc, char **argv) {
         }
         if (isa != ATTN_ISA_REF) check_threads(isa);
         if (isa != ATTN_ISA_REF) check_weights(isa);
+        if (isa != ATTN_ISA_REF) check_hidden_nonfinite(isa);
         check_masked_rows(isa);
     }
     if (bad) fprintf(stderr, "test_bf16: %d cases off\n", bad);

@@ -85,7 +85,8 @@ static inline uint16_t ax_get(const void *row, int dt, int x) {
 typedef struct ax_dims {
     int DP, DvP, SP, BC, NC, NXT;  /* padded sizes; NC = DP/32 chunks, NXT = DvP/16 tiles */
     size_t kpack, vpack;           /* bytes of one (b, kv head)'s packed K and Vᵀ */
-    size_t shared;                 /* bytes of all packs */
+    size_t shared;                 /* bytes of all packs, then the non-finite V flags */
+    size_t flags;                  /* offset of the flags: per (b, kv head) one uint32 per 32 keys */
     size_t qt, st, pt, ot, vec;    /* a thread's buffers */
     size_t thread;
 } ax_dims;
@@ -100,7 +101,8 @@ static ax_dims ax_dims_of(const attn_sdpa_desc *d) {
     z.NXT = z.DvP / 16;
     z.kpack = ax_round((size_t)z.SP * z.DP * 2);
     z.vpack = ax_round((size_t)z.DvP * z.SP * 2);
-    z.shared = (size_t)d->B * d->Hkv * (z.kpack + z.vpack);
+    z.flags = (size_t)d->B * d->Hkv * (z.kpack + z.vpack);
+    z.shared = z.flags + ax_round((size_t)d->B * d->Hkv * (z.SP / 32) * 4);
     z.qt = ax_round((size_t)z.DP * AX_BR * 2);
     z.st = ax_round((size_t)z.BC * AX_BR * 4);
     z.pt = ax_round((size_t)z.BC * AX_BR * 2);
@@ -150,13 +152,23 @@ static void ax_pack_chunk(const attn_sdpa_desc *d, const ax_dims *z, char *share
             for (int x = 0; x < 32; x++) dst[x] = j < d->S && 32 * c + x < d->D ? ax_get(src, dt, 32 * c + x) : 0;
         }
     }
+    /* V rows with NaN or Inf: packed as zeros and flagged; their products are added after the tiles only
+     * for the rows that see them (a tile would add 0·NaN = NaN to the rows that do not) */
+    uint32_t bad = 0;
+    for (int j = 0; j < 32 && j0 + j < d->S; j++) {
+        const char *vs = vb + (int64_t)(j0 + j) * d->v.t * es;
+        for (int x = 0; x < d->Dv; x++)
+            if ((ax_get(vs, dt, x) & 0x7f80) == 0x7f80) { bad |= 1u << j; break; }
+    }
+    ((uint32_t *)(shared + z->flags))[pair * (z->SP / 32) + j0 / 32] = bad;
     /* Vᵀ: tiles (j0/32, xt), row = dim % 16, column = key - j0; read by squares of 32 keys x 16 dims */
     uint16_t tmp[32 * 16];
     for (int xt = 0; xt < z->NXT; xt++) {
         for (int j = 0; j < 32; j++) {
             const char *vs = vb + (int64_t)(j0 + j) * d->v.t * es;
             for (int x = 0; x < 16; x++)
-                tmp[j * 16 + x] = j0 + j < d->S && 16 * xt + x < d->Dv ? ax_get(vs, dt, 16 * xt + x) : 0;
+                tmp[j * 16 + x] = j0 + j < d->S && 16 * xt + x < d->Dv && !(bad >> j & 1) ? ax_get(vs, dt, 16 * xt + x)
+                                                                                          : 0;
         }
         uint16_t *dst = vt + ((int64_t)(j0 / 32) * z->NXT + xt) * 512;
         for (int x = 0; x < 16; x++)
@@ -171,7 +183,7 @@ typedef struct ax_fwd {
     const attn_sdpa_desc *d;
     ax_dims z;
     float *out, *stats;
-    const void *q;
+    const void *q, *v;
     char *shared;
 } ax_fwd;
 
@@ -221,6 +233,8 @@ typedef struct ax_blk {
     float *mu, *mt, *l;          /* (BR) each: the max the exponentials use, the true max, the sum */
     int32_t *lim;                /* (BR) */
     int minlim;
+    const uint32_t *bad;         /* the kv head's non-finite V flags, one word per 32 keys */
+    const char *vb;              /* V of the kv head (the caller's tensor), for the flagged rows */
 } ax_blk;
 
 /* A lane's exponentials are taken against mu, which moves only when the block's max passes it by more
@@ -324,6 +338,27 @@ static inline void ax_steps_all(const ax_blk *x, ax_tasks *t) {
     while (t->step < t->total) ax_step(x, t);
 }
 
+/* Oᵀ += the products of the flagged V rows (NaN or Inf, packed as zeros) of the P·V just done (tk's),
+ * for the rows whose weight is not 0: a row that does not see such a key is left alone. */
+static void ax_fix_bad(const ax_blk *x, const ax_tasks *tk) {
+    const attn_sdpa_desc *d = x->d;
+    const int dt = d->dtype, es = dt == ATTN_DTYPE_BF16 ? 2 : 4;
+    for (int kc = 0; kc < tk->pv_nkc; kc++) {
+        const uint32_t w = x->bad[tk->pv_j0 / 32 + kc];
+        if (!w) continue;
+        for (int jj = 0; jj < 32; jj++) {
+            if (!(w >> jj & 1)) continue;
+            const char *vs = x->vb + (int64_t)(tk->pv_j0 + 32 * kc + jj) * d->v.t * es;
+            for (int i = 0; i < x->nr; i++) {
+                const size_t at = ((size_t)kc * AX_NQ + i / 16) * 512 + (jj / 2) * 32 + (i % 16) * 2 + jj % 2;
+                const float p = attn__f32(tk->pv_P[at]);
+                if (p == 0.0f) continue;
+                for (int c = 0; c < d->Dv; c++) x->Ot[(size_t)c * AX_BR + i] += p * attn__f32(ax_get(vs, dt, c));
+            }
+        }
+    }
+}
+
 /* The softmax step of keys [j0, j0 + nb) (nbp padded) whose scores are in St: x = scale · S in natural
  * units, masks, the maxima, exponentials into Pt and their sum, and Oᵀ rescaled when a lane's mu moved
  * (Oᵀ must hold every block before this one: the tasks, which hold P·V of the block before, are all
@@ -397,7 +432,7 @@ static inline void ax_softmax(const ax_blk *x, float *St, uint16_t *Pt, int j0, 
     float *const S0 = St;
     uint16_t *const P0 = Pt;
     /* (the clamp stays even without masks: a finite score far below its max makes the exponent -inf) */
-#define AX_ARG(v, q, PLAIN, FAST) ((FAST) ? _mm512_fmadd_ps((v), ccl, nbs[q])                                             \
+#define AX_ARG(v, q, PLAIN, FAST) ((FAST) ? _mm512_fmadd_ps((v), ccl, nbs[q])                                 \
                            : _mm512_mul_ps(_mm512_sub_ps((PLAIN) ? _mm512_mul_ps((v), cc) : (v), nbs[q]), l2e))
 #define AX_EXP_LOOP(PLAIN, FAST)                                                                              \
     for (int j = 0; j < nbp; j += 2) {                                                                        \
@@ -444,6 +479,7 @@ static inline void ax_softmax(const ax_blk *x, float *St, uint16_t *Pt, int j0, 
     }
 
     ax_steps_all(x, tk);
+    if (tk->pv_nkc) ax_fix_bad(x, tk);
 
     /* alpha = exp2(mu - mu_new) where mu moved (1 elsewhere); l = alpha·l + Σ; Oᵀ ∘= alpha */
     if (moved) {
@@ -481,6 +517,8 @@ static void ax_block(const ax_fwd *cx, char *tw, int b, int h, int t0, int nr) {
     const int64_t pair = (int64_t)b * d->Hkv + hk;
     x.kp = (const uint16_t *)(cx->shared + pair * (z->kpack + z->vpack));
     x.vt = (const uint16_t *)((const char *)x.kp + z->kpack);
+    x.bad = (const uint32_t *)(cx->shared + z->flags) + pair * (z->SP / 32);
+    x.vb = (const char *)cx->v + (b * d->v.b + hk * d->v.h) * es;
     x.Qt = (uint16_t *)tw;
     x.St[0] = (float *)(tw + z->qt);
     x.St[1] = (float *)((char *)x.St[0] + z->st);
@@ -534,8 +572,10 @@ static void ax_block(const ax_fwd *cx, char *tw, int b, int h, int t0, int nr) {
         if (j + 1 < nblk)
             ax_softmax(&x, x.St[(j + 1) & 1], x.Pt[(j + 1) & 1], (j + 1) * BC, AX_NB(j + 1), ax_up32(AX_NB(j + 1)), 0,
                        &tk);
-        else
+        else {
             ax_steps_all(&x, &tk);
+            ax_fix_bad(&x, &tk);
+        }
     }
 #undef AX_NB
 
@@ -563,7 +603,7 @@ static int64_t ax_pack_items(const attn_sdpa_desc *d) { return (int64_t)d->B * d
 
 static void ax_forward(const attn_sdpa_desc *d, float *out, float *stats, const float *q, const float *k,
                        const float *v, void *work, const attn__part *part) {
-    ax_fwd cx = {d, ax_dims_of(d), out, stats, q, (char *)work};
+    ax_fwd cx = {d, ax_dims_of(d), out, stats, q, v, (char *)work};
     int64_t local = -1;
     if (part->stage == 0) {
         const int64_t per = ax_up32(d->S) / 32, items = ax_pack_items(d);
@@ -711,10 +751,14 @@ static void axb_pack_keys(const axb_ctx *cx, const void *k, const void *v, int b
             uint16_t *dst = va + (((int64_t)(j / 16) * z->NCv + c) * 16 + j % 16) * 32;
             for (int x = 0; x < 32; x++) dst[x] = j < d->S && 32 * c + x < d->Dv ? ax_get(vs, dt, 32 * c + x) : 0;
         }
-        /* Kᵀ: block (j0/32, dim tile), row = dim % 16, column = key - j0 */
-        for (int x = 0; x < z->DP; x++)
+        /* Kᵀ: block (j0/32, dim tile), row = dim % 16, column = key - j0. NaN and Inf become 0 here (dQ's
+         * operand only): a row that sees such a key has NaN in its dS already, and one that does not must
+         * not get 0·NaN */
+        for (int x = 0; x < z->DP; x++) {
+            const uint16_t kv = j < d->S && x < d->D ? ax_get(ks, dt, x) : 0;
             kt[(((int64_t)(j0 / 32) * z->NXd + x / 16) * 16 + x % 16) * 32 + (j - j0)] =
-                j < d->S && x < d->D ? ax_get(ks, dt, x) : 0;
+                (kv & 0x7f80) == 0x7f80 ? 0 : kv;
+        }
     }
 }
 
@@ -876,7 +920,7 @@ static void axb_block(const axb_ctx *cx, char *tw, float *dKs, float *dVs, int b
                                      ? keep_scale : 0.0f;
                 float *p = St + j * AXB_B + i, *g = dPt + j * AXB_B + i;
                 const float pv = *p;
-                *g = pv * (*g * mm - delta[i]);      /* dS */
+                *g = pv == 0.0f ? 0.0f : pv * (*g * mm - delta[i]);      /* dS (a key not seen: 0, even if dP is NaN) */
                 *p = pv * mm;                        /* P·m */
             }
         }
@@ -884,8 +928,10 @@ static void axb_block(const axb_ctx *cx, char *tw, float *dKs, float *dVs, int b
         for (int j = 0; j < AXB_B; j++)
             for (int q = 0; q < 4; q++) {
                 float *g = dPt + j * AXB_B + 16 * q;
-                _mm512_storeu_ps(g, _mm512_mul_ps(_mm512_loadu_ps(St + j * AXB_B + 16 * q),
-                                                  _mm512_sub_ps(_mm512_loadu_ps(g), dl[q])));   /* dS */
+                const __m512 pv = _mm512_loadu_ps(St + j * AXB_B + 16 * q);
+                /* dS; 0 where P is 0 (a key the row does not see), even when dP is NaN (NaN or Inf in V) */
+                const __mmask16 seen = _mm512_cmp_ps_mask(pv, _mm512_setzero_ps(), _CMP_NEQ_UQ);
+                _mm512_storeu_ps(g, _mm512_maskz_mul_ps(seen, pv, _mm512_sub_ps(_mm512_loadu_ps(g), dl[q])));
             }
     }
     /* to bf16: (P·m)ᵀ and dSᵀ as A blocks (a key row of 32 queries), dSᵀ as B pairs of keys */
