@@ -349,7 +349,8 @@ static void check_masked_rows(attn_isa isa) {
     for (size_t i = 0; i < p.no; i++) zeros &= o[i] == 0;
     for (size_t i = 0; i < p.nl; i++) infs &= l[2 * i] == -INFINITY && l[2 * i + 1] == 0.0f;
     CHECK(zeros && infs);
-    printf("%s: every key masked: zeros and statistics (-inf, 0) %s\n", attn_isa_name(isa), zeros && infs ? "ok" : "FAIL");
+    printf("%s: every key masked: zeros and statistics (-inf, 0) %s\n", attn_isa_name(isa),
+           zeros && infs ? "ok" : "FAIL");
     free(work); free(o); free(l);
     problem_free(&p);
 }
