@@ -2,7 +2,8 @@
  * attn.h — the public interface of attn, a C11 library of neural attention mechanisms.
  *
  * attn computes the classic attention family — dot-product, scaled dot-product, additive (Bahdanau),
- * multi-head, self- and cross-attention — forward and backward, in fp32 on the CPU. This header holds
+ * multi-head, self- and cross-attention — forward and backward, on the CPU, in fp32 (and scaled dot-product
+ * attention in bf16 too: attn_dtype). This header holds
  * the mechanisms and what every user needs (status, version, context, masks, SDPA, additive, softmax).
  * The rest is in one header per room, each including this one:
  *   attn/layers.h       every layer (linear ... multi-head, GRU, feed-forward), RNG, Adam, clipping
@@ -100,6 +101,7 @@ typedef enum attn_isa {
     ATTN_ISA_SCALAR,     /* the fused (tiled) kernels in portable C */
     ATTN_ISA_AVX2,       /* the fused kernels with AVX2 + FMA */
     ATTN_ISA_AVX512,     /* the fused kernels with AVX-512F */
+    ATTN_ISA_AMX,        /* AVX-512 plus AMX-BF16 tiles for bf16 attention (the OS must grant the tiles) */
     ATTN_ISA_COUNT
 } attn_isa;
 
@@ -126,12 +128,16 @@ attn_status attn_set_num_threads(int n);
 int         attn_get_num_threads(void);
 
 /* Forces a kernel path. ATTN_ERR_UNSUPPORTED when the CPU lacks the ISA. The environment variable
- * ATTN_ISA (auto, ref, scalar, avx2, avx512) sets the initial value; attn_isa_from_env reports a value
- * it could not use. */
+ * ATTN_ISA (auto, ref, scalar, avx2, avx512, amx) sets the initial value; attn_isa_from_env reports a value
+ * it could not use.
+ * ATTN_ISA_AMX is supported when the CPU has AMX-TILE, AMX-BF16, AVX512-BF16 and the AVX-512 path's
+ * features, and the operating system grants the tile state (on Linux, asked once per process,
+ * thread-safely, on the first check). When it is refused the AMX path is simply not supported and AUTO
+ * picks AVX-512. ATTN_NO_AMX=1 in the environment makes the library behave as if it were refused. */
 attn_status attn_set_isa(attn_isa isa);
 attn_isa    attn_get_isa(void);           /* what is in force (never ATTN_ISA_AUTO: AUTO is resolved) */
 int         attn_cpu_supports(attn_isa isa);
-const char *attn_isa_name(attn_isa isa);  /* "ref", "scalar", "avx2", "avx512", "auto" */
+const char *attn_isa_name(attn_isa isa);  /* "ref", "scalar", "avx2", "avx512", "amx", "auto" */
 /* Parses an ISA name ("auto", "ref", ...): ATTN_OK, or ATTN_ERR_ARG for an unknown name. */
 attn_status attn_isa_parse(const char *name, attn_isa *isa);
 
@@ -197,6 +203,27 @@ typedef enum attn_pass {
 } attn_pass;
 
 /* ---------------------------------------------------------------------------------------------------
+ * Element types: of checkpoint tensors (attn/safetensors.h: every one) and of the scaled dot-product
+ * tensors (F32 or BF16). Appended only. bf16 is the upper half of an IEEE fp32 (1 sign, 8 exponent, 7
+ * fraction bits); C has no type for it, so a bf16 tensor is an array of uint16_t holding those bits
+ * (rounded to nearest even from fp32: attn_bf16_from_f32 / attn_bf16_to_f32). Products of bf16 are
+ * always accumulated in fp32, and the row statistics saved for the backward are fp32.
+ */
+typedef enum attn_dtype {
+    ATTN_DTYPE_F32 = 0,          /* float (the default: a zeroed descriptor means fp32) */
+    ATTN_DTYPE_F64,
+    ATTN_DTYPE_I32,
+    ATTN_DTYPE_I64,
+    ATTN_DTYPE_U8,
+    ATTN_DTYPE_BOOL,
+    ATTN_DTYPE_BF16,             /* uint16_t holding bf16 bits */
+    ATTN_DTYPE_COUNT
+} attn_dtype;
+
+uint16_t attn_bf16_from_f32(float x);    /* round to nearest even; NaN stays NaN */
+float    attn_bf16_to_f32(uint16_t h);   /* exact */
+
+/* ---------------------------------------------------------------------------------------------------
  * Scaled dot-product attention (and plain dot-product attention: scale = 1).
  *
  *   weights = softmax(scale · Q Kᵀ + bias, masked)     per (b, h): (T,S)
@@ -217,9 +244,15 @@ typedef struct attn_sdpa_desc {
     attn_mask mask;
     float dropout;               /* in [0,1); 0 = no dropout */
     uint64_t seed;               /* dropout's seed; change it every training step */
+    attn_dtype dtype;            /* element type of q, k, v, out and of dq, dk, dv, dout: F32 (0) or BF16
+                                    (the tensor arguments are then uint16_t arrays). the row statistics stay fp32. * */
+    attn_dtype compute;          /* F32 (0): multiply in the tensors' own precision. BF16: fp32 tensors may
+                                    be rounded to bf16 for the products (fp32 accumulation) on a path that
+                                    has bf16 units (ATTN_ISA_AMX); other paths compute in fp32. */
 } attn_sdpa_desc;
 
-/* Fills d for B,H,T,S,D,Dv with Hkv = H, contiguous layouts, scale 1/sqrt(D), no mask and no dropout. */
+/* Fills d for B,H,T,S,D,Dv with Hkv = H, contiguous layouts, scale 1/sqrt(D), no mask and no dropout,
+ * fp32 tensors and fp32 compute. */
 attn_status attn_sdpa_desc_init(attn_sdpa_desc *d, int B, int H, int T, int S, int D, int Dv);
 
 /* Checks every field of d (sizes, strides, mask, dropout); the kernels call it too. */
@@ -245,7 +278,9 @@ attn_status attn_sdpa_workspace_size(const attn_ctx *ctx, const attn_sdpa_desc *
  * masked row. lse may be stats itself (converted in place). */
 attn_status attn_sdpa_logsumexp(const float *stats, int64_t rows, float *lse);
 
-/* Forward pass.
+/* Forward pass. The tensors q, k, v, out (and dq, dk, dv, dout below) are `void *`: float arrays when
+ * d->dtype is ATTN_DTYPE_F32, uint16_t arrays of bf16 bits when it is ATTN_DTYPE_BF16. Strides count
+ * elements of that type.
  *   out     (B,H,T,Dv)  layout d->out                       written
  *   stats   (B,H,T,2)   contiguous, or NULL                 written: the row statistics above; the
  *                                                           backward needs them.
@@ -254,8 +289,8 @@ attn_status attn_sdpa_logsumexp(const float *stats, int64_t rows, float *lse);
  * The fused kernels run in memory that grows with T + S; asked for weights, they write them in one more
  * pass from the row statistics (the weights the backward will use, bit for bit). */
 attn_status attn_sdpa_forward(const attn_ctx *ctx, const attn_sdpa_desc *d,
-                              float *out, float *stats, float *weights,
-                              const float *q, const float *k, const float *v,
+                              void *out, float *stats, float *weights,
+                              const void *q, const void *k, const void *v,
                               void *work, size_t work_bytes);
 
 /* Backward pass. Accumulates (+=) into dq, dk, dv (layouts of q, k, v).
@@ -263,10 +298,10 @@ attn_status attn_sdpa_forward(const attn_ctx *ctx, const attn_sdpa_desc *d,
  *   and d. A key the mask excludes from a row takes no part in that row's gradients, whatever its K and V
  *   hold (NaN or Inf included), as in the forward. */
 attn_status attn_sdpa_backward(const attn_ctx *ctx, const attn_sdpa_desc *d,
-                               float *dq, float *dk, float *dv,
-                               const float *dout,
-                               const float *q, const float *k, const float *v,
-                               const float *out, const float *stats,
+                               void *dq, void *dk, void *dv,
+                               const void *dout,
+                               const void *q, const void *k, const void *v,
+                               const void *out, const float *stats,
                                void *work, size_t work_bytes);
 
 /* The same passes run by the caller's own threads (an inference engine's pool, say) instead of OpenMP.
@@ -278,14 +313,14 @@ attn_status attn_sdpa_backward(const attn_ctx *ctx, const attn_sdpa_desc *d,
  * A call checks its arguments as the whole-pass calls do; a failing call means the pass is not done. */
 attn_status attn_sdpa_stages(const attn_ctx *ctx, const attn_sdpa_desc *d, attn_pass pass, int *n_stages);
 attn_status attn_sdpa_forward_part(const attn_ctx *ctx, const attn_sdpa_desc *d,
-                                   float *out, float *stats,
-                                   const float *q, const float *k, const float *v,
+                                   void *out, float *stats,
+                                   const void *q, const void *k, const void *v,
                                    void *work, size_t work_bytes, int stage, int ith);
 attn_status attn_sdpa_backward_part(const attn_ctx *ctx, const attn_sdpa_desc *d,
-                                    float *dq, float *dk, float *dv,
-                                    const float *dout,
-                                    const float *q, const float *k, const float *v,
-                                    const float *out, const float *stats,
+                                    void *dq, void *dk, void *dv,
+                                    const void *dout,
+                                    const void *q, const void *k, const void *v,
+                                    const void *out, const float *stats,
                                     void *work, size_t work_bytes, int stage, int ith);
 
 /* ---------------------------------------------------------------------------------------------------

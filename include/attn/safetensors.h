@@ -18,15 +18,7 @@
 extern "C" {
 #endif
 
-typedef enum attn_dtype {
-    ATTN_DTYPE_F32 = 0,
-    ATTN_DTYPE_F64,
-    ATTN_DTYPE_I32,
-    ATTN_DTYPE_I64,
-    ATTN_DTYPE_U8,
-    ATTN_DTYPE_BOOL,
-    ATTN_DTYPE_COUNT
-} attn_dtype;
+/* Element types: attn_dtype (attn.h), F32 F64 I32 I64 U8 BOOL BF16, the safetensors names. */
 
 #define ATTN_ST_MAX_DIMS 8
 

@@ -7,6 +7,10 @@
  * run by an FMA loop on every thread, the speed-up over the reference, and memory (tensors + workspace
  * accounted explicitly, and the process's peak RSS). Uses the public API only.
  *
+ * --dtype bf16 runs the same cases with bf16 tensors (--compute bf16: fp32 tensors computed in bf16),
+ * validated against the reference on the same bf16 inputs with a bf16 tolerance, and, where the path
+ * multiplies in bf16 (AMX), reports the fraction of an AMX bf16 tile-loop peak measured in the same run.
+ *
  * FLOPs: forward 4·B·H·T·S·D (two products, 2 FLOPs per multiply-add; D·(QKᵀ) + Dv·(PV) counted as
  * 2·B·H·T·S·(D + Dv)), halved when causal; backward counted as 2.5 x forward.
  *
@@ -127,6 +131,68 @@ static double measure_peak(int nth, const char **kind) {
     return best;
 }
 
+/* ---- the AMX bf16 peak --------------------------------------------------------------------------- */
+
+#define AMX_ITERS 200000L
+
+#if defined(__x86_64__) && defined(__GNUC__) && (__GNUC__ >= 11 || defined(__clang__))
+#define BENCH_HAVE_AMX 1
+/* 4 independent accumulators, 2 A and 2 B tiles, each step 4 tile products of 16 x 16 x 32: 4·16384
+ * FLOPs. The library asked the OS for the tile state already (attn_cpu_supports). */
+__attribute__((target("amx-tile,amx-bf16"))) static float amx_loop(long iters) {
+    /* the configuration as a constant: built on the stack, GCC 12 may drop the stores ldtilecfg reads */
+    static const struct { uint8_t palette, start; uint8_t res[14]; uint16_t colsb[16]; uint8_t rows[16]; }
+        cfg __attribute__((aligned(64))) = {1, 0, {0}, {64, 64, 64, 64, 64, 64, 64, 64},
+                                            {16, 16, 16, 16, 16, 16, 16, 16}};
+    static _Alignas(64) uint16_t ab[2][16 * 32];
+    _Alignas(64) float c[16 * 16];
+    for (int i = 0; i < 16 * 32; i++) ab[0][i] = ab[1][i] = 0x3c00;   /* 1/128 */
+    _tile_loadconfig(&cfg);
+    _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+    _tile_loadd(4, ab[0], 64); _tile_loadd(5, ab[1], 64);
+    _tile_loadd(6, ab[0], 64); _tile_loadd(7, ab[1], 64);
+    for (long it = 0; it < iters; it++) {
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+    }
+    _tile_stored(0, c, 64);
+    _tile_release();
+    return c[0];
+}
+#endif
+
+/* Measured AMX bf16 peak of nth threads in GFLOP/s (best of 3); 0 when the path is not available. */
+static double measure_amx_peak(int nth) {
+#ifdef BENCH_HAVE_AMX
+    if (!attn_cpu_supports(ATTN_ISA_AMX)) return 0;
+    double best = 0;
+    for (int rep = 0; rep < 3; rep++) {
+        double t0 = cli_now();
+        int used = 1;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nth)
+#endif
+        {
+            g_sink = amx_loop(AMX_ITERS);
+#ifdef _OPENMP
+#pragma omp master
+            used = omp_get_num_threads();
+#endif
+        }
+        double dt = cli_now() - t0;
+        double gf = 4.0 * 16384.0 * (double)AMX_ITERS * used / dt * 1e-9;
+        if (gf > best) best = gf;
+    }
+    (void)nth;
+    return best;
+#else
+    (void)nth;
+    return 0;
+#endif
+}
+
 /* ---- one case ----------------------------------------------------------------------------------- */
 
 typedef struct bcase {
@@ -140,7 +206,11 @@ typedef struct bopts {
     attn_ctx ref;                /* the reference path, on the same threads */
     double peak;
     const char *peak_kind;
+    int bf16_units;              /* the timed path multiplies in bf16 (AMX): the AMX peak is the roof */
 } bopts;
+
+/* The element and compute types of every case (--dtype, --compute). */
+static attn_dtype g_dtype = ATTN_DTYPE_F32, g_compute = ATTN_DTYPE_F32;
 
 static void fill(float *x, size_t n, uint64_t seed) {
     uint64_t s = seed * 0x9e3779b97f4a7c15ULL + 1;
@@ -167,8 +237,17 @@ static void max_err(const float *a, const float *b, size_t n, double *err, doubl
 typedef struct tensors {
     float *q, *k, *v, *out, *stats, *dout, *dq, *dk, *dv;
     float *w;                    /* the weights, when the forward writes them (else NULL) */
+    uint16_t *qh, *kh, *vh, *outh, *douth, *dqh, *dkh, *dvh;   /* bf16 tensors (--dtype bf16) */
     size_t nq, nk, nv, no, nl, nw;
 } tensors;
+
+static uint16_t *halloc(size_t n) { return malloc(sizeof(uint16_t) * (n ? n : 1)); }
+static void to_bf16(uint16_t *h, const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) h[i] = attn_bf16_from_f32(x[i]);
+}
+static void from_bf16(float *x, const uint16_t *h, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] = attn_bf16_to_f32(h[i]);
+}
 
 static int tensors_alloc(tensors *t, const attn_sdpa_desc *d, int weights) {
     memset(t, 0, sizeof *t);
@@ -190,18 +269,36 @@ static int tensors_alloc(tensors *t, const attn_sdpa_desc *d, int weights) {
     memset(t->dq, 0, sizeof(float) * t->nq);
     memset(t->dk, 0, sizeof(float) * t->nk);
     memset(t->dv, 0, sizeof(float) * t->nv);
+    if (g_dtype == ATTN_DTYPE_BF16) {
+        t->qh = halloc(t->nq); t->kh = halloc(t->nk); t->vh = halloc(t->nv); t->outh = halloc(t->no);
+        t->douth = halloc(t->no); t->dqh = halloc(t->nq); t->dkh = halloc(t->nk); t->dvh = halloc(t->nv);
+        if (!t->qh || !t->kh || !t->vh || !t->outh || !t->douth || !t->dqh || !t->dkh || !t->dvh) return 0;
+        to_bf16(t->qh, t->q, t->nq); to_bf16(t->kh, t->k, t->nk); to_bf16(t->vh, t->v, t->nv);
+        to_bf16(t->douth, t->dout, t->no);
+        memset(t->outh, 0, 2 * t->no); memset(t->dqh, 0, 2 * t->nq);
+        memset(t->dkh, 0, 2 * t->nk); memset(t->dvh, 0, 2 * t->nv);
+    }
     return 1;
 }
 
+/* After a run on bf16 tensors: the outputs read back into the fp32 arrays, for comparing. */
+static void tensors_sync(tensors *t) {
+    if (g_dtype != ATTN_DTYPE_BF16) return;
+    from_bf16(t->out, t->outh, t->no);
+    from_bf16(t->dq, t->dqh, t->nq); from_bf16(t->dk, t->dkh, t->nk); from_bf16(t->dv, t->dvh, t->nv);
+}
+
 static size_t tensors_bytes(const tensors *t, int backward) {
-    size_t n = t->nq + t->nk + t->nv + t->no + t->nl + t->nw;
+    const size_t es = g_dtype == ATTN_DTYPE_BF16 ? 2 : sizeof(float);
+    size_t n = t->nq + t->nk + t->nv + t->no;
     if (backward) n += t->no + t->nq + t->nk + t->nv;
-    return n * sizeof(float);
+    return n * es + (t->nl + t->nw) * sizeof(float);
 }
 
 static void tensors_free(tensors *t) {
     free(t->q); free(t->k); free(t->v); free(t->out); free(t->stats); free(t->dout); free(t->w);
     free(t->dq); free(t->dk); free(t->dv);
+    free(t->qh); free(t->kh); free(t->vh); free(t->outh); free(t->douth); free(t->dqh); free(t->dkh); free(t->dvh);
 }
 
 static void desc_for(attn_sdpa_desc *d, int B, int H, int Hkv, int T, int S, int D, int Dv, int causal) {
@@ -210,6 +307,8 @@ static void desc_for(attn_sdpa_desc *d, int B, int H, int Hkv, int T, int S, int
     d->k = (attn_layout){(int64_t)Hkv * S * D, (int64_t)S * D, D};
     d->v = (attn_layout){(int64_t)Hkv * S * Dv, (int64_t)S * Dv, Dv};
     d->mask.causal = causal;
+    d->dtype = g_dtype;
+    d->compute = g_compute;
 }
 
 static double g_last_cpu;      /* CPU seconds of the last run_pass */
@@ -220,8 +319,16 @@ static attn_status run_pass(const attn_ctx *ctx, const attn_sdpa_desc *d, tensor
     attn_status st;
     double c0 = cpu_s();
     double t0 = cli_now();
-    if (!backward) st = attn_sdpa_forward(ctx, d, t->out, t->stats, t->w, t->q, t->k, t->v, work, wbytes);
-    else st = attn_sdpa_backward(ctx, d, t->dq, t->dk, t->dv, t->dout, t->q, t->k, t->v, t->out, t->stats, work, wbytes);
+    if (d->dtype == ATTN_DTYPE_BF16) {
+        if (!backward) st = attn_sdpa_forward(ctx, d, t->outh, t->stats, t->w, t->qh, t->kh, t->vh, work, wbytes);
+        else st = attn_sdpa_backward(ctx, d, t->dqh, t->dkh, t->dvh, t->douth, t->qh, t->kh, t->vh, t->outh,
+                                     t->stats, work, wbytes);
+    } else if (!backward) {
+        st = attn_sdpa_forward(ctx, d, t->out, t->stats, t->w, t->q, t->k, t->v, work, wbytes);
+    } else {
+        st = attn_sdpa_backward(ctx, d, t->dq, t->dk, t->dv, t->dout, t->q, t->k, t->v, t->out, t->stats, work,
+                                wbytes);
+    }
     *secs = cli_now() - t0;
     g_last_cpu = cpu_s() - c0;
     return st;
@@ -250,6 +357,8 @@ static int validate(const attn_sdpa_desc *d, const bopts *o, int backward, doubl
     rs += s;
     double err = 0, mag = 0, e2 = 0, m2 = 0;
     if (ok && !backward) {
+        tensors_sync(&f);
+        tensors_sync(&r);
         max_err(f.out, r.out, f.no, &err, &mag);
         /* the row statistics compared as natural log-sum-exp (the paths' maxima may differ by a rounding) */
         attn_sdpa_logsumexp(f.stats, (int64_t)(f.nl / ATTN_SDPA_STATS), f.stats);
@@ -263,10 +372,15 @@ static int validate(const attn_sdpa_desc *d, const bopts *o, int backward, doubl
         }
     }
     if (ok && backward) {
+        /* the reference's backward reads the path's out (an input of the backward: rounded when bf16) */
+        if (d->dtype == ATTN_DTYPE_BF16) memcpy(r.outh, f.outh, 2 * f.no);
+        else memcpy(r.out, f.out, sizeof(float) * f.no);
         rs = 0;
         ok = ok && run_pass(&o->ctx, d, &f, 1, work, wmax, &s) == ATTN_OK;
         ok = ok && run_pass(&o->ref, d, &r, 1, work, wmax, &s) == ATTN_OK;
         rs += s;
+        tensors_sync(&f);
+        tensors_sync(&r);
         double e, m;
         e = 0; m = 0; max_err(f.dq, r.dq, f.nq, &e, &m); err = fmax(err, e / fmax(1, m));
         e = 0; m = 0; max_err(f.dk, r.dk, f.nk, &e, &m); err = fmax(err, e / fmax(1, m));
@@ -290,6 +404,8 @@ static double case_flops(const bcase *c) {
 #define REF_FULL_FLOPS 0.3e9      /* time the reference on the whole problem below this */
 #define REF_GROUP_FLOPS 3.0e9     /* ... on one (batch, kv head) group below this, else crop */
 #define TOL 1e-4                  /* agreement: max |fused - ref| / max(1, max|ref|) */
+#define TOL_BF16 2e-2             /* ... with bf16 tensors or compute: P and the outputs rounded to bf16 */
+static double tol(void) { return g_dtype == ATTN_DTYPE_BF16 || g_compute == ATTN_DTYPE_BF16 ? TOL_BF16 : TOL; }
 
 /* What validating a case found: the largest scaled error, and the reference's time on the whole problem
  * (measured, extrapolated from one group, or not known: -1). */
@@ -367,11 +483,20 @@ static attn_status time_runs(const bcase *c, const attn_sdpa_desc *d, const bopt
     return st;
 }
 
+/* The roof of a case: the AMX tile loop when the path multiplies in bf16, else the fp32 FMA loop. */
+static double case_peak(const bopts *o, const char **kind) {
+    if (o->bf16_units) {
+        *kind = "amx bf16 tile";
+        return measure_amx_peak(attn_get_num_threads());
+    }
+    return measure_peak(attn_get_num_threads(), kind);
+}
+
 /* 2. Times the fused kernel on the full problem, right between two measures of the peak (the machine is
  * shared: both see the same load). Returns 0, or 1 after a message. */
 static int case_measure(const bcase *c, const attn_sdpa_desc *d, const bopts *o, case_time *m) {
     memset(m, 0, sizeof *m);
-    m->peak = measure_peak(attn_get_num_threads(), &m->peak_kind);
+    m->peak = case_peak(o, &m->peak_kind);
     tensors t;
     const int have = tensors_alloc(&t, d, o->weights);
     const size_t wbytes = work_size(&o->ctx, d, c->backward);
@@ -391,7 +516,7 @@ static int case_measure(const bcase *c, const attn_sdpa_desc *d, const bopts *o,
     if (st == ATTN_OK) {
         /* the peak again after timing; the larger of the two is kept (the conservative ratio) */
         const char *kind2;
-        double p2 = measure_peak(attn_get_num_threads(), &kind2);
+        double p2 = case_peak(o, &kind2);
         if (p2 > m->peak) m->peak = p2;
         m->finite = 1;
         const float *chk = c->backward ? t.dq : t.out;
@@ -411,7 +536,7 @@ static int case_measure(const bcase *c, const attn_sdpa_desc *d, const bopts *o,
 /* 3. Prints the case's results: one JSON object, or the lines for a reader. */
 static void case_report(const bcase *c, const bopts *o, const case_check *k, const case_time *m) {
     const char *pass = c->backward ? "backward" : "forward";
-    const int agree = k->err <= TOL, nth = attn_get_num_threads();
+    const int agree = k->err <= tol(), nth = attn_get_num_threads();
     const double flops = case_flops(c);
     const double gflops = flops / m->best * 1e-9;
     const double cores = m->best_cpu / m->best;                 /* cores the best run actually had */
@@ -420,15 +545,21 @@ static void case_report(const bcase *c, const bopts *o, const case_check *k, con
     const double speedup = k->ref_total > 0 ? k->ref_total / m->best : 0;
     /* the least memory traffic of a forward: q, k, v read once and out written once; with one query row
      * (decoding) this, not the FLOPs, is what bounds the time */
-    const double traffic = 4.0 * ((double)c->B * c->H * c->T * (c->D + c->Dv) + (double)c->B * c->Hkv * c->S * (c->D + c->Dv));
+    const double es = g_dtype == ATTN_DTYPE_BF16 ? 2.0 : 4.0;
+    const double traffic =
+        es * ((double)c->B * c->H * c->T * (c->D + c->Dv) + (double)c->B * c->Hkv * c->S * (c->D + c->Dv));
     const double gbs = traffic / m->best * 1e-9;
     const double rss = peak_rss_bytes();
     if (o->json) {
         printf("{\"B\":%d,\"H\":%d,\"Hkv\":%d,\"T\":%d,\"S\":%d,\"D\":%d,\"Dv\":%d,\"causal\":%d,\"pass\":\"%s\","
+               "\"dtype\":\"%s\",\"compute\":\"%s\",\"peak_kind\":\"%s\","
                "\"isa\":\"%s\",\"threads\":%d,\"agree\":%s,\"max_err\":%.3e,\"ms\":%.4f,\"gflops\":%.2f,"
                "\"peak_gflops\":%.2f,\"peak_fraction\":%.4f,\"cores_busy\":%.2f,\"gflops_per_busy_core\":%.2f,"
                "\"ref_ms\":",
-               c->B, c->H, c->Hkv, c->T, c->S, c->D, c->Dv, c->causal, pass, attn_isa_name(o->ctx.isa), nth,
+               c->B, c->H, c->Hkv, c->T, c->S, c->D, c->Dv, c->causal, pass,
+               g_dtype == ATTN_DTYPE_BF16 ? "bf16" : "f32",
+               o->bf16_units ? "bf16" : "f32",
+               m->peak_kind, attn_isa_name(o->ctx.isa), nth,
                agree && m->finite ? "true" : "false", k->err, m->best * 1e3, gflops, m->peak, frac, cores,
                core_gflops);
         if (k->ref_total > 0) printf("%.4f,\"speedup_vs_ref\":%.2f", k->ref_total * 1e3, speedup);
@@ -453,6 +584,8 @@ static void case_report(const bcase *c, const bopts *o, const case_check *k, con
             printf("  traffic: q, k, v read and out written once = %.2f MiB: %.1f GB/s\n", traffic / 1048576.0, gbs);
         printf("  peak: %.1f GFLOP/s measured just before and after (%s loop, %d threads, larger kept): "
                "%.1f%% of peak\n", m->peak, m->peak_kind, nth, 100 * frac);
+        if (o->bf16_units)
+            printf("  (fp32 FMA peak of this run for comparison: %.1f GFLOP/s)\n", o->peak);
         printf("  CPU time of that run: %.1f cores busy on average%s: %.1f GFLOP/s per busy core\n", cores,
                cores < nth - 0.2 ? " (fewer than the threads: the machine is shared)" : "", core_gflops);
         if (k->ref_total > 0)
@@ -540,17 +673,17 @@ static int run_case(const bcase *c, const bopts *o, int idx, int n) {
     if (case_validate(c, &d, o, &k)) return 1;
     if (!o->json)
         printf("  validate: fused vs reference on %s: max error %.2e (scaled by max(1,|ref|)), tolerance %.0e: %s\n",
-               k.what, k.err, TOL, k.err <= TOL ? "agree" : "DISAGREE");
+               k.what, k.err, tol(), k.err <= tol() ? "agree" : "DISAGREE");
     case_time m;
     if (case_measure(c, &d, o, &m)) return 1;
     case_report(c, o, &k, &m);
-    return k.err <= TOL && m.finite ? 0 : 1;
+    return k.err <= tol() && m.finite ? 0 : 1;
 }
 
 int cmd_bench(int argc, char **argv) {
     int B = 0, H = 0, Hkv = 0, T = 0, S = 0, D = 0, Dv = 0, causal = 0, backward = 0, threads = 0, repeat = 5;
     int json = 0, long_case = 0, weights = 0;
-    const char *isa_name = "auto";
+    const char *isa_name = "auto", *dtype_name = "f32", *compute_name = "f32";
     const cli_opt opts[] = {
         {"batch", CLI_INT, &B, "N", "batch size B; 0 means 1"},
         {"heads", CLI_INT, &H, "N", "query heads H; 0 means 8"},
@@ -562,7 +695,9 @@ int cmd_bench(int argc, char **argv) {
         {"causal", CLI_BOOL, &causal, NULL, "causal mask"},
         {"backward", CLI_BOOL, &backward, NULL, "time the backward pass too"},
         {"threads", CLI_INT, &threads, "N", "threads; 0 means all cores"},
-        {"isa", CLI_STR, &isa_name, "PATH", "fused path: auto, scalar, avx2, avx512"},
+        {"isa", CLI_STR, &isa_name, "PATH", "fused path: auto, scalar, avx2, avx512, amx"},
+        {"dtype", CLI_STR, &dtype_name, "TYPE", "tensors: f32 or bf16"},
+        {"compute", CLI_STR, &compute_name, "TYPE", "f32, or bf16: fp32 tensors computed in bf16 (amx)"},
         {"repeat", CLI_INT, &repeat, "N", "timed runs (best is kept), after one warm-up"},
         {"json", CLI_BOOL, &json, NULL, "one JSON object per line per case"},
         {"weights", CLI_BOOL, &weights, NULL,
@@ -571,7 +706,8 @@ int cmd_bench(int argc, char **argv) {
     };
     const cli_cmd cmd = {
         "attn bench [options]",
-        "Times the fused scaled dot-product attention (fp32) against the reference kernels. Without shape\n"
+        "Times the fused scaled dot-product attention (fp32, or bf16 with --dtype/--compute) against the\n"
+        "reference kernels. Without shape\n"
         "flags it runs a default suite; any of --batch --heads --kv-heads --tq --tk --dim --dim-v --causal\n"
         "--backward gives one case (forward, and backward with --backward).",
         opts, (int)(sizeof opts / sizeof opts[0]), 0, 0};
@@ -582,9 +718,22 @@ int cmd_bench(int argc, char **argv) {
     for (int i = 0; i < ATTN_ISA_COUNT; i++)
         if (strcmp(isa_name, attn_isa_name((attn_isa)i)) == 0) isa = (attn_isa)i;
     if (isa == ATTN_ISA_COUNT || isa == ATTN_ISA_REF) {
-        fprintf(stderr, "attn: bench: --isa %s: must be auto, scalar, avx2 or avx512\n\n", isa_name);
+        fprintf(stderr, "attn: bench: --isa %s: must be auto, scalar, avx2, avx512 or amx\n\n", isa_name);
         cli_usage(&cmd, stderr);
         return 2;
+    }
+    const char *const tnames[2] = {"f32", "bf16"};
+    const char *const tflags[2] = {"--dtype", "--compute"};
+    const char *const tvals[2] = {dtype_name, compute_name};
+    attn_dtype *const tdst[2] = {&g_dtype, &g_compute};
+    for (int i = 0; i < 2; i++) {
+        if (strcmp(tvals[i], tnames[0]) == 0) *tdst[i] = ATTN_DTYPE_F32;
+        else if (strcmp(tvals[i], tnames[1]) == 0) *tdst[i] = ATTN_DTYPE_BF16;
+        else {
+            fprintf(stderr, "attn: bench: %s %s: must be f32 or bf16\n\n", tflags[i], tvals[i]);
+            cli_usage(&cmd, stderr);
+            return 2;
+        }
     }
     const struct { const char *flag; int v, lo; } sizes[] = {
         {"--repeat", repeat, 1}, {"--batch", B, 0}, {"--heads", H, 0}, {"--kv-heads", Hkv, 0}, {"--tq", T, 0},
@@ -597,16 +746,21 @@ int cmd_bench(int argc, char **argv) {
             return 2;
         }
     if (cli_check_threads("bench", "--threads", threads)) return 2;
-    bopts o = {repeat, threads, json, weights, {0}, {0}, 0, NULL};
+    bopts o = {repeat, threads, json, weights, {0}, {0}, 0, NULL, 0};
     if (cli_fail(attn_ctx_init(&o.ctx, isa, 0), "bench: --isa")) return 1;
     cli_set_threads(threads, 0);
     /* both paths on the threads in force (attn_ctx_init resolved auto to the best path) */
     o.ctx.threads = attn_get_num_threads();
     if (cli_fail(attn_ctx_init(&o.ref, ATTN_ISA_REF, o.ctx.threads), "bench")) return 1;
     o.peak = measure_peak(attn_get_num_threads(), &o.peak_kind);
+    o.bf16_units = o.ctx.isa == ATTN_ISA_AMX && (g_dtype == ATTN_DTYPE_BF16 || g_compute == ATTN_DTYPE_BF16);
     if (!json)
         printf("attn bench: fp32 FMA peak measured now: %.1f GFLOP/s (%s loop, %d threads)\n", o.peak, o.peak_kind,
                attn_get_num_threads());
+    if (!json && o.bf16_units)
+        printf("attn bench: AMX bf16 tile-loop peak measured now: %.1f GFLOP/s (%d threads); tensors %s, compute %s\n",
+               measure_amx_peak(attn_get_num_threads()), attn_get_num_threads(), dtype_name,
+               g_dtype == ATTN_DTYPE_BF16 || g_compute == ATTN_DTYPE_BF16 ? "bf16" : "f32");
 
     const int given = B || H || Hkv || T || S || D || Dv || causal || backward;
     bcase cases[20];

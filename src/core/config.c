@@ -3,18 +3,27 @@
  * CPU detection, the dispatch tables and OpenBLAS's own thread knob.
  *
  * The default context's path starts from the ATTN_ISA environment variable (auto, ref, scalar, avx2,
- * avx512) the first time it is read; attn_set_isa() overrides it. AUTO resolves to the best path that is
+ * avx512, amx) the first time it is read; attn_set_isa() overrides it. AUTO resolves to the best path that is
  * both built in and supported by the CPU. Explicit contexts (attn_ctx_init) never read the globals.
  *
  * The dispatch tables live here too: one complete table per path, composed once from the reference
  * entries and each path's overrides (see internal.h).
  */
+#define _DEFAULT_SOURCE   /* syscall */
 #include "internal.h"
 
 #include <cblas.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+
+#if defined(__linux__) && defined(__x86_64__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
+#endif
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -23,7 +32,7 @@
 static int g_threads = 0;           /* 0: not resolved yet (every core) */
 static int g_isa = -1;              /* -1: not read yet */
 
-static const char *const isa_names[ATTN_ISA_COUNT] = {"auto", "ref", "scalar", "avx2", "avx512"};
+static const char *const isa_names[ATTN_ISA_COUNT] = {"auto", "ref", "scalar", "avx2", "avx512", "amx"};
 
 const char *attn_isa_name(attn_isa isa) {
     if ((int)isa < 0 || isa >= ATTN_ISA_COUNT) return "unknown";
@@ -78,6 +87,40 @@ const char *attn_blas_core_name(void) {
     return s ? s : "unknown";
 }
 
+/* ---------------------------------------------------------------------------------------------------
+ * AMX: the CPU must have AMX-TILE and AMX-BF16 (CPUID leaf 7: EDX bits 24 and 22) and AVX512-BF16 (leaf
+ * 7, sub-leaf 1: EAX bit 5), and the OS must enable the tile state: XCR0 bits 17 (XTILECFG) and 18
+ * (XTILEDATA), and on Linux a per-process permission, arch_prctl(ARCH_REQ_XCOMP_PERM, XTILEDATA), asked
+ * once (pthread_once) the first time anyone checks. A refusal (an old kernel, a seccomp filter, a
+ * sigaltstack too small for the tile state) makes the path unsupported, nothing else; ATTN_NO_AMX=1 makes
+ * the check behave as refused, so tests can take the fall-back on any machine.
+ */
+#define ATTN_ARCH_REQ_XCOMP_PERM 0x1023
+#define ATTN_XFEATURE_XTILEDATA 18
+
+static int g_amx_ok = 0;
+static pthread_once_t g_amx_once = PTHREAD_ONCE_INIT;
+
+static void amx_check(void) {
+    g_amx_ok = 0;
+    const char *deny = getenv("ATTN_NO_AMX");
+    if (deny && *deny && strcmp(deny, "0") != 0) return;
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return;
+    if (!(d & (1u << 24)) || !(d & (1u << 22))) return;                /* AMX-TILE, AMX-BF16 */
+    if (a < 1 || !__get_cpuid_count(7, 1, &a, &b, &c, &d) || !(a & (1u << 5))) return;   /* AVX512-BF16 */
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return;  /* OSXSAVE: xgetbv is there */
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    if ((lo & (3u << 17)) != (3u << 17)) return;                       /* XTILECFG, XTILEDATA */
+#if defined(__linux__)
+    if (syscall(SYS_arch_prctl, ATTN_ARCH_REQ_XCOMP_PERM, ATTN_XFEATURE_XTILEDATA) != 0) return;
+#endif
+    g_amx_ok = 1;
+#endif
+}
+
 int attn_cpu_supports(attn_isa isa) {
     switch (isa) {
     case ATTN_ISA_AUTO:
@@ -91,6 +134,10 @@ int attn_cpu_supports(attn_isa isa) {
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
                __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
                __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case ATTN_ISA_AMX:
+        if (!attn_cpu_supports(ATTN_ISA_AVX512)) return 0;
+        pthread_once(&g_amx_once, amx_check);
+        return g_amx_ok;
 #endif
     default:
         return 0;
@@ -111,13 +158,17 @@ static int built_in(attn_isa isa) {
     case ATTN_ISA_AVX512:
         return 1;
 #endif
+#ifdef ATTN_HAVE_AMX
+    case ATTN_ISA_AMX:
+        return 1;
+#endif
     default:
         return 0;
     }
 }
 
 static attn_isa resolve_auto(void) {
-    static const attn_isa order[] = {ATTN_ISA_AVX512, ATTN_ISA_AVX2, ATTN_ISA_SCALAR};
+    static const attn_isa order[] = {ATTN_ISA_AMX, ATTN_ISA_AVX512, ATTN_ISA_AVX2, ATTN_ISA_SCALAR};
     for (size_t i = 0; i < sizeof order / sizeof order[0]; i++)
         if (built_in(order[i]) && attn_cpu_supports(order[i])) return order[i];
     return ATTN_ISA_REF;
@@ -125,12 +176,14 @@ static attn_isa resolve_auto(void) {
 
 /* ---------------------------------------------------------------------------------------------------
  * The dispatch tables, composed once: the reference entries, then each path's own entries over those of
- * the path below it (scalar over ref, AVX2 over scalar, AVX-512 over AVX2), so every table is complete.
+ * the path below it (scalar over ref, AVX2 over scalar, AVX-512 over AVX2, AMX over AVX-512), so every
+ * table is complete.
  */
 static attn_kernels g_tables[ATTN_ISA_COUNT];
 static pthread_once_t g_tables_once = PTHREAD_ONCE_INIT;
 
 static void overlay(attn_kernels *t, const attn_kernels *over) {
+    if (over->sdpa_native) t->sdpa_native = over->sdpa_native;
     if (over->sdpa_workspace) t->sdpa_workspace = over->sdpa_workspace;
     if (over->sdpa_stages) t->sdpa_stages = over->sdpa_stages;
     if (over->sdpa_threads) t->sdpa_threads = over->sdpa_threads;
@@ -155,6 +208,10 @@ static void compose_tables(void) {
     g_tables[ATTN_ISA_AVX512] = g_tables[ATTN_ISA_AVX2];
 #ifdef ATTN_HAVE_AVX512
     overlay(&g_tables[ATTN_ISA_AVX512], &attn__kernels_avx512);
+#endif
+    g_tables[ATTN_ISA_AMX] = g_tables[ATTN_ISA_AVX512];
+#ifdef ATTN_HAVE_AMX
+    overlay(&g_tables[ATTN_ISA_AMX], &attn__kernels_amx);
 #endif
     for (int i = ATTN_ISA_REF; i < ATTN_ISA_COUNT; i++) g_tables[i].isa = (attn_isa)i;
 }

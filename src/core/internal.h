@@ -14,6 +14,7 @@
 #include "attn/transformer.h"
 
 #include <math.h>
+#include <string.h>
 
 /* Largest accepted size of any one dimension; keeps every product of two sizes inside int64. */
 #define ATTN_MAX_DIM (1 << 24)
@@ -51,6 +52,11 @@ static inline int64_t attn__part_next(const attn__part *p, int64_t *local) {
 
 typedef struct attn_kernels {
     attn_isa isa;
+    /* 1 when the path's sdpa_forward/backward take d as it is for that pass: its tensors' type
+     * (d->dtype) and compute type. NULL or 0: the path takes fp32 tensors only, and sdpa.c converts bf16
+     * tensors to fp32 around it. The tensor pointers of sdpa_forward/backward are typed float * but are
+     * uint16_t arrays (bf16 bits) when d->dtype is ATTN_DTYPE_BF16. */
+    int (*sdpa_native)(const attn_sdpa_desc *d, attn_pass pass);
     /* scaled dot-product attention. Forward and backward receive a validated descriptor, a workspace of
      * at least sdpa_workspace(d, pass, nth) bytes (64-byte aligned) and their part. sdpa_threads: how many
      * of nth threads are worth waking for d (the OpenMP driver's choice; results never depend on it). */
@@ -104,6 +110,7 @@ extern const attn_kernels attn__kernels_ref;
 extern const attn_kernels attn__kernels_scalar;
 extern const attn_kernels attn__kernels_avx2;
 extern const attn_kernels attn__kernels_avx512;
+extern const attn_kernels attn__kernels_amx;
 
 /* ---------------------------------------------------------------------------------------------------
  * Masks, shared by every path so that they agree exactly.
@@ -158,6 +165,24 @@ static inline uint64_t attn__mix64(uint64_t x) {  /* splitmix64's finalizer */
 static inline int attn__dropout_keep(uint64_t seed, uint64_t i, float p) {
     uint64_t h = attn__mix64(seed * 0x9e3779b97f4a7c15ULL + i + 0x632be59bd9b4e019ULL);
     return (float)(h >> 40) * (1.0f / 16777216.0f) >= p;
+}
+
+/* ---------------------------------------------------------------------------------------------------
+ * bf16 <-> fp32, portable (the public attn_bf16_* call these): round to nearest even, NaN kept quiet.
+ */
+static inline uint16_t attn__bf16(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);   /* NaN */
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+static inline float attn__f32(uint16_t h) {
+    const uint32_t u = (uint32_t)h << 16;
+    float x;
+    memcpy(&x, &u, 4);
+    return x;
 }
 
 /* ---------------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@
  *
  *   [ up to 64 bytes to align the caller's pointer ]
  *   [ forward on a fused path only: scratch stats (B,H,T,2) floats, rounded up to 64 bytes ]
+ *   [ bf16 tensors on a path that takes fp32 only: their fp32 copies, each 64-byte aligned ]
  *   [ the path's own workspace: kern->sdpa_workspace(d, pass, nth) bytes, 64-byte aligned ]
  *
  * A fused path's forward size covers its weights stage too, since whether the caller asks for weights is
@@ -105,6 +106,8 @@ attn_status attn_sdpa_validate(const attn_sdpa_desc *d) {
     if (d->H % d->Hkv != 0) return ATTN_ERR_SHAPE;
     if (!isfinite(d->scale)) return ATTN_ERR_ARG;
     if (!(d->dropout >= 0.0f && d->dropout < 1.0f)) return ATTN_ERR_ARG;   /* NaN fails too */
+    if ((int)d->dtype < 0 || d->dtype >= ATTN_DTYPE_COUNT) return ATTN_ERR_ARG;
+    if ((int)d->compute < 0 || d->compute >= ATTN_DTYPE_COUNT) return ATTN_ERR_ARG;
 
     attn_status st;
     if ((st = check_input_layout(&d->q, d->B, d->H, d->T, d->D)) != ATTN_OK) return st;
@@ -123,17 +126,124 @@ static attn_status stats_scratch_bytes(const attn_sdpa_desc *d, size_t *bytes) {
     return ATTN_OK;
 }
 
-/* The workspace of a pass for context c: the path's own, plus on a fused path's forward the scratch stats;
- * the forward also covers the reference kernel (weights asked for). */
+/* ---------------------------------------------------------------------------------------------------
+ * bf16 tensors on a path that takes fp32 only (and on the reference path): the tensors are converted to
+ * contiguous fp32 copies in the workspace, the path runs on those with the descriptor conv_desc gives,
+ * and the outputs are rounded back. Conversion runs as extra stages around the path's own: forward
+ * [inputs in] [path stages] [out back]; backward [inputs and the gradients' current values in] [path
+ * stages] [dq, dk, dv back] (the backward accumulates, so a gradient is rounded to bf16 once per call).
+ * Simple and slow; it is there so every path runs every type.
+ */
+enum { CV_Q, CV_K, CV_V, CV_OUT, CV_DOUT, CV_DQ, CV_DK, CV_DV, CV_COUNT };
+
+/* Sizes of fp32 copy i: rows and row width. */
+static void cv_shape(const attn_sdpa_desc *d, int i, int64_t *rows, int *inner) {
+    switch (i) {
+    case CV_Q: case CV_DQ: *rows = (int64_t)d->B * d->H * d->T; *inner = d->D; break;
+    case CV_K: case CV_DK: *rows = (int64_t)d->B * d->Hkv * d->S; *inner = d->D; break;
+    case CV_V: case CV_DV: *rows = (int64_t)d->B * d->Hkv * d->S; *inner = d->Dv; break;
+    default: *rows = (int64_t)d->B * d->H * d->T; *inner = d->Dv; break;
+    }
+}
+
+static const attn_layout *cv_layout(const attn_sdpa_desc *d, int i) {
+    switch (i) {
+    case CV_Q: case CV_DQ: return &d->q;
+    case CV_K: case CV_DK: return &d->k;
+    case CV_V: case CV_DV: return &d->v;
+    default: return &d->out;
+    }
+}
+
+static int cv_count(attn_pass pass) { return pass == ATTN_PASS_FORWARD ? CV_DOUT : CV_COUNT; }
+
+/* Bytes of the fp32 copies of a pass (each rounded up to the alignment). */
+static attn_status cv_bytes(const attn_sdpa_desc *d, attn_pass pass, size_t *bytes) {
+    size_t n = 0;
+    for (int i = 0; i < cv_count(pass); i++) {
+        int64_t rows;
+        int inner;
+        cv_shape(d, i, &rows, &inner);
+        if ((uint64_t)rows > (SIZE_MAX / 8) / sizeof(float) / (uint64_t)inner) return ATTN_ERR_SIZE;
+        n += round_up_align((size_t)rows * (size_t)inner * sizeof(float));
+        if (n > SIZE_MAX / 8) return ATTN_ERR_SIZE;
+    }
+    *bytes = n;
+    return ATTN_OK;
+}
+
+/* The descriptor of the fp32 copies: contiguous, fp32. */
+static attn_sdpa_desc conv_desc(const attn_sdpa_desc *d) {
+    attn_sdpa_desc c = *d;
+    const int B = d->B, H = d->H, Hkv = d->Hkv, T = d->T, S = d->S, D = d->D, Dv = d->Dv;
+    (void)B;
+    c.q = (attn_layout){(int64_t)H * T * D, (int64_t)T * D, D};
+    c.k = (attn_layout){(int64_t)Hkv * S * D, (int64_t)S * D, D};
+    c.v = (attn_layout){(int64_t)Hkv * S * Dv, (int64_t)S * Dv, Dv};
+    c.out = (attn_layout){(int64_t)H * T * Dv, (int64_t)T * Dv, Dv};
+    c.dtype = ATTN_DTYPE_F32;
+    c.compute = ATTN_DTYPE_F32;
+    return c;
+}
+
+/* Does the path take d as it is for this pass (its tensors' type and compute type)? Weights asked for: a
+ * weights stage recomputes the scores as the fp32 paths do, so the forward must have run as they do. */
+static int takes_native(const attn_sdpa_desc *d, attn_pass pass, const attn_ctx *c, const attn_kernels *kern,
+                        int weights) {
+    if (d->dtype == ATTN_DTYPE_F32 && d->compute == ATTN_DTYPE_F32) return 1;
+    return c->isa != ATTN_ISA_REF && !weights && kern->sdpa_native && kern->sdpa_native(d, pass);
+}
+
+/* Does the pass on context c need the fp32 copies? */
+static int needs_convert(const attn_sdpa_desc *d, attn_pass pass, const attn_ctx *c, const attn_kernels *kern,
+                         int weights) {
+    return d->dtype != ATTN_DTYPE_F32 && !takes_native(d, pass, c, kern, weights);
+}
+
+/* The descriptor the path runs: d, the fp32 copies' (converting), or d computed in fp32 (fp32 tensors the
+ * path does not take with bf16 compute: its entries then run as the fp32 path's). */
+static attn_sdpa_desc run_desc(const attn_sdpa_desc *d, attn_pass pass, const attn_ctx *c, const attn_kernels *kern,
+                               int weights) {
+    if (takes_native(d, pass, c, kern, weights)) return *d;
+    if (d->dtype != ATTN_DTYPE_F32) return conv_desc(d);
+    attn_sdpa_desc e = *d;
+    e.compute = ATTN_DTYPE_F32;
+    return e;
+}
+
+/* The path's part of a pass run with (or without) weights: its own workspace for the descriptor it runs,
+ * plus the fp32 copies when converting. */
+static attn_status fused_need(const attn_sdpa_desc *d, attn_pass pass, const attn_ctx *c, const attn_kernels *kern,
+                              int weights, size_t conv, size_t *need) {
+    const attn_sdpa_desc e = run_desc(d, pass, c, kern, weights);
+    size_t n = kern->sdpa_workspace(&e, pass, c->threads);
+    if (n > SIZE_MAX / 4) return ATTN_ERR_SIZE;
+    *need = round_up_align(n) + (needs_convert(d, pass, c, kern, weights) ? conv : 0);
+    return ATTN_OK;
+}
+
+/* The workspace of a pass for context c: the path's own, plus on a fused path's forward the scratch stats,
+ * plus the fp32 copies when converting; the forward covers a call with weights too (which may run another
+ * way: see takes_native). */
 static attn_status workspace_for(const attn_sdpa_desc *d, attn_pass pass, const attn_ctx *c,
                                  const attn_kernels *kern, size_t *bytes) {
-    size_t need = attn__sdpa_ref_workspace(d, pass, 1);
-    if (c->isa != ATTN_ISA_REF) {
-        need = kern->sdpa_workspace(d, pass, c->threads);
+    const attn_sdpa_desc dd = conv_desc(d);
+    size_t conv = 0, need;
+    attn_status st;
+    if (d->dtype != ATTN_DTYPE_F32 && (st = cv_bytes(d, pass, &conv)) != ATTN_OK) return st;
+    if (c->isa == ATTN_ISA_REF) {
+        need = attn__sdpa_ref_workspace(&dd, pass, 1);
+        if (need > SIZE_MAX / 4) return ATTN_ERR_SIZE;
+        need = round_up_align(need) + conv;
+    } else {
+        if ((st = fused_need(d, pass, c, kern, 0, conv, &need)) != ATTN_OK) return st;
         if (pass == ATTN_PASS_FORWARD) {
-            size_t stats_bytes;
-            attn_status st = stats_scratch_bytes(d, &stats_bytes);
-            if (st != ATTN_OK) return st;
+            size_t with_weights, ref = attn__sdpa_ref_workspace(&dd, pass, 1), stats_bytes;
+            if ((st = fused_need(d, pass, c, kern, 1, conv, &with_weights)) != ATTN_OK) return st;
+            if (with_weights > need) need = with_weights;
+            if (!kern->sdpa_weights && ref > SIZE_MAX / 4) return ATTN_ERR_SIZE;
+            if (!kern->sdpa_weights && round_up_align(ref) + conv > need) need = round_up_align(ref) + conv;
+            if ((st = stats_scratch_bytes(d, &stats_bytes)) != ATTN_OK) return st;
             if (need > SIZE_MAX / 2 - stats_bytes) return ATTN_ERR_SIZE;
             need += stats_bytes;
         }
@@ -170,29 +280,89 @@ static attn_status check_workspace(const attn_sdpa_desc *d, attn_pass pass, cons
     return ATTN_OK;
 }
 
-/* The arguments of one pass, so that the OpenMP driver and the partition entries run the same code. */
+/* The arguments of one pass, so that the OpenMP driver and the partition entries run the same code.
+ * With conversion, the kernel's pointers are the fp32 copies and `user` holds the caller's tensors. */
 typedef struct pass_args {
-    const attn_sdpa_desc *d;
+    const attn_sdpa_desc *d;     /* the caller's descriptor */
+    attn_sdpa_desc dd;           /* what the kernel runs (run_desc) */
     const attn_kernels *kern;
     attn_pass pass;
+    int convert;                 /* 1: stage 0 converts in, the last stage converts out */
     float *out, *stats, *weights, *dq, *dk, *dv;
     const float *dout, *q, *k, *v, *cout, *cstats;
-    char *work;                  /* the path's workspace (after the scratch stats) */
+    char *work;                  /* the path's workspace (after the scratch stats and the copies) */
+    void *user[CV_COUNT];        /* the caller's tensors (converting) */
+    float *copy[CV_COUNT];       /* their fp32 copies (converting) */
 } pass_args;
 
-/* Stage p->stage of the pass; a forward asked for weights has one more stage at the end, the weights. */
+/* Stages: [inputs in] the path's stages [weights] [outputs back], the bracketed ones when converting or
+ * asked for weights. */
+static int pass_stages(const pass_args *a) {
+    return a->kern->sdpa_stages(&a->dd, a->pass) + (a->weights ? 1 : 0) + (a->convert ? 2 : 0);
+}
+/* Rows converted per work item. */
+#define CV_ROWS 64
+
+/* Converts in (dir 0: every input of the pass, bf16 -> fp32) or out (dir 1: the outputs, fp32 -> bf16)
+ * for part p; items are CV_ROWS rows of one tensor. */
+static void convert_stage(const pass_args *a, const attn__part *p, int dir) {
+    const attn_sdpa_desc *d = a->d;
+    int first = 0, last = cv_count(a->pass);
+    if (dir == 1) first = a->pass == ATTN_PASS_FORWARD ? CV_OUT : CV_DQ;
+    int64_t nitems = 0, base[CV_COUNT + 1];
+    for (int i = first; i < last; i++) {
+        int64_t rows;
+        int inner;
+        cv_shape(d, i, &rows, &inner);
+        base[i] = nitems;
+        nitems += (rows + CV_ROWS - 1) / CV_ROWS;
+    }
+    int64_t local = -1;
+    for (int64_t it = attn__part_next(p, &local); it < nitems; it = attn__part_next(p, &local)) {
+        int i = first;
+        while (i + 1 < last && it >= base[i + 1]) i++;
+        if (dir == 0 && a->pass == ATTN_PASS_FORWARD && i == CV_OUT) continue;   /* out is only written */
+        int64_t rows;
+        int inner;
+        cv_shape(d, i, &rows, &inner);
+        const attn_layout *l = cv_layout(d, i);
+        const int Hx = (i == CV_K || i == CV_V || i == CV_DK || i == CV_DV) ? d->Hkv : d->H;
+        const int Tx = (i == CV_K || i == CV_V || i == CV_DK || i == CV_DV) ? d->S : d->T;
+        const int64_t r0 = (it - base[i]) * CV_ROWS, r1 = r0 + CV_ROWS < rows ? r0 + CV_ROWS : rows;
+        for (int64_t r = r0; r < r1; r++) {
+            const int64_t b = r / ((int64_t)Hx * Tx), h = r / Tx % Hx, t = r % Tx;
+            uint16_t *u = (uint16_t *)a->user[i] + b * l->b + h * l->h + t * l->t;   /* (inner) */
+            float *f = a->copy[i] + r * inner;                                          /* (inner) */
+            if (dir == 0) for (int x = 0; x < inner; x++) f[x] = attn__f32(u[x]);
+            else for (int x = 0; x < inner; x++) u[x] = attn__bf16(f[x]);
+        }
+    }
+}
+
+/* Stage p->stage of the pass. */
 static void run_part(const pass_args *a, const attn__part *p) {
-    if (a->pass == ATTN_PASS_FORWARD && a->weights && p->stage == a->kern->sdpa_stages(a->d, a->pass))
-        a->kern->sdpa_weights(a->d, a->weights, a->stats, a->q, a->k, a->work, p);
-    else if (a->pass == ATTN_PASS_FORWARD) a->kern->sdpa_forward(a->d, a->out, a->stats, a->q, a->k, a->v, a->work, p);
-    else a->kern->sdpa_backward(a->d, a->dq, a->dk, a->dv, a->dout, a->q, a->k, a->v, a->cout, a->cstats, a->work, p);
+    attn__part kp = *p;
+    if (a->convert) {
+        if (p->stage == 0 || p->stage == pass_stages(a) - 1) {
+            convert_stage(a, p, p->stage == 0 ? 0 : 1);
+            return;
+        }
+        kp.stage = p->stage - 1;
+    }
+    if (a->pass == ATTN_PASS_FORWARD && a->weights && kp.stage == a->kern->sdpa_stages(&a->dd, a->pass))
+        a->kern->sdpa_weights(&a->dd, a->weights, a->stats, a->q, a->k, a->work, &kp);
+    else if (a->pass == ATTN_PASS_FORWARD)
+        a->kern->sdpa_forward(&a->dd, a->out, a->stats, a->q, a->k, a->v, a->work, &kp);
+    else
+        a->kern->sdpa_backward(&a->dd, a->dq, a->dk, a->dv, a->dout, a->q, a->k, a->v, a->cout, a->cstats, a->work,
+                               &kp);
 }
 
 /* Every stage of the pass on the context's threads (or fewer when the pass is small: the path says how
  * many are worth waking), items handed out by a shared counter; a barrier between stages. */
 static void run_openmp(const pass_args *a, int nth) {
-    const int stages = a->kern->sdpa_stages(a->d, a->pass) + (a->weights ? 1 : 0);
-    nth = a->kern->sdpa_threads(a->d, a->pass, nth);
+    const int stages = pass_stages(a);
+    nth = a->kern->sdpa_threads(&a->dd, a->pass, nth);
     if (nth <= 1) {
         int64_t counter = 0;
         for (int s = 0; s < stages; s++) {
@@ -228,10 +398,30 @@ static void run_openmp(const pass_args *a, int nth) {
     }
 }
 
-/* Sets up the forward's arguments: pointers checked, workspace checked, scratch stats carved. */
-static attn_status forward_args(const attn_sdpa_desc *d, const attn_ctx *c, const attn_kernels *kern, float *out,
-                                float *stats, const float *q, const float *k, const float *v, void *work,
-                                size_t work_bytes, pass_args *a) {
+/* Carves the fp32 copies from the workspace at *base (advanced past them) and points the kernel's
+ * arguments at them. */
+static void carve_copies(pass_args *a, char **base) {
+    for (int i = 0; i < cv_count(a->pass); i++) {
+        int64_t rows;
+        int inner;
+        cv_shape(a->d, i, &rows, &inner);
+        a->copy[i] = (float *)*base;
+        *base += round_up_align((size_t)rows * (size_t)inner * sizeof(float));
+    }
+    a->q = a->copy[CV_Q]; a->k = a->copy[CV_K]; a->v = a->copy[CV_V];
+    if (a->pass == ATTN_PASS_FORWARD) {
+        a->out = a->copy[CV_OUT];
+    } else {
+        a->cout = a->copy[CV_OUT]; a->dout = a->copy[CV_DOUT];
+        a->dq = a->copy[CV_DQ]; a->dk = a->copy[CV_DK]; a->dv = a->copy[CV_DV];
+    }
+}
+
+/* Sets up the forward's arguments: pointers checked, workspace checked, scratch stats and copies carved.
+ * ref: the reference kernel runs (a REF context, or weights on a path without a weights stage). */
+static attn_status forward_args(const attn_sdpa_desc *d, const attn_ctx *c, const attn_kernels *kern, void *out,
+                                float *stats, const void *q, const void *k, const void *v, float *weights,
+                                void *work, size_t work_bytes, int ref, pass_args *a) {
     if (!out || !q || !k || !v) return ATTN_ERR_NULL;
     attn_status st = check_workspace(d, ATTN_PASS_FORWARD, c, kern, work, work_bytes);
     if (st != ATTN_OK) return st;
@@ -239,16 +429,24 @@ static attn_status forward_args(const attn_sdpa_desc *d, const attn_ctx *c, cons
     if ((st = stats_scratch_bytes(d, &stats_bytes)) != ATTN_OK) return st;
     char *base = align_up(work);
     /* the fused kernels always write their row statistics: scratch when the caller does not want them */
-    const int ref = c->isa == ATTN_ISA_REF;
     *a = (pass_args){.d = d, .kern = kern, .pass = ATTN_PASS_FORWARD, .out = out,
-                     .stats = stats || ref ? stats : (float *)base, .q = q, .k = k, .v = v,
-                     .work = ref ? base : base + stats_bytes};
+                     .stats = stats || ref ? stats : (float *)base, .q = q, .k = k, .v = v};
+    if (!ref) base += stats_bytes;
+    const int w = weights != NULL;
+    a->dd = run_desc(d, ATTN_PASS_FORWARD, c, kern, w || ref);
+    a->convert = ref ? d->dtype != ATTN_DTYPE_F32 : needs_convert(d, ATTN_PASS_FORWARD, c, kern, w);
+    if (a->convert) {
+        a->dd = conv_desc(d);
+        a->user[CV_Q] = (void *)q; a->user[CV_K] = (void *)k; a->user[CV_V] = (void *)v; a->user[CV_OUT] = out;
+        carve_copies(a, &base);
+    }
+    a->work = base;
     return ATTN_OK;
 }
 
-static attn_status backward_args(const attn_sdpa_desc *d, const attn_ctx *c, const attn_kernels *kern, float *dq,
-                                 float *dk, float *dv, const float *dout, const float *q, const float *k,
-                                 const float *v, const float *out, const float *stats, void *work, size_t work_bytes,
+static attn_status backward_args(const attn_sdpa_desc *d, const attn_ctx *c, const attn_kernels *kern, void *dq,
+                                 void *dk, void *dv, const void *dout, const void *q, const void *k,
+                                 const void *v, const void *out, const float *stats, void *work, size_t work_bytes,
                                  pass_args *a) {
     /* dq, dk, dv are outputs with the layouts of q, k, v: they must not overlap themselves (a broadcast
      * input has no gradient layout of its own) */
@@ -258,34 +456,52 @@ static attn_status backward_args(const attn_sdpa_desc *d, const attn_ctx *c, con
     if ((st = check_output_layout(&d->v, d->B, d->Hkv, d->S, d->Dv)) != ATTN_OK) return st;
     if (!dq || !dk || !dv || !dout || !q || !k || !v || !out || !stats) return ATTN_ERR_NULL;
     if ((st = check_workspace(d, ATTN_PASS_BACKWARD, c, kern, work, work_bytes)) != ATTN_OK) return st;
-    *a = (pass_args){.d = d, .kern = kern, .pass = ATTN_PASS_BACKWARD, .dq = dq, .dk = dk, .dv = dv, .dout = dout,
-                     .q = q, .k = k, .v = v, .cout = out, .cstats = stats, .work = align_up(work)};
+    char *base = align_up(work);
+    *a = (pass_args){.d = d, .kern = kern, .pass = ATTN_PASS_BACKWARD, .dq = dq, .dk = dk, .dv = dv,
+                     .dout = dout, .q = q, .k = k, .v = v, .cout = out, .cstats = stats};
+    a->dd = run_desc(d, ATTN_PASS_BACKWARD, c, kern, 0);
+    a->convert = needs_convert(d, ATTN_PASS_BACKWARD, c, kern, 0);
+    if (a->convert) {
+        void *const user[CV_COUNT] = {(void *)q, (void *)k, (void *)v, (void *)out, (void *)dout, dq, dk, dv};
+        memcpy(a->user, user, sizeof user);
+        carve_copies(a, &base);
+    }
+    a->work = base;
     return ATTN_OK;
 }
 
 attn_status attn_sdpa_forward(const attn_ctx *ctx, const attn_sdpa_desc *d,
-                              float *out, float *stats, float *weights,
-                              const float *q, const float *k, const float *v,
+                              void *out, float *stats, float *weights,
+                              const void *q, const void *k, const void *v,
                               void *work, size_t work_bytes) {
     attn_ctx c;
     const attn_kernels *kern;
     pass_args a;
     attn_status st = begin(ctx, d, &c, &kern);
     if (st != ATTN_OK) return st;
-    if ((st = forward_args(d, &c, kern, out, stats, q, k, v, work, work_bytes, &a)) != ATTN_OK) return st;
     /* the reference path materializes weights in its forward; a fused path in one more stage */
-    if (weights && (c.isa == ATTN_ISA_REF || !kern->sdpa_weights))
-        return attn__sdpa_ref_forward(d, out, stats, weights, q, k, v, align_up(work));
+    const int ref = c.isa == ATTN_ISA_REF || (weights && !kern->sdpa_weights);
+    if ((st = forward_args(d, &c, kern, out, stats, q, k, v, weights, work, work_bytes, ref, &a)) != ATTN_OK)
+        return st;
+    if (weights && ref) {
+        int64_t counter = 0;
+        attn__part p = {0, 0, 1, &counter};
+        if (a.convert) convert_stage(&a, &p, 0);
+        st = attn__sdpa_ref_forward(&a.dd, a.out, stats, weights, a.q, a.k, a.v, a.work);
+        counter = 0;
+        if (a.convert && st == ATTN_OK) convert_stage(&a, &p, 1);
+        return st;
+    }
     a.weights = weights;
     run_openmp(&a, c.threads);
     return ATTN_OK;
 }
 
 attn_status attn_sdpa_backward(const attn_ctx *ctx, const attn_sdpa_desc *d,
-                               float *dq, float *dk, float *dv,
-                               const float *dout,
-                               const float *q, const float *k, const float *v,
-                               const float *out, const float *stats,
+                               void *dq, void *dk, void *dv,
+                               const void *dout,
+                               const void *q, const void *k, const void *v,
+                               const void *out, const float *stats,
                                void *work, size_t work_bytes) {
     attn_ctx c;
     const attn_kernels *kern;
@@ -298,6 +514,14 @@ attn_status attn_sdpa_backward(const attn_ctx *ctx, const attn_sdpa_desc *d,
     return ATTN_OK;
 }
 
+/* Stages of a pass run by the partition entries (never with weights). */
+static int part_stages(const attn_sdpa_desc *d, attn_pass pass, const attn_ctx *c, const attn_kernels *kern) {
+    const int ref = c->isa == ATTN_ISA_REF;
+    const attn_sdpa_desc dd = run_desc(d, pass, c, kern, ref);
+    const int convert = ref ? d->dtype != ATTN_DTYPE_F32 : needs_convert(d, pass, c, kern, 0);
+    return kern->sdpa_stages(&dd, pass) + (convert ? 2 : 0);
+}
+
 attn_status attn_sdpa_stages(const attn_ctx *ctx, const attn_sdpa_desc *d, attn_pass pass, int *n_stages) {
     attn_ctx c;
     const attn_kernels *kern;
@@ -305,20 +529,20 @@ attn_status attn_sdpa_stages(const attn_ctx *ctx, const attn_sdpa_desc *d, attn_
     if (st != ATTN_OK) return st;
     if (!n_stages) return ATTN_ERR_NULL;
     if ((int)pass < 0 || pass >= ATTN_PASS_COUNT) return ATTN_ERR_ARG;
-    *n_stages = kern->sdpa_stages(d, pass);
+    *n_stages = part_stages(d, pass, &c, kern);
     return ATTN_OK;
 }
 
 static attn_status check_part(const attn_sdpa_desc *d, const attn_kernels *kern, attn_pass pass, const attn_ctx *c,
                               int stage, int ith) {
     if (ith < 0 || ith >= c->threads) return ATTN_ERR_ARG;
-    if (stage < 0 || stage >= kern->sdpa_stages(d, pass)) return ATTN_ERR_ARG;
+    if (stage < 0 || stage >= part_stages(d, pass, c, kern)) return ATTN_ERR_ARG;
     return ATTN_OK;
 }
 
 attn_status attn_sdpa_forward_part(const attn_ctx *ctx, const attn_sdpa_desc *d,
-                                   float *out, float *stats,
-                                   const float *q, const float *k, const float *v,
+                                   void *out, float *stats,
+                                   const void *q, const void *k, const void *v,
                                    void *work, size_t work_bytes, int stage, int ith) {
     attn_ctx c;
     const attn_kernels *kern;
@@ -326,17 +550,19 @@ attn_status attn_sdpa_forward_part(const attn_ctx *ctx, const attn_sdpa_desc *d,
     attn_status st = begin(ctx, d, &c, &kern);
     if (st != ATTN_OK) return st;
     if ((st = check_part(d, kern, ATTN_PASS_FORWARD, &c, stage, ith)) != ATTN_OK) return st;
-    if ((st = forward_args(d, &c, kern, out, stats, q, k, v, work, work_bytes, &a)) != ATTN_OK) return st;
+    if ((st = forward_args(d, &c, kern, out, stats, q, k, v, NULL, work, work_bytes, c.isa == ATTN_ISA_REF, &a)) !=
+        ATTN_OK)
+        return st;
     const attn__part p = {stage, ith, c.threads, NULL};
     run_part(&a, &p);
     return ATTN_OK;
 }
 
 attn_status attn_sdpa_backward_part(const attn_ctx *ctx, const attn_sdpa_desc *d,
-                                    float *dq, float *dk, float *dv,
-                                    const float *dout,
-                                    const float *q, const float *k, const float *v,
-                                    const float *out, const float *stats,
+                                    void *dq, void *dk, void *dv,
+                                    const void *dout,
+                                    const void *q, const void *k, const void *v,
+                                    const void *out, const float *stats,
                                     void *work, size_t work_bytes, int stage, int ith) {
     attn_ctx c;
     const attn_kernels *kern;
@@ -360,3 +586,6 @@ attn_status attn_sdpa_logsumexp(const float *stats, int64_t rows, float *lse) {
     }
     return ATTN_OK;
 }
+
+uint16_t attn_bf16_from_f32(float x) { return attn__bf16(x); }
+float attn_bf16_to_f32(uint16_t h) { return attn__f32(h); }

@@ -38,8 +38,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static const char *const st_dtype_names[ATTN_DTYPE_COUNT] = {"F32", "F64", "I32", "I64", "U8", "BOOL"};
-static const size_t st_dtype_sizes[ATTN_DTYPE_COUNT] = {4, 8, 4, 8, 1, 1};
+static const char *const st_dtype_names[ATTN_DTYPE_COUNT] = {"F32", "F64", "I32", "I64", "U8", "BOOL", "BF16"};
+static const size_t st_dtype_sizes[ATTN_DTYPE_COUNT] = {4, 8, 4, 8, 1, 1, 2};
 
 /* Default size limit: 4 GiB (or what size_t can hold, on a 32-bit machine). */
 #define ST_DEFAULT_MAX ((uint64_t)SIZE_MAX < ((uint64_t)4 << 30) ? (size_t)SIZE_MAX : (size_t)((uint64_t)4 << 30))
@@ -684,8 +684,13 @@ static int st_valid_utf8(const char *s) {
     return 1;
 }
 
-/* Rank of a dtype in the data order: 8-byte types first, then 4-byte, then 1-byte. */
-static int st_size_class(attn_dtype d) { return st_dtype_sizes[d] == 8 ? 0 : st_dtype_sizes[d] == 4 ? 1 : 2; }
+/* Rank of a dtype in the data order: 8-byte types first, then 4-byte, 2-byte, 1-byte (every tensor stays
+ * aligned to its element size). */
+#define ST_SIZE_CLASSES 4
+static int st_size_class(attn_dtype d) {
+    const size_t z = st_dtype_sizes[d];
+    return z == 8 ? 0 : z == 4 ? 1 : z == 2 ? 2 : 3;
+}
 
 static attn_status st_check_write_args(const char *path, const attn_st_tensor *tensors, int n,
                                        const char *const *meta_keys, const char *const *meta_values, int n_meta,
@@ -779,7 +784,7 @@ attn_status attn_st_write(const char *path, const attn_st_tensor *tensors, int n
     uint64_t *begin = malloc(sizeof(uint64_t) * (size_t)(n ? n : 1));
     if (!begin) { attn__set_err(err, err_size, "%s: out of memory", path); return ATTN_ERR_NOMEM; }
     uint64_t off = 0;
-    for (int c = 0; c < 3; c++)
+    for (int c = 0; c < ST_SIZE_CLASSES; c++)
         for (int i = 0; i < n; i++)
             if (st_size_class(tensors[i].dtype) == c) { begin[i] = off; off += tensors[i].nbytes; }
 
@@ -846,7 +851,7 @@ attn_status attn_st_write(const char *path, const attn_st_tensor *tensors, int n
         e = errno;
         goto done;
     }
-    for (int c = 0; c < 3 && !failed; c++)
+    for (int c = 0; c < ST_SIZE_CLASSES && !failed; c++)
         for (int i = 0; i < n; i++)
             if (st_size_class(tensors[i].dtype) == c && tensors[i].nbytes &&
                 fwrite(tensors[i].data, 1, tensors[i].nbytes, fp) != tensors[i].nbytes) {

@@ -1,0 +1,1164 @@
+/*
+ * kernels_amx.c — the AMX path: the fused scaled dot-product forward and backward with bf16 products on
+ * AMX tiles (fp32 accumulation) and the softmax on AVX-512, for bf16 tensors, and for fp32 tensors whose
+ * descriptor asks for bf16 compute. Everything else (fp32 tensors, fewer than 16 query rows per head) is
+ * the AVX-512 path's: this table's entries hand those descriptors to attn__kernels_avx512. Compiled with
+ * -mamx-tile -mamx-bf16 -mavx512bf16 and the AVX-512 flags; reached only when the CPU has AMX and the OS
+ * granted the tile state (config.c).
+ *
+ * The forward, per (b, h, block of AX_BR = 32 query rows), in two stages:
+ *   stage 0  pack, once per (b, kv head) and shared by every query block: K as bf16 rows (SP, DP) for
+ *            the A tiles of the scores, Vᵀ as bf16 (DvP, SP) for the A tiles of P·V; zero padded to
+ *            tile multiples (DP, DvP: 32; SP: 32), converted from fp32 when the tensors are fp32; Vᵀ rows
+ *            64 bytes further apart than they need, so a tile's rows spread over L1's sets.
+ *   stage 1  per query block: Qᵀ packed as the B tiles of the scores (pairs of dims interleaved, 16
+ *            queries a tile), then for each block of AX_BC keys:
+ *              Sᵀ (keys, queries) = K_blk Qᵀ            tiles: 2 x 2 accumulators, D in steps of 32
+ *              x = scale·log2e · Sᵀ, masks, bias        AVX-512, lane = query (as the fp32 path)
+ *              online softmax in base 2                 running max m and sum l per query lane
+ *              Pᵀ to bf16, pairs of keys interleaved    the B tiles of P·V
+ *              Oᵀ (DvP, queries) = alpha ∘ Oᵀ + Vᵀ_blk Pᵀ  tiles, Oᵀ kept in fp32 in the thread's memory
+ *            then out = Oᵀᵀ / l and the row statistics.
+ * A score x is the fp32 tile sum of bf16 products over D in steps of 32 (in that order, from zero),
+ * times scale·log2e, plus bias·log2e: a backward that recomputes it the same way gets the same bits.
+ * Each item's arithmetic depends on the shape only: bitwise identical for any thread count.
+ *
+ * Memory: the packs B·Hkv·SP·(DP + DvP) bf16, and per thread Qᵀ, Sᵀ, Pᵀ and Oᵀ of one block.
+ */
+#include "internal.h"
+
+#include <float.h>
+#include <immintrin.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "kernels/avx512/exp2_avx512.h"
+
+#define AX_BR 64                 /* query rows per block: four tiles of 16 */
+#define AX_ALIGN 64
+#define AX_LOG2E 1.44269504088896340736f
+#define AX_LN2 0.693147180559945309417f
+
+/* Keys per softmax block: Sᵀ and Pᵀ of a block (BC·BR·(4 + 2·2) bytes) stay in L1 and L2's share. */
+static int ax_bc(const attn_sdpa_desc *d) { return d->D > 64 || d->Dv > 64 ? 64 : 128; }
+
+static int ax_up32(int n) { return (n + 31) / 32 * 32; }
+static size_t ax_round(size_t n) { return (n + AX_ALIGN - 1) & ~(size_t)(AX_ALIGN - 1); }
+
+/* A score plus an additive bias, in natural units, saturating at ±FLT_MAX; -inf excludes. */
+static inline float ax_add_bias(float x, float b) {
+    if (x == -INFINITY || b == -INFINITY) return -INFINITY;
+    const float y = x + b;
+    return y > FLT_MAX ? FLT_MAX : y < -FLT_MAX ? -FLT_MAX : y;
+}
+
+/* The descriptors this path computes itself: bf16 tensors or bf16 compute, forward, with at least
+ * AX_MIN_T query rows per head. A block is 64 rows: with fewer (decoding: T = 1 against a long cache) the
+ * tiles and the softmax would do up to 64 times the work, and repacking the whole K/V cache at every call
+ * would cost more than that; those go to the AVX-512 path (by rows), through fp32. */
+#define AX_MIN_T 16
+static int ax_native(const attn_sdpa_desc *d, attn_pass pass) {
+    (void)pass;
+    return (d->dtype == ATTN_DTYPE_BF16 || d->compute == ATTN_DTYPE_BF16) && d->T >= AX_MIN_T;
+}
+
+/* Element x of a row of a tensor of type dt, as bf16 bits. */
+static inline uint16_t ax_get(const void *row, int dt, int x) {
+    return dt == ATTN_DTYPE_BF16 ? ((const uint16_t *)row)[x] : attn__bf16(((const float *)row)[x]);
+}
+
+/* ---------------------------------------------------------------------------------------------------
+ * Layouts. Every tile operand is stored as one contiguous 1 KiB block (16 rows of 64 bytes), so a tile
+ * load streams one run of memory (16 rows of a row-major Vᵀ were 16 streams: more than the L2
+ * prefetchers follow):
+ *   K   (per b, kv head)   [key tile of 16][D chunk of 32][16 keys][32 dims]            A of the scores
+ *   Vᵀ  (per b, kv head)   [key chunk of 32][Dv tile of 16][16 dims][32 keys]           A of P·V
+ *   Qᵀ  (per thread)       [D chunk][query tile][16 dim pairs][16 queries][2]           B of the scores
+ *   Pᵀ  (per thread, x2)   [key chunk][query tile][16 key pairs][16 queries][2]         B of P·V
+ *   Sᵀ  (per thread)       (BC keys, BR queries) fp32, row-major: tile results, then x, then P
+ *   Oᵀ  (per thread)       (DvP, BR) fp32
+ * A block has AX_NQ = 4 query tiles: each K and V tile brought from L2 serves 64 queries.
+ */
+#define AX_NQ (AX_BR / 16)
+
+typedef struct ax_dims {
+    int DP, DvP, SP, BC, NC, NXT;  /* padded sizes; NC = DP/32 chunks, NXT = DvP/16 tiles */
+    size_t kpack, vpack;           /* bytes of one (b, kv head)'s packed K and Vᵀ */
+    size_t shared;                 /* bytes of all packs, then the non-finite V flags */
+    size_t flags;                  /* offset of the flags: per (b, kv head) one uint32 per 32 keys */
+    size_t qt, st, pt, ot, vec;    /* a thread's buffers */
+    size_t thread;
+} ax_dims;
+
+static ax_dims ax_dims_of(const attn_sdpa_desc *d) {
+    ax_dims z;
+    z.DP = ax_up32(d->D);
+    z.DvP = ax_up32(d->Dv);
+    z.SP = ax_up32(d->S);
+    z.BC = ax_bc(d);
+    z.NC = z.DP / 32;
+    z.NXT = z.DvP / 16;
+    z.kpack = ax_round((size_t)z.SP * z.DP * 2);
+    z.vpack = ax_round((size_t)z.DvP * z.SP * 2);
+    z.flags = (size_t)d->B * d->Hkv * (z.kpack + z.vpack);
+    z.shared = z.flags + ax_round((size_t)d->B * d->Hkv * (z.SP / 32) * 4);
+    z.qt = ax_round((size_t)z.DP * AX_BR * 2);
+    z.st = ax_round((size_t)z.BC * AX_BR * 4);
+    z.pt = ax_round((size_t)z.BC * AX_BR * 2);
+    z.ot = ax_round((size_t)z.DvP * AX_BR * 4);
+    z.vec = 4 * ax_round(AX_BR * 4);                     /* mu, mt, l, lim */
+    z.thread = z.qt + 2 * z.st + 2 * z.pt + z.ot + z.vec;
+    return z;
+}
+
+/* ---------------------------------------------------------------------------------------------------
+ * Tiles. One configuration for both products: tmm0-3 accumulators (16 x 16 fp32), tmm4-5 A operands
+ * (16 rows x 32 bf16), tmm6-7 B operands (16 pair-rows x 16 columns x 2 bf16).
+ */
+typedef struct ax_tilecfg {
+    uint8_t palette, start_row;
+    uint8_t reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} ax_tilecfg;
+
+/* A constant in memory: built on the stack, GCC 12 dropped the stores of colsb and rows before
+ * ldtilecfg (it does not see the instruction read them), and ldtilecfg faulted on the garbage. */
+static const ax_tilecfg ax_cfg __attribute__((aligned(64))) = {
+    .palette = 1,
+    .colsb = {64, 64, 64, 64, 64, 64, 64, 64},
+    .rows = {16, 16, 16, 16, 16, 16, 16, 16},
+};
+
+static void ax_tiles_on(void) { _tile_loadconfig(&ax_cfg); }
+
+/* ---------------------------------------------------------------------------------------------------
+ * Stage 0: packs of (b, kv head), a chunk of 32 keys per item.
+ */
+static void ax_pack_chunk(const attn_sdpa_desc *d, const ax_dims *z, char *shared, const void *k, const void *v,
+                          int b, int hk, int j0) {
+    const int dt = d->dtype, es = dt == ATTN_DTYPE_BF16 ? 2 : 4;
+    const int64_t pair = (int64_t)b * d->Hkv + hk;
+    uint16_t *kp = (uint16_t *)(shared + pair * (z->kpack + z->vpack));
+    uint16_t *vt = (uint16_t *)((char *)kp + z->kpack);
+    const char *kb = (const char *)k + (b * d->k.b + hk * d->k.h) * es;
+    const char *vb = (const char *)v + (b * d->v.b + hk * d->v.h) * es;
+    /* K: tiles (j0/16 + u, c), row j % 16 */
+    for (int j = j0; j < j0 + 32; j++) {
+        const char *src = kb + (int64_t)j * d->k.t * es;
+        for (int c = 0; c < z->NC; c++) {
+            uint16_t *dst = kp + (((int64_t)(j / 16) * z->NC + c) * 16 + j % 16) * 32;
+            for (int x = 0; x < 32; x++) dst[x] = j < d->S && 32 * c + x < d->D ? ax_get(src, dt, 32 * c + x) : 0;
+        }
+    }
+    /* V rows with NaN or Inf: packed as zeros and flagged; their products are added after the tiles only
+     * for the rows that see them (a tile would add 0·NaN = NaN to the rows that do not) */
+    uint32_t bad = 0;
+    for (int j = 0; j < 32 && j0 + j < d->S; j++) {
+        const char *vs = vb + (int64_t)(j0 + j) * d->v.t * es;
+        for (int x = 0; x < d->Dv; x++)
+            if ((ax_get(vs, dt, x) & 0x7f80) == 0x7f80) { bad |= 1u << j; break; }
+    }
+    ((uint32_t *)(shared + z->flags))[pair * (z->SP / 32) + j0 / 32] = bad;
+    /* Vᵀ: tiles (j0/32, xt), row = dim % 16, column = key - j0; read by squares of 32 keys x 16 dims */
+    uint16_t tmp[32 * 16];
+    for (int xt = 0; xt < z->NXT; xt++) {
+        for (int j = 0; j < 32; j++) {
+            const char *vs = vb + (int64_t)(j0 + j) * d->v.t * es;
+            for (int x = 0; x < 16; x++)
+                tmp[j * 16 + x] = j0 + j < d->S && 16 * xt + x < d->Dv && !(bad >> j & 1) ? ax_get(vs, dt, 16 * xt + x)
+                                                                                          : 0;
+        }
+        uint16_t *dst = vt + ((int64_t)(j0 / 32) * z->NXT + xt) * 512;
+        for (int x = 0; x < 16; x++)
+            for (int j = 0; j < 32; j++) dst[x * 32 + j] = tmp[j * 16 + x];
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------------
+ * Stage 1: one block of query rows.
+ */
+typedef struct ax_fwd {
+    const attn_sdpa_desc *d;
+    ax_dims z;
+    float *out, *stats;
+    const void *q, *v;
+    char *shared;
+} ax_fwd;
+
+/* The row statistics saved for the backward (attn.h): m, the row's largest score x (one of the x values,
+ * as the backward recomputes them), and log l = log Σ exp(x - m) = log(Σ exp(x - mu)) + (mu - m), the sum
+ * having been taken against mu; a row with no key has (-inf, 0). */
+static inline void ax_put_stats(float *stats, int64_t row, float m, float mu, float l) {
+    stats[2 * row] = l > 0.0f ? m : -INFINITY;
+    stats[2 * row + 1] = l > 0.0f ? logf(l) + (mu - m) : 0.0f;
+}
+
+/* 2^x for the softmax, x <= AX_LAZY·log2e: n = round(x), 2^(x - n) by its Taylor series to degree 4 (relative
+ * error below 4.3e-5: P is rounded to bf16, 2^-9, right after, and a row's sum of them is off by as much
+ * at most), scaled by 2^n. Runs under MXCSR's flush-to-zero (ax_forward sets it): a result below 2^-126
+ * is 0, never a subnormal (which would cost a microcode assist per vector). x may be -inf (a masked key,
+ * or a finite score far below the max): clamped at -200, it gives exactly 0. */
+static inline __m512 ax_exp2(__m512 x) {
+    x = _mm512_max_ps(_mm512_set1_ps(-200.0f), x);
+    const __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512 f = _mm512_sub_ps(x, n);
+    __m512 p = _mm512_set1_ps(9.6181291e-03f);
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5504109e-02f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022651e-01f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.9314718e-01f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+/* Two fp32 rows (keys 2r and 2r+1, 16 query lanes each) as one B-tile row: bf16 pairs interleaved. */
+static inline __m512i ax_pair(__m512 e0, __m512 e1) {
+    const __m512i idx = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
+                                         23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    const __m512i both = (__m512i)_mm512_cvtne2ps_pbh(e1, e0);   /* e0 in the low half, e1 in the high */
+    return _mm512_permutexvar_epi16(idx, both);
+}
+
+/* The state of one query block while its key blocks stream past. */
+typedef struct ax_blk {
+    const attn_sdpa_desc *d;
+    int b, h, t0, nr, NC, NXT, generic;
+    float sc;                    /* the descriptor's scale: x = scale · (tile sum), natural units */
+    const uint16_t *kp, *vt;     /* packed K and Vᵀ of the kv head */
+    uint16_t *Qt;
+    float *St[2];                /* (BC, BR), two: the scores of block j+2 are made during block j+1's softmax */
+    uint16_t *Pt[2];             /* two: P·V of a block overlaps the next block's softmax */
+    float *Ot;                   /* (DvP, BR) */
+    float *mu, *mt, *l;          /* (BR) each: the max the exponentials use, the true max, the sum */
+    int32_t *lim;                /* (BR) */
+    int minlim;
+    const uint32_t *bad;         /* the kv head's non-finite V flags, one word per 32 keys */
+    const char *vb;              /* V of the kv head (the caller's tensor), for the flagged rows */
+} ax_blk;
+
+/* A lane's exponentials are taken against mu, which moves only when the block's max passes it by more
+ * than AX_LAZY (natural units): exponentials up to e^5 are fine in fp32 and bf16, and Oᵀ is rescaled only
+ * when some lane's mu moved, instead of at almost every block. */
+#define AX_LAZY 5.0f
+/* Exponentials of scores whose lane maxima are all within ±AX_FAST take exp2(x·log2e - mu·log2e) in one
+ * FMA; past it the product's rounding would matter and they take exp2((x - mu)·log2e) (subtract first,
+ * the backward's form). */
+#define AX_FAST 1024.0f
+
+/* ---------------------------------------------------------------------------------------------------
+ * The tile work of a block as a list of steps of 4 tile products each, so that the softmax can issue
+ * one step every row pair: a core retires in order, so a long run of tile products ahead of the softmax
+ * would fill the reorder buffer and stall it; products spread through the vector code run alongside.
+ *   P·V    Oᵀ += Vᵀ_blk Pᵀ: per pair of Dv tiles and pair of query tiles, Oᵀ's 4 tiles loaded, one step
+ *          per 32 keys, stored back
+ *   scores Sᵀ = K_blk Qᵀ: per 32 keys and pair of query tiles, 4 tiles from zero, one step per 32
+ *          dims (the sum over D in that order: a score's bits depend on D only), stored
+ */
+typedef struct ax_tasks {
+    /* P·V of keys [pv_j0, + pv_nbp) from pv_P; then the scores of keys [sc_j0, + sc_nbp) into sc_S */
+    const uint16_t *pv_P;
+    int pv_j0, pv_nkc;           /* pv_nkc = 0: none */
+    float *sc_S;
+    int sc_j0, sc_nkc;           /* sc_nkc = 0: none */
+    int step, pv_steps, total;   /* next step, steps of P·V, all steps */
+} ax_tasks;
+
+static inline void ax_tasks_init(ax_tasks *t, const ax_blk *x, const uint16_t *pvP, int pvj0, int pvnbp, float *scS,
+                                 int scj0, int scnbp) {
+    t->pv_P = pvP;
+    t->pv_j0 = pvj0;
+    t->pv_nkc = pvnbp / 32;
+    t->sc_S = scS;
+    t->sc_j0 = scj0;
+    t->sc_nkc = scnbp / 32;
+    t->step = 0;
+    t->pv_steps = (x->NXT / 2) * (AX_NQ / 2) * t->pv_nkc;
+    t->total = t->pv_steps + t->sc_nkc * (AX_NQ / 2) * x->NC;
+}
+
+/* Runs step t->step. */
+static inline void ax_step(const ax_blk *x, ax_tasks *t) {
+    int s = t->step++;
+    if (s < t->pv_steps) {
+        const int nkc = t->pv_nkc, kc = s % nkc, g = s / nkc;     /* g: (Dv tile pair, query tile pair) */
+        const int qp = 2 * (g % (AX_NQ / 2)), xt = 2 * (g / (AX_NQ / 2));
+        float *o = x->Ot + (int64_t)(16 * xt) * AX_BR + 16 * qp;
+        if (kc == 0) {
+            _tile_loadd(0, o, AX_BR * 4);
+            _tile_loadd(1, o + 16, AX_BR * 4);
+            _tile_loadd(2, o + 16 * AX_BR, AX_BR * 4);
+            _tile_loadd(3, o + 16 * AX_BR + 16, AX_BR * 4);
+        }
+        const uint16_t *a = x->vt + ((int64_t)(t->pv_j0 / 32 + kc) * x->NXT + xt) * 512;
+        _tile_loadd(4, a, 64);
+        _tile_loadd(5, a + 512, 64);
+        _tile_loadd(6, t->pv_P + (int64_t)(kc * AX_NQ + qp) * 512, 64);
+        _tile_loadd(7, t->pv_P + (int64_t)(kc * AX_NQ + qp + 1) * 512, 64);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+        if (kc == nkc - 1) {
+            _tile_stored(0, o, AX_BR * 4);
+            _tile_stored(1, o + 16, AX_BR * 4);
+            _tile_stored(2, o + 16 * AX_BR, AX_BR * 4);
+            _tile_stored(3, o + 16 * AX_BR + 16, AX_BR * 4);
+        }
+        return;
+    }
+    s -= t->pv_steps;
+    const int NC = x->NC, c = s % NC, g = s / NC;                 /* g: (32 keys, query tile pair) */
+    const int qp = 2 * (g % (AX_NQ / 2)), kc = g / (AX_NQ / 2);
+    const uint16_t *a0 = x->kp + (int64_t)((t->sc_j0 + 32 * kc) / 16) * NC * 512;   /* key tile, chunk 0 */
+    if (c == 0) {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+    }
+    _tile_loadd(4, a0 + (int64_t)c * 512, 64);
+    _tile_loadd(5, a0 + (int64_t)(NC + c) * 512, 64);
+    _tile_loadd(6, x->Qt + (int64_t)(c * AX_NQ + qp) * 512, 64);
+    _tile_loadd(7, x->Qt + (int64_t)(c * AX_NQ + qp + 1) * 512, 64);
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 4, 7);
+    _tile_dpbf16ps(2, 5, 6);
+    _tile_dpbf16ps(3, 5, 7);
+    if (c == NC - 1) {
+        float *s0 = t->sc_S + (int64_t)(32 * kc) * AX_BR + 16 * qp;
+        _tile_stored(0, s0, AX_BR * 4);
+        _tile_stored(1, s0 + 16, AX_BR * 4);
+        _tile_stored(2, s0 + 16 * AX_BR, AX_BR * 4);
+        _tile_stored(3, s0 + 16 * AX_BR + 16, AX_BR * 4);
+    }
+}
+
+static inline void ax_steps_all(const ax_blk *x, ax_tasks *t) {
+    while (t->step < t->total) ax_step(x, t);
+}
+
+/* Oᵀ += the products of the flagged V rows (NaN or Inf, packed as zeros) of the P·V just done (tk's),
+ * for the rows whose weight is not 0: a row that does not see such a key is left alone. */
+static void ax_fix_bad(const ax_blk *x, const ax_tasks *tk) {
+    const attn_sdpa_desc *d = x->d;
+    const int dt = d->dtype, es = dt == ATTN_DTYPE_BF16 ? 2 : 4;
+    for (int kc = 0; kc < tk->pv_nkc; kc++) {
+        const uint32_t w = x->bad[tk->pv_j0 / 32 + kc];
+        if (!w) continue;
+        for (int jj = 0; jj < 32; jj++) {
+            if (!(w >> jj & 1)) continue;
+            const char *vs = x->vb + (int64_t)(tk->pv_j0 + 32 * kc + jj) * d->v.t * es;
+            for (int i = 0; i < x->nr; i++) {
+                const size_t at = ((size_t)kc * AX_NQ + i / 16) * 512 + (jj / 2) * 32 + (i % 16) * 2 + jj % 2;
+                const float p = attn__f32(tk->pv_P[at]);
+                if (p == 0.0f) continue;
+                for (int c = 0; c < d->Dv; c++) x->Ot[(size_t)c * AX_BR + i] += p * attn__f32(ax_get(vs, dt, c));
+            }
+        }
+    }
+}
+
+/* The softmax step of keys [j0, j0 + nb) (nbp padded) whose scores are in St: x = scale · S in natural
+ * units, masks, the maxima, exponentials into Pt and their sum, and Oᵀ rescaled when a lane's mu moved
+ * (Oᵀ must hold every block before this one: the tasks, which hold P·V of the block before, are all
+ * issued first). One tile step of tk per row pair of the exponentials. first: no block before (Oᵀ is
+ * zero). */
+static inline void ax_softmax(const ax_blk *x, float *St, uint16_t *Pt, int j0, int nb, int nbp, int first,
+                              ax_tasks *tk) {
+    const attn_sdpa_desc *d = x->d;
+    const attn_mask *mk = &d->mask;
+    const __m512 vsc = _mm512_set1_ps(x->sc), ninf = _mm512_set1_ps(-INFINITY);
+    const __m512 l2e = _mm512_set1_ps(AX_LOG2E);
+    /* plain: every key of the (padded) block visible to every row, no mask touches it, and scale > 0 */
+    const int plain = !x->generic && j0 + nbp <= x->minlim && x->sc > 0.0f;
+
+    /* the block's max per query lane. A plain block keeps the raw sums and scales them in the exponential
+     * (scale > 0 keeps the order, so the max scaled is the max of the scaled: the same bits as each x) */
+    __m512 mx[AX_NQ], cc = _mm512_set1_ps(1.0f);
+    for (int q = 0; q < AX_NQ; q++) mx[q] = ninf;
+    if (plain) {
+        for (int j = 0; j < nbp; j++)
+            for (int q = 0; q < AX_NQ; q++) mx[q] = _mm512_max_ps(mx[q], _mm512_loadu_ps(St + j * AX_BR + 16 * q));
+        for (int q = 0; q < AX_NQ; q++) mx[q] = _mm512_mul_ps(mx[q], vsc);
+        cc = vsc;
+    } else {
+        __m512i lim[AX_NQ];
+        for (int q = 0; q < AX_NQ; q++) lim[q] = _mm512_loadu_si512(x->lim + 16 * q);
+        for (int j = 0; j < nbp; j++) {
+            const __m512i jj = _mm512_set1_epi32(j0 + j);
+            for (int q = 0; q < AX_NQ; q++) {
+                float *s = St + j * AX_BR + 16 * q;
+                const __m512 y = _mm512_mul_ps(_mm512_loadu_ps(s), vsc);
+                _mm512_storeu_ps(s, _mm512_mask_mov_ps(y, _mm512_cmple_epi32_mask(lim[q], jj), ninf));
+            }
+        }
+        if (x->generic)
+            for (int i = 0; i < x->nr; i++) {
+                const uint8_t *al = attn__allow_row(mk, x->b, x->h, x->t0 + i);
+                const float *bi = attn__bias_row(mk, x->b, x->h, x->t0 + i);
+                for (int j = 0; j < nb; j++) {
+                    float *s = St + j * AX_BR + i;
+                    if (al && !al[j0 + j]) *s = -INFINITY;
+                    else if (bi) *s = ax_add_bias(*s, bi[j0 + j]);
+                }
+            }
+        for (int j = 0; j < nbp; j++)
+            for (int q = 0; q < AX_NQ; q++) mx[q] = _mm512_max_ps(mx[q], _mm512_loadu_ps(St + j * AX_BR + 16 * q));
+    }
+
+    /* mu moves where the block's max passes it by more than AX_LAZY (always from -inf) */
+    const __m512 lazy = _mm512_set1_ps(AX_LAZY);
+    __m512 mu[AX_NQ], nbs[AX_NQ], bs[AX_NQ], ccl = _mm512_mul_ps(cc, l2e);
+    __mmask16 mv[AX_NQ];
+    int moved = 0, fast = 1;
+    for (int q = 0; q < AX_NQ; q++) {
+        _mm512_storeu_ps(x->mt + 16 * q, _mm512_max_ps(_mm512_loadu_ps(x->mt + 16 * q), mx[q]));
+        mu[q] = _mm512_loadu_ps(x->mu + 16 * q);
+        mv[q] = _mm512_cmp_ps_mask(mx[q], _mm512_add_ps(mu[q], lazy), _CMP_GT_OQ);
+        moved |= mv[q];
+        /* a lane with no key yet keeps -inf: subtract -FLT_MAX instead so exp2 gives 0, not NaN */
+        bs[q] = _mm512_max_ps(_mm512_mask_mov_ps(mu[q], mv[q], mx[q]), _mm512_set1_ps(-FLT_MAX));
+        fast &= _mm512_cmp_ps_mask(_mm512_abs_ps(bs[q]), _mm512_set1_ps(AX_FAST), _CMP_LE_OQ) == 0xffff;
+    }
+    for (int q = 0; q < AX_NQ; q++)   /* fast: the exponent is x·log2e - mu·log2e; else (x - mu)·log2e */
+        nbs[q] = fast ? _mm512_mul_ps(_mm512_sub_ps(_mm512_setzero_ps(), bs[q]), l2e) : bs[q];
+
+    /* exponentials, their sum, and Pᵀ in bf16 pairs of keys (everything the loop reads in locals: the
+     * vector stores may alias any memory, and fields read through x would be reloaded after each) */
+    __m512 sum[AX_NQ];
+    for (int q = 0; q < AX_NQ; q++) sum[q] = _mm512_setzero_ps();
+    const int drop = d->dropout > 0.0f;
+    float *const S0 = St;
+    uint16_t *const P0 = Pt;
+    /* (the clamp stays even without masks: a finite score far below its max makes the exponent -inf) */
+#define AX_ARG(v, q, PLAIN, FAST) ((FAST) ? _mm512_fmadd_ps((v), ccl, nbs[q])                                 \
+                           : _mm512_mul_ps(_mm512_sub_ps((PLAIN) ? _mm512_mul_ps((v), cc) : (v), nbs[q]), l2e))
+#define AX_EXP_LOOP(PLAIN, FAST)                                                                              \
+    for (int j = 0; j < nbp; j += 2) {                                                                        \
+        if (tk->step < tk->total) ax_step(x, tk);                                                             \
+        const float *s = S0 + j * AX_BR;                                                                      \
+        uint16_t *p = P0 + (int64_t)((j / 32) * AX_NQ) * 512 + (j % 32 / 2) * 32;                             \
+        __m512 e0[AX_NQ], e1[AX_NQ];                                                                          \
+        for (int q = 0; q < AX_NQ; q++) {                                                                     \
+            e0[q] = ax_exp2(AX_ARG(_mm512_loadu_ps(s + 16 * q), q, PLAIN, FAST));                             \
+            e1[q] = ax_exp2(AX_ARG(_mm512_loadu_ps(s + AX_BR + 16 * q), q, PLAIN, FAST));                     \
+            sum[q] = _mm512_add_ps(sum[q], _mm512_add_ps(e0[q], e1[q]));                                      \
+        }                                                                                                     \
+        if (drop)                                                                                             \
+            for (int q = 0; q < AX_NQ; q++) {                                                                 \
+                _mm512_storeu_ps(S0 + j * AX_BR + 16 * q, e0[q]);                                             \
+                _mm512_storeu_ps(S0 + j * AX_BR + AX_BR + 16 * q, e1[q]);                                     \
+            }                                                                                                 \
+        else                                                                                                  \
+            for (int q = 0; q < AX_NQ; q++) _mm512_storeu_si512(p + q * 512, ax_pair(e0[q], e1[q]));          \
+    }
+    if (plain && fast) AX_EXP_LOOP(1, 1)
+    else if (plain) AX_EXP_LOOP(1, 0)
+    else if (fast) AX_EXP_LOOP(0, 1)
+    else AX_EXP_LOOP(0, 0)
+#undef AX_ARG
+#undef AX_EXP_LOOP
+    if (drop) {
+        /* dropout on the weights that multiply V (the sum above is before dropout) */
+        const float keep_scale = 1.0f / (1.0f - d->dropout);
+        for (int i = 0; i < x->nr; i++) {
+            const uint64_t row = ((uint64_t)x->b * d->H + x->h) * d->T + (uint64_t)(x->t0 + i);
+            for (int j = 0; j < nb; j++) {
+                float *s = St + j * AX_BR + i;
+                *s = attn__dropout_keep(d->seed, row * d->S + (uint64_t)(j0 + j), d->dropout) ? *s * keep_scale : 0.0f;
+            }
+        }
+        for (int j = 0; j < nbp; j += 2) {
+            const float *s = St + j * AX_BR;
+            uint16_t *p = Pt + (int64_t)((j / 32) * AX_NQ) * 512 + (j % 32 / 2) * 32;
+            for (int q = 0; q < AX_NQ; q++)
+                _mm512_storeu_si512(p + q * 512,
+                                    ax_pair(_mm512_loadu_ps(s + 16 * q), _mm512_loadu_ps(s + AX_BR + 16 * q)));
+        }
+    }
+
+    ax_steps_all(x, tk);
+    if (tk->pv_nkc) ax_fix_bad(x, tk);
+
+    /* alpha = exp2(mu - mu_new) where mu moved (1 elsewhere); l = alpha·l + Σ; Oᵀ ∘= alpha */
+    if (moved) {
+        __m512 al[AX_NQ];
+        for (int q = 0; q < AX_NQ; q++) {
+            al[q] = _mm512_mask_blend_ps(mv[q], _mm512_set1_ps(1.0f),
+                                         attn__exp2_avx512(_mm512_mul_ps(_mm512_sub_ps(mu[q], bs[q]), l2e)));
+            _mm512_storeu_ps(x->l + 16 * q, _mm512_fmadd_ps(_mm512_loadu_ps(x->l + 16 * q), al[q], sum[q]));
+            _mm512_storeu_ps(x->mu + 16 * q, _mm512_mask_mov_ps(mu[q], mv[q], mx[q]));
+        }
+        if (!first)
+            for (int r = 0; r < 16 * x->NXT; r++)
+                for (int q = 0; q < AX_NQ; q++) {
+                    float *o = x->Ot + r * AX_BR + 16 * q;
+                    _mm512_storeu_ps(o, _mm512_mul_ps(_mm512_loadu_ps(o), al[q]));
+                }
+    } else {
+        for (int q = 0; q < AX_NQ; q++)
+            _mm512_storeu_ps(x->l + 16 * q, _mm512_add_ps(_mm512_loadu_ps(x->l + 16 * q), sum[q]));
+    }
+}
+
+static void ax_block(const ax_fwd *cx, char *tw, int b, int h, int t0, int nr) {
+    const attn_sdpa_desc *d = cx->d;
+    const ax_dims *z = &cx->z;
+    const int H = d->H, T = d->T, S = d->S, D = d->D, Dv = d->Dv, G = H / d->Hkv, hk = h / G;
+    const int DvP = z->DvP, BC = z->BC;
+    const attn_mask *mk = &d->mask;
+    const int dt = d->dtype, es = dt == ATTN_DTYPE_BF16 ? 2 : 4;
+
+    ax_blk x;
+    x.d = d; x.b = b; x.h = h; x.t0 = t0; x.nr = nr; x.NC = z->NC; x.NXT = z->NXT;
+    x.generic = mk->allow || mk->bias;
+    x.sc = d->scale;
+    const int64_t pair = (int64_t)b * d->Hkv + hk;
+    x.kp = (const uint16_t *)(cx->shared + pair * (z->kpack + z->vpack));
+    x.vt = (const uint16_t *)((const char *)x.kp + z->kpack);
+    x.bad = (const uint32_t *)(cx->shared + z->flags) + pair * (z->SP / 32);
+    x.vb = (const char *)cx->v + (b * d->v.b + hk * d->v.h) * es;
+    x.Qt = (uint16_t *)tw;
+    x.St[0] = (float *)(tw + z->qt);
+    x.St[1] = (float *)((char *)x.St[0] + z->st);
+    x.Pt[0] = (uint16_t *)((char *)x.St[1] + z->st);
+    x.Pt[1] = (uint16_t *)((char *)x.Pt[0] + z->pt);
+    x.Ot = (float *)((char *)x.Pt[1] + z->pt);
+    x.mu = (float *)((char *)x.Ot + z->ot);
+    x.mt = x.mu + AX_BR;
+    x.l = x.mt + AX_BR;
+    x.lim = (int32_t *)(x.l + AX_BR);
+
+    /* Qᵀ as B tiles: tile (c, qt), row r, query n: q[16·qt + n][32·c + 2·r + {0,1}], zero padded; key
+     * limits per row (padding rows copy the last row's) */
+    const char *qb = (const char *)cx->q + (b * d->q.b + h * d->q.h + (int64_t)t0 * d->q.t) * es;
+    for (int i = 0; i < AX_BR; i++) {
+        const char *src = qb + (int64_t)(i < nr ? i : 0) * d->q.t * es;
+        for (int c = 0; c < z->NC; c++) {
+            uint16_t *dst = x.Qt + ((int64_t)(c * AX_NQ + i / 16) * 16) * 32 + (i % 16) * 2;
+            for (int r = 0; r < 16; r++)
+                for (int e = 0; e < 2; e++) {
+                    const int xx = 32 * c + 2 * r + e;
+                    dst[r * 32 + e] = i < nr && xx < D ? ax_get(src, dt, xx) : 0;
+                }
+        }
+    }
+    int minlim = S, maxlim = 0;
+    for (int i = 0; i < AX_BR; i++) {
+        x.lim[i] = attn__key_limit(mk, b, t0 + (i < nr ? i : nr - 1), T, S);
+        if (x.lim[i] < minlim) minlim = x.lim[i];
+        if (x.lim[i] > maxlim) maxlim = x.lim[i];
+        x.mu[i] = x.mt[i] = -INFINITY;
+        x.l[i] = 0.0f;
+    }
+    x.minlim = minlim;
+    memset(x.Ot, 0, sizeof(float) * (size_t)DvP * AX_BR);
+
+    /* the key blocks, software-pipelined: while the softmax of block j+1 runs on AVX-512, the tiles do
+     * P·V of block j and the scores of block j+2 (two Sᵀ and two Pᵀ buffers) */
+    const int nblk = (maxlim + BC - 1) / BC;
+#define AX_NB(j) (maxlim - (j) * BC < BC ? maxlim - (j) * BC : BC)
+    ax_tasks tk;
+    if (nblk > 0) {
+        ax_tasks_init(&tk, &x, NULL, 0, 0, x.St[0], 0, ax_up32(AX_NB(0)));
+        ax_steps_all(&x, &tk);
+        ax_tasks_init(&tk, &x, NULL, 0, 0, x.St[1], BC, nblk > 1 ? ax_up32(AX_NB(1)) : 0);
+        ax_softmax(&x, x.St[0], x.Pt[0], 0, AX_NB(0), ax_up32(AX_NB(0)), 1, &tk);
+    }
+    for (int j = 0; j < nblk; j++) {
+        ax_tasks_init(&tk, &x, x.Pt[j & 1], j * BC, ax_up32(AX_NB(j)), x.St[j & 1], (j + 2) * BC,
+                      j + 2 < nblk ? ax_up32(AX_NB(j + 2)) : 0);
+        if (j + 1 < nblk)
+            ax_softmax(&x, x.St[(j + 1) & 1], x.Pt[(j + 1) & 1], (j + 1) * BC, AX_NB(j + 1), ax_up32(AX_NB(j + 1)), 0,
+                       &tk);
+        else {
+            ax_steps_all(&x, &tk);
+            ax_fix_bad(&x, &tk);
+        }
+    }
+#undef AX_NB
+
+    /* out = Oᵀᵀ / l; the row statistics; rows that saw no key: zeros */
+    for (int i = 0; i < nr; i++) {
+        const int64_t row = ((int64_t)b * H + h) * T + t0 + i;
+        const float inv = x.l[i] > 0.0f ? 1.0f / x.l[i] : 0.0f;
+        const int64_t off = b * d->out.b + h * d->out.h + (int64_t)(t0 + i) * d->out.t;
+        if (dt == ATTN_DTYPE_BF16) {
+            uint16_t *orow = (uint16_t *)cx->out + off;
+            for (int xx = 0; xx < Dv; xx++) orow[xx] = attn__bf16(x.Ot[xx * AX_BR + i] * inv);
+        } else {
+            float *orow = cx->out + off;
+            for (int xx = 0; xx < Dv; xx++) orow[xx] = x.Ot[xx * AX_BR + i] * inv;
+        }
+        ax_put_stats(cx->stats, row, x.mt[i], x.mu[i], x.l[i]);
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------------
+ * Stages and items.
+ */
+static int64_t ax_nqb(const attn_sdpa_desc *d) { return (d->T + AX_BR - 1) / AX_BR; }
+static int64_t ax_pack_items(const attn_sdpa_desc *d) { return (int64_t)d->B * d->Hkv * (ax_up32(d->S) / 32); }
+
+static void ax_forward(const attn_sdpa_desc *d, float *out, float *stats, const float *q, const float *k,
+                       const float *v, void *work, const attn__part *part) {
+    ax_fwd cx = {d, ax_dims_of(d), out, stats, q, v, (char *)work};
+    int64_t local = -1;
+    if (part->stage == 0) {
+        const int64_t per = ax_up32(d->S) / 32, items = ax_pack_items(d);
+        for (int64_t it = attn__part_next(part, &local); it < items; it = attn__part_next(part, &local)) {
+            const int64_t pr = it / per;
+            ax_pack_chunk(d, &cx.z, cx.shared, k, v, (int)(pr / d->Hkv), (int)(pr % d->Hkv), (int)(it % per) * 32);
+        }
+        return;
+    }
+    char *tw = cx.shared + ax_round(cx.z.shared) + (size_t)part->ith * cx.z.thread;
+    /* flush-to-zero for ax_exp2 (the tiles flush anyway); the caller's MXCSR is restored below */
+    const unsigned csr = _mm_getcsr();
+    _mm_setcsr(csr | 0x8000);
+    const int64_t nqb = ax_nqb(d), items = (int64_t)d->B * d->H * nqb;
+    int on = 0;
+    /* head by head, latest query blocks first: under a causal mask they are the longest */
+    for (int64_t it = attn__part_next(part, &local); it < items; it = attn__part_next(part, &local)) {
+        if (!on) {
+            ax_tiles_on();
+            on = 1;
+        }
+        const int64_t bh = it / nqb;
+        const int qblk = (int)(nqb - 1 - it % nqb), b = (int)(bh / d->H), h = (int)(bh % d->H);
+        const int t0 = qblk * AX_BR, nr = d->T - t0 < AX_BR ? d->T - t0 : AX_BR;
+        ax_block(&cx, tw, b, h, t0, nr);
+    }
+    if (on) _tile_release();
+    _mm_setcsr(csr);
+}
+
+/* ===================================================================================================
+ * Backward, on tiles: the five products (the scores and dP recomputed, dV, dK, dQ) in bf16 with fp32
+ * accumulation; P, dS and the masks on AVX-512. Three stages:
+ *   stage 0  packs, as tile blocks: per (b, kv head) K (the scores' A, the same blocks and values as the
+ *            forward's), V (dP's A) and Kᵀ (dQ's A); per (b, h) Qᵀ and dOᵀ (B of the scores and of dP,
+ *            the forward's Qᵀ layout), Q and dO as query pairs (B of dK and dV), the row statistics (m, L) and
+ *            Δ = rowsum(dout ∘ out) per row; the dQ slots cleared
+ *   stage 1  items (b, kv head, chunk of key blocks): per block of 64 keys, every head of the group and
+ *            block of 64 query rows that sees it: Sᵀ and dPᵀ on tiles, P = exp2(-(max(0, m - x)·log2e + L)),
+ *            dS = P ∘ (dP - Δ) (dropout: dP·m and P·m), dV += (P·m)ᵀ dO, dK += dSᵀ Q on tiles into the
+ *            block's fp32 sums, dQᵀ += Kᵀ dSᵀ into the chunk's slot; the block's dk, dv rows written
+ *   stage 2  dq += scale · Σ_chunk slot, chunks in order
+ * x is recomputed with the forward's tiles, values and order (the same bits). Items own their keys' dK, dV
+ * and their chunk's slot: bitwise the same result for any thread count.
+ */
+#define AXB_B 64                 /* keys per block and query rows per block (4 tiles each) */
+#define AXB_NCH 4                /* at most this many key chunks (dQ slots) per (b, kv head) */
+
+typedef struct axb_dims {
+    int DP, DvP, NC, NCv, NXd, NXv, SPb, TPb, nkb, nqb, nch;
+    size_t kside;                /* bytes per (b, kv head): K, V, Kᵀ */
+    size_t ka, va;               /* offsets of V and Kᵀ in it (K first) */
+    size_t qside;                /* bytes per (b, h): Qᵀ, dOᵀ, Q pairs, dO pairs, m, L, Δ */
+    size_t dot, qp, dop, rows;   /* offsets in it (Qᵀ first) */
+    size_t kall, qall, slots;    /* totals */
+    size_t thread;
+} axb_dims;
+
+static int axb_up64(int n) { return (n + 63) / 64 * 64; }
+
+static axb_dims axb_dims_of(const attn_sdpa_desc *d) {
+    axb_dims z;
+    z.DP = ax_up32(d->D);
+    z.DvP = ax_up32(d->Dv);
+    z.NC = z.DP / 32;
+    z.NCv = z.DvP / 32;
+    z.NXd = z.DP / 16;
+    z.NXv = z.DvP / 16;
+    z.SPb = axb_up64(d->S);
+    z.TPb = axb_up64(d->T);
+    z.nkb = z.SPb / AXB_B;
+    z.nqb = z.TPb / AXB_B;
+    /* chunks: more when there are few (b, kv head) pairs; the slots (nch·B·H·TPb·DP floats) under 512 MiB */
+    z.nch = (int64_t)d->B * d->Hkv >= 4 ? 2 : AXB_NCH;
+    if (z.nch > z.nkb) z.nch = z.nkb;
+    while (z.nch > 1 && (double)z.nch * d->B * d->H * z.TPb * z.DP * 4 > 512.0 * 1024 * 1024) z.nch /= 2;
+    z.ka = ax_round((size_t)z.SPb * z.DP * 2);
+    z.va = z.ka + ax_round((size_t)z.SPb * z.DvP * 2);
+    z.kside = z.va + ax_round((size_t)z.SPb * z.DP * 2);
+    z.dot = ax_round((size_t)z.TPb * z.DP * 2);
+    z.qp = z.dot + ax_round((size_t)z.TPb * z.DvP * 2);
+    z.dop = z.qp + ax_round((size_t)z.TPb * z.DP * 2);
+    z.rows = z.dop + ax_round((size_t)z.TPb * z.DvP * 2);
+    z.qside = z.rows + 3 * (size_t)z.TPb * 4;             /* m, L, Δ (TPb is a multiple of 64) */
+    z.kall = (size_t)d->B * d->Hkv * z.kside;
+    z.qall = (size_t)d->B * d->H * z.qside;
+    z.slots = ax_round((size_t)z.nch * d->B * d->H * z.TPb * z.DP * 4);
+    /* St, dPᵀ (64 x 64 fp32); (P·m)ᵀ, dSᵀ as A blocks and dSᵀ as pairs (64 x 64 bf16); dK, dV sums; lim */
+    z.thread = 2 * ax_round(AXB_B * AXB_B * 4) + 3 * ax_round(AXB_B * AXB_B * 2) +
+               ax_round((size_t)AXB_B * z.DP * 4) + ax_round((size_t)AXB_B * z.DvP * 4) + ax_round(AXB_B * 4);
+    return z;
+}
+
+typedef struct axb_ctx {
+    const attn_sdpa_desc *d;
+    axb_dims z;
+    char *kall, *qall;
+    float *slots;
+    char *threads;
+} axb_ctx;
+
+static axb_ctx axb_ctx_of(const attn_sdpa_desc *d, void *work) {
+    axb_ctx c;
+    c.d = d;
+    c.z = axb_dims_of(d);
+    c.kall = (char *)work;
+    c.qall = c.kall + c.z.kall;
+    c.slots = (float *)(c.qall + c.z.qall);
+    c.threads = (char *)c.slots + c.z.slots;
+    return c;
+}
+
+/* Element x of row r of a tensor of type dt as fp32. */
+static inline float axb_f32(const void *row, int dt, int x) {
+    return dt == ATTN_DTYPE_BF16 ? attn__f32(((const uint16_t *)row)[x]) : ((const float *)row)[x];
+}
+
+/* dst (n) += src (n)·scale into a row of type dt. */
+static inline void axb_acc_row(void *row, int dt, const float *src, int n, float scale) {
+    if (dt == ATTN_DTYPE_BF16) {
+        uint16_t *r = (uint16_t *)row;
+        for (int x = 0; x < n; x++) r[x] = attn__bf16(attn__f32(r[x]) + scale * src[x]);
+    } else {
+        float *r = (float *)row;
+        for (int x = 0; x < n; x++) r[x] += scale * src[x];
+    }
+}
+
+/* Stage 0, K side: keys [j0, j0 + 32) of (b, hk). */
+static void axb_pack_keys(const axb_ctx *cx, const void *k, const void *v, int b, int hk, int j0) {
+    const attn_sdpa_desc *d = cx->d;
+    const axb_dims *z = &cx->z;
+    const int dt = d->dtype, es = dt == ATTN_DTYPE_BF16 ? 2 : 4;
+    char *base = cx->kall + ((size_t)b * d->Hkv + hk) * z->kside;
+    uint16_t *ka = (uint16_t *)base, *va = (uint16_t *)(base + z->ka), *kt = (uint16_t *)(base + z->va);
+    const char *kb = (const char *)k + (b * d->k.b + hk * d->k.h) * es;
+    const char *vb = (const char *)v + (b * d->v.b + hk * d->v.h) * es;
+    for (int j = j0; j < j0 + 32; j++) {
+        const char *ks = kb + (int64_t)j * d->k.t * es, *vs = vb + (int64_t)j * d->v.t * es;
+        for (int c = 0; c < z->NC; c++) {
+            uint16_t *dst = ka + (((int64_t)(j / 16) * z->NC + c) * 16 + j % 16) * 32;
+            for (int x = 0; x < 32; x++) dst[x] = j < d->S && 32 * c + x < d->D ? ax_get(ks, dt, 32 * c + x) : 0;
+        }
+        for (int c = 0; c < z->NCv; c++) {
+            uint16_t *dst = va + (((int64_t)(j / 16) * z->NCv + c) * 16 + j % 16) * 32;
+            for (int x = 0; x < 32; x++) dst[x] = j < d->S && 32 * c + x < d->Dv ? ax_get(vs, dt, 32 * c + x) : 0;
+        }
+        /* Kᵀ: block (j0/32, dim tile), row = dim % 16, column = key - j0. NaN and Inf become 0 here (dQ's
+         * operand only): a row that sees such a key has NaN in its dS already, and one that does not must
+         * not get 0·NaN */
+        for (int x = 0; x < z->DP; x++) {
+            const uint16_t kv = j < d->S && x < d->D ? ax_get(ks, dt, x) : 0;
+            kt[(((int64_t)(j0 / 32) * z->NXd + x / 16) * 16 + x % 16) * 32 + (j - j0)] =
+                (kv & 0x7f80) == 0x7f80 ? 0 : kv;
+        }
+    }
+}
+
+/* The backward's row statistics: m and L = log2 l, for P = exp2(-(max(0, m - x)·log2e + L)) (subtract
+ * first: exact at any logit size), from the forward's (m, log l); a row with no key (m = -inf) or a padding
+ * row (row < 0) gets m = +inf, so that every P of it is 0. */
+static inline void axb_row_stats(const float *stats, int64_t row, float *m, float *L) {
+    const float mm = row >= 0 ? stats[2 * row] : -INFINITY;
+    *m = mm == -INFINITY ? INFINITY : mm;
+    *L = mm == -INFINITY ? 0.0f : stats[2 * row + 1] * AX_LOG2E;
+}
+
+/* Stage 0, Q side: query rows [t0, t0 + 32) of (b, h), and the dQ slots of their block when t0 starts it. */
+static void axb_pack_rows(const axb_ctx *cx, const void *q, const void *dout, const void *out, const float *stats,
+                          int b, int h, int t0) {
+    const attn_sdpa_desc *d = cx->d;
+    const axb_dims *z = &cx->z;
+    const int dt = d->dtype, es = dt == ATTN_DTYPE_BF16 ? 2 : 4;
+    const int64_t bh = (int64_t)b * d->H + h;
+    char *base = cx->qall + (size_t)bh * z->qside;
+    uint16_t *qt = (uint16_t *)base, *dot = (uint16_t *)(base + z->dot);
+    uint16_t *qp = (uint16_t *)(base + z->qp), *dop = (uint16_t *)(base + z->dop);
+    float *rm = (float *)(base + z->rows), *rl = rm + z->TPb, *delta = rl + z->TPb;
+    for (int t = t0; t < t0 + 32; t++) {
+        const int real = t < d->T;
+        const int tt = real ? t : 0;
+        const char *qs = (const char *)q + (b * d->q.b + h * d->q.h + (int64_t)tt * d->q.t) * es;
+        const char *gs = (const char *)dout + (b * d->out.b + h * d->out.h + (int64_t)tt * d->out.t) * es;
+        const char *os = (const char *)out + (b * d->out.b + h * d->out.h + (int64_t)tt * d->out.t) * es;
+        const int qb = t / 64, i = t % 64, qti = i / 16, n = i % 16;
+        for (int c = 0; c < z->NC; c++)
+            for (int r = 0; r < 16; r++)
+                for (int e = 0; e < 2; e++) {
+                    const int x = 32 * c + 2 * r + e;
+                    qt[(((int64_t)qb * z->NC + c) * 4 + qti) * 512 + r * 32 + n * 2 + e] =
+                        real && x < d->D ? ax_get(qs, dt, x) : 0;
+                }
+        for (int c = 0; c < z->NCv; c++)
+            for (int r = 0; r < 16; r++)
+                for (int e = 0; e < 2; e++) {
+                    const int x = 32 * c + 2 * r + e;
+                    dot[(((int64_t)qb * z->NCv + c) * 4 + qti) * 512 + r * 32 + n * 2 + e] =
+                        real && x < d->Dv ? ax_get(gs, dt, x) : 0;
+                }
+        const int qc = t / 32, pr = (t % 32) / 2, e = t % 2;
+        for (int x = 0; x < z->DP; x++)
+            qp[((int64_t)qc * z->NXd + x / 16) * 512 + pr * 32 + (x % 16) * 2 + e] =
+                real && x < d->D ? ax_get(qs, dt, x) : 0;
+        for (int x = 0; x < z->DvP; x++)
+            dop[((int64_t)qc * z->NXv + x / 16) * 512 + pr * 32 + (x % 16) * 2 + e] =
+                real && x < d->Dv ? ax_get(gs, dt, x) : 0;
+        float s = 0.0f;
+        if (real)
+            for (int x = 0; x < d->Dv; x++) s += axb_f32(os, dt, x) * axb_f32(gs, dt, x);
+        delta[t] = s;
+        axb_row_stats(stats, real ? bh * d->T + t : -1, &rm[t], &rl[t]);
+    }
+    if (t0 % 64 == 0)
+        for (int ch = 0; ch < z->nch; ch++)
+            memset(cx->slots + (((size_t)ch * d->B * d->H + bh) * z->nqb + t0 / 64) * z->DP * 64, 0,
+                   sizeof(float) * z->DP * 64);
+}
+
+/* One block of 64 keys (j0, nb real) of (b, hk) against one block of 64 query rows (t0) of head h. */
+static void axb_block(const axb_ctx *cx, char *tw, float *dKs, float *dVs, int b, int hk, int h, int j0, int nb,
+                      int t0, int ch) {
+    const attn_sdpa_desc *d = cx->d;
+    const axb_dims *z = &cx->z;
+    const attn_mask *mk = &d->mask;
+    const int T = d->T, S = d->S, NC = z->NC, NCv = z->NCv, NXd = z->NXd, NXv = z->NXv, DP = z->DP, DvP = z->DvP;
+    const int nr = T - t0 < AXB_B ? T - t0 : AXB_B, qb = t0 / 64, kb = j0 / 64;
+    const int64_t bh = (int64_t)b * d->H + h;
+    const char *kbase = cx->kall + ((size_t)b * d->Hkv + hk) * z->kside;
+    const uint16_t *KA = (const uint16_t *)kbase, *VA = (const uint16_t *)(kbase + z->ka);
+    const uint16_t *KtA = (const uint16_t *)(kbase + z->va);
+    const char *qbase = cx->qall + (size_t)bh * z->qside;
+    const uint16_t *QtB = (const uint16_t *)qbase, *dOtB = (const uint16_t *)(qbase + z->dot);
+    const uint16_t *QB = (const uint16_t *)(qbase + z->qp), *dOB = (const uint16_t *)(qbase + z->dop);
+    const float *rm = (const float *)(qbase + z->rows) + t0, *rl = rm + z->TPb, *delta = rl + z->TPb;
+    float *St = (float *)tw;                                                   /* (64 keys, 64 queries) */
+    float *dPt = (float *)(tw + ax_round(AXB_B * AXB_B * 4));                  /* (64, 64) */
+    uint16_t *PdA = (uint16_t *)((char *)dPt + ax_round(AXB_B * AXB_B * 4));  /* [key tile][q chunk][16][32] */
+    uint16_t *dSA = (uint16_t *)((char *)PdA + ax_round(AXB_B * AXB_B * 2));  /* the same for dS */
+    uint16_t *dSB = (uint16_t *)((char *)dSA + ax_round(AXB_B * AXB_B * 2));  /* [key chunk][qt][16][16][2] */
+    int32_t *lim = (int32_t *)((char *)dSB + ax_round(AXB_B * AXB_B * 2) + ax_round((size_t)AXB_B * DP * 4) +
+                               ax_round((size_t)AXB_B * DvP * 4));
+    for (int i = 0; i < AXB_B; i++) lim[i] = i < nr ? attn__key_limit(mk, b, t0 + i, T, S) : 0;
+
+    /* Sᵀ = K Qᵀ (as the forward: the same blocks, from zero, D in steps of 32) and dPᵀ = V dOᵀ */
+    for (int kp = 0; kp < 4; kp += 2)
+        for (int qp = 0; qp < 4; qp += 2) {
+            for (int w = 0; w < 2; w++) {
+                const uint16_t *A = w ? VA : KA, *Bm = w ? dOtB : QtB;
+                const int nc = w ? NCv : NC;
+                float *dst = (w ? dPt : St) + (16 * kp) * AXB_B + 16 * qp;
+                _tile_zero(0);
+                _tile_zero(1);
+                _tile_zero(2);
+                _tile_zero(3);
+                for (int c = 0; c < nc; c++) {
+                    _tile_loadd(4, A + (((int64_t)(kb * 4 + kp) * nc + c) * 512), 64);
+                    _tile_loadd(5, A + (((int64_t)(kb * 4 + kp + 1) * nc + c) * 512), 64);
+                    _tile_loadd(6, Bm + (((int64_t)qb * nc + c) * 4 + qp) * 512, 64);
+                    _tile_loadd(7, Bm + (((int64_t)qb * nc + c) * 4 + qp + 1) * 512, 64);
+                    _tile_dpbf16ps(0, 4, 6);
+                    _tile_dpbf16ps(1, 4, 7);
+                    _tile_dpbf16ps(2, 5, 6);
+                    _tile_dpbf16ps(3, 5, 7);
+                }
+                _tile_stored(0, dst, AXB_B * 4);
+                _tile_stored(1, dst + 16, AXB_B * 4);
+                _tile_stored(2, dst + 16 * AXB_B, AXB_B * 4);
+                _tile_stored(3, dst + 16 * AXB_B + 16, AXB_B * 4);
+            }
+        }
+
+    /* x = scale·log2e·S with the masks (as the forward), P, and dS; lanes are queries */
+    const __m512 vsc = _mm512_set1_ps(d->scale), ninf = _mm512_set1_ps(-INFINITY), l2e = _mm512_set1_ps(AX_LOG2E);
+    __m512i lv[4];
+    __m512 mv[4], lv2[4], dl[4];
+    for (int q = 0; q < 4; q++) {
+        lv[q] = _mm512_loadu_si512(lim + 16 * q);
+        mv[q] = _mm512_loadu_ps(rm + 16 * q);
+        lv2[q] = _mm512_loadu_ps(rl + 16 * q);
+        dl[q] = _mm512_loadu_ps(delta + 16 * q);
+    }
+    for (int j = 0; j < AXB_B; j++) {
+        const __m512i jj = _mm512_set1_epi32(j0 + j);
+        for (int q = 0; q < 4; q++) {
+            float *s = St + j * AXB_B + 16 * q;
+            const __m512 x = _mm512_mul_ps(_mm512_loadu_ps(s), vsc);
+            _mm512_storeu_ps(s, _mm512_mask_mov_ps(x, _mm512_cmple_epi32_mask(lv[q], jj), ninf));
+        }
+    }
+    if (mk->allow || mk->bias)
+        for (int i = 0; i < nr; i++) {
+            const uint8_t *al = attn__allow_row(mk, b, h, t0 + i);
+            const float *bi = attn__bias_row(mk, b, h, t0 + i);
+            for (int j = 0; j < nb; j++) {
+                float *s = St + j * AXB_B + i;
+                if (al && !al[j0 + j]) *s = -INFINITY;
+                else if (bi) *s = ax_add_bias(*s, bi[j0 + j]);
+            }
+        }
+    for (int j = 0; j < AXB_B; j++)
+        for (int q = 0; q < 4; q++) {
+            float *s = St + j * AXB_B + 16 * q;
+            const __m512 y = _mm512_max_ps(_mm512_sub_ps(mv[q], _mm512_loadu_ps(s)), _mm512_setzero_ps());
+            const __m512 e = _mm512_fmadd_ps(y, l2e, lv2[q]);
+            _mm512_storeu_ps(s, attn__exp2_avx512(_mm512_sub_ps(_mm512_setzero_ps(), e)));   /* P */
+        }
+    if (d->dropout > 0.0f) {
+        /* dP·m into dPt, P·m kept for dV below (in St's place once dS is formed) */
+        const float keep_scale = 1.0f / (1.0f - d->dropout);
+        for (int i = 0; i < nr; i++) {
+            const uint64_t row = (uint64_t)bh * T + (uint64_t)(t0 + i);
+            for (int j = 0; j < AXB_B; j++) {
+                const float mm = j < nb && attn__dropout_keep(d->seed, row * S + (uint64_t)(j0 + j), d->dropout)
+                                     ? keep_scale : 0.0f;
+                float *p = St + j * AXB_B + i, *g = dPt + j * AXB_B + i;
+                const float pv = *p;
+                *g = pv == 0.0f ? 0.0f : pv * (*g * mm - delta[i]);      /* dS (a key not seen: 0, even if dP is NaN) */
+                *p = pv * mm;                        /* P·m */
+            }
+        }
+    } else {
+        for (int j = 0; j < AXB_B; j++)
+            for (int q = 0; q < 4; q++) {
+                float *g = dPt + j * AXB_B + 16 * q;
+                const __m512 pv = _mm512_loadu_ps(St + j * AXB_B + 16 * q);
+                /* dS; 0 where P is 0 (a key the row does not see), even when dP is NaN (NaN or Inf in V) */
+                const __mmask16 seen = _mm512_cmp_ps_mask(pv, _mm512_setzero_ps(), _CMP_NEQ_UQ);
+                _mm512_storeu_ps(g, _mm512_maskz_mul_ps(seen, pv, _mm512_sub_ps(_mm512_loadu_ps(g), dl[q])));
+            }
+    }
+    /* to bf16: (P·m)ᵀ and dSᵀ as A blocks (a key row of 32 queries), dSᵀ as B pairs of keys */
+    for (int j = 0; j < AXB_B; j += 2) {
+        for (int u = 0; u < 2; u++) {
+            const float *p = St + (j + u) * AXB_B, *g = dPt + (j + u) * AXB_B;
+            for (int qc = 0; qc < 2; qc++) {
+                const size_t off = ((size_t)((j + u) / 16) * 2 + qc) * 512 + ((j + u) % 16) * 32;
+                _mm512_storeu_si512(PdA + off, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(p + 32 * qc + 16),
+                                                                           _mm512_loadu_ps(p + 32 * qc)));
+                _mm512_storeu_si512(dSA + off, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(g + 32 * qc + 16),
+                                                                           _mm512_loadu_ps(g + 32 * qc)));
+            }
+        }
+        for (int q = 0; q < 4; q++)
+            _mm512_storeu_si512(dSB + ((size_t)(j / 32) * 4 + q) * 512 + (j % 32 / 2) * 32,
+                                ax_pair(_mm512_loadu_ps(dPt + j * AXB_B + 16 * q),
+                                        _mm512_loadu_ps(dPt + (j + 1) * AXB_B + 16 * q)));
+    }
+
+    /* dV += (P·m)ᵀ dO and dK += dSᵀ Q: per 2 key tiles x 2 value (or key) dim tiles, 2 chunks of 32 queries */
+    for (int w = 0; w < 2; w++) {
+        const uint16_t *A = w ? dSA : PdA, *Bm = w ? QB : dOB;
+        float *acc = w ? dKs : dVs;
+        const int nx = w ? NXd : NXv, ld = w ? DP : DvP;
+        for (int kp = 0; kp < 4; kp += 2)
+            for (int xt = 0; xt < nx; xt += 2) {
+                float *c0 = acc + (16 * kp) * ld + 16 * xt;
+                _tile_loadd(0, c0, ld * 4);
+                _tile_loadd(1, c0 + 16, ld * 4);
+                _tile_loadd(2, c0 + 16 * ld, ld * 4);
+                _tile_loadd(3, c0 + 16 * ld + 16, ld * 4);
+                for (int qc = 0; qc < 2; qc++) {
+                    _tile_loadd(4, A + ((size_t)kp * 2 + qc) * 512, 64);
+                    _tile_loadd(5, A + ((size_t)(kp + 1) * 2 + qc) * 512, 64);
+                    _tile_loadd(6, Bm + ((size_t)(qb * 2 + qc) * nx + xt) * 512, 64);
+                    _tile_loadd(7, Bm + ((size_t)(qb * 2 + qc) * nx + xt + 1) * 512, 64);
+                    _tile_dpbf16ps(0, 4, 6);
+                    _tile_dpbf16ps(1, 4, 7);
+                    _tile_dpbf16ps(2, 5, 6);
+                    _tile_dpbf16ps(3, 5, 7);
+                }
+                _tile_stored(0, c0, ld * 4);
+                _tile_stored(1, c0 + 16, ld * 4);
+                _tile_stored(2, c0 + 16 * ld, ld * 4);
+                _tile_stored(3, c0 + 16 * ld + 16, ld * 4);
+            }
+    }
+
+    /* dQᵀ (DP, 64 queries) of the chunk's slot += Kᵀ dSᵀ: per 2 dim tiles x 2 query tiles, 2 chunks of 32 keys */
+    float *slot = cx->slots + (((size_t)ch * d->B * d->H + bh) * z->nqb + qb) * DP * 64;
+    for (int xt = 0; xt < NXd; xt += 2)
+        for (int qp = 0; qp < 4; qp += 2) {
+            float *c0 = slot + (16 * xt) * 64 + 16 * qp;
+            _tile_loadd(0, c0, 64 * 4);
+            _tile_loadd(1, c0 + 16, 64 * 4);
+            _tile_loadd(2, c0 + 16 * 64, 64 * 4);
+            _tile_loadd(3, c0 + 16 * 64 + 16, 64 * 4);
+            for (int kc = 0; kc < 2; kc++) {
+                _tile_loadd(4, KtA + ((size_t)(kb * 2 + kc) * NXd + xt) * 512, 64);
+                _tile_loadd(5, KtA + ((size_t)(kb * 2 + kc) * NXd + xt + 1) * 512, 64);
+                _tile_loadd(6, dSB + ((size_t)kc * 4 + qp) * 512, 64);
+                _tile_loadd(7, dSB + ((size_t)kc * 4 + qp + 1) * 512, 64);
+                _tile_dpbf16ps(0, 4, 6);
+                _tile_dpbf16ps(1, 4, 7);
+                _tile_dpbf16ps(2, 5, 6);
+                _tile_dpbf16ps(3, 5, 7);
+            }
+            _tile_stored(0, c0, 64 * 4);
+            _tile_stored(1, c0 + 16, 64 * 4);
+            _tile_stored(2, c0 + 16 * 64, 64 * 4);
+            _tile_stored(3, c0 + 16 * 64 + 16, 64 * 4);
+        }
+}
+
+/* Key blocks of chunk ch: [ch·nkb/nch, (ch+1)·nkb/nch), a function of the shape only. */
+static int axb_chunk_start(const axb_dims *z, int ch) { return (int)((int64_t)ch * z->nkb / z->nch); }
+
+static void ax_backward(const attn_sdpa_desc *d, float *dq, float *dk, float *dv, const float *dout, const float *q,
+                        const float *k, const float *v, const float *out, const float *stats, void *work,
+                        const attn__part *part) {
+    const axb_ctx cx = axb_ctx_of(d, work);
+    const axb_dims *z = &cx.z;
+    const int G = d->H / d->Hkv, dt = d->dtype, es = dt == ATTN_DTYPE_BF16 ? 2 : 4;
+    int64_t local = -1;
+    if (part->stage == 0) {
+        const int64_t kper = z->SPb / 32, kitems = (int64_t)d->B * d->Hkv * kper;
+        const int64_t qper = z->TPb / 32, items = kitems + (int64_t)d->B * d->H * qper;
+        for (int64_t it = attn__part_next(part, &local); it < items; it = attn__part_next(part, &local)) {
+            if (it < kitems) {
+                const int64_t pr = it / kper;
+                axb_pack_keys(&cx, k, v, (int)(pr / d->Hkv), (int)(pr % d->Hkv), (int)(it % kper) * 32);
+            } else {
+                const int64_t r = it - kitems, bh = r / qper;
+                axb_pack_rows(&cx, q, dout, out, stats, (int)(bh / d->H), (int)(bh % d->H), (int)(r % qper) * 32);
+            }
+        }
+        return;
+    }
+    if (part->stage == 2) {
+        const int64_t rows = (int64_t)d->B * d->H * d->T;
+        float acc[1024];
+        for (int64_t r = part->ith; r < rows; r += part->nth) {
+            const int64_t bh = r / d->T;
+            const int t = (int)(r % d->T), b = (int)(bh / d->H), h = (int)(bh % d->H);
+            for (int x0 = 0; x0 < d->D; x0 += 1024) {
+                const int n = d->D - x0 < 1024 ? d->D - x0 : 1024;
+                for (int x = 0; x < n; x++) {
+                    float s = 0.0f;
+                    for (int ch = 0; ch < z->nch; ch++)
+                        s += cx.slots[(((size_t)ch * d->B * d->H + bh) * z->nqb + t / 64) * z->DP * 64 +
+                                      (size_t)(x0 + x) * 64 + t % 64];
+                    acc[x] = s;
+                }
+                axb_acc_row((char *)dq + (b * d->q.b + h * d->q.h + (int64_t)t * d->q.t + x0) * es, dt, acc, n,
+                            d->scale);
+            }
+        }
+        return;
+    }
+    /* stage 1: items (b, kv head, chunk) */
+    char *tw = cx.threads + (size_t)part->ith * z->thread;
+    float *dKs = (float *)(tw + 2 * ax_round(AXB_B * AXB_B * 4) + 3 * ax_round(AXB_B * AXB_B * 2));
+    float *dVs = (float *)((char *)dKs + ax_round((size_t)AXB_B * z->DP * 4));
+    const int64_t items = (int64_t)d->B * d->Hkv * z->nch;
+    int on = 0;
+    for (int64_t it = attn__part_next(part, &local); it < items; it = attn__part_next(part, &local)) {
+        if (!on) {
+            ax_tiles_on();
+            on = 1;
+        }
+        const int64_t pr = it / z->nch;
+        const int ch = (int)(it % z->nch), b = (int)(pr / d->Hkv), hk = (int)(pr % d->Hkv);
+        for (int kbk = axb_chunk_start(z, ch); kbk < axb_chunk_start(z, ch + 1); kbk++) {
+            const int j0 = kbk * AXB_B, nb = d->S - j0 < AXB_B ? d->S - j0 : AXB_B;
+            memset(dKs, 0, sizeof(float) * AXB_B * z->DP);
+            memset(dVs, 0, sizeof(float) * AXB_B * z->DvP);
+            int tstart = 0;
+            if (d->mask.causal) {
+                const int64_t t = (int64_t)j0 - (d->S - d->T);
+                tstart = t < 0 ? 0 : t > d->T ? d->T : (int)t;
+            }
+            for (int hh = 0; hh < G; hh++)
+                for (int t0 = tstart / 64 * 64; t0 < d->T; t0 += 64) {
+                    /* skip the block when no row of it sees these keys */
+                    int seen = 0;
+                    for (int i = t0; i < t0 + 64 && i < d->T && !seen; i++)
+                        seen = attn__key_limit(&d->mask, b, i, d->T, d->S) > j0;
+                    if (seen) axb_block(&cx, tw, dKs, dVs, b, hk, hk * G + hh, j0, nb, t0, ch);
+                }
+            for (int j = 0; j < nb; j++) {
+                axb_acc_row((char *)dk + (b * d->k.b + hk * d->k.h + (int64_t)(j0 + j) * d->k.t) * es, dt,
+                            dKs + (size_t)j * z->DP, d->D, d->scale);
+                axb_acc_row((char *)dv + (b * d->v.b + hk * d->v.h + (int64_t)(j0 + j) * d->v.t) * es, dt,
+                            dVs + (size_t)j * z->DvP, d->Dv, 1.0f);
+            }
+        }
+    }
+    if (on) _tile_release();
+}
+
+static size_t axb_workspace(const attn_sdpa_desc *d, int nth) {
+    /* the size in double first, from the dimensions (the size_t products of a huge shape would wrap):
+     * too large reaches sdpa.c as SIZE_MAX, ATTN_ERR_SIZE */
+    const double DP = ax_up32(d->D), DvP = ax_up32(d->Dv), S = axb_up64(d->S), T = axb_up64(d->T);
+    const double est = (double)d->B * d->Hkv * S * (2 * DP + DvP) * 2 +
+                       (double)d->B * d->H * T * (2 * DP + 2 * DvP + 6) * 2 +
+                       (double)AXB_NCH * d->B * d->H * T * DP * 4 +
+                       (double)nth * (65536.0 + 256.0 * (DP + DvP)) + 1e6;
+    if (est > (double)(SIZE_MAX / 8)) return SIZE_MAX;
+    const axb_dims z = axb_dims_of(d);
+    return z.kall + z.qall + z.slots + (size_t)nth * z.thread + AX_ALIGN;
+}
+
+/* ---------------------------------------------------------------------------------------------------
+ * The table: this path's entries for the descriptors it computes, AVX-512's for the rest.
+ */
+static size_t amx_workspace(const attn_sdpa_desc *d, attn_pass pass, int nth) {
+    if (!ax_native(d, pass)) return attn__kernels_avx512.sdpa_workspace(d, pass, nth);
+    if (nth < 1) nth = 1;
+    if (pass == ATTN_PASS_BACKWARD) return axb_workspace(d, nth);
+    /* in double first, from the dimensions (see axb_workspace) */
+    const double DP = ax_up32(d->D), DvP = ax_up32(d->Dv), S = ax_up32(d->S);
+    const double est =
+        (double)d->B * d->Hkv * S * (DP + DvP) * 2 + (double)nth * (131072.0 + 256.0 * (DP + DvP)) + 1e6;
+    if (est > (double)(SIZE_MAX / 8)) return SIZE_MAX;
+    const ax_dims z = ax_dims_of(d);
+    return ax_round(z.shared) + (size_t)nth * z.thread + AX_ALIGN;
+}
+
+static int amx_stages(const attn_sdpa_desc *d, attn_pass pass) {
+    if (!ax_native(d, pass)) return attn__kernels_avx512.sdpa_stages(d, pass);
+    return pass == ATTN_PASS_FORWARD ? 2 : 3;
+}
+
+/* Threads worth waking: about 8 MFLOP each at least; never more than there are query blocks. */
+static int amx_threads(const attn_sdpa_desc *d, attn_pass pass, int nth) {
+    if (!ax_native(d, pass)) return attn__kernels_avx512.sdpa_threads(d, pass, nth);
+    const double flops = 2.0 * d->B * d->H * (double)d->T * d->S * (d->D + d->Dv);
+    const double want = flops / 8e6;
+    const int64_t items = pass == ATTN_PASS_FORWARD ? (int64_t)d->B * d->H * ax_nqb(d)
+                                                    : (int64_t)d->B * d->Hkv * axb_dims_of(d).nch;
+    if (nth < 1) nth = 1;
+    if (want < nth) nth = want < 1 ? 1 : (int)want;
+    if (items < nth) nth = (int)items;
+    return nth;
+}
+
+static void amx_forward(const attn_sdpa_desc *d, float *out, float *stats, const float *q, const float *k,
+                        const float *v, void *work, const attn__part *part) {
+    if (ax_native(d, ATTN_PASS_FORWARD)) ax_forward(d, out, stats, q, k, v, work, part);
+    else attn__kernels_avx512.sdpa_forward(d, out, stats, q, k, v, work, part);
+}
+
+static void amx_backward(const attn_sdpa_desc *d, float *dq, float *dk, float *dv, const float *dout,
+                         const float *q, const float *k, const float *v, const float *out, const float *stats,
+                         void *work, const attn__part *part) {
+    if (ax_native(d, ATTN_PASS_BACKWARD)) ax_backward(d, dq, dk, dv, dout, q, k, v, out, stats, work, part);
+    else attn__kernels_avx512.sdpa_backward(d, dq, dk, dv, dout, q, k, v, out, stats, work, part);
+}
+
+const attn_kernels attn__kernels_amx = {
+    .isa = ATTN_ISA_AMX,
+    .sdpa_native = ax_native,
+    .sdpa_workspace = amx_workspace,
+    .sdpa_stages = amx_stages,
+    .sdpa_threads = amx_threads,
+    .sdpa_forward = amx_forward,
+    .sdpa_backward = amx_backward,
+};

@@ -1,0 +1,560 @@
+/*
+ * test_bf16.c — scaled dot-product attention with bf16 tensors (and fp32 tensors with bf16 compute) on
+ * every path this CPU runs (ref, scalar, AVX2, AVX-512 by conversion to fp32; AMX with tiles), against
+ * the fp32 reference on the same bf16-rounded inputs. Randomized shapes: odd T, S, D, Dv, T = 1, S = 1,
+ * every mask kind alone and combined, fully masked rows, grouped-query heads, strided (B,T,H,D) layouts
+ * with padded rows, dropout; forward and backward. Then: bitwise identity of both passes for any thread
+ * count and for the partition entries, and the AMX-refused fall-back (run again by ctest with
+ * ATTN_NO_AMX=1 and `refused` as argument).
+ *
+ * Tolerances (the reference sums in double on the rounded inputs; a bf16 path rounds P to bf16, about
+ * 2^-9 relative, and rounds the output to bf16):
+ *   out            |got - want| <= 1e-2 · max(1, max|want|) + 1e-2 · |want|
+ *   lse            2e-4 · max(1, max|want|) + 1e-4 · |want|   (the row statistics as log-sum-exp; scores are
+ *                  exact products summed in fp32)
+ *   dq, dk, dv     2e-2 · max(1, max|want|) over the gradient  (the backward runs in fp32 on the rounded
+ *                  inputs and rounds the gradients once; the reference's backward reads the path's bf16
+ *                  out, an input of the backward)
+ */
+#include "attn.h"
+#include "testutil.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static uint64_t g_rng = 0x5eed0bf16a11ce55ULL;
+static uint64_t rnd_u64(void) {
+    g_rng += 0x9e3779b97f4a7c15ULL;
+    uint64_t z = g_rng;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+static int rnd_int(int lo, int hi) { return lo + (int)(rnd_u64() % (uint64_t)(hi - lo + 1)); }
+static float rnd_f(void) { return (float)((rnd_u64() >> 40) * (1.0 / 16777216.0)) * 2.0f - 1.0f; }
+
+typedef struct tcase {
+    int B, H, Hkv, T, S, D, Dv;
+    int causal, valid, allow, bias, strided;
+    float dropout, qscale;
+} tcase;
+
+static double max_abs(const float *x, size_t n) {
+    double m = 0;
+    for (size_t i = 0; i < n; i++)
+        if (isfinite(x[i]) && fabs(x[i]) > m) m = fabs(x[i]);
+    return m;
+}
+
+static int close_tol(const char *what, const float *got, const float *want, size_t n, double a, double r) {
+    double s = max_abs(want, n);
+    if (s < 1) s = 1;
+    return tu_close_f32(what, got, want, n, a * s, r);
+}
+
+/* Row statistics (n rows of (m, log l)) compared as log-sum-exp: -inf must match exactly. */
+static int close_lse(const float *got_stats, const float *want_stats, size_t n) {
+    float *got = malloc(sizeof(float) * n), *want = malloc(sizeof(float) * n);
+    CHECK_STATUS(attn_sdpa_logsumexp(got_stats, (int64_t)n, got), ATTN_OK);
+    CHECK_STATUS(attn_sdpa_logsumexp(want_stats, (int64_t)n, want), ATTN_OK);
+    float *g = malloc(sizeof(float) * n), *w = malloc(sizeof(float) * n);
+    int inf_ok = 1;
+    for (size_t i = 0; i < n; i++) {
+        if ((got[i] == -INFINITY) != (want[i] == -INFINITY)) inf_ok = 0;
+        g[i] = got[i] == -INFINITY ? -1e30f : got[i];
+        w[i] = want[i] == -INFINITY ? -1e30f : want[i];
+    }
+    free(got); free(want);
+    CHECK(inf_ok);
+    int ok = close_tol("lse", g, w, n, 2e-4, 1e-4) && inf_ok;
+    free(g); free(w);
+    return ok;
+}
+
+static size_t span(const attn_layout *l, int B, int H, int T, int inner) {
+    return (size_t)((B - 1) * l->b + (H - 1) * l->h + (T - 1) * l->t + inner);
+}
+
+static void layout_bthd(attn_layout *l, int H, int T, int inner, int pad) {
+    l->t = (int64_t)H * (inner + pad);
+    l->h = inner + pad;
+    l->b = l->t * T;
+}
+
+/* n random values rounded to bf16: the fp32 copy f (the reference's input) and the bits h */
+static void fill_bf16(float *f, uint16_t *h, size_t n, float spread) {
+    for (size_t i = 0; i < n; i++) {
+        h[i] = attn_bf16_from_f32(rnd_f() * spread);
+        f[i] = attn_bf16_to_f32(h[i]);
+    }
+}
+
+static void to_f32(float *f, const uint16_t *h, size_t n) {
+    for (size_t i = 0; i < n; i++) f[i] = attn_bf16_to_f32(h[i]);
+}
+
+typedef struct problem {
+    attn_sdpa_desc d;
+    int32_t *vl;
+    uint8_t *allow;
+    float *bias;
+    size_t nq, nk, nv, no, nl;
+    float *q, *k, *v, *dout;     /* fp32, bf16-rounded values */
+    uint16_t *qh, *kh, *vh, *douth;
+} problem;
+
+static void problem_make(problem *p, const tcase *c) {
+    memset(p, 0, sizeof *p);
+    attn_sdpa_desc *d = &p->d;
+    const int B = c->B, H = c->H, Hkv = c->Hkv, T = c->T, S = c->S, D = c->D, Dv = c->Dv;
+    CHECK_STATUS(attn_sdpa_desc_init(d, B, H, T, S, D, Dv), ATTN_OK);
+    d->Hkv = Hkv;
+    if (c->strided) {
+        layout_bthd(&d->q, H, T, D, 3);
+        layout_bthd(&d->k, Hkv, S, D, 1);
+        layout_bthd(&d->v, Hkv, S, Dv, 2);
+        layout_bthd(&d->out, H, T, Dv, 5);
+    } else {
+        d->k = (attn_layout){(int64_t)Hkv * S * D, (int64_t)S * D, D};
+        d->v = (attn_layout){(int64_t)Hkv * S * Dv, (int64_t)S * Dv, Dv};
+    }
+    d->mask.causal = c->causal;
+    d->dropout = c->dropout;
+    d->seed = rnd_u64();
+    if (c->valid) {
+        size_t n = c->valid == 1 ? (size_t)B : (size_t)B * T;
+        p->vl = malloc(sizeof(int32_t) * n);
+        for (size_t i = 0; i < n; i++) p->vl[i] = rnd_int(0, 5) == 0 ? 0 : rnd_int(1, S + 2);
+        d->mask.valid_lens_kind = c->valid == 1 ? ATTN_VALID_LENS_PER_BATCH : ATTN_VALID_LENS_PER_QUERY;
+        d->mask.valid_lens = p->vl;
+    }
+    if (c->allow) {
+        size_t n = c->allow == 1 ? (size_t)B * H * T * S : (size_t)T * S;
+        p->allow = malloc(n);
+        for (size_t i = 0; i < n; i++) p->allow[i] = rnd_int(0, 3) != 0;
+        for (int s = 0; s < S; s++) p->allow[(size_t)(T / 2) * S + s] = 0;   /* a fully masked row */
+        d->mask.allow = p->allow;
+        if (c->allow == 1) {
+            d->mask.allow_stride[0] = (int64_t)H * T * S;
+            d->mask.allow_stride[1] = (int64_t)T * S;
+        }
+        d->mask.allow_stride[2] = S;
+    }
+    if (c->bias) {
+        size_t n = (size_t)B * H * T * S;
+        p->bias = malloc(sizeof(float) * n);
+        for (size_t i = 0; i < n; i++) p->bias[i] = rnd_int(0, 9) == 0 ? -INFINITY : 2.0f * rnd_f();
+        d->mask.bias = p->bias;
+        d->mask.bias_stride[0] = (int64_t)H * T * S;
+        d->mask.bias_stride[1] = (int64_t)T * S;
+        d->mask.bias_stride[2] = S;
+    }
+    p->nq = span(&d->q, B, H, T, D);
+    p->nk = span(&d->k, B, Hkv, S, D);
+    p->nv = span(&d->v, B, Hkv, S, Dv);
+    p->no = span(&d->out, B, H, T, Dv);
+    p->nl = (size_t)B * H * T;
+    p->q = malloc(sizeof(float) * p->nq); p->qh = malloc(2 * p->nq);
+    p->k = malloc(sizeof(float) * p->nk); p->kh = malloc(2 * p->nk);
+    p->v = malloc(sizeof(float) * p->nv); p->vh = malloc(2 * p->nv);
+    p->dout = malloc(sizeof(float) * p->no); p->douth = malloc(2 * p->no);
+    fill_bf16(p->q, p->qh, p->nq, c->qscale);
+    fill_bf16(p->k, p->kh, p->nk, 1.0f);
+    fill_bf16(p->v, p->vh, p->nv, 1.0f);
+    fill_bf16(p->dout, p->douth, p->no, 1.0f);
+}
+
+static void problem_free(problem *p) {
+    free(p->vl); free(p->allow); free(p->bias);
+    free(p->q); free(p->k); free(p->v); free(p->dout);
+    free(p->qh); free(p->kh); free(p->vh); free(p->douth);
+}
+
+static void *work_for(const attn_ctx *ctx, const attn_sdpa_desc *d, size_t *bytes) {
+    size_t wf = 0, wb = 0;
+    CHECK_STATUS(attn_sdpa_workspace_size(ctx, d, ATTN_PASS_FORWARD, &wf), ATTN_OK);
+    CHECK_STATUS(attn_sdpa_workspace_size(ctx, d, ATTN_PASS_BACKWARD, &wb), ATTN_OK);
+    *bytes = wf > wb ? wf : wb;
+    return malloc(*bytes ? *bytes : 1);
+}
+
+/* One case on one path: bf16 tensors forward and backward, and fp32 tensors with bf16 compute forward. */
+static int run_case(attn_isa isa, const tcase *c, const char *label) {
+    problem p;
+    problem_make(&p, c);
+    attn_sdpa_desc *d = &p.d;
+    const size_t nq = p.nq, nk = p.nk, nv = p.nv, no = p.no, nl = p.nl;
+    attn_ctx ref, ctx;
+    CHECK_STATUS(attn_ctx_init(&ref, ATTN_ISA_REF, 1), ATTN_OK);
+    CHECK_STATUS(attn_ctx_init(&ctx, isa, 0), ATTN_OK);
+
+    /* the fp32 reference on the rounded inputs; gradients start from rounded random values */
+    float *out_r = calloc(no, sizeof(float)), *lse_r = calloc(2 * nl, sizeof(float));   /* row statistics */
+    float *dq_r = malloc(sizeof(float) * nq), *dk_r = malloc(sizeof(float) * nk), *dv_r = malloc(sizeof(float) * nv);
+    uint16_t *dqh = malloc(2 * nq), *dkh = malloc(2 * nk), *dvh = malloc(2 * nv);
+    fill_bf16(dq_r, dqh, nq, 0.5f);
+    fill_bf16(dk_r, dkh, nk, 0.5f);
+    fill_bf16(dv_r, dvh, nv, 0.5f);
+    size_t wbytes;
+    void *work = work_for(&ref, d, &wbytes);
+    CHECK_STATUS(attn_sdpa_forward(&ref, d, out_r, lse_r, NULL, p.q, p.k, p.v, work, wbytes), ATTN_OK);
+
+    /* bf16 tensors on the path */
+    attn_sdpa_desc e = *d;
+    e.dtype = ATTN_DTYPE_BF16;
+    uint16_t *outh = malloc(2 * no);
+    memset(outh, 0, 2 * no);     /* as out_r: the gaps between strided rows must stay 0 */
+    float *lse_f = calloc(2 * nl, sizeof(float));
+    size_t wbytes2;
+    void *work2 = work_for(&ctx, &e, &wbytes2);
+    CHECK_STATUS(attn_sdpa_forward(&ctx, &e, outh, lse_f, NULL, p.qh, p.kh, p.vh, work2, wbytes2), ATTN_OK);
+    /* the reference backward reads the same bf16 out as the path's (out is an input of the backward) */
+    float *out_rb = malloc(sizeof(float) * no);
+    to_f32(out_rb, outh, no);
+    CHECK_STATUS(attn_sdpa_backward(&ref, d, dq_r, dk_r, dv_r, p.dout, p.q, p.k, p.v, out_rb, lse_r, work, wbytes),
+                 ATTN_OK);
+    CHECK_STATUS(attn_sdpa_backward(&ctx, &e, dqh, dkh, dvh, p.douth, p.qh, p.kh, p.vh, outh, lse_f, work2, wbytes2),
+                 ATTN_OK);
+    free(work);
+    free(work2);
+    free(out_rb);
+
+    printf("%s %s: B=%d H=%d Hkv=%d T=%d S=%d D=%d Dv=%d causal=%d valid=%d allow=%d bias=%d strided=%d "
+           "dropout=%g\n", attn_isa_name(isa), label, c->B, c->H, c->Hkv, c->T, c->S, c->D, c->Dv, c->causal,
+           c->valid, c->allow, c->bias, c->strided, c->dropout);
+    float *got = malloc(sizeof(float) * (no > nq ? (no > nk ? no : nk) : (nq > nk ? nq : nk)) + sizeof(float) * nv);
+    int ok = 1;
+    to_f32(got, outh, no);
+    ok &= close_tol("out (bf16)", got, out_r, no, 1e-2, 1e-2);
+    ok &= close_lse(lse_f, lse_r, nl);
+    to_f32(got, dqh, nq);
+    ok &= close_tol("dq (bf16)", got, dq_r, nq, 2e-2, 0);
+    to_f32(got, dkh, nk);
+    ok &= close_tol("dk (bf16)", got, dk_r, nk, 2e-2, 0);
+    to_f32(got, dvh, nv);
+    ok &= close_tol("dv (bf16)", got, dv_r, nv, 2e-2, 0);
+
+    /* fp32 tensors (already bf16 values) with bf16 compute: what the path rounds is what the reference saw */
+    attn_sdpa_desc f = *d;
+    f.compute = ATTN_DTYPE_BF16;
+    float *out_c = calloc(no, sizeof(float)), *lse_c = calloc(2 * nl, sizeof(float));
+    work = work_for(&ctx, &f, &wbytes);
+    CHECK_STATUS(attn_sdpa_forward(&ctx, &f, out_c, lse_c, NULL, p.q, p.k, p.v, work, wbytes), ATTN_OK);
+    ok &= close_tol("out (fp32, bf16 compute)", out_c, out_r, no, 1e-2, 1e-2);
+    ok &= close_lse(lse_c, lse_r, nl);
+    /* its backward from zero against the reference's from zero, both reading this out (each with the row
+     * statistics of its own path's forward) */
+    {
+        float *g[6];
+        const size_t gn[3] = {nq, nk, nv};
+        for (int i = 0; i < 6; i++) g[i] = calloc(gn[i % 3], sizeof(float));
+        attn_ctx r1;
+        CHECK_STATUS(attn_ctx_init(&r1, ATTN_ISA_REF, 1), ATTN_OK);
+        size_t rb;
+        void *rw = work_for(&r1, d, &rb);
+        CHECK_STATUS(attn_sdpa_backward(&r1, d, g[0], g[1], g[2], p.dout, p.q, p.k, p.v, out_c, lse_r, rw, rb),
+                     ATTN_OK);
+        CHECK_STATUS(attn_sdpa_backward(&ctx, &f, g[3], g[4], g[5], p.dout, p.q, p.k, p.v, out_c, lse_c, work, wbytes),
+                     ATTN_OK);
+        ok &= close_tol("dq (fp32, bf16 compute)", g[3], g[0], nq, 2e-2, 0);
+        ok &= close_tol("dk (fp32, bf16 compute)", g[4], g[1], nk, 2e-2, 0);
+        ok &= close_tol("dv (fp32, bf16 compute)", g[5], g[2], nv, 2e-2, 0);
+        free(rw);
+        for (int i = 0; i < 6; i++) free(g[i]);
+    }
+    free(work);
+
+    free(out_r); free(lse_r); free(dq_r); free(dk_r); free(dv_r); free(dqh); free(dkh); free(dvh);
+    free(outh); free(lse_f); free(got); free(out_c); free(lse_c);
+    problem_free(&p);
+    return ok;
+}
+
+/* Bitwise identity of the bf16 forward on one path for 1, 2 and 3 threads and for the partition entries. */
+static void check_threads(attn_isa isa) {
+    const tcase c = {2, 4, 2, 75, 301, 72, 40, 1, 2, 0, 1, 1, 0.1f, 2.0f};
+    problem p;
+    problem_make(&p, &c);
+    attn_sdpa_desc e = p.d;
+    e.dtype = ATTN_DTYPE_BF16;
+    uint16_t *o[4], *g[4][3];
+    float *l[4];
+    const size_t gn[3] = {p.nq, p.nk, p.nv};
+    for (int r = 0; r < 4; r++) {
+        const int nth = r < 3 ? r + 1 : 3;
+        attn_ctx ctx;
+        CHECK_STATUS(attn_ctx_init(&ctx, isa, nth), ATTN_OK);
+        o[r] = calloc(p.no, 2);
+        l[r] = calloc(2 * p.nl, sizeof(float));
+        size_t wbytes;
+        void *work = work_for(&ctx, &e, &wbytes);
+        for (int i = 0; i < 3; i++) g[r][i] = calloc(gn[i], 2);
+        if (r < 3) {
+            CHECK_STATUS(attn_sdpa_forward(&ctx, &e, o[r], l[r], NULL, p.qh, p.kh, p.vh, work, wbytes), ATTN_OK);
+            CHECK_STATUS(attn_sdpa_backward(&ctx, &e, g[r][0], g[r][1], g[r][2], p.douth, p.qh, p.kh, p.vh, o[r], l[r],
+                                            work, wbytes),
+                         ATTN_OK);
+        } else {   /* the caller's own threads: stages in order, calls of a stage in reverse order */
+            int ns = 0;
+            CHECK_STATUS(attn_sdpa_stages(&ctx, &e, ATTN_PASS_FORWARD, &ns), ATTN_OK);
+            for (int s = 0; s < ns; s++)
+                for (int ith = nth - 1; ith >= 0; ith--)
+                    CHECK_STATUS(attn_sdpa_forward_part(&ctx, &e, o[r], l[r], p.qh, p.kh, p.vh, work, wbytes, s, ith),
+                                 ATTN_OK);
+            CHECK_STATUS(attn_sdpa_stages(&ctx, &e, ATTN_PASS_BACKWARD, &ns), ATTN_OK);
+            for (int s = 0; s < ns; s++)
+                for (int ith = nth - 1; ith >= 0; ith--)
+                    CHECK_STATUS(attn_sdpa_backward_part(&ctx, &e, g[r][0], g[r][1], g[r][2], p.douth, p.qh, p.kh, p.vh,
+                                                         o[r], l[r], work, wbytes, s, ith),
+                                 ATTN_OK);
+        }
+        free(work);
+    }
+    for (int r = 1; r < 4; r++) {
+        CHECK(memcmp(o[0], o[r], 2 * p.no) == 0);
+        CHECK(memcmp(l[0], l[r], sizeof(float) * 2 * p.nl) == 0);
+        for (int i = 0; i < 3; i++) CHECK(memcmp(g[0][i], g[r][i], 2 * gn[i]) == 0);
+    }
+    printf("%s: bf16 forward and backward bitwise identical for 1, 2, 3 threads and the partition entries\n",
+           attn_isa_name(isa));
+    for (int r = 0; r < 4; r++) {
+        free(o[r]); free(l[r]);
+        for (int i = 0; i < 3; i++) free(g[r][i]);
+    }
+    problem_free(&p);
+}
+
+/* Fully masked rows give zeros and row statistics (-inf, 0) on every path, bf16 too. */
+static void check_masked_rows(attn_isa isa) {
+    const tcase c = {1, 2, 1, 40, 33, 64, 64, 0, 0, 0, 0, 0, 0.0f, 1.0f};
+    problem p;
+    problem_make(&p, &c);
+    attn_sdpa_desc e = p.d;
+    e.dtype = ATTN_DTYPE_BF16;
+    int32_t vl[1] = {0};
+    e.mask.valid_lens_kind = ATTN_VALID_LENS_PER_BATCH;
+    e.mask.valid_lens = vl;
+    attn_ctx ctx;
+    CHECK_STATUS(attn_ctx_init(&ctx, isa, 2), ATTN_OK);
+    uint16_t *o = malloc(2 * p.no);
+    memset(o, 0xff, 2 * p.no);
+    float *l = calloc(2 * p.nl, sizeof(float));
+    size_t wbytes;
+    void *work = work_for(&ctx, &e, &wbytes);
+    CHECK_STATUS(attn_sdpa_forward(&ctx, &e, o, l, NULL, p.qh, p.kh, p.vh, work, wbytes), ATTN_OK);
+    int zeros = 1, infs = 1;
+    for (size_t i = 0; i < p.no; i++) zeros &= o[i] == 0;
+    for (size_t i = 0; i < p.nl; i++) infs &= l[2 * i] == -INFINITY && l[2 * i + 1] == 0.0f;
+    CHECK(zeros && infs);
+    printf("%s: every key masked: zeros and statistics (-inf, 0) %s\n", attn_isa_name(isa),
+           zeros && infs ? "ok" : "FAIL");
+    free(work); free(o); free(l);
+    problem_free(&p);
+}
+
+/* Weights asked for with bf16 tensors: the path's weights stage (through fp32) against the reference's. */
+static void check_weights(attn_isa isa) {
+    const tcase c = {2, 4, 2, 40, 53, 24, 16, 1, 1, 0, 1, 0, 0.0f, 2.0f};
+    problem p;
+    problem_make(&p, &c);
+    attn_sdpa_desc e = p.d;
+    e.dtype = ATTN_DTYPE_BF16;
+    const size_t nw = (size_t)c.B * c.H * c.T * c.S;
+    float *w[2], *st[2];
+    uint16_t *o[2];
+    for (int r = 0; r < 2; r++) {
+        attn_ctx ctx;
+        CHECK_STATUS(attn_ctx_init(&ctx, r ? isa : ATTN_ISA_REF, 2), ATTN_OK);
+        w[r] = calloc(nw, sizeof(float));
+        st[r] = calloc(2 * p.nl, sizeof(float));
+        o[r] = calloc(p.no, 2);
+        size_t wbytes;
+        void *work = work_for(&ctx, &e, &wbytes);
+        CHECK_STATUS(attn_sdpa_forward(&ctx, &e, o[r], st[r], w[r], p.qh, p.kh, p.vh, work, wbytes), ATTN_OK);
+        free(work);
+    }
+    printf("%s: weights of a bf16 forward\n", attn_isa_name(isa));
+    close_tol("weights", w[1], w[0], nw, 1e-5, 1e-4);
+    close_lse(st[1], st[0], p.nl);
+    for (int r = 0; r < 2; r++) { free(w[r]); free(st[r]); free(o[r]); }
+    problem_free(&p);
+}
+
+/* NaN and Inf in K and V at keys the mask hides from every row, inside blocks the rows see: nothing of
+ * them reaches any output or gradient (as on the reference). */
+static void check_hidden_nonfinite(attn_isa isa) {
+    const tcase c = {1, 2, 1, 70, 150, 64, 48, 0, 0, 0, 0, 0, 0.0f, 1.0f};
+    problem p;
+    problem_make(&p, &c);
+    attn_sdpa_desc e = p.d;
+    e.dtype = ATTN_DTYPE_BF16;
+    uint8_t *allow = malloc((size_t)c.T * c.S);
+    for (int t = 0; t < c.T; t++)
+        for (int j = 0; j < c.S; j++) allow[(size_t)t * c.S + j] = j % 37 != 5;   /* keys 5, 42, 79, 116 */
+    e.mask.allow = allow;
+    e.mask.allow_stride[2] = c.S;
+    for (int j = 5; j < c.S; j += 37) {
+        p.kh[(size_t)j * c.D + 3] = 0x7fc0;                 /* NaN */
+        p.vh[(size_t)j * c.Dv + 7] = 0x7f80;                /* +Inf */
+        p.vh[(size_t)j * c.Dv + 8] = 0x7fc0;                /* NaN */
+    }
+    uint16_t *o[2], *g[2][3];
+    float *st[2];
+    const size_t gn[3] = {p.nq, p.nk, p.nv};
+    for (int r = 0; r < 2; r++) {
+        attn_ctx ctx;
+        CHECK_STATUS(attn_ctx_init(&ctx, r ? isa : ATTN_ISA_REF, 2), ATTN_OK);
+        o[r] = calloc(p.no, 2);
+        st[r] = calloc(2 * p.nl, sizeof(float));
+        for (int i = 0; i < 3; i++) g[r][i] = calloc(gn[i], 2);
+        size_t wbytes;
+        void *work = work_for(&ctx, &e, &wbytes);
+        CHECK_STATUS(attn_sdpa_forward(&ctx, &e, o[r], st[r], NULL, p.qh, p.kh, p.vh, work, wbytes), ATTN_OK);
+        CHECK_STATUS(attn_sdpa_backward(&ctx, &e, g[r][0], g[r][1], g[r][2], p.douth, p.qh, p.kh, p.vh, o[r], st[r],
+                                        work, wbytes),
+                     ATTN_OK);
+        free(work);
+    }
+    printf("%s: NaN and Inf in K and V at hidden keys\n", attn_isa_name(isa));
+    float *a = malloc(sizeof(float) * p.nk * 2), *b = a + p.nk;
+    const char *names[4] = {"out", "dq", "dk", "dv"};
+    for (int i = 0; i < 4; i++) {
+        const size_t n = i == 0 ? p.no : gn[i - 1];
+        to_f32(a, i == 0 ? o[1] : g[1][i - 1], n);
+        to_f32(b, i == 0 ? o[0] : g[0][i - 1], n);
+        int finite = 1;
+        for (size_t x = 0; x < n; x++) finite &= isfinite(a[x]) != 0;
+        CHECK(finite);
+        close_tol(names[i], a, b, n, 2e-2, 0);
+    }
+    free(a);
+    for (int r = 0; r < 2; r++) {
+        free(o[r]); free(st[r]);
+        for (int i = 0; i < 3; i++) free(g[r][i]);
+    }
+    free(allow);
+    problem_free(&p);
+}
+
+static const tcase g_fixed[] = {
+    /*  B  H Hkv  T    S    D   Dv  cau val all bia str drop  qs */
+    {1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0.0f, 1.0f},
+    {1, 1, 1, 1, 37, 64, 64, 0, 0, 0, 0, 0, 0.0f, 1.0f},
+    {1, 2, 2, 37, 1, 32, 32, 0, 0, 0, 0, 0, 0.0f, 1.0f},
+    {2, 4, 2, 70, 70, 64, 64, 1, 0, 0, 0, 0, 0.0f, 2.0f},
+    {1, 2, 1, 130, 97, 80, 96, 1, 0, 0, 0, 1, 0.0f, 1.0f},
+    {1, 2, 2, 50, 130, 96, 48, 1, 1, 0, 0, 0, 0.0f, 1.0f},
+    {2, 2, 2, 33, 65, 128, 128, 0, 2, 0, 0, 0, 0.0f, 1.0f},
+    {2, 3, 3, 17, 29, 13, 7, 0, 0, 1, 0, 0, 0.0f, 1.0f},
+    {2, 2, 2, 19, 23, 24, 40, 0, 0, 2, 0, 1, 0.0f, 1.0f},
+    {1, 2, 2, 21, 40, 130, 3, 0, 0, 0, 1, 0, 0.0f, 1.0f},
+    {2, 2, 1, 45, 45, 32, 32, 0, 0, 0, 0, 0, 0.3f, 1.0f},
+    {2, 4, 1, 31, 47, 33, 31, 1, 2, 1, 1, 1, 0.25f, 3.0f},
+    {1, 1, 1, 200, 200, 64, 64, 1, 0, 0, 0, 0, 0.0f, 8.0f},
+    {1, 1, 1, 100, 3, 16, 16, 1, 0, 0, 0, 0, 0.0f, 1.0f},   /* T > S causal: leading rows fully masked */
+    {1, 2, 1, 40, 300, 64, 64, 1, 0, 0, 0, 0, 0.0f, 1.0f},
+    {1, 4, 1, 1, 1500, 37, 70, 0, 0, 0, 0, 0, 0.0f, 2.0f},  /* T = 1, GQA, many key blocks, D/Dv tails */
+    {2, 2, 2, 3, 700, 64, 64, 1, 2, 1, 1, 0, 0.2f, 3.0f},   /* every mask and dropout over several blocks */
+    {1, 2, 2, 2, 1, 8, 8, 0, 0, 0, 1, 0, 0.0f, 1.0f},       /* one key, its bias -inf or not */
+    {1, 2, 1, 64, 300, 64, 64, 0, 0, 0, 0, 0, 0.0f, 2000.0f}, /* scores past 1000: exponents by subtraction */
+    {1, 2, 2, 70, 200, 48, 40, 1, 2, 0, 1, 1, 0.1f, 2000.0f},  /* the same with masks, bias and dropout */
+};
+
+int main(int argc, char **argv) {
+    const int refused = argc > 1 && strcmp(argv[1], "refused") == 0;
+    const attn_isa paths[] = {ATTN_ISA_REF, ATTN_ISA_SCALAR, ATTN_ISA_AVX2, ATTN_ISA_AVX512, ATTN_ISA_AMX};
+    int bad = 0;
+
+    /* the bf16 conversions round to nearest even and keep NaN */
+    CHECK(attn_bf16_from_f32(1.0f) == 0x3f80 && attn_bf16_to_f32(0x3f80) == 1.0f);
+    CHECK(attn_bf16_from_f32(1.00390625f) == 0x3f80);          /* halfway: to even */
+    CHECK(attn_bf16_from_f32(1.01171875f) == 0x3f82);          /* halfway: to even (up) */
+    CHECK(isnan(attn_bf16_to_f32(attn_bf16_from_f32(NAN))));
+    CHECK(attn_bf16_from_f32(INFINITY) == 0x7f80 && attn_bf16_from_f32(-INFINITY) == 0xff80);
+
+    if (refused) {
+        /* ATTN_NO_AMX=1: the path is unsupported, AUTO falls back, bf16 still runs (by conversion) */
+        const char *env = getenv("ATTN_NO_AMX");
+        CHECK(env && strcmp(env, "1") == 0);
+        CHECK(!attn_cpu_supports(ATTN_ISA_AMX));
+        attn_ctx c;
+        CHECK_STATUS(attn_ctx_init(&c, ATTN_ISA_AMX, 1), ATTN_ERR_UNSUPPORTED);
+        CHECK_STATUS(attn_set_isa(ATTN_ISA_AMX), ATTN_ERR_UNSUPPORTED);
+        CHECK_STATUS(attn_ctx_init(&c, ATTN_ISA_AUTO, 1), ATTN_OK);
+        CHECK(c.isa != ATTN_ISA_AMX);
+        printf("AMX refused: auto is %s\n", attn_isa_name(c.isa));
+        for (int i = 0; i < 4; i++) bad += !run_case(ATTN_ISA_AUTO == c.isa ? ATTN_ISA_REF : c.isa, &g_fixed[11 + i],
+                                                      "refused");
+        if (bad) fprintf(stderr, "test_bf16 refused: %d cases off\n", bad);
+        return tu_finish("test_bf16 (AMX refused)");
+    }
+
+    attn_isa parsed;
+    CHECK_STATUS(attn_isa_parse("amx", &parsed), ATTN_OK);
+    CHECK(parsed == ATTN_ISA_AMX && strcmp(attn_isa_name(ATTN_ISA_AMX), "amx") == 0);
+    {   /* out-of-range types are refused */
+        attn_sdpa_desc d;
+        CHECK_STATUS(attn_sdpa_desc_init(&d, 1, 1, 2, 2, 4, 4), ATTN_OK);
+        CHECK(d.dtype == ATTN_DTYPE_F32 && d.compute == ATTN_DTYPE_F32);
+        d.dtype = ATTN_DTYPE_COUNT;
+        CHECK_STATUS(attn_sdpa_validate(&d), ATTN_ERR_ARG);
+        d.dtype = ATTN_DTYPE_F32;
+        d.compute = (attn_dtype)-1;
+        CHECK_STATUS(attn_sdpa_validate(&d), ATTN_ERR_ARG);
+    }
+
+    {   /* a shape whose workspace does not fit in size_t is refused, not wrapped, on every path */
+        attn_sdpa_desc d;
+        CHECK_STATUS(attn_sdpa_desc_init(&d, 1 << 24, 1 << 24, 64, 64, 64, 64), ATTN_OK);
+        d.dtype = ATTN_DTYPE_BF16;
+        for (size_t pi = 0; pi < sizeof paths / sizeof paths[0]; pi++) {
+            attn_ctx c;
+            size_t n = 0;
+            if (attn_ctx_init(&c, paths[pi], 2) != ATTN_OK) continue;
+            CHECK_STATUS(attn_sdpa_workspace_size(&c, &d, ATTN_PASS_FORWARD, &n), ATTN_ERR_SIZE);
+            CHECK_STATUS(attn_sdpa_workspace_size(&c, &d, ATTN_PASS_BACKWARD, &n), ATTN_ERR_SIZE);
+        }
+    }
+
+    for (size_t pi = 0; pi < sizeof paths / sizeof paths[0]; pi++) {
+        const attn_isa isa = paths[pi];
+        attn_ctx probe;
+        if (attn_ctx_init(&probe, isa, 1) != ATTN_OK) {
+            printf("%s: not supported here, skipped\n", attn_isa_name(isa));
+            continue;
+        }
+        const int heavy = isa == ATTN_ISA_AMX || isa == ATTN_ISA_AVX512;
+        for (size_t i = 0; i < sizeof g_fixed / sizeof g_fixed[0]; i++) {
+            if (!heavy && i % 3 != 0) continue;          /* the slow paths take a third */
+            bad += !run_case(isa, &g_fixed[i], "fixed");
+        }
+        const int nrand = isa == ATTN_ISA_AMX ? 40 : heavy ? 12 : 4;
+        for (int i = 0; i < nrand; i++) {
+            tcase c;
+            c.Hkv = rnd_int(1, 2);
+            c.H = c.Hkv * rnd_int(1, 3);
+            c.B = rnd_int(1, 2);
+            c.T = rnd_int(0, 4) == 0 ? 1 : rnd_int(1, 90);
+            c.S = rnd_int(0, 4) == 0 ? 1 : rnd_int(1, 300);
+            c.D = rnd_int(1, 130);
+            c.Dv = rnd_int(0, 1) ? c.D : rnd_int(1, 130);
+            c.causal = rnd_int(0, 1);
+            c.valid = rnd_int(0, 3) == 0 ? rnd_int(1, 2) : 0;
+            c.allow = rnd_int(0, 3) == 0 ? rnd_int(1, 2) : 0;
+            c.bias = rnd_int(0, 3) == 0;
+            c.strided = rnd_int(0, 1);
+            c.dropout = rnd_int(0, 4) == 0 ? 0.2f : 0.0f;
+            c.qscale = (float)rnd_int(1, 4);
+            bad += !run_case(isa, &c, "random");
+        }
+        if (isa != ATTN_ISA_REF) check_threads(isa);
+        if (isa != ATTN_ISA_REF) check_weights(isa);
+        if (isa != ATTN_ISA_REF) check_hidden_nonfinite(isa);
+        check_masked_rows(isa);
+    }
+    if (bad) fprintf(stderr, "test_bf16: %d cases off\n", bad);
+    return tu_finish("test_bf16");
+}
