@@ -218,9 +218,9 @@ def _set_mask(mk, B, H, T, S, causal, valid_lens, mask, bias, keep):
         mk.bias_stride[0], mk.bias_stride[1], mk.bias_stride[2] = s
 
 
-def _work(ctx, desc_ptr, pass_, sizer):
+def _work(ctx, desc_ptr, pass_, sizer, what):
     n = ctypes.c_size_t()
-    _lib.check(sizer(ctx, desc_ptr, pass_, ctypes.byref(n)), "workspace size")
+    _lib.check(sizer(ctx, desc_ptr, pass_, ctypes.byref(n)), what)
     w = np.empty(max(n.value, 1), np.uint8)
     return w, n.value
 
@@ -283,7 +283,7 @@ def sdpa(q, k, v, *, scale=None, causal=False, valid_lens=None, mask=None, bias=
     out = np.empty((B, H, T, Dv), _F32)
     need_stats = return_stats or return_lse
     stats = np.empty((B, H, T, 2), _F32) if need_stats else None
-    w, wn = _work(cp, dp, 0, lib.attn_sdpa_workspace_size)
+    w, wn = _work(cp, dp, 0, lib.attn_sdpa_workspace_size, "sdpa")
     qp, kp, vp = _ptr(q4), _ptr(k4), _ptr(v4)
     weights = None
     if return_weights:
@@ -362,7 +362,7 @@ def sdpa_backward(dout, q, k, v, out, stats, *, scale=None, causal=False, valid_
     (dq, q4), (dk, k4), (dv, v4) = grads
     c = _ctx(ctx)
     cp, dp = ctypes.byref(c), ctypes.byref(d)
-    w, wn = _work(cp, dp, 1, lib.attn_sdpa_workspace_size)
+    w, wn = _work(cp, dp, 1, lib.attn_sdpa_workspace_size, "sdpa_backward")
     _lib.check(lib.attn_sdpa_backward(cp, dp, _ptr(dq), _ptr(dk), _ptr(dv), _ptr(do4), _ptr(q4), _ptr(k4),
                                       _ptr(v4), _ptr(o4), _ptr(st), _ptr(w), wn), "sdpa_backward")
     if squeeze:
@@ -414,7 +414,7 @@ def additive(q, k, v, wq, wk, wv, *, causal=False, valid_lens=None, mask=None, b
     cp, dp = ctypes.byref(c), ctypes.byref(d)
     out = np.empty((d.B, d.T, d.Dv), _F32)
     weights = np.empty((d.B, d.T, d.S), _F32) if return_weights else None
-    w, wn = _work(cp, dp, 0, lib.attn_additive_workspace_size)
+    w, wn = _work(cp, dp, 0, lib.attn_additive_workspace_size, "additive")
     _lib.check(lib.attn_additive_forward(cp, dp, _ptr(out), None if weights is None else _ptr(weights),
                                          *[_ptr(a) for a in arrs], _ptr(w), wn), "additive")
     return (out, weights) if return_weights else out
@@ -432,7 +432,7 @@ def additive_backward(dout, q, k, v, wq, wk, wv, *, causal=False, valid_lens=Non
     grads = [np.zeros(a.shape, _F32) for a in arrs]
     c = _ctx(ctx)
     cp, dp = ctypes.byref(c), ctypes.byref(d)
-    w, wn = _work(cp, dp, 1, lib.attn_additive_workspace_size)
+    w, wn = _work(cp, dp, 1, lib.attn_additive_workspace_size, "additive_backward")
     _lib.check(lib.attn_additive_backward(cp, dp, *[_ptr(g) for g in grads], _ptr(do), *[_ptr(a) for a in arrs],
                                           _ptr(w), wn), "additive_backward")
     return tuple(grads)
