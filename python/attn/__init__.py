@@ -16,6 +16,7 @@ whose message is the library's status string.
 import ctypes
 import os
 import tempfile
+import threading
 
 import numpy as np
 
@@ -123,7 +124,24 @@ def _f32(name, a):
 
 
 def _ptr(a):
-    return a.__array_interface__["data"][0]
+    return a.ctypes.data
+
+
+_tls = threading.local()
+_WORK_KEEP = 1 << 20
+
+
+def _workspace(nbytes):
+    """(buffer, address) of at least nbytes: a per-thread buffer up to 1 MiB is kept and reused, so small
+    calls allocate nothing but their outputs; larger ones get a buffer of their own."""
+    c = getattr(_tls, "work", None)
+    if c is not None and c[0] >= nbytes:
+        return c[1], c[2]
+    a = np.empty(max(nbytes, 1 << 16), np.uint8)
+    c = (a.size, a, a.ctypes.data)
+    if nbytes <= _WORK_KEEP:
+        _tls.work = c
+    return a, c[2]
 
 
 def _layout4(a):
@@ -219,10 +237,20 @@ def _set_mask(mk, B, H, T, S, causal, valid_lens, mask, bias, keep):
 
 
 def _work(ctx, desc_ptr, pass_, sizer, what):
+    """(address, bytes) of a workspace for the pass; the buffer stays alive in the thread's cache or in
+    the returned holder."""
     n = ctypes.c_size_t()
     _lib.check(sizer(ctx, desc_ptr, pass_, ctypes.byref(n)), what)
-    w = np.empty(max(n.value, 1), np.uint8)
-    return w, n.value
+    buf, addr = _workspace(n.value)
+    return _Work(addr, buf), n.value
+
+
+class _Work(int):
+    """An address that keeps its buffer alive."""
+    def __new__(cls, addr, buf):
+        w = int.__new__(cls, addr)
+        w.buf = buf
+        return w
 
 
 # ---- scaled dot-product attention ------------------------------------------------------------------
@@ -261,6 +289,40 @@ def _sdpa_setup(q, k, v, scale, causal, valid_lens, mask, bias, dropout, seed, k
     return d, q4, k4, v4, squeeze
 
 
+def _sdpa_fast(q, k, v, scale, causal, ctx):
+    """sdpa for contiguous 4-D float32 arrays and no mask but causal: the few checks and calls a small
+    call needs (its overhead is what a tiny shape measures). None when the general path must run."""
+    if (q.dtype is not _F32 and q.dtype != _F32) or k.dtype != _F32 or v.dtype != _F32 or k.ndim != 4 \
+            or v.ndim != 4 or not (q.flags.c_contiguous and k.flags.c_contiguous and v.flags.c_contiguous):
+        return None
+    B, H, T, D = q.shape
+    _, Hkv, S, Dk = k.shape
+    if k.shape[0] != B or Dk != D or v.shape[:3] != k.shape[:3] or Hkv == 0 or H % Hkv:
+        return None
+    Dv = v.shape[3]
+    d = _lib.SdpaDesc()
+    dp = ctypes.byref(d)
+    if lib.attn_sdpa_desc_init(dp, B, H, T, S, D, Dv) != 0:
+        return None
+    if Hkv != H:
+        d.Hkv = Hkv
+        d.k.h, d.v.h = S * D, S * Dv
+        d.k.b, d.v.b = Hkv * S * D, Hkv * S * Dv
+    if scale is not None:
+        d.scale = scale
+    if causal:
+        d.mask.causal = 1
+    c = lib.attn_ctx_default() if ctx is None else ctx._c
+    cp = ctypes.byref(c)
+    n = ctypes.c_size_t()
+    _lib.check(lib.attn_sdpa_workspace_size(cp, dp, 0, ctypes.byref(n)), "sdpa")
+    buf, wp = _workspace(n.value)
+    out = np.empty((B, H, T, Dv), _F32)
+    _lib.check(lib.attn_sdpa_forward(cp, dp, out.ctypes.data, None, None, q.ctypes.data, k.ctypes.data,
+                                     v.ctypes.data, wp, n.value), "sdpa")
+    return out
+
+
 def sdpa(q, k, v, *, scale=None, causal=False, valid_lens=None, mask=None, bias=None, dropout=0.0, seed=0,
          return_weights=False, return_lse=False, return_stats=False, ctx=None):
     """Scaled dot-product attention: softmax(scale·Q Kᵀ + bias, masked) V.
@@ -274,6 +336,12 @@ def sdpa(q, k, v, *, scale=None, causal=False, valid_lens=None, mask=None, bias=
 
     Returns out (B,H,T,Dv); with return_weights/return_lse/return_stats a tuple (out, [weights (B,H,T,S)],
     [lse (B,H,T)], [stats (B,H,T,2)]) in that order. stats are what sdpa_backward needs."""
+    if (type(q) is np.ndarray and type(k) is np.ndarray and type(v) is np.ndarray and q.ndim == 4
+            and valid_lens is None and mask is None and bias is None and not dropout
+            and not (return_weights or return_lse or return_stats)):
+        out = _sdpa_fast(q, k, v, scale, causal, ctx)
+        if out is not None:
+            return out
     keep = []
     d, q4, k4, v4, squeeze = _sdpa_setup(q, k, v, scale, causal, valid_lens, mask, bias, dropout, seed, keep)
     c = _ctx(ctx)
@@ -290,14 +358,14 @@ def sdpa(q, k, v, *, scale=None, causal=False, valid_lens=None, mask=None, bias=
         weights = np.empty((B, H, T, S), _F32)
         if return_stats:   # the weights come from the reference kernel: keep the stats of this path
             scratch = np.empty_like(out)
-            _lib.check(lib.attn_sdpa_forward(cp, dp, _ptr(scratch), None, _ptr(weights), qp, kp, vp, _ptr(w), wn),
+            _lib.check(lib.attn_sdpa_forward(cp, dp, _ptr(scratch), None, _ptr(weights), qp, kp, vp, w, wn),
                        "sdpa")
     if not return_weights or return_stats:
         _lib.check(lib.attn_sdpa_forward(cp, dp, _ptr(out), None if stats is None else _ptr(stats), None,
-                                         qp, kp, vp, _ptr(w), wn), "sdpa")
+                                         qp, kp, vp, w, wn), "sdpa")
     else:
         _lib.check(lib.attn_sdpa_forward(cp, dp, _ptr(out), None if stats is None else _ptr(stats),
-                                         _ptr(weights), qp, kp, vp, _ptr(w), wn), "sdpa")
+                                         _ptr(weights), qp, kp, vp, w, wn), "sdpa")
     if not (return_weights or return_lse or return_stats):
         return out[:, 0] if squeeze else out
     res = [out[:, 0] if squeeze else out]
@@ -364,7 +432,7 @@ def sdpa_backward(dout, q, k, v, out, stats, *, scale=None, causal=False, valid_
     cp, dp = ctypes.byref(c), ctypes.byref(d)
     w, wn = _work(cp, dp, 1, lib.attn_sdpa_workspace_size, "sdpa_backward")
     _lib.check(lib.attn_sdpa_backward(cp, dp, _ptr(dq), _ptr(dk), _ptr(dv), _ptr(do4), _ptr(q4), _ptr(k4),
-                                      _ptr(v4), _ptr(o4), _ptr(st), _ptr(w), wn), "sdpa_backward")
+                                      _ptr(v4), _ptr(o4), _ptr(st), w, wn), "sdpa_backward")
     if squeeze:
         return dq[:, 0], dk[:, 0], dv[:, 0]
     return dq, dk, dv
@@ -416,7 +484,7 @@ def additive(q, k, v, wq, wk, wv, *, causal=False, valid_lens=None, mask=None, b
     weights = np.empty((d.B, d.T, d.S), _F32) if return_weights else None
     w, wn = _work(cp, dp, 0, lib.attn_additive_workspace_size, "additive")
     _lib.check(lib.attn_additive_forward(cp, dp, _ptr(out), None if weights is None else _ptr(weights),
-                                         *[_ptr(a) for a in arrs], _ptr(w), wn), "additive")
+                                         *[_ptr(a) for a in arrs], w, wn), "additive")
     return (out, weights) if return_weights else out
 
 
@@ -434,7 +502,7 @@ def additive_backward(dout, q, k, v, wq, wk, wv, *, causal=False, valid_lens=Non
     cp, dp = ctypes.byref(c), ctypes.byref(d)
     w, wn = _work(cp, dp, 1, lib.attn_additive_workspace_size, "additive_backward")
     _lib.check(lib.attn_additive_backward(cp, dp, *[_ptr(g) for g in grads], _ptr(do), *[_ptr(a) for a in arrs],
-                                          _ptr(w), wn), "additive_backward")
+                                          w, wn), "additive_backward")
     return tuple(grads)
 
 

@@ -345,3 +345,13 @@ def test_version_and_library():
     assert attn.version().count(".") == 2
     assert os.path.exists(attn.library_path)
     assert attn.blas_core()
+
+
+def test_fast_path_equals_general_path(rng):
+    for H, Hkv, D, Dv in ((4, 4, 16, 16), (4, 2, 16, 8), (6, 3, 8, 24)):
+        q, k, v = rand(rng, 2, H, 5, D), rand(rng, 2, Hkv, 7, D), rand(rng, 2, Hkv, 7, Dv)
+        for causal in (False, True):
+            fast = attn.sdpa(q, k, v, causal=causal)
+            general, _ = attn.sdpa(q, k, v, causal=causal, return_stats=True)
+            assert np.array_equal(fast, general)
+            close(fast, ref_sdpa(q, k, v, causal=causal)[0])
