@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from . import _lib
 from ._lib import lib
 
-__all__ = ["scaled_dot_product_attention", "MultiheadAttention"]
+__all__ = ["scaled_dot_product_attention", "attention", "MultiheadAttention"]
 
 
 def _check_tensor(name, t):
@@ -190,13 +190,13 @@ def _attention(query, key, value, allow, bias, vlens, causal, scale, dropout_p, 
     return res
 
 
-def _mask4(attn_mask, lead, B, H, T, S):
+def _mask4(attn_mask, lead, B, H, T, S, name="attn_mask"):
     """attn_mask broadcast to the query's leading dims + (L, S), as a 4-D (B,H,T,S) strided view."""
     m = attn_mask
     try:
         m = m.expand(tuple(lead) + (T, S))
     except RuntimeError:
-        raise ValueError(f"attn_mask: shape {tuple(attn_mask.shape)} does not broadcast to "
+        raise ValueError(f"{name}: shape {tuple(attn_mask.shape)} does not broadcast to "
                          f"{tuple(lead) + (T, S)}") from None
     m = _to4("attn_mask", m, None)
     return _mask_layout(m, S)[0]
@@ -240,6 +240,49 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
             vlens = torch.clamp(torch.arange(1, L + 1, dtype=torch.int32), max=S).expand(B, L).contiguous()
     out = _attention(query, key, value, allow, bias, vlens, causal, scale, dropout_p, False)
     return out.reshape(tuple(lead) + (L, value.shape[-1]))
+
+
+def attention(query, key, value, *, valid_lens=None, mask=None, bias=None, causal=False, scale=None, dropout_p=0.0,
+              need_weights=False):
+    """Every mask the library has, on (B,H,T,D) / (B,Hkv,S,D) / (B,Hkv,S,Dv) tensors (or (B,T,D) without
+    heads), with autograd: valid_lens (B,) or (B,T) integers, keys s >= the length excluded (d2l's
+    masked_softmax, without its fill value: a row with no key gives zeros); causal bottom-right aligned
+    (query t sees keys s <= t + S - T, as a decoder with a key/value cache needs); mask boolean
+    broadcastable to (B,H,T,S), True = may attend; bias float broadcastable to (B,H,T,S), added to the
+    scaled scores. Returns out, or (out, weights) with need_weights (weights carry no gradient)."""
+    for name, t in (("query", query), ("key", key), ("value", value)):
+        _check_tensor(name, t)
+    if query.dim() not in (3, 4):
+        raise ValueError(f"query: expected shape (B,H,T,D) or (B,T,D), got {tuple(query.shape)}")
+    if not 0.0 <= dropout_p < 1.0:
+        raise ValueError(f"dropout_p: expected a value in [0, 1), got {dropout_p}")
+    q4 = _to4("query", query, None)
+    B, H, T = q4.shape[:3]
+    S = key.shape[-2]
+    lead = (B, H)
+    vl = None
+    if valid_lens is not None:
+        vl = torch.as_tensor(valid_lens)
+        if vl.dtype.is_floating_point or vl.dtype == torch.bool:
+            raise TypeError(f"valid_lens: expected integers, got {vl.dtype}")
+        if tuple(vl.shape) not in ((B,), (B, T)):
+            raise ValueError(f"valid_lens: expected shape (B,) = ({B},) or (B,T) = ({B}, {T}), got {tuple(vl.shape)}")
+        if vl.numel() and int(vl.min()) < 0:
+            raise ValueError("valid_lens: lengths must not be negative")
+        vl = vl.to(torch.int32).contiguous()
+    allow = b = None
+    if mask is not None:
+        if mask.dtype != torch.bool:
+            raise TypeError(f"mask: expected a boolean tensor (True = may attend), got {mask.dtype}")
+        allow = _mask4(mask.view(torch.uint8), lead, B, H, T, S, "mask")
+    if bias is not None:
+        if not bias.is_floating_point():
+            raise TypeError(f"bias: expected a float tensor, got {bias.dtype}")
+        b = _mask4(bias.detach().to(torch.float32), lead, B, H, T, S, "bias")
+    res = _attention(query, key, value, allow, b, vl, bool(causal), scale, dropout_p, bool(need_weights))
+    if query.dim() == 3:
+        return (res[0][:, 0], res[1][:, 0]) if need_weights else res[:, 0]
+    return res
 
 
 class MultiheadAttention(torch.nn.MultiheadAttention):

@@ -273,3 +273,30 @@ def test_training_step_matches_torch():
             opt.step()
     for a, b in zip(ours.parameters(), ref.parameters()):   # Adam magnifies float32 rounding near zero
         close(a, b, 2e-3)
+
+
+@pytest.mark.parametrize("kind", ["lens_batch", "lens_query", "causal_cache", "mask_bias", "weights"])
+def test_attention_every_mask(kind):
+    from conftest import ref_sdpa
+    B, H, Hkv, T, S = 2, 4, 2, 5, 8
+    q, k, v = inputs((B, H, T, 8), (B, Hkv, S, 8), 6)
+    g = torch.Generator().manual_seed(9)
+    kw = {"lens_batch": dict(valid_lens=torch.tensor([3, 8])),
+          "lens_query": dict(valid_lens=torch.tensor([[1, 2, 3, 4, 0], [8, 7, 6, 5, 4]])),
+          "causal_cache": dict(causal=True),
+          "mask_bias": dict(mask=torch.rand(T, S, generator=g) > 0.3, bias=torch.randn(B, 1, T, S, generator=g)),
+          "weights": dict(valid_lens=torch.tensor([3, 6]), need_weights=True)}[kind]
+    res = at.attention(q, k, v, **kw)
+    out = res[0] if kind == "weights" else res
+    np_kw = {kk: vv.numpy() if isinstance(vv, torch.Tensor) else vv for kk, vv in kw.items() if kk != "need_weights"}
+    r_out, r_w, _, back = ref_sdpa(q.detach().numpy(), k.detach().numpy(), v.detach().numpy(), **np_kw)
+    close(out, torch.from_numpy(r_out))
+    if kind == "weights":
+        close(res[1], torch.from_numpy(r_w))
+    dout = torch.randn_like(out)
+    for a, b in zip(torch.autograd.grad(out, (q, k, v), dout), back(dout.numpy())):
+        close(a, torch.from_numpy(b), 5e-5)
+    with pytest.raises(ValueError, match="^valid_lens: expected shape"):
+        at.attention(q, k, v, valid_lens=torch.tensor([1, 2, 3]))
+    with pytest.raises(TypeError, match="^mask: expected a boolean"):
+        at.attention(q, k, v, mask=torch.ones(T, S))
