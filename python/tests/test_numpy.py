@@ -355,3 +355,11 @@ def test_fast_path_equals_general_path(rng):
             general, _ = attn.sdpa(q, k, v, causal=causal, return_stats=True)
             assert np.array_equal(fast, general)
             close(fast, ref_sdpa(q, k, v, causal=causal)[0])
+
+
+def test_loader_messages(tmp_path):
+    import subprocess
+    import sys
+    env = dict(os.environ, ATTN_LIBRARY=str(tmp_path / "nothing.so"))
+    r = subprocess.run([sys.executable, "-c", "import attn"], env=env, capture_output=True, text=True)
+    assert r.returncode != 0 and "cannot load ATTN_LIBRARY" in r.stderr and "nothing.so" in r.stderr
