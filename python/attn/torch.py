@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import _lib
+from . import _lib, _workspace
 from ._lib import lib
 
 __all__ = ["scaled_dot_product_attention", "attention", "MultiheadAttention"]
@@ -31,7 +31,7 @@ __all__ = ["scaled_dot_product_attention", "attention", "MultiheadAttention"]
 def _check_tensor(name, t):
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
-    if t.device.type != "cpu":
+    if not t.is_cpu:
         raise ValueError(f"{name}: attn runs on the CPU, got a tensor on {t.device}")
     if t.dtype != torch.float32:
         raise TypeError(f"{name}: expected torch.float32, got {t.dtype}")
@@ -63,55 +63,65 @@ def _mask_layout(m, S):
     return m, (sb, sh, st)
 
 
+def _forward(q, k, v, allow, bias, vlens, causal, scale, dropout, seed, need_weights, need_stats):
+    """One forward on 4-D tensors: (out, stats or None, weights or None, descriptor, context)."""
+    B, H, T, D = q.shape
+    Hkv, S, Dv = k.shape[1], k.shape[2], v.shape[3]
+    d = _lib.SdpaDesc()
+    dp = ctypes.byref(d)
+    _lib.check(lib.attn_sdpa_desc_init(dp, B, H, T, S, D, Dv), "scaled_dot_product_attention",
+               f"sizes B={B} H={H} T={T} S={S} D={D} Dv={Dv}")
+    d.Hkv = Hkv
+    if scale is not None:
+        d.scale = scale
+    qs, lq = _strided(q)
+    ks, lk = _strided(k)
+    vs, lv = _strided(v)
+    d.q.b, d.q.h, d.q.t = lq
+    d.k.b, d.k.h, d.k.t = lk
+    d.v.b, d.v.h, d.v.t = lv
+    if dropout:
+        d.dropout = dropout
+        d.seed = seed
+    mk = d.mask
+    if causal:
+        mk.causal = 1
+    if vlens is not None:
+        mk.valid_lens_kind = 1 if vlens.dim() == 1 else 2
+        mk.valid_lens = vlens.data_ptr()
+    if allow is not None:
+        mk.allow = allow.data_ptr()
+        mk.allow_stride[0], mk.allow_stride[1], mk.allow_stride[2] = allow.stride()[:3]
+    if bias is not None:
+        mk.bias = bias.data_ptr()
+        mk.bias_stride[0], mk.bias_stride[1], mk.bias_stride[2] = bias.stride()[:3]
+    c = lib.attn_ctx_default()
+    cp = ctypes.byref(c)
+    out = torch.empty((B, H, T, Dv), dtype=torch.float32)
+    stats = torch.empty((B, H, T, 2), dtype=torch.float32) if need_stats else None
+    n = ctypes.c_size_t()
+    _lib.check(lib.attn_sdpa_workspace_size(cp, dp, 0, ctypes.byref(n)), "scaled_dot_product_attention")
+    work, wp = _workspace(n.value)
+    qp, kp, vp = qs.data_ptr(), ks.data_ptr(), vs.data_ptr()
+    _lib.check(lib.attn_sdpa_forward(cp, dp, out.data_ptr(), None if stats is None else stats.data_ptr(), None,
+                                     qp, kp, vp, wp, n.value), "scaled_dot_product_attention")
+    weights = None
+    if need_weights:       # a second call: weights come from the reference kernel, stats stay this path's
+        weights = torch.empty((B, H, T, S), dtype=torch.float32)
+        scratch = torch.empty_like(out)
+        _lib.check(lib.attn_sdpa_forward(cp, dp, scratch.data_ptr(), None, weights.data_ptr(), qp, kp, vp,
+                                         wp, n.value), "scaled_dot_product_attention (weights)")
+    return out, stats, weights, d, c
+
+
 class _SDPA(torch.autograd.Function):
     """out = softmax(scale·q kᵀ + bias, masked) v on 4-D tensors; saves out and the row statistics."""
 
     @staticmethod
     def forward(ctx, q, k, v, allow, bias, vlens, causal, scale, dropout, seed, need_weights):
-        B, H, T, D = q.shape
-        Hkv, S, Dv = k.shape[1], k.shape[2], v.shape[3]
-        d = _lib.SdpaDesc()
-        _lib.check(lib.attn_sdpa_desc_init(ctypes.byref(d), B, H, T, S, D, Dv), "scaled_dot_product_attention",
-                   f"sizes B={B} H={H} T={T} S={S} D={D} Dv={Dv}")
-        d.Hkv = Hkv
-        if scale is not None:
-            d.scale = scale
-        qs, lq = _strided(q)
-        ks, lk = _strided(k)
-        vs, lv = _strided(v)
-        d.q.b, d.q.h, d.q.t = lq
-        d.k.b, d.k.h, d.k.t = lk
-        d.v.b, d.v.h, d.v.t = lv
-        d.dropout = dropout
-        d.seed = seed
-        mk = d.mask
-        mk.causal = 1 if causal else 0
-        if vlens is not None:
-            mk.valid_lens_kind = 1 if vlens.dim() == 1 else 2
-            mk.valid_lens = vlens.data_ptr()
-        if allow is not None:
-            mk.allow = allow.data_ptr()
-            mk.allow_stride[0], mk.allow_stride[1], mk.allow_stride[2] = allow.stride()[:3]
-        if bias is not None:
-            mk.bias = bias.data_ptr()
-            mk.bias_stride[0], mk.bias_stride[1], mk.bias_stride[2] = bias.stride()[:3]
-        c = lib.attn_ctx_default()
-        cp, dp = ctypes.byref(c), ctypes.byref(d)
-        out = torch.empty((B, H, T, Dv), dtype=torch.float32)
-        stats = torch.empty((B, H, T, 2), dtype=torch.float32)
-        n = ctypes.c_size_t()
-        _lib.check(lib.attn_sdpa_workspace_size(cp, dp, 0, ctypes.byref(n)), "scaled_dot_product_attention")
-        work = np.empty(max(n.value, 1), np.uint8)
-        wp = work.__array_interface__["data"][0]
-        _lib.check(lib.attn_sdpa_forward(cp, dp, out.data_ptr(), stats.data_ptr(), None, qs.data_ptr(),
-                                         ks.data_ptr(), vs.data_ptr(), wp, n.value), "scaled_dot_product_attention")
-        weights = None
-        if need_weights:       # a second call: weights come from the reference kernel, stats stay this path's
-            weights = torch.empty((B, H, T, S), dtype=torch.float32)
-            scratch = torch.empty_like(out)
-            _lib.check(lib.attn_sdpa_forward(cp, dp, scratch.data_ptr(), None, weights.data_ptr(), qs.data_ptr(),
-                                             ks.data_ptr(), vs.data_ptr(), wp, n.value),
-                       "scaled_dot_product_attention (weights)")
+        out, stats, weights, d, c = _forward(q, k, v, allow, bias, vlens, causal, scale, dropout, seed,
+                                             need_weights, True)
+        if need_weights:
             ctx.mark_non_differentiable(weights)
         ctx.save_for_backward(q, k, v, out)
         ctx.stats, ctx.desc, ctx.cctx, ctx.masks = stats, d, c, (allow, bias, vlens)
@@ -142,11 +152,11 @@ class _SDPA(torch.autograd.Function):
         cp, dp = ctypes.byref(c), ctypes.byref(d)
         n = ctypes.c_size_t()
         _lib.check(lib.attn_sdpa_workspace_size(cp, dp, 1, ctypes.byref(n)), "scaled_dot_product_attention backward")
-        work = np.empty(max(n.value, 1), np.uint8)
+        work, wp = _workspace(n.value)
         dq, dk, dv = grads
         _lib.check(lib.attn_sdpa_backward(cp, dp, dq.data_ptr(), dk.data_ptr(), dv.data_ptr(), dout.data_ptr(),
                                           srcs[0].data_ptr(), srcs[1].data_ptr(), srcs[2].data_ptr(), out.data_ptr(),
-                                          ctx.stats.data_ptr(), work.__array_interface__["data"][0], n.value),
+                                          ctx.stats.data_ptr(), wp, n.value),
                    "scaled_dot_product_attention backward")
         return (dq, dk, dv) + (None,) * 8
 
@@ -165,8 +175,6 @@ def _to4(name, t, lead):
 
 
 def _attention(query, key, value, allow, bias, vlens, causal, scale, dropout_p, need_weights):
-    for name, t in (("query", query), ("key", key), ("value", value)):
-        _check_tensor(name, t)
     if query.dim() != key.dim() or query.dim() != value.dim():
         raise ValueError(f"query, key, value: expected the same number of dimensions, got {query.dim()}, "
                          f"{key.dim()} and {value.dim()}")
@@ -186,8 +194,11 @@ def _attention(query, key, value, allow, bias, vlens, causal, scale, dropout_p, 
     seed = 0
     if dropout_p > 0:
         seed = int(torch.randint(0, 2 ** 62, (1,)).item())
-    res = _SDPA.apply(q, k, v, allow, bias, vlens, causal, scale, float(dropout_p), seed, need_weights)
-    return res
+    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+        return _SDPA.apply(q, k, v, allow, bias, vlens, causal, scale, float(dropout_p), seed, need_weights)
+    out, _, weights, _, _ = _forward(q, k, v, allow, bias, vlens, causal, scale, float(dropout_p), seed,
+                                     need_weights, False)
+    return (out, weights) if need_weights else out
 
 
 def _mask4(attn_mask, lead, B, H, T, S, name="attn_mask"):
@@ -218,12 +229,13 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
         raise ValueError("attn_mask: is_causal=True takes no attn_mask (as in PyTorch)")
     if query.dim() < 2:
         raise ValueError(f"query: expected at least 2 dimensions (..., L, E), got shape {tuple(query.shape)}")
-    lead, (L, E) = query.shape[:-2], query.shape[-2:]
+    shape = query.shape
+    lead, L = shape[:-2], shape[-2]
     S = key.shape[-2] if key.dim() >= 2 else 0
-    q4 = _to4("query", query, lead)
-    B, H = q4.shape[0], q4.shape[1]
     allow = bias = vlens = None
     causal = False
+    if attn_mask is not None or (is_causal and L != S):
+        B, H = _to4("query", query, lead).shape[:2]
     if attn_mask is not None:
         if not isinstance(attn_mask, torch.Tensor):
             raise TypeError(f"attn_mask: expected a torch.Tensor, got {type(attn_mask).__name__}")
@@ -239,7 +251,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
         else:   # PyTorch's triangle is top-left: query i sees keys j <= i, i.e. valid lengths i + 1
             vlens = torch.clamp(torch.arange(1, L + 1, dtype=torch.int32), max=S).expand(B, L).contiguous()
     out = _attention(query, key, value, allow, bias, vlens, causal, scale, dropout_p, False)
-    return out.reshape(tuple(lead) + (L, value.shape[-1]))
+    return out if query.dim() == 4 else out.reshape(tuple(lead) + (L, value.shape[-1]))
 
 
 def attention(query, key, value, *, valid_lens=None, mask=None, bias=None, causal=False, scale=None, dropout_p=0.0,
