@@ -180,7 +180,7 @@ def test_gil_is_released_during_calls(rng):
     th.join()
     t0, t1 = spans[0]
     inside = sum(t0 < t < t1 for t in ticks)
-    assert t1 - t0 > 0.01 and inside > 100, (t1 - t0, inside)
+    assert t1 - t0 > 0.01 and inside > 10, (t1 - t0, inside)
 
 
 def test_errors_name_the_argument(rng):
