@@ -397,21 +397,20 @@ def sdpa_backward(dout, q, k, v, out, stats, *, scale=None, causal=False, valid_
     keep = []
     d, q4, k4, v4, squeeze = _sdpa_setup(q, k, v, scale, causal, valid_lens, mask, bias, dropout, seed, keep)
     B, H, T, Dv = d.B, d.H, d.T, d.Dv
-    shp = "(B,T,Dv)" if squeeze else "(B,H,T,Dv)"
-    o4 = _f32("out", out)
-    do4 = _f32("dout", dout)
-    if squeeze:
-        o4 = o4[:, None] if o4.ndim == 3 else o4
-        do4 = do4[:, None] if do4.ndim == 3 else do4
-    for name, a in (("out", o4), ("dout", do4)):
-        if a.shape != (B, H, T, Dv):
-            raise ValueError(f"{name}: expected shape {shp} = {(B, H, T, Dv) if not squeeze else (B, T, Dv)}, "
-                             f"got {a.shape if not squeeze else a[:, 0].shape if a.ndim == 4 else a.shape}")
+    want = (B, T, Dv) if squeeze else (B, H, T, Dv)
+    arrs = {}
+    for name, a in (("out", out), ("dout", dout)):
+        a = _f32(name, a)
+        if a.shape != want:
+            raise ValueError(f"{name}: expected shape {'(B,T,Dv)' if squeeze else '(B,H,T,Dv)'} = {want}, "
+                             f"got {a.shape}")
+        arrs[name] = a[:, None] if squeeze else a
+    o4, do4 = arrs["out"], arrs["dout"]
+    want = (B, T, 2) if squeeze else (B, H, T, 2)
     st = _f32("stats", stats)
-    if squeeze and st.ndim == 3:
-        st = st[:, None]
-    if st.shape != (B, H, T, 2):
-        raise ValueError(f"stats: expected shape {(B, H, T, 2)} (from sdpa(..., return_stats=True)), got {st.shape}")
+    if st.shape != want:
+        raise ValueError(f"stats: expected shape {want} (from sdpa(..., return_stats=True)), got {st.shape}")
+    st = st[:, None] if squeeze else st
     st = np.ascontiguousarray(st)
     # out and dout share one layout; the gradients share their inputs' layouts (here: contiguous)
     o4, lo = _strided(o4)

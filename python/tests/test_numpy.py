@@ -363,3 +363,16 @@ def test_loader_messages(tmp_path):
     env = dict(os.environ, ATTN_LIBRARY=str(tmp_path / "nothing.so"))
     r = subprocess.run([sys.executable, "-c", "import attn"], env=env, capture_output=True, text=True)
     assert r.returncode != 0 and "cannot load ATTN_LIBRARY" in r.stderr and "nothing.so" in r.stderr
+
+
+def test_three_dim_forward_backward(rng):
+    q, k, v = rand(rng, 3, 5, 8), rand(rng, 3, 6, 8), rand(rng, 3, 6, 4)
+    out, stats = attn.sdpa(q, k, v, causal=True, return_stats=True)
+    assert out.shape == (3, 5, 4) and stats.shape == (3, 5, 2)
+    dout = rand(rng, 3, 5, 4)
+    r_out, _, _, back = ref_sdpa(q[:, None], k[:, None], v[:, None], causal=True)
+    close(out, r_out[:, 0])
+    for got, want in zip(attn.sdpa_backward(dout, q, k, v, out, stats, causal=True), back(dout[:, None])):
+        close(got, want[:, 0], atol=1e-4)
+    with pytest.raises(ValueError, match=r"^dout: expected shape \(B,T,Dv\) = \(3, 5, 4\), got \(3, 5, 5\)"):
+        attn.sdpa_backward(rand(rng, 3, 5, 5), q, k, v, out, stats)
