@@ -143,6 +143,12 @@ def test_gradcheck_small_float32():
         assert torch.autograd.gradcheck(lambda a, b, c: at.scaled_dot_product_attention(a, b, c, attn_mask=bias),
                                         (q, k, v), **kw)
 
+        qg, kg, vg = inputs((1, 4, 3, 4), (1, 2, 4, 4), 3, seed=4)    # grouped-query heads
+        assert torch.autograd.gradcheck(lambda a, b, c: at.scaled_dot_product_attention(a, b, c), (qg, kg, vg), **kw)
+        base = torch.randn(1, 3, 3, 2, 4).requires_grad_()             # (B, L, 3, H, E) viewed as (B, H, L, E)
+        assert torch.autograd.gradcheck(
+            lambda x: at.scaled_dot_product_attention(*(x[:, :, i].transpose(1, 2) for i in range(3))), (base,), **kw)
+
         def dropped(a, b, c):
             torch.manual_seed(3)
             return at.scaled_dot_product_attention(a, b, c, dropout_p=0.4)
