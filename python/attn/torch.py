@@ -130,7 +130,7 @@ class _SDPA(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dout, *unused):
         q, k, v, out = ctx.saved_tensors
-        d, c = ctx.desc, ctx.cctx
+        d, c = _lib.SdpaDesc.from_buffer_copy(ctx.desc), ctx.cctx     # a copy: backward may run again
         if dout is None:
             return (None,) * 11
         if dout.stride() != out.stride() or dout.dtype != torch.float32:

@@ -306,3 +306,12 @@ def test_attention_every_mask(kind):
         at.attention(q, k, v, valid_lens=torch.tensor([1, 2, 3]))
     with pytest.raises(TypeError, match="^mask: expected a boolean"):
         at.attention(q, k, v, mask=torch.ones(T, S))
+
+
+def test_backward_twice_on_strided_inputs():
+    base = torch.randn(2, 5, 3, 2, 8, requires_grad=True)
+    q, k, v = (base[:, :, i].transpose(1, 2) for i in range(3))
+    out = at.scaled_dot_product_attention(q, k, v, is_causal=True)
+    first = torch.autograd.grad(out.sum(), base, retain_graph=True)[0]
+    second = torch.autograd.grad(out.sum(), base)[0]
+    assert torch.equal(first, second)
