@@ -376,3 +376,20 @@ def test_three_dim_forward_backward(rng):
         close(got, want[:, 0], atol=1e-4)
     with pytest.raises(ValueError, match=r"^dout: expected shape \(B,T,Dv\) = \(3, 5, 4\), got \(3, 5, 5\)"):
         attn.sdpa_backward(rand(rng, 3, 5, 5), q, k, v, out, stats)
+
+
+def test_concurrent_python_threads(rng):
+    qs = [rand(rng, 1, 2, 40, 16) for _ in range(4)]
+    want = [attn.sdpa(q, q, q, causal=True) for q in qs]
+    got = [None] * 4
+
+    def run(i):
+        for _ in range(20):
+            got[i] = attn.sdpa(qs[i], qs[i], qs[i], causal=True)
+
+    ths = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    for t in ths:
+        t.start()
+    for t in ths:
+        t.join()
+    assert all(np.array_equal(a, b) for a, b in zip(got, want))
