@@ -393,3 +393,47 @@ def test_concurrent_python_threads(rng):
     for t in ths:
         t.join()
     assert all(np.array_equal(a, b) for a, b in zip(got, want))
+
+
+@pytest.mark.parametrize("isa", ["scalar", "avx2", "avx512"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_kernels_stay_inside_their_workspace(rng, isa, threads):
+    """Guard bytes after the workspace and every output: the small-heads backward once wrote past a
+    one-thread workspace by the size of the dQ slots it does not use (heap corruption in the d2l
+    Transformer's shapes)."""
+    import ctypes
+    from attn import _lib
+    from attn._lib import lib
+    if not attn.cpu_supports(isa):
+        pytest.skip(f"CPU lacks {isa}")
+    c = attn.Context(isa, threads)._c
+    for B, H, Hkv, T, S, D in ((64, 4, 4, 8, 10, 8), (64, 4, 2, 9, 10, 8), (3, 2, 1, 70, 40, 24), (2, 2, 2, 1, 33, 16)):
+        d = _lib.SdpaDesc()
+        lib.attn_sdpa_desc_init(ctypes.byref(d), B, H, T, S, D, D)
+        d.Hkv = Hkv
+        d.k.b = d.v.b = Hkv * S * D
+        q, k = rand(rng, B, H, T, D), rand(rng, B, Hkv, S, D)
+        guard = 4096
+        sizes = {"out": B * H * T * D, "stats": B * H * T * 2, "dq": B * H * T * D, "dk": B * Hkv * S * D,
+                 "dv": B * Hkv * S * D}
+        bufs = {n: np.full(m + guard, 7, np.float32) for n, m in sizes.items()}
+        for n in ("dq", "dk", "dv"):
+            bufs[n][:sizes[n]] = 0
+        for p in (0, 1):
+            n = ctypes.c_size_t()
+            assert lib.attn_sdpa_workspace_size(ctypes.byref(c), ctypes.byref(d), p, ctypes.byref(n)) == 0
+            w = np.full(n.value + guard, 0xAB, np.uint8)
+            if p == 0:
+                st = lib.attn_sdpa_forward(ctypes.byref(c), ctypes.byref(d), bufs["out"].ctypes.data,
+                                           bufs["stats"].ctypes.data, None, q.ctypes.data, k.ctypes.data,
+                                           k.ctypes.data, w.ctypes.data, n.value)
+            else:
+                st = lib.attn_sdpa_backward(ctypes.byref(c), ctypes.byref(d), bufs["dq"].ctypes.data,
+                                            bufs["dk"].ctypes.data, bufs["dv"].ctypes.data, bufs["out"].ctypes.data,
+                                            q.ctypes.data, k.ctypes.data, k.ctypes.data, bufs["out"].ctypes.data,
+                                            bufs["stats"].ctypes.data, w.ctypes.data, n.value)
+            assert st == 0
+            assert (w[n.value:] == 0xAB).all(), f"pass {p} wrote past its workspace of {n.value} bytes at " \
+                f"B={B} H={H} Hkv={Hkv} T={T} S={S} D={D}"
+        for name, m in sizes.items():
+            assert (bufs[name][m:] == 7).all(), f"{name} written past its end at B={B} T={T} S={S} D={D}"
