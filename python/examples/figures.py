@@ -7,10 +7,12 @@
      (softmax(q kᵀ/√D) v with autograd), best of N alternating in the same run, and the peak memory of each
      measured in a fresh process (the kernel's peak RSS, reset just before one forward + backward, less the
      RSS then; it counts the gradients and the output, which both sides allocate);
-  3. 100,000 calls (NumPy forward with masks + backward, PyTorch forward + backward) leak nothing: RSS
+  3. one training epoch of the d2l Transformer replica with the book's attention and with attn's, alternating;
+  4. 100,000 calls (NumPy forward with masks + backward, PyTorch forward + backward) leak nothing: RSS
      after warm-up against RSS after the calls.
 
-    PYTHONPATH=python /usr/bin/python3 python/examples/figures.py [--reps 5] [--calls 100000]
+    PYTHONPATH=python /usr/bin/python3 python/examples/figures.py [--reps 5] [--calls 100000] [--data DIR]
+                                                                  [--only overhead|speed|transformer|leaks]
 """
 import argparse
 import math
@@ -171,12 +173,69 @@ def leaks(calls):
               f"({r1 - r0:+.2f} MiB)")
 
 
+def transformer_epochs(data, reps):
+    """One training epoch of the d2l Transformer replica with the book's attention and with attn's,
+    alternating, best of reps each (the same batches, model and seed for both)."""
+    import importlib.util
+    import torch
+    here = os.path.dirname(os.path.abspath(__file__))
+
+    def load(name, path):
+        spec = importlib.util.spec_from_file_location(name, path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+    example = load("attn_transformer_example", os.path.join(here, "transformer.py"))   # puts d2l on the path
+    rep = load("replica_transformer", os.path.join(here, "..", "..", "tools", "replica", "transformer.py"))
+    import d2l
+    path = os.path.join(data, "fra-eng", "fra.txt")
+    if not os.path.exists(path):
+        print(f"d2l Transformer epoch: skipped ({path} not found; --data DIR)")
+        return
+    with open(path, encoding="utf-8") as f:
+        text = rep.preprocess_nmt(f.read())
+    source, target = rep.tokenize_nmt(text, 0, 600)
+    sv, tv = rep.Vocab(source, 2, [rep.PAD, rep.BOS, rep.EOS]), rep.Vocab(target, 2, [rep.PAD, rep.BOS, rep.EOS])
+    X, X_len = rep.build_array(source, sv, 10)
+    Y, Y_len = rep.build_array(target, tv, 10)
+    torch.set_num_threads(int(os.environ.get("FIGURES_TORCH_THREADS", "2")))
+    book_forward = d2l.MultiHeadAttention.forward
+    best = {"book": math.inf, "attn": math.inf}
+    losses = {}
+    for _ in range(reps):
+        for which in ("book", "attn"):
+            d2l.MultiHeadAttention.forward = book_forward if which == "book" else example.attn_mha_forward
+            torch.manual_seed(1)
+            net = d2l.EncoderDecoder(d2l.TransformerEncoder(len(sv), 32, 64, 4, 2, 0.1),
+                                     d2l.TransformerDecoder(len(tv), 32, 64, 4, 2, 0.1))
+            opt = torch.optim.Adam(net.parameters(), lr=0.005)
+            net.train()
+            t = time.perf_counter()
+            total = 0.0
+            for idx in torch.randperm(X.shape[0]).split(64):
+                opt.zero_grad()
+                x, xl, y, yl = X[idx], X_len[idx], Y[idx], Y_len[idx]
+                dec_in = torch.cat([torch.full((y.shape[0], 1), tv[rep.BOS]), y[:, :-1]], 1)
+                loss = rep.masked_ce(net.decoder(dec_in, net.encoder(x, xl), xl), y, yl).sum()
+                loss.backward()
+                opt.step()
+                total += float(loss)
+            best[which] = min(best[which], time.perf_counter() - t)
+            losses[which] = total
+    d2l.MultiHeadAttention.forward = book_forward
+    print(f"d2l Transformer, one training epoch (601 pairs, batch 64, same seed), best of {reps}: book attention "
+          f"{best['book'] * 1e3:.0f} ms, attn {best['attn'] * 1e3:.0f} ms, speed-up {best['book'] / best['attn']:.2f}x; "
+          f"epoch loss sums {losses['book']:.4f} / {losses['attn']:.4f}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--calls", type=int, default=100000)
     ap.add_argument("--peak", choices=["attn", "torch"], help=argparse.SUPPRESS)
-    ap.add_argument("--only", choices=["overhead", "speed", "leaks"])
+    ap.add_argument("--only", choices=["overhead", "speed", "leaks", "transformer"])
+    ap.add_argument("--data", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..",
+                                                   "shared", "data"))
     a = ap.parse_args()
     if a.peak:
         return peak_child(a.peak)
@@ -188,6 +247,11 @@ def main():
             speed(a.reps)
         except ImportError:
             print("forward + backward: skipped (no PyTorch)")
+    if a.only in (None, "transformer"):
+        try:
+            transformer_epochs(a.data, a.reps)
+        except ImportError:
+            print("d2l Transformer epoch: skipped (no PyTorch)")
     if a.only in (None, "leaks"):
         leaks(a.calls)
 
