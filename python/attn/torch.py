@@ -16,9 +16,7 @@ key/value heads that divide the query heads are grouped-query attention (PyTorch
 enable_gqa); the float attn_mask gets no gradient.
 """
 import ctypes
-import math
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 

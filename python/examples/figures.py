@@ -50,7 +50,7 @@ def overhead():
         attn.sdpa(q, q, q)
     t_noop = best_us(noop, 1000)
     t_np = best_us(lambda: attn.sdpa(q, q, q), 1000)
-    print(f"call overhead, B=H=1 T=S=16 D=16, best of 1000:")
+    print("call overhead, B=H=1 T=S=16 D=16, best of 1000:")
     print(f"  ctypes no-op (attn_get_num_threads)   {t_noop:7.2f} us")
     print(f"  attn.sdpa (NumPy)                      {t_np:7.2f} us   = no-op + {t_np - t_noop:.2f} us")
     try:
