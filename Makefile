@@ -1,6 +1,6 @@
 # attn — the two commands of the Quick start, and a few more.
 #   make run            install missing Debian packages, build, run `attn demo` and `attn score`
-#   make test           install missing Debian packages, build, run every test
+#   make test           install missing Debian packages, build, run every test (C and Python)
 #   make test-sanitize  the tests again, built with AddressSanitizer + UndefinedBehaviorSanitizer
 #   make fuzz           build the libFuzzer targets (clang) and run each FUZZ_SECONDS (default 60)
 #   make install PREFIX=/usr/local
@@ -11,7 +11,8 @@ FUZZ_SECONDS ?= 60
 PREFIX     ?= /usr/local
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 comma := ,
-DEBIAN_PACKAGES = build-essential cmake pkg-config libopenblas-openmp-dev libpng-dev zlib1g-dev
+DEBIAN_PACKAGES = build-essential cmake pkg-config libopenblas-openmp-dev libpng-dev zlib1g-dev \
+                  python3 python3-numpy python3-pytest python3-torch
 FUZZ_PACKAGES   = clang libclang-rt-14-dev
 
 .PHONY: all deps fuzz-deps build run test test-sanitize fuzz install golden clean
@@ -37,7 +38,7 @@ define install_missing
 endef
 
 deps:
-	$(call install_missing,$(DEBIAN_PACKAGES),a C compiler$(comma) CMake$(comma) pkg-config$(comma) OpenBLAS$(comma) libpng and zlib)
+	$(call install_missing,$(DEBIAN_PACKAGES),a C compiler$(comma) CMake$(comma) pkg-config$(comma) OpenBLAS$(comma) libpng$(comma) zlib$(comma) Python 3 with NumPy$(comma) pytest and PyTorch)
 
 # Only for fuzzing: clang and its libFuzzer/sanitizer runtimes.
 fuzz-deps:

@@ -1155,7 +1155,8 @@ static void fz_backward(const attn_sdpa_desc *d, float *dq, float *dk, float *dv
     const int NC = fz_bwd_nchunk(d);
     cx.dqs = (float *)work;
     cx.delta = (float *)((char *)work + fz_round(sizeof(float) * (size_t)PR * NC * G * T * D));
-    cx.thread_work = (char *)work + fz_bwd_shared_bytes(d);
+    /* the small path has no dQ slots: fz_workspace sizes its workspace as the thread tiles alone */
+    cx.thread_work = (char *)work + (fz_small(d, ATTN_PASS_BACKWARD) ? 0 : fz_bwd_shared_bytes(d));
     cx.thread_bytes = fz_bwd_thread_bytes(d);
     cx.nkb = (d->S + FZ_KBC - 1) / FZ_KBC;
     fz_bwd_chunks(&cx);
