@@ -644,6 +644,7 @@ def _png_decode(data):
 # ---- safetensors -----------------------------------------------------------------------------------
 
 _ST_DTYPES = {0: np.float32, 1: np.float64, 2: np.int32, 3: np.int64, 4: np.uint8, 5: np.bool_}
+_ST_BF16 = 6                     # attn_dtype ATTN_DTYPE_BF16: read as float32 (NumPy has no bfloat16)
 
 
 def read_safetensors(path, *, metadata=False, max_bytes=0):
@@ -659,8 +660,12 @@ def read_safetensors(path, *, metadata=False, max_bytes=0):
         for i in range(f.n):
             t = f.tensors[i]
             shape = tuple(t.shape[j] for j in range(t.ndim))
-            dt = np.dtype(_ST_DTYPES[t.dtype]).newbyteorder("<")
             buf = ctypes.string_at(t.data, t.nbytes) if t.nbytes else b""
+            if t.dtype == _ST_BF16:     # the bf16 bits are the top half of a float32's
+                bits = np.frombuffer(buf, "<u2").astype(np.uint32) << 16
+                out[t.name.decode()] = bits.view(np.float32).reshape(shape)
+                continue
+            dt = np.dtype(_ST_DTYPES[t.dtype]).newbyteorder("<")
             out[t.name.decode()] = np.frombuffer(buf, dt).astype(dt.newbyteorder("="), copy=True).reshape(shape)
         meta = {f.meta_keys[i].decode(): f.meta_values[i].decode() for i in range(f.n_meta)}
     finally:

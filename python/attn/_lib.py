@@ -70,7 +70,8 @@ class SdpaDesc(ctypes.Structure):
     _fields_ = [("B", ctypes.c_int), ("H", ctypes.c_int), ("Hkv", ctypes.c_int), ("T", ctypes.c_int),
                 ("S", ctypes.c_int), ("D", ctypes.c_int), ("Dv", ctypes.c_int), ("scale", ctypes.c_float),
                 ("q", Layout), ("k", Layout), ("v", Layout), ("out", Layout), ("mask", Mask),
-                ("dropout", ctypes.c_float), ("seed", ctypes.c_uint64)]
+                ("dropout", ctypes.c_float), ("seed", ctypes.c_uint64),
+                ("dtype", ctypes.c_int), ("compute", ctypes.c_int)]   # attn_dtype: 0 = F32
 
 
 class AdditiveDesc(ctypes.Structure):
@@ -83,7 +84,7 @@ class Heatmap(ctypes.Structure):
     _fields_ = [("values", ctypes.c_void_p), ("rows", ctypes.c_int), ("cols", ctypes.c_int),
                 ("row_stride", ctypes.c_int64), ("row_labels", ctypes.c_void_p), ("col_labels", ctypes.c_void_p),
                 ("title", ctypes.c_char_p), ("row_title", ctypes.c_char_p), ("col_title", ctypes.c_char_p),
-                ("vmin", ctypes.c_float), ("vmax", ctypes.c_float)]
+                ("vmin", ctypes.c_float), ("vmax", ctypes.c_float), ("annotate", ctypes.c_int)]
 
 
 class StTensor(ctypes.Structure):
