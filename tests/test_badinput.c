@@ -549,7 +549,57 @@ static void test_huge_sizes(void) {
     }
 }
 
+/* Every pass stays inside the workspace it asked for: each buffer is exactly the size the size query gave,
+ * followed by guard bytes that must come back untouched, on every path, 1 and 2 threads, every route
+ * (small heads, decoding rows, query blocks), forward with and without weights, backward. (The small
+ * heads' backward once put its thread tiles after dQ slots it does not have: 2-3 KiB past a one-thread
+ * workspace at the d2l Transformer's shapes.) */
+static void test_workspace_guards(void) {
+    const int shapes[][6] = {{64, 4, 10, 10, 8, 8}, {2, 2, 1, 9, 64, 64}, {1, 2, 70, 90, 24, 40}, {3, 1, 5, 12, 4, 4}};
+    enum { GUARD = 256 };
+    for (int ii = ATTN_ISA_SCALAR; ii < ATTN_ISA_COUNT; ii++)
+        for (int th = 1; th <= 2; th++) {
+            attn_ctx c;
+            if (attn_ctx_init(&c, (attn_isa)ii, th) != ATTN_OK) continue;
+            for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+                const int *z = shapes[si];
+                attn_sdpa_desc d;
+                attn_sdpa_desc_init(&d, z[0], z[1], z[2], z[3], z[4], z[5]);
+                const size_t nq = (size_t)z[0] * z[1] * z[2] * z[4], nk = (size_t)z[0] * z[1] * z[3] * z[4];
+                const size_t nv = (size_t)z[0] * z[1] * z[3] * z[5], no = (size_t)z[0] * z[1] * z[2] * z[5];
+                const size_t nr = (size_t)z[0] * z[1] * z[2], nw = nr * z[3];
+                float *qq = calloc(nq, 4), *kk = calloc(nk, 4), *vv = calloc(nv, 4), *oo = calloc(no, 4);
+                float *gg = calloc(no, 4), *st = calloc(2 * nr, 4), *ww = calloc(nw, 4);
+                float *dqq = calloc(nq, 4), *dkk = calloc(nk, 4), *dvv = calloc(nv, 4);
+                for (size_t i = 0; i < nq; i++) qq[i] = (float)(i % 7) * 0.1f;
+                for (size_t i = 0; i < nk; i++) kk[i] = (float)(i % 5) * 0.1f;
+                for (size_t i = 0; i < nv; i++) vv[i] = (float)(i % 3);
+                for (size_t i = 0; i < no; i++) gg[i] = 1.0f;
+                for (int pass = 0; pass < 3; pass++) {      /* forward, forward with weights, backward */
+                    size_t bytes = 0;
+                    CHECK_STATUS(attn_sdpa_workspace_size(&c, &d, pass == 2 ? ATTN_PASS_BACKWARD : ATTN_PASS_FORWARD,
+                                                          &bytes), ATTN_OK);
+                    unsigned char *wk = malloc(bytes + GUARD);
+                    memset(wk + bytes, 0xA5, GUARD);
+                    if (pass < 2)
+                        CHECK_STATUS(attn_sdpa_forward(&c, &d, oo, st, pass ? ww : NULL, qq, kk, vv, wk, bytes), ATTN_OK);
+                    else
+                        CHECK_STATUS(attn_sdpa_backward(&c, &d, dqq, dkk, dvv, gg, qq, kk, vv, oo, st, wk, bytes), ATTN_OK);
+                    int intact = 1;
+                    for (int i = 0; i < GUARD; i++) intact &= wk[bytes + i] == 0xA5;
+                    CHECK(intact);
+                    if (!intact)
+                        printf("  %s, %d threads, shape %zu, pass %d: wrote past its workspace of %zu bytes\n",
+                               attn_isa_name((attn_isa)ii), th, si, pass, bytes);
+                    free(wk);
+                }
+                free(qq); free(kk); free(vv); free(oo); free(gg); free(st); free(ww); free(dqq); free(dkk); free(dvv);
+            }
+        }
+}
+
 int main(void) {
+    test_workspace_guards();
     test_sdpa_desc();
     test_sdpa_calls();
     test_additive();
