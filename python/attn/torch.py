@@ -9,7 +9,9 @@ attend; a float attn_mask is added to the scaled scores; is_causal is the top-le
 defaults to 1/sqrt(E)), and runs on Debian's PyTorch 1.13, which has no such function. The tensors go to
 the C kernels through data_ptr without copies when their last axis is contiguous (a (B,T,H,D) view
 transposed to (B,H,T,D) included); others are copied. Memory grows with T + S, not T·S: only the output
-and two floats per query row are kept for the backward. float32 on the CPU only.
+and two floats per query row are kept for the backward. float32 or bfloat16 tensors (one dtype for query,
+key and value; the output and gradients take it, products accumulate in fp32; bf16 runs on AMX tiles where
+the CPU has them), on the CPU only.
 
 Differences from PyTorch, on purpose: a query row whose keys are all masked gives zeros (PyTorch: NaN);
 key/value heads that divide the query heads are grouped-query attention (PyTorch 2.x raises unless
@@ -31,8 +33,11 @@ def _check_tensor(name, t):
         raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
     if not t.is_cpu:
         raise ValueError(f"{name}: attn runs on the CPU, got a tensor on {t.device}")
-    if t.dtype != torch.float32:
-        raise TypeError(f"{name}: expected torch.float32, got {t.dtype}")
+    if t.dtype not in (torch.float32, torch.bfloat16):
+        raise TypeError(f"{name}: expected torch.float32 or torch.bfloat16, got {t.dtype}")
+
+
+_BF16 = 6                        # attn_dtype ATTN_DTYPE_BF16: the tensors' storage is the bf16 bits
 
 
 def _layout(t):
@@ -72,6 +77,10 @@ def _forward(q, k, v, allow, bias, vlens, causal, scale, dropout, seed, need_wei
     d.Hkv = Hkv
     if scale is not None:
         d.scale = scale
+    if q.dtype != k.dtype or q.dtype != v.dtype:
+        raise TypeError(f"query, key, value: one dtype for all three, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if q.dtype == torch.bfloat16:    # bf16 tensors: out and the gradients bf16 too, stats and weights fp32
+        d.dtype = _BF16
     qs, lq = _strided(q)
     ks, lk = _strided(k)
     vs, lv = _strided(v)
@@ -95,20 +104,17 @@ def _forward(q, k, v, allow, bias, vlens, causal, scale, dropout, seed, need_wei
         mk.bias_stride[0], mk.bias_stride[1], mk.bias_stride[2] = bias.stride()[:3]
     c = lib.attn_ctx_default()
     cp = ctypes.byref(c)
-    out = torch.empty((B, H, T, Dv), dtype=torch.float32)
+    out = torch.empty((B, H, T, Dv), dtype=q.dtype)
     stats = torch.empty((B, H, T, 2), dtype=torch.float32) if need_stats else None
+    weights = torch.empty((B, H, T, S), dtype=torch.float32) if need_weights else None
     n = ctypes.c_size_t()
     _lib.check(lib.attn_sdpa_workspace_size(cp, dp, 0, ctypes.byref(n)), "scaled_dot_product_attention")
     work, wp = _workspace(n.value)
     qp, kp, vp = qs.data_ptr(), ks.data_ptr(), vs.data_ptr()
-    _lib.check(lib.attn_sdpa_forward(cp, dp, out.data_ptr(), None if stats is None else stats.data_ptr(), None,
-                                     qp, kp, vp, wp, n.value), "scaled_dot_product_attention")
-    weights = None
-    if need_weights:       # a second call: weights come from the reference kernel, stats stay this path's
-        weights = torch.empty((B, H, T, S), dtype=torch.float32)
-        scratch = torch.empty_like(out)
-        _lib.check(lib.attn_sdpa_forward(cp, dp, scratch.data_ptr(), None, weights.data_ptr(), qp, kp, vp,
-                                         wp, n.value), "scaled_dot_product_attention (weights)")
+    # the weights, when asked for, come from the same call (the fused kernels write them in one more pass)
+    _lib.check(lib.attn_sdpa_forward(cp, dp, out.data_ptr(), None if stats is None else stats.data_ptr(),
+                                     None if weights is None else weights.data_ptr(), qp, kp, vp, wp, n.value),
+               "scaled_dot_product_attention")
     return out, stats, weights, d, c
 
 
@@ -131,18 +137,18 @@ class _SDPA(torch.autograd.Function):
         d, c = _lib.SdpaDesc.from_buffer_copy(ctx.desc), ctx.cctx     # a copy: backward may run again
         if dout is None:
             return (None,) * 11
-        if dout.stride() != out.stride() or dout.dtype != torch.float32:
-            dout = dout.to(torch.float32).contiguous()
+        if dout.stride() != out.stride() or dout.dtype != out.dtype:
+            dout = dout.to(out.dtype).contiguous()
         grads, srcs = [], []
         for x, lay in ((q, d.q), (k, d.k), (v, d.v)):
             g = torch.zeros_like(x, memory_format=torch.preserve_format)
             gl = _layout(g)
             if gl is None:
-                g = torch.zeros(x.shape, dtype=torch.float32)
+                g = torch.zeros(x.shape, dtype=x.dtype)
                 gl = _layout(g)
             if (lay.b, lay.h, lay.t) != gl:
                 x = x.contiguous() if _layout(x.contiguous()) == gl else torch.empty_strided(
-                    g.shape, g.stride(), dtype=torch.float32).copy_(x)
+                    g.shape, g.stride(), dtype=x.dtype).copy_(x)
                 lay.b, lay.h, lay.t = gl
             grads.append(g)
             srcs.append(x)

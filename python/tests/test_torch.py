@@ -178,7 +178,7 @@ def test_fully_masked_row_is_zero_not_nan():
 
 def test_errors_name_the_argument():
     q, k, v = inputs((2, 2, 4, 8), (2, 2, 5, 8))
-    with pytest.raises(TypeError, match="^query: expected torch.float32, got torch.float64"):
+    with pytest.raises(TypeError, match="^query: expected torch.float32 or torch.bfloat16, got torch.float64"):
         at.scaled_dot_product_attention(q.double(), k, v)
     with pytest.raises(TypeError, match="^value: expected a torch.Tensor"):
         at.scaled_dot_product_attention(q, k, v.tolist())
@@ -315,3 +315,32 @@ def test_backward_twice_on_strided_inputs():
     first = torch.autograd.grad(out.sum(), base, retain_graph=True)[0]
     second = torch.autograd.grad(out.sum(), base)[0]
     assert torch.equal(first, second)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_bfloat16_tensors_forward_and_backward(causal):
+    """bf16 query/key/value: out and the gradients come back bf16, within bf16 rounding of the float64
+    math on the same (bf16-rounded) inputs."""
+    g = torch.Generator().manual_seed(7)
+    B, H, T, S, D = 2, 3, 37, 37, 32
+    q, k, v = (torch.randn(B, H, n, D, generator=g).to(torch.bfloat16).requires_grad_() for n in (T, S, S))
+    out = at.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    assert out.dtype == torch.bfloat16 and out.shape == (B, H, T, D)
+    dout = torch.randn(out.shape, generator=g).to(torch.bfloat16)
+    out.backward(dout)
+    q64, k64, v64 = (x.detach().double().requires_grad_() for x in (q, k, v))
+    x = q64 @ k64.transpose(-1, -2) / D ** 0.5
+    if causal:
+        x = x.masked_fill(~torch.ones(T, S, dtype=torch.bool).tril(), float("-inf"))
+    ref = torch.softmax(x, -1) @ v64
+    ref.backward(dout.double())
+    assert torch.allclose(out.double(), ref, atol=3e-2, rtol=3e-2)
+    for got, want in ((q.grad, q64.grad), (k.grad, k64.grad), (v.grad, v64.grad)):
+        assert got.dtype == torch.bfloat16
+        assert torch.allclose(got.double(), want, atol=5e-2, rtol=5e-2), float((got.double() - want).abs().max())
+
+
+def test_mixed_dtypes_are_refused():
+    q = torch.randn(1, 1, 4, 8)
+    with pytest.raises(TypeError, match="one dtype"):
+        at.scaled_dot_product_attention(q, q.to(torch.bfloat16), q)
