@@ -19,15 +19,9 @@
 #include <string.h>
 
 static uint64_t g_rng = 0x1234abcd5678ef01ULL;
-static uint64_t rnd_u64(void) {
-    g_rng += 0x9e3779b97f4a7c15ULL;
-    uint64_t z = g_rng;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-static int rnd_int(int lo, int hi) { return lo + (int)(rnd_u64() % (uint64_t)(hi - lo + 1)); }
-static float rnd_f(void) { return (float)((rnd_u64() >> 40) * (1.0 / 16777216.0)) * 2.0f - 1.0f; }
+static uint64_t rnd_u64(void) { return tu_rnd_u64(&g_rng); }
+static int rnd_int(int lo, int hi) { return tu_rnd_int(&g_rng, lo, hi); }
+static float rnd_f(void) { return tu_rnd_f(&g_rng); }
 
 typedef struct tcase {
     int B, H, Hkv, T, S, D, Dv;

@@ -37,14 +37,8 @@
 #define FLOOR 2e-6
 
 static uint64_t g_rng = 0x5eed1e6175ULL;
-static uint64_t rnd_u64(void) {
-    g_rng += 0x9e3779b97f4a7c15ULL;
-    uint64_t z = g_rng;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-static int rnd_int(int lo, int hi) { return lo + (int)(rnd_u64() % (uint64_t)(hi - lo + 1)); }
+static uint64_t rnd_u64(void) { return tu_rnd_u64(&g_rng); }
+static int rnd_int(int lo, int hi) { return tu_rnd_int(&g_rng, lo, hi); }
 static double rnd_u(void) { return (double)(rnd_u64() >> 11) * (1.0 / 9007199254740992.0); }   /* [0,1) */
 static float rnd_f(void) { return (float)(2.0 * rnd_u() - 1.0); }                                 /* [-1,1) */
 

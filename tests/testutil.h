@@ -7,6 +7,7 @@
 
 #include "attn/safetensors.h"
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -112,6 +113,19 @@ static inline void tu_fill(float *x, size_t n, unsigned long long seed) {
         x[i] = (float)((s >> 40) * (1.0 / 16777216.0)) * 2.0f - 1.0f;
     }
 }
+
+/* The randomized tests' stream (splitmix64 over a counter *s): the same draws on every machine. */
+static inline uint64_t tu_rnd_u64(uint64_t *s) {
+    *s += 0x9e3779b97f4a7c15ULL;
+    uint64_t z = *s;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+/* an integer in [lo, hi] */
+static inline int tu_rnd_int(uint64_t *s, int lo, int hi) { return lo + (int)(tu_rnd_u64(s) % (uint64_t)(hi - lo + 1)); }
+/* a float in [-1, 1) with 24 random bits */
+static inline float tu_rnd_f(uint64_t *s) { return (float)((tu_rnd_u64(s) >> 40) * (1.0 / 16777216.0)) * 2.0f - 1.0f; }
 
 /* Prints "N passed, N failed" and returns the exit status. */
 static inline int tu_finish(const char *name) {
