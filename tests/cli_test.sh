@@ -274,6 +274,25 @@ expect_rc 0 "score --png" "$attn" score --no-color --png "$tmp/s1.png"
 expect_rc 0 "score --annotate --png" "$attn" score --no-color --annotate --png "$tmp/s2.png"
 set -- $(png_size "$tmp/s1.png") $(png_size "$tmp/s2.png")
 [ "${1:-0}" -gt 0 ] && [ "${3:-0}" -ge "${1:-0}" ] || bad "score --annotate: sizes ${1:-?} and ${3:-?}"
+# 23. one's own query and keys, the walk-through's six panels, and d2l's masked_softmax
+expect_rc 0 "score --query --keys --values" "$attn" score --no-color --query "1,0,2" --keys "1,1,1;0,2,1;3,0,0" --values "1,0;0,1;1,1"
+for want in "score(s, h1) = 1·1 + 0·1 + 2·1 = 3" "weight(h2) = exp(2 - 3) / Σ = 0.1554" "context                [0.8446, 0.5777]" "does not overflow"; do
+  grep -qF -- "$want" $out || bad "score with own vectors lacks '$want'"
+done
+expect_rc 2 "score keys longer than the query" "$attn" score --query "1,2" --keys "1,2,3"
+grep -q "must match" $out || bad "score, keys longer than the query: no message"
+expect_rc 2 "score ragged keys" "$attn" score --query "1,2" --keys "1,2;3"
+expect_rc 2 "score values for fewer keys" "$attn" score --query "1,2" --keys "1,2;3,4" --values "1"
+expect_rc 2 "score not a number" "$attn" score --query "1,x"
+expect_rc 2 "score infinite" "$attn" score --query "1,inf" --keys "1,2"
+set -- $(png_size "$tmp/s1.png")
+[ "${1:-0}" -ge 600 ] && [ "${2:-0}" -ge 500 ] || bad "score --png: six panels expected, image ${1:-?}x${2:-?}"
+expect_rc 0 "score --masked-softmax" "$attn" score --no-color --masked-softmax --png "$tmp/ms.png"
+for want in "0.3655, 0.6345, 0.0000, 0.0000" "[[1.0000, 0.0000, 0.0000, 0.0000]," "0.2397, 0.3154, 0.2502, 0.1948"; do
+  grep -qF -- "$want" $out || bad "score --masked-softmax lacks '$want'"
+done
+set -- $(png_size "$tmp/ms.png")
+[ "${1:-0}" -gt 0 ] || bad "score --masked-softmax --png wrote no PNG"
 expect_rc 0 "translate predict --annotate" "$attn" translate predict --dir "$tmp/m" --no-color --annotate --png "$tmp/a.png" "one two ."
 expect_rc 0 "transformer predict --annotate" "$attn" translate predict --dir "$tmp/tf" --no-color --annotate --png "$tmp/ta.png" "one two ."
 expect_rc 0 "imdb predict --annotate" "$attn" imdb predict --dir "$tmp/io2" --no-color --annotate --png "$tmp/ia.png" "a good great film"
