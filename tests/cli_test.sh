@@ -295,6 +295,12 @@ set -- $(png_size "$tmp/ms.png")
 [ "${1:-0}" -gt 0 ] || bad "score --masked-softmax --png wrote no PNG"
 expect_rc 0 "translate predict --annotate" "$attn" translate predict --dir "$tmp/m" --no-color --annotate --png "$tmp/a.png" "one two ."
 expect_rc 0 "transformer predict --annotate" "$attn" translate predict --dir "$tmp/tf" --no-color --annotate --png "$tmp/ta.png" "one two ."
+grep -q "heatmaps: encoder self-attention, decoder self-attention and cross-attention, 2 blocks x 4 heads" $out ||
+  bad "transformer predict --png does not draw the three kinds of attention of every block and head"
+set -- $(png_size "$tmp/ta.png")
+[ "${2:-0}" -gt "$((6 * 100))" ] || bad "transformer predict --png: 6 rows of heads expected, height ${2:-?}"
+expect_rc 0 "transformer predict --png --layer 1 --head 2" "$attn" translate predict --dir "$tmp/tf" --no-color --layer 1 --head 2 --png "$tmp/tb.png" "one two ."
+grep -q "wrote .*tb.png (3 heatmaps" $out || bad "transformer predict --png --layer 1 --head 2: not 3 maps"
 expect_rc 0 "imdb predict --annotate" "$attn" imdb predict --dir "$tmp/io2" --no-color --annotate --png "$tmp/ia.png" "a good great film"
 "$attn" plot --help > $out 2>&1
 grep -q "SPEC" $out && bad "attn plot --help cites SPEC"

@@ -280,7 +280,7 @@ int cmd_score(int argc, char **argv) {
         }
 
     printf("\nStep 2. Score each encoder state by its dot product with the decoder state:\n");
-    float scores[MAX_S];
+    float scores[MAX_S] = {0};
     int imax = 0;
     for (int i = 0; i < S; i++) {
         double sc = 0;
