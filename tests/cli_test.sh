@@ -262,6 +262,16 @@ expect_rc 0 "transformer predict --weights-out .json" "$attn" translate predict 
 [ "$(grep -c '"title": "block 2, head' "$tmp/tw.json")" = 4 ] || bad "transformer --weights-out .json does not hold the 4 heads"
 expect_rc 0 "imdb predict --weights-out .json" "$attn" imdb predict --dir "$tmp/io2" --no-color --weights-out "$tmp/iw.json" "a good great film"
 grep -q '"rows": \["<start>", "a?", "good", "great", "film"\]' "$tmp/iw.json" || bad "imdb --weights-out .json: $(head -c 300 "$tmp/iw.json")"
+# 24. IMDB honesty: the padding's share of the attention, in the text and as the picture's last column;
+# --mask-padding trains the same model with the padding keys masked, and predict reads that from the checkpoint
+grep -q "padding: 59 of 64 positions take [0-9]*% of the review's attention (<start>" $out || bad "imdb predict: no padding share line"
+grep -q '"cols": \["<start>", "a?", "good", "great", "film", "<pad> x59"\]' "$tmp/iw.json" || bad "imdb --weights-out .json: no padding column"
+expect_rc 0 "imdb train --mask-padding" "$attn" imdb train $iq --epochs 2 --mask-padding --out "$tmp/iom"
+expect_rc 0 "imdb predict (masked model)" "$attn" imdb predict --dir "$tmp/iom" --no-color --png "$tmp/im.png" "a good great film"
+grep -q "take 0% of the review's attention.*the model masks it" $out || bad "imdb predict, masked model: padding not at 0%"
+expect_rc 0 "imdb eval (masked model)" "$attn" imdb eval --data "$tmp/imdb" --dir "$tmp/iom" --threads 1
+expect_rc 1 "imdb train --resume --mask-padding on an unmasked model" "$attn" imdb train $iq --epochs 3 --resume --mask-padding --out "$tmp/io2"
+grep -q "trained without the padding mask" $out || bad "--resume --mask-padding on an unmasked model: no message"
 expect_rc 2 "predict --weights-out .txt" "$attn" translate predict --dir "$tmp/m" --weights-out "$tmp/w.txt" "one ."
 grep -q "must end in .npy, .csv or .json" $out || bad "--weights-out .txt: no message on the format"
 expect_rc 2 "imdb predict --weights-out .txt" "$attn" imdb predict --dir "$tmp/io2" --weights-out "$tmp/w.txt" "good"
