@@ -301,6 +301,7 @@ expect_rc 0 "score --masked-softmax" "$attn" score --no-color --masked-softmax -
 for want in "0.3655, 0.6345, 0.0000, 0.0000" "[[1.0000, 0.0000, 0.0000, 0.0000]," "0.2397, 0.3154, 0.2502, 0.1948"; do
   grep -qF -- "$want" $out || bad "score --masked-softmax lacks '$want'"
 done
+expect_rc 2 "score --masked-softmax --query" "$attn" score --masked-softmax --query "1,2"
 set -- $(png_size "$tmp/ms.png")
 [ "${1:-0}" -gt 0 ] || bad "score --masked-softmax --png wrote no PNG"
 expect_rc 0 "translate predict --annotate" "$attn" translate predict --dir "$tmp/m" --no-color --annotate --png "$tmp/a.png" "one two ."

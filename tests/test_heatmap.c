@@ -484,6 +484,18 @@ static void test_layout(const char *dir) {
     ct = (hbox){g.col_title_box.x, g.col_title_box.y, g.col_title_box.w, g.col_title_box.h};
     CHECK(!hbox_overlap(t, rt) && !hbox_overlap(t, ct) && !hbox_overlap(rt, ct));
     CHECK(ct.x + ct.w <= g.width && rt.y + rt.h <= g.height);
+    snprintf(path, sizeof path, "%s/one_cell.png", dir);
+    CHECK_STATUS(attn_heatmap_png(&s1, path, err, sizeof err), ATTN_OK);
+    img = read_png(path, &w, &hh);
+    CHECK(img != NULL);
+    if (img) {
+        unsigned char c1[3];
+        attn__colormap(0.8808f, c1);             /* the cell's colour, at its corners (the number sits inside) */
+        CHECK(w == g.width && hh == g.height);
+        CHECK(same_rgb(px(img, w, g.grid_x, g.grid_y), c1) &&
+              same_rgb(px(img, w, g.grid_x + g.cell - 1, g.grid_y + g.cell - 1), c1));
+        free(img);
+    }
 
     /* numbers in the cells: dark ink on bright cells, paper on dark ones, the corners still the colour */
     s.annotate = 1;

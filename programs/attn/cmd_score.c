@@ -237,6 +237,12 @@ int cmd_score(int argc, char **argv) {
     if (rc >= 0) return rc;
     if (png && cli_check_out_file("score", "--png", png)) return 1;
     int color = cli_use_color(no_color);
+    if (masked && (query != default_query || keys != default_keys || values)) {
+        fprintf(stderr, "attn: score: --masked-softmax draws its own random scores: it takes no --query, --keys "
+                "or --values\n\n");
+        cli_usage(&cmd, stderr);
+        return 2;
+    }
     if (masked) return masked_softmax_demo(seed, png, color, annotate);
 
     static float q[MAX_D], k[MAX_S * MAX_D], v[MAX_S * MAX_D];
