@@ -266,10 +266,16 @@ int cmd_score(int argc, char **argv) {
         memcpy(v, k, sizeof(float) * S * D);
         Dv = D;
     }
-    char key_names[MAX_S][8], dim_names[MAX_D][8];
+    char key_names[MAX_S][16], dim_names[MAX_D][16];
     const char *key_labels[MAX_S], *dim_labels[MAX_D];
-    for (int i = 0; i < S; i++) snprintf(key_names[i], sizeof key_names[i], "h%d", i + 1), key_labels[i] = key_names[i];
-    for (int j = 0; j < MAX_D; j++) snprintf(dim_names[j], sizeof dim_names[j], "c%d", j + 1), dim_labels[j] = dim_names[j];
+    for (int i = 0; i < S; i++) {
+        snprintf(key_names[i], sizeof key_names[i], "h%d", i + 1);
+        key_labels[i] = key_names[i];
+    }
+    for (int j = 0; j < MAX_D; j++) {
+        snprintf(dim_names[j], sizeof dim_names[j], "c%d", j + 1);
+        dim_labels[j] = dim_names[j];
+    }
 
     printf("Step 1. The decoder state (the query) and the encoder states (keys%s):\n", values ? "" : " and values");
     print_vec("decoder state s", q, D, "%g");
