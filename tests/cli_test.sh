@@ -262,6 +262,16 @@ expect_rc 0 "transformer predict --weights-out .json" "$attn" translate predict 
 [ "$(grep -c '"title": "block 2, head' "$tmp/tw.json")" = 4 ] || bad "transformer --weights-out .json does not hold the 4 heads"
 expect_rc 0 "imdb predict --weights-out .json" "$attn" imdb predict --dir "$tmp/io2" --no-color --weights-out "$tmp/iw.json" "a good great film"
 grep -q '"rows": \["<start>", "a?", "good", "great", "film"\]' "$tmp/iw.json" || bad "imdb --weights-out .json: $(head -c 300 "$tmp/iw.json")"
+# 24. IMDB honesty: the padding's share of the attention, in the text and as the picture's last column;
+# --mask-padding trains the same model with the padding keys masked, and predict reads that from the checkpoint
+grep -q "padding: 59 of 64 positions take [0-9]*% of the review's attention (<start>" $out || bad "imdb predict: no padding share line"
+grep -q '"cols": \["<start>", "a?", "good", "great", "film", "<pad> x59"\]' "$tmp/iw.json" || bad "imdb --weights-out .json: no padding column"
+expect_rc 0 "imdb train --mask-padding" "$attn" imdb train $iq --epochs 2 --mask-padding --out "$tmp/iom"
+expect_rc 0 "imdb predict (masked model)" "$attn" imdb predict --dir "$tmp/iom" --no-color --png "$tmp/im.png" "a good great film"
+grep -q "take 0% of the review's attention.*the model masks it" $out || bad "imdb predict, masked model: padding not at 0%"
+expect_rc 0 "imdb eval (masked model)" "$attn" imdb eval --data "$tmp/imdb" --dir "$tmp/iom" --threads 1
+expect_rc 1 "imdb train --resume --mask-padding on an unmasked model" "$attn" imdb train $iq --epochs 3 --resume --mask-padding --out "$tmp/io2"
+grep -q "trained without the padding mask" $out || bad "--resume --mask-padding on an unmasked model: no message"
 expect_rc 2 "predict --weights-out .txt" "$attn" translate predict --dir "$tmp/m" --weights-out "$tmp/w.txt" "one ."
 grep -q "must end in .npy, .csv or .json" $out || bad "--weights-out .txt: no message on the format"
 expect_rc 2 "imdb predict --weights-out .txt" "$attn" imdb predict --dir "$tmp/io2" --weights-out "$tmp/w.txt" "good"
@@ -274,8 +284,34 @@ expect_rc 0 "score --png" "$attn" score --no-color --png "$tmp/s1.png"
 expect_rc 0 "score --annotate --png" "$attn" score --no-color --annotate --png "$tmp/s2.png"
 set -- $(png_size "$tmp/s1.png") $(png_size "$tmp/s2.png")
 [ "${1:-0}" -gt 0 ] && [ "${3:-0}" -ge "${1:-0}" ] || bad "score --annotate: sizes ${1:-?} and ${3:-?}"
+# 23. one's own query and keys, the walk-through's six panels, and d2l's masked_softmax
+expect_rc 0 "score --query --keys --values" "$attn" score --no-color --query "1,0,2" --keys "1,1,1;0,2,1;3,0,0" --values "1,0;0,1;1,1"
+for want in "score(s, h1) = 1·1 + 0·1 + 2·1 = 3" "weight(h2) = exp(2 - 3) / Σ = 0.1554" "context                [0.8446, 0.5777]" "does not overflow"; do
+  grep -qF -- "$want" $out || bad "score with own vectors lacks '$want'"
+done
+expect_rc 2 "score keys longer than the query" "$attn" score --query "1,2" --keys "1,2,3"
+grep -q "must match" $out || bad "score, keys longer than the query: no message"
+expect_rc 2 "score ragged keys" "$attn" score --query "1,2" --keys "1,2;3"
+expect_rc 2 "score values for fewer keys" "$attn" score --query "1,2" --keys "1,2;3,4" --values "1"
+expect_rc 2 "score not a number" "$attn" score --query "1,x"
+expect_rc 2 "score infinite" "$attn" score --query "1,inf" --keys "1,2"
+set -- $(png_size "$tmp/s1.png")
+[ "${1:-0}" -ge 600 ] && [ "${2:-0}" -ge 500 ] || bad "score --png: six panels expected, image ${1:-?}x${2:-?}"
+expect_rc 0 "score --masked-softmax" "$attn" score --no-color --masked-softmax --png "$tmp/ms.png"
+for want in "0.3655, 0.6345, 0.0000, 0.0000" "[[1.0000, 0.0000, 0.0000, 0.0000]," "0.2397, 0.3154, 0.2502, 0.1948"; do
+  grep -qF -- "$want" $out || bad "score --masked-softmax lacks '$want'"
+done
+expect_rc 2 "score --masked-softmax --query" "$attn" score --masked-softmax --query "1,2"
+set -- $(png_size "$tmp/ms.png")
+[ "${1:-0}" -gt 0 ] || bad "score --masked-softmax --png wrote no PNG"
 expect_rc 0 "translate predict --annotate" "$attn" translate predict --dir "$tmp/m" --no-color --annotate --png "$tmp/a.png" "one two ."
 expect_rc 0 "transformer predict --annotate" "$attn" translate predict --dir "$tmp/tf" --no-color --annotate --png "$tmp/ta.png" "one two ."
+grep -q "heatmaps: encoder self-attention, decoder self-attention and cross-attention, 2 blocks x 4 heads" $out ||
+  bad "transformer predict --png does not draw the three kinds of attention of every block and head"
+set -- $(png_size "$tmp/ta.png")
+[ "${2:-0}" -gt "$((6 * 100))" ] || bad "transformer predict --png: 6 rows of heads expected, height ${2:-?}"
+expect_rc 0 "transformer predict --png --layer 1 --head 2" "$attn" translate predict --dir "$tmp/tf" --no-color --layer 1 --head 2 --png "$tmp/tb.png" "one two ."
+grep -q "wrote .*tb.png (3 heatmaps" $out || bad "transformer predict --png --layer 1 --head 2: not 3 maps"
 expect_rc 0 "imdb predict --annotate" "$attn" imdb predict --dir "$tmp/io2" --no-color --annotate --png "$tmp/ia.png" "a good great film"
 "$attn" plot --help > $out 2>&1
 grep -q "SPEC" $out && bad "attn plot --help cites SPEC"

@@ -473,6 +473,30 @@ static void test_layout(const char *dir) {
     CHECK(rt.y >= 0 && rt.y + rt.h <= g.height && t.x >= 0 && t.x + t.w <= g.width && ct.x + ct.w <= g.width);
     CHECK(g.col_across);                       /* "h1" fits its 32 px cell */
 
+    /* a 1x1 map (a decoder's first step) whose long row title reaches below the grid: the column title
+     * stays right of it */
+    static const char *const bos[1] = {"<bos>"}, *eos[1] = {"<eos>"};
+    attn_heatmap s1 = {v4 + 3, 1, 1, 0, eos, bos, "decoder self-attention", "French (produced)",
+                       "French (read so far)", 0, 1, 1};
+    CHECK_STATUS(attn__heatmap_geometry(&s1, &g), ATTN_OK);
+    t = (hbox){g.title_box.x, g.title_box.y, g.title_box.w, g.title_box.h};
+    rt = (hbox){g.row_title_box.x, g.row_title_box.y, g.row_title_box.w, g.row_title_box.h};
+    ct = (hbox){g.col_title_box.x, g.col_title_box.y, g.col_title_box.w, g.col_title_box.h};
+    CHECK(!hbox_overlap(t, rt) && !hbox_overlap(t, ct) && !hbox_overlap(rt, ct));
+    CHECK(ct.x + ct.w <= g.width && rt.y + rt.h <= g.height);
+    snprintf(path, sizeof path, "%s/one_cell.png", dir);
+    CHECK_STATUS(attn_heatmap_png(&s1, path, err, sizeof err), ATTN_OK);
+    img = read_png(path, &w, &hh);
+    CHECK(img != NULL);
+    if (img) {
+        unsigned char c1[3];
+        attn__colormap(0.8808f, c1);             /* the cell's colour, at its corners (the number sits inside) */
+        CHECK(w == g.width && hh == g.height);
+        CHECK(same_rgb(px(img, w, g.grid_x, g.grid_y), c1) &&
+              same_rgb(px(img, w, g.grid_x + g.cell - 1, g.grid_y + g.cell - 1), c1));
+        free(img);
+    }
+
     /* numbers in the cells: dark ink on bright cells, paper on dark ones, the corners still the colour */
     s.annotate = 1;
     CHECK_STATUS(attn__heatmap_geometry(&s, &g), ATTN_OK);

@@ -666,7 +666,7 @@ static void test_model_golden(void) {
     memcpy(ids, tid->data, sizeof ids);
     memcpy(labels, tlab->data, sizeof labels);
 
-    attn_imdb_config c = {V, D, T, C, 0.125f, 0.5f};
+    attn_imdb_config c = {V, D, T, C, 0.125f, 0.5f, 0};
     attn_imdb_model m;
     CHECK_STATUS(attn_imdb_model_init(&m, NULL, &c, B, 7), ATTN_OK);
     CHECK(m.n_params == (size_t)V * D + 3 * D * D + C * D + C);
@@ -1160,7 +1160,7 @@ static void test_model_paths(void) {
     printf("the model on the reference path and on the fast path\n");
     attn_ctx ref;
     CHECK_STATUS(attn_ctx_init(&ref, ATTN_ISA_REF, 1), ATTN_OK);
-    attn_imdb_config c = {60, 16, 9, 2, 0.125f, 0.5f};
+    attn_imdb_config c = {60, 16, 9, 2, 0.125f, 0.5f, 0};
     attn_imdb_model a, b;
     CHECK_STATUS(attn_imdb_model_init(&a, NULL, &c, 5, 3), ATTN_OK);
     CHECK_STATUS(attn_imdb_model_init(&b, &ref, &c, 5, 3), ATTN_OK);
@@ -1184,6 +1184,56 @@ static void test_model_paths(void) {
     attn_imdb_model_free(&b);
 }
 
+/* --mask-padding: the same model with the padding keys masked. No weight on a padding key, the two
+ * paths and the evaluation path agree, and the checkpoint keeps the setting. */
+static void test_mask_padding(void) {
+    printf("the model with the padding masked\n");
+    attn_ctx ref;
+    CHECK_STATUS(attn_ctx_init(&ref, ATTN_ISA_REF, 1), ATTN_OK);
+    attn_imdb_config c = {60, 16, 9, 2, 0.125f, 0.5f, 1};
+    attn_imdb_model a, b, u;
+    CHECK_STATUS(attn_imdb_model_init(&a, NULL, &c, 5, 3), ATTN_OK);
+    CHECK_STATUS(attn_imdb_model_init(&b, &ref, &c, 5, 3), ATTN_OK);
+    c.mask_padding = 0;
+    CHECK_STATUS(attn_imdb_model_init(&u, NULL, &c, 5, 3), ATTN_OK);
+    int32_t ids[5 * 9], labels[5] = {0, 1, 1, 0, 1};
+    for (int i = 0; i < 5 * 9; i++) ids[i] = i % 9 < 1 + (i / 9) ? 0 : 3 + (i * 7 + 3) % 57;   /* 1..5 pads */
+    float w[5 * 9 * 9], wu[5 * 9 * 9];
+    double la = 0, lb = 0;
+    int ca = 0, cb = 0;
+    CHECK_STATUS(attn_imdb_model_forward(&a, ids, labels, 5, 0, 0, w, NULL, NULL), ATTN_OK);
+    CHECK_STATUS(attn_imdb_model_forward(&u, ids, labels, 5, 0, 0, wu, NULL, NULL), ATTN_OK);
+    double on_pad = 0, on_pad_u = 0, rows = 0;
+    for (int r = 0; r < 5; r++)
+        for (int t = 0; t < 9; t++) {
+            double sum = 0;
+            for (int s = 0; s < 9; s++) {
+                const size_t k = ((size_t)r * 9 + t) * 9 + s;
+                sum += w[k];
+                if (ids[r * 9 + s] == 0) on_pad += w[k], on_pad_u += wu[k];
+            }
+            rows = fmax(rows, fabs(sum - 1.0));
+        }
+    printf("  weight on padding keys: %.3g masked, %.3g unmasked; rows' sums off by %.2g\n", on_pad, on_pad_u, rows);
+    CHECK(on_pad == 0.0 && on_pad_u > 0.5 && rows < 1e-5);
+    float p_fwd[10];
+    memcpy(p_fwd, a.probs, sizeof p_fwd);
+    CHECK_STATUS(attn_imdb_model_eval_prepare(&a), ATTN_OK);
+    CHECK_STATUS(attn_imdb_model_eval_forward(&a, ids, labels, 5, NULL, NULL), ATTN_OK);
+    tu_close_f32("probabilities, evaluation path vs forward (masked)", a.probs, p_fwd, 10, 1e-6, 1e-5);
+    CHECK_STATUS(attn_imdb_model_forward(&a, ids, labels, 5, 1, 11, NULL, &la, &ca), ATTN_OK);
+    CHECK_STATUS(attn_imdb_model_forward(&b, ids, labels, 5, 1, 11, NULL, &lb, &cb), ATTN_OK);
+    tu_close_f32("probabilities, fast vs reference path (masked)", a.probs, b.probs, 10, 1e-6, 1e-5);
+    attn_imdb_model_zero_grad(&a, 1);
+    attn_imdb_model_zero_grad(&b, 1);
+    CHECK_STATUS(attn_imdb_model_backward(&a, ids, labels, 5, 1, 11), ATTN_OK);
+    CHECK_STATUS(attn_imdb_model_backward(&b, ids, labels, 5, 1, 11), ATTN_OK);
+    tu_close_f32("every gradient, fast vs reference path (masked)", a.grads, b.grads, a.n_params, 1e-6, 1e-3);
+    attn_imdb_model_free(&a);
+    attn_imdb_model_free(&b);
+    attn_imdb_model_free(&u);
+}
+
 int main(void) {
     snprintf(g_dir, sizeof g_dir, "/tmp/attn_test_imdb_XXXXXX");
     if (!mkdtemp(g_dir)) {
@@ -1198,6 +1248,7 @@ int main(void) {
     test_special_files();
     test_model_golden();
     test_model_paths();
+    test_mask_padding();
     test_checkpoint();
     test_threads_bitwise();
     test_selfattn_split();

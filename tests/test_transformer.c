@@ -411,6 +411,50 @@ static void test_decoding(void) {
             }
     CHECK(worst < 1e-5);
 
+    /* every attention at once, the decoder teacher-forced over <bos> and the output: its cross rows are
+     * the greedy steps' rows, its self-attention causal, the encoder's blind past the source length */
+    {
+        const int Tq = n1 + 1 < T ? n1 + 1 : T;
+        float *es = malloc(sizeof(float) * L * H * T * T), *ds = malloc(sizeof(float) * L * H * T * T),
+              *cr = malloc(sizeof(float) * L * H * T * T);
+        CHECK_STATUS(attn_transformer_attention(&m, es, ds, cr, src, 5, o1, n1), ATTN_OK);
+        double dcross = 0, rows_off = 0;
+        int bad_mask = 0;
+        for (int l = 0; l < L; l++)
+            for (int h = 0; h < H; h++) {
+                const size_t lh = (size_t)l * H + h;
+                for (int t = 0; t < Tq; t++)
+                    for (int j = 0; j < T; j++)
+                        dcross = fmax(dcross, fabs((double)cr[(lh * Tq + t) * T + j] - w1[(lh * T + t) * T + j]));
+                for (int i = 0; i < Tq; i++) {
+                    double s = 0;
+                    for (int j = 0; j < Tq; j++) {
+                        const float v = ds[(lh * Tq + i) * Tq + j];
+                        s += v;
+                        if (j > i && v != 0.0f) bad_mask++;
+                    }
+                    rows_off = fmax(rows_off, fabs(s - 1.0));
+                }
+                for (int i = 0; i < T; i++) {
+                    double s = 0;
+                    for (int j = 0; j < T; j++) {
+                        const float v = es[(lh * T + i) * T + j];
+                        s += v;
+                        if (j >= 5 && v != 0.0f) bad_mask++;
+                    }
+                    rows_off = fmax(rows_off, fabs(s - 1.0));
+                }
+            }
+        printf("  every attention: cross vs greedy steps %.2g, rows' sums off by %.2g, masked weights %d\n",
+               dcross, rows_off, bad_mask);
+        CHECK(dcross < 1e-4 && rows_off < 1e-5 && bad_mask == 0);
+        CHECK_STATUS(attn_transformer_attention(&m, NULL, NULL, NULL, src, 5, NULL, 0), ATTN_OK);
+        CHECK_STATUS(attn_transformer_attention(&m, es, NULL, NULL, src, -1, o1, n1), ATTN_ERR_ARG);
+        int32_t bad_out[1] = {999};
+        CHECK_STATUS(attn_transformer_attention(&m, NULL, NULL, cr, src, 5, bad_out, 1), ATTN_ERR_ARG);
+        free(es); free(ds); free(cr);
+    }
+
     /* checkpoints */
     const char *path = "/tmp/attn_test_transformer.safetensors";
     char err[256] = "";

@@ -29,8 +29,8 @@
  * the small layers of its head (mean, dropout, dense, softmax cross-entropy: attn/layers.h) take no
  * context yet and follow attn_get_num_threads() at the time of the call.
  *
- * Allocations: init makes seven (the two slabs, activations, targets, touched rows, word index arrays,
- * packed kernel); the attention workspace is grown on demand by the first forward, and eval_prepare
+ * Allocations: init makes eight (the two slabs, activations, targets, touched rows, word index arrays,
+ * packed kernel, key mask); the attention workspace is grown on demand by the first forward, and eval_prepare
  * adds its (V,3D) table once; the passes allocate nothing else.
  *
  * Checkpoints (attn_imdb_model_save / attn_imdb_model_load) are safetensors files holding the four
@@ -69,6 +69,8 @@ typedef struct attn_imdb_config {
     int V, D, T, C;              /* vocabulary ids, width, maxlen, classes */
     float scale;                 /* attention scale (1/8 in the experiment) */
     float dropout;               /* on the pooled vector, training only */
+    int mask_padding;            /* nonzero: the self-attention's keys exclude the padding (the Keras model,
+                                    0, attends over it); saved in the checkpoint */
 } attn_imdb_config;
 
 typedef struct attn_imdb_model {
@@ -105,6 +107,7 @@ typedef struct attn_imdb_model {
     size_t awork_bytes;
     /* the evaluation path (attn_imdb_model_eval_prepare / attn_imdb_model_eval_forward) */
     float *tab;                  /* (V,3D): emb · [W0 W1 W2], the projections of every word */
+    uint8_t *keymask;            /* (Bmax,T) 1 where ids is a word, 0 on padding (with cfg.mask_padding) */
 } attn_imdb_model;
 
 /* The experiment's model: V 20000, D 128, T 64, C 2, scale 1/8, dropout 0.5. */

@@ -82,12 +82,17 @@ attn_status attn_tf_block_cache_bytes(const attn_ctx *ctx, const attn_tf_block *
 /* Forward. y (B,T,D) written; x (B,T,D); enc (B,S,D) the encoder's output (decoder only, else NULL);
  * src_lens (B) the source valid lengths (the encoder's self-attention mask and the decoder's
  * cross-attention mask). An encoder block needs S == T. cross_weights (B,H,T,S) or NULL: the decoder's
- * cross-attention weights (asking for them runs the reference attention path). train nonzero applies
+ * cross-attention weights (written by the fused kernels' weights stage). train nonzero applies
  * dropout, its masks a function of seed. */
 attn_status attn_tf_block_forward(const attn_ctx *ctx, const attn_tf_block *b, void *cache, size_t cache_bytes,
                                   float *y, float *cross_weights,
                                   const float *x, const float *enc, const int32_t *src_lens,
                                   int B, int T, int S, int train, uint64_t seed);
+/* The same forward, also writing the self-attention's weights self_weights (B,H,T,T) (NULL: not asked). */
+attn_status attn_tf_block_forward_weights(const attn_ctx *ctx, const attn_tf_block *b, void *cache,
+                                          size_t cache_bytes, float *y, float *self_weights, float *cross_weights,
+                                          const float *x, const float *enc, const int32_t *src_lens,
+                                          int B, int T, int S, int train, uint64_t seed);
 /* Backward of the forward that filled cache (same inputs, sizes, train and seed). Accumulates into dx
  * (B,T,D) and denc (B,S,D) (each may be NULL) and into b's gradient slab (ATTN_ERR_NULL without one). */
 attn_status attn_tf_block_backward(const attn_ctx *ctx, const attn_tf_block *b, void *cache,
@@ -152,6 +157,17 @@ attn_status attn_transformer_step(attn_transformer *m, float *loss,
  * each step's output scores (rows past the last step zeroed). */
 attn_status attn_transformer_translate(attn_transformer *m, int32_t *out, int *n_out, float *weights,
                                        float *logits, const int32_t *src, int src_len, int use_cache);
+
+/* Every attention the model pays while it reads src (T ids, valid length src_len) and writes out (n_out ids,
+ * e.g. attn_transformer_translate's): the decoder runs once over <bos> and out but its last token, Tq =
+ * min(n_out + 1, T) positions, causally masked, so its rows are those of greedy decoding step by step.
+ * Each buffer may be NULL:
+ *   enc_self  (L,H,T,T)   encoder block l's self-attention (keys past src_len weigh nothing)
+ *   dec_self  (L,H,Tq,Tq) decoder block l's self-attention (row i sees positions 0..i)
+ *   cross     (L,H,Tq,T)  decoder block l's attention over the source
+ * Weights come from attn_sdpa_forward with a weights pointer (the fused kernels when they write them). */
+attn_status attn_transformer_attention(attn_transformer *m, float *enc_self, float *dec_self, float *cross,
+                                       const int32_t *src, int src_len, const int32_t *out, int n_out);
 
 /* One epoch, as attn_seq2seq_train_epoch (shuffle from rng, per batch: zero, sharded step, clip, Adam). */
 attn_status attn_transformer_train_epoch(attn_transformer *m, attn_adam *opt, attn_rng *rng,

@@ -37,6 +37,7 @@ typedef struct imdb_flags {
     const char *data, *out, *ckpt, *png, *file, *plot, *weights_out;
     const char *data_from;       /* where data came from: "--data", "ATTN_DATA" or "default" */
     int epochs, batch, threads, limit, resume, no_color, keep_best, annotate;
+    int mask_padding;            /* train: the self-attention excludes the padding keys */
     float lr;
     uint64_t seed;
 } imdb_flags;
@@ -218,6 +219,7 @@ static int train_settings(const imdb_flags *f, train_run *r) {
 static int train_build(const imdb_flags *f, train_run *r, int *nothing_to_do) {
     attn_imdb_config c;
     attn_imdb_config_default(&c);
+    c.mask_padding = f->mask_padding;
     const int Bmax = r->batch > EVAL_BATCH ? r->batch : EVAL_BATCH;
     const size_t n_params = (size_t)c.V * c.D + 3 * (size_t)c.D * c.D + (size_t)c.C * c.D + (size_t)c.C;
     attn_status st;
@@ -227,6 +229,11 @@ static int train_build(const imdb_flags *f, train_run *r, int *nothing_to_do) {
         attn_imdb_vocab cv;
         if (load_checkpoint(r->ckpt, &r->m, Bmax, &r->adam, &cv, &r->resumed, r->d.vocab.crc)) return 1;
         attn_imdb_vocab_free(&cv);
+        if (f->mask_padding && !r->m.cfg.mask_padding) {
+            fprintf(stderr, "attn: imdb: --resume --mask-padding: %s was trained without the padding mask; train a "
+                    "new model with --mask-padding (another --out)\n", r->ckpt);
+            return 1;
+        }
         if (r->resumed.epoch >= r->epochs) {
             fprintf(stderr, "attn: imdb: %s has %d epochs already (--epochs %d): nothing to do\n", r->ckpt,
                     r->resumed.epoch, r->epochs);
@@ -526,6 +533,8 @@ typedef struct review {
     float *w;                    /* (T,T) attention weights */
     int first, k;                /* the review's positions (start and words): [first, T), k of them */
     float *score;                /* (k) attention each position receives */
+    float *pad;                  /* (k) the share of each position's attention that goes to the padding */
+    float *wp;                   /* (k, k+1) the word-by-word weights, then the padding's share */
     const char **labels;         /* (k) pointers into lab */
     char (*lab)[96], (*ring)[96];/* (T) label texts; the last T tokens as written */
     int n_words;                 /* words in the text (before the cut to T) */
@@ -537,10 +546,12 @@ static int review_alloc(review *r, int T) {
     r->ids = malloc(sizeof(int32_t) * (size_t)T);
     r->w = malloc(sizeof(float) * (size_t)T * T);
     r->score = malloc(sizeof(float) * (size_t)T);
-    r->labels = malloc(sizeof(char *) * (size_t)T);
+    r->pad = malloc(sizeof(float) * (size_t)T);
+    r->wp = malloc(sizeof(float) * (size_t)T * (T + 1));
+    r->labels = malloc(sizeof(char *) * (size_t)(T + 1));
     r->lab = malloc(96 * (size_t)T);
     r->ring = malloc(96 * (size_t)T);
-    if (r->ids && r->w && r->score && r->labels && r->lab && r->ring) return 0;
+    if (r->ids && r->w && r->score && r->pad && r->wp && r->labels && r->lab && r->ring) return 0;
     return cli_fail(ATTN_ERR_NOMEM, "imdb");
 }
 
@@ -548,6 +559,8 @@ static void review_free(review *r) {
     free(r->ids);
     free(r->w);
     free(r->score);
+    free(r->pad);
+    free(r->wp);
     free(r->labels);
     free(r->lab);
     free(r->ring);
@@ -593,6 +606,34 @@ static void review_explain(review *r, const char *text) {
         for (int t = 0; t < k; t++) acc += r->w[(size_t)(first + t) * T + first + s];
         r->score[s] = (float)(acc / k);
     }
+    /* what the picture of the review's words alone hides: the weight its rows give the padding */
+    for (int t = 0; t < k; t++) {
+        const float *row = r->w + (size_t)(first + t) * T;
+        double acc = 0;
+        for (int s = 0; s < first; s++) acc += row[s];
+        r->pad[t] = (float)acc;
+        memcpy(r->wp + (size_t)t * (k + 1), row + first, sizeof(float) * (size_t)k);
+        r->wp[(size_t)t * (k + 1) + k] = (float)acc;
+    }
+    if (first > 0) {                        /* then k < T: lab[k] is free */
+        snprintf(r->lab[k], 96, "<pad> x%d", first);
+        r->labels[k] = r->lab[k];
+    }
+}
+
+/* "padding: 59 of 64 positions take 91% of the review's attention (<start> 90%, a 92%, ...)". */
+static void review_print_padding(const review *r, int masked) {
+    if (r->first == 0) {
+        printf("padding: none (the review fills all %d positions)\n", r->T);
+        return;
+    }
+    double mean = 0;
+    for (int t = 0; t < r->k; t++) mean += r->pad[t];
+    mean /= r->k;
+    printf("padding: %d of %d positions take %.0f%% of the review's attention (", r->first, r->T, 100 * mean);
+    const int shown = r->k < 12 ? r->k : 12;
+    for (int t = 0; t < shown; t++) printf("%s%s %.0f%%", t ? ", " : "", r->labels[t], 100.0 * r->pad[t]);
+    printf("%s)%s\n", r->k > shown ? ", ..." : "", masked ? "; the model masks it (--mask-padding)" : "");
 }
 
 /* The terminal heatmap of the attention received, and with --png the word-by-word weights. Returns 0 or 1. */
@@ -610,13 +651,15 @@ static int review_show(const review *r, const imdb_flags *f) {
     if (!f->png && !f->weights_out) return 0;
     attn_heatmap hp;
     memset(&hp, 0, sizeof hp);
-    hp.values = r->w + (size_t)r->first * r->T + r->first;
+    /* with padding, its share of each row is the last column: every row of the picture sums to 1 */
+    const int padded = r->first > 0;
+    hp.values = padded ? r->wp : r->w + (size_t)r->first * r->T + r->first;
     hp.rows = r->k;
-    hp.cols = r->k;
-    hp.row_stride = r->T;
+    hp.cols = r->k + padded;
+    hp.row_stride = padded ? r->k + 1 : r->T;
     hp.row_labels = r->labels;
     hp.col_labels = r->labels;
-    hp.title = "IMDB self-attention weights";
+    hp.title = padded ? "IMDB self-attention weights (last column: all the padding)" : "IMDB self-attention weights";
     hp.row_title = "Queries";
     hp.col_title = "Keys";
     hp.annotate = f->annotate;
@@ -640,6 +683,7 @@ static int predict_text(attn_imdb_model *m, const attn_imdb_vocab *v, review *r,
     const int shown = r->k - (r->ids[r->first] == ATTN_IMDB_START);
     printf("positive probability: %.4f (%s); %d words%s\n", pos, pos >= 0.5f ? "positive" : "negative", r->n_words,
            r->n_words > shown ? ", the model sees the last ones (pre-truncated)" : "");
+    review_print_padding(r, m->cfg.mask_padding);
     return review_show(r, f);
 }
 
@@ -665,7 +709,7 @@ static int imdb_predict(const imdb_flags *f, const char *text) {
  * Entry.
  */
 int cmd_imdb(int argc, char **argv) {
-    imdb_flags f = {NULL, "imdb_out", NULL, NULL, NULL, NULL, NULL, NULL, 5, 32, 0, 0, 0, 0, 0, 0, 2e-4f, 1};
+    imdb_flags f = {NULL, "imdb_out", NULL, NULL, NULL, NULL, NULL, NULL, 5, 32, 0, 0, 0, 0, 0, 0, 0, 2e-4f, 1};
     const char *sub = argc >= 2 ? argv[1] : NULL;
     const cli_opt train_opts[] = {
         {"data", CLI_STR, &f.data, "DIR", "the .tar.gz, the aclImdb folder, or a folder holding either (default "
@@ -680,6 +724,9 @@ int cmd_imdb(int argc, char **argv) {
         {"limit", CLI_INT, &f.limit, "N", "only the first N reviews of each split (0 = all)"},
         {"resume", CLI_BOOL, &f.resume, NULL, "continue from the checkpoint in --out"},
         {"keep-best", CLI_BOOL, &f.keep_best, NULL, "also keep the best epoch's checkpoint as --out/" BEST_NAME},
+        {"mask-padding", CLI_BOOL, &f.mask_padding, NULL, "the same model, but its self-attention ignores the padding "
+                                                         "(a key mask; saved in the checkpoint, so predict and eval "
+                                                         "use it too)"},
         {"plot", CLI_STR, &f.plot, "FILE", "draw the loss and accuracy curves as a PNG after every epoch (the history "
                                            "itself is always in --out/" HISTORY_NAME ")"},
     };

@@ -124,7 +124,8 @@ static int s2s_predict(const tr_kind *kind, int argc, char **argv) {
     int ret = 1, rows, cols;
     const char **rl = NULL, **cl = NULL;
     if (!w) { fprintf(stderr, "attn: translate: out of memory\n"); goto done; }
-    if (tr_predict_line(&tr, line, w, &rows, &cols, &rl, &cl)) goto done;
+    if (tr_predict_line(&tr, line, w, &rows, &cols, &rl, &cl, NULL, NULL))
+        goto done;
     attn_heatmap h = {w, rows, cols, T, rl, cl, "Attention weights", "French (produced)", "English (read)", 0, 1, annotate};
     if (cli_fail(attn_heatmap_term(&h, stdout, cli_use_color(plain)), "drawing the heatmap")) goto done;
     if (png) {

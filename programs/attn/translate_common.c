@@ -360,7 +360,7 @@ attn_status tr_translate_line(const translator *tr, const char *line, char *out,
 }
 
 int tr_predict_line(const translator *tr, const char *line, float *weights, int *rows, int *cols, const char ***rl,
-                    const char ***cl) {
+                    const char ***cl, int32_t *ids, int *lens) {
     const int T = tr->num_steps;
     int32_t *src = malloc(sizeof(int32_t) * (size_t)T * 2), src_len = 0;   /* (T) ids read, then (T) produced */
     char out[4096];
@@ -396,6 +396,8 @@ int tr_predict_line(const translator *tr, const char *line, float *weights, int 
     }
     for (int i = 0; i < *rows; i++) (*rl)[i] = i < n_pred ? tr->vt.tokens[pred[i]] : "<eos>";
     for (int j = 0; j < *cols; j++) (*cl)[j] = tr->vs.tokens[src[j]];
+    if (ids) memcpy(ids, src, sizeof(int32_t) * (size_t)T * 2);
+    if (lens) lens[0] = src_len, lens[1] = n_pred;
     ret = 0;
 done:
     free(src);

@@ -134,9 +134,11 @@ attn_status tr_translate_line(const translator *tr, const char *line, char *out,
 /* predict's common part: translates line (warning about unknown words and cut input), prints
  * "line => French", and makes the heatmap's labels: *rows output steps (with the <eos> step when it was
  * produced) x *cols source tokens read, *rl and *cl malloc'ed (the strings are tr's vocabularies').
- * weights: the model's attention, (T,T) or (L,H,T,T). Returns 0, or 1 after a message. */
+ * weights: the model's attention, (T,T) or (L,H,T,T). ids (2T) or NULL: the source ids read (T, padded) then
+ * the ids produced; lens (2) or NULL: the source's valid length and the number produced. Returns 0, or 1
+ * after a message. */
 int tr_predict_line(const translator *tr, const char *line, float *weights, int *rows, int *cols, const char ***rl,
-                    const char ***cl);
+                    const char ***cl, int32_t *ids, int *lens);
 
 /* The model a folder holds, from the checkpoint found there and its metadata "model" (a Transformer's
  * says "transformer"; the Bahdanau model's has none): &tr_bahdanau, &tr_transformer, or NULL when the

@@ -121,6 +121,52 @@ static int tf_train(const tr_kind *kind, int argc, char **argv) {
 /* ---------------------------------------------------------------------------------------------------
  * predict
  */
+/* --png: every attention of the model on this sentence in one image, one row of heads per block and
+ * kind: the encoder's self-attention (English over English), the decoder's self-attention (each French
+ * word over the words before it, <bos> first) and the cross-attention (French over English). layer and
+ * head (1-based, 0 = all) narrow it. Returns 0, or 1 after a message. */
+static int tf_draw_all(translator *tr, const char *png, const int32_t *ids, const int *lens, int rows, int cols,
+                       const char **rl, const char **cl, int layer, int head, int annotate) {
+    attn_transformer *m = tr->model;
+    const int T = tr->num_steps, L = m->cfg.blocks, H = m->cfg.heads, Tq = rows;
+    const size_t LHTT = (size_t)L * H * T * T;
+    float *enc = malloc(sizeof(float) * LHTT * 3), *dec = enc + LHTT, *cross = enc + 2 * LHTT;
+    const int l0 = layer ? layer - 1 : 0, l1 = layer ? layer : L, h0 = head ? head - 1 : 0, h1 = head ? head : H;
+    const int n_max = 3 * (l1 - l0) * (h1 - h0);
+    attn_heatmap *maps = malloc(sizeof *maps * (size_t)n_max);
+    char (*titles)[64] = malloc(sizeof *titles * (size_t)n_max);
+    const char **dl = malloc(sizeof(char *) * (size_t)Tq);
+    int ret = 1, n = 0;
+    if (!enc || !maps || !titles || !dl) { fprintf(stderr, "attn: translate: out of memory\n"); goto done; }
+    attn_status st = attn_transformer_attention(m, enc, dec, cross, ids, lens[0], ids + T, lens[1]);
+    if (cli_fail(st, "the model's attention")) goto done;
+    for (int i = 0; i < Tq; i++) dl[i] = i == 0 ? "<bos>" : rl[i - 1];       /* the decoder's inputs */
+    static const char *const kinds[3] = {"encoder self-attention", "decoder self-attention", "cross-attention"};
+    for (int k = 0; k < 3; k++)
+        for (int l = l0; l < l1; l++)
+            for (int h = h0; h < h1; h++, n++) {
+                snprintf(titles[n], sizeof titles[n], "%s, block %d, head %d", kinds[k], l + 1, h + 1);
+                const size_t lh = (size_t)l * H + h;
+                if (k == 0)
+                    maps[n] = (attn_heatmap){enc + lh * T * T, cols, cols, T, cl, cl, titles[n], "English",
+                                             "English (keys)", 0, 1, annotate};
+                else if (k == 1)
+                    maps[n] = (attn_heatmap){dec + lh * Tq * Tq, rows, Tq, Tq, rl, dl, titles[n],
+                                             "French (produced)", "French (read so far)", 0, 1, annotate};
+                else
+                    maps[n] = (attn_heatmap){cross + lh * Tq * T, rows, cols, T, rl, cl, titles[n],
+                                             "French (produced)", "English (read)", 0, 1, annotate};
+            }
+    char err[1024] = "";
+    if (tr_report(attn_heatmap_png_grid(maps, n, h1 - h0, png, err, sizeof err), err)) goto done;
+    printf("wrote %s (%d heatmaps: encoder self-attention, decoder self-attention and cross-attention, "
+           "%d block%s x %d head%s)\n", png, n, l1 - l0, l1 - l0 == 1 ? "" : "s", h1 - h0, h1 - h0 == 1 ? "" : "s");
+    ret = 0;
+done:
+    free(enc); free(maps); free(titles); free(dl);
+    return ret;
+}
+
 static int tf_predict(const tr_kind *kind, int argc, char **argv) {
     const char *model = kind->default_dir, *png = NULL, *file = NULL, *weights_out = NULL;
     int plain = 0, layer = 0, head = 0, annotate = 0;
@@ -128,7 +174,9 @@ static int tf_predict(const tr_kind *kind, int argc, char **argv) {
         {"dir", CLI_STR, &model, "DIR", kind->dir_help},
         {"out", CLI_STR, &model, "DIR", "the same as --dir"},
         {"file", CLI_STR, &file, "FILE", "read the sentence from FILE (- for standard input) instead of the argument"},
-        {"png", CLI_STR, &png, "FILE", "also write the cross-attention of every head as a grid of PNG heatmaps"},
+        {"png", CLI_STR, &png, "FILE", "also draw, as one PNG, the encoder's self-attention, the decoder's "
+                                      "self-attention and the cross-attention of every block (or --layer) and head "
+                                      "(or --head)"},
         {"weights-out", CLI_STR, &weights_out, "FILE", "also write the cross-attention of every head (or --head) as "
                                                        "numbers with the words: .npy (words in FILE's .labels.json), "
                                                        ".csv or .json"},
@@ -166,10 +214,11 @@ static int tf_predict(const tr_kind *kind, int argc, char **argv) {
     }
     const int l = layer ? layer - 1 : L - 1;
     float *w = malloc(sizeof(float) * (size_t)L * H * T * T), *avg = malloc(sizeof(float) * (size_t)T * T);
-    int ret = 1, rows, cols;
+    int ret = 1, rows, cols, lens[2];
+    int32_t ids[2 * TR_NUM_STEPS];
     const char **rl = NULL, **cl = NULL;
     if (!w || !avg) { fprintf(stderr, "attn: translate: out of memory\n"); goto done; }
-    if (tr_predict_line(&tr, line, w, &rows, &cols, &rl, &cl)) goto done;
+    if (tr_predict_line(&tr, line, w, &rows, &cols, &rl, &cl, ids, lens)) goto done;
     const float *wl = w + (size_t)l * H * T * T;            /* (H,T,T) of block l */
     for (int i = 0; i < T * T; i++) {
         double s = 0;
@@ -182,7 +231,7 @@ static int tf_predict(const tr_kind *kind, int argc, char **argv) {
     attn_heatmap hm = {head ? wl + (size_t)(head - 1) * T * T : avg, rows, cols, T, rl, cl, title,
                        "French (produced)", "English (read)", 0, 1, 0};
     if (cli_fail(attn_heatmap_term(&hm, stdout, cli_use_color(plain)), "drawing the heatmap")) goto done;
-    if (png || weights_out) {
+    if (weights_out) {
         attn_heatmap maps[64];
         char titles[64][48];
         int n = 0;
@@ -191,13 +240,9 @@ static int tf_predict(const tr_kind *kind, int argc, char **argv) {
             maps[n] = (attn_heatmap){wl + (size_t)h * T * T, rows, cols, T, rl, cl, titles[n],
                                      "French (produced)", "English (read)", 0, 1, annotate};
         }
-        char err[1024] = "";
-        if (png) {
-            if (tr_report(attn_heatmap_png_grid(maps, n, n < 2 ? 1 : 2, png, err, sizeof err), err)) goto done;
-            printf("wrote %s (%d heatmap%s)\n", png, n, n == 1 ? "" : "s");
-        }
-        if (weights_out && cli_write_weights("translate", maps, n, weights_out)) goto done;
+        if (cli_write_weights("translate", maps, n, weights_out)) goto done;
     }
+    if (png && tf_draw_all(&tr, png, ids, lens, rows, cols, rl, cl, layer, head, annotate)) goto done;
     ret = 0;
 done:
     free(rl); free(cl);

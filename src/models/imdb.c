@@ -32,6 +32,7 @@ void attn_imdb_config_default(attn_imdb_config *c) {
     c->C = 2;
     c->scale = 0.125f;          /* 1/sqrt(64), as the Keras layer divides by 8 whatever its width */
     c->dropout = 0.5f;
+    c->mask_padding = 0;        /* the Keras model attends over the padding */
 }
 
 void attn_imdb_model_free(attn_imdb_model *m) {
@@ -45,6 +46,7 @@ void attn_imdb_model_free(attn_imdb_model *m) {
     free(m->targets);
     free(m->touched);
     free(m->tab);
+    free(m->keymask);
     memset(m, 0, sizeof *m);
 }
 
@@ -93,7 +95,8 @@ attn_status attn_imdb_model_init(attn_imdb_model *m, const attn_ctx *ctx, const 
     m->touched = malloc(sizeof(int32_t) * N);
     m->words = malloc(sizeof(int32_t) * (4 * N + 1 + V));
     m->wc = malloc(sizeof(float) * 3 * D * D);
-    if (!m->x || !m->targets || !m->touched || !m->words || !m->wc) {
+    m->keymask = calloc(N, 1);
+    if (!m->x || !m->targets || !m->touched || !m->words || !m->wc || !m->keymask) {
         attn_imdb_model_free(m);
         return ATTN_ERR_NOMEM;
     }
@@ -160,7 +163,7 @@ static attn_status head_forward(attn_imdb_model *m, const int32_t *labels, int B
 }
 
 static attn_status im_plan(attn_imdb_model *m, int B, int want_full, int *np_out, size_t *part_bytes);
-static attn_status im_desc(const attn_imdb_model *m, int nb, attn_sdpa_desc *d);
+static attn_status im_desc(const attn_imdb_model *m, int b0, int nb, attn_sdpa_desc *d);
 static void im_pack(attn_imdb_model *m);
 static void im_part(int n, int np, int p, int *lo, int *hi);
 static int im_thread(int *nt);
@@ -251,14 +254,22 @@ static void im_part_rows(int n, int np, int p, int *lo, int *hi) {
     *hi = b1 * IM_ROWS < n ? b1 * IM_ROWS : n;
 }
 
-/* The attention of reviews [b0, b1) as the fused kernel reads it: Q, K, V side by side in pp. */
-static attn_status im_desc(const attn_imdb_model *m, int nb, attn_sdpa_desc *d) {
+/* The attention of the nb reviews from b0 on as the fused kernel reads it: Q, K, V side by side in pp;
+ * with mask_padding, the keys that are padding excluded (keymask (B,T), one row per review, the same for
+ * every query: strides T, 0, 0). */
+static attn_status im_desc(const attn_imdb_model *m, int b0, int nb, attn_sdpa_desc *d) {
     const attn_imdb_config *c = &m->cfg;
     attn_status st = attn_sdpa_desc_init(d, nb, 1, c->T, c->T, c->D, c->D);
     if (st != ATTN_OK) return st;
     d->scale = c->scale;
     const int64_t row = 3 * (int64_t)c->D;
     d->q = d->k = d->v = (attn_layout){(int64_t)c->T * row, (int64_t)c->T * row, row};
+    if (c->mask_padding) {
+        d->mask.allow = m->keymask + (size_t)b0 * c->T;
+        d->mask.allow_stride[0] = c->T;
+        d->mask.allow_stride[1] = 0;
+        d->mask.allow_stride[2] = 0;
+    }
     return attn_sdpa_validate(d);
 }
 
@@ -270,7 +281,7 @@ static void im_slice_forward(attn_imdb_model *m, int b0, int b1, int p, size_t p
     const size_t r0 = (size_t)b0 * T;
     float *pp = m->pp + r0 * 3 * D;
     attn_sdpa_desc d;
-    attn_status s = im_desc(m, b1 - b0, &d);
+    attn_status s = im_desc(m, b0, b1 - b0, &d);
     if (s == ATTN_OK)
         s = attn_sdpa_forward(&m->ctx, &d, m->h + r0 * D, m->astats + 2 * r0, NULL, pp, pp + D, pp + 2 * D,
                               (char *)m->awork + (size_t)p * pb, pb);
@@ -310,12 +321,12 @@ static attn_status im_plan(attn_imdb_model *m, int B, int want_full, int *np_out
     attn_sdpa_desc d;
     attn_status st;
     size_t pb = 0, fb = 0, fw, bw;
-    if ((st = im_desc(m, (B + np - 1) / np, &d)) != ATTN_OK) return st;
+    if ((st = im_desc(m, 0, (B + np - 1) / np, &d)) != ATTN_OK) return st;
     if ((st = attn_sdpa_workspace_size(&m->ctx, &d, ATTN_PASS_FORWARD, &fw)) != ATTN_OK) return st;
     if ((st = attn_sdpa_workspace_size(&m->ctx, &d, ATTN_PASS_BACKWARD, &bw)) != ATTN_OK) return st;
     pb = ((fw > bw ? fw : bw) + 63) & ~(size_t)63;
     if (want_full) {
-        if ((st = im_desc(m, B, &d)) != ATTN_OK) return st;
+        if ((st = im_desc(m, 0, B, &d)) != ATTN_OK) return st;
         if ((st = attn_sdpa_workspace_size(&m->ctx, &d, ATTN_PASS_FORWARD, &fb)) != ATTN_OK) return st;
     }
     size_t need = pb * (size_t)np > fb ? pb * (size_t)np : fb;
@@ -337,6 +348,7 @@ static attn_status im_begin(attn_imdb_model *m, const int32_t *ids, int B, int w
     const int N = B * m->cfg.T;
     for (int n = 0; n < N; n++)
         if (ids[n] < 0 || ids[n] >= m->cfg.V) return ATTN_ERR_ARG;
+    for (int n = 0; n < N; n++) m->keymask[n] = ids[n] != ATTN_IMDB_PAD;    /* read only with mask_padding */
     attn_status st = im_plan(m, B, want_full, np, pb);
     if (st != ATTN_OK) return st;
     m->n_words = 0;
@@ -399,7 +411,7 @@ static attn_status im_attention_forward(attn_imdb_model *m, const int32_t *ids, 
     if (pst != ATTN_OK) return pst;
     if (weights) {
         attn_sdpa_desc d;
-        if ((st = im_desc(m, B, &d)) != ATTN_OK) return st;
+        if ((st = im_desc(m, 0, B, &d)) != ATTN_OK) return st;
         if ((st = attn_sdpa_forward(&m->ctx, &d, m->h, m->astats, weights, m->pp, m->pp + D, m->pp + 2 * D, m->awork,
                                     m->awork_bytes)) != ATTN_OK)
             return st;
@@ -442,7 +454,7 @@ static attn_status im_attention_backward(attn_imdb_model *m, int B) {
             const float *pp = m->pp + r0 * D3;
             memset(dpp, 0, sizeof(float) * (size_t)(b1 - b0) * T * D3);
             attn_sdpa_desc d;
-            attn_status s = im_desc(m, b1 - b0, &d);
+            attn_status s = im_desc(m, b0, b1 - b0, &d);
             if (s == ATTN_OK)
                 s = attn_sdpa_backward(&m->ctx, &d, dpp, dpp + D, dpp + 2 * D, m->dh + r0 * D, pp, pp + D, pp + 2 * D,
                                        m->h + r0 * D, m->astats + 2 * r0, (char *)m->awork + (size_t)p * pb, pb);
@@ -620,7 +632,7 @@ attn_status attn_imdb_model_save(const attn_imdb_model *m, const attn_adam *adam
     t[6].data = vocab->blob;
     t[6].nbytes = vocab->blob_size;
     /* metadata: the model, then the run */
-    char s[12][64];
+    char s[13][64];
     snprintf(s[0], 64, "%s", IM_FORMAT);
     snprintf(s[1], 64, "%d", c->V);
     snprintf(s[2], 64, "%d", c->T);
@@ -633,11 +645,12 @@ attn_status attn_imdb_model_save(const attn_imdb_model *m, const attn_adam *adam
     snprintf(s[9], 64, "%d", run->batch);
     snprintf(s[10], 64, "%d", run->limit);
     snprintf(s[11], 64, "%zu", m->n_params);
-    const char *keys[12] = {"format", "vocab_size", "maxlen", "dim", "vocab_crc32", "epoch", "adam_t", "seed",
-                            "lr", "batch", "limit", "n_params"};
-    const char *vals[12];
-    for (int i = 0; i < 12; i++) vals[i] = s[i];
-    return attn_st_write(path, t, 7, keys, vals, 12, err, err_size);
+    snprintf(s[12], 64, "%d", c->mask_padding ? 1 : 0);
+    const char *keys[13] = {"format", "vocab_size", "maxlen", "dim", "vocab_crc32", "epoch", "adam_t", "seed",
+                            "lr", "batch", "limit", "n_params", "mask_padding"};
+    const char *vals[13];
+    for (int i = 0; i < 13; i++) vals[i] = s[i];
+    return attn_st_write(path, t, 7, keys, vals, 13, err, err_size);
 }
 
 /* Metadata key as an integer: ATTN_ERR_FORMAT (err filled) when missing or not an integer. */
@@ -682,7 +695,12 @@ static attn_status im_read_header(const attn_st_file *f, const char *path, attn_
     run->adam_t = v[4];
     run->batch = (int)v[5];
     run->limit = (int)v[6];
-    const char *s = attn_st_meta(f, "lr");
+    const char *s = attn_st_meta(f, "mask_padding");      /* absent in older checkpoints: no mask */
+    if (s && strcmp(s, "0") != 0 && strcmp(s, "1") != 0)
+        return im_fail_msg(ATTN_ERR_FORMAT, err, err_size, "%s: metadata \"mask_padding\" = \"%s\", expected 0 or 1",
+                           path, s);
+    c->mask_padding = s && s[0] == '1';
+    s = attn_st_meta(f, "lr");
     run->lr = s ? strtof(s, NULL) : 2e-4f;
     s = attn_st_meta(f, "seed");
     run->seed = s ? strtoull(s, NULL, 10) : 0;

@@ -237,10 +237,11 @@ static void blk_masks(const attn_tf_block *b, const int32_t *src_lens, attn_mask
     else *self = *cross;
 }
 
-attn_status attn_tf_block_forward(const attn_ctx *ctx, const attn_tf_block *b, void *cache, size_t cache_bytes,
-                                  float *y, float *cross_weights,
-                                  const float *x, const float *enc, const int32_t *src_lens,
-                                  int B, int T, int S, int train, uint64_t seed) {
+/* The block's forward; self_weights (B,H,T,T) and cross_weights (B,H,T,S), each NULL or written. */
+static attn_status blk_forward(const attn_ctx *ctx, const attn_tf_block *b, void *cache, size_t cache_bytes,
+                               float *y, float *self_weights, float *cross_weights,
+                               const float *x, const float *enc, const int32_t *src_lens,
+                               int B, int T, int S, int train, uint64_t seed) {
     blk_cache c;
     attn_ctx cx;
     const attn_kernels *kern;
@@ -254,7 +255,8 @@ attn_status attn_tf_block_forward(const attn_ctx *ctx, const attn_tf_block *b, v
     blk_masks(b, src_lens, &ms, &mc);
 
     /* self-attention, add & norm: y1 (B,T,D) */
-    st = att_forward(&cx, b->w.wq, b->w.wk, b->w.wv, b->w.wo, &c.sa, NULL, x, x, B, H, T, T, D, &ms, p, attn__nmt_sub_seed(seed, 1));
+    st = att_forward(&cx, b->w.wq, b->w.wk, b->w.wv, b->w.wo, &c.sa, self_weights, x, x, B, H, T, T, D, &ms, p,
+                     attn__nmt_sub_seed(seed, 1));
     if (st != ATTN_OK) return st;
     attn__dropout_mask(c.dm1, (size_t)N * D, p, attn__nmt_sub_seed(seed, 2));
     st = attn__addnorm_forward(c.y1, c.z1, c.m1, c.r1, x, c.sa.a, b->w.ln1_g, b->w.ln1_b, N, D, p, 0, c.dm1);
@@ -274,6 +276,21 @@ attn_status attn_tf_block_forward(const attn_ctx *ctx, const attn_tf_block *b, v
     if ((st = attn__ffn_forward(c.f, c.h, u, b->w.w1, b->w.b1, b->w.w2, b->w.b2, N, D, b->F)) != ATTN_OK) return st;
     attn__dropout_mask(c.dm3, (size_t)N * D, p, attn__nmt_sub_seed(seed, 5));
     return attn__addnorm_forward(y, c.z3, c.m3, c.r3, u, c.f, b->w.ln3_g, b->w.ln3_b, N, D, p, 0, c.dm3);
+}
+
+attn_status attn_tf_block_forward(const attn_ctx *ctx, const attn_tf_block *b, void *cache, size_t cache_bytes,
+                                  float *y, float *cross_weights,
+                                  const float *x, const float *enc, const int32_t *src_lens,
+                                  int B, int T, int S, int train, uint64_t seed) {
+    return blk_forward(ctx, b, cache, cache_bytes, y, NULL, cross_weights, x, enc, src_lens, B, T, S, train, seed);
+}
+
+attn_status attn_tf_block_forward_weights(const attn_ctx *ctx, const attn_tf_block *b, void *cache,
+                                          size_t cache_bytes, float *y, float *self_weights, float *cross_weights,
+                                          const float *x, const float *enc, const int32_t *src_lens,
+                                          int B, int T, int S, int train, uint64_t seed) {
+    return blk_forward(ctx, b, cache, cache_bytes, y, self_weights, cross_weights, x, enc, src_lens, B, T, S, train,
+                       seed);
 }
 
 attn_status attn_tf_block_backward(const attn_ctx *ctx, const attn_tf_block *b, void *cache,
@@ -488,8 +505,9 @@ attn_status attn_transformer_init(attn_transformer *m, const attn_ctx *ctx, cons
  * Forward pieces.
  */
 /* Encoder over a->src (B,T): ex[0..L], ex[L] (B,T,D) the output. */
+/* self_weights (L,B,H,T,T) or NULL: every block's self-attention. */
 static attn_status tf_encode(const attn_transformer *m, const tf_acts *a, const int32_t *lens, int B, int train,
-                             uint64_t seed) {
+                             uint64_t seed, float *self_weights) {
     const int T = m->cfg.num_steps, D = m->cfg.hidden, L = m->cfg.blocks;
     const size_t stride = (size_t)m->cfg.max_batch * T * D;
     const float p = train ? m->cfg.dropout : 0.0f;
@@ -498,19 +516,19 @@ static attn_status tf_encode(const attn_transformer *m, const tf_acts *a, const 
     if ((st = attn_posenc_forward(a->ex, a->emb, m->pos, sqrtf((float)D), B, T, D, p, attn__nmt_sub_seed(seed, 11))) != ATTN_OK)
         return st;
     for (int l = 0; l < L; l++) {
-        st = attn_tf_block_forward(&m->ctx, &m->enc[l], a->enc_cache + (size_t)l * a->enc_cache_n,
-                                   a->enc_cache_n * sizeof(float),
-                                   a->ex + (l + 1) * stride, NULL, a->ex + l * stride, NULL, lens, B, T, T, train,
-                                   attn__nmt_sub_seed(seed, 100 + (uint64_t)l));
+        st = blk_forward(&m->ctx, &m->enc[l], a->enc_cache + (size_t)l * a->enc_cache_n,
+                         a->enc_cache_n * sizeof(float), a->ex + (l + 1) * stride,
+                         self_weights ? self_weights + (size_t)l * B * m->cfg.heads * T * T : NULL, NULL,
+                         a->ex + l * stride, NULL, lens, B, T, T, train, attn__nmt_sub_seed(seed, 100 + (uint64_t)l));
         if (st != ATTN_OK) return st;
     }
     return ATTN_OK;
 }
 
-/* Decoder over a->dec (B,Tq) (Tq <= T) against the encoder output ex[L]: dx[0..L]. weights (L,H,Tq,T) or
- * NULL: every block's cross-attention. */
+/* Decoder over a->dec (B,Tq) (Tq <= T) against the encoder output ex[L]: dx[0..L]. weights (L,B,H,Tq,T)
+ * or NULL: every block's cross-attention; self_weights (L,B,H,Tq,Tq) or NULL: its self-attention. */
 static attn_status tf_decode(const attn_transformer *m, const tf_acts *a, const int32_t *lens, int B, int Tq,
-                             float *weights, int train, uint64_t seed) {
+                             float *weights, int train, uint64_t seed, float *self_weights) {
     const int T = m->cfg.num_steps, D = m->cfg.hidden, L = m->cfg.blocks, H = m->cfg.heads;
     const size_t stride = (size_t)m->cfg.max_batch * T * D;
     const float p = train ? m->cfg.dropout : 0.0f;
@@ -519,11 +537,12 @@ static attn_status tf_decode(const attn_transformer *m, const tf_acts *a, const 
     if ((st = attn_posenc_forward(a->dx, a->emb, m->pos, sqrtf((float)D), B, Tq, D, p, attn__nmt_sub_seed(seed, 12))) != ATTN_OK)
         return st;
     for (int l = 0; l < L; l++) {
-        st = attn_tf_block_forward(&m->ctx, &m->dec[l], a->dec_cache + (size_t)l * a->dec_cache_n,
-                                   a->dec_cache_n * sizeof(float),
-                                   a->dx + (l + 1) * stride, weights ? weights + (size_t)l * H * Tq * T : NULL,
-                                   a->dx + l * stride, a->ex + L * stride, lens, B, Tq, T, train,
-                                   attn__nmt_sub_seed(seed, 200 + (uint64_t)l));
+        st = blk_forward(&m->ctx, &m->dec[l], a->dec_cache + (size_t)l * a->dec_cache_n,
+                         a->dec_cache_n * sizeof(float), a->dx + (l + 1) * stride,
+                         self_weights ? self_weights + (size_t)l * B * H * Tq * Tq : NULL,
+                         weights ? weights + (size_t)l * B * H * Tq * T : NULL,
+                         a->dx + l * stride, a->ex + L * stride, lens, B, Tq, T, train,
+                         attn__nmt_sub_seed(seed, 200 + (uint64_t)l));
         if (st != ATTN_OK) return st;
     }
     return ATTN_OK;
@@ -554,8 +573,8 @@ attn_status attn_transformer_step(attn_transformer *m, float *loss,
             a.tgt[i] = Y[i];
             a.wts[i] = t < Y_len[b] ? 1.0f / (float)T : 0.0f;
         }
-    if ((st = tf_encode(m, &a, X_len, B, train, seed)) != ATTN_OK) return st;
-    if ((st = tf_decode(m, &a, X_len, B, T, NULL, train, seed)) != ATTN_OK) return st;
+    if ((st = tf_encode(m, &a, X_len, B, train, seed, NULL)) != ATTN_OK) return st;
+    if ((st = tf_decode(m, &a, X_len, B, T, NULL, train, seed, NULL)) != ATTN_OK) return st;
     const float *out = a.dx + (size_t)L * stride;
     if ((st = attn_linear_forward(a.logits, out, m->dense_w, m->dense_b, N, D, V)) != ATTN_OK) return st;
     if ((st = attn_softmax_xent_forward(a.losses, a.probs, a.logits, a.tgt, a.wts, N, V)) != ATTN_OK) return st;
@@ -655,7 +674,7 @@ attn_status attn_transformer_translate(attn_transformer *m, int32_t *out, int *n
     const int32_t lens[1] = {src_len};
     const size_t stride = (size_t)m->cfg.max_batch * T * D, TD = (size_t)T * D;
     memcpy(a.src, src, sizeof(int32_t) * (size_t)T);
-    if ((st = tf_encode(m, &a, lens, 1, 0, 0)) != ATTN_OK) return st;
+    if ((st = tf_encode(m, &a, lens, 1, 0, 0, NULL)) != ATTN_OK) return st;
     const float *enc_out = a.ex + (size_t)L * stride;
     if (weights) memset(weights, 0, sizeof(float) * (size_t)L * H * T * T);
     if (logits) memset(logits, 0, sizeof(float) * (size_t)T * V);
@@ -686,7 +705,7 @@ attn_status attn_transformer_translate(attn_transformer *m, int32_t *out, int *n
             xl = x;
         } else {          /* the whole prefix again: decoder over a.dec[0..t] with the causal mask */
             a.dec[t] = tok;
-            if ((st = tf_decode(m, &a, lens, 1, t + 1, weights ? a.wscr : NULL, 0, 0)) != ATTN_OK) return st;
+            if ((st = tf_decode(m, &a, lens, 1, t + 1, weights ? a.wscr : NULL, 0, 0, NULL)) != ATTN_OK) return st;
             if (weights)    /* block l's (1,H,t+1,S) written at wscr + l·H·(t+1)·T: keep row t */
                 for (int l = 0; l < L; l++)
                     for (int h = 0; h < H; h++)
@@ -703,6 +722,28 @@ attn_status attn_transformer_translate(attn_transformer *m, int32_t *out, int *n
         tok = best;
     }
     return ATTN_OK;
+}
+
+attn_status attn_transformer_attention(attn_transformer *m, float *enc_self, float *dec_self, float *cross,
+                                       const int32_t *src, int src_len, const int32_t *out, int n_out) {
+    if (!m || !m->params || !m->acts || !src || (n_out > 0 && !out)) return ATTN_ERR_NULL;
+    const int T = m->cfg.num_steps, V = m->cfg.tgt_vocab;
+    attn_status st;
+    if ((st = attn__nmt_check_ids(src, (size_t)T, m->cfg.src_vocab)) != ATTN_OK) return st;
+    if (src_len < 0 || n_out < 0) return ATTN_ERR_ARG;
+    const int Tq = n_out + 1 < T ? n_out + 1 : T;
+    tf_acts a;
+    tf_acts_get(m, &a);
+    const int32_t lens[1] = {src_len};
+    memcpy(a.src, src, sizeof(int32_t) * (size_t)T);
+    /* the decoder's input: <bos>, then the output but its last token (teacher forcing) */
+    a.dec[0] = ATTN_TOK_BOS;
+    for (int t = 1; t < Tq; t++) {
+        if (out[t - 1] < 0 || out[t - 1] >= V) return ATTN_ERR_ARG;
+        a.dec[t] = out[t - 1];
+    }
+    if ((st = tf_encode(m, &a, lens, 1, 0, 0, enc_self)) != ATTN_OK) return st;
+    return tf_decode(m, &a, lens, 1, Tq, cross, 0, 0, dec_self);
 }
 
 /* ---------------------------------------------------------------------------------------------------

@@ -219,6 +219,8 @@ attn_status attn__heatmap_geometry(const attn_heatmap *h, attn__heatmap_geom *g)
     }
     if (h->col_title) {
         g->col_title_box.x = centred_x(g->grid_x, grid_w, col_title_w, w);
+        /* never left of the grid's side: a row title taller than a small grid reaches down to it */
+        if (g->col_title_box.x < HM_MARGIN + row_title_w) g->col_title_box.x = HM_MARGIN + row_title_w;
         g->col_title_box.y = g->grid_y + grid_h + col_label_h + 4;
         g->col_title_box.w = col_title_w;
         g->col_title_box.h = text_h;
