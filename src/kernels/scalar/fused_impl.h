@@ -996,12 +996,11 @@ static void fz_bwd_block(const fz_bwd_ctx *cx, char *tw, int b, int hk, int j0, 
     const float *vb = cx->v + b * d->v.b + hk * d->v.h + (int64_t)j0 * d->v.t;   /* (nb,Dv) */
 
     /* pack Kᵀ and Vᵀ, padding keys with zeros; clear the dKᵀ, dVᵀ sums; are K and V finite? */
-    float nf = 0.0f;                    /* Σ x·0: 0 when every K and V value is finite, else NaN */
     for (int j = 0; j < NB; j++) {
         if (j < nb) {
             const float *kr = kb + (int64_t)j * d->k.t, *vr = vb + (int64_t)j * d->v.t;   /* (D), (Dv) */
-            for (int x = 0; x < D; x++) nf += (Kt[x * NB + j] = kr[x]) * 0.0f;
-            for (int x = 0; x < Dv; x++) nf += (Vt[x * NB + j] = vr[x]) * 0.0f;
+            for (int x = 0; x < D; x++) Kt[x * NB + j] = kr[x];
+            for (int x = 0; x < Dv; x++) Vt[x * NB + j] = vr[x];
         } else {
             for (int x = 0; x < D; x++) Kt[x * NB + j] = 0.0f;
             for (int x = 0; x < Dv; x++) Vt[x * NB + j] = 0.0f;
@@ -1009,6 +1008,9 @@ static void fz_bwd_block(const fz_bwd_ctx *cx, char *tw, int b, int hk, int j0, 
     }
     memset(dKt, 0, sizeof(float) * (size_t)D * NB);
     memset(dVt, 0, sizeof(float) * (size_t)Dv * NB);
+    /* vector checks, not a sum in the packing loop above: a chain of scalar adds there cost the causal
+     * backward 15% (its last key blocks see few rows, so their packing is not amortised) */
+    const int nf = !(fz_rows_finite(kb, d->k.t, nb, D) && fz_rows_finite(vb, d->v.t, nb, Dv));
 
     /* first query row that may see key j0 under causality */
     int tstart = 0;
@@ -1096,7 +1098,7 @@ static void fz_bwd_block(const fz_bwd_ctx *cx, char *tw, int b, int hk, int j0, 
 
             /* Careful when some value is not finite (K or V of the block; Δ, dout or the scores of a row): keys
              * of weight 0 (masked) then take no part, as 0·NaN would make them */
-            int careful = nf != 0.0f;
+            int careful = nf;
             for (int i = 0; i < nr; i++) careful |= !(dlt[i] - dlt[i] == 0.0f) || !(rm[i] - rm[i] == 0.0f);
             if (careful && !(d->dropout > 0.0f))
                 for (int i = 0; i < nr; i++)
