@@ -29,13 +29,16 @@ def masked_softmax(X, valid_lens):
 
 
 def bleu(pred_seq, label_seq, k):
-    """The book's BLEU; an empty prediction scores 0 (the book's function divides by zero there)."""
+    """The book's BLEU; a prediction shorter than k words scores 0, as attn_bleu does (the book's function
+    divides by zero there: an empty prediction, or one word with k = 2)."""
     if not pred_seq:
         return 0.0
     pred_tokens, label_tokens = pred_seq.split(" "), label_seq.split(" ")
     len_pred, len_label = len(pred_tokens), len(label_tokens)
     score = math.exp(min(0, 1 - len_label / len_pred))
     for n in range(1, k + 1):
+        if len_pred - n + 1 <= 0:
+            return 0.0
         num_matches, label_subs = 0, collections.defaultdict(int)
         for i in range(len_label - n + 1):
             label_subs[" ".join(label_tokens[i: i + n])] += 1
