@@ -1,7 +1,8 @@
 /*
  * fuzz_imdb_folder.c — attn_imdb_load (and attn_imdb_locate) on an unpacked aclImdb folder made from the
  * input: review files under train/{neg,pos} and test/{neg,pos} of a folder this process makes once, in
- * memory (/dev/shm) when it can. Every file is removed again before the next input.
+ * memory (/dev/shm) when it can, under TMPDIR when set (run.sh gives each run a scratch folder it removes
+ * at the end, so a target killed mid-input leaves nothing). Every file is removed again before the next input.
  *
  * Input: one byte of layout, then entries separated by NUL bytes (so a review's text has none):
  *   layout   bits 0..3: train/neg, train/pos, test/neg, test/pos absent (the loader must say which);

@@ -25,6 +25,16 @@ mkdir -p "$B/fuzz-artifacts" "$B/fuzz-logs"
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}"
 
+# Targets that make files (fuzz_imdb_folder) make them under TMPDIR: a scratch folder of this run, in
+# memory when /dev/shm exists, removed when the run ends or is interrupted, so a target killed mid-input
+# leaves nothing behind and two runs never touch each other's trees.
+shm=/tmp
+[ -d /dev/shm ] && [ -w /dev/shm ] && shm=/dev/shm
+scratch=$(mktemp -d "$shm/attn-fuzz-run-XXXXXX") || exit 1
+trap 'rm -rf "$scratch"' EXIT
+trap 'exit 130' INT TERM
+export TMPDIR="$scratch"
+
 status=0
 summary=""
 for t in $T; do
