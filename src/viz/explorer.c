@@ -25,6 +25,8 @@
 #define EX_MAX_CELLS 4096        /* per side, as the PNGs */
 #define EX_SCALE_STOPS 11        /* colours of the legend's gradient */
 
+static void put_str(attn__outbuf *b, const char *s) { attn__ob_put(b, s, strlen(s)); }
+
 /* Appends s as HTML text. */
 static void put_html(attn__outbuf *b, const char *s) {
     size_t n = s ? strlen(s) : 0, i = 0;
@@ -32,13 +34,13 @@ static void put_html(attn__outbuf *b, const char *s) {
         uint32_t cp;
         int len = attn__utf8_next(s + i, n - i, &cp);
         switch (cp) {
-        case '&': attn__ob_put(b, "&amp;", 5); break;
-        case '<': attn__ob_put(b, "&lt;", 4); break;
-        case '>': attn__ob_put(b, "&gt;", 4); break;
-        case '"': attn__ob_put(b, "&quot;", 6); break;
-        case '\'': attn__ob_put(b, "&#39;", 5); break;
+        case '&': put_str(b, "&amp;"); break;
+        case '<': put_str(b, "&lt;"); break;
+        case '>': put_str(b, "&gt;"); break;
+        case '"': put_str(b, "&quot;"); break;
+        case '\'': put_str(b, "&#39;"); break;
         default:
-            if (cp == 0xFFFD || (cp < 0x20 && cp != '\n' && cp != '\t')) attn__ob_put(b, "\xEF\xBF\xBD", 3);
+            if (cp == 0xFFFD || (cp < 0x20 && cp != '\n' && cp != '\t')) put_str(b, "\xEF\xBF\xBD");
             else attn__ob_put(b, s + i, (size_t)len);
         }
         i += (size_t)len;
@@ -47,8 +49,8 @@ static void put_html(attn__outbuf *b, const char *s) {
 
 /* Appends s as a JSON string safe inside a <script> element; NULL as null. */
 static void put_js_string(attn__outbuf *b, const char *s) {
-    if (!s) { attn__ob_put(b, "null", 4); return; }
-    attn__ob_put(b, "\"", 1);
+    if (!s) { put_str(b, "null"); return; }
+    put_str(b, "\"");
     size_t n = strlen(s), i = 0;
     while (i < n) {
         uint32_t cp;
@@ -56,11 +58,11 @@ static void put_js_string(attn__outbuf *b, const char *s) {
         if (cp == '"' || cp == '\\') { char e[2] = {'\\', (char)cp}; attn__ob_put(b, e, 2); }
         else if (cp < 0x20 || cp == '<' || cp == '>' || cp == '&' || cp == 0x2028 || cp == 0x2029)
             attn__ob_printf(b, "\\u%04x", (unsigned)cp);
-        else if (cp == 0xFFFD) attn__ob_put(b, "\\ufffd", 6);
+        else if (cp == 0xFFFD) put_str(b, "\\ufffd");
         else attn__ob_put(b, s + i, (size_t)len);
         i += (size_t)len;
     }
-    attn__ob_put(b, "\"", 1);
+    put_str(b, "\"");
 }
 
 static float value_at(const attn_heatmap *h, int r, int c) {
@@ -70,66 +72,66 @@ static float value_at(const attn_heatmap *h, int r, int c) {
 
 /* Labels of one side: the given ones, or the indices from 0. */
 static void put_labels(attn__outbuf *b, const char *const *labels, int n) {
-    attn__ob_put(b, "[", 1);
+    put_str(b, "[");
     for (int i = 0; i < n; i++) {
-        if (i) attn__ob_put(b, ",", 1);
+        if (i) put_str(b, ",");
         if (labels) put_js_string(b, labels[i]);
         else attn__ob_printf(b, "\"%d\"", i);
     }
-    attn__ob_put(b, "]", 1);
+    put_str(b, "]");
 }
 
 static void put_number(attn__outbuf *b, float v) {
     if (isfinite(v)) attn__ob_printf(b, "%.9g", (double)v);
-    else attn__ob_put(b, "null", 4);
+    else put_str(b, "null");
 }
 
 static void put_map(attn__outbuf *b, const attn_explorer_map *e) {
     const attn_heatmap *h = &e->map;
     float lo, hi;
     attn__heatmap_range(h, &lo, &hi);
-    attn__ob_put(b, "{\"group\":", 9);
+    put_str(b, "{\"group\":");
     put_js_string(b, e->group ? e->group : "attention");
     attn__ob_printf(b, ",\"layer\":%d,\"head\":%d,\"title\":", e->layer, e->head);
     put_js_string(b, h->title);
-    attn__ob_put(b, ",\"row_title\":", 13);
+    put_str(b, ",\"row_title\":");
     put_js_string(b, h->row_title);
-    attn__ob_put(b, ",\"col_title\":", 13);
+    put_str(b, ",\"col_title\":");
     put_js_string(b, h->col_title);
-    attn__ob_put(b, ",\n\"rows\":", 9);
+    put_str(b, ",\n\"rows\":");
     put_labels(b, h->row_labels, h->rows);
-    attn__ob_put(b, ",\n\"cols\":", 9);
+    put_str(b, ",\n\"cols\":");
     put_labels(b, h->col_labels, h->cols);
-    attn__ob_put(b, ",\n\"vmin\":", 9);
+    put_str(b, ",\n\"vmin\":");
     put_number(b, lo);
-    attn__ob_put(b, ",\"vmax\":", 8);
+    put_str(b, ",\"vmax\":");
     put_number(b, hi);
-    attn__ob_put(b, ",\n\"values\":[", 11);
+    put_str(b, ",\n\"values\":[");
     for (int r = 0; r < h->rows; r++) {
-        attn__ob_put(b, r ? ",\n[" : "[", r ? 3 : 1);
+        put_str(b, r ? ",\n[" : "[");
         for (int c = 0; c < h->cols; c++) {
-            if (c) attn__ob_put(b, ",", 1);
+            if (c) put_str(b, ",");
             put_number(b, value_at(h, r, c));
         }
-        attn__ob_put(b, "]", 1);
+        put_str(b, "]");
     }
-    attn__ob_put(b, "],\n\"colors\":[", 13);
+    put_str(b, "],\n\"colors\":[");
     for (int r = 0; r < h->rows; r++) {
-        attn__ob_put(b, r ? ",\n\"" : "\"", r ? 3 : 1);
+        put_str(b, r ? ",\n\"" : "\"");
         for (int c = 0; c < h->cols; c++) {
             unsigned char rgb[3];
             attn__palette_color((int)h->palette, attn__heatmap_t(value_at(h, r, c), lo, hi), rgb);
             attn__ob_printf(b, "%02x%02x%02x", rgb[0], rgb[1], rgb[2]);
         }
-        attn__ob_put(b, "\"", 1);
+        put_str(b, "\"");
     }
-    attn__ob_put(b, "],\n\"scale\":[", 12);
+    put_str(b, "],\n\"scale\":[");
     for (int i = 0; i < EX_SCALE_STOPS; i++) {
         unsigned char rgb[3];
         attn__palette_color((int)h->palette, (float)i / (EX_SCALE_STOPS - 1), rgb);
         attn__ob_printf(b, "%s\"#%02x%02x%02x\"", i ? "," : "", rgb[0], rgb[1], rgb[2]);
     }
-    attn__ob_put(b, "]}", 2);
+    put_str(b, "]}");
 }
 
 static attn_status check_map(const attn_explorer_map *e) {
@@ -179,14 +181,14 @@ attn_status attn_explorer_html(const attn_explorer_map *maps, int n, const char 
         if (strncmp(hole, "@@TITLE@@", 9) == 0) { put_html(&b, title ? title : "Attention"); p = hole + 9; }
         else if (strncmp(hole, "@@NOTE@@", 8) == 0) { put_html(&b, note); p = hole + 8; }
         else if (strncmp(hole, "@@DATA@@", 8) == 0) {
-            attn__ob_put(&b, "{\"maps\":[\n", 10);
+            put_str(&b, "{\"maps\":[\n");
             for (int m = 0; m < n; m++) {
-                if (m) attn__ob_put(&b, ",\n", 2);
+                if (m) put_str(&b, ",\n");
                 put_map(&b, &maps[m]);
             }
-            attn__ob_put(&b, "]}", 2);
+            put_str(&b, "]}");
             p = hole + 8;
-        } else { attn__ob_put(&b, "@@", 2); p = hole + 2; }
+        } else { put_str(&b, "@@"); p = hole + 2; }
     }
     attn_status st = attn__ob_write(&b, path, err, err_size);
     free(b.s);
