@@ -317,6 +317,20 @@ static void test_term(void) {
     free(buf);
 }
 
+/* What attn_heatmap_term prints (malloc'ed), or NULL after a failed check. */
+static char *term_text(const attn_heatmap *h, int color) {
+    FILE *f = tmpfile();
+    CHECK(f != NULL);
+    if (!f) return NULL;
+    CHECK_STATUS(attn_heatmap_term(h, f, color), ATTN_OK);
+    long n = ftell(f);
+    rewind(f);
+    char *buf = calloc((size_t)n + 1, 1);
+    CHECK(buf && fread(buf, 1, (size_t)n, f) == (size_t)n);
+    fclose(f);
+    return buf;
+}
+
 /* The palettes: exact anchors, names both ways, and the same colours in the PNG, the terminal and the
  * colour bar, for a map of 0, 0.25, 0.5, 0.75, 1 in each palette. */
 static void test_palettes(const char *dir) {
@@ -373,15 +387,7 @@ static void test_palettes(const char *dir) {
         CHECK(same_rgb(px(img, w, g.bar_x + g.bar_w / 2, g.bar_y + g.bar_h - 1), want[i].at0));
         free(img);
         /* the terminal: the same colours as escape codes */
-        FILE *f = tmpfile();
-        CHECK(f != NULL);
-        if (!f) continue;
-        CHECK_STATUS(attn_heatmap_term(&h, f, 1), ATTN_OK);
-        long n = ftell(f);
-        rewind(f);
-        char *buf = calloc((size_t)n + 1, 1);
-        CHECK(buf && fread(buf, 1, (size_t)n, f) == (size_t)n);
-        fclose(f);
+        char *buf = term_text(&h, 1);
         char code[64];
         snprintf(code, sizeof code, "\x1b[48;2;%d;%d;%dm", want[i].at1[0], want[i].at1[1], want[i].at1[2]);
         CHECK(buf && strstr(buf, code) != NULL);
