@@ -320,6 +320,8 @@ grep -q "wrote .*b.html (the explorer: 1 map" $out || bad "translate predict --h
 expect_rc 0 "transformer predict --html" "$attn" translate predict --dir "$tmp/tf" --no-color --html "$tmp/t.html" "one two ."
 for g in "encoder self-attention" "decoder self-attention" "cross-attention"; do
   grep -q "\"group\":\"$g\",\"layer\":2,\"head\":4" "$tmp/t.html" || bad "transformer predict --html: no $g of block 2, head 4"
+  grep -q "\"group\":\"$g\",\"layer\":2,\"head\":0,\"title\":\"$g, block 2, mean of 4 heads\"" "$tmp/t.html" ||
+    bad "transformer predict --html: no mean of the heads of $g, block 2"
 done
 expect_rc 0 "imdb predict --html" "$attn" imdb predict --dir "$tmp/io" --no-color --html "$tmp/i.html" "a good great film"
 grep -q "padding positions take" "$tmp/i.html" || bad "imdb predict --html: the page does not give the padding's share"

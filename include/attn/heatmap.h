@@ -85,7 +85,8 @@ typedef struct attn_explorer_map {
     attn_heatmap map;            /* values, labels, titles, colour range, palette (annotate is ignored) */
     const char *group;           /* e.g. "cross-attention"; NULL: "attention" */
     int layer;                   /* 1-based block, 0: none */
-    int head;                    /* 1-based head, 0: none (or a mean over heads) */
+    int head;                    /* 1-based head, 0: none, or beside other heads their mean ("mean of the
+                                    heads" in the chooser) */
 } attn_explorer_map;
 
 #define ATTN_EXPLORER_MAX_MAPS 1024

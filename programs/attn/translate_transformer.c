@@ -134,36 +134,53 @@ static int tf_draw_all(translator *tr, const char *png, const char *html, const 
     const size_t LHTT = (size_t)L * H * T * T;
     float *enc = malloc(sizeof(float) * LHTT * 3), *dec = enc + LHTT, *cross = enc + 2 * LHTT;
     const int l0 = layer ? layer - 1 : 0, l1 = layer ? layer : L, h0 = head ? head - 1 : 0, h1 = head ? head : H;
-    const int n_all = 3 * L * H;
+    const int n_all = 3 * L * (H + 1);      /* every head, and per block the mean of its heads (head 0) */
+    const size_t LTT = (size_t)L * T * T;
+    float *mean = malloc(sizeof(float) * LTT * 3);                          /* (3,L,T,T) */
     attn_explorer_map *all = malloc(sizeof *all * (size_t)n_all);
     attn_heatmap *maps = malloc(sizeof *maps * (size_t)n_all);
     char (*titles)[64] = malloc(sizeof *titles * (size_t)n_all);
     const char **dl = malloc(sizeof(char *) * (size_t)Tq);
     int ret = 1, n = 0, i = 0;
-    if (!enc || !all || !maps || !titles || !dl) { fprintf(stderr, "attn: translate: out of memory\n"); goto done; }
+    if (!enc || !mean || !all || !maps || !titles || !dl) { fprintf(stderr, "attn: translate: out of memory\n"); goto done; }
     attn_status st = attn_transformer_attention(m, enc, dec, cross, ids, lens[0], ids + T, lens[1]);
     if (cli_fail(st, "the model's attention")) goto done;
     for (int q = 0; q < Tq; q++) dl[q] = q == 0 ? "<bos>" : rl[q - 1];       /* the decoder's inputs */
     static const char *const kinds[3] = {"encoder self-attention", "decoder self-attention", "cross-attention"};
     for (int k = 0; k < 3; k++)
         for (int l = 0; l < L; l++)
-            for (int h = 0; h < H; h++, i++) {
-                snprintf(titles[i], sizeof titles[i], "%s, block %d, head %d", kinds[k], l + 1, h + 1);
-                const size_t lh = (size_t)l * H + h;
+            for (int h = -1; h < H; h++, i++) {     /* h = -1: the mean of the block's heads */
+                /* this kind's maps: (L,H,T,T), (L,H,Tq,Tq) or (L,H,Tq,T); ld their row stride */
+                const int ld = k == 1 ? Tq : T;
+                const size_t per = (size_t)(k == 0 ? T : Tq) * ld;
+                const float *src = (k == 0 ? enc : k == 1 ? dec : cross) + (size_t)l * H * per;
+                const float *v = src + (size_t)(h < 0 ? 0 : h) * per;
+                if (h < 0) {
+                    float *mv = mean + ((size_t)k * L + l) * T * T;
+                    for (size_t e = 0; e < per; e++) {
+                        double acc = 0;
+                        for (int g = 0; g < H; g++) acc += src[(size_t)g * per + e];
+                        mv[e] = (float)(acc / H);
+                    }
+                    v = mv;
+                    snprintf(titles[i], sizeof titles[i], "%s, block %d, mean of %d heads", kinds[k], l + 1, H);
+                } else {
+                    snprintf(titles[i], sizeof titles[i], "%s, block %d, head %d", kinds[k], l + 1, h + 1);
+                }
                 attn_heatmap *x = &all[i].map;
                 if (k == 0)
-                    *x = (attn_heatmap){enc + lh * T * T, cols, cols, T, cl, cl, titles[i], "English",
-                                        "English (keys)", 0, 1, annotate, palette};
+                    *x = (attn_heatmap){v, cols, cols, ld, cl, cl, titles[i], "English", "English (keys)", 0, 1,
+                                        annotate, palette};
                 else if (k == 1)
-                    *x = (attn_heatmap){dec + lh * Tq * Tq, rows, Tq, Tq, rl, dl, titles[i],
-                                        "French (produced)", "French (read so far)", 0, 1, annotate, palette};
+                    *x = (attn_heatmap){v, rows, Tq, ld, rl, dl, titles[i], "French (produced)",
+                                        "French (read so far)", 0, 1, annotate, palette};
                 else
-                    *x = (attn_heatmap){cross + lh * Tq * T, rows, cols, T, rl, cl, titles[i],
-                                        "French (produced)", "English (read)", 0, 1, annotate, palette};
+                    *x = (attn_heatmap){v, rows, cols, ld, rl, cl, titles[i], "French (produced)", "English (read)",
+                                        0, 1, annotate, palette};
                 all[i].group = kinds[k];
                 all[i].layer = l + 1;
                 all[i].head = h + 1;
-                if (l >= l0 && l < l1 && h >= h0 && h < h1) maps[n++] = *x;
+                if (h >= 0 && l >= l0 && l < l1 && h >= h0 && h < h1) maps[n++] = *x;
             }
     char err[1024] = "";
     if (png) {
@@ -180,7 +197,7 @@ static int tf_draw_all(translator *tr, const char *png, const char *html, const 
     }
     ret = 0;
 done:
-    free(enc); free(all); free(maps); free(titles); free(dl);
+    free(enc); free(mean); free(all); free(maps); free(titles); free(dl);
     return ret;
 }
 
@@ -200,7 +217,8 @@ static int tf_predict(const tr_kind *kind, int argc, char **argv) {
                                                        "numbers with the words: .npy (words in FILE's .labels.json), "
                                                        ".csv or .json"},
         {"html", CLI_STR, &html, "FILE", "also write the explorer: one self-contained page with every attention "
-                                         "(encoder self, decoder self, cross; each block and head) where pointing "
+                                         "(encoder self, decoder self, cross; each block, each head and their "
+                                         "mean) where pointing "
                                          "at a word shows whom it attends to, with the weights"},
         {"layer", CLI_INT, &layer, "N", "decoder block whose cross-attention is shown, 1.. (0 = the last)"},
         {"head", CLI_INT, &head, "N", "show only this head, 1.. (0 = the average in the terminal, all in the PNG)"},
