@@ -11,7 +11,7 @@ the hostile labels read back as typed (and the script in one of them never ran);
 at a query word highlights exactly its row of cells, its lines and its word, and lists its weights,
 strongest first; the highlighted cells have the palette's exact colours and the others are dimmed;
 the strongest line is drawn in the lines' colour; a cell shows its value; a key highlights its column;
-the keyboard (focus) does what pointing does; another head redraws the matrix in its colours.
+the keyboard (focus) does what pointing does; a tap (click) pins a word until Escape; another head redraws the matrix in its colours.
 Exit status 0 when all pass, 1 on a failure, 77 (skipped) when no Chromium is installed.
 """
 import base64
@@ -124,6 +124,14 @@ class Browser:
 
     def mouse(self, x, y):
         self.call("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": x, "y": y})
+
+    def click(self, x, y):
+        for kind in ("mousePressed", "mouseReleased"):
+            self.call("Input.dispatchMouseEvent", {"type": kind, "x": x, "y": y, "button": "left", "clickCount": 1})
+
+    def key(self, name):
+        for kind in ("keyDown", "keyUp"):
+            self.call("Input.dispatchKeyEvent", {"type": kind, "key": name, "code": name})
 
     def screenshot(self):
         data = self.call("Page.captureScreenshot", {"format": "png"})["data"]
@@ -346,6 +354,13 @@ def run(b, expect, page, shot_path):
     check(sorted(b.js(STATE)["on_cells"]) == [[0, j] for j in range(4)], "focusing a word (Tab) highlights its row")
     b.js("document.activeElement.blur()")
     b.mouse(5, 5)
+    # a tap (click) pins the word: it stays highlighted when the pointer leaves, until Escape
+    x, y = centre(rect(b, '#queries .tok[data-row="2"]'))
+    b.click(x, y)
+    b.mouse(5, 5)
+    check(sorted(b.js(STATE)["on_cells"]) == [[2, j] for j in range(4)], "a tapped word stays highlighted")
+    b.key("Escape")
+    check(b.js(STATE)["on_cells"] == [], "Escape lets it go")
 
     # another head: the matrix in its own colours
     b.js("(() => { const h = document.getElementById('head'); h.value = '2';"
