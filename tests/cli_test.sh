@@ -313,6 +313,48 @@ set -- $(png_size "$tmp/ta.png")
 expect_rc 0 "transformer predict --png --layer 1 --head 2" "$attn" translate predict --dir "$tmp/tf" --no-color --layer 1 --head 2 --png "$tmp/tb.png" "one two ."
 grep -q "wrote .*tb.png (3 heatmaps" $out || bad "transformer predict --png --layer 1 --head 2: not 3 maps"
 expect_rc 0 "imdb predict --annotate" "$attn" imdb predict --dir "$tmp/io2" --no-color --annotate --png "$tmp/ia.png" "a good great film"
+# --html: the explorer page of each predict, checked before any work; --palette: known names only
+expect_rc 0 "translate predict --html" "$attn" translate predict --dir "$tmp/m" --no-color --html "$tmp/b.html" "one two ."
+grep -q '"group":"additive attention"' "$tmp/b.html" || bad "translate predict --html: no attention map in the page"
+grep -q "wrote .*b.html (the explorer: 1 map" $out || bad "translate predict --html does not say what it wrote"
+expect_rc 0 "transformer predict --html" "$attn" translate predict --dir "$tmp/tf" --no-color --html "$tmp/t.html" "one two ."
+for g in "encoder self-attention" "decoder self-attention" "cross-attention"; do
+  grep -q "\"group\":\"$g\",\"layer\":2,\"head\":4" "$tmp/t.html" || bad "transformer predict --html: no $g of block 2, head 4"
+  grep -q "\"group\":\"$g\",\"layer\":2,\"head\":0,\"title\":\"$g, block 2, mean of 4 heads\"" "$tmp/t.html" ||
+    bad "transformer predict --html: no mean of the heads of $g, block 2"
+done
+expect_rc 0 "imdb predict --html" "$attn" imdb predict --dir "$tmp/io" --no-color --html "$tmp/i.html" "a good great film"
+grep -q "padding positions take" "$tmp/i.html" || bad "imdb predict --html: the page does not give the padding's share"
+grep -q '"\\u003cpad\\u003e x' "$tmp/i.html" || bad "imdb predict --html: no padding column in the map"
+grep -q 'src=\|href=' "$tmp/i.html" && bad "imdb predict --html: the page refers to another file"
+expect_rc 1 "imdb predict --html under a file" "$attn" imdb predict --dir "$tmp/io" --html "$tmp/afile/x.html" "good"
+grep -q -- "--html" $out || bad "imdb predict --html under a file: the message does not name --html"
+grep -q "probability" $out && bad "imdb predict --html under a file: classified before failing"
+expect_rc 1 "translate predict --html under a file" "$attn" translate predict --dir "$tmp/tf" --html "$tmp/afile/x.html" "one ."
+grep -q "=>" $out && bad "translate predict --html under a file: translated before failing"
+for c in "score" "imdb predict --dir $tmp/io good" "translate predict --dir $tmp/m one" "translate predict --dir $tmp/tf one"; do
+  expect_rc 2 "$c --palette inferno" "$attn" $c --palette inferno
+  grep -q "magma, viridis, gray, blues" $out || bad "$c --palette inferno: the palettes are not listed"
+done
+expect_rc 0 "score --palette blues --png" "$attn" score --no-color --palette blues --png "$tmp/sb.png"
+# every command that prints a heatmap: colours on a terminal, in the palette asked for (the scale ends at
+# viridis's yellow); none under NO_COLOR or TERM=dumb
+if command -v script > /dev/null 2>&1; then
+  esc=$(printf '\033')
+  for c in "score" "score --masked-softmax" "imdb predict --dir $tmp/io good" "translate predict --dir $tmp/m one" \
+           "translate predict --dir $tmp/tf one"; do
+    TERM=xterm script -qec "$attn $c --palette viridis" /dev/null > $out 2>&1
+    if grep -q "${esc}\[48;2" $out; then
+      grep -q "${esc}\[48;2;253;231;37m" $out || bad "$c --palette viridis: the terminal's colours are not viridis"
+    else
+      echo "note: $c: no colour codes on a pseudo-terminal here"
+    fi
+    NO_COLOR=1 TERM=xterm script -qec "$attn $c" /dev/null > $out 2>&1
+    grep -q "${esc}\[48;2" $out && bad "$c: NO_COLOR=1: colour codes written"
+    TERM=dumb script -qec "$attn $c" /dev/null > $out 2>&1
+    grep -q "${esc}\[48;2" $out && bad "$c: TERM=dumb: colour codes written"
+  done
+fi
 "$attn" plot --help > $out 2>&1
 grep -q "SPEC" $out && bad "attn plot --help cites SPEC"
 

@@ -110,7 +110,7 @@ static void test_png(const char *dir) {
                       0.0f, 0.3f, 0.6f, 0.1f};
     const char *rl[3] = {"va", "!", "<eos>"};
     const char *cl[4] = {"go", ".", "<eos>", "\xC3\xA9t\xC3\xA9"};
-    attn_heatmap h = {v, 3, 4, 0, rl, cl, "Attention weights", "Queries", "Keys", 0, 0, 0};
+    attn_heatmap h = {v, 3, 4, 0, rl, cl, "Attention weights", "Queries", "Keys", 0, 0, 0, ATTN_PALETTE_MAGMA};
     attn__heatmap_geom g;
     CHECK_STATUS(attn__heatmap_geometry(&h, &g), ATTN_OK);
     CHECK(g.vmin == 0.0f && g.vmax == 0.9f);
@@ -183,7 +183,7 @@ static void test_png(const char *dir) {
     /* a bigger map with strided rows and no labels (indices are drawn) */
     float big[40 * 64];
     for (int i = 0; i < 40 * 64; i++) big[i] = (float)(i % 64) / 63.0f;
-    attn_heatmap hb = {big, 40, 50, 64, NULL, NULL, NULL, NULL, NULL, 0, 0, 0};
+    attn_heatmap hb = {big, 40, 50, 64, NULL, NULL, NULL, NULL, NULL, 0, 0, 0, ATTN_PALETTE_MAGMA};
     snprintf(path, sizeof path, "%s/big.png", dir);
     CHECK_STATUS(attn_heatmap_png(&hb, path, err, sizeof err), ATTN_OK);
     CHECK_STATUS(attn__heatmap_geometry(&hb, &g), ATTN_OK);
@@ -197,7 +197,7 @@ static void test_png(const char *dir) {
     }
     /* NaN cells are gray and do not disturb the range */
     float vn[4] = {0.0f, NAN, 1.0f, 0.5f};
-    attn_heatmap hn = {vn, 2, 2, 0, NULL, NULL, NULL, NULL, NULL, 0, 0, 0};
+    attn_heatmap hn = {vn, 2, 2, 0, NULL, NULL, NULL, NULL, NULL, 0, 0, 0, ATTN_PALETTE_MAGMA};
     snprintf(path, sizeof path, "%s/nan.png", dir);
     CHECK_STATUS(attn_heatmap_png(&hn, path, err, sizeof err), ATTN_OK);
     CHECK_STATUS(attn__heatmap_geometry(&hn, &g), ATTN_OK);
@@ -212,7 +212,7 @@ static void test_png(const char *dir) {
 
 static void test_bad_input(const char *dir) {
     float v[4] = {0, 1, 2, 3};
-    attn_heatmap h = {v, 2, 2, 0, NULL, NULL, NULL, NULL, NULL, 0, 0, 0};
+    attn_heatmap h = {v, 2, 2, 0, NULL, NULL, NULL, NULL, NULL, 0, 0, 0, ATTN_PALETTE_MAGMA};
     char path[512], tmp[600], err[256];
     snprintf(path, sizeof path, "%s/no/such/dir/x.png", dir);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
@@ -253,7 +253,7 @@ static void test_bad_input(const char *dir) {
  * it was (as root, `--png /dev/null` once replaced the device with a plain file). */
 static void test_special_targets(const char *dir) {
     float v[4] = {0, 1, 2, 3};
-    attn_heatmap h = {v, 2, 2, 0, NULL, NULL, NULL, NULL, NULL, 0, 0, 0};
+    attn_heatmap h = {v, 2, 2, 0, NULL, NULL, NULL, NULL, NULL, 0, 0, 0, ATTN_PALETTE_MAGMA};
     char fifo[512], link[512], good[512], err[256];
     struct stat sb;
     snprintf(fifo, sizeof fifo, "%s/fifo.png", dir);
@@ -274,7 +274,7 @@ static void test_term(void) {
     float v[2 * 3] = {0.0f, 0.5f, 1.0f, 0.25f, 0.75f, 0.1f};
     const char *rl[2] = {"il", "\xC3\xA9t\xC3\xA9"};
     const char *cl[3] = {"he", "is", "<eos>"};
-    attn_heatmap h = {v, 2, 3, 0, rl, cl, "weights", NULL, NULL, 0, 0, 0};
+    attn_heatmap h = {v, 2, 3, 0, rl, cl, "weights", NULL, NULL, 0, 0, 0, ATTN_PALETTE_MAGMA};
     for (int color = 1; color >= 0; color--) {
         FILE *f = tmpfile();
         CHECK(f != NULL);
@@ -317,6 +317,94 @@ static void test_term(void) {
     free(buf);
 }
 
+/* What attn_heatmap_term prints (malloc'ed), or NULL after a failed check. */
+static char *term_text(const attn_heatmap *h, int color) {
+    FILE *f = tmpfile();
+    CHECK(f != NULL);
+    if (!f) return NULL;
+    CHECK_STATUS(attn_heatmap_term(h, f, color), ATTN_OK);
+    long n = ftell(f);
+    rewind(f);
+    char *buf = calloc((size_t)n + 1, 1);
+    CHECK(buf && fread(buf, 1, (size_t)n, f) == (size_t)n);
+    fclose(f);
+    return buf;
+}
+
+/* The palettes: exact anchors, names both ways, and the same colours in the PNG, the terminal and the
+ * colour bar, for a map of 0, 0.25, 0.5, 0.75, 1 in each palette. */
+static void test_palettes(const char *dir) {
+    static const struct { attn_palette p; const char *name; unsigned char at0[3], at_half[3], at1[3]; } want[] = {
+        {ATTN_PALETTE_MAGMA, "magma", {12, 7, 46}, {170, 46, 92}, {252, 240, 140}},
+        {ATTN_PALETTE_VIRIDIS, "viridis", {68, 1, 84}, {33, 145, 140}, {253, 231, 37}},
+        {ATTN_PALETTE_GRAY, "gray", {0, 0, 0}, {128, 128, 128}, {255, 255, 255}},
+        {ATTN_PALETTE_BLUES, "blues", {247, 251, 255}, {107, 174, 214}, {8, 48, 107}},
+    };
+    CHECK(sizeof want / sizeof want[0] == ATTN_PALETTE_COUNT);
+    attn_palette got;
+    CHECK_STATUS(attn_palette_from_name("inferno", &got), ATTN_ERR_ARG);
+    CHECK_STATUS(attn_palette_from_name(NULL, &got), ATTN_ERR_NULL);
+    CHECK(attn_palette_name(ATTN_PALETTE_COUNT) == NULL);
+    unsigned char c[3];
+    CHECK_STATUS(attn_palette_color(ATTN_PALETTE_COUNT, 0.5f, c), ATTN_ERR_ARG);
+    /* the grays' mid point: 127.5 rounds up; the quarter of viridis: its second anchor */
+    CHECK_STATUS(attn_palette_color(ATTN_PALETTE_VIRIDIS, 0.25f, c), ATTN_OK);
+    CHECK(c[0] == 59 && c[1] == 82 && c[2] == 139);
+    CHECK_STATUS(attn_palette_color(ATTN_PALETTE_GRAY, 0.25f, c), ATTN_OK);
+    CHECK(c[0] == 64 && c[1] == 64 && c[2] == 64);                  /* 63.75 → 64 */
+    float v[5] = {0.0f, 0.25f, 0.5f, 0.75f, 1.0f};
+    for (int i = 0; i < ATTN_PALETTE_COUNT; i++) {
+        CHECK(strcmp(attn_palette_name(want[i].p), want[i].name) == 0);
+        CHECK_STATUS(attn_palette_from_name(want[i].name, &got), ATTN_OK);
+        CHECK(got == want[i].p);
+        CHECK_STATUS(attn_palette_color(want[i].p, 0.0f, c), ATTN_OK);
+        CHECK(same_rgb(c, want[i].at0));
+        CHECK_STATUS(attn_palette_color(want[i].p, 0.5f, c), ATTN_OK);
+        CHECK(same_rgb(c, want[i].at_half));
+        CHECK_STATUS(attn_palette_color(want[i].p, 1.0f, c), ATTN_OK);
+        CHECK(same_rgb(c, want[i].at1));
+        /* the PNG: each cell and the bar's ends */
+        attn_heatmap h = {v, 1, 5, 0, NULL, NULL, want[i].name, NULL, NULL, 0.0f, 1.0f, 0, want[i].p};
+        attn__heatmap_geom g;
+        CHECK_STATUS(attn__heatmap_geometry(&h, &g), ATTN_OK);
+        char path[600], err[256];
+        snprintf(path, sizeof path, "%s/palette_%s.png", dir, want[i].name);
+        CHECK_STATUS(attn_heatmap_png(&h, path, err, sizeof err), ATTN_OK);
+        int w = 0, hh = 0;
+        unsigned char *img = read_png(path, &w, &hh);
+        CHECK(img != NULL);
+        if (!img) continue;
+        int ok = 1;
+        for (int k = 0; k < 5; k++) {
+            unsigned char e[3];
+            attn_palette_color(want[i].p, v[k], e);
+            ok &= same_rgb(px(img, w, g.grid_x + k * g.cell + g.cell / 2, g.grid_y + g.cell / 2), e);
+        }
+        CHECK(ok);
+        CHECK(same_rgb(px(img, w, g.grid_x + g.cell / 2, g.grid_y + g.cell / 2), want[i].at0));
+        CHECK(same_rgb(px(img, w, g.grid_x + 4 * g.cell + g.cell / 2, g.grid_y + g.cell / 2), want[i].at1));
+        CHECK(same_rgb(px(img, w, g.bar_x + g.bar_w / 2, g.bar_y), want[i].at1));
+        CHECK(same_rgb(px(img, w, g.bar_x + g.bar_w / 2, g.bar_y + g.bar_h - 1), want[i].at0));
+        free(img);
+        /* the terminal: the same colours as escape codes */
+        char *buf = term_text(&h, 1);
+        char code[64];
+        snprintf(code, sizeof code, "\x1b[48;2;%d;%d;%dm", want[i].at1[0], want[i].at1[1], want[i].at1[2]);
+        CHECK(buf && strstr(buf, code) != NULL);
+        snprintf(code, sizeof code, "\x1b[48;2;%d;%d;%dm", want[i].at_half[0], want[i].at_half[1], want[i].at_half[2]);
+        CHECK(buf && strstr(buf, code) != NULL);
+        free(buf);
+    }
+    /* a palette out of range is refused by every renderer */
+    attn_heatmap bad = {v, 1, 5, 0, NULL, NULL, NULL, NULL, NULL, 0.0f, 1.0f, 0, ATTN_PALETTE_COUNT};
+    char path[600], err[256];
+    snprintf(path, sizeof path, "%s/palette_bad.png", dir);
+    CHECK_STATUS(attn_heatmap_png(&bad, path, err, sizeof err), ATTN_ERR_ARG);
+    CHECK_STATUS(attn_heatmap_term(&bad, stdout, 0), ATTN_ERR_ARG);
+    CHECK(!file_exists(path));
+    printf("  palettes: %d, exact at 0, 0.5, 1 in the PNG, its bar and the terminal\n", ATTN_PALETTE_COUNT);
+}
+
 static char *slurp(const char *path, size_t *n) {
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;
@@ -331,8 +419,8 @@ static void test_values(const char *dir) {
     const float v[2 * 3] = {0.25f, 0.5f, 0.25f, 1.0f / 3.0f, NAN, 0.125f};
     const float v2[2 * 3] = {1, 0, 0, 0, 0, 1};
     const char *rl[2] = {"il", "est \"calme\""}, *cl[3] = {"he's", "calm", "\xC3\xA9t\xC3\xA9"};
-    attn_heatmap maps[2] = {{v, 2, 3, 0, rl, cl, "head 1", "French", "English", 0, 1, 0},
-                            {v2, 2, 3, 0, rl, NULL, "head 2", NULL, NULL, 0, 1, 0}};
+    attn_heatmap maps[2] = {{v, 2, 3, 0, rl, cl, "head 1", "French", "English", 0, 1, 0, ATTN_PALETTE_MAGMA},
+                            {v2, 2, 3, 0, rl, NULL, "head 2", NULL, NULL, 0, 1, 0, ATTN_PALETTE_MAGMA}};
     char path[600], err[256];
     size_t n = 0;
     /* .npy of one map: (2, 3) */
@@ -430,7 +518,7 @@ static void test_layout(const char *dir) {
         lab[i] = lab_buf[i];
         for (int j = 0; j < 64; j++) v64[i * 64 + j] = (float)((i * 7 + j * 3) % 11) / 10.0f;
     }
-    attn_heatmap h = {v64, 64, 64, 0, lab, lab, "IMDB self-attention weights", "Queries", "Keys", 0, 1, 0};
+    attn_heatmap h = {v64, 64, 64, 0, lab, lab, "IMDB self-attention weights", "Queries", "Keys", 0, 1, 0, ATTN_PALETTE_MAGMA};
     attn__heatmap_geom g;
     CHECK_STATUS(attn__heatmap_geometry(&h, &g), ATTN_OK);
     /* a 64-word picture: every label drawn, a label's height apart (the old layout: 6 px cells, 9 px labels) */
@@ -464,7 +552,7 @@ static void test_layout(const char *dir) {
     /* a short, wide map with a long axis name (the walk-through's): the title stays above it */
     static const float v4[4] = {0.1192f, 0, 0, 0.8808f};
     static const char *const one[1] = {"s"}, *keys[4] = {"h1", "h2", "h3", "h4"};
-    attn_heatmap s = {v4, 1, 4, 0, one, keys, "attention weights", "decoder state", "keys", 0, 1, 0};
+    attn_heatmap s = {v4, 1, 4, 0, one, keys, "attention weights", "decoder state", "keys", 0, 1, 0, ATTN_PALETTE_MAGMA};
     CHECK_STATUS(attn__heatmap_geometry(&s, &g), ATTN_OK);
     t = (hbox){g.title_box.x, g.title_box.y, g.title_box.w, g.title_box.h};
     rt = (hbox){g.row_title_box.x, g.row_title_box.y, g.row_title_box.w, g.row_title_box.h};
@@ -477,7 +565,7 @@ static void test_layout(const char *dir) {
      * stays right of it */
     static const char *const bos[1] = {"<bos>"}, *eos[1] = {"<eos>"};
     attn_heatmap s1 = {v4 + 3, 1, 1, 0, eos, bos, "decoder self-attention", "French (produced)",
-                       "French (read so far)", 0, 1, 1};
+                       "French (read so far)", 0, 1, 1, ATTN_PALETTE_MAGMA};
     CHECK_STATUS(attn__heatmap_geometry(&s1, &g), ATTN_OK);
     t = (hbox){g.title_box.x, g.title_box.y, g.title_box.w, g.title_box.h};
     rt = (hbox){g.row_title_box.x, g.row_title_box.y, g.row_title_box.w, g.row_title_box.h};
@@ -526,7 +614,7 @@ static void test_layout(const char *dir) {
     CHECK(g.number_scale == 0);
     /* more than 100 a side: small cells, every k-th label, still apart */
     static float v300[300 * 300];
-    attn_heatmap big = {v300, 300, 300, 0, NULL, NULL, NULL, NULL, NULL, 0, 1, 0};
+    attn_heatmap big = {v300, 300, 300, 0, NULL, NULL, NULL, NULL, NULL, 0, 1, 0, ATTN_PALETTE_MAGMA};
     CHECK_STATUS(attn__heatmap_geometry(&big, &g), ATTN_OK);
     CHECK(g.cell * g.label_step >= ATTN_FONT_H * g.label_scale + 1 && g.label_step > 1);
 }
@@ -540,6 +628,7 @@ int main(void) {
     test_bad_input(dir);
     test_special_targets(dir);
     test_term();
+    test_palettes(dir);
     test_values(dir);
     test_layout(dir);
     char cmd[600];

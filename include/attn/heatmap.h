@@ -4,7 +4,10 @@
  * .npy, CSV or JSON files.
  *
  * A heatmap is a (rows, cols) matrix of values, usually weights in [0, 1]: rows are queries (output
- * words), columns are keys (input words). Colors run from dark (vmin) to bright (vmax).
+ * words), columns are keys (input words). Colors run from one end of a palette (vmin) to the other (vmax).
+ *
+ * The same descriptions also make the interactive explorer: one self-contained HTML page where a reader
+ * picks a map (group, layer, head), points at a word and sees whom it attends to, with the values.
  */
 #ifndef ATTN_HEATMAP_H
 #define ATTN_HEATMAP_H
@@ -16,6 +19,25 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* Palettes: piecewise linear between anchors evenly spaced over [0, 1], rounded to the nearest integer;
+ * NaN is mid gray (128,128,128). Appended only. */
+typedef enum attn_palette {
+    ATTN_PALETTE_MAGMA = 0,      /* the default: dark indigo, purple, magenta-red, orange, pale yellow */
+    ATTN_PALETTE_VIRIDIS,        /* dark violet, blue, teal, green, yellow */
+    ATTN_PALETTE_GRAY,           /* black to white */
+    ATTN_PALETTE_BLUES,          /* near white to dark blue (seaborn's "Blues": low values light) */
+    ATTN_PALETTE_COUNT
+} attn_palette;
+
+/* "magma", "viridis", "gray", "blues"; NULL for a value out of range. */
+const char *attn_palette_name(attn_palette p);
+
+/* The palette called name (as attn_palette_name spells it): ATTN_OK, or ATTN_ERR_ARG for another name. */
+attn_status attn_palette_from_name(const char *name, attn_palette *p);
+
+/* The colour of t in [0, 1] (clamped) in palette p, as drawn in the PNGs, the terminal and the explorer. */
+attn_status attn_palette_color(attn_palette p, float t, unsigned char rgb[3]);
 
 typedef struct attn_heatmap {
     const float *values;         /* (rows, cols), rows row_stride elements apart */
@@ -29,6 +51,7 @@ typedef struct attn_heatmap {
     float vmin, vmax;            /* color range; vmin == vmax: the data's min and max */
     int annotate;                /* nonzero: each cell's value written in it, when neither side has more
                                     than ATTN_HEATMAP_ANNOTATE_MAX cells (the cells grow to fit them) */
+    attn_palette palette;        /* 0: ATTN_PALETTE_MAGMA */
 } attn_heatmap;
 
 #define ATTN_HEATMAP_ANNOTATE_MAX 32
@@ -54,6 +77,31 @@ attn_status attn_heatmap_png_grid(const attn_heatmap *maps, int n, int grid_cols
  * Missing labels are the indices. Numbers carry 9 significant digits (the same float32 back). Another
  * extension is ATTN_ERR_ARG. */
 attn_status attn_heatmap_save_values(const attn_heatmap *maps, int n, const char *path, char *err, size_t err_size);
+
+/* One map of the explorer: a heatmap and where it sits. Maps of the same group (e.g. "encoder
+ * self-attention") are chosen between by layer and head; a group, layer or head with a single value
+ * shows no chooser. */
+typedef struct attn_explorer_map {
+    attn_heatmap map;            /* values, labels, titles, colour range, palette (annotate is ignored) */
+    const char *group;           /* e.g. "cross-attention"; NULL: "attention" */
+    int layer;                   /* 1-based block, 0: none */
+    int head;                    /* 1-based head, 0: none, or beside other heads their mean ("mean of the
+                                    heads" in the chooser) */
+} attn_explorer_map;
+
+#define ATTN_EXPLORER_MAX_MAPS 1024
+
+/* Writes the interactive explorer of n maps as one self-contained HTML page (inline CSS, script and data;
+ * nothing fetched), atomically. The page has choosers for group, layer and head, the chosen map as a
+ * matrix of coloured cells under the column labels, and the tokens in two lines (keys above, queries
+ * below) joined by lines as strong as the weights. Pointing at (or focusing, or tapping) a query
+ * highlights its row and its lines to the keys and lists its weights; a key, its column and who attends
+ * to it; a cell shows its value. title heads the page (NULL: "Attention"), note is a line under it (NULL:
+ * none). Every string is escaped for HTML and for the script (invalid UTF-8 becomes U+FFFD). Cells take
+ * their colours from the map's palette, computed here, exactly as in the PNG. Limits: n in 1 ..
+ * ATTN_EXPLORER_MAX_MAPS, each map at most 4096 cells a side. */
+attn_status attn_explorer_html(const attn_explorer_map *maps, int n, const char *title, const char *note,
+                               const char *path, char *err, size_t err_size);
 
 /* Draws the heatmap in a terminal: one colored block per cell (24-bit ANSI colors when color is
  * nonzero, shaded characters otherwise), labels beside the rows and under the columns, and a scale. */

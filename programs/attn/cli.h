@@ -73,6 +73,16 @@ int cli_check_weights_out(const char *who, const cli_cmd *cmd, const char *path)
  * after a message. */
 int cli_write_weights(const char *who, const attn_heatmap *maps, int n, const char *path);
 
+/* --palette NAME (NULL: the default, magma) into *p. Returns 0, or 2 after a message naming the palettes
+ * and cmd's usage. */
+#define CLI_PALETTE_HELP "colours of the heatmaps: magma, viridis, gray or blues (default magma)"
+int cli_palette(const char *who, const cli_cmd *cmd, const char *name, attn_palette *p);
+
+/* Writes the explorer page (attn_explorer_html) to --html path and says so. Returns 0, or 1 after a
+ * message. */
+int cli_write_html(const char *who, const attn_explorer_map *maps, int n, const char *title, const char *note,
+                   const char *path);
+
 /* Checks a --threads value: 0 (every core) .. ATTN_MAX_THREADS; warns on stderr when it exceeds the cores
  * online. flag names the option. Returns 0, or 2 after a message (the caller exits 2). */
 int cli_check_threads(const char *who, const char *flag, int n);

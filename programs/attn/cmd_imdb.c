@@ -40,6 +40,9 @@ typedef struct imdb_flags {
     int mask_padding;            /* train: the self-attention excludes the padding keys */
     float lr;
     uint64_t seed;
+    const char *html;            /* predict --html FILE: the explorer page */
+    const char *palette_name;    /* --palette NAME */
+    attn_palette palette;
 } imdb_flags;
 
 static uint64_t mix64(uint64_t x) {
@@ -621,23 +624,48 @@ static void review_explain(review *r, const char *text) {
     }
 }
 
+/* The mean share of the review's attention that goes to the padding (0 without padding). */
+static double review_padding_share(const review *r) {
+    double mean = 0;
+    for (int t = 0; r->first > 0 && t < r->k; t++) mean += r->pad[t];
+    return r->first > 0 ? mean / r->k : 0;
+}
+
 /* "padding: 59 of 64 positions take 91% of the review's attention (<start> 90%, a 92%, ...)". */
 static void review_print_padding(const review *r, int masked) {
     if (r->first == 0) {
         printf("padding: none (the review fills all %d positions)\n", r->T);
         return;
     }
-    double mean = 0;
-    for (int t = 0; t < r->k; t++) mean += r->pad[t];
-    mean /= r->k;
+    const double mean = review_padding_share(r);
     printf("padding: %d of %d positions take %.0f%% of the review's attention (", r->first, r->T, 100 * mean);
     const int shown = r->k < 12 ? r->k : 12;
     for (int t = 0; t < shown; t++) printf("%s%s %.0f%%", t ? ", " : "", r->labels[t], 100.0 * r->pad[t]);
     printf("%s)%s\n", r->k > shown ? ", ..." : "", masked ? "; the model masks it (--mask-padding)" : "");
 }
 
-/* The terminal heatmap of the attention received, and with --png the word-by-word weights. Returns 0 or 1. */
-static int review_show(const review *r, const imdb_flags *f) {
+/* The explorer: the word-by-word weights (with the padding's share as the last column) and the attention
+ * each word receives. Returns 0 or 1. */
+static int review_html(const review *r, const attn_heatmap *words, const attn_heatmap *received, float pos,
+                       const imdb_flags *f, int masked) {
+    char note[512];
+    if (r->first > 0)
+        snprintf(note, sizeof note, "positive probability %.4f (%s). The review fills %d of the %d positions; the "
+                 "%d padding positions take %.0f%% of its attention (the last column, <pad> x%d)%s.", pos,
+                 pos >= 0.5f ? "positive" : "negative", r->k, r->T, r->first, 100 * review_padding_share(r), r->first,
+                 masked ? "; the model masks them (--mask-padding)" : "");
+    else
+        snprintf(note, sizeof note, "positive probability %.4f (%s). The review fills all %d positions (no padding).",
+                 pos, pos >= 0.5f ? "positive" : "negative", r->T);
+    static const char *const mean_col[1] = {"mean weight"};
+    attn_explorer_map maps[2] = {{*words, "self-attention", 0, 0}, {*received, "attention received", 0, 0}};
+    maps[1].map.col_labels = mean_col;
+    return cli_write_html("imdb", maps, 2, "IMDB sentiment: self-attention over the review", note, f->html);
+}
+
+/* The terminal heatmap of the attention received, and with --png the word-by-word weights (--weights-out
+ * their numbers, --html the explorer). Returns 0 or 1. */
+static int review_show(const review *r, const imdb_flags *f, float pos, int masked) {
     attn_heatmap h;
     memset(&h, 0, sizeof h);
     h.values = r->score;
@@ -646,9 +674,10 @@ static int review_show(const review *r, const imdb_flags *f) {
     h.row_labels = r->labels;
     h.title = "attention received (mean over the review's positions)";
     h.row_title = "words";
+    h.palette = f->palette;
     attn_status st = attn_heatmap_term(&h, stdout, cli_use_color(f->no_color));
     if (st != ATTN_OK) return cli_fail(st, "imdb: heatmap");
-    if (!f->png && !f->weights_out) return 0;
+    if (!f->png && !f->weights_out && !f->html) return 0;
     attn_heatmap hp;
     memset(&hp, 0, sizeof hp);
     /* with padding, its share of each row is the last column: every row of the picture sums to 1 */
@@ -663,13 +692,15 @@ static int review_show(const review *r, const imdb_flags *f) {
     hp.row_title = "Queries";
     hp.col_title = "Keys";
     hp.annotate = f->annotate;
+    hp.palette = f->palette;
     char err[1024] = "";
     if (f->png && (st = attn_heatmap_png(&hp, f->png, err, sizeof err)) != ATTN_OK) {
         fprintf(stderr, "attn: imdb: %s\n", err[0] ? err : attn_status_string(st));
         return 1;
     }
     if (f->png) printf("wrote %s\n", f->png);
-    return f->weights_out ? cli_write_weights("imdb", &hp, 1, f->weights_out) : 0;
+    if (f->weights_out && cli_write_weights("imdb", &hp, 1, f->weights_out)) return 1;
+    return f->html ? review_html(r, &hp, &h, pos, f, masked) : 0;
 }
 
 /* Classifies the text: the probability, then the attention. Returns 0 or 1. */
@@ -684,11 +715,12 @@ static int predict_text(attn_imdb_model *m, const attn_imdb_vocab *v, review *r,
     printf("positive probability: %.4f (%s); %d words%s\n", pos, pos >= 0.5f ? "positive" : "negative", r->n_words,
            r->n_words > shown ? ", the model sees the last ones (pre-truncated)" : "");
     review_print_padding(r, m->cfg.mask_padding);
-    return review_show(r, f);
+    return review_show(r, f, pos, m->cfg.mask_padding);
 }
 
 static int imdb_predict(const imdb_flags *f, const char *text) {
     if (f->png && cli_check_out_file("imdb", "--png", f->png)) return 1;
+    if (f->html && cli_check_out_file("imdb", "--html", f->html)) return 1;
     set_threads(f->threads);
     char pbuf[4200];
     const char *ckpt = ckpt_path(f, pbuf, sizeof pbuf);
@@ -709,7 +741,8 @@ static int imdb_predict(const imdb_flags *f, const char *text) {
  * Entry.
  */
 int cmd_imdb(int argc, char **argv) {
-    imdb_flags f = {NULL, "imdb_out", NULL, NULL, NULL, NULL, NULL, NULL, 5, 32, 0, 0, 0, 0, 0, 0, 0, 2e-4f, 1};
+    imdb_flags f = {NULL, "imdb_out", NULL, NULL, NULL, NULL, NULL, NULL, 5, 32, 0, 0, 0, 0, 0, 0, 0, 2e-4f, 1, NULL, NULL,
+                    ATTN_PALETTE_MAGMA};
     const char *sub = argc >= 2 ? argv[1] : NULL;
     const cli_opt train_opts[] = {
         {"data", CLI_STR, &f.data, "DIR", "the .tar.gz, the aclImdb folder, or a folder holding either (default "
@@ -746,8 +779,11 @@ int cmd_imdb(int argc, char **argv) {
         {"png", CLI_STR, &f.png, "FILE", "also write the word-by-word attention weights as a PNG"},
         {"weights-out", CLI_STR, &f.weights_out, "FILE", "also write those weights as numbers with the words: .npy "
                                                          "(words in FILE's .labels.json), .csv or .json"},
+        {"html", CLI_STR, &f.html, "FILE", "also write the explorer: one self-contained page where pointing at a "
+                                           "word shows whom it attends to, with the weights"},
         {"annotate", CLI_BOOL, &f.annotate, NULL, "write each weight in its cell in the PNG (texts of up to "
                                                   "31 words)"},
+        {"palette", CLI_STR, &f.palette_name, "NAME", CLI_PALETTE_HELP},
         {"no-color", CLI_BOOL, &f.no_color, NULL, "shaded characters instead of 24-bit colors"},
         {"threads", CLI_INT, &f.threads, "N", "threads (0 = all cores)"},
     };
@@ -785,6 +821,7 @@ int cmd_imdb(int argc, char **argv) {
     if (which == 0) return imdb_train(&f);
     if (which == 1) return imdb_eval(&f);
     if (f.weights_out && (r = cli_check_weights_out("imdb", &cmds[2], f.weights_out))) return r;
+    if ((r = cli_palette("imdb", &cmds[2], f.palette_name, &f.palette))) return r;
     char *text = NULL;
     if ((r = cli_predict_text("imdb", &cmds[2], n_pos ? pos[0] : NULL, f.file, &text))) return r;
     r = imdb_predict(&f, text);

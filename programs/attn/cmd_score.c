@@ -167,7 +167,7 @@ static void print_tensor(const float *x) {
     }
 }
 
-static int masked_softmax_demo(uint64_t seed, const char *png, int color, int annotate) {
+static int masked_softmax_demo(uint64_t seed, const char *png, int color, int annotate, attn_palette palette) {
     float scores[MB * MT * MS];        /* (B,T,S) */
     attn_rng rng;
     attn_rng_seed(&rng, seed);
@@ -196,7 +196,8 @@ static int masked_softmax_demo(uint64_t seed, const char *png, int color, int an
     attn_heatmap maps[4];
     for (int i = 0; i < 4; i++) {
         const float *w = (i < 2 ? w1 : w2) + (i % 2) * MT * MS;
-        maps[i] = (attn_heatmap){w, MT, MS, 0, rows, cols, titles[i], "queries", "keys", 0.0f, 1.0f, annotate};
+        maps[i] = (attn_heatmap){w, MT, MS, 0, rows, cols, titles[i], "queries", "keys", 0.0f, 1.0f, annotate,
+                                 palette};
     }
     for (int i = 0; i < 4; i++) {
         printf("\n%s:\n", titles[i]);
@@ -206,7 +207,8 @@ static int masked_softmax_demo(uint64_t seed, const char *png, int color, int an
 }
 
 int cmd_score(int argc, char **argv) {
-    const char *png = NULL, *query = default_query, *keys = default_keys, *values = NULL;
+    const char *png = NULL, *query = default_query, *keys = default_keys, *values = NULL, *palette_name = NULL;
+    attn_palette palette;
     int no_color = 0, annotate = 1, masked = 0;
     uint64_t seed = 0;
     const cli_opt opts[] = {
@@ -222,6 +224,7 @@ int cmd_score(int argc, char **argv) {
         {"seed", CLI_U64, &seed, "N", "the random scores' seed for --masked-softmax"},
         {"no-color", CLI_BOOL, &no_color, NULL, "shaded characters instead of 24-bit colors"},
         {"annotate", CLI_BOOL, &annotate, NULL, "write each value in its cell in the PNG (always on here)"},
+        {"palette", CLI_STR, &palette_name, "NAME", CLI_PALETTE_HELP},
     };
     const cli_cmd cmd = {
         "attn score [options]",
@@ -235,6 +238,7 @@ int cmd_score(int argc, char **argv) {
         opts, (int)(sizeof opts / sizeof opts[0]), 0, 0};
     int rc = cli_parse(&cmd, argc, argv, NULL, NULL);
     if (rc >= 0) return rc;
+    if ((rc = cli_palette("score", &cmd, palette_name, &palette))) return rc;
     if (png && cli_check_out_file("score", "--png", png)) return 1;
     int color = cli_use_color(no_color);
     if (masked && (query != default_query || keys != default_keys || values)) {
@@ -243,7 +247,7 @@ int cmd_score(int argc, char **argv) {
         cli_usage(&cmd, stderr);
         return 2;
     }
-    if (masked) return masked_softmax_demo(seed, png, color, annotate);
+    if (masked) return masked_softmax_demo(seed, png, color, annotate, palette);
 
     static float q[MAX_D], k[MAX_S * MAX_D], v[MAX_S * MAX_D];
     int D = parse_vector("--query", query, q, MAX_D);
@@ -352,19 +356,19 @@ int cmd_score(int argc, char **argv) {
     static const char *const row_label[1] = {"s"};
     const char *const *value_rows = key_labels;
     attn_heatmap w_map = {weights, 1, S, 0, row_label, key_labels, "attention weights", "query", "keys",
-                          0.0f, 1.0f, annotate};
+                          0.0f, 1.0f, annotate, palette};
     if ((st = attn_heatmap_term(&w_map, stdout, color))) return cli_fail(st, "terminal heatmap");
     if (!png) return 0;
     /* the walk-through's pictures: each in its own colour range, as the tutorial's seaborn heatmaps */
     attn_heatmap maps[6] = {
-        {q, 1, D, 0, row_label, dim_labels, "1. decoder state", "query", "dimensions", 0, 0, annotate},
-        {k, 1, D, 0, key_labels, dim_labels, "2. one annotation", "key", "dimensions", 0, 0, annotate},
-        {k, S, D, 0, key_labels, dim_labels, "3. all annotations", "keys", "dimensions", 0, 0, annotate},
+        {q, 1, D, 0, row_label, dim_labels, "1. decoder state", "query", "dimensions", 0, 0, annotate, palette},
+        {k, 1, D, 0, key_labels, dim_labels, "2. one annotation", "key", "dimensions", 0, 0, annotate, palette},
+        {k, S, D, 0, key_labels, dim_labels, "3. all annotations", "keys", "dimensions", 0, 0, annotate, palette},
         w_map,
         {applied, S, Dv, 0, value_rows, dim_labels, "5. applied attention (weight x value)", "keys",
-         "dimensions", 0, 0, annotate},
+         "dimensions", 0, 0, annotate, palette},
         {context, 1, Dv, 0, row_label, dim_labels, "6. context vector (their sum)", "query", "dimensions", 0, 0,
-         annotate},
+         annotate, palette},
     };
     maps[3].title = "4. attention weights";
     return write_png_grid(maps, 6, 2, png);

@@ -119,6 +119,29 @@ int cli_write_weights(const char *who, const attn_heatmap *maps, int n, const ch
     return 0;
 }
 
+int cli_palette(const char *who, const cli_cmd *cmd, const char *name, attn_palette *p) {
+    *p = ATTN_PALETTE_MAGMA;
+    if (!name || attn_palette_from_name(name, p) == ATTN_OK) return 0;
+    fprintf(stderr, "attn: %s: --palette %s: must be one of", who, name);
+    for (int i = 0; i < ATTN_PALETTE_COUNT; i++)
+        fprintf(stderr, "%s %s", i ? "," : "", attn_palette_name((attn_palette)i));
+    fprintf(stderr, "\n\n");
+    cli_usage(cmd, stderr);
+    return 2;
+}
+
+int cli_write_html(const char *who, const attn_explorer_map *maps, int n, const char *title, const char *note,
+                   const char *path) {
+    char err[1024] = "";
+    attn_status st = attn_explorer_html(maps, n, title, note, path, err, sizeof err);
+    if (st != ATTN_OK) {
+        fprintf(stderr, "attn: %s: %s\n", who, err[0] ? err : attn_status_string(st));
+        return 1;
+    }
+    printf("wrote %s (the explorer: %d map%s; open it in a browser)\n", path, n, n == 1 ? "" : "s");
+    return 0;
+}
+
 int cli_check_threads(const char *who, const char *flag, int n) {
     if (n < 0 || n > ATTN_MAX_THREADS) {
         fprintf(stderr, "attn: %s: %s %d: must be 0 (every core) to %d\n", who, flag, n, ATTN_MAX_THREADS);

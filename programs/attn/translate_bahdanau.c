@@ -93,7 +93,9 @@ static int s2s_train(const tr_kind *kind, int argc, char **argv) {
  * predict
  */
 static int s2s_predict(const tr_kind *kind, int argc, char **argv) {
-    const char *model = kind->default_dir, *png = NULL, *file = NULL, *weights_out = NULL;
+    const char *model = kind->default_dir, *png = NULL, *file = NULL, *weights_out = NULL, *html = NULL;
+    const char *palette_name = NULL;
+    attn_palette palette;
     int plain = 0, annotate = 0;
     cli_opt opts[] = {
         {"dir", CLI_STR, &model, "DIR", kind->dir_help},
@@ -102,7 +104,10 @@ static int s2s_predict(const tr_kind *kind, int argc, char **argv) {
         {"png", CLI_STR, &png, "FILE", "also write the attention as a PNG heatmap"},
         {"weights-out", CLI_STR, &weights_out, "FILE", "also write the attention as numbers with the words: .npy "
                                                        "(words in FILE's .labels.json), .csv or .json"},
+        {"html", CLI_STR, &html, "FILE", "also write the explorer: one self-contained page where pointing at a word "
+                                         "shows whom it attends to, with the weights"},
         {"annotate", CLI_BOOL, &annotate, NULL, "write each weight in its cell in the PNG"},
+        {"palette", CLI_STR, &palette_name, "NAME", CLI_PALETTE_HELP},
         {"no-color", CLI_BOOL, &plain, NULL, "shaded characters instead of 24-bit colors"},
     };
     cli_cmd cmd = {"attn translate predict [--model bahdanau|transformer] [options] \"english sentence\" | -   (or --file FILE)",
@@ -113,7 +118,9 @@ static int s2s_predict(const tr_kind *kind, int argc, char **argv) {
     int np = 0;
     int rc = cli_parse(&cmd, argc, argv, pos, &np);
     if (rc >= 0) return rc;
+    if ((rc = cli_palette("translate", &cmd, palette_name, &palette))) return rc;
     if (png && cli_check_out_file("translate", "--png", png)) return 1;
+    if (html && cli_check_out_file("translate", "--html", html)) return 1;
     if (weights_out && (rc = cli_check_weights_out("translate", &cmd, weights_out))) return rc;
     char *line;
     if ((rc = tr_predict_input(&cmd, np ? pos[0] : NULL, file, &line))) return rc;
@@ -126,7 +133,8 @@ static int s2s_predict(const tr_kind *kind, int argc, char **argv) {
     if (!w) { fprintf(stderr, "attn: translate: out of memory\n"); goto done; }
     if (tr_predict_line(&tr, line, w, &rows, &cols, &rl, &cl, NULL, NULL))
         goto done;
-    attn_heatmap h = {w, rows, cols, T, rl, cl, "Attention weights", "French (produced)", "English (read)", 0, 1, annotate};
+    attn_heatmap h = {w, rows, cols, T, rl, cl, "Attention weights", "French (produced)", "English (read)", 0, 1, annotate,
+                      palette};
     if (cli_fail(attn_heatmap_term(&h, stdout, cli_use_color(plain)), "drawing the heatmap")) goto done;
     if (png) {
         char err[1024] = "";
@@ -134,6 +142,14 @@ static int s2s_predict(const tr_kind *kind, int argc, char **argv) {
         printf("wrote %s\n", png);
     }
     if (weights_out && cli_write_weights("translate", &h, 1, weights_out)) goto done;
+    if (html) {
+        char title[512];
+        snprintf(title, sizeof title, "Bahdanau attention: %.400s", line);
+        attn_explorer_map em = {h, "additive attention", 0, 0};
+        if (cli_write_html("translate", &em, 1, title, "Rows: the French words produced; columns: the English "
+                           "words read.", html))
+            goto done;
+    }
     ret = 0;
 done:
     free(rl); free(cl);

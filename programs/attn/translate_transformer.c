@@ -121,54 +121,90 @@ static int tf_train(const tr_kind *kind, int argc, char **argv) {
 /* ---------------------------------------------------------------------------------------------------
  * predict
  */
-/* --png: every attention of the model on this sentence in one image, one row of heads per block and
- * kind: the encoder's self-attention (English over English), the decoder's self-attention (each French
- * word over the words before it, <bos> first) and the cross-attention (French over English). layer and
- * head (1-based, 0 = all) narrow it. Returns 0, or 1 after a message. */
-static int tf_draw_all(translator *tr, const char *png, const int32_t *ids, const int *lens, int rows, int cols,
-                       const char **rl, const char **cl, int layer, int head, int annotate) {
+/* --png and --html: every attention of the model on this sentence: the encoder's self-attention (English
+ * over English), the decoder's self-attention (each French word over the words before it, <bos> first) and
+ * the cross-attention (French over English), each block and head. The PNG holds one row of heads per
+ * block and kind, narrowed by layer and head (1-based, 0 = all); the explorer page holds them all.
+ * Returns 0, or 1 after a message. */
+static int tf_draw_all(translator *tr, const char *png, const char *html, const char *line, const int32_t *ids,
+                       const int *lens, int rows, int cols, const char **rl, const char **cl, int layer, int head,
+                       int annotate, attn_palette palette) {
     attn_transformer *m = tr->model;
     const int T = tr->num_steps, L = m->cfg.blocks, H = m->cfg.heads, Tq = rows;
     const size_t LHTT = (size_t)L * H * T * T;
     float *enc = malloc(sizeof(float) * LHTT * 3), *dec = enc + LHTT, *cross = enc + 2 * LHTT;
     const int l0 = layer ? layer - 1 : 0, l1 = layer ? layer : L, h0 = head ? head - 1 : 0, h1 = head ? head : H;
-    const int n_max = 3 * (l1 - l0) * (h1 - h0);
-    attn_heatmap *maps = malloc(sizeof *maps * (size_t)n_max);
-    char (*titles)[64] = malloc(sizeof *titles * (size_t)n_max);
+    const int n_all = 3 * L * (H + 1);      /* every head, and per block the mean of its heads (head 0) */
+    const size_t LTT = (size_t)L * T * T;
+    float *mean = malloc(sizeof(float) * LTT * 3);                          /* (3,L,T,T) */
+    attn_explorer_map *all = malloc(sizeof *all * (size_t)n_all);
+    attn_heatmap *maps = malloc(sizeof *maps * (size_t)n_all);
+    char (*titles)[64] = malloc(sizeof *titles * (size_t)n_all);
     const char **dl = malloc(sizeof(char *) * (size_t)Tq);
-    int ret = 1, n = 0;
-    if (!enc || !maps || !titles || !dl) { fprintf(stderr, "attn: translate: out of memory\n"); goto done; }
+    int ret = 1, n = 0, i = 0;
+    if (!enc || !mean || !all || !maps || !titles || !dl) { fprintf(stderr, "attn: translate: out of memory\n"); goto done; }
     attn_status st = attn_transformer_attention(m, enc, dec, cross, ids, lens[0], ids + T, lens[1]);
     if (cli_fail(st, "the model's attention")) goto done;
-    for (int i = 0; i < Tq; i++) dl[i] = i == 0 ? "<bos>" : rl[i - 1];       /* the decoder's inputs */
+    for (int q = 0; q < Tq; q++) dl[q] = q == 0 ? "<bos>" : rl[q - 1];       /* the decoder's inputs */
     static const char *const kinds[3] = {"encoder self-attention", "decoder self-attention", "cross-attention"};
     for (int k = 0; k < 3; k++)
-        for (int l = l0; l < l1; l++)
-            for (int h = h0; h < h1; h++, n++) {
-                snprintf(titles[n], sizeof titles[n], "%s, block %d, head %d", kinds[k], l + 1, h + 1);
-                const size_t lh = (size_t)l * H + h;
+        for (int l = 0; l < L; l++)
+            for (int h = -1; h < H; h++, i++) {     /* h = -1: the mean of the block's heads */
+                /* this kind's maps: (L,H,T,T), (L,H,Tq,Tq) or (L,H,Tq,T); ld their row stride */
+                const int ld = k == 1 ? Tq : T;
+                const size_t per = (size_t)(k == 0 ? T : Tq) * ld;
+                const float *src = (k == 0 ? enc : k == 1 ? dec : cross) + (size_t)l * H * per;
+                const float *v = src + (size_t)(h < 0 ? 0 : h) * per;
+                if (h < 0) {
+                    float *mv = mean + ((size_t)k * L + l) * T * T;
+                    for (size_t e = 0; e < per; e++) {
+                        double acc = 0;
+                        for (int g = 0; g < H; g++) acc += src[(size_t)g * per + e];
+                        mv[e] = (float)(acc / H);
+                    }
+                    v = mv;
+                    snprintf(titles[i], sizeof titles[i], "%s, block %d, mean of %d heads", kinds[k], l + 1, H);
+                } else {
+                    snprintf(titles[i], sizeof titles[i], "%s, block %d, head %d", kinds[k], l + 1, h + 1);
+                }
+                attn_heatmap *x = &all[i].map;
                 if (k == 0)
-                    maps[n] = (attn_heatmap){enc + lh * T * T, cols, cols, T, cl, cl, titles[n], "English",
-                                             "English (keys)", 0, 1, annotate};
+                    *x = (attn_heatmap){v, cols, cols, ld, cl, cl, titles[i], "English", "English (keys)", 0, 1,
+                                        annotate, palette};
                 else if (k == 1)
-                    maps[n] = (attn_heatmap){dec + lh * Tq * Tq, rows, Tq, Tq, rl, dl, titles[n],
-                                             "French (produced)", "French (read so far)", 0, 1, annotate};
+                    *x = (attn_heatmap){v, rows, Tq, ld, rl, dl, titles[i], "French (produced)",
+                                        "French (read so far)", 0, 1, annotate, palette};
                 else
-                    maps[n] = (attn_heatmap){cross + lh * Tq * T, rows, cols, T, rl, cl, titles[n],
-                                             "French (produced)", "English (read)", 0, 1, annotate};
+                    *x = (attn_heatmap){v, rows, cols, ld, rl, cl, titles[i], "French (produced)", "English (read)",
+                                        0, 1, annotate, palette};
+                all[i].group = kinds[k];
+                all[i].layer = l + 1;
+                all[i].head = h + 1;
+                if (h >= 0 && l >= l0 && l < l1 && h >= h0 && h < h1) maps[n++] = *x;
             }
     char err[1024] = "";
-    if (tr_report(attn_heatmap_png_grid(maps, n, h1 - h0, png, err, sizeof err), err)) goto done;
-    printf("wrote %s (%d heatmaps: encoder self-attention, decoder self-attention and cross-attention, "
-           "%d block%s x %d head%s)\n", png, n, l1 - l0, l1 - l0 == 1 ? "" : "s", h1 - h0, h1 - h0 == 1 ? "" : "s");
+    if (png) {
+        if (tr_report(attn_heatmap_png_grid(maps, n, h1 - h0, png, err, sizeof err), err)) goto done;
+        printf("wrote %s (%d heatmaps: encoder self-attention, decoder self-attention and cross-attention, "
+               "%d block%s x %d head%s)\n", png, n, l1 - l0, l1 - l0 == 1 ? "" : "s", h1 - h0, h1 - h0 == 1 ? "" : "s");
+    }
+    if (html) {
+        char title[512];
+        snprintf(title, sizeof title, "Transformer attention: %.400s", line);
+        if (cli_write_html("translate", all, n_all, title, "Rows: the French words produced (or, for the encoder, "
+                           "the English words); columns: the words attended to.", html))
+            goto done;
+    }
     ret = 0;
 done:
-    free(enc); free(maps); free(titles); free(dl);
+    free(enc); free(mean); free(all); free(maps); free(titles); free(dl);
     return ret;
 }
 
 static int tf_predict(const tr_kind *kind, int argc, char **argv) {
-    const char *model = kind->default_dir, *png = NULL, *file = NULL, *weights_out = NULL;
+    const char *model = kind->default_dir, *png = NULL, *file = NULL, *weights_out = NULL, *html = NULL;
+    const char *palette_name = NULL;
+    attn_palette palette;
     int plain = 0, layer = 0, head = 0, annotate = 0;
     cli_opt opts[] = {
         {"dir", CLI_STR, &model, "DIR", kind->dir_help},
@@ -180,9 +216,14 @@ static int tf_predict(const tr_kind *kind, int argc, char **argv) {
         {"weights-out", CLI_STR, &weights_out, "FILE", "also write the cross-attention of every head (or --head) as "
                                                        "numbers with the words: .npy (words in FILE's .labels.json), "
                                                        ".csv or .json"},
+        {"html", CLI_STR, &html, "FILE", "also write the explorer: one self-contained page with every attention "
+                                         "(encoder self, decoder self, cross; each block, each head and their "
+                                         "mean) where pointing "
+                                         "at a word shows whom it attends to, with the weights"},
         {"layer", CLI_INT, &layer, "N", "decoder block whose cross-attention is shown, 1.. (0 = the last)"},
         {"head", CLI_INT, &head, "N", "show only this head, 1.. (0 = the average in the terminal, all in the PNG)"},
         {"annotate", CLI_BOOL, &annotate, NULL, "write each weight in its cell in the PNG"},
+        {"palette", CLI_STR, &palette_name, "NAME", CLI_PALETTE_HELP},
         {"no-color", CLI_BOOL, &plain, NULL, "shaded characters instead of 24-bit colors"},
     };
     cli_cmd cmd = {"attn translate predict --model transformer [options] \"english sentence\" | -   (or --file FILE)",
@@ -198,7 +239,9 @@ static int tf_predict(const tr_kind *kind, int argc, char **argv) {
         cli_usage(&cmd, stderr);
         return 2;
     }
+    if ((rc = cli_palette("translate", &cmd, palette_name, &palette))) return rc;
     if (png && cli_check_out_file("translate", "--png", png)) return 1;
+    if (html && cli_check_out_file("translate", "--html", html)) return 1;
     if (weights_out && (rc = cli_check_weights_out("translate", &cmd, weights_out))) return rc;
     char *line;
     if ((rc = tr_predict_input(&cmd, np ? pos[0] : NULL, file, &line))) return rc;
@@ -229,7 +272,7 @@ static int tf_predict(const tr_kind *kind, int argc, char **argv) {
     if (head) snprintf(title, sizeof title, "Cross-attention, decoder block %d, head %d", l + 1, head);
     else snprintf(title, sizeof title, "Cross-attention, decoder block %d, mean of %d heads", l + 1, H);
     attn_heatmap hm = {head ? wl + (size_t)(head - 1) * T * T : avg, rows, cols, T, rl, cl, title,
-                       "French (produced)", "English (read)", 0, 1, 0};
+                       "French (produced)", "English (read)", 0, 1, 0, palette};
     if (cli_fail(attn_heatmap_term(&hm, stdout, cli_use_color(plain)), "drawing the heatmap")) goto done;
     if (weights_out) {
         attn_heatmap maps[64];
@@ -238,11 +281,12 @@ static int tf_predict(const tr_kind *kind, int argc, char **argv) {
         for (int h = head ? head - 1 : 0; h < (head ? head : H) && n < 64; h++, n++) {
             snprintf(titles[n], sizeof titles[n], "block %d, head %d", l + 1, h + 1);
             maps[n] = (attn_heatmap){wl + (size_t)h * T * T, rows, cols, T, rl, cl, titles[n],
-                                     "French (produced)", "English (read)", 0, 1, annotate};
+                                     "French (produced)", "English (read)", 0, 1, annotate, palette};
         }
         if (cli_write_weights("translate", maps, n, weights_out)) goto done;
     }
-    if (png && tf_draw_all(&tr, png, ids, lens, rows, cols, rl, cl, layer, head, annotate)) goto done;
+    if ((png || html) && tf_draw_all(&tr, png, html, line, ids, lens, rows, cols, rl, cl, layer, head, annotate, palette))
+        goto done;
     ret = 0;
 done:
     free(rl); free(cl);

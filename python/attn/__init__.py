@@ -541,7 +541,14 @@ def _labels(name, labels, n):
     return ctypes.cast(arr, ctypes.c_void_p), (arr, enc)
 
 
-def _heatmap(values, row_labels, col_labels, title, row_title, col_title, vmin, vmax, keep):
+def _palette(name):
+    p = ctypes.c_int(0)
+    if name is not None and lib.attn_palette_from_name(name.encode(), ctypes.byref(p)) != 0:
+        raise ValueError(f"palette: {name!r}: must be one of magma, viridis, gray, blues")
+    return p.value
+
+
+def _heatmap(values, row_labels, col_labels, title, row_title, col_title, vmin, vmax, keep, palette=0):
     v = np.ascontiguousarray(_f32("values", values))
     if v.ndim != 2 or v.shape[0] < 1 or v.shape[1] < 1:
         raise ValueError(f"values: expected a non-empty 2-D (rows, cols) array, got shape {v.shape}")
@@ -556,26 +563,29 @@ def _heatmap(values, row_labels, col_labels, title, row_title, col_title, vmin, 
     h.vmax = (0.0 if vmin is None else float(vmin)) if vmax is None else float(vmax)
     if (vmin is None) != (vmax is None):
         raise ValueError("vmin, vmax: give both or neither (neither: the data's range)")
+    h.palette = palette
     keep += [v, k1, k2]
     return h
 
 
 def heatmap_png(values, path, *, row_labels=None, col_labels=None, title=None, row_title=None, col_title=None,
-                vmin=None, vmax=None):
+                vmin=None, vmax=None, palette=None):
     """Writes a (rows, cols) matrix — usually attention weights, queries by keys — as a PNG heatmap with
-    labelled axes, atomically. A 3-D (n, rows, cols) array is drawn as a grid of n maps (one per head)."""
+    labelled axes, atomically. A 3-D (n, rows, cols) array is drawn as a grid of n maps (one per head).
+    palette: "magma" (the default), "viridis", "gray" or "blues"."""
     keep = []
+    pal = _palette(palette)
     err = ctypes.create_string_buffer(512)
     a = np.asarray(values)
     if a.ndim == 3:
         maps = (_lib.Heatmap * a.shape[0])()
         for i in range(a.shape[0]):
             maps[i] = _heatmap(a[i], row_labels, col_labels, f"{title} {i}" if title else f"head {i}", row_title,
-                               col_title, vmin, vmax, keep)
+                               col_title, vmin, vmax, keep, pal)
         cols = int(np.ceil(np.sqrt(a.shape[0])))
         st = lib.attn_heatmap_png_grid(maps, a.shape[0], cols, os.fsencode(path), err, len(err))
     else:
-        h = _heatmap(a, row_labels, col_labels, title, row_title, col_title, vmin, vmax, keep)
+        h = _heatmap(a, row_labels, col_labels, title, row_title, col_title, vmin, vmax, keep, pal)
         st = lib.attn_heatmap_png(ctypes.byref(h), os.fsencode(path), err, len(err))
     _lib.check(st, "heatmap_png", err.value.decode(errors="replace") or None)
 

@@ -84,7 +84,8 @@ class Heatmap(ctypes.Structure):
     _fields_ = [("values", ctypes.c_void_p), ("rows", ctypes.c_int), ("cols", ctypes.c_int),
                 ("row_stride", ctypes.c_int64), ("row_labels", ctypes.c_void_p), ("col_labels", ctypes.c_void_p),
                 ("title", ctypes.c_char_p), ("row_title", ctypes.c_char_p), ("col_title", ctypes.c_char_p),
-                ("vmin", ctypes.c_float), ("vmax", ctypes.c_float), ("annotate", ctypes.c_int)]
+                ("vmin", ctypes.c_float), ("vmax", ctypes.c_float), ("annotate", ctypes.c_int),
+                ("palette", ctypes.c_int)]
 
 
 class StTensor(ctypes.Structure):
@@ -140,6 +141,7 @@ _sig("attn_additive_forward", _S, _CP, _AP, _P, _P, _P, _P, _P, _P, _P, _P, _P, 
 _sig("attn_additive_backward", _S, _CP, _AP, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P,
      ctypes.c_size_t)
 _sig("attn_softmax", _S, _P, _I)
+_sig("attn_palette_from_name", _S, ctypes.c_char_p, ctypes.POINTER(ctypes.c_int))
 _sig("attn_heatmap_png", _S, ctypes.POINTER(Heatmap), ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t)
 _sig("attn_heatmap_png_grid", _S, ctypes.POINTER(Heatmap), _I, _I, ctypes.c_char_p, ctypes.c_char_p,
      ctypes.c_size_t)

@@ -305,6 +305,13 @@ def test_heatmaps(tmp_path, rng):
         attn.heatmap_png(w, p, row_labels=["a", "b"])
     with pytest.raises(attn.AttnError, match="heatmap_png: input/output error"):
         attn.heatmap_png(w, tmp_path / "missing" / "w.png")
+    # palettes: the ends of viridis and of blues, exactly, in the cells
+    for name, lo, hi in (("viridis", (68, 1, 84), (253, 231, 37)), ("blues", (247, 251, 255), (8, 48, 107))):
+        img = attn.heatmap_array(np.array([[0.0, 1.0]], np.float32), vmin=0, vmax=1, palette=name)[..., :3]
+        colours = {tuple(c) for c in img.reshape(-1, 3)}
+        assert lo in colours and hi in colours, name
+    with pytest.raises(ValueError, match="^palette: 'inferno'"):
+        attn.heatmap_png(w, p, palette="inferno")
 
 
 def write_st(path, tensors):

@@ -23,13 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct outbuf {
-    char *s;
-    size_t len, cap;
-    int oom;
-} outbuf;
-
-static void ob_put(outbuf *b, const char *p, size_t n) {
+void attn__ob_put(attn__outbuf *b, const char *p, size_t n) {
     if (b->oom) return;
     if (b->len + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 4096;
@@ -44,45 +38,45 @@ static void ob_put(outbuf *b, const char *p, size_t n) {
     b->s[b->len] = 0;
 }
 
-static void ob_printf(outbuf *b, const char *fmt, ...) {
+void attn__ob_printf(attn__outbuf *b, const char *fmt, ...) {
     char tmp[256];
     va_list ap;
     va_start(ap, fmt);
     int k = vsnprintf(tmp, sizeof tmp, fmt, ap);
     va_end(ap);
     if (k < 0) { b->oom = 1; return; }
-    ob_put(b, tmp, (size_t)k < sizeof tmp ? (size_t)k : sizeof tmp - 1);
+    attn__ob_put(b, tmp, (size_t)k < sizeof tmp ? (size_t)k : sizeof tmp - 1);
 }
 
 /* s as a JSON string: quotes, backslashes and control characters escaped; invalid UTF-8 as U+FFFD. */
-static void ob_json_string(outbuf *b, const char *s) {
-    ob_put(b, "\"", 1);
+static void ob_json_string(attn__outbuf *b, const char *s) {
+    attn__ob_put(b, "\"", 1);
     size_t n = s ? strlen(s) : 0, i = 0;
     while (i < n) {
         uint32_t cp;
         int len = attn__utf8_next(s + i, n - i, &cp);
-        if (cp == '"' || cp == '\\') { char e[2] = {'\\', (char)cp}; ob_put(b, e, 2); }
-        else if (cp < 0x20) ob_printf(b, "\\u%04x", (unsigned)cp);
-        else if (cp == 0xFFFD && !(len == 3 && (unsigned char)s[i] == 0xEF)) ob_put(b, "\xEF\xBF\xBD", 3);
-        else ob_put(b, s + i, (size_t)len);
+        if (cp == '"' || cp == '\\') { char e[2] = {'\\', (char)cp}; attn__ob_put(b, e, 2); }
+        else if (cp < 0x20) attn__ob_printf(b, "\\u%04x", (unsigned)cp);
+        else if (cp == 0xFFFD && !(len == 3 && (unsigned char)s[i] == 0xEF)) attn__ob_put(b, "\xEF\xBF\xBD", 3);
+        else attn__ob_put(b, s + i, (size_t)len);
         i += (size_t)len;
     }
-    ob_put(b, "\"", 1);
+    attn__ob_put(b, "\"", 1);
 }
 
 /* s as a CSV field, always quoted ("" for a quote); invalid UTF-8 as U+FFFD. */
-static void ob_csv_string(outbuf *b, const char *s) {
-    ob_put(b, "\"", 1);
+static void ob_csv_string(attn__outbuf *b, const char *s) {
+    attn__ob_put(b, "\"", 1);
     size_t n = strlen(s), i = 0;
     while (i < n) {
         uint32_t cp;
         int len = attn__utf8_next(s + i, n - i, &cp);
-        if (cp == '"') ob_put(b, "\"\"", 2);
-        else if (cp == 0xFFFD && !(len == 3 && (unsigned char)s[i] == 0xEF)) ob_put(b, "\xEF\xBF\xBD", 3);
-        else ob_put(b, s + i, (size_t)len);
+        if (cp == '"') attn__ob_put(b, "\"\"", 2);
+        else if (cp == 0xFFFD && !(len == 3 && (unsigned char)s[i] == 0xEF)) attn__ob_put(b, "\xEF\xBF\xBD", 3);
+        else attn__ob_put(b, s + i, (size_t)len);
         i += (size_t)len;
     }
-    ob_put(b, "\"", 1);
+    attn__ob_put(b, "\"", 1);
 }
 
 static float value_at(const attn_heatmap *h, int r, int c) {
@@ -97,74 +91,74 @@ static const char *label_of(const char *const *labels, int i, char *buf, size_t 
     return buf;
 }
 
-static void ob_number(outbuf *b, float v, const char *non_finite) {
-    if (isfinite(v)) ob_printf(b, "%.9g", (double)v);
-    else ob_printf(b, "%s", non_finite);
+static void ob_number(attn__outbuf *b, float v, const char *non_finite) {
+    if (isfinite(v)) attn__ob_printf(b, "%.9g", (double)v);
+    else attn__ob_printf(b, "%s", non_finite);
 }
 
-static void put_labels_json(outbuf *b, const char *const *labels, int n) {
+static void put_labels_json(attn__outbuf *b, const char *const *labels, int n) {
     char num[16];
-    ob_put(b, "[", 1);
+    attn__ob_put(b, "[", 1);
     for (int i = 0; i < n; i++) {
-        if (i) ob_put(b, ", ", 2);
+        if (i) attn__ob_put(b, ", ", 2);
         ob_json_string(b, label_of(labels, i, num, sizeof num));
     }
-    ob_put(b, "]", 1);
+    attn__ob_put(b, "]", 1);
 }
 
 /* The JSON document: every map's titles and labels, and with values its numbers. */
-static void build_json(outbuf *b, const attn_heatmap *maps, int n, int with_values) {
-    ob_printf(b, "{\"maps\": [");
+static void build_json(attn__outbuf *b, const attn_heatmap *maps, int n, int with_values) {
+    attn__ob_printf(b, "{\"maps\": [");
     for (int m = 0; m < n; m++) {
         const attn_heatmap *h = &maps[m];
-        ob_printf(b, "%s\n  {\"title\": ", m ? "," : "");
-        if (h->title) ob_json_string(b, h->title); else ob_printf(b, "null");
-        ob_printf(b, ", \"row_title\": ");
-        if (h->row_title) ob_json_string(b, h->row_title); else ob_printf(b, "null");
-        ob_printf(b, ", \"col_title\": ");
-        if (h->col_title) ob_json_string(b, h->col_title); else ob_printf(b, "null");
-        ob_printf(b, ", \"shape\": [%d, %d],\n   \"rows\": ", h->rows, h->cols);
+        attn__ob_printf(b, "%s\n  {\"title\": ", m ? "," : "");
+        if (h->title) ob_json_string(b, h->title); else attn__ob_printf(b, "null");
+        attn__ob_printf(b, ", \"row_title\": ");
+        if (h->row_title) ob_json_string(b, h->row_title); else attn__ob_printf(b, "null");
+        attn__ob_printf(b, ", \"col_title\": ");
+        if (h->col_title) ob_json_string(b, h->col_title); else attn__ob_printf(b, "null");
+        attn__ob_printf(b, ", \"shape\": [%d, %d],\n   \"rows\": ", h->rows, h->cols);
         put_labels_json(b, h->row_labels, h->rows);
-        ob_printf(b, ",\n   \"cols\": ");
+        attn__ob_printf(b, ",\n   \"cols\": ");
         put_labels_json(b, h->col_labels, h->cols);
         if (with_values) {
-            ob_printf(b, ",\n   \"values\": [");
+            attn__ob_printf(b, ",\n   \"values\": [");
             for (int r = 0; r < h->rows; r++) {
-                ob_printf(b, "%s\n    [", r ? "," : "");
+                attn__ob_printf(b, "%s\n    [", r ? "," : "");
                 for (int c = 0; c < h->cols; c++) {
-                    if (c) ob_put(b, ", ", 2);
+                    if (c) attn__ob_put(b, ", ", 2);
                     ob_number(b, value_at(h, r, c), "null");
                 }
-                ob_put(b, "]", 1);
+                attn__ob_put(b, "]", 1);
             }
-            ob_printf(b, "]");
+            attn__ob_printf(b, "]");
         }
-        ob_printf(b, "}");
+        attn__ob_printf(b, "}");
     }
-    ob_printf(b, "\n]}\n");
+    attn__ob_printf(b, "\n]}\n");
 }
 
-static void build_csv(outbuf *b, const attn_heatmap *maps, int n) {
+static void build_csv(attn__outbuf *b, const attn_heatmap *maps, int n) {
     char rn[16], cn[16];
-    ob_printf(b, "map,row,col,row_label,col_label,weight\n");
+    attn__ob_printf(b, "map,row,col,row_label,col_label,weight\n");
     for (int m = 0; m < n; m++) {
         const attn_heatmap *h = &maps[m];
         for (int r = 0; r < h->rows; r++)
             for (int c = 0; c < h->cols; c++) {
-                ob_printf(b, "%d,%d,%d,", m, r, c);
+                attn__ob_printf(b, "%d,%d,%d,", m, r, c);
                 ob_csv_string(b, label_of(h->row_labels, r, rn, sizeof rn));
-                ob_put(b, ",", 1);
+                attn__ob_put(b, ",", 1);
                 ob_csv_string(b, label_of(h->col_labels, c, cn, sizeof cn));
-                ob_put(b, ",", 1);
+                attn__ob_put(b, ",", 1);
                 ob_number(b, value_at(h, r, c), "nan");
-                ob_put(b, "\n", 1);
+                attn__ob_put(b, "\n", 1);
             }
     }
 }
 
 /* NumPy format 1.0: magic, version, header length (little-endian u16), a dict padded with spaces to a
  * multiple of 64 bytes ending in '\n', then the float32 data little-endian, C order. */
-static void build_npy(outbuf *b, const attn_heatmap *maps, int n) {
+static void build_npy(attn__outbuf *b, const attn_heatmap *maps, int n) {
     char dict[160];
     int k = n == 1 ? snprintf(dict, sizeof dict, "{'descr': '<f4', 'fortran_order': False, 'shape': (%d, %d), }",
                               maps[0].rows, maps[0].cols)
@@ -174,10 +168,10 @@ static void build_npy(outbuf *b, const attn_heatmap *maps, int n) {
     size_t padded = (total + 63) / 64 * 64;
     unsigned hl = (unsigned)(padded - 10);
     unsigned char head[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (unsigned char)(hl & 0xff), (unsigned char)(hl >> 8)};
-    ob_put(b, (const char *)head, 10);
-    ob_put(b, dict, (size_t)k);
-    for (size_t i = total; i < padded; i++) ob_put(b, " ", 1);
-    ob_put(b, "\n", 1);
+    attn__ob_put(b, (const char *)head, 10);
+    attn__ob_put(b, dict, (size_t)k);
+    for (size_t i = total; i < padded; i++) attn__ob_put(b, " ", 1);
+    attn__ob_put(b, "\n", 1);
     for (int m = 0; m < n; m++)
         for (int r = 0; r < maps[m].rows; r++)
             for (int c = 0; c < maps[m].cols; c++) {
@@ -185,7 +179,7 @@ static void build_npy(outbuf *b, const attn_heatmap *maps, int n) {
                 uint32_t u;
                 memcpy(&u, &v, 4);
                 char le[4] = {(char)(u & 0xff), (char)(u >> 8 & 0xff), (char)(u >> 16 & 0xff), (char)(u >> 24)};
-                ob_put(b, le, 4);
+                attn__ob_put(b, le, 4);
             }
 }
 
@@ -194,7 +188,7 @@ static int ends_with(const char *s, const char *suffix) {
     return n > k && strcmp(s + n - k, suffix) == 0;
 }
 
-static attn_status write_buf(outbuf *b, const char *path, char *err, size_t err_size) {
+attn_status attn__ob_write(attn__outbuf *b, const char *path, char *err, size_t err_size) {
     if (b->oom) { attn__set_err(err, err_size, "%s: out of memory", path); return ATTN_ERR_NOMEM; }
     char msg[512];
     if (attn__write_file_atomic(path, b->s, b->len, msg, sizeof msg) != 0) {
@@ -236,12 +230,12 @@ attn_status attn_heatmap_save_values(const attn_heatmap *maps, int n, const char
                               "them; write .json or .csv", path, maps[0].rows, maps[0].cols, maps[m].rows, maps[m].cols);
                 return ATTN_ERR_SIZE;
             }
-    outbuf b = {0};
+    attn__outbuf b = {0};
     attn_status st;
     if (csv) build_csv(&b, maps, n);
     else if (json) build_json(&b, maps, n, 1);
     else build_npy(&b, maps, n);
-    st = write_buf(&b, path, err, err_size);
+    st = attn__ob_write(&b, path, err, err_size);
     free(b.s);
     if (st != ATTN_OK || !npy) return st;
     /* the labels beside the array */
@@ -250,9 +244,9 @@ attn_status attn_heatmap_save_values(const attn_heatmap *maps, int n, const char
     if (!lp) { attn__set_err(err, err_size, "%s: out of memory", path); return ATTN_ERR_NOMEM; }
     memcpy(lp, path, len);
     memcpy(lp + len, ".labels.json", 13);
-    outbuf lb = {0};
+    attn__outbuf lb = {0};
     build_json(&lb, maps, n, 0);
-    st = write_buf(&lb, lp, err, err_size);
+    st = attn__ob_write(&lb, lp, err, err_size);
     free(lb.s);
     free(lp);
     return st;

@@ -28,28 +28,73 @@
 #define HM_MAX_PIXELS (64u << 20)
 
 /* ---------------------------------------------------------------------------------------------------
- * Colormap: five anchors, linear in between.
+ * Palettes: anchors evenly spaced over [0, 1], linear in between, rounded to the nearest integer.
  */
-static const unsigned char cmap_anchor[5][3] = {
-    {12, 7, 46},      /* t = 0    dark indigo */
-    {72, 22, 112},    /* t = 0.25 purple */
-    {170, 46, 92},    /* t = 0.5  magenta-red */
-    {241, 125, 34},   /* t = 0.75 orange */
-    {252, 240, 140},  /* t = 1    pale yellow */
+typedef struct palette_def {
+    const char *name;
+    int n;                           /* anchors */
+    unsigned char a[5][3];
+} palette_def;
+
+static const palette_def palettes[ATTN_PALETTE_COUNT] = {
+    [ATTN_PALETTE_MAGMA] = {"magma", 5, {
+        {12, 7, 46},      /* dark indigo */
+        {72, 22, 112},    /* purple */
+        {170, 46, 92},    /* magenta-red */
+        {241, 125, 34},   /* orange */
+        {252, 240, 140},  /* pale yellow */
+    }},
+    [ATTN_PALETTE_VIRIDIS] = {"viridis", 5, {
+        {68, 1, 84},      /* dark violet */
+        {59, 82, 139},    /* blue */
+        {33, 145, 140},   /* teal */
+        {94, 201, 98},    /* green */
+        {253, 231, 37},   /* yellow */
+    }},
+    [ATTN_PALETTE_GRAY] = {"gray", 2, {{0, 0, 0}, {255, 255, 255}}},
+    [ATTN_PALETTE_BLUES] = {"blues", 5, {
+        {247, 251, 255},  /* near white */
+        {198, 219, 239},
+        {107, 174, 214},
+        {33, 113, 181},
+        {8, 48, 107},     /* dark blue */
+    }},
 };
 
-void attn__colormap(float t, unsigned char rgb[3]) {
-    if (isnan(t)) { rgb[0] = rgb[1] = rgb[2] = 128; return; }
+void attn__palette_color(int p, float t, unsigned char rgb[3]) {
+    if (isnan(t) || p < 0 || p >= ATTN_PALETTE_COUNT) { rgb[0] = rgb[1] = rgb[2] = 128; return; }
+    const palette_def *d = &palettes[p];
     if (t < 0) t = 0;
     if (t > 1) t = 1;
-    float x = t * 4.0f;
+    const int segs = d->n - 1;
+    float x = t * (float)segs;
     int i = (int)x;
-    if (i > 3) i = 3;
+    if (i > segs - 1) i = segs - 1;
     float f = x - (float)i;
     for (int c = 0; c < 3; c++) {
-        float a = cmap_anchor[i][c], b = cmap_anchor[i + 1][c];
+        float a = d->a[i][c], b = d->a[i + 1][c];
         rgb[c] = (unsigned char)floorf(a + (b - a) * f + 0.5f);
     }
+}
+
+void attn__colormap(float t, unsigned char rgb[3]) { attn__palette_color(ATTN_PALETTE_MAGMA, t, rgb); }
+
+const char *attn_palette_name(attn_palette p) {
+    return (int)p >= 0 && p < ATTN_PALETTE_COUNT ? palettes[p].name : NULL;
+}
+
+attn_status attn_palette_from_name(const char *name, attn_palette *p) {
+    if (!name || !p) return ATTN_ERR_NULL;
+    for (int i = 0; i < ATTN_PALETTE_COUNT; i++)
+        if (strcmp(name, palettes[i].name) == 0) { *p = (attn_palette)i; return ATTN_OK; }
+    return ATTN_ERR_ARG;
+}
+
+attn_status attn_palette_color(attn_palette p, float t, unsigned char rgb[3]) {
+    if (!rgb) return ATTN_ERR_NULL;
+    if ((int)p < 0 || p >= ATTN_PALETTE_COUNT) return ATTN_ERR_ARG;
+    attn__palette_color((int)p, t, rgb);
+    return ATTN_OK;
 }
 
 /* ---------------------------------------------------------------------------------------------------
@@ -63,8 +108,7 @@ static const float *cell_ptr(const attn_heatmap *h, int r, int c) {
     return h->values + (int64_t)r * stride + c;
 }
 
-/* The color range: [vmin, vmax] as given, or the finite data range when vmin == vmax. */
-static void value_range(const attn_heatmap *h, float *lo, float *hi) {
+void attn__heatmap_range(const attn_heatmap *h, float *lo, float *hi) {
     if (h->vmin != h->vmax) { *lo = h->vmin; *hi = h->vmax; return; }
     float mn = INFINITY, mx = -INFINITY;
     for (int r = 0; r < h->rows; r++)
@@ -78,8 +122,7 @@ static void value_range(const attn_heatmap *h, float *lo, float *hi) {
     *lo = mn; *hi = mx;
 }
 
-/* Position of v in [lo, hi] as t in [0,1]; a flat range puts everything at 0.5; NaN stays NaN. */
-static float value_t(float v, float lo, float hi) {
+float attn__heatmap_t(float v, float lo, float hi) {
     if (isnan(v)) return v;
     if (!(hi > lo)) return 0.5f;
     float t = (v - lo) / (hi - lo);
@@ -93,6 +136,7 @@ static attn_status validate(const attn_heatmap *h) {
     if (h->rows <= 0 || h->cols <= 0 || h->rows > HM_MAX_CELLS || h->cols > HM_MAX_CELLS) return ATTN_ERR_SIZE;
     if (h->row_stride != 0 && h->row_stride < h->cols) return ATTN_ERR_STRIDE;
     if (isnan(h->vmin) || isnan(h->vmax) || h->vmin > h->vmax) return ATTN_ERR_ARG;
+    if ((int)h->palette < 0 || h->palette >= ATTN_PALETTE_COUNT) return ATTN_ERR_ARG;
     if (h->row_labels)
         for (int r = 0; r < h->rows; r++) if (!h->row_labels[r]) return ATTN_ERR_NULL;
     if (h->col_labels)
@@ -166,7 +210,7 @@ attn_status attn__heatmap_geometry(const attn_heatmap *h, attn__heatmap_geom *g)
     memset(g, 0, sizeof *g);
     const int ts = HM_TEXT_SCALE, adv = ATTN_FONT_ADVANCE, text_h = ATTN_FONT_H * ts, line = text_h + 6;
     const int c = cell_size(h), ls = label_scale(c);
-    value_range(h, &g->vmin, &g->vmax);
+    attn__heatmap_range(h, &g->vmin, &g->vmax);
     g->cell = c;
     g->label_scale = ls;
     g->label_step = c >= ATTN_FONT_H * ls + 1 ? 1 : (ATTN_FONT_H * ls + 1 + c - 1) / c;
@@ -252,7 +296,7 @@ static void draw_heatmap(attn__canvas *cv, int ox, int oy, const attn_heatmap *h
         for (int cc = 0; cc < h->cols; cc++) {
             unsigned char rgb[3];
             const float v = *cell_ptr(h, r, cc);
-            attn__colormap(value_t(v, g->vmin, g->vmax), rgb);
+            attn__palette_color((int)h->palette, attn__heatmap_t(v, g->vmin, g->vmax), rgb);
             attn__fill_rect(cv, gx + cc * c, gy + r * c, c, c, rgb);
             if (g->number_scale) {
                 char num[32];
@@ -301,7 +345,7 @@ static void draw_heatmap(attn__canvas *cv, int ox, int oy, const attn_heatmap *h
     int bx = ox + g->bar_x, by = oy + g->bar_y;
     for (int y = 0; y < g->bar_h; y++) {
         unsigned char rgb[3];
-        attn__colormap(g->bar_h > 1 ? 1.0f - (float)y / (float)(g->bar_h - 1) : 1.0f, rgb);
+        attn__palette_color((int)h->palette, g->bar_h > 1 ? 1.0f - (float)y / (float)(g->bar_h - 1) : 1.0f, rgb);
         attn__fill_rect(cv, bx, by + y, g->bar_w, 1, rgb);
     }
     attn__fill_rect(cv, bx - 1, by - 1, g->bar_w + 2, 1, frame);
@@ -392,11 +436,11 @@ static void put_padded(FILE *out, const char *s, int width, int right) {
 
 static const char *const shades[5] = {"  ", "\u2591\u2591", "\u2592\u2592", "\u2593\u2593", "\u2588\u2588"};
 
-static void put_cell(FILE *out, float t, int color) {
+static void put_cell(FILE *out, float t, int color, attn_palette p) {
     if (isnan(t)) { fputs(color ? "\x1b[48;2;128;128;128m??\x1b[0m" : "??", out); return; }
     if (color) {
         unsigned char rgb[3];
-        attn__colormap(t, rgb);
+        attn__palette_color((int)p, t, rgb);
         fprintf(out, "\x1b[48;2;%d;%d;%dm  \x1b[0m", rgb[0], rgb[1], rgb[2]);
     } else {
         int i = (int)(t * 4.0f + 0.5f);
@@ -409,7 +453,7 @@ attn_status attn_heatmap_term(const attn_heatmap *h, FILE *out, int color) {
     if (st != ATTN_OK) return st;
     if (!out) return ATTN_ERR_NULL;
     float lo, hi;
-    value_range(h, &lo, &hi);
+    attn__heatmap_range(h, &lo, &hi);
     const int max_label = 20, max_col_label = 12;
 
     if (h->title) fprintf(out, "%s\n", h->title);
@@ -428,7 +472,7 @@ attn_status attn_heatmap_term(const attn_heatmap *h, FILE *out, int color) {
         const char *s = h->row_labels ? h->row_labels[r] : (snprintf(num, sizeof num, "%d", r), num);
         put_padded(out, s, lw, 1);
         fputc(' ', out);
-        for (int c = 0; c < h->cols; c++) put_cell(out, value_t(*cell_ptr(h, r, c), lo, hi), color);
+        for (int c = 0; c < h->cols; c++) put_cell(out, attn__heatmap_t(*cell_ptr(h, r, c), lo, hi), color, h->palette);
         fputc('\n', out);
     }
     /* column labels: across, under their two-character cells, when none is longer than 2 characters;
@@ -465,7 +509,7 @@ attn_status attn_heatmap_term(const attn_heatmap *h, FILE *out, int color) {
     format_value(a, sizeof a, lo);
     format_value(b, sizeof b, hi);
     fprintf(out, "scale %s ", a);
-    for (int i = 0; i <= 8; i++) put_cell(out, (float)i / 8.0f, color);
+    for (int i = 0; i <= 8; i++) put_cell(out, (float)i / 8.0f, color, h->palette);
     fprintf(out, " %s\n", b);
     return ferror(out) ? ATTN_ERR_IO : ATTN_OK;
 }

@@ -7,11 +7,15 @@
 #define ATTN_HEATMAP_INTERNAL_H
 
 #include "internal.h"
+#include "attn/heatmap.h"
 
 /* The colormap: t in [0,1] (clamped; NaN gives mid gray 128,128,128) to RGB, piecewise linear between
  * five anchors, dark indigo (t=0) → purple → magenta-red → orange → pale yellow (t=1), rounded to the
  * nearest integer. */
 void attn__colormap(float t, unsigned char rgb[3]);
+
+/* The colour of t in palette p (an attn_palette); out of range or NaN: mid gray. */
+void attn__palette_color(int p, float t, unsigned char rgb[3]);
 
 /* Glyph width and height of the bitmap font, in font pixels (5 x 9: rows 0-1 hold lowercase accents,
  * rows 7-8 descenders); characters advance 6 font pixels. */
@@ -27,6 +31,29 @@ int attn__utf8_next(const char *s, size_t n, uint32_t *cp);
  * their own glyph; Latin-1 letters (and Œ œ, curly quotes) map to their base letter, with an accent drawn
  * above lowercase ones; every other code point draws '?'. */
 void attn__glyph(uint32_t cp, unsigned char rows[ATTN_FONT_H]);
+
+/* The colour range in force for h: [vmin, vmax] as given, or the finite data range when vmin == vmax
+ * (0..1 when no value is finite). */
+void attn__heatmap_range(const attn_heatmap *h, float *lo, float *hi);
+
+/* Position of v in [lo, hi] as t in [0,1] (clamped); a flat range puts everything at 0.5; NaN stays NaN. */
+float attn__heatmap_t(float v, float lo, float hi);
+
+/* ---------------------------------------------------------------------------------------------------
+ * A growing text buffer (export.c), for the files written whole: a failed allocation sets oom and
+ * makes every later call a no-op.
+ */
+typedef struct attn__outbuf {
+    char *s;
+    size_t len, cap;
+    int oom;
+} attn__outbuf;
+
+void attn__ob_put(attn__outbuf *b, const char *p, size_t n);
+void attn__ob_printf(attn__outbuf *b, const char *fmt, ...);
+
+/* Writes the buffer to path atomically; err gets path and reason (out of memory when b->oom). */
+attn_status attn__ob_write(attn__outbuf *b, const char *path, char *err, size_t err_size);
 
 /* ---------------------------------------------------------------------------------------------------
  * The canvas every picture draws on (canvas.c).
