@@ -1,0 +1,482 @@
+/*
+ * linear.c — linear attention (Katharopoulos et al. 2020): the public calls, validation, and the fast
+ * path, which sums by chunks in time and memory linear in the sequence length.
+ *
+ * With f_t = φ(q_t), g_s = φ(k_s), φ(x) = elu(x) + 1:
+ *   out_t = f_tᵀ M / (f_t · z + eps),  M = Σ g_s v_sᵀ (D,Dv),  z = Σ g_s (D)
+ * over all keys, or, causal, over s <= t. The causal forward walks the rows in chunks of LIN_CHUNK: a
+ * chunk's queries take the running sums M, z of every earlier chunk (one (D,Dv) product per row) plus
+ * their own chunk's keys directly (a masked LIN_CHUNK-square block), then the chunk's keys join M and z.
+ * The backward (dnum_t = dout_t / den_t, dden_t = -(dout_t · out_t) / den_t, w_ts = dnum_t · v_s + dden_t)
+ * runs two such walks: forward in t for dq (df_t = Mᵀ-product with dnum_t + z dden_t + the chunk's own
+ * Σ w_ts g_s), backward in s for dk and dv (running R = Σ f_t dnum_tᵀ, r = Σ f_t dden_t over later
+ * queries, plus the chunk's own). Not causal, the running sums are simply the totals.
+ *
+ * Items are (b, h), one per thread at a time, each with its own part of the workspace; an item's
+ * arithmetic depends on the shape only, so results are the same bits for any thread count. The inner
+ * loops run along contiguous rows of D or Dv (or along a chunk's rows, through transposed copies), so
+ * the compiler vectorizes them.
+ */
+#include "internal.h"
+#include "ref/ref.h"
+
+#include <stdint.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define LIN_CHUNK 64
+#define LIN_ALIGN 64
+
+static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }   /* floats, to 64 bytes */
+
+static int size_ok(int n) { return n >= 1 && n <= ATTN_MAX_DIM; }
+
+/* ---- validation ------------------------------------------------------------------------------------ */
+
+/* Nonnegative strides, the last element's offset in int64; an input row stride below the row width
+ * (rows that partly overlap) refused unless 0; an output never maps two elements to one address. */
+static attn_status check_layout(const attn_layout *l, int B, int H, int T, int inner, int output) {
+    const int64_t ext[3] = {B, H, T}, str[3] = {l->b, l->h, l->t};
+    int64_t end = inner - 1;
+    for (int i = 0; i < 3; i++) {
+        if (str[i] < 0) return ATTN_ERR_STRIDE;
+        if (ext[i] > 1 && str[i] > (INT64_MAX - end) / (ext[i] - 1)) return ATTN_ERR_STRIDE;
+        end += (ext[i] - 1) * str[i];
+    }
+    if (T > 1 && l->t != 0 && l->t < inner) return ATTN_ERR_STRIDE;
+    if (output && !attn__layout_disjoint(l, B, H, T, inner)) return ATTN_ERR_STRIDE;
+    return ATTN_OK;
+}
+
+attn_status attn_linear_attn_desc_init(attn_linear_attn_desc *d, int B, int H, int T, int S, int D, int Dv) {
+    if (!d) return ATTN_ERR_NULL;
+    *d = (attn_linear_attn_desc){0};
+    d->B = B; d->H = H; d->T = T; d->S = S; d->D = D; d->Dv = Dv;
+    if (!size_ok(B) || !size_ok(H) || !size_ok(T) || !size_ok(S) || !size_ok(D) || !size_ok(Dv))
+        return ATTN_ERR_SIZE;
+    if ((double)B * H * (T > S ? T : S) * (D > Dv ? D : Dv) > 4.0e18) return ATTN_ERR_SIZE;
+    d->eps = 1e-6f;
+    d->q = (attn_layout){(int64_t)H * T * D, (int64_t)T * D, D};
+    d->k = (attn_layout){(int64_t)H * S * D, (int64_t)S * D, D};
+    d->v = (attn_layout){(int64_t)H * S * Dv, (int64_t)S * Dv, Dv};
+    d->out = (attn_layout){(int64_t)H * T * Dv, (int64_t)T * Dv, Dv};
+    return ATTN_OK;
+}
+
+attn_status attn_linear_attn_validate(const attn_linear_attn_desc *d) {
+    if (!d) return ATTN_ERR_NULL;
+    if (!size_ok(d->B) || !size_ok(d->H) || !size_ok(d->T) || !size_ok(d->S) || !size_ok(d->D) ||
+        !size_ok(d->Dv))
+        return ATTN_ERR_SIZE;
+    if (d->causal && d->T != d->S) return ATTN_ERR_SHAPE;
+    if (!(d->eps >= 0.0f) || !isfinite(d->eps)) return ATTN_ERR_ARG;
+    attn_status st;
+    if ((st = check_layout(&d->q, d->B, d->H, d->T, d->D, 0)) != ATTN_OK) return st;
+    if ((st = check_layout(&d->k, d->B, d->H, d->S, d->D, 0)) != ATTN_OK) return st;
+    if ((st = check_layout(&d->v, d->B, d->H, d->S, d->Dv, 0)) != ATTN_OK) return st;
+    return check_layout(&d->out, d->B, d->H, d->T, d->Dv, 1);
+}
+
+/* ---- the chunked kernel -------------------------------------------------------------------------- */
+
+/* One thread's scratch, in floats (C = LIN_CHUNK, E = max(D, Dv)). */
+typedef struct lin_buf {
+    float *F, *G;                /* (C,D) φ of a chunk's query rows, of its key rows */
+    float *V, *DN;               /* (C,Dv) a chunk's value rows; its dnum rows */
+    float *T1;                   /* (D,C) G transposed (forward, dq) or F transposed (dk, dv) */
+    float *T2;                   /* (Dv,C) V transposed (dq) or DN transposed (dk, dv) */
+    float *DD;                   /* (C) a chunk's dden */
+    float *M, *MT;               /* (D,Dv) and (Dv,D): the running sums M (R in the dk walk) */
+    float *z;                    /* (D) running Σ g (r in the dk walk) */
+    float *x, *y;                /* (E) row results */
+    float *a, *w;                /* (C) a row's products with the chunk's keys or queries */
+} lin_buf;
+
+static size_t buf_floats(const attn_linear_attn_desc *d) {
+    const size_t C = LIN_CHUNK, D = (size_t)d->D, Dv = (size_t)d->Dv, E = D > Dv ? D : Dv;
+    return 2 * round16(C * D) + 2 * round16(C * Dv) + round16(D * C) + round16(Dv * C) + round16(C) +
+           2 * round16(D * Dv) + round16(D) + 2 * round16(E) + 2 * round16(C);
+}
+
+static lin_buf carve(const attn_linear_attn_desc *d, float *p) {
+    const size_t C = LIN_CHUNK, D = (size_t)d->D, Dv = (size_t)d->Dv, E = D > Dv ? D : Dv;
+    lin_buf b;
+    b.F = p; p += round16(C * D);
+    b.G = p; p += round16(C * D);
+    b.V = p; p += round16(C * Dv);
+    b.DN = p; p += round16(C * Dv);
+    b.T1 = p; p += round16(D * C);
+    b.T2 = p; p += round16(Dv * C);
+    b.DD = p; p += round16(C);
+    b.M = p; p += round16(D * Dv);
+    b.MT = p; p += round16(D * Dv);
+    b.z = p; p += round16(D);
+    b.x = p; p += round16(E);
+    b.y = p; p += round16(E);
+    b.a = p; p += round16(C);
+    b.w = p;
+    return b;
+}
+
+static inline float phi(float x) { return x > 0.0f ? x + 1.0f : expf(x); }
+
+static const float *row_of(const float *x, const attn_layout *l, int b, int h, int t) {
+    return x + b * l->b + h * l->h + t * l->t;
+}
+
+/* dst (n,inner) = rows [t0, t0+n) of (b, h), through φ when use_phi */
+static void load_rows(float *dst, const float *x, const attn_layout *l, int b, int h, int t0, int n, int inner,
+                      int use_phi) {
+    for (int i = 0; i < n; i++) {
+        const float *r = row_of(x, l, b, h, t0 + i);
+        float *o = dst + (size_t)i * inner;
+        if (use_phi) for (int j = 0; j < inner; j++) o[j] = phi(r[j]);
+        else memcpy(o, r, sizeof(float) * (size_t)inner);
+    }
+}
+
+/* dst (inner, LIN_CHUNK) = src (n, inner) transposed */
+static void transpose(float *dst, const float *src, int n, int inner) {
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < inner; j++) dst[(size_t)j * LIN_CHUNK + i] = src[(size_t)i * inner + j];
+}
+
+/* M (D,Dv) += Gᵀ V and z += Σ G over n rows (the keys of a chunk join the running sums) */
+static void add_keys(const attn_linear_attn_desc *d, float *M, float *z, const float *G, const float *V, int n) {
+    const int D = d->D, Dv = d->Dv;
+    for (int s = 0; s < n; s++)
+        for (int i = 0; i < D; i++) {
+            const float g = G[(size_t)s * D + i];
+            float *m = M + (size_t)i * Dv;
+            const float *vr = V + (size_t)s * Dv;
+            z[i] += g;
+            for (int j = 0; j < Dv; j++) m[j] += g * vr[j];
+        }
+}
+
+/* Forward of item (b, h). */
+static void forward_item(const attn_linear_attn_desc *d, lin_buf *bf, float *out, float *den, const float *q,
+                         const float *k, const float *v, int b, int h) {
+    const int D = d->D, Dv = d->Dv;
+    memset(bf->M, 0, sizeof(float) * (size_t)D * Dv);
+    memset(bf->z, 0, sizeof(float) * (size_t)D);
+    if (!d->causal)   /* the totals first */
+        for (int s0 = 0; s0 < d->S; s0 += LIN_CHUNK) {
+            const int n = d->S - s0 < LIN_CHUNK ? d->S - s0 : LIN_CHUNK;
+            load_rows(bf->G, k, &d->k, b, h, s0, n, D, 1);
+            load_rows(bf->V, v, &d->v, b, h, s0, n, Dv, 0);
+            add_keys(d, bf->M, bf->z, bf->G, bf->V, n);
+        }
+    for (int t0 = 0; t0 < d->T; t0 += LIN_CHUNK) {
+        const int n = d->T - t0 < LIN_CHUNK ? d->T - t0 : LIN_CHUNK;
+        load_rows(bf->F, q, &d->q, b, h, t0, n, D, 1);
+        if (d->causal) {
+            load_rows(bf->G, k, &d->k, b, h, t0, n, D, 1);
+            load_rows(bf->V, v, &d->v, b, h, t0, n, Dv, 0);
+            transpose(bf->T1, bf->G, n, D);
+        }
+        for (int t = 0; t < n; t++) {
+            const float *f = bf->F + (size_t)t * D;
+            float *num = bf->x, dn = 0;
+            /* the earlier chunks' keys through the running sums */
+            memset(num, 0, sizeof(float) * (size_t)Dv);
+            for (int i = 0; i < D; i++) {
+                const float *m = bf->M + (size_t)i * Dv;
+                dn += f[i] * bf->z[i];
+                for (int j = 0; j < Dv; j++) num[j] += f[i] * m[j];
+            }
+            if (d->causal) {
+                /* the chunk's own keys s <= t: a_s = f · g_s along the chunk's rows */
+                float *a = bf->a;
+                for (int s = 0; s <= t; s++) a[s] = 0;
+                for (int i = 0; i < D; i++) {
+                    const float *gt = bf->T1 + (size_t)i * LIN_CHUNK;
+                    for (int s = 0; s <= t; s++) a[s] += f[i] * gt[s];
+                }
+                for (int s = 0; s <= t; s++) {
+                    const float *vr = bf->V + (size_t)s * Dv;
+                    dn += a[s];
+                    for (int j = 0; j < Dv; j++) num[j] += a[s] * vr[j];
+                }
+            }
+            dn += d->eps;
+            float *o = out + b * d->out.b + h * d->out.h + (int64_t)(t0 + t) * d->out.t;
+            for (int j = 0; j < Dv; j++) o[j] = num[j] / dn;
+            if (den) den[((int64_t)b * d->H + h) * d->T + t0 + t] = dn;
+        }
+        if (d->causal) add_keys(d, bf->M, bf->z, bf->G, bf->V, n);
+    }
+}
+
+/* A chunk's dnum (n,Dv) and dden (n) from dout, out and den. */
+static void load_dnum(const attn_linear_attn_desc *d, lin_buf *bf, const float *dout, const float *out,
+                      const float *den, int b, int h, int t0, int n) {
+    const int Dv = d->Dv;
+    for (int t = 0; t < n; t++) {
+        const float *go = row_of(dout, &d->out, b, h, t0 + t), *o = row_of(out, &d->out, b, h, t0 + t);
+        const float z = den[((int64_t)b * d->H + h) * d->T + t0 + t];
+        float *dn = bf->DN + (size_t)t * Dv, dd = 0;
+        for (int j = 0; j < Dv; j++) {
+            dn[j] = go[j] / z;
+            dd -= dn[j] * o[j];
+        }
+        bf->DD[t] = dd;
+    }
+}
+
+/* dq of item (b, h): df_t = M dnum_t + z dden_t (+ the chunk's own keys), dq_t += df_t ∘ φ'(q_t). MT holds
+ * Mᵀ (Dv,D) so that the product runs along D. */
+static void dq_item(const attn_linear_attn_desc *d, lin_buf *bf, float *dq, const float *dout, const float *q,
+                    const float *k, const float *v, const float *out, const float *den, int b, int h) {
+    const int D = d->D, Dv = d->Dv;
+    memset(bf->MT, 0, sizeof(float) * (size_t)D * Dv);
+    memset(bf->z, 0, sizeof(float) * (size_t)D);
+    /* MT (Dv,D) += Vᵀ G over n rows; z += Σ G */
+#define LIN_ADD_KEYS_T(n_)                                                              \
+    for (int s = 0; s < (n_); s++)                                                      \
+        for (int j = 0; j < Dv; j++) {                                                  \
+            const float vj = bf->V[(size_t)s * Dv + j];                                 \
+            const float *g = bf->G + (size_t)s * D;                                     \
+            float *m = bf->MT + (size_t)j * D;                                          \
+            for (int i = 0; i < D; i++) m[i] += vj * g[i];                              \
+        }                                                                               \
+    for (int s = 0; s < (n_); s++)                                                      \
+        for (int i = 0; i < D; i++) bf->z[i] += bf->G[(size_t)s * D + i];
+    if (!d->causal)
+        for (int s0 = 0; s0 < d->S; s0 += LIN_CHUNK) {
+            const int n = d->S - s0 < LIN_CHUNK ? d->S - s0 : LIN_CHUNK;
+            load_rows(bf->G, k, &d->k, b, h, s0, n, D, 1);
+            load_rows(bf->V, v, &d->v, b, h, s0, n, Dv, 0);
+            LIN_ADD_KEYS_T(n)
+        }
+    for (int t0 = 0; t0 < d->T; t0 += LIN_CHUNK) {
+        const int n = d->T - t0 < LIN_CHUNK ? d->T - t0 : LIN_CHUNK;
+        load_rows(bf->F, q, &d->q, b, h, t0, n, D, 1);
+        load_dnum(d, bf, dout, out, den, b, h, t0, n);
+        if (d->causal) {
+            load_rows(bf->G, k, &d->k, b, h, t0, n, D, 1);
+            load_rows(bf->V, v, &d->v, b, h, t0, n, Dv, 0);
+            transpose(bf->T2, bf->V, n, Dv);
+        }
+        for (int t = 0; t < n; t++) {
+            const float *dn = bf->DN + (size_t)t * Dv, dd = bf->DD[t];
+            float *df = bf->x;
+            for (int i = 0; i < D; i++) df[i] = dd * bf->z[i];
+            for (int j = 0; j < Dv; j++) {
+                const float *m = bf->MT + (size_t)j * D;
+                for (int i = 0; i < D; i++) df[i] += dn[j] * m[i];
+            }
+            if (d->causal) {
+                /* w_s = dnum_t · v_s + dden_t for the chunk's keys s <= t */
+                float *w = bf->w;
+                for (int s = 0; s <= t; s++) w[s] = dd;
+                for (int j = 0; j < Dv; j++) {
+                    const float *vt = bf->T2 + (size_t)j * LIN_CHUNK;
+                    for (int s = 0; s <= t; s++) w[s] += dn[j] * vt[s];
+                }
+                for (int s = 0; s <= t; s++) {
+                    const float *g = bf->G + (size_t)s * D;
+                    for (int i = 0; i < D; i++) df[i] += w[s] * g[i];
+                }
+            }
+            /* φ'(x) = 1 for x > 0, exp(x) = φ(x) otherwise: min(1, φ(x)) */
+            const float *f = bf->F + (size_t)t * D;
+            float *g = dq + b * d->q.b + h * d->q.h + (int64_t)(t0 + t) * d->q.t;
+            for (int i = 0; i < D; i++) g[i] += df[i] * (f[i] < 1.0f ? f[i] : 1.0f);
+        }
+        if (d->causal) { LIN_ADD_KEYS_T(n) }
+    }
+#undef LIN_ADD_KEYS_T
+}
+
+/* dk, dv of item (b, h), keys from the last chunk back: with R = Σ f_t dnum_tᵀ (D,Dv) in M and its
+ * transpose in MT, r = Σ f_t dden_t in z, over the queries that see key s:
+ *   dg_s = R v_s + r (+ the chunk's Σ w_ts f_t),  dv_s += Rᵀ g_s (+ the chunk's Σ a_ts dnum_t). */
+static void dkv_item(const attn_linear_attn_desc *d, lin_buf *bf, float *dk, float *dv, const float *dout,
+                     const float *q, const float *k, const float *v, const float *out, const float *den, int b,
+                     int h) {
+    const int D = d->D, Dv = d->Dv;
+    memset(bf->M, 0, sizeof(float) * (size_t)D * Dv);
+    memset(bf->MT, 0, sizeof(float) * (size_t)D * Dv);
+    memset(bf->z, 0, sizeof(float) * (size_t)D);
+    /* the queries of a chunk (F, DN, DD: n rows) join R, Rᵀ and r */
+#define LIN_ADD_QUERIES(n_)                                                             \
+    for (int t = 0; t < (n_); t++) {                                                    \
+        const float *f = bf->F + (size_t)t * D, *dn = bf->DN + (size_t)t * Dv;          \
+        for (int i = 0; i < D; i++) {                                                   \
+            float *m = bf->M + (size_t)i * Dv;                                          \
+            bf->z[i] += bf->DD[t] * f[i];                                               \
+            for (int j = 0; j < Dv; j++) m[j] += f[i] * dn[j];                          \
+        }                                                                               \
+        for (int j = 0; j < Dv; j++) {                                                  \
+            float *m = bf->MT + (size_t)j * D;                                          \
+            for (int i = 0; i < D; i++) m[i] += dn[j] * f[i];                           \
+        }                                                                               \
+    }
+    if (!d->causal)
+        for (int t0 = 0; t0 < d->T; t0 += LIN_CHUNK) {
+            const int n = d->T - t0 < LIN_CHUNK ? d->T - t0 : LIN_CHUNK;
+            load_rows(bf->F, q, &d->q, b, h, t0, n, D, 1);
+            load_dnum(d, bf, dout, out, den, b, h, t0, n);
+            LIN_ADD_QUERIES(n)
+        }
+    const int last = (d->S - 1) / LIN_CHUNK * LIN_CHUNK;
+    for (int s0 = last; s0 >= 0; s0 -= LIN_CHUNK) {
+        const int n = d->S - s0 < LIN_CHUNK ? d->S - s0 : LIN_CHUNK;
+        load_rows(bf->G, k, &d->k, b, h, s0, n, D, 1);
+        load_rows(bf->V, v, &d->v, b, h, s0, n, Dv, 0);
+        if (d->causal) {
+            load_rows(bf->F, q, &d->q, b, h, s0, n, D, 1);
+            load_dnum(d, bf, dout, out, den, b, h, s0, n);
+            transpose(bf->T1, bf->F, n, D);
+            transpose(bf->T2, bf->DN, n, Dv);
+        }
+        for (int s = 0; s < n; s++) {
+            const float *g = bf->G + (size_t)s * D, *vr = bf->V + (size_t)s * Dv;
+            float *dg = bf->x, *dvr = bf->y;
+            for (int i = 0; i < D; i++) dg[i] = bf->z[i];
+            for (int j = 0; j < Dv; j++) {
+                const float *m = bf->MT + (size_t)j * D;
+                for (int i = 0; i < D; i++) dg[i] += vr[j] * m[i];
+            }
+            memset(dvr, 0, sizeof(float) * (size_t)Dv);
+            for (int i = 0; i < D; i++) {
+                const float *m = bf->M + (size_t)i * Dv;
+                for (int j = 0; j < Dv; j++) dvr[j] += g[i] * m[j];
+            }
+            if (d->causal) {
+                /* the chunk's own queries t >= s: a_t = f_t · g_s, w_t = dnum_t · v_s + dden_t */
+                float *a = bf->a, *w = bf->w;
+                for (int t = s; t < n; t++) { a[t] = 0; w[t] = bf->DD[t]; }
+                for (int i = 0; i < D; i++) {
+                    const float *ft = bf->T1 + (size_t)i * LIN_CHUNK;
+                    for (int t = s; t < n; t++) a[t] += g[i] * ft[t];
+                }
+                for (int j = 0; j < Dv; j++) {
+                    const float *dt = bf->T2 + (size_t)j * LIN_CHUNK;
+                    for (int t = s; t < n; t++) w[t] += vr[j] * dt[t];
+                }
+                for (int t = s; t < n; t++) {
+                    const float *f = bf->F + (size_t)t * D, *dn = bf->DN + (size_t)t * Dv;
+                    for (int i = 0; i < D; i++) dg[i] += w[t] * f[i];
+                    for (int j = 0; j < Dv; j++) dvr[j] += a[t] * dn[j];
+                }
+            }
+            float *gk = dk + b * d->k.b + h * d->k.h + (int64_t)(s0 + s) * d->k.t;
+            float *gv = dv + b * d->v.b + h * d->v.h + (int64_t)(s0 + s) * d->v.t;
+            for (int i = 0; i < D; i++) gk[i] += dg[i] * (g[i] < 1.0f ? g[i] : 1.0f);
+            for (int j = 0; j < Dv; j++) gv[j] += dvr[j];
+        }
+        if (d->causal) { LIN_ADD_QUERIES(n) }
+    }
+#undef LIN_ADD_QUERIES
+}
+
+/* ---- public calls -------------------------------------------------------------------------------- */
+
+static int threads_for(const attn_linear_attn_desc *d, const attn_ctx *c) {
+    const int64_t items = (int64_t)d->B * d->H;
+    return items < c->threads ? (int)items : c->threads;
+}
+
+static attn_status workspace_for(const attn_linear_attn_desc *d, const attn_ctx *c, size_t *bytes) {
+    if (c->isa == ATTN_ISA_REF) {
+        *bytes = sizeof(float) * ((size_t)d->D + 2 * (size_t)d->Dv) + LIN_ALIGN;
+        return ATTN_OK;
+    }
+    const size_t per = buf_floats(d);
+    if (per > SIZE_MAX / 8 / sizeof(float) / (size_t)ATTN_MAX_THREADS) return ATTN_ERR_SIZE;
+    *bytes = per * sizeof(float) * (size_t)threads_for(d, c) + LIN_ALIGN;
+    return ATTN_OK;
+}
+
+attn_status attn_linear_attn_workspace_size(const attn_ctx *ctx, const attn_linear_attn_desc *d, attn_pass pass,
+                                       size_t *bytes) {
+    attn_ctx c;
+    const attn_kernels *kern;
+    attn_status st = attn__ctx_resolve(ctx, &c, &kern);
+    if (st != ATTN_OK) return st;
+    if ((st = attn_linear_attn_validate(d)) != ATTN_OK) return st;
+    if (!bytes) return ATTN_ERR_NULL;
+    if ((int)pass < 0 || pass >= ATTN_PASS_COUNT) return ATTN_ERR_ARG;
+    return workspace_for(d, &c, bytes);
+}
+
+static attn_status begin(const attn_ctx *ctx, const attn_linear_attn_desc *d, void *work, size_t work_bytes,
+                         attn_ctx *c, float **base) {
+    const attn_kernels *kern;
+    attn_status st = attn__ctx_resolve(ctx, c, &kern);
+    if (st != ATTN_OK) return st;
+    if ((st = attn_linear_attn_validate(d)) != ATTN_OK) return st;
+    size_t need;
+    if ((st = workspace_for(d, c, &need)) != ATTN_OK) return st;
+    if (!work || work_bytes < need) return ATTN_ERR_WORKSPACE;
+    uintptr_t u = ((uintptr_t)work + (LIN_ALIGN - 1)) & ~(uintptr_t)(LIN_ALIGN - 1);
+    *base = (float *)u;
+    return ATTN_OK;
+}
+
+attn_status attn_linear_attn_forward(const attn_ctx *ctx, const attn_linear_attn_desc *d, float *out, float *den,
+                                const float *q, const float *k, const float *v, void *work, size_t work_bytes) {
+    attn_ctx c;
+    float *base;
+    attn_status st = begin(ctx, d, work, work_bytes, &c, &base);
+    if (st != ATTN_OK) return st;
+    if (!out || !q || !k || !v) return ATTN_ERR_NULL;
+    if (c.isa == ATTN_ISA_REF) {
+        attn__linear_ref_forward(d, out, den, q, k, v, base);
+        return ATTN_OK;
+    }
+    const int nth = threads_for(d, &c);
+    const int64_t items = (int64_t)d->B * d->H;
+    const size_t per = buf_floats(d);
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nth) schedule(dynamic, 1) if (nth > 1)
+#endif
+    for (int64_t it = 0; it < items; it++) {
+        int ith = 0;
+#ifdef _OPENMP
+        ith = omp_get_thread_num();
+#endif
+        lin_buf bf = carve(d, base + per * (size_t)ith);
+        forward_item(d, &bf, out, den, q, k, v, (int)(it / d->H), (int)(it % d->H));
+    }
+    return ATTN_OK;
+}
+
+attn_status attn_linear_attn_backward(const attn_ctx *ctx, const attn_linear_attn_desc *d, float *dq, float *dk, float *dv,
+                                 const float *dout, const float *q, const float *k, const float *v,
+                                 const float *out, const float *den, void *work, size_t work_bytes) {
+    attn_ctx c;
+    float *base;
+    attn_status st = begin(ctx, d, work, work_bytes, &c, &base);
+    if (st != ATTN_OK) return st;
+    /* the gradients take the inputs' layouts: they must not overlap themselves */
+    if ((st = check_layout(&d->q, d->B, d->H, d->T, d->D, 1)) != ATTN_OK) return st;
+    if ((st = check_layout(&d->k, d->B, d->H, d->S, d->D, 1)) != ATTN_OK) return st;
+    if ((st = check_layout(&d->v, d->B, d->H, d->S, d->Dv, 1)) != ATTN_OK) return st;
+    if (!dq || !dk || !dv || !dout || !q || !k || !v || !out || !den) return ATTN_ERR_NULL;
+    if (c.isa == ATTN_ISA_REF) {
+        attn__linear_ref_backward(d, dq, dk, dv, dout, q, k, v, base);
+        return ATTN_OK;
+    }
+    const int nth = threads_for(d, &c);
+    const int64_t items = (int64_t)d->B * d->H;
+    const size_t per = buf_floats(d);
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nth) schedule(dynamic, 1) if (nth > 1)
+#endif
+    for (int64_t it = 0; it < items; it++) {
+        int ith = 0;
+#ifdef _OPENMP
+        ith = omp_get_thread_num();
+#endif
+        lin_buf bf = carve(d, base + per * (size_t)ith);
+        const int b = (int)(it / d->H), h = (int)(it % d->H);
+        dq_item(d, &bf, dq, dout, q, k, v, out, den, b, h);
+        dkv_item(d, &bf, dk, dv, dout, q, k, v, out, den, b, h);
+    }
+    return ATTN_OK;
+}
