@@ -3,9 +3,11 @@
  * linear_attn.safetensors, float64 autograd, from tools/golden/gen_linear.py) on the reference and the
  * chunked path; the reference's gradients against central finite differences in double; the chunked path
  * against the reference over odd sizes, chunk edges and strided layouts; 1 thread == 2 threads bitwise;
- * and the arguments refused.
+ * and the arguments refused. The Linformer layer (attn_linformer_*) against PyTorch from the same file:
+ * output, input gradients and every parameter's gradient, and its lifecycle's refusals.
  */
 #include "attn.h"
+#include "attn/layers.h"
 #include "internal.h"
 #include "ref/ref.h"
 #include "testutil.h"
@@ -244,6 +246,68 @@ static void check_refused(void) {
     free(w);
 }
 
+static void check_linformer(void) {
+    attn_st_file f;
+    tu_golden_open(&f, "linear_attn.safetensors");
+    const char *sz = attn_st_meta(&f, "linformer/sizes");
+    int B, T, S, Dm, H, N, Kp;
+    if (!sz || sscanf(sz, "%d,%d,%d,%d,%d,%d,%d", &B, &T, &S, &Dm, &H, &N, &Kp) != 7) {
+        fprintf(stderr, "golden: linformer/sizes missing\n");
+        exit(1);
+    }
+    const size_t np = attn_linformer_n_params(Dm, N, Kp);
+    CHECK(np == 4 * ((size_t)Dm * Dm + Dm) + 2 * (size_t)Kp * N);
+    const size_t nq = (size_t)B * T * Dm, nk = (size_t)B * S * Dm;
+    float *params = golden(&f, "linformer", "params", np), *q = golden(&f, "linformer", "q", nq);
+    float *k = golden(&f, "linformer", "k", nk), *v = golden(&f, "linformer", "v", nk);
+    float *wout = golden(&f, "linformer", "out", nq), *dout = golden(&f, "linformer", "dout", nq);
+    float *wdq = golden(&f, "linformer", "dq", nq), *wdk = golden(&f, "linformer", "dk", nk);
+    float *wdv = golden(&f, "linformer", "dv", nk), *wgrads = golden(&f, "linformer", "grads", np);
+    const attn_isa isas[2] = {ATTN_ISA_REF, ATTN_ISA_AUTO};
+    for (int p = 0; p < 2; p++) {
+        attn_ctx c;
+        CHECK_STATUS(attn_ctx_init(&c, isas[p], 2), ATTN_OK);
+        float *grads = calloc(np, 4), *out = calloc(nq, 4), *dq = calloc(nq, 4), *dk = calloc(nk, 4), *dv = calloc(nk, 4);
+        attn_linformer l;
+        CHECK_STATUS(attn_linformer_bind(&l, Dm, H, N, Kp, params, grads), ATTN_OK);
+        size_t bytes;
+        CHECK_STATUS(attn_linformer_cache_bytes(&c, &l, B, T, S, &bytes), ATTN_OK);
+        void *cache = malloc(bytes);
+        CHECK_STATUS(attn_linformer_forward(&c, &l, cache, bytes, out, NULL, q, k, v, B, T, S), ATTN_OK);
+        CHECK_STATUS(attn_linformer_backward(&c, &l, cache, bytes, dq, dk, dv, dout, q, k, v, B, T, S), ATTN_OK);
+        char what[64];
+        const char *names[5] = {"out", "dq", "dk", "dv", "parameter grads"};
+        const float *got[5] = {out, dq, dk, dv, grads}, *want[5] = {wout, wdq, wdk, wdv, wgrads};
+        const size_t n[5] = {nq, nq, nk, nk, np};
+        for (int x = 0; x < 5; x++) {
+            snprintf(what, sizeof what, "linformer %s %s", attn_isa_name(c.isa), names[x]);
+            tu_close_f32(what, got[x], want[x], n[x], TOL, TOL);
+        }
+        if (p == 0) {
+            /* lifecycle refusals */
+            attn_linformer e;
+            CHECK_STATUS(attn_linformer_bind(&e, Dm, 3, N, Kp, params, grads), ATTN_ERR_SHAPE);
+            CHECK_STATUS(attn_linformer_cache_bytes(&c, &l, B, T, N + 1, &bytes), ATTN_ERR_SHAPE);   /* S > N */
+            CHECK_STATUS(attn_linformer_forward(&c, &l, cache, 1, out, NULL, q, k, v, B, T, S), ATTN_ERR_WORKSPACE);
+            CHECK_STATUS(attn_linformer_bind(&e, Dm, H, N, Kp, params, NULL), ATTN_OK);
+            CHECK_STATUS(attn_linformer_backward(&c, &e, cache, bytes, dq, dk, dv, dout, q, k, v, B, T, S),
+                         ATTN_ERR_NULL);                                                      /* no gradients */
+            attn_rng rng;
+            attn_rng_seed(&rng, 1);
+            float *fresh = malloc(4 * np);
+            CHECK_STATUS(attn_linformer_bind(&e, Dm, H, N, Kp, fresh, NULL), ATTN_OK);
+            CHECK_STATUS(attn_linformer_init_weights(&e, &rng), ATTN_OK);
+            float lim = 0;
+            for (size_t i = 4 * ((size_t)Dm * Dm + Dm); i < np; i++) lim = fabsf(fresh[i]) > lim ? fabsf(fresh[i]) : lim;
+            CHECK(lim > 0 && lim <= 1.0f / sqrtf((float)Kp));
+            free(fresh);
+        }
+        free(cache); free(grads); free(out); free(dq); free(dk); free(dv);
+    }
+    free(params); free(q); free(k); free(v); free(wout); free(dout); free(wdq); free(wdk); free(wdv); free(wgrads);
+    attn_st_free(&f);
+}
+
 int main(void) {
     printf("test_linear_attn: linear attention\n");
     check_golden();
@@ -252,5 +316,6 @@ int main(void) {
     check_sweep();
     check_threads();
     check_refused();
+    check_linformer();
     return tu_finish("test_linear_attn");
 }

@@ -11,6 +11,11 @@ it shares no algorithm with the library's chunked kernel). Inputs are drawn in f
 Stored per case under "<case>/<name>", all F64: q (B,H,T,D) k (B,H,S,D) v (B,H,S,Dv), out, den (B,H,T)
 (the normaliser, eps included), dout (loss = sum(out * dout)) and dq dk dv. Metadata "<case>/causal",
 "<case>/eps", and "cases".
+
+Linformer (Wang et al. 2020), the layer of src/layers/linformer.c, under "linformer/<name>": q (B,T,Dm),
+k and v (B,S,Dm), params (every parameter flattened in the layer's bind order: wq bq wk bk wv bv wo bo E F),
+out, dout, dq dk dv and grads (the parameters' gradients in the same order); metadata "linformer/sizes" =
+"B,T,S,Dm,H,N,Kp".
 """
 import os
 import sys
@@ -57,6 +62,35 @@ def case(name, seed, B, H, T, S, D, Dv, causal, eps=1e-6, scale=1.0):
     return tensors, meta
 
 
+def linformer(seed, B, T, S, Dm, H, N, Kp):
+    gen = torch.Generator().manual_seed(seed)
+
+    def randn(*shape, std=1.0):
+        return (torch.randn(*shape, generator=gen, dtype=torch.float32) * np.float32(std)).double()
+
+    shapes = [(Dm, Dm), (Dm,)] * 4 + [(Kp, N), (Kp, N)]
+    params = [randn(*sh, std=0.5).requires_grad_() for sh in shapes]
+    wq, bq, wk, bk, wv, bv, wo, bo, E, F = params
+    q = randn(B, T, Dm).requires_grad_()
+    k = randn(B, S, Dm).requires_grad_()
+    v = randn(B, S, Dm).requires_grad_()
+    dout = randn(B, T, Dm)
+    Dh = Dm // H
+    qp = q @ wq.T + bq
+    ke = torch.matmul(E[:, :S], k @ wk.T + bk)            # (B,Kp,Dm)
+    ve = torch.matmul(F[:, :S], v @ wv.T + bv)
+    heads = lambda x: x.reshape(B, x.shape[1], H, Dh).transpose(1, 2)   # noqa: E731
+    w = torch.softmax(heads(qp) @ heads(ke).transpose(-1, -2) / np.sqrt(Dh), dim=-1)
+    ctx = (w @ heads(ve)).transpose(1, 2).reshape(B, T, Dm)
+    out = ctx @ wo.T + bo
+    (out * dout).sum().backward()
+    flat = lambda xs: torch.cat([x.reshape(-1) for x in xs])   # noqa: E731
+    t = {"q": q, "k": k, "v": v, "params": flat(params), "out": out, "dout": dout, "dq": q.grad, "dk": k.grad,
+         "dv": v.grad, "grads": flat([p.grad for p in params])}
+    tensors = {f"linformer/{n}": x.detach() for n, x in t.items()}
+    return tensors, {"linformer/sizes": f"{B},{T},{S},{Dm},{H},{N},{Kp}"}
+
+
 def main():
     cases = [
         # name, seed, B, H, T, S, D, Dv, causal
@@ -72,6 +106,9 @@ def main():
         t, m = case(*c)
         tensors.update(t)
         meta.update(m)
+    t, m = linformer(6, B=2, T=5, S=6, Dm=8, H=2, N=8, Kp=3)
+    tensors.update(t)
+    meta.update(m)
     path = os.path.normpath(os.path.join(OUT_DIR, "linear_attn.safetensors"))
     st.save(path, tensors, meta)
     back, bmeta = st.load(path)
