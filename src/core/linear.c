@@ -12,14 +12,17 @@
  * Σ w_ts g_s), backward in s for dk and dv (running R = Σ f_t dnum_tᵀ, r = Σ f_t dden_t over later
  * queries, plus the chunk's own). Not causal, the running sums are simply the totals.
  *
+ * Every product of a chunk is a plain GEMM (a chunk's rows against the running sums, the chunk's own
+ * LIN_CHUNK-square block computed whole and its upper triangle cleared), so they go through CBLAS.
  * Items are (b, h), one per thread at a time, each with its own part of the workspace; an item's
- * arithmetic depends on the shape only, so results are the same bits for any thread count. The inner
- * loops run along contiguous rows of D or Dv (or along a chunk's rows, through transposed copies), so
- * the compiler vectorizes them.
+ * arithmetic depends on the shape only (the BLAS calls are small and made from inside the parallel
+ * region, where OpenBLAS runs them on the calling thread), so results are the same bits for any thread
+ * count.
  */
 #include "internal.h"
 #include "ref/ref.h"
 
+#include <cblas.h>
 #include <stdint.h>
 
 #ifdef _OPENMP
@@ -85,19 +88,17 @@ attn_status attn_linear_attn_validate(const attn_linear_attn_desc *d) {
 typedef struct lin_buf {
     float *F, *G;                /* (C,D) φ of a chunk's query rows, of its key rows */
     float *V, *DN;               /* (C,Dv) a chunk's value rows; its dnum rows */
-    float *T1;                   /* (D,C) G transposed (forward, dq) or F transposed (dk, dv) */
-    float *T2;                   /* (Dv,C) V transposed (dq) or DN transposed (dk, dv) */
     float *DD;                   /* (C) a chunk's dden */
-    float *M, *MT;               /* (D,Dv) and (Dv,D): the running sums M (R in the dk walk) */
-    float *z;                    /* (D) running Σ g (r in the dk walk) */
-    float *x, *y;                /* (E) row results */
-    float *a, *w;                /* (C) a row's products with the chunk's keys or queries */
+    float *A, *W;                /* (C,C) a chunk's f_t · g_s and w_ts, masked to s <= t */
+    float *M;                    /* (D,Dv) the running Σ g vᵀ (R = Σ f dnumᵀ in the dk walk) */
+    float *z;                    /* (D) the running Σ g (r = Σ f dden in the dk walk) */
+    float *X, *Y;                /* (C,E) a chunk's row results */
 } lin_buf;
 
 static size_t buf_floats(const attn_linear_attn_desc *d) {
     const size_t C = LIN_CHUNK, D = (size_t)d->D, Dv = (size_t)d->Dv, E = D > Dv ? D : Dv;
-    return 2 * round16(C * D) + 2 * round16(C * Dv) + round16(D * C) + round16(Dv * C) + round16(C) +
-           2 * round16(D * Dv) + round16(D) + 2 * round16(E) + 2 * round16(C);
+    return 2 * round16(C * D) + 2 * round16(C * Dv) + round16(C) + 2 * round16(C * C) + round16(D * Dv) +
+           round16(D) + 2 * round16(C * E);
 }
 
 static lin_buf carve(const attn_linear_attn_desc *d, float *p) {
@@ -107,16 +108,13 @@ static lin_buf carve(const attn_linear_attn_desc *d, float *p) {
     b.G = p; p += round16(C * D);
     b.V = p; p += round16(C * Dv);
     b.DN = p; p += round16(C * Dv);
-    b.T1 = p; p += round16(D * C);
-    b.T2 = p; p += round16(Dv * C);
     b.DD = p; p += round16(C);
+    b.A = p; p += round16(C * C);
+    b.W = p; p += round16(C * C);
     b.M = p; p += round16(D * Dv);
-    b.MT = p; p += round16(D * Dv);
     b.z = p; p += round16(D);
-    b.x = p; p += round16(E);
-    b.y = p; p += round16(E);
-    b.a = p; p += round16(C);
-    b.w = p;
+    b.X = p; p += round16(C * E);
+    b.Y = p;
     return b;
 }
 
@@ -137,77 +135,31 @@ static void load_rows(float *dst, const float *x, const attn_layout *l, int b, i
     }
 }
 
-/* dst (inner, LIN_CHUNK) = src (n, inner) transposed */
-static void transpose(float *dst, const float *src, int n, int inner) {
-    for (int i = 0; i < n; i++)
-        for (int j = 0; j < inner; j++) dst[(size_t)j * LIN_CHUNK + i] = src[(size_t)i * inner + j];
+/* C (m,n) = alpha·op(A)·op(B) + beta·C, row-major, leading dimensions given */
+static void gemm(int ta, int tb, int m, int n, int k, const float *A, int lda, const float *B, int ldb, float beta,
+                 float *C, int ldc) {
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n, k, 1.0f, A, lda,
+                B, ldb, beta, C, ldc);
 }
 
-/* M (D,Dv) += Gᵀ V and z += Σ G over n rows (the keys of a chunk join the running sums) */
-static void add_keys(const attn_linear_attn_desc *d, float *M, float *z, const float *G, const float *V, int n) {
-    const int D = d->D, Dv = d->Dv;
+/* Keeps the lower triangle (s <= t) of a chunk's (n,n) block in a LIN_CHUNK-wide array. */
+static void mask_upper(float *A, int n) {
+    for (int t = 0; t < n; t++)
+        for (int s = t + 1; s < n; s++) A[(size_t)t * LIN_CHUNK + s] = 0.0f;
+}
+
+/* The keys of a chunk (G, V: n rows) join the running sums: M += Gᵀ V, z += Σ G. */
+static void add_keys(const attn_linear_attn_desc *d, lin_buf *bf, int n) {
+    gemm(1, 0, d->D, d->Dv, n, bf->G, d->D, bf->V, d->Dv, 1.0f, bf->M, d->Dv);
     for (int s = 0; s < n; s++)
-        for (int i = 0; i < D; i++) {
-            const float g = G[(size_t)s * D + i];
-            float *m = M + (size_t)i * Dv;
-            const float *vr = V + (size_t)s * Dv;
-            z[i] += g;
-            for (int j = 0; j < Dv; j++) m[j] += g * vr[j];
-        }
+        for (int i = 0; i < d->D; i++) bf->z[i] += bf->G[(size_t)s * d->D + i];
 }
 
-/* Forward of item (b, h). */
-static void forward_item(const attn_linear_attn_desc *d, lin_buf *bf, float *out, float *den, const float *q,
-                         const float *k, const float *v, int b, int h) {
-    const int D = d->D, Dv = d->Dv;
-    memset(bf->M, 0, sizeof(float) * (size_t)D * Dv);
-    memset(bf->z, 0, sizeof(float) * (size_t)D);
-    if (!d->causal)   /* the totals first */
-        for (int s0 = 0; s0 < d->S; s0 += LIN_CHUNK) {
-            const int n = d->S - s0 < LIN_CHUNK ? d->S - s0 : LIN_CHUNK;
-            load_rows(bf->G, k, &d->k, b, h, s0, n, D, 1);
-            load_rows(bf->V, v, &d->v, b, h, s0, n, Dv, 0);
-            add_keys(d, bf->M, bf->z, bf->G, bf->V, n);
-        }
-    for (int t0 = 0; t0 < d->T; t0 += LIN_CHUNK) {
-        const int n = d->T - t0 < LIN_CHUNK ? d->T - t0 : LIN_CHUNK;
-        load_rows(bf->F, q, &d->q, b, h, t0, n, D, 1);
-        if (d->causal) {
-            load_rows(bf->G, k, &d->k, b, h, t0, n, D, 1);
-            load_rows(bf->V, v, &d->v, b, h, t0, n, Dv, 0);
-            transpose(bf->T1, bf->G, n, D);
-        }
-        for (int t = 0; t < n; t++) {
-            const float *f = bf->F + (size_t)t * D;
-            float *num = bf->x, dn = 0;
-            /* the earlier chunks' keys through the running sums */
-            memset(num, 0, sizeof(float) * (size_t)Dv);
-            for (int i = 0; i < D; i++) {
-                const float *m = bf->M + (size_t)i * Dv;
-                dn += f[i] * bf->z[i];
-                for (int j = 0; j < Dv; j++) num[j] += f[i] * m[j];
-            }
-            if (d->causal) {
-                /* the chunk's own keys s <= t: a_s = f · g_s along the chunk's rows */
-                float *a = bf->a;
-                for (int s = 0; s <= t; s++) a[s] = 0;
-                for (int i = 0; i < D; i++) {
-                    const float *gt = bf->T1 + (size_t)i * LIN_CHUNK;
-                    for (int s = 0; s <= t; s++) a[s] += f[i] * gt[s];
-                }
-                for (int s = 0; s <= t; s++) {
-                    const float *vr = bf->V + (size_t)s * Dv;
-                    dn += a[s];
-                    for (int j = 0; j < Dv; j++) num[j] += a[s] * vr[j];
-                }
-            }
-            dn += d->eps;
-            float *o = out + b * d->out.b + h * d->out.h + (int64_t)(t0 + t) * d->out.t;
-            for (int j = 0; j < Dv; j++) o[j] = num[j] / dn;
-            if (den) den[((int64_t)b * d->H + h) * d->T + t0 + t] = dn;
-        }
-        if (d->causal) add_keys(d, bf->M, bf->z, bf->G, bf->V, n);
-    }
+/* The queries of a chunk (F, DN, DD: n rows) join the dk walk's sums: R += Fᵀ DN, r += Fᵀ DD. */
+static void add_queries(const attn_linear_attn_desc *d, lin_buf *bf, int n) {
+    gemm(1, 0, d->D, d->Dv, n, bf->F, d->D, bf->DN, d->Dv, 1.0f, bf->M, d->Dv);
+    for (int t = 0; t < n; t++)
+        for (int i = 0; i < d->D; i++) bf->z[i] += bf->DD[t] * bf->F[(size_t)t * d->D + i];
 }
 
 /* A chunk's dnum (n,Dv) and dden (n) from dout, out and den. */
@@ -226,152 +178,135 @@ static void load_dnum(const attn_linear_attn_desc *d, lin_buf *bf, const float *
     }
 }
 
-/* dq of item (b, h): df_t = M dnum_t + z dden_t (+ the chunk's own keys), dq_t += df_t ∘ φ'(q_t). MT holds
- * Mᵀ (Dv,D) so that the product runs along D. */
+/* The whole sequence's keys (queries 0) or queries (1) summed first (not causal), chunk by chunk in order. */
+static void totals(const attn_linear_attn_desc *d, lin_buf *bf, int queries, const float *q, const float *k,
+                   const float *v, const float *dout, const float *out, const float *den, int b, int h) {
+    const int L = queries ? d->T : d->S;
+    for (int c0 = 0; c0 < L; c0 += LIN_CHUNK) {
+        const int n = L - c0 < LIN_CHUNK ? L - c0 : LIN_CHUNK;
+        if (queries) {
+            load_rows(bf->F, q, &d->q, b, h, c0, n, d->D, 1);
+            load_dnum(d, bf, dout, out, den, b, h, c0, n);
+            add_queries(d, bf, n);
+        } else {
+            load_rows(bf->G, k, &d->k, b, h, c0, n, d->D, 1);
+            load_rows(bf->V, v, &d->v, b, h, c0, n, d->Dv, 0);
+            add_keys(d, bf, n);
+        }
+    }
+}
+
+/* Forward of item (b, h): per chunk of queries, num = F M (+ A V, A = F Gᵀ masked, causal), den = F z
+ * (+ Σ_s A), out = num / (den + eps). */
+static void forward_item(const attn_linear_attn_desc *d, lin_buf *bf, float *out, float *den, const float *q,
+                         const float *k, const float *v, int b, int h) {
+    const int D = d->D, Dv = d->Dv;
+    memset(bf->M, 0, sizeof(float) * (size_t)D * Dv);
+    memset(bf->z, 0, sizeof(float) * (size_t)D);
+    if (!d->causal) totals(d, bf, 0, q, k, v, NULL, NULL, NULL, b, h);
+    for (int t0 = 0; t0 < d->T; t0 += LIN_CHUNK) {
+        const int n = d->T - t0 < LIN_CHUNK ? d->T - t0 : LIN_CHUNK;
+        float *num = bf->X;                                   /* (n,Dv) */
+        load_rows(bf->F, q, &d->q, b, h, t0, n, D, 1);
+        /* the earlier chunks' keys, through the running sums */
+        gemm(0, 0, n, Dv, D, bf->F, D, bf->M, Dv, 0.0f, num, Dv);
+        if (d->causal) {
+            /* the chunk's own keys s <= t */
+            load_rows(bf->G, k, &d->k, b, h, t0, n, D, 1);
+            load_rows(bf->V, v, &d->v, b, h, t0, n, Dv, 0);
+            gemm(0, 1, n, n, D, bf->F, D, bf->G, D, 0.0f, bf->A, LIN_CHUNK);
+            mask_upper(bf->A, n);
+            gemm(0, 0, n, Dv, n, bf->A, LIN_CHUNK, bf->V, Dv, 1.0f, num, Dv);
+        }
+        for (int t = 0; t < n; t++) {
+            const float *f = bf->F + (size_t)t * D;
+            float dn = 0;
+            for (int i = 0; i < D; i++) dn += f[i] * bf->z[i];
+            if (d->causal)
+                for (int s = 0; s <= t; s++) dn += bf->A[(size_t)t * LIN_CHUNK + s];
+            dn += d->eps;
+            float *o = out + b * d->out.b + h * d->out.h + (int64_t)(t0 + t) * d->out.t;
+            for (int j = 0; j < Dv; j++) o[j] = num[(size_t)t * Dv + j] / dn;
+            if (den) den[((int64_t)b * d->H + h) * d->T + t0 + t] = dn;
+        }
+        if (d->causal) add_keys(d, bf, n);
+    }
+}
+
+/* W (n,n) = DN Vᵀ + dden_t on row t, masked to s <= t: w_ts = dnum_t · v_s + dden_t */
+static void chunk_w(const attn_linear_attn_desc *d, lin_buf *bf, int n) {
+    gemm(0, 1, n, n, d->Dv, bf->DN, d->Dv, bf->V, d->Dv, 0.0f, bf->W, LIN_CHUNK);
+    for (int t = 0; t < n; t++)
+        for (int s = 0; s <= t; s++) bf->W[(size_t)t * LIN_CHUNK + s] += bf->DD[t];
+    mask_upper(bf->W, n);
+}
+
+/* dq of item (b, h): df = DN Mᵀ + DD zᵀ (+ W G, causal); dq += df ∘ φ'(q), φ'(x) = 1 for x > 0 and
+ * exp(x) = φ(x) otherwise: min(1, φ(x)). */
 static void dq_item(const attn_linear_attn_desc *d, lin_buf *bf, float *dq, const float *dout, const float *q,
                     const float *k, const float *v, const float *out, const float *den, int b, int h) {
     const int D = d->D, Dv = d->Dv;
-    memset(bf->MT, 0, sizeof(float) * (size_t)D * Dv);
+    memset(bf->M, 0, sizeof(float) * (size_t)D * Dv);
     memset(bf->z, 0, sizeof(float) * (size_t)D);
-    /* MT (Dv,D) += Vᵀ G over n rows; z += Σ G */
-#define LIN_ADD_KEYS_T(n_)                                                              \
-    for (int s = 0; s < (n_); s++)                                                      \
-        for (int j = 0; j < Dv; j++) {                                                  \
-            const float vj = bf->V[(size_t)s * Dv + j];                                 \
-            const float *g = bf->G + (size_t)s * D;                                     \
-            float *m = bf->MT + (size_t)j * D;                                          \
-            for (int i = 0; i < D; i++) m[i] += vj * g[i];                              \
-        }                                                                               \
-    for (int s = 0; s < (n_); s++)                                                      \
-        for (int i = 0; i < D; i++) bf->z[i] += bf->G[(size_t)s * D + i];
-    if (!d->causal)
-        for (int s0 = 0; s0 < d->S; s0 += LIN_CHUNK) {
-            const int n = d->S - s0 < LIN_CHUNK ? d->S - s0 : LIN_CHUNK;
-            load_rows(bf->G, k, &d->k, b, h, s0, n, D, 1);
-            load_rows(bf->V, v, &d->v, b, h, s0, n, Dv, 0);
-            LIN_ADD_KEYS_T(n)
-        }
+    if (!d->causal) totals(d, bf, 0, q, k, v, NULL, NULL, NULL, b, h);
     for (int t0 = 0; t0 < d->T; t0 += LIN_CHUNK) {
         const int n = d->T - t0 < LIN_CHUNK ? d->T - t0 : LIN_CHUNK;
+        float *df = bf->X;                                    /* (n,D) */
         load_rows(bf->F, q, &d->q, b, h, t0, n, D, 1);
         load_dnum(d, bf, dout, out, den, b, h, t0, n);
+        gemm(0, 1, n, D, Dv, bf->DN, Dv, bf->M, Dv, 0.0f, df, D);
         if (d->causal) {
             load_rows(bf->G, k, &d->k, b, h, t0, n, D, 1);
             load_rows(bf->V, v, &d->v, b, h, t0, n, Dv, 0);
-            transpose(bf->T2, bf->V, n, Dv);
+            chunk_w(d, bf, n);
+            gemm(0, 0, n, D, n, bf->W, LIN_CHUNK, bf->G, D, 1.0f, df, D);
         }
         for (int t = 0; t < n; t++) {
-            const float *dn = bf->DN + (size_t)t * Dv, dd = bf->DD[t];
-            float *df = bf->x;
-            for (int i = 0; i < D; i++) df[i] = dd * bf->z[i];
-            for (int j = 0; j < Dv; j++) {
-                const float *m = bf->MT + (size_t)j * D;
-                for (int i = 0; i < D; i++) df[i] += dn[j] * m[i];
-            }
-            if (d->causal) {
-                /* w_s = dnum_t · v_s + dden_t for the chunk's keys s <= t */
-                float *w = bf->w;
-                for (int s = 0; s <= t; s++) w[s] = dd;
-                for (int j = 0; j < Dv; j++) {
-                    const float *vt = bf->T2 + (size_t)j * LIN_CHUNK;
-                    for (int s = 0; s <= t; s++) w[s] += dn[j] * vt[s];
-                }
-                for (int s = 0; s <= t; s++) {
-                    const float *g = bf->G + (size_t)s * D;
-                    for (int i = 0; i < D; i++) df[i] += w[s] * g[i];
-                }
-            }
-            /* φ'(x) = 1 for x > 0, exp(x) = φ(x) otherwise: min(1, φ(x)) */
-            const float *f = bf->F + (size_t)t * D;
+            const float *f = bf->F + (size_t)t * D, *dfr = df + (size_t)t * D, dd = bf->DD[t];
             float *g = dq + b * d->q.b + h * d->q.h + (int64_t)(t0 + t) * d->q.t;
-            for (int i = 0; i < D; i++) g[i] += df[i] * (f[i] < 1.0f ? f[i] : 1.0f);
+            for (int i = 0; i < D; i++) g[i] += (dfr[i] + dd * bf->z[i]) * (f[i] < 1.0f ? f[i] : 1.0f);
         }
-        if (d->causal) { LIN_ADD_KEYS_T(n) }
+        if (d->causal) add_keys(d, bf, n);
     }
-#undef LIN_ADD_KEYS_T
 }
 
-/* dk, dv of item (b, h), keys from the last chunk back: with R = Σ f_t dnum_tᵀ (D,Dv) in M and its
- * transpose in MT, r = Σ f_t dden_t in z, over the queries that see key s:
- *   dg_s = R v_s + r (+ the chunk's Σ w_ts f_t),  dv_s += Rᵀ g_s (+ the chunk's Σ a_ts dnum_t). */
+/* dk, dv of item (b, h), keys from the last chunk back, with R = Σ f_t dnum_tᵀ (in M) and r = Σ f_t dden_t
+ * (in z) over the later chunks' queries (all queries, not causal):
+ *   dg = V Rᵀ + 1 rᵀ (+ Wᵀ F),  dv += G R (+ Aᵀ DN),  dk += dg ∘ φ'(k). */
 static void dkv_item(const attn_linear_attn_desc *d, lin_buf *bf, float *dk, float *dv, const float *dout,
                      const float *q, const float *k, const float *v, const float *out, const float *den, int b,
                      int h) {
     const int D = d->D, Dv = d->Dv;
     memset(bf->M, 0, sizeof(float) * (size_t)D * Dv);
-    memset(bf->MT, 0, sizeof(float) * (size_t)D * Dv);
     memset(bf->z, 0, sizeof(float) * (size_t)D);
-    /* the queries of a chunk (F, DN, DD: n rows) join R, Rᵀ and r */
-#define LIN_ADD_QUERIES(n_)                                                             \
-    for (int t = 0; t < (n_); t++) {                                                    \
-        const float *f = bf->F + (size_t)t * D, *dn = bf->DN + (size_t)t * Dv;          \
-        for (int i = 0; i < D; i++) {                                                   \
-            float *m = bf->M + (size_t)i * Dv;                                          \
-            bf->z[i] += bf->DD[t] * f[i];                                               \
-            for (int j = 0; j < Dv; j++) m[j] += f[i] * dn[j];                          \
-        }                                                                               \
-        for (int j = 0; j < Dv; j++) {                                                  \
-            float *m = bf->MT + (size_t)j * D;                                          \
-            for (int i = 0; i < D; i++) m[i] += dn[j] * f[i];                           \
-        }                                                                               \
-    }
-    if (!d->causal)
-        for (int t0 = 0; t0 < d->T; t0 += LIN_CHUNK) {
-            const int n = d->T - t0 < LIN_CHUNK ? d->T - t0 : LIN_CHUNK;
-            load_rows(bf->F, q, &d->q, b, h, t0, n, D, 1);
-            load_dnum(d, bf, dout, out, den, b, h, t0, n);
-            LIN_ADD_QUERIES(n)
-        }
+    if (!d->causal) totals(d, bf, 1, q, k, v, dout, out, den, b, h);
     const int last = (d->S - 1) / LIN_CHUNK * LIN_CHUNK;
     for (int s0 = last; s0 >= 0; s0 -= LIN_CHUNK) {
         const int n = d->S - s0 < LIN_CHUNK ? d->S - s0 : LIN_CHUNK;
+        float *dg = bf->X, *dvr = bf->Y;                       /* (n,D) (n,Dv) */
         load_rows(bf->G, k, &d->k, b, h, s0, n, D, 1);
         load_rows(bf->V, v, &d->v, b, h, s0, n, Dv, 0);
+        gemm(0, 1, n, D, Dv, bf->V, Dv, bf->M, Dv, 0.0f, dg, D);
+        gemm(0, 0, n, Dv, D, bf->G, D, bf->M, Dv, 0.0f, dvr, Dv);
         if (d->causal) {
+            /* the chunk's own queries t >= s (T == S: the same rows) */
             load_rows(bf->F, q, &d->q, b, h, s0, n, D, 1);
             load_dnum(d, bf, dout, out, den, b, h, s0, n);
-            transpose(bf->T1, bf->F, n, D);
-            transpose(bf->T2, bf->DN, n, Dv);
+            chunk_w(d, bf, n);
+            gemm(0, 1, n, n, D, bf->F, D, bf->G, D, 0.0f, bf->A, LIN_CHUNK);
+            mask_upper(bf->A, n);
+            gemm(1, 0, n, D, n, bf->W, LIN_CHUNK, bf->F, D, 1.0f, dg, D);
+            gemm(1, 0, n, Dv, n, bf->A, LIN_CHUNK, bf->DN, Dv, 1.0f, dvr, Dv);
         }
         for (int s = 0; s < n; s++) {
-            const float *g = bf->G + (size_t)s * D, *vr = bf->V + (size_t)s * Dv;
-            float *dg = bf->x, *dvr = bf->y;
-            for (int i = 0; i < D; i++) dg[i] = bf->z[i];
-            for (int j = 0; j < Dv; j++) {
-                const float *m = bf->MT + (size_t)j * D;
-                for (int i = 0; i < D; i++) dg[i] += vr[j] * m[i];
-            }
-            memset(dvr, 0, sizeof(float) * (size_t)Dv);
-            for (int i = 0; i < D; i++) {
-                const float *m = bf->M + (size_t)i * Dv;
-                for (int j = 0; j < Dv; j++) dvr[j] += g[i] * m[j];
-            }
-            if (d->causal) {
-                /* the chunk's own queries t >= s: a_t = f_t · g_s, w_t = dnum_t · v_s + dden_t */
-                float *a = bf->a, *w = bf->w;
-                for (int t = s; t < n; t++) { a[t] = 0; w[t] = bf->DD[t]; }
-                for (int i = 0; i < D; i++) {
-                    const float *ft = bf->T1 + (size_t)i * LIN_CHUNK;
-                    for (int t = s; t < n; t++) a[t] += g[i] * ft[t];
-                }
-                for (int j = 0; j < Dv; j++) {
-                    const float *dt = bf->T2 + (size_t)j * LIN_CHUNK;
-                    for (int t = s; t < n; t++) w[t] += vr[j] * dt[t];
-                }
-                for (int t = s; t < n; t++) {
-                    const float *f = bf->F + (size_t)t * D, *dn = bf->DN + (size_t)t * Dv;
-                    for (int i = 0; i < D; i++) dg[i] += w[t] * f[i];
-                    for (int j = 0; j < Dv; j++) dvr[j] += a[t] * dn[j];
-                }
-            }
+            const float *g = bf->G + (size_t)s * D, *dgr = dg + (size_t)s * D, *dvs = dvr + (size_t)s * Dv;
             float *gk = dk + b * d->k.b + h * d->k.h + (int64_t)(s0 + s) * d->k.t;
             float *gv = dv + b * d->v.b + h * d->v.h + (int64_t)(s0 + s) * d->v.t;
-            for (int i = 0; i < D; i++) gk[i] += dg[i] * (g[i] < 1.0f ? g[i] : 1.0f);
-            for (int j = 0; j < Dv; j++) gv[j] += dvr[j];
+            for (int i = 0; i < D; i++) gk[i] += (dgr[i] + bf->z[i]) * (g[i] < 1.0f ? g[i] : 1.0f);
+            for (int j = 0; j < Dv; j++) gv[j] += dvs[j];
         }
-        if (d->causal) { LIN_ADD_QUERIES(n) }
+        if (d->causal) add_queries(d, bf, n);
     }
-#undef LIN_ADD_QUERIES
 }
 
 /* ---- public calls -------------------------------------------------------------------------------- */
