@@ -8,16 +8,27 @@
  *   valid lengths per batch row). The packed output is checked bitwise against the per-sequence one, and
  *   the padded rows inside each sequence against it within 1e-5, before timing. GFLOP/s count only the
  *   visible (query, key) pairs of the packed batch, 4·D per pair forward (2.5x that backward), for all three.
+ *   Each is also given in process CPU time (min over the rounds), which a busy machine disturbs less.
  * --linear  linear attention, causal, at T = 4096 .. --tq (doubling): time per T and its ratio to
  *   proportional growth from the first T; then, at the largest T, dense causal fused attention (one timed
  *   run: it is slow) and the speed-up. Linear attention is checked against the reference path at T = 256.
  */
+#define _POSIX_C_SOURCE 200809L   /* clock_gettime */
 #include "cli.h"
 
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+/* CPU seconds of the whole process (every thread): on a shared machine, the work a pass took, where the
+ * wall time also counts the waits for a core. */
+static double cpu_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 static void fill_uniform(float *x, size_t n, uint64_t seed) {
     uint64_t s = seed * 0x9e3779b97f4a7c15ULL + 1;
@@ -52,6 +63,11 @@ static int parse_lens(const char *s, int *lens, int max) {
 }
 
 #define VL_MAX 256
+
+int bench_varlen_lens_ok(const char *spec) {
+    int lens[VL_MAX];
+    return parse_lens(spec, lens, VL_MAX) > 0;
+}
 
 typedef struct vl_alone {        /* one sequence as a contiguous batch of one */
     attn_sdpa_desc d;
@@ -163,13 +179,15 @@ int bench_varlen(const char *spec, int H, int D, int causal, int backward, int r
     printf("  FLOPs: %.4g visible (query, key) pairs x H x 4·D forward (x 2.5 backward), the same count for all "
            "three; min of %d alternating rounds after a warm-up\n", pairs, repeat);
     for (int pass = 0; pass <= backward; pass++) {
-        double best[3] = {INFINITY, INFINITY, INFINITY};
+        double best[3] = {INFINITY, INFINITY, INFINITY}, cpu[3] = {INFINITY, INFINITY, INFINITY};
         for (int r = 0; r <= repeat && !st; r++) {   /* round 0 warms up */
-            double t0 = cli_now(), tm[3];
+            double t0 = cli_now(), c0 = cpu_now(), tm[3], cm[3];
             if (!pass) st = attn_sdpa_varlen_forward(ctx, &vd, out, stats, q, k, v, work, wb);
             else st = attn_sdpa_varlen_backward(ctx, &vd, dq, dk, dv, dout, q, k, v, out, stats, work, wb);
             tm[0] = cli_now() - t0;
+            cm[0] = cpu_now() - c0;
             t0 = cli_now();
+            c0 = cpu_now();
             for (int i = 0; i < n && !st; i++) {
                 vl_alone *a = &al[i];
                 if (!pass) st = attn_sdpa_forward(ctx, &a->d, a->out, a->stats, NULL, a->q, a->k, a->v, work, wb);
@@ -177,20 +195,25 @@ int bench_varlen(const char *spec, int H, int D, int causal, int backward, int r
                                              a->stats, work, wb);
             }
             tm[1] = cli_now() - t0;
+            cm[1] = cpu_now() - c0;
             t0 = cli_now();
+            c0 = cpu_now();
             if (!st) st = run_padded(ctx, &pd, pt, pass, work, wb);
             tm[2] = cli_now() - t0;
-            for (int x = 0; x < 3 && r > 0; x++)
+            cm[2] = cpu_now() - c0;
+            for (int x = 0; x < 3 && r > 0; x++) {
                 if (tm[x] < best[x]) best[x] = tm[x];
+                if (cm[x] < cpu[x]) cpu[x] = cm[x];
+            }
         }
         if (cli_fail(st, "bench: --varlen")) return 1;
         const double flops = pairs * H * 4.0 * D * (pass ? 2.5 : 1.0);
         const char *names[3] = {"packed", "alone, back to back", "padded, valid lengths"};
         for (int x = 0; x < 3; x++)
-            printf("  %-8s %-22s %10.3f ms  %8.1f GFLOP/s\n", x ? "" : (pass ? "backward" : "forward"), names[x],
-                   best[x] * 1e3, flops / best[x] * 1e-9);
-        printf("  %-8s packed / alone = %.3fx   padded / packed = %.2fx\n", "", best[0] / best[1],
-               best[2] / best[0]);
+            printf("  %-8s %-22s %10.3f ms %8.1f GFLOP/s   CPU %10.3f ms\n", x ? "" : (pass ? "backward" : "forward"),
+                   names[x], best[x] * 1e3, flops / best[x] * 1e-9, cpu[x] * 1e3);
+        printf("  %-8s wall: packed / alone = %.3fx, padded / packed = %.2fx;  CPU: packed / alone = %.3fx, "
+               "padded / packed = %.2fx\n", "", best[0] / best[1], best[2] / best[0], cpu[0] / cpu[1], cpu[2] / cpu[0]);
     }
     for (int i = 0; i < n; i++) {
         vl_alone *a = &al[i];

@@ -705,10 +705,9 @@ int cmd_bench(int argc, char **argv) {
          "forwards also write the weights (B,H,T,S); the same forward without them is timed too"},
         {"long", CLI_BOOL, &long_case, NULL, "suite only: add T=S=65536 H=1 D=64 causal, forward and backward"},
         {"varlen", CLI_STR, &varlen, "L1,L2,...",
-         "a packed batch of these lengths, against each alone and the padded batch (--heads, --dim, --causal, "
-         "--backward)"},
+         "time a packed batch of these lengths against each alone and padded"},
         {"linear", CLI_BOOL, &linear, NULL,
-         "causal linear attention at T = 4096 .. --tq (default 65536), against dense causal at the largest"},
+         "time causal linear attention, T = 4096 .. --tq (65536), and dense causal"},
     };
     const cli_cmd cmd = {
         "attn bench [options]",
@@ -753,6 +752,16 @@ int cmd_bench(int argc, char **argv) {
             return 2;
         }
     if (cli_check_threads("bench", "--threads", threads)) return 2;
+    if ((varlen || linear) && (g_dtype != ATTN_DTYPE_F32 || g_compute != ATTN_DTYPE_F32 || (varlen && linear))) {
+        fprintf(stderr, "attn: bench: --varlen and --linear are fp32 only, and one at a time\n\n");
+        cli_usage(&cmd, stderr);
+        return 2;
+    }
+    if (varlen && !bench_varlen_lens_ok(varlen)) {
+        fputc('\n', stderr);
+        cli_usage(&cmd, stderr);
+        return 2;
+    }
     bopts o = {repeat, threads, json, weights, {0}, {0}, 0, NULL, 0};
     if (cli_fail(attn_ctx_init(&o.ctx, isa, 0), "bench: --isa")) return 1;
     cli_set_threads(threads, 0);
