@@ -77,7 +77,8 @@ static void check_golden(void) {
         for (int p = 0; p < 2; p++) {
             attn_ctx c;
             CHECK_STATUS(attn_ctx_init(&c, isas[p], 2), ATTN_OK);
-            float *out = calloc(no, 4), *den = calloc(nd, 4), *dq = calloc(nq, 4), *dk = calloc(nk, 4), *dv = calloc(nv, 4);
+            float *out = calloc(no, 4), *den = calloc(nd, 4), *dq = calloc(nq, 4), *dk = calloc(nk, 4);
+            float *dv = calloc(nv, 4);
             run(&c, &d, out, den, dq, dk, dv, dout, q, k, v);
             char what[96];
             const char *names[5] = {"out", "den", "dq", "dk", "dv"};
@@ -208,7 +209,8 @@ static void check_threads(void) {
     for (int p = 0; p < 2; p++) {
         attn_ctx c;
         CHECK_STATUS(attn_ctx_init(&c, ATTN_ISA_AUTO, p + 1), ATTN_OK);
-        o[p] = calloc(nv, 4); dn[p] = calloc(nd, 4); dq[p] = calloc(nq, 4); dk[p] = calloc(nq, 4); dv[p] = calloc(nv, 4);
+        o[p] = calloc(nv, 4); dn[p] = calloc(nd, 4);
+        dq[p] = calloc(nq, 4); dk[p] = calloc(nq, 4); dv[p] = calloc(nv, 4);
         run(&c, &d, o[p], dn[p], dq[p], dk[p], dv[p], dout, q, k, v);
     }
     const int ok = memcmp(o[0], o[1], 4 * nv) == 0 && memcmp(dn[0], dn[1], 4 * nd) == 0 &&
@@ -267,7 +269,8 @@ static void check_linformer(void) {
     for (int p = 0; p < 2; p++) {
         attn_ctx c;
         CHECK_STATUS(attn_ctx_init(&c, isas[p], 2), ATTN_OK);
-        float *grads = calloc(np, 4), *out = calloc(nq, 4), *dq = calloc(nq, 4), *dk = calloc(nk, 4), *dv = calloc(nk, 4);
+        float *grads = calloc(np, 4), *out = calloc(nq, 4), *dq = calloc(nq, 4), *dk = calloc(nk, 4);
+        float *dv = calloc(nk, 4);
         attn_linformer l;
         CHECK_STATUS(attn_linformer_bind(&l, Dm, H, N, Kp, params, grads), ATTN_OK);
         size_t bytes;
@@ -298,7 +301,8 @@ static void check_linformer(void) {
             CHECK_STATUS(attn_linformer_bind(&e, Dm, H, N, Kp, fresh, NULL), ATTN_OK);
             CHECK_STATUS(attn_linformer_init_weights(&e, &rng), ATTN_OK);
             float lim = 0;
-            for (size_t i = 4 * ((size_t)Dm * Dm + Dm); i < np; i++) lim = fabsf(fresh[i]) > lim ? fabsf(fresh[i]) : lim;
+            for (size_t i = 4 * ((size_t)Dm * Dm + Dm); i < np; i++)   /* E and F */
+                lim = fabsf(fresh[i]) > lim ? fabsf(fresh[i]) : lim;
             CHECK(lim > 0 && lim <= 1.0f / sqrtf((float)Kp));
             free(fresh);
         }

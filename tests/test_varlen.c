@@ -73,7 +73,8 @@ static void gather(float *dst, float *src, int64_t row, int t0, int L, int heads
 static void check_bitwise(const attn_ctx *ctx, packed *p, const char *what) {
     size_t wb;
     void *work = work_for(ctx, &p->d, &wb);
-    float *dq0 = malloc(sizeof(float) * p->nq), *dk0 = malloc(sizeof(float) * p->nk), *dv0 = malloc(sizeof(float) * p->nv);
+    float *dq0 = malloc(sizeof(float) * p->nq), *dk0 = malloc(sizeof(float) * p->nk);
+    float *dv0 = malloc(sizeof(float) * p->nv);
     memcpy(dq0, p->dq, sizeof(float) * p->nq); memcpy(dk0, p->dk, sizeof(float) * p->nk);
     memcpy(dv0, p->dv, sizeof(float) * p->nv);
     CHECK_STATUS(attn_sdpa_varlen_forward(ctx, &p->d, p->out, p->stats, p->q, p->k, p->v, work, wb), ATTN_OK);
@@ -83,10 +84,13 @@ static void check_bitwise(const attn_ctx *ctx, packed *p, const char *what) {
     for (int i = 0; i < p->n; i++) {
         const int T = p->cq[i + 1] - p->cq[i], S = p->ck[i + 1] - p->ck[i];
         if (T == 0) continue;
-        const size_t sq = (size_t)H * T * D, sk = (size_t)HKV * S * D, sv = (size_t)HKV * S * DV, so = (size_t)H * T * DV;
-        float *q = malloc(sizeof(float) * sq), *k = malloc(sizeof(float) * (sk + 1)), *v = malloc(sizeof(float) * (sv + 1));
-        float *out = malloc(sizeof(float) * so), *dout = malloc(sizeof(float) * so), *st = malloc(sizeof(float) * 2 * H * T);
-        float *dq = malloc(sizeof(float) * sq), *dk = malloc(sizeof(float) * (sk + 1)), *dv = malloc(sizeof(float) * (sv + 1));
+        const size_t sq = (size_t)H * T * D, sk = (size_t)HKV * S * D, sv = (size_t)HKV * S * DV;
+        const size_t so = (size_t)H * T * DV;
+        float *q = malloc(sizeof(float) * sq), *k = malloc(sizeof(float) * (sk + 1));
+        float *v = malloc(sizeof(float) * (sv + 1)), *out = malloc(sizeof(float) * so);
+        float *dout = malloc(sizeof(float) * so), *st = malloc(sizeof(float) * 2 * H * T);
+        float *dq = malloc(sizeof(float) * sq), *dk = malloc(sizeof(float) * (sk + 1));
+        float *dv = malloc(sizeof(float) * (sv + 1));
         float *pk_out = malloc(sizeof(float) * so), *pk_dq = malloc(sizeof(float) * sq);
         gather(q, p->q, p->d.q_row, p->cq[i], T, H, D, 0);
         gather(k, p->k, p->d.k_row, p->ck[i], S, HKV, D, 0);
@@ -160,7 +164,8 @@ static void check_threads(attn_isa isa, packed *p, const char *what) {
     float *o[2], *s[2], *q[2], *k[2], *v[2];
     for (int r = 0; r < 2; r++) {
         o[r] = calloc(p->no, sizeof(float)); s[r] = calloc(ns, sizeof(float));
-        q[r] = malloc(sizeof(float) * p->nq); k[r] = malloc(sizeof(float) * p->nk); v[r] = malloc(sizeof(float) * p->nv);
+        q[r] = malloc(sizeof(float) * p->nq); k[r] = malloc(sizeof(float) * p->nk);
+        v[r] = malloc(sizeof(float) * p->nv);
         run_packed(r ? &c2 : &c1, p, o[r], s[r], q[r], k[r], v[r]);
     }
     const int ok = memcmp(o[0], o[1], sizeof(float) * p->no) == 0 && memcmp(s[0], s[1], sizeof(float) * ns) == 0 &&
@@ -231,7 +236,8 @@ static void check_bf16(void) {
         CHECK_STATUS(attn_sdpa_workspace_size(NULL, &s, ATTN_PASS_FORWARD, &f1), ATTN_OK);
         void *w = malloc(f1);
         const size_t o = (size_t)cq[i] * 32;
-        CHECK_STATUS(attn_sdpa_forward(NULL, &s, alone + o, NULL, NULL, x + o, x + n + o, x + 2 * n + o, w, f1), ATTN_OK);
+        CHECK_STATUS(attn_sdpa_forward(NULL, &s, alone + o, NULL, NULL, x + o, x + n + o, x + 2 * n + o, w, f1),
+                     ATTN_OK);
         free(w);
     }
     ok = memcmp(out, alone, 2 * n) == 0;

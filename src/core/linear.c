@@ -196,14 +196,20 @@ static void totals(const attn_linear_attn_desc *d, lin_buf *bf, int queries, con
     }
 }
 
+/* A walk's running sums start at zero, or (not causal) at the totals of every key (queries 0) or query (1). */
+static void begin_walk(const attn_linear_attn_desc *d, lin_buf *bf, int queries, const float *q, const float *k,
+                       const float *v, const float *dout, const float *out, const float *den, int b, int h) {
+    memset(bf->M, 0, sizeof(float) * (size_t)d->D * d->Dv);
+    memset(bf->z, 0, sizeof(float) * (size_t)d->D);
+    if (!d->causal) totals(d, bf, queries, q, k, v, dout, out, den, b, h);
+}
+
 /* Forward of item (b, h): per chunk of queries, num = F M (+ A V, A = F Gᵀ masked, causal), den = F z
  * (+ Σ_s A), out = num / (den + eps). */
 static void forward_item(const attn_linear_attn_desc *d, lin_buf *bf, float *out, float *den, const float *q,
                          const float *k, const float *v, int b, int h) {
     const int D = d->D, Dv = d->Dv;
-    memset(bf->M, 0, sizeof(float) * (size_t)D * Dv);
-    memset(bf->z, 0, sizeof(float) * (size_t)D);
-    if (!d->causal) totals(d, bf, 0, q, k, v, NULL, NULL, NULL, b, h);
+    begin_walk(d, bf, 0, q, k, v, NULL, NULL, NULL, b, h);
     for (int t0 = 0; t0 < d->T; t0 += LIN_CHUNK) {
         const int n = d->T - t0 < LIN_CHUNK ? d->T - t0 : LIN_CHUNK;
         float *num = bf->X;                                   /* (n,Dv) */
@@ -246,9 +252,7 @@ static void chunk_w(const attn_linear_attn_desc *d, lin_buf *bf, int n) {
 static void dq_item(const attn_linear_attn_desc *d, lin_buf *bf, float *dq, const float *dout, const float *q,
                     const float *k, const float *v, const float *out, const float *den, int b, int h) {
     const int D = d->D, Dv = d->Dv;
-    memset(bf->M, 0, sizeof(float) * (size_t)D * Dv);
-    memset(bf->z, 0, sizeof(float) * (size_t)D);
-    if (!d->causal) totals(d, bf, 0, q, k, v, NULL, NULL, NULL, b, h);
+    begin_walk(d, bf, 0, q, k, v, NULL, NULL, NULL, b, h);
     for (int t0 = 0; t0 < d->T; t0 += LIN_CHUNK) {
         const int n = d->T - t0 < LIN_CHUNK ? d->T - t0 : LIN_CHUNK;
         float *df = bf->X;                                    /* (n,D) */
@@ -277,9 +281,7 @@ static void dkv_item(const attn_linear_attn_desc *d, lin_buf *bf, float *dk, flo
                      const float *q, const float *k, const float *v, const float *out, const float *den, int b,
                      int h) {
     const int D = d->D, Dv = d->Dv;
-    memset(bf->M, 0, sizeof(float) * (size_t)D * Dv);
-    memset(bf->z, 0, sizeof(float) * (size_t)D);
-    if (!d->causal) totals(d, bf, 1, q, k, v, dout, out, den, b, h);
+    begin_walk(d, bf, 1, q, k, v, dout, out, den, b, h);
     const int last = (d->S - 1) / LIN_CHUNK * LIN_CHUNK;
     for (int s0 = last; s0 >= 0; s0 -= LIN_CHUNK) {
         const int n = d->S - s0 < LIN_CHUNK ? d->S - s0 : LIN_CHUNK;
@@ -353,18 +355,16 @@ static attn_status begin(const attn_ctx *ctx, const attn_linear_attn_desc *d, vo
     return ATTN_OK;
 }
 
-attn_status attn_linear_attn_forward(const attn_ctx *ctx, const attn_linear_attn_desc *d, float *out, float *den,
-                                const float *q, const float *k, const float *v, void *work, size_t work_bytes) {
-    attn_ctx c;
-    float *base;
-    attn_status st = begin(ctx, d, work, work_bytes, &c, &base);
-    if (st != ATTN_OK) return st;
-    if (!out || !q || !k || !v) return ATTN_ERR_NULL;
-    if (c.isa == ATTN_ISA_REF) {
-        attn__linear_ref_forward(d, out, den, q, k, v, base);
-        return ATTN_OK;
-    }
-    const int nth = threads_for(d, &c);
+/* The tensors of a pass, so that one parallel loop runs either. */
+typedef struct lin_args {
+    float *out, *den, *dq, *dk, *dv;
+    const float *dout, *q, *k, *v, *cout, *cden;
+} lin_args;
+
+/* Items (b, h) on the context's threads, each with its own part of the workspace at base. */
+static void run_items(const attn_linear_attn_desc *d, const attn_ctx *c, attn_pass pass, const lin_args *a,
+                      float *base) {
+    const int nth = threads_for(d, c);
     const int64_t items = (int64_t)d->B * d->H;
     const size_t per = buf_floats(d);
 #ifdef _OPENMP
@@ -376,14 +376,37 @@ attn_status attn_linear_attn_forward(const attn_ctx *ctx, const attn_linear_attn
         ith = omp_get_thread_num();
 #endif
         lin_buf bf = carve(d, base + per * (size_t)ith);
-        forward_item(d, &bf, out, den, q, k, v, (int)(it / d->H), (int)(it % d->H));
+        const int b = (int)(it / d->H), h = (int)(it % d->H);
+        if (pass == ATTN_PASS_FORWARD) {
+            forward_item(d, &bf, a->out, a->den, a->q, a->k, a->v, b, h);
+        } else {
+            dq_item(d, &bf, a->dq, a->dout, a->q, a->k, a->v, a->cout, a->cden, b, h);
+            dkv_item(d, &bf, a->dk, a->dv, a->dout, a->q, a->k, a->v, a->cout, a->cden, b, h);
+        }
     }
+}
+
+attn_status attn_linear_attn_forward(const attn_ctx *ctx, const attn_linear_attn_desc *d, float *out,
+                                     float *den, const float *q, const float *k, const float *v, void *work,
+                                     size_t work_bytes) {
+    attn_ctx c;
+    float *base;
+    attn_status st = begin(ctx, d, work, work_bytes, &c, &base);
+    if (st != ATTN_OK) return st;
+    if (!out || !q || !k || !v) return ATTN_ERR_NULL;
+    if (c.isa == ATTN_ISA_REF) {
+        attn__linear_ref_forward(d, out, den, q, k, v, base);
+        return ATTN_OK;
+    }
+    const lin_args a = {.out = out, .den = den, .q = q, .k = k, .v = v};
+    run_items(d, &c, ATTN_PASS_FORWARD, &a, base);
     return ATTN_OK;
 }
 
-attn_status attn_linear_attn_backward(const attn_ctx *ctx, const attn_linear_attn_desc *d, float *dq, float *dk, float *dv,
-                                 const float *dout, const float *q, const float *k, const float *v,
-                                 const float *out, const float *den, void *work, size_t work_bytes) {
+attn_status attn_linear_attn_backward(const attn_ctx *ctx, const attn_linear_attn_desc *d, float *dq,
+                                      float *dk, float *dv, const float *dout, const float *q, const float *k,
+                                      const float *v, const float *out, const float *den, void *work,
+                                      size_t work_bytes) {
     attn_ctx c;
     float *base;
     attn_status st = begin(ctx, d, work, work_bytes, &c, &base);
@@ -397,21 +420,8 @@ attn_status attn_linear_attn_backward(const attn_ctx *ctx, const attn_linear_att
         attn__linear_ref_backward(d, dq, dk, dv, dout, q, k, v, base);
         return ATTN_OK;
     }
-    const int nth = threads_for(d, &c);
-    const int64_t items = (int64_t)d->B * d->H;
-    const size_t per = buf_floats(d);
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(nth) schedule(dynamic, 1) if (nth > 1)
-#endif
-    for (int64_t it = 0; it < items; it++) {
-        int ith = 0;
-#ifdef _OPENMP
-        ith = omp_get_thread_num();
-#endif
-        lin_buf bf = carve(d, base + per * (size_t)ith);
-        const int b = (int)(it / d->H), h = (int)(it % d->H);
-        dq_item(d, &bf, dq, dout, q, k, v, out, den, b, h);
-        dkv_item(d, &bf, dk, dv, dout, q, k, v, out, den, b, h);
-    }
+    const lin_args a = {.dq = dq, .dk = dk, .dv = dv, .dout = dout, .q = q, .k = k, .v = v, .cout = out,
+                        .cden = den};
+    run_items(d, &c, ATTN_PASS_BACKWARD, &a, base);
     return ATTN_OK;
 }

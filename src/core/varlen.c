@@ -212,16 +212,23 @@ static void copy_range(const attn_sdpa_varlen_desc *d, int i, char *const p[CP_C
     }
 }
 
+/* What both passes do first: resolve the context and size the workspace (which validates d). */
+static attn_status begin(const attn_ctx *ctx, const attn_sdpa_varlen_desc *d, attn_pass pass, attn_ctx *c,
+                         size_t *need) {
+    const attn_kernels *kern;
+    attn_status st = attn__ctx_resolve(ctx, c, &kern);
+    if (st != ATTN_OK) return st;
+    return attn_sdpa_varlen_workspace_size(c, d, pass, need);
+}
+
 attn_status attn_sdpa_varlen_forward(const attn_ctx *ctx, const attn_sdpa_varlen_desc *d,
                                      void *out, float *stats,
                                      const void *q, const void *k, const void *v,
                                      void *work, size_t work_bytes) {
     size_t need;
     attn_ctx c;
-    const attn_kernels *kern;
-    attn_status st = attn__ctx_resolve(ctx, &c, &kern);
+    attn_status st = begin(ctx, d, ATTN_PASS_FORWARD, &c, &need);
     if (st != ATTN_OK) return st;
-    if ((st = attn_sdpa_varlen_workspace_size(&c, d, ATTN_PASS_FORWARD, &need)) != ATTN_OK) return st;
     if (!out || !q || !k || !v) return ATTN_ERR_NULL;
     if (need > 0 && (!work || work_bytes < need)) return ATTN_ERR_WORKSPACE;
     const size_t es = elem_size(d);
@@ -260,10 +267,8 @@ attn_status attn_sdpa_varlen_backward(const attn_ctx *ctx, const attn_sdpa_varle
                                       void *work, size_t work_bytes) {
     size_t need;
     attn_ctx c;
-    const attn_kernels *kern;
-    attn_status st = attn__ctx_resolve(ctx, &c, &kern);
+    attn_status st = begin(ctx, d, ATTN_PASS_BACKWARD, &c, &need);
     if (st != ATTN_OK) return st;
-    if ((st = attn_sdpa_varlen_workspace_size(&c, d, ATTN_PASS_BACKWARD, &need)) != ATTN_OK) return st;
     if (!dq || !dk || !dv || !dout || !q || !k || !v || !out || !stats) return ATTN_ERR_NULL;
     if (need > 0 && (!work || work_bytes < need)) return ATTN_ERR_WORKSPACE;
     void *const user[CP_COUNT] = {(void *)q, (void *)k, (void *)v, (void *)out, (void *)dout, dq, dk, dv};
