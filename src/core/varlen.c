@@ -129,13 +129,14 @@ static int64_t cp_row(const attn_sdpa_varlen_desc *d, int c) {
     }
 }
 
-/* Bytes of the copies of sequence i for the pass (each rounded to 64). */
+/* Bytes of the copies of sequence i for the pass (each rounded to 64); SIZE_MAX when they do not fit. */
 static size_t cp_bytes(const attn_sdpa_varlen_desc *d, int i, attn_pass pass) {
     size_t n = 0;
     for (int c = 0; c < cp_count(pass); c++) {
         int heads, inner, kside;
         cp_shape(d, c, &heads, &inner, &kside);
         const int L = seq_len(kside ? d->cu_seqlens_k : d->cu_seqlens_q, i);
+        if ((uint64_t)L * (uint64_t)heads > (SIZE_MAX / 64) / (uint64_t)inner / elem_size(d)) return SIZE_MAX;
         n += round64((size_t)L * heads * inner * elem_size(d));
     }
     return n;
