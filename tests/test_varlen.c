@@ -2,7 +2,9 @@
  * test_varlen.c — packed variable-length batches (attn_sdpa_varlen_*): each sequence's output, row
  * statistics and gradients are bitwise (memcmp) those of the same sequence run alone as a contiguous
  * batch of one, on every kernel path this CPU has, with 1 and 2 threads; plus empty sequences, dropout,
- * bf16 tensors, and the arguments refused.
+ * bf16 tensors, and the arguments refused. And against PyTorch: tests/golden/varlen.safetensors
+ * (tools/golden/gen_varlen.py, float64 autograd, each sequence attended alone) on the reference and the
+ * default path: output, log-sum-exp and gradients within 1e-5.
  */
 #include "attn.h"
 #include "testutil.h"
@@ -246,6 +248,100 @@ static void check_bf16(void) {
     free(f); free(x); free(out); free(alone); free(work);
 }
 
+/* The F64 tensor "<cs>/<name>" of n elements as floats (malloc'ed); exits when absent. */
+static float *golden64(const attn_st_file *f, const char *cs, const char *name, size_t n) {
+    char key[128];
+    snprintf(key, sizeof key, "%s/%s", cs, name);
+    const attn_st_tensor *t = attn_st_find(f, key);
+    if (!t || t->dtype != ATTN_DTYPE_F64 || t->nbytes != n * 8) {
+        fprintf(stderr, "golden: %s missing or not float64 of %zu elements\n", key, n);
+        exit(1);
+    }
+    float *x = malloc(sizeof(float) * (n ? n : 1));
+    for (size_t i = 0; i < n; i++) x[i] = (float)((const double *)t->data)[i];
+    return x;
+}
+
+static void check_golden(void) {
+    attn_st_file f;
+    tu_golden_open(&f, "varlen.safetensors");
+    char list[256], key[128];
+    snprintf(list, sizeof list, "%s", attn_st_meta(&f, "cases") ? attn_st_meta(&f, "cases") : "");
+    for (char *cs = strtok(list, ","); cs; cs = strtok(NULL, ",")) {
+        snprintf(key, sizeof key, "%s/cu_q", cs);
+        const attn_st_tensor *tc = attn_st_find(&f, key);
+        snprintf(key, sizeof key, "%s/q", cs);
+        const attn_st_tensor *tq = attn_st_find(&f, key);
+        snprintf(key, sizeof key, "%s/v", cs);
+        const attn_st_tensor *tv = attn_st_find(&f, key);
+        snprintf(key, sizeof key, "%s/causal", cs);
+        const char *causal = attn_st_meta(&f, key);
+        snprintf(key, sizeof key, "%s/heads", cs);
+        const char *heads = attn_st_meta(&f, key);
+        int Hq, Hkv;
+        if (!tc || !tq || !tv || tq->ndim != 3 || tv->ndim != 3 || !causal || !heads ||
+            sscanf(heads, "%d,%d", &Hq, &Hkv) != 2) {
+            fprintf(stderr, "golden: varlen case %s malformed\n", cs);
+            exit(1);
+        }
+        const int n = (int)tc->shape[0] - 1, Dq = (int)tq->shape[2], Dv = (int)tv->shape[2];
+        snprintf(key, sizeof key, "%s/cu_q", cs);
+        const int32_t *cq = tu_golden_i32(&f, key, n + 1);
+        snprintf(key, sizeof key, "%s/cu_k", cs);
+        const int32_t *ck = tu_golden_i32(&f, key, n + 1);
+        const size_t tq_ = (size_t)cq[n], tk = (size_t)ck[n];
+        const size_t nq = tq_ * Hq * Dq, nk = tk * Hkv * Dq, nv = tk * Hkv * Dv, no = tq_ * Hq * Dv;
+        float *q = golden64(&f, cs, "q", nq), *k = golden64(&f, cs, "k", nk), *v = golden64(&f, cs, "v", nv);
+        float *wout = golden64(&f, cs, "out", no), *wlse = golden64(&f, cs, "lse", tq_ * Hq);
+        float *dout = golden64(&f, cs, "dout", no), *wdq = golden64(&f, cs, "dq", nq);
+        float *wdk = golden64(&f, cs, "dk", nk), *wdv = golden64(&f, cs, "dv", nv);
+        attn_sdpa_varlen_desc d;
+        CHECK_STATUS(attn_sdpa_varlen_desc_init(&d, n, cq, ck, Hq, Dq, Dv), ATTN_OK);
+        d.Hkv = Hkv;
+        d.k_row = (int64_t)Hkv * Dq;
+        d.v_row = (int64_t)Hkv * Dv;
+        d.causal = atoi(causal);
+        const attn_isa isas[2] = {ATTN_ISA_REF, ATTN_ISA_AUTO};
+        for (int p = 0; p < 2; p++) {
+            attn_ctx c;
+            CHECK_STATUS(attn_ctx_init(&c, isas[p], 2), ATTN_OK);
+            size_t wb;
+            void *work = work_for(&c, &d, &wb);
+            float *out = calloc(no + 1, 4), *st = calloc(2 * tq_ * Hq + 1, 4), *lse = calloc(tq_ * Hq + 1, 4);
+            float *dq = calloc(nq + 1, 4), *dk = calloc(nk + 1, 4), *dv = calloc(nv + 1, 4);
+            CHECK_STATUS(attn_sdpa_varlen_forward(&c, &d, out, st, q, k, v, work, wb), ATTN_OK);
+            CHECK_STATUS(attn_sdpa_varlen_backward(&c, &d, dq, dk, dv, dout, q, k, v, out, st, work, wb), ATTN_OK);
+            /* stats: (Hq, L_i, 2) per sequence -> lse (total_q, Hq) */
+            for (int i = 0; i < n; i++)
+                for (int h = 0; h < Hq; h++)
+                    for (int t = 0; t < cq[i + 1] - cq[i]; t++) {
+                        const float *sr = st + 2 * ((size_t)Hq * cq[i] + (size_t)h * (cq[i + 1] - cq[i]) + t);
+                        lse[(size_t)(cq[i] + t) * Hq + h] = sr[0] == -INFINITY ? -INFINITY : sr[0] + sr[1];
+                    }
+            /* rows with no keys: -inf on both sides, compared exactly; the rest within the tolerance */
+            float *want_lse = malloc(sizeof(float) * (tq_ * Hq + 1));
+            int inf_ok = 1;
+            for (size_t r = 0; r < tq_ * Hq; r++) {
+                inf_ok &= isinf(wlse[r]) == isinf(lse[r]);
+                want_lse[r] = isinf(wlse[r]) ? 0.0f : wlse[r];
+                if (isinf(wlse[r])) lse[r] = 0.0f;
+            }
+            CHECK(inf_ok);
+            char what[96];
+            const char *names[5] = {"out", "lse", "dq", "dk", "dv"};
+            const float *got[5] = {out, lse, dq, dk, dv}, *want[5] = {wout, want_lse, wdq, wdk, wdv};
+            const size_t cnt[5] = {no, tq_ * Hq, nq, nk, nv};
+            for (int x = 0; x < 5; x++) {
+                snprintf(what, sizeof what, "golden %s %s %s", cs, attn_isa_name(c.isa), names[x]);
+                tu_close_f32(what, got[x], want[x], cnt[x], 1e-5, 1e-5);
+            }
+            free(work); free(out); free(st); free(lse); free(want_lse); free(dq); free(dk); free(dv);
+        }
+        free(q); free(k); free(v); free(wout); free(wlse); free(dout); free(wdq); free(wdk); free(wdv);
+    }
+    attn_st_free(&f);
+}
+
 int main(void) {
     printf("test_varlen: packed variable-length batches\n");
     const attn_isa isas[] = {ATTN_ISA_REF, ATTN_ISA_SCALAR, ATTN_ISA_AVX2, ATTN_ISA_AVX512, ATTN_ISA_AMX};
@@ -275,5 +371,6 @@ int main(void) {
     }
     check_bf16();
     check_refused();
+    check_golden();
     return tu_finish("test_varlen");
 }
