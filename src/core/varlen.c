@@ -96,11 +96,15 @@ static attn_sdpa_desc seq_desc(const attn_sdpa_varlen_desc *d, int i) {
     return s;
 }
 
-/* What the pass runs for sequence i: the forward writes out straight into the packed tensor (once per
- * row, through strides), everything else is a contiguous copy. */
+/* What the pass runs for sequence i: the forward reads q and writes out straight in the packed tensors
+ * (each row once, through strides) and K, V from contiguous copies; the backward, which streams every
+ * tensor many times, runs on contiguous copies of all of them. */
 static attn_sdpa_desc run_desc(const attn_sdpa_varlen_desc *d, int i, attn_pass pass) {
     attn_sdpa_desc s = seq_desc(d, i);
-    if (pass == ATTN_PASS_FORWARD) s.out = (attn_layout){d->out_row * s.T, d->Dv, d->out_row};
+    if (pass == ATTN_PASS_FORWARD) {
+        s.q = (attn_layout){d->q_row * s.T, d->D, d->q_row};
+        s.out = (attn_layout){d->out_row * s.T, d->Dv, d->out_row};
+    }
     return s;
 }
 
@@ -111,6 +115,8 @@ static size_t round64(size_t n) { return (n + 63) & ~(size_t)63; }
 /* The contiguous copies of a sequence: which tensors a pass copies, their rows and widths. */
 enum { CP_Q, CP_K, CP_V, CP_OUT, CP_DOUT, CP_DQ, CP_DK, CP_DV, CP_COUNT };
 
+/* the copies of a pass are [cp_first, cp_count) */
+static int cp_first(attn_pass pass) { return pass == ATTN_PASS_FORWARD ? CP_K : CP_Q; }
 static int cp_count(attn_pass pass) { return pass == ATTN_PASS_FORWARD ? CP_OUT : CP_COUNT; }
 
 /* heads and width of copy c; tokens: T for q-side tensors, S for k-side */
@@ -132,7 +138,7 @@ static int64_t cp_row(const attn_sdpa_varlen_desc *d, int c) {
 /* Bytes of the copies of sequence i for the pass (each rounded to 64); SIZE_MAX when they do not fit. */
 static size_t cp_bytes(const attn_sdpa_varlen_desc *d, int i, attn_pass pass) {
     size_t n = 0;
-    for (int c = 0; c < cp_count(pass); c++) {
+    for (int c = cp_first(pass); c < cp_count(pass); c++) {
         int heads, inner, kside;
         cp_shape(d, c, &heads, &inner, &kside);
         const int L = seq_len(kside ? d->cu_seqlens_k : d->cu_seqlens_q, i);
@@ -192,7 +198,7 @@ static size_t carve(const attn_sdpa_varlen_desc *d, const attn_ctx *c, const att
     attn_sdpa_workspace_size(c, s, pass, &kb);   /* validated by the caller's workspace size */
     uintptr_t u = ((uintptr_t)work + round64(kb) + 63) & ~(uintptr_t)63;
     char *at = (char *)u;
-    for (int x = 0; x < cp_count(pass); x++) {
+    for (int x = cp_first(pass); x < cp_count(pass); x++) {
         int heads, inner, kside;
         cp_shape(d, x, &heads, &inner, &kside);
         const int L = seq_len(kside ? d->cu_seqlens_k : d->cu_seqlens_q, i);
@@ -247,14 +253,14 @@ attn_status attn_sdpa_varlen_forward(const attn_ctx *ctx, const attn_sdpa_varlen
                 for (int64_t r = 0; r < (int64_t)d->H * T; r++) { st_i[2 * r] = -INFINITY; st_i[2 * r + 1] = 0; }
             continue;
         }
-        /* the sequence's q, k, v as contiguous copies: the kernels stream K and V once per block of
-         * queries, and rows a power of two apart in the packed layout alias in the caches */
+        /* K and V as contiguous copies: the kernels stream them once per block of queries, and rows a
+         * power of two apart in the packed layout alias in the caches */
         const attn_sdpa_desc s = run_desc(d, i, ATTN_PASS_FORWARD);
         char *p[CP_COUNT];
         const size_t kb = carve(d, &c, &s, i, ATTN_PASS_FORWARD, work, p);
-        copy_range(d, i, p, user, CP_Q, CP_OUT, 0, c.threads);
-        st = attn_sdpa_forward(&c, &s, (char *)out + (size_t)(q0 * d->out_row) * es, st_i, NULL, p[CP_Q], p[CP_K],
-                               p[CP_V], work, kb);
+        copy_range(d, i, p, user, CP_K, CP_OUT, 0, c.threads);
+        st = attn_sdpa_forward(&c, &s, (char *)out + (size_t)(q0 * d->out_row) * es, st_i, NULL,
+                               (const char *)q + (size_t)(q0 * d->q_row) * es, p[CP_K], p[CP_V], work, kb);
         if (st != ATTN_OK) return st;
     }
     return ATTN_OK;
