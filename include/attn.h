@@ -324,6 +324,100 @@ attn_status attn_sdpa_backward_part(const attn_ctx *ctx, const attn_sdpa_desc *d
                                     void *work, size_t work_bytes, int stage, int ith);
 
 /* ---------------------------------------------------------------------------------------------------
+ * Packed variable-length batches (FlashAttention's "varlen"): n sequences of different lengths stored
+ * one after another without padding, so a batch costs the sum of its sequences' squares, not n times the
+ * longest one's.
+ *
+ *   q    (total_q, H, D)     sequence i's queries are tokens [cu_seqlens_q[i], cu_seqlens_q[i+1])
+ *   k    (total_k, Hkv, D)   sequence i's keys are tokens [cu_seqlens_k[i], cu_seqlens_k[i+1])
+ *   v    (total_k, Hkv, Dv)
+ *   out  (total_q, H, Dv)    written (dq, dk, dv and dout take the layouts of q, k, v and out)
+ *   stats                    ATTN_SDPA_STATS floats per (token, head): sequence i's are the (H, L_i, 2)
+ *                            block starting at float 2·H·cu_seqlens_q[i] (head-major inside a sequence),
+ *                            so the whole array is 2·H·total_q floats
+ *
+ * Each sequence attends to its own keys only; causal is bottom-right aligned per sequence, as in
+ * attn_sdpa_desc. A token's heads are D (Dv) elements apart and tokens q_row (k_row, v_row, out_row)
+ * elements apart, so a fused (total, 3, H, D) projection is read in place. Sequence i's result is
+ * bitwise what attn_sdpa_forward/backward give for it alone (a batch of one with the same context,
+ * scale, heads and mask, dropout seed seed + i), for any thread count. A sequence with no keys gives
+ * zero output and stats (-inf, 0); one with no queries does nothing. Offsets must start at 0 and never
+ * decrease.
+ */
+typedef struct attn_sdpa_varlen_desc {
+    int n;                           /* sequences */
+    const int32_t *cu_seqlens_q;     /* (n + 1) cumulative query lengths, cu_seqlens_q[0] = 0 */
+    const int32_t *cu_seqlens_k;     /* (n + 1) cumulative key lengths, cu_seqlens_k[0] = 0 */
+    int H, Hkv, D, Dv;
+    float scale;                     /* attn_sdpa_varlen_desc_init sets 1/sqrt(D) */
+    int64_t q_row, k_row, v_row, out_row;   /* element strides between consecutive tokens */
+    int causal;                      /* nonzero: causal within each sequence */
+    float dropout;                   /* in [0,1) */
+    uint64_t seed;                   /* sequence i drops with seed + i */
+    attn_dtype dtype;                /* tensors: F32 or BF16, as attn_sdpa_desc */
+    attn_dtype compute;
+} attn_sdpa_varlen_desc;
+
+/* Fills d with Hkv = H, contiguous packed rows (q_row = H·D, ...), scale 1/sqrt(D), not causal, fp32.
+ * The offset arrays are kept as pointers; the caller keeps them alive. */
+attn_status attn_sdpa_varlen_desc_init(attn_sdpa_varlen_desc *d, int n, const int32_t *cu_seqlens_q,
+                                       const int32_t *cu_seqlens_k, int H, int D, int Dv);
+attn_status attn_sdpa_varlen_validate(const attn_sdpa_varlen_desc *d);
+/* The largest workspace any one sequence needs for the pass (they run one after another in it). */
+attn_status attn_sdpa_varlen_workspace_size(const attn_ctx *ctx, const attn_sdpa_varlen_desc *d, attn_pass pass,
+                                            size_t *bytes);
+/* stats may be NULL when no backward follows. */
+attn_status attn_sdpa_varlen_forward(const attn_ctx *ctx, const attn_sdpa_varlen_desc *d,
+                                     void *out, float *stats,
+                                     const void *q, const void *k, const void *v,
+                                     void *work, size_t work_bytes);
+/* Accumulates (+=) into dq, dk, dv; out and stats as the forward wrote them with the same ctx and d. */
+attn_status attn_sdpa_varlen_backward(const attn_ctx *ctx, const attn_sdpa_varlen_desc *d,
+                                      void *dq, void *dk, void *dv,
+                                      const void *dout,
+                                      const void *q, const void *k, const void *v,
+                                      const void *out, const float *stats,
+                                      void *work, size_t work_bytes);
+
+/* ---------------------------------------------------------------------------------------------------
+ * Linear attention (Katharopoulos et al. 2020, "Transformers are RNNs"): the softmax's exp(q·k) replaced
+ * by a product of feature maps φ(q)·φ(k), φ(x) = elu(x) + 1 (elementwise, always positive), so the keys
+ * and values can be summed once instead of per query:
+ *
+ *   out_t = φ(q_t)ᵀ Σ_s φ(k_s) v_sᵀ  /  (φ(q_t) · Σ_s φ(k_s) + eps)      per (b, h)
+ *
+ * over every key s (not causal), or over s <= t (causal: T must equal S), in time and memory linear in T
+ * and S. The fast path sums by chunks of 64 rows (a causal chunk adds its own rows directly and carries
+ * the running sums to the next); the reference path (ATTN_ISA_REF) computes the quadratic form above.
+ * Results are bitwise the same for any thread count (items are (b, h)).
+ */
+typedef struct attn_linear_attn_desc {
+    int B, H, T, S, D, Dv;
+    int causal;                  /* nonzero: query t sees keys s <= t; needs T == S */
+    float eps;                   /* added to the normaliser; attn_linear_attn_desc_init sets 1e-6 */
+    attn_layout q;               /* Q   (B,H,T,D)   dQ too */
+    attn_layout k;               /* K   (B,H,S,D)   dK too */
+    attn_layout v;               /* V   (B,H,S,Dv)  dV too */
+    attn_layout out;             /* out (B,H,T,Dv)  dout too */
+} attn_linear_attn_desc;
+
+/* Contiguous layouts, eps 1e-6, not causal. */
+attn_status attn_linear_attn_desc_init(attn_linear_attn_desc *d, int B, int H, int T, int S, int D, int Dv);
+attn_status attn_linear_attn_validate(const attn_linear_attn_desc *d);
+attn_status attn_linear_attn_workspace_size(const attn_ctx *ctx, const attn_linear_attn_desc *d,
+                                            attn_pass pass, size_t *bytes);
+/*   out (B,H,T,Dv) written;  den (B,H,T) contiguous, or NULL: written when given, each row's normaliser
+ *   (the denominator above, eps included), which the backward needs;  q, k, v by their layouts. */
+attn_status attn_linear_attn_forward(const attn_ctx *ctx, const attn_linear_attn_desc *d, float *out,
+                                     float *den, const float *q, const float *k, const float *v, void *work,
+                                     size_t work_bytes);
+/* Accumulates (+=) into dq, dk, dv; out and den as the forward wrote them. */
+attn_status attn_linear_attn_backward(const attn_ctx *ctx, const attn_linear_attn_desc *d, float *dq,
+                                      float *dk, float *dv, const float *dout, const float *q, const float *k,
+                                      const float *v, const float *out, const float *den, void *work,
+                                      size_t work_bytes);
+
+/* ---------------------------------------------------------------------------------------------------
  * Additive (Bahdanau) attention, pairwise:
  *
  *   score(t, s) = w_vᵀ tanh(W_q q_t + W_k k_s)           scores (B,T,S), no biases

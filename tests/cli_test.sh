@@ -99,6 +99,15 @@ grep "=>" $out | grep -q "cut" || bad "translate predict (2,000 words) does not 
 expect_rc 1 "bench larger than the memory" timeout 20 "$attn" bench --tq 100000 --tk 100000 --heads 64 --dim 256
 grep -q "GiB" $out || bad "bench larger than the memory: no message on the memory needed"
 
+# 11b. packed batches and linear attention in the bench: a bad list is a usage error; tiny runs validate
+expect_rc 2 "bench --varlen 64,x" "$attn" bench --varlen 64,x
+grep -q "usage: attn bench" $out || bad "bench --varlen 64,x prints no usage"
+expect_rc 2 "bench --varlen with --dtype bf16" "$attn" bench --varlen 8,16 --dtype bf16
+expect_rc 0 "bench --varlen tiny" "$attn" bench --varlen 5,17,70 --heads 2 --dim 8 --causal --backward --repeat 1
+grep -q "packed / alone" $out || bad "bench --varlen prints no packed / alone ratio"
+expect_rc 0 "bench --linear tiny" "$attn" bench --linear --tq 4096 --dim 8 --repeat 1
+grep -q "faster than dense causal" $out || bad "bench --linear prints no comparison with dense attention"
+
 # 12. no help text cites a file the repository does not have
 for c in "imdb --help" "imdb train --help" "translate --help" "translate train --help" "demo --help" "score --help"; do
   "$attn" $c > $out 2>&1

@@ -315,6 +315,44 @@ attn_status attn_addnorm_forward(const attn_addnorm *l, void *cache, size_t cach
 attn_status attn_addnorm_backward(const attn_addnorm *l, void *cache, size_t cache_bytes,
                                   float *dx, float *ds, const float *dy, int N, float dropout, uint64_t seed);
 
+/* ---------------------------------------------------------------------------------------------------
+ * Linformer attention (Wang et al. 2020): multi-head attention whose keys and values are first projected
+ * along the sequence to Kp rows by learned E and F, so attention costs T·Kp instead of T·S:
+ *   Qp = q Wqᵀ + bq (B,T,Dm)   Kp_ = E[:, :S] (k Wkᵀ + bk) (B,Kp,Dm)   Vp_ = F[:, :S] (v Wvᵀ + bv) (B,Kp,Dm)
+ *   out = sdpa(Qp, Kp_, Vp_) Woᵀ + bo      H heads of Dm/H, through attn_sdpa_* (no mask: the projection
+ *   mixes every key into every row)
+ *   q (B,T,Dm)  k, v (B,S,Dm) with S <= N  ->  out (B,T,Dm)
+ * E and F (Kp,N) are shared by the heads (the paper's head-wise sharing); a sequence shorter than N uses
+ * their first S columns (as if the projected keys and values were zero-padded to N).
+ * Parameters, in this order: wq bq wk bk wv bv wo bo (as attn_mha with Dq = Dk = Dv = Dm), E (Kp,N),
+ * F (Kp,N). init_weights: the linear ones as nn.Linear (uniform ±1/sqrt(Dm)), E and F uniform ±1/sqrt(Kp),
+ * in that order.
+ */
+typedef struct attn_linformer {
+    int Dm, H, N, Kp;
+    float *wq, *bq, *wk, *bk, *wv, *bv, *wo, *bo;   /* (Dm,Dm) and (Dm) each */
+    float *e, *f;                                   /* (Kp,N) each */
+    float *dwq, *dbq, *dwk, *dbk, *dwv, *dbv, *dwo, *dbo, *de, *df;   /* gradients, or NULL */
+    float *params, *grads;
+    size_t n_params;
+} attn_linformer;
+
+size_t      attn_linformer_n_params(int Dm, int N, int Kp);
+/* Dm must be a multiple of H (ATTN_ERR_SHAPE). */
+attn_status attn_linformer_bind(attn_linformer *l, int Dm, int H, int N, int Kp, float *params, float *grads);
+attn_status attn_linformer_init_weights(attn_linformer *l, attn_rng *rng);
+attn_status attn_linformer_cache_bytes(const attn_ctx *ctx, const attn_linformer *l, int B, int T, int S,
+                                       size_t *bytes);
+/* weights (B,H,T,Kp) or NULL: the attention over the projected keys. */
+attn_status attn_linformer_forward(const attn_ctx *ctx, const attn_linformer *l, void *cache, size_t cache_bytes,
+                                   float *out, float *weights, const float *q, const float *k, const float *v,
+                                   int B, int T, int S);
+/* Accumulates into dq, dk, dv (each may be NULL; self-attention may pass one buffer for all three) and into
+ * l's gradients. Same ctx and sizes as the forward that filled the cache. */
+attn_status attn_linformer_backward(const attn_ctx *ctx, const attn_linformer *l, void *cache, size_t cache_bytes,
+                                    float *dq, float *dk, float *dv, const float *dout,
+                                    const float *q, const float *k, const float *v, int B, int T, int S);
+
 #ifdef __cplusplus
 }
 #endif

@@ -155,6 +155,11 @@ int cli_history_plot(const attn_table *t, const char *png, const char *title, co
 int cmd_demo(int argc, char **argv);
 int cmd_score(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+/* bench_sparse.c: `attn bench --varlen L1,L2,...` and `attn bench --linear` (0, 1 on failure, 2 on a bad
+ * --varlen list). */
+int bench_varlen_lens_ok(const char *lens);   /* 1, or 0 after a message */
+int bench_varlen(const char *lens, int H, int D, int causal, int backward, int repeat, const attn_ctx *ctx);
+int bench_linear(int H, int D, int tmax, int backward, int repeat, const attn_ctx *ctx);
 int cmd_imdb(int argc, char **argv);
 int cmd_translate(int argc, char **argv);
 int cmd_plot(int argc, char **argv);

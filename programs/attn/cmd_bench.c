@@ -683,7 +683,8 @@ static int run_case(const bcase *c, const bopts *o, int idx, int n) {
 int cmd_bench(int argc, char **argv) {
     int B = 0, H = 0, Hkv = 0, T = 0, S = 0, D = 0, Dv = 0, causal = 0, backward = 0, threads = 0, repeat = 5;
     int json = 0, long_case = 0, weights = 0;
-    const char *isa_name = "auto", *dtype_name = "f32", *compute_name = "f32";
+    const char *isa_name = "auto", *dtype_name = "f32", *compute_name = "f32", *varlen = NULL;
+    int linear = 0;
     const cli_opt opts[] = {
         {"batch", CLI_INT, &B, "N", "batch size B; 0 means 1"},
         {"heads", CLI_INT, &H, "N", "query heads H; 0 means 8"},
@@ -703,13 +704,18 @@ int cmd_bench(int argc, char **argv) {
         {"weights", CLI_BOOL, &weights, NULL,
          "forwards also write the weights (B,H,T,S); the same forward without them is timed too"},
         {"long", CLI_BOOL, &long_case, NULL, "suite only: add T=S=65536 H=1 D=64 causal, forward and backward"},
+        {"varlen", CLI_STR, &varlen, "L1,L2,...",
+         "time a packed batch of these lengths against each alone and padded"},
+        {"linear", CLI_BOOL, &linear, NULL,
+         "time causal linear attention, T = 4096 .. --tq (65536), and dense causal"},
     };
     const cli_cmd cmd = {
         "attn bench [options]",
         "Times the fused scaled dot-product attention (fp32, or bf16 with --dtype/--compute) against the\n"
         "reference kernels. Without shape\n"
         "flags it runs a default suite; any of --batch --heads --kv-heads --tq --tk --dim --dim-v --causal\n"
-        "--backward gives one case (forward, and backward with --backward).",
+        "--backward gives one case (forward, and backward with --backward). --varlen and --linear time\n"
+        "packed batches and linear attention instead (fp32).",
         opts, (int)(sizeof opts / sizeof opts[0]), 0, 0};
     int r = cli_parse(&cmd, argc, argv, NULL, NULL);
     if (r >= 0) return r;
@@ -746,6 +752,16 @@ int cmd_bench(int argc, char **argv) {
             return 2;
         }
     if (cli_check_threads("bench", "--threads", threads)) return 2;
+    if ((varlen || linear) && (g_dtype != ATTN_DTYPE_F32 || g_compute != ATTN_DTYPE_F32 || (varlen && linear))) {
+        fprintf(stderr, "attn: bench: --varlen and --linear are fp32 only, and one at a time\n\n");
+        cli_usage(&cmd, stderr);
+        return 2;
+    }
+    if (varlen && !bench_varlen_lens_ok(varlen)) {
+        fputc('\n', stderr);
+        cli_usage(&cmd, stderr);
+        return 2;
+    }
     bopts o = {repeat, threads, json, weights, {0}, {0}, 0, NULL, 0};
     if (cli_fail(attn_ctx_init(&o.ctx, isa, 0), "bench: --isa")) return 1;
     cli_set_threads(threads, 0);
@@ -762,6 +778,8 @@ int cmd_bench(int argc, char **argv) {
                measure_amx_peak(attn_get_num_threads()), attn_get_num_threads(), dtype_name,
                g_dtype == ATTN_DTYPE_BF16 || g_compute == ATTN_DTYPE_BF16 ? "bf16" : "f32");
 
+    if (varlen) return bench_varlen(varlen, H ? H : 8, D ? D : 64, causal, backward, repeat, &o.ctx);
+    if (linear) return bench_linear(H ? H : 1, D ? D : 64, T ? T : 65536, backward, repeat, &o.ctx);
     const int given = B || H || Hkv || T || S || D || Dv || causal || backward;
     bcase cases[20];
     int n = 0;

@@ -60,4 +60,16 @@ static inline void *attn__ref_align(void *p) {
     return (void *)(((uintptr_t)p + 63) & ~(uintptr_t)63);
 }
 
+/* Linear attention (linear_ref.inc), float and double. Work: (D + 2·Dv) REALs, aligned for REAL. den (B,H,T) or NULL. The
+ * backward recomputes the forward's rows and accumulates into dq, dk, dv. */
+void attn__linear_ref_forward(const attn_linear_attn_desc *d, float *out, float *den, const float *q, const float *k,
+                              const float *v, void *work);
+void attn__linear_ref_backward(const attn_linear_attn_desc *d, float *dq, float *dk, float *dv, const float *dout,
+                               const float *q, const float *k, const float *v, void *work);
+void attn__linear_ref_forward_f64(const attn_linear_attn_desc *d, double *out, double *den, const double *q,
+                                  const double *k, const double *v, void *work);
+void attn__linear_ref_backward_f64(const attn_linear_attn_desc *d, double *dq, double *dk, double *dv,
+                                   const double *dout, const double *q, const double *k, const double *v,
+                                   void *work);
+
 #endif /* ATTN_REF_H */
