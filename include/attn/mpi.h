@@ -55,8 +55,8 @@ attn_status attn_ring_workspace_size(const attn_ctx *ctx, const attn_sdpa_desc *
  *   - grouped-query heads (Hkv) as in the single-process call.
  * Every rank must call with the same d (its own tensors) and ctx isa. The ranks agree on the arguments
  * first (one small all-reduce), so a bad argument on any rank returns an error on all of them instead of a
- * hang. The ring uses message tags 0x6174 and 0x6175 on comm: no other message with those tags may be in
- * flight on it during a call. An MPI failure returns ATTN_ERR_IO (set comm's error handler to
+ * hang. The ring uses message tags 0x6174, 0x6175 and 0x6177 on comm: no other message with those tags
+ * may be in flight on it during a call. An MPI failure returns ATTN_ERR_IO (set comm's error handler to
  * MPI_ERRORS_RETURN to see it; MPI's default aborts the job).
  * bytes_sent, when not NULL, has the bytes this rank sent added to it: per pass, N−1 key/value blocks
  * (B·Hkv·(S/N)·(D + Dv) floats each) forward; in the backward also N hops of the dK, dV block of the

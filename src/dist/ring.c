@@ -3,29 +3,34 @@
  * communicator, each rank calling the library's fused kernel on its queries against one key/value block at
  * a time while the next block is on its way (Liu et al. 2023, "Ring Attention with Blockwise Transformers").
  *
- * Forward, on rank r of N: the local K, V are packed into buffer 0; at step j the block of rank (r − j)
- * mod N is in hand; it is sent on to r + 1 and the next one received from r − 1 (MPI_Isend / MPI_Irecv into
- * the other buffer) while the fused forward runs the local queries against it; each partial (out, stats)
- * is merged into the running one by its row statistics (exact: see mpi.h and DESIGN "MPI").
+ * Forward, on rank r of N: at step j the block of rank (r − j) mod N is in hand; it is sent on to r + 1 and
+ * the next one received from r − 1 (MPI_Isend / MPI_Irecv, K and V as two messages, into the other
+ * buffer) while the fused forward runs the local queries against it, PIECE_ROWS query rows per call; each
+ * call's (out, stats) is merged into the running ones by the row statistics (exact: DESIGN "MPI").
  * Backward: the same tour of K, V; the fused backward, given the merged out and stats of the whole row,
- * computes each block's exact share of dQ (added in place) and of that block's dK, dV (into a scratch
- * block). Those shares join the block's accumulator, which follows the block one step behind: received
- * from r − 1, added to, sent to r + 1, each transfer overlapped with the next step's kernel. After the
- * tour one last hop brings every accumulator home.
+ * computes each block's exact share of dQ (added in place) and of that block's dK, dV, added straight
+ * into the block's accumulator, which then moves on to r + 1 while the next block's comes from r − 1
+ * (MPI_Sendrecv in pieces, between steps). After N hops every accumulator is home.
  *
  * Causal masks use the zig-zag shards (chunks r and 2N−1−r on rank r): a pair of chunks is either wholly
  * visible (key chunk before query chunk), causal on its diagonal (same chunk, only at step 0), or skipped.
  *
- * Memory per rank: two key/value blocks, the kernel's workspace, one chunk's partial out and stats; in the
- * backward also three dK/dV blocks. Nothing grows with the global T or S.
+ * Memory per rank, besides the caller's tensors: one received key/value block (two when N > 2; plus one
+ * packed copy of the rank's own when the caller's k, v are not contiguous), the kernel's workspace for
+ * PIECE_ROWS rows, one call's partial out and stats; in the backward one dK/dV accumulator block instead
+ * of the partial out. Nothing grows with the global T or S.
  */
 #include "attn/mpi.h"
 
 #include <limits.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
-enum { TAG_KV = 0x6174, TAG_DKV = 0x6175 };
+enum { TAG_K = 0x6174, TAG_V = 0x6175, TAG_DKV = 0x6177 };
+
+#define PIECE_ROWS 8192          /* query rows per kernel call at most: bounds the backward's dQ slots */
+#define XCHG_FLOATS 65536        /* the accumulator's exchange goes in pieces of 256 KiB */
 
 #define ALIGN 64
 
@@ -43,27 +48,24 @@ int64_t attn_ring_global_row(int len, int causal, int n, int rank, int64_t local
     return local < c ? (int64_t)rank * c + local : (int64_t)(2 * n - 1 - rank) * c + (local - c);
 }
 
-/* The plan of a call: local sizes and the chunking. */
+/* The plan of a call: local sizes, the chunks, and what the workspace holds. */
 typedef struct plan {
-    int n, rank;
+    int n, rank, causal;
     int Tl, Sl;                  /* local rows of queries, of keys */
-    int nq, nk;                  /* chunks per rank (2 when causal, else 1) */
+    int nch;                     /* chunks per rank: 2 with a causal mask (zig-zag), else 1 */
     int Tc, Sc;                  /* rows per chunk */
-    size_t kv_floats;            /* one key/value block: (B,Hkv,Sl,D) then (B,Hkv,Sl,Dv) */
-    size_t kern_bytes;           /* the fused kernel's workspace (largest of the chunk calls) */
-    size_t part_out, part_stats, vl_bytes;
+    int P;                       /* query rows per kernel call at most */
+    int packed;                  /* the caller's k and v are already in the block layout */
+    int nrecv;                   /* receive buffers for blocks: 0 (N = 1), 1 (N = 2), else 2 */
+    size_t kfl, vfl;             /* floats of a block's K (B,Hkv,Sl,D) and V (B,Hkv,Sl,Dv) */
+    size_t kern_bytes;           /* the fused kernel's workspace (the largest call) */
 } plan;
 
-/* The descriptor of one chunk call: Tc queries against Sc keys, contiguous K and V (the packed block),
- * the caller's q and out layouts; diag nonzero: the causal diagonal chunk. */
-static attn_sdpa_desc chunk_desc(const attn_sdpa_desc *d, const plan *p, int diag) {
-    attn_sdpa_desc c = *d;
-    c.T = p->Tc; c.S = p->Sc;
-    c.k = (attn_layout){(int64_t)d->Hkv * p->Sl * d->D, (int64_t)p->Sl * d->D, d->D};
-    c.v = (attn_layout){(int64_t)d->Hkv * p->Sl * d->Dv, (int64_t)p->Sl * d->Dv, d->Dv};
-    c.mask.causal = diag;
-    return c;
+static attn_layout block_layout(const attn_sdpa_desc *d, int Sl, int W) {
+    return (attn_layout){(int64_t)d->Hkv * Sl * W, (int64_t)Sl * W, W};
 }
+
+static int same_layout(attn_layout a, attn_layout b) { return a.b == b.b && a.h == b.h && a.t == b.t; }
 
 static attn_status make_plan(const attn_ctx *ctx, const attn_sdpa_desc *d, MPI_Comm comm, attn_pass pass,
                              plan *p) {
@@ -82,42 +84,76 @@ static attn_status make_plan(const attn_ctx *ctx, const attn_sdpa_desc *d, MPI_C
     if (d->dtype != ATTN_DTYPE_F32 || d->compute != ATTN_DTYPE_F32 || d->dropout != 0.0f ||
         d->mask.allow || d->mask.bias)
         return ATTN_ERR_UNSUPPORTED;
-    const int n = p->n, causal = d->mask.causal != 0;
-    if (causal && d->T != d->S) return ATTN_ERR_SHAPE;
-    const int parts = causal ? 2 * n : n;
+    const int n = p->n;
+    p->causal = d->mask.causal != 0;
+    if (p->causal && d->T != d->S) return ATTN_ERR_SHAPE;
+    const int parts = p->causal ? 2 * n : n;
     if (d->T % parts != 0 || d->S % parts != 0) return ATTN_ERR_SHAPE;
     p->Tl = d->T / n; p->Sl = d->S / n;
-    p->nq = p->nk = causal ? 2 : 1;
+    p->nch = p->causal ? 2 : 1;
     p->Tc = d->T / parts; p->Sc = d->S / parts;
-    p->kv_floats = (size_t)d->B * d->Hkv * p->Sl * (size_t)(d->D + d->Dv);
-    if (p->kv_floats > (size_t)INT_MAX) return ATTN_ERR_SIZE;   /* one message per block */
+    /* ATTN_RING_PIECE_ROWS (a test knob) makes the pieces smaller, so that small tests cut chunks too */
+    const char *env = getenv("ATTN_RING_PIECE_ROWS");
+    const int piece = env && atoi(env) > 0 && atoi(env) < PIECE_ROWS ? atoi(env) : PIECE_ROWS;
+    p->P = p->Tc < piece ? p->Tc : piece;
     /* the local tensors' descriptor: every field but the lengths checked as the single-process call does */
     attn_sdpa_desc loc = *d;
     loc.T = p->Tl; loc.S = p->Sl;
     loc.mask.causal = 0;
     if ((st = attn_sdpa_validate(&loc)) != ATTN_OK) return st;
+    p->kfl = (size_t)d->B * d->Hkv * p->Sl * (size_t)d->D;
+    p->vfl = (size_t)d->B * d->Hkv * p->Sl * (size_t)d->Dv;
+    if (p->kfl > (size_t)INT_MAX || p->vfl > (size_t)INT_MAX) return ATTN_ERR_SIZE;   /* one message each */
+    p->packed = same_layout(d->k, block_layout(d, p->Sl, d->D)) && same_layout(d->v, block_layout(d, p->Sl, d->Dv));
+    p->nrecv = n == 1 ? 0 : n == 2 ? 1 : 2;
     p->kern_bytes = 0;
-    for (int diag = 0; diag <= causal; diag++) {
-        attn_sdpa_desc c = chunk_desc(d, p, diag);
+    for (int diag = 0; diag <= p->causal; diag++) {
+        attn_sdpa_desc c = *d;
+        c.T = p->P; c.S = p->Sc;
+        c.k = block_layout(d, p->Sl, d->D);
+        c.v = block_layout(d, p->Sl, d->Dv);
+        c.mask.causal = diag;
         size_t b;
         if ((st = attn_sdpa_workspace_size(ctx, &c, pass, &b)) != ATTN_OK) return st;
         if (b > p->kern_bytes) p->kern_bytes = b;
     }
-    p->part_out = (size_t)d->B * d->H * p->Tc * (size_t)d->Dv * sizeof(float);
-    p->part_stats = (size_t)d->B * d->H * p->Tc * (size_t)ATTN_SDPA_STATS * sizeof(float);
-    p->vl_bytes = d->mask.valid_lens_kind == ATTN_VALID_LENS_NONE ? 0
-                : (size_t)d->B * (d->mask.valid_lens_kind == ATTN_VALID_LENS_PER_QUERY ? p->Tc : 1) * sizeof(int32_t);
     return ATTN_OK;
 }
 
-/* Workspace: kernel | kv block ×2 | forward: partial out, partial stats | backward: dkv scratch, dkv ×2 |
- * valid lengths of one chunk call. */
-static size_t plan_bytes(const plan *p, attn_pass pass) {
-    size_t kv = round_up(p->kv_floats * sizeof(float));
-    size_t b = round_up(p->kern_bytes) + 2 * kv + round_up(p->vl_bytes);
-    if (pass == ATTN_PASS_FORWARD) b += round_up(p->part_out) + round_up(p->part_stats);
-    else b += 3 * kv + round_up((size_t)p->nq * p->part_stats);
-    return b;
+/* The workspace, in this order: kernel | own block packed (when the caller's is not) | receive buffers |
+ * valid lengths of a call (B,P) | forward: a call's out (B,H,P,Dv) and stats (B,H,P,2) | backward: the
+ * dK, dV accumulator (one block), the exchange piece, a call's stats (B,H,P,2). */
+typedef struct carve {
+    void *kern;
+    float *own, *recv[2];
+    int32_t *vl;
+    float *po, *ps;              /* forward */
+    float *acc, *xchg, *cst;     /* backward */
+    size_t total;
+} carve;
+
+static carve carve_work(const attn_sdpa_desc *d, const plan *p, attn_pass pass, char *w) {
+    carve c = {0};
+    const size_t blk = round_up((p->kfl + p->vfl) * sizeof(float));
+    const size_t rows = (size_t)d->B * d->H * p->P;
+    size_t at = 0;
+#define TAKE(ptr, type, bytes) do { if (w) ptr = (type)(w + at); at += round_up(bytes); } while (0)
+    TAKE(c.kern, void *, p->kern_bytes);
+    if (!p->packed) TAKE(c.own, float *, blk);
+    for (int i = 0; i < p->nrecv; i++) TAKE(c.recv[i], float *, blk);
+    TAKE(c.vl, int32_t *, (size_t)d->B * p->P * sizeof(int32_t));
+    if (pass == ATTN_PASS_FORWARD) {
+        TAKE(c.po, float *, rows * d->Dv * sizeof(float));
+        TAKE(c.ps, float *, rows * ATTN_SDPA_STATS * sizeof(float));
+    } else {
+        size_t xf = p->kfl + p->vfl < XCHG_FLOATS ? p->kfl + p->vfl : XCHG_FLOATS;
+        TAKE(c.acc, float *, blk);
+        TAKE(c.xchg, float *, p->n > 1 ? xf * sizeof(float) : 0);
+        TAKE(c.cst, float *, rows * ATTN_SDPA_STATS * sizeof(float));
+    }
+#undef TAKE
+    c.total = at;
+    return c;
 }
 
 attn_status attn_ring_desc_init(attn_sdpa_desc *d, MPI_Comm comm, int B, int H, int T, int S, int D, int Dv) {
@@ -141,7 +177,7 @@ attn_status attn_ring_workspace_size(const attn_ctx *ctx, const attn_sdpa_desc *
     plan p;
     attn_status st = make_plan(ctx, d, comm, pass, &p);
     if (st != ATTN_OK) return st;
-    *bytes = plan_bytes(&p, pass);
+    *bytes = carve_work(d, &p, pass, NULL).total;
     return ATTN_OK;
 }
 
@@ -155,72 +191,76 @@ static attn_status agree(attn_status mine, MPI_Comm comm) {
 
 /* ---- pieces of a step ----------------------------------------------------------------------------- */
 
-/* Packs the local k (B,Hkv,Sl,D) and v (B,Hkv,Sl,Dv), caller's layouts, into one contiguous block. */
-static void pack_kv(const attn_sdpa_desc *d, const plan *p, float *blk, const float *k, const float *v) {
-    float *bk = blk, *bv = blk + (size_t)d->B * d->Hkv * p->Sl * d->D;
+/* Copies the rows (B,Hkv,Sl,W) of the caller's tensor (layout L) into the contiguous block (to_block), or
+ * adds the block's rows into the caller's. */
+static void copy_rows(const attn_sdpa_desc *d, const plan *p, int W, attn_layout L, float *caller,
+                      float *blk, int to_block) {
     for (int b = 0; b < d->B; b++)
         for (int h = 0; h < d->Hkv; h++)
             for (int s = 0; s < p->Sl; s++) {
-                size_t row = ((size_t)b * d->Hkv + h) * p->Sl + s;
-                memcpy(bk + row * d->D, k + b * d->k.b + h * d->k.h + s * d->k.t, sizeof(float) * d->D);
-                memcpy(bv + row * d->Dv, v + b * d->v.b + h * d->v.h + s * d->v.t, sizeof(float) * d->Dv);
+                float *g = caller + b * L.b + h * L.h + s * L.t;
+                float *x = blk + (((size_t)b * d->Hkv + h) * p->Sl + s) * W;
+                if (to_block) memcpy(x, g, sizeof(float) * W);
+                else for (int i = 0; i < W; i++) g[i] += x[i];
             }
 }
 
-/* dk, dv (caller's layouts) += the contiguous block acc. */
-static void unpack_add(const attn_sdpa_desc *d, const plan *p, float *dk, float *dv, const float *acc) {
-    const float *ak = acc, *av = acc + (size_t)d->B * d->Hkv * p->Sl * d->D;
-    for (int b = 0; b < d->B; b++)
-        for (int h = 0; h < d->Hkv; h++)
-            for (int s = 0; s < p->Sl; s++) {
-                size_t row = ((size_t)b * d->Hkv + h) * p->Sl + s;
-                float *gk = dk + b * d->k.b + h * d->k.h + s * d->k.t;
-                float *gv = dv + b * d->v.b + h * d->v.h + s * d->v.t;
-                for (int i = 0; i < d->D; i++) gk[i] += ak[row * d->D + i];
-                for (int i = 0; i < d->Dv; i++) gv[i] += av[row * d->Dv + i];
+/* Global first row of chunk c of rank `owner`, for chunks of `rows` rows. */
+static int64_t chunk_start(const plan *p, int owner, int c, int rows) {
+    if (!p->causal) return (int64_t)owner * rows;
+    return (int64_t)(c == 0 ? owner : 2 * p->n - 1 - owner) * rows;
+}
+
+/* One kernel call: rows [qo, qo + c.T) of the local queries against keys [ko, ko + c.S) of the block. */
+typedef struct call {
+    attn_sdpa_desc c;
+    int64_t qo, ko;
+} call;
+
+/* Sets up the call of piece `piece` of local query chunk qc against key chunk kc of rank owner's block.
+ * Returns 0 when the causal mask hides every key of it. The pair is wholly visible (key chunk before
+ * the query chunk), or the causal diagonal: then the piece starting at row a of the chunk sees the
+ * chunk's first a + rows keys, bottom-right aligned, which is the kernel's own causal mask. */
+static int make_call(const attn_sdpa_desc *d, const plan *p, int owner, int qc, int kc, int piece, int32_t *vl,
+                     call *k) {
+    int64_t qg = chunk_start(p, p->rank, qc, p->Tc), kg = chunk_start(p, owner, kc, p->Sc);
+    if (p->causal && kg > qg) return 0;
+    const int diag = p->causal && kg == qg;
+    const int r0 = piece * p->P, rows = p->Tc - r0 < p->P ? p->Tc - r0 : p->P;
+    k->c = *d;
+    k->c.T = rows;
+    k->c.S = diag ? r0 + rows : p->Sc;
+    k->c.k = block_layout(d, p->Sl, d->D);
+    k->c.v = block_layout(d, p->Sl, d->Dv);
+    k->c.mask.causal = diag;
+    k->qo = (int64_t)qc * p->Tc + r0;
+    k->ko = (int64_t)kc * p->Sc;
+    if (d->mask.valid_lens_kind != ATTN_VALID_LENS_NONE) {
+        /* each length less the block's first global key, clamped to [0, S of the call] */
+        const int per_q = d->mask.valid_lens_kind == ATTN_VALID_LENS_PER_QUERY, nr = per_q ? rows : 1;
+        for (int b = 0; b < d->B; b++)
+            for (int t = 0; t < nr; t++) {
+                int64_t len = per_q ? d->mask.valid_lens[(int64_t)b * p->Tl + k->qo + t] : d->mask.valid_lens[b];
+                int64_t l = len - kg;
+                vl[(int64_t)b * nr + t] = (int32_t)(l < 0 ? 0 : l > k->c.S ? k->c.S : l);
             }
+        k->c.mask.valid_lens = vl;
+    }
+    return 1;
 }
 
-/* Global first row of chunk c (0 .. nq-1) of rank `owner`. */
-static int64_t chunk_start(const plan *p, int causal, int owner, int c, int rows_per_chunk) {
-    if (!causal) return (int64_t)owner * rows_per_chunk;
-    return (int64_t)(c == 0 ? owner : 2 * p->n - 1 - owner) * rows_per_chunk;
-}
-
-/* The chunk pair's relation: 0 skip, 1 every key visible, 2 causal diagonal. */
-static int pair_kind(const plan *p, int causal, int qowner, int qc, int kowner, int kc) {
-    if (!causal) return 1;
-    int64_t qi = chunk_start(p, 1, qowner, qc, 1), ki = chunk_start(p, 1, kowner, kc, 1);
-    return ki < qi ? 1 : ki == qi ? 2 : 0;
-}
-
-/* Valid lengths of one chunk call whose keys start at global row s0: clamp(len - s0, 0, Sc). Per query,
- * the rows of query chunk qc (local rows qc·Tc ...). */
-static void chunk_lens(const attn_sdpa_desc *d, const plan *p, int32_t *vl, int qc, int64_t s0) {
-    const int per_q = d->mask.valid_lens_kind == ATTN_VALID_LENS_PER_QUERY;
-    const int rows = per_q ? p->Tc : 1;
-    for (int b = 0; b < d->B; b++)
-        for (int t = 0; t < rows; t++) {
-            int64_t len = per_q ? d->mask.valid_lens[(int64_t)b * p->Tl + (int64_t)qc * p->Tc + t]
-                                : d->mask.valid_lens[b];
-            int64_t l = len - s0;
-            vl[(int64_t)b * rows + t] = (int32_t)(l < 0 ? 0 : l > p->Sc ? p->Sc : l);
-        }
-}
-
-/* Merges a partial (po (B,H,Tc,Dv) contiguous, ps (B,H,Tc,2)) into the running out and stats at query
- * chunk qc: with weights w = l·exp(m − m') of each side against the larger m', the merged out is their
- * weighted mean and the merged (m', log Σ w). Exact up to rounding; computed in double. */
-static void merge(const attn_sdpa_desc *d, const plan *p, float *out, float *stats, int qc,
+/* Merges a call's (po (B,H,rows,Dv) contiguous, ps (B,H,rows,2)) into the running out and stats at local
+ * rows [qo, qo + rows): with w = l·exp(m − m') for each side against the larger m', out is the w-weighted
+ * mean and the stats (m', log Σ w). Exact up to rounding; computed in double. */
+static void merge(const attn_sdpa_desc *d, const plan *p, float *out, float *stats, int64_t qo, int rows,
                   const float *po, const float *ps) {
     for (int b = 0; b < d->B; b++)
         for (int h = 0; h < d->H; h++)
-            for (int t = 0; t < p->Tc; t++) {
-                int64_t tl = (int64_t)qc * p->Tc + t;
-                size_t pr = ((size_t)b * d->H + h) * p->Tc + t;
-                float *st = stats + (((size_t)b * d->H + h) * p->Tl + tl) * ATTN_SDPA_STATS;
+            for (int t = 0; t < rows; t++) {
+                size_t pr = ((size_t)b * d->H + h) * rows + t;
+                float *st = stats + (((size_t)b * d->H + h) * p->Tl + qo + t) * ATTN_SDPA_STATS;
                 const float *bs = ps + pr * ATTN_SDPA_STATS;
-                float *o = out + b * d->out.b + h * d->out.h + tl * d->out.t;
+                float *o = out + b * d->out.b + h * d->out.h + (qo + t) * d->out.t;
                 const float *ob = po + pr * d->Dv;
                 if (bs[0] == -INFINITY) continue;            /* the block gave this row nothing */
                 if (st[0] == -INFINITY) {                    /* the first block that gives it anything */
@@ -237,13 +277,26 @@ static void merge(const attn_sdpa_desc *d, const plan *p, float *out, float *sta
             }
 }
 
-/* Starts the exchange of a step: block `send` to rank r + 1, the next into `recv` from r − 1. */
-static int start_ring(const plan *p, MPI_Comm comm, const float *send, float *recv, int count, int tag,
-                      MPI_Request req[2]) {
+/* Starts a step's exchange: the block in hand (kb, vb) to rank r + 1, the next into (nk, nv) from r − 1. */
+static int start_ring(const plan *p, MPI_Comm comm, const float *kb, const float *vb, float *nk, float *nv,
+                      MPI_Request req[4]) {
     int right = (p->rank + 1) % p->n, left = (p->rank + p->n - 1) % p->n;
-    if (MPI_Irecv(recv, count, MPI_FLOAT, left, tag, comm, &req[0]) != MPI_SUCCESS) return 0;
-    if (MPI_Isend(send, count, MPI_FLOAT, right, tag, comm, &req[1]) != MPI_SUCCESS) return 0;
-    return 1;
+    return MPI_Irecv(nk, (int)p->kfl, MPI_FLOAT, left, TAG_K, comm, &req[0]) == MPI_SUCCESS &&
+           MPI_Irecv(nv, (int)p->vfl, MPI_FLOAT, left, TAG_V, comm, &req[1]) == MPI_SUCCESS &&
+           MPI_Isend(kb, (int)p->kfl, MPI_FLOAT, right, TAG_K, comm, &req[2]) == MPI_SUCCESS &&
+           MPI_Isend(vb, (int)p->vfl, MPI_FLOAT, right, TAG_V, comm, &req[3]) == MPI_SUCCESS;
+}
+
+/* The rank's own block in the block layout: the caller's k and v when they are in it, else a packed copy. */
+static void own_block(const attn_sdpa_desc *d, const plan *p, const carve *w, const float *k, const float *v,
+                      const float **kb, const float **vb) {
+    if (p->packed) {
+        *kb = k; *vb = v;
+        return;
+    }
+    copy_rows(d, p, d->D, d->k, (float *)k, w->own, 1);
+    copy_rows(d, p, d->Dv, d->v, (float *)v, w->own + p->kfl, 1);
+    *kb = w->own; *vb = w->own + p->kfl;
 }
 
 /* ---- forward -------------------------------------------------------------------------------------- */
@@ -256,21 +309,11 @@ attn_status attn_ring_sdpa_forward(const attn_ctx *ctx, const attn_sdpa_desc *d,
     attn_status st = make_plan(ctx, d, comm, ATTN_PASS_FORWARD, &p);
     if (st == ATTN_OK && (!out || !stats || !q || !k || !v || !work)) st = ATTN_ERR_NULL;
     if (st == ATTN_OK && d->mask.valid_lens_kind != ATTN_VALID_LENS_NONE && !d->mask.valid_lens) st = ATTN_ERR_NULL;
-    if (st == ATTN_OK && work_bytes < plan_bytes(&p, ATTN_PASS_FORWARD)) st = ATTN_ERR_WORKSPACE;
+    if (st == ATTN_OK && work_bytes < carve_work(d, &p, ATTN_PASS_FORWARD, NULL).total) st = ATTN_ERR_WORKSPACE;
     if ((st = agree(st, comm)) != ATTN_OK) return st;
+    carve w = carve_work(d, &p, ATTN_PASS_FORWARD, work);
 
-    /* carve the workspace */
-    char *w = work;
-    void *kern = w;                     w += round_up(p.kern_bytes);
-    float *kvb[2];
-    kvb[0] = (float *)w;                w += round_up(p.kv_floats * sizeof(float));
-    kvb[1] = (float *)w;                w += round_up(p.kv_floats * sizeof(float));
-    int32_t *vl = (int32_t *)w;         w += round_up(p.vl_bytes);
-    float *po = (float *)w;             w += round_up(p.part_out);
-    float *ps = (float *)w;
-
-    /* the running result starts empty: (−∞, 0) and zeros, as a fully masked row */
-    const int causal = d->mask.causal != 0;
+    /* the running result starts empty, as a fully masked row: stats (−∞, 0), out zeros */
     for (size_t r = 0; r < (size_t)d->B * d->H * p.Tl; r++) {
         stats[2 * r] = -INFINITY;
         stats[2 * r + 1] = 0.0f;
@@ -280,41 +323,53 @@ attn_status attn_ring_sdpa_forward(const attn_ctx *ctx, const attn_sdpa_desc *d,
             for (int t = 0; t < p.Tl; t++)
                 memset(out + b * d->out.b + h * d->out.h + (int64_t)t * d->out.t, 0, sizeof(float) * d->Dv);
 
-    pack_kv(d, &p, kvb[0], k, v);
-    const size_t kfl = (size_t)d->B * d->Hkv * p.Sl * d->D;
+    const float *kb, *vb;
+    own_block(d, &p, &w, k, v, &kb, &vb);
+    const int npieces = (p.Tc + p.P - 1) / p.P;
     uint64_t sent = 0;
     for (int j = 0; j < p.n; j++) {
-        float *cur = kvb[j & 1];
-        MPI_Request req[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
+        if (j > 0) {                             /* the block received during the last step */
+            kb = w.recv[(j - 1) % p.nrecv];
+            vb = kb + p.kfl;
+        }
+        MPI_Request req[4] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL, MPI_REQUEST_NULL, MPI_REQUEST_NULL};
         if (j + 1 < p.n) {
-            if (!start_ring(&p, comm, cur, kvb[(j + 1) & 1], (int)p.kv_floats, TAG_KV, req)) return ATTN_ERR_IO;
-            sent += p.kv_floats * sizeof(float);
+            float *nb = w.recv[j % p.nrecv];
+            if (!start_ring(&p, comm, kb, vb, nb, nb + p.kfl, req)) return ATTN_ERR_IO;
+            sent += (p.kfl + p.vfl) * sizeof(float);
         }
         const int owner = (p.rank - j + p.n) % p.n;     /* whose keys are in hand */
-        for (int qc = 0; qc < p.nq && st == ATTN_OK; qc++)
-            for (int kc = 0; kc < p.nk && st == ATTN_OK; kc++) {
-                int kind = pair_kind(&p, causal, p.rank, qc, owner, kc);
-                if (kind == 0) continue;
-                attn_sdpa_desc c = chunk_desc(d, &p, kind == 2);
-                int64_t s0 = chunk_start(&p, causal, owner, kc, p.Sc);
-                if (c.mask.valid_lens_kind != ATTN_VALID_LENS_NONE) {
-                    chunk_lens(d, &p, vl, qc, s0);
-                    c.mask.valid_lens = vl;
+        for (int qc = 0; qc < p.nch; qc++)
+            for (int kc = 0; kc < p.nch; kc++)
+                for (int pc = 0; pc < npieces && st == ATTN_OK; pc++) {
+                    call c;
+                    if (!make_call(d, &p, owner, qc, kc, pc, w.vl, &c)) continue;
+                    c.c.out = (attn_layout){(int64_t)d->H * c.c.T * d->Dv, (int64_t)c.c.T * d->Dv, d->Dv};
+                    st = attn_sdpa_forward(ctx, &c.c, w.po, w.ps, NULL, q + c.qo * d->q.t, kb + c.ko * d->D,
+                                           vb + c.ko * d->Dv, w.kern, p.kern_bytes);
+                    if (st == ATTN_OK) merge(d, &p, out, stats, c.qo, c.c.T, w.po, w.ps);
                 }
-                c.out = (attn_layout){(int64_t)d->H * p.Tc * d->Dv, (int64_t)p.Tc * d->Dv, d->Dv};
-                const float *qq = q + (int64_t)qc * p.Tc * d->q.t;
-                const float *kk = cur + (size_t)kc * p.Sc * d->D;
-                const float *vv = cur + kfl + (size_t)kc * p.Sc * d->Dv;
-                st = attn_sdpa_forward(ctx, &c, po, ps, NULL, qq, kk, vv, kern, p.kern_bytes);
-                if (st == ATTN_OK) merge(d, &p, out, stats, qc, po, ps);
-            }
-        if (MPI_Waitall(2, req, MPI_STATUSES_IGNORE) != MPI_SUCCESS) return ATTN_ERR_IO;
+        /* a failed call leaves the result undone but keeps the ring turning: no rank is left waiting */
+        if (MPI_Waitall(4, req, MPI_STATUSES_IGNORE) != MPI_SUCCESS) return ATTN_ERR_IO;
     }
     if (bytes_sent) *bytes_sent += sent;
     return agree(st, comm);
 }
 
 /* ---- backward ------------------------------------------------------------------------------------- */
+
+/* acc (n floats) goes to rank r + 1 and is replaced by rank r − 1's, in pieces through tmp. */
+static int exchange_replace(const plan *p, MPI_Comm comm, float *acc, size_t n, float *tmp) {
+    int right = (p->rank + 1) % p->n, left = (p->rank + p->n - 1) % p->n;
+    for (size_t i = 0; i < n; i += XCHG_FLOATS) {
+        int c = (int)(n - i < XCHG_FLOATS ? n - i : XCHG_FLOATS);
+        if (MPI_Sendrecv(acc + i, c, MPI_FLOAT, right, TAG_DKV, tmp, c, MPI_FLOAT, left, TAG_DKV, comm,
+                         MPI_STATUS_IGNORE) != MPI_SUCCESS)
+            return 0;
+        memcpy(acc + i, tmp, sizeof(float) * c);
+    }
+    return 1;
+}
 
 attn_status attn_ring_sdpa_backward(const attn_ctx *ctx, const attn_sdpa_desc *d, MPI_Comm comm,
                                     float *dq, float *dk, float *dv,
@@ -327,80 +382,55 @@ attn_status attn_ring_sdpa_backward(const attn_ctx *ctx, const attn_sdpa_desc *d
     if (st == ATTN_OK && (!dq || !dk || !dv || !dout || !q || !k || !v || !out || !stats || !work))
         st = ATTN_ERR_NULL;
     if (st == ATTN_OK && d->mask.valid_lens_kind != ATTN_VALID_LENS_NONE && !d->mask.valid_lens) st = ATTN_ERR_NULL;
-    if (st == ATTN_OK && work_bytes < plan_bytes(&p, ATTN_PASS_BACKWARD)) st = ATTN_ERR_WORKSPACE;
+    if (st == ATTN_OK && work_bytes < carve_work(d, &p, ATTN_PASS_BACKWARD, NULL).total) st = ATTN_ERR_WORKSPACE;
     if ((st = agree(st, comm)) != ATTN_OK) return st;
+    carve w = carve_work(d, &p, ATTN_PASS_BACKWARD, work);
 
-    const size_t kvb_bytes = round_up(p.kv_floats * sizeof(float));
-    char *w = work;
-    void *kern = w;                     w += round_up(p.kern_bytes);
-    float *kvb[2], *acc[2];
-    kvb[0] = (float *)w;                w += kvb_bytes;
-    kvb[1] = (float *)w;                w += kvb_bytes;
-    int32_t *vl = (int32_t *)w;         w += round_up(p.vl_bytes);
-    float *scratch = (float *)w;        w += kvb_bytes;
-    acc[0] = (float *)w;                w += kvb_bytes;
-    acc[1] = (float *)w;                w += kvb_bytes;
-    float *cstats = (float *)w;         /* the stats re-laid out by query chunk: (nq,B,H,Tc,2) */
-
-    const int causal = d->mask.causal != 0;
-    const size_t kfl = (size_t)d->B * d->Hkv * p.Sl * d->D;
-    const size_t chunk_rows = (size_t)d->B * d->H * p.Tc;
-    for (int qc = 0; qc < p.nq; qc++)
-        for (size_t bh = 0; bh < (size_t)d->B * d->H; bh++)
-            memcpy(cstats + (qc * chunk_rows + bh * p.Tc) * ATTN_SDPA_STATS,
-                   stats + (bh * p.Tl + (size_t)qc * p.Tc) * ATTN_SDPA_STATS,
-                   sizeof(float) * ATTN_SDPA_STATS * p.Tc);
-    pack_kv(d, &p, kvb[0], k, v);
-
-    const int count = (int)p.kv_floats;
+    const float *kb, *vb;
+    own_block(d, &p, &w, k, v, &kb, &vb);
+    /* the accumulator of the block in hand: zeros for the rank's own block at step 0; after each step it
+     * moves on to r + 1 and the next block's comes from r − 1 (between steps, not under the kernel: one
+     * block of memory instead of three, and a step's kernel time is far longer than the copy) */
+    memset(w.acc, 0, (p.kfl + p.vfl) * sizeof(float));
+    const int npieces = (p.Tc + p.P - 1) / p.P;
     uint64_t sent = 0;
-    /* the accumulator of the block in hand is acc[j & 1]: zeros at step 0, else received from r − 1
-     * during step j − 1 while acc[(j − 1) & 1] left for r + 1 */
-    MPI_Request acc_req[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
     for (int j = 0; j < p.n; j++) {
-        float *cur = kvb[j & 1];
-        MPI_Request req[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
+        if (j > 0) {
+            kb = w.recv[(j - 1) % p.nrecv];
+            vb = kb + p.kfl;
+        }
+        MPI_Request req[4] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL, MPI_REQUEST_NULL, MPI_REQUEST_NULL};
         if (j + 1 < p.n) {
-            if (!start_ring(&p, comm, cur, kvb[(j + 1) & 1], count, TAG_KV, req)) return ATTN_ERR_IO;
-            sent += p.kv_floats * sizeof(float);
+            float *nb = w.recv[j % p.nrecv];
+            if (!start_ring(&p, comm, kb, vb, nb, nb + p.kfl, req)) return ATTN_ERR_IO;
+            sent += (p.kfl + p.vfl) * sizeof(float);
         }
-        /* this step's shares: dK, dV of the block into the scratch block, dQ in place */
-        memset(scratch, 0, p.kv_floats * sizeof(float));
         const int owner = (p.rank - j + p.n) % p.n;
-        for (int qc = 0; qc < p.nq && st == ATTN_OK; qc++)
-            for (int kc = 0; kc < p.nk && st == ATTN_OK; kc++) {
-                int kind = pair_kind(&p, causal, p.rank, qc, owner, kc);
-                if (kind == 0) continue;
-                attn_sdpa_desc c = chunk_desc(d, &p, kind == 2);
-                if (c.mask.valid_lens_kind != ATTN_VALID_LENS_NONE) {
-                    chunk_lens(d, &p, vl, qc, chunk_start(&p, causal, owner, kc, p.Sc));
-                    c.mask.valid_lens = vl;
+        for (int qc = 0; qc < p.nch; qc++)
+            for (int kc = 0; kc < p.nch; kc++)
+                for (int pc = 0; pc < npieces && st == ATTN_OK; pc++) {
+                    call c;
+                    if (!make_call(d, &p, owner, qc, kc, pc, w.vl, &c)) continue;
+                    /* the merged stats of the call's rows, contiguous (B,H,rows,2) */
+                    for (size_t bh = 0; bh < (size_t)d->B * d->H; bh++)
+                        memcpy(w.cst + bh * c.c.T * ATTN_SDPA_STATS, stats + (bh * p.Tl + c.qo) * ATTN_SDPA_STATS,
+                               sizeof(float) * ATTN_SDPA_STATS * c.c.T);
+                    st = attn_sdpa_backward(ctx, &c.c, dq + c.qo * d->q.t, w.acc + c.ko * d->D,
+                                            w.acc + p.kfl + c.ko * d->Dv, dout + c.qo * d->out.t,
+                                            q + c.qo * d->q.t, kb + c.ko * d->D, vb + c.ko * d->Dv,
+                                            out + c.qo * d->out.t, w.cst, w.kern, p.kern_bytes);
                 }
-                const int64_t qo = (int64_t)qc * p.Tc;
-                st = attn_sdpa_backward(ctx, &c, dq + qo * d->q.t,
-                                        scratch + (size_t)kc * p.Sc * d->D, scratch + kfl + (size_t)kc * p.Sc * d->Dv,
-                                        dout + qo * d->out.t, q + qo * d->q.t,
-                                        cur + (size_t)kc * p.Sc * d->D, cur + kfl + (size_t)kc * p.Sc * d->Dv,
-                                        out + qo * d->out.t, cstats + qc * chunk_rows * ATTN_SDPA_STATS,
-                                        kern, p.kern_bytes);
-            }
-        /* join the block's accumulator and pass it on */
-        float *a = acc[j & 1];
-        if (j == 0) {
-            memcpy(a, scratch, p.kv_floats * sizeof(float));
-        } else {
-            if (MPI_Waitall(2, acc_req, MPI_STATUSES_IGNORE) != MPI_SUCCESS) return ATTN_ERR_IO;
-            for (size_t i = 0; i < p.kv_floats; i++) a[i] += scratch[i];
-        }
+        if (MPI_Waitall(4, req, MPI_STATUSES_IGNORE) != MPI_SUCCESS) return ATTN_ERR_IO;
         if (p.n > 1) {
-            if (!start_ring(&p, comm, a, acc[(j + 1) & 1], count, TAG_DKV, acc_req)) return ATTN_ERR_IO;
-            sent += p.kv_floats * sizeof(float);
+            if (!exchange_replace(&p, comm, w.acc, p.kfl + p.vfl, w.xchg)) return ATTN_ERR_IO;
+            sent += (p.kfl + p.vfl) * sizeof(float);
         }
-        if (MPI_Waitall(2, req, MPI_STATUSES_IGNORE) != MPI_SUCCESS) return ATTN_ERR_IO;
     }
-    /* the last hop has brought this rank's own block home, every rank's shares in it */
-    if (MPI_Waitall(2, acc_req, MPI_STATUSES_IGNORE) != MPI_SUCCESS) return ATTN_ERR_IO;
-    if (st == ATTN_OK) unpack_add(d, &p, dk, dv, p.n == 1 ? acc[0] : acc[p.n & 1]);
+    /* after N hops every accumulator is home, with every rank's shares in it */
+    if (st == ATTN_OK) {
+        copy_rows(d, &p, d->D, d->k, dk, w.acc, 0);
+        copy_rows(d, &p, d->Dv, d->v, dv, w.acc + p.kfl, 0);
+    }
     if (bytes_sent) *bytes_sent += sent;
     return agree(st, comm);
 }

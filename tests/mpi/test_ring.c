@@ -69,7 +69,9 @@ static float *take_shard(const float *full, int B, int Hx, int L, int W, int cau
 
 enum { LENS_NONE, LENS_BATCH, LENS_QUERY };
 
-static void run_case(const char *name, int B, int H, int Hkv, int T, int S, int D, int Dv, int causal, int lens) {
+/* strided nonzero: the rank's k and v sit in rows 5 floats wider than D (not the ring's block layout). */
+static void run_case(const char *name, int B, int H, int Hkv, int T, int S, int D, int Dv, int causal, int lens,
+                     int strided) {
     uint64_t seed = 1234567u + (uint64_t)T * 31 + (uint64_t)S * 7 + (uint64_t)causal * 3 + (uint64_t)lens;
     const size_t nq = (size_t)B * H * T * D, nk = (size_t)B * Hkv * S * D, nv = (size_t)B * Hkv * S * Dv,
                  no = (size_t)B * H * T * Dv;
@@ -130,14 +132,35 @@ static void run_case(const char *name, int B, int H, int Hkv, int T, int S, int 
     float *lout = malloc(sizeof(float) * B * H * Tl * Dv), *lstats = malloc(sizeof(float) * B * H * Tl * 2);
     float *ldq = calloc((size_t)B * H * Tl * D, sizeof(float)), *ldk = calloc((size_t)B * Hkv * Sl * D, sizeof(float));
     float *ldv = calloc((size_t)B * Hkv * Sl * Dv, sizeof(float));
+    float *wk = NULL, *wv = NULL, *wdk = NULL, *wdv = NULL;   /* the wide copies when strided */
+    if (strided) {
+        const int wD = D + 5, wDv = Dv + 5;
+        wk = calloc((size_t)B * Hkv * Sl * wD, sizeof(float)); wdk = calloc((size_t)B * Hkv * Sl * wD, sizeof(float));
+        wv = calloc((size_t)B * Hkv * Sl * wDv, sizeof(float)); wdv = calloc((size_t)B * Hkv * Sl * wDv, sizeof(float));
+        for (size_t row = 0; row < (size_t)B * Hkv * Sl; row++) {
+            memcpy(wk + row * wD, lk + row * D, sizeof(float) * D);
+            memcpy(wv + row * wDv, lv + row * Dv, sizeof(float) * Dv);
+        }
+        r.k = (attn_layout){(int64_t)Hkv * Sl * wD, (int64_t)Sl * wD, wD};
+        r.v = (attn_layout){(int64_t)Hkv * Sl * wDv, (int64_t)Sl * wDv, wDv};
+    }
     size_t rfw = 0, rbw = 0;
     attn_status s1 = attn_ring_workspace_size(&ctx, &r, MPI_COMM_WORLD, ATTN_PASS_FORWARD, &rfw);
     attn_status s2 = attn_ring_workspace_size(&ctx, &r, MPI_COMM_WORLD, ATTN_PASS_BACKWARD, &rbw);
     void *rwork = malloc(rfw > rbw ? rfw : rbw);
     uint64_t sent = 0;
-    attn_status s3 = attn_ring_sdpa_forward(&ctx, &r, MPI_COMM_WORLD, lout, lstats, lq, lk, lv, rwork, rfw, &sent);
-    attn_status s4 = attn_ring_sdpa_backward(&ctx, &r, MPI_COMM_WORLD, ldq, ldk, ldv, ldout, lq, lk, lv, lout, lstats,
+    attn_status s3 = attn_ring_sdpa_forward(&ctx, &r, MPI_COMM_WORLD, lout, lstats, lq, strided ? wk : lk,
+                                            strided ? wv : lv, rwork, rfw, &sent);
+    attn_status s4 = attn_ring_sdpa_backward(&ctx, &r, MPI_COMM_WORLD, ldq, strided ? wdk : ldk, strided ? wdv : ldv,
+                                             ldout, lq, strided ? wk : lk, strided ? wv : lv, lout, lstats,
                                              rwork, rbw, &sent);
+    if (strided) {
+        for (size_t row = 0; row < (size_t)B * Hkv * Sl; row++) {
+            memcpy(ldk + row * D, wdk + row * (D + 5), sizeof(float) * D);
+            memcpy(ldv + row * Dv, wdv + row * (Dv + 5), sizeof(float) * Dv);
+        }
+        free(wk); free(wv); free(wdk); free(wdv);
+    }
     if (s1 || s2 || s3 || s4) {
         fprintf(stderr, "rank %d: %s: ring call failed: %s %s %s %s\n", g_rank, name, attn_status_string(s1),
                 attn_status_string(s2), attn_status_string(s3), attn_status_string(s4));
@@ -208,16 +231,18 @@ int main(int argc, char **argv) {
     MPI_Comm_size(MPI_COMM_WORLD, &g_n);
     const int n = g_n, c = 2 * n;              /* causal cases need multiples of 2N */
     if (g_rank == 0) printf("ring attention on %d ranks against the single-process fused kernel\n", n);
-    run_case("plain", 2, 2, 2, 12 * n, 12 * n, 16, 16, 0, LENS_NONE);
-    run_case("T != S, D != Dv", 1, 3, 3, 5 * n, 9 * n, 24, 8, 0, LENS_NONE);
-    run_case("long rows (block path)", 1, 1, 1, 40 * n, 40 * n, 32, 32, 0, LENS_NONE);
-    run_case("causal zig-zag", 2, 2, 2, 9 * c, 9 * c, 16, 16, 1, LENS_NONE);
-    run_case("causal, chunk of 1 row", 1, 2, 2, c, c, 8, 8, 1, LENS_NONE);
-    run_case("valid lens per batch", 3, 2, 2, 6 * n, 10 * n, 16, 16, 0, LENS_BATCH);
-    run_case("valid lens per query", 2, 2, 2, 6 * n, 7 * n, 16, 16, 0, LENS_QUERY);
-    run_case("causal + lens per batch", 3, 1, 1, 5 * c, 5 * c, 16, 16, 1, LENS_BATCH);
-    run_case("causal + lens per query", 2, 2, 2, 4 * c, 4 * c, 16, 16, 1, LENS_QUERY);
-    run_case("grouped-query heads", 1, 4, 2, 8 * c, 8 * c, 16, 16, 1, LENS_NONE);
+    run_case("plain", 2, 2, 2, 12 * n, 12 * n, 16, 16, 0, LENS_NONE, 0);
+    run_case("T != S, D != Dv", 1, 3, 3, 5 * n, 9 * n, 24, 8, 0, LENS_NONE, 0);
+    run_case("long rows (block path)", 1, 1, 1, 40 * n, 40 * n, 32, 32, 0, LENS_NONE, 0);
+    run_case("causal zig-zag", 2, 2, 2, 9 * c, 9 * c, 16, 16, 1, LENS_NONE, 0);
+    run_case("causal, chunk of 1 row", 1, 2, 2, c, c, 8, 8, 1, LENS_NONE, 0);
+    run_case("valid lens per batch", 3, 2, 2, 6 * n, 10 * n, 16, 16, 0, LENS_BATCH, 0);
+    run_case("valid lens per query", 2, 2, 2, 6 * n, 7 * n, 16, 16, 0, LENS_QUERY, 0);
+    run_case("causal + lens per batch", 3, 1, 1, 5 * c, 5 * c, 16, 16, 1, LENS_BATCH, 0);
+    run_case("causal + lens per query", 2, 2, 2, 4 * c, 4 * c, 16, 16, 1, LENS_QUERY, 0);
+    run_case("grouped-query heads", 1, 4, 2, 8 * c, 8 * c, 16, 16, 1, LENS_NONE, 0);
+    run_case("strided k, v", 2, 2, 1, 6 * n, 8 * n, 16, 12, 0, LENS_NONE, 1);
+    run_case("strided k, v, causal + lens", 2, 2, 2, 3 * c, 3 * c, 8, 16, 1, LENS_QUERY, 1);
     refusals();
     if (g_rank == 0) printf("%s\n", g_fail ? "FAILED" : "all passed");
     int any;
