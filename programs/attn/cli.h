@@ -145,6 +145,7 @@ int cli_history_plot(const attn_table *t, const char *png, const char *title, co
 int cmd_demo(int argc, char **argv);
 int cmd_score(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_bench_ring(int argc, char **argv);   /* `attn bench --ring` (bench_ring.c) */
 int cmd_imdb(int argc, char **argv);
 int cmd_translate(int argc, char **argv);
 int cmd_plot(int argc, char **argv);
