@@ -145,7 +145,20 @@ int cli_history_plot(const attn_table *t, const char *png, const char *title, co
 int cmd_demo(int argc, char **argv);
 int cmd_score(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
-int cmd_bench_ring(int argc, char **argv);   /* `attn bench --ring` (bench_ring.c) */
+int cmd_bench_ring(int argc, char **argv);
+/* Data-parallel training (dist.c): started by mpirun (and built with MPI), dist_start initializes MPI and
+ * the program is one of dist_size() ranks; otherwise one rank and the other calls do nothing. Each returns
+ * 0, or 1 after a message. dist_sum_ordered: attn_mpi_sum_ordered over every rank (the same bits on all);
+ * dist_sum_doubles: counters summed for the log (no order promised); dist_abort stops every rank. */
+int  dist_start(void);
+void dist_stop(void);
+int  dist_on(void);
+int  dist_rank(void);
+int  dist_size(void);
+int  dist_sum_ordered(float *x, int64_t n);
+int  dist_sum_doubles(double *x, int n);
+int  dist_barrier(void);
+void dist_abort(int code);   /* `attn bench --ring` (bench_ring.c) */
 int cmd_imdb(int argc, char **argv);
 int cmd_translate(int argc, char **argv);
 int cmd_plot(int argc, char **argv);
