@@ -79,11 +79,12 @@ attn_status attn_ring_sdpa_backward(const attn_ctx *ctx, const attn_sdpa_desc *d
 
 /* Data parallelism: x[0..n) on every rank becomes the sum over the ranks of x, the same bits on every
  * rank, added in a fixed order: a binary tree over the ranks by point-to-point messages (rank r + s into
- * rank r for s = 1, 2, 4, ...), then broadcast from rank 0. For N a power of two this is the balanced tree,
- * so work cut into G = 2^k groups, summed by the same tree within each rank first, gives the same bits for
- * every N dividing G. (MPI_Allreduce does not promise an order.) Message tag 0x6176; no allocation.
+ * rank r for s = 1, 2, 4, ...), then sent back down the tree from rank 0. For N a power of two this is the
+ * balanced tree, so work cut into G = 2^k groups, summed by the same tree within each rank first, gives
+ * the same bits for every N dividing G. (MPI_Allreduce does not promise an order.) scratch holds
+ * scratch_n floats (n for one message per tree edge; fewer: more, smaller messages). Message tag 0x6176.
  * ATTN_ERR_IO on an MPI failure. */
-attn_status attn_mpi_sum_ordered(float *x, int64_t n, MPI_Comm comm);
+attn_status attn_mpi_sum_ordered(float *x, int64_t n, float *scratch, int64_t scratch_n, MPI_Comm comm);
 
 #ifdef __cplusplus
 }

@@ -155,7 +155,7 @@ void dist_stop(void);
 int  dist_on(void);
 int  dist_rank(void);
 int  dist_size(void);
-int  dist_sum_ordered(float *x, int64_t n);
+int  dist_sum_ordered(float *x, int64_t n, float *scratch);   /* scratch: n floats */
 int  dist_sum_doubles(double *x, int n);
 int  dist_barrier(void);
 void dist_abort(int code);   /* `attn bench --ring` (bench_ring.c) */

@@ -23,6 +23,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -182,7 +183,9 @@ typedef struct train_run {
     cli_history hist;            /* --out/imdb_history.csv */
     int64_t max_steps, steps;    /* --max-steps (0: none) and the optimizer steps of this run */
     int dp, groups, lead;        /* data parallel (under mpirun), gradient groups per batch; rank 0 */
-    float *gstack;               /* data parallel: (log2(groups) + 1, n_params) the tree's partial sums */
+    float *gstack;               /* data parallel: (log2(groups/N) + 2, n_params) the tree's partial sums and
+                                    the scratch of the sum over the ranks */
+    int64_t die_at;              /* ATTN_TEST_DIE_AT_STEP (tests/mpi/dp_imdb.sh): rank 1 kills itself there */
 } train_run;
 
 static void train_run_free(train_run *r) {
@@ -346,7 +349,7 @@ static attn_status dp_step(train_run *r, int s, epoch_sums *e) {
         }
     }
     if (st != ATTN_OK) return st;
-    if (dist_sum_ordered(r->gstack, (int64_t)np)) return ATTN_ERR_IO;
+    if (dist_sum_ordered(r->gstack, (int64_t)np, r->gstack + (size_t)(depth > 1 ? depth : 1) * np)) return ATTN_ERR_IO;
     return attn_adam_step(&r->adam, r->m.params, r->gstack);
 }
 
@@ -363,6 +366,7 @@ static int train_epoch(train_run *r, int epoch, epoch_sums *e) {
     if (r->lead) fprintf(stderr, "Epoch %d/%d\n", epoch + 1, r->epochs);
     for (int s = 0; s < steps; s++) {
         if (r->max_steps && r->steps >= r->max_steps) break;    /* --max-steps */
+        if (r->die_at && r->steps == r->die_at && dist_rank() == 1) raise(SIGKILL);   /* the test of a dead rank */
         attn_status st = r->dp ? dp_step(r, s, e) : train_step(r, s, e);
         r->steps++;
         if (st != ATTN_OK) {
@@ -456,7 +460,7 @@ static int train_loop(const imdb_flags *f, train_run *r) {
     r->blab = malloc(sizeof(int32_t) * (size_t)r->batch);
     if (!r->perm || !r->bids || !r->blab) return cli_fail(ATTN_ERR_NOMEM, "imdb");
     if (r->dp) {
-        int levels = 1;
+        int levels = 2;              /* the tree's levels, and the scratch of the sum over the ranks */
         for (int g = r->groups / dist_size(); g > 1; g /= 2) levels++;
         r->gstack = malloc(sizeof(float) * r->m.n_params * (size_t)levels);
         if (!r->gstack) return cli_fail(ATTN_ERR_NOMEM, "imdb");
@@ -544,6 +548,8 @@ static int imdb_train_run(const imdb_flags *f) {
     r.lead = lead;
     r.max_steps = f->max_steps;
     r.dp = dist_on();
+    const char *die = getenv("ATTN_TEST_DIE_AT_STEP");
+    r.die_at = r.dp && die ? atoll(die) : 0;
     r.groups = f->groups ? f->groups : GRAD_GROUPS;
     if (r.dp && r.groups % dist_size() != 0) {
         fprintf(stderr, "attn: imdb: %d ranks: the ranks must divide --grad-groups %d (the gradient groups of a "

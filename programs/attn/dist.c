@@ -42,9 +42,9 @@ int dist_on(void) { return g_on; }
 int dist_rank(void) { return g_rank; }
 int dist_size(void) { return g_size; }
 
-int dist_sum_ordered(float *x, int64_t n) {
+int dist_sum_ordered(float *x, int64_t n, float *scratch) {
     if (!g_on) return 0;
-    return cli_fail(attn_mpi_sum_ordered(x, n, MPI_COMM_WORLD), "the gradient sum over the ranks");
+    return cli_fail(attn_mpi_sum_ordered(x, n, scratch, n, MPI_COMM_WORLD), "the gradient sum over the ranks");
 }
 
 int dist_sum_doubles(double *x, int n) {
@@ -77,7 +77,7 @@ void dist_stop(void) {}
 int dist_on(void) { return 0; }
 int dist_rank(void) { return 0; }
 int dist_size(void) { return 1; }
-int dist_sum_ordered(float *x, int64_t n) { (void)x; (void)n; return 0; }
+int dist_sum_ordered(float *x, int64_t n, float *scratch) { (void)x; (void)n; (void)scratch; return 0; }
 int dist_sum_doubles(double *x, int n) { (void)x; (void)n; return 0; }
 int dist_barrier(void) { return 0; }
 void dist_abort(int code) { (void)code; }

@@ -30,7 +30,7 @@
 enum { TAG_K = 0x6174, TAG_V = 0x6175, TAG_DKV = 0x6177 };
 
 #define PIECE_ROWS 8192          /* query rows per kernel call at most: bounds the backward's dQ slots */
-#define XCHG_FLOATS 65536        /* the accumulator's exchange goes in pieces of 256 KiB */
+#define XCHG_MIN 65536           /* the accumulator's exchange: pieces of an eighth of it, at least 256 KiB */
 
 #define ALIGN 64
 
@@ -132,6 +132,13 @@ typedef struct carve {
     size_t total;
 } carve;
 
+/* Floats per piece of the accumulator's exchange: few pieces (each costs a handshake, and a rank that
+ * waits on an oversubscribed machine yields its core for a time slice), little memory. */
+static size_t xchg_floats(const plan *p) {
+    size_t all = p->kfl + p->vfl, x = (all + 7) / 8;
+    return x < XCHG_MIN ? (all < XCHG_MIN ? all : XCHG_MIN) : x;
+}
+
 static carve carve_work(const attn_sdpa_desc *d, const plan *p, attn_pass pass, char *w) {
     carve c = {0};
     const size_t blk = round_up((p->kfl + p->vfl) * sizeof(float));
@@ -146,7 +153,7 @@ static carve carve_work(const attn_sdpa_desc *d, const plan *p, attn_pass pass, 
         TAKE(c.po, float *, rows * d->Dv * sizeof(float));
         TAKE(c.ps, float *, rows * ATTN_SDPA_STATS * sizeof(float));
     } else {
-        size_t xf = p->kfl + p->vfl < XCHG_FLOATS ? p->kfl + p->vfl : XCHG_FLOATS;
+        size_t xf = xchg_floats(p);
         TAKE(c.acc, float *, blk);
         TAKE(c.xchg, float *, p->n > 1 ? xf * sizeof(float) : 0);
         TAKE(c.cst, float *, rows * ATTN_SDPA_STATS * sizeof(float));
@@ -361,8 +368,9 @@ attn_status attn_ring_sdpa_forward(const attn_ctx *ctx, const attn_sdpa_desc *d,
 /* acc (n floats) goes to rank r + 1 and is replaced by rank r − 1's, in pieces through tmp. */
 static int exchange_replace(const plan *p, MPI_Comm comm, float *acc, size_t n, float *tmp) {
     int right = (p->rank + 1) % p->n, left = (p->rank + p->n - 1) % p->n;
-    for (size_t i = 0; i < n; i += XCHG_FLOATS) {
-        int c = (int)(n - i < XCHG_FLOATS ? n - i : XCHG_FLOATS);
+    const size_t piece = xchg_floats(p);
+    for (size_t i = 0; i < n; i += piece) {
+        int c = (int)(n - i < piece ? n - i : piece);
         if (MPI_Sendrecv(acc + i, c, MPI_FLOAT, right, TAG_DKV, tmp, c, MPI_FLOAT, left, TAG_DKV, comm,
                          MPI_STATUS_IGNORE) != MPI_SUCCESS)
             return 0;
