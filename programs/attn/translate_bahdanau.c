@@ -72,7 +72,7 @@ static int s2s_create(translator *tr, const tr_train_args *a, const void *opts, 
 }
 
 static int s2s_train(const tr_kind *kind, int argc, char **argv) {
-    tr_train_args a = {NULL, kind->default_dir, 250, 0, 600, 64, 10, 1, 0.005f, NULL};
+    tr_train_args a = {NULL, kind->default_dir, 250, 0, 600, 64, 10, 1, 0.005f, NULL, 0};
     cli_opt opts[] = {TR_TRAIN_OPTS(a)};
     cli_cmd cmd = {"attn translate train [--model bahdanau|transformer] [options]",
                    "Trains the d2l English-French seq2seq model with Bahdanau attention (embedding 32, 2-layer\n"

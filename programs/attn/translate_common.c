@@ -8,6 +8,8 @@
 #include "translate_common.h"
 
 #include <errno.h>
+#include <inttypes.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -125,7 +127,7 @@ static void history_path(char *buf, size_t size, const char *out, const char *mo
 }
 
 static int fit(translator *tr, attn_adam *opt, const train_data *d, int epochs, int batch, int every, uint64_t seed,
-               const char *out, const char *plot) {
+               const char *out, const char *plot, int max_steps) {
     const tr_kind *k = tr->kind;
     static const char *const hcols[4] = {"epoch", "loss", "tokens_per_sec", "seconds"};
     char hpath[4200];
@@ -139,9 +141,21 @@ static int fit(translator *tr, attn_adam *opt, const train_data *d, int epochs, 
     uint64_t step_seed = seed;
     double loss_sum = 0, t_start = cli_now(), t_epoch = 0;
     int64_t tokens = 0, all_tokens = 0;
-    for (int e = 0; e < epochs; e++) {
+    /* --max-steps: whole epochs while they fit; the models train whole epochs only, so a last partial
+     * epoch takes its steps from the first steps x batch pairs (shuffled as an epoch of them) */
+    const int64_t per_epoch = (d->pairs.n + batch - 1) / batch;
+    int64_t steps_left = max_steps > 0 ? max_steps : INT64_MAX;
+    for (int e = 0; e < epochs && steps_left > 0; e++) {
         double t0 = cli_now();
-        attn_status st = k->train_epoch(tr->model, opt, &rng, d->X, d->X_len, d->Y, d->Y_len, d->pairs.n, batch,
+        int n_pairs = d->pairs.n;
+        if (steps_left < per_epoch) {
+            n_pairs = (int)(steps_left * batch);
+            epochs = e + 1;
+            printf("--max-steps %d: the last epoch, %d, is %" PRId64 " steps over the first %d pairs\n", max_steps,
+                   e + 1, steps_left, n_pairs);
+        }
+        steps_left -= per_epoch;
+        attn_status st = k->train_epoch(tr->model, opt, &rng, d->X, d->X_len, d->Y, d->Y_len, n_pairs, batch,
                                         1.0f, &step_seed, &loss_sum, &tokens);
         t_epoch = cli_now() - t0;
         if (cli_fail(st, "training")) { cli_history_free(&hist); return 1; }
@@ -192,6 +206,7 @@ static int fit(translator *tr, attn_adam *opt, const train_data *d, int epochs, 
 int tr_train_args_check(const tr_train_args *a) {
     if (cli_check_int("translate", "--epochs", a->epochs, 1, 0) || cli_check_int("translate", "--examples", a->examples, 0, -1) ||
         cli_check_int("translate", "--batch", a->batch, 1, 4096) || cli_check_int("translate", "--every", a->every, 1, 0) ||
+        cli_check_int("translate", "--max-steps", a->max_steps, 0, -1) ||
         cli_check_threads("translate", "--threads", a->threads))
         return 2;
     if (!(a->lr > 0)) {
@@ -220,7 +235,7 @@ int tr_train(const tr_kind *kind, const tr_train_args *a, tr_create_fn create, c
     attn_adam opt = {0};
     if (create(&tr, a, opts, &n_params) == 0 && !cli_fail(attn_adam_alloc(&opt, n_params, a->lr), "creating the optimizer")) {
         fflush(stdout);
-        ret = fit(&tr, &opt, &d, a->epochs, a->batch, a->every, a->seed, a->out, a->plot);
+        ret = fit(&tr, &opt, &d, a->epochs, a->batch, a->every, a->seed, a->out, a->plot, a->max_steps);
     }
     attn_adam_free(&opt);
     tr_free(&tr);

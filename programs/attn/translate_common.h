@@ -83,6 +83,7 @@ typedef struct tr_train_args {
     uint64_t seed;
     float lr;
     const char *plot;            /* --plot FILE or NULL */
+    int max_steps;               /* --max-steps: stop after this many optimizer steps (0: no limit) */
 } tr_train_args;
 
 #define TR_TRAIN_OPTS(a)                                                                                      \
@@ -98,7 +99,9 @@ typedef struct tr_train_args {
     {"lr", CLI_FLOAT, &(a).lr, "X", "Adam learning rate"},                                                      \
     {"every", CLI_INT, &(a).every, "N", "print the loss every N epochs"},                                      \
     {"plot", CLI_STR, &(a).plot, "FILE", "draw the loss curve as a PNG every N epochs and at the end (the "       \
-                                         "history itself is always in --out, beside the checkpoint)"}
+                                         "history itself is always in --out, beside the checkpoint)"},           \
+    {"max-steps", CLI_INT, &(a).max_steps, "N", "stop after N optimizer steps (0 = no limit); a last partial "    \
+                                                "epoch trains on the first steps x batch pairs"}
 
 /* Checks the shared options: --epochs, --batch (<= 4096), --every >= 1, --examples >= 0, --threads 0 ..
  * ATTN_MAX_THREADS, --lr > 0. Returns 0, or 2 after a message naming the flag (the caller prints its

@@ -82,7 +82,7 @@ static int tf_create(translator *tr, const tr_train_args *a, const void *opts, s
 }
 
 static int tf_train(const tr_kind *kind, int argc, char **argv) {
-    tr_train_args a = {NULL, kind->default_dir, 200, 0, 600, 64, 10, 1, 0.005f, NULL};
+    tr_train_args a = {NULL, kind->default_dir, 200, 0, 600, 64, 10, 1, 0.005f, NULL, 0};
     tf_opts o = {32, 64, 4, 2, 0.1f};
     cli_opt opts[] = {
         TR_TRAIN_OPTS(a),
