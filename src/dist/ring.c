@@ -306,6 +306,22 @@ static void own_block(const attn_sdpa_desc *d, const plan *p, const carve *w, co
     *kb = w->own; *vb = w->own + p->kfl;
 }
 
+/* Step j begins: the block in hand becomes the one received during step j − 1 (the rank's own at step 0,
+ * already in *kb, *vb), and unless it is the last step, that block leaves for r + 1 while the next one
+ * comes from r − 1 into the other buffer. 0 on an MPI failure. */
+static int begin_step(const plan *p, const carve *w, MPI_Comm comm, int j, const float **kb, const float **vb,
+                      MPI_Request req[4], uint64_t *sent) {
+    for (int i = 0; i < 4; i++) req[i] = MPI_REQUEST_NULL;
+    if (j > 0) {
+        *kb = w->recv[(j - 1) % p->nrecv];
+        *vb = *kb + p->kfl;
+    }
+    if (j + 1 >= p->n) return 1;
+    float *nb = w->recv[j % p->nrecv];
+    *sent += (p->kfl + p->vfl) * sizeof(float);
+    return start_ring(p, comm, *kb, *vb, nb, nb + p->kfl, req);
+}
+
 /* ---- forward -------------------------------------------------------------------------------------- */
 
 attn_status attn_ring_sdpa_forward(const attn_ctx *ctx, const attn_sdpa_desc *d, MPI_Comm comm,
@@ -335,16 +351,8 @@ attn_status attn_ring_sdpa_forward(const attn_ctx *ctx, const attn_sdpa_desc *d,
     const int npieces = (p.Tc + p.P - 1) / p.P;
     uint64_t sent = 0;
     for (int j = 0; j < p.n; j++) {
-        if (j > 0) {                             /* the block received during the last step */
-            kb = w.recv[(j - 1) % p.nrecv];
-            vb = kb + p.kfl;
-        }
-        MPI_Request req[4] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL, MPI_REQUEST_NULL, MPI_REQUEST_NULL};
-        if (j + 1 < p.n) {
-            float *nb = w.recv[j % p.nrecv];
-            if (!start_ring(&p, comm, kb, vb, nb, nb + p.kfl, req)) return ATTN_ERR_IO;
-            sent += (p.kfl + p.vfl) * sizeof(float);
-        }
+        MPI_Request req[4];
+        if (!begin_step(&p, &w, comm, j, &kb, &vb, req, &sent)) return ATTN_ERR_IO;
         const int owner = (p.rank - j + p.n) % p.n;     /* whose keys are in hand */
         for (int qc = 0; qc < p.nch; qc++)
             for (int kc = 0; kc < p.nch; kc++)
@@ -403,16 +411,8 @@ attn_status attn_ring_sdpa_backward(const attn_ctx *ctx, const attn_sdpa_desc *d
     const int npieces = (p.Tc + p.P - 1) / p.P;
     uint64_t sent = 0;
     for (int j = 0; j < p.n; j++) {
-        if (j > 0) {
-            kb = w.recv[(j - 1) % p.nrecv];
-            vb = kb + p.kfl;
-        }
-        MPI_Request req[4] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL, MPI_REQUEST_NULL, MPI_REQUEST_NULL};
-        if (j + 1 < p.n) {
-            float *nb = w.recv[j % p.nrecv];
-            if (!start_ring(&p, comm, kb, vb, nb, nb + p.kfl, req)) return ATTN_ERR_IO;
-            sent += (p.kfl + p.vfl) * sizeof(float);
-        }
+        MPI_Request req[4];
+        if (!begin_step(&p, &w, comm, j, &kb, &vb, req, &sent)) return ATTN_ERR_IO;
         const int owner = (p.rank - j + p.n) % p.n;
         for (int qc = 0; qc < p.nch; qc++)
             for (int kc = 0; kc < p.nch; kc++)
