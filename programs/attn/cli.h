@@ -158,7 +158,11 @@ int  dist_size(void);
 int  dist_sum_ordered(float *x, int64_t n, float *scratch);   /* scratch: n floats */
 int  dist_sum_doubles(double *x, int n);
 int  dist_barrier(void);
-void dist_abort(int code);   /* `attn bench --ring` (bench_ring.c) */
+void dist_abort(int code);
+/* The translators' attn_shard_combine_fn: the ranks' shards gathered to rank 0 in shard order, summed,
+ * and sent back (dist.c). */
+attn_status dist_combine_shards(void *user, float *grads, size_t n_params, float *const *shard_grads,
+                                const float *losses, int first, int count, int n_used, float *loss);   /* `attn bench --ring` (bench_ring.c) */
 int cmd_imdb(int argc, char **argv);
 int cmd_translate(int argc, char **argv);
 int cmd_plot(int argc, char **argv);

@@ -135,7 +135,11 @@ static int fit(translator *tr, attn_adam *opt, const train_data *d, int epochs, 
     cli_history hist;
     char htitle[64];
     snprintf(htitle, sizeof htitle, "%s", k == &tr_transformer ? "Transformer" : "Bahdanau");
-    if (cli_history_start(&hist, "translate", hpath, 4, hcols, 0, plot, htitle)) return 1;
+    const int lead = dist_rank() == 0;   /* data parallel: rank 0 writes the history and the model */
+    memset(&hist, 0, sizeof hist);
+    if (lead && cli_history_start(&hist, "translate", hpath, 4, hcols, 0, plot, htitle)) return 1;
+    /* under mpirun: this rank's shards of each batch, and the ranks' gradients added in shard order */
+    const int per_rank = dist_on() ? k->shards / dist_size() : 0, first = per_rank * dist_rank();
     attn_rng rng;
     attn_rng_seed(&rng, seed);
     uint64_t step_seed = seed;
@@ -156,12 +160,13 @@ static int fit(translator *tr, attn_adam *opt, const train_data *d, int epochs, 
         }
         steps_left -= per_epoch;
         attn_status st = k->train_epoch(tr->model, opt, &rng, d->X, d->X_len, d->Y, d->Y_len, n_pairs, batch,
-                                        1.0f, &step_seed, &loss_sum, &tokens);
+                                        1.0f, &step_seed, &loss_sum, &tokens, first, per_rank,
+                                        per_rank ? dist_combine_shards : NULL, NULL);
         t_epoch = cli_now() - t0;
         if (cli_fail(st, "training")) { cli_history_free(&hist); return 1; }
         all_tokens += tokens;
         const double row[4] = {e + 1, loss_sum / (double)tokens, (double)tokens / t_epoch, t_epoch};
-        if (cli_history_add(&hist, row, (e + 1) % every == 0 || e + 1 == epochs)) { cli_history_free(&hist); return 1; }
+        if (lead && cli_history_add(&hist, row, (e + 1) % every == 0 || e + 1 == epochs)) { cli_history_free(&hist); return 1; }
         if ((e + 1) % every == 0 || e + 1 == epochs) {
             printf("epoch %4d/%d  loss %.4f  (%.1f s)\n", e + 1, epochs, loss_sum / (double)tokens, cli_now() - t_start);
             fflush(stdout);
@@ -173,6 +178,7 @@ static int fit(translator *tr, attn_adam *opt, const train_data *d, int epochs, 
     printf("trained in %.1f s (%.1f tokens/sec over all %d epochs)\n", total, (double)all_tokens / total, epochs);
     printf("history: %s%s%s\n", hpath, plot ? ", curve: " : "", plot ? plot : "");
     cli_history_free(&hist);
+    if (!lead) return 0;
 
     static const char *const engs[4] = {"go .", "i lost .", "he's calm .", "i'm home ."};
     static const char *const fras[4] = {"va !", "j'ai perdu .", "il est calme .", "je suis chez moi ."};
@@ -216,10 +222,33 @@ int tr_train_args_check(const tr_train_args *a) {
     return 0;
 }
 
+static int tr_train_run(const tr_kind *kind, const tr_train_args *a, tr_create_fn create, const void *opts);
+
+/* Under mpirun (data parallel) every rank trains its shards of each batch; one that fails stops them all. */
 int tr_train(const tr_kind *kind, const tr_train_args *a, tr_create_fn create, const void *opts) {
+    if (dist_start()) return 1;
+    if (dist_on() && kind->shards % dist_size() != 0) {
+        if (dist_rank() == 0)
+            fprintf(stderr, "attn: translate: %d ranks: data parallel training needs a number of ranks that divides "
+                    "the model's %d shards per batch\n", dist_size(), kind->shards);
+        dist_stop();
+        return 2;
+    }
+    if (dist_on() && dist_rank() != 0 && !freopen("/dev/null", "w", stdout)) return 1;   /* rank 0 logs */
+    int rc = tr_train_run(kind, a, create, opts);
+    if (rc && dist_on()) {
+        fprintf(stderr, "attn: translate: rank %d of %d failed: stopping every rank\n", dist_rank(), dist_size());
+        fflush(stderr);
+        dist_abort(rc);
+    }
+    dist_stop();
+    return rc;
+}
+
+static int tr_train_run(const tr_kind *kind, const tr_train_args *a, tr_create_fn create, const void *opts) {
     /* the model is saved at the end: the folder must be usable before the training starts */
-    if (cli_check_out_dir("translate", "--out", a->out)) return 1;
-    if (a->plot && cli_check_out_file("translate", "--plot", a->plot)) return 1;
+    if (dist_rank() == 0 && cli_check_out_dir("translate", "--out", a->out)) return 1;
+    if (dist_rank() == 0 && a->plot && cli_check_out_file("translate", "--plot", a->plot)) return 1;
     const tr_kind *held = tr_detect(a->out);
     if (held && held != kind) {
         fprintf(stderr, "attn: translate: --out %s holds a %s model: training a %s model there would replace its "

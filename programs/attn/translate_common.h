@@ -49,10 +49,12 @@ struct tr_kind {
     /* Greedy translation of src (src_len ids): pred (T) and *n_pred; weights the model's attention or NULL. */
     attn_status (*translate)(void *model, int32_t *pred, int *n_pred, float *weights, const int32_t *src,
                              int src_len);
-    /* One training epoch, as attn_seq2seq_train_epoch. */
+    /* One training epoch, as attn_seq2seq_train_epoch_part (count 0: the whole batch here). */
     attn_status (*train_epoch)(void *model, attn_adam *opt, attn_rng *rng, const int32_t *X, const int32_t *X_len,
                                const int32_t *Y, const int32_t *Y_len, int N, int batch, float clip,
-                               uint64_t *seed, double *loss_sum, int64_t *tokens);
+                               uint64_t *seed, double *loss_sum, int64_t *tokens, int first, int count,
+                               attn_shard_combine_fn combine, void *user);
+    int shards;                  /* the fixed shards of a batch (data parallel: the ranks must divide it) */
     attn_status (*save)(const void *model, const char *path, char *err, size_t err_size);
     void (*free)(void *model);   /* the model's own free (not the heap block) */
 };

@@ -6,6 +6,7 @@
 # usage: dp_imdb.sh MPIRUN ATTN DATA_DIR   (MPIRUN may hold flags: it is split on spaces)
 set -u
 mpirun=$1; attn=$2; data=$3
+[ -f "$data/aclImdb_v1_labeled.tar.gz" ] || { echo "skipped: no $data/aclImdb_v1_labeled.tar.gz"; exit 77; }
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 fail=0
 args="imdb train --data $data --limit 400 --batch 8 --grad-groups 4 --max-steps 50 --epochs 1 --threads 1 --seed 7"
