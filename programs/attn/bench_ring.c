@@ -292,7 +292,7 @@ int cmd_bench_ring(int argc, char **argv) {
         double t2 = cli_now();
         double fwd = slowest(t1 - t0), bwd = slowest(t2 - t1), all = slowest(t2 - t0);
         if (run == 0) sent = s;
-        if (g_rank == 0 && !json)
+        if (g_rank == 0)                 /* progress on stderr (the JSON is on stdout) */
             fprintf(stderr, "  %s %d/%d: forward + backward %.3f s (forward %.3f s)\n", run ? "run" : "warm-up",
                     run, repeat, all, fwd);
         if (run > 0 && all < best) { best = all; best_f = fwd; best_b = bwd; }
