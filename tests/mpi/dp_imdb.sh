@@ -28,10 +28,10 @@ done
 # only rank 0 writes: one history row, no stray files
 rows=$(wc -l < "$tmp/n2/imdb_history.csv")
 [ "$rows" -eq 2 ] || { echo "dp_imdb: history has $rows lines, want 2 (header + 1)"; fail=1; }
-# a rank that dies: rank 1 is killed by itself after the first checkpoint; the job must fail, the
+# a rank that dies: rank 1 kills itself at the second step of a resumed run; the job must fail, the
 # checkpoint of the earlier run must still load
 cp "$tmp/n2/imdb.safetensors" "$tmp/before.safetensors"
-if ATTN_TEST_DIE_AT_STEP=20 $mpirun -np 2 "$attn" $args --resume --epochs 2 --max-steps 40 --out "$tmp/n2" > "$tmp/logdie" 2>&1; then
+if ATTN_TEST_DIE_AT_STEP=2 $mpirun -np 2 "$attn" $args --resume --epochs 2 --max-steps 4 --out "$tmp/n2" > "$tmp/logdie" 2>&1; then
   echo "dp_imdb: a rank died but the job succeeded:"; cat "$tmp/logdie"; fail=1
 else
   echo "dp_imdb: a dead rank stopped the job: ok"
