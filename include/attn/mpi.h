@@ -14,6 +14,7 @@
  *   d.mask.causal = 1;                                   // zig-zag shards (below)
  *   size_t fw, bw;
  *   attn_ring_workspace_size(&ctx, &d, comm, ATTN_PASS_FORWARD, &fw);
+ *   attn_ring_workspace_size(&ctx, &d, comm, ATTN_PASS_BACKWARD, &bw);   // one buffer of the larger serves both
  *   attn_ring_sdpa_forward(&ctx, &d, comm, out, stats, q, k, v, work, fw, NULL);
  *   attn_ring_sdpa_backward(&ctx, &d, comm, dq, dk, dv, dout, q, k, v, out, stats, work, bw, NULL);
  *
@@ -21,6 +22,7 @@
  * the queries and [r·S/N, (r+1)·S/N) of the keys and values. With a causal mask (T == S), the sequence is
  * cut into 2N chunks of T/(2N) rows and rank r holds chunks r and 2N−1−r, in that order (the zig-zag:
  * every rank then does the same work). attn_ring_global_row maps a local row to its global index.
+ * The calls allocate nothing: the workspace holds the received blocks and the kernel's own workspace.
  */
 #ifndef ATTN_MPI_H
 #define ATTN_MPI_H
