@@ -353,6 +353,17 @@ attn_status attn_linformer_backward(const attn_ctx *ctx, const attn_linformer *l
                                     float *dq, float *dk, float *dv, const float *dout,
                                     const float *q, const float *k, const float *v, int B, int T, int S);
 
+/* ---------------------------------------------------------------------------------------------------
+ * Data parallelism for the models that split each batch in fixed shards (the translators: their
+ * *_train_epoch_part calls). A process computes shards [first, first + count) of every batch; then
+ * combine must leave in grads (n_params) the sum of the gradients of shards 0 .. n_used - 1, added in shard
+ * order to zeros (0 + g_0 + g_1 + ...: the bits of one process), and in *loss the sum of their losses in
+ * the same order (a double sum rounded to float), the same on every process. shard_grads[k] holds shard
+ * k's gradient when this process computed it (else it is free for the combiner's use); losses[k] its loss.
+ * An MPI program gathers the shards to one rank in that order and sends the sum back. */
+typedef attn_status (*attn_shard_combine_fn)(void *user, float *grads, size_t n_params, float *const *shard_grads,
+                                             const float *losses, int first, int count, int n_used, float *loss);
+
 #ifdef __cplusplus
 }
 #endif

@@ -99,6 +99,16 @@ attn_status attn_seq2seq_train_epoch(attn_seq2seq *m, attn_adam *opt, attn_rng *
                                      const int32_t *Y, const int32_t *Y_len, int N, int batch,
                                      float clip, uint64_t *seed, double *loss_sum, int64_t *tokens);
 
+/* Data parallel: the same epoch, but this process computes only shards [first, first + count) of each
+ * batch and combine (attn/layers.h) adds every process's shard gradients in shard order; count 0 is
+ * attn_seq2seq_train_epoch. Every process must call with the same data, rng and seed: the parameters then
+ * stay bitwise those of one process running the whole epoch. */
+attn_status attn_seq2seq_train_epoch_part(attn_seq2seq *m, attn_adam *opt, attn_rng *rng,
+                                          const int32_t *X, const int32_t *X_len,
+                                          const int32_t *Y, const int32_t *Y_len, int N, int batch,
+                                          float clip, uint64_t *seed, double *loss_sum, int64_t *tokens,
+                                          int first, int count, attn_shard_combine_fn combine, void *user);
+
 /* Checkpoint: every parameter under its state_dict name, the config in the metadata. Atomic. */
 attn_status attn_seq2seq_save(const attn_seq2seq *m, const char *path, char *err, size_t err_size);
 /* Reads a checkpoint written by attn_seq2seq_save into a new model (max_batch 1 unless larger). */

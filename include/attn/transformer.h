@@ -175,6 +175,13 @@ attn_status attn_transformer_train_epoch(attn_transformer *m, attn_adam *opt, at
                                          const int32_t *Y, const int32_t *Y_len, int N, int batch,
                                          float clip, uint64_t *seed, double *loss_sum, int64_t *tokens);
 
+/* Data parallel, as attn_seq2seq_train_epoch_part. */
+attn_status attn_transformer_train_epoch_part(attn_transformer *m, attn_adam *opt, attn_rng *rng,
+                                              const int32_t *X, const int32_t *X_len,
+                                              const int32_t *Y, const int32_t *Y_len, int N, int batch,
+                                              float clip, uint64_t *seed, double *loss_sum, int64_t *tokens,
+                                              int first, int count, attn_shard_combine_fn combine, void *user);
+
 /* Checkpoint: every parameter under its d2l state_dict name, the config in the metadata
  * (model = "transformer"). Atomic. */
 attn_status attn_transformer_save(const attn_transformer *m, const char *path, char *err, size_t err_size);

@@ -160,6 +160,24 @@ int cmd_bench(int argc, char **argv);
 int bench_varlen_lens_ok(const char *lens);   /* 1, or 0 after a message */
 int bench_varlen(const char *lens, int H, int D, int causal, int backward, int repeat, const attn_ctx *ctx);
 int bench_linear(int H, int D, int tmax, int backward, int repeat, const attn_ctx *ctx);
+int cmd_bench_ring(int argc, char **argv);   /* `attn bench --ring` (bench_ring.c) */
+/* Data-parallel training (dist.c): started by mpirun (and built with MPI), dist_start initializes MPI and
+ * the program is one of dist_size() ranks; otherwise one rank and the other calls do nothing. Each returns
+ * 0, or 1 after a message. dist_sum_ordered: attn_mpi_sum_ordered over every rank (the same bits on all);
+ * dist_sum_doubles: counters summed for the log (no order promised); dist_abort stops every rank. */
+int  dist_start(void);
+void dist_stop(void);
+int  dist_on(void);
+int  dist_rank(void);
+int  dist_size(void);
+int  dist_sum_ordered(float *x, int64_t n, float *scratch);   /* scratch: n floats */
+int  dist_sum_doubles(double *x, int n);
+int  dist_barrier(void);
+void dist_abort(int code);
+/* The translators' attn_shard_combine_fn: the ranks' shards gathered to rank 0 in shard order, summed,
+ * and sent back (dist.c). */
+attn_status dist_combine_shards(void *user, float *grads, size_t n_params, float *const *shard_grads,
+                                const float *losses, int first, int count, int n_used, float *loss);
 int cmd_imdb(int argc, char **argv);
 int cmd_translate(int argc, char **argv);
 int cmd_plot(int argc, char **argv);

@@ -681,6 +681,8 @@ static int run_case(const bcase *c, const bopts *o, int idx, int n) {
 }
 
 int cmd_bench(int argc, char **argv) {
+    for (int i = 1; i < argc; i++)          /* ring attention over MPI: bench_ring.c */
+        if (strcmp(argv[i], "--ring") == 0) return cmd_bench_ring(argc, argv);
     int B = 0, H = 0, Hkv = 0, T = 0, S = 0, D = 0, Dv = 0, causal = 0, backward = 0, threads = 0, repeat = 5;
     int json = 0, long_case = 0, weights = 0;
     const char *isa_name = "auto", *dtype_name = "f32", *compute_name = "f32", *varlen = NULL;
@@ -708,6 +710,7 @@ int cmd_bench(int argc, char **argv) {
          "time a packed batch of these lengths against each alone and padded"},
         {"linear", CLI_BOOL, &linear, NULL,
          "time causal linear attention, T = 4096 .. --tq (65536), and dense causal"},
+        {"ring", CLI_BOOL, &(int){0}, NULL, "ring attention over MPI, under mpirun: `attn bench --ring --help`"},
     };
     const cli_cmd cmd = {
         "attn bench [options]",

@@ -23,6 +23,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -32,6 +33,7 @@
 #define CACHE_NAME "imdb_cache.bin"
 #define HISTORY_NAME "imdb_history.csv"
 #define EVAL_BATCH 250
+#define GRAD_GROUPS 4            /* data parallel: a batch's gradient groups (ranks must divide it) */
 
 typedef struct imdb_flags {
     const char *data, *out, *ckpt, *png, *file, *plot, *weights_out;
@@ -43,6 +45,8 @@ typedef struct imdb_flags {
     const char *html;            /* predict --html FILE: the explorer page */
     const char *palette_name;    /* --palette NAME */
     attn_palette palette;
+    int max_steps;               /* train: stop after this many optimizer steps of this run (0: no limit) */
+    int groups;                  /* train under mpirun: gradient groups per batch (0: GRAD_GROUPS) */
 } imdb_flags;
 
 static uint64_t mix64(uint64_t x) {
@@ -136,13 +140,17 @@ static int evaluate(attn_imdb_model *m, const attn_imdb_split *s, int T, double 
     int ok = 0;
     attn_status st = attn_imdb_model_eval_prepare(m);
     if (st != ATTN_OK) return cli_fail(st, "imdb: evaluation");
-    for (int i = 0; i < s->n; i += m->Bmax) {
-        int B = s->n - i < m->Bmax ? s->n - i : m->Bmax;
+    /* data parallel: each rank its contiguous share of the reviews, the sums added over the ranks */
+    const int lo = (int)((int64_t)s->n * dist_rank() / dist_size()), hi = (int)((int64_t)s->n * (dist_rank() + 1) / dist_size());
+    for (int i = lo; i < hi; i += m->Bmax) {
+        int B = hi - i < m->Bmax ? hi - i : m->Bmax;
         st = attn_imdb_model_eval_forward(m, s->ids + (size_t)i * T, s->labels + i, B, &ls, &ok);
         if (st != ATTN_OK) return cli_fail(st, "imdb: forward");
     }
-    *loss = ls / s->n;
-    *acc = (double)ok / s->n;
+    double sums[2] = {ls, ok};
+    if (dist_sum_doubles(sums, 2)) return 1;
+    *loss = sums[0] / s->n;
+    *acc = sums[1] / s->n;
     return 0;
 }
 
@@ -176,9 +184,15 @@ typedef struct train_run {
     int32_t *perm, *bids, *blab; /* (n) the epoch's order; (batch,T) ids and (batch) labels of a step */
     int tty, prof;               /* stderr is a terminal; ATTN_IMDB_PROFILE is set */
     cli_history hist;            /* --out/imdb_history.csv */
+    int64_t max_steps, steps;    /* --max-steps (0: none) and the optimizer steps of this run */
+    int dp, groups, lead;        /* data parallel (under mpirun), gradient groups per batch; rank 0 */
+    float *gstack;               /* data parallel: (log2(groups/N) + 2, n_params) the tree's partial sums and
+                                    the scratch of the sum over the ranks */
+    int64_t die_at;              /* ATTN_TEST_DIE_AT_STEP (tests/mpi/dp_imdb.sh): rank 1 kills itself there */
 } train_run;
 
 static void train_run_free(train_run *r) {
+    free(r->gstack);
     free(r->perm);
     free(r->bids);
     free(r->blab);
@@ -294,6 +308,54 @@ static attn_status train_step(train_run *r, int s, epoch_sums *e) {
     return st;
 }
 
+/* A data-parallel step. The step's B reviews are cut into G = r->groups groups, group g the reviews
+ * [g·B/G, (g+1)·B/G); rank k of N computes groups [k·G/N, (k+1)·G/N) one after another, each the gradient
+ * of its reviews' mean loss times its share nb/B (exact for equal groups: a power of two), and adds them by
+ * the balanced binary tree; attn_mpi_sum_ordered then adds the ranks' sums by the same tree. So the step's
+ * gradient, and the parameters after it, have the same bits for every N that divides G (powers of two).
+ * Dropout: a pure function of (seed, step, group). e gets this rank's losses and reviews. */
+static attn_status dp_step(train_run *r, int s, epoch_sums *e) {
+    const int n = r->d.train.n, T = r->m.cfg.T, G = r->groups, N = dist_size(), k = dist_rank();
+    const int B = n - s * r->batch < r->batch ? n - s * r->batch : r->batch;
+    const size_t np = r->m.n_params;
+    const uint64_t ds = mix64(r->seed * 0x2545f4914f6cdd1dULL + (uint64_t)r->adam.t + 1);
+    int depth = 0, level[32];
+    attn_status st = ATTN_OK;
+    for (int g = k * G / N; g < (k + 1) * G / N && st == ATTN_OK; g++) {
+        const int lo = (int)((int64_t)g * B / G), nb = (int)((int64_t)(g + 1) * B / G) - lo;
+        float *slot = r->gstack + (size_t)depth * np;
+        if (nb == 0) {
+            memset(slot, 0, sizeof(float) * np);      /* a last batch smaller than G */
+        } else {
+            for (int b = 0; b < nb; b++) {
+                int id = r->perm[s * r->batch + lo + b];
+                memcpy(r->bids + (size_t)b * T, r->d.train.ids + (size_t)id * T, sizeof(int32_t) * (size_t)T);
+                r->blab[b] = r->d.train.labels[id];
+            }
+            const uint64_t gs = mix64(ds ^ mix64((uint64_t)g + 1));
+            st = attn_imdb_model_forward(&r->m, r->bids, r->blab, nb, 1, gs, NULL, &e->loss_sum, &e->correct);
+            if (st == ATTN_OK) {
+                attn_imdb_model_zero_grad(&r->m, 0);
+                st = attn_imdb_model_backward(&r->m, r->bids, r->blab, nb, 1, gs);
+            }
+            const float share = (float)nb / (float)B;
+            for (size_t i = 0; i < np; i++) slot[i] = r->m.grads[i] * share;
+            e->seen += nb;
+        }
+        /* the tree: two partial sums of the same level become one of the next */
+        level[depth++] = 0;
+        while (depth >= 2 && level[depth - 1] == level[depth - 2]) {
+            float *a = r->gstack + (size_t)(depth - 2) * np, *b = a + np;
+            for (size_t i = 0; i < np; i++) a[i] += b[i];
+            depth--;
+            level[depth - 1]++;
+        }
+    }
+    if (st != ATTN_OK) return st;
+    if (dist_sum_ordered(r->gstack, (int64_t)np, r->gstack + (size_t)(depth > 1 ? depth : 1) * np)) return ATTN_ERR_IO;
+    return attn_adam_step(&r->adam, r->m.params, r->gstack);
+}
+
 /* The training steps of one epoch, with Keras' progress bar on a terminal. Returns 0, or 1 after a
  * message. */
 static int train_epoch(train_run *r, int epoch, epoch_sums *e) {
@@ -304,17 +366,20 @@ static int train_epoch(train_run *r, int epoch, epoch_sums *e) {
     attn_rng_seed(&rng, mix64(r->seed ^ mix64((uint64_t)epoch + 1)));
     attn_rng_shuffle(&rng, r->perm, (size_t)n);
     double t0 = cli_now(), last = 0;
-    fprintf(stderr, "Epoch %d/%d\n", epoch + 1, r->epochs);
+    if (r->lead) fprintf(stderr, "Epoch %d/%d\n", epoch + 1, r->epochs);
     for (int s = 0; s < steps; s++) {
-        attn_status st = train_step(r, s, e);
+        if (r->max_steps && r->steps >= r->max_steps) break;    /* --max-steps */
+        if (r->die_at && r->steps == r->die_at && dist_rank() == 1) raise(SIGKILL);   /* the test of a dead rank */
+        attn_status st = r->dp ? dp_step(r, s, e) : train_step(r, s, e);
+        r->steps++;
         if (st != ATTN_OK) {
             if (r->tty) fputc('\n', stderr);
             return cli_fail(st, "imdb: training step");
         }
         if (!isfinite(e->loss_sum)) {
             if (r->tty) fputc('\n', stderr);
-            fprintf(stderr, "attn: imdb: the loss is not finite at step %" PRId64 "; stopping (lr too high?)\n",
-                    r->adam.t);
+            fprintf(stderr, "attn: imdb: %sthe loss is not finite at step %" PRId64 "; stopping (lr too high?)\n",
+                    r->dp ? "this rank: " : "", r->adam.t);
             return 1;
         }
         double tn = cli_now();
@@ -336,8 +401,23 @@ static int train_epoch(train_run *r, int epoch, epoch_sums *e) {
 static int train_end_epoch(train_run *r, int epoch, const epoch_sums *e, double t_train, double *val_acc,
                            int keep_best, double best_so_far) {
     double vl, t1 = cli_now();
+    /* data parallel: the epoch's sums over the ranks */
+    double sums[3] = {e->loss_sum, e->correct, e->seen};
+    if (dist_sum_doubles(sums, 3)) return 1;
+    epoch_sums all = *e;
+    all.loss_sum = sums[0];
+    all.correct = (int)sums[1];
+    all.seen = (int)sums[2];
+    e = &all;
     if (evaluate(&r->m, &r->d.test, r->m.cfg.T, &vl, val_acc)) return 1;
     double t_val = cli_now() - t1;
+    /* --max-steps ended the epoch early: the checkpoint counts only the epochs done before it */
+    const int partial = e->seen < r->d.train.n, done = partial ? epoch : epoch + 1;
+    if (partial)
+        printf("(--max-steps %" PRId64 ": stopped after step %" PRId64 ", in epoch %d; the checkpoint says %d "
+               "epoch(s) done, and --resume would start epoch %d again)\n", r->max_steps, r->adam.t, epoch + 1,
+               done, epoch + 1);
+    if (!r->lead) return 0;                       /* only rank 0 writes the history and the checkpoint */
     printf("Epoch %d/%d - %d/%d - %.1fs (train %.2fs, val %.2fs) - loss: %.4f - acc: %.4f - val_loss: %.4f - "
            "val_acc: %.4f\n", epoch + 1, r->epochs, e->seen, r->d.train.n, t_train + t_val, t_train, t_val,
            e->loss_sum / e->seen, (double)e->correct / e->seen, vl, *val_acc);
@@ -346,7 +426,7 @@ static int train_end_epoch(train_run *r, int epoch, const epoch_sums *e, double 
     const double row[6] = {epoch + 1, e->loss_sum / e->seen, (double)e->correct / e->seen, vl, *val_acc,
                            t_train + t_val};
     if (cli_history_add(&r->hist, row, 1)) return 1;
-    attn_imdb_run_info info = {epoch + 1, r->o.limit, r->batch, r->adam.t, r->lr, r->seed};
+    attn_imdb_run_info info = {done, r->o.limit, r->batch, r->adam.t, r->lr, r->seed};
     char err[1024] = "";
     attn_status st = attn_imdb_model_save(&r->m, &r->adam, &r->d.vocab, &info, r->ckpt, err, sizeof err);
     if (st == ATTN_OK && keep_best && *val_acc > best_so_far)
@@ -382,14 +462,20 @@ static int train_loop(const imdb_flags *f, train_run *r) {
     r->bids = malloc(sizeof(int32_t) * (size_t)r->batch * T);
     r->blab = malloc(sizeof(int32_t) * (size_t)r->batch);
     if (!r->perm || !r->bids || !r->blab) return cli_fail(ATTN_ERR_NOMEM, "imdb");
-    if (cli_make_dir("imdb", f->out)) return 1;
-    r->tty = isatty(2);
+    if (r->dp) {
+        int levels = 2;              /* the tree's levels, and the scratch of the sum over the ranks */
+        for (int g = r->groups / dist_size(); g > 1; g /= 2) levels++;
+        r->gstack = malloc(sizeof(float) * r->m.n_params * (size_t)levels);
+        if (!r->gstack) return cli_fail(ATTN_ERR_NOMEM, "imdb");
+    }
+    if (r->lead && cli_make_dir("imdb", f->out)) return 1;
+    r->tty = r->lead && isatty(2);
     /* ATTN_IMDB_PROFILE=1: time per step of the forward, backward and Adam, per epoch, on stderr */
     const char *pe = getenv("ATTN_IMDB_PROFILE");
     r->prof = pe && *pe && strcmp(pe, "0") != 0;
     double best = -1, kept = -1;
     int best_epoch = 0, kept_epoch = 0;
-    if (f->keep_best && f->resume) {
+    if (f->keep_best && f->resume && r->lead) {
         kept = kept_best_acc(r, &kept_epoch);
         if (kept >= 0)
             fprintf(stderr, "attn: imdb: %s holds epoch %d, val_acc %.4f: a later epoch replaces it only if better\n",
@@ -398,7 +484,7 @@ static int train_loop(const imdb_flags *f, train_run *r) {
     char hpath[4200];
     static const char *const hcols[6] = {"epoch", "loss", "acc", "val_loss", "val_acc", "seconds"};
     snprintf(hpath, sizeof hpath, "%s/%s", f->out, HISTORY_NAME);
-    if (cli_history_start(&r->hist, "imdb", hpath, 6, hcols, r->resumed.epoch, f->plot, "IMDB")) return 1;
+    if (r->lead && cli_history_start(&r->hist, "imdb", hpath, 6, hcols, r->resumed.epoch, f->plot, "IMDB")) return 1;
     attn_imdb_model_zero_grad(&r->m, 1);
     for (int epoch = r->resumed.epoch; epoch < r->epochs; epoch++) {
         epoch_sums e = {0};
@@ -406,6 +492,11 @@ static int train_loop(const imdb_flags *f, train_run *r) {
         if (train_epoch(r, epoch, &e)) return 1;
         if (train_end_epoch(r, epoch, &e, cli_now() - t0, &va, f->keep_best, best > kept ? best : kept)) return 1;
         if (va > best) { best = va; best_epoch = epoch + 1; }
+        if (r->max_steps && r->steps >= r->max_steps) {
+            printf("--max-steps %" PRId64 ": stopped; %s holds the parameters after step %" PRId64 "\n", r->max_steps,
+                   r->ckpt, r->adam.t);
+            return 0;
+        }
     }
     /* the checkpoint is the last epoch's, which need not be the best one: say which is which */
     char run_now[64] = "";
@@ -423,28 +514,72 @@ static int train_loop(const imdb_flags *f, train_run *r) {
     return 0;
 }
 
+static int imdb_train_run(const imdb_flags *f);
+
+/* Under mpirun (data parallel) every rank runs imdb_train_run; one that fails stops them all: the others
+ * could wait for it for ever. */
 static int imdb_train(const imdb_flags *f) {
     if (cli_check_int("imdb", "--epochs", f->epochs, 1, 0) || cli_check_int("imdb", "--batch", f->batch, 1, 4096) ||
-        cli_check_int("imdb", "--limit", f->limit, 0, -1))
+        cli_check_int("imdb", "--limit", f->limit, 0, -1) || cli_check_int("imdb", "--max-steps", f->max_steps, 0, -1) ||
+        cli_check_int("imdb", "--grad-groups", f->groups, 0, 64))
         return 2;
+    if (dist_start()) return 1;
+    if (dist_on() && dist_rank() != 0 && !freopen("/dev/null", "w", stdout)) return 1;  /* rank 0 logs */
+    int rc = imdb_train_run(f);
+    if (rc && dist_on()) {
+        fprintf(stderr, "attn: imdb: rank %d of %d failed: stopping every rank (the last checkpoint is intact: it "
+                "is replaced atomically)\n", dist_rank(), dist_size());
+        fflush(stderr);
+        dist_abort(rc);
+    }
+    dist_stop();
+    return rc;
+}
+
+static int imdb_train_run(const imdb_flags *f) {
     if (!(f->lr > 0)) {
         fprintf(stderr, "attn: imdb: --lr %g: must be > 0\n", (double)f->lr);
         return 2;
     }
+    const int lead = dist_rank() == 0;
     /* a checkpoint is saved after each epoch: the folder must be usable before the data is read */
-    if (cli_check_out_dir("imdb", "--out", f->out)) return 1;
-    if (f->plot && cli_check_out_file("imdb", "--plot", f->plot)) return 1;
+    if (lead && cli_check_out_dir("imdb", "--out", f->out)) return 1;
+    if (lead && f->plot && cli_check_out_file("imdb", "--plot", f->plot)) return 1;
     set_threads(f->threads);
     train_run r;
     memset(&r, 0, sizeof r);
+    r.lead = lead;
+    r.max_steps = f->max_steps;
+    r.dp = dist_on();
+    const char *die = getenv("ATTN_TEST_DIE_AT_STEP");
+    r.die_at = r.dp && die ? atoll(die) : 0;
+    r.groups = f->groups ? f->groups : GRAD_GROUPS;
+    if (r.dp && r.groups % dist_size() != 0) {
+        fprintf(stderr, "attn: imdb: %d ranks: the ranks must divide --grad-groups %d (the gradient groups of a "
+                "batch)\n", dist_size(), r.groups);
+        return 2;
+    }
     int rc = 1, nothing_to_do = 0;
-    if (train_settings(f, &r) == 0 && load_data(&r.d, f, &r.o) == 0 && train_build(f, &r, &nothing_to_do) == 0) {
+    /* rank 0 reads the data first (and writes the cache), then the others read it */
+    int data_ok = train_settings(f, &r) == 0 && (!lead || load_data(&r.d, f, &r.o) == 0);
+    if (dist_barrier()) return 1;
+    if (data_ok && !lead) data_ok = load_data(&r.d, f, &r.o) == 0;
+    if (data_ok && r.dp && r.batch < r.groups) {
+        fprintf(stderr, "attn: imdb: --batch %d: data parallel training needs a batch of at least --grad-groups %d\n",
+                r.batch, r.groups);
+        data_ok = 0;
+    }
+    if (data_ok && train_build(f, &r, &nothing_to_do) == 0) {
         if (nothing_to_do) {
             rc = 0;
         } else {
+            char par[160] = "";
+            if (r.dp)
+                snprintf(par, sizeof par, " per rank; data parallel: %d ranks, %d gradient groups per batch",
+                         dist_size(), r.groups);
             printf("IMDB self-attention: %d train, %d test reviews, vocabulary %d, maxlen %d; %zu parameters; "
-                   "batch %d, lr %g, seed %" PRIu64 ", %d threads, %s kernels, BLAS %s\n", r.d.train.n, r.d.test.n,
-                   r.m.cfg.V, r.m.cfg.T, r.m.n_params, r.batch, r.lr, r.seed, attn_get_num_threads(),
+                   "batch %d, lr %g, seed %" PRIu64 ", %d threads%s, %s kernels, BLAS %s\n", r.d.train.n, r.d.test.n,
+                   r.m.cfg.V, r.m.cfg.T, r.m.n_params, r.batch, r.lr, r.seed, attn_get_num_threads(), par,
                    attn_isa_name(attn_get_isa()), attn_blas_core_name());
             fflush(stdout);
             rc = train_loop(f, &r);
@@ -741,8 +876,8 @@ static int imdb_predict(const imdb_flags *f, const char *text) {
  * Entry.
  */
 int cmd_imdb(int argc, char **argv) {
-    imdb_flags f = {NULL, "imdb_out", NULL, NULL, NULL, NULL, NULL, NULL, 5, 32, 0, 0, 0, 0, 0, 0, 0, 2e-4f, 1, NULL, NULL,
-                    ATTN_PALETTE_MAGMA};
+    imdb_flags f = {.out = "imdb_out", .epochs = 5, .batch = 32, .lr = 2e-4f, .seed = 1,
+                    .palette = ATTN_PALETTE_MAGMA};
     const char *sub = argc >= 2 ? argv[1] : NULL;
     const cli_opt train_opts[] = {
         {"data", CLI_STR, &f.data, "DIR", "the .tar.gz, the aclImdb folder, or a folder holding either (default "
@@ -762,6 +897,11 @@ int cmd_imdb(int argc, char **argv) {
                                                          "use it too)"},
         {"plot", CLI_STR, &f.plot, "FILE", "draw the loss and accuracy curves as a PNG after every epoch (the history "
                                            "itself is always in --out/" HISTORY_NAME ")"},
+        {"max-steps", CLI_INT, &f.max_steps, "N", "stop after N optimizer steps of this run (0 = no limit); the "
+                                                  "checkpoint is saved then"},
+        {"grad-groups", CLI_INT, &f.groups, "G", "under mpirun (data parallel): each batch's gradient is the sum of G "
+                                                 "groups' in a fixed tree, so any number of ranks dividing G gives "
+                                                 "the same bits (0 = 4)"},
     };
     const cli_opt eval_opts[] = {
         {"data", CLI_STR, &f.data, "DIR", "the .tar.gz, the aclImdb folder, or a folder holding either (default "

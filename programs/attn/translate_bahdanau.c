@@ -44,8 +44,10 @@ static attn_status s2s_translate(void *m, int32_t *pred, int *n_pred, float *wei
 
 static attn_status s2s_train_epoch(void *m, attn_adam *opt, attn_rng *rng, const int32_t *X, const int32_t *X_len,
                                    const int32_t *Y, const int32_t *Y_len, int N, int batch, float clip,
-                                   uint64_t *seed, double *loss_sum, int64_t *tokens) {
-    return attn_seq2seq_train_epoch(m, opt, rng, X, X_len, Y, Y_len, N, batch, clip, seed, loss_sum, tokens);
+                                   uint64_t *seed, double *loss_sum, int64_t *tokens, int first, int count,
+                                   attn_shard_combine_fn combine, void *user) {
+    return attn_seq2seq_train_epoch_part(m, opt, rng, X, X_len, Y, Y_len, N, batch, clip, seed, loss_sum, tokens,
+                                         first, count, combine, user);
 }
 
 static attn_status s2s_save(const void *m, const char *path, char *err, size_t err_size) {
@@ -72,7 +74,7 @@ static int s2s_create(translator *tr, const tr_train_args *a, const void *opts, 
 }
 
 static int s2s_train(const tr_kind *kind, int argc, char **argv) {
-    tr_train_args a = {NULL, kind->default_dir, 250, 0, 600, 64, 10, 1, 0.005f, NULL};
+    tr_train_args a = {NULL, kind->default_dir, 250, 0, 600, 64, 10, 1, 0.005f, NULL, 0};
     cli_opt opts[] = {TR_TRAIN_OPTS(a)};
     cli_cmd cmd = {"attn translate train [--model bahdanau|transformer] [options]",
                    "Trains the d2l English-French seq2seq model with Bahdanau attention (embedding 32, 2-layer\n"
@@ -174,6 +176,7 @@ const tr_kind tr_bahdanau = {
     .load = s2s_load,
     .translate = s2s_translate,
     .train_epoch = s2s_train_epoch,
+    .shards = ATTN_SEQ2SEQ_SHARDS,
     .save = s2s_save,
     .free = s2s_free,
 };

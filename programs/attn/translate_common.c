@@ -8,6 +8,8 @@
 #include "translate_common.h"
 
 #include <errno.h>
+#include <inttypes.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -125,7 +127,7 @@ static void history_path(char *buf, size_t size, const char *out, const char *mo
 }
 
 static int fit(translator *tr, attn_adam *opt, const train_data *d, int epochs, int batch, int every, uint64_t seed,
-               const char *out, const char *plot) {
+               const char *out, const char *plot, int max_steps) {
     const tr_kind *k = tr->kind;
     static const char *const hcols[4] = {"epoch", "loss", "tokens_per_sec", "seconds"};
     char hpath[4200];
@@ -133,21 +135,38 @@ static int fit(translator *tr, attn_adam *opt, const train_data *d, int epochs, 
     cli_history hist;
     char htitle[64];
     snprintf(htitle, sizeof htitle, "%s", k == &tr_transformer ? "Transformer" : "Bahdanau");
-    if (cli_history_start(&hist, "translate", hpath, 4, hcols, 0, plot, htitle)) return 1;
+    const int lead = dist_rank() == 0;   /* data parallel: rank 0 writes the history and the model */
+    memset(&hist, 0, sizeof hist);
+    if (lead && cli_history_start(&hist, "translate", hpath, 4, hcols, 0, plot, htitle)) return 1;
+    /* under mpirun: this rank's shards of each batch, and the ranks' gradients added in shard order */
+    const int per_rank = dist_on() ? k->shards / dist_size() : 0, first = per_rank * dist_rank();
     attn_rng rng;
     attn_rng_seed(&rng, seed);
     uint64_t step_seed = seed;
     double loss_sum = 0, t_start = cli_now(), t_epoch = 0;
     int64_t tokens = 0, all_tokens = 0;
-    for (int e = 0; e < epochs; e++) {
+    /* --max-steps: whole epochs while they fit; the models train whole epochs only, so a last partial
+     * epoch takes its steps from the first steps x batch pairs (shuffled as an epoch of them) */
+    const int64_t per_epoch = (d->pairs.n + batch - 1) / batch;
+    int64_t steps_left = max_steps > 0 ? max_steps : INT64_MAX;
+    for (int e = 0; e < epochs && steps_left > 0; e++) {
         double t0 = cli_now();
-        attn_status st = k->train_epoch(tr->model, opt, &rng, d->X, d->X_len, d->Y, d->Y_len, d->pairs.n, batch,
-                                        1.0f, &step_seed, &loss_sum, &tokens);
+        int n_pairs = d->pairs.n;
+        if (steps_left < per_epoch) {
+            n_pairs = (int)(steps_left * batch);
+            epochs = e + 1;
+            printf("--max-steps %d: the last epoch, %d, is %" PRId64 " steps over the first %d pairs\n", max_steps,
+                   e + 1, steps_left, n_pairs);
+        }
+        steps_left -= per_epoch;
+        attn_status st = k->train_epoch(tr->model, opt, &rng, d->X, d->X_len, d->Y, d->Y_len, n_pairs, batch,
+                                        1.0f, &step_seed, &loss_sum, &tokens, first, per_rank,
+                                        per_rank ? dist_combine_shards : NULL, NULL);
         t_epoch = cli_now() - t0;
         if (cli_fail(st, "training")) { cli_history_free(&hist); return 1; }
         all_tokens += tokens;
         const double row[4] = {e + 1, loss_sum / (double)tokens, (double)tokens / t_epoch, t_epoch};
-        if (cli_history_add(&hist, row, (e + 1) % every == 0 || e + 1 == epochs)) { cli_history_free(&hist); return 1; }
+        if (lead && cli_history_add(&hist, row, (e + 1) % every == 0 || e + 1 == epochs)) { cli_history_free(&hist); return 1; }
         if ((e + 1) % every == 0 || e + 1 == epochs) {
             printf("epoch %4d/%d  loss %.4f  (%.1f s)\n", e + 1, epochs, loss_sum / (double)tokens, cli_now() - t_start);
             fflush(stdout);
@@ -159,6 +178,7 @@ static int fit(translator *tr, attn_adam *opt, const train_data *d, int epochs, 
     printf("trained in %.1f s (%.1f tokens/sec over all %d epochs)\n", total, (double)all_tokens / total, epochs);
     printf("history: %s%s%s\n", hpath, plot ? ", curve: " : "", plot ? plot : "");
     cli_history_free(&hist);
+    if (!lead) return 0;
 
     static const char *const engs[4] = {"go .", "i lost .", "he's calm .", "i'm home ."};
     static const char *const fras[4] = {"va !", "j'ai perdu .", "il est calme .", "je suis chez moi ."};
@@ -192,6 +212,7 @@ static int fit(translator *tr, attn_adam *opt, const train_data *d, int epochs, 
 int tr_train_args_check(const tr_train_args *a) {
     if (cli_check_int("translate", "--epochs", a->epochs, 1, 0) || cli_check_int("translate", "--examples", a->examples, 0, -1) ||
         cli_check_int("translate", "--batch", a->batch, 1, 4096) || cli_check_int("translate", "--every", a->every, 1, 0) ||
+        cli_check_int("translate", "--max-steps", a->max_steps, 0, -1) ||
         cli_check_threads("translate", "--threads", a->threads))
         return 2;
     if (!(a->lr > 0)) {
@@ -201,10 +222,33 @@ int tr_train_args_check(const tr_train_args *a) {
     return 0;
 }
 
+static int tr_train_run(const tr_kind *kind, const tr_train_args *a, tr_create_fn create, const void *opts);
+
+/* Under mpirun (data parallel) every rank trains its shards of each batch; one that fails stops them all. */
 int tr_train(const tr_kind *kind, const tr_train_args *a, tr_create_fn create, const void *opts) {
+    if (dist_start()) return 1;
+    if (dist_on() && kind->shards % dist_size() != 0) {
+        if (dist_rank() == 0)
+            fprintf(stderr, "attn: translate: %d ranks: data parallel training needs a number of ranks that divides "
+                    "the model's %d shards per batch\n", dist_size(), kind->shards);
+        dist_stop();
+        return 2;
+    }
+    if (dist_on() && dist_rank() != 0 && !freopen("/dev/null", "w", stdout)) return 1;   /* rank 0 logs */
+    int rc = tr_train_run(kind, a, create, opts);
+    if (rc && dist_on()) {
+        fprintf(stderr, "attn: translate: rank %d of %d failed: stopping every rank\n", dist_rank(), dist_size());
+        fflush(stderr);
+        dist_abort(rc);
+    }
+    dist_stop();
+    return rc;
+}
+
+static int tr_train_run(const tr_kind *kind, const tr_train_args *a, tr_create_fn create, const void *opts) {
     /* the model is saved at the end: the folder must be usable before the training starts */
-    if (cli_check_out_dir("translate", "--out", a->out)) return 1;
-    if (a->plot && cli_check_out_file("translate", "--plot", a->plot)) return 1;
+    if (dist_rank() == 0 && cli_check_out_dir("translate", "--out", a->out)) return 1;
+    if (dist_rank() == 0 && a->plot && cli_check_out_file("translate", "--plot", a->plot)) return 1;
     const tr_kind *held = tr_detect(a->out);
     if (held && held != kind) {
         fprintf(stderr, "attn: translate: --out %s holds a %s model: training a %s model there would replace its "
@@ -220,7 +264,7 @@ int tr_train(const tr_kind *kind, const tr_train_args *a, tr_create_fn create, c
     attn_adam opt = {0};
     if (create(&tr, a, opts, &n_params) == 0 && !cli_fail(attn_adam_alloc(&opt, n_params, a->lr), "creating the optimizer")) {
         fflush(stdout);
-        ret = fit(&tr, &opt, &d, a->epochs, a->batch, a->every, a->seed, a->out, a->plot);
+        ret = fit(&tr, &opt, &d, a->epochs, a->batch, a->every, a->seed, a->out, a->plot, a->max_steps);
     }
     attn_adam_free(&opt);
     tr_free(&tr);

@@ -49,10 +49,12 @@ struct tr_kind {
     /* Greedy translation of src (src_len ids): pred (T) and *n_pred; weights the model's attention or NULL. */
     attn_status (*translate)(void *model, int32_t *pred, int *n_pred, float *weights, const int32_t *src,
                              int src_len);
-    /* One training epoch, as attn_seq2seq_train_epoch. */
+    /* One training epoch, as attn_seq2seq_train_epoch_part (count 0: the whole batch here). */
     attn_status (*train_epoch)(void *model, attn_adam *opt, attn_rng *rng, const int32_t *X, const int32_t *X_len,
                                const int32_t *Y, const int32_t *Y_len, int N, int batch, float clip,
-                               uint64_t *seed, double *loss_sum, int64_t *tokens);
+                               uint64_t *seed, double *loss_sum, int64_t *tokens, int first, int count,
+                               attn_shard_combine_fn combine, void *user);
+    int shards;                  /* the fixed shards of a batch (data parallel: the ranks must divide it) */
     attn_status (*save)(const void *model, const char *path, char *err, size_t err_size);
     void (*free)(void *model);   /* the model's own free (not the heap block) */
 };
@@ -83,6 +85,7 @@ typedef struct tr_train_args {
     uint64_t seed;
     float lr;
     const char *plot;            /* --plot FILE or NULL */
+    int max_steps;               /* --max-steps: stop after this many optimizer steps (0: no limit) */
 } tr_train_args;
 
 #define TR_TRAIN_OPTS(a)                                                                                      \
@@ -98,7 +101,9 @@ typedef struct tr_train_args {
     {"lr", CLI_FLOAT, &(a).lr, "X", "Adam learning rate"},                                                      \
     {"every", CLI_INT, &(a).every, "N", "print the loss every N epochs"},                                      \
     {"plot", CLI_STR, &(a).plot, "FILE", "draw the loss curve as a PNG every N epochs and at the end (the "       \
-                                         "history itself is always in --out, beside the checkpoint)"}
+                                         "history itself is always in --out, beside the checkpoint)"},           \
+    {"max-steps", CLI_INT, &(a).max_steps, "N", "stop after N optimizer steps (0 = no limit); a last partial "    \
+                                                "epoch trains on the first steps x batch pairs"}
 
 /* Checks the shared options: --epochs, --batch (<= 4096), --every >= 1, --examples >= 0, --threads 0 ..
  * ATTN_MAX_THREADS, --lr > 0. Returns 0, or 2 after a message naming the flag (the caller prints its

@@ -42,8 +42,10 @@ static attn_status tf_translate(void *m, int32_t *pred, int *n_pred, float *weig
 
 static attn_status tf_train_epoch(void *m, attn_adam *opt, attn_rng *rng, const int32_t *X, const int32_t *X_len,
                                   const int32_t *Y, const int32_t *Y_len, int N, int batch, float clip,
-                                  uint64_t *seed, double *loss_sum, int64_t *tokens) {
-    return attn_transformer_train_epoch(m, opt, rng, X, X_len, Y, Y_len, N, batch, clip, seed, loss_sum, tokens);
+                                  uint64_t *seed, double *loss_sum, int64_t *tokens, int first, int count,
+                                  attn_shard_combine_fn combine, void *user) {
+    return attn_transformer_train_epoch_part(m, opt, rng, X, X_len, Y, Y_len, N, batch, clip, seed, loss_sum, tokens,
+                                             first, count, combine, user);
 }
 
 static attn_status tf_save(const void *m, const char *path, char *err, size_t err_size) {
@@ -82,7 +84,7 @@ static int tf_create(translator *tr, const tr_train_args *a, const void *opts, s
 }
 
 static int tf_train(const tr_kind *kind, int argc, char **argv) {
-    tr_train_args a = {NULL, kind->default_dir, 200, 0, 600, 64, 10, 1, 0.005f, NULL};
+    tr_train_args a = {NULL, kind->default_dir, 200, 0, 600, 64, 10, 1, 0.005f, NULL, 0};
     tf_opts o = {32, 64, 4, 2, 0.1f};
     cli_opt opts[] = {
         TR_TRAIN_OPTS(a),
@@ -311,6 +313,7 @@ const tr_kind tr_transformer = {
     .load = tf_load,
     .translate = tf_translate,
     .train_epoch = tf_train_epoch,
+    .shards = ATTN_TF_SHARDS,
     .save = tf_save,
     .free = tf_free,
 };

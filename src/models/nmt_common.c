@@ -22,16 +22,22 @@ static attn_status step_sharded(const attn__nmt_trainer *tr, float *loss, const 
     attn_status sts[ATTN__NMT_MAX_SHARDS];
     float losses[ATTN__NMT_MAX_SHARDS];
     int nth = attn_get_num_threads();
-    nth = nth < 1 ? 1 : nth > ns ? ns : nth;
+    const int k0 = tr->count ? tr->first : 0, k1 = tr->count ? tr->first + tr->count : ns;
+    nth = nth < 1 ? 1 : nth > k1 - k0 ? k1 - k0 : nth;
     (void)nth;
+    for (int k = 0; k < ns; k++) { losses[k] = 0.0f; sts[k] = ATTN_OK; }
     ATTN_OMP(omp parallel for num_threads(nth) schedule(static, 1) if (nth > 1))
-    for (int k = 0; k < ns; k++) {
+    for (int k = k0; k < k1; k++) {
         const int lo = k * per, n = B - lo < per ? B - lo : per;
-        losses[k] = 0.0f;
-        sts[k] = ATTN_OK;
         if (n <= 0) continue;
         sts[k] = tr->step(tr->model, k, &losses[k], X + (size_t)lo * T, X_len + lo, Y + (size_t)lo * T, Y_len + lo,
                           n, attn__mix64(seed + (uint64_t)k));
+    }
+    if (tr->count) {                       /* data parallel: the caller's combiner adds every process's */
+        for (int k = k0; k < k1; k++)
+            if (sts[k] != ATTN_OK) return sts[k];
+        const int n_used = (B + per - 1) / per;
+        return tr->combine(tr->user, tr->grads, tr->n_params, tr->shard_grads, losses, k0, k1 - k0, n_used, loss);
     }
     memset(tr->grads, 0, sizeof(float) * tr->n_params);
     double sum = 0.0;

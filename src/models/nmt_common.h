@@ -45,6 +45,11 @@ typedef struct attn__nmt_trainer {
     int n_shards;
     size_t n_params;
     int num_steps;                      /* T */
+    /* data parallel (the *_train_epoch_part calls): only shards [first, first + count) here, then
+     * combine; count 0 means every shard and the sum here */
+    int first, count;
+    attn_shard_combine_fn combine;
+    void *user;
 } attn__nmt_trainer;
 
 /* One epoch: shuffle the N pairs with rng, then per batch: step split in the shards (on up to

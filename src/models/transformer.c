@@ -761,13 +761,25 @@ attn_status attn_transformer_train_epoch(attn_transformer *m, attn_adam *opt, at
                                          const int32_t *X, const int32_t *X_len,
                                          const int32_t *Y, const int32_t *Y_len, int N, int batch,
                                          float clip, uint64_t *seed, double *loss_sum, int64_t *tokens) {
+    return attn_transformer_train_epoch_part(m, opt, rng, X, X_len, Y, Y_len, N, batch, clip, seed, loss_sum, tokens,
+                                             0, 0, NULL, NULL);
+}
+
+attn_status attn_transformer_train_epoch_part(attn_transformer *m, attn_adam *opt, attn_rng *rng,
+                                              const int32_t *X, const int32_t *X_len,
+                                              const int32_t *Y, const int32_t *Y_len, int N, int batch,
+                                              float clip, uint64_t *seed, double *loss_sum, int64_t *tokens,
+                                              int first, int count, attn_shard_combine_fn combine, void *user) {
     if (!m || !opt || !rng || !X || !X_len || !Y || !Y_len || !seed || !loss_sum || !tokens) return ATTN_ERR_NULL;
     if (!m->shards) return ATTN_ERR_NULL;
     if (N < 1 || batch < 1 || batch > m->cfg.max_batch) return ATTN_ERR_SIZE;
     if (opt->n != m->n_params) return ATTN_ERR_SHAPE;
     if (m->n_shards > ATTN__NMT_MAX_SHARDS) return ATTN_ERR_SIZE;
+    if (count && !combine) return ATTN_ERR_NULL;
+    if (count < 0 || first < 0 || first + count > m->n_shards) return ATTN_ERR_ARG;
     attn__nmt_trainer tr = {.model = m, .step = tf_shard_step, .params = m->params, .grads = m->grads,
-                            .n_shards = m->n_shards, .n_params = m->n_params, .num_steps = m->cfg.num_steps};
+                            .n_shards = m->n_shards, .n_params = m->n_params, .num_steps = m->cfg.num_steps,
+                            .first = first, .count = count, .combine = combine, .user = user};
     for (int k = 0; k < m->n_shards; k++) tr.shard_grads[k] = m->shards[k].grads;
     return attn__nmt_train_epoch(&tr, opt, rng, X, X_len, Y, Y_len, N, batch, clip, seed, loss_sum, tokens);
 }

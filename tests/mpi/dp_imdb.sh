@@ -1,0 +1,44 @@
+#!/bin/sh
+# Data-parallel IMDB training under mpirun: 50 steps with 1, 2 and 4 ranks (4 oversubscribed) at the same
+# global batch and seed must leave bitwise the same parameters (the checkpoints are compared byte for
+# byte: parameters, Adam state, vocabulary, settings). Then a rank that dies mid-run must stop the job
+# with an error, leaving the previous checkpoint loadable.
+# usage: dp_imdb.sh MPIRUN ATTN DATA_DIR   (MPIRUN may hold flags: it is split on spaces)
+set -u
+mpirun=$1; attn=$2; data=$3
+[ -f "$data/aclImdb_v1_labeled.tar.gz" ] || { echo "skipped: no $data/aclImdb_v1_labeled.tar.gz"; exit 77; }
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+fail=0
+args="imdb train --data $data --limit 400 --batch 8 --grad-groups 4 --max-steps 50 --epochs 1 --threads 1 --seed 7"
+for n in 1 2 4; do
+  mkdir -p "$tmp/n$n"
+  [ -f "$tmp/n1/imdb_cache_limit400.bin" ] && cp "$tmp/n1/imdb_cache_limit400.bin" "$tmp/n$n/"
+  if ! $mpirun -np $n "$attn" $args --out "$tmp/n$n" > "$tmp/log$n" 2>&1; then
+    echo "dp_imdb: $n ranks: training failed:"; cat "$tmp/log$n"; exit 1
+  fi
+  grep -q "stopped; .* after step 50" "$tmp/log$n" || { echo "dp_imdb: $n ranks: no stop at step 50:"; cat "$tmp/log$n"; fail=1; }
+done
+for n in 2 4; do
+  if cmp -s "$tmp/n1/imdb.safetensors" "$tmp/n$n/imdb.safetensors"; then
+    echo "dp_imdb: 1 and $n ranks: checkpoints bitwise identical after 50 steps: ok"
+  else
+    echo "dp_imdb: 1 and $n ranks: checkpoints differ after 50 steps: FAIL"; fail=1
+  fi
+done
+# only rank 0 writes: one history row, no stray files
+rows=$(wc -l < "$tmp/n2/imdb_history.csv")
+[ "$rows" -eq 2 ] || { echo "dp_imdb: history has $rows lines, want 2 (header + 1)"; fail=1; }
+# a rank that dies: rank 1 kills itself at the second step of a resumed run; the job must fail, the
+# checkpoint of the earlier run must still load
+cp "$tmp/n2/imdb.safetensors" "$tmp/before.safetensors"
+if ATTN_TEST_DIE_AT_STEP=2 $mpirun -np 2 "$attn" $args --resume --epochs 2 --max-steps 4 --out "$tmp/n2" > "$tmp/logdie" 2>&1; then
+  echo "dp_imdb: a rank died but the job succeeded:"; cat "$tmp/logdie"; fail=1
+else
+  echo "dp_imdb: a dead rank stopped the job: ok"
+fi
+if "$attn" imdb eval --data "$data" --out "$tmp/n2" > "$tmp/logeval" 2>&1; then
+  echo "dp_imdb: the checkpoint is intact after the failed run: ok"
+else
+  echo "dp_imdb: the checkpoint does not load after the failed run: FAIL"; cat "$tmp/logeval"; fail=1
+fi
+exit $fail
