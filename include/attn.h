@@ -167,6 +167,21 @@ const char *attn_blas_core_name(void);
  *   bias            additive float (B,H,T,S), added to the scaled scores; -INFINITY excludes. Strides as
  *                   for allow. It is an input to the softmax, not a parameter: no gradient is returned.
  * Mechanisms without heads (additive attention) read the masks with H = 1.
+ *
+ * Sparse parts (scaled dot-product attention only; additive attention refuses them with
+ * ATTN_ERR_UNSUPPORTED). With ta = t + (S - T), query t's position among the keys (as for causal):
+ *   window          nonzero: a sliding window, keys ta - window_left <= s <= ta + window_right only (both
+ *                   >= 0; with causal the right edge is causal's). The fused kernels skip the key blocks
+ *                   outside, so the cost grows with T·window, not T·S.
+ *   sinks           n >= 0: the first n keys stay visible to every row however far the window has moved
+ *                   (StreamingLLM's attention sinks); the other masks still apply to them.
+ *   sink_logits     (H) or NULL: a learned logit z_h per query head that joins every row's softmax sum with
+ *                   no value (gpt-oss): weights = exp(x_s) / (exp(z_h) + Σ exp(x_s)), so a row's weights sum
+ *                   to less than 1. Finite values only. Its gradient: attn_sdpa_sink_backward. The row
+ *                   statistics include it: m = max(z_h, max_s x_s), and a row with no key visible has
+ *                   stats (z_h, 0) and a zero output.
+ *   alibi_slopes    (H) or NULL: ALiBi, slope_h · (s - ta) added to the scores after the bias (computed in
+ *                   the kernel; attn_alibi_slopes gives the paper's slopes). Finite values only; no gradient.
  */
 typedef enum attn_valid_lens_kind {
     ATTN_VALID_LENS_NONE = 0,
@@ -183,7 +198,18 @@ typedef struct attn_mask {
     int64_t allow_stride[3];     /* element strides of b, h, t; s is contiguous */
     const float *bias;           /* (B,H,T,S) or NULL; added to the scaled scores */
     int64_t bias_stride[3];      /* element strides of b, h, t; s is contiguous */
+    /* sparse parts, appended: zero = off */
+    int window;                  /* nonzero: sliding window [ta - window_left, ta + window_right] */
+    int window_left, window_right;
+    int sinks;                   /* the first `sinks` keys are exempt from the window */
+    const float *sink_logits;    /* (H) or NULL: per-head logit in every row's softmax sum */
+    const float *alibi_slopes;   /* (H) or NULL: ALiBi slopes */
 } attn_mask;
+
+/* The ALiBi paper's slopes for H heads into slopes (H): for H a power of two, 2^(-8(h+1)/H); otherwise
+ * the slopes of the power of two n below H, then every other slope of 2n for the rest. ATTN_ERR_NULL,
+ * ATTN_ERR_SIZE when H < 1. */
+attn_status attn_alibi_slopes(int H, float *slopes);
 
 /* ---------------------------------------------------------------------------------------------------
  * Strided 4-D operands. Each tensor argument of the scaled dot-product kernels is (batch, head, row, col)
@@ -303,6 +329,21 @@ attn_status attn_sdpa_backward(const attn_ctx *ctx, const attn_sdpa_desc *d,
                                const void *q, const void *k, const void *v,
                                const void *out, const float *stats,
                                void *work, size_t work_bytes);
+
+/* Gradient of the sink logits (d->mask.sink_logits), accumulated (+=) into dsink (H). The sink has no
+ * value, so its score gradient is P_z·(0 - Δ) and
+ *   dsink_h += -Σ_(b,t) P_z(b,h,t) · Δ(b,h,t),   P_z = exp(z_h - m - log l),   Δ = dout·out
+ * read from the forward's out and stats (the same ctx isa) and the backward's dout (d->dtype elements,
+ * layout d->out). Rows are summed in (b, t) order in double: deterministic. ATTN_ERR_ARG when d has no
+ * sink logits. */
+attn_status attn_sdpa_sink_backward(const attn_sdpa_desc *d, float *dsink, const void *dout, const void *out,
+                                    const float *stats);
+
+/* Instrumentation: how many (query row, key) scores the fused kernels formed in this process for pass
+ * (the forward's count includes a weights stage), counting every score of every key block they did not
+ * skip: what a window or mask saves shows here. reset nonzero: set it to zero after reading. Counted with
+ * relaxed atomics; the reference path and the AMX path count nothing. */
+int64_t attn_sdpa_scores_computed(attn_pass pass, int reset);
 
 /* The same passes run by the caller's own threads (an inference engine's pool, say) instead of OpenMP.
  * A pass is cut into *n_stages stages (a function of the descriptor only). Stage s is run by ctx->threads

@@ -10,10 +10,11 @@
 /* Checks m for sizes B,H,T,S.
  *   ATTN_ERR_NULL    m is NULL, or a valid-lengths kind is set with valid_lens NULL
  *   ATTN_ERR_ARG     unknown valid-lengths kind, or a negative length (lengths > S are fine: clamped)
- *   ATTN_ERR_STRIDE  a negative stride on the boolean mask or the bias (only read when the pointer is set) */
+ *   ATTN_ERR_STRIDE  a negative stride on the boolean mask or the bias (only read when the pointer is set)
+ *   ATTN_ERR_ARG     also: a negative window edge or sink count, a sink logit or ALiBi slope not finite */
 attn_status attn__validate_mask(const attn_mask *m, int B, int H, int T, int S) {
     if (!m) return ATTN_ERR_NULL;
-    (void)H; (void)S;
+    (void)S;
 
     /* valid lengths: (B) or (B,T), every entry >= 0 */
     int64_t nlens = 0;
@@ -36,6 +37,24 @@ attn_status attn__validate_mask(const attn_mask *m, int B, int H, int T, int S) 
     if (m->bias)
         for (int i = 0; i < 3; i++)
             if (m->bias_stride[i] < 0) return ATTN_ERR_STRIDE;
+
+    /* sparse parts: nonnegative window edges and sink count, finite per-head logits and slopes */
+    if (m->window && (m->window_left < 0 || m->window_right < 0)) return ATTN_ERR_ARG;
+    if (m->sinks < 0) return ATTN_ERR_ARG;
+    for (int h = 0; h < H; h++) {
+        if (m->sink_logits && !isfinite(m->sink_logits[h])) return ATTN_ERR_ARG;
+        if (m->alibi_slopes && !isfinite(m->alibi_slopes[h])) return ATTN_ERR_ARG;
+    }
+    return ATTN_OK;
+}
+
+attn_status attn_alibi_slopes(int H, float *slopes) {
+    if (!slopes) return ATTN_ERR_NULL;
+    if (H < 1) return ATTN_ERR_SIZE;
+    int n = 1;                                      /* the largest power of two <= H */
+    while (n * 2 <= H) n *= 2;
+    for (int h = 0; h < n; h++) slopes[h] = (float)exp2(-8.0 * (h + 1) / n);
+    for (int h = n; h < H; h++) slopes[h] = (float)exp2(-8.0 * (2 * (h - n) + 1) / (2 * n));
     return ATTN_OK;
 }
 
