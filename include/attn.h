@@ -173,8 +173,9 @@ const char *attn_blas_core_name(void);
  *   window          nonzero: a sliding window, keys ta - window_left <= s <= ta + window_right only (both
  *                   >= 0; with causal the right edge is causal's). The fused kernels skip the key blocks
  *                   outside, so the cost grows with T·window, not T·S.
- *   sinks           n >= 0: the first n keys stay visible to every row however far the window has moved
- *                   (StreamingLLM's attention sinks); the other masks still apply to them.
+ *   sinks           n >= 0: the first n keys are exempt from the window's left edge, so they stay visible
+ *                   however far the window has moved (StreamingLLM's attention sinks); the right edge,
+ *                   causality and the other parts still apply to them. Only read with a window.
  *   sink_logits     (H) or NULL: a learned logit z_h per query head that joins every row's softmax sum with
  *                   no value (gpt-oss): weights = exp(x_s) / (exp(z_h) + Σ exp(x_s)), so a row's weights sum
  *                   to less than 1. Finite values only. Its gradient: attn_sdpa_sink_backward. The row
