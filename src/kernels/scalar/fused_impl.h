@@ -1114,7 +1114,7 @@ static void fz_bwd_block(const fz_bwd_ctx *cx, char *tw, int b, int hk, int j0, 
     for (int hh = 0; hh < G; hh++) {
         const int h = hk * G + hh;
         for (int t0 = tstart; t0 < tend; t0 += FZ_QB) {
-            const int nr = T - t0 < FZ_QB ? T - t0 : FZ_QB;
+            const int nr = tend - t0 < FZ_QB ? tend - t0 : FZ_QB;
             const float *qr = cx->q + b * d->q.b + h * d->q.h + (int64_t)t0 * d->q.t;         /* (nr,D)  */
             const float *gr = cx->dout + b * d->out.b + h * d->out.h + (int64_t)t0 * d->out.t; /* (nr,Dv) */
             const int64_t row0 = ((int64_t)b * H + h) * T + t0;                               /* stats row */
