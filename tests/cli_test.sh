@@ -99,6 +99,15 @@ grep "=>" $out | grep -q "cut" || bad "translate predict (2,000 words) does not 
 expect_rc 1 "bench larger than the memory" timeout 20 "$attn" bench --tq 100000 --tk 100000 --heads 64 --dim 256
 grep -q "GiB" $out || bad "bench larger than the memory: no message on the memory needed"
 
+# 11b. bench --window: bad values are usage errors; a small windowed case runs and counts visible pairs
+for w in "abc" "-1" "3,x" "3,-2" "4,5,6"; do
+  expect_rc 2 "bench --window $w" "$attn" bench --tq 8 --dim 8 --window "$w"
+  grep -q "usage: attn bench" /tmp/attn_cli_out.$$ || bad "bench --window $w prints no usage"
+done
+expect_rc 2 "bench --sinks without --window" "$attn" bench --tq 8 --dim 8 --sinks 2
+expect_rc 0 "bench --window" "$attn" bench --tq 64 --dim 8 --heads 1 --causal --window 3 --sinks 1 --alibi --repeat 1 --json
+grep -q '"visible_pairs":310,' /tmp/attn_cli_out.$$ || bad "bench --window 3 --sinks 1 causal T=64: visible pairs not 310"
+
 # 12. no help text cites a file the repository does not have
 for c in "imdb --help" "imdb train --help" "translate --help" "translate train --help" "demo --help" "score --help"; do
   "$attn" $c > $out 2>&1
