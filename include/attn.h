@@ -183,6 +183,9 @@ const char *attn_blas_core_name(void);
  *                   stats (z_h, 0) and a zero output.
  *   alibi_slopes    (H) or NULL: ALiBi, slope_h · (s - ta) added to the scores after the bias (computed in
  *                   the kernel; attn_alibi_slopes gives the paper's slopes). Finite values only; no gradient.
+ *   softcap         c > 0: soft-capping (Gemma 2): the scaled score x = scale·q·k becomes c·tanh(x / c)
+ *                   first, then the bias and ALiBi are added and the masks applied, so scores (and the row
+ *                   statistics) are the capped ones; the backward multiplies by 1 - tanh². 0 = off.
  */
 typedef enum attn_valid_lens_kind {
     ATTN_VALID_LENS_NONE = 0,
@@ -205,6 +208,7 @@ typedef struct attn_mask {
     int sinks;                   /* the first `sinks` keys are exempt from the window */
     const float *sink_logits;    /* (H) or NULL: per-head logit in every row's softmax sum */
     const float *alibi_slopes;   /* (H) or NULL: ALiBi slopes */
+    float softcap;               /* > 0: scaled scores become softcap · tanh(score / softcap); 0 = off */
 } attn_mask;
 
 /* The ALiBi paper's slopes for H heads into slopes (H): for H a power of two, 2^(-8(h+1)/H); otherwise

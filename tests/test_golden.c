@@ -161,6 +161,9 @@ static void read_mask(golden *g, mask_parts *mp, int B, int H, int T, int S) {
     /* sparse parts (gen_sparse.py): "window" = "left,right" and "sinks" metadata, (H) logits and slopes */
     snprintf(key, sizeof key, "%s/window", g->cs);
     const char *win = attn_st_meta(&g->f, key);
+    snprintf(key, sizeof key, "%s/softcap", g->cs);
+    const char *cap = attn_st_meta(&g->f, key);
+    if (cap) mp->m.softcap = strtof(cap, NULL);
     if (win) {
         snprintf(key, sizeof key, "%s/sinks", g->cs);
         const char *sinks = attn_st_meta(&g->f, key);

@@ -3,7 +3,8 @@
  * logits, ALiBi) beyond the sweeps of test_fused and the PyTorch cases of test_golden:
  *   1. validation: bad window edges, sink counts, non-finite logits or slopes; additive attention refuses
  *      the parts; attn_alibi_slopes gives the paper's slopes
- *   2. finite differences in double: the reference backward (dq, dk, dv) with every sparse part on
+ *   2. finite differences in double: the reference backward (dq, dk, dv) with every sparse part on,
+ *      soft-capping too
  *   3. the sink logits' gradient (attn_sdpa_sink_backward) against central differences of the double
  *      reference's loss in z, from the fp32 reference's and each fused path's out and stats
  *   4. work skipped: the fused kernels' count of computed scores under a causal window lies between the
@@ -55,6 +56,14 @@ static void test_validation(void) {
     CHECK_STATUS(attn_sdpa_validate(&d), ATTN_ERR_ARG);
     sl[1] = 0.125f;
     CHECK_STATUS(attn_sdpa_validate(&d), ATTN_OK);
+    d.mask.softcap = -1.0f;
+    CHECK_STATUS(attn_sdpa_validate(&d), ATTN_ERR_ARG);
+    d.mask.softcap = NAN;
+    CHECK_STATUS(attn_sdpa_validate(&d), ATTN_ERR_ARG);
+    d.mask.softcap = INFINITY;
+    CHECK_STATUS(attn_sdpa_validate(&d), ATTN_ERR_ARG);
+    d.mask.softcap = 30.0f;
+    CHECK_STATUS(attn_sdpa_validate(&d), ATTN_OK);
 
     /* no sink logits: no sink gradient to give */
     float dsink[2] = {0, 0}, buf[64] = {0}, stats[16] = {0};
@@ -94,7 +103,7 @@ typedef struct problem {
 
 /* B=2 H=4 Hkv=2 T=9 S=11 D=5 Dv=6, contiguous; a two-sided window with sinks, sink logits, ALiBi and
  * per-query lengths (one of them 0: a row that sees only its sink) */
-static void problem_init(problem *p, int causal) {
+static void problem_init(problem *p, int causal, float softcap) {
     memset(p, 0, sizeof *p);
     attn_sdpa_desc *d = &p->d;
     attn_sdpa_desc_init(d, 2, 4, 9, 11, 5, 6);
@@ -113,6 +122,7 @@ static void problem_init(problem *p, int causal) {
     d->mask.sink_logits = p->z;
     attn_alibi_slopes(4, p->slopes);
     d->mask.alibi_slopes = p->slopes;
+    d->mask.softcap = softcap;
     p->nq = (size_t)2 * 4 * 9 * 5;
     p->nk = (size_t)2 * 2 * 11 * 5;
     p->nv = (size_t)2 * 2 * 11 * 6;
@@ -133,9 +143,9 @@ static double loss(const problem *p, double *out, void *work) {
     return L;
 }
 
-static void fd_inputs(const char *name, int causal) {
+static void fd_inputs(const char *name, int causal, float softcap) {
     problem p;
-    problem_init(&p, causal);
+    problem_init(&p, causal, softcap);
     const attn_sdpa_desc *d = &p.d;
     double *out = calloc(p.no, sizeof(double)), *st = calloc(2 * 72, sizeof(double));
     double *dq = calloc(p.nq, sizeof(double)), *dk = calloc(p.nk, sizeof(double)), *dv = calloc(p.nv, sizeof(double));
@@ -180,7 +190,7 @@ static float *to_f32(const double *x, size_t n) {
 
 static void fd_sink(int causal) {
     problem p;
-    problem_init(&p, causal);
+    problem_init(&p, causal, causal ? 0.0f : 1.25f);
     /* the double problem holds float values, so the fp32 runs see the same numbers */
     for (size_t i = 0; i < p.nq; i++) p.q[i] = (float)p.q[i];
     for (size_t i = 0; i < p.nk; i++) p.k[i] = (float)p.k[i];
@@ -317,8 +327,9 @@ static void test_bf16_amx(void) {
 
 int main(void) {
     test_validation();
-    fd_inputs("window+sinks+logits+alibi+lens", 0);
-    fd_inputs("causal window+sinks+logits+alibi+lens", 1);
+    fd_inputs("window+sinks+logits+alibi+lens", 0, 0.0f);
+    fd_inputs("causal window+sinks+logits+alibi+lens", 1, 0.0f);
+    fd_inputs("softcap 0.8+window+sinks+logits+alibi+lens", 0, 0.8f);
     fd_sink(0);
     fd_sink(1);
     test_block_count();

@@ -65,7 +65,8 @@ class Mask(ctypes.Structure):
                 ("allow", ctypes.c_void_p), ("allow_stride", ctypes.c_int64 * 3),
                 ("bias", ctypes.c_void_p), ("bias_stride", ctypes.c_int64 * 3),
                 ("window", ctypes.c_int), ("window_left", ctypes.c_int), ("window_right", ctypes.c_int),
-                ("sinks", ctypes.c_int), ("sink_logits", ctypes.c_void_p), ("alibi_slopes", ctypes.c_void_p)]
+                ("sinks", ctypes.c_int), ("sink_logits", ctypes.c_void_p), ("alibi_slopes", ctypes.c_void_p),
+                ("softcap", ctypes.c_float)]
 
 
 class SdpaDesc(ctypes.Structure):

@@ -158,9 +158,10 @@ static inline float attn__alibi(const attn_mask *m, int h, int s, int t, int T, 
     return m->alibi_slopes[h] * (float)((int64_t)s - ((int64_t)t + (S - T)));
 }
 
-/* Does the mask have a part only scaled dot-product attention knows (window, sinks, sink logits, ALiBi)? */
+/* Does the mask have a part only scaled dot-product attention knows (window, sinks, sink logits, ALiBi,
+ * soft-capping)? */
 static inline int attn__mask_sparse(const attn_mask *m) {
-    return m->window || m->sinks || m->sink_logits || m->alibi_slopes;
+    return m->window || m->sinks || m->sink_logits || m->alibi_slopes || m->softcap != 0.0f;
 }
 
 /* Counters behind attn_sdpa_scores_computed, (pass): the fused kernels add to them. */

@@ -11,7 +11,8 @@
  *   ATTN_ERR_NULL    m is NULL, or a valid-lengths kind is set with valid_lens NULL
  *   ATTN_ERR_ARG     unknown valid-lengths kind, or a negative length (lengths > S are fine: clamped)
  *   ATTN_ERR_STRIDE  a negative stride on the boolean mask or the bias (only read when the pointer is set)
- *   ATTN_ERR_ARG     also: a negative window edge or sink count, a sink logit or ALiBi slope not finite */
+ *   ATTN_ERR_ARG     also: a negative window edge or sink count, a sink logit or ALiBi slope not finite, a
+ *                    soft cap negative, infinite or NaN */
 attn_status attn__validate_mask(const attn_mask *m, int B, int H, int T, int S) {
     if (!m) return ATTN_ERR_NULL;
     (void)S;
@@ -41,6 +42,7 @@ attn_status attn__validate_mask(const attn_mask *m, int B, int H, int T, int S) 
     /* sparse parts: nonnegative window edges and sink count, finite per-head logits and slopes */
     if (m->window && (m->window_left < 0 || m->window_right < 0)) return ATTN_ERR_ARG;
     if (m->sinks < 0) return ATTN_ERR_ARG;
+    if (!(m->softcap >= 0.0f) || isinf(m->softcap)) return ATTN_ERR_ARG;   /* NaN fails too */
     for (int h = 0; h < H; h++) {
         if (m->sink_logits && !isfinite(m->sink_logits[h])) return ATTN_ERR_ARG;
         if (m->alibi_slopes && !isfinite(m->alibi_slopes[h])) return ATTN_ERR_ARG;

@@ -7,7 +7,8 @@ Rerun from the repository root (needs PyTorch; the tests themselves do not):
 
 Float64 autograd on float32-representable inputs, as gen_mechanisms.py (whose helpers it uses). Beyond that
 file's tensors and metadata, a case may have:
-    metadata   "<case>/window" = "left,right" (absent: no window), "<case>/sinks" = n
+    metadata   "<case>/window" = "left,right" (absent: no window), "<case>/sinks" = n,
+               "<case>/softcap" = c (absent: none; c·tanh(score / c) on the scaled scores, before the bias)
     tensors    sink_logits (F64, (H)) and its gradient dsink (F64, (H)); alibi_slopes (F64, (H))
 The rules written out here (the library's documented meaning): with ta = t + (S - T), key s is visible
 when (ta - left <= s or s < sinks) and s <= ta + right (the sinks are exempt from the window's left edge
@@ -45,7 +46,7 @@ def alibi_slopes(H):
 
 
 def sparse_case(name, seed, B, H, T, S, D, Dv, Hkv=None, vl_kind="none", valid_lens=None, causal=False,
-                allow=None, bias=None, window=None, sinks=0, sink_logits=False, alibi=False, note=""):
+                allow=None, bias=None, window=None, sinks=0, sink_logits=False, alibi=False, softcap=0.0, note=""):
     Hkv = Hkv or H
     c = gm.Case(name, seed)
     q = c.randn(B, H, T, D).requires_grad_()
@@ -69,6 +70,8 @@ def sparse_case(name, seed, B, H, T, S, D, Dv, Hkv=None, vl_kind="none", valid_l
     G = H // Hkv
     kk, vv = k.repeat_interleave(G, dim=1), v.repeat_interleave(G, dim=1)
     scores = scale * (q @ kk.transpose(-1, -2))
+    if softcap > 0:                                    # Gemma 2's order: cap the scaled scores, then the rest
+        scores = softcap * torch.tanh(scores / softcap)
     if bias is not None:
         scores = scores + torch.where(torch.isneginf(bias), torch.zeros_like(bias), bias)
     if slopes is not None:
@@ -87,6 +90,8 @@ def sparse_case(name, seed, B, H, T, S, D, Dv, Hkv=None, vl_kind="none", valid_l
     (out * dout).sum().backward()
 
     c.meta = {"kind": "sdpa", "valid_lens_kind": vl_kind, "causal": str(int(causal)), "note": note}
+    if softcap > 0:
+        c.meta["softcap"] = repr(softcap)
     if window is not None:
         c.meta["window"] = f"{window[0]},{window[1]}"
         c.meta["sinks"] = str(sinks)
@@ -114,7 +119,7 @@ def sparse_case(name, seed, B, H, T, S, D, Dv, Hkv=None, vl_kind="none", valid_l
     gm.check_finite(c)
     rows = (~keep.any(-1)).sum().item()
     print(f"  {name:18s} B={B} H={H} Hkv={Hkv} T={T} S={S} D={D} Dv={Dv} window={window} sinks={sinks} "
-          f"sink_logits={sink_logits} alibi={alibi} rows with no key={rows}")
+          f"sink_logits={sink_logits} alibi={alibi} softcap={softcap} rows with no key={rows}")
     return c
 
 
@@ -154,6 +159,10 @@ def main():
                     valid_lens=[[5, 4, 3, 5, 0, 5, 2, 5, 5, 1, 5, 5], [1, 5, 5, 5, 5, 3, 5, 5, 5, 5, 4, 5]],
                     bias=gm.random_bias((2, 4, 12, 5), p_neginf=0.1),
                     note="window 1 + a sink, sink logits, ALiBi, lengths, bias: rows with no key"),
+        sparse_case("softcap", 109, 1, 2, 16, 16, 8, 8, causal=True, softcap=1.5, note="soft cap 1.5 (Gemma 2)"),
+        sparse_case("softcap_all", 110, 1, 4, 14, 18, 8, 8, Hkv=2, window=(5, 2), sinks=2, sink_logits=True,
+                    alibi=True, softcap=2.0, bias=gm.random_bias((1, 4, 14, 18), p_neginf=0.1),
+                    note="soft cap with window, sinks, sink logits, ALiBi and bias"),
     ]
     save("mech_sdpa_sparse.safetensors", cases)
 

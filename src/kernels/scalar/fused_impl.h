@@ -141,8 +141,9 @@ static void fz_put_stats(float *st, float m, float l) {
 }
 
 /* ---------------------------------------------------------------------------------------------------
- * The mask parts read key by key, of one row (b, h, t): the boolean mask, the bias, the sliding window's
- * lower edge (keys nsink <= s < low hidden) and ALiBi, added after the bias as attn__alibi computes it.
+ * The mask parts read key by key, of one row (b, h, t): the soft cap (first, on the scaled score), the
+ * boolean mask, the bias, the sliding window's lower edge (keys nsink <= s < low hidden) and ALiBi, added
+ * after the bias as attn__alibi computes it.
  * The key limit (valid lengths, causality, the window's right edge) is applied apart, by vectors. A sink
  * logit starts the row's online softmax at (m, l) = (z_h, 1): exp(z_h - m) is then in l whatever m becomes.
  */
@@ -150,6 +151,7 @@ typedef struct fz_rowm {
     const uint8_t *al;       /* (S) or NULL */
     const float *bi;         /* (S) or NULL */
     const float *slope;      /* the head's ALiBi slope, or NULL */
+    float cap;               /* soft cap, 0 = none */
     int low, nsink, ta;      /* window edge, sinks; ta = t + (S - T) */
 } fz_rowm;
 
@@ -159,6 +161,7 @@ static fz_rowm fz_rowm_of(const attn_sdpa_desc *d, int b, int h, int t) {
     r.al = attn__allow_row(mk, b, h, t);
     r.bi = attn__bias_row(mk, b, h, t);
     r.slope = mk->alibi_slopes ? mk->alibi_slopes + h : NULL;
+    r.cap = mk->softcap;
     r.low = attn__key_low(mk, t, d->T, d->S);
     r.nsink = attn__key_sinks(mk, d->S);
     r.ta = t + (d->S - d->T);
@@ -168,6 +171,7 @@ static fz_rowm fz_rowm_of(const attn_sdpa_desc *d, int b, int h, int t) {
 /* Score x of key s after the row's key-by-key parts: -inf when hidden, else plus bias and ALiBi. */
 FZ_INLINE float fz_rowm_apply(const fz_rowm *r, float x, int s) {
     if (attn__window_hides(s, r->nsink, r->low) || (r->al && !r->al[s])) return -INFINITY;
+    if (r->cap > 0.0f) x = r->cap * tanhf(x / r->cap);
     if (r->bi) x = fz_add_bias(x, r->bi[s]);
     if (r->slope) x = fz_add_bias(x, *r->slope * (float)((int64_t)s - r->ta));
     return x;
@@ -175,11 +179,19 @@ FZ_INLINE float fz_rowm_apply(const fz_rowm *r, float x, int s) {
 
 /* Does some key of [j0, j0 + nb) need fz_rowm_apply for this row? */
 static int fz_rowm_touches(const fz_rowm *r, int j0, int nb) {
-    return r->al || r->bi || r->slope || (j0 < r->low && j0 + nb > r->nsink);
+    return r->al || r->bi || r->slope || r->cap > 0.0f || (j0 < r->low && j0 + nb > r->nsink);
 }
 
 /* Parts every score needs key by key (the window alone does not: it is handled by key ranges) */
-static int fz_elementwise(const attn_mask *mk) { return mk->allow || mk->bias || mk->alibi_slopes; }
+static int fz_elementwise(const attn_mask *mk) {
+    return mk->allow || mk->bias || mk->alibi_slopes || mk->softcap > 0.0f;
+}
+
+/* The soft cap's derivative at scaled score x: 1 - tanh²(x / cap) */
+static inline float fz_cap_grad(float cap, float x) {
+    const float th = tanhf(x / cap);
+    return 1.0f - th * th;
+}
 
 /* The sink logit of head h, or -inf */
 static float fz_sink(const attn_sdpa_desc *d, int h) {
@@ -732,7 +744,7 @@ static void fz_small_pack(float *Kt, int SP, const float *kb, int64_t kt, int S,
 
 /* Scores of one row into s (SP): (scale·q)·k_j, masked keys -inf. Returns the row's max. */
 static float fz_small_scores(const attn_sdpa_desc *d, float *s, const float *Kt, int SP, const float *qr, int lim,
-                             int b, int h, int t) {
+                             int b, int h, int t, float *dc) {
     const int nks = SP / FZ_VW;
     fz_v acc[FZ_SMALL_S / FZ_VW];
     for (int u = 0; u < nks; u++) acc[u] = fz_zero();
@@ -742,6 +754,8 @@ static float fz_small_scores(const attn_sdpa_desc *d, float *s, const float *Kt,
     }
     for (int u = 0; u < nks; u++) fz_store(s + u * FZ_VW, fz_mask_iota(acc[u], u * FZ_VW, lim));
     const fz_rowm rw = fz_rowm_of(d, b, h, t);
+    if (dc && rw.cap > 0.0f)                         /* the soft cap's derivative, for the backward */
+        for (int j = 0; j < lim; j++) dc[j] = fz_cap_grad(rw.cap, s[j]);
     if (fz_rowm_touches(&rw, 0, lim))
         for (int j = 0; j < lim; j++) s[j] = fz_rowm_apply(&rw, s[j], j);
     fz_v mx = fz_load(s);
@@ -778,7 +792,7 @@ static void fz_small_fwd(const attn_sdpa_desc *d, float *out, float *stats, cons
             attn__count_scores(ATTN_PASS_FORWARD, lim);
             const float z = fz_sink(d, h);
             float mx = lim > 0 ? fz_small_scores(d, s, Kt, SP, q + b * d->q.b + h * d->q.h + (int64_t)t * d->q.t,
-                                                 lim, b, h, t)
+                                                 lim, b, h, t, NULL)
                                : -INFINITY;
             if (z > mx) mx = z;                          /* the sink logit joins the max (NaN stays) */
             if (mx == -INFINITY) {                       /* every key masked: zeros, stats (-inf, 0) */
@@ -840,7 +854,8 @@ static void fz_small_bwd(const attn_sdpa_desc *d, float *dq, float *dk, float *d
             const float *gr = dout + b * d->out.b + h * d->out.h + (int64_t)t * d->out.t; /* (Dv) */
             const float *orow = out + b * d->out.b + h * d->out.h + (int64_t)t * d->out.t;
             /* P = exp(x - m - log l), x - m clamped at 0 */
-            fz_small_scores(d, s, Kt, SP, qr, lim, b, h, t);
+            float dc[FZ_SMALL_S];
+            fz_small_scores(d, s, Kt, SP, qr, lim, b, h, t, dc);
             const float rmax = stats[2 * row];
             const fz_v mv = fz_set1(rmax), lv = fz_set1(stats[2 * row + 1] * FZ_LOG2E);
             if (!(rmax - rmax == 0.0f)) fz_nan_row(s, SP, lim, rmax);
@@ -869,6 +884,8 @@ static void fz_small_bwd(const attn_sdpa_desc *d, float *dq, float *dk, float *d
             const fz_v dl = fz_set1(delta);
             for (int u = 0; u < nks; u++)
                 fz_store(ds + u * FZ_VW, fz_mul(fz_load(s + u * FZ_VW), fz_sub(fz_load(ds + u * FZ_VW), dl)));
+            if (d->mask.softcap > 0.0f)
+                for (int j = 0; j < lim; j++) ds[j] *= dc[j];
             for (int j = 0; j < SP; j++)            /* keys of weight 0 (masked): nothing, even from NaN V */
                 if (j >= lim || s[j] == 0.0f) ds[j] = pm[j] = 0.0f;
             /* dVᵀ += dout ⊗ P·m;  dKᵀ += q ⊗ dS;  dq += scale · Σ_j dS_j k_j. A row whose dout, out or q is
@@ -975,7 +992,7 @@ static void fz_forward(const attn_sdpa_desc *d, float *out, float *stats, const 
 static size_t fz_bwd_thread_bytes(const attn_sdpa_desc *d) {
     return 2 * fz_round(sizeof(float) * (size_t)d->D * FZ_KBC) + fz_round(sizeof(float) * (size_t)d->D * FZ_QB) +
            2 * fz_round(sizeof(float) * (size_t)d->Dv * FZ_KBC) +
-           2 * fz_round(sizeof(float) * (size_t)FZ_QB * FZ_KBC) + 4 * fz_round(sizeof(float) * FZ_QB);
+           3 * fz_round(sizeof(float) * (size_t)FZ_QB * FZ_KBC) + 4 * fz_round(sizeof(float) * FZ_QB);
 }
 
 /* Key chunks per (b, kv head): FZ_NCHUNK with fewer than 4 (b, kv head) pairs, else half that (enough work
@@ -1086,6 +1103,7 @@ static void fz_bwd_block(const fz_bwd_ctx *cx, char *tw, int b, int hk, int j0, 
     float *rm = (float *)((char *)Qs + fz_round(sizeof(float) * (size_t)FZ_QB * D));     /* (QB) m  */
     float *rl = rm + FZ_QB, *dlt = rl + FZ_QB;                                          /* (QB) L, Δ */
     int32_t *lim = (int32_t *)(dlt + FZ_QB);                                            /* (QB) */
+    float *Dc = (float *)((char *)rm + 4 * fz_round(sizeof(float) * FZ_QB));            /* (QB,NB) soft cap' */
 
     const float *kb = cx->k + b * d->k.b + hk * d->k.h + (int64_t)j0 * d->k.t;   /* (nb,D)  */
     const float *vb = cx->v + b * d->v.b + hk * d->v.h + (int64_t)j0 * d->v.t;   /* (nb,Dv) */
@@ -1146,6 +1164,8 @@ static void fz_bwd_block(const fz_bwd_ctx *cx, char *tw, int b, int hk, int j0, 
                 const fz_v mv = fz_set1(rm[i]), lv = fz_set1(rl[i]);
                 const fz_rowm rw = fz_rowm_of(d, b, h, t0 + i);
                 if (generic || fz_rowm_touches(&rw, j0, nb)) {
+                    if (rw.cap > 0.0f)
+                        for (int j = 0; j < NB; j++) Dc[i * NB + j] = fz_cap_grad(rw.cap, pr[j]);
                     for (int j = 0; j < NB; j++) pr[j] = j >= lj ? -INFINITY : fz_rowm_apply(&rw, pr[j], j0 + j);
                     if (!(rm[i] - rm[i] == 0.0f)) fz_nan_row(pr, NB, NB, rm[i]);
                     else
@@ -1186,6 +1206,12 @@ static void fz_bwd_block(const fz_bwd_ctx *cx, char *tw, int b, int hk, int j0, 
                     }
                 }
             }
+
+            /* the soft cap: the score's gradient times its derivative (rows that see no key have P = 0) */
+            if (mk->softcap > 0.0f)
+                for (int i = 0; i < nr; i++)
+                    if (lim[i] > j0)
+                        for (int j = 0; j < NB; j++) dS[i * NB + j] *= Dc[i * NB + j];
 
             /* Careful when some value is not finite (K or V of the block; Δ, dout or the scores of a row): keys
              * of weight 0 (masked) then take no part, as 0·NaN would make them */
