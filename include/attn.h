@@ -186,6 +186,10 @@ const char *attn_blas_core_name(void);
  *   softcap         c > 0: soft-capping (Gemma 2): the scaled score x = scale·q·k becomes c·tanh(x / c)
  *                   first, then the bias and ALiBi are added and the masks applied, so scores (and the row
  *                   statistics) are the capped ones; the backward multiplies by 1 - tanh². 0 = off.
+ *   block_map       block-sparse layout: query t may attend key s only when the map's entry for block
+ *                   (t / bs, s / bs) is nonzero (bs = block_size; strides as for allow, 0 broadcasts). The
+ *                   fused kernels skip unlisted blocks: with bs a multiple of 64 they form exactly the
+ *                   listed blocks' scores. attn_block_map_longformer / _bigbird build common layouts.
  */
 typedef enum attn_valid_lens_kind {
     ATTN_VALID_LENS_NONE = 0,
@@ -209,7 +213,24 @@ typedef struct attn_mask {
     const float *sink_logits;    /* (H) or NULL: per-head logit in every row's softmax sum */
     const float *alibi_slopes;   /* (H) or NULL: ALiBi slopes */
     float softcap;               /* > 0: scaled scores become softcap · tanh(score / softcap); 0 = off */
+    const uint8_t *block_map;    /* (B,H,⌈T/bs⌉,⌈S/bs⌉) or NULL; nonzero = the block may be attended */
+    int block_size;              /* bs >= 1 when block_map is set */
+    int64_t block_map_stride[3]; /* element strides of b, h and the block row; block columns contiguous */
 } attn_mask;
+
+/* Block maps (nqb, nkb) = (⌈T/bs⌉, ⌈S/bs⌉) bytes, row-major, for attn_mask.block_map (one map for every
+ * batch row and head: strides 0, 0, nkb). Query block i sits at key block i + (nkb - nqb) (bottom-right,
+ * as causal).
+ *   longformer  key blocks within `window` blocks of the query's (both sides), plus the global blocks:
+ *               each listed global block's row (it attends everything) and column (everyone attends it).
+ *   bigbird     longformer's, plus `nrandom` key blocks per query block row drawn uniformly with a
+ *               generator seeded by seed (the same map for the same arguments).
+ * ATTN_ERR_NULL, ATTN_ERR_SIZE (nqb or nkb < 1), ATTN_ERR_ARG (window or nrandom < 0, a global block
+ * outside the map). */
+attn_status attn_block_map_longformer(uint8_t *map, int nqb, int nkb, int window, const int *global,
+                                      int nglobal);
+attn_status attn_block_map_bigbird(uint8_t *map, int nqb, int nkb, int window, const int *global, int nglobal,
+                                   int nrandom, uint64_t seed);
 
 /* The ALiBi paper's slopes for H heads into slopes (H): for H a power of two, 2^(-8(h+1)/H); otherwise
  * the slopes of the power of two n below H, then every other slope of 2n for the rest. ATTN_ERR_NULL,

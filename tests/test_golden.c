@@ -171,6 +171,22 @@ static void read_mask(golden *g, mask_parts *mp, int B, int H, int T, int S) {
         mp->m.window = 1;
         mp->m.sinks = atoi(sinks);
     }
+    const attn_st_tensor *bm = gt(g, "block_map", ATTN_DTYPE_U8, 4, 0);
+    if (bm) {
+        snprintf(key, sizeof key, "%s/block_size", g->cs);
+        const char *bsz = attn_st_meta(&g->f, key);
+        const int bs = bsz ? atoi(bsz) : 0;
+        if (bs < 1 || !((bm->shape[0] == 1 || bm->shape[0] == B) && (bm->shape[1] == 1 || bm->shape[1] == H) &&
+                        bm->shape[2] == (T + bs - 1) / bs && bm->shape[3] == (S + bs - 1) / bs)) {
+            g->ok = 0;
+            return;
+        }
+        mp->m.block_map = bm->data;
+        mp->m.block_size = bs;
+        mp->m.block_map_stride[0] = bm->shape[0] == 1 ? 0 : bm->shape[1] * bm->shape[2] * bm->shape[3];
+        mp->m.block_map_stride[1] = bm->shape[1] == 1 ? 0 : bm->shape[2] * bm->shape[3];
+        mp->m.block_map_stride[2] = bm->shape[3];
+    }
     const attn_st_tensor *zs = gt(g, "sink_logits", ATTN_DTYPE_F64, 1, 0);
     if (zs) {
         if (zs->shape[0] != H) { g->ok = 0; return; }

@@ -10,6 +10,8 @@
  *   4. work skipped: the fused kernels' count of computed scores under a causal window lies between the
  *      visible (query, key) pairs and those plus one block edge per row, far below the dense count
  *   5. bf16 tensors on the AMX path (where this CPU has it) run through the conversion path
+ *   6. block maps: the Longformer and BigBird helpers' maps, and with blocks of 64 the fused kernels form
+ *      exactly the listed blocks' scores, forward and backward
  * Every check prints the largest error it saw.
  */
 #include "attn.h"
@@ -64,6 +66,16 @@ static void test_validation(void) {
     CHECK_STATUS(attn_sdpa_validate(&d), ATTN_ERR_ARG);
     d.mask.softcap = 30.0f;
     CHECK_STATUS(attn_sdpa_validate(&d), ATTN_OK);
+    uint8_t map[4] = {1, 0, 1, 1};
+    d.mask.block_map = map;
+    CHECK_STATUS(attn_sdpa_validate(&d), ATTN_ERR_ARG);           /* block size 0 */
+    d.mask.block_size = 2;
+    d.mask.block_map_stride[1] = -1;
+    CHECK_STATUS(attn_sdpa_validate(&d), ATTN_ERR_STRIDE);
+    d.mask.block_map_stride[1] = 0;
+    d.mask.block_map_stride[2] = 2;
+    CHECK_STATUS(attn_sdpa_validate(&d), ATTN_OK);
+    d.mask.block_map = NULL;
 
     /* no sink logits: no sink gradient to give */
     float dsink[2] = {0, 0}, buf[64] = {0}, stats[16] = {0};
@@ -325,6 +337,76 @@ static void test_bf16_amx(void) {
     free(work); free(q); free(k); free(v); free(o32); free(st); free(qb); free(kb); free(vb); free(ob); free(o16);
 }
 
+/* ---- 6. block maps ---------------------------------------------------------------------------------- */
+
+static void test_block_maps(void) {
+    /* Longformer 5 x 7 (query block i at key block i + 2), window 1, global block 0 */
+    uint8_t m[5 * 7], m2[5 * 7], m3[5 * 7];
+    const int glob[1] = {0};
+    CHECK_STATUS(attn_block_map_longformer(m, 5, 7, 1, glob, 1), ATTN_OK);
+    const char *want =
+        "1111111"
+        "1011100"
+        "1001110"
+        "1000111"
+        "1000011";
+    int same = 1;
+    for (int i = 0; i < 35; i++) same &= m[i] == (uint8_t)(want[i] - '0');
+    CHECK(same);
+    CHECK_STATUS(attn_block_map_longformer(m, 5, 7, -1, glob, 1), ATTN_ERR_ARG);
+    const int far[1] = {5};
+    CHECK_STATUS(attn_block_map_longformer(m, 5, 7, 1, far, 1), ATTN_ERR_ARG);
+    CHECK_STATUS(attn_block_map_longformer(m, 0, 7, 1, NULL, 0), ATTN_ERR_SIZE);
+    /* BigBird: longformer's blocks and more, the same map for the same seed */
+    CHECK_STATUS(attn_block_map_bigbird(m2, 5, 7, 1, glob, 1, 2, 42), ATTN_OK);
+    CHECK_STATUS(attn_block_map_bigbird(m3, 5, 7, 1, glob, 1, 2, 42), ATTN_OK);
+    CHECK(memcmp(m2, m3, sizeof m2) == 0);
+    int superset = 1, more = 0;
+    for (int i = 0; i < 35; i++) { superset &= m2[i] >= m[i]; more += m2[i] > m[i]; }
+    CHECK(superset && more > 0);
+    CHECK_STATUS(attn_block_map_bigbird(m2, 5, 7, 1, glob, 1, -1, 42), ATTN_ERR_ARG);
+
+    /* blocks of 64: exactly the listed blocks' scores on every fused path */
+    const int T = getenv("ATTN_SANITIZED") ? 256 : 1024, bs = 64, nb = T / bs, D = 32;
+    uint8_t *map = malloc((size_t)nb * nb);
+    const int glob2[2] = {0, 5};
+    CHECK_STATUS(attn_block_map_bigbird(map, nb, nb, 1, glob2, 2, 1, 7), ATTN_OK);
+    int64_t listed = 0;
+    for (int i = 0; i < nb * nb; i++) listed += map[i] != 0;
+    attn_sdpa_desc d;
+    CHECK_STATUS(attn_sdpa_desc_init(&d, 1, 2, T, T, D, D), ATTN_OK);
+    d.mask.block_map = map;
+    d.mask.block_size = bs;
+    d.mask.block_map_stride[2] = nb;           /* one map for both heads */
+    const size_t n = (size_t)2 * T * D;
+    float *q = malloc(sizeof(float) * n), *k = malloc(sizeof(float) * n), *v = malloc(sizeof(float) * n);
+    float *o = malloc(sizeof(float) * n), *g = malloc(sizeof(float) * n), *st = malloc(sizeof(float) * 4 * T);
+    float *dq = calloc(n, sizeof(float)), *dk = calloc(n, sizeof(float)), *dv = calloc(n, sizeof(float));
+    tu_fill(q, n, 11); tu_fill(k, n, 12); tu_fill(v, n, 13); tu_fill(g, n, 14);
+    const int64_t want_scores = 2 * listed * bs * bs;
+    const attn_isa paths[] = {ATTN_ISA_SCALAR, ATTN_ISA_AVX2, ATTN_ISA_AVX512};
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+        attn_ctx c;
+        if (attn_ctx_init(&c, paths[i], 2) != ATTN_OK) continue;
+        size_t fw = 0, bw = 0;
+        CHECK_STATUS(attn_sdpa_workspace_size(&c, &d, ATTN_PASS_FORWARD, &fw), ATTN_OK);
+        CHECK_STATUS(attn_sdpa_workspace_size(&c, &d, ATTN_PASS_BACKWARD, &bw), ATTN_OK);
+        void *work = malloc(fw > bw ? fw : bw);
+        attn_sdpa_scores_computed(ATTN_PASS_FORWARD, 1);
+        attn_sdpa_scores_computed(ATTN_PASS_BACKWARD, 1);
+        CHECK_STATUS(attn_sdpa_forward(&c, &d, o, st, NULL, q, k, v, work, fw), ATTN_OK);
+        const int64_t nf = attn_sdpa_scores_computed(ATTN_PASS_FORWARD, 1);
+        CHECK_STATUS(attn_sdpa_backward(&c, &d, dq, dk, dv, g, q, k, v, o, st, work, bw), ATTN_OK);
+        const int64_t nbk = attn_sdpa_scores_computed(ATTN_PASS_BACKWARD, 1);
+        printf("%s: T=%d BigBird map of %d x %d blocks of 64, %lld listed: scores formed forward %lld, "
+               "backward %lld, listed blocks' %lld\n", attn_isa_name(paths[i]), T, nb, nb, (long long)listed,
+               (long long)nf, (long long)nbk, (long long)want_scores);
+        CHECK(nf == want_scores && nbk == want_scores);
+        free(work);
+    }
+    free(map); free(q); free(k); free(v); free(o); free(g); free(st); free(dq); free(dk); free(dv);
+}
+
 int main(void) {
     test_validation();
     fd_inputs("window+sinks+logits+alibi+lens", 0, 0.0f);
@@ -334,5 +416,6 @@ int main(void) {
     fd_sink(1);
     test_block_count();
     test_bf16_amx();
+    test_block_maps();
     return tu_finish("test_sparse");
 }

@@ -66,7 +66,8 @@ class Mask(ctypes.Structure):
                 ("bias", ctypes.c_void_p), ("bias_stride", ctypes.c_int64 * 3),
                 ("window", ctypes.c_int), ("window_left", ctypes.c_int), ("window_right", ctypes.c_int),
                 ("sinks", ctypes.c_int), ("sink_logits", ctypes.c_void_p), ("alibi_slopes", ctypes.c_void_p),
-                ("softcap", ctypes.c_float)]
+                ("softcap", ctypes.c_float), ("block_map", ctypes.c_void_p), ("block_size", ctypes.c_int),
+                ("block_map_stride", ctypes.c_int64 * 3)]
 
 
 class SdpaDesc(ctypes.Structure):

@@ -150,6 +150,13 @@ static inline int attn__key_sinks(const attn_mask *m, int S) {
     return !m->window ? S : m->sinks < S ? m->sinks : S;
 }
 
+/* The block map's row for query t, (⌈S/bs⌉) bytes, or NULL */
+static inline const uint8_t *attn__block_row(const attn_mask *m, int b, int h, int t) {
+    if (!m->block_map) return NULL;
+    return m->block_map + b * m->block_map_stride[0] + h * m->block_map_stride[1] +
+           (int64_t)(t / m->block_size) * m->block_map_stride[2];
+}
+
 /* Does the window hide key s from a row whose lower edge is low? */
 static inline int attn__window_hides(int s, int nsink, int low) { return s >= nsink && s < low; }
 
@@ -161,7 +168,7 @@ static inline float attn__alibi(const attn_mask *m, int h, int s, int t, int T, 
 /* Does the mask have a part only scaled dot-product attention knows (window, sinks, sink logits, ALiBi,
  * soft-capping)? */
 static inline int attn__mask_sparse(const attn_mask *m) {
-    return m->window || m->sinks || m->sink_logits || m->alibi_slopes || m->softcap != 0.0f;
+    return m->window || m->sinks || m->sink_logits || m->alibi_slopes || m->softcap != 0.0f || m->block_map;
 }
 
 /* Counters behind attn_sdpa_scores_computed, (pass): the fused kernels add to them. */

@@ -43,10 +43,48 @@ attn_status attn__validate_mask(const attn_mask *m, int B, int H, int T, int S) 
     if (m->window && (m->window_left < 0 || m->window_right < 0)) return ATTN_ERR_ARG;
     if (m->sinks < 0) return ATTN_ERR_ARG;
     if (!(m->softcap >= 0.0f) || isinf(m->softcap)) return ATTN_ERR_ARG;   /* NaN fails too */
+    if (m->block_map) {
+        if (m->block_size < 1) return ATTN_ERR_ARG;
+        for (int i = 0; i < 3; i++)
+            if (m->block_map_stride[i] < 0) return ATTN_ERR_STRIDE;
+    }
     for (int h = 0; h < H; h++) {
         if (m->sink_logits && !isfinite(m->sink_logits[h])) return ATTN_ERR_ARG;
         if (m->alibi_slopes && !isfinite(m->alibi_slopes[h])) return ATTN_ERR_ARG;
     }
+    return ATTN_OK;
+}
+
+attn_status attn_block_map_longformer(uint8_t *map, int nqb, int nkb, int window, const int *global,
+                                      int nglobal) {
+    if (!map || (nglobal > 0 && !global)) return ATTN_ERR_NULL;
+    if (nqb < 1 || nkb < 1) return ATTN_ERR_SIZE;
+    if (window < 0 || nglobal < 0) return ATTN_ERR_ARG;
+    for (int g = 0; g < nglobal; g++)
+        if (global[g] < 0 || global[g] >= nqb || global[g] >= nkb) return ATTN_ERR_ARG;
+    for (int i = 0; i < nqb; i++)
+        for (int j = 0; j < nkb; j++) {
+            const int64_t c = (int64_t)i + (nkb - nqb);          /* the query block's own key block */
+            map[(size_t)i * nkb + j] = (uint8_t)((int64_t)j >= c - window && (int64_t)j <= c + window);
+        }
+    for (int g = 0; g < nglobal; g++) {
+        for (int j = 0; j < nkb; j++) map[(size_t)global[g] * nkb + j] = 1;
+        for (int i = 0; i < nqb; i++) map[(size_t)i * nkb + global[g]] = 1;
+    }
+    return ATTN_OK;
+}
+
+attn_status attn_block_map_bigbird(uint8_t *map, int nqb, int nkb, int window, const int *global, int nglobal,
+                                   int nrandom, uint64_t seed) {
+    if (nrandom < 0) return ATTN_ERR_ARG;
+    attn_status st = attn_block_map_longformer(map, nqb, nkb, window, global, nglobal);
+    if (st != ATTN_OK) return st;
+    uint64_t x = seed;
+    for (int i = 0; i < nqb; i++)
+        for (int r = 0; r < nrandom; r++) {
+            x += 0x9e3779b97f4a7c15ULL;                          /* splitmix64 */
+            map[(size_t)i * nkb + (size_t)(attn__mix64(x) % (uint64_t)nkb)] = 1;
+        }
     return ATTN_OK;
 }
 

@@ -8,7 +8,8 @@ Rerun from the repository root (needs PyTorch; the tests themselves do not):
 Float64 autograd on float32-representable inputs, as gen_mechanisms.py (whose helpers it uses). Beyond that
 file's tensors and metadata, a case may have:
     metadata   "<case>/window" = "left,right" (absent: no window), "<case>/sinks" = n,
-               "<case>/softcap" = c (absent: none; c·tanh(score / c) on the scaled scores, before the bias)
+               "<case>/softcap" = c (absent: none; c·tanh(score / c) on the scaled scores, before the bias),
+               "<case>/block_size" = bs with the tensor block_map (U8, (B|1, H|1, ceil(T/bs), ceil(S/bs)))
     tensors    sink_logits (F64, (H)) and its gradient dsink (F64, (H)); alibi_slopes (F64, (H))
 The rules written out here (the library's documented meaning): with ta = t + (S - T), key s is visible
 when (ta - left <= s or s < sinks) and s <= ta + right (the sinks are exempt from the window's left edge
@@ -46,7 +47,8 @@ def alibi_slopes(H):
 
 
 def sparse_case(name, seed, B, H, T, S, D, Dv, Hkv=None, vl_kind="none", valid_lens=None, causal=False,
-                allow=None, bias=None, window=None, sinks=0, sink_logits=False, alibi=False, softcap=0.0, note=""):
+                allow=None, bias=None, window=None, sinks=0, sink_logits=False, alibi=False, softcap=0.0,
+                block_map=None, block_size=0, note=""):
     Hkv = Hkv or H
     c = gm.Case(name, seed)
     q = c.randn(B, H, T, D).requires_grad_()
@@ -66,6 +68,11 @@ def sparse_case(name, seed, B, H, T, S, D, Dv, Hkv=None, vl_kind="none", valid_l
         left, right = window
         win = ((s_idx >= ta - left) | (s_idx < sinks)) & (s_idx <= ta + right)   # sinks pass the left edge
         keep &= win[None, None]
+    bmap = None
+    if block_map is not None:                          # (B|1, H|1, nqb, nkb): block (t // bs, s // bs)
+        bmap = block_map(c) if callable(block_map) else block_map
+        ti, si = torch.arange(T) // block_size, torch.arange(S) // block_size
+        keep &= bmap[:, :, ti][:, :, :, si].bool().expand(B, H, T, S)
 
     G = H // Hkv
     kk, vv = k.repeat_interleave(G, dim=1), v.repeat_interleave(G, dim=1)
@@ -92,6 +99,9 @@ def sparse_case(name, seed, B, H, T, S, D, Dv, Hkv=None, vl_kind="none", valid_l
     c.meta = {"kind": "sdpa", "valid_lens_kind": vl_kind, "causal": str(int(causal)), "note": note}
     if softcap > 0:
         c.meta["softcap"] = repr(softcap)
+    if bmap is not None:
+        c.meta["block_size"] = str(block_size)
+        c.put("block_map", bmap.to(torch.uint8))
     if window is not None:
         c.meta["window"] = f"{window[0]},{window[1]}"
         c.meta["sinks"] = str(sinks)
@@ -163,6 +173,12 @@ def main():
         sparse_case("softcap_all", 110, 1, 4, 14, 18, 8, 8, Hkv=2, window=(5, 2), sinks=2, sink_logits=True,
                     alibi=True, softcap=2.0, bias=gm.random_bias((1, 4, 14, 18), p_neginf=0.1),
                     note="soft cap with window, sinks, sink logits, ALiBi and bias"),
+        sparse_case("block_map", 111, 2, 2, 20, 23, 8, 8, block_size=4,
+                    block_map=gm.random_allow((2, 2, 5, 6), p_keep=0.5, dead_row=(1, 0, 2)),
+                    note="a random block map per (b, h) of 4 x 4 blocks, a block row with nothing"),
+        sparse_case("block_map_all", 112, 1, 4, 18, 18, 8, 8, Hkv=2, causal=True, block_size=3,
+                    block_map=gm.random_allow((1, 1, 6, 6), p_keep=0.6), window=(7, 0), sinks=1,
+                    sink_logits=True, alibi=True, softcap=3.0, note="a broadcast block map with everything"),
     ]
     save("mech_sdpa_sparse.safetensors", cases)
 

@@ -152,6 +152,8 @@ typedef struct fz_rowm {
     const float *bi;         /* (S) or NULL */
     const float *slope;      /* the head's ALiBi slope, or NULL */
     float cap;               /* soft cap, 0 = none */
+    const uint8_t *bmr;      /* the block map's row (⌈S/bs⌉), or NULL */
+    int bs;                  /* its block size */
     int low, nsink, ta;      /* window edge, sinks; ta = t + (S - T) */
 } fz_rowm;
 
@@ -162,6 +164,8 @@ static fz_rowm fz_rowm_of(const attn_sdpa_desc *d, int b, int h, int t) {
     r.bi = attn__bias_row(mk, b, h, t);
     r.slope = mk->alibi_slopes ? mk->alibi_slopes + h : NULL;
     r.cap = mk->softcap;
+    r.bmr = attn__block_row(mk, b, h, t);
+    r.bs = mk->block_size;
     r.low = attn__key_low(mk, t, d->T, d->S);
     r.nsink = attn__key_sinks(mk, d->S);
     r.ta = t + (d->S - d->T);
@@ -170,7 +174,8 @@ static fz_rowm fz_rowm_of(const attn_sdpa_desc *d, int b, int h, int t) {
 
 /* Score x of key s after the row's key-by-key parts: -inf when hidden, else plus bias and ALiBi. */
 FZ_INLINE float fz_rowm_apply(const fz_rowm *r, float x, int s) {
-    if (attn__window_hides(s, r->nsink, r->low) || (r->al && !r->al[s])) return -INFINITY;
+    if (attn__window_hides(s, r->nsink, r->low) || (r->al && !r->al[s]) || (r->bmr && !r->bmr[s / r->bs]))
+        return -INFINITY;
     if (r->cap > 0.0f) x = r->cap * tanhf(x / r->cap);
     if (r->bi) x = fz_add_bias(x, r->bi[s]);
     if (r->slope) x = fz_add_bias(x, *r->slope * (float)((int64_t)s - r->ta));
@@ -179,12 +184,43 @@ FZ_INLINE float fz_rowm_apply(const fz_rowm *r, float x, int s) {
 
 /* Does some key of [j0, j0 + nb) need fz_rowm_apply for this row? */
 static int fz_rowm_touches(const fz_rowm *r, int j0, int nb) {
-    return r->al || r->bi || r->slope || r->cap > 0.0f || (j0 < r->low && j0 + nb > r->nsink);
+    return r->al || r->bi || r->slope || r->cap > 0.0f || r->bmr || (j0 < r->low && j0 + nb > r->nsink);
 }
 
 /* Parts every score needs key by key (the window alone does not: it is handled by key ranges) */
 static int fz_elementwise(const attn_mask *mk) {
     return mk->allow || mk->bias || mk->alibi_slopes || mk->softcap > 0.0f;
+}
+
+/* Block maps: does one of the n map rows mr list key block kb? */
+static int fz_map_any(const uint8_t *const *mr, int n, int64_t kb) {
+    for (int i = 0; i < n; i++)
+        if (mr[i][kb]) return 1;
+    return 0;
+}
+
+/* Moves *j0 up to the first key (below lim) of a block one of the map rows lists; 1 when it moved. */
+static int fz_map_skip(const uint8_t *const *mr, int n, int bs, int *j0, int lim) {
+    int64_t kb = *j0 / bs;
+    int moved = 0;
+    while (kb * bs < lim && !fz_map_any(mr, n, kb)) { kb++; moved = 1; }
+    if (moved) *j0 = kb * bs < lim ? (int)(kb * bs) : lim;
+    return moved;
+}
+
+/* nb cut so that [j0, j0 + nb) ends with the run of listed blocks it starts in */
+static int fz_map_cut(const uint8_t *const *mr, int n, int bs, int j0, int nb) {
+    int64_t kb = j0 / bs;
+    while ((kb + 1) * bs < (int64_t)j0 + nb && fz_map_any(mr, n, kb + 1)) kb++;
+    return (kb + 1) * bs < (int64_t)j0 + nb ? (int)((kb + 1) * bs - j0) : nb;
+}
+
+/* The distinct map rows of query rows t0 .. t0+nr of (b, h) into mr; their count. */
+static int fz_map_rows(const attn_sdpa_desc *d, int b, int h, int t0, int nr, const uint8_t **mr) {
+    const int bs = d->mask.block_size;
+    int n = 0;
+    for (int r = t0 / bs; r <= (t0 + nr - 1) / bs; r++) mr[n++] = attn__block_row(&d->mask, b, h, r * bs);
+    return n;
 }
 
 /* The soft cap's derivative at scaled score x: 1 - tanh²(x / cap) */
@@ -377,6 +413,8 @@ static void fz_fwd_block(const fz_fwd_ctx *cx, char *tw, int b, int h, int t0, i
         if (low[i] < minlow) minlow = low[i];
         if (low[i] > maxlow) maxlow = low[i];
     }
+    const uint8_t *mr[FZ_BR + 1];           /* the block map's rows of these query rows */
+    const int nmr = mk->block_map ? fz_map_rows(d, b, h, t0, nr, mr) : 0;
     const float z = fz_sink(d, h);          /* a sink logit starts every row at (m, l) = (z, 1) */
     for (int v = 0; v < nv; v++) {
         fz_store(m + v * FZ_VW, fz_set1(z));
@@ -393,14 +431,20 @@ static void fz_fwd_block(const fz_fwd_ctx *cx, char *tw, int b, int h, int t0, i
             nb = 0;
             continue;
         }
+        if (nmr && fz_map_skip(mr, nmr, mk->block_size, &j0, maxlim)) {   /* blocks the map does not list */
+            nb = 0;
+            continue;
+        }
         /* a block ends where the key limits start to differ across rows (causal diagonal, per-query
-         * lengths), where the window's edges stop differing, and at the sinks' end, so the blocks before
-         * need no mask and at most the ones after do */
+         * lengths), where the window's edges stop differing, at the sinks' end and at the end of the
+         * listed map blocks, so the blocks before need no mask and at most the ones after do */
         nb = maxlim - j0 < FZ_BC ? maxlim - j0 : FZ_BC;
         if (j0 < minlim && j0 + nb > minlim) nb = minlim - j0;
         if (j0 < nsink && j0 + nb > nsink) nb = nsink - j0;
         if (j0 < maxlow && j0 + nb > maxlow) nb = maxlow - j0;
-        const int lowcut = j0 >= nsink && j0 < maxlow;   /* the window hides keys of the block from some row */
+        if (nmr) nb = fz_map_cut(mr, nmr, mk->block_size, j0, nb);
+        /* the window hides keys of the block from some row, or the rows span map rows that differ */
+        const int lowcut = (j0 >= nsink && j0 < maxlow) || nmr > 1;
         counted += (int64_t)nb * nr;
 
         /* Sᵀ = K_blk Qᵀ (keys, queries); the column max comes with it when no mask
@@ -592,6 +636,7 @@ FZ_INLINE void fz_fwd_rows_r(const int R, const fz_fwd_ctx *cx, char *tw, int b,
     const float *vb = cx->v + b * d->v.b + hk * d->v.h;
     int lim[FZ_ROW_R], maxlim = 0, minlow = S;
     fz_rowm rw[FZ_ROW_R];
+    const uint8_t *mr[FZ_ROW_R];        /* the rows' block map rows */
     const int nsink = attn__key_sinks(mk, S), generic = fz_elementwise(mk);
     uint64_t row[FZ_ROW_R];
     float m[FZ_ROW_R], l[FZ_ROW_R], alpha[FZ_ROW_R];
@@ -603,6 +648,7 @@ FZ_INLINE void fz_fwd_rows_r(const int R, const fz_fwd_ctx *cx, char *tw, int b,
         if (lim[r] > maxlim) maxlim = lim[r];
         rw[r] = fz_rowm_of(d, b, hs[r], ts[r]);
         if (rw[r].low < minlow) minlow = rw[r].low;
+        mr[r] = rw[r].bmr;
         row[r] = ((uint64_t)b * H + hs[r]) * T + (uint64_t)ts[r];
         m[r] = fz_sink(d, hs[r]);       /* a sink logit starts the row at (z, 1) */
         l[r] = m[r] == -INFINITY ? 0.0f : 1.0f;
@@ -617,8 +663,13 @@ FZ_INLINE void fz_fwd_rows_r(const int R, const fz_fwd_ctx *cx, char *tw, int b,
             nb = 0;
             continue;
         }
+        if (mk->block_map && fz_map_skip(mr, R, mk->block_size, &j0, maxlim)) {   /* unlisted blocks */
+            nb = 0;
+            continue;
+        }
         nb = maxlim - j0 < FZ_ROW_NB ? maxlim - j0 : FZ_ROW_NB;
         if (j0 < nsink && j0 + nb > nsink) nb = nsink - j0;
+        if (mk->block_map) nb = fz_map_cut(mr, R, mk->block_size, j0, nb);
         const int nfull = nb / FZ_VW * FZ_VW;
         counted += (int64_t)nb * R;
         if (R == 1) fz_rows_scores(1, 4, s, FZ_ROW_NB, kb + (int64_t)j0 * d->k.t, d->k.t, q, Dp, D, nb);
@@ -1131,8 +1182,16 @@ static void fz_bwd_block(const fz_bwd_ctx *cx, char *tw, int b, int hk, int j0, 
     int64_t counted = 0;
     for (int hh = 0; hh < G; hh++) {
         const int h = hk * G + hh;
-        for (int t0 = tstart; t0 < tend; t0 += FZ_QB) {
-            const int nr = tend - t0 < FZ_QB ? tend - t0 : FZ_QB;
+        for (int t0 = tstart, nr = 0; t0 < tend; t0 += nr) {
+            nr = tend - t0 < FZ_QB ? tend - t0 : FZ_QB;
+            if (mk->block_map) {                             /* within one map row; skip it if unlisted */
+                const int bs = mk->block_size;
+                if (nr > bs - t0 % bs) nr = bs - t0 % bs;
+                const uint8_t *row = attn__block_row(mk, b, h, t0);
+                int listed = 0;
+                for (int c = j0 / bs; c <= (j0 + nb - 1) / bs; c++) listed |= row[c] != 0;
+                if (!listed) continue;
+            }
             const float *qr = cx->q + b * d->q.b + h * d->q.h + (int64_t)t0 * d->q.t;         /* (nr,D)  */
             const float *gr = cx->dout + b * d->out.b + h * d->out.h + (int64_t)t0 * d->out.t; /* (nr,Dv) */
             const int64_t row0 = ((int64_t)b * H + h) * T + t0;                               /* stats row */
