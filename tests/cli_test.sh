@@ -105,7 +105,8 @@ for w in "abc" "-1" "3,x" "3,-2" "4,5,6"; do
   grep -q "usage: attn bench" /tmp/attn_cli_out.$$ || bad "bench --window $w prints no usage"
 done
 expect_rc 2 "bench --sinks without --window" "$attn" bench --tq 8 --dim 8 --sinks 2
-expect_rc 0 "bench --window" "$attn" bench --tq 64 --dim 8 --heads 1 --causal --window 3 --sinks 1 --alibi --repeat 1 --json
+expect_rc 2 "bench --softcap -1" "$attn" bench --tq 8 --dim 8 --softcap -1
+expect_rc 0 "bench --window" "$attn" bench --tq 64 --dim 8 --heads 1 --causal --window 3 --sinks 1 --alibi --softcap 20 --repeat 1 --json
 grep -q '"visible_pairs":310,' /tmp/attn_cli_out.$$ || bad "bench --window 3 --sinks 1 causal T=64: visible pairs not 310"
 
 # 12. no help text cites a file the repository does not have

@@ -215,9 +215,10 @@ typedef struct bopts {
 /* The element and compute types of every case (--dtype, --compute). */
 static attn_dtype g_dtype = ATTN_DTYPE_F32, g_compute = ATTN_DTYPE_F32;
 
-/* The sparse mask parts of every case (--window, --sinks, --alibi). */
+/* The sparse mask parts of every case (--window, --sinks, --alibi, --softcap). */
 #define BENCH_ALIBI_HMAX 4096
 static int g_window, g_wl, g_wr, g_sinks, g_alibi;
+static float g_softcap;
 static float g_slopes[BENCH_ALIBI_HMAX];
 
 static void fill(float *x, size_t n, uint64_t seed) {
@@ -320,6 +321,7 @@ static void desc_for(attn_sdpa_desc *d, int B, int H, int Hkv, int T, int S, int
     d->mask.window_right = g_wr;
     d->mask.sinks = g_sinks;
     if (g_alibi) d->mask.alibi_slopes = g_slopes;      /* filled once for the largest H */
+    d->mask.softcap = g_softcap;
     d->dtype = g_dtype;
     d->compute = g_compute;
 }
@@ -605,8 +607,8 @@ static void case_report(const bcase *c, const bopts *o, const case_check *k, con
             printf(",\"weights\":true,\"ms_without_weights\":%.4f,\"weights_cost\":%.3f", m->best_plain * 1e3,
                    m->best_plain > 0 ? m->best / m->best_plain : 0);
         if (g_window) printf(",\"window\":[%d,%d],\"sinks\":%d", g_wl, g_wr, g_sinks);
-        printf(",\"alibi\":%s,\"visible_pairs\":%.0f,\"scores_computed\":%.0f}\n", g_alibi ? "true" : "false",
-               (double)c->B * c->H * visible_pairs(c), m->scores);
+        printf(",\"alibi\":%s,\"softcap\":%g,\"visible_pairs\":%.0f,\"scores_computed\":%.0f}\n",
+               g_alibi ? "true" : "false", g_softcap, (double)c->B * c->H * visible_pairs(c), m->scores);
     } else {
         printf("  time: best of %d %s: %.3f ms%s\n", m->timed,
                m->warm_counted ? "(the warm-up took over 1 s and counts as the first)" : "after 1 warm-up",
@@ -709,6 +711,7 @@ static int run_case(const bcase *c, const bopts *o, int idx, int n) {
                c->backward ? "backward" : "forward", c->B, c->H, c->Hkv, c->T, c->S, c->D, c->Dv, c->causal);
         if (g_window) printf(" window=%d,%d sinks=%d", g_wl, g_wr, g_sinks);
         if (g_alibi) printf(" alibi");
+        if (g_softcap > 0.0f) printf(" softcap=%g", g_softcap);
         printf("  isa=%s threads=%d\n", attn_isa_name(o->ctx.isa), attn_get_num_threads());
     }
     fflush(stdout);
@@ -726,6 +729,7 @@ static int run_case(const bcase *c, const bopts *o, int idx, int n) {
 int cmd_bench(int argc, char **argv) {
     int B = 0, H = 0, Hkv = 0, T = 0, S = 0, D = 0, Dv = 0, causal = 0, backward = 0, threads = 0, repeat = 5;
     int json = 0, long_case = 0, weights = 0, sinks = 0, alibi = 0;
+    float softcap = 0.0f;
     const char *isa_name = "auto", *dtype_name = "f32", *compute_name = "f32", *window = NULL;
     const cli_opt opts[] = {
         {"batch", CLI_INT, &B, "N", "batch size B; 0 means 1"},
@@ -751,14 +755,15 @@ int cmd_bench(int argc, char **argv) {
          "the right edge is causal's); key blocks outside are skipped and not counted in gflops"},
         {"sinks", CLI_INT, &sinks, "N", "with --window: the first N keys stay visible (attention sinks)"},
         {"alibi", CLI_BOOL, &alibi, NULL, "ALiBi position biases (the paper's slopes for H heads)"},
+        {"softcap", CLI_FLOAT, &softcap, "C", "soft-capping: scores become C·tanh(score / C); 0 means none"},
     };
     const cli_cmd cmd = {
         "attn bench [options]",
         "Times the fused scaled dot-product attention (fp32, or bf16 with --dtype/--compute) against the\n"
         "reference kernels. Without shape\n"
         "flags it runs a default suite; any of --batch --heads --kv-heads --tq --tk --dim --dim-v --causal\n"
-        "--backward gives one case (forward, and backward with --backward). --window, --sinks and --alibi\n"
-        "apply to every case run; gflops counts 4·D FLOPs per visible (query, key) pair (2.5x that backward),\n"
+        "--backward gives one case (forward, and backward with --backward). --window, --sinks, --alibi and\n"
+        "--softcap apply to every case run; gflops counts 4·D FLOPs per visible (query, key) pair (2.5x that backward),\n"
         "so dense, causal and windowed figures compare directly.",
         opts, (int)(sizeof opts / sizeof opts[0]), 0, 0};
     int r = cli_parse(&cmd, argc, argv, NULL, NULL);
@@ -823,6 +828,12 @@ int cmd_bench(int argc, char **argv) {
     }
     g_sinks = sinks;
     g_alibi = alibi;
+    if (!(softcap >= 0.0f) || isinf(softcap)) {
+        fprintf(stderr, "attn: bench: --softcap %g: want C >= 0 (finite)\n\n", softcap);
+        cli_usage(&cmd, stderr);
+        return 2;
+    }
+    g_softcap = softcap;
     if (alibi && H > BENCH_ALIBI_HMAX) {
         fprintf(stderr, "attn: bench: --alibi: at most %d heads\n\n", BENCH_ALIBI_HMAX);
         cli_usage(&cmd, stderr);
