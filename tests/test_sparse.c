@@ -250,6 +250,28 @@ static void fd_sink(int causal) {
 
 /* ---- 4. work skipped ------------------------------------------------------------------------------- */
 
+/* A forward and a backward of d (B = 1, Hkv = H, T = S, Dv = D, contiguous) on random data with context c:
+ * the scores the fused kernels formed in each pass (*nf, *nb). */
+static void count_scores(const attn_ctx *c, const attn_sdpa_desc *d, int64_t *nf, int64_t *nb) {
+    const size_t n = (size_t)d->H * d->T * d->D;
+    float *q = malloc(sizeof(float) * n), *k = malloc(sizeof(float) * n), *v = malloc(sizeof(float) * n);
+    float *o = malloc(sizeof(float) * n), *g = malloc(sizeof(float) * n);
+    float *st = malloc(sizeof(float) * 2 * d->H * d->T);
+    float *dq = calloc(n, sizeof(float)), *dk = calloc(n, sizeof(float)), *dv = calloc(n, sizeof(float));
+    tu_fill(q, n, 1); tu_fill(k, n, 2); tu_fill(v, n, 3); tu_fill(g, n, 4);
+    size_t fw = 0, bw = 0;
+    CHECK_STATUS(attn_sdpa_workspace_size(c, d, ATTN_PASS_FORWARD, &fw), ATTN_OK);
+    CHECK_STATUS(attn_sdpa_workspace_size(c, d, ATTN_PASS_BACKWARD, &bw), ATTN_OK);
+    void *work = malloc(fw > bw ? fw : bw);
+    attn_sdpa_scores_computed(ATTN_PASS_FORWARD, 1);
+    attn_sdpa_scores_computed(ATTN_PASS_BACKWARD, 1);
+    CHECK_STATUS(attn_sdpa_forward(c, d, o, st, NULL, q, k, v, work, fw), ATTN_OK);
+    *nf = attn_sdpa_scores_computed(ATTN_PASS_FORWARD, 1);
+    CHECK_STATUS(attn_sdpa_backward(c, d, dq, dk, dv, g, q, k, v, o, st, work, bw), ATTN_OK);
+    *nb = attn_sdpa_scores_computed(ATTN_PASS_BACKWARD, 1);
+    free(work); free(q); free(k); free(v); free(o); free(g); free(st); free(dq); free(dk); free(dv);
+}
+
 static void test_block_count(void) {
     const int small = getenv("ATTN_SANITIZED") != NULL;
     const int T = small ? 1024 : 4096, D = 32, W = 100;
@@ -258,11 +280,6 @@ static void test_block_count(void) {
     d.mask.causal = 1;
     d.mask.window = 1;
     d.mask.window_left = W;
-    const size_t n = (size_t)T * D;
-    float *q = malloc(sizeof(float) * n), *k = malloc(sizeof(float) * n), *v = malloc(sizeof(float) * n);
-    float *o = malloc(sizeof(float) * n), *g = malloc(sizeof(float) * n), *st = malloc(sizeof(float) * 2 * T);
-    float *dq = calloc(n, sizeof(float)), *dk = calloc(n, sizeof(float)), *dv = calloc(n, sizeof(float));
-    tu_fill(q, n, 1); tu_fill(k, n, 2); tu_fill(v, n, 3); tu_fill(g, n, 4);
     int64_t visible = 0;
     for (int t = 0; t < T; t++) visible += (t < W ? t : W) + 1;
     const int64_t dense = (int64_t)T * (T + 1) / 2;
@@ -271,25 +288,15 @@ static void test_block_count(void) {
     for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
         attn_ctx c;
         if (attn_ctx_init(&c, paths[i], 2) != ATTN_OK) continue;
-        size_t fw = 0, bw = 0;
-        CHECK_STATUS(attn_sdpa_workspace_size(&c, &d, ATTN_PASS_FORWARD, &fw), ATTN_OK);
-        CHECK_STATUS(attn_sdpa_workspace_size(&c, &d, ATTN_PASS_BACKWARD, &bw), ATTN_OK);
-        void *work = malloc(fw > bw ? fw : bw);
-        attn_sdpa_scores_computed(ATTN_PASS_FORWARD, 1);
-        attn_sdpa_scores_computed(ATTN_PASS_BACKWARD, 1);
-        CHECK_STATUS(attn_sdpa_forward(&c, &d, o, st, NULL, q, k, v, work, fw), ATTN_OK);
-        const int64_t nf = attn_sdpa_scores_computed(ATTN_PASS_FORWARD, 1);
-        CHECK_STATUS(attn_sdpa_backward(&c, &d, dq, dk, dv, g, q, k, v, o, st, work, bw), ATTN_OK);
-        const int64_t nb = attn_sdpa_scores_computed(ATTN_PASS_BACKWARD, 1);
+        int64_t nf, nb;
+        count_scores(&c, &d, &nf, &nb);
         printf("%s: T=%d causal window %d: scores computed forward %lld, backward %lld; visible %lld, "
                "dense causal %lld\n", attn_isa_name(paths[i]), T, W, (long long)nf, (long long)nb,
                (long long)visible, (long long)dense);
         CHECK(nf >= visible && nf <= visible + edge);
         CHECK(nb >= visible && nb <= visible + edge);
         CHECK(nf < dense / 5 && nb < dense / 5);
-        free(work);
     }
-    free(q); free(k); free(v); free(o); free(g); free(st); free(dq); free(dk); free(dv);
 }
 
 /* ---- 5. bf16 on the AMX path ------------------------------------------------------------------------ */
@@ -378,33 +385,19 @@ static void test_block_maps(void) {
     d.mask.block_map = map;
     d.mask.block_size = bs;
     d.mask.block_map_stride[2] = nb;           /* one map for both heads */
-    const size_t n = (size_t)2 * T * D;
-    float *q = malloc(sizeof(float) * n), *k = malloc(sizeof(float) * n), *v = malloc(sizeof(float) * n);
-    float *o = malloc(sizeof(float) * n), *g = malloc(sizeof(float) * n), *st = malloc(sizeof(float) * 4 * T);
-    float *dq = calloc(n, sizeof(float)), *dk = calloc(n, sizeof(float)), *dv = calloc(n, sizeof(float));
-    tu_fill(q, n, 11); tu_fill(k, n, 12); tu_fill(v, n, 13); tu_fill(g, n, 14);
     const int64_t want_scores = 2 * listed * bs * bs;
     const attn_isa paths[] = {ATTN_ISA_SCALAR, ATTN_ISA_AVX2, ATTN_ISA_AVX512};
     for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
         attn_ctx c;
         if (attn_ctx_init(&c, paths[i], 2) != ATTN_OK) continue;
-        size_t fw = 0, bw = 0;
-        CHECK_STATUS(attn_sdpa_workspace_size(&c, &d, ATTN_PASS_FORWARD, &fw), ATTN_OK);
-        CHECK_STATUS(attn_sdpa_workspace_size(&c, &d, ATTN_PASS_BACKWARD, &bw), ATTN_OK);
-        void *work = malloc(fw > bw ? fw : bw);
-        attn_sdpa_scores_computed(ATTN_PASS_FORWARD, 1);
-        attn_sdpa_scores_computed(ATTN_PASS_BACKWARD, 1);
-        CHECK_STATUS(attn_sdpa_forward(&c, &d, o, st, NULL, q, k, v, work, fw), ATTN_OK);
-        const int64_t nf = attn_sdpa_scores_computed(ATTN_PASS_FORWARD, 1);
-        CHECK_STATUS(attn_sdpa_backward(&c, &d, dq, dk, dv, g, q, k, v, o, st, work, bw), ATTN_OK);
-        const int64_t nbk = attn_sdpa_scores_computed(ATTN_PASS_BACKWARD, 1);
+        int64_t nf, nbk;
+        count_scores(&c, &d, &nf, &nbk);
         printf("%s: T=%d BigBird map of %d x %d blocks of 64, %lld listed: scores formed forward %lld, "
                "backward %lld, listed blocks' %lld\n", attn_isa_name(paths[i]), T, nb, nb, (long long)listed,
                (long long)nf, (long long)nbk, (long long)want_scores);
         CHECK(nf == want_scores && nbk == want_scores);
-        free(work);
     }
-    free(map); free(q); free(k); free(v); free(o); free(g); free(st); free(dq); free(dk); free(dv);
+    free(map);
 }
 
 int main(void) {

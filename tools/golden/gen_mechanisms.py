@@ -243,9 +243,9 @@ def random_bias(shape, p_neginf=0.2, dead_row=None):
     return make
 
 
-def save(fname, cases):
+def save(fname, cases, generator="tools/golden/gen_mechanisms.py"):
     tensors, meta = {}, {"cases": ",".join(c.name for c in cases),
-                         "generator": "tools/golden/gen_mechanisms.py", "torch": torch.__version__}
+                         "generator": generator, "torch": torch.__version__}
     for c in cases:
         tensors.update(c.tensors)
         for k, v in c.meta.items():

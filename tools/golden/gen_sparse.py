@@ -25,13 +25,11 @@ os.environ["ATEN_CPU_CAPABILITY"] = "avx2"
 os.environ["OMP_NUM_THREADS"] = "1"
 os.environ["MKL_NUM_THREADS"] = "1"
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gen_mechanisms as gm  # noqa: E402
-import st  # noqa: E402
 
 F64 = torch.float64
 
@@ -133,22 +131,6 @@ def sparse_case(name, seed, B, H, T, S, D, Dv, Hkv=None, vl_kind="none", valid_l
     return c
 
 
-def save(fname, cases):
-    tensors, meta = {}, {"cases": ",".join(c.name for c in cases),
-                         "generator": "tools/golden/gen_sparse.py", "torch": torch.__version__}
-    for c in cases:
-        tensors.update(c.tensors)
-        for k, v in c.meta.items():
-            meta[f"{c.name}/{k}"] = v
-    path = os.path.normpath(os.path.join(gm.OUT_DIR, fname))
-    st.save(path, tensors, meta)
-    back, bmeta = st.load(path)
-    assert bmeta == meta
-    for k, v in tensors.items():
-        assert np.array_equal(back[k], v.numpy()), k
-    print(f"wrote {path}: {len(cases)} cases, {os.path.getsize(path)} bytes")
-
-
 def main():
     cases = [
         sparse_case("win_causal", 101, 1, 2, 24, 24, 8, 8, causal=True, window=(5, 0),
@@ -180,7 +162,7 @@ def main():
                     block_map=gm.random_allow((1, 1, 6, 6), p_keep=0.6), window=(7, 0), sinks=1,
                     sink_logits=True, alibi=True, softcap=3.0, note="a broadcast block map with everything"),
     ]
-    save("mech_sdpa_sparse.safetensors", cases)
+    gm.save("mech_sdpa_sparse.safetensors", cases, generator="tools/golden/gen_sparse.py")
 
 
 if __name__ == "__main__":
