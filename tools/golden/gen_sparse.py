@@ -103,27 +103,12 @@ def sparse_case(name, seed, B, H, T, S, D, Dv, Hkv=None, vl_kind="none", valid_l
     if window is not None:
         c.meta["window"] = f"{window[0]},{window[1]}"
         c.meta["sinks"] = str(sinks)
-    for key, t in [("q", q), ("k", k), ("v", v)]:
-        c.put(key, t.detach())
-    c.put("scale", torch.tensor(scale, dtype=F64))
-    if vl is not None:
-        c.put("valid_lens", vl)
-    if allow is not None:
-        c.put("allow", allow.to(torch.uint8))
-    if bias is not None:
-        c.put("bias", bias)
+    gm.put_sdpa(c, q, k, v, scale, vl, allow, bias, out, w, lse, dout)
     if z is not None:
         c.put("sink_logits", z.detach())
         c.put("dsink", z.grad)
     if slopes is not None:
         c.put("alibi_slopes", slopes)
-    c.put("out", out.detach())
-    c.put("weights", w.detach())
-    c.put("lse", lse)
-    c.put("dout", dout)
-    c.put("dq", q.grad)
-    c.put("dk", k.grad)
-    c.put("dv", v.grad)
     gm.check_finite(c)
     rows = (~keep.any(-1)).sum().item()
     print(f"  {name:18s} B={B} H={H} Hkv={Hkv} T={T} S={S} D={D} Dv={Dv} window={window} sinks={sinks} "
