@@ -1221,8 +1221,10 @@ static void fz_bwd_block(const fz_bwd_ctx *cx, char *tw, int b, int hk, int j0, 
                 const int lj = lim[i] - j0;                  /* keys j >= lj are excluded */
                 if (lj <= 0) { memset(pr, 0, sizeof(float) * NB); continue; }
                 const fz_v mv = fz_set1(rm[i]), lv = fz_set1(rl[i]);
-                const fz_rowm rw = fz_rowm_of(d, b, h, t0 + i);
-                if (generic || fz_rowm_touches(&rw, j0, nb)) {
+                /* the key-by-key parts (only a window or a block map may leave this row's keys untouched) */
+                const int maybe = generic || mk->window || mk->block_map;
+                const fz_rowm rw = maybe ? fz_rowm_of(d, b, h, t0 + i) : (fz_rowm){0};
+                if (maybe && (generic || fz_rowm_touches(&rw, j0, nb))) {
                     if (rw.cap > 0.0f)
                         for (int j = 0; j < NB; j++) Dc[i * NB + j] = fz_cap_grad(rw.cap, pr[j]);
                     for (int j = 0; j < NB; j++) pr[j] = j >= lj ? -INFINITY : fz_rowm_apply(&rw, pr[j], j0 + j);
