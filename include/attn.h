@@ -368,7 +368,7 @@ attn_status attn_sdpa_sink_backward(const attn_sdpa_desc *d, float *dsink, const
 /* Instrumentation: how many (query row, key) scores the fused kernels formed in this process for pass
  * (the forward's count includes a weights stage), counting every score of every key block they did not
  * skip: what a window or mask saves shows here. reset nonzero: set it to zero after reading. Counted with
- * relaxed atomics; the reference path and the AMX path count nothing. */
+ * relaxed atomics; the reference kernels and the AMX path's native bf16 kernels count nothing. */
 int64_t attn_sdpa_scores_computed(attn_pass pass, int reset);
 
 /* The same passes run by the caller's own threads (an inference engine's pool, say) instead of OpenMP.
