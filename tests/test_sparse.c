@@ -295,7 +295,7 @@ static void test_block_count(void) {
                (long long)visible, (long long)dense);
         CHECK(nf >= visible && nf <= visible + edge);
         CHECK(nb >= visible && nb <= visible + edge);
-        CHECK(nf < dense / 5 && nb < dense / 5);
+        CHECK(nf < dense / 3 && nb < dense / 3);            /* (T = 1024 under the sanitizers) */
     }
 }
 
@@ -376,7 +376,7 @@ static void test_block_maps(void) {
     /* blocks of 64: exactly the listed blocks' scores on every fused path */
     const int T = getenv("ATTN_SANITIZED") ? 256 : 1024, bs = 64, nb = T / bs, D = 32;
     uint8_t *map = malloc((size_t)nb * nb);
-    const int glob2[2] = {0, 5};
+    const int glob2[2] = {0, nb / 2 + 1};
     CHECK_STATUS(attn_block_map_bigbird(map, nb, nb, 1, glob2, 2, 1, 7), ATTN_OK);
     int64_t listed = 0;
     for (int i = 0; i < nb * nb; i++) listed += map[i] != 0;
