@@ -167,6 +167,29 @@ const char *attn_blas_core_name(void);
  *   bias            additive float (B,H,T,S), added to the scaled scores; -INFINITY excludes. Strides as
  *                   for allow. It is an input to the softmax, not a parameter: no gradient is returned.
  * Mechanisms without heads (additive attention) read the masks with H = 1.
+ *
+ * Sparse parts (scaled dot-product attention only; additive attention refuses them with
+ * ATTN_ERR_UNSUPPORTED). With ta = t + (S - T), query t's position among the keys (as for causal):
+ *   window          nonzero: a sliding window, keys ta - window_left <= s <= ta + window_right only (both
+ *                   >= 0; with causal the right edge is causal's). The fused kernels skip the key blocks
+ *                   outside, so the cost grows with T·window, not T·S.
+ *   sinks           n >= 0: the first n keys are exempt from the window's left edge, so they stay visible
+ *                   however far the window has moved (StreamingLLM's attention sinks); the right edge,
+ *                   causality and the other parts still apply to them. Only read with a window.
+ *   sink_logits     (H) or NULL: a learned logit z_h per query head that joins every row's softmax sum with
+ *                   no value (gpt-oss): weights = exp(x_s) / (exp(z_h) + Σ exp(x_s)), so a row's weights sum
+ *                   to less than 1. Finite values only. Its gradient: attn_sdpa_sink_backward. The row
+ *                   statistics include it: m = max(z_h, max_s x_s), and a row with no key visible has
+ *                   stats (z_h, 0) and a zero output.
+ *   alibi_slopes    (H) or NULL: ALiBi, slope_h · (s - ta) added to the scores after the bias (computed in
+ *                   the kernel; attn_alibi_slopes gives the paper's slopes). Finite values only; no gradient.
+ *   softcap         c > 0: soft-capping (Gemma 2): the scaled score x = scale·q·k becomes c·tanh(x / c)
+ *                   first, then the bias and ALiBi are added and the masks applied, so scores (and the row
+ *                   statistics) are the capped ones; the backward multiplies by 1 - tanh². 0 = off.
+ *   block_map       block-sparse layout: query t may attend key s only when the map's entry for block
+ *                   (t / bs, s / bs) is nonzero (bs = block_size; strides as for allow, 0 broadcasts). The
+ *                   fused kernels skip unlisted blocks: with bs a multiple of 64 they form exactly the
+ *                   listed blocks' scores. attn_block_map_longformer / _bigbird build common layouts.
  */
 typedef enum attn_valid_lens_kind {
     ATTN_VALID_LENS_NONE = 0,
@@ -183,7 +206,36 @@ typedef struct attn_mask {
     int64_t allow_stride[3];     /* element strides of b, h, t; s is contiguous */
     const float *bias;           /* (B,H,T,S) or NULL; added to the scaled scores */
     int64_t bias_stride[3];      /* element strides of b, h, t; s is contiguous */
+    /* sparse parts, appended: zero = off */
+    int window;                  /* nonzero: sliding window [ta - window_left, ta + window_right] */
+    int window_left, window_right;
+    int sinks;                   /* the first `sinks` keys are exempt from the window */
+    const float *sink_logits;    /* (H) or NULL: per-head logit in every row's softmax sum */
+    const float *alibi_slopes;   /* (H) or NULL: ALiBi slopes */
+    float softcap;               /* > 0: scaled scores become softcap · tanh(score / softcap); 0 = off */
+    const uint8_t *block_map;    /* (B,H,⌈T/bs⌉,⌈S/bs⌉) or NULL; nonzero = the block may be attended */
+    int block_size;              /* bs >= 1 when block_map is set */
+    int64_t block_map_stride[3]; /* element strides of b, h and the block row; block columns contiguous */
 } attn_mask;
+
+/* Block maps (nqb, nkb) = (⌈T/bs⌉, ⌈S/bs⌉) bytes, row-major, for attn_mask.block_map (one map for every
+ * batch row and head: strides 0, 0, nkb). Query block i sits at key block i + (nkb - nqb) (bottom-right,
+ * as causal).
+ *   longformer  key blocks within `window` blocks of the query's (both sides), plus the global blocks:
+ *               each listed global block's row (it attends everything) and column (everyone attends it).
+ *   bigbird     longformer's, plus `nrandom` key blocks per query block row drawn uniformly with a
+ *               generator seeded by seed (the same map for the same arguments).
+ * ATTN_ERR_NULL, ATTN_ERR_SIZE (nqb or nkb < 1), ATTN_ERR_ARG (window or nrandom < 0, a global block
+ * outside the map). */
+attn_status attn_block_map_longformer(uint8_t *map, int nqb, int nkb, int window, const int *global,
+                                      int nglobal);
+attn_status attn_block_map_bigbird(uint8_t *map, int nqb, int nkb, int window, const int *global, int nglobal,
+                                   int nrandom, uint64_t seed);
+
+/* The ALiBi paper's slopes for H heads into slopes (H): for H a power of two, 2^(-8(h+1)/H); otherwise
+ * the slopes of the power of two n below H, then every other slope of 2n for the rest. ATTN_ERR_NULL,
+ * ATTN_ERR_SIZE when H < 1. */
+attn_status attn_alibi_slopes(int H, float *slopes);
 
 /* ---------------------------------------------------------------------------------------------------
  * Strided 4-D operands. Each tensor argument of the scaled dot-product kernels is (batch, head, row, col)
@@ -303,6 +355,21 @@ attn_status attn_sdpa_backward(const attn_ctx *ctx, const attn_sdpa_desc *d,
                                const void *q, const void *k, const void *v,
                                const void *out, const float *stats,
                                void *work, size_t work_bytes);
+
+/* Gradient of the sink logits (d->mask.sink_logits), accumulated (+=) into dsink (H). The sink has no
+ * value, so its score gradient is P_z·(0 - Δ) and
+ *   dsink_h += -Σ_(b,t) P_z(b,h,t) · Δ(b,h,t),   P_z = exp(z_h - m - log l),   Δ = dout·out
+ * read from the forward's out and stats (the same ctx isa) and the backward's dout (d->dtype elements,
+ * layout d->out). Rows are summed in (b, t) order in double: deterministic. ATTN_ERR_ARG when d has no
+ * sink logits. */
+attn_status attn_sdpa_sink_backward(const attn_sdpa_desc *d, float *dsink, const void *dout, const void *out,
+                                    const float *stats);
+
+/* Instrumentation: how many (query row, key) scores the fused kernels formed in this process for pass
+ * (the forward's count includes a weights stage), counting every score of every key block they did not
+ * skip: what a window or mask saves shows here. reset nonzero: set it to zero after reading. Counted with
+ * relaxed atomics; the reference kernels and the AMX path's native bf16 kernels count nothing. */
+int64_t attn_sdpa_scores_computed(attn_pass pass, int reset);
 
 /* The same passes run by the caller's own threads (an inference engine's pool, say) instead of OpenMP.
  * A pass is cut into *n_stages stages (a function of the descriptor only). Stage s is run by ctx->threads

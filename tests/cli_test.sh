@@ -103,10 +103,20 @@ grep -q "GiB" $out || bad "bench larger than the memory: no message on the memor
 expect_rc 2 "bench --varlen 64,x" "$attn" bench --varlen 64,x
 grep -q "usage: attn bench" $out || bad "bench --varlen 64,x prints no usage"
 expect_rc 2 "bench --varlen with --dtype bf16" "$attn" bench --varlen 8,16 --dtype bf16
+expect_rc 2 "bench --varlen with --window" "$attn" bench --varlen 8,16 --window 4
 expect_rc 0 "bench --varlen tiny" "$attn" bench --varlen 5,17,70 --heads 2 --dim 8 --causal --backward --repeat 1
 grep -q "packed / alone" $out || bad "bench --varlen prints no packed / alone ratio"
 expect_rc 0 "bench --linear tiny" "$attn" bench --linear --tq 4096 --dim 8 --repeat 1
 grep -q "faster than dense causal" $out || bad "bench --linear prints no comparison with dense attention"
+# 11c. bench --window: bad values are usage errors; a small windowed case runs and counts visible pairs
+for w in "abc" "-1" "3,x" "3,-2" "4,5,6"; do
+  expect_rc 2 "bench --window $w" "$attn" bench --tq 8 --dim 8 --window "$w"
+  grep -q "usage: attn bench" /tmp/attn_cli_out.$$ || bad "bench --window $w prints no usage"
+done
+expect_rc 2 "bench --sinks without --window" "$attn" bench --tq 8 --dim 8 --sinks 2
+expect_rc 2 "bench --softcap -1" "$attn" bench --tq 8 --dim 8 --softcap -1
+expect_rc 0 "bench --window" "$attn" bench --tq 64 --dim 8 --heads 1 --causal --window 3 --sinks 1 --alibi --softcap 20 --repeat 1 --json
+grep -q '"visible_pairs":310,' /tmp/attn_cli_out.$$ || bad "bench --window 3 --sinks 1 causal T=64: visible pairs not 310"
 
 # 12. no help text cites a file the repository does not have
 for c in "imdb --help" "imdb train --help" "translate --help" "translate train --help" "demo --help" "score --help"; do

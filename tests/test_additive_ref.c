@@ -269,7 +269,8 @@ static void test_cases(void) {
 
     int32_t vl_e[2] = {4, 3};
     p = make(2, 3, 4, 2, 3, 3, 2);
-    p.d.mask = (attn_mask){ATTN_VALID_LENS_PER_BATCH, vl_e, 1, allow, {12, 0, 4}, bias, {0, 0, 4}};
+    p.d.mask = (attn_mask){.valid_lens_kind = ATTN_VALID_LENS_PER_BATCH, .valid_lens = vl_e, .causal = 1, .allow = allow,
+                           .allow_stride = {12, 0, 4}, .bias = bias, .bias_stride = {0, 0, 4}};
     p.d.dropout = 0.2f;
     p.d.seed = 99;
     check_problem("everything", &p); problem_free(&p);

@@ -2,7 +2,8 @@
  * test_fused.c — the fused scaled dot-product kernels (scalar, AVX2, AVX-512: each path this CPU runs)
  * against the reference kernels, forward (out, lse, and the weights when asked for) and backward (dq, dk, dv), over randomized shapes:
  * odd T, S, D, Dv (1..130), T = 1, S = 1, T != S, Dv != D, every mask kind alone and combined, fully
- * masked rows, grouped-query heads, strided (B,T,H,D) layouts with padded rows, dropout.
+ * masked rows, grouped-query heads, strided (B,T,H,D) layouts with padded rows, dropout, and the sparse parts
+ * (sliding windows one- and two-sided, sinks, sink logits, ALiBi, soft-capping, block maps) alone and with all of those.
  *
  * Tolerances (fp32 kernels against the reference, which sums in double):
  *   out, lse          |got - want| <= 2e-5 · max(1, max|want|) + 1e-4 · |want|
@@ -31,6 +32,11 @@ typedef struct tcase {
     int strided;              /* (B,T,H,D) order with padded rows */
     float dropout;
     float qscale;             /* spread of q (larger: peakier softmax) */
+    int window, wl, wr;       /* sliding window [ta - wl, ta + wr] */
+    int sinks;                /* keys exempt from the window */
+    int sink_logits, alibi;   /* per-head sink logits, ALiBi slopes */
+    float softcap;            /* soft cap (0: none) */
+    int bs;                   /* block map of this block size, random per (b, h) (0: none) */
 } tcase;
 
 static double max_abs(const float *x, size_t n) {
@@ -126,6 +132,33 @@ static int run_case(attn_isa isa, const tcase *c, const char *label) {
         d.mask.bias_stride[0] = (int64_t)H * T * S; d.mask.bias_stride[1] = (int64_t)T * S; d.mask.bias_stride[2] = S;
     }
 
+    float zs[8], slopes[8];                  /* H <= 8 in every case */
+    d.mask.window = c->window;
+    d.mask.window_left = c->wl;
+    d.mask.window_right = c->wr;
+    d.mask.sinks = c->sinks;
+    d.mask.softcap = c->softcap;
+    uint8_t *bmap = NULL;
+    if (c->bs) {
+        const int nqb = (T + c->bs - 1) / c->bs, nkb = (S + c->bs - 1) / c->bs;
+        bmap = malloc((size_t)B * H * nqb * nkb);
+        for (size_t i = 0; i < (size_t)B * H * nqb * nkb; i++) bmap[i] = rnd_int(0, 2) != 0;
+        for (int j = 0; j < nkb; j++) bmap[j] = 0;          /* (0, 0, block row 0) lists nothing */
+        d.mask.block_map = bmap;
+        d.mask.block_size = c->bs;
+        d.mask.block_map_stride[0] = (int64_t)H * nqb * nkb;
+        d.mask.block_map_stride[1] = (int64_t)nqb * nkb;
+        d.mask.block_map_stride[2] = nkb;
+    }
+    if (c->sink_logits) {
+        for (int h = 0; h < H; h++) zs[h] = rnd_f() * 3.0f;
+        d.mask.sink_logits = zs;
+    }
+    if (c->alibi) {
+        CHECK_STATUS(attn_alibi_slopes(H, slopes), ATTN_OK);
+        d.mask.alibi_slopes = slopes;
+    }
+
     const size_t nq = span(&d.q, B, H, T, D), nk = span(&d.k, B, Hkv, S, D), nv = span(&d.v, B, Hkv, S, Dv);
     const size_t no = span(&d.out, B, H, T, Dv), nl = (size_t)B * H * T;   /* rows: the stats are nl pairs */
     float *q = alloc_fill(nq, c->qscale), *k = alloc_fill(nk, 1.0f), *v = alloc_fill(nv, 1.0f);
@@ -172,8 +205,9 @@ static int run_case(attn_isa isa, const tcase *c, const char *label) {
 
     char name[160];
     printf("%s %s: B=%d H=%d Hkv=%d T=%d S=%d D=%d Dv=%d causal=%d valid=%d allow=%d bias=%d strided=%d "
-           "dropout=%g\n", attn_isa_name(isa), label, B, H, Hkv, T, S, D, Dv, c->causal, c->valid, c->allow,
-           c->bias, c->strided, c->dropout);
+           "dropout=%g window=%d(%d,%d) sinks=%d sink_logits=%d alibi=%d softcap=%g block_size=%d\n",
+           attn_isa_name(isa), label, B, H, Hkv, T, S, D, Dv, c->causal, c->valid, c->allow, c->bias, c->strided,
+           c->dropout, c->window, c->wl, c->wr, c->sinks, c->sink_logits, c->alibi, c->softcap, c->bs);
     snprintf(name, sizeof name, "out");
     ok &= close_scaled(name, out_f, out_r, no);
     /* the row statistics as natural log-sum-exp (the paths' maxima may differ by a rounding) */
@@ -194,7 +228,7 @@ static int run_case(attn_isa isa, const tcase *c, const char *label) {
 
     free(q); free(k); free(v); free(dout); free(out_r); free(out_f); free(lse_r); free(lse_f); free(w_r); free(w_f); free(out_w); free(lse_w);
     free(dq_r); free(dk_r); free(dv_r); free(dq_f); free(dk_f); free(dv_f);
-    free(vl); free(allow); free(bias);
+    free(vl); free(allow); free(bias); free(bmap);
     return ok && finite;
 }
 
@@ -203,28 +237,49 @@ int main(void) {
     /* hand-picked cases: edges first */
     const tcase fixed[] = {
         /*  B  H Hkv  T    S    D   Dv  cau val all bia str drop  qs */
-        {1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0.0f, 1.0f},
-        {1, 1, 1, 1, 37, 64, 64, 0, 0, 0, 0, 0, 0.0f, 1.0f},
-        {1, 2, 2, 37, 1, 32, 32, 0, 0, 0, 0, 0, 0.0f, 1.0f},
-        {2, 4, 2, 70, 70, 64, 64, 1, 0, 0, 0, 0, 0.0f, 2.0f},
-        {1, 2, 1, 130, 97, 80, 96, 1, 0, 0, 0, 1, 0.0f, 1.0f},
-        {1, 2, 2, 50, 130, 96, 48, 1, 1, 0, 0, 0, 0.0f, 1.0f},
-        {2, 2, 2, 33, 65, 128, 128, 0, 2, 0, 0, 0, 0.0f, 1.0f},
-        {2, 3, 3, 17, 29, 13, 7, 0, 0, 1, 0, 0, 0.0f, 1.0f},
-        {2, 2, 2, 19, 23, 24, 40, 0, 0, 2, 0, 1, 0.0f, 1.0f},
-        {1, 2, 2, 21, 40, 130, 3, 0, 0, 0, 1, 0, 0.0f, 1.0f},
-        {2, 2, 1, 45, 45, 32, 32, 0, 0, 0, 0, 0, 0.3f, 1.0f},
-        {2, 4, 1, 31, 47, 33, 31, 1, 2, 1, 1, 1, 0.25f, 3.0f},
-        {1, 1, 1, 200, 200, 64, 64, 1, 0, 0, 0, 0, 0.0f, 8.0f},
-        {1, 1, 1, 100, 3, 16, 16, 1, 0, 0, 0, 0, 0.0f, 1.0f},   /* T > S causal: leading rows fully masked */
-        {1, 2, 1, 40, 300, 64, 64, 1, 0, 0, 0, 0, 0.0f, 1.0f},  /* several key chunks in the backward */
+        {1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0.0f, 1.0f, 0, 0, 0, 0, 0, 0, 0, 0},
+        {1, 1, 1, 1, 37, 64, 64, 0, 0, 0, 0, 0, 0.0f, 1.0f, 0, 0, 0, 0, 0, 0, 0, 0},
+        {1, 2, 2, 37, 1, 32, 32, 0, 0, 0, 0, 0, 0.0f, 1.0f, 0, 0, 0, 0, 0, 0, 0, 0},
+        {2, 4, 2, 70, 70, 64, 64, 1, 0, 0, 0, 0, 0.0f, 2.0f, 0, 0, 0, 0, 0, 0, 0, 0},
+        {1, 2, 1, 130, 97, 80, 96, 1, 0, 0, 0, 1, 0.0f, 1.0f, 0, 0, 0, 0, 0, 0, 0, 0},
+        {1, 2, 2, 50, 130, 96, 48, 1, 1, 0, 0, 0, 0.0f, 1.0f, 0, 0, 0, 0, 0, 0, 0, 0},
+        {2, 2, 2, 33, 65, 128, 128, 0, 2, 0, 0, 0, 0.0f, 1.0f, 0, 0, 0, 0, 0, 0, 0, 0},
+        {2, 3, 3, 17, 29, 13, 7, 0, 0, 1, 0, 0, 0.0f, 1.0f, 0, 0, 0, 0, 0, 0, 0, 0},
+        {2, 2, 2, 19, 23, 24, 40, 0, 0, 2, 0, 1, 0.0f, 1.0f, 0, 0, 0, 0, 0, 0, 0, 0},
+        {1, 2, 2, 21, 40, 130, 3, 0, 0, 0, 1, 0, 0.0f, 1.0f, 0, 0, 0, 0, 0, 0, 0, 0},
+        {2, 2, 1, 45, 45, 32, 32, 0, 0, 0, 0, 0, 0.3f, 1.0f, 0, 0, 0, 0, 0, 0, 0, 0},
+        {2, 4, 1, 31, 47, 33, 31, 1, 2, 1, 1, 1, 0.25f, 3.0f, 0, 0, 0, 0, 0, 0, 0, 0},
+        {1, 1, 1, 200, 200, 64, 64, 1, 0, 0, 0, 0, 0.0f, 8.0f, 0, 0, 0, 0, 0, 0, 0, 0},
+        {1, 1, 1, 100, 3, 16, 16, 1, 0, 0, 0, 0, 0.0f, 1.0f, 0, 0, 0, 0, 0, 0, 0, 0},   /* T > S causal: leading rows fully masked */
+        {1, 2, 1, 40, 300, 64, 64, 1, 0, 0, 0, 0, 0.0f, 1.0f, 0, 0, 0, 0, 0, 0, 0, 0},  /* several key chunks in the backward */
         /* the forward's row-by-row path (blocks of few query rows: decoding) */
-        {1, 4, 1, 1, 6200, 37, 70, 0, 0, 0, 0, 0, 0.0f, 2.0f},  /* T = 1, GQA, past one key block, D/Dv tails */
-        {2, 2, 2, 3, 6200, 64, 64, 1, 2, 1, 1, 0, 0.2f, 3.0f},  /* every mask and dropout over several key blocks */
-        {1, 1, 1, 4, 5, 16, 130, 1, 1, 0, 0, 1, 0.0f, 1.0f},    /* Dv of several register chunks, strided */
-        {1, 2, 2, 2, 1, 8, 8, 0, 0, 0, 1, 0, 0.0f, 1.0f},       /* one key, its bias -inf or not */
-        {1, 3, 3, 1, 700, 24, 40, 1, 1, 0, 0, 0, 0.0f, 1.0f},   /* one row per head, causal T < S, lengths */
-        {2, 6, 2, 1, 300, 40, 40, 0, 0, 1, 1, 1, 0.2f, 2.0f},   /* packs of 3 heads: masks, dropout, strided */
+        {1, 4, 1, 1, 6200, 37, 70, 0, 0, 0, 0, 0, 0.0f, 2.0f, 0, 0, 0, 0, 0, 0, 0, 0},  /* T = 1, GQA, past one key block, D/Dv tails */
+        {2, 2, 2, 3, 6200, 64, 64, 1, 2, 1, 1, 0, 0.2f, 3.0f, 0, 0, 0, 0, 0, 0, 0, 0},  /* every mask and dropout over several key blocks */
+        {1, 1, 1, 4, 5, 16, 130, 1, 1, 0, 0, 1, 0.0f, 1.0f, 0, 0, 0, 0, 0, 0, 0, 0},    /* Dv of several register chunks, strided */
+        {1, 2, 2, 2, 1, 8, 8, 0, 0, 0, 1, 0, 0.0f, 1.0f, 0, 0, 0, 0, 0, 0, 0, 0},       /* one key, its bias -inf or not */
+        {1, 3, 3, 1, 700, 24, 40, 1, 1, 0, 0, 0, 0.0f, 1.0f, 0, 0, 0, 0, 0, 0, 0, 0},   /* one row per head, causal T < S, lengths */
+        {2, 6, 2, 1, 300, 40, 40, 0, 0, 1, 1, 1, 0.2f, 2.0f, 0, 0, 0, 0, 0, 0, 0, 0},   /* packs of 3 heads: masks, dropout, strided */
+        /* sparse parts:                                      win  wl  wr sinks z alibi */
+        {1, 2, 1, 300, 300, 64, 64, 1, 0, 0, 0, 0, 0.0f, 2.0f, 1, 70, 0, 0, 0, 0, 0, 0},    /* causal window */
+        {1, 2, 2, 260, 300, 40, 24, 0, 0, 0, 0, 0, 0.0f, 1.0f, 1, 37, 50, 0, 0, 0, 0, 0},   /* two-sided window, T < S */
+        {2, 4, 2, 200, 200, 32, 32, 1, 2, 0, 1, 1, 0.2f, 2.0f, 1, 20, 0, 4, 1, 1, 0, 0},   /* every part at once */
+        {1, 2, 2, 150, 150, 16, 16, 1, 0, 0, 0, 0, 0.0f, 1.0f, 0, 0, 0, 0, 1, 0, 0, 0},    /* sink logits alone */
+        {1, 4, 4, 90, 120, 24, 24, 0, 1, 1, 0, 0, 0.0f, 1.0f, 0, 0, 0, 0, 0, 1, 0, 0},     /* ALiBi, lengths, allow */
+        {1, 2, 1, 130, 130, 48, 48, 1, 0, 0, 0, 0, 0.0f, 1.0f, 1, 0, 0, 3, 1, 0, 0, 0},    /* window of 1 + sinks */
+        {1, 1, 1, 100, 3, 16, 16, 0, 0, 0, 0, 0, 0.0f, 1.0f, 1, 0, 0, 0, 1, 0, 0, 0},      /* rows left by the window */
+        {1, 4, 1, 1, 6200, 37, 70, 0, 0, 0, 0, 0, 0.0f, 2.0f, 1, 900, 0, 16, 1, 1, 0, 0},  /* decode step, window + sinks */
+        {2, 2, 2, 3, 6200, 64, 64, 1, 0, 0, 0, 0, 0.0f, 2.0f, 1, 1000, 0, 0, 0, 0, 0, 0},  /* rows path, window */
+        {1, 2, 2, 4, 9, 8, 8, 0, 0, 0, 0, 0, 0.0f, 1.0f, 1, 1, 1, 1, 1, 1, 0, 0},          /* small heads */
+        {1, 2, 1, 150, 170, 32, 32, 1, 0, 0, 0, 0, 0.0f, 4.0f, 0, 0, 0, 0, 0, 0, 2, 0},    /* soft cap alone */
+        {2, 4, 2, 70, 90, 24, 24, 0, 2, 0, 1, 1, 0.2f, 4.0f, 1, 9, 5, 2, 1, 1, 5, 0},      /* soft cap + the rest */
+        {1, 3, 3, 2, 12, 8, 8, 1, 0, 0, 0, 0, 0.0f, 4.0f, 0, 0, 0, 0, 0, 0, 1, 0},        /* small heads, soft cap */
+        {1, 2, 1, 3, 3000, 40, 40, 1, 0, 0, 1, 0, 0.0f, 4.0f, 1, 700, 0, 4, 0, 1, 3, 0},  /* rows path, soft cap */
+        /* block maps                                                               ... bs */
+        {1, 2, 1, 256, 256, 32, 32, 0, 0, 0, 0, 0, 0.0f, 2.0f, 0, 0, 0, 0, 0, 0, 0, 64},   /* aligned to 64 */
+        {2, 2, 2, 150, 170, 24, 24, 1, 1, 0, 0, 1, 0.2f, 2.0f, 1, 40, 0, 2, 1, 1, 0, 16}, /* with the rest */
+        {1, 3, 3, 100, 130, 16, 16, 0, 0, 1, 1, 0, 0.0f, 1.0f, 0, 0, 0, 0, 0, 0, 3, 7},   /* odd blocks */
+        {1, 4, 2, 2, 5000, 40, 40, 0, 0, 0, 0, 0, 0.0f, 2.0f, 0, 0, 0, 0, 1, 0, 0, 100},  /* rows path */
+        {1, 2, 2, 3, 9, 8, 8, 0, 0, 0, 0, 0, 0.0f, 1.0f, 0, 0, 0, 0, 0, 0, 0, 2},         /* small heads */
     };
     const int nfixed = (int)(sizeof fixed / sizeof fixed[0]);
     int bad = 0;
@@ -252,6 +307,14 @@ int main(void) {
             c.strided = rnd_int(0, 1);
             c.dropout = rnd_int(0, 4) == 0 ? 0.2f : 0.0f;
             c.qscale = (float)rnd_int(1, 4);
+            c.window = rnd_int(0, 2) == 0;
+            c.wl = rnd_int(0, 40);
+            c.wr = rnd_int(0, 40);
+            c.sinks = rnd_int(0, 2) == 0 ? rnd_int(0, 5) : 0;
+            c.sink_logits = rnd_int(0, 3) == 0;
+            c.alibi = rnd_int(0, 3) == 0;
+            c.softcap = rnd_int(0, 3) == 0 ? (float)rnd_int(1, 30) : 0.0f;
+            c.bs = rnd_int(0, 3) == 0 ? rnd_int(1, 40) : 0;
             bad += !run_case(paths[p], &c, "random");
         }
     }

@@ -1,6 +1,6 @@
 /*
  * test_golden.c — the mechanisms against PyTorch. Reads every tests/golden/mech_*.safetensors (written by
- * tools/golden/gen_mechanisms.py, float64 autograd) with attn's own safetensors reader, runs each case
+ * tools/golden/gen_mechanisms.py and gen_sparse.py, float64 autograd) with attn's own safetensors reader, runs each case
  * through the public API in float32 and compares the outputs, weights, log-sum-exp and every gradient.
  *
  * Passes: the reference path with weights requested (attn_set_isa(ATTN_ISA_REF)), then every other path
@@ -23,8 +23,8 @@
 #define RTOL 1e-5
 
 /* Worst errors per (pass, quantity), over all cases. */
-enum { Q_OUT, Q_WEIGHTS, Q_LSE, Q_DQ, Q_DK, Q_DV, Q_DWQ, Q_DWK, Q_DWV, Q_COUNT };
-static const char *const q_names[Q_COUNT] = {"out", "weights", "lse", "dq", "dk", "dv", "dwq", "dwk", "dwv"};
+enum { Q_OUT, Q_WEIGHTS, Q_LSE, Q_DQ, Q_DK, Q_DV, Q_DWQ, Q_DWK, Q_DWV, Q_DSINK, Q_COUNT };
+static const char *const q_names[Q_COUNT] = {"out", "weights", "lse", "dq", "dk", "dv", "dwq", "dwk", "dwv", "dsink"};
 static double g_worst_abs[ATTN_ISA_COUNT][Q_COUNT], g_worst_rel[ATTN_ISA_COUNT][Q_COUNT];
 static int g_cases_run[ATTN_ISA_COUNT], g_compared[ATTN_ISA_COUNT][Q_COUNT];
 
@@ -115,7 +115,7 @@ static void compare(golden *g, attn_isa pass, int qty, const float *got, const a
  * 1 broadcast with stride 0. */
 typedef struct mask_parts {
     attn_mask m;
-    float *bias;
+    float *bias, *sink_logits, *alibi_slopes;
 } mask_parts;
 
 static void read_mask(golden *g, mask_parts *mp, int B, int H, int T, int S) {
@@ -157,6 +157,48 @@ static void read_mask(golden *g, mask_parts *mp, int B, int H, int T, int S) {
         mp->m.bias_stride[1] = bi->shape[1] == 1 ? 0 : (int64_t)T * S;
         mp->m.bias_stride[2] = S;
     }
+
+    /* sparse parts (gen_sparse.py): "window" = "left,right" and "sinks" metadata, (H) logits and slopes */
+    snprintf(key, sizeof key, "%s/window", g->cs);
+    const char *win = attn_st_meta(&g->f, key);
+    snprintf(key, sizeof key, "%s/softcap", g->cs);
+    const char *cap = attn_st_meta(&g->f, key);
+    if (cap) mp->m.softcap = strtof(cap, NULL);
+    if (win) {
+        snprintf(key, sizeof key, "%s/sinks", g->cs);
+        const char *sinks = attn_st_meta(&g->f, key);
+        if (sscanf(win, "%d,%d", &mp->m.window_left, &mp->m.window_right) != 2 || !sinks) { g->ok = 0; return; }
+        mp->m.window = 1;
+        mp->m.sinks = atoi(sinks);
+    }
+    const attn_st_tensor *bm = gt(g, "block_map", ATTN_DTYPE_U8, 4, 0);
+    if (bm) {
+        snprintf(key, sizeof key, "%s/block_size", g->cs);
+        const char *bsz = attn_st_meta(&g->f, key);
+        const int bs = bsz ? atoi(bsz) : 0;
+        if (bs < 1 || !((bm->shape[0] == 1 || bm->shape[0] == B) && (bm->shape[1] == 1 || bm->shape[1] == H) &&
+                        bm->shape[2] == (T + bs - 1) / bs && bm->shape[3] == (S + bs - 1) / bs)) {
+            g->ok = 0;
+            return;
+        }
+        mp->m.block_map = bm->data;
+        mp->m.block_size = bs;
+        mp->m.block_map_stride[0] = bm->shape[0] == 1 ? 0 : bm->shape[1] * bm->shape[2] * bm->shape[3];
+        mp->m.block_map_stride[1] = bm->shape[1] == 1 ? 0 : bm->shape[2] * bm->shape[3];
+        mp->m.block_map_stride[2] = bm->shape[3];
+    }
+    const attn_st_tensor *zs = gt(g, "sink_logits", ATTN_DTYPE_F64, 1, 0);
+    if (zs) {
+        if (zs->shape[0] != H) { g->ok = 0; return; }
+        mp->sink_logits = to_f32(zs);
+        mp->m.sink_logits = mp->sink_logits;
+    }
+    const attn_st_tensor *sl = gt(g, "alibi_slopes", ATTN_DTYPE_F64, 1, 0);
+    if (sl) {
+        if (sl->shape[0] != H) { g->ok = 0; return; }
+        mp->alibi_slopes = to_f32(sl);
+        mp->m.alibi_slopes = mp->alibi_slopes;
+    }
 }
 
 /* ---------------------------------------------------------------------------------------------------
@@ -179,7 +221,7 @@ static void run_sdpa(golden *g, attn_isa pass, int with_weights) {
     if (!shapes_ok) return;
     mask_parts mp;
     read_mask(g, &mp, B, H, T, S);
-    if (!g->ok) { CHECK(g->ok); free(mp.bias); return; }
+    if (!g->ok) { CHECK(g->ok); free(mp.bias); free(mp.sink_logits); free(mp.alibi_slopes); return; }
 
     float *q = to_f32(tq), *k = to_f32(tk), *v = to_f32(tv), *dout = to_f32(tdout);
     size_t n_out = (size_t)B * H * T * Dv, n_w = (size_t)B * H * T * S, n_lse = (size_t)B * H * T;
@@ -216,10 +258,17 @@ static void run_sdpa(golden *g, attn_isa pass, int with_weights) {
             compare(g, pass, Q_DK, dk, tdk);
             compare(g, pass, Q_DV, dv, tdv);
         }
+        const attn_st_tensor *tds = gt(g, "dsink", ATTN_DTYPE_F64, 1, 0);
+        if (mp.sink_logits && tds) {                  /* the sink logits' gradient, from out and stats */
+            float *dsink = calloc((size_t)H, sizeof(float));
+            CHECK_STATUS(attn_sdpa_sink_backward(&d, dsink, dout, out, stats), ATTN_OK);
+            compare(g, pass, Q_DSINK, dsink, tds);
+            free(dsink);
+        }
     }
     g_cases_run[pass]++;
     free(work); free(q); free(k); free(v); free(dout); free(out); free(stats); free(lse); free(w);
-    free(dq); free(dk); free(dv); free(mp.bias);
+    free(dq); free(dk); free(dv); free(mp.bias); free(mp.sink_logits); free(mp.alibi_slopes);
 }
 
 /* ---------------------------------------------------------------------------------------------------
@@ -248,7 +297,7 @@ static void run_additive(golden *g, attn_isa pass, int with_weights) {
     if (!shapes_ok) return;
     mask_parts mp;
     read_mask(g, &mp, B, 1, T, S);
-    if (!g->ok) { CHECK(g->ok); free(mp.bias); return; }
+    if (!g->ok) { CHECK(g->ok); free(mp.bias); free(mp.sink_logits); free(mp.alibi_slopes); return; }
 
     float *q = to_f32(tq), *k = to_f32(tk), *v = to_f32(tv), *wq = to_f32(twq), *wk = to_f32(twk),
           *wv = to_f32(twv), *dout = to_f32(tdout);

@@ -564,7 +564,8 @@ static void test_everything(void) {
     bias[7] = -INFINITY;
     problem p = make(B, H, Hkv, T, S, D, Dv);
     p.d.q = (attn_layout){(int64_t)T * H * D, D, (int64_t)H * D};
-    p.d.mask = (attn_mask){ATTN_VALID_LENS_PER_QUERY, vl, 1, allow, {0, 0, 5}, bias, {60, 15, 5}};
+    p.d.mask = (attn_mask){.valid_lens_kind = ATTN_VALID_LENS_PER_QUERY, .valid_lens = vl, .causal = 1, .allow = allow,
+                           .allow_stride = {0, 0, 5}, .bias = bias, .bias_stride = {60, 15, 5}};
     p.d.dropout = 0.25f;
     p.d.seed = 0xfeedULL;
     p.d.scale = 0.7f;

@@ -11,8 +11,11 @@
  * validated against the reference on the same bf16 inputs with a bf16 tolerance, and, where the path
  * multiplies in bf16 (AMX), reports the fraction of an AMX bf16 tile-loop peak measured in the same run.
  *
- * FLOPs: forward 4·B·H·T·S·D (two products, 2 FLOPs per multiply-add; D·(QKᵀ) + Dv·(PV) counted as
- * 2·B·H·T·S·(D + Dv)), halved when causal; backward counted as 2.5 x forward.
+ * FLOPs: forward 2·(D + Dv) per visible (query, key) pair (two products, 2 FLOPs per multiply-add): 4·D
+ * per pair when Dv = D, so 4·B·H·T·S·D dense and about half that causal (the pairs are counted exactly:
+ * T·(T+1)/2 per head when T = S); backward counted as 2.5 x forward. With --window, --sinks the pairs
+ * the window hides are not counted, so dense, causal and windowed figures compare directly; the kernel's
+ * own count of the scores it formed (attn_sdpa_scores_computed) is printed next to the visible pairs.
  *
  * Reference time: the reference kernels loop over (batch, kv head) groups independently, so when the whole
  * problem is too slow for them we time one group and multiply by the number of groups (said in the output);
@@ -212,6 +215,12 @@ typedef struct bopts {
 /* The element and compute types of every case (--dtype, --compute). */
 static attn_dtype g_dtype = ATTN_DTYPE_F32, g_compute = ATTN_DTYPE_F32;
 
+/* The sparse mask parts of every case (--window, --sinks, --alibi, --softcap). */
+#define BENCH_ALIBI_HMAX 4096
+static int g_window, g_wl, g_wr, g_sinks, g_alibi;
+static float g_softcap;
+static float g_slopes[BENCH_ALIBI_HMAX];
+
 static void fill(float *x, size_t n, uint64_t seed) {
     uint64_t s = seed * 0x9e3779b97f4a7c15ULL + 1;
     for (size_t i = 0; i < n; i++) {
@@ -307,6 +316,12 @@ static void desc_for(attn_sdpa_desc *d, int B, int H, int Hkv, int T, int S, int
     d->k = (attn_layout){(int64_t)Hkv * S * D, (int64_t)S * D, D};
     d->v = (attn_layout){(int64_t)Hkv * S * Dv, (int64_t)S * Dv, Dv};
     d->mask.causal = causal;
+    d->mask.window = g_window;
+    d->mask.window_left = g_wl;
+    d->mask.window_right = g_wr;
+    d->mask.sinks = g_sinks;
+    if (g_alibi) d->mask.alibi_slopes = g_slopes;      /* filled once for the largest H */
+    d->mask.softcap = g_softcap;
     d->dtype = g_dtype;
     d->compute = g_compute;
 }
@@ -394,9 +409,25 @@ static int validate(const attn_sdpa_desc *d, const bopts *o, int backward, doubl
     return ok ? 1 : -1;
 }
 
+/* (query, key) pairs of one head that causality and the window leave visible, t by t: keys [lo, lim) and
+ * the sinks below lo (lim = the causal and right-window limit, lo = the window's left edge) */
+static double visible_pairs(const bcase *c) {
+    double n = 0;
+    for (int64_t t = 0; t < c->T; t++) {
+        const int64_t ta = t + (c->S - c->T);
+        int64_t lim = c->S, lo = 0;
+        if (c->causal && ta + 1 < lim) lim = ta + 1;
+        if (g_window && ta + g_wr + 1 < lim) lim = ta + g_wr + 1;
+        if (g_window && ta - g_wl > lo) lo = ta - g_wl;
+        if (lim < 0) lim = 0;
+        const int64_t sinks = g_window ? (g_sinks < lo ? g_sinks : lo) : 0;
+        n += (double)(lim > lo ? lim - lo : 0) + (double)(sinks < lim ? sinks : lim);
+    }
+    return n;
+}
+
 static double case_flops(const bcase *c) {
-    double f = 2.0 * c->B * c->H * (double)c->T * c->S * (c->D + c->Dv);
-    if (c->causal) f *= 0.5;
+    double f = 2.0 * c->B * c->H * visible_pairs(c) * (c->D + c->Dv);
     if (c->backward) f *= 2.5;
     return f;
 }
@@ -464,6 +495,7 @@ typedef struct case_time {
     const char *peak_kind;
     size_t mem, work;            /* tensors + workspace, workspace (bytes) */
     double best_plain;           /* with --weights: the best forward without them, in the same run */
+    double scores;               /* scores the kernel formed per run of the pass (its own count) */
 } case_time;
 
 /* The warm-up and the timed runs of the pass on t (for a backward, a forward first for out and stats). */
@@ -503,7 +535,11 @@ static int case_measure(const bcase *c, const attn_sdpa_desc *d, const bopts *o,
     const size_t wfwd = c->backward ? work_size(&o->ctx, d, 0) : wbytes;
     m->work = wbytes > wfwd ? wbytes : wfwd;
     void *work = have ? malloc(m->work ? m->work : 1) : NULL;
+    const attn_pass pass = c->backward ? ATTN_PASS_BACKWARD : ATTN_PASS_FORWARD;
+    attn_sdpa_scores_computed(pass, 1);
     attn_status st = work ? time_runs(c, d, o, &t, work, m) : ATTN_ERR_NOMEM;
+    const int runs = m->timed + (m->warm_counted ? 0 : 1);
+    m->scores = runs > 0 ? (double)attn_sdpa_scores_computed(pass, 1) / runs : 0;
     if (st == ATTN_OK && t.w && !c->backward) {
         /* the same forward without weights, right after: what writing them costs, in one run */
         case_time plain = *m;
@@ -570,13 +606,19 @@ static void case_report(const bcase *c, const bopts *o, const case_check *k, con
         if (o->weights && !c->backward)
             printf(",\"weights\":true,\"ms_without_weights\":%.4f,\"weights_cost\":%.3f", m->best_plain * 1e3,
                    m->best_plain > 0 ? m->best / m->best_plain : 0);
-        printf("}\n");
+        if (g_window) printf(",\"window\":[%d,%d],\"sinks\":%d", g_wl, g_wr, g_sinks);
+        printf(",\"alibi\":%s,\"softcap\":%g,\"visible_pairs\":%.0f,\"scores_computed\":%.0f}\n",
+               g_alibi ? "true" : "false", g_softcap, (double)c->B * c->H * visible_pairs(c), m->scores);
     } else {
         printf("  time: best of %d %s: %.3f ms%s\n", m->timed,
                m->warm_counted ? "(the warm-up took over 1 s and counts as the first)" : "after 1 warm-up",
                m->best * 1e3, m->finite ? "" : "  (NON-FINITE VALUES IN THE OUTPUT)");
-        printf("  speed: %.1f GFLOP/s  (FLOPs = 2·B·H·T·S·(D+Dv) = 4·B·H·T·S·D when Dv = D%s%s = %.4g)\n", gflops,
-               c->causal ? ", x 1/2 causal" : "", c->backward ? ", x 2.5 backward" : "", flops);
+        printf("  speed: %.1f GFLOP/s  (FLOPs = 2·(D+Dv) = 4·D when Dv = D per visible (query, key) pair%s%s = "
+               "%.4g)\n", gflops, c->causal || g_window ? " (causal, window: hidden pairs not counted)" : "",
+               c->backward ? ", x 2.5 backward" : "", flops);
+        const double vis = (double)c->B * c->H * visible_pairs(c);
+        printf("  scores: %.4g visible (query, key) pairs; the kernel formed %.4g per run (%.3fx)\n", vis, m->scores,
+               vis > 0 ? m->scores / vis : 0);
         if (o->weights && !c->backward)
             printf("  weights (B,H,T,S) written too: %.3f ms without them in the same run, %.2fx with\n",
                    m->best_plain * 1e3, m->best_plain > 0 ? m->best / m->best_plain : 0);
@@ -664,10 +706,14 @@ static int run_case(const bcase *c, const bopts *o, int idx, int n) {
         return 1;
     }
     if (case_memory_ok(c, &d, o)) return 1;
-    if (!o->json)
-        printf("case %d/%d: %s B=%d H=%d Hkv=%d T=%d S=%d D=%d Dv=%d causal=%d  isa=%s threads=%d\n", idx, n,
-               c->backward ? "backward" : "forward", c->B, c->H, c->Hkv, c->T, c->S, c->D, c->Dv, c->causal,
-               attn_isa_name(o->ctx.isa), attn_get_num_threads());
+    if (!o->json) {
+        printf("case %d/%d: %s B=%d H=%d Hkv=%d T=%d S=%d D=%d Dv=%d causal=%d", idx, n,
+               c->backward ? "backward" : "forward", c->B, c->H, c->Hkv, c->T, c->S, c->D, c->Dv, c->causal);
+        if (g_window) printf(" window=%d,%d sinks=%d", g_wl, g_wr, g_sinks);
+        if (g_alibi) printf(" alibi");
+        if (g_softcap > 0.0f) printf(" softcap=%g", g_softcap);
+        printf("  isa=%s threads=%d\n", attn_isa_name(o->ctx.isa), attn_get_num_threads());
+    }
     fflush(stdout);
     case_check k;
     if (case_validate(c, &d, o, &k)) return 1;
@@ -684,9 +730,9 @@ int cmd_bench(int argc, char **argv) {
     for (int i = 1; i < argc; i++)          /* ring attention over MPI: bench_ring.c */
         if (strcmp(argv[i], "--ring") == 0) return cmd_bench_ring(argc, argv);
     int B = 0, H = 0, Hkv = 0, T = 0, S = 0, D = 0, Dv = 0, causal = 0, backward = 0, threads = 0, repeat = 5;
-    int json = 0, long_case = 0, weights = 0;
-    const char *isa_name = "auto", *dtype_name = "f32", *compute_name = "f32", *varlen = NULL;
-    int linear = 0;
+    int json = 0, long_case = 0, weights = 0, sinks = 0, alibi = 0, linear = 0;
+    float softcap = 0.0f;
+    const char *isa_name = "auto", *dtype_name = "f32", *compute_name = "f32", *window = NULL, *varlen = NULL;
     const cli_opt opts[] = {
         {"batch", CLI_INT, &B, "N", "batch size B; 0 means 1"},
         {"heads", CLI_INT, &H, "N", "query heads H; 0 means 8"},
@@ -711,14 +757,22 @@ int cmd_bench(int argc, char **argv) {
         {"linear", CLI_BOOL, &linear, NULL,
          "time causal linear attention, T = 4096 .. --tq (65536), and dense causal"},
         {"ring", CLI_BOOL, &(int){0}, NULL, "ring attention over MPI, under mpirun: `attn bench --ring --help`"},
+        {"window", CLI_STR, &window, "L[,R]",
+         "sliding window: query t (at key t + S - T) sees keys t-L .. t+R (R = 0 when omitted; with --causal "
+         "the right edge is causal's); key blocks outside are skipped and not counted in gflops"},
+        {"sinks", CLI_INT, &sinks, "N", "with --window: the first N keys stay visible (attention sinks)"},
+        {"alibi", CLI_BOOL, &alibi, NULL, "ALiBi position biases (the paper's slopes for H heads)"},
+        {"softcap", CLI_FLOAT, &softcap, "C", "soft-capping: scores become C·tanh(score / C); 0 means none"},
     };
     const cli_cmd cmd = {
         "attn bench [options]",
         "Times the fused scaled dot-product attention (fp32, or bf16 with --dtype/--compute) against the\n"
         "reference kernels. Without shape\n"
         "flags it runs a default suite; any of --batch --heads --kv-heads --tq --tk --dim --dim-v --causal\n"
-        "--backward gives one case (forward, and backward with --backward). --varlen and --linear time\n"
-        "packed batches and linear attention instead (fp32).",
+        "--backward gives one case (forward, and backward with --backward). --window, --sinks, --alibi and\n"
+        "--softcap apply to every case run; gflops counts 4·D FLOPs per visible (query, key) pair (2.5x that backward),\n"
+        "so dense, causal and windowed figures compare directly. --varlen and --linear time packed batches and\n"
+        "linear attention instead (fp32).",
         opts, (int)(sizeof opts / sizeof opts[0]), 0, 0};
     int r = cli_parse(&cmd, argc, argv, NULL, NULL);
     if (r >= 0) return r;
@@ -755,8 +809,10 @@ int cmd_bench(int argc, char **argv) {
             return 2;
         }
     if (cli_check_threads("bench", "--threads", threads)) return 2;
-    if ((varlen || linear) && (g_dtype != ATTN_DTYPE_F32 || g_compute != ATTN_DTYPE_F32 || (varlen && linear))) {
-        fprintf(stderr, "attn: bench: --varlen and --linear are fp32 only, and one at a time\n\n");
+    if ((varlen || linear) && (g_dtype != ATTN_DTYPE_F32 || g_compute != ATTN_DTYPE_F32 || (varlen && linear) ||
+                               window || sinks || alibi || softcap != 0.0f)) {
+        fprintf(stderr, "attn: bench: --varlen and --linear are fp32 only, one at a time, without --window, --sinks,\n"
+                        "--alibi or --softcap\n\n");
         cli_usage(&cmd, stderr);
         return 2;
     }
@@ -765,6 +821,45 @@ int cmd_bench(int argc, char **argv) {
         cli_usage(&cmd, stderr);
         return 2;
     }
+    if (window) {
+        char *e1 = NULL, *e2 = NULL;
+        const long l = strtol(window, &e1, 10);
+        long rr = 0;
+        int bad = e1 == window || l < 0 || l > INT32_MAX;
+        if (!bad && *e1 == ',') {
+            rr = strtol(e1 + 1, &e2, 10);
+            bad = e2 == e1 + 1 || *e2 != '\0' || rr < 0 || rr > INT32_MAX;
+        } else if (!bad) {
+            bad = *e1 != '\0';
+        }
+        if (bad) {
+            fprintf(stderr, "attn: bench: --window %s: want LEFT or LEFT,RIGHT (integers >= 0)\n\n", window);
+            cli_usage(&cmd, stderr);
+            return 2;
+        }
+        g_window = 1;
+        g_wl = (int)l;
+        g_wr = (int)rr;
+    }
+    if (sinks < 0 || (sinks > 0 && !window)) {
+        fprintf(stderr, "attn: bench: --sinks %d: want N >= 0, with --window\n\n", sinks);
+        cli_usage(&cmd, stderr);
+        return 2;
+    }
+    g_sinks = sinks;
+    g_alibi = alibi;
+    if (!(softcap >= 0.0f) || isinf(softcap)) {
+        fprintf(stderr, "attn: bench: --softcap %g: want C >= 0 (finite)\n\n", softcap);
+        cli_usage(&cmd, stderr);
+        return 2;
+    }
+    g_softcap = softcap;
+    if (alibi && H > BENCH_ALIBI_HMAX) {
+        fprintf(stderr, "attn: bench: --alibi: at most %d heads\n\n", BENCH_ALIBI_HMAX);
+        cli_usage(&cmd, stderr);
+        return 2;
+    }
+    if (alibi) attn_alibi_slopes(H ? H : 32, g_slopes);    /* the suite has at most 32 heads */
     bopts o = {repeat, threads, json, weights, {0}, {0}, 0, NULL, 0};
     if (cli_fail(attn_ctx_init(&o.ctx, isa, 0), "bench: --isa")) return 1;
     cli_set_threads(threads, 0);

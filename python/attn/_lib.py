@@ -63,7 +63,11 @@ class Layout(ctypes.Structure):
 class Mask(ctypes.Structure):
     _fields_ = [("valid_lens_kind", ctypes.c_int), ("valid_lens", ctypes.c_void_p), ("causal", ctypes.c_int),
                 ("allow", ctypes.c_void_p), ("allow_stride", ctypes.c_int64 * 3),
-                ("bias", ctypes.c_void_p), ("bias_stride", ctypes.c_int64 * 3)]
+                ("bias", ctypes.c_void_p), ("bias_stride", ctypes.c_int64 * 3),
+                ("window", ctypes.c_int), ("window_left", ctypes.c_int), ("window_right", ctypes.c_int),
+                ("sinks", ctypes.c_int), ("sink_logits", ctypes.c_void_p), ("alibi_slopes", ctypes.c_void_p),
+                ("softcap", ctypes.c_float), ("block_map", ctypes.c_void_p), ("block_size", ctypes.c_int),
+                ("block_map_stride", ctypes.c_int64 * 3)]
 
 
 class SdpaDesc(ctypes.Structure):

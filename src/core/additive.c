@@ -46,6 +46,7 @@ attn_status attn_additive_validate(const attn_additive_desc *d) {
         !size_ok(d->Dv) || !size_ok(d->Dh) || !products_fit(d))
         return ATTN_ERR_SIZE;
     if (!(d->dropout >= 0.0f && d->dropout < 1.0f)) return ATTN_ERR_ARG;   /* NaN fails too */
+    if (attn__mask_sparse(&d->mask)) return ATTN_ERR_UNSUPPORTED;       /* window, sinks, ALiBi: SDPA only */
     return attn__validate_mask(&d->mask, d->B, 1, d->T, d->S);
 }
 

@@ -131,7 +131,50 @@ static inline int attn__key_limit(const attn_mask *m, int b, int t, int T, int S
         int64_t c = (int64_t)t + (S - T) + 1;    /* keys s <= t + (S - T) */
         if (c < n) n = c;
     }
+    if (m->window) {
+        int64_t c = (int64_t)t + (S - T) + m->window_right + 1;   /* keys s <= ta + right */
+        if (c < n) n = c;
+    }
     return n < 0 ? 0 : (int)n;
+}
+
+/* The sliding window's lower edge for query t: keys s in [attn__key_sinks(m, S), low) are excluded (the
+ * sinks before them stay). 0 without a window. */
+static inline int attn__key_low(const attn_mask *m, int t, int T, int S) {
+    if (!m->window) return 0;
+    int64_t lo = (int64_t)t + (S - T) - m->window_left;
+    return lo < 0 ? 0 : lo > S ? S : (int)lo;
+}
+
+static inline int attn__key_sinks(const attn_mask *m, int S) {
+    return !m->window ? S : m->sinks < S ? m->sinks : S;
+}
+
+/* The block map's row for query t, (⌈S/bs⌉) bytes, or NULL */
+static inline const uint8_t *attn__block_row(const attn_mask *m, int b, int h, int t) {
+    if (!m->block_map) return NULL;
+    return m->block_map + b * m->block_map_stride[0] + h * m->block_map_stride[1] +
+           (int64_t)(t / m->block_size) * m->block_map_stride[2];
+}
+
+/* Does the window hide key s from a row whose lower edge is low? */
+static inline int attn__window_hides(int s, int nsink, int low) { return s >= nsink && s < low; }
+
+/* ALiBi's bias slope_h·(s - ta) for key s of query t (float arithmetic, the same in every fused path) */
+static inline float attn__alibi(const attn_mask *m, int h, int s, int t, int T, int S) {
+    return m->alibi_slopes[h] * (float)((int64_t)s - ((int64_t)t + (S - T)));
+}
+
+/* Does the mask have a part only scaled dot-product attention knows (window, sinks, sink logits, ALiBi,
+ * soft-capping)? */
+static inline int attn__mask_sparse(const attn_mask *m) {
+    return m->window || m->sinks || m->sink_logits || m->alibi_slopes || m->softcap != 0.0f || m->block_map;
+}
+
+/* Counters behind attn_sdpa_scores_computed, (pass): the fused kernels add to them. */
+extern int64_t attn__scores_counter[2];
+static inline void attn__count_scores(attn_pass pass, int64_t n) {
+    __atomic_fetch_add(&attn__scores_counter[pass], n, __ATOMIC_RELAXED);
 }
 
 static inline const uint8_t *attn__allow_row(const attn_mask *m, int b, int h, int t) {

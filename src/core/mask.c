@@ -10,10 +10,12 @@
 /* Checks m for sizes B,H,T,S.
  *   ATTN_ERR_NULL    m is NULL, or a valid-lengths kind is set with valid_lens NULL
  *   ATTN_ERR_ARG     unknown valid-lengths kind, or a negative length (lengths > S are fine: clamped)
- *   ATTN_ERR_STRIDE  a negative stride on the boolean mask or the bias (only read when the pointer is set) */
+ *   ATTN_ERR_STRIDE  a negative stride on the boolean mask or the bias (only read when the pointer is set)
+ *   ATTN_ERR_ARG     also: a negative window edge or sink count, a sink logit or ALiBi slope not finite, a
+ *                    soft cap negative, infinite or NaN */
 attn_status attn__validate_mask(const attn_mask *m, int B, int H, int T, int S) {
     if (!m) return ATTN_ERR_NULL;
-    (void)H; (void)S;
+    (void)S;
 
     /* valid lengths: (B) or (B,T), every entry >= 0 */
     int64_t nlens = 0;
@@ -36,6 +38,63 @@ attn_status attn__validate_mask(const attn_mask *m, int B, int H, int T, int S) 
     if (m->bias)
         for (int i = 0; i < 3; i++)
             if (m->bias_stride[i] < 0) return ATTN_ERR_STRIDE;
+
+    /* sparse parts: nonnegative window edges and sink count, finite per-head logits and slopes */
+    if (m->window && (m->window_left < 0 || m->window_right < 0)) return ATTN_ERR_ARG;
+    if (m->sinks < 0) return ATTN_ERR_ARG;
+    if (!(m->softcap >= 0.0f) || isinf(m->softcap)) return ATTN_ERR_ARG;   /* NaN fails too */
+    if (m->block_map) {
+        if (m->block_size < 1) return ATTN_ERR_ARG;
+        for (int i = 0; i < 3; i++)
+            if (m->block_map_stride[i] < 0) return ATTN_ERR_STRIDE;
+    }
+    for (int h = 0; h < H; h++) {
+        if (m->sink_logits && !isfinite(m->sink_logits[h])) return ATTN_ERR_ARG;
+        if (m->alibi_slopes && !isfinite(m->alibi_slopes[h])) return ATTN_ERR_ARG;
+    }
+    return ATTN_OK;
+}
+
+attn_status attn_block_map_longformer(uint8_t *map, int nqb, int nkb, int window, const int *global,
+                                      int nglobal) {
+    if (!map || (nglobal > 0 && !global)) return ATTN_ERR_NULL;
+    if (nqb < 1 || nkb < 1) return ATTN_ERR_SIZE;
+    if (window < 0 || nglobal < 0) return ATTN_ERR_ARG;
+    for (int g = 0; g < nglobal; g++)
+        if (global[g] < 0 || global[g] >= nqb || global[g] >= nkb) return ATTN_ERR_ARG;
+    for (int i = 0; i < nqb; i++)
+        for (int j = 0; j < nkb; j++) {
+            const int64_t c = (int64_t)i + (nkb - nqb);          /* the query block's own key block */
+            map[(size_t)i * nkb + j] = (uint8_t)((int64_t)j >= c - window && (int64_t)j <= c + window);
+        }
+    for (int g = 0; g < nglobal; g++) {
+        for (int j = 0; j < nkb; j++) map[(size_t)global[g] * nkb + j] = 1;
+        for (int i = 0; i < nqb; i++) map[(size_t)i * nkb + global[g]] = 1;
+    }
+    return ATTN_OK;
+}
+
+attn_status attn_block_map_bigbird(uint8_t *map, int nqb, int nkb, int window, const int *global, int nglobal,
+                                   int nrandom, uint64_t seed) {
+    if (nrandom < 0) return ATTN_ERR_ARG;
+    attn_status st = attn_block_map_longformer(map, nqb, nkb, window, global, nglobal);
+    if (st != ATTN_OK) return st;
+    uint64_t x = seed;
+    for (int i = 0; i < nqb; i++)
+        for (int r = 0; r < nrandom; r++) {
+            x += 0x9e3779b97f4a7c15ULL;                          /* splitmix64 */
+            map[(size_t)i * nkb + (size_t)(attn__mix64(x) % (uint64_t)nkb)] = 1;
+        }
+    return ATTN_OK;
+}
+
+attn_status attn_alibi_slopes(int H, float *slopes) {
+    if (!slopes) return ATTN_ERR_NULL;
+    if (H < 1) return ATTN_ERR_SIZE;
+    int n = 1;                                      /* the largest power of two <= H */
+    while (n * 2 <= H) n *= 2;
+    for (int h = 0; h < n; h++) slopes[h] = (float)exp2(-8.0 * (h + 1) / n);
+    for (int h = n; h < H; h++) slopes[h] = (float)exp2(-8.0 * (2 * (h - n) + 1) / (2 * n));
     return ATTN_OK;
 }
 

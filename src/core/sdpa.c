@@ -587,5 +587,41 @@ attn_status attn_sdpa_logsumexp(const float *stats, int64_t rows, float *lse) {
     return ATTN_OK;
 }
 
+attn_status attn_sdpa_sink_backward(const attn_sdpa_desc *d, float *dsink, const void *dout, const void *out,
+                                    const float *stats) {
+    attn_status st = attn_sdpa_validate(d);
+    if (st != ATTN_OK) return st;
+    if (!dsink || !dout || !out || !stats) return ATTN_ERR_NULL;
+    if (!d->mask.sink_logits) return ATTN_ERR_ARG;
+    const int bf = d->dtype == ATTN_DTYPE_BF16;
+    for (int h = 0; h < d->H; h++) {
+        const double z = d->mask.sink_logits[h];
+        double acc = 0.0;
+        for (int b = 0; b < d->B; b++)
+            for (int t = 0; t < d->T; t++) {
+                const int64_t off = b * d->out.b + h * d->out.h + (int64_t)t * d->out.t;
+                const int64_t row = ((int64_t)b * d->H + h) * d->T + t;
+                double delta = 0.0;                                   /* Δ = dout·out */
+                for (int x = 0; x < d->Dv; x++) {
+                    const double g = bf ? attn__f32(((const uint16_t *)dout)[off + x]) : ((const float *)dout)[off + x];
+                    const double o = bf ? attn__f32(((const uint16_t *)out)[off + x]) : ((const float *)out)[off + x];
+                    delta += g * o;
+                }
+                if (delta == 0.0) continue;                           /* (a row with no key: out = 0) */
+                acc -= exp(z - (double)stats[2 * row] - (double)stats[2 * row + 1]) * delta;
+            }
+        dsink[h] += (float)acc;
+    }
+    return ATTN_OK;
+}
+
+int64_t attn__scores_counter[2];
+
+int64_t attn_sdpa_scores_computed(attn_pass pass, int reset) {
+    if ((int)pass < 0 || pass >= ATTN_PASS_COUNT) return 0;
+    return reset ? __atomic_exchange_n(&attn__scores_counter[pass], 0, __ATOMIC_RELAXED)
+                 : __atomic_load_n(&attn__scores_counter[pass], __ATOMIC_RELAXED);
+}
+
 uint16_t attn_bf16_from_f32(float x) { return attn__bf16(x); }
 float attn_bf16_to_f32(uint16_t h) { return attn__f32(h); }

@@ -17,7 +17,7 @@
 size_t attn__sdpa_ref_workspace(const attn_sdpa_desc *d, attn_pass pass, int nth) {
     (void)nth;
     const size_t S = (size_t)d->S, D = (size_t)d->D, Dv = (size_t)d->Dv;
-    size_t n = pass == ATTN_PASS_FORWARD ? S + Dv : S + D + S * D + S * Dv;
+    size_t n = pass == ATTN_PASS_FORWARD ? S + Dv : 2 * S + D + S * D + S * Dv;   /* (the soft cap's factors) */
     return n * sizeof(double) + 64;
 }
 

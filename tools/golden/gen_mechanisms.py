@@ -140,6 +140,27 @@ def check_finite(case):
 # ---------------------------------------------------------------------------------------------------------
 # Case builders.
 
+def put_sdpa(c, q, k, v, scale, vl, allow, bias, out, w, lse, dout):
+    """Stores a scaled dot-product case under c: inputs, masks, outputs, dout and the gradients (backward
+    already run)."""
+    for key, t in [("q", q), ("k", k), ("v", v)]:
+        c.put(key, t.detach())
+    c.put("scale", torch.tensor(scale, dtype=F64))
+    if vl is not None:
+        c.put("valid_lens", vl)
+    if allow is not None:
+        c.put("allow", allow.to(torch.uint8))
+    if bias is not None:
+        c.put("bias", bias)
+    c.put("out", out.detach())
+    c.put("weights", w.detach())
+    c.put("lse", lse)
+    c.put("dout", dout)
+    c.put("dq", q.grad)
+    c.put("dk", k.grad)
+    c.put("dv", v.grad)
+
+
 def sdpa_case(name, seed, B, H, T, S, D, Dv, Hkv=None, scale=None, vl_kind="none", valid_lens=None,
               causal=False, allow=None, bias=None, note=""):
     Hkv = Hkv or H
@@ -159,22 +180,7 @@ def sdpa_case(name, seed, B, H, T, S, D, Dv, Hkv=None, scale=None, vl_kind="none
     (out * dout).sum().backward()
 
     c.meta = {"kind": "sdpa", "valid_lens_kind": vl_kind, "causal": str(int(causal)), "note": note}
-    for key, t in [("q", q), ("k", k), ("v", v)]:
-        c.put(key, t.detach())
-    c.put("scale", torch.tensor(scale, dtype=F64))
-    if vl is not None:
-        c.put("valid_lens", vl)
-    if allow is not None:
-        c.put("allow", allow.to(torch.uint8))
-    if bias is not None:
-        c.put("bias", bias)
-    c.put("out", out.detach())
-    c.put("weights", w.detach())
-    c.put("lse", lse)
-    c.put("dout", dout)
-    c.put("dq", q.grad)
-    c.put("dk", k.grad)
-    c.put("dv", v.grad)
+    put_sdpa(c, q, k, v, scale, vl, allow, bias, out, w, lse, dout)
     check_finite(c)
     rows = (~keep.any(-1)).sum().item()
     print(f"  {name:16s} B={B} H={H} Hkv={Hkv} T={T} S={S} D={D} Dv={Dv} scale={scale:.6g} "
@@ -243,9 +249,9 @@ def random_bias(shape, p_neginf=0.2, dead_row=None):
     return make
 
 
-def save(fname, cases):
+def save(fname, cases, generator="tools/golden/gen_mechanisms.py"):
     tensors, meta = {}, {"cases": ",".join(c.name for c in cases),
-                         "generator": "tools/golden/gen_mechanisms.py", "torch": torch.__version__}
+                         "generator": generator, "torch": torch.__version__}
     for c in cases:
         tensors.update(c.tensors)
         for k, v in c.meta.items():

@@ -60,7 +60,10 @@ static inline float ax_add_bias(float x, float b) {
 #define AX_MIN_T 16
 static int ax_native(const attn_sdpa_desc *d, attn_pass pass) {
     (void)pass;
-    return (d->dtype == ATTN_DTYPE_BF16 || d->compute == ATTN_DTYPE_BF16) && d->T >= AX_MIN_T;
+    /* the sparse mask parts (window, sinks, sink logits, ALiBi) run through the conversion path: the fp32
+     * kernels on copies */
+    return (d->dtype == ATTN_DTYPE_BF16 || d->compute == ATTN_DTYPE_BF16) && d->T >= AX_MIN_T &&
+           !attn__mask_sparse(&d->mask);
 }
 
 /* Element x of a row of a tensor of type dt, as bf16 bits. */

@@ -141,6 +141,100 @@ static void fz_put_stats(float *st, float m, float l) {
 }
 
 /* ---------------------------------------------------------------------------------------------------
+ * The mask parts read key by key, of one row (b, h, t): the soft cap (first, on the scaled score), the
+ * boolean mask, the bias, the sliding window's lower edge (keys nsink <= s < low hidden) and ALiBi, added
+ * after the bias as attn__alibi computes it.
+ * The key limit (valid lengths, causality, the window's right edge) is applied apart, by vectors. A sink
+ * logit starts the row's online softmax at (m, l) = (z_h, 1): exp(z_h - m) is then in l whatever m becomes.
+ */
+typedef struct fz_rowm {
+    const uint8_t *al;       /* (S) or NULL */
+    const float *bi;         /* (S) or NULL */
+    const float *slope;      /* the head's ALiBi slope, or NULL */
+    float cap;               /* soft cap, 0 = none */
+    const uint8_t *bmr;      /* the block map's row (⌈S/bs⌉), or NULL */
+    int bs;                  /* its block size */
+    int low, nsink, ta;      /* window edge, sinks; ta = t + (S - T) */
+} fz_rowm;
+
+static fz_rowm fz_rowm_of(const attn_sdpa_desc *d, int b, int h, int t) {
+    const attn_mask *mk = &d->mask;
+    fz_rowm r;
+    r.al = attn__allow_row(mk, b, h, t);
+    r.bi = attn__bias_row(mk, b, h, t);
+    r.slope = mk->alibi_slopes ? mk->alibi_slopes + h : NULL;
+    r.cap = mk->softcap;
+    r.bmr = attn__block_row(mk, b, h, t);
+    r.bs = mk->block_size;
+    r.low = attn__key_low(mk, t, d->T, d->S);
+    r.nsink = attn__key_sinks(mk, d->S);
+    r.ta = t + (d->S - d->T);
+    return r;
+}
+
+/* Score x of key s after the row's key-by-key parts: -inf when hidden, else plus bias and ALiBi. */
+FZ_INLINE float fz_rowm_apply(const fz_rowm *r, float x, int s) {
+    if (attn__window_hides(s, r->nsink, r->low) || (r->al && !r->al[s]) || (r->bmr && !r->bmr[s / r->bs]))
+        return -INFINITY;
+    if (r->cap > 0.0f) x = r->cap * tanhf(x / r->cap);
+    if (r->bi) x = fz_add_bias(x, r->bi[s]);
+    if (r->slope) x = fz_add_bias(x, *r->slope * (float)((int64_t)s - r->ta));
+    return x;
+}
+
+/* Does some key of [j0, j0 + nb) need fz_rowm_apply for this row? */
+static int fz_rowm_touches(const fz_rowm *r, int j0, int nb) {
+    return r->al || r->bi || r->slope || r->cap > 0.0f || r->bmr || (j0 < r->low && j0 + nb > r->nsink);
+}
+
+/* Parts every score needs key by key (the window alone does not: it is handled by key ranges) */
+static int fz_elementwise(const attn_mask *mk) {
+    return mk->allow || mk->bias || mk->alibi_slopes || mk->softcap > 0.0f;
+}
+
+/* Block maps: does one of the n map rows mr list key block kb? */
+static int fz_map_any(const uint8_t *const *mr, int n, int64_t kb) {
+    for (int i = 0; i < n; i++)
+        if (mr[i][kb]) return 1;
+    return 0;
+}
+
+/* Moves *j0 up to the first key (below lim) of a block one of the map rows lists; 1 when it moved. */
+static int fz_map_skip(const uint8_t *const *mr, int n, int bs, int *j0, int lim) {
+    int64_t kb = *j0 / bs;
+    int moved = 0;
+    while (kb * bs < lim && !fz_map_any(mr, n, kb)) { kb++; moved = 1; }
+    if (moved) *j0 = kb * bs < lim ? (int)(kb * bs) : lim;
+    return moved;
+}
+
+/* nb cut so that [j0, j0 + nb) ends with the run of listed blocks it starts in */
+static int fz_map_cut(const uint8_t *const *mr, int n, int bs, int j0, int nb) {
+    int64_t kb = j0 / bs;
+    while ((kb + 1) * bs < (int64_t)j0 + nb && fz_map_any(mr, n, kb + 1)) kb++;
+    return (kb + 1) * bs < (int64_t)j0 + nb ? (int)((kb + 1) * bs - j0) : nb;
+}
+
+/* The distinct map rows of query rows t0 .. t0+nr of (b, h) into mr; their count. */
+static int fz_map_rows(const attn_sdpa_desc *d, int b, int h, int t0, int nr, const uint8_t **mr) {
+    const int bs = d->mask.block_size;
+    int n = 0;
+    for (int r = t0 / bs; r <= (t0 + nr - 1) / bs; r++) mr[n++] = attn__block_row(&d->mask, b, h, r * bs);
+    return n;
+}
+
+/* The soft cap's derivative at scaled score x: 1 - tanh²(x / cap) */
+static inline float fz_cap_grad(float cap, float x) {
+    const float th = tanhf(x / cap);
+    return 1.0f - th * th;
+}
+
+/* The sink logit of head h, or -inf */
+static float fz_sink(const attn_sdpa_desc *d, int h) {
+    return d->mask.sink_logits ? d->mask.sink_logits[h] : -INFINITY;
+}
+
+/* ---------------------------------------------------------------------------------------------------
  * The micro-kernel. C (RT rows, NV vectors) with row stride ldc:
  *   mode FZ_SET   C  = A·B
  *   mode FZ_ACC   C += A·B
@@ -244,7 +338,7 @@ static size_t fz_round(size_t n) { return n > SIZE_MAX - FZ_ALIGN ? SIZE_MAX : (
 
 static size_t fz_fwd_thread_bytes(const attn_sdpa_desc *d) {
     return fz_round(sizeof(float) * (size_t)d->D * FZ_BR) + fz_round(sizeof(float) * (size_t)d->Dv * FZ_BR) +
-           fz_round(sizeof(float) * (size_t)FZ_BC * FZ_BR) + 5 * fz_round(sizeof(float) * FZ_BR);
+           fz_round(sizeof(float) * (size_t)FZ_BC * FZ_BR) + 6 * fz_round(sizeof(float) * FZ_BR);
 }
 
 typedef struct fz_fwd_ctx {
@@ -296,59 +390,83 @@ static void fz_fwd_block(const fz_fwd_ctx *cx, char *tw, int b, int h, int t0, i
     float *m = (float *)((char *)St + fz_round(sizeof(float) * (size_t)FZ_BC * FZ_BR)); /* (BR) each */
     float *l = m + FZ_BR, *bm = l + FZ_BR, *alpha = bm + FZ_BR;
     int32_t *lim = (int32_t *)(alpha + FZ_BR);                                          /* (BR) */
+    int32_t *low = lim + FZ_BR;                                                         /* (BR) */
 
     const float *qb = cx->q + b * d->q.b + h * d->q.h + (int64_t)t0 * d->q.t;   /* (nr,D) rows q.t apart */
     const float *kb = cx->k + b * d->k.b + hk * d->k.h;                         /* (S,D)  */
     const float *vb = cx->v + b * d->v.b + hk * d->v.h;                         /* (S,Dv) */
-    const int generic = mk->allow || mk->bias;
+    const int generic = fz_elementwise(mk);
+    const int nsink = attn__key_sinks(mk, S);                   /* S without a window */
 
-    /* pack Qᵀ scaled; key limits per row (padding rows copy the last row's) */
+    /* pack Qᵀ scaled; key limits and window edges per row (padding rows copy the last row's) */
     for (int i = 0; i < BR; i++) {
         const int ii = i < nr ? i : nr - 1;
         const float *qr = qb + (int64_t)ii * d->q.t;
         for (int x = 0; x < D; x++) Qt[x * BR + i] = i < nr ? qr[x] * d->scale : 0.0f;
         lim[i] = attn__key_limit(mk, b, t0 + ii, T, S);
+        low[i] = attn__key_low(mk, t0 + ii, T, S);
     }
-    int minlim = S, maxlim = 0;
+    int minlim = S, maxlim = 0, minlow = S, maxlow = 0;
     for (int i = 0; i < BR; i++) {
         if (lim[i] < minlim) minlim = lim[i];
         if (lim[i] > maxlim) maxlim = lim[i];
+        if (low[i] < minlow) minlow = low[i];
+        if (low[i] > maxlow) maxlow = low[i];
     }
+    const uint8_t *mr[FZ_BR + 1];           /* the block map's rows of these query rows */
+    const int nmr = mk->block_map ? fz_map_rows(d, b, h, t0, nr, mr) : 0;
+    const float z = fz_sink(d, h);          /* a sink logit starts every row at (m, l) = (z, 1) */
     for (int v = 0; v < nv; v++) {
-        fz_store(m + v * FZ_VW, fz_set1(-INFINITY));
-        fz_store(l + v * FZ_VW, fz_zero());
+        fz_store(m + v * FZ_VW, fz_set1(z));
+        fz_store(l + v * FZ_VW, z == -INFINITY ? fz_zero() : fz_set1(1.0f));
     }
     memset(Ot, 0, sizeof(float) * (size_t)Dv * BR);
+    int64_t counted = 0;
 
-    /* stream over the key blocks the rows may see; blocks past every row's limit are skipped */
+    /* stream over the key blocks the rows may see; blocks past every row's limit, and between the sinks
+     * and every row's window, are skipped */
     for (int j0 = 0, nb = 0; j0 < maxlim; j0 += nb) {
+        if (j0 >= nsink && j0 < minlow) {       /* jump over the keys no row's window reaches */
+            j0 = minlow;
+            nb = 0;
+            continue;
+        }
+        if (nmr && fz_map_skip(mr, nmr, mk->block_size, &j0, maxlim)) {   /* blocks the map does not list */
+            nb = 0;
+            continue;
+        }
         /* a block ends where the key limits start to differ across rows (causal diagonal, per-query
-         * lengths), so the blocks before need no mask and at most the ones after do */
+         * lengths), where the window's edges stop differing, at the sinks' end and at the end of the
+         * listed map blocks, so the blocks before need no mask and at most the ones after do */
         nb = maxlim - j0 < FZ_BC ? maxlim - j0 : FZ_BC;
         if (j0 < minlim && j0 + nb > minlim) nb = minlim - j0;
+        if (j0 < nsink && j0 + nb > nsink) nb = nsink - j0;
+        if (j0 < maxlow && j0 + nb > maxlow) nb = maxlow - j0;
+        if (nmr) nb = fz_map_cut(mr, nmr, mk->block_size, j0, nb);
+        /* the window hides keys of the block from some row, or the rows span map rows that differ */
+        const int lowcut = (j0 >= nsink && j0 < maxlow) || nmr > 1;
+        counted += (int64_t)nb * nr;
 
         /* Sᵀ = K_blk Qᵀ (keys, queries); the column max comes with it when no mask
          * touches the block */
-        const int plain = !generic && j0 + nb <= minlim;
+        const int plain = !generic && !lowcut && j0 + nb <= minlim;
         if (plain) memcpy(bm, m, sizeof(float) * BR);
         fz_gemm_max(nb, BR, St, BR, kb + (int64_t)j0 * d->k.t, d->k.t, 1, Qt, BR, D, FZ_SET, NULL,
                     plain ? bm : NULL);
 
         if (!plain) {
-            /* masks: key limits (vector compare), then boolean mask and bias element by element */
+            /* masks: key limits (vector compare), then the key-by-key parts */
             if (j0 + nb > minlim)
                 for (int j = (minlim > j0 ? minlim - j0 : 0); j < nb; j++)
                     for (int v = 0; v < nv; v++)
                         fz_store(St + j * BR + v * FZ_VW,
                                  fz_mask_lim(fz_load(St + j * BR + v * FZ_VW), lim + v * FZ_VW, j0 + j));
-            if (generic)
-                for (int i = 0; i < nr; i++) {
-                    const uint8_t *al = attn__allow_row(mk, b, h, t0 + i);
-                    const float *bi = attn__bias_row(mk, b, h, t0 + i);
+            if (generic || lowcut)
+                for (int i = 0; i < BR; i++) {
+                    const fz_rowm rw = fz_rowm_of(d, b, h, t0 + (i < nr ? i : nr - 1));
                     for (int j = 0; j < nb; j++) {
                         float *x = St + j * BR + i;
-                        if (al && !al[j0 + j]) *x = -INFINITY;
-                        else if (bi) *x = fz_add_bias(*x, bi[j0 + j]);
+                        if (j0 + j < lim[i]) *x = fz_rowm_apply(&rw, *x, j0 + j);
                     }
                 }
             memcpy(bm, m, sizeof(float) * BR);
@@ -399,6 +517,7 @@ static void fz_fwd_block(const fz_fwd_ctx *cx, char *tw, int b, int h, int t0, i
         for (int x = 0; x < Dv; x++) orow[x] = Ot[x * BR + i] * inv;
         fz_put_stats(cx->stats + 2 * (((int64_t)b * H + h) * T + t0 + i), m[i], li);
     }
+    attn__count_scores(ATTN_PASS_FORWARD, counted);
 }
 
 /* ---------------------------------------------------------------------------------------------------
@@ -515,9 +634,10 @@ FZ_INLINE void fz_fwd_rows_r(const int R, const fz_fwd_ctx *cx, char *tw, int b,
     float *s = (float *)((char *)o + fz_round(sizeof(float) * (size_t)Dv * FZ_BR));   /* R x FZ_ROW_NB */
     const float *kb = cx->k + b * d->k.b + hk * d->k.h;
     const float *vb = cx->v + b * d->v.b + hk * d->v.h;
-    int lim[FZ_ROW_R], maxlim = 0;
-    const uint8_t *al[FZ_ROW_R];
-    const float *bi[FZ_ROW_R];
+    int lim[FZ_ROW_R], maxlim = 0, minlow = S;
+    fz_rowm rw[FZ_ROW_R];
+    const uint8_t *mr[FZ_ROW_R];        /* the rows' block map rows */
+    const int nsink = attn__key_sinks(mk, S), generic = fz_elementwise(mk);
     uint64_t row[FZ_ROW_R];
     float m[FZ_ROW_R], l[FZ_ROW_R], alpha[FZ_ROW_R];
     int jm[FZ_ROW_R];                   /* the key of each row's running max (for its canonical score) */
@@ -526,30 +646,43 @@ FZ_INLINE void fz_fwd_rows_r(const int R, const fz_fwd_ctx *cx, char *tw, int b,
         for (int x = 0; x < Dp; x++) q[r * Dp + x] = x < D ? qr[x] * d->scale : 0.0f;
         lim[r] = attn__key_limit(mk, b, ts[r], T, S);
         if (lim[r] > maxlim) maxlim = lim[r];
-        al[r] = attn__allow_row(mk, b, hs[r], ts[r]);
-        bi[r] = attn__bias_row(mk, b, hs[r], ts[r]);
+        rw[r] = fz_rowm_of(d, b, hs[r], ts[r]);
+        if (rw[r].low < minlow) minlow = rw[r].low;
+        mr[r] = rw[r].bmr;
         row[r] = ((uint64_t)b * H + hs[r]) * T + (uint64_t)ts[r];
-        m[r] = -INFINITY;
-        l[r] = 0.0f;
+        m[r] = fz_sink(d, hs[r]);       /* a sink logit starts the row at (z, 1) */
+        l[r] = m[r] == -INFINITY ? 0.0f : 1.0f;
         jm[r] = -1;
     }
     memset(o, 0, sizeof(float) * (size_t)R * Dv);
+    int64_t counted = 0;
 
-    for (int j0 = 0; j0 < maxlim; j0 += FZ_ROW_NB) {
-        const int nb = maxlim - j0 < FZ_ROW_NB ? maxlim - j0 : FZ_ROW_NB, nfull = nb / FZ_VW * FZ_VW;
+    for (int j0 = 0, nb = 0; j0 < maxlim; j0 += nb) {
+        if (j0 >= nsink && j0 < minlow) {       /* keys no row's window reaches */
+            j0 = minlow;
+            nb = 0;
+            continue;
+        }
+        if (mk->block_map && fz_map_skip(mr, R, mk->block_size, &j0, maxlim)) {   /* unlisted blocks */
+            nb = 0;
+            continue;
+        }
+        nb = maxlim - j0 < FZ_ROW_NB ? maxlim - j0 : FZ_ROW_NB;
+        if (j0 < nsink && j0 + nb > nsink) nb = nsink - j0;
+        if (mk->block_map) nb = fz_map_cut(mr, R, mk->block_size, j0, nb);
+        const int nfull = nb / FZ_VW * FZ_VW;
+        counted += (int64_t)nb * R;
         if (R == 1) fz_rows_scores(1, 4, s, FZ_ROW_NB, kb + (int64_t)j0 * d->k.t, d->k.t, q, Dp, D, nb);
         else fz_rows_scores(R, 2, s, FZ_ROW_NB, kb + (int64_t)j0 * d->k.t, d->k.t, q, Dp, D, nb);
         int masked = 0;                 /* does some row of the pack not see some key of the block? */
         for (int r = 0; r < R; r++) {
             float *sr = s + r * FZ_ROW_NB;
-            /* masks: the row's key limit, then boolean mask and bias */
-            if (lim[r] < j0 + nb || al[r] || bi[r]) masked = 1;
+            /* masks: the row's key limit, then the key-by-key parts */
+            const int touch = generic || fz_rowm_touches(&rw[r], j0, nb);
+            if (lim[r] < j0 + nb || touch) masked = 1;
             for (int j = lim[r] - j0 > 0 ? lim[r] - j0 : 0; j < nb; j++) sr[j] = -INFINITY;
-            if (al[r] || bi[r])
-                for (int j = 0; j < nb && j0 + j < lim[r]; j++) {
-                    if (al[r] && !al[r][j0 + j]) sr[j] = -INFINITY;
-                    else if (bi[r]) sr[j] = fz_add_bias(sr[j], bi[r][j0 + j]);
-                }
+            if (touch)
+                for (int j = 0; j < nb && j0 + j < lim[r]; j++) sr[j] = fz_rowm_apply(&rw[r], sr[j], j0 + j);
             /* the block's max; a row with every key masked so far keeps o = 0 and l = 0 */
             fz_v mx = fz_set1(-INFINITY);
             for (int j = 0; j < nfull; j += FZ_VW) mx = fz_max(mx, fz_load(sr + j));
@@ -612,10 +745,11 @@ FZ_INLINE void fz_fwd_rows_r(const int R, const fz_fwd_ctx *cx, char *tw, int b,
         float mc = m[r];
         if (l[r] > 0.0f && jm[r] >= 0 && m[r] == m[r]) {
             mc = fz_score1(q + r * Dp, kb + (int64_t)jm[r] * d->k.t, D);
-            if (bi[r]) mc = fz_add_bias(mc, bi[r][jm[r]]);
+            mc = fz_rowm_apply(&rw[r], mc, jm[r]);
         }
         fz_put_stats(cx->stats + 2 * row[r], mc, l[r]);
     }
+    attn__count_scores(ATTN_PASS_FORWARD, counted);
 }
 
 static void fz_fwd_rows(const fz_fwd_ctx *cx, char *tw, int b, int hk, const int *hs, const int *ts, int R) {
@@ -661,7 +795,7 @@ static void fz_small_pack(float *Kt, int SP, const float *kb, int64_t kt, int S,
 
 /* Scores of one row into s (SP): (scale·q)·k_j, masked keys -inf. Returns the row's max. */
 static float fz_small_scores(const attn_sdpa_desc *d, float *s, const float *Kt, int SP, const float *qr, int lim,
-                             int b, int h, int t) {
+                             int b, int h, int t, float *dc) {
     const int nks = SP / FZ_VW;
     fz_v acc[FZ_SMALL_S / FZ_VW];
     for (int u = 0; u < nks; u++) acc[u] = fz_zero();
@@ -670,13 +804,11 @@ static float fz_small_scores(const attn_sdpa_desc *d, float *s, const float *Kt,
         for (int u = 0; u < nks; u++) acc[u] = fz_fma(qx, fz_load(Kt + x * SP + u * FZ_VW), acc[u]);
     }
     for (int u = 0; u < nks; u++) fz_store(s + u * FZ_VW, fz_mask_iota(acc[u], u * FZ_VW, lim));
-    const uint8_t *al = attn__allow_row(&d->mask, b, h, t);
-    const float *bi = attn__bias_row(&d->mask, b, h, t);
-    if (al || bi)
-        for (int j = 0; j < lim; j++) {
-            if (al && !al[j]) s[j] = -INFINITY;
-            else if (bi) s[j] = fz_add_bias(s[j], bi[j]);
-        }
+    const fz_rowm rw = fz_rowm_of(d, b, h, t);
+    if (dc && rw.cap > 0.0f)                         /* the soft cap's derivative, for the backward */
+        for (int j = 0; j < lim; j++) dc[j] = fz_cap_grad(rw.cap, s[j]);
+    if (fz_rowm_touches(&rw, 0, lim))
+        for (int j = 0; j < lim; j++) s[j] = fz_rowm_apply(&rw, s[j], j);
     fz_v mx = fz_load(s);
     for (int u = 1; u < nks; u++) mx = fz_max(mx, fz_load(s + u * FZ_VW));
     return fz_hmax(mx);
@@ -708,12 +840,20 @@ static void fz_small_fwd(const attn_sdpa_desc *d, float *out, float *stats, cons
             float *orow = out + b * d->out.b + h * d->out.h + (int64_t)t * d->out.t;   /* (Dv) */
             const int64_t row = ((int64_t)b * d->H + h) * T + t;
             const int lim = attn__key_limit(&d->mask, b, t, T, S);
-            const float mx = lim > 0 ? fz_small_scores(d, s, Kt, SP, q + b * d->q.b + h * d->q.h + (int64_t)t * d->q.t,
-                                                       lim, b, h, t)
-                                     : -INFINITY;
+            attn__count_scores(ATTN_PASS_FORWARD, lim);
+            const float z = fz_sink(d, h);
+            float mx = lim > 0 ? fz_small_scores(d, s, Kt, SP, q + b * d->q.b + h * d->q.h + (int64_t)t * d->q.t,
+                                                 lim, b, h, t, NULL)
+                               : -INFINITY;
+            if (z > mx) mx = z;                          /* the sink logit joins the max (NaN stays) */
             if (mx == -INFINITY) {                       /* every key masked: zeros, stats (-inf, 0) */
                 for (int x = 0; x < d->Dv; x++) orow[x] = 0.0f;
                 fz_put_stats(stats + 2 * row, mx, 0.0f);
+                continue;
+            }
+            if (lim == 0) {                              /* the sink alone: zeros, stats (z, 0) */
+                for (int x = 0; x < d->Dv; x++) orow[x] = 0.0f;
+                fz_put_stats(stats + 2 * row, mx, 1.0f);
                 continue;
             }
             const fz_v bm = fz_set1(mx);
@@ -723,7 +863,7 @@ static void fz_small_fwd(const attn_sdpa_desc *d, float *out, float *stats, cons
                 fz_store(s + u * FZ_VW, e);
                 sum = fz_add(sum, e);
             }
-            const float l = fz_hsum(sum);
+            const float l = fz_hsum(sum) + (z == -INFINITY ? 0.0f : fz_exp_rel1(z, mx));
             if (d->dropout > 0.0f) {                     /* after the sum: dropout acts on the weights */
                 const float keep_scale = 1.0f / (1.0f - d->dropout);
                 for (int j = 0; j < lim; j++)
@@ -760,11 +900,13 @@ static void fz_small_bwd(const attn_sdpa_desc *d, float *dq, float *dk, float *d
             const int64_t row = ((int64_t)b * d->H + h) * T + t;
             const int lim = attn__key_limit(&d->mask, b, t, T, S);
             if (lim == 0 || stats[2 * row] == -INFINITY) continue;  /* fully masked row: no gradient */
+            attn__count_scores(ATTN_PASS_BACKWARD, lim);
             const float *qr = q + b * d->q.b + h * d->q.h + (int64_t)t * d->q.t;          /* (D)  */
             const float *gr = dout + b * d->out.b + h * d->out.h + (int64_t)t * d->out.t; /* (Dv) */
             const float *orow = out + b * d->out.b + h * d->out.h + (int64_t)t * d->out.t;
             /* P = exp(x - m - log l), x - m clamped at 0 */
-            fz_small_scores(d, s, Kt, SP, qr, lim, b, h, t);
+            float dc[FZ_SMALL_S];
+            fz_small_scores(d, s, Kt, SP, qr, lim, b, h, t, dc);
             const float rmax = stats[2 * row];
             const fz_v mv = fz_set1(rmax), lv = fz_set1(stats[2 * row + 1] * FZ_LOG2E);
             if (!(rmax - rmax == 0.0f)) fz_nan_row(s, SP, lim, rmax);
@@ -793,6 +935,8 @@ static void fz_small_bwd(const attn_sdpa_desc *d, float *dq, float *dk, float *d
             const fz_v dl = fz_set1(delta);
             for (int u = 0; u < nks; u++)
                 fz_store(ds + u * FZ_VW, fz_mul(fz_load(s + u * FZ_VW), fz_sub(fz_load(ds + u * FZ_VW), dl)));
+            if (d->mask.softcap > 0.0f)
+                for (int j = 0; j < lim; j++) ds[j] *= dc[j];
             for (int j = 0; j < SP; j++)            /* keys of weight 0 (masked): nothing, even from NaN V */
                 if (j >= lim || s[j] == 0.0f) ds[j] = pm[j] = 0.0f;
             /* dVᵀ += dout ⊗ P·m;  dKᵀ += q ⊗ dS;  dq += scale · Σ_j dS_j k_j. A row whose dout, out or q is
@@ -899,7 +1043,7 @@ static void fz_forward(const attn_sdpa_desc *d, float *out, float *stats, const 
 static size_t fz_bwd_thread_bytes(const attn_sdpa_desc *d) {
     return 2 * fz_round(sizeof(float) * (size_t)d->D * FZ_KBC) + fz_round(sizeof(float) * (size_t)d->D * FZ_QB) +
            2 * fz_round(sizeof(float) * (size_t)d->Dv * FZ_KBC) +
-           2 * fz_round(sizeof(float) * (size_t)FZ_QB * FZ_KBC) + 4 * fz_round(sizeof(float) * FZ_QB);
+           3 * fz_round(sizeof(float) * (size_t)FZ_QB * FZ_KBC) + 4 * fz_round(sizeof(float) * FZ_QB);
 }
 
 /* Key chunks per (b, kv head): FZ_NCHUNK with fewer than 4 (b, kv head) pairs, else half that (enough work
@@ -942,12 +1086,30 @@ typedef struct fz_bwd_ctx {
     int nkb, nchunk, chunk_start[FZ_NCHUNK + 1];
 } fz_bwd_ctx;
 
+/* The query rows [*t0, *t1) that may see a key of [j0, j0 + nb): causality (and the window's right edge)
+ * cut the rows before; the window's left edge the rows after, unless the block holds a sink. */
+static void fz_bwd_rows_of(const attn_sdpa_desc *d, int j0, int nb, int *t0, int *t1) {
+    const attn_mask *mk = &d->mask;
+    const int64_t off = (int64_t)d->S - d->T;                  /* ta = t + off */
+    int64_t a = 0, e = d->T;
+    if (mk->causal) a = (int64_t)j0 - off;                     /* ta >= j0 */
+    if (mk->window && (int64_t)j0 - off - mk->window_right > a) a = (int64_t)j0 - off - mk->window_right;
+    if (mk->window && j0 >= attn__key_sinks(mk, d->S))
+        e = (int64_t)j0 + nb - 1 + mk->window_left - off + 1;  /* ta - left <= j0 + nb - 1 */
+    if (a < 0) a = 0;
+    if (e > d->T) e = d->T;
+    if (e < 0) e = 0;
+    if (a > e) a = e;
+    *t0 = (int)a;
+    *t1 = (int)e;
+}
+
 /* Work of backward key block kb, in query rows that may see it (+1 for the block's own cost). */
 static double fz_bwd_block_work(const attn_sdpa_desc *d, int kb) {
-    int64_t t_first = d->mask.causal ? (int64_t)kb * FZ_KBC - (d->S - d->T) : 0;
-    if (t_first < 0) t_first = 0;
-    if (t_first > d->T) t_first = d->T;
-    return (double)(d->T - t_first) + 1;
+    const int j0 = kb * FZ_KBC, nb = d->S - j0 < FZ_KBC ? d->S - j0 : FZ_KBC;
+    int t0, t1;
+    fz_bwd_rows_of(d, j0, nb, &t0, &t1);
+    return (double)(t1 - t0) + 1;
 }
 
 /* Key chunks: nchunk contiguous runs of key blocks of about equal work (under a causal mask the early
@@ -979,7 +1141,8 @@ static void fz_bwd_block(const fz_bwd_ctx *cx, char *tw, int b, int hk, int j0, 
     const int H = d->H, T = d->T, S = d->S, D = d->D, Dv = d->Dv, G = H / d->Hkv;
     const attn_mask *mk = &d->mask;
     const int nvk = (nb + FZ_VW - 1) / FZ_VW, NB = nvk * FZ_VW;   /* padded keys in use */
-    const int generic = mk->allow || mk->bias;
+    const int generic = fz_elementwise(mk);
+    int32_t low[FZ_QB];                                           /* the rows' window edges */
 
     float *Kt = (float *)tw;                                                          /* (D,NB)  */
     float *dKt = (float *)((char *)Kt + fz_round(sizeof(float) * (size_t)D * FZ_KBC));  /* (D,NB)  */
@@ -991,6 +1154,7 @@ static void fz_bwd_block(const fz_bwd_ctx *cx, char *tw, int b, int hk, int j0, 
     float *rm = (float *)((char *)Qs + fz_round(sizeof(float) * (size_t)FZ_QB * D));     /* (QB) m  */
     float *rl = rm + FZ_QB, *dlt = rl + FZ_QB;                                          /* (QB) L, Δ */
     int32_t *lim = (int32_t *)(dlt + FZ_QB);                                            /* (QB) */
+    float *Dc = (float *)((char *)rm + 4 * fz_round(sizeof(float) * FZ_QB));            /* (QB,NB) soft cap' */
 
     const float *kb = cx->k + b * d->k.b + hk * d->k.h + (int64_t)j0 * d->k.t;   /* (nb,D)  */
     const float *vb = cx->v + b * d->v.b + hk * d->v.h + (int64_t)j0 * d->v.t;   /* (nb,Dv) */
@@ -1012,23 +1176,32 @@ static void fz_bwd_block(const fz_bwd_ctx *cx, char *tw, int b, int hk, int j0, 
      * backward 15% (its last key blocks see few rows, so their packing is not amortised) */
     const int nf = !(fz_rows_finite(kb, d->k.t, nb, D) && fz_rows_finite(vb, d->v.t, nb, Dv));
 
-    /* first query row that may see key j0 under causality */
-    int tstart = 0;
-    if (mk->causal) {
-        int64_t t = (int64_t)j0 - (S - T);
-        tstart = t < 0 ? 0 : (t > T ? T : (int)t);
-    }
+    /* the query rows that may see keys of the block: causality and the window */
+    int tstart, tend;
+    fz_bwd_rows_of(d, j0, nb, &tstart, &tend);
+    int64_t counted = 0;
     for (int hh = 0; hh < G; hh++) {
         const int h = hk * G + hh;
-        for (int t0 = tstart; t0 < T; t0 += FZ_QB) {
-            const int nr = T - t0 < FZ_QB ? T - t0 : FZ_QB;
+        for (int t0 = tstart, nr = 0; t0 < tend; t0 += nr) {
+            nr = tend - t0 < FZ_QB ? tend - t0 : FZ_QB;
+            if (mk->block_map) {                             /* within one map row; skip it if unlisted */
+                const int bs = mk->block_size;
+                if (nr > bs - t0 % bs) nr = bs - t0 % bs;
+                const uint8_t *row = attn__block_row(mk, b, h, t0);
+                int listed = 0;
+                for (int c = j0 / bs; c <= (j0 + nb - 1) / bs; c++) listed |= row[c] != 0;
+                if (!listed) continue;
+            }
             const float *qr = cx->q + b * d->q.b + h * d->q.h + (int64_t)t0 * d->q.t;         /* (nr,D)  */
             const float *gr = cx->dout + b * d->out.b + h * d->out.h + (int64_t)t0 * d->out.t; /* (nr,Dv) */
             const int64_t row0 = ((int64_t)b * H + h) * T + t0;                               /* stats row */
 
-            int maxlim = 0, minlim = S;
+            int maxlim = 0, minlim = S, seen = 0;
+            const int nsink = attn__key_sinks(mk, S);
             for (int i = 0; i < nr; i++) {
                 lim[i] = attn__key_limit(mk, b, t0 + i, T, S);
+                low[i] = attn__key_low(mk, t0 + i, T, S);
+                seen |= j0 < nsink || low[i] < j0 + nb;
                 rm[i] = cx->stats[2 * (row0 + i)];
                 rl[i] = cx->stats[2 * (row0 + i) + 1] * FZ_LOG2E;      /* log2 l */
                 if (rm[i] == -INFINITY) lim[i] = 0;          /* fully masked row: no gradient */
@@ -1036,7 +1209,8 @@ static void fz_bwd_block(const fz_bwd_ctx *cx, char *tw, int b, int hk, int j0, 
                 if (lim[i] > maxlim) maxlim = lim[i];
                 if (lim[i] < minlim) minlim = lim[i];
             }
-            if (maxlim <= j0) continue;                      /* no row of the block sees these keys */
+            if (maxlim <= j0 || !seen) continue;             /* no row of the block sees these keys */
+            counted += (int64_t)nr * nb;
 
             /* P = exp(x - m - log l), x = (scale·Q) Kᵀ (+ bias) summed as the forward did; masked keys 0 */
             for (int i = 0; i < nr; i++)
@@ -1047,15 +1221,13 @@ static void fz_bwd_block(const fz_bwd_ctx *cx, char *tw, int b, int hk, int j0, 
                 const int lj = lim[i] - j0;                  /* keys j >= lj are excluded */
                 if (lj <= 0) { memset(pr, 0, sizeof(float) * NB); continue; }
                 const fz_v mv = fz_set1(rm[i]), lv = fz_set1(rl[i]);
-                if (generic) {
-                    const uint8_t *al = attn__allow_row(mk, b, h, t0 + i);
-                    const float *bi = attn__bias_row(mk, b, h, t0 + i);
-                    for (int j = 0; j < NB; j++) {
-                        float x = pr[j];
-                        if (j >= lj || (al && !al[j0 + j])) x = -INFINITY;
-                        else if (bi) x = fz_add_bias(x, bi[j0 + j]);
-                        pr[j] = x;
-                    }
+                /* the key-by-key parts (only a window or a block map may leave this row's keys untouched) */
+                const int maybe = generic || mk->window || mk->block_map;
+                const fz_rowm rw = maybe ? fz_rowm_of(d, b, h, t0 + i) : (fz_rowm){0};
+                if (maybe && (generic || fz_rowm_touches(&rw, j0, nb))) {
+                    if (rw.cap > 0.0f)
+                        for (int j = 0; j < NB; j++) Dc[i * NB + j] = fz_cap_grad(rw.cap, pr[j]);
+                    for (int j = 0; j < NB; j++) pr[j] = j >= lj ? -INFINITY : fz_rowm_apply(&rw, pr[j], j0 + j);
                     if (!(rm[i] - rm[i] == 0.0f)) fz_nan_row(pr, NB, NB, rm[i]);
                     else
                         for (int v = 0; v < nvk; v++)
@@ -1096,6 +1268,12 @@ static void fz_bwd_block(const fz_bwd_ctx *cx, char *tw, int b, int hk, int j0, 
                 }
             }
 
+            /* the soft cap: the score's gradient times its derivative (rows that see no key have P = 0) */
+            if (mk->softcap > 0.0f)
+                for (int i = 0; i < nr; i++)
+                    if (lim[i] > j0)
+                        for (int j = 0; j < NB; j++) dS[i * NB + j] *= Dc[i * NB + j];
+
             /* Careful when some value is not finite (K or V of the block; Δ, dout or the scores of a row): keys
              * of weight 0 (masked) then take no part, as 0·NaN would make them */
             int careful = nf;
@@ -1125,6 +1303,8 @@ static void fz_bwd_block(const fz_bwd_ctx *cx, char *tw, int b, int hk, int j0, 
             }
         }
     }
+
+    attn__count_scores(ATTN_PASS_BACKWARD, counted);
 
     /* dk += scale · dKᵀᵀ, dv += dVᵀᵀ for the block's keys */
     for (int j = 0; j < nb; j++) {
@@ -1240,15 +1420,9 @@ static void fz_weights_row(const attn_sdpa_desc *d, float *pr, float *w, int nb,
         return;
     }
     const fz_v mv = fz_set1(m), lv = fz_set1(L2);
-    if (d->mask.allow || d->mask.bias) {
-        const uint8_t *al = attn__allow_row(&d->mask, b, h, t);
-        const float *bi = attn__bias_row(&d->mask, b, h, t);
-        for (int j = 0; j < NB; j++) {
-            float x = pr[j];
-            if (j >= lj || (al && !al[j0 + j])) x = -INFINITY;
-            else if (bi) x = fz_add_bias(x, bi[j0 + j]);
-            pr[j] = x;
-        }
+    const fz_rowm rw = fz_rowm_of(d, b, h, t);
+    if (fz_elementwise(&d->mask) || fz_rowm_touches(&rw, j0, nb)) {
+        for (int j = 0; j < NB; j++) pr[j] = j >= lj ? -INFINITY : fz_rowm_apply(&rw, pr[j], j0 + j);
         if (!(m - m == 0.0f)) fz_nan_row(pr, NB, NB, m);
         else
             for (int v = 0; v < nvk; v++) fz_store(pr + v * FZ_VW, fz_weight(fz_load(pr + v * FZ_VW), mv, lv));
@@ -1282,29 +1456,40 @@ static void fz_weights_block(const attn_sdpa_desc *d, float *weights, const floa
     const float *qr = q + b * d->q.b + h * d->q.h + (int64_t)t0 * d->q.t;   /* (nr,D) */
     const float *kb = k + b * d->k.b + hk * d->k.h;                          /* (S,D)  */
     const int64_t row0 = ((int64_t)b * H + h) * T + t0;
-    int maxlim = 0;
+    int maxlim = 0, minlow = S;
+    const int nsink = attn__key_sinks(&d->mask, S);
+    int64_t counted = 0;
     for (int i = 0; i < nr; i++) {
         for (int x = 0; x < D; x++) Qs[i * D + x] = qr[(int64_t)i * d->q.t + x] * d->scale;
         rm[i] = stats[2 * (row0 + i)];
         rl[i] = stats[2 * (row0 + i) + 1] * FZ_LOG2E;
         lim[i] = rm[i] == -INFINITY ? 0 : attn__key_limit(&d->mask, b, t0 + i, T, S);
         if (lim[i] > maxlim) maxlim = lim[i];
+        const int lo = attn__key_low(&d->mask, t0 + i, T, S);
+        if (lo < minlow) minlow = lo;
     }
     for (int j0 = 0; j0 < S; j0 += FZ_KBC) {
         const int nb = S - j0 < FZ_KBC ? S - j0 : FZ_KBC, NB = (nb + FZ_VW - 1) / FZ_VW * FZ_VW;
-        if (maxlim > j0)                        /* Kᵀ of the block, zero-padded, once for every row */
+        /* keys some row may see: below the largest limit, and a sink or within reach of some window */
+        const int near = maxlim > j0 && (j0 < nsink || minlow < j0 + nb);
+        if (near)                               /* Kᵀ of the block, zero-padded, once for every row */
             for (int x = 0; x < D; x++)
                 for (int j = 0; j < NB; j++) Kt[x * NB + j] = j < nb ? kb[(int64_t)(j0 + j) * d->k.t + x] : 0.0f;
         for (int i0 = 0; i0 < nr; i0 += FZ_QB) {
             const int nq = nr - i0 < FZ_QB ? nr - i0 : FZ_QB;
             int seen = 0;
-            for (int i = i0; i < i0 + nq; i++) seen |= lim[i] > j0;
-            if (seen) fz_gemm(nq, NB, P, NB, Qs + (size_t)i0 * D, D, 1, Kt, NB, D, FZ_SET, NULL);
             for (int i = i0; i < i0 + nq; i++)
-                fz_weights_row(d, P + (i - i0) * NB, weights + (row0 + i) * S + j0, nb, NB, j0, lim[i] - j0, rm[i],
-                               rl[i], b, h, t0 + i);
+                seen |= lim[i] > j0 && (j0 < nsink || attn__key_low(&d->mask, t0 + i, T, S) < j0 + nb);
+            if (seen) {
+                fz_gemm(nq, NB, P, NB, Qs + (size_t)i0 * D, D, 1, Kt, NB, D, FZ_SET, NULL);
+                counted += (int64_t)nq * nb;
+            }
+            for (int i = i0; i < i0 + nq; i++)
+                fz_weights_row(d, P + (i - i0) * NB, weights + (row0 + i) * S + j0, nb, NB, j0,
+                               seen ? lim[i] - j0 : 0, rm[i], rl[i], b, h, t0 + i);
         }
     }
+    attn__count_scores(ATTN_PASS_FORWARD, counted);
 }
 
 /* The weights stage: thread part->ith's items of (b, h, query block). */
