@@ -12,7 +12,8 @@ PREFIX     ?= /usr/local
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 comma := ,
 DEBIAN_PACKAGES = build-essential cmake pkg-config libopenblas-openmp-dev libpng-dev zlib1g-dev \
-                  python3 python3-numpy python3-pytest python3-torch
+                  python3 python3-numpy python3-pytest python3-torch \
+                  dataset-fashion-mnist
 FUZZ_PACKAGES   = clang libclang-rt-14-dev
 
 .PHONY: all deps fuzz-deps build run test test-sanitize fuzz install golden clean
