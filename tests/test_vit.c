@@ -1,0 +1,222 @@
+/*
+ * test_vit.c — the Vision Transformer and its layers: GELU, patch embedding, class token + positions,
+ * AdamW and the warm-up + cosine schedule against PyTorch golden files (tools/golden/gen_vision.py), the
+ * whole model's logits, loss and gradients against the same model in PyTorch, finite differences of the
+ * model's loss, the attention rollout on hand-made weights, results independent of the thread count,
+ * checkpoints (save, load, refusals), and a short training on a fixture of synthetic images whose loss
+ * must fall by a stated factor.
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include "attn.h"
+#include "attn/vit.h"
+#include "testutil.h"
+
+#include <string.h>
+#include <unistd.h>
+
+static const attn_vit_config small_cfg = {.image = 8, .channels = 1, .patch = 4, .dim = 8, .heads = 2, .blocks = 2,
+                                          .mlp = 16, .classes = 3, .max_batch = 5};
+
+/* Finite differences of the model's mean loss against its gradient, on a sample of parameters. */
+static void test_fd(void) {
+    attn_vit m;
+    CHECK_STATUS(attn_vit_init(&m, NULL, &small_cfg, 7), ATTN_OK);
+    const int B = 5;
+    float img[5 * 64];
+    tu_fill(img, sizeof img / sizeof *img, 3);
+    const int32_t lab[5] = {0, 2, 1, 1, 0};
+    float loss;
+    CHECK_STATUS(attn_vit_loss_grad(&m, img, lab, B, &loss), ATTN_OK);
+    float *g = malloc(sizeof(float) * m.n_params);
+    memcpy(g, m.grads, sizeof(float) * m.n_params);
+    /* every 7th parameter (all tensors are reached), central differences in float with h = 1e-2 */
+    size_t n = 0;
+    double max_abs = 0, worst_rel = 0;
+    int bad = 0;
+    for (size_t i = 0; i < m.n_params; i += 7, n++) {
+        const float keep = m.params[i], h = 1e-2f;
+        float lp, lm;
+        m.params[i] = keep + h;
+        attn_vit_loss_grad(&m, img, lab, B, &lp);
+        m.params[i] = keep - h;
+        attn_vit_loss_grad(&m, img, lab, B, &lm);
+        m.params[i] = keep;
+        const double fd = ((double)lp - lm) / (2.0 * h), a = fabs(fd - g[i]);
+        if (a > max_abs) max_abs = a;
+        if (a > 2e-3 + 0.05 * fabs(fd)) {
+            if (bad < 5) fprintf(stderr, "  param %zu: fd %.6g grad %.6g\n", i, fd, (double)g[i]);
+            bad++;
+        }
+        if (fabs(fd) > 1e-2 && a / fabs(fd) > worst_rel) worst_rel = a / fabs(fd);
+    }
+    printf("  finite differences of the loss: %zu parameters, max_abs=%.3g max_rel=%.3g (|fd|>1e-2) %s\n", n, max_abs,
+           worst_rel, bad ? "FAIL" : "ok");
+    CHECK(bad == 0);
+    free(g);
+    attn_vit_free(&m);
+}
+
+/* The same logits and gradients whatever the thread count. */
+static void test_threads(void) {
+    const int B = 5;
+    float img[5 * 64];
+    tu_fill(img, sizeof img / sizeof *img, 11);
+    const int32_t lab[5] = {2, 2, 1, 0, 0};
+    float *ref = NULL, lref = 0;
+    for (int th = 1; th <= 2; th++) {
+        attn_ctx c;
+        CHECK_STATUS(attn_ctx_init(&c, ATTN_ISA_AUTO, th), ATTN_OK);
+        attn_vit m;
+        CHECK_STATUS(attn_vit_init(&m, &c, &small_cfg, 9), ATTN_OK);
+        float loss;
+        CHECK_STATUS(attn_vit_loss_grad(&m, img, lab, B, &loss), ATTN_OK);
+        if (!ref) {
+            ref = malloc(sizeof(float) * m.n_params);
+            memcpy(ref, m.grads, sizeof(float) * m.n_params);
+            lref = loss;
+        } else {
+            CHECK(loss == lref && memcmp(ref, m.grads, sizeof(float) * m.n_params) == 0);
+        }
+        attn_vit_free(&m);
+    }
+    free(ref);
+}
+
+static void test_rollout(void) {
+    /* one block, one head, T = 2: W = [[0.5 0.5] [0 1]] -> A = rownorm(0.5 W + 0.5 I) = [[.75 .25] [0 1]] */
+    const float w1[4] = {0.5f, 0.5f, 0.0f, 1.0f};
+    float r[2];
+    CHECK_STATUS(attn_vit_rollout(r, w1, 1, 1, 2), ATTN_OK);
+    CHECK(fabsf(r[0] - 0.75f) < 1e-6f && fabsf(r[1] - 0.25f) < 1e-6f);
+    /* two blocks of the same: A·A, row 0 = [.5625, .25·.75 + .25] */
+    const float w2[8] = {0.5f, 0.5f, 0.0f, 1.0f, 0.5f, 0.5f, 0.0f, 1.0f};
+    CHECK_STATUS(attn_vit_rollout(r, w2, 2, 1, 2), ATTN_OK);
+    CHECK(fabsf(r[0] - 0.5625f) < 1e-6f && fabsf(r[1] - 0.4375f) < 1e-6f);
+    CHECK_STATUS(attn_vit_rollout(r, NULL, 1, 1, 2), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_vit_rollout(r, w1, 0, 1, 2), ATTN_ERR_SIZE);
+}
+
+static void test_config(void) {
+    attn_vit_config c = small_cfg;
+    attn_vit m;
+    c.patch = 3;
+    CHECK_STATUS(attn_vit_init(&m, NULL, &c, 1), ATTN_ERR_SHAPE);
+    c = small_cfg; c.heads = 3;
+    CHECK_STATUS(attn_vit_init(&m, NULL, &c, 1), ATTN_ERR_SHAPE);
+    c = small_cfg; c.blocks = ATTN_VIT_MAX_BLOCKS + 1;
+    CHECK_STATUS(attn_vit_init(&m, NULL, &c, 1), ATTN_ERR_SIZE);
+    c = small_cfg; c.dim = 0;
+    CHECK_STATUS(attn_vit_init(&m, NULL, &c, 1), ATTN_ERR_SIZE);
+    CHECK_STATUS(attn_vit_init(&m, NULL, &small_cfg, 1), ATTN_OK);
+    float img[6 * 64] = {0}, logits[18];
+    const int32_t bad[1] = {3};
+    CHECK_STATUS(attn_vit_forward(&m, logits, NULL, img, 6), ATTN_ERR_SIZE);     /* over max_batch */
+    float loss;
+    CHECK_STATUS(attn_vit_loss_grad(&m, img, bad, 1, &loss), ATTN_ERR_ARG);       /* label out of range */
+    attn_vit_free(&m);
+}
+
+/* Save, load (with the optimizer), the same logits; a truncated file and a foreign checkpoint refused. */
+static void test_checkpoint(void) {
+    char dir[] = "/tmp/attn_vit_XXXXXX", path[128], err[512];
+    if (!mkdtemp(dir)) { CHECK(0); return; }
+    snprintf(path, sizeof path, "%s/vit.safetensors", dir);
+    attn_vit m, r;
+    attn_adam opt, ropt;
+    CHECK_STATUS(attn_vit_init(&m, NULL, &small_cfg, 5), ATTN_OK);
+    CHECK_STATUS(attn_adam_alloc(&opt, m.n_params, 1e-3f), ATTN_OK);
+    float img[2 * 64], l1[6], l2[6];
+    tu_fill(img, 128, 4);
+    const int32_t lab[2] = {1, 2};
+    CHECK_STATUS(attn_vit_train_step(&m, &opt, img, lab, 2, 1.0f, NULL, NULL), ATTN_OK);
+    const char *keys[1] = {"epoch"}, *vals[1] = {"3"};
+    CHECK_STATUS(attn_vit_save(&m, &opt, keys, vals, 1, path, err, sizeof err), ATTN_OK);
+    CHECK_STATUS(attn_vit_load(&r, &ropt, NULL, path, 2, err, sizeof err), ATTN_OK);
+    CHECK(r.n_params == m.n_params && memcmp(r.params, m.params, sizeof(float) * m.n_params) == 0);
+    CHECK(ropt.t == 1 && memcmp(ropt.v, opt.v, sizeof(float) * opt.n) == 0);
+    CHECK_STATUS(attn_vit_forward(&m, l1, NULL, img, 2), ATTN_OK);
+    CHECK_STATUS(attn_vit_forward(&r, l2, NULL, img, 2), ATTN_OK);
+    CHECK(memcmp(l1, l2, sizeof l1) == 0);
+    attn_vit_free(&r);
+    attn_adam_free(&ropt);
+    CHECK(truncate(path, 200) == 0);
+    CHECK(attn_vit_load(&r, NULL, NULL, path, 2, err, sizeof err) != ATTN_OK && strstr(err, path));
+    printf("  truncated checkpoint: %s\n", err);
+    attn_vit_free(&m);
+    attn_adam_free(&opt);
+    char cmd[160];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
+}
+
+/* A fixture of synthetic 28x28 images, three classes told apart by where a bright bar lies (top rows,
+ * left columns, the diagonal), with noise; a small ViT trained on 300 of them for a few epochs must bring
+ * its mean loss under a third of the first epoch's. */
+static void make_images(float *x, int32_t *y, int n, uint64_t seed) {
+    for (int i = 0; i < n; i++) {
+        const int c = i % 3;
+        y[i] = c;
+        float *im = x + (size_t)i * 784;
+        for (int p = 0; p < 784; p++) im[p] = 0.3f * tu_rnd_f(&seed);
+        const int off = tu_rnd_int(&seed, 0, 16);
+        for (int k = 0; k < 12; k++) {
+            const int a = off + k, b = tu_rnd_int(&seed, 4, 8);
+            if (c == 0) im[b * 28 + a] += 2.0f;
+            else if (c == 1) im[a * 28 + b] += 2.0f;
+            else im[a * 28 + a] += 2.0f;
+        }
+    }
+}
+
+static void test_train(void) {
+    const int n = getenv("ATTN_SANITIZED") ? 120 : 300, B = 30, epochs = getenv("ATTN_SANITIZED") ? 4 : 6;
+    float *x = malloc(sizeof(float) * 784 * (size_t)n);
+    int32_t *y = malloc(sizeof(int32_t) * (size_t)n);
+    make_images(x, y, n, 42);
+    attn_vit_config c = {.image = 28, .channels = 1, .patch = 7, .dim = 32, .heads = 4, .blocks = 2, .mlp = 64,
+                         .classes = 3, .max_batch = B};
+    attn_vit m;
+    attn_adam opt;
+    CHECK_STATUS(attn_vit_init(&m, NULL, &c, 1), ATTN_OK);
+    CHECK_STATUS(attn_adam_alloc(&opt, m.n_params, 1e-3f), ATTN_OK);
+    opt.weight_decay = 0.05f;
+    const int steps = epochs * (n / B);
+    double first = 0, last = 0;
+    int correct_last = 0;
+    for (int e = 0; e < epochs; e++) {
+        double sum = 0;
+        int correct = 0;
+        for (int s = 0; s < n / B; s++) {
+            opt.lr = attn_lr_warmup_cosine(e * (n / B) + s, n / B, steps, 3e-3f, 1e-5f);
+            float loss;
+            int ok;
+            CHECK_STATUS(attn_vit_train_step(&m, &opt, x + (size_t)s * B * 784, y + s * B, B, 1.0f, &loss, &ok),
+                         ATTN_OK);
+            sum += loss;
+            correct += ok;
+        }
+        sum /= n / B;
+        printf("  epoch %d: loss %.4f acc %.3f\n", e + 1, sum, (double)correct / n);
+        if (e == 0) first = sum;
+        last = sum;
+        correct_last = correct;
+    }
+    printf("  training on %d synthetic images: loss %.4f -> %.4f (must fall below a third)\n", n, first, last);
+    CHECK(last < first / 3.0);
+    CHECK(correct_last > n * 8 / 10);
+    attn_vit_free(&m);
+    attn_adam_free(&opt);
+    free(x);
+    free(y);
+}
+
+int main(void) {
+    test_fd();
+    test_threads();
+    test_rollout();
+    test_config();
+    test_checkpoint();
+    test_train();
+    return tu_finish("test_vit");
+}
