@@ -18,6 +18,140 @@
 static const attn_vit_config small_cfg = {.image = 8, .channels = 1, .patch = 4, .dim = 8, .heads = 2, .blocks = 2,
                                           .mlp = 16, .classes = 3, .max_batch = 5};
 
+/* ---------------------------------------------------------------------------------------------------
+ * Against PyTorch (tests/golden/vision_*.safetensors, tools/golden/gen_vision.py).
+ */
+static void test_golden_layers(void) {
+    attn_st_file f;
+    tu_golden_open(&f, "vision_layers.safetensors");
+    /* GELU */
+    const float *gx = tu_golden_f32(&f, "gelu.x", 1, 57, 0, 0, 0), *gy = tu_golden_f32(&f, "gelu.y", 1, 57, 0, 0, 0);
+    const float *gdy = tu_golden_f32(&f, "gelu.dy", 1, 57, 0, 0, 0), *gdx = tu_golden_f32(&f, "gelu.dx", 1, 57, 0, 0, 0);
+    float y[64], dx[64];
+    CHECK_STATUS(attn_gelu_forward(y, gx, 57), ATTN_OK);
+    tu_close_f32("gelu forward", y, gy, 57, 1e-6, 1e-6);
+    for (int i = 0; i < 57; i++) dx[i] = 1.0f;                  /* backward accumulates */
+    CHECK_STATUS(attn_gelu_backward(dx, gdy, gx, 57), ATTN_OK);
+    for (int i = 0; i < 57; i++) dx[i] -= 1.0f;
+    tu_close_f32("gelu backward", dx, gdx, 57, 2e-6, 1e-5);
+
+    /* patch embedding: C 3, 8x12, P 4, D 5 */
+    attn_patch_embed pe;
+    float params[5 * 48 + 5], grads[5 * 48 + 5];
+    CHECK(attn_patch_embed_n_params(3, 4, 5) == 5 * 48 + 5);
+    CHECK_STATUS(attn_patch_embed_bind(&pe, 3, 8, 12, 4, 5, params, grads), ATTN_OK);
+    CHECK(pe.Np == 6);
+    memcpy(pe.w, tu_golden_f32(&f, "patch.w", 2, 5, 48, 0, 0), sizeof(float) * 240);
+    memcpy(pe.b, tu_golden_f32(&f, "patch.b", 1, 5, 0, 0, 0), sizeof(float) * 5);
+    memset(grads, 0, sizeof grads);
+    const float *px = tu_golden_f32(&f, "patch.x", 4, 2, 3, 8, 12);
+    size_t cb;
+    CHECK_STATUS(attn_patch_embed_cache_bytes(&pe, 2, &cb), ATTN_OK);
+    void *cache = malloc(cb);
+    float py[2 * 6 * 5], pdx[2 * 3 * 8 * 12] = {0};
+    CHECK_STATUS(attn_patch_embed_forward(&pe, cache, cb, py, px, 2), ATTN_OK);
+    tu_close_f32("patch embedding forward", py, tu_golden_f32(&f, "patch.y", 3, 2, 6, 5, 0), 60, 1e-5, 1e-5);
+    CHECK_STATUS(attn_patch_embed_backward(&pe, cache, cb, pdx, tu_golden_f32(&f, "patch.dy", 3, 2, 6, 5, 0), px, 2),
+                 ATTN_OK);
+    tu_close_f32("patch embedding dx", pdx, tu_golden_f32(&f, "patch.dx", 4, 2, 3, 8, 12), 2 * 3 * 96, 1e-5, 1e-5);
+    tu_close_f32("patch embedding dw", pe.dw, tu_golden_f32(&f, "patch.dw", 2, 5, 48, 0, 0), 240, 1e-5, 1e-5);
+    tu_close_f32("patch embedding db", pe.db, tu_golden_f32(&f, "patch.db", 1, 5, 0, 0, 0), 5, 1e-5, 1e-5);
+    CHECK_STATUS(attn_patch_embed_forward(&pe, cache, cb - 1, py, px, 2), ATTN_ERR_WORKSPACE);
+    CHECK_STATUS(attn_patch_embed_bind(&pe, 3, 8, 10, 4, 5, params, grads), ATTN_ERR_SHAPE);
+    free(cache);
+
+    /* class token + positions: B 2, N 3, D 4 */
+    attn_cls_pos tok;
+    float tp[4 + 16], tg[4 + 16] = {0};
+    CHECK_STATUS(attn_cls_pos_bind(&tok, 3, 4, tp, tg), ATTN_OK);
+    memcpy(tok.cls, tu_golden_f32(&f, "tok.cls", 1, 4, 0, 0, 0), sizeof(float) * 4);
+    memcpy(tok.pos, tu_golden_f32(&f, "tok.pos", 2, 4, 4, 0, 0), sizeof(float) * 16);
+    float ty[32], tdx[24] = {0};
+    CHECK_STATUS(attn_cls_pos_forward(&tok, ty, tu_golden_f32(&f, "tok.x", 3, 2, 3, 4, 0), 2), ATTN_OK);
+    tu_close_f32("class token + positions forward", ty, tu_golden_f32(&f, "tok.y", 3, 2, 4, 4, 0), 32, 1e-6, 1e-6);
+    CHECK_STATUS(attn_cls_pos_backward(&tok, tdx, tu_golden_f32(&f, "tok.dy", 3, 2, 4, 4, 0), 2), ATTN_OK);
+    tu_close_f32("class token + positions dx", tdx, tu_golden_f32(&f, "tok.dx", 3, 2, 3, 4, 0), 24, 1e-6, 1e-6);
+    tu_close_f32("class token dcls", tok.dcls, tu_golden_f32(&f, "tok.dcls", 1, 4, 0, 0, 0), 4, 1e-6, 1e-6);
+    tu_close_f32("positions dpos", tok.dpos, tu_golden_f32(&f, "tok.dpos", 2, 4, 4, 0, 0), 16, 1e-6, 1e-6);
+
+    /* AdamW, 3 steps */
+    attn_adam a;
+    float p[37];
+    CHECK_STATUS(attn_adam_alloc(&a, 37, 0.01f), ATTN_OK);
+    a.weight_decay = 0.1f;
+    memcpy(p, tu_golden_f32(&f, "adamw.p0", 1, 37, 0, 0, 0), sizeof p);
+    for (int s = 0; s < 3; s++) {
+        char nm[16];
+        snprintf(nm, sizeof nm, "adamw.g%d", s);
+        CHECK_STATUS(attn_adam_step(&a, p, tu_golden_f32(&f, nm, 1, 37, 0, 0, 0)), ATTN_OK);
+    }
+    tu_close_f32("AdamW, 3 steps", p, tu_golden_f32(&f, "adamw.p3", 1, 37, 0, 0, 0), 37, 1e-6, 1e-5);
+    a.weight_decay = -1.0f;
+    CHECK_STATUS(attn_adam_step(&a, p, p), ATTN_ERR_ARG);
+    attn_adam_free(&a);
+    attn_st_free(&f);
+}
+
+/* The whole model: the golden file is itself a checkpoint (the parameters under their names, the config in
+ * the metadata), with inputs, logits, loss and every gradient. */
+static void test_golden_model(void) {
+    char path[1024], err[512];
+    snprintf(path, sizeof path, "%s/vision_model.safetensors", ATTN_GOLDEN_DIR);
+    attn_vit m;
+    CHECK_STATUS(attn_vit_load(&m, NULL, NULL, path, 5, err, sizeof err), ATTN_OK);
+    attn_st_file f;
+    tu_golden_open(&f, "vision_model.safetensors");
+    const float *img = tu_golden_f32(&f, "input.images", 4, 5, 1, 8, 8);
+    const int32_t *lab = tu_golden_i32(&f, "input.labels", 5);
+    float logits[15], loss;
+    CHECK_STATUS(attn_vit_forward(&m, logits, NULL, img, 5), ATTN_OK);
+    tu_close_f32("ViT logits", logits, tu_golden_f32(&f, "out.logits", 2, 5, 3, 0, 0), 15, 1e-5, 1e-4);
+    CHECK_STATUS(attn_vit_loss_grad(&m, img, lab, 5, &loss), ATTN_OK);
+    tu_close_f32("ViT mean loss", &loss, tu_golden_f32(&f, "out.loss", 1, 1, 0, 0, 0), 1, 1e-6, 1e-5);
+    /* every gradient, by name: the gradient slab has the parameter slab's layout */
+    int n_t = 0;
+    double worst = 0;
+    for (int i = 0; i < f.n; i++) {
+        const attn_st_tensor *t = &f.tensors[i];
+        if (strncmp(t->name, "grad.", 5) != 0) continue;
+        const attn_st_tensor *pt = attn_st_find(&f, t->name + 5);
+        CHECK(pt != NULL);
+        if (!pt) continue;
+        /* find the parameter in the slab by its values (each golden tensor is a copy of the slab's) */
+        const size_t n = pt->nbytes / sizeof(float);
+        const float *pv = (const float *)pt->data, *gv = (const float *)t->data;
+        size_t at = SIZE_MAX;
+        for (size_t o = 0; o + n <= m.n_params; o++)
+            if (memcmp(m.params + o, pv, pt->nbytes) == 0) { at = o; break; }
+        CHECK(at != SIZE_MAX);
+        if (at == SIZE_MAX) { fprintf(stderr, "  %s not found in the slab\n", pt->name); continue; }
+        for (size_t k = 0; k < n; k++) {
+            double e = fabs((double)m.grads[at + k] - gv[k]);
+            if (e > worst) worst = e;
+            if (e > 2e-5 + 1e-4 * fabs(gv[k])) {
+                CHECK(0);
+                fprintf(stderr, "  %s[%zu]: %.8g, PyTorch %.8g\n", t->name, k, (double)m.grads[at + k], (double)gv[k]);
+                break;
+            }
+        }
+        n_t++;
+    }
+    printf("  ViT gradients of %d tensors against PyTorch: max_abs=%.3g\n", n_t, worst);
+    CHECK(n_t == 4 + 16 * 2 + 4);
+    attn_st_free(&f);
+    attn_vit_free(&m);
+}
+
+/* The schedule at its corners. */
+static void test_schedule(void) {
+    CHECK(fabsf(attn_lr_warmup_cosine(0, 4, 20, 1e-3f, 1e-5f) - 2.5e-4f) < 1e-9f);
+    CHECK(fabsf(attn_lr_warmup_cosine(3, 4, 20, 1e-3f, 1e-5f) - 1e-3f) < 1e-9f);
+    CHECK(fabsf(attn_lr_warmup_cosine(4, 4, 20, 1e-3f, 1e-5f) - 1e-3f) < 1e-9f);
+    CHECK(fabsf(attn_lr_warmup_cosine(12, 4, 20, 1e-3f, 1e-5f) - 5.05e-4f) < 1e-8f);   /* half way: the mean */
+    CHECK(fabsf(attn_lr_warmup_cosine(20, 4, 20, 1e-3f, 1e-5f) - 1e-5f) < 1e-10f);
+    CHECK(fabsf(attn_lr_warmup_cosine(99, 4, 20, 1e-3f, 1e-5f) - 1e-5f) < 1e-10f);
+}
+
 /* Finite differences of the model's mean loss against its gradient, on a sample of parameters. */
 static void test_fd(void) {
     attn_vit m;
@@ -212,6 +346,9 @@ static void test_train(void) {
 }
 
 int main(void) {
+    test_golden_layers();
+    test_golden_model();
+    test_schedule();
     test_fd();
     test_threads();
     test_rollout();
