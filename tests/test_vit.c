@@ -10,6 +10,7 @@
 
 #include "attn.h"
 #include "attn/vit.h"
+#include "attn/heatmap.h"
 #include "testutil.h"
 
 #include <string.h>
@@ -345,6 +346,34 @@ static void test_train(void) {
     free(y);
 }
 
+/* The picture predict draws: a PNG of the expected size; bad arguments refused. */
+static void test_overlay(void) {
+    char dir[] = "/tmp/attn_vit_png_XXXXXX", path[128], err[512];
+    if (!mkdtemp(dir)) { CHECK(0); return; }
+    snprintf(path, sizeof path, "%s/o.png", dir);
+    float img[28 * 28], maps[2 * 49];
+    tu_fill(img, 28 * 28, 1);
+    tu_fill(maps, 2 * 49, 2);
+    const char *caps[3] = {"image", "rollout", "head 1"};
+    attn_overlay o = {.image = img, .rows = 28, .cols = 28, .maps = maps, .n_maps = 2, .grid_rows = 7,
+                      .grid_cols = 7, .captions = caps, .title = "t", .scale = 4};
+    CHECK_STATUS(attn_overlay_png(&o, path, err, sizeof err), ATTN_OK);
+    FILE *f = fopen(path, "rb");
+    unsigned char h[24] = {0};
+    CHECK(f && fread(h, 1, 24, f) == 24);
+    if (f) fclose(f);
+    const unsigned w = (unsigned)h[16] << 24 | h[17] << 16 | h[18] << 8 | h[19];
+    CHECK(memcmp(h + 1, "PNG", 3) == 0 && w == 12 + 3 * (28 * 4 + 12));     /* three panels side by side */
+    o.grid_rows = 29;
+    CHECK_STATUS(attn_overlay_png(&o, path, err, sizeof err), ATTN_ERR_SIZE);
+    o.grid_rows = 7;
+    o.maps = NULL;
+    CHECK_STATUS(attn_overlay_png(&o, path, err, sizeof err), ATTN_ERR_NULL);
+    char cmd[160];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
+}
+
 int main(void) {
     test_golden_layers();
     test_golden_model();
@@ -354,6 +383,7 @@ int main(void) {
     test_rollout();
     test_config();
     test_checkpoint();
+    test_overlay();
     test_train();
     return tu_finish("test_vit");
 }
