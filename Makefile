@@ -13,7 +13,7 @@ JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 comma := ,
 DEBIAN_PACKAGES = build-essential cmake pkg-config libopenblas-openmp-dev libpng-dev zlib1g-dev \
                   python3 python3-numpy python3-pytest python3-torch chromium \
-                  libopenmpi-dev openmpi-bin
+                  libopenmpi-dev openmpi-bin dataset-fashion-mnist
 FUZZ_PACKAGES   = clang libclang-rt-14-dev
 
 .PHONY: all deps fuzz-deps build run test test-sanitize fuzz install golden clean
@@ -39,7 +39,7 @@ define install_missing
 endef
 
 deps:
-	$(call install_missing,$(DEBIAN_PACKAGES),a C compiler$(comma) CMake$(comma) pkg-config$(comma) OpenBLAS$(comma) libpng$(comma) zlib$(comma) Open MPI$(comma) Python 3 with NumPy$(comma) pytest and PyTorch$(comma) Chromium for the explorer's browser test)
+	$(call install_missing,$(DEBIAN_PACKAGES),a C compiler$(comma) CMake$(comma) pkg-config$(comma) OpenBLAS$(comma) libpng$(comma) zlib$(comma) Open MPI$(comma) Python 3 with NumPy$(comma) pytest and PyTorch$(comma) Chromium for the explorer's browser test$(comma) Fashion-MNIST)
 
 # Only for fuzzing: clang and its libFuzzer/sanitizer runtimes.
 fuzz-deps:

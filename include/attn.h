@@ -7,9 +7,10 @@
  * the mechanisms and what every user needs (status, version, context, masks, SDPA, additive, softmax).
  * The rest is in one header per room, each including this one:
  *   attn/layers.h       every layer (linear ... multi-head, GRU, feed-forward), RNG, Adam, clipping
- *   attn/data.h         the data sets and text pipelines (IMDB, fra.txt pairs, vocabularies, BLEU)
+ *   attn/data.h         the data sets and text pipelines (IMDB, fra.txt pairs, vocabularies, BLEU, IDX)
  *   attn/seq2seq.h      the Bahdanau translator          attn/transformer.h   the Transformer
  *   attn/safetensors.h  checkpoints and golden files     attn/heatmap.h       attention pictures
+ *   attn/vit.h          the Vision Transformer
  *
  * Dimension names, the same everywhere in attn:
  *   B   batch                     H    query heads         Hkv  key/value heads (H % Hkv == 0)

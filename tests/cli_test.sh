@@ -12,7 +12,7 @@ expect_rc() {  # expected-rc description command...
 expect_rc 0 "attn --help" "$attn" --help
 expect_rc 2 "attn with no command" "$attn"
 expect_rc 2 "unknown command" "$attn" frobnicate
-for c in demo score bench imdb translate plot; do
+for c in demo score bench imdb translate plot vision; do
   expect_rc 0 "attn $c --help" "$attn" $c --help
   grep -q "usage: attn $c" /tmp/attn_cli_out.$$ || bad "attn $c --help prints no usage"
 done
@@ -376,6 +376,38 @@ if command -v script > /dev/null 2>&1; then
 fi
 "$attn" plot --help > $out 2>&1
 grep -q "SPEC" $out && bad "attn plot --help cites SPEC"
+
+# vision: a Fashion-MNIST-shaped fixture of 20 random 28x28 images (all labelled 0), gzip IDX as Debian ships.
+vd="$tmp/fm"; mkdir -p "$vd"
+for s in train t10k; do
+  { printf '\0\0\10\3\0\0\0\24\0\0\0\34\0\0\0\34'; head -c 15680 /dev/urandom; } | gzip > "$vd/$s-images-idx3-ubyte.gz"
+  { printf '\0\0\10\1\0\0\0\24'; head -c 20 /dev/zero; } | gzip > "$vd/$s-labels-idx1-ubyte.gz"
+done
+vq="--data $vd --out $tmp/vo --batch 10 --threads 1 --patch 7 --dim 8 --heads 2 --blocks 1 --mlp 8"
+expect_rc 2 "vision (no subcommand)" "$attn" vision
+expect_rc 2 "vision frobnicate" "$attn" vision frobnicate
+expect_rc 2 "vision train --bogus" "$attn" vision train --bogus
+grep -q "usage: attn vision train" $out || bad "vision train --bogus prints no usage"
+expect_rc 2 "vision train --patch 5" "$attn" vision train $vq --patch 5
+expect_rc 2 "vision train --heads 3" "$attn" vision train $vq --heads 3
+expect_rc 2 "vision train --lr 0" "$attn" vision train $vq --lr 0
+expect_rc 2 "vision train --blocks 0" "$attn" vision train $vq --blocks 0
+expect_rc 1 "vision train --data nowhere" "$attn" vision train --data "$tmp/nowhere" --out "$tmp/vo0"
+grep -q "$tmp/nowhere/train-images-idx3-ubyte.gz" $out || bad "vision train --data nowhere does not say where it looked"
+expect_rc 0 "vision train (fixture)" "$attn" vision train $vq --epochs 1
+grep -q "test_acc: " $out || bad "vision train prints no test_acc"
+[ -f "$tmp/vo/vit.safetensors" ] && [ -f "$tmp/vo/vit_history.csv" ] || bad "vision train wrote no checkpoint or history"
+expect_rc 0 "vision train --resume" "$attn" vision train --data "$vd" --out "$tmp/vo" --threads 1 --resume --epochs 2
+grep -q "resuming .* after epoch 1" $out || bad "vision train --resume does not say where it resumes"
+expect_rc 0 "vision eval" "$attn" vision eval --data "$vd" --out "$tmp/vo"
+grep -q "^test_acc [01]\.[0-9][0-9][0-9][0-9]$" $out || bad "vision eval prints no 'test_acc 0.xxxx' line"
+expect_rc 0 "vision predict --png" "$attn" vision predict --data "$vd" --out "$tmp/vo" --png "$tmp/vp.png" 3
+[ -s "$tmp/vp.png" ] || bad "vision predict --png wrote no picture"
+expect_rc 2 "vision predict 20 (out of range)" "$attn" vision predict --data "$vd" --out "$tmp/vo" 20
+expect_rc 2 "vision predict abc" "$attn" vision predict --data "$vd" --out "$tmp/vo" abc
+expect_rc 2 "vision predict (no index)" "$attn" vision predict --data "$vd" --out "$tmp/vo"
+expect_rc 1 "vision eval --out nowhere" "$attn" vision eval --data "$vd" --out "$tmp/nowhere"
+grep -q "attn vision train" $out || bad "vision eval --out nowhere does not say how to train a model"
 
 # Under an address-space limit OpenBLAS hung instead of failing: the program goes single-threaded.
 if [ -z "$ATTN_SANITIZED" ]; then

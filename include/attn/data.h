@@ -1,11 +1,12 @@
 /*
  * attn/data.h — the data sets and their text pipelines: everything between a file on disk and the token
- * ids a model trains on. Includes attn.h.
+ * ids (or pixels) a model trains on. Includes attn.h.
  *
  *   IMDB       the sentiment data set (Maas et al. 2011, "aclImdb"), its tokenizer, vocabulary, the
  *              fixed-length encoding the self-attention classifier trains on and a binary cache
  *   fra.txt    the English–French pairs of the d2l book (the translators'), their preprocessing,
  *              vocabularies, token ids and BLEU
+ *   IDX        LeCun's array format (the MNIST family), gzip or plain, and Fashion-MNIST read from it
  *
  * ---------------------------------------------------------------------------------------------------
  * IMDB: the official split read straight from the .tar.gz (or an unpacked aclImdb/ folder), the
@@ -186,6 +187,50 @@ attn_status attn_vocab_encode(const attn_vocab *v, const char *line, int num_ste
  * n-gram precision; tokens split on single spaces. A prediction with fewer than n tokens has p_n = 0
  * (d2l divides by zero there). */
 double attn_bleu(const char *pred, const char *label, int k);
+
+/* ---------------------------------------------------------------------------------------------------
+ * IDX: two zero bytes, the element type (0x08 unsigned byte: the only one read), the number of dimensions,
+ * each dimension a big-endian uint32, then the elements row-major and nothing after them. A file starting
+ * with the gzip magic (1f 8b) is inflated first. Every check names the path, the offset (in the
+ * decompressed data) and what was expected: magic, type, dimension count (1..ATTN_IDX_MAX_DIMS), zero
+ * dimensions, a product over max_bytes elements (refused before anything that large is allocated; the
+ * decompressed size is capped too), truncation, and bytes after the last element.
+ */
+#define ATTN_IDX_MAX_DIMS 4
+
+typedef struct attn_idx {
+    int ndim;
+    int64_t dims[ATTN_IDX_MAX_DIMS];
+    uint8_t *data;               /* (dims...) row-major, size bytes, one allocation */
+    size_t size;
+} attn_idx;
+
+attn_status attn_idx_read(attn_idx *x, const char *path, size_t max_bytes, char *err, size_t err_size);
+void        attn_idx_free(attn_idx *x);
+
+/* Fashion-MNIST (Xiao et al. 2017): 60,000 training and 10,000 test images of 28x28 grey levels, 10
+ * classes. attn_fmnist_load reads dir/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz (or the same names
+ * without .gz): images (n,rows,cols) with one label per image in 0..9, both splits the same image size.
+ * Missing files: ATTN_ERR_IO naming the folder and the names looked for. limit > 0 keeps the first limit
+ * images of each split. */
+#define ATTN_FMNIST_CLASSES 10
+#define ATTN_FMNIST_DEFAULT_DIR "/usr/share/datasets/fashion-mnist"
+
+typedef struct attn_fmnist_split {
+    int n, rows, cols;
+    uint8_t *images;             /* (n,rows,cols) grey levels 0..255 */
+    int32_t *labels;             /* (n) 0..9 */
+} attn_fmnist_split;
+
+typedef struct attn_fmnist {
+    attn_fmnist_split train, test;
+} attn_fmnist;
+
+attn_status attn_fmnist_load(attn_fmnist *d, const char *dir, int limit, char *err, size_t err_size);
+void        attn_fmnist_free(attn_fmnist *d);
+/* "t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle-boot";
+ * "?" out of range. */
+const char *attn_fmnist_class_name(int c);
 
 #ifdef __cplusplus
 }

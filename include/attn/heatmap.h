@@ -107,6 +107,21 @@ attn_status attn_explorer_html(const attn_explorer_map *maps, int n, const char 
  * nonzero, shaded characters otherwise), labels beside the rows and under the columns, and a scale. */
 attn_status attn_heatmap_term(const attn_heatmap *h, FILE *out, int color);
 
+/* An image with attention maps over it, as one PNG (atomically): the image alone, then one panel per map
+ * with the grey image under the map's colours. Each map (grid_rows, grid_cols) is scaled to its own
+ * min..max and each of its cells covers its share of the image (a ViT's patch). */
+typedef struct attn_overlay {
+    const float *image;          /* (rows, cols) grey levels, any range (drawn from its min to its max) */
+    int rows, cols;
+    const float *maps;           /* (n_maps, grid_rows, grid_cols), or NULL when n_maps is 0 */
+    int n_maps, grid_rows, grid_cols;   /* n_maps <= 64; grid_rows <= rows, grid_cols <= cols */
+    const char *const *captions; /* n_maps + 1 strings (the image's, then each map's), or NULL */
+    const char *title;           /* or NULL */
+    int scale;                   /* pixels per image pixel; 0: 8 */
+} attn_overlay;
+
+attn_status attn_overlay_png(const attn_overlay *o, const char *path, char *err, size_t err_size);
+
 #ifdef __cplusplus
 }
 #endif

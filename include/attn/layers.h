@@ -1,8 +1,9 @@
 /*
  * attn/layers.h — every layer around the mechanisms, and what training needs: RNG, linear, embedding,
  * dropout, layer norm, mean over time, softmax cross-entropy, Adam, gradient clipping, multi-head
- * attention, one-kernel self-attention, GRU, positional encoding, position-wise feed-forward, add & norm.
- * Includes attn.h.
+ * attention, one-kernel self-attention, GRU, positional encoding, position-wise feed-forward, add & norm,
+ * and the Vision Transformer's: GELU, patch embedding, class token with learned positions, AdamW's
+ * decoupled weight decay and the warm-up + cosine schedule. Includes attn.h.
  *
  * Style (after llm.c): forward / backward are free functions whose arguments go outputs, inputs, then
  * sizes. Backward calls accumulate (+=) into every gradient, input gradients included; a NULL input
@@ -133,6 +134,8 @@ typedef struct attn_adam {
     int keras_eps;
     int64_t t;                   /* steps taken */
     float *m, *v;                /* (n) moments, one allocation */
+    float weight_decay;          /* AdamW's decoupled decay (0 after alloc: plain Adam): before the update,
+                                    p -= lr_t · weight_decay · p, as torch.optim.AdamW (every parameter) */
 } attn_adam;
 
 /* Allocates the moments (2n floats, zeroed) and sets β1 0.9, β2 0.999, eps 1e-8 (PyTorch), decay 0.
@@ -363,6 +366,62 @@ attn_status attn_linformer_backward(const attn_ctx *ctx, const attn_linformer *l
  * An MPI program gathers the shards to one rank in that order and sends the sum back. */
 typedef attn_status (*attn_shard_combine_fn)(void *user, float *grads, size_t n_params, float *const *shard_grads,
                                              const float *losses, int first, int count, int n_used, float *loss);
+
+/* ---------------------------------------------------------------------------------------------------
+ * The Vision Transformer's layers (attn/vit.h builds the model from them).
+ *
+ * GELU, exact (PyTorch's default, approximate='none'): y = 0.5 x (1 + erf(x/√2)).  y, x (n); y may be x.
+ * backward: dx (n) += dy · (Φ(x) + x φ(x)), x the forward's input. */
+attn_status attn_gelu_forward(float *y, const float *x, size_t n);
+attn_status attn_gelu_backward(float *dx, const float *dy, const float *x, size_t n);
+
+/* Patch embedding: nn.Conv2d(C, D, kernel_size=P, stride=P) on images (B,C,Hi,Wi), Hi and Wi multiples of
+ * P (ATTN_ERR_SHAPE), computed as a linear map over the unfolded patches (CBLAS). Output (B,Np,D),
+ * Np = (Hi/P)·(Wi/P) patches in row-major order of the patch grid.
+ * Parameters: weight (D,C,P,P), bias (D) (Conv2d's order and layout). init_weights: both U(±1/√(C·P·P)),
+ * PyTorch's default for Conv2d. The cache keeps the unfolded patches (B·Np, C·P·P). */
+typedef struct attn_patch_embed {
+    int C, Hi, Wi, P, D, Np;
+    float *w, *b;                /* (D,C,P,P) (D) */
+    float *dw, *db;              /* gradients, same shapes, or NULL */
+    float *params, *grads;       /* what bind was given: n_params floats each */
+    size_t n_params;
+} attn_patch_embed;
+
+size_t      attn_patch_embed_n_params(int C, int P, int D);
+attn_status attn_patch_embed_bind(attn_patch_embed *l, int C, int Hi, int Wi, int P, int D, float *params,
+                                  float *grads);
+attn_status attn_patch_embed_init_weights(attn_patch_embed *l, attn_rng *rng);
+attn_status attn_patch_embed_cache_bytes(const attn_patch_embed *l, int B, size_t *bytes);
+/*   y (B,Np,D) written;  x (B,C,Hi,Wi) */
+attn_status attn_patch_embed_forward(const attn_patch_embed *l, void *cache, size_t cache_bytes, float *y,
+                                     const float *x, int B);
+/*   dx (B,C,Hi,Wi) += (or NULL);  dy (B,Np,D);  x the forward's input. The cache's patches are
+ * overwritten when dx is given: one backward per forward. */
+attn_status attn_patch_embed_backward(const attn_patch_embed *l, void *cache, size_t cache_bytes, float *dx,
+                                      const float *dy, const float *x, int B);
+
+/* Class token and learned positions: y[b] = concat(cls, x[b]) + pos, as a ViT's tokens.
+ *   y (B,N+1,D) written;  x (B,N,D).  Parameters: cls (D) (PyTorch's (1,1,D)), pos (N+1,D).
+ * init_weights: both N(0, 0.02²) truncated at ±2 std (nn.init.trunc_normal_), cls first. No cache. */
+typedef struct attn_cls_pos {
+    int N, D;
+    float *cls, *pos;            /* (D) (N+1,D) */
+    float *dcls, *dpos;          /* gradients, same shapes, or NULL */
+    float *params, *grads;       /* what bind was given: n_params floats each */
+    size_t n_params;
+} attn_cls_pos;
+
+size_t      attn_cls_pos_n_params(int N, int D);
+attn_status attn_cls_pos_bind(attn_cls_pos *l, int N, int D, float *params, float *grads);
+attn_status attn_cls_pos_init_weights(attn_cls_pos *l, attn_rng *rng);
+attn_status attn_cls_pos_forward(const attn_cls_pos *l, float *y, const float *x, int B);
+/*   dx (B,N,D) += (or NULL); dcls, dpos += from dy (B,N+1,D) */
+attn_status attn_cls_pos_backward(const attn_cls_pos *l, float *dx, const float *dy, int B);
+
+/* Learning rate at step (0-based) of total: linear warm-up base·(step+1)/warmup for step < warmup, then
+ * cosine from base down to min_lr at step total (held there after). */
+float attn_lr_warmup_cosine(int64_t step, int64_t warmup, int64_t total, float base, float min_lr);
 
 #ifdef __cplusplus
 }

@@ -181,5 +181,6 @@ attn_status dist_combine_shards(void *user, float *grads, size_t n_params, float
 int cmd_imdb(int argc, char **argv);
 int cmd_translate(int argc, char **argv);
 int cmd_plot(int argc, char **argv);
+int cmd_vision(int argc, char **argv);
 
 #endif /* ATTN_CLI_H */

@@ -20,7 +20,8 @@ int cmd_plot(int argc, char **argv) {
     const cli_cmd cmd = {"attn plot HISTORY.csv --out FILE.png [options]",
                          "Draws a training history as line charts: one chart per quantity (loss with val_loss,\n"
                          "acc with val_acc, ...) against the epoch. Every training writes its history beside\n"
-                         "its checkpoint: imdb_history.csv, seq2seq_history.csv, transformer_history.csv.",
+                         "its checkpoint: imdb_history.csv, seq2seq_history.csv, transformer_history.csv,"
+                         " vit_history.csv.",
                          opts, (int)(sizeof opts / sizeof opts[0]), 1, 1};
     const char *pos[1] = {NULL};
     int n_pos = 0;

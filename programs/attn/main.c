@@ -19,6 +19,7 @@ static const command commands[] = {
     {"bench",     cmd_bench,     "time the fused attention kernels against the reference kernels"},
     {"imdb",      cmd_imdb,      "IMDB sentiment with self-attention: train, eval, predict"},
     {"translate", cmd_translate, "English-French translation with Bahdanau attention: train, predict, bleu"},
+    {"vision",    cmd_vision,    "a Vision Transformer on Fashion-MNIST: train, eval, predict (attention over the image)"},
     {"plot",      cmd_plot,      "draw a training history (the CSV beside a checkpoint) as curves"},
 };
 #define N_COMMANDS (int)(sizeof commands / sizeof commands[0])

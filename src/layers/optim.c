@@ -1,5 +1,6 @@
 /*
- * optim.c — Adam (Keras and PyTorch forms) and gradient clipping by global norm.
+ * optim.c — Adam (Keras and PyTorch forms, and AdamW's decoupled weight decay) and gradient clipping by
+ * global norm.
  *
  * Adam is elementwise: each thread takes a contiguous block of parameters and nothing is reduced, so
  * the result is bitwise identical for any thread count. The inner loop is one pass over p, g, m, v, in
@@ -93,7 +94,8 @@ attn_status attn_adam_step(attn_adam *a, float *params, const float *grads) {
     if (a->n == 0 || a->n > (size_t)INT64_MAX / 2) return ATTN_ERR_SIZE;
     if (!isfinite(a->lr) || a->lr < 0.0f || !(a->beta1 >= 0.0f && a->beta1 < 1.0f) ||
         !(a->beta2 >= 0.0f && a->beta2 < 1.0f) || !(a->eps >= 0.0f) || isinf(a->eps) ||
-        !(a->decay >= 0.0f) || isinf(a->decay) || a->t < 0 || a->t == INT64_MAX)
+        !(a->decay >= 0.0f) || isinf(a->decay) || a->t < 0 || a->t == INT64_MAX ||
+        !(a->weight_decay >= 0.0f) || isinf(a->weight_decay))
         return ATTN_ERR_ARG;
 
     a->t++;
@@ -114,6 +116,15 @@ attn_status attn_adam_step(attn_adam *a, float *params, const float *grads) {
         vscale = (float)(1.0 / sqrt(bc2));
     }
 
+    if (a->weight_decay > 0.0f) {
+        /* AdamW: p ← p (1 - lr_t · wd) before the Adam update, as torch.optim.AdamW */
+        const float keep = (float)(1.0 - lr_t * (double)a->weight_decay);
+        const int64_t nn = (int64_t)a->n;
+        const int nth = attn__threads_for(a->n);
+        (void)nth;
+        ATTN_OMP(omp parallel for simd schedule(static) num_threads(nth) if(nth > 1))
+        for (int64_t i = 0; i < nn; i++) params[i] *= keep;
+    }
     adam_update(params, grads, a->m, a->v, (int64_t)a->n, b1, b2, eps, step, vscale);
     return ATTN_OK;
 }

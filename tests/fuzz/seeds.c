@@ -336,6 +336,40 @@ static void seeds_safetensors(void) {
     put("safetensors", "misaligned.safetensors", buf, 8 + n + 7);
 }
 
+/* ---- IDX: plain and gzip, images and labels, and a few broken headers --------------------------------- */
+static void put_gz(const char *target, const char *name, const void *data, size_t n) {
+    uLongf cap = compressBound((uLong)n) + 64;
+    unsigned char *b = malloc(cap);
+    if (!b) die(name, "out of memory");
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    if (deflateInit2(&z, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) die(name, "deflateInit2");
+    z.next_in = (Bytef *)data;
+    z.avail_in = (uInt)n;
+    z.next_out = b;
+    z.avail_out = (uInt)cap;
+    if (deflate(&z, Z_FINISH) != Z_STREAM_END) die(name, "deflate");
+    put(target, name, b, cap - z.avail_out);
+    deflateEnd(&z);
+    free(b);
+}
+
+static void seeds_idx(void) {
+    unsigned char img[4 + 12 + 2 * 3 * 4] = {0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 4};
+    for (int i = 0; i < 24; i++) img[16 + i] = (unsigned char)(i * 10);
+    unsigned char lab[4 + 4 + 5] = {0, 0, 8, 1, 0, 0, 0, 5, 0, 1, 9, 3, 7};
+    put("idx", "images", img, sizeof img);
+    put_gz("idx", "images.gz", img, sizeof img);
+    put("idx", "labels", lab, sizeof lab);
+    put_gz("idx", "labels.gz", lab, sizeof lab);
+    put("idx", "truncated", img, sizeof img - 5);
+    put_gz("idx", "truncated.gz", img, sizeof img - 5);
+    unsigned char big[12] = {0, 0, 8, 2, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+    put("idx", "huge", big, sizeof big);
+    unsigned char f32[12] = {0, 0, 0x0d, 1, 0, 0, 0, 1, 0, 0, 0x80, 0x3f};
+    put("idx", "float", f32, sizeof f32);
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: fuzz_seeds DIR (writes DIR/<target>/ for every fuzz target)\n");
@@ -348,6 +382,7 @@ int main(int argc, char **argv) {
     seeds_imdb_folder();
     seeds_text();
     seeds_safetensors();
+    seeds_idx();
     printf("fuzz_seeds: seed corpora written under %s\n", g_root);
     return 0;
 }

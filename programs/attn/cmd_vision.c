@@ -1,0 +1,539 @@
+/*
+ * cmd_vision.c — `attn vision train|eval|predict`: a Vision Transformer (attn/vit.h) on Fashion-MNIST.
+ *
+ *   train    reads the IDX files, trains with AdamW, linear warm-up then cosine decay, and light seeded
+ *            augmentation (random crop of the image padded by 2 pixels, horizontal flip); prints a progress
+ *            line and one line per epoch (with the test accuracy); saves --out/vit.safetensors after every
+ *            epoch (atomically, with the optimizer's state, so --resume continues exactly: shuffling and
+ *            augmentation are pure functions of seed and epoch); the history in --out/vit_history.csv
+ *            (--plot FILE draws it).
+ *   eval     loads the checkpoint and prints `test_acc 0.xxxx` on the test split.
+ *   predict  classifies one image of the test split (IMAGE_INDEX) and with --png draws it beside its
+ *            attention rollout (Abnar & Zuidema 2020) and the class token's last-block attention per head.
+ *
+ * Pixels are scaled to [0,1], then normalized with Fashion-MNIST's mean 0.2860 and std 0.3530.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "cli.h"
+#include "attn/vit.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define CKPT_NAME "vit.safetensors"
+#define HISTORY_NAME "vit_history.csv"
+#define EVAL_BATCH 250
+#define FM_MEAN 0.2860f
+#define FM_STD 0.3530f
+#define CROP_PAD 2
+
+typedef struct vision_flags {
+    const char *data, *out, *ckpt, *png, *plot, *split;
+    int epochs, batch, threads, limit, resume, no_augment, warmup;
+    int patch, dim, heads, blocks, mlp;
+    float lr, wd, clip;
+    uint64_t seed;
+} vision_flags;
+
+static uint64_t mix64(uint64_t x) {
+    x += 0x9e3779b97f4a7c15ULL;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+static int load_data(attn_fmnist *d, const vision_flags *f) {
+    char err[2048] = "";
+    double t0 = cli_now();
+    attn_status st = attn_fmnist_load(d, f->data, f->limit, err, sizeof err);
+    if (st != ATTN_OK) {
+        fprintf(stderr, "attn: vision: %s\n", err[0] ? err : attn_status_string(st));
+        if (st == ATTN_ERR_IO)
+            fprintf(stderr, "attn: vision: install Debian's dataset-fashion-mnist (it puts the files in %s) or give "
+                    "--data DIR\n", ATTN_FMNIST_DEFAULT_DIR);
+        return 1;
+    }
+    fprintf(stderr, "attn: vision: read %s in %.2f s: %d train, %d test images of %dx%d\n", f->data, cli_now() - t0,
+            d->train.n, d->test.n, d->train.rows, d->train.cols);
+    return 0;
+}
+
+/* Image i of split s, normalized, into x (rows·cols), optionally shifted by (dy, dx) within a zero border
+ * (the crop of the padded image) and mirrored. */
+static void put_image(float *x, const attn_fmnist_split *s, int i, int dy, int dx, int flip) {
+    const int R = s->rows, C = s->cols;
+    const uint8_t *im = s->images + (size_t)i * R * C;
+    const float zero = (0.0f - FM_MEAN) / FM_STD;
+    for (int y = 0; y < R; y++)
+        for (int c = 0; c < C; c++) {
+            const int sy = y + dy, sx0 = flip ? C - 1 - c : c, sx = sx0 + dx;
+            x[(size_t)y * C + c] = (sy < 0 || sy >= R || sx < 0 || sx >= C)
+                                       ? zero : ((float)im[(size_t)sy * C + sx] / 255.0f - FM_MEAN) / FM_STD;
+        }
+}
+
+/* Accuracy and mean loss of the model on a split, EVAL_BATCH images at a time. */
+static int evaluate(attn_vit *m, const attn_fmnist_split *s, double *loss, double *acc) {
+    const int K = m->cfg.classes, P = s->rows * s->cols, Bm = m->cfg.max_batch;
+    float *x = malloc(sizeof(float) * (size_t)Bm * P), *logits = malloc(sizeof(float) * (size_t)Bm * K);
+    if (!x || !logits) { free(x); free(logits); return cli_fail(ATTN_ERR_NOMEM, "vision"); }
+    double lsum = 0;
+    int ok = 0;
+    for (int lo = 0; lo < s->n; lo += Bm) {
+        const int B = s->n - lo < Bm ? s->n - lo : Bm;
+        for (int b = 0; b < B; b++) put_image(x + (size_t)b * P, s, lo + b, 0, 0, 0);
+        attn_status st = attn_vit_forward(m, logits, NULL, x, B);
+        if (st != ATTN_OK) { free(x); free(logits); return cli_fail(st, "vision: forward"); }
+        for (int b = 0; b < B; b++) {
+            const float *l = logits + (size_t)b * K;
+            int best = 0;
+            float mx = l[0];
+            for (int k = 1; k < K; k++) if (l[k] > mx) { mx = l[k]; best = k; }
+            double z = 0;
+            for (int k = 0; k < K; k++) z += exp((double)l[k] - mx);
+            lsum += log(z) + mx - l[s->labels[lo + b]];
+            ok += best == s->labels[lo + b];
+        }
+    }
+    *loss = lsum / s->n;
+    *acc = (double)ok / s->n;
+    free(x);
+    free(logits);
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------------
+ * train
+ */
+#define N_RUN_META 9
+static const char *const run_keys[N_RUN_META] = {"epoch", "epochs", "batch", "lr", "weight_decay", "warmup",
+                                                  "augment", "seed", "limit"};
+
+static int save_checkpoint(const char *path, const attn_vit *m, const attn_adam *opt, const vision_flags *f,
+                           int epoch) {
+    char v[N_RUN_META][32];
+    const char *vp[N_RUN_META];
+    snprintf(v[0], 32, "%d", epoch);
+    snprintf(v[1], 32, "%d", f->epochs);
+    snprintf(v[2], 32, "%d", f->batch);
+    snprintf(v[3], 32, "%.9g", (double)f->lr);
+    snprintf(v[4], 32, "%.9g", (double)f->wd);
+    snprintf(v[5], 32, "%d", f->warmup);
+    snprintf(v[6], 32, "%d", !f->no_augment);
+    snprintf(v[7], 32, "%" PRIu64, f->seed);
+    snprintf(v[8], 32, "%d", f->limit);
+    for (int i = 0; i < N_RUN_META; i++) vp[i] = v[i];
+    char err[1024] = "";
+    attn_status st = attn_vit_save(m, opt, run_keys, vp, N_RUN_META, path, err, sizeof err);
+    if (st != ATTN_OK) {
+        fprintf(stderr, "attn: vision: saving the checkpoint: %s\n", err[0] ? err : attn_status_string(st));
+        return 1;
+    }
+    return 0;
+}
+
+/* --resume: the run's settings from the checkpoint (the flags' --epochs when given), so it continues
+ * exactly. Returns 0, or 1 after a message; *done the epochs it holds. */
+static int resume_settings(const char *path, vision_flags *f, int epochs_given, int *done) {
+    attn_st_file sf;
+    char err[1024] = "";
+    if (attn_st_read(&sf, path, 0, err, sizeof err) != ATTN_OK) {
+        fprintf(stderr, "attn: vision: --resume: %s\n", err);
+        return 1;
+    }
+    double v[N_RUN_META];
+    for (int i = 0; i < N_RUN_META; i++) {
+        const char *s = attn_st_meta(&sf, run_keys[i]);
+        char *end = NULL;
+        v[i] = s ? strtod(s, &end) : 0;
+        if (!s || end == s || *end) {
+            fprintf(stderr, "attn: vision: --resume: %s: metadata '%s' missing or not a number (not a checkpoint of "
+                    "attn vision train?)\n", path, run_keys[i]);
+            attn_st_free(&sf);
+            return 1;
+        }
+    }
+    attn_st_free(&sf);
+    *done = (int)v[0];
+    if (!epochs_given) f->epochs = (int)v[1];
+    f->batch = (int)v[2];
+    f->lr = (float)v[3];
+    f->wd = (float)v[4];
+    f->warmup = (int)v[5];
+    f->no_augment = !(int)v[6];
+    f->seed = (uint64_t)v[7];
+    f->limit = (int)v[8];
+    return 0;
+}
+
+static void progress(int done, int total, double t0, double loss, double acc, int tty) {
+    const double el = cli_now() - t0, eta = done ? el * (total - done) / done : 0;
+    fprintf(stderr, "%s  %6d/%d images - %s %5.1fs - loss %.4f - acc %.4f%s", tty ? "\r" : "", done, total,
+            done < total ? "ETA" : "in", done < total ? eta : el, loss, acc, tty ? "   " : "\n");
+    fflush(stderr);
+}
+
+static int vision_train(vision_flags *f, int epochs_given) {
+    char ckpt[4200];
+    snprintf(ckpt, sizeof ckpt, "%s/%s", f->out, CKPT_NAME);
+    int done = 0;
+    if (f->resume && resume_settings(ckpt, f, epochs_given, &done)) return 1;
+    if (!f->resume && f->epochs <= 0) f->epochs = 15;
+    if (f->resume && done >= f->epochs) {
+        fprintf(stderr, "attn: vision: --resume: %s already holds %d of %d epochs; give a larger --epochs\n", ckpt,
+                done, f->epochs);
+        return 1;
+    }
+    if (cli_check_out_dir("vision", "--out", f->out)) return 1;
+    attn_fmnist d;
+    if (load_data(&d, f)) return 1;
+    attn_vit m;
+    attn_adam opt;
+    attn_status st;
+    char err[1024] = "";
+    if (f->resume) {
+        if ((st = attn_vit_load(&m, &opt, NULL, ckpt, f->batch, err, sizeof err)) != ATTN_OK) {
+            fprintf(stderr, "attn: vision: --resume: %s\n", err[0] ? err : attn_status_string(st));
+            attn_fmnist_free(&d);
+            return 1;
+        }
+        fprintf(stderr, "attn: vision: resuming %s after epoch %d (step %" PRId64 "; seed %" PRIu64 ", lr %g, batch "
+                "%d from the checkpoint)\n", ckpt, done, opt.t, f->seed, (double)f->lr, f->batch);
+    } else {
+        attn_vit_config c = {.image = d.train.rows, .channels = 1, .patch = f->patch, .dim = f->dim,
+                             .heads = f->heads, .blocks = f->blocks, .mlp = f->mlp, .classes = ATTN_FMNIST_CLASSES,
+                             .max_batch = f->batch};
+        if (d.train.rows != d.train.cols) {
+            fprintf(stderr, "attn: vision: %s: the images are %dx%d; the ViT takes square images\n", f->data,
+                    d.train.rows, d.train.cols);
+            attn_fmnist_free(&d);
+            return 1;
+        }
+        if ((st = attn_vit_config_check(&c)) != ATTN_OK) {
+            fprintf(stderr, "attn: vision: --patch %d must divide the image size %d, --dim %d must be a multiple of "
+                    "--heads %d, and --blocks at most %d (%s)\n", f->patch, c.image, f->dim, f->heads,
+                    ATTN_VIT_MAX_BLOCKS, attn_status_string(st));
+            attn_fmnist_free(&d);
+            return 2;
+        }
+        if ((st = attn_vit_init(&m, NULL, &c, f->seed)) != ATTN_OK ||
+            (st = attn_adam_alloc(&opt, m.n_params, f->lr)) != ATTN_OK) {
+            attn_fmnist_free(&d);
+            return cli_fail(st, "vision: model");
+        }
+    }
+    opt.weight_decay = f->wd;
+    const attn_vit_config *c = &m.cfg;
+    fprintf(stderr, "attn: vision: ViT patch %d, dim %d, %d heads, %d blocks, MLP %d: %zu parameters, %d tokens; "
+            "AdamW lr %g wd %g, %d warm-up epoch(s) then cosine, batch %d, %s, %d threads\n", c->patch, c->dim,
+            c->heads, c->blocks, c->mlp, m.n_params, m.T, (double)f->lr, (double)f->wd, f->warmup, f->batch,
+            f->no_augment ? "no augmentation" : "crop (pad 2) + flip", attn_get_num_threads());
+
+    const int n = d.train.n, P = d.train.rows * d.train.cols, steps = (n + f->batch - 1) / f->batch;
+    const int64_t total = (int64_t)steps * f->epochs, warm = (int64_t)steps * f->warmup;
+    int32_t *perm = malloc(sizeof(int32_t) * (size_t)n), *lab = malloc(sizeof(int32_t) * (size_t)f->batch);
+    float *x = malloc(sizeof(float) * (size_t)f->batch * P);
+    cli_history hist;
+    char hpath[4200];
+    static const char *const hcols[6] = {"epoch", "loss", "acc", "val_loss", "val_acc", "seconds"};
+    snprintf(hpath, sizeof hpath, "%s/%s", f->out, HISTORY_NAME);
+    int rc = 0;
+    if (!perm || !lab || !x) { rc = cli_fail(ATTN_ERR_NOMEM, "vision"); goto out; }
+    if (cli_history_start(&hist, "vision", hpath, 6, hcols, done, f->plot, "Fashion-MNIST ViT")) { rc = 1; goto out; }
+    const int tty = isatty(2);
+    for (int epoch = done; epoch < f->epochs && rc == 0; epoch++) {
+        /* shuffling and augmentation: pure functions of (seed, epoch) */
+        attn_rng rng;
+        attn_rng_seed(&rng, mix64(f->seed ^ mix64((uint64_t)epoch + 1)));
+        for (int i = 0; i < n; i++) perm[i] = i;
+        attn_rng_shuffle(&rng, perm, (size_t)n);
+        double t0 = cli_now(), last = t0, lsum = 0;
+        int correct = 0, seen = 0;
+        fprintf(stderr, "Epoch %d/%d\n", epoch + 1, f->epochs);
+        for (int s = 0; s < steps; s++) {
+            const int B = n - s * f->batch < f->batch ? n - s * f->batch : f->batch;
+            for (int b = 0; b < B; b++) {
+                const int k = perm[s * f->batch + b];
+                int dy = 0, dx = 0, flip = 0;
+                if (!f->no_augment) {
+                    uint32_t r = attn_rng_u32(&rng);
+                    dy = (int)(r % (2 * CROP_PAD + 1)) - CROP_PAD;
+                    dx = (int)((r >> 8) % (2 * CROP_PAD + 1)) - CROP_PAD;
+                    flip = (r >> 16) & 1;
+                }
+                put_image(x + (size_t)b * P, &d.train, k, dy, dx, flip);
+                lab[b] = d.train.labels[k];
+            }
+            opt.lr = attn_lr_warmup_cosine(opt.t, warm, total, f->lr, f->lr * 0.01f);
+            float loss;
+            int ok;
+            if ((st = attn_vit_train_step(&m, &opt, x, lab, B, f->clip, &loss, &ok)) != ATTN_OK) {
+                if (tty) fputc('\n', stderr);
+                rc = cli_fail(st, "vision: training step");
+                break;
+            }
+            if (!isfinite(loss)) {
+                if (tty) fputc('\n', stderr);
+                fprintf(stderr, "attn: vision: the loss is not finite at step %" PRId64 "; stopping (lr too high?)\n",
+                        opt.t);
+                rc = 1;
+                break;
+            }
+            lsum += (double)loss * B;
+            correct += ok;
+            seen += B;
+            const double now = cli_now();
+            if (s == steps - 1 || now - last > (tty ? 0.5 : 15.0)) {
+                progress(seen, n, t0, lsum / seen, (double)correct / seen, tty);
+                last = now;
+            }
+        }
+        if (rc) break;
+        if (tty) fputc('\n', stderr);
+        const double t_train = cli_now() - t0, t1 = cli_now();
+        double vl, va;
+        if (evaluate(&m, &d.test, &vl, &va)) { rc = 1; break; }
+        const double t_val = cli_now() - t1;
+        printf("Epoch %d/%d - %.1fs (train %.1fs, test %.1fs) - lr %.3g - loss: %.4f - acc: %.4f - test_loss: %.4f - "
+               "test_acc: %.4f\n", epoch + 1, f->epochs, t_train + t_val, t_train, t_val, (double)opt.lr,
+               lsum / seen, (double)correct / seen, vl, va);
+        fflush(stdout);
+        const double row[6] = {epoch + 1, lsum / seen, (double)correct / seen, vl, va, t_train + t_val};
+        if (cli_history_add(&hist, row, 1) || save_checkpoint(ckpt, &m, &opt, f, epoch + 1)) rc = 1;
+    }
+    if (rc == 0) printf("checkpoint: %s, history: %s%s%s\n", ckpt, hpath, f->plot ? ", curves: " : "",
+                        f->plot ? f->plot : "");
+    cli_history_free(&hist);
+out:
+    free(perm);
+    free(lab);
+    free(x);
+    attn_vit_free(&m);
+    attn_adam_free(&opt);
+    attn_fmnist_free(&d);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------------------------------
+ * eval, predict
+ */
+static int load_model(const vision_flags *f, attn_vit *m, int max_batch) {
+    char path[4200], err[1024] = "";
+    if (f->ckpt) snprintf(path, sizeof path, "%s", f->ckpt);
+    else snprintf(path, sizeof path, "%s/%s", f->out, CKPT_NAME);
+    attn_status st = attn_vit_load(m, NULL, NULL, path, max_batch, err, sizeof err);
+    if (st != ATTN_OK) {
+        fprintf(stderr, "attn: vision: %s\n", err[0] ? err : attn_status_string(st));
+        if (st == ATTN_ERR_IO) fprintf(stderr, "attn: vision: train one with 'attn vision train --out %s'\n", f->out);
+        return 1;
+    }
+    return 0;
+}
+
+static int check_image_size(const attn_vit *m, const attn_fmnist *d, const char *data) {
+    if (d->test.rows != m->cfg.image || d->test.cols != m->cfg.image || m->cfg.channels != 1) {
+        fprintf(stderr, "attn: vision: %s holds %dx%d images; the checkpoint's model takes %dx%d with %d channel(s)\n",
+                data, d->test.rows, d->test.cols, m->cfg.image, m->cfg.image, m->cfg.channels);
+        return 1;
+    }
+    return 0;
+}
+
+static int vision_eval(const vision_flags *f) {
+    attn_vit m;
+    if (load_model(f, &m, EVAL_BATCH)) return 1;
+    attn_fmnist d;
+    if (load_data(&d, f)) { attn_vit_free(&m); return 1; }
+    int rc = check_image_size(&m, &d, f->data);
+    double loss, acc, t0 = cli_now();
+    if (!rc) rc = evaluate(&m, &d.test, &loss, &acc);
+    if (!rc) {
+        fprintf(stderr, "attn: vision: %d test images in %.1f s, test_loss %.4f\n", d.test.n, cli_now() - t0, loss);
+        printf("test_acc %.4f\n", acc);
+    }
+    attn_fmnist_free(&d);
+    attn_vit_free(&m);
+    return rc;
+}
+
+static int vision_predict(const vision_flags *f, const cli_cmd *cmd, const char *arg) {
+    char *end = NULL;
+    long idx = strtol(arg, &end, 10);
+    if (!*arg || *end || idx < 0) {
+        fprintf(stderr, "attn: vision: IMAGE_INDEX '%s': expected an image number (0, 1, ...)\n\n", arg);
+        cli_usage(cmd, stderr);
+        return 2;
+    }
+    const int test = strcmp(f->split, "test") == 0;
+    if (!test && strcmp(f->split, "train") != 0) {
+        fprintf(stderr, "attn: vision: --split %s: expected test or train\n\n", f->split);
+        cli_usage(cmd, stderr);
+        return 2;
+    }
+    if (f->png && cli_check_out_file("vision", "--png", f->png)) return 1;
+    attn_vit m;
+    if (load_model(f, &m, 1)) return 1;
+    attn_fmnist d;
+    if (load_data(&d, f)) { attn_vit_free(&m); return 1; }
+    const attn_fmnist_split *s = test ? &d.test : &d.train;
+    int rc = check_image_size(&m, &d, f->data);
+    if (!rc && idx >= s->n) {
+        fprintf(stderr, "attn: vision: IMAGE_INDEX %ld: the %s split has images 0..%d\n", idx, f->split, s->n - 1);
+        rc = 2;
+    }
+    const int L = m.cfg.blocks, H = m.cfg.heads, T = m.T, K = m.cfg.classes, P = s->rows * s->cols;
+    const int g = m.cfg.image / m.cfg.patch;
+    float *x = malloc(sizeof(float) * (size_t)P), *w = malloc(sizeof(float) * (size_t)L * H * T * T);
+    float *maps = malloc(sizeof(float) * (size_t)(H + 1) * (T - 1)), *roll = malloc(sizeof(float) * (size_t)T);
+    float logits[64];
+    if (!rc && (!x || !w || !maps || !roll || K > 64)) rc = cli_fail(ATTN_ERR_NOMEM, "vision");
+    attn_status st;
+    if (!rc) {
+        put_image(x, s, (int)idx, 0, 0, 0);
+        if ((st = attn_vit_forward(&m, logits, w, x, 1)) != ATTN_OK) rc = cli_fail(st, "vision: forward");
+    }
+    if (!rc) {
+        float mx = logits[0];
+        int best = 0;
+        for (int k = 1; k < K; k++) if (logits[k] > mx) { mx = logits[k]; best = k; }
+        double z = 0;
+        for (int k = 0; k < K; k++) z += exp((double)logits[k] - mx);
+        const int truth = s->labels[idx];
+        printf("%s image %ld: predicted %s (p=%.3f), true %s\n", f->split, idx, attn_fmnist_class_name(best),
+               1.0 / z, attn_fmnist_class_name(truth));
+        for (int k = 0; k < K; k++)
+            printf("  %-10s %.4f\n", attn_fmnist_class_name(k), exp((double)logits[k] - mx) / z);
+        /* the maps: the rollout's class-token row, then each head's class-token row in the last block,
+         * both over the patches (the class token's own column left out) */
+        if ((st = attn_vit_rollout(roll, w, L, H, T)) != ATTN_OK) rc = cli_fail(st, "vision: rollout");
+        if (!rc && f->png) {
+            memcpy(maps, roll + 1, sizeof(float) * (size_t)(T - 1));
+            for (int h = 0; h < H; h++)
+                memcpy(maps + (size_t)(h + 1) * (T - 1), w + ((size_t)(L - 1) * H + h) * T * T + 1,
+                       sizeof(float) * (size_t)(T - 1));
+            char cap[2 + 16][48], title[160];
+            const char *caps[2 + 16];
+            snprintf(cap[0], 48, "true %s", attn_fmnist_class_name(truth));
+            snprintf(cap[1], 48, "rollout (%d blocks)", L);
+            for (int h = 0; h < H && h < 16; h++) snprintf(cap[2 + h], 48, "block %d head %d", L, h + 1);
+            for (int i = 0; i < H + 2 && i < 18; i++) caps[i] = cap[i];
+            snprintf(title, sizeof title, "%s image %ld: predicted %s (p=%.2f)", f->split, idx,
+                     attn_fmnist_class_name(best), 1.0 / z);
+            attn_overlay o = {.image = x, .rows = s->rows, .cols = s->cols, .maps = maps, .n_maps = H + 1,
+                              .grid_rows = g, .grid_cols = g, .captions = H <= 16 ? caps : NULL, .title = title,
+                              .scale = 8};
+            char err[1024] = "";
+            if ((st = attn_overlay_png(&o, f->png, err, sizeof err)) != ATTN_OK) {
+                fprintf(stderr, "attn: vision: %s\n", err[0] ? err : attn_status_string(st));
+                rc = 1;
+            } else {
+                printf("wrote %s: the image, the attention rollout, and the class token's attention in block %d, "
+                       "one panel per head\n", f->png, L);
+            }
+        }
+    }
+    free(x); free(w); free(maps); free(roll);
+    attn_fmnist_free(&d);
+    attn_vit_free(&m);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------------------------------
+ * Entry.
+ */
+int cmd_vision(int argc, char **argv) {
+    vision_flags f = {.data = ATTN_FMNIST_DEFAULT_DIR, .out = "vision_out", .split = "test", .epochs = 0,
+                      .batch = 128, .warmup = 1, .patch = 4, .dim = 64, .heads = 4, .blocks = 4, .mlp = 128,
+                      .lr = 2e-3f, .wd = 0.05f, .clip = 1.0f, .seed = 1};
+    const char *sub = argc >= 2 ? argv[1] : NULL;
+    const cli_opt train_opts[] = {
+        {"data", CLI_STR, &f.data, "DIR", "the folder of the Fashion-MNIST IDX files (.gz or not)"},
+        {"out", CLI_STR, &f.out, "DIR", "where the checkpoint and the history go"},
+        {"epochs", CLI_INT, &f.epochs, "N", "epochs in all (default 15; with --resume: the checkpoint's, or up to N)"},
+        {"batch", CLI_INT, &f.batch, "N", "batch size"},
+        {"lr", CLI_FLOAT, &f.lr, "X", "AdamW's peak learning rate (after the warm-up; cosine decay to 1% of it)"},
+        {"wd", CLI_FLOAT, &f.wd, "X", "AdamW's decoupled weight decay"},
+        {"warmup", CLI_INT, &f.warmup, "N", "epochs of linear warm-up"},
+        {"clip", CLI_FLOAT, &f.clip, "X", "clip the gradient's global norm to X (0: no clipping)"},
+        {"patch", CLI_INT, &f.patch, "N", "patch size (divides 28: 2, 4, 7, 14)"},
+        {"dim", CLI_INT, &f.dim, "N", "model width"},
+        {"heads", CLI_INT, &f.heads, "N", "attention heads (divides --dim)"},
+        {"blocks", CLI_INT, &f.blocks, "N", "Transformer blocks"},
+        {"mlp", CLI_INT, &f.mlp, "N", "hidden width of each block's MLP"},
+        {"no-augment", CLI_BOOL, &f.no_augment, NULL, "train without the random crop and flip"},
+        {"seed", CLI_U64, &f.seed, "N", "seed of the initialization, shuffling and augmentation"},
+        {"threads", CLI_INT, &f.threads, "N", "threads (0 = all cores; a batch is split in 2 fixed parts)"},
+        {"limit", CLI_INT, &f.limit, "N", "only the first N images of each split (0 = all)"},
+        {"resume", CLI_BOOL, &f.resume, NULL, "continue from the checkpoint in --out"},
+        {"plot", CLI_STR, &f.plot, "FILE", "draw the loss and accuracy curves as a PNG after every epoch"},
+    };
+    const cli_opt eval_opts[] = {
+        {"data", CLI_STR, &f.data, "DIR", "the folder of the Fashion-MNIST IDX files"},
+        {"out", CLI_STR, &f.out, "DIR", "where the checkpoint is"},
+        {"ckpt", CLI_STR, &f.ckpt, "FILE", "the checkpoint (default --out/" CKPT_NAME ")"},
+        {"limit", CLI_INT, &f.limit, "N", "only the first N test images (0 = all)"},
+        {"threads", CLI_INT, &f.threads, "N", "threads (0 = all cores)"},
+    };
+    const cli_opt predict_opts[] = {
+        {"data", CLI_STR, &f.data, "DIR", "the folder of the Fashion-MNIST IDX files"},
+        {"out", CLI_STR, &f.out, "DIR", "where the checkpoint is"},
+        {"ckpt", CLI_STR, &f.ckpt, "FILE", "the checkpoint (default --out/" CKPT_NAME ")"},
+        {"split", CLI_STR, &f.split, "NAME", "test or train"},
+        {"png", CLI_STR, &f.png, "FILE", "draw the image with its attention rollout and the class token's last-block "
+                                         "attention per head"},
+        {"threads", CLI_INT, &f.threads, "N", "threads (0 = all cores)"},
+    };
+    const cli_cmd cmds[3] = {
+        {"attn vision train [options]",
+         "Trains a Vision Transformer on Fashion-MNIST (60,000 train, 10,000 test images) with AdamW, warm-up and "
+         "cosine decay, random crops and flips, printing one line per epoch and saving a checkpoint after each.",
+         train_opts, (int)(sizeof train_opts / sizeof train_opts[0]), 0, 0},
+        {"attn vision eval [options]", "Evaluates a checkpoint on the test images: prints test_acc.", eval_opts,
+         (int)(sizeof eval_opts / sizeof eval_opts[0]), 0, 0},
+        {"attn vision predict [options] IMAGE_INDEX",
+         "Classifies one image (of the test split unless --split train) and with --png draws where the model "
+         "looked: the attention rollout (Abnar & Zuidema 2020) and each head's class-token attention in the last "
+         "block.", predict_opts, (int)(sizeof predict_opts / sizeof predict_opts[0]), 1, 1},
+    };
+    int which = !sub ? -1 : strcmp(sub, "train") == 0 ? 0 : strcmp(sub, "eval") == 0 ? 1
+                              : strcmp(sub, "predict") == 0 ? 2 : -1;
+    if (which < 0) {
+        int help = sub && (strcmp(sub, "-h") == 0 || strcmp(sub, "--help") == 0);
+        FILE *o = help ? stdout : stderr;
+        if (sub && !help) fprintf(stderr, "attn: vision: unknown subcommand '%s'\n\n", sub);
+        fprintf(o, "usage: attn vision train|eval|predict [options]\n\n"
+                   "  train    train a Vision Transformer on Fashion-MNIST\n"
+                   "  eval     evaluate a checkpoint on the test images (prints test_acc)\n"
+                   "  predict  classify one image and draw where the model looked\n\n"
+                   "'attn vision <subcommand> --help' lists the options.\n");
+        return help ? 0 : 2;
+    }
+    const char *pos[1] = {NULL};
+    int n_pos = 0;
+    int r = cli_parse(&cmds[which], argc - 1, argv + 1, pos, &n_pos);
+    if (r >= 0) return r;
+    if (cli_check_threads("vision", "--threads", f.threads)) return 2;
+    const int epochs_given = f.epochs != 0;
+    if ((epochs_given && cli_check_int("vision", "--epochs", f.epochs, 1, 100000)) ||
+        cli_check_int("vision", "--batch", f.batch, 1, 65536) || cli_check_int("vision", "--limit", f.limit, 0, -1) ||
+        cli_check_int("vision", "--warmup", f.warmup, 0, 100000) || cli_check_int("vision", "--patch", f.patch, 1, 28) ||
+        cli_check_int("vision", "--dim", f.dim, 1, 4096) || cli_check_int("vision", "--heads", f.heads, 1, 256) ||
+        cli_check_int("vision", "--blocks", f.blocks, 1, ATTN_VIT_MAX_BLOCKS) ||
+        cli_check_int("vision", "--mlp", f.mlp, 1, 65536)) {
+        cli_usage(&cmds[which], stderr);
+        return 2;
+    }
+    if (!(f.lr > 0.0f) || !isfinite(f.lr) || !(f.wd >= 0.0f) || !isfinite(f.wd) || !(f.clip >= 0.0f) ||
+        !isfinite(f.clip)) {
+        fprintf(stderr, "attn: vision: --lr must be > 0, --wd and --clip >= 0 (finite)\n\n");
+        cli_usage(&cmds[which], stderr);
+        return 2;
+    }
+    cli_set_threads(f.threads, 1);              /* the batch is split across threads; OpenBLAS on one */
+    if (which == 0) return vision_train(&f, epochs_given);
+    if (which == 1) return vision_eval(&f);
+    return vision_predict(&f, &cmds[2], pos[0]);
+}

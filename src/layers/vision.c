@@ -1,0 +1,278 @@
+/*
+ * vision.c — the layers a Vision Transformer adds to the text ones: GELU (the exact erf form), the patch
+ * embedding (a convolution whose stride is its kernel size, computed as one linear map over the unfolded
+ * patches through CBLAS), the class token with learned positions, and the warm-up + cosine learning-rate
+ * schedule. Lifecycles as every layer's (attn/layers.h).
+ */
+#include "util.h"
+
+#include <cblas.h>
+#include <string.h>
+
+/* ---------------------------------------------------------------------------------------------------
+ * GELU: y = x Φ(x) = 0.5 x (1 + erf(x / √2)); dy/dx = Φ(x) + x φ(x), φ(x) = exp(-x²/2) / √(2π).
+ * erf from Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7): for z = |x|/√2, t = 1/(1 + 0.3275911 z),
+ * erfc(z) = t·(a1 + t·(a2 + ...)) · exp(-z²), so Φ(x) = 1 - erfc(z)/2 for x >= 0 and erfc(z)/2 below,
+ * with no cancellation on the negative side; the same exp(-z²) gives φ. exp is a Cephes-style polynomial
+ * on float, so the loops vectorize (libm's erf in double took a third of a ViT's training step). Every
+ * kernel path runs this same code: the result does not depend on the ISA or the thread count. One
+ * thread: the ViT calls it from its shards, which are the threads.
+ */
+static inline float exp_nonpos(float a) {                  /* e^a for -87 <= a <= 0 */
+    const float n = (float)(int32_t)(a * 1.44269504088896341f - 0.5f);   /* round (a <= 0): no libm call */
+    const float r = a - n * 0.693359375f + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    const float e = p * r * r + r + 1.0f;
+    const int32_t bits = ((int32_t)n + 127) << 23;                        /* 2^n */
+    float two_n;
+    memcpy(&two_n, &bits, sizeof two_n);
+    return e * two_n;
+}
+
+/* Φ(x) and φ(x) for one x, without a branch or a comparison (GCC will not if-convert a float comparison
+ * under -ftrapping-math, and a loop with one does not vectorize): min(z, 9.3) = (z + 9.3 - |z - 9.3|)/2
+ * keeps exp's argument above -87 (erfc(9.3) is 0 in float), and copysign picks the side. */
+static inline void normal_cdf_pdf(float x, float *cdf, float *pdf) {
+    float z = fabsf(x) * 0.70710678118654752f;
+    z = 0.5f * (z + 9.3f - fabsf(z - 9.3f));
+    const float t = 1.0f / (1.0f + 0.3275911f * z);
+    const float e = exp_nonpos(-z * z);
+    const float poly = t * (0.254829592f + t * (-0.284496736f + t * (1.421413741f + t * (-1.453152027f +
+                                                                                       t * 1.061405429f))));
+    const float half_erfc = 0.5f * poly * e;
+    *cdf = 0.5f + copysignf(0.5f - half_erfc, x);
+    *pdf = e * 0.39894228040143267794f;
+}
+
+attn_status attn_gelu_forward(float *y, const float *x, size_t n) {
+    if (!y || !x) return ATTN_ERR_NULL;
+    if (n == 0 || n > (size_t)INT64_MAX / 8) return ATTN_ERR_SIZE;
+    const int64_t nn = (int64_t)n;
+    ATTN_OMP(omp simd)
+    for (int64_t i = 0; i < nn; i++) {
+        float cdf, pdf;
+        const float v = x[i];
+        normal_cdf_pdf(v, &cdf, &pdf);
+        y[i] = v * cdf;
+    }
+    return ATTN_OK;
+}
+
+attn_status attn_gelu_backward(float *dx, const float *dy, const float *x, size_t n) {
+    if (!dx || !dy || !x) return ATTN_ERR_NULL;
+    if (n == 0 || n > (size_t)INT64_MAX / 8) return ATTN_ERR_SIZE;
+    const int64_t nn = (int64_t)n;
+    ATTN_OMP(omp simd)
+    for (int64_t i = 0; i < nn; i++) {
+        float cdf, pdf;
+        const float v = x[i];
+        normal_cdf_pdf(v, &cdf, &pdf);
+        dx[i] += dy[i] * (cdf + v * pdf);
+    }
+    return ATTN_OK;
+}
+
+/* ---------------------------------------------------------------------------------------------------
+ * Patch embedding.
+ *   unfold:  u[b, p, c·P·P + i·P + j] = x[b, c, py·P + i, px·P + j],  p = py·(Wi/P) + px
+ *   linear:  y[b, p, :] = w (D, C·P·P) · u[b, p, :] + b
+ * The weight is nn.Conv2d's (D,C,P,P), which flattened is exactly the (D, C·P·P) matrix of the linear.
+ */
+size_t attn_patch_embed_n_params(int C, int P, int D) {
+    if (!attn__dim_ok(C) || !attn__dim_ok(P) || !attn__dim_ok(D)) return 0;
+    const size_t K = (size_t)C * P * P;
+    if (K > ATTN_MAX_DIM || !attn__prod_fits_int((int)K, D)) return 0;
+    return (size_t)D * K + (size_t)D;
+}
+
+attn_status attn_patch_embed_bind(attn_patch_embed *l, int C, int Hi, int Wi, int P, int D, float *params,
+                                  float *grads) {
+    if (!l || !params) return ATTN_ERR_NULL;
+    memset(l, 0, sizeof *l);
+    if (!attn__dim_ok(Hi) || !attn__dim_ok(Wi)) return ATTN_ERR_SIZE;
+    const size_t n = attn_patch_embed_n_params(C, P, D);
+    if (n == 0) return ATTN_ERR_SIZE;
+    if (Hi % P != 0 || Wi % P != 0) return ATTN_ERR_SHAPE;
+    const int64_t Np = (int64_t)(Hi / P) * (Wi / P);
+    if (Np > ATTN_MAX_DIM) return ATTN_ERR_SIZE;
+    const size_t K = (size_t)C * P * P;
+    l->C = C; l->Hi = Hi; l->Wi = Wi; l->P = P; l->D = D; l->Np = (int)Np;
+    l->w = params;
+    l->b = params + (size_t)D * K;
+    if (grads) {
+        l->dw = grads;
+        l->db = grads + (size_t)D * K;
+    }
+    l->params = params;
+    l->grads = grads;
+    l->n_params = n;
+    return ATTN_OK;
+}
+
+attn_status attn_patch_embed_init_weights(attn_patch_embed *l, attn_rng *rng) {
+    if (!l || !rng || !l->w) return ATTN_ERR_NULL;
+    /* nn.Conv2d's default: kaiming_uniform(a=√5) on the weight and U(±1/√fan_in) on the bias; both are
+     * U(±1/√fan_in), fan_in = C·P·P */
+    const int K = l->C * l->P * l->P;
+    const float a = 1.0f / sqrtf((float)K);
+    attn_rng_fill_uniform(rng, l->w, (size_t)l->D * K, -a, a);
+    attn_rng_fill_uniform(rng, l->b, (size_t)l->D, -a, a);
+    return ATTN_OK;
+}
+
+static attn_status patch_sizes(const attn_patch_embed *l, int B, size_t *rows, size_t *bytes) {
+    if (!attn__dim_ok(B)) return ATTN_ERR_SIZE;
+    const size_t K = (size_t)l->C * l->P * l->P;
+    const size_t r = (size_t)B * l->Np;
+    if (r > INT_MAX || r > SIZE_MAX / sizeof(float) / K) return ATTN_ERR_SIZE;
+    *rows = r;
+    size_t sizes[1] = {r * K * sizeof(float)}, off[1];
+    return attn__cache_plan(sizes, 1, off, bytes);
+}
+
+attn_status attn_patch_embed_cache_bytes(const attn_patch_embed *l, int B, size_t *bytes) {
+    if (!l || !bytes || !l->w) return ATTN_ERR_NULL;
+    size_t rows;
+    return patch_sizes(l, B, &rows, bytes);
+}
+
+/* u (B·Np, C·P·P) from x (B,C,Hi,Wi), or back (fold, accumulating into x) when fold is nonzero. */
+static void unfold(const attn_patch_embed *l, float *u, float *x, int B, int fold) {
+    const int C = l->C, P = l->P, Hi = l->Hi, Wi = l->Wi, nx = Wi / P, K = C * P * P;
+    for (int b = 0; b < B; b++)
+        for (int p = 0; p < l->Np; p++) {
+            const int py = p / nx, px = p % nx;
+            float *row = u + ((size_t)b * l->Np + p) * K;
+            for (int c = 0; c < C; c++)
+                for (int i = 0; i < P; i++) {
+                    float *src = x + (((size_t)b * C + c) * Hi + (size_t)py * P + i) * Wi + (size_t)px * P;
+                    float *dst = row + (c * P + i) * P;
+                    if (fold)
+                        for (int j = 0; j < P; j++) src[j] += dst[j];
+                    else
+                        memcpy(dst, src, (size_t)P * sizeof(float));
+                }
+        }
+}
+
+attn_status attn_patch_embed_forward(const attn_patch_embed *l, void *cache, size_t cache_bytes, float *y,
+                                     const float *x, int B) {
+    if (!l || !cache || !y || !x || !l->w) return ATTN_ERR_NULL;
+    size_t rows, need;
+    attn_status st = patch_sizes(l, B, &rows, &need);
+    if (st != ATTN_OK) return st;
+    if (cache_bytes < need) return ATTN_ERR_WORKSPACE;
+    float *u = (float *)attn__cache_base(cache);       /* (B·Np, K) saved for the backward */
+    unfold(l, u, (float *)x, B, 0);
+    return attn_linear_forward(y, u, l->w, l->b, (int)rows, l->C * l->P * l->P, l->D);
+}
+
+attn_status attn_patch_embed_backward(const attn_patch_embed *l, void *cache, size_t cache_bytes, float *dx,
+                                      const float *dy, const float *x, int B) {
+    if (!l || !cache || !dy || !x || !l->w) return ATTN_ERR_NULL;
+    if (!l->dw) return ATTN_ERR_NULL;
+    size_t rows, need;
+    attn_status st = patch_sizes(l, B, &rows, &need);
+    if (st != ATTN_OK) return st;
+    if (cache_bytes < need) return ATTN_ERR_WORKSPACE;
+    float *u = (float *)attn__cache_base(cache);
+    const int K = l->C * l->P * l->P;
+    /* dw += dyᵀ u, db += Σ dy (u is still the forward's) */
+    if ((st = attn_linear_backward(NULL, l->dw, l->db, dy, u, l->w, (int)rows, K, l->D)) != ATTN_OK) return st;
+    if (!dx) return ATTN_OK;
+    /* du = dy w, overwriting u, then folded back into dx */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, K, l->D, 1.0f, dy, l->D, l->w, K, 0.0f, u, K);
+    unfold(l, u, dx, B, 1);
+    return ATTN_OK;
+}
+
+/* ---------------------------------------------------------------------------------------------------
+ * Class token and learned positions: y[b] = [cls; x[b]] + pos.
+ */
+size_t attn_cls_pos_n_params(int N, int D) {
+    if (!attn__dim_ok(N) || N >= ATTN_MAX_DIM || !attn__dim_ok(D)) return 0;
+    if ((int64_t)(N + 1) * D > ATTN_MAX_DIM * (int64_t)64) return 0;
+    return (size_t)D + (size_t)(N + 1) * D;
+}
+
+attn_status attn_cls_pos_bind(attn_cls_pos *l, int N, int D, float *params, float *grads) {
+    if (!l || !params) return ATTN_ERR_NULL;
+    memset(l, 0, sizeof *l);
+    const size_t n = attn_cls_pos_n_params(N, D);
+    if (n == 0) return ATTN_ERR_SIZE;
+    l->N = N; l->D = D;
+    l->cls = params;
+    l->pos = params + D;
+    if (grads) {
+        l->dcls = grads;
+        l->dpos = grads + D;
+    }
+    l->params = params;
+    l->grads = grads;
+    l->n_params = n;
+    return ATTN_OK;
+}
+
+/* N(0, std²) cut at ±2 std by drawing again (nn.init.trunc_normal_(std, a=-2std, b=2std)). */
+static void trunc_normal(attn_rng *r, float *x, size_t n, float std) {
+    for (size_t i = 0; i < n; i++) {
+        float z;
+        do z = attn_rng_normal(r); while (z < -2.0f || z > 2.0f);
+        x[i] = z * std;
+    }
+}
+
+attn_status attn_cls_pos_init_weights(attn_cls_pos *l, attn_rng *rng) {
+    if (!l || !rng || !l->cls) return ATTN_ERR_NULL;
+    trunc_normal(rng, l->cls, (size_t)l->D, 0.02f);
+    trunc_normal(rng, l->pos, (size_t)(l->N + 1) * l->D, 0.02f);
+    return ATTN_OK;
+}
+
+attn_status attn_cls_pos_forward(const attn_cls_pos *l, float *y, const float *x, int B) {
+    if (!l || !y || !x || !l->cls) return ATTN_ERR_NULL;
+    if (!attn__dim_ok(B) || (int64_t)B * (l->N + 1) > INT_MAX) return ATTN_ERR_SIZE;
+    const int N = l->N, D = l->D;
+    for (int b = 0; b < B; b++) {
+        float *yb = y + (size_t)b * (N + 1) * D;
+        const float *xb = x + (size_t)b * N * D;
+        for (int d = 0; d < D; d++) yb[d] = l->cls[d] + l->pos[d];
+        for (size_t i = 0; i < (size_t)N * D; i++) yb[D + i] = xb[i] + l->pos[D + i];
+    }
+    return ATTN_OK;
+}
+
+attn_status attn_cls_pos_backward(const attn_cls_pos *l, float *dx, const float *dy, int B) {
+    if (!l || !dy || !l->cls) return ATTN_ERR_NULL;
+    if (!l->dcls) return ATTN_ERR_NULL;
+    if (!attn__dim_ok(B) || (int64_t)B * (l->N + 1) > INT_MAX) return ATTN_ERR_SIZE;
+    const int N = l->N, D = l->D;
+    const size_t TD = (size_t)(N + 1) * D;
+    for (int b = 0; b < B; b++) {
+        const float *dyb = dy + (size_t)b * TD;
+        for (int d = 0; d < D; d++) l->dcls[d] += dyb[d];
+        for (size_t i = 0; i < TD; i++) l->dpos[i] += dyb[i];
+        if (dx) {
+            float *dxb = dx + (size_t)b * N * D;
+            for (size_t i = 0; i < (size_t)N * D; i++) dxb[i] += dyb[D + i];
+        }
+    }
+    return ATTN_OK;
+}
+
+/* ---------------------------------------------------------------------------------------------------
+ * Warm-up, then cosine decay.
+ */
+float attn_lr_warmup_cosine(int64_t step, int64_t warmup, int64_t total, float base, float min_lr) {
+    if (step < 0) step = 0;
+    if (warmup > 0 && step < warmup) return (float)((double)base * (double)(step + 1) / (double)warmup);
+    if (total <= warmup) return base;
+    double t = (double)(step - warmup) / (double)(total - warmup);
+    if (t > 1.0) t = 1.0;
+    return (float)(min_lr + 0.5 * ((double)base - min_lr) * (1.0 + cos(3.14159265358979323846 * t)));
+}
