@@ -267,9 +267,9 @@ static int run_case(attn_isa isa, const tcase *c, const char *label) {
     return ok;
 }
 
-/* Bitwise identity of the bf16 forward on one path for 1, 2 and 3 threads and for the partition entries. */
-static void check_threads(attn_isa isa) {
-    const tcase c = {2, 4, 2, 75, 301, 72, 40, 1, 2, 0, 1, 1, 0.1f, 2.0f};
+/* Bitwise identity of the bf16 forward on one path for 1, 2 and 3 threads and for the partition entries:
+ * a block shape and a decoding shape (T = 3, grouped heads: the rows paths). */
+static void check_threads_case(attn_isa isa, const tcase c) {
     problem p;
     problem_make(&p, &c);
     attn_sdpa_desc e = p.d;
@@ -312,13 +312,18 @@ static void check_threads(attn_isa isa) {
         CHECK(memcmp(l[0], l[r], sizeof(float) * 2 * p.nl) == 0);
         for (int i = 0; i < 3; i++) CHECK(memcmp(g[0][i], g[r][i], 2 * gn[i]) == 0);
     }
-    printf("%s: bf16 forward and backward bitwise identical for 1, 2, 3 threads and the partition entries\n",
-           attn_isa_name(isa));
+    printf("%s: bf16 forward and backward bitwise identical for 1, 2, 3 threads and the partition entries (T=%d)\n",
+           attn_isa_name(isa), c.T);
     for (int r = 0; r < 4; r++) {
         free(o[r]); free(l[r]);
         for (int i = 0; i < 3; i++) free(g[r][i]);
     }
     problem_free(&p);
+}
+
+static void check_threads(attn_isa isa) {
+    check_threads_case(isa, (tcase){2, 4, 2, 75, 301, 72, 40, 1, 2, 0, 1, 1, 0.1f, 2.0f});
+    check_threads_case(isa, (tcase){2, 8, 2, 3, 601, 72, 40, 1, 2, 0, 1, 1, 0.1f, 2.0f});
 }
 
 /* Fully masked rows give zeros and row statistics (-inf, 0) on every path, bf16 too. */
@@ -379,8 +384,7 @@ static void check_weights(attn_isa isa) {
 
 /* NaN and Inf in K and V at keys the mask hides from every row, inside blocks the rows see: nothing of
  * them reaches any output or gradient (as on the reference). */
-static void check_hidden_nonfinite(attn_isa isa) {
-    const tcase c = {1, 2, 1, 70, 150, 64, 48, 0, 0, 0, 0, 0, 0.0f, 1.0f};
+static void check_hidden_nonfinite_case(attn_isa isa, const tcase c) {
     problem p;
     problem_make(&p, &c);
     attn_sdpa_desc e = p.d;
@@ -412,7 +416,7 @@ static void check_hidden_nonfinite(attn_isa isa) {
                      ATTN_OK);
         free(work);
     }
-    printf("%s: NaN and Inf in K and V at hidden keys\n", attn_isa_name(isa));
+    printf("%s: NaN and Inf in K and V at hidden keys (T=%d)\n", attn_isa_name(isa), c.T);
     float *a = malloc(sizeof(float) * p.nk * 2), *b = a + p.nk;
     const char *names[4] = {"out", "dq", "dk", "dv"};
     for (int i = 0; i < 4; i++) {
@@ -431,6 +435,12 @@ static void check_hidden_nonfinite(attn_isa isa) {
     }
     free(allow);
     problem_free(&p);
+}
+
+/* a block shape, and decoding (T = 2, grouped heads: the rows paths) */
+static void check_hidden_nonfinite(attn_isa isa) {
+    check_hidden_nonfinite_case(isa, (tcase){1, 2, 1, 70, 150, 64, 48, 0, 0, 0, 0, 0, 0.0f, 1.0f});
+    check_hidden_nonfinite_case(isa, (tcase){1, 4, 1, 2, 600, 64, 48, 0, 0, 0, 0, 0, 0.0f, 1.0f});
 }
 
 static const tcase g_fixed[] = {
@@ -455,11 +465,17 @@ static const tcase g_fixed[] = {
     {1, 2, 2, 2, 1, 8, 8, 0, 0, 0, 1, 0, 0.0f, 1.0f},       /* one key, its bias -inf or not */
     {1, 2, 1, 64, 300, 64, 64, 0, 0, 0, 0, 0, 0.0f, 2000.0f}, /* scores past 1000: exponents by subtraction */
     {1, 2, 2, 70, 200, 48, 40, 1, 2, 0, 1, 1, 0.1f, 2000.0f},  /* the same with masks, bias and dropout */
+    /* decoding (T <= 4: the rows paths; on AVX512-BF16 and AMX, bf16 K/V read directly) */
+    {1, 8, 2, 1, 1000, 128, 128, 0, 0, 0, 0, 0, 0.0f, 2000.0f}, /* logits past 1000: the canonical max */
+    {2, 6, 2, 4, 517, 65, 33, 1, 2, 2, 1, 1, 0.2f, 2.0f},     /* every mask, dropout, strided, odd D and Dv */
+    {1, 3, 3, 2, 300, 96, 160, 0, 1, 0, 0, 0, 0.0f, 1.0f},    /* MHA: packs of 2 rows; Dv past 128 */
+    {1, 5, 1, 1, 33, 17, 15, 0, 0, 1, 0, 0, 0.0f, 1.0f},      /* a pack of 1 after one of 4 */
 };
 
 int main(int argc, char **argv) {
     const int refused = argc > 1 && strcmp(argv[1], "refused") == 0;
-    const attn_isa paths[] = {ATTN_ISA_REF, ATTN_ISA_SCALAR, ATTN_ISA_AVX2, ATTN_ISA_AVX512, ATTN_ISA_AMX};
+    const attn_isa paths[] = {ATTN_ISA_REF,    ATTN_ISA_SCALAR,     ATTN_ISA_AVX2,
+                              ATTN_ISA_AVX512, ATTN_ISA_AVX512BF16, ATTN_ISA_AMX};
     int bad = 0;
 
     /* the bf16 conversions round to nearest even and keep NaN */
@@ -482,6 +498,13 @@ int main(int argc, char **argv) {
         printf("AMX refused: auto is %s\n", attn_isa_name(c.isa));
         for (int i = 0; i < 4; i++) bad += !run_case(ATTN_ISA_AUTO == c.isa ? ATTN_ISA_REF : c.isa, &g_fixed[11 + i],
                                                       "refused");
+        /* on a CPU with AVX512-BF16 that is what auto gives: its decoding kernel, and bitwise identity */
+        attn_ctx bf;
+        if (attn_ctx_init(&bf, ATTN_ISA_AVX512BF16, 1) == ATTN_OK) {
+            CHECK(c.isa == ATTN_ISA_AVX512BF16);
+            for (int i = 20; i < 24; i++) bad += !run_case(c.isa, &g_fixed[i], "refused");
+            check_threads(c.isa);
+        }
         if (bad) fprintf(stderr, "test_bf16 refused: %d cases off\n", bad);
         return tu_finish("test_bf16 (AMX refused)");
     }
@@ -489,6 +512,8 @@ int main(int argc, char **argv) {
     attn_isa parsed;
     CHECK_STATUS(attn_isa_parse("amx", &parsed), ATTN_OK);
     CHECK(parsed == ATTN_ISA_AMX && strcmp(attn_isa_name(ATTN_ISA_AMX), "amx") == 0);
+    CHECK_STATUS(attn_isa_parse("avx512bf16", &parsed), ATTN_OK);
+    CHECK(parsed == ATTN_ISA_AVX512BF16);
     {   /* out-of-range types are refused */
         attn_sdpa_desc d;
         CHECK_STATUS(attn_sdpa_desc_init(&d, 1, 1, 2, 2, 4, 4), ATTN_OK);
@@ -520,7 +545,7 @@ int main(int argc, char **argv) {
             printf("%s: not supported here, skipped\n", attn_isa_name(isa));
             continue;
         }
-        const int heavy = isa == ATTN_ISA_AMX || isa == ATTN_ISA_AVX512;
+        const int heavy = isa == ATTN_ISA_AMX || isa == ATTN_ISA_AVX512 || isa == ATTN_ISA_AVX512BF16;
         for (size_t i = 0; i < sizeof g_fixed / sizeof g_fixed[0]; i++) {
             if (!heavy && i % 3 != 0) continue;          /* the slow paths take a third */
             bad += !run_case(isa, &g_fixed[i], "fixed");
@@ -532,6 +557,7 @@ int main(int argc, char **argv) {
             c.H = c.Hkv * rnd_int(1, 3);
             c.B = rnd_int(1, 2);
             c.T = rnd_int(0, 4) == 0 ? 1 : rnd_int(1, 90);
+            if (isa == ATTN_ISA_AVX512BF16 && i % 2 == 0) c.T = rnd_int(1, 4);   /* its own kernel: decoding */
             c.S = rnd_int(0, 4) == 0 ? 1 : rnd_int(1, 300);
             c.D = rnd_int(1, 130);
             c.Dv = rnd_int(0, 1) ? c.D : rnd_int(1, 130);
