@@ -39,6 +39,7 @@
 #define BR_MAX_T 4       /* T <= this goes by rows (decoding); more rows: the block paths */
 #define BR_NB 256        /* keys per block */
 #define BR_ALIGN 64
+#define BR_PVK 32        /* keys per step of P·V (even) */
 #define BR_PS (BR_NB + 32)  /* stride of P rows: room for the zero after an odd count */
 #define BR_LOG2E 1.44269504088896340736f
 
@@ -150,12 +151,13 @@ static inline int br_dim(int pos) {
  * zero row). */
 static inline __attribute__((always_inline)) void br_pv_chunk(const int R, const int NV, float *o, int DvP,
                                                               const float *alpha, const uint16_t *p, const uint16_t *v,
-                                                              int64_t vt, int Dv, int nb, int x0) {
+                                                              int64_t vt, int Dv, int j1, int nb, int x0) {
     __m512 acc[BR_R][2 * 2];
     for (int r = 0; r < R; r++)
         for (int u = 0; u < 2 * NV; u++)
-            acc[r][u] = _mm512_mul_ps(_mm512_load_ps(o + r * DvP + x0 + 16 * u), _mm512_set1_ps(alpha[r]));
-    for (int j = 0; j < nb; j += 2) {
+            acc[r][u] = alpha ? _mm512_mul_ps(_mm512_load_ps(o + r * DvP + x0 + 16 * u), _mm512_set1_ps(alpha[r]))
+                              : _mm512_load_ps(o + r * DvP + x0 + 16 * u);
+    for (int j = j1; j < nb && j < j1 + BR_PVK; j += 2) {
         const uint16_t *v0 = v + (int64_t)j * vt, *v1 = v0 + vt;
         __m512i lo[2], hi[2];
         for (int c = 0; c < NV; c++) {
@@ -181,9 +183,15 @@ static inline __attribute__((always_inline)) void br_pv_chunk(const int R, const
 static inline __attribute__((always_inline)) void br_pv(const int R, float *o, int DvP, const float *alpha,
                                                         const uint16_t *p, const uint16_t *v, int64_t vt, int Dv,
                                                         int nb) {
-    int x0 = 0;
-    for (; x0 + 64 <= DvP; x0 += 64) br_pv_chunk(R, 2, o, DvP, alpha, p, v, vt, Dv, nb, x0);
-    if (x0 < DvP) br_pv_chunk(R, 1, o, DvP, alpha, p, v, vt, Dv, nb, x0);
+    /* 32 keys at a time, all of Dv (64 dims at a time: 16 accumulators for 4 rows) before the next 32:
+     * each V row is brought in once and read whole (half rows in two passes over the block left the
+     * prefetchers a stream with holes) */
+    for (int j1 = 0; j1 < nb; j1 += BR_PVK, alpha = NULL) {
+        int x0 = 0;
+        for (; x0 + 64 <= DvP; x0 += 64)
+            br_pv_chunk(R, 2, o, DvP, alpha, p, v, vt, Dv, j1, nb, x0);
+        if (x0 < DvP) br_pv_chunk(R, 1, o, DvP, alpha, p, v, vt, Dv, j1, nb, x0);
+    }
 }
 
 /* Do nb rows of Dv bf16 (vt apart) hold NaN or Inf? */
