@@ -103,6 +103,7 @@ typedef enum attn_isa {
     ATTN_ISA_AVX2,       /* the fused kernels with AVX2 + FMA */
     ATTN_ISA_AVX512,     /* the fused kernels with AVX-512F */
     ATTN_ISA_AMX,        /* AVX-512 plus AMX-BF16 tiles for bf16 attention (the OS must grant the tiles) */
+    ATTN_ISA_AVX512BF16, /* AVX-512 plus AVX512-BF16 (vdpbf16ps) for bf16 attention, without tiles (Zen 4) */
     ATTN_ISA_COUNT
 } attn_isa;
 
@@ -129,16 +130,18 @@ attn_status attn_set_num_threads(int n);
 int         attn_get_num_threads(void);
 
 /* Forces a kernel path. ATTN_ERR_UNSUPPORTED when the CPU lacks the ISA. The environment variable
- * ATTN_ISA (auto, ref, scalar, avx2, avx512, amx) sets the initial value; attn_isa_from_env reports a value
+ * ATTN_ISA (auto, ref, scalar, avx2, avx512, amx, avx512bf16) sets the initial value; attn_isa_from_env reports a value
  * it could not use.
  * ATTN_ISA_AMX is supported when the CPU has AMX-TILE, AMX-BF16, AVX512-BF16 and the AVX-512 path's
  * features, and the operating system grants the tile state (on Linux, asked once per process,
  * thread-safely, on the first check). When it is refused the AMX path is simply not supported and AUTO
- * picks AVX-512. ATTN_NO_AMX=1 in the environment makes the library behave as if it were refused. */
+ * picks the next best: AVX512-BF16 (ATTN_ISA_AVX512BF16: the AVX-512 path's features and AVX512-BF16),
+ * else AVX-512. ATTN_NO_AMX=1 in the environment makes the library behave as if it were refused (on a
+ * CPU with AMX, AUTO then gives the AVX512-BF16 path). */
 attn_status attn_set_isa(attn_isa isa);
 attn_isa    attn_get_isa(void);           /* what is in force (never ATTN_ISA_AUTO: AUTO is resolved) */
 int         attn_cpu_supports(attn_isa isa);
-const char *attn_isa_name(attn_isa isa);  /* "ref", "scalar", "avx2", "avx512", "amx", "auto" */
+const char *attn_isa_name(attn_isa isa);  /* "ref", "scalar", "avx2", "avx512", "amx", "avx512bf16", "auto" */
 /* Parses an ISA name ("auto", "ref", ...): ATTN_OK, or ATTN_ERR_ARG for an unknown name. */
 attn_status attn_isa_parse(const char *name, attn_isa *isa);
 
@@ -301,7 +304,8 @@ typedef struct attn_sdpa_desc {
                                     (the tensor arguments are then uint16_t arrays). the row statistics stay fp32. * */
     attn_dtype compute;          /* F32 (0): multiply in the tensors' own precision. BF16: fp32 tensors may
                                     be rounded to bf16 for the products (fp32 accumulation) on a path that
-                                    has bf16 units (ATTN_ISA_AMX); other paths compute in fp32. */
+                                    has bf16 units (ATTN_ISA_AMX, ATTN_ISA_AVX512BF16); other paths
+                                    compute in fp32. */
 } attn_sdpa_desc;
 
 /* Fills d for B,H,T,S,D,Dv with Hkv = H, contiguous layouts, scale 1/sqrt(D), no mask and no dropout,

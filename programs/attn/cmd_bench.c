@@ -204,6 +204,7 @@ typedef struct bcase {
 
 typedef struct bopts {
     int repeat, threads, json;
+    int copies;                  /* K and V in this many copies used in turn (--copies) */
     int weights;                 /* forwards also write the weights (B,H,T,S) */
     attn_ctx ctx;                /* the fused path timed, on the bench's threads */
     attn_ctx ref;                /* the reference path, on the same threads */
@@ -248,6 +249,8 @@ typedef struct tensors {
     float *w;                    /* the weights, when the forward writes them (else NULL) */
     uint16_t *qh, *kh, *vh, *outh, *douth, *dqh, *dkh, *dvh;   /* bf16 tensors (--dtype bf16) */
     size_t nq, nk, nv, no, nl, nw;
+    int ncopies;                 /* --copies: K and V copies (the first is k, v / kh, vh themselves) */
+    void **kc, **vc;
 } tensors;
 
 static uint16_t *halloc(size_t n) { return malloc(sizeof(uint16_t) * (n ? n : 1)); }
@@ -304,7 +307,42 @@ static size_t tensors_bytes(const tensors *t, int backward) {
     return n * es + (t->nl + t->nw) * sizeof(float);
 }
 
+/* n - 1 more copies of K and V in the type of the case (the first copy is the tensors themselves). */
+static int tensors_copies(tensors *t, int n) {
+    const int bf = g_dtype == ATTN_DTYPE_BF16;
+    const size_t es = bf ? 2 : sizeof(float);
+    t->kc = calloc((size_t)n, sizeof(void *));
+    t->vc = calloc((size_t)n, sizeof(void *));
+    if (!t->kc || !t->vc) return 0;
+    t->ncopies = n;
+    t->kc[0] = bf ? (void *)t->kh : (void *)t->k;
+    t->vc[0] = bf ? (void *)t->vh : (void *)t->v;
+    for (int i = 1; i < n; i++) {
+        if (!(t->kc[i] = malloc(es * (t->nk ? t->nk : 1))) || !(t->vc[i] = malloc(es * (t->nv ? t->nv : 1)))) return 0;
+        memcpy(t->kc[i], t->kc[0], es * t->nk);
+        memcpy(t->vc[i], t->vc[0], es * t->nv);
+    }
+    return 1;
+}
+
+/* The next runs read copy i of K and V. */
+static void tensors_use_copy(tensors *t, int i) {
+    if (t->ncopies < 2) return;
+    if (g_dtype == ATTN_DTYPE_BF16) {
+        t->kh = t->kc[i % t->ncopies];
+        t->vh = t->vc[i % t->ncopies];
+    } else {
+        t->k = t->kc[i % t->ncopies];
+        t->v = t->vc[i % t->ncopies];
+    }
+}
+
 static void tensors_free(tensors *t) {
+    if (t->ncopies > 1) {
+        tensors_use_copy(t, 0);
+        for (int i = 1; i < t->ncopies; i++) { free(t->kc[i]); free(t->vc[i]); }
+    }
+    free(t->kc); free(t->vc);
     free(t->q); free(t->k); free(t->v); free(t->out); free(t->stats); free(t->dout); free(t->w);
     free(t->dq); free(t->dk); free(t->dv);
     free(t->qh); free(t->kh); free(t->vh); free(t->outh); free(t->douth); free(t->dqh); free(t->dkh); free(t->dvh);
@@ -505,8 +543,11 @@ static attn_status time_runs(const bcase *c, const attn_sdpa_desc *d, const bopt
     m->best = INFINITY;
     attn_status st = ATTN_OK;
     if (c->backward) st = run_pass(&o->ctx, d, t, 0, work, m->work, &secs);
-    /* rep -1 is the warm-up; a warm-up that takes over a second is warm enough and counts as a run */
+    /* rep -1 is the warm-up; a warm-up that takes over a second is warm enough and counts as a run; with
+     * --copies every run reads the next copy of K and V */
+    int run = 0;
     for (int rep = -1; rep < o->repeat && st == ATTN_OK; rep++) {
+        tensors_use_copy(t, run++);
         st = run_pass(&o->ctx, d, t, c->backward, work, m->work, &secs);
         if (rep < 0 && secs > 1.0) { m->warm_counted = 1; rep++; }
         if ((rep >= 0 || m->warm_counted) && secs < m->best) { m->best = secs; m->best_cpu = g_last_cpu; }
@@ -530,7 +571,7 @@ static int case_measure(const bcase *c, const attn_sdpa_desc *d, const bopts *o,
     memset(m, 0, sizeof *m);
     m->peak = case_peak(o, &m->peak_kind);
     tensors t;
-    const int have = tensors_alloc(&t, d, o->weights);
+    const int have = tensors_alloc(&t, d, o->weights) && (o->copies < 2 || tensors_copies(&t, o->copies));
     const size_t wbytes = work_size(&o->ctx, d, c->backward);
     const size_t wfwd = c->backward ? work_size(&o->ctx, d, 0) : wbytes;
     m->work = wbytes > wfwd ? wbytes : wfwd;
@@ -558,7 +599,8 @@ static int case_measure(const bcase *c, const attn_sdpa_desc *d, const bopts *o,
         const float *chk = c->backward ? t.dq : t.out;
         const size_t nchk = c->backward ? t.nq : t.no;
         for (size_t i = 0; i < nchk; i++) m->finite &= isfinite(chk[i]) != 0;
-        m->mem = tensors_bytes(&t, c->backward) + m->work;
+        m->mem = tensors_bytes(&t, c->backward) + m->work +
+                 (size_t)(o->copies - 1) * (t.nk + t.nv) * (g_dtype == ATTN_DTYPE_BF16 ? 2 : sizeof(float));
     }
     free(work);
     tensors_free(&t);
@@ -603,6 +645,7 @@ static void case_report(const bcase *c, const bopts *o, const case_check *k, con
         printf(",\"ref_extrapolated\":%s,\"peak_mem_bytes\":%zu,\"rss_peak_bytes\":%.0f",
                k->ref_total > 0 && flops > REF_FULL_FLOPS ? "true" : "false", m->mem, rss);
         if (!c->backward) printf(",\"min_traffic_bytes\":%.0f,\"min_traffic_gbs\":%.2f", traffic, gbs);
+        printf(",\"kv_copies\":%d", o->copies);
         if (o->weights && !c->backward)
             printf(",\"weights\":true,\"ms_without_weights\":%.4f,\"weights_cost\":%.3f", m->best_plain * 1e3,
                    m->best_plain > 0 ? m->best / m->best_plain : 0);
@@ -623,7 +666,8 @@ static void case_report(const bcase *c, const bopts *o, const case_check *k, con
             printf("  weights (B,H,T,S) written too: %.3f ms without them in the same run, %.2fx with\n",
                    m->best_plain * 1e3, m->best_plain > 0 ? m->best / m->best_plain : 0);
         if (!c->backward && c->T <= 16)     /* decoding-like: memory-bound */
-            printf("  traffic: q, k, v read and out written once = %.2f MiB: %.1f GB/s\n", traffic / 1048576.0, gbs);
+            printf("  traffic: q, k, v read and out written once = %.2f MiB: %.1f GB/s%s\n", traffic / 1048576.0, gbs,
+                   o->copies > 1 ? " (K and V out of cache: a new copy every run)" : "");
         printf("  peak: %.1f GFLOP/s measured just before and after (%s loop, %d threads, larger kept): "
                "%.1f%% of peak\n", m->peak, m->peak_kind, nth, 100 * frac);
         if (o->bf16_units)
@@ -670,7 +714,9 @@ static int case_memory_ok(const bcase *c, const attn_sdpa_desc *d, const bopts *
     }
     const double wf = work_need(&o->ctx, d), wvf = work_need(&o->ctx, &vd), wvr = work_need(&o->ref, &vd);
     const double tens = tensors_need(d, o->weights);
-    const double time_need = tens + (wf > 0 ? wf : 0);
+    const double copies = (o->copies - 1) * ((double)d->B * d->Hkv * d->S * (d->D + d->Dv)) *
+                          (g_dtype == ATTN_DTYPE_BF16 ? 2 : 4);
+    const double time_need = tens + copies + (wf > 0 ? wf : 0);
     const double val_need = 2 * tensors_need(&vd, o->weights) + fmax(wvf, wvr);
     const double need = fmax(time_need, val_need);
     const double pages = (double)sysconf(_SC_PHYS_PAGES), page = (double)sysconf(_SC_PAGESIZE);
@@ -730,7 +776,7 @@ int cmd_bench(int argc, char **argv) {
     for (int i = 1; i < argc; i++)          /* ring attention over MPI: bench_ring.c */
         if (strcmp(argv[i], "--ring") == 0) return cmd_bench_ring(argc, argv);
     int B = 0, H = 0, Hkv = 0, T = 0, S = 0, D = 0, Dv = 0, causal = 0, backward = 0, threads = 0, repeat = 5;
-    int json = 0, long_case = 0, weights = 0, sinks = 0, alibi = 0, linear = 0;
+    int json = 0, long_case = 0, weights = 0, sinks = 0, alibi = 0, linear = 0, copies = 1;
     float softcap = 0.0f;
     const char *isa_name = "auto", *dtype_name = "f32", *compute_name = "f32", *window = NULL, *varlen = NULL;
     const cli_opt opts[] = {
@@ -744,10 +790,12 @@ int cmd_bench(int argc, char **argv) {
         {"causal", CLI_BOOL, &causal, NULL, "causal mask"},
         {"backward", CLI_BOOL, &backward, NULL, "time the backward pass too"},
         {"threads", CLI_INT, &threads, "N", "threads; 0 means all cores"},
-        {"isa", CLI_STR, &isa_name, "PATH", "fused path: auto, scalar, avx2, avx512, amx"},
+        {"isa", CLI_STR, &isa_name, "PATH", "fused path: auto, scalar, avx2, avx512, amx, avx512bf16"},
         {"dtype", CLI_STR, &dtype_name, "TYPE", "tensors: f32 or bf16"},
         {"compute", CLI_STR, &compute_name, "TYPE", "f32, or bf16: fp32 tensors computed in bf16 (amx)"},
         {"repeat", CLI_INT, &repeat, "N", "timed runs (best is kept), after one warm-up"},
+        {"copies", CLI_INT, &copies, "N",
+         "K and V in N copies, each run reading the next (N copies larger than the caches: K/V out of cache)"},
         {"json", CLI_BOOL, &json, NULL, "one JSON object per line per case"},
         {"weights", CLI_BOOL, &weights, NULL,
          "forwards also write the weights (B,H,T,S); the same forward without them is timed too"},
@@ -781,7 +829,7 @@ int cmd_bench(int argc, char **argv) {
     for (int i = 0; i < ATTN_ISA_COUNT; i++)
         if (strcmp(isa_name, attn_isa_name((attn_isa)i)) == 0) isa = (attn_isa)i;
     if (isa == ATTN_ISA_COUNT || isa == ATTN_ISA_REF) {
-        fprintf(stderr, "attn: bench: --isa %s: must be auto, scalar, avx2, avx512 or amx\n\n", isa_name);
+        fprintf(stderr, "attn: bench: --isa %s: must be auto, scalar, avx2, avx512, amx or avx512bf16\n\n", isa_name);
         cli_usage(&cmd, stderr);
         return 2;
     }
@@ -799,7 +847,7 @@ int cmd_bench(int argc, char **argv) {
         }
     }
     const struct { const char *flag; int v, lo; } sizes[] = {
-        {"--repeat", repeat, 1}, {"--batch", B, 0}, {"--heads", H, 0}, {"--kv-heads", Hkv, 0}, {"--tq", T, 0},
+        {"--repeat", repeat, 1}, {"--copies", copies, 1}, {"--batch", B, 0}, {"--heads", H, 0}, {"--kv-heads", Hkv, 0}, {"--tq", T, 0},
         {"--tk", S, 0}, {"--dim", D, 0}, {"--dim-v", Dv, 0},
     };
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
@@ -860,7 +908,7 @@ int cmd_bench(int argc, char **argv) {
         return 2;
     }
     if (alibi) attn_alibi_slopes(H ? H : 32, g_slopes);    /* the suite has at most 32 heads */
-    bopts o = {repeat, threads, json, weights, {0}, {0}, 0, NULL, 0};
+    bopts o = {repeat, threads, json, copies, weights, {0}, {0}, 0, NULL, 0};
     if (cli_fail(attn_ctx_init(&o.ctx, isa, 0), "bench: --isa")) return 1;
     cli_set_threads(threads, 0);
     /* both paths on the threads in force (attn_ctx_init resolved auto to the best path) */

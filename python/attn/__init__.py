@@ -29,7 +29,7 @@ __all__ = ["AttnError", "version", "library_path", "set_num_threads", "get_num_t
 
 library_path = _lib.path
 _F32 = np.dtype(np.float32)
-_ISAS = ("auto", "ref", "scalar", "avx2", "avx512")
+_ISAS = ("auto", "ref", "scalar", "avx2", "avx512", "amx", "avx512bf16")   # attn_isa's order
 
 
 def version():
@@ -56,7 +56,8 @@ def _isa_code(name):
 
 
 def set_isa(name):
-    """Forces the kernel path for calls without a Context: 'auto', 'ref', 'scalar', 'avx2', 'avx512'."""
+    """Forces the kernel path for calls without a Context: 'auto', 'ref', 'scalar', 'avx2', 'avx512', 'amx',
+    'avx512bf16'."""
     _lib.check(lib.attn_set_isa(_isa_code(name)), f"set_isa({name!r})")
 
 

@@ -32,7 +32,8 @@
 static int g_threads = 0;           /* 0: not resolved yet (every core) */
 static int g_isa = -1;              /* -1: not read yet */
 
-static const char *const isa_names[ATTN_ISA_COUNT] = {"auto", "ref", "scalar", "avx2", "avx512", "amx"};
+static const char *const isa_names[ATTN_ISA_COUNT] = {"auto", "ref", "scalar", "avx2", "avx512", "amx",
+                                                                 "avx512bf16"};
 
 const char *attn_isa_name(attn_isa isa) {
     if ((int)isa < 0 || isa >= ATTN_ISA_COUNT) return "unknown";
@@ -134,6 +135,8 @@ int attn_cpu_supports(attn_isa isa) {
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
                __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
                __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case ATTN_ISA_AVX512BF16:
+        return attn_cpu_supports(ATTN_ISA_AVX512) && __builtin_cpu_supports("avx512bf16");
     case ATTN_ISA_AMX:
         if (!attn_cpu_supports(ATTN_ISA_AVX512)) return 0;
         pthread_once(&g_amx_once, amx_check);
@@ -158,6 +161,10 @@ static int built_in(attn_isa isa) {
     case ATTN_ISA_AVX512:
         return 1;
 #endif
+#ifdef ATTN_HAVE_AVX512BF16
+    case ATTN_ISA_AVX512BF16:
+        return 1;
+#endif
 #ifdef ATTN_HAVE_AMX
     case ATTN_ISA_AMX:
         return 1;
@@ -168,7 +175,8 @@ static int built_in(attn_isa isa) {
 }
 
 static attn_isa resolve_auto(void) {
-    static const attn_isa order[] = {ATTN_ISA_AMX, ATTN_ISA_AVX512, ATTN_ISA_AVX2, ATTN_ISA_SCALAR};
+    static const attn_isa order[] = {ATTN_ISA_AMX, ATTN_ISA_AVX512BF16, ATTN_ISA_AVX512, ATTN_ISA_AVX2,
+                                     ATTN_ISA_SCALAR};
     for (size_t i = 0; i < sizeof order / sizeof order[0]; i++)
         if (built_in(order[i]) && attn_cpu_supports(order[i])) return order[i];
     return ATTN_ISA_REF;
@@ -176,7 +184,8 @@ static attn_isa resolve_auto(void) {
 
 /* ---------------------------------------------------------------------------------------------------
  * The dispatch tables, composed once: the reference entries, then each path's own entries over those of
- * the path below it (scalar over ref, AVX2 over scalar, AVX-512 over AVX2, AMX over AVX-512), so every
+ * the path below it (scalar over ref, AVX2 over scalar, AVX-512 over AVX2, AVX512-BF16 over AVX-512, AMX
+ * over AVX512-BF16), so every
  * table is complete.
  */
 static attn_kernels g_tables[ATTN_ISA_COUNT];
@@ -209,7 +218,11 @@ static void compose_tables(void) {
 #ifdef ATTN_HAVE_AVX512
     overlay(&g_tables[ATTN_ISA_AVX512], &attn__kernels_avx512);
 #endif
-    g_tables[ATTN_ISA_AMX] = g_tables[ATTN_ISA_AVX512];
+    g_tables[ATTN_ISA_AVX512BF16] = g_tables[ATTN_ISA_AVX512];
+#ifdef ATTN_HAVE_AVX512BF16
+    overlay(&g_tables[ATTN_ISA_AVX512BF16], &attn__kernels_avx512bf16);
+#endif
+    g_tables[ATTN_ISA_AMX] = g_tables[ATTN_ISA_AVX512BF16];
 #ifdef ATTN_HAVE_AMX
     overlay(&g_tables[ATTN_ISA_AMX], &attn__kernels_amx);
 #endif

@@ -110,6 +110,7 @@ extern const attn_kernels attn__kernels_ref;
 extern const attn_kernels attn__kernels_scalar;
 extern const attn_kernels attn__kernels_avx2;
 extern const attn_kernels attn__kernels_avx512;
+extern const attn_kernels attn__kernels_avx512bf16;
 extern const attn_kernels attn__kernels_amx;
 
 /* ---------------------------------------------------------------------------------------------------

@@ -2,7 +2,9 @@
  * kernels_amx.c — the AMX path: the fused scaled dot-product forward and backward with bf16 products on
  * AMX tiles (fp32 accumulation) and the softmax on AVX-512, for bf16 tensors, and for fp32 tensors whose
  * descriptor asks for bf16 compute. Everything else (fp32 tensors, fewer than 16 query rows per head) is
- * the AVX-512 path's: this table's entries hand those descriptors to attn__kernels_avx512. Compiled with
+ * the AVX512-BF16 path's (its decoding forward reads bf16 K/V with vdpbf16ps) or, for what that path
+ * leaves (the backward of few rows), the AVX-512 path's: this table's entries hand those descriptors to
+ * attn__kernels_avx512bf16 and attn__kernels_avx512. Compiled with
  * -mamx-tile -mamx-bf16 -mavx512bf16 and the AVX-512 flags; reached only when the CPU has AMX and the OS
  * granted the tile state (config.c).
  *
@@ -56,7 +58,8 @@ static inline float ax_add_bias(float x, float b) {
 /* The descriptors this path computes itself: bf16 tensors or bf16 compute, forward, with at least
  * AX_MIN_T query rows per head. A block is 64 rows: with fewer (decoding: T = 1 against a long cache) the
  * tiles and the softmax would do up to 64 times the work, and repacking the whole K/V cache at every call
- * would cost more than that; those go to the AVX-512 path (by rows), through fp32. */
+ * would cost more than that; those go to the AVX512-BF16 path (by rows, reading bf16 K/V directly, for
+ * T <= 4 with bf16 tensors) or the AVX-512 path (by rows), through fp32. */
 #define AX_MIN_T 16
 static int ax_native(const attn_sdpa_desc *d, attn_pass pass) {
     (void)pass;
@@ -64,6 +67,11 @@ static int ax_native(const attn_sdpa_desc *d, attn_pass pass) {
      * kernels on copies */
     return (d->dtype == ATTN_DTYPE_BF16 || d->compute == ATTN_DTYPE_BF16) && d->T >= AX_MIN_T &&
            !attn__mask_sparse(&d->mask);
+}
+
+/* This path's own descriptors, and the AVX512-BF16 path's (the decoding forward of bf16 tensors). */
+static int amx_native(const attn_sdpa_desc *d, attn_pass pass) {
+    return ax_native(d, pass) || attn__kernels_avx512bf16.sdpa_native(d, pass);
 }
 
 /* Element x of a row of a tensor of type dt, as bf16 bits. */
@@ -1113,7 +1121,7 @@ static size_t axb_workspace(const attn_sdpa_desc *d, int nth) {
  * The table: this path's entries for the descriptors it computes, AVX-512's for the rest.
  */
 static size_t amx_workspace(const attn_sdpa_desc *d, attn_pass pass, int nth) {
-    if (!ax_native(d, pass)) return attn__kernels_avx512.sdpa_workspace(d, pass, nth);
+    if (!ax_native(d, pass)) return attn__kernels_avx512bf16.sdpa_workspace(d, pass, nth);
     if (nth < 1) nth = 1;
     if (pass == ATTN_PASS_BACKWARD) return axb_workspace(d, nth);
     /* in double first, from the dimensions (see axb_workspace) */
@@ -1126,13 +1134,13 @@ static size_t amx_workspace(const attn_sdpa_desc *d, attn_pass pass, int nth) {
 }
 
 static int amx_stages(const attn_sdpa_desc *d, attn_pass pass) {
-    if (!ax_native(d, pass)) return attn__kernels_avx512.sdpa_stages(d, pass);
+    if (!ax_native(d, pass)) return attn__kernels_avx512bf16.sdpa_stages(d, pass);
     return pass == ATTN_PASS_FORWARD ? 2 : 3;
 }
 
 /* Threads worth waking: about 8 MFLOP each at least; never more than there are query blocks. */
 static int amx_threads(const attn_sdpa_desc *d, attn_pass pass, int nth) {
-    if (!ax_native(d, pass)) return attn__kernels_avx512.sdpa_threads(d, pass, nth);
+    if (!ax_native(d, pass)) return attn__kernels_avx512bf16.sdpa_threads(d, pass, nth);
     const double flops = 2.0 * d->B * d->H * (double)d->T * d->S * (d->D + d->Dv);
     const double want = flops / 8e6;
     const int64_t items = pass == ATTN_PASS_FORWARD ? (int64_t)d->B * d->H * ax_nqb(d)
@@ -1146,7 +1154,7 @@ static int amx_threads(const attn_sdpa_desc *d, attn_pass pass, int nth) {
 static void amx_forward(const attn_sdpa_desc *d, float *out, float *stats, const float *q, const float *k,
                         const float *v, void *work, const attn__part *part) {
     if (ax_native(d, ATTN_PASS_FORWARD)) ax_forward(d, out, stats, q, k, v, work, part);
-    else attn__kernels_avx512.sdpa_forward(d, out, stats, q, k, v, work, part);
+    else attn__kernels_avx512bf16.sdpa_forward(d, out, stats, q, k, v, work, part);
 }
 
 static void amx_backward(const attn_sdpa_desc *d, float *dq, float *dk, float *dv, const float *dout,
@@ -1158,7 +1166,7 @@ static void amx_backward(const attn_sdpa_desc *d, float *dq, float *dk, float *d
 
 const attn_kernels attn__kernels_amx = {
     .isa = ATTN_ISA_AMX,
-    .sdpa_native = ax_native,
+    .sdpa_native = amx_native,
     .sdpa_workspace = amx_workspace,
     .sdpa_stages = amx_stages,
     .sdpa_threads = amx_threads,
