@@ -9,7 +9,7 @@
  *      reference's loss in z, from the fp32 reference's and each fused path's out and stats
  *   4. work skipped: the fused kernels' count of computed scores under a causal window lies between the
  *      visible (query, key) pairs and those plus one block edge per row, far below the dense count
- *   5. bf16 tensors on the AMX path (where this CPU has it) run through the conversion path
+ *   5. bf16 tensors on the AMX and AVX512-BF16 paths (where this CPU has them) run through the conversion path
  *   6. block maps: the Longformer and BigBird helpers' maps, and with blocks of 64 the fused kernels form
  *      exactly the listed blocks' scores, forward and backward
  * Every check prints the largest error it saw.
@@ -299,18 +299,21 @@ static void test_block_count(void) {
     }
 }
 
-/* ---- 5. bf16 on the AMX path ------------------------------------------------------------------------ */
+/* ---- 5. bf16 on the bf16 paths ---------------------------------------------------------------------- */
 
-static void test_bf16_amx(void) {
-    attn_ctx amx, ref;
-    if (attn_ctx_init(&amx, ATTN_ISA_AMX, 2) != ATTN_OK) {
-        printf("amx: not supported here, bf16 check skipped\n");
+/* bf16 tensors with every sparse part against the fp32 AVX-512 kernel on the same rounded values: the AMX
+ * and AVX512-BF16 paths hand such descriptors to the conversion path, for blocks (T = 256) and decoding
+ * (T = 1, where the bf16 rows kernel would otherwise take them). */
+static void test_bf16_path(attn_isa isa, int T) {
+    attn_ctx bc, ref;
+    if (attn_ctx_init(&bc, isa, 2) != ATTN_OK) {
+        printf("%s: not supported here, bf16 check skipped\n", attn_isa_name(isa));
         return;
     }
     CHECK_STATUS(attn_ctx_init(&ref, ATTN_ISA_AVX512, 2), ATTN_OK);
-    const int T = 256, D = 64;
+    const int S = 256, D = 64;
     attn_sdpa_desc d;
-    CHECK_STATUS(attn_sdpa_desc_init(&d, 1, 2, T, T, D, D), ATTN_OK);
+    CHECK_STATUS(attn_sdpa_desc_init(&d, 1, 2, T, S, D, D), ATTN_OK);
     float z[2] = {0.5f, -1.0f}, sl[2];
     attn_alibi_slopes(2, sl);
     d.mask.causal = 1;
@@ -319,13 +322,15 @@ static void test_bf16_amx(void) {
     d.mask.sinks = 4;
     d.mask.sink_logits = z;
     d.mask.alibi_slopes = sl;
-    const size_t n = (size_t)2 * T * D;
-    float *q = malloc(sizeof(float) * n), *k = malloc(sizeof(float) * n), *v = malloc(sizeof(float) * n);
-    float *o32 = malloc(sizeof(float) * n), *st = malloc(sizeof(float) * 4 * T);
-    uint16_t *qb = malloc(2 * n), *kb = malloc(2 * n), *vb = malloc(2 * n), *ob = malloc(2 * n);
-    tu_fill(q, n, 5); tu_fill(k, n, 6); tu_fill(v, n, 7);
-    for (size_t i = 0; i < n; i++) {           /* the fp32 run takes the bf16 values */
+    const size_t nq = (size_t)2 * T * D, nk = (size_t)2 * S * D;
+    float *q = malloc(sizeof(float) * nq), *k = malloc(sizeof(float) * nk), *v = malloc(sizeof(float) * nk);
+    float *o32 = malloc(sizeof(float) * nq), *st = malloc(sizeof(float) * 4 * T);
+    uint16_t *qb = malloc(2 * nq), *kb = malloc(2 * nk), *vb = malloc(2 * nk), *ob = malloc(2 * nq);
+    tu_fill(q, nq, 5); tu_fill(k, nk, 6); tu_fill(v, nk, 7);
+    for (size_t i = 0; i < nq; i++) {          /* the fp32 run takes the bf16 values */
         qb[i] = attn_bf16_from_f32(q[i]); q[i] = attn_bf16_to_f32(qb[i]);
+    }
+    for (size_t i = 0; i < nk; i++) {
         kb[i] = attn_bf16_from_f32(k[i]); k[i] = attn_bf16_to_f32(kb[i]);
         vb[i] = attn_bf16_from_f32(v[i]); v[i] = attn_bf16_to_f32(vb[i]);
     }
@@ -335,12 +340,14 @@ static void test_bf16_amx(void) {
     CHECK_STATUS(attn_sdpa_forward(&ref, &d, o32, st, NULL, q, k, v, work, w32), ATTN_OK);
     free(work);
     d.dtype = ATTN_DTYPE_BF16;
-    CHECK_STATUS(attn_sdpa_workspace_size(&amx, &d, ATTN_PASS_FORWARD, &w16), ATTN_OK);
+    CHECK_STATUS(attn_sdpa_workspace_size(&bc, &d, ATTN_PASS_FORWARD, &w16), ATTN_OK);
     work = malloc(w16);
-    CHECK_STATUS(attn_sdpa_forward(&amx, &d, ob, st, NULL, qb, kb, vb, work, w16), ATTN_OK);
-    float *o16 = malloc(sizeof(float) * n);
-    for (size_t i = 0; i < n; i++) o16[i] = attn_bf16_to_f32(ob[i]);
-    CHECK(tu_close_f32("amx bf16 out (sparse parts) vs fp32", o16, o32, n, 1e-2, 8e-3));
+    CHECK_STATUS(attn_sdpa_forward(&bc, &d, ob, st, NULL, qb, kb, vb, work, w16), ATTN_OK);
+    float *o16 = malloc(sizeof(float) * nq);
+    for (size_t i = 0; i < nq; i++) o16[i] = attn_bf16_to_f32(ob[i]);
+    char what[96];
+    snprintf(what, sizeof what, "%s bf16 out (sparse parts), T = %d, vs fp32", attn_isa_name(isa), T);
+    CHECK(tu_close_f32(what, o16, o32, nq, 1e-2, 8e-3));
     free(work); free(q); free(k); free(v); free(o32); free(st); free(qb); free(kb); free(vb); free(ob); free(o16);
 }
 
@@ -408,7 +415,9 @@ int main(void) {
     fd_sink(0);
     fd_sink(1);
     test_block_count();
-    test_bf16_amx();
+    test_bf16_path(ATTN_ISA_AMX, 256);
+    test_bf16_path(ATTN_ISA_AMX, 1);
+    test_bf16_path(ATTN_ISA_AVX512BF16, 1);
     test_block_maps();
     return tu_finish("test_sparse");
 }

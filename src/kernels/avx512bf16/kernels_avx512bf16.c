@@ -49,7 +49,10 @@ static size_t br_round(size_t n) { return (n + BR_ALIGN - 1) & ~(size_t)(BR_ALIG
 /* The descriptors this path computes itself: the decoding forward of bf16 tensors. fp32 tensors (bf16
  * compute or not) keep the fp32 rows path: converting the cache would cost more than it saves. */
 static int br_native(const attn_sdpa_desc *d, attn_pass pass) {
-    return pass == ATTN_PASS_FORWARD && d->dtype == ATTN_DTYPE_BF16 && d->T <= BR_MAX_T;
+    /* the sparse mask parts (window, sinks, sink logits, ALiBi, soft-capping, block maps) run through the
+     * conversion path: the fp32 kernels on copies */
+    return pass == ATTN_PASS_FORWARD && d->dtype == ATTN_DTYPE_BF16 && d->T <= BR_MAX_T &&
+           !attn__mask_sparse(&d->mask);
 }
 
 /* A score plus an additive bias, in natural units, saturating at ±FLT_MAX; -inf excludes; +Inf and NaN
