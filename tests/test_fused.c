@@ -166,7 +166,7 @@ static int run_case(attn_isa isa, const tcase *c, const char *label) {
     float *out_r = alloc_fill(no, 0.0f), *out_f = alloc_fill(no, 0.0f);
     float *lse_r = alloc_fill(2 * nl, 0.0f), *lse_f = alloc_fill(2 * nl, 0.0f);
     const size_t nw = nl * (size_t)S;
-    float *w_r = alloc_fill(nw, 0.0f), *w_f = alloc_fill(nw, 0.0f);
+    float *w_r = alloc_fill(nw, 0.0f), *w_f = alloc_fill(nw, NAN);   /* NaN: a weight left unwritten fails */
     float *out_w = alloc_fill(no, 0.0f), *lse_w = alloc_fill(2 * nl, 0.0f);
     memcpy(out_w, out_r, sizeof(float) * no);
     float *dq_r = alloc_fill(nq, 0.5f), *dk_r = alloc_fill(nk, 0.5f), *dv_r = alloc_fill(nv, 0.5f);
