@@ -280,6 +280,8 @@ int main(void) {
         {1, 3, 3, 100, 130, 16, 16, 0, 0, 1, 1, 0, 0.0f, 1.0f, 0, 0, 0, 0, 0, 0, 3, 7},   /* odd blocks */
         {1, 4, 2, 2, 5000, 40, 40, 0, 0, 0, 0, 0, 0.0f, 2.0f, 0, 0, 0, 0, 1, 0, 0, 100},  /* rows path */
         {1, 2, 2, 3, 9, 8, 8, 0, 0, 0, 0, 0, 0.0f, 1.0f, 0, 0, 0, 0, 0, 0, 0, 2},         /* small heads */
+        /* weights: the block path's scores with skipped map blocks, then a short last block recomputed */
+        {1, 2, 1, 258, 300, 32, 32, 0, 0, 0, 0, 0, 0.0f, 2.0f, 0, 0, 0, 0, 0, 0, 0, 64},
     };
     const int nfixed = (int)(sizeof fixed / sizeof fixed[0]);
     int bad = 0;
