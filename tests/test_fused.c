@@ -166,7 +166,7 @@ static int run_case(attn_isa isa, const tcase *c, const char *label) {
     float *out_r = alloc_fill(no, 0.0f), *out_f = alloc_fill(no, 0.0f);
     float *lse_r = alloc_fill(2 * nl, 0.0f), *lse_f = alloc_fill(2 * nl, 0.0f);
     const size_t nw = nl * (size_t)S;
-    float *w_r = alloc_fill(nw, 0.0f), *w_f = alloc_fill(nw, 0.0f);
+    float *w_r = alloc_fill(nw, 0.0f), *w_f = alloc_fill(nw, NAN);   /* NaN: a weight left unwritten fails */
     float *out_w = alloc_fill(no, 0.0f), *lse_w = alloc_fill(2 * nl, 0.0f);
     memcpy(out_w, out_r, sizeof(float) * no);
     float *dq_r = alloc_fill(nq, 0.5f), *dk_r = alloc_fill(nk, 0.5f), *dv_r = alloc_fill(nv, 0.5f);
@@ -280,6 +280,8 @@ int main(void) {
         {1, 3, 3, 100, 130, 16, 16, 0, 0, 1, 1, 0, 0.0f, 1.0f, 0, 0, 0, 0, 0, 0, 3, 7},   /* odd blocks */
         {1, 4, 2, 2, 5000, 40, 40, 0, 0, 0, 0, 0, 0.0f, 2.0f, 0, 0, 0, 0, 1, 0, 0, 100},  /* rows path */
         {1, 2, 2, 3, 9, 8, 8, 0, 0, 0, 0, 0, 0.0f, 1.0f, 0, 0, 0, 0, 0, 0, 0, 2},         /* small heads */
+        /* weights: the block path's scores with skipped map blocks, then a short last block recomputed */
+        {1, 2, 1, 258, 300, 32, 32, 0, 0, 0, 0, 0, 0.0f, 2.0f, 0, 0, 0, 0, 0, 0, 0, 64},
     };
     const int nfixed = (int)(sizeof fixed / sizeof fixed[0]);
     int bad = 0;

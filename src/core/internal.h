@@ -63,13 +63,17 @@ typedef struct attn_kernels {
     size_t (*sdpa_workspace)(const attn_sdpa_desc *d, attn_pass pass, int nth);
     int (*sdpa_stages)(const attn_sdpa_desc *d, attn_pass pass);
     int (*sdpa_threads)(const attn_sdpa_desc *d, attn_pass pass, int nth);
-    void (*sdpa_forward)(const attn_sdpa_desc *d, float *out, float *stats, const float *q, const float *k,
-                         const float *v, void *work, const attn__part *part);
+    /* scores: NULL, or the weights buffer (B,H,T,S) of a forward asked for weights, into which the path's
+     * forward may write its canonical scores for its own sdpa_weights stage to finish in place */
+    void (*sdpa_forward)(const attn_sdpa_desc *d, float *out, float *stats, float *scores, const float *q,
+                         const float *k, const float *v, void *work, const attn__part *part);
     void (*sdpa_backward)(const attn_sdpa_desc *d, float *dq, float *dk, float *dv, const float *dout,
                           const float *q, const float *k, const float *v, const float *out, const float *stats,
                           void *work, const attn__part *part);
     /* the weights (B,H,T,S) from the forward's row statistics: one stage run after the forward's, in the
-     * forward's workspace (NULL on the reference path, whose forward writes them itself) */
+     * forward's workspace (NULL on the reference path, whose forward writes them itself). It follows this
+     * table's sdpa_forward, given weights as its scores, on the same descriptor (with weights asked for,
+     * sdpa.c runs the fp32 entries, never a path's native bf16 ones) */
     void (*sdpa_weights)(const attn_sdpa_desc *d, float *weights, const float *stats, const float *q,
                          const float *k, void *work, const attn__part *part);
     /* additive attention against projected keys kp = k W_kᵀ (B,S,Dh); work as additive.c sizes it.

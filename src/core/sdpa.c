@@ -352,7 +352,7 @@ static void run_part(const pass_args *a, const attn__part *p) {
     if (a->pass == ATTN_PASS_FORWARD && a->weights && kp.stage == a->kern->sdpa_stages(&a->dd, a->pass))
         a->kern->sdpa_weights(&a->dd, a->weights, a->stats, a->q, a->k, a->work, &kp);
     else if (a->pass == ATTN_PASS_FORWARD)
-        a->kern->sdpa_forward(&a->dd, a->out, a->stats, a->q, a->k, a->v, a->work, &kp);
+        a->kern->sdpa_forward(&a->dd, a->out, a->stats, a->weights, a->q, a->k, a->v, a->work, &kp);
     else
         a->kern->sdpa_backward(&a->dd, a->dq, a->dk, a->dv, a->dout, a->q, a->k, a->v, a->cout, a->cstats, a->work,
                                &kp);

@@ -25,7 +25,7 @@ size_t attn__sdpa_ref_workspace(const attn_sdpa_desc *d, attn_pass pass, int nth
 static int ref_stages(const attn_sdpa_desc *d, attn_pass pass) { (void)d; (void)pass; return 1; }
 static int ref_threads(const attn_sdpa_desc *d, attn_pass pass, int nth) { (void)d; (void)pass; (void)nth; return 1; }
 
-static void ref_forward(const attn_sdpa_desc *d, float *out, float *stats, const float *q, const float *k,
+static void ref_forward(const attn_sdpa_desc *d, float *out, float *stats, float *scores, const float *q, const float *k,
                         const float *v, void *work, const attn__part *part) {
     if (part->stage == 0 && part->ith == 0) attn__sdpa_ref_forward(d, out, stats, NULL, q, k, v, work);
 }

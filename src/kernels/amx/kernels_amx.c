@@ -1151,10 +1151,11 @@ static int amx_threads(const attn_sdpa_desc *d, attn_pass pass, int nth) {
     return nth;
 }
 
-static void amx_forward(const attn_sdpa_desc *d, float *out, float *stats, const float *q, const float *k,
-                        const float *v, void *work, const attn__part *part) {
+/* scores: weights asked for, which sdpa.c runs on fp32 descriptors only, never natively here */
+static void amx_forward(const attn_sdpa_desc *d, float *out, float *stats, float *scores, const float *q,
+                        const float *k, const float *v, void *work, const attn__part *part) {
     if (ax_native(d, ATTN_PASS_FORWARD)) ax_forward(d, out, stats, q, k, v, work, part);
-    else attn__kernels_avx512bf16.sdpa_forward(d, out, stats, q, k, v, work, part);
+    else attn__kernels_avx512bf16.sdpa_forward(d, out, stats, scores, q, k, v, work, part);
 }
 
 static void amx_backward(const attn_sdpa_desc *d, float *dq, float *dk, float *dv, const float *dout,

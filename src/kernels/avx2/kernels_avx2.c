@@ -30,6 +30,9 @@ static inline fz_m fz_tailmask(int n) {
 }
 static inline fz_v fz_loadm(const float *p, fz_m m) { return _mm256_maskload_ps(p, m); }
 static inline void fz_storem(float *p, fz_v a, fz_m m) { _mm256_maskstore_ps(p, m, a); }
+static inline fz_v fz_gather(const float *p, int stride) {        /* lane i: p[i·stride] */
+    return _mm256_i32gather_ps(p, _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(stride)), 4);
+}
 static inline fz_v fz_add(fz_v a, fz_v b) { return _mm256_add_ps(a, b); }
 static inline fz_v fz_sub(fz_v a, fz_v b) { return _mm256_sub_ps(a, b); }
 static inline fz_v fz_mul(fz_v a, fz_v b) { return _mm256_mul_ps(a, b); }

@@ -31,6 +31,10 @@ static inline void fz_store(float *p, fz_v a) { _mm512_storeu_ps(p, a); }
 static inline fz_m fz_tailmask(int n) { return (fz_m)(n >= 16 ? 0xffff : (1u << n) - 1); }
 static inline fz_v fz_loadm(const float *p, fz_m m) { return _mm512_maskz_loadu_ps(m, p); }
 static inline void fz_storem(float *p, fz_v a, fz_m m) { _mm512_mask_storeu_ps(p, m, a); }
+static inline fz_v fz_gather(const float *p, int stride) {        /* lane i: p[i·stride] */
+    return _mm512_i32gather_ps(_mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                                  _mm512_set1_epi32(stride)), p, 4);
+}
 static inline fz_v fz_add(fz_v a, fz_v b) { return _mm512_add_ps(a, b); }
 static inline fz_v fz_sub(fz_v a, fz_v b) { return _mm512_sub_ps(a, b); }
 static inline fz_v fz_mul(fz_v a, fz_v b) { return _mm512_mul_ps(a, b); }

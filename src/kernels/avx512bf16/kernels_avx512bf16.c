@@ -422,10 +422,11 @@ static int bf_threads(const attn_sdpa_desc *d, attn_pass pass, int nth) {
     return items < nth ? (int)items : nth;
 }
 
-static void bf_forward(const attn_sdpa_desc *d, float *out, float *stats, const float *q, const float *k,
-                       const float *v, void *work, const attn__part *part) {
+/* scores: weights asked for, which sdpa.c runs on fp32 descriptors only, never natively here */
+static void bf_forward(const attn_sdpa_desc *d, float *out, float *stats, float *scores, const float *q,
+                       const float *k, const float *v, void *work, const attn__part *part) {
     if (br_native(d, ATTN_PASS_FORWARD)) br_forward(d, out, stats, q, k, v, work, part);
-    else attn__kernels_avx512.sdpa_forward(d, out, stats, q, k, v, work, part);
+    else attn__kernels_avx512.sdpa_forward(d, out, stats, scores, q, k, v, work, part);
 }
 
 const attn_kernels attn__kernels_avx512bf16 = {

@@ -344,6 +344,7 @@ static size_t fz_fwd_thread_bytes(const attn_sdpa_desc *d) {
 typedef struct fz_fwd_ctx {
     const attn_sdpa_desc *d;
     float *out, *stats;
+    float *scores;              /* NULL, or (B,H,T,S): the block path leaves its canonical scores there */
     const float *q, *k, *v;
     char *work;
     size_t thread_bytes;
@@ -374,6 +375,26 @@ FZ_INLINE void fz_softmax_block(const int NV, float *St, int BR, int nb, float *
         fz_store(l + v * FZ_VW, fz_fma(fz_load(l + v * FZ_VW), al, s0[v]));
         fz_store(m + v * FZ_VW, fz_load(bm + v * FZ_VW));
         fz_store(alpha + v * FZ_VW, al);
+    }
+}
+
+/* Weights asked for: the block path leaves each row's masked canonical scores x (-inf where masked or
+ * skipped) in the weights buffer xs (nr rows, S apart), up to the block's largest key limit, and the
+ * weights stage turns them into P in place (fz_weights_scored). */
+static void fz_fill_scores(float *xs, int S, int nr, int j0, int j1) {
+    if (j1 > j0)
+        for (int i = 0; i < nr; i++)
+            for (int j = j0; j < j1; j++) xs[(int64_t)i * S + j] = -INFINITY;
+}
+
+/* Sᵀ (nb keys from j0, rows BR apart; nr query columns) into rows of xs: each row's keys gathered down
+ * a column of Sᵀ (in cache), so the writes run along the row a vector at a time. */
+static void fz_put_scores(float *xs, int S, int nr, const float *St, int BR, int j0, int nb) {
+    const int nfull = nb / FZ_VW;
+    for (int i = 0; i < nr; i++) {
+        float *w = xs + (int64_t)i * S + j0;
+        for (int v = 0; v < nfull; v++) fz_store(w + v * FZ_VW, fz_gather(St + (int64_t)v * FZ_VW * BR + i, BR));
+        for (int j = nfull * FZ_VW; j < nb; j++) w[j] = St[j * BR + i];
     }
 }
 
@@ -422,6 +443,8 @@ static void fz_fwd_block(const fz_fwd_ctx *cx, char *tw, int b, int h, int t0, i
     }
     memset(Ot, 0, sizeof(float) * (size_t)Dv * BR);
     int64_t counted = 0;
+    float *xs = cx->scores ? cx->scores + (((int64_t)b * H + h) * T + t0) * S : NULL;   /* (nr,S) */
+    int done = 0;                           /* scores written for keys 0 .. done-1 */
 
     /* stream over the key blocks the rows may see; blocks past every row's limit, and between the sinks
      * and every row's window, are skipped */
@@ -475,6 +498,12 @@ static void fz_fwd_block(const fz_fwd_ctx *cx, char *tw, int b, int h, int t0, i
                     fz_store(bm + v * FZ_VW, fz_max(fz_load(bm + v * FZ_VW), fz_load(St + j * BR + v * FZ_VW)));
         }
 
+        if (xs) {                           /* the masked scores, transposed back; skipped keys: -inf */
+            fz_fill_scores(xs, S, nr, done, j0);
+            fz_put_scores(xs, S, nr, St, BR, j0, nb);
+            done = j0 + nb;
+        }
+
         /* online softmax: new running max, rescale factor, exponentials and their sum */
         if (nv == FZ_NVMAX) fz_softmax_block(FZ_NVMAX, St, BR, nb, m, l, bm, alpha);
         else fz_softmax_block(nv, St, BR, nb, m, l, bm, alpha);
@@ -508,6 +537,8 @@ static void fz_fwd_block(const fz_fwd_ctx *cx, char *tw, int b, int h, int t0, i
                 }
         }
     }
+
+    if (xs) fz_fill_scores(xs, S, nr, done, maxlim);
 
     /* out = Oᵀ / l, transposed back; the row statistics; rows that saw no key: zeros and (-inf, 0) */
     for (int i = 0; i < nr; i++) {
@@ -988,9 +1019,9 @@ static int64_t fz_fwd_items(const attn_sdpa_desc *d) {
 }
 
 /* One stage; thread part->ith's items. */
-static void fz_forward(const attn_sdpa_desc *d, float *out, float *stats, const float *q, const float *k,
-                       const float *v, void *work, const attn__part *part) {
-    fz_fwd_ctx cx = {d, out, stats, q, k, v, (char *)work, fz_fwd_thread_bytes(d)};
+static void fz_forward(const attn_sdpa_desc *d, float *out, float *stats, float *scores, const float *q,
+                       const float *k, const float *v, void *work, const attn__part *part) {
+    fz_fwd_ctx cx = {d, out, stats, scores, q, k, v, (char *)work, fz_fwd_thread_bytes(d)};
     const int G = d->H / d->Hkv, by_rows = fz_fwd_by_rows(d), group_rows = G * d->T;
     const int64_t nqb = fz_fwd_nqb(d), items = fz_fwd_items(d);
     char *tw = cx.work + (size_t)part->ith * cx.thread_bytes;
@@ -1443,9 +1474,9 @@ static void fz_weights_row(const attn_sdpa_desc *d, float *pr, float *w, int nb,
     memcpy(w, pr, sizeof(float) * (size_t)nb);
 }
 
-/* Rows t0 .. t0+nr (nr <= FZ_WQ) of head (b, h). */
-static void fz_weights_block(const attn_sdpa_desc *d, float *weights, const float *stats, const float *q,
-                             const float *k, char *tw, int b, int h, int t0, int nr) {
+/* Rows t0 .. t0+nr (nr <= FZ_WQ) of head (b, h), their scores recomputed. */
+static void fz_weights_recompute(const attn_sdpa_desc *d, float *weights, const float *stats, const float *q,
+                                 const float *k, char *tw, int b, int h, int t0, int nr) {
     const int H = d->H, T = d->T, S = d->S, D = d->D, hk = h / (H / d->Hkv);
     float *Kt = (float *)tw;                                                            /* (D,KBC)  */
     float *Qs = (float *)(tw + fz_round(sizeof(float) * (size_t)D * FZ_KBC));          /* (WQ,D)   */
@@ -1490,6 +1521,53 @@ static void fz_weights_block(const attn_sdpa_desc *d, float *weights, const floa
         }
     }
     attn__count_scores(ATTN_PASS_FORWARD, counted);
+}
+
+/* Did the forward's block path leave row t's scores in the weights (fz_fill_scores)? Its blocks of more
+ * than FZ_ROW_MAX rows did; the small-heads path, the by-rows path and a short last block did not. */
+static int fz_row_scored(const attn_sdpa_desc *d, int t) {
+    const int t0 = t / FZ_BR * FZ_BR;
+    return !fz_small(d, ATTN_PASS_FORWARD) && !fz_fwd_by_rows(d) && d->T - t0 > FZ_ROW_MAX;
+}
+
+/* A row the forward left as scores w (keys 0 .. lim-1 hold x, -inf where masked; lim = 0 for a row that
+ * saw no key) becomes its weights in place: exp(x - m - log l) with the backward's formula (fz_weight),
+ * 0 from lim on. m, L2: the row's max and log2 of its sum. */
+static void fz_weights_scored(float *w, int S, int lim, float m, float L2) {
+    if (lim <= 0) {
+        memset(w, 0, sizeof(float) * (size_t)S);
+        return;
+    }
+    if (!(m - m == 0.0f)) {
+        fz_nan_row(w, S, lim, m);
+        return;
+    }
+    const fz_v mv = fz_set1(m), lv = fz_set1(L2);
+    const int nv = lim / FZ_VW;
+    for (int v = 0; v < nv; v++) fz_store(w + v * FZ_VW, fz_weight(fz_load(w + v * FZ_VW), mv, lv));
+    int j = nv * FZ_VW;
+    if (j < lim) {                          /* the vector across lim: its lanes from lim on are 0 */
+        const int n = S - j < FZ_VW ? S - j : FZ_VW;
+        const fz_m tm = fz_tailmask(n);
+        const fz_v x = fz_mask_iota(fz_loadm(w + j, tm), j, lim);
+        fz_storem(w + j, fz_weight(x, mv, lv), tm);
+        j += n;
+    }
+    if (j < S) memset(w + j, 0, sizeof(float) * (size_t)(S - j));
+}
+
+/* Rows t0 .. t0+nr (nr <= FZ_WQ) of head (b, h): those the forward left as scores in place, the rest
+ * (a short last block: always after them) recomputed. */
+static void fz_weights_block(const attn_sdpa_desc *d, float *weights, const float *stats, const float *q,
+                             const float *k, char *tw, int b, int h, int t0, int nr) {
+    const int64_t row0 = ((int64_t)b * d->H + h) * d->T + t0;
+    int i = 0;
+    for (; i < nr && fz_row_scored(d, t0 + i); i++) {
+        const float m = stats[2 * (row0 + i)];
+        const int lim = m == -INFINITY ? 0 : attn__key_limit(&d->mask, b, t0 + i, d->T, d->S);
+        fz_weights_scored(weights + (row0 + i) * d->S, d->S, lim, m, stats[2 * (row0 + i) + 1] * FZ_LOG2E);
+    }
+    if (i < nr) fz_weights_recompute(d, weights, stats, q, k, tw, b, h, t0 + i, nr - i);
 }
 
 /* The weights stage: thread part->ith's items of (b, h, query block). */
