@@ -13,8 +13,8 @@
 #     the longer one's checkpoint must be bitwise that of the same ranks on one host (shared memory, no
 #     interface; for 2 and 4 ranks that is also one rank's, as tests/mpi/dp_imdb.sh checks); the
 #     bytes each host's eth0 sent in the longer run less those of the shorter, per extra step, are
-#     compared with the gradient sum's
-#     (attn_mpi_sum_ordered: a rank sends the n_params floats once per tree edge it sends along, up and down).
+#     compared with the gradient sum's (attn_mpi_sum_ordered: a rank sends the n_params floats once per
+#     tree edge it sends along, up and down).
 #  2. `attn bench --ring` across the hosts: must agree with the single-process kernel and give the same
 #     max_err as the same ranks on one host; the bytes sent per forward + backward (difference of two runs
 #     with different --repeat) are compared with the formula the bench prints.
@@ -76,16 +76,16 @@ cleanup() {
 trap cleanup EXIT
 trap 'echo "hosts.sh: interrupted; removing the namespaces"; exit 130' INT TERM HUP
 
+made=$sw                     # named before it exists: a signal in between still removes it
 ip netns add "$sw" 2> "$tmp/err" || skip "ip netns add failed: $(cat "$tmp/err")"
-made=$sw
 ip -n "$sw" link set lo up &&
 ip -n "$sw" link add br0 type bridge &&
 ip -n "$sw" link set br0 up || { echo "hosts.sh: cannot make the bridge"; exit 1; }
 addrs=""
 for i in $(seq 0 $((hosts - 1))); do
     ns=$p-h$i addr=10.77.0.$((i + 1))
-    ip netns add "$ns" || { echo "hosts.sh: ip netns add $ns failed"; exit 1; }
     made="$made $ns"
+    ip netns add "$ns" || { echo "hosts.sh: ip netns add $ns failed"; exit 1; }
     ip -n "$sw" link add "port$i" type veth peer name eth0 netns "$ns" &&
     ip -n "$sw" link set "port$i" master br0 &&
     ip -n "$sw" link set "port$i" up &&
