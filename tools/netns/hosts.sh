@@ -1,0 +1,219 @@
+#!/bin/bash
+# hosts.sh — several "hosts" on this machine: network namespaces joined by a bridge, the ranks of mpirun
+# started across them over TCP, so that the messages of data-parallel training and ring attention really
+# cross a network interface.
+#
+# It makes, all named attn<pid>-…: one namespace holding a bridge (the switch) and HOSTS namespaces, each
+# with its loopback and one veth "eth0" (10.77.0.(i+1)/24) whose peer is a port of the bridge. Nothing is
+# added to the namespace the script runs in: no address, no route, no interface. mpirun runs in host 0 and
+# starts the other hosts' daemons through a launch agent (written here) that runs `ip netns exec`.
+#
+# Then:
+#  1. IMDB data-parallel training, one rank per host (--limit, --max-steps): a short run and a longer one;
+#     the longer one's checkpoint must be bitwise that of the same ranks on one host (shared memory, no
+#     interface; for 2 and 4 ranks that is also one rank's, as tests/mpi/dp_imdb.sh checks); the
+#     bytes each host's eth0 sent in the longer run less those of the shorter, per extra step, are
+#     compared with the gradient sum's (attn_mpi_sum_ordered: a rank sends the n_params floats once per
+#     tree edge it sends along, up and down).
+#  2. `attn bench --ring` across the hosts: must agree with the single-process kernel and give the same
+#     max_err as the same ranks on one host; the bytes sent per forward + backward (difference of two runs
+#     with different --repeat) are compared with the formula the bench prints.
+# Everything made is removed on exit, also on Ctrl-C or kill.
+#
+# usage: tools/netns/hosts.sh [--hosts N] [--limit L] [--steps K] [--tq T] [--timeout S] ATTN DATA_DIR
+# exit 0 when every check holds, 1 when one fails, 77 (skip) when it cannot run here (not root, no `ip
+# netns`, no mpirun, no IMDB archive), 2 on bad arguments.
+set -u
+
+usage() {
+    echo "usage: $0 [--hosts N] [--limit L] [--steps K] [--tq T] [--timeout S] ATTN DATA_DIR" >&2
+    echo "  --hosts N   namespaced hosts, one rank each, 2..4 (default 2)" >&2
+    echo "  --limit L   IMDB reviews per split (default 400)" >&2
+    echo "  --steps K   optimizer steps between the short and the long training run (default 4)" >&2
+    echo "  --tq T      ring bench sequence length, a multiple of 2 x hosts (default 576)" >&2
+    echo "  --timeout S seconds one mpirun may take before it counts as failed (default 60)" >&2
+    exit 2
+}
+hosts=2 limit=400 steps=4 limit_s=60 tq=576   # 576: a multiple of 2N for N = 2, 3, 4 (causal zig-zag)
+while [ $# -gt 0 ]; do
+    case $1 in
+        --hosts) [ $# -ge 2 ] || usage; hosts=$2; shift 2 ;;
+        --limit) [ $# -ge 2 ] || usage; limit=$2; shift 2 ;;
+        --steps) [ $# -ge 2 ] || usage; steps=$2; shift 2 ;;
+        --tq) [ $# -ge 2 ] || usage; tq=$2; shift 2 ;;
+        --timeout) [ $# -ge 2 ] || usage; limit_s=$2; shift 2 ;;
+        -h|--help) usage ;;
+        -*) echo "hosts.sh: unknown flag $1" >&2; usage ;;
+        *) break ;;
+    esac
+done
+[ $# -eq 2 ] || usage
+case "$hosts$limit$steps$tq$limit_s" in *[!0-9]*) echo "hosts.sh: --hosts, --limit, --steps, --tq, --timeout take numbers" >&2; usage ;; esac
+[ "$hosts" -ge 2 ] && [ "$hosts" -le 4 ] || { echo "hosts.sh: --hosts $hosts: must be 2, 3 or 4" >&2; usage; }
+[ "$steps" -ge 1 ] && [ "$limit" -ge 1 ] || { echo "hosts.sh: --steps and --limit must be >= 1" >&2; usage; }
+attn=$(readlink -f "$1"); data=$2
+
+skip() { echo "hosts.sh: skipped: $*"; exit 77; }
+[ "$(id -u)" = 0 ] || skip "needs root (network namespaces)"
+command -v ip > /dev/null || skip "no ip (iproute2)"
+mpirun=$(command -v mpirun) || skip "no mpirun (Debian: openmpi-bin)"
+[ -x "$attn" ] || { echo "hosts.sh: $attn: not an executable" >&2; exit 2; }
+[ -f "$data/aclImdb_v1_labeled.tar.gz" ] || skip "no $data/aclImdb_v1_labeled.tar.gz"
+
+p=attn$$                     # every name made here starts with it
+sw=$p-sw
+tmp=$(mktemp -d /tmp/attn-netns.XXXXXX)
+made=""                      # namespaces made, removed by cleanup
+cleanup() {
+    trap - EXIT INT TERM HUP
+    for ns in $made; do      # processes still inside our namespaces are ours (mpirun, orted, ranks)
+        pids=$(ip netns pids "$ns" 2> /dev/null)
+        [ -n "$pids" ] && kill -9 $pids 2> /dev/null
+    done
+    for ns in $made; do ip netns del "$ns" 2> /dev/null; done   # takes its veth (and the peer) with it
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'echo "hosts.sh: interrupted; removing the namespaces"; exit 130' INT TERM HUP
+
+made=$sw                     # named before it exists: a signal in between still removes it
+ip netns add "$sw" 2> "$tmp/err" || skip "ip netns add failed: $(cat "$tmp/err")"
+ip -n "$sw" link set lo up &&
+ip -n "$sw" link add br0 type bridge &&
+ip -n "$sw" link set br0 up || { echo "hosts.sh: cannot make the bridge"; exit 1; }
+addrs=""
+for i in $(seq 0 $((hosts - 1))); do
+    ns=$p-h$i addr=10.77.0.$((i + 1))
+    made="$made $ns"
+    ip netns add "$ns" || { echo "hosts.sh: ip netns add $ns failed"; exit 1; }
+    ip -n "$sw" link add "port$i" type veth peer name eth0 netns "$ns" &&
+    ip -n "$sw" link set "port$i" master br0 &&
+    ip -n "$sw" link set "port$i" up &&
+    ip -n "$ns" link set lo up &&
+    ip -n "$ns" addr add "$addr/24" dev eth0 &&
+    ip -n "$ns" link set eth0 up || { echo "hosts.sh: cannot wire $ns"; exit 1; }
+    addrs="$addrs${addrs:+,}$addr:1"
+done
+echo "hosts.sh: $hosts hosts: namespaces $p-h0..$p-h$((hosts - 1)) on 10.77.0.0/24, bridged in $sw"
+
+# the launch agent: mpirun calls it as `agent HOST COMMAND...` (as it would call ssh); it runs COMMAND in
+# that host's namespace with a session directory of the host's and the run's own: the hosts share /tmp
+# and the host name, and once a launch hung (a daemon never called back, its session directory empty),
+# likely a daemon of the previous run removing the shared directory as the next one made it
+cat > "$tmp/agent" << EOF
+#!/bin/sh
+while [ \$# -gt 0 ]; do case \$1 in -*) shift ;; *) break ;; esac; done
+host=\$1; shift
+i=\$((\${host##*.} - 1))
+dir="$tmp/session\$ATTN_NETNS_RUN-h\$i"
+mkdir -p "\$dir"
+exec ip netns exec "$p-h\$i" env OMPI_MCA_orte_tmpdir_base="\$dir" /bin/sh -c "\$*"
+EOF
+chmod +x "$tmp/agent"
+nrun=0
+
+# mpirun in host 0, ranks one per host, messages over TCP on eth0 only; a run longer than --timeout fails
+across() {
+    nrun=$((nrun + 1)); mkdir -p "$tmp/session$nrun-h0"
+    ip netns exec "$p-h0" env OMPI_MCA_orte_tmpdir_base="$tmp/session$nrun-h0" ATTN_NETNS_RUN=$nrun \
+        OMP_NUM_THREADS=1 OMP_WAIT_POLICY=passive timeout -k 5 "$limit_s" \
+        "$mpirun" --allow-run-as-root --host "$addrs" -np "$hosts" --bind-to none \
+        --mca plm_rsh_agent "$tmp/agent" --mca plm_rsh_no_tree_spawn 1 \
+        --mca btl tcp,self --mca btl_tcp_if_include eth0 --mca oob_tcp_if_include eth0 \
+        -x OMP_NUM_THREADS -x OMP_WAIT_POLICY "$@"
+}
+# the same on one host: in host 0, ranks talking through shared memory (no interface)
+alone() {
+    nranks=$1; shift
+    nrun=$((nrun + 1)); mkdir -p "$tmp/session$nrun-h0"
+    ip netns exec "$p-h0" env OMPI_MCA_orte_tmpdir_base="$tmp/session$nrun-h0" OMP_NUM_THREADS=1 \
+        OMP_WAIT_POLICY=passive timeout -k 5 "$limit_s" \
+        "$mpirun" --allow-run-as-root --oversubscribe -np "$nranks" --bind-to none --mca btl self,vader "$@"
+}
+tx() {   # the bytes each host's eth0 has sent, space-separated
+    for i in $(seq 0 $((hosts - 1))); do
+        ip netns exec "$p-h$i" cat /sys/class/net/eth0/statistics/tx_bytes
+    done | tr '\n' ' '
+}
+fail=0
+# long commands run in the background and are waited for, so that a signal reaches the trap at once
+bgwait() { "$@" & wait $!; }
+
+# --- 1. data-parallel IMDB training
+groups=4; [ "$hosts" -eq 3 ] && groups=3   # the ranks must divide the groups
+echo "hosts.sh: IMDB, --limit $limit, batch 8, $groups gradient groups, $hosts ranks across the hosts"
+args="imdb train --data $data --limit $limit --batch 8 --grad-groups $groups --epochs 1 --threads 1 --seed 7"
+mkdir -p "$tmp/short" "$tmp/long" "$tmp/ref"
+cache=imdb_cache_limit$limit.bin
+run() {   # run NAME WHERE... : the training, its log in $tmp/NAME.log
+    name=$1; shift
+    if ! bgwait "$@" > "$tmp/$name.log" 2>&1; then echo "hosts.sh: $name: training failed:"; cat "$tmp/$name.log"; exit 1; fi
+}
+run ref alone "$hosts" "$attn" $args --max-steps $((steps + 2)) --out "$tmp/ref"
+cp "$tmp/ref/$cache" "$tmp/short/" && cp "$tmp/ref/$cache" "$tmp/long/"
+t0=$(tx)
+run short across "$attn" $args --max-steps 2 --out "$tmp/short"
+t1=$(tx)
+run long across "$attn" $args --max-steps $((steps + 2)) --out "$tmp/long"
+t2=$(tx)
+if cmp -s "$tmp/ref/imdb.safetensors" "$tmp/long/imdb.safetensors"; then
+    echo "hosts.sh: checkpoint after $((steps + 2)) steps: $hosts ranks across hosts = on one host, bit for bit: ok"
+else
+    echo "hosts.sh: checkpoint after $((steps + 2)) steps: $hosts ranks across hosts differ from one host: FAIL"; fail=1
+fi
+np=$(sed -n 's/.* \([0-9][0-9]*\) parameters;.*/\1/p' "$tmp/long.log" | head -1)
+[ -n "$np" ] || { echo "hosts.sh: no parameter count in the log:"; cat "$tmp/long.log"; exit 1; }
+# bytes per step per rank from the tree of attn_mpi_sum_ordered: up, rank r > 0 sends once; down, rank r
+# sends to r + s for every s with r mod 2s = 0 and r + s < N
+# A run's bytes include its start (the daemons' wiring, the first connections) and its end: the difference
+# of a longer and a shorter run leaves the extra steps' (or forward + backward passes') alone.
+check_bytes() {   # check_bytes WHAT C0 C1 C2 EXTRA EXPECTED_OF_RANK_FN  (counters before, between, after)
+    what=$1 c0=($2) c1=($3) c2=($4) per=$5 fn=$6
+    for i in $(seq 0 $((hosts - 1))); do
+        got=$(( ((c2[i] - c1[i]) - (c1[i] - c0[i])) / per )) want=$($fn "$i")
+        ratio=$(awk -v g="$got" -v w="$want" 'BEGIN { printf "%.4f", w ? g / w : 0 }')
+        ok=$(awk -v r="$ratio" 'BEGIN { print (r >= 0.97 && r <= 1.05) ? "ok" : "FAIL" }')
+        echo "hosts.sh: $what: rank $i sent $got bytes (eth0 tx_bytes), expected $want payload: ratio $ratio: $ok"
+        [ "$ok" = ok ] || fail=1
+    done
+}
+grad_bytes() {
+    r=$1 edges=0 s=1
+    [ "$r" -gt 0 ] && edges=1
+    while [ "$s" -lt "$hosts" ]; do
+        [ $((r % (2 * s))) -eq 0 ] && [ $((r + s)) -lt "$hosts" ] && edges=$((edges + 1))
+        s=$((s * 2))
+    done
+    echo $((edges * np * 4))
+}
+echo "hosts.sh: $np parameters; bytes per step = (tree edges the rank sends along) x $np x 4"
+check_bytes "IMDB, per step (run of $((steps + 2)) steps - run of 2)" "$t0" "$t1" "$t2" "$steps" grad_bytes
+
+# --- 2. ring attention
+echo "hosts.sh: attn bench --ring --tq $tq --causal across the hosts"
+bench="$attn bench --ring --tq $tq --causal --check-tq $tq --json"
+bgwait alone "$hosts" $bench --repeat 1 > "$tmp/ring_ref.json" 2> "$tmp/ring_ref.err" ||
+    { echo "hosts.sh: ring bench on one host failed:"; cat "$tmp/ring_ref.err"; exit 1; }
+r0=$(tx)
+bgwait across $bench --repeat 1 > "$tmp/ring1.json" 2> "$tmp/ring1.err" ||
+    { echo "hosts.sh: ring bench across the hosts failed:"; cat "$tmp/ring1.err"; exit 1; }
+r1=$(tx)
+bgwait across $bench --repeat 3 > "$tmp/ring3.json" 2> "$tmp/ring3.err" ||
+    { echo "hosts.sh: ring bench across the hosts failed:"; cat "$tmp/ring3.err"; exit 1; }
+r3=$(tx)
+cat "$tmp/ring3.json"
+field() { sed -n "s/.*\"$1\":\([^,}]*\).*/\1/p" "$2"; }
+for f in ring1 ring3; do
+    [ "$(field agree "$tmp/$f.json")" = true ] || { echo "hosts.sh: $f: the ring does not agree with the single process: FAIL"; fail=1; }
+done
+if [ "$(field max_err "$tmp/ring3.json")" = "$(field max_err "$tmp/ring_ref.json")" ]; then
+    echo "hosts.sh: ring max_err across the hosts $(field max_err "$tmp/ring3.json") = on one host: ok"
+else
+    echo "hosts.sh: ring max_err across the hosts $(field max_err "$tmp/ring3.json") != on one host $(field max_err "$tmp/ring_ref.json"): FAIL"
+    fail=1
+fi
+formula=$(field bytes_sent_formula "$tmp/ring3.json")
+ring_bytes() { echo "$formula"; }
+check_bytes "ring, per forward + backward (--repeat 3 - --repeat 1)" "$r0" "$r1" "$r3" 2 ring_bytes
+[ "$fail" -eq 0 ] && echo "hosts.sh: all checks hold" || echo "hosts.sh: some checks FAILED"
+exit $fail
