@@ -170,6 +170,27 @@ expect_rc 0 "imdb predict --file" "$attn" imdb predict --dir "$tmp/io" --no-colo
 grep -q "positive probability" $out || bad "imdb predict --file gives no probability"
 echo "a good great film" | "$attn" imdb predict --out "$tmp/io" --no-color - > $out 2>&1 || bad "imdb predict - failed"
 grep -q "4 words" $out || bad "imdb predict - did not read the text from standard input"
+# --maxlen and --window: bad values exit 2 with the usage, before anything is written; a windowed model
+# keeps its maxlen and window in the checkpoint, for eval, predict and --resume
+for v in "--window x" "--window -1" "--window 2,x" "--window 2," "--window ,2" "--window 1,-2" "--window 1,2,3" \
+         "--maxlen 0" "--maxlen -5" "--maxlen 70000" "--maxlen x"; do
+  expect_rc 2 "imdb train $v" "$attn" imdb train $iq --out "$tmp/iw0" $v
+  grep -q "usage: attn imdb train" $out || bad "imdb train $v prints no usage"
+done
+[ -e "$tmp/iw0" ] && bad "imdb train with a bad --window or --maxlen wrote $tmp/iw0"
+expect_rc 0 "imdb train --maxlen 8 --window 1,2" "$attn" imdb train $iq --out "$tmp/iw" --epochs 1 --maxlen 8 --window 1,2
+grep -q "maxlen 8, window 1,2" $out || bad "imdb train --maxlen 8 --window 1,2: the header does not say so"
+grep -aq '"window":"1,2"' "$tmp/iw/imdb.safetensors" || bad "imdb train --window 1,2: not in the checkpoint"
+grep -aq '"maxlen":"8"' "$tmp/iw/imdb.safetensors" || bad "imdb train --maxlen 8: not in the checkpoint"
+expect_rc 0 "imdb eval (maxlen 8, window)" "$attn" imdb eval --data "$tmp/imdb" --out "$tmp/iw" --threads 1
+grep -q "12 test reviews" $out || bad "imdb eval of a --maxlen 8 model: $(cat $out)"
+expect_rc 0 "imdb predict (window)" "$attn" imdb predict --out "$tmp/iw" --no-color --weights-out "$tmp/iw.csv" \
+  "one two three four five six"
+expect_rc 1 "imdb train --resume --window 3 (another window)" "$attn" imdb train $iq --out "$tmp/iw" --epochs 2 \
+  --resume --window 3
+grep -q "trained with maxlen 8, window 1,2" $out || bad "imdb train --resume with another window does not say why"
+expect_rc 0 "imdb train --resume (window from the checkpoint)" "$attn" imdb train $iq --out "$tmp/iw" --epochs 2 --resume
+grep -q "maxlen 8, window 1,2" $out || bad "imdb train --resume lost the window"
 
 # 16. bleu: 1-based lines, ranges outside the file, overlap with the training lines, nothing scored
 expect_rc 2 "bleu --from 0" "$attn" translate bleu --dir "$tmp/m" --data "$tmp/data" --from 0 --to 5

@@ -666,7 +666,7 @@ static void test_model_golden(void) {
     memcpy(ids, tid->data, sizeof ids);
     memcpy(labels, tlab->data, sizeof labels);
 
-    attn_imdb_config c = {V, D, T, C, 0.125f, 0.5f, 0};
+    attn_imdb_config c = {V, D, T, C, 0.125f, 0.5f, 0, 0, 0, 0};
     attn_imdb_model m;
     CHECK_STATUS(attn_imdb_model_init(&m, NULL, &c, B, 7), ATTN_OK);
     CHECK(m.n_params == (size_t)V * D + 3 * D * D + C * D + C);
@@ -1160,7 +1160,7 @@ static void test_model_paths(void) {
     printf("the model on the reference path and on the fast path\n");
     attn_ctx ref;
     CHECK_STATUS(attn_ctx_init(&ref, ATTN_ISA_REF, 1), ATTN_OK);
-    attn_imdb_config c = {60, 16, 9, 2, 0.125f, 0.5f, 0};
+    attn_imdb_config c = {60, 16, 9, 2, 0.125f, 0.5f, 0, 0, 0, 0};
     attn_imdb_model a, b;
     CHECK_STATUS(attn_imdb_model_init(&a, NULL, &c, 5, 3), ATTN_OK);
     CHECK_STATUS(attn_imdb_model_init(&b, &ref, &c, 5, 3), ATTN_OK);
@@ -1190,7 +1190,7 @@ static void test_mask_padding(void) {
     printf("the model with the padding masked\n");
     attn_ctx ref;
     CHECK_STATUS(attn_ctx_init(&ref, ATTN_ISA_REF, 1), ATTN_OK);
-    attn_imdb_config c = {60, 16, 9, 2, 0.125f, 0.5f, 1};
+    attn_imdb_config c = {60, 16, 9, 2, 0.125f, 0.5f, 1, 0, 0, 0};
     attn_imdb_model a, b, u;
     CHECK_STATUS(attn_imdb_model_init(&a, NULL, &c, 5, 3), ATTN_OK);
     CHECK_STATUS(attn_imdb_model_init(&b, &ref, &c, 5, 3), ATTN_OK);
@@ -1234,6 +1234,98 @@ static void test_mask_padding(void) {
     attn_imdb_model_free(&u);
 }
 
+/* --maxlen/--window: a sliding window in the model's attention. No weight outside the window, other
+ * probabilities than dense, the fast, reference and evaluation paths agree, and the checkpoint keeps the
+ * window and maxlen (read back by load and by read_config). */
+static void test_window(void) {
+    printf("the model with a sliding window\n");
+    enum { V = 60, T = 12, B = 3 };
+    attn_ctx ref;
+    CHECK_STATUS(attn_ctx_init(&ref, ATTN_ISA_REF, 1), ATTN_OK);
+    attn_imdb_config c;
+    attn_imdb_config_default(&c);
+    c.V = V;
+    c.D = 16;
+    c.T = T;
+    c.window = 1;
+    c.window_left = 2;
+    c.window_right = 1;
+    attn_imdb_model a, b, u;
+    CHECK_STATUS(attn_imdb_model_init(&a, NULL, &c, B, 5), ATTN_OK);
+    CHECK_STATUS(attn_imdb_model_init(&b, &ref, &c, B, 5), ATTN_OK);
+    c.window_left = -1;
+    CHECK_STATUS(attn_imdb_model_init(&u, NULL, &c, B, 5), ATTN_ERR_ARG);
+    c.window = 0;
+    CHECK_STATUS(attn_imdb_model_init(&u, NULL, &c, B, 5), ATTN_OK);     /* dense: window sides ignored */
+    int32_t ids[B * T], labels[B] = {1, 0, 1};
+    for (int i = 0; i < B * T; i++) ids[i] = 3 + (i * 11 + 5) % (V - 3);
+    float w[B * T * T], wu[B * T * T];
+    CHECK_STATUS(attn_imdb_model_forward(&a, ids, labels, B, 0, 0, w, NULL, NULL), ATTN_OK);
+    CHECK_STATUS(attn_imdb_model_forward(&u, ids, labels, B, 0, 0, wu, NULL, NULL), ATTN_OK);
+    double outside = 0, outside_u = 0, rows = 0, dp = 0;
+    for (int r = 0; r < B; r++)
+        for (int t = 0; t < T; t++) {
+            double sum = 0;
+            for (int s = 0; s < T; s++) {
+                const size_t k = ((size_t)r * T + t) * T + s;
+                sum += w[k];
+                if (s < t - 2 || s > t + 1) outside += w[k], outside_u += wu[k];
+            }
+            rows = fmax(rows, fabs(sum - 1.0));
+        }
+    for (int i = 0; i < B * 2; i++) dp = fmax(dp, fabs((double)a.probs[i] - u.probs[i]));
+    printf("  weight outside the window: %.3g windowed, %.3g dense; rows' sums off by %.2g; probabilities "
+           "differ from dense by up to %.3g\n", outside, outside_u, rows, dp);
+    CHECK(outside == 0.0 && outside_u > 1.0 && rows < 1e-5 && dp > 1e-6);
+    float p_fwd[B * 2];
+    memcpy(p_fwd, a.probs, sizeof p_fwd);
+    CHECK_STATUS(attn_imdb_model_eval_prepare(&a), ATTN_OK);
+    CHECK_STATUS(attn_imdb_model_eval_forward(&a, ids, labels, B, NULL, NULL), ATTN_OK);
+    tu_close_f32("probabilities, evaluation path vs forward (window)", a.probs, p_fwd, B * 2, 1e-6, 1e-5);
+    double la = 0, lb = 0;
+    int ca = 0, cb = 0;
+    CHECK_STATUS(attn_imdb_model_forward(&a, ids, labels, B, 1, 7, NULL, &la, &ca), ATTN_OK);
+    CHECK_STATUS(attn_imdb_model_forward(&b, ids, labels, B, 1, 7, NULL, &lb, &cb), ATTN_OK);
+    tu_close_f32("probabilities, fast vs reference path (window)", a.probs, b.probs, B * 2, 1e-6, 1e-5);
+    attn_imdb_model_zero_grad(&a, 1);
+    attn_imdb_model_zero_grad(&b, 1);
+    CHECK_STATUS(attn_imdb_model_backward(&a, ids, labels, B, 1, 7), ATTN_OK);
+    CHECK_STATUS(attn_imdb_model_backward(&b, ids, labels, B, 1, 7), ATTN_OK);
+    tu_close_f32("every gradient, fast vs reference path (window)", a.grads, b.grads, a.n_params, 1e-6, 1e-3);
+    /* the checkpoint: window and maxlen round-trip; a dense model stays dense */
+    char blob[1024];
+    size_t n = 0;
+    for (int i = 0; i < V; i++)
+        n += (size_t)snprintf(blob + n, sizeof blob - n, i < ATTN_IMDB_FIRST_WORD ? "<r%d>" : "w%d", i) + 1;
+    attn_imdb_vocab v;
+    CHECK_STATUS(attn_imdb_vocab_from_blob(&v, blob, n, V), ATTN_OK);
+    attn_adam ad;
+    CHECK_STATUS(attn_adam_alloc(&ad, a.n_params, 0.01f), ATTN_OK);
+    attn_imdb_run_info run = {1, 0, 4, 1, 2e-4f, 5};
+    char path[512], path_u[512], err[512] = "";
+    snprintf(path, sizeof path, "%s/window.safetensors", g_dir);
+    snprintf(path_u, sizeof path_u, "%s/dense.safetensors", g_dir);
+    CHECK_STATUS(attn_imdb_model_save(&a, &ad, &v, &run, path, err, sizeof err), ATTN_OK);
+    CHECK_STATUS(attn_imdb_model_save(&u, &ad, &v, &run, path_u, err, sizeof err), ATTN_OK);
+    attn_imdb_model l;
+    attn_imdb_config rc;
+    CHECK_STATUS(attn_imdb_model_load(&l, NULL, B, NULL, NULL, NULL, path, err, sizeof err), ATTN_OK);
+    CHECK(l.cfg.T == T && l.cfg.window == 1 && l.cfg.window_left == 2 && l.cfg.window_right == 1);
+    float wl[B * T * T];
+    CHECK_STATUS(attn_imdb_model_forward(&l, ids, labels, B, 0, 0, wl, NULL, NULL), ATTN_OK);
+    CHECK(memcmp(wl, w, sizeof w) == 0);      /* the loaded model attends through the same window */
+    attn_imdb_model_free(&l);
+    CHECK_STATUS(attn_imdb_model_read_config(path, &rc, err, sizeof err), ATTN_OK);
+    CHECK(rc.T == T && rc.V == V && rc.window == 1 && rc.window_left == 2 && rc.window_right == 1);
+    CHECK_STATUS(attn_imdb_model_read_config(path_u, &rc, err, sizeof err), ATTN_OK);
+    CHECK(rc.T == T && rc.window == 0);
+    attn_adam_free(&ad);
+    attn_imdb_vocab_free(&v);
+    attn_imdb_model_free(&a);
+    attn_imdb_model_free(&b);
+    attn_imdb_model_free(&u);
+}
+
 int main(void) {
     snprintf(g_dir, sizeof g_dir, "/tmp/attn_test_imdb_XXXXXX");
     if (!mkdtemp(g_dir)) {
@@ -1249,6 +1341,7 @@ int main(void) {
     test_model_golden();
     test_model_paths();
     test_mask_padding();
+    test_window();
     test_checkpoint();
     test_threads_bitwise();
     test_selfattn_split();

@@ -71,6 +71,10 @@ typedef struct attn_imdb_config {
     float dropout;               /* on the pooled vector, training only */
     int mask_padding;            /* nonzero: the self-attention's keys exclude the padding (the Keras model,
                                     0, attends over it); saved in the checkpoint */
+    int window;                  /* nonzero: each query t sees only the keys t - window_left .. t + window_right
+                                    (a sliding window in the attention's mask; both sides, the classifier reads
+                                    the whole review at once); saved in the checkpoint. 0: dense */
+    int window_left, window_right;
 } attn_imdb_config;
 
 typedef struct attn_imdb_model {
@@ -110,7 +114,7 @@ typedef struct attn_imdb_model {
     uint8_t *keymask;            /* (Bmax,T) 1 where ids is a word, 0 on padding (with cfg.mask_padding) */
 } attn_imdb_model;
 
-/* The experiment's model: V 20000, D 128, T 64, C 2, scale 1/8, dropout 0.5. */
+/* The experiment's model: V 20000, D 128, T 64, C 2, scale 1/8, dropout 0.5, no padding mask, dense. */
 void        attn_imdb_config_default(attn_imdb_config *c);
 /* Allocates everything for batches of up to Bmax reviews and initializes: embedding and kernel
  * Uniform(-0.05,0.05), dense weight Glorot-uniform, bias 0, all from seed; gradients zero. ctx: the
@@ -146,8 +150,9 @@ void        attn_imdb_model_zero_grad(attn_imdb_model *m, int full);
 /* ---------------------------------------------------------------------------------------------------
  * Checkpoints. One safetensors file: embedding.weight (V,D), selfattn.kernel (3,D,D), dense.weight (C,D),
  * dense.bias (C), adam.m and adam.v (n_params), vocab (U8: the V words, NUL-terminated, in id order), and
- * metadata format "attn-imdb-1", vocab_size, maxlen, dim, vocab_crc32, n_params and the run's settings
- * below. The format records V, T and D only: C, scale and dropout are the experiment's
+ * metadata format "attn-imdb-1", vocab_size, maxlen, dim, vocab_crc32, n_params, mask_padding, window
+ * ("L,R", or "0" for dense; absent in older checkpoints: dense) and the run's settings below. The format
+ * records V, T, D and the masks only: C, scale and dropout are the experiment's
  * (attn_imdb_config_default), and a model with others cannot be saved (ATTN_ERR_ARG).
  * Errors: a status, and err (err_size bytes, may be NULL) gets "path: what was expected".
  */
@@ -175,6 +180,10 @@ attn_status attn_imdb_model_save(const attn_imdb_model *m, const attn_adam *adam
 attn_status attn_imdb_model_load(attn_imdb_model *m, const attn_ctx *ctx, int Bmax, attn_adam *adam,
                                  attn_imdb_vocab *vocab, attn_imdb_run_info *run, const char *path, char *err,
                                  size_t err_size);
+
+/* Reads only the model's configuration (V, T, D, the masks; the rest the experiment's) from a checkpoint's
+ * metadata, e.g. to encode the data with its maxlen before loading the model. */
+attn_status attn_imdb_model_read_config(const char *path, attn_imdb_config *c, char *err, size_t err_size);
 
 /* Reads only the run's settings from a checkpoint's metadata, e.g. to load the data set it was trained
  * on before the model. A field whose metadata is missing keeps the value *run holds on entry; nothing

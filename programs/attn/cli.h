@@ -91,6 +91,11 @@ int cli_check_threads(const char *who, const char *flag, int n);
  * "attn: <who>: --flag V: must be ...". */
 int cli_check_int(const char *who, const char *flag, int v, int lo, int hi);
 
+/* Parses a window "LEFT" or "LEFT,RIGHT" (integers >= 0) into *left, *right; a lone LEFT gives
+ * RIGHT = left_only_right (the caller's default: 0 for a one-sided window, -1 for LEFT on both sides).
+ * Returns 0, or -1 when s is not such a window (no message). */
+int cli_parse_window(const char *s, int left_only_right, int *left, int *right);
+
 /* 1 when 24-bit colour codes may go to stdout: no --no-color (no_color_flag 0), stdout a terminal,
  * NO_COLOR unset or empty, and TERM not "dumb". */
 int cli_use_color(int no_color_flag);

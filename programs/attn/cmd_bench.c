@@ -870,24 +870,12 @@ int cmd_bench(int argc, char **argv) {
         return 2;
     }
     if (window) {
-        char *e1 = NULL, *e2 = NULL;
-        const long l = strtol(window, &e1, 10);
-        long rr = 0;
-        int bad = e1 == window || l < 0 || l > INT32_MAX;
-        if (!bad && *e1 == ',') {
-            rr = strtol(e1 + 1, &e2, 10);
-            bad = e2 == e1 + 1 || *e2 != '\0' || rr < 0 || rr > INT32_MAX;
-        } else if (!bad) {
-            bad = *e1 != '\0';
-        }
-        if (bad) {
+        if (cli_parse_window(window, 0, &g_wl, &g_wr)) {
             fprintf(stderr, "attn: bench: --window %s: want LEFT or LEFT,RIGHT (integers >= 0)\n\n", window);
             cli_usage(&cmd, stderr);
             return 2;
         }
         g_window = 1;
-        g_wl = (int)l;
-        g_wr = (int)rr;
     }
     if (sinks < 0 || (sinks > 0 && !window)) {
         fprintf(stderr, "attn: bench: --sinks %d: want N >= 0, with --window\n\n", sinks);

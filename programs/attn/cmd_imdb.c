@@ -10,8 +10,14 @@
  *            heatmap of the attention each word receives; --png writes the full word-by-word matrix.
  *
  * Files in --out: imdb.safetensors (checkpoint), imdb_history.csv (epoch, loss, acc, val_loss, val_acc,
- * seconds: one row per epoch, written before each checkpoint; --plot FILE draws it), imdb_cache.bin (the encoded data set; with --limit N,
- * imdb_cache_limitN.bin). Nothing is written before the data has been read and checked.
+ * seconds: one row per epoch, written before each checkpoint; --plot FILE draws it), imdb_cache.bin (the
+ * encoded data set; with --limit N, imdb_cache_limitN.bin; with --maxlen T other than 64, _maxlenT before
+ * .bin). Nothing is written before the data has been read and checked.
+ *
+ * --maxlen T keeps each review's last T words (Keras' pad_sequences: longer reviews cut in front, shorter
+ * ones padded in front); --window W or L,R gives the self-attention a sliding window in its mask (the
+ * fused kernels skip the blocks outside it). Both are the model's, kept in the checkpoint: eval and
+ * predict read them from there, and --resume refuses other values.
  *
  * ATTN_IMDB_PROFILE=1 makes train print, after each epoch, the mean time per step of the forward, the
  * backward (with the gradient zeroing) and the Adam step, and the mean number of distinct words per batch.
@@ -47,6 +53,9 @@ typedef struct imdb_flags {
     attn_palette palette;
     int max_steps;               /* train: stop after this many optimizer steps of this run (0: no limit) */
     int groups;                  /* train under mpirun: gradient groups per batch (0: GRAD_GROUPS) */
+    int maxlen;                  /* train: ids per review, the last ones (the experiment's 64 by default) */
+    const char *window;          /* train: --window W or L,R (NULL: dense) */
+    int window_left, window_right;
 } imdb_flags;
 
 static uint64_t mix64(uint64_t x) {
@@ -65,8 +74,12 @@ static void set_threads(int n) { cli_set_threads(n, 0); }
 static int load_data(attn_imdb_data *d, const imdb_flags *f, const attn_imdb_options *o) {
     char src[4096], err[1024] = "", cache[4200];
     attn_status st = attn_imdb_locate(f->data, src, sizeof src, err, sizeof err);
-    /* one cache per --limit, so that runs with different limits in one folder do not replace each other's */
-    if (o->limit > 0) snprintf(cache, sizeof cache, "%s/imdb_cache_limit%d.bin", f->out, o->limit);
+    /* one cache per --limit and --maxlen, so that runs with different ones in one folder do not replace each
+     * other's */
+    char lim[32] = "", len[32] = "";
+    if (o->limit > 0) snprintf(lim, sizeof lim, "_limit%d", o->limit);
+    if (o->T != 64) snprintf(len, sizeof len, "_maxlen%d", o->T);
+    if (lim[0] || len[0]) snprintf(cache, sizeof cache, "%s/imdb_cache%s%s.bin", f->out, lim, len);
     else snprintf(cache, sizeof cache, "%s/%s", f->out, CACHE_NAME);
     if (st != ATTN_OK) {
         /* No source: a cache alone is enough (e.g. the data was moved after the first run). */
@@ -116,9 +129,9 @@ static int load_checkpoint(const char *path, attn_imdb_model *m, int Bmax, attn_
     attn_imdb_config c;
     attn_imdb_config_default(&c);
     int rc = 0;
-    if (m->cfg.V != c.V || m->cfg.T != c.T || m->cfg.D != c.D) {
-        fprintf(stderr, "attn: imdb: %s: a model of vocabulary %d, maxlen %d, width %d; this program builds "
-                "%d, %d, %d\n", path, m->cfg.V, m->cfg.T, m->cfg.D, c.V, c.T, c.D);
+    if (m->cfg.V != c.V || m->cfg.D != c.D) {      /* maxlen and window are the run's choice */
+        fprintf(stderr, "attn: imdb: %s: a model of vocabulary %d, width %d; this program builds %d, %d\n", path,
+                m->cfg.V, m->cfg.D, c.V, c.D);
         rc = 1;
     } else if (expect_crc && v->crc != expect_crc) {
         fprintf(stderr, "attn: imdb: %s: trained with another vocabulary (crc %08x) than the data's (crc %08x); "
@@ -171,7 +184,7 @@ static void progress(int done, int total, double t0, double loss, double acc) {
  * per epoch the training steps, the evaluation and the checkpoint.
  */
 typedef struct train_run {
-    attn_imdb_options o;         /* the data set's options: --limit, or the checkpoint's */
+    attn_imdb_options o;         /* the data set's options: --limit and --maxlen, or the checkpoint's */
     int batch, epochs;
     float lr;
     uint64_t seed;
@@ -209,6 +222,7 @@ static int train_settings(const imdb_flags *f, train_run *r) {
     snprintf(r->best, sizeof r->best, "%s/%s", f->out, BEST_NAME);
     attn_imdb_options_default(&r->o);
     r->o.limit = f->limit;
+    r->o.T = f->maxlen;
     r->batch = f->batch;
     r->epochs = f->epochs;
     r->lr = f->lr;
@@ -216,10 +230,23 @@ static int train_settings(const imdb_flags *f, train_run *r) {
     if (!f->resume) return 0;
     attn_imdb_run_info info = {0, 0, r->batch, 0, r->lr, r->seed};
     char err[1024] = "";
-    if (attn_imdb_model_read_run(r->ckpt, &info, err, sizeof err) != ATTN_OK) {
+    attn_imdb_config c;
+    if (attn_imdb_model_read_run(r->ckpt, &info, err, sizeof err) != ATTN_OK ||
+        attn_imdb_model_read_config(r->ckpt, &c, err, sizeof err) != ATTN_OK) {
         fprintf(stderr, "attn: imdb: --resume: %s\n", err);
         return 1;
     }
+    /* the model's shape and masks are the checkpoint's: flags that say otherwise (other than the default
+     * maxlen, which --resume does not read) are a mistake */
+    if ((f->maxlen != 64 && f->maxlen != c.T) ||
+        (f->window && (!c.window || c.window_left != f->window_left || c.window_right != f->window_right))) {
+        char w[40] = "dense";
+        if (c.window) snprintf(w, sizeof w, "window %d,%d", c.window_left, c.window_right);
+        fprintf(stderr, "attn: imdb: --resume: %s was trained with maxlen %d, %s; resume without --maxlen and "
+                "--window, or train a new model (another --out)\n", r->ckpt, c.T, w);
+        return 1;
+    }
+    r->o.T = c.T;
     r->o.limit = info.limit;
     r->batch = info.batch;
     r->lr = info.lr;
@@ -237,6 +264,12 @@ static int train_build(const imdb_flags *f, train_run *r, int *nothing_to_do) {
     attn_imdb_config c;
     attn_imdb_config_default(&c);
     c.mask_padding = f->mask_padding;
+    c.T = r->o.T;
+    if (f->window) {
+        c.window = 1;
+        c.window_left = f->window_left;
+        c.window_right = f->window_right;
+    }
     const int Bmax = r->batch > EVAL_BATCH ? r->batch : EVAL_BATCH;
     const size_t n_params = (size_t)c.V * c.D + 3 * (size_t)c.D * c.D + (size_t)c.C * c.D + (size_t)c.C;
     attn_status st;
@@ -577,9 +610,11 @@ static int imdb_train_run(const imdb_flags *f) {
             if (r.dp)
                 snprintf(par, sizeof par, " per rank; data parallel: %d ranks, %d gradient groups per batch",
                          dist_size(), r.groups);
-            printf("IMDB self-attention: %d train, %d test reviews, vocabulary %d, maxlen %d; %zu parameters; "
+            char win[48] = "dense";
+            if (r.m.cfg.window) snprintf(win, sizeof win, "window %d,%d", r.m.cfg.window_left, r.m.cfg.window_right);
+            printf("IMDB self-attention: %d train, %d test reviews, vocabulary %d, maxlen %d, %s%s; %zu parameters; "
                    "batch %d, lr %g, seed %" PRIu64 ", %d threads%s, %s kernels, BLAS %s\n", r.d.train.n, r.d.test.n,
-                   r.m.cfg.V, r.m.cfg.T, r.m.n_params, r.batch, r.lr, r.seed, attn_get_num_threads(), par,
+                   r.m.cfg.V, r.m.cfg.T, win, r.m.cfg.mask_padding ? ", padding masked" : "", r.m.n_params, r.batch, r.lr, r.seed, attn_get_num_threads(), par,
                    attn_isa_name(attn_get_isa()), attn_blas_core_name());
             fflush(stdout);
             rc = train_loop(f, &r);
@@ -614,16 +649,19 @@ static int imdb_eval(const imdb_flags *f) {
     char pbuf[4200];
     const char *ckpt = ckpt_path(f, pbuf, sizeof pbuf);
     if (ckpt_missing(f, ckpt)) return 1;
-    /* the data must be encoded the way the checkpoint was trained: its --limit */
+    /* the data must be encoded the way the checkpoint was trained: its --limit and --maxlen */
     attn_imdb_run_info r = {0};
+    attn_imdb_config c;
     char err[1024] = "";
-    if (attn_imdb_model_read_run(ckpt, &r, err, sizeof err) != ATTN_OK) {
+    if (attn_imdb_model_read_run(ckpt, &r, err, sizeof err) != ATTN_OK ||
+        attn_imdb_model_read_config(ckpt, &c, err, sizeof err) != ATTN_OK) {
         fprintf(stderr, "attn: imdb: %s\n", err);
         return 1;
     }
     attn_imdb_options o;
     attn_imdb_options_default(&o);
     o.limit = r.limit;
+    o.T = c.T;
     attn_imdb_data d;
     if (load_data(&d, f, &o)) return 1;
     attn_imdb_model m;
@@ -877,7 +915,7 @@ static int imdb_predict(const imdb_flags *f, const char *text) {
  */
 int cmd_imdb(int argc, char **argv) {
     imdb_flags f = {.out = "imdb_out", .epochs = 5, .batch = 32, .lr = 2e-4f, .seed = 1,
-                    .palette = ATTN_PALETTE_MAGMA};
+                    .palette = ATTN_PALETTE_MAGMA, .maxlen = 64};
     const char *sub = argc >= 2 ? argv[1] : NULL;
     const cli_opt train_opts[] = {
         {"data", CLI_STR, &f.data, "DIR", "the .tar.gz, the aclImdb folder, or a folder holding either (default "
@@ -899,6 +937,10 @@ int cmd_imdb(int argc, char **argv) {
                                            "itself is always in --out/" HISTORY_NAME ")"},
         {"max-steps", CLI_INT, &f.max_steps, "N", "stop after N optimizer steps of this run (0 = no limit); the "
                                                   "checkpoint is saved then"},
+        {"maxlen", CLI_INT, &f.maxlen, "N", "words per review, its last N (longer reviews are cut, shorter ones "
+                                            "padded in front; 64 is the Keras model's)"},
+        {"window", CLI_STR, &f.window, "W|L,R", "sliding-window attention: word t sees words t-W .. t+W (or t-L .. "
+                                                "t+R) only; saved in the checkpoint (default: dense)"},
         {"grad-groups", CLI_INT, &f.groups, "G", "under mpirun (data parallel): each batch's gradient is the sum of G "
                                                  "groups' in a fixed tree, so any number of ranks dividing G gives "
                                                  "the same bits (0 = 4)"},
@@ -958,6 +1000,16 @@ int cmd_imdb(int argc, char **argv) {
     if (r >= 0) return r;
     if (cli_check_threads("imdb", "--threads", f.threads)) return 2;
     f.data = cli_data_dir(f.data, &f.data_from);
+    if (which == 0 && (f.maxlen < 1 || f.maxlen > 65536)) {
+        fprintf(stderr, "attn: imdb: --maxlen %d: must be in 1..65536\n\n", f.maxlen);
+        cli_usage(&cmds[0], stderr);
+        return 2;
+    }
+    if (which == 0 && f.window && cli_parse_window(f.window, -1, &f.window_left, &f.window_right)) {
+        fprintf(stderr, "attn: imdb: --window %s: want W or L,R (integers >= 0)\n\n", f.window);
+        cli_usage(&cmds[0], stderr);
+        return 2;
+    }
     if (which == 0) return imdb_train(&f);
     if (which == 1) return imdb_eval(&f);
     if (f.weights_out && (r = cli_check_weights_out("imdb", &cmds[2], f.weights_out))) return r;

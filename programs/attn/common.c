@@ -161,6 +161,25 @@ int cli_check_int(const char *who, const char *flag, int v, int lo, int hi) {
     return 2;
 }
 
+int cli_parse_window(const char *s, int left_only_right, int *left, int *right) {
+    if (!s || !(*s >= '0' && *s <= '9')) return -1;
+    char *e1 = NULL, *e2 = NULL;
+    errno = 0;
+    const long l = strtol(s, &e1, 10);
+    long r = left_only_right < 0 ? l : left_only_right;
+    if (errno || l > INT32_MAX) return -1;
+    if (*e1 == ',') {
+        if (!(e1[1] >= '0' && e1[1] <= '9')) return -1;
+        r = strtol(e1 + 1, &e2, 10);
+        if (errno || *e2 != '\0' || r > INT32_MAX) return -1;
+    } else if (*e1 != '\0') {
+        return -1;
+    }
+    *left = (int)l;
+    *right = (int)r;
+    return 0;
+}
+
 int cli_use_color(int no_color_flag) {
     if (no_color_flag || !isatty(STDOUT_FILENO)) return 0;
     const char *nc = getenv("NO_COLOR"), *term = getenv("TERM");

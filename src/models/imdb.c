@@ -33,6 +33,8 @@ void attn_imdb_config_default(attn_imdb_config *c) {
     c->scale = 0.125f;          /* 1/sqrt(64), as the Keras layer divides by 8 whatever its width */
     c->dropout = 0.5f;
     c->mask_padding = 0;        /* the Keras model attends over the padding */
+    c->window = 0;              /* dense */
+    c->window_left = c->window_right = 0;
 }
 
 void attn_imdb_model_free(attn_imdb_model *m) {
@@ -55,6 +57,7 @@ attn_status attn_imdb_model_init(attn_imdb_model *m, const attn_ctx *ctx, const 
     if (!m || !c) return ATTN_ERR_NULL;
     memset(m, 0, sizeof *m);
     if (c->V < 1 || c->D < 1 || c->T < 1 || c->C < 2 || Bmax < 1) return ATTN_ERR_SIZE;
+    if (c->window && (c->window_left < 0 || c->window_right < 0)) return ATTN_ERR_ARG;
     m->cfg = *c;
     m->ctx = ctx ? *ctx : attn_ctx_default();
     m->Bmax = Bmax;
@@ -256,7 +259,7 @@ static void im_part_rows(int n, int np, int p, int *lo, int *hi) {
 
 /* The attention of the nb reviews from b0 on as the fused kernel reads it: Q, K, V side by side in pp;
  * with mask_padding, the keys that are padding excluded (keymask (B,T), one row per review, the same for
- * every query: strides T, 0, 0). */
+ * every query: strides T, 0, 0); with a window, the keys outside it (the kernel skips those blocks). */
 static attn_status im_desc(const attn_imdb_model *m, int b0, int nb, attn_sdpa_desc *d) {
     const attn_imdb_config *c = &m->cfg;
     attn_status st = attn_sdpa_desc_init(d, nb, 1, c->T, c->T, c->D, c->D);
@@ -269,6 +272,11 @@ static attn_status im_desc(const attn_imdb_model *m, int b0, int nb, attn_sdpa_d
         d->mask.allow_stride[0] = c->T;
         d->mask.allow_stride[1] = 0;
         d->mask.allow_stride[2] = 0;
+    }
+    if (c->window) {
+        d->mask.window = 1;
+        d->mask.window_left = c->window_left;
+        d->mask.window_right = c->window_right;
     }
     return attn_sdpa_validate(d);
 }
@@ -632,7 +640,7 @@ attn_status attn_imdb_model_save(const attn_imdb_model *m, const attn_adam *adam
     t[6].data = vocab->blob;
     t[6].nbytes = vocab->blob_size;
     /* metadata: the model, then the run */
-    char s[13][64];
+    char s[14][64];
     snprintf(s[0], 64, "%s", IM_FORMAT);
     snprintf(s[1], 64, "%d", c->V);
     snprintf(s[2], 64, "%d", c->T);
@@ -646,11 +654,13 @@ attn_status attn_imdb_model_save(const attn_imdb_model *m, const attn_adam *adam
     snprintf(s[10], 64, "%d", run->limit);
     snprintf(s[11], 64, "%zu", m->n_params);
     snprintf(s[12], 64, "%d", c->mask_padding ? 1 : 0);
-    const char *keys[13] = {"format", "vocab_size", "maxlen", "dim", "vocab_crc32", "epoch", "adam_t", "seed",
-                            "lr", "batch", "limit", "n_params", "mask_padding"};
-    const char *vals[13];
-    for (int i = 0; i < 13; i++) vals[i] = s[i];
-    return attn_st_write(path, t, 7, keys, vals, 13, err, err_size);
+    if (c->window) snprintf(s[13], 64, "%d,%d", c->window_left, c->window_right);
+    else snprintf(s[13], 64, "0");
+    const char *keys[14] = {"format", "vocab_size", "maxlen", "dim", "vocab_crc32", "epoch", "adam_t", "seed",
+                            "lr", "batch", "limit", "n_params", "mask_padding", "window"};
+    const char *vals[14];
+    for (int i = 0; i < 14; i++) vals[i] = s[i];
+    return attn_st_write(path, t, 7, keys, vals, 14, err, err_size);
 }
 
 /* Metadata key as an integer: ATTN_ERR_FORMAT (err filled) when missing or not an integer. */
@@ -670,7 +680,27 @@ static attn_status im_meta_int(const attn_st_file *f, const char *key, int64_t *
     return ATTN_OK;
 }
 
-/* The checkpoint's config (V, T, D from the metadata; the rest the experiment's) and its run. */
+/* Metadata "window": "0" (dense; also when absent, as in older checkpoints) or "L,R" with L, R >= 0. */
+static attn_status im_read_window(const attn_st_file *f, const char *path, attn_imdb_config *c, char *err,
+                                  size_t err_size) {
+    const char *s = attn_st_meta(f, "window");
+    c->window = 0;
+    c->window_left = c->window_right = 0;
+    if (!s || strcmp(s, "0") == 0) return ATTN_OK;
+    char *e1 = NULL, *e2 = NULL;
+    errno = 0;
+    long l = strtol(s, &e1, 10), r = -1;
+    if (!errno && e1 != s && *e1 == ',' && e1[1] >= '0' && e1[1] <= '9') r = strtol(e1 + 1, &e2, 10);
+    if (errno || r < 0 || *e2 || l < 0 || l > INT32_MAX || r > INT32_MAX)
+        return im_fail_msg(ATTN_ERR_FORMAT, err, err_size, "%s: metadata \"window\" = \"%s\", expected 0 or "
+                           "LEFT,RIGHT (integers >= 0)", path, s);
+    c->window = 1;
+    c->window_left = (int)l;
+    c->window_right = (int)r;
+    return ATTN_OK;
+}
+
+/* The checkpoint's config (V, T, D and the masks from the metadata; the rest the experiment's) and its run. */
 static attn_status im_read_header(const attn_st_file *f, const char *path, attn_imdb_config *c,
                                   attn_imdb_run_info *run, char *err, size_t err_size) {
     const char *fmt = attn_st_meta(f, "format");
@@ -700,6 +730,8 @@ static attn_status im_read_header(const attn_st_file *f, const char *path, attn_
         return im_fail_msg(ATTN_ERR_FORMAT, err, err_size, "%s: metadata \"mask_padding\" = \"%s\", expected 0 or 1",
                            path, s);
     c->mask_padding = s && s[0] == '1';
+    attn_status st = im_read_window(f, path, c, err, err_size);
+    if (st != ATTN_OK) return st;
     s = attn_st_meta(f, "lr");
     run->lr = s ? strtof(s, NULL) : 2e-4f;
     s = attn_st_meta(f, "seed");
@@ -819,6 +851,17 @@ done:
     else attn_imdb_vocab_free(&v);
     if (run) *run = r;
     return ATTN_OK;
+}
+
+attn_status attn_imdb_model_read_config(const char *path, attn_imdb_config *c, char *err, size_t err_size) {
+    if (!path || !c) return ATTN_ERR_NULL;
+    attn_st_file f;
+    attn_status st = attn_st_read(&f, path, 0, err, err_size);
+    if (st != ATTN_OK) return st;
+    attn_imdb_run_info run;
+    st = im_read_header(&f, path, c, &run, err, err_size);
+    attn_st_free(&f);
+    return st;
 }
 
 attn_status attn_imdb_model_read_run(const char *path, attn_imdb_run_info *run, char *err, size_t err_size) {
