@@ -71,6 +71,8 @@ typedef struct attn_imdb_config {
     float dropout;               /* on the pooled vector, training only */
     int mask_padding;            /* nonzero: the self-attention's keys exclude the padding (the Keras model,
                                     0, attends over it); saved in the checkpoint */
+    attn_dtype compute;          /* the self-attention's compute: F32, or BF16 (its products in bf16 where the
+                                    path has bf16 units; weights and accumulation fp32); saved in the checkpoint */
 } attn_imdb_config;
 
 typedef struct attn_imdb_model {
