@@ -66,6 +66,33 @@ static int patch_file(const char *path, const char *from, const char *to) {
     return done;
 }
 
+/* A model's forward and backward on ctx with compute: its outputs (n_out floats) into out, a copy of its
+ * whole gradient (malloc'ed) into *grads, its size into *n. */
+typedef void (*model_pass)(const attn_ctx *ctx, attn_dtype compute, float *out, float **grads, size_t *n);
+
+/* bf16 against fp32: bounded on the AMX path (when there), the same bits on the plain one. */
+static void compare_compute(model_pass pass, const char *what, size_t n_out, double out_bound, double grad_bound,
+                            const attn_ctx *amx, const attn_ctx *plain) {
+    float o32[64], o16[64], *g32, *g16;
+    size_t n;
+    char name[96];
+    for (int k = amx ? 0 : 1; k < 2; k++) {
+        pass(k ? plain : amx, ATTN_DTYPE_F32, o32, &g32, &n);
+        pass(k ? plain : amx, ATTN_DTYPE_BF16, o16, &g16, &n);
+        if (k == 0) {
+            snprintf(name, sizeof name, "%s (amx)", what);
+            check_bounded(name, o16, o32, n_out, out_bound);
+            check_bounded("every gradient (amx)", g16, g32, n, grad_bound);
+        } else {
+            snprintf(name, sizeof name, "%s and gradients (no bf16 units)", what);
+            check_same(name, g16, g32, n);
+            CHECK(memcmp(o16, o32, sizeof(float) * n_out) == 0);
+        }
+        free(g32);
+        free(g16);
+    }
+}
+
 /* ---------------------------------------------------------------------------------------------------
  * The Transformer: every encoder, decoder and cross attention.
  */
@@ -90,7 +117,7 @@ static void tf_config(attn_transformer_config *c, attn_dtype compute, float drop
 }
 
 /* loss and the gradient of one teacher-forced pass of the model on ctx with compute. */
-static void tf_pass(const attn_ctx *ctx, attn_dtype compute, float *loss, float **grads, size_t *n) {
+static void tf_pass(const attn_ctx *ctx, attn_dtype compute, float *loss, float **grads, size_t *n) {   /* out: the loss */
     attn_transformer_config c;
     tf_config(&c, compute, 0.0f, TF_B);
     attn_transformer m;
@@ -107,25 +134,10 @@ static void tf_pass(const attn_ctx *ctx, attn_dtype compute, float *loss, float 
 
 static void test_transformer(const attn_ctx *amx, const attn_ctx *plain) {
     printf("Transformer (1+1 blocks, width 32, 2 heads, T = %d)\n", TF_T);
-    float l32, l16, *g32, *g16;
-    size_t n;
-    if (amx) {
-        tf_pass(amx, ATTN_DTYPE_F32, &l32, &g32, &n);
-        tf_pass(amx, ATTN_DTYPE_BF16, &l16, &g16, &n);
-        check_bounded("loss (amx)", &l16, &l32, 1, 1e-2);
-        /* measured 0.054 (per tensor from 0.5% for the output layer to 6% for the decoder self-attention's
-         * Q and K, whose gradients are 3-4x the others': at this initialisation its softmax is sharp, and there
-         * bf16's relative step of 2^-9 on q and k moves the weights most) */
-        check_bounded("every gradient (amx)", g16, g32, n, 0.15);
-        free(g32);
-        free(g16);
-    }
-    tf_pass(plain, ATTN_DTYPE_F32, &l32, &g32, &n);
-    tf_pass(plain, ATTN_DTYPE_BF16, &l16, &g16, &n);
-    check_same("loss and gradients (no bf16 units)", g16, g32, n);
-    CHECK(l16 == l32);
-    free(g32);
-    free(g16);
+    /* the gradient's bound: measured 0.054 (per tensor from 0.5% for the output layer to 6% for the decoder
+     * self-attention's Q and K, whose gradients are 3-4x the others': at this initialisation its softmax is
+     * sharp, and there bf16's relative step of 2^-9 on q and k moves the weights most) */
+    compare_compute(tf_pass, "loss", 1, 1e-2, 0.15, amx, plain);
 
     /* a short training with bf16 compute lowers the loss as the fp32 one does (the same start, data, dropout);
      * then the checkpoint */
@@ -210,7 +222,7 @@ static void vit_data(float *x, int32_t *y) {
     }
 }
 
-static void vit_pass(const attn_ctx *ctx, attn_dtype compute, float *logits, float *loss, float **grads, size_t *n) {
+static void vit_pass(const attn_ctx *ctx, attn_dtype compute, float *logits, float **grads, size_t *n) {
     attn_vit_config c;
     vit_config(&c, compute);
     attn_vit m;
@@ -220,7 +232,8 @@ static void vit_pass(const attn_ctx *ctx, attn_dtype compute, float *logits, flo
     CHECK_STATUS(attn_vit_init(&m, ctx, &c, 4), ATTN_OK);
     CHECK(m.blk[0].attn.compute == compute && m.blk[1].attn.compute == compute);
     CHECK_STATUS(attn_vit_forward(&m, logits, NULL, x, VT_B), ATTN_OK);
-    CHECK_STATUS(attn_vit_loss_grad(&m, x, y, VT_B, loss), ATTN_OK);
+    float loss;
+    CHECK_STATUS(attn_vit_loss_grad(&m, x, y, VT_B, &loss), ATTN_OK);
     *n = m.n_params;
     *grads = malloc(sizeof(float) * m.n_params);
     memcpy(*grads, m.grads, sizeof(float) * m.n_params);
@@ -229,22 +242,8 @@ static void vit_pass(const attn_ctx *ctx, attn_dtype compute, float *logits, flo
 
 static void test_vit(const attn_ctx *amx, const attn_ctx *plain) {
     printf("Vision Transformer (2 blocks, width 32, 2 heads, 17 tokens)\n");
-    float o32[VT_B * VT_K], o16[VT_B * VT_K], l32, l16, *g32, *g16;
-    size_t n;
-    if (amx) {
-        vit_pass(amx, ATTN_DTYPE_F32, o32, &l32, &g32, &n);
-        vit_pass(amx, ATTN_DTYPE_BF16, o16, &l16, &g16, &n);
-        check_bounded("logits (amx)", o16, o32, VT_B * VT_K, 2e-2);
-        check_bounded("every gradient (amx)", g16, g32, n, 5e-2);
-        free(g32);
-        free(g16);
-    }
-    vit_pass(plain, ATTN_DTYPE_F32, o32, &l32, &g32, &n);
-    vit_pass(plain, ATTN_DTYPE_BF16, o16, &l16, &g16, &n);
-    check_same("logits and gradients (no bf16 units)", g16, g32, n);
-    CHECK(memcmp(o16, o32, sizeof o32) == 0);
-    free(g32);
-    free(g16);
+    compare_compute(vit_pass, "logits", VT_B * VT_K, 2e-2, 5e-2, amx, plain);
+    float o32[VT_B * VT_K], o16[VT_B * VT_K];
 
     const attn_ctx *ctx = amx ? amx : plain;
     attn_vit_config c;
@@ -310,15 +309,14 @@ static void im_data(int32_t *ids, int32_t *labels) {
     }
 }
 
-static void im_pass(const attn_ctx *ctx, attn_dtype compute, float *probs, double *loss, float **grads, size_t *n) {
+static void im_pass(const attn_ctx *ctx, attn_dtype compute, float *probs, float **grads, size_t *n) {
     attn_imdb_config c;
     im_config(&c, compute);
     attn_imdb_model m;
     int32_t ids[IM_B * IM_T], labels[IM_B];
     im_data(ids, labels);
     CHECK_STATUS(attn_imdb_model_init(&m, ctx, &c, IM_B, 3), ATTN_OK);
-    *loss = 0;
-    CHECK_STATUS(attn_imdb_model_forward(&m, ids, labels, IM_B, 0, 0, NULL, loss, NULL), ATTN_OK);
+    CHECK_STATUS(attn_imdb_model_forward(&m, ids, labels, IM_B, 0, 0, NULL, NULL, NULL), ATTN_OK);
     memcpy(probs, m.probs, sizeof(float) * IM_B * 2);
     attn_imdb_model_zero_grad(&m, 1);
     CHECK_STATUS(attn_imdb_model_backward(&m, ids, labels, IM_B, 0, 0), ATTN_OK);
@@ -330,23 +328,7 @@ static void im_pass(const attn_ctx *ctx, attn_dtype compute, float *probs, doubl
 
 static void test_imdb(const attn_ctx *amx, const attn_ctx *plain) {
     printf("IMDB classifier (width 32, T = %d)\n", IM_T);
-    float p32[IM_B * 2], p16[IM_B * 2], *g32, *g16;
-    double l32, l16;
-    size_t n;
-    if (amx) {
-        im_pass(amx, ATTN_DTYPE_F32, p32, &l32, &g32, &n);
-        im_pass(amx, ATTN_DTYPE_BF16, p16, &l16, &g16, &n);
-        check_bounded("probabilities (amx)", p16, p32, IM_B * 2, 1e-2);
-        check_bounded("every gradient (amx)", g16, g32, n, 5e-2);
-        free(g32);
-        free(g16);
-    }
-    im_pass(plain, ATTN_DTYPE_F32, p32, &l32, &g32, &n);
-    im_pass(plain, ATTN_DTYPE_BF16, p16, &l16, &g16, &n);
-    check_same("probabilities and gradients (no bf16 units)", g16, g32, n);
-    CHECK(memcmp(p16, p32, sizeof p32) == 0);
-    free(g32);
-    free(g16);
+    compare_compute(im_pass, "probabilities", IM_B * 2, 1e-2, 5e-2, amx, plain);
 
     const attn_ctx *ctx = amx ? amx : plain;
     attn_imdb_config c;
