@@ -166,7 +166,8 @@ typedef struct attn_mha {
     float *params, *grads;       /* what bind was given: n_params floats each */
     size_t n_params;
     attn_dtype compute;          /* the attention's compute (F32 after bind; BF16: its products may be taken
-                                    in bf16 on a path with bf16 units, fp32 accumulation; attn_sdpa_desc) */
+                                    in bf16 on a path with bf16 units, fp32 accumulation; attn_sdpa_desc).
+                                    Set it before asking for the cache bytes: the workspace depends on it */
 } attn_mha;
 
 /* Floats of parameters (0 for invalid sizes). */

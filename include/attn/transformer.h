@@ -63,7 +63,8 @@ typedef struct attn_tf_block {
     float *params, *grads;       /* the slabs bound */
     size_t n_params;
     attn_dtype compute;          /* its attentions' compute: F32 after bind; BF16 lets a path with bf16 units
-                                    take the products in bf16 (fp32 tensors and accumulation; attn_sdpa_desc) */
+                                    take the products in bf16 (fp32 tensors and accumulation; attn_sdpa_desc).
+                                    Set it before asking for the cache bytes: the workspace depends on it */
 } attn_tf_block;
 
 /* Floats of parameters of one block. */
