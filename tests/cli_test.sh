@@ -312,6 +312,21 @@ grep -q "take 0% of the review's attention.*the model masks it" $out || bad "imd
 expect_rc 0 "imdb eval (masked model)" "$attn" imdb eval --data "$tmp/imdb" --dir "$tmp/iom" --threads 1
 expect_rc 1 "imdb train --resume --mask-padding on an unmasked model" "$attn" imdb train $iq --epochs 3 --resume --mask-padding --out "$tmp/io2"
 grep -q "trained without the padding mask" $out || bad "--resume --mask-padding on an unmasked model: no message"
+# --precision: bf16 attention compute, saved in the checkpoint (eval reads it); bad values and the
+# Bahdanau model (no bf16 path) exit 2 with the usage
+expect_rc 2 "imdb train --precision fp8" "$attn" imdb train $iq --precision fp8 --out "$tmp/iob"
+grep -q -- "--precision fp8: must be f32 or bf16" $out && grep -q "usage: attn imdb train" $out || bad "imdb --precision fp8: $(cat $out)"
+expect_rc 2 "vision train --precision half" "$attn" vision train --precision half --out "$tmp/vb"
+grep -q "usage: attn vision train" $out || bad "vision --precision half prints no usage"
+expect_rc 2 "translate train --precision bf16 (bahdanau)" "$attn" translate train --precision bf16 --out "$tmp/mb"
+grep -q "additive attention.*no bf16 path" $out || bad "translate --precision bf16 (bahdanau): $(cat $out)"
+expect_rc 2 "translate train --model transformer --precision x" "$attn" translate train --model transformer --precision x --out "$tmp/mb"
+expect_rc 0 "imdb train --precision bf16" "$attn" imdb train $iq --epochs 1 --precision bf16 --out "$tmp/iob"
+grep -q "attention compute bf16" $out || bad "imdb train --precision bf16 does not say so"
+expect_rc 0 "imdb eval (bf16 model)" "$attn" imdb eval --data "$tmp/imdb" --dir "$tmp/iob" --threads 1
+grep -q "attention compute bf16" $out || bad "imdb eval of a bf16 model does not read its compute: $(cat $out)"
+expect_rc 1 "imdb train --resume --precision f32 on a bf16 model" "$attn" imdb train $iq --epochs 2 --resume --precision f32 --out "$tmp/iob"
+grep -q "was trained with --precision bf16" $out || bad "--resume --precision f32 on a bf16 model: no message"
 expect_rc 2 "predict --weights-out .txt" "$attn" translate predict --dir "$tmp/m" --weights-out "$tmp/w.txt" "one ."
 grep -q "must end in .npy, .csv or .json" $out || bad "--weights-out .txt: no message on the format"
 expect_rc 2 "imdb predict --weights-out .txt" "$attn" imdb predict --dir "$tmp/io2" --weights-out "$tmp/w.txt" "good"

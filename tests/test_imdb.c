@@ -666,7 +666,7 @@ static void test_model_golden(void) {
     memcpy(ids, tid->data, sizeof ids);
     memcpy(labels, tlab->data, sizeof labels);
 
-    attn_imdb_config c = {V, D, T, C, 0.125f, 0.5f, 0, 0, 0, 0};
+    attn_imdb_config c = {V, D, T, C, 0.125f, 0.5f, 0, 0, 0, 0, ATTN_DTYPE_F32};
     attn_imdb_model m;
     CHECK_STATUS(attn_imdb_model_init(&m, NULL, &c, B, 7), ATTN_OK);
     CHECK(m.n_params == (size_t)V * D + 3 * D * D + C * D + C);
@@ -1160,7 +1160,7 @@ static void test_model_paths(void) {
     printf("the model on the reference path and on the fast path\n");
     attn_ctx ref;
     CHECK_STATUS(attn_ctx_init(&ref, ATTN_ISA_REF, 1), ATTN_OK);
-    attn_imdb_config c = {60, 16, 9, 2, 0.125f, 0.5f, 0, 0, 0, 0};
+    attn_imdb_config c = {60, 16, 9, 2, 0.125f, 0.5f, 0, 0, 0, 0, ATTN_DTYPE_F32};
     attn_imdb_model a, b;
     CHECK_STATUS(attn_imdb_model_init(&a, NULL, &c, 5, 3), ATTN_OK);
     CHECK_STATUS(attn_imdb_model_init(&b, &ref, &c, 5, 3), ATTN_OK);
@@ -1190,7 +1190,7 @@ static void test_mask_padding(void) {
     printf("the model with the padding masked\n");
     attn_ctx ref;
     CHECK_STATUS(attn_ctx_init(&ref, ATTN_ISA_REF, 1), ATTN_OK);
-    attn_imdb_config c = {60, 16, 9, 2, 0.125f, 0.5f, 1, 0, 0, 0};
+    attn_imdb_config c = {60, 16, 9, 2, 0.125f, 0.5f, 1, 0, 0, 0, ATTN_DTYPE_F32};
     attn_imdb_model a, b, u;
     CHECK_STATUS(attn_imdb_model_init(&a, NULL, &c, 5, 3), ATTN_OK);
     CHECK_STATUS(attn_imdb_model_init(&b, &ref, &c, 5, 3), ATTN_OK);

@@ -448,7 +448,7 @@ static void test_models(void) {
     CHECK(s.n_params == 1369 && fnv1a(s.params, sizeof(float) * s.n_params) == 0xa15f59066f6ac32bULL);
     attn_seq2seq_free(&s);
     attn_transformer t;
-    attn_transformer_config tc = {11, 13, 8, 12, 2, 2, 0.1f, 7, 4};
+    attn_transformer_config tc = {11, 13, 8, 12, 2, 2, 0.1f, 7, 4, ATTN_DTYPE_F32};
     CHECK_STATUS(attn_transformer_init(&t, NULL, &tc, 42), ATTN_OK);
     CHECK(t.n_params == 2853 && fnv1a(t.params, sizeof(float) * t.n_params) == 0x1fba598faca5a0eaULL);
     attn_transformer_free(&t);

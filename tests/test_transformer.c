@@ -339,7 +339,7 @@ static void test_fd(void) {
 static void test_model_fd(void) {
     printf("finite differences through the whole translator (dropout 0.1)\n");
     attn_transformer m;
-    attn_transformer_config c = {11, 13, 8, 12, 2, 2, 0.1f, 5, 3};
+    attn_transformer_config c = {11, 13, 8, 12, 2, 2, 0.1f, 5, 3, ATTN_DTYPE_F32};
     CHECK_STATUS(attn_transformer_init(&m, NULL, &c, 5), ATTN_OK);
     const int32_t X[15] = {4, 5, 6, 3, 1, 7, 3, 1, 1, 1, 8, 9, 10, 4, 3}, Xl[3] = {4, 2, 5};
     const int32_t Y[15] = {5, 6, 3, 1, 1, 7, 8, 9, 10, 3, 11, 3, 1, 1, 1}, Yl[3] = {3, 5, 2};
@@ -377,7 +377,7 @@ static void test_model_fd(void) {
 static void test_decoding(void) {
     printf("greedy decoding: key/value cache vs the whole prefix; checkpoints\n");
     attn_transformer m;
-    attn_transformer_config c = {15, 17, 16, 24, 4, 2, 0.1f, 8, 2};
+    attn_transformer_config c = {15, 17, 16, 24, 4, 2, 0.1f, 8, 2, ATTN_DTYPE_F32};
     CHECK_STATUS(attn_transformer_init(&m, NULL, &c, 21), ATTN_OK);
     /* make <eos> unlikely so the decoding runs all 8 steps */
     m.dense_b[ATTN_TOK_EOS] -= 5.0f;
@@ -520,7 +520,7 @@ static void test_training(void) {
     const int T = ds.T, N = ds.n;
     const int32_t *X = ds.X, *Y = ds.Y, *Xl = ds.X_len, *Yl = ds.Y_len;
     attn_transformer m;
-    attn_transformer_config c = {ds.vs.n, ds.vt.n, 32, 64, 4, 2, 0.1f, T, 64};
+    attn_transformer_config c = {ds.vs.n, ds.vt.n, 32, 64, 4, 2, 0.1f, T, 64, ATTN_DTYPE_F32};
     CHECK_STATUS(attn_transformer_init(&m, NULL, &c, 1), ATTN_OK);
     attn_adam opt;
     CHECK_STATUS(attn_adam_alloc(&opt, m.n_params, 0.005f), ATTN_OK);
@@ -562,7 +562,7 @@ static void test_paths(void) {
     printf("the model on the reference path and on the fast path\n");
     attn_ctx ref;
     CHECK_STATUS(attn_ctx_init(&ref, ATTN_ISA_REF, 1), ATTN_OK);
-    attn_transformer_config c = {11, 13, 8, 12, 2, 2, 0.1f, 5, 3};
+    attn_transformer_config c = {11, 13, 8, 12, 2, 2, 0.1f, 5, 3, ATTN_DTYPE_F32};
     attn_transformer a, b;
     CHECK_STATUS(attn_transformer_init(&a, NULL, &c, 5), ATTN_OK);
     CHECK_STATUS(attn_transformer_init(&b, &ref, &c, 5), ATTN_OK);

@@ -75,6 +75,8 @@ typedef struct attn_imdb_config {
                                     (a sliding window in the attention's mask; both sides, the classifier reads
                                     the whole review at once); saved in the checkpoint. 0: dense */
     int window_left, window_right;
+    attn_dtype compute;          /* the self-attention's compute: F32, or BF16 (its products in bf16 where the
+                                    path has bf16 units; weights and accumulation fp32); saved in the checkpoint */
 } attn_imdb_config;
 
 typedef struct attn_imdb_model {

@@ -165,6 +165,9 @@ typedef struct attn_mha {
     float *dwq, *dbq, *dwk, *dbk, *dwv, *dbv, *dwo, *dbo;  /* gradients, same shapes, or NULL */
     float *params, *grads;       /* what bind was given: n_params floats each */
     size_t n_params;
+    attn_dtype compute;          /* the attention's compute (F32 after bind; BF16: its products may be taken
+                                    in bf16 on a path with bf16 units, fp32 accumulation; attn_sdpa_desc).
+                                    Set it before asking for the cache bytes: the workspace depends on it */
 } attn_mha;
 
 /* Floats of parameters (0 for invalid sizes). */
@@ -202,6 +205,7 @@ typedef struct attn_selfattn {
     float *dw;                   /* (3,Din,Dout), or NULL */
     float *params, *grads;       /* what bind was given: n_params floats each */
     size_t n_params;
+    attn_dtype compute;          /* the attention's compute, as attn_mha's (F32 after bind) */
 } attn_selfattn;
 
 size_t      attn_selfattn_n_params(int Din, int Dout);

@@ -62,6 +62,9 @@ typedef struct attn_tf_block {
     attn_tf_block_tensors g;     /* their gradients: views into grads at the same offsets (NULL without) */
     float *params, *grads;       /* the slabs bound */
     size_t n_params;
+    attn_dtype compute;          /* its attentions' compute: F32 after bind; BF16 lets a path with bf16 units
+                                    take the products in bf16 (fp32 tensors and accumulation; attn_sdpa_desc).
+                                    Set it before asking for the cache bytes: the workspace depends on it */
 } attn_tf_block;
 
 /* Floats of parameters of one block. */
@@ -118,6 +121,8 @@ typedef struct attn_transformer_config {
     float dropout;
     int num_steps;               /* T: source and target length */
     int max_batch;
+    attn_dtype compute;          /* every attention's compute: F32 (0) or BF16 (the products in bf16 where the
+                                    path has bf16 units; weights, activations and accumulation fp32) */
 } attn_transformer_config;
 
 typedef struct attn_transformer {

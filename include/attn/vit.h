@@ -51,6 +51,8 @@ typedef struct attn_vit_config {
     int dim, heads, blocks, mlp; /* D, H, L, F */
     int classes;                 /* K */
     int max_batch;               /* the largest B a call takes */
+    attn_dtype compute;          /* every attention's compute: F32 (0) or BF16 (the products in bf16 where the
+                                    path has bf16 units; weights, activations and accumulation fp32); saved */
 } attn_vit_config;
 
 /* 28, 1, 4; 64, 4, 4, 128; 10; 128. */

@@ -78,6 +78,13 @@ int cli_write_weights(const char *who, const attn_heatmap *maps, int n, const ch
 #define CLI_PALETTE_HELP "colours of the heatmaps: magma, viridis, gray or blues (default magma)"
 int cli_palette(const char *who, const cli_cmd *cmd, const char *name, attn_palette *p);
 
+/* --precision NAME (NULL: the default, f32) into *compute: "f32" gives ATTN_DTYPE_F32, "bf16" ATTN_DTYPE_BF16
+ * (the models' attention products in bf16 where the path has bf16 units; weights and everything else fp32).
+ * Returns 0, or 2 after a message and cmd's usage. */
+#define CLI_PRECISION_HELP "the attention's compute: f32, or bf16 (its products in bf16 on a CPU with AMX or " \
+                           "AVX512-BF16, fp32 sums; weights and the rest stay fp32; saved in the checkpoint)"
+int cli_precision(const char *who, const cli_cmd *cmd, const char *name, attn_dtype *compute);
+
 /* Writes the explorer page (attn_explorer_html) to --html path and says so. Returns 0, or 1 after a
  * message. */
 int cli_write_html(const char *who, const attn_explorer_map *maps, int n, const char *title, const char *note,

@@ -46,6 +46,8 @@ typedef struct imdb_flags {
     const char *data_from;       /* where data came from: "--data", "ATTN_DATA" or "default" */
     int epochs, batch, threads, limit, resume, no_color, keep_best, annotate;
     int mask_padding;            /* train: the self-attention excludes the padding keys */
+    const char *precision;       /* train: --precision as given, or NULL */
+    attn_dtype compute;          /* train: what it names (F32 when not given) */
     float lr;
     uint64_t seed;
     const char *html;            /* predict --html FILE: the explorer page */
@@ -270,6 +272,7 @@ static int train_build(const imdb_flags *f, train_run *r, int *nothing_to_do) {
         c.window_left = f->window_left;
         c.window_right = f->window_right;
     }
+    c.compute = f->compute;
     const int Bmax = r->batch > EVAL_BATCH ? r->batch : EVAL_BATCH;
     const size_t n_params = (size_t)c.V * c.D + 3 * (size_t)c.D * c.D + (size_t)c.C * c.D + (size_t)c.C;
     attn_status st;
@@ -282,6 +285,11 @@ static int train_build(const imdb_flags *f, train_run *r, int *nothing_to_do) {
         if (f->mask_padding && !r->m.cfg.mask_padding) {
             fprintf(stderr, "attn: imdb: --resume --mask-padding: %s was trained without the padding mask; train a "
                     "new model with --mask-padding (another --out)\n", r->ckpt);
+            return 1;
+        }
+        if (f->precision && f->compute != r->m.cfg.compute) {
+            fprintf(stderr, "attn: imdb: --resume --precision %s: %s was trained with --precision %s; leave the flag "
+                    "out to go on with it\n", f->precision, r->ckpt, r->m.cfg.compute == ATTN_DTYPE_BF16 ? "bf16" : "f32");
             return 1;
         }
         if (r->resumed.epoch >= r->epochs) {
@@ -613,9 +621,10 @@ static int imdb_train_run(const imdb_flags *f) {
             char win[48] = "dense";
             if (r.m.cfg.window) snprintf(win, sizeof win, "window %d,%d", r.m.cfg.window_left, r.m.cfg.window_right);
             printf("IMDB self-attention: %d train, %d test reviews, vocabulary %d, maxlen %d, %s%s; %zu parameters; "
-                   "batch %d, lr %g, seed %" PRIu64 ", %d threads%s, %s kernels, BLAS %s\n", r.d.train.n, r.d.test.n,
-                   r.m.cfg.V, r.m.cfg.T, win, r.m.cfg.mask_padding ? ", padding masked" : "", r.m.n_params, r.batch, r.lr, r.seed, attn_get_num_threads(), par,
-                   attn_isa_name(attn_get_isa()), attn_blas_core_name());
+                   "batch %d, lr %g, seed %" PRIu64 ", %d threads%s, %s kernels, attention compute %s, BLAS %s\n",
+                   r.d.train.n, r.d.test.n, r.m.cfg.V, r.m.cfg.T, win, r.m.cfg.mask_padding ? ", padding masked" : "",
+                   r.m.n_params, r.batch, r.lr, r.seed, attn_get_num_threads(), par, attn_isa_name(attn_get_isa()),
+                   r.m.cfg.compute == ATTN_DTYPE_BF16 ? "bf16" : "f32", attn_blas_core_name());
             fflush(stdout);
             rc = train_loop(f, &r);
         }
@@ -675,8 +684,9 @@ static int imdb_eval(const imdb_flags *f) {
     int rc = evaluate(&m, &d.test, d.T, &loss, &acc);
     double dt = cli_now() - t0;
     if (!rc)
-        printf("%s (epoch %d): %d test reviews - loss: %.4f - acc: %.4f - %.2fs (%d threads)\n", ckpt, cm.epoch,
-               d.test.n, loss, acc, dt, attn_get_num_threads());
+        printf("%s (epoch %d): %d test reviews - loss: %.4f - acc: %.4f - %.2fs (%d threads, attention compute %s)\n",
+               ckpt, cm.epoch, d.test.n, loss, acc, dt, attn_get_num_threads(),
+               m.cfg.compute == ATTN_DTYPE_BF16 ? "bf16" : "f32");
     attn_imdb_model_free(&m);
     attn_imdb_vocab_free(&v);
     attn_imdb_free(&d);
@@ -933,6 +943,7 @@ int cmd_imdb(int argc, char **argv) {
         {"mask-padding", CLI_BOOL, &f.mask_padding, NULL, "the same model, but its self-attention ignores the padding "
                                                          "(a key mask; saved in the checkpoint, so predict and eval "
                                                          "use it too)"},
+        {"precision", CLI_STR, &f.precision, "NAME", CLI_PRECISION_HELP},
         {"plot", CLI_STR, &f.plot, "FILE", "draw the loss and accuracy curves as a PNG after every epoch (the history "
                                            "itself is always in --out/" HISTORY_NAME ")"},
         {"max-steps", CLI_INT, &f.max_steps, "N", "stop after N optimizer steps of this run (0 = no limit); the "
@@ -1010,6 +1021,7 @@ int cmd_imdb(int argc, char **argv) {
         cli_usage(&cmds[0], stderr);
         return 2;
     }
+    if (which == 0 && (r = cli_precision("imdb", &cmds[0], f.precision, &f.compute))) return r;
     if (which == 0) return imdb_train(&f);
     if (which == 1) return imdb_eval(&f);
     if (f.weights_out && (r = cli_check_weights_out("imdb", &cmds[2], f.weights_out))) return r;

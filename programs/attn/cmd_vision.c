@@ -36,6 +36,8 @@ typedef struct vision_flags {
     int patch, dim, heads, blocks, mlp;
     float lr, wd, clip;
     uint64_t seed;
+    const char *precision;       /* train: --precision as given, or NULL */
+    attn_dtype compute;          /* train: what it names (F32 when not given) */
 } vision_flags;
 
 static uint64_t mix64(uint64_t x) {
@@ -200,12 +202,20 @@ static int vision_train(vision_flags *f, int epochs_given) {
             attn_fmnist_free(&d);
             return 1;
         }
+        if (f->precision && f->compute != m.cfg.compute) {
+            fprintf(stderr, "attn: vision: --resume --precision %s: %s was trained with --precision %s; leave the flag "
+                    "out to go on with it\n", f->precision, ckpt, m.cfg.compute == ATTN_DTYPE_BF16 ? "bf16" : "f32");
+            attn_vit_free(&m);
+            attn_adam_free(&opt);
+            attn_fmnist_free(&d);
+            return 1;
+        }
         fprintf(stderr, "attn: vision: resuming %s after epoch %d (step %" PRId64 "; seed %" PRIu64 ", lr %g, batch "
                 "%d from the checkpoint)\n", ckpt, done, opt.t, f->seed, (double)f->lr, f->batch);
     } else {
         attn_vit_config c = {.image = d.train.rows, .channels = 1, .patch = f->patch, .dim = f->dim,
                              .heads = f->heads, .blocks = f->blocks, .mlp = f->mlp, .classes = ATTN_FMNIST_CLASSES,
-                             .max_batch = f->batch};
+                             .max_batch = f->batch, .compute = f->compute};
         if (d.train.rows != d.train.cols) {
             fprintf(stderr, "attn: vision: %s: the images are %dx%d; the ViT takes square images\n", f->data,
                     d.train.rows, d.train.cols);
@@ -228,9 +238,10 @@ static int vision_train(vision_flags *f, int epochs_given) {
     opt.weight_decay = f->wd;
     const attn_vit_config *c = &m.cfg;
     fprintf(stderr, "attn: vision: ViT patch %d, dim %d, %d heads, %d blocks, MLP %d: %zu parameters, %d tokens; "
-            "AdamW lr %g wd %g, %d warm-up epoch(s) then cosine, batch %d, %s, %d threads\n", c->patch, c->dim,
-            c->heads, c->blocks, c->mlp, m.n_params, m.T, (double)f->lr, (double)f->wd, f->warmup, f->batch,
-            f->no_augment ? "no augmentation" : "crop (pad 2) + flip", attn_get_num_threads());
+            "AdamW lr %g wd %g, %d warm-up epoch(s) then cosine, batch %d, %s, %d threads, attention compute %s\n",
+            c->patch, c->dim, c->heads, c->blocks, c->mlp, m.n_params, m.T, (double)f->lr, (double)f->wd, f->warmup,
+            f->batch, f->no_augment ? "no augmentation" : "crop (pad 2) + flip", attn_get_num_threads(),
+            c->compute == ATTN_DTYPE_BF16 ? "bf16" : "f32");
 
     const int n = d.train.n, P = d.train.rows * d.train.cols, steps = (n + f->batch - 1) / f->batch;
     const int64_t total = (int64_t)steps * f->epochs, warm = (int64_t)steps * f->warmup;
@@ -469,6 +480,7 @@ int cmd_vision(int argc, char **argv) {
         {"limit", CLI_INT, &f.limit, "N", "only the first N images of each split (0 = all)"},
         {"resume", CLI_BOOL, &f.resume, NULL, "continue from the checkpoint in --out"},
         {"plot", CLI_STR, &f.plot, "FILE", "draw the loss and accuracy curves as a PNG after every epoch"},
+        {"precision", CLI_STR, &f.precision, "NAME", CLI_PRECISION_HELP},
     };
     const cli_opt eval_opts[] = {
         {"data", CLI_STR, &f.data, "DIR", "the folder of the Fashion-MNIST IDX files"},
@@ -532,6 +544,7 @@ int cmd_vision(int argc, char **argv) {
         cli_usage(&cmds[which], stderr);
         return 2;
     }
+    if (which == 0 && (r = cli_precision("vision", &cmds[0], f.precision, &f.compute))) return r;
     cli_set_threads(f.threads, 1);              /* the batch is split across threads; OpenBLAS on one */
     if (which == 0) return vision_train(&f, epochs_given);
     if (which == 1) return vision_eval(&f);

@@ -130,6 +130,18 @@ int cli_palette(const char *who, const cli_cmd *cmd, const char *name, attn_pale
     return 2;
 }
 
+int cli_precision(const char *who, const cli_cmd *cmd, const char *name, attn_dtype *compute) {
+    *compute = ATTN_DTYPE_F32;
+    if (!name || strcmp(name, "f32") == 0) return 0;
+    if (strcmp(name, "bf16") == 0) {
+        *compute = ATTN_DTYPE_BF16;
+        return 0;
+    }
+    fprintf(stderr, "attn: %s: --precision %s: must be f32 or bf16\n\n", who, name);
+    cli_usage(cmd, stderr);
+    return 2;
+}
+
 int cli_write_html(const char *who, const attn_explorer_map *maps, int n, const char *title, const char *note,
                    const char *path) {
     char err[1024] = "";

@@ -74,8 +74,12 @@ static int s2s_create(translator *tr, const tr_train_args *a, const void *opts, 
 }
 
 static int s2s_train(const tr_kind *kind, int argc, char **argv) {
-    tr_train_args a = {NULL, kind->default_dir, 250, 0, 600, 64, 10, 1, 0.005f, NULL, 0};
-    cli_opt opts[] = {TR_TRAIN_OPTS(a)};
+    tr_train_args a = {NULL, kind->default_dir, 250, 0, 600, 64, 10, 1, 0.005f, NULL, 0, NULL, ATTN_DTYPE_F32};
+    cli_opt opts[] = {
+        TR_TRAIN_OPTS(a),
+        {"precision", CLI_STR, &a.precision, "NAME", "the attention's compute: f32 only (the additive attention has "
+                                                     "no bf16 path; --model transformer takes bf16)"},
+    };
     cli_cmd cmd = {"attn translate train [--model bahdanau|transformer] [options]",
                    "Trains the d2l English-French seq2seq model with Bahdanau attention (embedding 32, 2-layer\n"
                    "GRU 32, dropout 0.1, Adam, gradient clipping 1, batch 64), then translates the book's four\n"
@@ -83,6 +87,13 @@ static int s2s_train(const tr_kind *kind, int argc, char **argv) {
                    opts, (int)(sizeof opts / sizeof opts[0]), 0, 0};
     int rc = cli_parse(&cmd, argc, argv, NULL, NULL);
     if (rc >= 0) return rc;
+    if ((rc = cli_precision("translate", &cmd, a.precision, &a.compute))) return rc;
+    if (a.compute != ATTN_DTYPE_F32) {
+        fprintf(stderr, "attn: translate: --precision bf16: the Bahdanau model's additive attention (tanh of a sum, "
+                "no products to take in bf16) has no bf16 path; use --model transformer, or f32\n\n");
+        cli_usage(&cmd, stderr);
+        return 2;
+    }
     if (tr_train_args_check(&a)) {
         fputc('\n', stderr);
         cli_usage(&cmd, stderr);

@@ -86,6 +86,8 @@ typedef struct tr_train_args {
     float lr;
     const char *plot;            /* --plot FILE or NULL */
     int max_steps;               /* --max-steps: stop after this many optimizer steps (0: no limit) */
+    const char *precision;       /* --precision as given (each model lists the flag itself), or NULL */
+    attn_dtype compute;          /* what it names: F32 unless --precision bf16 */
 } tr_train_args;
 
 #define TR_TRAIN_OPTS(a)                                                                                      \

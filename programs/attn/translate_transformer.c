@@ -71,20 +71,20 @@ static int tf_create(translator *tr, const tr_train_args *a, const void *opts, s
     const tf_opts *o = opts;
     attn_transformer *m = malloc(sizeof *m);
     attn_transformer_config c = {tr->vs.n, tr->vt.n, o->hidden, o->ffn, o->heads, o->blocks, o->dropout,
-                                 tr->num_steps, a->batch};
+                                 tr->num_steps, a->batch, a->compute};
     if (!m) { fprintf(stderr, "attn: translate: out of memory\n"); return 1; }
     if (cli_fail(attn_transformer_init(m, NULL, &c, a->seed), "creating the model")) { free(m); return 1; }
     tr->model = m;
     *n_params = m->n_params;
     printf("model: Transformer, %d+%d blocks, width %d, %d heads, feed-forward %d, dropout %g: %zu parameters; "
-           "%d epochs, batch %d, Adam lr %g, %d thread%s\n", o->blocks, o->blocks, o->hidden, o->heads, o->ffn,
-           (double)o->dropout, m->n_params, a->epochs, a->batch, (double)a->lr, attn_get_num_threads(),
-           attn_get_num_threads() == 1 ? "" : "s");
+           "%d epochs, batch %d, Adam lr %g, %d thread%s, attention compute %s\n", o->blocks, o->blocks, o->hidden,
+           o->heads, o->ffn, (double)o->dropout, m->n_params, a->epochs, a->batch, (double)a->lr,
+           attn_get_num_threads(), attn_get_num_threads() == 1 ? "" : "s", a->compute == ATTN_DTYPE_BF16 ? "bf16" : "f32");
     return 0;
 }
 
 static int tf_train(const tr_kind *kind, int argc, char **argv) {
-    tr_train_args a = {NULL, kind->default_dir, 200, 0, 600, 64, 10, 1, 0.005f, NULL, 0};
+    tr_train_args a = {NULL, kind->default_dir, 200, 0, 600, 64, 10, 1, 0.005f, NULL, 0, NULL, ATTN_DTYPE_F32};
     tf_opts o = {32, 64, 4, 2, 0.1f};
     cli_opt opts[] = {
         TR_TRAIN_OPTS(a),
@@ -93,6 +93,7 @@ static int tf_train(const tr_kind *kind, int argc, char **argv) {
         {"heads", CLI_INT, &o.heads, "N", "attention heads (must divide --hidden)"},
         {"blocks", CLI_INT, &o.blocks, "N", "encoder and decoder blocks"},
         {"dropout", CLI_FLOAT, &o.dropout, "X", "dropout"},
+        {"precision", CLI_STR, &a.precision, "NAME", CLI_PRECISION_HELP},
     };
     cli_cmd cmd = {"attn translate train --model transformer [options]",
                    "Trains the d2l English-French Transformer (2 encoder and 2 decoder blocks, width 32, 4 heads,\n"
@@ -101,6 +102,7 @@ static int tf_train(const tr_kind *kind, int argc, char **argv) {
                    opts, (int)(sizeof opts / sizeof opts[0]), 0, 0};
     int rc = cli_parse(&cmd, argc, argv, NULL, NULL);
     if (rc >= 0) return rc;
+    if ((rc = cli_precision("translate", &cmd, a.precision, &a.compute))) return rc;
     int bad = tr_train_args_check(&a) || cli_check_int("translate", "--hidden", o.hidden, 1, 0) ||
               cli_check_int("translate", "--ffn", o.ffn, 1, 0) || cli_check_int("translate", "--heads", o.heads, 1, o.hidden) ||
               cli_check_int("translate", "--blocks", o.blocks, 1, ATTN_TF_MAX_BLOCKS);

@@ -45,6 +45,7 @@ static attn_status mha_desc(const attn_mha *m, int B, int T, int S, const attn_m
     d->v   = (attn_layout){(int64_t)S * Dm, Dh, Dm};
     d->out = (attn_layout){(int64_t)T * Dm, Dh, Dm};
     d->scale = (float)(1.0 / sqrt((double)Dh));
+    d->compute = m->compute;
     if (mask) d->mask = *mask;
     d->dropout = dropout;
     d->seed = seed;

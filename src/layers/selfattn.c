@@ -63,6 +63,7 @@ static attn_status sa_desc(const attn_selfattn *l, int nb, int T, const attn_mas
     attn_status st = attn_sdpa_desc_init(d, nb, 1, T, T, l->Dout, l->Dout);
     if (st != ATTN_OK) return st;
     d->scale = l->scale;
+    d->compute = l->compute;
     const int64_t row = 3 * (int64_t)l->Dout;
     d->q = d->k = d->v = (attn_layout){(int64_t)T * row, (int64_t)T * row, row};
     if (mask) d->mask = *mask;

@@ -8,6 +8,7 @@
 #include "internal.h"
 
 #include <limits.h>
+#include <string.h>
 
 #ifdef _OPENMP
 #define ATTN_OMP(x) _Pragma(#x)
@@ -20,6 +21,15 @@ static inline int attn__dim_ok(int n) { return n >= 1 && n <= ATTN_MAX_DIM; }
 
 /* 1 when a·b fits in an int (BLAS takes int dimensions). */
 static inline int attn__prod_fits_int(int a, int b) { return (int64_t)a * b <= INT_MAX; }
+
+/* A model's attention compute as its checkpoints write it ("f32", "bf16"), and back: a missing value (older
+ * checkpoints) is F32; 0 for anything else. */
+static inline const char *attn__compute_name(attn_dtype c) { return c == ATTN_DTYPE_BF16 ? "bf16" : "f32"; }
+static inline int attn__compute_parse(const char *s, attn_dtype *c) {
+    if (!s || strcmp(s, "f32") == 0) { *c = ATTN_DTYPE_F32; return 1; }
+    if (strcmp(s, "bf16") == 0) { *c = ATTN_DTYPE_BF16; return 1; }
+    return 0;
+}
 
 /* Threads for an elementwise pass over n items: 1 below a size where a fork costs more than it saves. */
 static inline int attn__threads_for(size_t n) {

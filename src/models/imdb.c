@@ -6,6 +6,7 @@
 #include "attn.h"
 #include "attn/imdb_model.h"
 #include "attn/safetensors.h"
+#include "layers/util.h"
 
 #include <cblas.h>
 #include <errno.h>
@@ -35,6 +36,7 @@ void attn_imdb_config_default(attn_imdb_config *c) {
     c->mask_padding = 0;        /* the Keras model attends over the padding */
     c->window = 0;              /* dense */
     c->window_left = c->window_right = 0;
+    c->compute = ATTN_DTYPE_F32;
 }
 
 void attn_imdb_model_free(attn_imdb_model *m) {
@@ -58,6 +60,7 @@ attn_status attn_imdb_model_init(attn_imdb_model *m, const attn_ctx *ctx, const 
     memset(m, 0, sizeof *m);
     if (c->V < 1 || c->D < 1 || c->T < 1 || c->C < 2 || Bmax < 1) return ATTN_ERR_SIZE;
     if (c->window && (c->window_left < 0 || c->window_right < 0)) return ATTN_ERR_ARG;
+    if (c->compute != ATTN_DTYPE_F32 && c->compute != ATTN_DTYPE_BF16) return ATTN_ERR_ARG;
     m->cfg = *c;
     m->ctx = ctx ? *ctx : attn_ctx_default();
     m->Bmax = Bmax;
@@ -265,6 +268,7 @@ static attn_status im_desc(const attn_imdb_model *m, int b0, int nb, attn_sdpa_d
     attn_status st = attn_sdpa_desc_init(d, nb, 1, c->T, c->T, c->D, c->D);
     if (st != ATTN_OK) return st;
     d->scale = c->scale;
+    d->compute = c->compute;
     const int64_t row = 3 * (int64_t)c->D;
     d->q = d->k = d->v = (attn_layout){(int64_t)c->T * row, (int64_t)c->T * row, row};
     if (c->mask_padding) {
@@ -640,7 +644,7 @@ attn_status attn_imdb_model_save(const attn_imdb_model *m, const attn_adam *adam
     t[6].data = vocab->blob;
     t[6].nbytes = vocab->blob_size;
     /* metadata: the model, then the run */
-    char s[14][64];
+    char s[15][64];
     snprintf(s[0], 64, "%s", IM_FORMAT);
     snprintf(s[1], 64, "%d", c->V);
     snprintf(s[2], 64, "%d", c->T);
@@ -656,11 +660,12 @@ attn_status attn_imdb_model_save(const attn_imdb_model *m, const attn_adam *adam
     snprintf(s[12], 64, "%d", c->mask_padding ? 1 : 0);
     if (c->window) snprintf(s[13], 64, "%d,%d", c->window_left, c->window_right);
     else snprintf(s[13], 64, "0");
-    const char *keys[14] = {"format", "vocab_size", "maxlen", "dim", "vocab_crc32", "epoch", "adam_t", "seed",
-                            "lr", "batch", "limit", "n_params", "mask_padding", "window"};
-    const char *vals[14];
-    for (int i = 0; i < 14; i++) vals[i] = s[i];
-    return attn_st_write(path, t, 7, keys, vals, 14, err, err_size);
+    snprintf(s[14], 64, "%s", attn__compute_name(c->compute));
+    const char *keys[15] = {"format", "vocab_size", "maxlen", "dim", "vocab_crc32", "epoch", "adam_t", "seed",
+                            "lr", "batch", "limit", "n_params", "mask_padding", "window", "compute"};
+    const char *vals[15];
+    for (int i = 0; i < 15; i++) vals[i] = s[i];
+    return attn_st_write(path, t, 7, keys, vals, 15, err, err_size);
 }
 
 /* Metadata key as an integer: ATTN_ERR_FORMAT (err filled) when missing or not an integer. */
@@ -732,6 +737,10 @@ static attn_status im_read_header(const attn_st_file *f, const char *path, attn_
     c->mask_padding = s && s[0] == '1';
     attn_status st = im_read_window(f, path, c, err, err_size);
     if (st != ATTN_OK) return st;
+    s = attn_st_meta(f, "compute");                         /* absent in older checkpoints: f32 */
+    if (!attn__compute_parse(s, &c->compute))
+        return im_fail_msg(ATTN_ERR_FORMAT, err, err_size, "%s: metadata \"compute\" = \"%s\", expected f32 or bf16",
+                           path, s);
     s = attn_st_meta(f, "lr");
     run->lr = s ? strtof(s, NULL) : 2e-4f;
     s = attn_st_meta(f, "seed");

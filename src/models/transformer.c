@@ -21,7 +21,7 @@
 
 /* The descriptor: q and out (B,T,D) read as (B,H,T,D/H); k and v rows kv_ld floats apart per batch row
  * (S·D for a packed (B,S,D), more for a key/value cache). */
-static attn_status att_desc(attn_sdpa_desc *d, int B, int H, int T, int S, int D, int64_t kv_ld,
+static attn_status att_desc(attn_sdpa_desc *d, attn_dtype compute, int B, int H, int T, int S, int D, int64_t kv_ld,
                             const attn_mask *mask, float dropout, uint64_t seed) {
     const int Dh = D / H;
     attn_status st = attn_sdpa_desc_init(d, B, H, T, S, Dh, Dh);
@@ -31,6 +31,7 @@ static attn_status att_desc(attn_sdpa_desc *d, int B, int H, int T, int S, int D
     d->v   = (attn_layout){kv_ld, Dh, D};
     d->out = (attn_layout){(int64_t)T * D, Dh, D};
     d->scale = (float)(1.0 / sqrt((double)Dh));
+    d->compute = compute;
     if (mask) d->mask = *mask;
     d->dropout = dropout;
     d->seed = seed;
@@ -39,10 +40,10 @@ static attn_status att_desc(attn_sdpa_desc *d, int B, int H, int T, int S, int D
 
 /* Bytes of attn_sdpa workspace for these sizes with context ctx, forward and backward (0 on an invalid
  * shape: the calls then fail with the descriptor's status). */
-static size_t att_work_bytes(const attn_ctx *ctx, int B, int H, int T, int S, int D) {
+static size_t att_work_bytes(const attn_ctx *ctx, attn_dtype compute, int B, int H, int T, int S, int D) {
     attn_sdpa_desc d;
     size_t fw = 0, bw = 0;
-    if (att_desc(&d, B, H, T, S, D, (int64_t)S * D, NULL, 0.0f, 0) != ATTN_OK) return 0;
+    if (att_desc(&d, compute, B, H, T, S, D, (int64_t)S * D, NULL, 0.0f, 0) != ATTN_OK) return 0;
     attn_sdpa_workspace_size(ctx, &d, ATTN_PASS_FORWARD, &fw);
     attn_sdpa_workspace_size(ctx, &d, ATTN_PASS_BACKWARD, &bw);
     return fw > bw ? fw : bw;
@@ -61,10 +62,10 @@ typedef struct att_acts {
  * NULL: the attention weights (asking for them runs the reference path). */
 static attn_status att_forward(const attn_ctx *ctx, const float *wq, const float *wk, const float *wv, const float *wo,
                                const att_acts *c, float *weights, const float *xq, const float *xkv,
-                               int B, int H, int T, int S, int D, const attn_mask *mask, float p,
+                               attn_dtype compute, int B, int H, int T, int S, int D, const attn_mask *mask, float p,
                                uint64_t seed) {
     attn_sdpa_desc d;
-    attn_status st = att_desc(&d, B, H, T, S, D, (int64_t)S * D, mask, p, seed);
+    attn_status st = att_desc(&d, compute, B, H, T, S, D, (int64_t)S * D, mask, p, seed);
     if (st != ATTN_OK) return st;
     if ((st = attn_linear_forward(c->qp, xq, wq, NULL, B * T, D, D)) != ATTN_OK) return st;
     if ((st = attn_linear_forward(c->kp, xkv, wk, NULL, B * S, D, D)) != ATTN_OK) return st;
@@ -80,10 +81,10 @@ static attn_status att_backward(const attn_ctx *ctx, const float *wq, const floa
                                 float *dwq, float *dwk, float *dwv, float *dwo, const att_acts *c,
                                 float *dxq, float *dxkv, const float *da, const float *xq, const float *xkv,
                                 float *dq, float *dk, float *dv, float *dctx,
-                                int B, int H, int T, int S, int D, const attn_mask *mask, float p,
+                                attn_dtype compute, int B, int H, int T, int S, int D, const attn_mask *mask, float p,
                                 uint64_t seed) {
     attn_sdpa_desc d;
-    attn_status st = att_desc(&d, B, H, T, S, D, (int64_t)S * D, mask, p, seed);
+    attn_status st = att_desc(&d, compute, B, H, T, S, D, (int64_t)S * D, mask, p, seed);
     if (st != ATTN_OK) return st;
     const size_t nT = (size_t)B * T * D, nS = (size_t)B * S * D;
     memset(dctx, 0, sizeof(float) * nT);
@@ -171,7 +172,8 @@ typedef struct blk_cache {
 static void blk_carve(const attn_ctx *ctx, const attn_tf_block *b, float *base, int B, int T, int S, blk_cache *c) {
     const size_t D = (size_t)b->D, F = (size_t)b->F, N = (size_t)B * T, M = (size_t)B * S,
                  L = (size_t)B * b->H * T * ATTN_SDPA_STATS, K = N > M ? N : M;
-    const size_t ws = att_work_bytes(ctx, B, b->H, T, T, b->D), wc = b->decoder ? att_work_bytes(ctx, B, b->H, T, S, b->D) : 0;
+    const size_t ws = att_work_bytes(ctx, b->compute, B, b->H, T, T, b->D),
+                 wc = b->decoder ? att_work_bytes(ctx, b->compute, B, b->H, T, S, b->D) : 0;
     const size_t work_bytes = ws > wc ? ws : wc;
     size_t off = 0;
 #define TAKE(ptr, n) do { c->ptr = base ? base + off : NULL; off += ((n) + 15) & ~(size_t)15; } while (0)
@@ -255,7 +257,7 @@ static attn_status blk_forward(const attn_ctx *ctx, const attn_tf_block *b, void
     blk_masks(b, src_lens, &ms, &mc);
 
     /* self-attention, add & norm: y1 (B,T,D) */
-    st = att_forward(&cx, b->w.wq, b->w.wk, b->w.wv, b->w.wo, &c.sa, self_weights, x, x, B, H, T, T, D, &ms, p,
+    st = att_forward(&cx, b->w.wq, b->w.wk, b->w.wv, b->w.wo, &c.sa, self_weights, x, x, b->compute, B, H, T, T, D, &ms, p,
                      attn__nmt_sub_seed(seed, 1));
     if (st != ATTN_OK) return st;
     attn__dropout_mask(c.dm1, (size_t)N * D, p, attn__nmt_sub_seed(seed, 2));
@@ -264,7 +266,7 @@ static attn_status blk_forward(const attn_ctx *ctx, const attn_tf_block *b, void
     const float *u = c.y1;
     /* cross-attention on the encoder's output, add & norm: y2 (B,T,D) */
     if (b->decoder) {
-        st = att_forward(&cx, b->w.xwq, b->w.xwk, b->w.xwv, b->w.xwo, &c.ca, cross_weights, c.y1, enc, B, H, T, S, D, &mc, p,
+        st = att_forward(&cx, b->w.xwq, b->w.xwk, b->w.xwv, b->w.xwo, &c.ca, cross_weights, c.y1, enc, b->compute, B, H, T, S, D, &mc, p,
                          attn__nmt_sub_seed(seed, 3));
         if (st != ATTN_OK) return st;
         attn__dropout_mask(c.dm2, (size_t)N * D, p, attn__nmt_sub_seed(seed, 4));
@@ -327,7 +329,7 @@ attn_status attn_tf_block_backward(const attn_ctx *ctx, const attn_tf_block *b, 
         st = attn__addnorm_backward(dy1, c.df, b->g.ln2_g, b->g.ln2_b, c.dz, c.du, c.z2, c.m2, c.r2, b->w.ln2_g, N, D, p, 0, c.dm2);
         if (st != ATTN_OK) return st;
         st = att_backward(&cx, b->w.xwq, b->w.xwk, b->w.xwv, b->w.xwo, b->g.xwq, b->g.xwk, b->g.xwv, b->g.xwo, &c.ca, dy1, denc, c.df,
-                          c.y1, enc, c.dq, c.dk, c.dv, c.dctx, B, H, T, S, D, &mc, p, attn__nmt_sub_seed(seed, 3));
+                          c.y1, enc, c.dq, c.dk, c.dv, c.dctx, b->compute, B, H, T, S, D, &mc, p, attn__nmt_sub_seed(seed, 3));
         if (st != ATTN_OK) return st;
     }
     /* self-attention's add & norm, then the self-attention: dx (q, k and v all read x) */
@@ -335,7 +337,7 @@ attn_status attn_tf_block_backward(const attn_ctx *ctx, const attn_tf_block *b, 
     st = attn__addnorm_backward(dx, c.df, b->g.ln1_g, b->g.ln1_b, c.dz, dy1, c.z1, c.m1, c.r1, b->w.ln1_g, N, D, p, 0, c.dm1);
     if (st != ATTN_OK) return st;
     return att_backward(&cx, b->w.wq, b->w.wk, b->w.wv, b->w.wo, b->g.wq, b->g.wk, b->g.wv, b->g.wo, &c.sa, dx, dx, c.df, x, x,
-                        c.dq, c.dk, c.dv, c.dctx, B, H, T, T, D, &ms, p, attn__nmt_sub_seed(seed, 1));
+                        c.dq, c.dk, c.dv, c.dctx, b->compute, B, H, T, T, D, &ms, p, attn__nmt_sub_seed(seed, 1));
 }
 
 /* ---------------------------------------------------------------------------------------------------
@@ -373,7 +375,7 @@ static void tf_carve(const attn_transformer *m, float *base, tf_acts *a) {
     TAKE(logits, N * V); TAKE(probs, N * V); TAKE(losses, N);
     TAKE(g1, N * D); TAKE(g2, N * D); TAKE(denc, N * D);
     TAKE(kv, L * 4 * T * D); TAKE(wscr, L * H * T * T); TAKE(step, 8 * D + F + 2 * H + 16);
-    a->step_work_bytes = att_work_bytes(&m->ctx, 1, c->heads, 1, (int)T, c->hidden);
+    a->step_work_bytes = att_work_bytes(&m->ctx, c->compute, 1, c->heads, 1, (int)T, c->hidden);
     a->step_work = base ? (void *)(base + off) : NULL;
     off += (a->step_work_bytes + sizeof(float) - 1) / sizeof(float) + 16;
 #undef TAKE
@@ -392,11 +394,13 @@ static size_t tf_layout(attn_transformer *m, float *p, float *g) {
     for (int l = 0; l < c->blocks; l++, off += ne)
         if (p) {
             attn_tf_block_bind(&m->enc[l], c->hidden, c->ffn, c->heads, 0, c->dropout, p + off, g ? g + off : NULL);
+            m->enc[l].compute = c->compute;
         }
     VIEW(dec_emb, (size_t)c->tgt_vocab * D);
     for (int l = 0; l < c->blocks; l++, off += nd)
         if (p) {
             attn_tf_block_bind(&m->dec[l], c->hidden, c->ffn, c->heads, 1, c->dropout, p + off, g ? g + off : NULL);
+            m->dec[l].compute = c->compute;
         }
     VIEW(dense_w, (size_t)c->tgt_vocab * D);
     VIEW(dense_b, (size_t)c->tgt_vocab);
@@ -412,6 +416,7 @@ static attn_status tf_check_config(const attn_transformer_config *c) {
         return ATTN_ERR_SIZE;
     if (c->hidden % c->heads != 0) return ATTN_ERR_SHAPE;
     if (!(c->dropout >= 0.0f && c->dropout < 1.0f)) return ATTN_ERR_ARG;
+    if (c->compute != ATTN_DTYPE_F32 && c->compute != ATTN_DTYPE_BF16) return ATTN_ERR_ARG;
     return ATTN_OK;
 }
 
@@ -647,13 +652,13 @@ static attn_status tf_block_step(const attn_ctx *cx, const attn_tf_block *b, flo
     if ((st = attn_linear_forward(q, x, b->w.wq, NULL, 1, D, D)) != ATTN_OK) return st;
     if ((st = attn_linear_forward(kc + (size_t)t * D, x, b->w.wk, NULL, 1, D, D)) != ATTN_OK) return st;
     if ((st = attn_linear_forward(vc + (size_t)t * D, x, b->w.wv, NULL, 1, D, D)) != ATTN_OK) return st;
-    if ((st = att_desc(&d, 1, H, 1, t + 1, D, (int64_t)Tmax * D, NULL, 0.0f, 0)) != ATTN_OK) return st;
+    if ((st = att_desc(&d, b->compute, 1, H, 1, t + 1, D, (int64_t)Tmax * D, NULL, 0.0f, 0)) != ATTN_OK) return st;
     if ((st = attn_sdpa_forward(cx, &d, ctx, stats, NULL, q, kc, vc, work, work_bytes)) != ATTN_OK) return st;
     if ((st = attn_linear_forward(at, ctx, b->w.wo, NULL, 1, D, D)) != ATTN_OK) return st;
     if ((st = attn__addnorm_forward(y1, z, mr, mr + 1, x, at, b->w.ln1_g, b->w.ln1_b, 1, D, 0.0f, 0, NULL)) != ATTN_OK) return st;
     /* cross-attention over the projected encoder output */
     if ((st = attn_linear_forward(q, y1, b->w.xwq, NULL, 1, D, D)) != ATTN_OK) return st;
-    if ((st = att_desc(&d, 1, H, 1, S, D, (int64_t)S * D, &mc, 0.0f, 0)) != ATTN_OK) return st;
+    if ((st = att_desc(&d, b->compute, 1, H, 1, S, D, (int64_t)S * D, &mc, 0.0f, 0)) != ATTN_OK) return st;
     if ((st = attn_sdpa_forward(cx, &d, ctx, stats, weights, q, ek, ev, work, work_bytes)) != ATTN_OK) return st;
     if ((st = attn_linear_forward(at, ctx, b->w.xwo, NULL, 1, D, D)) != ATTN_OK) return st;
     if ((st = attn__addnorm_forward(y2, z, mr, mr + 1, y1, at, b->w.ln2_g, b->w.ln2_b, 1, D, 0.0f, 0, NULL)) != ATTN_OK) return st;
@@ -842,9 +847,12 @@ attn_status attn_transformer_save(const attn_transformer *m, const char *path, c
     snprintf(vals[5], 32, "%d", c->heads);     snprintf(vals[6], 32, "%d", c->blocks);
     snprintf(vals[7], 32, "%.9g", (double)c->dropout);
     snprintf(vals[8], 32, "%d", c->num_steps);
-    const char *vp[TF_N_META];
-    for (int i = 0; i < TF_N_META; i++) vp[i] = vals[i];
-    return attn__nmt_save(path, t, n, tf_meta_names, vp, TF_N_META, err, err_size);
+    /* then the attention's compute, as a word (missing in older checkpoints: f32) */
+    const char *names[TF_N_META + 1], *vp[TF_N_META + 1];
+    for (int i = 0; i < TF_N_META; i++) { names[i] = tf_meta_names[i]; vp[i] = vals[i]; }
+    names[TF_N_META] = "compute";
+    vp[TF_N_META] = attn__compute_name(c->compute);
+    return attn__nmt_save(path, t, n, names, vp, TF_N_META + 1, err, err_size);
 }
 
 attn_status attn_transformer_load(attn_transformer *m, const attn_ctx *ctx, const char *path, int max_batch, char *err,
@@ -871,6 +879,12 @@ attn_status attn_transformer_load(attn_transformer *m, const attn_ctx *ctx, cons
     c.src_vocab = (int)v[1]; c.tgt_vocab = (int)v[2]; c.hidden = (int)v[3]; c.ffn = (int)v[4];
     c.heads = (int)v[5]; c.blocks = (int)v[6]; c.dropout = (float)v[7]; c.num_steps = (int)v[8];
     c.max_batch = max_batch > 1 ? max_batch : 1;
+    const char *cs = attn_st_meta(&f, "compute");
+    if (!attn__compute_parse(cs, &c.compute)) {
+        if (err && err_size) snprintf(err, err_size, "%s: metadata \"compute\" = \"%s\", expected f32 or bf16", path, cs);
+        attn_st_free(&f);
+        return ATTN_ERR_FORMAT;
+    }
     if ((st = tf_alloc(m, ctx, &c)) != ATTN_OK) {
         if (err && err_size) snprintf(err, err_size, "%s: the configuration in the metadata is invalid", path);
         attn_st_free(&f);

@@ -31,6 +31,7 @@ attn_status attn_vit_config_check(const attn_vit_config *c) {
     const int64_t np = (int64_t)(c->image / c->patch) * (c->image / c->patch);
     if (np + 1 > 4096) return ATTN_ERR_SIZE;
     if ((int64_t)c->channels * c->patch * c->patch > 65536) return ATTN_ERR_SIZE;
+    if (c->compute != ATTN_DTYPE_F32 && c->compute != ATTN_DTYPE_BF16) return ATTN_ERR_ARG;
     return ATTN_OK;
 }
 
@@ -54,7 +55,10 @@ static size_t vit_layout(attn_vit *m, float *p, float *g) {
         if (p) attn_layernorm_bind(&b->ln1, D, VIT_AT(n));
         at += n;
         n = attn_mha_n_params(D, D, D, D);
-        if (p) attn_mha_bind(&b->attn, D, D, D, D, c->heads, VIT_AT(n));
+        if (p) {
+            attn_mha_bind(&b->attn, D, D, D, D, c->heads, VIT_AT(n));
+            b->attn.compute = c->compute;
+        }
         at += n;
         n = attn_layernorm_n_params(D);
         if (p) attn_layernorm_bind(&b->ln2, D, VIT_AT(n));
@@ -492,15 +496,17 @@ attn_status attn_vit_save(const attn_vit *m, const attn_adam *opt, const char *c
     const attn_vit_config *c = &m->cfg;
     const int v[VIT_N_META - 1] = {c->image, c->channels, c->patch, c->dim, c->heads, c->blocks, c->mlp, c->classes};
     char mv[VIT_N_META + 1][32];
-    const char *mk[VIT_N_META + 1 + 32], *mp[VIT_N_META + 1 + 32];
+    const char *mk[VIT_N_META + 2 + 32], *mp[VIT_N_META + 2 + 32];
     snprintf(mv[0], 32, "vit");
     for (int i = 1; i < VIT_N_META; i++) snprintf(mv[i], 32, "%d", v[i - 1]);
     snprintf(mv[VIT_N_META], 32, "%lld", opt ? (long long)opt->t : 0LL);
     for (int i = 0; i < VIT_N_META; i++) { mk[i] = vit_meta_names[i]; mp[i] = mv[i]; }
     mk[VIT_N_META] = "optimizer_t";
     mp[VIT_N_META] = mv[VIT_N_META];
-    for (int i = 0; i < n_extra; i++) { mk[VIT_N_META + 1 + i] = keys[i]; mp[VIT_N_META + 1 + i] = vals[i]; }
-    return attn__nmt_save(path, t, n, mk, mp, VIT_N_META + 1 + n_extra, err, err_size);
+    mk[VIT_N_META + 1] = "compute";                    /* missing in older checkpoints: f32 */
+    mp[VIT_N_META + 1] = attn__compute_name(c->compute);
+    for (int i = 0; i < n_extra; i++) { mk[VIT_N_META + 2 + i] = keys[i]; mp[VIT_N_META + 2 + i] = vals[i]; }
+    return attn__nmt_save(path, t, n, mk, mp, VIT_N_META + 2 + n_extra, err, err_size);
 }
 
 attn_status attn_vit_load(attn_vit *m, attn_adam *opt, const attn_ctx *ctx, const char *path, int max_batch,
@@ -525,6 +531,12 @@ attn_status attn_vit_load(attn_vit *m, attn_adam *opt, const attn_ctx *ctx, cons
     attn_vit_config c = {.image = (int)v[1], .channels = (int)v[2], .patch = (int)v[3], .dim = (int)v[4],
                          .heads = (int)v[5], .blocks = (int)v[6], .mlp = (int)v[7], .classes = (int)v[8],
                          .max_batch = max_batch > 1 ? max_batch : 1};
+    const char *cs = attn_st_meta(&f, "compute");
+    if (!attn__compute_parse(cs, &c.compute)) {
+        attn__set_err(err, err_size, "%s: metadata \"compute\" = \"%s\", expected f32 or bf16", path, cs);
+        attn_st_free(&f);
+        return ATTN_ERR_FORMAT;
+    }
     if ((st = vit_alloc(m, ctx, &c)) != ATTN_OK) {
         attn__set_err(err, err_size, "%s: the configuration in the metadata is invalid (%s)", path,
                       attn_status_string(st));
