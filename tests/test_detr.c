@@ -2,7 +2,7 @@
  * test_detr.c — the detection pieces of attn/detr.h: the Hungarian matcher against brute force over
  * random cost matrices of every size up to 6x6 (ties included, non-finite costs refused), and the box
  * losses (L1, generalized IoU) against PyTorch golden files (tools/golden/gen_detr.py) and finite
- * differences in double, degenerate boxes included.
+ * differences in double, degenerate boxes included; DETR's set criterion against PyTorch.
  */
 #include "attn.h"
 #include "attn/detr.h"
@@ -222,11 +222,53 @@ static void test_golden(void) {
     attn_st_free(&f);
 }
 
+/* DETR's set criterion against PyTorch: the matching, the three losses and the gradients. */
+static void test_criterion(void) {
+    attn_st_file f;
+    tu_golden_open(&f, "detr_boxes.safetensors");
+    enum { B = 3, Q = 5, K = 4, NT = 5 };
+    const int32_t *nt = tu_golden_i32(&f, "crit.n_targets", B), *lab = tu_golden_i32(&f, "crit.labels", NT);
+    const int32_t *want_match = tu_golden_i32(&f, "crit.match", B * Q);
+    int n_targets[B], labels[NT], match[B * Q];
+    for (int i = 0; i < B; i++) n_targets[i] = nt[i];
+    for (int i = 0; i < NT; i++) labels[i] = lab[i];
+    const float *logits = tu_golden_f32(&f, "crit.logits", 3, B, Q, K + 1, 0);
+    const float *boxes = tu_golden_f32(&f, "crit.boxes", 3, B, Q, 4, 0);
+    const float *tboxes = tu_golden_f32(&f, "crit.tboxes", 2, NT, 4, 0, 0);
+    const float dloss = tu_golden_f32(&f, "crit.dloss", 1, 1, 0, 0, 0)[0];
+    attn_detr_criterion c;
+    attn_detr_criterion_default(&c, K);
+    size_t bytes;
+    CHECK_STATUS(attn_detr_loss_work_bytes(&c, Q, 3, &bytes), ATTN_OK);
+    void *work = malloc(bytes);
+    float loss, losses[3], dlogits[B * Q * (K + 1)], dboxes[B * Q * 4];
+    CHECK_STATUS(attn_detr_loss(&c, &loss, losses, match, dlogits, dboxes, dloss, logits, boxes, n_targets, labels,
+                                tboxes, B, Q, work, bytes), ATTN_OK);
+    int same = 1;
+    for (int i = 0; i < B * Q; i++) same &= match[i] == want_match[i];
+    CHECK(same);
+    tu_close_f32("criterion loss", &loss, tu_golden_f32(&f, "crit.loss", 1, 1, 0, 0, 0), 1, 1e-5, 1e-5);
+    tu_close_f32("criterion ce, l1, giou", losses, tu_golden_f32(&f, "crit.losses", 1, 3, 0, 0, 0), 3, 1e-5, 1e-5);
+    tu_close_f32("criterion dlogits", dlogits, tu_golden_f32(&f, "crit.dlogits", 3, B, Q, K + 1, 0),
+                 B * Q * (K + 1), 1e-6, 1e-4);
+    tu_close_f32("criterion dboxes", dboxes, tu_golden_f32(&f, "crit.dboxes", 3, B, Q, 4, 0), B * Q * 4, 1e-6, 1e-4);
+    /* refusals: a label out of range, a workspace too small */
+    labels[0] = K;
+    CHECK_STATUS(attn_detr_loss(&c, &loss, losses, match, NULL, NULL, 1, logits, boxes, n_targets, labels, tboxes,
+                                B, Q, work, bytes), ATTN_ERR_ARG);
+    labels[0] = lab[0];
+    CHECK_STATUS(attn_detr_loss(&c, &loss, losses, match, NULL, NULL, 1, logits, boxes, n_targets, labels, tboxes,
+                                B, Q, work, bytes - 1), ATTN_ERR_WORKSPACE);
+    free(work);
+    attn_st_free(&f);
+}
+
 int main(void) {
     test_hungarian_brute();
     test_hungarian_refuses();
     test_giou_fd();
     test_degenerate();
     test_golden();
+    test_criterion();
     return tu_finish("test_detr");
 }

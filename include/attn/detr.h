@@ -66,6 +66,33 @@ attn_status attn_box_giou_forward(float *loss, float *giou, const float *pred, c
 attn_status attn_box_giou_backward(float *dpred, const float *pred, const float *target, int n, float dloss);
 attn_status attn_box_giou_pairwise(float *giou, const float *a, int n, const float *b, int m);
 
+/* ---------------------------------------------------------------------------------------------------
+ * DETR's set criterion on a batch: B images, Q queries each predicting logits over K classes plus
+ * "no object" (index K) and a box; image b has n_targets[b] targets (labels in 0..K-1, boxes), stored one
+ * image after another. Per image the queries are matched to the targets by attn_hungarian on
+ *     cost[q,j] = w_l1 · |box_q - tbox_j|_1 - w_class · softmax(logits_q)[label_j] - w_giou · giou(box_q, tbox_j)
+ * and, with N = max(1, Σ n_targets) and a query's target class its match's label or K,
+ *     ce   = Σ_bq w(c_bq) · -log softmax(logits_bq)[c_bq] / Σ_bq w(c_bq),   w(K) = eos_coef, else 1
+ *     l1   = Σ_matched |box - tbox|_1 / N,   giou = Σ_matched (1 - giou) / N
+ *     loss = w_ce · ce + w_l1 · l1 + w_giou · giou
+ * as DETR's SetCriterion with its HungarianMatcher (the same weights on cost and loss). losses (3) gets
+ * ce, l1, giou unweighted; match (B·Q) the matched target of each query within its image, or -1.
+ * dlogits (B,Q,K+1) and dboxes (B,Q,4), unless NULL, are set (not accumulated) to dloss · d loss.
+ */
+typedef struct attn_detr_criterion {
+    int classes;            /* K */
+    float eos_coef;         /* 0.1 */
+    float w_ce, w_l1, w_giou;       /* 1, 5, 2 */
+} attn_detr_criterion;
+
+void attn_detr_criterion_default(attn_detr_criterion *c, int classes);
+/* Workspace for Q queries and at most max_targets targets in an image. */
+attn_status attn_detr_loss_work_bytes(const attn_detr_criterion *c, int Q, int max_targets, size_t *bytes);
+attn_status attn_detr_loss(const attn_detr_criterion *c, float *loss, float *losses, int *match,
+                           float *dlogits, float *dboxes, float dloss,
+                           const float *logits, const float *boxes, const int *n_targets, const int *labels,
+                           const float *tboxes, int B, int Q, void *work, size_t work_bytes);
+
 #ifdef __cplusplus
 }
 #endif

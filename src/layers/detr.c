@@ -116,8 +116,8 @@ static int box_ok(const float *b) {
     return isfinite(b[0]) && isfinite(b[1]) && isfinite(b[2]) && isfinite(b[3]) && b[2] >= 0 && b[3] >= 0;
 }
 
-static attn_status boxes_ok(const float *a, int n) {
-    for (int i = 0; i < n; i++)
+static attn_status boxes_ok(const float *a, size_t n) {
+    for (size_t i = 0; i < n; i++)
         if (!box_ok(a + 4 * (size_t)i)) return ATTN_ERR_ARG;
     return ATTN_OK;
 }
@@ -236,5 +236,149 @@ attn_status attn_box_giou_pairwise(float *giou, const float *a, int n, const flo
             for (int k = 0; k < 4; k++) { p[k] = a[4 * (size_t)i + k]; t[k] = b[4 * (size_t)j + k]; }
             giou[(size_t)i * (size_t)m + (size_t)j] = (float)attn__box_giou_f64(p, t, 0, NULL);
         }
+    return ATTN_OK;
+}
+
+/* ---------------------------------------------------------------------------------------------------
+ * DETR's set criterion: match per image, then the class loss over every query and the box losses over
+ * the matched ones. The workspace holds one image's cost (Q, M) as floats, then the matcher's.
+ */
+void attn_detr_criterion_default(attn_detr_criterion *c, int classes) {
+    c->classes = classes;
+    c->eos_coef = 0.1f;
+    c->w_ce = 1.0f;
+    c->w_l1 = 5.0f;
+    c->w_giou = 2.0f;
+}
+
+attn_status attn_detr_loss_work_bytes(const attn_detr_criterion *c, int Q, int max_targets, size_t *bytes) {
+    if (!c || !bytes) return ATTN_ERR_NULL;
+    if (Q < 1 || max_targets < 0 || c->classes < 1) return ATTN_ERR_SIZE;
+    size_t hb;
+    attn_status st = attn_hungarian_work_bytes(Q, max_targets, &hb);
+    if (st != ATTN_OK) return st;
+    const size_t cb = 8 * (((size_t)Q * (size_t)max_targets * sizeof(float) + 7) / 8);
+    if (hb > SIZE_MAX - cb) return ATTN_ERR_SIZE;
+    *bytes = cb + hb;
+    return ATTN_OK;
+}
+
+/* log-softmax of row x (n) at index c, in double */
+static double log_softmax_at(const float *x, int n, int c) {
+    double mx = x[0], s = 0;
+    for (int k = 1; k < n; k++) if (x[k] > mx) mx = x[k];
+    for (int k = 0; k < n; k++) s += exp((double)x[k] - mx);
+    return (double)x[c] - mx - log(s);
+}
+
+attn_status attn_detr_loss(const attn_detr_criterion *c, float *loss, float *losses, int *match,
+                           float *dlogits, float *dboxes, float dloss,
+                           const float *logits, const float *boxes, const int *n_targets, const int *labels,
+                           const float *tboxes, int B, int Q, void *work, size_t work_bytes) {
+    if (!c || !loss || !logits || !boxes || !n_targets || !match) return ATTN_ERR_NULL;
+    if (B < 1 || Q < 1 || c->classes < 1 || c->classes == INT32_MAX) return ATTN_ERR_SIZE;
+    if ((size_t)B > SIZE_MAX / 16 / (size_t)Q / ((size_t)c->classes + 1)) return ATTN_ERR_SIZE;
+    if (!isfinite(dloss) || !(c->eos_coef > 0) || !isfinite(c->eos_coef) || !isfinite(c->w_ce) ||
+        !isfinite(c->w_l1) || !isfinite(c->w_giou))
+        return ATTN_ERR_ARG;
+    const int K1 = c->classes + 1;
+    int max_m = 0;
+    size_t total = 0;
+    for (int b = 0; b < B; b++) {
+        if (n_targets[b] < 0) return ATTN_ERR_SIZE;
+        if (n_targets[b] > max_m) max_m = n_targets[b];
+        total += (size_t)n_targets[b];
+    }
+    if (total && (!labels || !tboxes)) return ATTN_ERR_NULL;
+    size_t need;
+    attn_status st = attn_detr_loss_work_bytes(c, Q, max_m, &need);
+    if (st != ATTN_OK) return st;
+    if (!work || work_bytes < need) return ATTN_ERR_WORKSPACE;
+    for (size_t i = 0; i < total; i++)
+        if (labels[i] < 0 || labels[i] >= c->classes) return ATTN_ERR_ARG;
+    if (boxes_ok(boxes, (size_t)B * (size_t)Q) || boxes_ok(tboxes, total)) return ATTN_ERR_ARG;
+    for (size_t i = 0; i < (size_t)B * (size_t)Q * (size_t)K1; i++)
+        if (!isfinite(logits[i])) return ATTN_ERR_ARG;
+
+    float *cost = work;
+    void *hwork = (unsigned char *)work + 8 * (((size_t)Q * (size_t)max_m * sizeof(float) + 7) / 8);
+    const double N = total ? (double)total : 1.0;
+
+    /* pass 1: match each image */
+    size_t t0 = 0;
+    for (int b = 0; b < B; b++) {
+        const int M = n_targets[b];
+        for (int q = 0; q < Q; q++) {
+            const float *lq = logits + ((size_t)b * Q + q) * K1, *bq = boxes + ((size_t)b * Q + q) * 4;
+            for (int j = 0; j < M; j++) {
+                const float *tj = tboxes + (t0 + j) * 4;
+                double p[4], t[4], l1 = 0;
+                for (int k = 0; k < 4; k++) { p[k] = bq[k]; t[k] = tj[k]; l1 += fabs(p[k] - t[k]); }
+                const double prob = exp(log_softmax_at(lq, K1, labels[t0 + j]));
+                cost[(size_t)q * M + j] = (float)(c->w_l1 * l1 - c->w_ce * prob - c->w_giou * attn__box_giou_f64(p, t, 0, NULL));
+            }
+        }
+        st = attn_hungarian(match + (size_t)b * Q, NULL, cost, Q, M, hwork, work_bytes - (size_t)((unsigned char *)hwork - (unsigned char *)work));
+        if (st != ATTN_OK) return st;
+        t0 += (size_t)M;
+    }
+
+    /* pass 2: the losses; the class loss is a weighted mean, so its gradient waits for the weights' sum */
+    double ce_num = 0, ce_den = 0, l1 = 0, gl = 0;
+    t0 = 0;
+    for (int b = 0; b < B; b++) {
+        for (int q = 0; q < Q; q++) {
+            const int j = match[(size_t)b * Q + q];
+            const int cls = j >= 0 ? labels[t0 + j] : c->classes;
+            const double wt = cls == c->classes ? c->eos_coef : 1.0;
+            ce_num -= wt * log_softmax_at(logits + ((size_t)b * Q + q) * K1, K1, cls);
+            ce_den += wt;
+            if (j < 0) continue;
+            double p[4], t[4];
+            for (int k = 0; k < 4; k++) {
+                p[k] = boxes[((size_t)b * Q + q) * 4 + k];
+                t[k] = tboxes[(t0 + j) * 4 + k];
+                l1 += fabs(p[k] - t[k]);
+            }
+            gl += 1.0 - attn__box_giou_f64(p, t, 0, NULL);
+        }
+        t0 += (size_t)n_targets[b];
+    }
+    const double ce = ce_num / ce_den;
+    if (losses) { losses[0] = (float)ce; losses[1] = (float)(l1 / N); losses[2] = (float)(gl / N); }
+    *loss = (float)(c->w_ce * ce + c->w_l1 * l1 / N + c->w_giou * gl / N);
+
+    /* pass 3: gradients */
+    if (!dlogits && !dboxes) return ATTN_OK;
+    t0 = 0;
+    for (int b = 0; b < B; b++) {
+        for (int q = 0; q < Q; q++) {
+            const size_t bq = (size_t)b * Q + q;
+            const int j = match[bq];
+            const int cls = j >= 0 ? labels[t0 + j] : c->classes;
+            if (dlogits) {
+                const double wt = cls == c->classes ? c->eos_coef : 1.0, g = dloss * c->w_ce * wt / ce_den;
+                const float *lq = logits + bq * K1;
+                double mx = lq[0], s = 0;
+                for (int k = 1; k < K1; k++) if (lq[k] > mx) mx = lq[k];
+                for (int k = 0; k < K1; k++) s += exp((double)lq[k] - mx);
+                for (int k = 0; k < K1; k++)
+                    dlogits[bq * K1 + k] = (float)(g * (exp((double)lq[k] - mx) / s - (k == cls)));
+            }
+            if (!dboxes) continue;
+            double d[4] = {0, 0, 0, 0};
+            if (j >= 0) {
+                double p[4], t[4];
+                for (int k = 0; k < 4; k++) {
+                    p[k] = boxes[bq * 4 + k];
+                    t[k] = tboxes[(t0 + j) * 4 + k];
+                    d[k] = dloss * c->w_l1 / N * (p[k] > t[k] ? 1.0 : p[k] < t[k] ? -1.0 : 0.0);
+                }
+                attn__box_giou_f64(p, t, dloss * c->w_giou / N, d);
+            }
+            for (int k = 0; k < 4; k++) dboxes[bq * 4 + k] = (float)d[k];
+        }
+        t0 += (size_t)n_targets[b];
+    }
     return ATTN_OK;
 }

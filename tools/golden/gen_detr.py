@@ -9,7 +9,8 @@ Gradients come from autograd of dl1 · L1 and dgiou · sum(1 - giou). Seed fixed
 
 Tensors: pred, target (n,4) as (cx, cy, w, h) — random pairs, overlapping, disjoint, nested, identical, with a
 tied edge, and boxes of zero width or height; l1 (1), giou_loss (1), giou (n), dl1 (1), dgiou (1), l1.dpred, giou.dpred (n,4),
-pairwise (n,n) the GIoU of every (pred[i], target[j]).
+pairwise (n,n) the GIoU of every (pred[i], target[j]); crit.* DETR's set criterion on a small batch (inputs,
+the matching, the three losses, the weighted loss and the gradients of logits and boxes).
 """
 import os
 import sys
@@ -56,6 +57,63 @@ def giou(a, b):
     return iou - (area_c - union) / (area_c + EPS)
 
 
+def criterion(g):
+    """DETR's SetCriterion with its HungarianMatcher (cost and loss weights 1, 5, 2; eos_coef 0.1) on a
+    batch of 3 images, 5 queries, 4 classes, 2, 0 and 3 targets; the matching by brute force over every
+    assignment (the random costs have one optimum, so it is scipy's linear_sum_assignment's)."""
+    import itertools
+    B, Q, K, nt = 3, 5, 4, [2, 0, 3]
+    logits = f32(2 * torch.randn(B, Q, K + 1, generator=g)).requires_grad_()
+    boxes = f32(0.2 + 0.6 * torch.rand(B, Q, 4, generator=g))
+    boxes[..., 2:] *= 0.5
+    boxes.requires_grad_()
+    labels = torch.randint(0, K, (sum(nt),), generator=g)
+    tboxes = f32(0.2 + 0.6 * torch.rand(sum(nt), 4, generator=g))
+    tboxes[:, 2:] *= 0.5
+    w_ce, w_l1, w_giou, eos = 1.0, 5.0, 2.0, 0.1
+    match = torch.full((B, Q), -1, dtype=torch.int32)
+    t0 = 0
+    with torch.no_grad():
+        for b in range(B):
+            M = nt[b]
+            prob = logits[b].softmax(-1)
+            tb, tl = tboxes[t0:t0 + M], labels[t0:t0 + M]
+            cost = (w_l1 * (boxes[b][:, None, :] - tb[None]).abs().sum(-1) - w_ce * prob[:, tl]
+                    - w_giou * giou(boxes[b][:, None, :], tb[None]))
+            best, arg = None, None
+            for rows in itertools.permutations(range(Q), M):
+                c = sum(cost[r, j].item() for j, r in enumerate(rows))
+                if best is None or c < best:
+                    best, arg = c, rows
+            for j, r in enumerate(arg or ()):
+                match[b, r] = j
+            t0 += M
+    target_cls = torch.full((B, Q), K, dtype=torch.long)
+    t0, src, tgt = 0, [], []
+    for b in range(B):
+        for q in range(Q):
+            if match[b, q] >= 0:
+                target_cls[b, q] = labels[t0 + match[b, q]]
+                src.append((b, q))
+                tgt.append(t0 + match[b, q].item())
+        t0 += nt[b]
+    weight = torch.ones(K + 1)
+    weight[K] = eos
+    ce = torch.nn.functional.cross_entropy(logits.reshape(-1, K + 1), target_cls.reshape(-1), weight)
+    n = max(1, sum(nt))
+    sb = torch.stack([boxes[b, q] for b, q in src])
+    tb = tboxes[tgt]
+    l1 = (sb - tb).abs().sum() / n
+    gl = (1 - giou(sb, tb)).sum() / n
+    loss = w_ce * ce + w_l1 * l1 + w_giou * gl
+    dloss = 0.8
+    (dloss * loss).backward()
+    return {"crit.logits": logits, "crit.boxes": boxes, "crit.n_targets": torch.tensor(nt, dtype=torch.int32),
+            "crit.labels": labels.int(), "crit.tboxes": tboxes, "crit.match": match, "crit.dloss": torch.tensor([dloss]),
+            "crit.loss": loss.reshape(1), "crit.losses": torch.stack([ce, l1, gl]),
+            "crit.dlogits": logits.grad, "crit.dboxes": boxes.grad}
+
+
 def main():
     g = torch.Generator().manual_seed(15)
     n = 24
@@ -86,9 +144,10 @@ def main():
     (dgiou[0] * loss).backward()
     with torch.no_grad():
         pairwise = giou(pred[:, None, :], target[None, :, :])
-    out = {"pred": pred, "target": target, "l1": l1.reshape(1), "giou_loss": loss.reshape(1), "giou": gi,
-           "dl1": dl1, "dgiou": dgiou, "l1.dpred": l1_d, "giou.dpred": pred.grad, "pairwise": pairwise}
-    st.save(os.path.join(OUT, "detr_boxes.safetensors"), {k: v.detach().float() for k, v in out.items()},
+    out = criterion(g)
+    out.update({"pred": pred, "target": target, "l1": l1.reshape(1), "giou_loss": loss.reshape(1), "giou": gi,
+           "dl1": dl1, "dgiou": dgiou, "l1.dpred": l1_d, "giou.dpred": pred.grad, "pairwise": pairwise})
+    st.save(os.path.join(OUT, "detr_boxes.safetensors"), {k: v.detach().float() if v.is_floating_point() else v for k, v in out.items()},
             metadata={"generator": "tools/golden/gen_detr.py", "torch": torch.__version__})
 
 
