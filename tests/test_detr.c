@@ -2,7 +2,7 @@
  * test_detr.c — the detection pieces of attn/detr.h: the Hungarian matcher against brute force over
  * random cost matrices of every size up to 6x6 (ties included, non-finite costs refused), and the box
  * losses (L1, generalized IoU) against PyTorch golden files (tools/golden/gen_detr.py) and finite
- * differences in double, degenerate boxes included; DETR's set criterion against PyTorch.
+ * differences in double, degenerate boxes included; DETR's set criterion against PyTorch; the canvases.
  */
 #include "attn.h"
 #include "attn/detr.h"
@@ -263,6 +263,78 @@ static void test_criterion(void) {
     attn_st_free(&f);
 }
 
+/* Canvases on a synthetic split (a bright rectangle per image): deterministic, every item's box tight
+ * around its pixels, every lit pixel inside a box, overlaps bounded, 1, 2 and 3 items all occurring. */
+static void test_canvas(void) {
+    enum { N = 40, R = 28, S = 56 };
+    static uint8_t images[N * R * R];
+    int32_t labels[N];
+    uint64_t s = 7;
+    memset(images, 0, sizeof images);
+    for (int i = 0; i < N; i++) {
+        const int x0 = tu_rnd_int(&s, 0, 20), y0 = tu_rnd_int(&s, 0, 20);
+        const int x1 = tu_rnd_int(&s, x0, 27), y1 = tu_rnd_int(&s, y0, 27);
+        for (int y = y0; y <= y1; y++)
+            for (int x = x0; x <= x1; x++) images[(size_t)i * R * R + y * R + x] = (uint8_t)tu_rnd_int(&s, 1, 255);
+        labels[i] = i % 10;
+    }
+    attn_fmnist_split split = {N, R, R, images, labels};
+    static uint8_t canvas[S * S], again[S * S];
+    attn_detr_scene sc, sc2;
+    int counts[4] = {0}, bad = 0, differ = 0;
+    double worst_iou = 0;
+    for (int idx = 0; idx < 300; idx++) {
+        CHECK_STATUS(attn_detr_canvas(canvas, &sc, &split, S, 3, 42, (uint64_t)idx), ATTN_OK);
+        CHECK_STATUS(attn_detr_canvas(again, &sc2, &split, S, 3, 42, (uint64_t)idx), ATTN_OK);
+        if (memcmp(canvas, again, sizeof canvas) || memcmp(&sc, &sc2, sizeof sc)) bad++;
+        CHECK_STATUS(attn_detr_canvas(again, &sc2, &split, S, 3, 43, (uint64_t)idx), ATTN_OK);
+        differ += memcmp(canvas, again, sizeof canvas) != 0;
+        if (sc.n < 1 || sc.n > 3) { bad++; continue; }
+        counts[sc.n]++;
+        int px[3][4];
+        for (int i = 0; i < sc.n; i++) {
+            const float *b = sc.boxes[i];
+            px[i][0] = (int)lroundf((b[0] - b[2] / 2) * S); px[i][2] = (int)lroundf((b[0] + b[2] / 2) * S) - 1;
+            px[i][1] = (int)lroundf((b[1] - b[3] / 2) * S); px[i][3] = (int)lroundf((b[1] + b[3] / 2) * S) - 1;
+            if (px[i][0] < 0 || px[i][1] < 0 || px[i][2] >= S || px[i][3] >= S || sc.labels[i] < 0 || sc.labels[i] > 9) {
+                bad++;
+                continue;
+            }
+            /* tight: each edge of the box has a lit pixel */
+            int l = 0, r = 0, t = 0, u = 0;
+            for (int y = px[i][1]; y <= px[i][3]; y++) { l |= canvas[y * S + px[i][0]]; r |= canvas[y * S + px[i][2]]; }
+            for (int x = px[i][0]; x <= px[i][2]; x++) { t |= canvas[px[i][1] * S + x]; u |= canvas[px[i][3] * S + x]; }
+            if (!l || !r || !t || !u) bad++;
+            for (int j = 0; j < i; j++) {
+                const int iw = (px[i][2] < px[j][2] ? px[i][2] : px[j][2]) - (px[i][0] > px[j][0] ? px[i][0] : px[j][0]) + 1;
+                const int ih = (px[i][3] < px[j][3] ? px[i][3] : px[j][3]) - (px[i][1] > px[j][1] ? px[i][1] : px[j][1]) + 1;
+                const double in = iw > 0 && ih > 0 ? (double)iw * ih : 0;
+                const double ai = (double)(px[i][2] - px[i][0] + 1) * (px[i][3] - px[i][1] + 1);
+                const double aj = (double)(px[j][2] - px[j][0] + 1) * (px[j][3] - px[j][1] + 1);
+                const double iou = in / (ai + aj - in);
+                if (iou > worst_iou) worst_iou = iou;
+            }
+        }
+        /* every lit pixel lies in some box */
+        for (int y = 0; y < S; y++)
+            for (int x = 0; x < S; x++) {
+                if (!canvas[y * S + x]) continue;
+                int in = 0;
+                for (int i = 0; i < sc.n; i++) in |= x >= px[i][0] && x <= px[i][2] && y >= px[i][1] && y <= px[i][3];
+                if (!in) { bad++; y = S; break; }
+            }
+    }
+    CHECK(bad == 0);
+    CHECK(worst_iou <= ATTN_DETR_MAX_OVERLAP + 1e-9);
+    CHECK(counts[1] > 50 && counts[2] > 50 && counts[3] > 50);
+    CHECK(differ > 290);
+    printf("  canvases: 300 drawn, items 1/2/3: %d/%d/%d, worst overlap IoU %.3f, %d bad\n", counts[1], counts[2],
+           counts[3], worst_iou, bad);
+    CHECK_STATUS(attn_detr_canvas(canvas, &sc, &split, 27, 3, 1, 0), ATTN_ERR_SIZE);
+    CHECK_STATUS(attn_detr_canvas(canvas, &sc, &split, S, 4, 1, 0), ATTN_ERR_ARG);
+    CHECK_STATUS(attn_detr_canvas(canvas, &sc, NULL, S, 3, 1, 0), ATTN_ERR_NULL);
+}
+
 int main(void) {
     test_hungarian_brute();
     test_hungarian_refuses();
@@ -270,5 +342,6 @@ int main(void) {
     test_degenerate();
     test_golden();
     test_criterion();
+    test_canvas();
     return tu_finish("test_detr");
 }

@@ -1,7 +1,7 @@
 /*
  * attn/detr.h — the pieces of DETR-style detection (Carion et al. 2020) that are not attention: the
  * minimum-cost assignment of predictions to targets (Hungarian matching) and the box losses, L1 and
- * generalized IoU (Rezatofighi et al. 2019), on boxes given as (cx, cy, w, h). Includes attn.h.
+ * generalized IoU (Rezatofighi et al. 2019), on boxes given as (cx, cy, w, h), and the canvases the detector learns on.
  *
  *     size_t bytes;
  *     attn_hungarian_work_bytes(Q, M, &bytes);           // Q queries (rows), M targets (columns)
@@ -17,12 +17,14 @@
  *
  * Boxes are 4 floats (cx, cy, w, h), w and h >= 0 (DETR's are sigmoid outputs in [0, 1]); a box with
  * w or h < 0, or anything not finite, is refused (ATTN_ERR_ARG). Backward calls accumulate into dpred
- * and give no gradient to the targets. None of these calls allocates or starts threads.
+ * and give no gradient to the targets. None of these calls allocates or starts threads. Includes
+ * data.h and layers.h.
  */
 #ifndef ATTN_DETR_H
 #define ATTN_DETR_H
 
-#include "../attn.h"
+#include "data.h"
+#include "layers.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -92,6 +94,29 @@ attn_status attn_detr_loss(const attn_detr_criterion *c, float *loss, float *los
                            float *dlogits, float *dboxes, float dloss,
                            const float *logits, const float *boxes, const int *n_targets, const int *labels,
                            const float *tboxes, int B, int Q, void *work, size_t work_bytes);
+
+/* ---------------------------------------------------------------------------------------------------
+ * Canvases: an (S,S) grey canvas holding 1..max_items items of split (each a random image of it) at
+ * random places, drawn with the brighter pixel winning where they overlap. Item i of the scene has the
+ * image's label and the tight box of its non-zero pixels as (cx, cy, w, h) in canvas units (0..1; pixel x
+ * spans [x/S, (x+1)/S)). A place is drawn again (up to 64 times) while the box's IoU with an earlier
+ * item's exceeds ATTN_DETR_MAX_OVERLAP; an item that finds no place is left out, so n can fall below the
+ * number drawn but is at least 1. The canvas is a pure function of (seed, index) and the split. S from the
+ * split's image size to ATTN_DETR_MAX_CANVAS (ATTN_ERR_SIZE otherwise), max_items 1..ATTN_DETR_MAX_ITEMS
+ * (ATTN_ERR_ARG).
+ */
+#define ATTN_DETR_MAX_ITEMS 3
+#define ATTN_DETR_MAX_CANVAS 1024
+#define ATTN_DETR_MAX_OVERLAP 0.2
+
+typedef struct attn_detr_scene {
+    int n;                                   /* items on the canvas */
+    int labels[ATTN_DETR_MAX_ITEMS];
+    float boxes[ATTN_DETR_MAX_ITEMS][4];     /* (cx, cy, w, h) */
+} attn_detr_scene;
+
+attn_status attn_detr_canvas(uint8_t *canvas, attn_detr_scene *scene, const attn_fmnist_split *split, int S,
+                             int max_items, uint64_t seed, uint64_t index);
 
 #ifdef __cplusplus
 }
