@@ -433,7 +433,7 @@ static int caption_predict(const caption_flags *f, const cli_cmd *cmd, const cha
  */
 int cmd_caption(int argc, char **argv) {
     caption_flags f = {.data = ATTN_FMNIST_DEFAULT_DIR, .out = "caption_out", .epochs = 0, .batch = 128,
-                       .warmup = 1, .strips = 0, .val = 1000, .patch = 7, .dim = 64, .heads = 4, .ffn = 128,
+                       .warmup = 1, .strips = -1, .val = 1000, .patch = 7, .dim = 64, .heads = 4, .ffn = 128,
                        .enc_blocks = 1, .dec_blocks = 2, .lr = 2e-3f, .wd = 0.01f, .clip = 1.0f, .seed = 1};
     const char *sub = argc >= 2 ? argv[1] : NULL;
     const cli_opt train_opts[] = {
@@ -509,7 +509,7 @@ int cmd_caption(int argc, char **argv) {
     if (r >= 0) return r;
     if (cli_check_threads("caption", "--threads", f.threads)) return 2;
     const int epochs_given = f.epochs != 0;
-    if (f.strips == 0) f.strips = which == 0 ? 60000 : 10000;
+    if (f.strips == -1) f.strips = which == 0 ? 60000 : 10000;     /* not given */
     if ((epochs_given && cli_check_int("caption", "--epochs", f.epochs, 1, 100000)) ||
         cli_check_int("caption", "--strips", f.strips, 1, 100000000) ||
         cli_check_int("caption", "--val", f.val, 1, 100000000) ||
