@@ -45,31 +45,13 @@ typedef struct caption_flags {
     uint64_t seed;
 } caption_flags;
 
-static uint64_t mix64(uint64_t x) {
-    x += 0x9e3779b97f4a7c15ULL;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-    return x ^ (x >> 31);
-}
-
 static int load_data(attn_fmnist *d, const caption_flags *f) {
-    char err[2048] = "";
-    double t0 = cli_now();
-    attn_status st = attn_fmnist_load(d, f->data, f->limit, err, sizeof err);
-    if (st != ATTN_OK) {
-        fprintf(stderr, "attn: caption: %s\n", err[0] ? err : attn_status_string(st));
-        if (st == ATTN_ERR_IO)
-            fprintf(stderr, "attn: caption: install Debian's dataset-fashion-mnist (it puts the files in %s) or give "
-                    "--data DIR\n", ATTN_FMNIST_DEFAULT_DIR);
-        return 1;
-    }
+    if (cli_fmnist_load("caption", d, f->data, f->limit)) return 1;
     if (d->train.n < 1 || d->test.n < 1) {
         fprintf(stderr, "attn: caption: %s: a split without images\n", f->data);
         attn_fmnist_free(d);
         return 1;
     }
-    fprintf(stderr, "attn: caption: read %s in %.2f s: %d train, %d test images of %dx%d\n", f->data, cli_now() - t0,
-            d->train.n, d->test.n, d->train.rows, d->train.cols);
     return 0;
 }
 
@@ -77,7 +59,7 @@ static int load_data(attn_fmnist *d, const caption_flags *f) {
 static void make_strip(float *x, int32_t *words, int32_t *idx, const attn_fmnist_split *s, uint64_t seed, int64_t i) {
     const uint8_t *p[ITEMS];
     for (int k = 0; k < ITEMS; k++) {
-        const int j = (int)(mix64(seed ^ mix64((uint64_t)i * ITEMS + (uint64_t)k)) % (uint64_t)s->n);
+        const int j = (int)(cli_mix64(seed ^ cli_mix64((uint64_t)i * ITEMS + (uint64_t)k)) % (uint64_t)s->n);
         p[k] = s->images + (size_t)j * s->rows * s->cols;
         words[k] = s->labels[j];
         if (idx) idx[k] = j;
@@ -85,7 +67,7 @@ static void make_strip(float *x, int32_t *words, int32_t *idx, const attn_fmnist
     attn_caption_strip(x, p, ITEMS, s->rows, s->cols, FM_MEAN, FM_STD);
 }
 
-static uint64_t test_seed(uint64_t seed) { return mix64(seed ^ TEST_SEED_SALT); }
+static uint64_t test_seed(uint64_t seed) { return cli_mix64(seed ^ TEST_SEED_SALT); }
 
 /* exact_match and attention_on_item over n test strips, EVAL_BATCH at a time (progress when long). */
 static int evaluate(attn_caption *m, const attn_fmnist_split *s, uint64_t seed, int n, double *exact, double *on_item,
@@ -154,25 +136,8 @@ static int save_checkpoint(const char *path, const attn_caption *m, const attn_a
 }
 
 static int resume_settings(const char *path, caption_flags *f, int epochs_given, int *done) {
-    attn_st_file sf;
-    char err[1024] = "";
-    if (attn_st_read(&sf, path, 0, err, sizeof err) != ATTN_OK) {
-        fprintf(stderr, "attn: caption: --resume: %s\n", err);
-        return 1;
-    }
     double v[N_RUN_META];
-    for (int i = 0; i < N_RUN_META; i++) {
-        const char *s = attn_st_meta(&sf, run_keys[i]);
-        char *end = NULL;
-        v[i] = s ? strtod(s, &end) : 0;
-        if (!s || end == s || *end) {
-            fprintf(stderr, "attn: caption: --resume: %s: metadata '%s' missing or not a number (not a checkpoint of "
-                    "attn caption train?)\n", path, run_keys[i]);
-            attn_st_free(&sf);
-            return 1;
-        }
-    }
-    attn_st_free(&sf);
+    if (cli_run_meta("caption", path, run_keys, N_RUN_META, v)) return 1;
     *done = (int)v[0];
     if (!epochs_given) f->epochs = (int)v[1];
     f->batch = (int)v[2];
