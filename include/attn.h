@@ -10,7 +10,9 @@
  *   attn/data.h         the data sets and text pipelines (IMDB, fra.txt pairs, vocabularies, BLEU, IDX)
  *   attn/seq2seq.h      the Bahdanau translator          attn/transformer.h   the Transformer
  *   attn/safetensors.h  checkpoints and golden files     attn/heatmap.h       attention pictures
- *   attn/vit.h          the Vision Transformer
+ *   attn/vit.h          the Vision Transformer           attn/caption.h       image to text
+ *   attn/detr.h         detection's matching and losses  attn/plot.h          training curves
+ *   attn/imdb_model.h   the IMDB classifier              attn/mpi.h           ring attention (libattn_mpi)
  *
  * Dimension names, the same everywhere in attn:
  *   B   batch                     H    query heads         Hkv  key/value heads (H % Hkv == 0)

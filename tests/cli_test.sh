@@ -12,7 +12,7 @@ expect_rc() {  # expected-rc description command...
 expect_rc 0 "attn --help" "$attn" --help
 expect_rc 2 "attn with no command" "$attn"
 expect_rc 2 "unknown command" "$attn" frobnicate
-for c in demo score bench imdb translate plot vision; do
+for c in demo score bench imdb translate plot vision caption; do
   expect_rc 0 "attn $c --help" "$attn" $c --help
   grep -q "usage: attn $c" /tmp/attn_cli_out.$$ || bad "attn $c --help prints no usage"
 done
@@ -444,6 +444,32 @@ expect_rc 2 "vision predict abc" "$attn" vision predict --data "$vd" --out "$tmp
 expect_rc 2 "vision predict (no index)" "$attn" vision predict --data "$vd" --out "$tmp/vo"
 expect_rc 1 "vision eval --out nowhere" "$attn" vision eval --data "$vd" --out "$tmp/nowhere"
 grep -q "attn vision train" $out || bad "vision eval --out nowhere does not say how to train a model"
+
+# caption: the same fixture (random items, all class 0), strips of 3.
+cq="--data $vd --out $tmp/co --batch 10 --threads 1 --strips 20 --val 10 --dim 8 --heads 2 --ffn 8 --dec-blocks 1"
+expect_rc 2 "caption (no subcommand)" "$attn" caption
+expect_rc 2 "caption frobnicate" "$attn" caption frobnicate
+expect_rc 2 "caption train --bogus" "$attn" caption train --bogus
+grep -q "usage: attn caption train" $out || bad "caption train --bogus prints no usage"
+expect_rc 2 "caption train --patch 5" "$attn" caption train $cq --patch 5
+expect_rc 2 "caption train --heads 3" "$attn" caption train $cq --heads 3
+expect_rc 2 "caption train --lr 0" "$attn" caption train $cq --lr 0
+expect_rc 2 "caption train --dec-blocks 0" "$attn" caption train $cq --dec-blocks 0
+expect_rc 2 "caption eval --strips 0" "$attn" caption eval --data "$vd" --out "$tmp/co" --strips 0
+expect_rc 1 "caption train --data nowhere" "$attn" caption train --data "$tmp/nowhere" --out "$tmp/co0"
+expect_rc 0 "caption train (fixture)" "$attn" caption train $cq --epochs 1
+grep -q "exact_match: " $out || bad "caption train prints no exact_match"
+[ -f "$tmp/co/caption.safetensors" ] && [ -f "$tmp/co/caption_history.csv" ] || bad "caption train wrote no checkpoint or history"
+expect_rc 0 "caption train --resume" "$attn" caption train --data "$vd" --out "$tmp/co" --threads 1 --resume --epochs 2
+grep -q "resuming .* after epoch 1" $out || bad "caption train --resume does not say where it resumes"
+expect_rc 0 "caption eval" "$attn" caption eval --data "$vd" --out "$tmp/co" --strips 30
+grep -q "^exact_match [01]\.[0-9][0-9][0-9][0-9] attention_on_item [01]\.[0-9][0-9][0-9]$" $out || bad "caption eval prints no 'exact_match 0.xxxx attention_on_item 0.xxx' line"
+expect_rc 0 "caption predict --png" "$attn" caption predict --data "$vd" --out "$tmp/co" --png "$tmp/cp.png" 3
+[ -s "$tmp/cp.png" ] || bad "caption predict --png wrote no picture"
+expect_rc 2 "caption predict abc" "$attn" caption predict --data "$vd" --out "$tmp/co" abc
+expect_rc 2 "caption predict (no index)" "$attn" caption predict --data "$vd" --out "$tmp/co"
+expect_rc 1 "caption eval --out nowhere" "$attn" caption eval --data "$vd" --out "$tmp/nowhere"
+grep -q "attn caption train" $out || bad "caption eval --out nowhere does not say how to train a model"
 
 # Under an address-space limit OpenBLAS hung instead of failing: the program goes single-threaded.
 if [ -z "$ATTN_SANITIZED" ]; then

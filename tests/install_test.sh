@@ -6,12 +6,12 @@ build=$1; consumer=$2
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 cmake --install "$build" --prefix "$tmp/prefix" > "$tmp/install.log"
 for f in include/attn.h include/attn/layers.h include/attn/data.h include/attn/seq2seq.h \
-         include/attn/transformer.h include/attn/vit.h include/attn/detr.h include/attn/safetensors.h include/attn/heatmap.h include/attn/plot.h lib/libattn.a lib/pkgconfig/attn.pc lib/cmake/attn/attnConfig.cmake; do
+         include/attn/transformer.h include/attn/vit.h include/attn/detr.h include/attn/caption.h include/attn/safetensors.h include/attn/heatmap.h include/attn/plot.h lib/libattn.a lib/pkgconfig/attn.pc lib/cmake/attn/attnConfig.cmake; do
   [ -e "$tmp/prefix/$f" ] || { echo "install: missing $f"; exit 1; }
 done
 [ ! -e "$tmp/prefix/include/attn/imdb.h" ] || { echo "install: attn/imdb.h was folded into attn/data.h"; exit 1; }
 # every header compiles on its own (each room includes what it needs)
-for h in attn.h attn/layers.h attn/data.h attn/seq2seq.h attn/transformer.h attn/vit.h attn/detr.h attn/safetensors.h attn/heatmap.h attn/plot.h; do
+for h in attn.h attn/layers.h attn/data.h attn/seq2seq.h attn/transformer.h attn/vit.h attn/detr.h attn/caption.h attn/safetensors.h attn/heatmap.h attn/plot.h; do
   printf '#include <%s>\n' "$h" | cc -std=c11 -Wall -Wextra -Werror -fsyntax-only -I "$tmp/prefix/include" -x c - \
     || { echo "install: $h does not compile alone"; exit 1; }
 done

@@ -103,6 +103,19 @@ attn_status attn_tf_block_backward(const attn_ctx *ctx, const attn_tf_block *b, 
                                    const float *x, const float *enc, const int32_t *src_lens,
                                    int B, int T, int S, int train, uint64_t seed);
 
+/* One step of greedy decoding through decoder block b with a key/value cache (what the translator's
+ * decoding runs; the captioner's too). kc, vc (Tmax,D): the self-attention's projected keys and values of
+ * positions 0..t-1, this step writes row t; ek, ev (S,D): the encoder output projected by b's xwk, xwv
+ * (once per source); x (D) the step's input, y (D) written. cross_weights (H,S) or NULL: the step's
+ * cross-attention weights. src_len (1): the valid source length. scratch and work are sized by
+ * attn_tf_block_step_sizes (floats of scratch, bytes of attn_sdpa workspace for ctx). */
+attn_status attn_tf_block_step_sizes(const attn_ctx *ctx, const attn_tf_block *b, int Tmax, int S,
+                                     size_t *scratch_floats, size_t *work_bytes);
+attn_status attn_tf_block_step(const attn_ctx *ctx, const attn_tf_block *b, float *kc, float *vc, const float *ek,
+                               const float *ev, int Tmax, int S, int t, float *y, float *cross_weights,
+                               const float *x, const int32_t *src_len, float *scratch, void *work,
+                               size_t work_bytes);
+
 /* ---------------------------------------------------------------------------------------------------
  * The translator: embedding · sqrt(D) + positional encoding → encoder blocks; decoder: embedding ·
  * sqrt(D) + positional encoding → decoder blocks → dense to the target vocabulary. Parameters in one

@@ -94,6 +94,17 @@ int cli_write_html(const char *who, const attn_explorer_map *maps, int n, const 
  * online. flag names the option. Returns 0, or 2 after a message (the caller exits 2). */
 int cli_check_threads(const char *who, const char *flag, int n);
 
+/* splitmix64's finalizer: the programs' seeds for shuffles, strips and augmentation. */
+uint64_t cli_mix64(uint64_t x);
+
+/* Fashion-MNIST from dir (attn_fmnist_load), with a line saying what was read; on failure a message (and
+ * where Debian puts the files). Returns 0, or 1 after a message. */
+int cli_fmnist_load(const char *who, attn_fmnist *d, const char *dir, int limit);
+
+/* --resume: the n numbers under keys in the metadata of the checkpoint at path (a training's settings).
+ * Returns 0, or 1 after a message naming the missing key. */
+int cli_run_meta(const char *who, const char *path, const char *const *keys, int n, double *v);
+
 /* Checks an integer flag against lo..hi (hi < lo: no upper bound). Returns 0, or 2 after the message
  * "attn: <who>: --flag V: must be ...". */
 int cli_check_int(const char *who, const char *flag, int v, int lo, int hi);
@@ -194,5 +205,6 @@ int cmd_imdb(int argc, char **argv);
 int cmd_translate(int argc, char **argv);
 int cmd_plot(int argc, char **argv);
 int cmd_vision(int argc, char **argv);
+int cmd_caption(int argc, char **argv);
 
 #endif /* ATTN_CLI_H */

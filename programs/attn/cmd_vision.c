@@ -40,27 +40,8 @@ typedef struct vision_flags {
     attn_dtype compute;          /* train: what it names (F32 when not given) */
 } vision_flags;
 
-static uint64_t mix64(uint64_t x) {
-    x += 0x9e3779b97f4a7c15ULL;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-    return x ^ (x >> 31);
-}
-
 static int load_data(attn_fmnist *d, const vision_flags *f) {
-    char err[2048] = "";
-    double t0 = cli_now();
-    attn_status st = attn_fmnist_load(d, f->data, f->limit, err, sizeof err);
-    if (st != ATTN_OK) {
-        fprintf(stderr, "attn: vision: %s\n", err[0] ? err : attn_status_string(st));
-        if (st == ATTN_ERR_IO)
-            fprintf(stderr, "attn: vision: install Debian's dataset-fashion-mnist (it puts the files in %s) or give "
-                    "--data DIR\n", ATTN_FMNIST_DEFAULT_DIR);
-        return 1;
-    }
-    fprintf(stderr, "attn: vision: read %s in %.2f s: %d train, %d test images of %dx%d\n", f->data, cli_now() - t0,
-            d->train.n, d->test.n, d->train.rows, d->train.cols);
-    return 0;
+    return cli_fmnist_load("vision", d, f->data, f->limit);
 }
 
 /* Image i of split s, normalized, into x (rows·cols), optionally shifted by (dy, dx) within a zero border
@@ -140,25 +121,8 @@ static int save_checkpoint(const char *path, const attn_vit *m, const attn_adam 
 /* --resume: the run's settings from the checkpoint (the flags' --epochs when given), so it continues
  * exactly. Returns 0, or 1 after a message; *done the epochs it holds. */
 static int resume_settings(const char *path, vision_flags *f, int epochs_given, int *done) {
-    attn_st_file sf;
-    char err[1024] = "";
-    if (attn_st_read(&sf, path, 0, err, sizeof err) != ATTN_OK) {
-        fprintf(stderr, "attn: vision: --resume: %s\n", err);
-        return 1;
-    }
     double v[N_RUN_META];
-    for (int i = 0; i < N_RUN_META; i++) {
-        const char *s = attn_st_meta(&sf, run_keys[i]);
-        char *end = NULL;
-        v[i] = s ? strtod(s, &end) : 0;
-        if (!s || end == s || *end) {
-            fprintf(stderr, "attn: vision: --resume: %s: metadata '%s' missing or not a number (not a checkpoint of "
-                    "attn vision train?)\n", path, run_keys[i]);
-            attn_st_free(&sf);
-            return 1;
-        }
-    }
-    attn_st_free(&sf);
+    if (cli_run_meta("vision", path, run_keys, N_RUN_META, v)) return 1;
     *done = (int)v[0];
     if (!epochs_given) f->epochs = (int)v[1];
     f->batch = (int)v[2];
@@ -258,7 +222,7 @@ static int vision_train(vision_flags *f, int epochs_given) {
     for (int epoch = done; epoch < f->epochs && rc == 0; epoch++) {
         /* shuffling and augmentation: pure functions of (seed, epoch) */
         attn_rng rng;
-        attn_rng_seed(&rng, mix64(f->seed ^ mix64((uint64_t)epoch + 1)));
+        attn_rng_seed(&rng, cli_mix64(f->seed ^ cli_mix64((uint64_t)epoch + 1)));
         for (int i = 0; i < n; i++) perm[i] = i;
         attn_rng_shuffle(&rng, perm, (size_t)n);
         double t0 = cli_now(), last = t0, lsum = 0;

@@ -273,3 +273,48 @@ void cli_set_threads(int threads, int blas_threads) {
     const int got = attn_get_num_threads();
     attn_blas_set_num_threads(blas_threads > 0 ? blas_threads : got > 0 ? got : 1);
 }
+
+uint64_t cli_mix64(uint64_t x) {
+    x += 0x9e3779b97f4a7c15ULL;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+int cli_fmnist_load(const char *who, attn_fmnist *d, const char *dir, int limit) {
+    char err[2048] = "";
+    double t0 = cli_now();
+    attn_status st = attn_fmnist_load(d, dir, limit, err, sizeof err);
+    if (st != ATTN_OK) {
+        fprintf(stderr, "attn: %s: %s\n", who, err[0] ? err : attn_status_string(st));
+        if (st == ATTN_ERR_IO)
+            fprintf(stderr, "attn: %s: install Debian's dataset-fashion-mnist (it puts the files in %s) or give "
+                    "--data DIR\n", who, ATTN_FMNIST_DEFAULT_DIR);
+        return 1;
+    }
+    fprintf(stderr, "attn: %s: read %s in %.2f s: %d train, %d test images of %dx%d\n", who, dir, cli_now() - t0,
+            d->train.n, d->test.n, d->train.rows, d->train.cols);
+    return 0;
+}
+
+int cli_run_meta(const char *who, const char *path, const char *const *keys, int n, double *v) {
+    attn_st_file sf;
+    char err[1024] = "";
+    if (attn_st_read(&sf, path, 0, err, sizeof err) != ATTN_OK) {
+        fprintf(stderr, "attn: %s: --resume: %s\n", who, err);
+        return 1;
+    }
+    for (int i = 0; i < n; i++) {
+        const char *s = attn_st_meta(&sf, keys[i]);
+        char *end = NULL;
+        v[i] = s ? strtod(s, &end) : 0;
+        if (!s || end == s || *end) {
+            fprintf(stderr, "attn: %s: --resume: %s: metadata '%s' missing or not a number (not a checkpoint of "
+                    "attn %s train?)\n", who, path, keys[i], who);
+            attn_st_free(&sf);
+            return 1;
+        }
+    }
+    attn_st_free(&sf);
+    return 0;
+}

@@ -667,6 +667,29 @@ static attn_status tf_block_step(const attn_ctx *cx, const attn_tf_block *b, flo
     return attn__addnorm_forward(y, z, mr, mr + 1, y2, f, b->w.ln3_g, b->w.ln3_b, 1, D, 0.0f, 0, NULL);
 }
 
+attn_status attn_tf_block_step_sizes(const attn_ctx *ctx, const attn_tf_block *b, int Tmax, int S,
+                                     size_t *scratch_floats, size_t *work_bytes) {
+    if (!b || !scratch_floats || !work_bytes) return ATTN_ERR_NULL;
+    if (!b->decoder) return ATTN_ERR_ARG;
+    if (!attn__dim_ok(Tmax) || !attn__dim_ok(S) || Tmax > ATTN_TF_MAX_LEN || S > ATTN_TF_MAX_LEN) return ATTN_ERR_SIZE;
+    attn_ctx cx = ctx ? *ctx : attn_ctx_default();
+    const int n = Tmax > S ? Tmax : S;
+    *scratch_floats = 8 * (size_t)b->D + (size_t)b->F + 2 * (size_t)b->H + 16;
+    *work_bytes = att_work_bytes(&cx, 1, b->H, 1, n, b->D);
+    return *work_bytes ? ATTN_OK : ATTN_ERR_SIZE;
+}
+
+attn_status attn_tf_block_step(const attn_ctx *ctx, const attn_tf_block *b, float *kc, float *vc, const float *ek,
+                               const float *ev, int Tmax, int S, int t, float *y, float *cross_weights,
+                               const float *x, const int32_t *src_len, float *scratch, void *work,
+                               size_t work_bytes) {
+    if (!b || !kc || !vc || !ek || !ev || !y || !x || !src_len || !scratch || !work) return ATTN_ERR_NULL;
+    if (!b->decoder || !b->w.xwq) return ATTN_ERR_ARG;
+    if (t < 0 || t >= Tmax || S < 1 || Tmax > ATTN_TF_MAX_LEN || S > ATTN_TF_MAX_LEN) return ATTN_ERR_SIZE;
+    attn_ctx cx = ctx ? *ctx : attn_ctx_default();
+    return tf_block_step(&cx, b, kc, vc, ek, ev, Tmax, S, t, y, cross_weights, x, src_len, scratch, work, work_bytes);
+}
+
 attn_status attn_transformer_translate(attn_transformer *m, int32_t *out, int *n_out, float *weights,
                                        float *logits, const int32_t *src, int src_len, int use_cache) {
     if (!m || !m->params || !m->acts || !out || !n_out || !src) return ATTN_ERR_NULL;
