@@ -675,7 +675,7 @@ attn_status attn_tf_block_step_sizes(const attn_ctx *ctx, const attn_tf_block *b
     attn_ctx cx = ctx ? *ctx : attn_ctx_default();
     const int n = Tmax > S ? Tmax : S;
     *scratch_floats = 8 * (size_t)b->D + (size_t)b->F + 2 * (size_t)b->H + 16;
-    *work_bytes = att_work_bytes(&cx, 1, b->H, 1, n, b->D);
+    *work_bytes = att_work_bytes(&cx, b->compute, 1, b->H, 1, n, b->D);
     return *work_bytes ? ATTN_OK : ATTN_ERR_SIZE;
 }
 
