@@ -35,12 +35,13 @@ static const float self4[4 * 4] = {1.0f, 0.0f, 0.0f, 0.0f,
 #define FIX_NOTE "a note with </p> and & in it"
 
 static void fixture(attn_explorer_map maps[3]) {
-    maps[0] = (attn_explorer_map){{head1, 3, 4, 0, fr, en, "cross-attention, head 1", "French", "English", 0, 1, 0,
-                                   ATTN_PALETTE_VIRIDIS}, "cross-attention", 1, 1};
-    maps[1] = (attn_explorer_map){{head2, 3, 4, 0, fr, en, "cross-attention, head 2", "French", "English", 0, 1, 0,
-                                   ATTN_PALETTE_VIRIDIS}, "cross-attention", 1, 2};
-    maps[2] = (attn_explorer_map){{self4, 4, 4, 0, en, en, "encoder self-attention", "English", "English", 0, 1, 0,
-                                   ATTN_PALETTE_MAGMA}, "encoder self-attention", 2, 1};
+    maps[0] = (attn_explorer_map){.map = {head1, 3, 4, 0, fr, en, "cross-attention, head 1", "French", "English", 0, 1,
+                                           0, ATTN_PALETTE_VIRIDIS}, .group = "cross-attention", .layer = 1, .head = 1};
+    maps[1] = (attn_explorer_map){.map = {head2, 3, 4, 0, fr, en, "cross-attention, head 2", "French", "English", 0, 1,
+                                           0, ATTN_PALETTE_VIRIDIS}, .group = "cross-attention", .layer = 1, .head = 2};
+    maps[2] = (attn_explorer_map){.map = {self4, 4, 4, 0, en, en, "encoder self-attention", "English", "English",
+                                           0, 1, 0, ATTN_PALETTE_MAGMA},
+                                  .group = "encoder self-attention", .layer = 2, .head = 1};
 }
 
 static char *slurp(const char *path, size_t *n) {
@@ -160,7 +161,7 @@ static void test_page(const char *dir) {
     /* invalid UTF-8 and the line separators: U+FFFD and escapes, in the data and in the text */
     static const char *const odd[2] = {"bad\xFF\xFEyte", "line\xE2\x80\xA8sep\x01"};
     float v[2] = {0.5f, 0.5f};
-    attn_explorer_map one = {{v, 1, 2, 0, NULL, odd, NULL, NULL, NULL, 0, 0, 0, ATTN_PALETTE_GRAY}, NULL, 0, 0};
+    attn_explorer_map one = {.map = {v, 1, 2, 0, NULL, odd, NULL, NULL, NULL, 0, 0, 0, ATTN_PALETTE_GRAY}};
     CHECK_STATUS(attn_explorer_html(&one, 1, "t\xC3", NULL, path, err, sizeof err), ATTN_OK);
     s = slurp(path, NULL);
     CHECK(s != NULL);

@@ -87,7 +87,8 @@ typedef struct attn_explorer_map {
     int layer;                   /* 1-based block, 0: none */
     int head;                    /* 1-based head, 0: none, or beside other heads their mean ("mean of the
                                     heads" in the chooser) */
-    /* Optional: the image the tokens are patches of (a ViT's). NULL: none. Tokens first_patch ..
+    /* Optional (a map without it must have these fields zero: build it with an initializer or calloc):
+     * the image the tokens are patches of (a ViT's). NULL: none. Tokens first_patch ..
      * first_patch + grid_rows * grid_cols - 1 (columns of the map; rows too where the map has them) are
      * the patches in reading order, each covering its share of the image. The page then draws the image
      * with the attention of one token (the first row's, or the patch pointed at) over its patches. */

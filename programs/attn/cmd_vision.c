@@ -381,15 +381,15 @@ static int vision_html(const float *image, int rows, int cols, int g, const floa
                 ATTN_EXPLORER_MAX_MAPS - 1);
         return 1;
     }
-    char *names = malloc((size_t)T * 16);
+    char *names = malloc((size_t)T * 32);
     const char **labels = malloc(sizeof(char *) * (size_t)T);
     attn_explorer_map *maps = calloc((size_t)n, sizeof *maps);
     int rc = 0;
     if (!names || !labels || !maps) rc = cli_fail(ATTN_ERR_NOMEM, "vision");
     if (!rc) {
-        snprintf(names, 16, "[CLS]");
-        for (int t = 1; t < T; t++) snprintf(names + (size_t)t * 16, 16, "(%d,%d)", (t - 1) / g, (t - 1) % g);
-        for (int t = 0; t < T; t++) labels[t] = names + (size_t)t * 16;
+        snprintf(names, 32, "[CLS]");
+        for (int t = 1; t < T; t++) snprintf(names + (size_t)t * 32, 32, "(%d,%d)", (t - 1) / g, (t - 1) % g);
+        for (int t = 0; t < T; t++) labels[t] = names + (size_t)t * 32;
         char rtitle[64];
         snprintf(rtitle, sizeof rtitle, "attention rollout over %d blocks (the class token's row)", L);
         for (int k = 0; k < n; k++) {
