@@ -439,6 +439,13 @@ expect_rc 0 "vision eval" "$attn" vision eval --data "$vd" --out "$tmp/vo"
 grep -q "^test_acc [01]\.[0-9][0-9][0-9][0-9]$" $out || bad "vision eval prints no 'test_acc 0.xxxx' line"
 expect_rc 0 "vision predict --png" "$attn" vision predict --data "$vd" --out "$tmp/vo" --png "$tmp/vp.png" 3
 [ -s "$tmp/vp.png" ] || bad "vision predict --png wrote no picture"
+expect_rc 0 "vision predict --html" "$attn" vision predict --data "$vd" --out "$tmp/vo" --html "$tmp/vp.html" 3
+grep -q '"group":"self-attention","layer":1,"head":2' "$tmp/vp.html" && grep -q '"group":"rollout"' "$tmp/vp.html" &&
+  grep -q '"image":{"rows":28,"cols":28,"grid_rows":4,"grid_cols":4,"first":1,' "$tmp/vp.html" ||
+  bad "vision predict --html: no rollout, no block 1 head 2 or no 28x28 image of 4x4 patches"
+expect_rc 1 "vision predict --html (unwritable)" "$attn" vision predict --data "$vd" --out "$tmp/vo" --html "$tmp/vp.png/x.html" 3
+grep -q -- "--html" $out || bad "vision predict --html (unwritable) does not name the flag"
+grep -q "predicted" $out && bad "vision predict --html (unwritable) did the work before failing"
 expect_rc 2 "vision predict 20 (out of range)" "$attn" vision predict --data "$vd" --out "$tmp/vo" 20
 expect_rc 2 "vision predict abc" "$attn" vision predict --data "$vd" --out "$tmp/vo" abc
 expect_rc 2 "vision predict (no index)" "$attn" vision predict --data "$vd" --out "$tmp/vo"

@@ -12,6 +12,8 @@ at a query word highlights exactly its row of cells, its lines and its word, and
 strongest first; the highlighted cells have the palette's exact colours and the others are dimmed;
 the strongest line is drawn in the lines' colour; a cell shows its value; a key highlights its column;
 the keyboard (focus) does what pointing does; a tap (click) pins a word until Escape; another head redraws the matrix in its colours.
+The vision fixture (vision.html): the image with the class token's attention over its patches, numbers in
+them; pointing at a patch shows that patch's attention (DOM and screenshot); the rollout's own values.
 Exit status 0 when all pass, 1 on a failure, 77 (skipped) when no Chromium is installed.
 """
 import base64
@@ -255,6 +257,7 @@ def main():
         b = Browser(exe, os.path.join(d, "profile"), log)
         try:
             run(b, expect, page, sys.argv[2] if len(sys.argv) > 2 else None)
+            run_vision(b, os.path.join(d, "vision.html"), sys.argv[2] if len(sys.argv) > 2 else None)
         except Exception as e:          # a broken protocol exchange is a failure, with the browser's log
             failures.append(f"{type(e).__name__}: {e}")
             print(f"  FAIL  {type(e).__name__}: {e}")
@@ -380,6 +383,58 @@ def run(b, expect, page, shot_path):
     bad = [(k, pixel(img, *c), m2["rgb"][k[0]][k[1]]) for k, c in cell_centres(b, 4, 4).items()
            if pixel(img, *c) != tuple(m2["rgb"][k[0]][k[1]])]
     check(not bad, "screenshot: its cells in its palette (magma)" + (f" ({bad[:3]})" if bad else ""))
+
+
+
+def patch_texts(b):
+    return b.js("Array.from(document.querySelectorAll('#picbox .patch'), e => e.textContent)")
+
+
+def run_vision(b, page, shot_path):
+    """The vision fixture of test_explorer.c: 8x8 pixels, 2x2 patches after [CLS]; self-attention rows
+    [CLS] -> patch 3 strongest, token 2 (a hostile label) -> patch 2."""
+    b.events.clear()
+    b.open("file://" + page)
+    check(b.js("document.body.dataset.ready") == "1", "vision: the page's script ran to its end")
+    exc = [e for e in b.events if e.get("method") == "Runtime.exceptionThrown"]
+    check(not exc, "vision: no script error" + (f": {exc[0]['params']}" if exc else ""))
+    check(b.js("Array.from(document.getElementById('group').options, o => o.value)") == ["rollout", "self-attention"],
+          "vision: the chooser offers the rollout and the self-attention")
+    check(b.js("document.getElementById('picture').hidden") is False and b.js("document.getElementById('lines').hidden"),
+          "vision: the image is shown, the word lines are not")
+    check(b.js("[document.getElementById('image').width, document.getElementById('image').height]") == [8, 8],
+          "vision: the canvas holds the 8x8 image")
+    check(patch_texts(b) == [".100", ".500", ".100", ".100"], f"vision: the rollout's values in the patches {patch_texts(b)}")
+    b.js("(() => { const g = document.getElementById('group'); g.value = 'self-attention';"
+         " g.dispatchEvent(new Event('change')); })()")
+    check(b.js("document.getElementById('maptitle').textContent") == "block 1 head 1", "vision: block 1 head 1 chosen")
+    check(patch_texts(b) == [".050", ".030", ".100", ".800"], f"vision: the class token's row in the patches {patch_texts(b)}")
+    r2 = rect(b, '#picbox .patch[data-patch="2"]')
+    probe = (r2[0] + 20, r2[1] + 20)                 # inside patch (1,0), away from its number and border
+    before = pixel(decode_png(b.screenshot()), *probe)
+    # point at patch (0,1), token 2, whose row puts 0.85 on patch (1,0)
+    x, y = centre(rect(b, '#picbox .patch[data-patch="1"]'))
+    b.mouse(x, y)
+    st = b.js(STATE)
+    check(patch_texts(b) == [".040", ".040", ".850", ".050"], f"vision: pointing at a patch shows its row {patch_texts(b)}")
+    check(st["info_head"] is not None and "</script><b>p</b>" in st["info_head"],
+          f"vision: the list names the patch, its label as typed: {st['info_head']!r}")
+    check(sorted(st["on_cells"]) == [[2, j] for j in range(5)], "vision: its row of the matrix is highlighted")
+    check(b.js("Array.from(document.querySelectorAll('#picbox .patch.on'), e => e.dataset.patch)") == ["1"],
+          "vision: the patch pointed at is outlined")
+    check(b.js("typeof window.pwned") == "undefined" and b.js("document.querySelectorAll('script').length") == 2,
+          "vision: no script but the page's own")
+    img = decode_png(b.screenshot())
+    after = pixel(img, *probe)
+    check(sum(after) - sum(before) > 250, f"screenshot: patch (1,0) lights up from {before} to {after}")
+    r1 = rect(b, '#picbox .patch[data-patch="1"]')
+    check(near(pixel(img, r1[0] + 1, r1[1] + r1[3] / 2), (0, 0, 0), 10), "screenshot: the patch pointed at is outlined")
+    if shot_path:
+        root, ext = os.path.splitext(shot_path)
+        with open(root + "_vision" + ext, "wb") as f:
+            f.write(b.screenshot())
+    b.mouse(5, 5)
+    check(patch_texts(b) == [".050", ".030", ".100", ".800"], "vision: pointing away brings back the class token's row")
 
 
 if __name__ == "__main__":

@@ -35,12 +35,13 @@ static const float self4[4 * 4] = {1.0f, 0.0f, 0.0f, 0.0f,
 #define FIX_NOTE "a note with </p> and & in it"
 
 static void fixture(attn_explorer_map maps[3]) {
-    maps[0] = (attn_explorer_map){{head1, 3, 4, 0, fr, en, "cross-attention, head 1", "French", "English", 0, 1, 0,
-                                   ATTN_PALETTE_VIRIDIS}, "cross-attention", 1, 1};
-    maps[1] = (attn_explorer_map){{head2, 3, 4, 0, fr, en, "cross-attention, head 2", "French", "English", 0, 1, 0,
-                                   ATTN_PALETTE_VIRIDIS}, "cross-attention", 1, 2};
-    maps[2] = (attn_explorer_map){{self4, 4, 4, 0, en, en, "encoder self-attention", "English", "English", 0, 1, 0,
-                                   ATTN_PALETTE_MAGMA}, "encoder self-attention", 2, 1};
+    maps[0] = (attn_explorer_map){.map = {head1, 3, 4, 0, fr, en, "cross-attention, head 1", "French", "English", 0, 1,
+                                           0, ATTN_PALETTE_VIRIDIS}, .group = "cross-attention", .layer = 1, .head = 1};
+    maps[1] = (attn_explorer_map){.map = {head2, 3, 4, 0, fr, en, "cross-attention, head 2", "French", "English", 0, 1,
+                                           0, ATTN_PALETTE_VIRIDIS}, .group = "cross-attention", .layer = 1, .head = 2};
+    maps[2] = (attn_explorer_map){.map = {self4, 4, 4, 0, en, en, "encoder self-attention", "English", "English",
+                                           0, 1, 0, ATTN_PALETTE_MAGMA},
+                                  .group = "encoder self-attention", .layer = 2, .head = 1};
 }
 
 static char *slurp(const char *path, size_t *n) {
@@ -160,7 +161,7 @@ static void test_page(const char *dir) {
     /* invalid UTF-8 and the line separators: U+FFFD and escapes, in the data and in the text */
     static const char *const odd[2] = {"bad\xFF\xFEyte", "line\xE2\x80\xA8sep\x01"};
     float v[2] = {0.5f, 0.5f};
-    attn_explorer_map one = {{v, 1, 2, 0, NULL, odd, NULL, NULL, NULL, 0, 0, 0, ATTN_PALETTE_GRAY}, NULL, 0, 0};
+    attn_explorer_map one = {.map = {v, 1, 2, 0, NULL, odd, NULL, NULL, NULL, 0, 0, 0, ATTN_PALETTE_GRAY}};
     CHECK_STATUS(attn_explorer_html(&one, 1, "t\xC3", NULL, path, err, sizeof err), ATTN_OK);
     s = slurp(path, NULL);
     CHECK(s != NULL);
@@ -172,6 +173,85 @@ static void test_page(const char *dir) {
     CHECK(strstr(s, "\"group\":\"attention\"") != NULL);
     CHECK(strstr(s, "\"colors\":[\"808080808080\"]") != NULL);  /* a flat map: mid gray (t = 0.5) */
     free(s);
+}
+
+/* The vision fixture: an 8x8 image of 2x2 patches of 4x4 pixels after a class token, one head whose
+ * rows each put most of their weight on a different patch, and a rollout row; a hostile patch label. */
+static const char *const vtok[5] = {"[CLS]", "(0,0)", "</script><b>p</b>", "(1,0)", "(1,1)"};
+static const float vself[5 * 5] = {0.02f, 0.05f, 0.03f, 0.10f, 0.80f,     /* [CLS]: patch (1,1) */
+                                   0.02f, 0.80f, 0.08f, 0.05f, 0.05f,     /* (0,0): itself */
+                                   0.02f, 0.04f, 0.04f, 0.85f, 0.05f,     /* (0,1): patch (1,0) */
+                                   0.02f, 0.90f, 0.03f, 0.03f, 0.02f,     /* (1,0): patch (0,0) */
+                                   0.20f, 0.20f, 0.20f, 0.20f, 0.20f};
+static const float vroll[5] = {0.2f, 0.1f, 0.5f, 0.1f, 0.1f};
+static float vimage[8 * 8];
+
+static void vision_fixture(attn_explorer_map maps[2]) {
+    for (int i = 0; i < 64; i++) vimage[i] = (float)((i / 8 + i % 8) % 5);   /* stripes, values 0..4 */
+    memset(maps, 0, 2 * sizeof *maps);
+    maps[0].map = (attn_heatmap){.values = vroll, .rows = 1, .cols = 5, .row_labels = vtok, .col_labels = vtok,
+                                 .title = "rollout"};
+    maps[0].group = "rollout";
+    maps[1].map = (attn_heatmap){.values = vself, .rows = 5, .cols = 5, .row_labels = vtok, .col_labels = vtok,
+                                 .title = "block 1 head 1"};
+    maps[1].group = "self-attention";
+    maps[1].layer = maps[1].head = 1;
+    for (int m = 0; m < 2; m++) {
+        maps[m].image = vimage;
+        maps[m].image_rows = maps[m].image_cols = 8;
+        maps[m].grid_rows = maps[m].grid_cols = 2;
+        maps[m].first_patch = 1;
+    }
+}
+
+static int write_vision_fixture(const char *dir) {
+    attn_explorer_map maps[2];
+    vision_fixture(maps);
+    char path[600], err[256];
+    snprintf(path, sizeof path, "%s/vision.html", dir);
+    attn_status st = attn_explorer_html(maps, 2, "Vision <fixture>", NULL, path, err, sizeof err);
+    if (st != ATTN_OK) { fprintf(stderr, "test_explorer: %s\n", err); return 1; }
+    return 0;
+}
+
+static void test_vision(const char *dir) {
+    CHECK(write_vision_fixture(dir) == 0);
+    char path[600], err[256];
+    snprintf(path, sizeof path, "%s/vision.html", dir);
+    size_t n = 0;
+    char *s = slurp(path, &n);
+    CHECK(s != NULL);
+    if (!s) return;
+    CHECK(count(s, "<script") == 2 && count(s, "</script") == 2);     /* the hostile label stays data */
+    CHECK(strstr(s, "\"\\u003c/script\\u003e\\u003cb\\u003ep\\u003c/b\\u003e\"") != NULL);
+    CHECK(strstr(s, "<title>Vision &lt;fixture&gt;</title>") != NULL);
+    /* the image as grey levels 0..255 (0 -> 0, 4 -> 255), the grid and its first token, in both maps */
+    CHECK(count(s, "\"image\":{\"rows\":8,\"cols\":8,\"grid_rows\":2,\"grid_cols\":2,\"first\":1,") == 2);
+    CHECK(strstr(s, "\"pixels\":[0,64,128,191,255,0,64,128,64,") != NULL);
+    free(s);
+    /* a page without images carries none */
+    attn_explorer_map plain[3];
+    fixture(plain);
+    snprintf(path, sizeof path, "%s/plain.html", dir);
+    CHECK_STATUS(attn_explorer_html(plain, 3, NULL, NULL, path, err, sizeof err), ATTN_OK);
+    s = slurp(path, &n);
+    CHECK(s != NULL && strstr(s, "\"image\":") == NULL);
+    free(s);
+    /* grids that do not fit the image or the tokens are refused */
+    attn_explorer_map maps[2], b;
+    vision_fixture(maps);
+    snprintf(path, sizeof path, "%s/vbad.html", dir);
+    b = maps[1]; b.first_patch = 2;                   /* patches 2..5 of 5 tokens */
+    CHECK_STATUS(attn_explorer_html(&b, 1, NULL, NULL, path, err, sizeof err), ATTN_ERR_SIZE);
+    b = maps[1]; b.grid_rows = 9;                     /* more patch rows than pixel rows */
+    CHECK_STATUS(attn_explorer_html(&b, 1, NULL, NULL, path, err, sizeof err), ATTN_ERR_SIZE);
+    b = maps[1]; b.image_cols = 0;
+    CHECK_STATUS(attn_explorer_html(&b, 1, NULL, NULL, path, err, sizeof err), ATTN_ERR_SIZE);
+    b = maps[1]; b.first_patch = -1;
+    CHECK_STATUS(attn_explorer_html(&b, 1, NULL, NULL, path, err, sizeof err), ATTN_ERR_SIZE);
+    b = maps[1]; b.grid_rows = b.grid_cols = 4096; b.image_rows = b.image_cols = 4096;   /* no wrap */
+    CHECK_STATUS(attn_explorer_html(&b, 1, NULL, NULL, path, err, sizeof err), ATTN_ERR_SIZE);
+    CHECK(access(path, F_OK) != 0);
 }
 
 static void test_bad_input(const char *dir) {
@@ -214,10 +294,11 @@ static void test_bad_input(const char *dir) {
 }
 
 int main(int argc, char **argv) {
-    if (argc == 3 && strcmp(argv[1], "page") == 0) return write_fixture(argv[2]);
+    if (argc == 3 && strcmp(argv[1], "page") == 0) return write_fixture(argv[2]) || write_vision_fixture(argv[2]);
     char dir[] = "/tmp/attn_explorer_XXXXXX";
     if (!mkdtemp(dir)) { fprintf(stderr, "mkdtemp failed\n"); return 1; }
     test_page(dir);
+    test_vision(dir);
     test_bad_input(dir);
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);

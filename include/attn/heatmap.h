@@ -87,6 +87,15 @@ typedef struct attn_explorer_map {
     int layer;                   /* 1-based block, 0: none */
     int head;                    /* 1-based head, 0: none, or beside other heads their mean ("mean of the
                                     heads" in the chooser) */
+    /* Optional (a map without it must have these fields zero: build it with an initializer or calloc):
+     * the image the tokens are patches of (a ViT's). NULL: none. Tokens first_patch ..
+     * first_patch + grid_rows * grid_cols - 1 (columns of the map; rows too where the map has them) are
+     * the patches in reading order, each covering its share of the image. The page then draws the image
+     * with the attention of one token (the first row's, or the patch pointed at) over its patches. */
+    const float *image;          /* (image_rows, image_cols) grey levels, any range (drawn min..max) */
+    int image_rows, image_cols;  /* each 1 .. 4096 */
+    int grid_rows, grid_cols;    /* patches per side: 1 .. image_rows, 1 .. image_cols */
+    int first_patch;             /* the first patch's token, e.g. 1 after a class token */
 } attn_explorer_map;
 
 #define ATTN_EXPLORER_MAX_MAPS 1024
@@ -99,7 +108,9 @@ typedef struct attn_explorer_map {
  * to it; a cell shows its value. title heads the page (NULL: "Attention"), note is a line under it (NULL:
  * none). Every string is escaped for HTML and for the script (invalid UTF-8 becomes U+FFFD). Cells take
  * their colours from the map's palette, computed here, exactly as in the PNG. Limits: n in 1 ..
- * ATTN_EXPLORER_MAX_MAPS, each map at most 4096 cells a side. */
+ * ATTN_EXPLORER_MAX_MAPS, each map at most 4096 cells a side. A map with an image also shows the image:
+ * its patches coloured (and numbered) by one token's attention, the class token's (first row) until a
+ * patch is pointed at, then that patch's row. */
 attn_status attn_explorer_html(const attn_explorer_map *maps, int n, const char *title, const char *note,
                                const char *path, char *err, size_t err_size);
 

@@ -841,7 +841,8 @@ static int review_html(const review *r, const attn_heatmap *words, const attn_he
         snprintf(note, sizeof note, "positive probability %.4f (%s). The review fills all %d positions (no padding).",
                  pos, pos >= 0.5f ? "positive" : "negative", r->T);
     static const char *const mean_col[1] = {"mean weight"};
-    attn_explorer_map maps[2] = {{*words, "self-attention", 0, 0}, {*received, "attention received", 0, 0}};
+    attn_explorer_map maps[2] = {{.map = *words, .group = "self-attention"},
+                                 {.map = *received, .group = "attention received"}};
     maps[1].map.col_labels = mean_col;
     return cli_write_html("imdb", maps, 2, "IMDB sentiment: self-attention over the review", note, f->html);
 }

@@ -9,7 +9,8 @@
  *            (--plot FILE draws it).
  *   eval     loads the checkpoint and prints `test_acc 0.xxxx` on the test split.
  *   predict  classifies one image of the test split (IMAGE_INDEX) and with --png draws it beside its
- *            attention rollout (Abnar & Zuidema 2020) and the class token's last-block attention per head.
+ *            attention rollout (Abnar & Zuidema 2020) and the class token's last-block attention per head;
+ *            with --html writes the explorer over the image (every block and head, and the rollout).
  *
  * Pixels are scaled to [0,1], then normalized with Fashion-MNIST's mean 0.2860 and std 0.3530.
  */
@@ -31,7 +32,7 @@
 #define CROP_PAD 2
 
 typedef struct vision_flags {
-    const char *data, *out, *ckpt, *png, *plot, *split;
+    const char *data, *out, *ckpt, *png, *html, *plot, *split;
     int epochs, batch, threads, limit, resume, no_augment, warmup;
     int patch, dim, heads, blocks, mlp;
     float lr, wd, clip;
@@ -334,6 +335,50 @@ static int vision_eval(const vision_flags *f) {
     return rc;
 }
 
+/* The explorer: the rollout's class-token row, then every block's and head's weights, each over the image
+ * (token 0 the class token, then the g x g patches). Returns 0 or 1. */
+static int vision_html(const float *image, int rows, int cols, int g, const float *w, const float *roll, int L,
+                       int H, int T, const vision_flags *f, long idx) {
+    const int n = 1 + L * H;
+    if (n > ATTN_EXPLORER_MAX_MAPS) {
+        fprintf(stderr, "attn: vision: --html: %d blocks x %d heads is more than the explorer's %d maps\n", L, H,
+                ATTN_EXPLORER_MAX_MAPS - 1);
+        return 1;
+    }
+    char *names = malloc((size_t)T * 32);
+    const char **labels = malloc(sizeof(char *) * (size_t)T);
+    attn_explorer_map *maps = calloc((size_t)n, sizeof *maps);
+    int rc = 0;
+    if (!names || !labels || !maps) rc = cli_fail(ATTN_ERR_NOMEM, "vision");
+    if (!rc) {
+        snprintf(names, 32, "[CLS]");
+        for (int t = 1; t < T; t++) snprintf(names + (size_t)t * 32, 32, "(%d,%d)", (t - 1) / g, (t - 1) % g);
+        for (int t = 0; t < T; t++) labels[t] = names + (size_t)t * 32;
+        char rtitle[64];
+        snprintf(rtitle, sizeof rtitle, "attention rollout over %d blocks (the class token's row)", L);
+        for (int k = 0; k < n; k++) {
+            attn_explorer_map *e = &maps[k];
+            e->map = (attn_heatmap){.values = k ? w + (size_t)(k - 1) * T * T : roll, .rows = k ? T : 1, .cols = T,
+                                    .row_labels = labels, .col_labels = labels, .title = k ? NULL : rtitle,
+                                    .row_title = "query token", .col_title = "key token"};
+            e->group = k ? "self-attention" : "rollout";
+            e->layer = k ? 1 + (k - 1) / H : 0;
+            e->head = k ? 1 + (k - 1) % H : 0;
+            e->image = image;
+            e->image_rows = rows;
+            e->image_cols = cols;
+            e->grid_rows = e->grid_cols = g;
+            e->first_patch = 1;
+        }
+        char note[160];
+        snprintf(note, sizeof note, "%s image %ld, %dx%d pixels in %dx%d patches; token [CLS] is the class token, "
+                 "(r,c) the patch in row r, column c.", f->split, idx, rows, cols, g, g);
+        rc = cli_write_html("vision", maps, n, "Vision Transformer: attention over the image", note, f->html);
+    }
+    free(names); free(labels); free(maps);
+    return rc;
+}
+
 static int vision_predict(const vision_flags *f, const cli_cmd *cmd, const char *arg) {
     char *end = NULL;
     long idx = strtol(arg, &end, 10);
@@ -349,6 +394,7 @@ static int vision_predict(const vision_flags *f, const cli_cmd *cmd, const char 
         return 2;
     }
     if (f->png && cli_check_out_file("vision", "--png", f->png)) return 1;
+    if (f->html && cli_check_out_file("vision", "--html", f->html)) return 1;
     attn_vit m;
     if (load_model(f, &m, 1)) return 1;
     attn_fmnist d;
@@ -410,6 +456,7 @@ static int vision_predict(const vision_flags *f, const cli_cmd *cmd, const char 
             }
         }
     }
+    if (!rc && f->html) rc = vision_html(x, s->rows, s->cols, g, w, roll, L, H, T, f, idx);
     free(x); free(w); free(maps); free(roll);
     attn_fmnist_free(&d);
     attn_vit_free(&m);
@@ -460,6 +507,9 @@ int cmd_vision(int argc, char **argv) {
         {"split", CLI_STR, &f.split, "NAME", "test or train"},
         {"png", CLI_STR, &f.png, "FILE", "draw the image with its attention rollout and the class token's last-block "
                                          "attention per head"},
+        {"html", CLI_STR, &f.html, "FILE", "also write the explorer: one self-contained page with the image, where "
+                                           "one picks the rollout or a block and head, and pointing at a patch shows "
+                                           "its attention over the others"},
         {"threads", CLI_INT, &f.threads, "N", "threads (0 = all cores)"},
     };
     const cli_cmd cmds[3] = {

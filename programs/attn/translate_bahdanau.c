@@ -158,7 +158,7 @@ static int s2s_predict(const tr_kind *kind, int argc, char **argv) {
     if (html) {
         char title[512];
         snprintf(title, sizeof title, "Bahdanau attention: %.400s", line);
-        attn_explorer_map em = {h, "additive attention", 0, 0};
+        attn_explorer_map em = {.map = h, .group = "additive attention"};
         if (cli_write_html("translate", &em, 1, title, "Rows: the French words produced; columns: the English "
                            "words read.", html))
             goto done;

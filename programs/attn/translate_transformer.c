@@ -141,7 +141,7 @@ static int tf_draw_all(translator *tr, const char *png, const char *html, const 
     const int n_all = 3 * L * (H + 1);      /* every head, and per block the mean of its heads (head 0) */
     const size_t LTT = (size_t)L * T * T;
     float *mean = malloc(sizeof(float) * LTT * 3);                          /* (3,L,T,T) */
-    attn_explorer_map *all = malloc(sizeof *all * (size_t)n_all);
+    attn_explorer_map *all = calloc((size_t)n_all, sizeof *all);   /* the fields not set here stay zero */
     attn_heatmap *maps = malloc(sizeof *maps * (size_t)n_all);
     char (*titles)[64] = malloc(sizeof *titles * (size_t)n_all);
     const char **dl = malloc(sizeof(char *) * (size_t)Tq);

@@ -7,6 +7,7 @@
  *   @@DATA@@             the maps as JSON inside <script type="application/json">, every string escaped
  *                        so that nothing in it can end the script element or open a comment: < > & as
  *                        \u003c \u003e \u0026, U+2028/U+2029 escaped, control characters as \u00XX.
+ *                        A map with an image carries its grey levels (0..255) and its patch grid.
  * Invalid UTF-8 becomes U+FFFD everywhere. The cells' colours are computed here with the map's palette
  * (attn__palette_color, as the PNG), so the page needs no colour code of its own.
  *
@@ -131,7 +132,23 @@ static void put_map(attn__outbuf *b, const attn_explorer_map *e) {
         attn__palette_color((int)h->palette, (float)i / (EX_SCALE_STOPS - 1), rgb);
         attn__ob_printf(b, "%s\"#%02x%02x%02x\"", i ? "," : "", rgb[0], rgb[1], rgb[2]);
     }
-    put_str(b, "]}");
+    put_str(b, "]");
+    if (e->image) {
+        /* the grey levels as 0..255 from the image's min to its max, as attn_overlay_png draws them */
+        const int64_t np = (int64_t)e->image_rows * e->image_cols;
+        float mn = INFINITY, mx = -INFINITY;
+        for (int64_t i = 0; i < np; i++)
+            if (isfinite(e->image[i])) { mn = fminf(mn, e->image[i]); mx = fmaxf(mx, e->image[i]); }
+        attn__ob_printf(b, ",\n\"image\":{\"rows\":%d,\"cols\":%d,\"grid_rows\":%d,\"grid_cols\":%d,\"first\":%d,"
+                        "\"pixels\":[", e->image_rows, e->image_cols, e->grid_rows, e->grid_cols, e->first_patch);
+        for (int64_t i = 0; i < np; i++) {
+            float v = e->image[i];
+            int g = !isfinite(v) || !(mx > mn) ? 0 : (int)lrintf(255.0f * (v - mn) / (mx - mn));
+            attn__ob_printf(b, "%s%d", i ? "," : "", g);
+        }
+        put_str(b, "]}");
+    }
+    put_str(b, "}");
 }
 
 static attn_status check_map(const attn_explorer_map *e) {
@@ -142,6 +159,15 @@ static attn_status check_map(const attn_explorer_map *e) {
     if (isnan(h->vmin) || isnan(h->vmax) || h->vmin > h->vmax) return ATTN_ERR_ARG;
     if ((int)h->palette < 0 || h->palette >= ATTN_PALETTE_COUNT) return ATTN_ERR_ARG;
     if (e->layer < 0 || e->head < 0) return ATTN_ERR_ARG;
+    if (e->image) {
+        if (e->image_rows <= 0 || e->image_cols <= 0 || e->image_rows > EX_MAX_CELLS || e->image_cols > EX_MAX_CELLS)
+            return ATTN_ERR_SIZE;
+        if (e->grid_rows <= 0 || e->grid_cols <= 0 || e->grid_rows > e->image_rows || e->grid_cols > e->image_cols)
+            return ATTN_ERR_SIZE;
+        /* both at most 4096, so the product fits; the patches must be columns of the map */
+        if (e->first_patch < 0 || (int64_t)e->grid_rows * e->grid_cols > (int64_t)h->cols - e->first_patch)
+            return ATTN_ERR_SIZE;
+    }
     for (int i = 0; h->row_labels && i < h->rows; i++) if (!h->row_labels[i]) return ATTN_ERR_NULL;
     for (int i = 0; h->col_labels && i < h->cols; i++) if (!h->col_labels[i]) return ATTN_ERR_NULL;
     return ATTN_OK;
