@@ -63,15 +63,15 @@ def main():
     rnd = np.random.default_rng(20261130)
     tensors, meta, names = {}, {"generator": "tools/golden/gen_bf16.py", "torch": torch.__version__}, []
     print(f"{'case':8s} {'shape':44s} {'masks':28s} torch bf16 error (rms; max) out dq dk dv")
-    for i in range(20):
+    for i in range(12):
         name = f"c{i:02d}"
         Hkv = int(rnd.integers(1, 3))
-        H = Hkv * int(rnd.integers(1, 4))
-        B = int(rnd.integers(1, 3))
-        T = int(rnd.integers(1, 5)) if i % 3 == 0 else int(rnd.integers(16, 50))   # decoding, or blocks
-        S = int(rnd.integers(1, 110)) if i % 5 else 1 + int(rnd.integers(0, 3))
-        D = int(rnd.integers(8, 73))
-        Dv = D if rnd.integers(0, 2) else int(rnd.integers(8, 73))
+        H = Hkv * int(rnd.integers(1, 3))
+        B = int(rnd.integers(1, 3)) if i % 3 == 0 else 1   # batches of two only when decoding: a small file
+        T = int(rnd.integers(1, 5)) if i % 3 == 0 else int(rnd.integers(16, 41))   # decoding, or blocks
+        S = int(rnd.integers(1, 65)) if i % 5 else 1 + int(rnd.integers(0, 3))
+        D = int(rnd.integers(8, 49))
+        Dv = D if rnd.integers(0, 2) else int(rnd.integers(8, 49))
         causal = bool(rnd.integers(0, 2))
         vl_kind = ["none", "per_batch", "per_query"][int(rnd.integers(0, 3))]
         use_allow, use_bias = bool(rnd.integers(0, 3) == 0), bool(rnd.integers(0, 3) == 0)
