@@ -18,21 +18,6 @@
 #define TOL 3e-5
 
 
-/* The F64 tensor "<cs>/<name>" of n elements as floats (malloc'ed); exits when absent. */
-static float *golden(const attn_st_file *f, const char *cs, const char *name, size_t n) {
-    char key[128];
-    snprintf(key, sizeof key, "%s/%s", cs, name);
-    const attn_st_tensor *t = attn_st_find(f, key);
-    if (!t || t->dtype != ATTN_DTYPE_F64 || t->nbytes != n * 8) {
-        fprintf(stderr, "golden: %s missing or not float64 of %zu elements\n", key, n);
-        exit(1);
-    }
-    float *x = malloc(sizeof(float) * n);
-    const double *p = t->data;
-    for (size_t i = 0; i < n; i++) x[i] = (float)p[i];
-    return x;
-}
-
 static void run(const attn_ctx *c, const attn_linear_attn_desc *d, float *out, float *den, float *dq, float *dk,
                 float *dv, const float *dout, const float *q, const float *k, const float *v) {
     size_t f = 0, b = 0;
@@ -71,9 +56,9 @@ static void check_golden(void) {
         d.causal = atoi(causal);
         const size_t nq = (size_t)B * H * T * D, nk = (size_t)B * H * S * D, nv = (size_t)B * H * S * Dv;
         const size_t no = (size_t)B * H * T * Dv, nd = (size_t)B * H * T;
-        float *q = golden(&f, cs, "q", nq), *k = golden(&f, cs, "k", nk), *v = golden(&f, cs, "v", nv);
-        float *wout = golden(&f, cs, "out", no), *wden = golden(&f, cs, "den", nd), *dout = golden(&f, cs, "dout", no);
-        float *wdq = golden(&f, cs, "dq", nq), *wdk = golden(&f, cs, "dk", nk), *wdv = golden(&f, cs, "dv", nv);
+        float *q = tu_golden_f64(&f, cs, "q", nq), *k = tu_golden_f64(&f, cs, "k", nk), *v = tu_golden_f64(&f, cs, "v", nv);
+        float *wout = tu_golden_f64(&f, cs, "out", no), *wden = tu_golden_f64(&f, cs, "den", nd), *dout = tu_golden_f64(&f, cs, "dout", no);
+        float *wdq = tu_golden_f64(&f, cs, "dq", nq), *wdk = tu_golden_f64(&f, cs, "dk", nk), *wdv = tu_golden_f64(&f, cs, "dv", nv);
         for (int p = 0; p < 2; p++) {
             attn_ctx c;
             CHECK_STATUS(attn_ctx_init(&c, isas[p], 2), ATTN_OK);
@@ -260,11 +245,11 @@ static void check_linformer(void) {
     const size_t np = attn_linformer_n_params(Dm, N, Kp);
     CHECK(np == 4 * ((size_t)Dm * Dm + Dm) + 2 * (size_t)Kp * N);
     const size_t nq = (size_t)B * T * Dm, nk = (size_t)B * S * Dm;
-    float *params = golden(&f, "linformer", "params", np), *q = golden(&f, "linformer", "q", nq);
-    float *k = golden(&f, "linformer", "k", nk), *v = golden(&f, "linformer", "v", nk);
-    float *wout = golden(&f, "linformer", "out", nq), *dout = golden(&f, "linformer", "dout", nq);
-    float *wdq = golden(&f, "linformer", "dq", nq), *wdk = golden(&f, "linformer", "dk", nk);
-    float *wdv = golden(&f, "linformer", "dv", nk), *wgrads = golden(&f, "linformer", "grads", np);
+    float *params = tu_golden_f64(&f, "linformer", "params", np), *q = tu_golden_f64(&f, "linformer", "q", nq);
+    float *k = tu_golden_f64(&f, "linformer", "k", nk), *v = tu_golden_f64(&f, "linformer", "v", nk);
+    float *wout = tu_golden_f64(&f, "linformer", "out", nq), *dout = tu_golden_f64(&f, "linformer", "dout", nq);
+    float *wdq = tu_golden_f64(&f, "linformer", "dq", nq), *wdk = tu_golden_f64(&f, "linformer", "dk", nk);
+    float *wdv = tu_golden_f64(&f, "linformer", "dv", nk), *wgrads = tu_golden_f64(&f, "linformer", "grads", np);
     const attn_isa isas[2] = {ATTN_ISA_REF, ATTN_ISA_AUTO};
     for (int p = 0; p < 2; p++) {
         attn_ctx c;

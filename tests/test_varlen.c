@@ -248,20 +248,6 @@ static void check_bf16(void) {
     free(f); free(x); free(out); free(alone); free(work);
 }
 
-/* The F64 tensor "<cs>/<name>" of n elements as floats (malloc'ed); exits when absent. */
-static float *golden64(const attn_st_file *f, const char *cs, const char *name, size_t n) {
-    char key[128];
-    snprintf(key, sizeof key, "%s/%s", cs, name);
-    const attn_st_tensor *t = attn_st_find(f, key);
-    if (!t || t->dtype != ATTN_DTYPE_F64 || t->nbytes != n * 8) {
-        fprintf(stderr, "golden: %s missing or not float64 of %zu elements\n", key, n);
-        exit(1);
-    }
-    float *x = malloc(sizeof(float) * (n ? n : 1));
-    for (size_t i = 0; i < n; i++) x[i] = (float)((const double *)t->data)[i];
-    return x;
-}
-
 static void check_golden(void) {
     attn_st_file f;
     tu_golden_open(&f, "varlen.safetensors");
@@ -291,10 +277,10 @@ static void check_golden(void) {
         const int32_t *ck = tu_golden_i32(&f, key, n + 1);
         const size_t tq_ = (size_t)cq[n], tk = (size_t)ck[n];
         const size_t nq = tq_ * Hq * Dq, nk = tk * Hkv * Dq, nv = tk * Hkv * Dv, no = tq_ * Hq * Dv;
-        float *q = golden64(&f, cs, "q", nq), *k = golden64(&f, cs, "k", nk), *v = golden64(&f, cs, "v", nv);
-        float *wout = golden64(&f, cs, "out", no), *wlse = golden64(&f, cs, "lse", tq_ * Hq);
-        float *dout = golden64(&f, cs, "dout", no), *wdq = golden64(&f, cs, "dq", nq);
-        float *wdk = golden64(&f, cs, "dk", nk), *wdv = golden64(&f, cs, "dv", nv);
+        float *q = tu_golden_f64(&f, cs, "q", nq), *k = tu_golden_f64(&f, cs, "k", nk), *v = tu_golden_f64(&f, cs, "v", nv);
+        float *wout = tu_golden_f64(&f, cs, "out", no), *wlse = tu_golden_f64(&f, cs, "lse", tq_ * Hq);
+        float *dout = tu_golden_f64(&f, cs, "dout", no), *wdq = tu_golden_f64(&f, cs, "dq", nq);
+        float *wdk = tu_golden_f64(&f, cs, "dk", nk), *wdv = tu_golden_f64(&f, cs, "dv", nv);
         attn_sdpa_varlen_desc d;
         CHECK_STATUS(attn_sdpa_varlen_desc_init(&d, n, cq, ck, Hq, Dq, Dv), ATTN_OK);
         d.Hkv = Hkv;

@@ -103,6 +103,21 @@ static inline const int32_t *tu_golden_i32(const attn_st_file *f, const char *na
     }
     return (const int32_t *)t->data;
 }
+
+/* The float64 tensor "<cs>/<name>" of n elements, rounded to floats in a malloc'ed array (free it). */
+static inline float *tu_golden_f64(const attn_st_file *f, const char *cs, const char *name, size_t n) {
+    char key[128];
+    snprintf(key, sizeof key, "%s/%s", cs, name);
+    const attn_st_tensor *t = attn_st_find(f, key);
+    if (!t || t->dtype != ATTN_DTYPE_F64 || t->nbytes != n * 8) {
+        fprintf(stderr, "golden: %s missing or not float64 of %zu elements\n", key, n);
+        exit(1);
+    }
+    float *x = malloc(sizeof(float) * (n ? n : 1));
+    if (!x) exit(1);
+    for (size_t i = 0; i < n; i++) x[i] = (float)((const double *)t->data)[i];
+    return x;
+}
 #endif
 
 /* x (n) = uniform values in [-1, 1) from a xorshift stream of seed: the same inputs on every machine. */
