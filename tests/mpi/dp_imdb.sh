@@ -3,16 +3,18 @@
 # global batch and seed must leave bitwise the same parameters (the checkpoints are compared byte for
 # byte: parameters, Adam state, vocabulary, settings). Then a rank that dies mid-run must stop the job
 # with an error, leaving the previous checkpoint loadable.
-# usage: dp_imdb.sh MPIRUN ATTN DATA_DIR   (MPIRUN may hold flags: it is split on spaces)
+# The reviews are a fixture made here (tests/mpi/fixtures.sh): 200 per label and split.
+# usage: dp_imdb.sh MPIRUN ATTN   (MPIRUN may hold flags: it is split on spaces)
 set -u
-mpirun=$1; attn=$2; data=$3
-[ -f "$data/aclImdb_v1_labeled.tar.gz" ] || { echo "skipped: no $data/aclImdb_v1_labeled.tar.gz"; exit 77; }
+mpirun=$1; attn=$2
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+. "$(dirname "$0")/fixtures.sh"
+data=$tmp/data
+imdb_fixture "$data" 200
 fail=0
 args="imdb train --data $data --limit 400 --batch 8 --grad-groups 4 --max-steps 50 --epochs 1 --threads 1 --seed 7"
 for n in 1 2 4; do
   mkdir -p "$tmp/n$n"
-  [ -f "$tmp/n1/imdb_cache_limit400.bin" ] && cp "$tmp/n1/imdb_cache_limit400.bin" "$tmp/n$n/"
   if ! $mpirun -np $n "$attn" $args --out "$tmp/n$n" > "$tmp/log$n" 2>&1; then
     echo "dp_imdb: $n ranks: training failed:"; cat "$tmp/log$n"; exit 1
   fi

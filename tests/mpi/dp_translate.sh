@@ -2,11 +2,13 @@
 # Data-parallel translator training under mpirun: each rank computes its shards of every batch and rank 0
 # adds all the shards' gradients in shard order, as one process does; so 2 ranks must leave checkpoints
 # bitwise equal to one process without mpirun (both models, 12 steps).
-# usage: dp_translate.sh MPIRUN ATTN DATA_DIR   (MPIRUN may hold flags: it is split on spaces)
+# usage: dp_translate.sh MPIRUN ATTN   (MPIRUN may hold flags: it is split on spaces)
 set -u
-mpirun=$1; attn=$2; data=$3
-[ -f "$data/fra-eng/fra.txt" ] || { echo "skipped: no $data/fra-eng/fra.txt"; exit 77; }
+mpirun=$1; attn=$2
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+. "$(dirname "$0")/fixtures.sh"
+data=$tmp/data
+fra_fixture "$data" 400   # pairs made here (tests/mpi/fixtures.sh)
 fail=0
 for m in bahdanau transformer; do
   args="translate train --model $m --data $data --examples 300 --max-steps 12 --threads 1 --seed 3"
