@@ -58,7 +58,7 @@ skip() { echo "hosts.sh: skipped: $*"; exit 77; }
 command -v ip > /dev/null || skip "no ip (iproute2)"
 mpirun=$(command -v mpirun) || skip "no mpirun (Debian: openmpi-bin)"
 [ -x "$attn" ] || { echo "hosts.sh: $attn: not an executable" >&2; exit 2; }
-[ -f "$data/aclImdb_v1_labeled.tar.gz" ] || skip "no $data/aclImdb_v1_labeled.tar.gz"
+[ -f "$data/aclImdb_v1_labeled.tar.gz" ] || [ -d "$data/aclImdb" ] || skip "no $data/aclImdb_v1_labeled.tar.gz or $data/aclImdb"
 
 p=attn$$                     # every name made here starts with it
 sw=$p-sw
