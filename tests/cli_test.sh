@@ -107,6 +107,7 @@ expect_rc 2 "bench --varlen with --dtype bf16" "$attn" bench --varlen 8,16 --dty
 expect_rc 2 "bench --varlen with --window" "$attn" bench --varlen 8,16 --window 4
 expect_rc 0 "bench --varlen tiny" "$attn" bench --varlen 5,17,70 --heads 2 --dim 8 --causal --backward --repeat 1
 grep -q "packed / alone" $out || bad "bench --varlen prints no packed / alone ratio"
+grep -q "padded (boolean mask) / packed" $out || bad "bench --varlen prints no boolean-mask padded ratio"
 expect_rc 0 "bench --linear tiny" "$attn" bench --linear --tq 4096 --dim 8 --repeat 1
 grep -q "faster than dense causal" $out || bad "bench --linear prints no comparison with dense attention"
 # 11c. bench --window: bad values are usage errors; a small windowed case runs and counts visible pairs

@@ -4,9 +4,12 @@
  *
  * --varlen L1,L2,...  a packed batch of sequences of those lengths (T = S per sequence) timed three ways in
  *   the same run, min of N alternating rounds after a warm-up: packed (attn_sdpa_varlen_*), each sequence
- *   alone back to back (attn_sdpa_* on contiguous copies), and the padded batch (B = n, T = S = the longest,
- *   valid lengths per batch row). The packed output is checked bitwise against the per-sequence one, and
- *   the padded rows inside each sequence against it within 1e-5, before timing. GFLOP/s count only the
+ *   alone back to back (attn_sdpa_* on contiguous copies), and the padded batch (B = n, T = S = the longest)
+ *   twice: with valid lengths per batch row (the fused kernel skips the key blocks past them) and with the
+ *   padding given as a boolean key mask, broadcast over heads and rows (the way PyTorch users pass a
+ *   key_padding_mask; the kernel reads it element by element and computes every pair). The packed output is
+ *   checked bitwise against the per-sequence one, and both padded batches' rows inside each sequence against
+ *   it within 1e-5, before timing. GFLOP/s count only the
  *   visible (query, key) pairs of the packed batch, 4·D per pair forward (2.5x that backward), for all three.
  *   Each is also given in process CPU time (min over the rounds), which a busy machine disturbs less.
  * --linear  linear attention, causal, at T = 4096 .. --tq (doubling): time per T and its ratio to
@@ -75,7 +78,7 @@ typedef struct vl_alone {        /* one sequence as a contiguous batch of one */
     float *q, *k, *v, *out, *stats, *dout, *dq, *dk, *dv;
 } vl_alone;
 
-/* Runs the padded batch's pass (B = n, T = S = max) */
+/* Runs a padded batch's pass (B = n, T = S = max) */
 static attn_status run_padded(const attn_ctx *c, const attn_sdpa_desc *d, float **t, int backward, void *w,
                               size_t wb) {
     /* t: q k v out stats dout dq dk dv */
@@ -112,6 +115,18 @@ int bench_varlen(const char *spec, int H, int D, int causal, int backward, int r
     pd.mask.causal = causal;
     pd.mask.valid_lens_kind = ATTN_VALID_LENS_PER_BATCH;
     pd.mask.valid_lens = lens;
+    /* the same batch with the padding as a boolean key mask (n, 1, 1, max), broadcast by strides of 0 */
+    attn_sdpa_desc pm = pd;
+    pm.mask.valid_lens_kind = ATTN_VALID_LENS_NONE;
+    pm.mask.valid_lens = NULL;
+    uint8_t *allow = malloc((size_t)n * maxlen);
+    if (!allow) { fprintf(stderr, "attn: bench: out of memory\n"); return 1; }
+    for (int i = 0; i < n; i++)
+        for (int s = 0; s < maxlen; s++) allow[(size_t)i * maxlen + s] = s < lens[i];
+    pm.mask.allow = allow;
+    pm.mask.allow_stride[0] = maxlen;
+    pm.mask.allow_stride[1] = 0;
+    pm.mask.allow_stride[2] = 0;
     const size_t npad = (size_t)n * H * maxlen * D;
     float *pt[9];
     for (int i = 0; i < 9; i++) pt[i] = zalloc(i == 4 ? (size_t)n * H * maxlen * 2 : npad);
@@ -143,15 +158,18 @@ int bench_varlen(const char *spec, int H, int D, int causal, int backward, int r
         if (need > wb) wb = need;
         if (cli_fail(attn_sdpa_workspace_size(ctx, &pd, (attn_pass)p, &need), "bench: --varlen padded")) return 1;
         if (need > wb) wb = need;
+        if (cli_fail(attn_sdpa_workspace_size(ctx, &pm, (attn_pass)p, &need), "bench: --varlen padded")) return 1;
+        if (need > wb) wb = need;
     }
     void *work = malloc(wb);
     if (!work || !al) { fprintf(stderr, "attn: bench: out of memory\n"); return 1; }
 
-    /* validate: packed == alone bitwise, padded rows within 1e-5 */
+    /* validate: packed == alone bitwise, both padded batches' rows within 1e-5 */
     int bad = 0;
     attn_status st = attn_sdpa_varlen_forward(ctx, &vd, out, stats, q, k, v, work, wb);
-    if (!st) st = run_padded(ctx, &pd, pt, 0, work, wb);
     double perr = 0;
+    for (int which = 0; which < 2 && !st; which++) {
+    st = run_padded(ctx, which ? &pm : &pd, pt, 0, work, wb);
     for (int i = 0; i < n && !st; i++) {
         vl_alone *a = &al[i];
         st = attn_sdpa_forward(ctx, &a->d, a->out, a->stats, NULL, a->q, a->k, a->v, work, wb);
@@ -167,6 +185,7 @@ int bench_varlen(const char *spec, int H, int D, int causal, int backward, int r
                 }
             }
     }
+    }
     if (cli_fail(st, "bench: --varlen")) return 1;
     if (bad || !(perr <= 1e-5)) {
         fprintf(stderr, "attn: bench: --varlen: validation failed (packed %s alone bitwise; padded max |err| %.3g)\n",
@@ -176,13 +195,13 @@ int bench_varlen(const char *spec, int H, int D, int causal, int backward, int r
 
     printf("attn bench --varlen: %d sequences (%d tokens, longest %d), H=%d D=%d%s, fp32, path %s, %d threads\n",
            n, total, maxlen, H, D, causal ? " causal" : "", attn_isa_name(ctx->isa), ctx->threads);
-    printf("  validated: packed == each sequence alone (memcmp); padded batch within %.2g of it\n", perr);
+    printf("  validated: packed == each sequence alone (memcmp); both padded batches within %.2g of it\n", perr);
     printf("  FLOPs: %.4g visible (query, key) pairs x H x 4·D forward (x 2.5 backward), the same count for all "
-           "three; min of %d alternating rounds after a warm-up\n", pairs, repeat);
+           "four; min of %d alternating rounds after a warm-up\n", pairs, repeat);
     for (int pass = 0; pass <= backward; pass++) {
-        double best[3] = {INFINITY, INFINITY, INFINITY}, cpu[3] = {INFINITY, INFINITY, INFINITY};
+        double best[4] = {INFINITY, INFINITY, INFINITY, INFINITY}, cpu[4] = {INFINITY, INFINITY, INFINITY, INFINITY};
         for (int r = 0; r <= repeat && !st; r++) {   /* round 0 warms up */
-            double t0 = cli_now(), c0 = cpu_now(), tm[3], cm[3];
+            double t0 = cli_now(), c0 = cpu_now(), tm[4], cm[4];
             if (!pass) st = attn_sdpa_varlen_forward(ctx, &vd, out, stats, q, k, v, work, wb);
             else st = attn_sdpa_varlen_backward(ctx, &vd, dq, dk, dv, dout, q, k, v, out, stats, work, wb);
             tm[0] = cli_now() - t0;
@@ -202,19 +221,26 @@ int bench_varlen(const char *spec, int H, int D, int causal, int backward, int r
             if (!st) st = run_padded(ctx, &pd, pt, pass, work, wb);
             tm[2] = cli_now() - t0;
             cm[2] = cpu_now() - c0;
-            for (int x = 0; x < 3 && r > 0; x++) {
+            t0 = cli_now();
+            c0 = cpu_now();
+            if (!st) st = run_padded(ctx, &pm, pt, pass, work, wb);
+            tm[3] = cli_now() - t0;
+            cm[3] = cpu_now() - c0;
+            for (int x = 0; x < 4 && r > 0; x++) {
                 if (tm[x] < best[x]) best[x] = tm[x];
                 if (cm[x] < cpu[x]) cpu[x] = cm[x];
             }
         }
         if (cli_fail(st, "bench: --varlen")) return 1;
         const double flops = pairs * H * 4.0 * D * (pass ? 2.5 : 1.0);
-        const char *names[3] = {"packed", "alone, back to back", "padded, valid lengths"};
-        for (int x = 0; x < 3; x++)
+        const char *names[4] = {"packed", "alone, back to back", "padded, valid lengths", "padded, boolean mask"};
+        for (int x = 0; x < 4; x++)
             printf("  %-8s %-22s %10.3f ms %8.1f GFLOP/s   CPU %10.3f ms\n", x ? "" : (pass ? "backward" : "forward"),
                    names[x], best[x] * 1e3, flops / best[x] * 1e-9, cpu[x] * 1e3);
-        printf("  %-8s wall: packed / alone = %.3fx, padded / packed = %.2fx;  CPU: packed / alone = %.3fx, "
-               "padded / packed = %.2fx\n", "", best[0] / best[1], best[2] / best[0], cpu[0] / cpu[1], cpu[2] / cpu[0]);
+        printf("  %-8s wall: packed / alone = %.3fx, padded (valid lengths) / packed = %.2fx, padded (boolean mask) "
+               "/ packed = %.2fx\n", "", best[0] / best[1], best[2] / best[0], best[3] / best[0]);
+        printf("  %-8s CPU:  packed / alone = %.3fx, padded (valid lengths) / packed = %.2fx, padded (boolean mask) "
+               "/ packed = %.2fx\n", "", cpu[0] / cpu[1], cpu[2] / cpu[0], cpu[3] / cpu[0]);
     }
     for (int i = 0; i < n; i++) {
         vl_alone *a = &al[i];
@@ -222,6 +248,7 @@ int bench_varlen(const char *spec, int H, int D, int causal, int backward, int r
         free(a->dq); free(a->dk); free(a->dv);
     }
     for (int i = 0; i < 9; i++) free(pt[i]);
+    free(allow);
     free(al); free(work); free(q); free(k); free(v); free(out); free(dout); free(stats); free(dq); free(dk); free(dv);
     return 0;
 }

@@ -801,7 +801,7 @@ int cmd_bench(int argc, char **argv) {
          "forwards also write the weights (B,H,T,S); the same forward without them is timed too"},
         {"long", CLI_BOOL, &long_case, NULL, "suite only: add T=S=65536 H=1 D=64 causal, forward and backward"},
         {"varlen", CLI_STR, &varlen, "L1,L2,...",
-         "time a packed batch of these lengths against each alone and padded"},
+         "time a packed batch of these lengths against each alone and padded (valid lengths; boolean mask)"},
         {"linear", CLI_BOOL, &linear, NULL,
          "time causal linear attention, T = 4096 .. --tq (65536), and dense causal"},
         {"ring", CLI_BOOL, &(int){0}, NULL, "ring attention over MPI, under mpirun: `attn bench --ring --help`"},
