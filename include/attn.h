@@ -322,6 +322,13 @@ attn_status attn_sdpa_validate(const attn_sdpa_desc *d);
 attn_status attn_sdpa_workspace_size(const attn_ctx *ctx, const attn_sdpa_desc *d, attn_pass pass,
                                      size_t *bytes);
 
+/* The type the pass's products are computed in on context ctx (NULL: the default context now):
+ * ATTN_DTYPE_BF16 when the path takes d natively in bf16 (AMX tiles, or the AVX512-BF16 decoding rows),
+ * else ATTN_DTYPE_F32 — also for bf16 tensors or bf16 compute that the path runs as fp32 (too few query
+ * rows for the tiles, the sparse mask parts, a path without bf16 units). Accumulation is fp32 either way. */
+attn_status attn_sdpa_compute_type(const attn_ctx *ctx, const attn_sdpa_desc *d, attn_pass pass,
+                                   attn_dtype *compute);
+
 /* Row statistics: what the forward saves for the backward, ATTN_SDPA_STATS floats per query row,
  * (B,H,T,2) contiguous. With x_s = scale·q·k_s + bias_s, a row's scores as the kernel path computes them:
  *   stats[2r]      m = max_s x_s, the row's largest score (one of the x_s, bit for bit)

@@ -615,6 +615,91 @@ static void check_accuracy(attn_isa isa, int print) {
     attn_st_free(&f);
 }
 
+/* The fp32 forward of fp32 tensors with compute bf16 asked for, T query rows, on path isa (1 thread). */
+static float *forward_compute_bf16(attn_isa isa, int T, int window) {
+    const int H = 2, S = 96, D = 32;
+    attn_ctx c;
+    attn_sdpa_desc d;
+    if (attn_ctx_init(&c, isa, 1) != ATTN_OK || attn_sdpa_desc_init(&d, 1, H, T, S, D, D) != ATTN_OK) return NULL;
+    d.compute = ATTN_DTYPE_BF16;
+    if (window) { d.mask.window = 1; d.mask.window_left = window; d.mask.window_right = window; }
+    const size_t nq = (size_t)H * T * D, nk = (size_t)H * S * D;
+    float *q = malloc(nq * sizeof *q), *k = malloc(nk * sizeof *k), *v = malloc(nk * sizeof *v);
+    float *out = malloc(nq * sizeof *out), *stats = malloc((size_t)H * T * 2 * sizeof *stats);
+    size_t wb = 0;
+    void *w = NULL;
+    if (q && k && v && out && stats && attn_sdpa_workspace_size(&c, &d, ATTN_PASS_FORWARD, &wb) == ATTN_OK)
+        w = malloc(wb ? wb : 1);
+    int ok = w != NULL;
+    if (ok) {
+        tu_fill(q, nq, 11); tu_fill(k, nk, 12); tu_fill(v, nk, 13);
+        ok = attn_sdpa_forward(&c, &d, out, stats, NULL, q, k, v, w, wb) == ATTN_OK;
+    }
+    free(q); free(k); free(v); free(stats); free(w);
+    if (!ok) { free(out); return NULL; }
+    return out;
+}
+
+/* attn_sdpa_compute_type says what each path multiplies in, and it is the truth: where it says fp32 for a
+ * bf16-compute request, the AMX path gives the AVX-512 path's fp32 result bit for bit; where it says bf16,
+ * it does not. */
+static void check_compute_type(const attn_isa *paths, size_t npaths) {
+    attn_sdpa_desc d;
+    attn_dtype ct;
+    CHECK_STATUS(attn_sdpa_desc_init(&d, 1, 2, 64, 96, 32, 32), ATTN_OK);
+    CHECK_STATUS(attn_sdpa_compute_type(NULL, &d, ATTN_PASS_FORWARD, NULL), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_sdpa_compute_type(NULL, &d, ATTN_PASS_COUNT, &ct), ATTN_ERR_ARG);
+    for (size_t pi = 0; pi < npaths; pi++) {
+        attn_ctx c;
+        if (attn_ctx_init(&c, paths[pi], 1) != ATTN_OK) continue;
+        const int amx = paths[pi] == ATTN_ISA_AMX, bf = paths[pi] == ATTN_ISA_AVX512BF16;
+        struct { int T, bf16_tensors, window, pass; int want_bf16; } cases[] = {
+            {64, 0, 0, ATTN_PASS_FORWARD, 0},           /* fp32, nothing asked: fp32 everywhere */
+            {64, 1, 0, ATTN_PASS_FORWARD, amx},         /* tiles */
+            {64, 1, 0, ATTN_PASS_BACKWARD, amx},
+            {8, 1, 0, ATTN_PASS_FORWARD, 0},            /* too few rows for tiles, too many for decoding */
+            {1, 1, 0, ATTN_PASS_FORWARD, amx || bf},    /* decoding rows read bf16 K/V */
+            {1, 1, 0, ATTN_PASS_BACKWARD, 0},
+            {64, 1, 8, ATTN_PASS_FORWARD, 0},           /* a sparse mask part: fp32 on copies */
+        };
+        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+            CHECK_STATUS(attn_sdpa_desc_init(&d, 1, 2, cases[i].T, 96, 32, 32), ATTN_OK);
+            if (cases[i].bf16_tensors) d.dtype = ATTN_DTYPE_BF16;
+            if (cases[i].window) {
+                d.mask.window = 1;
+                d.mask.window_left = d.mask.window_right = cases[i].window;
+            }
+            ct = (attn_dtype)-1;
+            CHECK_STATUS(attn_sdpa_compute_type(&c, &d, (attn_pass)cases[i].pass, &ct), ATTN_OK);
+            if (ct != (cases[i].want_bf16 ? ATTN_DTYPE_BF16 : ATTN_DTYPE_F32)) {
+                fprintf(stderr, "  compute type on %s, case %zu: %d\n", attn_isa_name(paths[pi]), i, (int)ct);
+                CHECK(0);
+            }
+        }
+    }
+    attn_ctx c;
+    if (attn_ctx_init(&c, ATTN_ISA_AMX, 1) != ATTN_OK || attn_ctx_init(&c, ATTN_ISA_AVX512, 1) != ATTN_OK) return;
+    const int Ts[3] = {8, 64, 64}, windows[3] = {0, 0, 8};
+    for (int i = 0; i < 3; i++) {
+        float *a = forward_compute_bf16(ATTN_ISA_AMX, Ts[i], windows[i]);
+        float *b = forward_compute_bf16(ATTN_ISA_AVX512, Ts[i], windows[i]);
+        CHECK(a && b);
+        attn_sdpa_desc_init(&d, 1, 2, Ts[i], 96, 32, 32);
+        d.compute = ATTN_DTYPE_BF16;
+        d.mask.window = windows[i] != 0;
+        d.mask.window_left = d.mask.window_right = windows[i];
+        attn_ctx_init(&c, ATTN_ISA_AMX, 1);
+        CHECK_STATUS(attn_sdpa_compute_type(&c, &d, ATTN_PASS_FORWARD, &ct), ATTN_OK);
+        const int same = a && b && memcmp(a, b, (size_t)2 * Ts[i] * 32 * sizeof(float)) == 0;
+        if (same != (ct == ATTN_DTYPE_F32)) {
+            fprintf(stderr, "  compute type %s but AMX %s AVX-512 (T=%d window %d)\n",
+                    ct == ATTN_DTYPE_F32 ? "f32" : "bf16", same ? "equals" : "differs from", Ts[i], windows[i]);
+            CHECK(0);
+        }
+        free(a); free(b);
+    }
+}
+
 static const tcase g_fixed[] = {
     /*  B  H Hkv  T    S    D   Dv  cau val all bia str drop  qs */
     {1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0.0f, 1.0f},
@@ -710,6 +795,8 @@ int main(int argc, char **argv) {
             CHECK_STATUS(attn_sdpa_workspace_size(&c, &d, ATTN_PASS_BACKWARD, &n), ATTN_ERR_SIZE);
         }
     }
+
+    check_compute_type(paths, sizeof paths / sizeof paths[0]);
 
     for (size_t pi = 0; pi < sizeof paths / sizeof paths[0]; pi++) {
         const attn_isa isa = paths[pi];

@@ -534,6 +534,7 @@ typedef struct case_time {
     size_t mem, work;            /* tensors + workspace, workspace (bytes) */
     double best_plain;           /* with --weights: the best forward without them, in the same run */
     double scores;               /* scores the kernel formed per run of the pass (its own count) */
+    attn_dtype compute;          /* what the path multiplies in for this case (attn_sdpa_compute_type) */
 } case_time;
 
 /* The warm-up and the timed runs of the pass on t (for a backward, a forward first for out and stats). */
@@ -557,8 +558,8 @@ static attn_status time_runs(const bcase *c, const attn_sdpa_desc *d, const bopt
 }
 
 /* The roof of a case: the AMX tile loop when the path multiplies in bf16, else the fp32 FMA loop. */
-static double case_peak(const bopts *o, const char **kind) {
-    if (o->bf16_units) {
+static double case_peak(const bopts *o, attn_dtype compute, const char **kind) {
+    if (o->bf16_units && compute == ATTN_DTYPE_BF16) {
         *kind = "amx bf16 tile";
         return measure_amx_peak(attn_get_num_threads());
     }
@@ -569,14 +570,15 @@ static double case_peak(const bopts *o, const char **kind) {
  * shared: both see the same load). Returns 0, or 1 after a message. */
 static int case_measure(const bcase *c, const attn_sdpa_desc *d, const bopts *o, case_time *m) {
     memset(m, 0, sizeof *m);
-    m->peak = case_peak(o, &m->peak_kind);
+    const attn_pass pass = c->backward ? ATTN_PASS_BACKWARD : ATTN_PASS_FORWARD;
+    if (attn_sdpa_compute_type(&o->ctx, d, pass, &m->compute) != ATTN_OK) m->compute = ATTN_DTYPE_F32;
+    m->peak = case_peak(o, m->compute, &m->peak_kind);
     tensors t;
     const int have = tensors_alloc(&t, d, o->weights) && (o->copies < 2 || tensors_copies(&t, o->copies));
     const size_t wbytes = work_size(&o->ctx, d, c->backward);
     const size_t wfwd = c->backward ? work_size(&o->ctx, d, 0) : wbytes;
     m->work = wbytes > wfwd ? wbytes : wfwd;
     void *work = have ? malloc(m->work ? m->work : 1) : NULL;
-    const attn_pass pass = c->backward ? ATTN_PASS_BACKWARD : ATTN_PASS_FORWARD;
     attn_sdpa_scores_computed(pass, 1);
     attn_status st = work ? time_runs(c, d, o, &t, work, m) : ATTN_ERR_NOMEM;
     const int runs = m->timed + (m->warm_counted ? 0 : 1);
@@ -593,7 +595,7 @@ static int case_measure(const bcase *c, const attn_sdpa_desc *d, const bopts *o,
     if (st == ATTN_OK) {
         /* the peak again after timing; the larger of the two is kept (the conservative ratio) */
         const char *kind2;
-        double p2 = case_peak(o, &kind2);
+        double p2 = case_peak(o, m->compute, &kind2);
         if (p2 > m->peak) m->peak = p2;
         m->finite = 1;
         const float *chk = c->backward ? t.dq : t.out;
@@ -636,7 +638,7 @@ static void case_report(const bcase *c, const bopts *o, const case_check *k, con
                "\"ref_ms\":",
                c->B, c->H, c->Hkv, c->T, c->S, c->D, c->Dv, c->causal, pass,
                g_dtype == ATTN_DTYPE_BF16 ? "bf16" : "f32",
-               o->bf16_units ? "bf16" : "f32",
+               m->compute == ATTN_DTYPE_BF16 ? "bf16" : "f32",
                m->peak_kind, attn_isa_name(o->ctx.isa), nth,
                agree && m->finite ? "true" : "false", k->err, m->best * 1e3, gflops, m->peak, frac, cores,
                core_gflops);
@@ -653,6 +655,10 @@ static void case_report(const bcase *c, const bopts *o, const case_check *k, con
         printf(",\"alibi\":%s,\"softcap\":%g,\"visible_pairs\":%.0f,\"scores_computed\":%.0f}\n",
                g_alibi ? "true" : "false", g_softcap, (double)c->B * c->H * visible_pairs(c), m->scores);
     } else {
+        if (g_dtype == ATTN_DTYPE_BF16 || g_compute == ATTN_DTYPE_BF16)
+            printf("  compute: %s on this path for this case%s\n", m->compute == ATTN_DTYPE_BF16 ? "bf16" : "fp32",
+                   m->compute == ATTN_DTYPE_BF16 ? "" : " (the path runs it as fp32: too few rows for its bf16 "
+                   "units, a sparse mask part, or no bf16 units)");
         printf("  time: best of %d %s: %.3f ms%s\n", m->timed,
                m->warm_counted ? "(the warm-up took over 1 s and counts as the first)" : "after 1 warm-up",
                m->best * 1e3, m->finite ? "" : "  (NON-FINITE VALUES IN THE OUTPUT)");
@@ -670,7 +676,7 @@ static void case_report(const bcase *c, const bopts *o, const case_check *k, con
                    o->copies > 1 ? " (K and V out of cache: a new copy every run)" : "");
         printf("  peak: %.1f GFLOP/s measured just before and after (%s loop, %d threads, larger kept): "
                "%.1f%% of peak\n", m->peak, m->peak_kind, nth, 100 * frac);
-        if (o->bf16_units)
+        if (o->bf16_units && m->compute == ATTN_DTYPE_BF16)
             printf("  (fp32 FMA peak of this run for comparison: %.1f GFLOP/s)\n", o->peak);
         printf("  CPU time of that run: %.1f cores busy on average%s: %.1f GFLOP/s per busy core\n", cores,
                cores < nth - 0.2 ? " (fewer than the threads: the machine is shared)" : "", core_gflops);
@@ -908,7 +914,8 @@ int cmd_bench(int argc, char **argv) {
         printf("attn bench: fp32 FMA peak measured now: %.1f GFLOP/s (%s loop, %d threads)\n", o.peak, o.peak_kind,
                attn_get_num_threads());
     if (!json && o.bf16_units)
-        printf("attn bench: AMX bf16 tile-loop peak measured now: %.1f GFLOP/s (%d threads); tensors %s, compute %s\n",
+        printf("attn bench: AMX bf16 tile-loop peak measured now: %.1f GFLOP/s (%d threads); tensors %s, "
+               "compute asked %s\n",
                measure_amx_peak(attn_get_num_threads()), attn_get_num_threads(), dtype_name,
                g_dtype == ATTN_DTYPE_BF16 || g_compute == ATTN_DTYPE_BF16 ? "bf16" : "f32");
 

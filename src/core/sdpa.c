@@ -271,6 +271,21 @@ attn_status attn_sdpa_workspace_size(const attn_ctx *ctx, const attn_sdpa_desc *
     return workspace_for(d, pass, &c, kern, bytes);
 }
 
+attn_status attn_sdpa_compute_type(const attn_ctx *ctx, const attn_sdpa_desc *d, attn_pass pass,
+                                   attn_dtype *compute) {
+    attn_ctx c;
+    const attn_kernels *kern;
+    attn_status st = begin(ctx, d, &c, &kern);
+    if (st != ATTN_OK) return st;
+    if (!compute) return ATTN_ERR_NULL;
+    if ((int)pass < 0 || pass >= ATTN_PASS_COUNT) return ATTN_ERR_ARG;
+    /* a path that takes a bf16 descriptor natively multiplies in bf16; every other route is fp32 (the
+     * fp32 kernels, on copies when the tensors are bf16) */
+    const int bf16 = d->dtype == ATTN_DTYPE_BF16 || d->compute == ATTN_DTYPE_BF16;
+    *compute = bf16 && takes_native(d, pass, &c, kern, 0) ? ATTN_DTYPE_BF16 : ATTN_DTYPE_F32;
+    return ATTN_OK;
+}
+
 static attn_status check_workspace(const attn_sdpa_desc *d, attn_pass pass, const attn_ctx *c,
                                    const attn_kernels *kern, const void *work, size_t work_bytes) {
     size_t need;
