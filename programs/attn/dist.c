@@ -6,10 +6,13 @@
  * that does not train.
  */
 #include "cli.h"
+#include "rowsum.h"
 
+#include <inttypes.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #ifdef ATTN_WITH_MPI
 #include "attn/mpi.h"
@@ -54,6 +57,91 @@ int dist_sum_doubles(double *x, int n) {
     if (MPI_Allreduce(MPI_IN_PLACE, x, n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD) != MPI_SUCCESS) {
         fprintf(stderr, "attn: rank %d: a sum over the ranks failed\n", g_rank);
         return 1;
+    }
+    return 0;
+}
+
+enum { TAG_ROWS = 0x6179 };
+
+/* Waits for a message from `from` without holding the core: MPI_Probe polls (Open MPI spins, yielding only
+ * when oversubscribed, and sched_yield gives a waiting rank's core to no one for long), which on a machine
+ * shared with other work takes time slices from the ranks still computing; a short sleep between probes
+ * gives them back. */
+static int probe_sleeping(int from, int tag, MPI_Status *status) {
+    for (;;) {
+        int flag = 0;
+        if (MPI_Iprobe(from, tag, MPI_COMM_WORLD, &flag, status) != MPI_SUCCESS) return 1;
+        if (flag) return 0;
+        nanosleep(&(struct timespec){.tv_sec = 0, .tv_nsec = 20000}, NULL);
+    }
+}
+
+/* the packed sum from `from` into wire; *v views it (shaped as x). 0, or 1 after a message */
+static int recv_rows(rowsum *v, const rowsum *x, void *wire, size_t wire_bytes, int from) {
+    MPI_Status status;
+    int count;
+    if (probe_sleeping(from, TAG_ROWS, &status) ||
+        MPI_Get_count(&status, MPI_BYTE, &count) != MPI_SUCCESS || count < 0 || (size_t)count > wire_bytes ||
+        MPI_Recv(wire, count, MPI_BYTE, from, TAG_ROWS, MPI_COMM_WORLD, MPI_STATUS_IGNORE) != MPI_SUCCESS) {
+        fprintf(stderr, "attn: rank %d: receiving the gradient of rank %d failed\n", g_rank, from);
+        return 1;
+    }
+    *v = (rowsum){.width = x->width, .n_tail = x->n_tail};
+    if (rowsum_view(v, wire, (size_t)count)) {
+        fprintf(stderr, "attn: rank %d: rank %d sent a gradient of %d bytes, not rows of %d floats after %" PRId64
+                " floats\n", g_rank, from, count, x->width, x->n_tail);
+        return 1;
+    }
+    return 0;
+}
+
+static int send_rows(const rowsum *x, void *wire, size_t wire_bytes, int to, uint64_t *bytes_sent) {
+    const size_t bytes = rowsum_packed_bytes(x);
+    if (bytes > wire_bytes || bytes > INT_MAX) {
+        fprintf(stderr, "attn: rank %d: a gradient of %zu bytes does not fit the buffer of %zu\n", g_rank, bytes,
+                wire_bytes);
+        return 1;
+    }
+    rowsum_pack(x, wire);
+    if (MPI_Send(wire, (int)bytes, MPI_BYTE, to, TAG_ROWS, MPI_COMM_WORLD) != MPI_SUCCESS) {
+        fprintf(stderr, "attn: rank %d: sending the gradient to rank %d failed\n", g_rank, to);
+        return 1;
+    }
+    *bytes_sent += bytes;
+    return 0;
+}
+
+/* The tree of attn_mpi_sum_ordered (src/dist/sum.c), one message per edge: up, rank r with r mod 2s == 0
+ * adds the sum of r + s after its own (x + received, the order of the groups); down, rank 0's bits. */
+int dist_rowsum_ordered(rowsum *x, rowsum *spare, void *wire, size_t wire_bytes, uint64_t *bytes_sent) {
+    if (!g_on) return 0;
+    int top = 1;
+    while (top < g_size) top *= 2;
+    for (int s = 1; s < g_size; s *= 2) {
+        if (g_rank % (2 * s) == 0) {
+            if (g_rank + s >= g_size) continue;
+            rowsum v;
+            if (recv_rows(&v, x, wire, wire_bytes, g_rank + s)) return 1;
+            if (rowsum_add(spare, x, &v)) {
+                fprintf(stderr, "attn: rank %d: the summed gradient has more rows than a batch has words\n", g_rank);
+                return 1;
+            }
+            rowsum t = *x;
+            *x = *spare;
+            *spare = t;
+        } else if (g_rank % (2 * s) == s) {
+            if (send_rows(x, wire, wire_bytes, g_rank - s, bytes_sent)) return 1;
+            break;
+        }
+    }
+    for (int s = top / 2; s >= 1; s /= 2) {
+        if (g_rank % (2 * s) == 0 && g_rank + s < g_size) {
+            if (send_rows(x, wire, wire_bytes, g_rank + s, bytes_sent)) return 1;
+        } else if (g_rank % (2 * s) == s) {
+            rowsum v;
+            if (recv_rows(&v, x, wire, wire_bytes, g_rank - s) || rowsum_unpack(x, wire, rowsum_packed_bytes(&v)))
+                return 1;
+        }
     }
     return 0;
 }
@@ -123,6 +211,10 @@ int dist_rank(void) { return 0; }
 int dist_size(void) { return 1; }
 int dist_sum_ordered(float *x, int64_t n, float *scratch) { (void)x; (void)n; (void)scratch; return 0; }
 int dist_sum_doubles(double *x, int n) { (void)x; (void)n; return 0; }
+int dist_rowsum_ordered(struct rowsum *x, struct rowsum *spare, void *wire, size_t wire_bytes, uint64_t *bytes_sent) {
+    (void)x; (void)spare; (void)wire; (void)wire_bytes; (void)bytes_sent;
+    return 0;
+}
 int dist_barrier(void) { return 0; }
 void dist_abort(int code) { (void)code; }
 attn_status dist_combine_shards(void *user, float *grads, size_t n_params, float *const *shard_grads,
