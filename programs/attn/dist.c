@@ -170,7 +170,9 @@ attn_status dist_combine_shards(void *user, float *grads, size_t n_params, float
             if (MPI_Send(&losses[k], 1, MPI_FLOAT, 0, TAG_SHARD, MPI_COMM_WORLD) != MPI_SUCCESS ||
                 MPI_Send(shard_grads[k], n, MPI_FLOAT, 0, TAG_SHARD, MPI_COMM_WORLD) != MPI_SUCCESS)
                 return ATTN_ERR_IO;
-        if (MPI_Recv(loss, 1, MPI_FLOAT, 0, TAG_SHARD, MPI_COMM_WORLD, MPI_STATUS_IGNORE) != MPI_SUCCESS ||
+        MPI_Status status;
+        if (probe_sleeping(0, TAG_SHARD, &status) ||
+            MPI_Recv(loss, 1, MPI_FLOAT, 0, TAG_SHARD, MPI_COMM_WORLD, MPI_STATUS_IGNORE) != MPI_SUCCESS ||
             MPI_Recv(grads, n, MPI_FLOAT, 0, TAG_SHARD, MPI_COMM_WORLD, MPI_STATUS_IGNORE) != MPI_SUCCESS)
             return ATTN_ERR_IO;
         return ATTN_OK;
@@ -181,7 +183,9 @@ attn_status dist_combine_shards(void *user, float *grads, size_t n_params, float
         float lk = losses[k];
         if (k >= first + count) {        /* another rank's shard: into this model's idle buffer for it */
             int owner = k / count;
-            if (MPI_Recv(&lk, 1, MPI_FLOAT, owner, TAG_SHARD, MPI_COMM_WORLD, MPI_STATUS_IGNORE) != MPI_SUCCESS ||
+            MPI_Status status;
+            if (probe_sleeping(owner, TAG_SHARD, &status) ||
+                MPI_Recv(&lk, 1, MPI_FLOAT, owner, TAG_SHARD, MPI_COMM_WORLD, MPI_STATUS_IGNORE) != MPI_SUCCESS ||
                 MPI_Recv(shard_grads[k], n, MPI_FLOAT, owner, TAG_SHARD, MPI_COMM_WORLD, MPI_STATUS_IGNORE) != MPI_SUCCESS)
                 return ATTN_ERR_IO;
         }
