@@ -1053,9 +1053,10 @@ int cmd_imdb(int argc, char **argv) {
                                             "padded in front; 64 is the Keras model's)"},
         {"window", CLI_STR, &f.window, "W|L,R", "sliding-window attention: word t sees words t-W .. t+W (or t-L .. "
                                                 "t+R) only; saved in the checkpoint (default: dense)"},
-        {"grad-groups", CLI_INT, &f.groups, "G", "under mpirun (data parallel): each batch's gradient is the sum of G "
-                                                 "groups' in a fixed tree, so any number of ranks dividing G gives "
-                                                 "the same bits (0 = 4)"},
+        {"grad-groups", CLI_INT, &f.groups, "G", "each batch's gradient is the sum of G groups' in a fixed tree, so "
+                                                 "any number of ranks dividing G gives the same bits (0 = 4 under "
+                                                 "mpirun; without mpirun, given: the same grouped step on one "
+                                                 "process)"},
     };
     const cli_opt eval_opts[] = {
         {"data", CLI_STR, &f.data, "DIR", "the .tar.gz, the aclImdb folder, or a folder holding either (default "
