@@ -63,16 +63,23 @@ int dist_sum_doubles(double *x, int n) {
 
 enum { TAG_ROWS = 0x6179 };
 
-/* Waits for a message from `from` without holding the core: MPI_Probe polls (Open MPI spins, yielding only
- * when oversubscribed, and sched_yield gives a waiting rank's core to no one for long), which on a machine
- * shared with other work takes time slices from the ranks still computing; a short sleep between probes
- * gives them back. */
+/* Waits for a message from `from`: probes for up to 1 ms (a partner that is nearly done answers within it),
+ * then sleeps 20 µs between probes so that a rank with a long wait gives its core back. MPI_Probe would
+ * spin, or with more ranks than cores call sched_yield, which on a machine shared with other work hands
+ * the waiting rank's core to no one in particular for long. */
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
 static int probe_sleeping(int from, int tag, MPI_Status *status) {
+    const double t0 = now_s();
     for (;;) {
         int flag = 0;
         if (MPI_Iprobe(from, tag, MPI_COMM_WORLD, &flag, status) != MPI_SUCCESS) return 1;
         if (flag) return 0;
-        nanosleep(&(struct timespec){.tv_sec = 0, .tv_nsec = 20000}, NULL);
+        if (now_s() - t0 >= 1e-3) nanosleep(&(struct timespec){.tv_sec = 0, .tv_nsec = 20000}, NULL);
     }
 }
 
