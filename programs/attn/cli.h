@@ -197,9 +197,10 @@ int  dist_rank(void);
 int  dist_size(void);
 int  dist_sum_ordered(float *x, int64_t n, float *scratch);   /* scratch: n floats */
 int  dist_sum_doubles(double *x, int n);
-/* x = the sum of every rank's x (sparse rows + dense tail, rowsum.h) in attn_mpi_sum_ordered's tree, the
- * same bits on every rank; spare: shaped as x, for the additions; wire: wire_bytes, at least the packed
- * size of the largest sum. *bytes_sent gets the bytes this rank sent added. */
+/* x = the sum of every rank's x (sparse rows + dense tail, rowsum.h) with the additions of
+ * attn_mpi_sum_ordered's tree, the same bits on every rank; spare: shaped as x, for the additions; wire:
+ * 2·wire_bytes bytes (a message out and one in), wire_bytes at least the packed size of the largest sum.
+ * *bytes_sent gets the bytes this rank sent added. */
 struct rowsum;
 int  dist_rowsum_ordered(struct rowsum *x, struct rowsum *spare, void *wire, size_t wire_bytes, uint64_t *bytes_sent);
 int  dist_barrier(void);

@@ -83,6 +83,17 @@ static int probe_sleeping(int from, int tag, MPI_Status *status) {
     }
 }
 
+/* Waits for a send to complete, as probe_sleeping waits for a message. */
+static int wait_sleeping(MPI_Request *req) {
+    const double t0 = now_s();
+    for (;;) {
+        int flag = 0;
+        if (MPI_Test(req, &flag, MPI_STATUS_IGNORE) != MPI_SUCCESS) return 1;
+        if (flag) return 0;
+        if (now_s() - t0 >= 1e-3) nanosleep(&(struct timespec){.tv_sec = 0, .tv_nsec = 20000}, NULL);
+    }
+}
+
 /* the packed sum from `from` into wire; *v views it (shaped as x). 0, or 1 after a message */
 static int recv_rows(rowsum *v, const rowsum *x, void *wire, size_t wire_bytes, int from) {
     MPI_Status status;
@@ -118,24 +129,65 @@ static int send_rows(const rowsum *x, void *wire, size_t wire_bytes, int to, uin
     return 0;
 }
 
-/* The tree of attn_mpi_sum_ordered (src/dist/sum.c), one message per edge: up, rank r with r mod 2s == 0
- * adds the sum of r + s after its own (x + received, the order of the groups); down, rank 0's bits. */
+static int add_rows(rowsum *out, const rowsum *a, const rowsum *b) {
+    if (rowsum_add(out, a, b) == 0) return 0;
+    fprintf(stderr, "attn: rank %d: the summed gradient has more rows than a batch has words\n", g_rank);
+    return 1;
+}
+
+static void swap_rows(rowsum *a, rowsum *b) {
+    rowsum t = *a;
+    *a = *b;
+    *b = t;
+}
+
+/* N a power of two: the butterfly. Round s = 1, 2, 4, ...: rank r and its partner r XOR s exchange their
+ * partial sums at once and both add them, the lower rank's first: the additions of the balanced tree below,
+ * done on both sides, so every rank ends with its bits after log2 N rounds of one message each way (the
+ * tree's up and down are 2·log2 N messages one after another, with the receiver adding in between). */
+static int rowsum_butterfly(rowsum *x, rowsum *spare, void *wire, size_t wire_bytes, uint64_t *bytes_sent) {
+    char *out = wire, *in = (char *)wire + wire_bytes;
+    for (int s = 1; s < g_size; s *= 2) {
+        const int partner = g_rank ^ s;
+        const size_t bytes = rowsum_packed_bytes(x);
+        if (bytes > wire_bytes || bytes > INT_MAX) {
+            fprintf(stderr, "attn: rank %d: a gradient of %zu bytes does not fit the buffer of %zu\n", g_rank, bytes,
+                    wire_bytes);
+            return 1;
+        }
+        rowsum_pack(x, out);
+        MPI_Request req;
+        rowsum v;
+        if (MPI_Isend(out, (int)bytes, MPI_BYTE, partner, TAG_ROWS, MPI_COMM_WORLD, &req) != MPI_SUCCESS) {
+            fprintf(stderr, "attn: rank %d: sending the gradient to rank %d failed\n", g_rank, partner);
+            return 1;
+        }
+        if (recv_rows(&v, x, in, wire_bytes, partner)) return 1;
+        if (wait_sleeping(&req)) {
+            fprintf(stderr, "attn: rank %d: sending the gradient to rank %d failed\n", g_rank, partner);
+            return 1;
+        }
+        *bytes_sent += bytes;
+        if (g_rank < partner ? add_rows(spare, x, &v) : add_rows(spare, &v, x)) return 1;
+        swap_rows(x, spare);
+    }
+    return 0;
+}
+
+/* Other N: the tree of attn_mpi_sum_ordered (src/dist/sum.c), one message per edge: up, rank r with
+ * r mod 2s == 0 adds the sum of r + s after its own (x + received, the order of the groups); down, rank
+ * 0's bits. */
 int dist_rowsum_ordered(rowsum *x, rowsum *spare, void *wire, size_t wire_bytes, uint64_t *bytes_sent) {
     if (!g_on) return 0;
+    if ((g_size & (g_size - 1)) == 0) return rowsum_butterfly(x, spare, wire, wire_bytes, bytes_sent);
     int top = 1;
     while (top < g_size) top *= 2;
     for (int s = 1; s < g_size; s *= 2) {
         if (g_rank % (2 * s) == 0) {
             if (g_rank + s >= g_size) continue;
             rowsum v;
-            if (recv_rows(&v, x, wire, wire_bytes, g_rank + s)) return 1;
-            if (rowsum_add(spare, x, &v)) {
-                fprintf(stderr, "attn: rank %d: the summed gradient has more rows than a batch has words\n", g_rank);
-                return 1;
-            }
-            rowsum t = *x;
-            *x = *spare;
-            *spare = t;
+            if (recv_rows(&v, x, wire, wire_bytes, g_rank + s) || add_rows(spare, x, &v)) return 1;
+            swap_rows(x, spare);
         } else if (g_rank % (2 * s) == s) {
             if (send_rows(x, wire, wire_bytes, g_rank - s, bytes_sent)) return 1;
             break;
