@@ -200,9 +200,12 @@ int  dist_sum_doubles(double *x, int n);
 /* x = the sum of every rank's x (sparse rows + dense tail, rowsum.h) with the additions of
  * attn_mpi_sum_ordered's tree, the same bits on every rank; spare: shaped as x, for the additions; wire:
  * 2·wire_bytes bytes (a message out and one in), wire_bytes at least the packed size of the largest sum.
- * *bytes_sent gets the bytes this rank sent added. */
+ * *bytes_sent gets the bytes this rank sent added. idle(user), when not NULL, is called once, when this
+ * rank's first message is on its way and before it waits for one (without MPI: at once): work that does
+ * not need the sum fills the wait. */
 struct rowsum;
-int  dist_rowsum_ordered(struct rowsum *x, struct rowsum *spare, void *wire, size_t wire_bytes, uint64_t *bytes_sent);
+int  dist_rowsum_ordered(struct rowsum *x, struct rowsum *spare, void *wire, size_t wire_bytes, uint64_t *bytes_sent,
+                         void (*idle)(void *), void *user);
 int  dist_barrier(void);
 void dist_abort(int code);
 /* The translators' attn_shard_combine_fn: the ranks' shards gathered to rank 0 in shard order, summed,

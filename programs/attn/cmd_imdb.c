@@ -209,7 +209,14 @@ typedef struct train_run {
     int n_levels;
     void *wire;
     size_t wire_bytes;
-    float *gsum;                 /* (n_params) */
+    /* Adam in two passes (adam_split): the step's distinct words, their index in it, and their rows of
+       the parameters, moments and summed gradient packed (with the dense rest after them) */
+    int32_t *urows, *umark;      /* (rows) the words; (V) word -> index in urows, -1 otherwise */
+    int n_urows;
+    float *pk;                   /* (4, rows·D + n_tail): p, m, v, g */
+    size_t pk_n;                 /* rows·D + n_tail */
+    float *zeros;                /* (V·D) a zero gradient */
+    attn_status idle_st;
     uint64_t bytes_sent;         /* data parallel: the gradient sums' bytes this rank sent in the run */
     int64_t die_at;              /* ATTN_TEST_DIE_AT_STEP (tests/mpi/dp_imdb.sh): rank 1 kills itself there */
 } train_run;
@@ -218,7 +225,10 @@ static void train_run_free(train_run *r) {
     for (int i = 0; r->rstack && i <= r->n_levels; i++) rowsum_free(&r->rstack[i]);
     free(r->rstack);
     free(r->wire);
-    free(r->gsum);
+    free(r->urows);
+    free(r->umark);
+    free(r->pk);
+    free(r->zeros);
     free(r->perm);
     free(r->bids);
     free(r->blab);
@@ -401,6 +411,74 @@ static attn_status group_rows(const attn_imdb_model *m, rowsum *slot, float shar
     return ATTN_OK;
 }
 
+/* Adam in two passes that give the bits of one. The summed gradient is zero outside the rows of the
+ * step's words, and Adam is elementwise: so the table's rows are first all stepped with a zero gradient,
+ * while the rank waits for the sum (dist_rowsum_ordered's idle), and once the sum is in, the step's rows
+ * and the dense rest are stepped from their values before the step, packed, and written over. Both passes
+ * take the same Adam step number, so every element sees the one step's arithmetic. */
+static void adam_pack_rows(train_run *r, int s, int B) {
+    const int T = r->m.cfg.T;
+    const size_t D = (size_t)r->m.cfg.D, P = r->pk_n;
+    r->n_urows = 0;
+    for (int b = 0; b < B; b++) {
+        const int32_t *ids = r->d.train.ids + (size_t)r->perm[s * r->batch + b] * T;
+        for (int t = 0; t < T; t++)
+            if (r->umark[ids[t]] < 0) {
+                r->umark[ids[t]] = r->n_urows;
+                r->urows[r->n_urows++] = ids[t];
+            }
+    }
+    for (int i = 0; i < r->n_urows; i++) {
+        const size_t o = (size_t)r->urows[i] * D, q = (size_t)i * D;
+        memcpy(r->pk + q, r->m.params + o, sizeof(float) * D);
+        memcpy(r->pk + P + q, r->adam.m + o, sizeof(float) * D);
+        memcpy(r->pk + 2 * P + q, r->adam.v + o, sizeof(float) * D);
+    }
+}
+
+static void adam_zero_pass(void *user) {
+    train_run *r = user;
+    attn_adam view = r->adam;
+    view.n = (size_t)r->m.cfg.V * (size_t)r->m.cfg.D;
+    r->idle_st = attn_adam_step(&view, r->m.params, r->zeros);
+}
+
+static attn_status adam_rows_pass(train_run *r, const rowsum *sum) {
+    const size_t D = (size_t)r->m.cfg.D, VD = (size_t)r->m.cfg.V * D, P = r->pk_n;
+    const size_t nu = (size_t)r->n_urows, nt = (size_t)sum->n_tail;
+    float *pp = r->pk, *pm = pp + P, *pv = pm + P, *pg = pv + P;
+    attn_status st = ATTN_OK;
+    memset(pg, 0, sizeof(float) * nu * D);
+    for (int64_t i = 0; i < sum->n; i++) {
+        const int j = r->umark[sum->ids[i]];
+        if (j < 0) st = ATTN_ERR_ARG;             /* a row the step's words do not hold: internal */
+        else memcpy(pg + (size_t)j * D, sum->vals + (size_t)i * D, sizeof(float) * D);
+    }
+    memcpy(pp + nu * D, r->m.params + VD, sizeof(float) * nt);
+    memcpy(pm + nu * D, r->adam.m + VD, sizeof(float) * nt);
+    memcpy(pv + nu * D, r->adam.v + VD, sizeof(float) * nt);
+    memcpy(pg + nu * D, sum->tail, sizeof(float) * nt);
+    attn_adam view = r->adam;
+    view.n = nu * D + nt;
+    view.m = pm;
+    view.v = pv;
+    if (st == ATTN_OK) st = attn_adam_step(&view, pp, pg);
+    if (st == ATTN_OK) {
+        for (size_t i = 0; i < nu; i++) {
+            const size_t o = (size_t)r->urows[i] * D, q = i * D;
+            memcpy(r->m.params + o, pp + q, sizeof(float) * D);
+            memcpy(r->adam.m + o, pm + q, sizeof(float) * D);
+            memcpy(r->adam.v + o, pv + q, sizeof(float) * D);
+        }
+        memcpy(r->m.params + VD, pp + nu * D, sizeof(float) * nt);
+        memcpy(r->adam.m + VD, pm + nu * D, sizeof(float) * nt);
+        memcpy(r->adam.v + VD, pv + nu * D, sizeof(float) * nt);
+        r->adam.t = view.t;
+    }
+    for (size_t i = 0; i < nu; i++) r->umark[r->urows[i]] = -1;
+    return st;
+}
+
 static attn_status dp_step(train_run *r, int s, epoch_sums *e) {
     const int n = r->d.train.n, T = r->m.cfg.T, G = r->groups, N = dist_size(), k = dist_rank();
     const int B = n - s * r->batch < r->batch ? n - s * r->batch : r->batch;
@@ -446,14 +524,15 @@ static attn_status dp_step(train_run *r, int s, epoch_sums *e) {
     }
     if (st != ATTN_OK) return st;
     const double p1 = r->prof ? cli_now() : 0;
-    if (dist_rowsum_ordered(&r->rstack[0], spare, r->wire, r->wire_bytes, &r->bytes_sent)) return ATTN_ERR_IO;
+    /* Adam's first pass (the table with a zero gradient) while the sum travels, the second after it */
+    adam_pack_rows(r, s, B);
+    r->idle_st = ATTN_OK;
+    if (dist_rowsum_ordered(&r->rstack[0], spare, r->wire, r->wire_bytes, &r->bytes_sent, adam_zero_pass, r))
+        return ATTN_ERR_IO;
+    if (r->idle_st != ATTN_OK) return r->idle_st;
     const double p2 = r->prof ? cli_now() : 0;
-    /* Adam reads the dense gradient: the sum's rows in place, then cleared again for the next step */
     const rowsum *sum = &r->rstack[0];
-    rowsum_scatter(sum, r->gsum, r->m.cfg.V);
-    st = attn_adam_step(&r->adam, r->m.params, r->gsum);
-    for (int64_t i = 0; i < sum->n; i++)
-        memset(r->gsum + (size_t)sum->ids[i] * (size_t)sum->width, 0, sizeof(float) * (size_t)sum->width);
+    st = adam_rows_pass(r, sum);
     if (r->prof) {
         e->prof[0] += p1 - p0;
         e->prof[1] += p2 - p1;
@@ -502,7 +581,7 @@ static int train_epoch(train_run *r, int epoch, epoch_sums *e, int *s_end) {
     if (r->tty) fputc('\n', stderr);
     if (r->prof && r->dp)
         fprintf(stderr, "attn: imdb: rank %d profile: groups (forward, backward, rows, tree) %.3f, sum over the ranks "
-                "%.3f, adam %.3f ms per step; %.0f embedding rows in a step's sum\n", dist_rank(),
+                "(and Adam's zero pass) %.3f, Adam's rows %.3f ms per step; %.0f embedding rows in a step's sum\n", dist_rank(),
                 1e3 * e->prof[0] / steps, 1e3 * e->prof[1] / steps, 1e3 * e->prof[2] / steps, e->prof[3] / steps);
     else if (r->prof)
         fprintf(stderr, "attn: imdb: profile: forward %.3f, zero_grad+backward %.3f, adam %.3f ms per step; "
@@ -585,8 +664,13 @@ static int train_loop(const imdb_flags *f, train_run *r) {
         r->n_levels = 1;
         for (int g = r->groups / dist_size(); g > 1; g /= 2) r->n_levels++;
         r->rstack = calloc((size_t)r->n_levels + 1, sizeof(rowsum));
-        r->gsum = calloc(r->m.n_params, sizeof(float));
-        if (!r->rstack || !r->gsum) return cli_fail(ATTN_ERR_NOMEM, "imdb");
+        r->pk_n = (size_t)rows * (size_t)D + (r->m.n_params - (size_t)(V * D));
+        r->urows = malloc(sizeof(int32_t) * (size_t)rows);
+        r->umark = malloc(sizeof(int32_t) * (size_t)V);
+        r->pk = malloc(sizeof(float) * 4 * r->pk_n);
+        r->zeros = calloc((size_t)(V * D), sizeof(float));
+        if (!r->rstack || !r->urows || !r->umark || !r->pk || !r->zeros) return cli_fail(ATTN_ERR_NOMEM, "imdb");
+        for (int64_t i = 0; i < V; i++) r->umark[i] = -1;
         for (int i = 0; i <= r->n_levels; i++)
             if (rowsum_alloc(&r->rstack[i], rows, (int)D, (int64_t)r->m.n_params - V * D))
                 return cli_fail(ATTN_ERR_NOMEM, "imdb");

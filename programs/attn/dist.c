@@ -145,7 +145,8 @@ static void swap_rows(rowsum *a, rowsum *b) {
  * partial sums at once and both add them, the lower rank's first: the additions of the balanced tree below,
  * done on both sides, so every rank ends with its bits after log2 N rounds of one message each way (the
  * tree's up and down are 2·log2 N messages one after another, with the receiver adding in between). */
-static int rowsum_butterfly(rowsum *x, rowsum *spare, void *wire, size_t wire_bytes, uint64_t *bytes_sent) {
+static int rowsum_butterfly(rowsum *x, rowsum *spare, void *wire, size_t wire_bytes, uint64_t *bytes_sent,
+                            void (*idle)(void *), void *user) {
     char *out = wire, *in = (char *)wire + wire_bytes;
     for (int s = 1; s < g_size; s *= 2) {
         const int partner = g_rank ^ s;
@@ -162,6 +163,7 @@ static int rowsum_butterfly(rowsum *x, rowsum *spare, void *wire, size_t wire_by
             fprintf(stderr, "attn: rank %d: sending the gradient to rank %d failed\n", g_rank, partner);
             return 1;
         }
+        if (s == 1 && idle) idle(user);
         if (recv_rows(&v, x, in, wire_bytes, partner)) return 1;
         if (wait_sleeping(&req)) {
             fprintf(stderr, "attn: rank %d: sending the gradient to rank %d failed\n", g_rank, partner);
@@ -177,9 +179,12 @@ static int rowsum_butterfly(rowsum *x, rowsum *spare, void *wire, size_t wire_by
 /* Other N: the tree of attn_mpi_sum_ordered (src/dist/sum.c), one message per edge: up, rank r with
  * r mod 2s == 0 adds the sum of r + s after its own (x + received, the order of the groups); down, rank
  * 0's bits. */
-int dist_rowsum_ordered(rowsum *x, rowsum *spare, void *wire, size_t wire_bytes, uint64_t *bytes_sent) {
+int dist_rowsum_ordered(rowsum *x, rowsum *spare, void *wire, size_t wire_bytes, uint64_t *bytes_sent,
+                        void (*idle)(void *), void *user) {
+    if (g_on && g_size > 1 && (g_size & (g_size - 1)) == 0)
+        return rowsum_butterfly(x, spare, wire, wire_bytes, bytes_sent, idle, user);
+    if (idle) idle(user);
     if (!g_on) return 0;
-    if ((g_size & (g_size - 1)) == 0) return rowsum_butterfly(x, spare, wire, wire_bytes, bytes_sent);
     int top = 1;
     while (top < g_size) top *= 2;
     for (int s = 1; s < g_size; s *= 2) {
@@ -274,8 +279,10 @@ int dist_rank(void) { return 0; }
 int dist_size(void) { return 1; }
 int dist_sum_ordered(float *x, int64_t n, float *scratch) { (void)x; (void)n; (void)scratch; return 0; }
 int dist_sum_doubles(double *x, int n) { (void)x; (void)n; return 0; }
-int dist_rowsum_ordered(struct rowsum *x, struct rowsum *spare, void *wire, size_t wire_bytes, uint64_t *bytes_sent) {
+int dist_rowsum_ordered(struct rowsum *x, struct rowsum *spare, void *wire, size_t wire_bytes, uint64_t *bytes_sent,
+                        void (*idle)(void *), void *user) {
     (void)x; (void)spare; (void)wire; (void)wire_bytes; (void)bytes_sent;
+    if (idle) idle(user);
     return 0;
 }
 int dist_barrier(void) { return 0; }
