@@ -199,7 +199,7 @@ int  dist_sum_ordered(float *x, int64_t n, float *scratch);   /* scratch: n floa
 int  dist_sum_doubles(double *x, int n);
 /* x = the sum of every rank's x (sparse rows + dense tail, rowsum.h) with the additions of
  * attn_mpi_sum_ordered's tree, the same bits on every rank; spare: shaped as x, for the additions; wire:
- * 2·wire_bytes bytes (a message out and one in), wire_bytes at least the packed size of the largest sum.
+ * wire_bytes bytes (messages in), at least the packed size of the largest sum.
  * *bytes_sent gets the bytes this rank sent added. idle(user), when not NULL, is called once, when this
  * rank's first message is on its way and before it waits for one (without MPI: at once): work that does
  * not need the sum fills the wait. */

@@ -677,7 +677,7 @@ static int train_loop(const imdb_flags *f, train_run *r) {
         r->rstack[0].n = rows;       /* the largest sum, for the size of the wire buffer */
         r->wire_bytes = rowsum_packed_bytes(&r->rstack[0]);
         r->rstack[0].n = 0;
-        r->wire = malloc(2 * r->wire_bytes);      /* a message out and one in */
+        r->wire = malloc(r->wire_bytes);
         if (!r->wire) return cli_fail(ATTN_ERR_NOMEM, "imdb");
     }
     if (r->lead && cli_make_dir("imdb", f->out)) return 1;

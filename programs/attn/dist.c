@@ -38,8 +38,16 @@ int dist_start(void) {
     return 0;
 }
 
+static int finish_sends(int turn);
+static void free_sends(void);
+
 void dist_stop(void) {
-    if (g_on) MPI_Finalize();
+    if (g_on) {
+        finish_sends(0);
+        finish_sends(1);
+        free_sends();
+        MPI_Finalize();
+    }
     g_on = 0;
 }
 
@@ -141,14 +149,48 @@ static void swap_rows(rowsum *a, rowsum *b) {
     *b = t;
 }
 
+/* The butterfly's outgoing messages: a buffer and a request per round, two sets used in turn by
+ * successive sums, so that a send is waited for only two sums later (long complete by then) and never in
+ * the step that posted it: a rank then waits only for its partner's message, not also for the partner to
+ * have taken its own (which needs the partner to be running). dist_stop completes them. */
+enum { MAX_ROUNDS = 31 };
+static MPI_Request g_sends[2][MAX_ROUNDS];
+static int g_sending[2][MAX_ROUNDS];
+static char *g_out[2][MAX_ROUNDS];
+static size_t g_out_bytes[2][MAX_ROUNDS];
+static int g_turn;
+
+static int finish_sends(int turn) {
+    int bad = 0;
+    for (int k = 0; k < MAX_ROUNDS; k++)
+        if (g_sending[turn][k]) {
+            bad |= wait_sleeping(&g_sends[turn][k]);
+            g_sending[turn][k] = 0;
+        }
+    return bad;
+}
+
+static void free_sends(void) {
+    for (int t = 0; t < 2; t++)
+        for (int k = 0; k < MAX_ROUNDS; k++) {
+            free(g_out[t][k]);
+            g_out[t][k] = NULL;
+            g_out_bytes[t][k] = 0;
+        }
+}
+
 /* N a power of two: the butterfly. Round s = 1, 2, 4, ...: rank r and its partner r XOR s exchange their
  * partial sums at once and both add them, the lower rank's first: the additions of the balanced tree below,
  * done on both sides, so every rank ends with its bits after log2 N rounds of one message each way (the
  * tree's up and down are 2·log2 N messages one after another, with the receiver adding in between). */
 static int rowsum_butterfly(rowsum *x, rowsum *spare, void *wire, size_t wire_bytes, uint64_t *bytes_sent,
                             void (*idle)(void *), void *user) {
-    char *out = wire, *in = (char *)wire + wire_bytes;
-    for (int s = 1; s < g_size; s *= 2) {
+    g_turn ^= 1;
+    if (finish_sends(g_turn)) {
+        fprintf(stderr, "attn: rank %d: an earlier gradient message did not complete\n", g_rank);
+        return 1;
+    }
+    for (int s = 1, k = 0; s < g_size; s *= 2, k++) {
         const int partner = g_rank ^ s;
         const size_t bytes = rowsum_packed_bytes(x);
         if (bytes > wire_bytes || bytes > INT_MAX) {
@@ -156,20 +198,26 @@ static int rowsum_butterfly(rowsum *x, rowsum *spare, void *wire, size_t wire_by
                     wire_bytes);
             return 1;
         }
-        rowsum_pack(x, out);
-        MPI_Request req;
+        if (g_out_bytes[g_turn][k] < bytes) {
+            free(g_out[g_turn][k]);
+            g_out_bytes[g_turn][k] = 0;
+            if (!(g_out[g_turn][k] = malloc(wire_bytes))) {
+                fprintf(stderr, "attn: rank %d: out of memory for a gradient message\n", g_rank);
+                return 1;
+            }
+            g_out_bytes[g_turn][k] = wire_bytes;
+        }
+        rowsum_pack(x, g_out[g_turn][k]);
         rowsum v;
-        if (MPI_Isend(out, (int)bytes, MPI_BYTE, partner, TAG_ROWS, MPI_COMM_WORLD, &req) != MPI_SUCCESS) {
+        if (MPI_Isend(g_out[g_turn][k], (int)bytes, MPI_BYTE, partner, TAG_ROWS, MPI_COMM_WORLD,
+                      &g_sends[g_turn][k]) != MPI_SUCCESS) {
             fprintf(stderr, "attn: rank %d: sending the gradient to rank %d failed\n", g_rank, partner);
             return 1;
         }
-        if (s == 1 && idle) idle(user);
-        if (recv_rows(&v, x, in, wire_bytes, partner)) return 1;
-        if (wait_sleeping(&req)) {
-            fprintf(stderr, "attn: rank %d: sending the gradient to rank %d failed\n", g_rank, partner);
-            return 1;
-        }
+        g_sending[g_turn][k] = 1;
         *bytes_sent += bytes;
+        if (s == 1 && idle) idle(user);
+        if (recv_rows(&v, x, wire, wire_bytes, partner)) return 1;
         if (g_rank < partner ? add_rows(spare, x, &v) : add_rows(spare, &v, x)) return 1;
         swap_rows(x, spare);
     }
