@@ -167,6 +167,19 @@ grep -q "imdb.safetensors holds epoch 2 (the last)" $out || bad "imdb train does
 expect_rc 0 "imdb train --keep-best" "$attn" imdb train $iq --epochs 2 --keep-best --out "$tmp/io2"
 grep -q "imdb_best.safetensors holds epoch" $out || bad "imdb train --keep-best does not say where the best epoch is"
 [ -f "$tmp/io2/imdb_best.safetensors" ] || bad "imdb train --keep-best wrote no imdb_best.safetensors"
+# --resume after --max-steps goes on inside the cut epoch: 2 + 2 steps (the second run crossing into epoch 2)
+# leave bitwise the checkpoint of 4 steps in one run, with the one-batch step and with gradient groups
+for g in "" "--grad-groups 2"; do
+  rq="--data $tmp/imdb --batch 4 --threads 1 --lr 0.01 --epochs 2 $g"
+  expect_rc 0 "imdb train --max-steps 2 $g" "$attn" imdb train $rq --out "$tmp/ir1" --max-steps 2
+  grep -q "2 of 3 steps into epoch 1" $out || bad "imdb train --max-steps 2 $g does not say where it stopped"
+  expect_rc 0 "imdb train --resume --max-steps 2 $g" "$attn" imdb train $rq --out "$tmp/ir1" --resume --max-steps 2
+  grep -q "resuming .* after epoch 0 and 2 steps of epoch 1" $out || bad "imdb --resume $g does not say it goes on inside epoch 1"
+  expect_rc 0 "imdb train --max-steps 4 $g" "$attn" imdb train $rq --out "$tmp/ir2" --max-steps 4
+  cmp -s "$tmp/ir1/imdb.safetensors" "$tmp/ir2/imdb.safetensors" ||
+    bad "imdb train $g: 2 steps, then --resume 2 steps differ from 4 steps in one run"
+  rm -rf "$tmp/ir1" "$tmp/ir2"
+done
 echo "a good great film" > "$tmp/review.txt"
 expect_rc 0 "imdb predict --file" "$attn" imdb predict --dir "$tmp/io" --no-color --file "$tmp/review.txt"
 grep -q "positive probability" $out || bad "imdb predict --file gives no probability"
@@ -437,6 +450,15 @@ grep -q "test_acc: " $out || bad "vision train prints no test_acc"
 [ -f "$tmp/vo/vit.safetensors" ] && [ -f "$tmp/vo/vit_history.csv" ] || bad "vision train wrote no checkpoint or history"
 expect_rc 0 "vision train --resume" "$attn" vision train --data "$vd" --out "$tmp/vo" --threads 1 --resume --epochs 2
 grep -q "resuming .* after epoch 1" $out || bad "vision train --resume does not say where it resumes"
+# --resume after --max-steps goes on inside the cut epoch (5 steps an epoch): 3 + 4 steps equal 7 in one run
+vr="--data $vd --batch 4 --threads 1 --patch 7 --dim 8 --heads 2 --blocks 1 --mlp 8 --epochs 2"
+expect_rc 0 "vision train --max-steps 3" "$attn" vision train $vr --out "$tmp/vr1" --max-steps 3
+grep -q "3 of 5 steps into epoch 1" $out || bad "vision train --max-steps 3 does not say where it stopped"
+expect_rc 0 "vision train --resume --max-steps 4" "$attn" vision train --data "$vd" --threads 1 --out "$tmp/vr1" --resume --max-steps 4
+expect_rc 0 "vision train --max-steps 7" "$attn" vision train $vr --out "$tmp/vr2" --max-steps 7
+cmp -s "$tmp/vr1/vit.safetensors" "$tmp/vr2/vit.safetensors" ||
+  bad "vision train: 3 steps, then --resume 4 steps differ from 7 steps in one run"
+expect_rc 2 "vision train --max-steps -1" "$attn" vision train $vr --out "$tmp/vr3" --max-steps -1
 expect_rc 0 "vision eval" "$attn" vision eval --data "$vd" --out "$tmp/vo"
 grep -q "^test_acc [01]\.[0-9][0-9][0-9][0-9]$" $out || bad "vision eval prints no 'test_acc 0.xxxx' line"
 expect_rc 0 "vision predict --png" "$attn" vision predict --data "$vd" --out "$tmp/vo" --png "$tmp/vp.png" 3

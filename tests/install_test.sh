@@ -23,4 +23,23 @@ cc -std=c11 -o "$tmp/consumer_pc" "$consumer/consumer.c" $(pkg-config --cflags a
 cmake -S "$consumer" -B "$tmp/cbuild" -DCMAKE_PREFIX_PATH="$tmp/prefix" > "$tmp/cmake.log"
 cmake --build "$tmp/cbuild" > "$tmp/build.log"
 LD_LIBRARY_PATH="$tmp/prefix/lib" "$tmp/cbuild/consumer"
-echo "install: 2 passed, 0 failed"
+passed=2
+# libattn_mpi, when the build has it: attn/mpi.h alone, attn-mpi.pc (static) and attn::attn_mpi (shared)
+if [ -e "$tmp/prefix/lib/libattn_mpi.a" ]; then
+  for f in include/attn/mpi.h lib/pkgconfig/attn-mpi.pc lib/cmake/attn/attnMpiTargets.cmake; do
+    [ -e "$tmp/prefix/$f" ] || { echo "install: missing $f"; exit 1; }
+  done
+  ls "$tmp"/prefix/lib/libattn_mpi.so* > /dev/null || { echo "install: missing libattn_mpi.so"; exit 1; }
+  printf '#include <attn/mpi.h>\n' | cc -std=c11 -Wall -Wextra -Werror -fsyntax-only $(pkg-config --cflags attn-mpi) -x c - \
+    || { echo "install: attn/mpi.h does not compile alone with attn-mpi.pc's flags"; exit 1; }
+  cc -std=c11 -o "$tmp/consumer_mpi_pc" "$consumer/consumer_mpi.c" $(pkg-config --cflags attn-mpi) \
+     "$tmp/prefix/lib/libattn_mpi.a" "$tmp/prefix/lib/libattn.a" \
+     $(pkg-config --static --libs-only-l --libs-only-other attn-mpi | sed 's/-lattn_mpi//; s/-lattn//') -fopenmp
+  "$tmp/consumer_mpi_pc"
+  [ -x "$tmp/cbuild/consumer_mpi" ] || { echo "install: find_package(attn) gave no attn::attn_mpi"; exit 1; }
+  LD_LIBRARY_PATH="$tmp/prefix/lib" "$tmp/cbuild/consumer_mpi"
+  passed=4
+else
+  echo "install: built without MPI: libattn_mpi not checked"
+fi
+echo "install: $passed passed, 0 failed"

@@ -808,7 +808,7 @@ static void test_checkpoint(void) {
         a.v[i] = 0.002f * (float)i;
     }
     a.t = 17;
-    attn_imdb_run_info run = {3, 2000, 32, 17, 2e-4f, 99}, got;
+    attn_imdb_run_info run = {3, 2000, 32, 17, 2e-4f, 99, 6}, got;
     char path[512], err[512] = "";
     snprintf(path, sizeof path, "%s/model.safetensors", g_dir);
     CHECK_STATUS(attn_imdb_model_save(&m, &a, &v, &run, path, err, sizeof err), ATTN_OK);
@@ -818,15 +818,17 @@ static void test_checkpoint(void) {
     CHECK(memcmp(l.params, m.params, sizeof(float) * m.n_params) == 0);
     CHECK(memcmp(la.m, a.m, sizeof(float) * m.n_params) == 0 && memcmp(la.v, a.v, sizeof(float) * m.n_params) == 0);
     CHECK(la.t == 17 && lv.crc == v.crc && lv.V == V);
-    CHECK(got.epoch == 3 && got.limit == 2000 && got.batch == 32 && got.adam_t == 17 && got.lr == 2e-4f && got.seed == 99);
+    CHECK(got.epoch == 3 && got.limit == 2000 && got.batch == 32 && got.adam_t == 17 && got.lr == 2e-4f && got.seed == 99 &&
+          got.step == 6);
     attn_imdb_model_free(&l);
     attn_imdb_vocab_free(&lv);
     /* without the optional parts */
     CHECK_STATUS(attn_imdb_model_load(&l, NULL, 1, NULL, NULL, NULL, path, err, sizeof err), ATTN_OK);
     attn_imdb_model_free(&l);
-    attn_imdb_run_info only = {0, -1, -1, 0, 0.0f, 0};
+    attn_imdb_run_info only = {0, -1, -1, 0, 0.0f, 0, 0};
     CHECK_STATUS(attn_imdb_model_read_run(path, &only, err, sizeof err), ATTN_OK);
-    CHECK(only.limit == 2000 && only.batch == 32 && only.lr == 2e-4f && only.seed == 99 && only.epoch == 3);
+    CHECK(only.limit == 2000 && only.batch == 32 && only.lr == 2e-4f && only.seed == 99 && only.epoch == 3 &&
+          only.step == 6);
     /* an optimizer of another size: refused, and left alone */
     attn_adam small;
     CHECK_STATUS(attn_adam_alloc(&small, 10, 0.01f), ATTN_OK);
@@ -1301,7 +1303,7 @@ static void test_window(void) {
     CHECK_STATUS(attn_imdb_vocab_from_blob(&v, blob, n, V), ATTN_OK);
     attn_adam ad;
     CHECK_STATUS(attn_adam_alloc(&ad, a.n_params, 0.01f), ATTN_OK);
-    attn_imdb_run_info run = {1, 0, 4, 1, 2e-4f, 5};
+    attn_imdb_run_info run = {1, 0, 4, 1, 2e-4f, 5, 0};
     char path[512], path_u[512], err[512] = "";
     snprintf(path, sizeof path, "%s/window.safetensors", g_dir);
     snprintf(path_u, sizeof path_u, "%s/dense.safetensors", g_dir);

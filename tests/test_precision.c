@@ -358,7 +358,7 @@ static void test_imdb(const attn_ctx *amx, const attn_ctx *plain) {
         nb += (size_t)snprintf(blob + nb, sizeof blob - nb, i < ATTN_IMDB_FIRST_WORD ? "<r%d>" : "w%d", i) + 1;
     attn_imdb_vocab v;
     CHECK_STATUS(attn_imdb_vocab_from_blob(&v, blob, nb, IM_V), ATTN_OK);
-    attn_imdb_run_info run = {1, 0, IM_B, a.t, 1e-2f, 5};
+    attn_imdb_run_info run = {1, 0, IM_B, a.t, 1e-2f, 5, 0};
     char path[512], err[512] = "";
     snprintf(path, sizeof path, "%s/imdb.safetensors", g_dir);
     CHECK_STATUS(attn_imdb_model_save(&m, &a, &v, &run, path, err, sizeof err), ATTN_OK);

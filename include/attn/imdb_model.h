@@ -166,6 +166,9 @@ typedef struct attn_imdb_run_info {
     int64_t adam_t;              /* Adam steps taken */
     float lr;                    /* Adam learning rate */
     uint64_t seed;               /* seed of the initialization, shuffling and dropout */
+    int step;                    /* steps done of epoch `epoch` + 1 when a run stopped inside it (--max-steps),
+                                    so that --resume goes on from there; 0: whole epochs (metadata "step",
+                                    absent in older checkpoints) */
 } attn_imdb_run_info;
 
 /* Writes m's parameters, adam's moments (adam->n == m->n_params), the vocabulary and run to path,

@@ -101,6 +101,16 @@ attn_status attn_vit_forward(attn_vit *m, float *logits, float *weights, const f
 attn_status attn_vit_train_step(attn_vit *m, attn_adam *opt, const float *images, const int32_t *labels, int B,
                                 float clip, float *loss, int *correct);
 
+/* Data parallel: the same step, but this process computes only shards [first, first + count) of the
+ * batch (every process passes the whole batch) and combine (attn/layers.h) adds every process's shard
+ * gradients in shard order, then the same clip and opt step; count 0 is attn_vit_train_step. Every process
+ * must call with the same batch, clip and optimizer state: the parameters then stay bitwise those of one
+ * process taking the whole step. *loss is the batch's mean loss (from combine's sum); *correct counts this
+ * process's shards only. */
+attn_status attn_vit_train_step_part(attn_vit *m, attn_adam *opt, const float *images, const int32_t *labels, int B,
+                                     float clip, int first, int count, attn_shard_combine_fn combine, void *user,
+                                     float *loss, int *correct);
+
 /* The same forward and backward without the update: *loss the mean loss; the gradients (m->grads) of it. */
 attn_status attn_vit_loss_grad(attn_vit *m, const float *images, const int32_t *labels, int B, float *loss);
 

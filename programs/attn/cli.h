@@ -104,6 +104,8 @@ int cli_fmnist_load(const char *who, attn_fmnist *d, const char *dir, int limit)
 /* --resume: the n numbers under keys in the metadata of the checkpoint at path (a training's settings).
  * Returns 0, or 1 after a message naming the missing key. */
 int cli_run_meta(const char *who, const char *path, const char *const *keys, int n, double *v);
+/* Whether the safetensors file at path has metadata key (0 also when it cannot be read). */
+int cli_has_meta(const char *path, const char *key);
 
 /* Checks an integer flag against lo..hi (hi < lo: no upper bound). Returns 0, or 2 after the message
  * "attn: <who>: --flag V: must be ...". */
@@ -195,6 +197,15 @@ int  dist_rank(void);
 int  dist_size(void);
 int  dist_sum_ordered(float *x, int64_t n, float *scratch);   /* scratch: n floats */
 int  dist_sum_doubles(double *x, int n);
+/* x = the sum of every rank's x (sparse rows + dense tail, rowsum.h) with the additions of
+ * attn_mpi_sum_ordered's tree, the same bits on every rank; spare: shaped as x, for the additions; wire:
+ * wire_bytes bytes (messages in), at least the packed size of the largest sum.
+ * *bytes_sent gets the bytes this rank sent added. idle(user), when not NULL, is called once, when this
+ * rank's first message is on its way and before it waits for one (without MPI: at once): work that does
+ * not need the sum fills the wait. */
+struct rowsum;
+int  dist_rowsum_ordered(struct rowsum *x, struct rowsum *spare, void *wire, size_t wire_bytes, uint64_t *bytes_sent,
+                         void (*idle)(void *), void *user);
 int  dist_barrier(void);
 void dist_abort(int code);
 /* The translators' attn_shard_combine_fn: the ranks' shards gathered to rank 0 in shard order, summed,

@@ -24,6 +24,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "cli.h"
+#include "rowsum.h"
 #include "attn/imdb_model.h"
 
 #include <errno.h>
@@ -201,13 +202,33 @@ typedef struct train_run {
     cli_history hist;            /* --out/imdb_history.csv */
     int64_t max_steps, steps;    /* --max-steps (0: none) and the optimizer steps of this run */
     int dp, groups, lead;        /* data parallel (under mpirun), gradient groups per batch; rank 0 */
-    float *gstack;               /* data parallel: (log2(groups/N) + 2, n_params) the tree's partial sums and
-                                    the scratch of the sum over the ranks */
+    /* grouped step: the tree's partial sums as sparse embedding rows + the dense rest (rowsum.h), one
+       spare for the additions, the wire buffer of the sum over the ranks, and the dense gradient Adam
+       reads (zero outside the rows of the last step's sum) */
+    rowsum *rstack;              /* (n_levels + 1) */
+    int n_levels;
+    void *wire;
+    size_t wire_bytes;
+    /* Adam in two passes (adam_split): the step's distinct words, their index in it, and their rows of
+       the parameters, moments and summed gradient packed (with the dense rest after them) */
+    int32_t *urows, *umark;      /* (rows) the words; (V) word -> index in urows, -1 otherwise */
+    int n_urows;
+    float *pk;                   /* (4, rows·D + n_tail): p, m, v, g */
+    size_t pk_n;                 /* rows·D + n_tail */
+    float *zeros;                /* (V·D) a zero gradient */
+    attn_status idle_st;
+    uint64_t bytes_sent;         /* data parallel: the gradient sums' bytes this rank sent in the run */
     int64_t die_at;              /* ATTN_TEST_DIE_AT_STEP (tests/mpi/dp_imdb.sh): rank 1 kills itself there */
 } train_run;
 
 static void train_run_free(train_run *r) {
-    free(r->gstack);
+    for (int i = 0; r->rstack && i <= r->n_levels; i++) rowsum_free(&r->rstack[i]);
+    free(r->rstack);
+    free(r->wire);
+    free(r->urows);
+    free(r->umark);
+    free(r->pk);
+    free(r->zeros);
     free(r->perm);
     free(r->bids);
     free(r->blab);
@@ -230,7 +251,7 @@ static int train_settings(const imdb_flags *f, train_run *r) {
     r->lr = f->lr;
     r->seed = f->seed;
     if (!f->resume) return 0;
-    attn_imdb_run_info info = {0, 0, r->batch, 0, r->lr, r->seed};
+    attn_imdb_run_info info = {0, 0, r->batch, 0, r->lr, r->seed, 0};
     char err[1024] = "";
     attn_imdb_config c;
     if (attn_imdb_model_read_run(r->ckpt, &info, err, sizeof err) != ATTN_OK ||
@@ -298,8 +319,12 @@ static int train_build(const imdb_flags *f, train_run *r, int *nothing_to_do) {
             *nothing_to_do = 1;
             return 0;
         }
-        fprintf(stderr, "attn: imdb: resuming %s after epoch %d (step %" PRId64 "; seed %" PRIu64 ", lr %g, batch %d "
-                "from the checkpoint)\n", r->ckpt, r->resumed.epoch, r->resumed.adam_t, r->seed, r->lr, r->batch);
+        char inside[64] = "";
+        if (r->resumed.step) snprintf(inside, sizeof inside, " and %d steps of epoch %d", r->resumed.step,
+                                      r->resumed.epoch + 1);
+        fprintf(stderr, "attn: imdb: resuming %s after epoch %d%s (step %" PRId64 "; seed %" PRIu64 ", lr %g, batch %d "
+                "from the checkpoint)\n", r->ckpt, r->resumed.epoch, inside, r->resumed.adam_t, r->seed, r->lr,
+                r->batch);
     } else if ((st = attn_imdb_model_init(&r->m, NULL, &c, Bmax, r->seed)) != ATTN_OK) {
         return cli_fail(st, "imdb: model");
     }
@@ -349,24 +374,125 @@ static attn_status train_step(train_run *r, int s, epoch_sums *e) {
     return st;
 }
 
-/* A data-parallel step. The step's B reviews are cut into G = r->groups groups, group g the reviews
- * [g·B/G, (g+1)·B/G); rank k of N computes groups [k·G/N, (k+1)·G/N) one after another, each the gradient
- * of its reviews' mean loss times its share nb/B (exact for equal groups: a power of two), and adds them by
- * the balanced binary tree; attn_mpi_sum_ordered then adds the ranks' sums by the same tree. So the step's
- * gradient, and the parameters after it, have the same bits for every N that divides G (powers of two).
+/* A grouped step (data parallel, or --grad-groups). The step's B reviews are cut into G = r->groups
+ * groups, group g the reviews [g·B/G, (g+1)·B/G); rank k of N computes groups [k·G/N, (k+1)·G/N) one
+ * after another, each the gradient of its reviews' mean loss times its share nb/B (exact for equal groups:
+ * a power of two), and adds them by the balanced binary tree; dist_rowsum_ordered then adds the ranks'
+ * sums by the same tree. So the step's gradient, and the parameters after it, have the same bits for
+ * every N that divides G (powers of two). A group's gradient is held as the embedding rows its words
+ * touched plus the dense rest (rowsum.h: the sums keep the dense sum's bits), so the adds and the
+ * messages are as large as the rows the batch touched, not the table.
  * Dropout: a pure function of (seed, step, group). e gets this rank's losses and reviews. */
+static void swap_rows(rowsum *a, rowsum *b) {
+    rowsum t = *a;
+    *a = *b;
+    *b = t;
+}
+
+static int cmp_i32(const void *a, const void *b) {
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* slot = the model's gradient of the last backward times share: its touched embedding rows, ascending, and
+ * the dense rest */
+static attn_status group_rows(const attn_imdb_model *m, rowsum *slot, float share) {
+    const size_t D = (size_t)m->cfg.D, VD = (size_t)m->cfg.V * D;
+    if (m->n_touched < 0 || m->n_touched > slot->cap) return ATTN_ERR_SIZE;   /* one backward fits: internal */
+    slot->n = m->n_touched;
+    memcpy(slot->ids, m->touched, sizeof(int32_t) * (size_t)slot->n);
+    qsort(slot->ids, (size_t)slot->n, sizeof(int32_t), cmp_i32);
+    for (int64_t i = 0; i < slot->n; i++) {
+        const float *g = m->d_emb + (size_t)slot->ids[i] * D;
+        float *o = slot->vals + (size_t)i * D;
+        for (size_t j = 0; j < D; j++) o[j] = g[j] * share;
+    }
+    for (int64_t j = 0; j < slot->n_tail; j++) slot->tail[j] = m->grads[VD + (size_t)j] * share;
+    return ATTN_OK;
+}
+
+/* Adam in two passes that give the bits of one. The summed gradient is zero outside the rows of the
+ * step's words, and Adam is elementwise: so the table's rows are first all stepped with a zero gradient,
+ * while the rank waits for the sum (dist_rowsum_ordered's idle), and once the sum is in, the step's rows
+ * and the dense rest are stepped from their values before the step, packed, and written over. Both passes
+ * take the same Adam step number, so every element sees the one step's arithmetic. */
+static void adam_pack_rows(train_run *r, int s, int B) {
+    const int T = r->m.cfg.T;
+    const size_t D = (size_t)r->m.cfg.D, P = r->pk_n;
+    r->n_urows = 0;
+    for (int b = 0; b < B; b++) {
+        const int32_t *ids = r->d.train.ids + (size_t)r->perm[s * r->batch + b] * T;
+        for (int t = 0; t < T; t++)
+            if (r->umark[ids[t]] < 0) {
+                r->umark[ids[t]] = r->n_urows;
+                r->urows[r->n_urows++] = ids[t];
+            }
+    }
+    for (int i = 0; i < r->n_urows; i++) {
+        const size_t o = (size_t)r->urows[i] * D, q = (size_t)i * D;
+        memcpy(r->pk + q, r->m.params + o, sizeof(float) * D);
+        memcpy(r->pk + P + q, r->adam.m + o, sizeof(float) * D);
+        memcpy(r->pk + 2 * P + q, r->adam.v + o, sizeof(float) * D);
+    }
+}
+
+static void adam_zero_pass(void *user) {
+    train_run *r = user;
+    attn_adam view = r->adam;
+    view.n = (size_t)r->m.cfg.V * (size_t)r->m.cfg.D;
+    r->idle_st = attn_adam_step(&view, r->m.params, r->zeros);
+}
+
+static attn_status adam_rows_pass(train_run *r, const rowsum *sum) {
+    const size_t D = (size_t)r->m.cfg.D, VD = (size_t)r->m.cfg.V * D, P = r->pk_n;
+    const size_t nu = (size_t)r->n_urows, nt = (size_t)sum->n_tail;
+    float *pp = r->pk, *pm = pp + P, *pv = pm + P, *pg = pv + P;
+    attn_status st = ATTN_OK;
+    memset(pg, 0, sizeof(float) * nu * D);
+    for (int64_t i = 0; i < sum->n; i++) {
+        const int j = r->umark[sum->ids[i]];
+        if (j < 0) st = ATTN_ERR_ARG;             /* a row the step's words do not hold: internal */
+        else memcpy(pg + (size_t)j * D, sum->vals + (size_t)i * D, sizeof(float) * D);
+    }
+    memcpy(pp + nu * D, r->m.params + VD, sizeof(float) * nt);
+    memcpy(pm + nu * D, r->adam.m + VD, sizeof(float) * nt);
+    memcpy(pv + nu * D, r->adam.v + VD, sizeof(float) * nt);
+    memcpy(pg + nu * D, sum->tail, sizeof(float) * nt);
+    attn_adam view = r->adam;
+    view.n = nu * D + nt;
+    view.m = pm;
+    view.v = pv;
+    if (st == ATTN_OK) st = attn_adam_step(&view, pp, pg);
+    if (st == ATTN_OK) {
+        for (size_t i = 0; i < nu; i++) {
+            const size_t o = (size_t)r->urows[i] * D, q = i * D;
+            memcpy(r->m.params + o, pp + q, sizeof(float) * D);
+            memcpy(r->adam.m + o, pm + q, sizeof(float) * D);
+            memcpy(r->adam.v + o, pv + q, sizeof(float) * D);
+        }
+        memcpy(r->m.params + VD, pp + nu * D, sizeof(float) * nt);
+        memcpy(r->adam.m + VD, pm + nu * D, sizeof(float) * nt);
+        memcpy(r->adam.v + VD, pv + nu * D, sizeof(float) * nt);
+        r->adam.t = view.t;
+    }
+    for (size_t i = 0; i < nu; i++) r->umark[r->urows[i]] = -1;
+    return st;
+}
+
 static attn_status dp_step(train_run *r, int s, epoch_sums *e) {
     const int n = r->d.train.n, T = r->m.cfg.T, G = r->groups, N = dist_size(), k = dist_rank();
     const int B = n - s * r->batch < r->batch ? n - s * r->batch : r->batch;
-    const size_t np = r->m.n_params;
     const uint64_t ds = mix64(r->seed * 0x2545f4914f6cdd1dULL + (uint64_t)r->adam.t + 1);
+    rowsum *spare = &r->rstack[r->n_levels];
+    const double p0 = r->prof ? cli_now() : 0;
     int depth = 0, level[32];
     attn_status st = ATTN_OK;
     for (int g = k * G / N; g < (k + 1) * G / N && st == ATTN_OK; g++) {
         const int lo = (int)((int64_t)g * B / G), nb = (int)((int64_t)(g + 1) * B / G) - lo;
-        float *slot = r->gstack + (size_t)depth * np;
+        rowsum *slot = &r->rstack[depth];
         if (nb == 0) {
-            memset(slot, 0, sizeof(float) * np);      /* a last batch smaller than G */
+            slot->n = 0;                              /* a last batch smaller than G */
+            memset(slot->tail, 0, sizeof(float) * (size_t)slot->n_tail);
         } else {
             for (int b = 0; b < nb; b++) {
                 int id = r->perm[s * r->batch + lo + b];
@@ -379,27 +505,47 @@ static attn_status dp_step(train_run *r, int s, epoch_sums *e) {
                 attn_imdb_model_zero_grad(&r->m, 0);
                 st = attn_imdb_model_backward(&r->m, r->bids, r->blab, nb, 1, gs);
             }
-            const float share = (float)nb / (float)B;
-            for (size_t i = 0; i < np; i++) slot[i] = r->m.grads[i] * share;
+            if (st == ATTN_OK) st = group_rows(&r->m, slot, (float)nb / (float)B);
             e->seen += nb;
         }
         /* the tree: two partial sums of the same level become one of the next */
         level[depth++] = 0;
-        while (depth >= 2 && level[depth - 1] == level[depth - 2]) {
-            float *a = r->gstack + (size_t)(depth - 2) * np, *b = a + np;
-            for (size_t i = 0; i < np; i++) a[i] += b[i];
+        while (st == ATTN_OK && depth >= 2 && level[depth - 1] == level[depth - 2]) {
+            if (rowsum_add(spare, &r->rstack[depth - 2], &r->rstack[depth - 1])) st = ATTN_ERR_SIZE;
+            swap_rows(&r->rstack[depth - 2], spare);
             depth--;
             level[depth - 1]++;
         }
     }
+    /* groups per rank not a power of two: the partial sums left, added from the last */
+    for (; st == ATTN_OK && depth >= 2; depth--) {
+        if (rowsum_add(spare, &r->rstack[depth - 2], &r->rstack[depth - 1])) st = ATTN_ERR_SIZE;
+        swap_rows(&r->rstack[depth - 2], spare);
+    }
     if (st != ATTN_OK) return st;
-    if (dist_sum_ordered(r->gstack, (int64_t)np, r->gstack + (size_t)(depth > 1 ? depth : 1) * np)) return ATTN_ERR_IO;
-    return attn_adam_step(&r->adam, r->m.params, r->gstack);
+    const double p1 = r->prof ? cli_now() : 0;
+    /* Adam's first pass (the table with a zero gradient) while the sum travels, the second after it */
+    adam_pack_rows(r, s, B);
+    r->idle_st = ATTN_OK;
+    if (dist_rowsum_ordered(&r->rstack[0], spare, r->wire, r->wire_bytes, &r->bytes_sent, adam_zero_pass, r))
+        return ATTN_ERR_IO;
+    if (r->idle_st != ATTN_OK) return r->idle_st;
+    const double p2 = r->prof ? cli_now() : 0;
+    const rowsum *sum = &r->rstack[0];
+    st = adam_rows_pass(r, sum);
+    if (r->prof) {
+        e->prof[0] += p1 - p0;
+        e->prof[1] += p2 - p1;
+        e->prof[2] += cli_now() - p2;
+        e->prof[3] += (double)sum->n;
+    }
+    return st;
 }
 
-/* The training steps of one epoch, with Keras' progress bar on a terminal. Returns 0, or 1 after a
- * message. */
-static int train_epoch(train_run *r, int epoch, epoch_sums *e) {
+/* The training steps of one epoch (from the checkpoint's step when --resume goes on inside it), with
+ * Keras' progress bar on a terminal; *s_end the steps of the epoch done when it returns (fewer than the
+ * epoch's when --max-steps stopped it). Returns 0, or 1 after a message. */
+static int train_epoch(train_run *r, int epoch, epoch_sums *e, int *s_end) {
     const int n = r->d.train.n, steps = (n + r->batch - 1) / r->batch;
     /* shuffle: a pure function of (seed, epoch) */
     for (int i = 0; i < n; i++) r->perm[i] = i;
@@ -407,12 +553,15 @@ static int train_epoch(train_run *r, int epoch, epoch_sums *e) {
     attn_rng_seed(&rng, mix64(r->seed ^ mix64((uint64_t)epoch + 1)));
     attn_rng_shuffle(&rng, r->perm, (size_t)n);
     double t0 = cli_now(), last = 0;
-    if (r->lead) fprintf(stderr, "Epoch %d/%d\n", epoch + 1, r->epochs);
-    for (int s = 0; s < steps; s++) {
+    const int first = epoch == r->resumed.epoch && r->resumed.step < steps ? r->resumed.step : 0;
+    if (r->lead) fprintf(stderr, "Epoch %d/%d%s\n", epoch + 1, r->epochs, first ? " (resumed inside)" : "");
+    *s_end = first;
+    for (int s = first; s < steps; s++) {
         if (r->max_steps && r->steps >= r->max_steps) break;    /* --max-steps */
         if (r->die_at && r->steps == r->die_at && dist_rank() == 1) raise(SIGKILL);   /* the test of a dead rank */
         attn_status st = r->dp ? dp_step(r, s, e) : train_step(r, s, e);
         r->steps++;
+        *s_end = s + 1;
         if (st != ATTN_OK) {
             if (r->tty) fputc('\n', stderr);
             return cli_fail(st, "imdb: training step");
@@ -430,7 +579,11 @@ static int train_epoch(train_run *r, int epoch, epoch_sums *e) {
         }
     }
     if (r->tty) fputc('\n', stderr);
-    if (r->prof)
+    if (r->prof && r->dp)
+        fprintf(stderr, "attn: imdb: rank %d profile: groups (forward, backward, rows, tree) %.3f, sum over the ranks "
+                "(and Adam's zero pass) %.3f, Adam's rows %.3f ms per step; %.0f embedding rows in a step's sum\n", dist_rank(),
+                1e3 * e->prof[0] / steps, 1e3 * e->prof[1] / steps, 1e3 * e->prof[2] / steps, e->prof[3] / steps);
+    else if (r->prof)
         fprintf(stderr, "attn: imdb: profile: forward %.3f, zero_grad+backward %.3f, adam %.3f ms per step; "
                 "%.0f distinct words per batch\n", 1e3 * e->prof[0] / steps, 1e3 * e->prof[1] / steps,
                 1e3 * e->prof[2] / steps, e->prof[3] / steps);
@@ -439,7 +592,7 @@ static int train_epoch(train_run *r, int epoch, epoch_sums *e) {
 
 /* After an epoch's steps: evaluate on the test split, print the epoch's line, save the checkpoint.
  * Returns 0, or 1 after a message; *val_acc the accuracy. */
-static int train_end_epoch(train_run *r, int epoch, const epoch_sums *e, double t_train, double *val_acc,
+static int train_end_epoch(train_run *r, int epoch, int s_end, const epoch_sums *e, double t_train, double *val_acc,
                            int keep_best, double best_so_far) {
     double vl, t1 = cli_now();
     /* data parallel: the epoch's sums over the ranks */
@@ -452,12 +605,13 @@ static int train_end_epoch(train_run *r, int epoch, const epoch_sums *e, double 
     e = &all;
     if (evaluate(&r->m, &r->d.test, r->m.cfg.T, &vl, val_acc)) return 1;
     double t_val = cli_now() - t1;
-    /* --max-steps ended the epoch early: the checkpoint counts only the epochs done before it */
-    const int partial = e->seen < r->d.train.n, done = partial ? epoch : epoch + 1;
+    /* --max-steps ended the epoch early: the checkpoint counts the epochs done before it and the steps
+       done of it, where --resume goes on */
+    const int steps = (r->d.train.n + r->batch - 1) / r->batch, partial = s_end < steps;
+    const int done = partial ? epoch : epoch + 1;
     if (partial)
-        printf("(--max-steps %" PRId64 ": stopped after step %" PRId64 ", in epoch %d; the checkpoint says %d "
-               "epoch(s) done, and --resume would start epoch %d again)\n", r->max_steps, r->adam.t, epoch + 1,
-               done, epoch + 1);
+        printf("(--max-steps %" PRId64 ": stopped after step %" PRId64 ", %d of %d steps into epoch %d; --resume "
+               "goes on from there)\n", r->max_steps, r->adam.t, s_end, steps, epoch + 1);
     if (!r->lead) return 0;                       /* only rank 0 writes the history and the checkpoint */
     printf("Epoch %d/%d - %d/%d - %.1fs (train %.2fs, val %.2fs) - loss: %.4f - acc: %.4f - val_loss: %.4f - "
            "val_acc: %.4f\n", epoch + 1, r->epochs, e->seen, r->d.train.n, t_train + t_val, t_train, t_val,
@@ -467,7 +621,7 @@ static int train_end_epoch(train_run *r, int epoch, const epoch_sums *e, double 
     const double row[6] = {epoch + 1, e->loss_sum / e->seen, (double)e->correct / e->seen, vl, *val_acc,
                            t_train + t_val};
     if (cli_history_add(&r->hist, row, 1)) return 1;
-    attn_imdb_run_info info = {done, r->o.limit, r->batch, r->adam.t, r->lr, r->seed};
+    attn_imdb_run_info info = {done, r->o.limit, r->batch, r->adam.t, r->lr, r->seed, partial ? s_end : 0};
     char err[1024] = "";
     attn_status st = attn_imdb_model_save(&r->m, &r->adam, &r->d.vocab, &info, r->ckpt, err, sizeof err);
     if (st == ATTN_OK && keep_best && *val_acc > best_so_far)
@@ -504,10 +658,27 @@ static int train_loop(const imdb_flags *f, train_run *r) {
     r->blab = malloc(sizeof(int32_t) * (size_t)r->batch);
     if (!r->perm || !r->bids || !r->blab) return cli_fail(ATTN_ERR_NOMEM, "imdb");
     if (r->dp) {
-        int levels = 2;              /* the tree's levels, and the scratch of the sum over the ranks */
-        for (int g = r->groups / dist_size(); g > 1; g /= 2) levels++;
-        r->gstack = malloc(sizeof(float) * r->m.n_params * (size_t)levels);
-        if (!r->gstack) return cli_fail(ATTN_ERR_NOMEM, "imdb");
+        /* the tree's partial sums (one per level, at most log2(groups per rank) + 1) and a spare; rows: at
+           most one per distinct word of a batch */
+        const int64_t V = r->m.cfg.V, D = r->m.cfg.D, rows = (int64_t)r->batch * T < V ? (int64_t)r->batch * T : V;
+        r->n_levels = 1;
+        for (int g = r->groups / dist_size(); g > 1; g /= 2) r->n_levels++;
+        r->rstack = calloc((size_t)r->n_levels + 1, sizeof(rowsum));
+        r->pk_n = (size_t)rows * (size_t)D + (r->m.n_params - (size_t)(V * D));
+        r->urows = malloc(sizeof(int32_t) * (size_t)rows);
+        r->umark = malloc(sizeof(int32_t) * (size_t)V);
+        r->pk = malloc(sizeof(float) * 4 * r->pk_n);
+        r->zeros = calloc((size_t)(V * D), sizeof(float));
+        if (!r->rstack || !r->urows || !r->umark || !r->pk || !r->zeros) return cli_fail(ATTN_ERR_NOMEM, "imdb");
+        for (int64_t i = 0; i < V; i++) r->umark[i] = -1;
+        for (int i = 0; i <= r->n_levels; i++)
+            if (rowsum_alloc(&r->rstack[i], rows, (int)D, (int64_t)r->m.n_params - V * D))
+                return cli_fail(ATTN_ERR_NOMEM, "imdb");
+        r->rstack[0].n = rows;       /* the largest sum, for the size of the wire buffer */
+        r->wire_bytes = rowsum_packed_bytes(&r->rstack[0]);
+        r->rstack[0].n = 0;
+        r->wire = malloc(r->wire_bytes);
+        if (!r->wire) return cli_fail(ATTN_ERR_NOMEM, "imdb");
     }
     if (r->lead && cli_make_dir("imdb", f->out)) return 1;
     r->tty = r->lead && isatty(2);
@@ -530,8 +701,10 @@ static int train_loop(const imdb_flags *f, train_run *r) {
     for (int epoch = r->resumed.epoch; epoch < r->epochs; epoch++) {
         epoch_sums e = {0};
         double t0 = cli_now(), va;
-        if (train_epoch(r, epoch, &e)) return 1;
-        if (train_end_epoch(r, epoch, &e, cli_now() - t0, &va, f->keep_best, best > kept ? best : kept)) return 1;
+        int s_end;
+        if (train_epoch(r, epoch, &e, &s_end)) return 1;
+        if (train_end_epoch(r, epoch, s_end, &e, cli_now() - t0, &va, f->keep_best, best > kept ? best : kept))
+            return 1;
         if (va > best) { best = va; best_epoch = epoch + 1; }
         if (r->max_steps && r->steps >= r->max_steps) {
             printf("--max-steps %" PRId64 ": stopped; %s holds the parameters after step %" PRId64 "\n", r->max_steps,
@@ -591,9 +764,9 @@ static int imdb_train_run(const imdb_flags *f) {
     memset(&r, 0, sizeof r);
     r.lead = lead;
     r.max_steps = f->max_steps;
-    r.dp = dist_on();
+    r.dp = dist_on() || f->groups > 0;  /* the grouped step: under mpirun, or asked for */
     const char *die = getenv("ATTN_TEST_DIE_AT_STEP");
-    r.die_at = r.dp && die ? atoll(die) : 0;
+    r.die_at = dist_on() && die ? atoll(die) : 0;
     r.groups = f->groups ? f->groups : GRAD_GROUPS;
     if (r.dp && r.groups % dist_size() != 0) {
         fprintf(stderr, "attn: imdb: %d ranks: the ranks must divide --grad-groups %d (the gradient groups of a "
@@ -615,9 +788,11 @@ static int imdb_train_run(const imdb_flags *f) {
             rc = 0;
         } else {
             char par[160] = "";
-            if (r.dp)
+            if (dist_on())
                 snprintf(par, sizeof par, " per rank; data parallel: %d ranks, %d gradient groups per batch",
                          dist_size(), r.groups);
+            else if (r.dp)
+                snprintf(par, sizeof par, "; %d gradient groups per batch", r.groups);
             char win[48] = "dense";
             if (r.m.cfg.window) snprintf(win, sizeof win, "window %d,%d", r.m.cfg.window_left, r.m.cfg.window_right);
             printf("IMDB self-attention: %d train, %d test reviews, vocabulary %d, maxlen %d, %s%s; %zu parameters; "
@@ -627,6 +802,15 @@ static int imdb_train_run(const imdb_flags *f) {
                    r.m.cfg.compute == ATTN_DTYPE_BF16 ? "bf16" : "f32", attn_blas_core_name());
             fflush(stdout);
             rc = train_loop(f, &r);
+            if (rc == 0 && dist_on() && dist_size() <= 64) {
+                /* what each rank sent for the gradient sums (tools/netns/hosts.sh compares it with the wire) */
+                double sent[64] = {0};
+                sent[dist_rank()] = (double)r.bytes_sent;
+                if (dist_sum_doubles(sent, dist_size())) return 1;
+                printf("data parallel: gradient bytes sent per rank in this run:");
+                for (int i = 0; i < dist_size(); i++) printf(" %.0f", sent[i]);
+                printf("\n");
+            }
         }
     }
     train_run_free(&r);
@@ -953,9 +1137,10 @@ int cmd_imdb(int argc, char **argv) {
                                             "padded in front; 64 is the Keras model's)"},
         {"window", CLI_STR, &f.window, "W|L,R", "sliding-window attention: word t sees words t-W .. t+W (or t-L .. "
                                                 "t+R) only; saved in the checkpoint (default: dense)"},
-        {"grad-groups", CLI_INT, &f.groups, "G", "under mpirun (data parallel): each batch's gradient is the sum of G "
-                                                 "groups' in a fixed tree, so any number of ranks dividing G gives "
-                                                 "the same bits (0 = 4)"},
+        {"grad-groups", CLI_INT, &f.groups, "G", "each batch's gradient is the sum of G groups' in a fixed tree, so "
+                                                 "any number of ranks dividing G gives the same bits (0 = 4 under "
+                                                 "mpirun; without mpirun, given: the same grouped step on one "
+                                                 "process)"},
     };
     const cli_opt eval_opts[] = {
         {"data", CLI_STR, &f.data, "DIR", "the .tar.gz, the aclImdb folder, or a folder holding either (default "

@@ -34,6 +34,7 @@
 typedef struct vision_flags {
     const char *data, *out, *ckpt, *png, *html, *plot, *split;
     int epochs, batch, threads, limit, resume, no_augment, warmup;
+    int max_steps;               /* train: stop after this many optimizer steps of this run (0: no limit) */
     int patch, dim, heads, blocks, mlp;
     float lr, wd, clip;
     uint64_t seed;
@@ -92,14 +93,16 @@ static int evaluate(attn_vit *m, const attn_fmnist_split *s, double *loss, doubl
 /* ---------------------------------------------------------------------------------------------------
  * train
  */
-#define N_RUN_META 9
+#define N_RUN_META 10
+/* "step": the steps done of epoch "epoch" + 1 when --max-steps cut it (0 otherwise; absent before) */
 static const char *const run_keys[N_RUN_META] = {"epoch", "epochs", "batch", "lr", "weight_decay", "warmup",
-                                                  "augment", "seed", "limit"};
+                                                  "augment", "seed", "limit", "step"};
 
 static int save_checkpoint(const char *path, const attn_vit *m, const attn_adam *opt, const vision_flags *f,
-                           int epoch) {
+                           int epoch, int step) {
     char v[N_RUN_META][32];
     const char *vp[N_RUN_META];
+    snprintf(v[9], 32, "%d", step);
     snprintf(v[0], 32, "%d", epoch);
     snprintf(v[1], 32, "%d", f->epochs);
     snprintf(v[2], 32, "%d", f->batch);
@@ -120,11 +123,16 @@ static int save_checkpoint(const char *path, const attn_vit *m, const attn_adam 
 }
 
 /* --resume: the run's settings from the checkpoint (the flags' --epochs when given), so it continues
- * exactly. Returns 0, or 1 after a message; *done the epochs it holds. */
-static int resume_settings(const char *path, vision_flags *f, int epochs_given, int *done) {
+ * exactly. Returns 0, or 1 after a message; *done the epochs it holds, *step the steps done of the next
+ * (cut by --max-steps). */
+static int resume_settings(const char *path, vision_flags *f, int epochs_given, int *done, int *step) {
     double v[N_RUN_META];
-    if (cli_run_meta("vision", path, run_keys, N_RUN_META, v)) return 1;
+    v[9] = 0;                    /* checkpoints before "step" hold whole epochs */
+    if (cli_run_meta("vision", path, run_keys, N_RUN_META - 1, v) ||
+        (cli_has_meta(path, run_keys[9]) && cli_run_meta("vision", path, run_keys + 9, 1, v + 9)))
+        return 1;
     *done = (int)v[0];
+    *step = (int)v[9];
     if (!epochs_given) f->epochs = (int)v[1];
     f->batch = (int)v[2];
     f->lr = (float)v[3];
@@ -143,18 +151,36 @@ static void progress(int done, int total, double t0, double loss, double acc, in
     fflush(stderr);
 }
 
+/* Augmentation of one image: a crop offset and a flip, drawn from the epoch's generator. */
+static void draw_augment(attn_rng *rng, int *dy, int *dx, int *flip) {
+    uint32_t r = attn_rng_u32(rng);
+    *dy = (int)(r % (2 * CROP_PAD + 1)) - CROP_PAD;
+    *dx = (int)((r >> 8) % (2 * CROP_PAD + 1)) - CROP_PAD;
+    *flip = (r >> 16) & 1;
+}
+
+/* Training; under mpirun data parallel: every rank forms the whole batch and computes its shards of it
+ * (ATTN_VIT_SHARDS / N each; the ranks must divide the shards), dist_combine_shards adds the shards'
+ * gradients in shard order on rank 0 and sends the sum back, so the parameters are bitwise one process's.
+ * Only rank 0 evaluates, logs and writes. */
 static int vision_train(vision_flags *f, int epochs_given) {
     char ckpt[4200];
     snprintf(ckpt, sizeof ckpt, "%s/%s", f->out, CKPT_NAME);
-    int done = 0;
-    if (f->resume && resume_settings(ckpt, f, epochs_given, &done)) return 1;
+    const int lead = dist_rank() == 0, N = dist_size();
+    if (ATTN_VIT_SHARDS % N != 0) {
+        fprintf(stderr, "attn: vision: %d ranks: the ranks must divide the %d shards of a batch\n", N, ATTN_VIT_SHARDS);
+        return 2;
+    }
+    const int sh_count = dist_on() ? ATTN_VIT_SHARDS / N : 0, sh_first = dist_rank() * sh_count;
+    int done = 0, skip = 0;      /* epochs done, and steps done of the next (a --max-steps cut) */
+    if (f->resume && resume_settings(ckpt, f, epochs_given, &done, &skip)) return 1;
     if (!f->resume && f->epochs <= 0) f->epochs = 15;
     if (f->resume && done >= f->epochs) {
         fprintf(stderr, "attn: vision: --resume: %s already holds %d of %d epochs; give a larger --epochs\n", ckpt,
                 done, f->epochs);
         return 1;
     }
-    if (cli_check_out_dir("vision", "--out", f->out)) return 1;
+    if (lead && cli_check_out_dir("vision", "--out", f->out)) return 1;
     attn_fmnist d;
     if (load_data(&d, f)) return 1;
     attn_vit m;
@@ -175,8 +201,10 @@ static int vision_train(vision_flags *f, int epochs_given) {
             attn_fmnist_free(&d);
             return 1;
         }
-        fprintf(stderr, "attn: vision: resuming %s after epoch %d (step %" PRId64 "; seed %" PRIu64 ", lr %g, batch "
-                "%d from the checkpoint)\n", ckpt, done, opt.t, f->seed, (double)f->lr, f->batch);
+        if (lead)
+            fprintf(stderr, "attn: vision: resuming %s after epoch %d%s (step %" PRId64 "; seed %" PRIu64 ", lr %g, "
+                    "batch %d from the checkpoint)\n", ckpt, done, skip ? " and part of the next" : "", opt.t, f->seed,
+                    (double)f->lr, f->batch);
     } else {
         attn_vit_config c = {.image = d.train.rows, .channels = 1, .patch = f->patch, .dim = f->dim,
                              .heads = f->heads, .blocks = f->blocks, .mlp = f->mlp, .classes = ATTN_FMNIST_CLASSES,
@@ -202,51 +230,71 @@ static int vision_train(vision_flags *f, int epochs_given) {
     }
     opt.weight_decay = f->wd;
     const attn_vit_config *c = &m.cfg;
-    fprintf(stderr, "attn: vision: ViT patch %d, dim %d, %d heads, %d blocks, MLP %d: %zu parameters, %d tokens; "
-            "AdamW lr %g wd %g, %d warm-up epoch(s) then cosine, batch %d, %s, %d threads, attention compute %s\n",
-            c->patch, c->dim, c->heads, c->blocks, c->mlp, m.n_params, m.T, (double)f->lr, (double)f->wd, f->warmup,
-            f->batch, f->no_augment ? "no augmentation" : "crop (pad 2) + flip", attn_get_num_threads(),
-            c->compute == ATTN_DTYPE_BF16 ? "bf16" : "f32");
+    char par[96] = "";
+    if (dist_on()) snprintf(par, sizeof par, " per rank; data parallel: %d ranks, shards %d of %d each", N, sh_count,
+                            ATTN_VIT_SHARDS);
+    if (lead)
+        fprintf(stderr, "attn: vision: ViT patch %d, dim %d, %d heads, %d blocks, MLP %d: %zu parameters, %d tokens; "
+                "AdamW lr %g wd %g, %d warm-up epoch(s) then cosine, batch %d, %s, %d threads%s, attention compute %s\n",
+                c->patch, c->dim, c->heads, c->blocks, c->mlp, m.n_params, m.T, (double)f->lr, (double)f->wd,
+                f->warmup, f->batch, f->no_augment ? "no augmentation" : "crop (pad 2) + flip", attn_get_num_threads(),
+                par, c->compute == ATTN_DTYPE_BF16 ? "bf16" : "f32");
 
     const int n = d.train.n, P = d.train.rows * d.train.cols, steps = (n + f->batch - 1) / f->batch;
     const int64_t total = (int64_t)steps * f->epochs, warm = (int64_t)steps * f->warmup;
     int32_t *perm = malloc(sizeof(int32_t) * (size_t)n), *lab = malloc(sizeof(int32_t) * (size_t)f->batch);
     float *x = malloc(sizeof(float) * (size_t)f->batch * P);
     cli_history hist;
+    memset(&hist, 0, sizeof hist);
     char hpath[4200];
     static const char *const hcols[6] = {"epoch", "loss", "acc", "val_loss", "val_acc", "seconds"};
     snprintf(hpath, sizeof hpath, "%s/%s", f->out, HISTORY_NAME);
     int rc = 0;
     if (!perm || !lab || !x) { rc = cli_fail(ATTN_ERR_NOMEM, "vision"); goto out; }
-    if (cli_history_start(&hist, "vision", hpath, 6, hcols, done, f->plot, "Fashion-MNIST ViT")) { rc = 1; goto out; }
-    const int tty = isatty(2);
-    for (int epoch = done; epoch < f->epochs && rc == 0; epoch++) {
+    if (lead && cli_history_start(&hist, "vision", hpath, 6, hcols, done, f->plot, "Fashion-MNIST ViT")) {
+        rc = 1;
+        goto out;
+    }
+    const int tty = lead && isatty(2);
+    int64_t run_steps = 0;       /* optimizer steps of this run (--max-steps) */
+    int cut = 0;                 /* --max-steps stopped the run inside an epoch */
+    for (int epoch = done; epoch < f->epochs && rc == 0 && !cut; epoch++) {
+        if (f->max_steps && run_steps >= f->max_steps) break;   /* --max-steps at an epoch's end */
         /* shuffling and augmentation: pure functions of (seed, epoch) */
         attn_rng rng;
         attn_rng_seed(&rng, cli_mix64(f->seed ^ cli_mix64((uint64_t)epoch + 1)));
         for (int i = 0; i < n; i++) perm[i] = i;
         attn_rng_shuffle(&rng, perm, (size_t)n);
         double t0 = cli_now(), last = t0, lsum = 0;
-        int correct = 0, seen = 0;
-        fprintf(stderr, "Epoch %d/%d\n", epoch + 1, f->epochs);
-        for (int s = 0; s < steps; s++) {
+        int correct = 0, seen = 0, mine = 0, first_step = 0, s = 0;
+        if (epoch == done && skip > 0) {      /* resumed inside this epoch: its first steps' draws again */
+            first_step = skip < steps ? skip : steps;
+            for (int i = 0; i < first_step * f->batch && i < n && !f->no_augment; i++) {
+                int dy, dx, flip;
+                draw_augment(&rng, &dy, &dx, &flip);
+            }
+        }
+        if (lead) fprintf(stderr, "Epoch %d/%d%s\n", epoch + 1, f->epochs, first_step ? " (resumed inside)" : "");
+        for (s = first_step; s < steps; s++) {
+            if (f->max_steps && run_steps >= f->max_steps) {
+                cut = 1;
+                break;
+            }
             const int B = n - s * f->batch < f->batch ? n - s * f->batch : f->batch;
             for (int b = 0; b < B; b++) {
                 const int k = perm[s * f->batch + b];
                 int dy = 0, dx = 0, flip = 0;
-                if (!f->no_augment) {
-                    uint32_t r = attn_rng_u32(&rng);
-                    dy = (int)(r % (2 * CROP_PAD + 1)) - CROP_PAD;
-                    dx = (int)((r >> 8) % (2 * CROP_PAD + 1)) - CROP_PAD;
-                    flip = (r >> 16) & 1;
-                }
+                if (!f->no_augment) draw_augment(&rng, &dy, &dx, &flip);
                 put_image(x + (size_t)b * P, &d.train, k, dy, dx, flip);
                 lab[b] = d.train.labels[k];
             }
             opt.lr = attn_lr_warmup_cosine(opt.t, warm, total, f->lr, f->lr * 0.01f);
             float loss;
             int ok;
-            if ((st = attn_vit_train_step(&m, &opt, x, lab, B, f->clip, &loss, &ok)) != ATTN_OK) {
+            st = attn_vit_train_step_part(&m, &opt, x, lab, B, f->clip, sh_first, sh_count,
+                                          sh_count ? dist_combine_shards : NULL, NULL, &loss, &ok);
+            run_steps++;
+            if (st != ATTN_OK) {
                 if (tty) fputc('\n', stderr);
                 rc = cli_fail(st, "vision: training step");
                 break;
@@ -261,28 +309,50 @@ static int vision_train(vision_flags *f, int epochs_given) {
             lsum += (double)loss * B;
             correct += ok;
             seen += B;
+            if (sh_count) {                  /* this rank's images, for the progress line's accuracy */
+                const int per = (B + ATTN_VIT_SHARDS - 1) / ATTN_VIT_SHARDS, lo = sh_first * per;
+                const int hi = (sh_first + sh_count) * per < B ? (sh_first + sh_count) * per : B;
+                mine += hi > lo ? hi - lo : 0;
+            } else {
+                mine += B;
+            }
             const double now = cli_now();
-            if (s == steps - 1 || now - last > (tty ? 0.5 : 15.0)) {
-                progress(seen, n, t0, lsum / seen, (double)correct / seen, tty);
+            if (lead && (s == steps - 1 || now - last > (tty ? 0.5 : 15.0))) {
+                progress(s * f->batch + B, n, t0, lsum / seen, (double)correct / (mine ? mine : 1), tty);
                 last = now;
             }
         }
         if (rc) break;
         if (tty) fputc('\n', stderr);
+        /* data parallel: every rank counted its own shards' right answers */
+        double cs = correct;
+        if (dist_sum_doubles(&cs, 1)) { rc = 1; break; }
+        correct = (int)cs;
+        if (!lead) continue;                      /* only rank 0 evaluates and writes */
         const double t_train = cli_now() - t0, t1 = cli_now();
         double vl, va;
         if (evaluate(&m, &d.test, &vl, &va)) { rc = 1; break; }
         const double t_val = cli_now() - t1;
-        printf("Epoch %d/%d - %.1fs (train %.1fs, test %.1fs) - lr %.3g - loss: %.4f - acc: %.4f - test_loss: %.4f - "
-               "test_acc: %.4f\n", epoch + 1, f->epochs, t_train + t_val, t_train, t_val, (double)opt.lr,
-               lsum / seen, (double)correct / seen, vl, va);
+        if (cut)
+            printf("(--max-steps %d: stopped after step %" PRId64 ", %d of %d steps into epoch %d; --resume goes on "
+                   "from there)\n", f->max_steps, opt.t, s, steps, epoch + 1);
+        if (seen > 0)
+            printf("Epoch %d/%d - %.1fs (train %.1fs, test %.1fs) - lr %.3g - loss: %.4f - acc: %.4f - test_loss: "
+                   "%.4f - test_acc: %.4f\n", epoch + 1, f->epochs, t_train + t_val, t_train, t_val, (double)opt.lr,
+                   lsum / seen, (double)correct / seen, vl, va);
         fflush(stdout);
-        const double row[6] = {epoch + 1, lsum / seen, (double)correct / seen, vl, va, t_train + t_val};
-        if (cli_history_add(&hist, row, 1) || save_checkpoint(ckpt, &m, &opt, f, epoch + 1)) rc = 1;
+        const double row[6] = {epoch + 1, seen ? lsum / seen : 0, seen ? (double)correct / seen : 0, vl, va,
+                               t_train + t_val};
+        /* a cut epoch: the checkpoint says the epochs before it and the steps done of it */
+        if ((!cut && cli_history_add(&hist, row, 1)) ||
+            save_checkpoint(ckpt, &m, &opt, f, cut ? epoch : epoch + 1, cut ? s : 0))
+            rc = 1;
     }
-    if (rc == 0) printf("checkpoint: %s, history: %s%s%s\n", ckpt, hpath, f->plot ? ", curves: " : "",
-                        f->plot ? f->plot : "");
-    cli_history_free(&hist);
+    if (rc == 0 && lead && f->max_steps && run_steps >= f->max_steps)
+        printf("--max-steps %d: stopped; %s holds the parameters after step %" PRId64 "\n", f->max_steps, ckpt, opt.t);
+    if (rc == 0 && lead) printf("checkpoint: %s, history: %s%s%s\n", ckpt, hpath, f->plot ? ", curves: " : "",
+                                f->plot ? f->plot : "");
+    if (lead) cli_history_free(&hist);
 out:
     free(perm);
     free(lab);
@@ -489,7 +559,10 @@ int cmd_vision(int argc, char **argv) {
         {"seed", CLI_U64, &f.seed, "N", "seed of the initialization, shuffling and augmentation"},
         {"threads", CLI_INT, &f.threads, "N", "threads (0 = all cores; a batch is split in 2 fixed parts)"},
         {"limit", CLI_INT, &f.limit, "N", "only the first N images of each split (0 = all)"},
-        {"resume", CLI_BOOL, &f.resume, NULL, "continue from the checkpoint in --out"},
+        {"resume", CLI_BOOL, &f.resume, NULL, "continue from the checkpoint in --out (inside an epoch that "
+                                              "--max-steps cut)"},
+        {"max-steps", CLI_INT, &f.max_steps, "N", "stop after N optimizer steps of this run (0 = no limit); the "
+                                                  "checkpoint is saved then"},
         {"plot", CLI_STR, &f.plot, "FILE", "draw the loss and accuracy curves as a PNG after every epoch"},
         {"precision", CLI_STR, &f.precision, "NAME", CLI_PRECISION_HELP},
     };
@@ -548,7 +621,7 @@ int cmd_vision(int argc, char **argv) {
         cli_check_int("vision", "--warmup", f.warmup, 0, 100000) || cli_check_int("vision", "--patch", f.patch, 1, 28) ||
         cli_check_int("vision", "--dim", f.dim, 1, 4096) || cli_check_int("vision", "--heads", f.heads, 1, 256) ||
         cli_check_int("vision", "--blocks", f.blocks, 1, ATTN_VIT_MAX_BLOCKS) ||
-        cli_check_int("vision", "--mlp", f.mlp, 1, 65536)) {
+        cli_check_int("vision", "--mlp", f.mlp, 1, 65536) || cli_check_int("vision", "--max-steps", f.max_steps, 0, -1)) {
         cli_usage(&cmds[which], stderr);
         return 2;
     }
@@ -560,7 +633,19 @@ int cmd_vision(int argc, char **argv) {
     }
     if (which == 0 && (r = cli_precision("vision", &cmds[0], f.precision, &f.compute))) return r;
     cli_set_threads(f.threads, 1);              /* the batch is split across threads; OpenBLAS on one */
-    if (which == 0) return vision_train(&f, epochs_given);
+    if (which == 0) {
+        /* under mpirun: data parallel (MPI is started only here); a rank that fails stops them all */
+        if (dist_start()) return 1;
+        if (dist_on() && dist_rank() != 0 && !freopen("/dev/null", "w", stdout)) return 1;   /* rank 0 logs */
+        int rc = vision_train(&f, epochs_given);
+        if (rc && dist_on()) {
+            fprintf(stderr, "attn: vision: rank %d of %d failed: stopping every rank (the last checkpoint is "
+                    "replaced atomically)\n", dist_rank(), dist_size());
+            dist_abort(rc);
+        }
+        dist_stop();
+        return rc;
+    }
     if (which == 1) return vision_eval(&f);
     return vision_predict(&f, &cmds[2], pos[0]);
 }

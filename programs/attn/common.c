@@ -297,6 +297,14 @@ int cli_fmnist_load(const char *who, attn_fmnist *d, const char *dir, int limit)
     return 0;
 }
 
+int cli_has_meta(const char *path, const char *key) {
+    attn_st_file sf;
+    if (attn_st_read(&sf, path, 0, NULL, 0) != ATTN_OK) return 0;
+    const int has = attn_st_meta(&sf, key) != NULL;
+    attn_st_free(&sf);
+    return has;
+}
+
 int cli_run_meta(const char *who, const char *path, const char *const *keys, int n, double *v) {
     attn_st_file sf;
     char err[1024] = "";

@@ -6,10 +6,13 @@
  * that does not train.
  */
 #include "cli.h"
+#include "rowsum.h"
 
+#include <inttypes.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #ifdef ATTN_WITH_MPI
 #include "attn/mpi.h"
@@ -35,8 +38,16 @@ int dist_start(void) {
     return 0;
 }
 
+static int finish_sends(int turn);
+static void free_sends(void);
+
 void dist_stop(void) {
-    if (g_on) MPI_Finalize();
+    if (g_on) {
+        finish_sends(0);
+        finish_sends(1);
+        free_sends();
+        MPI_Finalize();
+    }
     g_on = 0;
 }
 
@@ -54,6 +65,195 @@ int dist_sum_doubles(double *x, int n) {
     if (MPI_Allreduce(MPI_IN_PLACE, x, n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD) != MPI_SUCCESS) {
         fprintf(stderr, "attn: rank %d: a sum over the ranks failed\n", g_rank);
         return 1;
+    }
+    return 0;
+}
+
+enum { TAG_ROWS = 0x6179 };
+
+/* Waits for a message from `from`: probes for up to 1 ms (a partner that is nearly done answers within it),
+ * then sleeps 20 µs between probes so that a rank with a long wait gives its core back. MPI_Probe would
+ * spin, or with more ranks than cores call sched_yield, which on a machine shared with other work hands
+ * the waiting rank's core to no one in particular for long. */
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static int probe_sleeping(int from, int tag, MPI_Status *status) {
+    const double t0 = now_s();
+    for (;;) {
+        int flag = 0;
+        if (MPI_Iprobe(from, tag, MPI_COMM_WORLD, &flag, status) != MPI_SUCCESS) return 1;
+        if (flag) return 0;
+        if (now_s() - t0 >= 1e-3) nanosleep(&(struct timespec){.tv_sec = 0, .tv_nsec = 20000}, NULL);
+    }
+}
+
+/* Waits for a send to complete, as probe_sleeping waits for a message. */
+static int wait_sleeping(MPI_Request *req) {
+    const double t0 = now_s();
+    for (;;) {
+        int flag = 0;
+        if (MPI_Test(req, &flag, MPI_STATUS_IGNORE) != MPI_SUCCESS) return 1;
+        if (flag) return 0;
+        if (now_s() - t0 >= 1e-3) nanosleep(&(struct timespec){.tv_sec = 0, .tv_nsec = 20000}, NULL);
+    }
+}
+
+/* the packed sum from `from` into wire; *v views it (shaped as x). 0, or 1 after a message */
+static int recv_rows(rowsum *v, const rowsum *x, void *wire, size_t wire_bytes, int from) {
+    MPI_Status status;
+    int count;
+    if (probe_sleeping(from, TAG_ROWS, &status) ||
+        MPI_Get_count(&status, MPI_BYTE, &count) != MPI_SUCCESS || count < 0 || (size_t)count > wire_bytes ||
+        MPI_Recv(wire, count, MPI_BYTE, from, TAG_ROWS, MPI_COMM_WORLD, MPI_STATUS_IGNORE) != MPI_SUCCESS) {
+        fprintf(stderr, "attn: rank %d: receiving the gradient of rank %d failed\n", g_rank, from);
+        return 1;
+    }
+    *v = (rowsum){.width = x->width, .n_tail = x->n_tail};
+    if (rowsum_view(v, wire, (size_t)count)) {
+        fprintf(stderr, "attn: rank %d: rank %d sent a gradient of %d bytes, not rows of %d floats after %" PRId64
+                " floats\n", g_rank, from, count, x->width, x->n_tail);
+        return 1;
+    }
+    return 0;
+}
+
+static int send_rows(const rowsum *x, void *wire, size_t wire_bytes, int to, uint64_t *bytes_sent) {
+    const size_t bytes = rowsum_packed_bytes(x);
+    if (bytes > wire_bytes || bytes > INT_MAX) {
+        fprintf(stderr, "attn: rank %d: a gradient of %zu bytes does not fit the buffer of %zu\n", g_rank, bytes,
+                wire_bytes);
+        return 1;
+    }
+    rowsum_pack(x, wire);
+    if (MPI_Send(wire, (int)bytes, MPI_BYTE, to, TAG_ROWS, MPI_COMM_WORLD) != MPI_SUCCESS) {
+        fprintf(stderr, "attn: rank %d: sending the gradient to rank %d failed\n", g_rank, to);
+        return 1;
+    }
+    *bytes_sent += bytes;
+    return 0;
+}
+
+static int add_rows(rowsum *out, const rowsum *a, const rowsum *b) {
+    if (rowsum_add(out, a, b) == 0) return 0;
+    fprintf(stderr, "attn: rank %d: the summed gradient has more rows than a batch has words\n", g_rank);
+    return 1;
+}
+
+static void swap_rows(rowsum *a, rowsum *b) {
+    rowsum t = *a;
+    *a = *b;
+    *b = t;
+}
+
+/* The butterfly's outgoing messages: a buffer and a request per round, two sets used in turn by
+ * successive sums, so that a send is waited for only two sums later (long complete by then) and never in
+ * the step that posted it: a rank then waits only for its partner's message, not also for the partner to
+ * have taken its own (which needs the partner to be running). dist_stop completes them. */
+enum { MAX_ROUNDS = 31 };
+static MPI_Request g_sends[2][MAX_ROUNDS];
+static int g_sending[2][MAX_ROUNDS];
+static char *g_out[2][MAX_ROUNDS];
+static size_t g_out_bytes[2][MAX_ROUNDS];
+static int g_turn;
+
+static int finish_sends(int turn) {
+    int bad = 0;
+    for (int k = 0; k < MAX_ROUNDS; k++)
+        if (g_sending[turn][k]) {
+            bad |= wait_sleeping(&g_sends[turn][k]);
+            g_sending[turn][k] = 0;
+        }
+    return bad;
+}
+
+static void free_sends(void) {
+    for (int t = 0; t < 2; t++)
+        for (int k = 0; k < MAX_ROUNDS; k++) {
+            free(g_out[t][k]);
+            g_out[t][k] = NULL;
+            g_out_bytes[t][k] = 0;
+        }
+}
+
+/* N a power of two: the butterfly. Round s = 1, 2, 4, ...: rank r and its partner r XOR s exchange their
+ * partial sums at once and both add them, the lower rank's first: the additions of the balanced tree below,
+ * done on both sides, so every rank ends with its bits after log2 N rounds of one message each way (the
+ * tree's up and down are 2·log2 N messages one after another, with the receiver adding in between). */
+static int rowsum_butterfly(rowsum *x, rowsum *spare, void *wire, size_t wire_bytes, uint64_t *bytes_sent,
+                            void (*idle)(void *), void *user) {
+    g_turn ^= 1;
+    if (finish_sends(g_turn)) {
+        fprintf(stderr, "attn: rank %d: an earlier gradient message did not complete\n", g_rank);
+        return 1;
+    }
+    for (int s = 1, k = 0; s < g_size; s *= 2, k++) {
+        const int partner = g_rank ^ s;
+        const size_t bytes = rowsum_packed_bytes(x);
+        if (bytes > wire_bytes || bytes > INT_MAX) {
+            fprintf(stderr, "attn: rank %d: a gradient of %zu bytes does not fit the buffer of %zu\n", g_rank, bytes,
+                    wire_bytes);
+            return 1;
+        }
+        if (g_out_bytes[g_turn][k] < bytes) {
+            free(g_out[g_turn][k]);
+            g_out_bytes[g_turn][k] = 0;
+            if (!(g_out[g_turn][k] = malloc(wire_bytes))) {
+                fprintf(stderr, "attn: rank %d: out of memory for a gradient message\n", g_rank);
+                return 1;
+            }
+            g_out_bytes[g_turn][k] = wire_bytes;
+        }
+        rowsum_pack(x, g_out[g_turn][k]);
+        rowsum v;
+        if (MPI_Isend(g_out[g_turn][k], (int)bytes, MPI_BYTE, partner, TAG_ROWS, MPI_COMM_WORLD,
+                      &g_sends[g_turn][k]) != MPI_SUCCESS) {
+            fprintf(stderr, "attn: rank %d: sending the gradient to rank %d failed\n", g_rank, partner);
+            return 1;
+        }
+        g_sending[g_turn][k] = 1;
+        *bytes_sent += bytes;
+        if (s == 1 && idle) idle(user);
+        if (recv_rows(&v, x, wire, wire_bytes, partner)) return 1;
+        if (g_rank < partner ? add_rows(spare, x, &v) : add_rows(spare, &v, x)) return 1;
+        swap_rows(x, spare);
+    }
+    return 0;
+}
+
+/* Other N: the tree of attn_mpi_sum_ordered (src/dist/sum.c), one message per edge: up, rank r with
+ * r mod 2s == 0 adds the sum of r + s after its own (x + received, the order of the groups); down, rank
+ * 0's bits. */
+int dist_rowsum_ordered(rowsum *x, rowsum *spare, void *wire, size_t wire_bytes, uint64_t *bytes_sent,
+                        void (*idle)(void *), void *user) {
+    if (g_on && g_size > 1 && (g_size & (g_size - 1)) == 0)
+        return rowsum_butterfly(x, spare, wire, wire_bytes, bytes_sent, idle, user);
+    if (idle) idle(user);
+    if (!g_on) return 0;
+    int top = 1;
+    while (top < g_size) top *= 2;
+    for (int s = 1; s < g_size; s *= 2) {
+        if (g_rank % (2 * s) == 0) {
+            if (g_rank + s >= g_size) continue;
+            rowsum v;
+            if (recv_rows(&v, x, wire, wire_bytes, g_rank + s) || add_rows(spare, x, &v)) return 1;
+            swap_rows(x, spare);
+        } else if (g_rank % (2 * s) == s) {
+            if (send_rows(x, wire, wire_bytes, g_rank - s, bytes_sent)) return 1;
+            break;
+        }
+    }
+    for (int s = top / 2; s >= 1; s /= 2) {
+        if (g_rank % (2 * s) == 0 && g_rank + s < g_size) {
+            if (send_rows(x, wire, wire_bytes, g_rank + s, bytes_sent)) return 1;
+        } else if (g_rank % (2 * s) == s) {
+            rowsum v;
+            if (recv_rows(&v, x, wire, wire_bytes, g_rank - s) || rowsum_unpack(x, wire, rowsum_packed_bytes(&v)))
+                return 1;
+        }
     }
     return 0;
 }
@@ -82,7 +282,9 @@ attn_status dist_combine_shards(void *user, float *grads, size_t n_params, float
             if (MPI_Send(&losses[k], 1, MPI_FLOAT, 0, TAG_SHARD, MPI_COMM_WORLD) != MPI_SUCCESS ||
                 MPI_Send(shard_grads[k], n, MPI_FLOAT, 0, TAG_SHARD, MPI_COMM_WORLD) != MPI_SUCCESS)
                 return ATTN_ERR_IO;
-        if (MPI_Recv(loss, 1, MPI_FLOAT, 0, TAG_SHARD, MPI_COMM_WORLD, MPI_STATUS_IGNORE) != MPI_SUCCESS ||
+        MPI_Status status;
+        if (probe_sleeping(0, TAG_SHARD, &status) ||
+            MPI_Recv(loss, 1, MPI_FLOAT, 0, TAG_SHARD, MPI_COMM_WORLD, MPI_STATUS_IGNORE) != MPI_SUCCESS ||
             MPI_Recv(grads, n, MPI_FLOAT, 0, TAG_SHARD, MPI_COMM_WORLD, MPI_STATUS_IGNORE) != MPI_SUCCESS)
             return ATTN_ERR_IO;
         return ATTN_OK;
@@ -93,7 +295,9 @@ attn_status dist_combine_shards(void *user, float *grads, size_t n_params, float
         float lk = losses[k];
         if (k >= first + count) {        /* another rank's shard: into this model's idle buffer for it */
             int owner = k / count;
-            if (MPI_Recv(&lk, 1, MPI_FLOAT, owner, TAG_SHARD, MPI_COMM_WORLD, MPI_STATUS_IGNORE) != MPI_SUCCESS ||
+            MPI_Status status;
+            if (probe_sleeping(owner, TAG_SHARD, &status) ||
+                MPI_Recv(&lk, 1, MPI_FLOAT, owner, TAG_SHARD, MPI_COMM_WORLD, MPI_STATUS_IGNORE) != MPI_SUCCESS ||
                 MPI_Recv(shard_grads[k], n, MPI_FLOAT, owner, TAG_SHARD, MPI_COMM_WORLD, MPI_STATUS_IGNORE) != MPI_SUCCESS)
                 return ATTN_ERR_IO;
         }
@@ -123,6 +327,12 @@ int dist_rank(void) { return 0; }
 int dist_size(void) { return 1; }
 int dist_sum_ordered(float *x, int64_t n, float *scratch) { (void)x; (void)n; (void)scratch; return 0; }
 int dist_sum_doubles(double *x, int n) { (void)x; (void)n; return 0; }
+int dist_rowsum_ordered(struct rowsum *x, struct rowsum *spare, void *wire, size_t wire_bytes, uint64_t *bytes_sent,
+                        void (*idle)(void *), void *user) {
+    (void)x; (void)spare; (void)wire; (void)wire_bytes; (void)bytes_sent;
+    if (idle) idle(user);
+    return 0;
+}
 int dist_barrier(void) { return 0; }
 void dist_abort(int code) { (void)code; }
 attn_status dist_combine_shards(void *user, float *grads, size_t n_params, float *const *shard_grads,

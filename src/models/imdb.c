@@ -11,6 +11,7 @@
 #include <cblas.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -644,7 +645,7 @@ attn_status attn_imdb_model_save(const attn_imdb_model *m, const attn_adam *adam
     t[6].data = vocab->blob;
     t[6].nbytes = vocab->blob_size;
     /* metadata: the model, then the run */
-    char s[15][64];
+    char s[16][64];
     snprintf(s[0], 64, "%s", IM_FORMAT);
     snprintf(s[1], 64, "%d", c->V);
     snprintf(s[2], 64, "%d", c->T);
@@ -661,11 +662,12 @@ attn_status attn_imdb_model_save(const attn_imdb_model *m, const attn_adam *adam
     if (c->window) snprintf(s[13], 64, "%d,%d", c->window_left, c->window_right);
     else snprintf(s[13], 64, "0");
     snprintf(s[14], 64, "%s", attn__compute_name(c->compute));
-    const char *keys[15] = {"format", "vocab_size", "maxlen", "dim", "vocab_crc32", "epoch", "adam_t", "seed",
-                            "lr", "batch", "limit", "n_params", "mask_padding", "window", "compute"};
-    const char *vals[15];
-    for (int i = 0; i < 15; i++) vals[i] = s[i];
-    return attn_st_write(path, t, 7, keys, vals, 15, err, err_size);
+    snprintf(s[15], 64, "%d", run->step);
+    const char *keys[16] = {"format", "vocab_size", "maxlen", "dim", "vocab_crc32", "epoch", "adam_t", "seed",
+                            "lr", "batch", "limit", "n_params", "mask_padding", "window", "compute", "step"};
+    const char *vals[16];
+    for (int i = 0; i < 16; i++) vals[i] = s[i];
+    return attn_st_write(path, t, 7, keys, vals, 16, err, err_size);
 }
 
 /* Metadata key as an integer: ATTN_ERR_FORMAT (err filled) when missing or not an integer. */
@@ -745,6 +747,15 @@ static attn_status im_read_header(const attn_st_file *f, const char *path, attn_
     run->lr = s ? strtof(s, NULL) : 2e-4f;
     s = attn_st_meta(f, "seed");
     run->seed = s ? strtoull(s, NULL, 10) : 0;
+    run->step = 0;                                          /* absent in older checkpoints: whole epochs */
+    if (attn_st_meta(f, "step")) {
+        int64_t step = 0;
+        if ((st = im_meta_int(f, "step", &step, path, err, err_size)) != ATTN_OK) return st;
+        if (step < 0 || step > INT_MAX)
+            return im_fail_msg(ATTN_ERR_FORMAT, err, err_size, "%s: metadata \"step\" = %lld, expected 0 .. %d", path,
+                               (long long)step, INT_MAX);
+        run->step = (int)step;
+    }
     return ATTN_OK;
 }
 
@@ -885,6 +896,7 @@ attn_status attn_imdb_model_read_run(const char *path, attn_imdb_run_info *run, 
     if ((s = attn_st_meta(&f, "adam_t"))) run->adam_t = strtoll(s, NULL, 10);
     if ((s = attn_st_meta(&f, "lr"))) run->lr = strtof(s, NULL);
     if ((s = attn_st_meta(&f, "seed"))) run->seed = strtoull(s, NULL, 10);
+    if ((s = attn_st_meta(&f, "step"))) run->step = atoi(s);
     attn_st_free(&f);
     return ATTN_OK;
 }

@@ -325,13 +325,16 @@ static attn_status shard_run(attn_vit *s, const float *images, const int32_t *la
     return attn_patch_embed_backward(&s->patch, a.c_patch, a.n_patch, NULL, a.dpe, images, Bm);
 }
 
-/* Runs the shards over a batch. Training (labels and backward): the shards' gradients summed into
- * m->grads in shard order. */
+/* Runs shards [first, first + count) over a batch (all of them: first 0, count n_shards). Training
+ * (labels and backward): the shards' gradients summed into m->grads in shard order, by combine when given
+ * (data parallel: the other shards are other processes'). */
 static attn_status run_sharded(attn_vit *m, const float *images, const int32_t *labels, int B, int backward,
-                               float *logits, float *weights, float *loss, int *correct) {
+                               float *logits, float *weights, float *loss, int *correct,
+                               int first, int count, attn_shard_combine_fn combine, void *user) {
     if (!m->shards) return ATTN_ERR_NULL;
     if (B < 1 || B > m->cfg.max_batch) return ATTN_ERR_SIZE;
     const int ns = m->n_shards, per = (B + ns - 1) / ns, K = m->cfg.classes;
+    const int n_used = (B + per - 1) / per;       /* shards holding images */
     const size_t img = (size_t)m->cfg.channels * m->cfg.image * m->cfg.image;
     attn_status sts[ATTN_VIT_SHARDS];
     float losses[ATTN_VIT_SHARDS];
@@ -345,21 +348,27 @@ static attn_status run_sharded(attn_vit *m, const float *images, const int32_t *
         losses[k] = 0.0f;
         oks[k] = 0;
         sts[k] = ATTN_OK;
-        if (n <= 0) continue;
+        if (n <= 0 || k < first || k >= first + count) continue;
         sts[k] = shard_run(&m->shards[k], images + (size_t)lo * img, labels ? labels + lo : NULL, n, 1.0f / (float)B,
                            backward, logits ? logits + (size_t)lo * K : NULL, weights, B, lo, &losses[k], &oks[k]);
     }
     double sum = 0.0;
     int ok = 0;
+    attn_status st;
     for (int k = 0; k < ns; k++) {
         if (sts[k] != ATTN_OK) return sts[k];
         sum += losses[k];
         ok += oks[k];
     }
-    if (backward) {
+    if (backward && combine) {
+        float *sg[ATTN_VIT_SHARDS];
+        float lsum;
+        for (int k = 0; k < ns; k++) sg[k] = m->shards[k].grads;
+        if ((st = combine(user, m->grads, m->n_params, sg, losses, first, count, n_used, &lsum)) != ATTN_OK) return st;
+        sum = lsum;
+    } else if (backward) {
         memset(m->grads, 0, sizeof(float) * m->n_params);
-        for (int k = 0; k < ns; k++) {
-            if (k * per >= B) continue;
+        for (int k = 0; k < n_used; k++) {
             const float *g = m->shards[k].grads;
             for (size_t i = 0; i < m->n_params; i++) m->grads[i] += g[i];
         }
@@ -377,7 +386,7 @@ static attn_status check_labels(const attn_vit *m, const int32_t *labels, int B)
 
 attn_status attn_vit_forward(attn_vit *m, float *logits, float *weights, const float *images, int B) {
     if (!m || !logits || !images || !m->params) return ATTN_ERR_NULL;
-    return run_sharded(m, images, NULL, B, 0, logits, weights, NULL, NULL);
+    return run_sharded(m, images, NULL, B, 0, logits, weights, NULL, NULL, 0, m->n_shards, NULL, NULL);
 }
 
 attn_status attn_vit_loss_grad(attn_vit *m, const float *images, const int32_t *labels, int B, float *loss) {
@@ -385,18 +394,32 @@ attn_status attn_vit_loss_grad(attn_vit *m, const float *images, const int32_t *
     if (B < 1 || B > m->cfg.max_batch) return ATTN_ERR_SIZE;
     attn_status st = check_labels(m, labels, B);
     if (st != ATTN_OK) return st;
-    return run_sharded(m, images, labels, B, 1, NULL, NULL, loss, NULL);
+    return run_sharded(m, images, labels, B, 1, NULL, NULL, loss, NULL, 0, m->n_shards, NULL, NULL);
 }
 
 attn_status attn_vit_train_step(attn_vit *m, attn_adam *opt, const float *images, const int32_t *labels, int B,
                                 float clip, float *loss, int *correct) {
+    return attn_vit_train_step_part(m, opt, images, labels, B, clip, 0, 0, NULL, NULL, loss, correct);
+}
+
+attn_status attn_vit_train_step_part(attn_vit *m, attn_adam *opt, const float *images, const int32_t *labels, int B,
+                                     float clip, int first, int count, attn_shard_combine_fn combine, void *user,
+                                     float *loss, int *correct) {
     if (!m || !opt || !images || !labels || !m->params) return ATTN_ERR_NULL;
     if (opt->n != m->n_params) return ATTN_ERR_SHAPE;
     if (B < 1 || B > m->cfg.max_batch) return ATTN_ERR_SIZE;
     if (isnan(clip)) return ATTN_ERR_ARG;
+    if (count && !combine) return ATTN_ERR_NULL;
+    if (count < 0 || first < 0 || first + count > m->n_shards) return ATTN_ERR_ARG;
+    if (count == 0) {                             /* the whole batch here */
+        first = 0;
+        count = m->n_shards;
+        combine = NULL;
+    }
     attn_status st = check_labels(m, labels, B);
     if (st != ATTN_OK) return st;
-    if ((st = run_sharded(m, images, labels, B, 1, NULL, NULL, loss, correct)) != ATTN_OK) return st;
+    if ((st = run_sharded(m, images, labels, B, 1, NULL, NULL, loss, correct, first, count, combine, user)) != ATTN_OK)
+        return st;
     if (clip > 0.0f && (st = attn_clip_grad_norm(m->grads, m->n_params, clip, NULL)) != ATTN_OK) return st;
     return attn_adam_step(opt, m->params, m->grads);
 }

@@ -1,8 +1,9 @@
 #!/bin/sh
 # Data-parallel IMDB training under mpirun: 50 steps with 1, 2 and 4 ranks (4 oversubscribed) at the same
 # global batch and seed must leave bitwise the same parameters (the checkpoints are compared byte for
-# byte: parameters, Adam state, vocabulary, settings). Then a rank that dies mid-run must stop the job
-# with an error, leaving the previous checkpoint loadable.
+# byte: parameters, Adam state, vocabulary, settings); 2 ranks stopped by --max-steps 25 and resumed for 25
+# more must equal the 50 steps in one run. Then a rank that dies mid-run must stop the job with an error,
+# leaving the previous checkpoint loadable.
 # The reviews are a fixture made here (tests/mpi/fixtures.sh): 200 per label and split.
 # usage: dp_imdb.sh MPIRUN ATTN   (MPIRUN may hold flags: it is split on spaces)
 set -u
@@ -27,6 +28,18 @@ for n in 2 4; do
     echo "dp_imdb: 1 and $n ranks: checkpoints differ after 50 steps: FAIL"; fail=1
   fi
 done
+# --resume inside the epoch under mpirun: 25 steps, then 25 more, equal 50 in one run
+mkdir -p "$tmp/r2"
+if $mpirun -np 2 "$attn" $args --max-steps 25 --out "$tmp/r2" > "$tmp/logr1" 2>&1 &&
+   $mpirun -np 2 "$attn" $args --max-steps 25 --resume --out "$tmp/r2" > "$tmp/logr2" 2>&1; then
+  if cmp -s "$tmp/n1/imdb.safetensors" "$tmp/r2/imdb.safetensors"; then
+    echo "dp_imdb: 2 ranks, 25 steps and --resume 25 more = 50 steps in one run, bitwise: ok"
+  else
+    echo "dp_imdb: 2 ranks, 25 steps and --resume 25 more differ from 50 steps in one run: FAIL"; fail=1
+  fi
+else
+  echo "dp_imdb: the runs of 25 steps failed:"; cat "$tmp/logr1" "$tmp/logr2"; fail=1
+fi
 # only rank 0 writes: one history row, no stray files
 rows=$(wc -l < "$tmp/n2/imdb_history.csv")
 [ "$rows" -eq 2 ] || { echo "dp_imdb: history has $rows lines, want 2 (header + 1)"; fail=1; }

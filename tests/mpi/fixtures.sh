@@ -32,3 +32,17 @@ fra_fixture() {
       printf "%s%s %s.\t%s%s %s.\tfixture\n", toupper(substr(en[a],1,1)), substr(en[a],2), en[b],
              toupper(substr(fr[a],1,1)), substr(fr[a],2), fr[b] } }' > "$1/fra-eng/fra.txt"
 }
+
+# fmnist_fixture DIR N: DIR/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz, N 28x28 images per split with
+# pixels and labels (0..9) from a fixed sequence, gzip IDX as Debian ships Fashion-MNIST.
+fmnist_fixture() {
+  mkdir -p "$1"
+  for s in train t10k; do
+    LC_ALL=C awk -v n="$2" -v seed="$([ $s = train ] && echo 3 || echo 5)" 'BEGIN {
+      printf "%c%c%c%c", 0, 0, 8, 3; printf "%c%c%c%c%c%c%c%c%c%c%c%c", 0, 0, int(n / 256), n % 256, 0, 0, 0, 28, 0, 0, 0, 28;
+      s = seed; for (i = 0; i < n * 784; i++) { s = (s * 1103 + 12345) % 65521; printf "%c", s % 256 } }' |
+      LC_ALL=C gzip > "$1/$s-images-idx3-ubyte.gz"
+    LC_ALL=C awk -v n="$2" 'BEGIN { printf "%c%c%c%c%c%c%c%c", 0, 0, 8, 1, 0, 0, int(n / 256), n % 256;
+      for (i = 0; i < n; i++) printf "%c", (i * 7) % 10 }' | LC_ALL=C gzip > "$1/$s-labels-idx1-ubyte.gz"
+  done
+}

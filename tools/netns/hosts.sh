@@ -13,8 +13,9 @@
 #     the longer one's checkpoint must be bitwise that of the same ranks on one host (shared memory, no
 #     interface; for 2 and 4 ranks that is also one rank's, as tests/mpi/dp_imdb.sh checks); the
 #     bytes each host's eth0 sent in the longer run less those of the shorter, per extra step, are
-#     compared with the gradient sum's (attn_mpi_sum_ordered: a rank sends the n_params floats once per
-#     tree edge it sends along, up and down).
+#     compared with what the gradient sums sent by the program's count (each run prints the bytes every
+#     rank sent: the summed gradients travel as the embedding rows the batch touched plus the dense rest,
+#     once along every tree edge a rank sends on, so the bytes depend on the batch's words).
 #  2. `attn bench --ring` across the hosts: must agree with the single-process kernel and give the same
 #     max_err as the same ranks on one host; the bytes sent per forward + backward (difference of two runs
 #     with different --repeat) are compared with the formula the bench prints.
@@ -161,10 +162,11 @@ if cmp -s "$tmp/ref/imdb.safetensors" "$tmp/long/imdb.safetensors"; then
 else
     echo "hosts.sh: checkpoint after $((steps + 2)) steps: $hosts ranks across hosts differ from one host: FAIL"; fail=1
 fi
-np=$(sed -n 's/.* \([0-9][0-9]*\) parameters;.*/\1/p' "$tmp/long.log" | head -1)
-[ -n "$np" ] || { echo "hosts.sh: no parameter count in the log:"; cat "$tmp/long.log"; exit 1; }
-# bytes per step per rank from the tree of attn_mpi_sum_ordered: up, rank r > 0 sends once; down, rank r
-# sends to r + s for every s with r mod 2s = 0 and r + s < N
+# the gradient bytes every rank sent, as the program counted them (one line per run)
+sent() { sed -n 's/^data parallel: gradient bytes sent per rank in this run: //p' "$tmp/$1.log"; }
+sent_short=$(sent short) sent_long=$(sent long)
+[ -n "$sent_short" ] && [ -n "$sent_long" ] ||
+    { echo "hosts.sh: no count of the gradient bytes sent in the logs:"; cat "$tmp/long.log"; exit 1; }
 # A run's bytes include its start (the daemons' wiring, the first connections) and its end: the difference
 # of a longer and a shorter run leaves the extra steps' (or forward + backward passes') alone.
 check_bytes() {   # check_bytes WHAT C0 C1 C2 EXTRA EXPECTED_OF_RANK_FN  (counters before, between, after)
@@ -177,16 +179,11 @@ check_bytes() {   # check_bytes WHAT C0 C1 C2 EXTRA EXPECTED_OF_RANK_FN  (counte
         [ "$ok" = ok ] || fail=1
     done
 }
-grad_bytes() {
-    r=$1 edges=0 s=1
-    [ "$r" -gt 0 ] && edges=1
-    while [ "$s" -lt "$hosts" ]; do
-        [ $((r % (2 * s))) -eq 0 ] && [ $((r + s)) -lt "$hosts" ] && edges=$((edges + 1))
-        s=$((s * 2))
-    done
-    echo $((edges * np * 4))
+grad_bytes() {   # rank $1's payload per extra step: its count in the longer run less the shorter's
+    a=($sent_long) b=($sent_short)
+    echo $(( (a[$1] - b[$1]) / steps ))
 }
-echo "hosts.sh: $np parameters; bytes per step = (tree edges the rank sends along) x $np x 4"
+echo "hosts.sh: gradient bytes the ranks counted: run of $((steps + 2)) steps: $sent_long; run of 2: $sent_short"
 check_bytes "IMDB, per step (run of $((steps + 2)) steps - run of 2)" "$t0" "$t1" "$t2" "$steps" grad_bytes
 
 # --- 2. ring attention
