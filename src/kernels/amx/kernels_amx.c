@@ -206,20 +206,21 @@ static inline void ax_put_stats(float *stats, int64_t row, float m, float mu, fl
     stats[2 * row + 1] = l > 0.0f ? logf(l) + (mu - m) : 0.0f;
 }
 
-/* 2^x for the softmax, x <= AX_LAZY·log2e: n = round(x), 2^(x - n) by its Taylor series to degree 4 (relative
- * error below 4.3e-5: P is rounded to bf16, 2^-9, right after, and a row's sum of them is off by as much
- * at most), scaled by 2^n. Runs under MXCSR's flush-to-zero (ax_forward sets it): a result below 2^-126
- * is 0, never a subnormal (which would cost a microcode assist per vector). x may be -inf (a masked key,
- * or a finite score far below the max): clamped at -200, it gives exactly 0. */
+/* 2^x for the softmax, x <= AX_LAZY·log2e: n = round(x), 2^(x - n) by a polynomial of degree 3 fitted for
+ * the least largest relative error on [-1/2, 1/2] (7.5e-5 with the fp32 coefficients, measured over 20001
+ * points; the degree-4 Taylor series it replaced was within 4.3e-5 for one FMA more: P is rounded to bf16,
+ * 2^-9, right after, and a row's sum of them is off by as much at most), scaled by 2^n. Runs under MXCSR's
+ * flush-to-zero (ax_forward sets it): a result below 2^-126 is 0, never a subnormal (which would cost a
+ * microcode assist per vector). x may be -inf (a masked key, or a finite score far below the max): clamped
+ * at -200, it gives exactly 0. */
 static inline __m512 ax_exp2(__m512 x) {
     x = _mm512_max_ps(_mm512_set1_ps(-200.0f), x);
     const __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     const __m512 f = _mm512_sub_ps(x, n);
-    __m512 p = _mm512_set1_ps(9.6181291e-03f);
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5504109e-02f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022651e-01f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.9314718e-01f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+    __m512 p = _mm512_set1_ps(5.51714338e-02f);
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.42610812e-01f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.93260968e-01f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.99928117e-01f));
     return _mm512_scalef_ps(p, n);
 }
 
@@ -384,14 +385,22 @@ static inline void ax_softmax(const ax_blk *x, float *St, uint16_t *Pt, int j0, 
     /* plain: every key of the (padded) block visible to every row, no mask touches it, and scale > 0 */
     const int plain = !x->generic && j0 + nbp <= x->minlim && x->sc > 0.0f;
 
+    /* One read of a plain block after the first: its exponentials are taken against the lanes' mu as they
+     * stand while the same loop finds the block's max; only when that max moves some lane's mu (rare once
+     * the first block set them, see AX_LAZY) is the block read again against the new mu. Either way the
+     * exponentials are those of the two-pass order (max, then exponentials), bit for bit. Not with dropout,
+     * whose loop overwrites the scores. */
+    const int drop = d->dropout > 0.0f;
+    const int optimistic = plain && !first && !drop;
+
     /* the block's max per query lane. A plain block keeps the raw sums and scales them in the exponential
      * (scale > 0 keeps the order, so the max scaled is the max of the scaled: the same bits as each x) */
     __m512 mx[AX_NQ], cc = _mm512_set1_ps(1.0f);
     for (int q = 0; q < AX_NQ; q++) mx[q] = ninf;
     if (plain) {
-        for (int j = 0; j < nbp; j++)
-            for (int q = 0; q < AX_NQ; q++) mx[q] = _mm512_max_ps(mx[q], _mm512_loadu_ps(St + j * AX_BR + 16 * q));
-        for (int q = 0; q < AX_NQ; q++) mx[q] = _mm512_mul_ps(mx[q], vsc);
+        if (!optimistic)
+            for (int j = 0; j < nbp; j++)
+                for (int q = 0; q < AX_NQ; q++) mx[q] = _mm512_max_ps(mx[q], _mm512_loadu_ps(St + j * AX_BR + 16 * q));
         cc = vsc;
     } else {
         __m512i lim[AX_NQ];
@@ -418,42 +427,49 @@ static inline void ax_softmax(const ax_blk *x, float *St, uint16_t *Pt, int j0, 
             for (int q = 0; q < AX_NQ; q++) mx[q] = _mm512_max_ps(mx[q], _mm512_loadu_ps(St + j * AX_BR + 16 * q));
     }
 
-    /* mu moves where the block's max passes it by more than AX_LAZY (always from -inf) */
-    const __m512 lazy = _mm512_set1_ps(AX_LAZY);
-    __m512 mu[AX_NQ], nbs[AX_NQ], bs[AX_NQ], ccl = _mm512_mul_ps(cc, l2e);
+    const __m512 lazy = _mm512_set1_ps(AX_LAZY), ccl = _mm512_mul_ps(cc, l2e);
+    __m512 mu[AX_NQ], nbs[AX_NQ], bs[AX_NQ], sum[AX_NQ];
     __mmask16 mv[AX_NQ];
     int moved = 0, fast = 1;
     for (int q = 0; q < AX_NQ; q++) {
-        _mm512_storeu_ps(x->mt + 16 * q, _mm512_max_ps(_mm512_loadu_ps(x->mt + 16 * q), mx[q]));
         mu[q] = _mm512_loadu_ps(x->mu + 16 * q);
-        mv[q] = _mm512_cmp_ps_mask(mx[q], _mm512_add_ps(mu[q], lazy), _CMP_GT_OQ);
-        moved |= mv[q];
-        /* a lane with no key yet keeps -inf: subtract -FLT_MAX instead so exp2 gives 0, not NaN */
-        bs[q] = _mm512_max_ps(_mm512_mask_mov_ps(mu[q], mv[q], mx[q]), _mm512_set1_ps(-FLT_MAX));
-        fast &= _mm512_cmp_ps_mask(_mm512_abs_ps(bs[q]), _mm512_set1_ps(AX_FAST), _CMP_LE_OQ) == 0xffff;
+        mv[q] = 0;
     }
-    for (int q = 0; q < AX_NQ; q++)   /* fast: the exponent is x·log2e - mu·log2e; else (x - mu)·log2e */
-        nbs[q] = fast ? _mm512_mul_ps(_mm512_sub_ps(_mm512_setzero_ps(), bs[q]), l2e) : bs[q];
+    /* bs: the max the exponentials subtract, mu or (where mv) the block's; a lane with no key yet keeps
+     * -inf: subtract -FLT_MAX instead so exp2 gives 0, not NaN. fast: the exponent is x·log2e - bs·log2e
+     * in one FMA; else (x - bs)·log2e */
+#define AX_PICK_BS()                                                                                          \
+    do {                                                                                                      \
+        fast = 1;                                                                                             \
+        for (int q = 0; q < AX_NQ; q++) {                                                                     \
+            bs[q] = _mm512_max_ps(_mm512_mask_mov_ps(mu[q], mv[q], mx[q]), _mm512_set1_ps(-FLT_MAX));         \
+            fast &= _mm512_cmp_ps_mask(_mm512_abs_ps(bs[q]), _mm512_set1_ps(AX_FAST), _CMP_LE_OQ) == 0xffff;  \
+        }                                                                                                     \
+        for (int q = 0; q < AX_NQ; q++) {                                                                     \
+            nbs[q] = fast ? _mm512_mul_ps(_mm512_sub_ps(_mm512_setzero_ps(), bs[q]), l2e) : bs[q];            \
+            sum[q] = _mm512_setzero_ps();                                                                     \
+        }                                                                                                     \
+    } while (0)
 
     /* exponentials, their sum, and Pᵀ in bf16 pairs of keys (everything the loop reads in locals: the
-     * vector stores may alias any memory, and fields read through x would be reloaded after each) */
-    __m512 sum[AX_NQ];
-    for (int q = 0; q < AX_NQ; q++) sum[q] = _mm512_setzero_ps();
-    const int drop = d->dropout > 0.0f;
+     * vector stores may alias any memory, and fields read through x would be reloaded after each); MAX:
+     * the block's max of the raw sums found on the way */
     float *const S0 = St;
     uint16_t *const P0 = Pt;
     /* (the clamp stays even without masks: a finite score far below its max makes the exponent -inf) */
 #define AX_ARG(v, q, PLAIN, FAST) ((FAST) ? _mm512_fmadd_ps((v), ccl, nbs[q])                                 \
                            : _mm512_mul_ps(_mm512_sub_ps((PLAIN) ? _mm512_mul_ps((v), cc) : (v), nbs[q]), l2e))
-#define AX_EXP_LOOP(PLAIN, FAST)                                                                              \
+#define AX_EXP_LOOP(PLAIN, FAST, MAX)                                                                         \
     for (int j = 0; j < nbp; j += 2) {                                                                        \
         if (tk->step < tk->total) ax_step(x, tk);                                                             \
         const float *s = S0 + j * AX_BR;                                                                      \
         uint16_t *p = P0 + (int64_t)((j / 32) * AX_NQ) * 512 + (j % 32 / 2) * 32;                             \
         __m512 e0[AX_NQ], e1[AX_NQ];                                                                          \
         for (int q = 0; q < AX_NQ; q++) {                                                                     \
-            e0[q] = ax_exp2(AX_ARG(_mm512_loadu_ps(s + 16 * q), q, PLAIN, FAST));                             \
-            e1[q] = ax_exp2(AX_ARG(_mm512_loadu_ps(s + AX_BR + 16 * q), q, PLAIN, FAST));                     \
+            const __m512 v0 = _mm512_loadu_ps(s + 16 * q), v1 = _mm512_loadu_ps(s + AX_BR + 16 * q);        \
+            if (MAX) mx[q] = _mm512_max_ps(mx[q], _mm512_max_ps(v0, v1));                                     \
+            e0[q] = ax_exp2(AX_ARG(v0, q, PLAIN, FAST));                                                      \
+            e1[q] = ax_exp2(AX_ARG(v1, q, PLAIN, FAST));                                                      \
             sum[q] = _mm512_add_ps(sum[q], _mm512_add_ps(e0[q], e1[q]));                                      \
         }                                                                                                     \
         if (drop)                                                                                             \
@@ -464,10 +480,28 @@ static inline void ax_softmax(const ax_blk *x, float *St, uint16_t *Pt, int j0, 
         else                                                                                                  \
             for (int q = 0; q < AX_NQ; q++) _mm512_storeu_si512(p + q * 512, ax_pair(e0[q], e1[q]));          \
     }
-    if (plain && fast) AX_EXP_LOOP(1, 1)
-    else if (plain) AX_EXP_LOOP(1, 0)
-    else if (fast) AX_EXP_LOOP(0, 1)
-    else AX_EXP_LOOP(0, 0)
+    if (optimistic) {
+        AX_PICK_BS();
+        if (fast) AX_EXP_LOOP(1, 1, 1)
+        else AX_EXP_LOOP(1, 0, 1)
+    }
+    if (plain)
+        for (int q = 0; q < AX_NQ; q++) mx[q] = _mm512_mul_ps(mx[q], vsc);
+
+    /* mu moves where the block's max passes it by more than AX_LAZY (always from -inf) */
+    for (int q = 0; q < AX_NQ; q++) {
+        _mm512_storeu_ps(x->mt + 16 * q, _mm512_max_ps(_mm512_loadu_ps(x->mt + 16 * q), mx[q]));
+        mv[q] = _mm512_cmp_ps_mask(mx[q], _mm512_add_ps(mu[q], lazy), _CMP_GT_OQ);
+        moved |= mv[q];
+    }
+    if (!optimistic || moved) {
+        AX_PICK_BS();
+        if (plain && fast) AX_EXP_LOOP(1, 1, 0)
+        else if (plain) AX_EXP_LOOP(1, 0, 0)
+        else if (fast) AX_EXP_LOOP(0, 1, 0)
+        else AX_EXP_LOOP(0, 0, 0)
+    }
+#undef AX_PICK_BS
 #undef AX_ARG
 #undef AX_EXP_LOOP
     if (drop) {
@@ -896,71 +930,100 @@ static void axb_block(const axb_ctx *cx, char *tw, float *dKs, float *dVs, int b
         lv2[q] = _mm512_loadu_ps(rl + 16 * q);
         dl[q] = _mm512_loadu_ps(delta + 16 * q);
     }
-    for (int j = 0; j < AXB_B; j++) {
-        const __m512i jj = _mm512_set1_epi32(j0 + j);
-        for (int q = 0; q < 4; q++) {
-            float *s = St + j * AXB_B + 16 * q;
-            const __m512 x = _mm512_mul_ps(_mm512_loadu_ps(s), vsc);
-            _mm512_storeu_ps(s, _mm512_mask_mov_ps(x, _mm512_cmple_epi32_mask(lv[q], jj), ninf));
-        }
-    }
-    if (mk->allow || mk->bias)
-        for (int i = 0; i < nr; i++) {
-            const uint8_t *al = attn__allow_row(mk, b, h, t0 + i);
-            const float *bi = attn__bias_row(mk, b, h, t0 + i);
-            for (int j = 0; j < nb; j++) {
-                float *s = St + j * AXB_B + i;
-                if (al && !al[j0 + j]) *s = -INFINITY;
-                else if (bi) *s = ax_add_bias(*s, bi[j0 + j]);
+    if (!mk->allow && !mk->bias && !(d->dropout > 0.0f)) {
+        /* one pass over the block: per pair of key rows, x, P and dS in registers, then their bf16 forms;
+         * the same operations in the same order as the passes below, so the same bits */
+        for (int j = 0; j < AXB_B; j += 2) {
+            __m512 P[2][4], G[2][4];
+            for (int u = 0; u < 2; u++) {
+                const __m512i jj = _mm512_set1_epi32(j0 + j + u);
+                for (int q = 0; q < 4; q++) {
+                    const __m512 sx = _mm512_mul_ps(_mm512_loadu_ps(St + (j + u) * AXB_B + 16 * q), vsc);
+                    const __m512 x = _mm512_mask_mov_ps(sx, _mm512_cmple_epi32_mask(lv[q], jj), ninf);
+                    const __m512 y = _mm512_max_ps(_mm512_sub_ps(mv[q], x), _mm512_setzero_ps());
+                    P[u][q] = attn__exp2_avx512(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_fmadd_ps(y, l2e, lv2[q])));
+                    const __mmask16 seen = _mm512_cmp_ps_mask(P[u][q], _mm512_setzero_ps(), _CMP_NEQ_UQ);
+                    const __m512 dp = _mm512_loadu_ps(dPt + (j + u) * AXB_B + 16 * q);
+                    G[u][q] = _mm512_maskz_mul_ps(seen, P[u][q], _mm512_sub_ps(dp, dl[q]));
+                }
+                for (int qc = 0; qc < 2; qc++) {
+                    const size_t off = ((size_t)((j + u) / 16) * 2 + qc) * 512 + ((j + u) % 16) * 32;
+                    _mm512_storeu_si512(PdA + off, (__m512i)_mm512_cvtne2ps_pbh(P[u][2 * qc + 1], P[u][2 * qc]));
+                    _mm512_storeu_si512(dSA + off, (__m512i)_mm512_cvtne2ps_pbh(G[u][2 * qc + 1], G[u][2 * qc]));
+                }
             }
-        }
-    for (int j = 0; j < AXB_B; j++)
-        for (int q = 0; q < 4; q++) {
-            float *s = St + j * AXB_B + 16 * q;
-            const __m512 y = _mm512_max_ps(_mm512_sub_ps(mv[q], _mm512_loadu_ps(s)), _mm512_setzero_ps());
-            const __m512 e = _mm512_fmadd_ps(y, l2e, lv2[q]);
-            _mm512_storeu_ps(s, attn__exp2_avx512(_mm512_sub_ps(_mm512_setzero_ps(), e)));   /* P */
-        }
-    if (d->dropout > 0.0f) {
-        /* dP·m into dPt, P·m kept for dV below (in St's place once dS is formed) */
-        const float keep_scale = 1.0f / (1.0f - d->dropout);
-        for (int i = 0; i < nr; i++) {
-            const uint64_t row = (uint64_t)bh * T + (uint64_t)(t0 + i);
-            for (int j = 0; j < AXB_B; j++) {
-                const float mm = j < nb && attn__dropout_keep(d->seed, row * S + (uint64_t)(j0 + j), d->dropout)
-                                     ? keep_scale : 0.0f;
-                float *p = St + j * AXB_B + i, *g = dPt + j * AXB_B + i;
-                const float pv = *p;
-                *g = pv == 0.0f ? 0.0f : pv * (*g * mm - delta[i]);      /* dS (a key not seen: 0, even if dP is NaN) */
-                *p = pv * mm;                        /* P·m */
-            }
+            for (int q = 0; q < 4; q++)
+                _mm512_storeu_si512(dSB + ((size_t)(j / 32) * 4 + q) * 512 + (j % 32 / 2) * 32,
+                                    ax_pair(G[0][q], G[1][q]));
         }
     } else {
-        for (int j = 0; j < AXB_B; j++)
+        for (int j = 0; j < AXB_B; j++) {
+            const __m512i jj = _mm512_set1_epi32(j0 + j);
             for (int q = 0; q < 4; q++) {
-                float *g = dPt + j * AXB_B + 16 * q;
-                const __m512 pv = _mm512_loadu_ps(St + j * AXB_B + 16 * q);
-                /* dS; 0 where P is 0 (a key the row does not see), even when dP is NaN (NaN or Inf in V) */
-                const __mmask16 seen = _mm512_cmp_ps_mask(pv, _mm512_setzero_ps(), _CMP_NEQ_UQ);
-                _mm512_storeu_ps(g, _mm512_maskz_mul_ps(seen, pv, _mm512_sub_ps(_mm512_loadu_ps(g), dl[q])));
-            }
-    }
-    /* to bf16: (P·m)ᵀ and dSᵀ as A blocks (a key row of 32 queries), dSᵀ as B pairs of keys */
-    for (int j = 0; j < AXB_B; j += 2) {
-        for (int u = 0; u < 2; u++) {
-            const float *p = St + (j + u) * AXB_B, *g = dPt + (j + u) * AXB_B;
-            for (int qc = 0; qc < 2; qc++) {
-                const size_t off = ((size_t)((j + u) / 16) * 2 + qc) * 512 + ((j + u) % 16) * 32;
-                _mm512_storeu_si512(PdA + off, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(p + 32 * qc + 16),
-                                                                           _mm512_loadu_ps(p + 32 * qc)));
-                _mm512_storeu_si512(dSA + off, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(g + 32 * qc + 16),
-                                                                           _mm512_loadu_ps(g + 32 * qc)));
+                float *s = St + j * AXB_B + 16 * q;
+                const __m512 x = _mm512_mul_ps(_mm512_loadu_ps(s), vsc);
+                _mm512_storeu_ps(s, _mm512_mask_mov_ps(x, _mm512_cmple_epi32_mask(lv[q], jj), ninf));
             }
         }
-        for (int q = 0; q < 4; q++)
-            _mm512_storeu_si512(dSB + ((size_t)(j / 32) * 4 + q) * 512 + (j % 32 / 2) * 32,
-                                ax_pair(_mm512_loadu_ps(dPt + j * AXB_B + 16 * q),
-                                        _mm512_loadu_ps(dPt + (j + 1) * AXB_B + 16 * q)));
+        if (mk->allow || mk->bias)
+            for (int i = 0; i < nr; i++) {
+                const uint8_t *al = attn__allow_row(mk, b, h, t0 + i);
+                const float *bi = attn__bias_row(mk, b, h, t0 + i);
+                for (int j = 0; j < nb; j++) {
+                    float *s = St + j * AXB_B + i;
+                    if (al && !al[j0 + j]) *s = -INFINITY;
+                    else if (bi) *s = ax_add_bias(*s, bi[j0 + j]);
+                }
+            }
+        for (int j = 0; j < AXB_B; j++)
+            for (int q = 0; q < 4; q++) {
+                float *s = St + j * AXB_B + 16 * q;
+                const __m512 y = _mm512_max_ps(_mm512_sub_ps(mv[q], _mm512_loadu_ps(s)), _mm512_setzero_ps());
+                const __m512 e = _mm512_fmadd_ps(y, l2e, lv2[q]);
+                _mm512_storeu_ps(s, attn__exp2_avx512(_mm512_sub_ps(_mm512_setzero_ps(), e)));   /* P */
+            }
+        if (d->dropout > 0.0f) {
+            /* dP·m into dPt, P·m kept for dV below (in St's place once dS is formed) */
+            const float keep_scale = 1.0f / (1.0f - d->dropout);
+            for (int i = 0; i < nr; i++) {
+                const uint64_t row = (uint64_t)bh * T + (uint64_t)(t0 + i);
+                for (int j = 0; j < AXB_B; j++) {
+                    const float mm = j < nb && attn__dropout_keep(d->seed, row * S + (uint64_t)(j0 + j), d->dropout)
+                                         ? keep_scale : 0.0f;
+                    float *p = St + j * AXB_B + i, *g = dPt + j * AXB_B + i;
+                    const float pv = *p;
+                    /* dS (a key not seen: 0, even if dP is NaN) */
+                    *g = pv == 0.0f ? 0.0f : pv * (*g * mm - delta[i]);
+                    *p = pv * mm;                        /* P·m */
+                }
+            }
+        } else {
+            for (int j = 0; j < AXB_B; j++)
+                for (int q = 0; q < 4; q++) {
+                    float *g = dPt + j * AXB_B + 16 * q;
+                    const __m512 pv = _mm512_loadu_ps(St + j * AXB_B + 16 * q);
+                    /* dS; 0 where P is 0 (a key the row does not see), even when dP is NaN (NaN or Inf in V) */
+                    const __mmask16 seen = _mm512_cmp_ps_mask(pv, _mm512_setzero_ps(), _CMP_NEQ_UQ);
+                    _mm512_storeu_ps(g, _mm512_maskz_mul_ps(seen, pv, _mm512_sub_ps(_mm512_loadu_ps(g), dl[q])));
+                }
+        }
+        /* to bf16: (P·m)ᵀ and dSᵀ as A blocks (a key row of 32 queries), dSᵀ as B pairs of keys */
+        for (int j = 0; j < AXB_B; j += 2) {
+            for (int u = 0; u < 2; u++) {
+                const float *p = St + (j + u) * AXB_B, *g = dPt + (j + u) * AXB_B;
+                for (int qc = 0; qc < 2; qc++) {
+                    const size_t off = ((size_t)((j + u) / 16) * 2 + qc) * 512 + ((j + u) % 16) * 32;
+                    _mm512_storeu_si512(PdA + off, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(p + 32 * qc + 16),
+                                                                               _mm512_loadu_ps(p + 32 * qc)));
+                    _mm512_storeu_si512(dSA + off, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(g + 32 * qc + 16),
+                                                                               _mm512_loadu_ps(g + 32 * qc)));
+                }
+            }
+            for (int q = 0; q < 4; q++)
+                _mm512_storeu_si512(dSB + ((size_t)(j / 32) * 4 + q) * 512 + (j % 32 / 2) * 32,
+                                    ax_pair(_mm512_loadu_ps(dPt + j * AXB_B + 16 * q),
+                                            _mm512_loadu_ps(dPt + (j + 1) * AXB_B + 16 * q)));
+        }
     }
 
     /* dV += (P·m)ᵀ dO and dK += dSᵀ Q: per 2 key tiles x 2 value (or key) dim tiles, 2 chunks of 32 queries */
