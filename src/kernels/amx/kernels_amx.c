@@ -211,11 +211,11 @@ static inline void ax_put_stats(float *stats, int64_t row, float m, float mu, fl
     stats[2 * row + 1] = l > 0.0f ? logf(l) + (mu - m) : 0.0f;
 }
 
-/* 2^x for the softmax, x <= AX_LAZY·log2e: n = round(x), 2^(x - n) by a polynomial of degree 3 fitted for
+/* 2^x for the softmax (x <= AX_LAZY·log2e) and the backward's P (x <= 0): n = round(x), 2^(x - n) by a polynomial of degree 3 fitted for
  * the least largest relative error on [-1/2, 1/2] (7.5e-5 with the fp32 coefficients, measured over 20001
  * points; the degree-4 Taylor series it replaced was within 4.3e-5 for one FMA more: P is rounded to bf16,
  * 2^-9, right after, and a row's sum of them is off by as much at most), scaled by 2^n. Runs under MXCSR's
- * flush-to-zero (ax_forward sets it): a result below 2^-126 is 0, never a subnormal (which would cost a
+ * flush-to-zero (ax_forward and the backward's blocks set it): a result below 2^-126 is 0, never a subnormal (which would cost a
  * microcode assist per vector). x may be -inf (a masked key, or a finite score far below the max): clamped
  * at -200, it gives exactly 0. */
 static inline __m512 ax_exp2(__m512 x) {
@@ -946,7 +946,7 @@ static void axb_block(const axb_ctx *cx, char *tw, float *dKs, float *dVs, int b
                     const __m512 sx = _mm512_mul_ps(_mm512_loadu_ps(St + (j + u) * AXB_B + 16 * q), vsc);
                     const __m512 x = _mm512_mask_mov_ps(sx, _mm512_cmple_epi32_mask(lv[q], jj), ninf);
                     const __m512 y = _mm512_max_ps(_mm512_sub_ps(mv[q], x), _mm512_setzero_ps());
-                    P[u][q] = attn__exp2_avx512(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_fmadd_ps(y, l2e, lv2[q])));
+                    P[u][q] = ax_exp2(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_fmadd_ps(y, l2e, lv2[q])));
                     const __mmask16 seen = _mm512_cmp_ps_mask(P[u][q], _mm512_setzero_ps(), _CMP_NEQ_UQ);
                     const __m512 dp = _mm512_loadu_ps(dPt + (j + u) * AXB_B + 16 * q);
                     G[u][q] = _mm512_maskz_mul_ps(seen, P[u][q], _mm512_sub_ps(dp, dl[q]));
@@ -985,7 +985,7 @@ static void axb_block(const axb_ctx *cx, char *tw, float *dKs, float *dVs, int b
                 float *s = St + j * AXB_B + 16 * q;
                 const __m512 y = _mm512_max_ps(_mm512_sub_ps(mv[q], _mm512_loadu_ps(s)), _mm512_setzero_ps());
                 const __m512 e = _mm512_fmadd_ps(y, l2e, lv2[q]);
-                _mm512_storeu_ps(s, attn__exp2_avx512(_mm512_sub_ps(_mm512_setzero_ps(), e)));   /* P */
+                _mm512_storeu_ps(s, ax_exp2(_mm512_sub_ps(_mm512_setzero_ps(), e)));   /* P */
             }
         if (d->dropout > 0.0f) {
             /* dP·m into dPt, P·m kept for dV below (in St's place once dS is formed) */
@@ -1136,6 +1136,7 @@ static void ax_backward(const attn_sdpa_desc *d, float *dq, float *dk, float *dv
     float *dKs = (float *)(tw + 2 * ax_round(AXB_B * AXB_B * 4) + 3 * ax_round(AXB_B * AXB_B * 2));
     float *dVs = (float *)((char *)dKs + ax_round((size_t)AXB_B * z->DP * 4));
     const int64_t items = (int64_t)d->B * d->Hkv * z->nch;
+    const unsigned csr = _mm_getcsr();
     int on = 0;
     for (int64_t it = attn__part_next(part, &local); it < items; it = attn__part_next(part, &local)) {
         if (!on) {
@@ -1153,6 +1154,8 @@ static void ax_backward(const attn_sdpa_desc *d, float *dq, float *dk, float *dv
                 const int64_t t = (int64_t)j0 - (d->S - d->T);
                 tstart = t < 0 ? 0 : t > d->T ? d->T : (int)t;
             }
+            /* flush-to-zero for ax_exp2 while the blocks run; the caller's MXCSR for the sums into dk, dv */
+            _mm_setcsr(csr | 0x8000);
             for (int hh = 0; hh < G; hh++)
                 for (int t0 = tstart / 64 * 64; t0 < d->T; t0 += 64) {
                     /* skip the block when no row of it sees these keys */
@@ -1161,6 +1164,7 @@ static void ax_backward(const attn_sdpa_desc *d, float *dq, float *dk, float *dv
                         seen = attn__key_limit(&d->mask, b, i, d->T, d->S) > j0;
                     if (seen) axb_block(&cx, tw, dKs, dVs, b, hk, hk * G + hh, j0, nb, t0, ch);
                 }
+            _mm_setcsr(csr);
             for (int j = 0; j < nb; j++) {
                 axb_acc_row((char *)dk + (b * d->k.b + hk * d->k.h + (int64_t)(j0 + j) * d->k.t) * es, dt,
                             dKs + (size_t)j * z->DP, d->D, d->scale);
