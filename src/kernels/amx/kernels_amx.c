@@ -211,13 +211,13 @@ static inline void ax_put_stats(float *stats, int64_t row, float m, float mu, fl
     stats[2 * row + 1] = l > 0.0f ? logf(l) + (mu - m) : 0.0f;
 }
 
-/* 2^x for the softmax (x <= AX_LAZY·log2e) and the backward's P (x <= 0): n = round(x), 2^(x - n) by a polynomial of degree 3 fitted for
- * the least largest relative error on [-1/2, 1/2] (7.5e-5 with the fp32 coefficients, measured over 20001
- * points; the degree-4 Taylor series it replaced was within 4.3e-5 for one FMA more: P is rounded to bf16,
- * 2^-9, right after, and a row's sum of them is off by as much at most), scaled by 2^n. Runs under MXCSR's
- * flush-to-zero (ax_forward and the backward's blocks set it): a result below 2^-126 is 0, never a subnormal (which would cost a
- * microcode assist per vector). x may be -inf (a masked key, or a finite score far below the max): clamped
- * at -200, it gives exactly 0. */
+/* 2^x for the softmax (x <= AX_LAZY·log2e) and the backward's P (x <= 0): n = round(x), 2^(x - n) by a
+ * polynomial of degree 3 fitted for the least largest relative error on [-1/2, 1/2] (7.5e-5 with the fp32
+ * coefficients, measured over 20001 points; the degree-4 Taylor series it replaced was within 4.3e-5 for
+ * one FMA more: P is rounded to bf16, 2^-9, right after, and a row's sum of them is off by as much at
+ * most), scaled by 2^n. Runs under MXCSR's flush-to-zero (ax_forward and the backward's blocks set it): a
+ * result below 2^-126 is 0, never a subnormal (which would cost a microcode assist per vector). x may be
+ * -inf (a masked key, or a finite score far below the max): clamped at -200, it gives exactly 0. */
 static inline __m512 ax_exp2(__m512 x) {
     x = _mm512_max_ps(_mm512_set1_ps(-200.0f), x);
     const __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -265,8 +265,10 @@ typedef struct ax_blk {
 
 /* ---------------------------------------------------------------------------------------------------
  * The tile work of a block as a list of steps of 4 tile products each, so that the softmax can issue
- * one step every row pair: a core retires in order, so a long run of tile products ahead of the softmax
- * would fill the reorder buffer and stall it; products spread through the vector code run alongside.
+ * them spread evenly over its row pairs: a core retires in order, so a long run of tile products ahead
+ * of the softmax would fill the reorder buffer and stall it; products spread through the vector code run
+ * alongside. (A block of 256 keys has 64 steps for 128 row pairs: issued one per row pair, as they were,
+ * the second half of the softmax ran with no tile work beside it.)
  *   P·V    Oᵀ += Vᵀ_blk Pᵀ: per pair of Dv tiles and pair of query tiles, Oᵀ's 4 tiles loaded, one step
  *          per 32 keys, stored back
  *   scores Sᵀ = K_blk Qᵀ: per 32 keys and pair of query tiles, 4 tiles from zero, one step per 32
@@ -377,10 +379,10 @@ static void ax_fix_bad(const ax_blk *x, const ax_tasks *tk) {
 }
 
 /* The softmax step of keys [j0, j0 + nb) (nbp padded) whose scores are in St: x = scale · S in natural
- * units, masks, the maxima, exponentials into Pt and their sum, and Oᵀ rescaled when a lane's mu moved
- * (Oᵀ must hold every block before this one: the tasks, which hold P·V of the block before, are all
- * issued first). One tile step of tk per row pair of the exponentials. first: no block before (Oᵀ is
- * zero). */
+ * units, masks, the maxima, exponentials into Pt and their sum, and Oᵀ rescaled when a lane's mu moved (Oᵀ
+ * must hold every block before this one: the tasks, which hold P·V of the block before, are all issued
+ * first). The steps of tk spread evenly over the row pairs of the exponentials. first: no block before (Oᵀ
+ * is zero). */
 static inline void ax_softmax(const ax_blk *x, float *St, uint16_t *Pt, int j0, int nb, int nbp, int first,
                               ax_tasks *tk) {
     const attn_sdpa_desc *d = x->d;
@@ -466,7 +468,8 @@ static inline void ax_softmax(const ax_blk *x, float *St, uint16_t *Pt, int j0, 
                            : _mm512_mul_ps(_mm512_sub_ps((PLAIN) ? _mm512_mul_ps((v), cc) : (v), nbs[q]), l2e))
 #define AX_EXP_LOOP(PLAIN, FAST, MAX)                                                                         \
     for (int j = 0; j < nbp; j += 2) {                                                                        \
-        if (tk->step < tk->total) ax_step(x, tk);                                                             \
+        for (const int due = (int)((int64_t)(j / 2 + 1) * tk->total / (nbp / 2)); tk->step < due;)           \
+            ax_step(x, tk);                                                                                   \
         const float *s = S0 + j * AX_BR;                                                                      \
         uint16_t *p = P0 + (int64_t)((j / 32) * AX_NQ) * 512 + (j % 32 / 2) * 32;                             \
         __m512 e0[AX_NQ], e1[AX_NQ];                                                                          \
