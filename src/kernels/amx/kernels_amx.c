@@ -555,32 +555,39 @@ static inline void ax_softmax(const ax_blk *x, float *St, uint16_t *Pt, int j0, 
     }
 }
 
+/* B tiles of bf16 pairs from bf16 rows, for query tiles [qt0, qt0 + nqt) of a block of 64 rows: tile (c, qt) at
+ * Qt + (c·4 + qt)·512, row r, query n: row 16·qt + n, dims 32·c + 2·r + {0,1}, of the rows src + i·stride
+ * (elements), zero past row nr and dim D; one 32-bit gather per tile row. stride <= INT32_MAX / 32. */
+static void ax_gather_pairs(uint16_t *Qt, int NC, int qt0, int nqt, const uint16_t *src, int64_t stride, int nr,
+                            int D) {
+    const __m512i rows = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                            _mm512_set1_epi32((int)stride * 2));
+    for (int qt = qt0; qt < qt0 + nqt; qt++) {
+        const int n = nr - 16 * qt;
+        const __mmask16 live = n >= 16 ? 0xffff : n > 0 ? (__mmask16)((1u << n) - 1) : 0;
+        const uint16_t *base = src + (int64_t)16 * qt * stride;
+        for (int pr = 0; pr < 16 * NC; pr++) {              /* dims 2·pr and 2·pr + 1 */
+            uint16_t *dst = Qt + ((int64_t)((pr / 16) * 4 + qt) * 16 + pr % 16) * 32;
+            if (2 * pr + 1 < D) {
+                _mm512_storeu_si512(dst, _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), live, rows,
+                                                                      base + 2 * pr, 1));
+                continue;
+            }
+            for (int k = 0; k < 16; k++) {                      /* the last dim of an odd D, or padding */
+                dst[2 * k] = 16 * qt + k < nr && 2 * pr < D ? base[(int64_t)k * stride + 2 * pr] : 0;
+                dst[2 * k + 1] = 0;
+            }
+        }
+    }
+}
+
 /* Qᵀ of a block of nr query rows starting at qb as B tiles: tile (c, qt), row r, query n:
- * q[16·qt + n][32·c + 2·r + {0,1}], zero padded. bf16 tensors: a tile row is 16 queries' bf16 pairs, one
- * 32-bit gather from 16 rows of q (a scalar loop took a tenth of the forward at D = 64). */
+ * q[16·qt + n][32·c + 2·r + {0,1}], zero padded. bf16 tensors by gathers (a scalar loop took a tenth of
+ * the forward at D = 64). */
 static void ax_pack_q(const attn_sdpa_desc *d, const ax_dims *z, uint16_t *Qt, const char *qb, int nr) {
     const int D = d->D, dt = d->dtype;
     if (dt == ATTN_DTYPE_BF16 && d->q.t >= 0 && d->q.t <= INT32_MAX / 32) {
-        const __m512i rows = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                                _mm512_set1_epi32((int)d->q.t * 2));
-        for (int qt = 0; qt < AX_NQ; qt++) {
-            const int n = nr - 16 * qt;
-            const __mmask16 live = n >= 16 ? 0xffff : n > 0 ? (__mmask16)((1u << n) - 1) : 0;
-            const char *base = qb + (int64_t)16 * qt * d->q.t * 2;
-            for (int pr = 0; pr < 16 * z->NC; pr++) {          /* dims 2·pr and 2·pr + 1 */
-                uint16_t *dst = Qt + ((int64_t)((pr / 16) * AX_NQ + qt) * 16 + pr % 16) * 32;
-                if (2 * pr + 1 < D) {
-                    _mm512_storeu_si512(dst, _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), live, rows,
-                                                                          base + 4 * pr, 1));
-                    continue;
-                }
-                for (int k = 0; k < 16; k++) {                  /* the last dim of an odd D, or padding */
-                    const uint16_t *src = (const uint16_t *)(base + (int64_t)k * d->q.t * 2);
-                    dst[2 * k] = 16 * qt + k < nr && 2 * pr < D ? src[2 * pr] : 0;
-                    dst[2 * k + 1] = 0;
-                }
-            }
-        }
+        ax_gather_pairs(Qt, z->NC, 0, AX_NQ, (const uint16_t *)qb, d->q.t, nr, D);
         return;
     }
     const int es = dt == ATTN_DTYPE_BF16 ? 2 : 4;
@@ -847,6 +854,28 @@ static void axb_pack_keys(const axb_ctx *cx, const void *k, const void *v, int b
     uint16_t *ka = (uint16_t *)base, *va = (uint16_t *)(base + z->ka), *kt = (uint16_t *)(base + z->va);
     const char *kb = (const char *)k + (b * d->k.b + hk * d->k.h) * es;
     const char *vb = (const char *)v + (b * d->v.b + hk * d->v.h) * es;
+    if (dt == ATTN_DTYPE_BF16) {
+        /* bf16: rows of 32 elements by masked vector loads, Kᵀ without the element-type test */
+        for (int j = j0; j < j0 + 32; j++) {
+            const uint16_t *ks = (const uint16_t *)kb + (int64_t)j * d->k.t;
+            const uint16_t *vs = (const uint16_t *)vb + (int64_t)j * d->v.t;
+            for (int w = 0; w < 2; w++) {
+                const int nc = w ? z->NCv : z->NC, D = w ? d->Dv : d->D;
+                uint16_t *dst0 = (w ? va : ka) + (((int64_t)(j / 16) * nc) * 16 + j % 16) * 32;
+                for (int c = 0; c < nc; c++) {
+                    const int n = j < d->S ? D - 32 * c : 0;
+                    const __mmask32 m = n >= 32 ? 0xffffffffu : n > 0 ? (__mmask32)((1u << n) - 1) : 0;
+                    _mm512_storeu_si512(dst0 + (int64_t)c * 512, _mm512_maskz_loadu_epi16(m, (w ? vs : ks) + 32 * c));
+                }
+            }
+            for (int x = 0; x < z->DP; x++) {
+                const uint16_t kv = j < d->S && x < d->D ? ks[x] : 0;
+                kt[(((int64_t)(j0 / 32) * z->NXd + x / 16) * 16 + x % 16) * 32 + (j - j0)] =
+                    (kv & 0x7f80) == 0x7f80 ? 0 : kv;
+            }
+        }
+        return;
+    }
     for (int j = j0; j < j0 + 32; j++) {
         const char *ks = kb + (int64_t)j * d->k.t * es, *vs = vb + (int64_t)j * d->v.t * es;
         for (int c = 0; c < z->NC; c++) {
@@ -888,6 +917,51 @@ static void axb_pack_rows(const axb_ctx *cx, const void *q, const void *dout, co
     uint16_t *qt = (uint16_t *)base, *dot = (uint16_t *)(base + z->dot);
     uint16_t *qp = (uint16_t *)(base + z->qp), *dop = (uint16_t *)(base + z->dop);
     float *rm = (float *)(base + z->rows), *rl = rm + z->TPb, *delta = rl + z->TPb;
+    if (t0 % 64 == 0)
+        for (int ch = 0; ch < z->nch; ch++)
+            memset(cx->slots + (((size_t)ch * d->B * d->H + bh) * z->nqb + t0 / 64) * z->DP * 64, 0,
+                   sizeof(float) * z->DP * 64);
+    if (dt == ATTN_DTYPE_BF16 && d->q.t >= 0 && d->q.t <= INT32_MAX / 32 && d->out.t >= 0 &&
+        d->out.t <= INT32_MAX / 32) {
+        /* bf16: Qᵀ and dOᵀ by gathers (the forward's), the pairs of rows by vector loads interleaved, Δ and
+         * the statistics per row as below */
+        const int qb = t0 / 64, nr = d->T - 64 * qb;
+        const uint16_t *q0 = (const uint16_t *)q + b * d->q.b + h * d->q.h + (int64_t)64 * qb * d->q.t;
+        const uint16_t *g0 = (const uint16_t *)dout + b * d->out.b + h * d->out.h + (int64_t)64 * qb * d->out.t;
+        ax_gather_pairs(qt + (int64_t)qb * z->NC * 4 * 512, z->NC, (t0 % 64) / 16, 2, q0, d->q.t, nr, d->D);
+        ax_gather_pairs(dot + (int64_t)qb * z->NCv * 4 * 512, z->NCv, (t0 % 64) / 16, 2, g0, d->out.t, nr, d->Dv);
+        const __m512i idx = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
+                                             23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+        for (int pr = 0; pr < 16; pr++) {
+            const int t = t0 + 2 * pr;
+            for (int w = 0; w < 2; w++) {
+                const int nx = w ? z->NXv : z->NXd, D = w ? d->Dv : d->D;
+                const int64_t stride = w ? d->out.t : d->q.t;
+                const uint16_t *r0 = (w ? g0 : q0) + (int64_t)(t - 64 * qb) * stride;
+                uint16_t *dst = (w ? dop : qp) + ((int64_t)(t0 / 32) * nx) * 512 + pr * 32;
+                for (int xt = 0; xt < nx; xt++) {
+                    const int n = D - 16 * xt;
+                    const __mmask16 m = n >= 16 ? 0xffff : n > 0 ? (__mmask16)((1u << n) - 1) : 0;
+                    const __m256i a = _mm256_maskz_loadu_epi16(t < d->T ? m : 0, r0 + 16 * xt);
+                    const __m256i c = _mm256_maskz_loadu_epi16(t + 1 < d->T ? m : 0, r0 + stride + 16 * xt);
+                    const __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512(a), c, 1);
+                    _mm512_storeu_si512(dst + (int64_t)xt * 512, _mm512_permutexvar_epi16(idx, both));
+                }
+            }
+        }
+        for (int t = t0; t < t0 + 32; t++) {
+            const int real = t < d->T;
+            float s = 0.0f;
+            if (real) {
+                const uint16_t *os = (const uint16_t *)out + b * d->out.b + h * d->out.h + (int64_t)t * d->out.t;
+                const uint16_t *gs = (const uint16_t *)dout + b * d->out.b + h * d->out.h + (int64_t)t * d->out.t;
+                for (int x = 0; x < d->Dv; x++) s += attn__f32(os[x]) * attn__f32(gs[x]);
+            }
+            delta[t] = s;
+            axb_row_stats(stats, real ? bh * d->T + t : -1, &rm[t], &rl[t]);
+        }
+        return;
+    }
     for (int t = t0; t < t0 + 32; t++) {
         const int real = t < d->T;
         const int tt = real ? t : 0;
@@ -922,10 +996,6 @@ static void axb_pack_rows(const axb_ctx *cx, const void *q, const void *dout, co
         delta[t] = s;
         axb_row_stats(stats, real ? bh * d->T + t : -1, &rm[t], &rl[t]);
     }
-    if (t0 % 64 == 0)
-        for (int ch = 0; ch < z->nch; ch++)
-            memset(cx->slots + (((size_t)ch * d->B * d->H + bh) * z->nqb + t0 / 64) * z->DP * 64, 0,
-                   sizeof(float) * z->DP * 64);
 }
 
 /* One block of 64 keys (j0, nb real) of (b, hk) against one block of 64 query rows (t0) of head h. */
