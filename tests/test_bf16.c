@@ -727,6 +727,8 @@ static const tcase g_fixed[] = {
     {2, 6, 2, 4, 517, 65, 33, 1, 2, 2, 1, 1, 0.2f, 2.0f},     /* every mask, dropout, strided, odd D and Dv */
     {1, 3, 3, 2, 300, 96, 160, 0, 1, 0, 0, 0, 0.0f, 1.0f},    /* MHA: packs of 2 rows; Dv past 128 */
     {1, 5, 1, 1, 33, 17, 15, 0, 0, 1, 0, 0, 0.0f, 1.0f},      /* a pack of 1 after one of 4 */
+    /* whole key blocks after the first on AMX: one read each, and a second where the max moves past mu */
+    {1, 2, 1, 80, 520, 64, 64, 0, 0, 0, 0, 0, 0.0f, 4.0f},
 };
 
 int main(int argc, char **argv) {

@@ -42,8 +42,13 @@
 #define AX_LOG2E 1.44269504088896340736f
 #define AX_LN2 0.693147180559945309417f
 
-/* Keys per softmax block: Sᵀ and Pᵀ of a block (BC·BR·(4 + 2·2) bytes) stay in L1 and L2's share. */
-static int ax_bc(const attn_sdpa_desc *d) { return d->D > 64 || d->Dv > 64 ? 64 : 128; }
+/* Keys per softmax block. Oᵀ's tiles are loaded and stored once per block (DvP·BR·4 bytes each way), and
+ * on this machine a tile load or store costs about what a tile product does whether its data is in L1 or
+ * L2 (measured): larger blocks cost fewer of them, at BC·BR·(4 + 2)·2 bytes of Sᵀ and Pᵀ per thread. With
+ * heads up to 64 wide and no causal mask, 256 (the tile work about 5% less than with 128); a causal mask
+ * computes on tiles up to a block of keys past each query block's diagonal, so 128 there; wider heads 128
+ * (D = 128: 15% less tile work than with 64, as it was). */
+static int ax_bc(const attn_sdpa_desc *d) { return d->D <= 64 && d->Dv <= 64 && !d->mask.causal ? 256 : 128; }
 
 static int ax_up32(int n) { return (n + 31) / 32 * 32; }
 static size_t ax_round(size_t n) { return (n + AX_ALIGN - 1) & ~(size_t)(AX_ALIGN - 1); }
@@ -206,20 +211,21 @@ static inline void ax_put_stats(float *stats, int64_t row, float m, float mu, fl
     stats[2 * row + 1] = l > 0.0f ? logf(l) + (mu - m) : 0.0f;
 }
 
-/* 2^x for the softmax, x <= AX_LAZY·log2e: n = round(x), 2^(x - n) by its Taylor series to degree 4 (relative
- * error below 4.3e-5: P is rounded to bf16, 2^-9, right after, and a row's sum of them is off by as much
- * at most), scaled by 2^n. Runs under MXCSR's flush-to-zero (ax_forward sets it): a result below 2^-126
- * is 0, never a subnormal (which would cost a microcode assist per vector). x may be -inf (a masked key,
- * or a finite score far below the max): clamped at -200, it gives exactly 0. */
+/* 2^x for the softmax (x <= AX_LAZY·log2e) and the backward's P (x <= 0): n = round(x), 2^(x - n) by a
+ * polynomial of degree 3 fitted for the least largest relative error on [-1/2, 1/2] (7.5e-5 with the fp32
+ * coefficients, measured over 20001 points; the degree-4 Taylor series it replaced was within 4.3e-5 for
+ * one FMA more: P is rounded to bf16, 2^-9, right after, and a row's sum of them is off by as much at
+ * most), scaled by 2^n. Runs under MXCSR's flush-to-zero (ax_forward and the backward's blocks set it): a
+ * result below 2^-126 is 0, never a subnormal (which would cost a microcode assist per vector). x may be
+ * -inf (a masked key, or a finite score far below the max): clamped at -200, it gives exactly 0. */
 static inline __m512 ax_exp2(__m512 x) {
     x = _mm512_max_ps(_mm512_set1_ps(-200.0f), x);
     const __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     const __m512 f = _mm512_sub_ps(x, n);
-    __m512 p = _mm512_set1_ps(9.6181291e-03f);
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5504109e-02f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022651e-01f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.9314718e-01f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+    __m512 p = _mm512_set1_ps(5.51714338e-02f);
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.42610812e-01f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.93260968e-01f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.99928117e-01f));
     return _mm512_scalef_ps(p, n);
 }
 
@@ -259,8 +265,10 @@ typedef struct ax_blk {
 
 /* ---------------------------------------------------------------------------------------------------
  * The tile work of a block as a list of steps of 4 tile products each, so that the softmax can issue
- * one step every row pair: a core retires in order, so a long run of tile products ahead of the softmax
- * would fill the reorder buffer and stall it; products spread through the vector code run alongside.
+ * them spread evenly over its row pairs: a core retires in order, so a long run of tile products ahead
+ * of the softmax would fill the reorder buffer and stall it; products spread through the vector code run
+ * alongside. (A block of 256 keys has 64 steps for 128 row pairs: issued one per row pair, as they were,
+ * the second half of the softmax ran with no tile work beside it.)
  *   P·V    Oᵀ += Vᵀ_blk Pᵀ: per pair of Dv tiles and pair of query tiles, Oᵀ's 4 tiles loaded, one step
  *          per 32 keys, stored back
  *   scores Sᵀ = K_blk Qᵀ: per 32 keys and pair of query tiles, 4 tiles from zero, one step per 32
@@ -371,10 +379,10 @@ static void ax_fix_bad(const ax_blk *x, const ax_tasks *tk) {
 }
 
 /* The softmax step of keys [j0, j0 + nb) (nbp padded) whose scores are in St: x = scale · S in natural
- * units, masks, the maxima, exponentials into Pt and their sum, and Oᵀ rescaled when a lane's mu moved
- * (Oᵀ must hold every block before this one: the tasks, which hold P·V of the block before, are all
- * issued first). One tile step of tk per row pair of the exponentials. first: no block before (Oᵀ is
- * zero). */
+ * units, masks, the maxima, exponentials into Pt and their sum, and Oᵀ rescaled when a lane's mu moved (Oᵀ
+ * must hold every block before this one: the tasks, which hold P·V of the block before, are all issued
+ * first). The steps of tk spread evenly over the row pairs of the exponentials. first: no block before (Oᵀ
+ * is zero). */
 static inline void ax_softmax(const ax_blk *x, float *St, uint16_t *Pt, int j0, int nb, int nbp, int first,
                               ax_tasks *tk) {
     const attn_sdpa_desc *d = x->d;
@@ -384,14 +392,22 @@ static inline void ax_softmax(const ax_blk *x, float *St, uint16_t *Pt, int j0, 
     /* plain: every key of the (padded) block visible to every row, no mask touches it, and scale > 0 */
     const int plain = !x->generic && j0 + nbp <= x->minlim && x->sc > 0.0f;
 
+    /* One read of a plain block after the first: its exponentials are taken against the lanes' mu as they
+     * stand while the same loop finds the block's max; only when that max moves some lane's mu (rare once
+     * the first block set them, see AX_LAZY) is the block read again against the new mu. Either way the
+     * exponentials are those of the two-pass order (max, then exponentials), bit for bit. Not with dropout,
+     * whose loop overwrites the scores. */
+    const int drop = d->dropout > 0.0f;
+    const int optimistic = plain && !first && !drop;
+
     /* the block's max per query lane. A plain block keeps the raw sums and scales them in the exponential
      * (scale > 0 keeps the order, so the max scaled is the max of the scaled: the same bits as each x) */
     __m512 mx[AX_NQ], cc = _mm512_set1_ps(1.0f);
     for (int q = 0; q < AX_NQ; q++) mx[q] = ninf;
     if (plain) {
-        for (int j = 0; j < nbp; j++)
-            for (int q = 0; q < AX_NQ; q++) mx[q] = _mm512_max_ps(mx[q], _mm512_loadu_ps(St + j * AX_BR + 16 * q));
-        for (int q = 0; q < AX_NQ; q++) mx[q] = _mm512_mul_ps(mx[q], vsc);
+        if (!optimistic)
+            for (int j = 0; j < nbp; j++)
+                for (int q = 0; q < AX_NQ; q++) mx[q] = _mm512_max_ps(mx[q], _mm512_loadu_ps(St + j * AX_BR + 16 * q));
         cc = vsc;
     } else {
         __m512i lim[AX_NQ];
@@ -418,42 +434,50 @@ static inline void ax_softmax(const ax_blk *x, float *St, uint16_t *Pt, int j0, 
             for (int q = 0; q < AX_NQ; q++) mx[q] = _mm512_max_ps(mx[q], _mm512_loadu_ps(St + j * AX_BR + 16 * q));
     }
 
-    /* mu moves where the block's max passes it by more than AX_LAZY (always from -inf) */
-    const __m512 lazy = _mm512_set1_ps(AX_LAZY);
-    __m512 mu[AX_NQ], nbs[AX_NQ], bs[AX_NQ], ccl = _mm512_mul_ps(cc, l2e);
+    const __m512 lazy = _mm512_set1_ps(AX_LAZY), ccl = _mm512_mul_ps(cc, l2e);
+    __m512 mu[AX_NQ], nbs[AX_NQ], bs[AX_NQ], sum[AX_NQ];
     __mmask16 mv[AX_NQ];
     int moved = 0, fast = 1;
     for (int q = 0; q < AX_NQ; q++) {
-        _mm512_storeu_ps(x->mt + 16 * q, _mm512_max_ps(_mm512_loadu_ps(x->mt + 16 * q), mx[q]));
         mu[q] = _mm512_loadu_ps(x->mu + 16 * q);
-        mv[q] = _mm512_cmp_ps_mask(mx[q], _mm512_add_ps(mu[q], lazy), _CMP_GT_OQ);
-        moved |= mv[q];
-        /* a lane with no key yet keeps -inf: subtract -FLT_MAX instead so exp2 gives 0, not NaN */
-        bs[q] = _mm512_max_ps(_mm512_mask_mov_ps(mu[q], mv[q], mx[q]), _mm512_set1_ps(-FLT_MAX));
-        fast &= _mm512_cmp_ps_mask(_mm512_abs_ps(bs[q]), _mm512_set1_ps(AX_FAST), _CMP_LE_OQ) == 0xffff;
+        mv[q] = 0;
     }
-    for (int q = 0; q < AX_NQ; q++)   /* fast: the exponent is x·log2e - mu·log2e; else (x - mu)·log2e */
-        nbs[q] = fast ? _mm512_mul_ps(_mm512_sub_ps(_mm512_setzero_ps(), bs[q]), l2e) : bs[q];
+    /* bs: the max the exponentials subtract, mu or (where mv) the block's; a lane with no key yet keeps
+     * -inf: subtract -FLT_MAX instead so exp2 gives 0, not NaN. fast: the exponent is x·log2e - bs·log2e
+     * in one FMA; else (x - bs)·log2e */
+#define AX_PICK_BS()                                                                                          \
+    do {                                                                                                      \
+        fast = 1;                                                                                             \
+        for (int q = 0; q < AX_NQ; q++) {                                                                     \
+            bs[q] = _mm512_max_ps(_mm512_mask_mov_ps(mu[q], mv[q], mx[q]), _mm512_set1_ps(-FLT_MAX));         \
+            fast &= _mm512_cmp_ps_mask(_mm512_abs_ps(bs[q]), _mm512_set1_ps(AX_FAST), _CMP_LE_OQ) == 0xffff;  \
+        }                                                                                                     \
+        for (int q = 0; q < AX_NQ; q++) {                                                                     \
+            nbs[q] = fast ? _mm512_mul_ps(_mm512_sub_ps(_mm512_setzero_ps(), bs[q]), l2e) : bs[q];            \
+            sum[q] = _mm512_setzero_ps();                                                                     \
+        }                                                                                                     \
+    } while (0)
 
     /* exponentials, their sum, and Pᵀ in bf16 pairs of keys (everything the loop reads in locals: the
-     * vector stores may alias any memory, and fields read through x would be reloaded after each) */
-    __m512 sum[AX_NQ];
-    for (int q = 0; q < AX_NQ; q++) sum[q] = _mm512_setzero_ps();
-    const int drop = d->dropout > 0.0f;
+     * vector stores may alias any memory, and fields read through x would be reloaded after each); MAX:
+     * the block's max of the raw sums found on the way */
     float *const S0 = St;
     uint16_t *const P0 = Pt;
     /* (the clamp stays even without masks: a finite score far below its max makes the exponent -inf) */
 #define AX_ARG(v, q, PLAIN, FAST) ((FAST) ? _mm512_fmadd_ps((v), ccl, nbs[q])                                 \
                            : _mm512_mul_ps(_mm512_sub_ps((PLAIN) ? _mm512_mul_ps((v), cc) : (v), nbs[q]), l2e))
-#define AX_EXP_LOOP(PLAIN, FAST)                                                                              \
+#define AX_EXP_LOOP(PLAIN, FAST, MAX)                                                                         \
     for (int j = 0; j < nbp; j += 2) {                                                                        \
-        if (tk->step < tk->total) ax_step(x, tk);                                                             \
+        for (const int due = (int)((int64_t)(j / 2 + 1) * tk->total / (nbp / 2)); tk->step < due;)           \
+            ax_step(x, tk);                                                                                   \
         const float *s = S0 + j * AX_BR;                                                                      \
         uint16_t *p = P0 + (int64_t)((j / 32) * AX_NQ) * 512 + (j % 32 / 2) * 32;                             \
         __m512 e0[AX_NQ], e1[AX_NQ];                                                                          \
         for (int q = 0; q < AX_NQ; q++) {                                                                     \
-            e0[q] = ax_exp2(AX_ARG(_mm512_loadu_ps(s + 16 * q), q, PLAIN, FAST));                             \
-            e1[q] = ax_exp2(AX_ARG(_mm512_loadu_ps(s + AX_BR + 16 * q), q, PLAIN, FAST));                     \
+            const __m512 v0 = _mm512_loadu_ps(s + 16 * q), v1 = _mm512_loadu_ps(s + AX_BR + 16 * q);        \
+            if (MAX) mx[q] = _mm512_max_ps(mx[q], _mm512_max_ps(v0, v1));                                     \
+            e0[q] = ax_exp2(AX_ARG(v0, q, PLAIN, FAST));                                                      \
+            e1[q] = ax_exp2(AX_ARG(v1, q, PLAIN, FAST));                                                      \
             sum[q] = _mm512_add_ps(sum[q], _mm512_add_ps(e0[q], e1[q]));                                      \
         }                                                                                                     \
         if (drop)                                                                                             \
@@ -464,10 +488,28 @@ static inline void ax_softmax(const ax_blk *x, float *St, uint16_t *Pt, int j0, 
         else                                                                                                  \
             for (int q = 0; q < AX_NQ; q++) _mm512_storeu_si512(p + q * 512, ax_pair(e0[q], e1[q]));          \
     }
-    if (plain && fast) AX_EXP_LOOP(1, 1)
-    else if (plain) AX_EXP_LOOP(1, 0)
-    else if (fast) AX_EXP_LOOP(0, 1)
-    else AX_EXP_LOOP(0, 0)
+    if (optimistic) {
+        AX_PICK_BS();
+        if (fast) AX_EXP_LOOP(1, 1, 1)
+        else AX_EXP_LOOP(1, 0, 1)
+    }
+    if (plain)
+        for (int q = 0; q < AX_NQ; q++) mx[q] = _mm512_mul_ps(mx[q], vsc);
+
+    /* mu moves where the block's max passes it by more than AX_LAZY (always from -inf) */
+    for (int q = 0; q < AX_NQ; q++) {
+        _mm512_storeu_ps(x->mt + 16 * q, _mm512_max_ps(_mm512_loadu_ps(x->mt + 16 * q), mx[q]));
+        mv[q] = _mm512_cmp_ps_mask(mx[q], _mm512_add_ps(mu[q], lazy), _CMP_GT_OQ);
+        moved |= mv[q];
+    }
+    if (!optimistic || moved) {
+        AX_PICK_BS();
+        if (plain && fast) AX_EXP_LOOP(1, 1, 0)
+        else if (plain) AX_EXP_LOOP(1, 0, 0)
+        else if (fast) AX_EXP_LOOP(0, 1, 0)
+        else AX_EXP_LOOP(0, 0, 0)
+    }
+#undef AX_PICK_BS
 #undef AX_ARG
 #undef AX_EXP_LOOP
     if (drop) {
@@ -513,10 +555,59 @@ static inline void ax_softmax(const ax_blk *x, float *St, uint16_t *Pt, int j0, 
     }
 }
 
+/* B tiles of bf16 pairs from bf16 rows, for query tiles [qt0, qt0 + nqt) of a block of 64 rows: tile (c, qt) at
+ * Qt + (c·4 + qt)·512, row r, query n: row 16·qt + n, dims 32·c + 2·r + {0,1}, of the rows src + i·stride
+ * (elements), zero past row nr and dim D; one 32-bit gather per tile row. stride <= INT32_MAX / 32. */
+static void ax_gather_pairs(uint16_t *Qt, int NC, int qt0, int nqt, const uint16_t *src, int64_t stride, int nr,
+                            int D) {
+    const __m512i rows = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                            _mm512_set1_epi32((int)stride * 2));
+    for (int qt = qt0; qt < qt0 + nqt; qt++) {
+        const int n = nr - 16 * qt;
+        const __mmask16 live = n >= 16 ? 0xffff : n > 0 ? (__mmask16)((1u << n) - 1) : 0;
+        const uint16_t *base = src + (int64_t)16 * qt * stride;
+        for (int pr = 0; pr < 16 * NC; pr++) {              /* dims 2·pr and 2·pr + 1 */
+            uint16_t *dst = Qt + ((int64_t)((pr / 16) * 4 + qt) * 16 + pr % 16) * 32;
+            if (2 * pr + 1 < D) {
+                _mm512_storeu_si512(dst, _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), live, rows,
+                                                                      base + 2 * pr, 1));
+                continue;
+            }
+            for (int k = 0; k < 16; k++) {                      /* the last dim of an odd D, or padding */
+                dst[2 * k] = 16 * qt + k < nr && 2 * pr < D ? base[(int64_t)k * stride + 2 * pr] : 0;
+                dst[2 * k + 1] = 0;
+            }
+        }
+    }
+}
+
+/* Qᵀ of a block of nr query rows starting at qb as B tiles: tile (c, qt), row r, query n:
+ * q[16·qt + n][32·c + 2·r + {0,1}], zero padded. bf16 tensors by gathers (a scalar loop took a tenth of
+ * the forward at D = 64). */
+static void ax_pack_q(const attn_sdpa_desc *d, const ax_dims *z, uint16_t *Qt, const char *qb, int nr) {
+    const int D = d->D, dt = d->dtype;
+    if (dt == ATTN_DTYPE_BF16 && d->q.t >= 0 && d->q.t <= INT32_MAX / 32) {
+        ax_gather_pairs(Qt, z->NC, 0, AX_NQ, (const uint16_t *)qb, d->q.t, nr, D);
+        return;
+    }
+    const int es = dt == ATTN_DTYPE_BF16 ? 2 : 4;
+    for (int i = 0; i < AX_BR; i++) {
+        const char *src = qb + (int64_t)(i < nr ? i : 0) * d->q.t * es;
+        for (int c = 0; c < z->NC; c++) {
+            uint16_t *dst = Qt + ((int64_t)(c * AX_NQ + i / 16) * 16) * 32 + (i % 16) * 2;
+            for (int r = 0; r < 16; r++)
+                for (int e = 0; e < 2; e++) {
+                    const int xx = 32 * c + 2 * r + e;
+                    dst[r * 32 + e] = i < nr && xx < D ? ax_get(src, dt, xx) : 0;
+                }
+        }
+    }
+}
+
 static void ax_block(const ax_fwd *cx, char *tw, int b, int h, int t0, int nr) {
     const attn_sdpa_desc *d = cx->d;
     const ax_dims *z = &cx->z;
-    const int H = d->H, T = d->T, S = d->S, D = d->D, Dv = d->Dv, G = H / d->Hkv, hk = h / G;
+    const int H = d->H, T = d->T, S = d->S, Dv = d->Dv, G = H / d->Hkv, hk = h / G;
     const int DvP = z->DvP, BC = z->BC;
     const attn_mask *mk = &d->mask;
     const int dt = d->dtype, es = dt == ATTN_DTYPE_BF16 ? 2 : 4;
@@ -541,20 +632,9 @@ static void ax_block(const ax_fwd *cx, char *tw, int b, int h, int t0, int nr) {
     x.l = x.mt + AX_BR;
     x.lim = (int32_t *)(x.l + AX_BR);
 
-    /* Qᵀ as B tiles: tile (c, qt), row r, query n: q[16·qt + n][32·c + 2·r + {0,1}], zero padded; key
-     * limits per row (padding rows copy the last row's) */
+    /* Qᵀ as B tiles; key limits per row (padding rows copy the last row's) */
     const char *qb = (const char *)cx->q + (b * d->q.b + h * d->q.h + (int64_t)t0 * d->q.t) * es;
-    for (int i = 0; i < AX_BR; i++) {
-        const char *src = qb + (int64_t)(i < nr ? i : 0) * d->q.t * es;
-        for (int c = 0; c < z->NC; c++) {
-            uint16_t *dst = x.Qt + ((int64_t)(c * AX_NQ + i / 16) * 16) * 32 + (i % 16) * 2;
-            for (int r = 0; r < 16; r++)
-                for (int e = 0; e < 2; e++) {
-                    const int xx = 32 * c + 2 * r + e;
-                    dst[r * 32 + e] = i < nr && xx < D ? ax_get(src, dt, xx) : 0;
-                }
-        }
-    }
+    ax_pack_q(d, z, x.Qt, qb, nr);
     int minlim = S, maxlim = 0;
     for (int i = 0; i < AX_BR; i++) {
         x.lim[i] = attn__key_limit(mk, b, t0 + (i < nr ? i : nr - 1), T, S);
@@ -590,12 +670,34 @@ static void ax_block(const ax_fwd *cx, char *tw, int b, int h, int t0, int nr) {
     }
 #undef AX_NB
 
-    /* out = Oᵀᵀ / l; the row statistics; rows that saw no key: zeros */
+    /* out = Oᵀᵀ / l; the row statistics; rows that saw no key: zeros. bf16: per 16 rows and pair of
+     * columns, one 32-bit scatter of bf16 pairs (a scalar loop took a tenth of the forward at D = 64) */
+    const int64_t off0 = b * d->out.b + h * d->out.h + (int64_t)t0 * d->out.t;
+    const int scatter = dt == ATTN_DTYPE_BF16 && d->out.t >= 0 && d->out.t <= INT32_MAX / 32;
+    if (scatter) {
+        const __m512i rows = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                                _mm512_set1_epi32((int)d->out.t * 2));
+        for (int qt = 0; qt < AX_NQ && 16 * qt < nr; qt++) {
+            const int n = nr - 16 * qt;
+            const __mmask16 live = n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1);
+            const __m512 l = _mm512_loadu_ps(x.l + 16 * qt);
+            const __m512 inv = _mm512_maskz_div_ps(_mm512_cmp_ps_mask(l, _mm512_setzero_ps(), _CMP_GT_OQ),
+                                                   _mm512_set1_ps(1.0f), l);
+            char *base = (char *)cx->out + (off0 + (int64_t)16 * qt * d->out.t) * 2;
+            for (int xx = 0; xx + 1 < Dv; xx += 2) {
+                const __m512 o0 = _mm512_mul_ps(_mm512_loadu_ps(x.Ot + xx * AX_BR + 16 * qt), inv);
+                const __m512 o1 = _mm512_mul_ps(_mm512_loadu_ps(x.Ot + (xx + 1) * AX_BR + 16 * qt), inv);
+                _mm512_mask_i32scatter_epi32(base + 2 * xx, live, rows, ax_pair(o0, o1), 1);
+            }
+        }
+    }
     for (int i = 0; i < nr; i++) {
         const int64_t row = ((int64_t)b * H + h) * T + t0 + i;
         const float inv = x.l[i] > 0.0f ? 1.0f / x.l[i] : 0.0f;
-        const int64_t off = b * d->out.b + h * d->out.h + (int64_t)(t0 + i) * d->out.t;
-        if (dt == ATTN_DTYPE_BF16) {
+        const int64_t off = off0 + (int64_t)i * d->out.t;
+        if (scatter) {
+            if (Dv % 2) ((uint16_t *)cx->out)[off + Dv - 1] = attn__bf16(x.Ot[(Dv - 1) * AX_BR + i] * inv);
+        } else if (dt == ATTN_DTYPE_BF16) {
             uint16_t *orow = (uint16_t *)cx->out + off;
             for (int xx = 0; xx < Dv; xx++) orow[xx] = attn__bf16(x.Ot[xx * AX_BR + i] * inv);
         } else {
@@ -752,6 +854,28 @@ static void axb_pack_keys(const axb_ctx *cx, const void *k, const void *v, int b
     uint16_t *ka = (uint16_t *)base, *va = (uint16_t *)(base + z->ka), *kt = (uint16_t *)(base + z->va);
     const char *kb = (const char *)k + (b * d->k.b + hk * d->k.h) * es;
     const char *vb = (const char *)v + (b * d->v.b + hk * d->v.h) * es;
+    if (dt == ATTN_DTYPE_BF16) {
+        /* bf16: rows of 32 elements by masked vector loads, Kᵀ without the element-type test */
+        for (int j = j0; j < j0 + 32; j++) {
+            const uint16_t *ks = (const uint16_t *)kb + (int64_t)j * d->k.t;
+            const uint16_t *vs = (const uint16_t *)vb + (int64_t)j * d->v.t;
+            for (int w = 0; w < 2; w++) {
+                const int nc = w ? z->NCv : z->NC, D = w ? d->Dv : d->D;
+                uint16_t *dst0 = (w ? va : ka) + (((int64_t)(j / 16) * nc) * 16 + j % 16) * 32;
+                for (int c = 0; c < nc; c++) {
+                    const int n = j < d->S ? D - 32 * c : 0;
+                    const __mmask32 m = n >= 32 ? 0xffffffffu : n > 0 ? (__mmask32)((1u << n) - 1) : 0;
+                    _mm512_storeu_si512(dst0 + (int64_t)c * 512, _mm512_maskz_loadu_epi16(m, (w ? vs : ks) + 32 * c));
+                }
+            }
+            for (int x = 0; x < z->DP; x++) {
+                const uint16_t kv = j < d->S && x < d->D ? ks[x] : 0;
+                kt[(((int64_t)(j0 / 32) * z->NXd + x / 16) * 16 + x % 16) * 32 + (j - j0)] =
+                    (kv & 0x7f80) == 0x7f80 ? 0 : kv;
+            }
+        }
+        return;
+    }
     for (int j = j0; j < j0 + 32; j++) {
         const char *ks = kb + (int64_t)j * d->k.t * es, *vs = vb + (int64_t)j * d->v.t * es;
         for (int c = 0; c < z->NC; c++) {
@@ -793,6 +917,51 @@ static void axb_pack_rows(const axb_ctx *cx, const void *q, const void *dout, co
     uint16_t *qt = (uint16_t *)base, *dot = (uint16_t *)(base + z->dot);
     uint16_t *qp = (uint16_t *)(base + z->qp), *dop = (uint16_t *)(base + z->dop);
     float *rm = (float *)(base + z->rows), *rl = rm + z->TPb, *delta = rl + z->TPb;
+    if (t0 % 64 == 0)
+        for (int ch = 0; ch < z->nch; ch++)
+            memset(cx->slots + (((size_t)ch * d->B * d->H + bh) * z->nqb + t0 / 64) * z->DP * 64, 0,
+                   sizeof(float) * z->DP * 64);
+    if (dt == ATTN_DTYPE_BF16 && d->q.t >= 0 && d->q.t <= INT32_MAX / 32 && d->out.t >= 0 &&
+        d->out.t <= INT32_MAX / 32) {
+        /* bf16: Qᵀ and dOᵀ by gathers (the forward's), the pairs of rows by vector loads interleaved, Δ and
+         * the statistics per row as below */
+        const int qb = t0 / 64, nr = d->T - 64 * qb;
+        const uint16_t *q0 = (const uint16_t *)q + b * d->q.b + h * d->q.h + (int64_t)64 * qb * d->q.t;
+        const uint16_t *g0 = (const uint16_t *)dout + b * d->out.b + h * d->out.h + (int64_t)64 * qb * d->out.t;
+        ax_gather_pairs(qt + (int64_t)qb * z->NC * 4 * 512, z->NC, (t0 % 64) / 16, 2, q0, d->q.t, nr, d->D);
+        ax_gather_pairs(dot + (int64_t)qb * z->NCv * 4 * 512, z->NCv, (t0 % 64) / 16, 2, g0, d->out.t, nr, d->Dv);
+        const __m512i idx = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
+                                             23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+        for (int pr = 0; pr < 16; pr++) {
+            const int t = t0 + 2 * pr;
+            for (int w = 0; w < 2; w++) {
+                const int nx = w ? z->NXv : z->NXd, D = w ? d->Dv : d->D;
+                const int64_t stride = w ? d->out.t : d->q.t;
+                const uint16_t *r0 = (w ? g0 : q0) + (int64_t)(t - 64 * qb) * stride;
+                uint16_t *dst = (w ? dop : qp) + ((int64_t)(t0 / 32) * nx) * 512 + pr * 32;
+                for (int xt = 0; xt < nx; xt++) {
+                    const int n = D - 16 * xt;
+                    const __mmask16 m = n >= 16 ? 0xffff : n > 0 ? (__mmask16)((1u << n) - 1) : 0;
+                    const __m256i a = _mm256_maskz_loadu_epi16(t < d->T ? m : 0, r0 + 16 * xt);
+                    const __m256i c = _mm256_maskz_loadu_epi16(t + 1 < d->T ? m : 0, r0 + stride + 16 * xt);
+                    const __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512(a), c, 1);
+                    _mm512_storeu_si512(dst + (int64_t)xt * 512, _mm512_permutexvar_epi16(idx, both));
+                }
+            }
+        }
+        for (int t = t0; t < t0 + 32; t++) {
+            const int real = t < d->T;
+            float s = 0.0f;
+            if (real) {
+                const uint16_t *os = (const uint16_t *)out + b * d->out.b + h * d->out.h + (int64_t)t * d->out.t;
+                const uint16_t *gs = (const uint16_t *)dout + b * d->out.b + h * d->out.h + (int64_t)t * d->out.t;
+                for (int x = 0; x < d->Dv; x++) s += attn__f32(os[x]) * attn__f32(gs[x]);
+            }
+            delta[t] = s;
+            axb_row_stats(stats, real ? bh * d->T + t : -1, &rm[t], &rl[t]);
+        }
+        return;
+    }
     for (int t = t0; t < t0 + 32; t++) {
         const int real = t < d->T;
         const int tt = real ? t : 0;
@@ -827,10 +996,6 @@ static void axb_pack_rows(const axb_ctx *cx, const void *q, const void *dout, co
         delta[t] = s;
         axb_row_stats(stats, real ? bh * d->T + t : -1, &rm[t], &rl[t]);
     }
-    if (t0 % 64 == 0)
-        for (int ch = 0; ch < z->nch; ch++)
-            memset(cx->slots + (((size_t)ch * d->B * d->H + bh) * z->nqb + t0 / 64) * z->DP * 64, 0,
-                   sizeof(float) * z->DP * 64);
 }
 
 /* One block of 64 keys (j0, nb real) of (b, hk) against one block of 64 query rows (t0) of head h. */
@@ -896,71 +1061,100 @@ static void axb_block(const axb_ctx *cx, char *tw, float *dKs, float *dVs, int b
         lv2[q] = _mm512_loadu_ps(rl + 16 * q);
         dl[q] = _mm512_loadu_ps(delta + 16 * q);
     }
-    for (int j = 0; j < AXB_B; j++) {
-        const __m512i jj = _mm512_set1_epi32(j0 + j);
-        for (int q = 0; q < 4; q++) {
-            float *s = St + j * AXB_B + 16 * q;
-            const __m512 x = _mm512_mul_ps(_mm512_loadu_ps(s), vsc);
-            _mm512_storeu_ps(s, _mm512_mask_mov_ps(x, _mm512_cmple_epi32_mask(lv[q], jj), ninf));
-        }
-    }
-    if (mk->allow || mk->bias)
-        for (int i = 0; i < nr; i++) {
-            const uint8_t *al = attn__allow_row(mk, b, h, t0 + i);
-            const float *bi = attn__bias_row(mk, b, h, t0 + i);
-            for (int j = 0; j < nb; j++) {
-                float *s = St + j * AXB_B + i;
-                if (al && !al[j0 + j]) *s = -INFINITY;
-                else if (bi) *s = ax_add_bias(*s, bi[j0 + j]);
+    if (!mk->allow && !mk->bias && !(d->dropout > 0.0f)) {
+        /* one pass over the block: per pair of key rows, x, P and dS in registers, then their bf16 forms;
+         * the same operations in the same order as the passes below, so the same bits */
+        for (int j = 0; j < AXB_B; j += 2) {
+            __m512 P[2][4], G[2][4];
+            for (int u = 0; u < 2; u++) {
+                const __m512i jj = _mm512_set1_epi32(j0 + j + u);
+                for (int q = 0; q < 4; q++) {
+                    const __m512 sx = _mm512_mul_ps(_mm512_loadu_ps(St + (j + u) * AXB_B + 16 * q), vsc);
+                    const __m512 x = _mm512_mask_mov_ps(sx, _mm512_cmple_epi32_mask(lv[q], jj), ninf);
+                    const __m512 y = _mm512_max_ps(_mm512_sub_ps(mv[q], x), _mm512_setzero_ps());
+                    P[u][q] = ax_exp2(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_fmadd_ps(y, l2e, lv2[q])));
+                    const __mmask16 seen = _mm512_cmp_ps_mask(P[u][q], _mm512_setzero_ps(), _CMP_NEQ_UQ);
+                    const __m512 dp = _mm512_loadu_ps(dPt + (j + u) * AXB_B + 16 * q);
+                    G[u][q] = _mm512_maskz_mul_ps(seen, P[u][q], _mm512_sub_ps(dp, dl[q]));
+                }
+                for (int qc = 0; qc < 2; qc++) {
+                    const size_t off = ((size_t)((j + u) / 16) * 2 + qc) * 512 + ((j + u) % 16) * 32;
+                    _mm512_storeu_si512(PdA + off, (__m512i)_mm512_cvtne2ps_pbh(P[u][2 * qc + 1], P[u][2 * qc]));
+                    _mm512_storeu_si512(dSA + off, (__m512i)_mm512_cvtne2ps_pbh(G[u][2 * qc + 1], G[u][2 * qc]));
+                }
             }
-        }
-    for (int j = 0; j < AXB_B; j++)
-        for (int q = 0; q < 4; q++) {
-            float *s = St + j * AXB_B + 16 * q;
-            const __m512 y = _mm512_max_ps(_mm512_sub_ps(mv[q], _mm512_loadu_ps(s)), _mm512_setzero_ps());
-            const __m512 e = _mm512_fmadd_ps(y, l2e, lv2[q]);
-            _mm512_storeu_ps(s, attn__exp2_avx512(_mm512_sub_ps(_mm512_setzero_ps(), e)));   /* P */
-        }
-    if (d->dropout > 0.0f) {
-        /* dP·m into dPt, P·m kept for dV below (in St's place once dS is formed) */
-        const float keep_scale = 1.0f / (1.0f - d->dropout);
-        for (int i = 0; i < nr; i++) {
-            const uint64_t row = (uint64_t)bh * T + (uint64_t)(t0 + i);
-            for (int j = 0; j < AXB_B; j++) {
-                const float mm = j < nb && attn__dropout_keep(d->seed, row * S + (uint64_t)(j0 + j), d->dropout)
-                                     ? keep_scale : 0.0f;
-                float *p = St + j * AXB_B + i, *g = dPt + j * AXB_B + i;
-                const float pv = *p;
-                *g = pv == 0.0f ? 0.0f : pv * (*g * mm - delta[i]);      /* dS (a key not seen: 0, even if dP is NaN) */
-                *p = pv * mm;                        /* P·m */
-            }
+            for (int q = 0; q < 4; q++)
+                _mm512_storeu_si512(dSB + ((size_t)(j / 32) * 4 + q) * 512 + (j % 32 / 2) * 32,
+                                    ax_pair(G[0][q], G[1][q]));
         }
     } else {
-        for (int j = 0; j < AXB_B; j++)
+        for (int j = 0; j < AXB_B; j++) {
+            const __m512i jj = _mm512_set1_epi32(j0 + j);
             for (int q = 0; q < 4; q++) {
-                float *g = dPt + j * AXB_B + 16 * q;
-                const __m512 pv = _mm512_loadu_ps(St + j * AXB_B + 16 * q);
-                /* dS; 0 where P is 0 (a key the row does not see), even when dP is NaN (NaN or Inf in V) */
-                const __mmask16 seen = _mm512_cmp_ps_mask(pv, _mm512_setzero_ps(), _CMP_NEQ_UQ);
-                _mm512_storeu_ps(g, _mm512_maskz_mul_ps(seen, pv, _mm512_sub_ps(_mm512_loadu_ps(g), dl[q])));
-            }
-    }
-    /* to bf16: (P·m)ᵀ and dSᵀ as A blocks (a key row of 32 queries), dSᵀ as B pairs of keys */
-    for (int j = 0; j < AXB_B; j += 2) {
-        for (int u = 0; u < 2; u++) {
-            const float *p = St + (j + u) * AXB_B, *g = dPt + (j + u) * AXB_B;
-            for (int qc = 0; qc < 2; qc++) {
-                const size_t off = ((size_t)((j + u) / 16) * 2 + qc) * 512 + ((j + u) % 16) * 32;
-                _mm512_storeu_si512(PdA + off, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(p + 32 * qc + 16),
-                                                                           _mm512_loadu_ps(p + 32 * qc)));
-                _mm512_storeu_si512(dSA + off, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(g + 32 * qc + 16),
-                                                                           _mm512_loadu_ps(g + 32 * qc)));
+                float *s = St + j * AXB_B + 16 * q;
+                const __m512 x = _mm512_mul_ps(_mm512_loadu_ps(s), vsc);
+                _mm512_storeu_ps(s, _mm512_mask_mov_ps(x, _mm512_cmple_epi32_mask(lv[q], jj), ninf));
             }
         }
-        for (int q = 0; q < 4; q++)
-            _mm512_storeu_si512(dSB + ((size_t)(j / 32) * 4 + q) * 512 + (j % 32 / 2) * 32,
-                                ax_pair(_mm512_loadu_ps(dPt + j * AXB_B + 16 * q),
-                                        _mm512_loadu_ps(dPt + (j + 1) * AXB_B + 16 * q)));
+        if (mk->allow || mk->bias)
+            for (int i = 0; i < nr; i++) {
+                const uint8_t *al = attn__allow_row(mk, b, h, t0 + i);
+                const float *bi = attn__bias_row(mk, b, h, t0 + i);
+                for (int j = 0; j < nb; j++) {
+                    float *s = St + j * AXB_B + i;
+                    if (al && !al[j0 + j]) *s = -INFINITY;
+                    else if (bi) *s = ax_add_bias(*s, bi[j0 + j]);
+                }
+            }
+        for (int j = 0; j < AXB_B; j++)
+            for (int q = 0; q < 4; q++) {
+                float *s = St + j * AXB_B + 16 * q;
+                const __m512 y = _mm512_max_ps(_mm512_sub_ps(mv[q], _mm512_loadu_ps(s)), _mm512_setzero_ps());
+                const __m512 e = _mm512_fmadd_ps(y, l2e, lv2[q]);
+                _mm512_storeu_ps(s, ax_exp2(_mm512_sub_ps(_mm512_setzero_ps(), e)));   /* P */
+            }
+        if (d->dropout > 0.0f) {
+            /* dP·m into dPt, P·m kept for dV below (in St's place once dS is formed) */
+            const float keep_scale = 1.0f / (1.0f - d->dropout);
+            for (int i = 0; i < nr; i++) {
+                const uint64_t row = (uint64_t)bh * T + (uint64_t)(t0 + i);
+                for (int j = 0; j < AXB_B; j++) {
+                    const float mm = j < nb && attn__dropout_keep(d->seed, row * S + (uint64_t)(j0 + j), d->dropout)
+                                         ? keep_scale : 0.0f;
+                    float *p = St + j * AXB_B + i, *g = dPt + j * AXB_B + i;
+                    const float pv = *p;
+                    /* dS (a key not seen: 0, even if dP is NaN) */
+                    *g = pv == 0.0f ? 0.0f : pv * (*g * mm - delta[i]);
+                    *p = pv * mm;                        /* P·m */
+                }
+            }
+        } else {
+            for (int j = 0; j < AXB_B; j++)
+                for (int q = 0; q < 4; q++) {
+                    float *g = dPt + j * AXB_B + 16 * q;
+                    const __m512 pv = _mm512_loadu_ps(St + j * AXB_B + 16 * q);
+                    /* dS; 0 where P is 0 (a key the row does not see), even when dP is NaN (NaN or Inf in V) */
+                    const __mmask16 seen = _mm512_cmp_ps_mask(pv, _mm512_setzero_ps(), _CMP_NEQ_UQ);
+                    _mm512_storeu_ps(g, _mm512_maskz_mul_ps(seen, pv, _mm512_sub_ps(_mm512_loadu_ps(g), dl[q])));
+                }
+        }
+        /* to bf16: (P·m)ᵀ and dSᵀ as A blocks (a key row of 32 queries), dSᵀ as B pairs of keys */
+        for (int j = 0; j < AXB_B; j += 2) {
+            for (int u = 0; u < 2; u++) {
+                const float *p = St + (j + u) * AXB_B, *g = dPt + (j + u) * AXB_B;
+                for (int qc = 0; qc < 2; qc++) {
+                    const size_t off = ((size_t)((j + u) / 16) * 2 + qc) * 512 + ((j + u) % 16) * 32;
+                    _mm512_storeu_si512(PdA + off, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(p + 32 * qc + 16),
+                                                                               _mm512_loadu_ps(p + 32 * qc)));
+                    _mm512_storeu_si512(dSA + off, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(g + 32 * qc + 16),
+                                                                               _mm512_loadu_ps(g + 32 * qc)));
+                }
+            }
+            for (int q = 0; q < 4; q++)
+                _mm512_storeu_si512(dSB + ((size_t)(j / 32) * 4 + q) * 512 + (j % 32 / 2) * 32,
+                                    ax_pair(_mm512_loadu_ps(dPt + j * AXB_B + 16 * q),
+                                            _mm512_loadu_ps(dPt + (j + 1) * AXB_B + 16 * q)));
+        }
     }
 
     /* dV += (P·m)ᵀ dO and dK += dSᵀ Q: per 2 key tiles x 2 value (or key) dim tiles, 2 chunks of 32 queries */
@@ -1068,6 +1262,7 @@ static void ax_backward(const attn_sdpa_desc *d, float *dq, float *dk, float *dv
     float *dKs = (float *)(tw + 2 * ax_round(AXB_B * AXB_B * 4) + 3 * ax_round(AXB_B * AXB_B * 2));
     float *dVs = (float *)((char *)dKs + ax_round((size_t)AXB_B * z->DP * 4));
     const int64_t items = (int64_t)d->B * d->Hkv * z->nch;
+    const unsigned csr = _mm_getcsr();
     int on = 0;
     for (int64_t it = attn__part_next(part, &local); it < items; it = attn__part_next(part, &local)) {
         if (!on) {
@@ -1085,6 +1280,8 @@ static void ax_backward(const attn_sdpa_desc *d, float *dq, float *dk, float *dv
                 const int64_t t = (int64_t)j0 - (d->S - d->T);
                 tstart = t < 0 ? 0 : t > d->T ? d->T : (int)t;
             }
+            /* flush-to-zero for ax_exp2 while the blocks run; the caller's MXCSR for the sums into dk, dv */
+            _mm_setcsr(csr | 0x8000);
             for (int hh = 0; hh < G; hh++)
                 for (int t0 = tstart / 64 * 64; t0 < d->T; t0 += 64) {
                     /* skip the block when no row of it sees these keys */
@@ -1093,6 +1290,7 @@ static void ax_backward(const attn_sdpa_desc *d, float *dq, float *dk, float *dv
                         seen = attn__key_limit(&d->mask, b, i, d->T, d->S) > j0;
                     if (seen) axb_block(&cx, tw, dKs, dVs, b, hk, hk * G + hh, j0, nb, t0, ch);
                 }
+            _mm_setcsr(csr);
             for (int j = 0; j < nb; j++) {
                 axb_acc_row((char *)dk + (b * d->k.b + hk * d->k.h + (int64_t)(j0 + j) * d->k.t) * es, dt,
                             dKs + (size_t)j * z->DP, d->D, d->scale);
@@ -1127,7 +1325,7 @@ static size_t amx_workspace(const attn_sdpa_desc *d, attn_pass pass, int nth) {
     /* in double first, from the dimensions (see axb_workspace) */
     const double DP = ax_up32(d->D), DvP = ax_up32(d->Dv), S = ax_up32(d->S);
     const double est =
-        (double)d->B * d->Hkv * S * (DP + DvP) * 2 + (double)nth * (131072.0 + 256.0 * (DP + DvP)) + 1e6;
+        (double)d->B * d->Hkv * S * (DP + DvP) * 2 + (double)nth * (262144.0 + 256.0 * (DP + DvP)) + 1e6;
     if (est > (double)(SIZE_MAX / 8)) return SIZE_MAX;
     const ax_dims z = ax_dims_of(d);
     return ax_round(z.shared) + (size_t)nth * z.thread + AX_ALIGN;
