@@ -194,10 +194,6 @@ static attn_status detr_alloc(attn_detr *m, const attn_ctx *ctx, const attn_detr
     return ATTN_OK;
 }
 
-static void normal_fill(attn_rng *r, float *x, size_t n, float std) {
-    for (size_t i = 0; i < n; i++) x[i] = std * attn_rng_normal(r);
-}
-
 attn_status attn_detr_init(attn_detr *m, const attn_ctx *ctx, const attn_detr_config *cfg, uint64_t seed) {
     if (!m || !cfg) return ATTN_ERR_NULL;
     attn_status st = detr_alloc(m, ctx, cfg);
@@ -206,9 +202,9 @@ attn_status attn_detr_init(attn_detr *m, const attn_ctx *ctx, const attn_detr_co
     attn_rng r;
     attn_rng_seed(&r, seed);
     attn_patch_embed_init_weights(&m->patch, &r);
-    normal_fill(&r, m->pos, (size_t)m->Np * D, 0.02f);
+    attn__nmt_normal(&r, m->pos, (size_t)m->Np * D, 0.02f);
     for (int l = 0; l < cfg->enc_blocks; l++) attn_tf_block_init_weights(&m->enc[l], &r);
-    normal_fill(&r, m->query, (size_t)cfg->queries * D, 1.0f);
+    attn__nmt_normal(&r, m->query, (size_t)cfg->queries * D, 1.0f);
     for (int l = 0; l < cfg->dec_blocks; l++) attn_tf_block_init_weights(&m->dec[l], &r);
     attn__nmt_xavier(&r, m->cls_w, m->K1, cfg->dim);
     attn__nmt_xavier(&r, m->fc1_w, cfg->dim, cfg->dim);
@@ -217,20 +213,6 @@ attn_status attn_detr_init(attn_detr *m, const attn_ctx *ctx, const attn_detr_co
     memset(m->fc1_b, 0, sizeof(float) * D);
     memset(m->fc2_b, 0, sizeof(float) * 4);
     return ATTN_OK;
-}
-
-/* y (B,n,D) = x (B,n,D) plus P (n,D) per batch row. */
-static void add_rows(float *y, const float *x, const float *P, int B, int n, int D) {
-    const size_t nd = (size_t)n * D;
-    for (int b = 0; b < B; b++)
-        for (size_t i = 0; i < nd; i++) y[(size_t)b * nd + i] = x[(size_t)b * nd + i] + P[i];
-}
-
-/* dP (n,D) += Σ_b dy (B,n,D) */
-static void sum_rows(float *dP, const float *dy, int B, int n, int D) {
-    const size_t nd = (size_t)n * D;
-    for (int b = 0; b < B; b++)
-        for (size_t i = 0; i < nd; i++) dP[i] += dy[(size_t)b * nd + i];
 }
 
 /* One shard's forward over B canvases: logits (B,Q,K+1), boxes (B,Q,4), cross (B,H,Q,Np) or NULL. */
@@ -245,7 +227,7 @@ static attn_status shard_forward(attn_detr *s, const float *x, int B, float *log
     if ((st = attn_patch_embed_forward(&s->patch, a.patch_cache, a.patch_cache_n * sizeof(float), a.ge1, x, B)) !=
         ATTN_OK)
         return st;
-    add_rows(a.ex, a.ge1, s->pos, B, Np, D);
+    attn__nmt_add_rows(a.ex, a.ge1, s->pos, B, Np, D);
     for (int l = 0; l < Le; l++)
         if ((st = attn_tf_block_forward(&s->ctx, &s->enc[l], a.enc_cache + (size_t)l * a.enc_cache_n,
                                         a.enc_cache_n * sizeof(float), a.ex + (size_t)(l + 1) * es, NULL,
@@ -300,7 +282,7 @@ static attn_status shard_backward(attn_detr *s, const float *x, int B, const flo
             return st;
         float *tmp = g; g = h; h = tmp;
     }
-    sum_rows(s->dquery, g, B, Q, D);
+    attn__nmt_sum_rows(s->dquery, g, B, Q, D);
     g = a.denc;
     for (int l = Le - 1; l >= 0; l--) {
         float *dst = g == a.ge1 ? a.ge2 : a.ge1;
@@ -311,7 +293,7 @@ static attn_status shard_backward(attn_detr *s, const float *x, int B, const flo
             return st;
         g = dst;
     }
-    sum_rows(s->dpos, g, B, Np, D);
+    attn__nmt_sum_rows(s->dpos, g, B, Np, D);
     return attn_patch_embed_backward(&s->patch, a.patch_cache, a.patch_cache_n * sizeof(float), NULL, g, x, B);
 }
 
@@ -481,19 +463,8 @@ attn_status attn_detr_load(attn_detr *m, attn_adam *opt, const attn_ctx *ctx, co
     attn__nmt_named t[DETR_MAX_TENSORS];
     int n = detr_list(m, t);
     st = attn__nmt_read_tensors(&f, path, t, n, err, err_size);
-    if (st == ATTN_OK && opt) {
-        if (!attn_st_find(&f, "optimizer.m")) {
-            attn__set_err(err, err_size, "%s: no optimizer state (tensors optimizer.m, optimizer.v) to resume from",
-                          path);
-            st = ATTN_ERR_FORMAT;
-        } else if ((st = attn_adam_alloc(opt, m->n_params, 0.0f)) == ATTN_OK) {
-            n = attn__nmt_add(t, 0, "optimizer.m", opt->m, 1, (int64_t)m->n_params, 0);
-            n = attn__nmt_add(t, n, "optimizer.v", opt->v, 1, (int64_t)m->n_params, 0);
-            st = attn__nmt_read_tensors(&f, path, t, n, err, err_size);
-            opt->t = (int64_t)v[DETR_N_META - 1];
-            if (st != ATTN_OK) attn_adam_free(opt);
-        }
-    }
+    if (st == ATTN_OK && opt)
+        st = attn__nmt_read_optimizer(&f, path, opt, m->n_params, (int64_t)v[DETR_N_META - 1], err, err_size);
     attn_st_free(&f);
     if (st != ATTN_OK) attn_detr_free(m);
     return st;
