@@ -490,6 +490,7 @@ expect_rc 2 "detect train --queries 2" "$attn" detect train $dq --queries 2
 expect_rc 2 "detect train --lr 0" "$attn" detect train $dq --lr 0
 expect_rc 2 "detect train --max-steps -1" "$attn" detect train $dq --max-steps -1
 expect_rc 2 "detect eval --canvases 0" "$attn" detect eval --data "$vd" --out "$tmp/do" --canvases 0
+expect_rc 2 "detect eval --threshold 2" "$attn" detect eval --data "$vd" --out "$tmp/do" --threshold 2
 expect_rc 1 "detect train --data nowhere" "$attn" detect train --data "$tmp/nowhere" --out "$tmp/do0"
 grep -q "dataset-fashion-mnist" $out || bad "detect train --data nowhere does not say what to install"
 expect_rc 1 "detect train --out (a file)" "$attn" detect train $dq --out "$vd/train-images-idx3-ubyte.gz"

@@ -16,8 +16,10 @@
  *   predict  detects on test canvas N; with --png draws the canvas with the predicted boxes and, for each
  *            query that found an object, its cross-attention (last decoder block, mean over heads).
  *
- * Scoring: a query predicts an object when its most likely class is not "no object". Per canvas the
- * predictions are matched one to one to the true items by the Hungarian method on -IoU; a matched pair is
+ * Scoring: a query predicts an object when its most likely real class is more likely than "no object"
+ * (DETR's argmax) and, with --threshold X > 0, has probability >= X (a confidence cut as DETR's demo
+ * notebooks make; default 0: none). Per canvas the predictions are matched one to one to the true items by
+ * the Hungarian method on -IoU; a matched pair is
  * a true positive when IoU >= 0.5 and the classes agree. f1 = 2·TP / (predictions + items); mean_iou is
  * the mean IoU of the matched pairs (whatever their class), so it measures the boxes alone.
  *
@@ -48,7 +50,7 @@ typedef struct detect_flags {
     const char *data, *out, *ckpt, *png, *plot;
     int epochs, batch, threads, limit, resume, warmup, canvases, val, max_steps;
     int patch, queries, dim, heads, ffn, enc_blocks, dec_blocks;
-    float lr, wd, clip;
+    float lr, wd, clip, threshold;
     uint64_t seed;
 } detect_flags;
 
@@ -87,15 +89,18 @@ static double box_iou(const float *a, const float *b) {
     return u > 0 ? in / u : 0;
 }
 
-/* The predictions of query row q (K+1 logits): its class (K: none) and that class's probability. */
-static int query_class(const float *logits, int K1, float *prob) {
+/* What a query (K+1 logits, the last "no object") predicts: its most likely real class when that class is
+ * more likely than "no object" and its probability is at least thr; else -1. prob (or NULL) gets that
+ * class's probability. */
+static int query_object(const float *logits, int K1, float thr, float *prob) {
     int best = 0;
     double mx = logits[0], s = 0;
-    for (int k = 1; k < K1; k++) if (logits[k] > logits[best]) best = k;
-    mx = logits[best];
+    for (int k = 1; k < K1; k++) if (logits[k] > mx) mx = logits[k];
+    for (int k = 1; k < K1 - 1; k++) if (logits[k] > logits[best]) best = k;
     for (int k = 0; k < K1; k++) s += exp((double)logits[k] - mx);
-    if (prob) *prob = (float)(1.0 / s);
-    return best;
+    const double p = exp((double)logits[best] - mx) / s;
+    if (prob) *prob = (float)p;
+    return logits[best] > logits[K1 - 1] && p >= thr ? best : -1;
 }
 
 typedef struct detect_score {
@@ -104,12 +109,12 @@ typedef struct detect_score {
 } detect_score;
 
 /* Scores one canvas: Q queries' logits and boxes against the scene (see the header). */
-static int score_canvas(detect_score *r, const float *logits, const float *boxes, int Q, int K1,
+static int score_canvas(detect_score *r, const float *logits, const float *boxes, int Q, int K1, float thr,
                         const attn_detr_scene *sc) {
     int used[64], n = 0, match[64];
     float cost[64 * ATTN_DETR_MAX_ITEMS];
     for (int q = 0; q < Q && n < 64; q++)
-        if (query_class(logits + (size_t)q * K1, K1, NULL) != K1 - 1) used[n++] = q;
+        if (query_object(logits + (size_t)q * K1, K1, thr, NULL) >= 0) used[n++] = q;
     r->preds += n;
     r->items += sc->n;
     if (!n || !sc->n) return 0;
@@ -126,14 +131,14 @@ static int score_canvas(detect_score *r, const float *logits, const float *boxes
         const double iou = -cost[i * sc->n + j];
         r->matched++;
         r->iou_sum += iou;
-        r->tp += iou >= 0.5 && query_class(logits + (size_t)used[i] * K1, K1, NULL) == sc->labels[j];
+        r->tp += iou >= 0.5 && query_object(logits + (size_t)used[i] * K1, K1, thr, NULL) == sc->labels[j];
     }
     return 0;
 }
 
 /* f1 and mean_iou over n test canvases, EVAL_BATCH at a time (progress when long). */
-static int evaluate(attn_detr *m, const attn_fmnist_split *s, uint64_t seed, int n, double *f1, double *miou,
-                    int verbose) {
+static int evaluate(attn_detr *m, const attn_fmnist_split *s, uint64_t seed, int n, float thr, double *f1,
+                    double *miou, int verbose) {
     const int Bm = m->cfg.max_batch < EVAL_BATCH ? m->cfg.max_batch : EVAL_BATCH, Q = m->cfg.queries, K1 = m->K1;
     const size_t px = (size_t)CANVAS * CANVAS;
     float *x = malloc(sizeof(float) * Bm * px), *logits = malloc(sizeof(float) * (size_t)Bm * Q * K1);
@@ -151,7 +156,7 @@ static int evaluate(attn_detr *m, const attn_fmnist_split *s, uint64_t seed, int
         if (rc) break;
         if ((st = attn_detr_forward(m, logits, boxes, NULL, x, B)) != ATTN_OK) { rc = cli_fail(st, "detect: forward"); break; }
         for (int b = 0; b < B && !rc; b++)
-            rc = score_canvas(&r, logits + (size_t)b * Q * K1, boxes + (size_t)b * Q * 4, Q, K1, &sc[b]);
+            rc = score_canvas(&r, logits + (size_t)b * Q * K1, boxes + (size_t)b * Q * 4, Q, K1, thr, &sc[b]);
         const double now = cli_now();
         if (verbose && (lo + B == n || now - last > 15.0)) {
             fprintf(stderr, "  %d/%d canvases - %.1fs\n", lo + B, n, now - t0);
@@ -351,7 +356,7 @@ static int detect_train(detect_flags *f, int epochs_given, int steps_given) {
         if (tty) fputc('\n', stderr);
         const double t_train = cli_now() - t0, t1 = cli_now();
         double f1, miou;
-        if (evaluate(&m, &d.test, test_seed(f->seed), f->val, &f1, &miou, 0)) { rc = 1; break; }
+        if (evaluate(&m, &d.test, test_seed(f->seed), f->val, f->threshold, &f1, &miou, 0)) { rc = 1; break; }
         const double t_val = cli_now() - t1, ep = (double)(g + 1) / steps;
         printf("Epoch %.4g/%d - %.1fs (train %.1fs, check %.1fs) - lr %.3g - loss: %.4f (ce %.4f l1 %.4f giou %.4f) - "
                "f1: %.3f - mean_iou: %.3f (%d test canvases)\n", ep, f->epochs, t_train + t_val, t_train, t_val,
@@ -399,7 +404,7 @@ static int detect_eval(const detect_flags *f) {
     attn_fmnist d;
     if (load_data(&d, f)) { attn_detr_free(&m); return 1; }
     double f1, miou, t0 = cli_now();
-    int rc = evaluate(&m, &d.test, test_seed(f->seed), f->canvases, &f1, &miou, 1);
+    int rc = evaluate(&m, &d.test, test_seed(f->seed), f->canvases, f->threshold, &f1, &miou, 1);
     if (!rc) {
         fprintf(stderr, "attn: detect: %d test canvases (seed %" PRIu64 ") in %.1f s\n", f->canvases, f->seed,
                 cli_now() - t0);
@@ -457,8 +462,8 @@ static int detect_predict(const detect_flags *f, const cli_cmd *cmd, const char 
         hi += 0.5f;      /* the outlines a little brighter than any pixel */
         for (int q = 0; q < Q; q++) {
             float p;
-            const int cl = query_class(logits + (size_t)q * K1, K1, &p);
-            if (cl == K1 - 1) continue;
+            const int cl = query_object(logits + (size_t)q * K1, K1, f->threshold, &p);
+            if (cl < 0) continue;
             const float *b = boxes + (size_t)q * 4;
             double best = 0;
             for (int i = 0; i < sc.n; i++) best = fmax(best, box_iou(b, sc.boxes[i]));
@@ -475,7 +480,7 @@ static int detect_predict(const detect_flags *f, const cli_cmd *cmd, const char 
         if (!n_used) printf("  no query found an object\n");
         if (f->png) {
             for (int q = 0; q < Q; q++)
-                if (query_class(logits + (size_t)q * K1, K1, NULL) != K1 - 1) draw_box(x, boxes + (size_t)q * 4, hi);
+                if (query_object(logits + (size_t)q * K1, K1, f->threshold, NULL) >= 0) draw_box(x, boxes + (size_t)q * 4, hi);
             snprintf(cap[0], 96, "canvas %ld with %d predicted box%s", idx, n_used, n_used == 1 ? "" : "es");
             for (int i = 0; i <= n_used; i++) caps[i] = cap[i];
             char title[200];
@@ -507,7 +512,7 @@ int cmd_detect(int argc, char **argv) {
     detect_flags f = {.data = ATTN_FMNIST_DEFAULT_DIR, .out = "detect_out", .epochs = 0, .batch = 64, .warmup = 1,
                       .canvases = -1, .val = 500, .max_steps = 0, .patch = 7, .queries = 8, .dim = 64, .heads = 4,
                       .ffn = 128, .enc_blocks = 2, .dec_blocks = 2, .lr = 1e-3f, .wd = 1e-4f, .clip = 0.1f,
-                      .seed = 1};
+                      .threshold = 0.0f, .seed = 1};
     const char *sub = argc >= 2 ? argv[1] : NULL;
     const cli_opt train_opts[] = {
         {"data", CLI_STR, &f.data, "DIR", "the folder of the Fashion-MNIST IDX files (.gz or not)"},
@@ -516,6 +521,7 @@ int cmd_detect(int argc, char **argv) {
         {"max-steps", CLI_INT, &f.max_steps, "N", "stop after N optimizer steps in all (0: none); the schedule ends there"},
         {"canvases", CLI_INT, &f.canvases, "N", "training canvases per epoch, new ones every epoch (default 20000)"},
         {"val", CLI_INT, &f.val, "N", "test canvases checked after every epoch"},
+        {"threshold", CLI_FLOAT, &f.threshold, "X", "a query predicts an object when its class is above no object and has probability >= X"},
         {"batch", CLI_INT, &f.batch, "N", "batch size"},
         {"lr", CLI_FLOAT, &f.lr, "X", "AdamW's peak learning rate (after the warm-up; cosine decay to 1% of it)"},
         {"wd", CLI_FLOAT, &f.wd, "X", "AdamW's decoupled weight decay"},
@@ -539,6 +545,7 @@ int cmd_detect(int argc, char **argv) {
         {"out", CLI_STR, &f.out, "DIR", "where the checkpoint is"},
         {"ckpt", CLI_STR, &f.ckpt, "FILE", "the checkpoint (default --out/" CKPT_NAME ")"},
         {"canvases", CLI_INT, &f.canvases, "N", "test canvases (default 2000)"},
+        {"threshold", CLI_FLOAT, &f.threshold, "X", "a query predicts an object when its class is above no object and has probability >= X"},
         {"seed", CLI_U64, &f.seed, "N", "seed of the test canvases"},
         {"limit", CLI_INT, &f.limit, "N", "only the first N images of each split (0 = all)"},
         {"threads", CLI_INT, &f.threads, "N", "threads (0 = all cores)"},
@@ -549,6 +556,7 @@ int cmd_detect(int argc, char **argv) {
         {"ckpt", CLI_STR, &f.ckpt, "FILE", "the checkpoint (default --out/" CKPT_NAME ")"},
         {"seed", CLI_U64, &f.seed, "N", "seed of the test canvases"},
         {"png", CLI_STR, &f.png, "FILE", "draw the canvas, the predicted boxes and each query's cross-attention"},
+        {"threshold", CLI_FLOAT, &f.threshold, "X", "a query predicts an object when its class is above no object and has probability >= X"},
         {"limit", CLI_INT, &f.limit, "N", "only the first N images of each split (0 = all)"},
         {"threads", CLI_INT, &f.threads, "N", "threads (0 = all cores)"},
     };
@@ -602,8 +610,8 @@ int cmd_detect(int argc, char **argv) {
         return 2;
     }
     if (!(f.lr > 0.0f) || !isfinite(f.lr) || !(f.wd >= 0.0f) || !isfinite(f.wd) || !(f.clip >= 0.0f) ||
-        !isfinite(f.clip)) {
-        fprintf(stderr, "attn: detect: --lr must be > 0, --wd and --clip >= 0 (finite)\n\n");
+        !isfinite(f.clip) || !(f.threshold >= 0.0f && f.threshold <= 1.0f)) {
+        fprintf(stderr, "attn: detect: --lr must be > 0, --wd and --clip >= 0 (finite), --threshold in [0,1]\n\n");
         cli_usage(&cmds[which], stderr);
         return 2;
     }
