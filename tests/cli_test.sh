@@ -13,7 +13,7 @@ expect_rc() {  # expected-rc description command...
 expect_rc 0 "attn --help" "$attn" --help
 expect_rc 2 "attn with no command" "$attn"
 expect_rc 2 "unknown command" "$attn" frobnicate
-for c in demo score bench imdb translate plot vision caption; do
+for c in demo score bench imdb translate plot vision caption detect; do
   expect_rc 0 "attn $c --help" "$attn" $c --help
   grep -q "usage: attn $c" /tmp/attn_cli_out.$$ || bad "attn $c --help prints no usage"
 done
@@ -501,6 +501,37 @@ expect_rc 2 "caption predict abc" "$attn" caption predict --data "$vd" --out "$t
 expect_rc 2 "caption predict (no index)" "$attn" caption predict --data "$vd" --out "$tmp/co"
 expect_rc 1 "caption eval --out nowhere" "$attn" caption eval --data "$vd" --out "$tmp/nowhere"
 grep -q "attn caption train" $out || bad "caption eval --out nowhere does not say how to train a model"
+
+# detect: the same fixture on 56x56 canvases of 1-3 items.
+dq="--data $vd --out $tmp/do --batch 8 --threads 1 --canvases 16 --val 8 --dim 8 --heads 2 --ffn 8 --queries 4 --enc-blocks 1 --dec-blocks 1"
+expect_rc 2 "detect (no subcommand)" "$attn" detect
+expect_rc 2 "detect frobnicate" "$attn" detect frobnicate
+expect_rc 2 "detect train --bogus" "$attn" detect train --bogus
+grep -q "usage: attn detect train" $out || bad "detect train --bogus prints no usage"
+expect_rc 2 "detect train --patch 5" "$attn" detect train $dq --patch 5
+expect_rc 2 "detect train --heads 3" "$attn" detect train $dq --heads 3
+expect_rc 2 "detect train --queries 2" "$attn" detect train $dq --queries 2
+expect_rc 2 "detect train --lr 0" "$attn" detect train $dq --lr 0
+expect_rc 2 "detect train --max-steps -1" "$attn" detect train $dq --max-steps -1
+expect_rc 2 "detect eval --canvases 0" "$attn" detect eval --data "$vd" --out "$tmp/do" --canvases 0
+expect_rc 2 "detect eval --threshold 2" "$attn" detect eval --data "$vd" --out "$tmp/do" --threshold 2
+expect_rc 1 "detect train --data nowhere" "$attn" detect train --data "$tmp/nowhere" --out "$tmp/do0"
+grep -q "dataset-fashion-mnist" $out || bad "detect train --data nowhere does not say what to install"
+expect_rc 1 "detect train --out (a file)" "$attn" detect train $dq --out "$vd/train-images-idx3-ubyte.gz"
+expect_rc 0 "detect train (fixture)" "$attn" detect train $dq --epochs 2 --max-steps 3
+grep -q "f1: .* mean_iou: " $out || bad "detect train prints no f1 and mean_iou"
+[ -f "$tmp/do/detr.safetensors" ] && [ -f "$tmp/do/detr_history.csv" ] || bad "detect train wrote no checkpoint or history"
+expect_rc 0 "detect train --resume" "$attn" detect train --data "$vd" --out "$tmp/do" --threads 1 --resume --max-steps 4
+grep -q "resuming .* at step 3" $out || bad "detect train --resume does not say where it resumes"
+expect_rc 1 "detect train --resume (done)" "$attn" detect train --data "$vd" --out "$tmp/do" --threads 1 --resume
+expect_rc 0 "detect eval" "$attn" detect eval --data "$vd" --out "$tmp/do" --canvases 20
+grep -q "^f1 [01]\.[0-9][0-9][0-9] mean_iou [01]\.[0-9][0-9][0-9]$" $out || bad "detect eval prints no 'f1 0.xxx mean_iou 0.xxx' line"
+expect_rc 0 "detect predict --png" "$attn" detect predict --data "$vd" --out "$tmp/do" --png "$tmp/dp.png" 3
+[ -s "$tmp/dp.png" ] || bad "detect predict --png wrote no picture"
+expect_rc 2 "detect predict abc" "$attn" detect predict --data "$vd" --out "$tmp/do" abc
+expect_rc 2 "detect predict (no index)" "$attn" detect predict --data "$vd" --out "$tmp/do"
+expect_rc 1 "detect eval --out nowhere" "$attn" detect eval --data "$vd" --out "$tmp/nowhere"
+grep -q "attn detect train" $out || bad "detect eval --out nowhere does not say how to train a model"
 
 # Under an address-space limit OpenBLAS hung instead of failing: the program goes single-threaded.
 if [ -z "$ATTN_SANITIZED" ]; then

@@ -18,13 +18,15 @@
  * Boxes are 4 floats (cx, cy, w, h), w and h >= 0 (DETR's are sigmoid outputs in [0, 1]); a box with
  * w or h < 0, or anything not finite, is refused (ATTN_ERR_ARG). Backward calls accumulate into dpred
  * and give no gradient to the targets. None of these calls allocates or starts threads. Includes
- * data.h and layers.h.
+ * transformer.h (and so data.h and layers.h).
+ *
+ * The detector (attn_detr, at the end) is DETR's shape at a small size: a ViT-style patch encoder and a
+ * decoder of Q learned object queries, each predicting a class (or "no object") and a box.
  */
 #ifndef ATTN_DETR_H
 #define ATTN_DETR_H
 
-#include "data.h"
-#include "layers.h"
+#include "transformer.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -117,6 +119,96 @@ typedef struct attn_detr_scene {
 
 attn_status attn_detr_canvas(uint8_t *canvas, attn_detr_scene *scene, const attn_fmnist_split *split, int S,
                              int max_items, uint64_t seed, uint64_t index);
+
+/* ---------------------------------------------------------------------------------------------------
+ * The detector: B grey canvases (S,S) (already normalized), patch size P, Np = (S/P)² patches, Q object
+ * queries, K classes (K+1 logits, the last "no object"), width D, H heads, feed-forward F.
+ *
+ *   enc    = encoder_blocks(patch_embed(canvas) + pos_embed)                  (B,Np,D)
+ *   dec    = decoder_blocks(query_embed, enc)                                  (B,Q,D)
+ *   logits = class_head(dec)                                                   (B,Q,K+1)
+ *   boxes  = sigmoid(box.fc2(relu(box.fc1(dec))))                              (B,Q,4) as (cx, cy, w, h)
+ *
+ * The blocks are attn/transformer.h's (post-norm, bias-free attention); the decoder blocks run with
+ * full_self = 1, so the queries' self-attention is not causal, then cross-attend to the patches. Every
+ * attention runs through attn_sdpa_*. The loss is attn_detr_loss on the batch (crit, default 1, 5, 2 and
+ * "no object" 0.1). No dropout.
+ *
+ * Every call splits the batch into ATTN_DETR_SHARDS fixed parts of ceil(B / shards) canvases, each run by
+ * one thread on its own activations and gradients (summed in shard order); the criterion runs once on the
+ * whole batch between the shards' forward and backward, since its denominators are batch totals. Results
+ * do not depend on the thread count.
+ *
+ * Parameters live in one slab, in this order (the checkpoint's names): patch_embed.weight (D,P·P),
+ * patch_embed.bias (D), pos_embed (Np,D), encoder.blocks.{i} (attn_tf_block's order), query_embed (Q,D),
+ * decoder.blocks.{i}, class_head.weight (K+1,D), class_head.bias (K+1), box_head.fc1.weight (D,D),
+ * box_head.fc1.bias (D), box_head.fc2.weight (4,D), box_head.fc2.bias (4). init: patch embedding as
+ * Conv2d's default, positions N(0, 0.02²), queries N(0,1) (nn.Embedding's), blocks as
+ * attn_tf_block_init_weights, the heads Xavier-uniform with zero biases.
+ */
+#define ATTN_DETR_MAX_BLOCKS 8
+#define ATTN_DETR_SHARDS 2
+
+typedef struct attn_detr_config {
+    int image, patch;            /* S, P */
+    int queries, classes;        /* Q, K */
+    int dim, heads, ffn;         /* D, H, F */
+    int enc_blocks, dec_blocks;  /* >= 0 and >= 1 */
+    int max_batch;               /* the largest B a call takes */
+} attn_detr_config;
+
+/* 56, 7; 8, 10; 64, 4, 128; 2, 2; 64. */
+void attn_detr_config_default(attn_detr_config *c);
+/* Sizes >= 1 (enc_blocks >= 0), S % P == 0, D % H == 0, blocks at most ATTN_DETR_MAX_BLOCKS:
+ * ATTN_ERR_SIZE or ATTN_ERR_SHAPE otherwise. */
+attn_status attn_detr_config_check(const attn_detr_config *c);
+
+typedef struct attn_detr {
+    attn_detr_config cfg;
+    int Np, K1;                  /* patches, logits per query (K+1) */
+    attn_ctx ctx;
+    attn_detr_criterion crit;    /* the loss's weights: attn_detr_criterion_default after init or load */
+    float *params, *grads;       /* the slab: n_params each */
+    size_t n_params;
+    attn_patch_embed patch;
+    float *pos, *dpos;           /* (Np,D) */
+    attn_tf_block enc[ATTN_DETR_MAX_BLOCKS], dec[ATTN_DETR_MAX_BLOCKS];
+    float *query, *dquery;       /* (Q,D) */
+    float *cls_w, *cls_b, *dcls_w, *dcls_b;       /* (K+1,D) (K+1) */
+    float *fc1_w, *fc1_b, *dfc1_w, *dfc1_b;       /* (D,D) (D) */
+    float *fc2_w, *fc2_b, *dfc2_w, *dfc2_b;       /* (4,D) (4) */
+    float *acts;                 /* a shard: its activations; the model: outputs, their gradients, matching */
+    size_t acts_floats;
+    struct attn_detr *shards;    /* ATTN_DETR_SHARDS, sharing params, each with its own grads and acts */
+    int n_shards;
+} attn_detr;
+
+attn_status attn_detr_init(attn_detr *m, const attn_ctx *ctx, const attn_detr_config *cfg, uint64_t seed);
+void        attn_detr_free(attn_detr *m);
+
+/* Inference: logits (B,Q,K+1), boxes (B,Q,4) written; cross (B,H,Q,Np) or NULL: the last decoder block's
+ * cross-attention weights of every query and head over the patches. */
+attn_status attn_detr_forward(attn_detr *m, float *logits, float *boxes, float *cross, const float *canvases, int B);
+
+/* The set loss of a batch and its gradient (m->grads overwritten). Targets as attn_detr_loss takes them:
+ * n_targets (B), each 0..Q, labels and tboxes (cx, cy, w, h) of image after image. *loss the weighted
+ * total, losses (3, or NULL) ce, l1, giou. */
+attn_status attn_detr_loss_grad(attn_detr *m, const float *canvases, const int *n_targets, const int *labels,
+                                const float *tboxes, int B, float *loss, float *losses);
+
+/* loss_grad, then clip the global gradient norm to clip (<= 0: none) and one opt step. */
+attn_status attn_detr_train_step(attn_detr *m, attn_adam *opt, const float *canvases, const int *n_targets,
+                                 const int *labels, const float *tboxes, int B, float clip, float *loss,
+                                 float *losses);
+
+/* Checkpoint (safetensors, atomic), as attn_caption_save / _load: the tensors under their names, the
+ * config in the metadata (model = "detr"), with opt its moments and step, n_extra (<= 32) more metadata
+ * pairs. load allocates m for max_batch canvases; with opt non-NULL it allocates *opt with the saved
+ * moments (ATTN_ERR_FORMAT when the file has none). */
+attn_status attn_detr_save(const attn_detr *m, const attn_adam *opt, const char *const *keys,
+                           const char *const *vals, int n_extra, const char *path, char *err, size_t err_size);
+attn_status attn_detr_load(attn_detr *m, attn_adam *opt, const attn_ctx *ctx, const char *path, int max_batch,
+                           char *err, size_t err_size);
 
 #ifdef __cplusplus
 }

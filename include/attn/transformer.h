@@ -57,6 +57,9 @@ typedef struct attn_tf_block_tensors {
 
 typedef struct attn_tf_block {
     int D, F, H, decoder;
+    int full_self;               /* decoder only: 1 lets every position attend to every other in the self-
+                                    attention (DETR's object queries) instead of causally; 0 after bind. The
+                                    cached step (attn_tf_block_step) is causal whatever it says */
     float dropout;               /* attention weights and every add & norm, in [0,1) */
     attn_tf_block_tensors w;     /* the parameters: views into params */
     attn_tf_block_tensors g;     /* their gradients: views into grads at the same offsets (NULL without) */

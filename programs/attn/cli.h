@@ -217,5 +217,6 @@ int cmd_translate(int argc, char **argv);
 int cmd_plot(int argc, char **argv);
 int cmd_vision(int argc, char **argv);
 int cmd_caption(int argc, char **argv);
+int cmd_detect(int argc, char **argv);
 
 #endif /* ATTN_CLI_H */

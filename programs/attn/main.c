@@ -21,6 +21,7 @@ static const command commands[] = {
     {"translate", cmd_translate, "English-French translation with Bahdanau attention: train, predict, bleu"},
     {"vision",    cmd_vision,    "a Vision Transformer on Fashion-MNIST: train, eval, predict (attention over the image)"},
     {"caption",   cmd_caption,   "image to text on Fashion-MNIST strips: train, eval, predict (each word's cross-attention)"},
+    {"detect",    cmd_detect,    "DETR-style detection on Fashion-MNIST canvases: train, eval, predict (each query's cross-attention)"},
     {"plot",      cmd_plot,      "draw a training history (the CSV beside a checkpoint) as curves"},
 };
 #define N_COMMANDS (int)(sizeof commands / sizeof commands[0])

@@ -136,10 +136,6 @@ static attn_status cap_alloc(attn_caption *m, const attn_ctx *ctx, const attn_ca
     return ATTN_OK;
 }
 
-static void normal_fill(attn_rng *r, float *x, size_t n, float std) {
-    for (size_t i = 0; i < n; i++) x[i] = std * attn_rng_normal(r);
-}
-
 attn_status attn_caption_init(attn_caption *m, const attn_ctx *ctx, const attn_caption_config *cfg, uint64_t seed) {
     if (!m || !cfg) return ATTN_ERR_NULL;
     attn_status st = cap_alloc(m, ctx, cfg);
@@ -148,10 +144,10 @@ attn_status attn_caption_init(attn_caption *m, const attn_ctx *ctx, const attn_c
     attn_rng r;
     attn_rng_seed(&r, seed);
     attn_patch_embed_init_weights(&m->patch, &r);
-    normal_fill(&r, m->pos, (size_t)m->Np * D, 0.02f);
+    attn__nmt_normal(&r, m->pos, (size_t)m->Np * D, 0.02f);
     for (int l = 0; l < cfg->enc_blocks; l++) attn_tf_block_init_weights(&m->enc[l], &r);
-    normal_fill(&r, m->emb, (size_t)m->V * D, 1.0f);
-    normal_fill(&r, m->dec_pos, (size_t)m->T * D, 0.02f);
+    attn__nmt_normal(&r, m->emb, (size_t)m->V * D, 1.0f);
+    attn__nmt_normal(&r, m->dec_pos, (size_t)m->T * D, 0.02f);
     for (int l = 0; l < cfg->dec_blocks; l++) attn_tf_block_init_weights(&m->dec[l], &r);
     attn__nmt_xavier(&r, m->head_w, m->V, cfg->dim);
     memset(m->head_b, 0, sizeof(float) * (size_t)m->V);
@@ -163,20 +159,6 @@ static void cap_acts_get(const attn_caption *m, cap_acts *a) {
     cap_carve(m, (float *)(((uintptr_t)m->acts + 63) & ~(uintptr_t)63), a);
 }
 
-/* x (N,D) = y (B,n,D) rows plus P (n,D) per batch row. */
-static void add_rows(float *y, const float *x, const float *P, int B, int n, int D) {
-    const size_t nd = (size_t)n * D;
-    for (int b = 0; b < B; b++)
-        for (size_t i = 0; i < nd; i++) y[(size_t)b * nd + i] = x[(size_t)b * nd + i] + P[i];
-}
-
-/* dP (n,D) += Σ_b dy (B,n,D) */
-static void sum_rows(float *dP, const float *dy, int B, int n, int D) {
-    const size_t nd = (size_t)n * D;
-    for (int b = 0; b < B; b++)
-        for (size_t i = 0; i < nd; i++) dP[i] += dy[(size_t)b * nd + i];
-}
-
 /* The encoder over B strips: a.ex[Le] gets its output (B,Np,D). */
 static attn_status cap_encode(attn_caption *m, cap_acts *a, const float *strips, int B) {
     const int D = m->cfg.dim, Np = m->Np, Le = m->cfg.enc_blocks;
@@ -186,7 +168,7 @@ static attn_status cap_encode(attn_caption *m, cap_acts *a, const float *strips,
     if ((st = attn_patch_embed_forward(&m->patch, a->patch_cache, a->patch_cache_n * sizeof(float), a->ge1, strips,
                                        B)) != ATTN_OK)
         return st;
-    add_rows(a->ex, a->ge1, m->pos, B, Np, D);
+    attn__nmt_add_rows(a->ex, a->ge1, m->pos, B, Np, D);
     for (int l = 0; l < Le; l++)
         if ((st = attn_tf_block_forward(&m->ctx, &m->enc[l], a->enc_cache + (size_t)l * a->enc_cache_n,
                                         a->enc_cache_n * sizeof(float), a->ex + (size_t)(l + 1) * stride, NULL,
@@ -219,7 +201,7 @@ attn_status attn_caption_loss_grad(attn_caption *m, const float *strips, const i
     const size_t es = (size_t)c->max_batch * Np * D, ds = (size_t)c->max_batch * T * D;
     const float *enc = a.ex + (size_t)Le * es;
     if ((st = attn_embedding_forward(a.gd1, a.ids, m->emb, Nd, V, D)) != ATTN_OK) return st;
-    add_rows(a.dx, a.gd1, m->dec_pos, B, T, D);
+    attn__nmt_add_rows(a.dx, a.gd1, m->dec_pos, B, T, D);
     for (int l = 0; l < Ld; l++)
         if ((st = attn_tf_block_forward(&m->ctx, &m->dec[l], a.dec_cache + (size_t)l * a.dec_cache_n,
                                         a.dec_cache_n * sizeof(float), a.dx + (size_t)(l + 1) * ds, NULL,
@@ -249,7 +231,7 @@ attn_status attn_caption_loss_grad(attn_caption *m, const float *strips, const i
             return st;
         float *tmp = g; g = h; h = tmp;
     }
-    sum_rows(m->ddec_pos, g, B, T, D);
+    attn__nmt_sum_rows(m->ddec_pos, g, B, T, D);
     if ((st = attn_embedding_backward(m->demb, g, a.ids, Nd, V, D)) != ATTN_OK) return st;
     g = a.denc;
     for (int l = Le - 1; l >= 0; l--) {
@@ -261,7 +243,7 @@ attn_status attn_caption_loss_grad(attn_caption *m, const float *strips, const i
             return st;
         g = dst;
     }
-    sum_rows(m->dpos, g, B, Np, D);
+    attn__nmt_sum_rows(m->dpos, g, B, Np, D);
     return attn_patch_embed_backward(&m->patch, a.patch_cache, a.patch_cache_n * sizeof(float), NULL, g, strips, B);
 }
 
@@ -440,19 +422,8 @@ attn_status attn_caption_load(attn_caption *m, attn_adam *opt, const attn_ctx *c
     attn__nmt_named t[CAP_MAX_TENSORS];
     int n = cap_list(m, t);
     st = attn__nmt_read_tensors(&f, path, t, n, err, err_size);
-    if (st == ATTN_OK && opt) {
-        if (!attn_st_find(&f, "optimizer.m")) {
-            attn__set_err(err, err_size, "%s: no optimizer state (tensors optimizer.m, optimizer.v) to resume from",
-                          path);
-            st = ATTN_ERR_FORMAT;
-        } else if ((st = attn_adam_alloc(opt, m->n_params, 0.0f)) == ATTN_OK) {
-            n = attn__nmt_add(t, 0, "optimizer.m", opt->m, 1, (int64_t)m->n_params, 0);
-            n = attn__nmt_add(t, n, "optimizer.v", opt->v, 1, (int64_t)m->n_params, 0);
-            st = attn__nmt_read_tensors(&f, path, t, n, err, err_size);
-            opt->t = (int64_t)v[CAP_N_META - 1];
-            if (st != ATTN_OK) attn_adam_free(opt);
-        }
-    }
+    if (st == ATTN_OK && opt)
+        st = attn__nmt_read_optimizer(&f, path, opt, m->n_params, (int64_t)v[CAP_N_META - 1], err, err_size);
     attn_st_free(&f);
     if (st != ATTN_OK) attn_caption_free(m);
     return st;

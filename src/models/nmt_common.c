@@ -153,3 +153,20 @@ attn_status attn__nmt_read_tensors(const attn_st_file *f, const char *path, cons
     }
     return st;
 }
+
+attn_status attn__nmt_read_optimizer(const attn_st_file *f, const char *path, attn_adam *opt, size_t n_params,
+                                     int64_t t, char *err, size_t err_size) {
+    if (!attn_st_find(f, "optimizer.m")) {
+        attn__set_err(err, err_size, "%s: no optimizer state (tensors optimizer.m, optimizer.v) to resume from", path);
+        return ATTN_ERR_FORMAT;
+    }
+    attn_status st = attn_adam_alloc(opt, n_params, 0.0f);
+    if (st != ATTN_OK) return st;
+    attn__nmt_named o[2];
+    int n = attn__nmt_add(o, 0, "optimizer.m", opt->m, 1, (int64_t)n_params, 0);
+    n = attn__nmt_add(o, n, "optimizer.v", opt->v, 1, (int64_t)n_params, 0);
+    st = attn__nmt_read_tensors(f, path, o, n, err, err_size);
+    opt->t = t;
+    if (st != ATTN_OK) attn_adam_free(opt);
+    return st;
+}

@@ -1,5 +1,6 @@
 /*
- * nmt_common.h — internal pieces shared by the translation models (seq2seq.c, transformer.c): the
+ * nmt_common.h — internal pieces shared by the translation models (seq2seq.c, transformer.c), and by the
+ * image models (caption.c, detr.c) for their checkpoints and token streams: the
  * sharded training epoch (shuffle, gather a batch, step on the model's shards, clip, Adam) and
  * checkpoints as a list of named float tensors plus numeric metadata. Not part of the public API.
  */
@@ -79,5 +80,30 @@ attn_status attn__nmt_meta_numbers(const attn_st_file *f, const char *path, cons
  * is finite: ATTN_ERR_FORMAT naming the path, the tensor and the element otherwise. */
 attn_status attn__nmt_read_tensors(const attn_st_file *f, const char *path, const attn__nmt_named *t, int n, char *err,
                                    size_t err_size);
+
+/* Allocates *opt for n_params and reads its moments (tensors optimizer.m, optimizer.v) from f, its step t:
+ * ATTN_ERR_FORMAT naming the path when the file has none (a checkpoint saved without the optimizer). *opt
+ * is freed again on any failure. */
+attn_status attn__nmt_read_optimizer(const attn_st_file *f, const char *path, attn_adam *opt, size_t n_params,
+                                     int64_t t, char *err, size_t err_size);
+
+/* The image models' token streams (caption.c, detr.c). y (B,n,D) = x (B,n,D) + P (n,D) in every batch row. */
+static inline void attn__nmt_add_rows(float *y, const float *x, const float *P, int B, int n, int D) {
+    const size_t nd = (size_t)n * D;
+    for (int b = 0; b < B; b++)
+        for (size_t i = 0; i < nd; i++) y[(size_t)b * nd + i] = x[(size_t)b * nd + i] + P[i];
+}
+
+/* dP (n,D) += Σ_b dy (B,n,D): the gradient of what attn__nmt_add_rows broadcast. */
+static inline void attn__nmt_sum_rows(float *dP, const float *dy, int B, int n, int D) {
+    const size_t nd = (size_t)n * D;
+    for (int b = 0; b < B; b++)
+        for (size_t i = 0; i < nd; i++) dP[i] += dy[(size_t)b * nd + i];
+}
+
+/* x (n) drawn from N(0, std²). */
+static inline void attn__nmt_normal(attn_rng *r, float *x, size_t n, float std) {
+    for (size_t i = 0; i < n; i++) x[i] = std * attn_rng_normal(r);
+}
 
 #endif

@@ -235,7 +235,7 @@ static void blk_masks(const attn_tf_block *b, const int32_t *src_lens, attn_mask
     memset(cross, 0, sizeof *cross);
     cross->valid_lens_kind = ATTN_VALID_LENS_PER_BATCH;
     cross->valid_lens = src_lens;
-    if (b->decoder) self->causal = 1;
+    if (b->decoder) self->causal = !b->full_self;     /* full_self: no mask among the queries */
     else *self = *cross;
 }
 
