@@ -43,7 +43,8 @@ void cli_usage(const cli_cmd *cmd, FILE *out) {
         fprintf(out, "  %-22s %s", left, o->help);
         value_text(o, now, sizeof now);
         const char *def = g_defaults.opts == cmd->opts && i < g_defaults.n ? g_defaults.text[i] : now;
-        if (*def) fprintf(out, " (default %s)", def);
+        /* a help that states its own default (a sentinel value meaning "what the command picks") keeps it */
+        if (*def && !strstr(o->help, "(default")) fprintf(out, " (default %s)", def);
         fputc('\n', out);
     }
     fprintf(out, "  %-22s %s\n", "-h, --help", "show this help and exit");
