@@ -10,15 +10,16 @@
  * Backward: the same tour of K, V; the fused backward, given the merged out and stats of the whole row,
  * computes each block's exact share of dQ (added in place) and of that block's dK, dV, added straight
  * into the block's accumulator, which then moves on to r + 1 while the next block's comes from r − 1
- * (MPI_Sendrecv in pieces, between steps). After N hops every accumulator is home.
+ * (whole, between steps, into the receive buffer the step left free). After N hops every accumulator is
+ * home. Between kernel calls MPI_Testall lets the step's blocks move, so the ranks need not keep step.
  *
  * Causal masks use the zig-zag shards (chunks r and 2N−1−r on rank r): a pair of chunks is either wholly
  * visible (key chunk before query chunk), causal on its diagonal (same chunk, only at step 0), or skipped.
  *
- * Memory per rank, besides the caller's tensors: one received key/value block (two when N > 2; plus one
- * packed copy of the rank's own when the caller's k, v are not contiguous), the kernel's workspace for
- * PIECE_ROWS rows, one call's partial out and stats; in the backward one dK/dV accumulator block instead
- * of the partial out. Nothing grows with the global T or S.
+ * Memory per rank, besides the caller's tensors: two received key/value blocks (one in the forward at
+ * N = 2; plus one packed copy of the rank's own when the caller's k, v are not contiguous), the kernel's
+ * workspace for PIECE_ROWS rows, one call's partial out and stats; in the backward one dK/dV accumulator
+ * block instead of the partial out. Nothing grows with the global T or S.
  */
 #include "attn/mpi.h"
 
@@ -27,10 +28,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { TAG_K = 0x6174, TAG_V = 0x6175, TAG_DKV = 0x6177 };
+enum { TAG_K = 0x6174, TAG_V = 0x6175, TAG_DK = 0x6176, TAG_DV = 0x6177 };
 
 #define PIECE_ROWS 8192          /* query rows per kernel call at most: bounds the backward's dQ slots */
-#define XCHG_MIN 65536           /* the accumulator's exchange: pieces of an eighth of it, at least 256 KiB */
 
 #define ALIGN 64
 
@@ -56,7 +56,7 @@ typedef struct plan {
     int Tc, Sc;                  /* rows per chunk */
     int P;                       /* query rows per kernel call at most */
     int packed;                  /* the caller's k and v are already in the block layout */
-    int nrecv;                   /* receive buffers for blocks: 0 (N = 1), 1 (N = 2), else 2 */
+    int nrecv;                   /* receive buffers for blocks: 0 (N = 1), 1 (forward, N = 2), else 2 */
     size_t kfl, vfl;             /* floats of a block's K (B,Hkv,Sl,D) and V (B,Hkv,Sl,Dv) */
     size_t kern_bytes;           /* the fused kernel's workspace (the largest call) */
 } plan;
@@ -105,7 +105,8 @@ static attn_status make_plan(const attn_ctx *ctx, const attn_sdpa_desc *d, MPI_C
     p->vfl = (size_t)d->B * d->Hkv * p->Sl * (size_t)d->Dv;
     if (p->kfl > (size_t)INT_MAX || p->vfl > (size_t)INT_MAX) return ATTN_ERR_SIZE;   /* one message each */
     p->packed = same_layout(d->k, block_layout(d, p->Sl, d->D)) && same_layout(d->v, block_layout(d, p->Sl, d->Dv));
-    p->nrecv = n == 1 ? 0 : n == 2 ? 1 : 2;
+    /* the backward's second buffer at N = 2 is where the accumulator of the next step arrives */
+    p->nrecv = n == 1 ? 0 : n == 2 && pass == ATTN_PASS_FORWARD ? 1 : 2;
     p->kern_bytes = 0;
     for (int diag = 0; diag <= p->causal; diag++) {
         attn_sdpa_desc c = *d;
@@ -122,22 +123,15 @@ static attn_status make_plan(const attn_ctx *ctx, const attn_sdpa_desc *d, MPI_C
 
 /* The workspace, in this order: kernel | own block packed (when the caller's is not) | receive buffers |
  * valid lengths of a call (B,P) | forward: a call's out (B,H,P,Dv) and stats (B,H,P,2) | backward: the
- * dK, dV accumulator (one block), the exchange piece, a call's stats (B,H,P,2). */
+ * dK, dV accumulator (one block), a call's stats (B,H,P,2). */
 typedef struct carve {
     void *kern;
     float *own, *recv[2];
     int32_t *vl;
     float *po, *ps;              /* forward */
-    float *acc, *xchg, *cst;     /* backward */
+    float *acc, *cst;            /* backward */
     size_t total;
 } carve;
-
-/* Floats per piece of the accumulator's exchange: few pieces (each costs a handshake, and a rank that
- * waits on an oversubscribed machine yields its core for a time slice), little memory. */
-static size_t xchg_floats(const plan *p) {
-    size_t all = p->kfl + p->vfl, x = (all + 7) / 8;
-    return x < XCHG_MIN ? (all < XCHG_MIN ? all : XCHG_MIN) : x;
-}
 
 static carve carve_work(const attn_sdpa_desc *d, const plan *p, attn_pass pass, char *w) {
     carve c = {0};
@@ -153,9 +147,7 @@ static carve carve_work(const attn_sdpa_desc *d, const plan *p, attn_pass pass, 
         TAKE(c.po, float *, rows * d->Dv * sizeof(float));
         TAKE(c.ps, float *, rows * ATTN_SDPA_STATS * sizeof(float));
     } else {
-        size_t xf = xchg_floats(p);
         TAKE(c.acc, float *, blk);
-        TAKE(c.xchg, float *, p->n > 1 ? xf * sizeof(float) : 0);
         TAKE(c.cst, float *, rows * ATTN_SDPA_STATS * sizeof(float));
     }
 #undef TAKE
@@ -284,6 +276,16 @@ static void merge(const attn_sdpa_desc *d, const plan *p, float *out, float *sta
             }
 }
 
+/* Lets MPI move the step's blocks between kernel calls. Open MPI's shared-memory and TCP transports move
+ * a large message only inside an MPI call of both ranks (the receiver pulls it after a handshake): without
+ * this the block would move in the step's final MPI_Waitall, after the slower rank's last kernel call, and
+ * the ranks would run in lockstep; with it the next block is in hand early, so a rank that got more of the
+ * machine in this step starts the next one without waiting for its neighbour to finish. 0 on an MPI failure. */
+static int progress(MPI_Request req[4]) {
+    int done;
+    return MPI_Testall(4, req, &done, MPI_STATUSES_IGNORE) == MPI_SUCCESS;
+}
+
 /* Starts a step's exchange: the block in hand (kb, vb) to rank r + 1, the next into (nk, nv) from r − 1. */
 static int start_ring(const plan *p, MPI_Comm comm, const float *kb, const float *vb, float *nk, float *nv,
                       MPI_Request req[4]) {
@@ -363,6 +365,7 @@ attn_status attn_ring_sdpa_forward(const attn_ctx *ctx, const attn_sdpa_desc *d,
                     st = attn_sdpa_forward(ctx, &c.c, w.po, w.ps, NULL, q + c.qo * d->q.t, kb + c.ko * d->D,
                                            vb + c.ko * d->Dv, w.kern, p.kern_bytes);
                     if (st == ATTN_OK) merge(d, &p, out, stats, c.qo, c.c.T, w.po, w.ps);
+                    if (!progress(req)) return ATTN_ERR_IO;
                 }
         /* a failed call leaves the result undone but keeps the ring turning: no rank is left waiting */
         if (MPI_Waitall(4, req, MPI_STATUSES_IGNORE) != MPI_SUCCESS) return ATTN_ERR_IO;
@@ -373,17 +376,23 @@ attn_status attn_ring_sdpa_forward(const attn_ctx *ctx, const attn_sdpa_desc *d,
 
 /* ---- backward ------------------------------------------------------------------------------------- */
 
-/* acc (n floats) goes to rank r + 1 and is replaced by rank r − 1's, in pieces through tmp. */
-static int exchange_replace(const plan *p, MPI_Comm comm, float *acc, size_t n, float *tmp) {
+/* After step j: the accumulator goes to rank r + 1 and rank r − 1's arrives, whole (dK and dV as two
+ * messages), in the receive buffer that step j left free: the one that held step j's block (at step 0 the
+ * second one, still unused), which is never the one holding step j + 1's block. The two buffers then swap
+ * roles: the arrival is the accumulator, the sent one receives the block after next. One handshake per
+ * hop: on a loaded machine each handshake can cost a time slice of both ranks. 0 on an MPI failure. */
+static int pass_accumulator(const plan *p, carve *w, MPI_Comm comm, int j) {
     int right = (p->rank + 1) % p->n, left = (p->rank + p->n - 1) % p->n;
-    const size_t piece = xchg_floats(p);
-    for (size_t i = 0; i < n; i += piece) {
-        int c = (int)(n - i < piece ? n - i : piece);
-        if (MPI_Sendrecv(acc + i, c, MPI_FLOAT, right, TAG_DKV, tmp, c, MPI_FLOAT, left, TAG_DKV, comm,
-                         MPI_STATUS_IGNORE) != MPI_SUCCESS)
-            return 0;
-        memcpy(acc + i, tmp, sizeof(float) * c);
-    }
+    float **fr = &w->recv[(j + 1) % 2], *in = *fr;
+    MPI_Request req[4];
+    if (MPI_Irecv(in, (int)p->kfl, MPI_FLOAT, left, TAG_DK, comm, &req[0]) != MPI_SUCCESS ||
+        MPI_Irecv(in + p->kfl, (int)p->vfl, MPI_FLOAT, left, TAG_DV, comm, &req[1]) != MPI_SUCCESS ||
+        MPI_Isend(w->acc, (int)p->kfl, MPI_FLOAT, right, TAG_DK, comm, &req[2]) != MPI_SUCCESS ||
+        MPI_Isend(w->acc + p->kfl, (int)p->vfl, MPI_FLOAT, right, TAG_DV, comm, &req[3]) != MPI_SUCCESS ||
+        MPI_Waitall(4, req, MPI_STATUSES_IGNORE) != MPI_SUCCESS)
+        return 0;
+    *fr = w->acc;
+    w->acc = in;
     return 1;
 }
 
@@ -427,10 +436,11 @@ attn_status attn_ring_sdpa_backward(const attn_ctx *ctx, const attn_sdpa_desc *d
                                             w.acc + p.kfl + c.ko * d->Dv, dout + c.qo * d->out.t,
                                             q + c.qo * d->q.t, kb + c.ko * d->D, vb + c.ko * d->Dv,
                                             out + c.qo * d->out.t, w.cst, w.kern, p.kern_bytes);
+                    if (!progress(req)) return ATTN_ERR_IO;
                 }
         if (MPI_Waitall(4, req, MPI_STATUSES_IGNORE) != MPI_SUCCESS) return ATTN_ERR_IO;
         if (p.n > 1) {
-            if (!exchange_replace(&p, comm, w.acc, p.kfl + p.vfl, w.xchg)) return ATTN_ERR_IO;
+            if (!pass_accumulator(&p, &w, comm, j)) return ATTN_ERR_IO;
             sent += (p.kfl + p.vfl) * sizeof(float);
         }
     }
