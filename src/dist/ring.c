@@ -21,16 +21,20 @@
  * workspace for PIECE_ROWS rows, one call's partial out and stats; in the backward one dK/dV accumulator
  * block instead of the partial out. Nothing grows with the global T or S.
  */
+#define _POSIX_C_SOURCE 200809L   /* nanosleep, clock_gettime */
 #include "attn/mpi.h"
 
 #include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 enum { TAG_K = 0x6174, TAG_V = 0x6175, TAG_DK = 0x6176, TAG_DV = 0x6177 };
 
 #define PIECE_ROWS 8192          /* query rows per kernel call at most: bounds the backward's dQ slots */
+#define SPIN_NS 1000000          /* a wait polls MPI this long, then naps NAP_NS between polls */
+#define NAP_NS 100000
 
 #define ALIGN 64
 
@@ -180,10 +184,29 @@ attn_status attn_ring_workspace_size(const attn_ctx *ctx, const attn_sdpa_desc *
     return ATTN_OK;
 }
 
+/* Waits for n requests without holding a core: Open MPI's own waits poll without end, and a rank waiting
+ * for a slower neighbour then takes half the CPU its neighbour needs whenever the machine has fewer free
+ * cores than ranks (other jobs; several ranks per core). So: poll for SPIN_NS (a message on its way
+ * completes within it), then poll every NAP_NS, sleeping between. 0 on an MPI failure. */
+static int wait_all(int n, MPI_Request *req) {
+    struct timespec t0, now;
+    const struct timespec nap = {0, NAP_NS};
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        int done;
+        if (MPI_Testall(n, req, &done, MPI_STATUSES_IGNORE) != MPI_SUCCESS) return 0;
+        if (done) return 1;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if ((now.tv_sec - t0.tv_sec) * 1000000000L + (now.tv_nsec - t0.tv_nsec) > SPIN_NS) nanosleep(&nap, NULL);
+    }
+}
+
 /* Every rank learns whether every rank's arguments passed: the worst status wins (statuses are <= 0). */
 static attn_status agree(attn_status mine, MPI_Comm comm) {
     int s = (int)mine, worst;
-    if (MPI_Allreduce(&s, &worst, 1, MPI_INT, MPI_MIN, comm) != MPI_SUCCESS) return ATTN_ERR_IO;
+    MPI_Request req;
+    if (MPI_Iallreduce(&s, &worst, 1, MPI_INT, MPI_MIN, comm, &req) != MPI_SUCCESS || !wait_all(1, &req))
+        return ATTN_ERR_IO;
     if (mine != ATTN_OK) return mine;
     return worst == ATTN_OK ? ATTN_OK : ATTN_ERR_ARG;   /* another rank's arguments were refused */
 }
@@ -278,7 +301,7 @@ static void merge(const attn_sdpa_desc *d, const plan *p, float *out, float *sta
 
 /* Lets MPI move the step's blocks between kernel calls. Open MPI's shared-memory and TCP transports move
  * a large message only inside an MPI call of both ranks (the receiver pulls it after a handshake): without
- * this the block would move in the step's final MPI_Waitall, after the slower rank's last kernel call, and
+ * this the block would move in the step's final wait, after the slower rank's last kernel call, and
  * the ranks would run in lockstep; with it the next block is in hand early, so a rank that got more of the
  * machine in this step starts the next one without waiting for its neighbour to finish. 0 on an MPI failure. */
 static int progress(MPI_Request req[4]) {
@@ -368,7 +391,7 @@ attn_status attn_ring_sdpa_forward(const attn_ctx *ctx, const attn_sdpa_desc *d,
                     if (!progress(req)) return ATTN_ERR_IO;
                 }
         /* a failed call leaves the result undone but keeps the ring turning: no rank is left waiting */
-        if (MPI_Waitall(4, req, MPI_STATUSES_IGNORE) != MPI_SUCCESS) return ATTN_ERR_IO;
+        if (!wait_all(4, req)) return ATTN_ERR_IO;
     }
     if (bytes_sent) *bytes_sent += sent;
     return agree(st, comm);
@@ -389,7 +412,7 @@ static int pass_accumulator(const plan *p, carve *w, MPI_Comm comm, int j) {
         MPI_Irecv(in + p->kfl, (int)p->vfl, MPI_FLOAT, left, TAG_DV, comm, &req[1]) != MPI_SUCCESS ||
         MPI_Isend(w->acc, (int)p->kfl, MPI_FLOAT, right, TAG_DK, comm, &req[2]) != MPI_SUCCESS ||
         MPI_Isend(w->acc + p->kfl, (int)p->vfl, MPI_FLOAT, right, TAG_DV, comm, &req[3]) != MPI_SUCCESS ||
-        MPI_Waitall(4, req, MPI_STATUSES_IGNORE) != MPI_SUCCESS)
+        !wait_all(4, req))
         return 0;
     *fr = w->acc;
     w->acc = in;
@@ -438,7 +461,7 @@ attn_status attn_ring_sdpa_backward(const attn_ctx *ctx, const attn_sdpa_desc *d
                                             out + c.qo * d->out.t, w.cst, w.kern, p.kern_bytes);
                     if (!progress(req)) return ATTN_ERR_IO;
                 }
-        if (MPI_Waitall(4, req, MPI_STATUSES_IGNORE) != MPI_SUCCESS) return ATTN_ERR_IO;
+        if (!wait_all(4, req)) return ATTN_ERR_IO;
         if (p.n > 1) {
             if (!pass_accumulator(&p, &w, comm, j)) return ATTN_ERR_IO;
             sent += (p.kfl + p.vfl) * sizeof(float);
