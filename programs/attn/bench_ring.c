@@ -7,7 +7,7 @@
  * Validates first: every rank builds the same problem (cropped to --check-tq rows when larger) from one
  * seed, runs the single-process fused kernel on all of it and the ring on its shard, and compares out, dq,
  * dk, dv (max |ring − single| / max(1, |single|), tolerance 1e-5). Then times forward + backward, best of
- * --repeat after one warm-up; a run's time is the slowest rank's; each rank's CPU time in that run is given
+ * --repeat after --warmup untimed runs (1); a run's time is the slowest rank's; each rank's CPU time in that run is given
  * too (on a shared machine the wall time also counts waits for a core). Memory per rank is accounted
  * (tensors + workspace) and measured (peak RSS); bytes sent per rank are counted by the library during one
  * forward + backward, and the formula of attn/mpi.h is printed next to them.
@@ -177,7 +177,7 @@ static double slowest(double x) {
 }
 
 int cmd_bench_ring(int argc, char **argv) {
-    int B = 1, H = 1, Hkv = 0, T = 16384, S = 0, D = 64, Dv = 0, causal = 0, threads = 1, repeat = 3, json = 0;
+    int B = 1, H = 1, Hkv = 0, T = 16384, S = 0, D = 64, Dv = 0, causal = 0, threads = 1, repeat = 3, warmup = 1, json = 0;
     int check = 2048;
     const char *isa_name = "auto";
     const cli_opt opts[] = {
@@ -192,7 +192,9 @@ int cmd_bench_ring(int argc, char **argv) {
         {"causal", CLI_BOOL, &causal, NULL, "causal mask (zig-zag shards; T == S)"},
         {"threads", CLI_INT, &threads, "N", "threads per rank (ranks x threads = cores)"},
         {"isa", CLI_STR, &isa_name, "PATH", "fused path: auto, scalar, avx2, avx512, amx"},
-        {"repeat", CLI_INT, &repeat, "N", "timed forward + backward runs (best is kept), after one warm-up"},
+        {"repeat", CLI_INT, &repeat, "N", "timed forward + backward runs (best is kept), after the warm-ups"},
+        {"warmup", CLI_INT, &warmup, "N", "untimed runs first (0 for long cases: the first timed run then "
+                                          "also pays for touching the memory)"},
         {"check-tq", CLI_INT, &check, "N", "validate on at most this many query rows (and keys)"},
         {"json", CLI_BOOL, &json, NULL, "one JSON object (rank 0)"},
     };
@@ -206,7 +208,7 @@ int cmd_bench_ring(int argc, char **argv) {
     int r = cli_parse(&cmd, argc, argv, NULL, NULL);
     if (r >= 0) return r;
     const struct { const char *flag; int v, lo; } sizes[] = {
-        {"--repeat", repeat, 1}, {"--batch", B, 1}, {"--heads", H, 1}, {"--kv-heads", Hkv, 0}, {"--tq", T, 1},
+        {"--repeat", repeat, 1}, {"--warmup", warmup, 0}, {"--batch", B, 1}, {"--heads", H, 1}, {"--kv-heads", Hkv, 0}, {"--tq", T, 1},
         {"--tk", S, 0}, {"--dim", D, 1}, {"--dim-v", Dv, 0}, {"--check-tq", check, 1}, {"--threads", threads, 1},
     };
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
@@ -281,11 +283,12 @@ int cmd_bench_ring(int argc, char **argv) {
     fill(t.q, t.n_q, 100 + g_rank); fill(t.k, t.n_k, 200 + g_rank); fill(t.v, t.n_v, 300 + g_rank);
     fill(t.dout, t.n_o, 400 + g_rank);
 
-    /* 3. time forward + backward: warm-up, then best of repeat; a run lasts as long as its slowest rank */
+    /* 3. time forward + backward: the warm-ups, then best of repeat; a run lasts as long as its slowest rank */
     double best = 1e300, best_f = 0, best_b = 0, best_cpu = 0;
     uint64_t sent = 0;
     int finite = 1;
-    for (int run = 0; run <= repeat && st == ATTN_OK; run++) {
+    for (int i = 0; i < warmup + repeat && st == ATTN_OK; i++) {
+        const int run = i - warmup + 1;                  /* 1..repeat when timed */
         uint64_t s = 0;
         MPI_Barrier(MPI_COMM_WORLD);
         double t0 = cli_now(), c0 = cpu_now();
@@ -301,10 +304,10 @@ int cmd_bench_ring(int argc, char **argv) {
         }
         double t2 = cli_now(), cpu = cpu_now() - c0;
         double fwd = slowest(t1 - t0), bwd = slowest(t2 - t1), all = slowest(t2 - t0);
-        if (run == 0) sent = s;
+        if (i == 0) sent = s;
         if (g_rank == 0)                 /* progress on stderr (the JSON is on stdout) */
-            fprintf(stderr, "  %s %d/%d: forward + backward %.3f s (forward %.3f s)\n", run ? "run" : "warm-up",
-                    run, repeat, all, fwd);
+            fprintf(stderr, "  %s %d/%d: forward + backward %.3f s (forward %.3f s)\n", run > 0 ? "run" : "warm-up",
+                    run > 0 ? run : i + 1, run > 0 ? repeat : warmup, all, fwd);
         if (run > 0 && all < best) { best = all; best_f = fwd; best_b = bwd; best_cpu = cpu; }
     }
     if (st != ATTN_OK) {
