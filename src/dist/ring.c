@@ -10,16 +10,16 @@
  * Backward: the same tour of K, V; the fused backward, given the merged out and stats of the whole row,
  * computes each block's exact share of dQ (added in place) and of that block's dK, dV, added straight
  * into the block's accumulator, which then moves on to r + 1 while the next block's comes from r − 1
- * (whole, between steps, into the receive buffer the step left free). After N hops every accumulator is
- * home. Between kernel calls MPI_Testall lets the step's blocks move, so the ranks need not keep step.
+ * (between steps, whole into the receive buffer the step left free when there is one). After N hops
+ * every accumulator is home. Between kernel calls MPI_Testall lets the step's blocks move, so the ranks need not keep step.
  *
  * Causal masks use the zig-zag shards (chunks r and 2N−1−r on rank r): a pair of chunks is either wholly
  * visible (key chunk before query chunk), causal on its diagonal (same chunk, only at step 0), or skipped.
  *
- * Memory per rank, besides the caller's tensors: two received key/value blocks (one in the forward at
- * N = 2; plus one packed copy of the rank's own when the caller's k, v are not contiguous), the kernel's
- * workspace for PIECE_ROWS rows, one call's partial out and stats; in the backward one dK/dV accumulator
- * block instead of the partial out. Nothing grows with the global T or S.
+ * Memory per rank, besides the caller's tensors: one received key/value block (two when N > 2; plus one
+ * packed copy of the rank's own when the caller's k, v are not contiguous), the kernel's workspace for
+ * PIECE_ROWS rows, one call's partial out and stats; in the backward one dK/dV accumulator block (and at
+ * N = 2 an eighth of one) instead of the partial out. Nothing grows with the global T or S.
  */
 #define _POSIX_C_SOURCE 200809L   /* nanosleep, clock_gettime */
 #include "attn/mpi.h"
@@ -30,11 +30,12 @@
 #include <string.h>
 #include <time.h>
 
-enum { TAG_K = 0x6174, TAG_V = 0x6175, TAG_DK = 0x6176, TAG_DV = 0x6177 };
+enum { TAG_K = 0x6174, TAG_V = 0x6175, TAG_ACC0 = 0x6176, TAG_ACC1 = 0x6177 };
 
 #define PIECE_ROWS 8192          /* query rows per kernel call at most: bounds the backward's dQ slots */
 #define SPIN_NS 1000000          /* a wait polls MPI this long, then naps NAP_NS between polls */
 #define NAP_NS 100000
+#define XCHG_MIN 65536           /* the accumulator's hop in pieces (N = 2): an eighth of it, at least 256 KiB */
 
 #define ALIGN 64
 
@@ -60,9 +61,10 @@ typedef struct plan {
     int Tc, Sc;                  /* rows per chunk */
     int P;                       /* query rows per kernel call at most */
     int packed;                  /* the caller's k and v are already in the block layout */
-    int nrecv;                   /* receive buffers for blocks: 0 (N = 1), 1 (forward, N = 2), else 2 */
+    int nrecv;                   /* receive buffers for blocks: 0 (N = 1), 1 (N = 2), else 2 */
     size_t kfl, vfl;             /* floats of a block's K (B,Hkv,Sl,D) and V (B,Hkv,Sl,Dv) */
     size_t kern_bytes;           /* the fused kernel's workspace (the largest call) */
+    size_t xchg;                 /* floats per piece of the accumulator's hop when it goes in pieces */
 } plan;
 
 static attn_layout block_layout(const attn_sdpa_desc *d, int Sl, int W) {
@@ -96,7 +98,8 @@ static attn_status make_plan(const attn_ctx *ctx, const attn_sdpa_desc *d, MPI_C
     p->Tl = d->T / n; p->Sl = d->S / n;
     p->nch = p->causal ? 2 : 1;
     p->Tc = d->T / parts; p->Sc = d->S / parts;
-    /* ATTN_RING_PIECE_ROWS (a test knob) makes the pieces smaller, so that small tests cut chunks too */
+    /* ATTN_RING_PIECE_ROWS (a test knob) makes the pieces smaller, so that small tests cut chunks too, and
+     * the accumulator's hop pieces that many floats */
     const char *env = getenv("ATTN_RING_PIECE_ROWS");
     const int piece = env && atoi(env) > 0 && atoi(env) < PIECE_ROWS ? atoi(env) : PIECE_ROWS;
     p->P = p->Tc < piece ? p->Tc : piece;
@@ -109,8 +112,11 @@ static attn_status make_plan(const attn_ctx *ctx, const attn_sdpa_desc *d, MPI_C
     p->vfl = (size_t)d->B * d->Hkv * p->Sl * (size_t)d->Dv;
     if (p->kfl > (size_t)INT_MAX || p->vfl > (size_t)INT_MAX) return ATTN_ERR_SIZE;   /* one message each */
     p->packed = same_layout(d->k, block_layout(d, p->Sl, d->D)) && same_layout(d->v, block_layout(d, p->Sl, d->Dv));
-    /* the backward's second buffer at N = 2 is where the accumulator of the next step arrives */
-    p->nrecv = n == 1 ? 0 : n == 2 && pass == ATTN_PASS_FORWARD ? 1 : 2;
+    p->nrecv = n == 1 ? 0 : n == 2 ? 1 : 2;
+    /* the accumulator's hop when no whole block is free (N = 2, after step 0): few pieces (each costs a
+     * handshake), little memory: an eighth of it, at least XCHG_MIN floats */
+    const size_t all = p->kfl + p->vfl, x = piece < PIECE_ROWS ? (size_t)piece : (all + 7) / 8;
+    p->xchg = x >= XCHG_MIN || piece < PIECE_ROWS ? x : all < XCHG_MIN ? all : XCHG_MIN;
     p->kern_bytes = 0;
     for (int diag = 0; diag <= p->causal; diag++) {
         attn_sdpa_desc c = *d;
@@ -127,13 +133,13 @@ static attn_status make_plan(const attn_ctx *ctx, const attn_sdpa_desc *d, MPI_C
 
 /* The workspace, in this order: kernel | own block packed (when the caller's is not) | receive buffers |
  * valid lengths of a call (B,P) | forward: a call's out (B,H,P,Dv) and stats (B,H,P,2) | backward: the
- * dK, dV accumulator (one block), a call's stats (B,H,P,2). */
+ * dK, dV accumulator (one block), at N = 2 the piece its first hop goes through, a call's stats (B,H,P,2). */
 typedef struct carve {
     void *kern;
     float *own, *recv[2];
     int32_t *vl;
     float *po, *ps;              /* forward */
-    float *acc, *cst;            /* backward */
+    float *acc, *xchg, *cst;     /* backward */
     size_t total;
 } carve;
 
@@ -152,6 +158,7 @@ static carve carve_work(const attn_sdpa_desc *d, const plan *p, attn_pass pass, 
         TAKE(c.ps, float *, rows * ATTN_SDPA_STATS * sizeof(float));
     } else {
         TAKE(c.acc, float *, blk);
+        TAKE(c.xchg, float *, p->n == 2 ? p->xchg * sizeof(float) : 0);
         TAKE(c.cst, float *, rows * ATTN_SDPA_STATS * sizeof(float));
     }
 #undef TAKE
@@ -399,25 +406,44 @@ attn_status attn_ring_sdpa_forward(const attn_ctx *ctx, const attn_sdpa_desc *d,
 
 /* ---- backward ------------------------------------------------------------------------------------- */
 
-/* After step j: the accumulator goes to rank r + 1 and rank r − 1's arrives, whole (dK and dV as two
- * messages), in the receive buffer that step j left free: the one that held step j's block (at step 0 the
- * second one, still unused), which is never the one holding step j + 1's block. The two buffers then swap
- * roles: the arrival is the accumulator, the sent one receives the block after next. One handshake per
- * hop: on a loaded machine each handshake can cost a time slice of both ranks. 0 on an MPI failure. */
-static int pass_accumulator(const plan *p, carve *w, MPI_Comm comm, int j) {
+/* n floats from `from` to rank r + 1 and n from rank r − 1 into `to`, each as two messages (a count is an
+ * int; K's and V's floats each fit one). 0 on an MPI failure. */
+static int swap_with_neighbours(const plan *p, MPI_Comm comm, const float *from, float *to, size_t n) {
     int right = (p->rank + 1) % p->n, left = (p->rank + p->n - 1) % p->n;
-    float **fr = &w->recv[(j + 1) % 2], *in = *fr;
+    const size_t h = n / 2;
     MPI_Request req[4];
-    if (MPI_Irecv(in, (int)p->kfl, MPI_FLOAT, left, TAG_DK, comm, &req[0]) != MPI_SUCCESS ||
-        MPI_Irecv(in + p->kfl, (int)p->vfl, MPI_FLOAT, left, TAG_DV, comm, &req[1]) != MPI_SUCCESS ||
-        MPI_Isend(w->acc, (int)p->kfl, MPI_FLOAT, right, TAG_DK, comm, &req[2]) != MPI_SUCCESS ||
-        MPI_Isend(w->acc + p->kfl, (int)p->vfl, MPI_FLOAT, right, TAG_DV, comm, &req[3]) != MPI_SUCCESS ||
-        !wait_all(4, req))
-        return 0;
+    return MPI_Irecv(to, (int)h, MPI_FLOAT, left, TAG_ACC0, comm, &req[0]) == MPI_SUCCESS &&
+           MPI_Irecv(to + h, (int)(n - h), MPI_FLOAT, left, TAG_ACC1, comm, &req[1]) == MPI_SUCCESS &&
+           MPI_Isend(from, (int)h, MPI_FLOAT, right, TAG_ACC0, comm, &req[2]) == MPI_SUCCESS &&
+           MPI_Isend(from + h, (int)(n - h), MPI_FLOAT, right, TAG_ACC1, comm, &req[3]) == MPI_SUCCESS &&
+           wait_all(4, req);
+}
+
+/* After step j: the accumulator goes to rank r + 1 and rank r − 1's takes its place. Whole, in one hop,
+ * when a receive buffer is free: the one that held step j's block (j >= 1), or at j = 0 the second one
+ * (N > 2), still unused; never the one holding step j + 1's block. The two then swap roles: the arrival
+ * is the accumulator, the sent one receives a later block. Only at N = 2 after step 0 is no block free
+ * (a second one would be a whole block more per rank): there the hop goes in eighths through w->xchg.
+ * Few handshakes: on a loaded machine each can cost both ranks a time slice. 0 on an MPI failure. */
+static int pass_accumulator(const plan *p, carve *w, MPI_Comm comm, int j) {
+    const size_t all = p->kfl + p->vfl;
+    float **fr = j >= 1 ? &w->recv[(j - 1) % p->nrecv] : p->nrecv == 2 ? &w->recv[1] : NULL;
+    if (!fr) {
+        const size_t piece = p->xchg;
+        for (size_t i = 0; i < all; i += piece) {
+            size_t c = all - i < piece ? all - i : piece;
+            if (!swap_with_neighbours(p, comm, w->acc + i, w->xchg, c)) return 0;
+            memcpy(w->acc + i, w->xchg, sizeof(float) * c);
+        }
+        return 1;
+    }
+    float *in = *fr;
+    if (!swap_with_neighbours(p, comm, w->acc, in, all)) return 0;
     *fr = w->acc;
     w->acc = in;
     return 1;
 }
+
 
 attn_status attn_ring_sdpa_backward(const attn_ctx *ctx, const attn_sdpa_desc *d, MPI_Comm comm,
                                     float *dq, float *dk, float *dv,
