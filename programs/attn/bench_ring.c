@@ -7,8 +7,9 @@
  * Validates first: every rank builds the same problem (cropped to --check-tq rows when larger) from one
  * seed, runs the single-process fused kernel on all of it and the ring on its shard, and compares out, dq,
  * dk, dv (max |ring − single| / max(1, |single|), tolerance 1e-5). Then times forward + backward, best of
- * --repeat after one warm-up; a run's time is the slowest rank's. Memory per rank is accounted (tensors +
- * workspace) and measured (peak RSS); bytes sent per rank are counted by the library during one
+ * --repeat after --warmup untimed runs (1); a run's time is the slowest rank's; each rank's CPU time in that run is given
+ * too (on a shared machine the wall time also counts waits for a core). Memory per rank is accounted
+ * (tensors + workspace) and measured (peak RSS); bytes sent per rank are counted by the library during one
  * forward + backward, and the formula of attn/mpi.h is printed next to them.
  *
  * FLOPs: forward 2·B·H·T·S·(D + Dv), halved when causal; backward 2.5 × forward (as `attn bench`).
@@ -22,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 
 #define TOL 1e-5
 
@@ -33,6 +35,14 @@ static void fill(float *x, size_t n, uint64_t seed) {
         s = s * 6364136223846793005ull + 1442695040888963407ull;
         x[i] = (float)((s >> 40) & 0xffffff) / (float)0x1000000 * 2.0f - 1.0f;
     }
+}
+
+/* CPU seconds of the process (every thread, Open MPI's own included): on a shared machine the work a run
+ * took, where its wall time also counts the waits for a core. */
+static double cpu_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 static double peak_rss(void) {
@@ -167,7 +177,7 @@ static double slowest(double x) {
 }
 
 int cmd_bench_ring(int argc, char **argv) {
-    int B = 1, H = 1, Hkv = 0, T = 16384, S = 0, D = 64, Dv = 0, causal = 0, threads = 1, repeat = 3, json = 0;
+    int B = 1, H = 1, Hkv = 0, T = 16384, S = 0, D = 64, Dv = 0, causal = 0, threads = 1, repeat = 3, warmup = 1, json = 0;
     int check = 2048;
     const char *isa_name = "auto";
     const cli_opt opts[] = {
@@ -182,7 +192,9 @@ int cmd_bench_ring(int argc, char **argv) {
         {"causal", CLI_BOOL, &causal, NULL, "causal mask (zig-zag shards; T == S)"},
         {"threads", CLI_INT, &threads, "N", "threads per rank (ranks x threads = cores)"},
         {"isa", CLI_STR, &isa_name, "PATH", "fused path: auto, scalar, avx2, avx512, amx"},
-        {"repeat", CLI_INT, &repeat, "N", "timed forward + backward runs (best is kept), after one warm-up"},
+        {"repeat", CLI_INT, &repeat, "N", "timed forward + backward runs (best is kept), after the warm-ups"},
+        {"warmup", CLI_INT, &warmup, "N", "untimed runs first (0 for long cases: the first timed run then "
+                                          "also pays for touching the memory)"},
         {"check-tq", CLI_INT, &check, "N", "validate on at most this many query rows (and keys)"},
         {"json", CLI_BOOL, &json, NULL, "one JSON object (rank 0)"},
     };
@@ -196,7 +208,7 @@ int cmd_bench_ring(int argc, char **argv) {
     int r = cli_parse(&cmd, argc, argv, NULL, NULL);
     if (r >= 0) return r;
     const struct { const char *flag; int v, lo; } sizes[] = {
-        {"--repeat", repeat, 1}, {"--batch", B, 1}, {"--heads", H, 1}, {"--kv-heads", Hkv, 0}, {"--tq", T, 1},
+        {"--repeat", repeat, 1}, {"--warmup", warmup, 0}, {"--batch", B, 1}, {"--heads", H, 1}, {"--kv-heads", Hkv, 0}, {"--tq", T, 1},
         {"--tk", S, 0}, {"--dim", D, 1}, {"--dim-v", Dv, 0}, {"--check-tq", check, 1}, {"--threads", threads, 1},
     };
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
@@ -271,14 +283,15 @@ int cmd_bench_ring(int argc, char **argv) {
     fill(t.q, t.n_q, 100 + g_rank); fill(t.k, t.n_k, 200 + g_rank); fill(t.v, t.n_v, 300 + g_rank);
     fill(t.dout, t.n_o, 400 + g_rank);
 
-    /* 3. time forward + backward: warm-up, then best of repeat; a run lasts as long as its slowest rank */
-    double best = 1e300, best_f = 0, best_b = 0;
+    /* 3. time forward + backward: the warm-ups, then best of repeat; a run lasts as long as its slowest rank */
+    double best = 1e300, best_f = 0, best_b = 0, best_cpu = 0;
     uint64_t sent = 0;
     int finite = 1;
-    for (int run = 0; run <= repeat && st == ATTN_OK; run++) {
+    for (int i = 0; i < warmup + repeat && st == ATTN_OK; i++) {
+        const int run = i - warmup + 1;                  /* 1..repeat when timed */
         uint64_t s = 0;
         MPI_Barrier(MPI_COMM_WORLD);
-        double t0 = cli_now();
+        double t0 = cli_now(), c0 = cpu_now();
         if (g_n > 1) st = attn_ring_sdpa_forward(&ctx, &d, MPI_COMM_WORLD, t.out, t.stats, t.q, t.k, t.v, t.work, fw, &s);
         else st = attn_sdpa_forward(&ctx, &d, t.out, t.stats, NULL, t.q, t.k, t.v, t.work, fw);
         double t1 = cli_now();
@@ -289,13 +302,13 @@ int cmd_bench_ring(int argc, char **argv) {
             else
                 st = attn_sdpa_backward(&ctx, &d, t.dq, t.dk, t.dv, t.dout, t.q, t.k, t.v, t.out, t.stats, t.work, bw);
         }
-        double t2 = cli_now();
+        double t2 = cli_now(), cpu = cpu_now() - c0;
         double fwd = slowest(t1 - t0), bwd = slowest(t2 - t1), all = slowest(t2 - t0);
-        if (run == 0) sent = s;
+        if (i == 0) sent = s;
         if (g_rank == 0)                 /* progress on stderr (the JSON is on stdout) */
-            fprintf(stderr, "  %s %d/%d: forward + backward %.3f s (forward %.3f s)\n", run ? "run" : "warm-up",
-                    run, repeat, all, fwd);
-        if (run > 0 && all < best) { best = all; best_f = fwd; best_b = bwd; }
+            fprintf(stderr, "  %s %d/%d: forward + backward %.3f s (forward %.3f s)\n", run > 0 ? "run" : "warm-up",
+                    run > 0 ? run : i + 1, run > 0 ? repeat : warmup, all, fwd);
+        if (run > 0 && all < best) { best = all; best_f = fwd; best_b = bwd; best_cpu = cpu; }
     }
     if (st != ATTN_OK) {
         fprintf(stderr, "attn: bench --ring: rank %d: %s\n", g_rank, attn_status_string(st));
@@ -305,8 +318,8 @@ int cmd_bench_ring(int argc, char **argv) {
     for (size_t i = 0; i < t.n_o && finite; i++) finite = isfinite(t.out[i]);
 
     /* 4. per-rank figures to rank 0 */
-    double mine[3] = {(double)rt_bytes(&t), peak_rss(), (double)sent}, *all = malloc(sizeof(double) * 3 * g_n);
-    MPI_Gather(mine, 3, MPI_DOUBLE, all, 3, MPI_DOUBLE, 0, MPI_COMM_WORLD);
+    double mine[4] = {(double)rt_bytes(&t), peak_rss(), (double)sent, best_cpu}, *all = malloc(sizeof(double) * 4 * g_n);
+    MPI_Gather(mine, 4, MPI_DOUBLE, all, 4, MPI_DOUBLE, 0, MPI_COMM_WORLD);
     int all_finite;
     MPI_Allreduce(&finite, &all_finite, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
     const double flops = 2.0 * B * H * (double)T * S * (D + Dv) * (causal ? 0.5 : 1.0) * 3.5;
@@ -321,11 +334,13 @@ int cmd_bench_ring(int argc, char **argv) {
                    mode, g_n, threads, attn_isa_name(ctx.isa), B, H, Hkv, T, S, D, Dv, causal,
                    agree && all_finite ? "true" : "false", err, Tv, Sv, best * 1e3, best_f * 1e3, best_b * 1e3,
                    flops / best * 1e-9);
-            for (int i = 0; i < g_n; i++) printf("%s%.0f", i ? "," : "", all[3 * i]);
+            for (int i = 0; i < g_n; i++) printf("%s%.0f", i ? "," : "", all[4 * i]);
             printf("],\"rss_peak_bytes\":[");
-            for (int i = 0; i < g_n; i++) printf("%s%.0f", i ? "," : "", all[3 * i + 1]);
+            for (int i = 0; i < g_n; i++) printf("%s%.0f", i ? "," : "", all[4 * i + 1]);
+            printf("],\"cpu_ms\":[");
+            for (int i = 0; i < g_n; i++) printf("%s%.3f", i ? "," : "", all[4 * i + 3] * 1e3);
             printf("],\"bytes_sent\":[");
-            for (int i = 0; i < g_n; i++) printf("%s%.0f", i ? "," : "", all[3 * i + 2]);
+            for (int i = 0; i < g_n; i++) printf("%s%.0f", i ? "," : "", all[4 * i + 2]);
             printf("],\"bytes_sent_formula\":%.0f}\n", formula);
         } else {
             printf("  %s: B=%d H=%d Hkv=%d T=%d S=%d D=%d Dv=%d causal=%d: forward + backward best of %d: %.3f s "
@@ -333,9 +348,10 @@ int cmd_bench_ring(int argc, char **argv) {
                    mode, B, H, Hkv, T, S, D, Dv, causal, repeat, best, best_f, best_b, flops / best * 1e-9,
                    causal ? " x 1/2" : "");
             for (int i = 0; i < g_n; i++)
-                printf("  rank %d: tensors + workspace %.1f MiB, peak RSS %.1f MiB, sent %.1f MiB per forward + "
-                       "backward (formula (3(N-1)+1)·B·Hkv·(S/N)·(D+Dv)·4 = %.1f MiB)\n", i, all[3 * i] / 1048576.0,
-                       all[3 * i + 1] / 1048576.0, all[3 * i + 2] / 1048576.0, formula / 1048576.0);
+                printf("  rank %d: tensors + workspace %.1f MiB, peak RSS %.1f MiB, CPU %.3f s in the best run, sent %.1f "
+                       "MiB per forward + backward (formula (3(N-1)+1)·B·Hkv·(S/N)·(D+Dv)·4 = %.1f MiB)\n", i,
+                       all[4 * i] / 1048576.0, all[4 * i + 1] / 1048576.0, all[4 * i + 3], all[4 * i + 2] / 1048576.0,
+                       formula / 1048576.0);
             if (!all_finite) printf("  (NON-FINITE VALUES IN THE OUTPUT)\n");
         }
         fflush(stdout);

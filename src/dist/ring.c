@@ -10,27 +10,32 @@
  * Backward: the same tour of K, V; the fused backward, given the merged out and stats of the whole row,
  * computes each block's exact share of dQ (added in place) and of that block's dK, dV, added straight
  * into the block's accumulator, which then moves on to r + 1 while the next block's comes from r − 1
- * (MPI_Sendrecv in pieces, between steps). After N hops every accumulator is home.
+ * (between steps, whole into the receive buffer the step left free when there is one). After N hops
+ * every accumulator is home. Between kernel calls MPI_Testall lets the step's blocks move, so the ranks need not keep step.
  *
  * Causal masks use the zig-zag shards (chunks r and 2N−1−r on rank r): a pair of chunks is either wholly
  * visible (key chunk before query chunk), causal on its diagonal (same chunk, only at step 0), or skipped.
  *
  * Memory per rank, besides the caller's tensors: one received key/value block (two when N > 2; plus one
  * packed copy of the rank's own when the caller's k, v are not contiguous), the kernel's workspace for
- * PIECE_ROWS rows, one call's partial out and stats; in the backward one dK/dV accumulator block instead
- * of the partial out. Nothing grows with the global T or S.
+ * PIECE_ROWS rows, one call's partial out and stats; in the backward one dK/dV accumulator block (and at
+ * N = 2 an eighth of one) instead of the partial out. Nothing grows with the global T or S.
  */
+#define _POSIX_C_SOURCE 200809L   /* nanosleep, clock_gettime */
 #include "attn/mpi.h"
 
 #include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
-enum { TAG_K = 0x6174, TAG_V = 0x6175, TAG_DKV = 0x6177 };
+enum { TAG_K = 0x6174, TAG_V = 0x6175, TAG_ACC0 = 0x6176, TAG_ACC1 = 0x6177 };
 
 #define PIECE_ROWS 8192          /* query rows per kernel call at most: bounds the backward's dQ slots */
-#define XCHG_MIN 65536           /* the accumulator's exchange: pieces of an eighth of it, at least 256 KiB */
+#define SPIN_NS 1000000          /* a wait polls MPI this long, then naps NAP_NS between polls */
+#define NAP_NS 100000
+#define XCHG_MIN 65536           /* the accumulator's hop in pieces (N = 2): an eighth of it, at least 256 KiB */
 
 #define ALIGN 64
 
@@ -59,6 +64,7 @@ typedef struct plan {
     int nrecv;                   /* receive buffers for blocks: 0 (N = 1), 1 (N = 2), else 2 */
     size_t kfl, vfl;             /* floats of a block's K (B,Hkv,Sl,D) and V (B,Hkv,Sl,Dv) */
     size_t kern_bytes;           /* the fused kernel's workspace (the largest call) */
+    size_t xchg;                 /* floats per piece of the accumulator's hop when it goes in pieces */
 } plan;
 
 static attn_layout block_layout(const attn_sdpa_desc *d, int Sl, int W) {
@@ -92,7 +98,8 @@ static attn_status make_plan(const attn_ctx *ctx, const attn_sdpa_desc *d, MPI_C
     p->Tl = d->T / n; p->Sl = d->S / n;
     p->nch = p->causal ? 2 : 1;
     p->Tc = d->T / parts; p->Sc = d->S / parts;
-    /* ATTN_RING_PIECE_ROWS (a test knob) makes the pieces smaller, so that small tests cut chunks too */
+    /* ATTN_RING_PIECE_ROWS (a test knob) makes the pieces smaller, so that small tests cut chunks too, and
+     * the accumulator's hop pieces that many floats */
     const char *env = getenv("ATTN_RING_PIECE_ROWS");
     const int piece = env && atoi(env) > 0 && atoi(env) < PIECE_ROWS ? atoi(env) : PIECE_ROWS;
     p->P = p->Tc < piece ? p->Tc : piece;
@@ -106,6 +113,10 @@ static attn_status make_plan(const attn_ctx *ctx, const attn_sdpa_desc *d, MPI_C
     if (p->kfl > (size_t)INT_MAX || p->vfl > (size_t)INT_MAX) return ATTN_ERR_SIZE;   /* one message each */
     p->packed = same_layout(d->k, block_layout(d, p->Sl, d->D)) && same_layout(d->v, block_layout(d, p->Sl, d->Dv));
     p->nrecv = n == 1 ? 0 : n == 2 ? 1 : 2;
+    /* the accumulator's hop when no whole block is free (N = 2, after step 0): few pieces (each costs a
+     * handshake), little memory: an eighth of it, at least XCHG_MIN floats */
+    const size_t all = p->kfl + p->vfl, x = piece < PIECE_ROWS ? (size_t)piece : (all + 7) / 8;
+    p->xchg = x >= XCHG_MIN || piece < PIECE_ROWS ? x : all < XCHG_MIN ? all : XCHG_MIN;
     p->kern_bytes = 0;
     for (int diag = 0; diag <= p->causal; diag++) {
         attn_sdpa_desc c = *d;
@@ -122,7 +133,7 @@ static attn_status make_plan(const attn_ctx *ctx, const attn_sdpa_desc *d, MPI_C
 
 /* The workspace, in this order: kernel | own block packed (when the caller's is not) | receive buffers |
  * valid lengths of a call (B,P) | forward: a call's out (B,H,P,Dv) and stats (B,H,P,2) | backward: the
- * dK, dV accumulator (one block), the exchange piece, a call's stats (B,H,P,2). */
+ * dK, dV accumulator (one block), at N = 2 the piece its first hop goes through, a call's stats (B,H,P,2). */
 typedef struct carve {
     void *kern;
     float *own, *recv[2];
@@ -131,13 +142,6 @@ typedef struct carve {
     float *acc, *xchg, *cst;     /* backward */
     size_t total;
 } carve;
-
-/* Floats per piece of the accumulator's exchange: few pieces (each costs a handshake, and a rank that
- * waits on an oversubscribed machine yields its core for a time slice), little memory. */
-static size_t xchg_floats(const plan *p) {
-    size_t all = p->kfl + p->vfl, x = (all + 7) / 8;
-    return x < XCHG_MIN ? (all < XCHG_MIN ? all : XCHG_MIN) : x;
-}
 
 static carve carve_work(const attn_sdpa_desc *d, const plan *p, attn_pass pass, char *w) {
     carve c = {0};
@@ -153,9 +157,8 @@ static carve carve_work(const attn_sdpa_desc *d, const plan *p, attn_pass pass, 
         TAKE(c.po, float *, rows * d->Dv * sizeof(float));
         TAKE(c.ps, float *, rows * ATTN_SDPA_STATS * sizeof(float));
     } else {
-        size_t xf = xchg_floats(p);
         TAKE(c.acc, float *, blk);
-        TAKE(c.xchg, float *, p->n > 1 ? xf * sizeof(float) : 0);
+        TAKE(c.xchg, float *, p->n == 2 ? p->xchg * sizeof(float) : 0);
         TAKE(c.cst, float *, rows * ATTN_SDPA_STATS * sizeof(float));
     }
 #undef TAKE
@@ -188,10 +191,29 @@ attn_status attn_ring_workspace_size(const attn_ctx *ctx, const attn_sdpa_desc *
     return ATTN_OK;
 }
 
+/* Waits for n requests without holding a core: Open MPI's own waits poll without end, and a rank waiting
+ * for a slower neighbour then takes half the CPU its neighbour needs whenever the machine has fewer free
+ * cores than ranks (other jobs; several ranks per core). So: poll for SPIN_NS (a message on its way
+ * completes within it), then poll every NAP_NS, sleeping between. 0 on an MPI failure. */
+static int wait_all(int n, MPI_Request *req) {
+    struct timespec t0, now;
+    const struct timespec nap = {0, NAP_NS};
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        int done;
+        if (MPI_Testall(n, req, &done, MPI_STATUSES_IGNORE) != MPI_SUCCESS) return 0;
+        if (done) return 1;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if ((now.tv_sec - t0.tv_sec) * 1000000000L + (now.tv_nsec - t0.tv_nsec) > SPIN_NS) nanosleep(&nap, NULL);
+    }
+}
+
 /* Every rank learns whether every rank's arguments passed: the worst status wins (statuses are <= 0). */
 static attn_status agree(attn_status mine, MPI_Comm comm) {
     int s = (int)mine, worst;
-    if (MPI_Allreduce(&s, &worst, 1, MPI_INT, MPI_MIN, comm) != MPI_SUCCESS) return ATTN_ERR_IO;
+    MPI_Request req;
+    if (MPI_Iallreduce(&s, &worst, 1, MPI_INT, MPI_MIN, comm, &req) != MPI_SUCCESS || !wait_all(1, &req))
+        return ATTN_ERR_IO;
     if (mine != ATTN_OK) return mine;
     return worst == ATTN_OK ? ATTN_OK : ATTN_ERR_ARG;   /* another rank's arguments were refused */
 }
@@ -284,6 +306,16 @@ static void merge(const attn_sdpa_desc *d, const plan *p, float *out, float *sta
             }
 }
 
+/* Lets MPI move the step's blocks between kernel calls. Open MPI's shared-memory and TCP transports move
+ * a large message only inside an MPI call of both ranks (the receiver pulls it after a handshake): without
+ * this the block would move in the step's final wait, after the slower rank's last kernel call, and
+ * the ranks would run in lockstep; with it the next block is in hand early, so a rank that got more of the
+ * machine in this step starts the next one without waiting for its neighbour to finish. 0 on an MPI failure. */
+static int progress(MPI_Request req[4]) {
+    int done;
+    return MPI_Testall(4, req, &done, MPI_STATUSES_IGNORE) == MPI_SUCCESS;
+}
+
 /* Starts a step's exchange: the block in hand (kb, vb) to rank r + 1, the next into (nk, nv) from r − 1. */
 static int start_ring(const plan *p, MPI_Comm comm, const float *kb, const float *vb, float *nk, float *nv,
                       MPI_Request req[4]) {
@@ -363,9 +395,10 @@ attn_status attn_ring_sdpa_forward(const attn_ctx *ctx, const attn_sdpa_desc *d,
                     st = attn_sdpa_forward(ctx, &c.c, w.po, w.ps, NULL, q + c.qo * d->q.t, kb + c.ko * d->D,
                                            vb + c.ko * d->Dv, w.kern, p.kern_bytes);
                     if (st == ATTN_OK) merge(d, &p, out, stats, c.qo, c.c.T, w.po, w.ps);
+                    if (!progress(req)) return ATTN_ERR_IO;
                 }
         /* a failed call leaves the result undone but keeps the ring turning: no rank is left waiting */
-        if (MPI_Waitall(4, req, MPI_STATUSES_IGNORE) != MPI_SUCCESS) return ATTN_ERR_IO;
+        if (!wait_all(4, req)) return ATTN_ERR_IO;
     }
     if (bytes_sent) *bytes_sent += sent;
     return agree(st, comm);
@@ -373,19 +406,44 @@ attn_status attn_ring_sdpa_forward(const attn_ctx *ctx, const attn_sdpa_desc *d,
 
 /* ---- backward ------------------------------------------------------------------------------------- */
 
-/* acc (n floats) goes to rank r + 1 and is replaced by rank r − 1's, in pieces through tmp. */
-static int exchange_replace(const plan *p, MPI_Comm comm, float *acc, size_t n, float *tmp) {
+/* n floats from `from` to rank r + 1 and n from rank r − 1 into `to`, each as two messages (a count is an
+ * int; K's and V's floats each fit one). 0 on an MPI failure. */
+static int swap_with_neighbours(const plan *p, MPI_Comm comm, const float *from, float *to, size_t n) {
     int right = (p->rank + 1) % p->n, left = (p->rank + p->n - 1) % p->n;
-    const size_t piece = xchg_floats(p);
-    for (size_t i = 0; i < n; i += piece) {
-        int c = (int)(n - i < piece ? n - i : piece);
-        if (MPI_Sendrecv(acc + i, c, MPI_FLOAT, right, TAG_DKV, tmp, c, MPI_FLOAT, left, TAG_DKV, comm,
-                         MPI_STATUS_IGNORE) != MPI_SUCCESS)
-            return 0;
-        memcpy(acc + i, tmp, sizeof(float) * c);
+    const size_t h = n / 2;
+    MPI_Request req[4];
+    return MPI_Irecv(to, (int)h, MPI_FLOAT, left, TAG_ACC0, comm, &req[0]) == MPI_SUCCESS &&
+           MPI_Irecv(to + h, (int)(n - h), MPI_FLOAT, left, TAG_ACC1, comm, &req[1]) == MPI_SUCCESS &&
+           MPI_Isend(from, (int)h, MPI_FLOAT, right, TAG_ACC0, comm, &req[2]) == MPI_SUCCESS &&
+           MPI_Isend(from + h, (int)(n - h), MPI_FLOAT, right, TAG_ACC1, comm, &req[3]) == MPI_SUCCESS &&
+           wait_all(4, req);
+}
+
+/* After step j: the accumulator goes to rank r + 1 and rank r − 1's takes its place. Whole, in one hop,
+ * when a receive buffer is free: the one that held step j's block (j >= 1), or at j = 0 the second one
+ * (N > 2), still unused; never the one holding step j + 1's block. The two then swap roles: the arrival
+ * is the accumulator, the sent one receives a later block. Only at N = 2 after step 0 is no block free
+ * (a second one would be a whole block more per rank): there the hop goes in eighths through w->xchg.
+ * Few handshakes: on a loaded machine each can cost both ranks a time slice. 0 on an MPI failure. */
+static int pass_accumulator(const plan *p, carve *w, MPI_Comm comm, int j) {
+    const size_t all = p->kfl + p->vfl;
+    float **fr = j >= 1 ? &w->recv[(j - 1) % p->nrecv] : p->nrecv == 2 ? &w->recv[1] : NULL;
+    if (!fr) {
+        const size_t piece = p->xchg;
+        for (size_t i = 0; i < all; i += piece) {
+            size_t c = all - i < piece ? all - i : piece;
+            if (!swap_with_neighbours(p, comm, w->acc + i, w->xchg, c)) return 0;
+            memcpy(w->acc + i, w->xchg, sizeof(float) * c);
+        }
+        return 1;
     }
+    float *in = *fr;
+    if (!swap_with_neighbours(p, comm, w->acc, in, all)) return 0;
+    *fr = w->acc;
+    w->acc = in;
     return 1;
 }
+
 
 attn_status attn_ring_sdpa_backward(const attn_ctx *ctx, const attn_sdpa_desc *d, MPI_Comm comm,
                                     float *dq, float *dk, float *dv,
@@ -427,10 +485,11 @@ attn_status attn_ring_sdpa_backward(const attn_ctx *ctx, const attn_sdpa_desc *d
                                             w.acc + p.kfl + c.ko * d->Dv, dout + c.qo * d->out.t,
                                             q + c.qo * d->q.t, kb + c.ko * d->D, vb + c.ko * d->Dv,
                                             out + c.qo * d->out.t, w.cst, w.kern, p.kern_bytes);
+                    if (!progress(req)) return ATTN_ERR_IO;
                 }
-        if (MPI_Waitall(4, req, MPI_STATUSES_IGNORE) != MPI_SUCCESS) return ATTN_ERR_IO;
+        if (!wait_all(4, req)) return ATTN_ERR_IO;
         if (p.n > 1) {
-            if (!exchange_replace(&p, comm, w.acc, p.kfl + p.vfl, w.xchg)) return ATTN_ERR_IO;
+            if (!pass_accumulator(&p, &w, comm, j)) return ATTN_ERR_IO;
             sent += (p.kfl + p.vfl) * sizeof(float);
         }
     }
