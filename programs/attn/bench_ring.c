@@ -23,7 +23,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <time.h>
 
 #define TOL 1e-5
 
@@ -35,14 +34,6 @@ static void fill(float *x, size_t n, uint64_t seed) {
         s = s * 6364136223846793005ull + 1442695040888963407ull;
         x[i] = (float)((s >> 40) & 0xffffff) / (float)0x1000000 * 2.0f - 1.0f;
     }
-}
-
-/* CPU seconds of the process (every thread, Open MPI's own included): on a shared machine the work a run
- * took, where its wall time also counts the waits for a core. */
-static double cpu_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 static double peak_rss(void) {
@@ -291,7 +282,7 @@ int cmd_bench_ring(int argc, char **argv) {
         const int run = i - warmup + 1;                  /* 1..repeat when timed */
         uint64_t s = 0;
         MPI_Barrier(MPI_COMM_WORLD);
-        double t0 = cli_now(), c0 = cpu_now();
+        double t0 = cli_now(), c0 = cli_cpu_now();
         if (g_n > 1) st = attn_ring_sdpa_forward(&ctx, &d, MPI_COMM_WORLD, t.out, t.stats, t.q, t.k, t.v, t.work, fw, &s);
         else st = attn_sdpa_forward(&ctx, &d, t.out, t.stats, NULL, t.q, t.k, t.v, t.work, fw);
         double t1 = cli_now();
@@ -302,7 +293,7 @@ int cmd_bench_ring(int argc, char **argv) {
             else
                 st = attn_sdpa_backward(&ctx, &d, t.dq, t.dk, t.dv, t.dout, t.q, t.k, t.v, t.out, t.stats, t.work, bw);
         }
-        double t2 = cli_now(), cpu = cpu_now() - c0;
+        double t2 = cli_now(), cpu = cli_cpu_now() - c0;
         double fwd = slowest(t1 - t0), bwd = slowest(t2 - t1), all = slowest(t2 - t0);
         if (i == 0) sent = s;
         if (g_rank == 0)                 /* progress on stderr (the JSON is on stdout) */

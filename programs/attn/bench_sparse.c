@@ -17,22 +17,12 @@
  *   run: it is slow) and the speed-up. Linear attention is checked against the reference path at T = 256.
  *   Wall and process CPU time both (a shared machine's waits show in the first only).
  */
-#define _POSIX_C_SOURCE 200809L   /* clock_gettime */
 #include "cli.h"
 
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-/* CPU seconds of the whole process (every thread): on a shared machine, the work a pass took, where the
- * wall time also counts the waits for a core. */
-static double cpu_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static void fill_uniform(float *x, size_t n, uint64_t seed) {
     uint64_t s = seed * 0x9e3779b97f4a7c15ULL + 1;
@@ -201,13 +191,13 @@ int bench_varlen(const char *spec, int H, int D, int causal, int backward, int r
     for (int pass = 0; pass <= backward; pass++) {
         double best[4] = {INFINITY, INFINITY, INFINITY, INFINITY}, cpu[4] = {INFINITY, INFINITY, INFINITY, INFINITY};
         for (int r = 0; r <= repeat && !st; r++) {   /* round 0 warms up */
-            double t0 = cli_now(), c0 = cpu_now(), tm[4], cm[4];
+            double t0 = cli_now(), c0 = cli_cpu_now(), tm[4], cm[4];
             if (!pass) st = attn_sdpa_varlen_forward(ctx, &vd, out, stats, q, k, v, work, wb);
             else st = attn_sdpa_varlen_backward(ctx, &vd, dq, dk, dv, dout, q, k, v, out, stats, work, wb);
             tm[0] = cli_now() - t0;
-            cm[0] = cpu_now() - c0;
+            cm[0] = cli_cpu_now() - c0;
             t0 = cli_now();
-            c0 = cpu_now();
+            c0 = cli_cpu_now();
             for (int i = 0; i < n && !st; i++) {
                 vl_alone *a = &al[i];
                 if (!pass) st = attn_sdpa_forward(ctx, &a->d, a->out, a->stats, NULL, a->q, a->k, a->v, work, wb);
@@ -215,17 +205,17 @@ int bench_varlen(const char *spec, int H, int D, int causal, int backward, int r
                                              a->stats, work, wb);
             }
             tm[1] = cli_now() - t0;
-            cm[1] = cpu_now() - c0;
+            cm[1] = cli_cpu_now() - c0;
             t0 = cli_now();
-            c0 = cpu_now();
+            c0 = cli_cpu_now();
             if (!st) st = run_padded(ctx, &pd, pt, pass, work, wb);
             tm[2] = cli_now() - t0;
-            cm[2] = cpu_now() - c0;
+            cm[2] = cli_cpu_now() - c0;
             t0 = cli_now();
-            c0 = cpu_now();
+            c0 = cli_cpu_now();
             if (!st) st = run_padded(ctx, &pm, pt, pass, work, wb);
             tm[3] = cli_now() - t0;
-            cm[3] = cpu_now() - c0;
+            cm[3] = cli_cpu_now() - c0;
             for (int x = 0; x < 4 && r > 0; x++) {
                 if (tm[x] < best[x]) best[x] = tm[x];
                 if (cm[x] < cpu[x]) cpu[x] = cm[x];
@@ -312,10 +302,10 @@ int bench_linear(int H, int D, int tmax, int backward, int repeat, const attn_ct
         for (int pass = 0; pass <= backward && !st; pass++) {
             double best = INFINITY, cbest = INFINITY;
             for (int r = 0; r <= repeat && !st; r++) {
-                double t0 = cli_now(), c0 = cpu_now();
+                double t0 = cli_now(), c0 = cli_cpu_now();
                 if (!pass) st = attn_linear_attn_forward(ctx, &d, o, den, q, k, v, w, w1);
                 else st = attn_linear_attn_backward(ctx, &d, dq, dk, dv, go, q, k, v, o, den, w, w2);
-                double dt = cli_now() - t0, dc = cpu_now() - c0;
+                double dt = cli_now() - t0, dc = cli_cpu_now() - c0;
                 if (r > 0 && dt < best) best = dt;
                 if (r > 0 && dc < cbest) cbest = dc;
             }
@@ -340,9 +330,9 @@ int bench_linear(int H, int D, int tmax, int backward, int repeat, const attn_ct
     size_t wb = 0;
     attn_status st = attn_sdpa_workspace_size(ctx, &sd, ATTN_PASS_FORWARD, &wb);
     void *w = malloc(wb ? wb : 1);
-    double t0 = cli_now(), c0 = cpu_now();
+    double t0 = cli_now(), c0 = cli_cpu_now();
     if (!st) st = attn_sdpa_forward(ctx, &sd, o, stt, NULL, q, k, v, w, wb);
-    const double dense = cli_now() - t0, dense_cpu = cpu_now() - c0;
+    const double dense = cli_now() - t0, dense_cpu = cli_cpu_now() - c0;
     free(q); free(k); free(v); free(o); free(stt); free(w);
     if (cli_fail(st, "bench: --linear")) return 1;
     printf("  dense causal fused attention (attn_sdpa_forward), T=%d, one run: %.3f ms (%.1f GFLOP/s on visible "

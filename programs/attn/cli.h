@@ -53,6 +53,10 @@ int cli_fail(attn_status st, const char *what);
 /* Seconds on a monotonic clock (for durations). */
 double cli_now(void);
 
+/* CPU seconds of the whole process (every thread, libraries' own included): on a shared machine the work
+ * a run took, where its wall time also counts the waits for a core. */
+double cli_cpu_now(void);
+
 /* Creates the folder path and any missing parents; nothing to do when it exists. Returns 0, or 1 after
  * a message "attn: <who>: ..." (path is an --out flag's value, or one of its parents). */
 int cli_make_dir(const char *who, const char *path);

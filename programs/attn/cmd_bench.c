@@ -31,7 +31,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <time.h>
 #include <unistd.h>
 
 #ifdef _OPENMP
@@ -40,12 +39,6 @@
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #endif
-
-static double cpu_s(void) {      /* CPU time of the whole process (every thread) */
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static double peak_rss_bytes(void) {
     struct rusage ru;
@@ -370,7 +363,7 @@ static double g_last_cpu;      /* CPU seconds of the last run_pass */
 static attn_status run_pass(const attn_ctx *ctx, const attn_sdpa_desc *d, tensors *t, int backward, void *work,
                             size_t wbytes, double *secs) {
     attn_status st;
-    double c0 = cpu_s();
+    double c0 = cli_cpu_now();
     double t0 = cli_now();
     if (d->dtype == ATTN_DTYPE_BF16) {
         if (!backward) st = attn_sdpa_forward(ctx, d, t->outh, t->stats, t->w, t->qh, t->kh, t->vh, work, wbytes);
@@ -383,7 +376,7 @@ static attn_status run_pass(const attn_ctx *ctx, const attn_sdpa_desc *d, tensor
                                 wbytes);
     }
     *secs = cli_now() - t0;
-    g_last_cpu = cpu_s() - c0;
+    g_last_cpu = cli_cpu_now() - c0;
     return st;
 }
 
