@@ -291,8 +291,9 @@ static int detect_train(detect_flags *f, int epochs_given, int steps_given) {
             attn_detr_free(&m); attn_adam_free(&opt); attn_fmnist_free(&d);
             return 1;
         }
-        if (lead) fprintf(stderr, "attn: detect: resuming %s at step %" PRId64 " (epoch %.2f; seed %" PRIu64 ", lr %g, batch %d "
-                "from the checkpoint)\n", ckpt, start, (double)start / steps, f->seed, (double)f->lr, f->batch);
+        if (lead)
+            fprintf(stderr, "attn: detect: resuming %s at step %" PRId64 " (epoch %.2f; seed %" PRIu64 ", lr %g, batch "
+                    "%d from the checkpoint)\n", ckpt, start, (double)start / steps, f->seed, (double)f->lr, f->batch);
     }
     const attn_detr_config *c = &m.cfg;
     char par[96] = "";
