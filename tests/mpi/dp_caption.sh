@@ -21,33 +21,16 @@ for n in 1 2; do
     echo "dp_caption: $n ranks: training failed:"; cat "$tmp/log$n"; exit 1
   fi
   grep -q "stopped; .* after step 4" "$tmp/log$n" || { echo "dp_caption: $n ranks: no stop at step 4:"; cat "$tmp/log$n"; fail=1; }
-  if cmp -s "$tmp/plain/$ck" "$tmp/n$n/$ck"; then
-    echo "dp_caption: $n rank(s) and one process: checkpoints bitwise identical after 4 steps: ok"
-  else
-    echo "dp_caption: $n rank(s) and one process: checkpoints differ after 4 steps: FAIL"; fail=1
-  fi
+  dp_same dp_caption "$n rank(s) and one process: checkpoints bitwise identical after 4 steps" \
+    "$tmp/plain/$ck" "$tmp/n$n/$ck"
 done
-grep -q "data parallel: 2 ranks" "$tmp/log2" || { echo "dp_caption: 2 ranks: the log does not say data parallel"; fail=1; }
 # only rank 0 writes: one epoch's row in the history (the cut second epoch has none), one line of the epoch
-rows=$(wc -l < "$tmp/n2/caption_history.csv")
-[ "$rows" -eq 2 ] || { echo "dp_caption: history has $rows lines, want 2 (header + 1)"; fail=1; }
-lines=$(grep -c "^Epoch 1/2 - " "$tmp/log2")
-[ "$lines" -eq 1 ] || { echo "dp_caption: 2 ranks printed $lines epoch lines, want 1 (rank 0 only)"; fail=1; }
+dp_rank0_writes dp_caption "$tmp/log2" "$tmp/n2/caption_history.csv" 2
 # resume: 2 steps, then 2 more from the checkpoint (inside the first epoch), with 2 ranks: the same bits
 if ! $mpirun -np 2 "$attn" $args --max-steps 2 --out "$tmp/r2" > "$tmp/logr" 2>&1 ||
    ! $mpirun -np 2 "$attn" caption train --data "$data" --resume --max-steps 2 --threads 1 --out "$tmp/r2" >> "$tmp/logr" 2>&1; then
   echo "dp_caption: 2 ranks, cut and resumed: training failed:"; cat "$tmp/logr"; exit 1
 fi
-if cmp -s "$tmp/plain/$ck" "$tmp/r2/$ck"; then
-  echo "dp_caption: 2 + 2 steps resumed and 4 steps: checkpoints bitwise identical: ok"
-else
-  echo "dp_caption: 2 + 2 steps resumed and 4 steps: checkpoints differ: FAIL"; cat "$tmp/logr"; fail=1
-fi
-if $mpirun -np 3 "$attn" $args --out "$tmp/n3" > "$tmp/log3" 2>&1; then
-  echo "dp_caption: 3 ranks were not refused"; fail=1
-elif ! grep -q "the ranks must divide the 2 shards" "$tmp/log3"; then
-  echo "dp_caption: 3 ranks: no message saying why:"; cat "$tmp/log3"; fail=1
-else
-  echo "dp_caption: 3 ranks refused: ok"
-fi
+dp_same dp_caption "2 + 2 steps resumed and 4 steps: checkpoints bitwise identical" "$tmp/plain/$ck" "$tmp/r2/$ck"
+dp_refuses_3 dp_caption "$tmp/log3" "$mpirun" "$attn" $args --out "$tmp/n3"
 exit $fail

@@ -22,29 +22,13 @@ for n in 1 2; do
     echo "dp_detect: $n ranks: training failed:"; cat "$tmp/log$n"; exit 1
   fi
   grep -q "(step 5)" "$tmp/log$n" || { echo "dp_detect: $n ranks: no stop at step 5:"; cat "$tmp/log$n"; fail=1; }
-  if cmp -s "$tmp/plain/$ck" "$tmp/n$n/$ck"; then
-    echo "dp_detect: $n rank(s) and one process: checkpoints bitwise identical after 5 steps: ok"
-  else
-    echo "dp_detect: $n rank(s) and one process: checkpoints differ after 5 steps: FAIL"; fail=1
-  fi
+  dp_same dp_detect "$n rank(s) and one process: checkpoints bitwise identical after 5 steps" \
+    "$tmp/plain/$ck" "$tmp/n$n/$ck"
   # the losses in the history need every shard's outputs (the gradients alone would not show a bad exchange)
-  if cmp -s "$tmp/plain/detr_history.csv" "$tmp/n$n/detr_history.csv"; then
-    echo "dp_detect: $n rank(s) and one process: the same losses in the history: ok"
-  else
-    echo "dp_detect: $n rank(s) and one process: the histories differ: FAIL"; fail=1
-  fi
+  dp_same dp_detect "$n rank(s) and one process: the same losses in the history" \
+    "$tmp/plain/detr_history.csv" "$tmp/n$n/detr_history.csv"
 done
-grep -q "data parallel: 2 ranks" "$tmp/log2" || { echo "dp_detect: 2 ranks: the log does not say data parallel"; fail=1; }
-# only rank 0 writes: a history row per epoch's end and at the stop (2), one line of the first epoch
-rows=$(wc -l < "$tmp/n2/detr_history.csv")
-[ "$rows" -eq 3 ] || { echo "dp_detect: history has $rows lines, want 3 (header + 2)"; fail=1; }
-lines=$(grep -c "^Epoch 1/2 - " "$tmp/log2")
-[ "$lines" -eq 1 ] || { echo "dp_detect: 2 ranks printed $lines epoch lines, want 1 (rank 0 only)"; fail=1; }
-if $mpirun -np 3 "$attn" $args --out "$tmp/n3" > "$tmp/log3" 2>&1; then
-  echo "dp_detect: 3 ranks were not refused"; fail=1
-elif ! grep -q "the ranks must divide the 2 shards" "$tmp/log3"; then
-  echo "dp_detect: 3 ranks: no message saying why:"; cat "$tmp/log3"; fail=1
-else
-  echo "dp_detect: 3 ranks refused: ok"
-fi
+# only rank 0 writes: a history row at the first epoch's end and at the stop, one line of the first epoch
+dp_rank0_writes dp_detect "$tmp/log2" "$tmp/n2/detr_history.csv" 3
+dp_refuses_3 dp_detect "$tmp/log3" "$mpirun" "$attn" $args --out "$tmp/n3"
 exit $fail
