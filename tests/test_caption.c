@@ -2,7 +2,8 @@
  * test_caption.c — the image captioner (attn/caption.h): the attention-on-item measure on a hand-made case,
  * the loss's gradient against finite differences, a brief training on a synthetic fixture (strips of
  * made-up 8x8 items) whose loss must fall by a stated factor and whose greedy captions (key/value cache)
- * must then be right, the checkpoint round trip and the configuration checks.
+ * must then be right, the step in fixed shards (the whole batch's gradient; a combiner's step and the
+ * local one bitwise alike), the checkpoint round trip and the configuration checks.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "attn/caption.h"
@@ -199,10 +200,77 @@ static void test_config(void) {
     attn_caption_free(&m);
 }
 
+/* The step in shards: a shard's gradient is its share of the batch mean, so the combined gradient is the
+ * whole batch's (up to rounding); a combiner that adds the shards in order gives the local step's bits. */
+static float *g_seen;          /* the combined gradient the recording combiner saw */
+static attn_status record_combine(void *user, float *grads, size_t n_params, float *const *shard_grads,
+                                  const float *losses, int first, int count, int n_used, float *loss) {
+    int *calls = user;
+    (*calls)++;
+    if (first != 0 || count != ATTN_CAPTION_SHARDS) return ATTN_ERR_ARG;
+    double sum = 0.0;
+    memset(grads, 0, sizeof(float) * n_params);
+    for (int k = 0; k < n_used; k++) {
+        for (size_t i = 0; i < n_params; i++) grads[i] += shard_grads[k][i];
+        sum += losses[k];
+    }
+    *loss = (float)sum;
+    memcpy(g_seen, grads, sizeof(float) * n_params);
+    return ATTN_OK;
+}
+
+static void test_shards(void) {
+    attn_caption_config c = small_cfg;
+    c.dim = 8; c.ffn = 12; c.dec_blocks = 1; c.max_batch = 5;
+    attn_caption a, b;
+    attn_adam oa, ob;
+    CHECK_STATUS(attn_caption_init(&a, NULL, &c, 9), ATTN_OK);
+    CHECK_STATUS(attn_caption_init(&b, NULL, &c, 9), ATTN_OK);
+    CHECK_STATUS(attn_adam_alloc(&oa, a.n_params, 1e-3f), ATTN_OK);
+    CHECK_STATUS(attn_adam_alloc(&ob, b.n_params, 1e-3f), ATTN_OK);
+    float x[5 * 8 * 24], la, lb, lw;
+    int32_t w[15];
+    uint64_t s = 7;
+    make_batch(x, w, 5, &s);                       /* 5 strips: shards of 3 and 2 */
+    CHECK_STATUS(attn_caption_loss_grad(&a, x, w, 5, &lw), ATTN_OK);
+    float *gw = malloc(sizeof(float) * a.n_params);
+    g_seen = malloc(sizeof(float) * a.n_params);
+    memcpy(gw, a.grads, sizeof(float) * a.n_params);
+    int calls = 0;
+    CHECK_STATUS(attn_caption_train_step_part(&b, &ob, x, w, 5, 0.0f, 0, ATTN_CAPTION_SHARDS, record_combine, &calls,
+                                              &lb), ATTN_OK);
+    CHECK(calls == 1);
+    CHECK(fabsf(lb - lw) <= 1e-6f * fabsf(lw));
+    double err = 0, ref = 0;
+    for (size_t i = 0; i < a.n_params; i++) {
+        err = fmax(err, fabs((double)g_seen[i] - gw[i]));
+        ref = fmax(ref, fabs((double)gw[i]));
+    }
+    CHECK(ref > 0 && err <= 1e-5 * ref);
+    CHECK_STATUS(attn_caption_train_step_part(&a, &oa, x, w, 5, 0.0f, 0, ATTN_CAPTION_SHARDS, NULL, NULL, &la),
+                 ATTN_OK);
+    CHECK(la == lb && memcmp(a.params, b.params, sizeof(float) * a.n_params) == 0);
+    /* arguments: shards out of range, a part without a combiner, a word out of range */
+    CHECK_STATUS(attn_caption_train_step_part(&a, &oa, x, w, 5, 0.0f, 1, ATTN_CAPTION_SHARDS, record_combine, &calls,
+                                              &la), ATTN_ERR_ARG);
+    CHECK_STATUS(attn_caption_train_step_part(&a, &oa, x, w, 5, 0.0f, 0, 1, NULL, NULL, &la), ATTN_ERR_NULL);
+    w[4] = c.classes;
+    CHECK_STATUS(attn_caption_train_step_part(&a, &oa, x, w, 5, 0.0f, 1, 1, record_combine, &calls, &la),
+                 ATTN_ERR_ARG);
+    CHECK(calls == 1);
+    free(gw);
+    free(g_seen);
+    attn_adam_free(&oa);
+    attn_adam_free(&ob);
+    attn_caption_free(&a);
+    attn_caption_free(&b);
+}
+
 int main(void) {
     test_item_share();
     test_config();
     test_fd();
+    test_shards();
     attn_caption m;
     test_train(&m);
     test_checkpoint(&m);

@@ -540,6 +540,71 @@ static void test_model_refuses(void) {
     attn_detr_free(&m);
 }
 
+/* The data-parallel step as the process holding shard 1 of 2 sees it: the other shard's logits and boxes
+ * come from the gather (here: a whole-batch forward of the same model), its gradient from the combine
+ * (here: shard 0's gradient of a whole-batch run); the result must be attn_detr_train_step's bits. */
+typedef struct fx_other {
+    const float *logits, *boxes, *grad0;   /* the whole batch's outputs, shard 0's gradient */
+    int gathers, combines;
+} fx_other;
+
+static attn_status fx_gather(void *user, float *x, size_t row_floats, int B, int per, int first, int count) {
+    fx_other *o = user;
+    const float *src = o->gathers++ == 0 ? o->logits : o->boxes;     /* the logits first, then the boxes */
+    for (int b = 0; b < B; b++)
+        if (b < first * per || b >= (first + count) * per)
+            memcpy(x + (size_t)b * row_floats, src + (size_t)b * row_floats, sizeof(float) * row_floats);
+    return ATTN_OK;
+}
+
+static attn_status fx_combine(void *user, float *grads, size_t n_params, float *const *shard_grads,
+                              const float *losses, int first, int count, int n_used, float *loss) {
+    fx_other *o = user;
+    o->combines++;
+    memset(grads, 0, sizeof(float) * n_params);
+    for (int k = 0; k < n_used; k++) {
+        const float *g = k >= first && k < first + count ? shard_grads[k] : o->grad0;
+        for (size_t i = 0; i < n_params; i++) grads[i] += g[i];
+        if (losses[k] != 0.0f) return ATTN_ERR_ARG;                  /* the loss is the batch's */
+    }
+    *loss = 0.0f;
+    return ATTN_OK;
+}
+
+static void test_model_part(void) {
+    attn_fmnist_split sp = fixture_split();
+    float x[5 * FX_S * FX_S], tb[15 * 4];
+    int nt[5], lab[15];
+    fx_batch(x, nt, lab, tb, &sp, 5, 14, 0);                 /* shards of 3 and 2 canvases */
+    attn_detr r, a, b;
+    attn_adam oa, ob;
+    CHECK_STATUS(attn_detr_init(&r, NULL, &fx_cfg, 9), ATTN_OK);
+    CHECK_STATUS(attn_detr_init(&a, NULL, &fx_cfg, 9), ATTN_OK);
+    CHECK_STATUS(attn_detr_init(&b, NULL, &fx_cfg, 9), ATTN_OK);
+    CHECK_STATUS(attn_adam_alloc(&oa, a.n_params, 1e-3f), ATTN_OK);
+    CHECK_STATUS(attn_adam_alloc(&ob, b.n_params, 1e-3f), ATTN_OK);
+    const int Q = fx_cfg.queries, K1 = r.K1;
+    float *lg = malloc(sizeof(float) * 5 * Q * K1), *bx = malloc(sizeof(float) * 5 * Q * 4), la, lb, lr;
+    float *g0 = malloc(sizeof(float) * r.n_params);
+    CHECK_STATUS(attn_detr_forward(&r, lg, bx, NULL, x, 5), ATTN_OK);
+    CHECK_STATUS(attn_detr_loss_grad(&r, x, nt, lab, tb, 5, &lr, NULL), ATTN_OK);
+    memcpy(g0, r.shards[0].grads, sizeof(float) * r.n_params);
+    fx_other o = {lg, bx, g0, 0, 0};
+    CHECK_STATUS(attn_detr_train_step(&a, &oa, x, nt, lab, tb, 5, 0.1f, &la, NULL), ATTN_OK);
+    CHECK_STATUS(attn_detr_train_step_part(&b, &ob, x, nt, lab, tb, 5, 0.1f, 1, 1, fx_gather, fx_combine, &o, &lb,
+                                           NULL), ATTN_OK);
+    CHECK(o.gathers == 2 && o.combines == 1);
+    CHECK(la == lr && lb == la && memcmp(a.params, b.params, sizeof(float) * a.n_params) == 0);
+    /* shards out of range, a part without its callbacks */
+    CHECK_STATUS(attn_detr_train_step_part(&b, &ob, x, nt, lab, tb, 5, 0.1f, 1, 2, fx_gather, fx_combine, &o, &lb,
+                                           NULL), ATTN_ERR_ARG);
+    CHECK_STATUS(attn_detr_train_step_part(&b, &ob, x, nt, lab, tb, 5, 0.1f, 1, 1, NULL, fx_combine, &o, &lb, NULL),
+                 ATTN_ERR_NULL);
+    free(lg); free(bx); free(g0);
+    attn_adam_free(&oa); attn_adam_free(&ob);
+    attn_detr_free(&r); attn_detr_free(&a); attn_detr_free(&b);
+}
+
 int main(void) {
     test_hungarian_brute();
     test_hungarian_refuses();
@@ -551,6 +616,7 @@ int main(void) {
     test_model_refuses();
     test_model_fd();
     test_model_threads();
+    test_model_part();
     test_model_train();
     return tu_finish("test_detr");
 }

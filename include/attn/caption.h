@@ -40,6 +40,8 @@ extern "C" {
 
 #define ATTN_CAPTION_MAX_BLOCKS 8
 #define ATTN_CAPTION_MAX_ITEMS 16
+/* the fixed parts of a batch for data-parallel training (attn_caption_train_step_part) */
+#define ATTN_CAPTION_SHARDS 2
 
 typedef struct attn_caption_config {
     int rows, cols, patch;       /* R, W, P */
@@ -69,6 +71,7 @@ typedef struct attn_caption {
     float *head_w, *head_b, *dhead_w, *dhead_b;   /* (V,D) (V) */
     float *acts;                 /* activations, block caches and decoding scratch for max_batch strips */
     size_t acts_floats;
+    float *shard_grads;          /* ATTN_CAPTION_SHARDS gradients of n_params, made by the first _part step */
 } attn_caption;
 
 attn_status attn_caption_init(attn_caption *m, const attn_ctx *ctx, const attn_caption_config *cfg, uint64_t seed);
@@ -81,6 +84,19 @@ attn_status attn_caption_loss_grad(attn_caption *m, const float *strips, const i
 /* loss_grad, then clip the global gradient norm to clip (<= 0: none) and one opt step. */
 attn_status attn_caption_train_step(attn_caption *m, attn_adam *opt, const float *strips, const int32_t *words, int B,
                                     float clip, float *loss);
+
+/* The step in fixed shards, for data parallelism: the batch is cut into ATTN_CAPTION_SHARDS parts of
+ * ceil(B / shards) strips, run one after another; this process computes shards [first, first + count)
+ * (every process passes the whole batch) and combine (attn/layers.h) adds every process's shard gradients
+ * in shard order, then the same clip and opt step. combine NULL with first 0 and count
+ * ATTN_CAPTION_SHARDS: every shard here, added in shard order. A shard's gradient is that of its part of
+ * the batch's mean loss (its row losses over B·T), so the sum is the batch's gradient, and the result is
+ * bitwise the same for any split of the shards among processes (not the bits of attn_caption_train_step,
+ * which runs the batch at once). count 0 is attn_caption_train_step. The first call allocates the shards'
+ * gradients (ATTN_ERR_NOMEM). */
+attn_status attn_caption_train_step_part(attn_caption *m, attn_adam *opt, const float *strips, const int32_t *words,
+                                         int B, float clip, int first, int count, attn_shard_combine_fn combine,
+                                         void *user, float *loss);
 
 /* Greedy decoding with the key/value cache of every decoder block: out (B,N) the words written before <eos>
  * (at most N; the rest -1), n_out (B) their number. cross (B,N,H,Np) or NULL: for each written word, the

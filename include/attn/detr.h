@@ -201,6 +201,21 @@ attn_status attn_detr_train_step(attn_detr *m, attn_adam *opt, const float *canv
                                  const int *labels, const float *tboxes, int B, float clip, float *loss,
                                  float *losses);
 
+/* Data parallel: the same step, but this process computes only shards [first, first + count) (every
+ * process passes the whole batch). After their forward, gather must fill in x (B rows of row_floats
+ * floats, shard k rows [k·per, min(B, (k+1)·per))) the rows of the shards this process did not compute,
+ * the same bits on every process; it is called for the logits, then the boxes. Every process then runs
+ * the criterion on the whole batch (the same loss everywhere), its shards' backward, and combine
+ * (attn/layers.h) adds every process's shard gradients in shard order (the shards' losses it is given are
+ * zeros: the loss is the batch's), then the same clip and opt step: the bits of attn_detr_train_step.
+ * count 0 is attn_detr_train_step. */
+typedef attn_status (*attn_detr_gather_fn)(void *user, float *x, size_t row_floats, int B, int per, int first,
+                                           int count);
+attn_status attn_detr_train_step_part(attn_detr *m, attn_adam *opt, const float *canvases, const int *n_targets,
+                                      const int *labels, const float *tboxes, int B, float clip, int first, int count,
+                                      attn_detr_gather_fn gather, attn_shard_combine_fn combine, void *user,
+                                      float *loss, float *losses);
+
 /* Checkpoint (safetensors, atomic), as attn_caption_save / _load: the tensors under their names, the
  * config in the metadata (model = "detr"), with opt its moments and step, n_extra (<= 32) more metadata
  * pairs. load allocates m for max_batch canvases; with opt non-NULL it allocates *opt with the saved

@@ -216,6 +216,9 @@ void dist_abort(int code);
  * and sent back (dist.c). */
 attn_status dist_combine_shards(void *user, float *grads, size_t n_params, float *const *shard_grads,
                                 const float *losses, int first, int count, int n_used, float *loss);
+/* The detector's attn_detr_gather_fn: every rank's shards' rows (rank r holds shards [r·count,
+ * (r+1)·count) of per rows each, the last cut at B) copied to every rank (dist.c). */
+attn_status dist_gather_shards(void *user, float *x, size_t row_floats, int B, int per, int first, int count);
 int cmd_imdb(int argc, char **argv);
 int cmd_translate(int argc, char **argv);
 int cmd_plot(int argc, char **argv);

@@ -40,6 +40,7 @@
 typedef struct caption_flags {
     const char *data, *out, *ckpt, *png, *plot;
     int epochs, batch, threads, limit, resume, warmup, strips, val;
+    int max_steps;               /* train: stop after this many optimizer steps of this run (0: no limit) */
     int patch, dim, heads, ffn, enc_blocks, dec_blocks;
     float lr, wd, clip;
     uint64_t seed;
@@ -107,14 +108,16 @@ done:
 /* ---------------------------------------------------------------------------------------------------
  * train
  */
-#define N_RUN_META 10
+#define N_RUN_META 11
+/* "step": the steps done of epoch "epoch" + 1 when --max-steps cut it (0 otherwise; absent before) */
 static const char *const run_keys[N_RUN_META] = {"epoch", "epochs", "batch", "lr", "weight_decay", "warmup",
-                                                  "seed", "limit", "strips", "val"};
+                                                  "seed", "limit", "strips", "val", "step"};
 
 static int save_checkpoint(const char *path, const attn_caption *m, const attn_adam *opt, const caption_flags *f,
-                           int epoch) {
+                           int epoch, int step) {
     char v[N_RUN_META][32];
     const char *vp[N_RUN_META];
+    snprintf(v[10], 32, "%d", step);
     snprintf(v[0], 32, "%d", epoch);
     snprintf(v[1], 32, "%d", f->epochs);
     snprintf(v[2], 32, "%d", f->batch);
@@ -135,10 +138,14 @@ static int save_checkpoint(const char *path, const attn_caption *m, const attn_a
     return 0;
 }
 
-static int resume_settings(const char *path, caption_flags *f, int epochs_given, int *done) {
+static int resume_settings(const char *path, caption_flags *f, int epochs_given, int *done, int *step) {
     double v[N_RUN_META];
-    if (cli_run_meta("caption", path, run_keys, N_RUN_META, v)) return 1;
+    v[10] = 0;                   /* checkpoints before "step" hold whole epochs */
+    if (cli_run_meta("caption", path, run_keys, N_RUN_META - 1, v) ||
+        (cli_has_meta(path, run_keys[10]) && cli_run_meta("caption", path, run_keys + 10, 1, v + 10)))
+        return 1;
     *done = (int)v[0];
+    *step = (int)v[10];
     if (!epochs_given) f->epochs = (int)v[1];
     f->batch = (int)v[2];
     f->lr = (float)v[3];
@@ -158,18 +165,30 @@ static void progress(int done, int total, double t0, double loss, int tty) {
     fflush(stderr);
 }
 
+/* Training, in the model's fixed shards; under mpirun data parallel: every rank forms the whole batch and
+ * computes its shards of it (ATTN_CAPTION_SHARDS / N each; the ranks must divide the shards),
+ * dist_combine_shards adds the shards' gradients in shard order on rank 0 and sends the sum back, so the
+ * parameters are bitwise one process's. Only rank 0 checks, logs and writes. */
 static int caption_train(caption_flags *f, int epochs_given) {
     char ckpt[4200];
     snprintf(ckpt, sizeof ckpt, "%s/%s", f->out, CKPT_NAME);
-    int done = 0;
-    if (f->resume && resume_settings(ckpt, f, epochs_given, &done)) return 1;
+    const int lead = dist_rank() == 0, N = dist_size();
+    if (ATTN_CAPTION_SHARDS % N) {
+        fprintf(stderr, "attn: caption: %d ranks: the ranks must divide the %d shards of a batch\n", N,
+                ATTN_CAPTION_SHARDS);
+        return 1;
+    }
+    /* one process runs every shard too: the bits of any number of ranks (DESIGN "Data-parallel image models") */
+    const int sh_count = ATTN_CAPTION_SHARDS / N, sh_first = dist_rank() * sh_count;
+    int done = 0, skip = 0;      /* epochs done, and steps done of the next (a --max-steps cut) */
+    if (f->resume && resume_settings(ckpt, f, epochs_given, &done, &skip)) return 1;
     if (!f->resume && f->epochs <= 0) f->epochs = 10;
     if (f->resume && done >= f->epochs) {
         fprintf(stderr, "attn: caption: --resume: %s already holds %d of %d epochs; give a larger --epochs\n", ckpt,
                 done, f->epochs);
         return 1;
     }
-    if (cli_check_out_dir("caption", "--out", f->out)) return 1;
+    if (lead && cli_check_out_dir("caption", "--out", f->out)) return 1;
     attn_fmnist d;
     if (load_data(&d, f)) return 1;
     attn_caption m;
@@ -205,11 +224,15 @@ static int caption_train(caption_flags *f, int epochs_given) {
     }
     opt.weight_decay = f->wd;
     const attn_caption_config *c = &m.cfg;
-    fprintf(stderr, "attn: caption: strips %dx%d of %d items; patch %d (%d patches), dim %d, %d heads, FFN %d, %d "
-            "encoder + %d decoder blocks: %zu parameters; AdamW lr %g wd %g, %d warm-up epoch(s) then cosine, batch "
-            "%d, %d strips per epoch, %d threads\n", c->rows, c->cols, ITEMS, c->patch, m.Np, c->dim, c->heads,
-            c->ffn, c->enc_blocks, c->dec_blocks, m.n_params, (double)f->lr, (double)f->wd, f->warmup, f->batch,
-            f->strips, attn_get_num_threads());
+    char par[96] = "";
+    if (dist_on()) snprintf(par, sizeof par, " per rank; data parallel: %d ranks, shards %d of %d each", N, sh_count,
+                            ATTN_CAPTION_SHARDS);
+    if (lead)
+        fprintf(stderr, "attn: caption: strips %dx%d of %d items; patch %d (%d patches), dim %d, %d heads, FFN %d, %d "
+                "encoder + %d decoder blocks: %zu parameters; AdamW lr %g wd %g, %d warm-up epoch(s) then cosine, "
+                "batch %d, %d strips per epoch, %d threads%s\n", c->rows, c->cols, ITEMS, c->patch, m.Np, c->dim,
+                c->heads, c->ffn, c->enc_blocks, c->dec_blocks, m.n_params, (double)f->lr, (double)f->wd, f->warmup,
+                f->batch, f->strips, attn_get_num_threads(), par);
 
     const int n = f->strips, P = c->rows * c->cols, steps = (n + f->batch - 1) / f->batch;
     const int64_t total = (int64_t)steps * f->epochs, warm = (int64_t)steps * f->warmup;
@@ -221,23 +244,33 @@ static int caption_train(caption_flags *f, int epochs_given) {
     snprintf(hpath, sizeof hpath, "%s/%s", f->out, HISTORY_NAME);
     int rc = 0;
     if (!w || !x) { rc = cli_fail(ATTN_ERR_NOMEM, "caption"); goto out; }
-    if (cli_history_start(&hist, "caption", hpath, 5, hcols, done, f->plot, "Fashion-MNIST captions")) {
+    if (lead && cli_history_start(&hist, "caption", hpath, 5, hcols, done, f->plot, "Fashion-MNIST captions")) {
         rc = 1;
         goto out;
     }
-    const int tty = isatty(2);
-    for (int epoch = done; epoch < f->epochs && rc == 0; epoch++) {
+    const int tty = lead && isatty(2);
+    int64_t run_steps = 0;       /* optimizer steps of this run (--max-steps) */
+    int cut = 0;                 /* --max-steps stopped the run inside an epoch */
+    for (int epoch = done; epoch < f->epochs && rc == 0 && !cut; epoch++) {
+        if (f->max_steps && run_steps >= f->max_steps) break;   /* --max-steps at an epoch's end */
         double t0 = cli_now(), last = t0, lsum = 0;
-        int seen = 0;
-        fprintf(stderr, "Epoch %d/%d\n", epoch + 1, f->epochs);
-        for (int s = 0; s < steps; s++) {
+        int seen = 0, first_step = epoch == done && skip > 0 ? (skip < steps ? skip : steps) : 0, s;
+        if (lead) fprintf(stderr, "Epoch %d/%d%s\n", epoch + 1, f->epochs, first_step ? " (resumed inside)" : "");
+        for (s = first_step; s < steps; s++) {
+            if (f->max_steps && run_steps >= f->max_steps) {
+                cut = 1;
+                break;
+            }
             const int B = n - s * f->batch < f->batch ? n - s * f->batch : f->batch;
             for (int b = 0; b < B; b++)
                 make_strip(x + (size_t)b * P, w + b * ITEMS, NULL, &d.train, f->seed,
                            (int64_t)epoch * n + (int64_t)s * f->batch + b);
             opt.lr = attn_lr_warmup_cosine(opt.t, warm, total, f->lr, f->lr * 0.01f);
             float loss;
-            if ((st = attn_caption_train_step(&m, &opt, x, w, B, f->clip, &loss)) != ATTN_OK) {
+            st = attn_caption_train_step_part(&m, &opt, x, w, B, f->clip, sh_first, sh_count,
+                                              dist_on() ? dist_combine_shards : NULL, NULL, &loss);
+            run_steps++;
+            if (st != ATTN_OK) {
                 if (tty) fputc('\n', stderr);
                 rc = cli_fail(st, "caption: training step");
                 break;
@@ -252,13 +285,20 @@ static int caption_train(caption_flags *f, int epochs_given) {
             lsum += (double)loss * B;
             seen += B;
             const double now = cli_now();
-            if (s == steps - 1 || now - last > (tty ? 0.5 : 15.0)) {
+            if (lead && (s == steps - 1 || now - last > (tty ? 0.5 : 15.0))) {
                 progress(seen, n, t0, lsum / seen, tty);
                 last = now;
             }
         }
         if (rc) break;
         if (tty) fputc('\n', stderr);
+        if (!lead) continue;                      /* only rank 0 checks and writes */
+        if (cut) {                                /* --max-steps inside the epoch: no check, no history row */
+            if (save_checkpoint(ckpt, &m, &opt, f, epoch, s)) rc = 1;
+            printf("(--max-steps %d: stopped after step %" PRId64 ", %d of %d steps into epoch %d; --resume goes on "
+                   "from there)\n", f->max_steps, opt.t, s, steps, epoch + 1);
+            break;
+        }
         const double t_train = cli_now() - t0, t1 = cli_now();
         double em, ai;
         if (evaluate(&m, &d.test, test_seed(f->seed), f->val, &em, &ai, 0)) { rc = 1; break; }
@@ -268,11 +308,13 @@ static int caption_train(caption_flags *f, int epochs_given) {
                (double)opt.lr, lsum / seen, em, ai, f->val);
         fflush(stdout);
         const double row[5] = {epoch + 1, lsum / seen, em, ai, t_train + t_val};
-        if (cli_history_add(&hist, row, 1) || save_checkpoint(ckpt, &m, &opt, f, epoch + 1)) rc = 1;
+        if (cli_history_add(&hist, row, 1) || save_checkpoint(ckpt, &m, &opt, f, epoch + 1, 0)) rc = 1;
     }
-    if (rc == 0) printf("checkpoint: %s, history: %s%s%s\n", ckpt, hpath, f->plot ? ", curves: " : "",
-                        f->plot ? f->plot : "");
-    cli_history_free(&hist);
+    if (rc == 0 && lead && f->max_steps && run_steps >= f->max_steps)
+        printf("--max-steps %d: stopped; %s holds the parameters after step %" PRId64 "\n", f->max_steps, ckpt, opt.t);
+    if (rc == 0 && lead) printf("checkpoint: %s, history: %s%s%s\n", ckpt, hpath, f->plot ? ", curves: " : "",
+                                f->plot ? f->plot : "");
+    if (lead) cli_history_free(&hist);
 out:
     free(w);
     free(x);
@@ -421,7 +463,10 @@ int cmd_caption(int argc, char **argv) {
         {"seed", CLI_U64, &f.seed, "N", "seed of the initialization and of the strips"},
         {"threads", CLI_INT, &f.threads, "N", "threads (0 = all cores)"},
         {"limit", CLI_INT, &f.limit, "N", "only the first N images of each split (0 = all)"},
-        {"resume", CLI_BOOL, &f.resume, NULL, "continue from the checkpoint in --out"},
+        {"resume", CLI_BOOL, &f.resume, NULL, "continue from the checkpoint in --out (inside an epoch after a "
+                                              "--max-steps cut)"},
+        {"max-steps", CLI_INT, &f.max_steps, "N", "stop after N optimizer steps of this run (0 = no limit); the "
+                                                  "checkpoint then holds them"},
         {"plot", CLI_STR, &f.plot, "FILE", "draw the curves as a PNG after every epoch"},
     };
     const cli_opt eval_opts[] = {
@@ -479,6 +524,7 @@ int cmd_caption(int argc, char **argv) {
         cli_check_int("caption", "--strips", f.strips, 1, 100000000) ||
         cli_check_int("caption", "--val", f.val, 1, 100000000) ||
         cli_check_int("caption", "--batch", f.batch, 1, 65536) || cli_check_int("caption", "--limit", f.limit, 0, -1) ||
+        cli_check_int("caption", "--max-steps", f.max_steps, 0, -1) ||
         cli_check_int("caption", "--warmup", f.warmup, 0, 100000) || cli_check_int("caption", "--patch", f.patch, 1, 28) ||
         cli_check_int("caption", "--dim", f.dim, 1, 4096) || cli_check_int("caption", "--heads", f.heads, 1, 256) ||
         cli_check_int("caption", "--ffn", f.ffn, 1, 16384) ||
@@ -494,7 +540,19 @@ int cmd_caption(int argc, char **argv) {
         return 2;
     }
     cli_set_threads(f.threads, 0);
-    if (which == 0) return caption_train(&f, epochs_given);
+    if (which == 0) {
+        /* under mpirun: data parallel (MPI is started only here); a rank that fails stops them all */
+        if (dist_start()) return 1;
+        if (dist_on() && dist_rank() != 0 && !freopen("/dev/null", "w", stdout)) return 1;   /* rank 0 logs */
+        int rc = caption_train(&f, epochs_given);
+        if (rc && dist_on()) {
+            fprintf(stderr, "attn: caption: rank %d of %d failed: stopping every rank (the last checkpoint is "
+                    "replaced atomically)\n", dist_rank(), dist_size());
+            dist_abort(rc);
+        }
+        dist_stop();
+        return rc;
+    }
     if (which == 1) return caption_eval(&f);
     return caption_predict(&f, &cmds[2], pos[0]);
 }

@@ -230,12 +230,24 @@ static void progress(int done, int total, double t0, double loss, const float *l
     fflush(stderr);
 }
 
+/* Training; under mpirun data parallel: every rank forms the whole batch and runs its shards' forward
+ * (ATTN_DETR_SHARDS / N each; the ranks must divide the shards), dist_gather_shards gives every rank the
+ * whole batch's logits and boxes, every rank runs the criterion on them, then its shards' backward, and
+ * dist_combine_shards adds the shards' gradients in shard order on rank 0 and sends the sum back: the
+ * parameters are bitwise one process's. Only rank 0 checks, logs and writes. */
 static int detect_train(detect_flags *f, int epochs_given, int steps_given) {
     char ckpt[4200];
     snprintf(ckpt, sizeof ckpt, "%s/%s", f->out, CKPT_NAME);
+    const int lead = dist_rank() == 0, N = dist_size();
+    if (ATTN_DETR_SHARDS % N) {
+        fprintf(stderr, "attn: detect: %d ranks: the ranks must divide the %d shards of a batch\n", N,
+                ATTN_DETR_SHARDS);
+        return 1;
+    }
+    const int sh_count = dist_on() ? ATTN_DETR_SHARDS / N : 0, sh_first = dist_rank() * sh_count;
     if (f->resume && resume_settings(ckpt, f, epochs_given, steps_given)) return 1;
     if (!f->resume && f->epochs <= 0) f->epochs = 10;
-    if (cli_check_out_dir("detect", "--out", f->out)) return 1;
+    if (lead && cli_check_out_dir("detect", "--out", f->out)) return 1;
     attn_fmnist d;
     if (load_data(&d, f)) return 1;
     attn_detr m;
@@ -279,15 +291,20 @@ static int detect_train(detect_flags *f, int epochs_given, int steps_given) {
             attn_detr_free(&m); attn_adam_free(&opt); attn_fmnist_free(&d);
             return 1;
         }
-        fprintf(stderr, "attn: detect: resuming %s at step %" PRId64 " (epoch %.2f; seed %" PRIu64 ", lr %g, batch %d "
-                "from the checkpoint)\n", ckpt, start, (double)start / steps, f->seed, (double)f->lr, f->batch);
+        if (lead)
+            fprintf(stderr, "attn: detect: resuming %s at step %" PRId64 " (epoch %.2f; seed %" PRIu64 ", lr %g, batch "
+                    "%d from the checkpoint)\n", ckpt, start, (double)start / steps, f->seed, (double)f->lr, f->batch);
     }
     const attn_detr_config *c = &m.cfg;
-    fprintf(stderr, "attn: detect: canvases %dx%d of 1-%d items; patch %d (%d patches), %d queries, dim %d, %d heads, "
-            "FFN %d, %d encoder + %d decoder blocks: %zu parameters; AdamW lr %g wd %g, warm-up %" PRId64 " steps then "
-            "cosine over %" PRId64 " steps, batch %d, %d canvases per epoch, %d threads\n", CANVAS, CANVAS, MAX_ITEMS,
-            c->patch, m.Np, c->queries, c->dim, c->heads, c->ffn, c->enc_blocks, c->dec_blocks, m.n_params,
-            (double)f->lr, (double)f->wd, warm, total, f->batch, n, attn_get_num_threads());
+    char par[96] = "";
+    if (dist_on()) snprintf(par, sizeof par, " per rank; data parallel: %d ranks, shards %d of %d each", N, sh_count,
+                            ATTN_DETR_SHARDS);
+    if (lead)
+        fprintf(stderr, "attn: detect: canvases %dx%d of 1-%d items; patch %d (%d patches), %d queries, dim %d, %d "
+                "heads, FFN %d, %d encoder + %d decoder blocks: %zu parameters; AdamW lr %g wd %g, warm-up %" PRId64
+                " steps then cosine over %" PRId64 " steps, batch %d, %d canvases per epoch, %d threads%s\n", CANVAS,
+                CANVAS, MAX_ITEMS, c->patch, m.Np, c->queries, c->dim, c->heads, c->ffn, c->enc_blocks, c->dec_blocks,
+                m.n_params, (double)f->lr, (double)f->wd, warm, total, f->batch, n, attn_get_num_threads(), par);
 
     const size_t px = (size_t)CANVAS * CANVAS;
     float *x = malloc(sizeof(float) * (size_t)f->batch * px), *tb = malloc(sizeof(float) * (size_t)f->batch * 4 * MAX_ITEMS);
@@ -298,18 +315,18 @@ static int detect_train(detect_flags *f, int epochs_given, int steps_given) {
     snprintf(hpath, sizeof hpath, "%s/%s", f->out, HISTORY_NAME);
     int rc = 0;
     if (!x || !tb || !nt || !lab) { rc = cli_fail(ATTN_ERR_NOMEM, "detect"); goto out; }
-    if (cli_history_start(&hist, "detect", hpath, 7, hcols, (int)((start + steps - 1) / steps), f->plot,
+    if (lead && cli_history_start(&hist, "detect", hpath, 7, hcols, (int)((start + steps - 1) / steps), f->plot,
                           "Fashion-MNIST detection")) {
         rc = 1;
         goto out;
     }
-    const int tty = isatty(2);
+    const int tty = lead && isatty(2);
     double t0 = cli_now(), last = t0, lsum = 0, psum[3] = {0, 0, 0};
     int seen = 0;
     for (int64_t g = start; g < total && rc == 0; g++) {
         const int epoch = (int)(g / steps), s = (int)(g % steps);
         if (s == 0 || g == start) {
-            fprintf(stderr, "Epoch %d/%d\n", epoch + 1, f->epochs);
+            if (lead) fprintf(stderr, "Epoch %d/%d\n", epoch + 1, f->epochs);
             t0 = last = cli_now();
             lsum = 0; psum[0] = psum[1] = psum[2] = 0; seen = 0;
         }
@@ -331,7 +348,8 @@ static int detect_train(detect_flags *f, int epochs_given, int steps_given) {
         if (rc) break;
         opt.lr = attn_lr_warmup_cosine(opt.t, warm, total, f->lr, f->lr * 0.01f);
         float loss, ls[3];
-        if ((st = attn_detr_train_step(&m, &opt, x, nt, lab, tb, B, f->clip, &loss, ls)) != ATTN_OK) {
+        if ((st = attn_detr_train_step_part(&m, &opt, x, nt, lab, tb, B, f->clip, sh_first, sh_count,
+                                            dist_gather_shards, dist_combine_shards, NULL, &loss, ls)) != ATTN_OK) {
             if (tty) fputc('\n', stderr);
             rc = cli_fail(st, "detect: training step");
             break;
@@ -347,12 +365,12 @@ static int detect_train(detect_flags *f, int epochs_given, int steps_given) {
         seen += B;
         const int end = s == steps - 1 || g + 1 == total;
         const double now = cli_now();
-        if (end || now - last > (tty ? 0.5 : 15.0)) {
+        if (lead && (end || now - last > (tty ? 0.5 : 15.0))) {
             const float mean[3] = {(float)(psum[0] / seen), (float)(psum[1] / seen), (float)(psum[2] / seen)};
             progress(s * f->batch + B, n, t0, lsum / seen, mean, tty);
             last = now;
         }
-        if (!end) continue;
+        if (!end || !lead) continue;              /* only rank 0 checks and writes */
         if (tty) fputc('\n', stderr);
         const double t_train = cli_now() - t0, t1 = cli_now();
         double f1, miou;
@@ -365,9 +383,9 @@ static int detect_train(detect_flags *f, int epochs_given, int steps_given) {
         const double row[7] = {ep, lsum / seen, psum[0] / seen, psum[1] / seen, psum[2] / seen, f1, miou};
         if (cli_history_add(&hist, row, 1) || save_checkpoint(ckpt, &m, &opt, f)) rc = 1;
     }
-    if (rc == 0) printf("checkpoint: %s (step %" PRId64 "), history: %s%s%s\n", ckpt, opt.t, hpath,
-                        f->plot ? ", curves: " : "", f->plot ? f->plot : "");
-    cli_history_free(&hist);
+    if (rc == 0 && lead) printf("checkpoint: %s (step %" PRId64 "), history: %s%s%s\n", ckpt, opt.t, hpath,
+                                f->plot ? ", curves: " : "", f->plot ? f->plot : "");
+    if (lead) cli_history_free(&hist);
 out:
     free(x); free(tb); free(nt); free(lab);
     attn_detr_free(&m);
@@ -622,7 +640,19 @@ int cmd_detect(int argc, char **argv) {
         return 2;
     }
     cli_set_threads(f.threads, 1);
-    if (which == 0) return detect_train(&f, epochs_given, steps_given);
+    if (which == 0) {
+        /* under mpirun: data parallel (MPI is started only here); a rank that fails stops them all */
+        if (dist_start()) return 1;
+        if (dist_on() && dist_rank() != 0 && !freopen("/dev/null", "w", stdout)) return 1;   /* rank 0 logs */
+        int rc = detect_train(&f, epochs_given, steps_given);
+        if (rc && dist_on()) {
+            fprintf(stderr, "attn: detect: rank %d of %d failed: stopping every rank (the last checkpoint is "
+                    "replaced atomically)\n", dist_rank(), dist_size());
+            dist_abort(rc);
+        }
+        dist_stop();
+        return rc;
+    }
     if (which == 1) return detect_eval(&f);
     return detect_predict(&f, &cmds[2], pos[0]);
 }

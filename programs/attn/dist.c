@@ -313,6 +313,25 @@ attn_status dist_combine_shards(void *user, float *grads, size_t n_params, float
     return ATTN_OK;
 }
 
+/* The detector's gather: every rank's rows to every rank with one all-gather (a copy, no arithmetic: its
+ * order does not touch the bits). */
+attn_status dist_gather_shards(void *user, float *x, size_t row_floats, int B, int per, int first, int count) {
+    (void)user;
+    (void)first;
+    if (g_size > 64 || B < 1 || per < 1 || count < 1 || row_floats > (size_t)INT_MAX / (size_t)B) return ATTN_ERR_SIZE;
+    int counts[64], displs[64];
+    for (int r = 0; r < g_size; r++) {
+        int64_t lo = (int64_t)r * count * per, hi = lo + (int64_t)count * per;
+        lo = lo < B ? lo : B;
+        hi = hi < B ? hi : B;
+        displs[r] = (int)(lo * (int64_t)row_floats);
+        counts[r] = (int)((hi - lo) * (int64_t)row_floats);
+    }
+    if (MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, x, counts, displs, MPI_FLOAT, MPI_COMM_WORLD) != MPI_SUCCESS)
+        return ATTN_ERR_IO;
+    return ATTN_OK;
+}
+
 #else
 
 int dist_start(void) {
@@ -339,6 +358,10 @@ attn_status dist_combine_shards(void *user, float *grads, size_t n_params, float
                                 const float *losses, int first, int count, int n_used, float *loss) {
     (void)user; (void)grads; (void)n_params; (void)shard_grads; (void)losses; (void)first; (void)count;
     (void)n_used; (void)loss;
+    return ATTN_ERR_UNSUPPORTED;
+}
+attn_status dist_gather_shards(void *user, float *x, size_t row_floats, int B, int per, int first, int count) {
+    (void)user; (void)x; (void)row_floats; (void)B; (void)per; (void)first; (void)count;
     return ATTN_ERR_UNSUPPORTED;
 }
 

@@ -110,6 +110,7 @@ void attn_caption_free(attn_caption *m) {
     if (!m) return;
     free(m->params);
     free(m->acts);
+    free(m->shard_grads);
     memset(m, 0, sizeof *m);
 }
 
@@ -177,10 +178,23 @@ static attn_status cap_encode(attn_caption *m, cap_acts *a, const float *strips,
     return ATTN_OK;
 }
 
+static attn_status cap_loss_grad(attn_caption *m, const float *strips, const int32_t *words, int B, int Bt,
+                                 double *sum_out);
+
 attn_status attn_caption_loss_grad(attn_caption *m, const float *strips, const int32_t *words, int B, float *loss) {
     if (!m || !m->params || !m->acts || !strips || !words) return ATTN_ERR_NULL;
+    if (B < 1 || B > m->cfg.max_batch) return ATTN_ERR_SIZE;
+    double sum = 0.0;
+    attn_status st = cap_loss_grad(m, strips, words, B, B, &sum);
+    if (st == ATTN_OK && loss) *loss = (float)(sum / ((double)B * m->T));
+    return st;
+}
+
+/* The loss and gradient of B strips as a part of a batch of Bt (>= B): m->grads gets the gradient of
+ * (the B strips' row losses summed) / (Bt·T), *sum the row losses summed. Arguments checked by the caller. */
+static attn_status cap_loss_grad(attn_caption *m, const float *strips, const int32_t *words, int B, int Bt,
+                                 double *sum_out) {
     const attn_caption_config *c = &m->cfg;
-    if (B < 1 || B > c->max_batch) return ATTN_ERR_SIZE;
     const int D = c->dim, Np = m->Np, T = m->T, V = m->V, N = c->items, Le = c->enc_blocks, Ld = c->dec_blocks;
     const int Nd = B * T;
     for (size_t i = 0; i < (size_t)B * N; i++)
@@ -212,10 +226,11 @@ attn_status attn_caption_loss_grad(attn_caption *m, const float *strips, const i
     if ((st = attn_softmax_xent_forward(a.losses, a.probs, a.logits, a.tgt, NULL, Nd, V)) != ATTN_OK) return st;
     double sum = 0;
     for (int i = 0; i < Nd; i++) sum += a.losses[i];
-    if (loss) *loss = (float)(sum / Nd);
+    *sum_out = sum;
     /* backward */
     memset(m->grads, 0, sizeof(float) * m->n_params);
-    for (int i = 0; i < Nd; i++) a.losses[i] = 1.0f / (float)Nd;     /* dloss / dloss_i */
+    const float rows = (float)Bt * (float)T;
+    for (int i = 0; i < Nd; i++) a.losses[i] = 1.0f / rows;          /* dloss / dloss_i */
     memset(a.logits, 0, sizeof(float) * (size_t)Nd * V);
     if ((st = attn_softmax_xent_backward(a.logits, a.losses, a.probs, a.tgt, NULL, Nd, V)) != ATTN_OK) return st;
     memset(a.gd1, 0, sizeof(float) * (size_t)Nd * D);
@@ -253,6 +268,51 @@ attn_status attn_caption_train_step(attn_caption *m, attn_adam *opt, const float
     if (opt->n != m->n_params) return ATTN_ERR_SHAPE;
     attn_status st = attn_caption_loss_grad(m, strips, words, B, loss);
     if (st != ATTN_OK) return st;
+    if (clip > 0.0f && (st = attn_clip_grad_norm(m->grads, m->n_params, clip, NULL)) != ATTN_OK) return st;
+    return attn_adam_step(opt, m->params, m->grads);
+}
+
+attn_status attn_caption_train_step_part(attn_caption *m, attn_adam *opt, const float *strips, const int32_t *words,
+                                         int B, float clip, int first, int count, attn_shard_combine_fn combine,
+                                         void *user, float *loss) {
+    if (count == 0) return attn_caption_train_step(m, opt, strips, words, B, clip, loss);
+    if (!m || !opt || !m->params || !m->acts || !strips || !words) return ATTN_ERR_NULL;
+    if (!combine && (first != 0 || count != ATTN_CAPTION_SHARDS)) return ATTN_ERR_NULL;
+    if (opt->n != m->n_params) return ATTN_ERR_SHAPE;
+    if (B < 1 || B > m->cfg.max_batch) return ATTN_ERR_SIZE;
+    if (isnan(clip) || count < 0 || first < 0 || count > ATTN_CAPTION_SHARDS - first) return ATTN_ERR_ARG;
+    for (size_t i = 0; i < (size_t)B * m->cfg.items; i++)   /* every process refuses the same batch */
+        if (words[i] < 0 || words[i] >= m->cfg.classes) return ATTN_ERR_ARG;
+    if (!m->shard_grads) {
+        m->shard_grads = malloc(sizeof(float) * m->n_params * ATTN_CAPTION_SHARDS);
+        if (!m->shard_grads) return ATTN_ERR_NOMEM;
+    }
+    const int N = m->cfg.items, P = m->cfg.rows * m->cfg.cols;
+    const int per = (B + ATTN_CAPTION_SHARDS - 1) / ATTN_CAPTION_SHARDS, n_used = (B + per - 1) / per;
+    float *sg[ATTN_CAPTION_SHARDS], losses[ATTN_CAPTION_SHARDS] = {0};
+    attn_status st;
+    for (int k = 0; k < ATTN_CAPTION_SHARDS; k++) sg[k] = m->shard_grads + (size_t)k * m->n_params;
+    for (int k = first; k < first + count && k < n_used; k++) {
+        const int lo = k * per, nb = B - lo < per ? B - lo : per;
+        double sum = 0.0;
+        if ((st = cap_loss_grad(m, strips + (size_t)lo * P, words + (size_t)lo * N, nb, B, &sum)) != ATTN_OK)
+            return st;
+        memcpy(sg[k], m->grads, sizeof(float) * m->n_params);
+        losses[k] = (float)(sum / ((double)B * m->T));
+    }
+    float lsum = 0.0f;
+    if (combine) {
+        if ((st = combine(user, m->grads, m->n_params, sg, losses, first, count, n_used, &lsum)) != ATTN_OK) return st;
+    } else {                                     /* every shard here: added to zeros in shard order */
+        double sum = 0.0;
+        memset(m->grads, 0, sizeof(float) * m->n_params);
+        for (int k = 0; k < n_used; k++) {
+            for (size_t i = 0; i < m->n_params; i++) m->grads[i] += sg[k][i];
+            sum += losses[k];
+        }
+        lsum = (float)sum;
+    }
+    if (loss) *loss = lsum;
     if (clip > 0.0f && (st = attn_clip_grad_norm(m->grads, m->n_params, clip, NULL)) != ATTN_OK) return st;
     return attn_adam_step(opt, m->params, m->grads);
 }

@@ -297,10 +297,11 @@ static attn_status shard_backward(attn_detr *s, const float *x, int B, const flo
     return attn_patch_embed_backward(&s->patch, a.patch_cache, a.patch_cache_n * sizeof(float), NULL, g, x, B);
 }
 
-/* The shards over a batch: forward (backward 0) into logits, boxes, cross; or backward from the model's
- * dlogits, dboxes, the shards' gradients summed into m->grads in shard order. */
+/* Shards [first, first + count) over a batch: forward (backward 0) into logits, boxes, cross; or backward
+ * from the model's dlogits, dboxes, the shards' gradients summed into m->grads in shard order when they
+ * are all here (count ATTN_DETR_SHARDS), left in the shards otherwise. */
 static attn_status run_shards(attn_detr *m, const float *x, int B, int backward, float *logits, float *boxes,
-                              float *cross, const float *dlogits, const float *dboxes) {
+                              float *cross, const float *dlogits, const float *dboxes, int first, int count) {
     const int ns = m->n_shards, per = (B + ns - 1) / ns, Q = m->cfg.queries, K1 = m->K1;
     const size_t img = (size_t)m->cfg.image * m->cfg.image, cq = (size_t)m->cfg.heads * Q * m->Np;
     attn_status sts[ATTN_DETR_SHARDS];
@@ -312,7 +313,7 @@ static attn_status run_shards(attn_detr *m, const float *x, int B, int backward,
         const int lo = k * per, n = B - lo < per ? B - lo : per;
         const size_t q0 = (size_t)lo * Q;
         sts[k] = ATTN_OK;
-        if (n <= 0) continue;
+        if (n <= 0 || k < first || k >= first + count) continue;
         if (backward)
             sts[k] = shard_backward(&m->shards[k], x + (size_t)lo * img, n, dlogits + q0 * K1, boxes + q0 * 4,
                                     dboxes + q0 * 4);
@@ -322,7 +323,7 @@ static attn_status run_shards(attn_detr *m, const float *x, int B, int backward,
     }
     for (int k = 0; k < ns; k++)
         if (sts[k] != ATTN_OK) return sts[k];
-    if (backward) {
+    if (backward && count == ns) {
         memset(m->grads, 0, sizeof(float) * m->n_params);
         for (int k = 0; k < ns; k++) {
             if (k * per >= B) continue;
@@ -336,26 +337,46 @@ static attn_status run_shards(attn_detr *m, const float *x, int B, int backward,
 attn_status attn_detr_forward(attn_detr *m, float *logits, float *boxes, float *cross, const float *canvases, int B) {
     if (!m || !m->params || !m->shards || !logits || !boxes || !canvases) return ATTN_ERR_NULL;
     if (B < 1 || B > m->cfg.max_batch) return ATTN_ERR_SIZE;
-    return run_shards(m, canvases, B, 0, logits, boxes, cross, NULL, NULL);
+    return run_shards(m, canvases, B, 0, logits, boxes, cross, NULL, NULL, 0, m->n_shards);
 }
 
-attn_status attn_detr_loss_grad(attn_detr *m, const float *canvases, const int *n_targets, const int *labels,
-                                const float *tboxes, int B, float *loss, float *losses) {
+/* The loss and gradient with shards [first, first + count) here: their forward, gather (when some are
+ * elsewhere) the other shards' logits and boxes, the criterion on the whole batch, their backward; then
+ * the shards' gradients summed here in shard order, or by combine. */
+static attn_status detr_loss_grad_part(attn_detr *m, const float *canvases, const int *n_targets, const int *labels,
+                                       const float *tboxes, int B, float *loss, float *losses, int first, int count,
+                                       attn_detr_gather_fn gather, attn_shard_combine_fn combine, void *user) {
     if (!m || !m->params || !m->shards || !canvases || !n_targets || !loss) return ATTN_ERR_NULL;
     if (B < 1 || B > m->cfg.max_batch) return ATTN_ERR_SIZE;
     for (int b = 0; b < B; b++)
         if (n_targets[b] < 0 || n_targets[b] > m->cfg.queries) return ATTN_ERR_ARG;
+    const int ns = m->n_shards, per = (B + ns - 1) / ns, n_used = (B + per - 1) / per, Q = m->cfg.queries;
     detr_top t;
     detr_top_carve(m, NULL, &t);
     detr_top_carve(m, (float *)(((uintptr_t)m->acts + 63) & ~(uintptr_t)63), &t);
-    attn_status st = run_shards(m, canvases, B, 0, t.logits, t.boxes, NULL, NULL, NULL);
+    attn_status st = run_shards(m, canvases, B, 0, t.logits, t.boxes, NULL, NULL, NULL, first, count);
     if (st != ATTN_OK) return st;
+    if (count < ns && ((st = gather(user, t.logits, (size_t)Q * m->K1, B, per, first, count)) != ATTN_OK ||
+                       (st = gather(user, t.boxes, (size_t)Q * 4, B, per, first, count)) != ATTN_OK))
+        return st;
     float ls[3];
     if ((st = attn_detr_loss(&m->crit, loss, ls, t.match, t.dlogits, t.dboxes, 1.0f, t.logits, t.boxes, n_targets,
                              labels, tboxes, B, m->cfg.queries, t.work, t.work_bytes)) != ATTN_OK)
         return st;
     if (losses) memcpy(losses, ls, sizeof ls);
-    return run_shards(m, canvases, B, 1, NULL, t.boxes, NULL, t.dlogits, t.dboxes);
+    if ((st = run_shards(m, canvases, B, 1, NULL, t.boxes, NULL, t.dlogits, t.dboxes, first, count)) != ATTN_OK)
+        return st;
+    if (count == ns) return ATTN_OK;
+    /* the loss is the batch's, the same on every process: the shards carry none of it */
+    float *sg[ATTN_DETR_SHARDS], zero[ATTN_DETR_SHARDS] = {0}, unused = 0.0f;
+    for (int k = 0; k < ns; k++) sg[k] = m->shards[k].grads;
+    return combine(user, m->grads, m->n_params, sg, zero, first, count, n_used, &unused);
+}
+
+attn_status attn_detr_loss_grad(attn_detr *m, const float *canvases, const int *n_targets, const int *labels,
+                                const float *tboxes, int B, float *loss, float *losses) {
+    return detr_loss_grad_part(m, canvases, n_targets, labels, tboxes, B, loss, losses, 0, ATTN_DETR_SHARDS, NULL,
+                               NULL, NULL);
 }
 
 attn_status attn_detr_train_step(attn_detr *m, attn_adam *opt, const float *canvases, const int *n_targets,
@@ -366,6 +387,23 @@ attn_status attn_detr_train_step(attn_detr *m, attn_adam *opt, const float *canv
     if (isnan(clip)) return ATTN_ERR_ARG;
     float l;
     attn_status st = attn_detr_loss_grad(m, canvases, n_targets, labels, tboxes, B, &l, losses);
+    if (st != ATTN_OK) return st;
+    if (loss) *loss = l;
+    if (clip > 0.0f && (st = attn_clip_grad_norm(m->grads, m->n_params, clip, NULL)) != ATTN_OK) return st;
+    return attn_adam_step(opt, m->params, m->grads);
+}
+
+attn_status attn_detr_train_step_part(attn_detr *m, attn_adam *opt, const float *canvases, const int *n_targets,
+                                      const int *labels, const float *tboxes, int B, float clip, int first, int count,
+                                      attn_detr_gather_fn gather, attn_shard_combine_fn combine, void *user,
+                                      float *loss, float *losses) {
+    if (count == 0) return attn_detr_train_step(m, opt, canvases, n_targets, labels, tboxes, B, clip, loss, losses);
+    if (!m || !opt || !gather || !combine) return ATTN_ERR_NULL;
+    if (opt->n != m->n_params) return ATTN_ERR_SHAPE;
+    if (isnan(clip) || count < 0 || first < 0 || count > m->n_shards - first) return ATTN_ERR_ARG;
+    float l;
+    attn_status st = detr_loss_grad_part(m, canvases, n_targets, labels, tboxes, B, &l, losses, first, count, gather,
+                                         combine, user);
     if (st != ATTN_OK) return st;
     if (loss) *loss = l;
     if (clip > 0.0f && (st = attn_clip_grad_norm(m->grads, m->n_params, clip, NULL)) != ATTN_OK) return st;

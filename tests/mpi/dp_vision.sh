@@ -19,23 +19,10 @@ for n in 1 2; do
     echo "dp_vision: $n ranks: training failed:"; cat "$tmp/log$n"; exit 1
   fi
   grep -q "stopped; .* after step 6" "$tmp/log$n" || { echo "dp_vision: $n ranks: no stop at step 6:"; cat "$tmp/log$n"; fail=1; }
-  if cmp -s "$tmp/plain/vit.safetensors" "$tmp/n$n/vit.safetensors"; then
-    echo "dp_vision: $n rank(s) and one process: checkpoints bitwise identical after 6 steps: ok"
-  else
-    echo "dp_vision: $n rank(s) and one process: checkpoints differ after 6 steps: FAIL"; fail=1
-  fi
+  dp_same dp_vision "$n rank(s) and one process: checkpoints bitwise identical after 6 steps" \
+    "$tmp/plain/vit.safetensors" "$tmp/n$n/vit.safetensors"
 done
-grep -q "data parallel: 2 ranks" "$tmp/log2" || { echo "dp_vision: 2 ranks: the log does not say data parallel"; fail=1; }
 # only rank 0 writes: one epoch's row in the history (the cut second epoch has none), one log of the epoch
-rows=$(wc -l < "$tmp/n2/vit_history.csv")
-[ "$rows" -eq 2 ] || { echo "dp_vision: history has $rows lines, want 2 (header + 1)"; fail=1; }
-lines=$(grep -c "^Epoch 1/2 - " "$tmp/log2")
-[ "$lines" -eq 1 ] || { echo "dp_vision: 2 ranks printed $lines epoch lines, want 1 (rank 0 only)"; fail=1; }
-if $mpirun -np 3 "$attn" $args --out "$tmp/n3" > "$tmp/log3" 2>&1; then
-  echo "dp_vision: 3 ranks were not refused"; fail=1
-elif ! grep -q "the ranks must divide the 2 shards" "$tmp/log3"; then
-  echo "dp_vision: 3 ranks: no message saying why:"; cat "$tmp/log3"; fail=1
-else
-  echo "dp_vision: 3 ranks refused: ok"
-fi
+dp_rank0_writes dp_vision "$tmp/log2" "$tmp/n2/vit_history.csv" 2
+dp_refuses_3 dp_vision "$tmp/log3" "$mpirun" "$attn" $args --out "$tmp/n3"
 exit $fail

@@ -1,5 +1,6 @@
-# fixtures.sh — small data sets the MPI tests make for themselves (sourced by dp_imdb.sh, dp_translate.sh),
-# so they run on a machine without ../shared/data.
+# fixtures.sh — small data sets the MPI tests make for themselves (sourced by dp_imdb.sh, dp_translate.sh,
+# dp_vision.sh, dp_caption.sh, dp_detect.sh), so they run on a machine without ../shared/data; and the image
+# models' shared checks.
 
 # imdb_fixture DIR N: DIR/aclImdb/{train,test}/{pos,neg} with N one-line reviews each, words drawn
 # deterministically from a small list so that the vocabulary and the labels are learnable.
@@ -45,4 +46,31 @@ fmnist_fixture() {
     LC_ALL=C awk -v n="$2" 'BEGIN { printf "%c%c%c%c%c%c%c%c", 0, 0, 8, 1, 0, 0, int(n / 256), n % 256;
       for (i = 0; i < n; i++) printf "%c", (i * 7) % 10 }' | LC_ALL=C gzip > "$1/$s-labels-idx1-ubyte.gz"
   done
+}
+
+# Checks shared by the image models' data-parallel tests (dp_vision.sh, dp_caption.sh, dp_detect.sh); each
+# prints "TAG: ...: ok" or a FAIL line and sets fail=1 on failure.
+# dp_same TAG WHAT FILE1 FILE2: the two files byte for byte
+dp_same() {
+  if cmp -s "$3" "$4"; then echo "$1: $2: ok"; else echo "$1: $2: FAIL"; fail=1; fi
+}
+# dp_rank0_writes TAG LOG HISTORY LINES: under 2 ranks only rank 0 writes: HISTORY has LINES lines (header
+# included) and LOG says data parallel and holds one line of the first epoch ("Epoch 1/2 - ")
+dp_rank0_writes() {
+  grep -q "data parallel: 2 ranks" "$2" || { echo "$1: 2 ranks: the log does not say data parallel"; fail=1; }
+  rows=$(wc -l < "$3")
+  [ "$rows" -eq "$4" ] || { echo "$1: history has $rows lines, want $4"; fail=1; }
+  lines=$(grep -c "^Epoch 1/2 - " "$2")
+  [ "$lines" -eq 1 ] || { echo "$1: 2 ranks printed $lines epoch lines, want 1 (rank 0 only)"; fail=1; }
+}
+# dp_refuses_3 TAG LOG MPIRUN ATTN ARGS...: 3 ranks (not dividing a batch's 2 shards) refused, saying why
+dp_refuses_3() {
+  tag=$1; log=$2; run=$3; shift 3
+  if $run -np 3 "$@" > "$log" 2>&1; then
+    echo "$tag: 3 ranks were not refused"; fail=1
+  elif ! grep -q "the ranks must divide the 2 shards" "$log"; then
+    echo "$tag: 3 ranks: no message saying why:"; cat "$log"; fail=1
+  else
+    echo "$tag: 3 ranks refused: ok"
+  fi
 }
