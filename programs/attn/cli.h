@@ -212,6 +212,11 @@ int  dist_rowsum_ordered(struct rowsum *x, struct rowsum *spare, void *wire, siz
                          void (*idle)(void *), void *user);
 int  dist_barrier(void);
 void dist_abort(int code);
+/* A training under mpirun: dist_quiet_followers sends every rank's stdout but rank 0's to /dev/null (0, or
+ * 1 when it cannot); dist_finish(who, rc) stops every rank with a message when rc is an error on one, then
+ * MPI, and returns rc. */
+int  dist_quiet_followers(void);
+int  dist_finish(const char *who, int rc);
 /* The translators' attn_shard_combine_fn: the ranks' shards gathered to rank 0 in shard order, summed,
  * and sent back (dist.c). */
 attn_status dist_combine_shards(void *user, float *grads, size_t n_params, float *const *shard_grads,

@@ -539,7 +539,8 @@ int cmd_detect(int argc, char **argv) {
         {"max-steps", CLI_INT, &f.max_steps, "N", "stop after N optimizer steps in all (0: none); the schedule ends there"},
         {"canvases", CLI_INT, &f.canvases, "N", "training canvases per epoch, new ones every epoch (default 20000)"},
         {"val", CLI_INT, &f.val, "N", "test canvases checked after every epoch"},
-        {"threshold", CLI_FLOAT, &f.threshold, "X", "a query predicts an object when its class is above no object and has probability >= X"},
+        {"threshold", CLI_FLOAT, &f.threshold, "X", "a query predicts an object when its class is above no object and has "
+                                               "probability >= X"},
         {"batch", CLI_INT, &f.batch, "N", "batch size"},
         {"lr", CLI_FLOAT, &f.lr, "X", "AdamW's peak learning rate (after the warm-up; cosine decay to 1% of it)"},
         {"wd", CLI_FLOAT, &f.wd, "X", "AdamW's decoupled weight decay"},
@@ -563,7 +564,8 @@ int cmd_detect(int argc, char **argv) {
         {"out", CLI_STR, &f.out, "DIR", "where the checkpoint is"},
         {"ckpt", CLI_STR, &f.ckpt, "FILE", "the checkpoint (default --out/" CKPT_NAME ")"},
         {"canvases", CLI_INT, &f.canvases, "N", "test canvases (default 2000)"},
-        {"threshold", CLI_FLOAT, &f.threshold, "X", "a query predicts an object when its class is above no object and has probability >= X"},
+        {"threshold", CLI_FLOAT, &f.threshold, "X", "a query predicts an object when its class is above no object and has "
+                                               "probability >= X"},
         {"seed", CLI_U64, &f.seed, "N", "seed of the test canvases"},
         {"limit", CLI_INT, &f.limit, "N", "only the first N images of each split (0 = all)"},
         {"threads", CLI_INT, &f.threads, "N", "threads (0 = all cores)"},
@@ -574,7 +576,8 @@ int cmd_detect(int argc, char **argv) {
         {"ckpt", CLI_STR, &f.ckpt, "FILE", "the checkpoint (default --out/" CKPT_NAME ")"},
         {"seed", CLI_U64, &f.seed, "N", "seed of the test canvases"},
         {"png", CLI_STR, &f.png, "FILE", "draw the canvas, the predicted boxes and each query's cross-attention"},
-        {"threshold", CLI_FLOAT, &f.threshold, "X", "a query predicts an object when its class is above no object and has probability >= X"},
+        {"threshold", CLI_FLOAT, &f.threshold, "X", "a query predicts an object when its class is above no object and has "
+                                               "probability >= X"},
         {"limit", CLI_INT, &f.limit, "N", "only the first N images of each split (0 = all)"},
         {"threads", CLI_INT, &f.threads, "N", "threads (0 = all cores)"},
     };
@@ -642,16 +645,8 @@ int cmd_detect(int argc, char **argv) {
     cli_set_threads(f.threads, 1);
     if (which == 0) {
         /* under mpirun: data parallel (MPI is started only here); a rank that fails stops them all */
-        if (dist_start()) return 1;
-        if (dist_on() && dist_rank() != 0 && !freopen("/dev/null", "w", stdout)) return 1;   /* rank 0 logs */
-        int rc = detect_train(&f, epochs_given, steps_given);
-        if (rc && dist_on()) {
-            fprintf(stderr, "attn: detect: rank %d of %d failed: stopping every rank (the last checkpoint is "
-                    "replaced atomically)\n", dist_rank(), dist_size());
-            dist_abort(rc);
-        }
-        dist_stop();
-        return rc;
+        if (dist_start() || dist_quiet_followers()) return 1;
+        return dist_finish("detect", detect_train(&f, epochs_given, steps_given));
     }
     if (which == 1) return detect_eval(&f);
     return detect_predict(&f, &cmds[2], pos[0]);

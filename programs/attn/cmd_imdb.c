@@ -737,17 +737,8 @@ static int imdb_train(const imdb_flags *f) {
         cli_check_int("imdb", "--limit", f->limit, 0, -1) || cli_check_int("imdb", "--max-steps", f->max_steps, 0, -1) ||
         cli_check_int("imdb", "--grad-groups", f->groups, 0, 64))
         return 2;
-    if (dist_start()) return 1;
-    if (dist_on() && dist_rank() != 0 && !freopen("/dev/null", "w", stdout)) return 1;  /* rank 0 logs */
-    int rc = imdb_train_run(f);
-    if (rc && dist_on()) {
-        fprintf(stderr, "attn: imdb: rank %d of %d failed: stopping every rank (the last checkpoint is intact: it "
-                "is replaced atomically)\n", dist_rank(), dist_size());
-        fflush(stderr);
-        dist_abort(rc);
-    }
-    dist_stop();
-    return rc;
+    if (dist_start() || dist_quiet_followers()) return 1;
+    return dist_finish("imdb", imdb_train_run(f));
 }
 
 static int imdb_train_run(const imdb_flags *f) {

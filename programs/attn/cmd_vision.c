@@ -635,16 +635,8 @@ int cmd_vision(int argc, char **argv) {
     cli_set_threads(f.threads, 1);              /* the batch is split across threads; OpenBLAS on one */
     if (which == 0) {
         /* under mpirun: data parallel (MPI is started only here); a rank that fails stops them all */
-        if (dist_start()) return 1;
-        if (dist_on() && dist_rank() != 0 && !freopen("/dev/null", "w", stdout)) return 1;   /* rank 0 logs */
-        int rc = vision_train(&f, epochs_given);
-        if (rc && dist_on()) {
-            fprintf(stderr, "attn: vision: rank %d of %d failed: stopping every rank (the last checkpoint is "
-                    "replaced atomically)\n", dist_rank(), dist_size());
-            dist_abort(rc);
-        }
-        dist_stop();
-        return rc;
+        if (dist_start() || dist_quiet_followers()) return 1;
+        return dist_finish("vision", vision_train(&f, epochs_given));
     }
     if (which == 1) return vision_eval(&f);
     return vision_predict(&f, &cmds[2], pos[0]);

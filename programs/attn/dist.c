@@ -366,3 +366,20 @@ attn_status dist_gather_shards(void *user, float *x, size_t row_floats, int B, i
 }
 
 #endif
+
+/* The frame of every data-parallel training (MPI or not: the calls above do nothing without it). */
+int dist_quiet_followers(void) {
+    if (dist_on() && dist_rank() != 0 && !freopen("/dev/null", "w", stdout)) return 1;   /* rank 0 logs */
+    return 0;
+}
+
+int dist_finish(const char *who, int rc) {
+    if (rc && dist_on()) {
+        fprintf(stderr, "attn: %s: rank %d of %d failed: stopping every rank (the last checkpoint is intact: it "
+                "is replaced atomically)\n", who, dist_rank(), dist_size());
+        fflush(stderr);
+        dist_abort(rc);
+    }
+    dist_stop();
+    return rc;
+}

@@ -234,15 +234,8 @@ int tr_train(const tr_kind *kind, const tr_train_args *a, tr_create_fn create, c
         dist_stop();
         return 2;
     }
-    if (dist_on() && dist_rank() != 0 && !freopen("/dev/null", "w", stdout)) return 1;   /* rank 0 logs */
-    int rc = tr_train_run(kind, a, create, opts);
-    if (rc && dist_on()) {
-        fprintf(stderr, "attn: translate: rank %d of %d failed: stopping every rank\n", dist_rank(), dist_size());
-        fflush(stderr);
-        dist_abort(rc);
-    }
-    dist_stop();
-    return rc;
+    if (dist_quiet_followers()) return 1;
+    return dist_finish("translate", tr_train_run(kind, a, create, opts));
 }
 
 static int tr_train_run(const tr_kind *kind, const tr_train_args *a, tr_create_fn create, const void *opts) {
