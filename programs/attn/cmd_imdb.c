@@ -30,7 +30,6 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -87,7 +86,7 @@ static int load_data(attn_imdb_data *d, const imdb_flags *f, const attn_imdb_opt
     if (st != ATTN_OK) {
         /* No source: a cache alone is enough (e.g. the data was moved after the first run). */
         if (attn_imdb_cache_load(d, o, NULL, cache, NULL, 0) == ATTN_OK) {
-            fprintf(stderr, "attn: imdb: note: %s; using the cache %s\n", err, cache);
+            if (dist_rank() == 0) fprintf(stderr, "attn: imdb: note: %s; using the cache %s\n", err, cache);
             return 0;
         }
         fprintf(stderr, "attn: imdb: %s\n", err);
@@ -97,8 +96,9 @@ static int load_data(attn_imdb_data *d, const imdb_flags *f, const attn_imdb_opt
     double t0 = cli_now();
     st = attn_imdb_cache_load(d, o, src, cache, err, sizeof err);
     if (st == ATTN_OK) {
-        fprintf(stderr, "attn: imdb: data from the cache %s (%.2f s): %d train, %d test reviews\n", cache,
-                cli_now() - t0, d->train.n, d->test.n);
+        if (dist_rank() == 0)
+            fprintf(stderr, "attn: imdb: data from the cache %s (%.2f s): %d train, %d test reviews\n", cache,
+                    cli_now() - t0, d->train.n, d->test.n);
         return 0;
     }
     if (st == ATTN_ERR_FORMAT) fprintf(stderr, "attn: imdb: note: ignoring a corrupt cache: %s\n", err);
@@ -110,8 +110,9 @@ static int load_data(attn_imdb_data *d, const imdb_flags *f, const attn_imdb_opt
         fprintf(stderr, "attn: imdb: %s\n", err[0] ? err : attn_status_string(st));
         return 1;
     }
-    fprintf(stderr, "attn: imdb: read %s in %.2f s: %d train, %d test reviews\n", src, cli_now() - t0,
-            d->train.n, d->test.n);
+    if (dist_rank() == 0)                /* data parallel: rank 0 read first; the others say nothing */
+        fprintf(stderr, "attn: imdb: read %s in %.2f s: %d train, %d test reviews\n", src, cli_now() - t0,
+                d->train.n, d->test.n);
     if (cli_make_dir("imdb", f->out) == 0 && attn_imdb_cache_save(d, o, cache, err, sizeof err) != ATTN_OK)
         fprintf(stderr, "attn: imdb: note: cache not written: %s\n", err);
     return 0;
@@ -218,7 +219,6 @@ typedef struct train_run {
     float *zeros;                /* (V·D) a zero gradient */
     attn_status idle_st;
     uint64_t bytes_sent;         /* data parallel: the gradient sums' bytes this rank sent in the run */
-    int64_t die_at;              /* ATTN_TEST_DIE_AT_STEP (tests/mpi/dp_imdb.sh): rank 1 kills itself there */
 } train_run;
 
 static void train_run_free(train_run *r) {
@@ -314,17 +314,19 @@ static int train_build(const imdb_flags *f, train_run *r, int *nothing_to_do) {
             return 1;
         }
         if (r->resumed.epoch >= r->epochs) {
-            fprintf(stderr, "attn: imdb: %s has %d epochs already (--epochs %d): nothing to do\n", r->ckpt,
-                    r->resumed.epoch, r->epochs);
+            if (r->lead)
+                fprintf(stderr, "attn: imdb: %s has %d epochs already (--epochs %d): nothing to do\n", r->ckpt,
+                        r->resumed.epoch, r->epochs);
             *nothing_to_do = 1;
             return 0;
         }
         char inside[64] = "";
         if (r->resumed.step) snprintf(inside, sizeof inside, " and %d steps of epoch %d", r->resumed.step,
                                       r->resumed.epoch + 1);
-        fprintf(stderr, "attn: imdb: resuming %s after epoch %d%s (step %" PRId64 "; seed %" PRIu64 ", lr %g, batch %d "
-                "from the checkpoint)\n", r->ckpt, r->resumed.epoch, inside, r->resumed.adam_t, r->seed, r->lr,
-                r->batch);
+        if (r->lead)
+            fprintf(stderr, "attn: imdb: resuming %s after epoch %d%s (step %" PRId64 "; seed %" PRIu64 ", lr %g, "
+                    "batch %d from the checkpoint)\n", r->ckpt, r->resumed.epoch, inside, r->resumed.adam_t, r->seed,
+                    r->lr, r->batch);
     } else if ((st = attn_imdb_model_init(&r->m, NULL, &c, Bmax, r->seed)) != ATTN_OK) {
         return cli_fail(st, "imdb: model");
     }
@@ -558,7 +560,7 @@ static int train_epoch(train_run *r, int epoch, epoch_sums *e, int *s_end) {
     *s_end = first;
     for (int s = first; s < steps; s++) {
         if (r->max_steps && r->steps >= r->max_steps) break;    /* --max-steps */
-        if (r->die_at && r->steps == r->die_at && dist_rank() == 1) raise(SIGKILL);   /* the test of a dead rank */
+        dist_test_die(r->steps);
         attn_status st = r->dp ? dp_step(r, s, e) : train_step(r, s, e);
         r->steps++;
         *s_end = s + 1;
@@ -756,8 +758,6 @@ static int imdb_train_run(const imdb_flags *f) {
     r.lead = lead;
     r.max_steps = f->max_steps;
     r.dp = dist_on() || f->groups > 0;  /* the grouped step: under mpirun, or asked for */
-    const char *die = getenv("ATTN_TEST_DIE_AT_STEP");
-    r.die_at = dist_on() && die ? atoll(die) : 0;
     r.groups = f->groups ? f->groups : GRAD_GROUPS;
     if (r.dp && r.groups % dist_size() != 0) {
         fprintf(stderr, "attn: imdb: %d ranks: the ranks must divide --grad-groups %d (the gradient groups of a "

@@ -135,14 +135,20 @@ static attn_status detr_top_carve(const attn_detr *m, float *base, detr_top *t) 
     return ATTN_OK;
 }
 
-void attn_detr_free(attn_detr *m) {
-    if (!m) return;
+static void detr_free_shards(attn_detr *m) {
     if (m->shards)
         for (int k = 0; k < m->n_shards; k++) {
             free(m->shards[k].grads);
             free(m->shards[k].acts);
         }
     free(m->shards);
+    m->shards = NULL;
+    m->n_shards = 0;
+}
+
+void attn_detr_free(attn_detr *m) {
+    if (!m) return;
+    detr_free_shards(m);
     free(m->params);
     free(m->acts);
     memset(m, 0, sizeof *m);
@@ -167,14 +173,24 @@ static attn_status detr_alloc(attn_detr *m, const attn_ctx *ctx, const attn_detr
     if ((st = detr_top_carve(m, NULL, &t)) != ATTN_OK) { attn_detr_free(m); return st; }
     m->acts_floats = t.total;
     m->acts = calloc(t.total, sizeof(float));
-    const int ns = ATTN_DETR_SHARDS;
+    if (!m->acts) { attn_detr_free(m); return ATTN_ERR_NOMEM; }
+    if ((st = attn_detr_set_shards(m, ATTN_DETR_SHARDS)) != ATTN_OK) { attn_detr_free(m); return st; }
+    return ATTN_OK;
+}
+
+/* As attn_seq2seq_set_shards: the new shards are built beside the old ones, which stay when this fails. */
+attn_status attn_detr_set_shards(attn_detr *m, int ns) {
+    if (!m || !m->params) return ATTN_ERR_NULL;
+    if (ns < 1 || ns > ATTN_MAX_SHARDS) return ATTN_ERR_ARG;
+    if (ns == m->n_shards) return ATTN_OK;
+    attn_detr old = *m;
     m->shards = calloc(ns, sizeof *m->shards);
-    if (!m->acts || !m->shards) { attn_detr_free(m); return ATTN_ERR_NOMEM; }
-    m->n_shards = ns;
-    for (int k = 0; k < ns; k++) {
+    m->n_shards = 0;
+    attn_status st = m->shards ? ATTN_OK : ATTN_ERR_NOMEM;
+    for (int k = 0; k < ns && st == ATTN_OK; k++) {
         attn_detr *s = &m->shards[k];
-        s->cfg = *cfg;
-        s->cfg.max_batch = (cfg->max_batch + ns - 1) / ns;
+        s->cfg = m->cfg;
+        s->cfg.max_batch = (m->cfg.max_batch + ns - 1) / ns;
         s->Np = m->Np;
         s->K1 = m->K1;
         s->crit = m->crit;
@@ -183,14 +199,21 @@ static attn_status detr_alloc(attn_detr *m, const attn_ctx *ctx, const attn_detr
         s->n_params = m->n_params;
         s->params = m->params;
         s->grads = calloc(m->n_params, sizeof(float));
-        if (!s->grads) { attn_detr_free(m); return ATTN_ERR_NOMEM; }
+        m->n_shards = k + 1;
+        if (!s->grads) { st = ATTN_ERR_NOMEM; break; }
         detr_layout(s, s->params, s->grads);
         detr_acts a;
-        if ((st = detr_carve(s, NULL, &a)) != ATTN_OK) { attn_detr_free(m); return st; }
+        if ((st = detr_carve(s, NULL, &a)) != ATTN_OK) break;
         s->acts_floats = a.total;
-        s->acts = calloc(a.total, sizeof(float));
-        if (!s->acts) { attn_detr_free(m); return ATTN_ERR_NOMEM; }
+        if (!(s->acts = calloc(a.total, sizeof(float)))) st = ATTN_ERR_NOMEM;
     }
+    if (st != ATTN_OK) {
+        detr_free_shards(m);
+        m->shards = old.shards;
+        m->n_shards = old.n_shards;
+        return st;
+    }
+    detr_free_shards(&old);
     return ATTN_OK;
 }
 
@@ -299,12 +322,12 @@ static attn_status shard_backward(attn_detr *s, const float *x, int B, const flo
 
 /* Shards [first, first + count) over a batch: forward (backward 0) into logits, boxes, cross; or backward
  * from the model's dlogits, dboxes, the shards' gradients summed into m->grads in shard order when they
- * are all here (count ATTN_DETR_SHARDS), left in the shards otherwise. */
+ * are all here (count n_shards), left in the shards otherwise. */
 static attn_status run_shards(attn_detr *m, const float *x, int B, int backward, float *logits, float *boxes,
                               float *cross, const float *dlogits, const float *dboxes, int first, int count) {
     const int ns = m->n_shards, per = (B + ns - 1) / ns, Q = m->cfg.queries, K1 = m->K1;
     const size_t img = (size_t)m->cfg.image * m->cfg.image, cq = (size_t)m->cfg.heads * Q * m->Np;
-    attn_status sts[ATTN_DETR_SHARDS];
+    attn_status sts[ATTN_MAX_SHARDS];
     int nth = m->ctx.threads > 0 ? m->ctx.threads : attn_get_num_threads();
     nth = nth < 1 ? 1 : nth > ns ? ns : nth;
     (void)nth;
@@ -368,15 +391,15 @@ static attn_status detr_loss_grad_part(attn_detr *m, const float *canvases, cons
         return st;
     if (count == ns) return ATTN_OK;
     /* the loss is the batch's, the same on every process: the shards carry none of it */
-    float *sg[ATTN_DETR_SHARDS], zero[ATTN_DETR_SHARDS] = {0}, unused = 0.0f;
+    float *sg[ATTN_MAX_SHARDS], zero[ATTN_MAX_SHARDS] = {0}, unused = 0.0f;
     for (int k = 0; k < ns; k++) sg[k] = m->shards[k].grads;
     return combine(user, m->grads, m->n_params, sg, zero, first, count, n_used, &unused);
 }
 
 attn_status attn_detr_loss_grad(attn_detr *m, const float *canvases, const int *n_targets, const int *labels,
                                 const float *tboxes, int B, float *loss, float *losses) {
-    return detr_loss_grad_part(m, canvases, n_targets, labels, tboxes, B, loss, losses, 0, ATTN_DETR_SHARDS, NULL,
-                               NULL, NULL);
+    return detr_loss_grad_part(m, canvases, n_targets, labels, tboxes, B, loss, losses, 0, m ? m->n_shards : 0,
+                               NULL, NULL, NULL);
 }
 
 attn_status attn_detr_train_step(attn_detr *m, attn_adam *opt, const float *canvases, const int *n_targets,

@@ -37,7 +37,7 @@ typedef attn_status (*attn__nmt_shard_step)(void *model, int k, float *loss, con
 
 /* What the epoch driver needs of a model: its parameter/gradient slabs (n_params each), its shards'
  * gradients (n_shards ≤ ATTN__NMT_MAX_SHARDS) and the step of one shard. */
-#define ATTN__NMT_MAX_SHARDS 8
+#define ATTN__NMT_MAX_SHARDS ATTN_MAX_SHARDS
 typedef struct attn__nmt_trainer {
     void *model;
     attn__nmt_shard_step step;

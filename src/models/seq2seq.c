@@ -11,7 +11,7 @@
  * The attention is the library's split additive attention on the model's context: the keys are projected
  * once per batch (attn_additive_keys_forward), each decoder step attends against them
  * (attn_additive_step_forward/backward), and the projection's gradient is taken once at the end
- * (attn_additive_keys_backward). Training splits each batch into ATTN_SEQ2SEQ_SHARDS fixed shards
+ * (attn_additive_keys_backward). Training splits each batch into n_shards fixed shards
  * (own gradients and activations, shared parameters) that run on up to that many OpenMP threads and
  * whose gradients are summed in order: the thread count does not change the result. The epoch driver
  * and the checkpoint I/O are shared with transformer.c in nmt_common.c.
@@ -183,24 +183,41 @@ static attn_status alloc_model(attn_seq2seq *m, const attn_ctx *ctx, const attn_
     m->grads = m->params + m->n_params;
     layout(m, m->params, m->grads);
     if ((st = alloc_acts(m)) != ATTN_OK) { attn_seq2seq_free(m); return st; }
-    /* the shards: views of the same parameters with their own gradients and activations */
-    const int ns = ATTN_SEQ2SEQ_SHARDS;
+    if ((st = attn_seq2seq_set_shards(m, ATTN_SEQ2SEQ_SHARDS)) != ATTN_OK) { attn_seq2seq_free(m); return st; }
+    return ATTN_OK;
+}
+
+/* The shards: views of the same parameters with their own gradients and activations. Built beside the
+ * old ones, which stay in place when this fails. */
+attn_status attn_seq2seq_set_shards(attn_seq2seq *m, int ns) {
+    if (!m || !m->params) return ATTN_ERR_NULL;
+    if (ns < 1 || ns > ATTN_MAX_SHARDS) return ATTN_ERR_ARG;
+    if (ns == m->n_shards) return ATTN_OK;
+    attn_seq2seq old = *m;
     m->shards = calloc(ns, sizeof *m->shards);
-    if (!m->shards) { attn_seq2seq_free(m); return ATTN_ERR_NOMEM; }
-    m->n_shards = ns;
-    for (int k = 0; k < ns; k++) {
+    m->n_shards = 0;
+    attn_status st = m->shards ? ATTN_OK : ATTN_ERR_NOMEM;
+    for (int k = 0; k < ns && st == ATTN_OK; k++) {
         attn_seq2seq *s = &m->shards[k];
-        s->cfg = *cfg;
-        s->cfg.max_batch = (cfg->max_batch + ns - 1) / ns;
+        s->cfg = m->cfg;
+        s->cfg.max_batch = (m->cfg.max_batch + ns - 1) / ns;
         s->ctx = m->ctx;
         s->ctx.threads = 1;                  /* the shards themselves run in parallel */
         s->n_params = m->n_params;
         s->params = m->params;
         s->grads = calloc(m->n_params, sizeof(float));
-        if (!s->grads) { attn_seq2seq_free(m); return ATTN_ERR_NOMEM; }
+        m->n_shards = k + 1;
+        if (!s->grads) { st = ATTN_ERR_NOMEM; break; }
         layout(s, s->params, s->grads);
-        if ((st = alloc_acts(s)) != ATTN_OK) { attn_seq2seq_free(m); return st; }
+        st = alloc_acts(s);
     }
+    if (st != ATTN_OK) {
+        free_shards(m);
+        m->shards = old.shards;
+        m->n_shards = old.n_shards;
+        return st;
+    }
+    free_shards(&old);
     return ATTN_OK;
 }
 

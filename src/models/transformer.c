@@ -467,24 +467,41 @@ static attn_status tf_alloc(attn_transformer *m, const attn_ctx *ctx, const attn
     tf_layout(m, m->params, m->grads);
     attn_posenc_table(m->pos, cfg->num_steps, cfg->hidden);
     if ((st = tf_alloc_acts(m)) != ATTN_OK) { attn_transformer_free(m); return st; }
-    const int ns = ATTN_TF_SHARDS;
+    if ((st = attn_transformer_set_shards(m, ATTN_TF_SHARDS)) != ATTN_OK) { attn_transformer_free(m); return st; }
+    return ATTN_OK;
+}
+
+/* As attn_seq2seq_set_shards: the new shards are built beside the old ones, which stay when this fails. */
+attn_status attn_transformer_set_shards(attn_transformer *m, int ns) {
+    if (!m || !m->params) return ATTN_ERR_NULL;
+    if (ns < 1 || ns > ATTN_MAX_SHARDS) return ATTN_ERR_ARG;
+    if (ns == m->n_shards) return ATTN_OK;
+    attn_transformer old = *m;
     m->shards = calloc(ns, sizeof *m->shards);
-    if (!m->shards) { attn_transformer_free(m); return ATTN_ERR_NOMEM; }
-    m->n_shards = ns;
-    for (int k = 0; k < ns; k++) {
+    m->n_shards = 0;
+    attn_status st = m->shards ? ATTN_OK : ATTN_ERR_NOMEM;
+    for (int k = 0; k < ns && st == ATTN_OK; k++) {
         attn_transformer *s = &m->shards[k];
-        s->cfg = *cfg;
-        s->cfg.max_batch = (cfg->max_batch + ns - 1) / ns;
+        s->cfg = m->cfg;
+        s->cfg.max_batch = (m->cfg.max_batch + ns - 1) / ns;
         s->ctx = m->ctx;
         s->ctx.threads = 1;                  /* the shards themselves run in parallel */
         s->n_params = m->n_params;
         s->params = m->params;
         s->pos = m->pos;
         s->grads = calloc(m->n_params, sizeof(float));
-        if (!s->grads) { attn_transformer_free(m); return ATTN_ERR_NOMEM; }
+        m->n_shards = k + 1;
+        if (!s->grads) { st = ATTN_ERR_NOMEM; break; }
         tf_layout(s, s->params, s->grads);
-        if ((st = tf_alloc_acts(s)) != ATTN_OK) { attn_transformer_free(m); return st; }
+        st = tf_alloc_acts(s);
     }
+    if (st != ATTN_OK) {
+        tf_free_shards(m);
+        m->shards = old.shards;
+        m->n_shards = old.n_shards;
+        return st;
+    }
+    tf_free_shards(&old);
     return ATTN_OK;
 }
 
