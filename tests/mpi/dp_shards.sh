@@ -74,8 +74,10 @@ else echo "dp_shards: vit: --resume --shards 2: no message saying why:"; cat "$t
 cp "$tmp/v2/vit.safetensors" "$tmp/before.safetensors"
 if ATTN_TEST_DIE_AT_STEP=2 $mpirun -np 2 "$attn" $vargs --resume --max-steps 3 --threads 1 --out "$tmp/v2" > "$tmp/vlogdie" 2>&1; then
   echo "dp_shards: vit: a rank died but the job succeeded:"; cat "$tmp/vlogdie"; fail=1
+elif grep -q "rank 1" "$tmp/vlogdie"; then
+  echo "dp_shards: vit: a dead rank stopped the job, naming it: ok"
 else
-  echo "dp_shards: vit: a dead rank stopped the job: ok"
+  echo "dp_shards: vit: the job stopped without naming the dead rank 1:"; cat "$tmp/vlogdie"; fail=1
 fi
 dp_same dp_shards "vit: the checkpoint is unchanged after the failed run" "$tmp/before.safetensors" "$tmp/v2/vit.safetensors"
 if "$attn" vision eval --data "$tmp/fm" --out "$tmp/v2" > "$tmp/vlogeval" 2>&1; then
