@@ -135,13 +135,14 @@ static attn_status detr_top_carve(const attn_detr *m, float *base, detr_top *t) 
     return ATTN_OK;
 }
 
+static void detr_shard_free(void *p) {
+    attn_detr *s = p;
+    free(s->grads);                      /* a shard's params are the model's */
+    free(s->acts);
+}
+
 static void detr_free_shards(attn_detr *m) {
-    if (m->shards)
-        for (int k = 0; k < m->n_shards; k++) {
-            free(m->shards[k].grads);
-            free(m->shards[k].acts);
-        }
-    free(m->shards);
+    attn__shards_free(m->shards, m->n_shards, sizeof *m->shards, detr_shard_free);
     m->shards = NULL;
     m->n_shards = 0;
 }
@@ -178,43 +179,36 @@ static attn_status detr_alloc(attn_detr *m, const attn_ctx *ctx, const attn_detr
     return ATTN_OK;
 }
 
-/* As attn_seq2seq_set_shards: the new shards are built beside the old ones, which stay when this fails. */
+/* A shard: a view of the model's parameters with its own gradients and activations for ceil(max_batch/ns)
+ * rows, run on one thread (the shards themselves run in parallel). */
+static attn_status detr_shard_init(void *model, void *p, int ns) {
+    const attn_detr *m = model;
+    attn_detr *s = p;
+    s->cfg = m->cfg;
+    s->cfg.max_batch = (m->cfg.max_batch + ns - 1) / ns;
+    s->Np = m->Np;
+    s->K1 = m->K1;
+    s->crit = m->crit;
+    s->ctx = m->ctx;
+    s->ctx.threads = 1;
+    s->n_params = m->n_params;
+    s->params = m->params;
+    if (!(s->grads = calloc(m->n_params, sizeof(float)))) return ATTN_ERR_NOMEM;
+    detr_layout(s, s->params, s->grads);
+    detr_acts a;
+    attn_status st = detr_carve(s, NULL, &a);
+    if (st != ATTN_OK) return st;
+    s->acts_floats = a.total;
+    return (s->acts = calloc(a.total, sizeof(float))) ? ATTN_OK : ATTN_ERR_NOMEM;
+}
+
 attn_status attn_detr_set_shards(attn_detr *m, int ns) {
     if (!m || !m->params) return ATTN_ERR_NULL;
-    if (ns < 1 || ns > ATTN_MAX_SHARDS) return ATTN_ERR_ARG;
-    if (ns == m->n_shards) return ATTN_OK;
-    attn_detr old = *m;
-    m->shards = calloc(ns, sizeof *m->shards);
-    m->n_shards = 0;
-    attn_status st = m->shards ? ATTN_OK : ATTN_ERR_NOMEM;
-    for (int k = 0; k < ns && st == ATTN_OK; k++) {
-        attn_detr *s = &m->shards[k];
-        s->cfg = m->cfg;
-        s->cfg.max_batch = (m->cfg.max_batch + ns - 1) / ns;
-        s->Np = m->Np;
-        s->K1 = m->K1;
-        s->crit = m->crit;
-        s->ctx = m->ctx;
-        s->ctx.threads = 1;                            /* the shards themselves run in parallel */
-        s->n_params = m->n_params;
-        s->params = m->params;
-        s->grads = calloc(m->n_params, sizeof(float));
-        m->n_shards = k + 1;
-        if (!s->grads) { st = ATTN_ERR_NOMEM; break; }
-        detr_layout(s, s->params, s->grads);
-        detr_acts a;
-        if ((st = detr_carve(s, NULL, &a)) != ATTN_OK) break;
-        s->acts_floats = a.total;
-        if (!(s->acts = calloc(a.total, sizeof(float)))) st = ATTN_ERR_NOMEM;
-    }
-    if (st != ATTN_OK) {
-        detr_free_shards(m);
-        m->shards = old.shards;
-        m->n_shards = old.n_shards;
-        return st;
-    }
-    detr_free_shards(&old);
-    return ATTN_OK;
+    void *shards = m->shards;
+    attn_status st = attn__shards_replace(m, &shards, &m->n_shards, sizeof *m->shards, ns, detr_shard_init,
+                                          detr_shard_free);
+    m->shards = shards;
+    return st;
 }
 
 attn_status attn_detr_init(attn_detr *m, const attn_ctx *ctx, const attn_detr_config *cfg, uint64_t seed) {

@@ -53,6 +53,15 @@ typedef struct attn__nmt_trainer {
     void *user;
 } attn__nmt_trainer;
 
+/* A model's training shards replaced by ns new ones (attn_*_set_shards): an array of ns zeroed shards of
+ * shard_size bytes, each made by init(model, shard, ns). On success the old ones (*shards, *n_shards) are
+ * freed, free_one on each, and replaced; on failure the new ones are freed and the old stay. ns == *n_shards
+ * does nothing; ns outside 1 .. ATTN_MAX_SHARDS: ATTN_ERR_ARG. */
+attn_status attn__shards_replace(void *model, void **shards, int *n_shards, size_t shard_size, int ns,
+                                 attn_status (*init)(void *model, void *shard, int ns), void (*free_one)(void *shard));
+/* free_one on each of n shards of shard_size bytes, then the array. */
+void attn__shards_free(void *shards, int n, size_t shard_size, void (*free_one)(void *shard));
+
 /* One epoch: shuffle the N pairs with rng, then per batch: step split in the shards (on up to
  * attn_get_num_threads() threads, gradients summed in shard order), clip to clip, Adam. The caller has
  * checked the arguments. Adds the summed losses to *loss_sum and the target tokens to *tokens (both

@@ -147,13 +147,15 @@ static attn_additive_desc att_desc(const attn_seq2seq *m, int B, const int32_t *
     return d;
 }
 
+static void s2s_shard_free(void *p) {
+    attn_seq2seq *s = p;
+    free(s->grads);                      /* a shard's params belong to the model */
+    free(s->acts);
+    free(s->work);
+}
+
 static void free_shards(attn_seq2seq *m) {
-    for (int k = 0; k < m->n_shards; k++) {
-        free(m->shards[k].grads);            /* a shard's params belong to the model */
-        free(m->shards[k].acts);
-        free(m->shards[k].work);
-    }
-    free(m->shards);
+    attn__shards_free(m->shards, m->n_shards, sizeof *m->shards, s2s_shard_free);
     m->shards = NULL;
     m->n_shards = 0;
 }
@@ -187,38 +189,29 @@ static attn_status alloc_model(attn_seq2seq *m, const attn_ctx *ctx, const attn_
     return ATTN_OK;
 }
 
-/* The shards: views of the same parameters with their own gradients and activations. Built beside the
- * old ones, which stay in place when this fails. */
+/* A shard: a view of the model's parameters with its own gradients and activations for ceil(max_batch/ns)
+ * rows, run on one thread (the shards themselves run in parallel). */
+static attn_status s2s_shard_init(void *model, void *p, int ns) {
+    const attn_seq2seq *m = model;
+    attn_seq2seq *s = p;
+    s->cfg = m->cfg;
+    s->cfg.max_batch = (m->cfg.max_batch + ns - 1) / ns;
+    s->ctx = m->ctx;
+    s->ctx.threads = 1;
+    s->n_params = m->n_params;
+    s->params = m->params;
+    if (!(s->grads = calloc(m->n_params, sizeof(float)))) return ATTN_ERR_NOMEM;
+    layout(s, s->params, s->grads);
+    return alloc_acts(s);
+}
+
 attn_status attn_seq2seq_set_shards(attn_seq2seq *m, int ns) {
     if (!m || !m->params) return ATTN_ERR_NULL;
-    if (ns < 1 || ns > ATTN_MAX_SHARDS) return ATTN_ERR_ARG;
-    if (ns == m->n_shards) return ATTN_OK;
-    attn_seq2seq old = *m;
-    m->shards = calloc(ns, sizeof *m->shards);
-    m->n_shards = 0;
-    attn_status st = m->shards ? ATTN_OK : ATTN_ERR_NOMEM;
-    for (int k = 0; k < ns && st == ATTN_OK; k++) {
-        attn_seq2seq *s = &m->shards[k];
-        s->cfg = m->cfg;
-        s->cfg.max_batch = (m->cfg.max_batch + ns - 1) / ns;
-        s->ctx = m->ctx;
-        s->ctx.threads = 1;                  /* the shards themselves run in parallel */
-        s->n_params = m->n_params;
-        s->params = m->params;
-        s->grads = calloc(m->n_params, sizeof(float));
-        m->n_shards = k + 1;
-        if (!s->grads) { st = ATTN_ERR_NOMEM; break; }
-        layout(s, s->params, s->grads);
-        st = alloc_acts(s);
-    }
-    if (st != ATTN_OK) {
-        free_shards(m);
-        m->shards = old.shards;
-        m->n_shards = old.n_shards;
-        return st;
-    }
-    free_shards(&old);
-    return ATTN_OK;
+    void *shards = m->shards;
+    attn_status st = attn__shards_replace(m, &shards, &m->n_shards, sizeof *m->shards, ns, s2s_shard_init,
+                                          s2s_shard_free);
+    m->shards = shards;
+    return st;
 }
 
 /* Activations and the attention workspace for m->cfg.max_batch. */

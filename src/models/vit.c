@@ -159,12 +159,14 @@ static void vit_acts_get(const attn_vit *m, vit_acts *a) {
 /* ---------------------------------------------------------------------------------------------------
  * Lifecycle.
  */
+static void vit_shard_free(void *p) {
+    attn_vit *s = p;
+    free(s->grads);                      /* a shard's params are the model's */
+    free(s->acts);
+}
+
 static void vit_free_shards(attn_vit *m) {
-    for (int k = 0; k < m->n_shards; k++) {
-        free(m->shards[k].grads);                     /* a shard's params are the model's */
-        free(m->shards[k].acts);
-    }
-    free(m->shards);
+    attn__shards_free(m->shards, m->n_shards, sizeof *m->shards, vit_shard_free);
     m->shards = NULL;
     m->n_shards = 0;
 }
@@ -193,40 +195,33 @@ static attn_status vit_alloc(attn_vit *m, const attn_ctx *ctx, const attn_vit_co
     return ATTN_OK;
 }
 
-/* As attn_seq2seq_set_shards: the new shards are built beside the old ones, which stay when this fails. */
+/* A shard: a view of the model's parameters with its own gradients and activations for ceil(max_batch/ns)
+ * rows, run on one thread (the shards themselves run in parallel). */
+static attn_status vit_shard_init(void *model, void *p, int ns) {
+    const attn_vit *m = model;
+    attn_vit *s = p;
+    s->cfg = m->cfg;
+    s->cfg.max_batch = (m->cfg.max_batch + ns - 1) / ns;
+    s->T = m->T;
+    s->ctx = m->ctx;
+    s->ctx.threads = 1;
+    s->n_params = m->n_params;
+    s->params = m->params;
+    if (!(s->grads = calloc(m->n_params, sizeof(float)))) return ATTN_ERR_NOMEM;
+    vit_layout(s, s->params, s->grads);
+    vit_acts a;
+    attn_status st = vit_carve(s, NULL, s->cfg.max_batch, &a, &s->acts_bytes);
+    if (st != ATTN_OK) return st;
+    return (s->acts = calloc(1, s->acts_bytes)) ? ATTN_OK : ATTN_ERR_NOMEM;
+}
+
 attn_status attn_vit_set_shards(attn_vit *m, int ns) {
     if (!m || !m->params) return ATTN_ERR_NULL;
-    if (ns < 1 || ns > ATTN_MAX_SHARDS) return ATTN_ERR_ARG;
-    if (ns == m->n_shards) return ATTN_OK;
-    attn_vit old = *m;
-    m->shards = calloc(ns, sizeof *m->shards);
-    m->n_shards = 0;
-    attn_status st = m->shards ? ATTN_OK : ATTN_ERR_NOMEM;
-    for (int k = 0; k < ns && st == ATTN_OK; k++) {
-        attn_vit *s = &m->shards[k];
-        s->cfg = m->cfg;
-        s->cfg.max_batch = (m->cfg.max_batch + ns - 1) / ns;
-        s->T = m->T;
-        s->ctx = m->ctx;
-        s->ctx.threads = 1;                            /* the shards themselves run in parallel */
-        s->n_params = m->n_params;
-        s->params = m->params;
-        s->grads = calloc(m->n_params, sizeof(float));
-        m->n_shards = k + 1;
-        if (!s->grads) { st = ATTN_ERR_NOMEM; break; }
-        vit_layout(s, s->params, s->grads);
-        vit_acts a;
-        if ((st = vit_carve(s, NULL, s->cfg.max_batch, &a, &s->acts_bytes)) != ATTN_OK) break;
-        if (!(s->acts = calloc(1, s->acts_bytes))) st = ATTN_ERR_NOMEM;
-    }
-    if (st != ATTN_OK) {
-        vit_free_shards(m);
-        m->shards = old.shards;
-        m->n_shards = old.n_shards;
-        return st;
-    }
-    vit_free_shards(&old);
-    return ATTN_OK;
+    void *shards = m->shards;
+    attn_status st = attn__shards_replace(m, &shards, &m->n_shards, sizeof *m->shards, ns, vit_shard_init,
+                                          vit_shard_free);
+    m->shards = shards;
+    return st;
 }
 
 attn_status attn_vit_init(attn_vit *m, const attn_ctx *ctx, const attn_vit_config *cfg, uint64_t seed) {
