@@ -1,7 +1,7 @@
 #!/bin/sh
 # --shards G, the fixed parts of every batch, is a run setting: any number of ranks that divides it trains
 # with the same bits. G = 4 for a translator (the Transformer) and an image model (the ViT): one process
-# with 1 and 2 threads, 2 ranks and 4 ranks (oversubscribed) must leave byte-identical checkpoints, and 3
+# with 1 and 2 threads, 1, 2 and 4 ranks (4 oversubscribed) must leave byte-identical checkpoints, and 3
 # ranks are refused with a message. The ViT's checkpoint keeps G: 3 steps, then 3 more with --resume (no
 # --shards given), equal the 6 steps of one run, and --resume with another --shards is refused. Under 2
 # ranks only rank 0 says it read the data. A ViT rank that dies mid-run (ATTN_TEST_DIE_AT_STEP) stops the
@@ -25,10 +25,10 @@ fra_fixture "$tmp/fra" 400
 targs="translate train --model transformer --data $tmp/fra --examples 300 --max-steps 12 --seed 3 --shards 4"
 run "transformer, one process x 1 thread" "$tmp/tlog1" "$attn" $targs --threads 1 --out "$tmp/t1"
 run "transformer, one process x 2 threads" "$tmp/tlog1t2" "$attn" $targs --threads 2 --out "$tmp/t1t2"
-for n in 2 4; do
-  run "transformer, $n ranks" "$tmp/tlog$n" $mpirun -np $n "$attn" $targs --threads 1 --out "$tmp/t$n"
+for n in 1 2 4; do
+  run "transformer, $n ranks" "$tmp/tlog$n" $mpirun -np $n "$attn" $targs --threads 1 --out "$tmp/tn$n"
 done
-for o in t1t2 t2 t4; do
+for o in t1t2 tn1 tn2 tn4; do
   for f in "$tmp/t1"/*.safetensors; do
     b=$(basename "$f")
     dp_same dp_shards "transformer --shards 4: $o and one process x 1 thread: $b bitwise identical" "$f" "$tmp/$o/$b"
@@ -44,10 +44,10 @@ fmnist_fixture "$tmp/fm" 40
 vargs="vision train --data $tmp/fm --batch 8 --epochs 3 --patch 7 --dim 16 --heads 2 --blocks 1 --mlp 16 --seed 3"
 run "vit, one process x 1 thread" "$tmp/vlog1" "$attn" $vargs --shards 4 --max-steps 6 --threads 1 --out "$tmp/v1"
 run "vit, one process x 2 threads" "$tmp/vlog1t2" "$attn" $vargs --shards 4 --max-steps 6 --threads 2 --out "$tmp/v1t2"
-for n in 2 4; do
-  run "vit, $n ranks" "$tmp/vlog$n" $mpirun -np $n "$attn" $vargs --shards 4 --max-steps 6 --threads 1 --out "$tmp/v$n"
+for n in 1 2 4; do
+  run "vit, $n ranks" "$tmp/vlog$n" $mpirun -np $n "$attn" $vargs --shards 4 --max-steps 6 --threads 1 --out "$tmp/vn$n"
 done
-for o in v1t2 v2 v4; do
+for o in v1t2 vn1 vn2 vn4; do
   dp_same dp_shards "vit --shards 4: $o and one process x 1 thread: checkpoints bitwise identical after 6 steps" \
     "$tmp/v1/vit.safetensors" "$tmp/$o/vit.safetensors"
 done
@@ -71,16 +71,16 @@ elif grep -q "was trained with --shards 4" "$tmp/vlogr3"; then echo "dp_shards: 
 else echo "dp_shards: vit: --resume --shards 2: no message saying why:"; cat "$tmp/vlogr3"; fail=1; fi
 
 # --- a ViT rank that dies: rank 1 kills itself at the second step of a resumed run, before the epoch's end
-cp "$tmp/v2/vit.safetensors" "$tmp/before.safetensors"
-if ATTN_TEST_DIE_AT_STEP=2 $mpirun -np 2 "$attn" $vargs --resume --max-steps 3 --threads 1 --out "$tmp/v2" > "$tmp/vlogdie" 2>&1; then
+cp "$tmp/vn2/vit.safetensors" "$tmp/before.safetensors"
+if ATTN_TEST_DIE_AT_STEP=2 $mpirun -np 2 "$attn" $vargs --resume --max-steps 3 --threads 1 --out "$tmp/vn2" > "$tmp/vlogdie" 2>&1; then
   echo "dp_shards: vit: a rank died but the job succeeded:"; cat "$tmp/vlogdie"; fail=1
 elif grep -q "rank 1" "$tmp/vlogdie"; then
   echo "dp_shards: vit: a dead rank stopped the job, naming it: ok"
 else
   echo "dp_shards: vit: the job stopped without naming the dead rank 1:"; cat "$tmp/vlogdie"; fail=1
 fi
-dp_same dp_shards "vit: the checkpoint is unchanged after the failed run" "$tmp/before.safetensors" "$tmp/v2/vit.safetensors"
-if "$attn" vision eval --data "$tmp/fm" --out "$tmp/v2" > "$tmp/vlogeval" 2>&1; then
+dp_same dp_shards "vit: the checkpoint is unchanged after the failed run" "$tmp/before.safetensors" "$tmp/vn2/vit.safetensors"
+if "$attn" vision eval --data "$tmp/fm" --out "$tmp/vn2" > "$tmp/vlogeval" 2>&1; then
   echo "dp_shards: vit: the checkpoint loads after the failed run: ok"
 else
   echo "dp_shards: vit: the checkpoint does not load after the failed run: FAIL"; cat "$tmp/vlogeval"; fail=1
