@@ -35,6 +35,7 @@ typedef struct vision_flags {
     const char *data, *out, *ckpt, *png, *html, *plot, *split;
     int epochs, batch, threads, limit, resume, no_augment, warmup;
     int max_steps;               /* train: stop after this many optimizer steps of this run (0: no limit) */
+    int shards;                  /* train: --shards (0: not given) */
     int patch, dim, heads, blocks, mlp;
     float lr, wd, clip;
     uint64_t seed;
@@ -94,14 +95,16 @@ static int evaluate(attn_vit *m, const attn_fmnist_split *s, double *loss, doubl
  * train
  */
 #define N_RUN_META 10
-/* "step": the steps done of epoch "epoch" + 1 when --max-steps cut it (0 otherwise; absent before) */
-static const char *const run_keys[N_RUN_META] = {"epoch", "epochs", "batch", "lr", "weight_decay", "warmup",
-                                                  "augment", "seed", "limit", "step"};
+/* "step": the steps done of epoch "epoch" + 1 when --max-steps cut it (0 otherwise; absent before);
+ * "shards" (saved after them; absent before: 2) is read by dist_shards */
+static const char *const run_keys[N_RUN_META + 1] = {"epoch", "epochs", "batch", "lr", "weight_decay", "warmup",
+                                                      "augment", "seed", "limit", "step", "shards"};
 
 static int save_checkpoint(const char *path, const attn_vit *m, const attn_adam *opt, const vision_flags *f,
                            int epoch, int step) {
-    char v[N_RUN_META][32];
-    const char *vp[N_RUN_META];
+    char v[N_RUN_META + 1][32];
+    const char *vp[N_RUN_META + 1];
+    snprintf(v[10], 32, "%d", f->shards);
     snprintf(v[9], 32, "%d", step);
     snprintf(v[0], 32, "%d", epoch);
     snprintf(v[1], 32, "%d", f->epochs);
@@ -112,9 +115,9 @@ static int save_checkpoint(const char *path, const attn_vit *m, const attn_adam 
     snprintf(v[6], 32, "%d", !f->no_augment);
     snprintf(v[7], 32, "%" PRIu64, f->seed);
     snprintf(v[8], 32, "%d", f->limit);
-    for (int i = 0; i < N_RUN_META; i++) vp[i] = v[i];
+    for (int i = 0; i < N_RUN_META + 1; i++) vp[i] = v[i];
     char err[1024] = "";
-    attn_status st = attn_vit_save(m, opt, run_keys, vp, N_RUN_META, path, err, sizeof err);
+    attn_status st = attn_vit_save(m, opt, run_keys, vp, N_RUN_META + 1, path, err, sizeof err);
     if (st != ATTN_OK) {
         fprintf(stderr, "attn: vision: saving the checkpoint: %s\n", err[0] ? err : attn_status_string(st));
         return 1;
@@ -160,20 +163,17 @@ static void draw_augment(attn_rng *rng, int *dy, int *dx, int *flip) {
 }
 
 /* Training; under mpirun data parallel: every rank forms the whole batch and computes its shards of it
- * (ATTN_VIT_SHARDS / N each; the ranks must divide the shards), dist_combine_shards adds the shards'
+ * (--shards G / N each; the ranks must divide G), dist_combine_shards adds the shards'
  * gradients in shard order on rank 0 and sends the sum back, so the parameters are bitwise one process's.
  * Only rank 0 evaluates, logs and writes. */
 static int vision_train(vision_flags *f, int epochs_given) {
     char ckpt[4200];
     snprintf(ckpt, sizeof ckpt, "%s/%s", f->out, CKPT_NAME);
     const int lead = dist_rank() == 0, N = dist_size();
-    if (ATTN_VIT_SHARDS % N != 0) {
-        fprintf(stderr, "attn: vision: %d ranks: the ranks must divide the %d shards of a batch\n", N, ATTN_VIT_SHARDS);
-        return 2;
-    }
-    const int sh_count = dist_on() ? ATTN_VIT_SHARDS / N : 0, sh_first = dist_rank() * sh_count;
     int done = 0, skip = 0;      /* epochs done, and steps done of the next (a --max-steps cut) */
     if (f->resume && resume_settings(ckpt, f, epochs_given, &done, &skip)) return 1;
+    int sh_first, sh_count, r;
+    if ((r = dist_shards("vision", ckpt, f->resume, &f->shards, ATTN_VIT_SHARDS, &sh_first, &sh_count))) return r;
     if (!f->resume && f->epochs <= 0) f->epochs = 15;
     if (f->resume && done >= f->epochs) {
         fprintf(stderr, "attn: vision: --resume: %s already holds %d of %d epochs; give a larger --epochs\n", ckpt,
@@ -229,10 +229,16 @@ static int vision_train(vision_flags *f, int epochs_given) {
         }
     }
     opt.weight_decay = f->wd;
+    if ((st = attn_vit_set_shards(&m, f->shards)) != ATTN_OK) {
+        attn_vit_free(&m);
+        attn_adam_free(&opt);
+        attn_fmnist_free(&d);
+        return cli_fail(st, "vision: --shards");
+    }
     const attn_vit_config *c = &m.cfg;
     char par[96] = "";
     if (dist_on()) snprintf(par, sizeof par, " per rank; data parallel: %d ranks, shards %d of %d each", N, sh_count,
-                            ATTN_VIT_SHARDS);
+                            f->shards);
     if (lead)
         fprintf(stderr, "attn: vision: ViT patch %d, dim %d, %d heads, %d blocks, MLP %d: %zu parameters, %d tokens; "
                 "AdamW lr %g wd %g, %d warm-up epoch(s) then cosine, batch %d, %s, %d threads%s, attention compute %s\n",
@@ -288,6 +294,7 @@ static int vision_train(vision_flags *f, int epochs_given) {
                 put_image(x + (size_t)b * P, &d.train, k, dy, dx, flip);
                 lab[b] = d.train.labels[k];
             }
+            dist_test_die(run_steps);
             opt.lr = attn_lr_warmup_cosine(opt.t, warm, total, f->lr, f->lr * 0.01f);
             float loss;
             int ok;
@@ -310,7 +317,7 @@ static int vision_train(vision_flags *f, int epochs_given) {
             correct += ok;
             seen += B;
             if (sh_count) {                  /* this rank's images, for the progress line's accuracy */
-                const int per = (B + ATTN_VIT_SHARDS - 1) / ATTN_VIT_SHARDS, lo = sh_first * per;
+                const int per = (B + f->shards - 1) / f->shards, lo = sh_first * per;
                 const int hi = (sh_first + sh_count) * per < B ? (sh_first + sh_count) * per : B;
                 mine += hi > lo ? hi - lo : 0;
             } else {
@@ -557,7 +564,8 @@ int cmd_vision(int argc, char **argv) {
         {"mlp", CLI_INT, &f.mlp, "N", "hidden width of each block's MLP"},
         {"no-augment", CLI_BOOL, &f.no_augment, NULL, "train without the random crop and flip"},
         {"seed", CLI_U64, &f.seed, "N", "seed of the initialization, shuffling and augmentation"},
-        {"threads", CLI_INT, &f.threads, "N", "threads (0 = all cores; a batch is split in 2 fixed parts)"},
+        {"threads", CLI_INT, &f.threads, "N", "threads (0 = all cores; up to --shards run at once)"},
+        {"shards", CLI_INT, &f.shards, "G", CLI_SHARDS_HELP},
         {"limit", CLI_INT, &f.limit, "N", "only the first N images of each split (0 = all)"},
         {"resume", CLI_BOOL, &f.resume, NULL, "continue from the checkpoint in --out (inside an epoch that "
                                               "--max-steps cut)"},
@@ -621,7 +629,8 @@ int cmd_vision(int argc, char **argv) {
         cli_check_int("vision", "--warmup", f.warmup, 0, 100000) || cli_check_int("vision", "--patch", f.patch, 1, 28) ||
         cli_check_int("vision", "--dim", f.dim, 1, 4096) || cli_check_int("vision", "--heads", f.heads, 1, 256) ||
         cli_check_int("vision", "--blocks", f.blocks, 1, ATTN_VIT_MAX_BLOCKS) ||
-        cli_check_int("vision", "--mlp", f.mlp, 1, 65536) || cli_check_int("vision", "--max-steps", f.max_steps, 0, -1)) {
+        cli_check_int("vision", "--mlp", f.mlp, 1, 65536) || cli_check_int("vision", "--max-steps", f.max_steps, 0, -1) ||
+        cli_check_int("vision", "--shards", f.shards, 0, ATTN_MAX_SHARDS)) {
         cli_usage(&cmds[which], stderr);
         return 2;
     }
