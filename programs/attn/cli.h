@@ -218,7 +218,8 @@ int  dist_barrier(void);
 void dist_abort(int code);
 /* A training under mpirun: dist_quiet_followers sends every rank's stdout but rank 0's to /dev/null (0, or
  * 1 when it cannot); dist_finish(who, rc) stops every rank with a message when rc is an error on one, then
- * MPI, and returns rc. */
+ * MPI, and returns rc. rc 2 is a usage error (flags, shards, the model's shape): every rank finds the same
+ * from the same arguments, so they all end together, without the abort and its per-rank lines. */
 int  dist_quiet_followers(void);
 int  dist_finish(const char *who, int rc);
 /* The test of a dead rank (tests/mpi: ATTN_TEST_DIE_AT_STEP=K under mpirun): rank 1 kills itself when a

@@ -375,7 +375,7 @@ int dist_quiet_followers(void) {
 }
 
 int dist_finish(const char *who, int rc) {
-    if (rc && dist_on()) {
+    if (rc && rc != 2 && dist_on()) {
         fprintf(stderr, "attn: %s: rank %d of %d failed: stopping every rank (the last checkpoint is intact: it "
                 "is replaced atomically)\n", who, dist_rank(), dist_size());
         fflush(stderr);

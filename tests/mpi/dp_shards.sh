@@ -69,6 +69,13 @@ if "$attn" $vargs --resume --shards 2 --max-steps 1 --threads 1 --out "$tmp/vr" 
   echo "dp_shards: vit: --resume --shards 2 on a --shards 4 checkpoint was not refused"; fail=1
 elif grep -q "was trained with --shards 4" "$tmp/vlogr3"; then echo "dp_shards: vit: --resume with another --shards refused: ok"
 else echo "dp_shards: vit: --resume --shards 2: no message saying why:"; cat "$tmp/vlogr3"; fail=1; fi
+# a usage error every rank finds alike ends every rank with status 2, said once, without MPI_Abort
+$mpirun -np 3 "$attn" $vargs --shards 4 --max-steps 1 --threads 1 --out "$tmp/v3" > "$tmp/vlog3" 2>&1
+rc=$?
+if [ "$rc" -eq 0 ]; then echo "dp_shards: vit: 3 ranks with --shards 4 were not refused"; fail=1
+elif [ "$(grep -c 'do not divide the 4 shards' "$tmp/vlog3")" != 1 ] || grep -q "MPI_ABORT\|failed: stopping" "$tmp/vlog3"; then
+  echo "dp_shards: vit: 3 ranks: not one message, or an abort (status $rc):"; cat "$tmp/vlog3"; fail=1
+else echo "dp_shards: vit: 3 ranks refused once, no abort: ok"; fi
 
 # --- a ViT rank that dies: rank 1 kills itself at the second step of a resumed run, before the epoch's end
 cp "$tmp/vn2/vit.safetensors" "$tmp/before.safetensors"
