@@ -250,6 +250,7 @@ typedef struct ax_blk {
     float *mu, *mt, *l;          /* (BR) each: the max the exponentials use, the true max, the sum */
     int32_t *lim;                /* (BR) */
     int minlim;
+    int plim[AX_NQ / 2];         /* per pair of query tiles, the largest key limit of its 32 rows */
     const uint32_t *bad;         /* the kv head's non-finite V flags, one word per 32 keys */
     const char *vb;              /* V of the kv head (the caller's tensor), for the flagged rows */
 } ax_blk;
@@ -273,6 +274,10 @@ typedef struct ax_blk {
  *          per 32 keys, stored back
  *   scores Sᵀ = K_blk Qᵀ: per 32 keys and pair of query tiles, 4 tiles from zero, one step per 32
  *          dims (the sum over D in that order: a score's bits depend on D only), stored
+ * 32 keys that no row of a pair of query tiles sees (at or past the pair's largest key limit: the keys
+ * above a causal diagonal) are skipped on both sides: their scores are not made (the softmax masks
+ * whatever the buffer holds there to -inf) and their P is exactly 0, so leaving their products out of
+ * Oᵀ changes no bit.
  */
 typedef struct ax_tasks {
     /* P·V of keys [pv_j0, + pv_nbp) from pv_P; then the scores of keys [sc_j0, + sc_nbp) into sc_S */
@@ -309,15 +314,17 @@ static inline void ax_step(const ax_blk *x, ax_tasks *t) {
             _tile_loadd(2, o + 16 * AX_BR, AX_BR * 4);
             _tile_loadd(3, o + 16 * AX_BR + 16, AX_BR * 4);
         }
-        const uint16_t *a = x->vt + ((int64_t)(t->pv_j0 / 32 + kc) * x->NXT + xt) * 512;
-        _tile_loadd(4, a, 64);
-        _tile_loadd(5, a + 512, 64);
-        _tile_loadd(6, t->pv_P + (int64_t)(kc * AX_NQ + qp) * 512, 64);
-        _tile_loadd(7, t->pv_P + (int64_t)(kc * AX_NQ + qp + 1) * 512, 64);
-        _tile_dpbf16ps(0, 4, 6);
-        _tile_dpbf16ps(1, 4, 7);
-        _tile_dpbf16ps(2, 5, 6);
-        _tile_dpbf16ps(3, 5, 7);
+        if (t->pv_j0 + 32 * kc < x->plim[qp / 2]) {
+            const uint16_t *a = x->vt + ((int64_t)(t->pv_j0 / 32 + kc) * x->NXT + xt) * 512;
+            _tile_loadd(4, a, 64);
+            _tile_loadd(5, a + 512, 64);
+            _tile_loadd(6, t->pv_P + (int64_t)(kc * AX_NQ + qp) * 512, 64);
+            _tile_loadd(7, t->pv_P + (int64_t)(kc * AX_NQ + qp + 1) * 512, 64);
+            _tile_dpbf16ps(0, 4, 6);
+            _tile_dpbf16ps(1, 4, 7);
+            _tile_dpbf16ps(2, 5, 6);
+            _tile_dpbf16ps(3, 5, 7);
+        }
         if (kc == nkc - 1) {
             _tile_stored(0, o, AX_BR * 4);
             _tile_stored(1, o + 16, AX_BR * 4);
@@ -329,6 +336,7 @@ static inline void ax_step(const ax_blk *x, ax_tasks *t) {
     s -= t->pv_steps;
     const int NC = x->NC, c = s % NC, g = s / NC;                 /* g: (32 keys, query tile pair) */
     const int qp = 2 * (g % (AX_NQ / 2)), kc = g / (AX_NQ / 2);
+    if (t->sc_j0 + 32 * kc >= x->plim[qp / 2]) return;
     const uint16_t *a0 = x->kp + (int64_t)((t->sc_j0 + 32 * kc) / 16) * NC * 512;   /* key tile, chunk 0 */
     if (c == 0) {
         _tile_zero(0);
@@ -644,6 +652,10 @@ static void ax_block(const ax_fwd *cx, char *tw, int b, int h, int t0, int nr) {
         x.l[i] = 0.0f;
     }
     x.minlim = minlim;
+    for (int p = 0; p < AX_NQ / 2; p++) {
+        x.plim[p] = 0;
+        for (int i = 32 * p; i < 32 * p + 32; i++) x.plim[p] = x.lim[i] > x.plim[p] ? x.lim[i] : x.plim[p];
+    }
     memset(x.Ot, 0, sizeof(float) * (size_t)DvP * AX_BR);
 
     /* the key blocks, software-pipelined: while the softmax of block j+1 runs on AVX-512, the tiles do
