@@ -257,6 +257,30 @@ static inline __m512i ax_pair(__m512 e0, __m512 e1) {
     return _mm512_permutexvar_epi16(idx, both);
 }
 
+/* r[i] lane k = w[k] lane i: a 16 x 16 transpose of 32-bit elements in four rounds of shuffles. */
+static inline void ax_transpose16(const __m512i w[16], __m512i r[16]) {
+    __m512i t[16], u[16], v[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_epi32(w[2 * i], w[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_epi32(w[2 * i], w[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {
+        u[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+        u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+        u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+        u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+    }
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 4; j++) {
+            v[8 * i + j] = _mm512_shuffle_i32x4(u[8 * i + j], u[8 * i + j + 4], 0x88);
+            v[8 * i + j + 4] = _mm512_shuffle_i32x4(u[8 * i + j], u[8 * i + j + 4], 0xdd);
+        }
+    for (int j = 0; j < 8; j++) {
+        r[j] = _mm512_shuffle_i32x4(v[j], v[j + 8], 0x88);
+        r[j + 8] = _mm512_shuffle_i32x4(v[j], v[j + 8], 0xdd);
+    }
+}
+
 /* The state of one query block while its key blocks stream past. */
 typedef struct ax_blk {
     const attn_sdpa_desc *d;
@@ -702,24 +726,29 @@ static void ax_block(const ax_fwd *cx, char *tw, int b, int h, int t0, int nr) {
     }
 #undef AX_NB
 
-    /* out = Oᵀᵀ / l; the row statistics; rows that saw no key: zeros. bf16: per 16 rows and pair of
-     * columns, one 32-bit scatter of bf16 pairs (a scalar loop took a tenth of the forward at D = 64) */
+    /* out = Oᵀᵀ / l; the row statistics; rows that saw no key: zeros. bf16: per 16 rows and 32 columns,
+     * 16 vectors of bf16 column pairs (lane = row) transposed in registers and stored one row each (a
+     * scalar loop took a tenth of the forward at D = 64; a 32-bit scatter per pair of columns, which
+     * replaced it, about 2% of the 1-thread forward) */
     const int64_t off0 = b * d->out.b + h * d->out.h + (int64_t)t0 * d->out.t;
-    const int scatter = dt == ATTN_DTYPE_BF16 && d->out.t >= 0 && d->out.t <= INT32_MAX / 32;
-    if (scatter) {
-        const __m512i rows = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                                _mm512_set1_epi32((int)d->out.t * 2));
+    const int vec = dt == ATTN_DTYPE_BF16;
+    if (vec) {
         for (int qt = 0; qt < AX_NQ && 16 * qt < nr; qt++) {
-            const int n = nr - 16 * qt;
-            const __mmask16 live = n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1);
+            const int n = nr - 16 * qt < 16 ? nr - 16 * qt : 16;
             const __m512 l = _mm512_loadu_ps(x.l + 16 * qt);
             const __m512 inv = _mm512_maskz_div_ps(_mm512_cmp_ps_mask(l, _mm512_setzero_ps(), _CMP_GT_OQ),
                                                    _mm512_set1_ps(1.0f), l);
-            char *base = (char *)cx->out + (off0 + (int64_t)16 * qt * d->out.t) * 2;
-            for (int xx = 0; xx + 1 < Dv; xx += 2) {
-                const __m512 o0 = _mm512_mul_ps(_mm512_loadu_ps(x.Ot + xx * AX_BR + 16 * qt), inv);
-                const __m512 o1 = _mm512_mul_ps(_mm512_loadu_ps(x.Ot + (xx + 1) * AX_BR + 16 * qt), inv);
-                _mm512_mask_i32scatter_epi32(base + 2 * xx, live, rows, ax_pair(o0, o1), 1);
+            uint16_t *base = (uint16_t *)cx->out + off0 + (int64_t)16 * qt * d->out.t;
+            for (int x0 = 0; x0 + 1 < Dv; x0 += 32) {
+                const int np = (Dv - x0) / 2 < 16 ? (Dv - x0) / 2 : 16;        /* pairs of columns here */
+                __m512i w[16], r[16];
+                for (int k = 0; k < 16; k++) {                 /* Ot has DvP >= x0 + 32 rows */
+                    const float *o = x.Ot + (x0 + 2 * k) * AX_BR + 16 * qt;
+                    w[k] = ax_pair(_mm512_mul_ps(_mm512_loadu_ps(o), inv), _mm512_mul_ps(_mm512_loadu_ps(o + AX_BR), inv));
+                }
+                ax_transpose16(w, r);
+                for (int i = 0; i < n; i++)
+                    _mm512_mask_storeu_epi32(base + (int64_t)i * d->out.t + x0, (__mmask16)((1u << np) - 1), r[i]);
             }
         }
     }
@@ -727,7 +756,7 @@ static void ax_block(const ax_fwd *cx, char *tw, int b, int h, int t0, int nr) {
         const int64_t row = ((int64_t)b * H + h) * T + t0 + i;
         const float inv = x.l[i] > 0.0f ? 1.0f / x.l[i] : 0.0f;
         const int64_t off = off0 + (int64_t)i * d->out.t;
-        if (scatter) {
+        if (vec) {
             if (Dv % 2) ((uint16_t *)cx->out)[off + Dv - 1] = attn__bf16(x.Ot[(Dv - 1) * AX_BR + i] * inv);
         } else if (dt == ATTN_DTYPE_BF16) {
             uint16_t *orow = (uint16_t *)cx->out + off;
