@@ -44,11 +44,12 @@
 
 /* Keys per softmax block. Oᵀ's tiles are loaded and stored once per block (DvP·BR·4 bytes each way), and
  * on this machine a tile load or store costs about what a tile product does whether its data is in L1 or
- * L2 (measured): larger blocks cost fewer of them, at BC·BR·(4 + 2)·2 bytes of Sᵀ and Pᵀ per thread. With
- * heads up to 64 wide and no causal mask, 256 (the tile work about 5% less than with 128); a causal mask
- * computes on tiles up to a block of keys past each query block's diagonal, so 128 there; wider heads 128
- * (D = 128: 15% less tile work than with 64, as it was). */
-static int ax_bc(const attn_sdpa_desc *d) { return d->D <= 64 && d->Dv <= 64 && !d->mask.causal ? 256 : 128; }
+ * L2 (measured; a store more, about three products, into lines not in L1): larger blocks cost fewer of
+ * them, at BC·BR·(4 + 2)·2 bytes of Sᵀ and Pᵀ per thread. Without a causal mask and heads up to 128 wide,
+ * 256 (D = 64: the tile work about 5% less than with 128; D = 128: the forward 2-4% less CPU time in
+ * most alternating runs, on a loaded machine); a causal mask 128 (256 measured within the noise there);
+ * wider heads 128. */
+static int ax_bc(const attn_sdpa_desc *d) { return d->D <= 128 && d->Dv <= 128 && !d->mask.causal ? 256 : 128; }
 
 static int ax_up32(int n) { return (n + 31) / 32 * 32; }
 static size_t ax_round(size_t n) { return (n + AX_ALIGN - 1) & ~(size_t)(AX_ALIGN - 1); }
