@@ -346,6 +346,19 @@ static inline void ax_tasks_init(ax_tasks *t, const ax_blk *x, const uint16_t *p
     t->total = t->pv_steps + t->sc_nkc * (AX_NQ / 2) * x->NC;
 }
 
+/* tmm0-3 += the 2 x 2 products of A tiles a0, a1 (tmm4, tmm5) and B tiles b0, b1 (tmm6, tmm7), each a
+ * contiguous 1 KiB block: tmm0 = a0·b0, tmm1 = a0·b1, tmm2 = a1·b0, tmm3 = a1·b1. */
+static inline void ax_mul22(const uint16_t *a0, const uint16_t *a1, const uint16_t *b0, const uint16_t *b1) {
+    _tile_loadd(4, a0, 64);
+    _tile_loadd(5, a1, 64);
+    _tile_loadd(6, b0, 64);
+    _tile_loadd(7, b1, 64);
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 4, 7);
+    _tile_dpbf16ps(2, 5, 6);
+    _tile_dpbf16ps(3, 5, 7);
+}
+
 /* Runs step t->step. */
 static inline void ax_step(const ax_blk *x, ax_tasks *t) {
     int s = t->step++;
@@ -361,14 +374,8 @@ static inline void ax_step(const ax_blk *x, ax_tasks *t) {
         }
         if (t->pv_j0 + 32 * kc < x->plim[qp / 2]) {
             const uint16_t *a = x->vt + ((int64_t)(t->pv_j0 / 32 + kc) * x->NXT + xt) * 512;
-            _tile_loadd(4, a, 64);
-            _tile_loadd(5, a + 512, 64);
-            _tile_loadd(6, t->pv_P + (int64_t)(kc * AX_NQ + qp) * 512, 64);
-            _tile_loadd(7, t->pv_P + (int64_t)(kc * AX_NQ + qp + 1) * 512, 64);
-            _tile_dpbf16ps(0, 4, 6);
-            _tile_dpbf16ps(1, 4, 7);
-            _tile_dpbf16ps(2, 5, 6);
-            _tile_dpbf16ps(3, 5, 7);
+            ax_mul22(a, a + 512, t->pv_P + (int64_t)(kc * AX_NQ + qp) * 512,
+                     t->pv_P + (int64_t)(kc * AX_NQ + qp + 1) * 512);
         }
         if (kc == nkc - 1) {
             _tile_stored(0, o, AX_BR * 4);
@@ -389,14 +396,8 @@ static inline void ax_step(const ax_blk *x, ax_tasks *t) {
         _tile_zero(2);
         _tile_zero(3);
     }
-    _tile_loadd(4, a0 + (int64_t)c * 512, 64);
-    _tile_loadd(5, a0 + (int64_t)(NC + c) * 512, 64);
-    _tile_loadd(6, x->Qt + (int64_t)(c * AX_NQ + qp) * 512, 64);
-    _tile_loadd(7, x->Qt + (int64_t)(c * AX_NQ + qp + 1) * 512, 64);
-    _tile_dpbf16ps(0, 4, 6);
-    _tile_dpbf16ps(1, 4, 7);
-    _tile_dpbf16ps(2, 5, 6);
-    _tile_dpbf16ps(3, 5, 7);
+    ax_mul22(a0 + (int64_t)c * 512, a0 + (int64_t)(NC + c) * 512, x->Qt + (int64_t)(c * AX_NQ + qp) * 512,
+             x->Qt + (int64_t)(c * AX_NQ + qp + 1) * 512);
     if (c == NC - 1) {
         float *s0 = t->sc_S + (int64_t)(32 * kc) * AX_BR + 16 * qp;
         _tile_stored(0, s0, AX_BR * 4);
