@@ -44,11 +44,12 @@
 
 /* Keys per softmax block. Oᵀ's tiles are loaded and stored once per block (DvP·BR·4 bytes each way), and
  * on this machine a tile load or store costs about what a tile product does whether its data is in L1 or
- * L2 (measured): larger blocks cost fewer of them, at BC·BR·(4 + 2)·2 bytes of Sᵀ and Pᵀ per thread. With
- * heads up to 64 wide and no causal mask, 256 (the tile work about 5% less than with 128); a causal mask
- * computes on tiles up to a block of keys past each query block's diagonal, so 128 there; wider heads 128
- * (D = 128: 15% less tile work than with 64, as it was). */
-static int ax_bc(const attn_sdpa_desc *d) { return d->D <= 64 && d->Dv <= 64 && !d->mask.causal ? 256 : 128; }
+ * L2 (measured; a store more, about three products, into lines not in L1): larger blocks cost fewer of
+ * them, at BC·BR·(4 + 2)·2 bytes of Sᵀ and Pᵀ per thread. Without a causal mask and heads up to 128 wide,
+ * 256 (D = 64: the tile work about 5% less than with 128; D = 128: the forward 2-4% less CPU time in
+ * most alternating runs, on a loaded machine); a causal mask 128 (256 measured within the noise there);
+ * wider heads 128. */
+static int ax_bc(const attn_sdpa_desc *d) { return d->D <= 128 && d->Dv <= 128 && !d->mask.causal ? 256 : 128; }
 
 static int ax_up32(int n) { return (n + 31) / 32 * 32; }
 static size_t ax_round(size_t n) { return (n + AX_ALIGN - 1) & ~(size_t)(AX_ALIGN - 1); }
@@ -152,6 +153,29 @@ static void ax_tiles_on(void) { _tile_loadconfig(&ax_cfg); }
 /* ---------------------------------------------------------------------------------------------------
  * Stage 0: packs of (b, kv head), a chunk of 32 keys per item.
  */
+
+/* 1 when one of the n elements of row (type dt) is NaN or Inf as bf16: for fp32, also a finite value
+ * that rounds to Inf (|x| from 0x7f7f8000 up, as attn__bf16 rounds). Vector compares, 32 or 16 elements at
+ * a time: element by element this check took about a tenth of the forward's time outside the softmax. */
+static int ax_row_bad(const void *row, int dt, int n) {
+    if (dt == ATTN_DTYPE_BF16) {
+        const __m512i ex = _mm512_set1_epi16(0x7f80);
+        for (int x = 0; x < n; x += 32) {
+            const __mmask32 m = n - x >= 32 ? 0xffffffffu : (__mmask32)((1u << (n - x)) - 1);
+            const __m512i v = _mm512_maskz_loadu_epi16(m, (const uint16_t *)row + x);
+            if (_mm512_mask_cmpeq_epi16_mask(m, _mm512_and_si512(v, ex), ex)) return 1;
+        }
+        return 0;
+    }
+    const __m512i abs = _mm512_set1_epi32(0x7fffffff), lim = _mm512_set1_epi32(0x7f7f8000);
+    for (int x = 0; x < n; x += 16) {
+        const __mmask16 m = n - x >= 16 ? 0xffff : (__mmask16)((1u << (n - x)) - 1);
+        const __m512i v = _mm512_maskz_loadu_epi32(m, (const float *)row + x);
+        if (_mm512_mask_cmpge_epu32_mask(m, _mm512_and_si512(v, abs), lim)) return 1;
+    }
+    return 0;
+}
+
 static void ax_pack_chunk(const attn_sdpa_desc *d, const ax_dims *z, char *shared, const void *k, const void *v,
                           int b, int hk, int j0) {
     const int dt = d->dtype, es = dt == ATTN_DTYPE_BF16 ? 2 : 4;
@@ -171,11 +195,8 @@ static void ax_pack_chunk(const attn_sdpa_desc *d, const ax_dims *z, char *share
     /* V rows with NaN or Inf: packed as zeros and flagged; their products are added after the tiles only
      * for the rows that see them (a tile would add 0·NaN = NaN to the rows that do not) */
     uint32_t bad = 0;
-    for (int j = 0; j < 32 && j0 + j < d->S; j++) {
-        const char *vs = vb + (int64_t)(j0 + j) * d->v.t * es;
-        for (int x = 0; x < d->Dv; x++)
-            if ((ax_get(vs, dt, x) & 0x7f80) == 0x7f80) { bad |= 1u << j; break; }
-    }
+    for (int j = 0; j < 32 && j0 + j < d->S; j++)
+        if (ax_row_bad(vb + (int64_t)(j0 + j) * d->v.t * es, dt, d->Dv)) bad |= 1u << j;
     ((uint32_t *)(shared + z->flags))[pair * (z->SP / 32) + j0 / 32] = bad;
     /* Vᵀ: tiles (j0/32, xt), row = dim % 16, column = key - j0; read by squares of 32 keys x 16 dims */
     uint16_t tmp[32 * 16];
@@ -237,6 +258,30 @@ static inline __m512i ax_pair(__m512 e0, __m512 e1) {
     return _mm512_permutexvar_epi16(idx, both);
 }
 
+/* r[i] lane k = w[k] lane i: a 16 x 16 transpose of 32-bit elements in four rounds of shuffles. */
+static inline void ax_transpose16(const __m512i w[16], __m512i r[16]) {
+    __m512i t[16], u[16], v[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_epi32(w[2 * i], w[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_epi32(w[2 * i], w[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {
+        u[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+        u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+        u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+        u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+    }
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 4; j++) {
+            v[8 * i + j] = _mm512_shuffle_i32x4(u[8 * i + j], u[8 * i + j + 4], 0x88);
+            v[8 * i + j + 4] = _mm512_shuffle_i32x4(u[8 * i + j], u[8 * i + j + 4], 0xdd);
+        }
+    for (int j = 0; j < 8; j++) {
+        r[j] = _mm512_shuffle_i32x4(v[j], v[j + 8], 0x88);
+        r[j + 8] = _mm512_shuffle_i32x4(v[j], v[j + 8], 0xdd);
+    }
+}
+
 /* The state of one query block while its key blocks stream past. */
 typedef struct ax_blk {
     const attn_sdpa_desc *d;
@@ -250,6 +295,7 @@ typedef struct ax_blk {
     float *mu, *mt, *l;          /* (BR) each: the max the exponentials use, the true max, the sum */
     int32_t *lim;                /* (BR) */
     int minlim;
+    int plim[AX_NQ / 2];         /* per pair of query tiles, the largest key limit of its 32 rows */
     const uint32_t *bad;         /* the kv head's non-finite V flags, one word per 32 keys */
     const char *vb;              /* V of the kv head (the caller's tensor), for the flagged rows */
 } ax_blk;
@@ -273,6 +319,10 @@ typedef struct ax_blk {
  *          per 32 keys, stored back
  *   scores Sᵀ = K_blk Qᵀ: per 32 keys and pair of query tiles, 4 tiles from zero, one step per 32
  *          dims (the sum over D in that order: a score's bits depend on D only), stored
+ * 32 keys that no row of a pair of query tiles sees (at or past the pair's largest key limit: the keys
+ * above a causal diagonal) are skipped on both sides: their scores are not made (the softmax masks
+ * whatever the buffer holds there to -inf) and their P is exactly 0, so leaving their products out of
+ * Oᵀ changes no bit.
  */
 typedef struct ax_tasks {
     /* P·V of keys [pv_j0, + pv_nbp) from pv_P; then the scores of keys [sc_j0, + sc_nbp) into sc_S */
@@ -296,6 +346,19 @@ static inline void ax_tasks_init(ax_tasks *t, const ax_blk *x, const uint16_t *p
     t->total = t->pv_steps + t->sc_nkc * (AX_NQ / 2) * x->NC;
 }
 
+/* tmm0-3 += the 2 x 2 products of A tiles a0, a1 (tmm4, tmm5) and B tiles b0, b1 (tmm6, tmm7), each a
+ * contiguous 1 KiB block: tmm0 = a0·b0, tmm1 = a0·b1, tmm2 = a1·b0, tmm3 = a1·b1. */
+static inline void ax_mul22(const uint16_t *a0, const uint16_t *a1, const uint16_t *b0, const uint16_t *b1) {
+    _tile_loadd(4, a0, 64);
+    _tile_loadd(5, a1, 64);
+    _tile_loadd(6, b0, 64);
+    _tile_loadd(7, b1, 64);
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 4, 7);
+    _tile_dpbf16ps(2, 5, 6);
+    _tile_dpbf16ps(3, 5, 7);
+}
+
 /* Runs step t->step. */
 static inline void ax_step(const ax_blk *x, ax_tasks *t) {
     int s = t->step++;
@@ -309,15 +372,11 @@ static inline void ax_step(const ax_blk *x, ax_tasks *t) {
             _tile_loadd(2, o + 16 * AX_BR, AX_BR * 4);
             _tile_loadd(3, o + 16 * AX_BR + 16, AX_BR * 4);
         }
-        const uint16_t *a = x->vt + ((int64_t)(t->pv_j0 / 32 + kc) * x->NXT + xt) * 512;
-        _tile_loadd(4, a, 64);
-        _tile_loadd(5, a + 512, 64);
-        _tile_loadd(6, t->pv_P + (int64_t)(kc * AX_NQ + qp) * 512, 64);
-        _tile_loadd(7, t->pv_P + (int64_t)(kc * AX_NQ + qp + 1) * 512, 64);
-        _tile_dpbf16ps(0, 4, 6);
-        _tile_dpbf16ps(1, 4, 7);
-        _tile_dpbf16ps(2, 5, 6);
-        _tile_dpbf16ps(3, 5, 7);
+        if (t->pv_j0 + 32 * kc < x->plim[qp / 2]) {
+            const uint16_t *a = x->vt + ((int64_t)(t->pv_j0 / 32 + kc) * x->NXT + xt) * 512;
+            ax_mul22(a, a + 512, t->pv_P + (int64_t)(kc * AX_NQ + qp) * 512,
+                     t->pv_P + (int64_t)(kc * AX_NQ + qp + 1) * 512);
+        }
         if (kc == nkc - 1) {
             _tile_stored(0, o, AX_BR * 4);
             _tile_stored(1, o + 16, AX_BR * 4);
@@ -329,6 +388,7 @@ static inline void ax_step(const ax_blk *x, ax_tasks *t) {
     s -= t->pv_steps;
     const int NC = x->NC, c = s % NC, g = s / NC;                 /* g: (32 keys, query tile pair) */
     const int qp = 2 * (g % (AX_NQ / 2)), kc = g / (AX_NQ / 2);
+    if (t->sc_j0 + 32 * kc >= x->plim[qp / 2]) return;
     const uint16_t *a0 = x->kp + (int64_t)((t->sc_j0 + 32 * kc) / 16) * NC * 512;   /* key tile, chunk 0 */
     if (c == 0) {
         _tile_zero(0);
@@ -336,14 +396,8 @@ static inline void ax_step(const ax_blk *x, ax_tasks *t) {
         _tile_zero(2);
         _tile_zero(3);
     }
-    _tile_loadd(4, a0 + (int64_t)c * 512, 64);
-    _tile_loadd(5, a0 + (int64_t)(NC + c) * 512, 64);
-    _tile_loadd(6, x->Qt + (int64_t)(c * AX_NQ + qp) * 512, 64);
-    _tile_loadd(7, x->Qt + (int64_t)(c * AX_NQ + qp + 1) * 512, 64);
-    _tile_dpbf16ps(0, 4, 6);
-    _tile_dpbf16ps(1, 4, 7);
-    _tile_dpbf16ps(2, 5, 6);
-    _tile_dpbf16ps(3, 5, 7);
+    ax_mul22(a0 + (int64_t)c * 512, a0 + (int64_t)(NC + c) * 512, x->Qt + (int64_t)(c * AX_NQ + qp) * 512,
+             x->Qt + (int64_t)(c * AX_NQ + qp + 1) * 512);
     if (c == NC - 1) {
         float *s0 = t->sc_S + (int64_t)(32 * kc) * AX_BR + 16 * qp;
         _tile_stored(0, s0, AX_BR * 4);
@@ -557,33 +611,30 @@ static inline void ax_softmax(const ax_blk *x, float *St, uint16_t *Pt, int j0, 
 
 /* B tiles of bf16 pairs from bf16 rows, for query tiles [qt0, qt0 + nqt) of a block of 64 rows: tile (c, qt) at
  * Qt + (c·4 + qt)·512, row r, query n: row 16·qt + n, dims 32·c + 2·r + {0,1}, of the rows src + i·stride
- * (elements), zero past row nr and dim D; one 32-bit gather per tile row. stride <= INT32_MAX / 32. */
+ * (elements), zero past row nr and dim D. Per tile, 16 rows of 32 dims loaded (masked past D) and
+ * transposed in registers as 16 x 16 pairs: a 32-bit gather per tile row, as it was, cost about 1.5% of
+ * the 1-thread forward at D = 64. */
 static void ax_gather_pairs(uint16_t *Qt, int NC, int qt0, int nqt, const uint16_t *src, int64_t stride, int nr,
                             int D) {
-    const __m512i rows = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                            _mm512_set1_epi32((int)stride * 2));
     for (int qt = qt0; qt < qt0 + nqt; qt++) {
-        const int n = nr - 16 * qt;
-        const __mmask16 live = n >= 16 ? 0xffff : n > 0 ? (__mmask16)((1u << n) - 1) : 0;
+        const int n = nr - 16 * qt < 0 ? 0 : nr - 16 * qt < 16 ? nr - 16 * qt : 16;
         const uint16_t *base = src + (int64_t)16 * qt * stride;
-        for (int pr = 0; pr < 16 * NC; pr++) {              /* dims 2·pr and 2·pr + 1 */
-            uint16_t *dst = Qt + ((int64_t)((pr / 16) * 4 + qt) * 16 + pr % 16) * 32;
-            if (2 * pr + 1 < D) {
-                _mm512_storeu_si512(dst, _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), live, rows,
-                                                                      base + 2 * pr, 1));
-                continue;
-            }
-            for (int k = 0; k < 16; k++) {                      /* the last dim of an odd D, or padding */
-                dst[2 * k] = 16 * qt + k < nr && 2 * pr < D ? base[(int64_t)k * stride + 2 * pr] : 0;
-                dst[2 * k + 1] = 0;
-            }
+        for (int c = 0; c < NC; c++) {
+            const int nd = D - 32 * c;
+            const __mmask32 m = nd >= 32 ? 0xffffffffu : nd > 0 ? (__mmask32)((1u << nd) - 1) : 0;
+            __m512i w[16], r[16];
+            for (int k = 0; k < 16; k++)
+                w[k] = k < n ? _mm512_maskz_loadu_epi16(m, base + (int64_t)k * stride + 32 * c) : _mm512_setzero_si512();
+            ax_transpose16(w, r);
+            uint16_t *dst = Qt + (int64_t)(c * 4 + qt) * 512;
+            for (int pr = 0; pr < 16; pr++) _mm512_storeu_si512(dst + pr * 32, r[pr]);
         }
     }
 }
 
 /* Qᵀ of a block of nr query rows starting at qb as B tiles: tile (c, qt), row r, query n:
- * q[16·qt + n][32·c + 2·r + {0,1}], zero padded. bf16 tensors by gathers (a scalar loop took a tenth of
- * the forward at D = 64). */
+ * q[16·qt + n][32·c + 2·r + {0,1}], zero padded. bf16 tensors by vector loads and transposes (a scalar
+ * loop took a tenth of the forward at D = 64). */
 static void ax_pack_q(const attn_sdpa_desc *d, const ax_dims *z, uint16_t *Qt, const char *qb, int nr) {
     const int D = d->D, dt = d->dtype;
     if (dt == ATTN_DTYPE_BF16 && d->q.t >= 0 && d->q.t <= INT32_MAX / 32) {
@@ -644,6 +695,10 @@ static void ax_block(const ax_fwd *cx, char *tw, int b, int h, int t0, int nr) {
         x.l[i] = 0.0f;
     }
     x.minlim = minlim;
+    for (int p = 0; p < AX_NQ / 2; p++) {
+        x.plim[p] = 0;
+        for (int i = 32 * p; i < 32 * p + 32; i++) x.plim[p] = x.lim[i] > x.plim[p] ? x.lim[i] : x.plim[p];
+    }
     memset(x.Ot, 0, sizeof(float) * (size_t)DvP * AX_BR);
 
     /* the key blocks, software-pipelined: while the softmax of block j+1 runs on AVX-512, the tiles do
@@ -670,24 +725,29 @@ static void ax_block(const ax_fwd *cx, char *tw, int b, int h, int t0, int nr) {
     }
 #undef AX_NB
 
-    /* out = Oᵀᵀ / l; the row statistics; rows that saw no key: zeros. bf16: per 16 rows and pair of
-     * columns, one 32-bit scatter of bf16 pairs (a scalar loop took a tenth of the forward at D = 64) */
+    /* out = Oᵀᵀ / l; the row statistics; rows that saw no key: zeros. bf16: per 16 rows and 32 columns,
+     * 16 vectors of bf16 column pairs (lane = row) transposed in registers and stored one row each (a
+     * scalar loop took a tenth of the forward at D = 64; a 32-bit scatter per pair of columns, which
+     * replaced it, about 2% of the 1-thread forward) */
     const int64_t off0 = b * d->out.b + h * d->out.h + (int64_t)t0 * d->out.t;
-    const int scatter = dt == ATTN_DTYPE_BF16 && d->out.t >= 0 && d->out.t <= INT32_MAX / 32;
-    if (scatter) {
-        const __m512i rows = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                                _mm512_set1_epi32((int)d->out.t * 2));
+    const int vec = dt == ATTN_DTYPE_BF16;
+    if (vec) {
         for (int qt = 0; qt < AX_NQ && 16 * qt < nr; qt++) {
-            const int n = nr - 16 * qt;
-            const __mmask16 live = n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1);
+            const int n = nr - 16 * qt < 16 ? nr - 16 * qt : 16;
             const __m512 l = _mm512_loadu_ps(x.l + 16 * qt);
             const __m512 inv = _mm512_maskz_div_ps(_mm512_cmp_ps_mask(l, _mm512_setzero_ps(), _CMP_GT_OQ),
                                                    _mm512_set1_ps(1.0f), l);
-            char *base = (char *)cx->out + (off0 + (int64_t)16 * qt * d->out.t) * 2;
-            for (int xx = 0; xx + 1 < Dv; xx += 2) {
-                const __m512 o0 = _mm512_mul_ps(_mm512_loadu_ps(x.Ot + xx * AX_BR + 16 * qt), inv);
-                const __m512 o1 = _mm512_mul_ps(_mm512_loadu_ps(x.Ot + (xx + 1) * AX_BR + 16 * qt), inv);
-                _mm512_mask_i32scatter_epi32(base + 2 * xx, live, rows, ax_pair(o0, o1), 1);
+            uint16_t *base = (uint16_t *)cx->out + off0 + (int64_t)16 * qt * d->out.t;
+            for (int x0 = 0; x0 + 1 < Dv; x0 += 32) {
+                const int np = (Dv - x0) / 2 < 16 ? (Dv - x0) / 2 : 16;        /* pairs of columns here */
+                __m512i w[16], r[16];
+                for (int k = 0; k < 16; k++) {                 /* Ot has DvP >= x0 + 32 rows */
+                    const float *o = x.Ot + (x0 + 2 * k) * AX_BR + 16 * qt;
+                    w[k] = ax_pair(_mm512_mul_ps(_mm512_loadu_ps(o), inv), _mm512_mul_ps(_mm512_loadu_ps(o + AX_BR), inv));
+                }
+                ax_transpose16(w, r);
+                for (int i = 0; i < n; i++)
+                    _mm512_mask_storeu_epi32(base + (int64_t)i * d->out.t + x0, (__mmask16)((1u << np) - 1), r[i]);
             }
         }
     }
@@ -695,7 +755,7 @@ static void ax_block(const ax_fwd *cx, char *tw, int b, int h, int t0, int nr) {
         const int64_t row = ((int64_t)b * H + h) * T + t0 + i;
         const float inv = x.l[i] > 0.0f ? 1.0f / x.l[i] : 0.0f;
         const int64_t off = off0 + (int64_t)i * d->out.t;
-        if (scatter) {
+        if (vec) {
             if (Dv % 2) ((uint16_t *)cx->out)[off + Dv - 1] = attn__bf16(x.Ot[(Dv - 1) * AX_BR + i] * inv);
         } else if (dt == ATTN_DTYPE_BF16) {
             uint16_t *orow = (uint16_t *)cx->out + off;
@@ -923,7 +983,7 @@ static void axb_pack_rows(const axb_ctx *cx, const void *q, const void *dout, co
                    sizeof(float) * z->DP * 64);
     if (dt == ATTN_DTYPE_BF16 && d->q.t >= 0 && d->q.t <= INT32_MAX / 32 && d->out.t >= 0 &&
         d->out.t <= INT32_MAX / 32) {
-        /* bf16: Qᵀ and dOᵀ by gathers (the forward's), the pairs of rows by vector loads interleaved, Δ and
+        /* bf16: Qᵀ and dOᵀ as the forward packs Qᵀ, the pairs of rows by vector loads interleaved, Δ and
          * the statistics per row as below */
         const int qb = t0 / 64, nr = d->T - 64 * qb;
         const uint16_t *q0 = (const uint16_t *)q + b * d->q.b + h * d->q.h + (int64_t)64 * qb * d->q.t;
