@@ -41,6 +41,7 @@
 #define BR_ALIGN 64
 #define BR_PVK 32        /* keys per step of P·V (even) */
 #define BR_PS (BR_NB + 32)  /* stride of P rows: room for the zero after an odd count */
+#define BR_PF 64         /* keys ahead that K and V rows are prefetched (16 KiB of K, of V at D = 128) */
 #define BR_LOG2E 1.44269504088896340736f
 
 static int br_up32(int n) { return (n + 31) / 32 * 32; }
@@ -98,16 +99,27 @@ static inline __m512i br_load32(const uint16_t *row, int x0, int n) {
     return _mm512_maskz_loadu_epi16(m, row + x0);
 }
 
+/* Asks for the row of BR_PF keys after key j (rows of x, xt apart) when it is one of the n the rows go
+ * to: one core alone waits for memory (and even for L3) at about half the machine's bandwidth when only
+ * the hardware prefetchers run ahead, since they stop at every 4 KiB page (16 K rows of 128 bf16).
+ * Inlined always: GCC takes a function of prefetches alone for one without effects and drops its calls. */
+static inline __attribute__((always_inline)) void br_prefetch(const uint16_t *x, int64_t xt, int j, int n, int w) {
+    if (j + BR_PF >= n) return;
+    const char *row = (const char *)(x + (int64_t)(j + BR_PF) * xt);
+    for (int b = 0; b < 2 * w; b += 64) _mm_prefetch(row + b, _MM_HINT_T0);
+}
+
 /* ---------------------------------------------------------------------------------------------------
  * Scores: s[r·BR_NB + j] for R rows (q_r, bf16 zero padded to DP, at q + r·DP) and keys j of [0, nb)
  * (rows of k, kt apart), unscaled. KU = 16/R keys at a time fill the 16 accumulators; a tail of keys goes
- * one at a time.
+ * one at a time. The rows go on to key `ahead` (past the block): K is prefetched BR_PF keys ahead.
  */
 static inline __attribute__((always_inline)) void br_scores(const int R, float *s, const uint16_t *q, int DP,
-                                                            const uint16_t *k, int64_t kt, int D, int nb) {
+                                                            const uint16_t *k, int64_t kt, int D, int nb, int ahead) {
     const int KU = 16 / R;
     int j = 0;
     for (; j + KU <= nb; j += KU) {
+        for (int u = 0; u < KU; u++) br_prefetch(k, kt, j + u, ahead, D);
         __m512 acc[16];
         for (int i = 0; i < 16; i++) acc[i] = _mm512_setzero_ps();
         for (int x0 = 0; x0 < DP; x0 += 32) {
@@ -151,10 +163,10 @@ static inline int br_dim(int pos) {
 
 /* o_r (NV pairs of vectors from x0, permuted) = alpha_r·o_r + Σ_{j<nb} p_r[j]·v_j for R rows (o_r at
  * o + r·DvP, P as bf16 at p + r·BR_PS, an even count: a last odd key is paired with a zero weight and a
- * zero row). */
+ * zero row). The first chunk (x0 = 0) prefetches V BR_PF keys ahead, up to key `ahead`. */
 static inline __attribute__((always_inline)) void br_pv_chunk(const int R, const int NV, float *o, int DvP,
                                                               const float *alpha, const uint16_t *p, const uint16_t *v,
-                                                              int64_t vt, int Dv, int j1, int nb, int x0) {
+                                                              int64_t vt, int Dv, int j1, int nb, int x0, int ahead) {
     __m512 acc[BR_R][2 * 2];
     for (int r = 0; r < R; r++)
         for (int u = 0; u < 2 * NV; u++)
@@ -162,6 +174,10 @@ static inline __attribute__((always_inline)) void br_pv_chunk(const int R, const
                               : _mm512_load_ps(o + r * DvP + x0 + 16 * u);
     for (int j = j1; j < nb && j < j1 + BR_PVK; j += 2) {
         const uint16_t *v0 = v + (int64_t)j * vt, *v1 = v0 + vt;
+        if (x0 == 0) {
+            br_prefetch(v, vt, j, ahead, Dv);
+            br_prefetch(v, vt, j + 1, ahead, Dv);
+        }
         __m512i lo[2], hi[2];
         for (int c = 0; c < NV; c++) {
             const __m512i a = br_load32(v0, x0 + 32 * c, Dv);
@@ -185,15 +201,15 @@ static inline __attribute__((always_inline)) void br_pv_chunk(const int R, const
 
 static inline __attribute__((always_inline)) void br_pv(const int R, float *o, int DvP, const float *alpha,
                                                         const uint16_t *p, const uint16_t *v, int64_t vt, int Dv,
-                                                        int nb) {
+                                                        int nb, int ahead) {
     /* 32 keys at a time, all of Dv (64 dims at a time: 16 accumulators for 4 rows) before the next 32:
      * each V row is brought in once and read whole (half rows in two passes over the block left the
      * prefetchers a stream with holes) */
     for (int j1 = 0; j1 < nb; j1 += BR_PVK, alpha = NULL) {
         int x0 = 0;
         for (; x0 + 64 <= DvP; x0 += 64)
-            br_pv_chunk(R, 2, o, DvP, alpha, p, v, vt, Dv, j1, nb, x0);
-        if (x0 < DvP) br_pv_chunk(R, 1, o, DvP, alpha, p, v, vt, Dv, j1, nb, x0);
+            br_pv_chunk(R, 2, o, DvP, alpha, p, v, vt, Dv, j1, nb, x0, ahead);
+        if (x0 < DvP) br_pv_chunk(R, 1, o, DvP, alpha, p, v, vt, Dv, j1, nb, x0, ahead);
     }
 }
 
@@ -267,7 +283,7 @@ static inline __attribute__((always_inline)) void br_rows_r(const int R, const b
 
     for (int j0 = 0; j0 < maxlim; j0 += BR_NB) {
         const int nb = maxlim - j0 < BR_NB ? maxlim - j0 : BR_NB, nfull = nb / 16 * 16;
-        br_scores(R, s, q, DP, kb + (int64_t)j0 * d->k.t, d->k.t, D, nb);
+        br_scores(R, s, q, DP, kb + (int64_t)j0 * d->k.t, d->k.t, D, nb, maxlim - j0);
         int masked = 0;                 /* does some row of the pack not see some key of the block? */
         for (int r = 0; r < R; r++) {
             float *sr = s + r * BR_NB;
@@ -330,7 +346,7 @@ static inline __attribute__((always_inline)) void br_rows_r(const int R, const b
         }
         const uint16_t *vj = vb + (int64_t)j0 * d->v.t;
         if (!masked || !br_rows_nonfinite(vj, d->v.t, nb, Dv)) {
-            br_pv(R, o, DvP, alpha, p, vj, d->v.t, Dv, nb);
+            br_pv(R, o, DvP, alpha, p, vj, d->v.t, Dv, nb, maxlim - j0);
         } else {                        /* V rows not all finite: the zero weights skip theirs */
             for (int r = 0; r < R; r++) {
                 float *orow = o + r * DvP;
