@@ -4,8 +4,9 @@
  * the best of each (`attn bench` runs them in separate processes minutes apart, whose load differs).
  * Public API only. Shape T=1, H=4·Hkv (groups of 4), D=Dv=128, K/V (B=1, Hkv, S, D) dense.
  *
- *   cc -O2 -fopenmp -Iinclude tools/bench/decode_ratio.c build/libattn.a -lopenblas -lm -o decode_ratio
- *   ./decode_ratio [runs=60] [copies=1] [threads=0: all] [isa=amx|avx512bf16|avx512] [S=4096] [Hkv=8]
+ *   build/decode_ratio   (built with the library; by hand: cc -O2 -fopenmp -Iinclude
+ *                         tools/bench/decode_ratio.c build/libattn.a -lopenblas -lm -o decode_ratio)
+ *   build/decode_ratio [runs=60] [copies=1] [threads=0: all] [isa=amx|avx512bf16|avx512] [S=4096] [Hkv=8]
  *
  * copies > 1 keeps that many copies of K and V (each type) and gives every call the next: with 48, 0.8 GB
  * of bf16 and 1.6 GB of fp32, every call reads its K/V from memory. Prints the best times, their ratio
