@@ -526,6 +526,9 @@ grep -q "resuming .* at step 3" $out || bad "detect train --resume does not say 
 expect_rc 1 "detect train --resume (done)" "$attn" detect train --data "$vd" --out "$tmp/do" --threads 1 --resume
 expect_rc 0 "detect eval" "$attn" detect eval --data "$vd" --out "$tmp/do" --canvases 20
 grep -q "^f1 [01]\.[0-9][0-9][0-9] mean_iou [01]\.[0-9][0-9][0-9]$" $out || bad "detect eval prints no 'f1 0.xxx mean_iou 0.xxx' line"
+grep -q "confidence cut 0\.[0-9]* (chosen on the validation canvases" $out || bad "detect eval does not take the cut chosen in training"
+expect_rc 0 "detect eval --threshold 0" "$attn" detect eval --data "$vd" --out "$tmp/do" --canvases 20 --threshold 0
+grep -q "confidence cut" $out && bad "detect eval --threshold 0 still takes the checkpoint's cut"
 expect_rc 0 "detect predict --png" "$attn" detect predict --data "$vd" --out "$tmp/do" --png "$tmp/dp.png" 3
 [ -s "$tmp/dp.png" ] || bad "detect predict --png wrote no picture"
 expect_rc 2 "detect predict abc" "$attn" detect predict --data "$vd" --out "$tmp/do" abc

@@ -45,6 +45,11 @@
 #define CV_MEAN 0.10f
 #define CV_STD 0.28f
 #define TEST_SEED_SALT 0xde7ec7ULL
+#define DEFAULT_EPOCHS 40
+#define VAL_SEED_SALT 0x5a1dca7ULL
+/* the confidence cuts tried on the validation canvases after every epoch (0: none) */
+#define N_CUTS 8
+static const float cuts[N_CUTS] = {0.0f, 0.3f, 0.4f, 0.5f, 0.6f, 0.7f, 0.8f, 0.9f};
 
 typedef struct detect_flags {
     const char *data, *out, *ckpt, *png, *plot;
@@ -80,6 +85,9 @@ static attn_status make_canvas(float *x, attn_detr_scene *sc, const attn_fmnist_
 }
 
 static uint64_t test_seed(uint64_t seed) { return cli_mix64(seed ^ TEST_SEED_SALT); }
+/* The validation canvases: training items (never test ones) under a seed of their own, so they are not
+ * the canvases trained on. */
+static uint64_t val_seed(uint64_t seed) { return cli_mix64(seed ^ VAL_SEED_SALT); }
 
 static double box_iou(const float *a, const float *b) {
     const double ax0 = a[0] - a[2] / 2, ax1 = a[0] + a[2] / 2, ay0 = a[1] - a[3] / 2, ay1 = a[1] + a[3] / 2;
@@ -136,16 +144,18 @@ static int score_canvas(detect_score *r, const float *logits, const float *boxes
     return 0;
 }
 
-/* f1 and mean_iou over n test canvases, EVAL_BATCH at a time (progress when long). */
-static int evaluate(attn_detr *m, const attn_fmnist_split *s, uint64_t seed, int n, float thr, double *f1,
-                    double *miou, int verbose) {
+/* f1 and mean_iou over n canvases of split s, EVAL_BATCH at a time (progress when long), under each of
+n_thr confidence cuts thr[i] (f1[i], miou[i]). */
+static int evaluate(attn_detr *m, const attn_fmnist_split *s, uint64_t seed, int n, const float *thr, int n_thr,
+                    double *f1, double *miou, int verbose) {
     const int Bm = m->cfg.max_batch < EVAL_BATCH ? m->cfg.max_batch : EVAL_BATCH, Q = m->cfg.queries, K1 = m->K1;
     const size_t px = (size_t)CANVAS * CANVAS;
     float *x = malloc(sizeof(float) * Bm * px), *logits = malloc(sizeof(float) * (size_t)Bm * Q * K1);
     float *boxes = malloc(sizeof(float) * (size_t)Bm * Q * 4);
     attn_detr_scene *sc = malloc(sizeof *sc * (size_t)Bm);
-    detect_score r = {0};
+    detect_score r[N_CUTS] = {{0}};
     int rc = 0;
+    if (n_thr < 1 || n_thr > N_CUTS) return cli_fail(ATTN_ERR_ARG, "detect: cuts");
     double t0 = cli_now(), last = t0;
     attn_status st;
     if (!x || !logits || !boxes || !sc) { rc = cli_fail(ATTN_ERR_NOMEM, "detect"); goto done; }
@@ -155,19 +165,22 @@ static int evaluate(attn_detr *m, const attn_fmnist_split *s, uint64_t seed, int
             if ((st = make_canvas(x + b * px, &sc[b], s, seed, lo + b)) != ATTN_OK) rc = cli_fail(st, "detect: canvas");
         if (rc) break;
         if ((st = attn_detr_forward(m, logits, boxes, NULL, x, B)) != ATTN_OK) { rc = cli_fail(st, "detect: forward"); break; }
-        for (int b = 0; b < B && !rc; b++)
-            rc = score_canvas(&r, logits + (size_t)b * Q * K1, boxes + (size_t)b * Q * 4, Q, K1, thr, &sc[b]);
+        for (int i = 0; i < n_thr; i++)
+            for (int b = 0; b < B && !rc; b++)
+                rc = score_canvas(&r[i], logits + (size_t)b * Q * K1, boxes + (size_t)b * Q * 4, Q, K1, thr[i], &sc[b]);
         const double now = cli_now();
         if (verbose && (lo + B == n || now - last > 15.0)) {
             fprintf(stderr, "  %d/%d canvases - %.1fs\n", lo + B, n, now - t0);
             last = now;
         }
     }
-    *f1 = r.preds + r.items ? 2.0 * r.tp / (double)(r.preds + r.items) : 0.0;
-    *miou = r.matched ? r.iou_sum / r.matched : 0.0;
-    if (verbose && !rc)
-        fprintf(stderr, "attn: detect: %ld items, %ld predicted, %ld matched, %ld right (IoU >= 0.5, class)\n", r.items,
-                r.preds, r.matched, r.tp);
+    for (int i = 0; i < n_thr; i++) {
+        f1[i] = r[i].preds + r[i].items ? 2.0 * r[i].tp / (double)(r[i].preds + r[i].items) : 0.0;
+        miou[i] = r[i].matched ? r[i].iou_sum / r[i].matched : 0.0;
+        if (verbose && !rc)
+            fprintf(stderr, "attn: detect: %ld items, %ld predicted, %ld matched, %ld right (IoU >= 0.5, class)\n",
+                    r[i].items, r[i].preds, r[i].matched, r[i].tp);
+    }
 done:
     free(x); free(logits); free(boxes); free(sc);
     return rc;
@@ -177,12 +190,15 @@ done:
  * train
  */
 #define N_RUN_META 11
+#define CUT_KEY "val_threshold"      /* the cut eval and predict use unless --threshold is given */
 static const char *const run_keys[N_RUN_META] = {"epochs", "batch", "lr", "weight_decay", "warmup", "seed",
                                                   "limit", "canvases", "val", "max_steps", "clip"};
 
-static int save_checkpoint(const char *path, const attn_detr *m, const attn_adam *opt, const detect_flags *f) {
-    char v[N_RUN_META][32];
-    const char *vp[N_RUN_META];
+/* The run's settings and the confidence cut chosen on the validation canvases (cut < 0: none yet). */
+static int save_checkpoint(const char *path, const attn_detr *m, const attn_adam *opt, const detect_flags *f,
+                           float cut) {
+    char v[N_RUN_META + 1][32];
+    const char *vp[N_RUN_META + 1], *keys[N_RUN_META + 1];
     snprintf(v[0], 32, "%d", f->epochs);
     snprintf(v[1], 32, "%d", f->batch);
     snprintf(v[2], 32, "%.9g", (double)f->lr);
@@ -194,9 +210,12 @@ static int save_checkpoint(const char *path, const attn_detr *m, const attn_adam
     snprintf(v[8], 32, "%d", f->val);
     snprintf(v[9], 32, "%d", f->max_steps);
     snprintf(v[10], 32, "%.9g", (double)f->clip);
-    for (int i = 0; i < N_RUN_META; i++) vp[i] = v[i];
+    snprintf(v[N_RUN_META], 32, "%.9g", (double)cut);
+    for (int i = 0; i < N_RUN_META; i++) { vp[i] = v[i]; keys[i] = run_keys[i]; }
+    vp[N_RUN_META] = v[N_RUN_META];
+    keys[N_RUN_META] = CUT_KEY;
     char err[1024] = "";
-    attn_status st = attn_detr_save(m, opt, run_keys, vp, N_RUN_META, path, err, sizeof err);
+    attn_status st = attn_detr_save(m, opt, keys, vp, N_RUN_META + (cut >= 0.0f), path, err, sizeof err);
     if (st != ATTN_OK) {
         fprintf(stderr, "attn: detect: saving the checkpoint: %s\n", err[0] ? err : attn_status_string(st));
         return 1;
@@ -246,7 +265,7 @@ static int detect_train(detect_flags *f, int epochs_given, int steps_given) {
     }
     const int sh_count = dist_on() ? ATTN_DETR_SHARDS / N : 0, sh_first = dist_rank() * sh_count;
     if (f->resume && resume_settings(ckpt, f, epochs_given, steps_given)) return 1;
-    if (!f->resume && f->epochs <= 0) f->epochs = 10;
+    if (!f->resume && f->epochs <= 0) f->epochs = DEFAULT_EPOCHS;
     if (lead && cli_check_out_dir("detect", "--out", f->out)) return 1;
     attn_fmnist d;
     if (load_data(&d, f)) return 1;
@@ -311,11 +330,12 @@ static int detect_train(detect_flags *f, int epochs_given, int steps_given) {
     int *nt = malloc(sizeof(int) * (size_t)f->batch), *lab = malloc(sizeof(int) * (size_t)f->batch * MAX_ITEMS);
     cli_history hist;
     char hpath[4200];
-    static const char *const hcols[7] = {"epoch", "loss", "ce", "l1", "giou", "f1", "mean_iou"};
+    static const char *const hcols[9] = {"epoch", "loss", "ce", "l1", "giou", "f1", "mean_iou", "val_threshold",
+                                         "f1_at_threshold"};
     snprintf(hpath, sizeof hpath, "%s/%s", f->out, HISTORY_NAME);
     int rc = 0;
     if (!x || !tb || !nt || !lab) { rc = cli_fail(ATTN_ERR_NOMEM, "detect"); goto out; }
-    if (lead && cli_history_start(&hist, "detect", hpath, 7, hcols, (int)((start + steps - 1) / steps), f->plot,
+    if (lead && cli_history_start(&hist, "detect", hpath, 9, hcols, (int)((start + steps - 1) / steps), f->plot,
                           "Fashion-MNIST detection")) {
         rc = 1;
         goto out;
@@ -373,15 +393,19 @@ static int detect_train(detect_flags *f, int epochs_given, int steps_given) {
         if (!end || !lead) continue;              /* only rank 0 checks and writes */
         if (tty) fputc('\n', stderr);
         const double t_train = cli_now() - t0, t1 = cli_now();
-        double f1, miou;
-        if (evaluate(&m, &d.test, test_seed(f->seed), f->val, f->threshold, &f1, &miou, 0)) { rc = 1; break; }
+        double f1[N_CUTS] = {0}, miou[N_CUTS] = {0};
+        if (evaluate(&m, &d.train, val_seed(f->seed), f->val, cuts, N_CUTS, f1, miou, 0)) { rc = 1; break; }
+        int best = 0;             /* the cut with the best f1 on the validation canvases; the lower at a tie */
+        for (int i = 1; i < N_CUTS; i++) if (f1[i] > f1[best]) best = i;
         const double t_val = cli_now() - t1, ep = (double)(g + 1) / steps;
-        printf("Epoch %.4g/%d - %.1fs (train %.1fs, check %.1fs) - lr %.3g - loss: %.4f (ce %.4f l1 %.4f giou %.4f) - "
-               "f1: %.3f - mean_iou: %.3f (%d test canvases)\n", ep, f->epochs, t_train + t_val, t_train, t_val,
-               (double)opt.lr, lsum / seen, psum[0] / seen, psum[1] / seen, psum[2] / seen, f1, miou, f->val);
+        printf("Epoch %.4g/%d - %.1fs (train %.1fs, check %.1fs) - lr %.3g - loss: %.4f (last block: ce %.4f l1 %.4f "
+               "giou %.4f) - f1: %.3f - mean_iou: %.3f - cut %.1f: f1 %.3f (%d validation canvases)\n", ep, f->epochs,
+               t_train + t_val, t_train, t_val, (double)opt.lr, lsum / seen, psum[0] / seen, psum[1] / seen,
+               psum[2] / seen, f1[0], miou[0], (double)cuts[best], f1[best], f->val);
         fflush(stdout);
-        const double row[7] = {ep, lsum / seen, psum[0] / seen, psum[1] / seen, psum[2] / seen, f1, miou};
-        if (cli_history_add(&hist, row, 1) || save_checkpoint(ckpt, &m, &opt, f)) rc = 1;
+        const double row[9] = {ep, lsum / seen, psum[0] / seen, psum[1] / seen, psum[2] / seen, f1[0], miou[0],
+                               cuts[best], f1[best]};
+        if (cli_history_add(&hist, row, 1) || save_checkpoint(ckpt, &m, &opt, f, cuts[best])) rc = 1;
     }
     if (rc == 0 && lead) printf("checkpoint: %s (step %" PRId64 "), history: %s%s%s\n", ckpt, opt.t, hpath,
                                 f->plot ? ", curves: " : "", f->plot ? f->plot : "");
@@ -397,7 +421,9 @@ out:
 /* ---------------------------------------------------------------------------------------------------
  * eval, predict
  */
-static int load_model(const detect_flags *f, attn_detr *m, int max_batch) {
+/* Loads the model; *thr the confidence cut: --threshold when given, else the one chosen on the
+ * validation canvases in training (the checkpoint's val_threshold), else 0 (none). */
+static int load_model(const detect_flags *f, attn_detr *m, int max_batch, float *thr) {
     char path[4200], err[1024] = "";
     if (f->ckpt) snprintf(path, sizeof path, "%s", f->ckpt);
     else snprintf(path, sizeof path, "%s/%s", f->out, CKPT_NAME);
@@ -406,6 +432,19 @@ static int load_model(const detect_flags *f, attn_detr *m, int max_batch) {
         fprintf(stderr, "attn: detect: %s\n", err[0] ? err : attn_status_string(st));
         if (st == ATTN_ERR_IO) fprintf(stderr, "attn: detect: train one with 'attn detect train --out %s'\n", f->out);
         return 1;
+    }
+    *thr = f->threshold >= 0.0f ? f->threshold : 0.0f;
+    if (f->threshold < 0.0f && cli_has_meta(path, CUT_KEY)) {
+        static const char *const key[1] = {CUT_KEY};
+        double v;
+        if (cli_run_meta("detect", path, key, 1, &v) || !(v >= 0.0 && v <= 1.0)) {
+            fprintf(stderr, "attn: detect: %s: metadata %s is not a probability\n", path, CUT_KEY);
+            attn_detr_free(m);
+            return 1;
+        }
+        *thr = (float)v;
+        fprintf(stderr, "attn: detect: confidence cut %.2f (chosen on the validation canvases in training; "
+                "--threshold overrides)\n", v);
     }
     if (m->cfg.image != CANVAS || m->cfg.classes != ATTN_FMNIST_CLASSES) {
         fprintf(stderr, "attn: detect: %s takes canvases of %d with %d classes; this program draws %dx%d canvases "
@@ -418,11 +457,12 @@ static int load_model(const detect_flags *f, attn_detr *m, int max_batch) {
 
 static int detect_eval(const detect_flags *f) {
     attn_detr m;
-    if (load_model(f, &m, EVAL_BATCH)) return 1;
+    float thr;
+    if (load_model(f, &m, EVAL_BATCH, &thr)) return 1;
     attn_fmnist d;
     if (load_data(&d, f)) { attn_detr_free(&m); return 1; }
-    double f1, miou, t0 = cli_now();
-    int rc = evaluate(&m, &d.test, test_seed(f->seed), f->canvases, f->threshold, &f1, &miou, 1);
+    double f1 = 0, miou = 0, t0 = cli_now();
+    int rc = evaluate(&m, &d.test, test_seed(f->seed), f->canvases, &thr, 1, &f1, &miou, 1);
     if (!rc) {
         fprintf(stderr, "attn: detect: %d test canvases (seed %" PRIu64 ") in %.1f s\n", f->canvases, f->seed,
                 cli_now() - t0);
@@ -454,7 +494,8 @@ static int detect_predict(const detect_flags *f, const cli_cmd *cmd, const char 
     }
     if (f->png && cli_check_out_file("detect", "--png", f->png)) return 1;
     attn_detr m;
-    if (load_model(f, &m, 1)) return 1;
+    float thr;
+    if (load_model(f, &m, 1, &thr)) return 1;
     attn_fmnist d;
     if (load_data(&d, f)) { attn_detr_free(&m); return 1; }
     const int H = m.cfg.heads, Np = m.Np, Q = m.cfg.queries, K1 = m.K1, grid = CANVAS / m.cfg.patch;
@@ -480,7 +521,7 @@ static int detect_predict(const detect_flags *f, const cli_cmd *cmd, const char 
         hi += 0.5f;      /* the outlines a little brighter than any pixel */
         for (int q = 0; q < Q; q++) {
             float p;
-            const int cl = query_object(logits + (size_t)q * K1, K1, f->threshold, &p);
+            const int cl = query_object(logits + (size_t)q * K1, K1, thr, &p);
             if (cl < 0) continue;
             const float *b = boxes + (size_t)q * 4;
             double best = 0;
@@ -498,7 +539,7 @@ static int detect_predict(const detect_flags *f, const cli_cmd *cmd, const char 
         if (!n_used) printf("  no query found an object\n");
         if (f->png) {
             for (int q = 0; q < Q; q++)
-                if (query_object(logits + (size_t)q * K1, K1, f->threshold, NULL) >= 0) draw_box(x, boxes + (size_t)q * 4, hi);
+                if (query_object(logits + (size_t)q * K1, K1, thr, NULL) >= 0) draw_box(x, boxes + (size_t)q * 4, hi);
             snprintf(cap[0], 96, "canvas %ld with %d predicted box%s", idx, n_used, n_used == 1 ? "" : "es");
             for (int i = 0; i <= n_used; i++) caps[i] = cap[i];
             char title[200];
@@ -527,20 +568,19 @@ static int detect_predict(const detect_flags *f, const cli_cmd *cmd, const char 
  * Entry.
  */
 int cmd_detect(int argc, char **argv) {
-    detect_flags f = {.data = ATTN_FMNIST_DEFAULT_DIR, .out = "detect_out", .epochs = 0, .batch = 64, .warmup = 1,
+    detect_flags f = {.data = ATTN_FMNIST_DEFAULT_DIR, .out = "detect_out", .epochs = 0, .batch = 32, .warmup = 1,
                       .canvases = -1, .val = 500, .max_steps = 0, .patch = 7, .queries = 8, .dim = 64, .heads = 4,
-                      .ffn = 128, .enc_blocks = 2, .dec_blocks = 2, .lr = 1e-3f, .wd = 1e-4f, .clip = 0.1f,
-                      .threshold = 0.0f, .seed = 1};
+                      .ffn = 128, .enc_blocks = 2, .dec_blocks = 3, .lr = 2e-3f, .wd = 1e-4f, .clip = 0.1f,
+                      .threshold = -1.0f, .seed = 1};
     const char *sub = argc >= 2 ? argv[1] : NULL;
     const cli_opt train_opts[] = {
         {"data", CLI_STR, &f.data, "DIR", "the folder of the Fashion-MNIST IDX files (.gz or not)"},
         {"out", CLI_STR, &f.out, "DIR", "where the checkpoint and the history go"},
-        {"epochs", CLI_INT, &f.epochs, "N", "epochs in all (default 10; with --resume: the checkpoint's, or up to N)"},
+        {"epochs", CLI_INT, &f.epochs, "N", "epochs in all (default 40; with --resume: the checkpoint's, or up to N)"},
         {"max-steps", CLI_INT, &f.max_steps, "N", "stop after N optimizer steps in all (0: none); the schedule ends there"},
         {"canvases", CLI_INT, &f.canvases, "N", "training canvases per epoch, new ones every epoch (default 20000)"},
-        {"val", CLI_INT, &f.val, "N", "test canvases checked after every epoch"},
-        {"threshold", CLI_FLOAT, &f.threshold, "X", "a query predicts an object when its class is above no object and has "
-                                               "probability >= X"},
+        {"val", CLI_INT, &f.val, "N", "validation canvases (of training items) checked after every epoch; the "
+                                       "confidence cut eval uses is chosen on them"},
         {"batch", CLI_INT, &f.batch, "N", "batch size"},
         {"lr", CLI_FLOAT, &f.lr, "X", "AdamW's peak learning rate (after the warm-up; cosine decay to 1% of it)"},
         {"wd", CLI_FLOAT, &f.wd, "X", "AdamW's decoupled weight decay"},
@@ -565,7 +605,7 @@ int cmd_detect(int argc, char **argv) {
         {"ckpt", CLI_STR, &f.ckpt, "FILE", "the checkpoint (default --out/" CKPT_NAME ")"},
         {"canvases", CLI_INT, &f.canvases, "N", "test canvases (default 2000)"},
         {"threshold", CLI_FLOAT, &f.threshold, "X", "a query predicts an object when its class is above no object and has "
-                                               "probability >= X"},
+                                               "probability >= X (default: the cut chosen in training)"},
         {"seed", CLI_U64, &f.seed, "N", "seed of the test canvases"},
         {"limit", CLI_INT, &f.limit, "N", "only the first N images of each split (0 = all)"},
         {"threads", CLI_INT, &f.threads, "N", "threads (0 = all cores)"},
@@ -577,7 +617,7 @@ int cmd_detect(int argc, char **argv) {
         {"seed", CLI_U64, &f.seed, "N", "seed of the test canvases"},
         {"png", CLI_STR, &f.png, "FILE", "draw the canvas, the predicted boxes and each query's cross-attention"},
         {"threshold", CLI_FLOAT, &f.threshold, "X", "a query predicts an object when its class is above no object and has "
-                                               "probability >= X"},
+                                               "probability >= X (default: the cut chosen in training)"},
         {"limit", CLI_INT, &f.limit, "N", "only the first N images of each split (0 = all)"},
         {"threads", CLI_INT, &f.threads, "N", "threads (0 = all cores)"},
     };
@@ -631,7 +671,7 @@ int cmd_detect(int argc, char **argv) {
         return 2;
     }
     if (!(f.lr > 0.0f) || !isfinite(f.lr) || !(f.wd >= 0.0f) || !isfinite(f.wd) || !(f.clip >= 0.0f) ||
-        !isfinite(f.clip) || !(f.threshold >= 0.0f && f.threshold <= 1.0f)) {
+        !isfinite(f.clip) || !(f.threshold == -1.0f || (f.threshold >= 0.0f && f.threshold <= 1.0f))) {
         fprintf(stderr, "attn: detect: --lr must be > 0, --wd and --clip >= 0 (finite), --threshold in [0,1]\n\n");
         cli_usage(&cmds[which], stderr);
         return 2;
