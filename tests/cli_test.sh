@@ -528,6 +528,9 @@ expect_rc 0 "detect eval" "$attn" detect eval --data "$vd" --out "$tmp/do" --can
 grep -q "^f1 [01]\.[0-9][0-9][0-9] mean_iou [01]\.[0-9][0-9][0-9]$" $out || bad "detect eval prints no 'f1 0.xxx mean_iou 0.xxx' line"
 grep -q "confidence cut 0\.[0-9]* (chosen on the validation canvases" $out || bad "detect eval does not take the cut chosen in training"
 expect_rc 0 "detect eval --threshold 0" "$attn" detect eval --data "$vd" --out "$tmp/do" --canvases 20 --threshold 0
+expect_rc 0 "detect eval --on val" "$attn" detect eval --data "$vd" --out "$tmp/do" --canvases 20 --on val
+grep -q "20 validation canvases" $out || bad "detect eval --on val does not say it scored validation canvases"
+expect_rc 2 "detect eval --on train" "$attn" detect eval --data "$vd" --out "$tmp/do" --on train
 grep -q "confidence cut" $out && bad "detect eval --threshold 0 still takes the checkpoint's cut"
 expect_rc 0 "detect predict --png" "$attn" detect predict --data "$vd" --out "$tmp/do" --png "$tmp/dp.png" 3
 [ -s "$tmp/dp.png" ] || bad "detect predict --png wrote no picture"

@@ -4,8 +4,10 @@
  *
  * A canvas is 56x56 holding 1-3 items at random places (attn_detr_canvas), each with its class and the
  * tight box of its pixels. Canvas i of a split is a pure function of (seed, i): training reads canvases
- * epoch·N .. epoch·N + N - 1 of the training split (new ones every epoch), eval, predict and the per-epoch
- * check read canvases 0.. of the test split under a seed derived from --seed.
+ * epoch·N .. epoch·N + N - 1 of the training split (new ones every epoch); eval and predict read canvases
+ * 0.. of the test split under a seed derived from --seed; the per-epoch check reads canvases 0.. of the
+ * training split under another derived seed (the validation canvases: training items, new canvases), where
+ * the confidence cut is chosen (eval --on val scores them too).
  *
  *   train    AdamW, linear warm-up then cosine decay, the set loss (Hungarian matching, class cross-entropy
  *            with "no object" weighted 0.1, L1 and GIoU on the boxes); a progress line, one line per
@@ -52,7 +54,7 @@
 static const float cuts[N_CUTS] = {0.0f, 0.3f, 0.4f, 0.5f, 0.6f, 0.7f, 0.8f, 0.9f};
 
 typedef struct detect_flags {
-    const char *data, *out, *ckpt, *png, *plot;
+    const char *data, *out, *ckpt, *png, *plot, *on;
     int epochs, batch, threads, limit, resume, warmup, canvases, val, max_steps;
     int patch, queries, dim, heads, ffn, enc_blocks, dec_blocks;
     float lr, wd, clip, threshold;
@@ -462,10 +464,12 @@ static int detect_eval(const detect_flags *f) {
     attn_fmnist d;
     if (load_data(&d, f)) { attn_detr_free(&m); return 1; }
     double f1 = 0, miou = 0, t0 = cli_now();
-    int rc = evaluate(&m, &d.test, test_seed(f->seed), f->canvases, &thr, 1, &f1, &miou, 1);
+    const int val = strcmp(f->on, "val") == 0;
+    int rc = evaluate(&m, val ? &d.train : &d.test, val ? val_seed(f->seed) : test_seed(f->seed), f->canvases, &thr, 1,
+                      &f1, &miou, 1);
     if (!rc) {
-        fprintf(stderr, "attn: detect: %d test canvases (seed %" PRIu64 ") in %.1f s\n", f->canvases, f->seed,
-                cli_now() - t0);
+        fprintf(stderr, "attn: detect: %d %s canvases (seed %" PRIu64 ") in %.1f s\n", f->canvases,
+                val ? "validation" : "test", f->seed, cli_now() - t0);
         printf("f1 %.3f mean_iou %.3f\n", f1, miou);
     }
     attn_fmnist_free(&d);
@@ -571,7 +575,7 @@ int cmd_detect(int argc, char **argv) {
     detect_flags f = {.data = ATTN_FMNIST_DEFAULT_DIR, .out = "detect_out", .epochs = 0, .batch = 32, .warmup = 1,
                       .canvases = -1, .val = 500, .max_steps = 0, .patch = 7, .queries = 8, .dim = 64, .heads = 4,
                       .ffn = 128, .enc_blocks = 2, .dec_blocks = 3, .lr = 2e-3f, .wd = 1e-4f, .clip = 0.1f,
-                      .threshold = -1.0f, .seed = 1};
+                      .threshold = -1.0f, .seed = 1, .on = "test"};
     const char *sub = argc >= 2 ? argv[1] : NULL;
     const cli_opt train_opts[] = {
         {"data", CLI_STR, &f.data, "DIR", "the folder of the Fashion-MNIST IDX files (.gz or not)"},
@@ -604,6 +608,7 @@ int cmd_detect(int argc, char **argv) {
         {"out", CLI_STR, &f.out, "DIR", "where the checkpoint is"},
         {"ckpt", CLI_STR, &f.ckpt, "FILE", "the checkpoint (default --out/" CKPT_NAME ")"},
         {"canvases", CLI_INT, &f.canvases, "N", "test canvases (default 2000)"},
+        {"on", CLI_STR, &f.on, "SET", "test, or val: the validation canvases of training items the cut was chosen on"},
         {"threshold", CLI_FLOAT, &f.threshold, "X", "a query predicts an object when its class is above no object and has "
                                                "probability >= X (default: the cut chosen in training)"},
         {"seed", CLI_U64, &f.seed, "N", "seed of the test canvases"},
@@ -673,6 +678,11 @@ int cmd_detect(int argc, char **argv) {
     if (!(f.lr > 0.0f) || !isfinite(f.lr) || !(f.wd >= 0.0f) || !isfinite(f.wd) || !(f.clip >= 0.0f) ||
         !isfinite(f.clip) || !(f.threshold == -1.0f || (f.threshold >= 0.0f && f.threshold <= 1.0f))) {
         fprintf(stderr, "attn: detect: --lr must be > 0, --wd and --clip >= 0 (finite), --threshold in [0,1]\n\n");
+        cli_usage(&cmds[which], stderr);
+        return 2;
+    }
+    if (strcmp(f.on, "test") != 0 && strcmp(f.on, "val") != 0) {
+        fprintf(stderr, "attn: detect: --on '%s': expected test or val\n\n", f.on);
         cli_usage(&cmds[which], stderr);
         return 2;
     }
