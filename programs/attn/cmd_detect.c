@@ -19,10 +19,12 @@
  *            query that found an object, its cross-attention (last decoder block, mean over heads).
  *
  * Scoring: a query predicts an object when its most likely real class is more likely than "no object"
- * (DETR's argmax) and, with --threshold X > 0, has probability >= X (a confidence cut as DETR's demo
- * notebooks make; default 0: none). Per canvas the predictions are matched one to one to the true items by
- * the Hungarian method on -IoU; a matched pair is
- * a true positive when IoU >= 0.5 and the classes agree. f1 = 2·TP / (predictions + items); mean_iou is
+ * (DETR's argmax), has probability >= the rule's cut (a confidence cut as DETR's demo notebooks make; 0:
+ * none) and, when the rule suppresses duplicates, no more probable detection's box overlaps its at IoU >=
+ * 0.5. The rule (--threshold, --dedup) is, where not given, the one of best f1 on the --val validation
+ * canvases of training items, chosen by eval and predict themselves: never on test canvases. Per canvas
+ * the predictions are matched one to one to the true items by the Hungarian method on -IoU; a matched pair
+ * is a true positive when IoU >= 0.5 and the classes agree. f1 = 2·TP / (predictions + items); mean_iou is
  * the mean IoU of the matched pairs (whatever their class), so it measures the boxes alone.
  *
  * Pixels are scaled to [0,1], then normalized as (v - 0.10) / 0.28: round figures near a canvas's own
@@ -49,15 +51,23 @@
 #define TEST_SEED_SALT 0xde7ec7ULL
 #define DEFAULT_EPOCHS 40
 #define VAL_SEED_SALT 0x5a1dca7ULL
-/* the confidence cuts tried on the validation canvases after every epoch (0: none) */
+/* The decision rules tried on the validation canvases: a confidence cut (0: none) and, or not, the
+ * suppression of duplicates (a detection whose box overlaps a more probable one's at IoU >= 0.5; items
+ * overlap at most ATTN_DETR_MAX_OVERLAP, so two true items never do). Simplest first: a tie keeps it. */
 #define N_CUTS 8
+#define N_RULES (2 * N_CUTS)
+#define DEDUP_IOU 0.5f
 static const float cuts[N_CUTS] = {0.0f, 0.3f, 0.4f, 0.5f, 0.6f, 0.7f, 0.8f, 0.9f};
+typedef struct detect_rule {
+    float cut, dedup;            /* dedup: the IoU at which a less probable detection is dropped (0: never) */
+} detect_rule;
+static detect_rule rule_at(int i) { return (detect_rule){cuts[i % N_CUTS], i < N_CUTS ? 0.0f : DEDUP_IOU}; }
 
 typedef struct detect_flags {
     const char *data, *out, *ckpt, *png, *plot, *on;
     int epochs, batch, threads, limit, resume, warmup, canvases, val, max_steps;
     int patch, queries, dim, heads, ffn, enc_blocks, dec_blocks;
-    float lr, wd, clip, threshold;
+    float lr, wd, clip, threshold, dedup;
     uint64_t seed;
 } detect_flags;
 
@@ -113,18 +123,37 @@ static int query_object(const float *logits, int K1, float thr, float *prob) {
     return logits[best] > logits[K1 - 1] && p >= thr ? best : -1;
 }
 
+/* The queries that predict an object under rule r: used (n, in query order), cls their classes. A query
+ * predicts when query_object says so at r->cut, and, with r->dedup, no more probable predicting query's
+ * box overlaps its at IoU >= r->dedup (ties: the lower query wins). Returns n. */
+static int select_queries(const float *logits, const float *boxes, int Q, int K1, const detect_rule *r, int *used,
+                          int *cls) {
+    int n = 0, c[64];
+    float p[64];
+    for (int q = 0; q < Q && q < 64; q++) c[q] = query_object(logits + (size_t)q * K1, K1, r->cut, &p[q]);
+    for (int q = 0; q < Q && q < 64; q++) {
+        if (c[q] < 0) continue;
+        int keep = 1;
+        for (int o = 0; o < Q && o < 64 && keep && r->dedup > 0.0f; o++)
+            if (o != q && c[o] >= 0 && (p[o] > p[q] || (p[o] == p[q] && o < q)) &&
+                box_iou(boxes + (size_t)o * 4, boxes + (size_t)q * 4) >= r->dedup)
+                keep = 0;
+        if (keep) { used[n] = q; cls[n++] = c[q]; }
+    }
+    return n;
+}
+
 typedef struct detect_score {
     long tp, preds, items, matched;
     double iou_sum;
 } detect_score;
 
 /* Scores one canvas: Q queries' logits and boxes against the scene (see the header). */
-static int score_canvas(detect_score *r, const float *logits, const float *boxes, int Q, int K1, float thr,
-                        const attn_detr_scene *sc) {
-    int used[64], n = 0, match[64];
+static int score_canvas(detect_score *r, const float *logits, const float *boxes, int Q, int K1,
+                        const detect_rule *rule, const attn_detr_scene *sc) {
+    int used[64], cls[64], match[64];
     float cost[64 * ATTN_DETR_MAX_ITEMS];
-    for (int q = 0; q < Q && n < 64; q++)
-        if (query_object(logits + (size_t)q * K1, K1, thr, NULL) >= 0) used[n++] = q;
+    const int n = select_queries(logits, boxes, Q, K1, rule, used, cls);
     r->preds += n;
     r->items += sc->n;
     if (!n || !sc->n) return 0;
@@ -141,23 +170,23 @@ static int score_canvas(detect_score *r, const float *logits, const float *boxes
         const double iou = -cost[i * sc->n + j];
         r->matched++;
         r->iou_sum += iou;
-        r->tp += iou >= 0.5 && query_object(logits + (size_t)used[i] * K1, K1, thr, NULL) == sc->labels[j];
+        r->tp += iou >= 0.5 && cls[i] == sc->labels[j];
     }
     return 0;
 }
 
 /* f1 and mean_iou over n canvases of split s, EVAL_BATCH at a time (progress when long), under each of
-n_thr confidence cuts thr[i] (f1[i], miou[i]). */
-static int evaluate(attn_detr *m, const attn_fmnist_split *s, uint64_t seed, int n, const float *thr, int n_thr,
-                    double *f1, double *miou, int verbose) {
+ * n_rules rules (f1[i], miou[i]). */
+static int evaluate(attn_detr *m, const attn_fmnist_split *s, uint64_t seed, int n, const detect_rule *rules,
+                    int n_rules, double *f1, double *miou, int verbose) {
     const int Bm = m->cfg.max_batch < EVAL_BATCH ? m->cfg.max_batch : EVAL_BATCH, Q = m->cfg.queries, K1 = m->K1;
     const size_t px = (size_t)CANVAS * CANVAS;
     float *x = malloc(sizeof(float) * Bm * px), *logits = malloc(sizeof(float) * (size_t)Bm * Q * K1);
     float *boxes = malloc(sizeof(float) * (size_t)Bm * Q * 4);
     attn_detr_scene *sc = malloc(sizeof *sc * (size_t)Bm);
-    detect_score r[N_CUTS] = {{0}};
+    detect_score r[N_RULES] = {{0}};
     int rc = 0;
-    if (n_thr < 1 || n_thr > N_CUTS) return cli_fail(ATTN_ERR_ARG, "detect: cuts");
+    if (n_rules < 1 || n_rules > N_RULES) return cli_fail(ATTN_ERR_ARG, "detect: rules");
     double t0 = cli_now(), last = t0;
     attn_status st;
     if (!x || !logits || !boxes || !sc) { rc = cli_fail(ATTN_ERR_NOMEM, "detect"); goto done; }
@@ -167,16 +196,17 @@ static int evaluate(attn_detr *m, const attn_fmnist_split *s, uint64_t seed, int
             if ((st = make_canvas(x + b * px, &sc[b], s, seed, lo + b)) != ATTN_OK) rc = cli_fail(st, "detect: canvas");
         if (rc) break;
         if ((st = attn_detr_forward(m, logits, boxes, NULL, x, B)) != ATTN_OK) { rc = cli_fail(st, "detect: forward"); break; }
-        for (int i = 0; i < n_thr; i++)
+        for (int i = 0; i < n_rules; i++)
             for (int b = 0; b < B && !rc; b++)
-                rc = score_canvas(&r[i], logits + (size_t)b * Q * K1, boxes + (size_t)b * Q * 4, Q, K1, thr[i], &sc[b]);
+                rc = score_canvas(&r[i], logits + (size_t)b * Q * K1, boxes + (size_t)b * Q * 4, Q, K1, &rules[i],
+                                  &sc[b]);
         const double now = cli_now();
         if (verbose && (lo + B == n || now - last > 15.0)) {
             fprintf(stderr, "  %d/%d canvases - %.1fs\n", lo + B, n, now - t0);
             last = now;
         }
     }
-    for (int i = 0; i < n_thr; i++) {
+    for (int i = 0; i < n_rules; i++) {
         f1[i] = r[i].preds + r[i].items ? 2.0 * r[i].tp / (double)(r[i].preds + r[i].items) : 0.0;
         miou[i] = r[i].matched ? r[i].iou_sum / r[i].matched : 0.0;
         if (verbose && !rc)
@@ -192,15 +222,12 @@ done:
  * train
  */
 #define N_RUN_META 11
-#define CUT_KEY "val_threshold"      /* the cut eval and predict use unless --threshold is given */
 static const char *const run_keys[N_RUN_META] = {"epochs", "batch", "lr", "weight_decay", "warmup", "seed",
                                                   "limit", "canvases", "val", "max_steps", "clip"};
 
-/* The run's settings and the confidence cut chosen on the validation canvases (cut < 0: none yet). */
-static int save_checkpoint(const char *path, const attn_detr *m, const attn_adam *opt, const detect_flags *f,
-                           float cut) {
-    char v[N_RUN_META + 1][32];
-    const char *vp[N_RUN_META + 1], *keys[N_RUN_META + 1];
+static int save_checkpoint(const char *path, const attn_detr *m, const attn_adam *opt, const detect_flags *f) {
+    char v[N_RUN_META][32];
+    const char *vp[N_RUN_META];
     snprintf(v[0], 32, "%d", f->epochs);
     snprintf(v[1], 32, "%d", f->batch);
     snprintf(v[2], 32, "%.9g", (double)f->lr);
@@ -212,12 +239,9 @@ static int save_checkpoint(const char *path, const attn_detr *m, const attn_adam
     snprintf(v[8], 32, "%d", f->val);
     snprintf(v[9], 32, "%d", f->max_steps);
     snprintf(v[10], 32, "%.9g", (double)f->clip);
-    snprintf(v[N_RUN_META], 32, "%.9g", (double)cut);
-    for (int i = 0; i < N_RUN_META; i++) { vp[i] = v[i]; keys[i] = run_keys[i]; }
-    vp[N_RUN_META] = v[N_RUN_META];
-    keys[N_RUN_META] = CUT_KEY;
+    for (int i = 0; i < N_RUN_META; i++) vp[i] = v[i];
     char err[1024] = "";
-    attn_status st = attn_detr_save(m, opt, keys, vp, N_RUN_META + (cut >= 0.0f), path, err, sizeof err);
+    attn_status st = attn_detr_save(m, opt, run_keys, vp, N_RUN_META, path, err, sizeof err);
     if (st != ATTN_OK) {
         fprintf(stderr, "attn: detect: saving the checkpoint: %s\n", err[0] ? err : attn_status_string(st));
         return 1;
@@ -332,12 +356,12 @@ static int detect_train(detect_flags *f, int epochs_given, int steps_given) {
     int *nt = malloc(sizeof(int) * (size_t)f->batch), *lab = malloc(sizeof(int) * (size_t)f->batch * MAX_ITEMS);
     cli_history hist;
     char hpath[4200];
-    static const char *const hcols[9] = {"epoch", "loss", "ce", "l1", "giou", "f1", "mean_iou", "val_threshold",
-                                         "f1_at_threshold"};
+    static const char *const hcols[10] = {"epoch", "loss", "ce", "l1", "giou", "f1", "mean_iou", "rule_cut",
+                                          "rule_dedup", "f1_by_rule"};
     snprintf(hpath, sizeof hpath, "%s/%s", f->out, HISTORY_NAME);
     int rc = 0;
     if (!x || !tb || !nt || !lab) { rc = cli_fail(ATTN_ERR_NOMEM, "detect"); goto out; }
-    if (lead && cli_history_start(&hist, "detect", hpath, 9, hcols, (int)((start + steps - 1) / steps), f->plot,
+    if (lead && cli_history_start(&hist, "detect", hpath, 10, hcols, (int)((start + steps - 1) / steps), f->plot,
                           "Fashion-MNIST detection")) {
         rc = 1;
         goto out;
@@ -395,19 +419,22 @@ static int detect_train(detect_flags *f, int epochs_given, int steps_given) {
         if (!end || !lead) continue;              /* only rank 0 checks and writes */
         if (tty) fputc('\n', stderr);
         const double t_train = cli_now() - t0, t1 = cli_now();
-        double f1[N_CUTS] = {0}, miou[N_CUTS] = {0};
-        if (evaluate(&m, &d.train, val_seed(f->seed), f->val, cuts, N_CUTS, f1, miou, 0)) { rc = 1; break; }
-        int best = 0;             /* the cut with the best f1 on the validation canvases; the lower at a tie */
-        for (int i = 1; i < N_CUTS; i++) if (f1[i] > f1[best]) best = i;
+        double f1[N_RULES] = {0}, miou[N_RULES] = {0};
+        detect_rule rules[N_RULES];
+        for (int i = 0; i < N_RULES; i++) rules[i] = rule_at(i);
+        if (evaluate(&m, &d.train, val_seed(f->seed), f->val, rules, N_RULES, f1, miou, 0)) { rc = 1; break; }
+        int best = 0;             /* the rule eval would choose now */
+        for (int i = 1; i < N_RULES; i++) if (f1[i] > f1[best]) best = i;
         const double t_val = cli_now() - t1, ep = (double)(g + 1) / steps;
         printf("Epoch %.4g/%d - %.1fs (train %.1fs, check %.1fs) - lr %.3g - loss: %.4f (last block: ce %.4f l1 %.4f "
-               "giou %.4f) - f1: %.3f - mean_iou: %.3f - cut %.1f: f1 %.3f (%d validation canvases)\n", ep, f->epochs,
-               t_train + t_val, t_train, t_val, (double)opt.lr, lsum / seen, psum[0] / seen, psum[1] / seen,
-               psum[2] / seen, f1[0], miou[0], (double)cuts[best], f1[best], f->val);
+               "giou %.4f) - f1: %.3f - mean_iou: %.3f - cut %.1f%s: f1 %.3f (%d validation canvases)\n", ep,
+               f->epochs, t_train + t_val, t_train, t_val, (double)opt.lr, lsum / seen, psum[0] / seen, psum[1] / seen,
+               psum[2] / seen, f1[0], miou[0], (double)rules[best].cut, rules[best].dedup > 0 ? " dedup" : "",
+               f1[best], f->val);
         fflush(stdout);
-        const double row[9] = {ep, lsum / seen, psum[0] / seen, psum[1] / seen, psum[2] / seen, f1[0], miou[0],
-                               cuts[best], f1[best]};
-        if (cli_history_add(&hist, row, 1) || save_checkpoint(ckpt, &m, &opt, f, cuts[best])) rc = 1;
+        const double row[10] = {ep, lsum / seen, psum[0] / seen, psum[1] / seen, psum[2] / seen, f1[0], miou[0],
+                                rules[best].cut, rules[best].dedup, f1[best]};
+        if (cli_history_add(&hist, row, 1) || save_checkpoint(ckpt, &m, &opt, f)) rc = 1;
     }
     if (rc == 0 && lead) printf("checkpoint: %s (step %" PRId64 "), history: %s%s%s\n", ckpt, opt.t, hpath,
                                 f->plot ? ", curves: " : "", f->plot ? f->plot : "");
@@ -423,9 +450,7 @@ out:
 /* ---------------------------------------------------------------------------------------------------
  * eval, predict
  */
-/* Loads the model; *thr the confidence cut: --threshold when given, else the one chosen on the
- * validation canvases in training (the checkpoint's val_threshold), else 0 (none). */
-static int load_model(const detect_flags *f, attn_detr *m, int max_batch, float *thr) {
+static int load_model(const detect_flags *f, attn_detr *m, int max_batch) {
     char path[4200], err[1024] = "";
     if (f->ckpt) snprintf(path, sizeof path, "%s", f->ckpt);
     else snprintf(path, sizeof path, "%s/%s", f->out, CKPT_NAME);
@@ -434,19 +459,6 @@ static int load_model(const detect_flags *f, attn_detr *m, int max_batch, float 
         fprintf(stderr, "attn: detect: %s\n", err[0] ? err : attn_status_string(st));
         if (st == ATTN_ERR_IO) fprintf(stderr, "attn: detect: train one with 'attn detect train --out %s'\n", f->out);
         return 1;
-    }
-    *thr = f->threshold >= 0.0f ? f->threshold : 0.0f;
-    if (f->threshold < 0.0f && cli_has_meta(path, CUT_KEY)) {
-        static const char *const key[1] = {CUT_KEY};
-        double v;
-        if (cli_run_meta("detect", path, key, 1, &v) || !(v >= 0.0 && v <= 1.0)) {
-            fprintf(stderr, "attn: detect: %s: metadata %s is not a probability\n", path, CUT_KEY);
-            attn_detr_free(m);
-            return 1;
-        }
-        *thr = (float)v;
-        fprintf(stderr, "attn: detect: confidence cut %.2f (chosen on the validation canvases in training; "
-                "--threshold overrides)\n", v);
     }
     if (m->cfg.image != CANVAS || m->cfg.classes != ATTN_FMNIST_CLASSES) {
         fprintf(stderr, "attn: detect: %s takes canvases of %d with %d classes; this program draws %dx%d canvases "
@@ -457,15 +469,46 @@ static int load_model(const detect_flags *f, attn_detr *m, int max_batch, float 
     return 0;
 }
 
+/* The decision rule: --threshold and --dedup where given; what is not given is chosen on the --val
+ * validation canvases (training items, never test ones): the rule of the best f1 there, the simplest at a
+ * tie. */
+static int choose_rule(attn_detr *m, const attn_fmnist *d, const detect_flags *f, detect_rule *rule) {
+    if (f->threshold >= 0.0f && f->dedup >= 0.0f) {
+        *rule = (detect_rule){f->threshold, f->dedup};
+        return 0;
+    }
+    detect_rule rules[N_RULES];
+    int n = 0;
+    for (int i = 0; i < N_RULES; i++) {
+        detect_rule r = rule_at(i);
+        if (f->threshold >= 0.0f) r.cut = f->threshold;
+        if (f->dedup >= 0.0f) r.dedup = f->dedup;
+        int dup = 0;
+        for (int k = 0; k < n; k++) dup |= rules[k].cut == r.cut && rules[k].dedup == r.dedup;
+        if (!dup) rules[n++] = r;
+    }
+    double f1[N_RULES], miou[N_RULES];
+    if (evaluate(m, &d->train, val_seed(f->seed), f->val, rules, n, f1, miou, 0)) return 1;
+    int best = 0;
+    for (int i = 1; i < n; i++) if (f1[i] > f1[best]) best = i;
+    *rule = rules[best];
+    fprintf(stderr, "attn: detect: rule chosen on %d validation canvases (training items): confidence cut %.2f, "
+            "duplicates %s (f1 %.3f there; --threshold and --dedup set them)\n", f->val, (double)rule->cut,
+            rule->dedup > 0.0f ? "suppressed at IoU 0.5" : "kept", f1[best]);
+    return 0;
+}
+
 static int detect_eval(const detect_flags *f) {
     attn_detr m;
-    float thr;
-    if (load_model(f, &m, EVAL_BATCH, &thr)) return 1;
+    if (load_model(f, &m, EVAL_BATCH)) return 1;
     attn_fmnist d;
     if (load_data(&d, f)) { attn_detr_free(&m); return 1; }
     double f1 = 0, miou = 0, t0 = cli_now();
     const int val = strcmp(f->on, "val") == 0;
-    int rc = evaluate(&m, val ? &d.train : &d.test, val ? val_seed(f->seed) : test_seed(f->seed), f->canvases, &thr, 1,
+    detect_rule rule;
+    int rc = choose_rule(&m, &d, f, &rule);
+    if (!rc)
+        rc = evaluate(&m, val ? &d.train : &d.test, val ? val_seed(f->seed) : test_seed(f->seed), f->canvases, &rule, 1,
                       &f1, &miou, 1);
     if (!rc) {
         fprintf(stderr, "attn: detect: %d %s canvases (seed %" PRIu64 ") in %.1f s\n", f->canvases,
@@ -498,10 +541,11 @@ static int detect_predict(const detect_flags *f, const cli_cmd *cmd, const char 
     }
     if (f->png && cli_check_out_file("detect", "--png", f->png)) return 1;
     attn_detr m;
-    float thr;
-    if (load_model(f, &m, 1, &thr)) return 1;
+    if (load_model(f, &m, EVAL_BATCH)) return 1;
     attn_fmnist d;
     if (load_data(&d, f)) { attn_detr_free(&m); return 1; }
+    detect_rule rule;
+    if (choose_rule(&m, &d, f, &rule)) { attn_fmnist_free(&d); attn_detr_free(&m); return 1; }
     const int H = m.cfg.heads, Np = m.Np, Q = m.cfg.queries, K1 = m.K1, grid = CANVAS / m.cfg.patch;
     float *x = malloc(sizeof(float) * CANVAS * CANVAS), *cross = malloc(sizeof(float) * (size_t)H * Q * Np);
     float *maps = malloc(sizeof(float) * (size_t)Q * Np), *logits = malloc(sizeof(float) * (size_t)Q * K1);
@@ -510,7 +554,7 @@ static int detect_predict(const detect_flags *f, const cli_cmd *cmd, const char 
     const char **caps = malloc(sizeof *caps * (size_t)(Q + 1));
     attn_detr_scene sc;
     attn_status st;
-    int rc = 0, n_used = 0;
+    int rc = 0, n_used = 0, used[64], cls[64];
     if (!x || !cross || !maps || !logits || !boxes || !cap || !caps) rc = cli_fail(ATTN_ERR_NOMEM, "detect");
     if (!rc && (st = make_canvas(x, &sc, &d.test, test_seed(f->seed), idx)) != ATTN_OK) rc = cli_fail(st, "detect: canvas");
     if (!rc && (st = attn_detr_forward(&m, logits, boxes, cross, x, 1)) != ATTN_OK) rc = cli_fail(st, "detect: forward");
@@ -523,13 +567,14 @@ static int detect_predict(const detect_flags *f, const cli_cmd *cmd, const char 
         float hi = x[0];
         for (int k = 1; k < CANVAS * CANVAS; k++) if (x[k] > hi) hi = x[k];
         hi += 0.5f;      /* the outlines a little brighter than any pixel */
-        for (int q = 0; q < Q; q++) {
+        const int n_sel = select_queries(logits, boxes, Q, K1, &rule, used, cls);
+        for (int i = 0; i < n_sel; i++) {
             float p;
-            const int cl = query_object(logits + (size_t)q * K1, K1, thr, &p);
-            if (cl < 0) continue;
+            const int q = used[i], cl = cls[i];
+            query_object(logits + (size_t)q * K1, K1, rule.cut, &p);
             const float *b = boxes + (size_t)q * 4;
             double best = 0;
-            for (int i = 0; i < sc.n; i++) best = fmax(best, box_iou(b, sc.boxes[i]));
+            for (int j = 0; j < sc.n; j++) best = fmax(best, box_iou(b, sc.boxes[j]));
             printf("  query %d: %-11s p %.3f box (%.2f %.2f %.2f %.2f), best IoU with an item %.3f\n", q,
                    attn_fmnist_class_name(cl), (double)p, (double)b[0], (double)b[1], (double)b[2], (double)b[3], best);
             for (int k = 0; k < Np; k++) {
@@ -542,8 +587,7 @@ static int detect_predict(const detect_flags *f, const cli_cmd *cmd, const char 
         }
         if (!n_used) printf("  no query found an object\n");
         if (f->png) {
-            for (int q = 0; q < Q; q++)
-                if (query_object(logits + (size_t)q * K1, K1, thr, NULL) >= 0) draw_box(x, boxes + (size_t)q * 4, hi);
+            for (int i = 0; i < n_sel; i++) draw_box(x, boxes + (size_t)used[i] * 4, hi);
             snprintf(cap[0], 96, "canvas %ld with %d predicted box%s", idx, n_used, n_used == 1 ? "" : "es");
             for (int i = 0; i <= n_used; i++) caps[i] = cap[i];
             char title[200];
@@ -575,7 +619,7 @@ int cmd_detect(int argc, char **argv) {
     detect_flags f = {.data = ATTN_FMNIST_DEFAULT_DIR, .out = "detect_out", .epochs = 0, .batch = 32, .warmup = 1,
                       .canvases = -1, .val = 500, .max_steps = 0, .patch = 7, .queries = 8, .dim = 64, .heads = 4,
                       .ffn = 128, .enc_blocks = 2, .dec_blocks = 3, .lr = 2e-3f, .wd = 1e-4f, .clip = 0.1f,
-                      .threshold = -1.0f, .seed = 1, .on = "test"};
+                      .threshold = -1.0f, .dedup = -1.0f, .seed = 1, .on = "test"};
     const char *sub = argc >= 2 ? argv[1] : NULL;
     const cli_opt train_opts[] = {
         {"data", CLI_STR, &f.data, "DIR", "the folder of the Fashion-MNIST IDX files (.gz or not)"},
@@ -610,7 +654,10 @@ int cmd_detect(int argc, char **argv) {
         {"canvases", CLI_INT, &f.canvases, "N", "test canvases (default 2000)"},
         {"on", CLI_STR, &f.on, "SET", "test, or val: the validation canvases of training items the cut was chosen on"},
         {"threshold", CLI_FLOAT, &f.threshold, "X", "a query predicts an object when its class is above no object and has "
-                                               "probability >= X (default: the cut chosen in training)"},
+                                               "probability >= X (default: chosen on the --val canvases)"},
+        {"dedup", CLI_FLOAT, &f.dedup, "X", "drop a detection whose box overlaps a more probable one's at IoU >= X "
+                                       "(0: never; default: 0 or 0.5, chosen on the --val canvases)"},
+        {"val", CLI_INT, &f.val, "N", "validation canvases (of training items) the rule is chosen on"},
         {"seed", CLI_U64, &f.seed, "N", "seed of the test canvases"},
         {"limit", CLI_INT, &f.limit, "N", "only the first N images of each split (0 = all)"},
         {"threads", CLI_INT, &f.threads, "N", "threads (0 = all cores)"},
@@ -622,7 +669,10 @@ int cmd_detect(int argc, char **argv) {
         {"seed", CLI_U64, &f.seed, "N", "seed of the test canvases"},
         {"png", CLI_STR, &f.png, "FILE", "draw the canvas, the predicted boxes and each query's cross-attention"},
         {"threshold", CLI_FLOAT, &f.threshold, "X", "a query predicts an object when its class is above no object and has "
-                                               "probability >= X (default: the cut chosen in training)"},
+                                               "probability >= X (default: chosen on the --val canvases)"},
+        {"dedup", CLI_FLOAT, &f.dedup, "X", "drop a detection whose box overlaps a more probable one's at IoU >= X "
+                                       "(0: never; default: 0 or 0.5, chosen on the --val canvases)"},
+        {"val", CLI_INT, &f.val, "N", "validation canvases (of training items) the rule is chosen on"},
         {"limit", CLI_INT, &f.limit, "N", "only the first N images of each split (0 = all)"},
         {"threads", CLI_INT, &f.threads, "N", "threads (0 = all cores)"},
     };
@@ -676,8 +726,10 @@ int cmd_detect(int argc, char **argv) {
         return 2;
     }
     if (!(f.lr > 0.0f) || !isfinite(f.lr) || !(f.wd >= 0.0f) || !isfinite(f.wd) || !(f.clip >= 0.0f) ||
-        !isfinite(f.clip) || !(f.threshold == -1.0f || (f.threshold >= 0.0f && f.threshold <= 1.0f))) {
-        fprintf(stderr, "attn: detect: --lr must be > 0, --wd and --clip >= 0 (finite), --threshold in [0,1]\n\n");
+        !isfinite(f.clip) || !(f.threshold == -1.0f || (f.threshold >= 0.0f && f.threshold <= 1.0f)) ||
+        !(f.dedup == -1.0f || (f.dedup >= 0.0f && f.dedup <= 1.0f))) {
+        fprintf(stderr, "attn: detect: --lr must be > 0, --wd and --clip >= 0 (finite), --threshold and --dedup in "
+                "[0,1]\n\n");
         cli_usage(&cmds[which], stderr);
         return 2;
     }
