@@ -524,8 +524,15 @@ grep -q "f1: .* mean_iou: " $out || bad "detect train prints no f1 and mean_iou"
 expect_rc 0 "detect train --resume" "$attn" detect train --data "$vd" --out "$tmp/do" --threads 1 --resume --max-steps 4
 grep -q "resuming .* at step 3" $out || bad "detect train --resume does not say where it resumes"
 expect_rc 1 "detect train --resume (done)" "$attn" detect train --data "$vd" --out "$tmp/do" --threads 1 --resume
-expect_rc 0 "detect eval" "$attn" detect eval --data "$vd" --out "$tmp/do" --canvases 20
+expect_rc 0 "detect eval" "$attn" detect eval --data "$vd" --out "$tmp/do" --canvases 20 --val 8
 grep -q "^f1 [01]\.[0-9][0-9][0-9] mean_iou [01]\.[0-9][0-9][0-9]$" $out || bad "detect eval prints no 'f1 0.xxx mean_iou 0.xxx' line"
+grep -q "rule chosen on 8 validation canvases (training items): confidence cut 0\.[0-9]*, duplicates" $out || bad "detect eval does not choose its rule on the validation canvases"
+expect_rc 0 "detect eval --threshold 0 --dedup 0.5" "$attn" detect eval --data "$vd" --out "$tmp/do" --canvases 20 --threshold 0 --dedup 0.5
+grep -q "rule chosen" $out && bad "detect eval --threshold 0 --dedup 0.5 still chooses a rule"
+expect_rc 2 "detect eval --dedup 2" "$attn" detect eval --data "$vd" --out "$tmp/do" --dedup 2
+expect_rc 0 "detect eval --on val" "$attn" detect eval --data "$vd" --out "$tmp/do" --canvases 20 --val 8 --on val
+grep -q "20 validation canvases" $out || bad "detect eval --on val does not say it scored validation canvases"
+expect_rc 2 "detect eval --on train" "$attn" detect eval --data "$vd" --out "$tmp/do" --on train
 expect_rc 0 "detect predict --png" "$attn" detect predict --data "$vd" --out "$tmp/do" --png "$tmp/dp.png" 3
 [ -s "$tmp/dp.png" ] || bad "detect predict --png wrote no picture"
 expect_rc 2 "detect predict abc" "$attn" detect predict --data "$vd" --out "$tmp/do" abc

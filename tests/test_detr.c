@@ -383,13 +383,14 @@ static void fx_batch(float *x, int *nt, int *labels, float *boxes, const attn_fm
     }
 }
 
-/* The whole model's loss against central differences, on every third parameter (h = 2e-3: the box MLP is
- * ReLU and a larger step crosses its kinks; the matching must not change within the step, which it does
- * not on this batch). */
+/* The whole model's loss against central differences, on every third parameter (h = 5e-4: the box MLP is
+ * ReLU and a larger step crosses its kinks, as 2e-3 did with two decoder blocks; the matching must not
+ * change within the step, which it does not on this batch). Two decoder blocks, so the auxiliary loss
+ * after the first is in the gradient. */
 static void test_model_fd(void) {
     attn_fmnist_split sp = fixture_split();
     attn_detr_config c = fx_cfg;
-    c.dim = 8; c.ffn = 8; c.dec_blocks = 1; c.max_batch = 3;
+    c.dim = 8; c.ffn = 8; c.dec_blocks = 2; c.max_batch = 3;     /* two blocks: the auxiliary loss too */
     attn_detr m;
     CHECK_STATUS(attn_detr_init(&m, NULL, &c, 5), ATTN_OK);
     float x[3 * FX_S * FX_S], tb[9 * 4];
@@ -403,7 +404,7 @@ static void test_model_fd(void) {
     int bad = 0;
     double max_abs = 0, gnorm = 0;
     for (size_t i = 0; i < m.n_params; i += 3, n++) {
-        const float keep = m.params[i], h = 2e-3f;
+        const float keep = m.params[i], h = 5e-4f;
         float lp, lm;
         m.params[i] = keep + h;
         attn_detr_loss_grad(&m, x, nt, lab, tb, 3, &lp, NULL);
@@ -424,6 +425,39 @@ static void test_model_fd(void) {
     CHECK(bad == 0 && gnorm > 1e-4);
     free(g);
     attn_detr_free(&m);
+}
+
+/* The auxiliary losses: with two decoder blocks the loss is the set loss on the last block's heads (aux
+ * off) plus the set loss on the first block's, which is what a one-block model with the same parameters
+ * (the second block left out) computes. */
+static void test_model_aux(void) {
+    attn_fmnist_split sp = fixture_split();
+    float x[4 * FX_S * FX_S], tb[12 * 4];
+    int nt[4], lab[12];
+    fx_batch(x, nt, lab, tb, &sp, 4, 13, 0);
+    attn_detr two, one;
+    attn_detr_config c1 = fx_cfg;
+    c1.dec_blocks = 1;
+    CHECK_STATUS(attn_detr_init(&two, NULL, &fx_cfg, 21), ATTN_OK);
+    CHECK_STATUS(attn_detr_init(&one, NULL, &c1, 22), ATTN_OK);
+    CHECK(two.crit.aux == 1 && one.crit.aux == 1);
+    /* one's slab: two's without decoder block 1 (the slab's order: ..., decoder.blocks.{i}, heads) */
+    const size_t head = (size_t)(two.dec[1].params - two.params), nd = one.n_params - head;
+    const size_t tail = two.n_params - (size_t)(two.cls_w - two.params);
+    CHECK(head + tail == one.n_params && nd == tail);
+    memcpy(one.params, two.params, sizeof(float) * head);
+    memcpy(one.params + head, two.cls_w, sizeof(float) * tail);
+    float l_aux, l_last, l_first, ls_aux[3], ls_last[3];
+    CHECK_STATUS(attn_detr_loss_grad(&two, x, nt, lab, tb, 4, &l_aux, ls_aux), ATTN_OK);
+    two.crit.aux = 0;
+    CHECK_STATUS(attn_detr_loss_grad(&two, x, nt, lab, tb, 4, &l_last, ls_last), ATTN_OK);
+    CHECK_STATUS(attn_detr_loss_grad(&one, x, nt, lab, tb, 4, &l_first, NULL), ATTN_OK);
+    printf("  auxiliary loss: %.6f = last block %.6f + first block %.6f (diff %.2g)\n", l_aux, l_last, l_first,
+           (double)(l_aux - (l_last + l_first)));
+    CHECK(fabsf(l_aux - (l_last + l_first)) <= 1e-5f * fabsf(l_aux) && l_first > 0.0f && l_last > 0.0f);
+    CHECK(memcmp(ls_aux, ls_last, sizeof ls_aux) == 0);       /* the parts are the last block's */
+    attn_detr_free(&two);
+    attn_detr_free(&one);
 }
 
 /* The same loss and gradient bits with 1 and 2 threads, on an odd batch (shards of 3 and 2). */
@@ -544,13 +578,13 @@ static void test_model_refuses(void) {
  * come from the gather (here: a whole-batch forward of the same model), its gradient from the combine
  * (here: shard 0's gradient of a whole-batch run); the result must be attn_detr_train_step's bits. */
 typedef struct fx_other {
-    const float *logits, *boxes, *grad0;   /* the whole batch's outputs, shard 0's gradient */
+    const float *outs[4], *grad0;   /* the whole batch's logits and boxes after block 0, then 1; shard 0's gradient */
     int gathers, combines;
 } fx_other;
 
 static attn_status fx_gather(void *user, float *x, size_t row_floats, int B, int per, int first, int count) {
     fx_other *o = user;
-    const float *src = o->gathers++ == 0 ? o->logits : o->boxes;     /* the logits first, then the boxes */
+    const float *src = o->outs[o->gathers++ % 4];     /* per block from the first: the logits, then the boxes */
     for (int b = 0; b < B; b++)
         if (b < first * per || b >= (first + count) * per)
             memcpy(x + (size_t)b * row_floats, src + (size_t)b * row_floats, sizeof(float) * row_floats);
@@ -576,33 +610,41 @@ static void test_model_part(void) {
     float x[5 * FX_S * FX_S], tb[15 * 4];
     int nt[5], lab[15];
     fx_batch(x, nt, lab, tb, &sp, 5, 14, 0);                 /* shards of 3 and 2 canvases */
-    attn_detr r, a, b;
+    attn_detr r, a, b, r1;
     attn_adam oa, ob;
+    attn_detr_config c1 = fx_cfg;
+    c1.dec_blocks = 1;
     CHECK_STATUS(attn_detr_init(&r, NULL, &fx_cfg, 9), ATTN_OK);
+    CHECK_STATUS(attn_detr_init(&r1, NULL, &c1, 9), ATTN_OK);      /* r without decoder block 1: block 0's heads */
+    const size_t head = (size_t)(r.dec[1].params - r.params), tail = r.n_params - (size_t)(r.cls_w - r.params);
+    memcpy(r1.params, r.params, sizeof(float) * head);
+    memcpy(r1.params + head, r.cls_w, sizeof(float) * tail);
     CHECK_STATUS(attn_detr_init(&a, NULL, &fx_cfg, 9), ATTN_OK);
     CHECK_STATUS(attn_detr_init(&b, NULL, &fx_cfg, 9), ATTN_OK);
     CHECK_STATUS(attn_adam_alloc(&oa, a.n_params, 1e-3f), ATTN_OK);
     CHECK_STATUS(attn_adam_alloc(&ob, b.n_params, 1e-3f), ATTN_OK);
     const int Q = fx_cfg.queries, K1 = r.K1;
     float *lg = malloc(sizeof(float) * 5 * Q * K1), *bx = malloc(sizeof(float) * 5 * Q * 4), la, lb, lr;
+    float *lg1 = malloc(sizeof(float) * 5 * Q * K1), *bx1 = malloc(sizeof(float) * 5 * Q * 4);
     float *g0 = malloc(sizeof(float) * r.n_params);
     CHECK_STATUS(attn_detr_forward(&r, lg, bx, NULL, x, 5), ATTN_OK);
+    CHECK_STATUS(attn_detr_forward(&r1, lg1, bx1, NULL, x, 5), ATTN_OK);
     CHECK_STATUS(attn_detr_loss_grad(&r, x, nt, lab, tb, 5, &lr, NULL), ATTN_OK);
     memcpy(g0, r.shards[0].grads, sizeof(float) * r.n_params);
-    fx_other o = {lg, bx, g0, 0, 0};
+    fx_other o = {{lg1, bx1, lg, bx}, g0, 0, 0};
     CHECK_STATUS(attn_detr_train_step(&a, &oa, x, nt, lab, tb, 5, 0.1f, &la, NULL), ATTN_OK);
     CHECK_STATUS(attn_detr_train_step_part(&b, &ob, x, nt, lab, tb, 5, 0.1f, 1, 1, fx_gather, fx_combine, &o, &lb,
                                            NULL), ATTN_OK);
-    CHECK(o.gathers == 2 && o.combines == 1);
+    CHECK(o.gathers == 4 && o.combines == 1);
     CHECK(la == lr && lb == la && memcmp(a.params, b.params, sizeof(float) * a.n_params) == 0);
     /* shards out of range, a part without its callbacks */
     CHECK_STATUS(attn_detr_train_step_part(&b, &ob, x, nt, lab, tb, 5, 0.1f, 1, 2, fx_gather, fx_combine, &o, &lb,
                                            NULL), ATTN_ERR_ARG);
     CHECK_STATUS(attn_detr_train_step_part(&b, &ob, x, nt, lab, tb, 5, 0.1f, 1, 1, NULL, fx_combine, &o, &lb, NULL),
                  ATTN_ERR_NULL);
-    free(lg); free(bx); free(g0);
+    free(lg); free(bx); free(lg1); free(bx1); free(g0);
     attn_adam_free(&oa); attn_adam_free(&ob);
-    attn_detr_free(&r); attn_detr_free(&a); attn_detr_free(&b);
+    attn_detr_free(&r); attn_detr_free(&r1); attn_detr_free(&a); attn_detr_free(&b);
 }
 
 int main(void) {
@@ -615,6 +657,7 @@ int main(void) {
     test_canvas();
     test_model_refuses();
     test_model_fd();
+    test_model_aux();
     test_model_threads();
     test_model_part();
     test_model_train();

@@ -87,6 +87,9 @@ typedef struct attn_detr_criterion {
     int classes;            /* K */
     float eos_coef;         /* 0.1 */
     float w_ce, w_l1, w_giou;       /* 1, 5, 2 */
+    int aux;                /* 1: the detector's loss is this set loss after every decoder block (DETR's
+                               auxiliary decoding losses), summed; 0: after the last only. attn_detr_loss,
+                               one set of predictions, does not read it. */
 } attn_detr_criterion;
 
 void attn_detr_criterion_default(attn_detr_criterion *c, int classes);
@@ -132,7 +135,8 @@ attn_status attn_detr_canvas(uint8_t *canvas, attn_detr_scene *scene, const attn
  * The blocks are attn/transformer.h's (post-norm, bias-free attention); the decoder blocks run with
  * full_self = 1, so the queries' self-attention is not causal, then cross-attend to the patches. Every
  * attention runs through attn_sdpa_*. The loss is attn_detr_loss on the batch (crit, default 1, 5, 2 and
- * "no object" 0.1). No dropout.
+ * "no object" 0.1); with crit.aux (the default) also on the same heads after every earlier decoder block,
+ * each matched on its own, the losses summed (DETR's auxiliary decoding losses). No dropout.
  *
  * Every call splits the batch into n_shards (attn_detr_set_shards) fixed parts of ceil(B / shards) canvases, each run by
  * one thread on its own activations and gradients (summed in shard order); the criterion runs once on the
@@ -192,7 +196,8 @@ attn_status attn_detr_forward(attn_detr *m, float *logits, float *boxes, float *
 
 /* The set loss of a batch and its gradient (m->grads overwritten). Targets as attn_detr_loss takes them:
  * n_targets (B), each 0..Q, labels and tboxes (cx, cy, w, h) of image after image. *loss the weighted
- * total, losses (3, or NULL) ce, l1, giou. */
+ * total (with m->crit.aux, summed over the decoder blocks), losses (3, or NULL) ce, l1, giou of the last
+ * block's heads. */
 attn_status attn_detr_loss_grad(attn_detr *m, const float *canvases, const int *n_targets, const int *labels,
                                 const float *tboxes, int B, float *loss, float *losses);
 

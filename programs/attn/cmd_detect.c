@@ -4,8 +4,10 @@
  *
  * A canvas is 56x56 holding 1-3 items at random places (attn_detr_canvas), each with its class and the
  * tight box of its pixels. Canvas i of a split is a pure function of (seed, i): training reads canvases
- * epoch·N .. epoch·N + N - 1 of the training split (new ones every epoch), eval, predict and the per-epoch
- * check read canvases 0.. of the test split under a seed derived from --seed.
+ * epoch·N .. epoch·N + N - 1 of the training split (new ones every epoch); eval and predict read canvases
+ * 0.. of the test split under a seed derived from --seed; the per-epoch check reads canvases 0.. of the
+ * training split under another derived seed (the validation canvases: training items, new canvases), where
+ * the confidence cut is chosen (eval --on val scores them too).
  *
  *   train    AdamW, linear warm-up then cosine decay, the set loss (Hungarian matching, class cross-entropy
  *            with "no object" weighted 0.1, L1 and GIoU on the boxes); a progress line, one line per
@@ -17,10 +19,12 @@
  *            query that found an object, its cross-attention (last decoder block, mean over heads).
  *
  * Scoring: a query predicts an object when its most likely real class is more likely than "no object"
- * (DETR's argmax) and, with --threshold X > 0, has probability >= X (a confidence cut as DETR's demo
- * notebooks make; default 0: none). Per canvas the predictions are matched one to one to the true items by
- * the Hungarian method on -IoU; a matched pair is
- * a true positive when IoU >= 0.5 and the classes agree. f1 = 2·TP / (predictions + items); mean_iou is
+ * (DETR's argmax), has probability >= the rule's cut (a confidence cut as DETR's demo notebooks make; 0:
+ * none) and, when the rule suppresses duplicates, no more probable detection's box overlaps its at IoU >=
+ * 0.5. The rule (--threshold, --dedup) is, where not given, the one of best f1 on the --val validation
+ * canvases of training items, chosen by eval and predict themselves: never on test canvases. Per canvas
+ * the predictions are matched one to one to the true items by the Hungarian method on -IoU; a matched pair
+ * is a true positive when IoU >= 0.5 and the classes agree. f1 = 2·TP / (predictions + items); mean_iou is
  * the mean IoU of the matched pairs (whatever their class), so it measures the boxes alone.
  *
  * Pixels are scaled to [0,1], then normalized as (v - 0.10) / 0.28: round figures near a canvas's own
@@ -45,13 +49,26 @@
 #define CV_MEAN 0.10f
 #define CV_STD 0.28f
 #define TEST_SEED_SALT 0xde7ec7ULL
+#define DEFAULT_EPOCHS 40
+#define VAL_SEED_SALT 0x5a1dca7ULL
+/* The decision rules tried on the validation canvases: a confidence cut (0: none) and, or not, the
+ * suppression of duplicates (a detection whose box overlaps a more probable one's at IoU >= 0.5; items
+ * overlap at most ATTN_DETR_MAX_OVERLAP, so two true items never do). Simplest first: a tie keeps it. */
+#define N_CUTS 8
+#define N_RULES (2 * N_CUTS)
+#define DEDUP_IOU 0.5f
+static const float cuts[N_CUTS] = {0.0f, 0.3f, 0.4f, 0.5f, 0.6f, 0.7f, 0.8f, 0.9f};
+typedef struct detect_rule {
+    float cut, dedup;            /* dedup: the IoU at which a less probable detection is dropped (0: never) */
+} detect_rule;
+static detect_rule rule_at(int i) { return (detect_rule){cuts[i % N_CUTS], i < N_CUTS ? 0.0f : DEDUP_IOU}; }
 
 typedef struct detect_flags {
-    const char *data, *out, *ckpt, *png, *plot;
+    const char *data, *out, *ckpt, *png, *plot, *on;
     int epochs, batch, threads, limit, resume, warmup, canvases, val, max_steps;
     int shards;                  /* train: --shards (0: not given) */
     int patch, queries, dim, heads, ffn, enc_blocks, dec_blocks;
-    float lr, wd, clip, threshold;
+    float lr, wd, clip, threshold, dedup;
     uint64_t seed;
 } detect_flags;
 
@@ -81,6 +98,9 @@ static attn_status make_canvas(float *x, attn_detr_scene *sc, const attn_fmnist_
 }
 
 static uint64_t test_seed(uint64_t seed) { return cli_mix64(seed ^ TEST_SEED_SALT); }
+/* The validation canvases: training items (never test ones) under a seed of their own, so they are not
+ * the canvases trained on. */
+static uint64_t val_seed(uint64_t seed) { return cli_mix64(seed ^ VAL_SEED_SALT); }
 
 static double box_iou(const float *a, const float *b) {
     const double ax0 = a[0] - a[2] / 2, ax1 = a[0] + a[2] / 2, ay0 = a[1] - a[3] / 2, ay1 = a[1] + a[3] / 2;
@@ -104,18 +124,37 @@ static int query_object(const float *logits, int K1, float thr, float *prob) {
     return logits[best] > logits[K1 - 1] && p >= thr ? best : -1;
 }
 
+/* The queries that predict an object under rule r: used (n, in query order), cls their classes. A query
+ * predicts when query_object says so at r->cut, and, with r->dedup, no more probable predicting query's
+ * box overlaps its at IoU >= r->dedup (ties: the lower query wins). Returns n. */
+static int select_queries(const float *logits, const float *boxes, int Q, int K1, const detect_rule *r, int *used,
+                          int *cls) {
+    int n = 0, c[64];
+    float p[64];
+    for (int q = 0; q < Q && q < 64; q++) c[q] = query_object(logits + (size_t)q * K1, K1, r->cut, &p[q]);
+    for (int q = 0; q < Q && q < 64; q++) {
+        if (c[q] < 0) continue;
+        int keep = 1;
+        for (int o = 0; o < Q && o < 64 && keep && r->dedup > 0.0f; o++)
+            if (o != q && c[o] >= 0 && (p[o] > p[q] || (p[o] == p[q] && o < q)) &&
+                box_iou(boxes + (size_t)o * 4, boxes + (size_t)q * 4) >= r->dedup)
+                keep = 0;
+        if (keep) { used[n] = q; cls[n++] = c[q]; }
+    }
+    return n;
+}
+
 typedef struct detect_score {
     long tp, preds, items, matched;
     double iou_sum;
 } detect_score;
 
 /* Scores one canvas: Q queries' logits and boxes against the scene (see the header). */
-static int score_canvas(detect_score *r, const float *logits, const float *boxes, int Q, int K1, float thr,
-                        const attn_detr_scene *sc) {
-    int used[64], n = 0, match[64];
+static int score_canvas(detect_score *r, const float *logits, const float *boxes, int Q, int K1,
+                        const detect_rule *rule, const attn_detr_scene *sc) {
+    int used[64], cls[64], match[64];
     float cost[64 * ATTN_DETR_MAX_ITEMS];
-    for (int q = 0; q < Q && n < 64; q++)
-        if (query_object(logits + (size_t)q * K1, K1, thr, NULL) >= 0) used[n++] = q;
+    const int n = select_queries(logits, boxes, Q, K1, rule, used, cls);
     r->preds += n;
     r->items += sc->n;
     if (!n || !sc->n) return 0;
@@ -132,21 +171,23 @@ static int score_canvas(detect_score *r, const float *logits, const float *boxes
         const double iou = -cost[i * sc->n + j];
         r->matched++;
         r->iou_sum += iou;
-        r->tp += iou >= 0.5 && query_object(logits + (size_t)used[i] * K1, K1, thr, NULL) == sc->labels[j];
+        r->tp += iou >= 0.5 && cls[i] == sc->labels[j];
     }
     return 0;
 }
 
-/* f1 and mean_iou over n test canvases, EVAL_BATCH at a time (progress when long). */
-static int evaluate(attn_detr *m, const attn_fmnist_split *s, uint64_t seed, int n, float thr, double *f1,
-                    double *miou, int verbose) {
+/* f1 and mean_iou over n canvases of split s, EVAL_BATCH at a time (progress when long), under each of
+ * n_rules rules (f1[i], miou[i]). */
+static int evaluate(attn_detr *m, const attn_fmnist_split *s, uint64_t seed, int n, const detect_rule *rules,
+                    int n_rules, double *f1, double *miou, int verbose) {
     const int Bm = m->cfg.max_batch < EVAL_BATCH ? m->cfg.max_batch : EVAL_BATCH, Q = m->cfg.queries, K1 = m->K1;
     const size_t px = (size_t)CANVAS * CANVAS;
     float *x = malloc(sizeof(float) * Bm * px), *logits = malloc(sizeof(float) * (size_t)Bm * Q * K1);
     float *boxes = malloc(sizeof(float) * (size_t)Bm * Q * 4);
     attn_detr_scene *sc = malloc(sizeof *sc * (size_t)Bm);
-    detect_score r = {0};
+    detect_score r[N_RULES] = {{0}};
     int rc = 0;
+    if (n_rules < 1 || n_rules > N_RULES) return cli_fail(ATTN_ERR_ARG, "detect: rules");
     double t0 = cli_now(), last = t0;
     attn_status st;
     if (!x || !logits || !boxes || !sc) { rc = cli_fail(ATTN_ERR_NOMEM, "detect"); goto done; }
@@ -156,19 +197,23 @@ static int evaluate(attn_detr *m, const attn_fmnist_split *s, uint64_t seed, int
             if ((st = make_canvas(x + b * px, &sc[b], s, seed, lo + b)) != ATTN_OK) rc = cli_fail(st, "detect: canvas");
         if (rc) break;
         if ((st = attn_detr_forward(m, logits, boxes, NULL, x, B)) != ATTN_OK) { rc = cli_fail(st, "detect: forward"); break; }
-        for (int b = 0; b < B && !rc; b++)
-            rc = score_canvas(&r, logits + (size_t)b * Q * K1, boxes + (size_t)b * Q * 4, Q, K1, thr, &sc[b]);
+        for (int i = 0; i < n_rules; i++)
+            for (int b = 0; b < B && !rc; b++)
+                rc = score_canvas(&r[i], logits + (size_t)b * Q * K1, boxes + (size_t)b * Q * 4, Q, K1, &rules[i],
+                                  &sc[b]);
         const double now = cli_now();
         if (verbose && (lo + B == n || now - last > 15.0)) {
             fprintf(stderr, "  %d/%d canvases - %.1fs\n", lo + B, n, now - t0);
             last = now;
         }
     }
-    *f1 = r.preds + r.items ? 2.0 * r.tp / (double)(r.preds + r.items) : 0.0;
-    *miou = r.matched ? r.iou_sum / r.matched : 0.0;
-    if (verbose && !rc)
-        fprintf(stderr, "attn: detect: %ld items, %ld predicted, %ld matched, %ld right (IoU >= 0.5, class)\n", r.items,
-                r.preds, r.matched, r.tp);
+    for (int i = 0; i < n_rules; i++) {
+        f1[i] = r[i].preds + r[i].items ? 2.0 * r[i].tp / (double)(r[i].preds + r[i].items) : 0.0;
+        miou[i] = r[i].matched ? r[i].iou_sum / r[i].matched : 0.0;
+        if (verbose && !rc)
+            fprintf(stderr, "attn: detect: %ld items, %ld predicted, %ld matched, %ld right (IoU >= 0.5, class)\n",
+                    r[i].items, r[i].preds, r[i].matched, r[i].tp);
+    }
 done:
     free(x); free(logits); free(boxes); free(sc);
     return rc;
@@ -245,7 +290,7 @@ static int detect_train(detect_flags *f, int epochs_given, int steps_given) {
     if (f->resume && resume_settings(ckpt, f, epochs_given, steps_given)) return 1;
     int sh_first, sh_count, r;
     if ((r = dist_shards("detect", ckpt, f->resume, &f->shards, ATTN_DETR_SHARDS, &sh_first, &sh_count))) return r;
-    if (!f->resume && f->epochs <= 0) f->epochs = 10;
+    if (!f->resume && f->epochs <= 0) f->epochs = DEFAULT_EPOCHS;
     if (lead && cli_check_out_dir("detect", "--out", f->out)) return 1;
     attn_fmnist d;
     if (load_data(&d, f)) return 1;
@@ -314,11 +359,12 @@ static int detect_train(detect_flags *f, int epochs_given, int steps_given) {
     int *nt = malloc(sizeof(int) * (size_t)f->batch), *lab = malloc(sizeof(int) * (size_t)f->batch * MAX_ITEMS);
     cli_history hist;
     char hpath[4200];
-    static const char *const hcols[7] = {"epoch", "loss", "ce", "l1", "giou", "f1", "mean_iou"};
+    static const char *const hcols[10] = {"epoch", "loss", "ce", "l1", "giou", "f1", "mean_iou", "rule_cut",
+                                          "rule_dedup", "f1_by_rule"};
     snprintf(hpath, sizeof hpath, "%s/%s", f->out, HISTORY_NAME);
     int rc = 0;
     if (!x || !tb || !nt || !lab) { rc = cli_fail(ATTN_ERR_NOMEM, "detect"); goto out; }
-    if (lead && cli_history_start(&hist, "detect", hpath, 7, hcols, (int)((start + steps - 1) / steps), f->plot,
+    if (lead && cli_history_start(&hist, "detect", hpath, 10, hcols, (int)((start + steps - 1) / steps), f->plot,
                           "Fashion-MNIST detection")) {
         rc = 1;
         goto out;
@@ -377,14 +423,21 @@ static int detect_train(detect_flags *f, int epochs_given, int steps_given) {
         if (!end || !lead) continue;              /* only rank 0 checks and writes */
         if (tty) fputc('\n', stderr);
         const double t_train = cli_now() - t0, t1 = cli_now();
-        double f1, miou;
-        if (evaluate(&m, &d.test, test_seed(f->seed), f->val, f->threshold, &f1, &miou, 0)) { rc = 1; break; }
+        double f1[N_RULES] = {0}, miou[N_RULES] = {0};
+        detect_rule rules[N_RULES];
+        for (int i = 0; i < N_RULES; i++) rules[i] = rule_at(i);
+        if (evaluate(&m, &d.train, val_seed(f->seed), f->val, rules, N_RULES, f1, miou, 0)) { rc = 1; break; }
+        int best = 0;             /* the rule eval would choose now */
+        for (int i = 1; i < N_RULES; i++) if (f1[i] > f1[best]) best = i;
         const double t_val = cli_now() - t1, ep = (double)(g + 1) / steps;
-        printf("Epoch %.4g/%d - %.1fs (train %.1fs, check %.1fs) - lr %.3g - loss: %.4f (ce %.4f l1 %.4f giou %.4f) - "
-               "f1: %.3f - mean_iou: %.3f (%d test canvases)\n", ep, f->epochs, t_train + t_val, t_train, t_val,
-               (double)opt.lr, lsum / seen, psum[0] / seen, psum[1] / seen, psum[2] / seen, f1, miou, f->val);
+        printf("Epoch %.4g/%d - %.1fs (train %.1fs, check %.1fs) - lr %.3g - loss: %.4f (last block: ce %.4f l1 %.4f "
+               "giou %.4f) - f1: %.3f - mean_iou: %.3f - cut %.1f%s: f1 %.3f (%d validation canvases)\n", ep,
+               f->epochs, t_train + t_val, t_train, t_val, (double)opt.lr, lsum / seen, psum[0] / seen, psum[1] / seen,
+               psum[2] / seen, f1[0], miou[0], (double)rules[best].cut, rules[best].dedup > 0 ? " dedup" : "",
+               f1[best], f->val);
         fflush(stdout);
-        const double row[7] = {ep, lsum / seen, psum[0] / seen, psum[1] / seen, psum[2] / seen, f1, miou};
+        const double row[10] = {ep, lsum / seen, psum[0] / seen, psum[1] / seen, psum[2] / seen, f1[0], miou[0],
+                                rules[best].cut, rules[best].dedup, f1[best]};
         if (cli_history_add(&hist, row, 1) || save_checkpoint(ckpt, &m, &opt, f)) rc = 1;
     }
     if (rc == 0 && lead) printf("checkpoint: %s (step %" PRId64 "), history: %s%s%s\n", ckpt, opt.t, hpath,
@@ -420,16 +473,50 @@ static int load_model(const detect_flags *f, attn_detr *m, int max_batch) {
     return 0;
 }
 
+/* The decision rule: --threshold and --dedup where given; what is not given is chosen on the --val
+ * validation canvases (training items, never test ones): the rule of the best f1 there, the simplest at a
+ * tie. */
+static int choose_rule(attn_detr *m, const attn_fmnist *d, const detect_flags *f, detect_rule *rule) {
+    if (f->threshold >= 0.0f && f->dedup >= 0.0f) {
+        *rule = (detect_rule){f->threshold, f->dedup};
+        return 0;
+    }
+    detect_rule rules[N_RULES];
+    int n = 0;
+    for (int i = 0; i < N_RULES; i++) {
+        detect_rule r = rule_at(i);
+        if (f->threshold >= 0.0f) r.cut = f->threshold;
+        if (f->dedup >= 0.0f) r.dedup = f->dedup;
+        int dup = 0;
+        for (int k = 0; k < n; k++) dup |= rules[k].cut == r.cut && rules[k].dedup == r.dedup;
+        if (!dup) rules[n++] = r;
+    }
+    double f1[N_RULES], miou[N_RULES];
+    if (evaluate(m, &d->train, val_seed(f->seed), f->val, rules, n, f1, miou, 0)) return 1;
+    int best = 0;
+    for (int i = 1; i < n; i++) if (f1[i] > f1[best]) best = i;
+    *rule = rules[best];
+    fprintf(stderr, "attn: detect: rule chosen on %d validation canvases (training items): confidence cut %.2f, "
+            "duplicates %s (f1 %.3f there; --threshold and --dedup set them)\n", f->val, (double)rule->cut,
+            rule->dedup > 0.0f ? "suppressed at IoU 0.5" : "kept", f1[best]);
+    return 0;
+}
+
 static int detect_eval(const detect_flags *f) {
     attn_detr m;
     if (load_model(f, &m, EVAL_BATCH)) return 1;
     attn_fmnist d;
     if (load_data(&d, f)) { attn_detr_free(&m); return 1; }
-    double f1, miou, t0 = cli_now();
-    int rc = evaluate(&m, &d.test, test_seed(f->seed), f->canvases, f->threshold, &f1, &miou, 1);
+    double f1 = 0, miou = 0, t0 = cli_now();
+    const int val = strcmp(f->on, "val") == 0;
+    detect_rule rule;
+    int rc = choose_rule(&m, &d, f, &rule);
+    if (!rc)
+        rc = evaluate(&m, val ? &d.train : &d.test, val ? val_seed(f->seed) : test_seed(f->seed), f->canvases, &rule, 1,
+                      &f1, &miou, 1);
     if (!rc) {
-        fprintf(stderr, "attn: detect: %d test canvases (seed %" PRIu64 ") in %.1f s\n", f->canvases, f->seed,
-                cli_now() - t0);
+        fprintf(stderr, "attn: detect: %d %s canvases (seed %" PRIu64 ") in %.1f s\n", f->canvases,
+                val ? "validation" : "test", f->seed, cli_now() - t0);
         printf("f1 %.3f mean_iou %.3f\n", f1, miou);
     }
     attn_fmnist_free(&d);
@@ -458,9 +545,11 @@ static int detect_predict(const detect_flags *f, const cli_cmd *cmd, const char 
     }
     if (f->png && cli_check_out_file("detect", "--png", f->png)) return 1;
     attn_detr m;
-    if (load_model(f, &m, 1)) return 1;
+    if (load_model(f, &m, EVAL_BATCH)) return 1;
     attn_fmnist d;
     if (load_data(&d, f)) { attn_detr_free(&m); return 1; }
+    detect_rule rule;
+    if (choose_rule(&m, &d, f, &rule)) { attn_fmnist_free(&d); attn_detr_free(&m); return 1; }
     const int H = m.cfg.heads, Np = m.Np, Q = m.cfg.queries, K1 = m.K1, grid = CANVAS / m.cfg.patch;
     float *x = malloc(sizeof(float) * CANVAS * CANVAS), *cross = malloc(sizeof(float) * (size_t)H * Q * Np);
     float *maps = malloc(sizeof(float) * (size_t)Q * Np), *logits = malloc(sizeof(float) * (size_t)Q * K1);
@@ -469,7 +558,7 @@ static int detect_predict(const detect_flags *f, const cli_cmd *cmd, const char 
     const char **caps = malloc(sizeof *caps * (size_t)(Q + 1));
     attn_detr_scene sc;
     attn_status st;
-    int rc = 0, n_used = 0;
+    int rc = 0, n_used = 0, used[64], cls[64];
     if (!x || !cross || !maps || !logits || !boxes || !cap || !caps) rc = cli_fail(ATTN_ERR_NOMEM, "detect");
     if (!rc && (st = make_canvas(x, &sc, &d.test, test_seed(f->seed), idx)) != ATTN_OK) rc = cli_fail(st, "detect: canvas");
     if (!rc && (st = attn_detr_forward(&m, logits, boxes, cross, x, 1)) != ATTN_OK) rc = cli_fail(st, "detect: forward");
@@ -482,13 +571,14 @@ static int detect_predict(const detect_flags *f, const cli_cmd *cmd, const char 
         float hi = x[0];
         for (int k = 1; k < CANVAS * CANVAS; k++) if (x[k] > hi) hi = x[k];
         hi += 0.5f;      /* the outlines a little brighter than any pixel */
-        for (int q = 0; q < Q; q++) {
+        const int n_sel = select_queries(logits, boxes, Q, K1, &rule, used, cls);
+        for (int i = 0; i < n_sel; i++) {
             float p;
-            const int cl = query_object(logits + (size_t)q * K1, K1, f->threshold, &p);
-            if (cl < 0) continue;
+            const int q = used[i], cl = cls[i];
+            query_object(logits + (size_t)q * K1, K1, rule.cut, &p);
             const float *b = boxes + (size_t)q * 4;
             double best = 0;
-            for (int i = 0; i < sc.n; i++) best = fmax(best, box_iou(b, sc.boxes[i]));
+            for (int j = 0; j < sc.n; j++) best = fmax(best, box_iou(b, sc.boxes[j]));
             printf("  query %d: %-11s p %.3f box (%.2f %.2f %.2f %.2f), best IoU with an item %.3f\n", q,
                    attn_fmnist_class_name(cl), (double)p, (double)b[0], (double)b[1], (double)b[2], (double)b[3], best);
             for (int k = 0; k < Np; k++) {
@@ -501,8 +591,7 @@ static int detect_predict(const detect_flags *f, const cli_cmd *cmd, const char 
         }
         if (!n_used) printf("  no query found an object\n");
         if (f->png) {
-            for (int q = 0; q < Q; q++)
-                if (query_object(logits + (size_t)q * K1, K1, f->threshold, NULL) >= 0) draw_box(x, boxes + (size_t)q * 4, hi);
+            for (int i = 0; i < n_sel; i++) draw_box(x, boxes + (size_t)used[i] * 4, hi);
             snprintf(cap[0], 96, "canvas %ld with %d predicted box%s", idx, n_used, n_used == 1 ? "" : "es");
             for (int i = 0; i <= n_used; i++) caps[i] = cap[i];
             char title[200];
@@ -531,21 +620,20 @@ static int detect_predict(const detect_flags *f, const cli_cmd *cmd, const char 
  * Entry.
  */
 int cmd_detect(int argc, char **argv) {
-    detect_flags f = {.data = ATTN_FMNIST_DEFAULT_DIR, .out = "detect_out", .epochs = 0, .batch = 64, .warmup = 1,
+    detect_flags f = {.data = ATTN_FMNIST_DEFAULT_DIR, .out = "detect_out", .epochs = 0, .batch = 32, .warmup = 1,
                       .canvases = -1, .val = 500, .max_steps = 0, .patch = 7, .queries = 8, .dim = 64, .heads = 4,
-                      .ffn = 128, .enc_blocks = 2, .dec_blocks = 2, .lr = 1e-3f, .wd = 1e-4f, .clip = 0.1f,
-                      .threshold = 0.0f, .seed = 1};
+                      .ffn = 128, .enc_blocks = 2, .dec_blocks = 3, .lr = 2e-3f, .wd = 1e-4f, .clip = 0.1f,
+                      .threshold = -1.0f, .dedup = -1.0f, .seed = 1, .on = "test"};
     const char *sub = argc >= 2 ? argv[1] : NULL;
     const cli_opt train_opts[] = {
         {"data", CLI_STR, &f.data, "DIR", "the folder of the Fashion-MNIST IDX files (.gz or not)"},
         {"out", CLI_STR, &f.out, "DIR", "where the checkpoint and the history go"},
-        {"epochs", CLI_INT, &f.epochs, "N", "epochs in all (default 10; with --resume: the checkpoint's, or up to N)"},
+        {"epochs", CLI_INT, &f.epochs, "N", "epochs in all (default 40; with --resume: the checkpoint's, or up to N)"},
         {"max-steps", CLI_INT, &f.max_steps, "N", "stop after N optimizer steps in all (0: none); the schedule ends there"},
         {"shards", CLI_INT, &f.shards, "G", CLI_SHARDS_HELP},
         {"canvases", CLI_INT, &f.canvases, "N", "training canvases per epoch, new ones every epoch (default 20000)"},
-        {"val", CLI_INT, &f.val, "N", "test canvases checked after every epoch"},
-        {"threshold", CLI_FLOAT, &f.threshold, "X", "a query predicts an object when its class is above no object and has "
-                                               "probability >= X"},
+        {"val", CLI_INT, &f.val, "N", "validation canvases (of training items) checked after every epoch; the "
+                                       "confidence cut eval uses is chosen on them"},
         {"batch", CLI_INT, &f.batch, "N", "batch size"},
         {"lr", CLI_FLOAT, &f.lr, "X", "AdamW's peak learning rate (after the warm-up; cosine decay to 1% of it)"},
         {"wd", CLI_FLOAT, &f.wd, "X", "AdamW's decoupled weight decay"},
@@ -569,8 +657,12 @@ int cmd_detect(int argc, char **argv) {
         {"out", CLI_STR, &f.out, "DIR", "where the checkpoint is"},
         {"ckpt", CLI_STR, &f.ckpt, "FILE", "the checkpoint (default --out/" CKPT_NAME ")"},
         {"canvases", CLI_INT, &f.canvases, "N", "test canvases (default 2000)"},
+        {"on", CLI_STR, &f.on, "SET", "test, or val: the validation canvases of training items the cut was chosen on"},
         {"threshold", CLI_FLOAT, &f.threshold, "X", "a query predicts an object when its class is above no object and has "
-                                               "probability >= X"},
+                                               "probability >= X (default: chosen on the --val canvases)"},
+        {"dedup", CLI_FLOAT, &f.dedup, "X", "drop a detection whose box overlaps a more probable one's at IoU >= X "
+                                       "(0: never; default: 0 or 0.5, chosen on the --val canvases)"},
+        {"val", CLI_INT, &f.val, "N", "validation canvases (of training items) the rule is chosen on"},
         {"seed", CLI_U64, &f.seed, "N", "seed of the test canvases"},
         {"limit", CLI_INT, &f.limit, "N", "only the first N images of each split (0 = all)"},
         {"threads", CLI_INT, &f.threads, "N", "threads (0 = all cores)"},
@@ -582,7 +674,10 @@ int cmd_detect(int argc, char **argv) {
         {"seed", CLI_U64, &f.seed, "N", "seed of the test canvases"},
         {"png", CLI_STR, &f.png, "FILE", "draw the canvas, the predicted boxes and each query's cross-attention"},
         {"threshold", CLI_FLOAT, &f.threshold, "X", "a query predicts an object when its class is above no object and has "
-                                               "probability >= X"},
+                                               "probability >= X (default: chosen on the --val canvases)"},
+        {"dedup", CLI_FLOAT, &f.dedup, "X", "drop a detection whose box overlaps a more probable one's at IoU >= X "
+                                       "(0: never; default: 0 or 0.5, chosen on the --val canvases)"},
+        {"val", CLI_INT, &f.val, "N", "validation canvases (of training items) the rule is chosen on"},
         {"limit", CLI_INT, &f.limit, "N", "only the first N images of each split (0 = all)"},
         {"threads", CLI_INT, &f.threads, "N", "threads (0 = all cores)"},
     };
@@ -637,8 +732,15 @@ int cmd_detect(int argc, char **argv) {
         return 2;
     }
     if (!(f.lr > 0.0f) || !isfinite(f.lr) || !(f.wd >= 0.0f) || !isfinite(f.wd) || !(f.clip >= 0.0f) ||
-        !isfinite(f.clip) || !(f.threshold >= 0.0f && f.threshold <= 1.0f)) {
-        fprintf(stderr, "attn: detect: --lr must be > 0, --wd and --clip >= 0 (finite), --threshold in [0,1]\n\n");
+        !isfinite(f.clip) || !(f.threshold == -1.0f || (f.threshold >= 0.0f && f.threshold <= 1.0f)) ||
+        !(f.dedup == -1.0f || (f.dedup >= 0.0f && f.dedup <= 1.0f))) {
+        fprintf(stderr, "attn: detect: --lr must be > 0, --wd and --clip >= 0 (finite), --threshold and --dedup in "
+                "[0,1]\n\n");
+        cli_usage(&cmds[which], stderr);
+        return 2;
+    }
+    if (strcmp(f.on, "test") != 0 && strcmp(f.on, "val") != 0) {
+        fprintf(stderr, "attn: detect: --on '%s': expected test or val\n\n", f.on);
         cli_usage(&cmds[which], stderr);
         return 2;
     }

@@ -249,6 +249,7 @@ void attn_detr_criterion_default(attn_detr_criterion *c, int classes) {
     c->w_ce = 1.0f;
     c->w_l1 = 5.0f;
     c->w_giou = 2.0f;
+    c->aux = 1;
 }
 
 attn_status attn_detr_loss_work_bytes(const attn_detr_criterion *c, int Q, int max_targets, size_t *bytes) {

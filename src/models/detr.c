@@ -71,11 +71,11 @@ static size_t detr_layout(attn_detr *m, float *p, float *g) {
 
 /* A shard's activations for Bm canvases (Ne = Bm·Np, Nd = Bm·Q), each piece a multiple of 16 floats:
  * lens (Bm); patch cache; ex (Le+1,Ne,D) encoder stream; dx (Ld+1,Nd,D) decoder stream; enc caches, dec
- * caches; hpre hrel (Nd,D) the box MLP's hidden layer before and after the ReLU; ge1 ge2 denc (Ne,D);
- * gd1 gd2 (Nd,D); dz (Nd,4). */
+ * caches; hpre hrel (Ld,Nd,D) the box MLP's hidden layer before and after the ReLU after every decoder
+ * block; ge1 ge2 denc (Ne,D); gd1 gd2 gh (Nd,D); dz (Nd,4). */
 typedef struct detr_acts {
     int32_t *lens;
-    float *patch_cache, *ex, *dx, *enc_cache, *dec_cache, *hpre, *hrel, *ge1, *ge2, *denc, *gd1, *gd2, *dz;
+    float *patch_cache, *ex, *dx, *enc_cache, *dec_cache, *hpre, *hrel, *ge1, *ge2, *denc, *gd1, *gd2, *gh, *dz;
     size_t patch_cache_n, enc_cache_n, dec_cache_n, total;
 } detr_acts;
 
@@ -99,8 +99,9 @@ static attn_status detr_carve(const attn_detr *m, float *base, detr_acts *a) {
     TAKE(patch_cache, a->patch_cache_n);
     TAKE(ex, (Le + 1) * Ne * D); TAKE(dx, (Ld + 1) * Nd * D);
     TAKE(enc_cache, Le * a->enc_cache_n); TAKE(dec_cache, Ld * a->dec_cache_n);
-    TAKE(hpre, Nd * D); TAKE(hrel, Nd * D);
+    TAKE(hpre, Ld * Nd * D); TAKE(hrel, Ld * Nd * D);
     TAKE(ge1, Ne * D); TAKE(ge2, Ne * D); TAKE(denc, Ne * D); TAKE(gd1, Nd * D); TAKE(gd2, Nd * D);
+    TAKE(gh, Nd * D);
     TAKE(dz, Nd * 4);
 #undef TAKE
     a->total = off + 16;
@@ -112,8 +113,9 @@ static void detr_acts_get(const attn_detr *m, detr_acts *a) {
     detr_carve(m, (float *)(((uintptr_t)m->acts + 63) & ~(uintptr_t)63), a);
 }
 
-/* The whole model's buffers for max_batch Bm: logits dlogits (Bm·Q,K+1), boxes dboxes (Bm·Q,4), match
- * (Bm·Q ints), the criterion's workspace (Q queries, at most Q targets). */
+/* The whole model's buffers for max_batch Bm and Ld decoder blocks: logits dlogits (Ld,Bm·Q,K+1), boxes
+ * dboxes (Ld,Bm·Q,4) (the heads after every block, for the auxiliary losses), match (Bm·Q ints), the
+ * criterion's workspace (Q queries, at most Q targets). */
 typedef struct detr_top {
     float *logits, *dlogits, *boxes, *dboxes;
     int *match;
@@ -122,13 +124,13 @@ typedef struct detr_top {
 } detr_top;
 
 static attn_status detr_top_carve(const attn_detr *m, float *base, detr_top *t) {
-    const size_t Nq = (size_t)m->cfg.max_batch * m->cfg.queries, K1 = (size_t)m->K1;
+    const size_t Nq = (size_t)m->cfg.max_batch * m->cfg.queries * m->cfg.dec_blocks, K1 = (size_t)m->K1;
     attn_status st = attn_detr_loss_work_bytes(&m->crit, m->cfg.queries, m->cfg.queries, &t->work_bytes);
     if (st != ATTN_OK) return st;
     size_t off = 0;
 #define TAKE(ptr, type, n) do { t->ptr = base ? (type *)(base + off) : NULL; off += ((n) + 15) & ~(size_t)15; } while (0)
     TAKE(logits, float, Nq * K1); TAKE(dlogits, float, Nq * K1); TAKE(boxes, float, Nq * 4);
-    TAKE(dboxes, float, Nq * 4); TAKE(match, int, Nq);
+    TAKE(dboxes, float, Nq * 4); TAKE(match, int, Nq / (size_t)m->cfg.dec_blocks);
 #undef TAKE
     t->work = base ? (void *)(base + off) : NULL;
     t->total = off + (t->work_bytes + sizeof(float) - 1) / sizeof(float) + 16;
@@ -232,8 +234,41 @@ attn_status attn_detr_init(attn_detr *m, const attn_ctx *ctx, const attn_detr_co
     return ATTN_OK;
 }
 
-/* One shard's forward over B canvases: logits (B,Q,K+1), boxes (B,Q,4), cross (B,H,Q,Np) or NULL. */
-static attn_status shard_forward(attn_detr *s, const float *x, int B, float *logits, float *boxes, float *cross) {
+/* The heads on a decoder stream dec (Nd,D): logits (Nd,K+1), boxes (Nd,4) after the sigmoid; hpre, hrel
+ * (Nd,D) keep the box MLP's hidden layer for the backward. */
+static attn_status heads_forward(const attn_detr *s, const float *dec, int Nd, float *logits, float *boxes, float *hpre,
+                                 float *hrel) {
+    const int D = s->cfg.dim;
+    attn_status st;
+    if ((st = attn_linear_forward(logits, dec, s->cls_w, s->cls_b, Nd, D, s->K1)) != ATTN_OK) return st;
+    if ((st = attn_linear_forward(hpre, dec, s->fc1_w, s->fc1_b, Nd, D, D)) != ATTN_OK) return st;
+    for (size_t i = 0; i < (size_t)Nd * D; i++) hrel[i] = hpre[i] > 0.0f ? hpre[i] : 0.0f;
+    if ((st = attn_linear_forward(boxes, hrel, s->fc2_w, s->fc2_b, Nd, D, 4)) != ATTN_OK) return st;
+    for (size_t i = 0; i < (size_t)Nd * 4; i++) boxes[i] = 1.0f / (1.0f + expf(-boxes[i]));
+    return ATTN_OK;
+}
+
+/* The heads' backward: adds to g (Nd,D) the gradient of dec from dlogits and dboxes (the gradients of the
+ * logits and of the boxes after the sigmoid); the heads' parameter gradients accumulate. gh, dz scratch. */
+static attn_status heads_backward(attn_detr *s, float *g, const float *dec, int Nd, const float *dlogits,
+                                  const float *boxes, const float *dboxes, const float *hpre, const float *hrel,
+                                  float *gh, float *dz) {
+    const int D = s->cfg.dim;
+    attn_status st;
+    for (size_t i = 0; i < (size_t)Nd * 4; i++) dz[i] = dboxes[i] * boxes[i] * (1.0f - boxes[i]);
+    memset(gh, 0, sizeof(float) * (size_t)Nd * D);
+    if ((st = attn_linear_backward(gh, s->dfc2_w, s->dfc2_b, dz, hrel, s->fc2_w, Nd, D, 4)) != ATTN_OK) return st;
+    for (size_t i = 0; i < (size_t)Nd * D; i++)
+        if (!(hpre[i] > 0.0f)) gh[i] = 0.0f;
+    if ((st = attn_linear_backward(g, s->dfc1_w, s->dfc1_b, gh, dec, s->fc1_w, Nd, D, D)) != ATTN_OK) return st;
+    return attn_linear_backward(g, s->dcls_w, s->dcls_b, dlogits, dec, s->cls_w, Nd, D, s->K1);
+}
+
+/* One shard's forward over B canvases: the heads after the last `layers` decoder blocks (1 for inference,
+ * dec_blocks for the auxiliary losses), head j's logits (B,Q,K+1) at logits + j·stride·(K+1) and boxes
+ * (B,Q,4) at boxes + j·stride·4 (stride: the whole batch's rows B_all·Q); cross (B,H,Q,Np) or NULL. */
+static attn_status shard_forward(attn_detr *s, const float *x, int B, float *logits, float *boxes, float *cross,
+                                 int layers, size_t stride) {
     const attn_detr_config *c = &s->cfg;
     const int D = c->dim, Np = s->Np, Q = c->queries, Le = c->enc_blocks, Ld = c->dec_blocks, Nd = B * Q;
     const size_t es = (size_t)c->max_batch * Np * D, ds = (size_t)c->max_batch * Q * D;
@@ -258,19 +293,20 @@ static attn_status shard_forward(attn_detr *s, const float *x, int B, float *log
                                         l == Ld - 1 ? cross : NULL, a.dx + (size_t)l * ds, enc, a.lens, B, Q, Np, 0,
                                         0)) != ATTN_OK)
             return st;
-    const float *top = a.dx + (size_t)Ld * ds;
-    if ((st = attn_linear_forward(logits, top, s->cls_w, s->cls_b, Nd, D, s->K1)) != ATTN_OK) return st;
-    if ((st = attn_linear_forward(a.hpre, top, s->fc1_w, s->fc1_b, Nd, D, D)) != ATTN_OK) return st;
-    for (size_t i = 0; i < (size_t)Nd * D; i++) a.hrel[i] = a.hpre[i] > 0.0f ? a.hpre[i] : 0.0f;
-    if ((st = attn_linear_forward(boxes, a.hrel, s->fc2_w, s->fc2_b, Nd, D, 4)) != ATTN_OK) return st;
-    for (size_t i = 0; i < (size_t)Nd * 4; i++) boxes[i] = 1.0f / (1.0f + expf(-boxes[i]));
+    for (int j = 0; j < layers; j++) {
+        const int l = Ld - layers + j;
+        if ((st = heads_forward(s, a.dx + (size_t)(l + 1) * ds, Nd, logits + (size_t)j * stride * s->K1,
+                                boxes + (size_t)j * stride * 4, a.hpre + (size_t)l * ds, a.hrel + (size_t)l * ds)) !=
+            ATTN_OK)
+            return st;
+    }
     return ATTN_OK;
 }
 
-/* The backward of the shard's last forward (same x, B): its gradients (s->grads) set from dlogits and
- * dboxes, the gradients of that forward's logits and boxes. */
+/* The backward of the shard's last forward (same x, B, layers, stride): its gradients (s->grads) set from
+ * dlogits and dboxes, the gradients of that forward's logits and boxes, laid out as they were. */
 static attn_status shard_backward(attn_detr *s, const float *x, int B, const float *dlogits, const float *boxes,
-                                  const float *dboxes) {
+                                  const float *dboxes, int layers, size_t stride) {
     const attn_detr_config *c = &s->cfg;
     const int D = c->dim, Np = s->Np, Q = c->queries, Le = c->enc_blocks, Ld = c->dec_blocks, Nd = B * Q;
     const size_t es = (size_t)c->max_batch * Np * D, ds = (size_t)c->max_batch * Q * D;
@@ -278,20 +314,16 @@ static attn_status shard_backward(attn_detr *s, const float *x, int B, const flo
     detr_acts_get(s, &a);
     attn_status st;
     memset(s->grads, 0, sizeof(float) * s->n_params);
-    const float *enc = a.ex + (size_t)Le * es, *top = a.dx + (size_t)Ld * ds;
-    for (size_t i = 0; i < (size_t)Nd * 4; i++) a.dz[i] = dboxes[i] * boxes[i] * (1.0f - boxes[i]);
-    memset(a.gd2, 0, sizeof(float) * (size_t)Nd * D);
-    if ((st = attn_linear_backward(a.gd2, s->dfc2_w, s->dfc2_b, a.dz, a.hrel, s->fc2_w, Nd, D, 4)) != ATTN_OK)
-        return st;
-    for (size_t i = 0; i < (size_t)Nd * D; i++)
-        if (!(a.hpre[i] > 0.0f)) a.gd2[i] = 0.0f;
+    const float *enc = a.ex + (size_t)Le * es;
     memset(a.gd1, 0, sizeof(float) * (size_t)Nd * D);
-    if ((st = attn_linear_backward(a.gd1, s->dfc1_w, s->dfc1_b, a.gd2, top, s->fc1_w, Nd, D, D)) != ATTN_OK) return st;
-    if ((st = attn_linear_backward(a.gd1, s->dcls_w, s->dcls_b, dlogits, top, s->cls_w, Nd, D, s->K1)) != ATTN_OK)
-        return st;
     memset(a.denc, 0, sizeof(float) * (size_t)B * Np * D);
     float *g = a.gd1, *h = a.gd2;
     for (int l = Ld - 1; l >= 0; l--) {
+        const int j = l - (Ld - layers);     /* g: the gradient of block l's output; add its heads' */
+        if (j >= 0 && (st = heads_backward(s, g, a.dx + (size_t)(l + 1) * ds, Nd, dlogits + (size_t)j * stride * s->K1,
+                                           boxes + (size_t)j * stride * 4, dboxes + (size_t)j * stride * 4,
+                                           a.hpre + (size_t)l * ds, a.hrel + (size_t)l * ds, a.gh, a.dz)) != ATTN_OK)
+            return st;
         memset(h, 0, sizeof(float) * (size_t)Nd * D);
         if ((st = attn_tf_block_backward(&s->ctx, &s->dec[l], a.dec_cache + (size_t)l * a.dec_cache_n,
                                          a.dec_cache_n * sizeof(float), h, a.denc, g, a.dx + (size_t)l * ds, enc,
@@ -318,7 +350,8 @@ static attn_status shard_backward(attn_detr *s, const float *x, int B, const flo
  * from the model's dlogits, dboxes, the shards' gradients summed into m->grads in shard order when they
  * are all here (count n_shards), left in the shards otherwise. */
 static attn_status run_shards(attn_detr *m, const float *x, int B, int backward, float *logits, float *boxes,
-                              float *cross, const float *dlogits, const float *dboxes, int first, int count) {
+                              float *cross, const float *dlogits, const float *dboxes, int layers, int first,
+                              int count) {
     const int ns = m->n_shards, per = (B + ns - 1) / ns, Q = m->cfg.queries, K1 = m->K1;
     const size_t img = (size_t)m->cfg.image * m->cfg.image, cq = (size_t)m->cfg.heads * Q * m->Np;
     attn_status sts[ATTN_MAX_SHARDS];
@@ -333,10 +366,10 @@ static attn_status run_shards(attn_detr *m, const float *x, int B, int backward,
         if (n <= 0 || k < first || k >= first + count) continue;
         if (backward)
             sts[k] = shard_backward(&m->shards[k], x + (size_t)lo * img, n, dlogits + q0 * K1, boxes + q0 * 4,
-                                    dboxes + q0 * 4);
+                                    dboxes + q0 * 4, layers, (size_t)B * Q);
         else
             sts[k] = shard_forward(&m->shards[k], x + (size_t)lo * img, n, logits + q0 * K1, boxes + q0 * 4,
-                                   cross ? cross + (size_t)lo * cq : NULL);
+                                   cross ? cross + (size_t)lo * cq : NULL, layers, (size_t)B * Q);
     }
     for (int k = 0; k < ns; k++)
         if (sts[k] != ATTN_OK) return sts[k];
@@ -354,7 +387,7 @@ static attn_status run_shards(attn_detr *m, const float *x, int B, int backward,
 attn_status attn_detr_forward(attn_detr *m, float *logits, float *boxes, float *cross, const float *canvases, int B) {
     if (!m || !m->params || !m->shards || !logits || !boxes || !canvases) return ATTN_ERR_NULL;
     if (B < 1 || B > m->cfg.max_batch) return ATTN_ERR_SIZE;
-    return run_shards(m, canvases, B, 0, logits, boxes, cross, NULL, NULL, 0, m->n_shards);
+    return run_shards(m, canvases, B, 0, logits, boxes, cross, NULL, NULL, 1, 0, m->n_shards);
 }
 
 /* The loss and gradient with shards [first, first + count) here: their forward, gather (when some are
@@ -371,17 +404,27 @@ static attn_status detr_loss_grad_part(attn_detr *m, const float *canvases, cons
     detr_top t;
     detr_top_carve(m, NULL, &t);
     detr_top_carve(m, (float *)(((uintptr_t)m->acts + 63) & ~(uintptr_t)63), &t);
-    attn_status st = run_shards(m, canvases, B, 0, t.logits, t.boxes, NULL, NULL, NULL, first, count);
+    const int L = m->crit.aux ? m->cfg.dec_blocks : 1;
+    const size_t lk = (size_t)B * Q * m->K1, lb = (size_t)B * Q * 4;
+    attn_status st = run_shards(m, canvases, B, 0, t.logits, t.boxes, NULL, NULL, NULL, L, first, count);
     if (st != ATTN_OK) return st;
-    if (count < ns && ((st = gather(user, t.logits, (size_t)Q * m->K1, B, per, first, count)) != ATTN_OK ||
-                       (st = gather(user, t.boxes, (size_t)Q * 4, B, per, first, count)) != ATTN_OK))
-        return st;
-    float ls[3];
-    if ((st = attn_detr_loss(&m->crit, loss, ls, t.match, t.dlogits, t.dboxes, 1.0f, t.logits, t.boxes, n_targets,
-                             labels, tboxes, B, m->cfg.queries, t.work, t.work_bytes)) != ATTN_OK)
-        return st;
+    for (int j = 0; j < L && count < ns; j++)
+        if ((st = gather(user, t.logits + j * lk, (size_t)Q * m->K1, B, per, first, count)) != ATTN_OK ||
+            (st = gather(user, t.boxes + j * lb, (size_t)Q * 4, B, per, first, count)) != ATTN_OK)
+            return st;
+    /* the set loss after each of the last L decoder blocks, each matched on its own, summed in block order */
+    float ls[3], total = 0.0f;
+    for (int j = 0; j < L; j++) {
+        float lj;
+        if ((st = attn_detr_loss(&m->crit, &lj, ls, t.match, t.dlogits + j * lk, t.dboxes + j * lb, 1.0f,
+                                 t.logits + j * lk, t.boxes + j * lb, n_targets, labels, tboxes, B, m->cfg.queries,
+                                 t.work, t.work_bytes)) != ATTN_OK)
+            return st;
+        total += lj;
+    }
+    *loss = total;
     if (losses) memcpy(losses, ls, sizeof ls);
-    if ((st = run_shards(m, canvases, B, 1, NULL, t.boxes, NULL, t.dlogits, t.dboxes, first, count)) != ATTN_OK)
+    if ((st = run_shards(m, canvases, B, 1, NULL, t.boxes, NULL, t.dlogits, t.dboxes, L, first, count)) != ATTN_OK)
         return st;
     if (count == ns) return ATTN_OK;
     /* the loss is the batch's, the same on every process: the shards carry none of it */

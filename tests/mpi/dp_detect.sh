@@ -4,7 +4,8 @@
 # batch, then its shards' backward; rank 0 adds the shards' gradients in shard order) must leave bitwise the
 # checkpoint of one process without mpirun; only rank 0 writes; 3 ranks (not dividing the batch's 2
 # shards) are refused with a message. Batches of 7 canvases: shards of 4 and 3, and a last batch of 6.
-# On a tiny IDX fixture the script makes (tests/mpi/fixtures.sh).
+# Two decoder blocks, so the auxiliary losses' heads are exchanged too. On a tiny IDX fixture the script
+# makes (tests/mpi/fixtures.sh).
 # usage: dp_detect.sh MPIRUN ATTN   (MPIRUN may hold flags: it is split on spaces)
 set -u
 mpirun=$1; attn=$2
@@ -13,7 +14,7 @@ tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 data=$tmp/fm
 fmnist_fixture "$data" 40
 fail=0
-args="detect train --data $data --batch 7 --canvases 20 --val 4 --epochs 2 --max-steps 5 --threads 1 --patch 7 --queries 4 --dim 16 --heads 2 --ffn 16 --enc-blocks 1 --dec-blocks 1 --seed 3"
+args="detect train --data $data --batch 7 --canvases 20 --val 4 --epochs 2 --max-steps 5 --threads 1 --patch 7 --queries 4 --dim 16 --heads 2 --ffn 16 --enc-blocks 1 --dec-blocks 2 --seed 3"
 ck=detr.safetensors
 mkdir -p "$tmp/plain" "$tmp/n1" "$tmp/n2"
 if ! "$attn" $args --out "$tmp/plain" > "$tmp/logp" 2>&1; then echo "dp_detect: one process failed:"; cat "$tmp/logp"; exit 1; fi

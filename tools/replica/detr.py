@@ -3,7 +3,8 @@ positions, post-norm Transformer encoder blocks with bias-free attention, decode
 queries with unmasked self-attention and cross-attention to the patches, a class head over K+1 and a box
 MLP with a sigmoid), the same kind of canvases (56x56, 1-3 items at random places, tight boxes, overlap IoU
 at most 0.2, the brighter pixel wins), the same set loss (Hungarian matching on 1·class + 5·L1 + 2·GIoU
-costs, cross-entropy with "no object" weighted 0.1, L1 and GIoU over the batch's targets), AdamW, warm-up
+costs, cross-entropy with "no object" weighted 0.1, L1 and GIoU over the batch's targets; with --aux 1, the
+default, after every decoder block through the shared heads, summed, as DETR's auxiliary losses), AdamW, warm-up
 + cosine per step, gradient clipping, batch size. Prints one line per epoch with its time, f1 and mean_iou
 (scored as `attn detect eval` scores), for speed and accuracy side by side with the C program.
 
@@ -156,13 +157,20 @@ class Detector(nn.Module):
                 if mod.bias is not None and id(mod) not in ffn:
                     nn.init.zeros_(mod.bias)
 
-    def forward(self, x):
+    def forward(self, x, every=False):
+        """the heads on the last decoder block's output; with every, a list of them after every block"""
         e = self.patch(x).flatten(2).transpose(1, 2) + self.pos
         for b in self.enc:
             e = b(e)
         d = self.query.unsqueeze(0).expand(x.shape[0], -1, -1)
+        outs = []
         for b in self.dec:
             d = b(d, e)
+            if every:
+                outs.append(self.heads(d))
+        return outs if every else self.heads(d)
+
+    def heads(self, d):
         return self.cls(d), torch.sigmoid(self.fc2(F.relu(self.fc1(d))))
 
 
@@ -255,12 +263,13 @@ def score(logits, boxes, tl, tb, K):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
-    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--canvases", type=int, default=20000)
     ap.add_argument("--max-steps", type=int, default=0)
     ap.add_argument("--val", type=int, default=500)
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--aux", type=int, default=1)
     ap.add_argument("--wd", type=float, default=1e-4)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--clip", type=float, default=0.1)
@@ -270,7 +279,7 @@ def main():
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--ffn", type=int, default=128)
     ap.add_argument("--enc-blocks", type=int, default=2)
-    ap.add_argument("--dec-blocks", type=int, default=2)
+    ap.add_argument("--dec-blocks", type=int, default=3)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
@@ -306,8 +315,13 @@ def main():
             t_data += time.time() - td
             for grp in opt.param_groups:
                 grp["lr"] = lr_at(t)
-            logits, boxes = m(x)
-            loss, p = set_loss(logits, boxes, tl, tb, K)
+            outs = m(x, every=True)
+            if not a.aux:
+                outs = outs[-1:]
+            loss = 0
+            for logits, boxes in outs:          # each block's heads matched on their own; parts: the last's
+                lj, p = set_loss(logits, boxes, tl, tb, K)
+                loss = loss + lj
             opt.zero_grad()
             loss.backward()
             if a.clip > 0:
