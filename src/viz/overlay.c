@@ -8,6 +8,7 @@
 #include "viz/heatmap_internal.h"
 #include "attn/heatmap.h"
 
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -30,8 +31,12 @@ attn_status attn_overlay_png(const attn_overlay *o, const char *path, char *err,
     cv.rgb = malloc((size_t)cv.w * cv.h * 3);
     if (!cv.rgb) return ATTN_ERR_NOMEM;
     memset(cv.rgb, 255, (size_t)cv.w * cv.h * 3);
-    if (o->title) attn__draw_text(&cv, OV_PAD, OV_PAD, o->title, 2, 0, (cv.w - 2 * OV_PAD) / (2 * ATTN_FONT_ADVANCE),
-                                  attn__ink);
+    if (o->title) {              /* large when it fits the width, else small (cut with '~' only if even that fails) */
+        const int room = cv.w - 2 * OV_PAD, tsc = attn__text_chars(o->title, INT_MAX) <= room / (2 * ATTN_FONT_ADVANCE)
+                                                      ? 2 : 1;
+        attn__draw_text(&cv, OV_PAD, OV_PAD + (tsc == 1 ? 5 : 0), o->title, tsc, 0, room / (tsc * ATTN_FONT_ADVANCE),
+                        attn__ink);
+    }
     const int top = OV_PAD + (o->title ? OV_TITLE : 0) + OV_CAPTION;
 
     /* the image's own range, for the grey levels */
