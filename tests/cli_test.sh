@@ -471,6 +471,12 @@ cmp -s "$tmp/vr4/vit.safetensors" "$tmp/vr5/vit.safetensors" ||
 cmp -s "$tmp/vr2/vit.safetensors" "$tmp/vr5/vit.safetensors" && bad "vision train: --crop 1 --no-flip changed nothing"
 [ "$(head -1 "$tmp/vo/vit_history.csv")" = "epoch,loss,acc,test_loss,test_acc,seconds" ] ||
   bad "vision history header: $(head -1 "$tmp/vo/vit_history.csv")"
+# a history begun with the older names (val_loss, val_acc) goes on under them when resumed
+mkdir -p "$tmp/vo_old"; cp "$tmp/vo/vit.safetensors" "$tmp/vo_old/"
+sed '1s/test_/val_/g' "$tmp/vo/vit_history.csv" > "$tmp/vo_old/vit_history.csv"
+expect_rc 0 "vision train --resume (older history)" "$attn" vision train --data "$vd" --out "$tmp/vo_old" --threads 1 --resume --epochs 3
+[ "$(head -1 "$tmp/vo_old/vit_history.csv")" = "epoch,loss,acc,val_loss,val_acc,seconds" ] &&
+  [ "$(wc -l < "$tmp/vo_old/vit_history.csv")" -eq 4 ] || bad "vision train --resume: the older history was not continued"
 expect_rc 0 "plot vit_history.csv" "$attn" plot "$tmp/vo/vit_history.csv" --out "$tmp/vh.png"
 [ -s "$tmp/vh.png" ] || bad "attn plot drew nothing from the vision history"
 # test_ columns share their quantity's chart as val_ ones do: one row of charts, the height of a val_ history's

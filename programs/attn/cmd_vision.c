@@ -175,6 +175,19 @@ static void draw_augment(attn_rng *rng, const vision_flags *f, int *dy, int *dx,
     *flip = f->no_flip ? 0 : (int)((r >> 16) & 1);
 }
 
+/* The history's columns: test_loss and test_acc (the test split is what they measure); a resumed run whose
+ * history was begun before these names keeps that file's val_loss and val_acc. */
+static const char *const *history_columns(const char *path, int resume) {
+    static const char *const cols[6] = {"epoch", "loss", "acc", "test_loss", "test_acc", "seconds"};
+    static const char *const older[6] = {"epoch", "loss", "acc", "val_loss", "val_acc", "seconds"};
+    char line[64] = "";
+    FILE *fp = resume ? fopen(path, "r") : NULL;
+    const int old = fp && fgets(line, sizeof line, fp) &&
+                    strcmp(line, "epoch,loss,acc,val_loss,val_acc,seconds\n") == 0;
+    if (fp) fclose(fp);
+    return old ? older : cols;
+}
+
 /* Training; under mpirun data parallel: every rank forms the whole batch and computes its shards of it
  * (ATTN_VIT_SHARDS / N each; the ranks must divide the shards), dist_combine_shards adds the shards'
  * gradients in shard order on rank 0 and sends the sum back, so the parameters are bitwise one process's.
@@ -266,8 +279,8 @@ static int vision_train(vision_flags *f, int epochs_given) {
     cli_history hist;
     memset(&hist, 0, sizeof hist);
     char hpath[4200];
-    static const char *const hcols[6] = {"epoch", "loss", "acc", "test_loss", "test_acc", "seconds"};
     snprintf(hpath, sizeof hpath, "%s/%s", f->out, HISTORY_NAME);
+    const char *const *hcols = history_columns(hpath, f->resume);
     int rc = 0;
     if (!perm || !lab || !x) { rc = cli_fail(ATTN_ERR_NOMEM, "vision"); goto out; }
     if (lead && cli_history_start(&hist, "vision", hpath, 6, hcols, done, f->plot, "Fashion-MNIST ViT")) {
