@@ -283,6 +283,8 @@ def run(b, expect, page, shot_path):
     check(b.js("Array.from(document.querySelectorAll('#keys .tok'), e => e.textContent)") == m0["cols"],
           "the key words read back as typed")
     check(b.js("typeof window.pwned") == "undefined", "the <script> inside a label did not run")
+    check(b.js("document.getElementById('help').textContent").startswith("Point at a word"),
+          "the help speaks of words")
     check(b.js("document.querySelectorAll('script').length") == 2, "no script element but the page's own two")
     # the choosers: two groups; one layer in the first group (hidden), two heads
     check(b.js("Array.from(document.getElementById('group').options, o => o.value)") ==
@@ -402,6 +404,8 @@ def run_vision(b, page, shot_path):
           "vision: the chooser offers the rollout and the self-attention")
     check(b.js("document.getElementById('picture').hidden") is False and b.js("document.getElementById('lines').hidden"),
           "vision: the image is shown, the word lines are not")
+    check(b.js("document.getElementById('help').textContent").startswith("Point at a patch"),
+          "vision: the help speaks of patches, not words")
     check(b.js("[document.getElementById('image').width, document.getElementById('image').height]") == [8, 8],
           "vision: the canvas holds the 8x8 image")
     check(patch_texts(b) == [".100", ".500", ".100", ".100"], f"vision: the rollout's values in the patches {patch_texts(b)}")

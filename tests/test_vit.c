@@ -2,9 +2,9 @@
  * test_vit.c — the Vision Transformer and its layers: GELU, patch embedding, class token + positions,
  * AdamW and the warm-up + cosine schedule against PyTorch golden files (tools/golden/gen_vision.py), the
  * whole model's logits, loss and gradients against the same model in PyTorch, finite differences of the
- * model's loss, the attention rollout on hand-made weights, results independent of the thread count,
- * checkpoints (save, load, refusals), and a short training on a fixture of synthetic images whose loss
- * must fall by a stated factor.
+ * model's loss, the attention rollout on hand-made weights, results independent of the thread count (for
+ * any number of shards), checkpoints (save, load, refusals), and a short training on a fixture of
+ * synthetic images whose loss must fall by a stated factor.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -218,30 +218,42 @@ static void test_fd(void) {
     attn_vit_free(&m);
 }
 
-/* The same logits and gradients whatever the thread count. */
+/* The same loss and gradients whatever the thread count, for the default shards and for any number set
+ * (more than the batch's images too); bad counts are refused and leave the shards as they were. */
 static void test_threads(void) {
     const int B = 5;
     float img[5 * 64];
     tu_fill(img, sizeof img / sizeof *img, 11);
     const int32_t lab[5] = {2, 2, 1, 0, 0};
-    float *ref = NULL, lref = 0;
-    for (int th = 1; th <= 2; th++) {
-        attn_ctx c;
-        CHECK_STATUS(attn_ctx_init(&c, ATTN_ISA_AUTO, th), ATTN_OK);
-        attn_vit m;
-        CHECK_STATUS(attn_vit_init(&m, &c, &small_cfg, 9), ATTN_OK);
-        float loss;
-        CHECK_STATUS(attn_vit_loss_grad(&m, img, lab, B, &loss), ATTN_OK);
-        if (!ref) {
-            ref = malloc(sizeof(float) * m.n_params);
-            memcpy(ref, m.grads, sizeof(float) * m.n_params);
-            lref = loss;
-        } else {
-            CHECK(loss == lref && memcmp(ref, m.grads, sizeof(float) * m.n_params) == 0);
+    const int counts[5] = {0, 1, 3, 4, 7};       /* 0: the default, ATTN_VIT_SHARDS */
+    for (int i = 0; i < 5; i++) {
+        float *ref = NULL, lref = 0;
+        for (int th = 1; th <= 2; th++) {
+            attn_ctx c;
+            CHECK_STATUS(attn_ctx_init(&c, ATTN_ISA_AUTO, th), ATTN_OK);
+            attn_vit m;
+            CHECK_STATUS(attn_vit_init(&m, &c, &small_cfg, 9), ATTN_OK);
+            CHECK(m.n_shards == ATTN_VIT_SHARDS);
+            if (counts[i]) CHECK_STATUS(attn_vit_set_shards(&m, counts[i]), ATTN_OK);
+            const int ns = m.n_shards;
+            CHECK(ns == (counts[i] ? counts[i] : ATTN_VIT_SHARDS));
+            float loss;
+            CHECK_STATUS(attn_vit_loss_grad(&m, img, lab, B, &loss), ATTN_OK);
+            if (!ref) {
+                ref = malloc(sizeof(float) * m.n_params);
+                memcpy(ref, m.grads, sizeof(float) * m.n_params);
+                lref = loss;
+            } else {
+                CHECK(loss == lref && memcmp(ref, m.grads, sizeof(float) * m.n_params) == 0);
+            }
+            CHECK_STATUS(attn_vit_set_shards(&m, 0), ATTN_ERR_ARG);
+            CHECK_STATUS(attn_vit_set_shards(&m, ATTN_MAX_SHARDS + 1), ATTN_ERR_ARG);
+            CHECK(m.n_shards == ns);
+            attn_vit_free(&m);
         }
-        attn_vit_free(&m);
+        free(ref);
     }
-    free(ref);
+    CHECK_STATUS(attn_vit_set_shards(NULL, 2), ATTN_ERR_NULL);
 }
 
 static void test_rollout(void) {

@@ -71,7 +71,8 @@ typedef struct attn_caption {
     float *head_w, *head_b, *dhead_w, *dhead_b;   /* (V,D) (V) */
     float *acts;                 /* activations, block caches and decoding scratch for max_batch strips */
     size_t acts_floats;
-    float *shard_grads;          /* ATTN_CAPTION_SHARDS gradients of n_params, made by the first _part step */
+    float *shard_grads;          /* n_shards gradients of n_params, made by the first _part step */
+    int n_shards;                /* the parts of a batch in _part steps; 0: ATTN_CAPTION_SHARDS */
 } attn_caption;
 
 attn_status attn_caption_init(attn_caption *m, const attn_ctx *ctx, const attn_caption_config *cfg, uint64_t seed);
@@ -85,11 +86,15 @@ attn_status attn_caption_loss_grad(attn_caption *m, const float *strips, const i
 attn_status attn_caption_train_step(attn_caption *m, attn_adam *opt, const float *strips, const int32_t *words, int B,
                                     float clip, float *loss);
 
-/* The step in fixed shards, for data parallelism: the batch is cut into ATTN_CAPTION_SHARDS parts of
+/* The parts a batch is cut into by attn_caption_train_step_part (1 .. ATTN_MAX_SHARDS; ATTN_CAPTION_SHARDS
+ * after init and load). The bits of a step depend on it, never on how its shards are split among processes. */
+attn_status attn_caption_set_shards(attn_caption *m, int n);
+
+/* The step in fixed shards, for data parallelism: the batch is cut into n_shards parts of
  * ceil(B / shards) strips, run one after another; this process computes shards [first, first + count)
  * (every process passes the whole batch) and combine (attn/layers.h) adds every process's shard gradients
  * in shard order, then the same clip and opt step. combine NULL with first 0 and count
- * ATTN_CAPTION_SHARDS: every shard here, added in shard order. A shard's gradient is that of its part of
+ * n_shards: every shard here, added in shard order. A shard's gradient is that of its part of
  * the batch's mean loss (its row losses over B·T), so the sum is the batch's gradient, and the result is
  * bitwise the same for any split of the shards among processes (not the bits of attn_caption_train_step,
  * which runs the batch at once). count 0 is attn_caption_train_step. The first call allocates the shards'

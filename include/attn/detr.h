@@ -134,7 +134,7 @@ attn_status attn_detr_canvas(uint8_t *canvas, attn_detr_scene *scene, const attn
  * attention runs through attn_sdpa_*. The loss is attn_detr_loss on the batch (crit, default 1, 5, 2 and
  * "no object" 0.1). No dropout.
  *
- * Every call splits the batch into ATTN_DETR_SHARDS fixed parts of ceil(B / shards) canvases, each run by
+ * Every call splits the batch into n_shards (attn_detr_set_shards) fixed parts of ceil(B / shards) canvases, each run by
  * one thread on its own activations and gradients (summed in shard order); the criterion runs once on the
  * whole batch between the shards' forward and backward, since its denominators are batch totals. Results
  * do not depend on the thread count.
@@ -179,7 +179,7 @@ typedef struct attn_detr {
     float *fc2_w, *fc2_b, *dfc2_w, *dfc2_b;       /* (4,D) (4) */
     float *acts;                 /* a shard: its activations; the model: outputs, their gradients, matching */
     size_t acts_floats;
-    struct attn_detr *shards;    /* ATTN_DETR_SHARDS, sharing params, each with its own grads and acts */
+    struct attn_detr *shards;    /* n_shards, sharing params, each with its own grads and acts */
     int n_shards;
 } attn_detr;
 
@@ -200,6 +200,10 @@ attn_status attn_detr_loss_grad(attn_detr *m, const float *canvases, const int *
 attn_status attn_detr_train_step(attn_detr *m, attn_adam *opt, const float *canvases, const int *n_targets,
                                  const int *labels, const float *tboxes, int B, float clip, float *loss,
                                  float *losses);
+
+/* Cuts every batch into n fixed shards (1 .. ATTN_MAX_SHARDS; ATTN_DETR_SHARDS after init and load), as
+ * attn_seq2seq_set_shards. */
+attn_status attn_detr_set_shards(attn_detr *m, int n);
 
 /* Data parallel: the same step, but this process computes only shards [first, first + count) (every
  * process passes the whole batch). After their forward, gather must fill in x (B rows of row_floats

@@ -370,6 +370,8 @@ attn_status attn_linformer_backward(const attn_ctx *ctx, const attn_linformer *l
  * An MPI program gathers the shards to one rank in that order and sends the sum back. */
 typedef attn_status (*attn_shard_combine_fn)(void *user, float *grads, size_t n_params, float *const *shard_grads,
                                              const float *losses, int first, int count, int n_used, float *loss);
+/* The most shards a model's batch is cut into (attn_*_set_shards: seq2seq, transformer, vit, caption, detr). */
+#define ATTN_MAX_SHARDS 16
 
 /* ---------------------------------------------------------------------------------------------------
  * The Vision Transformer's layers (attn/vit.h builds the model from them).

@@ -60,7 +60,7 @@ typedef struct attn_seq2seq {
     void *work;                  /* attention workspace */
     size_t work_bytes;
     attn_ctx ctx;                /* the path and threads every call runs with */
-    struct attn_seq2seq *shards; /* ATTN_SEQ2SEQ_SHARDS views sharing params, each with its own gradients
+    struct attn_seq2seq *shards; /* n_shards views sharing params, each with its own gradients
                                   * and activations: attn_seq2seq_train_epoch splits every batch in
                                   * these fixed parts (run on up to that many threads) and sums their
                                   * gradients in order, so results do not depend on the thread count */
@@ -98,6 +98,11 @@ attn_status attn_seq2seq_train_epoch(attn_seq2seq *m, attn_adam *opt, attn_rng *
                                      const int32_t *X, const int32_t *X_len,
                                      const int32_t *Y, const int32_t *Y_len, int N, int batch,
                                      float clip, uint64_t *seed, double *loss_sum, int64_t *tokens);
+
+/* Cuts every training batch into n fixed shards (1 .. ATTN_MAX_SHARDS; ATTN_SEQ2SEQ_SHARDS after init and
+ * load) of ceil(B/n) rows. The bits of an epoch depend on n, never on the threads or on how the shards are
+ * split among processes. The old shards stay when it fails (ATTN_ERR_NOMEM). */
+attn_status attn_seq2seq_set_shards(attn_seq2seq *m, int n);
 
 /* Data parallel: the same epoch, but this process computes only shards [first, first + count) of each
  * batch and combine (attn/layers.h) adds every process's shard gradients in shard order; count 0 is

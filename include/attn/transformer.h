@@ -190,6 +190,9 @@ attn_status attn_transformer_translate(attn_transformer *m, int32_t *out, int *n
 attn_status attn_transformer_attention(attn_transformer *m, float *enc_self, float *dec_self, float *cross,
                                        const int32_t *src, int src_len, const int32_t *out, int n_out);
 
+/* As attn_seq2seq_set_shards (ATTN_TF_SHARDS after init and load). */
+attn_status attn_transformer_set_shards(attn_transformer *m, int n);
+
 /* One epoch, as attn_seq2seq_train_epoch (shuffle from rng, per batch: zero, sharded step, clip, Adam). */
 attn_status attn_transformer_train_epoch(attn_transformer *m, attn_adam *opt, attn_rng *rng,
                                          const int32_t *X, const int32_t *X_len,

@@ -30,9 +30,9 @@
  * init: patch embedding as Conv2d's default, cls and positions trunc-normal 0.02, attention as attn_mha's,
  * fc1/fc2/head Xavier-uniform with zero biases, layer norms (1, 0).
  *
- * Training splits each batch into ATTN_VIT_SHARDS fixed parts that run on up to that many threads with
+ * Training splits each batch into n_shards (attn_vit_set_shards) fixed parts that run on up to that many threads with
  * their own gradients, summed in shard order: the result does not depend on the thread count.
- * Memory: the slab (2·n_params floats), plus per shard the activations of max_batch/ATTN_VIT_SHARDS images.
+ * Memory: the slab (2·n_params floats), plus per shard the activations of max_batch/n_shards images.
  */
 #ifndef ATTN_VIT_H
 #define ATTN_VIT_H
@@ -101,6 +101,10 @@ attn_status attn_vit_forward(attn_vit *m, float *logits, float *weights, const f
  * their label. labels (B) in [0,K). */
 attn_status attn_vit_train_step(attn_vit *m, attn_adam *opt, const float *images, const int32_t *labels, int B,
                                 float clip, float *loss, int *correct);
+
+/* Cuts every batch into n fixed shards (1 .. ATTN_MAX_SHARDS; ATTN_VIT_SHARDS after init and load), as
+ * attn_seq2seq_set_shards. */
+attn_status attn_vit_set_shards(attn_vit *m, int n);
 
 /* Data parallel: the same step, but this process computes only shards [first, first + count) of the
  * batch (every process passes the whole batch) and combine (attn/layers.h) adds every process's shard

@@ -85,6 +85,10 @@ int cli_palette(const char *who, const cli_cmd *cmd, const char *name, attn_pale
 /* --precision NAME (NULL: the default, f32) into *compute: "f32" gives ATTN_DTYPE_F32, "bf16" ATTN_DTYPE_BF16
  * (the models' attention products in bf16 where the path has bf16 units; weights and everything else fp32).
  * Returns 0, or 2 after a message and cmd's usage. */
+/* --shards G of the trainings that cut every batch into fixed parts (the translators, vision, caption, detect) */
+#define CLI_SHARDS_HELP "cut every batch into G fixed parts whose gradients are added in part order (default 2; " \
+    "--resume keeps the checkpoint's): the result depends on G, never on --threads or on how many mpirun ranks " \
+    "share the parts (they must divide G)"
 #define CLI_PRECISION_HELP "the attention's compute: f32, or bf16 (its products in bf16 on a CPU with AMX or " \
                            "AVX512-BF16, fp32 sums; weights and the rest stay fp32; saved in the checkpoint)"
 int cli_precision(const char *who, const cli_cmd *cmd, const char *name, attn_dtype *compute);
@@ -214,9 +218,18 @@ int  dist_barrier(void);
 void dist_abort(int code);
 /* A training under mpirun: dist_quiet_followers sends every rank's stdout but rank 0's to /dev/null (0, or
  * 1 when it cannot); dist_finish(who, rc) stops every rank with a message when rc is an error on one, then
- * MPI, and returns rc. */
+ * MPI, and returns rc. rc 2 is a usage error (flags, shards, the model's shape): every rank finds the same
+ * from the same arguments, so they all end together, without the abort and its per-rank lines. */
 int  dist_quiet_followers(void);
 int  dist_finish(const char *who, int rc);
+/* The test of a dead rank (tests/mpi: ATTN_TEST_DIE_AT_STEP=K under mpirun): rank 1 kills itself when a
+ * training calls this with step == K (the run's steps done before the next). Nothing otherwise. */
+void dist_test_die(int64_t step);
+/* The shards a batch is cut into (--shards G): on --resume the checkpoint's (metadata "shards"; absent:
+ * dflt), a different *shards (nonzero: given) refused; else *shards, or dflt when 0. The ranks must divide
+ * it. *shards = G; *first, *count: this rank's shards (count 0 without mpirun: the whole batch here).
+ * 0, or 1 (unreadable checkpoint) or 2 (bad setting) after a message. */
+int  dist_shards(const char *who, const char *ckpt, int resume, int *shards, int dflt, int *first, int *count);
 /* The translators' attn_shard_combine_fn: the ranks' shards gathered to rank 0 in shard order, summed,
  * and sent back (dist.c). */
 attn_status dist_combine_shards(void *user, float *grads, size_t n_params, float *const *shard_grads,

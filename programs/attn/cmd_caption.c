@@ -41,6 +41,7 @@ typedef struct caption_flags {
     const char *data, *out, *ckpt, *png, *plot;
     int epochs, batch, threads, limit, resume, warmup, strips, val;
     int max_steps;               /* train: stop after this many optimizer steps of this run (0: no limit) */
+    int shards;                  /* train: --shards (0: not given) */
     int patch, dim, heads, ffn, enc_blocks, dec_blocks;
     float lr, wd, clip;
     uint64_t seed;
@@ -109,14 +110,16 @@ done:
  * train
  */
 #define N_RUN_META 11
-/* "step": the steps done of epoch "epoch" + 1 when --max-steps cut it (0 otherwise; absent before) */
-static const char *const run_keys[N_RUN_META] = {"epoch", "epochs", "batch", "lr", "weight_decay", "warmup",
-                                                  "seed", "limit", "strips", "val", "step"};
+/* "step": the steps done of epoch "epoch" + 1 when --max-steps cut it (0 otherwise; absent before);
+ * "shards" (saved after them; absent before: 2) is read by dist_shards */
+static const char *const run_keys[N_RUN_META + 1] = {"epoch", "epochs", "batch", "lr", "weight_decay", "warmup",
+                                                      "seed", "limit", "strips", "val", "step", "shards"};
 
 static int save_checkpoint(const char *path, const attn_caption *m, const attn_adam *opt, const caption_flags *f,
                            int epoch, int step) {
-    char v[N_RUN_META][32];
-    const char *vp[N_RUN_META];
+    char v[N_RUN_META + 1][32];
+    const char *vp[N_RUN_META + 1];
+    snprintf(v[11], 32, "%d", f->shards);
     snprintf(v[10], 32, "%d", step);
     snprintf(v[0], 32, "%d", epoch);
     snprintf(v[1], 32, "%d", f->epochs);
@@ -128,9 +131,9 @@ static int save_checkpoint(const char *path, const attn_caption *m, const attn_a
     snprintf(v[7], 32, "%d", f->limit);
     snprintf(v[8], 32, "%d", f->strips);
     snprintf(v[9], 32, "%d", f->val);
-    for (int i = 0; i < N_RUN_META; i++) vp[i] = v[i];
+    for (int i = 0; i < N_RUN_META + 1; i++) vp[i] = v[i];
     char err[1024] = "";
-    attn_status st = attn_caption_save(m, opt, run_keys, vp, N_RUN_META, path, err, sizeof err);
+    attn_status st = attn_caption_save(m, opt, run_keys, vp, N_RUN_META + 1, path, err, sizeof err);
     if (st != ATTN_OK) {
         fprintf(stderr, "attn: caption: saving the checkpoint: %s\n", err[0] ? err : attn_status_string(st));
         return 1;
@@ -166,22 +169,19 @@ static void progress(int done, int total, double t0, double loss, int tty) {
 }
 
 /* Training, in the model's fixed shards; under mpirun data parallel: every rank forms the whole batch and
- * computes its shards of it (ATTN_CAPTION_SHARDS / N each; the ranks must divide the shards),
+ * computes its shards of it (--shards G / N each; the ranks must divide G),
  * dist_combine_shards adds the shards' gradients in shard order on rank 0 and sends the sum back, so the
  * parameters are bitwise one process's. Only rank 0 checks, logs and writes. */
 static int caption_train(caption_flags *f, int epochs_given) {
     char ckpt[4200];
     snprintf(ckpt, sizeof ckpt, "%s/%s", f->out, CKPT_NAME);
     const int lead = dist_rank() == 0, N = dist_size();
-    if (ATTN_CAPTION_SHARDS % N) {
-        fprintf(stderr, "attn: caption: %d ranks: the ranks must divide the %d shards of a batch\n", N,
-                ATTN_CAPTION_SHARDS);
-        return 1;
-    }
-    /* one process runs every shard too: the bits of any number of ranks (DESIGN "Data-parallel image models") */
-    const int sh_count = ATTN_CAPTION_SHARDS / N, sh_first = dist_rank() * sh_count;
     int done = 0, skip = 0;      /* epochs done, and steps done of the next (a --max-steps cut) */
     if (f->resume && resume_settings(ckpt, f, epochs_given, &done, &skip)) return 1;
+    int sh_first, sh_count, r;
+    if ((r = dist_shards("caption", ckpt, f->resume, &f->shards, ATTN_CAPTION_SHARDS, &sh_first, &sh_count))) return r;
+    /* one process runs every shard too: the bits of any number of ranks (DESIGN "Data-parallel image models") */
+    if (!sh_count) sh_count = f->shards;
     if (!f->resume && f->epochs <= 0) f->epochs = 10;
     if (f->resume && done >= f->epochs) {
         fprintf(stderr, "attn: caption: --resume: %s already holds %d of %d epochs; give a larger --epochs\n", ckpt,
@@ -202,7 +202,8 @@ static int caption_train(caption_flags *f, int epochs_given) {
             attn_fmnist_free(&d);
             return 1;
         }
-        fprintf(stderr, "attn: caption: resuming %s after epoch %d (step %" PRId64 "; seed %" PRIu64 ", lr %g, batch "
+        if (lead)
+            fprintf(stderr, "attn: caption: resuming %s after epoch %d (step %" PRId64 "; seed %" PRIu64 ", lr %g, batch "
                 "%d from the checkpoint)\n", ckpt, done, opt.t, f->seed, (double)f->lr, f->batch);
     } else {
         attn_caption_config c = {.rows = d.train.rows, .cols = ITEMS * d.train.cols, .patch = f->patch,
@@ -223,10 +224,16 @@ static int caption_train(caption_flags *f, int epochs_given) {
         }
     }
     opt.weight_decay = f->wd;
+    if ((st = attn_caption_set_shards(&m, f->shards)) != ATTN_OK) {
+        attn_caption_free(&m);
+        attn_adam_free(&opt);
+        attn_fmnist_free(&d);
+        return cli_fail(st, "caption: --shards");
+    }
     const attn_caption_config *c = &m.cfg;
     char par[96] = "";
     if (dist_on()) snprintf(par, sizeof par, " per rank; data parallel: %d ranks, shards %d of %d each", N, sh_count,
-                            ATTN_CAPTION_SHARDS);
+                            f->shards);
     if (lead)
         fprintf(stderr, "attn: caption: strips %dx%d of %d items; patch %d (%d patches), dim %d, %d heads, FFN %d, %d "
                 "encoder + %d decoder blocks: %zu parameters; AdamW lr %g wd %g, %d warm-up epoch(s) then cosine, "
@@ -265,6 +272,7 @@ static int caption_train(caption_flags *f, int epochs_given) {
             for (int b = 0; b < B; b++)
                 make_strip(x + (size_t)b * P, w + b * ITEMS, NULL, &d.train, f->seed,
                            (int64_t)epoch * n + (int64_t)s * f->batch + b);
+            dist_test_die(run_steps);
             opt.lr = attn_lr_warmup_cosine(opt.t, warm, total, f->lr, f->lr * 0.01f);
             float loss;
             st = attn_caption_train_step_part(&m, &opt, x, w, B, f->clip, sh_first, sh_count,
@@ -463,6 +471,7 @@ int cmd_caption(int argc, char **argv) {
         {"seed", CLI_U64, &f.seed, "N", "seed of the initialization and of the strips"},
         {"threads", CLI_INT, &f.threads, "N", "threads (0 = all cores)"},
         {"limit", CLI_INT, &f.limit, "N", "only the first N images of each split (0 = all)"},
+        {"shards", CLI_INT, &f.shards, "G", CLI_SHARDS_HELP},
         {"resume", CLI_BOOL, &f.resume, NULL, "continue from the checkpoint in --out (inside an epoch after a "
                                               "--max-steps cut)"},
         {"max-steps", CLI_INT, &f.max_steps, "N", "stop after N optimizer steps of this run (0 = no limit); the "
@@ -525,6 +534,7 @@ int cmd_caption(int argc, char **argv) {
         cli_check_int("caption", "--val", f.val, 1, 100000000) ||
         cli_check_int("caption", "--batch", f.batch, 1, 65536) || cli_check_int("caption", "--limit", f.limit, 0, -1) ||
         cli_check_int("caption", "--max-steps", f.max_steps, 0, -1) ||
+        cli_check_int("caption", "--shards", f.shards, 0, ATTN_MAX_SHARDS) ||
         cli_check_int("caption", "--warmup", f.warmup, 0, 100000) || cli_check_int("caption", "--patch", f.patch, 1, 28) ||
         cli_check_int("caption", "--dim", f.dim, 1, 4096) || cli_check_int("caption", "--heads", f.heads, 1, 256) ||
         cli_check_int("caption", "--ffn", f.ffn, 1, 16384) ||

@@ -49,6 +49,7 @@
 typedef struct detect_flags {
     const char *data, *out, *ckpt, *png, *plot;
     int epochs, batch, threads, limit, resume, warmup, canvases, val, max_steps;
+    int shards;                  /* train: --shards (0: not given) */
     int patch, queries, dim, heads, ffn, enc_blocks, dec_blocks;
     float lr, wd, clip, threshold;
     uint64_t seed;
@@ -177,12 +178,14 @@ done:
  * train
  */
 #define N_RUN_META 11
-static const char *const run_keys[N_RUN_META] = {"epochs", "batch", "lr", "weight_decay", "warmup", "seed",
-                                                  "limit", "canvases", "val", "max_steps", "clip"};
+/* "shards" (saved after them; absent before: 2) is read by dist_shards */
+static const char *const run_keys[N_RUN_META + 1] = {"epochs", "batch", "lr", "weight_decay", "warmup", "seed",
+                                                      "limit", "canvases", "val", "max_steps", "clip", "shards"};
 
 static int save_checkpoint(const char *path, const attn_detr *m, const attn_adam *opt, const detect_flags *f) {
-    char v[N_RUN_META][32];
-    const char *vp[N_RUN_META];
+    char v[N_RUN_META + 1][32];
+    const char *vp[N_RUN_META + 1];
+    snprintf(v[11], 32, "%d", f->shards);
     snprintf(v[0], 32, "%d", f->epochs);
     snprintf(v[1], 32, "%d", f->batch);
     snprintf(v[2], 32, "%.9g", (double)f->lr);
@@ -194,9 +197,9 @@ static int save_checkpoint(const char *path, const attn_detr *m, const attn_adam
     snprintf(v[8], 32, "%d", f->val);
     snprintf(v[9], 32, "%d", f->max_steps);
     snprintf(v[10], 32, "%.9g", (double)f->clip);
-    for (int i = 0; i < N_RUN_META; i++) vp[i] = v[i];
+    for (int i = 0; i < N_RUN_META + 1; i++) vp[i] = v[i];
     char err[1024] = "";
-    attn_status st = attn_detr_save(m, opt, run_keys, vp, N_RUN_META, path, err, sizeof err);
+    attn_status st = attn_detr_save(m, opt, run_keys, vp, N_RUN_META + 1, path, err, sizeof err);
     if (st != ATTN_OK) {
         fprintf(stderr, "attn: detect: saving the checkpoint: %s\n", err[0] ? err : attn_status_string(st));
         return 1;
@@ -231,7 +234,7 @@ static void progress(int done, int total, double t0, double loss, const float *l
 }
 
 /* Training; under mpirun data parallel: every rank forms the whole batch and runs its shards' forward
- * (ATTN_DETR_SHARDS / N each; the ranks must divide the shards), dist_gather_shards gives every rank the
+ * (--shards G / N each; the ranks must divide G), dist_gather_shards gives every rank the
  * whole batch's logits and boxes, every rank runs the criterion on them, then its shards' backward, and
  * dist_combine_shards adds the shards' gradients in shard order on rank 0 and sends the sum back: the
  * parameters are bitwise one process's. Only rank 0 checks, logs and writes. */
@@ -239,13 +242,9 @@ static int detect_train(detect_flags *f, int epochs_given, int steps_given) {
     char ckpt[4200];
     snprintf(ckpt, sizeof ckpt, "%s/%s", f->out, CKPT_NAME);
     const int lead = dist_rank() == 0, N = dist_size();
-    if (ATTN_DETR_SHARDS % N) {
-        fprintf(stderr, "attn: detect: %d ranks: the ranks must divide the %d shards of a batch\n", N,
-                ATTN_DETR_SHARDS);
-        return 1;
-    }
-    const int sh_count = dist_on() ? ATTN_DETR_SHARDS / N : 0, sh_first = dist_rank() * sh_count;
     if (f->resume && resume_settings(ckpt, f, epochs_given, steps_given)) return 1;
+    int sh_first, sh_count, r;
+    if ((r = dist_shards("detect", ckpt, f->resume, &f->shards, ATTN_DETR_SHARDS, &sh_first, &sh_count))) return r;
     if (!f->resume && f->epochs <= 0) f->epochs = 10;
     if (lead && cli_check_out_dir("detect", "--out", f->out)) return 1;
     attn_fmnist d;
@@ -279,6 +278,10 @@ static int detect_train(detect_flags *f, int epochs_given, int steps_given) {
         }
     }
     opt.weight_decay = f->wd;
+    if ((st = attn_detr_set_shards(&m, f->shards)) != ATTN_OK) {
+        attn_detr_free(&m); attn_adam_free(&opt); attn_fmnist_free(&d);
+        return cli_fail(st, "detect: --shards");
+    }
     const int n = f->canvases, steps = (n + f->batch - 1) / f->batch;
     int64_t total = (int64_t)steps * f->epochs;
     if (f->max_steps > 0 && f->max_steps < total) total = f->max_steps;
@@ -298,7 +301,7 @@ static int detect_train(detect_flags *f, int epochs_given, int steps_given) {
     const attn_detr_config *c = &m.cfg;
     char par[96] = "";
     if (dist_on()) snprintf(par, sizeof par, " per rank; data parallel: %d ranks, shards %d of %d each", N, sh_count,
-                            ATTN_DETR_SHARDS);
+                            f->shards);
     if (lead)
         fprintf(stderr, "attn: detect: canvases %dx%d of 1-%d items; patch %d (%d patches), %d queries, dim %d, %d "
                 "heads, FFN %d, %d encoder + %d decoder blocks: %zu parameters; AdamW lr %g wd %g, warm-up %" PRId64
@@ -346,6 +349,7 @@ static int detect_train(detect_flags *f, int epochs_given, int steps_given) {
             }
         }
         if (rc) break;
+        dist_test_die(g - start);
         opt.lr = attn_lr_warmup_cosine(opt.t, warm, total, f->lr, f->lr * 0.01f);
         float loss, ls[3];
         if ((st = attn_detr_train_step_part(&m, &opt, x, nt, lab, tb, B, f->clip, sh_first, sh_count,
@@ -537,6 +541,7 @@ int cmd_detect(int argc, char **argv) {
         {"out", CLI_STR, &f.out, "DIR", "where the checkpoint and the history go"},
         {"epochs", CLI_INT, &f.epochs, "N", "epochs in all (default 10; with --resume: the checkpoint's, or up to N)"},
         {"max-steps", CLI_INT, &f.max_steps, "N", "stop after N optimizer steps in all (0: none); the schedule ends there"},
+        {"shards", CLI_INT, &f.shards, "G", CLI_SHARDS_HELP},
         {"canvases", CLI_INT, &f.canvases, "N", "training canvases per epoch, new ones every epoch (default 20000)"},
         {"val", CLI_INT, &f.val, "N", "test canvases checked after every epoch"},
         {"threshold", CLI_FLOAT, &f.threshold, "X", "a query predicts an object when its class is above no object and has "
@@ -618,6 +623,7 @@ int cmd_detect(int argc, char **argv) {
     if (f.canvases == -1) f.canvases = which == 0 ? 20000 : 2000;     /* not given */
     if ((epochs_given && cli_check_int("detect", "--epochs", f.epochs, 1, 100000)) ||
         cli_check_int("detect", "--max-steps", f.max_steps, 0, -1) ||
+        cli_check_int("detect", "--shards", f.shards, 0, ATTN_MAX_SHARDS) ||
         cli_check_int("detect", "--canvases", f.canvases, 1, 100000000) ||
         cli_check_int("detect", "--val", f.val, 1, 100000000) ||
         cli_check_int("detect", "--batch", f.batch, 1, 65536) || cli_check_int("detect", "--limit", f.limit, 0, -1) ||

@@ -30,7 +30,6 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -87,7 +86,7 @@ static int load_data(attn_imdb_data *d, const imdb_flags *f, const attn_imdb_opt
     if (st != ATTN_OK) {
         /* No source: a cache alone is enough (e.g. the data was moved after the first run). */
         if (attn_imdb_cache_load(d, o, NULL, cache, NULL, 0) == ATTN_OK) {
-            fprintf(stderr, "attn: imdb: note: %s; using the cache %s\n", err, cache);
+            if (dist_rank() == 0) fprintf(stderr, "attn: imdb: note: %s; using the cache %s\n", err, cache);
             return 0;
         }
         fprintf(stderr, "attn: imdb: %s\n", err);
@@ -97,8 +96,9 @@ static int load_data(attn_imdb_data *d, const imdb_flags *f, const attn_imdb_opt
     double t0 = cli_now();
     st = attn_imdb_cache_load(d, o, src, cache, err, sizeof err);
     if (st == ATTN_OK) {
-        fprintf(stderr, "attn: imdb: data from the cache %s (%.2f s): %d train, %d test reviews\n", cache,
-                cli_now() - t0, d->train.n, d->test.n);
+        if (dist_rank() == 0)
+            fprintf(stderr, "attn: imdb: data from the cache %s (%.2f s): %d train, %d test reviews\n", cache,
+                    cli_now() - t0, d->train.n, d->test.n);
         return 0;
     }
     if (st == ATTN_ERR_FORMAT) fprintf(stderr, "attn: imdb: note: ignoring a corrupt cache: %s\n", err);
@@ -110,8 +110,9 @@ static int load_data(attn_imdb_data *d, const imdb_flags *f, const attn_imdb_opt
         fprintf(stderr, "attn: imdb: %s\n", err[0] ? err : attn_status_string(st));
         return 1;
     }
-    fprintf(stderr, "attn: imdb: read %s in %.2f s: %d train, %d test reviews\n", src, cli_now() - t0,
-            d->train.n, d->test.n);
+    if (dist_rank() == 0)                /* data parallel: rank 0 read first; the others say nothing */
+        fprintf(stderr, "attn: imdb: read %s in %.2f s: %d train, %d test reviews\n", src, cli_now() - t0,
+                d->train.n, d->test.n);
     if (cli_make_dir("imdb", f->out) == 0 && attn_imdb_cache_save(d, o, cache, err, sizeof err) != ATTN_OK)
         fprintf(stderr, "attn: imdb: note: cache not written: %s\n", err);
     return 0;
@@ -209,16 +210,15 @@ typedef struct train_run {
     int n_levels;
     void *wire;
     size_t wire_bytes;
-    /* Adam in two passes (adam_split): the step's distinct words, their index in it, and their rows of
-       the parameters, moments and summed gradient packed (with the dense rest after them) */
-    int32_t *urows, *umark;      /* (rows) the words; (V) word -> index in urows, -1 otherwise */
+    /* Adam in two passes (adam_mark_rows): the step's distinct words, ascending */
+    int32_t *urows, *umark;      /* (rows) the words; (V) 0 for a word in urows, -1 otherwise */
     int n_urows;
-    float *pk;                   /* (4, rows·D + n_tail): p, m, v, g */
-    size_t pk_n;                 /* rows·D + n_tail */
-    float *zeros;                /* (V·D) a zero gradient */
+    int32_t *spans;              /* (2·rows) the second pass's rows [spans[2i], spans[2i+1]) */
+    int n_spans;
+    float *zeros;                /* (V·D) a zero gradient, never written */
+    float *span_g;               /* (ADAM_SPAN_ROWS·D) a span's gradient in adam_rows_pass */
     attn_status idle_st;
     uint64_t bytes_sent;         /* data parallel: the gradient sums' bytes this rank sent in the run */
-    int64_t die_at;              /* ATTN_TEST_DIE_AT_STEP (tests/mpi/dp_imdb.sh): rank 1 kills itself there */
 } train_run;
 
 static void train_run_free(train_run *r) {
@@ -226,9 +226,10 @@ static void train_run_free(train_run *r) {
     free(r->rstack);
     free(r->wire);
     free(r->urows);
+    free(r->spans);
     free(r->umark);
-    free(r->pk);
     free(r->zeros);
+    free(r->span_g);
     free(r->perm);
     free(r->bids);
     free(r->blab);
@@ -314,17 +315,19 @@ static int train_build(const imdb_flags *f, train_run *r, int *nothing_to_do) {
             return 1;
         }
         if (r->resumed.epoch >= r->epochs) {
-            fprintf(stderr, "attn: imdb: %s has %d epochs already (--epochs %d): nothing to do\n", r->ckpt,
-                    r->resumed.epoch, r->epochs);
+            if (r->lead)
+                fprintf(stderr, "attn: imdb: %s has %d epochs already (--epochs %d): nothing to do\n", r->ckpt,
+                        r->resumed.epoch, r->epochs);
             *nothing_to_do = 1;
             return 0;
         }
         char inside[64] = "";
         if (r->resumed.step) snprintf(inside, sizeof inside, " and %d steps of epoch %d", r->resumed.step,
                                       r->resumed.epoch + 1);
-        fprintf(stderr, "attn: imdb: resuming %s after epoch %d%s (step %" PRId64 "; seed %" PRIu64 ", lr %g, batch %d "
-                "from the checkpoint)\n", r->ckpt, r->resumed.epoch, inside, r->resumed.adam_t, r->seed, r->lr,
-                r->batch);
+        if (r->lead)
+            fprintf(stderr, "attn: imdb: resuming %s after epoch %d%s (step %" PRId64 "; seed %" PRIu64 ", lr %g, "
+                    "batch %d from the checkpoint)\n", r->ckpt, r->resumed.epoch, inside, r->resumed.adam_t, r->seed,
+                    r->lr, r->batch);
     } else if ((st = attn_imdb_model_init(&r->m, NULL, &c, Bmax, r->seed)) != ATTN_OK) {
         return cli_fail(st, "imdb: model");
     }
@@ -412,70 +415,82 @@ static attn_status group_rows(const attn_imdb_model *m, rowsum *slot, float shar
 }
 
 /* Adam in two passes that give the bits of one. The summed gradient is zero outside the rows of the
- * step's words, and Adam is elementwise: so the table's rows are first all stepped with a zero gradient,
- * while the rank waits for the sum (dist_rowsum_ordered's idle), and once the sum is in, the step's rows
- * and the dense rest are stepped from their values before the step, packed, and written over. Both passes
- * take the same Adam step number, so every element sees the one step's arithmetic. */
-static void adam_pack_rows(train_run *r, int s, int B) {
+ * step's words, and Adam is elementwise: so the rows no word of the step holds are stepped with a zero
+ * gradient while the rank waits for the sum (dist_rowsum_ordered's idle), and once the sum is in, the
+ * step's rows and the dense rest, in place. Every call takes the same Adam step number, so every element
+ * sees the one step's arithmetic. The second pass takes the step's rows in spans, a gap of at most
+ * ADAM_SPAN_GAP rows between two of them joining them (the gap's rows then stepped there, with their zero
+ * gradient, not in the first pass), so few calls step the rows instead of one per word (the frequent
+ * words have the small ids: a step's ~830 words of --limit 4000, batch 32, make ~73 spans of ~6,100 rows
+ * in all, of 20,000); each span's gradient is made in a scratch of ADAM_SPAN_ROWS rows at a time
+ * (zeros, then the sum's rows), which stays in cache. The first pass reads a zero buffer that is never
+ * written (its pages are the kernel's one zero page). Measured against the packed form it replaced (the
+ * rows' parameters and moments gathered, stepped and scattered back): see DESIGN "Shards as a run
+ * setting". */
+#define ADAM_SPAN_GAP 64
+#define ADAM_SPAN_ROWS 1024
+
+static void adam_mark_rows(train_run *r, int s, int B) {
     const int T = r->m.cfg.T;
-    const size_t D = (size_t)r->m.cfg.D, P = r->pk_n;
     r->n_urows = 0;
     for (int b = 0; b < B; b++) {
         const int32_t *ids = r->d.train.ids + (size_t)r->perm[s * r->batch + b] * T;
         for (int t = 0; t < T; t++)
             if (r->umark[ids[t]] < 0) {
-                r->umark[ids[t]] = r->n_urows;
+                r->umark[ids[t]] = 0;
                 r->urows[r->n_urows++] = ids[t];
             }
     }
-    for (int i = 0; i < r->n_urows; i++) {
-        const size_t o = (size_t)r->urows[i] * D, q = (size_t)i * D;
-        memcpy(r->pk + q, r->m.params + o, sizeof(float) * D);
-        memcpy(r->pk + P + q, r->adam.m + o, sizeof(float) * D);
-        memcpy(r->pk + 2 * P + q, r->adam.v + o, sizeof(float) * D);
+    qsort(r->urows, (size_t)r->n_urows, sizeof(int32_t), cmp_i32);
+    r->n_spans = 0;
+    for (int i = 0, j; i < r->n_urows; i = j) {
+        for (j = i + 1; j < r->n_urows && r->urows[j] - r->urows[j - 1] <= ADAM_SPAN_GAP; j++) {}
+        r->spans[2 * r->n_spans] = r->urows[i];
+        r->spans[2 * r->n_spans + 1] = r->urows[j - 1] + 1;
+        r->n_spans++;
     }
+}
+
+/* Adam on elements [lo, lo + n) of the parameters with gradient g (n elements), at the run's step. */
+static attn_status adam_range(train_run *r, size_t lo, size_t n, const float *g) {
+    attn_adam view = r->adam;
+    view.n = n;
+    view.m = r->adam.m + lo;
+    view.v = r->adam.v + lo;
+    return attn_adam_step(&view, r->m.params + lo, g);
 }
 
 static void adam_zero_pass(void *user) {
     train_run *r = user;
-    attn_adam view = r->adam;
-    view.n = (size_t)r->m.cfg.V * (size_t)r->m.cfg.D;
-    r->idle_st = attn_adam_step(&view, r->m.params, r->zeros);
+    const size_t D = (size_t)r->m.cfg.D, V = (size_t)r->m.cfg.V;
+    size_t from = 0;                              /* the next row not yet stepped */
+    attn_status st = ATTN_OK;
+    for (int i = 0; i <= r->n_spans && st == ATTN_OK; i++) {
+        const size_t to = i < r->n_spans ? (size_t)r->spans[2 * i] : V;
+        if (to > from) st = adam_range(r, from * D, (to - from) * D, r->zeros + from * D);
+        if (i < r->n_spans) from = (size_t)r->spans[2 * i + 1];
+    }
+    r->idle_st = st;
 }
 
 static attn_status adam_rows_pass(train_run *r, const rowsum *sum) {
-    const size_t D = (size_t)r->m.cfg.D, VD = (size_t)r->m.cfg.V * D, P = r->pk_n;
-    const size_t nu = (size_t)r->n_urows, nt = (size_t)sum->n_tail;
-    float *pp = r->pk, *pm = pp + P, *pv = pm + P, *pg = pv + P;
+    const size_t D = (size_t)r->m.cfg.D, VD = (size_t)r->m.cfg.V * D;
     attn_status st = ATTN_OK;
-    memset(pg, 0, sizeof(float) * nu * D);
-    for (int64_t i = 0; i < sum->n; i++) {
-        const int j = r->umark[sum->ids[i]];
-        if (j < 0) st = ATTN_ERR_ARG;             /* a row the step's words do not hold: internal */
-        else memcpy(pg + (size_t)j * D, sum->vals + (size_t)i * D, sizeof(float) * D);
-    }
-    memcpy(pp + nu * D, r->m.params + VD, sizeof(float) * nt);
-    memcpy(pm + nu * D, r->adam.m + VD, sizeof(float) * nt);
-    memcpy(pv + nu * D, r->adam.v + VD, sizeof(float) * nt);
-    memcpy(pg + nu * D, sum->tail, sizeof(float) * nt);
-    attn_adam view = r->adam;
-    view.n = nu * D + nt;
-    view.m = pm;
-    view.v = pv;
-    if (st == ATTN_OK) st = attn_adam_step(&view, pp, pg);
-    if (st == ATTN_OK) {
-        for (size_t i = 0; i < nu; i++) {
-            const size_t o = (size_t)r->urows[i] * D, q = i * D;
-            memcpy(r->m.params + o, pp + q, sizeof(float) * D);
-            memcpy(r->adam.m + o, pm + q, sizeof(float) * D);
-            memcpy(r->adam.v + o, pv + q, sizeof(float) * D);
+    for (int64_t i = 0; i < sum->n; i++)
+        if (r->umark[sum->ids[i]] < 0) st = ATTN_ERR_ARG;   /* a row the step's words do not hold: internal */
+    int64_t k = 0;                                /* the sum's next row (ids ascending, as the spans) */
+    for (int i = 0; i < r->n_spans && st == ATTN_OK; i++)
+        for (int32_t lo = r->spans[2 * i], end = r->spans[2 * i + 1]; lo < end && st == ATTN_OK;
+             lo += ADAM_SPAN_ROWS) {
+            const int32_t hi = end - lo < ADAM_SPAN_ROWS ? end : lo + ADAM_SPAN_ROWS;
+            memset(r->span_g, 0, sizeof(float) * (size_t)(hi - lo) * D);
+            for (; k < sum->n && sum->ids[k] < hi; k++)
+                memcpy(r->span_g + (size_t)(sum->ids[k] - lo) * D, sum->vals + (size_t)k * D, sizeof(float) * D);
+            st = adam_range(r, (size_t)lo * D, (size_t)(hi - lo) * D, r->span_g);
         }
-        memcpy(r->m.params + VD, pp + nu * D, sizeof(float) * nt);
-        memcpy(r->adam.m + VD, pm + nu * D, sizeof(float) * nt);
-        memcpy(r->adam.v + VD, pv + nu * D, sizeof(float) * nt);
-        r->adam.t = view.t;
-    }
-    for (size_t i = 0; i < nu; i++) r->umark[r->urows[i]] = -1;
+    if (st == ATTN_OK) st = adam_range(r, VD, (size_t)sum->n_tail, sum->tail);
+    if (st == ATTN_OK) r->adam.t++;               /* the step every call above took */
+    for (int i = 0; i < r->n_urows; i++) r->umark[r->urows[i]] = -1;
     return st;
 }
 
@@ -525,7 +540,7 @@ static attn_status dp_step(train_run *r, int s, epoch_sums *e) {
     if (st != ATTN_OK) return st;
     const double p1 = r->prof ? cli_now() : 0;
     /* Adam's first pass (the table with a zero gradient) while the sum travels, the second after it */
-    adam_pack_rows(r, s, B);
+    adam_mark_rows(r, s, B);
     r->idle_st = ATTN_OK;
     if (dist_rowsum_ordered(&r->rstack[0], spare, r->wire, r->wire_bytes, &r->bytes_sent, adam_zero_pass, r))
         return ATTN_ERR_IO;
@@ -558,7 +573,7 @@ static int train_epoch(train_run *r, int epoch, epoch_sums *e, int *s_end) {
     *s_end = first;
     for (int s = first; s < steps; s++) {
         if (r->max_steps && r->steps >= r->max_steps) break;    /* --max-steps */
-        if (r->die_at && r->steps == r->die_at && dist_rank() == 1) raise(SIGKILL);   /* the test of a dead rank */
+        dist_test_die(r->steps);
         attn_status st = r->dp ? dp_step(r, s, e) : train_step(r, s, e);
         r->steps++;
         *s_end = s + 1;
@@ -664,12 +679,13 @@ static int train_loop(const imdb_flags *f, train_run *r) {
         r->n_levels = 1;
         for (int g = r->groups / dist_size(); g > 1; g /= 2) r->n_levels++;
         r->rstack = calloc((size_t)r->n_levels + 1, sizeof(rowsum));
-        r->pk_n = (size_t)rows * (size_t)D + (r->m.n_params - (size_t)(V * D));
         r->urows = malloc(sizeof(int32_t) * (size_t)rows);
+        r->spans = malloc(sizeof(int32_t) * 2 * (size_t)rows);
         r->umark = malloc(sizeof(int32_t) * (size_t)V);
-        r->pk = malloc(sizeof(float) * 4 * r->pk_n);
         r->zeros = calloc((size_t)(V * D), sizeof(float));
-        if (!r->rstack || !r->urows || !r->umark || !r->pk || !r->zeros) return cli_fail(ATTN_ERR_NOMEM, "imdb");
+        r->span_g = malloc(sizeof(float) * ADAM_SPAN_ROWS * (size_t)D);
+        if (!r->rstack || !r->urows || !r->spans || !r->umark || !r->zeros || !r->span_g)
+            return cli_fail(ATTN_ERR_NOMEM, "imdb");
         for (int64_t i = 0; i < V; i++) r->umark[i] = -1;
         for (int i = 0; i <= r->n_levels; i++)
             if (rowsum_alloc(&r->rstack[i], rows, (int)D, (int64_t)r->m.n_params - V * D))
@@ -756,8 +772,6 @@ static int imdb_train_run(const imdb_flags *f) {
     r.lead = lead;
     r.max_steps = f->max_steps;
     r.dp = dist_on() || f->groups > 0;  /* the grouped step: under mpirun, or asked for */
-    const char *die = getenv("ATTN_TEST_DIE_AT_STEP");
-    r.die_at = dist_on() && die ? atoll(die) : 0;
     r.groups = f->groups ? f->groups : GRAD_GROUPS;
     if (r.dp && r.groups % dist_size() != 0) {
         fprintf(stderr, "attn: imdb: %d ranks: the ranks must divide --grad-groups %d (the gradient groups of a "

@@ -37,6 +37,7 @@ typedef struct vision_flags {
     int epochs, batch, threads, limit, resume, no_augment, warmup;
     int crop, no_flip;           /* augmentation: the random crop's padding (0: none), and no flips */
     int max_steps;               /* train: stop after this many optimizer steps of this run (0: no limit) */
+    int shards;                  /* train: --shards (0: not given) */
     int patch, dim, heads, blocks, mlp;
     float lr, wd, clip;
     uint64_t seed;
@@ -98,16 +99,18 @@ static int evaluate(attn_vit *m, const attn_fmnist_split *s, double *loss, doubl
 /* ---------------------------------------------------------------------------------------------------
  * train
  */
-#define N_RUN_META 12
+#define N_RUN_META 13
 /* "step": the steps done of epoch "epoch" + 1 when --max-steps cut it (0 otherwise; absent before);
- * "crop" and "flip": the augmentation (absent before: "augment" 1 meant crop 2 and flip, 0 neither) */
+ * "shards" (absent before: 2) is read by dist_shards; "crop" and "flip": the augmentation (absent before:
+ * "augment" 1 meant crop 2 and flip, 0 neither) */
 static const char *const run_keys[N_RUN_META] = {"epoch", "epochs", "batch", "lr", "weight_decay", "warmup",
-                                                  "augment", "seed", "limit", "step", "crop", "flip"};
+                                                    "augment", "seed", "limit", "step", "shards", "crop", "flip"};
 
 static int save_checkpoint(const char *path, const attn_vit *m, const attn_adam *opt, const vision_flags *f,
                            int epoch, int step) {
     char v[N_RUN_META][32];
     const char *vp[N_RUN_META];
+    snprintf(v[10], 32, "%d", f->shards);
     snprintf(v[9], 32, "%d", step);
     snprintf(v[0], 32, "%d", epoch);
     snprintf(v[1], 32, "%d", f->epochs);
@@ -118,8 +121,8 @@ static int save_checkpoint(const char *path, const attn_vit *m, const attn_adam 
     snprintf(v[6], 32, "%d", augments(f));
     snprintf(v[7], 32, "%" PRIu64, f->seed);
     snprintf(v[8], 32, "%d", f->limit);
-    snprintf(v[10], 32, "%d", f->crop);
-    snprintf(v[11], 32, "%d", !f->no_flip);
+    snprintf(v[11], 32, "%d", f->crop);
+    snprintf(v[12], 32, "%d", !f->no_flip);
     for (int i = 0; i < N_RUN_META; i++) vp[i] = v[i];
     char err[1024] = "";
     attn_status st = attn_vit_save(m, opt, run_keys, vp, N_RUN_META, path, err, sizeof err);
@@ -137,10 +140,11 @@ static int resume_settings(const char *path, vision_flags *f, int epochs_given, 
     double v[N_RUN_META];
     v[9] = 0;                    /* checkpoints before "step" hold whole epochs */
     if (cli_run_meta("vision", path, run_keys, 9, v)) return 1;
-    v[10] = v[6] != 0 ? 2 : 0;   /* checkpoints before "crop" and "flip": "augment" said both or neither */
-    v[11] = v[6] != 0;
-    for (int k = 9; k < N_RUN_META; k++)
-        if (cli_has_meta(path, run_keys[k]) && cli_run_meta("vision", path, run_keys + k, 1, v + k)) return 1;
+    v[11] = v[6] != 0 ? 2 : 0;   /* checkpoints before "crop" and "flip": "augment" said both or neither */
+    v[12] = v[6] != 0;
+    for (int k = 9; k < N_RUN_META; k++)   /* "shards" (10) is dist_shards' */
+        if (k != 10 && cli_has_meta(path, run_keys[k]) && cli_run_meta("vision", path, run_keys + k, 1, v + k))
+            return 1;
     *done = (int)v[0];
     *step = (int)v[9];
     if (!epochs_given) f->epochs = (int)v[1];
@@ -148,8 +152,8 @@ static int resume_settings(const char *path, vision_flags *f, int epochs_given, 
     f->lr = (float)v[3];
     f->wd = (float)v[4];
     f->warmup = (int)v[5];
-    f->crop = (int)v[10];
-    f->no_flip = !(int)v[11];
+    f->crop = (int)v[11];
+    f->no_flip = !(int)v[12];
     if (f->crop < 0 || f->crop > MAX_CROP) {
         fprintf(stderr, "attn: vision: --resume: %s: crop %d: expected 0..%d\n", path, f->crop, MAX_CROP);
         return 1;
@@ -189,20 +193,17 @@ static const char *const *history_columns(const char *path, int resume) {
 }
 
 /* Training; under mpirun data parallel: every rank forms the whole batch and computes its shards of it
- * (ATTN_VIT_SHARDS / N each; the ranks must divide the shards), dist_combine_shards adds the shards'
+ * (--shards G / N each; the ranks must divide G), dist_combine_shards adds the shards'
  * gradients in shard order on rank 0 and sends the sum back, so the parameters are bitwise one process's.
  * Only rank 0 evaluates, logs and writes. */
 static int vision_train(vision_flags *f, int epochs_given) {
     char ckpt[4200];
     snprintf(ckpt, sizeof ckpt, "%s/%s", f->out, CKPT_NAME);
     const int lead = dist_rank() == 0, N = dist_size();
-    if (ATTN_VIT_SHARDS % N != 0) {
-        fprintf(stderr, "attn: vision: %d ranks: the ranks must divide the %d shards of a batch\n", N, ATTN_VIT_SHARDS);
-        return 2;
-    }
-    const int sh_count = dist_on() ? ATTN_VIT_SHARDS / N : 0, sh_first = dist_rank() * sh_count;
     int done = 0, skip = 0;      /* epochs done, and steps done of the next (a --max-steps cut) */
     if (f->resume && resume_settings(ckpt, f, epochs_given, &done, &skip)) return 1;
+    int sh_first, sh_count, r;
+    if ((r = dist_shards("vision", ckpt, f->resume, &f->shards, ATTN_VIT_SHARDS, &sh_first, &sh_count))) return r;
     if (!f->resume && f->epochs <= 0) f->epochs = 15;
     if (f->resume && done >= f->epochs) {
         fprintf(stderr, "attn: vision: --resume: %s already holds %d of %d epochs; give a larger --epochs\n", ckpt,
@@ -258,13 +259,19 @@ static int vision_train(vision_flags *f, int epochs_given) {
         }
     }
     opt.weight_decay = f->wd;
+    if ((st = attn_vit_set_shards(&m, f->shards)) != ATTN_OK) {
+        attn_vit_free(&m);
+        attn_adam_free(&opt);
+        attn_fmnist_free(&d);
+        return cli_fail(st, "vision: --shards");
+    }
     const attn_vit_config *c = &m.cfg;
     char par[96] = "", aug[64];
     if (!augments(f)) snprintf(aug, sizeof aug, "no augmentation");
     else if (f->crop == 0) snprintf(aug, sizeof aug, "flip");
     else snprintf(aug, sizeof aug, "crop (pad %d)%s", f->crop, f->no_flip ? "" : " + flip");
     if (dist_on()) snprintf(par, sizeof par, " per rank; data parallel: %d ranks, shards %d of %d each", N, sh_count,
-                            ATTN_VIT_SHARDS);
+                            f->shards);
     if (lead)
         fprintf(stderr, "attn: vision: ViT patch %d, dim %d, %d heads, %d blocks, MLP %d: %zu parameters, %d tokens; "
                 "AdamW lr %g wd %g, %d warm-up epoch(s) then cosine, batch %d, %s, %d threads%s, attention compute %s\n",
@@ -320,6 +327,7 @@ static int vision_train(vision_flags *f, int epochs_given) {
                 put_image(x + (size_t)b * P, &d.train, k, dy, dx, flip);
                 lab[b] = d.train.labels[k];
             }
+            dist_test_die(run_steps);
             opt.lr = attn_lr_warmup_cosine(opt.t, warm, total, f->lr, f->lr * 0.01f);
             float loss;
             int ok;
@@ -342,7 +350,7 @@ static int vision_train(vision_flags *f, int epochs_given) {
             correct += ok;
             seen += B;
             if (sh_count) {                  /* this rank's images, for the progress line's accuracy */
-                const int per = (B + ATTN_VIT_SHARDS - 1) / ATTN_VIT_SHARDS, lo = sh_first * per;
+                const int per = (B + f->shards - 1) / f->shards, lo = sh_first * per;
                 const int hi = (sh_first + sh_count) * per < B ? (sh_first + sh_count) * per : B;
                 mine += hi > lo ? hi - lo : 0;
             } else {
@@ -594,7 +602,8 @@ int cmd_vision(int argc, char **argv) {
         {"no-flip", CLI_BOOL, &f.no_flip, NULL, "no random horizontal flips"},
         {"no-augment", CLI_BOOL, &f.no_augment, NULL, "train without crops and flips (--crop 0 --no-flip)"},
         {"seed", CLI_U64, &f.seed, "N", "seed of the initialization, shuffling and augmentation"},
-        {"threads", CLI_INT, &f.threads, "N", "threads (0 = all cores; a batch is split in 2 fixed parts)"},
+        {"threads", CLI_INT, &f.threads, "N", "threads (0 = all cores; up to --shards run at once)"},
+        {"shards", CLI_INT, &f.shards, "G", CLI_SHARDS_HELP},
         {"limit", CLI_INT, &f.limit, "N", "only the first N images of each split (0 = all)"},
         {"resume", CLI_BOOL, &f.resume, NULL, "continue from the checkpoint in --out (inside an epoch that "
                                               "--max-steps cut)"},
@@ -659,7 +668,8 @@ int cmd_vision(int argc, char **argv) {
         cli_check_int("vision", "--dim", f.dim, 1, 4096) || cli_check_int("vision", "--heads", f.heads, 1, 256) ||
         cli_check_int("vision", "--blocks", f.blocks, 1, ATTN_VIT_MAX_BLOCKS) ||
         cli_check_int("vision", "--mlp", f.mlp, 1, 65536) || cli_check_int("vision", "--crop", f.crop, 0, MAX_CROP) ||
-        cli_check_int("vision", "--max-steps", f.max_steps, 0, -1)) {
+        cli_check_int("vision", "--max-steps", f.max_steps, 0, -1) ||
+        cli_check_int("vision", "--shards", f.shards, 0, ATTN_MAX_SHARDS)) {
         cli_usage(&cmds[which], stderr);
         return 2;
     }

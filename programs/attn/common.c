@@ -298,8 +298,9 @@ int cli_fmnist_load(const char *who, attn_fmnist *d, const char *dir, int limit)
                     "--data DIR\n", who, ATTN_FMNIST_DEFAULT_DIR);
         return 1;
     }
-    fprintf(stderr, "attn: %s: read %s in %.2f s: %d train, %d test images of %dx%d\n", who, dir, cli_now() - t0,
-            d->train.n, d->test.n, d->train.rows, d->train.cols);
+    if (dist_rank() == 0)                /* data parallel: every rank reads, rank 0 says so */
+        fprintf(stderr, "attn: %s: read %s in %.2f s: %d train, %d test images of %dx%d\n", who, dir, cli_now() - t0,
+                d->train.n, d->test.n, d->train.rows, d->train.cols);
     return 0;
 }
 

@@ -10,6 +10,7 @@
 
 #include <inttypes.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -374,7 +375,7 @@ int dist_quiet_followers(void) {
 }
 
 int dist_finish(const char *who, int rc) {
-    if (rc && dist_on()) {
+    if (rc && rc != 2 && dist_on()) {
         fprintf(stderr, "attn: %s: rank %d of %d failed: stopping every rank (the last checkpoint is intact: it "
                 "is replaced atomically)\n", who, dist_rank(), dist_size());
         fflush(stderr);
@@ -382,4 +383,45 @@ int dist_finish(const char *who, int rc) {
     }
     dist_stop();
     return rc;
+}
+
+int dist_shards(const char *who, const char *ckpt, int resume, int *shards, int dflt, int *first, int *count) {
+    int g = *shards ? *shards : dflt;
+    if (resume) {
+        static const char *const key[1] = {"shards"};
+        double v = dflt;                 /* checkpoints before --shards were cut in the default */
+        if (cli_has_meta(ckpt, key[0]) && cli_run_meta(who, ckpt, key, 1, &v)) return 1;
+        if (*shards && *shards != (int)v) {
+            if (dist_rank() == 0)
+                fprintf(stderr, "attn: %s: --resume --shards %d: %s was trained with --shards %d (its bits depend on "
+                        "it); leave the flag out to go on with it\n", who, *shards, ckpt, (int)v);
+            return 2;
+        }
+        g = (int)v;
+    }
+    if (g < 1 || g > ATTN_MAX_SHARDS) {
+        if (dist_rank() == 0) fprintf(stderr, "attn: %s: --shards %d: must be 1 .. %d\n", who, g, ATTN_MAX_SHARDS);
+        return 2;
+    }
+    const int n = dist_size();
+    if (g % n) {                         /* every rank finds it: rank 0 says it */
+        if (dist_rank() == 0)
+            fprintf(stderr, "attn: %s: %d ranks do not divide the %d shards of a batch (--shards %d%s): start a number "
+                    "of ranks that divides %d%s\n", who, n, g, g, resume ? ", from the checkpoint" : "", g,
+                    resume ? "" : ", or give a --shards that is a multiple of the ranks");
+        return 2;
+    }
+    *shards = g;
+    *count = dist_on() ? g / n : 0;
+    *first = dist_rank() * *count;
+    return 0;
+}
+
+void dist_test_die(int64_t step) {
+    static int64_t at = -1;
+    if (at < 0) {
+        const char *v = getenv("ATTN_TEST_DIE_AT_STEP");
+        at = dist_on() && v ? atoll(v) : 0;
+    }
+    if (at > 0 && step == at && dist_rank() == 1) raise(SIGKILL);
 }

@@ -65,6 +65,7 @@ static int s2s_create(translator *tr, const tr_train_args *a, const void *opts, 
     attn_seq2seq_config c = {tr->vs.n, tr->vt.n, 32, 32, 2, 0.1f, tr->num_steps, a->batch};
     if (!m) { fprintf(stderr, "attn: translate: out of memory\n"); return 1; }
     if (cli_fail(attn_seq2seq_init(m, NULL, &c, a->seed), "creating the model")) { free(m); return 1; }
+    if (cli_fail(attn_seq2seq_set_shards(m, a->shards), "--shards")) { attn_seq2seq_free(m); free(m); return 1; }
     tr->model = m;
     *n_params = m->n_params;
     printf("model: embedding 32, 2-layer GRU 32, additive attention 32, dropout 0.1: %zu parameters; "
@@ -74,7 +75,7 @@ static int s2s_create(translator *tr, const tr_train_args *a, const void *opts, 
 }
 
 static int s2s_train(const tr_kind *kind, int argc, char **argv) {
-    tr_train_args a = {NULL, kind->default_dir, 250, 0, 600, 64, 10, 1, 0.005f, NULL, 0, NULL, ATTN_DTYPE_F32};
+    tr_train_args a = {NULL, kind->default_dir, 250, 0, 600, 64, 10, 1, 0.005f, NULL, 0, NULL, ATTN_DTYPE_F32, 0};
     cli_opt opts[] = {
         TR_TRAIN_OPTS(a),
         {"precision", CLI_STR, &a.precision, "NAME", "the attention's compute: f32 only (the additive attention has "

@@ -127,7 +127,7 @@ static void history_path(char *buf, size_t size, const char *out, const char *mo
 }
 
 static int fit(translator *tr, attn_adam *opt, const train_data *d, int epochs, int batch, int every, uint64_t seed,
-               const char *out, const char *plot, int max_steps) {
+               const char *out, const char *plot, int max_steps, int shards) {
     const tr_kind *k = tr->kind;
     static const char *const hcols[4] = {"epoch", "loss", "tokens_per_sec", "seconds"};
     char hpath[4200];
@@ -139,7 +139,7 @@ static int fit(translator *tr, attn_adam *opt, const train_data *d, int epochs, 
     memset(&hist, 0, sizeof hist);
     if (lead && cli_history_start(&hist, "translate", hpath, 4, hcols, 0, plot, htitle)) return 1;
     /* under mpirun: this rank's shards of each batch, and the ranks' gradients added in shard order */
-    const int per_rank = dist_on() ? k->shards / dist_size() : 0, first = per_rank * dist_rank();
+    const int per_rank = dist_on() ? shards / dist_size() : 0, first = per_rank * dist_rank();
     attn_rng rng;
     attn_rng_seed(&rng, seed);
     uint64_t step_seed = seed;
@@ -213,6 +213,7 @@ int tr_train_args_check(const tr_train_args *a) {
     if (cli_check_int("translate", "--epochs", a->epochs, 1, 0) || cli_check_int("translate", "--examples", a->examples, 0, -1) ||
         cli_check_int("translate", "--batch", a->batch, 1, 4096) || cli_check_int("translate", "--every", a->every, 1, 0) ||
         cli_check_int("translate", "--max-steps", a->max_steps, 0, -1) ||
+        cli_check_int("translate", "--shards", a->shards, 0, ATTN_MAX_SHARDS) ||
         cli_check_threads("translate", "--threads", a->threads))
         return 2;
     if (!(a->lr > 0)) {
@@ -227,15 +228,14 @@ static int tr_train_run(const tr_kind *kind, const tr_train_args *a, tr_create_f
 /* Under mpirun (data parallel) every rank trains its shards of each batch; one that fails stops them all. */
 int tr_train(const tr_kind *kind, const tr_train_args *a, tr_create_fn create, const void *opts) {
     if (dist_start()) return 1;
-    if (dist_on() && kind->shards % dist_size() != 0) {
-        if (dist_rank() == 0)
-            fprintf(stderr, "attn: translate: %d ranks: data parallel training needs a number of ranks that divides "
-                    "the model's %d shards per batch\n", dist_size(), kind->shards);
+    tr_train_args b = *a;                /* --shards resolved: the model's default when not given */
+    int first, count, rc;
+    if ((rc = dist_shards("translate", NULL, 0, &b.shards, kind->shards, &first, &count))) {
         dist_stop();
-        return 2;
+        return rc;
     }
     if (dist_quiet_followers()) return 1;
-    return dist_finish("translate", tr_train_run(kind, a, create, opts));
+    return dist_finish("translate", tr_train_run(kind, &b, create, opts));
 }
 
 static int tr_train_run(const tr_kind *kind, const tr_train_args *a, tr_create_fn create, const void *opts) {
@@ -257,7 +257,8 @@ static int tr_train_run(const tr_kind *kind, const tr_train_args *a, tr_create_f
     attn_adam opt = {0};
     if (create(&tr, a, opts, &n_params) == 0 && !cli_fail(attn_adam_alloc(&opt, n_params, a->lr), "creating the optimizer")) {
         fflush(stdout);
-        ret = fit(&tr, &opt, &d, a->epochs, a->batch, a->every, a->seed, a->out, a->plot, a->max_steps);
+        ret = fit(&tr, &opt, &d, a->epochs, a->batch, a->every, a->seed, a->out, a->plot, a->max_steps,
+                  a->shards);
     }
     attn_adam_free(&opt);
     tr_free(&tr);

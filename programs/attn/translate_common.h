@@ -54,7 +54,7 @@ struct tr_kind {
                                const int32_t *Y, const int32_t *Y_len, int N, int batch, float clip,
                                uint64_t *seed, double *loss_sum, int64_t *tokens, int first, int count,
                                attn_shard_combine_fn combine, void *user);
-    int shards;                  /* the fixed shards of a batch (data parallel: the ranks must divide it) */
+    int shards;                  /* the fixed shards of a batch by default (--shards; the ranks must divide it) */
     attn_status (*save)(const void *model, const char *path, char *err, size_t err_size);
     void (*free)(void *model);   /* the model's own free (not the heap block) */
 };
@@ -88,6 +88,7 @@ typedef struct tr_train_args {
     int max_steps;               /* --max-steps: stop after this many optimizer steps (0: no limit) */
     const char *precision;       /* --precision as given (each model lists the flag itself), or NULL */
     attn_dtype compute;          /* what it names: F32 unless --precision bf16 */
+    int shards;                  /* --shards: the fixed parts of every batch (0: the model's default) */
 } tr_train_args;
 
 #define TR_TRAIN_OPTS(a)                                                                                      \
@@ -105,7 +106,8 @@ typedef struct tr_train_args {
     {"plot", CLI_STR, &(a).plot, "FILE", "draw the loss curve as a PNG every N epochs and at the end (the "       \
                                          "history itself is always in --out, beside the checkpoint)"},           \
     {"max-steps", CLI_INT, &(a).max_steps, "N", "stop after N optimizer steps (0 = no limit); a last partial "    \
-                                                "epoch trains on the first steps x batch pairs"}
+                                                "epoch trains on the first steps x batch pairs"}, \
+    {"shards", CLI_INT, &(a).shards, "G", CLI_SHARDS_HELP}
 
 /* Checks the shared options: --epochs, --batch (<= 4096), --every >= 1, --examples >= 0, --threads 0 ..
  * ATTN_MAX_THREADS, --lr > 0. Returns 0, or 2 after a message naming the flag (the caller prints its

@@ -74,6 +74,7 @@ static int tf_create(translator *tr, const tr_train_args *a, const void *opts, s
                                  tr->num_steps, a->batch, a->compute};
     if (!m) { fprintf(stderr, "attn: translate: out of memory\n"); return 1; }
     if (cli_fail(attn_transformer_init(m, NULL, &c, a->seed), "creating the model")) { free(m); return 1; }
+    if (cli_fail(attn_transformer_set_shards(m, a->shards), "--shards")) { attn_transformer_free(m); free(m); return 1; }
     tr->model = m;
     *n_params = m->n_params;
     printf("model: Transformer, %d+%d blocks, width %d, %d heads, feed-forward %d, dropout %g: %zu parameters; "
@@ -84,7 +85,7 @@ static int tf_create(translator *tr, const tr_train_args *a, const void *opts, s
 }
 
 static int tf_train(const tr_kind *kind, int argc, char **argv) {
-    tr_train_args a = {NULL, kind->default_dir, 200, 0, 600, 64, 10, 1, 0.005f, NULL, 0, NULL, ATTN_DTYPE_F32};
+    tr_train_args a = {NULL, kind->default_dir, 200, 0, 600, 64, 10, 1, 0.005f, NULL, 0, NULL, ATTN_DTYPE_F32, 0};
     tf_opts o = {32, 64, 4, 2, 0.1f};
     cli_opt opts[] = {
         TR_TRAIN_OPTS(a),

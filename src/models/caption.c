@@ -272,26 +272,40 @@ attn_status attn_caption_train_step(attn_caption *m, attn_adam *opt, const float
     return attn_adam_step(opt, m->params, m->grads);
 }
 
+static int cap_shards(const attn_caption *m) { return m->n_shards > 0 ? m->n_shards : ATTN_CAPTION_SHARDS; }
+
+attn_status attn_caption_set_shards(attn_caption *m, int n) {
+    if (!m) return ATTN_ERR_NULL;
+    if (n < 1 || n > ATTN_MAX_SHARDS) return ATTN_ERR_ARG;
+    if (n != cap_shards(m)) {              /* the shards' gradients are made again by the next step */
+        free(m->shard_grads);
+        m->shard_grads = NULL;
+    }
+    m->n_shards = n;
+    return ATTN_OK;
+}
+
 attn_status attn_caption_train_step_part(attn_caption *m, attn_adam *opt, const float *strips, const int32_t *words,
                                          int B, float clip, int first, int count, attn_shard_combine_fn combine,
                                          void *user, float *loss) {
     if (count == 0) return attn_caption_train_step(m, opt, strips, words, B, clip, loss);
     if (!m || !opt || !m->params || !m->acts || !strips || !words) return ATTN_ERR_NULL;
-    if (!combine && (first != 0 || count != ATTN_CAPTION_SHARDS)) return ATTN_ERR_NULL;
+    const int ns = cap_shards(m);
+    if (!combine && (first != 0 || count != ns)) return ATTN_ERR_NULL;
     if (opt->n != m->n_params) return ATTN_ERR_SHAPE;
     if (B < 1 || B > m->cfg.max_batch) return ATTN_ERR_SIZE;
-    if (isnan(clip) || count < 0 || first < 0 || count > ATTN_CAPTION_SHARDS - first) return ATTN_ERR_ARG;
+    if (isnan(clip) || count < 0 || first < 0 || count > ns - first) return ATTN_ERR_ARG;
     for (size_t i = 0; i < (size_t)B * m->cfg.items; i++)   /* every process refuses the same batch */
         if (words[i] < 0 || words[i] >= m->cfg.classes) return ATTN_ERR_ARG;
     if (!m->shard_grads) {
-        m->shard_grads = malloc(sizeof(float) * m->n_params * ATTN_CAPTION_SHARDS);
+        m->shard_grads = malloc(sizeof(float) * m->n_params * (size_t)ns);
         if (!m->shard_grads) return ATTN_ERR_NOMEM;
     }
     const int N = m->cfg.items, P = m->cfg.rows * m->cfg.cols;
-    const int per = (B + ATTN_CAPTION_SHARDS - 1) / ATTN_CAPTION_SHARDS, n_used = (B + per - 1) / per;
-    float *sg[ATTN_CAPTION_SHARDS], losses[ATTN_CAPTION_SHARDS] = {0};
+    const int per = (B + ns - 1) / ns, n_used = (B + per - 1) / per;
+    float *sg[ATTN_MAX_SHARDS], losses[ATTN_MAX_SHARDS] = {0};
     attn_status st;
-    for (int k = 0; k < ATTN_CAPTION_SHARDS; k++) sg[k] = m->shard_grads + (size_t)k * m->n_params;
+    for (int k = 0; k < ns; k++) sg[k] = m->shard_grads + (size_t)k * m->n_params;
     for (int k = first; k < first + count && k < n_used; k++) {
         const int lo = k * per, nb = B - lo < per ? B - lo : per;
         double sum = 0.0;

@@ -135,14 +135,21 @@ static attn_status detr_top_carve(const attn_detr *m, float *base, detr_top *t) 
     return ATTN_OK;
 }
 
+static void detr_shard_free(void *p) {
+    attn_detr *s = p;
+    free(s->grads);                      /* a shard's params are the model's */
+    free(s->acts);
+}
+
+static void detr_free_shards(attn_detr *m) {
+    attn__shards_free(m->shards, m->n_shards, sizeof *m->shards, detr_shard_free);
+    m->shards = NULL;
+    m->n_shards = 0;
+}
+
 void attn_detr_free(attn_detr *m) {
     if (!m) return;
-    if (m->shards)
-        for (int k = 0; k < m->n_shards; k++) {
-            free(m->shards[k].grads);
-            free(m->shards[k].acts);
-        }
-    free(m->shards);
+    detr_free_shards(m);
     free(m->params);
     free(m->acts);
     memset(m, 0, sizeof *m);
@@ -167,31 +174,41 @@ static attn_status detr_alloc(attn_detr *m, const attn_ctx *ctx, const attn_detr
     if ((st = detr_top_carve(m, NULL, &t)) != ATTN_OK) { attn_detr_free(m); return st; }
     m->acts_floats = t.total;
     m->acts = calloc(t.total, sizeof(float));
-    const int ns = ATTN_DETR_SHARDS;
-    m->shards = calloc(ns, sizeof *m->shards);
-    if (!m->acts || !m->shards) { attn_detr_free(m); return ATTN_ERR_NOMEM; }
-    m->n_shards = ns;
-    for (int k = 0; k < ns; k++) {
-        attn_detr *s = &m->shards[k];
-        s->cfg = *cfg;
-        s->cfg.max_batch = (cfg->max_batch + ns - 1) / ns;
-        s->Np = m->Np;
-        s->K1 = m->K1;
-        s->crit = m->crit;
-        s->ctx = m->ctx;
-        s->ctx.threads = 1;                            /* the shards themselves run in parallel */
-        s->n_params = m->n_params;
-        s->params = m->params;
-        s->grads = calloc(m->n_params, sizeof(float));
-        if (!s->grads) { attn_detr_free(m); return ATTN_ERR_NOMEM; }
-        detr_layout(s, s->params, s->grads);
-        detr_acts a;
-        if ((st = detr_carve(s, NULL, &a)) != ATTN_OK) { attn_detr_free(m); return st; }
-        s->acts_floats = a.total;
-        s->acts = calloc(a.total, sizeof(float));
-        if (!s->acts) { attn_detr_free(m); return ATTN_ERR_NOMEM; }
-    }
+    if (!m->acts) { attn_detr_free(m); return ATTN_ERR_NOMEM; }
+    if ((st = attn_detr_set_shards(m, ATTN_DETR_SHARDS)) != ATTN_OK) { attn_detr_free(m); return st; }
     return ATTN_OK;
+}
+
+/* A shard: a view of the model's parameters with its own gradients and activations for ceil(max_batch/ns)
+ * rows, run on one thread (the shards themselves run in parallel). */
+static attn_status detr_shard_init(void *model, void *p, int ns) {
+    const attn_detr *m = model;
+    attn_detr *s = p;
+    s->cfg = m->cfg;
+    s->cfg.max_batch = (m->cfg.max_batch + ns - 1) / ns;
+    s->Np = m->Np;
+    s->K1 = m->K1;
+    s->crit = m->crit;
+    s->ctx = m->ctx;
+    s->ctx.threads = 1;
+    s->n_params = m->n_params;
+    s->params = m->params;
+    if (!(s->grads = calloc(m->n_params, sizeof(float)))) return ATTN_ERR_NOMEM;
+    detr_layout(s, s->params, s->grads);
+    detr_acts a;
+    attn_status st = detr_carve(s, NULL, &a);
+    if (st != ATTN_OK) return st;
+    s->acts_floats = a.total;
+    return (s->acts = calloc(a.total, sizeof(float))) ? ATTN_OK : ATTN_ERR_NOMEM;
+}
+
+attn_status attn_detr_set_shards(attn_detr *m, int ns) {
+    if (!m || !m->params) return ATTN_ERR_NULL;
+    void *shards = m->shards;
+    attn_status st = attn__shards_replace(m, &shards, &m->n_shards, sizeof *m->shards, ns, detr_shard_init,
+                                          detr_shard_free);
+    m->shards = shards;
+    return st;
 }
 
 attn_status attn_detr_init(attn_detr *m, const attn_ctx *ctx, const attn_detr_config *cfg, uint64_t seed) {
@@ -299,12 +316,12 @@ static attn_status shard_backward(attn_detr *s, const float *x, int B, const flo
 
 /* Shards [first, first + count) over a batch: forward (backward 0) into logits, boxes, cross; or backward
  * from the model's dlogits, dboxes, the shards' gradients summed into m->grads in shard order when they
- * are all here (count ATTN_DETR_SHARDS), left in the shards otherwise. */
+ * are all here (count n_shards), left in the shards otherwise. */
 static attn_status run_shards(attn_detr *m, const float *x, int B, int backward, float *logits, float *boxes,
                               float *cross, const float *dlogits, const float *dboxes, int first, int count) {
     const int ns = m->n_shards, per = (B + ns - 1) / ns, Q = m->cfg.queries, K1 = m->K1;
     const size_t img = (size_t)m->cfg.image * m->cfg.image, cq = (size_t)m->cfg.heads * Q * m->Np;
-    attn_status sts[ATTN_DETR_SHARDS];
+    attn_status sts[ATTN_MAX_SHARDS];
     int nth = m->ctx.threads > 0 ? m->ctx.threads : attn_get_num_threads();
     nth = nth < 1 ? 1 : nth > ns ? ns : nth;
     (void)nth;
@@ -368,15 +385,15 @@ static attn_status detr_loss_grad_part(attn_detr *m, const float *canvases, cons
         return st;
     if (count == ns) return ATTN_OK;
     /* the loss is the batch's, the same on every process: the shards carry none of it */
-    float *sg[ATTN_DETR_SHARDS], zero[ATTN_DETR_SHARDS] = {0}, unused = 0.0f;
+    float *sg[ATTN_MAX_SHARDS], zero[ATTN_MAX_SHARDS] = {0}, unused = 0.0f;
     for (int k = 0; k < ns; k++) sg[k] = m->shards[k].grads;
     return combine(user, m->grads, m->n_params, sg, zero, first, count, n_used, &unused);
 }
 
 attn_status attn_detr_loss_grad(attn_detr *m, const float *canvases, const int *n_targets, const int *labels,
                                 const float *tboxes, int B, float *loss, float *losses) {
-    return detr_loss_grad_part(m, canvases, n_targets, labels, tboxes, B, loss, losses, 0, ATTN_DETR_SHARDS, NULL,
-                               NULL, NULL);
+    return detr_loss_grad_part(m, canvases, n_targets, labels, tboxes, B, loss, losses, 0, m ? m->n_shards : 0,
+                               NULL, NULL, NULL);
 }
 
 attn_status attn_detr_train_step(attn_detr *m, attn_adam *opt, const float *canvases, const int *n_targets,

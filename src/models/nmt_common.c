@@ -170,3 +170,31 @@ attn_status attn__nmt_read_optimizer(const attn_st_file *f, const char *path, at
     if (st != ATTN_OK) attn_adam_free(opt);
     return st;
 }
+
+/* ---------------------------------------------------------------------------------------------------
+ * Training shards.
+ */
+void attn__shards_free(void *shards, int n, size_t shard_size, void (*free_one)(void *shard)) {
+    for (int k = 0; shards && k < n; k++) free_one((char *)shards + (size_t)k * shard_size);
+    free(shards);
+}
+
+attn_status attn__shards_replace(void *model, void **shards, int *n_shards, size_t shard_size, int ns,
+                                 attn_status (*init)(void *model, void *shard, int ns), void (*free_one)(void *shard)) {
+    if (ns < 1 || ns > ATTN_MAX_SHARDS) return ATTN_ERR_ARG;
+    if (ns == *n_shards) return ATTN_OK;
+    char *fresh = calloc((size_t)ns, shard_size);
+    if (!fresh) return ATTN_ERR_NOMEM;
+    attn_status st = ATTN_OK;
+    int made = 0;                        /* a shard that failed is made too: zeroed, then part allocated */
+    while (made < ns && st == ATTN_OK) st = init(model, fresh + (size_t)made++ * shard_size, ns);
+    if (st != ATTN_OK) {
+        attn__shards_free(fresh, made, shard_size, free_one);
+        return st;
+    }
+    attn__shards_free(*shards, *n_shards, shard_size, free_one);
+    *shards = fresh;
+    *n_shards = ns;
+    return ATTN_OK;
+}
+

@@ -37,7 +37,7 @@ typedef attn_status (*attn__nmt_shard_step)(void *model, int k, float *loss, con
 
 /* What the epoch driver needs of a model: its parameter/gradient slabs (n_params each), its shards'
  * gradients (n_shards ≤ ATTN__NMT_MAX_SHARDS) and the step of one shard. */
-#define ATTN__NMT_MAX_SHARDS 8
+#define ATTN__NMT_MAX_SHARDS ATTN_MAX_SHARDS
 typedef struct attn__nmt_trainer {
     void *model;
     attn__nmt_shard_step step;
@@ -52,6 +52,15 @@ typedef struct attn__nmt_trainer {
     attn_shard_combine_fn combine;
     void *user;
 } attn__nmt_trainer;
+
+/* A model's training shards replaced by ns new ones (attn_*_set_shards): an array of ns zeroed shards of
+ * shard_size bytes, each made by init(model, shard, ns). On success the old ones (*shards, *n_shards) are
+ * freed, free_one on each, and replaced; on failure the new ones are freed and the old stay. ns == *n_shards
+ * does nothing; ns outside 1 .. ATTN_MAX_SHARDS: ATTN_ERR_ARG. */
+attn_status attn__shards_replace(void *model, void **shards, int *n_shards, size_t shard_size, int ns,
+                                 attn_status (*init)(void *model, void *shard, int ns), void (*free_one)(void *shard));
+/* free_one on each of n shards of shard_size bytes, then the array. */
+void attn__shards_free(void *shards, int n, size_t shard_size, void (*free_one)(void *shard));
 
 /* One epoch: shuffle the N pairs with rng, then per batch: step split in the shards (on up to
  * attn_get_num_threads() threads, gradients summed in shard order), clip to clip, Adam. The caller has

@@ -11,7 +11,7 @@
  * The attention is the library's split additive attention on the model's context: the keys are projected
  * once per batch (attn_additive_keys_forward), each decoder step attends against them
  * (attn_additive_step_forward/backward), and the projection's gradient is taken once at the end
- * (attn_additive_keys_backward). Training splits each batch into ATTN_SEQ2SEQ_SHARDS fixed shards
+ * (attn_additive_keys_backward). Training splits each batch into n_shards fixed shards
  * (own gradients and activations, shared parameters) that run on up to that many OpenMP threads and
  * whose gradients are summed in order: the thread count does not change the result. The epoch driver
  * and the checkpoint I/O are shared with transformer.c in nmt_common.c.
@@ -147,13 +147,15 @@ static attn_additive_desc att_desc(const attn_seq2seq *m, int B, const int32_t *
     return d;
 }
 
+static void s2s_shard_free(void *p) {
+    attn_seq2seq *s = p;
+    free(s->grads);                      /* a shard's params belong to the model */
+    free(s->acts);
+    free(s->work);
+}
+
 static void free_shards(attn_seq2seq *m) {
-    for (int k = 0; k < m->n_shards; k++) {
-        free(m->shards[k].grads);            /* a shard's params belong to the model */
-        free(m->shards[k].acts);
-        free(m->shards[k].work);
-    }
-    free(m->shards);
+    attn__shards_free(m->shards, m->n_shards, sizeof *m->shards, s2s_shard_free);
     m->shards = NULL;
     m->n_shards = 0;
 }
@@ -183,25 +185,33 @@ static attn_status alloc_model(attn_seq2seq *m, const attn_ctx *ctx, const attn_
     m->grads = m->params + m->n_params;
     layout(m, m->params, m->grads);
     if ((st = alloc_acts(m)) != ATTN_OK) { attn_seq2seq_free(m); return st; }
-    /* the shards: views of the same parameters with their own gradients and activations */
-    const int ns = ATTN_SEQ2SEQ_SHARDS;
-    m->shards = calloc(ns, sizeof *m->shards);
-    if (!m->shards) { attn_seq2seq_free(m); return ATTN_ERR_NOMEM; }
-    m->n_shards = ns;
-    for (int k = 0; k < ns; k++) {
-        attn_seq2seq *s = &m->shards[k];
-        s->cfg = *cfg;
-        s->cfg.max_batch = (cfg->max_batch + ns - 1) / ns;
-        s->ctx = m->ctx;
-        s->ctx.threads = 1;                  /* the shards themselves run in parallel */
-        s->n_params = m->n_params;
-        s->params = m->params;
-        s->grads = calloc(m->n_params, sizeof(float));
-        if (!s->grads) { attn_seq2seq_free(m); return ATTN_ERR_NOMEM; }
-        layout(s, s->params, s->grads);
-        if ((st = alloc_acts(s)) != ATTN_OK) { attn_seq2seq_free(m); return st; }
-    }
+    if ((st = attn_seq2seq_set_shards(m, ATTN_SEQ2SEQ_SHARDS)) != ATTN_OK) { attn_seq2seq_free(m); return st; }
     return ATTN_OK;
+}
+
+/* A shard: a view of the model's parameters with its own gradients and activations for ceil(max_batch/ns)
+ * rows, run on one thread (the shards themselves run in parallel). */
+static attn_status s2s_shard_init(void *model, void *p, int ns) {
+    const attn_seq2seq *m = model;
+    attn_seq2seq *s = p;
+    s->cfg = m->cfg;
+    s->cfg.max_batch = (m->cfg.max_batch + ns - 1) / ns;
+    s->ctx = m->ctx;
+    s->ctx.threads = 1;
+    s->n_params = m->n_params;
+    s->params = m->params;
+    if (!(s->grads = calloc(m->n_params, sizeof(float)))) return ATTN_ERR_NOMEM;
+    layout(s, s->params, s->grads);
+    return alloc_acts(s);
+}
+
+attn_status attn_seq2seq_set_shards(attn_seq2seq *m, int ns) {
+    if (!m || !m->params) return ATTN_ERR_NULL;
+    void *shards = m->shards;
+    attn_status st = attn__shards_replace(m, &shards, &m->n_shards, sizeof *m->shards, ns, s2s_shard_init,
+                                          s2s_shard_free);
+    m->shards = shards;
+    return st;
 }
 
 /* Activations and the attention workspace for m->cfg.max_batch. */

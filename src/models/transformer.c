@@ -420,12 +420,14 @@ static attn_status tf_check_config(const attn_transformer_config *c) {
     return ATTN_OK;
 }
 
+static void tf_shard_free(void *p) {
+    attn_transformer *s = p;
+    free(s->grads);                      /* a shard's params and table belong to the model */
+    free(s->acts);
+}
+
 static void tf_free_shards(attn_transformer *m) {
-    for (int k = 0; k < m->n_shards; k++) {
-        free(m->shards[k].grads);            /* a shard's params and table belong to the model */
-        free(m->shards[k].acts);
-    }
-    free(m->shards);
+    attn__shards_free(m->shards, m->n_shards, sizeof *m->shards, tf_shard_free);
     m->shards = NULL;
     m->n_shards = 0;
 }
@@ -467,25 +469,34 @@ static attn_status tf_alloc(attn_transformer *m, const attn_ctx *ctx, const attn
     tf_layout(m, m->params, m->grads);
     attn_posenc_table(m->pos, cfg->num_steps, cfg->hidden);
     if ((st = tf_alloc_acts(m)) != ATTN_OK) { attn_transformer_free(m); return st; }
-    const int ns = ATTN_TF_SHARDS;
-    m->shards = calloc(ns, sizeof *m->shards);
-    if (!m->shards) { attn_transformer_free(m); return ATTN_ERR_NOMEM; }
-    m->n_shards = ns;
-    for (int k = 0; k < ns; k++) {
-        attn_transformer *s = &m->shards[k];
-        s->cfg = *cfg;
-        s->cfg.max_batch = (cfg->max_batch + ns - 1) / ns;
-        s->ctx = m->ctx;
-        s->ctx.threads = 1;                  /* the shards themselves run in parallel */
-        s->n_params = m->n_params;
-        s->params = m->params;
-        s->pos = m->pos;
-        s->grads = calloc(m->n_params, sizeof(float));
-        if (!s->grads) { attn_transformer_free(m); return ATTN_ERR_NOMEM; }
-        tf_layout(s, s->params, s->grads);
-        if ((st = tf_alloc_acts(s)) != ATTN_OK) { attn_transformer_free(m); return st; }
-    }
+    if ((st = attn_transformer_set_shards(m, ATTN_TF_SHARDS)) != ATTN_OK) { attn_transformer_free(m); return st; }
     return ATTN_OK;
+}
+
+/* A shard: a view of the model's parameters with its own gradients and activations for ceil(max_batch/ns)
+ * rows, run on one thread (the shards themselves run in parallel). */
+static attn_status tf_shard_init(void *model, void *p, int ns) {
+    const attn_transformer *m = model;
+    attn_transformer *s = p;
+    s->cfg = m->cfg;
+    s->cfg.max_batch = (m->cfg.max_batch + ns - 1) / ns;
+    s->ctx = m->ctx;
+    s->ctx.threads = 1;
+    s->n_params = m->n_params;
+    s->params = m->params;
+    s->pos = m->pos;
+    if (!(s->grads = calloc(m->n_params, sizeof(float)))) return ATTN_ERR_NOMEM;
+    tf_layout(s, s->params, s->grads);
+    return tf_alloc_acts(s);
+}
+
+attn_status attn_transformer_set_shards(attn_transformer *m, int ns) {
+    if (!m || !m->params) return ATTN_ERR_NULL;
+    void *shards = m->shards;
+    attn_status st = attn__shards_replace(m, &shards, &m->n_shards, sizeof *m->shards, ns, tf_shard_init,
+                                          tf_shard_free);
+    m->shards = shards;
+    return st;
 }
 
 attn_status attn_transformer_init(attn_transformer *m, const attn_ctx *ctx, const attn_transformer_config *cfg,

@@ -3,7 +3,7 @@
  * shard carved from one allocation, forward, backward, the sharded training step, the attention rollout
  * and checkpoints.
  *
- * Every call runs on the model's shards: a batch of B images is split into ATTN_VIT_SHARDS fixed parts of
+ * Every call runs on the model's shards: a batch of B images is split into n_shards fixed parts of
  * ceil(B / shards) images, each run by one thread on its own activations (and, in training, its own
  * gradients, summed in shard order afterwards), so results do not depend on the thread count.
  */
@@ -159,13 +159,21 @@ static void vit_acts_get(const attn_vit *m, vit_acts *a) {
 /* ---------------------------------------------------------------------------------------------------
  * Lifecycle.
  */
+static void vit_shard_free(void *p) {
+    attn_vit *s = p;
+    free(s->grads);                      /* a shard's params are the model's */
+    free(s->acts);
+}
+
+static void vit_free_shards(attn_vit *m) {
+    attn__shards_free(m->shards, m->n_shards, sizeof *m->shards, vit_shard_free);
+    m->shards = NULL;
+    m->n_shards = 0;
+}
+
 void attn_vit_free(attn_vit *m) {
     if (!m) return;
-    for (int k = 0; k < m->n_shards; k++) {
-        free(m->shards[k].grads);                     /* a shard's params are the model's */
-        free(m->shards[k].acts);
-    }
-    free(m->shards);
+    vit_free_shards(m);
     free(m->params);
     memset(m, 0, sizeof *m);
 }
@@ -183,28 +191,37 @@ static attn_status vit_alloc(attn_vit *m, const attn_ctx *ctx, const attn_vit_co
     if (!m->params) return ATTN_ERR_NOMEM;
     m->grads = m->params + m->n_params;
     vit_layout(m, m->params, m->grads);
-    const int ns = ATTN_VIT_SHARDS;
-    m->shards = calloc(ns, sizeof *m->shards);
-    if (!m->shards) { attn_vit_free(m); return ATTN_ERR_NOMEM; }
-    m->n_shards = ns;
-    for (int k = 0; k < ns; k++) {
-        attn_vit *s = &m->shards[k];
-        s->cfg = *cfg;
-        s->cfg.max_batch = (cfg->max_batch + ns - 1) / ns;
-        s->T = m->T;
-        s->ctx = m->ctx;
-        s->ctx.threads = 1;                            /* the shards themselves run in parallel */
-        s->n_params = m->n_params;
-        s->params = m->params;
-        s->grads = calloc(m->n_params, sizeof(float));
-        if (!s->grads) { attn_vit_free(m); return ATTN_ERR_NOMEM; }
-        vit_layout(s, s->params, s->grads);
-        vit_acts a;
-        if ((st = vit_carve(s, NULL, s->cfg.max_batch, &a, &s->acts_bytes)) != ATTN_OK) { attn_vit_free(m); return st; }
-        s->acts = calloc(1, s->acts_bytes);
-        if (!s->acts) { attn_vit_free(m); return ATTN_ERR_NOMEM; }
-    }
+    if ((st = attn_vit_set_shards(m, ATTN_VIT_SHARDS)) != ATTN_OK) { attn_vit_free(m); return st; }
     return ATTN_OK;
+}
+
+/* A shard: a view of the model's parameters with its own gradients and activations for ceil(max_batch/ns)
+ * rows, run on one thread (the shards themselves run in parallel). */
+static attn_status vit_shard_init(void *model, void *p, int ns) {
+    const attn_vit *m = model;
+    attn_vit *s = p;
+    s->cfg = m->cfg;
+    s->cfg.max_batch = (m->cfg.max_batch + ns - 1) / ns;
+    s->T = m->T;
+    s->ctx = m->ctx;
+    s->ctx.threads = 1;
+    s->n_params = m->n_params;
+    s->params = m->params;
+    if (!(s->grads = calloc(m->n_params, sizeof(float)))) return ATTN_ERR_NOMEM;
+    vit_layout(s, s->params, s->grads);
+    vit_acts a;
+    attn_status st = vit_carve(s, NULL, s->cfg.max_batch, &a, &s->acts_bytes);
+    if (st != ATTN_OK) return st;
+    return (s->acts = calloc(1, s->acts_bytes)) ? ATTN_OK : ATTN_ERR_NOMEM;
+}
+
+attn_status attn_vit_set_shards(attn_vit *m, int ns) {
+    if (!m || !m->params) return ATTN_ERR_NULL;
+    void *shards = m->shards;
+    attn_status st = attn__shards_replace(m, &shards, &m->n_shards, sizeof *m->shards, ns, vit_shard_init,
+                                          vit_shard_free);
+    m->shards = shards;
+    return st;
 }
 
 attn_status attn_vit_init(attn_vit *m, const attn_ctx *ctx, const attn_vit_config *cfg, uint64_t seed) {
@@ -336,9 +353,9 @@ static attn_status run_sharded(attn_vit *m, const float *images, const int32_t *
     const int ns = m->n_shards, per = (B + ns - 1) / ns, K = m->cfg.classes;
     const int n_used = (B + per - 1) / per;       /* shards holding images */
     const size_t img = (size_t)m->cfg.channels * m->cfg.image * m->cfg.image;
-    attn_status sts[ATTN_VIT_SHARDS];
-    float losses[ATTN_VIT_SHARDS];
-    int oks[ATTN_VIT_SHARDS];
+    attn_status sts[ATTN_MAX_SHARDS];
+    float losses[ATTN_MAX_SHARDS];
+    int oks[ATTN_MAX_SHARDS];
     int nth = m->ctx.threads > 0 ? m->ctx.threads : attn_get_num_threads();
     nth = nth < 1 ? 1 : nth > ns ? ns : nth;
     (void)nth;
@@ -361,7 +378,7 @@ static attn_status run_sharded(attn_vit *m, const float *images, const int32_t *
         ok += oks[k];
     }
     if (backward && combine) {
-        float *sg[ATTN_VIT_SHARDS];
+        float *sg[ATTN_MAX_SHARDS];
         float lsum;
         for (int k = 0; k < ns; k++) sg[k] = m->shards[k].grads;
         if ((st = combine(user, m->grads, m->n_params, sg, losses, first, count, n_used, &lsum)) != ATTN_OK) return st;

@@ -23,6 +23,6 @@ done
 # more ranks than the models' 2 shards per batch: refused with a message, exit 2
 $mpirun -np 3 "$attn" translate train --data "$data" --examples 300 --max-steps 1 --out "$tmp/three" > "$tmp/log3" 2>&1
 rc=$?
-if [ $rc -ne 0 ] && grep -q "divides the model's 2 shards" "$tmp/log3"; then echo "dp_translate: 3 ranks refused: ok"
+if [ $rc -ne 0 ] && grep -q "3 ranks do not divide the 2 shards" "$tmp/log3"; then echo "dp_translate: 3 ranks refused: ok"
 else echo "dp_translate: 3 ranks: rc $rc, want a refusal:"; cat "$tmp/log3"; fail=1; fi
 exit $fail

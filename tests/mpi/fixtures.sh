@@ -68,7 +68,7 @@ dp_refuses_3() {
   tag=$1; log=$2; run=$3; shift 3
   if $run -np 3 "$@" > "$log" 2>&1; then
     echo "$tag: 3 ranks were not refused"; fail=1
-  elif ! grep -q "the ranks must divide the 2 shards" "$log"; then
+  elif ! grep -q "3 ranks do not divide the 2 shards" "$log"; then
     echo "$tag: 3 ranks: no message saying why:"; cat "$log"; fail=1
   else
     echo "$tag: 3 ranks refused: ok"

@@ -99,27 +99,32 @@ def batch(images, labels, rng, B):
 
 
 class MHA(nn.Module):
-    """d2l's MultiHeadAttention without biases: q, k, v, o projections, heads split by columns"""
+    """d2l's MultiHeadAttention without biases: q, k, v, o projections, heads split by columns; causal: query t
+    sees keys 0..t (the decoder's masked self-attention, as tools/replica/caption.py uses it)"""
     def __init__(self, D, H):
         super().__init__()
         self.H = H
         self.q, self.k, self.v, self.o = (nn.Linear(D, D, bias=False) for _ in range(4))
 
-    def forward(self, x, y):
+    def forward(self, x, y, causal=False):
         B, T, D = x.shape
         S_, H = y.shape[1], self.H
         q = self.q(x).view(B, T, H, D // H).transpose(1, 2)
         k = self.k(y).view(B, S_, H, D // H).transpose(1, 2)
         v = self.v(y).view(B, S_, H, D // H).transpose(1, 2)
-        w = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(D // H), dim=-1)
+        s = q @ k.transpose(-1, -2) / math.sqrt(D // H)
+        if causal:
+            s = s.masked_fill(torch.ones(T, S_, dtype=torch.bool).triu(1), float("-inf"))
+        w = torch.softmax(s, dim=-1)
         self.weights = w
         return self.o((w @ v).transpose(1, 2).reshape(B, T, D))
 
 
 class Block(nn.Module):
-    """post-norm: self-attention (unmasked), [cross-attention], feed-forward, each followed by add & norm"""
-    def __init__(self, D, F_, H, decoder):
+    """post-norm: self-attention (causal or not), [cross-attention], feed-forward, each followed by add & norm"""
+    def __init__(self, D, F_, H, decoder, causal=False):
         super().__init__()
+        self.causal = causal
         self.sa, self.ln1 = MHA(D, H), nn.LayerNorm(D)
         self.ca = MHA(D, H) if decoder else None
         self.ln2 = nn.LayerNorm(D) if decoder else None
@@ -127,7 +132,7 @@ class Block(nn.Module):
         self.ln3 = nn.LayerNorm(D)
 
     def forward(self, x, enc=None):
-        x = self.ln1(x + self.sa(x, x))
+        x = self.ln1(x + self.sa(x, x, self.causal))
         if self.ca is not None:
             x = self.ln2(x + self.ca(x, enc))
         return self.ln3(x + self.ff(x))
