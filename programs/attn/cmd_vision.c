@@ -2,8 +2,8 @@
  * cmd_vision.c — `attn vision train|eval|predict`: a Vision Transformer (attn/vit.h) on Fashion-MNIST.
  *
  *   train    reads the IDX files, trains with AdamW, linear warm-up then cosine decay, and light seeded
- *            augmentation (horizontal flips; --crop N adds random crops of the image padded by N pixels;
- *            the earlier default added crops padded by 2); prints a progress
+ *            augmentation (random crops of the image padded by 1 pixel, --crop N, and horizontal flips;
+ *            the earlier default padded by 2); prints a progress
  *            line and one line per epoch (with the test accuracy); saves --out/vit.safetensors after every
  *            epoch (atomically, with the optimizer's state, so --resume continues exactly: shuffling and
  *            augmentation are pure functions of seed and epoch); the history in --out/vit_history.csv
@@ -582,7 +582,7 @@ int cmd_vision(int argc, char **argv) {
     vision_flags f = {.data = ATTN_FMNIST_DEFAULT_DIR, .out = "vision_out", .split = "test", .epochs = 0,
                       .batch = 128, .warmup = 1, .patch = dc.patch, .dim = dc.dim, .heads = dc.heads,
                       .blocks = dc.blocks, .mlp = dc.mlp, .lr = 2e-3f, .wd = 0.05f, .clip = 1.0f, .seed = 1,
-                      .crop = 0};
+                      .crop = 1};
     const char *sub = argc >= 2 ? argv[1] : NULL;
     const cli_opt train_opts[] = {
         {"data", CLI_STR, &f.data, "DIR", "the folder of the Fashion-MNIST IDX files (.gz or not)"},

@@ -1,5 +1,5 @@
 """vit.py — the PyTorch 1.13 replica of `attn vision train`: the same ViT (vit_model.py), data, normalization,
-augmentation kind (horizontal flip; --crop N adds random crops of the image padded by N), AdamW, warm-up + cosine schedule
+augmentation kind (random crop of the image padded by 1, --crop N, and horizontal flip), AdamW, warm-up + cosine schedule
 per step, gradient clipping and batch size. Prints one line per epoch with its time and the test accuracy,
 for speed and accuracy side by side with the C program.
 
@@ -78,7 +78,7 @@ def main():
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--blocks", type=int, default=4)
     ap.add_argument("--mlp", type=int, default=256)
-    ap.add_argument("--crop", type=int, default=0)
+    ap.add_argument("--crop", type=int, default=1)
     ap.add_argument("--no-flip", action="store_true")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
