@@ -459,6 +459,34 @@ expect_rc 0 "vision train --max-steps 7" "$attn" vision train $vr --out "$tmp/vr
 cmp -s "$tmp/vr1/vit.safetensors" "$tmp/vr2/vit.safetensors" ||
   bad "vision train: 3 steps, then --resume 4 steps differ from 7 steps in one run"
 expect_rc 2 "vision train --max-steps -1" "$attn" vision train $vr --out "$tmp/vr3" --max-steps -1
+# the augmentation's flags and their persistence: crops padded by 1 without flips, cut and resumed
+expect_rc 2 "vision train --crop -1" "$attn" vision train $vr --out "$tmp/vr3" --crop -1
+expect_rc 2 "vision train --crop 9" "$attn" vision train $vr --out "$tmp/vr3" --crop 9
+expect_rc 0 "vision train --crop 1 --no-flip --max-steps 3" "$attn" vision train $vr --crop 1 --no-flip --out "$tmp/vr4" --max-steps 3
+grep -q "crop (pad 1)," $out || bad "vision train --crop 1 --no-flip does not say its augmentation"
+expect_rc 0 "vision train --resume (crop 1, no flip)" "$attn" vision train --data "$vd" --threads 1 --out "$tmp/vr4" --resume --max-steps 4
+expect_rc 0 "vision train --crop 1 --no-flip --max-steps 7" "$attn" vision train $vr --crop 1 --no-flip --out "$tmp/vr5" --max-steps 7
+cmp -s "$tmp/vr4/vit.safetensors" "$tmp/vr5/vit.safetensors" ||
+  bad "vision train --crop 1 --no-flip: 3 steps, then --resume 4 steps differ from 7 steps in one run"
+cmp -s "$tmp/vr2/vit.safetensors" "$tmp/vr5/vit.safetensors" && bad "vision train: --crop 1 --no-flip changed nothing"
+[ "$(head -1 "$tmp/vo/vit_history.csv")" = "epoch,loss,acc,test_loss,test_acc,seconds" ] ||
+  bad "vision history header: $(head -1 "$tmp/vo/vit_history.csv")"
+# a history begun with the older names (val_loss, val_acc) goes on under them when resumed
+mkdir -p "$tmp/vo_old"; cp "$tmp/vo/vit.safetensors" "$tmp/vo_old/"
+sed '1s/test_/val_/g' "$tmp/vo/vit_history.csv" > "$tmp/vo_old/vit_history.csv"
+expect_rc 0 "vision train --resume (older history)" "$attn" vision train --data "$vd" --out "$tmp/vo_old" --threads 1 --resume --epochs 3
+[ "$(head -1 "$tmp/vo_old/vit_history.csv")" = "epoch,loss,acc,val_loss,val_acc,seconds" ] &&
+  [ "$(wc -l < "$tmp/vo_old/vit_history.csv")" -eq 4 ] || bad "vision train --resume: the older history was not continued"
+expect_rc 0 "plot vit_history.csv" "$attn" plot "$tmp/vo/vit_history.csv" --out "$tmp/vh.png"
+[ -s "$tmp/vh.png" ] || bad "attn plot drew nothing from the vision history"
+# test_ columns share their quantity's chart as val_ ones do: one row of charts, the height of a val_ history's
+# picture (IHDR's height; unpaired, the four quantities take two rows)
+printf 'epoch,loss,acc,val_loss,val_acc,seconds\n1,.5,.7,.6,.6,1\n2,.4,.8,.5,.7,1\n' > "$tmp/hv.csv"
+sed 's/val_/test_/g' "$tmp/hv.csv" > "$tmp/ht.csv"
+expect_rc 0 "plot (val_ columns)" "$attn" plot "$tmp/hv.csv" --out "$tmp/hv.png"
+expect_rc 0 "plot (test_ columns)" "$attn" plot "$tmp/ht.csv" --out "$tmp/ht.png"
+[ "$(head -c 24 "$tmp/hv.png" | tail -c 4 | od -An -tx1)" = "$(head -c 24 "$tmp/ht.png" | tail -c 4 | od -An -tx1)" ] ||
+  bad "attn plot: test_loss/test_acc are not drawn with loss/acc (the picture's height differs from val_'s)"
 expect_rc 0 "vision eval" "$attn" vision eval --data "$vd" --out "$tmp/vo"
 grep -q "^test_acc [01]\.[0-9][0-9][0-9][0-9]$" $out || bad "vision eval prints no 'test_acc 0.xxxx' line"
 expect_rc 0 "vision predict --png" "$attn" vision predict --data "$vd" --out "$tmp/vo" --png "$tmp/vp.png" 3

@@ -36,6 +36,32 @@ static void test_golden_layers(void) {
     for (int i = 0; i < 57; i++) dx[i] -= 1.0f;
     tu_close_f32("gelu backward", dx, gdx, 57, 2e-6, 1e-5);
 
+    /* every path's GELU gives the reference path's bits (its loops only widen; ragged length for the tails) */
+    enum { NG = 1031 };
+    static float gxs[NG], gdys[NG], yref[NG], dref[NG], yp[NG], dp[NG];
+    for (int i = 0; i < NG; i++) {
+        gxs[i] = -14.0f + 28.0f * (float)i / (NG - 1) + 1e-3f * (float)(i % 7);
+        gdys[i] = 0.5f - (float)(i % 11) / 10.0f;
+    }
+    const attn_isa isa0 = attn_get_isa();
+    CHECK_STATUS(attn_set_isa(ATTN_ISA_REF), ATTN_OK);
+    memset(dref, 0, sizeof dref);
+    CHECK_STATUS(attn_gelu_forward(yref, gxs, NG), ATTN_OK);
+    CHECK_STATUS(attn_gelu_backward(dref, gdys, gxs, NG), ATTN_OK);
+    int paths = 0;
+    for (int isa = ATTN_ISA_SCALAR; isa < ATTN_ISA_COUNT; isa++) {
+        if (isa == ATTN_ISA_AUTO || attn_set_isa((attn_isa)isa) != ATTN_OK) continue;
+        memset(dp, 0, sizeof dp);
+        CHECK_STATUS(attn_gelu_forward(yp, gxs, NG), ATTN_OK);
+        CHECK_STATUS(attn_gelu_backward(dp, gdys, gxs, NG), ATTN_OK);
+        const int same = memcmp(yp, yref, sizeof yp) == 0 && memcmp(dp, dref, sizeof dp) == 0;
+        CHECK(same);
+        if (!same) fprintf(stderr, "  gelu on path %s: not the reference path's bits\n", attn_isa_name((attn_isa)isa));
+        paths++;
+    }
+    CHECK_STATUS(attn_set_isa(isa0), ATTN_OK);
+    printf("  gelu: %d paths give the reference path's bits\n", paths);
+
     /* patch embedding: C 3, 8x12, P 4, D 5 */
     attn_patch_embed pe;
     float params[5 * 48 + 5], grads[5 * 48 + 5];

@@ -5,7 +5,7 @@
  *
  *     attn_vit m;
  *     attn_vit_config c;
- *     attn_vit_config_default(&c);                    // 28x28x1, patch 4, dim 64, 4 heads, 4 blocks, MLP 128
+ *     attn_vit_config_default(&c);                    // 28x28x1, patch 7, dim 128, 4 heads, 4 blocks, MLP 256
  *     attn_vit_init(&m, NULL, &c, seed);
  *     attn_adam opt; attn_adam_alloc(&opt, m.n_params, 1e-3f); opt.weight_decay = 0.05f;   // AdamW
  *     attn_vit_train_step(&m, &opt, images, labels, B, 1.0f, &loss, &correct);  // one batch
@@ -55,7 +55,8 @@ typedef struct attn_vit_config {
                                     path has bf16 units; weights, activations and accumulation fp32); saved */
 } attn_vit_config;
 
-/* 28, 1, 4; 64, 4, 4, 128; 10; 128. */
+/* 28, 1, 7; 128, 4, 4, 256; 10; 128: `attn vision train`'s defaults (earlier patch 4, dim 64 and MLP 128;
+ * checkpoints keep their config, so those still load). */
 void attn_vit_config_default(attn_vit_config *c);
 
 typedef struct attn_vit_block {

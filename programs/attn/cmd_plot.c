@@ -1,7 +1,8 @@
 /*
  * cmd_plot.c — `attn plot HISTORY.csv --out FILE.png`: draws a training history (the CSV every training
  * writes beside its checkpoint) as the tutorials' curves: one line chart per quantity, a quantity's
- * validation twin in the same chart (loss with val_loss, acc with val_acc), epochs along x.
+ * validation (or test) twin in the same chart (loss with val_loss, acc with val_acc or test_acc), epochs
+ * along x.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "cli.h"
@@ -18,10 +19,10 @@ int cmd_plot(int argc, char **argv) {
         {"title", CLI_STR, &title, "TEXT", "put TEXT before each chart's title"},
     };
     const cli_cmd cmd = {"attn plot HISTORY.csv --out FILE.png [options]",
-                         "Draws a training history as line charts: one chart per quantity (loss with val_loss,\n"
-                         "acc with val_acc, ...) against the epoch. Every training writes its history beside\n"
-                         "its checkpoint: imdb_history.csv, seq2seq_history.csv, transformer_history.csv,"
-                         " vit_history.csv.",
+                         "Draws a training history as line charts: one chart per quantity (loss with val_loss or\n"
+                         "test_loss, acc with val_acc or test_acc, ...) against the epoch. Every training\n"
+                         "writes its history beside its checkpoint: imdb_history.csv, seq2seq_history.csv,\n"
+                         "transformer_history.csv, vit_history.csv.",
                          opts, (int)(sizeof opts / sizeof opts[0]), 1, 1};
     const char *pos[1] = {NULL};
     int n_pos = 0;

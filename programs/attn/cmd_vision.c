@@ -2,7 +2,8 @@
  * cmd_vision.c — `attn vision train|eval|predict`: a Vision Transformer (attn/vit.h) on Fashion-MNIST.
  *
  *   train    reads the IDX files, trains with AdamW, linear warm-up then cosine decay, and light seeded
- *            augmentation (random crop of the image padded by 2 pixels, horizontal flip); prints a progress
+ *            augmentation (random crops of the image padded by 1 pixel, --crop N, and horizontal flips;
+ *            the earlier default padded by 2); prints a progress
  *            line and one line per epoch (with the test accuracy); saves --out/vit.safetensors after every
  *            epoch (atomically, with the optimizer's state, so --resume continues exactly: shuffling and
  *            augmentation are pure functions of seed and epoch); the history in --out/vit_history.csv
@@ -29,11 +30,12 @@
 #define EVAL_BATCH 250
 #define FM_MEAN 0.2860f
 #define FM_STD 0.3530f
-#define CROP_PAD 2
+#define MAX_CROP 8
 
 typedef struct vision_flags {
     const char *data, *out, *ckpt, *png, *html, *plot, *split;
     int epochs, batch, threads, limit, resume, no_augment, warmup;
+    int crop, no_flip;           /* augmentation: the random crop's padding (0: none), and no flips */
     int max_steps;               /* train: stop after this many optimizer steps of this run (0: no limit) */
     int shards;                  /* train: --shards (0: not given) */
     int patch, dim, heads, blocks, mlp;
@@ -42,6 +44,9 @@ typedef struct vision_flags {
     const char *precision;       /* train: --precision as given, or NULL */
     attn_dtype compute;          /* train: what it names (F32 when not given) */
 } vision_flags;
+
+/* Whether the run augments at all. */
+static int augments(const vision_flags *f) { return f->crop > 0 || !f->no_flip; }
 
 static int load_data(attn_fmnist *d, const vision_flags *f) {
     return cli_fmnist_load("vision", d, f->data, f->limit);
@@ -94,16 +99,17 @@ static int evaluate(attn_vit *m, const attn_fmnist_split *s, double *loss, doubl
 /* ---------------------------------------------------------------------------------------------------
  * train
  */
-#define N_RUN_META 10
+#define N_RUN_META 13
 /* "step": the steps done of epoch "epoch" + 1 when --max-steps cut it (0 otherwise; absent before);
- * "shards" (saved after them; absent before: 2) is read by dist_shards */
-static const char *const run_keys[N_RUN_META + 1] = {"epoch", "epochs", "batch", "lr", "weight_decay", "warmup",
-                                                      "augment", "seed", "limit", "step", "shards"};
+ * "shards" (absent before: 2) is read by dist_shards; "crop" and "flip": the augmentation (absent before:
+ * "augment" 1 meant crop 2 and flip, 0 neither) */
+static const char *const run_keys[N_RUN_META] = {"epoch", "epochs", "batch", "lr", "weight_decay", "warmup",
+                                                    "augment", "seed", "limit", "step", "shards", "crop", "flip"};
 
 static int save_checkpoint(const char *path, const attn_vit *m, const attn_adam *opt, const vision_flags *f,
                            int epoch, int step) {
-    char v[N_RUN_META + 1][32];
-    const char *vp[N_RUN_META + 1];
+    char v[N_RUN_META][32];
+    const char *vp[N_RUN_META];
     snprintf(v[10], 32, "%d", f->shards);
     snprintf(v[9], 32, "%d", step);
     snprintf(v[0], 32, "%d", epoch);
@@ -112,12 +118,14 @@ static int save_checkpoint(const char *path, const attn_vit *m, const attn_adam 
     snprintf(v[3], 32, "%.9g", (double)f->lr);
     snprintf(v[4], 32, "%.9g", (double)f->wd);
     snprintf(v[5], 32, "%d", f->warmup);
-    snprintf(v[6], 32, "%d", !f->no_augment);
+    snprintf(v[6], 32, "%d", augments(f));
     snprintf(v[7], 32, "%" PRIu64, f->seed);
     snprintf(v[8], 32, "%d", f->limit);
-    for (int i = 0; i < N_RUN_META + 1; i++) vp[i] = v[i];
+    snprintf(v[11], 32, "%d", f->crop);
+    snprintf(v[12], 32, "%d", !f->no_flip);
+    for (int i = 0; i < N_RUN_META; i++) vp[i] = v[i];
     char err[1024] = "";
-    attn_status st = attn_vit_save(m, opt, run_keys, vp, N_RUN_META + 1, path, err, sizeof err);
+    attn_status st = attn_vit_save(m, opt, run_keys, vp, N_RUN_META, path, err, sizeof err);
     if (st != ATTN_OK) {
         fprintf(stderr, "attn: vision: saving the checkpoint: %s\n", err[0] ? err : attn_status_string(st));
         return 1;
@@ -131,9 +139,12 @@ static int save_checkpoint(const char *path, const attn_vit *m, const attn_adam 
 static int resume_settings(const char *path, vision_flags *f, int epochs_given, int *done, int *step) {
     double v[N_RUN_META];
     v[9] = 0;                    /* checkpoints before "step" hold whole epochs */
-    if (cli_run_meta("vision", path, run_keys, N_RUN_META - 1, v) ||
-        (cli_has_meta(path, run_keys[9]) && cli_run_meta("vision", path, run_keys + 9, 1, v + 9)))
-        return 1;
+    if (cli_run_meta("vision", path, run_keys, 9, v)) return 1;
+    v[11] = v[6] != 0 ? 2 : 0;   /* checkpoints before "crop" and "flip": "augment" said both or neither */
+    v[12] = v[6] != 0;
+    for (int k = 9; k < N_RUN_META; k++)   /* "shards" (10) is dist_shards' */
+        if (k != 10 && cli_has_meta(path, run_keys[k]) && cli_run_meta("vision", path, run_keys + k, 1, v + k))
+            return 1;
     *done = (int)v[0];
     *step = (int)v[9];
     if (!epochs_given) f->epochs = (int)v[1];
@@ -141,7 +152,12 @@ static int resume_settings(const char *path, vision_flags *f, int epochs_given, 
     f->lr = (float)v[3];
     f->wd = (float)v[4];
     f->warmup = (int)v[5];
-    f->no_augment = !(int)v[6];
+    f->crop = (int)v[11];
+    f->no_flip = !(int)v[12];
+    if (f->crop < 0 || f->crop > MAX_CROP) {
+        fprintf(stderr, "attn: vision: --resume: %s: crop %d: expected 0..%d\n", path, f->crop, MAX_CROP);
+        return 1;
+    }
     f->seed = (uint64_t)v[7];
     f->limit = (int)v[8];
     return 0;
@@ -154,12 +170,26 @@ static void progress(int done, int total, double t0, double loss, double acc, in
     fflush(stderr);
 }
 
-/* Augmentation of one image: a crop offset and a flip, drawn from the epoch's generator. */
-static void draw_augment(attn_rng *rng, int *dy, int *dx, int *flip) {
-    uint32_t r = attn_rng_u32(rng);
-    *dy = (int)(r % (2 * CROP_PAD + 1)) - CROP_PAD;
-    *dx = (int)((r >> 8) % (2 * CROP_PAD + 1)) - CROP_PAD;
-    *flip = (r >> 16) & 1;
+/* Augmentation of one image: a crop offset within the padding and a flip, drawn from the epoch's generator
+ * (one number per image whatever is used of it, so --resume can replay the draws). */
+static void draw_augment(attn_rng *rng, const vision_flags *f, int *dy, int *dx, int *flip) {
+    const uint32_t r = attn_rng_u32(rng);
+    *dy = (int)(r % (uint32_t)(2 * f->crop + 1)) - f->crop;
+    *dx = (int)((r >> 8) % (uint32_t)(2 * f->crop + 1)) - f->crop;
+    *flip = f->no_flip ? 0 : (int)((r >> 16) & 1);
+}
+
+/* The history's columns: test_loss and test_acc (the test split is what they measure); a resumed run whose
+ * history was begun before these names keeps that file's val_loss and val_acc. */
+static const char *const *history_columns(const char *path, int resume) {
+    static const char *const cols[6] = {"epoch", "loss", "acc", "test_loss", "test_acc", "seconds"};
+    static const char *const older[6] = {"epoch", "loss", "acc", "val_loss", "val_acc", "seconds"};
+    char line[64] = "";
+    FILE *fp = resume ? fopen(path, "r") : NULL;
+    const int old = fp && fgets(line, sizeof line, fp) &&
+                    strcmp(line, "epoch,loss,acc,val_loss,val_acc,seconds\n") == 0;
+    if (fp) fclose(fp);
+    return old ? older : cols;
 }
 
 /* Training; under mpirun data parallel: every rank forms the whole batch and computes its shards of it
@@ -236,14 +266,17 @@ static int vision_train(vision_flags *f, int epochs_given) {
         return cli_fail(st, "vision: --shards");
     }
     const attn_vit_config *c = &m.cfg;
-    char par[96] = "";
+    char par[96] = "", aug[64];
+    if (!augments(f)) snprintf(aug, sizeof aug, "no augmentation");
+    else if (f->crop == 0) snprintf(aug, sizeof aug, "flip");
+    else snprintf(aug, sizeof aug, "crop (pad %d)%s", f->crop, f->no_flip ? "" : " + flip");
     if (dist_on()) snprintf(par, sizeof par, " per rank; data parallel: %d ranks, shards %d of %d each", N, sh_count,
                             f->shards);
     if (lead)
         fprintf(stderr, "attn: vision: ViT patch %d, dim %d, %d heads, %d blocks, MLP %d: %zu parameters, %d tokens; "
                 "AdamW lr %g wd %g, %d warm-up epoch(s) then cosine, batch %d, %s, %d threads%s, attention compute %s\n",
                 c->patch, c->dim, c->heads, c->blocks, c->mlp, m.n_params, m.T, (double)f->lr, (double)f->wd,
-                f->warmup, f->batch, f->no_augment ? "no augmentation" : "crop (pad 2) + flip", attn_get_num_threads(),
+                f->warmup, f->batch, aug, attn_get_num_threads(),
                 par, c->compute == ATTN_DTYPE_BF16 ? "bf16" : "f32");
 
     const int n = d.train.n, P = d.train.rows * d.train.cols, steps = (n + f->batch - 1) / f->batch;
@@ -253,8 +286,8 @@ static int vision_train(vision_flags *f, int epochs_given) {
     cli_history hist;
     memset(&hist, 0, sizeof hist);
     char hpath[4200];
-    static const char *const hcols[6] = {"epoch", "loss", "acc", "val_loss", "val_acc", "seconds"};
     snprintf(hpath, sizeof hpath, "%s/%s", f->out, HISTORY_NAME);
+    const char *const *hcols = history_columns(hpath, f->resume);
     int rc = 0;
     if (!perm || !lab || !x) { rc = cli_fail(ATTN_ERR_NOMEM, "vision"); goto out; }
     if (lead && cli_history_start(&hist, "vision", hpath, 6, hcols, done, f->plot, "Fashion-MNIST ViT")) {
@@ -275,9 +308,9 @@ static int vision_train(vision_flags *f, int epochs_given) {
         int correct = 0, seen = 0, mine = 0, first_step = 0, s = 0;
         if (epoch == done && skip > 0) {      /* resumed inside this epoch: its first steps' draws again */
             first_step = skip < steps ? skip : steps;
-            for (int i = 0; i < first_step * f->batch && i < n && !f->no_augment; i++) {
+            for (int i = 0; i < first_step * f->batch && i < n && augments(f); i++) {
                 int dy, dx, flip;
-                draw_augment(&rng, &dy, &dx, &flip);
+                draw_augment(&rng, f, &dy, &dx, &flip);
             }
         }
         if (lead) fprintf(stderr, "Epoch %d/%d%s\n", epoch + 1, f->epochs, first_step ? " (resumed inside)" : "");
@@ -290,7 +323,7 @@ static int vision_train(vision_flags *f, int epochs_given) {
             for (int b = 0; b < B; b++) {
                 const int k = perm[s * f->batch + b];
                 int dy = 0, dx = 0, flip = 0;
-                if (!f->no_augment) draw_augment(&rng, &dy, &dx, &flip);
+                if (augments(f)) draw_augment(&rng, f, &dy, &dx, &flip);
                 put_image(x + (size_t)b * P, &d.train, k, dy, dx, flip);
                 lab[b] = d.train.labels[k];
             }
@@ -544,9 +577,12 @@ static int vision_predict(const vision_flags *f, const cli_cmd *cmd, const char 
  * Entry.
  */
 int cmd_vision(int argc, char **argv) {
+    attn_vit_config dc;          /* the model's defaults are the library's */
+    attn_vit_config_default(&dc);
     vision_flags f = {.data = ATTN_FMNIST_DEFAULT_DIR, .out = "vision_out", .split = "test", .epochs = 0,
-                      .batch = 128, .warmup = 1, .patch = 4, .dim = 64, .heads = 4, .blocks = 4, .mlp = 128,
-                      .lr = 2e-3f, .wd = 0.05f, .clip = 1.0f, .seed = 1};
+                      .batch = 128, .warmup = 1, .patch = dc.patch, .dim = dc.dim, .heads = dc.heads,
+                      .blocks = dc.blocks, .mlp = dc.mlp, .lr = 2e-3f, .wd = 0.05f, .clip = 1.0f, .seed = 1,
+                      .crop = 1};
     const char *sub = argc >= 2 ? argv[1] : NULL;
     const cli_opt train_opts[] = {
         {"data", CLI_STR, &f.data, "DIR", "the folder of the Fashion-MNIST IDX files (.gz or not)"},
@@ -562,7 +598,9 @@ int cmd_vision(int argc, char **argv) {
         {"heads", CLI_INT, &f.heads, "N", "attention heads (divides --dim)"},
         {"blocks", CLI_INT, &f.blocks, "N", "Transformer blocks"},
         {"mlp", CLI_INT, &f.mlp, "N", "hidden width of each block's MLP"},
-        {"no-augment", CLI_BOOL, &f.no_augment, NULL, "train without the random crop and flip"},
+        {"crop", CLI_INT, &f.crop, "N", "random crops of the image padded by N pixels (0: none)"},
+        {"no-flip", CLI_BOOL, &f.no_flip, NULL, "no random horizontal flips"},
+        {"no-augment", CLI_BOOL, &f.no_augment, NULL, "train without crops and flips (--crop 0 --no-flip)"},
         {"seed", CLI_U64, &f.seed, "N", "seed of the initialization, shuffling and augmentation"},
         {"threads", CLI_INT, &f.threads, "N", "threads (0 = all cores; up to --shards run at once)"},
         {"shards", CLI_INT, &f.shards, "G", CLI_SHARDS_HELP},
@@ -629,7 +667,8 @@ int cmd_vision(int argc, char **argv) {
         cli_check_int("vision", "--warmup", f.warmup, 0, 100000) || cli_check_int("vision", "--patch", f.patch, 1, 28) ||
         cli_check_int("vision", "--dim", f.dim, 1, 4096) || cli_check_int("vision", "--heads", f.heads, 1, 256) ||
         cli_check_int("vision", "--blocks", f.blocks, 1, ATTN_VIT_MAX_BLOCKS) ||
-        cli_check_int("vision", "--mlp", f.mlp, 1, 65536) || cli_check_int("vision", "--max-steps", f.max_steps, 0, -1) ||
+        cli_check_int("vision", "--mlp", f.mlp, 1, 65536) || cli_check_int("vision", "--crop", f.crop, 0, MAX_CROP) ||
+        cli_check_int("vision", "--max-steps", f.max_steps, 0, -1) ||
         cli_check_int("vision", "--shards", f.shards, 0, ATTN_MAX_SHARDS)) {
         cli_usage(&cmds[which], stderr);
         return 2;
@@ -639,6 +678,10 @@ int cmd_vision(int argc, char **argv) {
         fprintf(stderr, "attn: vision: --lr must be > 0, --wd and --clip >= 0 (finite)\n\n");
         cli_usage(&cmds[which], stderr);
         return 2;
+    }
+    if (f.no_augment) {
+        f.crop = 0;
+        f.no_flip = 1;
     }
     if (which == 0 && (r = cli_precision("vision", &cmds[0], f.precision, &f.compute))) return r;
     cli_set_threads(f.threads, 1);              /* the batch is split across threads; OpenBLAS on one */

@@ -2,7 +2,8 @@
  * history.c — training histories for the `attn` trainings and `attn plot`: the CSV kept beside a
  * checkpoint (one row per epoch, rewritten atomically after every epoch, so an interrupted training keeps
  * what it did and a resumed one carries on from the checkpoint's epoch), and the tutorials' curves drawn
- * from it (one chart per quantity: loss and val_loss together, acc and val_acc together, ...).
+ * from it (one chart per quantity: loss and val_loss (or test_loss) together, acc and val_acc (or test_acc)
+ * together, ...).
  * Uses only the public API (attn/plot.h).
  */
 #define _POSIX_C_SOURCE 200809L
@@ -19,8 +20,11 @@ static int is_time_column(const char *name) {
     return strcmp(name, "seconds") == 0 || strcmp(name, "tokens_per_sec") == 0;
 }
 
-/* The quantity a column measures: its name without a "val_" prefix. */
-static const char *quantity(const char *name) { return strncmp(name, "val_", 4) == 0 ? name + 4 : name; }
+/* The quantity a column measures: its name without a "val_" or "test_" prefix (the vision history holds
+ * test_loss and test_acc: it measures on the test split). */
+static const char *quantity(const char *name) {
+    return strncmp(name, "val_", 4) == 0 ? name + 4 : strncmp(name, "test_", 5) == 0 ? name + 5 : name;
+}
 
 static const char *quantity_title(const char *q) {
     if (strcmp(q, "acc") == 0 || strcmp(q, "accuracy") == 0) return "accuracy";

@@ -204,6 +204,8 @@ static void overlay(attn_kernels *t, const attn_kernels *over) {
     if (over->gru_gates) t->gru_gates = over->gru_gates;
     if (over->gru_gates_backward) t->gru_gates_backward = over->gru_gates_backward;
     if (over->adam_block) t->adam_block = over->adam_block;
+    if (over->gelu_forward) t->gelu_forward = over->gelu_forward;
+    if (over->gelu_backward) t->gelu_backward = over->gelu_backward;
 }
 
 static void compose_tables(void) {

@@ -92,6 +92,9 @@ typedef struct attn_kernels {
     /* Adam's elementwise update of [lo, hi) (src/layers/optim_kernels.h: the same bits on every path) */
     void (*adam_block)(float *p, const float *g, float *m, float *v, int64_t lo, int64_t hi, float b1, float b2,
                        float eps, float step, float vscale);
+    /* GELU's elementwise loops (src/layers/gelu_kernels.h: the same bits on every path) */
+    void (*gelu_forward)(float *y, const float *x, int64_t n);
+    void (*gelu_backward)(float *dx, const float *dy, const float *x, int64_t n);
 } attn_kernels;
 
 /* The complete table of a path, or NULL when the path is not built in (ATTN_ISA_REF always is). */

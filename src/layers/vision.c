@@ -10,70 +10,26 @@
 #include <string.h>
 
 /* ---------------------------------------------------------------------------------------------------
- * GELU: y = x Φ(x) = 0.5 x (1 + erf(x / √2)); dy/dx = Φ(x) + x φ(x), φ(x) = exp(-x²/2) / √(2π).
- * erf from Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7): for z = |x|/√2, t = 1/(1 + 0.3275911 z),
- * erfc(z) = t·(a1 + t·(a2 + ...)) · exp(-z²), so Φ(x) = 1 - erfc(z)/2 for x >= 0 and erfc(z)/2 below,
- * with no cancellation on the negative side; the same exp(-z²) gives φ. exp is a Cephes-style polynomial
- * on float, so the loops vectorize (libm's erf in double took a third of a ViT's training step). Every
- * kernel path runs this same code: the result does not depend on the ISA or the thread count. One
- * thread: the ViT calls it from its shards, which are the threads.
+ * GELU: y = x Φ(x); the loops are gelu_kernels.h's, run on the default path's table (its AVX2 or AVX-512
+ * compilation of the same code: the same bits, 2-4x the floats per instruction of the portable build).
+ * One thread: the ViT calls it from its shards, which are the threads.
  */
-static inline float exp_nonpos(float a) {                  /* e^a for -87 <= a <= 0 */
-    const float n = (float)(int32_t)(a * 1.44269504088896341f - 0.5f);   /* round (a <= 0): no libm call */
-    const float r = a - n * 0.693359375f + n * 2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    const float e = p * r * r + r + 1.0f;
-    const int32_t bits = ((int32_t)n + 127) << 23;                        /* 2^n */
-    float two_n;
-    memcpy(&two_n, &bits, sizeof two_n);
-    return e * two_n;
-}
-
-/* Φ(x) and φ(x) for one x, without a branch or a comparison (GCC will not if-convert a float comparison
- * under -ftrapping-math, and a loop with one does not vectorize): min(z, 9.3) = (z + 9.3 - |z - 9.3|)/2
- * keeps exp's argument above -87 (erfc(9.3) is 0 in float), and copysign picks the side. */
-static inline void normal_cdf_pdf(float x, float *cdf, float *pdf) {
-    float z = fabsf(x) * 0.70710678118654752f;
-    z = 0.5f * (z + 9.3f - fabsf(z - 9.3f));
-    const float t = 1.0f / (1.0f + 0.3275911f * z);
-    const float e = exp_nonpos(-z * z);
-    const float poly = t * (0.254829592f + t * (-0.284496736f + t * (1.421413741f + t * (-1.453152027f +
-                                                                                       t * 1.061405429f))));
-    const float half_erfc = 0.5f * poly * e;
-    *cdf = 0.5f + copysignf(0.5f - half_erfc, x);
-    *pdf = e * 0.39894228040143267794f;
+static const attn_kernels *gelu_table(void) {
+    const attn_kernels *k = attn__kernels(attn_get_isa());
+    return k ? k : attn__kernels(ATTN_ISA_REF);
 }
 
 attn_status attn_gelu_forward(float *y, const float *x, size_t n) {
     if (!y || !x) return ATTN_ERR_NULL;
     if (n == 0 || n > (size_t)INT64_MAX / 8) return ATTN_ERR_SIZE;
-    const int64_t nn = (int64_t)n;
-    ATTN_OMP(omp simd)
-    for (int64_t i = 0; i < nn; i++) {
-        float cdf, pdf;
-        const float v = x[i];
-        normal_cdf_pdf(v, &cdf, &pdf);
-        y[i] = v * cdf;
-    }
+    gelu_table()->gelu_forward(y, x, (int64_t)n);
     return ATTN_OK;
 }
 
 attn_status attn_gelu_backward(float *dx, const float *dy, const float *x, size_t n) {
     if (!dx || !dy || !x) return ATTN_ERR_NULL;
     if (n == 0 || n > (size_t)INT64_MAX / 8) return ATTN_ERR_SIZE;
-    const int64_t nn = (int64_t)n;
-    ATTN_OMP(omp simd)
-    for (int64_t i = 0; i < nn; i++) {
-        float cdf, pdf;
-        const float v = x[i];
-        normal_cdf_pdf(v, &cdf, &pdf);
-        dx[i] += dy[i] * (cdf + v * pdf);
-    }
+    gelu_table()->gelu_backward(dx, dy, x, (int64_t)n);
     return ATTN_OK;
 }
 

@@ -17,7 +17,7 @@
 
 void attn_vit_config_default(attn_vit_config *c) {
     if (!c) return;
-    *c = (attn_vit_config){.image = 28, .channels = 1, .patch = 4, .dim = 64, .heads = 4, .blocks = 4, .mlp = 128,
+    *c = (attn_vit_config){.image = 28, .channels = 1, .patch = 7, .dim = 128, .heads = 4, .blocks = 4, .mlp = 256,
                            .classes = 10, .max_batch = 128};
 }
 

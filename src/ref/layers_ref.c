@@ -2,9 +2,11 @@
  * layers_ref.c — the reference versions of the layers' per-ISA loops (dispatch table entries): one row of
  * GRU gates forward and backward with libm's expf and tanhf, and Adam's elementwise update. The fused
  * paths override the gates with their own vector exp (src/kernels/); Adam's vector loops compute the
- * same IEEE operations as the loop here, so every path gives the same bits (optim_kernels.h).
+ * same IEEE operations as the loop here, so every path gives the same bits (optim_kernels.h); GELU's
+ * loops are the portable compilation of gelu_kernels.h, which the AVX2 and AVX-512 paths compile wider.
  */
 #include "ref.h"
+#include "layers/gelu_kernels.h"
 
 /* r = σ(ir + gr), z = σ(iz + gz), n = tanh(in + r·gn), h' = (1 - z)·n + z·h. On return gr, gz, gn hold r,
  * z, n (saved for the backward) and ghn the hidden-side n sum gn (W_hn h + b_hn). */
@@ -54,3 +56,7 @@ void attn__adam_block_ref(float *restrict p, const float *restrict g, float *res
         p[i] -= (step * mi) / (sqrtf(vi) * vscale + eps);
     }
 }
+
+void attn__gelu_forward_ref(float *y, const float *x, int64_t n) { gelu_forward_loop(y, x, n); }
+
+void attn__gelu_backward_ref(float *dx, const float *dy, const float *x, int64_t n) { gelu_backward_loop(dx, dy, x, n); }

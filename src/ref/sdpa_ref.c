@@ -1,7 +1,7 @@
 /*
  * sdpa_ref.c — the reference scaled dot-product attention in float: the kernels attn_sdpa_forward and
  * attn_sdpa_backward run when weights are asked for or the REF path is forced, their workspace size, and
- * the REF path's dispatch table (its SDPA and additive entries here; GRU gates and Adam in layers_ref.c). The loops themselves are in sdpa_ref.inc (shared with the double twin
+ * the REF path's dispatch table (its SDPA and additive entries here; GRU gates, Adam and GELU in layers_ref.c). The loops themselves are in sdpa_ref.inc (shared with the double twin
  * in sdpa_ref_f64.c that the finite-difference tests use).
  */
 #include "ref.h"
@@ -60,4 +60,6 @@ const attn_kernels attn__kernels_ref = {
     .gru_gates = attn__gru_gates_ref,
     .gru_gates_backward = attn__gru_gates_backward_ref,
     .adam_block = attn__adam_block_ref,
+    .gelu_forward = attn__gelu_forward_ref,
+    .gelu_backward = attn__gelu_backward_ref,
 };

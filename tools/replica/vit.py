@@ -1,9 +1,9 @@
 """vit.py — the PyTorch 1.13 replica of `attn vision train`: the same ViT (vit_model.py), data, normalization,
-augmentation kind (random crop of the image padded by 2, horizontal flip), AdamW, warm-up + cosine schedule
+augmentation kind (random crop of the image padded by 1, --crop N, and horizontal flip), AdamW, warm-up + cosine schedule
 per step, gradient clipping and batch size. Prints one line per epoch with its time and the test accuracy,
 for speed and accuracy side by side with the C program.
 
-    /usr/bin/python3 tools/replica/vit.py [--data DIR] [--epochs N] [--limit N] [--threads N] [--patch 4] ...
+    /usr/bin/python3 tools/replica/vit.py [--data DIR] [--epochs N] [--limit N] [--threads N] [--patch 7] ...
 
 The random streams differ from the C program's (PyTorch's generator), so the runs match in kind, not bit
 for bit. --limit N uses the first N images of each split (for timing a part of an epoch).
@@ -49,14 +49,14 @@ def load(d, split, limit):
     return x.unsqueeze(1), torch.from_numpy(y.astype(np.int64))
 
 
-def augment(x, g):
-    """random crop of the image padded by 2 (padding at the normalized value of a black pixel), random flip,
-    as one gather over the batch"""
+def augment(x, g, crop, flip_on):
+    """random crop of the image padded by crop pixels (padding at the normalized value of a black pixel),
+    random flip when flip_on, as one gather over the batch"""
     B = x.shape[0]
-    pad = torch.nn.functional.pad(x, (2, 2, 2, 2), value=(0.0 - MEAN) / STD)
-    dy = torch.randint(0, 5, (B, 1), generator=g)
-    dx = torch.randint(0, 5, (B, 1), generator=g)
-    flip = torch.randint(0, 2, (B, 1), generator=g).bool()
+    pad = torch.nn.functional.pad(x, (crop, crop, crop, crop), value=(0.0 - MEAN) / STD)
+    dy = torch.randint(0, 2 * crop + 1, (B, 1), generator=g)
+    dx = torch.randint(0, 2 * crop + 1, (B, 1), generator=g)
+    flip = torch.randint(0, 2, (B, 1), generator=g).bool() & flip_on
     r = torch.arange(28).unsqueeze(0)
     rows = dy + r
     cols = torch.where(flip, dx + 27 - r, dx + r)
@@ -73,11 +73,13 @@ def main():
     ap.add_argument("--wd", type=float, default=0.05)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--clip", type=float, default=1.0)
-    ap.add_argument("--patch", type=int, default=4)
-    ap.add_argument("--dim", type=int, default=64)
+    ap.add_argument("--patch", type=int, default=7)
+    ap.add_argument("--dim", type=int, default=128)
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--blocks", type=int, default=4)
-    ap.add_argument("--mlp", type=int, default=128)
+    ap.add_argument("--mlp", type=int, default=256)
+    ap.add_argument("--crop", type=int, default=1)
+    ap.add_argument("--no-flip", action="store_true")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--limit", type=int, default=0)
@@ -106,7 +108,7 @@ def main():
         lsum, ok = 0.0, 0
         for s in range(steps):
             idx = perm[s * a.batch:(s + 1) * a.batch]
-            x, y = augment(xtr[idx], g), ytr[idx]
+            x, y = augment(xtr[idx], g, a.crop, not a.no_flip), ytr[idx]
             for grp in opt.param_groups:
                 grp["lr"] = lr_at(t)
             logits = m(x)

@@ -53,7 +53,7 @@ class Block(nn.Module):
 
 
 class ViT(nn.Module):
-    def __init__(self, image=28, channels=1, patch=4, dim=64, heads=4, blocks=4, mlp=128, classes=10):
+    def __init__(self, image=28, channels=1, patch=7, dim=128, heads=4, blocks=4, mlp=256, classes=10):
         super().__init__()
         n = (image // patch) ** 2
         self.patch_embed = nn.Conv2d(channels, dim, patch, stride=patch)

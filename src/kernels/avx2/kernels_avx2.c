@@ -4,6 +4,7 @@
  * only supplies the vector operations. Compiled with -mavx2 -mfma and run only when the CPU has them (config.c).
  */
 #include "internal.h"
+#include "layers/gelu_kernels.h"
 #include "layers/optim_kernels.h"
 
 #include <immintrin.h>
@@ -17,6 +18,7 @@
 #define FZ_ISA ATTN_ISA_AVX2
 #define FZ_TABLE attn__kernels_avx2
 #define FZ_ADAM attn__adam_block_avx2
+#define FZ_GELU(pass) attn__gelu_##pass##_avx2
 
 typedef __m256 fz_v;
 typedef __m256i fz_m;

@@ -5,6 +5,7 @@
  * run only when the CPU has them (config.c).
  */
 #include "internal.h"
+#include "layers/gelu_kernels.h"
 #include "layers/optim_kernels.h"
 
 #include <immintrin.h>
@@ -20,6 +21,7 @@
 #define FZ_ISA ATTN_ISA_AVX512
 #define FZ_TABLE attn__kernels_avx512
 #define FZ_ADAM attn__adam_block_avx512
+#define FZ_GELU(pass) attn__gelu_##pass##_avx512
 
 typedef __m512 fz_v;
 typedef __mmask16 fz_m;

@@ -3,7 +3,8 @@
  * loops (layers_impl.h), written once over a vector abstraction, instantiated by each path's file
  * (src/kernels/scalar/kernels_scalar.c, avx2/kernels_avx2.c, avx512/kernels_avx512.c) after it defines
  * its vector type, its operations and its exp2 — the path's only polynomial. The includer also names its
- * table (FZ_TABLE), its attn_isa (FZ_ISA) and, when it has one, its Adam loop (FZ_ADAM).
+ * table (FZ_TABLE), its attn_isa (FZ_ISA) and, when it has them, its Adam loop (FZ_ADAM) and GELU loops
+ * (FZ_GELU(forward), FZ_GELU(backward)).
  */
 #include <cblas.h>
 
@@ -24,5 +25,9 @@ const attn_kernels FZ_TABLE = {
     .gru_gates_backward = fz_gru_gates_backward,
 #ifdef FZ_ADAM
     .adam_block = FZ_ADAM,
+#endif
+#ifdef FZ_GELU
+    .gelu_forward = FZ_GELU(forward),
+    .gelu_backward = FZ_GELU(backward),
 #endif
 };
