@@ -119,6 +119,9 @@ expect_rc 2 "bench --sinks without --window" "$attn" bench --tq 8 --dim 8 --sink
 expect_rc 2 "bench --softcap -1" "$attn" bench --tq 8 --dim 8 --softcap -1
 expect_rc 0 "bench --window" "$attn" bench --tq 64 --dim 8 --heads 1 --causal --window 3 --sinks 1 --alibi --softcap 20 --repeat 1 --json
 grep -q '"visible_pairs":310,' /tmp/attn_cli_out.$$ || bad "bench --window 3 --sinks 1 causal T=64: visible pairs not 310"
+# a run of microseconds gives no cores_busy: the process CPU clock counts other threads only at ticks
+grep -q '"cores_busy":null,"gflops_per_busy_core":null,' /tmp/attn_cli_out.$$ ||
+  bad "bench of a microseconds run prints a cores_busy figure the CPU clock cannot give"
 
 # 12. no help text cites a file the repository does not have
 for c in "imdb --help" "imdb train --help" "translate --help" "translate train --help" "demo --help" "score --help"; do
