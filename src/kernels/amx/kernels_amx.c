@@ -1383,9 +1383,11 @@ static size_t axb_workspace(const attn_sdpa_desc *d, int nth) {
  *                                       pack's q rows as one VNNI B per 32 dims (packed once per item)
  *   s = Sᵀᵀ                             gathers, to the rows the shared softmax takes (decode_bf16.h)
  *   P (bf16, R x 32 keys per tile)      the shared softmax: scale, masks, base-2 online softmax, dropout
- *   O (R, 16 dims) += P V_pairs         tiles: P as A, V's rows two by two interleaved (vpunpck{l,h}wd,
- *                                       the AVX512-BF16 kernel's order: o's dims permuted as br_dim)
- * O is kept in fp32 in the thread's memory and scaled by alpha in vectors before each block's P·V.
+ *   O (R, 16 dims) += P V_pairs         tiles, 32 keys at a time: P as A, V's rows two by two
+ *                                       interleaved (vpunpck{l,h}wd, the AVX512-BF16 kernel's order:
+ *                                       o's dims permuted as br_dim) into an 8 KiB buffer as B
+ * O is kept in fp32 in the thread's memory and scaled by alpha in vectors before each block's P·V. Blocks
+ * whose V rows hold NaN or Inf and that some row does not fully see take br_pv_careful.
  * Tiles: tmm0-1 the scores' accumulators (16 x R fp32), tmm2-3 K's A tiles and V's B tiles (16 x 32
  * bf16), tmm4 q's B tile (16 dim pairs x R), tmm5-6 O's accumulators (R x 16 fp32), tmm7 P's A tile
  * (R x 32 bf16). The configuration depends on R: one constant per R (see ax_cfg for why constant).
@@ -1402,8 +1404,8 @@ static const ax_tilecfg axd_cfg[AXD_R] __attribute__((aligned(64))) = {
 };
 
 /* A thread's memory: q's B tiles (DP/32 of 16 x AXD_R pairs), O (AXD_R x DvP fp32), Sᵀ (BR_NB x AXD_R),
- * s (AXD_R x BR_NB), P (AXD_R x BR_PS bf16), V's pairs of one block ([DvP/16][BR_NB/2][16][2] bf16) and
- * two K tiles made in memory (32 x DP bf16) when K cannot be read in place. About 120 KiB at D = 128. */
+ * s (AXD_R x BR_NB), P (AXD_R x BR_PS bf16), V's pairs of 32 keys ([DvP/16][16 pairs][16][2] bf16) and
+ * two K tiles made in memory (32 x DP bf16) when K cannot be read in place. About 70 KiB at D = 128. */
 typedef struct axd_mem {
     size_t qb, o, st, s, p, vb, kt, thread;
 } axd_mem;
@@ -1416,7 +1418,7 @@ static axd_mem axd_mem_of(int DP, int DvP) {
     z.s = z.st + br_round((size_t)BR_NB * AXD_R * 4);
     z.p = z.s + br_round((size_t)AXD_R * BR_NB * 4);
     z.vb = z.p + br_round((size_t)AXD_R * BR_PS * 2);
-    z.kt = z.vb + br_round((size_t)BR_NB * DvP * 2);
+    z.kt = z.vb + br_round((size_t)32 * DvP * 2);
     z.thread = z.kt + br_round((size_t)32 * DP * 2);
     return z;
 }
@@ -1473,41 +1475,36 @@ static inline void axd_rows_of(float *s, const float *st, int R, int nb) {
             _mm512_storeu_ps(s + r * BR_NB + j, _mm512_i32gather_ps(idx, st + (size_t)j * R + r, 4));
 }
 
-/* V's rows j, j+1 of the block, for j < nb rounded up to 32 keys, as B tiles: for 32 dims from x0, the
- * pair's vpunpcklwd goes to the row j/2 of Dv tile x0/16 and its vpunpckhwd to that of tile x0/16 + 1
- * (tile xt's rows at vb + (xt·BR_NB/2 + j/2)·32, 64 bytes each). Keys from nb on are zeros. V is
- * prefetched BR_PF keys ahead, up to key `ahead`. */
+/* V's rows j, j+1 of 32 keys (n of them real, the rest zeros), as B tiles: for 32 dims from x0, the pair's
+ * vpunpcklwd goes to row j/2 of Dv tile x0/16 and its vpunpckhwd to that of tile x0/16 + 1 (tile xt at
+ * vb + xt·512, rows of 64 bytes). V is prefetched BR_PF keys ahead, up to key `ahead`. */
 static inline __attribute__((always_inline)) void axd_v_pairs(uint16_t *vb, const uint16_t *v, int64_t vt, int Dv,
-                                                              int DvP, int nb, int ahead) {
-    const int nbp = br_up32(nb);
-    for (int j = 0; j < nbp; j += 2) {
+                                                              int DvP, int n, int ahead) {
+    for (int j = 0; j < 32; j += 2) {
         br_prefetch(v, vt, j, ahead, Dv);
         br_prefetch(v, vt, j + 1, ahead, Dv);
         const uint16_t *v0 = v + (int64_t)j * vt, *v1 = v0 + vt;
         for (int x0 = 0; x0 < DvP; x0 += 32) {
-            const __m512i a = j < nb ? br_load32(v0, x0, Dv) : _mm512_setzero_si512();
-            const __m512i b = j + 1 < nb ? br_load32(v1, x0, Dv) : _mm512_setzero_si512();
-            uint16_t *dst = vb + ((size_t)(x0 / 16) * (BR_NB / 2) + j / 2) * 32;
+            const __m512i a = j < n ? br_load32(v0, x0, Dv) : _mm512_setzero_si512();
+            const __m512i b = j + 1 < n ? br_load32(v1, x0, Dv) : _mm512_setzero_si512();
+            uint16_t *dst = vb + (size_t)(x0 / 16) * 512 + j / 2 * 32;
             _mm512_store_si512(dst, _mm512_unpacklo_epi16(a, b));
-            _mm512_store_si512(dst + (BR_NB / 2) * 32, _mm512_unpackhi_epi16(a, b));
+            _mm512_store_si512(dst + 512, _mm512_unpackhi_epi16(a, b));
         }
     }
 }
 
-/* O (R x DvP fp32, permuted) += P (R x nb rounded up to 32, bf16) · V's pairs: Dv tiles two at a time,
- * O's tiles loaded and stored once per block. */
-static inline void axd_pv(float *o, int DvP, const uint16_t *p, const uint16_t *vb, int nb) {
-    const int nbp = br_up32(nb);
+/* O (R x DvP fp32, permuted) += P (R x 32 keys, bf16, rows BR_PS apart) · V's pairs of those keys: Dv
+ * tiles two at a time. */
+static inline void axd_pv(float *o, int DvP, const uint16_t *p, const uint16_t *vb) {
     for (int xt = 0; xt < DvP / 16; xt += 2) {
         _tile_loadd(5, o + 16 * xt, DvP * 4);
         _tile_loadd(6, o + 16 * xt + 16, DvP * 4);
-        for (int j = 0; j < nbp; j += 32) {
-            _tile_loadd(7, p + j, BR_PS * 2);
-            _tile_loadd(2, vb + ((size_t)xt * (BR_NB / 2) + j / 2) * 32, 64);
-            _tile_dpbf16ps(5, 7, 2);
-            _tile_loadd(3, vb + ((size_t)(xt + 1) * (BR_NB / 2) + j / 2) * 32, 64);
-            _tile_dpbf16ps(6, 7, 3);
-        }
+        _tile_loadd(7, p, BR_PS * 2);
+        _tile_loadd(2, vb + (size_t)xt * 512, 64);
+        _tile_dpbf16ps(5, 7, 2);
+        _tile_loadd(3, vb + (size_t)(xt + 1) * 512, 64);
+        _tile_dpbf16ps(6, 7, 3);
         _tile_stored(5, o + 16 * xt, DvP * 4);
         _tile_stored(6, o + 16 * xt + 16, DvP * 4);
     }
@@ -1524,7 +1521,7 @@ static void axd_rows(const br_fwd *cx, const axd_mem *z, char *tw, int b, int hk
     float *st = (float *)(tw + z->st);                       /* (keys, R) of one block */
     float *s = (float *)(tw + z->s);                         /* R x BR_NB */
     uint16_t *p = (uint16_t *)(tw + z->p);                   /* R x BR_PS, bf16 */
-    uint16_t *vb = (uint16_t *)(tw + z->vb);                 /* V's pairs of one block */
+    uint16_t *vb = (uint16_t *)(tw + z->vb);                 /* V's pairs of 32 keys */
     uint16_t *ktile = (uint16_t *)(tw + z->kt);              /* 32 x DP */
     const uint16_t *kb = cx->k + b * d->k.b + hk * d->k.h;
     const uint16_t *vbase = cx->v + b * d->v.b + hk * d->v.h;
@@ -1554,8 +1551,12 @@ static void axd_rows(const br_fwd *cx, const axd_mem *z, char *tw, int b, int hk
                 for (int x = 0; x < DvP; x += 16)
                     _mm512_store_ps(o + r * DvP + x, _mm512_mul_ps(_mm512_load_ps(o + r * DvP + x), a));
             }
-            axd_v_pairs(vb, vj, d->v.t, Dv, DvP, nb, maxlim - j0);
-            axd_pv(o, DvP, p, vb, nb);
+            /* 32 keys at a time: their pairs (8 KiB at Dv = 128) stay in L1 for the tiles (made for a
+             * whole block, 64 KiB, they did not, and took longer than all of the block's tile work) */
+            for (int jc = 0; jc < nb; jc += 32) {
+                axd_v_pairs(vb, vj + (int64_t)jc * d->v.t, d->v.t, Dv, DvP, nb - jc, maxlim - j0 - jc);
+                axd_pv(o, DvP, p + jc, vb);
+            }
         } else {                        /* V rows not all finite: the zero weights skip theirs */
             br_pv_careful(&rs, o, DvP, p, vj, d->v.t, Dv, nb);
         }
