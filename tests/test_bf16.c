@@ -362,15 +362,12 @@ static void check_masked_rows(attn_isa isa) {
     check_masked_rows_case(isa, (tcase){1, 4, 1, 2, 300, 64, 64, 0, 0, 0, 0, 0, 0.0f, 1.0f});
 }
 
-/* `--isa amx` decoding runs the AMX path's own kernel (tiles), not the AVX512-BF16 path's it used to hand
- * decoding to: both are tested against the reference elsewhere; here their sums of exponentials, taken in
- * different orders, must differ in some row (identical in all 16 would mean one kernel ran twice). */
-static void check_amx_own_decoding(void) {
-    attn_ctx c[2];
-    if (attn_ctx_init(&c[0], ATTN_ISA_AMX, 1) != ATTN_OK || attn_ctx_init(&c[1], ATTN_ISA_AVX512BF16, 1) != ATTN_OK)
+static void check_amx_decoding_kernel(const tcase c, int tiles) {
+    attn_ctx cx[2];
+    if (attn_ctx_init(&cx[0], ATTN_ISA_AMX, 1) != ATTN_OK || attn_ctx_init(&cx[1], ATTN_ISA_AVX512BF16, 1) != ATTN_OK)
         return;
     problem p;
-    problem_make(&p, &(tcase){1, 16, 4, 1, 700, 128, 128, 0, 0, 0, 0, 0, 0.0f, 2.0f});
+    problem_make(&p, &c);
     attn_sdpa_desc e = p.d;
     e.dtype = ATTN_DTYPE_BF16;
     float *l[2];
@@ -379,17 +376,27 @@ static void check_amx_own_decoding(void) {
         o[r] = calloc(p.no, 2);
         l[r] = calloc(2 * p.nl, sizeof(float));
         size_t wbytes;
-        void *work = work_for(&c[r], &e, &wbytes);
-        CHECK_STATUS(attn_sdpa_forward(&c[r], &e, o[r], l[r], NULL, p.qh, p.kh, p.vh, work, wbytes), ATTN_OK);
+        void *work = work_for(&cx[r], &e, &wbytes);
+        CHECK_STATUS(attn_sdpa_forward(&cx[r], &e, o[r], l[r], NULL, p.qh, p.kh, p.vh, work, wbytes), ATTN_OK);
         free(work);
     }
     int differ = 0;
     for (size_t i = 0; i < p.nl; i++) differ += l[0][2 * i + 1] != l[1][2 * i + 1];
-    printf("amx decoding: its own kernel (log l differs from avx512bf16's in %d of %zu rows)\n", differ, p.nl);
-    CHECK(differ > 0);
+    printf("amx decoding, K/V of %d keys: %s (log l differs from avx512bf16's in %d of %zu rows)\n", c.S,
+           tiles ? "its own kernel" : "the avx512bf16 kernel", differ, p.nl);
+    CHECK(tiles ? differ > 0 : differ == 0 && memcmp(o[0], o[1], 2 * p.no) == 0);
     close_lse(l[0], l[1], p.nl);
     for (int r = 0; r < 2; r++) { free(o[r]); free(l[r]); }
     problem_free(&p);
+}
+
+/* `--isa amx` decoding runs the AMX path's own kernel (tiles) when the K/V cache is at most 2 MiB, and the
+ * AVX512-BF16 path's above: both are tested against the reference elsewhere; here their sums of
+ * exponentials, taken in different orders, must differ in some row with a 1.4 MB cache (identical in all
+ * would mean one kernel ran twice), and be bitwise the same with a 4.3 MB one. */
+static void check_amx_own_decoding(void) {
+    check_amx_decoding_kernel((tcase){1, 16, 4, 1, 700, 128, 128, 0, 0, 0, 0, 0, 0.0f, 2.0f}, 1);
+    check_amx_decoding_kernel((tcase){1, 8, 2, 1, 4200, 128, 128, 0, 0, 0, 0, 0, 0.0f, 2.0f}, 0);
 }
 
 /* Weights asked for with bf16 tensors: the path's weights stage (through fp32) against the reference's. */

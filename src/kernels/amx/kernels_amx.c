@@ -2,7 +2,8 @@
  * kernels_amx.c — the AMX path: the fused scaled dot-product forward and backward with bf16 products on
  * AMX tiles (fp32 accumulation) and the softmax on AVX-512, for bf16 tensors, and for fp32 tensors whose
  * descriptor asks for bf16 compute; and the decoding forward of bf16 tensors (T <= 4: "Decoding on tiles"
- * near the end, K and V read in place). Everything else (fp32 tensors, 5 to 15 query rows per head, the
+ * near the end, K read in place) when the K/V cache is small enough to sit in L2 (larger ones run the
+ * AVX512-BF16 path's decoding kernel, as fast or faster there). Everything else (fp32 tensors, 5 to 15 query rows per head, the
  * backward of fewer than 16) is the AVX512-BF16 path's or the AVX-512 path's: this table's entries hand
  * those descriptors to attn__kernels_avx512bf16 and attn__kernels_avx512. Compiled with
  * -mamx-tile -mamx-bf16 -mavx512bf16 and the AVX-512 flags; reached only when the CPU has AMX and the OS
@@ -77,7 +78,7 @@ static int ax_native(const attn_sdpa_desc *d, attn_pass pass) {
 }
 
 /* This path's own descriptors: the block forward and backward, and the decoding forward of bf16 tensors
- * (T <= BR_MAX_T, on tiles too: "Decoding on tiles" below). */
+ * (T <= BR_MAX_T: on tiles, "Decoding on tiles" below, or the AVX512-BF16 kernel for a large cache). */
 static int amx_native(const attn_sdpa_desc *d, attn_pass pass) { return ax_native(d, pass) || br_native(d, pass); }
 
 /* Element x of a row of a tensor of type dt, as bf16 bits. */
@@ -1566,6 +1567,16 @@ static void axd_rows(const br_fwd *cx, const axd_mem *z, char *tw, int b, int hk
 
 static int64_t axd_packs(const attn_sdpa_desc *d) { return br_packs(d, AXD_R); }
 
+/* Does the decoding forward of d run on tiles? When its K/V cache (B·Hkv·S·(D + Dv) bf16) is at most
+ * AXD_MAX_BYTES, about one core's L2 here. Measured (DESIGN "AMX decoding"): with K and V in L2 the tiles
+ * take 0.70 of the AVX512-BF16 kernel's time; with a 16 MiB cache read from L3 the two are within the
+ * noise of each other, and from memory on one thread the tiles were slower (about 1.13x), so larger
+ * caches keep the AVX512-BF16 kernel. A function of the shape only: any thread count takes the same. */
+#define AXD_MAX_BYTES (2.0 * 1024 * 1024)
+static int axd_takes(const attn_sdpa_desc *d, attn_pass pass) {
+    return br_native(d, pass) && (double)d->B * d->Hkv * d->S * (d->D + d->Dv) * 2 <= AXD_MAX_BYTES;
+}
+
 /* One stage: items (b, kv head, pack of AXD_R of the group's rows, g-major). Each thread loads the tile
  * configuration for its pack's row count when it changes and releases the tiles when its part ends. */
 static void axd_forward(const attn_sdpa_desc *d, float *out, float *stats, const float *q, const float *k,
@@ -1610,7 +1621,7 @@ static int axd_threads(const attn_sdpa_desc *d, int nth) {
  */
 static size_t amx_workspace(const attn_sdpa_desc *d, attn_pass pass, int nth) {
     if (nth < 1) nth = 1;
-    if (br_native(d, pass)) return axd_workspace(d, nth);
+    if (axd_takes(d, pass)) return axd_workspace(d, nth);
     if (!ax_native(d, pass)) return attn__kernels_avx512bf16.sdpa_workspace(d, pass, nth);
     if (pass == ATTN_PASS_BACKWARD) return axb_workspace(d, nth);
     /* in double first, from the dimensions (see axb_workspace) */
@@ -1623,7 +1634,7 @@ static size_t amx_workspace(const attn_sdpa_desc *d, attn_pass pass, int nth) {
 }
 
 static int amx_stages(const attn_sdpa_desc *d, attn_pass pass) {
-    if (br_native(d, pass)) return 1;
+    if (axd_takes(d, pass)) return 1;
     if (!ax_native(d, pass)) return attn__kernels_avx512bf16.sdpa_stages(d, pass);
     return pass == ATTN_PASS_FORWARD ? 2 : 3;
 }
@@ -1631,7 +1642,7 @@ static int amx_stages(const attn_sdpa_desc *d, attn_pass pass) {
 /* Threads worth waking: about 8 MFLOP each at least; never more than there are query blocks. */
 static int amx_threads(const attn_sdpa_desc *d, attn_pass pass, int nth) {
     if (nth < 1) nth = 1;
-    if (br_native(d, pass)) return axd_threads(d, nth);
+    if (axd_takes(d, pass)) return axd_threads(d, nth);
     if (!ax_native(d, pass)) return attn__kernels_avx512bf16.sdpa_threads(d, pass, nth);
     const double flops = 2.0 * d->B * d->H * (double)d->T * d->S * (d->D + d->Dv);
     const double want = flops / 8e6;
@@ -1647,7 +1658,7 @@ static int amx_threads(const attn_sdpa_desc *d, attn_pass pass, int nth) {
 static void amx_forward(const attn_sdpa_desc *d, float *out, float *stats, float *scores, const float *q,
                         const float *k, const float *v, void *work, const attn__part *part) {
     if (ax_native(d, ATTN_PASS_FORWARD)) ax_forward(d, out, stats, q, k, v, work, part);
-    else if (br_native(d, ATTN_PASS_FORWARD)) axd_forward(d, out, stats, q, k, v, work, part);
+    else if (axd_takes(d, ATTN_PASS_FORWARD)) axd_forward(d, out, stats, q, k, v, work, part);
     else attn__kernels_avx512bf16.sdpa_forward(d, out, stats, scores, q, k, v, work, part);
 }
 
