@@ -3,9 +3,9 @@
  * AMX tiles (fp32 accumulation) and the softmax on AVX-512, for bf16 tensors, and for fp32 tensors whose
  * descriptor asks for bf16 compute; and the decoding forward of bf16 tensors (T <= 4: "Decoding on tiles"
  * near the end, K read in place) when the K/V cache is small enough to sit in L2 (larger ones run the
- * AVX512-BF16 path's decoding kernel, as fast or faster there). Everything else (fp32 tensors, 5 to 15 query rows per head, the
- * backward of fewer than 16) is the AVX512-BF16 path's or the AVX-512 path's: this table's entries hand
- * those descriptors to attn__kernels_avx512bf16 and attn__kernels_avx512. Compiled with
+ * AVX512-BF16 path's decoding kernel, as fast or faster there). Everything else (fp32 tensors, 5 to 15
+ * query rows per head, the backward of fewer than 16) is the AVX512-BF16 path's or the AVX-512 path's:
+ * this table's entries hand those descriptors to attn__kernels_avx512bf16 and attn__kernels_avx512. Compiled with
  * -mamx-tile -mamx-bf16 -mavx512bf16 and the AVX-512 flags; reached only when the CPU has AMX and the OS
  * granted the tile state (config.c).
  *
@@ -1569,7 +1569,7 @@ static int64_t axd_packs(const attn_sdpa_desc *d) { return br_packs(d, AXD_R); }
 
 /* Does the decoding forward of d run on tiles? When its K/V cache (B·Hkv·S·(D + Dv) bf16) is at most
  * AXD_MAX_BYTES, about one core's L2 here. Measured (DESIGN "AMX decoding"): with K and V in L2 the tiles
- * take 0.70 of the AVX512-BF16 kernel's time; with a 16 MiB cache read from L3 the two are within the
+ * take 0.70–0.86 of the AVX512-BF16 kernel's time; with a 16 MiB cache read from L3 the two are within the
  * noise of each other, and from memory on one thread the tiles were slower (about 1.13x), so larger
  * caches keep the AVX512-BF16 kernel. A function of the shape only: any thread count takes the same. */
 #define AXD_MAX_BYTES (2.0 * 1024 * 1024)
