@@ -70,6 +70,13 @@ attn_status attn__nmt_train_epoch(const attn__nmt_trainer *tr, attn_adam *opt, a
                                   const int32_t *X, const int32_t *X_len, const int32_t *Y, const int32_t *Y_len,
                                   int N, int batch, float clip, uint64_t *seed, double *loss_sum, int64_t *tokens);
 
+/* One optimizer step of that epoch on a gathered batch: X, Y (B,T) ids, X_len, Y_len (B); *seed advanced
+ * once first (the step's dropout seed), then the sharded step, clip, Adam. *loss the batch's summed loss.
+ * The caller has checked the arguments. */
+attn_status attn__nmt_train_step(const attn__nmt_trainer *tr, attn_adam *opt, const int32_t *X, const int32_t *X_len,
+                                 const int32_t *Y, const int32_t *Y_len, int B, float clip, uint64_t *seed,
+                                 float *loss);
+
 /* A named float tensor of a checkpoint: ndim 1 (shape[0]) or 2 (shape[0], shape[1]). */
 typedef struct attn__nmt_named { char name[64]; float *p; int ndim; int64_t shape[2]; } attn__nmt_named;
 
@@ -79,6 +86,13 @@ int attn__nmt_add(attn__nmt_named *t, int n, const char *name, float *p, int ndi
 /* Writes the n tensors and the n_meta metadata pairs to a safetensors file. */
 attn_status attn__nmt_save(const char *path, const attn__nmt_named *t, int n, const char *const *meta_names,
                            const char *const *meta_vals, int n_meta, char *err, size_t err_size);
+
+/* A training checkpoint: the n tensors (t has room for n + 2), then with opt the optimizer's moments (optimizer.m, optimizer.v) and
+ * its step (metadata optimizer_t), the n_meta model pairs, then n_extra (<= 32) pairs of the caller's. */
+attn_status attn__nmt_save_train(const char *path, attn__nmt_named *t, int n, const attn_adam *opt,
+                                 const char *const *meta_names, const char *const *meta_vals, int n_meta,
+                                 const char *const *keys, const char *const *vals, int n_extra, char *err,
+                                 size_t err_size);
 
 /* Reads metadata meta_names[i] as numbers in [0, 1e8) into v[i]; ATTN_ERR_FORMAT (err filled) when one is
  * missing or not a number. */
