@@ -3,8 +3,8 @@
  * default): the d2l book's English→French GRU encoder-decoder with additive attention.
  *
  *   train    reads the first pairs of fra.txt (lines 1-601 by default, the book's 601 pairs), builds the
- *            vocabularies, trains 250 epochs, prints d2l's closing line and the four sentences, and saves
- *            the checkpoint and vocabularies in --out.
+ *            vocabularies, trains 250 epochs (a checkpoint in --out after every epoch; --resume goes on
+ *            from it), prints d2l's closing line and the four sentences.
  *   predict  translates one English sentence with a saved model and shows the attention (terminal
  *            heatmap; --png FILE for an image).
  *   bleu     mean BLEU (k = 2) on held-out pairs (lines 602-1600 by default, 1-based) whose words are all in the
@@ -86,7 +86,8 @@ static int s2s_train(const tr_kind *kind, int argc, char **argv) {
     cli_cmd cmd = {"attn translate train [--model bahdanau|transformer] [options]",
                    "Trains the d2l English-French seq2seq model with Bahdanau attention (embedding 32, 2-layer\n"
                    "GRU 32, dropout 0.1, Adam, gradient clipping 1, batch 64), then translates the book's four\n"
-                   "sentences and saves the model in --out.",
+                   "sentences. The model is saved in --out after every epoch (and when --max-steps stops the\n"
+                   "run), with the optimizer's state: --resume goes on from there.",
                    opts, (int)(sizeof opts / sizeof opts[0]), 0, 0};
     int rc = cli_parse(&cmd, argc, argv, NULL, NULL);
     if (rc >= 0) return rc;

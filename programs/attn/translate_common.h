@@ -129,11 +129,13 @@ int tr_train_args_check(const tr_train_args *a);
  * Returns 0, or 1 after a message (tr->model left NULL). */
 typedef int (*tr_create_fn)(translator *tr, const tr_train_args *a, const void *opts, size_t *n_params);
 
-/* Sets the threads, reads pairs 0..a->examples, builds the vocabularies and ids (prints d2l's data line),
- * creates the model, trains it printing the loss every a->every epochs (and writing the history
- * <checkpoint stem>_history.csv in a->out after every epoch: epoch, loss, tokens_per_sec, seconds), d2l's closing line and the timing,
- * translates the book's four sentences with BLEU, and saves the checkpoint and vocabularies in a->out.
- * Returns the exit status. */
+/* Sets the threads, reads pairs 0..a->examples, builds the vocabularies and ids (prints d2l's data line)
+ * and writes them in a->out, creates the model (with a->resume: loads it, the optimizer and the run's
+ * settings and state from the checkpoint in a->out), trains it step by step printing the loss every
+ * a->every epochs (and writing the history <checkpoint stem>_history.csv in a->out after every epoch:
+ * epoch, loss, tokens_per_sec, seconds) and the checkpoint after every epoch and at a --max-steps cut,
+ * then d2l's closing line and the timing, and translates the book's four sentences with BLEU. Under
+ * mpirun: data parallel, rank 0 writing. Returns the exit status. */
 int tr_train(const tr_kind *kind, const tr_train_args *a, tr_create_fn create, const void *opts);
 
 /* Loads a saved model and its vocabularies from dir into tr (zeroed on failure). Returns 0, or 1 after a

@@ -3,7 +3,8 @@
  * `--model transformer`:
  *   train    the book's 601 pairs, d2l's Transformer (2 blocks, 32 hidden, 4 heads, feed-forward 64,
  *            dropout 0.1), Adam lr 0.005, 200 epochs, batch 64; prints the loss, d2l's closing line with
- *            tokens/sec, the four sentences with BLEU, and saves the checkpoint and vocabularies.
+ *            tokens/sec, the four sentences with BLEU; the checkpoint is saved after every epoch
+ *            (--resume goes on from it), the vocabularies before the first.
  *   predict  one sentence, greedy with the key/value cache; the terminal shows the cross-attention of a
  *            decoder block averaged over its heads, --png FILE draws every head of it as a grid.
  *   bleu     mean BLEU (k = 2) on held-out pairs (lines 602-1600, 1-based) whose words are all in the vocabularies,
@@ -102,7 +103,8 @@ static int tf_train(const tr_kind *kind, int argc, char **argv) {
     cli_cmd cmd = {"attn translate train --model transformer [options]",
                    "Trains the d2l English-French Transformer (2 encoder and 2 decoder blocks, width 32, 4 heads,\n"
                    "feed-forward 64, dropout 0.1, Adam, gradient clipping 1, batch 64), then translates the book's\n"
-                   "four sentences and saves the model in --out.",
+                   "four sentences. The model is saved in --out after every epoch (and when --max-steps stops\n"
+                   "the run), with the optimizer's state: --resume goes on from there.",
                    opts, (int)(sizeof opts / sizeof opts[0]), 0, 0};
     int rc = cli_parse(&cmd, argc, argv, NULL, NULL);
     if (rc >= 0) return rc;

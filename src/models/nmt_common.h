@@ -70,6 +70,24 @@ attn_status attn__nmt_train_epoch(const attn__nmt_trainer *tr, attn_adam *opt, a
                                   const int32_t *X, const int32_t *X_len, const int32_t *Y, const int32_t *Y_len,
                                   int N, int batch, float clip, uint64_t *seed, double *loss_sum, int64_t *tokens);
 
+/* Fills *tr for a model's training call (epoch or step) on shards [first, first + count) of batches up to
+ * batch rows, after its checks: the optimizer sized for n_params, batch within max_batch, the shards within
+ * n_shards and a combiner when count is not 0. The caller then sets tr->shard_grads. */
+static inline attn_status attn__nmt_trainer_init(attn__nmt_trainer *tr, void *model, attn__nmt_shard_step step,
+                                                 float *params, float *grads, size_t n_params, int n_shards,
+                                                 int num_steps, int max_batch, const attn_adam *opt, int batch,
+                                                 int first, int count, attn_shard_combine_fn combine, void *user) {
+    if (batch < 1 || batch > max_batch) return ATTN_ERR_SIZE;
+    if (opt->n != n_params) return ATTN_ERR_SHAPE;
+    if (n_shards > ATTN__NMT_MAX_SHARDS) return ATTN_ERR_SIZE;
+    if (count && !combine) return ATTN_ERR_NULL;
+    if (count < 0 || first < 0 || first + count > n_shards) return ATTN_ERR_ARG;
+    *tr = (attn__nmt_trainer){.model = model, .step = step, .params = params, .grads = grads, .n_shards = n_shards,
+                              .n_params = n_params, .num_steps = num_steps, .first = first, .count = count,
+                              .combine = combine, .user = user};
+    return ATTN_OK;
+}
+
 /* One optimizer step of that epoch on a gathered batch: X, Y (B,T) ids, X_len, Y_len (B); *seed advanced
  * once first (the step's dropout seed), then the sharded step, clip, Adam. *loss the batch's summed loss.
  * The caller has checked the arguments. */

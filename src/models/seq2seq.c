@@ -444,14 +444,10 @@ attn_status attn_seq2seq_train_epoch(attn_seq2seq *m, attn_adam *opt, attn_rng *
  * the checks both training calls make. */
 static attn_status make_trainer(attn__nmt_trainer *tr, attn_seq2seq *m, const attn_adam *opt, int batch, int first,
                                 int count, attn_shard_combine_fn combine, void *user) {
-    if (batch < 1 || batch > m->cfg.max_batch) return ATTN_ERR_SIZE;
-    if (opt->n != m->n_params) return ATTN_ERR_SHAPE;
-    if (m->n_shards > ATTN__NMT_MAX_SHARDS) return ATTN_ERR_SIZE;
-    if (count && !combine) return ATTN_ERR_NULL;
-    if (count < 0 || first < 0 || first + count > m->n_shards) return ATTN_ERR_ARG;
-    *tr = (attn__nmt_trainer){.model = m, .step = shard_step, .params = m->params, .grads = m->grads,
-                              .n_shards = m->n_shards, .n_params = m->n_params, .num_steps = m->cfg.num_steps,
-                              .first = first, .count = count, .combine = combine, .user = user};
+    attn_status st = attn__nmt_trainer_init(tr, m, shard_step, m->params, m->grads, m->n_params, m->n_shards,
+                                            m->cfg.num_steps, m->cfg.max_batch, opt, batch, first, count, combine,
+                                            user);
+    if (st != ATTN_OK) return st;
     for (int k = 0; k < m->n_shards; k++) tr->shard_grads[k] = m->shards[k].grads;
     return ATTN_OK;
 }
