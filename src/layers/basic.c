@@ -141,6 +141,29 @@ static attn_status layernorm_check(int N, int C) {
     return ATTN_OK;
 }
 
+/* The row statistics of LN_ROWS rows at once: each row's sums run in the same order as one row alone
+ * (so the bits are a row's own), but the rows' dependency chains of double additions interleave, which
+ * is what a single chain of C additions cannot do (its latency, not its arithmetic, bounded the pass). */
+#define LN_ROWS 8
+
+static void ln_stats(float *mean, float *rstd, const float *x, int nr, int C, float eps) {
+    double s[LN_ROWS], mu[LN_ROWS], ss[LN_ROWS];       /* nr ≤ LN_ROWS rows of x (nr,C) */
+    for (int r = 0; r < nr; r++) s[r] = ss[r] = 0.0;
+    /* pass 1: mean; pass 2: variance around it (two passes: no cancellation) */
+    for (int c = 0; c < C; c++)
+        for (int r = 0; r < nr; r++) s[r] += x[(size_t)r * C + c];
+    for (int r = 0; r < nr; r++) mu[r] = s[r] / C;
+    for (int c = 0; c < C; c++)
+        for (int r = 0; r < nr; r++) {
+            double dlt = x[(size_t)r * C + c] - mu[r];
+            ss[r] += dlt * dlt;
+        }
+    for (int r = 0; r < nr; r++) {
+        mean[r] = (float)mu[r];
+        rstd[r] = (float)(1.0 / sqrt(ss[r] / C + (double)eps));
+    }
+}
+
 attn_status attn__layernorm_forward(float *y, float *mean, float *rstd,
                                     const float *x, const float *gamma, const float *beta,
                                     int N, int C, float eps) {
@@ -148,29 +171,41 @@ attn_status attn__layernorm_forward(float *y, float *mean, float *rstd,
     attn_status st = layernorm_check(N, C);
     if (st != ATTN_OK) return st;
     if (!(eps >= 0.0f) || isinf(eps)) return ATTN_ERR_ARG;
-    const int nth = attn__threads_for((size_t)N * C);
+    const int nth = attn__threads_for((size_t)N * C), ng = (N + LN_ROWS - 1) / LN_ROWS;
     (void)nth;
     ATTN_OMP(omp parallel for schedule(static) num_threads(nth) if(nth > 1))
-    for (int n = 0; n < N; n++) {
-        const float *xr = x + (size_t)n * C;      /* (C) */
-        float *yr = y + (size_t)n * C;            /* (C) */
-        /* pass 1: mean; pass 2: variance around it (two passes: no cancellation) */
-        double s = 0.0;
-        for (int c = 0; c < C; c++) s += xr[c];
-        double mu = s / C;
-        double ss = 0.0;
-        for (int c = 0; c < C; c++) {
-            double dlt = xr[c] - mu;
-            ss += dlt * dlt;
-        }
-        float m = (float)mu;
-        float r = (float)(1.0 / sqrt(ss / C + (double)eps));
-        mean[n] = m;
-        rstd[n] = r;
+    for (int gi = 0; gi < ng; gi++) {
+        const int n0 = gi * LN_ROWS, nr = N - n0 < LN_ROWS ? N - n0 : LN_ROWS;
+        const float *xg = x + (size_t)n0 * C;     /* (nr,C) */
+        if (nr == LN_ROWS) ln_stats(mean + n0, rstd + n0, xg, LN_ROWS, C, eps);   /* nr known: unrolled */
+        else ln_stats(mean + n0, rstd + n0, xg, nr, C, eps);
         /* pass 3: normalize, scale, shift */
-        for (int c = 0; c < C; c++) yr[c] = (xr[c] - m) * r * gamma[c] + beta[c];
+        for (int r = 0; r < nr; r++) {
+            const float *xr = xg + (size_t)r * C;
+            float *yr = y + (size_t)(n0 + r) * C;
+            const float m = mean[n0 + r], rs = rstd[n0 + r];
+            for (int c = 0; c < C; c++) yr[c] = (xr[c] - m) * rs * gamma[c] + beta[c];
+        }
     }
     return ATTN_OK;
+}
+
+/* mean(g) and mean(g · xhat) of nr ≤ LN_ROWS rows, g = dy·gamma, each row's sums in its own order. */
+static void ln_dsums(float *mg, float *mgx, const float *dy, const float *x, const float *mean, const float *rstd,
+                     const float *gamma, int nr, int C) {
+    double sg[LN_ROWS], sgx[LN_ROWS];
+    for (int r = 0; r < nr; r++) sg[r] = sgx[r] = 0.0;
+    for (int c = 0; c < C; c++)
+        for (int r = 0; r < nr; r++) {
+            const size_t o = (size_t)r * C + c;
+            float g = dy[o] * gamma[c];
+            sg[r] += g;
+            sgx[r] += (double)g * ((x[o] - mean[r]) * rstd[r]);
+        }
+    for (int r = 0; r < nr; r++) {
+        mg[r] = (float)(sg[r] / C);
+        mgx[r] = (float)(sgx[r] / C);
+    }
 }
 
 /* With xhat = (x - mean)·rstd and g = dy·gamma:
@@ -181,25 +216,26 @@ attn_status attn__layernorm_backward(float *dx, float *dgamma, float *dbeta,
     if (!dgamma || !dbeta || !dy || !x || !mean || !rstd || !gamma) return ATTN_ERR_NULL;
     attn_status st = layernorm_check(N, C);
     if (st != ATTN_OK) return st;
-    /* input gradient: rows are independent */
+    /* input gradient: rows are independent; LN_ROWS rows' sums interleaved (each in its own order) */
     if (dx) {
-        const int nth = attn__threads_for((size_t)N * C);
+        const int nth = attn__threads_for((size_t)N * C), ng = (N + LN_ROWS - 1) / LN_ROWS;
         (void)nth;
         ATTN_OMP(omp parallel for schedule(static) num_threads(nth) if(nth > 1))
-        for (int n = 0; n < N; n++) {
-            const float *xr = x + (size_t)n * C, *gr = dy + (size_t)n * C;
-            float *dxr = dx + (size_t)n * C;
-            const float m = mean[n], r = rstd[n];
-            double sg = 0.0, sgx = 0.0;
-            for (int c = 0; c < C; c++) {
-                float g = gr[c] * gamma[c];
-                sg += g;
-                sgx += (double)g * ((xr[c] - m) * r);
-            }
-            const float mg = (float)(sg / C), mgx = (float)(sgx / C);
-            for (int c = 0; c < C; c++) {
-                float xhat = (xr[c] - m) * r;
-                dxr[c] += r * (gr[c] * gamma[c] - mg - xhat * mgx);
+        for (int gi = 0; gi < ng; gi++) {
+            const int n0 = gi * LN_ROWS, nr = N - n0 < LN_ROWS ? N - n0 : LN_ROWS;
+            float mg[LN_ROWS], mgx[LN_ROWS];
+            if (nr == LN_ROWS) ln_dsums(mg, mgx, dy + (size_t)n0 * C, x + (size_t)n0 * C, mean + n0, rstd + n0, gamma,
+                                        LN_ROWS, C);
+            else ln_dsums(mg, mgx, dy + (size_t)n0 * C, x + (size_t)n0 * C, mean + n0, rstd + n0, gamma, nr, C);
+            for (int r = 0; r < nr; r++) {
+                const size_t o = (size_t)(n0 + r) * C;
+                const float *xr = x + o, *gr = dy + o;
+                float *dxr = dx + o;
+                const float m = mean[n0 + r], rs = rstd[n0 + r];
+                for (int c = 0; c < C; c++) {
+                    float xhat = (xr[c] - m) * rs;
+                    dxr[c] += rs * (gr[c] * gamma[c] - mg[r] - xhat * mgx[r]);
+                }
             }
         }
     }
