@@ -287,6 +287,24 @@ static void test_layernorm_rows(void) {
     }
     CHECK(same);
     CHECK(memcmp(g, g1, sizeof g) == 0);
+
+    /* every kernel path (its compilation of the row loops) gives the reference path's bits */
+    static float yr[N * C], dxr[N * C];
+    const attn_isa isa0 = attn_get_isa();
+    for (int isa = ATTN_ISA_REF; isa < ATTN_ISA_COUNT; isa++) {
+        if (isa == ATTN_ISA_AUTO || attn_set_isa((attn_isa)isa) != ATTN_OK) continue;
+        memset(dx, 0, sizeof dx);
+        CHECK_STATUS(attn_layernorm_forward(&l, cache, cb, y, x, N), ATTN_OK);
+        CHECK_STATUS(attn_layernorm_backward(&l, cache, cb, dx, dy, x, N), ATTN_OK);
+        if (isa == ATTN_ISA_REF) {
+            memcpy(yr, y, sizeof yr);
+            memcpy(dxr, dx, sizeof dxr);
+        }
+        const int bits = memcmp(y, yr, sizeof yr) == 0 && memcmp(dx, dxr, sizeof dxr) == 0;
+        if (!bits) fprintf(stderr, "  layer norm on path %s: not the reference path's bits\n", attn_isa_name((attn_isa)isa));
+        CHECK(bits);
+    }
+    CHECK_STATUS(attn_set_isa(isa0), ATTN_OK);
     free(cache);
 }
 

@@ -141,27 +141,11 @@ static attn_status layernorm_check(int N, int C) {
     return ATTN_OK;
 }
 
-/* The row statistics of LN_ROWS rows at once: each row's sums run in the same order as one row alone
- * (so the bits are a row's own), but the rows' dependency chains of double additions interleave, which
- * is what a single chain of C additions cannot do (its latency, not its arithmetic, bounded the pass). */
-#define LN_ROWS 8
-
-static void ln_stats(float *mean, float *rstd, const float *x, int nr, int C, float eps) {
-    double s[LN_ROWS], mu[LN_ROWS], ss[LN_ROWS];       /* nr ≤ LN_ROWS rows of x (nr,C) */
-    for (int r = 0; r < nr; r++) s[r] = ss[r] = 0.0;
-    /* pass 1: mean; pass 2: variance around it (two passes: no cancellation) */
-    for (int c = 0; c < C; c++)
-        for (int r = 0; r < nr; r++) s[r] += x[(size_t)r * C + c];
-    for (int r = 0; r < nr; r++) mu[r] = s[r] / C;
-    for (int c = 0; c < C; c++)
-        for (int r = 0; r < nr; r++) {
-            double dlt = x[(size_t)r * C + c] - mu[r];
-            ss[r] += dlt * dlt;
-        }
-    for (int r = 0; r < nr; r++) {
-        mean[r] = (float)mu[r];
-        rstd[r] = (float)(1.0 / sqrt(ss[r] / C + (double)eps));
-    }
+/* The row loops are layernorm_kernels.h's, on the default path's table (its AVX2 or AVX-512 compilation
+ * of the same code: the same bits); threads take contiguous runs of rows. */
+static const attn_kernels *ln_table(void) {
+    const attn_kernels *k = attn__kernels(attn_get_isa());
+    return k ? k : attn__kernels(ATTN_ISA_REF);
 }
 
 attn_status attn__layernorm_forward(float *y, float *mean, float *rstd,
@@ -171,41 +155,16 @@ attn_status attn__layernorm_forward(float *y, float *mean, float *rstd,
     attn_status st = layernorm_check(N, C);
     if (st != ATTN_OK) return st;
     if (!(eps >= 0.0f) || isinf(eps)) return ATTN_ERR_ARG;
-    const int nth = attn__threads_for((size_t)N * C), ng = (N + LN_ROWS - 1) / LN_ROWS;
+    const attn_kernels *k = ln_table();
+    const int nth = attn__threads_for((size_t)N * C), per = (N + nth - 1) / nth;
     (void)nth;
     ATTN_OMP(omp parallel for schedule(static) num_threads(nth) if(nth > 1))
-    for (int gi = 0; gi < ng; gi++) {
-        const int n0 = gi * LN_ROWS, nr = N - n0 < LN_ROWS ? N - n0 : LN_ROWS;
-        const float *xg = x + (size_t)n0 * C;     /* (nr,C) */
-        if (nr == LN_ROWS) ln_stats(mean + n0, rstd + n0, xg, LN_ROWS, C, eps);   /* nr known: unrolled */
-        else ln_stats(mean + n0, rstd + n0, xg, nr, C, eps);
-        /* pass 3: normalize, scale, shift */
-        for (int r = 0; r < nr; r++) {
-            const float *xr = xg + (size_t)r * C;
-            float *yr = y + (size_t)(n0 + r) * C;
-            const float m = mean[n0 + r], rs = rstd[n0 + r];
-            for (int c = 0; c < C; c++) yr[c] = (xr[c] - m) * rs * gamma[c] + beta[c];
-        }
+    for (int i = 0; i < nth; i++) {
+        const int n0 = i * per, nr = N - n0 < per ? N - n0 : per;
+        const size_t o = (size_t)n0 * C;
+        if (nr > 0) k->layernorm_forward(y + o, mean + n0, rstd + n0, x + o, gamma, beta, nr, C, eps);
     }
     return ATTN_OK;
-}
-
-/* mean(g) and mean(g · xhat) of nr ≤ LN_ROWS rows, g = dy·gamma, each row's sums in its own order. */
-static void ln_dsums(float *mg, float *mgx, const float *dy, const float *x, const float *mean, const float *rstd,
-                     const float *gamma, int nr, int C) {
-    double sg[LN_ROWS], sgx[LN_ROWS];
-    for (int r = 0; r < nr; r++) sg[r] = sgx[r] = 0.0;
-    for (int c = 0; c < C; c++)
-        for (int r = 0; r < nr; r++) {
-            const size_t o = (size_t)r * C + c;
-            float g = dy[o] * gamma[c];
-            sg[r] += g;
-            sgx[r] += (double)g * ((x[o] - mean[r]) * rstd[r]);
-        }
-    for (int r = 0; r < nr; r++) {
-        mg[r] = (float)(sg[r] / C);
-        mgx[r] = (float)(sgx[r] / C);
-    }
 }
 
 /* With xhat = (x - mean)·rstd and g = dy·gamma:
@@ -216,27 +175,16 @@ attn_status attn__layernorm_backward(float *dx, float *dgamma, float *dbeta,
     if (!dgamma || !dbeta || !dy || !x || !mean || !rstd || !gamma) return ATTN_ERR_NULL;
     attn_status st = layernorm_check(N, C);
     if (st != ATTN_OK) return st;
-    /* input gradient: rows are independent; LN_ROWS rows' sums interleaved (each in its own order) */
+    /* input gradient: rows are independent */
     if (dx) {
-        const int nth = attn__threads_for((size_t)N * C), ng = (N + LN_ROWS - 1) / LN_ROWS;
+        const attn_kernels *k = ln_table();
+        const int nth = attn__threads_for((size_t)N * C), per = (N + nth - 1) / nth;
         (void)nth;
         ATTN_OMP(omp parallel for schedule(static) num_threads(nth) if(nth > 1))
-        for (int gi = 0; gi < ng; gi++) {
-            const int n0 = gi * LN_ROWS, nr = N - n0 < LN_ROWS ? N - n0 : LN_ROWS;
-            float mg[LN_ROWS], mgx[LN_ROWS];
-            if (nr == LN_ROWS) ln_dsums(mg, mgx, dy + (size_t)n0 * C, x + (size_t)n0 * C, mean + n0, rstd + n0, gamma,
-                                        LN_ROWS, C);
-            else ln_dsums(mg, mgx, dy + (size_t)n0 * C, x + (size_t)n0 * C, mean + n0, rstd + n0, gamma, nr, C);
-            for (int r = 0; r < nr; r++) {
-                const size_t o = (size_t)(n0 + r) * C;
-                const float *xr = x + o, *gr = dy + o;
-                float *dxr = dx + o;
-                const float m = mean[n0 + r], rs = rstd[n0 + r];
-                for (int c = 0; c < C; c++) {
-                    float xhat = (xr[c] - m) * rs;
-                    dxr[c] += rs * (gr[c] * gamma[c] - mg[r] - xhat * mgx[r]);
-                }
-            }
+        for (int i = 0; i < nth; i++) {
+            const int n0 = i * per, nr = N - n0 < per ? N - n0 : per;
+            const size_t o = (size_t)n0 * C;
+            if (nr > 0) k->layernorm_backward(dx + o, dy + o, x + o, mean + n0, rstd + n0, gamma, nr, C);
         }
     }
     /* parameter gradients: summed over rows in order */
