@@ -232,22 +232,22 @@ static inline void ax_put_stats(float *stats, int64_t row, float m, float mu, fl
     stats[2 * row + 1] = l > 0.0f ? logf(l) + (mu - m) : 0.0f;
 }
 
-/* 2^x for the softmax (x <= AX_LAZY·log2e) and the backward's P (x <= 0): n = round(x), 2^(x - n) by a
- * polynomial of degree 3 fitted for the least largest relative error on [-1/2, 1/2] (7.5e-5 with the fp32
- * coefficients, measured over 20001 points; the degree-4 Taylor series it replaced was within 4.3e-5 for
- * one FMA more: P is rounded to bf16, 2^-9, right after, and a row's sum of them is off by as much at
- * most), scaled by 2^n. Runs under MXCSR's flush-to-zero (ax_forward and the backward's blocks set it): a
- * result below 2^-126 is 0, never a subnormal (which would cost a microcode assist per vector). x may be
- * -inf (a masked key, or a finite score far below the max): clamped at -200, it gives exactly 0. */
+/* 2^x for the softmax (x <= AX_LAZY·log2e) and the backward's P (x <= 0) in five instructions: f = x -
+ * floor(x) in [0, 1) by vreduceps, 2^f by a polynomial of degree 3 fitted for the least largest relative
+ * error on [0, 1) (7.5e-5 with the fp32 coefficients, measured over 20001 points: P is rounded to bf16,
+ * 2^-9, right after, and a row's sum of them is off by as much at most), and vscalefps, which multiplies
+ * by 2^floor(x) itself. (It was round, subtract, a polynomial on [-1/2, 1/2] and scalef by the rounded
+ * value, after a clamp of x at -200: two instructions more for the same error.) Runs under MXCSR's
+ * flush-to-zero (ax_forward and the backward's blocks set it): a result below 2^-126 is 0, never a
+ * subnormal (which would cost a microcode assist per vector). x may be -inf (a masked key, or a finite
+ * score far below the max): vreduceps gives 0 for it and vscalefps by -inf exactly 0. */
 static inline __m512 ax_exp2(__m512 x) {
-    x = _mm512_max_ps(_mm512_set1_ps(-200.0f), x);
-    const __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const __m512 f = _mm512_sub_ps(x, n);
-    __m512 p = _mm512_set1_ps(5.51714338e-02f);
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.42610812e-01f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.93260968e-01f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.99928117e-01f));
-    return _mm512_scalef_ps(p, n);
+    const __m512 f = _mm512_reduce_ps(x, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    __m512 p = _mm512_set1_ps(7.80245215e-02f);
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.26067156e-01f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.95833564e-01f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.99925196e-01f));
+    return _mm512_scalef_ps(p, x);
 }
 
 /* Two fp32 rows (keys 2r and 2r+1, 16 query lanes each) as one B-tile row: bf16 pairs interleaved. */
