@@ -457,17 +457,21 @@ static inline void ax_softmax(const ax_blk *x, float *St, uint16_t *Pt, int j0, 
     /* the block's max per query lane. A plain block keeps the raw sums and scales them in the exponential
      * (scale > 0 keeps the order, so the max scaled is the max of the scaled: the same bits as each x) */
     __m512 mx[AX_NQ], cc = _mm512_set1_ps(1.0f);
+    _Pragma("GCC unroll 4")
     for (int q = 0; q < AX_NQ; q++) mx[q] = ninf;
     if (plain) {
         if (!optimistic)
             for (int j = 0; j < nbp; j++)
+                _Pragma("GCC unroll 4")
                 for (int q = 0; q < AX_NQ; q++) mx[q] = _mm512_max_ps(mx[q], _mm512_loadu_ps(St + j * AX_BR + 16 * q));
         cc = vsc;
     } else {
         __m512i lim[AX_NQ];
+        _Pragma("GCC unroll 4")
         for (int q = 0; q < AX_NQ; q++) lim[q] = _mm512_loadu_si512(x->lim + 16 * q);
         for (int j = 0; j < nbp; j++) {
             const __m512i jj = _mm512_set1_epi32(j0 + j);
+            _Pragma("GCC unroll 4")
             for (int q = 0; q < AX_NQ; q++) {
                 float *s = St + j * AX_BR + 16 * q;
                 const __m512 y = _mm512_mul_ps(_mm512_loadu_ps(s), vsc);
@@ -485,6 +489,7 @@ static inline void ax_softmax(const ax_blk *x, float *St, uint16_t *Pt, int j0, 
                 }
             }
         for (int j = 0; j < nbp; j++)
+            _Pragma("GCC unroll 4")
             for (int q = 0; q < AX_NQ; q++) mx[q] = _mm512_max_ps(mx[q], _mm512_loadu_ps(St + j * AX_BR + 16 * q));
     }
 
@@ -492,9 +497,11 @@ static inline void ax_softmax(const ax_blk *x, float *St, uint16_t *Pt, int j0, 
     __m512 mu[AX_NQ], nbs[AX_NQ], bs[AX_NQ], sum[AX_NQ];
     __mmask16 mv[AX_NQ];
     int moved = 0, fast = 1;
+    _Pragma("GCC unroll 4")
     for (int q = 0; q < AX_NQ; q++) {
         mu[q] = _mm512_loadu_ps(x->mu + 16 * q);
         mv[q] = 0;
+        sum[q] = bs[q] = _mm512_setzero_ps();   /* set again below; zero for the compiler, which cannot see it */
     }
     /* bs: the max the exponentials subtract, mu or (where mv) the block's; a lane with no key yet keeps
      * -inf: subtract -FLT_MAX instead so exp2 gives 0, not NaN. fast: the exponent is x·log2e - bs·log2e
@@ -502,10 +509,12 @@ static inline void ax_softmax(const ax_blk *x, float *St, uint16_t *Pt, int j0, 
 #define AX_PICK_BS()                                                                                          \
     do {                                                                                                      \
         fast = 1;                                                                                             \
+        _Pragma("GCC unroll 4")                                                                               \
         for (int q = 0; q < AX_NQ; q++) {                                                                     \
             bs[q] = _mm512_max_ps(_mm512_mask_mov_ps(mu[q], mv[q], mx[q]), _mm512_set1_ps(-FLT_MAX));         \
             fast &= _mm512_cmp_ps_mask(_mm512_abs_ps(bs[q]), _mm512_set1_ps(AX_FAST), _CMP_LE_OQ) == 0xffff;  \
         }                                                                                                     \
+        _Pragma("GCC unroll 4")                                                                               \
         for (int q = 0; q < AX_NQ; q++) {                                                                     \
             nbs[q] = fast ? _mm512_mul_ps(_mm512_sub_ps(_mm512_setzero_ps(), bs[q]), l2e) : bs[q];            \
             sum[q] = _mm512_setzero_ps();                                                                     \
@@ -520,37 +529,36 @@ static inline void ax_softmax(const ax_blk *x, float *St, uint16_t *Pt, int j0, 
     /* (the clamp stays even without masks: a finite score far below its max makes the exponent -inf) */
 #define AX_ARG(v, q, PLAIN, FAST) ((FAST) ? _mm512_fmadd_ps((v), ccl, nbs[q])                                 \
                            : _mm512_mul_ps(_mm512_sub_ps((PLAIN) ? _mm512_mul_ps((v), cc) : (v), nbs[q]), l2e))
-#define AX_EXP_LOOP(PLAIN, FAST, MAX)                                                                         \
+#define AX_EXP_LOOP(PLAIN, FAST, MAX, DROP)                                                                         \
     for (int j = 0; j < nbp; j += 2) {                                                                        \
         for (const int due = (int)((int64_t)(j / 2 + 1) * tk->total / (nbp / 2)); tk->step < due;)           \
             ax_step(x, tk);                                                                                   \
         const float *s = S0 + j * AX_BR;                                                                      \
         uint16_t *p = P0 + (int64_t)((j / 32) * AX_NQ) * 512 + (j % 32 / 2) * 32;                             \
-        __m512 e0[AX_NQ], e1[AX_NQ];                                                                          \
+        _Pragma("GCC unroll 4")                                                                               \
         for (int q = 0; q < AX_NQ; q++) {                                                                     \
             const __m512 v0 = _mm512_loadu_ps(s + 16 * q), v1 = _mm512_loadu_ps(s + AX_BR + 16 * q);        \
             if (MAX) mx[q] = _mm512_max_ps(mx[q], _mm512_max_ps(v0, v1));                                     \
-            e0[q] = ax_exp2(AX_ARG(v0, q, PLAIN, FAST));                                                      \
-            e1[q] = ax_exp2(AX_ARG(v1, q, PLAIN, FAST));                                                      \
-            sum[q] = _mm512_add_ps(sum[q], _mm512_add_ps(e0[q], e1[q]));                                      \
+            const __m512 e0 = ax_exp2(AX_ARG(v0, q, PLAIN, FAST)), e1 = ax_exp2(AX_ARG(v1, q, PLAIN, FAST));  \
+            sum[q] = _mm512_add_ps(sum[q], _mm512_add_ps(e0, e1));                                            \
+            if (DROP) {                                                                                       \
+                _mm512_storeu_ps(S0 + j * AX_BR + 16 * q, e0);                                                \
+                _mm512_storeu_ps(S0 + j * AX_BR + AX_BR + 16 * q, e1);                                        \
+            } else                                                                                            \
+                _mm512_storeu_si512(p + q * 512, ax_pair(e0, e1));                                            \
         }                                                                                                     \
-        if (drop)                                                                                             \
-            for (int q = 0; q < AX_NQ; q++) {                                                                 \
-                _mm512_storeu_ps(S0 + j * AX_BR + 16 * q, e0[q]);                                             \
-                _mm512_storeu_ps(S0 + j * AX_BR + AX_BR + 16 * q, e1[q]);                                     \
-            }                                                                                                 \
-        else                                                                                                  \
-            for (int q = 0; q < AX_NQ; q++) _mm512_storeu_si512(p + q * 512, ax_pair(e0[q], e1[q]));          \
     }
     if (optimistic) {
         AX_PICK_BS();
-        if (fast) AX_EXP_LOOP(1, 1, 1)
-        else AX_EXP_LOOP(1, 0, 1)
+        if (fast) AX_EXP_LOOP(1, 1, 1, 0)
+        else AX_EXP_LOOP(1, 0, 1, 0)
     }
     if (plain)
+        _Pragma("GCC unroll 4")
         for (int q = 0; q < AX_NQ; q++) mx[q] = _mm512_mul_ps(mx[q], vsc);
 
     /* mu moves where the block's max passes it by more than AX_LAZY (always from -inf) */
+    _Pragma("GCC unroll 4")
     for (int q = 0; q < AX_NQ; q++) {
         _mm512_storeu_ps(x->mt + 16 * q, _mm512_max_ps(_mm512_loadu_ps(x->mt + 16 * q), mx[q]));
         mv[q] = _mm512_cmp_ps_mask(mx[q], _mm512_add_ps(mu[q], lazy), _CMP_GT_OQ);
@@ -558,10 +566,14 @@ static inline void ax_softmax(const ax_blk *x, float *St, uint16_t *Pt, int j0, 
     }
     if (!optimistic || moved) {
         AX_PICK_BS();
-        if (plain && fast) AX_EXP_LOOP(1, 1, 0)
-        else if (plain) AX_EXP_LOOP(1, 0, 0)
-        else if (fast) AX_EXP_LOOP(0, 1, 0)
-        else AX_EXP_LOOP(0, 0, 0)
+        if (drop && plain && fast) AX_EXP_LOOP(1, 1, 0, 1)
+        else if (drop && plain) AX_EXP_LOOP(1, 0, 0, 1)
+        else if (drop && fast) AX_EXP_LOOP(0, 1, 0, 1)
+        else if (drop) AX_EXP_LOOP(0, 0, 0, 1)
+        else if (plain && fast) AX_EXP_LOOP(1, 1, 0, 0)
+        else if (plain) AX_EXP_LOOP(1, 0, 0, 0)
+        else if (fast) AX_EXP_LOOP(0, 1, 0, 0)
+        else AX_EXP_LOOP(0, 0, 0, 0)
     }
 #undef AX_PICK_BS
 #undef AX_ARG
@@ -579,6 +591,7 @@ static inline void ax_softmax(const ax_blk *x, float *St, uint16_t *Pt, int j0, 
         for (int j = 0; j < nbp; j += 2) {
             const float *s = St + j * AX_BR;
             uint16_t *p = Pt + (int64_t)((j / 32) * AX_NQ) * 512 + (j % 32 / 2) * 32;
+            _Pragma("GCC unroll 4")
             for (int q = 0; q < AX_NQ; q++)
                 _mm512_storeu_si512(p + q * 512,
                                     ax_pair(_mm512_loadu_ps(s + 16 * q), _mm512_loadu_ps(s + AX_BR + 16 * q)));
@@ -591,6 +604,7 @@ static inline void ax_softmax(const ax_blk *x, float *St, uint16_t *Pt, int j0, 
     /* alpha = exp2(mu - mu_new) where mu moved (1 elsewhere); l = alpha·l + Σ; Oᵀ ∘= alpha */
     if (moved) {
         __m512 al[AX_NQ];
+        _Pragma("GCC unroll 4")
         for (int q = 0; q < AX_NQ; q++) {
             al[q] = _mm512_mask_blend_ps(mv[q], _mm512_set1_ps(1.0f),
                                          attn__exp2_avx512(_mm512_mul_ps(_mm512_sub_ps(mu[q], bs[q]), l2e)));
@@ -599,11 +613,13 @@ static inline void ax_softmax(const ax_blk *x, float *St, uint16_t *Pt, int j0, 
         }
         if (!first)
             for (int r = 0; r < 16 * x->NXT; r++)
+                _Pragma("GCC unroll 4")
                 for (int q = 0; q < AX_NQ; q++) {
                     float *o = x->Ot + r * AX_BR + 16 * q;
                     _mm512_storeu_ps(o, _mm512_mul_ps(_mm512_loadu_ps(o), al[q]));
                 }
     } else {
+        _Pragma("GCC unroll 4")
         for (int q = 0; q < AX_NQ; q++)
             _mm512_storeu_ps(x->l + 16 * q, _mm512_add_ps(_mm512_loadu_ps(x->l + 16 * q), sum[q]));
     }
