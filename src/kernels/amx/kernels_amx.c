@@ -331,6 +331,9 @@ typedef struct ax_tasks {
     float *sc_S;
     int sc_j0, sc_nkc;           /* sc_nkc = 0: none */
     int step, pv_steps, total;   /* next step, steps of P·V, all steps */
+    int in, out;                 /* the next step's two indices in its part (P·V: 32 keys, then the pair of
+                                    Dv and query tile pairs; scores: D chunk, then 32 keys and query tile
+                                    pair), counted on: divisions by the run-time sizes cost more */
 } ax_tasks;
 
 static inline void ax_tasks_init(ax_tasks *t, const ax_blk *x, const uint16_t *pvP, int pvj0, int pvnbp, float *scS,
@@ -341,7 +344,7 @@ static inline void ax_tasks_init(ax_tasks *t, const ax_blk *x, const uint16_t *p
     t->sc_S = scS;
     t->sc_j0 = scj0;
     t->sc_nkc = scnbp / 32;
-    t->step = 0;
+    t->step = t->in = t->out = 0;
     t->pv_steps = (x->NXT / 2) * (AX_NQ / 2) * t->pv_nkc;
     t->total = t->pv_steps + t->sc_nkc * (AX_NQ / 2) * x->NC;
 }
@@ -361,9 +364,11 @@ static inline void ax_mul22(const uint16_t *a0, const uint16_t *a1, const uint16
 
 /* Runs step t->step. */
 static inline void ax_step(const ax_blk *x, ax_tasks *t) {
-    int s = t->step++;
+    const int s = t->step++, in = t->in, out = t->out;
     if (s < t->pv_steps) {
-        const int nkc = t->pv_nkc, kc = s % nkc, g = s / nkc;     /* g: (Dv tile pair, query tile pair) */
+        const int nkc = t->pv_nkc, kc = in, g = out;                 /* g: (Dv tile pair, query tile pair) */
+        if (s + 1 == t->pv_steps) t->in = t->out = 0;              /* the scores' first step next */
+        else if (++t->in == nkc) t->in = 0, t->out++;
         const int qp = 2 * (g % (AX_NQ / 2)), xt = 2 * (g / (AX_NQ / 2));
         float *o = x->Ot + (int64_t)(16 * xt) * AX_BR + 16 * qp;
         if (kc == 0) {
@@ -385,8 +390,8 @@ static inline void ax_step(const ax_blk *x, ax_tasks *t) {
         }
         return;
     }
-    s -= t->pv_steps;
-    const int NC = x->NC, c = s % NC, g = s / NC;                 /* g: (32 keys, query tile pair) */
+    const int NC = x->NC, c = in, g = out;                        /* g: (32 keys, query tile pair) */
+    if (++t->in == NC) t->in = 0, t->out++;
     const int qp = 2 * (g % (AX_NQ / 2)), kc = g / (AX_NQ / 2);
     if (t->sc_j0 + 32 * kc >= x->plim[qp / 2]) return;
     const uint16_t *a0 = x->kp + (int64_t)((t->sc_j0 + 32 * kc) / 16) * NC * 512;   /* key tile, chunk 0 */
@@ -526,13 +531,15 @@ static inline void ax_softmax(const ax_blk *x, float *St, uint16_t *Pt, int j0, 
      * the block's max of the raw sums found on the way */
     float *const S0 = St;
     uint16_t *const P0 = Pt;
+    const int npair = nbp / 2, dstep = tk->total / npair, rstep = tk->total % npair;   /* the steps per row pair */
     /* (the clamp stays even without masks: a finite score far below its max makes the exponent -inf) */
 #define AX_ARG(v, q, PLAIN, FAST) ((FAST) ? _mm512_fmadd_ps((v), ccl, nbs[q])                                 \
                            : _mm512_mul_ps(_mm512_sub_ps((PLAIN) ? _mm512_mul_ps((v), cc) : (v), nbs[q]), l2e))
 #define AX_EXP_LOOP(PLAIN, FAST, MAX, DROP)                                                                         \
-    for (int j = 0; j < nbp; j += 2) {                                                                        \
-        for (const int due = (int)((int64_t)(j / 2 + 1) * tk->total / (nbp / 2)); tk->step < due;)           \
-            ax_step(x, tk);                                                                                   \
+    for (int j = 0, due = 0, rem = 0; j < nbp; j += 2) {                                                      \
+        due += dstep, rem += rstep;                      /* due = (j/2 + 1)·total / (nbp/2), counted on */    \
+        if (rem >= npair) due++, rem -= npair;                                                                \
+        while (tk->step < due) ax_step(x, tk);                                                                \
         const float *s = S0 + j * AX_BR;                                                                      \
         uint16_t *p = P0 + (int64_t)((j / 32) * AX_NQ) * 512 + (j % 32 / 2) * 32;                             \
         _Pragma("GCC unroll 4")                                                                               \
