@@ -480,10 +480,14 @@ static inline void ax_softmax(const ax_blk *x, float *St, uint16_t *Pt, int j0, 
             for (int q = 0; q < AX_NQ; q++) {
                 float *s = St + j * AX_BR + 16 * q;
                 const __m512 y = _mm512_mul_ps(_mm512_loadu_ps(s), vsc);
-                _mm512_storeu_ps(s, _mm512_mask_mov_ps(y, _mm512_cmple_epi32_mask(lim[q], jj), ninf));
+                const __m512 ym = _mm512_mask_mov_ps(y, _mm512_cmple_epi32_mask(lim[q], jj), ninf);
+                _mm512_storeu_ps(s, ym);
+                mx[q] = _mm512_max_ps(mx[q], ym);   /* the max on the way (redone below if a mask changes x) */
             }
         }
-        if (x->generic)
+        if (x->generic) {
+            _Pragma("GCC unroll 4")
+            for (int q = 0; q < AX_NQ; q++) mx[q] = ninf;
             for (int i = 0; i < x->nr; i++) {
                 const uint8_t *al = attn__allow_row(mk, x->b, x->h, x->t0 + i);
                 const float *bi = attn__bias_row(mk, x->b, x->h, x->t0 + i);
@@ -493,9 +497,10 @@ static inline void ax_softmax(const ax_blk *x, float *St, uint16_t *Pt, int j0, 
                     else if (bi) *s = ax_add_bias(*s, bi[j0 + j]);
                 }
             }
-        for (int j = 0; j < nbp; j++)
-            _Pragma("GCC unroll 4")
-            for (int q = 0; q < AX_NQ; q++) mx[q] = _mm512_max_ps(mx[q], _mm512_loadu_ps(St + j * AX_BR + 16 * q));
+            for (int j = 0; j < nbp; j++)
+                _Pragma("GCC unroll 4")
+                for (int q = 0; q < AX_NQ; q++) mx[q] = _mm512_max_ps(mx[q], _mm512_loadu_ps(St + j * AX_BR + 16 * q));
+        }
     }
 
     const __m512 lazy = _mm512_set1_ps(AX_LAZY), ccl = _mm512_mul_ps(cc, l2e);
