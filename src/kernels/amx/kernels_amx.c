@@ -233,22 +233,22 @@ static inline void ax_put_stats(float *stats, int64_t row, float m, float mu, fl
     stats[2 * row + 1] = l > 0.0f ? logf(l) + (mu - m) : 0.0f;
 }
 
-/* 2^x for the softmax (x <= AX_LAZY·log2e) and the backward's P (x <= 0): n = round(x), 2^(x - n) by a
- * polynomial of degree 3 fitted for the least largest relative error on [-1/2, 1/2] (7.5e-5 with the fp32
- * coefficients, measured over 20001 points; the degree-4 Taylor series it replaced was within 4.3e-5 for
- * one FMA more: P is rounded to bf16, 2^-9, right after, and a row's sum of them is off by as much at
- * most), scaled by 2^n. Runs under MXCSR's flush-to-zero (ax_forward and the backward's blocks set it): a
- * result below 2^-126 is 0, never a subnormal (which would cost a microcode assist per vector). x may be
- * -inf (a masked key, or a finite score far below the max): clamped at -200, it gives exactly 0. */
+/* 2^x for the softmax (x <= AX_LAZY·log2e) and the backward's P (x <= 0) in five instructions: f = x -
+ * floor(x) in [0, 1) by vreduceps, 2^f by a polynomial of degree 3 fitted for the least largest relative
+ * error on [0, 1) (7.5e-5 with the fp32 coefficients, measured over 20001 points: P is rounded to bf16,
+ * 2^-9, right after, and a row's sum of them is off by as much at most), and vscalefps, which multiplies
+ * by 2^floor(x) itself. (It was round, subtract, a polynomial on [-1/2, 1/2] and scalef by the rounded
+ * value, after a clamp of x at -200: two instructions more for the same error.) Runs under MXCSR's
+ * flush-to-zero (ax_forward and the backward's blocks set it): a result below 2^-126 is 0, never a
+ * subnormal (which would cost a microcode assist per vector). x may be -inf (a masked key, or a finite
+ * score far below the max): vreduceps gives 0 for it and vscalefps by -inf exactly 0. */
 static inline __m512 ax_exp2(__m512 x) {
-    x = _mm512_max_ps(_mm512_set1_ps(-200.0f), x);
-    const __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const __m512 f = _mm512_sub_ps(x, n);
-    __m512 p = _mm512_set1_ps(5.51714338e-02f);
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.42610812e-01f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.93260968e-01f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.99928117e-01f));
-    return _mm512_scalef_ps(p, n);
+    const __m512 f = _mm512_reduce_ps(x, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    __m512 p = _mm512_set1_ps(7.80245215e-02f);
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.26067156e-01f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.95833564e-01f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.99925196e-01f));
+    return _mm512_scalef_ps(p, x);
 }
 
 /* Two fp32 rows (keys 2r and 2r+1, 16 query lanes each) as one B-tile row: bf16 pairs interleaved. */
@@ -332,6 +332,9 @@ typedef struct ax_tasks {
     float *sc_S;
     int sc_j0, sc_nkc;           /* sc_nkc = 0: none */
     int step, pv_steps, total;   /* next step, steps of P·V, all steps */
+    int in, out;                 /* the next step's two indices in its part (P·V: 32 keys, then the pair of
+                                    Dv and query tile pairs; scores: D chunk, then 32 keys and query tile
+                                    pair), counted on: divisions by the run-time sizes cost more */
 } ax_tasks;
 
 static inline void ax_tasks_init(ax_tasks *t, const ax_blk *x, const uint16_t *pvP, int pvj0, int pvnbp, float *scS,
@@ -342,7 +345,7 @@ static inline void ax_tasks_init(ax_tasks *t, const ax_blk *x, const uint16_t *p
     t->sc_S = scS;
     t->sc_j0 = scj0;
     t->sc_nkc = scnbp / 32;
-    t->step = 0;
+    t->step = t->in = t->out = 0;
     t->pv_steps = (x->NXT / 2) * (AX_NQ / 2) * t->pv_nkc;
     t->total = t->pv_steps + t->sc_nkc * (AX_NQ / 2) * x->NC;
 }
@@ -362,9 +365,11 @@ static inline void ax_mul22(const uint16_t *a0, const uint16_t *a1, const uint16
 
 /* Runs step t->step. */
 static inline void ax_step(const ax_blk *x, ax_tasks *t) {
-    int s = t->step++;
+    const int s = t->step++, in = t->in, out = t->out;
     if (s < t->pv_steps) {
-        const int nkc = t->pv_nkc, kc = s % nkc, g = s / nkc;     /* g: (Dv tile pair, query tile pair) */
+        const int nkc = t->pv_nkc, kc = in, g = out;                 /* g: (Dv tile pair, query tile pair) */
+        if (s + 1 == t->pv_steps) t->in = t->out = 0;              /* the scores' first step next */
+        else if (++t->in == nkc) t->in = 0, t->out++;
         const int qp = 2 * (g % (AX_NQ / 2)), xt = 2 * (g / (AX_NQ / 2));
         float *o = x->Ot + (int64_t)(16 * xt) * AX_BR + 16 * qp;
         if (kc == 0) {
@@ -386,8 +391,8 @@ static inline void ax_step(const ax_blk *x, ax_tasks *t) {
         }
         return;
     }
-    s -= t->pv_steps;
-    const int NC = x->NC, c = s % NC, g = s / NC;                 /* g: (32 keys, query tile pair) */
+    const int NC = x->NC, c = in, g = out;                        /* g: (32 keys, query tile pair) */
+    if (++t->in == NC) t->in = 0, t->out++;
     const int qp = 2 * (g % (AX_NQ / 2)), kc = g / (AX_NQ / 2);
     if (t->sc_j0 + 32 * kc >= x->plim[qp / 2]) return;
     const uint16_t *a0 = x->kp + (int64_t)((t->sc_j0 + 32 * kc) / 16) * NC * 512;   /* key tile, chunk 0 */
@@ -458,24 +463,32 @@ static inline void ax_softmax(const ax_blk *x, float *St, uint16_t *Pt, int j0, 
     /* the block's max per query lane. A plain block keeps the raw sums and scales them in the exponential
      * (scale > 0 keeps the order, so the max scaled is the max of the scaled: the same bits as each x) */
     __m512 mx[AX_NQ], cc = _mm512_set1_ps(1.0f);
+    _Pragma("GCC unroll 4")
     for (int q = 0; q < AX_NQ; q++) mx[q] = ninf;
     if (plain) {
         if (!optimistic)
             for (int j = 0; j < nbp; j++)
+                _Pragma("GCC unroll 4")
                 for (int q = 0; q < AX_NQ; q++) mx[q] = _mm512_max_ps(mx[q], _mm512_loadu_ps(St + j * AX_BR + 16 * q));
         cc = vsc;
     } else {
         __m512i lim[AX_NQ];
+        _Pragma("GCC unroll 4")
         for (int q = 0; q < AX_NQ; q++) lim[q] = _mm512_loadu_si512(x->lim + 16 * q);
         for (int j = 0; j < nbp; j++) {
             const __m512i jj = _mm512_set1_epi32(j0 + j);
+            _Pragma("GCC unroll 4")
             for (int q = 0; q < AX_NQ; q++) {
                 float *s = St + j * AX_BR + 16 * q;
                 const __m512 y = _mm512_mul_ps(_mm512_loadu_ps(s), vsc);
-                _mm512_storeu_ps(s, _mm512_mask_mov_ps(y, _mm512_cmple_epi32_mask(lim[q], jj), ninf));
+                const __m512 ym = _mm512_mask_mov_ps(y, _mm512_cmple_epi32_mask(lim[q], jj), ninf);
+                _mm512_storeu_ps(s, ym);
+                mx[q] = _mm512_max_ps(mx[q], ym);   /* the max on the way (redone below if a mask changes x) */
             }
         }
-        if (x->generic)
+        if (x->generic) {
+            _Pragma("GCC unroll 4")
+            for (int q = 0; q < AX_NQ; q++) mx[q] = ninf;
             for (int i = 0; i < x->nr; i++) {
                 const uint8_t *al = attn__allow_row(mk, x->b, x->h, x->t0 + i);
                 const float *bi = attn__bias_row(mk, x->b, x->h, x->t0 + i);
@@ -485,17 +498,21 @@ static inline void ax_softmax(const ax_blk *x, float *St, uint16_t *Pt, int j0, 
                     else if (bi) *s = ax_add_bias(*s, bi[j0 + j]);
                 }
             }
-        for (int j = 0; j < nbp; j++)
-            for (int q = 0; q < AX_NQ; q++) mx[q] = _mm512_max_ps(mx[q], _mm512_loadu_ps(St + j * AX_BR + 16 * q));
+            for (int j = 0; j < nbp; j++)
+                _Pragma("GCC unroll 4")
+                for (int q = 0; q < AX_NQ; q++) mx[q] = _mm512_max_ps(mx[q], _mm512_loadu_ps(St + j * AX_BR + 16 * q));
+        }
     }
 
     const __m512 lazy = _mm512_set1_ps(AX_LAZY), ccl = _mm512_mul_ps(cc, l2e);
     __m512 mu[AX_NQ], nbs[AX_NQ], bs[AX_NQ], sum[AX_NQ];
     __mmask16 mv[AX_NQ];
     int moved = 0, fast = 1;
+    _Pragma("GCC unroll 4")
     for (int q = 0; q < AX_NQ; q++) {
         mu[q] = _mm512_loadu_ps(x->mu + 16 * q);
         mv[q] = 0;
+        sum[q] = bs[q] = _mm512_setzero_ps();   /* set again below; zero for the compiler, which cannot see it */
     }
     /* bs: the max the exponentials subtract, mu or (where mv) the block's; a lane with no key yet keeps
      * -inf: subtract -FLT_MAX instead so exp2 gives 0, not NaN. fast: the exponent is x·log2e - bs·log2e
@@ -503,10 +520,12 @@ static inline void ax_softmax(const ax_blk *x, float *St, uint16_t *Pt, int j0, 
 #define AX_PICK_BS()                                                                                          \
     do {                                                                                                      \
         fast = 1;                                                                                             \
+        _Pragma("GCC unroll 4")                                                                               \
         for (int q = 0; q < AX_NQ; q++) {                                                                     \
             bs[q] = _mm512_max_ps(_mm512_mask_mov_ps(mu[q], mv[q], mx[q]), _mm512_set1_ps(-FLT_MAX));         \
             fast &= _mm512_cmp_ps_mask(_mm512_abs_ps(bs[q]), _mm512_set1_ps(AX_FAST), _CMP_LE_OQ) == 0xffff;  \
         }                                                                                                     \
+        _Pragma("GCC unroll 4")                                                                               \
         for (int q = 0; q < AX_NQ; q++) {                                                                     \
             nbs[q] = fast ? _mm512_mul_ps(_mm512_sub_ps(_mm512_setzero_ps(), bs[q]), l2e) : bs[q];            \
             sum[q] = _mm512_setzero_ps();                                                                     \
@@ -518,40 +537,41 @@ static inline void ax_softmax(const ax_blk *x, float *St, uint16_t *Pt, int j0, 
      * the block's max of the raw sums found on the way */
     float *const S0 = St;
     uint16_t *const P0 = Pt;
+    const int npair = nbp / 2, dstep = tk->total / npair, rstep = tk->total % npair;   /* the steps per row pair */
     /* (the clamp stays even without masks: a finite score far below its max makes the exponent -inf) */
 #define AX_ARG(v, q, PLAIN, FAST) ((FAST) ? _mm512_fmadd_ps((v), ccl, nbs[q])                                 \
                            : _mm512_mul_ps(_mm512_sub_ps((PLAIN) ? _mm512_mul_ps((v), cc) : (v), nbs[q]), l2e))
-#define AX_EXP_LOOP(PLAIN, FAST, MAX)                                                                         \
-    for (int j = 0; j < nbp; j += 2) {                                                                        \
-        for (const int due = (int)((int64_t)(j / 2 + 1) * tk->total / (nbp / 2)); tk->step < due;)           \
-            ax_step(x, tk);                                                                                   \
+#define AX_EXP_LOOP(PLAIN, FAST, MAX, DROP)                                                                         \
+    for (int j = 0, due = 0, rem = 0; j < nbp; j += 2) {                                                      \
+        due += dstep, rem += rstep;                      /* due = (j/2 + 1)·total / (nbp/2), counted on */    \
+        if (rem >= npair) due++, rem -= npair;                                                                \
+        while (tk->step < due) ax_step(x, tk);                                                                \
         const float *s = S0 + j * AX_BR;                                                                      \
         uint16_t *p = P0 + (int64_t)((j / 32) * AX_NQ) * 512 + (j % 32 / 2) * 32;                             \
-        __m512 e0[AX_NQ], e1[AX_NQ];                                                                          \
+        _Pragma("GCC unroll 4")                                                                               \
         for (int q = 0; q < AX_NQ; q++) {                                                                     \
             const __m512 v0 = _mm512_loadu_ps(s + 16 * q), v1 = _mm512_loadu_ps(s + AX_BR + 16 * q);        \
             if (MAX) mx[q] = _mm512_max_ps(mx[q], _mm512_max_ps(v0, v1));                                     \
-            e0[q] = ax_exp2(AX_ARG(v0, q, PLAIN, FAST));                                                      \
-            e1[q] = ax_exp2(AX_ARG(v1, q, PLAIN, FAST));                                                      \
-            sum[q] = _mm512_add_ps(sum[q], _mm512_add_ps(e0[q], e1[q]));                                      \
+            const __m512 e0 = ax_exp2(AX_ARG(v0, q, PLAIN, FAST)), e1 = ax_exp2(AX_ARG(v1, q, PLAIN, FAST));  \
+            sum[q] = _mm512_add_ps(sum[q], _mm512_add_ps(e0, e1));                                            \
+            if (DROP) {                                                                                       \
+                _mm512_storeu_ps(S0 + j * AX_BR + 16 * q, e0);                                                \
+                _mm512_storeu_ps(S0 + j * AX_BR + AX_BR + 16 * q, e1);                                        \
+            } else                                                                                            \
+                _mm512_storeu_si512(p + q * 512, ax_pair(e0, e1));                                            \
         }                                                                                                     \
-        if (drop)                                                                                             \
-            for (int q = 0; q < AX_NQ; q++) {                                                                 \
-                _mm512_storeu_ps(S0 + j * AX_BR + 16 * q, e0[q]);                                             \
-                _mm512_storeu_ps(S0 + j * AX_BR + AX_BR + 16 * q, e1[q]);                                     \
-            }                                                                                                 \
-        else                                                                                                  \
-            for (int q = 0; q < AX_NQ; q++) _mm512_storeu_si512(p + q * 512, ax_pair(e0[q], e1[q]));          \
     }
     if (optimistic) {
         AX_PICK_BS();
-        if (fast) AX_EXP_LOOP(1, 1, 1)
-        else AX_EXP_LOOP(1, 0, 1)
+        if (fast) AX_EXP_LOOP(1, 1, 1, 0)
+        else AX_EXP_LOOP(1, 0, 1, 0)
     }
     if (plain)
+        _Pragma("GCC unroll 4")
         for (int q = 0; q < AX_NQ; q++) mx[q] = _mm512_mul_ps(mx[q], vsc);
 
     /* mu moves where the block's max passes it by more than AX_LAZY (always from -inf) */
+    _Pragma("GCC unroll 4")
     for (int q = 0; q < AX_NQ; q++) {
         _mm512_storeu_ps(x->mt + 16 * q, _mm512_max_ps(_mm512_loadu_ps(x->mt + 16 * q), mx[q]));
         mv[q] = _mm512_cmp_ps_mask(mx[q], _mm512_add_ps(mu[q], lazy), _CMP_GT_OQ);
@@ -559,10 +579,14 @@ static inline void ax_softmax(const ax_blk *x, float *St, uint16_t *Pt, int j0, 
     }
     if (!optimistic || moved) {
         AX_PICK_BS();
-        if (plain && fast) AX_EXP_LOOP(1, 1, 0)
-        else if (plain) AX_EXP_LOOP(1, 0, 0)
-        else if (fast) AX_EXP_LOOP(0, 1, 0)
-        else AX_EXP_LOOP(0, 0, 0)
+        if (drop && plain && fast) AX_EXP_LOOP(1, 1, 0, 1)
+        else if (drop && plain) AX_EXP_LOOP(1, 0, 0, 1)
+        else if (drop && fast) AX_EXP_LOOP(0, 1, 0, 1)
+        else if (drop) AX_EXP_LOOP(0, 0, 0, 1)
+        else if (plain && fast) AX_EXP_LOOP(1, 1, 0, 0)
+        else if (plain) AX_EXP_LOOP(1, 0, 0, 0)
+        else if (fast) AX_EXP_LOOP(0, 1, 0, 0)
+        else AX_EXP_LOOP(0, 0, 0, 0)
     }
 #undef AX_PICK_BS
 #undef AX_ARG
@@ -580,6 +604,7 @@ static inline void ax_softmax(const ax_blk *x, float *St, uint16_t *Pt, int j0, 
         for (int j = 0; j < nbp; j += 2) {
             const float *s = St + j * AX_BR;
             uint16_t *p = Pt + (int64_t)((j / 32) * AX_NQ) * 512 + (j % 32 / 2) * 32;
+            _Pragma("GCC unroll 4")
             for (int q = 0; q < AX_NQ; q++)
                 _mm512_storeu_si512(p + q * 512,
                                     ax_pair(_mm512_loadu_ps(s + 16 * q), _mm512_loadu_ps(s + AX_BR + 16 * q)));
@@ -592,6 +617,7 @@ static inline void ax_softmax(const ax_blk *x, float *St, uint16_t *Pt, int j0, 
     /* alpha = exp2(mu - mu_new) where mu moved (1 elsewhere); l = alpha·l + Σ; Oᵀ ∘= alpha */
     if (moved) {
         __m512 al[AX_NQ];
+        _Pragma("GCC unroll 4")
         for (int q = 0; q < AX_NQ; q++) {
             al[q] = _mm512_mask_blend_ps(mv[q], _mm512_set1_ps(1.0f),
                                          attn__exp2_avx512(_mm512_mul_ps(_mm512_sub_ps(mu[q], bs[q]), l2e)));
@@ -600,11 +626,13 @@ static inline void ax_softmax(const ax_blk *x, float *St, uint16_t *Pt, int j0, 
         }
         if (!first)
             for (int r = 0; r < 16 * x->NXT; r++)
+                _Pragma("GCC unroll 4")
                 for (int q = 0; q < AX_NQ; q++) {
                     float *o = x->Ot + r * AX_BR + 16 * q;
                     _mm512_storeu_ps(o, _mm512_mul_ps(_mm512_loadu_ps(o), al[q]));
                 }
     } else {
+        _Pragma("GCC unroll 4")
         for (int q = 0; q < AX_NQ; q++)
             _mm512_storeu_ps(x->l + 16 * q, _mm512_add_ps(_mm512_loadu_ps(x->l + 16 * q), sum[q]));
     }
