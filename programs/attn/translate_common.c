@@ -450,7 +450,8 @@ static int tr_train_run(const tr_kind *kind, const tr_train_args *a, tr_run *r, 
             opt.lr = a->lr;
             if (dist_rank() == 0)
                 fprintf(stderr, "attn: translate: resuming %s after epoch %d%s (step %" PRId64 "; seed %" PRIu64
-                        ", lr %g, batch %d, --examples %d, --shards %d from the checkpoint)\n", path, r->epoch,
+                        ", lr %g, batch %d, --examples %d, --shards %d, the model's shape and --precision: all from the "
+                        "checkpoint, whatever the flags say)\n", path, r->epoch,
                         r->step ? " and part of the next" : "", opt.t, a->seed, (double)a->lr, a->batch, a->examples,
                         a->shards);
             ret = 0;
