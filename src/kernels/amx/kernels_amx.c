@@ -64,8 +64,8 @@ static inline float ax_add_bias(float x, float b) {
 /* The descriptors this path computes itself: bf16 tensors or bf16 compute, forward, with at least
  * AX_MIN_T query rows per head. A block is 64 rows: with fewer (decoding: T = 1 against a long cache) the
  * tiles and the softmax would do up to 64 times the work, and repacking the whole K/V cache at every call
- * would cost more than that; those go to the AVX512-BF16 path (by rows, reading bf16 K/V directly, for
- * T <= 4 with bf16 tensors) or the AVX-512 path (by rows), through fp32. */
+ * would cost more than that; those go to the AVX512-BF16 path (bf16 tensors, read directly: by rows for
+ * T <= 4, by vdpbf16ps blocks above) or, for fp32 tensors with bf16 compute, the AVX-512 path in fp32. */
 #define AX_MIN_T 16
 static int ax_native(const attn_sdpa_desc *d, attn_pass pass) {
     (void)pass;
