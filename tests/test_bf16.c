@@ -269,7 +269,8 @@ static int run_case(attn_isa isa, const tcase *c, const char *label) {
 }
 
 /* Bitwise identity of the bf16 forward on one path for 1, 2 and 3 threads and for the partition entries:
- * a block shape and a decoding shape (T = 3, grouped heads: the rows paths). */
+ * a block shape, a decoding shape (T = 3, grouped heads: the rows paths) and few rows per head (T = 37: a
+ * group's heads share a block on AVX512-BF16). */
 static void check_threads_case(attn_isa isa, const tcase c) {
     problem p;
     problem_make(&p, &c);
@@ -325,6 +326,7 @@ static void check_threads_case(attn_isa isa, const tcase c) {
 static void check_threads(attn_isa isa) {
     check_threads_case(isa, (tcase){2, 4, 2, 75, 301, 72, 40, 1, 2, 0, 1, 1, 0.1f, 2.0f});
     check_threads_case(isa, (tcase){2, 8, 2, 3, 601, 72, 40, 1, 2, 0, 1, 1, 0.1f, 2.0f});
+    check_threads_case(isa, (tcase){1, 8, 2, 37, 301, 72, 40, 1, 2, 0, 1, 1, 0.1f, 2.0f});   /* heads share blocks */
 }
 
 /* Fully masked rows give zeros and row statistics (-inf, 0) on every path, bf16 too. */
@@ -740,6 +742,8 @@ static const tcase g_fixed[] = {
      * vdpbf16ps sums in another order, above it in a few rows of a hundred (block kernel, then rows) */
     {1, 1, 1, 200, 4, 64, 64, 0, 0, 0, 0, 0, 0.0f, 1e9f},
     {2, 16, 2, 4, 4, 64, 64, 0, 0, 0, 0, 0, 0.0f, 1e9f},
+    /* few rows per head: a group's heads share the block's lanes (64 rows, then 4 by rows) */
+    {1, 2, 1, 34, 77, 40, 24, 1, 0, 1, 1, 1, 0.1f, 1.0f},
 };
 
 int main(int argc, char **argv) {
@@ -773,7 +777,7 @@ int main(int argc, char **argv) {
         if (attn_ctx_init(&bf, ATTN_ISA_AVX512BF16, 1) == ATTN_OK) {
             CHECK(c.isa == ATTN_ISA_AVX512BF16);
             for (int i = 20; i < 24; i++) bad += !run_case(c.isa, &g_fixed[i], "refused");
-            for (int i = 25; i < 30; i++) bad += !run_case(c.isa, &g_fixed[i], "refused");   /* its blocks */
+            for (int i = 25; i < 31; i++) bad += !run_case(c.isa, &g_fixed[i], "refused");   /* its blocks */
             check_threads(c.isa);
             check_accuracy(c.isa, 0);
         }

@@ -393,8 +393,9 @@ static void br_rows(const br_fwd *cx, char *tw, int b, int hk, const int *hs, co
 
 /* ===================================================================================================
  * The block forward (more than BR_MAX_T query rows): fused_impl.h's block path with vdpbf16ps for both
- * products. Items (b, h, block of BB_BR query rows), latest blocks first; vectors run along the block's
- * query rows, so scores are kept transposed, Sᵀ (keys, queries), and the online softmax is lane-wise.
+ * products. Items (b, h, block of BB_BR query rows), latest blocks first, or with fewer rows per head
+ * (b, kv head, block of BB_BR of its group's rows); vectors run along the block's query rows, so scores
+ * are kept transposed, Sᵀ (keys, queries), and the online softmax is lane-wise.
  *   Qp (D/2 pairs, BR)   the block's queries as bf16 pairs: lane i of pair p holds (q_i[2p], q_i[2p+1])
  *   scores   Sᵀ[j] = scale · Σ_p vdpbf16ps(Qp[p], broadcast (k_j[2p], k_j[2p+1]))   K read where it lies
  *   masks    key limits by lanes, the boolean mask and the bias key by key; the max and its key by lanes
@@ -404,7 +405,7 @@ static void br_rows(const br_fwd *cx, char *tw, int b, int hk, const int *hs, co
  *   P·V      Oᵀ[x] = alpha ∘ Oᵀ[x] + Σ_jp vdpbf16ps(Pp[jp], broadcast Vp[jp][x])    fp32 accumulators
  * A register tile of BB_RT rows (keys, or dims of Oᵀ) by up to BB_NV vectors of queries serves both.
  * The row statistics are the rows path's: the canonical score of each row's argmax key, and l as taken.
- * Memory: per thread Qp, Oᵀ, Sᵀ, Pp and Vp of one block (about 100 KiB at D = Dv = 128).
+ * Memory: per thread Qp, Oᵀ, Sᵀ, Pp and Vp of one block (about 130 KiB at D = Dv = 128).
  */
 #define BB_NV 4                     /* query vectors per block */
 #define BB_BR (16 * BB_NV)          /* query rows per block */
@@ -562,10 +563,11 @@ static inline __attribute__((always_inline)) void bb_softmax(const int NV, float
     }
 }
 
-/* One block of query rows (b, h, t0 .. t0+nr) against every key it may see. */
-static void bb_block(const br_fwd *cx, char *tw, int b, int h, int t0, int nr) {
+/* One block of nr query rows (b, hs[i], ts[i]) of kv head hk against every key they may see: a head's
+ * rows, or with few rows per head those of the heads of a grouped-query group. */
+static void bb_block(const br_fwd *cx, char *tw, int b, int hk, const int *hs, const int *ts, int nr) {
     const attn_sdpa_desc *d = cx->d;
-    const int H = d->H, T = d->T, S = d->S, D = d->D, Dv = d->Dv, G = H / d->Hkv, hk = h / G;
+    const int H = d->H, T = d->T, S = d->S, D = d->D, Dv = d->Dv;
     const int D2 = (D + 1) / 2, DvP = cx->DvP;
     const attn_mask *mk = &d->mask;
     const int nv = (nr + 15) / 16, BR = nv * 16;               /* vectors and padded rows in use */
@@ -583,7 +585,6 @@ static void bb_block(const br_fwd *cx, char *tw, int b, int h, int t0, int nr) {
     rw.lim = (int32_t *)(rw.alpha + BB_BR);
     rw.jm = rw.lim + BB_BR;
 
-    const uint16_t *qb = cx->q + b * d->q.b + h * d->q.h + (int64_t)t0 * d->q.t;   /* (nr,D) rows q.t apart */
     const uint16_t *kb = cx->k + b * d->k.b + hk * d->k.h;                         /* (S,D)  */
     const uint16_t *vb = cx->v + b * d->v.b + hk * d->v.h;                         /* (S,Dv) */
     const int generic = mk->allow || mk->bias;
@@ -591,12 +592,12 @@ static void bb_block(const br_fwd *cx, char *tw, int b, int h, int t0, int nr) {
     /* pack Qp; key limits per row (padding rows copy the last row's, their queries are 0) */
     for (int i = 0; i < BR; i++) {
         const int ii = i < nr ? i : nr - 1;
-        const uint16_t *qr = qb + (int64_t)ii * d->q.t;
+        const uint16_t *qr = cx->q + b * d->q.b + hs[ii] * d->q.h + (int64_t)ts[ii] * d->q.t;   /* (D) */
         for (int p = 0; p < D2; p++) {
             const uint32_t lo = i < nr ? qr[2 * p] : 0, hi = i < nr && 2 * p + 1 < D ? qr[2 * p + 1] : 0;
             Qp[(int64_t)p * BR + i] = lo | hi << 16;
         }
-        rw.lim[i] = attn__key_limit(mk, b, t0 + ii, T, S);
+        rw.lim[i] = attn__key_limit(mk, b, ts[ii], T, S);
         rw.m[i] = -INFINITY;
         rw.l[i] = 0.0f;
         rw.jm[i] = -1;
@@ -635,8 +636,8 @@ static void bb_block(const br_fwd *cx, char *tw, int b, int h, int t0, int nr) {
                     }
             if (generic)
                 for (int i = 0; i < nr; i++) {
-                    const uint8_t *al = attn__allow_row(mk, b, h, t0 + i);
-                    const float *bi = attn__bias_row(mk, b, h, t0 + i);
+                    const uint8_t *al = attn__allow_row(mk, b, hs[i], ts[i]);
+                    const float *bi = attn__bias_row(mk, b, hs[i], ts[i]);
                     for (int j = 0; j < nb && j0 + j < rw.lim[i]; j++) {
                         float *x = St + j * BR + i;
                         if (al && !al[j0 + j]) *x = -INFINITY;
@@ -669,7 +670,7 @@ static void bb_block(const br_fwd *cx, char *tw, int b, int h, int t0, int nr) {
         if (drop) {
             const float keep_scale = 1.0f / (1.0f - d->dropout);
             for (int i = 0; i < nr; i++) {
-                const uint64_t row = ((uint64_t)b * H + h) * T + (uint64_t)(t0 + i);
+                const uint64_t row = ((uint64_t)b * H + hs[i]) * T + (uint64_t)ts[i];
                 for (int j = 0; j < nb; j++) {
                     float *x = St + j * BR + i;
                     *x = attn__dropout_keep(d->seed, row * S + (uint64_t)(j0 + j), d->dropout) ? *x * keep_scale
@@ -709,16 +710,17 @@ static void bb_block(const br_fwd *cx, char *tw, int b, int h, int t0, int nr) {
     /* out = Oᵀ / l rounded to bf16; the row statistics with m the argmax key's canonical score; rows
      * that saw no key: zeros and (-inf, 0) */
     for (int i = 0; i < nr; i++) {
-        uint16_t *orow = cx->out + b * d->out.b + h * d->out.h + (int64_t)(t0 + i) * d->out.t;   /* (Dv) */
+        uint16_t *orow = cx->out + b * d->out.b + hs[i] * d->out.h + (int64_t)ts[i] * d->out.t;   /* (Dv) */
         const float li = rw.l[i], inv = li > 0.0f ? 1.0f / li : 0.0f;
         for (int x = 0; x < Dv; x++) orow[x] = attn__bf16(Ot[x * BR + i] * inv);
         float mc = rw.m[i];
         if (li > 0.0f && rw.jm[i] >= 0 && mc == mc) {
-            mc = br_canonical(qb + (int64_t)i * d->q.t, kb + (int64_t)rw.jm[i] * d->k.t, D, d->scale);
-            const float *bi = attn__bias_row(mk, b, h, t0 + i);
+            const uint16_t *qr = cx->q + b * d->q.b + hs[i] * d->q.h + (int64_t)ts[i] * d->q.t;
+            mc = br_canonical(qr, kb + (int64_t)rw.jm[i] * d->k.t, D, d->scale);
+            const float *bi = attn__bias_row(mk, b, hs[i], ts[i]);
             if (bi) mc = br_add_bias(mc, bi[rw.jm[i]]);
         }
-        float *st = cx->stats + 2 * (((int64_t)b * H + h) * T + t0 + i);
+        float *st = cx->stats + 2 * (((int64_t)b * H + hs[i]) * T + ts[i]);
         st[0] = li == 0.0f ? -INFINITY : mc;
         st[1] = li == 0.0f ? 0.0f : logf(li);
     }
@@ -726,15 +728,21 @@ static void bb_block(const br_fwd *cx, char *tw, int b, int h, int t0, int nr) {
 }
 
 /* Forward work items: few rows per head (decoding) go by (b, kv head, pack of BR_R of the group's G·T
- * rows, g-major); otherwise (b, h, block of BB_BR query rows), a short last block by packs of its rows. */
+ * rows, g-major); fewer than BB_BR rows per head by (b, kv head, block of BB_BR of the group's rows), so
+ * the heads of a group fill the lanes and read K and V once; otherwise (b, h, block of BB_BR query rows).
+ * A last block of at most BR_MAX_T rows goes by rows. */
 static int br_by_rows(const attn_sdpa_desc *d) { return d->T <= BR_MAX_T; }
+static int br_grouped(const attn_sdpa_desc *d) { return d->T < BB_BR; }
 
 static int64_t br_nqb(const attn_sdpa_desc *d) {
-    return br_by_rows(d) ? ((int64_t)(d->H / d->Hkv) * d->T + BR_R - 1) / BR_R : (d->T + BB_BR - 1) / BB_BR;
+    const int64_t group_rows = (int64_t)(d->H / d->Hkv) * d->T;
+    return br_by_rows(d)  ? (group_rows + BR_R - 1) / BR_R
+           : br_grouped(d) ? (group_rows + BB_BR - 1) / BB_BR
+                           : (d->T + BB_BR - 1) / BB_BR;
 }
 
 static int64_t br_items(const attn_sdpa_desc *d) {
-    return (int64_t)d->B * (br_by_rows(d) ? d->Hkv : d->H) * br_nqb(d);
+    return (int64_t)d->B * (br_grouped(d) ? d->Hkv : d->H) * br_nqb(d);
 }
 
 /* A thread's bytes: the rows path's, and the block path's when T calls for it (it runs both). */
@@ -754,34 +762,36 @@ static void br_forward(const attn_sdpa_desc *d, float *out, float *stats, const 
     cx.thread = br_thread(d);
     cx.work = (char *)(((uintptr_t)work + BR_ALIGN - 1) & ~(uintptr_t)(BR_ALIGN - 1));
     char *tw = cx.work + (size_t)part->ith * cx.thread;
-    const int G = d->H / d->Hkv, T = d->T, group_rows = G * T, by_rows = br_by_rows(d);
+    const int G = d->H / d->Hkv, T = d->T, group_rows = G * T, grouped = br_grouped(d);
     const int64_t nqb = br_nqb(d), items = br_items(d);
-    int hs[BR_R], ts[BR_R];
+    const int step = br_by_rows(d) ? BR_R : BB_BR;
+    int hs[BB_BR], ts[BB_BR];
     int64_t local = -1;
     for (int64_t it = attn__part_next(part, &local); it < items; it = attn__part_next(part, &local)) {
         const int64_t bh = it / nqb;
         const int blk = (int)(it % nqb);
-        if (by_rows) {                  /* bh is (b, kv head) */
-            const int b = (int)(bh / d->Hkv), hk = (int)(bh % d->Hkv), r0 = blk * BR_R;
-            const int R = group_rows - r0 < BR_R ? group_rows - r0 : BR_R;
-            for (int r = 0; r < R; r++) {
+        int b, hk, nr;
+        if (grouped) {                  /* bh is (b, kv head); the rows are (g, t), g-major */
+            b = (int)(bh / d->Hkv);
+            hk = (int)(bh % d->Hkv);
+            const int r0 = blk * step;
+            nr = group_rows - r0 < step ? group_rows - r0 : step;
+            for (int r = 0; r < nr; r++) {
                 hs[r] = hk * G + (r0 + r) / T;
                 ts[r] = (r0 + r) % T;
             }
-            br_rows(&cx, tw, b, hk, hs, ts, R);
-            continue;
+        } else {                        /* bh is (b, h); latest query blocks first */
+            b = (int)(bh / d->H);
+            const int h = (int)(bh % d->H), t0 = ((int)nqb - 1 - blk) * BB_BR;
+            hk = h / G;
+            nr = T - t0 < BB_BR ? T - t0 : BB_BR;
+            for (int r = 0; r < nr; r++) {
+                hs[r] = h;
+                ts[r] = t0 + r;
+            }
         }
-        const int qblk = (int)nqb - 1 - blk, b = (int)(bh / d->H), h = (int)(bh % d->H);
-        const int t0 = qblk * BB_BR, nr = T - t0 < BB_BR ? T - t0 : BB_BR;
-        if (nr > BR_MAX_T) {
-            bb_block(&cx, tw, b, h, t0, nr);
-            continue;
-        }
-        for (int r = 0; r < nr; r++) {  /* a short last block: one pack of the head's rows */
-            hs[r] = h;
-            ts[r] = t0 + r;
-        }
-        br_rows(&cx, tw, b, h / G, hs, ts, nr);
+        if (nr > BR_MAX_T) bb_block(&cx, tw, b, hk, hs, ts, nr);
+        else br_rows(&cx, tw, b, hk, hs, ts, nr);
     }
 }
 
