@@ -72,6 +72,39 @@ grep -q "Step 1" $out && bad "score --png under a file: ran before failing"
 expect_rc 0 "translate train (small)" "$attn" translate train $quick --epochs 3 --out "$tmp/m"
 expect_rc 0 "translate train --model transformer (small)" "$attn" translate train --model transformer $quick --epochs 1 --out "$tmp/tf"
 
+# --resume: the translators go on from their checkpoint with the same bits: 3 steps, then 3 more (across
+# the end of epoch 1: 4 steps of batch 16) equal 6 in one run, byte for byte, and the history goes on
+for m in bahdanau transformer; do
+  case $m in bahdanau) f=seq2seq;; *) f=transformer;; esac
+  tq="translate train --model $m $quick --epochs 2 --seed 5"
+  expect_rc 0 "translate $m: 6 steps" "$attn" $tq --max-steps 6 --out "$tmp/r6_$m"
+  expect_rc 0 "translate $m: 3 steps" "$attn" $tq --max-steps 3 --out "$tmp/r3_$m"
+  grep -q -- "--max-steps 3: stopped after step 3 (3 of 4 steps into epoch 1)" $out ||
+    bad "translate $m --max-steps 3 does not say where it stopped: $(cat $out)"
+  expect_rc 0 "translate $m: --resume 3 steps" "$attn" translate train --model $m --data "$tmp/data" --threads 1 \
+    --resume --max-steps 3 --out "$tmp/r3_$m"
+  grep -q "resuming .* after epoch 0 and part of the next" $out || bad "translate $m --resume does not say it goes on inside epoch 1"
+  cmp -s "$tmp/r6_$m/$f.safetensors" "$tmp/r3_$m/$f.safetensors" ||
+    bad "translate $m: 3 steps, then --resume 3 steps differ from 6 steps in one run"
+  [ "$(cut -d, -f1,2 "$tmp/r6_$m/${f}_history.csv")" = "$(cut -d, -f1,2 "$tmp/r3_$m/${f}_history.csv")" ] ||
+    bad "translate $m --resume: the history differs from one run's"
+done
+# a checkpoint cut inside an epoch is a model: predict reads it
+expect_rc 0 "translate predict on a cut checkpoint" "$attn" translate predict --dir "$tmp/r3_bahdanau" --no-color "one two ."
+# --resume refuses another --shards and another model (exit 2), a folder without a checkpoint, and a run
+# that is done
+expect_rc 2 "translate train --resume --shards 4 (trained with 2)" "$attn" translate train $quick --resume --shards 4 \
+  --out "$tmp/r3_bahdanau"
+grep -q "was trained with --shards 2" $out || bad "translate --resume with another --shards does not say why"
+expect_rc 2 "translate train --resume --model transformer on a Bahdanau folder" "$attn" translate train \
+  --model transformer $quick --resume --out "$tmp/r3_bahdanau"
+grep -q "holds a bahdanau model; give --model bahdanau" $out || bad "translate --resume with another model does not say why"
+expect_rc 1 "translate train --resume without a checkpoint" "$attn" translate train $quick --resume --out "$tmp/r_none"
+grep -q "no checkpoint in" $out || bad "translate --resume without a checkpoint does not say so"
+expect_rc 1 "translate train --resume --epochs 1 (done)" "$attn" translate train $quick --resume --epochs 1 \
+  --out "$tmp/r3_bahdanau"
+grep -q "already holds 1 of 1 epochs" $out || bad "translate --resume of a finished run does not say so"
+
 # 8. runs of whitespace in the input are one separator
 "$attn" translate predict --dir "$tmp/m" --no-color "one two ." > "$tmp/p1" 2>&1
 for input in "one  two ." " one two ." "one	two ." "one two .  "; do
@@ -119,6 +152,9 @@ expect_rc 2 "bench --sinks without --window" "$attn" bench --tq 8 --dim 8 --sink
 expect_rc 2 "bench --softcap -1" "$attn" bench --tq 8 --dim 8 --softcap -1
 expect_rc 0 "bench --window" "$attn" bench --tq 64 --dim 8 --heads 1 --causal --window 3 --sinks 1 --alibi --softcap 20 --repeat 1 --json
 grep -q '"visible_pairs":310,' /tmp/attn_cli_out.$$ || bad "bench --window 3 --sinks 1 causal T=64: visible pairs not 310"
+# a run of microseconds gives no cores_busy: the process CPU clock counts other threads only at ticks
+grep -q '"cores_busy":null,"gflops_per_busy_core":null,' /tmp/attn_cli_out.$$ ||
+  bad "bench of a microseconds run prints a cores_busy figure the CPU clock cannot give"
 
 # 12. no help text cites a file the repository does not have
 for c in "imdb --help" "imdb train --help" "translate --help" "translate train --help" "demo --help" "score --help"; do

@@ -326,12 +326,14 @@ static void check_threads_case(attn_isa isa, const tcase c) {
 static void check_threads(attn_isa isa) {
     check_threads_case(isa, (tcase){2, 4, 2, 75, 301, 72, 40, 1, 2, 0, 1, 1, 0.1f, 2.0f});
     check_threads_case(isa, (tcase){2, 8, 2, 3, 601, 72, 40, 1, 2, 0, 1, 1, 0.1f, 2.0f});
+    /* 18 rows per kv head: on AMX a pack of 16 and one of 2 (two tile configurations in turn) */
+    check_threads_case(isa, (tcase){1, 12, 2, 3, 333, 64, 64, 1, 0, 1, 0, 0, 0.0f, 2.0f});
     check_threads_case(isa, (tcase){1, 8, 2, 37, 301, 72, 40, 1, 2, 0, 1, 1, 0.1f, 2.0f});   /* heads share blocks */
 }
 
-/* Fully masked rows give zeros and row statistics (-inf, 0) on every path, bf16 too. */
-static void check_masked_rows(attn_isa isa) {
-    const tcase c = {1, 2, 1, 40, 33, 64, 64, 0, 0, 0, 0, 0, 0.0f, 1.0f};
+/* Fully masked rows give zeros and row statistics (-inf, 0) on every path, bf16 too: block rows (T = 40)
+ * and decoding rows (T = 2). */
+static void check_masked_rows_case(attn_isa isa, const tcase c) {
     problem p;
     problem_make(&p, &c);
     attn_sdpa_desc e = p.d;
@@ -351,10 +353,52 @@ static void check_masked_rows(attn_isa isa) {
     for (size_t i = 0; i < p.no; i++) zeros &= o[i] == 0;
     for (size_t i = 0; i < p.nl; i++) infs &= l[2 * i] == -INFINITY && l[2 * i + 1] == 0.0f;
     CHECK(zeros && infs);
-    printf("%s: every key masked: zeros and statistics (-inf, 0) %s\n", attn_isa_name(isa),
+    printf("%s: every key masked (T = %d): zeros and statistics (-inf, 0) %s\n", attn_isa_name(isa), c.T,
            zeros && infs ? "ok" : "FAIL");
     free(work); free(o); free(l);
     problem_free(&p);
+}
+
+static void check_masked_rows(attn_isa isa) {
+    check_masked_rows_case(isa, (tcase){1, 2, 1, 40, 33, 64, 64, 0, 0, 0, 0, 0, 0.0f, 1.0f});
+    check_masked_rows_case(isa, (tcase){1, 4, 1, 2, 300, 64, 64, 0, 0, 0, 0, 0, 0.0f, 1.0f});
+}
+
+static void check_amx_decoding_kernel(const tcase c, int tiles) {
+    attn_ctx cx[2];
+    if (attn_ctx_init(&cx[0], ATTN_ISA_AMX, 1) != ATTN_OK || attn_ctx_init(&cx[1], ATTN_ISA_AVX512BF16, 1) != ATTN_OK)
+        return;
+    problem p;
+    problem_make(&p, &c);
+    attn_sdpa_desc e = p.d;
+    e.dtype = ATTN_DTYPE_BF16;
+    float *l[2];
+    uint16_t *o[2];
+    for (int r = 0; r < 2; r++) {
+        o[r] = calloc(p.no, 2);
+        l[r] = calloc(2 * p.nl, sizeof(float));
+        size_t wbytes;
+        void *work = work_for(&cx[r], &e, &wbytes);
+        CHECK_STATUS(attn_sdpa_forward(&cx[r], &e, o[r], l[r], NULL, p.qh, p.kh, p.vh, work, wbytes), ATTN_OK);
+        free(work);
+    }
+    int differ = 0;
+    for (size_t i = 0; i < p.nl; i++) differ += l[0][2 * i + 1] != l[1][2 * i + 1];
+    printf("amx decoding, K/V of %d keys: %s (log l differs from avx512bf16's in %d of %zu rows)\n", c.S,
+           tiles ? "its own kernel" : "the avx512bf16 kernel", differ, p.nl);
+    CHECK(tiles ? differ > 0 : differ == 0 && memcmp(o[0], o[1], 2 * p.no) == 0);
+    close_lse(l[0], l[1], p.nl);
+    for (int r = 0; r < 2; r++) { free(o[r]); free(l[r]); }
+    problem_free(&p);
+}
+
+/* `--isa amx` decoding runs the AMX path's own kernel (tiles) when the K/V cache is at most 2 MiB, and the
+ * AVX512-BF16 path's above: both are tested against the reference elsewhere; here their sums of
+ * exponentials, taken in different orders, must differ in some row with a 1.4 MB cache (identical in all
+ * would mean one kernel ran twice), and be bitwise the same with a 4.3 MB one. */
+static void check_amx_own_decoding(void) {
+    check_amx_decoding_kernel((tcase){1, 16, 4, 1, 700, 128, 128, 0, 0, 0, 0, 0, 0.0f, 2.0f}, 1);
+    check_amx_decoding_kernel((tcase){1, 8, 2, 1, 4200, 128, 128, 0, 0, 0, 0, 0, 0.0f, 2.0f}, 0);
 }
 
 /* Weights asked for with bf16 tensors: the path's weights stage (through fp32) against the reference's. */
@@ -815,6 +859,7 @@ int main(int argc, char **argv) {
     }
 
     check_compute_type(paths, sizeof paths / sizeof paths[0]);
+    check_amx_own_decoding();
 
     for (size_t pi = 0; pi < sizeof paths / sizeof paths[0]; pi++) {
         const attn_isa isa = paths[pi];
@@ -839,7 +884,12 @@ int main(int argc, char **argv) {
             c.H = c.Hkv * rnd_int(1, 3);
             c.B = rnd_int(1, 2);
             c.T = rnd_int(0, 4) == 0 ? 1 : rnd_int(1, 90);
-            if (isa == ATTN_ISA_AVX512BF16 && i % 2 == 0) c.T = rnd_int(1, 4);   /* its own kernel: decoding */
+            if ((isa == ATTN_ISA_AVX512BF16 || isa == ATTN_ISA_AMX) && i % 2 == 0) {
+                /* their own decoding kernels; groups up to 6 heads, so up to 24 rows per kv head (AMX: packs
+                 * of up to 16) */
+                c.T = rnd_int(1, 4);
+                c.H = c.Hkv * rnd_int(1, 6);
+            }
             c.S = rnd_int(0, 4) == 0 ? 1 : rnd_int(1, 300);
             c.D = rnd_int(1, 130);
             c.Dv = rnd_int(0, 1) ? c.D : rnd_int(1, 130);

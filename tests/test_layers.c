@@ -258,6 +258,56 @@ static void test_layernorm(void) {
     free(cache);
 }
 
+/* Rows are normalized in groups (their sums interleaved): every row of a batch with full groups and a
+ * ragged tail gives the bits it gives alone, forward (y) and backward (dx, dgamma, dbeta). */
+static void test_layernorm_rows(void) {
+    printf("layernorm rows in groups\n");
+    enum { N = 19, C = 37 };
+    static float x[N * C], dy[N * C], y[N * C], dx[N * C], y1[C], dx1[C], p[2 * C], g[2 * C], g1[2 * C];
+    attn_rng r;
+    attn_rng_seed(&r, 29);
+    attn_rng_fill_uniform(&r, x, N * C, -2.0f, 3.0f);
+    attn_rng_fill_uniform(&r, dy, N * C, -1.0f, 1.0f);
+    attn_rng_fill_uniform(&r, p, 2 * C, 0.5f, 1.5f);
+    attn_layernorm l;
+    CHECK_STATUS(attn_layernorm_bind(&l, C, p, g), ATTN_OK);
+    size_t cb = 0;
+    CHECK_STATUS(attn_layernorm_cache_bytes(&l, N, &cb), ATTN_OK);
+    void *cache = malloc(cb);
+    CHECK_STATUS(attn_layernorm_forward(&l, cache, cb, y, x, N), ATTN_OK);
+    CHECK_STATUS(attn_layernorm_backward(&l, cache, cb, dx, dy, x, N), ATTN_OK);
+    memcpy(g1, g, sizeof g1);                  /* the batch's parameter gradients; then the rows' one by one */
+    memset(g, 0, sizeof g);
+    int same = 1;
+    for (int n = 0; n < N; n++) {
+        memset(dx1, 0, sizeof dx1);
+        CHECK_STATUS(attn_layernorm_forward(&l, cache, cb, y1, x + n * C, 1), ATTN_OK);
+        CHECK_STATUS(attn_layernorm_backward(&l, cache, cb, dx1, dy + n * C, x + n * C, 1), ATTN_OK);
+        same &= memcmp(y1, y + n * C, sizeof y1) == 0 && memcmp(dx1, dx + n * C, sizeof dx1) == 0;
+    }
+    CHECK(same);
+    CHECK(memcmp(g, g1, sizeof g) == 0);
+
+    /* every kernel path (its compilation of the row loops) gives the reference path's bits */
+    static float yr[N * C], dxr[N * C];
+    const attn_isa isa0 = attn_get_isa();
+    for (int isa = ATTN_ISA_REF; isa < ATTN_ISA_COUNT; isa++) {
+        if (isa == ATTN_ISA_AUTO || attn_set_isa((attn_isa)isa) != ATTN_OK) continue;
+        memset(dx, 0, sizeof dx);
+        CHECK_STATUS(attn_layernorm_forward(&l, cache, cb, y, x, N), ATTN_OK);
+        CHECK_STATUS(attn_layernorm_backward(&l, cache, cb, dx, dy, x, N), ATTN_OK);
+        if (isa == ATTN_ISA_REF) {
+            memcpy(yr, y, sizeof yr);
+            memcpy(dxr, dx, sizeof dxr);
+        }
+        const int bits = memcmp(y, yr, sizeof yr) == 0 && memcmp(dx, dxr, sizeof dxr) == 0;
+        if (!bits) fprintf(stderr, "  layer norm on path %s: not the reference path's bits\n", attn_isa_name((attn_isa)isa));
+        CHECK(bits);
+    }
+    CHECK_STATUS(attn_set_isa(isa0), ATTN_OK);
+    free(cache);
+}
+
 /* ------------------------------------------------------------------------------------------------- */
 static void test_mean_time(void) {
     printf("mean over time\n");
@@ -426,6 +476,7 @@ int main(void) {
     test_embedding();
     test_dropout();
     test_layernorm();
+    test_layernorm_rows();
     test_mean_time();
     test_xent();
     attn_st_free(&F);

@@ -6,6 +6,9 @@
  *  2. Checkpoints: save, load, same translation; a corrupt checkpoint is refused.
  *  3. A short training run on the book's 601 pairs (on the counting fixture of nmt_fixture.h when
  *     ../shared/data is absent): 12 epochs must lower the loss by a factor of at least 2.5.
+ *  4. Step by step: an epoch as attn_seq2seq_train_step_part calls (the program's loop: shuffle, gather,
+ *     step) has the bits of attn_seq2seq_train_epoch; a training checkpoint (save_train) gives back the
+ *     optimizer, and one saved without it cannot resume.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -241,12 +244,106 @@ static void test_short_training(const char *dir) {
     nmt_train_set_free(&ds);
 }
 
+/* One epoch, then half of the next, as the program runs them: step by step in the shuffled order. */
+static void steps_epoch(attn_seq2seq *m, attn_adam *o, attn_rng *r, uint64_t *sd, const nmt_train_set *ds, int batch,
+                        int n_steps) {
+    const int N = ds->n, T = ds->T;
+    int32_t *idx = malloc(sizeof(int32_t) * (size_t)N), *b = malloc(sizeof(int32_t) * (size_t)batch * (2 * T + 2));
+    CHECK(idx && b);
+    if (!idx || !b) { free(idx); free(b); return; }
+    int32_t *by = b + (size_t)batch * T, *bxl = by + (size_t)batch * T, *byl = bxl + batch;
+    for (int i = 0; i < N; i++) idx[i] = i;
+    attn_rng_shuffle(r, idx, (size_t)N);
+    for (int s = 0, lo = 0; s < n_steps && lo < N; s++, lo += batch) {
+        const int B = N - lo < batch ? N - lo : batch;
+        for (int k = 0; k < B; k++) {
+            const int i = idx[lo + k];
+            memcpy(b + (size_t)k * T, ds->X + (size_t)i * T, sizeof(int32_t) * T);
+            memcpy(by + (size_t)k * T, ds->Y + (size_t)i * T, sizeof(int32_t) * T);
+            bxl[k] = ds->X_len[i];
+            byl[k] = ds->Y_len[i];
+        }
+        float loss;
+        CHECK_STATUS(attn_seq2seq_train_step_part(m, o, b, bxl, by, byl, B, 1.0f, sd, 0, 0, NULL, NULL, &loss), ATTN_OK);
+    }
+    free(idx);
+    free(b);
+}
+
+static void test_steps(const char *dir) {
+    printf("step by step, and training checkpoints\n");
+    nmt_train_set ds;
+    CHECK(nmt_train_set_load(&ds, dir) == 0);
+    if (!ds.X) return;
+    attn_seq2seq_config c = {ds.vs.n, ds.vt.n, 16, 16, 2, 0.1f, ds.T, 64};
+    attn_seq2seq m[2];
+    attn_adam o[2];
+    attn_rng r[2];
+    uint64_t sd[2] = {5, 5};
+    for (int k = 0; k < 2; k++) {
+        CHECK_STATUS(attn_seq2seq_init(&m[k], NULL, &c, 5), ATTN_OK);
+        CHECK_STATUS(attn_adam_alloc(&o[k], m[k].n_params, 0.005f), ATTN_OK);
+        attn_rng_seed(&r[k], 5);
+    }
+    double ls;
+    int64_t tok;
+    CHECK_STATUS(attn_seq2seq_train_epoch(&m[0], &o[0], &r[0], ds.X, ds.X_len, ds.Y, ds.Y_len, ds.n, 64, 1.0f, &sd[0],
+                                          &ls, &tok), ATTN_OK);
+    steps_epoch(&m[1], &o[1], &r[1], &sd[1], &ds, 64, 1 << 30);
+    int same = memcmp(m[0].params, m[1].params, sizeof(float) * m[0].n_params) == 0 && sd[0] == sd[1] &&
+               o[0].t == o[1].t && r[0].state == r[1].state;
+    CHECK(same);
+    printf("  one epoch, and its %lld steps one by one: parameters %s\n", (long long)o[0].t,
+           same ? "bitwise identical" : "DIFFER");
+
+    /* a training checkpoint: parameters, moments and step come back; the run's pairs are kept */
+    char path[600], old[600], err[512] = "";
+    snprintf(path, sizeof path, "%s/train.safetensors", dir);
+    snprintf(old, sizeof old, "%s/plain.safetensors", dir);
+    const char *keys[1] = {"epoch"}, *vals[1] = {"1"};
+    CHECK_STATUS(attn_seq2seq_save_train(&m[1], &o[1], keys, vals, 1, path, err, sizeof err), ATTN_OK);
+    CHECK_STATUS(attn_seq2seq_save(&m[1], old, err, sizeof err), ATTN_OK);
+    attn_seq2seq back;
+    attn_adam ob;
+    CHECK_STATUS(attn_seq2seq_load_train(&back, &ob, NULL, path, 64, err, sizeof err), ATTN_OK);
+    if (back.params) {
+        CHECK(ob.t == o[1].t && memcmp(ob.m, o[1].m, sizeof(float) * ob.n) == 0 &&
+              memcmp(ob.v, o[1].v, sizeof(float) * ob.n) == 0);
+        CHECK(memcmp(back.params, m[1].params, sizeof(float) * back.n_params) == 0);
+        /* half an epoch more from the loaded state equals half an epoch more from the live one */
+        ob.lr = o[1].lr;
+        attn_rng rb = r[1];
+        uint64_t sb = sd[1];
+        steps_epoch(&m[1], &o[1], &r[1], &sd[1], &ds, 64, 2);
+        steps_epoch(&back, &ob, &rb, &sb, &ds, 64, 2);
+        same = memcmp(back.params, m[1].params, sizeof(float) * back.n_params) == 0;
+        CHECK(same);
+        printf("  2 more steps from the loaded checkpoint and from the live model: %s\n",
+               same ? "bitwise identical" : "DIFFER");
+        attn_adam_free(&ob);
+        attn_seq2seq_free(&back);
+    }
+    /* a checkpoint of the parameters alone (as every one before) loads, but not with the optimizer */
+    CHECK_STATUS(attn_seq2seq_load(&back, NULL, old, 1, err, sizeof err), ATTN_OK);
+    attn_seq2seq_free(&back);
+    err[0] = 0;
+    CHECK_STATUS(attn_seq2seq_load_train(&back, &ob, NULL, old, 1, err, sizeof err), ATTN_ERR_FORMAT);
+    CHECK(strstr(err, "no optimizer state") != NULL);
+    printf("  parameters-only checkpoint with the optimizer asked: %s\n", err);
+    for (int k = 0; k < 2; k++) {
+        attn_adam_free(&o[k]);
+        attn_seq2seq_free(&m[k]);
+    }
+    nmt_train_set_free(&ds);
+}
+
 int main(void) {
     char dir[] = "/tmp/attn_translate_XXXXXX";
     if (!mkdtemp(dir)) { fprintf(stderr, "mkdtemp failed\n"); return 1; }
     test_golden(dir, 0);
     test_golden(dir, 1);
     test_short_training(dir);
+    test_steps(dir);
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);

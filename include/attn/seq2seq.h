@@ -114,11 +114,35 @@ attn_status attn_seq2seq_train_epoch_part(attn_seq2seq *m, attn_adam *opt, attn_
                                           float clip, uint64_t *seed, double *loss_sum, int64_t *tokens,
                                           int first, int count, attn_shard_combine_fn combine, void *user);
 
+/* One optimizer step of that epoch on a batch the caller gathered (its rows in the epoch's shuffled order):
+ * X, Y (B,T) ids, X_len, Y_len (B). *seed advances once, as the epoch advances it per batch, and is the
+ * step's dropout seed; then the step on shards [first, first + count) (count 0: all, on up to
+ * attn_get_num_threads() threads), combine as in attn_seq2seq_train_epoch_part, clip, Adam. *loss the
+ * batch's summed loss. A program that shuffles 0..N-1 with attn_rng_shuffle(rng, ...) once per epoch and
+ * steps through the batches in that order gets the bits of attn_seq2seq_train_epoch_part, and can stop
+ * and go on between any two steps (the ViT's attn_vit_train_step_part is the same shape). */
+attn_status attn_seq2seq_train_step_part(attn_seq2seq *m, attn_adam *opt, const int32_t *X, const int32_t *X_len,
+                                         const int32_t *Y, const int32_t *Y_len, int B, float clip, uint64_t *seed,
+                                         int first, int count, attn_shard_combine_fn combine, void *user,
+                                         float *loss);
+
 /* Checkpoint: every parameter under its state_dict name, the config in the metadata. Atomic. */
 attn_status attn_seq2seq_save(const attn_seq2seq *m, const char *path, char *err, size_t err_size);
-/* Reads a checkpoint written by attn_seq2seq_save into a new model (max_batch 1 unless larger). */
+/* Reads a checkpoint written by attn_seq2seq_save (or _save_train) into a new model (max_batch 1 unless
+ * larger). */
 attn_status attn_seq2seq_load(attn_seq2seq *m, const attn_ctx *ctx, const char *path, int max_batch, char *err,
                               size_t err_size);
+
+/* A training checkpoint (atomic): what attn_seq2seq_save writes, plus with opt (or NULL) the optimizer's
+ * moments (tensors optimizer.m, optimizer.v (n_params)) and step (metadata optimizer_t), plus n_extra
+ * (<= 32) metadata pairs of the caller's (its run). load_train with opt non-NULL also allocates *opt with
+ * the saved moments and step (lr and betas are the caller's to set); a checkpoint without them (saved by
+ * attn_seq2seq_save) is ATTN_ERR_FORMAT with a message saying so. */
+attn_status attn_seq2seq_save_train(const attn_seq2seq *m, const attn_adam *opt, const char *const *keys,
+                                    const char *const *vals, int n_extra, const char *path, char *err,
+                                    size_t err_size);
+attn_status attn_seq2seq_load_train(attn_seq2seq *m, attn_adam *opt, const attn_ctx *ctx, const char *path,
+                                    int max_batch, char *err, size_t err_size);
 
 #ifdef __cplusplus
 }

@@ -206,11 +206,24 @@ attn_status attn_transformer_train_epoch_part(attn_transformer *m, attn_adam *op
                                               float clip, uint64_t *seed, double *loss_sum, int64_t *tokens,
                                               int first, int count, attn_shard_combine_fn combine, void *user);
 
+/* One optimizer step on a gathered batch, as attn_seq2seq_train_step_part. */
+attn_status attn_transformer_train_step_part(attn_transformer *m, attn_adam *opt, const int32_t *X,
+                                             const int32_t *X_len, const int32_t *Y, const int32_t *Y_len, int B,
+                                             float clip, uint64_t *seed, int first, int count,
+                                             attn_shard_combine_fn combine, void *user, float *loss);
+
 /* Checkpoint: every parameter under its d2l state_dict name, the config in the metadata
  * (model = "transformer"). Atomic. */
 attn_status attn_transformer_save(const attn_transformer *m, const char *path, char *err, size_t err_size);
 attn_status attn_transformer_load(attn_transformer *m, const attn_ctx *ctx, const char *path, int max_batch, char *err,
                                   size_t err_size);
+/* A training checkpoint with the optimizer and the caller's metadata, as attn_seq2seq_save_train and
+ * attn_seq2seq_load_train. */
+attn_status attn_transformer_save_train(const attn_transformer *m, const attn_adam *opt, const char *const *keys,
+                                        const char *const *vals, int n_extra, const char *path, char *err,
+                                        size_t err_size);
+attn_status attn_transformer_load_train(attn_transformer *m, attn_adam *opt, const attn_ctx *ctx, const char *path,
+                                        int max_batch, char *err, size_t err_size);
 
 #ifdef __cplusplus
 }

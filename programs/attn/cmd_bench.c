@@ -357,6 +357,9 @@ static void desc_for(attn_sdpa_desc *d, int B, int H, int Hkv, int T, int S, int
     d->compute = g_compute;
 }
 
+/* Runs shorter than this give no cores_busy figure (see case_report). */
+#define CPU_CLOCK_MIN_SECS 0.02
+
 static double g_last_cpu;      /* CPU seconds of the last run_pass */
 
 /* Runs the pass with context ctx; returns the status; *secs the wall time (g_last_cpu its CPU time). */
@@ -612,7 +615,10 @@ static void case_report(const bcase *c, const bopts *o, const case_check *k, con
     const int agree = k->err <= tol(), nth = attn_get_num_threads();
     const double flops = case_flops(c);
     const double gflops = flops / m->best * 1e-9;
-    const double cores = m->best_cpu / m->best;                 /* cores the best run actually had */
+    /* cores the best run actually had, from the process CPU clock; Linux adds another thread's time to it only
+     * at a tick or a switch, so a run shorter than a few ticks reads as one core whatever ran: no figure then */
+    const int cpu_known = m->best >= CPU_CLOCK_MIN_SECS;
+    const double cores = m->best_cpu / m->best;
     const double core_gflops = m->best_cpu > 0 ? flops / m->best_cpu * 1e-9 : 0;
     const double frac = m->peak > 0 ? gflops / m->peak : 0;
     const double speedup = k->ref_total > 0 ? k->ref_total / m->best : 0;
@@ -627,14 +633,15 @@ static void case_report(const bcase *c, const bopts *o, const case_check *k, con
         printf("{\"B\":%d,\"H\":%d,\"Hkv\":%d,\"T\":%d,\"S\":%d,\"D\":%d,\"Dv\":%d,\"causal\":%d,\"pass\":\"%s\","
                "\"dtype\":\"%s\",\"compute\":\"%s\",\"peak_kind\":\"%s\","
                "\"isa\":\"%s\",\"threads\":%d,\"agree\":%s,\"max_err\":%.3e,\"ms\":%.4f,\"gflops\":%.2f,"
-               "\"peak_gflops\":%.2f,\"peak_fraction\":%.4f,\"cores_busy\":%.2f,\"gflops_per_busy_core\":%.2f,"
-               "\"ref_ms\":",
+               "\"peak_gflops\":%.2f,\"peak_fraction\":%.4f,",
                c->B, c->H, c->Hkv, c->T, c->S, c->D, c->Dv, c->causal, pass,
                g_dtype == ATTN_DTYPE_BF16 ? "bf16" : "f32",
                m->compute == ATTN_DTYPE_BF16 ? "bf16" : "f32",
                m->peak_kind, attn_isa_name(o->ctx.isa), nth,
-               agree && m->finite ? "true" : "false", k->err, m->best * 1e3, gflops, m->peak, frac, cores,
-               core_gflops);
+               agree && m->finite ? "true" : "false", k->err, m->best * 1e3, gflops, m->peak, frac);
+        if (cpu_known) printf("\"cores_busy\":%.2f,\"gflops_per_busy_core\":%.2f,", cores, core_gflops);
+        else printf("\"cores_busy\":null,\"gflops_per_busy_core\":null,");
+        printf("\"ref_ms\":");
         if (k->ref_total > 0) printf("%.4f,\"speedup_vs_ref\":%.2f", k->ref_total * 1e3, speedup);
         else printf("null,\"speedup_vs_ref\":null");
         printf(",\"ref_extrapolated\":%s,\"peak_mem_bytes\":%zu,\"rss_peak_bytes\":%.0f",
@@ -671,8 +678,12 @@ static void case_report(const bcase *c, const bopts *o, const case_check *k, con
                "%.1f%% of peak\n", m->peak, m->peak_kind, nth, 100 * frac);
         if (o->bf16_units && m->compute == ATTN_DTYPE_BF16)
             printf("  (fp32 FMA peak of this run for comparison: %.1f GFLOP/s)\n", o->peak);
-        printf("  CPU time of that run: %.1f cores busy on average%s: %.1f GFLOP/s per busy core\n", cores,
-               cores < nth - 0.2 ? " (fewer than the threads: the machine is shared)" : "", core_gflops);
+        if (cpu_known)
+            printf("  CPU time of that run: %.1f cores busy on average%s: %.1f GFLOP/s per busy core\n", cores,
+                   cores < nth - 0.2 ? " (fewer than the threads: the machine is shared)" : "", core_gflops);
+        else
+            printf("  CPU time of that run: not measured (under %.0f ms, the process CPU clock counts the other "
+                   "threads only at scheduler ticks)\n", CPU_CLOCK_MIN_SECS * 1e3);
         if (k->ref_total > 0)
             printf("  reference: %.3f ms (%s): speed-up %.1fx\n", k->ref_total * 1e3, k->ref_how, speedup);
         else

@@ -4,8 +4,9 @@
  * Transformer (translate_transformer.c).
  *
  *   train    reads the first pairs of fra.txt (lines 1-601 by default, the book's 601 pairs), builds the
- *            vocabularies, trains, prints d2l's closing line and the four sentences, and saves the
- *            checkpoint and vocabularies in --out.
+ *            vocabularies (written to --out first), trains, saving the checkpoint (with the optimizer's
+ *            and the run's state) after every epoch and when --max-steps cuts one, prints d2l's closing
+ *            line and the four sentences; --resume goes on from the checkpoint with the same bits.
  *   predict  translates one English sentence with a saved model and shows the attention (terminal
  *            heatmap; --png FILE for an image).
  *   bleu     mean BLEU (k = 2) on held-out pairs (lines 602-1600 by default, 1-based) whose words are all in the

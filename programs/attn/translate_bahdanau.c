@@ -3,8 +3,8 @@
  * default): the d2l book's English→French GRU encoder-decoder with additive attention.
  *
  *   train    reads the first pairs of fra.txt (lines 1-601 by default, the book's 601 pairs), builds the
- *            vocabularies, trains 250 epochs, prints d2l's closing line and the four sentences, and saves
- *            the checkpoint and vocabularies in --out.
+ *            vocabularies, trains 250 epochs (a checkpoint in --out after every epoch; --resume goes on
+ *            from it), prints d2l's closing line and the four sentences.
  *   predict  translates one English sentence with a saved model and shows the attention (terminal
  *            heatmap; --png FILE for an image).
  *   bleu     mean BLEU (k = 2) on held-out pairs (lines 602-1600 by default, 1-based) whose words are all in the
@@ -26,10 +26,11 @@
 /* ---------------------------------------------------------------------------------------------------
  * The model behind the translator (translate_common.h).
  */
-static attn_status s2s_load(translator *tr, const char *path, int *src_n, int *tgt_n, char *err, size_t err_size) {
+static attn_status s2s_load(translator *tr, attn_adam *opt, const char *path, int max_batch, int *src_n, int *tgt_n,
+                            char *err, size_t err_size) {
     attn_seq2seq *m = malloc(sizeof *m);
     if (!m) return ATTN_ERR_NOMEM;
-    attn_status st = attn_seq2seq_load(m, NULL, path, 1, err, err_size);
+    attn_status st = attn_seq2seq_load_train(m, opt, NULL, path, max_batch, err, err_size);
     if (st != ATTN_OK) { free(m); return st; }
     tr->model = m;
     tr->num_steps = m->cfg.num_steps;
@@ -42,16 +43,17 @@ static attn_status s2s_translate(void *m, int32_t *pred, int *n_pred, float *wei
     return attn_seq2seq_translate(m, pred, n_pred, weights, src, src_len);     /* weights (T,T) */
 }
 
-static attn_status s2s_train_epoch(void *m, attn_adam *opt, attn_rng *rng, const int32_t *X, const int32_t *X_len,
-                                   const int32_t *Y, const int32_t *Y_len, int N, int batch, float clip,
-                                   uint64_t *seed, double *loss_sum, int64_t *tokens, int first, int count,
-                                   attn_shard_combine_fn combine, void *user) {
-    return attn_seq2seq_train_epoch_part(m, opt, rng, X, X_len, Y, Y_len, N, batch, clip, seed, loss_sum, tokens,
-                                         first, count, combine, user);
+static attn_status s2s_train_step(void *m, attn_adam *opt, const int32_t *X, const int32_t *X_len, const int32_t *Y,
+                                  const int32_t *Y_len, int B, float clip, uint64_t *seed, int first, int count,
+                                  attn_shard_combine_fn combine, void *user, float *loss) {
+    return attn_seq2seq_train_step_part(m, opt, X, X_len, Y, Y_len, B, clip, seed, first, count, combine, user, loss);
 }
 
-static attn_status s2s_save(const void *m, const char *path, char *err, size_t err_size) {
-    return attn_seq2seq_save(m, path, err, err_size);
+static attn_status s2s_set_shards(void *m, int n) { return attn_seq2seq_set_shards(m, n); }
+
+static attn_status s2s_save(const void *m, const attn_adam *opt, const char *const *keys, const char *const *vals,
+                            int n_extra, const char *path, char *err, size_t err_size) {
+    return attn_seq2seq_save_train(m, opt, keys, vals, n_extra, path, err, err_size);
 }
 
 static void s2s_free(void *m) { attn_seq2seq_free(m); }
@@ -75,7 +77,7 @@ static int s2s_create(translator *tr, const tr_train_args *a, const void *opts, 
 }
 
 static int s2s_train(const tr_kind *kind, int argc, char **argv) {
-    tr_train_args a = {NULL, kind->default_dir, 250, 0, 600, 64, 10, 1, 0.005f, NULL, 0, NULL, ATTN_DTYPE_F32, 0};
+    tr_train_args a = {NULL, kind->default_dir, 0, 0, 600, 64, 10, 1, 0.005f, NULL, 0, NULL, ATTN_DTYPE_F32, 0, 0};
     cli_opt opts[] = {
         TR_TRAIN_OPTS(a),
         {"precision", CLI_STR, &a.precision, "NAME", "the attention's compute: f32 only (the additive attention has "
@@ -84,7 +86,8 @@ static int s2s_train(const tr_kind *kind, int argc, char **argv) {
     cli_cmd cmd = {"attn translate train [--model bahdanau|transformer] [options]",
                    "Trains the d2l English-French seq2seq model with Bahdanau attention (embedding 32, 2-layer\n"
                    "GRU 32, dropout 0.1, Adam, gradient clipping 1, batch 64), then translates the book's four\n"
-                   "sentences and saves the model in --out.",
+                   "sentences. The model is saved in --out after every epoch (and when --max-steps stops the\n"
+                   "run), with the optimizer's state: --resume goes on from there.",
                    opts, (int)(sizeof opts / sizeof opts[0]), 0, 0};
     int rc = cli_parse(&cmd, argc, argv, NULL, NULL);
     if (rc >= 0) return rc;
@@ -187,7 +190,9 @@ const tr_kind tr_bahdanau = {
     .bleu = tr_bleu,
     .load = s2s_load,
     .translate = s2s_translate,
-    .train_epoch = s2s_train_epoch,
+    .train_step = s2s_train_step,
+    .set_shards = s2s_set_shards,
+    .epochs = 250,
     .shards = ATTN_SEQ2SEQ_SHARDS,
     .save = s2s_save,
     .free = s2s_free,

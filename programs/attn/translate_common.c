@@ -126,58 +126,192 @@ static void history_path(char *buf, size_t size, const char *out, const char *mo
     snprintf(buf, size, "%s/%.*s_history.csv", out, stem, model_file);
 }
 
-static int fit(translator *tr, attn_adam *opt, const train_data *d, int epochs, int batch, int every, uint64_t seed,
-               const char *out, const char *plot, int max_steps, int shards) {
+/* ---------------------------------------------------------------------------------------------------
+ * The training's state. The checkpoint is written (atomically, by rank 0) after every epoch and when
+ * --max-steps cuts one; beside the parameters and Adam's moments and step it holds, as metadata, what
+ * --resume needs to go on with the same bits: the epochs done and the steps done of the next, the run's
+ * settings, and the random state: the shuffling generator as it was before the cut epoch's shuffle (that
+ * epoch is shuffled again, the same), the dropout seed after the last step, and the cut epoch's loss and
+ * target tokens so far (its history row then is the one an uncut run writes).
+ */
+typedef struct tr_run {
+    int epoch, step;             /* epochs done; steps done of the next one (a --max-steps cut) */
+    int epochs, batch, examples, shards;
+    float lr;
+    uint64_t seed;
+    attn_rng rng;                /* the shuffling generator at the start of epoch `epoch` */
+    uint64_t step_seed;          /* the dropout seed after the last step */
+    double loss_sum;             /* epoch `epoch`'s summed loss over its first `step` steps */
+    int64_t tokens;              /* and its target tokens */
+} tr_run;
+
+#define N_RUN_KEYS 13
+static const char *const run_keys[N_RUN_KEYS] = {"epoch", "step", "epochs", "batch", "examples", "shards", "lr",
+                                                 "seed", "rng_state", "rng_inc", "step_seed", "loss_sum", "tokens"};
+
+static int save_run(const translator *tr, const attn_adam *opt, const tr_run *r, const char *path) {
+    char v[N_RUN_KEYS][40];
+    const char *vp[N_RUN_KEYS];
+    const int ints[6] = {r->epoch, r->step, r->epochs, r->batch, r->examples, r->shards};
+    for (int i = 0; i < 6; i++) snprintf(v[i], sizeof v[i], "%d", ints[i]);
+    snprintf(v[6], sizeof v[6], "%.9g", (double)r->lr);
+    const uint64_t u[4] = {r->seed, r->rng.state, r->rng.inc, r->step_seed};
+    for (int i = 0; i < 4; i++) snprintf(v[7 + i], sizeof v[7 + i], "%" PRIu64, u[i]);
+    snprintf(v[11], sizeof v[11], "%.17g", r->loss_sum);
+    snprintf(v[12], sizeof v[12], "%" PRId64, r->tokens);
+    for (int i = 0; i < N_RUN_KEYS; i++) vp[i] = v[i];
+    char err[1024] = "";
+    attn_status st = tr->kind->save(tr->model, opt, run_keys, vp, N_RUN_KEYS, path, err, sizeof err);
+    if (st == ATTN_OK) return 0;
+    fprintf(stderr, "attn: translate: saving the checkpoint: %s\n", err[0] ? err : attn_status_string(st));
+    return 1;
+}
+
+/* --resume: the run's state from the checkpoint at path (see tr_run). Returns 0; 1 after a message when
+ * the file cannot be read or was saved without the training state (before translators kept it, or not by
+ * `train`). */
+static int read_run(const char *path, tr_run *r) {
+    attn_st_file f;
+    char err[1024] = "";
+    if (attn_st_read(&f, path, 0, err, sizeof err) != ATTN_OK) {
+        fprintf(stderr, "attn: translate: --resume: %s\n", err);
+        return 1;
+    }
+    if (!attn_st_meta(&f, "step_seed") || !attn_st_find(&f, "optimizer.m")) {
+        fprintf(stderr, "attn: translate: --resume: %s holds the parameters only (no optimizer, epoch or random state: "
+                "saved before translators kept them): it loads for predict and bleu but cannot be resumed; train "
+                "anew\n", path);
+        attn_st_free(&f);
+        return 1;
+    }
+    double d[N_RUN_KEYS];
+    uint64_t u[N_RUN_KEYS];
+    for (int i = 0; i < N_RUN_KEYS; i++) {
+        const char *s = attn_st_meta(&f, run_keys[i]);
+        char *end = NULL;
+        const int whole = i >= 7 && i <= 10;             /* the 64-bit seeds and states: exact integers */
+        errno = 0;
+        if (s && whole) u[i] = strtoull(s, &end, 10);
+        else if (s) d[i] = strtod(s, &end);
+        if (!s || end == s || *end || errno || (!whole && !(d[i] >= 0 && d[i] <= 9e15))) {
+            fprintf(stderr, "attn: translate: --resume: %s: metadata '%s' is %s, expected a %s\n", path, run_keys[i],
+                    s ? s : "missing", whole ? "64-bit unsigned integer" : "number >= 0");
+            attn_st_free(&f);
+            return 1;
+        }
+    }
+    attn_st_free(&f);
+    r->epoch = (int)d[0]; r->step = (int)d[1]; r->epochs = (int)d[2]; r->batch = (int)d[3];
+    r->examples = (int)d[4]; r->shards = (int)d[5]; r->lr = (float)d[6];
+    r->seed = u[7]; r->rng.state = u[8]; r->rng.inc = u[9]; r->step_seed = u[10];
+    r->loss_sum = d[11]; r->tokens = (int64_t)d[12];
+    if (r->batch < 1 || r->batch > 4096 || r->epochs < 1 || !(r->lr > 0)) {
+        fprintf(stderr, "attn: translate: --resume: %s: batch %d, epochs %d, lr %g: expected batch 1..4096, epochs >= 1, "
+                "lr > 0\n", path, r->batch, r->epochs, (double)r->lr);
+        return 1;
+    }
+    return 0;
+}
+
+/* The training loop: the epochs from r->epoch on (inside it from step r->step), each shuffled with the one
+ * generator, then batch by batch in that order; --max-steps stops after that many steps of this run. Rank 0
+ * writes the history and the checkpoint; r advances with the run. */
+static int fit(translator *tr, attn_adam *opt, const train_data *d, tr_run *r, const tr_train_args *a) {
     const tr_kind *k = tr->kind;
     static const char *const hcols[4] = {"epoch", "loss", "tokens_per_sec", "seconds"};
-    char hpath[4200];
-    history_path(hpath, sizeof hpath, out, k->model_file);
+    char hpath[4200], ckpt[4200];
+    history_path(hpath, sizeof hpath, a->out, k->model_file);
+    snprintf(ckpt, sizeof ckpt, "%s/%s", a->out, k->model_file);
     cli_history hist;
     char htitle[64];
     snprintf(htitle, sizeof htitle, "%s", k == &tr_transformer ? "Transformer" : "Bahdanau");
     const int lead = dist_rank() == 0;   /* data parallel: rank 0 writes the history and the model */
     memset(&hist, 0, sizeof hist);
-    if (lead && cli_history_start(&hist, "translate", hpath, 4, hcols, 0, plot, htitle)) return 1;
+    if (lead && cli_history_start(&hist, "translate", hpath, 4, hcols, a->resume ? r->epoch : 0, a->plot, htitle))
+        return 1;
     /* under mpirun: this rank's shards of each batch, and the ranks' gradients added in shard order */
-    const int per_rank = dist_on() ? shards / dist_size() : 0, first = per_rank * dist_rank();
-    attn_rng rng;
-    attn_rng_seed(&rng, seed);
-    uint64_t step_seed = seed;
-    double loss_sum = 0, t_start = cli_now(), t_epoch = 0;
-    int64_t tokens = 0, all_tokens = 0;
-    /* --max-steps: whole epochs while they fit; the models train whole epochs only, so a last partial
-     * epoch takes its steps from the first steps x batch pairs (shuffled as an epoch of them) */
-    const int64_t per_epoch = (d->pairs.n + batch - 1) / batch;
-    int64_t steps_left = max_steps > 0 ? max_steps : INT64_MAX;
-    for (int e = 0; e < epochs && steps_left > 0; e++) {
-        double t0 = cli_now();
-        int n_pairs = d->pairs.n;
-        if (steps_left < per_epoch) {
-            n_pairs = (int)(steps_left * batch);
-            epochs = e + 1;
-            printf("--max-steps %d: the last epoch, %d, is %" PRId64 " steps over the first %d pairs\n", max_steps,
-                   e + 1, steps_left, n_pairs);
-        }
-        steps_left -= per_epoch;
-        attn_status st = k->train_epoch(tr->model, opt, &rng, d->X, d->X_len, d->Y, d->Y_len, n_pairs, batch,
-                                        1.0f, &step_seed, &loss_sum, &tokens, first, per_rank,
-                                        per_rank ? dist_combine_shards : NULL, NULL);
-        t_epoch = cli_now() - t0;
-        if (cli_fail(st, "training")) { cli_history_free(&hist); return 1; }
-        all_tokens += tokens;
-        const double row[4] = {e + 1, loss_sum / (double)tokens, (double)tokens / t_epoch, t_epoch};
-        if (lead && cli_history_add(&hist, row, (e + 1) % every == 0 || e + 1 == epochs)) { cli_history_free(&hist); return 1; }
-        if ((e + 1) % every == 0 || e + 1 == epochs) {
-            printf("epoch %4d/%d  loss %.4f  (%.1f s)\n", e + 1, epochs, loss_sum / (double)tokens, cli_now() - t_start);
-            fflush(stdout);
-        }
+    const int per_rank = dist_on() ? r->shards / dist_size() : 0, first = per_rank * dist_rank();
+    const int N = d->pairs.n, T = tr->num_steps, batch = r->batch, steps = (N + batch - 1) / batch;
+    int32_t *idx = malloc(sizeof(int32_t) * (size_t)N);
+    int32_t *bx = malloc(sizeof(int32_t) * ((size_t)batch * T * 2 + (size_t)batch * 2));   /* (B,T) (B,T) (B) (B) */
+    if (!idx || !bx) {
+        free(idx); free(bx); cli_history_free(&hist);
+        fprintf(stderr, "attn: translate: out of memory\n");
+        return 1;
     }
-    double total = cli_now() - t_start;
-    /* d2l's closing line: the last epoch's loss per token and its speed */
-    printf("loss %.3f, %.1f tokens/sec\n", loss_sum / (double)tokens, (double)tokens / t_epoch);
-    printf("trained in %.1f s (%.1f tokens/sec over all %d epochs)\n", total, (double)all_tokens / total, epochs);
-    printf("history: %s%s%s\n", hpath, plot ? ", curve: " : "", plot ? plot : "");
+    int32_t *by = bx + (size_t)batch * T, *bxl = by + (size_t)batch * T, *byl = bxl + batch;
+    attn_rng rng = r->rng;
+    double loss_sum = 0, t_start = cli_now(), t_epoch = 0;
+    int64_t tokens = 0, run_tokens = 0, all_tokens = 0, run_steps = 0;
+    int ret = 0, cut = 0, s = 0, ran = 0;   /* ran: epochs this run trained in, whole or part */
+    for (int e = r->epoch; e < r->epochs && !cut && !ret; e++) {
+        if (a->max_steps && run_steps >= a->max_steps) break;      /* --max-steps at an epoch's end */
+        const attn_rng at_start = rng;
+        for (int i = 0; i < N; i++) idx[i] = i;
+        attn_rng_shuffle(&rng, idx, (size_t)N);
+        const int first_step = e == r->epoch ? r->step : 0;      /* resumed inside this epoch */
+        loss_sum = first_step ? r->loss_sum : 0;
+        tokens = first_step ? r->tokens : 0;
+        run_tokens = 0;
+        double t0 = cli_now();
+        for (s = first_step; s < steps; s++) {
+            if (a->max_steps && run_steps >= a->max_steps) { cut = 1; break; }
+            const int lo = s * batch, B = N - lo < batch ? N - lo : batch;
+            for (int b = 0; b < B; b++) {                  /* gather the batch: (B,T) ids, (B) lengths */
+                const int i = idx[lo + b];
+                memcpy(bx + (size_t)b * T, d->X + (size_t)i * T, sizeof(int32_t) * T);
+                memcpy(by + (size_t)b * T, d->Y + (size_t)i * T, sizeof(int32_t) * T);
+                bxl[b] = d->X_len[i];
+                byl[b] = d->Y_len[i];
+                run_tokens += d->Y_len[i];
+            }
+            dist_test_die(run_steps);
+            float loss = 0;
+            attn_status st = k->train_step(tr->model, opt, bx, bxl, by, byl, B, 1.0f, &r->step_seed, first, per_rank,
+                                           per_rank ? dist_combine_shards : NULL, NULL, &loss);
+            run_steps++;
+            if (cli_fail(st, "training")) { ret = 1; break; }
+            loss_sum += loss;
+        }
+        if (ret) break;
+        t_epoch = cli_now() - t0;
+        tokens += run_tokens;
+        all_tokens += run_tokens;
+        ran++;
+        /* the state after this epoch, or inside it when cut */
+        r->epoch = cut ? e : e + 1;
+        r->step = cut ? s : 0;
+        r->rng = cut ? at_start : rng;
+        r->loss_sum = cut ? loss_sum : 0;
+        r->tokens = cut ? tokens : 0;
+        if (!cut) {
+            const int shown = (e + 1) % a->every == 0 || e + 1 == r->epochs;
+            const double row[4] = {e + 1, loss_sum / (double)tokens, (double)run_tokens / t_epoch, t_epoch};
+            if (lead && cli_history_add(&hist, row, shown)) { ret = 1; break; }
+            if (shown) {
+                printf("epoch %4d/%d  loss %.4f  (%.1f s)\n", e + 1, r->epochs, loss_sum / (double)tokens,
+                       cli_now() - t_start);
+                fflush(stdout);
+            }
+        }
+        if (lead && save_run(tr, opt, r, ckpt)) { ret = 1; break; }
+    }
+    free(idx);
+    free(bx);
     cli_history_free(&hist);
+    if (ret) return 1;
+    double total = cli_now() - t_start;
+    if (cut || (a->max_steps && run_steps >= a->max_steps && r->epoch < r->epochs)) {
+        printf("--max-steps %d: stopped after step %" PRId64 " (%d of %d steps into epoch %d); %s holds it, and "
+               "--resume goes on from there\n", a->max_steps, opt->t, r->step, steps, r->epoch + 1, ckpt);
+    } else if (tokens > 0) {
+        /* d2l's closing line: the last epoch's loss per token and its speed */
+        printf("loss %.3f, %.1f tokens/sec\n", loss_sum / (double)tokens, (double)run_tokens / t_epoch);
+    }
+    if (all_tokens > 0)
+        printf("trained in %.1f s (%.1f tokens/sec over all %d epoch%s of this run)\n", total,
+               (double)all_tokens / total, ran, ran == 1 ? "" : "s");
+    printf("history: %s%s%s\n", hpath, a->plot ? ", curve: " : "", a->plot ? a->plot : "");
     if (!lead) return 0;
 
     static const char *const engs[4] = {"go .", "i lost .", "he's calm .", "i'm home ."};
@@ -190,12 +324,17 @@ static int fit(translator *tr, attn_adam *opt, const train_data *d, int epochs, 
         if (cli_fail(st, "translating")) return 1;
         printf("%s => %s, bleu %.3f\n", engs[i], buf, attn_bleu(buf, fras[i], 2));
     }
+    printf("saved %s, %s, %s in %s\n", k->model_file, TR_SRC_VOCAB_FILE, TR_TGT_VOCAB_FILE, a->out);
+    return 0;
+}
 
+/* Writes the vocabularies and the lines trained on beside the checkpoint (rank 0, before the training: a
+ * checkpoint of any epoch then loads for predict and bleu). Returns 0, or 1 after a message. */
+static int save_vocabs(const translator *tr, const train_data *d, const char *out) {
     if (cli_make_dir("translate", out) != 0) return 1;
     char path[4096], err[1024] = "";
-    snprintf(path, sizeof path, "%s/%s", out, k->model_file);
-    attn_status st = k->save(tr->model, path, err, sizeof err);
-    if (st == ATTN_OK) { snprintf(path, sizeof path, "%s/%s", out, TR_SRC_VOCAB_FILE); st = attn_vocab_save(&tr->vs, path, err, sizeof err); }
+    snprintf(path, sizeof path, "%s/%s", out, TR_SRC_VOCAB_FILE);
+    attn_status st = attn_vocab_save(&tr->vs, path, err, sizeof err);
     if (st == ATTN_OK) { snprintf(path, sizeof path, "%s/%s", out, TR_TGT_VOCAB_FILE); st = attn_vocab_save(&tr->vt, path, err, sizeof err); }
     if (st != ATTN_OK) { fprintf(stderr, "attn: translate: saving: %s\n", err[0] ? err : attn_status_string(st)); return 1; }
     /* the lines trained on, for bleu's warning when a "held-out" range overlaps them */
@@ -205,12 +344,11 @@ static int fit(translator *tr, attn_adam *opt, const train_data *d, int epochs, 
         fprintf(tl, "lines 1-%d\n", d->pairs.n > 0 ? d->pairs.line[d->pairs.n - 1] + 1 : 0);
         fclose(tl);
     }
-    printf("saved %s/%s, %s, %s\n", out, k->model_file, TR_SRC_VOCAB_FILE, TR_TGT_VOCAB_FILE);
     return 0;
 }
 
 int tr_train_args_check(const tr_train_args *a) {
-    if (cli_check_int("translate", "--epochs", a->epochs, 1, 0) || cli_check_int("translate", "--examples", a->examples, 0, -1) ||
+    if (cli_check_int("translate", "--epochs", a->epochs, 0, -1) || cli_check_int("translate", "--examples", a->examples, 0, -1) ||
         cli_check_int("translate", "--batch", a->batch, 1, 4096) || cli_check_int("translate", "--every", a->every, 1, 0) ||
         cli_check_int("translate", "--max-steps", a->max_steps, 0, -1) ||
         cli_check_int("translate", "--shards", a->shards, 0, ATTN_MAX_SHARDS) ||
@@ -223,27 +361,69 @@ int tr_train_args_check(const tr_train_args *a) {
     return 0;
 }
 
-static int tr_train_run(const tr_kind *kind, const tr_train_args *a, tr_create_fn create, const void *opts);
+static int tr_train_run(const tr_kind *kind, const tr_train_args *a, tr_run *r, tr_create_fn create,
+                        const void *opts);
+
+/* --resume's checks before anything runs: the folder holds this kind's checkpoint with the training state.
+ * *r gets the run's state; a->epochs (when given) must exceed the epochs done. Returns 0, 1 or 2 (after a
+ * message on rank 0). */
+static int resume_check(const tr_kind *kind, const tr_train_args *a, tr_run *r) {
+    const int say = dist_rank() == 0;
+    const tr_kind *held = tr_detect(a->out);
+    if (!held) {
+        if (say) fprintf(stderr, "attn: translate: --resume: no checkpoint in %s (%s) to go on from\n", a->out,
+                         kind->model_file);
+        return 1;
+    }
+    if (held != kind) {
+        if (say) fprintf(stderr, "attn: translate: --resume --model %s: %s holds a %s model; give --model %s to go on "
+                         "with it\n", kind->name, a->out, held->name, held->name);
+        return 2;
+    }
+    char ckpt[4200];
+    snprintf(ckpt, sizeof ckpt, "%s/%s", a->out, kind->model_file);
+    if (read_run(ckpt, r)) return 1;
+    if (a->epochs) r->epochs = a->epochs;
+    if (r->epoch >= r->epochs) {
+        if (say) fprintf(stderr, "attn: translate: --resume: %s already holds %d of %d epochs; give a larger --epochs\n",
+                         ckpt, r->epoch, r->epochs);
+        return 1;
+    }
+    return 0;
+}
 
 /* Under mpirun (data parallel) every rank trains its shards of each batch; one that fails stops them all. */
 int tr_train(const tr_kind *kind, const tr_train_args *a, tr_create_fn create, const void *opts) {
     if (dist_start()) return 1;
     tr_train_args b = *a;                /* --shards resolved: the model's default when not given */
+    tr_run r = {.epochs = a->epochs ? a->epochs : kind->epochs, .batch = a->batch, .examples = a->examples,
+                .lr = a->lr, .seed = a->seed, .step_seed = a->seed};
+    attn_rng_seed(&r.rng, a->seed);
     int first, count, rc;
-    if ((rc = dist_shards("translate", NULL, 0, &b.shards, kind->shards, &first, &count))) {
+    char ckpt[4200];
+    snprintf(ckpt, sizeof ckpt, "%s/%s", a->out, kind->model_file);
+    if ((a->resume && (rc = resume_check(kind, a, &r))) ||
+        (rc = dist_shards("translate", ckpt, a->resume, &b.shards, kind->shards, &first, &count))) {
         dist_stop();
         return rc;
     }
+    r.shards = b.shards;
+    b.batch = r.batch;                   /* with --resume: the checkpoint's settings */
+    b.examples = r.examples;
+    b.lr = r.lr;
+    b.seed = r.seed;
+    b.epochs = r.epochs;
     if (dist_quiet_followers()) return 1;
-    return dist_finish("translate", tr_train_run(kind, &b, create, opts));
+    return dist_finish("translate", tr_train_run(kind, &b, &r, create, opts));
 }
 
-static int tr_train_run(const tr_kind *kind, const tr_train_args *a, tr_create_fn create, const void *opts) {
-    /* the model is saved at the end: the folder must be usable before the training starts */
+static int tr_train_run(const tr_kind *kind, const tr_train_args *a, tr_run *r, tr_create_fn create,
+                        const void *opts) {
+    /* the model is saved after every epoch: the folder must be usable before the training starts */
     if (dist_rank() == 0 && cli_check_out_dir("translate", "--out", a->out)) return 1;
     if (dist_rank() == 0 && a->plot && cli_check_out_file("translate", "--plot", a->plot)) return 1;
     const tr_kind *held = tr_detect(a->out);
-    if (held && held != kind) {
+    if (!a->resume && held && held != kind) {
         fprintf(stderr, "attn: translate: --out %s holds a %s model: training a %s model there would replace its "
                 "vocabularies; choose another --out\n", a->out, held->name, kind->name);
         return 1;
@@ -255,10 +435,34 @@ static int tr_train_run(const tr_kind *kind, const tr_train_args *a, tr_create_f
     int ret = 1;
     size_t n_params = 0;
     attn_adam opt = {0};
-    if (create(&tr, a, opts, &n_params) == 0 && !cli_fail(attn_adam_alloc(&opt, n_params, a->lr), "creating the optimizer")) {
+    if (a->resume) {
+        char path[4200], err[1024] = "";
+        int src_n = 0, tgt_n = 0;
+        snprintf(path, sizeof path, "%s/%s", a->out, kind->model_file);
+        attn_status st = kind->load(&tr, &opt, path, a->batch, &src_n, &tgt_n, err, sizeof err);
+        if (st != ATTN_OK) {
+            fprintf(stderr, "attn: translate: --resume: %s\n", err[0] ? err : attn_status_string(st));
+        } else if (src_n != tr.vs.n || tgt_n != tr.vt.n) {
+            fprintf(stderr, "attn: translate: --resume: %s was trained on vocabularies of %d English and %d French "
+                    "tokens, the data read now gives %d and %d: give the same fra.txt\n", path, src_n, tgt_n, tr.vs.n,
+                    tr.vt.n);
+        } else if (!cli_fail(kind->set_shards(tr.model, a->shards), "--shards")) {
+            opt.lr = a->lr;
+            if (dist_rank() == 0)
+                fprintf(stderr, "attn: translate: resuming %s after epoch %d%s (step %" PRId64 "; seed %" PRIu64
+                        ", lr %g, batch %d, --examples %d, --shards %d from the checkpoint)\n", path, r->epoch,
+                        r->step ? " and part of the next" : "", opt.t, a->seed, (double)a->lr, a->batch, a->examples,
+                        a->shards);
+            ret = 0;
+        }
+    } else if (create(&tr, a, opts, &n_params) == 0 &&
+               !cli_fail(attn_adam_alloc(&opt, n_params, a->lr), "creating the optimizer")) {
+        ret = 0;
+    }
+    if (ret == 0 && dist_rank() == 0 && save_vocabs(&tr, &d, a->out)) ret = 1;
+    if (ret == 0) {
         fflush(stdout);
-        ret = fit(&tr, &opt, &d, a->epochs, a->batch, a->every, a->seed, a->out, a->plot, a->max_steps,
-                  a->shards);
+        ret = fit(&tr, &opt, &d, r, a);
     }
     attn_adam_free(&opt);
     tr_free(&tr);
@@ -291,7 +495,7 @@ int tr_load(translator *tr, const tr_kind *kind, const char *dir) {
     tr->kind = kind;
     int src_n = 0, tgt_n = 0;
     snprintf(path, sizeof path, "%s/%s", dir, kind->model_file);
-    attn_status st = kind->load(tr, path, &src_n, &tgt_n, err, sizeof err);
+    attn_status st = kind->load(tr, NULL, path, 1, &src_n, &tgt_n, err, sizeof err);
     if (tr_report(st, err)) {
         const tr_kind *held = st == ATTN_ERR_IO ? tr_detect(dir) : NULL;
         if (held && held != kind)

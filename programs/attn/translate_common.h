@@ -43,19 +43,24 @@ struct tr_kind {
     const char *bleu_usage;      /* `bleu`'s usage line */
     /* the subcommands: the model's own options and output, then the shared parts below */
     tr_command_fn train, predict, bleu;
-    /* Loads the checkpoint at path into a new heap model: sets tr->model, tr->num_steps and the vocabulary
-     * sizes it expects (*src_n, *tgt_n). */
-    attn_status (*load)(translator *tr, const char *path, int *src_n, int *tgt_n, char *err, size_t err_size);
+    /* Loads the checkpoint at path into a new heap model for batches up to max_batch: sets tr->model,
+     * tr->num_steps and the vocabulary sizes it expects (*src_n, *tgt_n); with opt non-NULL also the
+     * optimizer's saved state (a checkpoint without it: ATTN_ERR_FORMAT). */
+    attn_status (*load)(translator *tr, attn_adam *opt, const char *path, int max_batch, int *src_n, int *tgt_n,
+                        char *err, size_t err_size);
     /* Greedy translation of src (src_len ids): pred (T) and *n_pred; weights the model's attention or NULL. */
     attn_status (*translate)(void *model, int32_t *pred, int *n_pred, float *weights, const int32_t *src,
                              int src_len);
-    /* One training epoch, as attn_seq2seq_train_epoch_part (count 0: the whole batch here). */
-    attn_status (*train_epoch)(void *model, attn_adam *opt, attn_rng *rng, const int32_t *X, const int32_t *X_len,
-                               const int32_t *Y, const int32_t *Y_len, int N, int batch, float clip,
-                               uint64_t *seed, double *loss_sum, int64_t *tokens, int first, int count,
-                               attn_shard_combine_fn combine, void *user);
+    /* One optimizer step on a gathered batch, as attn_seq2seq_train_step_part (count 0: the whole batch here). */
+    attn_status (*train_step)(void *model, attn_adam *opt, const int32_t *X, const int32_t *X_len, const int32_t *Y,
+                              const int32_t *Y_len, int B, float clip, uint64_t *seed, int first, int count,
+                              attn_shard_combine_fn combine, void *user, float *loss);
+    attn_status (*set_shards)(void *model, int n);
     int shards;                  /* the fixed shards of a batch by default (--shards; the ranks must divide it) */
-    attn_status (*save)(const void *model, const char *path, char *err, size_t err_size);
+    int epochs;                  /* --epochs by default */
+    /* The checkpoint (atomic) with opt (or NULL) and n_extra metadata pairs, as attn_seq2seq_save_train. */
+    attn_status (*save)(const void *model, const attn_adam *opt, const char *const *keys, const char *const *vals,
+                        int n_extra, const char *path, char *err, size_t err_size);
     void (*free)(void *model);   /* the model's own free (not the heap block) */
 };
 
@@ -89,6 +94,7 @@ typedef struct tr_train_args {
     const char *precision;       /* --precision as given (each model lists the flag itself), or NULL */
     attn_dtype compute;          /* what it names: F32 unless --precision bf16 */
     int shards;                  /* --shards: the fixed parts of every batch (0: the model's default) */
+    int resume;                  /* --resume: go on from the checkpoint in out */
 } tr_train_args;
 
 #define TR_TRAIN_OPTS(a)                                                                                      \
@@ -96,7 +102,8 @@ typedef struct tr_train_args {
                                         CLI_DATA_DEFAULT ")"},                                                  \
     {"out", CLI_STR, &(a).out, "DIR", "folder for the checkpoint and the vocabularies"},                        \
     {"dir", CLI_STR, &(a).out, "DIR", "the same as --out"},                                                     \
-    {"epochs", CLI_INT, &(a).epochs, "N", "training epochs"},                                                   \
+    {"epochs", CLI_INT, &(a).epochs, "N", "training epochs (default 250 for bahdanau, 200 for transformer; with " \
+                                          "--resume: the checkpoint's, or up to N)"},                          \
     {"seed", CLI_U64, &(a).seed, "N", "seed of the initialization, shuffling and dropout"},                     \
     {"threads", CLI_INT, &(a).threads, "N", "threads (0 = all cores)"},                                         \
     {"examples", CLI_INT, &(a).examples, "N", "read lines 1..N+1 of fra.txt (N+1 pairs, as the book's loader)"}, \
@@ -105,8 +112,11 @@ typedef struct tr_train_args {
     {"every", CLI_INT, &(a).every, "N", "print the loss every N epochs"},                                      \
     {"plot", CLI_STR, &(a).plot, "FILE", "draw the loss curve as a PNG every N epochs and at the end (the "       \
                                          "history itself is always in --out, beside the checkpoint)"},           \
-    {"max-steps", CLI_INT, &(a).max_steps, "N", "stop after N optimizer steps (0 = no limit); a last partial "    \
-                                                "epoch trains on the first steps x batch pairs"}, \
+    {"max-steps", CLI_INT, &(a).max_steps, "N", "stop after N optimizer steps of this run (0 = no limit), inside " \
+                                                "an epoch if it comes to that; the checkpoint is saved then"},  \
+    {"resume", CLI_BOOL, &(a).resume, NULL, "continue from the checkpoint in --out (inside an epoch that "        \
+                                            "--max-steps cut); --batch, --lr, --seed, --examples, --shards and "   \
+                                            "the model's shape come from it"},                                    \
     {"shards", CLI_INT, &(a).shards, "G", CLI_SHARDS_HELP}
 
 /* Checks the shared options: --epochs, --batch (<= 4096), --every >= 1, --examples >= 0, --threads 0 ..
@@ -119,11 +129,13 @@ int tr_train_args_check(const tr_train_args *a);
  * Returns 0, or 1 after a message (tr->model left NULL). */
 typedef int (*tr_create_fn)(translator *tr, const tr_train_args *a, const void *opts, size_t *n_params);
 
-/* Sets the threads, reads pairs 0..a->examples, builds the vocabularies and ids (prints d2l's data line),
- * creates the model, trains it printing the loss every a->every epochs (and writing the history
- * <checkpoint stem>_history.csv in a->out after every epoch: epoch, loss, tokens_per_sec, seconds), d2l's closing line and the timing,
- * translates the book's four sentences with BLEU, and saves the checkpoint and vocabularies in a->out.
- * Returns the exit status. */
+/* Sets the threads, reads pairs 0..a->examples, builds the vocabularies and ids (prints d2l's data line)
+ * and writes them in a->out, creates the model (with a->resume: loads it, the optimizer and the run's
+ * settings and state from the checkpoint in a->out), trains it step by step printing the loss every
+ * a->every epochs (and writing the history <checkpoint stem>_history.csv in a->out after every epoch:
+ * epoch, loss, tokens_per_sec, seconds) and the checkpoint after every epoch and at a --max-steps cut,
+ * then d2l's closing line and the timing, and translates the book's four sentences with BLEU. Under
+ * mpirun: data parallel, rank 0 writing. Returns the exit status. */
 int tr_train(const tr_kind *kind, const tr_train_args *a, tr_create_fn create, const void *opts);
 
 /* Loads a saved model and its vocabularies from dir into tr (zeroed on failure). Returns 0, or 1 after a

@@ -3,7 +3,8 @@
  * `--model transformer`:
  *   train    the book's 601 pairs, d2l's Transformer (2 blocks, 32 hidden, 4 heads, feed-forward 64,
  *            dropout 0.1), Adam lr 0.005, 200 epochs, batch 64; prints the loss, d2l's closing line with
- *            tokens/sec, the four sentences with BLEU, and saves the checkpoint and vocabularies.
+ *            tokens/sec, the four sentences with BLEU; the checkpoint is saved after every epoch
+ *            (--resume goes on from it), the vocabularies before the first.
  *   predict  one sentence, greedy with the key/value cache; the terminal shows the cross-attention of a
  *            decoder block averaged over its heads, --png FILE draws every head of it as a grid.
  *   bleu     mean BLEU (k = 2) on held-out pairs (lines 602-1600, 1-based) whose words are all in the vocabularies,
@@ -23,10 +24,11 @@
 /* ---------------------------------------------------------------------------------------------------
  * The model behind the translator (translate_common.h).
  */
-static attn_status tf_load(translator *tr, const char *path, int *src_n, int *tgt_n, char *err, size_t err_size) {
+static attn_status tf_load(translator *tr, attn_adam *opt, const char *path, int max_batch, int *src_n, int *tgt_n,
+                           char *err, size_t err_size) {
     attn_transformer *m = malloc(sizeof *m);
     if (!m) return ATTN_ERR_NOMEM;
-    attn_status st = attn_transformer_load(m, NULL, path, 1, err, err_size);
+    attn_status st = attn_transformer_load_train(m, opt, NULL, path, max_batch, err, err_size);
     if (st != ATTN_OK) { free(m); return st; }
     tr->model = m;
     tr->num_steps = m->cfg.num_steps;
@@ -40,16 +42,18 @@ static attn_status tf_translate(void *m, int32_t *pred, int *n_pred, float *weig
     return attn_transformer_translate(m, pred, n_pred, weights, NULL, src, src_len, 1);
 }
 
-static attn_status tf_train_epoch(void *m, attn_adam *opt, attn_rng *rng, const int32_t *X, const int32_t *X_len,
-                                  const int32_t *Y, const int32_t *Y_len, int N, int batch, float clip,
-                                  uint64_t *seed, double *loss_sum, int64_t *tokens, int first, int count,
-                                  attn_shard_combine_fn combine, void *user) {
-    return attn_transformer_train_epoch_part(m, opt, rng, X, X_len, Y, Y_len, N, batch, clip, seed, loss_sum, tokens,
-                                             first, count, combine, user);
+static attn_status tf_train_step(void *m, attn_adam *opt, const int32_t *X, const int32_t *X_len, const int32_t *Y,
+                                 const int32_t *Y_len, int B, float clip, uint64_t *seed, int first, int count,
+                                 attn_shard_combine_fn combine, void *user, float *loss) {
+    return attn_transformer_train_step_part(m, opt, X, X_len, Y, Y_len, B, clip, seed, first, count, combine, user,
+                                            loss);
 }
 
-static attn_status tf_save(const void *m, const char *path, char *err, size_t err_size) {
-    return attn_transformer_save(m, path, err, err_size);
+static attn_status tf_set_shards(void *m, int n) { return attn_transformer_set_shards(m, n); }
+
+static attn_status tf_save(const void *m, const attn_adam *opt, const char *const *keys, const char *const *vals,
+                           int n_extra, const char *path, char *err, size_t err_size) {
+    return attn_transformer_save_train(m, opt, keys, vals, n_extra, path, err, err_size);
 }
 
 static void tf_free(void *m) { attn_transformer_free(m); }
@@ -85,7 +89,7 @@ static int tf_create(translator *tr, const tr_train_args *a, const void *opts, s
 }
 
 static int tf_train(const tr_kind *kind, int argc, char **argv) {
-    tr_train_args a = {NULL, kind->default_dir, 200, 0, 600, 64, 10, 1, 0.005f, NULL, 0, NULL, ATTN_DTYPE_F32, 0};
+    tr_train_args a = {NULL, kind->default_dir, 0, 0, 600, 64, 10, 1, 0.005f, NULL, 0, NULL, ATTN_DTYPE_F32, 0, 0};
     tf_opts o = {32, 64, 4, 2, 0.1f};
     cli_opt opts[] = {
         TR_TRAIN_OPTS(a),
@@ -99,7 +103,8 @@ static int tf_train(const tr_kind *kind, int argc, char **argv) {
     cli_cmd cmd = {"attn translate train --model transformer [options]",
                    "Trains the d2l English-French Transformer (2 encoder and 2 decoder blocks, width 32, 4 heads,\n"
                    "feed-forward 64, dropout 0.1, Adam, gradient clipping 1, batch 64), then translates the book's\n"
-                   "four sentences and saves the model in --out.",
+                   "four sentences. The model is saved in --out after every epoch (and when --max-steps stops\n"
+                   "the run), with the optimizer's state: --resume goes on from there.",
                    opts, (int)(sizeof opts / sizeof opts[0]), 0, 0};
     int rc = cli_parse(&cmd, argc, argv, NULL, NULL);
     if (rc >= 0) return rc;
@@ -315,7 +320,9 @@ const tr_kind tr_transformer = {
     .bleu = tr_bleu,
     .load = tf_load,
     .translate = tf_translate,
-    .train_epoch = tf_train_epoch,
+    .train_step = tf_train_step,
+    .set_shards = tf_set_shards,
+    .epochs = 200,
     .shards = ATTN_TF_SHARDS,
     .save = tf_save,
     .free = tf_free,

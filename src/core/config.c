@@ -206,6 +206,8 @@ static void overlay(attn_kernels *t, const attn_kernels *over) {
     if (over->adam_block) t->adam_block = over->adam_block;
     if (over->gelu_forward) t->gelu_forward = over->gelu_forward;
     if (over->gelu_backward) t->gelu_backward = over->gelu_backward;
+    if (over->layernorm_forward) t->layernorm_forward = over->layernorm_forward;
+    if (over->layernorm_backward) t->layernorm_backward = over->layernorm_backward;
 }
 
 static void compose_tables(void) {

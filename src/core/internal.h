@@ -95,6 +95,11 @@ typedef struct attn_kernels {
     /* GELU's elementwise loops (src/layers/gelu_kernels.h: the same bits on every path) */
     void (*gelu_forward)(float *y, const float *x, int64_t n);
     void (*gelu_backward)(float *dx, const float *dy, const float *x, int64_t n);
+    /* layer norm's row loops (src/layers/layernorm_kernels.h: the same bits on every path) */
+    void (*layernorm_forward)(float *y, float *mean, float *rstd, const float *x, const float *gamma,
+                              const float *beta, int64_t n, int C, float eps);
+    void (*layernorm_backward)(float *dx, const float *dy, const float *x, const float *mean, const float *rstd,
+                               const float *gamma, int64_t n, int C);
 } attn_kernels;
 
 /* The complete table of a path, or NULL when the path is not built in (ATTN_ISA_REF always is). */

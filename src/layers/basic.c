@@ -141,6 +141,13 @@ static attn_status layernorm_check(int N, int C) {
     return ATTN_OK;
 }
 
+/* The row loops are layernorm_kernels.h's, on the default path's table (its AVX2 or AVX-512 compilation
+ * of the same code: the same bits); threads take contiguous runs of rows. */
+static const attn_kernels *ln_table(void) {
+    const attn_kernels *k = attn__kernels(attn_get_isa());
+    return k ? k : attn__kernels(ATTN_ISA_REF);
+}
+
 attn_status attn__layernorm_forward(float *y, float *mean, float *rstd,
                                     const float *x, const float *gamma, const float *beta,
                                     int N, int C, float eps) {
@@ -148,27 +155,14 @@ attn_status attn__layernorm_forward(float *y, float *mean, float *rstd,
     attn_status st = layernorm_check(N, C);
     if (st != ATTN_OK) return st;
     if (!(eps >= 0.0f) || isinf(eps)) return ATTN_ERR_ARG;
-    const int nth = attn__threads_for((size_t)N * C);
+    const attn_kernels *k = ln_table();
+    const int nth = attn__threads_for((size_t)N * C), per = (N + nth - 1) / nth;
     (void)nth;
     ATTN_OMP(omp parallel for schedule(static) num_threads(nth) if(nth > 1))
-    for (int n = 0; n < N; n++) {
-        const float *xr = x + (size_t)n * C;      /* (C) */
-        float *yr = y + (size_t)n * C;            /* (C) */
-        /* pass 1: mean; pass 2: variance around it (two passes: no cancellation) */
-        double s = 0.0;
-        for (int c = 0; c < C; c++) s += xr[c];
-        double mu = s / C;
-        double ss = 0.0;
-        for (int c = 0; c < C; c++) {
-            double dlt = xr[c] - mu;
-            ss += dlt * dlt;
-        }
-        float m = (float)mu;
-        float r = (float)(1.0 / sqrt(ss / C + (double)eps));
-        mean[n] = m;
-        rstd[n] = r;
-        /* pass 3: normalize, scale, shift */
-        for (int c = 0; c < C; c++) yr[c] = (xr[c] - m) * r * gamma[c] + beta[c];
+    for (int i = 0; i < nth; i++) {
+        const int n0 = i * per, nr = N - n0 < per ? N - n0 : per;
+        const size_t o = (size_t)n0 * C;
+        if (nr > 0) k->layernorm_forward(y + o, mean + n0, rstd + n0, x + o, gamma, beta, nr, C, eps);
     }
     return ATTN_OK;
 }
@@ -183,24 +177,14 @@ attn_status attn__layernorm_backward(float *dx, float *dgamma, float *dbeta,
     if (st != ATTN_OK) return st;
     /* input gradient: rows are independent */
     if (dx) {
-        const int nth = attn__threads_for((size_t)N * C);
+        const attn_kernels *k = ln_table();
+        const int nth = attn__threads_for((size_t)N * C), per = (N + nth - 1) / nth;
         (void)nth;
         ATTN_OMP(omp parallel for schedule(static) num_threads(nth) if(nth > 1))
-        for (int n = 0; n < N; n++) {
-            const float *xr = x + (size_t)n * C, *gr = dy + (size_t)n * C;
-            float *dxr = dx + (size_t)n * C;
-            const float m = mean[n], r = rstd[n];
-            double sg = 0.0, sgx = 0.0;
-            for (int c = 0; c < C; c++) {
-                float g = gr[c] * gamma[c];
-                sg += g;
-                sgx += (double)g * ((xr[c] - m) * r);
-            }
-            const float mg = (float)(sg / C), mgx = (float)(sgx / C);
-            for (int c = 0; c < C; c++) {
-                float xhat = (xr[c] - m) * r;
-                dxr[c] += r * (gr[c] * gamma[c] - mg - xhat * mgx);
-            }
+        for (int i = 0; i < nth; i++) {
+            const int n0 = i * per, nr = N - n0 < per ? N - n0 : per;
+            const size_t o = (size_t)n0 * C;
+            if (nr > 0) k->layernorm_backward(dx + o, dy + o, x + o, mean + n0, rstd + n0, gamma, nr, C);
         }
     }
     /* parameter gradients: summed over rows in order */

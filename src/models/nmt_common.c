@@ -52,6 +52,17 @@ static attn_status step_sharded(const attn__nmt_trainer *tr, float *loss, const 
     return ATTN_OK;
 }
 
+attn_status attn__nmt_train_step(const attn__nmt_trainer *tr, attn_adam *opt, const int32_t *X, const int32_t *X_len,
+                                 const int32_t *Y, const int32_t *Y_len, int B, float clip, uint64_t *seed,
+                                 float *loss) {
+    if (tr->n_shards < 1 || tr->n_shards > ATTN__NMT_MAX_SHARDS) return ATTN_ERR_SIZE;
+    *seed = attn__mix64(*seed + 0x2545F4914F6CDD1DULL);       /* this step's dropout seed */
+    attn_status st = step_sharded(tr, loss, X, X_len, Y, Y_len, B, *seed);
+    if (st == ATTN_OK) st = attn_clip_grad_norm(tr->grads, tr->n_params, clip, NULL);
+    if (st == ATTN_OK) st = attn_adam_step(opt, tr->params, tr->grads);
+    return st;
+}
+
 attn_status attn__nmt_train_epoch(const attn__nmt_trainer *tr, attn_adam *opt, attn_rng *rng,
                                   const int32_t *X, const int32_t *X_len, const int32_t *Y, const int32_t *Y_len,
                                   int N, int batch, float clip, uint64_t *seed, double *loss_sum, int64_t *tokens) {
@@ -77,10 +88,7 @@ attn_status attn__nmt_train_epoch(const attn__nmt_trainer *tr, attn_adam *opt, a
             *tokens += Y_len[i];
         }
         float loss = 0.0f;
-        *seed = attn__mix64(*seed + 0x2545F4914F6CDD1DULL);
-        if ((st = step_sharded(tr, &loss, bx, bxl, by, byl, B, *seed)) != ATTN_OK) break;
-        if ((st = attn_clip_grad_norm(tr->grads, tr->n_params, clip, NULL)) != ATTN_OK) break;
-        if ((st = attn_adam_step(opt, tr->params, tr->grads)) != ATTN_OK) break;
+        if ((st = attn__nmt_train_step(tr, opt, bx, bxl, by, byl, B, clip, seed, &loss)) != ATTN_OK) break;
         *loss_sum += loss;
     }
     free(idx);
@@ -115,6 +123,28 @@ attn_status attn__nmt_save(const char *path, const attn__nmt_named *t, int n, co
     attn_status st = attn_st_write(path, st_t, n, meta_names, meta_vals, n_meta, err, err_size);
     free(st_t);
     return st;
+}
+
+attn_status attn__nmt_save_train(const char *path, attn__nmt_named *t, int n, const attn_adam *opt,
+                                 const char *const *meta_names, const char *const *meta_vals, int n_meta,
+                                 const char *const *keys, const char *const *vals, int n_extra, char *err,
+                                 size_t err_size) {
+    enum { MAX_META = 24, MAX_EXTRA = 32 };
+    if (n_meta < 0 || n_meta > MAX_META || n_extra < 0 || n_extra > MAX_EXTRA) return ATTN_ERR_SIZE;
+    if (n_extra > 0 && (!keys || !vals)) return ATTN_ERR_NULL;
+    const char *mk[MAX_META + 1 + MAX_EXTRA], *mv[MAX_META + 1 + MAX_EXTRA];
+    char step[32];
+    int k = 0;
+    for (int i = 0; i < n_meta; i++, k++) { mk[k] = meta_names[i]; mv[k] = meta_vals[i]; }
+    if (opt) {
+        n = attn__nmt_add(t, n, "optimizer.m", opt->m, 1, (int64_t)opt->n, 0);
+        n = attn__nmt_add(t, n, "optimizer.v", opt->v, 1, (int64_t)opt->n, 0);
+        snprintf(step, sizeof step, "%lld", (long long)opt->t);
+        mk[k] = "optimizer_t";
+        mv[k++] = step;
+    }
+    for (int i = 0; i < n_extra; i++, k++) { mk[k] = keys[i]; mv[k] = vals[i]; }
+    return attn__nmt_save(path, t, n, mk, mv, k, err, err_size);
 }
 
 attn_status attn__nmt_meta_numbers(const attn_st_file *f, const char *path, const char *const *meta_names, int n,

@@ -70,6 +70,31 @@ attn_status attn__nmt_train_epoch(const attn__nmt_trainer *tr, attn_adam *opt, a
                                   const int32_t *X, const int32_t *X_len, const int32_t *Y, const int32_t *Y_len,
                                   int N, int batch, float clip, uint64_t *seed, double *loss_sum, int64_t *tokens);
 
+/* Fills *tr for a model's training call (epoch or step) on shards [first, first + count) of batches up to
+ * batch rows, after its checks: the optimizer sized for n_params, batch within max_batch, the shards within
+ * n_shards and a combiner when count is not 0. The caller then sets tr->shard_grads. */
+static inline attn_status attn__nmt_trainer_init(attn__nmt_trainer *tr, void *model, attn__nmt_shard_step step,
+                                                 float *params, float *grads, size_t n_params, int n_shards,
+                                                 int num_steps, int max_batch, const attn_adam *opt, int batch,
+                                                 int first, int count, attn_shard_combine_fn combine, void *user) {
+    if (batch < 1 || batch > max_batch) return ATTN_ERR_SIZE;
+    if (opt->n != n_params) return ATTN_ERR_SHAPE;
+    if (n_shards > ATTN__NMT_MAX_SHARDS) return ATTN_ERR_SIZE;
+    if (count && !combine) return ATTN_ERR_NULL;
+    if (count < 0 || first < 0 || first + count > n_shards) return ATTN_ERR_ARG;
+    *tr = (attn__nmt_trainer){.model = model, .step = step, .params = params, .grads = grads, .n_shards = n_shards,
+                              .n_params = n_params, .num_steps = num_steps, .first = first, .count = count,
+                              .combine = combine, .user = user};
+    return ATTN_OK;
+}
+
+/* One optimizer step of that epoch on a gathered batch: X, Y (B,T) ids, X_len, Y_len (B); *seed advanced
+ * once first (the step's dropout seed), then the sharded step, clip, Adam. *loss the batch's summed loss.
+ * The caller has checked the arguments. */
+attn_status attn__nmt_train_step(const attn__nmt_trainer *tr, attn_adam *opt, const int32_t *X, const int32_t *X_len,
+                                 const int32_t *Y, const int32_t *Y_len, int B, float clip, uint64_t *seed,
+                                 float *loss);
+
 /* A named float tensor of a checkpoint: ndim 1 (shape[0]) or 2 (shape[0], shape[1]). */
 typedef struct attn__nmt_named { char name[64]; float *p; int ndim; int64_t shape[2]; } attn__nmt_named;
 
@@ -79,6 +104,13 @@ int attn__nmt_add(attn__nmt_named *t, int n, const char *name, float *p, int ndi
 /* Writes the n tensors and the n_meta metadata pairs to a safetensors file. */
 attn_status attn__nmt_save(const char *path, const attn__nmt_named *t, int n, const char *const *meta_names,
                            const char *const *meta_vals, int n_meta, char *err, size_t err_size);
+
+/* A training checkpoint: the n tensors (t has room for n + 2), then with opt the optimizer's moments (optimizer.m, optimizer.v) and
+ * its step (metadata optimizer_t), the n_meta model pairs, then n_extra (<= 32) pairs of the caller's. */
+attn_status attn__nmt_save_train(const char *path, attn__nmt_named *t, int n, const attn_adam *opt,
+                                 const char *const *meta_names, const char *const *meta_vals, int n_meta,
+                                 const char *const *keys, const char *const *vals, int n_extra, char *err,
+                                 size_t err_size);
 
 /* Reads metadata meta_names[i] as numbers in [0, 1e8) into v[i]; ATTN_ERR_FORMAT (err filled) when one is
  * missing or not a number. */

@@ -440,22 +440,41 @@ attn_status attn_seq2seq_train_epoch(attn_seq2seq *m, attn_adam *opt, attn_rng *
                                          0, NULL, NULL);
 }
 
+/* The epoch driver's view of m for shards [first, first + count) (count 0: all of them, summed here), after
+ * the checks both training calls make. */
+static attn_status make_trainer(attn__nmt_trainer *tr, attn_seq2seq *m, const attn_adam *opt, int batch, int first,
+                                int count, attn_shard_combine_fn combine, void *user) {
+    attn_status st = attn__nmt_trainer_init(tr, m, shard_step, m->params, m->grads, m->n_params, m->n_shards,
+                                            m->cfg.num_steps, m->cfg.max_batch, opt, batch, first, count, combine,
+                                            user);
+    if (st != ATTN_OK) return st;
+    for (int k = 0; k < m->n_shards; k++) tr->shard_grads[k] = m->shards[k].grads;
+    return ATTN_OK;
+}
+
 attn_status attn_seq2seq_train_epoch_part(attn_seq2seq *m, attn_adam *opt, attn_rng *rng,
                                           const int32_t *X, const int32_t *X_len,
                                           const int32_t *Y, const int32_t *Y_len, int N, int batch,
                                           float clip, uint64_t *seed, double *loss_sum, int64_t *tokens,
                                           int first, int count, attn_shard_combine_fn combine, void *user) {
     if (!m || !opt || !rng || !X || !X_len || !Y || !Y_len || !seed || !loss_sum || !tokens) return ATTN_ERR_NULL;
-    if (N < 1 || batch < 1 || batch > m->cfg.max_batch) return ATTN_ERR_SIZE;
-    if (opt->n != m->n_params) return ATTN_ERR_SHAPE;
-    if (m->n_shards > ATTN__NMT_MAX_SHARDS) return ATTN_ERR_SIZE;
-    if (count && !combine) return ATTN_ERR_NULL;
-    if (count < 0 || first < 0 || first + count > m->n_shards) return ATTN_ERR_ARG;
-    attn__nmt_trainer tr = {.model = m, .step = shard_step, .params = m->params, .grads = m->grads,
-                            .n_shards = m->n_shards, .n_params = m->n_params, .num_steps = m->cfg.num_steps,
-                            .first = first, .count = count, .combine = combine, .user = user};
-    for (int k = 0; k < m->n_shards; k++) tr.shard_grads[k] = m->shards[k].grads;
+    if (N < 1) return ATTN_ERR_SIZE;
+    attn__nmt_trainer tr;
+    attn_status st = make_trainer(&tr, m, opt, batch, first, count, combine, user);
+    if (st != ATTN_OK) return st;
     return attn__nmt_train_epoch(&tr, opt, rng, X, X_len, Y, Y_len, N, batch, clip, seed, loss_sum, tokens);
+}
+
+attn_status attn_seq2seq_train_step_part(attn_seq2seq *m, attn_adam *opt, const int32_t *X, const int32_t *X_len,
+                                         const int32_t *Y, const int32_t *Y_len, int B, float clip, uint64_t *seed,
+                                         int first, int count, attn_shard_combine_fn combine, void *user,
+                                         float *loss) {
+    if (!m || !opt || !X || !X_len || !Y || !Y_len || !seed || !loss) return ATTN_ERR_NULL;
+    attn__nmt_trainer tr;
+    attn_status st = make_trainer(&tr, m, opt, B, first, count, combine, user);
+    if (st != ATTN_OK) return st;
+    *loss = 0.0f;
+    return attn__nmt_train_step(&tr, opt, X, X_len, Y, Y_len, B, clip, seed, loss);
 }
 
 /* ---------------------------------------------------------------------------------------------------
@@ -495,30 +514,43 @@ static int list_tensors(const attn_seq2seq *m, attn__nmt_named *t) {
 static const char *const meta_names[N_META] = {"src_vocab", "tgt_vocab", "embed", "hidden", "layers", "dropout",
                                                "num_steps"};
 
-attn_status attn_seq2seq_save(const attn_seq2seq *m, const char *path, char *err, size_t err_size) {
+attn_status attn_seq2seq_save_train(const attn_seq2seq *m, const attn_adam *opt, const char *const *keys,
+                                    const char *const *vals, int n_extra, const char *path, char *err,
+                                    size_t err_size) {
     if (!m || !m->params || !path) return ATTN_ERR_NULL;
-    attn__nmt_named t[MAX_TENSORS];
+    if (opt && (opt->n != m->n_params || !opt->m)) return ATTN_ERR_SHAPE;
+    attn__nmt_named t[MAX_TENSORS + 2];
     const int n = list_tensors(m, t);
-    char vals[N_META][32];
+    char cfgv[N_META][32];
     const attn_seq2seq_config *c = &m->cfg;
-    snprintf(vals[0], 32, "%d", c->src_vocab); snprintf(vals[1], 32, "%d", c->tgt_vocab);
-    snprintf(vals[2], 32, "%d", c->embed);     snprintf(vals[3], 32, "%d", c->hidden);
-    snprintf(vals[4], 32, "%d", c->layers);    snprintf(vals[5], 32, "%.9g", (double)c->dropout);
-    snprintf(vals[6], 32, "%d", c->num_steps);
+    snprintf(cfgv[0], 32, "%d", c->src_vocab); snprintf(cfgv[1], 32, "%d", c->tgt_vocab);
+    snprintf(cfgv[2], 32, "%d", c->embed);     snprintf(cfgv[3], 32, "%d", c->hidden);
+    snprintf(cfgv[4], 32, "%d", c->layers);    snprintf(cfgv[5], 32, "%.9g", (double)c->dropout);
+    snprintf(cfgv[6], 32, "%d", c->num_steps);
     const char *vp[N_META];
-    for (int i = 0; i < N_META; i++) vp[i] = vals[i];
-    return attn__nmt_save(path, t, n, meta_names, vp, N_META, err, err_size);
+    for (int i = 0; i < N_META; i++) vp[i] = cfgv[i];
+    return attn__nmt_save_train(path, t, n, opt, meta_names, vp, N_META, keys, vals, n_extra, err, err_size);
 }
 
-attn_status attn_seq2seq_load(attn_seq2seq *m, const attn_ctx *ctx, const char *path, int max_batch, char *err,
-                              size_t err_size) {
+attn_status attn_seq2seq_save(const attn_seq2seq *m, const char *path, char *err, size_t err_size) {
+    return attn_seq2seq_save_train(m, NULL, NULL, NULL, 0, path, err, err_size);
+}
+
+attn_status attn_seq2seq_load_train(attn_seq2seq *m, attn_adam *opt, const attn_ctx *ctx, const char *path,
+                                    int max_batch, char *err, size_t err_size) {
     if (!m || !path) return ATTN_ERR_NULL;
     memset(m, 0, sizeof *m);
     attn_st_file f;
     attn_status st = attn_st_read(&f, path, 0, err, err_size);
     if (st != ATTN_OK) return st;
-    double v[N_META];
+    double v[N_META + 1];
     if ((st = attn__nmt_meta_numbers(&f, path, meta_names, N_META, v, err, err_size)) != ATTN_OK) {
+        attn_st_free(&f);
+        return st;
+    }
+    static const char *const step_name[1] = {"optimizer_t"};
+    if (opt && attn_st_find(&f, "optimizer.m") &&
+        (st = attn__nmt_meta_numbers(&f, path, step_name, 1, v + N_META, err, err_size)) != ATTN_OK) {
         attn_st_free(&f);
         return st;
     }
@@ -535,7 +567,14 @@ attn_status attn_seq2seq_load(attn_seq2seq *m, const attn_ctx *ctx, const char *
     attn__nmt_named t[MAX_TENSORS];
     const int n = list_tensors(m, t);
     st = attn__nmt_read_tensors(&f, path, t, n, err, err_size);
+    if (st == ATTN_OK && opt)
+        st = attn__nmt_read_optimizer(&f, path, opt, m->n_params, (int64_t)v[N_META], err, err_size);
     attn_st_free(&f);
     if (st != ATTN_OK) attn_seq2seq_free(m);
     return st;
+}
+
+attn_status attn_seq2seq_load(attn_seq2seq *m, const attn_ctx *ctx, const char *path, int max_batch, char *err,
+                              size_t err_size) {
+    return attn_seq2seq_load_train(m, NULL, ctx, path, max_batch, err, err_size);
 }

@@ -804,23 +804,42 @@ attn_status attn_transformer_train_epoch(attn_transformer *m, attn_adam *opt, at
                                              0, 0, NULL, NULL);
 }
 
+/* The epoch driver's view of m for shards [first, first + count) (count 0: all of them, summed here), after
+ * the checks both training calls make. */
+static attn_status tf_make_trainer(attn__nmt_trainer *tr, attn_transformer *m, const attn_adam *opt, int batch,
+                                   int first, int count, attn_shard_combine_fn combine, void *user) {
+    if (!m->shards) return ATTN_ERR_NULL;
+    attn_status st = attn__nmt_trainer_init(tr, m, tf_shard_step, m->params, m->grads, m->n_params, m->n_shards,
+                                            m->cfg.num_steps, m->cfg.max_batch, opt, batch, first, count, combine,
+                                            user);
+    if (st != ATTN_OK) return st;
+    for (int k = 0; k < m->n_shards; k++) tr->shard_grads[k] = m->shards[k].grads;
+    return ATTN_OK;
+}
+
 attn_status attn_transformer_train_epoch_part(attn_transformer *m, attn_adam *opt, attn_rng *rng,
                                               const int32_t *X, const int32_t *X_len,
                                               const int32_t *Y, const int32_t *Y_len, int N, int batch,
                                               float clip, uint64_t *seed, double *loss_sum, int64_t *tokens,
                                               int first, int count, attn_shard_combine_fn combine, void *user) {
     if (!m || !opt || !rng || !X || !X_len || !Y || !Y_len || !seed || !loss_sum || !tokens) return ATTN_ERR_NULL;
-    if (!m->shards) return ATTN_ERR_NULL;
-    if (N < 1 || batch < 1 || batch > m->cfg.max_batch) return ATTN_ERR_SIZE;
-    if (opt->n != m->n_params) return ATTN_ERR_SHAPE;
-    if (m->n_shards > ATTN__NMT_MAX_SHARDS) return ATTN_ERR_SIZE;
-    if (count && !combine) return ATTN_ERR_NULL;
-    if (count < 0 || first < 0 || first + count > m->n_shards) return ATTN_ERR_ARG;
-    attn__nmt_trainer tr = {.model = m, .step = tf_shard_step, .params = m->params, .grads = m->grads,
-                            .n_shards = m->n_shards, .n_params = m->n_params, .num_steps = m->cfg.num_steps,
-                            .first = first, .count = count, .combine = combine, .user = user};
-    for (int k = 0; k < m->n_shards; k++) tr.shard_grads[k] = m->shards[k].grads;
+    if (N < 1) return ATTN_ERR_SIZE;
+    attn__nmt_trainer tr;
+    attn_status st = tf_make_trainer(&tr, m, opt, batch, first, count, combine, user);
+    if (st != ATTN_OK) return st;
     return attn__nmt_train_epoch(&tr, opt, rng, X, X_len, Y, Y_len, N, batch, clip, seed, loss_sum, tokens);
+}
+
+attn_status attn_transformer_train_step_part(attn_transformer *m, attn_adam *opt, const int32_t *X,
+                                             const int32_t *X_len, const int32_t *Y, const int32_t *Y_len, int B,
+                                             float clip, uint64_t *seed, int first, int count,
+                                             attn_shard_combine_fn combine, void *user, float *loss) {
+    if (!m || !opt || !X || !X_len || !Y || !Y_len || !seed || !loss) return ATTN_ERR_NULL;
+    attn__nmt_trainer tr;
+    attn_status st = tf_make_trainer(&tr, m, opt, B, first, count, combine, user);
+    if (st != ATTN_OK) return st;
+    *loss = 0.0f;
+    return attn__nmt_train_step(&tr, opt, X, X_len, Y, Y_len, B, clip, seed, loss);
 }
 
 /* ---------------------------------------------------------------------------------------------------
@@ -869,28 +888,35 @@ static int tf_list(const attn_transformer *m, attn__nmt_named *t) {
 static const char *const tf_meta_names[TF_N_META] = {"model", "src_vocab", "tgt_vocab", "hidden", "ffn", "heads",
                                                      "blocks", "dropout", "num_steps"};
 
-attn_status attn_transformer_save(const attn_transformer *m, const char *path, char *err, size_t err_size) {
+attn_status attn_transformer_save_train(const attn_transformer *m, const attn_adam *opt, const char *const *keys,
+                                        const char *const *vals, int n_extra, const char *path, char *err,
+                                        size_t err_size) {
     if (!m || !m->params || !path) return ATTN_ERR_NULL;
-    attn__nmt_named t[TF_MAX_TENSORS];
+    if (opt && (opt->n != m->n_params || !opt->m)) return ATTN_ERR_SHAPE;
+    attn__nmt_named t[TF_MAX_TENSORS + 2];
     const int n = tf_list(m, t);
     const attn_transformer_config *c = &m->cfg;
-    char vals[TF_N_META][32];
-    snprintf(vals[0], 32, "transformer");
-    snprintf(vals[1], 32, "%d", c->src_vocab); snprintf(vals[2], 32, "%d", c->tgt_vocab);
-    snprintf(vals[3], 32, "%d", c->hidden);    snprintf(vals[4], 32, "%d", c->ffn);
-    snprintf(vals[5], 32, "%d", c->heads);     snprintf(vals[6], 32, "%d", c->blocks);
-    snprintf(vals[7], 32, "%.9g", (double)c->dropout);
-    snprintf(vals[8], 32, "%d", c->num_steps);
+    char cfgv[TF_N_META][32];
+    snprintf(cfgv[0], 32, "transformer");
+    snprintf(cfgv[1], 32, "%d", c->src_vocab); snprintf(cfgv[2], 32, "%d", c->tgt_vocab);
+    snprintf(cfgv[3], 32, "%d", c->hidden);    snprintf(cfgv[4], 32, "%d", c->ffn);
+    snprintf(cfgv[5], 32, "%d", c->heads);     snprintf(cfgv[6], 32, "%d", c->blocks);
+    snprintf(cfgv[7], 32, "%.9g", (double)c->dropout);
+    snprintf(cfgv[8], 32, "%d", c->num_steps);
     /* then the attention's compute, as a word (missing in older checkpoints: f32) */
     const char *names[TF_N_META + 1], *vp[TF_N_META + 1];
-    for (int i = 0; i < TF_N_META; i++) { names[i] = tf_meta_names[i]; vp[i] = vals[i]; }
+    for (int i = 0; i < TF_N_META; i++) { names[i] = tf_meta_names[i]; vp[i] = cfgv[i]; }
     names[TF_N_META] = "compute";
     vp[TF_N_META] = attn__compute_name(c->compute);
-    return attn__nmt_save(path, t, n, names, vp, TF_N_META + 1, err, err_size);
+    return attn__nmt_save_train(path, t, n, opt, names, vp, TF_N_META + 1, keys, vals, n_extra, err, err_size);
 }
 
-attn_status attn_transformer_load(attn_transformer *m, const attn_ctx *ctx, const char *path, int max_batch, char *err,
-                                  size_t err_size) {
+attn_status attn_transformer_save(const attn_transformer *m, const char *path, char *err, size_t err_size) {
+    return attn_transformer_save_train(m, NULL, NULL, NULL, 0, path, err, err_size);
+}
+
+attn_status attn_transformer_load_train(attn_transformer *m, attn_adam *opt, const attn_ctx *ctx, const char *path,
+                                        int max_batch, char *err, size_t err_size) {
     if (!m || !path) return ATTN_ERR_NULL;
     memset(m, 0, sizeof *m);
     attn_st_file f;
@@ -903,8 +929,14 @@ attn_status attn_transformer_load(attn_transformer *m, const attn_ctx *ctx, cons
         attn_st_free(&f);
         return ATTN_ERR_FORMAT;
     }
-    double v[TF_N_META];
+    double v[TF_N_META + 1];
     if ((st = attn__nmt_meta_numbers(&f, path, tf_meta_names + 1, TF_N_META - 1, v + 1, err, err_size)) != ATTN_OK) {
+        attn_st_free(&f);
+        return st;
+    }
+    static const char *const step_name[1] = {"optimizer_t"};
+    if (opt && attn_st_find(&f, "optimizer.m") &&
+        (st = attn__nmt_meta_numbers(&f, path, step_name, 1, v + TF_N_META, err, err_size)) != ATTN_OK) {
         attn_st_free(&f);
         return st;
     }
@@ -927,7 +959,14 @@ attn_status attn_transformer_load(attn_transformer *m, const attn_ctx *ctx, cons
     attn__nmt_named t[TF_MAX_TENSORS];
     const int n = tf_list(m, t);
     st = attn__nmt_read_tensors(&f, path, t, n, err, err_size);
+    if (st == ATTN_OK && opt)
+        st = attn__nmt_read_optimizer(&f, path, opt, m->n_params, (int64_t)v[TF_N_META], err, err_size);
     attn_st_free(&f);
     if (st != ATTN_OK) attn_transformer_free(m);
     return st;
+}
+
+attn_status attn_transformer_load(attn_transformer *m, const attn_ctx *ctx, const char *path, int max_batch, char *err,
+                                  size_t err_size) {
+    return attn_transformer_load_train(m, NULL, ctx, path, max_batch, err, err_size);
 }

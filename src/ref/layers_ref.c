@@ -3,10 +3,12 @@
  * GRU gates forward and backward with libm's expf and tanhf, and Adam's elementwise update. The fused
  * paths override the gates with their own vector exp (src/kernels/); Adam's vector loops compute the
  * same IEEE operations as the loop here, so every path gives the same bits (optim_kernels.h); GELU's
- * loops are the portable compilation of gelu_kernels.h, which the AVX2 and AVX-512 paths compile wider.
+ * loops (and layer norm's, layernorm_kernels.h) are the portable compilation of gelu_kernels.h, which the AVX2
+ * and AVX-512 paths compile wider.
  */
 #include "ref.h"
 #include "layers/gelu_kernels.h"
+#include "layers/layernorm_kernels.h"
 
 /* r = σ(ir + gr), z = σ(iz + gz), n = tanh(in + r·gn), h' = (1 - z)·n + z·h. On return gr, gz, gn hold r,
  * z, n (saved for the backward) and ghn the hidden-side n sum gn (W_hn h + b_hn). */
@@ -60,3 +62,13 @@ void attn__adam_block_ref(float *restrict p, const float *restrict g, float *res
 void attn__gelu_forward_ref(float *y, const float *x, int64_t n) { gelu_forward_loop(y, x, n); }
 
 void attn__gelu_backward_ref(float *dx, const float *dy, const float *x, int64_t n) { gelu_backward_loop(dx, dy, x, n); }
+
+void attn__layernorm_forward_ref(float *y, float *mean, float *rstd, const float *x, const float *gamma,
+                                 const float *beta, int64_t n, int C, float eps) {
+    ln_forward_loop(y, mean, rstd, x, gamma, beta, n, C, eps);
+}
+
+void attn__layernorm_backward_ref(float *dx, const float *dy, const float *x, const float *mean, const float *rstd,
+                                  const float *gamma, int64_t n, int C) {
+    ln_backward_loop(dx, dy, x, mean, rstd, gamma, n, C);
+}

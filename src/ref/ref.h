@@ -55,6 +55,10 @@ void attn__gru_gates_backward_ref(int H, const float *r, const float *z, const f
 void attn__adam_block_ref(float *p, const float *g, float *m, float *v, int64_t lo, int64_t hi, float b1, float b2,
                           float eps, float step, float vscale);
 void attn__gelu_forward_ref(float *y, const float *x, int64_t n);
+void attn__layernorm_forward_ref(float *y, float *mean, float *rstd, const float *x, const float *gamma,
+                                 const float *beta, int64_t n, int C, float eps);
+void attn__layernorm_backward_ref(float *dx, const float *dy, const float *x, const float *mean, const float *rstd,
+                                  const float *gamma, int64_t n, int C);
 void attn__gelu_backward_ref(float *dx, const float *dy, const float *x, int64_t n);
 
 /* Aligns a caller's workspace pointer up to 64 bytes; the *_workspace() sizes include the slack. */

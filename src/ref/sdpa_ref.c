@@ -62,4 +62,6 @@ const attn_kernels attn__kernels_ref = {
     .adam_block = attn__adam_block_ref,
     .gelu_forward = attn__gelu_forward_ref,
     .gelu_backward = attn__gelu_backward_ref,
+    .layernorm_forward = attn__layernorm_forward_ref,
+    .layernorm_backward = attn__layernorm_backward_ref,
 };

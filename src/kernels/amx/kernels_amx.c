@@ -1,10 +1,11 @@
 /*
  * kernels_amx.c — the AMX path: the fused scaled dot-product forward and backward with bf16 products on
  * AMX tiles (fp32 accumulation) and the softmax on AVX-512, for bf16 tensors, and for fp32 tensors whose
- * descriptor asks for bf16 compute. Everything else (fp32 tensors, fewer than 16 query rows per head) is
- * the AVX512-BF16 path's (its decoding forward reads bf16 K/V with vdpbf16ps) or, for what that path
- * leaves (the backward of few rows), the AVX-512 path's: this table's entries hand those descriptors to
- * attn__kernels_avx512bf16 and attn__kernels_avx512. Compiled with
+ * descriptor asks for bf16 compute; and the decoding forward of bf16 tensors (T <= 4: "Decoding on tiles"
+ * near the end, K read in place) when the K/V cache is small enough to sit in L2 (larger ones run the
+ * AVX512-BF16 path's decoding kernel, as fast or faster there). Everything else (fp32 tensors, 5 to 15
+ * query rows per head, the backward of fewer than 16) is the AVX512-BF16 path's or the AVX-512 path's:
+ * this table's entries hand those descriptors to attn__kernels_avx512bf16 and attn__kernels_avx512. Compiled with
  * -mamx-tile -mamx-bf16 -mavx512bf16 and the AVX-512 flags; reached only when the CPU has AMX and the OS
  * granted the tile state (config.c).
  *
@@ -36,6 +37,7 @@
 #include <string.h>
 
 #include "kernels/avx512/exp2_avx512.h"
+#include "kernels/avx512bf16/decode_bf16.h"
 
 #define AX_BR 64                 /* query rows per block: four tiles of 16 */
 #define AX_ALIGN 64
@@ -64,8 +66,10 @@ static inline float ax_add_bias(float x, float b) {
 /* The descriptors this path computes itself: bf16 tensors or bf16 compute, forward, with at least
  * AX_MIN_T query rows per head. A block is 64 rows: with fewer (decoding: T = 1 against a long cache) the
  * tiles and the softmax would do up to 64 times the work, and repacking the whole K/V cache at every call
- * would cost more than that; those go to the AVX512-BF16 path (bf16 tensors, read directly: by rows for
- * T <= 4, by vdpbf16ps blocks above) or, for fp32 tensors with bf16 compute, the AVX-512 path in fp32. */
+ * would cost more than that; those go to this path's decoding kernel (by rows, reading bf16 K/V in place,
+ * for T <= 4 with bf16 tensors), to the AVX512-BF16 path (bf16 tensors: its decoding kernel for a large
+ * cache, its vdpbf16ps block kernel for 5 <= T < 16) or, for fp32 tensors with bf16 compute, to the
+ * AVX-512 path in fp32. */
 #define AX_MIN_T 16
 static int ax_native(const attn_sdpa_desc *d, attn_pass pass) {
     (void)pass;
@@ -75,7 +79,9 @@ static int ax_native(const attn_sdpa_desc *d, attn_pass pass) {
            !attn__mask_sparse(&d->mask);
 }
 
-/* This path's own descriptors, and the AVX512-BF16 path's (the decoding forward of bf16 tensors). */
+/* This path's own descriptors: the block forward and backward, and the AVX512-BF16 path's, the forward
+ * of bf16 tensors with fewer rows (decoding, T <= BR_MAX_T: on tiles, "Decoding on tiles" below, or the
+ * AVX512-BF16 kernel for a large cache; more rows: its vdpbf16ps block kernel). */
 static int amx_native(const attn_sdpa_desc *d, attn_pass pass) {
     return ax_native(d, pass) || attn__kernels_avx512bf16.sdpa_native(d, pass);
 }
@@ -232,22 +238,22 @@ static inline void ax_put_stats(float *stats, int64_t row, float m, float mu, fl
     stats[2 * row + 1] = l > 0.0f ? logf(l) + (mu - m) : 0.0f;
 }
 
-/* 2^x for the softmax (x <= AX_LAZY·log2e) and the backward's P (x <= 0): n = round(x), 2^(x - n) by a
- * polynomial of degree 3 fitted for the least largest relative error on [-1/2, 1/2] (7.5e-5 with the fp32
- * coefficients, measured over 20001 points; the degree-4 Taylor series it replaced was within 4.3e-5 for
- * one FMA more: P is rounded to bf16, 2^-9, right after, and a row's sum of them is off by as much at
- * most), scaled by 2^n. Runs under MXCSR's flush-to-zero (ax_forward and the backward's blocks set it): a
- * result below 2^-126 is 0, never a subnormal (which would cost a microcode assist per vector). x may be
- * -inf (a masked key, or a finite score far below the max): clamped at -200, it gives exactly 0. */
+/* 2^x for the softmax (x <= AX_LAZY·log2e) and the backward's P (x <= 0) in five instructions: f = x -
+ * floor(x) in [0, 1) by vreduceps, 2^f by a polynomial of degree 3 fitted for the least largest relative
+ * error on [0, 1) (7.5e-5 with the fp32 coefficients, measured over 20001 points: P is rounded to bf16,
+ * 2^-9, right after, and a row's sum of them is off by as much at most), and vscalefps, which multiplies
+ * by 2^floor(x) itself. (It was round, subtract, a polynomial on [-1/2, 1/2] and scalef by the rounded
+ * value, after a clamp of x at -200: two instructions more for the same error.) Runs under MXCSR's
+ * flush-to-zero (ax_forward and the backward's blocks set it): a result below 2^-126 is 0, never a
+ * subnormal (which would cost a microcode assist per vector). x may be -inf (a masked key, or a finite
+ * score far below the max): vreduceps gives 0 for it and vscalefps by -inf exactly 0. */
 static inline __m512 ax_exp2(__m512 x) {
-    x = _mm512_max_ps(_mm512_set1_ps(-200.0f), x);
-    const __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const __m512 f = _mm512_sub_ps(x, n);
-    __m512 p = _mm512_set1_ps(5.51714338e-02f);
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.42610812e-01f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.93260968e-01f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.99928117e-01f));
-    return _mm512_scalef_ps(p, n);
+    const __m512 f = _mm512_reduce_ps(x, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    __m512 p = _mm512_set1_ps(7.80245215e-02f);
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.26067156e-01f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.95833564e-01f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.99925196e-01f));
+    return _mm512_scalef_ps(p, x);
 }
 
 /* Two fp32 rows (keys 2r and 2r+1, 16 query lanes each) as one B-tile row: bf16 pairs interleaved. */
@@ -331,6 +337,9 @@ typedef struct ax_tasks {
     float *sc_S;
     int sc_j0, sc_nkc;           /* sc_nkc = 0: none */
     int step, pv_steps, total;   /* next step, steps of P·V, all steps */
+    int in, out;                 /* the next step's two indices in its part (P·V: 32 keys, then the pair of
+                                    Dv and query tile pairs; scores: D chunk, then 32 keys and query tile
+                                    pair), counted on: divisions by the run-time sizes cost more */
 } ax_tasks;
 
 static inline void ax_tasks_init(ax_tasks *t, const ax_blk *x, const uint16_t *pvP, int pvj0, int pvnbp, float *scS,
@@ -341,7 +350,7 @@ static inline void ax_tasks_init(ax_tasks *t, const ax_blk *x, const uint16_t *p
     t->sc_S = scS;
     t->sc_j0 = scj0;
     t->sc_nkc = scnbp / 32;
-    t->step = 0;
+    t->step = t->in = t->out = 0;
     t->pv_steps = (x->NXT / 2) * (AX_NQ / 2) * t->pv_nkc;
     t->total = t->pv_steps + t->sc_nkc * (AX_NQ / 2) * x->NC;
 }
@@ -361,9 +370,11 @@ static inline void ax_mul22(const uint16_t *a0, const uint16_t *a1, const uint16
 
 /* Runs step t->step. */
 static inline void ax_step(const ax_blk *x, ax_tasks *t) {
-    int s = t->step++;
+    const int s = t->step++, in = t->in, out = t->out;
     if (s < t->pv_steps) {
-        const int nkc = t->pv_nkc, kc = s % nkc, g = s / nkc;     /* g: (Dv tile pair, query tile pair) */
+        const int nkc = t->pv_nkc, kc = in, g = out;                 /* g: (Dv tile pair, query tile pair) */
+        if (s + 1 == t->pv_steps) t->in = t->out = 0;              /* the scores' first step next */
+        else if (++t->in == nkc) t->in = 0, t->out++;
         const int qp = 2 * (g % (AX_NQ / 2)), xt = 2 * (g / (AX_NQ / 2));
         float *o = x->Ot + (int64_t)(16 * xt) * AX_BR + 16 * qp;
         if (kc == 0) {
@@ -385,8 +396,8 @@ static inline void ax_step(const ax_blk *x, ax_tasks *t) {
         }
         return;
     }
-    s -= t->pv_steps;
-    const int NC = x->NC, c = s % NC, g = s / NC;                 /* g: (32 keys, query tile pair) */
+    const int NC = x->NC, c = in, g = out;                        /* g: (32 keys, query tile pair) */
+    if (++t->in == NC) t->in = 0, t->out++;
     const int qp = 2 * (g % (AX_NQ / 2)), kc = g / (AX_NQ / 2);
     if (t->sc_j0 + 32 * kc >= x->plim[qp / 2]) return;
     const uint16_t *a0 = x->kp + (int64_t)((t->sc_j0 + 32 * kc) / 16) * NC * 512;   /* key tile, chunk 0 */
@@ -457,24 +468,32 @@ static inline void ax_softmax(const ax_blk *x, float *St, uint16_t *Pt, int j0, 
     /* the block's max per query lane. A plain block keeps the raw sums and scales them in the exponential
      * (scale > 0 keeps the order, so the max scaled is the max of the scaled: the same bits as each x) */
     __m512 mx[AX_NQ], cc = _mm512_set1_ps(1.0f);
+    _Pragma("GCC unroll 4")
     for (int q = 0; q < AX_NQ; q++) mx[q] = ninf;
     if (plain) {
         if (!optimistic)
             for (int j = 0; j < nbp; j++)
+                _Pragma("GCC unroll 4")
                 for (int q = 0; q < AX_NQ; q++) mx[q] = _mm512_max_ps(mx[q], _mm512_loadu_ps(St + j * AX_BR + 16 * q));
         cc = vsc;
     } else {
         __m512i lim[AX_NQ];
+        _Pragma("GCC unroll 4")
         for (int q = 0; q < AX_NQ; q++) lim[q] = _mm512_loadu_si512(x->lim + 16 * q);
         for (int j = 0; j < nbp; j++) {
             const __m512i jj = _mm512_set1_epi32(j0 + j);
+            _Pragma("GCC unroll 4")
             for (int q = 0; q < AX_NQ; q++) {
                 float *s = St + j * AX_BR + 16 * q;
                 const __m512 y = _mm512_mul_ps(_mm512_loadu_ps(s), vsc);
-                _mm512_storeu_ps(s, _mm512_mask_mov_ps(y, _mm512_cmple_epi32_mask(lim[q], jj), ninf));
+                const __m512 ym = _mm512_mask_mov_ps(y, _mm512_cmple_epi32_mask(lim[q], jj), ninf);
+                _mm512_storeu_ps(s, ym);
+                mx[q] = _mm512_max_ps(mx[q], ym);   /* the max on the way (redone below if a mask changes x) */
             }
         }
-        if (x->generic)
+        if (x->generic) {
+            _Pragma("GCC unroll 4")
+            for (int q = 0; q < AX_NQ; q++) mx[q] = ninf;
             for (int i = 0; i < x->nr; i++) {
                 const uint8_t *al = attn__allow_row(mk, x->b, x->h, x->t0 + i);
                 const float *bi = attn__bias_row(mk, x->b, x->h, x->t0 + i);
@@ -484,17 +503,21 @@ static inline void ax_softmax(const ax_blk *x, float *St, uint16_t *Pt, int j0, 
                     else if (bi) *s = ax_add_bias(*s, bi[j0 + j]);
                 }
             }
-        for (int j = 0; j < nbp; j++)
-            for (int q = 0; q < AX_NQ; q++) mx[q] = _mm512_max_ps(mx[q], _mm512_loadu_ps(St + j * AX_BR + 16 * q));
+            for (int j = 0; j < nbp; j++)
+                _Pragma("GCC unroll 4")
+                for (int q = 0; q < AX_NQ; q++) mx[q] = _mm512_max_ps(mx[q], _mm512_loadu_ps(St + j * AX_BR + 16 * q));
+        }
     }
 
     const __m512 lazy = _mm512_set1_ps(AX_LAZY), ccl = _mm512_mul_ps(cc, l2e);
     __m512 mu[AX_NQ], nbs[AX_NQ], bs[AX_NQ], sum[AX_NQ];
     __mmask16 mv[AX_NQ];
     int moved = 0, fast = 1;
+    _Pragma("GCC unroll 4")
     for (int q = 0; q < AX_NQ; q++) {
         mu[q] = _mm512_loadu_ps(x->mu + 16 * q);
         mv[q] = 0;
+        sum[q] = bs[q] = _mm512_setzero_ps();   /* set again below; zero for the compiler, which cannot see it */
     }
     /* bs: the max the exponentials subtract, mu or (where mv) the block's; a lane with no key yet keeps
      * -inf: subtract -FLT_MAX instead so exp2 gives 0, not NaN. fast: the exponent is x·log2e - bs·log2e
@@ -502,10 +525,12 @@ static inline void ax_softmax(const ax_blk *x, float *St, uint16_t *Pt, int j0, 
 #define AX_PICK_BS()                                                                                          \
     do {                                                                                                      \
         fast = 1;                                                                                             \
+        _Pragma("GCC unroll 4")                                                                               \
         for (int q = 0; q < AX_NQ; q++) {                                                                     \
             bs[q] = _mm512_max_ps(_mm512_mask_mov_ps(mu[q], mv[q], mx[q]), _mm512_set1_ps(-FLT_MAX));         \
             fast &= _mm512_cmp_ps_mask(_mm512_abs_ps(bs[q]), _mm512_set1_ps(AX_FAST), _CMP_LE_OQ) == 0xffff;  \
         }                                                                                                     \
+        _Pragma("GCC unroll 4")                                                                               \
         for (int q = 0; q < AX_NQ; q++) {                                                                     \
             nbs[q] = fast ? _mm512_mul_ps(_mm512_sub_ps(_mm512_setzero_ps(), bs[q]), l2e) : bs[q];            \
             sum[q] = _mm512_setzero_ps();                                                                     \
@@ -517,40 +542,41 @@ static inline void ax_softmax(const ax_blk *x, float *St, uint16_t *Pt, int j0, 
      * the block's max of the raw sums found on the way */
     float *const S0 = St;
     uint16_t *const P0 = Pt;
+    const int npair = nbp / 2, dstep = tk->total / npair, rstep = tk->total % npair;   /* the steps per row pair */
     /* (the clamp stays even without masks: a finite score far below its max makes the exponent -inf) */
 #define AX_ARG(v, q, PLAIN, FAST) ((FAST) ? _mm512_fmadd_ps((v), ccl, nbs[q])                                 \
                            : _mm512_mul_ps(_mm512_sub_ps((PLAIN) ? _mm512_mul_ps((v), cc) : (v), nbs[q]), l2e))
-#define AX_EXP_LOOP(PLAIN, FAST, MAX)                                                                         \
-    for (int j = 0; j < nbp; j += 2) {                                                                        \
-        for (const int due = (int)((int64_t)(j / 2 + 1) * tk->total / (nbp / 2)); tk->step < due;)           \
-            ax_step(x, tk);                                                                                   \
+#define AX_EXP_LOOP(PLAIN, FAST, MAX, DROP)                                                                         \
+    for (int j = 0, due = 0, rem = 0; j < nbp; j += 2) {                                                      \
+        due += dstep, rem += rstep;                      /* due = (j/2 + 1)·total / (nbp/2), counted on */    \
+        if (rem >= npair) due++, rem -= npair;                                                                \
+        while (tk->step < due) ax_step(x, tk);                                                                \
         const float *s = S0 + j * AX_BR;                                                                      \
         uint16_t *p = P0 + (int64_t)((j / 32) * AX_NQ) * 512 + (j % 32 / 2) * 32;                             \
-        __m512 e0[AX_NQ], e1[AX_NQ];                                                                          \
+        _Pragma("GCC unroll 4")                                                                               \
         for (int q = 0; q < AX_NQ; q++) {                                                                     \
             const __m512 v0 = _mm512_loadu_ps(s + 16 * q), v1 = _mm512_loadu_ps(s + AX_BR + 16 * q);        \
             if (MAX) mx[q] = _mm512_max_ps(mx[q], _mm512_max_ps(v0, v1));                                     \
-            e0[q] = ax_exp2(AX_ARG(v0, q, PLAIN, FAST));                                                      \
-            e1[q] = ax_exp2(AX_ARG(v1, q, PLAIN, FAST));                                                      \
-            sum[q] = _mm512_add_ps(sum[q], _mm512_add_ps(e0[q], e1[q]));                                      \
+            const __m512 e0 = ax_exp2(AX_ARG(v0, q, PLAIN, FAST)), e1 = ax_exp2(AX_ARG(v1, q, PLAIN, FAST));  \
+            sum[q] = _mm512_add_ps(sum[q], _mm512_add_ps(e0, e1));                                            \
+            if (DROP) {                                                                                       \
+                _mm512_storeu_ps(S0 + j * AX_BR + 16 * q, e0);                                                \
+                _mm512_storeu_ps(S0 + j * AX_BR + AX_BR + 16 * q, e1);                                        \
+            } else                                                                                            \
+                _mm512_storeu_si512(p + q * 512, ax_pair(e0, e1));                                            \
         }                                                                                                     \
-        if (drop)                                                                                             \
-            for (int q = 0; q < AX_NQ; q++) {                                                                 \
-                _mm512_storeu_ps(S0 + j * AX_BR + 16 * q, e0[q]);                                             \
-                _mm512_storeu_ps(S0 + j * AX_BR + AX_BR + 16 * q, e1[q]);                                     \
-            }                                                                                                 \
-        else                                                                                                  \
-            for (int q = 0; q < AX_NQ; q++) _mm512_storeu_si512(p + q * 512, ax_pair(e0[q], e1[q]));          \
     }
     if (optimistic) {
         AX_PICK_BS();
-        if (fast) AX_EXP_LOOP(1, 1, 1)
-        else AX_EXP_LOOP(1, 0, 1)
+        if (fast) AX_EXP_LOOP(1, 1, 1, 0)
+        else AX_EXP_LOOP(1, 0, 1, 0)
     }
     if (plain)
+        _Pragma("GCC unroll 4")
         for (int q = 0; q < AX_NQ; q++) mx[q] = _mm512_mul_ps(mx[q], vsc);
 
     /* mu moves where the block's max passes it by more than AX_LAZY (always from -inf) */
+    _Pragma("GCC unroll 4")
     for (int q = 0; q < AX_NQ; q++) {
         _mm512_storeu_ps(x->mt + 16 * q, _mm512_max_ps(_mm512_loadu_ps(x->mt + 16 * q), mx[q]));
         mv[q] = _mm512_cmp_ps_mask(mx[q], _mm512_add_ps(mu[q], lazy), _CMP_GT_OQ);
@@ -558,10 +584,14 @@ static inline void ax_softmax(const ax_blk *x, float *St, uint16_t *Pt, int j0, 
     }
     if (!optimistic || moved) {
         AX_PICK_BS();
-        if (plain && fast) AX_EXP_LOOP(1, 1, 0)
-        else if (plain) AX_EXP_LOOP(1, 0, 0)
-        else if (fast) AX_EXP_LOOP(0, 1, 0)
-        else AX_EXP_LOOP(0, 0, 0)
+        if (drop && plain && fast) AX_EXP_LOOP(1, 1, 0, 1)
+        else if (drop && plain) AX_EXP_LOOP(1, 0, 0, 1)
+        else if (drop && fast) AX_EXP_LOOP(0, 1, 0, 1)
+        else if (drop) AX_EXP_LOOP(0, 0, 0, 1)
+        else if (plain && fast) AX_EXP_LOOP(1, 1, 0, 0)
+        else if (plain) AX_EXP_LOOP(1, 0, 0, 0)
+        else if (fast) AX_EXP_LOOP(0, 1, 0, 0)
+        else AX_EXP_LOOP(0, 0, 0, 0)
     }
 #undef AX_PICK_BS
 #undef AX_ARG
@@ -579,6 +609,7 @@ static inline void ax_softmax(const ax_blk *x, float *St, uint16_t *Pt, int j0, 
         for (int j = 0; j < nbp; j += 2) {
             const float *s = St + j * AX_BR;
             uint16_t *p = Pt + (int64_t)((j / 32) * AX_NQ) * 512 + (j % 32 / 2) * 32;
+            _Pragma("GCC unroll 4")
             for (int q = 0; q < AX_NQ; q++)
                 _mm512_storeu_si512(p + q * 512,
                                     ax_pair(_mm512_loadu_ps(s + 16 * q), _mm512_loadu_ps(s + AX_BR + 16 * q)));
@@ -591,6 +622,7 @@ static inline void ax_softmax(const ax_blk *x, float *St, uint16_t *Pt, int j0, 
     /* alpha = exp2(mu - mu_new) where mu moved (1 elsewhere); l = alpha·l + Σ; Oᵀ ∘= alpha */
     if (moved) {
         __m512 al[AX_NQ];
+        _Pragma("GCC unroll 4")
         for (int q = 0; q < AX_NQ; q++) {
             al[q] = _mm512_mask_blend_ps(mv[q], _mm512_set1_ps(1.0f),
                                          attn__exp2_avx512(_mm512_mul_ps(_mm512_sub_ps(mu[q], bs[q]), l2e)));
@@ -599,11 +631,13 @@ static inline void ax_softmax(const ax_blk *x, float *St, uint16_t *Pt, int j0, 
         }
         if (!first)
             for (int r = 0; r < 16 * x->NXT; r++)
+                _Pragma("GCC unroll 4")
                 for (int q = 0; q < AX_NQ; q++) {
                     float *o = x->Ot + r * AX_BR + 16 * q;
                     _mm512_storeu_ps(o, _mm512_mul_ps(_mm512_loadu_ps(o), al[q]));
                 }
     } else {
+        _Pragma("GCC unroll 4")
         for (int q = 0; q < AX_NQ; q++)
             _mm512_storeu_ps(x->l + 16 * q, _mm512_add_ps(_mm512_loadu_ps(x->l + 16 * q), sum[q]));
     }
@@ -1375,12 +1409,253 @@ static size_t axb_workspace(const attn_sdpa_desc *d, int nth) {
     return z.kall + z.qall + z.slots + (size_t)nth * z.thread + AX_ALIGN;
 }
 
+/* ===================================================================================================
+ * Decoding on tiles: the forward of bf16 tensors with T <= BR_MAX_T (a few query rows against a long
+ * K/V cache), read as it lies, without packing. Items (b, kv head, pack of up to AXD_R of the group's
+ * rows), so each K and V row is read once for the pack. Per block of BR_NB keys:
+ *   Sᵀ (16 keys, R rows) = K_tile Qᵀ    tiles: K's 16 rows x 32 dims straight from memory as A, the
+ *                                       pack's q rows as one VNNI B per 32 dims (packed once per item)
+ *   s = Sᵀᵀ                             gathers, to the rows the shared softmax takes (decode_bf16.h)
+ *   P (bf16, R x 32 keys per tile)      the shared softmax: scale, masks, base-2 online softmax, dropout
+ *   O (R, 16 dims) += P V_pairs         tiles, 32 keys at a time: P as A, V's rows two by two
+ *                                       interleaved (vpunpck{l,h}wd, the AVX512-BF16 kernel's order:
+ *                                       o's dims permuted as br_dim) into an 8 KiB buffer as B
+ * O is kept in fp32 in the thread's memory and scaled by alpha in vectors before each block's P·V. Blocks
+ * whose V rows hold NaN or Inf and that some row does not fully see take br_pv_careful.
+ * Tiles: tmm0-1 the scores' accumulators (16 x R fp32), tmm2-3 K's A tiles and V's B tiles (16 x 32
+ * bf16), tmm4 q's B tile (16 dim pairs x R), tmm5-6 O's accumulators (R x 16 fp32), tmm7 P's A tile
+ * (R x 32 bf16). The configuration depends on R: one constant per R (see ax_cfg for why constant).
+ */
+#define AXD_R 16         /* rows per item: the columns of the scores' tiles, the rows of P·V's */
+
+#define AXD_CFG(n)                                                                                         \
+    {.palette = 1,                                                                                         \
+     .colsb = {4 * (n), 4 * (n), 64, 64, 4 * (n), 64, 64, 64},                                             \
+     .rows = {16, 16, 16, 16, 16, (n), (n), (n)}}
+static const ax_tilecfg axd_cfg[AXD_R] __attribute__((aligned(64))) = {
+    AXD_CFG(1),  AXD_CFG(2),  AXD_CFG(3),  AXD_CFG(4),  AXD_CFG(5),  AXD_CFG(6),  AXD_CFG(7),  AXD_CFG(8),
+    AXD_CFG(9),  AXD_CFG(10), AXD_CFG(11), AXD_CFG(12), AXD_CFG(13), AXD_CFG(14), AXD_CFG(15), AXD_CFG(16),
+};
+
+/* A thread's memory: q's B tiles (DP/32 of 16 x AXD_R pairs), O (AXD_R x DvP fp32), Sᵀ (BR_NB x AXD_R),
+ * s (AXD_R x BR_NB), P (AXD_R x BR_PS bf16), V's pairs of 32 keys ([DvP/16][16 pairs][16][2] bf16) and
+ * two K tiles made in memory (32 x DP bf16) when K cannot be read in place. About 70 KiB at D = 128. */
+typedef struct axd_mem {
+    size_t qb, o, st, s, p, vb, kt, thread;
+} axd_mem;
+
+static axd_mem axd_mem_of(int DP, int DvP) {
+    axd_mem z;
+    z.qb = 0;
+    z.o = z.qb + br_round((size_t)DP * AXD_R * 2);
+    z.st = z.o + br_round((size_t)AXD_R * DvP * 4);
+    z.s = z.st + br_round((size_t)BR_NB * AXD_R * 4);
+    z.p = z.s + br_round((size_t)AXD_R * BR_NB * 4);
+    z.vb = z.p + br_round((size_t)AXD_R * BR_PS * 2);
+    z.kt = z.vb + br_round((size_t)32 * DvP * 2);
+    z.thread = z.kt + br_round((size_t)32 * DP * 2);
+    return z;
+}
+
+/* Sᵀ of nb keys from key j0 (rows of k, kt apart; S keys exist): per pair of key tiles, D in steps of 32.
+ * A tile is read in place when its 16 rows exist and its 32 dims are the row's; otherwise (the last keys
+ * of the cache, a last chunk of D not 32 wide) from a copy zero padded in memory (ktile, two tiles of
+ * 16 x DP): zeros, not whatever lies past the row, which could be Inf or NaN (0 times that is NaN). K is
+ * prefetched BR_PF keys ahead, up to key `ahead`. */
+static inline __attribute__((always_inline)) void axd_scores(float *st, const uint16_t *qb, int R, uint16_t *ktile,
+                                                             const uint16_t *k, int64_t kt, int D, int DP, int j0,
+                                                             int nb, int S, int ahead) {
+    const int NC = DP / 32, sb = 4 * R;
+    for (int j = 0; j < nb; j += 32) {
+        const int two = j + 16 < nb;
+        int whole[2];
+        for (int u = 0; u < 32; u++) br_prefetch(k, kt, j + u, ahead, D);
+        for (int t = 0; t < 1 + two; t++) {
+            const int jt = j0 + j + 16 * t;
+            whole[t] = jt + 16 <= S;
+            if (!whole[t] || D % 32)      /* the copy: rows past S and dims past D read as zeros */
+                for (int i = 0; i < 16; i++)
+                    for (int c = 0; c < NC; c++)
+                        _mm512_storeu_si512(ktile + (16 * t + i) * DP + 32 * c,
+                                            jt + i < S ? br_load32(k + (int64_t)(j + 16 * t + i) * kt, 32 * c, D)
+                                                       : _mm512_setzero_si512());
+        }
+        _tile_zero(0);
+        if (two) _tile_zero(1);
+        for (int c = 0; c < NC; c++) {
+            const int last = c == NC - 1 && D % 32;
+            _tile_loadd(4, qb + (size_t)c * 16 * 2 * R, sb);
+            if (whole[0] && !last) _tile_loadd(2, k + (int64_t)j * kt + 32 * c, kt * 2);
+            else _tile_loadd(2, ktile + 32 * c, DP * 2);
+            _tile_dpbf16ps(0, 2, 4);
+            if (two) {
+                if (whole[1] && !last) _tile_loadd(3, k + (int64_t)(j + 16) * kt + 32 * c, kt * 2);
+                else _tile_loadd(3, ktile + 16 * DP + 32 * c, DP * 2);
+                _tile_dpbf16ps(1, 3, 4);
+            }
+        }
+        _tile_stored(0, st + (size_t)j * R, sb);
+        if (two) _tile_stored(1, st + (size_t)(j + 16) * R, sb);
+    }
+}
+
+/* s (R rows of BR_NB) from Sᵀ (keys x R) for the first nb keys, rounded up to 16: one gather per row and
+ * 16 keys. */
+static inline void axd_rows_of(float *s, const float *st, int R, int nb) {
+    const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                           _mm512_set1_epi32(R));
+    for (int r = 0; r < R; r++)
+        for (int j = 0; j < nb; j += 16)
+            _mm512_storeu_ps(s + r * BR_NB + j, _mm512_i32gather_ps(idx, st + (size_t)j * R + r, 4));
+}
+
+/* V's rows j, j+1 of 32 keys (n of them real, the rest zeros), as B tiles: for 32 dims from x0, the pair's
+ * vpunpcklwd goes to row j/2 of Dv tile x0/16 and its vpunpckhwd to that of tile x0/16 + 1 (tile xt at
+ * vb + xt·512, rows of 64 bytes). V is prefetched BR_PF keys ahead, up to key `ahead`. */
+static inline __attribute__((always_inline)) void axd_v_pairs(uint16_t *vb, const uint16_t *v, int64_t vt, int Dv,
+                                                              int DvP, int n, int ahead) {
+    for (int j = 0; j < 32; j += 2) {
+        br_prefetch(v, vt, j, ahead, Dv);
+        br_prefetch(v, vt, j + 1, ahead, Dv);
+        const uint16_t *v0 = v + (int64_t)j * vt, *v1 = v0 + vt;
+        for (int x0 = 0; x0 < DvP; x0 += 32) {
+            const __m512i a = j < n ? br_load32(v0, x0, Dv) : _mm512_setzero_si512();
+            const __m512i b = j + 1 < n ? br_load32(v1, x0, Dv) : _mm512_setzero_si512();
+            uint16_t *dst = vb + (size_t)(x0 / 16) * 512 + j / 2 * 32;
+            _mm512_store_si512(dst, _mm512_unpacklo_epi16(a, b));
+            _mm512_store_si512(dst + 512, _mm512_unpackhi_epi16(a, b));
+        }
+    }
+}
+
+/* O (R x DvP fp32, permuted) += P (R x 32 keys, bf16, rows BR_PS apart) · V's pairs of those keys: Dv
+ * tiles two at a time. */
+static inline void axd_pv(float *o, int DvP, const uint16_t *p, const uint16_t *vb) {
+    for (int xt = 0; xt < DvP / 16; xt += 2) {
+        _tile_loadd(5, o + 16 * xt, DvP * 4);
+        _tile_loadd(6, o + 16 * xt + 16, DvP * 4);
+        _tile_loadd(7, p, BR_PS * 2);
+        _tile_loadd(2, vb + (size_t)xt * 512, 64);
+        _tile_dpbf16ps(5, 7, 2);
+        _tile_loadd(3, vb + (size_t)(xt + 1) * 512, 64);
+        _tile_dpbf16ps(6, 7, 3);
+        _tile_stored(5, o + 16 * xt, DvP * 4);
+        _tile_stored(6, o + 16 * xt + 16, DvP * 4);
+    }
+}
+
+/* One pack: R query rows (b, hs[r], ts[r]) of kv head hk against every key they may see; the tiles are
+ * configured for R. */
+static void axd_rows(const br_fwd *cx, const axd_mem *z, char *tw, int b, int hk, const int *hs, const int *ts,
+                     int R) {
+    const attn_sdpa_desc *d = cx->d;
+    const int D = d->D, Dv = d->Dv, DP = cx->DP, DvP = cx->DvP;
+    uint16_t *qb = (uint16_t *)(tw + z->qb);                 /* [DP/32][16 dim pairs][R][2] bf16 */
+    float *o = (float *)(tw + z->o);                         /* R x DvP, permuted */
+    float *st = (float *)(tw + z->st);                       /* (keys, R) of one block */
+    float *s = (float *)(tw + z->s);                         /* R x BR_NB */
+    uint16_t *p = (uint16_t *)(tw + z->p);                   /* R x BR_PS, bf16 */
+    uint16_t *vb = (uint16_t *)(tw + z->vb);                 /* V's pairs of 32 keys */
+    uint16_t *ktile = (uint16_t *)(tw + z->kt);              /* 32 x DP */
+    const uint16_t *kb = cx->k + b * d->k.b + hk * d->k.h;
+    const uint16_t *vbase = cx->v + b * d->v.b + hk * d->v.h;
+    br_rowset rs;
+    br_rows_begin(&rs, cx, b, hs, ts, R);
+    /* q's B tiles: dims (2i, 2i+1) of chunk c of row r side by side, zeros past D */
+    for (int c = 0; c < DP / 32; c++)
+        for (int i = 0; i < 16; i++)
+            for (int r = 0; r < R; r++) {
+                const int x = 32 * c + 2 * i;
+                uint16_t *e = qb + (((size_t)c * 16 + i) * R + r) * 2;
+                e[0] = x < D ? rs.qrow[r][x] : 0;
+                e[1] = x + 1 < D ? rs.qrow[r][x + 1] : 0;
+            }
+    memset(o, 0, sizeof(float) * (size_t)R * DvP);
+    const int maxlim = rs.maxlim;
+
+    for (int j0 = 0; j0 < maxlim; j0 += BR_NB) {
+        const int nb = maxlim - j0 < BR_NB ? maxlim - j0 : BR_NB;
+        axd_scores(st, qb, R, ktile, kb + (int64_t)j0 * d->k.t, d->k.t, D, DP, j0, nb, d->S, maxlim - j0);
+        axd_rows_of(s, st, R, nb);
+        const int masked = br_softmax(&rs, d, s, p, j0, nb);
+        const uint16_t *vj = vbase + (int64_t)j0 * d->v.t;
+        if (!masked || !br_rows_nonfinite(vj, d->v.t, nb, Dv)) {
+            for (int r = 0; r < R; r++) {
+                const __m512 a = _mm512_set1_ps(rs.alpha[r]);
+                for (int x = 0; x < DvP; x += 16)
+                    _mm512_store_ps(o + r * DvP + x, _mm512_mul_ps(_mm512_load_ps(o + r * DvP + x), a));
+            }
+            /* 32 keys at a time: their pairs (8 KiB at Dv = 128) stay in L1 for the tiles (made for a
+             * whole block, 64 KiB, they did not, and took longer than all of the block's tile work) */
+            for (int jc = 0; jc < nb; jc += 32) {
+                axd_v_pairs(vb, vj + (int64_t)jc * d->v.t, d->v.t, Dv, DvP, nb - jc, maxlim - j0 - jc);
+                axd_pv(o, DvP, p + jc, vb);
+            }
+        } else {                        /* V rows not all finite: the zero weights skip theirs */
+            br_pv_careful(&rs, o, DvP, p, vj, d->v.t, Dv, nb);
+        }
+    }
+    br_rows_end(&rs, cx, o, kb, b, hs, ts);
+}
+
+static int64_t axd_packs(const attn_sdpa_desc *d) { return br_packs(d, AXD_R); }
+
+/* Does the decoding forward of d run on tiles? When its K/V cache (B·Hkv·S·(D + Dv) bf16) is at most
+ * AXD_MAX_BYTES, about one core's L2 here. Measured (DESIGN "AMX decoding"): with K and V in L2 the tiles
+ * take 0.70–0.86 of the AVX512-BF16 kernel's time; with a 16 MiB cache read from L3 the two are within the
+ * noise of each other, and from memory on one thread the tiles were slower (about 1.13x), so larger
+ * caches keep the AVX512-BF16 kernel. A function of the shape only: any thread count takes the same. */
+#define AXD_MAX_BYTES (2.0 * 1024 * 1024)
+static int axd_takes(const attn_sdpa_desc *d, attn_pass pass) {
+    return br_native(d, pass) && (double)d->B * d->Hkv * d->S * (d->D + d->Dv) * 2 <= AXD_MAX_BYTES;
+}
+
+/* One stage: items (b, kv head, pack of AXD_R of the group's rows, g-major). Each thread loads the tile
+ * configuration for its pack's row count when it changes and releases the tiles when its part ends. */
+static void axd_forward(const attn_sdpa_desc *d, float *out, float *stats, const float *q, const float *k,
+                        const float *v, void *work, const attn__part *part) {
+    br_fwd cx = {d, (uint16_t *)out, stats, (const uint16_t *)q, (const uint16_t *)k, (const uint16_t *)v,
+                 br_up32(d->D), br_up32(d->Dv), 0, NULL};
+    const axd_mem z = axd_mem_of(cx.DP, cx.DvP);
+    cx.thread = z.thread;
+    cx.work = (char *)(((uintptr_t)work + BR_ALIGN - 1) & ~(uintptr_t)(BR_ALIGN - 1));
+    char *tw = cx.work + (size_t)part->ith * cx.thread;
+    const int64_t np = axd_packs(d), items = (int64_t)d->B * d->Hkv * np;
+    int hs[AXD_R], ts[AXD_R], rows = 0;
+    int64_t local = -1;
+    for (int64_t it = attn__part_next(part, &local); it < items; it = attn__part_next(part, &local)) {
+        const int64_t bh = it / np;
+        const int b = (int)(bh / d->Hkv), hk = (int)(bh % d->Hkv);
+        const int R = br_pack_rows(d, hk, it % np, AXD_R, hs, ts);
+        if (R != rows) {
+            _tile_loadconfig(&axd_cfg[R - 1]);
+            rows = R;
+        }
+        axd_rows(&cx, &z, tw, b, hk, hs, ts, R);
+    }
+    if (rows) _tile_release();
+}
+
+static size_t axd_workspace(const attn_sdpa_desc *d, int nth) {
+    /* D, Dv are ints at most ATTN_MAX_DIM: one thread's bytes fit in size_t; the product with nth is
+     * checked */
+    const size_t one = axd_mem_of(br_up32(d->D), br_up32(d->Dv)).thread;
+    if (one > (SIZE_MAX - BR_ALIGN) / (size_t)nth) return SIZE_MAX;
+    return (size_t)nth * one + BR_ALIGN;
+}
+
+static int axd_threads(const attn_sdpa_desc *d, int nth) {
+    const int64_t items = (int64_t)d->B * d->Hkv * axd_packs(d);
+    return items < nth ? (int)items : nth;
+}
+
 /* ---------------------------------------------------------------------------------------------------
  * The table: this path's entries for the descriptors it computes, AVX-512's for the rest.
  */
 static size_t amx_workspace(const attn_sdpa_desc *d, attn_pass pass, int nth) {
-    if (!ax_native(d, pass)) return attn__kernels_avx512bf16.sdpa_workspace(d, pass, nth);
     if (nth < 1) nth = 1;
+    if (axd_takes(d, pass)) return axd_workspace(d, nth);
+    if (!ax_native(d, pass)) return attn__kernels_avx512bf16.sdpa_workspace(d, pass, nth);
     if (pass == ATTN_PASS_BACKWARD) return axb_workspace(d, nth);
     /* in double first, from the dimensions (see axb_workspace) */
     const double DP = ax_up32(d->D), DvP = ax_up32(d->Dv), S = ax_up32(d->S);
@@ -1392,12 +1667,15 @@ static size_t amx_workspace(const attn_sdpa_desc *d, attn_pass pass, int nth) {
 }
 
 static int amx_stages(const attn_sdpa_desc *d, attn_pass pass) {
+    if (axd_takes(d, pass)) return 1;
     if (!ax_native(d, pass)) return attn__kernels_avx512bf16.sdpa_stages(d, pass);
     return pass == ATTN_PASS_FORWARD ? 2 : 3;
 }
 
 /* Threads worth waking: about 8 MFLOP each at least; never more than there are query blocks. */
 static int amx_threads(const attn_sdpa_desc *d, attn_pass pass, int nth) {
+    if (nth < 1) nth = 1;
+    if (axd_takes(d, pass)) return axd_threads(d, nth);
     if (!ax_native(d, pass)) return attn__kernels_avx512bf16.sdpa_threads(d, pass, nth);
     const double flops = 2.0 * d->B * d->H * (double)d->T * d->S * (d->D + d->Dv);
     const double want = flops / 8e6;
@@ -1413,6 +1691,7 @@ static int amx_threads(const attn_sdpa_desc *d, attn_pass pass, int nth) {
 static void amx_forward(const attn_sdpa_desc *d, float *out, float *stats, float *scores, const float *q,
                         const float *k, const float *v, void *work, const attn__part *part) {
     if (ax_native(d, ATTN_PASS_FORWARD)) ax_forward(d, out, stats, q, k, v, work, part);
+    else if (axd_takes(d, ATTN_PASS_FORWARD)) axd_forward(d, out, stats, q, k, v, work, part);
     else attn__kernels_avx512bf16.sdpa_forward(d, out, stats, scores, q, k, v, work, part);
 }
 

@@ -5,6 +5,7 @@
  */
 #include "internal.h"
 #include "layers/gelu_kernels.h"
+#include "layers/layernorm_kernels.h"
 #include "layers/optim_kernels.h"
 
 #include <immintrin.h>
@@ -19,6 +20,7 @@
 #define FZ_TABLE attn__kernels_avx2
 #define FZ_ADAM attn__adam_block_avx2
 #define FZ_GELU(pass) attn__gelu_##pass##_avx2
+#define FZ_LAYERNORM(pass) attn__layernorm_##pass##_avx2
 
 typedef __m256 fz_v;
 typedef __m256i fz_m;

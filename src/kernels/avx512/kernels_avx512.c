@@ -6,6 +6,7 @@
  */
 #include "internal.h"
 #include "layers/gelu_kernels.h"
+#include "layers/layernorm_kernels.h"
 #include "layers/optim_kernels.h"
 
 #include <immintrin.h>
@@ -22,6 +23,7 @@
 #define FZ_TABLE attn__kernels_avx512
 #define FZ_ADAM attn__adam_block_avx512
 #define FZ_GELU(pass) attn__gelu_##pass##_avx512
+#define FZ_LAYERNORM(pass) attn__layernorm_##pass##_avx512
 
 typedef __m512 fz_v;
 typedef __mmask16 fz_m;

@@ -4,9 +4,10 @@
  * the forward of bf16 tensors, reading bf16 Q, K and V directly (half the bytes of fp32): by rows for
  * decoding (few query rows against a long K/V cache), by blocks of query rows otherwise (further down).
  * Everything else is the AVX-512 path's (the table's other entries hand those descriptors to
- * attn__kernels_avx512, the backward through fp32 copies); the AMX path hands its bf16 forwards of fewer
- * than 16 rows per head here. Compiled with -mavx512bf16 and the AVX-512 flags; reached only when the CPU
- * has them (config.c).
+ * attn__kernels_avx512, the backward through fp32 copies). The AMX path has its own decoding kernel on
+ * tiles (kernels_amx.c), shares this one's softmax (decode_bf16.h), and hands its bf16 forwards of 5 to
+ * 15 rows per head to the block kernel here. Compiled with -mavx512bf16 and the AVX-512 flags; reached
+ * only when the CPU has them (config.c).
  *
  * The decoding forward, by rows (the structure of fused_impl.h's rows path): items (b, kv head, pack of up
  * to BR_R of the group's rows (head, t)), so each K and V row is read once for the pack. Per key block of
@@ -18,62 +19,17 @@
  *            two V rows interleaved by vpunpck{l,h}wd, so o is kept with its dims permuted (br_dim)
  * then out = o / l rounded to bf16, and the row statistics.
  *
- * The canonical score (DESIGN "Row statistics"): the scores above are summed another way, so as the fp32
- * rows path does, each row remembers its running max's key and saves as m that key's canonical score,
- * Σ_d fma((float)q_d·scale, k_d) in order d = 0..D-1 from 0 in fp32 (the bf16 values widen exactly), plus
- * the bias: what the fp32 backward computes on the widened tensors, bit for bit — the backward of this
- * path for these shapes is the AVX-512 path's through fp32 copies. l is the sum as it was taken.
+ * The masks, softmax, non-finite V rule and row statistics (with the canonical m) are decode_bf16.h's,
+ * shared with the AMX path's decoding kernel.
  * A row's arithmetic depends on the shape only: bitwise the same for any thread count.
  *
  * Memory: per thread, the pack's q (bf16), o, the scores and P of one block: under 20 KiB at D = 128.
  * The block forward (below) keeps its row statistics by the same rule.
  */
-#include "internal.h"
-
-#include <float.h>
-#include <immintrin.h>
-#include <math.h>
-#include <stdint.h>
-#include <string.h>
-
-#include "kernels/avx512/exp2_avx512.h"
+#include "kernels/avx512bf16/decode_bf16.h"
 
 #define BR_R 4           /* rows that share one pass over K and V */
-#define BR_MAX_T 4       /* T <= this goes by rows (decoding); more rows: the block paths */
-#define BR_NB 256        /* keys per block */
-#define BR_ALIGN 64
 #define BR_PVK 32        /* keys per step of P·V (even) */
-#define BR_PS (BR_NB + 32)  /* stride of P rows: room for the zero after an odd count */
-#define BR_PF 64         /* keys ahead that K and V rows are prefetched (16 KiB of K, of V at D = 128) */
-#define BR_LOG2E 1.44269504088896340736f
-
-static int br_up32(int n) { return (n + 31) / 32 * 32; }
-static size_t br_round(size_t n) { return (n + BR_ALIGN - 1) & ~(size_t)(BR_ALIGN - 1); }
-
-/* The descriptors this path computes itself: the forward of bf16 tensors, by rows (decoding) or by blocks.
- * fp32 tensors (bf16 compute or not) keep the fp32 paths: converting them would cost more than it saves
- * (the AMX path takes those on tiles). The backward runs the AVX-512 path's on fp32 copies. */
-static int br_native(const attn_sdpa_desc *d, attn_pass pass) {
-    /* the sparse mask parts (window, sinks, sink logits, ALiBi, soft-capping, block maps) run through the
-     * conversion path: the fp32 kernels on copies */
-    return pass == ATTN_PASS_FORWARD && d->dtype == ATTN_DTYPE_BF16 && !attn__mask_sparse(&d->mask);
-}
-
-/* A score plus an additive bias, in natural units, saturating at ±FLT_MAX; -inf excludes; +Inf and NaN
- * pass (the fp32 paths' rule). */
-static inline float br_add_bias(float x, float b) {
-    if (x == -INFINITY || b == -INFINITY) return -INFINITY;
-    const float y = x + b;
-    if (x - x != 0.0f || b - b != 0.0f) return y;
-    return y > FLT_MAX ? FLT_MAX : y < -FLT_MAX ? -FLT_MAX : y;
-}
-
-static inline float br_f32(uint16_t h) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
 
 /* 16 vectors summed across their lanes at once: lane L of the result is the sum of v[(L % 4)·4 + L / 4]
  * (four levels of shuffles and adds: 30 shuffles and 15 adds for 16 sums, against 8 instructions for
@@ -93,24 +49,6 @@ static inline __m512 br_sum16(const __m512 *v) {
 
 /* The accumulator that br_sum16 puts in lane L. */
 #define BR_SRC(L) (((L) % 4) * 4 + (L) / 4)
-
-/* 32 bf16 of a row from element x0, those from n on read as 0 (a masked load: nothing past the row). */
-static inline __m512i br_load32(const uint16_t *row, int x0, int n) {
-    const int w = n - x0;
-    if (w >= 32) return _mm512_loadu_si512(row + x0);
-    const __mmask32 m = w <= 0 ? 0 : (__mmask32)((1ull << w) - 1);
-    return _mm512_maskz_loadu_epi16(m, row + x0);
-}
-
-/* Asks for the row of BR_PF keys after key j (rows of x, xt apart) when it is one of the n the rows go
- * to: one core alone waits for memory (and even for L3) at about half the machine's bandwidth when only
- * the hardware prefetchers run ahead, since they stop at every 4 KiB page (16 K rows of 128 bf16).
- * Inlined always: GCC takes a function of prefetches alone for one without effects and drops its calls. */
-static inline __attribute__((always_inline)) void br_prefetch(const uint16_t *x, int64_t xt, int j, int n, int w) {
-    if (j + BR_PF >= n) return;
-    const char *row = (const char *)(x + (int64_t)(j + BR_PF) * xt);
-    for (int b = 0; b < 2 * w; b += 64) _mm_prefetch(row + b, _MM_HINT_T0);
-}
 
 /* ---------------------------------------------------------------------------------------------------
  * Scores: s[r·BR_NB + j] for R rows (q_r, bf16 zero padded to DP, at q + r·DP) and keys j of [0, nb)
@@ -153,17 +91,8 @@ static inline __attribute__((always_inline)) void br_scores(const int R, float *
 }
 
 /* ---------------------------------------------------------------------------------------------------
- * P·V. For a pair of keys (j, j+1), vpunpcklwd / vpunpckhwd of their V rows give, per 32 dims from x0,
- * two vectors of (v_j[x], v_{j+1}[x]) pairs: lo holds dims x0 + 8c + i and hi dims x0 + 8c + 4 + i in its
- * 128-bit lane c, slot i. vdpbf16ps against the broadcast pair (p_j, p_{j+1}) adds both products into
- * those lanes. So o (DvP floats) is kept permuted: its float at position x0 + 16h + 4c + i is dim
- * br_dim(x0 + 16h + 4c + i) = x0 + 8c + 4h + i.
+ * P·V: pairs of V rows interleaved by vpunpck{l,h}wd, o kept permuted (br_dim, decode_bf16.h).
  */
-static inline int br_dim(int pos) {
-    const int x0 = pos & ~31, h = (pos >> 4) & 1, c = (pos >> 2) & 3, i = pos & 3;
-    return x0 + 8 * c + 4 * h + i;
-}
-
 /* o_r (NV pairs of vectors from x0, permuted) = alpha_r·o_r + Σ_{j<nb} p_r[j]·v_j for R rows (o_r at
  * o + r·DvP, P as bf16 at p + r·BR_PS, an even count: a last odd key is paired with a zero weight and a
  * zero row). The first chunk (x0 = 0) prefetches V BR_PF keys ahead, up to key `ahead`. */
@@ -216,170 +145,43 @@ static inline __attribute__((always_inline)) void br_pv(const int R, float *o, i
     }
 }
 
-/* Do nb rows of Dv bf16 (vt apart) hold NaN or Inf? */
-static int br_rows_nonfinite(const uint16_t *v, int64_t vt, int nb, int Dv) {
-    const __m512i ex = _mm512_set1_epi16(0x7f80);
-    for (int j = 0; j < nb; j++)
-        for (int x0 = 0; x0 < Dv; x0 += 32) {
-            const __m512i a = _mm512_and_si512(br_load32(v + (int64_t)j * vt, x0, Dv), ex);
-            if (_mm512_cmpeq_epi16_mask(a, ex)) return 1;
-        }
-    return 0;
-}
-
 /* ---------------------------------------------------------------------------------------------------
  * One pack: R query rows (b, hs[r], ts[r]) of kv head hk against every key they may see.
  */
-typedef struct br_fwd {
-    const attn_sdpa_desc *d;
-    uint16_t *out;
-    float *stats;
-    const uint16_t *q, *k, *v;
-    int DP, DvP;
-    size_t thread;
-    char *work;
-} br_fwd;
-
 static size_t br_thread_bytes(int DP, int DvP) {
     return br_round((size_t)BR_R * DP * 2) + br_round((size_t)BR_R * DvP * 4) + br_round((size_t)BR_R * BR_NB * 4) +
            br_round((size_t)BR_R * BR_PS * 2);
 }
 
-/* The canonical score of a bf16 query row (times scale in fp32) and key row: see the top of the file. */
-static float br_canonical(const uint16_t *q, const uint16_t *k, int D, float scale) {
-    float acc = 0.0f;
-    for (int x = 0; x < D; x++) acc = fmaf(br_f32(q[x]) * scale, br_f32(k[x]), acc);
-    return acc;
-}
-
 static inline __attribute__((always_inline)) void br_rows_r(const int R, const br_fwd *cx, char *tw, int b, int hk,
                                                             const int *hs, const int *ts) {
     const attn_sdpa_desc *d = cx->d;
-    const int H = d->H, T = d->T, S = d->S, D = d->D, Dv = d->Dv, DP = cx->DP, DvP = cx->DvP;
-    const attn_mask *mk = &d->mask;
+    const int D = d->D, Dv = d->Dv, DP = cx->DP, DvP = cx->DvP;
     uint16_t *q = (uint16_t *)tw;                                                        /* R x DP, bf16 */
     float *o = (float *)(tw + br_round((size_t)BR_R * DP * 2));                         /* R x DvP, permuted */
     float *s = (float *)((char *)o + br_round((size_t)BR_R * DvP * 4));                 /* R x BR_NB */
     uint16_t *p = (uint16_t *)((char *)s + br_round((size_t)BR_R * BR_NB * 4));         /* R x BR_PS, bf16 */
     const uint16_t *kb = cx->k + b * d->k.b + hk * d->k.h;
     const uint16_t *vb = cx->v + b * d->v.b + hk * d->v.h;
-    int lim[BR_R], maxlim = 0, jm[BR_R];
-    const uint8_t *al[BR_R];
-    const float *bi[BR_R];
-    const uint16_t *qrow[BR_R];
-    uint64_t row[BR_R];
-    float m[BR_R], l[BR_R], alpha[BR_R];
-    for (int r = 0; r < R; r++) {
-        qrow[r] = cx->q + b * d->q.b + hs[r] * d->q.h + (int64_t)ts[r] * d->q.t;
-        for (int x = 0; x < DP; x++) q[r * DP + x] = x < D ? qrow[r][x] : 0;
-        lim[r] = attn__key_limit(mk, b, ts[r], T, S);
-        if (lim[r] > maxlim) maxlim = lim[r];
-        al[r] = attn__allow_row(mk, b, hs[r], ts[r]);
-        bi[r] = attn__bias_row(mk, b, hs[r], ts[r]);
-        row[r] = ((uint64_t)b * H + hs[r]) * T + (uint64_t)ts[r];
-        m[r] = -INFINITY;
-        l[r] = 0.0f;
-        jm[r] = -1;
-    }
+    br_rowset rs;
+    br_rows_begin(&rs, cx, b, hs, ts, R);
+    for (int r = 0; r < R; r++)
+        for (int x = 0; x < DP; x++) q[r * DP + x] = x < D ? rs.qrow[r][x] : 0;
     memset(o, 0, sizeof(float) * (size_t)R * DvP);
-    const __m512 scale = _mm512_set1_ps(d->scale);
+    const int maxlim = rs.maxlim;
 
     for (int j0 = 0; j0 < maxlim; j0 += BR_NB) {
-        const int nb = maxlim - j0 < BR_NB ? maxlim - j0 : BR_NB, nfull = nb / 16 * 16;
+        const int nb = maxlim - j0 < BR_NB ? maxlim - j0 : BR_NB;
         br_scores(R, s, q, DP, kb + (int64_t)j0 * d->k.t, d->k.t, D, nb, maxlim - j0);
-        int masked = 0;                 /* does some row of the pack not see some key of the block? */
-        for (int r = 0; r < R; r++) {
-            float *sr = s + r * BR_NB;
-            for (int j = 0; j < nfull; j += 16) _mm512_storeu_ps(sr + j, _mm512_mul_ps(_mm512_loadu_ps(sr + j), scale));
-            for (int j = nfull; j < nb; j++) sr[j] *= d->scale;
-            /* masks: the row's key limit, then boolean mask and bias */
-            if (lim[r] < j0 + nb || al[r] || bi[r]) masked = 1;
-            for (int j = lim[r] - j0 > 0 ? lim[r] - j0 : 0; j < nb; j++) sr[j] = -INFINITY;
-            if (al[r] || bi[r])
-                for (int j = 0; j < nb && j0 + j < lim[r]; j++) {
-                    if (al[r] && !al[r][j0 + j]) sr[j] = -INFINITY;
-                    else if (bi[r]) sr[j] = br_add_bias(sr[j], bi[r][j0 + j]);
-                }
-            /* the block's max; a row with every key masked so far keeps o = 0 and l = 0 */
-            __m512 mx = _mm512_set1_ps(-INFINITY);
-            for (int j = 0; j < nfull; j += 16) mx = _mm512_max_ps(mx, _mm512_loadu_ps(sr + j));
-            float bm = _mm512_reduce_max_ps(mx);
-            for (int j = nfull; j < nb; j++) bm = sr[j] > bm ? sr[j] : bm;
-            if (bm > m[r]) {            /* a new running max: remember its key */
-                int j = 0;
-                while (j < nb - 1 && !(sr[j] == bm)) j++;
-                jm[r] = j0 + j;
-            }
-            if (m[r] > bm) bm = m[r];
-            uint16_t *pr = p + r * BR_PS;
-            if (bm == -INFINITY) {
-                memset(pr, 0, sizeof(uint16_t) * (size_t)(nb + 1));
-                alpha[r] = 1.0f;
-                continue;
-            }
-            alpha[r] = m[r] == -INFINITY ? 0.0f : exp2f((m[r] - bm) * BR_LOG2E);
-            /* exponentials (the difference first: the max gives exactly 1) and their sum, before dropout;
-             * masked keys exactly 0 */
-            const __m512 bv = _mm512_set1_ps(bm), l2e = _mm512_set1_ps(BR_LOG2E);
-            __m512 sum = _mm512_setzero_ps();
-            for (int j = 0; j < nfull; j += 16) {
-                const __m512 e = attn__exp2_avx512(_mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(sr + j), bv), l2e));
-                _mm512_storeu_ps(sr + j, e);
-                sum = _mm512_add_ps(sum, e);
-            }
-            float lsum = _mm512_reduce_add_ps(sum);
-            for (int j = nfull; j < nb; j++) {
-                sr[j] = sr[j] == -INFINITY ? 0.0f : exp2f((sr[j] - bm) * BR_LOG2E);
-                lsum += sr[j];
-            }
-            l[r] = alpha[r] * l[r] + lsum;
-            m[r] = bm;
-            if (d->dropout > 0.0f) {
-                const float keep_scale = 1.0f / (1.0f - d->dropout);
-                for (int j = 0; j < nb; j++)
-                    sr[j] = attn__dropout_keep(d->seed, row[r] * S + (uint64_t)(j0 + j), d->dropout) ? sr[j] * keep_scale
-                                                                                                      : 0.0f;
-            }
-            /* P to bf16 (round to nearest even), a zero after an odd count */
-            int j = 0;
-            for (; j + 32 <= nb; j += 32)
-                _mm512_storeu_si512(pr + j, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(sr + j + 16), _mm512_loadu_ps(sr + j)));
-            for (; j < nb; j++) pr[j] = attn__bf16(sr[j]);
-            pr[nb] = 0;
-        }
+        const int masked = br_softmax(&rs, d, s, p, j0, nb);
         const uint16_t *vj = vb + (int64_t)j0 * d->v.t;
-        if (!masked || !br_rows_nonfinite(vj, d->v.t, nb, Dv)) {
-            br_pv(R, o, DvP, alpha, p, vj, d->v.t, Dv, nb, maxlim - j0);
-        } else {                        /* V rows not all finite: the zero weights skip theirs */
-            for (int r = 0; r < R; r++) {
-                float *orow = o + r * DvP;
-                const uint16_t *pr = p + r * BR_PS;
-                for (int x = 0; x < DvP; x++) orow[x] *= alpha[r];
-                for (int j = 0; j < nb; j++)
-                    if (pr[j] != 0)
-                        for (int x = 0; x < DvP; x++) {
-                            const int dim = br_dim(x);
-                            if (dim < Dv) orow[x] += br_f32(pr[j]) * br_f32(vj[(int64_t)j * d->v.t + dim]);
-                        }
-            }
-        }
+        /* V rows not all finite: the zero weights skip theirs */
+        if (!masked || !br_rows_nonfinite(vj, d->v.t, nb, Dv))
+            br_pv(R, o, DvP, rs.alpha, p, vj, d->v.t, Dv, nb, maxlim - j0);
+        else
+            br_pv_careful(&rs, o, DvP, p, vj, d->v.t, Dv, nb);
     }
-    for (int r = 0; r < R; r++) {
-        uint16_t *orow = cx->out + b * d->out.b + hs[r] * d->out.h + (int64_t)ts[r] * d->out.t;
-        const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
-        for (int x = 0; x < DvP; x++) {
-            const int dim = br_dim(x);
-            if (dim < Dv) orow[dim] = attn__bf16(o[r * DvP + x] * inv);
-        }
-        float mc = m[r];
-        if (l[r] > 0.0f && jm[r] >= 0 && m[r] == m[r]) {
-            mc = br_canonical(qrow[r], kb + (int64_t)jm[r] * d->k.t, D, d->scale);
-            if (bi[r]) mc = br_add_bias(mc, bi[r][jm[r]]);
-        }
-        float *st = cx->stats + 2 * row[r];
-        st[0] = l[r] == 0.0f ? -INFINITY : mc;
-        st[1] = l[r] == 0.0f ? 0.0f : logf(l[r]);
-    }
+    br_rows_end(&rs, cx, o, kb, b, hs, ts);
 }
 
 static void br_rows(const br_fwd *cx, char *tw, int b, int hk, const int *hs, const int *ts, int R) {
@@ -702,7 +504,7 @@ static void bb_block(const br_fwd *cx, char *tw, int b, int hk, const int *hs, c
                 for (int i = 0; i < nr; i++) {
                     const uint16_t pj = (uint16_t)(Pp[(int64_t)(j / 2) * BR + i] >> (16 * (j & 1)));
                     if (pj != 0)
-                        for (int x = 0; x < Dv; x++) Ot[x * BR + i] += br_f32(pj) * br_f32(vj[(int64_t)j * d->v.t + x]);
+                        for (int x = 0; x < Dv; x++) Ot[x * BR + i] += attn__f32(pj) * attn__f32(vj[(int64_t)j * d->v.t + x]);
                 }
         }
     }
@@ -798,8 +600,18 @@ static void br_forward(const attn_sdpa_desc *d, float *out, float *stats, const 
 /* ---------------------------------------------------------------------------------------------------
  * The table: this path's entries for the descriptors it computes, AVX-512's for the rest.
  */
+
+/* The descriptors this path computes itself: the forward of bf16 tensors, decoding (br_native) or by
+ * blocks. fp32 tensors (bf16 compute or not) keep the fp32 paths: converting them would cost more than it
+ * saves (the AMX path takes those on tiles). The backward runs the AVX-512 path's on fp32 copies; the
+ * sparse mask parts go through the conversion path. */
+static int bf_native(const attn_sdpa_desc *d, attn_pass pass) {
+    return br_native(d, pass) ||
+           (pass == ATTN_PASS_FORWARD && d->dtype == ATTN_DTYPE_BF16 && !attn__mask_sparse(&d->mask));
+}
+
 static size_t bf_workspace(const attn_sdpa_desc *d, attn_pass pass, int nth) {
-    if (!br_native(d, pass)) return attn__kernels_avx512.sdpa_workspace(d, pass, nth);
+    if (!bf_native(d, pass)) return attn__kernels_avx512.sdpa_workspace(d, pass, nth);
     if (nth < 1) nth = 1;
     /* D, Dv are ints: one thread's bytes fit in size_t; the product with nth is checked */
     const size_t one = br_thread(d);
@@ -808,12 +620,12 @@ static size_t bf_workspace(const attn_sdpa_desc *d, attn_pass pass, int nth) {
 }
 
 static int bf_stages(const attn_sdpa_desc *d, attn_pass pass) {
-    if (!br_native(d, pass)) return attn__kernels_avx512.sdpa_stages(d, pass);
+    if (!bf_native(d, pass)) return attn__kernels_avx512.sdpa_stages(d, pass);
     return 1;
 }
 
 static int bf_threads(const attn_sdpa_desc *d, attn_pass pass, int nth) {
-    if (!br_native(d, pass)) return attn__kernels_avx512.sdpa_threads(d, pass, nth);
+    if (!bf_native(d, pass)) return attn__kernels_avx512.sdpa_threads(d, pass, nth);
     const int64_t items = br_items(d);
     if (nth < 1) nth = 1;
     return items < nth ? (int)items : nth;
@@ -822,13 +634,13 @@ static int bf_threads(const attn_sdpa_desc *d, attn_pass pass, int nth) {
 /* scores: weights asked for, which sdpa.c runs on fp32 descriptors only, never natively here */
 static void bf_forward(const attn_sdpa_desc *d, float *out, float *stats, float *scores, const float *q,
                        const float *k, const float *v, void *work, const attn__part *part) {
-    if (br_native(d, ATTN_PASS_FORWARD)) br_forward(d, out, stats, q, k, v, work, part);
+    if (bf_native(d, ATTN_PASS_FORWARD)) br_forward(d, out, stats, q, k, v, work, part);
     else attn__kernels_avx512.sdpa_forward(d, out, stats, scores, q, k, v, work, part);
 }
 
 const attn_kernels attn__kernels_avx512bf16 = {
     .isa = ATTN_ISA_AVX512BF16,
-    .sdpa_native = br_native,   /* the AVX-512 path takes only fp32 */
+    .sdpa_native = bf_native,   /* the AVX-512 path takes only fp32 */
     .sdpa_workspace = bf_workspace,
     .sdpa_stages = bf_stages,
     .sdpa_threads = bf_threads,

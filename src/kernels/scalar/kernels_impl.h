@@ -3,8 +3,8 @@
  * loops (layers_impl.h), written once over a vector abstraction, instantiated by each path's file
  * (src/kernels/scalar/kernels_scalar.c, avx2/kernels_avx2.c, avx512/kernels_avx512.c) after it defines
  * its vector type, its operations and its exp2 — the path's only polynomial. The includer also names its
- * table (FZ_TABLE), its attn_isa (FZ_ISA) and, when it has them, its Adam loop (FZ_ADAM) and GELU loops
- * (FZ_GELU(forward), FZ_GELU(backward)).
+ * table (FZ_TABLE), its attn_isa (FZ_ISA) and, when it has them, its Adam loop (FZ_ADAM), GELU loops
+ * (FZ_GELU(forward), FZ_GELU(backward)) and layer norm's (FZ_LAYERNORM(forward), FZ_LAYERNORM(backward)).
  */
 #include <cblas.h>
 
@@ -29,5 +29,9 @@ const attn_kernels FZ_TABLE = {
 #ifdef FZ_GELU
     .gelu_forward = FZ_GELU(forward),
     .gelu_backward = FZ_GELU(backward),
+#endif
+#ifdef FZ_LAYERNORM
+    .layernorm_forward = FZ_LAYERNORM(forward),
+    .layernorm_backward = FZ_LAYERNORM(backward),
 #endif
 };
