@@ -67,7 +67,9 @@ static inline float ax_add_bias(float x, float b) {
  * AX_MIN_T query rows per head. A block is 64 rows: with fewer (decoding: T = 1 against a long cache) the
  * tiles and the softmax would do up to 64 times the work, and repacking the whole K/V cache at every call
  * would cost more than that; those go to this path's decoding kernel (by rows, reading bf16 K/V in place,
- * for T <= 4 with bf16 tensors) or the AVX-512 path (by rows), through fp32. */
+ * for T <= 4 with bf16 tensors), to the AVX512-BF16 path (bf16 tensors: its decoding kernel for a large
+ * cache, its vdpbf16ps block kernel for 5 <= T < 16) or, for fp32 tensors with bf16 compute, to the
+ * AVX-512 path in fp32. */
 #define AX_MIN_T 16
 static int ax_native(const attn_sdpa_desc *d, attn_pass pass) {
     (void)pass;
@@ -77,9 +79,12 @@ static int ax_native(const attn_sdpa_desc *d, attn_pass pass) {
            !attn__mask_sparse(&d->mask);
 }
 
-/* This path's own descriptors: the block forward and backward, and the decoding forward of bf16 tensors
- * (T <= BR_MAX_T: on tiles, "Decoding on tiles" below, or the AVX512-BF16 kernel for a large cache). */
-static int amx_native(const attn_sdpa_desc *d, attn_pass pass) { return ax_native(d, pass) || br_native(d, pass); }
+/* This path's own descriptors: the block forward and backward, and the AVX512-BF16 path's, the forward
+ * of bf16 tensors with fewer rows (decoding, T <= BR_MAX_T: on tiles, "Decoding on tiles" below, or the
+ * AVX512-BF16 kernel for a large cache; more rows: its vdpbf16ps block kernel). */
+static int amx_native(const attn_sdpa_desc *d, attn_pass pass) {
+    return ax_native(d, pass) || attn__kernels_avx512bf16.sdpa_native(d, pass);
+}
 
 /* Element x of a row of a tensor of type dt, as bf16 bits. */
 static inline uint16_t ax_get(const void *row, int dt, int x) {

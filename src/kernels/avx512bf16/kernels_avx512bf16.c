@@ -1,11 +1,13 @@
 /*
  * kernels_avx512bf16.c — the AVX512-BF16 path: AVX-512 plus `vdpbf16ps` (pairs of bf16 products summed
  * into fp32 lanes), for CPUs that have it with or without AMX (Zen 4 has it without). What it does itself:
- * the decoding forward (few query rows against a long bf16 K/V cache), reading bf16 K and V directly,
- * half the bytes of fp32. Everything else is the AVX-512 path's (the table's other entries hand those
- * descriptors to attn__kernels_avx512). The AMX path has its own decoding kernel on tiles (kernels_amx.c)
- * and shares this one's softmax (decode_bf16.h). Compiled with -mavx512bf16 and the AVX-512 flags;
- * reached only when the CPU has them (config.c).
+ * the forward of bf16 tensors, reading bf16 Q, K and V directly (half the bytes of fp32): by rows for
+ * decoding (few query rows against a long K/V cache), by blocks of query rows otherwise (further down).
+ * Everything else is the AVX-512 path's (the table's other entries hand those descriptors to
+ * attn__kernels_avx512, the backward through fp32 copies). The AMX path has its own decoding kernel on
+ * tiles (kernels_amx.c), shares this one's softmax (decode_bf16.h), and hands its bf16 forwards of 5 to
+ * 15 rows per head to the block kernel here. Compiled with -mavx512bf16 and the AVX-512 flags; reached
+ * only when the CPU has them (config.c).
  *
  * The decoding forward, by rows (the structure of fused_impl.h's rows path): items (b, kv head, pack of up
  * to BR_R of the group's rows (head, t)), so each K and V row is read once for the pack. Per key block of
@@ -22,6 +24,7 @@
  * A row's arithmetic depends on the shape only: bitwise the same for any thread count.
  *
  * Memory: per thread, the pack's q (bf16), o, the scores and P of one block: under 20 KiB at D = 128.
+ * The block forward (below) keeps its row statistics by the same rule.
  */
 #include "kernels/avx512bf16/decode_bf16.h"
 
@@ -190,45 +193,440 @@ static void br_rows(const br_fwd *cx, char *tw, int b, int hk, const int *hs, co
     }
 }
 
-/* One stage: items (b, kv head, pack of BR_R of the group's rows, g-major). */
+/* ===================================================================================================
+ * The block forward (more than BR_MAX_T query rows): fused_impl.h's block path with vdpbf16ps for both
+ * products. Items (b, h, block of BB_BR query rows), latest blocks first, or with fewer rows per head
+ * (b, kv head, block of BB_BR of its group's rows); vectors run along the block's query rows, so scores
+ * are kept transposed, Sᵀ (keys, queries), and the online softmax is lane-wise.
+ *   Qp (D/2 pairs, BR)   the block's queries as bf16 pairs: lane i of pair p holds (q_i[2p], q_i[2p+1])
+ *   scores   Sᵀ[j] = scale · Σ_p vdpbf16ps(Qp[p], broadcast (k_j[2p], k_j[2p+1]))   K read where it lies
+ *   masks    key limits by lanes, the boolean mask and the bias key by key; the max and its key by lanes
+ *   softmax  base 2 with the AVX-512 exp2, subtracting first (DESIGN "Row statistics")
+ *   Pp (nb/2 pairs, BR)  P rounded to bf16 (to nearest even), lane i of pair jp: (p_i[2jp], p_i[2jp+1])
+ *   Vp (nb/2 pairs, DvP) V rows interleaved in pairs by vpunpck{l,h}wd, put back in dim order
+ *   P·V      Oᵀ[x] = alpha ∘ Oᵀ[x] + Σ_jp vdpbf16ps(Pp[jp], broadcast Vp[jp][x])    fp32 accumulators
+ * A register tile of BB_RT rows (keys, or dims of Oᵀ) by up to BB_NV vectors of queries serves both.
+ * The row statistics are the rows path's: the canonical score of each row's argmax key, and l as taken.
+ * Memory: per thread Qp, Oᵀ, Sᵀ, Pp and Vp of one block (about 130 KiB at D = Dv = 128).
+ */
+#define BB_NV 4                     /* query vectors per block */
+#define BB_BR (16 * BB_NV)          /* query rows per block */
+#define BB_BC 128                   /* keys per block (even) */
+#define BB_RT 6                     /* register tile rows */
+
+static size_t bb_thread_bytes(int D, int Dv) {
+    const size_t DvP = (size_t)br_up32(Dv);
+    return br_round((size_t)(D + 1) / 2 * BB_BR * 4) + br_round((size_t)Dv * BB_BR * 4) +
+           br_round((size_t)BB_BC * BB_BR * 4) + br_round((size_t)BB_BC / 2 * BB_BR * 4) +
+           br_round((size_t)BB_BC / 2 * DvP * 4) + 6 * br_round((size_t)BB_BR * 4);
+}
+
+/* Sᵀ rows j .. j+RT (keys, rows of k kt apart) by NV query vectors, times scale (stride BR). An odd D's
+ * last pair takes (k[D-1], 0): nothing past a row is read. */
+static inline __attribute__((always_inline)) void bb_scores_tile(const int RT, const int NV, float *St, int BR,
+                                                                 const uint32_t *Qp, const uint16_t *k, int64_t kt,
+                                                                 int D, float scale) {
+    __m512 acc[BB_RT][BB_NV];
+    for (int r = 0; r < RT; r++)
+        for (int v = 0; v < NV; v++) acc[r][v] = _mm512_setzero_ps();
+    const int D2 = D / 2;
+    for (int p = 0; p < D2; p++) {
+        __m512bh qv[BB_NV];
+        for (int v = 0; v < NV; v++) qv[v] = (__m512bh)_mm512_load_si512(Qp + (int64_t)p * BR + 16 * v);
+        for (int r = 0; r < RT; r++) {
+            uint32_t kk;
+            memcpy(&kk, k + r * kt + 2 * p, sizeof kk);
+            const __m512bh kb = (__m512bh)_mm512_set1_epi32((int)kk);
+            for (int v = 0; v < NV; v++) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], qv[v], kb);
+        }
+    }
+    if (D & 1) {
+        __m512bh qv[BB_NV];
+        for (int v = 0; v < NV; v++) qv[v] = (__m512bh)_mm512_load_si512(Qp + (int64_t)D2 * BR + 16 * v);
+        for (int r = 0; r < RT; r++) {
+            const __m512bh kb = (__m512bh)_mm512_set1_epi32((int)k[r * kt + D - 1]);
+            for (int v = 0; v < NV; v++) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], qv[v], kb);
+        }
+    }
+    const __m512 sc = _mm512_set1_ps(scale);
+    for (int r = 0; r < RT; r++)
+        for (int v = 0; v < NV; v++) _mm512_store_ps(St + r * BR + 16 * v, _mm512_mul_ps(acc[r][v], sc));
+}
+
+/* Oᵀ rows x .. x+RT (dims, stride BR) by NV query vectors: alpha ∘ Oᵀ + Σ_{jp < np} Vp[jp][x + r]·Pp[jp]. */
+static inline __attribute__((always_inline)) void bb_pv_tile(const int RT, const int NV, float *Ot, int BR,
+                                                             const uint32_t *Vp, int DvP, const uint32_t *Pp, int np,
+                                                             const float *alpha) {
+    __m512 acc[BB_RT][BB_NV];
+    for (int v = 0; v < NV; v++) {
+        const __m512 al = _mm512_load_ps(alpha + 16 * v);
+        for (int r = 0; r < RT; r++) acc[r][v] = _mm512_mul_ps(_mm512_load_ps(Ot + r * BR + 16 * v), al);
+    }
+    for (int jp = 0; jp < np; jp++) {
+        __m512bh pv[BB_NV];
+        for (int v = 0; v < NV; v++) pv[v] = (__m512bh)_mm512_load_si512(Pp + (int64_t)jp * BR + 16 * v);
+        for (int r = 0; r < RT; r++) {
+            const __m512bh vb = (__m512bh)_mm512_set1_epi32((int)Vp[(int64_t)jp * DvP + r]);
+            for (int v = 0; v < NV; v++) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], pv[v], vb);
+        }
+    }
+    for (int r = 0; r < RT; r++)
+        for (int v = 0; v < NV; v++) _mm512_store_ps(Ot + r * BR + 16 * v, acc[r][v]);
+}
+
+/* The tiles for each shape (the register count must be a constant), and tables of them. */
+typedef void (*bb_scores_fn)(float *, int, const uint32_t *, const uint16_t *, int64_t, int, float);
+typedef void (*bb_pv_fn)(float *, int, const uint32_t *, int, const uint32_t *, int, const float *);
+#define BB_DEF(RT, NV)                                                                                         \
+    static void bb_sc_##RT##_##NV(float *St, int BR, const uint32_t *Qp, const uint16_t *k, int64_t kt, int D, \
+                                  float scale) {                                                               \
+        bb_scores_tile(RT, NV, St, BR, Qp, k, kt, D, scale);                                                   \
+    }                                                                                                          \
+    static void bb_pv_##RT##_##NV(float *Ot, int BR, const uint32_t *Vp, int DvP, const uint32_t *Pp, int np,  \
+                                  const float *alpha) {                                                        \
+        bb_pv_tile(RT, NV, Ot, BR, Vp, DvP, Pp, np, alpha);                                                    \
+    }
+#define BB_DEF_ROW(RT) BB_DEF(RT, 1) BB_DEF(RT, 2) BB_DEF(RT, 3) BB_DEF(RT, 4)
+BB_DEF_ROW(1) BB_DEF_ROW(2) BB_DEF_ROW(3) BB_DEF_ROW(4) BB_DEF_ROW(5) BB_DEF_ROW(6)
+#define BB_ROW(f, RT) {f##_##RT##_1, f##_##RT##_2, f##_##RT##_3, f##_##RT##_4}
+static const bb_scores_fn bb_sc_tab[BB_RT][BB_NV] = {BB_ROW(bb_sc, 1), BB_ROW(bb_sc, 2), BB_ROW(bb_sc, 3),
+                                                     BB_ROW(bb_sc, 4), BB_ROW(bb_sc, 5), BB_ROW(bb_sc, 6)};
+static const bb_pv_fn bb_pv_tab[BB_RT][BB_NV] = {BB_ROW(bb_pv, 1), BB_ROW(bb_pv, 2), BB_ROW(bb_pv, 3),
+                                                 BB_ROW(bb_pv, 4), BB_ROW(bb_pv, 5), BB_ROW(bb_pv, 6)};
+
+/* Vp[jp][x] = (v_{2jp}[x], v_{2jp+1}[x]) for x < DvP (rows of v vt apart): zeros past Dv and for a key at
+ * nb. vpunpck{l,h}wd give dims x0 + 8c + i (lo) and x0 + 8c + 4 + i (hi) in 128-bit lane c, slot i; two
+ * vpermt2d put them back in order. */
+static void bb_pack_v(uint32_t *Vp, int DvP, const uint16_t *v, int64_t vt, int Dv, int nb) {
+    const __m512i ia = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
+    const __m512i ib = _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31);
+    for (int jp = 0; 2 * jp < nb; jp++) {
+        const uint16_t *v0 = v + (int64_t)(2 * jp) * vt, *v1 = v0 + vt;
+        uint32_t *o = Vp + (int64_t)jp * DvP;
+        for (int x0 = 0; x0 < DvP; x0 += 32) {
+            const __m512i a = br_load32(v0, x0, Dv);
+            const __m512i b = 2 * jp + 1 < nb ? br_load32(v1, x0, Dv) : _mm512_setzero_si512();
+            const __m512i lo = _mm512_unpacklo_epi16(a, b), hi = _mm512_unpackhi_epi16(a, b);
+            _mm512_store_si512(o + x0, _mm512_permutex2var_epi32(lo, ia, hi));
+            _mm512_store_si512(o + x0 + 16, _mm512_permutex2var_epi32(lo, ib, hi));
+        }
+    }
+}
+
+/* Two rows of 16 fp32 weights (keys j, j+1) as 16 bf16 pairs: lane i (p_j, p_{j+1}), rounded to nearest
+ * even. */
+static inline __m512i bb_pair(__m512 pj, __m512 pj1) {
+    static const uint16_t order[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,  21, 6,  22, 7,  23,
+                                       8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+    const __m512i idx = _mm512_loadu_si512(order);
+    return _mm512_permutexvar_epi16(idx, (__m512i)_mm512_cvtne2ps_pbh(pj1, pj));
+}
+
+typedef struct bb_rows {
+    float *m, *l, *bm, *alpha;      /* (BR) each */
+    int32_t *lim, *jm;              /* (BR) each: key limits, the running max's key */
+} bb_rows;
+
+/* The online-softmax step of one block (nb keys of Sᵀ, stride BR, NV vectors), fused_impl.h's: with bm the
+ * block's max (folded with m), alpha = exp(m - bm), P = exp(Sᵀ - bm), l = alpha·l + Σ_j P, m = bm. P goes
+ * to Pp as bf16 pairs, or, with dropout (applied after the sum), back into Sᵀ as fp32. */
+static inline __attribute__((always_inline)) void bb_softmax(const int NV, float *St, int BR, int nb,
+                                                             const bb_rows *rw, uint32_t *Pp, int keep_fp32) {
+    __m512 bs[BB_NV], s0[BB_NV];
+    const __m512 l2e = _mm512_set1_ps(BR_LOG2E);
+    for (int v = 0; v < NV; v++) {
+        /* a lane with no key yet keeps max -inf: subtract -FLT_MAX instead so exp2 gives 0, not NaN */
+        bs[v] = _mm512_max_ps(_mm512_load_ps(rw->bm + 16 * v), _mm512_set1_ps(-FLT_MAX));
+        s0[v] = _mm512_setzero_ps();
+    }
+    for (int j = 0; j < nb; j += 2) {
+        float *x = St + j * BR;
+        for (int v = 0; v < NV; v++) {
+            const __m512 e0 = attn__exp2_avx512(_mm512_mul_ps(_mm512_sub_ps(_mm512_load_ps(x + 16 * v), bs[v]), l2e));
+            __m512 e1 = _mm512_setzero_ps();
+            s0[v] = _mm512_add_ps(s0[v], e0);
+            if (j + 1 < nb) {
+                e1 = attn__exp2_avx512(_mm512_mul_ps(_mm512_sub_ps(_mm512_load_ps(x + BR + 16 * v), bs[v]), l2e));
+                s0[v] = _mm512_add_ps(s0[v], e1);
+            }
+            if (keep_fp32) {
+                _mm512_store_ps(x + 16 * v, e0);
+                if (j + 1 < nb) _mm512_store_ps(x + BR + 16 * v, e1);
+            } else {
+                _mm512_store_si512(Pp + (int64_t)(j / 2) * BR + 16 * v, bb_pair(e0, e1));
+            }
+        }
+    }
+    for (int v = 0; v < NV; v++) {
+        const __m512 al = attn__exp2_avx512(_mm512_mul_ps(_mm512_sub_ps(_mm512_load_ps(rw->m + 16 * v), bs[v]), l2e));
+        _mm512_store_ps(rw->l + 16 * v, _mm512_fmadd_ps(_mm512_load_ps(rw->l + 16 * v), al, s0[v]));
+        _mm512_store_ps(rw->m + 16 * v, _mm512_load_ps(rw->bm + 16 * v));
+        _mm512_store_ps(rw->alpha + 16 * v, al);
+    }
+}
+
+/* One block of nr query rows (b, hs[i], ts[i]) of kv head hk against every key they may see: a head's
+ * rows, or with few rows per head those of the heads of a grouped-query group. */
+static void bb_block(const br_fwd *cx, char *tw, int b, int hk, const int *hs, const int *ts, int nr) {
+    const attn_sdpa_desc *d = cx->d;
+    const int H = d->H, T = d->T, S = d->S, D = d->D, Dv = d->Dv;
+    const int D2 = (D + 1) / 2, DvP = cx->DvP;
+    const attn_mask *mk = &d->mask;
+    const int nv = (nr + 15) / 16, BR = nv * 16;               /* vectors and padded rows in use */
+
+    uint32_t *Qp = (uint32_t *)tw;                                                           /* (D2,BR) */
+    float *Ot = (float *)(tw + br_round((size_t)D2 * BB_BR * 4));                             /* (Dv,BR) */
+    float *St = (float *)((char *)Ot + br_round((size_t)Dv * BB_BR * 4));                     /* (BC,BR) */
+    uint32_t *Pp = (uint32_t *)((char *)St + br_round((size_t)BB_BC * BB_BR * 4));            /* (BC/2,BR) */
+    uint32_t *Vp = (uint32_t *)((char *)Pp + br_round((size_t)BB_BC / 2 * BB_BR * 4));        /* (BC/2,DvP) */
+    bb_rows rw;
+    rw.m = (float *)((char *)Vp + br_round((size_t)BB_BC / 2 * DvP * 4));
+    rw.l = rw.m + BB_BR;
+    rw.bm = rw.l + BB_BR;
+    rw.alpha = rw.bm + BB_BR;
+    rw.lim = (int32_t *)(rw.alpha + BB_BR);
+    rw.jm = rw.lim + BB_BR;
+
+    const uint16_t *kb = cx->k + b * d->k.b + hk * d->k.h;                         /* (S,D)  */
+    const uint16_t *vb = cx->v + b * d->v.b + hk * d->v.h;                         /* (S,Dv) */
+    const int generic = mk->allow || mk->bias;
+
+    /* pack Qp; key limits per row (padding rows copy the last row's, their queries are 0) */
+    for (int i = 0; i < BR; i++) {
+        const int ii = i < nr ? i : nr - 1;
+        const uint16_t *qr = cx->q + b * d->q.b + hs[ii] * d->q.h + (int64_t)ts[ii] * d->q.t;   /* (D) */
+        for (int p = 0; p < D2; p++) {
+            const uint32_t lo = i < nr ? qr[2 * p] : 0, hi = i < nr && 2 * p + 1 < D ? qr[2 * p + 1] : 0;
+            Qp[(int64_t)p * BR + i] = lo | hi << 16;
+        }
+        rw.lim[i] = attn__key_limit(mk, b, ts[ii], T, S);
+        rw.m[i] = -INFINITY;
+        rw.l[i] = 0.0f;
+        rw.jm[i] = -1;
+    }
+    int minlim = S, maxlim = 0;
+    for (int i = 0; i < BR; i++) {
+        if (rw.lim[i] < minlim) minlim = rw.lim[i];
+        if (rw.lim[i] > maxlim) maxlim = rw.lim[i];
+    }
+    memset(Ot, 0, sizeof(float) * (size_t)Dv * BR);
+    int64_t counted = 0;
+
+    for (int j0 = 0, nb = 0; j0 < maxlim; j0 += nb) {
+        /* a block ends where the key limits start to differ across rows (causal diagonal, per-query
+         * lengths), so the blocks before need no mask */
+        nb = maxlim - j0 < BB_BC ? maxlim - j0 : BB_BC;
+        if (j0 < minlim && j0 + nb > minlim) nb = minlim - j0;
+        const int plain = !generic && j0 + nb <= minlim;
+        counted += (int64_t)nb * nr;
+
+        /* Sᵀ = scale · K_blk Qᵀ (keys, queries) */
+        const uint16_t *kj = kb + (int64_t)j0 * d->k.t;
+        for (int j = 0; j < nb; j += BB_RT) {
+            const int rt = nb - j < BB_RT ? nb - j : BB_RT;
+            bb_sc_tab[rt - 1][nv - 1](St + j * BR, BR, Qp, kj + (int64_t)j * d->k.t, d->k.t, D, d->scale);
+        }
+
+        /* masks: key limits by lanes, then the boolean mask and the bias key by key */
+        if (!plain) {
+            if (j0 + nb > minlim)
+                for (int j = (minlim > j0 ? minlim - j0 : 0); j < nb; j++)
+                    for (int v = 0; v < nv; v++) {
+                        const __mmask16 out = _mm512_cmple_epi32_mask(_mm512_load_si512(rw.lim + 16 * v),
+                                                                      _mm512_set1_epi32(j0 + j));
+                        _mm512_mask_store_ps(St + j * BR + 16 * v, out, _mm512_set1_ps(-INFINITY));
+                    }
+            if (generic)
+                for (int i = 0; i < nr; i++) {
+                    const uint8_t *al = attn__allow_row(mk, b, hs[i], ts[i]);
+                    const float *bi = attn__bias_row(mk, b, hs[i], ts[i]);
+                    for (int j = 0; j < nb && j0 + j < rw.lim[i]; j++) {
+                        float *x = St + j * BR + i;
+                        if (al && !al[j0 + j]) *x = -INFINITY;
+                        else if (bi) *x = br_add_bias(*x, bi[j0 + j]);
+                    }
+                }
+        }
+
+        /* the block's max folded with the running max, and the key where each lane's max was seen first */
+        for (int v = 0; v < nv; v++) {
+            __m512 mx = _mm512_load_ps(rw.m + 16 * v);
+            __m512i jm = _mm512_load_si512(rw.jm + 16 * v);
+            for (int j = 0; j < nb; j++) {
+                const __m512 x = _mm512_load_ps(St + j * BR + 16 * v);
+                jm = _mm512_mask_mov_epi32(jm, _mm512_cmp_ps_mask(x, mx, _CMP_GT_OQ), _mm512_set1_epi32(j0 + j));
+                mx = _mm512_max_ps(mx, x);
+            }
+            _mm512_store_ps(rw.bm + 16 * v, mx);
+            _mm512_store_si512(rw.jm + 16 * v, jm);
+        }
+
+        /* online softmax; P as bf16 pairs (after dropout, which the sum does not see) */
+        const int drop = d->dropout > 0.0f;
+        switch (nv) {
+        case 1: bb_softmax(1, St, BR, nb, &rw, Pp, drop); break;
+        case 2: bb_softmax(2, St, BR, nb, &rw, Pp, drop); break;
+        case 3: bb_softmax(3, St, BR, nb, &rw, Pp, drop); break;
+        default: bb_softmax(4, St, BR, nb, &rw, Pp, drop); break;
+        }
+        if (drop) {
+            const float keep_scale = 1.0f / (1.0f - d->dropout);
+            for (int i = 0; i < nr; i++) {
+                const uint64_t row = ((uint64_t)b * H + hs[i]) * T + (uint64_t)ts[i];
+                for (int j = 0; j < nb; j++) {
+                    float *x = St + j * BR + i;
+                    *x = attn__dropout_keep(d->seed, row * S + (uint64_t)(j0 + j), d->dropout) ? *x * keep_scale
+                                                                                             : 0.0f;
+                }
+            }
+            for (int j = 0; j < nb; j += 2)
+                for (int v = 0; v < nv; v++)
+                    _mm512_store_si512(Pp + (int64_t)(j / 2) * BR + 16 * v,
+                                       bb_pair(_mm512_load_ps(St + j * BR + 16 * v),
+                                               j + 1 < nb ? _mm512_load_ps(St + (j + 1) * BR + 16 * v)
+                                                          : _mm512_setzero_ps()));
+        }
+
+        /* Oᵀ = alpha ∘ Oᵀ + V_blkᵀ P_blk; a masked block whose V rows are not all finite skips the zero
+         * weights one by one */
+        const uint16_t *vj = vb + (int64_t)j0 * d->v.t;
+        const int np = (nb + 1) / 2;
+        if (plain || !br_rows_nonfinite(vj, d->v.t, nb, Dv)) {
+            bb_pack_v(Vp, DvP, vj, d->v.t, Dv, nb);
+            for (int x = 0; x < Dv; x += BB_RT) {
+                const int rt = Dv - x < BB_RT ? Dv - x : BB_RT;
+                bb_pv_tab[rt - 1][nv - 1](Ot + (int64_t)x * BR, BR, Vp + x, DvP, Pp, np, rw.alpha);
+            }
+        } else {
+            for (int x = 0; x < Dv; x++)
+                for (int i = 0; i < BR; i++) Ot[x * BR + i] *= rw.alpha[i];
+            for (int j = 0; j < nb; j++)
+                for (int i = 0; i < nr; i++) {
+                    const uint16_t pj = (uint16_t)(Pp[(int64_t)(j / 2) * BR + i] >> (16 * (j & 1)));
+                    if (pj != 0)
+                        for (int x = 0; x < Dv; x++) Ot[x * BR + i] += attn__f32(pj) * attn__f32(vj[(int64_t)j * d->v.t + x]);
+                }
+        }
+    }
+
+    /* out = Oᵀ / l rounded to bf16; the row statistics with m the argmax key's canonical score; rows
+     * that saw no key: zeros and (-inf, 0) */
+    for (int i = 0; i < nr; i++) {
+        uint16_t *orow = cx->out + b * d->out.b + hs[i] * d->out.h + (int64_t)ts[i] * d->out.t;   /* (Dv) */
+        const float li = rw.l[i], inv = li > 0.0f ? 1.0f / li : 0.0f;
+        for (int x = 0; x < Dv; x++) orow[x] = attn__bf16(Ot[x * BR + i] * inv);
+        float mc = rw.m[i];
+        if (li > 0.0f && rw.jm[i] >= 0 && mc == mc) {
+            const uint16_t *qr = cx->q + b * d->q.b + hs[i] * d->q.h + (int64_t)ts[i] * d->q.t;
+            mc = br_canonical(qr, kb + (int64_t)rw.jm[i] * d->k.t, D, d->scale);
+            const float *bi = attn__bias_row(mk, b, hs[i], ts[i]);
+            if (bi) mc = br_add_bias(mc, bi[rw.jm[i]]);
+        }
+        float *st = cx->stats + 2 * (((int64_t)b * H + hs[i]) * T + ts[i]);
+        st[0] = li == 0.0f ? -INFINITY : mc;
+        st[1] = li == 0.0f ? 0.0f : logf(li);
+    }
+    attn__count_scores(ATTN_PASS_FORWARD, counted);
+}
+
+/* Forward work items: few rows per head (decoding) go by (b, kv head, pack of BR_R of the group's G·T
+ * rows, g-major); fewer than BB_BR rows per head by (b, kv head, block of BB_BR of the group's rows), so
+ * the heads of a group fill the lanes and read K and V once; otherwise (b, h, block of BB_BR query rows).
+ * A last block of at most BR_MAX_T rows goes by rows. */
+static int br_by_rows(const attn_sdpa_desc *d) { return d->T <= BR_MAX_T; }
+static int br_grouped(const attn_sdpa_desc *d) { return d->T < BB_BR; }
+
+static int64_t br_nqb(const attn_sdpa_desc *d) {
+    const int64_t group_rows = (int64_t)(d->H / d->Hkv) * d->T;
+    return br_by_rows(d)  ? (group_rows + BR_R - 1) / BR_R
+           : br_grouped(d) ? (group_rows + BB_BR - 1) / BB_BR
+                           : (d->T + BB_BR - 1) / BB_BR;
+}
+
+static int64_t br_items(const attn_sdpa_desc *d) {
+    return (int64_t)d->B * (br_grouped(d) ? d->Hkv : d->H) * br_nqb(d);
+}
+
+/* A thread's bytes: the rows path's, and the block path's when T calls for it (it runs both). */
+static size_t br_thread(const attn_sdpa_desc *d) {
+    const size_t rows = br_thread_bytes(br_up32(d->D), br_up32(d->Dv));
+    if (br_by_rows(d)) return rows;
+    const size_t blk = bb_thread_bytes(d->D, d->Dv);
+    return blk > rows ? blk : rows;
+}
+
+/* One stage; thread part->ith's items. Head by head, latest query blocks first: under a causal mask they
+ * are the longest, so the last items handed out are short. */
 static void br_forward(const attn_sdpa_desc *d, float *out, float *stats, const float *q, const float *k,
                        const float *v, void *work, const attn__part *part) {
     br_fwd cx = {d, (uint16_t *)out, stats, (const uint16_t *)q, (const uint16_t *)k, (const uint16_t *)v,
                  br_up32(d->D), br_up32(d->Dv), 0, NULL};
-    cx.thread = br_thread_bytes(cx.DP, cx.DvP);
+    cx.thread = br_thread(d);
     cx.work = (char *)(((uintptr_t)work + BR_ALIGN - 1) & ~(uintptr_t)(BR_ALIGN - 1));
     char *tw = cx.work + (size_t)part->ith * cx.thread;
-    const int64_t np = br_packs(d, BR_R), items = (int64_t)d->B * d->Hkv * np;
-    int hs[BR_R], ts[BR_R];
+    const int G = d->H / d->Hkv, T = d->T, group_rows = G * T, grouped = br_grouped(d);
+    const int64_t nqb = br_nqb(d), items = br_items(d);
+    const int step = br_by_rows(d) ? BR_R : BB_BR;
+    int hs[BB_BR], ts[BB_BR];
     int64_t local = -1;
     for (int64_t it = attn__part_next(part, &local); it < items; it = attn__part_next(part, &local)) {
-        const int64_t bh = it / np;
-        const int b = (int)(bh / d->Hkv), hk = (int)(bh % d->Hkv);
-        const int R = br_pack_rows(d, hk, it % np, BR_R, hs, ts);
-        br_rows(&cx, tw, b, hk, hs, ts, R);
+        const int64_t bh = it / nqb;
+        const int blk = (int)(it % nqb);
+        int b, hk, nr;
+        if (grouped) {                  /* bh is (b, kv head); the rows are (g, t), g-major */
+            b = (int)(bh / d->Hkv);
+            hk = (int)(bh % d->Hkv);
+            const int r0 = blk * step;
+            nr = group_rows - r0 < step ? group_rows - r0 : step;
+            for (int r = 0; r < nr; r++) {
+                hs[r] = hk * G + (r0 + r) / T;
+                ts[r] = (r0 + r) % T;
+            }
+        } else {                        /* bh is (b, h); latest query blocks first */
+            b = (int)(bh / d->H);
+            const int h = (int)(bh % d->H), t0 = ((int)nqb - 1 - blk) * BB_BR;
+            hk = h / G;
+            nr = T - t0 < BB_BR ? T - t0 : BB_BR;
+            for (int r = 0; r < nr; r++) {
+                hs[r] = h;
+                ts[r] = t0 + r;
+            }
+        }
+        if (nr > BR_MAX_T) bb_block(&cx, tw, b, hk, hs, ts, nr);
+        else br_rows(&cx, tw, b, hk, hs, ts, nr);
     }
 }
 
 /* ---------------------------------------------------------------------------------------------------
  * The table: this path's entries for the descriptors it computes, AVX-512's for the rest.
  */
+
+/* The descriptors this path computes itself: the forward of bf16 tensors, decoding (br_native) or by
+ * blocks. fp32 tensors (bf16 compute or not) keep the fp32 paths: converting them would cost more than it
+ * saves (the AMX path takes those on tiles). The backward runs the AVX-512 path's on fp32 copies; the
+ * sparse mask parts go through the conversion path. */
+static int bf_native(const attn_sdpa_desc *d, attn_pass pass) {
+    return br_native(d, pass) ||
+           (pass == ATTN_PASS_FORWARD && d->dtype == ATTN_DTYPE_BF16 && !attn__mask_sparse(&d->mask));
+}
+
 static size_t bf_workspace(const attn_sdpa_desc *d, attn_pass pass, int nth) {
-    if (!br_native(d, pass)) return attn__kernels_avx512.sdpa_workspace(d, pass, nth);
+    if (!bf_native(d, pass)) return attn__kernels_avx512.sdpa_workspace(d, pass, nth);
     if (nth < 1) nth = 1;
     /* D, Dv are ints: one thread's bytes fit in size_t; the product with nth is checked */
-    const size_t one = br_thread_bytes(br_up32(d->D), br_up32(d->Dv));
+    const size_t one = br_thread(d);
     if (one > (SIZE_MAX - BR_ALIGN) / (size_t)nth) return SIZE_MAX;
     return (size_t)nth * one + BR_ALIGN;
 }
 
 static int bf_stages(const attn_sdpa_desc *d, attn_pass pass) {
-    if (!br_native(d, pass)) return attn__kernels_avx512.sdpa_stages(d, pass);
+    if (!bf_native(d, pass)) return attn__kernels_avx512.sdpa_stages(d, pass);
     return 1;
 }
 
 static int bf_threads(const attn_sdpa_desc *d, attn_pass pass, int nth) {
-    if (!br_native(d, pass)) return attn__kernels_avx512.sdpa_threads(d, pass, nth);
-    const int64_t items = (int64_t)d->B * d->Hkv * br_packs(d, BR_R);
+    if (!bf_native(d, pass)) return attn__kernels_avx512.sdpa_threads(d, pass, nth);
+    const int64_t items = br_items(d);
     if (nth < 1) nth = 1;
     return items < nth ? (int)items : nth;
 }
@@ -236,13 +634,13 @@ static int bf_threads(const attn_sdpa_desc *d, attn_pass pass, int nth) {
 /* scores: weights asked for, which sdpa.c runs on fp32 descriptors only, never natively here */
 static void bf_forward(const attn_sdpa_desc *d, float *out, float *stats, float *scores, const float *q,
                        const float *k, const float *v, void *work, const attn__part *part) {
-    if (br_native(d, ATTN_PASS_FORWARD)) br_forward(d, out, stats, q, k, v, work, part);
+    if (bf_native(d, ATTN_PASS_FORWARD)) br_forward(d, out, stats, q, k, v, work, part);
     else attn__kernels_avx512.sdpa_forward(d, out, stats, scores, q, k, v, work, part);
 }
 
 const attn_kernels attn__kernels_avx512bf16 = {
     .isa = ATTN_ISA_AVX512BF16,
-    .sdpa_native = br_native,   /* the AVX-512 path takes only fp32 */
+    .sdpa_native = bf_native,   /* the AVX-512 path takes only fp32 */
     .sdpa_workspace = bf_workspace,
     .sdpa_stages = bf_stages,
     .sdpa_threads = bf_threads,
