@@ -155,6 +155,9 @@ grep -q '"visible_pairs":310,' /tmp/attn_cli_out.$$ || bad "bench --window 3 --s
 # a run of microseconds gives no cores_busy: the process CPU clock counts other threads only at ticks
 grep -q '"cores_busy":null,"gflops_per_busy_core":null,' /tmp/attn_cli_out.$$ ||
   bad "bench of a microseconds run prints a cores_busy figure the CPU clock cannot give"
+# ATTN_ISA is the bench's default path (scalar: every CPU has it)
+ATTN_ISA=scalar "$attn" bench --tq 16 --dim 8 --heads 1 --repeat 1 --json > $out 2>&1
+grep -q '"isa":"scalar"' $out || bad "ATTN_ISA=scalar attn bench did not run the scalar path"
 
 # 12. no help text cites a file the repository does not have
 for c in "imdb --help" "imdb train --help" "translate --help" "translate train --help" "demo --help" "score --help"; do

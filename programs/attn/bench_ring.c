@@ -234,6 +234,7 @@ int cmd_bench_ring(int argc, char **argv) {
     }
     cli_set_threads(threads, 1);
     attn_ctx ctx;
+    if (isa == ATTN_ISA_AUTO) isa = attn_get_isa();     /* ATTN_ISA, when set, is the default's path */
     if (cli_fail(attn_ctx_init(&ctx, isa, threads), "bench --ring: --isa")) {
         MPI_Abort(MPI_COMM_WORLD, 1);
         return 1;

@@ -907,6 +907,7 @@ int cmd_bench(int argc, char **argv) {
     }
     if (alibi) attn_alibi_slopes(H ? H : 32, g_slopes);    /* the suite has at most 32 heads */
     bopts o = {repeat, threads, json, copies, weights, {0}, {0}, 0, NULL, 0};
+    if (isa == ATTN_ISA_AUTO) isa = attn_get_isa();     /* ATTN_ISA, when set, is the default's path */
     if (cli_fail(attn_ctx_init(&o.ctx, isa, 0), "bench: --isa")) return 1;
     cli_set_threads(threads, 0);
     /* both paths on the threads in force (attn_ctx_init resolved auto to the best path) */

@@ -33,7 +33,7 @@ static void usage(FILE *out) {
     for (int i = 0; i < N_COMMANDS; i++) fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].about);
     fprintf(out, "\n'attn <command> --help' describes a command's options.\n"
                  "Environment:\n"
-                 "  ATTN_ISA=auto|ref|scalar|avx2|avx512|amx  forces a kernel path (an unknown one is an error)\n"
+                 "  ATTN_ISA=auto|ref|scalar|avx2|avx512|avx512bf16|amx  forces a kernel path (an unknown one is an error)\n"
                  "  ATTN_DATA=DIR  the data folder when --data is not given (default " CLI_DATA_DEFAULT ",\n"
                  "                 relative to the working directory)\n"
                  "  NO_COLOR=1, TERM=dumb  no colour codes (neither when stdout is not a terminal)\n");
