@@ -546,7 +546,8 @@ expect_rc 2 "detect eval --threshold 2" "$attn" detect eval --data "$vd" --out "
 expect_rc 1 "detect train --data nowhere" "$attn" detect train --data "$tmp/nowhere" --out "$tmp/do0"
 grep -q "dataset-fashion-mnist" $out || bad "detect train --data nowhere does not say what to install"
 expect_rc 1 "detect train --out (a file)" "$attn" detect train $dq --out "$vd/train-images-idx3-ubyte.gz"
-expect_rc 0 "detect train (fixture)" "$attn" detect train $dq --epochs 2 --max-steps 3
+expect_rc 0 "detect train (fixture)" "$attn" detect train $dq --epochs 2 --max-steps 3 --plot "$tmp/det_curves.png"
+[ -s "$tmp/det_curves.png" ] || bad "detect train --plot drew no curves"
 grep -q "f1: .* mean_iou: " $out || bad "detect train prints no f1 and mean_iou"
 [ -f "$tmp/do/detr.safetensors" ] && [ -f "$tmp/do/detr_history.csv" ] || bad "detect train wrote no checkpoint or history"
 expect_rc 0 "detect train --resume" "$attn" detect train --data "$vd" --out "$tmp/do" --threads 1 --resume --max-steps 4
