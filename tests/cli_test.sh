@@ -555,6 +555,7 @@ grep -q "resuming .* at step 3" $out || bad "detect train --resume does not say 
 expect_rc 1 "detect train --resume (done)" "$attn" detect train --data "$vd" --out "$tmp/do" --threads 1 --resume
 expect_rc 0 "detect eval" "$attn" detect eval --data "$vd" --out "$tmp/do" --canvases 20 --val 8
 grep -q "^f1 [01]\.[0-9][0-9][0-9] mean_iou [01]\.[0-9][0-9][0-9]$" $out || bad "detect eval prints no 'f1 0.xxx mean_iou 0.xxx' line"
+grep -q "class right in [0-9]* of the matched" $out || bad "detect eval does not count the matched pairs of the right class"
 grep -q "rule chosen on 8 validation canvases (training items): confidence cut 0\.[0-9]*, duplicates" $out || bad "detect eval does not choose its rule on the validation canvases"
 expect_rc 0 "detect eval --threshold 0 --dedup 0.5" "$attn" detect eval --data "$vd" --out "$tmp/do" --canvases 20 --threshold 0 --dedup 0.5
 grep -q "rule chosen" $out && bad "detect eval --threshold 0 --dedup 0.5 still chooses a rule"
