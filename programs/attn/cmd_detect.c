@@ -624,8 +624,8 @@ static int detect_predict(const detect_flags *f, const cli_cmd *cmd, const char 
  */
 int cmd_detect(int argc, char **argv) {
     detect_flags f = {.data = ATTN_FMNIST_DEFAULT_DIR, .out = "detect_out", .epochs = 0, .batch = 32, .warmup = 1,
-                      .canvases = -1, .val = 500, .max_steps = 0, .patch = 7, .queries = 8, .dim = 64, .heads = 4,
-                      .ffn = 128, .enc_blocks = 2, .dec_blocks = 3, .lr = 2e-3f, .wd = 1e-4f, .clip = 0.1f,
+                      .canvases = -1, .val = 500, .max_steps = 0, .patch = 7, .queries = 8, .dim = 96, .heads = 4,
+                      .ffn = 192, .enc_blocks = 2, .dec_blocks = 3, .lr = 1e-3f, .wd = 1e-4f, .clip = 0.1f,
                       .threshold = -1.0f, .dedup = -1.0f, .seed = 1, .on = "test"};
     const char *sub = argc >= 2 ? argv[1] : NULL;
     const cli_opt train_opts[] = {
