@@ -585,7 +585,8 @@ expect_rc 2 "detect eval --threshold 2" "$attn" detect eval --data "$vd" --out "
 expect_rc 1 "detect train --data nowhere" "$attn" detect train --data "$tmp/nowhere" --out "$tmp/do0"
 grep -q "dataset-fashion-mnist" $out || bad "detect train --data nowhere does not say what to install"
 expect_rc 1 "detect train --out (a file)" "$attn" detect train $dq --out "$vd/train-images-idx3-ubyte.gz"
-expect_rc 0 "detect train (fixture)" "$attn" detect train $dq --epochs 2 --max-steps 3
+expect_rc 0 "detect train (fixture)" "$attn" detect train $dq --epochs 2 --max-steps 3 --plot "$tmp/det_curves.png"
+[ -s "$tmp/det_curves.png" ] || bad "detect train --plot drew no curves"
 grep -q "f1: .* mean_iou: " $out || bad "detect train prints no f1 and mean_iou"
 [ -f "$tmp/do/detr.safetensors" ] && [ -f "$tmp/do/detr_history.csv" ] || bad "detect train wrote no checkpoint or history"
 expect_rc 0 "detect train --resume" "$attn" detect train --data "$vd" --out "$tmp/do" --threads 1 --resume --max-steps 4
@@ -593,6 +594,7 @@ grep -q "resuming .* at step 3" $out || bad "detect train --resume does not say 
 expect_rc 1 "detect train --resume (done)" "$attn" detect train --data "$vd" --out "$tmp/do" --threads 1 --resume
 expect_rc 0 "detect eval" "$attn" detect eval --data "$vd" --out "$tmp/do" --canvases 20 --val 8
 grep -q "^f1 [01]\.[0-9][0-9][0-9] mean_iou [01]\.[0-9][0-9][0-9]$" $out || bad "detect eval prints no 'f1 0.xxx mean_iou 0.xxx' line"
+grep -q "class right in [0-9]* of the matched" $out || bad "detect eval does not count the matched pairs of the right class"
 grep -q "rule chosen on 8 validation canvases (training items): confidence cut 0\.[0-9]*, duplicates" $out || bad "detect eval does not choose its rule on the validation canvases"
 expect_rc 0 "detect eval --threshold 0 --dedup 0.5" "$attn" detect eval --data "$vd" --out "$tmp/do" --canvases 20 --threshold 0 --dedup 0.5
 grep -q "rule chosen" $out && bad "detect eval --threshold 0 --dedup 0.5 still chooses a rule"

@@ -161,7 +161,7 @@ typedef struct attn_detr_config {
     int max_batch;               /* the largest B a call takes */
 } attn_detr_config;
 
-/* 56, 7; 8, 10; 64, 4, 128; 2, 3; 64 (the model `attn detect train` trains by default). */
+/* 56, 7; 8, 10; 96, 4, 192; 2, 3; 64 (the model `attn detect train` trains by default). */
 void attn_detr_config_default(attn_detr_config *c);
 /* Sizes >= 1 (enc_blocks >= 0), S % P == 0, D % H == 0, blocks at most ATTN_DETR_MAX_BLOCKS:
  * ATTN_ERR_SIZE or ATTN_ERR_SHAPE otherwise. */

@@ -178,9 +178,9 @@ int cli_history_add(cli_history *h, const double *row, int draw);
 void cli_history_free(cli_history *h);
 
 /* Draws a history's curves as one PNG: x the "epoch" column (else the first), one chart per quantity (a
- * column and its "val_" twin share one), every column but x and time unless columns (n_columns > 0)
- * names them. title prefixes the charts' titles (NULL: none). Returns 0, or 1 (failure) or 2 (a column
- * asked for is not there) with the reason in err. */
+ * column and its "val_" twin share one), every column but x, time and decision rules (rule_*) unless
+ * columns (n_columns > 0) names them. title prefixes the charts' titles (NULL: none). Returns 0, or 1
+ * (failure) or 2 (a column asked for is not there) with the reason in err. */
 int cli_history_plot(const attn_table *t, const char *png, const char *title, const char *const *columns,
                      int n_columns, char *err, size_t err_size);
 

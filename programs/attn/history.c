@@ -15,9 +15,10 @@
 #include <string.h>
 #include <unistd.h>
 
-/* Columns never drawn by default: time and speed are not curves a tutorial shows. */
-static int is_time_column(const char *name) {
-    return strcmp(name, "seconds") == 0 || strcmp(name, "tokens_per_sec") == 0;
+/* Columns never drawn by default: time and speed are not curves a tutorial shows, nor is a decision rule
+ * chosen per epoch (detect's rule_cut, rule_dedup: its f1 is drawn). */
+static int is_undrawn_column(const char *name) {
+    return strcmp(name, "seconds") == 0 || strcmp(name, "tokens_per_sec") == 0 || strncmp(name, "rule_", 5) == 0;
 }
 
 /* The quantity a column measures: its name without a "val_" or "test_" prefix (the vision history holds
@@ -53,7 +54,7 @@ int cli_history_plot(const attn_table *t, const char *png, const char *title, co
         }
     } else {
         for (int c = 0; c < t->n_cols; c++)
-            if (c != xc && !is_time_column(t->names[c])) cols[n++] = c;
+            if (c != xc && !is_undrawn_column(t->names[c])) cols[n++] = c;
     }
     if (n == 0) {
         snprintf(err, err_size, "the history has no column to draw besides %s", t->names[xc]);

@@ -20,8 +20,8 @@
 
 void attn_detr_config_default(attn_detr_config *c) {
     if (!c) return;
-    *c = (attn_detr_config){.image = 56, .patch = 7, .queries = 8, .classes = 10, .dim = 64, .heads = 4,
-                            .ffn = 128, .enc_blocks = 2, .dec_blocks = 3, .max_batch = 64};
+    *c = (attn_detr_config){.image = 56, .patch = 7, .queries = 8, .classes = 10, .dim = 96, .heads = 4,
+                            .ffn = 192, .enc_blocks = 2, .dec_blocks = 3, .max_batch = 64};
 }
 
 attn_status attn_detr_config_check(const attn_detr_config *c) {
