@@ -498,6 +498,14 @@ expect_rc 0 "vision train --max-steps 7" "$attn" vision train $vr --out "$tmp/vr
 cmp -s "$tmp/vr1/vit.safetensors" "$tmp/vr2/vit.safetensors" ||
   bad "vision train: 3 steps, then --resume 4 steps differ from 7 steps in one run"
 expect_rc 2 "vision train --max-steps -1" "$attn" vision train $vr --out "$tmp/vr3" --max-steps -1
+# a seed past 2^53 (a double's whole numbers) resumes as itself: 3 + 4 steps equal 7 with it
+big=18446744073709551557
+expect_rc 0 "vision train --seed $big --max-steps 3" "$attn" vision train $vr --seed $big --out "$tmp/vs1" --max-steps 3
+expect_rc 0 "vision train --resume (seed $big)" "$attn" vision train --data "$vd" --threads 1 --out "$tmp/vs1" --resume --max-steps 4
+grep -q "seed $big," $out || bad "vision train --resume does not give back the seed $big"
+expect_rc 0 "vision train --seed $big --max-steps 7" "$attn" vision train $vr --seed $big --out "$tmp/vs2" --max-steps 7
+cmp -s "$tmp/vs1/vit.safetensors" "$tmp/vs2/vit.safetensors" ||
+  bad "vision train --seed $big: 3 steps, then --resume 4 steps differ from 7 steps in one run"
 # the augmentation's flags and their persistence: crops padded by 1 without flips, cut and resumed
 expect_rc 2 "vision train --crop -1" "$attn" vision train $vr --out "$tmp/vr3" --crop -1
 expect_rc 2 "vision train --crop 9" "$attn" vision train $vr --out "$tmp/vr3" --crop 9

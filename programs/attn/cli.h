@@ -112,6 +112,9 @@ int cli_fmnist_load(const char *who, attn_fmnist *d, const char *dir, int limit)
 /* --resume: the n numbers under keys in the metadata of the checkpoint at path (a training's settings).
  * Returns 0, or 1 after a message naming the missing key. */
 int cli_run_meta(const char *who, const char *path, const char *const *keys, int n, double *v);
+/* A whole number of 64 bits from the checkpoint's metadata (a seed: doubles keep 53 bits); 0, or 1 after a
+ * message. */
+int cli_run_meta_u64(const char *who, const char *path, const char *key, uint64_t *out);
 /* Whether the safetensors file at path has metadata key (0 also when it cannot be read). */
 int cli_has_meta(const char *path, const char *key);
 

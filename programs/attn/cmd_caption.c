@@ -154,7 +154,7 @@ static int resume_settings(const char *path, caption_flags *f, int epochs_given,
     f->lr = (float)v[3];
     f->wd = (float)v[4];
     f->warmup = (int)v[5];
-    f->seed = (uint64_t)v[6];
+    if (cli_run_meta_u64("caption", path, run_keys[6], &f->seed)) return 1;   /* all 64 bits, not a double's 53 */
     f->limit = (int)v[7];
     f->strips = (int)v[8];
     f->val = (int)v[9];

@@ -264,7 +264,7 @@ static int resume_settings(const char *path, detect_flags *f, int epochs_given, 
     f->lr = (float)v[2];
     f->wd = (float)v[3];
     f->warmup = (int)v[4];
-    f->seed = (uint64_t)v[5];
+    if (cli_run_meta_u64("detect", path, run_keys[5], &f->seed)) return 1;   /* all 64 bits, not a double's 53 */
     f->limit = (int)v[6];
     f->canvases = (int)v[7];
     f->val = (int)v[8];

@@ -158,7 +158,7 @@ static int resume_settings(const char *path, vision_flags *f, int epochs_given, 
         fprintf(stderr, "attn: vision: --resume: %s: crop %d: expected 0..%d\n", path, f->crop, MAX_CROP);
         return 1;
     }
-    f->seed = (uint64_t)v[7];
+    if (cli_run_meta_u64("vision", path, run_keys[7], &f->seed)) return 1;   /* all 64 bits, not a double's 53 */
     f->limit = (int)v[8];
     return 0;
 }

@@ -312,6 +312,28 @@ int cli_has_meta(const char *path, const char *key) {
     return has;
 }
 
+int cli_run_meta_u64(const char *who, const char *path, const char *key, uint64_t *out) {
+    attn_st_file sf;
+    char err[1024] = "";
+    if (attn_st_read(&sf, path, 0, err, sizeof err) != ATTN_OK) {
+        fprintf(stderr, "attn: %s: --resume: %s\n", who, err);
+        return 1;
+    }
+    const char *s = attn_st_meta(&sf, key);
+    char *end = NULL;
+    errno = 0;
+    /* digits only: strtoull would take a sign or spaces, and wrap a negative number */
+    const int digits = s && s[0] >= '0' && s[0] <= '9';
+    const unsigned long long u = digits ? strtoull(s, &end, 10) : 0;
+    const int ok = digits && end != s && !*end && errno != ERANGE;
+    if (ok) *out = (uint64_t)u;
+    else
+        fprintf(stderr, "attn: %s: --resume: %s: metadata '%s' missing or not a whole number 0..2^64-1 (not a "
+                "checkpoint of attn %s train?)\n", who, path, key, who);
+    attn_st_free(&sf);
+    return !ok;
+}
+
 int cli_run_meta(const char *who, const char *path, const char *const *keys, int n, double *v) {
     attn_st_file sf;
     char err[1024] = "";
