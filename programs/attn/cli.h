@@ -218,6 +218,14 @@ struct rowsum;
 int  dist_rowsum_ordered(struct rowsum *x, struct rowsum *spare, void *wire, size_t wire_bytes, uint64_t *bytes_sent,
                          void (*idle)(void *), void *user);
 int  dist_barrier(void);
+/* Row-owned optimizer state: rank k owns rows [k·rows/N, (k+1)·rows/N) of a table. dist_swap_rows: to each
+ * other rank p the rows send_ids[p] (n_send[p]) of table, and from it the rows recv_ids[p] (n_recv[p]) into
+ * table (p's lists of the same rows in the same order); buf: (Σ n_send + Σ n_recv)·width floats.
+ * dist_gather_owned: every rank's own rows of x (rows × width) to rank 0, or with all to every rank. Both add the bytes this rank sent
+ * to *bytes_sent; 0, or 1 after a message; nothing without MPI or with one rank. */
+int  dist_swap_rows(float *table, int width, int32_t *const *send_ids, const int *n_send, int32_t *const *recv_ids,
+                    const int *n_recv, float *buf, uint64_t *bytes_sent);
+int  dist_gather_owned(float *x, int width, int64_t rows, int all, uint64_t *bytes_sent);
 void dist_abort(int code);
 /* A training under mpirun: dist_quiet_followers sends every rank's stdout but rank 0's to /dev/null (0, or
  * 1 when it cannot); dist_finish(who, rc) stops every rank with a message when rc is an error on one, then

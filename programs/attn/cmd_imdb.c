@@ -218,6 +218,14 @@ typedef struct train_run {
     float *zeros;                /* (V·D) a zero gradient, never written */
     float *span_g;               /* (ADAM_SPAN_ROWS·D) a span's gradient in adam_rows_pass */
     attn_status idle_st;
+    /* row-owned Adam (more than one rank): this rank steps rows [own_lo, own_hi) of the table only, and
+       before each step exchanges the rows the step's groups read (fresh_rows) */
+    int owned;
+    int32_t own_lo, own_hi;
+    int32_t *fmark, fstamp;      /* (V) fstamp for a row listed by the current rows_read */
+    int32_t **fsend, **frecv;    /* (N) per rank: the rows sent to it, the rows received from it */
+    int *n_fsend, *n_frecv;
+    float *fbuf;
     uint64_t bytes_sent;         /* data parallel: the gradient sums' bytes this rank sent in the run */
 } train_run;
 
@@ -230,6 +238,14 @@ static void train_run_free(train_run *r) {
     free(r->umark);
     free(r->zeros);
     free(r->span_g);
+    for (int p = 0; r->fsend && p < dist_size(); p++) free(r->fsend[p]);
+    for (int p = 0; r->frecv && p < dist_size(); p++) free(r->frecv[p]);
+    free(r->fsend);
+    free(r->frecv);
+    free(r->n_fsend);
+    free(r->n_frecv);
+    free(r->fmark);
+    free(r->fbuf);
     free(r->perm);
     free(r->bids);
     free(r->blab);
@@ -342,7 +358,7 @@ static int train_build(const imdb_flags *f, train_run *r, int *nothing_to_do) {
 /* What one epoch's steps add up: Σ per-review loss, correct answers, reviews seen; and with
  * ATTN_IMDB_PROFILE the seconds of forward, backward (with the zeroing), Adam and the distinct words. */
 typedef struct epoch_sums {
-    double loss_sum, prof[4];
+    double loss_sum, prof[5];
     int correct, seen;
 } epoch_sums;
 
@@ -462,13 +478,16 @@ static attn_status adam_range(train_run *r, size_t lo, size_t n, const float *g)
 
 static void adam_zero_pass(void *user) {
     train_run *r = user;
-    const size_t D = (size_t)r->m.cfg.D, V = (size_t)r->m.cfg.V;
-    size_t from = 0;                              /* the next row not yet stepped */
+    const size_t D = (size_t)r->m.cfg.D;
+    /* the rows this rank owns: [own_lo, own_hi), the whole table with one rank */
+    const size_t own_hi = (size_t)r->own_hi;
+    size_t from = (size_t)r->own_lo;              /* the next row not yet stepped */
     attn_status st = ATTN_OK;
     for (int i = 0; i <= r->n_spans && st == ATTN_OK; i++) {
-        const size_t to = i < r->n_spans ? (size_t)r->spans[2 * i] : V;
+        size_t to = i < r->n_spans ? (size_t)r->spans[2 * i] : own_hi;
+        if (to > own_hi) to = own_hi;
         if (to > from) st = adam_range(r, from * D, (to - from) * D, r->zeros + from * D);
-        if (i < r->n_spans) from = (size_t)r->spans[2 * i + 1];
+        if (i < r->n_spans && (size_t)r->spans[2 * i + 1] > from) from = (size_t)r->spans[2 * i + 1];
     }
     r->idle_st = st;
 }
@@ -480,9 +499,11 @@ static attn_status adam_rows_pass(train_run *r, const rowsum *sum) {
         if (r->umark[sum->ids[i]] < 0) st = ATTN_ERR_ARG;   /* a row the step's words do not hold: internal */
     int64_t k = 0;                                /* the sum's next row (ids ascending, as the spans) */
     for (int i = 0; i < r->n_spans && st == ATTN_OK; i++)
-        for (int32_t lo = r->spans[2 * i], end = r->spans[2 * i + 1]; lo < end && st == ATTN_OK;
-             lo += ADAM_SPAN_ROWS) {
+        for (int32_t lo = r->spans[2 * i] > r->own_lo ? r->spans[2 * i] : r->own_lo,
+                     end = r->spans[2 * i + 1] < r->own_hi ? r->spans[2 * i + 1] : r->own_hi;
+             lo < end && st == ATTN_OK; lo += ADAM_SPAN_ROWS) {
             const int32_t hi = end - lo < ADAM_SPAN_ROWS ? end : lo + ADAM_SPAN_ROWS;
+            for (; k < sum->n && sum->ids[k] < lo; k++) {}   /* another rank's rows */
             memset(r->span_g, 0, sizeof(float) * (size_t)(hi - lo) * D);
             for (; k < sum->n && sum->ids[k] < hi; k++)
                 memcpy(r->span_g + (size_t)(sum->ids[k] - lo) * D, sum->vals + (size_t)k * D, sizeof(float) * D);
@@ -494,6 +515,42 @@ static attn_status adam_rows_pass(train_run *r, const rowsum *sum) {
     return st;
 }
 
+/* Row-owned Adam: out = the distinct rows in [lo, hi) that rank j's groups of step s (B reviews) read, in
+ * the order they first appear; every rank lists the same rows in the same order. Returns their number. */
+static int rows_read(train_run *r, int s, int B, int j, int32_t lo, int32_t hi, int32_t *out) {
+    const int T = r->m.cfg.T, G = r->groups, N = dist_size();
+    const int b0 = (int)((int64_t)(j * G / N) * B / G), b1 = (int)((int64_t)((j + 1) * G / N) * B / G);
+    int n = 0;
+    r->fstamp++;
+    for (int b = b0; b < b1; b++) {
+        const int32_t *ids = r->d.train.ids + (size_t)r->perm[s * r->batch + b] * T;
+        for (int t = 0; t < T; t++)
+            if (ids[t] >= lo && ids[t] < hi && r->fmark[ids[t]] != r->fstamp) {
+                r->fmark[ids[t]] = r->fstamp;
+                out[n++] = ids[t];
+            }
+    }
+    return n;
+}
+
+/* Before step s's forward: every rank sends each other rank the rows of its own range that the other's
+ * groups read, so that the parameters read are this step's on every rank (the owner alone stepped them).
+ * Done before the step rather than after the last one, so the epoch's first step, a --resume and the
+ * rows rank 0's gather left stale elsewhere need nothing of their own. */
+static attn_status fresh_rows(train_run *r, int s, int B) {
+    const int N = dist_size(), k = dist_rank();
+    const int32_t V = r->m.cfg.V;
+    for (int p = 0; p < N; p++) {
+        if (p == k) continue;
+        r->n_fsend[p] = rows_read(r, s, B, p, r->own_lo, r->own_hi, r->fsend[p]);
+        r->n_frecv[p] = rows_read(r, s, B, k, (int32_t)((int64_t)p * V / N), (int32_t)((int64_t)(p + 1) * V / N),
+                                  r->frecv[p]);
+    }
+    if (dist_swap_rows(r->m.params, r->m.cfg.D, r->fsend, r->n_fsend, r->frecv, r->n_frecv, r->fbuf, &r->bytes_sent))
+        return ATTN_ERR_IO;
+    return ATTN_OK;
+}
+
 static attn_status dp_step(train_run *r, int s, epoch_sums *e) {
     const int n = r->d.train.n, T = r->m.cfg.T, G = r->groups, N = dist_size(), k = dist_rank();
     const int B = n - s * r->batch < r->batch ? n - s * r->batch : r->batch;
@@ -501,7 +558,8 @@ static attn_status dp_step(train_run *r, int s, epoch_sums *e) {
     rowsum *spare = &r->rstack[r->n_levels];
     const double p0 = r->prof ? cli_now() : 0;
     int depth = 0, level[32];
-    attn_status st = ATTN_OK;
+    attn_status st = r->owned ? fresh_rows(r, s, B) : ATTN_OK;
+    const double pf = r->prof ? cli_now() : 0;
     for (int g = k * G / N; g < (k + 1) * G / N && st == ATTN_OK; g++) {
         const int lo = (int)((int64_t)g * B / G), nb = (int)((int64_t)(g + 1) * B / G) - lo;
         rowsum *slot = &r->rstack[depth];
@@ -549,10 +607,11 @@ static attn_status dp_step(train_run *r, int s, epoch_sums *e) {
     const rowsum *sum = &r->rstack[0];
     st = adam_rows_pass(r, sum);
     if (r->prof) {
-        e->prof[0] += p1 - p0;
+        e->prof[0] += p1 - pf;
         e->prof[1] += p2 - p1;
         e->prof[2] += cli_now() - p2;
         e->prof[3] += (double)sum->n;
+        e->prof[4] += pf - p0;
     }
     return st;
 }
@@ -595,9 +654,10 @@ static int train_epoch(train_run *r, int epoch, epoch_sums *e, int *s_end) {
     }
     if (r->tty) fputc('\n', stderr);
     if (r->prof && r->dp)
-        fprintf(stderr, "attn: imdb: rank %d profile: groups (forward, backward, rows, tree) %.3f, sum over the ranks "
-                "(and Adam's zero pass) %.3f, Adam's rows %.3f ms per step; %.0f embedding rows in a step's sum\n", dist_rank(),
-                1e3 * e->prof[0] / steps, 1e3 * e->prof[1] / steps, 1e3 * e->prof[2] / steps, e->prof[3] / steps);
+        fprintf(stderr, "attn: imdb: rank %d profile: rows refreshed %.3f, groups (forward, backward, rows, tree) %.3f, "
+                "sum over the ranks (and Adam's zero pass) %.3f, Adam's rows %.3f ms per step; %.0f embedding rows in a "
+                "step's sum\n", dist_rank(), 1e3 * e->prof[4] / steps, 1e3 * e->prof[0] / steps, 1e3 * e->prof[1] / steps,
+                1e3 * e->prof[2] / steps, e->prof[3] / steps);
     else if (r->prof)
         fprintf(stderr, "attn: imdb: profile: forward %.3f, zero_grad+backward %.3f, adam %.3f ms per step; "
                 "%.0f distinct words per batch\n", 1e3 * e->prof[0] / steps, 1e3 * e->prof[1] / steps,
@@ -618,6 +678,15 @@ static int train_end_epoch(train_run *r, int epoch, int s_end, const epoch_sums 
     all.correct = (int)sums[1];
     all.seen = (int)sums[2];
     e = &all;
+    /* row-owned Adam: every rank evaluates its share of the test reviews with the whole table, and rank 0
+       saves it with the moments: the owners' rows first */
+    if (r->owned) {
+        const int D = r->m.cfg.D;
+        const int64_t V = r->m.cfg.V;
+        if (dist_gather_owned(r->m.params, D, V, 1, &r->bytes_sent) ||
+            dist_gather_owned(r->adam.m, D, V, 0, &r->bytes_sent) || dist_gather_owned(r->adam.v, D, V, 0, &r->bytes_sent))
+            return 1;
+    }
     if (evaluate(&r->m, &r->d.test, r->m.cfg.T, &vl, val_acc)) return 1;
     double t_val = cli_now() - t1;
     /* --max-steps ended the epoch early: the checkpoint counts the epochs done before it and the steps
@@ -687,6 +756,30 @@ static int train_loop(const imdb_flags *f, train_run *r) {
         if (!r->rstack || !r->urows || !r->spans || !r->umark || !r->zeros || !r->span_g)
             return cli_fail(ATTN_ERR_NOMEM, "imdb");
         for (int64_t i = 0; i < V; i++) r->umark[i] = -1;
+        r->own_lo = 0;
+        r->own_hi = (int32_t)V;
+        r->owned = dist_size() > 1;
+        if (r->owned) {
+            /* row-owned Adam: rank k steps rows [k·V/N, (k+1)·V/N); a message of fresh rows holds at most the
+               reviews of a rank's groups' words, and no more than a range */
+            const int N = dist_size(), k = dist_rank(), G = r->groups;
+            r->own_lo = (int32_t)((int64_t)k * V / N);
+            r->own_hi = (int32_t)((int64_t)(k + 1) * V / N);
+            int64_t cap = (int64_t)(G / N) * ((r->batch + G - 1) / G) * T;
+            if (cap > V / N + 1) cap = V / N + 1;
+            r->fsend = calloc((size_t)N, sizeof(int32_t *));
+            r->frecv = calloc((size_t)N, sizeof(int32_t *));
+            r->n_fsend = calloc((size_t)N, sizeof(int));
+            r->n_frecv = calloc((size_t)N, sizeof(int));
+            r->fmark = calloc((size_t)V, sizeof(int32_t));
+            r->fbuf = malloc(sizeof(float) * 2 * (size_t)N * (size_t)cap * (size_t)D);
+            if (!r->fsend || !r->frecv || !r->n_fsend || !r->n_frecv || !r->fmark || !r->fbuf)
+                return cli_fail(ATTN_ERR_NOMEM, "imdb");
+            for (int p = 0; p < N; p++)
+                if (!(r->fsend[p] = malloc(sizeof(int32_t) * (size_t)cap)) ||
+                    !(r->frecv[p] = malloc(sizeof(int32_t) * (size_t)cap)))
+                    return cli_fail(ATTN_ERR_NOMEM, "imdb");
+        }
         for (int i = 0; i <= r->n_levels; i++)
             if (rowsum_alloc(&r->rstack[i], rows, (int)D, (int64_t)r->m.n_params - V * D))
                 return cli_fail(ATTN_ERR_NOMEM, "imdb");

@@ -259,6 +259,88 @@ int dist_rowsum_ordered(rowsum *x, rowsum *spare, void *wire, size_t wire_bytes,
     return 0;
 }
 
+/* Row-owned optimizer state (cmd_imdb.c): the rows of a table this rank owns that another rank will read,
+ * and back. Every message goes out and comes in at once (receives posted first); both sides list the same
+ * rows in the same order, so only the values travel, n·width floats, a message per pair of ranks even when
+ * empty. */
+enum { TAG_FRESH = 0x617a };
+
+int dist_swap_rows(float *table, int width, int32_t *const *send_ids, const int *n_send, int32_t *const *recv_ids,
+                   const int *n_recv, float *buf, uint64_t *bytes_sent) {
+    if (!g_on || g_size < 2) return 0;
+    if (g_size > 64) {
+        fprintf(stderr, "attn: rank %d: at most 64 ranks refresh rows (%d)\n", g_rank, g_size);
+        return 1;
+    }
+    MPI_Request req[128];
+    float *in[64], *out[64];
+    int n_req = 0, bad = 0;
+    float *at = buf;
+    for (int p = 0; p < g_size; p++) {
+        if (p == g_rank) continue;
+        in[p] = at;
+        at += (size_t)n_recv[p] * (size_t)width;
+        out[p] = at;
+        at += (size_t)n_send[p] * (size_t)width;
+        if ((int64_t)n_recv[p] * width > INT_MAX || (int64_t)n_send[p] * width > INT_MAX) bad = 1;
+    }
+    for (int p = 0; p < g_size && !bad; p++)
+        if (p != g_rank && MPI_Irecv(in[p], n_recv[p] * width, MPI_FLOAT, p, TAG_FRESH, MPI_COMM_WORLD,
+                                     &req[n_req++]) != MPI_SUCCESS)
+            bad = 1;
+    for (int p = 0; p < g_size && !bad; p++) {
+        if (p == g_rank) continue;
+        for (int i = 0; i < n_send[p]; i++)
+            memcpy(out[p] + (size_t)i * (size_t)width, table + (size_t)send_ids[p][i] * (size_t)width,
+                   sizeof(float) * (size_t)width);
+        if (MPI_Isend(out[p], n_send[p] * width, MPI_FLOAT, p, TAG_FRESH, MPI_COMM_WORLD, &req[n_req++]) !=
+            MPI_SUCCESS)
+            bad = 1;
+        else
+            *bytes_sent += sizeof(float) * (uint64_t)n_send[p] * (uint64_t)width;
+    }
+    for (int i = 0; i < n_req && !bad; i++) bad |= wait_sleeping(&req[i]);
+    if (bad) {
+        fprintf(stderr, "attn: rank %d: exchanging the parameter rows the next step reads failed\n", g_rank);
+        return 1;
+    }
+    for (int p = 0; p < g_size; p++) {
+        if (p == g_rank) continue;
+        for (int i = 0; i < n_recv[p]; i++)
+            memcpy(table + (size_t)recv_ids[p][i] * (size_t)width, in[p] + (size_t)i * (size_t)width,
+                   sizeof(float) * (size_t)width);
+    }
+    return 0;
+}
+
+int dist_gather_owned(float *x, int width, int64_t rows, int all, uint64_t *bytes_sent) {
+    if (!g_on || g_size < 2) return 0;
+    int counts[64], displs[64];
+    if (g_size > 64) return 1;
+    for (int k = 0; k < g_size; k++) {
+        const int64_t lo = (int64_t)k * rows / g_size, hi = (int64_t)(k + 1) * rows / g_size;
+        if (hi * width > INT_MAX) {
+            fprintf(stderr, "attn: rank %d: a table of %" PRId64 " rows of %d floats is too large to gather\n", g_rank,
+                    rows, width);
+            return 1;
+        }
+        counts[k] = (int)((hi - lo) * width);
+        displs[k] = (int)(lo * width);
+    }
+    const int lead = g_rank == 0;
+    const int rc = all ? MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_FLOAT, x, counts, displs, MPI_FLOAT, MPI_COMM_WORLD)
+                       : MPI_Gatherv(lead ? MPI_IN_PLACE : x + displs[g_rank], counts[g_rank], MPI_FLOAT, x, counts,
+                                     displs, MPI_FLOAT, 0, MPI_COMM_WORLD);
+    if (rc != MPI_SUCCESS) {
+        fprintf(stderr, "attn: rank %d: gathering the table's rows to %s failed\n", g_rank, all ? "every rank" : "rank 0");
+        return 1;
+    }
+    /* what this rank's rows need to reach (the collective's own routing may differ) */
+    if (all) *bytes_sent += sizeof(float) * (uint64_t)counts[g_rank] * (uint64_t)(g_size - 1);
+    else if (!lead) *bytes_sent += sizeof(float) * (uint64_t)counts[g_rank];
+    return 0;
+}
+
 int dist_barrier(void) {
     if (!g_on) return 0;
     return MPI_Barrier(MPI_COMM_WORLD) != MPI_SUCCESS;
@@ -354,6 +436,15 @@ int dist_rowsum_ordered(struct rowsum *x, struct rowsum *spare, void *wire, size
     return 0;
 }
 int dist_barrier(void) { return 0; }
+int dist_swap_rows(float *table, int width, int32_t *const *send_ids, const int *n_send, int32_t *const *recv_ids,
+                   const int *n_recv, float *buf, uint64_t *bytes_sent) {
+    (void)table; (void)width; (void)send_ids; (void)n_send; (void)recv_ids; (void)n_recv; (void)buf; (void)bytes_sent;
+    return 0;
+}
+int dist_gather_owned(float *x, int width, int64_t rows, int all, uint64_t *bytes_sent) {
+    (void)x; (void)width; (void)rows; (void)all; (void)bytes_sent;
+    return 0;
+}
 void dist_abort(int code) { (void)code; }
 attn_status dist_combine_shards(void *user, float *grads, size_t n_params, float *const *shard_grads,
                                 const float *losses, int first, int count, int n_used, float *loss) {

@@ -2,7 +2,7 @@
 # Data-parallel IMDB training under mpirun: 50 steps with 1, 2 and 4 ranks (4 oversubscribed) at the same
 # global batch and seed must leave bitwise the same parameters (the checkpoints are compared byte for
 # byte: parameters, Adam state, vocabulary, settings); 2 ranks stopped by --max-steps 25 and resumed for 25
-# more must equal the 50 steps in one run. Then a rank that dies mid-run must stop the job with an error,
+# more must equal the 50 steps in one run; so must 60 steps across the epoch's end, in one run or two. Then a rank that dies mid-run must stop the job with an error,
 # leaving the previous checkpoint loadable.
 # The reviews are a fixture made here (tests/mpi/fixtures.sh): 200 per label and split.
 # usage: dp_imdb.sh MPIRUN ATTN   (MPIRUN may hold flags: it is split on spaces)
@@ -39,6 +39,25 @@ if $mpirun -np 2 "$attn" $args --max-steps 25 --out "$tmp/r2" > "$tmp/logr1" 2>&
   fi
 else
   echo "dp_imdb: the runs of 25 steps failed:"; cat "$tmp/logr1" "$tmp/logr2"; fail=1
+fi
+# across the epoch's end (50 steps an epoch): 60 steps with 2 ranks equal 60 with 1, and 30 then 30 more
+# with --resume (the rows each rank owns and the rows the next epoch's first step reads, after rank 0's
+# gather for the evaluation and the checkpoint)
+eargs="imdb train --data $data --limit 400 --batch 8 --grad-groups 4 --epochs 2 --threads 1 --seed 7"
+mkdir -p "$tmp/e1" "$tmp/e2" "$tmp/er"
+if $mpirun -np 1 "$attn" $eargs --max-steps 60 --out "$tmp/e1" > "$tmp/loge1" 2>&1 &&
+   $mpirun -np 2 "$attn" $eargs --max-steps 60 --out "$tmp/e2" > "$tmp/loge2" 2>&1 &&
+   $mpirun -np 2 "$attn" $eargs --max-steps 30 --out "$tmp/er" > "$tmp/loger1" 2>&1 &&
+   $mpirun -np 2 "$attn" $eargs --max-steps 30 --resume --out "$tmp/er" > "$tmp/loger2" 2>&1; then
+  for x in e2 er; do
+    if cmp -s "$tmp/e1/imdb.safetensors" "$tmp/$x/imdb.safetensors"; then
+      echo "dp_imdb: 60 steps over an epoch's end, 1 rank and 2 ranks ($x) bitwise: ok"
+    else
+      echo "dp_imdb: 60 steps over an epoch's end, 1 rank and 2 ranks ($x) differ: FAIL"; fail=1
+    fi
+  done
+else
+  echo "dp_imdb: the runs across an epoch's end failed:"; cat "$tmp/loge1" "$tmp/loge2" "$tmp/loger1" "$tmp/loger2"; fail=1
 fi
 # only rank 0 writes: one history row, no stray files
 rows=$(wc -l < "$tmp/n2/imdb_history.csv")

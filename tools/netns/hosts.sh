@@ -15,7 +15,8 @@
 #     bytes each host's eth0 sent in the longer run less those of the shorter, per extra step, are
 #     compared with what the gradient sums sent by the program's count (each run prints the bytes every
 #     rank sent: the summed gradients travel as the embedding rows the batch touched plus the dense rest,
-#     once along every tree edge a rank sends on, so the bytes depend on the batch's words).
+#     once along every tree edge a rank sends on, and each rank sends the others the parameter rows it
+#     owns that their groups read next, so the bytes depend on the batch's words).
 #  2. `attn bench --ring` across the hosts: must agree with the single-process kernel and give the same
 #     max_err as the same ranks on one host; the bytes sent per forward + backward (difference of two runs
 #     with different --repeat) are compared with the formula the bench prints.
@@ -93,6 +94,9 @@ for i in $(seq 0 $((hosts - 1))); do
     ip -n "$ns" link set lo up &&
     ip -n "$ns" addr add "$addr/24" dev eth0 &&
     ip -n "$ns" link set eth0 up || { echo "hosts.sh: cannot wire $ns"; exit 1; }
+    # no tail loss probes or RACK's early retransmits in the host (its own TCP settings): on this loaded
+    # machine a burst (the IMDB runs' final gather) made them resend segments that were not lost
+    ip netns exec "$ns" sysctl -qw net.ipv4.tcp_early_retrans=0 net.ipv4.tcp_recovery=0 2> /dev/null || true
     addrs="$addrs${addrs:+,}$addr:1"
 done
 echo "hosts.sh: $hosts hosts: namespaces $p-h0..$p-h$((hosts - 1)) on 10.77.0.0/24, bridged in $sw"
@@ -131,10 +135,22 @@ alone() {
         OMP_WAIT_POLICY=passive timeout -k 5 "$limit_s" \
         "$mpirun" --allow-run-as-root --oversubscribe -np "$nranks" --bind-to none --mca btl self,vader "$@"
 }
-tx() {   # the bytes each host's eth0 has sent, space-separated
+# The bytes each host's eth0 has sent, space-separated, less 66 a packet: the Ethernet, IPv4 and TCP
+# headers (14 + 20 + 32 with timestamps) of each (a segmentation-offloaded packet is counted once, with one
+# set of headers), so that how a large message is cut into packets and how many acknowledgements go back,
+# which vary from run to run, do not count.
+tx() {
     for i in $(seq 0 $((hosts - 1))); do
-        ip netns exec "$p-h$i" cat /sys/class/net/eth0/statistics/tx_bytes
+        ip netns exec "$p-h$i" sh -c 'echo $(( $(cat /sys/class/net/eth0/statistics/tx_bytes) -
+                                               66 * $(cat /sys/class/net/eth0/statistics/tx_packets) ))'
     done | tr '\n' ' '
+}
+# TCP segments the hosts retransmitted so far (summed): a retransmission sends its bytes twice
+retrans() {
+    for i in $(seq 0 $((hosts - 1))); do
+        ip netns exec "$p-h$i" awk '/^Tcp:/ { if (!k) for (j = 1; j <= NF; j++) { if ($j == "RetransSegs") k = j }
+                                              else n = $k } END { print n + 0 }' /proc/net/snmp
+    done | awk '{ s += $1 } END { print s + 0 }'
 }
 fail=0
 # long commands run in the background and are waited for, so that a signal reaches the trap at once
@@ -152,11 +168,26 @@ run() {   # run NAME WHERE... : the training, its log in $tmp/NAME.log
 }
 run ref alone "$hosts" "$attn" $args --max-steps $((steps + 2)) --out "$tmp/ref"
 cp "$tmp/ref/$cache" "$tmp/short/" && cp "$tmp/ref/$cache" "$tmp/long/"
-t0=$(tx)
-run short across "$attn" $args --max-steps 2 --out "$tmp/short"
-t1=$(tx)
-run long across "$attn" $args --max-steps $((steps + 2)) --out "$tmp/long"
-t2=$(tx)
+# The runs end with the table rows each rank owns gathered to rank 0 (some 15 MB a rank on 2 hosts); that
+# burst often makes TCP retransmit (seen: 1-911 segments, up to 0.5 MB more on the wire in one run than
+# the other, on this loaded machine): then the pair is run again, up to 8 times, and the pair with the
+# fewest retransmissions is compared.
+best_rs=-1
+for attempt in 1 2 3 4 5 6 7 8; do
+    rs0=$(retrans) c0=$(tx)
+    run short across "$attn" $args --max-steps 2 --out "$tmp/short"
+    c1=$(tx)
+    run long across "$attn" $args --max-steps $((steps + 2)) --out "$tmp/long"
+    c2=$(tx) rs1=$(retrans)
+    if [ "$best_rs" -lt 0 ] || [ $((rs1 - rs0)) -lt "$best_rs" ]; then
+        best_rs=$((rs1 - rs0)) t0=$c0 t1=$c1 t2=$c2
+        cp "$tmp/short.log" "$tmp/short_best.log" && cp "$tmp/long.log" "$tmp/long_best.log"
+    fi
+    [ "$best_rs" -eq 0 ] && break
+    echo "hosts.sh: TCP retransmitted $((rs1 - rs0)) segments during the runs (their bytes would count twice)"
+done
+[ "$best_rs" -eq 0 ] || echo "hosts.sh: every pair of runs had retransmissions: comparing the one with the fewest ($best_rs)"
+cp "$tmp/short_best.log" "$tmp/short.log" && cp "$tmp/long_best.log" "$tmp/long.log"
 if cmp -s "$tmp/ref/imdb.safetensors" "$tmp/long/imdb.safetensors"; then
     echo "hosts.sh: checkpoint after $((steps + 2)) steps: $hosts ranks across hosts = on one host, bit for bit: ok"
 else
@@ -175,7 +206,7 @@ check_bytes() {   # check_bytes WHAT C0 C1 C2 EXTRA EXPECTED_OF_RANK_FN  (counte
         got=$(( ((c2[i] - c1[i]) - (c1[i] - c0[i])) / per )) want=$($fn "$i")
         ratio=$(awk -v g="$got" -v w="$want" 'BEGIN { printf "%.4f", w ? g / w : 0 }')
         ok=$(awk -v r="$ratio" 'BEGIN { print (r >= 0.97 && r <= 1.05) ? "ok" : "FAIL" }')
-        echo "hosts.sh: $what: rank $i sent $got bytes (eth0 tx_bytes), expected $want payload: ratio $ratio: $ok"
+        echo "hosts.sh: $what: rank $i sent $got bytes (eth0 tx_bytes less 66 a packet), expected $want payload: ratio $ratio: $ok"
         [ "$ok" = ok ] || fail=1
     done
 }
