@@ -182,7 +182,7 @@ int cmd_bench_ring(int argc, char **argv) {
         {"dim-v", CLI_INT, &Dv, "N", "value dimension Dv; 0 means D"},
         {"causal", CLI_BOOL, &causal, NULL, "causal mask (zig-zag shards; T == S)"},
         {"threads", CLI_INT, &threads, "N", "threads per rank (ranks x threads = cores)"},
-        {"isa", CLI_STR, &isa_name, "PATH", "fused path: auto, scalar, avx2, avx512, amx"},
+        {"isa", CLI_STR, &isa_name, "PATH", "fused path: auto, scalar, avx2, avx512, amx, avx512bf16 (fp32 here: the last two run as avx512)"},
         {"repeat", CLI_INT, &repeat, "N", "timed forward + backward runs (best is kept), after the warm-ups"},
         {"warmup", CLI_INT, &warmup, "N", "untimed runs first (0 for long cases: the first timed run then "
                                           "also pays for touching the memory)"},
@@ -215,7 +215,7 @@ int cmd_bench_ring(int argc, char **argv) {
     for (int i = 0; i < ATTN_ISA_COUNT; i++)
         if (strcmp(isa_name, attn_isa_name((attn_isa)i)) == 0) isa = (attn_isa)i;
     if (isa == ATTN_ISA_COUNT || isa == ATTN_ISA_REF) {
-        fprintf(stderr, "attn: bench --ring: --isa %s: must be auto, scalar, avx2, avx512 or amx\n\n", isa_name);
+        fprintf(stderr, "attn: bench --ring: --isa %s: must be auto, scalar, avx2, avx512, amx or avx512bf16\n\n", isa_name);
         cli_usage(&cmd, stderr);
         return 2;
     }
