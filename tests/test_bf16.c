@@ -702,11 +702,11 @@ static void check_compute_type(const attn_isa *paths, size_t npaths) {
         struct { int T, bf16_tensors, window, pass; int want_bf16; } cases[] = {
             {64, 0, 0, ATTN_PASS_FORWARD, 0},           /* fp32, nothing asked: fp32 everywhere */
             {64, 1, 0, ATTN_PASS_FORWARD, amx || bf},   /* tiles; vdpbf16ps blocks */
-            {64, 1, 0, ATTN_PASS_BACKWARD, amx},
+            {64, 1, 0, ATTN_PASS_BACKWARD, amx || bf},  /* tiles; vdpbf16ps */
             {8, 1, 0, ATTN_PASS_FORWARD, amx || bf},    /* too few rows for tiles: AVX512-BF16's blocks */
-            {8, 1, 0, ATTN_PASS_BACKWARD, 0},
+            {8, 1, 0, ATTN_PASS_BACKWARD, amx || bf},   /* AVX512-BF16's backward on both */
             {1, 1, 0, ATTN_PASS_FORWARD, amx || bf},    /* decoding rows read bf16 K/V */
-            {1, 1, 0, ATTN_PASS_BACKWARD, 0},
+            {1, 1, 0, ATTN_PASS_BACKWARD, amx || bf},
             {64, 1, 8, ATTN_PASS_FORWARD, 0},           /* a sparse mask part: fp32 on copies */
         };
         for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

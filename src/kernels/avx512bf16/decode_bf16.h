@@ -89,6 +89,15 @@ static inline int br_dim(int pos) {
     return x0 + 8 * c + 4 * h + i;
 }
 
+/* Two rows of 16 fp32 values (keys j, j+1 of the forward's P; query rows 2i, 2i+1 of the backward's P and
+ * dS) as 16 bf16 pairs: lane i (a[i], b[i]), rounded to nearest even. */
+static inline __m512i br_pair(__m512 a, __m512 b) {
+    static const uint16_t order[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,  21, 6,  22, 7,  23,
+                                       8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+    const __m512i idx = _mm512_loadu_si512(order);
+    return _mm512_permutexvar_epi16(idx, (__m512i)_mm512_cvtne2ps_pbh(b, a));
+}
+
 /* Do nb rows of Dv bf16 (vt apart) hold NaN or Inf? */
 static inline int br_rows_nonfinite(const uint16_t *v, int64_t vt, int nb, int Dv) {
     const __m512i ex = _mm512_set1_epi16(0x7f80);
