@@ -27,9 +27,9 @@
  * its dS already, one that does not must not get 0·NaN; dS is 0 wherever P is 0, whatever dP holds.
  * Items own their keys' dK, dV and their chunk's dQ slot: bitwise the same result for any thread count.
  *
- * Memory: per (b, h) T·(4·D + 2·Dv + 4) bytes of packs (rows padded to 64), the dQ slots
+ * Memory: per (b, h) T·(6·D + 4·Dv + 4) bytes of packs (T padded to 64), the dQ slots
  * (nch·B·H·T·D fp32), and per thread the packs and sums of one key block and P, dS of one query block
- * (about 150 KiB at D = Dv = 128).
+ * (about 140 KiB at D = Dv = 64, 190 KiB at 128).
  * Compiled with -mavx512bf16 and the AVX-512 flags; reached only when the CPU has them (config.c).
  */
 #include "kernels/avx512bf16/bwd_avx512bf16.h"

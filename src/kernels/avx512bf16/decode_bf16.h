@@ -15,8 +15,8 @@
  * The canonical score (DESIGN "Row statistics"): the scores are not summed in the canonical order, so
  * each row remembers its running max's key and saves as m that key's canonical score,
  * Σ_d fma((float)q_d·scale, k_d) in order d = 0..D-1 from 0 in fp32 (the bf16 values widen exactly), plus
- * the bias: what the fp32 backward computes on the widened tensors, bit for bit — the backward of these
- * shapes is the AVX-512 path's through fp32 copies. l is the sum as it was taken.
+ * the bias: what the backward of these shapes recomputes, bit for bit (the AVX512-BF16 path's,
+ * bwd_avx512bf16.c, whose scores stay on fp32 FMA for that). l is the sum as it was taken.
  *
  * Included by files compiled with -mavx512bf16 and the AVX-512 flags.
  */

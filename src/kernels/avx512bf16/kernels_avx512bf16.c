@@ -2,11 +2,11 @@
  * kernels_avx512bf16.c — the AVX512-BF16 path: AVX-512 plus `vdpbf16ps` (pairs of bf16 products summed
  * into fp32 lanes), for CPUs that have it with or without AMX (Zen 4 has it without). What it does itself:
  * the forward of bf16 tensors, reading bf16 Q, K and V directly (half the bytes of fp32): by rows for
- * decoding (few query rows against a long K/V cache), by blocks of query rows otherwise (further down).
- * Everything else is the AVX-512 path's (the table's other entries hand those descriptors to
- * attn__kernels_avx512, the backward through fp32 copies). The AMX path has its own decoding kernel on
- * tiles (kernels_amx.c), shares this one's softmax (decode_bf16.h), and hands its bf16 forwards of 5 to
- * 15 rows per head to the block kernel here. Compiled with -mavx512bf16 and the AVX-512 flags; reached
+ * decoding (few query rows against a long K/V cache), by blocks of query rows otherwise (further down);
+ * and their backward (bwd_avx512bf16.c). Everything else is the AVX-512 path's (the table's other entries
+ * hand those descriptors to attn__kernels_avx512). The AMX path has its own decoding kernel on tiles
+ * (kernels_amx.c), shares this one's softmax (decode_bf16.h), and hands its bf16 forwards of 5 to 15 rows
+ * per head to the block kernel here, its bf16 backwards of fewer than 16 to the backward. Compiled with -mavx512bf16 and the AVX-512 flags; reached
  * only when the CPU has them (config.c).
  *
  * The decoding forward, by rows (the structure of fused_impl.h's rows path): items (b, kv head, pack of up
