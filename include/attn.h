@@ -323,9 +323,10 @@ attn_status attn_sdpa_workspace_size(const attn_ctx *ctx, const attn_sdpa_desc *
                                      size_t *bytes);
 
 /* The type the pass's products are computed in on context ctx (NULL: the default context now):
- * ATTN_DTYPE_BF16 when the path takes d natively in bf16 (AMX tiles, or the AVX512-BF16 decoding rows),
- * else ATTN_DTYPE_F32 — also for bf16 tensors or bf16 compute that the path runs as fp32 (too few query
- * rows for the tiles, the sparse mask parts, a path without bf16 units). Accumulation is fp32 either way. */
+ * ATTN_DTYPE_BF16 when the path takes d natively in bf16 (AMX tiles, or the AVX512-BF16 path's vdpbf16ps
+ * kernels for bf16 tensors, which AMX uses below 16 query rows), else ATTN_DTYPE_F32 — also for bf16
+ * tensors or bf16 compute that the path runs as fp32 (fp32 tensors with too few query rows for the tiles,
+ * the sparse mask parts, a path without bf16 units). Accumulation is fp32 either way. */
 attn_status attn_sdpa_compute_type(const attn_ctx *ctx, const attn_sdpa_desc *d, attn_pass pass,
                                    attn_dtype *compute);
 

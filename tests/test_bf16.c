@@ -4,8 +4,8 @@
  * the fp32 reference on the same bf16-rounded inputs. Randomized shapes: odd T, S, D, Dv, T = 1, S = 1,
  * every mask kind alone and combined, fully masked rows, grouped-query heads, strided (B,T,H,D) layouts
  * with padded rows, dropout; forward and backward. Then: bitwise identity of both passes for any thread
- * count and for the partition entries, and the AMX-refused fall-back (run again by ctest with
- * ATTN_NO_AMX=1 and `refused` as argument).
+ * count and for the partition entries, the AVX512-BF16 backward reached as its own (check_own_backward),
+ * and the AMX-refused fall-back (run again by ctest with ATTN_NO_AMX=1 and `refused` as argument).
  *
  * Tolerances (the reference sums in double on the rounded inputs; a bf16 path rounds P to bf16, about
  * 2^-9 relative, and rounds the output to bf16):
@@ -329,6 +329,61 @@ static void check_threads(attn_isa isa) {
     /* 18 rows per kv head: on AMX a pack of 16 and one of 2 (two tile configurations in turn) */
     check_threads_case(isa, (tcase){1, 12, 2, 3, 333, 64, 64, 1, 0, 1, 0, 0, 0.0f, 2.0f});
     check_threads_case(isa, (tcase){1, 8, 2, 37, 301, 72, 40, 1, 2, 0, 1, 1, 0.1f, 2.0f});   /* heads share blocks */
+}
+
+/* The AVX512-BF16 path's backward is its own (vdpbf16ps, bwd_avx512bf16.c), not the AVX-512 one on fp32
+ * copies: from the same forward (out and row statistics), its gradients are within the bounds of run_case
+ * and differ in bits from the fp32 copies' (which round nothing before the gradients), for a block shape,
+ * a decoding shape and, on AMX, a short one it hands over. */
+static void check_own_backward_case(attn_isa isa, const tcase c) {
+    problem p;
+    problem_make(&p, &c);
+    attn_sdpa_desc e = p.d;
+    e.dtype = ATTN_DTYPE_BF16;
+    attn_ctx ctx[2];
+    CHECK_STATUS(attn_ctx_init(&ctx[0], isa, 2), ATTN_OK);
+    CHECK_STATUS(attn_ctx_init(&ctx[1], ATTN_ISA_AVX512, 2), ATTN_OK);
+    attn_dtype ct = ATTN_DTYPE_F32;
+    CHECK_STATUS(attn_sdpa_compute_type(&ctx[0], &e, ATTN_PASS_BACKWARD, &ct), ATTN_OK);
+    CHECK(ct == ATTN_DTYPE_BF16);
+    uint16_t *o = calloc(p.no, 2), *g[2][3];
+    float *l = calloc(2 * p.nl, sizeof(float));
+    const size_t gn[3] = {p.nq, p.nk, p.nv};
+    size_t wbytes;
+    void *work = work_for(&ctx[0], &e, &wbytes);
+    CHECK_STATUS(attn_sdpa_forward(&ctx[0], &e, o, l, NULL, p.qh, p.kh, p.vh, work, wbytes), ATTN_OK);
+    for (int r = 0; r < 2; r++) {
+        size_t wb;
+        void *w = work_for(&ctx[r], &e, &wb);
+        for (int i = 0; i < 3; i++) g[r][i] = calloc(gn[i], 2);
+        CHECK_STATUS(attn_sdpa_backward(&ctx[r], &e, g[r][0], g[r][1], g[r][2], p.douth, p.qh, p.kh, p.vh, o, l, w, wb),
+                     ATTN_OK);
+        free(w);
+    }
+    int differ = 1;
+    float *a = malloc(sizeof(float) * (p.nq + p.nk + p.nv)), *b = malloc(sizeof(float) * (p.nq + p.nk + p.nv));
+    for (int i = 0; i < 3; i++) {
+        differ &= memcmp(g[0][i], g[1][i], 2 * gn[i]) != 0;
+        to_f32(a, g[0][i], gn[i]);
+        to_f32(b, g[1][i], gn[i]);
+        const char *names[3] = {"dq against the fp32 copies'", "dk against the fp32 copies'", "dv against the fp32 copies'"};
+        close_tol(names[i], a, b, gn[i], 2e-2, 0);
+    }
+    CHECK(differ);
+    printf("%s: its own bf16 backward (T=%d): dq, dk, dv %s the fp32 copies' in bits\n", attn_isa_name(isa), c.T,
+           differ ? "differ from" : "EQUAL");
+    free(a); free(b); free(work); free(o); free(l);
+    for (int r = 0; r < 2; r++)
+        for (int i = 0; i < 3; i++) free(g[r][i]);
+    problem_free(&p);
+}
+
+static void check_own_backward(attn_isa isa) {
+    if (isa == ATTN_ISA_AVX512BF16) {
+        check_own_backward_case(isa, (tcase){1, 4, 2, 75, 130, 40, 24, 1, 0, 0, 1, 1, 0.0f, 2.0f});
+        check_own_backward_case(isa, (tcase){1, 8, 2, 2, 300, 64, 64, 0, 0, 0, 1, 0, 0.0f, 2.0f});
+    }
+    check_own_backward_case(isa, (tcase){1, 4, 2, 9, 100, 33, 17, 1, 0, 1, 0, 0, 0.1f, 2.0f});
 }
 
 /* Fully masked rows give zeros and row statistics (-inf, 0) on every path, bf16 too: block rows (T = 40)
@@ -702,11 +757,11 @@ static void check_compute_type(const attn_isa *paths, size_t npaths) {
         struct { int T, bf16_tensors, window, pass; int want_bf16; } cases[] = {
             {64, 0, 0, ATTN_PASS_FORWARD, 0},           /* fp32, nothing asked: fp32 everywhere */
             {64, 1, 0, ATTN_PASS_FORWARD, amx || bf},   /* tiles; vdpbf16ps blocks */
-            {64, 1, 0, ATTN_PASS_BACKWARD, amx},
+            {64, 1, 0, ATTN_PASS_BACKWARD, amx || bf},  /* tiles; vdpbf16ps */
             {8, 1, 0, ATTN_PASS_FORWARD, amx || bf},    /* too few rows for tiles: AVX512-BF16's blocks */
-            {8, 1, 0, ATTN_PASS_BACKWARD, 0},
+            {8, 1, 0, ATTN_PASS_BACKWARD, amx || bf},   /* AVX512-BF16's backward on both */
             {1, 1, 0, ATTN_PASS_FORWARD, amx || bf},    /* decoding rows read bf16 K/V */
-            {1, 1, 0, ATTN_PASS_BACKWARD, 0},
+            {1, 1, 0, ATTN_PASS_BACKWARD, amx || bf},
             {64, 1, 8, ATTN_PASS_FORWARD, 0},           /* a sparse mask part: fp32 on copies */
         };
         for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -823,6 +878,7 @@ int main(int argc, char **argv) {
             for (int i = 20; i < 24; i++) bad += !run_case(c.isa, &g_fixed[i], "refused");
             for (int i = 25; i < 31; i++) bad += !run_case(c.isa, &g_fixed[i], "refused");   /* its blocks */
             check_threads(c.isa);
+            check_own_backward(c.isa);
             check_accuracy(c.isa, 0);
         }
         if (bad) fprintf(stderr, "test_bf16 refused: %d cases off\n", bad);
@@ -903,6 +959,7 @@ int main(int argc, char **argv) {
             bad += !run_case(isa, &c, "random");
         }
         if (isa != ATTN_ISA_REF) check_threads(isa);
+        if (isa == ATTN_ISA_AVX512BF16 || isa == ATTN_ISA_AMX) check_own_backward(isa);
         if (isa != ATTN_ISA_REF) check_weights(isa);
         if (isa != ATTN_ISA_REF) check_hidden_nonfinite(isa);
         check_accuracy(isa, isa == ATTN_ISA_AMX || isa == ATTN_ISA_AVX512BF16);

@@ -1699,7 +1699,7 @@ static void amx_backward(const attn_sdpa_desc *d, float *dq, float *dk, float *d
                          const float *q, const float *k, const float *v, const float *out, const float *stats,
                          void *work, const attn__part *part) {
     if (ax_native(d, ATTN_PASS_BACKWARD)) ax_backward(d, dq, dk, dv, dout, q, k, v, out, stats, work, part);
-    else attn__kernels_avx512.sdpa_backward(d, dq, dk, dv, dout, q, k, v, out, stats, work, part);
+    else attn__kernels_avx512bf16.sdpa_backward(d, dq, dk, dv, dout, q, k, v, out, stats, work, part);
 }
 
 const attn_kernels attn__kernels_amx = {

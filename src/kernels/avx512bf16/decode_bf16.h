@@ -15,8 +15,8 @@
  * The canonical score (DESIGN "Row statistics"): the scores are not summed in the canonical order, so
  * each row remembers its running max's key and saves as m that key's canonical score,
  * Σ_d fma((float)q_d·scale, k_d) in order d = 0..D-1 from 0 in fp32 (the bf16 values widen exactly), plus
- * the bias: what the fp32 backward computes on the widened tensors, bit for bit — the backward of these
- * shapes is the AVX-512 path's through fp32 copies. l is the sum as it was taken.
+ * the bias: what the backward of these shapes recomputes, bit for bit (the AVX512-BF16 path's,
+ * bwd_avx512bf16.c, whose scores stay on fp32 FMA for that). l is the sum as it was taken.
  *
  * Included by files compiled with -mavx512bf16 and the AVX-512 flags.
  */
@@ -87,6 +87,15 @@ static inline __attribute__((always_inline)) void br_prefetch(const uint16_t *x,
 static inline int br_dim(int pos) {
     const int x0 = pos & ~31, h = (pos >> 4) & 1, c = (pos >> 2) & 3, i = pos & 3;
     return x0 + 8 * c + 4 * h + i;
+}
+
+/* Two rows of 16 fp32 values (keys j, j+1 of the forward's P; query rows 2i, 2i+1 of the backward's P and
+ * dS) as 16 bf16 pairs: lane i (a[i], b[i]), rounded to nearest even. */
+static inline __m512i br_pair(__m512 a, __m512 b) {
+    static const uint16_t order[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,  21, 6,  22, 7,  23,
+                                       8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+    const __m512i idx = _mm512_loadu_si512(order);
+    return _mm512_permutexvar_epi16(idx, (__m512i)_mm512_cvtne2ps_pbh(b, a));
 }
 
 /* Do nb rows of Dv bf16 (vt apart) hold NaN or Inf? */

@@ -2,11 +2,11 @@
  * kernels_avx512bf16.c — the AVX512-BF16 path: AVX-512 plus `vdpbf16ps` (pairs of bf16 products summed
  * into fp32 lanes), for CPUs that have it with or without AMX (Zen 4 has it without). What it does itself:
  * the forward of bf16 tensors, reading bf16 Q, K and V directly (half the bytes of fp32): by rows for
- * decoding (few query rows against a long K/V cache), by blocks of query rows otherwise (further down).
- * Everything else is the AVX-512 path's (the table's other entries hand those descriptors to
- * attn__kernels_avx512, the backward through fp32 copies). The AMX path has its own decoding kernel on
- * tiles (kernels_amx.c), shares this one's softmax (decode_bf16.h), and hands its bf16 forwards of 5 to
- * 15 rows per head to the block kernel here. Compiled with -mavx512bf16 and the AVX-512 flags; reached
+ * decoding (few query rows against a long K/V cache), by blocks of query rows otherwise (further down);
+ * and their backward (bwd_avx512bf16.c). Everything else is the AVX-512 path's (the table's other entries
+ * hand those descriptors to attn__kernels_avx512). The AMX path has its own decoding kernel on tiles
+ * (kernels_amx.c), shares this one's softmax (decode_bf16.h), and hands its bf16 forwards of 5 to 15 rows
+ * per head to the block kernel here, its bf16 backwards of fewer than 16 to the backward. Compiled with -mavx512bf16 and the AVX-512 flags; reached
  * only when the CPU has them (config.c).
  *
  * The decoding forward, by rows (the structure of fused_impl.h's rows path): items (b, kv head, pack of up
@@ -26,6 +26,7 @@
  * Memory: per thread, the pack's q (bf16), o, the scores and P of one block: under 20 KiB at D = 128.
  * The block forward (below) keeps its row statistics by the same rule.
  */
+#include "kernels/avx512bf16/bwd_avx512bf16.h"
 #include "kernels/avx512bf16/decode_bf16.h"
 
 #define BR_R 4           /* rows that share one pass over K and V */
@@ -313,15 +314,6 @@ static void bb_pack_v(uint32_t *Vp, int DvP, const uint16_t *v, int64_t vt, int 
     }
 }
 
-/* Two rows of 16 fp32 weights (keys j, j+1) as 16 bf16 pairs: lane i (p_j, p_{j+1}), rounded to nearest
- * even. */
-static inline __m512i bb_pair(__m512 pj, __m512 pj1) {
-    static const uint16_t order[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,  21, 6,  22, 7,  23,
-                                       8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
-    const __m512i idx = _mm512_loadu_si512(order);
-    return _mm512_permutexvar_epi16(idx, (__m512i)_mm512_cvtne2ps_pbh(pj1, pj));
-}
-
 typedef struct bb_rows {
     float *m, *l, *bm, *alpha;      /* (BR) each */
     int32_t *lim, *jm;              /* (BR) each: key limits, the running max's key */
@@ -353,7 +345,7 @@ static inline __attribute__((always_inline)) void bb_softmax(const int NV, float
                 _mm512_store_ps(x + 16 * v, e0);
                 if (j + 1 < nb) _mm512_store_ps(x + BR + 16 * v, e1);
             } else {
-                _mm512_store_si512(Pp + (int64_t)(j / 2) * BR + 16 * v, bb_pair(e0, e1));
+                _mm512_store_si512(Pp + (int64_t)(j / 2) * BR + 16 * v, br_pair(e0, e1));
             }
         }
     }
@@ -482,7 +474,7 @@ static void bb_block(const br_fwd *cx, char *tw, int b, int hk, const int *hs, c
             for (int j = 0; j < nb; j += 2)
                 for (int v = 0; v < nv; v++)
                     _mm512_store_si512(Pp + (int64_t)(j / 2) * BR + 16 * v,
-                                       bb_pair(_mm512_load_ps(St + j * BR + 16 * v),
+                                       br_pair(_mm512_load_ps(St + j * BR + 16 * v),
                                                j + 1 < nb ? _mm512_load_ps(St + (j + 1) * BR + 16 * v)
                                                           : _mm512_setzero_ps()));
         }
@@ -601,17 +593,18 @@ static void br_forward(const attn_sdpa_desc *d, float *out, float *stats, const 
  * The table: this path's entries for the descriptors it computes, AVX-512's for the rest.
  */
 
-/* The descriptors this path computes itself: the forward of bf16 tensors, decoding (br_native) or by
- * blocks. fp32 tensors (bf16 compute or not) keep the fp32 paths: converting them would cost more than it
- * saves (the AMX path takes those on tiles). The backward runs the AVX-512 path's on fp32 copies; the
- * sparse mask parts go through the conversion path. */
+/* The descriptors this path computes itself: bf16 tensors, forward (decoding, br_native, or by blocks)
+ * and backward (bwd_avx512bf16.c). fp32 tensors (bf16 compute or not) keep the fp32 paths: converting them
+ * would cost more than it saves (the AMX path takes those on tiles). The sparse mask parts go through the
+ * conversion path. */
 static int bf_native(const attn_sdpa_desc *d, attn_pass pass) {
-    return br_native(d, pass) ||
-           (pass == ATTN_PASS_FORWARD && d->dtype == ATTN_DTYPE_BF16 && !attn__mask_sparse(&d->mask));
+    (void)pass;
+    return d->dtype == ATTN_DTYPE_BF16 && !attn__mask_sparse(&d->mask);
 }
 
 static size_t bf_workspace(const attn_sdpa_desc *d, attn_pass pass, int nth) {
     if (!bf_native(d, pass)) return attn__kernels_avx512.sdpa_workspace(d, pass, nth);
+    if (pass == ATTN_PASS_BACKWARD) return attn__bf16_bwd_workspace(d, nth);
     if (nth < 1) nth = 1;
     /* D, Dv are ints: one thread's bytes fit in size_t; the product with nth is checked */
     const size_t one = br_thread(d);
@@ -621,11 +614,12 @@ static size_t bf_workspace(const attn_sdpa_desc *d, attn_pass pass, int nth) {
 
 static int bf_stages(const attn_sdpa_desc *d, attn_pass pass) {
     if (!bf_native(d, pass)) return attn__kernels_avx512.sdpa_stages(d, pass);
-    return 1;
+    return pass == ATTN_PASS_BACKWARD ? attn__bf16_bwd_stages(d) : 1;
 }
 
 static int bf_threads(const attn_sdpa_desc *d, attn_pass pass, int nth) {
     if (!bf_native(d, pass)) return attn__kernels_avx512.sdpa_threads(d, pass, nth);
+    if (pass == ATTN_PASS_BACKWARD) return attn__bf16_bwd_threads(d, nth);
     const int64_t items = br_items(d);
     if (nth < 1) nth = 1;
     return items < nth ? (int)items : nth;
@@ -638,6 +632,16 @@ static void bf_forward(const attn_sdpa_desc *d, float *out, float *stats, float 
     else attn__kernels_avx512.sdpa_forward(d, out, stats, scores, q, k, v, work, part);
 }
 
+static void bf_backward(const attn_sdpa_desc *d, float *dq, float *dk, float *dv, const float *dout,
+                        const float *q, const float *k, const float *v, const float *out, const float *stats,
+                        void *work, const attn__part *part) {
+    if (bf_native(d, ATTN_PASS_BACKWARD))
+        attn__bf16_backward(d, (uint16_t *)dq, (uint16_t *)dk, (uint16_t *)dv, (const uint16_t *)dout,
+                            (const uint16_t *)q, (const uint16_t *)k, (const uint16_t *)v, (const uint16_t *)out,
+                            stats, work, part);
+    else attn__kernels_avx512.sdpa_backward(d, dq, dk, dv, dout, q, k, v, out, stats, work, part);
+}
+
 const attn_kernels attn__kernels_avx512bf16 = {
     .isa = ATTN_ISA_AVX512BF16,
     .sdpa_native = bf_native,   /* the AVX-512 path takes only fp32 */
@@ -645,4 +649,5 @@ const attn_kernels attn__kernels_avx512bf16 = {
     .sdpa_stages = bf_stages,
     .sdpa_threads = bf_threads,
     .sdpa_forward = bf_forward,
+    .sdpa_backward = bf_backward,
 };

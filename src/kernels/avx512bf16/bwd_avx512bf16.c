@@ -1,0 +1,490 @@
+/*
+ * bwd_avx512bf16.c — the AVX512-BF16 path's backward of bf16 tensors: dq, dk, dv with vdpbf16ps (pairs of
+ * bf16 products summed into fp32 lanes), reading bf16 Q, K, V, out and dout and rounding each gradient to
+ * bf16 once per call. fused_impl.h's backward order (FlashAttention-2): items (b, kv head, chunk of key
+ * blocks), vectors along the 64 keys of a block, P and dS (queries, keys). Three stages:
+ *   stage 0  per (b, h, block of 64 query rows), shared by every key block: scale·Q as fp32 rows, Q and
+ *            dO as pairs of query rows (B of dK and dV), dO rows as bf16 pairs (A of dP),
+ *            Δ = rowsum(dout ∘ out); the dQ slots of those rows cleared
+ *   stage 1  items (b, kv head, chunk): per key block, K widened to fp32 (Kᵀ), V as pairs of dims and K as
+ *            pairs of keys, packed once; then for every head of the group and block of query rows that
+ *            sees it:
+ *              x  = (scale·Q) Kᵀ (+ bias)        fp32 FMA, d = 0 .. D-1 from 0: the canonical score
+ *              P  = exp2(-(max(0, m - x)·log2e + log2 l))   masks: key limits, boolean mask, bias
+ *              dP = dO Vᵀ                        vdpbf16ps over pairs of dims
+ *              dS = P ∘ (dP - Δ)                 (dropout: dP·mask and P·mask); 0 where P is 0
+ *              dVᵀ += dOᵀ P,  dKᵀ += Qᵀ dS       vdpbf16ps over pairs of query rows (P, dS as bf16)
+ *              dQ slot += dS K                   vdpbf16ps over pairs of keys (dS as bf16)
+ *            the block's dk, dv rows added and rounded when its last query block is done
+ *   stage 2  dq += scale · Σ_chunk slot, chunks in order, rounded
+ * The scores stay on fp32 FMA: the forwards of this path (and the AMX path's decoding and short-block
+ * forwards, which hand their backward here) save as m the canonical fp32 score of the row's argmax key
+ * (decode_bf16.h), and the backward must recompute that score bit for bit, or at logits near 1e9 the max's
+ * weight comes out exp(-64) instead of 1 ("Row statistics" in docs/DESIGN.md). Δ is summed with the very
+ * instructions and order of dP (vdpbf16ps over the same pairs), so where out equals a row's one V row (a
+ * weight of exactly 1) dP - Δ is exactly 0, as it is in exact arithmetic.
+ * NaN and Inf of K become 0 in the pairs of keys (dQ's operand only): a row that sees such a key has NaN in
+ * its dS already, one that does not must not get 0·NaN; dS is 0 wherever P is 0, whatever dP holds.
+ * Items own their keys' dK, dV and their chunk's dQ slot: bitwise the same result for any thread count.
+ *
+ * Memory: per (b, h) T·(6·D + 4·Dv + 4) bytes of packs (T padded to 64), the dQ slots
+ * (nch·B·H·T·D fp32), and per thread the packs and sums of one key block and P, dS of one query block
+ * (about 140 KiB at D = Dv = 64, 190 KiB at 128).
+ * Compiled with -mavx512bf16 and the AVX-512 flags; reached only when the CPU has them (config.c).
+ */
+#include "kernels/avx512bf16/bwd_avx512bf16.h"
+
+#include "kernels/avx512bf16/decode_bf16.h"
+
+#define BW_B 64          /* keys per block and query rows per block */
+#define BW_B2 (BW_B / 2) /* pairs of them */
+#define BW_RT 6          /* register tile: rows x vectors */
+#define BW_NV 4
+#define BW_NCH 4         /* at most this many key chunks (dQ slots) per (b, kv head) */
+
+typedef struct bw_dims {
+    int DE, DvE, D16, nkb, nqb, nch;  /* D, Dv rounded up to even; D to 16; key and query blocks; chunks */
+    size_t qs, qp, dor, dop, delta;   /* offsets in a (b, h)'s packs: scale·Q, Q pairs, dO rows, dO pairs, Δ */
+    size_t side;                      /* bytes of one (b, h)'s packs */
+    size_t slots;                     /* offset of the dQ slots (after every (b, h)'s packs) */
+    size_t thread;                    /* offset of the threads' memory, and one thread's bytes */
+    size_t tbytes;
+    size_t kt, vp, kj, dkt, dvt, p, ds, pp, dsp, dsb, rows;   /* offsets in a thread's memory */
+} bw_dims;
+
+static bw_dims bw_dims_of(const attn_sdpa_desc *d) {
+    bw_dims z;
+    const size_t D = (size_t)d->D, Dv = (size_t)d->Dv;
+    z.DE = (d->D + 1) / 2 * 2;
+    z.DvE = (d->Dv + 1) / 2 * 2;
+    z.D16 = (d->D + 15) / 16 * 16;
+    z.nkb = (d->S + BW_B - 1) / BW_B;
+    z.nqb = (d->T + BW_B - 1) / BW_B;
+    const size_t TP = (size_t)z.nqb * BW_B;
+    /* chunks: more when there are few (b, kv head) pairs; the slots under 512 MiB */
+    z.nch = (int64_t)d->B * d->Hkv >= 4 ? 2 : BW_NCH;
+    if (z.nch > z.nkb) z.nch = z.nkb;
+    while (z.nch > 1 && (double)z.nch * d->B * d->H * d->T * d->D * 4 > 512.0 * 1024 * 1024) z.nch /= 2;
+    z.qs = 0;
+    z.qp = br_round(TP * D * 4);
+    z.dor = z.qp + br_round((size_t)z.nqb * D * BW_B2 * 4);
+    z.dop = z.dor + br_round(TP * (size_t)z.DvE * 2);
+    z.delta = z.dop + br_round((size_t)z.nqb * Dv * BW_B2 * 4);
+    z.side = z.delta + br_round(TP * 4);
+    z.slots = (size_t)d->B * d->H * z.side;
+    z.thread = z.slots + br_round((size_t)z.nch * d->B * d->H * d->T * D * 4);
+    z.kt = 0;                                                   /* (D, 64) fp32 */
+    z.vp = z.kt + br_round(D * BW_B * 4);                       /* (DvE/2, 64) pairs of dims */
+    z.kj = z.vp + br_round((size_t)z.DvE / 2 * BW_B * 4);      /* (32, D16) pairs of keys */
+    z.dkt = z.kj + br_round((size_t)BW_B2 * z.D16 * 4);       /* (D, 64) fp32 */
+    z.dvt = z.dkt + br_round(D * BW_B * 4);                     /* (Dv, 64) fp32 */
+    z.p = z.dvt + br_round(Dv * BW_B * 4);                      /* (64, 64) fp32 */
+    z.ds = z.p + br_round(BW_B * BW_B * 4);                     /* (64, 64) fp32 */
+    z.pp = z.ds + br_round(BW_B * BW_B * 4);                    /* (32, 64) pairs of rows */
+    z.dsp = z.pp + br_round(BW_B2 * BW_B * 4);                  /* (32, 64) pairs of rows */
+    z.dsb = z.dsp + br_round(BW_B2 * BW_B * 4);                 /* (64, 64) bf16 */
+    z.rows = z.dsb + br_round(BW_B * BW_B * 2);                 /* lim, m, L, Δ of a query block */
+    z.tbytes = z.rows + 4 * br_round(BW_B * 4);
+    return z;
+}
+
+/* ---------------------------------------------------------------------------------------------------
+ * The two micro-kernels: C (RT rows, NV vectors; the last with `tail` lanes) with row stride ldc.
+ *   bw_dp   C [+]= Σ_k vdpbf16ps(B row k, broadcast of the bf16 pair at A + r·ar + k·ak)   (A, B pairs)
+ *   bw_fma  C  = Σ_k fma(A[r·ar + k], B row k), k in order from 0                          (fp32)
+ * B's rows are ldb elements (of 32 bits) apart.
+ */
+static inline __attribute__((always_inline)) void bw_dp(const int RT, const int NV, float *C, int64_t ldc,
+                                                        const uint16_t *A, int64_t ar, int64_t ak, const uint32_t *B,
+                                                        int64_t ldb, int K, int acc_in, int tail) {
+    __m512 acc[BW_RT][BW_NV];
+    const __mmask16 tm = (__mmask16)(tail >= 16 ? 0xffff : (1u << tail) - 1);
+    for (int r = 0; r < RT; r++)
+        for (int v = 0; v < NV; v++)
+            acc[r][v] = !acc_in ? _mm512_setzero_ps()
+                                : _mm512_maskz_loadu_ps(v == NV - 1 ? tm : 0xffff, C + r * ldc + 16 * v);
+    for (int k = 0; k < K; k++) {
+        __m512bh bv[BW_NV];
+        for (int v = 0; v < NV; v++)
+            bv[v] = (__m512bh)_mm512_maskz_loadu_epi32(v == NV - 1 ? tm : 0xffff, B + k * ldb + 16 * v);
+        for (int r = 0; r < RT; r++) {
+            uint32_t a;
+            memcpy(&a, A + r * ar + k * ak, sizeof a);
+            const __m512bh av = (__m512bh)_mm512_set1_epi32((int)a);
+            for (int v = 0; v < NV; v++) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], bv[v], av);
+        }
+    }
+    for (int r = 0; r < RT; r++)
+        for (int v = 0; v < NV; v++) _mm512_mask_storeu_ps(C + r * ldc + 16 * v, v == NV - 1 ? tm : 0xffff, acc[r][v]);
+}
+
+static inline __attribute__((always_inline)) void bw_fma(const int RT, const int NV, float *C, int64_t ldc,
+                                                         const float *A, int64_t ar, const float *B, int64_t ldb,
+                                                         int K) {
+    __m512 acc[BW_RT][BW_NV];
+    for (int r = 0; r < RT; r++)
+        for (int v = 0; v < NV; v++) acc[r][v] = _mm512_setzero_ps();
+    for (int k = 0; k < K; k++) {
+        __m512 bv[BW_NV];
+        for (int v = 0; v < NV; v++) bv[v] = _mm512_loadu_ps(B + k * ldb + 16 * v);
+        for (int r = 0; r < RT; r++) {
+            const __m512 av = _mm512_set1_ps(A[r * ar + k]);
+            for (int v = 0; v < NV; v++) acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
+        }
+    }
+    for (int r = 0; r < RT; r++)
+        for (int v = 0; v < NV; v++) _mm512_storeu_ps(C + r * ldc + 16 * v, acc[r][v]);
+}
+
+typedef void (*bw_dp_fn)(float *, int64_t, const uint16_t *, int64_t, int64_t, const uint32_t *, int64_t, int, int,
+                         int);
+#define BW_DEF(RT, NV)                                                                                        \
+    static void bw_dp_##RT##_##NV(float *C, int64_t ldc, const uint16_t *A, int64_t ar, int64_t ak,           \
+                                  const uint32_t *B, int64_t ldb, int K, int acc_in, int tail) {              \
+        bw_dp(RT, NV, C, ldc, A, ar, ak, B, ldb, K, acc_in, tail);                                            \
+    }
+#define BW_DEF_ROW(RT) BW_DEF(RT, 1) BW_DEF(RT, 2) BW_DEF(RT, 3) BW_DEF(RT, 4)
+BW_DEF_ROW(1) BW_DEF_ROW(2) BW_DEF_ROW(3) BW_DEF_ROW(4) BW_DEF_ROW(5) BW_DEF_ROW(6)
+#define BW_ROW(RT) {bw_dp_##RT##_1, bw_dp_##RT##_2, bw_dp_##RT##_3, bw_dp_##RT##_4}
+static const bw_dp_fn bw_dp_tab[BW_RT][BW_NV] = {BW_ROW(1), BW_ROW(2), BW_ROW(3), BW_ROW(4), BW_ROW(5), BW_ROW(6)};
+
+/* The scores always span the block's 64 keys (4 vectors): one function per row count. */
+typedef void (*bw_fma_fn)(float *, int64_t, const float *, int64_t, const float *, int64_t, int);
+#define BW_FDEF(RT)                                                                                           \
+    static void bw_fma_##RT(float *C, int64_t ldc, const float *A, int64_t ar, const float *B, int64_t ldb,   \
+                            int K) {                                                                          \
+        bw_fma(RT, BW_NV, C, ldc, A, ar, B, ldb, K);                                                          \
+    }
+BW_FDEF(1) BW_FDEF(2) BW_FDEF(3) BW_FDEF(4) BW_FDEF(5) BW_FDEF(6)
+static const bw_fma_fn bw_fma_tab[BW_RT] = {bw_fma_1, bw_fma_2, bw_fma_3, bw_fma_4, bw_fma_5, bw_fma_6};
+
+/* C (M, N) [+]= A (M, K pairs) B (K pairs, N), tiled over bw_dp; N need not be a multiple of 16. */
+static void bw_gemm_dp(int M, int N, float *C, int64_t ldc, const uint16_t *A, int64_t ar, int64_t ak,
+                       const uint32_t *B, int64_t ldb, int K, int acc_in) {
+    for (int c0 = 0; c0 < N; c0 += 16 * BW_NV) {
+        int nvec = (N - c0 + 15) / 16;
+        if (nvec > BW_NV) nvec = BW_NV;
+        const int tail = N - c0 - 16 * (nvec - 1);
+        for (int r0 = 0; r0 < M; r0 += BW_RT) {
+            const int rt = M - r0 < BW_RT ? M - r0 : BW_RT;
+            bw_dp_tab[rt - 1][nvec - 1](C + r0 * ldc + c0, ldc, A + r0 * ar, ar, ak, B + c0, ldb, K, acc_in, tail);
+        }
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------------
+ * Stage 0.
+ */
+
+/* The bf16 pair (row[2p], row[2p + 1]) of a row of n elements; past the row, 0. */
+static inline uint32_t bw_pair_at(const uint16_t *row, int p, int n) {
+    const uint32_t lo = row[2 * p], hi = 2 * p + 1 < n ? row[2 * p + 1] : 0;
+    return lo | hi << 16;
+}
+
+/* Δ = Σ_x out[x]·dout[x] by the arithmetic of dP = dO Vᵀ (bw_dp with dO pairs broadcast, V pairs as the
+ * vector): the same products summed in the same order, so out = v_j gives Δ = dP_j bit for bit. */
+static float bw_delta(const uint16_t *o, const uint16_t *g, int Dv) {
+    __m512 acc = _mm512_setzero_ps();
+    for (int p = 0; 2 * p < Dv; p++)
+        acc = _mm512_dpbf16_ps(acc, (__m512bh)_mm512_set1_epi32((int)bw_pair_at(o, p, Dv)),
+                               (__m512bh)_mm512_set1_epi32((int)bw_pair_at(g, p, Dv)));
+    return _mm512_cvtss_f32(acc);
+}
+
+/* Query rows [64·qb, 64·qb + 64) of (b, h): their packs, Δ, and their rows of every dQ slot cleared. */
+static void bw_pack_rows(const attn_sdpa_desc *d, const bw_dims *z, char *work, const uint16_t *q,
+                         const uint16_t *dout, const uint16_t *out, int b, int h, int qb) {
+    const int D = d->D, Dv = d->Dv, T = d->T;
+    const int64_t bh = (int64_t)b * d->H + h;
+    char *side = work + (size_t)bh * z->side;
+    float *qs = (float *)(side + z->qs) + (int64_t)qb * BW_B * D;                       /* (64, D) */
+    uint32_t *qp = (uint32_t *)(side + z->qp) + (int64_t)qb * D * BW_B2;                 /* (D, 32) */
+    uint16_t *dor = (uint16_t *)(side + z->dor) + (int64_t)qb * BW_B * z->DvE;           /* (64, DvE) */
+    uint32_t *dop = (uint32_t *)(side + z->dop) + (int64_t)qb * Dv * BW_B2;              /* (Dv, 32) */
+    float *delta = (float *)(side + z->delta) + (int64_t)qb * BW_B;                      /* (64) */
+    const uint16_t *qb0 = q + b * d->q.b + h * d->q.h, *gb0 = dout + b * d->out.b + h * d->out.h;
+    const uint16_t *ob0 = out + b * d->out.b + h * d->out.h;
+    memset(qp, 0, sizeof(uint32_t) * (size_t)D * BW_B2);
+    memset(dop, 0, sizeof(uint32_t) * (size_t)Dv * BW_B2);
+    for (int i = 0; i < BW_B; i++) {
+        const int t = qb * BW_B + i;
+        if (t >= T) {
+            memset(qs + (int64_t)i * D, 0, sizeof(float) * D);
+            memset(dor + (int64_t)i * z->DvE, 0, sizeof(uint16_t) * z->DvE);
+            delta[i] = 0.0f;
+            continue;
+        }
+        const uint16_t *qr = qb0 + (int64_t)t * d->q.t, *gr = gb0 + (int64_t)t * d->out.t;   /* (D), (Dv) */
+        for (int x = 0; x < D; x++) {
+            qs[(int64_t)i * D + x] = attn__f32(qr[x]) * d->scale;
+            qp[(int64_t)x * BW_B2 + i / 2] |= (uint32_t)qr[x] << (16 * (i & 1));
+        }
+        for (int x = 0; x < z->DvE; x++) dor[(int64_t)i * z->DvE + x] = x < Dv ? gr[x] : 0;
+        for (int x = 0; x < Dv; x++) dop[(int64_t)x * BW_B2 + i / 2] |= (uint32_t)gr[x] << (16 * (i & 1));
+        delta[i] = bw_delta(ob0 + (int64_t)t * d->out.t, gr, Dv);
+        for (int ch = 0; ch < z->nch; ch++)
+            memset((float *)(work + z->slots) + (((int64_t)ch * d->B * d->H + bh) * T + t) * D, 0, sizeof(float) * D);
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------------
+ * Stage 1.
+ */
+typedef struct bw_ctx {
+    const attn_sdpa_desc *d;
+    bw_dims z;
+    char *work;
+    uint16_t *dk, *dv;
+    const uint16_t *k, *v;
+    const float *stats;
+} bw_ctx;
+
+/* Keys [j0, j0 + nb) of (b, hk): Kᵀ widened, V as pairs of dims, K as pairs of keys (NaN and Inf as 0);
+ * padding keys 0. */
+static void bw_pack_keys(const bw_ctx *cx, char *tw, int b, int hk, int j0, int nb) {
+    const attn_sdpa_desc *d = cx->d;
+    const bw_dims *z = &cx->z;
+    const int D = d->D, Dv = d->Dv;
+    float *kt = (float *)(tw + z->kt);
+    uint32_t *vp = (uint32_t *)(tw + z->vp), *kj = (uint32_t *)(tw + z->kj);
+    const uint16_t *kb = cx->k + b * d->k.b + hk * d->k.h + (int64_t)j0 * d->k.t;   /* (nb, D)  */
+    const uint16_t *vb = cx->v + b * d->v.b + hk * d->v.h + (int64_t)j0 * d->v.t;   /* (nb, Dv) */
+    memset(kj, 0, sizeof(uint32_t) * BW_B2 * (size_t)z->D16);
+    for (int j = 0; j < BW_B; j++) {
+        const uint16_t *kr = kb + (int64_t)j * d->k.t, *vr = vb + (int64_t)j * d->v.t;
+        for (int x = 0; x < D; x++) kt[(int64_t)x * BW_B + j] = j < nb ? attn__f32(kr[x]) : 0.0f;
+        for (int p = 0; 2 * p < Dv; p++) vp[(int64_t)p * BW_B + j] = j < nb ? bw_pair_at(vr, p, Dv) : 0;
+        if (j < nb)
+            for (int x = 0; x < D; x++) {
+                const uint16_t kv = (kr[x] & 0x7f80) == 0x7f80 ? 0 : kr[x];
+                kj[(int64_t)(j / 2) * z->D16 + x] |= (uint32_t)kv << (16 * (j & 1));
+            }
+    }
+}
+
+/* One key block [j0, j0 + nb) (packed by bw_pack_keys) against query block qb of head h (rows [t0, t0 +
+ * nr), packed in stage 0): dKᵀ, dVᵀ sums in the thread's memory, dQ into slot. Returns the scores counted. */
+static int64_t bw_block(const bw_ctx *cx, char *tw, int b, int h, int j0, int nb, int qb, float *slot) {
+    const attn_sdpa_desc *d = cx->d;
+    const bw_dims *z = &cx->z;
+    const int D = d->D, Dv = d->Dv, T = d->T, S = d->S, t0 = qb * BW_B, nr = T - t0 < BW_B ? T - t0 : BW_B;
+    const attn_mask *mk = &d->mask;
+    const int64_t bh = (int64_t)b * d->H + h;
+    const char *side = cx->work + (size_t)bh * z->side;
+    const float *qs = (const float *)(side + z->qs) + (int64_t)t0 * D;                   /* (64, D) */
+    const uint32_t *qp = (const uint32_t *)(side + z->qp) + (int64_t)qb * D * BW_B2;      /* (D, 32) */
+    const uint16_t *dor = (const uint16_t *)(side + z->dor) + (int64_t)t0 * z->DvE;       /* (64, DvE) */
+    const uint32_t *dop = (const uint32_t *)(side + z->dop) + (int64_t)qb * Dv * BW_B2;   /* (Dv, 32) */
+    const float *delta = (const float *)(side + z->delta) + t0;                          /* (64) */
+    const float *kt = (const float *)(tw + z->kt);
+    const uint32_t *vp = (const uint32_t *)(tw + z->vp), *kj = (const uint32_t *)(tw + z->kj);
+    float *dkt = (float *)(tw + z->dkt), *dvt = (float *)(tw + z->dvt);
+    float *P = (float *)(tw + z->p), *dS = (float *)(tw + z->ds);                        /* (64, 64) */
+    uint32_t *pp = (uint32_t *)(tw + z->pp), *dsp = (uint32_t *)(tw + z->dsp);           /* (32, 64) */
+    uint16_t *dsb = (uint16_t *)(tw + z->dsb);                                           /* (64, 64) */
+    int32_t *lim = (int32_t *)(tw + z->rows);
+    float *rm = (float *)(tw + z->rows + br_round(BW_B * 4)), *rl = rm + br_round(BW_B * 4) / 4;
+
+    /* the rows' key limits and statistics (m, log2 l); a row that saw no key gets no gradient */
+    int maxlim = 0;
+    for (int i = 0; i < nr; i++) {
+        const int64_t row = bh * T + t0 + i;
+        lim[i] = attn__key_limit(mk, b, t0 + i, T, S);
+        rm[i] = cx->stats[2 * row];
+        rl[i] = cx->stats[2 * row + 1] * BR_LOG2E;
+        if (rm[i] == -INFINITY) lim[i] = 0;
+        if (lim[i] > maxlim) maxlim = lim[i];
+    }
+    if (maxlim <= j0) return 0;
+
+    /* x = (scale·Q) Kᵀ, fp32 FMA in the canonical order */
+    for (int r0 = 0; r0 < nr; r0 += BW_RT) {
+        const int rt = nr - r0 < BW_RT ? nr - r0 : BW_RT;
+        bw_fma_tab[rt - 1](P + r0 * BW_B, BW_B, qs + (int64_t)r0 * D, D, kt, BW_B, D);
+    }
+    /* P = exp2(-(max(0, m - x)·log2e + L)); keys a row does not see 0 (NaN or +Inf m: NaN where seen) */
+    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    for (int i = 0; i < nr; i++) {
+        float *pr = P + i * BW_B;
+        const int lj = lim[i] - j0 < nb ? lim[i] - j0 : nb;   /* keys j >= lj are excluded */
+        if (lj <= 0) {
+            memset(pr, 0, sizeof(float) * BW_B);
+            continue;
+        }
+        const uint8_t *al = attn__allow_row(mk, b, h, t0 + i);
+        const float *bi = attn__bias_row(mk, b, h, t0 + i);
+        if (al || bi)
+            for (int j = 0; j < lj; j++) {
+                if (al && !al[j0 + j]) pr[j] = -INFINITY;
+                else if (bi) pr[j] = br_add_bias(pr[j], bi[j0 + j]);
+            }
+        const float m = rm[i];
+        if (!(m - m == 0.0f)) {
+            for (int j = 0; j < BW_B; j++)
+                pr[j] = j >= lj || pr[j] == -INFINITY || pr[j] - m == -INFINITY ? 0.0f : NAN;
+            continue;
+        }
+        const __m512 mv = _mm512_set1_ps(m), lv = _mm512_set1_ps(rl[i]), zero = _mm512_setzero_ps();
+        for (int v = 0; v < BW_B / 16; v++) {
+            __m512 x = _mm512_loadu_ps(pr + 16 * v);
+            const __mmask16 out = _mm512_cmpge_epi32_mask(_mm512_add_epi32(iota, _mm512_set1_epi32(16 * v)),
+                                                          _mm512_set1_epi32(lj));
+            x = _mm512_mask_mov_ps(x, out, _mm512_set1_ps(-INFINITY));
+            const __m512 e = _mm512_sub_ps(zero, _mm512_fmadd_ps(_mm512_max_ps(zero, _mm512_sub_ps(mv, x)),
+                                                                 _mm512_set1_ps(BR_LOG2E), lv));
+            _mm512_storeu_ps(pr + 16 * v, attn__exp2_avx512(e));
+        }
+    }
+
+    /* dP = dO Vᵀ; dS = P ∘ (dP·mask - Δ), 0 where P is 0; with dropout P becomes P·mask for dV */
+    bw_gemm_dp(nr, BW_B, dS, BW_B, dor, z->DvE, 2, vp, BW_B, z->DvE / 2, 0);
+    if (d->dropout > 0.0f) {
+        const float keep_scale = 1.0f / (1.0f - d->dropout);
+        for (int i = 0; i < nr; i++) {
+            const uint64_t row = (uint64_t)(bh * T + t0 + i);
+            for (int j = 0; j < BW_B; j++) {
+                const int keep = j < nb && attn__dropout_keep(d->seed, row * S + (uint64_t)(j0 + j), d->dropout);
+                const float mm = keep ? keep_scale : 0.0f, p = P[i * BW_B + j];
+                dS[i * BW_B + j] = p == 0.0f ? 0.0f : p * (dS[i * BW_B + j] * mm - delta[i]);
+                P[i * BW_B + j] = p * mm;
+            }
+        }
+    } else {
+        for (int i = 0; i < nr; i++) {
+            const __m512 dl = _mm512_set1_ps(delta[i]);
+            for (int v = 0; v < BW_B / 16; v++) {
+                const __m512 p = _mm512_loadu_ps(P + i * BW_B + 16 * v);
+                const __mmask16 nz = _mm512_cmp_ps_mask(p, _mm512_setzero_ps(), _CMP_NEQ_UQ);
+                float *s = dS + i * BW_B + 16 * v;
+                _mm512_storeu_ps(s, _mm512_maskz_mul_ps(nz, p, _mm512_sub_ps(_mm512_loadu_ps(s), dl)));
+            }
+        }
+    }
+
+    /* P and dS as bf16: pairs of query rows (B of dV and dK; an odd last row paired with zeros), and dS
+     * rows (A of dQ) */
+    const int nr2 = (nr + 1) / 2;
+    for (int ip = 0; ip < nr2; ip++)
+        for (int v = 0; v < BW_B / 16; v++) {
+            const int o0 = 2 * ip * BW_B + 16 * v, o1 = o0 + BW_B;
+            const int two = 2 * ip + 1 < nr;
+            _mm512_storeu_si512(pp + ip * BW_B + 16 * v,
+                                br_pair(_mm512_loadu_ps(P + o0), two ? _mm512_loadu_ps(P + o1) : _mm512_setzero_ps()));
+            _mm512_storeu_si512(dsp + ip * BW_B + 16 * v,
+                                br_pair(_mm512_loadu_ps(dS + o0), two ? _mm512_loadu_ps(dS + o1) : _mm512_setzero_ps()));
+        }
+    for (int i = 0; i < nr; i++)
+        for (int j = 0; j < BW_B; j += 32)
+            _mm512_storeu_si512(dsb + i * BW_B + j, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(dS + i * BW_B + j + 16),
+                                                                                 _mm512_loadu_ps(dS + i * BW_B + j)));
+
+    /* dVᵀ += dOᵀ P, dKᵀ += Qᵀ dS (scale at the end), dQ slot += dS K */
+    bw_gemm_dp(Dv, BW_B, dvt, BW_B, (const uint16_t *)dop, 2 * BW_B2, 2, pp, BW_B, nr2, 1);
+    bw_gemm_dp(D, BW_B, dkt, BW_B, (const uint16_t *)qp, 2 * BW_B2, 2, dsp, BW_B, nr2, 1);
+    bw_gemm_dp(nr, D, slot + (bh * T + t0) * D, D, dsb, BW_B, 2, kj, z->D16, (nb + 1) / 2, 1);
+    return (int64_t)nr * nb;
+}
+
+/* ---------------------------------------------------------------------------------------------------
+ * The stages.
+ */
+size_t attn__bf16_bwd_workspace(const attn_sdpa_desc *d, int nth) {
+    if (nth < 1) nth = 1;
+    /* in double first, from the dimensions (size_t products of a huge shape would wrap): too large
+     * reaches sdpa.c as SIZE_MAX, ATTN_ERR_SIZE */
+    const double T = (double)(d->T + BW_B), rows = (double)d->B * d->H * T;
+    const double est = rows * (6.0 * d->D + 4.0 * d->Dv + 8) + BW_NCH * rows * d->D * 4 +
+                       (double)nth * (65536.0 + 1024.0 * (d->D + d->Dv)) + 1e6;
+    if (est > (double)(SIZE_MAX / 8)) return SIZE_MAX;
+    const bw_dims z = bw_dims_of(d);
+    return z.thread + (size_t)nth * z.tbytes + BR_ALIGN;
+}
+
+int attn__bf16_bwd_stages(const attn_sdpa_desc *d) {
+    (void)d;
+    return 3;
+}
+
+/* Threads worth waking: about 4 MFLOP each at least; never more than stage 1's items. */
+int attn__bf16_bwd_threads(const attn_sdpa_desc *d, int nth) {
+    const double flops = 2.5 * 2.0 * d->B * d->H * (double)d->T * d->S * (d->D + d->Dv);
+    const double want = flops / 4e6;
+    const int64_t items = (int64_t)d->B * d->Hkv * bw_dims_of(d).nch;
+    if (nth < 1) nth = 1;
+    if (want < nth) nth = want < 1 ? 1 : (int)want;
+    if (items < nth) nth = (int)items;
+    return nth;
+}
+
+/* dst (n bf16) += scale · src (n), rounded once. */
+static void bw_acc_row(uint16_t *dst, const float *src, int64_t stride, int n, float scale) {
+    for (int x = 0; x < n; x++) dst[x] = attn__bf16(attn__f32(dst[x]) + scale * src[(int64_t)x * stride]);
+}
+
+/* Key blocks of chunk ch: [ch·nkb/nch, (ch+1)·nkb/nch), a function of the shape only. */
+static int bw_chunk_start(const bw_dims *z, int ch) { return (int)((int64_t)ch * z->nkb / z->nch); }
+
+void attn__bf16_backward(const attn_sdpa_desc *d, uint16_t *dq, uint16_t *dk, uint16_t *dv, const uint16_t *dout,
+                         const uint16_t *q, const uint16_t *k, const uint16_t *v, const uint16_t *out,
+                         const float *stats, void *work, const attn__part *part) {
+    bw_ctx cx = {d, bw_dims_of(d), (char *)(((uintptr_t)work + BR_ALIGN - 1) & ~(uintptr_t)(BR_ALIGN - 1)),
+                 dk, dv, k, v, stats};
+    const bw_dims *z = &cx.z;
+    const int G = d->H / d->Hkv, T = d->T, D = d->D;
+    float *slots = (float *)(cx.work + z->slots);
+    int64_t local = -1;
+    if (part->stage == 0) {
+        const int64_t items = (int64_t)d->B * d->H * z->nqb;
+        for (int64_t it = attn__part_next(part, &local); it < items; it = attn__part_next(part, &local)) {
+            const int64_t bh = it / z->nqb;
+            bw_pack_rows(d, z, cx.work, q, dout, out, (int)(bh / d->H), (int)(bh % d->H), (int)(it % z->nqb));
+        }
+        return;
+    }
+    if (part->stage == 2) {
+        const int64_t rows = (int64_t)d->B * d->H * T, cs = (int64_t)d->B * d->H * T * D;
+        for (int64_t r = part->ith; r < rows; r += part->nth) {
+            const int64_t bh = r / T;
+            const int t = (int)(r % T), b = (int)(bh / d->H), h = (int)(bh % d->H);
+            uint16_t *dqr = dq + b * d->q.b + h * d->q.h + (int64_t)t * d->q.t;        /* (D) */
+            const float *s0 = slots + r * D;
+            for (int x = 0; x < D; x++) {
+                float s = s0[x];
+                for (int ch = 1; ch < z->nch; ch++) s += s0[ch * cs + x];
+                dqr[x] = attn__bf16(attn__f32(dqr[x]) + d->scale * s);
+            }
+        }
+        return;
+    }
+    /* stage 1: items (b, kv head, chunk) */
+    char *tw = cx.work + z->thread + (size_t)part->ith * z->tbytes;
+    float *dkt = (float *)(tw + z->dkt), *dvt = (float *)(tw + z->dvt);
+    const int64_t items = (int64_t)d->B * d->Hkv * z->nch;
+    int64_t counted = 0;
+    for (int64_t it = attn__part_next(part, &local); it < items; it = attn__part_next(part, &local)) {
+        const int64_t pr = it / z->nch;
+        const int ch = (int)(it % z->nch), b = (int)(pr / d->Hkv), hk = (int)(pr % d->Hkv);
+        float *slot = slots + (int64_t)ch * d->B * d->H * T * D;
+        for (int kbk = bw_chunk_start(z, ch); kbk < bw_chunk_start(z, ch + 1); kbk++) {
+            const int j0 = kbk * BW_B, nb = d->S - j0 < BW_B ? d->S - j0 : BW_B;
+            bw_pack_keys(&cx, tw, b, hk, j0, nb);
+            memset(dkt, 0, sizeof(float) * (size_t)D * BW_B);
+            memset(dvt, 0, sizeof(float) * (size_t)d->Dv * BW_B);
+            /* under a causal mask the rows before j0 - (S - T) see none of these keys */
+            int tstart = 0;
+            if (d->mask.causal) {
+                const int64_t t = (int64_t)j0 - (d->S - T);
+                tstart = t < 0 ? 0 : t > T ? T : (int)t;
+            }
+            for (int hh = 0; hh < G; hh++)
+                for (int qb = tstart / BW_B; qb < z->nqb; qb++)
+                    counted += bw_block(&cx, tw, b, hk * G + hh, j0, nb, qb, slot);
+            for (int j = 0; j < nb; j++) {
+                bw_acc_row(dk + b * d->k.b + hk * d->k.h + (int64_t)(j0 + j) * d->k.t, dkt + j, BW_B, D, d->scale);
+                bw_acc_row(dv + b * d->v.b + hk * d->v.h + (int64_t)(j0 + j) * d->v.t, dvt + j, BW_B, d->Dv, 1.0f);
+            }
+        }
+    }
+    attn__count_scores(ATTN_PASS_BACKWARD, counted);
+}

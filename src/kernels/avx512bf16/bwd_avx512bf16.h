@@ -1,0 +1,23 @@
+/*
+ * bwd_avx512bf16.h — the AVX512-BF16 path's backward of bf16 tensors (bwd_avx512bf16.c), as its table
+ * (kernels_avx512bf16.c) calls it: the workspace, stage and thread counts, and one stage of one thread.
+ * Not a public header.
+ */
+#ifndef ATTN_BWD_AVX512BF16_H
+#define ATTN_BWD_AVX512BF16_H
+
+#include "internal.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+size_t attn__bf16_bwd_workspace(const attn_sdpa_desc *d, int nth);
+int attn__bf16_bwd_stages(const attn_sdpa_desc *d);
+int attn__bf16_bwd_threads(const attn_sdpa_desc *d, int nth);
+/* one stage (part->stage: 0 packs and Δ, 1 the key chunks, 2 the dQ sums) of a validated bf16 descriptor;
+ * the gradients accumulate (+=) and are rounded to bf16 once */
+void attn__bf16_backward(const attn_sdpa_desc *d, uint16_t *dq, uint16_t *dk, uint16_t *dv, const uint16_t *dout,
+                         const uint16_t *q, const uint16_t *k, const uint16_t *v, const uint16_t *out,
+                         const float *stats, void *work, const attn__part *part);
+
+#endif
