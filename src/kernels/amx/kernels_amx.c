@@ -923,11 +923,6 @@ static axb_ctx axb_ctx_of(const attn_sdpa_desc *d, void *work) {
     return c;
 }
 
-/* Element x of row r of a tensor of type dt as fp32. */
-static inline float axb_f32(const void *row, int dt, int x) {
-    return dt == ATTN_DTYPE_BF16 ? attn__f32(((const uint16_t *)row)[x]) : ((const float *)row)[x];
-}
-
 /* dst (n) += src (n)·scale into a row of type dt. */
 static inline void axb_acc_row(void *row, int dt, const float *src, int n, float scale) {
     if (dt == ATTN_DTYPE_BF16) {
@@ -1000,6 +995,40 @@ static inline void axb_row_stats(const float *stats, int64_t row, float *m, floa
     *L = mm == -INFINITY ? 0.0f : stats[2 * row + 1] * AX_LOG2E;
 }
 
+/* Δ = rowsum(dout ∘ out) of query rows [t0, t0 + 32) of (b, h) for bf16 tensors, on tiles with dP's own
+ * arithmetic: the diagonal of O dOᵀ, O's rows as A tiles against the very dOᵀ B tiles dPᵀ = V dOᵀ reads,
+ * from zero, Dv in steps of 32. Where out is one V row (a weight of exactly 1, as at logits near 1e9) Δ is
+ * then that key's dP bit for bit and dP - Δ is exactly 0, as in exact arithmetic; a plain fp32 sum
+ * differs from the tile's by about 1e-7 relative, which times |q| near 1e9 put dk off by hundreds. fp32
+ * tensors keep the plain sum of the caller's fp32 out: their out is not one V row there anyway (the
+ * forward's P were rounded to bf16 before P·V), and rounding out to bf16 for the tiles moved dk by more
+ * than test_bf16 allows against the reference that reads that out (a dropout case, by 4 where dk is
+ * about 1). Needs the tiles on (stage 0 turns them on); dOᵀ of these rows already packed. Rows past T
+ * give 0. */
+static void axb_delta(const axb_ctx *cx, const void *out, int b, int h, int t0, const uint16_t *dot, float *delta) {
+    const attn_sdpa_desc *d = cx->d;
+    const int qb = t0 / 64, NCv = cx->z.NCv;
+    uint16_t oa[16 * 32] __attribute__((aligned(64)));
+    float c16[16 * 16] __attribute__((aligned(64)));
+    for (int qt = (t0 % 64) / 16; qt < (t0 % 64) / 16 + 2; qt++) {
+        const int r0 = 64 * qb + 16 * qt;
+        _tile_zero(0);
+        for (int c = 0; c < NCv; c++) {
+            for (int r = 0; r < 16; r++) {
+                const int t = r0 + r;
+                const uint16_t *os = (const uint16_t *)out + b * d->out.b + h * d->out.h +
+                                     (int64_t)(t < d->T ? t : 0) * d->out.t;
+                for (int x = 0; x < 32; x++) oa[r * 32 + x] = t < d->T && 32 * c + x < d->Dv ? os[32 * c + x] : 0;
+            }
+            _tile_loadd(4, oa, 64);
+            _tile_loadd(6, dot + (((int64_t)qb * NCv + c) * 4 + qt) * 512, 64);
+            _tile_dpbf16ps(0, 4, 6);
+        }
+        _tile_stored(0, c16, 64);
+        for (int r = 0; r < 16; r++) delta[r0 + r] = r0 + r < d->T ? c16[r * 16 + r] : 0.0f;
+    }
+}
+
 /* Stage 0, Q side: query rows [t0, t0 + 32) of (b, h), and the dQ slots of their block when t0 starts it. */
 static void axb_pack_rows(const axb_ctx *cx, const void *q, const void *dout, const void *out, const float *stats,
                           int b, int h, int t0) {
@@ -1043,17 +1072,9 @@ static void axb_pack_rows(const axb_ctx *cx, const void *q, const void *dout, co
                 }
             }
         }
-        for (int t = t0; t < t0 + 32; t++) {
-            const int real = t < d->T;
-            float s = 0.0f;
-            if (real) {
-                const uint16_t *os = (const uint16_t *)out + b * d->out.b + h * d->out.h + (int64_t)t * d->out.t;
-                const uint16_t *gs = (const uint16_t *)dout + b * d->out.b + h * d->out.h + (int64_t)t * d->out.t;
-                for (int x = 0; x < d->Dv; x++) s += attn__f32(os[x]) * attn__f32(gs[x]);
-            }
-            delta[t] = s;
-            axb_row_stats(stats, real ? bh * d->T + t : -1, &rm[t], &rl[t]);
-        }
+        for (int t = t0; t < t0 + 32; t++)
+            axb_row_stats(stats, t < d->T ? bh * d->T + t : -1, &rm[t], &rl[t]);
+        axb_delta(cx, out, b, h, t0, dot, delta);
         return;
     }
     for (int t = t0; t < t0 + 32; t++) {
@@ -1061,7 +1082,6 @@ static void axb_pack_rows(const axb_ctx *cx, const void *q, const void *dout, co
         const int tt = real ? t : 0;
         const char *qs = (const char *)q + (b * d->q.b + h * d->q.h + (int64_t)tt * d->q.t) * es;
         const char *gs = (const char *)dout + (b * d->out.b + h * d->out.h + (int64_t)tt * d->out.t) * es;
-        const char *os = (const char *)out + (b * d->out.b + h * d->out.h + (int64_t)tt * d->out.t) * es;
         const int qb = t / 64, i = t % 64, qti = i / 16, n = i % 16;
         for (int c = 0; c < z->NC; c++)
             for (int r = 0; r < 16; r++)
@@ -1084,12 +1104,18 @@ static void axb_pack_rows(const axb_ctx *cx, const void *q, const void *dout, co
         for (int x = 0; x < z->DvP; x++)
             dop[((int64_t)qc * z->NXv + x / 16) * 512 + pr * 32 + (x % 16) * 2 + e] =
                 real && x < d->Dv ? ax_get(gs, dt, x) : 0;
-        float s = 0.0f;
-        if (real)
-            for (int x = 0; x < d->Dv; x++) s += axb_f32(os, dt, x) * axb_f32(gs, dt, x);
-        delta[t] = s;
+        if (dt != ATTN_DTYPE_BF16) {
+            /* fp32 tensors: Δ from the fp32 out and dout the caller gave (rounding out to bf16 would lose
+             * what the reference keeps; see axb_delta) */
+            const char *os = (const char *)out + (b * d->out.b + h * d->out.h + (int64_t)tt * d->out.t) * es;
+            float s = 0.0f;
+            if (real)
+                for (int x = 0; x < d->Dv; x++) s += ((const float *)os)[x] * ((const float *)gs)[x];
+            delta[t] = s;
+        }
         axb_row_stats(stats, real ? bh * d->T + t : -1, &rm[t], &rl[t]);
     }
+    if (dt == ATTN_DTYPE_BF16) axb_delta(cx, out, b, h, t0, dot, delta);
 }
 
 /* One block of 64 keys (j0, nb real) of (b, hk) against one block of 64 query rows (t0) of head h. */
@@ -1319,15 +1345,21 @@ static void ax_backward(const attn_sdpa_desc *d, float *dq, float *dk, float *dv
     if (part->stage == 0) {
         const int64_t kper = z->SPb / 32, kitems = (int64_t)d->B * d->Hkv * kper;
         const int64_t qper = z->TPb / 32, items = kitems + (int64_t)d->B * d->H * qper;
+        int on = 0;
         for (int64_t it = attn__part_next(part, &local); it < items; it = attn__part_next(part, &local)) {
             if (it < kitems) {
                 const int64_t pr = it / kper;
                 axb_pack_keys(&cx, k, v, (int)(pr / d->Hkv), (int)(pr % d->Hkv), (int)(it % kper) * 32);
             } else {
                 const int64_t r = it - kitems, bh = r / qper;
+                if (!on) {
+                    ax_tiles_on();      /* Δ is summed on tiles */
+                    on = 1;
+                }
                 axb_pack_rows(&cx, q, dout, out, stats, (int)(bh / d->H), (int)(bh % d->H), (int)(r % qper) * 32);
             }
         }
+        if (on) _tile_release();
         return;
     }
     if (part->stage == 2) {
