@@ -119,6 +119,101 @@ static void test_golden_layers(void) {
     attn_st_free(&f);
 }
 
+/* The overlapping patch embedding (kernel K > P, zero padding (K-P)/2) against Conv2d (golden cases a..d: C 3
+ * and 1, square and not, K == P and K = 3P), its gradients against finite differences of sum(y · dy) (which
+ * is linear in x, w and b, so central differences are exact up to rounding), K == P against the plain bind
+ * bit for bit, and the refusals. */
+static void test_patch_kernel(void) {
+    attn_st_file f;
+    tu_golden_open(&f, "vision_patch_kernel.safetensors");
+    const char *const cases[4] = {"a", "b", "c", "d"};
+    for (int ci = 0; ci < 4; ci++) {
+        const char *cs = cases[ci], *meta = attn_st_meta(&f, cs);
+        int B, C, Hi, Wi, P, K, D;
+        CHECK(meta && sscanf(meta, "%d %d %d %d %d %d %d", &B, &C, &Hi, &Wi, &P, &K, &D) == 7);
+        if (!meta) continue;
+        const int Np = (Hi / P) * (Wi / P), CKK = C * K * K;
+        const size_t np = attn_patch_embed_n_params(C, K, D), nx = (size_t)B * C * Hi * Wi, ny = (size_t)B * Np * D;
+        CHECK(np == (size_t)D * CKK + D);
+        float *params = malloc(sizeof(float) * np), *grads = calloc(np, sizeof(float));
+        float *y = malloc(sizeof(float) * ny), *dx = calloc(nx, sizeof(float)), *x = malloc(sizeof(float) * nx);
+        attn_patch_embed pe;
+        CHECK_STATUS(attn_patch_embed_bind_kernel(&pe, C, Hi, Wi, P, K, D, params, grads), ATTN_OK);
+        CHECK(pe.Np == Np && pe.K == K && pe.pad == (K - P) / 2);
+        char nm[4][16];
+        const char *const part[4] = {"x", "y", "dy", "dx"};
+        for (int i = 0; i < 4; i++) snprintf(nm[i], sizeof nm[i], "%s.%s", cs, part[i]);
+        char nw[16], nb[16], ndw[16], ndb[16];
+        snprintf(nw, sizeof nw, "%s.w", cs); snprintf(nb, sizeof nb, "%s.b", cs);
+        snprintf(ndw, sizeof ndw, "%s.dw", cs); snprintf(ndb, sizeof ndb, "%s.db", cs);
+        memcpy(pe.w, tu_golden_f32(&f, nw, 2, D, CKK, 0, 0), sizeof(float) * (size_t)D * CKK);
+        memcpy(pe.b, tu_golden_f32(&f, nb, 1, D, 0, 0, 0), sizeof(float) * D);
+        memcpy(x, tu_golden_f32(&f, nm[0], 4, B, C, Hi, Wi), sizeof(float) * nx);
+        const float *gdy = tu_golden_f32(&f, nm[2], 3, B, Np, D, 0);
+        size_t cb;
+        CHECK_STATUS(attn_patch_embed_cache_bytes(&pe, B, &cb), ATTN_OK);
+        void *cache = malloc(cb);
+        char what[96];
+        CHECK_STATUS(attn_patch_embed_forward(&pe, cache, cb, y, x, B), ATTN_OK);
+        snprintf(what, sizeof what, "patch kernel %s (C %d, %dx%d, P %d, K %d) forward", cs, C, Hi, Wi, P, K);
+        tu_close_f32(what, y, tu_golden_f32(&f, nm[1], 3, B, Np, D, 0), ny, 1e-5, 1e-5);
+        CHECK_STATUS(attn_patch_embed_backward(&pe, cache, cb, dx, gdy, x, B), ATTN_OK);
+        snprintf(what, sizeof what, "patch kernel %s dx", cs);
+        tu_close_f32(what, dx, tu_golden_f32(&f, nm[3], 4, B, C, Hi, Wi), nx, 1e-5, 1e-5);
+        snprintf(what, sizeof what, "patch kernel %s dw", cs);
+        tu_close_f32(what, pe.dw, tu_golden_f32(&f, ndw, 2, D, CKK, 0, 0), (size_t)D * CKK, 1e-5, 1e-5);
+        snprintf(what, sizeof what, "patch kernel %s db", cs);
+        tu_close_f32(what, pe.db, tu_golden_f32(&f, ndb, 1, D, 0, 0, 0), D, 1e-5, 1e-5);
+
+        /* finite differences of s = sum(y · dy), in double, over every pixel, weight and bias */
+        double worst = 0.0;
+        const double h = 0.25;
+        for (size_t i = 0; i < nx + np; i++) {
+            float *v = i < nx ? &x[i] : &params[i - nx];
+            const float g = i < nx ? dx[i] : grads[i - nx], v0 = *v;
+            double s[2];
+            for (int t = 0; t < 2; t++) {
+                *v = (float)(v0 + (t ? -h : h));
+                CHECK_STATUS(attn_patch_embed_forward(&pe, cache, cb, y, x, B), ATTN_OK);
+                s[t] = 0.0;
+                for (size_t j = 0; j < ny; j++) s[t] += (double)y[j] * gdy[j];
+            }
+            *v = v0;
+            const double fd = (s[0] - s[1]) / (2 * h), e = fabs(fd - g) / (1.0 + fabs(fd));
+            if (e > worst) worst = e;
+        }
+        printf("  patch kernel %s: finite differences, max rel error %.2e over %zu values\n", cs, worst, nx + np);
+        CHECK(worst < 1e-4);
+
+        /* K == P is the plain bind's layer, bit for bit */
+        if (K == P) {
+            attn_patch_embed pp;
+            float *y2 = malloc(sizeof(float) * ny);
+            CHECK_STATUS(attn_patch_embed_bind(&pp, C, Hi, Wi, P, D, params, NULL), ATTN_OK);
+            CHECK_STATUS(attn_patch_embed_forward(&pp, cache, cb, y2, x, B), ATTN_OK);
+            CHECK_STATUS(attn_patch_embed_forward(&pe, cache, cb, y, x, B), ATTN_OK);
+            CHECK(memcmp(y, y2, sizeof(float) * ny) == 0);
+            free(y2);
+        }
+        free(cache); free(params); free(grads); free(y); free(dx); free(x);
+    }
+    attn_st_free(&f);
+
+    /* refusals: K < P, K - P odd, K > 3P, sizes that overflow; nothing bound after a refusal */
+    attn_patch_embed pe;
+    float w[8];
+    CHECK_STATUS(attn_patch_embed_bind_kernel(&pe, 1, 28, 28, 7, 5, 8, w, NULL), ATTN_ERR_SHAPE);
+    CHECK_STATUS(attn_patch_embed_bind_kernel(&pe, 1, 28, 28, 7, 12, 8, w, NULL), ATTN_ERR_SHAPE);
+    CHECK_STATUS(attn_patch_embed_bind_kernel(&pe, 1, 28, 28, 7, 23, 8, w, NULL), ATTN_ERR_SHAPE);
+    CHECK(pe.w == NULL);
+    CHECK_STATUS(attn_patch_embed_bind_kernel(&pe, 1, 28, 28, 7, 0, 8, w, NULL), ATTN_ERR_SIZE);
+    CHECK_STATUS(attn_patch_embed_bind_kernel(&pe, 1, 28, 28, 7, -7, 8, w, NULL), ATTN_ERR_SIZE);
+    CHECK_STATUS(attn_patch_embed_bind_kernel(&pe, 1, 28, 28, 7, 13, 8, NULL, NULL), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_patch_embed_bind_kernel(&pe, 4096, 28, 28, 7, 21, 1 << 20, w, NULL), ATTN_ERR_SIZE);
+    CHECK(attn_patch_embed_n_params(65536, 21, 65536) == 0);
+    CHECK(attn_patch_embed_n_params(1, 13, 128) == 128 * 169 + 128);
+}
+
 /* The whole model: the golden file is itself a checkpoint (the parameters under their names, the config in
  * the metadata), with inputs, logits, loss and every gradient. */
 static void test_golden_model(void) {
@@ -414,6 +509,7 @@ static void test_overlay(void) {
 
 int main(void) {
     test_golden_layers();
+    test_patch_kernel();
     test_golden_model();
     test_schedule();
     test_fd();

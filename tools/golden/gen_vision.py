@@ -9,6 +9,10 @@ dout stored next to them (the model's: of its mean cross-entropy). Seeds are fix
 Files:
   vision_layers.safetensors  GELU (exact erf form), patch embedding (Conv2d with stride = kernel, 3 channels,
                              a non-square image), class token + learned positions, 3 steps of AdamW
+  vision_patch_kernel.safetensors
+                             the overlapping patch embedding: Conv2d(C, D, kernel_size=K, stride=P,
+                             padding=(K-P)/2), cases a..d (C 3 and 1, square and not, K > P and K == P):
+                             "<case>.x|w|b|y|dy|dx|dw|db", the sizes in the metadata
   vision_model.safetensors   a tiny ViT (tools/replica/vit_model.py, the model of attn/vit.h): its
                              parameters under the checkpoint's names with the config in the metadata (so
                              attn_vit_load reads the file), 5 images, labels, logits, mean loss and the
@@ -85,6 +89,35 @@ def layers():
     st.save(os.path.join(OUT, "vision_layers.safetensors"), {k: v.detach().float() for k, v in out.items()})
 
 
+# (name, B, C, Hi, Wi, P, K, D)
+PATCH_CASES = [("a", 2, 3, 8, 12, 4, 8, 5),     # 3 channels, not square, pad 2
+               ("b", 2, 1, 14, 21, 7, 13, 4),   # the ViT's patch 7 with kernel 13, pad 3
+               ("c", 2, 1, 8, 12, 4, 4, 3),     # K == P through the kernel bind
+               ("d", 1, 3, 4, 6, 2, 6, 2)]      # K = 3P, the largest: pad P, windows to the neighbours' far side
+
+
+def patch_kernel():
+    g = torch.Generator().manual_seed(151)
+    out = {}
+    meta = {}
+    for name, B, C, Hi, Wi, P, K, D in PATCH_CASES:
+        conv = torch.nn.Conv2d(C, D, K, stride=P, padding=(K - P) // 2)
+        with torch.no_grad():
+            conv.weight.copy_(f32(conv.weight.normal_(generator=g) * 0.3))
+            conv.bias.copy_(f32(conv.bias.normal_(generator=g) * 0.3))
+        x = f32(torch.randn(B, C, Hi, Wi, generator=g)).requires_grad_()
+        y = conv(x).flatten(2).transpose(1, 2)                # (B, Np, D)
+        assert y.shape[1] == (Hi // P) * (Wi // P)
+        dy = f32(torch.randn(*y.shape, generator=g))
+        (y * dy).sum().backward()
+        out.update({name + ".x": x, name + ".w": conv.weight.reshape(D, -1), name + ".b": conv.bias,
+                    name + ".y": y, name + ".dy": dy, name + ".dx": x.grad,
+                    name + ".dw": conv.weight.grad.reshape(D, -1), name + ".db": conv.bias.grad})
+        meta[name] = " ".join(str(v) for v in (B, C, Hi, Wi, P, K, D))
+    st.save(os.path.join(OUT, "vision_patch_kernel.safetensors"), {k: v.detach().float() for k, v in out.items()},
+            metadata=meta)
+
+
 def model():
     torch.manual_seed(7)
     cfg = dict(image=8, channels=1, patch=4, dim=8, heads=2, blocks=2, mlp=16, classes=3)
@@ -115,5 +148,7 @@ def model():
 
 if __name__ == "__main__":
     layers()
+    patch_kernel()
     model()
-    print("wrote vision_layers.safetensors and vision_model.safetensors in", os.path.normpath(OUT))
+    print("wrote vision_layers.safetensors, vision_patch_kernel.safetensors and vision_model.safetensors in",
+          os.path.normpath(OUT))
