@@ -516,6 +516,28 @@ expect_rc 0 "vision train --crop 1 --no-flip --max-steps 7" "$attn" vision train
 cmp -s "$tmp/vr4/vit.safetensors" "$tmp/vr5/vit.safetensors" ||
   bad "vision train --crop 1 --no-flip: 3 steps, then --resume 4 steps differ from 7 steps in one run"
 cmp -s "$tmp/vr2/vit.safetensors" "$tmp/vr5/vit.safetensors" && bad "vision train: --crop 1 --no-flip changed nothing"
+# overlapping patches: bad kernels refused with the usage; the kernel is kept by --resume (3 + 4 steps equal 7),
+# a different one refused; eval and predict --png read the checkpoint
+for k in 5 8 23; do
+  expect_rc 2 "vision train --patch-kernel $k" "$attn" vision train $vr --out "$tmp/vk0" --patch-kernel $k
+  grep -q "usage: attn vision train" $out || bad "vision train --patch-kernel $k prints no usage"
+done
+expect_rc 0 "vision train --patch-kernel 13 --max-steps 3" "$attn" vision train $vr --patch-kernel 13 --out "$tmp/vk1" --max-steps 3
+grep -q "patch 7 (kernel 13, overlapping)" $out || bad "vision train --patch-kernel 13: the banner does not say the kernel"
+expect_rc 2 "vision train --resume --patch-kernel 11" "$attn" vision train --data "$vd" --threads 1 --out "$tmp/vk1" --resume --patch-kernel 11 --max-steps 4
+grep -q "trained with --patch-kernel 13" $out || bad "vision train --resume --patch-kernel 11 does not say the checkpoint's"
+expect_rc 0 "vision train --resume (kernel 13)" "$attn" vision train --data "$vd" --threads 1 --out "$tmp/vk1" --resume --max-steps 4
+grep -q "kernel 13" $out || bad "vision train --resume does not keep the checkpoint's patch kernel"
+expect_rc 0 "vision train --patch-kernel 13 --max-steps 7" "$attn" vision train $vr --patch-kernel 13 --out "$tmp/vk2" --max-steps 7
+cmp -s "$tmp/vk1/vit.safetensors" "$tmp/vk2/vit.safetensors" ||
+  bad "vision train --patch-kernel 13: 3 steps, then --resume 4 steps differ from 7 steps in one run"
+cmp -s "$tmp/vr2/vit.safetensors" "$tmp/vk2/vit.safetensors" && bad "vision train: --patch-kernel 13 changed nothing"
+expect_rc 0 "vision train --patch-kernel 7 --max-steps 7" "$attn" vision train $vr --patch-kernel 7 --out "$tmp/vk3" --max-steps 7
+cmp -s "$tmp/vr2/vit.safetensors" "$tmp/vk3/vit.safetensors" ||
+  bad "vision train: --patch-kernel 7 (the patch size) is not the plain run's checkpoint byte for byte"
+expect_rc 0 "vision eval (kernel 13)" "$attn" vision eval --data "$vd" --out "$tmp/vk2"
+expect_rc 0 "vision predict --png (kernel 13)" "$attn" vision predict --data "$vd" --out "$tmp/vk2" --png "$tmp/vkp.png" 3
+[ -s "$tmp/vkp.png" ] || bad "vision predict --png (kernel 13) wrote no picture"
 [ "$(head -1 "$tmp/vo/vit_history.csv")" = "epoch,loss,acc,test_loss,test_acc,seconds" ] ||
   bad "vision history header: $(head -1 "$tmp/vo/vit_history.csv")"
 # a history begun with the older names (val_loss, val_acc) goes on under them when resumed

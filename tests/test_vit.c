@@ -216,13 +216,15 @@ static void test_patch_kernel(void) {
 
 /* The whole model: the golden file is itself a checkpoint (the parameters under their names, the config in
  * the metadata), with inputs, logits, loss and every gradient. */
-static void test_golden_model(void) {
+static void test_golden_model(const char *file, int patch_kernel) {
     char path[1024], err[512];
-    snprintf(path, sizeof path, "%s/vision_model.safetensors", ATTN_GOLDEN_DIR);
+    snprintf(path, sizeof path, "%s/%s", ATTN_GOLDEN_DIR, file);
     attn_vit m;
     CHECK_STATUS(attn_vit_load(&m, NULL, NULL, path, 5, err, sizeof err), ATTN_OK);
+    CHECK(m.cfg.patch_kernel == patch_kernel);
+    printf("  %s (patch kernel %d)\n", file, patch_kernel ? patch_kernel : m.cfg.patch);
     attn_st_file f;
-    tu_golden_open(&f, "vision_model.safetensors");
+    tu_golden_open(&f, file);
     const float *img = tu_golden_f32(&f, "input.images", 4, 5, 1, 8, 8);
     const int32_t *lab = tu_golden_i32(&f, "input.labels", 5);
     float logits[15], loss;
@@ -376,6 +378,26 @@ static void test_config(void) {
     CHECK_STATUS(attn_vit_init(&m, NULL, &c, 1), ATTN_ERR_SIZE);
     c = small_cfg; c.dim = 0;
     CHECK_STATUS(attn_vit_init(&m, NULL, &c, 1), ATTN_ERR_SIZE);
+    /* the patch kernel (P 4): under P, K - P odd, over 3P, negative */
+    const int bad_k[4] = {3, 7, 14, -4};
+    const attn_status bad_k_st[4] = {ATTN_ERR_SHAPE, ATTN_ERR_SHAPE, ATTN_ERR_SHAPE, ATTN_ERR_SIZE};
+    for (int i = 0; i < 4; i++) {
+        c = small_cfg; c.patch_kernel = bad_k[i];
+        CHECK_STATUS(attn_vit_config_check(&c), bad_k_st[i]);
+        CHECK_STATUS(attn_vit_init(&m, NULL, &c, 1), bad_k_st[i]);
+    }
+    /* patch_kernel P is 0's model, bit for bit; 8 has the larger weight */
+    c = small_cfg; c.patch_kernel = 4;
+    attn_vit m0, m4;
+    CHECK_STATUS(attn_vit_init(&m0, NULL, &small_cfg, 3), ATTN_OK);
+    CHECK_STATUS(attn_vit_init(&m4, NULL, &c, 3), ATTN_OK);
+    CHECK(m0.n_params == m4.n_params && memcmp(m0.params, m4.params, sizeof(float) * m0.n_params) == 0);
+    attn_vit_free(&m4);
+    c.patch_kernel = 8;
+    CHECK_STATUS(attn_vit_init(&m4, NULL, &c, 3), ATTN_OK);
+    CHECK(m4.n_params == m0.n_params + 8 * (64 - 16) && m4.T == m0.T);
+    attn_vit_free(&m4);
+    attn_vit_free(&m0);
     CHECK_STATUS(attn_vit_init(&m, NULL, &small_cfg, 1), ATTN_OK);
     float img[6 * 64] = {0}, logits[18];
     const int32_t bad[1] = {3};
@@ -408,6 +430,27 @@ static void test_checkpoint(void) {
     CHECK(memcmp(l1, l2, sizeof l1) == 0);
     attn_vit_free(&r);
     attn_adam_free(&ropt);
+    /* the metadata "patch_kernel" is written only when K != P (a plain ViT's file keeps its bytes) */
+    attn_st_file sf;
+    CHECK_STATUS(attn_st_read(&sf, path, 0, err, sizeof err), ATTN_OK);
+    CHECK(attn_st_meta(&sf, "patch_kernel") == NULL);
+    attn_st_free(&sf);
+    attn_vit_config ck = small_cfg;
+    ck.patch_kernel = 8;
+    attn_vit mk;
+    CHECK_STATUS(attn_vit_init(&mk, NULL, &ck, 5), ATTN_OK);
+    CHECK_STATUS(attn_vit_save(&mk, NULL, NULL, NULL, 0, path, err, sizeof err), ATTN_OK);
+    CHECK_STATUS(attn_st_read(&sf, path, 0, err, sizeof err), ATTN_OK);
+    CHECK(attn_st_meta(&sf, "patch_kernel") && strcmp(attn_st_meta(&sf, "patch_kernel"), "8") == 0);
+    attn_st_free(&sf);
+    CHECK_STATUS(attn_vit_load(&r, NULL, NULL, path, 2, err, sizeof err), ATTN_OK);
+    CHECK(r.cfg.patch_kernel == 8 && r.n_params == mk.n_params &&
+          memcmp(r.params, mk.params, sizeof(float) * mk.n_params) == 0);
+    CHECK_STATUS(attn_vit_forward(&mk, l1, NULL, img, 2), ATTN_OK);
+    CHECK_STATUS(attn_vit_forward(&r, l2, NULL, img, 2), ATTN_OK);
+    CHECK(memcmp(l1, l2, sizeof l1) == 0);
+    attn_vit_free(&r);
+    attn_vit_free(&mk);
     CHECK(truncate(path, 200) == 0);
     CHECK(attn_vit_load(&r, NULL, NULL, path, 2, err, sizeof err) != ATTN_OK && strstr(err, path));
     printf("  truncated checkpoint: %s\n", err);
@@ -510,7 +553,8 @@ static void test_overlay(void) {
 int main(void) {
     test_golden_layers();
     test_patch_kernel();
-    test_golden_model();
+    test_golden_model("vision_model.safetensors", 0);
+    test_golden_model("vision_model_kernel.safetensors", 8);
     test_schedule();
     test_fd();
     test_threads();

@@ -39,6 +39,7 @@ typedef struct vision_flags {
     int max_steps;               /* train: stop after this many optimizer steps of this run (0: no limit) */
     int shards;                  /* train: --shards (0: not given) */
     int patch, dim, heads, blocks, mlp;
+    int patch_kernel;            /* train: --patch-kernel K (0: not given, the patch size) */
     float lr, wd, clip;
     uint64_t seed;
     const char *precision;       /* train: --precision as given, or NULL */
@@ -223,6 +224,15 @@ static int vision_train(vision_flags *f, int epochs_given) {
             attn_fmnist_free(&d);
             return 1;
         }
+        const int ck = m.cfg.patch_kernel ? m.cfg.patch_kernel : m.cfg.patch;
+        if (f->patch_kernel && f->patch_kernel != ck) {
+            fprintf(stderr, "attn: vision: --resume --patch-kernel %d: %s was trained with --patch-kernel %d; leave the "
+                    "flag out to go on with it\n", f->patch_kernel, ckpt, ck);
+            attn_vit_free(&m);
+            attn_adam_free(&opt);
+            attn_fmnist_free(&d);
+            return 2;
+        }
         if (f->precision && f->compute != m.cfg.compute) {
             fprintf(stderr, "attn: vision: --resume --precision %s: %s was trained with --precision %s; leave the flag "
                     "out to go on with it\n", f->precision, ckpt, m.cfg.compute == ATTN_DTYPE_BF16 ? "bf16" : "f32");
@@ -238,7 +248,7 @@ static int vision_train(vision_flags *f, int epochs_given) {
     } else {
         attn_vit_config c = {.image = d.train.rows, .channels = 1, .patch = f->patch, .dim = f->dim,
                              .heads = f->heads, .blocks = f->blocks, .mlp = f->mlp, .classes = ATTN_FMNIST_CLASSES,
-                             .max_batch = f->batch, .compute = f->compute};
+                             .max_batch = f->batch, .compute = f->compute, .patch_kernel = f->patch_kernel};
         if (d.train.rows != d.train.cols) {
             fprintf(stderr, "attn: vision: %s: the images are %dx%d; the ViT takes square images\n", f->data,
                     d.train.rows, d.train.cols);
@@ -247,8 +257,9 @@ static int vision_train(vision_flags *f, int epochs_given) {
         }
         if ((st = attn_vit_config_check(&c)) != ATTN_OK) {
             fprintf(stderr, "attn: vision: --patch %d must divide the image size %d, --dim %d must be a multiple of "
-                    "--heads %d, and --blocks at most %d (%s)\n", f->patch, c.image, f->dim, f->heads,
-                    ATTN_VIT_MAX_BLOCKS, attn_status_string(st));
+                    "--heads %d, --blocks at most %d, and --patch-kernel %d from --patch to 3 x --patch, of the same "
+                    "parity (%s)\n", f->patch, c.image, f->dim, f->heads, ATTN_VIT_MAX_BLOCKS, f->patch_kernel,
+                    attn_status_string(st));
             attn_fmnist_free(&d);
             return 2;
         }
@@ -273,9 +284,9 @@ static int vision_train(vision_flags *f, int epochs_given) {
     if (dist_on()) snprintf(par, sizeof par, " per rank; data parallel: %d ranks, shards %d of %d each", N, sh_count,
                             f->shards);
     if (lead)
-        fprintf(stderr, "attn: vision: ViT patch %d, dim %d, %d heads, %d blocks, MLP %d: %zu parameters, %d tokens; "
-                "AdamW lr %g wd %g, %d warm-up epoch(s) then cosine, batch %d, %s, %d threads%s, attention compute %s\n",
-                c->patch, c->dim, c->heads, c->blocks, c->mlp, m.n_params, m.T, (double)f->lr, (double)f->wd,
+        fprintf(stderr, "attn: vision: ViT patch %d (kernel %d%s), dim %d, %d heads, %d blocks, MLP %d: %zu parameters, "
+                "%d tokens; AdamW lr %g wd %g, %d warm-up epoch(s) then cosine, batch %d, %s, %d threads%s, attention "
+                "compute %s\n", c->patch, m.patch.K, m.patch.K > c->patch ? ", overlapping" : "", c->dim, c->heads, c->blocks, c->mlp, m.n_params, m.T, (double)f->lr, (double)f->wd,
                 f->warmup, f->batch, aug, attn_get_num_threads(),
                 par, c->compute == ATTN_DTYPE_BF16 ? "bf16" : "f32");
 
@@ -594,6 +605,11 @@ int cmd_vision(int argc, char **argv) {
         {"warmup", CLI_INT, &f.warmup, "N", "epochs of linear warm-up"},
         {"clip", CLI_FLOAT, &f.clip, "X", "clip the gradient's global norm to X (0: no clipping)"},
         {"patch", CLI_INT, &f.patch, "N", "patch size (divides 28: 2, 4, 7, 14)"},
+        {"patch-kernel", CLI_INT, &f.patch_kernel, "K", "overlapping patches: the patch embedding's convolution reads "
+                                                       "K x K pixels around each patch (stride --patch, zero padding "
+                                                       "(K - patch)/2; K - patch even, K <= 3 x patch); the tokens "
+                                                       "stay the same (default: the patch size, no overlap; "
+                                                       "--resume keeps the checkpoint's)"},
         {"dim", CLI_INT, &f.dim, "N", "model width"},
         {"heads", CLI_INT, &f.heads, "N", "attention heads (divides --dim)"},
         {"blocks", CLI_INT, &f.blocks, "N", "Transformer blocks"},
@@ -669,13 +685,21 @@ int cmd_vision(int argc, char **argv) {
         cli_check_int("vision", "--blocks", f.blocks, 1, ATTN_VIT_MAX_BLOCKS) ||
         cli_check_int("vision", "--mlp", f.mlp, 1, 65536) || cli_check_int("vision", "--crop", f.crop, 0, MAX_CROP) ||
         cli_check_int("vision", "--max-steps", f.max_steps, 0, -1) ||
-        cli_check_int("vision", "--shards", f.shards, 0, ATTN_MAX_SHARDS)) {
+        cli_check_int("vision", "--shards", f.shards, 0, ATTN_MAX_SHARDS) ||
+        cli_check_int("vision", "--patch-kernel", f.patch_kernel, 0, 3 * 28)) {
         cli_usage(&cmds[which], stderr);
         return 2;
     }
     if (!(f.lr > 0.0f) || !isfinite(f.lr) || !(f.wd >= 0.0f) || !isfinite(f.wd) || !(f.clip >= 0.0f) ||
         !isfinite(f.clip)) {
         fprintf(stderr, "attn: vision: --lr must be > 0, --wd and --clip >= 0 (finite)\n\n");
+        cli_usage(&cmds[which], stderr);
+        return 2;
+    }
+    if (which == 0 && !f.resume && f.patch_kernel &&
+        (f.patch_kernel < f.patch || (f.patch_kernel - f.patch) % 2 != 0 || f.patch_kernel > 3 * f.patch)) {
+        fprintf(stderr, "attn: vision: --patch-kernel %d: expected --patch %d or more, at most 3 x --patch, and "
+                "--patch-kernel - --patch even (the padding (K - patch)/2 on each side)\n\n", f.patch_kernel, f.patch);
         cli_usage(&cmds[which], stderr);
         return 2;
     }

@@ -30,7 +30,10 @@ attn_status attn_vit_config_check(const attn_vit_config *c) {
     if (c->image % c->patch != 0 || c->dim % c->heads != 0) return ATTN_ERR_SHAPE;
     const int64_t np = (int64_t)(c->image / c->patch) * (c->image / c->patch);
     if (np + 1 > 4096) return ATTN_ERR_SIZE;
-    if ((int64_t)c->channels * c->patch * c->patch > 65536) return ATTN_ERR_SIZE;
+    const int kp = c->patch_kernel ? c->patch_kernel : c->patch;
+    if (kp < 1 || kp > 65536) return ATTN_ERR_SIZE;
+    if (kp < c->patch || (kp - c->patch) % 2 != 0 || kp > 3 * c->patch) return ATTN_ERR_SHAPE;
+    if ((int64_t)c->channels * kp * kp > 65536) return ATTN_ERR_SIZE;
     if (c->compute != ATTN_DTYPE_F32 && c->compute != ATTN_DTYPE_BF16) return ATTN_ERR_ARG;
     return ATTN_OK;
 }
@@ -43,8 +46,9 @@ static size_t vit_layout(attn_vit *m, float *p, float *g) {
     const int D = c->dim, F = c->mlp, K = c->classes, Np = (c->image / c->patch) * (c->image / c->patch);
     size_t at = 0;
 #define VIT_AT(n) (p ? p + at : NULL), (g ? g + at : NULL)
-    size_t n = attn_patch_embed_n_params(c->channels, c->patch, D);
-    if (p) attn_patch_embed_bind(&m->patch, c->channels, c->image, c->image, c->patch, D, VIT_AT(n));
+    const int kp = c->patch_kernel ? c->patch_kernel : c->patch;
+    size_t n = attn_patch_embed_n_params(c->channels, kp, D);
+    if (p) attn_patch_embed_bind_kernel(&m->patch, c->channels, c->image, c->image, c->patch, kp, D, VIT_AT(n));
     at += n;
     n = attn_cls_pos_n_params(Np, D);
     if (p) attn_cls_pos_bind(&m->tok, Np, D, VIT_AT(n));
@@ -486,7 +490,8 @@ attn_status attn_vit_rollout(float *rollout, const float *weights, int L, int H,
 
 static int vit_list(const attn_vit *m, attn__nmt_named *t) {
     const attn_vit_config *c = &m->cfg;
-    const int D = c->dim, F = c->mlp, K = c->classes, T = m->T, Kp = c->channels * c->patch * c->patch;
+    const int kp = c->patch_kernel ? c->patch_kernel : c->patch;
+    const int D = c->dim, F = c->mlp, K = c->classes, T = m->T, Kp = c->channels * kp * kp;
     char nm[64];
     int n = 0;
     n = attn__nmt_add(t, n, "patch_embed.weight", m->patch.w, 2, D, Kp);
@@ -535,8 +540,8 @@ attn_status attn_vit_save(const attn_vit *m, const attn_adam *opt, const char *c
     }
     const attn_vit_config *c = &m->cfg;
     const int v[VIT_N_META - 1] = {c->image, c->channels, c->patch, c->dim, c->heads, c->blocks, c->mlp, c->classes};
-    char mv[VIT_N_META + 1][32];
-    const char *mk[VIT_N_META + 2 + 32], *mp[VIT_N_META + 2 + 32];
+    char mv[VIT_N_META + 2][32];
+    const char *mk[VIT_N_META + 3 + 32], *mp[VIT_N_META + 3 + 32];
     snprintf(mv[0], 32, "vit");
     for (int i = 1; i < VIT_N_META; i++) snprintf(mv[i], 32, "%d", v[i - 1]);
     snprintf(mv[VIT_N_META], 32, "%lld", opt ? (long long)opt->t : 0LL);
@@ -545,8 +550,14 @@ attn_status attn_vit_save(const attn_vit *m, const attn_adam *opt, const char *c
     mp[VIT_N_META] = mv[VIT_N_META];
     mk[VIT_N_META + 1] = "compute";                    /* missing in older checkpoints: f32 */
     mp[VIT_N_META + 1] = attn__compute_name(c->compute);
-    for (int i = 0; i < n_extra; i++) { mk[VIT_N_META + 2 + i] = keys[i]; mp[VIT_N_META + 2 + i] = vals[i]; }
-    return attn__nmt_save(path, t, n, mk, mp, VIT_N_META + 2 + n_extra, err, err_size);
+    int nm = VIT_N_META + 2;
+    if (c->patch_kernel && c->patch_kernel != c->patch) {   /* only then: a plain ViT's file keeps its bytes */
+        snprintf(mv[VIT_N_META + 1], 32, "%d", c->patch_kernel);
+        mk[nm] = "patch_kernel";                        /* missing in older checkpoints: P */
+        mp[nm++] = mv[VIT_N_META + 1];
+    }
+    for (int i = 0; i < n_extra; i++) { mk[nm + i] = keys[i]; mp[nm + i] = vals[i]; }
+    return attn__nmt_save(path, t, n, mk, mp, nm + n_extra, err, err_size);
 }
 
 attn_status attn_vit_load(attn_vit *m, attn_adam *opt, const attn_ctx *ctx, const char *path, int max_batch,
@@ -576,6 +587,15 @@ attn_status attn_vit_load(attn_vit *m, attn_adam *opt, const attn_ctx *ctx, cons
         attn__set_err(err, err_size, "%s: metadata \"compute\" = \"%s\", expected f32 or bf16", path, cs);
         attn_st_free(&f);
         return ATTN_ERR_FORMAT;
+    }
+    if (attn_st_meta(&f, "patch_kernel")) {         /* absent: patches side by side */
+        static const char *const kn[1] = {"patch_kernel"};
+        double kv = 0;
+        if ((st = attn__nmt_meta_numbers(&f, path, kn, 1, &kv, err, err_size)) != ATTN_OK) {
+            attn_st_free(&f);
+            return st;
+        }
+        c.patch_kernel = (int)kv;
     }
     if ((st = vit_alloc(m, ctx, &c)) != ATTN_OK) {
         attn__set_err(err, err_size, "%s: the configuration in the metadata is invalid (%s)", path,

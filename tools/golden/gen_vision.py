@@ -17,6 +17,8 @@ Files:
                              parameters under the checkpoint's names with the config in the metadata (so
                              attn_vit_load reads the file), 5 images, labels, logits, mean loss and the
                              gradient of every parameter ("grad." + name)
+  vision_model_kernel.safetensors
+                             the same with patch_kernel 8 (overlapping patches, padding 2; in the metadata)
 """
 import os
 import sys
@@ -118,9 +120,11 @@ def patch_kernel():
             metadata=meta)
 
 
-def model():
+def model(patch_kernel=0, fname="vision_model.safetensors"):
     torch.manual_seed(7)
     cfg = dict(image=8, channels=1, patch=4, dim=8, heads=2, blocks=2, mlp=16, classes=3)
+    if patch_kernel:
+        cfg["patch_kernel"] = patch_kernel
     m = vit_model.ViT(**cfg)
     with torch.no_grad():
         for p in m.parameters():
@@ -143,12 +147,13 @@ def model():
     tensors["input.labels"] = labels.int()
     meta = {"model": "vit"}
     meta.update({k: str(v) for k, v in cfg.items()})
-    st.save(os.path.join(OUT, "vision_model.safetensors"), tensors, metadata=meta)
+    st.save(os.path.join(OUT, fname), tensors, metadata=meta)
 
 
 if __name__ == "__main__":
     layers()
     patch_kernel()
     model()
-    print("wrote vision_layers.safetensors, vision_patch_kernel.safetensors and vision_model.safetensors in",
+    model(patch_kernel=8, fname="vision_model_kernel.safetensors")
+    print("wrote vision_layers, vision_patch_kernel, vision_model and vision_model_kernel (.safetensors) in",
           os.path.normpath(OUT))
