@@ -622,6 +622,15 @@ grep -q "f1: .* mean_iou: " $out || bad "detect train prints no f1 and mean_iou"
 expect_rc 0 "detect train --resume" "$attn" detect train --data "$vd" --out "$tmp/do" --threads 1 --resume --max-steps 4
 grep -q "resuming .* at step 3" $out || bad "detect train --resume does not say where it resumes"
 expect_rc 1 "detect train --resume (done)" "$attn" detect train --data "$vd" --out "$tmp/do" --threads 1 --resume
+# overlapping patches: refused with the usage when bad; kept by --resume, a different one refused; eval reads it
+expect_rc 2 "detect train --patch-kernel 8" "$attn" detect train $dq --out "$tmp/dk0" --patch-kernel 8
+grep -q "usage: attn detect train" $out || bad "detect train --patch-kernel 8 prints no usage"
+expect_rc 0 "detect train --patch-kernel 11" "$attn" detect train $dq --out "$tmp/dk1" --patch-kernel 11 --max-steps 2
+grep -q "patch 7 (kernel 11, overlapping" $out || bad "detect train --patch-kernel 11: the banner does not say the kernel"
+expect_rc 2 "detect train --resume --patch-kernel 13" "$attn" detect train --data "$vd" --out "$tmp/dk1" --threads 1 --resume --max-steps 3 --patch-kernel 13
+expect_rc 0 "detect train --resume (kernel 11)" "$attn" detect train --data "$vd" --out "$tmp/dk1" --threads 1 --resume --max-steps 3
+grep -q "kernel 11" $out || bad "detect train --resume does not keep the checkpoint's patch kernel"
+expect_rc 0 "detect eval (kernel 11)" "$attn" detect eval --data "$vd" --out "$tmp/dk1" --canvases 20 --val 8
 expect_rc 0 "detect eval" "$attn" detect eval --data "$vd" --out "$tmp/do" --canvases 20 --val 8
 grep -q "^f1 [01]\.[0-9][0-9][0-9] mean_iou [01]\.[0-9][0-9][0-9]$" $out || bad "detect eval prints no 'f1 0.xxx mean_iou 0.xxx' line"
 grep -q "class right in [0-9]* of the matched" $out || bad "detect eval does not count the matched pairs of the right class"

@@ -224,10 +224,7 @@ static int vision_train(vision_flags *f, int epochs_given) {
             attn_fmnist_free(&d);
             return 1;
         }
-        const int ck = m.cfg.patch_kernel ? m.cfg.patch_kernel : m.cfg.patch;
-        if (f->patch_kernel && f->patch_kernel != ck) {
-            fprintf(stderr, "attn: vision: --resume --patch-kernel %d: %s was trained with --patch-kernel %d; leave the "
-                    "flag out to go on with it\n", f->patch_kernel, ckpt, ck);
+        if (cli_patch_kernel_resume("vision", ckpt, f->patch_kernel, m.patch.K)) {
             attn_vit_free(&m);
             attn_adam_free(&opt);
             attn_fmnist_free(&d);
@@ -605,11 +602,7 @@ int cmd_vision(int argc, char **argv) {
         {"warmup", CLI_INT, &f.warmup, "N", "epochs of linear warm-up"},
         {"clip", CLI_FLOAT, &f.clip, "X", "clip the gradient's global norm to X (0: no clipping)"},
         {"patch", CLI_INT, &f.patch, "N", "patch size (divides 28: 2, 4, 7, 14)"},
-        {"patch-kernel", CLI_INT, &f.patch_kernel, "K", "overlapping patches: the patch embedding's convolution reads "
-                                                       "K x K pixels around each patch (stride --patch, zero padding "
-                                                       "(K - patch)/2; K - patch even, K <= 3 x patch); the tokens "
-                                                       "stay the same (default: the patch size, no overlap; "
-                                                       "--resume keeps the checkpoint's)"},
+        {"patch-kernel", CLI_INT, &f.patch_kernel, "K", CLI_PATCH_KERNEL_HELP},
         {"dim", CLI_INT, &f.dim, "N", "model width"},
         {"heads", CLI_INT, &f.heads, "N", "attention heads (divides --dim)"},
         {"blocks", CLI_INT, &f.blocks, "N", "Transformer blocks"},
@@ -696,13 +689,7 @@ int cmd_vision(int argc, char **argv) {
         cli_usage(&cmds[which], stderr);
         return 2;
     }
-    if (which == 0 && !f.resume && f.patch_kernel &&
-        (f.patch_kernel < f.patch || (f.patch_kernel - f.patch) % 2 != 0 || f.patch_kernel > 3 * f.patch)) {
-        fprintf(stderr, "attn: vision: --patch-kernel %d: expected --patch %d or more, at most 3 x --patch, and "
-                "--patch-kernel - --patch even (the padding (K - patch)/2 on each side)\n\n", f.patch_kernel, f.patch);
-        cli_usage(&cmds[which], stderr);
-        return 2;
-    }
+    if (which == 0 && !f.resume && (r = cli_patch_kernel("vision", &cmds[0], f.patch, f.patch_kernel))) return r;
     if (f.no_augment) {
         f.crop = 0;
         f.no_flip = 1;

@@ -51,8 +51,9 @@ attn_status attn_patch_embed_bind_kernel(attn_patch_embed *l, int C, int Hi, int
                                          float *params, float *grads) {
     if (!l || !params) return ATTN_ERR_NULL;
     memset(l, 0, sizeof *l);
-    if (!attn__dim_ok(Hi) || !attn__dim_ok(Wi) || !attn__dim_ok(P) || !attn__dim_ok(K)) return ATTN_ERR_SIZE;
-    if (K < P || (K - P) % 2 != 0 || K > 3 * (int64_t)P) return ATTN_ERR_SHAPE;
+    if (!attn__dim_ok(Hi) || !attn__dim_ok(Wi)) return ATTN_ERR_SIZE;
+    attn_status st = attn__patch_kernel_check(P, K);
+    if (st != ATTN_OK) return st;
     const size_t n = attn_patch_embed_n_params(C, K, D);
     if (n == 0) return ATTN_ERR_SIZE;
     if (Hi % P != 0 || Wi % P != 0) return ATTN_ERR_SHAPE;

@@ -31,8 +31,8 @@ attn_status attn_vit_config_check(const attn_vit_config *c) {
     const int64_t np = (int64_t)(c->image / c->patch) * (c->image / c->patch);
     if (np + 1 > 4096) return ATTN_ERR_SIZE;
     const int kp = c->patch_kernel ? c->patch_kernel : c->patch;
-    if (kp < 1 || kp > 65536) return ATTN_ERR_SIZE;
-    if (kp < c->patch || (kp - c->patch) % 2 != 0 || kp > 3 * c->patch) return ATTN_ERR_SHAPE;
+    const attn_status ks = attn__patch_kernel_check(c->patch, kp);
+    if (ks != ATTN_OK) return ks;
     if ((int64_t)c->channels * kp * kp > 65536) return ATTN_ERR_SIZE;
     if (c->compute != ATTN_DTYPE_F32 && c->compute != ATTN_DTYPE_BF16) return ATTN_ERR_ARG;
     return ATTN_OK;
@@ -588,14 +588,10 @@ attn_status attn_vit_load(attn_vit *m, attn_adam *opt, const attn_ctx *ctx, cons
         attn_st_free(&f);
         return ATTN_ERR_FORMAT;
     }
-    if (attn_st_meta(&f, "patch_kernel")) {         /* absent: patches side by side */
-        static const char *const kn[1] = {"patch_kernel"};
-        double kv = 0;
-        if ((st = attn__nmt_meta_numbers(&f, path, kn, 1, &kv, err, err_size)) != ATTN_OK) {
-            attn_st_free(&f);
-            return st;
-        }
-        c.patch_kernel = (int)kv;
+    /* absent in older checkpoints (and whenever K == P): patches side by side */
+    if ((st = attn__nmt_meta_optional(&f, path, "patch_kernel", &c.patch_kernel, err, err_size)) != ATTN_OK) {
+        attn_st_free(&f);
+        return st;
     }
     if ((st = vit_alloc(m, ctx, &c)) != ATTN_OK) {
         attn__set_err(err, err_size, "%s: the configuration in the metadata is invalid (%s)", path,
