@@ -538,6 +538,24 @@ cmp -s "$tmp/vr2/vit.safetensors" "$tmp/vk3/vit.safetensors" ||
 expect_rc 0 "vision eval (kernel 13)" "$attn" vision eval --data "$vd" --out "$tmp/vk2"
 expect_rc 0 "vision predict --png (kernel 13)" "$attn" vision predict --data "$vd" --out "$tmp/vk2" --png "$tmp/vkp.png" 3
 [ -s "$tmp/vkp.png" ] || bad "vision predict --png (kernel 13) wrote no picture"
+# label smoothing: bad values refused with the usage; kept by --resume (3 + 4 steps equal 7), a different one
+# refused; it changes the run
+for x in -0.1 1 nan; do
+  expect_rc 2 "vision train --label-smoothing $x" "$attn" vision train $vr --out "$tmp/vl0" --label-smoothing $x
+  grep -q "usage: attn vision train" $out || bad "vision train --label-smoothing $x prints no usage"
+done
+expect_rc 0 "vision train --label-smoothing 0.1 --max-steps 3" "$attn" vision train $vr --label-smoothing 0.1 --out "$tmp/vl1" --max-steps 3
+grep -q "label smoothing 0.1," $out || bad "vision train --label-smoothing 0.1: the banner does not say it"
+expect_rc 2 "vision train --resume --label-smoothing 0.2" "$attn" vision train --data "$vd" --threads 1 --out "$tmp/vl1" --resume --label-smoothing 0.2 --max-steps 4
+expect_rc 0 "vision train --resume (label smoothing 0.1)" "$attn" vision train --data "$vd" --threads 1 --out "$tmp/vl1" --resume --max-steps 4
+grep -q "label smoothing 0.1," $out || bad "vision train --resume does not keep the checkpoint's label smoothing"
+expect_rc 0 "vision train --label-smoothing 0.1 --max-steps 7" "$attn" vision train $vr --label-smoothing 0.1 --out "$tmp/vl2" --max-steps 7
+cmp -s "$tmp/vl1/vit.safetensors" "$tmp/vl2/vit.safetensors" ||
+  bad "vision train --label-smoothing 0.1: 3 steps, then --resume 4 steps differ from 7 steps in one run"
+cmp -s "$tmp/vr2/vit.safetensors" "$tmp/vl2/vit.safetensors" && bad "vision train: --label-smoothing 0.1 changed nothing"
+expect_rc 0 "vision train --label-smoothing 0 --max-steps 7" "$attn" vision train $vr --label-smoothing 0 --out "$tmp/vl3" --max-steps 7
+cmp -s "$tmp/vr2/vit.safetensors" "$tmp/vl3/vit.safetensors" ||
+  bad "vision train: --label-smoothing 0 is not the plain run's checkpoint byte for byte"
 [ "$(head -1 "$tmp/vo/vit_history.csv")" = "epoch,loss,acc,test_loss,test_acc,seconds" ] ||
   bad "vision history header: $(head -1 "$tmp/vo/vit_history.csv")"
 # a history begun with the older names (val_loss, val_acc) goes on under them when resumed

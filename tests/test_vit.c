@@ -214,6 +214,68 @@ static void test_patch_kernel(void) {
     CHECK(attn_patch_embed_n_params(1, 13, 128) == 128 * 169 + 128);
 }
 
+/* Label smoothing: the layer against CrossEntropyLoss(label_smoothing=eps) (eps 0.1 and 0.3, a row of logits
+ * ±40), refusals; the ViT's loss with m.label_smoothing is the smoothed loss of its own logits, and eps 0
+ * keeps the plain loss's bits. */
+static void test_label_smoothing(void) {
+    attn_st_file f;
+    tu_golden_open(&f, "vision_label_smoothing.safetensors");
+    const float *logits = tu_golden_f32(&f, "ls.logits", 2, 7, 10, 0, 0), *dloss = tu_golden_f32(&f, "ls.dloss", 1, 7, 0, 0, 0);
+    const int32_t *tg = tu_golden_i32(&f, "ls.targets", 7);
+    const float eps[2] = {0.1f, 0.3f};
+    for (int e = 0; e < 2; e++) {
+        char nl[32], nd[32], what[64];
+        snprintf(nl, sizeof nl, "ls%d.loss", e ? 3 : 1);
+        snprintf(nd, sizeof nd, "ls%d.dlogits", e ? 3 : 1);
+        float loss[7], probs[70], dl[70];
+        for (int i = 0; i < 70; i++) dl[i] = 0.5f;                 /* backward accumulates */
+        CHECK_STATUS(attn_softmax_xent_smooth_forward(loss, probs, logits, tg, eps[e], 7, 10), ATTN_OK);
+        snprintf(what, sizeof what, "label smoothing %.1f loss", (double)eps[e]);
+        tu_close_f32(what, loss, tu_golden_f32(&f, nl, 1, 7, 0, 0, 0), 7, 1e-5, 1e-5);
+        CHECK_STATUS(attn_softmax_xent_smooth_backward(dl, dloss, probs, tg, eps[e], 7, 10), ATTN_OK);
+        for (int i = 0; i < 70; i++) dl[i] -= 0.5f;
+        snprintf(what, sizeof what, "label smoothing %.1f dlogits", (double)eps[e]);
+        tu_close_f32(what, dl, tu_golden_f32(&f, nd, 2, 7, 10, 0, 0), 70, 1e-6, 1e-5);
+    }
+    float loss[7], probs[70];
+    CHECK_STATUS(attn_softmax_xent_smooth_forward(loss, probs, logits, tg, 1.0f, 7, 10), ATTN_ERR_ARG);
+    CHECK_STATUS(attn_softmax_xent_smooth_forward(loss, probs, logits, tg, -0.1f, 7, 10), ATTN_ERR_ARG);
+    CHECK_STATUS(attn_softmax_xent_smooth_forward(loss, probs, logits, tg, NAN, 7, 10), ATTN_ERR_ARG);
+    CHECK_STATUS(attn_softmax_xent_smooth_backward(probs, loss, probs, tg, 1.5f, 7, 10), ATTN_ERR_ARG);
+    attn_st_free(&f);
+
+    /* the model: its smoothed mean loss from its own logits, in double */
+    attn_vit m;
+    CHECK_STATUS(attn_vit_init(&m, NULL, &small_cfg, 9), ATTN_OK);
+    float img[5 * 64], lg[15], l0, l1, lref = 0;
+    tu_fill(img, 5 * 64, 12);
+    const int32_t lab[5] = {0, 2, 1, 1, 0};
+    CHECK_STATUS(attn_vit_forward(&m, lg, NULL, img, 5), ATTN_OK);
+    CHECK_STATUS(attn_vit_loss_grad(&m, img, lab, 5, &l0), ATTN_OK);
+    float *g0 = malloc(sizeof(float) * m.n_params);
+    memcpy(g0, m.grads, sizeof(float) * m.n_params);
+    m.label_smoothing = 0.2f;
+    CHECK_STATUS(attn_vit_loss_grad(&m, img, lab, 5, &l1), ATTN_OK);
+    double want = 0;
+    for (int b = 0; b < 5; b++) {
+        const float *x = lg + 3 * b;
+        double mx = x[0] > x[1] ? x[0] : x[1];
+        mx = mx > x[2] ? mx : x[2];
+        const double lse = mx + log(exp(x[0] - mx) + exp(x[1] - mx) + exp(x[2] - mx));
+        want += 0.8 * (lse - x[lab[b]]) + 0.2 * (lse - (x[0] + x[1] + x[2]) / 3.0);
+    }
+    lref = (float)(want / 5);
+    tu_close_f32("ViT mean loss, label smoothing 0.2", &l1, &lref, 1, 1e-6, 1e-5);
+    CHECK(l1 != l0 && memcmp(g0, m.grads, sizeof(float) * m.n_params) != 0);
+    m.label_smoothing = 0.0f;
+    CHECK_STATUS(attn_vit_loss_grad(&m, img, lab, 5, &l1), ATTN_OK);
+    CHECK(l1 == l0 && memcmp(g0, m.grads, sizeof(float) * m.n_params) == 0);
+    m.label_smoothing = 1.0f;
+    CHECK_STATUS(attn_vit_loss_grad(&m, img, lab, 5, &l1), ATTN_ERR_ARG);
+    free(g0);
+    attn_vit_free(&m);
+}
+
 /* The whole model: the golden file is itself a checkpoint (the parameters under their names, the config in
  * the metadata), with inputs, logits, loss and every gradient. */
 static void test_golden_model(const char *file, int patch_kernel) {
@@ -553,6 +615,7 @@ static void test_overlay(void) {
 int main(void) {
     test_golden_layers();
     test_patch_kernel();
+    test_label_smoothing();
     test_golden_model("vision_model.safetensors", 0);
     test_golden_model("vision_model_kernel.safetensors", 8);
     test_schedule();

@@ -119,6 +119,17 @@ attn_status attn_softmax_xent_backward(float *dlogits, const float *dlosses,
                                        const float *probs, const int32_t *targets, const float *weights,
                                        int N, int C);
 
+/* The same with label smoothing eps in [0, 1) (PyTorch's CrossEntropyLoss(label_smoothing=eps)): the target
+ * is (1-eps)·onehot + eps/C, so
+ *   losses (N) written: (1-eps)·(-log p[target]) + eps·mean_c(-log p[c]);  probs (N,C) written
+ * backward: dlogits (N,C) += dlosses[n] · (probs[n] - (1-eps)·onehot(target[n]) - eps/C).
+ * eps outside [0, 1) or NaN: ATTN_ERR_ARG. eps 0 is the loss above (not the same bits: the callers of the
+ * plain loss call that one). */
+attn_status attn_softmax_xent_smooth_forward(float *losses, float *probs, const float *logits, const int32_t *targets,
+                                             float eps, int N, int C);
+attn_status attn_softmax_xent_smooth_backward(float *dlogits, const float *dlosses, const float *probs,
+                                              const int32_t *targets, float eps, int N, int C);
+
 /* ---------------------------------------------------------------------------------------------------
  * Optimizer and gradient clipping.
  *

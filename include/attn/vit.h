@@ -84,6 +84,8 @@ typedef struct attn_vit {
     size_t acts_bytes;
     struct attn_vit *shards;     /* the training shards: the model's parameters, own gradients and acts */
     int n_shards;
+    float label_smoothing;       /* the training loss's eps in [0, 1) (0 after init and load: plain cross-entropy;
+                                    attn_softmax_xent_smooth_forward's otherwise); a setting of the run, not saved */
 } attn_vit;
 
 /* Checks a configuration: every size >= 1, I % P == 0, D % H == 0, L <= ATTN_VIT_MAX_BLOCKS, patch_kernel 0
@@ -99,7 +101,7 @@ void        attn_vit_free(attn_vit *m);
 attn_status attn_vit_forward(attn_vit *m, float *logits, float *weights, const float *images, int B);
 
 /* One training step on a batch: zero the gradients, forward and backward on the shards (mean
- * cross-entropy over the B images), clip the global gradient norm to clip (<= 0: no clipping), one
+ * cross-entropy over the B images, with m->label_smoothing; outside [0, 1): ATTN_ERR_ARG), clip the global gradient norm to clip (<= 0: no clipping), one
  * opt step. *loss (or NULL) = the batch's mean loss, *correct (or NULL) = images whose largest logit is
  * their label. labels (B) in [0,K). */
 attn_status attn_vit_train_step(attn_vit *m, attn_adam *opt, const float *images, const int32_t *labels, int B,

@@ -254,9 +254,10 @@ attn_status attn_vit_init(attn_vit *m, const attn_ctx *ctx, const attn_vit_confi
 
 /* ---------------------------------------------------------------------------------------------------
  * One shard: forward (logits; weights (L, Bw, H, T, T) slices at row offset w_off when asked), and with
- * labels the loss, and with backward the gradients of Σ loss · inv_b into s->grads (zeroed first).
+ * labels the loss (label smoothing eps), and with backward the gradients of Σ loss · inv_b into s->grads (zeroed
+ * first). eps 0 runs the plain cross-entropy, whose bits every run before label smoothing has.
  */
-static attn_status shard_run(attn_vit *s, const float *images, const int32_t *labels, int Bm, float inv_b,
+static attn_status shard_run(attn_vit *s, const float *images, const int32_t *labels, int Bm, float inv_b, float eps,
                              int backward, float *logits_out, float *weights, int Bw, int w_off, float *loss_sum,
                              int *correct) {
     const attn_vit_config *c = &s->cfg;
@@ -294,7 +295,9 @@ static attn_status shard_run(attn_vit *s, const float *images, const int32_t *la
     if (logits_out) memcpy(logits_out, a.logits, sizeof(float) * (size_t)Bm * K);
     if (!labels) return ATTN_OK;
 
-    if ((st = attn_softmax_xent_forward(a.losses, a.probs, a.logits, labels, NULL, Bm, K)) != ATTN_OK) return st;
+    st = eps > 0.0f ? attn_softmax_xent_smooth_forward(a.losses, a.probs, a.logits, labels, eps, Bm, K)
+                    : attn_softmax_xent_forward(a.losses, a.probs, a.logits, labels, NULL, Bm, K);
+    if (st != ATTN_OK) return st;
     double sum = 0.0;
     int ok = 0;
     for (int i = 0; i < Bm; i++) {
@@ -312,7 +315,9 @@ static attn_status shard_run(attn_vit *s, const float *images, const int32_t *la
     memset(s->grads, 0, sizeof(float) * s->n_params);
     for (int i = 0; i < Bm; i++) a.losses[i] = inv_b;             /* d(mean loss)/d(loss_i) */
     memset(a.dlogits, 0, sizeof(float) * (size_t)Bm * K);
-    if ((st = attn_softmax_xent_backward(a.dlogits, a.losses, a.probs, labels, NULL, Bm, K)) != ATTN_OK) return st;
+    st = eps > 0.0f ? attn_softmax_xent_smooth_backward(a.dlogits, a.losses, a.probs, labels, eps, Bm, K)
+                    : attn_softmax_xent_backward(a.dlogits, a.losses, a.probs, labels, NULL, Bm, K);
+    if (st != ATTN_OK) return st;
     memset(a.dclsn, 0, sizeof(float) * (size_t)Bm * D);
     if ((st = attn_linear_backward(a.dclsn, s->dhead_w, s->dhead_b, a.dlogits, a.clsn, s->head_w, Bm, D, K)) != ATTN_OK)
         return st;
@@ -371,7 +376,7 @@ static attn_status run_sharded(attn_vit *m, const float *images, const int32_t *
         sts[k] = ATTN_OK;
         if (n <= 0 || k < first || k >= first + count) continue;
         sts[k] = shard_run(&m->shards[k], images + (size_t)lo * img, labels ? labels + lo : NULL, n, 1.0f / (float)B,
-                           backward, logits ? logits + (size_t)lo * K : NULL, weights, B, lo, &losses[k], &oks[k]);
+                           m->label_smoothing, backward, logits ? logits + (size_t)lo * K : NULL, weights, B, lo, &losses[k], &oks[k]);
     }
     double sum = 0.0;
     int ok = 0;
@@ -400,6 +405,7 @@ static attn_status run_sharded(attn_vit *m, const float *images, const int32_t *
 }
 
 static attn_status check_labels(const attn_vit *m, const int32_t *labels, int B) {
+    if (!(m->label_smoothing >= 0.0f && m->label_smoothing < 1.0f)) return ATTN_ERR_ARG;
     for (int i = 0; i < B; i++)
         if (labels[i] < 0 || labels[i] >= m->cfg.classes) return ATTN_ERR_ARG;
     return ATTN_OK;

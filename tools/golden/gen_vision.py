@@ -13,6 +13,10 @@ Files:
                              the overlapping patch embedding: Conv2d(C, D, kernel_size=K, stride=P,
                              padding=(K-P)/2), cases a..d (C 3 and 1, square and not, K > P and K == P):
                              "<case>.x|w|b|y|dy|dx|dw|db", the sizes in the metadata
+  vision_label_smoothing.safetensors
+                             cross-entropy with label smoothing (CrossEntropyLoss(label_smoothing=eps,
+                             reduction='none')): "ls.logits" (7, 10), "ls.targets", per eps in 0.1 and 0.3
+                             "ls<eps·10>.loss" (7) and "ls<eps·10>.dlogits" of sum(loss · "ls.dloss")
   vision_model.safetensors   a tiny ViT (tools/replica/vit_model.py, the model of attn/vit.h): its
                              parameters under the checkpoint's names with the config in the metadata (so
                              attn_vit_load reads the file), 5 images, labels, logits, mean loss and the
@@ -91,6 +95,24 @@ def layers():
     st.save(os.path.join(OUT, "vision_layers.safetensors"), {k: v.detach().float() for k, v in out.items()})
 
 
+def label_smoothing():
+    g = torch.Generator().manual_seed(152)
+    logits = f32(torch.randn(7, 10, generator=g) * 3)
+    logits[6] = f32(torch.linspace(-40, 40, 10))              # a wide row: the log-sum-exp must not overflow
+    targets = torch.tensor([0, 3, 9, 9, 5, 1, 0])
+    dloss = f32(torch.rand(7, generator=g) + 0.5)
+    out = {"ls.logits": logits, "ls.targets": targets.int(), "ls.dloss": dloss}
+    for eps in (0.1, 0.3):
+        x = logits.clone().requires_grad_()
+        loss = torch.nn.CrossEntropyLoss(label_smoothing=eps, reduction="none")(x, targets)
+        (loss * dloss).sum().backward()
+        tag = "ls%d" % round(eps * 10)
+        out[tag + ".loss"] = loss
+        out[tag + ".dlogits"] = x.grad
+    st.save(os.path.join(OUT, "vision_label_smoothing.safetensors"),
+            {k: (v.detach().float() if v.dtype == torch.float64 else v) for k, v in out.items()})
+
+
 # (name, B, C, Hi, Wi, P, K, D)
 PATCH_CASES = [("a", 2, 3, 8, 12, 4, 8, 5),     # 3 channels, not square, pad 2
                ("b", 2, 1, 14, 21, 7, 13, 4),   # the ViT's patch 7 with kernel 13, pad 3
@@ -153,7 +175,9 @@ def model(patch_kernel=0, fname="vision_model.safetensors"):
 if __name__ == "__main__":
     layers()
     patch_kernel()
+    label_smoothing()
     model()
     model(patch_kernel=8, fname="vision_model_kernel.safetensors")
-    print("wrote vision_layers, vision_patch_kernel, vision_model and vision_model_kernel (.safetensors) in",
+    print("wrote vision_layers, vision_patch_kernel, vision_label_smoothing, vision_model and vision_model_kernel "
+          "(.safetensors) in",
           os.path.normpath(OUT))

@@ -82,6 +82,8 @@ def main():
     ap.add_argument("--mlp", type=int, default=256)
     ap.add_argument("--crop", type=int, default=1)
     ap.add_argument("--no-flip", action="store_true")
+    ap.add_argument("--label-smoothing", type=float, default=0.0,
+                    help="cross-entropy's label smoothing (the printed loss is the smoothed one, as the C program's)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--limit", type=int, default=0)
@@ -114,7 +116,7 @@ def main():
             for grp in opt.param_groups:
                 grp["lr"] = lr_at(t)
             logits = m(x)
-            loss = torch.nn.functional.cross_entropy(logits, y)
+            loss = torch.nn.functional.cross_entropy(logits, y, label_smoothing=a.label_smoothing)
             opt.zero_grad()
             loss.backward()
             if a.clip > 0:
