@@ -516,46 +516,35 @@ expect_rc 0 "vision train --crop 1 --no-flip --max-steps 7" "$attn" vision train
 cmp -s "$tmp/vr4/vit.safetensors" "$tmp/vr5/vit.safetensors" ||
   bad "vision train --crop 1 --no-flip: 3 steps, then --resume 4 steps differ from 7 steps in one run"
 cmp -s "$tmp/vr2/vit.safetensors" "$tmp/vr5/vit.safetensors" && bad "vision train: --crop 1 --no-flip changed nothing"
-# overlapping patches: bad kernels refused with the usage; the kernel is kept by --resume (3 + 4 steps equal 7),
-# a different one refused; eval and predict --png read the checkpoint
-for k in 5 8 23; do
-  expect_rc 2 "vision train --patch-kernel $k" "$attn" vision train $vr --out "$tmp/vk0" --patch-kernel $k
-  grep -q "usage: attn vision train" $out || bad "vision train --patch-kernel $k prints no usage"
-done
-expect_rc 0 "vision train --patch-kernel 13 --max-steps 3" "$attn" vision train $vr --patch-kernel 13 --out "$tmp/vk1" --max-steps 3
-grep -q "patch 7 (kernel 13, overlapping)" $out || bad "vision train --patch-kernel 13: the banner does not say the kernel"
-expect_rc 2 "vision train --resume --patch-kernel 11" "$attn" vision train --data "$vd" --threads 1 --out "$tmp/vk1" --resume --patch-kernel 11 --max-steps 4
-grep -q "trained with --patch-kernel 13" $out || bad "vision train --resume --patch-kernel 11 does not say the checkpoint's"
-expect_rc 0 "vision train --resume (kernel 13)" "$attn" vision train --data "$vd" --threads 1 --out "$tmp/vk1" --resume --max-steps 4
-grep -q "kernel 13" $out || bad "vision train --resume does not keep the checkpoint's patch kernel"
-expect_rc 0 "vision train --patch-kernel 13 --max-steps 7" "$attn" vision train $vr --patch-kernel 13 --out "$tmp/vk2" --max-steps 7
-cmp -s "$tmp/vk1/vit.safetensors" "$tmp/vk2/vit.safetensors" ||
-  bad "vision train --patch-kernel 13: 3 steps, then --resume 4 steps differ from 7 steps in one run"
-cmp -s "$tmp/vr2/vit.safetensors" "$tmp/vk2/vit.safetensors" && bad "vision train: --patch-kernel 13 changed nothing"
-expect_rc 0 "vision train --patch-kernel 7 --max-steps 7" "$attn" vision train $vr --patch-kernel 7 --out "$tmp/vk3" --max-steps 7
-cmp -s "$tmp/vr2/vit.safetensors" "$tmp/vk3/vit.safetensors" ||
-  bad "vision train: --patch-kernel 7 (the patch size) is not the plain run's checkpoint byte for byte"
-expect_rc 0 "vision eval (kernel 13)" "$attn" vision eval --data "$vd" --out "$tmp/vk2"
-expect_rc 0 "vision predict --png (kernel 13)" "$attn" vision predict --data "$vd" --out "$tmp/vk2" --png "$tmp/vkp.png" 3
+# A run setting kept in the checkpoint (--patch-kernel, --label-smoothing): bad values refused with the usage;
+# the banner says it; --resume keeps it (3 + 4 steps equal 7 in one run) and refuses another; it changes the
+# run, and its plain value gives the plain run's checkpoint byte for byte.
+#   kept_setting FLAG VALUE OTHER PLAIN BANNER DIR BAD...
+kept_setting() {
+  flag=$1; val=$2; other=$3; plain=$4; banner=$5; d=$6; shift 6
+  for x in "$@"; do
+    expect_rc 2 "vision train $flag $x" "$attn" vision train $vr --out "$d.bad" $flag $x
+    grep -q "usage: attn vision train" $out || bad "vision train $flag $x prints no usage"
+  done
+  expect_rc 0 "vision train $flag $val --max-steps 3" "$attn" vision train $vr $flag $val --out "$d.1" --max-steps 3
+  grep -q "$banner" $out || bad "vision train $flag $val: the banner does not say it"
+  expect_rc 2 "vision train --resume $flag $other" "$attn" vision train --data "$vd" --threads 1 --out "$d.1" --resume $flag $other --max-steps 4
+  grep -q "trained with $flag $val" $out || bad "vision train --resume $flag $other does not say the checkpoint's"
+  expect_rc 0 "vision train --resume ($flag $val)" "$attn" vision train --data "$vd" --threads 1 --out "$d.1" --resume --max-steps 4
+  grep -q "$banner" $out || bad "vision train --resume does not keep the checkpoint's $flag"
+  expect_rc 0 "vision train $flag $val --max-steps 7" "$attn" vision train $vr $flag $val --out "$d.2" --max-steps 7
+  cmp -s "$d.1/vit.safetensors" "$d.2/vit.safetensors" ||
+    bad "vision train $flag $val: 3 steps, then --resume 4 steps differ from 7 steps in one run"
+  cmp -s "$tmp/vr2/vit.safetensors" "$d.2/vit.safetensors" && bad "vision train: $flag $val changed nothing"
+  expect_rc 0 "vision train $flag $plain --max-steps 7" "$attn" vision train $vr $flag $plain --out "$d.3" --max-steps 7
+  cmp -s "$tmp/vr2/vit.safetensors" "$d.3/vit.safetensors" ||
+    bad "vision train: $flag $plain is not the plain run's checkpoint byte for byte"
+}
+kept_setting --patch-kernel 13 11 7 "patch 7 (kernel 13, overlapping)" "$tmp/vk" 5 8 23
+expect_rc 0 "vision eval (kernel 13)" "$attn" vision eval --data "$vd" --out "$tmp/vk.2"
+expect_rc 0 "vision predict --png (kernel 13)" "$attn" vision predict --data "$vd" --out "$tmp/vk.2" --png "$tmp/vkp.png" 3
 [ -s "$tmp/vkp.png" ] || bad "vision predict --png (kernel 13) wrote no picture"
-# label smoothing: bad values refused with the usage; kept by --resume (3 + 4 steps equal 7), a different one
-# refused; it changes the run
-for x in -0.1 1 nan; do
-  expect_rc 2 "vision train --label-smoothing $x" "$attn" vision train $vr --out "$tmp/vl0" --label-smoothing $x
-  grep -q "usage: attn vision train" $out || bad "vision train --label-smoothing $x prints no usage"
-done
-expect_rc 0 "vision train --label-smoothing 0.1 --max-steps 3" "$attn" vision train $vr --label-smoothing 0.1 --out "$tmp/vl1" --max-steps 3
-grep -q "label smoothing 0.1," $out || bad "vision train --label-smoothing 0.1: the banner does not say it"
-expect_rc 2 "vision train --resume --label-smoothing 0.2" "$attn" vision train --data "$vd" --threads 1 --out "$tmp/vl1" --resume --label-smoothing 0.2 --max-steps 4
-expect_rc 0 "vision train --resume (label smoothing 0.1)" "$attn" vision train --data "$vd" --threads 1 --out "$tmp/vl1" --resume --max-steps 4
-grep -q "label smoothing 0.1," $out || bad "vision train --resume does not keep the checkpoint's label smoothing"
-expect_rc 0 "vision train --label-smoothing 0.1 --max-steps 7" "$attn" vision train $vr --label-smoothing 0.1 --out "$tmp/vl2" --max-steps 7
-cmp -s "$tmp/vl1/vit.safetensors" "$tmp/vl2/vit.safetensors" ||
-  bad "vision train --label-smoothing 0.1: 3 steps, then --resume 4 steps differ from 7 steps in one run"
-cmp -s "$tmp/vr2/vit.safetensors" "$tmp/vl2/vit.safetensors" && bad "vision train: --label-smoothing 0.1 changed nothing"
-expect_rc 0 "vision train --label-smoothing 0 --max-steps 7" "$attn" vision train $vr --label-smoothing 0 --out "$tmp/vl3" --max-steps 7
-cmp -s "$tmp/vr2/vit.safetensors" "$tmp/vl3/vit.safetensors" ||
-  bad "vision train: --label-smoothing 0 is not the plain run's checkpoint byte for byte"
+kept_setting --label-smoothing 0.1 0.2 0 "label smoothing 0.1," "$tmp/vl" -0.1 1 nan
 [ "$(head -1 "$tmp/vo/vit_history.csv")" = "epoch,loss,acc,test_loss,test_acc,seconds" ] ||
   bad "vision history header: $(head -1 "$tmp/vo/vit_history.csv")"
 # a history begun with the older names (val_loss, val_acc) goes on under them when resumed
