@@ -516,6 +516,35 @@ expect_rc 0 "vision train --crop 1 --no-flip --max-steps 7" "$attn" vision train
 cmp -s "$tmp/vr4/vit.safetensors" "$tmp/vr5/vit.safetensors" ||
   bad "vision train --crop 1 --no-flip: 3 steps, then --resume 4 steps differ from 7 steps in one run"
 cmp -s "$tmp/vr2/vit.safetensors" "$tmp/vr5/vit.safetensors" && bad "vision train: --crop 1 --no-flip changed nothing"
+# A run setting kept in the checkpoint (--patch-kernel, --label-smoothing): bad values refused with the usage;
+# the banner says it; --resume keeps it (3 + 4 steps equal 7 in one run) and refuses another; it changes the
+# run, and its plain value gives the plain run's checkpoint byte for byte.
+#   kept_setting FLAG VALUE OTHER PLAIN BANNER DIR BAD...
+kept_setting() {
+  flag=$1; val=$2; other=$3; plain=$4; banner=$5; d=$6; shift 6
+  for x in "$@"; do
+    expect_rc 2 "vision train $flag $x" "$attn" vision train $vr --out "$d.bad" $flag $x
+    grep -q "usage: attn vision train" $out || bad "vision train $flag $x prints no usage"
+  done
+  expect_rc 0 "vision train $flag $val --max-steps 3" "$attn" vision train $vr $flag $val --out "$d.1" --max-steps 3
+  grep -q "$banner" $out || bad "vision train $flag $val: the banner does not say it"
+  expect_rc 2 "vision train --resume $flag $other" "$attn" vision train --data "$vd" --threads 1 --out "$d.1" --resume $flag $other --max-steps 4
+  grep -q "trained with $flag $val" $out || bad "vision train --resume $flag $other does not say the checkpoint's"
+  expect_rc 0 "vision train --resume ($flag $val)" "$attn" vision train --data "$vd" --threads 1 --out "$d.1" --resume --max-steps 4
+  grep -q "$banner" $out || bad "vision train --resume does not keep the checkpoint's $flag"
+  expect_rc 0 "vision train $flag $val --max-steps 7" "$attn" vision train $vr $flag $val --out "$d.2" --max-steps 7
+  cmp -s "$d.1/vit.safetensors" "$d.2/vit.safetensors" ||
+    bad "vision train $flag $val: 3 steps, then --resume 4 steps differ from 7 steps in one run"
+  cmp -s "$tmp/vr2/vit.safetensors" "$d.2/vit.safetensors" && bad "vision train: $flag $val changed nothing"
+  expect_rc 0 "vision train $flag $plain --max-steps 7" "$attn" vision train $vr $flag $plain --out "$d.3" --max-steps 7
+  cmp -s "$tmp/vr2/vit.safetensors" "$d.3/vit.safetensors" ||
+    bad "vision train: $flag $plain is not the plain run's checkpoint byte for byte"
+}
+kept_setting --patch-kernel 13 11 7 "patch 7 (kernel 13, overlapping)" "$tmp/vk" 5 8 23
+expect_rc 0 "vision eval (kernel 13)" "$attn" vision eval --data "$vd" --out "$tmp/vk.2"
+expect_rc 0 "vision predict --png (kernel 13)" "$attn" vision predict --data "$vd" --out "$tmp/vk.2" --png "$tmp/vkp.png" 3
+[ -s "$tmp/vkp.png" ] || bad "vision predict --png (kernel 13) wrote no picture"
+kept_setting --label-smoothing 0.1 0.2 0 "label smoothing 0.1," "$tmp/vl" -0.1 1 nan
 [ "$(head -1 "$tmp/vo/vit_history.csv")" = "epoch,loss,acc,test_loss,test_acc,seconds" ] ||
   bad "vision history header: $(head -1 "$tmp/vo/vit_history.csv")"
 # a history begun with the older names (val_loss, val_acc) goes on under them when resumed
@@ -600,6 +629,15 @@ grep -q "f1: .* mean_iou: " $out || bad "detect train prints no f1 and mean_iou"
 expect_rc 0 "detect train --resume" "$attn" detect train --data "$vd" --out "$tmp/do" --threads 1 --resume --max-steps 4
 grep -q "resuming .* at step 3" $out || bad "detect train --resume does not say where it resumes"
 expect_rc 1 "detect train --resume (done)" "$attn" detect train --data "$vd" --out "$tmp/do" --threads 1 --resume
+# overlapping patches: refused with the usage when bad; kept by --resume, a different one refused; eval reads it
+expect_rc 2 "detect train --patch-kernel 8" "$attn" detect train $dq --out "$tmp/dk0" --patch-kernel 8
+grep -q "usage: attn detect train" $out || bad "detect train --patch-kernel 8 prints no usage"
+expect_rc 0 "detect train --patch-kernel 11" "$attn" detect train $dq --out "$tmp/dk1" --patch-kernel 11 --max-steps 2
+grep -q "patch 7 (kernel 11, overlapping" $out || bad "detect train --patch-kernel 11: the banner does not say the kernel"
+expect_rc 2 "detect train --resume --patch-kernel 13" "$attn" detect train --data "$vd" --out "$tmp/dk1" --threads 1 --resume --max-steps 3 --patch-kernel 13
+expect_rc 0 "detect train --resume (kernel 11)" "$attn" detect train --data "$vd" --out "$tmp/dk1" --threads 1 --resume --max-steps 3
+grep -q "kernel 11" $out || bad "detect train --resume does not keep the checkpoint's patch kernel"
+expect_rc 0 "detect eval (kernel 11)" "$attn" detect eval --data "$vd" --out "$tmp/dk1" --canvases 20 --val 8
 expect_rc 0 "detect eval" "$attn" detect eval --data "$vd" --out "$tmp/do" --canvases 20 --val 8
 grep -q "^f1 [01]\.[0-9][0-9][0-9] mean_iou [01]\.[0-9][0-9][0-9]$" $out || bad "detect eval prints no 'f1 0.xxx mean_iou 0.xxx' line"
 grep -q "class right in [0-9]* of the matched" $out || bad "detect eval does not count the matched pairs of the right class"

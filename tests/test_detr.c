@@ -561,6 +561,45 @@ static void test_model_refuses(void) {
     CHECK_STATUS(attn_detr_init(&m, NULL, &c, 1), ATTN_ERR_SHAPE);
     c = fx_cfg; c.dec_blocks = 0;
     CHECK_STATUS(attn_detr_init(&m, NULL, &c, 1), ATTN_ERR_SIZE);
+    /* the patch kernel (P 4): under P, K - P odd, over 3P */
+    const int bad_k[3] = {2, 5, 14};
+    for (int i = 0; i < 3; i++) {
+        c = fx_cfg; c.patch_kernel = bad_k[i];
+        CHECK_STATUS(attn_detr_config_check(&c), ATTN_ERR_SHAPE);
+        CHECK_STATUS(attn_detr_init(&m, NULL, &c, 1), ATTN_ERR_SHAPE);
+    }
+    /* kernel 8: the same patches, a larger weight; the kernel in the checkpoint's metadata (only then), and
+     * back from it with the same outputs */
+    char path[256], err[512] = "";
+    snprintf(path, sizeof path, "%s/test_detr_k_%d.safetensors", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp",
+             (int)getpid());
+    attn_detr m0, mk, mr;
+    c = fx_cfg; c.max_batch = 2;
+    CHECK_STATUS(attn_detr_init(&m0, NULL, &c, 1), ATTN_OK);
+    CHECK_STATUS(attn_detr_save(&m0, NULL, NULL, NULL, 0, path, err, sizeof err), ATTN_OK);
+    attn_st_file sf;
+    CHECK_STATUS(attn_st_read(&sf, path, 0, err, sizeof err), ATTN_OK);
+    CHECK(attn_st_meta(&sf, "patch_kernel") == NULL);
+    attn_st_free(&sf);
+    c.patch_kernel = 8;
+    CHECK_STATUS(attn_detr_init(&mk, NULL, &c, 1), ATTN_OK);
+    CHECK(mk.Np == m0.Np && mk.n_params == m0.n_params + (size_t)c.dim * (64 - 16));
+    CHECK_STATUS(attn_detr_save(&mk, NULL, NULL, NULL, 0, path, err, sizeof err), ATTN_OK);
+    CHECK_STATUS(attn_detr_load(&mr, NULL, NULL, path, 2, err, sizeof err), ATTN_OK);
+    CHECK(mr.cfg.patch_kernel == 8 && mr.n_params == mk.n_params &&
+          memcmp(mr.params, mk.params, sizeof(float) * mk.n_params) == 0);
+    {
+        float xk[2 * FX_S * FX_S], lk[2 * 4 * 4], bk[2 * 4 * 4], lr_[2 * 4 * 4], br[2 * 4 * 4], lz[2 * 4 * 4],
+            bz[2 * 4 * 4];
+        for (int i = 0; i < 2 * FX_S * FX_S; i++) xk[i] = (float)((i * 37) % 101) / 101.0f - 0.5f;
+        CHECK_STATUS(attn_detr_forward(&mk, lk, bk, NULL, xk, 2), ATTN_OK);
+        CHECK_STATUS(attn_detr_forward(&mr, lr_, br, NULL, xk, 2), ATTN_OK);
+        CHECK(memcmp(lk, lr_, sizeof lk) == 0 && memcmp(bk, br, sizeof bk) == 0);
+        CHECK_STATUS(attn_detr_forward(&m0, lz, bz, NULL, xk, 2), ATTN_OK);
+        CHECK(memcmp(lk, lz, sizeof lk) != 0);                       /* the kernel takes effect */
+    }
+    remove(path);
+    attn_detr_free(&m0); attn_detr_free(&mk); attn_detr_free(&mr);
     c = fx_cfg; c.max_batch = 2;
     CHECK_STATUS(attn_detr_init(&m, NULL, &c, 1), ATTN_OK);
     float x[2 * FX_S * FX_S] = {0}, tb[8] = {0.5f, 0.5f, 0.2f, 0.2f, 0.5f, 0.5f, 0.2f, 0.2f}, loss;

@@ -119,15 +119,174 @@ static void test_golden_layers(void) {
     attn_st_free(&f);
 }
 
+/* The overlapping patch embedding (kernel K > P, zero padding (K-P)/2) against Conv2d (golden cases a..d: C 3
+ * and 1, square and not, K == P and K = 3P), its gradients against finite differences of sum(y · dy) (which
+ * is linear in x, w and b, so central differences are exact up to rounding), K == P against the plain bind
+ * bit for bit, and the refusals. */
+static void test_patch_kernel(void) {
+    attn_st_file f;
+    tu_golden_open(&f, "vision_patch_kernel.safetensors");
+    const char *const cases[4] = {"a", "b", "c", "d"};
+    for (int ci = 0; ci < 4; ci++) {
+        const char *cs = cases[ci], *meta = attn_st_meta(&f, cs);
+        int B, C, Hi, Wi, P, K, D;
+        CHECK(meta && sscanf(meta, "%d %d %d %d %d %d %d", &B, &C, &Hi, &Wi, &P, &K, &D) == 7);
+        if (!meta) continue;
+        const int Np = (Hi / P) * (Wi / P), CKK = C * K * K;
+        const size_t np = attn_patch_embed_n_params(C, K, D), nx = (size_t)B * C * Hi * Wi, ny = (size_t)B * Np * D;
+        CHECK(np == (size_t)D * CKK + D);
+        float *params = malloc(sizeof(float) * np), *grads = calloc(np, sizeof(float));
+        float *y = malloc(sizeof(float) * ny), *dx = calloc(nx, sizeof(float)), *x = malloc(sizeof(float) * nx);
+        attn_patch_embed pe;
+        CHECK_STATUS(attn_patch_embed_bind_kernel(&pe, C, Hi, Wi, P, K, D, params, grads), ATTN_OK);
+        CHECK(pe.Np == Np && pe.K == K && pe.pad == (K - P) / 2);
+        char nm[4][16];
+        const char *const part[4] = {"x", "y", "dy", "dx"};
+        for (int i = 0; i < 4; i++) snprintf(nm[i], sizeof nm[i], "%s.%s", cs, part[i]);
+        char nw[16], nb[16], ndw[16], ndb[16];
+        snprintf(nw, sizeof nw, "%s.w", cs); snprintf(nb, sizeof nb, "%s.b", cs);
+        snprintf(ndw, sizeof ndw, "%s.dw", cs); snprintf(ndb, sizeof ndb, "%s.db", cs);
+        memcpy(pe.w, tu_golden_f32(&f, nw, 2, D, CKK, 0, 0), sizeof(float) * (size_t)D * CKK);
+        memcpy(pe.b, tu_golden_f32(&f, nb, 1, D, 0, 0, 0), sizeof(float) * D);
+        memcpy(x, tu_golden_f32(&f, nm[0], 4, B, C, Hi, Wi), sizeof(float) * nx);
+        const float *gdy = tu_golden_f32(&f, nm[2], 3, B, Np, D, 0);
+        size_t cb;
+        CHECK_STATUS(attn_patch_embed_cache_bytes(&pe, B, &cb), ATTN_OK);
+        void *cache = malloc(cb);
+        char what[96];
+        CHECK_STATUS(attn_patch_embed_forward(&pe, cache, cb, y, x, B), ATTN_OK);
+        snprintf(what, sizeof what, "patch kernel %s (C %d, %dx%d, P %d, K %d) forward", cs, C, Hi, Wi, P, K);
+        tu_close_f32(what, y, tu_golden_f32(&f, nm[1], 3, B, Np, D, 0), ny, 1e-5, 1e-5);
+        CHECK_STATUS(attn_patch_embed_backward(&pe, cache, cb, dx, gdy, x, B), ATTN_OK);
+        snprintf(what, sizeof what, "patch kernel %s dx", cs);
+        tu_close_f32(what, dx, tu_golden_f32(&f, nm[3], 4, B, C, Hi, Wi), nx, 1e-5, 1e-5);
+        snprintf(what, sizeof what, "patch kernel %s dw", cs);
+        tu_close_f32(what, pe.dw, tu_golden_f32(&f, ndw, 2, D, CKK, 0, 0), (size_t)D * CKK, 1e-5, 1e-5);
+        snprintf(what, sizeof what, "patch kernel %s db", cs);
+        tu_close_f32(what, pe.db, tu_golden_f32(&f, ndb, 1, D, 0, 0, 0), D, 1e-5, 1e-5);
+
+        /* finite differences of s = sum(y · dy), in double, over every pixel, weight and bias */
+        double worst = 0.0;
+        const double h = 0.25;
+        for (size_t i = 0; i < nx + np; i++) {
+            float *v = i < nx ? &x[i] : &params[i - nx];
+            const float g = i < nx ? dx[i] : grads[i - nx], v0 = *v;
+            double s[2];
+            for (int t = 0; t < 2; t++) {
+                *v = (float)(v0 + (t ? -h : h));
+                CHECK_STATUS(attn_patch_embed_forward(&pe, cache, cb, y, x, B), ATTN_OK);
+                s[t] = 0.0;
+                for (size_t j = 0; j < ny; j++) s[t] += (double)y[j] * gdy[j];
+            }
+            *v = v0;
+            const double fd = (s[0] - s[1]) / (2 * h), e = fabs(fd - g) / (1.0 + fabs(fd));
+            if (e > worst) worst = e;
+        }
+        printf("  patch kernel %s: finite differences, max rel error %.2e over %zu values\n", cs, worst, nx + np);
+        CHECK(worst < 1e-4);
+
+        /* K == P is the plain bind's layer, bit for bit */
+        if (K == P) {
+            attn_patch_embed pp;
+            float *y2 = malloc(sizeof(float) * ny);
+            CHECK_STATUS(attn_patch_embed_bind(&pp, C, Hi, Wi, P, D, params, NULL), ATTN_OK);
+            CHECK_STATUS(attn_patch_embed_forward(&pp, cache, cb, y2, x, B), ATTN_OK);
+            CHECK_STATUS(attn_patch_embed_forward(&pe, cache, cb, y, x, B), ATTN_OK);
+            CHECK(memcmp(y, y2, sizeof(float) * ny) == 0);
+            free(y2);
+        }
+        free(cache); free(params); free(grads); free(y); free(dx); free(x);
+    }
+    attn_st_free(&f);
+
+    /* refusals: K < P, K - P odd, K > 3P, sizes that overflow; nothing bound after a refusal */
+    attn_patch_embed pe;
+    float w[8];
+    CHECK_STATUS(attn_patch_embed_bind_kernel(&pe, 1, 28, 28, 7, 5, 8, w, NULL), ATTN_ERR_SHAPE);
+    CHECK_STATUS(attn_patch_embed_bind_kernel(&pe, 1, 28, 28, 7, 12, 8, w, NULL), ATTN_ERR_SHAPE);
+    CHECK_STATUS(attn_patch_embed_bind_kernel(&pe, 1, 28, 28, 7, 23, 8, w, NULL), ATTN_ERR_SHAPE);
+    CHECK(pe.w == NULL);
+    CHECK_STATUS(attn_patch_embed_bind_kernel(&pe, 1, 28, 28, 7, 0, 8, w, NULL), ATTN_ERR_SIZE);
+    CHECK_STATUS(attn_patch_embed_bind_kernel(&pe, 1, 28, 28, 7, -7, 8, w, NULL), ATTN_ERR_SIZE);
+    CHECK_STATUS(attn_patch_embed_bind_kernel(&pe, 1, 28, 28, 7, 13, 8, NULL, NULL), ATTN_ERR_NULL);
+    CHECK_STATUS(attn_patch_embed_bind_kernel(&pe, 4096, 28, 28, 7, 21, 1 << 20, w, NULL), ATTN_ERR_SIZE);
+    CHECK(attn_patch_embed_n_params(65536, 21, 65536) == 0);
+    CHECK(attn_patch_embed_n_params(1, 13, 128) == 128 * 169 + 128);
+}
+
+/* Label smoothing: the layer against CrossEntropyLoss(label_smoothing=eps) (eps 0.1 and 0.3, a row of logits
+ * ±40), refusals; the ViT's loss with m.label_smoothing is the smoothed loss of its own logits, and eps 0
+ * keeps the plain loss's bits. */
+static void test_label_smoothing(void) {
+    attn_st_file f;
+    tu_golden_open(&f, "vision_label_smoothing.safetensors");
+    const float *logits = tu_golden_f32(&f, "ls.logits", 2, 7, 10, 0, 0), *dloss = tu_golden_f32(&f, "ls.dloss", 1, 7, 0, 0, 0);
+    const int32_t *tg = tu_golden_i32(&f, "ls.targets", 7);
+    const float eps[2] = {0.1f, 0.3f};
+    for (int e = 0; e < 2; e++) {
+        char nl[32], nd[32], what[64];
+        snprintf(nl, sizeof nl, "ls%d.loss", e ? 3 : 1);
+        snprintf(nd, sizeof nd, "ls%d.dlogits", e ? 3 : 1);
+        float loss[7], probs[70], dl[70];
+        for (int i = 0; i < 70; i++) dl[i] = 0.5f;                 /* backward accumulates */
+        CHECK_STATUS(attn_softmax_xent_smooth_forward(loss, probs, logits, tg, eps[e], 7, 10), ATTN_OK);
+        snprintf(what, sizeof what, "label smoothing %.1f loss", (double)eps[e]);
+        tu_close_f32(what, loss, tu_golden_f32(&f, nl, 1, 7, 0, 0, 0), 7, 1e-5, 1e-5);
+        CHECK_STATUS(attn_softmax_xent_smooth_backward(dl, dloss, probs, tg, eps[e], 7, 10), ATTN_OK);
+        for (int i = 0; i < 70; i++) dl[i] -= 0.5f;
+        snprintf(what, sizeof what, "label smoothing %.1f dlogits", (double)eps[e]);
+        tu_close_f32(what, dl, tu_golden_f32(&f, nd, 2, 7, 10, 0, 0), 70, 1e-6, 1e-5);
+    }
+    float loss[7], probs[70];
+    CHECK_STATUS(attn_softmax_xent_smooth_forward(loss, probs, logits, tg, 1.0f, 7, 10), ATTN_ERR_ARG);
+    CHECK_STATUS(attn_softmax_xent_smooth_forward(loss, probs, logits, tg, -0.1f, 7, 10), ATTN_ERR_ARG);
+    CHECK_STATUS(attn_softmax_xent_smooth_forward(loss, probs, logits, tg, NAN, 7, 10), ATTN_ERR_ARG);
+    CHECK_STATUS(attn_softmax_xent_smooth_backward(probs, loss, probs, tg, 1.5f, 7, 10), ATTN_ERR_ARG);
+    attn_st_free(&f);
+
+    /* the model: its smoothed mean loss from its own logits, in double */
+    attn_vit m;
+    CHECK_STATUS(attn_vit_init(&m, NULL, &small_cfg, 9), ATTN_OK);
+    float img[5 * 64], lg[15], l0, l1, lref = 0;
+    tu_fill(img, 5 * 64, 12);
+    const int32_t lab[5] = {0, 2, 1, 1, 0};
+    CHECK_STATUS(attn_vit_forward(&m, lg, NULL, img, 5), ATTN_OK);
+    CHECK_STATUS(attn_vit_loss_grad(&m, img, lab, 5, &l0), ATTN_OK);
+    float *g0 = malloc(sizeof(float) * m.n_params);
+    memcpy(g0, m.grads, sizeof(float) * m.n_params);
+    m.label_smoothing = 0.2f;
+    CHECK_STATUS(attn_vit_loss_grad(&m, img, lab, 5, &l1), ATTN_OK);
+    double want = 0;
+    for (int b = 0; b < 5; b++) {
+        const float *x = lg + 3 * b;
+        double mx = x[0] > x[1] ? x[0] : x[1];
+        mx = mx > x[2] ? mx : x[2];
+        const double lse = mx + log(exp(x[0] - mx) + exp(x[1] - mx) + exp(x[2] - mx));
+        want += 0.8 * (lse - x[lab[b]]) + 0.2 * (lse - (x[0] + x[1] + x[2]) / 3.0);
+    }
+    lref = (float)(want / 5);
+    tu_close_f32("ViT mean loss, label smoothing 0.2", &l1, &lref, 1, 1e-6, 1e-5);
+    CHECK(l1 != l0 && memcmp(g0, m.grads, sizeof(float) * m.n_params) != 0);
+    m.label_smoothing = 0.0f;
+    CHECK_STATUS(attn_vit_loss_grad(&m, img, lab, 5, &l1), ATTN_OK);
+    CHECK(l1 == l0 && memcmp(g0, m.grads, sizeof(float) * m.n_params) == 0);
+    m.label_smoothing = 1.0f;
+    CHECK_STATUS(attn_vit_loss_grad(&m, img, lab, 5, &l1), ATTN_ERR_ARG);
+    free(g0);
+    attn_vit_free(&m);
+}
+
 /* The whole model: the golden file is itself a checkpoint (the parameters under their names, the config in
  * the metadata), with inputs, logits, loss and every gradient. */
-static void test_golden_model(void) {
+static void test_golden_model(const char *file, int patch_kernel) {
     char path[1024], err[512];
-    snprintf(path, sizeof path, "%s/vision_model.safetensors", ATTN_GOLDEN_DIR);
+    snprintf(path, sizeof path, "%s/%s", ATTN_GOLDEN_DIR, file);
     attn_vit m;
     CHECK_STATUS(attn_vit_load(&m, NULL, NULL, path, 5, err, sizeof err), ATTN_OK);
+    CHECK(m.cfg.patch_kernel == patch_kernel);
+    printf("  %s (patch kernel %d)\n", file, patch_kernel ? patch_kernel : m.cfg.patch);
     attn_st_file f;
-    tu_golden_open(&f, "vision_model.safetensors");
+    tu_golden_open(&f, file);
     const float *img = tu_golden_f32(&f, "input.images", 4, 5, 1, 8, 8);
     const int32_t *lab = tu_golden_i32(&f, "input.labels", 5);
     float logits[15], loss;
@@ -281,6 +440,26 @@ static void test_config(void) {
     CHECK_STATUS(attn_vit_init(&m, NULL, &c, 1), ATTN_ERR_SIZE);
     c = small_cfg; c.dim = 0;
     CHECK_STATUS(attn_vit_init(&m, NULL, &c, 1), ATTN_ERR_SIZE);
+    /* the patch kernel (P 4): under P, K - P odd, over 3P, negative */
+    const int bad_k[4] = {3, 7, 14, -4};
+    const attn_status bad_k_st[4] = {ATTN_ERR_SHAPE, ATTN_ERR_SHAPE, ATTN_ERR_SHAPE, ATTN_ERR_SIZE};
+    for (int i = 0; i < 4; i++) {
+        c = small_cfg; c.patch_kernel = bad_k[i];
+        CHECK_STATUS(attn_vit_config_check(&c), bad_k_st[i]);
+        CHECK_STATUS(attn_vit_init(&m, NULL, &c, 1), bad_k_st[i]);
+    }
+    /* patch_kernel P is 0's model, bit for bit; 8 has the larger weight */
+    c = small_cfg; c.patch_kernel = 4;
+    attn_vit m0, m4;
+    CHECK_STATUS(attn_vit_init(&m0, NULL, &small_cfg, 3), ATTN_OK);
+    CHECK_STATUS(attn_vit_init(&m4, NULL, &c, 3), ATTN_OK);
+    CHECK(m0.n_params == m4.n_params && memcmp(m0.params, m4.params, sizeof(float) * m0.n_params) == 0);
+    attn_vit_free(&m4);
+    c.patch_kernel = 8;
+    CHECK_STATUS(attn_vit_init(&m4, NULL, &c, 3), ATTN_OK);
+    CHECK(m4.n_params == m0.n_params + 8 * (64 - 16) && m4.T == m0.T);
+    attn_vit_free(&m4);
+    attn_vit_free(&m0);
     CHECK_STATUS(attn_vit_init(&m, NULL, &small_cfg, 1), ATTN_OK);
     float img[6 * 64] = {0}, logits[18];
     const int32_t bad[1] = {3};
@@ -313,6 +492,27 @@ static void test_checkpoint(void) {
     CHECK(memcmp(l1, l2, sizeof l1) == 0);
     attn_vit_free(&r);
     attn_adam_free(&ropt);
+    /* the metadata "patch_kernel" is written only when K != P (a plain ViT's file keeps its bytes) */
+    attn_st_file sf;
+    CHECK_STATUS(attn_st_read(&sf, path, 0, err, sizeof err), ATTN_OK);
+    CHECK(attn_st_meta(&sf, "patch_kernel") == NULL);
+    attn_st_free(&sf);
+    attn_vit_config ck = small_cfg;
+    ck.patch_kernel = 8;
+    attn_vit mk;
+    CHECK_STATUS(attn_vit_init(&mk, NULL, &ck, 5), ATTN_OK);
+    CHECK_STATUS(attn_vit_save(&mk, NULL, NULL, NULL, 0, path, err, sizeof err), ATTN_OK);
+    CHECK_STATUS(attn_st_read(&sf, path, 0, err, sizeof err), ATTN_OK);
+    CHECK(attn_st_meta(&sf, "patch_kernel") && strcmp(attn_st_meta(&sf, "patch_kernel"), "8") == 0);
+    attn_st_free(&sf);
+    CHECK_STATUS(attn_vit_load(&r, NULL, NULL, path, 2, err, sizeof err), ATTN_OK);
+    CHECK(r.cfg.patch_kernel == 8 && r.n_params == mk.n_params &&
+          memcmp(r.params, mk.params, sizeof(float) * mk.n_params) == 0);
+    CHECK_STATUS(attn_vit_forward(&mk, l1, NULL, img, 2), ATTN_OK);
+    CHECK_STATUS(attn_vit_forward(&r, l2, NULL, img, 2), ATTN_OK);
+    CHECK(memcmp(l1, l2, sizeof l1) == 0);
+    attn_vit_free(&r);
+    attn_vit_free(&mk);
     CHECK(truncate(path, 200) == 0);
     CHECK(attn_vit_load(&r, NULL, NULL, path, 2, err, sizeof err) != ATTN_OK && strstr(err, path));
     printf("  truncated checkpoint: %s\n", err);
@@ -414,7 +614,10 @@ static void test_overlay(void) {
 
 int main(void) {
     test_golden_layers();
-    test_golden_model();
+    test_patch_kernel();
+    test_label_smoothing();
+    test_golden_model("vision_model.safetensors", 0);
+    test_golden_model("vision_model_kernel.safetensors", 8);
     test_schedule();
     test_fd();
     test_threads();

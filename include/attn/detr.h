@@ -143,7 +143,8 @@ attn_status attn_detr_canvas(uint8_t *canvas, attn_detr_scene *scene, const attn
  * whole batch between the shards' forward and backward, since its denominators are batch totals. Results
  * do not depend on the thread count.
  *
- * Parameters live in one slab, in this order (the checkpoint's names): patch_embed.weight (D,P·P),
+ * Parameters live in one slab, in this order (the checkpoint's names): patch_embed.weight (D,Kp·Kp) (Kp the
+ * patch kernel: P, or patch_kernel),
  * patch_embed.bias (D), pos_embed (Np,D), encoder.blocks.{i} (attn_tf_block's order), query_embed (Q,D),
  * decoder.blocks.{i}, class_head.weight (K+1,D), class_head.bias (K+1), box_head.fc1.weight (D,D),
  * box_head.fc1.bias (D), box_head.fc2.weight (4,D), box_head.fc2.bias (4). init: patch embedding as
@@ -159,11 +160,15 @@ typedef struct attn_detr_config {
     int dim, heads, ffn;         /* D, H, F */
     int enc_blocks, dec_blocks;  /* >= 0 and >= 1 */
     int max_batch;               /* the largest B a call takes */
+    int patch_kernel;            /* the patch embedding's kernel K: 0 or P for none; P < K <= 3P, K - P even:
+                                    overlapping windows around the same Np patches (attn_vit_config's); saved
+                                    when K != P */
 } attn_detr_config;
 
 /* 56, 7; 8, 10; 96, 4, 192; 2, 3; 64 (the model `attn detect train` trains by default). */
 void attn_detr_config_default(attn_detr_config *c);
-/* Sizes >= 1 (enc_blocks >= 0), S % P == 0, D % H == 0, blocks at most ATTN_DETR_MAX_BLOCKS:
+/* Sizes >= 1 (enc_blocks >= 0), S % P == 0, D % H == 0, blocks at most ATTN_DETR_MAX_BLOCKS, patch_kernel 0
+ * or P <= K <= 3P with K - P even:
  * ATTN_ERR_SIZE or ATTN_ERR_SHAPE otherwise. */
 attn_status attn_detr_config_check(const attn_detr_config *c);
 

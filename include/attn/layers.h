@@ -119,6 +119,17 @@ attn_status attn_softmax_xent_backward(float *dlogits, const float *dlosses,
                                        const float *probs, const int32_t *targets, const float *weights,
                                        int N, int C);
 
+/* The same with label smoothing eps in [0, 1) (PyTorch's CrossEntropyLoss(label_smoothing=eps)): the target
+ * is (1-eps)·onehot + eps/C, so
+ *   losses (N) written: (1-eps)·(-log p[target]) + eps·mean_c(-log p[c]);  probs (N,C) written
+ * backward: dlogits (N,C) += dlosses[n] · (probs[n] - (1-eps)·onehot(target[n]) - eps/C).
+ * eps outside [0, 1) or NaN: ATTN_ERR_ARG. eps 0 is the loss above (not the same bits: the callers of the
+ * plain loss call that one). */
+attn_status attn_softmax_xent_smooth_forward(float *losses, float *probs, const float *logits, const int32_t *targets,
+                                             float eps, int N, int C);
+attn_status attn_softmax_xent_smooth_backward(float *dlogits, const float *dlosses, const float *probs,
+                                              const int32_t *targets, float eps, int N, int C);
+
 /* ---------------------------------------------------------------------------------------------------
  * Optimizer and gradient clipping.
  *
@@ -381,29 +392,39 @@ typedef attn_status (*attn_shard_combine_fn)(void *user, float *grads, size_t n_
 attn_status attn_gelu_forward(float *y, const float *x, size_t n);
 attn_status attn_gelu_backward(float *dx, const float *dy, const float *x, size_t n);
 
-/* Patch embedding: nn.Conv2d(C, D, kernel_size=P, stride=P) on images (B,C,Hi,Wi), Hi and Wi multiples of
- * P (ATTN_ERR_SHAPE), computed as a linear map over the unfolded patches (CBLAS). Output (B,Np,D),
- * Np = (Hi/P)·(Wi/P) patches in row-major order of the patch grid.
- * Parameters: weight (D,C,P,P), bias (D) (Conv2d's order and layout). init_weights: both U(±1/√(C·P·P)),
- * PyTorch's default for Conv2d. The cache keeps the unfolded patches (B·Np, C·P·P). */
+/* Patch embedding: nn.Conv2d(C, D, kernel_size=K, stride=P, padding=(K-P)/2) on images (B,C,Hi,Wi), Hi and
+ * Wi multiples of P (ATTN_ERR_SHAPE), computed as a linear map over the unfolded patches (CBLAS). Output
+ * (B,Np,D), Np = (Hi/P)·(Wi/P) patches in row-major order of the patch grid, whatever K.
+ * K == P (attn_patch_embed_bind) is the plain ViT's embedding: patches side by side. K > P overlaps them
+ * (as PVTv2's and CvT's embeddings): each of the same Np patches reads a K×K window centred on its P×P
+ * square, (K-P)/2 pixels into its neighbours, zeros beyond the image. K - P must be even and K <= 3P
+ * (a window reaches at most into its neighbours), else ATTN_ERR_SHAPE.
+ * Parameters: weight (D,C,K,K), bias (D) (Conv2d's order and layout). init_weights: both U(±1/√(C·K·K)),
+ * PyTorch's default for Conv2d. The cache keeps the unfolded patches (B·Np, C·K·K). */
 typedef struct attn_patch_embed {
     int C, Hi, Wi, P, D, Np;
-    float *w, *b;                /* (D,C,P,P) (D) */
+    int K, pad;                  /* kernel size (P: no overlap), zero padding (K-P)/2 on each side */
+    float *w, *b;                /* (D,C,K,K) (D) */
     float *dw, *db;              /* gradients, same shapes, or NULL */
     float *params, *grads;       /* what bind was given: n_params floats each */
     size_t n_params;
 } attn_patch_embed;
 
-size_t      attn_patch_embed_n_params(int C, int P, int D);
+/* K the kernel size (P for attn_patch_embed_bind's layer): D·C·K·K + D, or 0 when sizes overflow. */
+size_t      attn_patch_embed_n_params(int C, int K, int D);
 attn_status attn_patch_embed_bind(attn_patch_embed *l, int C, int Hi, int Wi, int P, int D, float *params,
                                   float *grads);
+/* The same with a kernel size K >= P (K == P is attn_patch_embed_bind, bit for bit). */
+attn_status attn_patch_embed_bind_kernel(attn_patch_embed *l, int C, int Hi, int Wi, int P, int K, int D,
+                                         float *params, float *grads);
 attn_status attn_patch_embed_init_weights(attn_patch_embed *l, attn_rng *rng);
 attn_status attn_patch_embed_cache_bytes(const attn_patch_embed *l, int B, size_t *bytes);
 /*   y (B,Np,D) written;  x (B,C,Hi,Wi) */
 attn_status attn_patch_embed_forward(const attn_patch_embed *l, void *cache, size_t cache_bytes, float *y,
                                      const float *x, int B);
-/*   dx (B,C,Hi,Wi) += (or NULL);  dy (B,Np,D);  x the forward's input. The cache's patches are
- * overwritten when dx is given: one backward per forward. */
+/*   dx (B,C,Hi,Wi) += (or NULL);  dy (B,Np,D);  x the forward's input. With K > P a pixel gets the sum of
+ * every window's contribution that covers it. The cache's patches are overwritten when dx is given: one
+ * backward per forward. */
 attn_status attn_patch_embed_backward(const attn_patch_embed *l, void *cache, size_t cache_bytes, float *dx,
                                       const float *dy, const float *x, int B);
 

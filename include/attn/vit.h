@@ -11,8 +11,8 @@
  *     attn_vit_train_step(&m, &opt, images, labels, B, 1.0f, &loss, &correct);  // one batch
  *     attn_vit_forward(&m, logits, NULL, images, B);                              // inference
  *
- * Sizes: B images of (C, I, I) floats (already normalized), P the patch size (I % P == 0), Np = (I/P)²
- * patches, T = Np + 1 tokens (the class token first), D the width, H heads (D % H == 0), F the MLP's hidden
+ * Sizes: B images of (C, I, I) floats (already normalized), P the patch size (I % P == 0), Kp the patch
+ * embedding's kernel (P, or larger for overlapping patches: cfg.patch_kernel), Np = (I/P)² patches, T = Np + 1 tokens (the class token first), D the width, H heads (D % H == 0), F the MLP's hidden
  * width, L blocks, K classes.
  *
  *   x0      = cls_pos(patch_embed(image))                                  (B,T,D)
@@ -23,7 +23,7 @@
  * context; the weights drawn by attn_vit_forward come from the same calls. No dropout.
  *
  * Parameters live in one slab, in this order (the checkpoint's names, timm's where it has them):
- *   patch_embed.weight (D, C·P·P) (Conv2d's (D,C,P,P) flattened), patch_embed.bias (D), cls_token (D),
+ *   patch_embed.weight (D, C·Kp·Kp) (Conv2d's (D,C,Kp,Kp) flattened), patch_embed.bias (D), cls_token (D),
  *   pos_embed (T,D), per block i: blocks.i.norm1.{weight,bias} (D), blocks.i.attn.{q,k,v,o}_proj.{weight
  *   (D,D), bias (D)}, blocks.i.norm2.{weight,bias}, blocks.i.mlp.fc1.{weight (F,D), bias (F)},
  *   blocks.i.mlp.fc2.{weight (D,F), bias (D)}; norm.{weight,bias} (D), head.{weight (K,D), bias (K)}.
@@ -53,6 +53,9 @@ typedef struct attn_vit_config {
     int max_batch;               /* the largest B a call takes */
     attn_dtype compute;          /* every attention's compute: F32 (0) or BF16 (the products in bf16 where the
                                     path has bf16 units; weights, activations and accumulation fp32); saved */
+    int patch_kernel;            /* the patch embedding's kernel K: 0 or P for none (patches side by side, the
+                                    plain ViT); K > P, K - P even, K <= 3P: overlapping windows of K x K around
+                                    the same Np patches (attn_patch_embed_bind_kernel); saved when K != P */
 } attn_vit_config;
 
 /* 28, 1, 7; 128, 4, 4, 256; 10; 128: `attn vision train`'s defaults (earlier patch 4, dim 64 and MLP 128;
@@ -81,10 +84,12 @@ typedef struct attn_vit {
     size_t acts_bytes;
     struct attn_vit *shards;     /* the training shards: the model's parameters, own gradients and acts */
     int n_shards;
+    float label_smoothing;       /* the training loss's eps in [0, 1) (0 after init and load: plain cross-entropy;
+                                    attn_softmax_xent_smooth_forward's otherwise); a setting of the run, not saved */
 } attn_vit;
 
-/* Checks a configuration: every size >= 1, I % P == 0, D % H == 0, L <= ATTN_VIT_MAX_BLOCKS. ATTN_ERR_SIZE,
- * ATTN_ERR_SHAPE otherwise. */
+/* Checks a configuration: every size >= 1, I % P == 0, D % H == 0, L <= ATTN_VIT_MAX_BLOCKS, patch_kernel 0
+ * or P <= K <= 3P with K - P even. ATTN_ERR_SIZE, ATTN_ERR_SHAPE otherwise. */
 attn_status attn_vit_config_check(const attn_vit_config *c);
 
 /* Allocates and initializes from seed. ctx (NULL: the default context now) is copied into the model. */
@@ -96,7 +101,7 @@ void        attn_vit_free(attn_vit *m);
 attn_status attn_vit_forward(attn_vit *m, float *logits, float *weights, const float *images, int B);
 
 /* One training step on a batch: zero the gradients, forward and backward on the shards (mean
- * cross-entropy over the B images), clip the global gradient norm to clip (<= 0: no clipping), one
+ * cross-entropy over the B images, with m->label_smoothing; outside [0, 1): ATTN_ERR_ARG), clip the global gradient norm to clip (<= 0: no clipping), one
  * opt step. *loss (or NULL) = the batch's mean loss, *correct (or NULL) = images whose largest logit is
  * their label. labels (B) in [0,K). */
 attn_status attn_vit_train_step(attn_vit *m, attn_adam *opt, const float *images, const int32_t *labels, int B,

@@ -92,6 +92,14 @@ int cli_palette(const char *who, const cli_cmd *cmd, const char *name, attn_pale
 #define CLI_PRECISION_HELP "the attention's compute: f32, or bf16 (its products in bf16 on a CPU with AMX or " \
                            "AVX512-BF16, fp32 sums; weights and the rest stay fp32; saved in the checkpoint)"
 int cli_precision(const char *who, const cli_cmd *cmd, const char *name, attn_dtype *compute);
+#define CLI_PATCH_KERNEL_HELP "overlapping patches: the patch embedding's convolution reads K x K pixels around " \
+    "each patch (stride --patch, zero padding (K - patch)/2; K - patch even, K <= 3 x patch); the tokens stay the " \
+    "same (default: the patch size, no overlap; saved in the checkpoint, --resume keeps it)"
+/* --patch-kernel K (0: not given) for --patch P: 0, or 2 after a message and cmd's usage. */
+int cli_patch_kernel(const char *who, const cli_cmd *cmd, int P, int K);
+/* --resume with --patch-kernel K (0: not given) on a checkpoint trained with kernel ck: 0, or 2 after a
+ * message when they differ. */
+int cli_patch_kernel_resume(const char *who, const char *ckpt, int K, int ck);
 
 /* Writes the explorer page (attn_explorer_html) to --html path and says so. Returns 0, or 1 after a
  * message. */

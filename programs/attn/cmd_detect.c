@@ -69,6 +69,7 @@ typedef struct detect_flags {
     int epochs, batch, threads, limit, resume, warmup, canvases, val, max_steps;
     int shards;                  /* train: --shards (0: not given) */
     int patch, queries, dim, heads, ffn, enc_blocks, dec_blocks;
+    int patch_kernel;            /* train: --patch-kernel K (0: not given, the patch size) */
     float lr, wd, clip, threshold, dedup;
     uint64_t seed;
 } detect_flags;
@@ -308,10 +309,15 @@ static int detect_train(detect_flags *f, int epochs_given, int steps_given) {
             attn_fmnist_free(&d);
             return 1;
         }
+        if (cli_patch_kernel_resume("detect", ckpt, f->patch_kernel, m.patch.K)) {
+            attn_detr_free(&m); attn_adam_free(&opt); attn_fmnist_free(&d);
+            return 2;
+        }
     } else {
         attn_detr_config c = {.image = CANVAS, .patch = f->patch, .queries = f->queries,
                               .classes = ATTN_FMNIST_CLASSES, .dim = f->dim, .heads = f->heads, .ffn = f->ffn,
-                              .enc_blocks = f->enc_blocks, .dec_blocks = f->dec_blocks, .max_batch = max_batch};
+                              .enc_blocks = f->enc_blocks, .dec_blocks = f->dec_blocks, .max_batch = max_batch,
+                              .patch_kernel = f->patch_kernel};
         if ((st = attn_detr_config_check(&c)) != ATTN_OK) {
             fprintf(stderr, "attn: detect: --patch %d must divide the canvas (%d), --dim %d must be a multiple of "
                     "--heads %d, and the blocks at most %d (%s)\n", f->patch, CANVAS, f->dim, f->heads,
@@ -351,10 +357,10 @@ static int detect_train(detect_flags *f, int epochs_given, int steps_given) {
     if (dist_on()) snprintf(par, sizeof par, " per rank; data parallel: %d ranks, shards %d of %d each", N, sh_count,
                             f->shards);
     if (lead)
-        fprintf(stderr, "attn: detect: canvases %dx%d of 1-%d items; patch %d (%d patches), %d queries, dim %d, %d "
-                "heads, FFN %d, %d encoder + %d decoder blocks: %zu parameters; AdamW lr %g wd %g, warm-up %" PRId64
+        fprintf(stderr, "attn: detect: canvases %dx%d of 1-%d items; patch %d (kernel %d%s; %d patches), %d queries, "
+                "dim %d, %d heads, FFN %d, %d encoder + %d decoder blocks: %zu parameters; AdamW lr %g wd %g, warm-up %" PRId64
                 " steps then cosine over %" PRId64 " steps, batch %d, %d canvases per epoch, %d threads%s\n", CANVAS,
-                CANVAS, MAX_ITEMS, c->patch, m.Np, c->queries, c->dim, c->heads, c->ffn, c->enc_blocks, c->dec_blocks,
+                CANVAS, MAX_ITEMS, c->patch, m.patch.K, m.patch.K > c->patch ? ", overlapping" : "", m.Np, c->queries, c->dim, c->heads, c->ffn, c->enc_blocks, c->dec_blocks,
                 m.n_params, (double)f->lr, (double)f->wd, warm, total, f->batch, n, attn_get_num_threads(), par);
 
     const size_t px = (size_t)CANVAS * CANVAS;
@@ -643,6 +649,7 @@ int cmd_detect(int argc, char **argv) {
         {"warmup", CLI_INT, &f.warmup, "N", "epochs of linear warm-up (at most half the steps)"},
         {"clip", CLI_FLOAT, &f.clip, "X", "clip the gradient's global norm to X (0: no clipping; DETR's is 0.1)"},
         {"patch", CLI_INT, &f.patch, "N", "patch size (divides 56: 4, 7, 8, 14)"},
+        {"patch-kernel", CLI_INT, &f.patch_kernel, "K", CLI_PATCH_KERNEL_HELP},
         {"queries", CLI_INT, &f.queries, "N", "object queries (at least 3, the most items on a canvas)"},
         {"dim", CLI_INT, &f.dim, "N", "model width"},
         {"heads", CLI_INT, &f.heads, "N", "attention heads (divides --dim)"},
@@ -730,7 +737,8 @@ int cmd_detect(int argc, char **argv) {
         cli_check_int("detect", "--dim", f.dim, 1, 4096) || cli_check_int("detect", "--heads", f.heads, 1, 256) ||
         cli_check_int("detect", "--ffn", f.ffn, 1, 16384) ||
         cli_check_int("detect", "--enc-blocks", f.enc_blocks, 0, ATTN_DETR_MAX_BLOCKS) ||
-        cli_check_int("detect", "--dec-blocks", f.dec_blocks, 1, ATTN_DETR_MAX_BLOCKS)) {
+        cli_check_int("detect", "--dec-blocks", f.dec_blocks, 1, ATTN_DETR_MAX_BLOCKS) ||
+        cli_check_int("detect", "--patch-kernel", f.patch_kernel, 0, 3 * CANVAS)) {
         cli_usage(&cmds[which], stderr);
         return 2;
     }
@@ -753,6 +761,7 @@ int cmd_detect(int argc, char **argv) {
         cli_usage(&cmds[which], stderr);
         return 2;
     }
+    if (which == 0 && !f.resume && (r = cli_patch_kernel("detect", &cmds[0], f.patch, f.patch_kernel))) return r;
     cli_set_threads(f.threads, 1);
     if (which == 0) {
         /* under mpirun: data parallel (MPI is started only here); a rank that fails stops them all */

@@ -39,7 +39,9 @@ typedef struct vision_flags {
     int max_steps;               /* train: stop after this many optimizer steps of this run (0: no limit) */
     int shards;                  /* train: --shards (0: not given) */
     int patch, dim, heads, blocks, mlp;
+    int patch_kernel;            /* train: --patch-kernel K (0: not given, the patch size) */
     float lr, wd, clip;
+    float label_smoothing;       /* train: the loss's eps (0: plain cross-entropy) */
     uint64_t seed;
     const char *precision;       /* train: --precision as given, or NULL */
     attn_dtype compute;          /* train: what it names (F32 when not given) */
@@ -106,10 +108,12 @@ static int evaluate(attn_vit *m, const attn_fmnist_split *s, double *loss, doubl
 static const char *const run_keys[N_RUN_META] = {"epoch", "epochs", "batch", "lr", "weight_decay", "warmup",
                                                     "augment", "seed", "limit", "step", "shards", "crop", "flip"};
 
+#define LS_KEY "label_smoothing"
+
 static int save_checkpoint(const char *path, const attn_vit *m, const attn_adam *opt, const vision_flags *f,
                            int epoch, int step) {
     char v[N_RUN_META][32];
-    const char *vp[N_RUN_META];
+    const char *vp[N_RUN_META + 1];
     snprintf(v[10], 32, "%d", f->shards);
     snprintf(v[9], 32, "%d", step);
     snprintf(v[0], 32, "%d", epoch);
@@ -123,9 +127,17 @@ static int save_checkpoint(const char *path, const attn_vit *m, const attn_adam 
     snprintf(v[8], 32, "%d", f->limit);
     snprintf(v[11], 32, "%d", f->crop);
     snprintf(v[12], 32, "%d", !f->no_flip);
-    for (int i = 0; i < N_RUN_META; i++) vp[i] = v[i];
+    const char *keys[N_RUN_META + 1];
+    char ls[32];
+    for (int i = 0; i < N_RUN_META; i++) { keys[i] = run_keys[i]; vp[i] = v[i]; }
+    int nk = N_RUN_META;
+    if (f->label_smoothing > 0.0f) {   /* only then: a run without it keeps its bytes (absent: 0) */
+        snprintf(ls, sizeof ls, "%.9g", (double)f->label_smoothing);
+        keys[nk] = LS_KEY;
+        vp[nk++] = ls;
+    }
     char err[1024] = "";
-    attn_status st = attn_vit_save(m, opt, run_keys, vp, N_RUN_META, path, err, sizeof err);
+    attn_status st = attn_vit_save(m, opt, keys, vp, nk, path, err, sizeof err);
     if (st != ATTN_OK) {
         fprintf(stderr, "attn: vision: saving the checkpoint: %s\n", err[0] ? err : attn_status_string(st));
         return 1;
@@ -134,7 +146,7 @@ static int save_checkpoint(const char *path, const attn_vit *m, const attn_adam 
 }
 
 /* --resume: the run's settings from the checkpoint (the flags' --epochs when given), so it continues
- * exactly. Returns 0, or 1 after a message; *done the epochs it holds, *step the steps done of the next
+ * exactly. Returns 0, or 1 after a message (2: a --label-smoothing other than the checkpoint's); *done the epochs it holds, *step the steps done of the next
  * (cut by --max-steps). */
 static int resume_settings(const char *path, vision_flags *f, int epochs_given, int *done, int *step) {
     double v[N_RUN_META];
@@ -159,6 +171,19 @@ static int resume_settings(const char *path, vision_flags *f, int epochs_given, 
         return 1;
     }
     if (cli_run_meta_u64("vision", path, run_keys[7], &f->seed)) return 1;   /* all 64 bits, not a double's 53 */
+    static const char *const ls_key[1] = {LS_KEY};
+    double ls = 0;
+    if (cli_has_meta(path, LS_KEY) && cli_run_meta("vision", path, ls_key, 1, &ls)) return 1;
+    if (!(ls >= 0 && ls < 1)) {
+        fprintf(stderr, "attn: vision: --resume: %s: label_smoothing %g: expected 0 <= X < 1\n", path, ls);
+        return 1;
+    }
+    if (f->label_smoothing != 0.0f && f->label_smoothing != (float)ls) {
+        fprintf(stderr, "attn: vision: --resume --label-smoothing %g: %s was trained with --label-smoothing %g; leave "
+                "the flag out to go on with it\n", (double)f->label_smoothing, path, ls);
+        return 2;
+    }
+    f->label_smoothing = (float)ls;
     f->limit = (int)v[8];
     return 0;
 }
@@ -201,8 +226,8 @@ static int vision_train(vision_flags *f, int epochs_given) {
     snprintf(ckpt, sizeof ckpt, "%s/%s", f->out, CKPT_NAME);
     const int lead = dist_rank() == 0, N = dist_size();
     int done = 0, skip = 0;      /* epochs done, and steps done of the next (a --max-steps cut) */
-    if (f->resume && resume_settings(ckpt, f, epochs_given, &done, &skip)) return 1;
     int sh_first, sh_count, r;
+    if (f->resume && (r = resume_settings(ckpt, f, epochs_given, &done, &skip))) return r;
     if ((r = dist_shards("vision", ckpt, f->resume, &f->shards, ATTN_VIT_SHARDS, &sh_first, &sh_count))) return r;
     if (!f->resume && f->epochs <= 0) f->epochs = 15;
     if (f->resume && done >= f->epochs) {
@@ -223,6 +248,12 @@ static int vision_train(vision_flags *f, int epochs_given) {
             attn_fmnist_free(&d);
             return 1;
         }
+        if (cli_patch_kernel_resume("vision", ckpt, f->patch_kernel, m.patch.K)) {
+            attn_vit_free(&m);
+            attn_adam_free(&opt);
+            attn_fmnist_free(&d);
+            return 2;
+        }
         if (f->precision && f->compute != m.cfg.compute) {
             fprintf(stderr, "attn: vision: --resume --precision %s: %s was trained with --precision %s; leave the flag "
                     "out to go on with it\n", f->precision, ckpt, m.cfg.compute == ATTN_DTYPE_BF16 ? "bf16" : "f32");
@@ -238,7 +269,7 @@ static int vision_train(vision_flags *f, int epochs_given) {
     } else {
         attn_vit_config c = {.image = d.train.rows, .channels = 1, .patch = f->patch, .dim = f->dim,
                              .heads = f->heads, .blocks = f->blocks, .mlp = f->mlp, .classes = ATTN_FMNIST_CLASSES,
-                             .max_batch = f->batch, .compute = f->compute};
+                             .max_batch = f->batch, .compute = f->compute, .patch_kernel = f->patch_kernel};
         if (d.train.rows != d.train.cols) {
             fprintf(stderr, "attn: vision: %s: the images are %dx%d; the ViT takes square images\n", f->data,
                     d.train.rows, d.train.cols);
@@ -247,8 +278,9 @@ static int vision_train(vision_flags *f, int epochs_given) {
         }
         if ((st = attn_vit_config_check(&c)) != ATTN_OK) {
             fprintf(stderr, "attn: vision: --patch %d must divide the image size %d, --dim %d must be a multiple of "
-                    "--heads %d, and --blocks at most %d (%s)\n", f->patch, c.image, f->dim, f->heads,
-                    ATTN_VIT_MAX_BLOCKS, attn_status_string(st));
+                    "--heads %d, --blocks at most %d, and --patch-kernel %d from --patch to 3 x --patch, of the same "
+                    "parity (%s)\n", f->patch, c.image, f->dim, f->heads, ATTN_VIT_MAX_BLOCKS, f->patch_kernel,
+                    attn_status_string(st));
             attn_fmnist_free(&d);
             return 2;
         }
@@ -259,6 +291,7 @@ static int vision_train(vision_flags *f, int epochs_given) {
         }
     }
     opt.weight_decay = f->wd;
+    m.label_smoothing = f->label_smoothing;
     if ((st = attn_vit_set_shards(&m, f->shards)) != ATTN_OK) {
         attn_vit_free(&m);
         attn_adam_free(&opt);
@@ -266,17 +299,19 @@ static int vision_train(vision_flags *f, int epochs_given) {
         return cli_fail(st, "vision: --shards");
     }
     const attn_vit_config *c = &m.cfg;
-    char par[96] = "", aug[64];
+    char par[96] = "", aug[64], lsm[48] = "";
+    if (f->label_smoothing > 0.0f)
+        snprintf(lsm, sizeof lsm, ", label smoothing %g", (double)f->label_smoothing);
     if (!augments(f)) snprintf(aug, sizeof aug, "no augmentation");
     else if (f->crop == 0) snprintf(aug, sizeof aug, "flip");
     else snprintf(aug, sizeof aug, "crop (pad %d)%s", f->crop, f->no_flip ? "" : " + flip");
     if (dist_on()) snprintf(par, sizeof par, " per rank; data parallel: %d ranks, shards %d of %d each", N, sh_count,
                             f->shards);
     if (lead)
-        fprintf(stderr, "attn: vision: ViT patch %d, dim %d, %d heads, %d blocks, MLP %d: %zu parameters, %d tokens; "
-                "AdamW lr %g wd %g, %d warm-up epoch(s) then cosine, batch %d, %s, %d threads%s, attention compute %s\n",
-                c->patch, c->dim, c->heads, c->blocks, c->mlp, m.n_params, m.T, (double)f->lr, (double)f->wd,
-                f->warmup, f->batch, aug, attn_get_num_threads(),
+        fprintf(stderr, "attn: vision: ViT patch %d (kernel %d%s), dim %d, %d heads, %d blocks, MLP %d: %zu parameters, "
+                "%d tokens; AdamW lr %g wd %g, %d warm-up epoch(s) then cosine, batch %d, %s%s, %d threads%s, attention "
+                "compute %s\n", c->patch, m.patch.K, m.patch.K > c->patch ? ", overlapping" : "", c->dim, c->heads, c->blocks, c->mlp, m.n_params, m.T, (double)f->lr, (double)f->wd,
+                f->warmup, f->batch, aug, lsm, attn_get_num_threads(),
                 par, c->compute == ATTN_DTYPE_BF16 ? "bf16" : "f32");
 
     const int n = d.train.n, P = d.train.rows * d.train.cols, steps = (n + f->batch - 1) / f->batch;
@@ -594,6 +629,7 @@ int cmd_vision(int argc, char **argv) {
         {"warmup", CLI_INT, &f.warmup, "N", "epochs of linear warm-up"},
         {"clip", CLI_FLOAT, &f.clip, "X", "clip the gradient's global norm to X (0: no clipping)"},
         {"patch", CLI_INT, &f.patch, "N", "patch size (divides 28: 2, 4, 7, 14)"},
+        {"patch-kernel", CLI_INT, &f.patch_kernel, "K", CLI_PATCH_KERNEL_HELP},
         {"dim", CLI_INT, &f.dim, "N", "model width"},
         {"heads", CLI_INT, &f.heads, "N", "attention heads (divides --dim)"},
         {"blocks", CLI_INT, &f.blocks, "N", "Transformer blocks"},
@@ -601,6 +637,12 @@ int cmd_vision(int argc, char **argv) {
         {"crop", CLI_INT, &f.crop, "N", "random crops of the image padded by N pixels (0: none)"},
         {"no-flip", CLI_BOOL, &f.no_flip, NULL, "no random horizontal flips"},
         {"no-augment", CLI_BOOL, &f.no_augment, NULL, "train without crops and flips (--crop 0 --no-flip)"},
+        {"label-smoothing", CLI_FLOAT, &f.label_smoothing, "X", "train on cross-entropy with label smoothing X "
+                                                                "(0 <= X < 1: the target is 1-X on the label plus X/10 "
+                                                                "on every class, PyTorch's label_smoothing); the epoch "
+                                                                "line's loss is that smoothed loss, test_loss plain "
+                                                                "cross-entropy (default 0: none; --resume keeps the "
+                                                                "checkpoint's)"},
         {"seed", CLI_U64, &f.seed, "N", "seed of the initialization, shuffling and augmentation"},
         {"threads", CLI_INT, &f.threads, "N", "threads (0 = all cores; up to --shards run at once)"},
         {"shards", CLI_INT, &f.shards, "G", CLI_SHARDS_HELP},
@@ -669,16 +711,18 @@ int cmd_vision(int argc, char **argv) {
         cli_check_int("vision", "--blocks", f.blocks, 1, ATTN_VIT_MAX_BLOCKS) ||
         cli_check_int("vision", "--mlp", f.mlp, 1, 65536) || cli_check_int("vision", "--crop", f.crop, 0, MAX_CROP) ||
         cli_check_int("vision", "--max-steps", f.max_steps, 0, -1) ||
-        cli_check_int("vision", "--shards", f.shards, 0, ATTN_MAX_SHARDS)) {
+        cli_check_int("vision", "--shards", f.shards, 0, ATTN_MAX_SHARDS) ||
+        cli_check_int("vision", "--patch-kernel", f.patch_kernel, 0, 3 * 28)) {
         cli_usage(&cmds[which], stderr);
         return 2;
     }
     if (!(f.lr > 0.0f) || !isfinite(f.lr) || !(f.wd >= 0.0f) || !isfinite(f.wd) || !(f.clip >= 0.0f) ||
-        !isfinite(f.clip)) {
-        fprintf(stderr, "attn: vision: --lr must be > 0, --wd and --clip >= 0 (finite)\n\n");
+        !isfinite(f.clip) || !(f.label_smoothing >= 0.0f && f.label_smoothing < 1.0f)) {
+        fprintf(stderr, "attn: vision: --lr must be > 0, --wd and --clip >= 0 (finite), --label-smoothing in [0, 1)\n\n");
         cli_usage(&cmds[which], stderr);
         return 2;
     }
+    if (which == 0 && !f.resume && (r = cli_patch_kernel("vision", &cmds[0], f.patch, f.patch_kernel))) return r;
     if (f.no_augment) {
         f.crop = 0;
         f.no_flip = 1;

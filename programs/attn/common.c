@@ -148,6 +148,21 @@ int cli_precision(const char *who, const cli_cmd *cmd, const char *name, attn_dt
     return 2;
 }
 
+int cli_patch_kernel(const char *who, const cli_cmd *cmd, int P, int K) {
+    if (K == 0 || (K >= P && (K - P) % 2 == 0 && K <= 3 * P)) return 0;
+    fprintf(stderr, "attn: %s: --patch-kernel %d: expected --patch %d or more, at most 3 x --patch, and "
+            "--patch-kernel - --patch even (the padding (K - patch)/2 on each side)\n\n", who, K, P);
+    cli_usage(cmd, stderr);
+    return 2;
+}
+
+int cli_patch_kernel_resume(const char *who, const char *ckpt, int K, int ck) {
+    if (K == 0 || K == ck) return 0;
+    fprintf(stderr, "attn: %s: --resume --patch-kernel %d: %s was trained with --patch-kernel %d; leave the flag "
+            "out to go on with it\n", who, K, ckpt, ck);
+    return 2;
+}
+
 int cli_write_html(const char *who, const attn_explorer_map *maps, int n, const char *title, const char *note,
                    const char *path) {
     char err[1024] = "";

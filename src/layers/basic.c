@@ -320,6 +320,23 @@ static attn_status xent_check(const int32_t *targets, int N, int C) {
     return ATTN_OK;
 }
 
+/* p (C) = softmax(x (C)); returns the sum of exp(x - max) (in double), *mx the max. */
+static double softmax_row(float *p, const float *x, int C, float *mx_out) {
+    float mx = x[0];
+    for (int c = 1; c < C; c++) mx = x[c] > mx ? x[c] : mx;
+    /* pass 1: e = exp(x - max), summed in double */
+    double sum = 0.0;
+    for (int c = 0; c < C; c++) {
+        p[c] = expf(x[c] - mx);
+        sum += p[c];
+    }
+    /* pass 2: normalize */
+    const float inv = (float)(1.0 / sum);
+    for (int c = 0; c < C; c++) p[c] *= inv;
+    *mx_out = mx;
+    return sum;
+}
+
 attn_status attn_softmax_xent_forward(float *losses, float *probs,
                                       const float *logits, const int32_t *targets, const float *weights,
                                       int N, int C) {
@@ -328,18 +345,9 @@ attn_status attn_softmax_xent_forward(float *losses, float *probs,
     if (st != ATTN_OK) return st;
     for (int n = 0; n < N; n++) {
         const float *x = logits + (size_t)n * C;   /* (C) */
-        float *p = probs + (size_t)n * C;          /* (C) */
-        float mx = x[0];
-        for (int c = 1; c < C; c++) mx = x[c] > mx ? x[c] : mx;
-        /* pass 1: e = exp(x - max), summed in double */
-        double sum = 0.0;
-        for (int c = 0; c < C; c++) {
-            p[c] = expf(x[c] - mx);
-            sum += p[c];
-        }
-        /* pass 2: normalize; the loss from the log-softmax, not from log(p) */
-        const float inv = (float)(1.0 / sum);
-        for (int c = 0; c < C; c++) p[c] *= inv;
+        float mx;
+        const double sum = softmax_row(probs + (size_t)n * C, x, C, &mx);
+        /* the loss from the log-softmax, not from log(p) */
         const double logp = (double)x[targets[n]] - mx - log(sum);
         const float w = weights ? weights[n] : 1.0f;
         losses[n] = w == 0.0f ? 0.0f : (float)(-logp * w);   /* padding stays 0 even for -inf logits */
@@ -360,6 +368,43 @@ attn_status attn_softmax_xent_backward(float *dlogits, const float *dlosses,
         float *d = dlogits + (size_t)n * C;
         for (int c = 0; c < C; c++) d[c] += g * p[c];
         d[targets[n]] -= g;
+    }
+    return ATTN_OK;
+}
+
+/* Label smoothing: -log p[c] = mx + log(sum) - x[c], so the mean over c is mx + log(sum) - mean(x), in
+ * double; the probabilities as the plain loss computes them. */
+attn_status attn_softmax_xent_smooth_forward(float *losses, float *probs, const float *logits, const int32_t *targets,
+                                             float eps, int N, int C) {
+    if (!losses || !probs || !logits || !targets) return ATTN_ERR_NULL;
+    if (!(eps >= 0.0f && eps < 1.0f)) return ATTN_ERR_ARG;
+    attn_status st = xent_check(targets, N, C);
+    if (st != ATTN_OK) return st;
+    for (int n = 0; n < N; n++) {
+        const float *x = logits + (size_t)n * C;   /* (C) */
+        float mx;
+        const double sum = softmax_row(probs + (size_t)n * C, x, C, &mx);
+        double xs = 0.0;
+        for (int c = 0; c < C; c++) xs += x[c];
+        const double lse = (double)mx + log(sum);
+        losses[n] = (float)((1.0 - eps) * (lse - x[targets[n]]) + eps * (lse - xs / C));
+    }
+    return ATTN_OK;
+}
+
+attn_status attn_softmax_xent_smooth_backward(float *dlogits, const float *dlosses, const float *probs,
+                                              const int32_t *targets, float eps, int N, int C) {
+    if (!dlogits || !dlosses || !probs || !targets) return ATTN_ERR_NULL;
+    if (!(eps >= 0.0f && eps < 1.0f)) return ATTN_ERR_ARG;
+    attn_status st = xent_check(targets, N, C);
+    if (st != ATTN_OK) return st;
+    const float u = eps / (float)C;                /* the smoothed target's floor */
+    for (int n = 0; n < N; n++) {
+        const float g = dlosses[n];
+        const float *p = probs + (size_t)n * C;
+        float *d = dlogits + (size_t)n * C;
+        for (int c = 0; c < C; c++) d[c] += g * (p[c] - u);
+        d[targets[n]] -= g * (1.0f - eps);
     }
     return ATTN_OK;
 }

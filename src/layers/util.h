@@ -22,6 +22,14 @@ static inline int attn__dim_ok(int n) { return n >= 1 && n <= ATTN_MAX_DIM; }
 /* 1 when a·b fits in an int (BLAS takes int dimensions). */
 static inline int attn__prod_fits_int(int a, int b) { return (int64_t)a * b <= INT_MAX; }
 
+/* The patch embedding's kernel K for patch size P (attn_patch_embed_bind_kernel): ATTN_ERR_SIZE when either is
+ * not a size, ATTN_ERR_SHAPE unless P <= K <= 3P with K - P even (padding (K-P)/2 reaches at most into the
+ * neighbouring patches). */
+static inline attn_status attn__patch_kernel_check(int P, int K) {
+    if (!attn__dim_ok(P) || !attn__dim_ok(K)) return ATTN_ERR_SIZE;
+    return K < P || (K - P) % 2 != 0 || K > 3 * (int64_t)P ? ATTN_ERR_SHAPE : ATTN_OK;
+}
+
 /* A model's attention compute as its checkpoints write it ("f32", "bf16"), and back: a missing value (older
  * checkpoints) is F32; 0 for anything else. */
 static inline const char *attn__compute_name(attn_dtype c) { return c == ATTN_DTYPE_BF16 ? "bf16" : "f32"; }

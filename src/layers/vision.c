@@ -1,8 +1,8 @@
 /*
  * vision.c — the layers a Vision Transformer adds to the text ones: GELU (the exact erf form), the patch
- * embedding (a convolution whose stride is its kernel size, computed as one linear map over the unfolded
- * patches through CBLAS), the class token with learned positions, and the warm-up + cosine learning-rate
- * schedule. Lifecycles as every layer's (attn/layers.h).
+ * embedding (a convolution of stride P and kernel K >= P, zero-padded when the patches overlap, computed
+ * as one linear map over the unfolded patches through CBLAS), the class token with learned positions, and
+ * the warm-up + cosine learning-rate schedule. Lifecycles as every layer's (attn/layers.h).
  */
 #include "util.h"
 
@@ -34,35 +34,39 @@ attn_status attn_gelu_backward(float *dx, const float *dy, const float *x, size_
 }
 
 /* ---------------------------------------------------------------------------------------------------
- * Patch embedding.
- *   unfold:  u[b, p, c·P·P + i·P + j] = x[b, c, py·P + i, px·P + j],  p = py·(Wi/P) + px
- *   linear:  y[b, p, :] = w (D, C·P·P) · u[b, p, :] + b
- * The weight is nn.Conv2d's (D,C,P,P), which flattened is exactly the (D, C·P·P) matrix of the linear.
+ * Patch embedding, kernel K, stride P, zero padding q = (K-P)/2.
+ *   unfold:  u[b, p, c·K·K + i·K + j] = x[b, c, py·P - q + i, px·P - q + j] (0 outside the image),
+ *            p = py·(Wi/P) + px
+ *   linear:  y[b, p, :] = w (D, C·K·K) · u[b, p, :] + b
+ * The weight is nn.Conv2d's (D,C,K,K), which flattened is exactly the (D, C·K·K) matrix of the linear.
  */
-size_t attn_patch_embed_n_params(int C, int P, int D) {
-    if (!attn__dim_ok(C) || !attn__dim_ok(P) || !attn__dim_ok(D)) return 0;
-    const size_t K = (size_t)C * P * P;
-    if (K > ATTN_MAX_DIM || !attn__prod_fits_int((int)K, D)) return 0;
-    return (size_t)D * K + (size_t)D;
+size_t attn_patch_embed_n_params(int C, int K, int D) {
+    if (!attn__dim_ok(C) || !attn__dim_ok(K) || !attn__dim_ok(D)) return 0;
+    const size_t k = (size_t)C * K * K;
+    if (k > ATTN_MAX_DIM || !attn__prod_fits_int((int)k, D)) return 0;
+    return (size_t)D * k + (size_t)D;
 }
 
-attn_status attn_patch_embed_bind(attn_patch_embed *l, int C, int Hi, int Wi, int P, int D, float *params,
-                                  float *grads) {
+attn_status attn_patch_embed_bind_kernel(attn_patch_embed *l, int C, int Hi, int Wi, int P, int K, int D,
+                                         float *params, float *grads) {
     if (!l || !params) return ATTN_ERR_NULL;
     memset(l, 0, sizeof *l);
     if (!attn__dim_ok(Hi) || !attn__dim_ok(Wi)) return ATTN_ERR_SIZE;
-    const size_t n = attn_patch_embed_n_params(C, P, D);
+    attn_status st = attn__patch_kernel_check(P, K);
+    if (st != ATTN_OK) return st;
+    const size_t n = attn_patch_embed_n_params(C, K, D);
     if (n == 0) return ATTN_ERR_SIZE;
     if (Hi % P != 0 || Wi % P != 0) return ATTN_ERR_SHAPE;
     const int64_t Np = (int64_t)(Hi / P) * (Wi / P);
     if (Np > ATTN_MAX_DIM) return ATTN_ERR_SIZE;
-    const size_t K = (size_t)C * P * P;
+    const size_t k = (size_t)C * K * K;
     l->C = C; l->Hi = Hi; l->Wi = Wi; l->P = P; l->D = D; l->Np = (int)Np;
+    l->K = K; l->pad = (K - P) / 2;
     l->w = params;
-    l->b = params + (size_t)D * K;
+    l->b = params + (size_t)D * k;
     if (grads) {
         l->dw = grads;
-        l->db = grads + (size_t)D * K;
+        l->db = grads + (size_t)D * k;
     }
     l->params = params;
     l->grads = grads;
@@ -70,20 +74,25 @@ attn_status attn_patch_embed_bind(attn_patch_embed *l, int C, int Hi, int Wi, in
     return ATTN_OK;
 }
 
+attn_status attn_patch_embed_bind(attn_patch_embed *l, int C, int Hi, int Wi, int P, int D, float *params,
+                                  float *grads) {
+    return attn_patch_embed_bind_kernel(l, C, Hi, Wi, P, P, D, params, grads);
+}
+
 attn_status attn_patch_embed_init_weights(attn_patch_embed *l, attn_rng *rng) {
     if (!l || !rng || !l->w) return ATTN_ERR_NULL;
     /* nn.Conv2d's default: kaiming_uniform(a=√5) on the weight and U(±1/√fan_in) on the bias; both are
-     * U(±1/√fan_in), fan_in = C·P·P */
-    const int K = l->C * l->P * l->P;
-    const float a = 1.0f / sqrtf((float)K);
-    attn_rng_fill_uniform(rng, l->w, (size_t)l->D * K, -a, a);
+     * U(±1/√fan_in), fan_in = C·K·K */
+    const int k = l->C * l->K * l->K;
+    const float a = 1.0f / sqrtf((float)k);
+    attn_rng_fill_uniform(rng, l->w, (size_t)l->D * k, -a, a);
     attn_rng_fill_uniform(rng, l->b, (size_t)l->D, -a, a);
     return ATTN_OK;
 }
 
 static attn_status patch_sizes(const attn_patch_embed *l, int B, size_t *rows, size_t *bytes) {
     if (!attn__dim_ok(B)) return ATTN_ERR_SIZE;
-    const size_t K = (size_t)l->C * l->P * l->P;
+    const size_t K = (size_t)l->C * l->K * l->K;
     const size_t r = (size_t)B * l->Np;
     if (r > INT_MAX || r > SIZE_MAX / sizeof(float) / K) return ATTN_ERR_SIZE;
     *rows = r;
@@ -97,21 +106,32 @@ attn_status attn_patch_embed_cache_bytes(const attn_patch_embed *l, int B, size_
     return patch_sizes(l, B, &rows, bytes);
 }
 
-/* u (B·Np, C·P·P) from x (B,C,Hi,Wi), or back (fold, accumulating into x) when fold is nonzero. */
+/* u (B·Np, C·K·K) from x (B,C,Hi,Wi), or back (fold, accumulating into x) when fold is nonzero. A window's
+ * row i covers image columns [x0, x0 + K), of which [j0, j1) of the window lie inside the image; the rest of
+ * u is zero (unfold) or skipped (fold). With K == P every window lies inside: j0 = 0, j1 = K. */
 static void unfold(const attn_patch_embed *l, float *u, float *x, int B, int fold) {
-    const int C = l->C, P = l->P, Hi = l->Hi, Wi = l->Wi, nx = Wi / P, K = C * P * P;
+    const int C = l->C, P = l->P, K = l->K, q = l->pad, Hi = l->Hi, Wi = l->Wi, nx = Wi / P, CK = C * K * K;
     for (int b = 0; b < B; b++)
         for (int p = 0; p < l->Np; p++) {
-            const int py = p / nx, px = p % nx;
-            float *row = u + ((size_t)b * l->Np + p) * K;
+            const int y0 = (p / nx) * P - q, x0 = (p % nx) * P - q;
+            const int j0 = x0 < 0 ? -x0 : 0, j1 = x0 + K > Wi ? Wi - x0 : K;
+            float *row = u + ((size_t)b * l->Np + p) * CK;
             for (int c = 0; c < C; c++)
-                for (int i = 0; i < P; i++) {
-                    float *src = x + (((size_t)b * C + c) * Hi + (size_t)py * P + i) * Wi + (size_t)px * P;
-                    float *dst = row + (c * P + i) * P;
-                    if (fold)
-                        for (int j = 0; j < P; j++) src[j] += dst[j];
-                    else
-                        memcpy(dst, src, (size_t)P * sizeof(float));
+                for (int i = 0; i < K; i++) {
+                    float *dst = row + (c * K + i) * K;
+                    const int yy = y0 + i;
+                    if (yy < 0 || yy >= Hi) {
+                        if (!fold) memset(dst, 0, (size_t)K * sizeof(float));
+                        continue;
+                    }
+                    float *src = x + (((size_t)b * C + c) * Hi + yy) * Wi + (x0 + j0);   /* window column j0 */
+                    if (fold) {
+                        for (int j = j0; j < j1; j++) src[j - j0] += dst[j];
+                    } else {
+                        for (int j = 0; j < j0; j++) dst[j] = 0.0f;
+                        memcpy(dst + j0, src, (size_t)(j1 - j0) * sizeof(float));
+                        for (int j = j1; j < K; j++) dst[j] = 0.0f;
+                    }
                 }
         }
 }
@@ -125,7 +145,7 @@ attn_status attn_patch_embed_forward(const attn_patch_embed *l, void *cache, siz
     if (cache_bytes < need) return ATTN_ERR_WORKSPACE;
     float *u = (float *)attn__cache_base(cache);       /* (B·Np, K) saved for the backward */
     unfold(l, u, (float *)x, B, 0);
-    return attn_linear_forward(y, u, l->w, l->b, (int)rows, l->C * l->P * l->P, l->D);
+    return attn_linear_forward(y, u, l->w, l->b, (int)rows, l->C * l->K * l->K, l->D);
 }
 
 attn_status attn_patch_embed_backward(const attn_patch_embed *l, void *cache, size_t cache_bytes, float *dx,
@@ -137,7 +157,7 @@ attn_status attn_patch_embed_backward(const attn_patch_embed *l, void *cache, si
     if (st != ATTN_OK) return st;
     if (cache_bytes < need) return ATTN_ERR_WORKSPACE;
     float *u = (float *)attn__cache_base(cache);
-    const int K = l->C * l->P * l->P;
+    const int K = l->C * l->K * l->K;
     /* dw += dyᵀ u, db += Σ dy (u is still the forward's) */
     if ((st = attn_linear_backward(NULL, l->dw, l->db, dy, u, l->w, (int)rows, K, l->D)) != ATTN_OK) return st;
     if (!dx) return ATTN_OK;

@@ -24,6 +24,9 @@ void attn_detr_config_default(attn_detr_config *c) {
                             .ffn = 192, .enc_blocks = 2, .dec_blocks = 3, .max_batch = 64};
 }
 
+/* The patch embedding's kernel: P unless overlapping. */
+static int detr_kernel(const attn_detr_config *c) { return c->patch_kernel ? c->patch_kernel : c->patch; }
+
 attn_status attn_detr_config_check(const attn_detr_config *c) {
     if (!c) return ATTN_ERR_NULL;
     if (c->image < 1 || c->patch < 1 || c->queries < 1 || c->classes < 1 || c->dim < 1 || c->heads < 1 ||
@@ -33,6 +36,9 @@ attn_status attn_detr_config_check(const attn_detr_config *c) {
         c->max_batch > 65536)
         return ATTN_ERR_SIZE;
     if (c->image % c->patch || c->dim % c->heads) return ATTN_ERR_SHAPE;
+    const attn_status ks = attn__patch_kernel_check(c->patch, detr_kernel(c));
+    if (ks != ATTN_OK) return ks;
+    if ((int64_t)detr_kernel(c) * detr_kernel(c) > 65536) return ATTN_ERR_SIZE;
     const int64_t np = (int64_t)(c->image / c->patch) * (c->image / c->patch);
     const int64_t rows = np > c->queries ? np : c->queries, w = c->ffn > c->dim ? c->ffn : c->dim;
     if (np > ATTN_TF_MAX_LEN || rows * c->max_batch * w > INT32_MAX ||
@@ -45,9 +51,9 @@ attn_status attn_detr_config_check(const attn_detr_config *c) {
 static size_t detr_layout(attn_detr *m, float *p, float *g) {
     const attn_detr_config *c = &m->cfg;
     const size_t D = (size_t)c->dim, ne = attn_tf_block_n_params(c->dim, c->ffn, 0),
-                 nd = attn_tf_block_n_params(c->dim, c->ffn, 1), npe = attn_patch_embed_n_params(1, c->patch, c->dim);
+                 nd = attn_tf_block_n_params(c->dim, c->ffn, 1), npe = attn_patch_embed_n_params(1, detr_kernel(c), c->dim);
     size_t off = 0;
-    if (p) attn_patch_embed_bind(&m->patch, 1, c->image, c->image, c->patch, c->dim, p, g);
+    if (p) attn_patch_embed_bind_kernel(&m->patch, 1, c->image, c->image, c->patch, detr_kernel(c), c->dim, p, g);
     off += npe;
 #define VIEW(name, dname, n) do { m->name = p ? p + off : NULL; m->dname = p && g ? g + off : NULL; off += (n); } while (0)
     VIEW(pos, dpos, (size_t)m->Np * D);
@@ -484,7 +490,7 @@ static int detr_list(attn_detr *m, attn__nmt_named *t) {
                   nd = (int64_t)attn_tf_block_n_params(c->dim, c->ffn, 1);
     int n = 0;
     char name[64];
-    n = attn__nmt_add(t, n, "patch_embed.weight", m->patch.w, 2, D, (int64_t)c->patch * c->patch);
+    n = attn__nmt_add(t, n, "patch_embed.weight", m->patch.w, 2, D, (int64_t)detr_kernel(c) * detr_kernel(c));
     n = attn__nmt_add(t, n, "patch_embed.bias", m->patch.b, 1, D, 0);
     n = attn__nmt_add(t, n, "pos_embed", m->pos, 2, m->Np, D);
     for (int l = 0; l < c->enc_blocks; l++) {
@@ -519,14 +525,20 @@ attn_status attn_detr_save(const attn_detr *m, const attn_adam *opt, const char 
     const attn_detr_config *c = &m->cfg;
     const int v[DETR_N_META - 2] = {c->image, c->patch, c->queries, c->classes, c->dim, c->heads, c->ffn,
                                     c->enc_blocks, c->dec_blocks};
-    char mv[DETR_N_META][32];
-    const char *mk[DETR_N_META + 32], *mp[DETR_N_META + 32];
+    char mv[DETR_N_META + 1][32];
+    const char *mk[DETR_N_META + 1 + 32], *mp[DETR_N_META + 1 + 32];
     snprintf(mv[0], 32, "detr");
     for (int i = 1; i < DETR_N_META - 1; i++) snprintf(mv[i], 32, "%d", v[i - 1]);
     snprintf(mv[DETR_N_META - 1], 32, "%lld", opt ? (long long)opt->t : 0LL);
     for (int i = 0; i < DETR_N_META; i++) { mk[i] = detr_meta_names[i]; mp[i] = mv[i]; }
-    for (int i = 0; i < n_extra; i++) { mk[DETR_N_META + i] = keys[i]; mp[DETR_N_META + i] = vals[i]; }
-    return attn__nmt_save(path, t, n, mk, mp, DETR_N_META + n_extra, err, err_size);
+    int nm = DETR_N_META;
+    if (detr_kernel(c) != c->patch) {                  /* only then: a plain detector's file keeps its bytes */
+        snprintf(mv[DETR_N_META], 32, "%d", c->patch_kernel);
+        mk[nm] = "patch_kernel";                        /* missing in older checkpoints: P */
+        mp[nm++] = mv[DETR_N_META];
+    }
+    for (int i = 0; i < n_extra; i++) { mk[nm + i] = keys[i]; mp[nm + i] = vals[i]; }
+    return attn__nmt_save(path, t, n, mk, mp, nm + n_extra, err, err_size);
 }
 
 attn_status attn_detr_load(attn_detr *m, attn_adam *opt, const attn_ctx *ctx, const char *path, int max_batch,
@@ -552,6 +564,11 @@ attn_status attn_detr_load(attn_detr *m, attn_adam *opt, const attn_ctx *ctx, co
     attn_detr_config c = {.image = (int)v[1], .patch = (int)v[2], .queries = (int)v[3], .classes = (int)v[4],
                           .dim = (int)v[5], .heads = (int)v[6], .ffn = (int)v[7], .enc_blocks = (int)v[8],
                           .dec_blocks = (int)v[9], .max_batch = max_batch > 1 ? max_batch : 1};
+    /* absent in older checkpoints (and whenever K == P): patches side by side */
+    if ((st = attn__nmt_meta_optional(&f, path, "patch_kernel", &c.patch_kernel, err, err_size)) != ATTN_OK) {
+        attn_st_free(&f);
+        return st;
+    }
     if ((st = detr_alloc(m, ctx, &c)) != ATTN_OK) {
         attn__set_err(err, err_size, "%s: the configuration in the metadata is invalid (%s)", path,
                       attn_status_string(st));

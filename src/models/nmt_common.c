@@ -162,6 +162,15 @@ attn_status attn__nmt_meta_numbers(const attn_st_file *f, const char *path, cons
     return ATTN_OK;
 }
 
+attn_status attn__nmt_meta_optional(const attn_st_file *f, const char *path, const char *name, int *v, char *err,
+                                    size_t err_size) {
+    if (!attn_st_meta(f, name)) return ATTN_OK;
+    double d = 0;
+    const attn_status st = attn__nmt_meta_numbers(f, path, &name, 1, &d, err, err_size);
+    if (st == ATTN_OK) *v = (int)d;
+    return st;
+}
+
 /* A parameter that is NaN or infinite is refused: training cannot recover from it, and every math helper
  * downstream would only pass it on (a checkpoint holding one is corrupt or diverged). */
 attn_status attn__nmt_read_tensors(const attn_st_file *f, const char *path, const attn__nmt_named *t, int n, char *err,

@@ -116,6 +116,9 @@ attn_status attn__nmt_save_train(const char *path, attn__nmt_named *t, int n, co
  * missing or not a number. */
 attn_status attn__nmt_meta_numbers(const attn_st_file *f, const char *path, const char *const *meta_names, int n,
                                    double *v, char *err, size_t err_size);
+/* The same for one metadata key that older files lack: *v keeps its value when the key is absent. */
+attn_status attn__nmt_meta_optional(const attn_st_file *f, const char *path, const char *name, int *v, char *err,
+                                    size_t err_size);
 
 /* Copies the n tensors from f (read from path) into t[i].p, checking each one's shape, and that every value
  * is finite: ATTN_ERR_FORMAT naming the path, the tensor and the element otherwise. */

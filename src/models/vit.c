@@ -30,7 +30,10 @@ attn_status attn_vit_config_check(const attn_vit_config *c) {
     if (c->image % c->patch != 0 || c->dim % c->heads != 0) return ATTN_ERR_SHAPE;
     const int64_t np = (int64_t)(c->image / c->patch) * (c->image / c->patch);
     if (np + 1 > 4096) return ATTN_ERR_SIZE;
-    if ((int64_t)c->channels * c->patch * c->patch > 65536) return ATTN_ERR_SIZE;
+    const int kp = c->patch_kernel ? c->patch_kernel : c->patch;
+    const attn_status ks = attn__patch_kernel_check(c->patch, kp);
+    if (ks != ATTN_OK) return ks;
+    if ((int64_t)c->channels * kp * kp > 65536) return ATTN_ERR_SIZE;
     if (c->compute != ATTN_DTYPE_F32 && c->compute != ATTN_DTYPE_BF16) return ATTN_ERR_ARG;
     return ATTN_OK;
 }
@@ -43,8 +46,9 @@ static size_t vit_layout(attn_vit *m, float *p, float *g) {
     const int D = c->dim, F = c->mlp, K = c->classes, Np = (c->image / c->patch) * (c->image / c->patch);
     size_t at = 0;
 #define VIT_AT(n) (p ? p + at : NULL), (g ? g + at : NULL)
-    size_t n = attn_patch_embed_n_params(c->channels, c->patch, D);
-    if (p) attn_patch_embed_bind(&m->patch, c->channels, c->image, c->image, c->patch, D, VIT_AT(n));
+    const int kp = c->patch_kernel ? c->patch_kernel : c->patch;
+    size_t n = attn_patch_embed_n_params(c->channels, kp, D);
+    if (p) attn_patch_embed_bind_kernel(&m->patch, c->channels, c->image, c->image, c->patch, kp, D, VIT_AT(n));
     at += n;
     n = attn_cls_pos_n_params(Np, D);
     if (p) attn_cls_pos_bind(&m->tok, Np, D, VIT_AT(n));
@@ -250,9 +254,10 @@ attn_status attn_vit_init(attn_vit *m, const attn_ctx *ctx, const attn_vit_confi
 
 /* ---------------------------------------------------------------------------------------------------
  * One shard: forward (logits; weights (L, Bw, H, T, T) slices at row offset w_off when asked), and with
- * labels the loss, and with backward the gradients of Σ loss · inv_b into s->grads (zeroed first).
+ * labels the loss (label smoothing eps), and with backward the gradients of Σ loss · inv_b into s->grads (zeroed
+ * first). eps 0 runs the plain cross-entropy, whose bits every run before label smoothing has.
  */
-static attn_status shard_run(attn_vit *s, const float *images, const int32_t *labels, int Bm, float inv_b,
+static attn_status shard_run(attn_vit *s, const float *images, const int32_t *labels, int Bm, float inv_b, float eps,
                              int backward, float *logits_out, float *weights, int Bw, int w_off, float *loss_sum,
                              int *correct) {
     const attn_vit_config *c = &s->cfg;
@@ -290,7 +295,9 @@ static attn_status shard_run(attn_vit *s, const float *images, const int32_t *la
     if (logits_out) memcpy(logits_out, a.logits, sizeof(float) * (size_t)Bm * K);
     if (!labels) return ATTN_OK;
 
-    if ((st = attn_softmax_xent_forward(a.losses, a.probs, a.logits, labels, NULL, Bm, K)) != ATTN_OK) return st;
+    st = eps > 0.0f ? attn_softmax_xent_smooth_forward(a.losses, a.probs, a.logits, labels, eps, Bm, K)
+                    : attn_softmax_xent_forward(a.losses, a.probs, a.logits, labels, NULL, Bm, K);
+    if (st != ATTN_OK) return st;
     double sum = 0.0;
     int ok = 0;
     for (int i = 0; i < Bm; i++) {
@@ -308,7 +315,9 @@ static attn_status shard_run(attn_vit *s, const float *images, const int32_t *la
     memset(s->grads, 0, sizeof(float) * s->n_params);
     for (int i = 0; i < Bm; i++) a.losses[i] = inv_b;             /* d(mean loss)/d(loss_i) */
     memset(a.dlogits, 0, sizeof(float) * (size_t)Bm * K);
-    if ((st = attn_softmax_xent_backward(a.dlogits, a.losses, a.probs, labels, NULL, Bm, K)) != ATTN_OK) return st;
+    st = eps > 0.0f ? attn_softmax_xent_smooth_backward(a.dlogits, a.losses, a.probs, labels, eps, Bm, K)
+                    : attn_softmax_xent_backward(a.dlogits, a.losses, a.probs, labels, NULL, Bm, K);
+    if (st != ATTN_OK) return st;
     memset(a.dclsn, 0, sizeof(float) * (size_t)Bm * D);
     if ((st = attn_linear_backward(a.dclsn, s->dhead_w, s->dhead_b, a.dlogits, a.clsn, s->head_w, Bm, D, K)) != ATTN_OK)
         return st;
@@ -367,7 +376,7 @@ static attn_status run_sharded(attn_vit *m, const float *images, const int32_t *
         sts[k] = ATTN_OK;
         if (n <= 0 || k < first || k >= first + count) continue;
         sts[k] = shard_run(&m->shards[k], images + (size_t)lo * img, labels ? labels + lo : NULL, n, 1.0f / (float)B,
-                           backward, logits ? logits + (size_t)lo * K : NULL, weights, B, lo, &losses[k], &oks[k]);
+                           m->label_smoothing, backward, logits ? logits + (size_t)lo * K : NULL, weights, B, lo, &losses[k], &oks[k]);
     }
     double sum = 0.0;
     int ok = 0;
@@ -396,6 +405,7 @@ static attn_status run_sharded(attn_vit *m, const float *images, const int32_t *
 }
 
 static attn_status check_labels(const attn_vit *m, const int32_t *labels, int B) {
+    if (!(m->label_smoothing >= 0.0f && m->label_smoothing < 1.0f)) return ATTN_ERR_ARG;
     for (int i = 0; i < B; i++)
         if (labels[i] < 0 || labels[i] >= m->cfg.classes) return ATTN_ERR_ARG;
     return ATTN_OK;
@@ -486,7 +496,8 @@ attn_status attn_vit_rollout(float *rollout, const float *weights, int L, int H,
 
 static int vit_list(const attn_vit *m, attn__nmt_named *t) {
     const attn_vit_config *c = &m->cfg;
-    const int D = c->dim, F = c->mlp, K = c->classes, T = m->T, Kp = c->channels * c->patch * c->patch;
+    const int kp = c->patch_kernel ? c->patch_kernel : c->patch;
+    const int D = c->dim, F = c->mlp, K = c->classes, T = m->T, Kp = c->channels * kp * kp;
     char nm[64];
     int n = 0;
     n = attn__nmt_add(t, n, "patch_embed.weight", m->patch.w, 2, D, Kp);
@@ -535,8 +546,8 @@ attn_status attn_vit_save(const attn_vit *m, const attn_adam *opt, const char *c
     }
     const attn_vit_config *c = &m->cfg;
     const int v[VIT_N_META - 1] = {c->image, c->channels, c->patch, c->dim, c->heads, c->blocks, c->mlp, c->classes};
-    char mv[VIT_N_META + 1][32];
-    const char *mk[VIT_N_META + 2 + 32], *mp[VIT_N_META + 2 + 32];
+    char mv[VIT_N_META + 2][32];
+    const char *mk[VIT_N_META + 3 + 32], *mp[VIT_N_META + 3 + 32];
     snprintf(mv[0], 32, "vit");
     for (int i = 1; i < VIT_N_META; i++) snprintf(mv[i], 32, "%d", v[i - 1]);
     snprintf(mv[VIT_N_META], 32, "%lld", opt ? (long long)opt->t : 0LL);
@@ -545,8 +556,14 @@ attn_status attn_vit_save(const attn_vit *m, const attn_adam *opt, const char *c
     mp[VIT_N_META] = mv[VIT_N_META];
     mk[VIT_N_META + 1] = "compute";                    /* missing in older checkpoints: f32 */
     mp[VIT_N_META + 1] = attn__compute_name(c->compute);
-    for (int i = 0; i < n_extra; i++) { mk[VIT_N_META + 2 + i] = keys[i]; mp[VIT_N_META + 2 + i] = vals[i]; }
-    return attn__nmt_save(path, t, n, mk, mp, VIT_N_META + 2 + n_extra, err, err_size);
+    int nm = VIT_N_META + 2;
+    if (c->patch_kernel && c->patch_kernel != c->patch) {   /* only then: a plain ViT's file keeps its bytes */
+        snprintf(mv[VIT_N_META + 1], 32, "%d", c->patch_kernel);
+        mk[nm] = "patch_kernel";                        /* missing in older checkpoints: P */
+        mp[nm++] = mv[VIT_N_META + 1];
+    }
+    for (int i = 0; i < n_extra; i++) { mk[nm + i] = keys[i]; mp[nm + i] = vals[i]; }
+    return attn__nmt_save(path, t, n, mk, mp, nm + n_extra, err, err_size);
 }
 
 attn_status attn_vit_load(attn_vit *m, attn_adam *opt, const attn_ctx *ctx, const char *path, int max_batch,
@@ -576,6 +593,11 @@ attn_status attn_vit_load(attn_vit *m, attn_adam *opt, const attn_ctx *ctx, cons
         attn__set_err(err, err_size, "%s: metadata \"compute\" = \"%s\", expected f32 or bf16", path, cs);
         attn_st_free(&f);
         return ATTN_ERR_FORMAT;
+    }
+    /* absent in older checkpoints (and whenever K == P): patches side by side */
+    if ((st = attn__nmt_meta_optional(&f, path, "patch_kernel", &c.patch_kernel, err, err_size)) != ATTN_OK) {
+        attn_st_free(&f);
+        return st;
     }
     if ((st = vit_alloc(m, ctx, &c)) != ATTN_OK) {
         attn__set_err(err, err_size, "%s: the configuration in the metadata is invalid (%s)", path,

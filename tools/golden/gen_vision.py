@@ -9,10 +9,20 @@ dout stored next to them (the model's: of its mean cross-entropy). Seeds are fix
 Files:
   vision_layers.safetensors  GELU (exact erf form), patch embedding (Conv2d with stride = kernel, 3 channels,
                              a non-square image), class token + learned positions, 3 steps of AdamW
+  vision_patch_kernel.safetensors
+                             the overlapping patch embedding: Conv2d(C, D, kernel_size=K, stride=P,
+                             padding=(K-P)/2), cases a..d (C 3 and 1, square and not, K > P and K == P):
+                             "<case>.x|w|b|y|dy|dx|dw|db", the sizes in the metadata
+  vision_label_smoothing.safetensors
+                             cross-entropy with label smoothing (CrossEntropyLoss(label_smoothing=eps,
+                             reduction='none')): "ls.logits" (7, 10), "ls.targets", per eps in 0.1 and 0.3
+                             "ls<eps·10>.loss" (7) and "ls<eps·10>.dlogits" of sum(loss · "ls.dloss")
   vision_model.safetensors   a tiny ViT (tools/replica/vit_model.py, the model of attn/vit.h): its
                              parameters under the checkpoint's names with the config in the metadata (so
                              attn_vit_load reads the file), 5 images, labels, logits, mean loss and the
                              gradient of every parameter ("grad." + name)
+  vision_model_kernel.safetensors
+                             the same with patch_kernel 8 (overlapping patches, padding 2; in the metadata)
 """
 import os
 import sys
@@ -85,9 +95,58 @@ def layers():
     st.save(os.path.join(OUT, "vision_layers.safetensors"), {k: v.detach().float() for k, v in out.items()})
 
 
-def model():
+def label_smoothing():
+    g = torch.Generator().manual_seed(152)
+    logits = f32(torch.randn(7, 10, generator=g) * 3)
+    logits[6] = f32(torch.linspace(-40, 40, 10))              # a wide row: the log-sum-exp must not overflow
+    targets = torch.tensor([0, 3, 9, 9, 5, 1, 0])
+    dloss = f32(torch.rand(7, generator=g) + 0.5)
+    out = {"ls.logits": logits, "ls.targets": targets.int(), "ls.dloss": dloss}
+    for eps in (0.1, 0.3):
+        x = logits.clone().requires_grad_()
+        loss = torch.nn.CrossEntropyLoss(label_smoothing=eps, reduction="none")(x, targets)
+        (loss * dloss).sum().backward()
+        tag = "ls%d" % round(eps * 10)
+        out[tag + ".loss"] = loss
+        out[tag + ".dlogits"] = x.grad
+    st.save(os.path.join(OUT, "vision_label_smoothing.safetensors"),
+            {k: (v.detach().float() if v.dtype == torch.float64 else v) for k, v in out.items()})
+
+
+# (name, B, C, Hi, Wi, P, K, D)
+PATCH_CASES = [("a", 2, 3, 8, 12, 4, 8, 5),     # 3 channels, not square, pad 2
+               ("b", 2, 1, 14, 21, 7, 13, 4),   # the ViT's patch 7 with kernel 13, pad 3
+               ("c", 2, 1, 8, 12, 4, 4, 3),     # K == P through the kernel bind
+               ("d", 1, 3, 4, 6, 2, 6, 2)]      # K = 3P, the largest: pad P, windows to the neighbours' far side
+
+
+def patch_kernel():
+    g = torch.Generator().manual_seed(151)
+    out = {}
+    meta = {}
+    for name, B, C, Hi, Wi, P, K, D in PATCH_CASES:
+        conv = torch.nn.Conv2d(C, D, K, stride=P, padding=(K - P) // 2)
+        with torch.no_grad():
+            conv.weight.copy_(f32(conv.weight.normal_(generator=g) * 0.3))
+            conv.bias.copy_(f32(conv.bias.normal_(generator=g) * 0.3))
+        x = f32(torch.randn(B, C, Hi, Wi, generator=g)).requires_grad_()
+        y = conv(x).flatten(2).transpose(1, 2)                # (B, Np, D)
+        assert y.shape[1] == (Hi // P) * (Wi // P)
+        dy = f32(torch.randn(*y.shape, generator=g))
+        (y * dy).sum().backward()
+        out.update({name + ".x": x, name + ".w": conv.weight.reshape(D, -1), name + ".b": conv.bias,
+                    name + ".y": y, name + ".dy": dy, name + ".dx": x.grad,
+                    name + ".dw": conv.weight.grad.reshape(D, -1), name + ".db": conv.bias.grad})
+        meta[name] = " ".join(str(v) for v in (B, C, Hi, Wi, P, K, D))
+    st.save(os.path.join(OUT, "vision_patch_kernel.safetensors"), {k: v.detach().float() for k, v in out.items()},
+            metadata=meta)
+
+
+def model(patch_kernel=0, fname="vision_model.safetensors"):
     torch.manual_seed(7)
     cfg = dict(image=8, channels=1, patch=4, dim=8, heads=2, blocks=2, mlp=16, classes=3)
+    if patch_kernel:
+        cfg["patch_kernel"] = patch_kernel
     m = vit_model.ViT(**cfg)
     with torch.no_grad():
         for p in m.parameters():
@@ -110,10 +169,15 @@ def model():
     tensors["input.labels"] = labels.int()
     meta = {"model": "vit"}
     meta.update({k: str(v) for k, v in cfg.items()})
-    st.save(os.path.join(OUT, "vision_model.safetensors"), tensors, metadata=meta)
+    st.save(os.path.join(OUT, fname), tensors, metadata=meta)
 
 
 if __name__ == "__main__":
     layers()
+    patch_kernel()
+    label_smoothing()
     model()
-    print("wrote vision_layers.safetensors and vision_model.safetensors in", os.path.normpath(OUT))
+    model(patch_kernel=8, fname="vision_model_kernel.safetensors")
+    print("wrote vision_layers, vision_patch_kernel, vision_label_smoothing, vision_model and vision_model_kernel "
+          "(.safetensors) in",
+          os.path.normpath(OUT))

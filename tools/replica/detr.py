@@ -140,10 +140,12 @@ class Block(nn.Module):
 
 
 class Detector(nn.Module):
-    def __init__(self, P, Q, K, D, H, F_, Le, Ld):
+    def __init__(self, P, Q, K, D, H, F_, Le, Ld, patch_kernel=0):
         super().__init__()
         Np = (S // P) ** 2
-        self.patch = nn.Conv2d(1, D, P, P)
+        k = patch_kernel or P                      # attn_detr_config.patch_kernel: 0 or P for none
+        assert k >= P and (k - P) % 2 == 0 and k <= 3 * P
+        self.patch = nn.Conv2d(1, D, k, P, padding=(k - P) // 2)
         self.pos = nn.Parameter(torch.randn(Np, D) * 0.02)
         self.enc = nn.ModuleList(Block(D, F_, H, False) for _ in range(Le))
         self.query = nn.Parameter(torch.randn(Q, D))
@@ -274,6 +276,8 @@ def main():
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--clip", type=float, default=0.1)
     ap.add_argument("--patch", type=int, default=7)
+    ap.add_argument("--patch-kernel", type=int, default=0,
+                    help="the patch embedding's kernel K (0 = --patch: none; K > P overlaps the patches)")
     ap.add_argument("--queries", type=int, default=8)
     ap.add_argument("--dim", type=int, default=96)
     ap.add_argument("--heads", type=int, default=4)
@@ -289,7 +293,7 @@ def main():
     xtr, ytr = load(a.data, "train")
     xte, yte = load(a.data, "t10k")
     K = 10
-    m = Detector(a.patch, a.queries, K, a.dim, a.heads, a.ffn, a.enc_blocks, a.dec_blocks)
+    m = Detector(a.patch, a.queries, K, a.dim, a.heads, a.ffn, a.enc_blocks, a.dec_blocks, patch_kernel=a.patch_kernel)
     opt = torch.optim.AdamW(m.parameters(), lr=a.lr, weight_decay=a.wd)
     steps = (a.canvases + a.batch - 1) // a.batch
     total = steps * a.epochs if not a.max_steps else min(steps * a.epochs, a.max_steps)

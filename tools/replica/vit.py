@@ -74,12 +74,16 @@ def main():
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--clip", type=float, default=1.0)
     ap.add_argument("--patch", type=int, default=7)
+    ap.add_argument("--patch-kernel", type=int, default=0,
+                    help="the patch embedding's kernel K (0 = --patch: none; K > P overlaps the patches)")
     ap.add_argument("--dim", type=int, default=128)
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--blocks", type=int, default=4)
     ap.add_argument("--mlp", type=int, default=256)
     ap.add_argument("--crop", type=int, default=1)
     ap.add_argument("--no-flip", action="store_true")
+    ap.add_argument("--label-smoothing", type=float, default=0.0,
+                    help="cross-entropy's label smoothing (the printed loss is the smoothed one, as the C program's)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--limit", type=int, default=0)
@@ -89,7 +93,7 @@ def main():
     g = torch.Generator().manual_seed(a.seed)
     xtr, ytr = load(a.data, "train", a.limit)
     xte, yte = load(a.data, "test", a.limit)
-    m = vit_model.ViT(28, 1, a.patch, a.dim, a.heads, a.blocks, a.mlp, 10)
+    m = vit_model.ViT(28, 1, a.patch, a.dim, a.heads, a.blocks, a.mlp, 10, patch_kernel=a.patch_kernel)
     opt = torch.optim.AdamW(m.parameters(), lr=a.lr, weight_decay=a.wd)
     steps = (len(xtr) + a.batch - 1) // a.batch
     total, warm = steps * a.epochs, steps * a.warmup
@@ -112,7 +116,7 @@ def main():
             for grp in opt.param_groups:
                 grp["lr"] = lr_at(t)
             logits = m(x)
-            loss = torch.nn.functional.cross_entropy(logits, y)
+            loss = torch.nn.functional.cross_entropy(logits, y, label_smoothing=a.label_smoothing)
             opt.zero_grad()
             loss.backward()
             if a.clip > 0:

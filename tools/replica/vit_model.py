@@ -1,11 +1,11 @@
 """vit_model.py — the Vision Transformer of attn/vit.h in PyTorch 1.13, layer for layer: patch embedding
-(Conv2d, stride = kernel), class token and learned positions, pre-norm blocks (LayerNorm, multi-head
+(Conv2d of stride P; kernel P, or K > P with padding (K-P)/2 for overlapping patches), class token and learned positions, pre-norm blocks (LayerNorm, multi-head
 self-attention with q/k/v/o projections, LayerNorm, MLP with exact GELU), a final LayerNorm on the class
 token and a linear head. Used by tools/golden/gen_vision.py (golden files) and tools/replica/vit.py (the
 replica training).
 
 checkpoint_items(model) lists the parameters under the C checkpoint's names and shapes (the patch
-embedding's weight flattened to (D, C·P·P), the class token (D), the positions (T, D)).
+embedding's weight flattened to (D, C·K·K), the class token (D), the positions (T, D)).
 """
 import math
 
@@ -53,10 +53,13 @@ class Block(nn.Module):
 
 
 class ViT(nn.Module):
-    def __init__(self, image=28, channels=1, patch=7, dim=128, heads=4, blocks=4, mlp=256, classes=10):
+    def __init__(self, image=28, channels=1, patch=7, dim=128, heads=4, blocks=4, mlp=256, classes=10,
+                 patch_kernel=0):
         super().__init__()
         n = (image // patch) ** 2
-        self.patch_embed = nn.Conv2d(channels, dim, patch, stride=patch)
+        k = patch_kernel or patch                  # attn_vit_config.patch_kernel: 0 or P for none
+        assert k >= patch and (k - patch) % 2 == 0 and k <= 3 * patch
+        self.patch_embed = nn.Conv2d(channels, dim, k, stride=patch, padding=(k - patch) // 2)
         self.cls_token = nn.Parameter(torch.zeros(dim))
         self.pos_embed = nn.Parameter(torch.zeros(n + 1, dim))
         nn.init.trunc_normal_(self.cls_token, std=0.02, a=-0.04, b=0.04)
