@@ -1001,10 +1001,10 @@ static inline void axb_row_stats(const float *stats, int64_t row, float *m, floa
  * then that key's dP bit for bit and dP - Δ is exactly 0, as in exact arithmetic; a plain fp32 sum
  * differs from the tile's by about 1e-7 relative, which times |q| near 1e9 put dk off by hundreds. fp32
  * tensors keep the plain sum of the caller's fp32 out: their out is not one V row there anyway (the
- * forward's P were rounded to bf16 before P·V), and rounding out to bf16 for the tiles moved dk by more
- * than test_bf16 allows against the reference that reads that out (a dropout case, by 4 where dk is
- * about 1). Needs the tiles on (stage 0 turns them on); dOᵀ of these rows already packed. Rows past T
- * give 0. */
+ * forward's P were rounded to bf16 before P·V), and rounding out to bf16 for the tiles moved Δ by about
+ * 1e-3 and, times |q| up to 2000, dk by up to 4, past test_bf16's bound against the reference that reads
+ * that fp32 out. Needs the tiles on (stage 0 turns them on); dOᵀ of these rows already packed. Rows past
+ * T give 0. */
 static void axb_delta(const axb_ctx *cx, const void *out, int b, int h, int t0, const uint16_t *dot, float *delta) {
     const attn_sdpa_desc *d = cx->d;
     const int qb = t0 / 64, NCv = cx->z.NCv;
