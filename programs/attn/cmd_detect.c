@@ -50,7 +50,7 @@
 #define CV_MEAN 0.10f
 #define CV_STD 0.28f
 #define TEST_SEED_SALT 0xde7ec7ULL
-#define DEFAULT_EPOCHS 40
+#define DEFAULT_EPOCHS 80
 #define VAL_SEED_SALT 0x5a1dca7ULL
 /* The decision rules tried on the validation canvases: a confidence cut (0: none) and, or not, the
  * suppression of duplicates (a detection whose box overlaps a more probable one's at IoU >= 0.5; items
@@ -637,7 +637,7 @@ int cmd_detect(int argc, char **argv) {
     const cli_opt train_opts[] = {
         {"data", CLI_STR, &f.data, "DIR", "the folder of the Fashion-MNIST IDX files (.gz or not)"},
         {"out", CLI_STR, &f.out, "DIR", "where the checkpoint and the history go"},
-        {"epochs", CLI_INT, &f.epochs, "N", "epochs in all (default 40; with --resume: the checkpoint's, or up to N)"},
+        {"epochs", CLI_INT, &f.epochs, "N", "epochs in all (default 80; with --resume: the checkpoint's, or up to N)"},
         {"max-steps", CLI_INT, &f.max_steps, "N", "stop after N optimizer steps in all (0: none); the schedule ends there"},
         {"shards", CLI_INT, &f.shards, "G", CLI_SHARDS_HELP},
         {"canvases", CLI_INT, &f.canvases, "N", "training canvases per epoch, new ones every epoch (default 20000)"},

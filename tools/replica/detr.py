@@ -265,7 +265,7 @@ def score(logits, boxes, tl, tb, K):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
-    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--epochs", type=int, default=80)
     ap.add_argument("--canvases", type=int, default=20000)
     ap.add_argument("--max-steps", type=int, default=0)
     ap.add_argument("--val", type=int, default=500)
