@@ -372,13 +372,18 @@ attn_status attn_softmax_xent_backward(float *dlogits, const float *dlosses,
     return ATTN_OK;
 }
 
+/* The smoothed loss's arguments: eps in [0, 1) and the plain loss's checks. */
+static attn_status xent_smooth_check(const int32_t *targets, float eps, int N, int C) {
+    if (!(eps >= 0.0f && eps < 1.0f)) return ATTN_ERR_ARG;
+    return xent_check(targets, N, C);
+}
+
 /* Label smoothing: -log p[c] = mx + log(sum) - x[c], so the mean over c is mx + log(sum) - mean(x), in
  * double; the probabilities as the plain loss computes them. */
 attn_status attn_softmax_xent_smooth_forward(float *losses, float *probs, const float *logits, const int32_t *targets,
                                              float eps, int N, int C) {
     if (!losses || !probs || !logits || !targets) return ATTN_ERR_NULL;
-    if (!(eps >= 0.0f && eps < 1.0f)) return ATTN_ERR_ARG;
-    attn_status st = xent_check(targets, N, C);
+    attn_status st = xent_smooth_check(targets, eps, N, C);
     if (st != ATTN_OK) return st;
     for (int n = 0; n < N; n++) {
         const float *x = logits + (size_t)n * C;   /* (C) */
@@ -395,8 +400,7 @@ attn_status attn_softmax_xent_smooth_forward(float *losses, float *probs, const 
 attn_status attn_softmax_xent_smooth_backward(float *dlogits, const float *dlosses, const float *probs,
                                               const int32_t *targets, float eps, int N, int C) {
     if (!dlogits || !dlosses || !probs || !targets) return ATTN_ERR_NULL;
-    if (!(eps >= 0.0f && eps < 1.0f)) return ATTN_ERR_ARG;
-    attn_status st = xent_check(targets, N, C);
+    attn_status st = xent_smooth_check(targets, eps, N, C);
     if (st != ATTN_OK) return st;
     const float u = eps / (float)C;                /* the smoothed target's floor */
     for (int n = 0; n < N; n++) {
