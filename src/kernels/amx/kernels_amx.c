@@ -156,6 +156,30 @@ static const ax_tilecfg ax_cfg __attribute__((aligned(64))) = {
 
 static void ax_tiles_on(void) { _tile_loadconfig(&ax_cfg); }
 
+/* r[i] lane k = w[k] lane i: a 16 x 16 transpose of 32-bit elements in four rounds of shuffles. */
+static inline void ax_transpose16(const __m512i w[16], __m512i r[16]) {
+    __m512i t[16], u[16], v[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_epi32(w[2 * i], w[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_epi32(w[2 * i], w[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {
+        u[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+        u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+        u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+        u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+    }
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 4; j++) {
+            v[8 * i + j] = _mm512_shuffle_i32x4(u[8 * i + j], u[8 * i + j + 4], 0x88);
+            v[8 * i + j + 4] = _mm512_shuffle_i32x4(u[8 * i + j], u[8 * i + j + 4], 0xdd);
+        }
+    for (int j = 0; j < 8; j++) {
+        r[j] = _mm512_shuffle_i32x4(v[j], v[j + 8], 0x88);
+        r[j + 8] = _mm512_shuffle_i32x4(v[j], v[j + 8], 0xdd);
+    }
+}
+
 /* ---------------------------------------------------------------------------------------------------
  * Stage 0: packs of (b, kv head), a chunk of 32 keys per item.
  */
@@ -182,6 +206,42 @@ static int ax_row_bad(const void *row, int dt, int n) {
     return 0;
 }
 
+/* Stage 0 for bf16 tensors, by vectors (element by element, as for fp32 below, the packs took about a
+ * tenth of the 1-thread forward at D = 128 and an eighth of the causal one). kp, vt, kb, vb: the item's
+ * K tiles, Vᵀ tiles, and the caller's K and V of the kv head; bad: the chunk's non-finite V rows.
+ *   K   each key row's 32 dims of chunk c, one masked load (zeros past D, past S) and one store
+ *   Vᵀ  per 16 dims, keys 2i and 2i+1 interleaved as 32-bit pairs (lane x: (v[2i][x], v[2i+1][x])), so the
+ *       16 x 16 transpose of those pairs gives tile row x as the 32 keys of dim x in order */
+static void ax_pack_chunk_bf16(const attn_sdpa_desc *d, const ax_dims *z, uint16_t *kp, uint16_t *vt,
+                               const uint16_t *kb, const uint16_t *vb, int j0, uint32_t bad) {
+    for (int j = j0; j < j0 + 32; j++) {
+        const uint16_t *src = kb + (int64_t)j * d->k.t;
+        for (int c = 0; c < z->NC; c++) {
+            const __m512i row = j < d->S ? br_load32(src, 32 * c, d->D) : _mm512_setzero_si512();
+            _mm512_storeu_si512(kp + (((int64_t)(j / 16) * z->NC + c) * 16 + j % 16) * 32, row);
+        }
+    }
+    const __m512i inter = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8,
+                                           39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
+    for (int xt = 0; xt < z->NXT; xt++) {
+        const int nd = d->Dv - 16 * xt;
+        const __mmask16 dims = nd >= 16 ? 0xffff : (__mmask16)((1u << nd) - 1);
+        __m512i w[16], r[16];
+        for (int i = 0; i < 16; i++) {
+            __m256i two[2];
+            for (int e = 0; e < 2; e++) {
+                const int j = 2 * i + e;
+                const __mmask16 m = j0 + j < d->S && !(bad >> j & 1) ? dims : 0;
+                two[e] = _mm256_maskz_loadu_epi16(m, vb + (int64_t)(j0 + j) * d->v.t + 16 * xt);
+            }
+            w[i] = _mm512_permutex2var_epi16(_mm512_castsi256_si512(two[0]), inter, _mm512_castsi256_si512(two[1]));
+        }
+        ax_transpose16(w, r);
+        uint16_t *dst = vt + ((int64_t)(j0 / 32) * z->NXT + xt) * 512;
+        for (int x = 0; x < 16; x++) _mm512_storeu_si512(dst + x * 32, r[x]);
+    }
+}
+
 static void ax_pack_chunk(const attn_sdpa_desc *d, const ax_dims *z, char *shared, const void *k, const void *v,
                           int b, int hk, int j0) {
     const int dt = d->dtype, es = dt == ATTN_DTYPE_BF16 ? 2 : 4;
@@ -190,6 +250,16 @@ static void ax_pack_chunk(const attn_sdpa_desc *d, const ax_dims *z, char *share
     uint16_t *vt = (uint16_t *)((char *)kp + z->kpack);
     const char *kb = (const char *)k + (b * d->k.b + hk * d->k.h) * es;
     const char *vb = (const char *)v + (b * d->v.b + hk * d->v.h) * es;
+    /* V rows with NaN or Inf: packed as zeros and flagged; their products are added after the tiles only
+     * for the rows that see them (a tile would add 0·NaN = NaN to the rows that do not) */
+    uint32_t bad = 0;
+    for (int j = 0; j < 32 && j0 + j < d->S; j++)
+        if (ax_row_bad(vb + (int64_t)(j0 + j) * d->v.t * es, dt, d->Dv)) bad |= 1u << j;
+    ((uint32_t *)(shared + z->flags))[pair * (z->SP / 32) + j0 / 32] = bad;
+    if (dt == ATTN_DTYPE_BF16) {
+        ax_pack_chunk_bf16(d, z, kp, vt, (const uint16_t *)kb, (const uint16_t *)vb, j0, bad);
+        return;
+    }
     /* K: tiles (j0/16 + u, c), row j % 16 */
     for (int j = j0; j < j0 + 32; j++) {
         const char *src = kb + (int64_t)j * d->k.t * es;
@@ -198,12 +268,6 @@ static void ax_pack_chunk(const attn_sdpa_desc *d, const ax_dims *z, char *share
             for (int x = 0; x < 32; x++) dst[x] = j < d->S && 32 * c + x < d->D ? ax_get(src, dt, 32 * c + x) : 0;
         }
     }
-    /* V rows with NaN or Inf: packed as zeros and flagged; their products are added after the tiles only
-     * for the rows that see them (a tile would add 0·NaN = NaN to the rows that do not) */
-    uint32_t bad = 0;
-    for (int j = 0; j < 32 && j0 + j < d->S; j++)
-        if (ax_row_bad(vb + (int64_t)(j0 + j) * d->v.t * es, dt, d->Dv)) bad |= 1u << j;
-    ((uint32_t *)(shared + z->flags))[pair * (z->SP / 32) + j0 / 32] = bad;
     /* Vᵀ: tiles (j0/32, xt), row = dim % 16, column = key - j0; read by squares of 32 keys x 16 dims */
     uint16_t tmp[32 * 16];
     for (int xt = 0; xt < z->NXT; xt++) {
@@ -262,30 +326,6 @@ static inline __m512i ax_pair(__m512 e0, __m512 e1) {
                                          23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
     const __m512i both = (__m512i)_mm512_cvtne2ps_pbh(e1, e0);   /* e0 in the low half, e1 in the high */
     return _mm512_permutexvar_epi16(idx, both);
-}
-
-/* r[i] lane k = w[k] lane i: a 16 x 16 transpose of 32-bit elements in four rounds of shuffles. */
-static inline void ax_transpose16(const __m512i w[16], __m512i r[16]) {
-    __m512i t[16], u[16], v[16];
-    for (int i = 0; i < 8; i++) {
-        t[2 * i] = _mm512_unpacklo_epi32(w[2 * i], w[2 * i + 1]);
-        t[2 * i + 1] = _mm512_unpackhi_epi32(w[2 * i], w[2 * i + 1]);
-    }
-    for (int i = 0; i < 4; i++) {
-        u[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
-        u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
-        u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
-        u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
-    }
-    for (int i = 0; i < 2; i++)
-        for (int j = 0; j < 4; j++) {
-            v[8 * i + j] = _mm512_shuffle_i32x4(u[8 * i + j], u[8 * i + j + 4], 0x88);
-            v[8 * i + j + 4] = _mm512_shuffle_i32x4(u[8 * i + j], u[8 * i + j + 4], 0xdd);
-        }
-    for (int j = 0; j < 8; j++) {
-        r[j] = _mm512_shuffle_i32x4(v[j], v[j + 8], 0x88);
-        r[j + 8] = _mm512_shuffle_i32x4(v[j], v[j + 8], 0xdd);
-    }
 }
 
 /* The state of one query block while its key blocks stream past. */
