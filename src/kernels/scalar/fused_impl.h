@@ -50,7 +50,9 @@
  *   backward  per thread (2·D + 2·Dv + 2·FZ_QB)·KBC floats + a few FZ_QB vectors (KBC = FZ_NVMAX·FZ_VW),
  *             plus, shared, the dQ slots of one round: nchunk·G·T·D floats per (b, kv head) pair, with
  *             as many pairs per round as fit in about 32 MiB (at least one; nchunk <= 8, fewer if the
- *             slots of one pair would pass 256 MiB), and rowsum(dout ∘ out) per query row of the round.
+ *             slots of one pair would pass 256 MiB), and rowsum(dout ∘ out) per query row of the round;
+ *             small heads: per thread (D + Dv)·4·FZ_VW + (6·FZ_VW + 2·D)·FZ_QB floats + a few FZ_QB
+ *             vectors, no slots.
  */
 #ifndef FZ_TABLE
 #error "fused_impl.h: define the vector operations and FZ_TABLE before including"
@@ -398,6 +400,27 @@ static void fz_put_scores(float *xs, int S, int nr, const float *St, int BR, int
     }
 }
 
+/* At (n, BR), the n rows of a (rows rt apart, w wide) transposed and times scale, zero past n to whole
+ * vectors: whole vectors of rows by gathers (when the stride fits their 32-bit indices), the rest one by
+ * one. Apart from the block loop so its registers stay its own. */
+static void fz_pack_t(float *at, int BR, const float *a, int64_t rt, int n, int w, float scale) {
+    const int nfull = rt <= INT32_MAX / FZ_VW ? n / FZ_VW : 0, nv = (n + FZ_VW - 1) / FZ_VW;
+    for (int x = 0; x < w; x++) {
+        float *r = at + (int64_t)x * BR;
+        for (int u = 0; u < nfull; u++)
+            fz_store(r + u * FZ_VW, fz_mul(fz_gather(a + (int64_t)u * FZ_VW * rt + x, (int)rt), fz_set1(scale)));
+        for (int u = nfull; u < nv; u++) fz_store(r + u * FZ_VW, fz_zero());
+        for (int i = nfull * FZ_VW; i < n; i++) r[i] = a[(int64_t)i * rt + x] * scale;
+    }
+}
+
+/* o (n) = column i of At (rows BR apart) times s: whole vectors gathered down the column. */
+static void fz_put_col(float *o, const float *At, int BR, int i, int n, float s) {
+    const int nfull = n / FZ_VW;
+    for (int u = 0; u < nfull; u++) fz_store(o + u * FZ_VW, fz_mul(fz_gather(At + (int64_t)u * FZ_VW * BR + i, BR), fz_set1(s)));
+    for (int x = nfull * FZ_VW; x < n; x++) o[x] = At[(int64_t)x * BR + i] * s;
+}
+
 /* One block of query rows (b, h, t0 .. t0+nr) against all the keys it may see. */
 static void fz_fwd_block(const fz_fwd_ctx *cx, char *tw, int b, int h, int t0, int nr) {
     const attn_sdpa_desc *d = cx->d;
@@ -419,21 +442,12 @@ static void fz_fwd_block(const fz_fwd_ctx *cx, char *tw, int b, int h, int t0, i
     const int generic = fz_elementwise(mk);
     const int nsink = attn__key_sinks(mk, S);                   /* S without a window */
 
-    /* pack Qᵀ scaled: whole vectors of rows by gathers (when the stride fits their 32-bit indices), the
-     * rest one by one, padding rows 0; key limits and window edges per row (padding rows copy the last
-     * row's) */
-    const int nfull = d->q.t <= INT32_MAX / FZ_VW ? nr / FZ_VW : 0;
-    const float scale = d->scale;
-    for (int x = 0; x < D; x++) {
-        float *r = Qt + x * BR;
-        for (int u = 0; u < nfull; u++)
-            fz_store(r + u * FZ_VW, fz_mul(fz_gather(qb + (int64_t)u * FZ_VW * d->q.t + x, (int)d->q.t), fz_set1(scale)));
-        for (int u = nfull; u < nv; u++) fz_store(r + u * FZ_VW, fz_zero());
-        for (int i = nfull * FZ_VW; i < nr; i++) r[i] = qb[(int64_t)i * d->q.t + x] * scale;
-    }
+    /* pack Qᵀ scaled; key limits and window edges per row (padding rows copy the last row's) */
+    fz_pack_t(Qt, BR, qb, d->q.t, nr, D, d->scale);
     for (int i = 0; i < BR; i++) {
-        lim[i] = i < nr ? attn__key_limit(mk, b, t0 + i, T, S) : lim[nr - 1];
-        low[i] = i < nr ? attn__key_low(mk, t0 + i, T, S) : low[nr - 1];
+        const int ii = i < nr ? i : nr - 1;
+        lim[i] = attn__key_limit(mk, b, t0 + ii, T, S);
+        low[i] = attn__key_low(mk, t0 + ii, T, S);
     }
     int minlim = S, maxlim = 0, minlow = S, maxlow = 0;
     for (int i = 0; i < BR; i++) {
@@ -548,16 +562,11 @@ static void fz_fwd_block(const fz_fwd_ctx *cx, char *tw, int b, int h, int t0, i
 
     if (xs) fz_fill_scores(xs, S, nr, done, maxlim);
 
-    /* out = Oᵀ / l, transposed back (each row's whole vectors gathered down a column of Oᵀ); the row
-     * statistics; rows that saw no key: zeros and (-inf, 0) */
-    const int dfull = Dv / FZ_VW;
+    /* out = Oᵀ / l, transposed back; the row statistics; rows that saw no key: zeros and (-inf, 0) */
     for (int i = 0; i < nr; i++) {
         float *orow = cx->out + b * d->out.b + h * d->out.h + (int64_t)(t0 + i) * d->out.t;   /* (Dv) */
         const float li = l[i];
-        const float inv = li > 0.0f ? 1.0f / li : 0.0f;
-        for (int u = 0; u < dfull; u++)
-            fz_store(orow + u * FZ_VW, fz_mul(fz_gather(Ot + (int64_t)u * FZ_VW * BR + i, BR), fz_set1(inv)));
-        for (int x = dfull * FZ_VW; x < Dv; x++) orow[x] = Ot[x * BR + i] * inv;
+        fz_put_col(orow, Ot, BR, i, Dv, li > 0.0f ? 1.0f / li : 0.0f);
         fz_put_stats(cx->stats + 2 * (((int64_t)b * H + h) * T + t0 + i), m[i], li);
     }
     attn__count_scores(ATTN_PASS_FORWARD, counted);
@@ -809,13 +818,15 @@ static void fz_fwd_rows(const fz_fwd_ctx *cx, char *tw, int b, int hk, const int
 
 
 /* ===================================================================================================
- * Small heads: few keys and narrow heads (the d2l translators: heads of 8 over 10 positions; their
- * decoding steps: one query over up to 10 keys). There the tiles above cost more than the arithmetic, so
- * an item is a whole (b, kv head): its keys packed once as Kᵀ (D, SP) (SP = S rounded up to vectors,
- * at most FZ_SMALL_S), then every row of the group's heads in turn, with vectors along the keys for the
- * scores and along D or Dv for the products with K and V. The backward's item owns its kv head's dK, dV
- * and its heads' dq rows, so it needs no dQ slots and runs in one stage. Same base-2 softmax, masks and
- * dropout indices as the paths above; a row's arithmetic depends on the shape only.
+ * Small heads: few keys and narrow heads (the d2l translators: heads of 8 over 10 positions, and their
+ * decoding steps: one query over up to 10 keys; the ViT: heads of 32 over 17 patches). There the tiles
+ * above cost more than the arithmetic, so an item is a whole (b, kv head): its keys packed once as Kᵀ
+ * (D, SP) (SP = S rounded up to vectors, at most FZ_SMALL_S), with vectors along the keys for the
+ * scores and along D or Dv for the products with K and V. The forward (decoding only) takes the group's
+ * rows one by one; the backward (fz_small_bwd, after the block path's, whose P and dS it shares) takes
+ * them in blocks as products. The backward's item owns its kv head's dK, dV and its heads' dq rows, so it
+ * needs no dQ slots and runs in one stage. Same base-2 softmax, masks and dropout indices as the paths
+ * above; a row's arithmetic depends on the shape only.
  */
 #define FZ_SMALL_S (2 * FZ_VW)
 #define FZ_SMALL_D (2 * FZ_VW)
@@ -1099,8 +1110,9 @@ static int fz_bwd_pds(const attn_sdpa_desc *d, float *P, float *dS, float *Dc, f
     const int S = d->S, D = d->D, Dv = d->Dv, nvk = NB / FZ_VW, generic = fz_elementwise(mk);
     const int64_t row0 = ((int64_t)b * d->H + h) * d->T + t0;                         /* stats row */
     /* P = exp(x - m - log l), x = (scale·Q) Kᵀ (+ bias) summed as the forward did; masked keys 0 */
+    const float scale = d->scale;         /* a local: the stores below cannot change it */
     for (int i = 0; i < nr; i++)
-        for (int x = 0; x < D; x++) Qs[i * D + x] = qr[(int64_t)i * d->q.t + x] * d->scale;
+        for (int x = 0; x < D; x++) Qs[i * D + x] = qr[(int64_t)i * d->q.t + x] * scale;
     fz_gemm(nr, NB, P, NB, Qs, D, 1, Kt, NB, D, FZ_SET, NULL);
     for (int i = 0; i < nr; i++) {
         float *pr = P + i * NB;
@@ -1302,11 +1314,30 @@ static size_t fz_bwd_thread_bytes(const attn_sdpa_desc *d) {
     return fz_small(d, ATTN_PASS_BACKWARD) ? fz_small_bwd_bytes(d) : fz_bwd_block_bytes(d);
 }
 
+/* dl_i = Σ_x o_ix·g_ix for nr rows (ld apart) of n: each row's sum in order from 0, as the block path's
+ * first stage forms Δ, eight rows side by side (independent chains in registers). */
+static void fz_rowdots(float *dl, const float *o, const float *g, int64_t ld, int nr, int n) {
+    int i = 0;
+    for (; i + 8 <= nr; i += 8) {
+        float a[8];
+        FZ_UNROLL for (int r = 0; r < 8; r++) a[r] = 0.0f;
+        for (int x = 0; x < n; x++)
+            FZ_UNROLL for (int r = 0; r < 8; r++) a[r] += o[(i + r) * ld + x] * g[(i + r) * ld + x];
+        FZ_UNROLL for (int r = 0; r < 8; r++) dl[i + r] = a[r];
+    }
+    for (; i < nr; i++) {
+        float a = 0.0f;
+        for (int x = 0; x < n; x++) a += o[i * ld + x] * g[i * ld + x];
+        dl[i] = a;
+    }
+}
+
 static void fz_small_bwd(const attn_sdpa_desc *d, float *dq, float *dk, float *dv, const float *dout, const float *q,
                          const float *k, const float *v, const float *out, const float *stats, char *tw, int b, int hk) {
     const int T = d->T, S = d->S, D = d->D, Dv = d->Dv, G = d->H / d->Hkv;
     const int SP = (S + FZ_VW - 1) / FZ_VW * FZ_VW;
     const size_t f = sizeof(float);
+    const float scale = d->scale;         /* a local: the stores below cannot change it */
     float *Kt = (float *)tw;                                                          /* (D,SP)     */
     float *Vt = Kt + (size_t)D * SP;                                                  /* (Dv,SP)    */
     float *dKs = (float *)(tw + fz_round(f * ((size_t)D + Dv) * FZ_SMALL_S));        /* (S,D)      */
@@ -1342,12 +1373,9 @@ static void fz_small_bwd(const attn_sdpa_desc *d, float *dq, float *dk, float *d
                 if (rm[i] == -INFINITY) lim[i] = 0;                   /* fully masked row: no gradient */
                 if (lim[i] > maxlim) maxlim = lim[i];
                 counted += lim[i];
-                dlt[i] = 0.0f;
             }
             if (maxlim == 0) continue;
-            /* Δ = rowsum(dout ∘ out), each row's sum in order, the rows side by side */
-            for (int x = 0; x < Dv; x++)
-                for (int i = 0; i < nr; i++) dlt[i] += orow[(int64_t)i * d->out.t + x] * gr[(int64_t)i * d->out.t + x];
+            fz_rowdots(dlt, orow, gr, d->out.t, nr, Dv);               /* Δ = rowsum(dout ∘ out) */
 
             const int careful = fz_bwd_pds(d, P, dS, Dc, Qs, qr, Kt, Vt, gr, b, h, t0, nr, 0, S, SP, lim, rm, rl,
                                            dlt, nf);
@@ -1372,7 +1400,7 @@ static void fz_small_bwd(const attn_sdpa_desc *d, float *dq, float *dk, float *d
             }
             for (int i = 0; i < nr; i++) {
                 float *dqr = dq + b * d->q.b + h * d->q.h + (int64_t)(t0 + i) * d->q.t;   /* (D) */
-                for (int x = 0; x < D; x++) dqr[x] += d->scale * dQs[i * D + x];
+                for (int x = 0; x < D; x++) dqr[x] += scale * dQs[i * D + x];
             }
         }
     }
@@ -1380,7 +1408,7 @@ static void fz_small_bwd(const attn_sdpa_desc *d, float *dq, float *dk, float *d
     for (int j = 0; j < S; j++) {
         float *dkr = dk + b * d->k.b + hk * d->k.h + (int64_t)j * d->k.t;   /* (D)  */
         float *dvr = dv + b * d->v.b + hk * d->v.h + (int64_t)j * d->v.t;   /* (Dv) */
-        for (int x = 0; x < D; x++) dkr[x] += d->scale * dKs[j * D + x];
+        for (int x = 0; x < D; x++) dkr[x] += scale * dKs[j * D + x];
         for (int x = 0; x < Dv; x++) dvr[x] += dVs[j * Dv + x];
     }
 }
