@@ -50,7 +50,9 @@
  *   backward  per thread (2·D + 2·Dv + 2·FZ_QB)·KBC floats + a few FZ_QB vectors (KBC = FZ_NVMAX·FZ_VW),
  *             plus, shared, the dQ slots of one round: nchunk·G·T·D floats per (b, kv head) pair, with
  *             as many pairs per round as fit in about 32 MiB (at least one; nchunk <= 8, fewer if the
- *             slots of one pair would pass 256 MiB), and rowsum(dout ∘ out) per query row of the round.
+ *             slots of one pair would pass 256 MiB), and rowsum(dout ∘ out) per query row of the round;
+ *             small heads: per thread (D + Dv)·4·FZ_VW + (6·FZ_VW + 2·D)·FZ_QB floats + a few FZ_QB
+ *             vectors, no slots.
  */
 #ifndef FZ_TABLE
 #error "fused_impl.h: define the vector operations and FZ_TABLE before including"
@@ -398,6 +400,27 @@ static void fz_put_scores(float *xs, int S, int nr, const float *St, int BR, int
     }
 }
 
+/* At (n, BR), the n rows of a (rows rt apart, w wide) transposed and times scale, zero past n to whole
+ * vectors: whole vectors of rows by gathers (when the stride fits their 32-bit indices), the rest one by
+ * one. Apart from the block loop so its registers stay its own. */
+static void fz_pack_t(float *at, int BR, const float *a, int64_t rt, int n, int w, float scale) {
+    const int nfull = rt <= INT32_MAX / FZ_VW ? n / FZ_VW : 0, nv = (n + FZ_VW - 1) / FZ_VW;
+    for (int x = 0; x < w; x++) {
+        float *r = at + (int64_t)x * BR;
+        for (int u = 0; u < nfull; u++)
+            fz_store(r + u * FZ_VW, fz_mul(fz_gather(a + (int64_t)u * FZ_VW * rt + x, (int)rt), fz_set1(scale)));
+        for (int u = nfull; u < nv; u++) fz_store(r + u * FZ_VW, fz_zero());
+        for (int i = nfull * FZ_VW; i < n; i++) r[i] = a[(int64_t)i * rt + x] * scale;
+    }
+}
+
+/* o (n) = column i of At (rows BR apart) times s: whole vectors gathered down the column. */
+static void fz_put_col(float *o, const float *At, int BR, int i, int n, float s) {
+    const int nfull = n / FZ_VW;
+    for (int u = 0; u < nfull; u++) fz_store(o + u * FZ_VW, fz_mul(fz_gather(At + (int64_t)u * FZ_VW * BR + i, BR), fz_set1(s)));
+    for (int x = nfull * FZ_VW; x < n; x++) o[x] = At[(int64_t)x * BR + i] * s;
+}
+
 /* One block of query rows (b, h, t0 .. t0+nr) against all the keys it may see. */
 static void fz_fwd_block(const fz_fwd_ctx *cx, char *tw, int b, int h, int t0, int nr) {
     const attn_sdpa_desc *d = cx->d;
@@ -420,10 +443,9 @@ static void fz_fwd_block(const fz_fwd_ctx *cx, char *tw, int b, int h, int t0, i
     const int nsink = attn__key_sinks(mk, S);                   /* S without a window */
 
     /* pack Qᵀ scaled; key limits and window edges per row (padding rows copy the last row's) */
+    fz_pack_t(Qt, BR, qb, d->q.t, nr, D, d->scale);
     for (int i = 0; i < BR; i++) {
         const int ii = i < nr ? i : nr - 1;
-        const float *qr = qb + (int64_t)ii * d->q.t;
-        for (int x = 0; x < D; x++) Qt[x * BR + i] = i < nr ? qr[x] * d->scale : 0.0f;
         lim[i] = attn__key_limit(mk, b, t0 + ii, T, S);
         low[i] = attn__key_low(mk, t0 + ii, T, S);
     }
@@ -544,8 +566,7 @@ static void fz_fwd_block(const fz_fwd_ctx *cx, char *tw, int b, int h, int t0, i
     for (int i = 0; i < nr; i++) {
         float *orow = cx->out + b * d->out.b + h * d->out.h + (int64_t)(t0 + i) * d->out.t;   /* (Dv) */
         const float li = l[i];
-        const float inv = li > 0.0f ? 1.0f / li : 0.0f;
-        for (int x = 0; x < Dv; x++) orow[x] = Ot[x * BR + i] * inv;
+        fz_put_col(orow, Ot, BR, i, Dv, li > 0.0f ? 1.0f / li : 0.0f);
         fz_put_stats(cx->stats + 2 * (((int64_t)b * H + h) * T + t0 + i), m[i], li);
     }
     attn__count_scores(ATTN_PASS_FORWARD, counted);
@@ -797,13 +818,15 @@ static void fz_fwd_rows(const fz_fwd_ctx *cx, char *tw, int b, int hk, const int
 
 
 /* ===================================================================================================
- * Small heads: few keys and narrow heads (the d2l translators: heads of 8 over 10 positions; their
- * decoding steps: one query over up to 10 keys). There the tiles above cost more than the arithmetic, so
- * an item is a whole (b, kv head): its keys packed once as Kᵀ (D, SP) (SP = S rounded up to vectors,
- * at most FZ_SMALL_S), then every row of the group's heads in turn, with vectors along the keys for the
- * scores and along D or Dv for the products with K and V. The backward's item owns its kv head's dK, dV
- * and its heads' dq rows, so it needs no dQ slots and runs in one stage. Same base-2 softmax, masks and
- * dropout indices as the paths above; a row's arithmetic depends on the shape only.
+ * Small heads: few keys and narrow heads (the d2l translators: heads of 8 over 10 positions, and their
+ * decoding steps: one query over up to 10 keys; the ViT: heads of 32 over 17 patches). There the tiles
+ * above cost more than the arithmetic, so an item is a whole (b, kv head): its keys packed once as Kᵀ
+ * (D, SP) (SP = S rounded up to vectors, at most FZ_SMALL_S), with vectors along the keys for the
+ * scores and along D or Dv for the products with K and V. The forward (decoding only) takes the group's
+ * rows one by one; the backward (fz_small_bwd, after the block path's, whose P and dS it shares) takes
+ * them in blocks as products. The backward's item owns its kv head's dK, dV and its heads' dq rows, so it
+ * needs no dQ slots and runs in one stage. Same base-2 softmax, masks and dropout indices as the paths
+ * above; a row's arithmetic depends on the shape only.
  */
 #define FZ_SMALL_S (2 * FZ_VW)
 #define FZ_SMALL_D (2 * FZ_VW)
@@ -812,21 +835,27 @@ _Static_assert(FZ_SMALL_S <= FZ_KBC && FZ_SMALL_S <= FZ_BR, "small path: Kᵀ mu
 /* The small path for this pass? The backward takes it whenever the keys are few and the heads narrow;
  * the forward only for a few rows per head (decoding): with more, the block path's vectors along the
  * query rows do the same work in fewer instructions (measured: B=64, H=4, T=S=10, D=8, 0.11 ms against
- * 0.15 ms by rows). */
+ * 0.15 ms by rows; and the ViT's T=S=17, D=32 with the rows tiled as the backward tiles them: 0.50 ms
+ * against 0.40, DESIGN.md "Small-shape attention"). */
 static int fz_small(const attn_sdpa_desc *d, attn_pass pass) {
     if (!(d->S <= FZ_SMALL_S && d->D <= FZ_SMALL_D && d->Dv <= FZ_SMALL_D)) return 0;
     return pass == ATTN_PASS_BACKWARD || d->T <= FZ_ROW_MAX;
 }
 
-/* Kᵀ (D, SP) of keys [0, S) of (b, hk), zero-padded. */
+/* Kᵀ (D, SP) of keys [0, S) of (b, hk), zero-padded: whole vectors of keys by gathers (when the stride
+ * fits their 32-bit indices), the rest one by one. */
 static void fz_small_pack(float *Kt, int SP, const float *kb, int64_t kt, int S, int D) {
-    for (int x = 0; x < D; x++)
-        for (int j = 0; j < SP; j++) Kt[x * SP + j] = j < S ? kb[(int64_t)j * kt + x] : 0.0f;
+    const int nfull = kt <= INT32_MAX / FZ_VW ? S / FZ_VW : 0;
+    for (int x = 0; x < D; x++) {
+        float *r = Kt + x * SP;
+        for (int u = 0; u < nfull; u++) fz_store(r + u * FZ_VW, fz_gather(kb + (int64_t)u * FZ_VW * kt + x, (int)kt));
+        for (int j = nfull * FZ_VW; j < SP; j++) r[j] = j < S ? kb[(int64_t)j * kt + x] : 0.0f;
+    }
 }
 
 /* Scores of one row into s (SP): (scale·q)·k_j, masked keys -inf. Returns the row's max. */
 static float fz_small_scores(const attn_sdpa_desc *d, float *s, const float *Kt, int SP, const float *qr, int lim,
-                             int b, int h, int t, float *dc) {
+                             int b, int h, int t) {
     const int nks = SP / FZ_VW;
     fz_v acc[FZ_SMALL_S / FZ_VW];
     for (int u = 0; u < nks; u++) acc[u] = fz_zero();
@@ -836,8 +865,6 @@ static float fz_small_scores(const attn_sdpa_desc *d, float *s, const float *Kt,
     }
     for (int u = 0; u < nks; u++) fz_store(s + u * FZ_VW, fz_mask_iota(acc[u], u * FZ_VW, lim));
     const fz_rowm rw = fz_rowm_of(d, b, h, t);
-    if (dc && rw.cap > 0.0f)                         /* the soft cap's derivative, for the backward */
-        for (int j = 0; j < lim; j++) dc[j] = fz_cap_grad(rw.cap, s[j]);
     if (fz_rowm_touches(&rw, 0, lim))
         for (int j = 0; j < lim; j++) s[j] = fz_rowm_apply(&rw, s[j], j);
     fz_v mx = fz_load(s);
@@ -874,7 +901,7 @@ static void fz_small_fwd(const attn_sdpa_desc *d, float *out, float *stats, cons
             attn__count_scores(ATTN_PASS_FORWARD, lim);
             const float z = fz_sink(d, h);
             float mx = lim > 0 ? fz_small_scores(d, s, Kt, SP, q + b * d->q.b + h * d->q.h + (int64_t)t * d->q.t,
-                                                 lim, b, h, t, NULL)
+                                                 lim, b, h, t)
                                : -INFINITY;
             if (z > mx) mx = z;                          /* the sink logit joins the max (NaN stays) */
             if (mx == -INFINITY) {                       /* every key masked: zeros, stats (-inf, 0) */
@@ -906,101 +933,6 @@ static void fz_small_fwd(const attn_sdpa_desc *d, float *out, float *stats, cons
             for (int x = 0; x < d->Dv; x++) orow[x] = o[x] * inv;
             fz_put_stats(stats + 2 * row, mx, l);
         }
-    }
-}
-
-static void fz_small_bwd(const attn_sdpa_desc *d, float *dq, float *dk, float *dv, const float *dout, const float *q,
-                         const float *k, const float *v, const float *out, const float *stats, char *tw, int b, int hk) {
-    const int T = d->T, S = d->S, D = d->D, Dv = d->Dv, G = d->H / d->Hkv;
-    const int SP = (S + FZ_VW - 1) / FZ_VW * FZ_VW, nks = SP / FZ_VW;
-    float *Kt = (float *)tw;                                                       /* (D,SP)  */
-    float *Vt = (float *)(tw + fz_round(sizeof(float) * (size_t)D * FZ_KBC));     /* (Dv,SP) */
-    float *dKt = (float *)((char *)Vt + fz_round(sizeof(float) * (size_t)Dv * FZ_KBC));  /* (D,SP)  */
-    float *dVt = (float *)((char *)dKt + fz_round(sizeof(float) * (size_t)D * FZ_KBC)); /* (Dv,SP) */
-    float *s = (float *)((char *)dVt + fz_round(sizeof(float) * (size_t)Dv * FZ_KBC));  /* (SP) P     */
-    float *pm = s + FZ_SMALL_S, *ds = pm + FZ_SMALL_S, *gq = ds + FZ_SMALL_S;           /* (SP) (SP) (D) */
-    const float *kb = k + b * d->k.b + hk * d->k.h, *vb = v + b * d->v.b + hk * d->v.h;
-    fz_small_pack(Kt, SP, kb, d->k.t, S, D);
-    fz_small_pack(Vt, SP, vb, d->v.t, S, Dv);
-    memset(dKt, 0, sizeof(float) * (size_t)D * SP);
-    memset(dVt, 0, sizeof(float) * (size_t)Dv * SP);
-    const float keep_scale = d->dropout > 0.0f ? 1.0f / (1.0f - d->dropout) : 1.0f;
-    for (int hh = 0; hh < G; hh++) {
-        const int h = hk * G + hh;
-        for (int t = 0; t < T; t++) {
-            const int64_t row = ((int64_t)b * d->H + h) * T + t;
-            const int lim = attn__key_limit(&d->mask, b, t, T, S);
-            if (lim == 0 || stats[2 * row] == -INFINITY) continue;  /* fully masked row: no gradient */
-            attn__count_scores(ATTN_PASS_BACKWARD, lim);
-            const float *qr = q + b * d->q.b + h * d->q.h + (int64_t)t * d->q.t;          /* (D)  */
-            const float *gr = dout + b * d->out.b + h * d->out.h + (int64_t)t * d->out.t; /* (Dv) */
-            const float *orow = out + b * d->out.b + h * d->out.h + (int64_t)t * d->out.t;
-            /* P = exp(x - m - log l), x - m clamped at 0 */
-            float dc[FZ_SMALL_S];
-            fz_small_scores(d, s, Kt, SP, qr, lim, b, h, t, dc);
-            const float rmax = stats[2 * row];
-            const fz_v mv = fz_set1(rmax), lv = fz_set1(stats[2 * row + 1] * FZ_LOG2E);
-            if (!(rmax - rmax == 0.0f)) fz_nan_row(s, SP, lim, rmax);
-            else for (int u = 0; u < nks; u++) fz_store(s + u * FZ_VW, fz_weight(fz_load(s + u * FZ_VW), mv, lv));
-            /* dP = dout·v_j (vectors along the keys), Δ = rowsum(dout ∘ out) */
-            fz_v dp[FZ_SMALL_S / FZ_VW];
-            for (int u = 0; u < nks; u++) dp[u] = fz_zero();
-            float delta = 0.0f;
-            for (int x = 0; x < Dv; x++) {
-                const fz_v g = fz_set1(gr[x]);
-                for (int u = 0; u < nks; u++) dp[u] = fz_fma(g, fz_load(Vt + x * SP + u * FZ_VW), dp[u]);
-                delta += orow[x] * gr[x];
-            }
-            /* with dropout m_j: dS = P ∘ (dP·m - Δ), and P·m goes to dV */
-            for (int u = 0; u < nks; u++) {
-                fz_store(ds + u * FZ_VW, dp[u]);
-                fz_store(pm + u * FZ_VW, fz_load(s + u * FZ_VW));
-            }
-            if (d->dropout > 0.0f)
-                for (int j = 0; j < lim; j++) {
-                    const float mm = attn__dropout_keep(d->seed, (uint64_t)row * S + (uint64_t)j, d->dropout) ? keep_scale
-                                                                                                             : 0.0f;
-                    ds[j] *= mm;
-                    pm[j] *= mm;
-                }
-            const fz_v dl = fz_set1(delta);
-            for (int u = 0; u < nks; u++)
-                fz_store(ds + u * FZ_VW, fz_mul(fz_load(s + u * FZ_VW), fz_sub(fz_load(ds + u * FZ_VW), dl)));
-            if (d->mask.softcap > 0.0f)
-                for (int j = 0; j < lim; j++) ds[j] *= dc[j];
-            for (int j = 0; j < SP; j++)            /* keys of weight 0 (masked): nothing, even from NaN V */
-                if (j >= lim || s[j] == 0.0f) ds[j] = pm[j] = 0.0f;
-            /* dVᵀ += dout ⊗ P·m;  dKᵀ += q ⊗ dS;  dq += scale · Σ_j dS_j k_j. A row whose dout, out or q is
-             * not finite skips the zero weights (0·NaN would reach the keys it does not see). */
-            if (delta - delta == 0.0f && rmax - rmax == 0.0f) {
-                for (int x = 0; x < Dv; x++) {
-                    const fz_v g = fz_set1(gr[x]);
-                    for (int u = 0; u < nks; u++)
-                        fz_store(dVt + x * SP + u * FZ_VW, fz_fma(g, fz_load(pm + u * FZ_VW), fz_load(dVt + x * SP + u * FZ_VW)));
-                }
-                for (int x = 0; x < D; x++) {
-                    const fz_v qx = fz_set1(qr[x]);
-                    for (int u = 0; u < nks; u++)
-                        fz_store(dKt + x * SP + u * FZ_VW, fz_fma(qx, fz_load(ds + u * FZ_VW), fz_load(dKt + x * SP + u * FZ_VW)));
-                }
-            } else {
-                for (int j = 0; j < SP; j++) {
-                    if (pm[j] != 0.0f)
-                        for (int x = 0; x < Dv; x++) dVt[x * SP + j] += gr[x] * pm[j];
-                    if (ds[j] != 0.0f)
-                        for (int x = 0; x < D; x++) dKt[x * SP + j] += qr[x] * ds[j];
-                }
-            }
-            fz_small_combine(gq, D, ds, kb, d->k.t, lim);
-            float *dqr = dq + b * d->q.b + h * d->q.h + (int64_t)t * d->q.t;
-            for (int x = 0; x < D; x++) dqr[x] += d->scale * gq[x];
-        }
-    }
-    for (int j = 0; j < S; j++) {
-        float *dkr = dk + b * d->k.b + hk * d->k.h + (int64_t)j * d->k.t;   /* (D)  */
-        float *dvr = dv + b * d->v.b + hk * d->v.h + (int64_t)j * d->v.t;   /* (Dv) */
-        for (int x = 0; x < D; x++) dkr[x] += d->scale * dKt[x * SP + j];
-        for (int x = 0; x < Dv; x++) dvr[x] += dVt[x * SP + j];
     }
 }
 
@@ -1071,7 +1003,7 @@ static void fz_forward(const attn_sdpa_desc *d, float *out, float *stats, float 
  * afterwards. Per thread: Kᵀ, Vᵀ, dKᵀ, dVᵀ of one key block, P and dS of one query block, row vectors.
  */
 
-static size_t fz_bwd_thread_bytes(const attn_sdpa_desc *d) {
+static size_t fz_bwd_block_bytes(const attn_sdpa_desc *d) {
     return 2 * fz_round(sizeof(float) * (size_t)d->D * FZ_KBC) + fz_round(sizeof(float) * (size_t)d->D * FZ_QB) +
            2 * fz_round(sizeof(float) * (size_t)d->Dv * FZ_KBC) +
            3 * fz_round(sizeof(float) * (size_t)FZ_QB * FZ_KBC) + 4 * fz_round(sizeof(float) * FZ_QB);
@@ -1164,6 +1096,93 @@ static void fz_bwd_chunks(fz_bwd_ctx *cx) {
     cx->chunk_start[nc] = nkb;
 }
 
+/* The backward's weights and score gradients of query rows t0 .. t0+nr of head (b, h) against keys j0 ..
+ * j0+nb (NB padded): P = exp(x - m - log l) with x = (scale·Q) Kᵀ (+ the mask parts) scored as the forward
+ * did, masked keys 0; dS = P ∘ (dP·m - Δ) with dP = dO Vᵀ, times the soft cap's derivative; with dropout P
+ * becomes P·m (m = keep/(1-p)), what dV takes. Rows i: lim (keys from lim on excluded; 0 for a row with no
+ * gradient), rm the max m, rl log2 l, dlt Δ. qr (nr rows q.t apart) is scaled into Qs (nr,D); Kᵀ (D,NB),
+ * Vᵀ (Dv,NB), gr (nr rows of dout); Dc (nr,NB) scratch. Returns 1 when the rows must be taken carefully
+ * (nf: K or V of the keys not all finite; or a row's Δ or m), and then dS is 0 wherever P is. */
+static int fz_bwd_pds(const attn_sdpa_desc *d, float *P, float *dS, float *Dc, float *Qs, const float *qr,
+                      const float *Kt, const float *Vt, const float *gr, int b, int h, int t0, int nr, int j0, int nb,
+                      int NB, const int32_t *lim, const float *rm, const float *rl, const float *dlt, int nf) {
+    const attn_mask *mk = &d->mask;
+    const int S = d->S, D = d->D, Dv = d->Dv, nvk = NB / FZ_VW, generic = fz_elementwise(mk);
+    const int64_t row0 = ((int64_t)b * d->H + h) * d->T + t0;                         /* stats row */
+    /* P = exp(x - m - log l), x = (scale·Q) Kᵀ (+ bias) summed as the forward did; masked keys 0 */
+    const float scale = d->scale;         /* a local: the stores below cannot change it */
+    for (int i = 0; i < nr; i++)
+        for (int x = 0; x < D; x++) Qs[i * D + x] = qr[(int64_t)i * d->q.t + x] * scale;
+    fz_gemm(nr, NB, P, NB, Qs, D, 1, Kt, NB, D, FZ_SET, NULL);
+    for (int i = 0; i < nr; i++) {
+        float *pr = P + i * NB;
+        const int lj = lim[i] - j0;                  /* keys j >= lj are excluded */
+        if (lj <= 0) { memset(pr, 0, sizeof(float) * NB); continue; }
+        const fz_v mv = fz_set1(rm[i]), lv = fz_set1(rl[i]);
+        /* the key-by-key parts (only a window or a block map may leave this row's keys untouched) */
+        const int maybe = generic || mk->window || mk->block_map;
+        const fz_rowm rw = maybe ? fz_rowm_of(d, b, h, t0 + i) : (fz_rowm){0};
+        if (maybe && (generic || fz_rowm_touches(&rw, j0, nb))) {
+            if (rw.cap > 0.0f)
+                for (int j = 0; j < NB; j++) Dc[i * NB + j] = fz_cap_grad(rw.cap, pr[j]);
+            for (int j = 0; j < NB; j++) pr[j] = j >= lj ? -INFINITY : fz_rowm_apply(&rw, pr[j], j0 + j);
+            if (!(rm[i] - rm[i] == 0.0f)) fz_nan_row(pr, NB, NB, rm[i]);
+            else
+                for (int v = 0; v < nvk; v++)
+                    fz_store(pr + v * FZ_VW, fz_weight(fz_load(pr + v * FZ_VW), mv, lv));
+        } else if (!(rm[i] - rm[i] == 0.0f)) {
+            fz_nan_row(pr, NB, lj, rm[i]);
+        } else {
+            for (int v = 0; v < nvk; v++) {
+                fz_v x = fz_load(pr + v * FZ_VW);
+                if (lj < (v + 1) * FZ_VW) x = fz_mask_iota(x, v * FZ_VW, lj);
+                fz_store(pr + v * FZ_VW, fz_weight(x, mv, lv));
+            }
+        }
+    }
+
+    /* dP = dO Vᵀ; dS = P ∘ (dP·m - Δ); with dropout, P becomes P·m for dV (m = keep/(1-p)) */
+    fz_gemm(nr, NB, dS, NB, gr, d->out.t, 1, Vt, NB, Dv, FZ_SET, NULL);
+    if (d->dropout > 0.0f) {
+        const float keep_scale = 1.0f / (1.0f - d->dropout);
+        for (int i = 0; i < nr; i++) {
+            const uint64_t row = (uint64_t)(row0 + i);
+            for (int j = 0; j < NB; j++) {
+                const int keep =
+                    j < nb && attn__dropout_keep(d->seed, row * S + (uint64_t)(j0 + j), d->dropout);
+                const float mm = keep ? keep_scale : 0.0f;
+                const float p = P[i * NB + j];
+                dS[i * NB + j] = p == 0.0f ? 0.0f : p * (dS[i * NB + j] * mm - dlt[i]);
+                P[i * NB + j] = p * mm;
+            }
+        }
+    } else {
+        for (int i = 0; i < nr; i++) {
+            const fz_v dl = fz_set1(dlt[i]);
+            for (int v = 0; v < nvk; v++) {
+                float *s = dS + i * NB + v * FZ_VW;
+                fz_store(s, fz_mul(fz_load(P + i * NB + v * FZ_VW), fz_sub(fz_load(s), dl)));
+            }
+        }
+    }
+
+    /* the soft cap: the score's gradient times its derivative (rows that see no key have P = 0) */
+    if (mk->softcap > 0.0f)
+        for (int i = 0; i < nr; i++)
+            if (lim[i] > j0)
+                for (int j = 0; j < NB; j++) dS[i * NB + j] *= Dc[i * NB + j];
+
+    /* Careful when some value is not finite (K or V of the block; Δ, dout or the scores of a row): keys
+     * of weight 0 (masked) then take no part, as 0·NaN would make them */
+    int careful = nf;
+    for (int i = 0; i < nr; i++) careful |= !(dlt[i] - dlt[i] == 0.0f) || !(rm[i] - rm[i] == 0.0f);
+    if (careful && !(d->dropout > 0.0f))
+        for (int i = 0; i < nr; i++)
+            for (int j = 0; j < NB; j++)
+                if (P[i * NB + j] == 0.0f) dS[i * NB + j] = 0.0f;
+    return careful;
+}
+
 /* One key block (keys j0 .. j0+nb) of pair (b, hk), every query head of its group and every query row
  * that may see it. dQ contributions go to slot dqs (G,T,D). */
 static void fz_bwd_block(const fz_bwd_ctx *cx, char *tw, int b, int hk, int j0, int nb, float *dqs,
@@ -1172,7 +1191,6 @@ static void fz_bwd_block(const fz_bwd_ctx *cx, char *tw, int b, int hk, int j0, 
     const int H = d->H, T = d->T, S = d->S, D = d->D, Dv = d->Dv, G = H / d->Hkv;
     const attn_mask *mk = &d->mask;
     const int nvk = (nb + FZ_VW - 1) / FZ_VW, NB = nvk * FZ_VW;   /* padded keys in use */
-    const int generic = fz_elementwise(mk);
     int32_t low[FZ_QB];                                           /* the rows' window edges */
 
     float *Kt = (float *)tw;                                                          /* (D,NB)  */
@@ -1243,76 +1261,9 @@ static void fz_bwd_block(const fz_bwd_ctx *cx, char *tw, int b, int hk, int j0, 
             if (maxlim <= j0 || !seen) continue;             /* no row of the block sees these keys */
             counted += (int64_t)nr * nb;
 
-            /* P = exp(x - m - log l), x = (scale·Q) Kᵀ (+ bias) summed as the forward did; masked keys 0 */
-            for (int i = 0; i < nr; i++)
-                for (int x = 0; x < D; x++) Qs[i * D + x] = qr[(int64_t)i * d->q.t + x] * d->scale;
-            fz_gemm(nr, NB, P, NB, Qs, D, 1, Kt, NB, D, FZ_SET, NULL);
-            for (int i = 0; i < nr; i++) {
-                float *pr = P + i * NB;
-                const int lj = lim[i] - j0;                  /* keys j >= lj are excluded */
-                if (lj <= 0) { memset(pr, 0, sizeof(float) * NB); continue; }
-                const fz_v mv = fz_set1(rm[i]), lv = fz_set1(rl[i]);
-                /* the key-by-key parts (only a window or a block map may leave this row's keys untouched) */
-                const int maybe = generic || mk->window || mk->block_map;
-                const fz_rowm rw = maybe ? fz_rowm_of(d, b, h, t0 + i) : (fz_rowm){0};
-                if (maybe && (generic || fz_rowm_touches(&rw, j0, nb))) {
-                    if (rw.cap > 0.0f)
-                        for (int j = 0; j < NB; j++) Dc[i * NB + j] = fz_cap_grad(rw.cap, pr[j]);
-                    for (int j = 0; j < NB; j++) pr[j] = j >= lj ? -INFINITY : fz_rowm_apply(&rw, pr[j], j0 + j);
-                    if (!(rm[i] - rm[i] == 0.0f)) fz_nan_row(pr, NB, NB, rm[i]);
-                    else
-                        for (int v = 0; v < nvk; v++)
-                            fz_store(pr + v * FZ_VW, fz_weight(fz_load(pr + v * FZ_VW), mv, lv));
-                } else if (!(rm[i] - rm[i] == 0.0f)) {
-                    fz_nan_row(pr, NB, lj, rm[i]);
-                } else {
-                    for (int v = 0; v < nvk; v++) {
-                        fz_v x = fz_load(pr + v * FZ_VW);
-                        if (lj < (v + 1) * FZ_VW) x = fz_mask_iota(x, v * FZ_VW, lj);
-                        fz_store(pr + v * FZ_VW, fz_weight(x, mv, lv));
-                    }
-                }
-            }
-
-            /* dP = dO Vᵀ; dS = P ∘ (dP·m - Δ); with dropout, P becomes P·m for dV (m = keep/(1-p)) */
-            fz_gemm(nr, NB, dS, NB, gr, d->out.t, 1, Vt, NB, Dv, FZ_SET, NULL);
-            if (d->dropout > 0.0f) {
-                const float keep_scale = 1.0f / (1.0f - d->dropout);
-                for (int i = 0; i < nr; i++) {
-                    const uint64_t row = (uint64_t)(row0 + i);
-                    for (int j = 0; j < NB; j++) {
-                        const int keep =
-                            j < nb && attn__dropout_keep(d->seed, row * S + (uint64_t)(j0 + j), d->dropout);
-                        const float mm = keep ? keep_scale : 0.0f;
-                        const float p = P[i * NB + j];
-                        dS[i * NB + j] = p == 0.0f ? 0.0f : p * (dS[i * NB + j] * mm - dlt[i]);
-                        P[i * NB + j] = p * mm;
-                    }
-                }
-            } else {
-                for (int i = 0; i < nr; i++) {
-                    const fz_v dl = fz_set1(dlt[i]);
-                    for (int v = 0; v < nvk; v++) {
-                        float *s = dS + i * NB + v * FZ_VW;
-                        fz_store(s, fz_mul(fz_load(P + i * NB + v * FZ_VW), fz_sub(fz_load(s), dl)));
-                    }
-                }
-            }
-
-            /* the soft cap: the score's gradient times its derivative (rows that see no key have P = 0) */
-            if (mk->softcap > 0.0f)
-                for (int i = 0; i < nr; i++)
-                    if (lim[i] > j0)
-                        for (int j = 0; j < NB; j++) dS[i * NB + j] *= Dc[i * NB + j];
-
-            /* Careful when some value is not finite (K or V of the block; Δ, dout or the scores of a row): keys
-             * of weight 0 (masked) then take no part, as 0·NaN would make them */
-            int careful = nf;
-            for (int i = 0; i < nr; i++) careful |= !(dlt[i] - dlt[i] == 0.0f) || !(rm[i] - rm[i] == 0.0f);
-            if (careful && !(d->dropout > 0.0f))
-                for (int i = 0; i < nr; i++)
-                    for (int j = 0; j < NB; j++)
-                        if (P[i * NB + j] == 0.0f) dS[i * NB + j] = 0.0f;
+            /* P and dS of the rows; careful when some value is not finite */
+            const int careful = fz_bwd_pds(d, P, dS, Dc, Qs, qr, Kt, Vt, gr, b, h, t0, nr, j0, nb, NB, lim, rm, rl,
+                                           dlt, nf);
 
             /* dVᵀ += dOᵀ P;  dKᵀ += Qᵀ dS (scale applied at the end);  dQ slot += dS K */
             float *dqb = dqs + ((int64_t)hh * T + t0) * D;
@@ -1343,6 +1294,122 @@ static void fz_bwd_block(const fz_bwd_ctx *cx, char *tw, int b, int hk, int j0, 
         float *dvr = cx->dv + b * d->v.b + hk * d->v.h + (int64_t)(j0 + j) * d->v.t;   /* (Dv) */
         for (int x = 0; x < D; x++) dkr[x] += d->scale * dKt[x * NB + j];
         for (int x = 0; x < Dv; x++) dvr[x] += dVt[x * NB + j];
+    }
+}
+
+/* Backward of the small path: item (b, kv head), every row of its heads; Kᵀ and Vᵀ (D or Dv, SP) packed
+ * once. Per block of FZ_QB rows of a head, P and dS as the block path forms them (fz_bwd_pds, vectors along
+ * the keys), then dV += Pᵀ dO, dK += dSᵀ Q (times scale at the end) and dQ = dS K with vectors along Dv or
+ * D, dO, Q and K read where they lie, dV and dK summed in (S,Dv) and (S,D) tiles. The item owns its kv
+ * head's dK, dV and its heads' dq rows: no dQ slots, one stage. Each sum runs in the order of the block
+ * path's over one key block (rows in order for dK and dV, keys in order for dQ), so the bits are its. */
+static size_t fz_small_bwd_bytes(const attn_sdpa_desc *d) {
+    const size_t f = sizeof(float), D = (size_t)d->D, Dv = (size_t)d->Dv;
+    return 2 * fz_round(f * (D + Dv) * FZ_SMALL_S) + 3 * fz_round(f * FZ_QB * FZ_SMALL_S) +
+           2 * fz_round(f * FZ_QB * D) + 4 * fz_round(f * FZ_QB);
+}
+
+/* Backward tiles per thread: the small path's or the block path's */
+static size_t fz_bwd_thread_bytes(const attn_sdpa_desc *d) {
+    return fz_small(d, ATTN_PASS_BACKWARD) ? fz_small_bwd_bytes(d) : fz_bwd_block_bytes(d);
+}
+
+/* dl_i = Σ_x o_ix·g_ix for nr rows (ld apart) of n: each row's sum in order from 0, as the block path's
+ * first stage forms Δ, eight rows side by side (independent chains in registers). */
+static void fz_rowdots(float *dl, const float *o, const float *g, int64_t ld, int nr, int n) {
+    int i = 0;
+    for (; i + 8 <= nr; i += 8) {
+        float a[8];
+        FZ_UNROLL for (int r = 0; r < 8; r++) a[r] = 0.0f;
+        for (int x = 0; x < n; x++)
+            FZ_UNROLL for (int r = 0; r < 8; r++) a[r] += o[(i + r) * ld + x] * g[(i + r) * ld + x];
+        FZ_UNROLL for (int r = 0; r < 8; r++) dl[i + r] = a[r];
+    }
+    for (; i < nr; i++) {
+        float a = 0.0f;
+        for (int x = 0; x < n; x++) a += o[i * ld + x] * g[i * ld + x];
+        dl[i] = a;
+    }
+}
+
+static void fz_small_bwd(const attn_sdpa_desc *d, float *dq, float *dk, float *dv, const float *dout, const float *q,
+                         const float *k, const float *v, const float *out, const float *stats, char *tw, int b, int hk) {
+    const int T = d->T, S = d->S, D = d->D, Dv = d->Dv, G = d->H / d->Hkv;
+    const int SP = (S + FZ_VW - 1) / FZ_VW * FZ_VW;
+    const size_t f = sizeof(float);
+    const float scale = d->scale;         /* a local: the stores below cannot change it */
+    float *Kt = (float *)tw;                                                          /* (D,SP)     */
+    float *Vt = Kt + (size_t)D * SP;                                                  /* (Dv,SP)    */
+    float *dKs = (float *)(tw + fz_round(f * ((size_t)D + Dv) * FZ_SMALL_S));        /* (S,D)      */
+    float *dVs = dKs + (size_t)S * D;                                                 /* (S,Dv)     */
+    float *P = (float *)((char *)dKs + fz_round(f * ((size_t)D + Dv) * FZ_SMALL_S));  /* (QB,SP)    */
+    float *dS = (float *)((char *)P + fz_round(f * FZ_QB * FZ_SMALL_S));               /* (QB,SP)    */
+    float *Dc = (float *)((char *)dS + fz_round(f * FZ_QB * FZ_SMALL_S));              /* (QB,SP)    */
+    float *Qs = (float *)((char *)Dc + fz_round(f * FZ_QB * FZ_SMALL_S));              /* (QB,D)     */
+    float *dQs = (float *)((char *)Qs + fz_round(f * FZ_QB * D));                      /* (QB,D)     */
+    float *rm = (float *)((char *)dQs + fz_round(f * FZ_QB * D));                      /* (QB) each: */
+    float *rl = rm + FZ_QB, *dlt = rl + FZ_QB;                                         /* m, log2 l, Δ */
+    int32_t *lim = (int32_t *)(dlt + FZ_QB);
+    const float *kb = k + b * d->k.b + hk * d->k.h, *vb = v + b * d->v.b + hk * d->v.h;   /* (S,D) (S,Dv) */
+    fz_small_pack(Kt, SP, kb, d->k.t, S, D);
+    fz_small_pack(Vt, SP, vb, d->v.t, S, Dv);
+    memset(dKs, 0, f * (size_t)S * D);
+    memset(dVs, 0, f * (size_t)S * Dv);
+    const int nf = !(fz_rows_finite(kb, d->k.t, S, D) && fz_rows_finite(vb, d->v.t, S, Dv));
+    int64_t counted = 0;
+    for (int hh = 0; hh < G; hh++) {
+        const int h = hk * G + hh;
+        for (int t0 = 0, nr = 0; t0 < T; t0 += nr) {
+            nr = T - t0 < FZ_QB ? T - t0 : FZ_QB;
+            const float *qr = q + b * d->q.b + h * d->q.h + (int64_t)t0 * d->q.t;          /* (nr,D)  */
+            const float *gr = dout + b * d->out.b + h * d->out.h + (int64_t)t0 * d->out.t; /* (nr,Dv) */
+            const float *orow = out + b * d->out.b + h * d->out.h + (int64_t)t0 * d->out.t;
+            const int64_t row0 = ((int64_t)b * d->H + h) * T + t0;
+            int maxlim = 0;
+            for (int i = 0; i < nr; i++) {
+                lim[i] = attn__key_limit(&d->mask, b, t0 + i, T, S);
+                rm[i] = stats[2 * (row0 + i)];
+                rl[i] = stats[2 * (row0 + i) + 1] * FZ_LOG2E;           /* log2 l */
+                if (rm[i] == -INFINITY) lim[i] = 0;                   /* fully masked row: no gradient */
+                if (lim[i] > maxlim) maxlim = lim[i];
+                counted += lim[i];
+            }
+            if (maxlim == 0) continue;
+            fz_rowdots(dlt, orow, gr, d->out.t, nr, Dv);               /* Δ = rowsum(dout ∘ out) */
+
+            const int careful = fz_bwd_pds(d, P, dS, Dc, Qs, qr, Kt, Vt, gr, b, h, t0, nr, 0, S, SP, lim, rm, rl,
+                                           dlt, nf);
+            /* dV += Pᵀ dO;  dK += dSᵀ Q (scale applied at the end);  dQ = dS K */
+            if (!careful) {
+                fz_gemm(S, Dv, dVs, Dv, P, 1, SP, gr, d->out.t, nr, FZ_ACC, NULL);
+                fz_gemm(S, D, dKs, D, dS, 1, SP, qr, d->q.t, nr, FZ_ACC, NULL);
+                fz_gemm(nr, D, dQs, D, dS, SP, 1, kb, d->k.t, S, FZ_SET, NULL);
+            } else {                    /* keys of weight 0 take no part (0·NaN would reach them) */
+                memset(dQs, 0, f * (size_t)nr * D);
+                for (int i = 0; i < nr; i++)
+                    for (int j = 0; j < S; j++) {
+                        const float pj = P[i * SP + j], g = dS[i * SP + j];
+                        if (pj != 0.0f)
+                            for (int x = 0; x < Dv; x++) dVs[j * Dv + x] += pj * gr[(int64_t)i * d->out.t + x];
+                        if (g != 0.0f)
+                            for (int x = 0; x < D; x++) {
+                                dKs[j * D + x] += g * qr[(int64_t)i * d->q.t + x];
+                                dQs[i * D + x] += g * kb[(int64_t)j * d->k.t + x];
+                            }
+                    }
+            }
+            for (int i = 0; i < nr; i++) {
+                float *dqr = dq + b * d->q.b + h * d->q.h + (int64_t)(t0 + i) * d->q.t;   /* (D) */
+                for (int x = 0; x < D; x++) dqr[x] += scale * dQs[i * D + x];
+            }
+        }
+    }
+    attn__count_scores(ATTN_PASS_BACKWARD, counted);
+    for (int j = 0; j < S; j++) {
+        float *dkr = dk + b * d->k.b + hk * d->k.h + (int64_t)j * d->k.t;   /* (D)  */
+        float *dvr = dv + b * d->v.b + hk * d->v.h + (int64_t)j * d->v.t;   /* (Dv) */
+        for (int x = 0; x < D; x++) dkr[x] += scale * dKs[j * D + x];
+        for (int x = 0; x < Dv; x++) dvr[x] += dVs[j * Dv + x];
     }
 }
 
