@@ -225,7 +225,7 @@ static void ax_pack_chunk_bf16(const attn_sdpa_desc *d, const ax_dims *z, uint16
                                            39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
     for (int xt = 0; xt < z->NXT; xt++) {
         const int nd = d->Dv - 16 * xt;
-        const __mmask16 dims = nd >= 16 ? 0xffff : (__mmask16)((1u << nd) - 1);
+        const __mmask16 dims = nd >= 16 ? 0xffff : nd > 0 ? (__mmask16)((1u << nd) - 1) : 0;   /* past Dv: zeros */
         __m512i w[16], r[16];
         for (int i = 0; i < 16; i++) {
             __m256i two[2];
