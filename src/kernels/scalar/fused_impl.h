@@ -842,15 +842,9 @@ static int fz_small(const attn_sdpa_desc *d, attn_pass pass) {
     return pass == ATTN_PASS_BACKWARD || d->T <= FZ_ROW_MAX;
 }
 
-/* Kᵀ (D, SP) of keys [0, S) of (b, hk), zero-padded: whole vectors of keys by gathers (when the stride
- * fits their 32-bit indices), the rest one by one. */
+/* Kᵀ (D, SP) of keys [0, S) of (b, hk), zero-padded: the block forward's transpose, unscaled. */
 static void fz_small_pack(float *Kt, int SP, const float *kb, int64_t kt, int S, int D) {
-    const int nfull = kt <= INT32_MAX / FZ_VW ? S / FZ_VW : 0;
-    for (int x = 0; x < D; x++) {
-        float *r = Kt + x * SP;
-        for (int u = 0; u < nfull; u++) fz_store(r + u * FZ_VW, fz_gather(kb + (int64_t)u * FZ_VW * kt + x, (int)kt));
-        for (int j = nfull * FZ_VW; j < SP; j++) r[j] = j < S ? kb[(int64_t)j * kt + x] : 0.0f;
-    }
+    fz_pack_t(Kt, SP, kb, kt, S, D, 1.0f);
 }
 
 /* Scores of one row into s (SP): (scale·q)·k_j, masked keys -inf. Returns the row's max. */
@@ -1460,9 +1454,7 @@ static void fz_backward(const attn_sdpa_desc *d, float *dq, float *dk, float *dv
             const int b = (int)((p0 + pi) / d->Hkv), h = (int)((p0 + pi) % d->Hkv) * G + hh;
             const float *o = c->out + b * d->out.b + h * d->out.h + (int64_t)t * d->out.t;
             const float *g = c->dout + b * d->out.b + h * d->out.h + (int64_t)t * d->out.t;
-            float s = 0.0f;
-            for (int x = 0; x < d->Dv; x++) s += o[x] * g[x];
-            c->delta[r] = s;
+            fz_rowdots(c->delta + r, o, g, 0, 1, d->Dv);
             for (int ch = 0; ch < nc; ch++)
                 memset(c->dqs + ((pi * nc + ch) * G * T + (int64_t)hh * T + t) * D, 0, sizeof(float) * D);
         }
