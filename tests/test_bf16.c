@@ -439,7 +439,8 @@ static void check_amx_decoding_kernel(const tcase c, int tiles) {
     }
     int differ = 0;
     for (size_t i = 0; i < p.nl; i++) differ += l[0][2 * i + 1] != l[1][2 * i + 1];
-    printf("amx decoding, K/V of %d keys: %s (log l differs from avx512bf16's in %d of %zu rows)\n", c.S,
+    printf("amx decoding, K/V of %d keys, groups of %d, T = %d: %s (log l differs from avx512bf16's in %d of %zu "
+           "rows)\n", c.S, c.H / c.Hkv, c.T,
            tiles ? "its own kernel" : "the avx512bf16 kernel", differ, p.nl);
     CHECK(tiles ? differ > 0 : differ == 0 && memcmp(o[0], o[1], 2 * p.no) == 0);
     close_lse(l[0], l[1], p.nl);
@@ -447,13 +448,16 @@ static void check_amx_decoding_kernel(const tcase c, int tiles) {
     problem_free(&p);
 }
 
-/* `--isa amx` decoding runs the AMX path's own kernel (tiles) when the K/V cache is at most 2 MiB, and the
- * AVX512-BF16 path's above: both are tested against the reference elsewhere; here their sums of
- * exponentials, taken in different orders, must differ in some row with a 1.4 MB cache (identical in all
- * would mean one kernel ran twice), and be bitwise the same with a 4.3 MB one. */
+/* `--isa amx` decoding runs the AMX path's own kernel (tiles) when the K/V cache is at most 2 MiB or each
+ * kv head has at least 4 query rows ((H/Hkv)·T), and the AVX512-BF16 path's otherwise: both are tested
+ * against the reference elsewhere; here their sums of exponentials, taken in different orders, must
+ * differ in some row where the tiles run (identical in all would mean one kernel ran twice), and be
+ * bitwise the same where they do not. 4.3 MB caches: groups of 4, of 2 with T = 2 (4 rows), of 2 alone. */
 static void check_amx_own_decoding(void) {
     check_amx_decoding_kernel((tcase){1, 16, 4, 1, 700, 128, 128, 0, 0, 0, 0, 0, 0.0f, 2.0f}, 1);
-    check_amx_decoding_kernel((tcase){1, 8, 2, 1, 4200, 128, 128, 0, 0, 0, 0, 0, 0.0f, 2.0f}, 0);
+    check_amx_decoding_kernel((tcase){1, 8, 2, 1, 4200, 128, 128, 0, 0, 0, 0, 0, 0.0f, 2.0f}, 1);
+    check_amx_decoding_kernel((tcase){1, 4, 2, 2, 4200, 128, 128, 0, 0, 0, 0, 0, 0.0f, 2.0f}, 1);
+    check_amx_decoding_kernel((tcase){1, 4, 2, 1, 4200, 128, 128, 0, 0, 0, 0, 0, 0.0f, 2.0f}, 0);
 }
 
 /* Weights asked for with bf16 tensors: the path's weights stage (through fp32) against the reference's. */

@@ -2,11 +2,11 @@
  * decode_ratio.c — the decoding figure of bf16 K/V against fp32 K/V as a ratio that means something on a
  * busy machine: one process calls the fp32 forward and the bf16 forward in turn, call by call, and keeps
  * the best of each (`attn bench` runs them in separate processes minutes apart, whose load differs).
- * Public API only. Shape T=1, H=4·Hkv (groups of 4), D=Dv=128, K/V (B=1, Hkv, S, D) dense.
+ * Public API only. Shape T=1, H=G·Hkv (groups of G, 4 unless given), D=Dv=128, K/V (B=1, Hkv, S, D) dense.
  *
  *   build/decode_ratio   (built with the library; by hand: cc -O2 -fopenmp -Iinclude
  *                         tools/bench/decode_ratio.c build/libattn.a -lopenblas -lm -o decode_ratio)
- *   build/decode_ratio [runs=60] [copies=1] [threads=0: all] [isa=amx|avx512bf16|avx512] [S=4096] [Hkv=8]
+ *   build/decode_ratio [runs=60] [copies=1] [threads=0: all] [isa=amx|avx512bf16|avx512] [S=4096] [Hkv=8] [group=4]
  *
  * copies > 1 keeps that many copies of K and V (each type) and gives every call the next: with 48, 0.8 GB
  * of bf16 and 1.6 GB of fp32, every call reads its K/V from memory. Prints the best times, their ratio
@@ -38,12 +38,13 @@ int main(int argc, char **argv) {
     const int runs = argc > 1 ? atoi(argv[1]) : 60, copies = argc > 2 ? atoi(argv[2]) : 1;
     const int threads = argc > 3 ? atoi(argv[3]) : 0;
     const char *isa_name = argc > 4 ? argv[4] : "amx";
-    const int S = argc > 5 ? atoi(argv[5]) : 4096, Hkv = argc > 6 ? atoi(argv[6]) : 8, H = 4 * Hkv, D = 128;
+    const int S = argc > 5 ? atoi(argv[5]) : 4096, Hkv = argc > 6 ? atoi(argv[6]) : 8;
+    const int G = argc > 7 ? atoi(argv[7]) : 4, H = G * Hkv, D = 128;
     const attn_isa isa = !strcmp(isa_name, "amx") ? ATTN_ISA_AMX
                          : !strcmp(isa_name, "avx512bf16") ? ATTN_ISA_AVX512BF16
                          : !strcmp(isa_name, "avx512") ? ATTN_ISA_AVX512 : ATTN_ISA_AUTO;
-    if (runs < 1 || copies < 1 || threads < 0 || S < 1 || Hkv < 1 || isa == ATTN_ISA_AUTO) {
-        fprintf(stderr, "usage: decode_ratio [runs] [copies] [threads] [amx|avx512bf16|avx512] [S] [Hkv]\n");
+    if (runs < 1 || copies < 1 || threads < 0 || S < 1 || Hkv < 1 || G < 1 || isa == ATTN_ISA_AUTO) {
+        fprintf(stderr, "usage: decode_ratio [runs] [copies] [threads] [amx|avx512bf16|avx512] [S] [Hkv] [group]\n");
         return 2;
     }
     attn_ctx ctx;
@@ -100,8 +101,8 @@ int main(int argc, char **argv) {
         if (!fgets(load, sizeof load, f)) strcpy(load, "?\n");
         fclose(f);
     }
-    printf("isa %s threads %d S %d Hkv %d copies %d, best of %d alternating: fp32 %.3f ms, bf16 %.3f ms, "
-           "bf16/fp32 %.3f; load %s", isa_name, ctx.threads, S, Hkv, copies, runs, best[0] * 1e3, best[1] * 1e3,
+    printf("isa %s threads %d S %d Hkv %d group %d copies %d, best of %d alternating: fp32 %.3f ms, bf16 %.3f ms, "
+           "bf16/fp32 %.3f; load %s", isa_name, ctx.threads, S, Hkv, G, copies, runs, best[0] * 1e3, best[1] * 1e3,
            best[1] / best[0], load);
     return 0;
 }

@@ -1529,11 +1529,21 @@ static axd_mem axd_mem_of(int DP, int DvP) {
     return z;
 }
 
+/* Asks for the row BR_PF keys after key j (rows of x, xt apart) when it is one of the n the rows go to: its
+ * first cache line only. One line starts the hardware prefetchers on the row's 4 KiB page, which they do
+ * not cross by themselves; the rest of the row they fetch themselves. Every line of the row (as the
+ * AVX512-BF16 kernel asks) made the prefetches a third of this kernel's time with K/V in L2 or L3 (perf:
+ * the instruction after a prefetcht0 held 19% of the samples for K, 10% for V): they wait for fill
+ * buffers the tile loads need. DESIGN "AMX decoding: one line a row". Always inlined, as br_prefetch. */
+static inline __attribute__((always_inline)) void axd_prefetch(const uint16_t *x, int64_t xt, int j, int n) {
+    if (j + BR_PF < n) _mm_prefetch((const char *)(x + (int64_t)(j + BR_PF) * xt), _MM_HINT_T0);
+}
+
 /* Sᵀ of nb keys from key j0 (rows of k, kt apart; S keys exist): per pair of key tiles, D in steps of 32.
  * A tile is read in place when its 16 rows exist and its 32 dims are the row's; otherwise (the last keys
  * of the cache, a last chunk of D not 32 wide) from a copy zero padded in memory (ktile, two tiles of
- * 16 x DP): zeros, not whatever lies past the row, which could be Inf or NaN (0 times that is NaN). K is
- * prefetched BR_PF keys ahead, up to key `ahead`. */
+ * 16 x DP): zeros, not whatever lies past the row, which could be Inf or NaN (0 times that is NaN). K's
+ * rows are asked for BR_PF keys ahead, up to key `ahead` (axd_prefetch). */
 static inline __attribute__((always_inline)) void axd_scores(float *st, const uint16_t *qb, int R, uint16_t *ktile,
                                                              const uint16_t *k, int64_t kt, int D, int DP, int j0,
                                                              int nb, int S, int ahead) {
@@ -1541,7 +1551,7 @@ static inline __attribute__((always_inline)) void axd_scores(float *st, const ui
     for (int j = 0; j < nb; j += 32) {
         const int two = j + 16 < nb;
         int whole[2];
-        for (int u = 0; u < 32; u++) br_prefetch(k, kt, j + u, ahead, D);
+        for (int u = 0; u < 32; u++) axd_prefetch(k, kt, j + u, ahead);
         for (int t = 0; t < 1 + two; t++) {
             const int jt = j0 + j + 16 * t;
             whole[t] = jt + 16 <= S;
@@ -1583,12 +1593,13 @@ static inline void axd_rows_of(float *s, const float *st, int R, int nb) {
 
 /* V's rows j, j+1 of 32 keys (n of them real, the rest zeros), as B tiles: for 32 dims from x0, the pair's
  * vpunpcklwd goes to row j/2 of Dv tile x0/16 and its vpunpckhwd to that of tile x0/16 + 1 (tile xt at
- * vb + xt·512, rows of 64 bytes). V is prefetched BR_PF keys ahead, up to key `ahead`. */
+ * vb + xt·512, rows of 64 bytes). V's rows are asked for BR_PF keys ahead, up to key `ahead`
+ * (axd_prefetch). */
 static inline __attribute__((always_inline)) void axd_v_pairs(uint16_t *vb, const uint16_t *v, int64_t vt, int Dv,
                                                               int DvP, int n, int ahead) {
     for (int j = 0; j < 32; j += 2) {
-        br_prefetch(v, vt, j, ahead, Dv);
-        br_prefetch(v, vt, j + 1, ahead, Dv);
+        axd_prefetch(v, vt, j, ahead);
+        axd_prefetch(v, vt, j + 1, ahead);
         const uint16_t *v0 = v + (int64_t)j * vt, *v1 = v0 + vt;
         for (int x0 = 0; x0 < DvP; x0 += 32) {
             const __m512i a = j < n ? br_load32(v0, x0, Dv) : _mm512_setzero_si512();
@@ -1673,13 +1684,20 @@ static void axd_rows(const br_fwd *cx, const axd_mem *z, char *tw, int b, int hk
 static int64_t axd_packs(const attn_sdpa_desc *d) { return br_packs(d, AXD_R); }
 
 /* Does the decoding forward of d run on tiles? When its K/V cache (B·Hkv·S·(D + Dv) bf16) is at most
- * AXD_MAX_BYTES, about one core's L2 here. Measured (DESIGN "AMX decoding"): with K and V in L2 the tiles
- * take 0.70–0.86 of the AVX512-BF16 kernel's time; with a 16 MiB cache read from L3 the two are within the
- * noise of each other, and from memory on one thread the tiles were slower (about 1.13x), so larger
- * caches keep the AVX512-BF16 kernel. A function of the shape only: any thread count takes the same. */
+ * AXD_MAX_BYTES, about one core's L2 here, or when each kv head has at least AXD_MIN_ROWS query rows
+ * ((H/Hkv)·T, the rows of its packs). Measured (DESIGN "AMX decoding", "AMX decoding: one line a row"):
+ * with K and V in L2 the tiles take 0.70–0.86 of the AVX512-BF16 kernel's time; with a 16 MiB cache and
+ * groups of 4 about 0.8 of it from L3 (0.50 of fp32's against 0.65) and about 1.05 from memory (both at
+ * the memory's speed), with groups of 8 less than half; with groups of 1 to 3 the AVX512-BF16 kernel,
+ * whose work falls with the rows while a tile product costs the same for 1 row as for 16, was as fast or
+ * faster (groups of 2: 0.53–0.55 ms against 0.72–0.78 from L3). A function of the shape only: any thread
+ * count takes the same. */
 #define AXD_MAX_BYTES (2.0 * 1024 * 1024)
+#define AXD_MIN_ROWS 4
 static int axd_takes(const attn_sdpa_desc *d, attn_pass pass) {
-    return br_native(d, pass) && (double)d->B * d->Hkv * d->S * (d->D + d->Dv) * 2 <= AXD_MAX_BYTES;
+    if (!br_native(d, pass)) return 0;
+    return (double)d->B * d->Hkv * d->S * (d->D + d->Dv) * 2 <= AXD_MAX_BYTES ||
+           (int64_t)(d->H / d->Hkv) * d->T >= AXD_MIN_ROWS;
 }
 
 /* One stage: items (b, kv head, pack of AXD_R of the group's rows, g-major). Each thread loads the tile
