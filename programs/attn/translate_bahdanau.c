@@ -93,8 +93,9 @@ static int s2s_train(const tr_kind *kind, int argc, char **argv) {
     if (rc >= 0) return rc;
     if ((rc = cli_precision("translate", &cmd, a.precision, &a.compute))) return rc;
     if (a.compute != ATTN_DTYPE_F32) {
-        fprintf(stderr, "attn: translate: --precision bf16: the Bahdanau model's additive attention (tanh of a sum, "
-                "no products to take in bf16) has no bf16 path; use --model transformer, or f32\n\n");
+        fprintf(stderr, "attn: translate: --precision bf16: the Bahdanau model's additive attention has no bf16 "
+                "path (its products, W_q q, w_v against tanh and the weights against V, run in fp32 only); use "
+                "--model transformer, or f32\n\n");
         cli_usage(&cmd, stderr);
         return 2;
     }
