@@ -39,11 +39,12 @@ int main(int argc, char **argv) {
     const int threads = argc > 3 ? atoi(argv[3]) : 0;
     const char *isa_name = argc > 4 ? argv[4] : "amx";
     const int S = argc > 5 ? atoi(argv[5]) : 4096, Hkv = argc > 6 ? atoi(argv[6]) : 8;
-    const int G = argc > 7 ? atoi(argv[7]) : 4, H = G * Hkv, D = 128;
+    const int G = argc > 7 ? atoi(argv[7]) : 4, D = 128;
+    const int H = G >= 1 && Hkv >= 1 && G <= 1024 && Hkv <= 1024 ? G * Hkv : 0;   /* 0: refused below */
     const attn_isa isa = !strcmp(isa_name, "amx") ? ATTN_ISA_AMX
                          : !strcmp(isa_name, "avx512bf16") ? ATTN_ISA_AVX512BF16
                          : !strcmp(isa_name, "avx512") ? ATTN_ISA_AVX512 : ATTN_ISA_AUTO;
-    if (runs < 1 || copies < 1 || threads < 0 || S < 1 || Hkv < 1 || G < 1 || isa == ATTN_ISA_AUTO) {
+    if (runs < 1 || copies < 1 || threads < 0 || S < 1 || H < 1 || isa == ATTN_ISA_AUTO) {
         fprintf(stderr, "usage: decode_ratio [runs] [copies] [threads] [amx|avx512bf16|avx512] [S] [Hkv] [group]\n");
         return 2;
     }
