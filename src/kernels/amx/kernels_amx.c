@@ -1529,21 +1529,19 @@ static axd_mem axd_mem_of(int DP, int DvP) {
     return z;
 }
 
-/* Asks for the row BR_PF keys after key j (rows of x, xt apart) when it is one of the n the rows go to: its
- * first cache line only. One line starts the hardware prefetchers on the row's 4 KiB page, which they do
- * not cross by themselves; the rest of the row they fetch themselves. Every line of the row (as the
+/* The width (bf16 elements) of each K and V row the tiles kernel asks for BR_PF keys ahead (br_prefetch):
+ * its first cache line only. One line starts the hardware prefetchers on the row's 4 KiB page, which they
+ * do not cross by themselves; the rest of the row they fetch themselves. Every line of the row (as the
  * AVX512-BF16 kernel asks) made the prefetches a third of this kernel's time with K/V in L2 or L3 (perf:
  * the instruction after a prefetcht0 held 19% of the samples for K, 10% for V): they wait for fill
- * buffers the tile loads need. DESIGN "AMX decoding: one line a row". Always inlined, as br_prefetch. */
-static inline __attribute__((always_inline)) void axd_prefetch(const uint16_t *x, int64_t xt, int j, int n) {
-    if (j + BR_PF < n) _mm_prefetch((const char *)(x + (int64_t)(j + BR_PF) * xt), _MM_HINT_T0);
-}
+ * buffers the tile loads need. DESIGN "AMX decoding: one line a row". */
+#define AXD_PF_W 32
 
 /* Sᵀ of nb keys from key j0 (rows of k, kt apart; S keys exist): per pair of key tiles, D in steps of 32.
  * A tile is read in place when its 16 rows exist and its 32 dims are the row's; otherwise (the last keys
  * of the cache, a last chunk of D not 32 wide) from a copy zero padded in memory (ktile, two tiles of
  * 16 x DP): zeros, not whatever lies past the row, which could be Inf or NaN (0 times that is NaN). K's
- * rows are asked for BR_PF keys ahead, up to key `ahead` (axd_prefetch). */
+ * rows are asked for BR_PF keys ahead, up to key `ahead` (one line each, AXD_PF_W). */
 static inline __attribute__((always_inline)) void axd_scores(float *st, const uint16_t *qb, int R, uint16_t *ktile,
                                                              const uint16_t *k, int64_t kt, int D, int DP, int j0,
                                                              int nb, int S, int ahead) {
@@ -1551,7 +1549,7 @@ static inline __attribute__((always_inline)) void axd_scores(float *st, const ui
     for (int j = 0; j < nb; j += 32) {
         const int two = j + 16 < nb;
         int whole[2];
-        for (int u = 0; u < 32; u++) axd_prefetch(k, kt, j + u, ahead);
+        for (int u = 0; u < 32; u++) br_prefetch(k, kt, j + u, ahead, AXD_PF_W);
         for (int t = 0; t < 1 + two; t++) {
             const int jt = j0 + j + 16 * t;
             whole[t] = jt + 16 <= S;
@@ -1594,12 +1592,12 @@ static inline void axd_rows_of(float *s, const float *st, int R, int nb) {
 /* V's rows j, j+1 of 32 keys (n of them real, the rest zeros), as B tiles: for 32 dims from x0, the pair's
  * vpunpcklwd goes to row j/2 of Dv tile x0/16 and its vpunpckhwd to that of tile x0/16 + 1 (tile xt at
  * vb + xt·512, rows of 64 bytes). V's rows are asked for BR_PF keys ahead, up to key `ahead`
- * (axd_prefetch). */
+ * (one line each, AXD_PF_W). */
 static inline __attribute__((always_inline)) void axd_v_pairs(uint16_t *vb, const uint16_t *v, int64_t vt, int Dv,
                                                               int DvP, int n, int ahead) {
     for (int j = 0; j < 32; j += 2) {
-        axd_prefetch(v, vt, j, ahead);
-        axd_prefetch(v, vt, j + 1, ahead);
+        br_prefetch(v, vt, j, ahead, AXD_PF_W);
+        br_prefetch(v, vt, j + 1, ahead, AXD_PF_W);
         const uint16_t *v0 = v + (int64_t)j * vt, *v1 = v0 + vt;
         for (int x0 = 0; x0 < DvP; x0 += 32) {
             const __m512i a = j < n ? br_load32(v0, x0, Dv) : _mm512_setzero_si512();
