@@ -23,7 +23,9 @@ static inline fz_v fz_zero(void) { fz_v r; for (int i = 0; i < FZ_VW; i++) r.x[i
 static inline fz_v fz_set1(float a) { fz_v r; for (int i = 0; i < FZ_VW; i++) r.x[i] = a; return r; }
 static inline fz_v fz_load(const float *p) { fz_v r; for (int i = 0; i < FZ_VW; i++) r.x[i] = p[i]; return r; }
 static inline void fz_store(float *p, fz_v a) { for (int i = 0; i < FZ_VW; i++) p[i] = a.x[i]; }
-static inline fz_m fz_tailmask(int n) { return n; }
+/* The lanes a masked load or store touches: n, at most a vector (callers may pass what is left of a row,
+ * as the SIMD paths' masks saturate; an unclamped n let fz_storem copy past the vector's 8 floats). */
+static inline fz_m fz_tailmask(int n) { return n < FZ_VW ? n : FZ_VW; }
 static inline fz_v fz_loadm(const float *p, fz_m n) {
     fz_v r; for (int i = 0; i < FZ_VW; i++) r.x[i] = i < n ? p[i] : 0.0f; return r;
 }
