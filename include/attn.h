@@ -514,12 +514,20 @@ typedef struct attn_additive_desc {
     attn_mask mask;
     float dropout;               /* in [0,1) */
     uint64_t seed;
+    attn_dtype compute;          /* F32 (0): fp32 products. BF16: the attention's own products (w_v against
+                                    the tanh values, the weights against V, and their gradients' products)
+                                    take bf16-rounded operands with fp32 sums on a path that has bf16 units
+                                    (ATTN_ISA_AMX, ATTN_ISA_AVX512BF16); other paths compute in fp32. The
+                                    projections W_q q and W_k k stay fp32 (CBLAS). */
 } attn_additive_desc;
 
 attn_status attn_additive_desc_init(attn_additive_desc *d, int B, int T, int S, int Dq, int Dk, int Dv, int Dh);
 attn_status attn_additive_validate(const attn_additive_desc *d);
 attn_status attn_additive_workspace_size(const attn_ctx *ctx, const attn_additive_desc *d, attn_pass pass,
                                          size_t *bytes);
+/* The type the products are computed in on context ctx (NULL: the default context now): ATTN_DTYPE_BF16
+ * when d asks for bf16 compute and the path has bf16 units, else ATTN_DTYPE_F32. */
+attn_status attn_additive_compute_type(const attn_ctx *ctx, const attn_additive_desc *d, attn_dtype *compute);
 
 /*   out (B,T,Dv) written;  weights (B,T,S) or NULL, written when given.
  *   q (B,T,Dq)  k (B,S,Dk)  v (B,S,Dv)  wq (Dh,Dq)  wk (Dh,Dk)  wv (Dh) */

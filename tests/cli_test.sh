@@ -366,14 +366,16 @@ grep -q "take 0% of the review's attention.*the model masks it" $out || bad "imd
 expect_rc 0 "imdb eval (masked model)" "$attn" imdb eval --data "$tmp/imdb" --dir "$tmp/iom" --threads 1
 expect_rc 1 "imdb train --resume --mask-padding on an unmasked model" "$attn" imdb train $iq --epochs 3 --resume --mask-padding --out "$tmp/io2"
 grep -q "trained without the padding mask" $out || bad "--resume --mask-padding on an unmasked model: no message"
-# --precision: bf16 attention compute, saved in the checkpoint (eval reads it); bad values and the
-# Bahdanau model (no bf16 path) exit 2 with the usage
+# --precision: bf16 attention compute, saved in the checkpoint (eval reads it); bad values exit 2 with the usage
 expect_rc 2 "imdb train --precision fp8" "$attn" imdb train $iq --precision fp8 --out "$tmp/iob"
 grep -q -- "--precision fp8: must be f32 or bf16" $out && grep -q "usage: attn imdb train" $out || bad "imdb --precision fp8: $(cat $out)"
 expect_rc 2 "vision train --precision half" "$attn" vision train --precision half --out "$tmp/vb"
 grep -q "usage: attn vision train" $out || bad "vision --precision half prints no usage"
-expect_rc 2 "translate train --precision bf16 (bahdanau)" "$attn" translate train --precision bf16 --out "$tmp/mb"
-grep -q "additive attention.*no bf16 path" $out || bad "translate --precision bf16 (bahdanau): $(cat $out)"
+expect_rc 2 "translate train --precision fp8 (bahdanau)" "$attn" translate train --precision fp8 --out "$tmp/mb"
+grep -q "usage: attn translate train" $out || bad "translate --precision fp8 (bahdanau) prints no usage"
+expect_rc 0 "translate train --precision bf16 (bahdanau)" "$attn" translate train $quick --epochs 1 --precision bf16 --out "$tmp/mb"
+grep -q "additive attention 32.*attention compute bf16" $out || bad "translate --precision bf16 (bahdanau) does not say so: $(cat $out)"
+expect_rc 0 "translate predict (bf16 Bahdanau model)" "$attn" translate predict --dir "$tmp/mb" --no-color "go ."
 expect_rc 2 "translate train --model transformer --precision x" "$attn" translate train --model transformer --precision x --out "$tmp/mb"
 expect_rc 0 "imdb train --precision bf16" "$attn" imdb train $iq --epochs 1 --precision bf16 --out "$tmp/iob"
 grep -q "attention compute bf16" $out || bad "imdb train --precision bf16 does not say so"

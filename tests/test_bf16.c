@@ -720,6 +720,158 @@ static void check_accuracy(attn_isa isa, int print) {
     attn_st_free(&f);
 }
 
+/* ---------------------------------------------------------------------------------------------------
+ * Additive attention with bf16 compute (tests/golden/bf16_additive.safetensors, tools/golden/gen_bf16.py):
+ * fp32 tensors holding bf16 values, the float64 reference, PyTorch's additive attention computed wholly in
+ * bf16 and its error. On a path with bf16 units the bf16 compute must be within twice PyTorch's error
+ * (floor 2^-9) for out and all six gradients, and must differ from the same path's fp32 compute (the
+ * setting reaches the kernels); its rms error on out must be at least 4x the fp32 compute's on some case
+ * (the products really are rounded). On every other path compute BF16 gives the fp32 bits.
+ */
+typedef struct add_run {
+    float *x[7];                 /* out, dq, dk, dv, dwq, dwk, dwv */
+} add_run;
+
+static void add_run_free(add_run *r) {
+    for (int i = 0; i < 7; i++) free(r->x[i]);
+}
+
+static int add_run_do(add_run *r, const attn_ctx *ctx, const attn_additive_desc *d, const float *const in[7],
+                      const size_t n[7]) {
+    for (int i = 0; i < 7; i++) r->x[i] = calloc(n[i] + 1, sizeof(float));
+    size_t fw = 0, bw = 0;
+    CHECK_STATUS(attn_additive_workspace_size(ctx, d, ATTN_PASS_FORWARD, &fw), ATTN_OK);
+    CHECK_STATUS(attn_additive_workspace_size(ctx, d, ATTN_PASS_BACKWARD, &bw), ATTN_OK);
+    void *work = malloc(fw > bw ? fw : bw);
+    int ok = attn_additive_forward(ctx, d, r->x[0], NULL, in[0], in[1], in[2], in[3], in[4], in[5], work, fw) ==
+                 ATTN_OK &&
+             attn_additive_backward(ctx, d, r->x[1], r->x[2], r->x[3], r->x[4], r->x[5], r->x[6], in[6], in[0], in[1],
+                                    in[2], in[3], in[4], in[5], work, bw) == ATTN_OK;
+    CHECK(ok);
+    free(work);
+    return ok;
+}
+
+static void check_additive(attn_isa isa) {
+    char path[1024], err[256];
+    snprintf(path, sizeof path, "%s/bf16_additive.safetensors", ATTN_GOLDEN_DIR);
+    attn_st_file f;
+    CHECK_STATUS(attn_st_read(&f, path, 0, err, sizeof err), ATTN_OK);
+    const char *cases = attn_st_meta(&f, "cases");
+    CHECK(cases != NULL);
+    attn_ctx ctx;
+    CHECK_STATUS(attn_ctx_init(&ctx, isa, 1), ATTN_OK);
+    const int bf_path = isa == ATTN_ISA_AMX || isa == ATTN_ISA_AVX512BF16;
+    static const char *const names[7] = {"out", "dq", "dk", "dv", "dwq", "dwk", "dwv"};
+    double worst[2] = {0, 0}, best_gain = 0;
+    int ncases = 0, ndiffer = 0;
+    char cs[16], key[64];
+    for (const char *c = cases ? cases : ""; *c;) {
+        size_t len = strcspn(c, ",");
+        snprintf(cs, sizeof cs, "%.*s", (int)len, c);
+        c += len + (c[len] == ',');
+        int B, T, S, Dq, Dk, Dv, Dh;
+        snprintf(key, sizeof key, "%s/dims", cs);
+        const char *dims = attn_st_meta(&f, key);
+        snprintf(key, sizeof key, "%s/causal", cs);
+        const char *causal = attn_st_meta(&f, key);
+        snprintf(key, sizeof key, "%s/valid_lens_kind", cs);
+        const char *vk = attn_st_meta(&f, key);
+        CHECK(dims && causal && vk && sscanf(dims, "%d,%d,%d,%d,%d,%d,%d", &B, &T, &S, &Dq, &Dk, &Dv, &Dh) == 7);
+        if (!dims || !causal || !vk) break;
+        attn_additive_desc d;
+        CHECK_STATUS(attn_additive_desc_init(&d, B, T, S, Dq, Dk, Dv, Dh), ATTN_OK);
+        CHECK(d.compute == ATTN_DTYPE_F32);
+        d.mask.causal = causal[0] == '1';
+        snprintf(key, sizeof key, "%s/valid_lens", cs);
+        const attn_st_tensor *vl = attn_st_find(&f, key);
+        if (strcmp(vk, "none") != 0) {
+            const int per_query = strcmp(vk, "per_query") == 0;
+            CHECK(vl && vl->dtype == ATTN_DTYPE_I32 && vl->nbytes == (per_query ? (size_t)B * T : (size_t)B) * 4);
+            d.mask.valid_lens_kind = per_query ? ATTN_VALID_LENS_PER_QUERY : ATTN_VALID_LENS_PER_BATCH;
+            d.mask.valid_lens = vl ? vl->data : NULL;
+        }
+        snprintf(key, sizeof key, "%s/allow", cs);
+        const attn_st_tensor *al = attn_st_find(&f, key);
+        if (al) {
+            CHECK(al->dtype == ATTN_DTYPE_U8 && al->nbytes == (size_t)B * T * S);
+            d.mask.allow = al->data;
+            d.mask.allow_stride[0] = (int64_t)T * S;
+            d.mask.allow_stride[1] = (int64_t)T * S;
+            d.mask.allow_stride[2] = S;
+        }
+        const float *bias = acc_f32(&f, cs, "bias", (size_t)B * T * S, 0);
+        if (bias) {
+            d.mask.bias = bias;
+            d.mask.bias_stride[0] = (int64_t)T * S;
+            d.mask.bias_stride[1] = (int64_t)T * S;
+            d.mask.bias_stride[2] = S;
+        }
+        /* q k v wq wk wv dout; the reference's out dq dk dv dwq dwk dwv */
+        const size_t in_n[7] = {(size_t)B * T * Dq, (size_t)B * S * Dk, (size_t)B * S * Dv, (size_t)Dh * Dq,
+                                (size_t)Dh * Dk, (size_t)Dh, (size_t)B * T * Dv};
+        const size_t ref_n[7] = {in_n[6], in_n[0], in_n[1], in_n[2], in_n[3], in_n[4], in_n[5]};
+        static const char *const in_names[7] = {"q", "k", "v", "wq", "wk", "wv", "dout"};
+        const float *in[7], *ref[7];
+        int have = 1;
+        for (int i = 0; i < 7; i++) {
+            in[i] = acc_f32(&f, cs, in_names[i], in_n[i], 1);
+            ref[i] = acc_f32(&f, cs, names[i], ref_n[i], 1);
+            have &= in[i] && ref[i];
+        }
+        snprintf(key, sizeof key, "%s/torch_rms", cs);
+        const attn_st_tensor *tr = attn_st_find(&f, key);
+        snprintf(key, sizeof key, "%s/torch_max", cs);
+        const attn_st_tensor *tm = attn_st_find(&f, key);
+        have &= tr && tm && tr->nbytes == 7 * sizeof(double) && tm->nbytes == 7 * sizeof(double);
+        CHECK(have);
+        if (!have) continue;
+        attn_dtype got_type;
+        CHECK_STATUS(attn_additive_compute_type(&ctx, &d, &got_type), ATTN_OK);
+        CHECK(got_type == ATTN_DTYPE_F32);
+        add_run f32 = {{0}}, bf = {{0}};
+        add_run_do(&f32, &ctx, &d, in, ref_n);
+        d.compute = ATTN_DTYPE_BF16;
+        CHECK_STATUS(attn_additive_compute_type(&ctx, &d, &got_type), ATTN_OK);
+        CHECK(got_type == (bf_path ? ATTN_DTYPE_BF16 : ATTN_DTYPE_F32));
+        add_run_do(&bf, &ctx, &d, in, ref_n);
+        int differ = 0;
+        for (int i = 0; i < 7; i++) differ |= memcmp(f32.x[i], bf.x[i], sizeof(float) * ref_n[i]) != 0;
+        if (!bf_path) CHECK(!differ);
+        ncases++;
+        ndiffer += differ;
+        if (bf_path) {
+            const double *torch_err[2] = {tr->data, tm->data};
+            for (int i = 0; i < 7; i++) {
+                const double e[2] = {acc_rms(bf.x[i], ref[i], ref_n[i]), acc_max(bf.x[i], ref[i], ref_n[i])};
+                for (int m = 0; m < 2; m++) {
+                    const double ratio = e[m] / fmax(2 * torch_err[m][i], ACC_FLOOR);
+                    if (ratio > worst[m]) worst[m] = ratio;
+                    if (!(ratio <= 1.0))
+                        fprintf(stderr, "additive %s %s %s: %s error %.3e, PyTorch bf16's %.3e: more than twice\n",
+                                attn_isa_name(isa), cs, names[i], m ? "max" : "rms", e[m], torch_err[m][i]);
+                    CHECK(ratio <= 1.0);
+                }
+            }
+            const double e32 = acc_rms(f32.x[0], ref[0], ref_n[0]), e16 = acc_rms(bf.x[0], ref[0], ref_n[0]);
+            if (e32 > 0 && e16 / e32 > best_gain) best_gain = e16 / e32;
+        }
+        add_run_free(&f32);
+        add_run_free(&bf);
+    }
+    CHECK(ncases == 10);
+    if (bf_path) {
+        CHECK(ndiffer >= ncases - 1);     /* one case has a single key: weights of 1, nothing to round */
+        CHECK(best_gain >= 4.0);
+        printf("%s: additive bf16 compute within 2x PyTorch bf16's on every golden case: worst ratio to the bound "
+               "%.2f (rms), %.2f (max); %d of %d cases differ from fp32 compute, out's error up to %.0fx fp32's\n",
+               attn_isa_name(isa), worst[0], worst[1], ndiffer, ncases, best_gain);
+    } else {
+        printf("%s: additive bf16 compute is fp32 compute, bit for bit (%d cases)\n", attn_isa_name(isa), ncases);
+    }
+    attn_st_free(&f);
+}
+
 /* The fp32 forward of fp32 tensors with compute bf16 asked for, T query rows, on path isa (1 thread). */
 static float *forward_compute_bf16(attn_isa isa, int T, int window) {
     const int H = 2, S = 96, D = 32;
@@ -907,6 +1059,14 @@ int main(int argc, char **argv) {
         d.compute = (attn_dtype)-1;
         CHECK_STATUS(attn_sdpa_validate(&d), ATTN_ERR_ARG);
     }
+    {   /* the additive descriptor's compute too */
+        attn_additive_desc a;
+        CHECK_STATUS(attn_additive_desc_init(&a, 1, 1, 2, 3, 3, 3, 4), ATTN_OK);
+        a.compute = ATTN_DTYPE_F64;
+        CHECK_STATUS(attn_additive_validate(&a), ATTN_ERR_ARG);
+        a.compute = ATTN_DTYPE_BF16;
+        CHECK_STATUS(attn_additive_validate(&a), ATTN_OK);
+    }
 
     {   /* a shape whose workspace does not fit in size_t is refused, not wrapped, on every path */
         attn_sdpa_desc d;
@@ -966,6 +1126,7 @@ int main(int argc, char **argv) {
         if (isa != ATTN_ISA_REF) check_weights(isa);
         if (isa != ATTN_ISA_REF) check_hidden_nonfinite(isa);
         check_accuracy(isa, isa == ATTN_ISA_AMX || isa == ATTN_ISA_AVX512BF16);
+        check_additive(isa);
         check_masked_rows(isa);
     }
     if (bad) fprintf(stderr, "test_bf16: %d cases off\n", bad);

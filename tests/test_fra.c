@@ -266,7 +266,7 @@ static void test_masked_xent(void) {
 
     /* the model: whatever sits in the padding changes neither the loss nor a gradient */
     attn_seq2seq m;
-    attn_seq2seq_config c = {9, 9, 4, 6, 2, 0.0f, 5, 3};
+    attn_seq2seq_config c = {9, 9, 4, 6, 2, 0.0f, 5, 3, ATTN_DTYPE_F32};
     CHECK_STATUS(attn_seq2seq_init(&m, NULL, &c, 3), ATTN_OK);
     int32_t X[15] = {4, 5, 3, 1, 1, 6, 7, 8, 3, 1, 5, 3, 1, 1, 1}, Xl[3] = {3, 4, 2};
     int32_t Y[15] = {4, 3, 1, 1, 1, 5, 6, 7, 8, 3, 8, 8, 3, 1, 1}, Yl[3] = {2, 5, 3};

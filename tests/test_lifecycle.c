@@ -443,7 +443,7 @@ static void test_addnorm(void) {
 static void test_models(void) {
     printf("models' initial weights for seed 42\n");
     attn_seq2seq s;
-    attn_seq2seq_config sc = {11, 13, 5, 6, 2, 0.1f, 7, 4};
+    attn_seq2seq_config sc = {11, 13, 5, 6, 2, 0.1f, 7, 4, ATTN_DTYPE_F32};
     CHECK_STATUS(attn_seq2seq_init(&s, NULL, &sc, 42), ATTN_OK);
     CHECK(s.n_params == 1369 && fnv1a(s.params, sizeof(float) * s.n_params) == 0xa15f59066f6ac32bULL);
     attn_seq2seq_free(&s);

@@ -1,6 +1,7 @@
 /*
  * test_precision.c — the models with bf16 attention compute (`--precision bf16`): the Transformer, the
- * Vision Transformer and the IMDB classifier built with compute = ATTN_DTYPE_BF16 in their configs.
+ * Vision Transformer, the IMDB classifier and the Bahdanau seq2seq (its additive attention) built with
+ * compute = ATTN_DTYPE_BF16 in their configs.
  *   - on the AMX path (skipped, with the reason printed, on a CPU or OS without it): the bf16 model's loss,
  *     logits and gradients differ from the fp32 model's (same seed, same weights) — so the setting reaches
  *     the kernels — by a bounded amount, and a short training still lowers the loss;
@@ -14,6 +15,7 @@
 
 #include "attn.h"
 #include "attn/imdb_model.h"
+#include "attn/seq2seq.h"
 #include "attn/transformer.h"
 #include "attn/vit.h"
 #include "testutil.h"
@@ -381,6 +383,112 @@ static void test_imdb(const attn_ctx *amx, const attn_ctx *plain) {
     attn_imdb_model_free(&m);
 }
 
+/* ---------------------------------------------------------------------------------------------------
+ * The Bahdanau seq2seq (d2l's shape, smaller): the additive attention of every decoder step. Its loss is
+ * the fp32 twin's up to the attention's rounding; the products are rounded where the path has bf16 units
+ * (AMX here; the AVX-512 loops run them for both bf16 paths).
+ */
+enum { S2_B = 6, S2_T = 9, S2_V = 17 };
+
+static void s2_config(attn_seq2seq_config *c, attn_dtype compute, float dropout, int max_batch) {
+    *c = (attn_seq2seq_config){.src_vocab = S2_V, .tgt_vocab = S2_V, .embed = 16, .hidden = 24, .layers = 2,
+                               .dropout = dropout, .num_steps = S2_T, .max_batch = max_batch, .compute = compute};
+}
+
+static void s2_data(int32_t *X, int32_t *XL, int32_t *Y, int32_t *YL, int n, unsigned seed) {
+    for (int i = 0; i < n * S2_T; i++) {
+        seed = seed * 1103515245u + 12345u;
+        X[i] = 3 + (int)((seed >> 16) % (S2_V - 3));
+        Y[i] = 3 + (int)((seed >> 8) % (S2_V - 3));
+    }
+    for (int b = 0; b < n; b++) {
+        XL[b] = S2_T - (b % 4);
+        YL[b] = S2_T - 2 * (b % 3);
+    }
+}
+
+static void s2_pass(const attn_ctx *ctx, attn_dtype compute, float *loss, float **grads, size_t *n) {
+    attn_seq2seq_config c;
+    s2_config(&c, compute, 0.0f, S2_B);
+    attn_seq2seq m;
+    int32_t X[S2_B * S2_T], XL[S2_B], Y[S2_B * S2_T], YL[S2_B];
+    s2_data(X, XL, Y, YL, S2_B, 5);
+    CHECK_STATUS(attn_seq2seq_init(&m, ctx, &c, 3), ATTN_OK);
+    CHECK_STATUS(attn_seq2seq_step(&m, loss, X, XL, Y, YL, S2_B, 1, 1, 9), ATTN_OK);
+    *n = m.n_params;
+    *grads = malloc(sizeof(float) * m.n_params);
+    memcpy(*grads, m.grads, sizeof(float) * m.n_params);
+    attn_seq2seq_free(&m);
+}
+
+static void test_seq2seq(const attn_ctx *amx, const attn_ctx *plain) {
+    printf("Bahdanau seq2seq (embedding 16, 2-layer GRU 24, additive attention 24, T = %d)\n", S2_T);
+    /* bounds: measured loss 3.6e-7 and gradient 2.2e-4 (the attention is a small part of this model) */
+    compare_compute(s2_pass, "loss", 1, 1e-4, 0.01, amx, plain);
+
+    /* a short training with bf16 compute lowers the loss as the fp32 one does; then the checkpoint */
+    const attn_ctx *ctx = amx ? amx : plain;
+    enum { N = 24 };
+    attn_seq2seq_config c;
+    attn_seq2seq m;
+    attn_adam opt;
+    int32_t X[N * S2_T], XL[N], Y[N * S2_T], YL[N];
+    s2_data(X, XL, Y, YL, N, 31);
+    for (int b = 0; b < N; b++) memcpy(Y + b * S2_T, X + b * S2_T, sizeof(int32_t) * S2_T);   /* copy task */
+    double first[2] = {0, 0}, last[2] = {0, 0};
+    for (int k = 0; k < 2; k++) {           /* fp32, then bf16 (kept) */
+        s2_config(&c, k ? ATTN_DTYPE_BF16 : ATTN_DTYPE_F32, 0.1f, S2_B);
+        CHECK_STATUS(attn_seq2seq_init(&m, ctx, &c, 13), ATTN_OK);
+        CHECK_STATUS(attn_adam_alloc(&opt, m.n_params, 0.01f), ATTN_OK);
+        attn_rng rng;
+        attn_rng_seed(&rng, 1);
+        uint64_t seed = 1;
+        for (int e = 0; e < 15; e++) {
+            double sum = 0;
+            int64_t tokens = 0;
+            CHECK_STATUS(attn_seq2seq_train_epoch(&m, &opt, &rng, X, XL, Y, YL, N, S2_B, 1.0f, &seed, &sum, &tokens),
+                         ATTN_OK);
+            if (e == 0) first[k] = sum / (double)tokens;
+            last[k] = sum / (double)tokens;
+        }
+        if (k == 0) {
+            attn_adam_free(&opt);
+            attn_seq2seq_free(&m);
+        }
+    }
+    printf("  training (%s), loss per token over 15 epochs: fp32 %.4f -> %.4f, bf16 %.4f -> %.4f\n",
+           attn_isa_name(ctx->isa), first[0], last[0], first[1], last[1]);
+    CHECK(isfinite(last[1]) && last[1] < 0.85 * first[1] && fabs(last[1] - last[0]) < 0.1 * last[0]);
+
+    char path[512], err[512] = "";
+    snprintf(path, sizeof path, "%s/s2s.safetensors", g_dir);
+    CHECK_STATUS(attn_seq2seq_save(&m, path, err, sizeof err), ATTN_OK);
+    attn_seq2seq l;
+    CHECK_STATUS(attn_seq2seq_load(&l, ctx, path, S2_B, err, sizeof err), ATTN_OK);
+    CHECK(l.cfg.compute == ATTN_DTYPE_BF16);
+    float la, lb;
+    CHECK_STATUS(attn_seq2seq_step(&m, &la, X, XL, Y, YL, S2_B, 0, 0, 0), ATTN_OK);
+    CHECK_STATUS(attn_seq2seq_step(&l, &lb, X, XL, Y, YL, S2_B, 0, 0, 0), ATTN_OK);
+    printf("  checkpoint: compute %s after load, loss %.6g vs %.6g before\n",
+           l.cfg.compute == ATTN_DTYPE_BF16 ? "bf16" : "f32", (double)lb, (double)la);
+    CHECK(la == lb);
+    attn_seq2seq_free(&l);
+    /* an older checkpoint (no "compute" key: renamed here) loads as f32; a bad value is refused */
+    CHECK(patch_file(path, "\"compute\"", "\"computf\""));
+    CHECK_STATUS(attn_seq2seq_load(&l, ctx, path, S2_B, err, sizeof err), ATTN_OK);
+    CHECK(l.cfg.compute == ATTN_DTYPE_F32);
+    attn_seq2seq_free(&l);
+    CHECK(patch_file(path, "\"computf\":\"bf16\"", "\"compute\":\"bf61\""));
+    err[0] = 0;
+    CHECK_STATUS(attn_seq2seq_load(&l, ctx, path, S2_B, err, sizeof err), ATTN_ERR_FORMAT);
+    printf("  bad value: %s\n", err);
+    CHECK(strstr(err, "compute") && strstr(err, "bf61"));
+    c.compute = ATTN_DTYPE_F64;
+    CHECK_STATUS(attn_seq2seq_init(&l, ctx, &c, 1), ATTN_ERR_ARG);
+    attn_adam_free(&opt);
+    attn_seq2seq_free(&m);
+}
+
 int main(void) {
     snprintf(g_dir, sizeof g_dir, "/tmp/attn_test_precision_XXXXXX");
     if (!mkdtemp(g_dir)) {
@@ -398,9 +506,10 @@ int main(void) {
     test_transformer(pa, &plain);
     test_vit(pa, &plain);
     test_imdb(pa, &plain);
+    test_seq2seq(pa, &plain);
     char p[600];
-    const char *const files[3] = {"tf", "vit", "imdb"};
-    for (int i = 0; i < 3; i++) {
+    const char *const files[4] = {"tf", "vit", "imdb", "s2s"};
+    for (int i = 0; i < 4; i++) {
         snprintf(p, sizeof p, "%s/%s.safetensors", g_dir, files[i]);
         unlink(p);
     }

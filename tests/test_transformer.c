@@ -486,7 +486,7 @@ static void test_decoding(void) {
     }
     /* a Bahdanau checkpoint is not a Transformer's */
     attn_seq2seq s;
-    attn_seq2seq_config sc = {7, 8, 4, 5, 1, 0.0f, 4, 1};
+    attn_seq2seq_config sc = {7, 8, 4, 5, 1, 0.0f, 4, 1, ATTN_DTYPE_F32};
     CHECK_STATUS(attn_seq2seq_init(&s, NULL, &sc, 1), ATTN_OK);
     CHECK_STATUS(attn_seq2seq_save(&s, path, err, sizeof err), ATTN_OK);
     CHECK_STATUS(attn_transformer_load(&m2, NULL, path, 1, err, sizeof err), ATTN_ERR_FORMAT);

@@ -32,7 +32,7 @@ static const attn_ctx *path_ctx(int ref) {
 }
 
 static attn_status load_golden_model(attn_st_file *f, attn_seq2seq *m, const attn_ctx *ctx) {
-    attn_seq2seq_config c = {7, 8, 4, 5, 2, 0.0f, 4, 3};
+    attn_seq2seq_config c = {7, 8, 4, 5, 2, 0.0f, 4, 3, ATTN_DTYPE_F32};
     attn_status st = attn_seq2seq_init(m, ctx, &c, 1);
     if (st != ATTN_OK) return st;
     /* every parameter by name: the checkpoint loader's list is the same, so go through a save/load of
@@ -167,7 +167,7 @@ static void test_golden(const char *dir, int ref) {
         CHECK(la[0] != loss);                                       /* dropout did something */
         attn_seq2seq_free(&a[0]); attn_seq2seq_free(&a[1]);
     }
-    attn_seq2seq_config bad = {7, 8, 4, 5, 2, 1.5f, 4, 3};
+    attn_seq2seq_config bad = {7, 8, 4, 5, 2, 1.5f, 4, 3, ATTN_DTYPE_F32};
     CHECK_STATUS(attn_seq2seq_init(&m2, NULL, &bad, 1), ATTN_ERR_ARG);
     attn_seq2seq_free(&m);
     attn_st_free(&f);
@@ -184,7 +184,7 @@ static void test_short_training(const char *dir) {
     const int T = ds.T, N = ds.n;
     const int32_t *X = ds.X, *Y = ds.Y, *Xl = ds.X_len, *Yl = ds.Y_len;
     attn_seq2seq m;
-    attn_seq2seq_config c = {ds.vs.n, ds.vt.n, 32, 32, 2, 0.1f, T, 64};
+    attn_seq2seq_config c = {ds.vs.n, ds.vt.n, 32, 32, 2, 0.1f, T, 64, ATTN_DTYPE_F32};
 
     /* the same two epochs on 1 and on 2 threads give bitwise the same parameters (with OpenBLAS on one
      * thread, as `attn translate` runs it: OpenBLAS's own threading of the dense layer's GEMMs rounds
@@ -275,7 +275,7 @@ static void test_steps(const char *dir) {
     nmt_train_set ds;
     CHECK(nmt_train_set_load(&ds, dir) == 0);
     if (!ds.X) return;
-    attn_seq2seq_config c = {ds.vs.n, ds.vt.n, 16, 16, 2, 0.1f, ds.T, 64};
+    attn_seq2seq_config c = {ds.vs.n, ds.vt.n, 16, 16, 2, 0.1f, ds.T, 64, ATTN_DTYPE_F32};
     attn_seq2seq m[2];
     attn_adam o[2];
     attn_rng r[2];

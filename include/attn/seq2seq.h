@@ -9,7 +9,7 @@
  *     attn_vocab src, tgt;
  *     attn_vocab_build(&src, (const char *const *)p.src, p.n, 2);
  *     ...
- *     attn_seq2seq m;  attn_seq2seq_config c = {src.n, tgt.n, 32, 32, 2, 0.1f, 10, 64};
+ *     attn_seq2seq m;  attn_seq2seq_config c = {src.n, tgt.n, 32, 32, 2, 0.1f, 10, 64, ATTN_DTYPE_F32};
  *     attn_seq2seq_init(&m, &c, seed);          // X, Y (N,10) and lengths from attn_vocab_encode
  *     attn_adam opt;  attn_adam_alloc(&opt, m.n_params, 0.005f);
  *     for (int e = 0; e < 250; e++)
@@ -46,6 +46,8 @@ typedef struct attn_seq2seq_config {
     float dropout;               /* GRU between layers and attention weights */
     int num_steps;               /* T: source and target length */
     int max_batch;               /* largest batch the activations are sized for */
+    attn_dtype compute;          /* the additive attention's compute: F32 (0) or BF16 (its products in bf16
+                                    where the path has bf16 units; attn_additive_desc says which) */
 } attn_seq2seq_config;
 
 typedef struct attn_seq2seq {

@@ -81,7 +81,7 @@ class SdpaDesc(ctypes.Structure):
 class AdditiveDesc(ctypes.Structure):
     _fields_ = [("B", ctypes.c_int), ("T", ctypes.c_int), ("S", ctypes.c_int), ("Dq", ctypes.c_int),
                 ("Dk", ctypes.c_int), ("Dv", ctypes.c_int), ("Dh", ctypes.c_int), ("mask", Mask),
-                ("dropout", ctypes.c_float), ("seed", ctypes.c_uint64)]
+                ("dropout", ctypes.c_float), ("seed", ctypes.c_uint64), ("compute", ctypes.c_int)]   # 0 = F32
 
 
 class Heatmap(ctypes.Structure):

@@ -10,10 +10,13 @@
  *   split calls            -> the path's step entries (the reference path's read kp in double)
  * The backward adds into each gradient separately, so when the keys are also the values (Dk == Dv) dk
  * and dv may be one buffer: it receives dk + dv (tests/test_additive_ref.c).
+ * bf16 compute is a permission, as in sdpa.c: the kernels see compute BF16 only on a path with bf16 units
+ * (AMX, AVX512-BF16); on every other path, the reference one included, the call runs as fp32 (`effective`).
  *
  * Workspace (bytes from attn_additive_workspace_size), after up to 64 bytes of alignment:
  *   REF path     the reference kernels' (attn__additive_ref_workspace)
- *   other paths  [ kp, dkp (B,S,Dh) floats, for the whole calls ] [ the step entries' scratch ]
+ *   other paths  [ kp, dkp (B,S,Dh) floats, for the whole calls ] [ the step entries' scratch, with bf16
+ *                compute the rounded w_v, V and dout row too ]
  */
 #include "internal.h"
 #include "ref/ref.h"
@@ -46,15 +49,18 @@ attn_status attn_additive_validate(const attn_additive_desc *d) {
         !size_ok(d->Dv) || !size_ok(d->Dh) || !products_fit(d))
         return ATTN_ERR_SIZE;
     if (!(d->dropout >= 0.0f && d->dropout < 1.0f)) return ATTN_ERR_ARG;   /* NaN fails too */
+    if (d->compute != ATTN_DTYPE_F32 && d->compute != ATTN_DTYPE_BF16) return ATTN_ERR_ARG;
     if (attn__mask_sparse(&d->mask)) return ATTN_ERR_UNSUPPORTED;       /* window, sinks, ALiBi: SDPA only */
     return attn__validate_mask(&d->mask, d->B, 1, d->T, d->S);
 }
 
 /* Bytes of the fused paths' step scratch (src/kernels/scalar/layers_impl.h): projected queries and their
- * gradient (B,T,Dh), and two rows of S floats padded by a vector, after 64 bytes of alignment. */
+ * gradient (B,T,Dh), and two rows of S floats padded by a vector, after 64 bytes of alignment; with bf16
+ * compute also w_v (Dh, padded), V (B,S,Dv) and a row of Dv, rounded. */
 static size_t step_bytes(const attn_additive_desc *d) {
-    const size_t B = (size_t)d->B, T = (size_t)d->T, S = (size_t)d->S, Dh = (size_t)d->Dh;
-    return sizeof(float) * (2 * B * T * Dh + 2 * (S + 16)) + 64;
+    const size_t B = (size_t)d->B, T = (size_t)d->T, S = (size_t)d->S, Dh = (size_t)d->Dh, Dv = (size_t)d->Dv;
+    const size_t bf = d->compute == ATTN_DTYPE_BF16 ? Dh + 16 + B * S * Dv + Dv : 0;
+    return sizeof(float) * (2 * B * T * Dh + 2 * (S + 16) + bf) + 64;
 }
 
 static size_t kp_bytes(const attn_additive_desc *d) {
@@ -66,10 +72,18 @@ static size_t workspace_for(const attn_additive_desc *d, attn_pass pass, attn_is
     return 2 * kp_bytes(d) + step_bytes(d) + 64;
 }
 
-static attn_status begin(const attn_ctx *ctx, const attn_additive_desc *d, attn_ctx *c, const attn_kernels **kern) {
+static int has_bf16_units(attn_isa isa) { return isa == ATTN_ISA_AMX || isa == ATTN_ISA_AVX512BF16; }
+
+/* Resolves the context, validates d and copies it into e as the path will run it (compute F32 on a path
+ * without bf16 units). */
+static attn_status begin(const attn_ctx *ctx, const attn_additive_desc *d, attn_ctx *c, const attn_kernels **kern,
+                         attn_additive_desc *e) {
     attn_status st = attn__ctx_resolve(ctx, c, kern);
     if (st != ATTN_OK) return st;
-    return attn_additive_validate(d);
+    if ((st = attn_additive_validate(d)) != ATTN_OK) return st;
+    *e = *d;
+    if (!has_bf16_units(c->isa)) e->compute = ATTN_DTYPE_F32;
+    return ATTN_OK;
 }
 
 static char *aligned(void *p) { return (char *)(((uintptr_t)p + 63) & ~(uintptr_t)63); }
@@ -84,11 +98,24 @@ attn_status attn_additive_workspace_size(const attn_ctx *ctx, const attn_additiv
                                          size_t *bytes) {
     attn_ctx c;
     const attn_kernels *kern;
-    attn_status st = begin(ctx, d, &c, &kern);
+    attn_additive_desc e;
+    attn_status st = begin(ctx, d, &c, &kern, &e);
     if (st != ATTN_OK) return st;
+    d = &e;                                       /* as the path runs it */
     if (!bytes) return ATTN_ERR_NULL;
     if ((int)pass < 0 || pass >= ATTN_PASS_COUNT) return ATTN_ERR_ARG;
     *bytes = workspace_for(d, pass, c.isa);
+    return ATTN_OK;
+}
+
+attn_status attn_additive_compute_type(const attn_ctx *ctx, const attn_additive_desc *d, attn_dtype *compute) {
+    attn_ctx c;
+    const attn_kernels *kern;
+    attn_additive_desc e;
+    attn_status st = begin(ctx, d, &c, &kern, &e);
+    if (st != ATTN_OK) return st;
+    if (!compute) return ATTN_ERR_NULL;
+    *compute = e.compute;
     return ATTN_OK;
 }
 
@@ -96,8 +123,10 @@ attn_status attn_additive_keys_forward(const attn_ctx *ctx, const attn_additive_
                                        const float *k, const float *wk) {
     attn_ctx c;
     const attn_kernels *kern;
-    attn_status st = begin(ctx, d, &c, &kern);
+    attn_additive_desc e;
+    attn_status st = begin(ctx, d, &c, &kern, &e);
     if (st != ATTN_OK) return st;
+    d = &e;                                       /* as the path runs it */
     if (!kp || !k || !wk) return ATTN_ERR_NULL;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, d->B * d->S, d->Dh, d->Dk, 1.0f, k, d->Dk, wk, d->Dk,
                 0.0f, kp, d->Dh);
@@ -108,8 +137,10 @@ attn_status attn_additive_keys_backward(const attn_ctx *ctx, const attn_additive
                                         const float *dkp, const float *k, const float *wk) {
     attn_ctx c;
     const attn_kernels *kern;
-    attn_status st = begin(ctx, d, &c, &kern);
+    attn_additive_desc e;
+    attn_status st = begin(ctx, d, &c, &kern, &e);
     if (st != ATTN_OK) return st;
+    d = &e;                                       /* as the path runs it */
     if (!dk || !dwk || !dkp || !k || !wk) return ATTN_ERR_NULL;
     const int n = d->B * d->S;
     /* dk += dkp W_k;  dW_k += dkpᵀ k */
@@ -127,8 +158,10 @@ attn_status attn_additive_step_forward(const attn_ctx *ctx, const attn_additive_
                                        void *work, size_t work_bytes) {
     attn_ctx c;
     const attn_kernels *kern;
-    attn_status st = begin(ctx, d, &c, &kern);
+    attn_additive_desc e;
+    attn_status st = begin(ctx, d, &c, &kern, &e);
     if (st != ATTN_OK) return st;
+    d = &e;                                       /* as the path runs it */
     if (!out || !q || !kp || !v || !wq || !wv) return ATTN_ERR_NULL;
     if ((st = check_workspace(d, ATTN_PASS_FORWARD, c.isa, work, work_bytes)) != ATTN_OK) return st;
     kern->additive_forward(d, out, weights, q, kp, v, wq, wv, aligned(work) + (c.isa == ATTN_ISA_REF ? 0 : 2 * kp_bytes(d)));
@@ -143,8 +176,10 @@ attn_status attn_additive_step_backward(const attn_ctx *ctx, const attn_additive
                                         void *work, size_t work_bytes) {
     attn_ctx c;
     const attn_kernels *kern;
-    attn_status st = begin(ctx, d, &c, &kern);
+    attn_additive_desc e;
+    attn_status st = begin(ctx, d, &c, &kern, &e);
     if (st != ATTN_OK) return st;
+    d = &e;                                       /* as the path runs it */
     if (!dq || !dkp || !dv || !dwq || !dwv || !dout || !q || !kp || !v || !wq || !wv) return ATTN_ERR_NULL;
     if ((st = check_workspace(d, ATTN_PASS_BACKWARD, c.isa, work, work_bytes)) != ATTN_OK) return st;
     kern->additive_backward(d, dq, dkp, dv, dwq, dwv, dout, q, kp, v, wq, wv,
@@ -159,8 +194,10 @@ attn_status attn_additive_forward(const attn_ctx *ctx, const attn_additive_desc 
                                   void *work, size_t work_bytes) {
     attn_ctx c;
     const attn_kernels *kern;
-    attn_status st = begin(ctx, d, &c, &kern);
+    attn_additive_desc e;
+    attn_status st = begin(ctx, d, &c, &kern, &e);
     if (st != ATTN_OK) return st;
+    d = &e;                                       /* as the path runs it */
     if (!out || !q || !k || !v || !wq || !wk || !wv) return ATTN_ERR_NULL;
     if ((st = check_workspace(d, ATTN_PASS_FORWARD, c.isa, work, work_bytes)) != ATTN_OK) return st;
     char *w = aligned(work);
@@ -180,8 +217,10 @@ attn_status attn_additive_backward(const attn_ctx *ctx, const attn_additive_desc
                                    void *work, size_t work_bytes) {
     attn_ctx c;
     const attn_kernels *kern;
-    attn_status st = begin(ctx, d, &c, &kern);
+    attn_additive_desc e;
+    attn_status st = begin(ctx, d, &c, &kern, &e);
     if (st != ATTN_OK) return st;
+    d = &e;                                       /* as the path runs it */
     if (!dq || !dk || !dv || !dwq || !dwk || !dwv || !dout || !q || !k || !v || !wq || !wk || !wv)
         return ATTN_ERR_NULL;
     if ((st = check_workspace(d, ATTN_PASS_BACKWARD, c.isa, work, work_bytes)) != ATTN_OK) return st;

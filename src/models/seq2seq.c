@@ -17,6 +17,7 @@
  * and the checkpoint I/O are shared with transformer.c in nmt_common.c.
  */
 #include "internal.h"
+#include "layers/util.h"
 #include "nmt_common.h"
 
 #include <stdio.h>
@@ -131,6 +132,7 @@ static attn_status check_config(const attn_seq2seq_config *c) {
         c->num_steps > ATTN_SEQ2SEQ_MAX_STEPS || c->max_batch > 65536)
         return ATTN_ERR_SIZE;
     if (!(c->dropout >= 0.0f && c->dropout < 1.0f)) return ATTN_ERR_ARG;
+    if (c->compute != ATTN_DTYPE_F32 && c->compute != ATTN_DTYPE_BF16) return ATTN_ERR_ARG;
     return ATTN_OK;
 }
 
@@ -140,6 +142,7 @@ static attn_additive_desc att_desc(const attn_seq2seq *m, int B, const int32_t *
     attn_additive_desc d;
     const int H = m->cfg.hidden;
     attn_additive_desc_init(&d, B, 1, m->cfg.num_steps, H, H, H, H);
+    d.compute = m->cfg.compute;
     if (lens) {
         d.mask.valid_lens_kind = ATTN_VALID_LENS_PER_BATCH;
         d.mask.valid_lens = lens;
@@ -527,9 +530,12 @@ attn_status attn_seq2seq_save_train(const attn_seq2seq *m, const attn_adam *opt,
     snprintf(cfgv[2], 32, "%d", c->embed);     snprintf(cfgv[3], 32, "%d", c->hidden);
     snprintf(cfgv[4], 32, "%d", c->layers);    snprintf(cfgv[5], 32, "%.9g", (double)c->dropout);
     snprintf(cfgv[6], 32, "%d", c->num_steps);
-    const char *vp[N_META];
-    for (int i = 0; i < N_META; i++) vp[i] = cfgv[i];
-    return attn__nmt_save_train(path, t, n, opt, meta_names, vp, N_META, keys, vals, n_extra, err, err_size);
+    /* then the attention's compute, as a word (missing in older checkpoints: f32) */
+    const char *names[N_META + 1], *vp[N_META + 1];
+    for (int i = 0; i < N_META; i++) { names[i] = meta_names[i]; vp[i] = cfgv[i]; }
+    names[N_META] = "compute";
+    vp[N_META] = attn__compute_name(c->compute);
+    return attn__nmt_save_train(path, t, n, opt, names, vp, N_META + 1, keys, vals, n_extra, err, err_size);
 }
 
 attn_status attn_seq2seq_save(const attn_seq2seq *m, const char *path, char *err, size_t err_size) {
@@ -559,6 +565,12 @@ attn_status attn_seq2seq_load_train(attn_seq2seq *m, attn_adam *opt, const attn_
     c.src_vocab = (int)v[0]; c.tgt_vocab = (int)v[1]; c.embed = (int)v[2]; c.hidden = (int)v[3];
     c.layers = (int)v[4]; c.dropout = (float)v[5]; c.num_steps = (int)v[6];
     c.max_batch = max_batch > 1 ? max_batch : 1;
+    const char *cs = attn_st_meta(&f, "compute");
+    if (!attn__compute_parse(cs, &c.compute)) {
+        if (err && err_size) snprintf(err, err_size, "%s: metadata \"compute\" = \"%s\", expected f32 or bf16", path, cs);
+        attn_st_free(&f);
+        return ATTN_ERR_FORMAT;
+    }
     if ((st = alloc_model(m, ctx, &c)) != ATTN_OK) {
         if (err && err_size) snprintf(err, err_size, "%s: the configuration in the metadata is invalid", path);
         attn_st_free(&f);

@@ -11,6 +11,10 @@ holds bf16 values exactly), then:
     dq, dk, dv).
 tests/test_bf16.c reads the file and requires attn's bf16 paths to be within 2x PyTorch's error, per
 output and gradient. Run with /usr/bin/python3 (torch 1.13): `make golden`.
+
+The same for additive (Bahdanau) attention with bf16 compute, tests/golden/bf16_additive.safetensors:
+q, k, v, W_q, W_k, w_v and dout rounded to bf16; the float64 reference (out and the six gradients); and
+PyTorch's additive attention computed wholly in bf16, with its errors.
 """
 import math
 import os
@@ -21,10 +25,11 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import st  # noqa: E402
-from gen_mechanisms import key_mask, masked_softmax  # noqa: E402
+from gen_mechanisms import additive, key_mask, masked_softmax  # noqa: E402
 
-OUT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "golden",
-                                    "bf16_accuracy.safetensors"))
+GOLDEN = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "golden"))
+OUT = os.path.join(GOLDEN, "bf16_accuracy.safetensors")
+OUT_ADDITIVE = os.path.join(GOLDEN, "bf16_additive.safetensors")
 BF16, F64 = torch.bfloat16, torch.float64
 
 
@@ -132,5 +137,85 @@ def main():
     print(f"wrote {OUT}: {len(names)} cases, {os.path.getsize(OUT)} bytes")
 
 
+def additive_grads(x, dout, keep, bias, dtype):
+    """out and the gradients of q, k, v, wq, wk, wv, every operation in dtype."""
+    xs = [t.detach().to(dtype).requires_grad_() for t in x]
+    out, _, _ = additive(*xs, keep, None if bias is None else bias.to(dtype))
+    (out * dout.to(dtype)).sum().backward()
+    return [out.detach()] + [t.grad for t in xs]
+
+
+def additive_main():
+    gen = torch.Generator().manual_seed(0xadd16)
+    rnd = np.random.default_rng(20261201)
+    tensors, meta, names = {}, {"generator": "tools/golden/gen_bf16.py", "torch": torch.__version__}, []
+    print(f"{'case':8s} {'shape':44s} {'masks':24s} torch bf16 error (rms) out dq dk dv dwq dwk dwv")
+    for i in range(10):
+        name = f"a{i:02d}"
+        B = int(rnd.integers(1, 4))
+        T = 1 if i % 2 == 0 else int(rnd.integers(2, 9))          # decoder steps, and whole calls
+        S = int(rnd.integers(1, 25))
+        Dq, Dk = int(rnd.integers(3, 41)), int(rnd.integers(3, 41))
+        Dv = Dk if rnd.integers(0, 2) else int(rnd.integers(3, 41))
+        Dh = int(rnd.integers(4, 49))
+        causal = bool(rnd.integers(0, 4) == 0)
+        vl_kind = ["none", "per_batch", "per_query"][int(rnd.integers(0, 3))]
+        use_allow, use_bias = bool(rnd.integers(0, 3) == 0), bool(rnd.integers(0, 3) == 0)
+
+        def rounded(*shape, std=1.0):
+            return (torch.randn(*shape, generator=gen) * std).to(BF16).double()
+
+        q, k, v = rounded(B, T, Dq), rounded(B, S, Dk), rounded(B, S, Dv)
+        wq, wk = rounded(Dh, Dq, std=1.0 / math.sqrt(Dq)), rounded(Dh, Dk, std=1.0 / math.sqrt(Dk))
+        wv, dout = rounded(Dh), rounded(B, T, Dv)
+        vl = None
+        if vl_kind == "per_batch":
+            vl = torch.tensor(rnd.integers(0, S + 3, size=B), dtype=torch.int32)
+        elif vl_kind == "per_query":
+            vl = torch.tensor(rnd.integers(0, S + 3, size=(B, T)), dtype=torch.int32)
+        allow = torch.tensor(rnd.random((B, 1, T, S)) < 0.7) if use_allow else None
+        bias = None
+        if use_bias:
+            bias = torch.tensor(rnd.standard_normal((B, 1, T, S)), dtype=torch.float32).double()
+            bias[torch.tensor(rnd.random((B, 1, T, S)) < 0.1)] = -math.inf
+        keep = key_mask(B, 1, T, S, vl, vl_kind, causal, allow, bias)
+        x = (q, k, v, wq, wk, wv)
+        ref = additive_grads(x, dout, keep, bias, F64)
+        tb = additive_grads(x, dout, keep, bias, BF16)
+        rms = [rms_err(a, r) for a, r in zip(tb, ref)]
+        mx = [max_err(a, r) for a, r in zip(tb, ref)]
+
+        def put(key, t):
+            tensors[f"{name}/{key}"] = t
+
+        for key, t in zip(("q", "k", "v", "wq", "wk", "wv", "dout"), x + (dout,)):
+            put(key, t.float())
+        for key, t in zip(("out", "dq", "dk", "dv", "dwq", "dwk", "dwv"), ref):
+            put(key, t.float())
+        if vl is not None:
+            put("valid_lens", vl)
+        if allow is not None:
+            put("allow", allow.to(torch.uint8))
+        if bias is not None:
+            put("bias", bias.float())
+        put("torch_rms", torch.tensor(rms, dtype=F64))
+        put("torch_max", torch.tensor(mx, dtype=F64))
+        meta[f"{name}/dims"] = f"{B},{T},{S},{Dq},{Dk},{Dv},{Dh}"
+        meta[f"{name}/valid_lens_kind"] = vl_kind
+        meta[f"{name}/causal"] = str(int(causal))
+        names.append(name)
+        shape = f"B={B} T={T} S={S} Dq={Dq} Dk={Dk} Dv={Dv} Dh={Dh}"
+        masks = f"{vl_kind[:9]}{' causal' if causal else ''}{' allow' if use_allow else ''}{' bias' if use_bias else ''}"
+        print(f"{name:8s} {shape:44s} {masks:24s} " + " ".join(f"{a:.1e}" for a in rms))
+    meta["cases"] = ",".join(names)
+    st.save(OUT_ADDITIVE, tensors, meta)
+    back, bmeta = st.load(OUT_ADDITIVE)
+    assert bmeta == meta
+    for key, t in tensors.items():
+        assert np.array_equal(back[key], t.numpy()), key
+    print(f"wrote {OUT_ADDITIVE}: {len(names)} cases, {os.path.getsize(OUT_ADDITIVE)} bytes")
+
+
 if __name__ == "__main__":
     main()
+    additive_main()

@@ -60,4 +60,15 @@ static inline fz_v fz_mask_iota(fz_v a, int j0, int lim) {
 /* 2^x: the AVX-512 polynomial (exp2_avx512.h), shared with the AMX path. */
 static inline fz_v fz_exp2(fz_v x) { return attn__exp2_avx512(x); }
 
+/* x rounded to bf16 as fp32 (to nearest even, NaN kept quiet): attn__bf16's integer steps on 16 lanes.
+ * The AMX and AVX512-BF16 paths run this table's additive attention, whose bf16 compute rounds with it. */
+#define FZ_HAVE_BFR
+static inline fz_v fz_bfr(fz_v x) {
+    const __m512i u = _mm512_castps_si512(x), hi = _mm512_set1_epi32((int)0xffff0000u);
+    const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    const __m512i r = _mm512_and_si512(_mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), odd)), hi);
+    const __m512i nan = _mm512_and_si512(_mm512_or_si512(u, _mm512_set1_epi32(0x00400000)), hi);
+    return _mm512_castsi512_ps(_mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), nan));
+}
+
 #include "kernels/scalar/kernels_impl.h"

@@ -72,22 +72,54 @@ static void fz_gru_gates_backward(int H, const float *r_, const float *z_, const
  *   dP_s = m_s dout·v_s, Δ = Σ P dP, dx_s = P_s (dP_s - Δ);  dv_s += m_s P_s dout;  with u = tanh(..):
  *   dwv += dx_s u, da_t += dx_s wv ∘ (1 - u²), dkp_s += the same;  dq += da W_q, dW_q += daᵀ q (CBLAS).
  * Rows are handled one at a time in order, so sums into dkp, dv and dwv have a fixed order.
+ *
+ * bf16 compute (d->compute BF16, which src/core/additive.c leaves set only on the paths with bf16 units):
+ * the operands of the attention's products are rounded to bf16 — w_v and V once per call into the work,
+ * the tanh values u as they are made, the dropped-out weights m_s P_s, dout's row, and dx_s — and every
+ * sum stays fp32. A product of two bf16 values is exact in fp32, so each FMA here adds what a vdpbf16ps
+ * lane or a tile adds; only the order of the sums differs. The elementwise parts (a + kp, the tanh and
+ * its derivative 1 - u², the softmax) stay fp32, as the tiles paths keep the softmax in fp32.
  */
 typedef struct fz_add_work {
     float *a, *da;               /* (B,T,Dh) */
     float *x, *g;                /* (S + FZ_VW) scores / probabilities, and m_s dout·v_s */
+    float *wvr, *vr, *gr;        /* bf16 compute: w_v (Dh), V (B,S,Dv) and one dout row (Dv), rounded */
 } fz_add_work;
 
 static fz_add_work fz_add_carve(const attn_additive_desc *d, void *work) {
-    const size_t n = (size_t)d->B * d->T * d->Dh;
+    const size_t n = (size_t)d->B * d->T * d->Dh, S = (size_t)d->S + FZ_VW;
     float *w = (float *)(((uintptr_t)work + FZ_ALIGN - 1) & ~(uintptr_t)(FZ_ALIGN - 1));
-    fz_add_work k = {w, w + n, w + 2 * n, w + 2 * n + d->S + FZ_VW};
+    fz_add_work k = {w, w + n, w + 2 * n, w + 2 * n + S, NULL, NULL, NULL};
+    if (d->compute == ATTN_DTYPE_BF16) {
+        k.wvr = k.g + S;
+        k.vr = k.wvr + d->Dh + FZ_VW;
+        k.gr = k.vr + (size_t)d->B * d->S * d->Dv;
+    }
     return k;
 }
 
-/* x (S) = the scores of row (b,t) against the keys it may see (the rest -inf); returns their max. */
+/* x rounded to bf16 (to nearest even, NaN kept), as fp32. A path may define its own (FZ_HAVE_BFR). */
+#ifndef FZ_HAVE_BFR
+FZ_INLINE fz_v fz_bfr(fz_v x) {
+    float b[FZ_VW];
+    fz_store(b, x);
+    for (int i = 0; i < FZ_VW; i++) b[i] = attn__f32(attn__bf16(b[i]));
+    return fz_load(b);
+}
+#endif
+
+static float fz_bf1(float x) { return attn__f32(attn__bf16(x)); }
+
+/* dst (n) = src rounded to bf16 */
+static void fz_add_round(float *dst, const float *src, int64_t n) {
+    for (int64_t i = 0; i < n; i++) dst[i] = fz_bf1(src[i]);
+}
+
+/* x (S) = the scores of row (b,t) against the keys it may see (the rest -inf); returns their max. With
+ * bf16 compute wv is rounded already and the tanh values are rounded here. */
 static float fz_add_scores(const attn_additive_desc *d, float *x, const float *at, const float *kpb, const float *wv,
                            int b, int t) {
+    const int bf = d->compute == ATTN_DTYPE_BF16;
     const int S = d->S, Dh = d->Dh, n = attn__key_limit(&d->mask, b, t, d->T, S);
     const uint8_t *allow = attn__allow_row(&d->mask, b, 0, t);
     const float *bias = attn__bias_row(&d->mask, b, 0, t);
@@ -99,7 +131,8 @@ static float fz_add_scores(const attn_additive_desc *d, float *x, const float *a
             fz_v acc = fz_zero();
             for (int j = 0; j < Dh; j += FZ_VW) {
                 const fz_m tm = fz_tailmask(Dh - j);
-                acc = fz_fma(fz_loadm(wv + j, tm), fz_tanh(fz_add(fz_loadm(at + j, tm), fz_loadm(cs + j, tm))), acc);
+                const fz_v u = fz_tanh(fz_add(fz_loadm(at + j, tm), fz_loadm(cs + j, tm)));
+                acc = fz_fma(fz_loadm(wv + j, tm), bf ? fz_bfr(u) : u, acc);
             }
             xs = fz_hsum(acc);
             if (bias) xs += bias[s];
@@ -131,9 +164,15 @@ static float fz_add_drop(const attn_additive_desc *d, int b, int t, int s) {
 
 static void fz_additive_forward(const attn_additive_desc *d, float *out, float *weights, const float *q,
                                 const float *kp, const float *v, const float *wq, const float *wv, void *work) {
-    const int B = d->B, T = d->T, S = d->S, Dh = d->Dh, Dv = d->Dv;
+    const int B = d->B, T = d->T, S = d->S, Dh = d->Dh, Dv = d->Dv, bf = d->compute == ATTN_DTYPE_BF16;
     const fz_add_work w = fz_add_carve(d, work);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B * T, Dh, d->Dq, 1.0f, q, d->Dq, wq, d->Dq, 0.0f, w.a, Dh);
+    if (bf) {
+        fz_add_round(w.wvr, wv, Dh);
+        fz_add_round(w.vr, v, (int64_t)B * S * Dv);
+        wv = w.wvr;
+        v = w.vr;
+    }
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++) {
             const int64_t row = (int64_t)b * T + t;
@@ -145,6 +184,7 @@ static void fz_additive_forward(const attn_additive_desc *d, float *out, float *
             }
             if (!any) { memset(ot, 0, sizeof(float) * (size_t)Dv); continue; }
             for (int s = 0; s < S; s++) w.g[s] = w.x[s] * fz_add_drop(d, b, t, s);
+            if (bf) fz_add_round(w.g, w.g, S);
             fz_small_combine(ot, Dv, w.g, v + (int64_t)b * S * Dv, Dv, S);
         }
 }
@@ -152,16 +192,26 @@ static void fz_additive_forward(const attn_additive_desc *d, float *out, float *
 static void fz_additive_backward(const attn_additive_desc *d, float *dq, float *dkp, float *dv, float *dwq,
                                  float *dwv, const float *dout, const float *q, const float *kp, const float *v,
                                  const float *wq, const float *wv, void *work) {
-    const int B = d->B, T = d->T, S = d->S, Dh = d->Dh, Dv = d->Dv;
+    const int B = d->B, T = d->T, S = d->S, Dh = d->Dh, Dv = d->Dv, bf = d->compute == ATTN_DTYPE_BF16;
     const fz_add_work w = fz_add_carve(d, work);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B * T, Dh, d->Dq, 1.0f, q, d->Dq, wq, d->Dq, 0.0f, w.a, Dh);
     memset(w.da, 0, sizeof(float) * (size_t)B * T * Dh);
+    if (bf) {
+        fz_add_round(w.wvr, wv, Dh);
+        fz_add_round(w.vr, v, (int64_t)B * S * Dv);
+        wv = w.wvr;
+        v = w.vr;
+    }
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++) {
             const int64_t row = (int64_t)b * T + t;
             const float *at = w.a + row * Dh, *kpb = kp + (int64_t)b * S * Dh, *gt = dout + row * Dv;
             float *dat = w.da + row * Dh;
             if (!fz_add_softmax(w.x, S, fz_add_scores(d, w.x, at, kpb, wv, b, t))) continue;   /* no gradient */
+            if (bf) {
+                fz_add_round(w.gr, gt, Dv);
+                gt = w.gr;
+            }
             /* dP_s = m_s dout·v_s, Δ = Σ_s P_s dP_s;  dv_s += m_s P_s dout */
             float delta = 0.0f;
             for (int s = 0; s < S; s++) {
@@ -170,7 +220,7 @@ static void fz_additive_backward(const attn_additive_desc *d, float *dq, float *
                 if (m == 0.0f) continue;
                 const float *vs = v + ((int64_t)b * S + s) * Dv;
                 float *dvs = dv + ((int64_t)b * S + s) * Dv;
-                const fz_v pm = fz_set1(m * w.x[s]);
+                const fz_v pm = fz_set1(bf ? fz_bf1(m * w.x[s]) : m * w.x[s]);
                 fz_v acc = fz_zero();
                 for (int j = 0; j < Dv; j += FZ_VW) {
                     const fz_m tm = fz_tailmask(Dv - j);
@@ -184,14 +234,15 @@ static void fz_additive_backward(const attn_additive_desc *d, float *dq, float *
             /* through the softmax and the tanh layer into wv, a and kp */
             for (int s = 0; s < S; s++) {
                 if (w.x[s] == 0.0f) continue;
-                const fz_v dx = fz_set1(w.x[s] * (w.g[s] - delta));
+                const float dxs = w.x[s] * (w.g[s] - delta);
+                const fz_v dx = fz_set1(bf ? fz_bf1(dxs) : dxs);
                 const float *cs = kpb + (int64_t)s * Dh;
                 float *dcs = dkp + ((int64_t)b * S + s) * Dh;
                 for (int j = 0; j < Dh; j += FZ_VW) {
                     const fz_m tm = fz_tailmask(Dh - j);
                     const fz_v u = fz_tanh(fz_add(fz_loadm(at + j, tm), fz_loadm(cs + j, tm)));
                     const fz_v du = fz_mul(fz_mul(dx, fz_loadm(wv + j, tm)), fz_sub(fz_set1(1.0f), fz_mul(u, u)));
-                    fz_storem(dwv + j, fz_fma(dx, u, fz_loadm(dwv + j, tm)), tm);
+                    fz_storem(dwv + j, fz_fma(dx, bf ? fz_bfr(u) : u, fz_loadm(dwv + j, tm)), tm);
                     fz_storem(dat + j, fz_add(fz_loadm(dat + j, tm), du), tm);
                     fz_storem(dcs + j, fz_add(fz_loadm(dcs + j, tm), du), tm);
                 }
