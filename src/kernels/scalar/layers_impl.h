@@ -112,7 +112,20 @@ static float fz_bf1(float x) { return attn__f32(attn__bf16(x)); }
 
 /* dst (n) = src rounded to bf16 */
 static void fz_add_round(float *dst, const float *src, int64_t n) {
-    for (int64_t i = 0; i < n; i++) dst[i] = fz_bf1(src[i]);
+    int64_t i = 0;
+    for (; i + FZ_VW <= n; i += FZ_VW) fz_store(dst + i, fz_bfr(fz_load(src + i)));
+    for (; i < n; i++) dst[i] = fz_bf1(src[i]);
+}
+
+/* w_v · tanh(a_t + kp_s) over Dh; bf (a constant where it is inlined) rounds the tanh values to bf16. */
+FZ_INLINE float fz_add_dot(const float *at, const float *cs, const float *wv, int Dh, const int bf) {
+    fz_v acc = fz_zero();
+    for (int j = 0; j < Dh; j += FZ_VW) {
+        const fz_m tm = fz_tailmask(Dh - j);
+        const fz_v u = fz_tanh(fz_add(fz_loadm(at + j, tm), fz_loadm(cs + j, tm)));
+        acc = fz_fma(fz_loadm(wv + j, tm), bf ? fz_bfr(u) : u, acc);
+    }
+    return fz_hsum(acc);
 }
 
 /* x (S) = the scores of row (b,t) against the keys it may see (the rest -inf); returns their max. With
@@ -128,13 +141,7 @@ static float fz_add_scores(const attn_additive_desc *d, float *x, const float *a
         float xs = -INFINITY;
         if (s < n && (!allow || allow[s])) {
             const float *cs = kpb + (int64_t)s * Dh;
-            fz_v acc = fz_zero();
-            for (int j = 0; j < Dh; j += FZ_VW) {
-                const fz_m tm = fz_tailmask(Dh - j);
-                const fz_v u = fz_tanh(fz_add(fz_loadm(at + j, tm), fz_loadm(cs + j, tm)));
-                acc = fz_fma(fz_loadm(wv + j, tm), bf ? fz_bfr(u) : u, acc);
-            }
-            xs = fz_hsum(acc);
+            xs = bf ? fz_add_dot(at, cs, wv, Dh, 1) : fz_add_dot(at, cs, wv, Dh, 0);
             if (bias) xs += bias[s];
         }
         x[s] = xs;
@@ -189,6 +196,21 @@ static void fz_additive_forward(const attn_additive_desc *d, float *out, float *
         }
 }
 
+/* The score's gradient dx into the tanh layer: with u = tanh(a_t + kp_s), dw_v += dx u, and
+ * du = dx w_v (1 - u²) added to da_t and dkp_s; bf (a constant where it is inlined) rounds u for dw_v. */
+FZ_INLINE void fz_add_dtanh(float dxs, const float *at, const float *cs, const float *wv, float *dwv, float *dat,
+                            float *dcs, int Dh, const int bf) {
+    const fz_v dx = fz_set1(dxs);
+    for (int j = 0; j < Dh; j += FZ_VW) {
+        const fz_m tm = fz_tailmask(Dh - j);
+        const fz_v u = fz_tanh(fz_add(fz_loadm(at + j, tm), fz_loadm(cs + j, tm)));
+        const fz_v du = fz_mul(fz_mul(dx, fz_loadm(wv + j, tm)), fz_sub(fz_set1(1.0f), fz_mul(u, u)));
+        fz_storem(dwv + j, fz_fma(dx, bf ? fz_bfr(u) : u, fz_loadm(dwv + j, tm)), tm);
+        fz_storem(dat + j, fz_add(fz_loadm(dat + j, tm), du), tm);
+        fz_storem(dcs + j, fz_add(fz_loadm(dcs + j, tm), du), tm);
+    }
+}
+
 static void fz_additive_backward(const attn_additive_desc *d, float *dq, float *dkp, float *dv, float *dwq,
                                  float *dwv, const float *dout, const float *q, const float *kp, const float *v,
                                  const float *wq, const float *wv, void *work) {
@@ -235,17 +257,10 @@ static void fz_additive_backward(const attn_additive_desc *d, float *dq, float *
             for (int s = 0; s < S; s++) {
                 if (w.x[s] == 0.0f) continue;
                 const float dxs = w.x[s] * (w.g[s] - delta);
-                const fz_v dx = fz_set1(bf ? fz_bf1(dxs) : dxs);
                 const float *cs = kpb + (int64_t)s * Dh;
                 float *dcs = dkp + ((int64_t)b * S + s) * Dh;
-                for (int j = 0; j < Dh; j += FZ_VW) {
-                    const fz_m tm = fz_tailmask(Dh - j);
-                    const fz_v u = fz_tanh(fz_add(fz_loadm(at + j, tm), fz_loadm(cs + j, tm)));
-                    const fz_v du = fz_mul(fz_mul(dx, fz_loadm(wv + j, tm)), fz_sub(fz_set1(1.0f), fz_mul(u, u)));
-                    fz_storem(dwv + j, fz_fma(dx, bf ? fz_bfr(u) : u, fz_loadm(dwv + j, tm)), tm);
-                    fz_storem(dat + j, fz_add(fz_loadm(dat + j, tm), du), tm);
-                    fz_storem(dcs + j, fz_add(fz_loadm(dcs + j, tm), du), tm);
-                }
+                if (bf) fz_add_dtanh(fz_bf1(dxs), at, cs, wv, dwv, dat, dcs, Dh, 1);
+                else fz_add_dtanh(dxs, at, cs, wv, dwv, dat, dcs, Dh, 0);
             }
         }
     /* dq += da W_q;  dW_q += daᵀ q */
