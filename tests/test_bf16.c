@@ -594,6 +594,44 @@ static const float *acc_f32(const attn_st_file *f, const char *cs, const char *n
     return t->dtype == ATTN_DTYPE_F32 && t->nbytes == n * sizeof(float) ? t->data : NULL;
 }
 
+/* A golden case's masks into m (H heads; the file's causal flag, valid lengths, allow and bias, as
+ * gen_bf16.py writes them). 0 when its metadata is missing. */
+static int acc_case_mask(const attn_st_file *f, const char *cs, attn_mask *m, int B, int H, int T, int S) {
+    char key[64];
+    snprintf(key, sizeof key, "%s/causal", cs);
+    const char *causal = attn_st_meta(f, key);
+    snprintf(key, sizeof key, "%s/valid_lens_kind", cs);
+    const char *vk = attn_st_meta(f, key);
+    CHECK(causal && vk);
+    if (!causal || !vk) return 0;
+    m->causal = causal[0] == '1';
+    snprintf(key, sizeof key, "%s/valid_lens", cs);
+    const attn_st_tensor *vl = attn_st_find(f, key);
+    if (strcmp(vk, "none") != 0) {
+        const int per_query = strcmp(vk, "per_query") == 0;
+        CHECK(vl && vl->dtype == ATTN_DTYPE_I32 && vl->nbytes == (per_query ? (size_t)B * T : (size_t)B) * 4);
+        m->valid_lens_kind = per_query ? ATTN_VALID_LENS_PER_QUERY : ATTN_VALID_LENS_PER_BATCH;
+        m->valid_lens = vl ? vl->data : NULL;
+    }
+    snprintf(key, sizeof key, "%s/allow", cs);
+    const attn_st_tensor *al = attn_st_find(f, key);
+    if (al) {
+        CHECK(al->dtype == ATTN_DTYPE_U8 && al->nbytes == (size_t)B * H * T * S);
+        m->allow = al->data;
+        m->allow_stride[0] = (int64_t)H * T * S;
+        m->allow_stride[1] = (int64_t)T * S;
+        m->allow_stride[2] = S;
+    }
+    const float *bias = acc_f32(f, cs, "bias", (size_t)B * H * T * S, 0);
+    if (bias) {
+        m->bias = bias;
+        m->bias_stride[0] = (int64_t)H * T * S;
+        m->bias_stride[1] = (int64_t)T * S;
+        m->bias_stride[2] = S;
+    }
+    return 1;
+}
+
 static void check_accuracy(attn_isa isa, int print) {
     char path[1024], err[256];
     snprintf(path, sizeof path, "%s/bf16_accuracy.safetensors", ATTN_GOLDEN_DIR);
@@ -617,45 +655,16 @@ static void check_accuracy(attn_isa isa, int print) {
         snprintf(key, sizeof key, "%s/dims", cs);
         const char *dims = attn_st_meta(&f, key);
         CHECK(dims && sscanf(dims, "%d,%d,%d,%d,%d,%d,%d", &B, &H, &Hkv, &T, &S, &D, &Dv) == 7);
-        snprintf(key, sizeof key, "%s/causal", cs);
-        const char *causal = attn_st_meta(&f, key);
-        snprintf(key, sizeof key, "%s/valid_lens_kind", cs);
-        const char *vk = attn_st_meta(&f, key);
-        CHECK(causal && vk);
-        if (!dims || !causal || !vk) break;
+        if (!dims) break;
         attn_sdpa_desc d;
         CHECK_STATUS(attn_sdpa_desc_init(&d, B, H, T, S, D, Dv), ATTN_OK);
         d.Hkv = Hkv;
         d.k = (attn_layout){(int64_t)Hkv * S * D, (int64_t)S * D, D};
         d.v = (attn_layout){(int64_t)Hkv * S * Dv, (int64_t)S * Dv, Dv};
-        d.mask.causal = causal[0] == '1';
         d.dtype = ATTN_DTYPE_BF16;
+        if (!acc_case_mask(&f, cs, &d.mask, B, H, T, S)) break;
         const size_t n[4] = {(size_t)B * H * T * D, (size_t)B * Hkv * S * D, (size_t)B * Hkv * S * Dv,
                              (size_t)B * H * T * Dv};        /* q, k, v, out */
-        snprintf(key, sizeof key, "%s/valid_lens", cs);
-        const attn_st_tensor *vl = attn_st_find(&f, key);
-        if (strcmp(vk, "none") != 0) {
-            const int per_query = strcmp(vk, "per_query") == 0;
-            CHECK(vl && vl->dtype == ATTN_DTYPE_I32 && vl->nbytes == (per_query ? (size_t)B * T : (size_t)B) * 4);
-            d.mask.valid_lens_kind = per_query ? ATTN_VALID_LENS_PER_QUERY : ATTN_VALID_LENS_PER_BATCH;
-            d.mask.valid_lens = vl ? vl->data : NULL;
-        }
-        snprintf(key, sizeof key, "%s/allow", cs);
-        const attn_st_tensor *al = attn_st_find(&f, key);
-        if (al) {
-            CHECK(al->dtype == ATTN_DTYPE_U8 && al->nbytes == (size_t)B * H * T * S);
-            d.mask.allow = al->data;
-            d.mask.allow_stride[0] = (int64_t)H * T * S;
-            d.mask.allow_stride[1] = (int64_t)T * S;
-            d.mask.allow_stride[2] = S;
-        }
-        const float *bias = acc_f32(&f, cs, "bias", (size_t)B * H * T * S, 0);
-        if (bias) {
-            d.mask.bias = bias;
-            d.mask.bias_stride[0] = (int64_t)H * T * S;
-            d.mask.bias_stride[1] = (int64_t)T * S;
-            d.mask.bias_stride[2] = S;
-        }
         const char *in_names[4] = {"q", "k", "v", "dout"}, *ref_names[4] = {"out", "dq", "dk", "dv"};
         const size_t in_n[4] = {n[0], n[1], n[2], n[3]}, ref_n[4] = {n[3], n[0], n[1], n[2]};
         uint16_t *in[4], *got[4];
@@ -773,40 +782,12 @@ static void check_additive(attn_isa isa) {
         int B, T, S, Dq, Dk, Dv, Dh;
         snprintf(key, sizeof key, "%s/dims", cs);
         const char *dims = attn_st_meta(&f, key);
-        snprintf(key, sizeof key, "%s/causal", cs);
-        const char *causal = attn_st_meta(&f, key);
-        snprintf(key, sizeof key, "%s/valid_lens_kind", cs);
-        const char *vk = attn_st_meta(&f, key);
-        CHECK(dims && causal && vk && sscanf(dims, "%d,%d,%d,%d,%d,%d,%d", &B, &T, &S, &Dq, &Dk, &Dv, &Dh) == 7);
-        if (!dims || !causal || !vk) break;
+        CHECK(dims && sscanf(dims, "%d,%d,%d,%d,%d,%d,%d", &B, &T, &S, &Dq, &Dk, &Dv, &Dh) == 7);
+        if (!dims) break;
         attn_additive_desc d;
         CHECK_STATUS(attn_additive_desc_init(&d, B, T, S, Dq, Dk, Dv, Dh), ATTN_OK);
         CHECK(d.compute == ATTN_DTYPE_F32);
-        d.mask.causal = causal[0] == '1';
-        snprintf(key, sizeof key, "%s/valid_lens", cs);
-        const attn_st_tensor *vl = attn_st_find(&f, key);
-        if (strcmp(vk, "none") != 0) {
-            const int per_query = strcmp(vk, "per_query") == 0;
-            CHECK(vl && vl->dtype == ATTN_DTYPE_I32 && vl->nbytes == (per_query ? (size_t)B * T : (size_t)B) * 4);
-            d.mask.valid_lens_kind = per_query ? ATTN_VALID_LENS_PER_QUERY : ATTN_VALID_LENS_PER_BATCH;
-            d.mask.valid_lens = vl ? vl->data : NULL;
-        }
-        snprintf(key, sizeof key, "%s/allow", cs);
-        const attn_st_tensor *al = attn_st_find(&f, key);
-        if (al) {
-            CHECK(al->dtype == ATTN_DTYPE_U8 && al->nbytes == (size_t)B * T * S);
-            d.mask.allow = al->data;
-            d.mask.allow_stride[0] = (int64_t)T * S;
-            d.mask.allow_stride[1] = (int64_t)T * S;
-            d.mask.allow_stride[2] = S;
-        }
-        const float *bias = acc_f32(&f, cs, "bias", (size_t)B * T * S, 0);
-        if (bias) {
-            d.mask.bias = bias;
-            d.mask.bias_stride[0] = (int64_t)T * S;
-            d.mask.bias_stride[1] = (int64_t)T * S;
-            d.mask.bias_stride[2] = S;
-        }
+        if (!acc_case_mask(&f, cs, &d.mask, B, 1, T, S)) break;
         /* q k v wq wk wv dout; the reference's out dq dk dv dwq dwk dwv */
         const size_t in_n[7] = {(size_t)B * T * Dq, (size_t)B * S * Dk, (size_t)B * S * Dv, (size_t)Dh * Dq,
                                 (size_t)Dh * Dk, (size_t)Dh, (size_t)B * T * Dv};

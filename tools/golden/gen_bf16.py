@@ -63,6 +63,38 @@ def max_err(x, ref):
     return (x - ref).abs().max().item() / (m if m > 0 else 1.0) if ref.numel() else 0.0
 
 
+def put_case(tensors, meta, name, named, vl, allow, bias, rms, mx, dims, vl_kind, causal):
+    """One case's tensors (inputs and references as float32, then its masks and PyTorch's errors) and its
+    metadata (dims, valid_lens_kind, causal)."""
+    def put(key, t):
+        tensors[f"{name}/{key}"] = t
+
+    for key, t in named:
+        put(key, t.float())
+    if vl is not None:
+        put("valid_lens", vl)
+    if allow is not None:
+        put("allow", allow.to(torch.uint8))
+    if bias is not None:
+        put("bias", bias.float())
+    put("torch_rms", torch.tensor(rms, dtype=F64))
+    put("torch_max", torch.tensor(mx, dtype=F64))
+    meta[f"{name}/dims"] = dims
+    meta[f"{name}/valid_lens_kind"] = vl_kind
+    meta[f"{name}/causal"] = str(int(causal))
+
+
+def save_checked(path, tensors, meta, names):
+    """Writes the file, then reads it back: what was written is what was computed."""
+    meta["cases"] = ",".join(names)
+    st.save(path, tensors, meta)
+    back, bmeta = st.load(path)
+    assert bmeta == meta
+    for key, t in tensors.items():
+        assert np.array_equal(back[key], t.numpy()), key
+    print(f"wrote {path}: {len(names)} cases, {os.path.getsize(path)} bytes")
+
+
 def main():
     gen = torch.Generator().manual_seed(0xbf16)
     rnd = np.random.default_rng(20261130)
@@ -105,36 +137,15 @@ def main():
         rms = [rms_err(x, r) for x, r in zip(tb, ref)]
         mx = [max_err(x, r) for x, r in zip(tb, ref)]
 
-        def put(key, t):
-            tensors[f"{name}/{key}"] = t
-
-        for key, t in [("q", q), ("k", k), ("v", v), ("dout", dout)]:
-            put(key, t.float())
-        for key, t in zip(("out", "dq", "dk", "dv"), ref):
-            put(key, t.float())
-        if vl is not None:
-            put("valid_lens", vl)
-        if allow is not None:
-            put("allow", allow.to(torch.uint8))
-        if bias is not None:
-            put("bias", bias.float())
-        put("torch_rms", torch.tensor(rms, dtype=F64))
-        put("torch_max", torch.tensor(mx, dtype=F64))
-        meta[f"{name}/dims"] = f"{B},{H},{Hkv},{T},{S},{D},{Dv}"
-        meta[f"{name}/valid_lens_kind"] = vl_kind
-        meta[f"{name}/causal"] = str(int(causal))
+        put_case(tensors, meta, name, [("q", q), ("k", k), ("v", v), ("dout", dout)] +
+                 list(zip(("out", "dq", "dk", "dv"), ref)), vl, allow, bias, rms, mx,
+                 f"{B},{H},{Hkv},{T},{S},{D},{Dv}", vl_kind, causal)
         names.append(name)
         shape = f"B={B} H={H} Hkv={Hkv} T={T} S={S} D={D} Dv={Dv}"
         masks = f"{vl_kind[:9]}{' causal' if causal else ''}{' allow' if use_allow else ''}{' bias' if use_bias else ''}"
         print(f"{name:8s} {shape:44s} {masks:28s} " + " ".join(f"{a:.1e}" for a in rms) + " ; " +
               " ".join(f"{a:.1e}" for a in mx))
-    meta["cases"] = ",".join(names)
-    st.save(OUT, tensors, meta)
-    back, bmeta = st.load(OUT)
-    assert bmeta == meta
-    for key, t in tensors.items():
-        assert np.array_equal(back[key], t.numpy()), key
-    print(f"wrote {OUT}: {len(names)} cases, {os.path.getsize(OUT)} bytes")
+    save_checked(OUT, tensors, meta, names)
 
 
 def additive_grads(x, dout, keep, bias, dtype):
@@ -185,35 +196,14 @@ def additive_main():
         rms = [rms_err(a, r) for a, r in zip(tb, ref)]
         mx = [max_err(a, r) for a, r in zip(tb, ref)]
 
-        def put(key, t):
-            tensors[f"{name}/{key}"] = t
-
-        for key, t in zip(("q", "k", "v", "wq", "wk", "wv", "dout"), x + (dout,)):
-            put(key, t.float())
-        for key, t in zip(("out", "dq", "dk", "dv", "dwq", "dwk", "dwv"), ref):
-            put(key, t.float())
-        if vl is not None:
-            put("valid_lens", vl)
-        if allow is not None:
-            put("allow", allow.to(torch.uint8))
-        if bias is not None:
-            put("bias", bias.float())
-        put("torch_rms", torch.tensor(rms, dtype=F64))
-        put("torch_max", torch.tensor(mx, dtype=F64))
-        meta[f"{name}/dims"] = f"{B},{T},{S},{Dq},{Dk},{Dv},{Dh}"
-        meta[f"{name}/valid_lens_kind"] = vl_kind
-        meta[f"{name}/causal"] = str(int(causal))
+        put_case(tensors, meta, name, list(zip(("q", "k", "v", "wq", "wk", "wv", "dout"), x + (dout,))) +
+                 list(zip(("out", "dq", "dk", "dv", "dwq", "dwk", "dwv"), ref)), vl, allow, bias, rms, mx,
+                 f"{B},{T},{S},{Dq},{Dk},{Dv},{Dh}", vl_kind, causal)
         names.append(name)
         shape = f"B={B} T={T} S={S} Dq={Dq} Dk={Dk} Dv={Dv} Dh={Dh}"
         masks = f"{vl_kind[:9]}{' causal' if causal else ''}{' allow' if use_allow else ''}{' bias' if use_bias else ''}"
         print(f"{name:8s} {shape:44s} {masks:24s} " + " ".join(f"{a:.1e}" for a in rms))
-    meta["cases"] = ",".join(names)
-    st.save(OUT_ADDITIVE, tensors, meta)
-    back, bmeta = st.load(OUT_ADDITIVE)
-    assert bmeta == meta
-    for key, t in tensors.items():
-        assert np.array_equal(back[key], t.numpy()), key
-    print(f"wrote {OUT_ADDITIVE}: {len(names)} cases, {os.path.getsize(OUT_ADDITIVE)} bytes")
+    save_checked(OUT_ADDITIVE, tensors, meta, names)
 
 
 if __name__ == "__main__":
