@@ -92,6 +92,13 @@ int cli_palette(const char *who, const cli_cmd *cmd, const char *name, attn_pale
 #define CLI_PRECISION_HELP "the attention's compute: f32, or bf16 (its products in bf16 on a CPU with AMX or " \
                            "AVX512-BF16, fp32 sums; weights and the rest stay fp32; saved in the checkpoint)"
 int cli_precision(const char *who, const cli_cmd *cmd, const char *name, attn_dtype *compute);
+/* What the default context's path computes a model's scaled dot-product attention in (B, H heads, T = S
+ * rows, head width D, a sliding window when window) when compute is asked: attn_sdpa_compute_type's
+ * answer, F32 on any error. */
+attn_dtype cli_sdpa_runs(attn_dtype compute, int B, int H, int T, int D, int window);
+/* The banners' word for it: "bf16" or "f32", and "f32 (bf16 asked: ...)" when bf16 was asked but the path
+ * runs the model's attention in fp32 (no bf16 units, heads too small for them, a sparse mask). */
+const char *cli_compute_word(attn_dtype asked, attn_dtype runs);
 #define CLI_PATCH_KERNEL_HELP "overlapping patches: the patch embedding's convolution reads K x K pixels around " \
     "each patch (stride --patch, zero padding (K - patch)/2; K - patch even, K <= 3 x patch); the tokens stay the " \
     "same (default: the patch size, no overlap; saved in the checkpoint, --resume keeps it)"

@@ -897,7 +897,9 @@ static int imdb_train_run(const imdb_flags *f) {
                    "batch %d, lr %g, seed %" PRIu64 ", %d threads%s, %s kernels, attention compute %s, BLAS %s\n",
                    r.d.train.n, r.d.test.n, r.m.cfg.V, r.m.cfg.T, win, r.m.cfg.mask_padding ? ", padding masked" : "",
                    r.m.n_params, r.batch, r.lr, r.seed, attn_get_num_threads(), par, attn_isa_name(attn_get_isa()),
-                   r.m.cfg.compute == ATTN_DTYPE_BF16 ? "bf16" : "f32", attn_blas_core_name());
+                   cli_compute_word(r.m.cfg.compute, cli_sdpa_runs(r.m.cfg.compute, r.batch, 1, r.m.cfg.T, r.m.cfg.D,
+                                                                   r.m.cfg.window)),
+                   attn_blas_core_name());
             fflush(stdout);
             rc = train_loop(f, &r);
             if (rc == 0 && dist_on() && dist_size() <= 64) {
@@ -968,7 +970,8 @@ static int imdb_eval(const imdb_flags *f) {
     if (!rc)
         printf("%s (epoch %d): %d test reviews - loss: %.4f - acc: %.4f - %.2fs (%d threads, attention compute %s)\n",
                ckpt, cm.epoch, d.test.n, loss, acc, dt, attn_get_num_threads(),
-               m.cfg.compute == ATTN_DTYPE_BF16 ? "bf16" : "f32");
+               cli_compute_word(m.cfg.compute, cli_sdpa_runs(m.cfg.compute, EVAL_BATCH, 1, m.cfg.T, m.cfg.D,
+                                                             m.cfg.window)));
     attn_imdb_model_free(&m);
     attn_imdb_vocab_free(&v);
     attn_imdb_free(&d);

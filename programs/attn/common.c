@@ -148,6 +148,21 @@ int cli_precision(const char *who, const cli_cmd *cmd, const char *name, attn_dt
     return 2;
 }
 
+attn_dtype cli_sdpa_runs(attn_dtype compute, int B, int H, int T, int D, int window) {
+    attn_sdpa_desc d;
+    attn_dtype runs = ATTN_DTYPE_F32;
+    if (attn_sdpa_desc_init(&d, B, H, T, T, D, D) != ATTN_OK) return ATTN_DTYPE_F32;
+    d.compute = compute;
+    d.mask.window = window != 0;
+    return attn_sdpa_compute_type(NULL, &d, ATTN_PASS_FORWARD, &runs) == ATTN_OK ? runs : ATTN_DTYPE_F32;
+}
+
+const char *cli_compute_word(attn_dtype asked, attn_dtype runs) {
+    if (runs == ATTN_DTYPE_BF16) return "bf16";
+    return asked == ATTN_DTYPE_BF16 ? "f32 (bf16 asked: the kernel path in use runs this model's attention in fp32)"
+                                    : "f32";
+}
+
 int cli_patch_kernel(const char *who, const cli_cmd *cmd, int P, int K) {
     if (K == 0 || (K >= P && (K - P) % 2 == 0 && K <= 3 * P)) return 0;
     fprintf(stderr, "attn: %s: --patch-kernel %d: expected --patch %d or more, at most 3 x --patch, and "

@@ -70,10 +70,16 @@ static int s2s_create(translator *tr, const tr_train_args *a, const void *opts, 
     if (cli_fail(attn_seq2seq_set_shards(m, a->shards), "--shards")) { attn_seq2seq_free(m); free(m); return 1; }
     tr->model = m;
     *n_params = m->n_params;
+    attn_additive_desc d;                 /* a decoder step's attention, to ask what it runs in */
+    attn_dtype runs = ATTN_DTYPE_F32;
+    if (attn_additive_desc_init(&d, a->batch, 1, tr->num_steps, 32, 32, 32, 32) == ATTN_OK) {
+        d.compute = a->compute;
+        if (attn_additive_compute_type(NULL, &d, &runs) != ATTN_OK) runs = ATTN_DTYPE_F32;
+    }
     printf("model: embedding 32, 2-layer GRU 32, additive attention 32, dropout 0.1: %zu parameters; "
            "%d epochs, batch %d, Adam lr %g, %d thread%s, attention compute %s\n", m->n_params, a->epochs, a->batch,
            (double)a->lr, attn_get_num_threads(), attn_get_num_threads() == 1 ? "" : "s",
-           a->compute == ATTN_DTYPE_BF16 ? "bf16" : "f32");
+           cli_compute_word(a->compute, runs));
     return 0;
 }
 
@@ -81,7 +87,10 @@ static int s2s_train(const tr_kind *kind, int argc, char **argv) {
     tr_train_args a = {NULL, kind->default_dir, 0, 0, 600, 64, 10, 1, 0.005f, NULL, 0, NULL, ATTN_DTYPE_F32, 0, 0};
     cli_opt opts[] = {
         TR_TRAIN_OPTS(a),
-        {"precision", CLI_STR, &a.precision, "NAME", CLI_PRECISION_HELP},
+        {"precision", CLI_STR, &a.precision, "NAME", "the additive attention's compute: f32, or bf16 (w_v against "
+                                                     "the tanh values and the weights against V in bf16 on a CPU with "
+                                                     "AMX or AVX512-BF16, fp32 sums; the projections W_q, W_k and the "
+                                                     "rest stay fp32; saved in the checkpoint)"},
     };
     cli_cmd cmd = {"attn translate train [--model bahdanau|transformer] [options]",
                    "Trains the d2l English-French seq2seq model with Bahdanau attention (embedding 32, 2-layer\n"

@@ -81,10 +81,11 @@ static int tf_create(translator *tr, const tr_train_args *a, const void *opts, s
     if (cli_fail(attn_transformer_set_shards(m, a->shards), "--shards")) { attn_transformer_free(m); free(m); return 1; }
     tr->model = m;
     *n_params = m->n_params;
+    const attn_dtype runs = cli_sdpa_runs(a->compute, a->batch, o->heads, tr->num_steps, o->hidden / o->heads, 0);
     printf("model: Transformer, %d+%d blocks, width %d, %d heads, feed-forward %d, dropout %g: %zu parameters; "
            "%d epochs, batch %d, Adam lr %g, %d thread%s, attention compute %s\n", o->blocks, o->blocks, o->hidden,
            o->heads, o->ffn, (double)o->dropout, m->n_params, a->epochs, a->batch, (double)a->lr,
-           attn_get_num_threads(), attn_get_num_threads() == 1 ? "" : "s", a->compute == ATTN_DTYPE_BF16 ? "bf16" : "f32");
+           attn_get_num_threads(), attn_get_num_threads() == 1 ? "" : "s", cli_compute_word(a->compute, runs));
     return 0;
 }
 
