@@ -11,7 +11,8 @@
  * The backward adds into each gradient separately, so when the keys are also the values (Dk == Dv) dk
  * and dv may be one buffer: it receives dk + dv (tests/test_additive_ref.c).
  * bf16 compute is a permission, as in sdpa.c: the kernels see compute BF16 only on a path with bf16 units
- * (AMX, AVX512-BF16); on every other path, the reference one included, the call runs as fp32 (`effective`).
+ * (AMX, AVX512-BF16); on every other path, the reference one included, the call runs as fp32 (begin's copy
+ * of the descriptor, which sizes the workspace too).
  *
  * Workspace (bytes from attn_additive_workspace_size), after up to 64 bytes of alignment:
  *   REF path     the reference kernels' (attn__additive_ref_workspace)
