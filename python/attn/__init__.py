@@ -100,6 +100,17 @@ class Context:
         return f"attn.Context(isa={self.isa!r}, threads={self.threads})"
 
 
+_COMPUTE = {"f32": 0, "bf16": 6}   # attn_dtype: ATTN_DTYPE_F32, ATTN_DTYPE_BF16
+
+
+def _compute_code(compute):
+    """attn_dtype of compute= ('f32' or 'bf16')."""
+    try:
+        return _COMPUTE[compute]
+    except (KeyError, TypeError):
+        raise ValueError(f"compute: expected 'f32' or 'bf16', got {compute!r}") from None
+
+
 def _ctx(ctx):
     """A snapshot of the context a call runs on, so a workspace sized for it stays right."""
     if ctx is None:
@@ -325,7 +336,7 @@ def _sdpa_fast(q, k, v, scale, causal, ctx):
 
 
 def sdpa(q, k, v, *, scale=None, causal=False, valid_lens=None, mask=None, bias=None, dropout=0.0, seed=0,
-         return_weights=False, return_lse=False, return_stats=False, ctx=None):
+         return_weights=False, return_lse=False, return_stats=False, compute="f32", ctx=None):
     """Scaled dot-product attention: softmax(scale·Q Kᵀ + bias, masked) V.
 
     q (B,H,T,D), k (B,Hkv,S,D), v (B,Hkv,S,Dv), or (B,T,D), (B,S,D), (B,S,Dv) without heads; H a multiple
@@ -335,9 +346,14 @@ def sdpa(q, k, v, *, scale=None, causal=False, valid_lens=None, mask=None, bias=
     attend; bias float broadcastable to (B,H,T,S), added to the scaled scores (-inf excludes). dropout in
     [0,1) with its seed (the same seed drops the same weights on every path and thread count).
 
+    compute: 'f32', or 'bf16': the products' operands rounded to bf16 with fp32 sums where the kernel path
+    takes the shape so (AMX tiles, 16 or more query rows; a call asked for weights runs as fp32), fp32
+    elsewhere; the arrays stay float32.
+
     Returns out (B,H,T,Dv); with return_weights/return_lse/return_stats a tuple (out, [weights (B,H,T,S)],
     [lse (B,H,T)], [stats (B,H,T,2)]) in that order. stats are what sdpa_backward needs."""
-    if (type(q) is np.ndarray and type(k) is np.ndarray and type(v) is np.ndarray and q.ndim == 4
+    cc = _compute_code(compute)
+    if (cc == 0 and type(q) is np.ndarray and type(k) is np.ndarray and type(v) is np.ndarray and q.ndim == 4
             and valid_lens is None and mask is None and bias is None and not dropout
             and not (return_weights or return_lse or return_stats)):
         out = _sdpa_fast(q, k, v, scale, causal, ctx)
@@ -345,6 +361,7 @@ def sdpa(q, k, v, *, scale=None, causal=False, valid_lens=None, mask=None, bias=
             return out
     keep = []
     d, q4, k4, v4, squeeze = _sdpa_setup(q, k, v, scale, causal, valid_lens, mask, bias, dropout, seed, keep)
+    d.compute = cc
     c = _ctx(ctx)
     cp = ctypes.byref(c)
     dp = ctypes.byref(d)
@@ -392,11 +409,14 @@ def logsumexp(stats):
 
 
 def sdpa_backward(dout, q, k, v, out, stats, *, scale=None, causal=False, valid_lens=None, mask=None, bias=None,
-                  dropout=0.0, seed=0, ctx=None):
+                  dropout=0.0, seed=0, compute="f32", ctx=None):
     """Gradients (dq, dk, dv) of sdpa given dout = ∂loss/∂out. out and stats are the forward's (stats from
-    sdpa(..., return_stats=True) on the same kernel path); the other arguments must be the forward's."""
+    sdpa(..., return_stats=True) on the same kernel path); the other arguments, compute included, must be
+    the forward's."""
+    cc = _compute_code(compute)
     keep = []
     d, q4, k4, v4, squeeze = _sdpa_setup(q, k, v, scale, causal, valid_lens, mask, bias, dropout, seed, keep)
+    d.compute = cc
     B, H, T, Dv = d.B, d.H, d.T, d.Dv
     want = (B, T, Dv) if squeeze else (B, H, T, Dv)
     arrs = {}
@@ -441,7 +461,7 @@ def sdpa_backward(dout, q, k, v, out, stats, *, scale=None, causal=False, valid_
 # ---- additive attention ----------------------------------------------------------------------------
 
 
-def _additive_setup(q, k, v, wq, wk, wv, causal, valid_lens, mask, bias, dropout, seed, keep):
+def _additive_setup(q, k, v, wq, wk, wv, causal, valid_lens, mask, bias, dropout, seed, keep, compute):
     arrs = []
     for name, a, nd in (("q", q, 3), ("k", k, 3), ("v", v, 3), ("wq", wq, 2), ("wk", wk, 2), ("wv", wv, 1)):
         a = _f32(name, a)
@@ -467,17 +487,20 @@ def _additive_setup(q, k, v, wq, wk, wv, causal, valid_lens, mask, bias, dropout
     if dropout:
         d.dropout = float(dropout)
         d.seed = int(seed) & 0xFFFFFFFFFFFFFFFF
+    d.compute = _compute_code(compute)
     _set_mask(d.mask, B, 1, T, S, causal, valid_lens, mask, bias, keep)
     return d, arrs
 
 
 def additive(q, k, v, wq, wk, wv, *, causal=False, valid_lens=None, mask=None, bias=None, dropout=0.0, seed=0,
-             return_weights=False, ctx=None):
+             return_weights=False, compute="f32", ctx=None):
     """Additive (Bahdanau) attention: score(t, s) = wvᵀ tanh(wq q_t + wk k_s), softmax over s (masked as in
     sdpa, with H = 1), out = weights V. q (B,T,Dq), k (B,S,Dk), v (B,S,Dv), wq (Dh,Dq), wk (Dh,Dk), wv (Dh).
-    Returns out (B,T,Dv), or (out, weights (B,T,S))."""
+    compute: 'f32', or 'bf16': wv against the tanh values and the weights against V take bf16-rounded
+    operands with fp32 sums on a path with bf16 units (AMX, AVX512-BF16), fp32 elsewhere; the projections
+    stay fp32. Returns out (B,T,Dv), or (out, weights (B,T,S))."""
     keep = []
-    d, arrs = _additive_setup(q, k, v, wq, wk, wv, causal, valid_lens, mask, bias, dropout, seed, keep)
+    d, arrs = _additive_setup(q, k, v, wq, wk, wv, causal, valid_lens, mask, bias, dropout, seed, keep, compute)
     c = _ctx(ctx)
     cp, dp = ctypes.byref(c), ctypes.byref(d)
     out = np.empty((d.B, d.T, d.Dv), _F32)
@@ -489,10 +512,10 @@ def additive(q, k, v, wq, wk, wv, *, causal=False, valid_lens=None, mask=None, b
 
 
 def additive_backward(dout, q, k, v, wq, wk, wv, *, causal=False, valid_lens=None, mask=None, bias=None,
-                      dropout=0.0, seed=0, ctx=None):
+                      dropout=0.0, seed=0, compute="f32", ctx=None):
     """Gradients (dq, dk, dv, dwq, dwk, dwv) of additive() given dout (B,T,Dv)."""
     keep = []
-    d, arrs = _additive_setup(q, k, v, wq, wk, wv, causal, valid_lens, mask, bias, dropout, seed, keep)
+    d, arrs = _additive_setup(q, k, v, wq, wk, wv, causal, valid_lens, mask, bias, dropout, seed, keep, compute)
     do = _f32("dout", dout)
     if do.shape != (d.B, d.T, d.Dv):
         raise ValueError(f"dout: expected shape (B,T,Dv) = {(d.B, d.T, d.Dv)}, got {do.shape}")

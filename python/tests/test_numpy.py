@@ -272,6 +272,38 @@ def test_additive_errors(rng):
         attn.additive(q, k, v, wq, wk, wv.astype(np.float64))
 
 
+def test_compute_bf16(rng):
+    """compute='bf16': on AMX (tiles, 16+ rows) the SDPA products and on AMX or AVX512-BF16 the additive
+    attention's are rounded to bf16: close to fp32, not equal; on AVX2 a permission only: fp32's bits."""
+    q, k, v = rand(rng, 1, 2, 40, 32), rand(rng, 1, 2, 50, 32), rand(rng, 1, 2, 50, 32)
+    aq, ak, av = rand(rng, 2, 3, 7), rand(rng, 2, 9, 6), rand(rng, 2, 9, 5)
+    wq, wk, wv, dout = rand(rng, 16, 7), rand(rng, 16, 6), rand(rng, 16), rand(rng, 2, 3, 5)
+    with pytest.raises(ValueError, match="^compute: expected 'f32' or 'bf16', got 'fp8'"):
+        attn.sdpa(q, k, v, compute="fp8")
+    with pytest.raises(ValueError, match="^compute"):
+        attn.additive(aq, ak, av, wq, wk, wv, compute=None)
+    for isa in ("amx", "avx512bf16", "avx2"):
+        if not attn.cpu_supports(isa):
+            continue
+        c = attn.Context(isa, 1)
+        o32, s32 = attn.sdpa(q, k, v, return_stats=True, ctx=c)
+        o16, s16 = attn.sdpa(q, k, v, return_stats=True, compute="bf16", ctx=c)
+        g32 = attn.sdpa_backward(o32, q, k, v, o32, s32, ctx=c)
+        g16 = attn.sdpa_backward(o16, q, k, v, o16, s16, compute="bf16", ctx=c)
+        a32 = attn.additive(aq, ak, av, wq, wk, wv, ctx=c)
+        a16 = attn.additive(aq, ak, av, wq, wk, wv, compute="bf16", ctx=c)
+        ga32 = attn.additive_backward(dout, aq, ak, av, wq, wk, wv, ctx=c)
+        ga16 = attn.additive_backward(dout, aq, ak, av, wq, wk, wv, compute="bf16", ctx=c)
+        sdpa_bf16, add_bf16 = isa == "amx", isa in ("amx", "avx512bf16")
+        for got, want, bf in ([o16, o32, sdpa_bf16], [a16, a32, add_bf16]):
+            assert np.array_equal(got, want) != bf, isa
+            close(got, want, atol=2e-2, rtol=2e-2)
+        for got, want, bf in list(zip(g16, g32, [sdpa_bf16] * 3)) + list(zip(ga16, ga32, [add_bf16] * 6)):
+            if not bf:
+                assert np.array_equal(got, want), isa
+            close(got, want, atol=5e-2 * max(1.0, float(np.abs(want).max())), rtol=5e-2)
+
+
 def test_softmax_walkthrough():
     dec = np.array([5, 1, 20], np.float32)
     enc = np.array([[3, 12, 45], [59, 2, 5], [1, 43, 5], [4, 3, 45.3]], np.float32)
