@@ -256,14 +256,17 @@ def save(fname, cases, generator="tools/golden/gen_mechanisms.py"):
         tensors.update(c.tensors)
         for k, v in c.meta.items():
             meta[f"{c.name}/{k}"] = v
-    path = os.path.normpath(os.path.join(OUT_DIR, fname))
+    write_checked(os.path.normpath(os.path.join(OUT_DIR, fname)), tensors, meta, len(cases))
+
+
+def write_checked(path, tensors, meta, n_cases):
+    """Writes the file, then reads it back: what was written is what was computed."""
     st.save(path, tensors, meta)
-    # Read it back: what was written is what was computed.
     back, bmeta = st.load(path)
     assert bmeta == meta
     for k, v in tensors.items():
         assert np.array_equal(back[k], v.numpy()), k
-    print(f"wrote {path}: {len(cases)} cases, {os.path.getsize(path)} bytes")
+    print(f"wrote {path}: {n_cases} cases, {os.path.getsize(path)} bytes")
 
 
 def main():
