@@ -405,8 +405,7 @@ static void fz_put_scores(float *xs, int S, int nr, const float *St, int BR, int
  * one, row by row (each row read along its length). Inlined: as a function of its own (called once per
  * block) it cost the translators' 10-row blocks a few percent of their forward in its call (the block's
  * live vectors saved around it, a vzeroupper) and its column-wise tail (DESIGN "Small-shape attention"). */
-static inline __attribute__((always_inline)) void fz_pack_t(float *at, int BR, const float *a, int64_t rt, int n, int w,
-                                                          float scale) {
+FZ_INLINE void fz_pack_t(float *at, int BR, const float *a, int64_t rt, int n, int w, float scale) {
     const int nfull = rt <= INT32_MAX / FZ_VW ? n / FZ_VW : 0, nv = (n + FZ_VW - 1) / FZ_VW;
     for (int x = 0; x < w; x++) {
         float *r = at + (int64_t)x * BR;
