@@ -386,6 +386,94 @@ static void check_own_backward(attn_isa isa) {
     check_own_backward_case(isa, (tcase){1, 4, 2, 9, 100, 33, 17, 1, 0, 1, 0, 0, 0.1f, 2.0f});
 }
 
+/* fp32 tensors with bf16 compute and 5 to 15 query rows per head (the AMX tiles' shortest heads' range; the
+ * Transformer translator's are 10): on AVX512-BF16 and AMX they run the bf16 kernels on bf16 copies. So,
+ * on tensors that hold bf16 values already, they must give exactly the bf16 tensors' results before those
+ * are rounded: bf16(out) and the row statistics equal bit for bit, and so do bf16(dq, dk, dv) from zero.
+ * The gradients accumulate in fp32: from r they come out r + (from zero), bit for bit. The result does not
+ * depend on the thread count, and it differs from the fp32 compute of the same tensors. */
+static void check_short_fp32_case(attn_isa isa, const tcase c) {
+    problem p;
+    problem_make(&p, &c);
+    attn_sdpa_desc e = p.d, f = p.d;
+    e.dtype = ATTN_DTYPE_BF16;
+    f.compute = ATTN_DTYPE_BF16;
+    const size_t gn[3] = {p.nq, p.nk, p.nv};
+    attn_ctx ctx, one, fp;
+    CHECK_STATUS(attn_ctx_init(&ctx, isa, 2), ATTN_OK);
+    CHECK_STATUS(attn_ctx_init(&one, isa, 1), ATTN_OK);
+    CHECK_STATUS(attn_ctx_init(&fp, ATTN_ISA_AVX512, 1), ATTN_OK);
+    attn_dtype ct[2] = {ATTN_DTYPE_F32, ATTN_DTYPE_F32};
+    CHECK_STATUS(attn_sdpa_compute_type(&ctx, &f, ATTN_PASS_FORWARD, &ct[0]), ATTN_OK);
+    CHECK_STATUS(attn_sdpa_compute_type(&ctx, &f, ATTN_PASS_BACKWARD, &ct[1]), ATTN_OK);
+    CHECK(ct[0] == ATTN_DTYPE_BF16 && ct[1] == ATTN_DTYPE_BF16);
+
+    /* bf16 tensors: out, statistics, gradients from zero */
+    uint16_t *oh = calloc(p.no, 2), *gh[3];
+    float *lh = calloc(2 * p.nl, sizeof(float));
+    size_t wb;
+    void *w = work_for(&ctx, &e, &wb);
+    for (int i = 0; i < 3; i++) gh[i] = calloc(gn[i], 2);
+    CHECK_STATUS(attn_sdpa_forward(&ctx, &e, oh, lh, NULL, p.qh, p.kh, p.vh, w, wb), ATTN_OK);
+    CHECK_STATUS(attn_sdpa_backward(&ctx, &e, gh[0], gh[1], gh[2], p.douth, p.qh, p.kh, p.vh, oh, lh, w, wb), ATTN_OK);
+    free(w);
+
+    /* fp32 tensors, bf16 compute: on 2 threads and on 1, from zero; then from r (2 threads) */
+    float *o[3], *l[3], *g[3][3], *r[3];
+    for (int k = 0; k < 3; k++) {
+        const attn_ctx *cx = k == 1 ? &one : k == 2 ? &fp : &ctx;
+        attn_sdpa_desc dk = k == 2 ? p.d : f;          /* the fp32 compute, for contrast */
+        o[k] = calloc(p.no, sizeof(float));
+        l[k] = calloc(2 * p.nl, sizeof(float));
+        void *wk = work_for(cx, &dk, &wb);
+        for (int i = 0; i < 3; i++) g[k][i] = calloc(gn[i], sizeof(float));
+        CHECK_STATUS(attn_sdpa_forward(cx, &dk, o[k], l[k], NULL, p.q, p.k, p.v, wk, wb), ATTN_OK);
+        CHECK_STATUS(attn_sdpa_backward(cx, &dk, g[k][0], g[k][1], g[k][2], p.dout, p.q, p.k, p.v, o[k], l[k], wk, wb),
+                     ATTN_OK);
+        free(wk);
+    }
+    for (int i = 0; i < 3; i++) {
+        r[i] = malloc(gn[i] * sizeof(float));
+        for (size_t x = 0; x < gn[i]; x++) r[i][x] = (float)(x % 7) * 0.375f - 1.0f;
+    }
+    w = work_for(&ctx, &f, &wb);
+    CHECK_STATUS(attn_sdpa_backward(&ctx, &f, r[0], r[1], r[2], p.dout, p.q, p.k, p.v, o[0], l[0], w, wb), ATTN_OK);
+    free(w);
+
+    int same_bf16 = memcmp(lh, l[0], sizeof(float) * 2 * p.nl) == 0, accum = 1, threads = 1, differ = 0;
+    for (size_t x = 0; x < p.no; x++) same_bf16 &= attn_bf16_from_f32(o[0][x]) == oh[x];
+    for (int i = 0; i < 3; i++)
+        for (size_t x = 0; x < gn[i]; x++) {
+            same_bf16 &= attn_bf16_from_f32(g[0][i][x]) == gh[i][x];
+            accum &= r[i][x] == ((float)(x % 7) * 0.375f - 1.0f) + g[0][i][x];
+        }
+    threads &= memcmp(o[0], o[1], sizeof(float) * p.no) == 0 && memcmp(l[0], l[1], sizeof(float) * 2 * p.nl) == 0;
+    for (int i = 0; i < 3; i++) threads &= memcmp(g[0][i], g[1][i], sizeof(float) * gn[i]) == 0;
+    differ = memcmp(o[0], o[2], sizeof(float) * p.no) != 0;   /* or the gradients, where the weights are one-hot */
+    for (int i = 0; i < 3; i++) differ |= memcmp(g[0][i], g[2][i], sizeof(float) * gn[i]) != 0;
+    CHECK(same_bf16);
+    CHECK(accum);
+    CHECK(threads);
+    CHECK(differ);
+    printf("%s: fp32 tensors, bf16 compute, T=%d: the bf16 tensors' results bit for bit (%s), gradients add in "
+           "fp32 (%s), 1 and 2 threads %s, %s the fp32 compute's\n",
+           attn_isa_name(isa), c.T, same_bf16 ? "yes" : "NO", accum ? "yes" : "NO", threads ? "equal" : "DIFFER",
+           differ ? "differs from" : "EQUALS");
+    free(oh); free(lh);
+    for (int i = 0; i < 3; i++) { free(gh[i]); free(r[i]); }
+    for (int k = 0; k < 3; k++) {
+        free(o[k]); free(l[k]);
+        for (int i = 0; i < 3; i++) free(g[k][i]);
+    }
+    problem_free(&p);
+}
+
+static void check_short_fp32(attn_isa isa) {
+    check_short_fp32_case(isa, (tcase){4, 4, 4, 10, 10, 8, 8, 1, 0, 0, 0, 1, 0.1f, 1.0f});   /* the translator's */
+    check_short_fp32_case(isa, (tcase){2, 4, 2, 12, 33, 24, 20, 0, 2, 1, 1, 1, 0.0f, 2.0f});  /* every mask, GQA */
+    check_short_fp32_case(isa, (tcase){1, 2, 1, 15, 70, 65, 33, 1, 1, 0, 0, 0, 0.2f, 1e9f});  /* logits near 1e9 */
+}
+
 /* Fully masked rows give zeros and row statistics (-inf, 0) on every path, bf16 too: block rows (T = 40)
  * and decoding rows (T = 2). */
 static void check_masked_rows_case(attn_isa isa, const tcase c) {
@@ -891,19 +979,28 @@ static void check_compute_type(const attn_isa *paths, size_t npaths) {
         attn_ctx c;
         if (attn_ctx_init(&c, paths[pi], 1) != ATTN_OK) continue;
         const int amx = paths[pi] == ATTN_ISA_AMX, bf = paths[pi] == ATTN_ISA_AVX512BF16;
-        struct { int T, bf16_tensors, window, pass; int want_bf16; } cases[] = {
-            {64, 0, 0, ATTN_PASS_FORWARD, 0},           /* fp32, nothing asked: fp32 everywhere */
-            {64, 1, 0, ATTN_PASS_FORWARD, amx || bf},   /* tiles; vdpbf16ps blocks */
-            {64, 1, 0, ATTN_PASS_BACKWARD, amx || bf},  /* tiles; vdpbf16ps */
-            {8, 1, 0, ATTN_PASS_FORWARD, amx || bf},    /* too few rows for tiles: AVX512-BF16's blocks */
-            {8, 1, 0, ATTN_PASS_BACKWARD, amx || bf},   /* AVX512-BF16's backward on both */
-            {1, 1, 0, ATTN_PASS_FORWARD, amx || bf},    /* decoding rows read bf16 K/V */
-            {1, 1, 0, ATTN_PASS_BACKWARD, amx || bf},
-            {64, 1, 8, ATTN_PASS_FORWARD, 0},           /* a sparse mask part: fp32 on copies */
+        struct { int T, bf16_tensors, window, pass; int want_bf16; int compute; } cases[] = {
+            {64, 0, 0, ATTN_PASS_FORWARD, 0, 0},           /* fp32, nothing asked: fp32 everywhere */
+            {64, 0, 0, ATTN_PASS_FORWARD, amx, 1},      /* fp32 tensors, bf16 compute: tiles; fp32 elsewhere */
+            {8, 0, 0, ATTN_PASS_FORWARD, amx || bf, 1}, /* 5 to 15 rows: AVX512-BF16's blocks on bf16 copies */
+            {8, 0, 0, ATTN_PASS_BACKWARD, amx || bf, 1},
+            {15, 0, 0, ATTN_PASS_BACKWARD, amx || bf, 1},
+            {16, 0, 0, ATTN_PASS_FORWARD, amx, 1},      /* tiles from 16 rows */
+            {4, 0, 0, ATTN_PASS_FORWARD, 0, 1},         /* decoding: fp32 (the cache is not rounded each step) */
+            {4, 0, 0, ATTN_PASS_BACKWARD, 0, 1},
+            {8, 0, 8, ATTN_PASS_FORWARD, 0, 1},         /* a sparse mask part: fp32 */
+            {64, 1, 0, ATTN_PASS_FORWARD, amx || bf, 0},   /* tiles; vdpbf16ps blocks */
+            {64, 1, 0, ATTN_PASS_BACKWARD, amx || bf, 0},  /* tiles; vdpbf16ps */
+            {8, 1, 0, ATTN_PASS_FORWARD, amx || bf, 0},    /* too few rows for tiles: AVX512-BF16's blocks */
+            {8, 1, 0, ATTN_PASS_BACKWARD, amx || bf, 0},   /* AVX512-BF16's backward on both */
+            {1, 1, 0, ATTN_PASS_FORWARD, amx || bf, 0},    /* decoding rows read bf16 K/V */
+            {1, 1, 0, ATTN_PASS_BACKWARD, amx || bf, 0},
+            {64, 1, 8, ATTN_PASS_FORWARD, 0, 0},           /* a sparse mask part: fp32 on copies */
         };
         for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
             CHECK_STATUS(attn_sdpa_desc_init(&d, 1, 2, cases[i].T, 96, 32, 32), ATTN_OK);
             if (cases[i].bf16_tensors) d.dtype = ATTN_DTYPE_BF16;
+            if (cases[i].compute) d.compute = ATTN_DTYPE_BF16;
             if (cases[i].window) {
                 d.mask.window = 1;
                 d.mask.window_left = d.mask.window_right = cases[i].window;
@@ -1104,6 +1201,7 @@ int main(int argc, char **argv) {
         }
         if (isa != ATTN_ISA_REF) check_threads(isa);
         if (isa == ATTN_ISA_AVX512BF16 || isa == ATTN_ISA_AMX) check_own_backward(isa);
+        if (isa == ATTN_ISA_AVX512BF16 || isa == ATTN_ISA_AMX) check_short_fp32(isa);
         if (isa != ATTN_ISA_REF) check_weights(isa);
         if (isa != ATTN_ISA_REF) check_hidden_nonfinite(isa);
         check_accuracy(isa, isa == ATTN_ISA_AMX || isa == ATTN_ISA_AVX512BF16);

@@ -4,7 +4,8 @@
  * descriptor asks for bf16 compute; and the decoding forward of bf16 tensors (T <= 4: "Decoding on tiles"
  * near the end, K read in place) when the K/V cache is small enough to sit in L2 (larger ones run the
  * AVX512-BF16 path's decoding kernel, as fast or faster there). Everything else (fp32 tensors, 5 to 15
- * query rows per head, the backward of fewer than 16) is the AVX512-BF16 path's or the AVX-512 path's:
+ * query rows per head with either tensor type, the backward of fewer than 16) is the AVX512-BF16 path's
+ * or the AVX-512 path's:
  * this table's entries hand those descriptors to attn__kernels_avx512bf16 and attn__kernels_avx512. Compiled with
  * -mamx-tile -mamx-bf16 -mavx512bf16 and the AVX-512 flags; reached only when the CPU has AMX and the OS
  * granted the tile state (config.c).
@@ -67,9 +68,9 @@ static inline float ax_add_bias(float x, float b) {
  * AX_MIN_T query rows per head. A block is 64 rows: with fewer (decoding: T = 1 against a long cache) the
  * tiles and the softmax would do up to 64 times the work, and repacking the whole K/V cache at every call
  * would cost more than that; those go to this path's decoding kernel (by rows, reading bf16 K/V in place,
- * for T <= 4 with bf16 tensors), to the AVX512-BF16 path (bf16 tensors: its decoding kernel for a large
- * cache, its vdpbf16ps block kernel for 5 <= T < 16) or, for fp32 tensors with bf16 compute, to the
- * AVX-512 path in fp32. */
+ * for T <= 4 with bf16 tensors), to the AVX512-BF16 path (its decoding kernel for a large bf16 cache; its
+ * vdpbf16ps block kernel for 5 <= T < 16, with bf16 tensors or with fp32 tensors and bf16 compute, the
+ * latter on bf16 copies) or, for fp32 tensors with bf16 compute and T <= 4, to the AVX-512 path in fp32. */
 #define AX_MIN_T 16
 static int ax_native(const attn_sdpa_desc *d, attn_pass pass) {
     (void)pass;
@@ -1703,7 +1704,7 @@ static int axd_takes(const attn_sdpa_desc *d, attn_pass pass) {
 static void axd_forward(const attn_sdpa_desc *d, float *out, float *stats, const float *q, const float *k,
                         const float *v, void *work, const attn__part *part) {
     br_fwd cx = {d, (uint16_t *)out, stats, (const uint16_t *)q, (const uint16_t *)k, (const uint16_t *)v,
-                 br_up32(d->D), br_up32(d->Dv), 0, NULL};
+                 br_up32(d->D), br_up32(d->Dv), 0, NULL, NULL, d->out};
     const axd_mem z = axd_mem_of(cx.DP, cx.DvP);
     cx.thread = z.thread;
     cx.work = (char *)(((uintptr_t)work + BR_ALIGN - 1) & ~(uintptr_t)(BR_ALIGN - 1));

@@ -1,7 +1,8 @@
 /*
  * bwd_avx512bf16.c — the AVX512-BF16 path's backward of bf16 tensors: dq, dk, dv with vdpbf16ps (pairs of
  * bf16 products summed into fp32 lanes), reading bf16 Q, K, V, out and dout and rounding each gradient to
- * bf16 once per call. fused_impl.h's backward order (FlashAttention-2): items (b, kv head, chunk of key
+ * bf16 once per call (or, for fp32 tensors with bf16 compute, reading bf16 copies of them and adding to
+ * their fp32 gradients). fused_impl.h's backward order (FlashAttention-2): items (b, kv head, chunk of key
  * blocks), vectors along the 64 keys of a block, P and dS (queries, keys). Three stages:
  *   stage 0  per (b, h, block of 64 query rows), shared by every key block: scale·Q as fp32 rows, Q and
  *            dO as pairs of query rows (B of dK and dV), dO rows as bf16 pairs (A of dP),
@@ -417,9 +418,17 @@ int attn__bf16_bwd_threads(const attn_sdpa_desc *d, int nth) {
     return nth;
 }
 
-/* dst (n bf16) += scale · src (n), rounded once. */
-static void bw_acc_row(uint16_t *dst, const float *src, int64_t stride, int n, float scale) {
-    for (int x = 0; x < n; x++) dst[x] = attn__bf16(attn__f32(dst[x]) + scale * src[(int64_t)x * stride]);
+/* Element off of a gradient += a: bf16 at g16, rounded once, or fp32 at g32 (when not NULL). */
+static inline void bw_acc(uint16_t *g16, float *g32, int64_t off, float a) {
+    if (g32) g32[off] += a;
+    else g16[off] = attn__bf16(attn__f32(g16[off]) + a);
+}
+
+/* Row (b, h, t) of a gradient with layout l += scale · src (n values, stride apart). */
+static void bw_acc_row(uint16_t *g16, float *g32, const attn_layout *l, int b, int h, int t, const float *src,
+                       int64_t stride, int n, float scale) {
+    const int64_t off = b * l->b + h * l->h + (int64_t)t * l->t;
+    for (int x = 0; x < n; x++) bw_acc(g16, g32, off + x, scale * src[(int64_t)x * stride]);
 }
 
 /* Key blocks of chunk ch: [ch·nkb/nch, (ch+1)·nkb/nch), a function of the shape only. */
@@ -427,7 +436,7 @@ static int bw_chunk_start(const bw_dims *z, int ch) { return (int)((int64_t)ch *
 
 void attn__bf16_backward(const attn_sdpa_desc *d, uint16_t *dq, uint16_t *dk, uint16_t *dv, const uint16_t *dout,
                          const uint16_t *q, const uint16_t *k, const uint16_t *v, const uint16_t *out,
-                         const float *stats, void *work, const attn__part *part) {
+                         const float *stats, void *work, const attn__part *part, const attn__bf16_grads32 *g32) {
     bw_ctx cx = {d, bw_dims_of(d), (char *)(((uintptr_t)work + BR_ALIGN - 1) & ~(uintptr_t)(BR_ALIGN - 1)),
                  dk, dv, k, v, stats};
     const bw_dims *z = &cx.z;
@@ -447,12 +456,13 @@ void attn__bf16_backward(const attn_sdpa_desc *d, uint16_t *dq, uint16_t *dk, ui
         for (int64_t r = part->ith; r < rows; r += part->nth) {
             const int64_t bh = r / T;
             const int t = (int)(r % T), b = (int)(bh / d->H), h = (int)(bh % d->H);
-            uint16_t *dqr = dq + b * d->q.b + h * d->q.h + (int64_t)t * d->q.t;        /* (D) */
+            const attn_layout *l = g32 ? &g32->q : &d->q;
+            const int64_t off = b * l->b + h * l->h + (int64_t)t * l->t;                /* (D) */
             const float *s0 = slots + r * D;
             for (int x = 0; x < D; x++) {
                 float s = s0[x];
                 for (int ch = 1; ch < z->nch; ch++) s += s0[ch * cs + x];
-                dqr[x] = attn__bf16(attn__f32(dqr[x]) + d->scale * s);
+                bw_acc(dq, g32 ? g32->dq : NULL, off + x, d->scale * s);
             }
         }
         return;
@@ -481,8 +491,8 @@ void attn__bf16_backward(const attn_sdpa_desc *d, uint16_t *dq, uint16_t *dk, ui
                 for (int qb = tstart / BW_B; qb < z->nqb; qb++)
                     counted += bw_block(&cx, tw, b, hk * G + hh, j0, nb, qb, slot);
             for (int j = 0; j < nb; j++) {
-                bw_acc_row(dk + b * d->k.b + hk * d->k.h + (int64_t)(j0 + j) * d->k.t, dkt + j, BW_B, D, d->scale);
-                bw_acc_row(dv + b * d->v.b + hk * d->v.h + (int64_t)(j0 + j) * d->v.t, dvt + j, BW_B, d->Dv, 1.0f);
+                bw_acc_row(dk, g32 ? g32->dk : NULL, g32 ? &g32->k : &d->k, b, hk, j0 + j, dkt + j, BW_B, D, d->scale);
+                bw_acc_row(dv, g32 ? g32->dv : NULL, g32 ? &g32->v : &d->v, b, hk, j0 + j, dvt + j, BW_B, d->Dv, 1.0f);
             }
         }
     }

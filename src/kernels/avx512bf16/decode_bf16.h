@@ -7,7 +7,8 @@
  *   br_softmax      one block of keys: scores s (R x BR_NB, unscaled, row-major) to P (bf16, R x BR_PS):
  *                   scale, masks, the online softmax in base 2 (the AVX-512 exp2), dropout
  *   br_pv_careful   P·V of a block whose V rows are not all finite and that some row does not fully see
- *   br_rows_end     out = o / l as bf16, and the row statistics with the canonical m
+ *   br_rows_end     out = o / l as bf16 (fp32 for fp32 tensors with bf16 compute), and the row statistics
+ *                   with the canonical m
  *
  * Each path makes the scores and P·V its own way. o (R x DvP fp32) is kept with its dims permuted as
  * br_dim says: the layout that vpunpck{l,h}wd of two V rows gives (both paths build their V pairs so).
@@ -109,7 +110,9 @@ static inline int br_rows_nonfinite(const uint16_t *v, int64_t vt, int nb, int D
     return 0;
 }
 
-/* One call's decoding forward, as each thread sees it. */
+/* One call's decoding forward, as each thread sees it. out32: fp32 tensors with bf16 compute (q, k, v are
+ * then the bf16 copies, kernels_avx512bf16.c "fp32 tensors with bf16 compute"): out goes there in fp32, by
+ * the caller's layout ol, and out is NULL. */
 typedef struct br_fwd {
     const attn_sdpa_desc *d;
     uint16_t *out;
@@ -118,7 +121,15 @@ typedef struct br_fwd {
     int DP, DvP;
     size_t thread;
     char *work;
+    float *out32;
+    attn_layout ol;
 } br_fwd;
+
+/* Writes value x of out's row (b, h, t): bf16 into out, or fp32 into out32. */
+static inline void br_put_out(const br_fwd *cx, int b, int h, int t, int x, float val) {
+    if (cx->out32) cx->out32[b * cx->ol.b + h * cx->ol.h + (int64_t)t * cx->ol.t + x] = val;
+    else cx->out[b * cx->d->out.b + h * cx->d->out.h + (int64_t)t * cx->d->out.t + x] = attn__bf16(val);
+}
 
 /* A pack of R rows (b, hs[r], ts[r]) of kv head hk, and their running softmax state. */
 typedef struct br_rowset {
@@ -252,11 +263,10 @@ static inline void br_rows_end(const br_rowset *rs, const br_fwd *cx, const floa
     const attn_sdpa_desc *d = cx->d;
     const int DvP = cx->DvP;
     for (int r = 0; r < rs->R; r++) {
-        uint16_t *orow = cx->out + b * d->out.b + hs[r] * d->out.h + (int64_t)ts[r] * d->out.t;
         const float l = rs->l[r], inv = l > 0.0f ? 1.0f / l : 0.0f;
         for (int x = 0; x < DvP; x++) {
             const int dim = br_dim(x);
-            if (dim < d->Dv) orow[dim] = attn__bf16(o[r * DvP + x] * inv);
+            if (dim < d->Dv) br_put_out(cx, b, hs[r], ts[r], dim, o[r * DvP + x] * inv);
         }
         float mc = rs->m[r];
         if (l > 0.0f && rs->jm[r] >= 0 && mc == mc) {

@@ -6,8 +6,9 @@
  * and their backward (bwd_avx512bf16.c). Everything else is the AVX-512 path's (the table's other entries
  * hand those descriptors to attn__kernels_avx512). The AMX path has its own decoding kernel on tiles
  * (kernels_amx.c), shares this one's softmax (decode_bf16.h), and hands its bf16 forwards of 5 to 15 rows
- * per head to the block kernel here, its bf16 backwards of fewer than 16 to the backward. Compiled with -mavx512bf16 and the AVX-512 flags; reached
- * only when the CPU has them (config.c).
+ * per head to the block kernel here, its bf16 backwards of fewer than 16 to the backward. fp32 tensors
+ * with bf16 compute and 5 to 15 rows per head run here too, on bf16 copies (near the end). Compiled with
+ * -mavx512bf16 and the AVX-512 flags; reached only when the CPU has them (config.c).
  *
  * The decoding forward, by rows (the structure of fused_impl.h's rows path): items (b, kv head, pack of up
  * to BR_R of the group's rows (head, t)), so each K and V row is read once for the pack. Per key block of
@@ -501,12 +502,11 @@ static void bb_block(const br_fwd *cx, char *tw, int b, int hk, const int *hs, c
         }
     }
 
-    /* out = Oᵀ / l rounded to bf16; the row statistics with m the argmax key's canonical score; rows
+    /* out = Oᵀ / l rounded to bf16 (or fp32: br_put_out); the row statistics with m the argmax key's canonical score; rows
      * that saw no key: zeros and (-inf, 0) */
     for (int i = 0; i < nr; i++) {
-        uint16_t *orow = cx->out + b * d->out.b + hs[i] * d->out.h + (int64_t)ts[i] * d->out.t;   /* (Dv) */
         const float li = rw.l[i], inv = li > 0.0f ? 1.0f / li : 0.0f;
-        for (int x = 0; x < Dv; x++) orow[x] = attn__bf16(Ot[x * BR + i] * inv);
+        for (int x = 0; x < Dv; x++) br_put_out(cx, b, hs[i], ts[i], x, Ot[x * BR + i] * inv);
         float mc = rw.m[i];
         if (li > 0.0f && rw.jm[i] >= 0 && mc == mc) {
             const uint16_t *qr = cx->q + b * d->q.b + hs[i] * d->q.h + (int64_t)ts[i] * d->q.t;
@@ -550,9 +550,9 @@ static size_t br_thread(const attn_sdpa_desc *d) {
 /* One stage; thread part->ith's items. Head by head, latest query blocks first: under a causal mask they
  * are the longest, so the last items handed out are short. */
 static void br_forward(const attn_sdpa_desc *d, float *out, float *stats, const float *q, const float *k,
-                       const float *v, void *work, const attn__part *part) {
+                       const float *v, void *work, const attn__part *part, float *out32, const attn_layout *ol) {
     br_fwd cx = {d, (uint16_t *)out, stats, (const uint16_t *)q, (const uint16_t *)k, (const uint16_t *)v,
-                 br_up32(d->D), br_up32(d->Dv), 0, NULL};
+                 br_up32(d->D), br_up32(d->Dv), 0, NULL, out32, ol ? *ol : d->out};
     cx.thread = br_thread(d);
     cx.work = (char *)(((uintptr_t)work + BR_ALIGN - 1) & ~(uintptr_t)(BR_ALIGN - 1));
     char *tw = cx.work + (size_t)part->ith * cx.thread;
@@ -589,21 +589,117 @@ static void br_forward(const attn_sdpa_desc *d, float *out, float *stats, const 
     }
 }
 
+/* ===================================================================================================
+ * fp32 tensors with bf16 compute and few query rows per head (BR_MAX_T < T <= BC_MAX_T): the heads the AMX
+ * tiles decline (kernels_amx.c's AX_MIN_T; the Transformer translator's 10-row heads are such). Without
+ * this they would multiply in fp32 while longer heads multiply in bf16 on the tiles: one model, two
+ * arithmetics. Taken on every CPU with this path, so that a short head computes the same way with AMX or
+ * without.
+ *
+ * One stage more, first: Q, K, V (and for the backward out and dout) are rounded to nearest even into
+ * contiguous bf16 copies in the workspace. Then the kernels above run on the copies exactly as on bf16
+ * tensors, except that they write out in fp32 and add dq, dk, dv to the caller's fp32 gradients in fp32
+ * (br_fwd.out32, attn__bf16_grads32), by the caller's layouts.
+ *
+ * Not taken:
+ *   - decoding (T <= BR_MAX_T): rounding the whole K/V cache at every step would cost more than the step;
+ *   - more rows without AMX: there this path's backward is slower than the fp32 one (measured on a Zen 4
+ *     EPYC at B = 1, H = 8, T = S = 2048, D = 64: bf16 tensors 287 GFLOP/s against fp32's 386; the forward
+ *     588 against 404), and converting fp32 tensors would only add to it. With AMX those go on tiles.
+ */
+#define BC_MAX_T 15
+
+enum { BC_Q, BC_K, BC_V, BC_OUT, BC_DOUT, BC_COUNT };
+
+static int bc_native(const attn_sdpa_desc *d) {
+    return d->dtype == ATTN_DTYPE_F32 && d->compute == ATTN_DTYPE_BF16 && d->T > BR_MAX_T && d->T <= BC_MAX_T &&
+           !attn__mask_sparse(&d->mask);
+}
+
+/* The descriptor of the copies: contiguous bf16. */
+static attn_sdpa_desc bc_desc(const attn_sdpa_desc *d) {
+    attn_sdpa_desc c = *d;
+    const int H = d->H, Hkv = d->Hkv, T = d->T, S = d->S, D = d->D, Dv = d->Dv;
+    c.q = (attn_layout){(int64_t)H * T * D, (int64_t)T * D, D};
+    c.k = (attn_layout){(int64_t)Hkv * S * D, (int64_t)S * D, D};
+    c.v = (attn_layout){(int64_t)Hkv * S * Dv, (int64_t)S * Dv, Dv};
+    c.out = (attn_layout){(int64_t)H * T * Dv, (int64_t)T * Dv, Dv};
+    c.dtype = ATTN_DTYPE_BF16;
+    c.compute = ATTN_DTYPE_F32;
+    return c;
+}
+
+/* Copy i: its heads, rows per head and row width, and the caller's layout. */
+static const attn_layout *bc_shape(const attn_sdpa_desc *d, int i, int *heads, int *rows, int *inner) {
+    *heads = i == BC_K || i == BC_V ? d->Hkv : d->H;
+    *rows = i == BC_K || i == BC_V ? d->S : d->T;
+    *inner = i == BC_Q || i == BC_K ? d->D : d->Dv;
+    return i == BC_Q ? &d->q : i == BC_K ? &d->k : i == BC_V ? &d->v : &d->out;
+}
+
+static int bc_count(attn_pass pass) { return pass == ATTN_PASS_FORWARD ? BC_OUT : BC_COUNT; }
+
+/* Offsets of the copies in the aligned workspace; returns where the kernels' own workspace starts. */
+static size_t bc_offsets(const attn_sdpa_desc *d, attn_pass pass, size_t off[BC_COUNT]) {
+    size_t n = 0;
+    for (int i = 0; i < bc_count(pass); i++) {
+        int heads, rows, inner;
+        bc_shape(d, i, &heads, &rows, &inner);
+        off[i] = n;
+        n += br_round((size_t)d->B * heads * rows * inner * 2);
+    }
+    return n;
+}
+
+/* The conversion stage: items of 64 rows of one copy. */
+static void bc_convert(const attn_sdpa_desc *d, attn_pass pass, char *base, const size_t off[BC_COUNT],
+                       const float *const src[BC_COUNT], const attn__part *part) {
+    int64_t first[BC_COUNT + 1];
+    first[0] = 0;
+    for (int i = 0; i < bc_count(pass); i++) {
+        int heads, rows, inner;
+        bc_shape(d, i, &heads, &rows, &inner);
+        first[i + 1] = first[i] + ((int64_t)d->B * heads * rows + 63) / 64;
+    }
+    int64_t local = -1;
+    for (int64_t it = attn__part_next(part, &local); it < first[bc_count(pass)]; it = attn__part_next(part, &local)) {
+        int i = 0;
+        while (it >= first[i + 1]) i++;
+        int heads, rows, inner;
+        const attn_layout *l = bc_shape(d, i, &heads, &rows, &inner);
+        const int64_t n = (int64_t)d->B * heads * rows, r0 = (it - first[i]) * 64, r1 = r0 + 64 < n ? r0 + 64 : n;
+        uint16_t *dst = (uint16_t *)(base + off[i]);
+        for (int64_t r = r0; r < r1; r++) {
+            const int64_t b = r / ((int64_t)heads * rows), h = r / rows % heads, t = r % rows;
+            const float *x = src[i] + b * l->b + h * l->h + t * l->t;
+            for (int e = 0; e < inner; e++) dst[r * inner + e] = attn__bf16(x[e]);
+        }
+    }
+}
+
+/* The kernels' own workspace after the aligned copies; *off their offsets. */
+static char *bc_base(void *work, const attn_sdpa_desc *d, attn_pass pass, size_t off[BC_COUNT], char **own) {
+    char *base = (char *)(((uintptr_t)work + BR_ALIGN - 1) & ~(uintptr_t)(BR_ALIGN - 1));
+    *own = base + bc_offsets(d, pass, off);
+    return base;
+}
+
 /* ---------------------------------------------------------------------------------------------------
  * The table: this path's entries for the descriptors it computes, AVX-512's for the rest.
  */
 
 /* The descriptors this path computes itself: bf16 tensors, forward (decoding, br_native, or by blocks)
- * and backward (bwd_avx512bf16.c). fp32 tensors (bf16 compute or not) keep the fp32 paths: converting them
- * would cost more than it saves (the AMX path takes those on tiles). The sparse mask parts go through the
- * conversion path. */
+ * and backward (bwd_avx512bf16.c); fp32 tensors with bf16 compute and 5 to BC_MAX_T rows per head, on
+ * copies (above). Other fp32 tensors (bf16 compute or not) keep the fp32 paths (the AMX path takes those
+ * with bf16 compute on tiles). The sparse mask parts go through the conversion path. */
+static int bf_tensors(const attn_sdpa_desc *d) { return d->dtype == ATTN_DTYPE_BF16 && !attn__mask_sparse(&d->mask); }
+
 static int bf_native(const attn_sdpa_desc *d, attn_pass pass) {
     (void)pass;
-    return d->dtype == ATTN_DTYPE_BF16 && !attn__mask_sparse(&d->mask);
+    return bf_tensors(d) || bc_native(d);
 }
 
-static size_t bf_workspace(const attn_sdpa_desc *d, attn_pass pass, int nth) {
-    if (!bf_native(d, pass)) return attn__kernels_avx512.sdpa_workspace(d, pass, nth);
+static size_t bf_own_workspace(const attn_sdpa_desc *d, attn_pass pass, int nth) {
     if (pass == ATTN_PASS_BACKWARD) return attn__bf16_bwd_workspace(d, nth);
     if (nth < 1) nth = 1;
     /* D, Dv are ints: one thread's bytes fit in size_t; the product with nth is checked */
@@ -612,9 +708,23 @@ static size_t bf_workspace(const attn_sdpa_desc *d, attn_pass pass, int nth) {
     return (size_t)nth * one + BR_ALIGN;
 }
 
+static size_t bf_workspace(const attn_sdpa_desc *d, attn_pass pass, int nth) {
+    if (bf_tensors(d)) return bf_own_workspace(d, pass, nth);
+    if (!bc_native(d)) return attn__kernels_avx512.sdpa_workspace(d, pass, nth);
+    /* T is at most BC_MAX_T; in double first, the copies are at most 2.5x the bytes of the caller's fp32
+     * tensors, which exist */
+    const double est = 2.0 * d->B * ((double)d->H * d->T * (d->D + 2.0 * d->Dv) + (double)d->Hkv * d->S * (d->D + d->Dv));
+    if (est > (double)(SIZE_MAX / 8)) return SIZE_MAX;
+    const attn_sdpa_desc c = bc_desc(d);
+    size_t off[BC_COUNT];
+    const size_t copies = bc_offsets(d, pass, off), own = bf_own_workspace(&c, pass, nth);
+    if (own > SIZE_MAX / 4) return SIZE_MAX;
+    return copies + own + BR_ALIGN;
+}
+
 static int bf_stages(const attn_sdpa_desc *d, attn_pass pass) {
     if (!bf_native(d, pass)) return attn__kernels_avx512.sdpa_stages(d, pass);
-    return pass == ATTN_PASS_BACKWARD ? attn__bf16_bwd_stages(d) : 1;
+    return (pass == ATTN_PASS_BACKWARD ? attn__bf16_bwd_stages(d) : 1) + (bc_native(d) ? 1 : 0);
 }
 
 static int bf_threads(const attn_sdpa_desc *d, attn_pass pass, int nth) {
@@ -628,18 +738,52 @@ static int bf_threads(const attn_sdpa_desc *d, attn_pass pass, int nth) {
 /* scores: weights asked for, which sdpa.c runs on fp32 descriptors only, never natively here */
 static void bf_forward(const attn_sdpa_desc *d, float *out, float *stats, float *scores, const float *q,
                        const float *k, const float *v, void *work, const attn__part *part) {
-    if (bf_native(d, ATTN_PASS_FORWARD)) br_forward(d, out, stats, q, k, v, work, part);
-    else attn__kernels_avx512.sdpa_forward(d, out, stats, scores, q, k, v, work, part);
+    if (bf_tensors(d)) {
+        br_forward(d, out, stats, q, k, v, work, part, NULL, NULL);
+    } else if (bc_native(d)) {
+        size_t off[BC_COUNT];
+        char *own, *base = bc_base(work, d, ATTN_PASS_FORWARD, off, &own);
+        if (part->stage == 0) {
+            const float *const src[BC_COUNT] = {q, k, v, NULL, NULL};
+            bc_convert(d, ATTN_PASS_FORWARD, base, off, src, part);
+            return;
+        }
+        const attn_sdpa_desc c = bc_desc(d);
+        attn__part kp = *part;
+        kp.stage--;
+        br_forward(&c, NULL, stats, (const float *)(base + off[BC_Q]), (const float *)(base + off[BC_K]),
+                   (const float *)(base + off[BC_V]), own, &kp, out, &d->out);
+    } else {
+        attn__kernels_avx512.sdpa_forward(d, out, stats, scores, q, k, v, work, part);
+    }
 }
 
 static void bf_backward(const attn_sdpa_desc *d, float *dq, float *dk, float *dv, const float *dout,
                         const float *q, const float *k, const float *v, const float *out, const float *stats,
                         void *work, const attn__part *part) {
-    if (bf_native(d, ATTN_PASS_BACKWARD))
+    if (bf_tensors(d)) {
         attn__bf16_backward(d, (uint16_t *)dq, (uint16_t *)dk, (uint16_t *)dv, (const uint16_t *)dout,
                             (const uint16_t *)q, (const uint16_t *)k, (const uint16_t *)v, (const uint16_t *)out,
-                            stats, work, part);
-    else attn__kernels_avx512.sdpa_backward(d, dq, dk, dv, dout, q, k, v, out, stats, work, part);
+                            stats, work, part, NULL);
+    } else if (bc_native(d)) {
+        size_t off[BC_COUNT];
+        char *own, *base = bc_base(work, d, ATTN_PASS_BACKWARD, off, &own);
+        if (part->stage == 0) {
+            const float *const src[BC_COUNT] = {q, k, v, out, dout};
+            bc_convert(d, ATTN_PASS_BACKWARD, base, off, src, part);
+            return;
+        }
+        const attn_sdpa_desc c = bc_desc(d);
+        const attn__bf16_grads32 g = {dq, dk, dv, d->q, d->k, d->v};
+        attn__part kp = *part;
+        kp.stage--;
+        attn__bf16_backward(&c, NULL, NULL, NULL, (const uint16_t *)(base + off[BC_DOUT]),
+                            (const uint16_t *)(base + off[BC_Q]), (const uint16_t *)(base + off[BC_K]),
+                            (const uint16_t *)(base + off[BC_V]), (const uint16_t *)(base + off[BC_OUT]), stats,
+                            own, &kp, &g);
+    } else {
+        attn__kernels_avx512.sdpa_backward(d, dq, dk, dv, dout, q, k, v, out, stats, work, part);
+    }
 }
 
 const attn_kernels attn__kernels_avx512bf16 = {
