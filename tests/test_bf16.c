@@ -87,6 +87,20 @@ static void fill_bf16(float *f, uint16_t *h, size_t n, float spread) {
     }
 }
 
+/* The fp32 values f moved off bf16 (exactly halfway, just below and just above half a bf16 step, a few
+ * subnormals) and h their rounding by attn_bf16_from_f32: what a path that rounds fp32 tensors must give. */
+static void unround_bf16(float *f, uint16_t *h, size_t n) {
+    static const uint32_t low[4] = {0x8000, 0x7fff, 0x8001, 0};
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &f[i], 4);
+        u |= low[i % 4];
+        if (i % 97 == 0) u = (u & 0x80000000u) | (uint32_t)(i % 0x7fffff);   /* subnormal */
+        memcpy(&f[i], &u, 4);
+        h[i] = attn_bf16_from_f32(f[i]);
+    }
+}
+
 static void to_f32(float *f, const uint16_t *h, size_t n) {
     for (size_t i = 0; i < n; i++) f[i] = attn_bf16_to_f32(h[i]);
 }
@@ -387,14 +401,19 @@ static void check_own_backward(attn_isa isa) {
 }
 
 /* fp32 tensors with bf16 compute and 5 to 15 query rows per head (the AMX tiles' shortest heads' range; the
- * Transformer translator's are 10): on AVX512-BF16 and AMX they run the bf16 kernels on bf16 copies. So,
- * on tensors that hold bf16 values already, they must give exactly the bf16 tensors' results before those
- * are rounded: bf16(out) and the row statistics equal bit for bit, and so do bf16(dq, dk, dv) from zero.
+ * Transformer translator's are 10): on AVX512-BF16 and AMX they run the bf16 kernels on bf16 copies. So
+ * they must give exactly the results of the bf16 tensors that attn_bf16_from_f32 makes of them (halfway
+ * cases and subnormals among the values), before those are rounded: bf16(out) and the row statistics
+ * equal bit for bit, and so do bf16(dq, dk, dv) from zero.
  * The gradients accumulate in fp32: from r they come out r + (from zero), bit for bit. The result does not
  * depend on the thread count, and it differs from the fp32 compute of the same tensors. */
 static void check_short_fp32_case(attn_isa isa, const tcase c) {
     problem p;
     problem_make(&p, &c);
+    unround_bf16(p.q, p.qh, p.nq);
+    unround_bf16(p.k, p.kh, p.nk);
+    unround_bf16(p.v, p.vh, p.nv);
+    unround_bf16(p.dout, p.douth, p.no);
     attn_sdpa_desc e = p.d, f = p.d;
     e.dtype = ATTN_DTYPE_BF16;
     f.compute = ATTN_DTYPE_BF16;

@@ -651,6 +651,21 @@ static size_t bc_offsets(const attn_sdpa_desc *d, attn_pass pass, size_t off[BC_
     return n;
 }
 
+/* n fp32 values to bf16, rounded to nearest even, NaN kept quiet: attn__bf16 (subnormals included, which
+ * vcvtneps2bf16 would flush), 16 at a time. */
+static inline void bc_round_row(uint16_t *dst, const float *x, int n) {
+    for (int e = 0; e < n; e += 16) {
+        const __mmask16 m = (__mmask16)(n - e >= 16 ? 0xffff : (1u << (n - e)) - 1);
+        const __m512i u = _mm512_maskz_loadu_epi32(m, x + e);
+        const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+        __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), odd)), 16);
+        const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)),
+                                                      _mm512_set1_epi32(0x7f800000));
+        r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40)));
+        _mm256_mask_storeu_epi16(dst + e, m, _mm512_cvtepi32_epi16(r));
+    }
+}
+
 /* The conversion stage: items of 64 rows of one copy. */
 static void bc_convert(const attn_sdpa_desc *d, attn_pass pass, char *base, const size_t off[BC_COUNT],
                        const float *const src[BC_COUNT], const attn__part *part) {
@@ -669,10 +684,13 @@ static void bc_convert(const attn_sdpa_desc *d, attn_pass pass, char *base, cons
         const attn_layout *l = bc_shape(d, i, &heads, &rows, &inner);
         const int64_t n = (int64_t)d->B * heads * rows, r0 = (it - first[i]) * 64, r1 = r0 + 64 < n ? r0 + 64 : n;
         uint16_t *dst = (uint16_t *)(base + off[i]);
+        int64_t b = r0 / ((int64_t)heads * rows), h = r0 / rows % heads, t = r0 % rows;
         for (int64_t r = r0; r < r1; r++) {
-            const int64_t b = r / ((int64_t)heads * rows), h = r / rows % heads, t = r % rows;
-            const float *x = src[i] + b * l->b + h * l->h + t * l->t;
-            for (int e = 0; e < inner; e++) dst[r * inner + e] = attn__bf16(x[e]);
+            bc_round_row(dst + r * inner, src[i] + b * l->b + h * l->h + t * l->t, inner);
+            if (++t == rows) {
+                t = 0;
+                if (++h == heads) h = 0, b++;
+            }
         }
     }
 }
