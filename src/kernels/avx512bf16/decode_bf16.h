@@ -125,10 +125,24 @@ typedef struct br_fwd {
     attn_layout ol;
 } br_fwd;
 
-/* Writes value x of out's row (b, h, t): bf16 into out, or fp32 into out32. */
-static inline void br_put_out(const br_fwd *cx, int b, int h, int t, int x, float val) {
-    if (cx->out32) cx->out32[b * cx->ol.b + h * cx->ol.h + (int64_t)t * cx->ol.t + x] = val;
-    else cx->out[b * cx->d->out.b + h * cx->d->out.h + (int64_t)t * cx->d->out.t + x] = attn__bf16(val);
+/* Writes out's row (b, h, t) = o[x·os]·inv for dims x < Dv (o permuted by br_dim when perm): bf16 into
+ * out, or fp32 into out32. */
+static inline void br_put_out(const br_fwd *cx, int b, int h, int t, const float *o, int64_t os, int n, int perm,
+                              float inv) {
+    const int Dv = cx->d->Dv;
+    if (cx->out32) {
+        float *row = cx->out32 + b * cx->ol.b + h * cx->ol.h + (int64_t)t * cx->ol.t;
+        for (int x = 0; x < n; x++) {
+            const int dim = perm ? br_dim(x) : x;
+            if (dim < Dv) row[dim] = o[x * os] * inv;
+        }
+    } else {
+        uint16_t *row = cx->out + b * cx->d->out.b + h * cx->d->out.h + (int64_t)t * cx->d->out.t;
+        for (int x = 0; x < n; x++) {
+            const int dim = perm ? br_dim(x) : x;
+            if (dim < Dv) row[dim] = attn__bf16(o[x * os] * inv);
+        }
+    }
 }
 
 /* A pack of R rows (b, hs[r], ts[r]) of kv head hk, and their running softmax state. */
@@ -264,10 +278,7 @@ static inline void br_rows_end(const br_rowset *rs, const br_fwd *cx, const floa
     const int DvP = cx->DvP;
     for (int r = 0; r < rs->R; r++) {
         const float l = rs->l[r], inv = l > 0.0f ? 1.0f / l : 0.0f;
-        for (int x = 0; x < DvP; x++) {
-            const int dim = br_dim(x);
-            if (dim < d->Dv) br_put_out(cx, b, hs[r], ts[r], dim, o[r * DvP + x] * inv);
-        }
+        br_put_out(cx, b, hs[r], ts[r], o + r * DvP, 1, DvP, 1, inv);
         float mc = rs->m[r];
         if (l > 0.0f && rs->jm[r] >= 0 && mc == mc) {
             mc = br_canonical(rs->qrow[r], kb + (int64_t)rs->jm[r] * d->k.t, d->D, d->scale);

@@ -506,7 +506,7 @@ static void bb_block(const br_fwd *cx, char *tw, int b, int hk, const int *hs, c
      * that saw no key: zeros and (-inf, 0) */
     for (int i = 0; i < nr; i++) {
         const float li = rw.l[i], inv = li > 0.0f ? 1.0f / li : 0.0f;
-        for (int x = 0; x < Dv; x++) br_put_out(cx, b, hs[i], ts[i], x, Ot[x * BR + i] * inv);
+        br_put_out(cx, b, hs[i], ts[i], Ot + i, BR, Dv, 0, inv);
         float mc = rw.m[i];
         if (li > 0.0f && rw.jm[i] >= 0 && mc == mc) {
             const uint16_t *qr = cx->q + b * d->q.b + hs[i] * d->q.h + (int64_t)ts[i] * d->q.t;
