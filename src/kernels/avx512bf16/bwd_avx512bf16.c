@@ -149,15 +149,18 @@ BW_DEF_ROW(1) BW_DEF_ROW(2) BW_DEF_ROW(3) BW_DEF_ROW(4) BW_DEF_ROW(5) BW_DEF_ROW
 #define BW_ROW(RT) {bw_dp_##RT##_1, bw_dp_##RT##_2, bw_dp_##RT##_3, bw_dp_##RT##_4}
 static const bw_dp_fn bw_dp_tab[BW_RT][BW_NV] = {BW_ROW(1), BW_ROW(2), BW_ROW(3), BW_ROW(4), BW_ROW(5), BW_ROW(6)};
 
-/* The scores always span the block's 64 keys (4 vectors): one function per row count. */
+/* The scores span the block's keys rounded up to 16 (1 to 4 vectors). */
 typedef void (*bw_fma_fn)(float *, int64_t, const float *, int64_t, const float *, int64_t, int);
-#define BW_FDEF(RT)                                                                                           \
-    static void bw_fma_##RT(float *C, int64_t ldc, const float *A, int64_t ar, const float *B, int64_t ldb,   \
-                            int K) {                                                                          \
-        bw_fma(RT, BW_NV, C, ldc, A, ar, B, ldb, K);                                                          \
+#define BW_FDEF(RT, NV)                                                                                       \
+    static void bw_fma_##RT##_##NV(float *C, int64_t ldc, const float *A, int64_t ar, const float *B,          \
+                                   int64_t ldb, int K) {                                                      \
+        bw_fma(RT, NV, C, ldc, A, ar, B, ldb, K);                                                             \
     }
-BW_FDEF(1) BW_FDEF(2) BW_FDEF(3) BW_FDEF(4) BW_FDEF(5) BW_FDEF(6)
-static const bw_fma_fn bw_fma_tab[BW_RT] = {bw_fma_1, bw_fma_2, bw_fma_3, bw_fma_4, bw_fma_5, bw_fma_6};
+#define BW_FDEF_ROW(RT) BW_FDEF(RT, 1) BW_FDEF(RT, 2) BW_FDEF(RT, 3) BW_FDEF(RT, 4)
+BW_FDEF_ROW(1) BW_FDEF_ROW(2) BW_FDEF_ROW(3) BW_FDEF_ROW(4) BW_FDEF_ROW(5) BW_FDEF_ROW(6)
+#define BW_FROW(RT) {bw_fma_##RT##_1, bw_fma_##RT##_2, bw_fma_##RT##_3, bw_fma_##RT##_4}
+static const bw_fma_fn bw_fma_tab[BW_RT][BW_NV] = {BW_FROW(1), BW_FROW(2), BW_FROW(3), BW_FROW(4), BW_FROW(5),
+                                                   BW_FROW(6)};
 
 /* C (M, N) [+]= A (M, K pairs) B (K pairs, N), tiled over bw_dp; N need not be a multiple of 16. */
 static void bw_gemm_dp(int M, int N, float *C, int64_t ldc, const uint16_t *A, int64_t ar, int64_t ak,
@@ -270,6 +273,10 @@ static int64_t bw_block(const bw_ctx *cx, char *tw, int b, int h, int j0, int nb
     const attn_sdpa_desc *d = cx->d;
     const bw_dims *z = &cx->z;
     const int D = d->D, Dv = d->Dv, T = d->T, S = d->S, t0 = qb * BW_B, nr = T - t0 < BW_B ? T - t0 : BW_B;
+    /* the block's keys rounded up to whole vectors: a short last block (or a short sequence: S = 10 in the
+     * Transformer translator) computes P, dS and their products over those columns only; each column is
+     * its own lanes, so the keys' results do not change */
+    const int nbv = (nb + 15) / 16 * 16, nkv = nbv / 16;
     const attn_mask *mk = &d->mask;
     const int64_t bh = (int64_t)b * d->H + h;
     const char *side = cx->work + (size_t)bh * z->side;
@@ -302,7 +309,7 @@ static int64_t bw_block(const bw_ctx *cx, char *tw, int b, int h, int j0, int nb
     /* x = (scale·Q) Kᵀ, fp32 FMA in the canonical order */
     for (int r0 = 0; r0 < nr; r0 += BW_RT) {
         const int rt = nr - r0 < BW_RT ? nr - r0 : BW_RT;
-        bw_fma_tab[rt - 1](P + r0 * BW_B, BW_B, qs + (int64_t)r0 * D, D, kt, BW_B, D);
+        bw_fma_tab[rt - 1][nkv - 1](P + r0 * BW_B, BW_B, qs + (int64_t)r0 * D, D, kt, BW_B, D);
     }
     /* P = exp2(-(max(0, m - x)·log2e + L)); keys a row does not see 0 (NaN or +Inf m: NaN where seen) */
     const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
@@ -327,7 +334,7 @@ static int64_t bw_block(const bw_ctx *cx, char *tw, int b, int h, int j0, int nb
             continue;
         }
         const __m512 mv = _mm512_set1_ps(m), lv = _mm512_set1_ps(rl[i]), zero = _mm512_setzero_ps();
-        for (int v = 0; v < BW_B / 16; v++) {
+        for (int v = 0; v < nkv; v++) {
             __m512 x = _mm512_loadu_ps(pr + 16 * v);
             const __mmask16 out = _mm512_cmpge_epi32_mask(_mm512_add_epi32(iota, _mm512_set1_epi32(16 * v)),
                                                           _mm512_set1_epi32(lj));
@@ -339,12 +346,12 @@ static int64_t bw_block(const bw_ctx *cx, char *tw, int b, int h, int j0, int nb
     }
 
     /* dP = dO Vᵀ; dS = P ∘ (dP·mask - Δ), 0 where P is 0; with dropout P becomes P·mask for dV */
-    bw_gemm_dp(nr, BW_B, dS, BW_B, dor, z->DvE, 2, vp, BW_B, z->DvE / 2, 0);
+    bw_gemm_dp(nr, nbv, dS, BW_B, dor, z->DvE, 2, vp, BW_B, z->DvE / 2, 0);
     if (d->dropout > 0.0f) {
         const float keep_scale = 1.0f / (1.0f - d->dropout);
         for (int i = 0; i < nr; i++) {
             const uint64_t row = (uint64_t)(bh * T + t0 + i);
-            for (int j = 0; j < BW_B; j++) {
+            for (int j = 0; j < nbv; j++) {
                 const int keep = j < nb && attn__dropout_keep(d->seed, row * S + (uint64_t)(j0 + j), d->dropout);
                 const float mm = keep ? keep_scale : 0.0f, p = P[i * BW_B + j];
                 dS[i * BW_B + j] = p == 0.0f ? 0.0f : p * (dS[i * BW_B + j] * mm - delta[i]);
@@ -354,7 +361,7 @@ static int64_t bw_block(const bw_ctx *cx, char *tw, int b, int h, int j0, int nb
     } else {
         for (int i = 0; i < nr; i++) {
             const __m512 dl = _mm512_set1_ps(delta[i]);
-            for (int v = 0; v < BW_B / 16; v++) {
+            for (int v = 0; v < nkv; v++) {
                 const __m512 p = _mm512_loadu_ps(P + i * BW_B + 16 * v);
                 const __mmask16 nz = _mm512_cmp_ps_mask(p, _mm512_setzero_ps(), _CMP_NEQ_UQ);
                 float *s = dS + i * BW_B + 16 * v;
@@ -367,7 +374,7 @@ static int64_t bw_block(const bw_ctx *cx, char *tw, int b, int h, int j0, int nb
      * rows (A of dQ) */
     const int nr2 = (nr + 1) / 2;
     for (int ip = 0; ip < nr2; ip++)
-        for (int v = 0; v < BW_B / 16; v++) {
+        for (int v = 0; v < nkv; v++) {
             const int o0 = 2 * ip * BW_B + 16 * v, o1 = o0 + BW_B;
             const int two = 2 * ip + 1 < nr;
             _mm512_storeu_si512(pp + ip * BW_B + 16 * v,
@@ -376,13 +383,12 @@ static int64_t bw_block(const bw_ctx *cx, char *tw, int b, int h, int j0, int nb
                                 br_pair(_mm512_loadu_ps(dS + o0), two ? _mm512_loadu_ps(dS + o1) : _mm512_setzero_ps()));
         }
     for (int i = 0; i < nr; i++)
-        for (int j = 0; j < BW_B; j += 32)
-            _mm512_storeu_si512(dsb + i * BW_B + j, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(dS + i * BW_B + j + 16),
-                                                                                 _mm512_loadu_ps(dS + i * BW_B + j)));
+        for (int j = 0; j < nbv; j += 16)
+            _mm256_storeu_si256((__m256i *)(dsb + i * BW_B + j), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(dS + i * BW_B + j)));
 
     /* dVᵀ += dOᵀ P, dKᵀ += Qᵀ dS (scale at the end), dQ slot += dS K */
-    bw_gemm_dp(Dv, BW_B, dvt, BW_B, (const uint16_t *)dop, 2 * BW_B2, 2, pp, BW_B, nr2, 1);
-    bw_gemm_dp(D, BW_B, dkt, BW_B, (const uint16_t *)qp, 2 * BW_B2, 2, dsp, BW_B, nr2, 1);
+    bw_gemm_dp(Dv, nbv, dvt, BW_B, (const uint16_t *)dop, 2 * BW_B2, 2, pp, BW_B, nr2, 1);
+    bw_gemm_dp(D, nbv, dkt, BW_B, (const uint16_t *)qp, 2 * BW_B2, 2, dsp, BW_B, nr2, 1);
     bw_gemm_dp(nr, D, slot + (bh * T + t0) * D, D, dsb, BW_B, 2, kj, z->D16, (nb + 1) / 2, 1);
     return (int64_t)nr * nb;
 }
