@@ -100,41 +100,42 @@ static inline __attribute__((always_inline)) void bw_dp(const int RT, const int 
                                                         int64_t ldb, int K, int acc_in, int tail) {
     __m512 acc[BW_RT][BW_NV];
     const __mmask16 tm = (__mmask16)(tail >= 16 ? 0xffff : (1u << tail) - 1);
-    for (int r = 0; r < RT; r++)
-        for (int v = 0; v < NV; v++)
+    BR_UNROLL for (int r = 0; r < RT; r++)
+        BR_UNROLL for (int v = 0; v < NV; v++)
             acc[r][v] = !acc_in ? _mm512_setzero_ps()
                                 : _mm512_maskz_loadu_ps(v == NV - 1 ? tm : 0xffff, C + r * ldc + 16 * v);
     for (int k = 0; k < K; k++) {
         __m512bh bv[BW_NV];
-        for (int v = 0; v < NV; v++)
+        BR_UNROLL for (int v = 0; v < NV; v++)
             bv[v] = (__m512bh)_mm512_maskz_loadu_epi32(v == NV - 1 ? tm : 0xffff, B + k * ldb + 16 * v);
-        for (int r = 0; r < RT; r++) {
+        BR_UNROLL for (int r = 0; r < RT; r++) {
             uint32_t a;
             memcpy(&a, A + r * ar + k * ak, sizeof a);
             const __m512bh av = (__m512bh)_mm512_set1_epi32((int)a);
-            for (int v = 0; v < NV; v++) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], bv[v], av);
+            BR_UNROLL for (int v = 0; v < NV; v++) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], bv[v], av);
         }
     }
-    for (int r = 0; r < RT; r++)
-        for (int v = 0; v < NV; v++) _mm512_mask_storeu_ps(C + r * ldc + 16 * v, v == NV - 1 ? tm : 0xffff, acc[r][v]);
+    BR_UNROLL for (int r = 0; r < RT; r++)
+        BR_UNROLL for (int v = 0; v < NV; v++)
+            _mm512_mask_storeu_ps(C + r * ldc + 16 * v, v == NV - 1 ? tm : 0xffff, acc[r][v]);
 }
 
 static inline __attribute__((always_inline)) void bw_fma(const int RT, const int NV, float *C, int64_t ldc,
                                                          const float *A, int64_t ar, const float *B, int64_t ldb,
                                                          int K) {
     __m512 acc[BW_RT][BW_NV];
-    for (int r = 0; r < RT; r++)
-        for (int v = 0; v < NV; v++) acc[r][v] = _mm512_setzero_ps();
+    BR_UNROLL for (int r = 0; r < RT; r++)
+        BR_UNROLL for (int v = 0; v < NV; v++) acc[r][v] = _mm512_setzero_ps();
     for (int k = 0; k < K; k++) {
         __m512 bv[BW_NV];
-        for (int v = 0; v < NV; v++) bv[v] = _mm512_loadu_ps(B + k * ldb + 16 * v);
-        for (int r = 0; r < RT; r++) {
+        BR_UNROLL for (int v = 0; v < NV; v++) bv[v] = _mm512_loadu_ps(B + k * ldb + 16 * v);
+        BR_UNROLL for (int r = 0; r < RT; r++) {
             const __m512 av = _mm512_set1_ps(A[r * ar + k]);
-            for (int v = 0; v < NV; v++) acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
+            BR_UNROLL for (int v = 0; v < NV; v++) acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
         }
     }
-    for (int r = 0; r < RT; r++)
-        for (int v = 0; v < NV; v++) _mm512_storeu_ps(C + r * ldc + 16 * v, acc[r][v]);
+    BR_UNROLL for (int r = 0; r < RT; r++)
+        BR_UNROLL for (int v = 0; v < NV; v++) _mm512_storeu_ps(C + r * ldc + 16 * v, acc[r][v]);
 }
 
 typedef void (*bw_dp_fn)(float *, int64_t, const uint16_t *, int64_t, int64_t, const uint32_t *, int64_t, int, int,
@@ -384,7 +385,8 @@ static int64_t bw_block(const bw_ctx *cx, char *tw, int b, int h, int j0, int nb
         }
     for (int i = 0; i < nr; i++)
         for (int j = 0; j < nbv; j += 16)
-            _mm256_storeu_si256((__m256i *)(dsb + i * BW_B + j), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(dS + i * BW_B + j)));
+            _mm256_storeu_si256((__m256i *)(dsb + i * BW_B + j),
+                                (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(dS + i * BW_B + j)));
 
     /* dVᵀ += dOᵀ P, dKᵀ += Qᵀ dS (scale at the end), dQ slot += dS K */
     bw_gemm_dp(Dv, nbv, dvt, BW_B, (const uint16_t *)dop, 2 * BW_B2, 2, pp, BW_B, nr2, 1);

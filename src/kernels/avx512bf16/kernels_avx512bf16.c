@@ -62,33 +62,33 @@ static inline __attribute__((always_inline)) void br_scores(const int R, float *
     const int KU = 16 / R;
     int j = 0;
     for (; j + KU <= nb; j += KU) {
-        for (int u = 0; u < KU; u++) br_prefetch(k, kt, j + u, ahead, D);
+        BR_UNROLL for (int u = 0; u < KU; u++) br_prefetch(k, kt, j + u, ahead, D);
         __m512 acc[16];
         for (int i = 0; i < 16; i++) acc[i] = _mm512_setzero_ps();
         for (int x0 = 0; x0 < DP; x0 += 32) {
             __m512i kv[16];
-            for (int u = 0; u < KU; u++) kv[u] = br_load32(k + (int64_t)(j + u) * kt, x0, D);
-            for (int r = 0; r < R; r++) {
+            BR_UNROLL for (int u = 0; u < KU; u++) kv[u] = br_load32(k + (int64_t)(j + u) * kt, x0, D);
+            BR_UNROLL for (int r = 0; r < R; r++) {
                 const __m512bh qv = (__m512bh)_mm512_load_si512(q + r * DP + x0);
-                for (int u = 0; u < KU; u++) {
+                BR_UNROLL for (int u = 0; u < KU; u++) {
                     const int L = r * KU + u;
                     acc[BR_SRC(L)] = _mm512_dpbf16_ps(acc[BR_SRC(L)], (__m512bh)kv[u], qv);
                 }
             }
         }
         const __m512 sum = br_sum16(acc);
-        for (int r = 0; r < R; r++)
+        BR_UNROLL for (int r = 0; r < R; r++)
             _mm512_mask_storeu_ps(s + r * BR_NB + j - r * KU, (__mmask16)(((1u << KU) - 1) << (r * KU)), sum);
     }
     for (; j < nb; j++) {
         __m512 acc[BR_R];
-        for (int r = 0; r < R; r++) acc[r] = _mm512_setzero_ps();
+        BR_UNROLL for (int r = 0; r < R; r++) acc[r] = _mm512_setzero_ps();
         for (int x0 = 0; x0 < DP; x0 += 32) {
             const __m512i kv = br_load32(k + (int64_t)j * kt, x0, D);
-            for (int r = 0; r < R; r++)
+            BR_UNROLL for (int r = 0; r < R; r++)
                 acc[r] = _mm512_dpbf16_ps(acc[r], (__m512bh)kv, (__m512bh)_mm512_load_si512(q + r * DP + x0));
         }
-        for (int r = 0; r < R; r++) s[r * BR_NB + j] = _mm512_reduce_add_ps(acc[r]);
+        BR_UNROLL for (int r = 0; r < R; r++) s[r * BR_NB + j] = _mm512_reduce_add_ps(acc[r]);
     }
 }
 
@@ -102,8 +102,8 @@ static inline __attribute__((always_inline)) void br_pv_chunk(const int R, const
                                                               const float *alpha, const uint16_t *p, const uint16_t *v,
                                                               int64_t vt, int Dv, int j1, int nb, int x0, int ahead) {
     __m512 acc[BR_R][2 * 2];
-    for (int r = 0; r < R; r++)
-        for (int u = 0; u < 2 * NV; u++)
+    BR_UNROLL for (int r = 0; r < R; r++)
+        BR_UNROLL for (int u = 0; u < 2 * NV; u++)
             acc[r][u] = alpha ? _mm512_mul_ps(_mm512_load_ps(o + r * DvP + x0 + 16 * u), _mm512_set1_ps(alpha[r]))
                               : _mm512_load_ps(o + r * DvP + x0 + 16 * u);
     for (int j = j1; j < nb && j < j1 + BR_PVK; j += 2) {
@@ -113,24 +113,24 @@ static inline __attribute__((always_inline)) void br_pv_chunk(const int R, const
             br_prefetch(v, vt, j + 1, ahead, Dv);
         }
         __m512i lo[2], hi[2];
-        for (int c = 0; c < NV; c++) {
+        BR_UNROLL for (int c = 0; c < NV; c++) {
             const __m512i a = br_load32(v0, x0 + 32 * c, Dv);
             const __m512i b = j + 1 < nb ? br_load32(v1, x0 + 32 * c, Dv) : _mm512_setzero_si512();
             lo[c] = _mm512_unpacklo_epi16(a, b);
             hi[c] = _mm512_unpackhi_epi16(a, b);
         }
-        for (int r = 0; r < R; r++) {
+        BR_UNROLL for (int r = 0; r < R; r++) {
             uint32_t pr;
             memcpy(&pr, p + r * BR_PS + j, sizeof pr);
             const __m512bh pv = (__m512bh)_mm512_set1_epi32((int)pr);
-            for (int c = 0; c < NV; c++) {
+            BR_UNROLL for (int c = 0; c < NV; c++) {
                 acc[r][2 * c] = _mm512_dpbf16_ps(acc[r][2 * c], (__m512bh)lo[c], pv);
                 acc[r][2 * c + 1] = _mm512_dpbf16_ps(acc[r][2 * c + 1], (__m512bh)hi[c], pv);
             }
         }
     }
-    for (int r = 0; r < R; r++)
-        for (int u = 0; u < 2 * NV; u++) _mm512_store_ps(o + r * DvP + x0 + 16 * u, acc[r][u]);
+    BR_UNROLL for (int r = 0; r < R; r++)
+        BR_UNROLL for (int u = 0; u < 2 * NV; u++) _mm512_store_ps(o + r * DvP + x0 + 16 * u, acc[r][u]);
 }
 
 static inline __attribute__((always_inline)) void br_pv(const int R, float *o, int DvP, const float *alpha,
@@ -167,7 +167,7 @@ static inline __attribute__((always_inline)) void br_rows_r(const int R, const b
     const uint16_t *vb = cx->v + b * d->v.b + hk * d->v.h;
     br_rowset rs;
     br_rows_begin(&rs, cx, b, hs, ts, R);
-    for (int r = 0; r < R; r++)
+    BR_UNROLL for (int r = 0; r < R; r++)
         for (int x = 0; x < DP; x++) q[r * DP + x] = x < D ? rs.qrow[r][x] : 0;
     memset(o, 0, sizeof(float) * (size_t)R * DvP);
     const int maxlim = rs.maxlim;
@@ -229,30 +229,30 @@ static inline __attribute__((always_inline)) void bb_scores_tile(const int RT, c
                                                                  const uint32_t *Qp, const uint16_t *k, int64_t kt,
                                                                  int D, float scale) {
     __m512 acc[BB_RT][BB_NV];
-    for (int r = 0; r < RT; r++)
-        for (int v = 0; v < NV; v++) acc[r][v] = _mm512_setzero_ps();
+    BR_UNROLL for (int r = 0; r < RT; r++)
+        BR_UNROLL for (int v = 0; v < NV; v++) acc[r][v] = _mm512_setzero_ps();
     const int D2 = D / 2;
     for (int p = 0; p < D2; p++) {
         __m512bh qv[BB_NV];
-        for (int v = 0; v < NV; v++) qv[v] = (__m512bh)_mm512_load_si512(Qp + (int64_t)p * BR + 16 * v);
-        for (int r = 0; r < RT; r++) {
+        BR_UNROLL for (int v = 0; v < NV; v++) qv[v] = (__m512bh)_mm512_load_si512(Qp + (int64_t)p * BR + 16 * v);
+        BR_UNROLL for (int r = 0; r < RT; r++) {
             uint32_t kk;
             memcpy(&kk, k + r * kt + 2 * p, sizeof kk);
             const __m512bh kb = (__m512bh)_mm512_set1_epi32((int)kk);
-            for (int v = 0; v < NV; v++) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], qv[v], kb);
+            BR_UNROLL for (int v = 0; v < NV; v++) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], qv[v], kb);
         }
     }
     if (D & 1) {
         __m512bh qv[BB_NV];
-        for (int v = 0; v < NV; v++) qv[v] = (__m512bh)_mm512_load_si512(Qp + (int64_t)D2 * BR + 16 * v);
-        for (int r = 0; r < RT; r++) {
+        BR_UNROLL for (int v = 0; v < NV; v++) qv[v] = (__m512bh)_mm512_load_si512(Qp + (int64_t)D2 * BR + 16 * v);
+        BR_UNROLL for (int r = 0; r < RT; r++) {
             const __m512bh kb = (__m512bh)_mm512_set1_epi32((int)k[r * kt + D - 1]);
-            for (int v = 0; v < NV; v++) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], qv[v], kb);
+            BR_UNROLL for (int v = 0; v < NV; v++) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], qv[v], kb);
         }
     }
     const __m512 sc = _mm512_set1_ps(scale);
-    for (int r = 0; r < RT; r++)
-        for (int v = 0; v < NV; v++) _mm512_store_ps(St + r * BR + 16 * v, _mm512_mul_ps(acc[r][v], sc));
+    BR_UNROLL for (int r = 0; r < RT; r++)
+        BR_UNROLL for (int v = 0; v < NV; v++) _mm512_store_ps(St + r * BR + 16 * v, _mm512_mul_ps(acc[r][v], sc));
 }
 
 /* Oᵀ rows x .. x+RT (dims, stride BR) by NV query vectors: alpha ∘ Oᵀ + Σ_{jp < np} Vp[jp][x + r]·Pp[jp]. */
@@ -260,20 +260,20 @@ static inline __attribute__((always_inline)) void bb_pv_tile(const int RT, const
                                                              const uint32_t *Vp, int DvP, const uint32_t *Pp, int np,
                                                              const float *alpha) {
     __m512 acc[BB_RT][BB_NV];
-    for (int v = 0; v < NV; v++) {
+    BR_UNROLL for (int v = 0; v < NV; v++) {
         const __m512 al = _mm512_load_ps(alpha + 16 * v);
-        for (int r = 0; r < RT; r++) acc[r][v] = _mm512_mul_ps(_mm512_load_ps(Ot + r * BR + 16 * v), al);
+        BR_UNROLL for (int r = 0; r < RT; r++) acc[r][v] = _mm512_mul_ps(_mm512_load_ps(Ot + r * BR + 16 * v), al);
     }
     for (int jp = 0; jp < np; jp++) {
         __m512bh pv[BB_NV];
-        for (int v = 0; v < NV; v++) pv[v] = (__m512bh)_mm512_load_si512(Pp + (int64_t)jp * BR + 16 * v);
-        for (int r = 0; r < RT; r++) {
+        BR_UNROLL for (int v = 0; v < NV; v++) pv[v] = (__m512bh)_mm512_load_si512(Pp + (int64_t)jp * BR + 16 * v);
+        BR_UNROLL for (int r = 0; r < RT; r++) {
             const __m512bh vb = (__m512bh)_mm512_set1_epi32((int)Vp[(int64_t)jp * DvP + r]);
-            for (int v = 0; v < NV; v++) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], pv[v], vb);
+            BR_UNROLL for (int v = 0; v < NV; v++) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], pv[v], vb);
         }
     }
-    for (int r = 0; r < RT; r++)
-        for (int v = 0; v < NV; v++) _mm512_store_ps(Ot + r * BR + 16 * v, acc[r][v]);
+    BR_UNROLL for (int r = 0; r < RT; r++)
+        BR_UNROLL for (int v = 0; v < NV; v++) _mm512_store_ps(Ot + r * BR + 16 * v, acc[r][v]);
 }
 
 /* The tiles for each shape (the register count must be a constant), and tables of them. */
@@ -327,14 +327,14 @@ static inline __attribute__((always_inline)) void bb_softmax(const int NV, float
                                                              const bb_rows *rw, uint32_t *Pp, int keep_fp32) {
     __m512 bs[BB_NV], s0[BB_NV];
     const __m512 l2e = _mm512_set1_ps(BR_LOG2E);
-    for (int v = 0; v < NV; v++) {
+    BR_UNROLL for (int v = 0; v < NV; v++) {
         /* a lane with no key yet keeps max -inf: subtract -FLT_MAX instead so exp2 gives 0, not NaN */
         bs[v] = _mm512_max_ps(_mm512_load_ps(rw->bm + 16 * v), _mm512_set1_ps(-FLT_MAX));
         s0[v] = _mm512_setzero_ps();
     }
     for (int j = 0; j < nb; j += 2) {
         float *x = St + j * BR;
-        for (int v = 0; v < NV; v++) {
+        BR_UNROLL for (int v = 0; v < NV; v++) {
             const __m512 e0 = attn__exp2_avx512(_mm512_mul_ps(_mm512_sub_ps(_mm512_load_ps(x + 16 * v), bs[v]), l2e));
             __m512 e1 = _mm512_setzero_ps();
             s0[v] = _mm512_add_ps(s0[v], e0);
@@ -350,7 +350,7 @@ static inline __attribute__((always_inline)) void bb_softmax(const int NV, float
             }
         }
     }
-    for (int v = 0; v < NV; v++) {
+    BR_UNROLL for (int v = 0; v < NV; v++) {
         const __m512 al = attn__exp2_avx512(_mm512_mul_ps(_mm512_sub_ps(_mm512_load_ps(rw->m + 16 * v), bs[v]), l2e));
         _mm512_store_ps(rw->l + 16 * v, _mm512_fmadd_ps(_mm512_load_ps(rw->l + 16 * v), al, s0[v]));
         _mm512_store_ps(rw->m + 16 * v, _mm512_load_ps(rw->bm + 16 * v));
