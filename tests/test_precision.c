@@ -4,9 +4,8 @@
  * compute = ATTN_DTYPE_BF16 in their configs.
  *   - on a path with bf16 units: the bf16 model's loss, logits and gradients differ from the fp32 model's
  *     (same seed, same weights) — so the setting reaches the kernels — by a bounded amount, and a short
- *     training still lowers the loss. The AMX path for every model; without AMX, the AVX512-BF16 path for
- *     the Transformer (its 10-row heads) and the seq2seq (additive attention), the models whose attention
- *     it computes in bf16. Skipped, with the reason printed, where there is neither;
+ *     training still lowers the loss. The AMX path, else the AVX512-BF16 path. Skipped, with the reason
+ *     printed, where there is neither;
  *   - on a path without bf16 units (AVX2, else scalar) compute is only a permission: the results are the
  *     fp32 model's, bit for bit;
  *   - the checkpoints keep the setting ("compute" in the metadata): a saved bf16 model loads as bf16 and
@@ -501,18 +500,18 @@ int main(void) {
         return 1;
     }
     attn_ctx amx, bf, plain;
-    const attn_ctx *pa = NULL, *pb = NULL;
-    if (attn_ctx_init(&amx, ATTN_ISA_AMX, 2) == ATTN_OK) pa = pb = &amx;
-    /* without AMX, AVX512-BF16 computes the Transformer's short heads and the additive attention in bf16 */
+    const attn_ctx *pb = NULL;
+    if (attn_ctx_init(&amx, ATTN_ISA_AMX, 2) == ATTN_OK) pb = &amx;
+    /* without AMX, AVX512-BF16 computes every model's attention in bf16 */
     else if (attn_ctx_init(&bf, ATTN_ISA_AVX512BF16, 2) == ATTN_OK) pb = &bf;
-    else printf("AMX path not available here (CPU without AMX-BF16, tiles refused by the OS, or ATTN_NO_AMX set): "
-                "the bf16-against-fp32 checks and bf16 trainings on it are skipped; training runs on the path "
+    else printf("no path with bf16 units here (a CPU without AMX-BF16 or AVX512-BF16, or AMX refused by the OS): "
+                "the bf16-against-fp32 checks and bf16 trainings on one are skipped; training runs on the path "
                 "below\n");
     if (attn_ctx_init(&plain, ATTN_ISA_AVX2, 2) != ATTN_OK) CHECK_STATUS(attn_ctx_init(&plain, ATTN_ISA_SCALAR, 2), ATTN_OK);
     printf("paths: %s (bf16 units), %s (none)\n", pb ? attn_isa_name(pb->isa) : "-", attn_isa_name(plain.isa));
     test_transformer(pb, &plain);
-    test_vit(pa, &plain);
-    test_imdb(pa, &plain);
+    test_vit(pb, &plain);
+    test_imdb(pb, &plain);
     test_seq2seq(pb, &plain);
     char p[600];
     const char *const files[4] = {"tf", "vit", "imdb", "s2s"};

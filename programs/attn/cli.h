@@ -90,9 +90,9 @@ int cli_palette(const char *who, const cli_cmd *cmd, const char *name, attn_pale
     "--resume keeps the checkpoint's): the result depends on G, never on --threads or on how many mpirun ranks " \
     "share the parts (they must divide G)"
 #define CLI_PRECISION_HELP "the attention's compute: f32, or bf16 (its products in bf16 where a kernel takes the " \
-                           "model's heads so: with AMX every head of 5 or more query rows, with AVX512-BF16 alone " \
-                           "heads of 5 to 15 rows; elsewhere fp32, and the banner says which runs; fp32 sums; " \
-                           "weights and the rest stay fp32; saved in the checkpoint)"
+                           "model's heads so: on a CPU with AMX or AVX512-BF16, heads of 5 or more query rows " \
+                           "(decoding steps stay fp32); elsewhere fp32, and the banner says which runs; fp32 " \
+                           "sums; weights and the rest stay fp32; saved in the checkpoint)"
 int cli_precision(const char *who, const cli_cmd *cmd, const char *name, attn_dtype *compute);
 /* What the default context's path computes a model's scaled dot-product attention in (B, H heads, T = S
  * rows, head width D, a sliding window when window) when compute is asked: attn_sdpa_compute_type's

@@ -347,8 +347,8 @@ def sdpa(q, k, v, *, scale=None, causal=False, valid_lens=None, mask=None, bias=
     [0,1) with its seed (the same seed drops the same weights on every path and thread count).
 
     compute: 'f32', or 'bf16': the products' operands rounded to bf16 with fp32 sums where the kernel path
-    takes the shape so (with AMX 5 or more query rows per head, with AVX512-BF16 alone 5 to 15; a call
-    asked for weights runs as fp32), fp32 elsewhere; the arrays stay float32.
+    takes the shape so (on AMX or AVX512-BF16, 5 or more query rows per head; a call asked for weights
+    runs as fp32), fp32 elsewhere; the arrays stay float32.
 
     Returns out (B,H,T,Dv); with return_weights/return_lse/return_stats a tuple (out, [weights (B,H,T,S)],
     [lse (B,H,T)], [stats (B,H,T,2)]) in that order. stats are what sdpa_backward needs."""

@@ -199,7 +199,8 @@ static float bw_delta(const uint16_t *o, const uint16_t *g, int Dv) {
 
 /* Query rows [64·qb, 64·qb + 64) of (b, h): their packs, Δ, and their rows of every dQ slot cleared. */
 static void bw_pack_rows(const attn_sdpa_desc *d, const bw_dims *z, char *work, const uint16_t *q,
-                         const uint16_t *dout, const uint16_t *out, int b, int h, int qb) {
+                         const uint16_t *dout, const uint16_t *out, const attn__bf16_grads32 *g32, int b, int h,
+                         int qb) {
     const int D = d->D, Dv = d->Dv, T = d->T;
     const int64_t bh = (int64_t)b * d->H + h;
     char *side = work + (size_t)bh * z->side;
@@ -227,7 +228,14 @@ static void bw_pack_rows(const attn_sdpa_desc *d, const bw_dims *z, char *work, 
         }
         for (int x = 0; x < z->DvE; x++) dor[(int64_t)i * z->DvE + x] = x < Dv ? gr[x] : 0;
         for (int x = 0; x < Dv; x++) dop[(int64_t)x * BW_B2 + i / 2] |= (uint32_t)gr[x] << (16 * (i & 1));
-        delta[i] = bw_delta(ob0 + (int64_t)t * d->out.t, gr, Dv);
+        const uint16_t *orow = ob0 + (int64_t)t * d->out.t;
+        delta[i] = bw_delta(orow, gr, Dv);
+        if (g32) {   /* fp32 tensors: plus what rounding out to bf16 took, Σ (out - bf16(out))·dout, exact terms */
+            const float *o = g32->out + b * g32->o.b + h * g32->o.h + (int64_t)t * g32->o.t;
+            float s = 0.0f;
+            for (int x = 0; x < Dv; x++) s += (o[x] - attn__f32(orow[x])) * attn__f32(gr[x]);
+            delta[i] += s;
+        }
         for (int ch = 0; ch < z->nch; ch++)
             memset((float *)(work + z->slots) + (((int64_t)ch * d->B * d->H + bh) * T + t) * D, 0, sizeof(float) * D);
     }
@@ -455,7 +463,7 @@ void attn__bf16_backward(const attn_sdpa_desc *d, uint16_t *dq, uint16_t *dk, ui
         const int64_t items = (int64_t)d->B * d->H * z->nqb;
         for (int64_t it = attn__part_next(part, &local); it < items; it = attn__part_next(part, &local)) {
             const int64_t bh = it / z->nqb;
-            bw_pack_rows(d, z, cx.work, q, dout, out, (int)(bh / d->H), (int)(bh % d->H), (int)(it % z->nqb));
+            bw_pack_rows(d, z, cx.work, q, dout, out, g32, (int)(bh / d->H), (int)(bh % d->H), (int)(it % z->nqb));
         }
         return;
     }

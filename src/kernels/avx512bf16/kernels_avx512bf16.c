@@ -7,8 +7,9 @@
  * hand those descriptors to attn__kernels_avx512). The AMX path has its own decoding kernel on tiles
  * (kernels_amx.c), shares this one's softmax (decode_bf16.h), and hands its bf16 forwards of 5 to 15 rows
  * per head to the block kernel here, its bf16 backwards of fewer than 16 to the backward. fp32 tensors
- * with bf16 compute and 5 to 15 rows per head run here too, on bf16 copies (near the end). Compiled with
- * -mavx512bf16 and the AVX-512 flags; reached only when the CPU has them (config.c).
+ * with bf16 compute and more than 4 rows per head run here too, on bf16 copies (near the end; with AMX
+ * only those of 5 to 15 rows reach this table). Compiled with -mavx512bf16 and the AVX-512 flags; reached
+ * only when the CPU has them (config.c).
  *
  * The decoding forward, by rows (the structure of fused_impl.h's rows path): items (b, kv head, pack of up
  * to BR_R of the group's rows (head, t)), so each K and V row is read once for the pack. Per key block of
@@ -590,29 +591,36 @@ static void br_forward(const attn_sdpa_desc *d, float *out, float *stats, const 
 }
 
 /* ===================================================================================================
- * fp32 tensors with bf16 compute and few query rows per head (BR_MAX_T < T <= BC_MAX_T): the heads the AMX
- * tiles decline (kernels_amx.c's AX_MIN_T; the Transformer translator's 10-row heads are such). Without
- * this they would multiply in fp32 while longer heads multiply in bf16 on the tiles: one model, two
- * arithmetics. Taken on every CPU with this path, so that a short head computes the same way with AMX or
- * without.
+ * fp32 tensors with bf16 compute (more than BR_MAX_T query rows per head): bf16 products wherever the CPU
+ * has bf16 units. On a CPU with AMX this table gets only the heads the tiles decline, 5 to 15 rows
+ * (kernels_amx.c's AX_MIN_T; the Transformer translator's 10-row heads), which would otherwise multiply in
+ * fp32 while longer heads multiply in bf16: one model, two arithmetics. Without AMX (Zen 4) it takes them
+ * all: the request is honoured where the units are, as the tiles honour it for small heads that run
+ * slower on them.
  *
  * One stage more, first: Q, K, V (and for the backward out and dout) are rounded to nearest even into
  * contiguous bf16 copies in the workspace. Then the kernels above run on the copies exactly as on bf16
  * tensors, except that they write out in fp32 and add dq, dk, dv to the caller's fp32 gradients in fp32
- * (br_fwd.out32, attn__bf16_grads32), by the caller's layouts.
+ * (br_fwd.out32, attn__bf16_grads32), by the caller's layouts; and the backward's Δ = rowsum(dout ∘ out),
+ * summed on the copies with dP's own arithmetic (so that dP - Δ is exactly 0 where out is one V row: the
+ * logits near 1e9 of test_bf16), gets Σ (out - bf16(out))·bf16(dout) added, in fp32: what rounding the
+ * fp32 out took (about 1e-3 of Δ, which times |q| up to 2000 moved dk by 5 in test_bf16). Each
+ * difference out - bf16(out) is exact, and 0 where out is a V row.
  *
- * Not taken:
- *   - decoding (T <= BR_MAX_T): rounding the whole K/V cache at every step would cost more than the step;
- *   - more rows without AMX: there this path's backward is slower than the fp32 one (measured on a Zen 4
- *     EPYC at B = 1, H = 8, T = S = 2048, D = 64: bf16 tensors 287 GFLOP/s against fp32's 386; the forward
- *     588 against 404), and converting fp32 tensors would only add to it. With AMX those go on tiles.
+ * Speed against the fp32 path (a Zen 4 EPYC, `attn bench --isa avx512 | --isa avx512bf16 --compute bf16
+ * --backward`): at H = 8, T = S = 2048 faster (D = 64: forward 582-595 against 406-423 GFLOP/s, backward
+ * 541 against 400-420; D = 128: 655-668 against 439-456, 536-557 against 383-407); at T = S = 256 causal
+ * level; at the models' small heads slower (one thread, forward and backward ms: B 64, H 4, T = S 17,
+ * D 32: 0.32 and 1.03-1.06 against 0.22 and 0.36; B 64, H 4, T = S 20, D 8: 0.17 and 0.46 against 0.11
+ * and 0.22), as the AMX tiles are at those shapes.
+ *
+ * Not taken: decoding (T <= BR_MAX_T): rounding the whole K/V cache at every step would cost more than the
+ * step; the sparse mask parts (the fp32 kernels on copies, as for bf16 tensors).
  */
-#define BC_MAX_T 15
-
 enum { BC_Q, BC_K, BC_V, BC_OUT, BC_DOUT, BC_COUNT };
 
 static int bc_native(const attn_sdpa_desc *d) {
-    return d->dtype == ATTN_DTYPE_F32 && d->compute == ATTN_DTYPE_BF16 && d->T > BR_MAX_T && d->T <= BC_MAX_T &&
+    return d->dtype == ATTN_DTYPE_F32 && d->compute == ATTN_DTYPE_BF16 && d->T > BR_MAX_T &&
            !attn__mask_sparse(&d->mask);
 }
 
@@ -707,9 +715,9 @@ static char *bc_base(void *work, const attn_sdpa_desc *d, attn_pass pass, size_t
  */
 
 /* The descriptors this path computes itself: bf16 tensors, forward (decoding, br_native, or by blocks)
- * and backward (bwd_avx512bf16.c); fp32 tensors with bf16 compute and 5 to BC_MAX_T rows per head, on
- * copies (above). Other fp32 tensors (bf16 compute or not) keep the fp32 paths (the AMX path takes those
- * with bf16 compute on tiles). The sparse mask parts go through the conversion path. */
+ * and backward (bwd_avx512bf16.c); fp32 tensors with bf16 compute and more than 4 rows per head, on
+ * copies (above). Other fp32 tensors (fp32 compute, or decoding) keep the fp32 paths. The sparse mask
+ * parts go through the conversion path. */
 static int bf_tensors(const attn_sdpa_desc *d) { return d->dtype == ATTN_DTYPE_BF16 && !attn__mask_sparse(&d->mask); }
 
 static int bf_native(const attn_sdpa_desc *d, attn_pass pass) {
@@ -729,8 +737,7 @@ static size_t bf_own_workspace(const attn_sdpa_desc *d, attn_pass pass, int nth)
 static size_t bf_workspace(const attn_sdpa_desc *d, attn_pass pass, int nth) {
     if (bf_tensors(d)) return bf_own_workspace(d, pass, nth);
     if (!bc_native(d)) return attn__kernels_avx512.sdpa_workspace(d, pass, nth);
-    /* T is at most BC_MAX_T; in double first, the copies are at most 2.5x the bytes of the caller's fp32
-     * tensors, which exist */
+    /* in double first: the copies are at most half the bytes of the caller's fp32 tensors, which exist */
     const double est = 2.0 * d->B * ((double)d->H * d->T * (d->D + 2.0 * d->Dv) + (double)d->Hkv * d->S * (d->D + d->Dv));
     if (est > (double)(SIZE_MAX / 8)) return SIZE_MAX;
     const attn_sdpa_desc c = bc_desc(d);
@@ -792,7 +799,7 @@ static void bf_backward(const attn_sdpa_desc *d, float *dq, float *dk, float *dv
             return;
         }
         const attn_sdpa_desc c = bc_desc(d);
-        const attn__bf16_grads32 g = {dq, dk, dv, d->q, d->k, d->v};
+        const attn__bf16_grads32 g = {dq, dk, dv, d->q, d->k, d->v, out, d->out};
         attn__part kp = *part;
         kp.stage--;
         attn__bf16_backward(&c, NULL, NULL, NULL, (const uint16_t *)(base + off[BC_DOUT]),
