@@ -200,6 +200,21 @@ static inline const float *attn__bias_row(const attn_mask *m, int b, int h, int 
     return m->bias + b * m->bias_stride[0] + h * m->bias_stride[1] + t * m->bias_stride[2];
 }
 
+/* d with contiguous layouts for q, k, v and out ((B,H,T,D), (B,Hkv,S,D), (B,Hkv,S,Dv), (B,H,T,Dv)), tensors
+ * of type dtype and fp32 compute: the descriptor of a path's copies of d's tensors (sdpa.c's fp32 copies of
+ * bf16 tensors, the AVX512-BF16 path's bf16 copies of fp32 tensors). */
+static inline attn_sdpa_desc attn__contiguous_desc(const attn_sdpa_desc *d, attn_dtype dtype) {
+    attn_sdpa_desc c = *d;
+    const int H = d->H, Hkv = d->Hkv, T = d->T, S = d->S, D = d->D, Dv = d->Dv;
+    c.q = (attn_layout){(int64_t)H * T * D, (int64_t)T * D, D};
+    c.k = (attn_layout){(int64_t)Hkv * S * D, (int64_t)S * D, D};
+    c.v = (attn_layout){(int64_t)Hkv * S * Dv, (int64_t)S * Dv, Dv};
+    c.out = (attn_layout){(int64_t)H * T * Dv, (int64_t)T * Dv, Dv};
+    c.dtype = dtype;
+    c.compute = ATTN_DTYPE_F32;
+    return c;
+}
+
 /* Validates a mask for sizes B,H,T,S (pointers, kinds, nonnegative lengths, nonnegative strides). */
 attn_status attn__validate_mask(const attn_mask *m, int B, int H, int T, int S);
 

@@ -173,18 +173,7 @@ static attn_status cv_bytes(const attn_sdpa_desc *d, attn_pass pass, size_t *byt
 }
 
 /* The descriptor of the fp32 copies: contiguous, fp32. */
-static attn_sdpa_desc conv_desc(const attn_sdpa_desc *d) {
-    attn_sdpa_desc c = *d;
-    const int B = d->B, H = d->H, Hkv = d->Hkv, T = d->T, S = d->S, D = d->D, Dv = d->Dv;
-    (void)B;
-    c.q = (attn_layout){(int64_t)H * T * D, (int64_t)T * D, D};
-    c.k = (attn_layout){(int64_t)Hkv * S * D, (int64_t)S * D, D};
-    c.v = (attn_layout){(int64_t)Hkv * S * Dv, (int64_t)S * Dv, Dv};
-    c.out = (attn_layout){(int64_t)H * T * Dv, (int64_t)T * Dv, Dv};
-    c.dtype = ATTN_DTYPE_F32;
-    c.compute = ATTN_DTYPE_F32;
-    return c;
-}
+static attn_sdpa_desc conv_desc(const attn_sdpa_desc *d) { return attn__contiguous_desc(d, ATTN_DTYPE_F32); }
 
 /* Does the path take d as it is for this pass (its tensors' type and compute type)? Weights asked for: a
  * weights stage recomputes the scores as the fp32 paths do, so the forward must have run as they do. */

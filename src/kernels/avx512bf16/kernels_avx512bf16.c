@@ -625,17 +625,7 @@ static int bc_native(const attn_sdpa_desc *d) {
 }
 
 /* The descriptor of the copies: contiguous bf16. */
-static attn_sdpa_desc bc_desc(const attn_sdpa_desc *d) {
-    attn_sdpa_desc c = *d;
-    const int H = d->H, Hkv = d->Hkv, T = d->T, S = d->S, D = d->D, Dv = d->Dv;
-    c.q = (attn_layout){(int64_t)H * T * D, (int64_t)T * D, D};
-    c.k = (attn_layout){(int64_t)Hkv * S * D, (int64_t)S * D, D};
-    c.v = (attn_layout){(int64_t)Hkv * S * Dv, (int64_t)S * Dv, Dv};
-    c.out = (attn_layout){(int64_t)H * T * Dv, (int64_t)T * Dv, Dv};
-    c.dtype = ATTN_DTYPE_BF16;
-    c.compute = ATTN_DTYPE_F32;
-    return c;
-}
+static attn_sdpa_desc bc_desc(const attn_sdpa_desc *d) { return attn__contiguous_desc(d, ATTN_DTYPE_BF16); }
 
 /* Copy i: its heads, rows per head and row width, and the caller's layout. */
 static const attn_layout *bc_shape(const attn_sdpa_desc *d, int i, int *heads, int *rows, int *inner) {
