@@ -637,7 +637,8 @@ static const attn_layout *bc_shape(const attn_sdpa_desc *d, int i, int *heads, i
 
 static int bc_count(attn_pass pass) { return pass == ATTN_PASS_FORWARD ? BC_OUT : BC_COUNT; }
 
-/* Offsets of the copies in the aligned workspace; returns where the kernels' own workspace starts. */
+/* Offsets of the copies from the aligned workspace's start; returns their bytes in all (where the kernels'
+ * own workspace starts). */
 static size_t bc_offsets(const attn_sdpa_desc *d, attn_pass pass, size_t off[BC_COUNT]) {
     size_t n = 0;
     for (int i = 0; i < bc_count(pass); i++) {
@@ -693,7 +694,8 @@ static void bc_convert(const attn_sdpa_desc *d, attn_pass pass, char *base, cons
     }
 }
 
-/* The kernels' own workspace after the aligned copies; *off their offsets. */
+/* The aligned start of the copies (returned), their offsets (off) and the kernels' own workspace after them
+ * (*own). */
 static char *bc_base(void *work, const attn_sdpa_desc *d, attn_pass pass, size_t off[BC_COUNT], char **own) {
     char *base = (char *)(((uintptr_t)work + BR_ALIGN - 1) & ~(uintptr_t)(BR_ALIGN - 1));
     *own = base + bc_offsets(d, pass, off);
