@@ -56,7 +56,8 @@ def attn_run(args):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--attn", default="build/attn", help="the attn program (default build/attn)")
-    ap.add_argument("--isa", default="amx", help="attn's path (default amx)")
+    ap.add_argument("--isa", default="auto",
+                    help="attn's path (default auto: the best this CPU has, amx where there is AMX)")
     ap.add_argument("--threads", type=int, default=2, help="threads for both (default 2)")
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--heads", type=int, default=8)
@@ -92,7 +93,8 @@ def main():
         ga = row["gflops"]
         gt = flops / torch_best(q, k, v, scale, args.repeat) * 1e-9
         best_attn, best_torch = max(best_attn, ga), max(best_torch, gt)
-        print("round %d: attn %s bf16 %.1f GFLOP/s   torch bf16 unfused %.1f GFLOP/s" % (r + 1, args.isa, ga, gt))
+        isa = row.get("isa", args.isa)   # the path auto chose
+        print("round %d: attn %s bf16 %.1f GFLOP/s   torch bf16 unfused %.1f GFLOP/s" % (r + 1, isa, ga, gt))
     print("load average after: %.2f %.2f %.2f" % os.getloadavg())
     print("best of %d rounds x %d runs, B=%d H=%d T=%d S=%d D=%d, %d threads: attn %.1f GFLOP/s, torch %.1f "
           "GFLOP/s, ratio %.1fx" % (args.rounds, args.repeat, B, H, T, S, D, args.threads, best_attn, best_torch,
