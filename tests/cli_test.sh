@@ -158,6 +158,14 @@ grep -q '"cores_busy":null,"gflops_per_busy_core":null,' /tmp/attn_cli_out.$$ ||
 # ATTN_ISA is the bench's default path (scalar: every CPU has it)
 ATTN_ISA=scalar "$attn" bench --tq 16 --dim 8 --heads 1 --repeat 1 --json > $out 2>&1
 grep -q '"isa":"scalar"' $out || bad "ATTN_ISA=scalar attn bench did not run the scalar path"
+# a bf16 case's roof is the loop of the units that multiply it: AMX tiles, AVX512-BF16's vdpbf16ps, else fp32 FMA
+"$attn" bench --dtype bf16 --tq 64 --dim 32 --heads 1 --repeat 1 --json > $out 2>&1
+case "$(grep -o '"isa":"[a-z0-9]*"' $out)" in
+  '"isa":"amx"') roof="amx bf16 tile" ;;
+  '"isa":"avx512bf16"') roof="avx512bf16 vdpbf16ps" ;;
+  *) roof="fma" ;;
+esac
+grep -q "\"peak_kind\":\"[a-z0-9 ]*$roof" $out || bad "bench --dtype bf16: the roof is not '$roof': $(cat $out)"
 
 # 12. no help text cites a file the repository does not have
 for c in "imdb --help" "imdb train --help" "translate --help" "translate train --help" "demo --help" "score --help"; do

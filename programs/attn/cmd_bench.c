@@ -88,16 +88,8 @@ static float fma_loop_scalar(long iters, float seed) {
 
 static volatile float g_sink;
 
-/* Measured fp32 peak of nth threads in GFLOP/s (best of 3), and the loop's name. */
-static double measure_peak(int nth, const char **kind) {
-    int isa = 0;                          /* 2 avx512, 1 avx2, 0 scalar */
-#if defined(__x86_64__) && defined(__GNUC__)
-    if (attn_cpu_supports(ATTN_ISA_AVX512)) isa = 2;
-    else if (attn_cpu_supports(ATTN_ISA_AVX2)) isa = 1;
-#endif
-    *kind = isa == 2 ? "avx512 fma" : isa == 1 ? "avx2 fma" : "scalar fmaf";
-    const long iters = isa == 0 ? FMA_ITERS / 8 : FMA_ITERS / (isa == 2 ? 4 : 2);
-    const double flops_per_iter = isa == 2 ? 384 : isa == 1 ? 192 : 16;
+/* Best GFLOP/s of 3 runs of loop(iters, 1) on nth threads at once (flops_per_iter each iteration). */
+static double best_gflops(float (*loop)(long, float), long iters, double flops_per_iter, int nth) {
     double best = 0;
     for (int rep = 0; rep < 3; rep++) {
         double t0 = cli_now();
@@ -106,14 +98,7 @@ static double measure_peak(int nth, const char **kind) {
 #pragma omp parallel num_threads(nth)
 #endif
         {
-            float r = 0;
-#if defined(__x86_64__) && defined(__GNUC__)
-            if (isa == 2) r = fma_loop_avx512(iters, 1.0f);
-            else if (isa == 1) r = fma_loop_avx2(iters, 1.0f);
-            else
-#endif
-                r = fma_loop_scalar(iters, 1.0f);
-            g_sink = r;
+            g_sink = loop(iters, 1.0f);
 #ifdef _OPENMP
 #pragma omp master
             used = omp_get_num_threads();
@@ -125,6 +110,49 @@ static double measure_peak(int nth, const char **kind) {
     }
     (void)nth;
     return best;
+}
+
+/* Measured fp32 peak of nth threads in GFLOP/s (best of 3), and the loop's name. */
+static double measure_peak(int nth, const char **kind) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (attn_cpu_supports(ATTN_ISA_AVX512)) {
+        *kind = "avx512 fma";
+        return best_gflops(fma_loop_avx512, FMA_ITERS / 4, 384, nth);
+    }
+    if (attn_cpu_supports(ATTN_ISA_AVX2)) {
+        *kind = "avx2 fma";
+        return best_gflops(fma_loop_avx2, FMA_ITERS / 2, 192, nth);
+    }
+#endif
+    *kind = "scalar fmaf";
+    return best_gflops(fma_loop_scalar, FMA_ITERS / 8, 16, nth);
+}
+
+/* ---- the AVX512-BF16 peak ------------------------------------------------------------------------ */
+
+#if defined(__x86_64__) && defined(__GNUC__) && (__GNUC__ >= 10 || defined(__clang__))
+#define BENCH_HAVE_DPBF16 1
+/* 12 independent chains of vdpbf16ps: 16 lanes x 2 products, 768 FLOPs per iteration (counted as the
+ * fused kernels count a bf16 product: 2 FLOPs). */
+__attribute__((target("avx512f,avx512bf16"))) static float dp_loop_avx512bf16(long iters, float seed) {
+    __m512 a[12];
+    for (int i = 0; i < 12; i++) a[i] = _mm512_set1_ps(seed + (float)i);
+    const __m512bh x = (__m512bh)_mm512_set1_epi32(0x3f7f3f7f), y = (__m512bh)_mm512_set1_epi32(0x33d633d6);
+    for (long it = 0; it < iters; it++)
+        for (int i = 0; i < 12; i++) a[i] = _mm512_dpbf16_ps(a[i], x, y);
+    __m512 s = a[0];
+    for (int i = 1; i < 12; i++) s = _mm512_add_ps(s, a[i]);
+    return _mm512_reduce_add_ps(s);
+}
+#endif
+
+/* Measured vdpbf16ps peak of nth threads in GFLOP/s (best of 3); 0 when the CPU lacks AVX512-BF16. */
+static double measure_dp_peak(int nth) {
+#ifdef BENCH_HAVE_DPBF16
+    if (attn_cpu_supports(ATTN_ISA_AVX512BF16)) return best_gflops(dp_loop_avx512bf16, FMA_ITERS / 4, 768, nth);
+#endif
+    (void)nth;
+    return 0;
 }
 
 /* ---- the AMX bf16 peak --------------------------------------------------------------------------- */
@@ -159,34 +187,20 @@ __attribute__((target("amx-tile,amx-bf16"))) static float amx_loop(long iters) {
 }
 #endif
 
+#ifdef BENCH_HAVE_AMX
+static float amx_loop_seeded(long iters, float seed) {
+    (void)seed;
+    return amx_loop(iters);
+}
+#endif
+
 /* Measured AMX bf16 peak of nth threads in GFLOP/s (best of 3); 0 when the path is not available. */
 static double measure_amx_peak(int nth) {
 #ifdef BENCH_HAVE_AMX
-    if (!attn_cpu_supports(ATTN_ISA_AMX)) return 0;
-    double best = 0;
-    for (int rep = 0; rep < 3; rep++) {
-        double t0 = cli_now();
-        int used = 1;
-#ifdef _OPENMP
-#pragma omp parallel num_threads(nth)
+    if (attn_cpu_supports(ATTN_ISA_AMX)) return best_gflops(amx_loop_seeded, AMX_ITERS, 4.0 * 16384.0, nth);
 #endif
-        {
-            g_sink = amx_loop(AMX_ITERS);
-#ifdef _OPENMP
-#pragma omp master
-            used = omp_get_num_threads();
-#endif
-        }
-        double dt = cli_now() - t0;
-        double gf = 4.0 * 16384.0 * (double)AMX_ITERS * used / dt * 1e-9;
-        if (gf > best) best = gf;
-    }
-    (void)nth;
-    return best;
-#else
     (void)nth;
     return 0;
-#endif
 }
 
 /* ---- one case ----------------------------------------------------------------------------------- */
@@ -203,7 +217,7 @@ typedef struct bopts {
     attn_ctx ref;                /* the reference path, on the same threads */
     double peak;
     const char *peak_kind;
-    int bf16_units;              /* the timed path multiplies in bf16 (AMX): the AMX peak is the roof */
+    int bf16_units;              /* the timed path multiplies in bf16 (AMX, AVX512-BF16): its peak is the roof */
 } bopts;
 
 /* The element and compute types of every case (--dtype, --compute). */
@@ -553,11 +567,16 @@ static attn_status time_runs(const bcase *c, const attn_sdpa_desc *d, const bopt
     return st;
 }
 
-/* The roof of a case: the AMX tile loop when the path multiplies in bf16, else the fp32 FMA loop. */
+/* The roof of a case: when the path multiplies it in bf16, the AMX tile loop on the AMX path, the vdpbf16ps
+ * loop on the AVX512-BF16 path; else the fp32 FMA loop. */
 static double case_peak(const bopts *o, attn_dtype compute, const char **kind) {
-    if (o->bf16_units && compute == ATTN_DTYPE_BF16) {
+    if (o->bf16_units && compute == ATTN_DTYPE_BF16 && o->ctx.isa == ATTN_ISA_AMX) {
         *kind = "amx bf16 tile";
         return measure_amx_peak(attn_get_num_threads());
+    }
+    if (o->bf16_units && compute == ATTN_DTYPE_BF16) {
+        *kind = "avx512bf16 vdpbf16ps";
+        return measure_dp_peak(attn_get_num_threads());
     }
     return measure_peak(attn_get_num_threads(), kind);
 }
@@ -914,14 +933,17 @@ int cmd_bench(int argc, char **argv) {
     o.ctx.threads = attn_get_num_threads();
     if (cli_fail(attn_ctx_init(&o.ref, ATTN_ISA_REF, o.ctx.threads), "bench")) return 1;
     o.peak = measure_peak(attn_get_num_threads(), &o.peak_kind);
-    o.bf16_units = o.ctx.isa == ATTN_ISA_AMX && (g_dtype == ATTN_DTYPE_BF16 || g_compute == ATTN_DTYPE_BF16);
+    o.bf16_units = (o.ctx.isa == ATTN_ISA_AMX || o.ctx.isa == ATTN_ISA_AVX512BF16) &&
+                   (g_dtype == ATTN_DTYPE_BF16 || g_compute == ATTN_DTYPE_BF16);
     if (!json)
         printf("attn bench: fp32 FMA peak measured now: %.1f GFLOP/s (%s loop, %d threads)\n", o.peak, o.peak_kind,
                attn_get_num_threads());
     if (!json && o.bf16_units)
-        printf("attn bench: AMX bf16 tile-loop peak measured now: %.1f GFLOP/s (%d threads); tensors %s, "
-               "compute asked %s\n",
-               measure_amx_peak(attn_get_num_threads()), attn_get_num_threads(), dtype_name,
+        printf("attn bench: %s peak measured now: %.1f GFLOP/s (%d threads); tensors %s, compute asked %s\n",
+               o.ctx.isa == ATTN_ISA_AMX ? "AMX bf16 tile-loop" : "AVX512-BF16 vdpbf16ps",
+               o.ctx.isa == ATTN_ISA_AMX ? measure_amx_peak(attn_get_num_threads())
+                                         : measure_dp_peak(attn_get_num_threads()),
+               attn_get_num_threads(), dtype_name,
                g_dtype == ATTN_DTYPE_BF16 || g_compute == ATTN_DTYPE_BF16 ? "bf16" : "f32");
 
     if (varlen) return bench_varlen(varlen, H ? H : 8, D ? D : 64, causal, backward, repeat, &o.ctx);
