@@ -197,7 +197,9 @@ static float bw_delta(const uint16_t *o, const uint16_t *g, int Dv) {
     return _mm512_cvtss_f32(acc);
 }
 
-/* Query rows [64·qb, 64·qb + 64) of (b, h): their packs, Δ, and their rows of every dQ slot cleared. */
+/* Query rows [64·qb, 64·qb + 64) of (b, h): their packs, Δ, and their rows of every dQ slot cleared. Only
+ * what bw_block reads is written: the block's nr rows and, of the pairs of rows, the first (nr + 1) / 2
+ * (a short sequence, T = 17 in the ViT, has 17 of 64 rows). */
 static void bw_pack_rows(const attn_sdpa_desc *d, const bw_dims *z, char *work, const uint16_t *q,
                          const uint16_t *dout, const uint16_t *out, const attn__bf16_grads32 *g32, int b, int h,
                          int qb) {
@@ -211,16 +213,11 @@ static void bw_pack_rows(const attn_sdpa_desc *d, const bw_dims *z, char *work, 
     float *delta = (float *)(side + z->delta) + (int64_t)qb * BW_B;                      /* (64) */
     const uint16_t *qb0 = q + b * d->q.b + h * d->q.h, *gb0 = dout + b * d->out.b + h * d->out.h;
     const uint16_t *ob0 = out + b * d->out.b + h * d->out.h;
-    memset(qp, 0, sizeof(uint32_t) * (size_t)D * BW_B2);
-    memset(dop, 0, sizeof(uint32_t) * (size_t)Dv * BW_B2);
-    for (int i = 0; i < BW_B; i++) {
+    const int nr = T - qb * BW_B < BW_B ? T - qb * BW_B : BW_B, nr2 = (nr + 1) / 2;
+    for (int x = 0; x < D; x++) memset(qp + (int64_t)x * BW_B2, 0, sizeof(uint32_t) * nr2);
+    for (int x = 0; x < Dv; x++) memset(dop + (int64_t)x * BW_B2, 0, sizeof(uint32_t) * nr2);
+    for (int i = 0; i < nr; i++) {
         const int t = qb * BW_B + i;
-        if (t >= T) {
-            memset(qs + (int64_t)i * D, 0, sizeof(float) * D);
-            memset(dor + (int64_t)i * z->DvE, 0, sizeof(uint16_t) * z->DvE);
-            delta[i] = 0.0f;
-            continue;
-        }
         const uint16_t *qr = qb0 + (int64_t)t * d->q.t, *gr = gb0 + (int64_t)t * d->out.t;   /* (D), (Dv) */
         for (int x = 0; x < D; x++) {
             qs[(int64_t)i * D + x] = attn__f32(qr[x]) * d->scale;
@@ -254,7 +251,7 @@ typedef struct bw_ctx {
 } bw_ctx;
 
 /* Keys [j0, j0 + nb) of (b, hk): Kᵀ widened, V as pairs of dims, K as pairs of keys (NaN and Inf as 0);
- * padding keys 0. */
+ * padding keys 0, up to the keys rounded up to 16 (what bw_block reads: nbv there). */
 static void bw_pack_keys(const bw_ctx *cx, char *tw, int b, int hk, int j0, int nb) {
     const attn_sdpa_desc *d = cx->d;
     const bw_dims *z = &cx->z;
@@ -263,8 +260,9 @@ static void bw_pack_keys(const bw_ctx *cx, char *tw, int b, int hk, int j0, int 
     uint32_t *vp = (uint32_t *)(tw + z->vp), *kj = (uint32_t *)(tw + z->kj);
     const uint16_t *kb = cx->k + b * d->k.b + hk * d->k.h + (int64_t)j0 * d->k.t;   /* (nb, D)  */
     const uint16_t *vb = cx->v + b * d->v.b + hk * d->v.h + (int64_t)j0 * d->v.t;   /* (nb, Dv) */
-    memset(kj, 0, sizeof(uint32_t) * BW_B2 * (size_t)z->D16);
-    for (int j = 0; j < BW_B; j++) {
+    const int nbv = (nb + 15) / 16 * 16;
+    memset(kj, 0, sizeof(uint32_t) * (size_t)((nb + 1) / 2) * z->D16);
+    for (int j = 0; j < nbv; j++) {
         const uint16_t *kr = kb + (int64_t)j * d->k.t, *vr = vb + (int64_t)j * d->v.t;
         for (int x = 0; x < D; x++) kt[(int64_t)x * BW_B + j] = j < nb ? attn__f32(kr[x]) : 0.0f;
         for (int p = 0; 2 * p < Dv; p++) vp[(int64_t)p * BW_B + j] = j < nb ? bw_pair_at(vr, p, Dv) : 0;
@@ -495,8 +493,9 @@ void attn__bf16_backward(const attn_sdpa_desc *d, uint16_t *dq, uint16_t *dk, ui
         for (int kbk = bw_chunk_start(z, ch); kbk < bw_chunk_start(z, ch + 1); kbk++) {
             const int j0 = kbk * BW_B, nb = d->S - j0 < BW_B ? d->S - j0 : BW_B;
             bw_pack_keys(&cx, tw, b, hk, j0, nb);
-            memset(dkt, 0, sizeof(float) * (size_t)D * BW_B);
-            memset(dvt, 0, sizeof(float) * (size_t)d->Dv * BW_B);
+            const int nbv = (nb + 15) / 16 * 16;   /* the columns bw_block adds to */
+            for (int x = 0; x < D; x++) memset(dkt + (int64_t)x * BW_B, 0, sizeof(float) * nbv);
+            for (int x = 0; x < d->Dv; x++) memset(dvt + (int64_t)x * BW_B, 0, sizeof(float) * nbv);
             /* under a causal mask the rows before j0 - (S - T) see none of these keys */
             int tstart = 0;
             if (d->mask.causal) {
