@@ -408,7 +408,8 @@ static void check_own_backward(attn_isa isa) {
  * Δ = rowsum(dout ∘ out) keeps what rounding the fp32 out takes, so they are held to the fp32 reference
  * (within run_case's bounds) instead.
  * The gradients accumulate in fp32: from r they come out r + (from zero), bit for bit. The result does not
- * depend on the thread count, and it differs from the fp32 compute of the same tensors. */
+ * depend on the thread count or on running by the partition entries, and it differs from the fp32 compute
+ * of the same tensors. */
 static void check_short_fp32_case(attn_isa isa, const tcase c) {
     problem p;
     problem_make(&p, &c);
@@ -422,7 +423,7 @@ static void check_short_fp32_case(attn_isa isa, const tcase c) {
     const size_t gn[3] = {p.nq, p.nk, p.nv};
     attn_ctx ctx, one, fp;
     CHECK_STATUS(attn_ctx_init(&ctx, isa, 2), ATTN_OK);
-    CHECK_STATUS(attn_ctx_init(&one, isa, 1), ATTN_OK);
+    CHECK_STATUS(attn_ctx_init(&one, isa, 3), ATTN_OK);   /* three parts, by the partition entries */
     CHECK_STATUS(attn_ctx_init(&fp, ATTN_ISA_AVX512, 1), ATTN_OK);
     attn_dtype ct[2] = {ATTN_DTYPE_F32, ATTN_DTYPE_F32};
     CHECK_STATUS(attn_sdpa_compute_type(&ctx, &f, ATTN_PASS_FORWARD, &ct[0]), ATTN_OK);
@@ -439,7 +440,8 @@ static void check_short_fp32_case(attn_isa isa, const tcase c) {
     CHECK_STATUS(attn_sdpa_backward(&ctx, &e, gh[0], gh[1], gh[2], p.douth, p.qh, p.kh, p.vh, oh, lh, w, wb), ATTN_OK);
     free(w);
 
-    /* fp32 tensors, bf16 compute: on 2 threads and on 1, from zero; then from r (2 threads) */
+    /* fp32 tensors, bf16 compute: on 2 threads, and by the partition entries as 3 parts (stages in order,
+     * parts in reverse: the conversion stage is one of them), from zero; then from r (2 threads) */
     float *o[3], *l[3], *g[3][3], *r[3];
     for (int k = 0; k < 3; k++) {
         const attn_ctx *cx = k == 1 ? &one : k == 2 ? &fp : &ctx;
@@ -448,9 +450,24 @@ static void check_short_fp32_case(attn_isa isa, const tcase c) {
         l[k] = calloc(2 * p.nl, sizeof(float));
         void *wk = work_for(cx, &dk, &wb);
         for (int i = 0; i < 3; i++) g[k][i] = calloc(gn[i], sizeof(float));
-        CHECK_STATUS(attn_sdpa_forward(cx, &dk, o[k], l[k], NULL, p.q, p.k, p.v, wk, wb), ATTN_OK);
-        CHECK_STATUS(attn_sdpa_backward(cx, &dk, g[k][0], g[k][1], g[k][2], p.dout, p.q, p.k, p.v, o[k], l[k], wk, wb),
-                     ATTN_OK);
+        if (k == 1) {
+            int ns = 0;
+            CHECK_STATUS(attn_sdpa_stages(cx, &dk, ATTN_PASS_FORWARD, &ns), ATTN_OK);
+            for (int st = 0; st < ns; st++)
+                for (int ith = 2; ith >= 0; ith--)
+                    CHECK_STATUS(attn_sdpa_forward_part(cx, &dk, o[k], l[k], p.q, p.k, p.v, wk, wb, st, ith), ATTN_OK);
+            CHECK_STATUS(attn_sdpa_stages(cx, &dk, ATTN_PASS_BACKWARD, &ns), ATTN_OK);
+            for (int st = 0; st < ns; st++)
+                for (int ith = 2; ith >= 0; ith--)
+                    CHECK_STATUS(attn_sdpa_backward_part(cx, &dk, g[k][0], g[k][1], g[k][2], p.dout, p.q, p.k, p.v,
+                                                         o[k], l[k], wk, wb, st, ith),
+                                 ATTN_OK);
+        } else {
+            CHECK_STATUS(attn_sdpa_forward(cx, &dk, o[k], l[k], NULL, p.q, p.k, p.v, wk, wb), ATTN_OK);
+            CHECK_STATUS(attn_sdpa_backward(cx, &dk, g[k][0], g[k][1], g[k][2], p.dout, p.q, p.k, p.v, o[k], l[k], wk,
+                                            wb),
+                         ATTN_OK);
+        }
         free(wk);
     }
     for (int i = 0; i < 3; i++) {
@@ -492,7 +509,7 @@ static void check_short_fp32_case(attn_isa isa, const tcase c) {
     CHECK(threads);
     CHECK(differ);
     printf("%s: fp32 tensors, bf16 compute, T=%d: the bf16 tensors' out, statistics and dv bit for bit (%s), gradients add in "
-           "fp32 (%s), 1 and 2 threads %s, %s the fp32 compute's\n",
+           "fp32 (%s), 2 threads and 3 parts %s, %s the fp32 compute's\n",
            attn_isa_name(isa), c.T, same_bf16 ? "yes" : "NO", accum ? "yes" : "NO", threads ? "equal" : "DIFFER",
            differ ? "differs from" : "EQUALS");
     free(oh); free(lh);
