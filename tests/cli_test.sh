@@ -390,11 +390,14 @@ expect_rc 2 "translate train --model transformer --precision x" "$attn" translat
 # the Transformer's 10-step heads: bf16 where the path has bf16 units (AMX or AVX512-BF16, which takes such
 # short heads of fp32 tensors on bf16 copies), f32 with the reason on a path without them
 "$attn" bench --tq 16 --dim 8 --heads 1 --repeat 1 --json > $out 2>&1
-if grep -Eq '"isa":"(amx|avx512bf16)"' $out; then tf_word="attention compute bf16"; else tf_word="attention compute f32 (bf16 asked"; fi
+tf_word="attention compute f32 (bf16 asked"
+grep -Eq '"isa":"(amx|avx512bf16)"' $out && tf_word="attention compute bf16"
 expect_rc 0 "translate train --model transformer --precision bf16" "$attn" translate train --model transformer $quick --epochs 1 --precision bf16 --out "$tmp/tfb"
 grep -qF "$tf_word" $out || bad "transformer --precision bf16: the banner does not say '$tf_word': $(cat $out)"
-ATTN_ISA=scalar "$attn" translate train --model transformer $quick --epochs 1 --precision bf16 --out "$tmp/tfb" > $out 2>&1 || bad "transformer --precision bf16 on the scalar path failed"
-grep -qF "attention compute f32 (bf16 asked" $out || bad "transformer --precision bf16, scalar path: the banner does not say it runs fp32: $(cat $out)"
+ATTN_ISA=scalar "$attn" translate train --model transformer $quick --epochs 1 --precision bf16 --out "$tmp/tfb" \
+  > $out 2>&1 || bad "transformer --precision bf16 on the scalar path failed"
+grep -qF "attention compute f32 (bf16 asked" $out ||
+  bad "transformer --precision bf16, scalar path: the banner does not say it runs fp32: $(cat $out)"
 expect_rc 0 "imdb train --precision bf16" "$attn" imdb train $iq --epochs 1 --precision bf16 --out "$tmp/iob"
 grep -Eq "$bf_word" $out || bad "imdb train --precision bf16 does not say so"
 expect_rc 0 "imdb eval (bf16 model)" "$attn" imdb eval --data "$tmp/imdb" --dir "$tmp/iob" --threads 1

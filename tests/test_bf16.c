@@ -508,8 +508,8 @@ static void check_short_fp32_case(attn_isa isa, const tcase c) {
     CHECK(accum);
     CHECK(threads);
     CHECK(differ);
-    printf("%s: fp32 tensors, bf16 compute, T=%d: the bf16 tensors' out, statistics and dv bit for bit (%s), gradients add in "
-           "fp32 (%s), 2 threads and 3 parts %s, %s the fp32 compute's\n",
+    printf("%s: fp32 tensors, bf16 compute, T=%d: the bf16 tensors' out, statistics and dv bit for bit (%s), "
+           "gradients add in fp32 (%s), 2 threads and 3 parts %s, %s the fp32 compute's\n",
            attn_isa_name(isa), c.T, same_bf16 ? "yes" : "NO", accum ? "yes" : "NO", threads ? "equal" : "DIFFER",
            differ ? "differs from" : "EQUALS");
     free(oh); free(lh);

@@ -503,8 +503,8 @@ static void bb_block(const br_fwd *cx, char *tw, int b, int hk, const int *hs, c
         }
     }
 
-    /* out = Oᵀ / l rounded to bf16 (or fp32: br_put_out); the row statistics with m the argmax key's canonical score; rows
-     * that saw no key: zeros and (-inf, 0) */
+    /* out = Oᵀ / l rounded to bf16 (or fp32: br_put_out); the row statistics with m the argmax key's
+     * canonical score; rows that saw no key: zeros and (-inf, 0) */
     for (int i = 0; i < nr; i++) {
         const float li = rw.l[i], inv = li > 0.0f ? 1.0f / li : 0.0f;
         br_put_out(cx, b, hs[i], ts[i], Ot + i, BR, Dv, 0, inv);
@@ -730,7 +730,8 @@ static size_t bf_workspace(const attn_sdpa_desc *d, attn_pass pass, int nth) {
     if (bf_tensors(d)) return bf_own_workspace(d, pass, nth);
     if (!bc_native(d)) return attn__kernels_avx512.sdpa_workspace(d, pass, nth);
     /* in double first: the copies are at most half the bytes of the caller's fp32 tensors, which exist */
-    const double est = 2.0 * d->B * ((double)d->H * d->T * (d->D + 2.0 * d->Dv) + (double)d->Hkv * d->S * (d->D + d->Dv));
+    const double est =
+        2.0 * d->B * ((double)d->H * d->T * (d->D + 2.0 * d->Dv) + (double)d->Hkv * d->S * (d->D + d->Dv));
     if (est > (double)(SIZE_MAX / 8)) return SIZE_MAX;
     const attn_sdpa_desc c = bc_desc(d);
     size_t off[BC_COUNT];
