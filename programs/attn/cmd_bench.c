@@ -163,7 +163,8 @@ static double measure_dp_peak(int nth) {
 #define BENCH_HAVE_AMX 1
 /* 4 independent accumulators, 2 A and 2 B tiles, each step 4 tile products of 16 x 16 x 32: 4·16384
  * FLOPs. The library asked the OS for the tile state already (attn_cpu_supports). */
-__attribute__((target("amx-tile,amx-bf16"))) static float amx_loop(long iters) {
+__attribute__((target("amx-tile,amx-bf16"))) static float amx_loop(long iters, float seed) {
+    (void)seed;   /* the peak loops' signature; the tiles start from fixed values */
     /* the configuration as a constant: built on the stack, GCC 12 may drop the stores ldtilecfg reads */
     static const struct { uint8_t palette, start; uint8_t res[14]; uint16_t colsb[16]; uint8_t rows[16]; }
         cfg __attribute__((aligned(64))) = {1, 0, {0}, {64, 64, 64, 64, 64, 64, 64, 64},
@@ -187,17 +188,10 @@ __attribute__((target("amx-tile,amx-bf16"))) static float amx_loop(long iters) {
 }
 #endif
 
-#ifdef BENCH_HAVE_AMX
-static float amx_loop_seeded(long iters, float seed) {
-    (void)seed;
-    return amx_loop(iters);
-}
-#endif
-
 /* Measured AMX bf16 peak of nth threads in GFLOP/s (best of 3); 0 when the path is not available. */
 static double measure_amx_peak(int nth) {
 #ifdef BENCH_HAVE_AMX
-    if (attn_cpu_supports(ATTN_ISA_AMX)) return best_gflops(amx_loop_seeded, AMX_ITERS, 4.0 * 16384.0, nth);
+    if (attn_cpu_supports(ATTN_ISA_AMX)) return best_gflops(amx_loop, AMX_ITERS, 4.0 * 16384.0, nth);
 #endif
     (void)nth;
     return 0;

@@ -250,6 +250,9 @@ typedef struct bw_ctx {
     const float *stats;
 } bw_ctx;
 
+/* The columns of a key block of nb keys that bw_block computes and reads: the keys rounded up to 16. */
+static inline int bw_cols(int nb) { return (nb + 15) / 16 * 16; }
+
 /* Keys [j0, j0 + nb) of (b, hk): Kᵀ widened, V as pairs of dims, K as pairs of keys (NaN and Inf as 0);
  * padding keys 0, up to the keys rounded up to 16 (what bw_block reads: nbv there). */
 static void bw_pack_keys(const bw_ctx *cx, char *tw, int b, int hk, int j0, int nb) {
@@ -260,7 +263,7 @@ static void bw_pack_keys(const bw_ctx *cx, char *tw, int b, int hk, int j0, int 
     uint32_t *vp = (uint32_t *)(tw + z->vp), *kj = (uint32_t *)(tw + z->kj);
     const uint16_t *kb = cx->k + b * d->k.b + hk * d->k.h + (int64_t)j0 * d->k.t;   /* (nb, D)  */
     const uint16_t *vb = cx->v + b * d->v.b + hk * d->v.h + (int64_t)j0 * d->v.t;   /* (nb, Dv) */
-    const int nbv = (nb + 15) / 16 * 16;
+    const int nbv = bw_cols(nb);
     memset(kj, 0, sizeof(uint32_t) * (size_t)((nb + 1) / 2) * z->D16);
     for (int j = 0; j < nbv; j++) {
         const uint16_t *kr = kb + (int64_t)j * d->k.t, *vr = vb + (int64_t)j * d->v.t;
@@ -283,7 +286,7 @@ static int64_t bw_block(const bw_ctx *cx, char *tw, int b, int h, int j0, int nb
     /* the block's keys rounded up to whole vectors: a short last block (or a short sequence: S = 10 in the
      * Transformer translator) computes P, dS and their products over those columns only; each column is
      * its own lanes, so the keys' results do not change */
-    const int nbv = (nb + 15) / 16 * 16, nkv = nbv / 16;
+    const int nbv = bw_cols(nb), nkv = nbv / 16;
     const attn_mask *mk = &d->mask;
     const int64_t bh = (int64_t)b * d->H + h;
     const char *side = cx->work + (size_t)bh * z->side;
@@ -493,7 +496,7 @@ void attn__bf16_backward(const attn_sdpa_desc *d, uint16_t *dq, uint16_t *dk, ui
         for (int kbk = bw_chunk_start(z, ch); kbk < bw_chunk_start(z, ch + 1); kbk++) {
             const int j0 = kbk * BW_B, nb = d->S - j0 < BW_B ? d->S - j0 : BW_B;
             bw_pack_keys(&cx, tw, b, hk, j0, nb);
-            const int nbv = (nb + 15) / 16 * 16;   /* the columns bw_block adds to */
+            const int nbv = bw_cols(nb);   /* the columns bw_block adds to */
             for (int x = 0; x < D; x++) memset(dkt + (int64_t)x * BW_B, 0, sizeof(float) * nbv);
             for (int x = 0; x < d->Dv; x++) memset(dvt + (int64_t)x * BW_B, 0, sizeof(float) * nbv);
             /* under a causal mask the rows before j0 - (S - T) see none of these keys */

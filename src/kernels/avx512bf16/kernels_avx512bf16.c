@@ -694,12 +694,22 @@ static void bc_convert(const attn_sdpa_desc *d, attn_pass pass, char *base, cons
     }
 }
 
-/* The aligned start of the copies (returned), their offsets (off) and the kernels' own workspace after them
- * (*own). */
-static char *bc_base(void *work, const attn_sdpa_desc *d, attn_pass pass, size_t off[BC_COUNT], char **own) {
+/* Stage 0 of a pass on copies: converts src (fp32 tensors, by BC_* index) and returns 1. Any later stage:
+ * returns 0 with the copies (bf16, contiguous), the kernels' own workspace after them, and the part with
+ * its stage counted from the kernels' first. */
+static int bc_stage(const attn_sdpa_desc *d, attn_pass pass, void *work, const float *const src[BC_COUNT],
+                    const attn__part *part, const uint16_t *copy[BC_COUNT], char **own, attn__part *kp) {
     char *base = (char *)(((uintptr_t)work + BR_ALIGN - 1) & ~(uintptr_t)(BR_ALIGN - 1));
+    size_t off[BC_COUNT];
     *own = base + bc_offsets(d, pass, off);
-    return base;
+    if (part->stage == 0) {
+        bc_convert(d, pass, base, off, src, part);
+        return 1;
+    }
+    for (int i = 0; i < bc_count(pass); i++) copy[i] = (const uint16_t *)(base + off[i]);
+    *kp = *part;
+    kp->stage--;
+    return 0;
 }
 
 /* ---------------------------------------------------------------------------------------------------
@@ -759,18 +769,14 @@ static void bf_forward(const attn_sdpa_desc *d, float *out, float *stats, float 
     if (bf_tensors(d)) {
         br_forward(d, out, stats, q, k, v, work, part, NULL, NULL);
     } else if (bc_native(d)) {
-        size_t off[BC_COUNT];
-        char *own, *base = bc_base(work, d, ATTN_PASS_FORWARD, off, &own);
-        if (part->stage == 0) {
-            const float *const src[BC_COUNT] = {q, k, v, NULL, NULL};
-            bc_convert(d, ATTN_PASS_FORWARD, base, off, src, part);
-            return;
-        }
+        const float *const src[BC_COUNT] = {q, k, v, NULL, NULL};
+        const uint16_t *c16[BC_COUNT];
+        char *own;
+        attn__part kp;
+        if (bc_stage(d, ATTN_PASS_FORWARD, work, src, part, c16, &own, &kp)) return;
         const attn_sdpa_desc c = bc_desc(d);
-        attn__part kp = *part;
-        kp.stage--;
-        br_forward(&c, NULL, stats, (const float *)(base + off[BC_Q]), (const float *)(base + off[BC_K]),
-                   (const float *)(base + off[BC_V]), own, &kp, out, &d->out);
+        br_forward(&c, NULL, stats, (const float *)c16[BC_Q], (const float *)c16[BC_K], (const float *)c16[BC_V],
+                   own, &kp, out, &d->out);
     } else {
         attn__kernels_avx512.sdpa_forward(d, out, stats, scores, q, k, v, work, part);
     }
@@ -784,20 +790,14 @@ static void bf_backward(const attn_sdpa_desc *d, float *dq, float *dk, float *dv
                             (const uint16_t *)q, (const uint16_t *)k, (const uint16_t *)v, (const uint16_t *)out,
                             stats, work, part, NULL);
     } else if (bc_native(d)) {
-        size_t off[BC_COUNT];
-        char *own, *base = bc_base(work, d, ATTN_PASS_BACKWARD, off, &own);
-        if (part->stage == 0) {
-            const float *const src[BC_COUNT] = {q, k, v, out, dout};
-            bc_convert(d, ATTN_PASS_BACKWARD, base, off, src, part);
-            return;
-        }
+        const float *const src[BC_COUNT] = {q, k, v, out, dout};
+        const uint16_t *c16[BC_COUNT];
+        char *own;
+        attn__part kp;
+        if (bc_stage(d, ATTN_PASS_BACKWARD, work, src, part, c16, &own, &kp)) return;
         const attn_sdpa_desc c = bc_desc(d);
         const attn__bf16_grads32 g = {dq, dk, dv, d->q, d->k, d->v, out, d->out};
-        attn__part kp = *part;
-        kp.stage--;
-        attn__bf16_backward(&c, NULL, NULL, NULL, (const uint16_t *)(base + off[BC_DOUT]),
-                            (const uint16_t *)(base + off[BC_Q]), (const uint16_t *)(base + off[BC_K]),
-                            (const uint16_t *)(base + off[BC_V]), (const uint16_t *)(base + off[BC_OUT]), stats,
+        attn__bf16_backward(&c, NULL, NULL, NULL, c16[BC_DOUT], c16[BC_Q], c16[BC_K], c16[BC_V], c16[BC_OUT], stats,
                             own, &kp, &g);
     } else {
         attn__kernels_avx512.sdpa_backward(d, dq, dk, dv, dout, q, k, v, out, stats, work, part);
