@@ -108,6 +108,45 @@ static inline __m512i br_pair(__m512 a, __m512 b) {
     return _mm512_permutexvar_epi16(idx, (__m512i)_mm512_cvtne2ps_pbh(b, a));
 }
 
+/* 16 fp32 values to bf16 exactly as attn__bf16 rounds them (to nearest even, NaN kept quiet, subnormals
+ * kept, which vcvtneps2bf16 would flush to zero). */
+static inline __m256i br_round16(__m512 x) {
+    const __m512i u = _mm512_castps_si512(x);
+    const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), odd)), 16);
+    const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)),
+                                                  _mm512_set1_epi32(0x7f800000));
+    r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40)));
+    return _mm512_cvtepi32_epi16(r);
+}
+
+/* 16 bf16 (lanes m of p; the others 0) widened to fp32, exactly. */
+static inline __m512 br_widen16(const uint16_t *p, __mmask16 m) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
+}
+
+/* The mask of the first n of 16 lanes (n >= 16: all). */
+static inline __mmask16 br_lanes(int n) { return (__mmask16)(n >= 16 ? 0xffff : n <= 0 ? 0 : (1u << n) - 1); }
+
+/* Dims 2p and 2p + 1 of 16 rows as bf16 pairs (2p low; a dim at n or past it 0), the rows at byte
+ * offsets off from base, lanes m (the others 0): one 32-bit gather, an odd last dim read as the high half
+ * of the pair before it, so nothing past a row is read. n >= 2. */
+static inline __m512i br_gather_pair(const uint16_t *base, __m512i off, __mmask16 m, int p, int n) {
+    if (2 * p + 1 < n) return _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, off, base + 2 * p, 1);
+    return _mm512_srli_epi32(_mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, off, base + 2 * p - 1, 1), 16);
+}
+
+/* Byte offsets i·2·stride of rows i = 0..15 of bf16 elements (stride >= 0, 15·2·stride below 2^31). */
+static inline __m512i br_row_offsets(int64_t stride) {
+    return _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                              _mm512_set1_epi32((int)(2 * stride)));
+}
+
+/* Do byte offsets up to 2·(rows·stride + n) fit a gather's 32-bit indices? (rows, n, stride >= 0) */
+static inline int br_gather_fits(int64_t rows, int64_t stride, int64_t n) {
+    return stride >= 0 && rows >= 0 && (double)rows * (double)stride * 2.0 + 2.0 * (double)n < (double)INT32_MAX;
+}
+
 /* Do nb rows of Dv bf16 (vt apart) hold NaN or Inf? */
 static inline int br_rows_nonfinite(const uint16_t *v, int64_t vt, int nb, int Dv) {
     const __m512i ex = _mm512_set1_epi16(0x7f80);
@@ -135,22 +174,30 @@ typedef struct br_fwd {
 } br_fwd;
 
 /* Writes out's row (b, h, t) = o[x·os]·inv for dims x < Dv (o permuted by br_dim when perm): bf16 into
- * out, or fp32 into out32. */
+ * out, or fp32 into out32. Unpermuted, 16 dims at a time by a gather (os < 2^25). */
 static inline void br_put_out(const br_fwd *cx, int b, int h, int t, const float *o, int64_t os, int n, int perm,
                               float inv) {
     const int Dv = cx->d->Dv;
-    if (cx->out32) {
-        float *row = cx->out32 + b * cx->ol.b + h * cx->ol.h + (int64_t)t * cx->ol.t;
-        for (int x = 0; x < n; x++) {
-            const int dim = perm ? br_dim(x) : x;
-            if (dim < Dv) row[dim] = o[x * os] * inv;
+    float *row32 = cx->out32 ? cx->out32 + b * cx->ol.b + h * cx->ol.h + (int64_t)t * cx->ol.t : NULL;
+    uint16_t *row16 = cx->out32 ? NULL : cx->out + b * cx->d->out.b + h * cx->d->out.h + (int64_t)t * cx->d->out.t;
+    if (!perm) {
+        const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                               _mm512_set1_epi32((int)os));
+        const int nd = n < Dv ? n : Dv;
+        for (int x = 0; x < nd; x += 16) {
+            const __mmask16 m = br_lanes(nd - x);
+            const __m512 y = _mm512_mul_ps(_mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, o + x * os, 4),
+                                           _mm512_set1_ps(inv));
+            if (row32) _mm512_mask_storeu_ps(row32 + x, m, y);
+            else _mm256_mask_storeu_epi16(row16 + x, m, br_round16(y));
         }
-    } else {
-        uint16_t *row = cx->out + b * cx->d->out.b + h * cx->d->out.h + (int64_t)t * cx->d->out.t;
-        for (int x = 0; x < n; x++) {
-            const int dim = perm ? br_dim(x) : x;
-            if (dim < Dv) row[dim] = attn__bf16(o[x * os] * inv);
-        }
+        return;
+    }
+    for (int x = 0; x < n; x++) {
+        const int dim = br_dim(x);
+        if (dim >= Dv) continue;
+        if (row32) row32[dim] = o[x * os] * inv;
+        else row16[dim] = attn__bf16(o[x * os] * inv);
     }
 }
 

@@ -359,6 +359,76 @@ static inline __attribute__((always_inline)) void bb_softmax(const int NV, float
     }
 }
 
+/* The canonical scores (decode_bf16.h) of the block's rows that saw a key, each row's query with its
+ * argmax key, into mc: 16 rows at a time, lane i the row's own chain of br_canonical (fma(q_x·scale, k_x)
+ * for x = 0..D-1 in order), the queries' dims from the pairs of Qp (D2, BR), the keys' by gathers of
+ * pairs of dims when the keys' offsets fit their indices; otherwise row by row. */
+static void bb_canonical(float *mc, const uint32_t *Qp, int BR, const bb_rows *rw, int nr, const uint16_t *kb,
+                         int64_t kt, int D, float scale) {
+    int jmax = 0;
+    for (int i = 0; i < nr; i++) jmax = rw->jm[i] > jmax ? rw->jm[i] : jmax;
+    if (D < 2 || !br_gather_fits(jmax, kt, D)) {
+        for (int i = 0; i < nr; i++) {
+            if (rw->jm[i] < 0) continue;
+            float acc = 0.0f;
+            for (int x = 0; x < D; x++) {
+                const float qx = attn__f32((uint16_t)(Qp[(int64_t)(x / 2) * BR + i] >> (16 * (x & 1))));
+                acc = fmaf(qx * scale, attn__f32(kb[(int64_t)rw->jm[i] * kt + x]), acc);
+            }
+            mc[i] = acc;
+        }
+        return;
+    }
+    const __m512 sc = _mm512_set1_ps(scale);
+    const __m512i hi = _mm512_set1_epi32((int)0xffff0000u);
+    for (int v = 0; v * 16 < nr; v++) {
+        const __m512i jm = _mm512_load_si512(rw->jm + 16 * v);
+        const __mmask16 m = br_lanes(nr - 16 * v) & _mm512_cmpge_epi32_mask(jm, _mm512_setzero_si512());
+        const __m512i off = _mm512_mullo_epi32(jm, _mm512_set1_epi32((int)(2 * kt)));
+        __m512 acc = _mm512_setzero_ps();
+        for (int p = 0; 2 * p < D; p++) {
+            const __m512i qp = _mm512_load_si512(Qp + (int64_t)p * BR + 16 * v), kp = br_gather_pair(kb, off, m, p, D);
+            acc = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_castsi512_ps(_mm512_slli_epi32(qp, 16)), sc),
+                                  _mm512_castsi512_ps(_mm512_slli_epi32(kp, 16)), acc);
+            if (2 * p + 1 < D)
+                acc = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_castsi512_ps(_mm512_and_si512(qp, hi)), sc),
+                                      _mm512_castsi512_ps(_mm512_and_si512(kp, hi)), acc);
+        }
+        _mm512_mask_storeu_ps(mc + 16 * v, m, acc);
+    }
+}
+
+/* Qp (D2, BR) = the pairs of dims of the block's query rows (b, hs[i], ts[i]) for i < nr, lane i; padding
+ * rows 0. Vectors of 16 rows by gathers when their offsets fit the indices. */
+static void bb_pack_q(uint32_t *Qp, int BR, const attn_sdpa_desc *d, const uint16_t *q, int b, const int *hs,
+                      const int *ts, int nr) {
+    const int D = d->D, D2 = (D + 1) / 2;
+    const uint16_t *qb = q + b * d->q.b;
+    int64_t far = 0;
+    for (int i = 0; i < nr; i++) {
+        const int64_t o = hs[i] * d->q.h + (int64_t)ts[i] * d->q.t;
+        far = o > far ? o : far;
+    }
+    if (D >= 2 && d->q.h >= 0 && d->q.t >= 0 && br_gather_fits(1, far, D)) {
+        int32_t off[BB_BR];
+        for (int i = 0; i < BR; i++) off[i] = i < nr ? (int32_t)(2 * (hs[i] * d->q.h + (int64_t)ts[i] * d->q.t)) : 0;
+        for (int v = 0; v < BR / 16; v++) {
+            const __m512i o = _mm512_loadu_si512(off + 16 * v);
+            const __mmask16 m = br_lanes(nr - 16 * v);
+            for (int p = 0; p < D2; p++)
+                _mm512_store_si512(Qp + (int64_t)p * BR + 16 * v, br_gather_pair(qb, o, m, p, D));
+        }
+        return;
+    }
+    for (int i = 0; i < BR; i++) {
+        const uint16_t *qr = i < nr ? qb + hs[i] * d->q.h + (int64_t)ts[i] * d->q.t : NULL;   /* (D) */
+        for (int p = 0; p < D2; p++) {
+            const uint32_t lo = qr ? qr[2 * p] : 0, hi = qr && 2 * p + 1 < D ? qr[2 * p + 1] : 0;
+            Qp[(int64_t)p * BR + i] = lo | hi << 16;
+        }
+    }
+}
+
 /* One block of nr query rows (b, hs[i], ts[i]) of kv head hk against every key they may see: a head's
  * rows, or with few rows per head those of the heads of a grouped-query group. */
 static void bb_block(const br_fwd *cx, char *tw, int b, int hk, const int *hs, const int *ts, int nr) {
@@ -386,13 +456,9 @@ static void bb_block(const br_fwd *cx, char *tw, int b, int hk, const int *hs, c
     const int generic = mk->allow || mk->bias;
 
     /* pack Qp; key limits per row (padding rows copy the last row's, their queries are 0) */
+    bb_pack_q(Qp, BR, d, cx->q, b, hs, ts, nr);
     for (int i = 0; i < BR; i++) {
         const int ii = i < nr ? i : nr - 1;
-        const uint16_t *qr = cx->q + b * d->q.b + hs[ii] * d->q.h + (int64_t)ts[ii] * d->q.t;   /* (D) */
-        for (int p = 0; p < D2; p++) {
-            const uint32_t lo = i < nr ? qr[2 * p] : 0, hi = i < nr && 2 * p + 1 < D ? qr[2 * p + 1] : 0;
-            Qp[(int64_t)p * BR + i] = lo | hi << 16;
-        }
         rw.lim[i] = attn__key_limit(mk, b, ts[ii], T, S);
         rw.m[i] = -INFINITY;
         rw.l[i] = 0.0f;
@@ -505,13 +571,14 @@ static void bb_block(const br_fwd *cx, char *tw, int b, int hk, const int *hs, c
 
     /* out = Oᵀ / l rounded to bf16 (or fp32: br_put_out); the row statistics with m the argmax key's
      * canonical score; rows that saw no key: zeros and (-inf, 0) */
+    float *mcan = St;   /* (BR): the scores are done with */
+    bb_canonical(mcan, Qp, BR, &rw, nr, kb, d->k.t, D, d->scale);
     for (int i = 0; i < nr; i++) {
         const float li = rw.l[i], inv = li > 0.0f ? 1.0f / li : 0.0f;
         br_put_out(cx, b, hs[i], ts[i], Ot + i, BR, Dv, 0, inv);
         float mc = rw.m[i];
         if (li > 0.0f && rw.jm[i] >= 0 && mc == mc) {
-            const uint16_t *qr = cx->q + b * d->q.b + hs[i] * d->q.h + (int64_t)ts[i] * d->q.t;
-            mc = br_canonical(qr, kb + (int64_t)rw.jm[i] * d->k.t, D, d->scale);
+            mc = mcan[i];
             const float *bi = attn__bias_row(mk, b, hs[i], ts[i]);
             if (bi) mc = br_add_bias(mc, bi[rw.jm[i]]);
         }
@@ -650,18 +717,11 @@ static size_t bc_offsets(const attn_sdpa_desc *d, attn_pass pass, size_t off[BC_
     return n;
 }
 
-/* n fp32 values to bf16, rounded to nearest even, NaN kept quiet: attn__bf16 (subnormals included, which
- * vcvtneps2bf16 would flush), 16 at a time. */
+/* n fp32 values to bf16, rounded as attn__bf16 rounds (br_round16), 16 at a time. */
 static inline void bc_round_row(uint16_t *dst, const float *x, int n) {
     for (int e = 0; e < n; e += 16) {
-        const __mmask16 m = (__mmask16)(n - e >= 16 ? 0xffff : (1u << (n - e)) - 1);
-        const __m512i u = _mm512_maskz_loadu_epi32(m, x + e);
-        const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-        __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), odd)), 16);
-        const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)),
-                                                      _mm512_set1_epi32(0x7f800000));
-        r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40)));
-        _mm256_mask_storeu_epi16(dst + e, m, _mm512_cvtepi32_epi16(r));
+        const __mmask16 m = br_lanes(n - e);
+        _mm256_mask_storeu_epi16(dst + e, m, br_round16(_mm512_maskz_loadu_ps(m, x + e)));
     }
 }
 
