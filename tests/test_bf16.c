@@ -565,6 +565,41 @@ static void check_masked_rows(attn_isa isa) {
     check_masked_rows_case(isa, (tcase){1, 4, 1, 2, 300, 64, 64, 0, 0, 0, 0, 0, 0.0f, 1.0f});
 }
 
+/* The scores a path forms are counted (attn_sdpa_scores_computed): with nothing masked, every row's S keys
+ * once per pass, decoding rows (T <= 4) and blocks alike. */
+static void check_scores_counted(attn_isa isa) {
+    const tcase cases[] = {{2, 4, 2, 1, 37, 16, 16, 0, 0, 0, 0, 0, 0.0f, 1.0f},
+                           {1, 2, 2, 3, 10, 8, 8, 0, 0, 0, 0, 0, 0.0f, 1.0f},
+                           {2, 2, 1, 20, 70, 24, 24, 0, 0, 0, 0, 0, 0.0f, 1.0f}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const tcase c = cases[i];
+        problem p;
+        problem_make(&p, &c);
+        attn_sdpa_desc e = p.d;
+        e.dtype = ATTN_DTYPE_BF16;
+        attn_ctx ctx;
+        CHECK_STATUS(attn_ctx_init(&ctx, isa, 2), ATTN_OK);
+        uint16_t *o = calloc(p.no, 2), *dq = calloc(p.nq, 2), *dk = calloc(p.nk, 2), *dv = calloc(p.nv, 2);
+        float *l = calloc(2 * p.nl, sizeof(float));
+        size_t wf, wb;
+        void *work = work_for(&ctx, &e, &wf), *workb;
+        CHECK_STATUS(attn_sdpa_workspace_size(&ctx, &e, ATTN_PASS_BACKWARD, &wb), ATTN_OK);
+        workb = malloc(wb);
+        attn_sdpa_scores_computed(ATTN_PASS_FORWARD, 1);
+        attn_sdpa_scores_computed(ATTN_PASS_BACKWARD, 1);
+        CHECK_STATUS(attn_sdpa_forward(&ctx, &e, o, l, NULL, p.qh, p.kh, p.vh, work, wf), ATTN_OK);
+        CHECK_STATUS(attn_sdpa_backward(&ctx, &e, dq, dk, dv, p.douth, p.qh, p.kh, p.vh, o, l, workb, wb), ATTN_OK);
+        const int64_t want = (int64_t)c.B * c.H * c.T * c.S;
+        const int64_t nf = attn_sdpa_scores_computed(ATTN_PASS_FORWARD, 1);
+        const int64_t nb = attn_sdpa_scores_computed(ATTN_PASS_BACKWARD, 1);
+        CHECK(nf == want && nb == want);
+        printf("%s: T = %d: %lld scores counted forward, %lld backward, of %lld\n", attn_isa_name(isa), c.T,
+               (long long)nf, (long long)nb, (long long)want);
+        free(work); free(workb); free(o); free(dq); free(dk); free(dv); free(l);
+        problem_free(&p);
+    }
+}
+
 static void check_amx_decoding_kernel(const tcase c, int tiles) {
     attn_ctx cx[2];
     if (attn_ctx_init(&cx[0], ATTN_ISA_AMX, 1) != ATTN_OK || attn_ctx_init(&cx[1], ATTN_ISA_AVX512BF16, 1) != ATTN_OK)
@@ -1266,6 +1301,7 @@ int main(int argc, char **argv) {
         check_accuracy(isa, isa == ATTN_ISA_AMX || isa == ATTN_ISA_AVX512BF16);
         check_additive(isa);
         check_masked_rows(isa);
+        if (isa == ATTN_ISA_AVX512BF16) check_scores_counted(isa);   /* the AMX path's own kernels count nothing */
     }
     if (bad) fprintf(stderr, "test_bf16: %d cases off\n", bad);
     return tu_finish("test_bf16");

@@ -185,6 +185,7 @@ static inline __attribute__((always_inline)) void br_rows_r(const int R, const b
             br_pv_careful(&rs, o, DvP, p, vj, d->v.t, Dv, nb);
     }
     br_rows_end(&rs, cx, o, kb, b, hs, ts);
+    attn__count_scores(ATTN_PASS_FORWARD, (int64_t)R * maxlim);
 }
 
 static void br_rows(const br_fwd *cx, char *tw, int b, int hk, const int *hs, const int *ts, int R) {
@@ -818,8 +819,12 @@ static int bf_stages(const attn_sdpa_desc *d, attn_pass pass) {
 static int bf_threads(const attn_sdpa_desc *d, attn_pass pass, int nth) {
     if (!bf_native(d, pass)) return attn__kernels_avx512.sdpa_threads(d, pass, nth);
     if (pass == ATTN_PASS_BACKWARD) return attn__bf16_bwd_threads(d, nth);
+    /* threads worth waking: about 4 MFLOP each at least, as the fp32 paths and this backward (a decoding
+     * step of a few heads took 50 µs on 2 threads against 1 µs on one); never more than the items */
+    const double want = 2.0 * d->B * d->H * (double)d->T * d->S * (d->D + d->Dv) / 4e6;
     const int64_t items = br_items(d);
     if (nth < 1) nth = 1;
+    if (want < nth) nth = want < 1 ? 1 : (int)want;
     return items < nth ? (int)items : nth;
 }
 
