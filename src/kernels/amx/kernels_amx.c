@@ -1733,8 +1733,12 @@ static size_t axd_workspace(const attn_sdpa_desc *d, int nth) {
     return (size_t)nth * one + BR_ALIGN;
 }
 
+/* Threads worth waking: about 4 MFLOP each at least, as the AVX512-BF16 forward; never more than the items. */
 static int axd_threads(const attn_sdpa_desc *d, int nth) {
+    const double want = 2.0 * d->B * d->H * (double)d->T * d->S * (d->D + d->Dv) / 4e6;
     const int64_t items = (int64_t)d->B * d->Hkv * axd_packs(d);
+    if (nth < 1) nth = 1;
+    if (want < nth) nth = want < 1 ? 1 : (int)want;
     return items < nth ? (int)items : nth;
 }
 
