@@ -5,7 +5,7 @@
  * their fp32 gradients). fused_impl.h's backward order (FlashAttention-2): items (b, kv head, chunk of key
  * blocks), vectors along the 64 keys of a block, P and dS (queries, keys). Three stages:
  *   stage 0  per (b, h, block of 64 query rows), shared by every key block: scale·Q as fp32 rows, Q and
- *            dO as pairs of query rows (B of dK and dV), dO rows as bf16 pairs (A of dP),
+ *            dO as pairs of query rows along D and Dv (B of dK and dV), dO rows as bf16 pairs (A of dP),
  *            Δ = rowsum(dout ∘ out); the dQ slots of those rows cleared
  *   stage 1  items (b, kv head, chunk): per key block, K widened to fp32 (Kᵀ), V as pairs of dims and K as
  *            pairs of keys, packed once; then for every head of the group and block of query rows that
@@ -14,7 +14,8 @@
  *              P  = exp2(-(max(0, m - x)·log2e + log2 l))   masks: key limits, boolean mask, bias
  *              dP = dO Vᵀ                        vdpbf16ps over pairs of dims
  *              dS = P ∘ (dP - Δ)                 (dropout: dP·mask and P·mask); 0 where P is 0
- *              dVᵀ += dOᵀ P,  dKᵀ += Qᵀ dS       vdpbf16ps over pairs of query rows (P, dS as bf16)
+ *              dV += Pᵀ dO,  dK += dSᵀ Q         vdpbf16ps over pairs of query rows (P, dS as bf16),
+ *                                                vectors along Dv and D, so the rows go back whole
  *              dQ slot += dS K                   vdpbf16ps over pairs of keys (dS as bf16)
  *            the block's dk, dv rows added and rounded when its last query block is done
  *   stage 2  dq += scale · Σ_chunk slot, chunks in order, rounded
@@ -50,7 +51,7 @@ typedef struct bw_dims {
     size_t slots;                     /* offset of the dQ slots (after every (b, h)'s packs) */
     size_t thread;                    /* offset of the threads' memory, and one thread's bytes */
     size_t tbytes;
-    size_t kt, vp, kj, dkt, dvt, p, ds, pp, dsp, dsb, rows;   /* offsets in a thread's memory */
+    size_t kt, vp, kj, dks, dvs, p, ds, pp, dsp, dsb, rows;   /* offsets in a thread's memory */
 } bw_dims;
 
 static bw_dims bw_dims_of(const attn_sdpa_desc *d) {
@@ -77,9 +78,9 @@ static bw_dims bw_dims_of(const attn_sdpa_desc *d) {
     z.kt = 0;                                                   /* (D, 64) fp32 */
     z.vp = z.kt + br_round(D * BW_B * 4);                       /* (DvE/2, 64) pairs of dims */
     z.kj = z.vp + br_round((size_t)z.DvE / 2 * BW_B * 4);      /* (32, D16) pairs of keys */
-    z.dkt = z.kj + br_round((size_t)BW_B2 * z.D16 * 4);       /* (D, 64) fp32 */
-    z.dvt = z.dkt + br_round(D * BW_B * 4);                     /* (Dv, 64) fp32 */
-    z.p = z.dvt + br_round(Dv * BW_B * 4);                      /* (64, 64) fp32 */
+    z.dks = z.kj + br_round((size_t)BW_B2 * z.D16 * 4);       /* (64, D) fp32 */
+    z.dvs = z.dks + br_round(D * BW_B * 4);                     /* (64, Dv) fp32 */
+    z.p = z.dvs + br_round(Dv * BW_B * 4);                      /* (64, 64) fp32 */
     z.ds = z.p + br_round(BW_B * BW_B * 4);                     /* (64, 64) fp32 */
     z.pp = z.ds + br_round(BW_B * BW_B * 4);                    /* (32, 64) pairs of rows */
     z.dsp = z.pp + br_round(BW_B2 * BW_B * 4);                  /* (32, 64) pairs of rows */
@@ -189,28 +190,37 @@ static inline uint32_t bw_pair_at(const uint16_t *row, int p, int n) {
 
 /* Δ = Σ_x out[x]·dout[x] by the arithmetic of dP = dO Vᵀ (bw_dp with dO pairs broadcast, V pairs as the
  * vector): the same products summed in the same order, so out = v_j gives Δ = dP_j bit for bit. n <= 8
- * rows (o[r], g[r]) at once: their chains side by side, each the one a row gives alone. */
+ * rows at once, their chains side by side, each the one a row gives alone: out rows o[r] (Dv values) and
+ * dO rows g[r] as the stage packs them (DvE values, an odd Dv padded with a zero). A pair is one 32-bit
+ * load. */
 #define BW_DR 8
 static void bw_delta(float *delta, const uint16_t *const *o, const uint16_t *const *g, int n, int Dv) {
     __m512 acc[BW_DR];
     BR_UNROLL for (int r = 0; r < BW_DR; r++) acc[r] = _mm512_setzero_ps();
     for (int p = 0; 2 * p < Dv; p++)
         BR_UNROLL for (int r = 0; r < BW_DR; r++)
-            if (r < n)
-                acc[r] = _mm512_dpbf16_ps(acc[r], (__m512bh)_mm512_set1_epi32((int)bw_pair_at(o[r], p, Dv)),
-                                          (__m512bh)_mm512_set1_epi32((int)bw_pair_at(g[r], p, Dv)));
+            if (r < n) {
+                uint32_t op = o[r][2 * p], gp;
+                if (2 * p + 1 < Dv) memcpy(&op, o[r] + 2 * p, sizeof op);
+                memcpy(&gp, g[r] + 2 * p, sizeof gp);
+                acc[r] = _mm512_dpbf16_ps(acc[r], (__m512bh)_mm512_set1_epi32((int)op),
+                                          (__m512bh)_mm512_set1_epi32((int)gp));
+            }
     for (int r = 0; r < n; r++) delta[r] = _mm512_cvtss_f32(acc[r]);
 }
 
-/* pairs[x·32 + i/2] = (row i, row i + 1) at dim x, for the n rows of D values at r (rt apart), an odd last
- * row paired with 0. (Gathers of dims of 16 pairs of rows were 2% slower on a Zen 4 at the ViT's shape.) */
+/* pairs[(i/2)·D + x] = (row i, row i + 1) at dim x, for the n rows of D values at r (rt apart), an odd last
+ * row paired with 0: two row loads and an interleave per 16 dims. */
 static void bw_pair_rows(uint32_t *pairs, const uint16_t *r, int64_t rt, int n, int D) {
     for (int ip = 0; 2 * ip < n; ip++) {
-        const uint16_t *r0 = r + (int64_t)(2 * ip) * rt, *r1 = r0 + (2 * ip + 1 < n ? rt : 0);
-        if (2 * ip + 1 < n)
-            for (int x = 0; x < D; x++) pairs[(int64_t)x * BW_B2 + ip] = (uint32_t)r0[x] | (uint32_t)r1[x] << 16;
-        else
-            for (int x = 0; x < D; x++) pairs[(int64_t)x * BW_B2 + ip] = r0[x];
+        const int two = 2 * ip + 1 < n;
+        const uint16_t *r0 = r + (int64_t)(2 * ip) * rt, *r1 = two ? r0 + rt : r0;
+        for (int x = 0; x < D; x += 16) {
+            const __mmask16 m = br_lanes(D - x);
+            const __m512i lo = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, r0 + x));
+            const __m512i hi = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(two ? m : 0, r1 + x));
+            _mm512_mask_storeu_epi32(pairs + (int64_t)ip * D + x, m, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+        }
     }
 }
 
@@ -224,9 +234,9 @@ static void bw_pack_rows(const attn_sdpa_desc *d, const bw_dims *z, char *work, 
     const int64_t bh = (int64_t)b * d->H + h;
     char *side = work + (size_t)bh * z->side;
     float *qs = (float *)(side + z->qs) + (int64_t)qb * BW_B * D;                       /* (64, D) */
-    uint32_t *qp = (uint32_t *)(side + z->qp) + (int64_t)qb * D * BW_B2;                 /* (D, 32) */
+    uint32_t *qp = (uint32_t *)(side + z->qp) + (int64_t)qb * D * BW_B2;                 /* (32, D) */
     uint16_t *dor = (uint16_t *)(side + z->dor) + (int64_t)qb * BW_B * z->DvE;           /* (64, DvE) */
-    uint32_t *dop = (uint32_t *)(side + z->dop) + (int64_t)qb * Dv * BW_B2;              /* (Dv, 32) */
+    uint32_t *dop = (uint32_t *)(side + z->dop) + (int64_t)qb * Dv * BW_B2;              /* (32, Dv) */
     float *delta = (float *)(side + z->delta) + (int64_t)qb * BW_B;                      /* (64) */
     const int nr = T - qb * BW_B < BW_B ? T - qb * BW_B : BW_B;
     const int64_t t0 = (int64_t)qb * BW_B;
@@ -253,7 +263,9 @@ static void bw_pack_rows(const attn_sdpa_desc *d, const bw_dims *z, char *work, 
     }
     bw_pair_rows(qp, q0, d->q.t, nr, D);
     bw_pair_rows(dop, g0, d->out.t, nr, Dv);
-    for (int i = 0; i < nr; i += BW_DR) bw_delta(delta + i, orow + i, gr + i, nr - i < BW_DR ? nr - i : BW_DR, Dv);
+    const uint16_t *gp[BW_B];   /* the dO rows as packed above: pairs of dims, an odd Dv padded with 0 */
+    for (int i = 0; i < nr; i++) gp[i] = dor + (int64_t)i * z->DvE;
+    for (int i = 0; i < nr; i += BW_DR) bw_delta(delta + i, orow + i, gp + i, nr - i < BW_DR ? nr - i : BW_DR, Dv);
     if (g32)   /* fp32 tensors: plus what rounding out to bf16 took, Σ (out - bf16(out))·dout, exact terms */
         for (int i = 0; i < nr; i++) {
             const float *o = g32->out + b * g32->o.b + h * g32->o.h + (t0 + i) * g32->o.t;
@@ -340,13 +352,13 @@ static int64_t bw_block(const bw_ctx *cx, char *tw, int b, int h, int j0, int nb
     const int64_t bh = (int64_t)b * d->H + h;
     const char *side = cx->work + (size_t)bh * z->side;
     const float *qs = (const float *)(side + z->qs) + (int64_t)t0 * D;                   /* (64, D) */
-    const uint32_t *qp = (const uint32_t *)(side + z->qp) + (int64_t)qb * D * BW_B2;      /* (D, 32) */
+    const uint32_t *qp = (const uint32_t *)(side + z->qp) + (int64_t)qb * D * BW_B2;      /* (32, D) */
     const uint16_t *dor = (const uint16_t *)(side + z->dor) + (int64_t)t0 * z->DvE;       /* (64, DvE) */
-    const uint32_t *dop = (const uint32_t *)(side + z->dop) + (int64_t)qb * Dv * BW_B2;   /* (Dv, 32) */
+    const uint32_t *dop = (const uint32_t *)(side + z->dop) + (int64_t)qb * Dv * BW_B2;   /* (32, Dv) */
     const float *delta = (const float *)(side + z->delta) + t0;                          /* (64) */
     const float *kt = (const float *)(tw + z->kt);
     const uint32_t *vp = (const uint32_t *)(tw + z->vp), *kj = (const uint32_t *)(tw + z->kj);
-    float *dkt = (float *)(tw + z->dkt), *dvt = (float *)(tw + z->dvt);
+    float *dks = (float *)(tw + z->dks), *dvs = (float *)(tw + z->dvs);                  /* (64, D), (64, Dv) */
     float *P = (float *)(tw + z->p), *dS = (float *)(tw + z->ds);                        /* (64, 64) */
     uint32_t *pp = (uint32_t *)(tw + z->pp), *dsp = (uint32_t *)(tw + z->dsp);           /* (32, 64) */
     uint16_t *dsb = (uint16_t *)(tw + z->dsb);                                           /* (64, 64) */
@@ -446,9 +458,9 @@ static int64_t bw_block(const bw_ctx *cx, char *tw, int b, int h, int j0, int nb
             _mm256_storeu_si256((__m256i *)(dsb + i * BW_B + j),
                                 (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(dS + i * BW_B + j)));
 
-    /* dVᵀ += dOᵀ P, dKᵀ += Qᵀ dS (scale at the end), dQ slot += dS K */
-    bw_gemm_dp(Dv, nbv, dvt, BW_B, (const uint16_t *)dop, 2 * BW_B2, 2, pp, BW_B, nr2, 1);
-    bw_gemm_dp(D, nbv, dkt, BW_B, (const uint16_t *)qp, 2 * BW_B2, 2, dsp, BW_B, nr2, 1);
+    /* dV += Pᵀ dO, dK += dSᵀ Q (rows: the block's keys; scale at the end), dQ slot += dS K */
+    bw_gemm_dp(nb, Dv, dvs, Dv, (const uint16_t *)pp, 2, 2 * BW_B, dop, Dv, nr2, 1);
+    bw_gemm_dp(nb, D, dks, D, (const uint16_t *)dsp, 2, 2 * BW_B, qp, D, nr2, 1);
     bw_gemm_dp(nr, D, slot + (bh * T + t0) * D, D, dsb, BW_B, 2, kj, z->D16, (nb + 1) / 2, 1);
     return (int64_t)nr * nb;
 }
@@ -491,22 +503,14 @@ static inline void bw_acc16(uint16_t *g16, float *g32, int64_t off, __m512 a, __
     else _mm256_mask_storeu_epi16(g16 + off, m, br_round16(_mm512_add_ps(br_widen16(g16 + off, m), a)));
 }
 
-/* Row (b, h, t) of a gradient with layout l += scale · src (n values, BW_B apart: a column of dKᵀ, dVᵀ). */
+/* Row (b, h, t) of a gradient with layout l += scale · src (n values). */
 static void bw_acc_row(uint16_t *g16, float *g32, const attn_layout *l, int b, int h, int t, const float *src,
                        int n, float scale) {
     const int64_t off = b * l->b + h * l->h + (int64_t)t * l->t;
-    const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                           _mm512_set1_epi32(BW_B));
     for (int x = 0; x < n; x += 16) {
         const __mmask16 m = br_lanes(n - x);
-        const __m512 s = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, src + (int64_t)x * BW_B, 4);
-        bw_acc16(g16, g32, off + x, _mm512_mul_ps(_mm512_set1_ps(scale), s), m);
+        bw_acc16(g16, g32, off + x, _mm512_mul_ps(_mm512_set1_ps(scale), _mm512_maskz_loadu_ps(m, src + x)), m);
     }
-}
-
-/* n floats (a multiple of 16) at p set to 0: inline, a call to memset costs more at the 16 to 64 of a row. */
-static inline void bw_zero(float *p, int n) {
-    for (int j = 0; j < n; j += 16) _mm512_storeu_ps(p + j, _mm512_setzero_ps());
 }
 
 /* Key blocks of chunk ch: [ch·nkb/nch, (ch+1)·nkb/nch), a function of the shape only. */
@@ -548,7 +552,7 @@ void attn__bf16_backward(const attn_sdpa_desc *d, uint16_t *dq, uint16_t *dk, ui
     }
     /* stage 1: items (b, kv head, chunk) */
     char *tw = cx.work + z->thread + (size_t)part->ith * z->tbytes;
-    float *dkt = (float *)(tw + z->dkt), *dvt = (float *)(tw + z->dvt);
+    float *dks = (float *)(tw + z->dks), *dvs = (float *)(tw + z->dvs);
     const int64_t items = (int64_t)d->B * d->Hkv * z->nch;
     int64_t counted = 0;
     for (int64_t it = attn__part_next(part, &local); it < items; it = attn__part_next(part, &local)) {
@@ -558,9 +562,8 @@ void attn__bf16_backward(const attn_sdpa_desc *d, uint16_t *dq, uint16_t *dk, ui
         for (int kbk = bw_chunk_start(z, ch); kbk < bw_chunk_start(z, ch + 1); kbk++) {
             const int j0 = kbk * BW_B, nb = d->S - j0 < BW_B ? d->S - j0 : BW_B;
             bw_pack_keys(&cx, tw, b, hk, j0, nb);
-            const int nbv = bw_cols(nb);   /* the columns bw_block adds to */
-            for (int x = 0; x < D; x++) bw_zero(dkt + (int64_t)x * BW_B, nbv);
-            for (int x = 0; x < d->Dv; x++) bw_zero(dvt + (int64_t)x * BW_B, nbv);
+            memset(dks, 0, sizeof(float) * (size_t)nb * D);
+            memset(dvs, 0, sizeof(float) * (size_t)nb * d->Dv);
             /* under a causal mask the rows before j0 - (S - T) see none of these keys */
             int tstart = 0;
             if (d->mask.causal) {
@@ -571,8 +574,10 @@ void attn__bf16_backward(const attn_sdpa_desc *d, uint16_t *dq, uint16_t *dk, ui
                 for (int qb = tstart / BW_B; qb < z->nqb; qb++)
                     counted += bw_block(&cx, tw, b, hk * G + hh, j0, nb, qb, slot);
             for (int j = 0; j < nb; j++) {
-                bw_acc_row(dk, g32 ? g32->dk : NULL, g32 ? &g32->k : &d->k, b, hk, j0 + j, dkt + j, D, d->scale);
-                bw_acc_row(dv, g32 ? g32->dv : NULL, g32 ? &g32->v : &d->v, b, hk, j0 + j, dvt + j, d->Dv, 1.0f);
+                bw_acc_row(dk, g32 ? g32->dk : NULL, g32 ? &g32->k : &d->k, b, hk, j0 + j, dks + (int64_t)j * D, D,
+                           d->scale);
+                bw_acc_row(dv, g32 ? g32->dv : NULL, g32 ? &g32->v : &d->v, b, hk, j0 + j, dvs + (int64_t)j * d->Dv,
+                           d->Dv, 1.0f);
             }
         }
     }
