@@ -182,12 +182,6 @@ static void bw_gemm_dp(int M, int N, float *C, int64_t ldc, const uint16_t *A, i
  * Stage 0.
  */
 
-/* The bf16 pair (row[2p], row[2p + 1]) of a row of n elements; past the row, 0. */
-static inline uint32_t bw_pair_at(const uint16_t *row, int p, int n) {
-    const uint32_t lo = row[2 * p], hi = 2 * p + 1 < n ? row[2 * p + 1] : 0;
-    return lo | hi << 16;
-}
-
 /* Δ = Σ_x out[x]·dout[x] by the arithmetic of dP = dO Vᵀ (bw_dp with dO pairs broadcast, V pairs as the
  * vector): the same products summed in the same order, so out = v_j gives Δ = dP_j bit for bit. n <= 8
  * rows at once, their chains side by side, each the one a row gives alone: out rows o[r] (Dv values) and
@@ -292,7 +286,7 @@ static inline int bw_cols(int nb) { return (nb + 15) / 16 * 16; }
 
 /* Keys [j0, j0 + nb) of (b, hk): Kᵀ widened, V as pairs of dims, K as pairs of keys (NaN and Inf as 0);
  * padding keys 0, up to the keys rounded up to 16 (what bw_block reads: nbv there). Kᵀ and the V pairs
- * 16 keys at a time, by gathers of pairs of dims, when the rows' offsets fit their indices. */
+ * 16 keys by 16 pairs of dims at a time, transposed in registers. */
 static void bw_pack_keys(const bw_ctx *cx, char *tw, int b, int hk, int j0, int nb) {
     const attn_sdpa_desc *d = cx->d;
     const bw_dims *z = &cx->z;
@@ -315,26 +309,26 @@ static void bw_pack_keys(const bw_ctx *cx, char *tw, int b, int hk, int j0, int 
             _mm512_storeu_si512(kj + (int64_t)jp * z->D16 + x, _mm512_or_si512(lo, hi));
         }
     }
-    if (D >= 2 && Dv >= 2 && br_gather_fits(16, d->k.t, D) && br_gather_fits(16, d->v.t, Dv)) {
-        const __m512i ko = br_row_offsets(d->k.t), vo = br_row_offsets(d->v.t);
-        const __m512i hi = _mm512_set1_epi32((int)0xffff0000u);
-        for (int j = 0; j < nbv; j += 16) {
-            const __mmask16 m = br_lanes(nb - j);
-            const uint16_t *kr = kb + (int64_t)j * d->k.t, *vr = vb + (int64_t)j * d->v.t;
-            for (int p = 0; 2 * p < D; p++) {
-                const __m512i pr = br_gather_pair(kr, ko, m, p, D);
-                _mm512_storeu_si512(kt + (int64_t)(2 * p) * BW_B + j, _mm512_slli_epi32(pr, 16));
-                if (2 * p + 1 < D) _mm512_storeu_si512(kt + (int64_t)(2 * p + 1) * BW_B + j, _mm512_and_si512(pr, hi));
-            }
-            for (int p = 0; 2 * p < Dv; p++)
-                _mm512_storeu_si512(vp + (int64_t)p * BW_B + j, br_gather_pair(vr, vo, m, p, Dv));
+    const __m512i hi = _mm512_set1_epi32((int)0xffff0000u);
+    for (int j = 0; j < nbv; j += 16) {
+        const uint16_t *kr[16], *vr[16];
+        for (int i = 0; i < 16; i++) {
+            kr[i] = j + i < nb ? kb + (int64_t)(j + i) * d->k.t : NULL;
+            vr[i] = j + i < nb ? vb + (int64_t)(j + i) * d->v.t : NULL;
         }
-        return;
-    }
-    for (int j = 0; j < nbv; j++) {
-        const uint16_t *kr = kb + (int64_t)j * d->k.t, *vr = vb + (int64_t)j * d->v.t;
-        for (int x = 0; x < D; x++) kt[(int64_t)x * BW_B + j] = j < nb ? attn__f32(kr[x]) : 0.0f;
-        for (int p = 0; 2 * p < Dv; p++) vp[(int64_t)p * BW_B + j] = j < nb ? bw_pair_at(vr, p, Dv) : 0;
+        __m512i v[16];
+        for (int p0 = 0; 2 * p0 < D; p0 += 16) {
+            br_pairs_t(v, kr, p0, D);
+            for (int p = p0; p < p0 + 16 && 2 * p < D; p++) {
+                _mm512_storeu_si512(kt + (int64_t)(2 * p) * BW_B + j, _mm512_slli_epi32(v[p - p0], 16));
+                if (2 * p + 1 < D)
+                    _mm512_storeu_si512(kt + (int64_t)(2 * p + 1) * BW_B + j, _mm512_and_si512(v[p - p0], hi));
+            }
+        }
+        for (int p0 = 0; 2 * p0 < Dv; p0 += 16) {
+            br_pairs_t(v, vr, p0, Dv);
+            for (int p = p0; p < p0 + 16 && 2 * p < Dv; p++) _mm512_storeu_si512(vp + (int64_t)p * BW_B + j, v[p - p0]);
+        }
     }
 }
 

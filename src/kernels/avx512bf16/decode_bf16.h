@@ -128,23 +128,39 @@ static inline __m512 br_widen16(const uint16_t *p, __mmask16 m) {
 /* The mask of the first n of 16 lanes (n >= 16: all). */
 static inline __mmask16 br_lanes(int n) { return (__mmask16)(n >= 16 ? 0xffff : n <= 0 ? 0 : (1u << n) - 1); }
 
-/* Dims 2p and 2p + 1 of 16 rows as bf16 pairs (2p low; a dim at n or past it 0), the rows at byte
- * offsets off from base, lanes m (the others 0): one 32-bit gather, an odd last dim read as the high half
- * of the pair before it, so nothing past a row is read. n >= 2. */
-static inline __m512i br_gather_pair(const uint16_t *base, __m512i off, __mmask16 m, int p, int n) {
-    if (2 * p + 1 < n) return _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, off, base + 2 * p, 1);
-    return _mm512_srli_epi32(_mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, off, base + 2 * p - 1, 1), 16);
+/* v[i] lane j becomes v[j] lane i: a 16 x 16 transpose of 32-bit lanes in registers (four rounds of
+ * shuffles). Gathers did this before: the shuffles are cheaper on the CPUs measured (a Zen 4). */
+static inline void br_transpose16(__m512i v[16]) {
+    __m512i t[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_epi32(v[2 * i], v[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_epi32(v[2 * i], v[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {
+        v[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+        v[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+        v[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+        v[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+    }
+    for (int i = 0; i < 4; i++) {
+        t[i] = _mm512_shuffle_i32x4(v[i], v[i + 4], 0x88);
+        t[i + 4] = _mm512_shuffle_i32x4(v[i], v[i + 4], 0xdd);
+        t[i + 8] = _mm512_shuffle_i32x4(v[i + 8], v[i + 12], 0x88);
+        t[i + 12] = _mm512_shuffle_i32x4(v[i + 8], v[i + 12], 0xdd);
+    }
+    for (int i = 0; i < 8; i++) {
+        v[i] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0x88);
+        v[i + 8] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0xdd);
+    }
 }
 
-/* Byte offsets i·2·stride of rows i = 0..15 of bf16 elements (stride >= 0, 15·2·stride below 2^31). */
-static inline __m512i br_row_offsets(int64_t stride) {
-    return _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                              _mm512_set1_epi32((int)(2 * stride)));
-}
-
-/* Do byte offsets up to 2·(rows·stride + n) fit a gather's 32-bit indices? (rows, n, stride >= 0) */
-static inline int br_gather_fits(int64_t rows, int64_t stride, int64_t n) {
-    return stride >= 0 && rows >= 0 && (double)rows * (double)stride * 2.0 + 2.0 * (double)n < (double)INT32_MAX;
+/* Pairs p0 .. p0 + 15 of dims (2p low, 2p + 1 high; a dim at n or past it 0) of 16 rows of n bf16 (rows[i],
+ * NULL: a row of zeros), transposed: v[p] lane i is pair p0 + p of row i. Nothing past a row is read. */
+static inline void br_pairs_t(__m512i v[16], const uint16_t *const rows[16], int p0, int n) {
+    const int w = n - 2 * p0;
+    const __mmask32 m = w >= 32 ? ~(__mmask32)0 : w <= 0 ? 0 : (__mmask32)((1u << w) - 1);
+    for (int i = 0; i < 16; i++) v[i] = rows[i] ? _mm512_maskz_loadu_epi16(m, rows[i] + 2 * p0) : _mm512_setzero_si512();
+    br_transpose16(v);
 }
 
 /* Do nb rows of Dv bf16 (vt apart) hold NaN or Inf? */
@@ -174,27 +190,14 @@ typedef struct br_fwd {
 } br_fwd;
 
 /* Writes out's row (b, h, t) = o[x·os]·inv for dims x < Dv (o permuted by br_dim when perm): bf16 into
- * out, or fp32 into out32. Unpermuted, 16 dims at a time by a gather (os < 2^25). */
+ * out, or fp32 into out32. */
 static inline void br_put_out(const br_fwd *cx, int b, int h, int t, const float *o, int64_t os, int n, int perm,
                               float inv) {
     const int Dv = cx->d->Dv;
     float *row32 = cx->out32 ? cx->out32 + b * cx->ol.b + h * cx->ol.h + (int64_t)t * cx->ol.t : NULL;
     uint16_t *row16 = cx->out32 ? NULL : cx->out + b * cx->d->out.b + h * cx->d->out.h + (int64_t)t * cx->d->out.t;
-    if (!perm) {
-        const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                               _mm512_set1_epi32((int)os));
-        const int nd = n < Dv ? n : Dv;
-        for (int x = 0; x < nd; x += 16) {
-            const __mmask16 m = br_lanes(nd - x);
-            const __m512 y = _mm512_mul_ps(_mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, o + x * os, 4),
-                                           _mm512_set1_ps(inv));
-            if (row32) _mm512_mask_storeu_ps(row32 + x, m, y);
-            else _mm256_mask_storeu_epi16(row16 + x, m, br_round16(y));
-        }
-        return;
-    }
     for (int x = 0; x < n; x++) {
-        const int dim = br_dim(x);
+        const int dim = perm ? br_dim(x) : x;
         if (dim >= Dv) continue;
         if (row32) row32[dim] = o[x * os] * inv;
         else row16[dim] = attn__bf16(o[x * os] * inv);

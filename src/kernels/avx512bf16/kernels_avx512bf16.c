@@ -362,70 +362,78 @@ static inline __attribute__((always_inline)) void bb_softmax(const int NV, float
 
 /* The canonical scores (decode_bf16.h) of the block's rows that saw a key, each row's query with its
  * argmax key, into mc: 16 rows at a time, lane i the row's own chain of br_canonical (fma(q_x·scale, k_x)
- * for x = 0..D-1 in order), the queries' dims from the pairs of Qp (D2, BR), the keys' by gathers of
- * pairs of dims when the keys' offsets fit their indices; otherwise row by row. */
+ * for x = 0..D-1 in order), the queries' dims from the pairs of Qp (D2, BR), the keys' from their rows
+ * transposed in registers. */
 static void bb_canonical(float *mc, const uint32_t *Qp, int BR, const bb_rows *rw, int nr, const uint16_t *kb,
                          int64_t kt, int D, float scale) {
-    int jmax = 0;
-    for (int i = 0; i < nr; i++) jmax = rw->jm[i] > jmax ? rw->jm[i] : jmax;
-    if (D < 2 || !br_gather_fits(jmax, kt, D)) {
-        for (int i = 0; i < nr; i++) {
-            if (rw->jm[i] < 0) continue;
-            float acc = 0.0f;
-            for (int x = 0; x < D; x++) {
-                const float qx = attn__f32((uint16_t)(Qp[(int64_t)(x / 2) * BR + i] >> (16 * (x & 1))));
-                acc = fmaf(qx * scale, attn__f32(kb[(int64_t)rw->jm[i] * kt + x]), acc);
-            }
-            mc[i] = acc;
-        }
-        return;
-    }
     const __m512 sc = _mm512_set1_ps(scale);
     const __m512i hi = _mm512_set1_epi32((int)0xffff0000u);
     for (int v = 0; v * 16 < nr; v++) {
-        const __m512i jm = _mm512_load_si512(rw->jm + 16 * v);
-        const __mmask16 m = br_lanes(nr - 16 * v) & _mm512_cmpge_epi32_mask(jm, _mm512_setzero_si512());
-        const __m512i off = _mm512_mullo_epi32(jm, _mm512_set1_epi32((int)(2 * kt)));
-        __m512 acc = _mm512_setzero_ps();
-        for (int p = 0; 2 * p < D; p++) {
-            const __m512i qp = _mm512_load_si512(Qp + (int64_t)p * BR + 16 * v), kp = br_gather_pair(kb, off, m, p, D);
-            acc = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_castsi512_ps(_mm512_slli_epi32(qp, 16)), sc),
-                                  _mm512_castsi512_ps(_mm512_slli_epi32(kp, 16)), acc);
-            if (2 * p + 1 < D)
-                acc = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_castsi512_ps(_mm512_and_si512(qp, hi)), sc),
-                                      _mm512_castsi512_ps(_mm512_and_si512(kp, hi)), acc);
+        const uint16_t *rows[16];
+        for (int i = 0; i < 16; i++) {
+            const int r = 16 * v + i;
+            rows[i] = r < nr && rw->jm[r] >= 0 ? kb + (int64_t)rw->jm[r] * kt : NULL;
         }
-        _mm512_mask_storeu_ps(mc + 16 * v, m, acc);
+        __m512 acc = _mm512_setzero_ps();
+        __m512i kp[16];
+        for (int p0 = 0; 2 * p0 < D; p0 += 16) {
+            br_pairs_t(kp, rows, p0, D);
+            for (int p = p0; p < p0 + 16 && 2 * p < D; p++) {
+                const __m512i qp = _mm512_load_si512(Qp + (int64_t)p * BR + 16 * v), k2 = kp[p - p0];
+                acc = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_castsi512_ps(_mm512_slli_epi32(qp, 16)), sc),
+                                      _mm512_castsi512_ps(_mm512_slli_epi32(k2, 16)), acc);
+                if (2 * p + 1 < D)
+                    acc = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_castsi512_ps(_mm512_and_si512(qp, hi)), sc),
+                                          _mm512_castsi512_ps(_mm512_and_si512(k2, hi)), acc);
+            }
+        }
+        _mm512_mask_storeu_ps(mc + 16 * v, br_lanes(nr - 16 * v), acc);
     }
 }
 
 /* Qp (D2, BR) = the pairs of dims of the block's query rows (b, hs[i], ts[i]) for i < nr, lane i; padding
- * rows 0. Vectors of 16 rows by gathers when their offsets fit the indices. */
+ * rows 0. 16 rows by 16 pairs at a time, transposed in registers. */
 static void bb_pack_q(uint32_t *Qp, int BR, const attn_sdpa_desc *d, const uint16_t *q, int b, const int *hs,
                       const int *ts, int nr) {
-    const int D = d->D, D2 = (D + 1) / 2;
+    const int D = d->D;
     const uint16_t *qb = q + b * d->q.b;
-    int64_t far = 0;
-    for (int i = 0; i < nr; i++) {
-        const int64_t o = hs[i] * d->q.h + (int64_t)ts[i] * d->q.t;
-        far = o > far ? o : far;
-    }
-    if (D >= 2 && d->q.h >= 0 && d->q.t >= 0 && br_gather_fits(1, far, D)) {
-        int32_t off[BB_BR];
-        for (int i = 0; i < BR; i++) off[i] = i < nr ? (int32_t)(2 * (hs[i] * d->q.h + (int64_t)ts[i] * d->q.t)) : 0;
-        for (int v = 0; v < BR / 16; v++) {
-            const __m512i o = _mm512_loadu_si512(off + 16 * v);
-            const __mmask16 m = br_lanes(nr - 16 * v);
-            for (int p = 0; p < D2; p++)
-                _mm512_store_si512(Qp + (int64_t)p * BR + 16 * v, br_gather_pair(qb, o, m, p, D));
+    for (int v = 0; v < BR / 16; v++) {
+        const uint16_t *rows[16];
+        for (int i = 0; i < 16; i++) {
+            const int r = 16 * v + i;
+            rows[i] = r < nr ? qb + hs[r] * d->q.h + (int64_t)ts[r] * d->q.t : NULL;
         }
-        return;
+        __m512i t[16];
+        for (int p0 = 0; 2 * p0 < D; p0 += 16) {
+            br_pairs_t(t, rows, p0, D);
+            for (int p = p0; p < p0 + 16 && 2 * p < D; p++) _mm512_store_si512(Qp + (int64_t)p * BR + 16 * v, t[p - p0]);
+        }
     }
-    for (int i = 0; i < BR; i++) {
-        const uint16_t *qr = i < nr ? qb + hs[i] * d->q.h + (int64_t)ts[i] * d->q.t : NULL;   /* (D) */
-        for (int p = 0; p < D2; p++) {
-            const uint32_t lo = qr ? qr[2 * p] : 0, hi = qr && 2 * p + 1 < D ? qr[2 * p + 1] : 0;
-            Qp[(int64_t)p * BR + i] = lo | hi << 16;
+}
+
+/* out's rows (b, hs[i], ts[i]), i < nr, = Oᵀ's columns / l (0 where l is 0), bf16 (br_round16) or fp32:
+ * 16 rows by 16 dims at a time, transposed in registers. */
+static void bb_put_out(const br_fwd *cx, int b, const int *hs, const int *ts, int nr, const float *Ot, int BR,
+                       const float *l) {
+    const int Dv = cx->d->Dv;
+    for (int i0 = 0; i0 < nr; i0 += 16) {
+        float inv[16];
+        for (int i = 0; i < 16; i++) inv[i] = i0 + i < nr && l[i0 + i] > 0.0f ? 1.0f / l[i0 + i] : 0.0f;
+        for (int x0 = 0; x0 < Dv; x0 += 16) {
+            __m512i v[16];
+            for (int x = 0; x < 16; x++)
+                v[x] = x0 + x < Dv ? _mm512_loadu_si512(Ot + (int64_t)(x0 + x) * BR + i0) : _mm512_setzero_si512();
+            br_transpose16(v);
+            const __mmask16 m = br_lanes(Dv - x0);
+            for (int i = 0; i < 16 && i0 + i < nr; i++) {
+                const int h = hs[i0 + i], t = ts[i0 + i];
+                const __m512 y = _mm512_mul_ps(_mm512_castsi512_ps(v[i]), _mm512_set1_ps(inv[i]));
+                if (cx->out32)
+                    _mm512_mask_storeu_ps(cx->out32 + b * cx->ol.b + h * cx->ol.h + (int64_t)t * cx->ol.t + x0, m, y);
+                else
+                    _mm256_mask_storeu_epi16(cx->out + b * cx->d->out.b + h * cx->d->out.h + (int64_t)t * cx->d->out.t +
+                                                 x0, m, br_round16(y));
+            }
         }
     }
 }
@@ -574,9 +582,9 @@ static void bb_block(const br_fwd *cx, char *tw, int b, int hk, const int *hs, c
      * canonical score; rows that saw no key: zeros and (-inf, 0) */
     float *mcan = St;   /* (BR): the scores are done with */
     bb_canonical(mcan, Qp, BR, &rw, nr, kb, d->k.t, D, d->scale);
+    bb_put_out(cx, b, hs, ts, nr, Ot, BR, rw.l);
     for (int i = 0; i < nr; i++) {
-        const float li = rw.l[i], inv = li > 0.0f ? 1.0f / li : 0.0f;
-        br_put_out(cx, b, hs[i], ts[i], Ot + i, BR, Dv, 0, inv);
+        const float li = rw.l[i];
         float mc = rw.m[i];
         if (li > 0.0f && rw.jm[i] >= 0 && mc == mc) {
             mc = mcan[i];
