@@ -34,8 +34,22 @@ static inline fz_m fz_tailmask(int n) {
 }
 static inline fz_v fz_loadm(const float *p, fz_m m) { return _mm256_maskload_ps(p, m); }
 static inline void fz_storem(float *p, fz_v a, fz_m m) { _mm256_maskstore_ps(p, m, a); }
-static inline fz_v fz_gather(const float *p, int stride) {        /* lane i: p[i·stride] */
-    return _mm256_i32gather_ps(p, _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(stride)), 4);
+static inline void fz_transpose(fz_v v[8]) {                     /* v[i] lane j <-> v[j] lane i */
+    __m256 t[8], u[8];
+    for (int i = 0; i < 4; i++) {
+        t[2 * i] = _mm256_unpacklo_ps(v[2 * i], v[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_ps(v[2 * i], v[2 * i + 1]);
+    }
+    for (int i = 0; i < 2; i++) {
+        u[4 * i] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+        u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0xee);
+        u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+        u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xee);
+    }
+    for (int i = 0; i < 4; i++) {
+        v[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
+        v[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
+    }
 }
 static inline fz_v fz_add(fz_v a, fz_v b) { return _mm256_add_ps(a, b); }
 static inline fz_v fz_sub(fz_v a, fz_v b) { return _mm256_sub_ps(a, b); }

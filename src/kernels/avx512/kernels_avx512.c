@@ -13,6 +13,7 @@
 #include <math.h>
 
 #include "kernels/avx512/exp2_avx512.h"
+#include "kernels/avx512/transpose_avx512.h"
 
 #define FZ_VW 16
 #define FZ_NVMAX 4
@@ -35,9 +36,11 @@ static inline void fz_store(float *p, fz_v a) { _mm512_storeu_ps(p, a); }
 static inline fz_m fz_tailmask(int n) { return (fz_m)(n >= 16 ? 0xffff : (1u << n) - 1); }
 static inline fz_v fz_loadm(const float *p, fz_m m) { return _mm512_maskz_loadu_ps(m, p); }
 static inline void fz_storem(float *p, fz_v a, fz_m m) { _mm512_mask_storeu_ps(p, m, a); }
-static inline fz_v fz_gather(const float *p, int stride) {        /* lane i: p[i·stride] */
-    return _mm512_i32gather_ps(_mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                                  _mm512_set1_epi32(stride)), p, 4);
+static inline void fz_transpose(fz_v v[16]) {                    /* v[i] lane j <-> v[j] lane i */
+    __m512i w[16];
+    for (int i = 0; i < 16; i++) w[i] = _mm512_castps_si512(v[i]);
+    attn__transpose16(w);
+    for (int i = 0; i < 16; i++) v[i] = _mm512_castsi512_ps(w[i]);
 }
 static inline fz_v fz_add(fz_v a, fz_v b) { return _mm512_add_ps(a, b); }
 static inline fz_v fz_sub(fz_v a, fz_v b) { return _mm512_sub_ps(a, b); }

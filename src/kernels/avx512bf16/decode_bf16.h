@@ -33,6 +33,7 @@
 #include <string.h>
 
 #include "kernels/avx512/exp2_avx512.h"
+#include "kernels/avx512/transpose_avx512.h"
 
 #define BR_MAX_T 4       /* T <= this goes by rows (decoding); more rows: the block paths */
 #define BR_RMAX 16       /* rows a pack may have (the AMX path's; the AVX512-BF16 path's packs have 4) */
@@ -128,39 +129,13 @@ static inline __m512 br_widen16(const uint16_t *p, __mmask16 m) {
 /* The mask of the first n of 16 lanes (n >= 16: all). */
 static inline __mmask16 br_lanes(int n) { return (__mmask16)(n >= 16 ? 0xffff : n <= 0 ? 0 : (1u << n) - 1); }
 
-/* v[i] lane j becomes v[j] lane i: a 16 x 16 transpose of 32-bit lanes in registers (four rounds of
- * shuffles). Gathers did this before: the shuffles are cheaper on the CPUs measured (a Zen 4). */
-static inline void br_transpose16(__m512i v[16]) {
-    __m512i t[16];
-    for (int i = 0; i < 8; i++) {
-        t[2 * i] = _mm512_unpacklo_epi32(v[2 * i], v[2 * i + 1]);
-        t[2 * i + 1] = _mm512_unpackhi_epi32(v[2 * i], v[2 * i + 1]);
-    }
-    for (int i = 0; i < 4; i++) {
-        v[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
-        v[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
-        v[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
-        v[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
-    }
-    for (int i = 0; i < 4; i++) {
-        t[i] = _mm512_shuffle_i32x4(v[i], v[i + 4], 0x88);
-        t[i + 4] = _mm512_shuffle_i32x4(v[i], v[i + 4], 0xdd);
-        t[i + 8] = _mm512_shuffle_i32x4(v[i + 8], v[i + 12], 0x88);
-        t[i + 12] = _mm512_shuffle_i32x4(v[i + 8], v[i + 12], 0xdd);
-    }
-    for (int i = 0; i < 8; i++) {
-        v[i] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0x88);
-        v[i + 8] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0xdd);
-    }
-}
-
 /* Pairs p0 .. p0 + 15 of dims (2p low, 2p + 1 high; a dim at n or past it 0) of 16 rows of n bf16 (rows[i],
  * NULL: a row of zeros), transposed: v[p] lane i is pair p0 + p of row i. Nothing past a row is read. */
 static inline void br_pairs_t(__m512i v[16], const uint16_t *const rows[16], int p0, int n) {
     const int w = n - 2 * p0;
     const __mmask32 m = w >= 32 ? ~(__mmask32)0 : w <= 0 ? 0 : (__mmask32)((1u << w) - 1);
     for (int i = 0; i < 16; i++) v[i] = rows[i] ? _mm512_maskz_loadu_epi16(m, rows[i] + 2 * p0) : _mm512_setzero_si512();
-    br_transpose16(v);
+    attn__transpose16(v);
 }
 
 /* Do nb rows of Dv bf16 (vt apart) hold NaN or Inf? */

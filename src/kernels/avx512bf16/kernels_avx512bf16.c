@@ -423,7 +423,7 @@ static void bb_put_out(const br_fwd *cx, int b, const int *hs, const int *ts, in
             __m512i v[16];
             for (int x = 0; x < 16; x++)
                 v[x] = x0 + x < Dv ? _mm512_loadu_si512(Ot + (int64_t)(x0 + x) * BR + i0) : _mm512_setzero_si512();
-            br_transpose16(v);
+            attn__transpose16(v);
             const __mmask16 m = br_lanes(Dv - x0);
             for (int i = 0; i < 16 && i0 + i < nr; i++) {
                 const int h = hs[i0 + i], t = ts[i0 + i];

@@ -389,41 +389,58 @@ static void fz_fill_scores(float *xs, int S, int nr, int j0, int j1) {
             for (int j = j0; j < j1; j++) xs[(int64_t)i * S + j] = -INFINITY;
 }
 
-/* Sᵀ (nb keys from j0, rows BR apart; nr query columns) into rows of xs: each row's keys gathered down
- * a column of Sᵀ (in cache), so the writes run along the row a vector at a time. */
+/* Sᵀ (nb keys from j0, rows BR apart; nr query columns) into rows of xs: FZ_VW keys by FZ_VW rows of Sᵀ
+ * (in cache) transposed in registers, so the writes run along the rows a vector at a time. */
 static void fz_put_scores(float *xs, int S, int nr, const float *St, int BR, int j0, int nb) {
-    const int nfull = nb / FZ_VW;
-    for (int i = 0; i < nr; i++) {
-        float *w = xs + (int64_t)i * S + j0;
-        for (int v = 0; v < nfull; v++) fz_store(w + v * FZ_VW, fz_gather(St + (int64_t)v * FZ_VW * BR + i, BR));
-        for (int j = nfull * FZ_VW; j < nb; j++) w[j] = St[j * BR + i];
-    }
+    for (int i0 = 0; i0 < nr; i0 += FZ_VW)
+        for (int j = 0; j < nb; j += FZ_VW) {
+            fz_v v[FZ_VW];
+            for (int l = 0; l < FZ_VW; l++) v[l] = j + l < nb ? fz_load(St + (int64_t)(j + l) * BR + i0) : fz_zero();
+            fz_transpose(v);
+            const fz_m m = fz_tailmask(nb - j);
+            for (int i = 0; i < FZ_VW && i0 + i < nr; i++) fz_storem(xs + (int64_t)(i0 + i) * S + j0 + j, v[i], m);
+        }
 }
 
 /* At (n, BR), the n rows of a (rows rt apart, w wide) transposed and times scale, zero past n to whole
- * vectors: whole vectors of rows by gathers (when the stride fits their 32-bit indices), the rest one by
- * one, row by row (each row read along its length). Inlined: as a function of its own (called once per
- * block) it cost the translators' 10-row blocks a few percent of their forward in its call (the block's
- * live vectors saved around it, a vzeroupper) and its column-wise tail (DESIGN "Small-shape attention"). */
+ * vectors: FZ_VW rows by FZ_VW columns at a time, each row read along its length, multiplied, then
+ * transposed in registers (fz_transpose; 32-bit gathers did it before, and cost more on the CPUs measured:
+ * DESIGN "AVX512-BF16 small shapes"). Inlined: as a function of its own (called once per block) it cost
+ * the translators' 10-row blocks a few percent of their forward in its call (the block's live vectors
+ * saved around it, a vzeroupper; DESIGN "Small-shape attention"). */
 FZ_INLINE void fz_pack_t(float *at, int BR, const float *a, int64_t rt, int n, int w, float scale) {
-    const int nfull = rt <= INT32_MAX / FZ_VW ? n / FZ_VW : 0, nv = (n + FZ_VW - 1) / FZ_VW;
-    for (int x = 0; x < w; x++) {
-        float *r = at + (int64_t)x * BR;
-        for (int u = 0; u < nfull; u++)
-            fz_store(r + u * FZ_VW, fz_mul(fz_gather(a + (int64_t)u * FZ_VW * rt + x, (int)rt), fz_set1(scale)));
-        for (int u = nfull; u < nv; u++) fz_store(r + u * FZ_VW, fz_zero());
-    }
-    for (int i = nfull * FZ_VW; i < n; i++) {
-        const float *ar = a + (int64_t)i * rt;
-        for (int x = 0; x < w; x++) at[(int64_t)x * BR + i] = ar[x] * scale;
-    }
+    const int nv = (n + FZ_VW - 1) / FZ_VW;
+    const fz_v sc = fz_set1(scale);
+    for (int u = 0; u < nv; u++)
+        for (int x0 = 0; x0 < w; x0 += FZ_VW) {
+            const fz_m m = fz_tailmask(w - x0);
+            fz_v v[FZ_VW];
+            for (int i = 0; i < FZ_VW; i++) {
+                const int r = u * FZ_VW + i;
+                v[i] = r < n ? fz_mul(fz_loadm(a + (int64_t)r * rt + x0, m), sc) : fz_zero();
+            }
+            fz_transpose(v);
+            for (int x = 0; x < FZ_VW && x0 + x < w; x++) fz_store(at + (int64_t)(x0 + x) * BR + u * FZ_VW, v[x]);
+        }
 }
 
-/* o (n) = column i of At (rows BR apart) times s: whole vectors gathered down the column. */
-static void fz_put_col(float *o, const float *At, int BR, int i, int n, float s) {
-    const int nfull = n / FZ_VW;
-    for (int u = 0; u < nfull; u++) fz_store(o + u * FZ_VW, fz_mul(fz_gather(At + (int64_t)u * FZ_VW * BR + i, BR), fz_set1(s)));
-    for (int x = nfull * FZ_VW; x < n; x++) o[x] = At[(int64_t)x * BR + i] * s;
+/* out's rows t0 .. t0 + nr of (b, h) = the columns of Ot (Dv, BR) / l (0 where l is 0): FZ_VW rows by
+ * FZ_VW dims at a time, transposed in registers, then multiplied. */
+static void fz_put_out(const attn_sdpa_desc *d, float *out, int b, int h, int t0, int nr, const float *Ot, int BR,
+                       const float *l) {
+    const int Dv = d->Dv;
+    for (int i0 = 0; i0 < nr; i0 += FZ_VW)
+        for (int x0 = 0; x0 < Dv; x0 += FZ_VW) {
+            fz_v v[FZ_VW];
+            for (int x = 0; x < FZ_VW; x++) v[x] = x0 + x < Dv ? fz_load(Ot + (int64_t)(x0 + x) * BR + i0) : fz_zero();
+            fz_transpose(v);
+            const fz_m m = fz_tailmask(Dv - x0);
+            for (int i = 0; i < FZ_VW && i0 + i < nr; i++) {
+                const float li = l[i0 + i];
+                float *orow = out + b * d->out.b + h * d->out.h + (int64_t)(t0 + i0 + i) * d->out.t;   /* (Dv) */
+                fz_storem(orow + x0, fz_mul(v[i], fz_set1(li > 0.0f ? 1.0f / li : 0.0f)), m);
+            }
+        }
 }
 
 /* One block of query rows (b, h, t0 .. t0+nr) against all the keys it may see. */
@@ -568,12 +585,8 @@ static void fz_fwd_block(const fz_fwd_ctx *cx, char *tw, int b, int h, int t0, i
     if (xs) fz_fill_scores(xs, S, nr, done, maxlim);
 
     /* out = Oᵀ / l, transposed back; the row statistics; rows that saw no key: zeros and (-inf, 0) */
-    for (int i = 0; i < nr; i++) {
-        float *orow = cx->out + b * d->out.b + h * d->out.h + (int64_t)(t0 + i) * d->out.t;   /* (Dv) */
-        const float li = l[i];
-        fz_put_col(orow, Ot, BR, i, Dv, li > 0.0f ? 1.0f / li : 0.0f);
-        fz_put_stats(cx->stats + 2 * (((int64_t)b * H + h) * T + t0 + i), m[i], li);
-    }
+    fz_put_out(d, cx->out, b, h, t0, nr, Ot, BR, l);
+    for (int i = 0; i < nr; i++) fz_put_stats(cx->stats + 2 * (((int64_t)b * H + h) * T + t0 + i), m[i], l[i]);
     attn__count_scores(ATTN_PASS_FORWARD, counted);
 }
 

@@ -30,8 +30,13 @@ static inline fz_v fz_loadm(const float *p, fz_m n) {
     fz_v r; for (int i = 0; i < FZ_VW; i++) r.x[i] = i < n ? p[i] : 0.0f; return r;
 }
 static inline void fz_storem(float *p, fz_v a, fz_m n) { for (int i = 0; i < n; i++) p[i] = a.x[i]; }
-static inline fz_v fz_gather(const float *p, int stride) {        /* lane i: p[i·stride] */
-    fz_v r; for (int i = 0; i < FZ_VW; i++) r.x[i] = p[(int64_t)i * stride]; return r;
+static inline void fz_transpose(fz_v v[FZ_VW]) {                 /* v[i] lane j <-> v[j] lane i */
+    for (int i = 0; i < FZ_VW; i++)
+        for (int j = i + 1; j < FZ_VW; j++) {
+            const float x = v[i].x[j];
+            v[i].x[j] = v[j].x[i];
+            v[j].x[i] = x;
+        }
 }
 static inline fz_v fz_add(fz_v a, fz_v b) { for (int i = 0; i < FZ_VW; i++) a.x[i] += b.x[i]; return a; }
 static inline fz_v fz_sub(fz_v a, fz_v b) { for (int i = 0; i < FZ_VW; i++) a.x[i] -= b.x[i]; return a; }
