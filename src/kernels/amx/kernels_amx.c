@@ -157,28 +157,10 @@ static const ax_tilecfg ax_cfg __attribute__((aligned(64))) = {
 
 static void ax_tiles_on(void) { _tile_loadconfig(&ax_cfg); }
 
-/* r[i] lane k = w[k] lane i: a 16 x 16 transpose of 32-bit elements in four rounds of shuffles. */
+/* r[i] lane k = w[k] lane i: the shared 16 x 16 transpose (kernels/avx512/transpose_avx512.h). */
 static inline void ax_transpose16(const __m512i w[16], __m512i r[16]) {
-    __m512i t[16], u[16], v[16];
-    for (int i = 0; i < 8; i++) {
-        t[2 * i] = _mm512_unpacklo_epi32(w[2 * i], w[2 * i + 1]);
-        t[2 * i + 1] = _mm512_unpackhi_epi32(w[2 * i], w[2 * i + 1]);
-    }
-    for (int i = 0; i < 4; i++) {
-        u[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
-        u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
-        u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
-        u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
-    }
-    for (int i = 0; i < 2; i++)
-        for (int j = 0; j < 4; j++) {
-            v[8 * i + j] = _mm512_shuffle_i32x4(u[8 * i + j], u[8 * i + j + 4], 0x88);
-            v[8 * i + j + 4] = _mm512_shuffle_i32x4(u[8 * i + j], u[8 * i + j + 4], 0xdd);
-        }
-    for (int j = 0; j < 8; j++) {
-        r[j] = _mm512_shuffle_i32x4(v[j], v[j + 8], 0x88);
-        r[j + 8] = _mm512_shuffle_i32x4(v[j], v[j + 8], 0xdd);
-    }
+    for (int i = 0; i < 16; i++) r[i] = w[i];
+    attn__transpose16(r);
 }
 
 /* ---------------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 /*
  * transpose_avx512.h — a 16 x 16 transpose of 32-bit lanes in AVX-512 registers, for the packs that turn
- * rows into columns (the fused fp32 kernels, kernels_avx512.c; the bf16 kernels, decode_bf16.h). On the
- * CPUs measured a 16-lane gather cost about what a whole transpose does (DESIGN "AVX512-BF16 small shapes").
+ * rows into columns (the fused fp32 kernels, kernels_avx512.c; the bf16 kernels, decode_bf16.h; the AMX
+ * tiles' packs, kernels_amx.c, which moved from gathers to it first). On the CPUs measured a 16-lane gather
+ * cost about what a whole transpose does (DESIGN "AVX512-BF16 small shapes").
  * Included by files compiled with the AVX-512 flags.
  */
 #ifndef ATTN_TRANSPOSE_AVX512_H
