@@ -311,9 +311,9 @@ static int vision_train(vision_flags *f, int epochs_given) {
     if (lead)
         fprintf(stderr, "attn: vision: ViT patch %d (kernel %d%s), dim %d, %d heads, %d blocks, MLP %d: %zu parameters, "
                 "%d tokens; AdamW lr %g wd %g, %d warm-up epoch(s) then cosine, batch %d, %s%s, %d threads%s, attention "
-                "compute %s, BLAS %s\n", c->patch, m.patch.K, m.patch.K > c->patch ? ", overlapping" : "", c->dim, c->heads,
-                c->blocks, c->mlp, m.n_params, m.T, (double)f->lr, (double)f->wd, f->warmup, f->batch, aug, lsm,
-                attn_get_num_threads(), par,
+                "compute %s, BLAS %s\n", c->patch, m.patch.K, m.patch.K > c->patch ? ", overlapping" : "", c->dim,
+                c->heads, c->blocks, c->mlp, m.n_params, m.T, (double)f->lr, (double)f->wd, f->warmup, f->batch, aug,
+                lsm, attn_get_num_threads(), par,
                 cli_compute_word(c->compute, cli_sdpa_runs(c->compute, f->batch, c->heads, m.T, c->dim / c->heads, 0)),
                 attn_blas_core_name());
 

@@ -134,7 +134,8 @@ static inline __mmask16 br_lanes(int n) { return (__mmask16)(n >= 16 ? 0xffff : 
 static inline void br_pairs_t(__m512i v[16], const uint16_t *const rows[16], int p0, int n) {
     const int w = n - 2 * p0;
     const __mmask32 m = w >= 32 ? ~(__mmask32)0 : w <= 0 ? 0 : (__mmask32)((1u << w) - 1);
-    for (int i = 0; i < 16; i++) v[i] = rows[i] ? _mm512_maskz_loadu_epi16(m, rows[i] + 2 * p0) : _mm512_setzero_si512();
+    for (int i = 0; i < 16; i++)
+        v[i] = rows[i] ? _mm512_maskz_loadu_epi16(m, rows[i] + 2 * p0) : _mm512_setzero_si512();
     attn__transpose16(v);
 }
 

@@ -406,7 +406,8 @@ static void bb_pack_q(uint32_t *Qp, int BR, const attn_sdpa_desc *d, const uint1
         __m512i t[16];
         for (int p0 = 0; 2 * p0 < D; p0 += 16) {
             br_pairs_t(t, rows, p0, D);
-            for (int p = p0; p < p0 + 16 && 2 * p < D; p++) _mm512_store_si512(Qp + (int64_t)p * BR + 16 * v, t[p - p0]);
+            for (int p = p0; p < p0 + 16 && 2 * p < D; p++)
+                _mm512_store_si512(Qp + (int64_t)p * BR + 16 * v, t[p - p0]);
         }
     }
 }
