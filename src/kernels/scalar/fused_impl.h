@@ -389,14 +389,20 @@ static void fz_fill_scores(float *xs, int S, int nr, int j0, int j1) {
             for (int j = j0; j < j1; j++) xs[(int64_t)i * S + j] = -INFINITY;
 }
 
+/* Columns i0 .. i0 + FZ_VW - 1 of rows r0 .. r0 + FZ_VW - 1 of At (rows BR apart; rows from n on read as
+ * 0), transposed in registers: v[i] lane x = At[r0 + x][i0 + i]. */
+static inline void fz_cols_t(fz_v v[FZ_VW], const float *At, int BR, int r0, int n, int i0) {
+    for (int x = 0; x < FZ_VW; x++) v[x] = r0 + x < n ? fz_load(At + (int64_t)(r0 + x) * BR + i0) : fz_zero();
+    fz_transpose(v);
+}
+
 /* Sᵀ (nb keys from j0, rows BR apart; nr query columns) into rows of xs: FZ_VW keys by FZ_VW rows of Sᵀ
  * (in cache) transposed in registers, so the writes run along the rows a vector at a time. */
 static void fz_put_scores(float *xs, int S, int nr, const float *St, int BR, int j0, int nb) {
     for (int i0 = 0; i0 < nr; i0 += FZ_VW)
         for (int j = 0; j < nb; j += FZ_VW) {
             fz_v v[FZ_VW];
-            for (int l = 0; l < FZ_VW; l++) v[l] = j + l < nb ? fz_load(St + (int64_t)(j + l) * BR + i0) : fz_zero();
-            fz_transpose(v);
+            fz_cols_t(v, St, BR, j, nb, i0);
             const fz_m m = fz_tailmask(nb - j);
             for (int i = 0; i < FZ_VW && i0 + i < nr; i++) fz_storem(xs + (int64_t)(i0 + i) * S + j0 + j, v[i], m);
         }
@@ -432,8 +438,7 @@ static void fz_put_out(const attn_sdpa_desc *d, float *out, int b, int h, int t0
     for (int i0 = 0; i0 < nr; i0 += FZ_VW)
         for (int x0 = 0; x0 < Dv; x0 += FZ_VW) {
             fz_v v[FZ_VW];
-            for (int x = 0; x < FZ_VW; x++) v[x] = x0 + x < Dv ? fz_load(Ot + (int64_t)(x0 + x) * BR + i0) : fz_zero();
-            fz_transpose(v);
+            fz_cols_t(v, Ot, BR, x0, Dv, i0);
             const fz_m m = fz_tailmask(Dv - x0);
             for (int i = 0; i < FZ_VW && i0 + i < nr; i++) {
                 const float li = l[i0 + i];
