@@ -851,18 +851,24 @@ static void fz_fwd_rows(const fz_fwd_ctx *cx, char *tw, int b, int hk, const int
  * needs no dQ slots and runs in one stage. Same base-2 softmax, masks and dropout indices as the paths
  * above; a row's arithmetic depends on the shape only.
  */
-#define FZ_SMALL_S (2 * FZ_VW)
-#define FZ_SMALL_D (2 * FZ_VW)
+/* The backward's limits on S and on D, Dv: two vectors of AVX-512, four of AVX2 and of the portable build
+ * (two vectors on every path until 2026-12-01: 16 on those). The forward's (decoding's): two vectors. */
+#define FZ_SMALL_S 32
+#define FZ_SMALL_D 32
+#define FZ_SMALL_FWD (2 * FZ_VW)
 _Static_assert(FZ_SMALL_S <= FZ_KBC && FZ_SMALL_S <= FZ_BR, "small path: Kᵀ must fit the tiles' buffers");
 
-/* The small path for this pass? The backward takes it whenever the keys are few and the heads narrow;
- * the forward only for a few rows per head (decoding): with more, the block path's vectors along the
- * query rows do the same work in fewer instructions (measured: B=64, H=4, T=S=10, D=8, 0.11 ms against
- * 0.15 ms by rows; and the ViT's T=S=17, D=32 with the rows tiled as the backward tiles them: 0.50 ms
- * against 0.40, DESIGN.md "Small-shape attention"). */
+/* The small path for this pass? The backward takes it whenever the keys are few and the heads narrow (32
+ * on every path: on AVX2 the ViT's S = 17, D = 32 backward took 0.72–0.75 ms by blocks, 0.50 here); the
+ * forward only for a few rows per head (decoding), within two vectors: with more rows, the block path's
+ * vectors along the query rows do the same work in fewer instructions (measured: B=64, H=4, T=S=10, D=8,
+ * 0.11 ms against 0.15 ms by rows; and the ViT's T=S=17, D=32 with the rows tiled as the backward tiles
+ * them: 0.50 ms against 0.40, DESIGN.md "Small-shape attention"); and with wider rows on AVX2 (S = 30,
+ * D = 32, T = 1: 67–70 µs here against 57 by rows). */
 static int fz_small(const attn_sdpa_desc *d, attn_pass pass) {
-    if (!(d->S <= FZ_SMALL_S && d->D <= FZ_SMALL_D && d->Dv <= FZ_SMALL_D)) return 0;
-    return pass == ATTN_PASS_BACKWARD || d->T <= FZ_ROW_MAX;
+    if (pass == ATTN_PASS_FORWARD)
+        return d->S <= FZ_SMALL_FWD && d->D <= FZ_SMALL_FWD && d->Dv <= FZ_SMALL_FWD && d->T <= FZ_ROW_MAX;
+    return d->S <= FZ_SMALL_S && d->D <= FZ_SMALL_D && d->Dv <= FZ_SMALL_D;
 }
 
 /* Kᵀ (D, SP) of keys [0, S) of (b, hk), zero-padded: the block forward's transpose, unscaled. */
