@@ -851,15 +851,17 @@ static void fz_fwd_rows(const fz_fwd_ctx *cx, char *tw, int b, int hk, const int
  * needs no dQ slots and runs in one stage. Same base-2 softmax, masks and dropout indices as the paths
  * above; a row's arithmetic depends on the shape only.
  */
-/* The backward's limits on S and on D, Dv: two vectors of AVX-512, four of AVX2 and of the portable build
- * (two vectors on every path until 2026-12-01: 16 on those). The forward's (decoding's): two vectors. */
-#define FZ_SMALL_S 32
-#define FZ_SMALL_D 32
+/* The backward's limits on S and on D, Dv: a backward key block (64 on AVX-512, 32 on AVX2 and the
+ * portable build; until 2026-12-01 two vectors on every path: 32 and 16). The forward's (decoding's): two
+ * vectors. */
+#define FZ_SMALL_S FZ_KBC
+#define FZ_SMALL_D FZ_KBC
 #define FZ_SMALL_FWD (2 * FZ_VW)
 _Static_assert(FZ_SMALL_S <= FZ_KBC && FZ_SMALL_S <= FZ_BR, "small path: Kᵀ must fit the tiles' buffers");
 
-/* The small path for this pass? The backward takes it whenever the keys are few and the heads narrow (32
- * on every path: on AVX2 the ViT's S = 17, D = 32 backward took 0.72–0.75 ms by blocks, 0.50 here); the
+/* The small path for this pass? The backward takes it whenever the keys and the heads fit a key block (on
+ * AVX2 the ViT's S = 17, D = 32 backward took 0.72–0.75 ms by blocks, 0.50 here; on AVX-512 the
+ * detector's T = S = 64, D = 24, 1.40 ms by blocks, 1.09 here); the
  * forward only for a few rows per head (decoding), within two vectors: with more rows, the block path's
  * vectors along the query rows do the same work in fewer instructions (measured: B=64, H=4, T=S=10, D=8,
  * 0.11 ms against 0.15 ms by rows; and the ViT's T=S=17, D=32 with the rows tiled as the backward tiles
