@@ -861,12 +861,12 @@ _Static_assert(FZ_SMALL_S <= FZ_KBC && FZ_SMALL_S <= FZ_BR, "small path: Kᵀ mu
 
 /* The small path for this pass? The backward takes it whenever the keys and the heads fit a key block (on
  * AVX2 the ViT's S = 17, D = 32 backward took 0.72–0.75 ms by blocks, 0.50 here; on AVX-512 the
- * detector's T = S = 64, D = 24, 1.40 ms by blocks, 1.09 here); the
- * forward only for a few rows per head (decoding), within two vectors: with more rows, the block path's
- * vectors along the query rows do the same work in fewer instructions (measured: B=64, H=4, T=S=10, D=8,
- * 0.11 ms against 0.15 ms by rows; and the ViT's T=S=17, D=32 with the rows tiled as the backward tiles
- * them: 0.50 ms against 0.40, DESIGN.md "Small-shape attention"); and with wider rows on AVX2 (S = 30,
- * D = 32, T = 1: 67–70 µs here against 57 by rows). */
+ * detector's T = S = 64, D = 24, 1.40 ms by blocks, 1.09 here); the forward only for a few rows per head
+ * (decoding), within two vectors: with more rows, the block path's vectors along the query rows do the
+ * same work in fewer instructions (measured: B=64, H=4, T=S=10, D=8, 0.11 ms against 0.15 ms by rows; and
+ * the ViT's T=S=17, D=32 with the rows tiled as the backward tiles them: 0.50 ms against 0.40, DESIGN.md
+ * "Small-shape attention"); and with wider rows on AVX2 (S = 30, D = 32, T = 1: 67–70 µs here against 57
+ * by rows). */
 static int fz_small(const attn_sdpa_desc *d, attn_pass pass) {
     if (pass == ATTN_PASS_FORWARD)
         return d->S <= FZ_SMALL_FWD && d->D <= FZ_SMALL_FWD && d->Dv <= FZ_SMALL_FWD && d->T <= FZ_ROW_MAX;
@@ -882,7 +882,7 @@ static void fz_small_pack(float *Kt, int SP, const float *kb, int64_t kt, int S,
 static float fz_small_scores(const attn_sdpa_desc *d, float *s, const float *Kt, int SP, const float *qr, int lim,
                              int b, int h, int t) {
     const int nks = SP / FZ_VW;
-    fz_v acc[FZ_SMALL_S / FZ_VW];
+    fz_v acc[FZ_SMALL_FWD / FZ_VW];   /* the forward's (decoding's) keys: two vectors */
     for (int u = 0; u < nks; u++) acc[u] = fz_zero();
     for (int x = 0; x < d->D; x++) {
         const fz_v qx = fz_set1(qr[x] * d->scale);
