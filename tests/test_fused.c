@@ -282,13 +282,17 @@ int main(void) {
         {1, 2, 2, 3, 9, 8, 8, 0, 0, 0, 0, 0, 0.0f, 1.0f, 0, 0, 0, 0, 0, 0, 0, 2},         /* small heads */
         /* weights: the block path's scores with skipped map blocks, then a short last block recomputed */
         {1, 2, 1, 258, 300, 32, 32, 0, 0, 0, 0, 0, 0.0f, 2.0f, 0, 0, 0, 0, 0, 0, 0, 64},
-        /* the small backward (S <= 2 vectors, D and Dv <= 2 vectors): the ViT's T = S = 17, D = 32 in its
-         * (B,T,H,D) layout; several blocks of query rows (T past 128) with every mask and dropout; one key */
+        /* the small backward (S, D and Dv within a backward key block: 64 on AVX-512, 32 on AVX2 and the
+         * portable build): the ViT's T = S = 17, D = 32 in its (B,T,H,D) layout; several blocks of query rows
+         * (T past 128) with every mask and dropout; one key; the detector's T = S = 64, D = 24; 64 keys with
+         * every mask and dropout, T > S */
         {3, 4, 4, 17, 17, 32, 32, 0, 0, 0, 0, 1, 0.0f, 2.0f, 0, 0, 0, 0, 0, 0, 0, 0},
         {2, 4, 2, 17, 17, 16, 15, 0, 0, 0, 0, 1, 0.0f, 2.0f, 0, 0, 0, 0, 0, 0, 0, 0},
         {1, 2, 1, 300, 13, 24, 7, 1, 2, 1, 1, 1, 0.2f, 3.0f, 0, 0, 0, 0, 0, 0, 0, 0},
         {2, 2, 2, 140, 29, 9, 30, 1, 1, 0, 1, 1, 0.0f, 2.0f, 1, 7, 3, 2, 1, 1, 6, 4},
         {1, 3, 1, 70, 1, 5, 5, 0, 0, 0, 1, 0, 0.2f, 1.0f, 0, 0, 0, 0, 1, 0, 0, 0},
+        {2, 4, 4, 64, 64, 24, 24, 0, 0, 0, 0, 1, 0.0f, 2.0f, 0, 0, 0, 0, 0, 0, 0, 0},
+        {2, 4, 2, 100, 64, 64, 48, 1, 2, 1, 1, 1, 0.2f, 3.0f, 0, 0, 0, 0, 0, 0, 0, 0},
     };
     const int nfixed = (int)(sizeof fixed / sizeof fixed[0]);
     int bad = 0;
