@@ -50,21 +50,23 @@ static const int g_shapes[][11] = {
     {2, 2, 1, 70, 37, 32, 32, 1, 0, 0, 0},   {2, 2, 1, 70, 30, 32, 32, 1, 0, 0, 0},
 };
 
+/* The layout of a tensor of `heads` heads, `rows` rows of `inner` elements: (B,H,T,D), or with bthd
+ * attn_mha's (B,T,H,D). */
+static attn_layout layout(int bthd, int heads, int rows, int inner) {
+    if (bthd) return (attn_layout){(int64_t)rows * heads * inner, inner, (int64_t)heads * inner};
+    return (attn_layout){(int64_t)heads * rows * inner, (int64_t)rows * inner, inner};
+}
+
 static void run(const attn_ctx *c, int kind, int weights, size_t s) {
     const int *z = g_shapes[s];
     const int B = z[0], H = z[1], Hk = z[2], T = z[3], S = z[4], D = z[5], Dv = z[6];
     attn_sdpa_desc d;
     attn_sdpa_desc_init(&d, B, H, T, S, D, Dv);
     d.Hkv = Hk;
-    if (z[9]) {
-        d.q = (attn_layout){(int64_t)T * H * D, D, (int64_t)H * D};
-        d.k = (attn_layout){(int64_t)S * Hk * D, D, (int64_t)Hk * D};
-        d.v = (attn_layout){(int64_t)S * Hk * Dv, Dv, (int64_t)Hk * Dv};
-        d.out = (attn_layout){(int64_t)T * H * Dv, Dv, (int64_t)H * Dv};
-    } else {
-        d.k = (attn_layout){(int64_t)Hk * S * D, (int64_t)S * D, D};
-        d.v = (attn_layout){(int64_t)Hk * S * Dv, (int64_t)S * Dv, Dv};
-    }
+    d.q = layout(z[9], H, T, D);
+    d.k = layout(z[9], Hk, S, D);
+    d.v = layout(z[9], Hk, S, Dv);
+    d.out = layout(z[9], H, T, Dv);
     d.mask.causal = z[7];
     if (s == 3) d.scale = -0.3f;
     int32_t lens[64];

@@ -100,7 +100,7 @@ static inline __attribute__((always_inline)) void bw_dp(const int RT, const int 
                                                         const uint16_t *A, int64_t ar, int64_t ak, const uint32_t *B,
                                                         int64_t ldb, int K, int acc_in, int tail) {
     __m512 acc[BW_RT][BW_NV];
-    const __mmask16 tm = (__mmask16)(tail >= 16 ? 0xffff : (1u << tail) - 1);
+    const __mmask16 tm = br_lanes(tail);
     BR_UNROLL for (int r = 0; r < RT; r++)
         BR_UNROLL for (int v = 0; v < NV; v++)
             acc[r][v] = !acc_in ? _mm512_setzero_ps()
@@ -248,8 +248,7 @@ static void bw_pack_rows(const attn_sdpa_desc *d, const bw_dims *z, char *work, 
             _mm512_mask_storeu_ps(qs + (int64_t)i * D + x, m, _mm512_mul_ps(br_widen16(qr + x, m), scale));
         }
         for (int x = 0; x < z->DvE; x += 32) {
-            const __mmask32 m = z->DvE - x >= 32 ? ~(__mmask32)0 : (__mmask32)((1u << (z->DvE - x)) - 1);
-            _mm512_mask_storeu_epi16(dor + (int64_t)i * z->DvE + x, m, br_load32(gr[i], x, Dv));
+            _mm512_mask_storeu_epi16(dor + (int64_t)i * z->DvE + x, br_lanes32(z->DvE - x), br_load32(gr[i], x, Dv));
         }
         for (int ch = 0; ch < z->nch; ch++)
             memset((float *)(work + z->slots) + (((int64_t)ch * d->B * d->H + bh) * T + t0 + i) * D, 0,

@@ -73,12 +73,16 @@ static inline float br_add_bias(float x, float b) {
     return y > FLT_MAX ? FLT_MAX : y < -FLT_MAX ? -FLT_MAX : y;
 }
 
+/* The mask of the first n of 16 lanes, and of 32 (n at the count or more: all; n <= 0: none). */
+static inline __mmask16 br_lanes(int n) { return (__mmask16)(n >= 16 ? 0xffff : n <= 0 ? 0 : (1u << n) - 1); }
+static inline __mmask32 br_lanes32(int n) {
+    return n >= 32 ? ~(__mmask32)0 : n <= 0 ? 0 : (__mmask32)((1u << n) - 1);
+}
+
 /* 32 bf16 of a row from element x0, those from n on read as 0 (a masked load: nothing past the row). */
 static inline __m512i br_load32(const uint16_t *row, int x0, int n) {
-    const int w = n - x0;
-    if (w >= 32) return _mm512_loadu_si512(row + x0);
-    const __mmask32 m = w <= 0 ? 0 : (__mmask32)((1ull << w) - 1);
-    return _mm512_maskz_loadu_epi16(m, row + x0);
+    if (n - x0 >= 32) return _mm512_loadu_si512(row + x0);
+    return _mm512_maskz_loadu_epi16(br_lanes32(n - x0), row + x0);
 }
 
 /* Asks for the row of BR_PF keys after key j (rows of x, xt apart) when it is one of the n the rows go
@@ -126,14 +130,11 @@ static inline __m512 br_widen16(const uint16_t *p, __mmask16 m) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
 }
 
-/* The mask of the first n of 16 lanes (n >= 16: all). */
-static inline __mmask16 br_lanes(int n) { return (__mmask16)(n >= 16 ? 0xffff : n <= 0 ? 0 : (1u << n) - 1); }
 
 /* Pairs p0 .. p0 + 15 of dims (2p low, 2p + 1 high; a dim at n or past it 0) of 16 rows of n bf16 (rows[i],
  * NULL: a row of zeros), transposed: v[p] lane i is pair p0 + p of row i. Nothing past a row is read. */
 static inline void br_pairs_t(__m512i v[16], const uint16_t *const rows[16], int p0, int n) {
-    const int w = n - 2 * p0;
-    const __mmask32 m = w >= 32 ? ~(__mmask32)0 : w <= 0 ? 0 : (__mmask32)((1u << w) - 1);
+    const __mmask32 m = br_lanes32(n - 2 * p0);
     for (int i = 0; i < 16; i++)
         v[i] = rows[i] ? _mm512_maskz_loadu_epi16(m, rows[i] + 2 * p0) : _mm512_setzero_si512();
     attn__transpose16(v);
@@ -165,18 +166,17 @@ typedef struct br_fwd {
     attn_layout ol;
 } br_fwd;
 
-/* Writes out's row (b, h, t) = o[x·os]·inv for dims x < Dv (o permuted by br_dim when perm): bf16 into
- * out, or fp32 into out32. */
-static inline void br_put_out(const br_fwd *cx, int b, int h, int t, const float *o, int64_t os, int n, int perm,
-                              float inv) {
+/* Writes out's row (b, h, t) = o·inv for dims < Dv, o (n floats) permuted by br_dim: bf16 into out, or
+ * fp32 into out32. (The block kernel writes its rows by transposes: bb_put_out.) */
+static inline void br_put_out(const br_fwd *cx, int b, int h, int t, const float *o, int n, float inv) {
     const int Dv = cx->d->Dv;
     float *row32 = cx->out32 ? cx->out32 + b * cx->ol.b + h * cx->ol.h + (int64_t)t * cx->ol.t : NULL;
     uint16_t *row16 = cx->out32 ? NULL : cx->out + b * cx->d->out.b + h * cx->d->out.h + (int64_t)t * cx->d->out.t;
     for (int x = 0; x < n; x++) {
-        const int dim = perm ? br_dim(x) : x;
+        const int dim = br_dim(x);
         if (dim >= Dv) continue;
-        if (row32) row32[dim] = o[x * os] * inv;
-        else row16[dim] = attn__bf16(o[x * os] * inv);
+        if (row32) row32[dim] = o[x] * inv;
+        else row16[dim] = attn__bf16(o[x] * inv);
     }
 }
 
@@ -313,7 +313,7 @@ static inline void br_rows_end(const br_rowset *rs, const br_fwd *cx, const floa
     const int DvP = cx->DvP;
     for (int r = 0; r < rs->R; r++) {
         const float l = rs->l[r], inv = l > 0.0f ? 1.0f / l : 0.0f;
-        br_put_out(cx, b, hs[r], ts[r], o + r * DvP, 1, DvP, 1, inv);
+        br_put_out(cx, b, hs[r], ts[r], o + r * DvP, DvP, inv);
         float mc = rs->m[r];
         if (l > 0.0f && rs->jm[r] >= 0 && mc == mc) {
             mc = br_canonical(rs->qrow[r], kb + (int64_t)rs->jm[r] * d->k.t, d->D, d->scale);
